@@ -1,0 +1,251 @@
+//! Placement of one task or actor: hybrid, spread, node affinity and label
+//! selectors. Pure: the same view, request and cursor give the same answer.
+
+use crate::labels::LabelSelector;
+use crate::quantity::Quantity;
+use crate::resources::{ResourceSet, GPU};
+use crate::view::{ClusterView, NodeKey, NodeResources};
+
+/// Where a request may go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy<N> {
+    /// Pack on the preferred node until it is busier than the threshold, then
+    /// on the least-utilised node (Ray's default).
+    Hybrid,
+    /// Round-robin over nodes that can take it.
+    Spread,
+    /// On this node; when `soft`, elsewhere if it is dead or can never fit it.
+    NodeAffinity {
+        /// The node.
+        node: N,
+        /// Fall back to hybrid when the node is gone or infeasible.
+        soft: bool,
+    },
+    /// Hybrid among the nodes whose labels match.
+    Labels(LabelSelector),
+}
+
+/// Why no node can ever run a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Infeasible<N> {
+    /// No node has enough of this resource in total.
+    MissingResource {
+        /// The resource.
+        resource: String,
+        /// The amount asked.
+        requested: Quantity,
+        /// The largest total any candidate node has.
+        largest_total: Quantity,
+    },
+    /// Every resource exists in enough amount somewhere, but never together.
+    NoSingleNode(ResourceSet),
+    /// A hard node-affinity target is unknown or dead.
+    NodeUnavailable(N),
+    /// No live node matches the label selector.
+    NoMatchingLabels(String),
+    /// STRICT_SPREAD needs more distinct nodes than can hold the bundles.
+    NotEnoughNodes {
+        /// Bundles to spread.
+        needed: usize,
+        /// Nodes that could hold one at most.
+        usable: usize,
+    },
+    /// The request itself is malformed.
+    InvalidRequest(String),
+    /// The cluster has no live node that may take the request.
+    NoLiveNodes,
+}
+
+impl<N: std::fmt::Debug> std::fmt::Display for Infeasible<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Infeasible::MissingResource {
+                resource,
+                requested,
+                largest_total,
+            } => write!(
+                f,
+                "no node has {requested} {resource} (the largest has {largest_total})"
+            ),
+            Infeasible::NoSingleNode(r) => write!(f, "no single node has all of {r}"),
+            Infeasible::NodeUnavailable(n) => write!(f, "node {n:?} is unknown or dead"),
+            Infeasible::NoMatchingLabels(s) => write!(f, "no live node matches labels {s:?}"),
+            Infeasible::NotEnoughNodes { needed, usable } => write!(
+                f,
+                "STRICT_SPREAD needs {needed} distinct nodes but only {usable} can hold a bundle"
+            ),
+            Infeasible::InvalidRequest(why) => write!(f, "invalid request: {why}"),
+            Infeasible::NoLiveNodes => write!(f, "no live node may take the request"),
+        }
+    }
+}
+
+/// The scheduler's answer for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<N> {
+    /// Run it there now.
+    Place(N),
+    /// Feasible but busy: queue it at this node until resources free up.
+    Queue(N),
+    /// No node can ever run it.
+    Infeasible(Infeasible<N>),
+}
+
+/// Checks a request's shape: more than one GPU must be whole.
+pub fn validate(request: &ResourceSet) -> Result<(), String> {
+    let gpu = request.get(GPU);
+    if gpu > Quantity::ONE && !gpu.is_whole() {
+        return Err(format!("a GPU request above 1 must be a whole number, got {gpu}"));
+    }
+    Ok(())
+}
+
+/// Placement policy with the little state a policy needs (the spread cursor).
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    /// Utilisation below which hybrid keeps packing (default 0.5).
+    pub spread_threshold: f64,
+    cursor: usize,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            spread_threshold: 0.5,
+            cursor: 0,
+        }
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with the default threshold.
+    pub fn new() -> Scheduler {
+        Scheduler::default()
+    }
+
+    /// Decides where `request` goes. `preferred` is the node asking (its
+    /// local raylet), which hybrid packs first.
+    pub fn decide<N: NodeKey>(
+        &mut self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        strategy: &Strategy<N>,
+        preferred: Option<N>,
+    ) -> Decision<N> {
+        if let Err(why) = validate(request) {
+            return Decision::Infeasible(Infeasible::InvalidRequest(why));
+        }
+        match strategy {
+            Strategy::Hybrid => self.hybrid(view, request, preferred, |_| true),
+            Strategy::Spread => self.spread(view, request),
+            Strategy::NodeAffinity { node, soft } => {
+                match view.node(*node).filter(|n| n.is_alive()) {
+                    Some(n) if n.fits_now(request) => Decision::Place(*node),
+                    Some(n) if n.feasible(request) => Decision::Queue(*node),
+                    Some(_) if !soft => infeasible(view.alive_nodes().filter(|(k, _)| k == node), request),
+                    None if !soft => Decision::Infeasible(Infeasible::NodeUnavailable(*node)),
+                    _ => self.hybrid(view, request, preferred, |_| true),
+                }
+            }
+            Strategy::Labels(sel) => {
+                if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
+                    return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
+                }
+                self.hybrid(view, request, preferred, |n| sel.matches(n.labels()))
+            }
+        }
+    }
+
+    fn hybrid<N: NodeKey>(
+        &mut self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        preferred: Option<N>,
+        allowed: impl Fn(&NodeResources) -> bool,
+    ) -> Decision<N> {
+        let threshold = self.spread_threshold;
+        let pref = preferred.and_then(|p| view.node(p).map(|n| (p, n)));
+        // Traversal order: the preferred node, then the others by id.
+        let order = pref
+            .into_iter()
+            .chain(view.nodes().filter(|(k, _)| Some(*k) != preferred))
+            .filter(|(_, n)| n.is_alive() && allowed(n));
+        // Below the threshold every node scores 0, so the first in traversal
+        // order wins (pack); above it the least-utilised wins (spread).
+        let mut best: Option<(f64, N)> = None;
+        let mut queue_at: Option<(f64, N)> = None;
+        for (id, n) in order {
+            if !n.feasible(request) {
+                continue;
+            }
+            let u = n.utilization();
+            let score = if u < threshold { 0.0 } else { u };
+            if n.fits_now(request) {
+                if best.is_none_or(|(s, _)| score < s) {
+                    best = Some((score, id));
+                    if score == 0.0 {
+                        break;
+                    }
+                }
+            } else if queue_at.is_none_or(|(s, _)| score < s) {
+                queue_at = Some((score, id));
+            }
+        }
+        if let Some((_, id)) = best {
+            return Decision::Place(id);
+        }
+        if let Some((_, id)) = queue_at {
+            // Queue locally when the local node can ever run it.
+            let id = match pref {
+                Some((p, n)) if n.is_alive() && allowed(n) && n.feasible(request) => p,
+                _ => id,
+            };
+            return Decision::Queue(id);
+        }
+        infeasible(view.alive_nodes().filter(|(_, n)| allowed(n)), request)
+    }
+
+    fn spread<N: NodeKey>(&mut self, view: &ClusterView<N>, request: &ResourceSet) -> Decision<N> {
+        let nodes: Vec<(N, &NodeResources)> = view.alive_nodes().collect();
+        if nodes.is_empty() {
+            return infeasible(nodes.into_iter(), request);
+        }
+        let start = self.cursor % nodes.len();
+        for step in 0..nodes.len() {
+            let i = (start + step) % nodes.len();
+            if nodes[i].1.fits_now(request) {
+                self.cursor = i + 1;
+                return Decision::Place(nodes[i].0);
+            }
+        }
+        self.hybrid(view, request, None, |_| true)
+    }
+}
+
+/// Explains why no node in `candidates` can ever run `request`.
+pub(crate) fn infeasible<'a, N: NodeKey + 'a>(
+    candidates: impl Iterator<Item = (N, &'a NodeResources)>,
+    request: &ResourceSet,
+) -> Decision<N> {
+    let mut largest = ResourceSet::new();
+    let mut any = false;
+    for (_, n) in candidates {
+        any = true;
+        for (name, _) in request.iter() {
+            let t = n.total().get(name);
+            if t > largest.get(name) {
+                largest.set(name, t);
+            }
+        }
+    }
+    let why = match request.first_shortfall(&largest) {
+        _ if !any => Infeasible::NoLiveNodes,
+        Some((name, asked, have)) => Infeasible::MissingResource {
+            resource: name.to_string(),
+            requested: asked,
+            largest_total: have,
+        },
+        None => Infeasible::NoSingleNode(request.clone()),
+    };
+    Decision::Infeasible(why)
+}

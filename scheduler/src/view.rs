@@ -1,0 +1,301 @@
+//! The cluster resource view: per node, what it has, what is free, and which
+//! GPU instances are free; allocation and exact release.
+//!
+//! Invariants (cited by the code and named in the tests):
+//! - SC-2: a node's available amount of every resource is between zero and its total.
+//! - SC-3: releasing an allocation restores exactly what it took.
+//! - SC-4: whole-GPU requests get distinct instance indices; a fractional
+//!   request takes one index and no index is ever used beyond 1.0.
+
+use crate::quantity::Quantity;
+use crate::resources::{ResourceSet, GPU};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// What a node id must be for the scheduler: cheap to copy and ordered, so
+/// that every decision is deterministic.
+pub trait NodeKey: Copy + Ord + Hash + Debug {}
+impl<T: Copy + Ord + Hash + Debug> NodeKey for T {}
+
+/// One node's resources, labels and liveness as the scheduler sees them.
+#[derive(Debug, Clone)]
+pub struct NodeResources {
+    total: ResourceSet,
+    available: ResourceSet,
+    /// Free fraction of each GPU instance, by index (SC-4).
+    gpu_free: Vec<Quantity>,
+    labels: BTreeMap<String, String>,
+    alive: bool,
+}
+
+/// Why an allocation or release was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// The node is not in the view.
+    #[error("node is not in the cluster view")]
+    UnknownNode,
+    /// The node is dead.
+    #[error("node is dead")]
+    NodeDead,
+    /// The request does not fit in what is free now.
+    #[error("not enough {resource}: asked {asked}, available {available}")]
+    Insufficient {
+        /// The first resource that is short.
+        resource: String,
+        /// How much was asked.
+        asked: Quantity,
+        /// How much is free.
+        available: Quantity,
+    },
+    /// Enough GPU in total, but not on instances that can hold the request.
+    #[error("GPU instances are fragmented: no instance set holds {0} GPU")]
+    GpuFragmented(Quantity),
+    /// More than one GPU must be a whole number.
+    #[error("a GPU request above 1 must be a whole number, got {0}")]
+    FractionalMultiGpu(Quantity),
+    /// The release would take the node above its total (a double release).
+    #[error("release of {0} would exceed the node's total")]
+    OverRelease(String),
+}
+
+/// Resources taken on one node, including the GPU instances chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation<N> {
+    /// Where.
+    pub node: N,
+    /// What was taken.
+    pub resources: ResourceSet,
+    /// `(gpu index, fraction of it)`, empty when no GPU was asked.
+    pub gpus: Vec<(u32, Quantity)>,
+}
+
+impl<N> Allocation<N> {
+    /// The GPU indices in the allocation, for `CUDA_VISIBLE_DEVICES`.
+    pub fn gpu_indices(&self) -> Vec<u32> {
+        self.gpus.iter().map(|(i, _)| *i).collect()
+    }
+}
+
+impl NodeResources {
+    /// A node with `total` resources, all free. A fractional GPU total is
+    /// rounded down to whole instances.
+    pub fn new(total: ResourceSet) -> NodeResources {
+        let gpus = total.get(GPU).whole_units().max(0) as usize;
+        let mut total = total;
+        total.set(GPU, Quantity::whole(gpus as u32));
+        NodeResources {
+            available: total.clone(),
+            total,
+            gpu_free: vec![Quantity::ONE; gpus],
+            labels: BTreeMap::new(),
+            alive: true,
+        }
+    }
+
+    /// Builder: attach labels.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> NodeResources {
+        self.labels = labels;
+        self
+    }
+
+    /// Everything the node has.
+    pub fn total(&self) -> &ResourceSet {
+        &self.total
+    }
+
+    /// What is free now.
+    pub fn available(&self) -> &ResourceSet {
+        &self.available
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
+    /// True while the node is alive.
+    pub fn is_alive(&self) -> bool {
+        self.alive
+    }
+
+    /// Free fraction of each GPU instance.
+    pub fn gpu_free(&self) -> &[Quantity] {
+        &self.gpu_free
+    }
+
+    /// Highest utilisation over the node's resources, in `[0, 1]`.
+    pub fn utilization(&self) -> f64 {
+        self.total
+            .iter()
+            .filter(|(_, t)| !t.is_zero())
+            .map(|(name, t)| 1.0 - self.available.get(name).raw() as f64 / t.raw() as f64)
+            .fold(0.0, f64::max)
+    }
+
+    /// True if the request could ever run here (against the total).
+    pub fn feasible(&self, request: &ResourceSet) -> bool {
+        request.fits_in(&self.total)
+    }
+
+    /// True if the request fits in what is free now, GPU instances included.
+    pub fn fits_now(&self, request: &ResourceSet) -> bool {
+        request.fits_in(&self.available) && self.pick_gpus(request.get(GPU)).is_ok()
+    }
+
+    fn pick_gpus(&self, asked: Quantity) -> Result<Vec<(u32, Quantity)>, AllocError> {
+        if asked.is_zero() {
+            return Ok(Vec::new());
+        }
+        if asked < Quantity::ONE {
+            // Best fit: the fullest instance that still holds the fraction, so
+            // that whole GPUs stay free for whole-GPU requests.
+            let best = self
+                .gpu_free
+                .iter()
+                .enumerate()
+                .filter(|(_, free)| **free >= asked)
+                .min_by_key(|(i, free)| (**free, *i));
+            return best
+                .map(|(i, _)| vec![(i as u32, asked)])
+                .ok_or(AllocError::GpuFragmented(asked));
+        }
+        if !asked.is_whole() {
+            return Err(AllocError::FractionalMultiGpu(asked));
+        }
+        let want = asked.whole_units() as usize;
+        let picked: Vec<(u32, Quantity)> = self
+            .gpu_free
+            .iter()
+            .enumerate()
+            .filter(|(_, free)| **free == Quantity::ONE)
+            .take(want)
+            .map(|(i, _)| (i as u32, Quantity::ONE))
+            .collect();
+        if picked.len() == want {
+            Ok(picked)
+        } else {
+            Err(AllocError::GpuFragmented(asked))
+        }
+    }
+
+    /// Takes `request` from what is free, choosing GPU instances (SC-2, SC-4).
+    pub fn allocate(&mut self, request: &ResourceSet) -> Result<Vec<(u32, Quantity)>, AllocError> {
+        if !self.alive {
+            return Err(AllocError::NodeDead);
+        }
+        if let Some((name, asked, available)) = request.first_shortfall(&self.available) {
+            return Err(AllocError::Insufficient {
+                resource: name.to_string(),
+                asked,
+                available,
+            });
+        }
+        let gpus = self.pick_gpus(request.get(GPU))?;
+        for (i, q) in &gpus {
+            self.gpu_free[*i as usize] -= *q;
+        }
+        self.available.subtract(request);
+        Ok(gpus)
+    }
+
+    /// Gives back what [`NodeResources::allocate`] took (SC-3).
+    pub fn release(&mut self, request: &ResourceSet, gpus: &[(u32, Quantity)]) -> Result<(), AllocError> {
+        let mut after = self.available.clone();
+        after.add(request);
+        if let Some((name, _, _)) = after.first_shortfall(&self.total) {
+            return Err(AllocError::OverRelease(name.to_string()));
+        }
+        for (i, q) in gpus {
+            match self.gpu_free.get(*i as usize) {
+                Some(free) if *free + *q <= Quantity::ONE => {}
+                _ => return Err(AllocError::OverRelease(format!("GPU instance {i}"))),
+            }
+        }
+        for (i, q) in gpus {
+            self.gpu_free[*i as usize] += *q;
+        }
+        self.available = after;
+        Ok(())
+    }
+}
+
+/// Every node the scheduler may place on, keyed by node id.
+#[derive(Debug, Clone)]
+pub struct ClusterView<N: NodeKey> {
+    nodes: BTreeMap<N, NodeResources>,
+}
+
+impl<N: NodeKey> Default for ClusterView<N> {
+    fn default() -> Self {
+        ClusterView {
+            nodes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<N: NodeKey> ClusterView<N> {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert(&mut self, id: N, node: NodeResources) {
+        self.nodes.insert(id, node);
+    }
+
+    /// Removes a node from the view.
+    pub fn remove(&mut self, id: N) -> Option<NodeResources> {
+        self.nodes.remove(&id)
+    }
+
+    /// Marks a node alive or dead; a dead node receives no placement.
+    pub fn set_alive(&mut self, id: N, alive: bool) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.alive = alive;
+        }
+    }
+
+    /// One node.
+    pub fn node(&self, id: N) -> Option<&NodeResources> {
+        self.nodes.get(&id)
+    }
+
+    /// All nodes in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = (N, &NodeResources)> {
+        self.nodes.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// All live nodes in id order.
+    pub fn alive_nodes(&self) -> impl Iterator<Item = (N, &NodeResources)> {
+        self.nodes().filter(|(_, n)| n.alive)
+    }
+
+    /// Number of nodes, live or dead.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when the view has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Takes `request` on `node`.
+    pub fn allocate(&mut self, node: N, request: &ResourceSet) -> Result<Allocation<N>, AllocError> {
+        let n = self.nodes.get_mut(&node).ok_or(AllocError::UnknownNode)?;
+        let gpus = n.allocate(request)?;
+        Ok(Allocation {
+            node,
+            resources: request.clone(),
+            gpus,
+        })
+    }
+
+    /// Gives an allocation back.
+    pub fn release(&mut self, alloc: &Allocation<N>) -> Result<(), AllocError> {
+        let n = self.nodes.get_mut(&alloc.node).ok_or(AllocError::UnknownNode)?;
+        n.release(&alloc.resources, &alloc.gpus)
+    }
+}

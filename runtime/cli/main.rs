@@ -1,1 +1,54 @@
-fn main(){}
+//! `prism`: start and stop nodes, and inspect the cluster.
+
+mod start;
+mod status;
+mod stop;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "prism",
+    version,
+    about = "Prism: an actor-based distributed runtime for Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a head node (`--head`) or join a cluster (`--address ... --token ...`).
+    Start(start::StartArgs),
+    /// Stop every Prism daemon started on this machine (found through the session directories).
+    Stop(stop::StopArgs),
+    /// Show each node with its state, resources and labels.
+    Status(status::StatusArgs),
+}
+
+/// Options shared by every command that touches local session directories.
+#[derive(clap::Args, Debug, Clone)]
+struct TempDirArg {
+    /// Where session directories live.
+    #[arg(long, env = "PRISM_TEMP_DIR", default_value = "/tmp/prism")]
+    temp_dir: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start(a) => start::run(a),
+        Command::Stop(a) => stop::run(a),
+        Command::Status(a) => status::run(a),
+    }
+}

@@ -1,1 +1,27 @@
-pub fn x(){}
+//! Prism: an actor-based distributed runtime for Rust, in the family of Ray.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the wire contract (rkyv messages, framing, version check).
+//! - [`transport`]: QUIC with mutual TLS behind the [`transport::Endpoint`]
+//!   and [`transport::Connection`] traits; the cluster CA in [`transport::tls`].
+//! - [`head`]: the head node: node table (a pure state machine) and its shell.
+//! - [`raylet`]: the per-machine daemon: join, register, heartbeat, resources.
+//! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
+//! - [`client`]: talking to the head from raylets, drivers and the CLI.
+//! - [`config`]: every setting with its default and `PRISM_*` variable.
+//! - [`session`]: the session directory (keys, pid file, logs).
+
+pub mod client;
+pub mod config;
+pub mod head;
+pub mod ids;
+pub mod node;
+pub mod proto;
+pub mod raylet;
+pub mod session;
+pub mod token;
+pub mod transport;
+
+pub use config::Config;
+pub use ids::{ClusterId, JobId, NodeId};

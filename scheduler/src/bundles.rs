@@ -43,16 +43,24 @@ pub fn place_bundles<N: NodeKey>(
         }
     }
     if bundles.is_empty() {
-        return PgDecision::Infeasible(Infeasible::InvalidRequest("a placement group needs at least one bundle".into()));
+        return PgDecision::Infeasible(Infeasible::InvalidRequest(
+            "a placement group needs at least one bundle".into(),
+        ));
     }
-    let live: BTreeMap<N, NodeResources> = view.alive_nodes().map(|(k, n)| (k, n.clone())).collect();
+    let live: BTreeMap<N, NodeResources> =
+        view.alive_nodes().map(|(k, n)| (k, n.clone())).collect();
     if let Some(nodes) = try_place(&live, bundles, strategy) {
         return PgDecision::Place(nodes);
     }
     // Would it fit on an idle cluster? Then wait; else say why not.
     let idle: BTreeMap<N, NodeResources> = live
         .iter()
-        .map(|(k, n)| (*k, NodeResources::new(n.total().clone()).with_labels(n.labels().clone())))
+        .map(|(k, n)| {
+            (
+                *k,
+                NodeResources::new(n.total().clone()).with_labels(n.labels().clone()),
+            )
+        })
         .collect();
     if try_place(&idle, bundles, strategy).is_some() {
         return PgDecision::Wait;
@@ -67,7 +75,10 @@ pub fn place_bundles<N: NodeKey>(
     PgDecision::Infeasible(match strategy {
         PgStrategy::StrictSpread => Infeasible::NotEnoughNodes {
             needed: bundles.len(),
-            usable: live.values().filter(|n| bundles.iter().any(|b| n.feasible(b))).count(),
+            usable: live
+                .values()
+                .filter(|n| bundles.iter().any(|b| n.feasible(b)))
+                .count(),
         },
         _ => {
             let mut sum = ResourceSet::new();
@@ -91,7 +102,10 @@ fn try_place<N: NodeKey>(
 }
 
 /// All bundles on the first node that holds them together.
-fn strict_pack<N: NodeKey>(nodes: &BTreeMap<N, NodeResources>, bundles: &[ResourceSet]) -> Option<Vec<N>> {
+fn strict_pack<N: NodeKey>(
+    nodes: &BTreeMap<N, NodeResources>,
+    bundles: &[ResourceSet],
+) -> Option<Vec<N>> {
     nodes.iter().find_map(|(id, n)| {
         let mut n = n.clone();
         bundles
@@ -103,14 +117,23 @@ fn strict_pack<N: NodeKey>(nodes: &BTreeMap<N, NodeResources>, bundles: &[Resour
 
 /// One bundle at a time on a scratch copy: `pack` prefers nodes the group
 /// already uses, spread prefers nodes it does not.
-fn greedy<N: NodeKey>(nodes: &BTreeMap<N, NodeResources>, bundles: &[ResourceSet], pack: bool) -> Option<Vec<N>> {
+fn greedy<N: NodeKey>(
+    nodes: &BTreeMap<N, NodeResources>,
+    bundles: &[ResourceSet],
+    pack: bool,
+) -> Option<Vec<N>> {
     let mut scratch = nodes.clone();
     let mut used: Vec<N> = Vec::with_capacity(bundles.len());
     for b in bundles {
         let pick = scratch
             .iter()
             .filter(|(_, n)| n.fits_now(b))
-            .min_by_key(|(id, _)| (used.contains(id) != pack, used.iter().filter(|u| *u == *id).count()))
+            .min_by_key(|(id, _)| {
+                (
+                    used.contains(id) != pack,
+                    used.iter().filter(|u| *u == *id).count(),
+                )
+            })
             .map(|(id, _)| *id)?;
         scratch.get_mut(&pick)?.allocate(b).ok()?;
         used.push(pick);
@@ -121,14 +144,21 @@ fn greedy<N: NodeKey>(nodes: &BTreeMap<N, NodeResources>, bundles: &[ResourceSet
 /// A bipartite matching of bundles to distinct nodes (Kuhn's augmenting
 /// paths): with one bundle per node, whether a bundle fits a node does not
 /// depend on the others, so a matching exists exactly when a placement does.
-fn strict_spread<N: NodeKey>(nodes: &BTreeMap<N, NodeResources>, bundles: &[ResourceSet]) -> Option<Vec<N>> {
+fn strict_spread<N: NodeKey>(
+    nodes: &BTreeMap<N, NodeResources>,
+    bundles: &[ResourceSet],
+) -> Option<Vec<N>> {
     if bundles.len() > nodes.len() {
         return None;
     }
     let ids: Vec<N> = nodes.keys().copied().collect();
     let fits: Vec<Vec<usize>> = bundles
         .iter()
-        .map(|b| (0..ids.len()).filter(|&j| nodes[&ids[j]].fits_now(b)).collect())
+        .map(|b| {
+            (0..ids.len())
+                .filter(|&j| nodes[&ids[j]].fits_now(b))
+                .collect()
+        })
         .collect();
     let mut owner: Vec<Option<usize>> = vec![None; ids.len()];
     for b in 0..bundles.len() {

@@ -95,7 +95,9 @@ pub enum Decision<N> {
 pub fn validate(request: &ResourceSet) -> Result<(), String> {
     let gpu = request.get(GPU);
     if gpu > Quantity::ONE && !gpu.is_whole() {
-        return Err(format!("a GPU request above 1 must be a whole number, got {gpu}"));
+        return Err(format!(
+            "a GPU request above 1 must be a whole number, got {gpu}"
+        ));
     }
     Ok(())
 }
@@ -142,7 +144,9 @@ impl Scheduler {
                 match view.node(*node).filter(|n| n.is_alive()) {
                     Some(n) if n.fits_now(request) => Decision::Place(*node),
                     Some(n) if n.feasible(request) => Decision::Queue(*node),
-                    Some(_) if !soft => infeasible(view.alive_nodes().filter(|(k, _)| k == node), request),
+                    Some(_) if !soft => {
+                        infeasible(view.alive_nodes().filter(|(k, _)| k == node), request)
+                    }
                     None if !soft => Decision::Infeasible(Infeasible::NodeUnavailable(*node)),
                     _ => self.hybrid(view, request, preferred, |_| true),
                 }

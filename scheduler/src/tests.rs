@@ -29,7 +29,11 @@ fn sc_4_whole_gpus_get_distinct_indices_fractions_share_one() {
     assert_eq!(a.gpu_indices(), vec![0, 1]);
     let b = view.allocate(0, &gpu(0.5)).unwrap();
     let c = view.allocate(0, &gpu(0.5)).unwrap();
-    assert_eq!(b.gpu_indices(), c.gpu_indices(), "fractions pack onto one index");
+    assert_eq!(
+        b.gpu_indices(),
+        c.gpu_indices(),
+        "fractions pack onto one index"
+    );
     let d = view.allocate(0, &gpu(1.0)).unwrap();
     assert_eq!(d.gpu_indices(), vec![3]);
     for x in [&a, &b, &c, &d] {
@@ -39,7 +43,9 @@ fn sc_4_whole_gpus_get_distinct_indices_fractions_share_one() {
     // 0.6 on each of three GPUs leaves 1.2 in total but no whole GPU.
     let mut view = ClusterView::new();
     view.upsert(0u8, node(8, 3));
-    let parts: Vec<_> = (0..3).map(|_| view.allocate(0, &gpu(0.6)).unwrap()).collect();
+    let parts: Vec<_> = (0..3)
+        .map(|_| view.allocate(0, &gpu(0.6)).unwrap())
+        .collect();
     let idx: Vec<_> = parts.iter().flat_map(|p| p.gpu_indices()).collect();
     assert_eq!(idx, vec![0, 1, 2]);
     assert_eq!(
@@ -52,7 +58,9 @@ fn sc_4_whole_gpus_get_distinct_indices_fractions_share_one() {
 fn sc_1_ten_tenths_of_a_gpu_fill_it_exactly() {
     let mut view = ClusterView::new();
     view.upsert(0u8, node(1, 1));
-    let allocs: Vec<_> = (0..10).map(|_| view.allocate(0, &gpu(0.1)).unwrap()).collect();
+    let allocs: Vec<_> = (0..10)
+        .map(|_| view.allocate(0, &gpu(0.1)).unwrap())
+        .collect();
     assert_eq!(view.node(0).unwrap().available().get(GPU), Quantity::ZERO);
     assert!(view.allocate(0, &gpu(0.1)).is_err());
     allocs.iter().for_each(|a| view.release(a).unwrap());
@@ -63,7 +71,9 @@ fn sc_1_ten_tenths_of_a_gpu_fill_it_exactly() {
 fn sc_3_double_release_on_an_idle_node_is_refused() {
     let mut view = ClusterView::new();
     view.upsert(0u8, node(2, 1));
-    let a = view.allocate(0, &cpu(1.0).with(GPU, Quantity::ONE)).unwrap();
+    let a = view
+        .allocate(0, &cpu(1.0).with(GPU, Quantity::ONE))
+        .unwrap();
     view.release(&a).unwrap();
     assert!(matches!(view.release(&a), Err(AllocError::OverRelease(_))));
 }
@@ -98,7 +108,10 @@ fn spread_round_robins() {
     let got: Vec<_> = (0..6)
         .map(|_| s.decide(&view, &cpu(1.0), &Strategy::Spread, None))
         .collect();
-    let want: Vec<_> = [0, 1, 2, 0, 1, 2].into_iter().map(Decision::Place).collect();
+    let want: Vec<_> = [0, 1, 2, 0, 1, 2]
+        .into_iter()
+        .map(Decision::Place)
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -108,7 +121,10 @@ fn busy_but_feasible_queues_and_infeasible_names_the_resource() {
     view.upsert(0u8, node(2, 0));
     view.allocate(0, &cpu(2.0)).unwrap();
     let mut s = Scheduler::new();
-    assert_eq!(s.decide(&view, &cpu(1.0), &Strategy::Hybrid, None), Decision::Queue(0));
+    assert_eq!(
+        s.decide(&view, &cpu(1.0), &Strategy::Hybrid, None),
+        Decision::Queue(0)
+    );
     let d = s.decide(&view, &cpu(3.0), &Strategy::Hybrid, None);
     assert_eq!(
         d,
@@ -134,15 +150,27 @@ fn node_affinity_hard_and_soft() {
     view.upsert(1u8, node(2, 0));
     view.set_alive(1, false);
     let mut s = Scheduler::new();
-    let hard = Strategy::NodeAffinity { node: 1, soft: false };
-    let soft = Strategy::NodeAffinity { node: 1, soft: true };
+    let hard = Strategy::NodeAffinity {
+        node: 1,
+        soft: false,
+    };
+    let soft = Strategy::NodeAffinity {
+        node: 1,
+        soft: true,
+    };
     assert_eq!(
         s.decide(&view, &cpu(1.0), &hard, None),
         Decision::Infeasible(Infeasible::NodeUnavailable(1))
     );
     assert_eq!(s.decide(&view, &cpu(1.0), &soft, None), Decision::Place(0));
-    let on0 = Strategy::NodeAffinity { node: 0, soft: false };
-    assert_eq!(s.decide(&view, &cpu(1.0), &on0, Some(1)), Decision::Place(0));
+    let on0 = Strategy::NodeAffinity {
+        node: 0,
+        soft: false,
+    };
+    assert_eq!(
+        s.decide(&view, &cpu(1.0), &on0, Some(1)),
+        Decision::Place(0)
+    );
 }
 
 #[test]
@@ -153,7 +181,10 @@ fn label_selector_restricts_nodes() {
     view.upsert(1u8, node(2, 0).with_labels(zone("b")));
     let mut s = Scheduler::new();
     let sel = Strategy::Labels(LabelSelector::parse("zone=b").unwrap());
-    assert_eq!(s.decide(&view, &cpu(1.0), &sel, Some(0)), Decision::Place(1));
+    assert_eq!(
+        s.decide(&view, &cpu(1.0), &sel, Some(0)),
+        Decision::Place(1)
+    );
     let none = Strategy::Labels(LabelSelector::parse("zone=c").unwrap());
     assert!(matches!(
         s.decide(&view, &cpu(1.0), &none, None),
@@ -168,16 +199,29 @@ fn placement_group_strategies() {
         view.upsert(id, node(4, 0));
     }
     let two = vec![cpu(2.0), cpu(2.0)];
-    assert_eq!(place_bundles(&view, &two, PgStrategy::StrictPack), PgDecision::Place(vec![0, 0]));
-    assert_eq!(place_bundles(&view, &two, PgStrategy::Pack), PgDecision::Place(vec![0, 0]));
-    let PgDecision::Place(s) = place_bundles(&view, &two, PgStrategy::StrictSpread) else { panic!() };
+    assert_eq!(
+        place_bundles(&view, &two, PgStrategy::StrictPack),
+        PgDecision::Place(vec![0, 0])
+    );
+    assert_eq!(
+        place_bundles(&view, &two, PgStrategy::Pack),
+        PgDecision::Place(vec![0, 0])
+    );
+    let PgDecision::Place(s) = place_bundles(&view, &two, PgStrategy::StrictSpread) else {
+        panic!()
+    };
     assert_ne!(s[0], s[1]);
-    let PgDecision::Place(s) = place_bundles(&view, &two, PgStrategy::Spread) else { panic!() };
+    let PgDecision::Place(s) = place_bundles(&view, &two, PgStrategy::Spread) else {
+        panic!()
+    };
     assert_ne!(s[0], s[1]);
     let four = vec![cpu(1.0); 4];
     assert!(matches!(
         place_bundles(&view, &four, PgStrategy::StrictSpread),
-        PgDecision::Infeasible(Infeasible::NotEnoughNodes { needed: 4, usable: 3 })
+        PgDecision::Infeasible(Infeasible::NotEnoughNodes {
+            needed: 4,
+            usable: 3
+        })
     ));
     assert!(matches!(
         place_bundles(&view, &[cpu(3.0), cpu(3.0)], PgStrategy::StrictPack),
@@ -186,7 +230,10 @@ fn placement_group_strategies() {
     // Busy now but feasible on the idle cluster: wait.
     view.allocate(0, &cpu(4.0)).unwrap();
     view.allocate(1, &cpu(4.0)).unwrap();
-    assert_eq!(place_bundles(&view, &two, PgStrategy::StrictSpread), PgDecision::Wait);
+    assert_eq!(
+        place_bundles(&view, &two, PgStrategy::StrictSpread),
+        PgDecision::Wait
+    );
 }
 
 #[derive(Debug, Clone)]

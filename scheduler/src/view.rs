@@ -200,7 +200,11 @@ impl NodeResources {
     }
 
     /// Gives back what [`NodeResources::allocate`] took (SC-3).
-    pub fn release(&mut self, request: &ResourceSet, gpus: &[(u32, Quantity)]) -> Result<(), AllocError> {
+    pub fn release(
+        &mut self,
+        request: &ResourceSet,
+        gpus: &[(u32, Quantity)],
+    ) -> Result<(), AllocError> {
         let mut after = self.available.clone();
         after.add(request);
         if let Some((name, _, _)) = after.first_shortfall(&self.total) {
@@ -283,7 +287,11 @@ impl<N: NodeKey> ClusterView<N> {
     }
 
     /// Takes `request` on `node`.
-    pub fn allocate(&mut self, node: N, request: &ResourceSet) -> Result<Allocation<N>, AllocError> {
+    pub fn allocate(
+        &mut self,
+        node: N,
+        request: &ResourceSet,
+    ) -> Result<Allocation<N>, AllocError> {
         let n = self.nodes.get_mut(&node).ok_or(AllocError::UnknownNode)?;
         let gpus = n.allocate(request)?;
         Ok(Allocation {
@@ -295,7 +303,10 @@ impl<N: NodeKey> ClusterView<N> {
 
     /// Gives an allocation back.
     pub fn release(&mut self, alloc: &Allocation<N>) -> Result<(), AllocError> {
-        let n = self.nodes.get_mut(&alloc.node).ok_or(AllocError::UnknownNode)?;
+        let n = self
+            .nodes
+            .get_mut(&alloc.node)
+            .ok_or(AllocError::UnknownNode)?;
         n.release(&alloc.resources, &alloc.gpus)
     }
 }

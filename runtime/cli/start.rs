@@ -1,0 +1,332 @@
+//! `prism start`: runs a node in the foreground (`--block`) or as a daemon
+//! that this command starts, waits for, and leaves running.
+
+use crate::TempDirArg;
+use anyhow::{anyhow, bail, Context};
+use prism::node::{default_node_name, run_head_node, run_worker_node, HeadNodeOptions};
+use prism::raylet::resources::ResourceOverrides;
+use prism::raylet::RayletOptions;
+use prism::session::{process_start_time, ClusterInfo, DaemonInfo, ReadyInfo, SessionDir};
+use prism::token::JoinToken;
+use prism::Config;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StartArgs {
+    /// Start the head node (the head and a raylet for this machine).
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// With --head: run the head alone, without a raylet beside it.
+    #[arg(long, requires = "head")]
+    head_only: bool,
+    /// The head to join, HOST:PORT.
+    #[arg(long, env = "PRISM_ADDRESS", required_unless_present = "head")]
+    address: Option<String>,
+    /// The join token printed by `prism start --head`.
+    #[arg(long, env = "PRISM_TOKEN")]
+    token: Option<String>,
+    /// UDP port for this node (0 picks a free one). Default: 6379 for the head, 0 for others.
+    #[arg(long)]
+    port: Option<u16>,
+    /// The IP address this node binds and advertises.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip_address: IpAddr,
+    /// CPUs to offer (default: all this process may use).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs to offer (default: detected; more than detected simulates GPUs).
+    #[arg(long)]
+    num_gpus: Option<u32>,
+    /// Memory to offer, in bytes or with a K/M/G/T suffix (default: physical memory).
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// Custom resources as JSON, e.g. '{"accel": 4}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Labels, e.g. zone=a,disk=ssd.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Stay in the foreground until interrupted.
+    #[arg(long)]
+    block: bool,
+    #[command(flatten)]
+    temp: TempDirArg,
+    /// The session directory to use (set by `prism start` for its daemon).
+    #[arg(long, hide = true)]
+    session_dir: Option<PathBuf>,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some(c @ ('K' | 'k' | 'M' | 'm' | 'G' | 'g' | 'T' | 't')) => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => 40,
+            };
+            (&s[..s.len() - 1], 1u64 << shift)
+        }
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4G or 1073741824"))?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("{s:?} is not a positive size"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+impl StartArgs {
+    fn overrides(&self) -> anyhow::Result<ResourceOverrides> {
+        let custom: BTreeMap<String, f64> = match &self.resources {
+            Some(json) => serde_json::from_str(json)
+                .with_context(|| format!("--resources {json:?} must be a JSON object of numbers, e.g. '{{\"accel\": 4}}'"))?,
+            None => BTreeMap::new(),
+        };
+        Ok(ResourceOverrides {
+            num_cpus: self.num_cpus,
+            num_gpus: self.num_gpus,
+            memory: self.memory,
+            custom,
+        })
+    }
+
+    fn labels(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => bail!("--labels {l:?}: expected key=value"),
+            })
+            .collect()
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.head {
+            "head"
+        } else {
+            "raylet"
+        }
+    }
+}
+
+pub fn run(args: StartArgs) -> anyhow::Result<()> {
+    // Check the arguments here, so a typo fails before any daemon starts.
+    args.overrides()?;
+    args.labels()?;
+    if !args.head {
+        let token = args.token.as_deref().ok_or_else(|| {
+            anyhow!("joining a cluster needs --token (printed by `prism start --head`)")
+        })?;
+        token.parse::<JoinToken>()?;
+    }
+    if args.block {
+        foreground(args)
+    } else {
+        daemonize(args)
+    }
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("cannot resolve head address {addr:?}"))?
+        .next()
+        .ok_or_else(|| anyhow!("head address {addr:?} resolves to nothing"))
+}
+
+/// Runs the node in this process until SIGINT or SIGTERM.
+fn foreground(args: StartArgs) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let session = match &args.session_dir {
+        Some(p) => SessionDir::open(p)?,
+        None => SessionDir::create(&args.temp.temp_dir)?,
+    };
+    let pid = std::process::id();
+    session.write_json(
+        "daemon.json",
+        &DaemonInfo {
+            pid,
+            start_time: process_start_time(pid).unwrap_or(0),
+            kind: args.kind().into(),
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(args.clone(), config, &session));
+    session.remove("daemon.json");
+    session.remove("ready.json");
+    result
+}
+
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("stop signal received");
+}
+
+async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow::Result<()> {
+    let overrides = args.overrides()?;
+    let labels = args.labels()?;
+    let write_ready = |ready: ReadyInfo| {
+        if let Err(e) = session.write_json("ready.json", &ready) {
+            tracing::error!("cannot write ready.json: {e}");
+        }
+    };
+    if args.head {
+        let opts = HeadNodeOptions {
+            config,
+            bind: SocketAddr::new(args.node_ip_address, args.port.unwrap_or(6379)),
+            head_only: args.head_only,
+            resources: overrides,
+            labels,
+        };
+        run_head_node(opts, session, stop_signal(), |r| {
+            write_ready(ReadyInfo {
+                kind: "head".into(),
+                head_address: r.head_address.to_string(),
+                node_id: r.raylet.as_ref().map(|n| n.node_id.to_string()),
+                node_address: r.raylet.as_ref().map(|n| n.address.to_string()),
+            });
+            if args.session_dir.is_none() {
+                print_head_banner(&r.head_address.to_string(), &r.token.to_string(), session);
+            }
+        })
+        .await?;
+    } else {
+        let address = args.address.clone().unwrap_or_default();
+        let head = resolve(&address)?;
+        let token: JoinToken = args.token.as_deref().unwrap_or_default().parse()?;
+        let opts = RayletOptions {
+            config,
+            head,
+            token,
+            bind: SocketAddr::new(args.node_ip_address, args.port.unwrap_or(0)),
+            node_name: default_node_name(session),
+            resources: overrides,
+            labels,
+            is_head: false,
+        };
+        run_worker_node(opts, session, stop_signal(), |r| {
+            write_ready(ReadyInfo {
+                kind: "raylet".into(),
+                head_address: head.to_string(),
+                node_id: Some(r.node_id.to_string()),
+                node_address: Some(r.address.to_string()),
+            });
+            if args.session_dir.is_none() {
+                println!(
+                    "Prism raylet {} joined the cluster at {head}; address {}.",
+                    r.node_id.short(),
+                    r.address
+                );
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn print_head_banner(head: &str, token: &str, session: &SessionDir) {
+    println!("Prism head started at {head}.");
+    println!("Session directory: {}", session.path().display());
+    println!("Logs: {}", session.log_file().display());
+    println!();
+    println!("To add a node to this cluster, run on that machine:");
+    println!("  prism start --address {head} --token {token}");
+    println!();
+    println!("To see the cluster:  prism status");
+    println!("To stop this machine's daemons:  prism stop");
+}
+
+/// Starts `prism start ... --block` as a detached daemon and waits until it is ready.
+fn daemonize(args: StartArgs) -> anyhow::Result<()> {
+    let session = SessionDir::create(&args.temp.temp_dir)?;
+    let log = std::fs::File::create(session.log_file())
+        .with_context(|| format!("cannot create {}", session.log_file().display()))?;
+    let exe = std::env::current_exe().context("cannot find the prism executable")?;
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    argv.push("--block".into());
+    argv.push("--session-dir".into());
+    argv.push(session.path().display().to_string());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the
+        // forked child; it detaches the daemon from this terminal's session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let config = Config::from_env()?;
+    let deadline = Instant::now() + Duration::from_millis(config.start_timeout_ms);
+    loop {
+        if let Some(ready) = session.read_json::<ReadyInfo>("ready.json")? {
+            let info: ClusterInfo = session
+                .read_json("cluster.json")?
+                .ok_or_else(|| anyhow!("daemon is ready but wrote no cluster.json"))?;
+            if args.head {
+                print_head_banner(&info.head_address, &info.token, &session);
+            } else {
+                println!(
+                    "Prism raylet {} joined the cluster at {}; address {}.",
+                    ready.node_id.as_deref().unwrap_or("?"),
+                    info.head_address,
+                    ready.node_address.as_deref().unwrap_or("?")
+                );
+                println!("Logs: {}", session.log_file().display());
+            }
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(session.log_file()).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "the {} daemon exited ({status}) before it was ready. Last log lines ({}):\n{}",
+                args.kind(),
+                session.log_file().display(),
+                tail.join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the {} daemon was not ready within {} ms; see {}",
+                args.kind(),
+                config.start_timeout_ms,
+                session.log_file().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,226 @@
+//! `prism status`: the node table, as a table or as JSON for scripts.
+
+use crate::TempDirArg;
+use anyhow::{anyhow, Context};
+use prism::client::HeadClient;
+use prism::proto::common::{ClusterStatus, NodeState, Resources};
+use prism::proto::head::PeerRole;
+use prism::session::{ClusterInfo, SessionDir};
+use prism::token::JoinToken;
+use prism::transport::quic::QuicEndpoint;
+use prism::transport::tls::ClientTrust;
+use prism::transport::Endpoint;
+use prism::Config;
+use prism_scheduler::{Quantity, ResourceSet, GPU, MEMORY};
+use serde_json::{json, Map, Value};
+use std::net::{SocketAddr, ToSocketAddrs};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The head, HOST:PORT (default: the newest session on this machine).
+    #[arg(long, env = "PRISM_ADDRESS")]
+    address: Option<String>,
+    /// The join token (default: from that session).
+    #[arg(long, env = "PRISM_TOKEN")]
+    token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    temp: TempDirArg,
+}
+
+/// The head address and token: from flags, or the newest local session with a live daemon.
+pub fn cluster_info(
+    address: Option<String>,
+    token: Option<String>,
+    temp: &TempDirArg,
+) -> anyhow::Result<ClusterInfo> {
+    if let (Some(head_address), Some(token)) = (address.clone(), token.clone()) {
+        return Ok(ClusterInfo {
+            head_address,
+            token,
+        });
+    }
+    for s in SessionDir::list(&temp.temp_dir) {
+        if s.read("daemon.json")?.is_none() {
+            continue;
+        }
+        if let Some(info) = s.read_json::<ClusterInfo>("cluster.json")? {
+            if address.as_ref().is_none_or(|a| *a == info.head_address) {
+                return Ok(ClusterInfo {
+                    head_address: info.head_address,
+                    token: token.unwrap_or(info.token),
+                });
+            }
+        }
+    }
+    Err(anyhow!(
+        "no running Prism cluster found in {}; start one with `prism start --head`, or pass --address and --token",
+        temp.temp_dir.display()
+    ))
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let info = cluster_info(args.address, args.token, &args.temp)?;
+    let token: JoinToken = info.token.parse()?;
+    let head: SocketAddr = info
+        .head_address
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}", info.head_address))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to nothing", info.head_address))?;
+    let config = Config::from_env()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = rt.block_on(async {
+        let unspecified = if head.is_ipv4() {
+            [0u8; 4].into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let ep = QuicEndpoint::client(unspecified)?;
+        let trust = ClientTrust::Pinned {
+            ca_fingerprint: token.ca_fingerprint.clone(),
+        };
+        let client =
+            HeadClient::connect(&ep, head, &trust, Some(&token), PeerRole::Client, &config).await?;
+        let status = client.status().await;
+        client.close();
+        ep.close();
+        anyhow::Ok(status?)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&status))?);
+    } else {
+        print_table(&status);
+    }
+    Ok(())
+}
+
+fn amount(name: &str, q: Quantity) -> Value {
+    if name == MEMORY {
+        json!(q.raw() / prism_scheduler::SCALE)
+    } else {
+        json!(q.as_f64())
+    }
+}
+
+fn set_json(set: &ResourceSet) -> Value {
+    Value::Object(
+        set.iter()
+            .map(|(n, q)| (n.to_string(), amount(n, q)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn to_json(s: &ClusterStatus) -> Value {
+    let (mut total, mut free) = (ResourceSet::new(), ResourceSet::new());
+    let nodes: Vec<Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            if n.state != NodeState::Dead {
+                total.add(&n.total.to_set());
+                free.add(&n.available.to_set());
+            }
+            json!({
+                "node_id": n.node_id,
+                "name": n.name,
+                "address": n.address,
+                "state": n.state,
+                "death_reason": n.death_reason,
+                "incarnation": n.incarnation,
+                "is_head": n.is_head,
+                "resources": { "total": set_json(&n.total.to_set()), "available": set_json(&n.available.to_set()) },
+                "labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "gpus": n.gpus,
+                "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago,
+                "pid": n.pid,
+            })
+        })
+        .collect();
+    let count = |st: NodeState| s.nodes.iter().filter(|n| n.state == st).count();
+    json!({
+        "cluster_id": s.cluster_id,
+        "head_address": s.head_address,
+        "nodes": nodes,
+        "totals": {
+            "alive_nodes": count(NodeState::Alive),
+            "suspect_nodes": count(NodeState::Suspect),
+            "dead_nodes": count(NodeState::Dead),
+            "total": set_json(&total),
+            "available": set_json(&free),
+        }
+    })
+}
+
+fn used_of(name: &str, total: Quantity, free: Quantity) -> String {
+    let used = total - free;
+    if name == MEMORY {
+        let gib =
+            |q: Quantity| q.raw() as f64 / prism_scheduler::SCALE as f64 / (1u64 << 30) as f64;
+        format!("{:.1}/{:.1} GiB", gib(used), gib(total))
+    } else {
+        format!("{used}/{total}")
+    }
+}
+
+fn resources_cell(total: &Resources, free: &Resources) -> String {
+    let (t, f) = (total.to_set(), free.to_set());
+    t.iter()
+        .map(|(name, q)| format!("{name} {}", used_of(name, q, f.get(name))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_table(s: &ClusterStatus) {
+    println!("Cluster {}  head {}", s.cluster_id.short(), s.head_address);
+    println!();
+    println!(
+        "{:<12} {:<8} {:<22} {:>4}  {:<52} LABELS",
+        "NODE", "STATE", "ADDRESS", "INC", "RESOURCES (used/total)"
+    );
+    let (mut total, mut free) = (ResourceSet::new(), ResourceSet::new());
+    for n in &s.nodes {
+        let state = match n.state {
+            NodeState::Alive => "alive",
+            NodeState::Suspect => "suspect",
+            NodeState::Dead => "dead",
+        };
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let head = if n.is_head { " (head)" } else { "" };
+        println!(
+            "{:<12} {:<8} {:<22} {:>4}  {:<52} {}{head}",
+            n.node_id.short(),
+            state,
+            n.address,
+            n.incarnation,
+            resources_cell(&n.total, &n.available),
+            labels.join(",")
+        );
+        if let Some(why) = &n.death_reason {
+            println!("{:<12} reason: {why}", "");
+        }
+        if n.state != NodeState::Dead {
+            total.add(&n.total.to_set());
+            free.add(&n.available.to_set());
+        }
+        let gpus: Vec<&str> = n.gpus.iter().map(|g| g.name.as_str()).collect();
+        if !gpus.is_empty() && n.total.to_set().get(GPU) > Quantity::ZERO {
+            println!("{:<12} gpus: {}", "", gpus.join(", "));
+        }
+    }
+    let alive = s
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Dead)
+        .count();
+    println!();
+    println!(
+        "Totals: {alive} live node(s), {} dead; {}",
+        s.nodes.len() - alive,
+        resources_cell(&Resources::from(&total), &Resources::from(&free))
+    );
+}

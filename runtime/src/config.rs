@@ -1,0 +1,92 @@
+//! Every setting, declared once: its doc, default and `PRISM_*` variable.
+//! The CLI's flags and (later) `cluster.yaml` map onto these fields.
+
+use std::path::PathBuf;
+
+/// A `PRISM_*` variable holds a value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}={value:?} is not a valid {ty}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// The expected type.
+    pub ty: &'static str,
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+        /// Runtime settings. Build with [`Config::from_env`] and override fields.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        impl Config {
+            /// Every setting: `(field, variable, doc)`.
+            pub const SETTINGS: &'static [(&'static str, &'static str, &'static str)] =
+                &[$( (stringify!($name), $env, concat!($($doc),+)), )*];
+
+            /// Defaults overridden by any `PRISM_*` variables that are set.
+            pub fn from_env() -> Result<Config, ConfigError> {
+                let mut c = Config::default();
+                $(
+                    if let Ok(value) = std::env::var($env) {
+                        c.$name = value.parse().map_err(|_| ConfigError {
+                            var: $env,
+                            value: value.clone(),
+                            ty: stringify!($ty),
+                        })?;
+                    }
+                )*
+                Ok(c)
+            }
+        }
+    };
+}
+
+settings! {
+    /// How often a raylet heartbeats to the head, in milliseconds.
+    heartbeat_interval_ms: u64 = 500, "PRISM_HEARTBEAT_INTERVAL_MS";
+    /// Missed heartbeats after which a node is reported as suspect (slow).
+    suspect_after_missed: u32 = 3, "PRISM_SUSPECT_AFTER_MISSED";
+    /// Missed heartbeats after which a node is declared dead.
+    dead_after_missed: u32 = 10, "PRISM_DEAD_AFTER_MISSED";
+    /// Largest frame any peer may send, in bytes; larger ones drop the connection.
+    max_frame_bytes: usize = 64 << 20, "PRISM_MAX_FRAME_BYTES";
+    /// Where session directories (keys, logs, pid files) are created.
+    temp_dir: PathBuf = PathBuf::from("/tmp/prism"), "PRISM_TEMP_DIR";
+    /// How long to wait for a connection to the head, in milliseconds.
+    connect_timeout_ms: u64 = 10_000, "PRISM_CONNECT_TIMEOUT_MS";
+    /// A QUIC connection with no traffic for this long is closed, in milliseconds.
+    idle_timeout_ms: u64 = 30_000, "PRISM_IDLE_TIMEOUT_MS";
+    /// How long `prism start` waits for its daemon to be ready, in milliseconds.
+    start_timeout_ms: u64 = 30_000, "PRISM_START_TIMEOUT_MS";
+}
+
+impl Config {
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_prism_variable_and_a_doc() {
+        for (field, var, doc) in Config::SETTINGS {
+            assert!(var.starts_with("PRISM_"), "{field}");
+            assert!(!doc.trim().is_empty(), "{field}");
+        }
+    }
+}

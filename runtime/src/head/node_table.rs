@@ -1,0 +1,381 @@
+//! The head's node table: a pure state machine, time passed in.
+//!
+//! `handle_*(now, input)` change the table and queue [`NodeEvent`]s that
+//! the shell drains with [`NodeTable::poll_event`]; [`NodeTable::tick`]
+//! runs the failure detector.
+//!
+//! Invariants:
+//! - NT-1: a node declared dead never becomes alive again; its heartbeats
+//!   are answered with "register again", which gives a new node id and the
+//!   next incarnation under the same name.
+//! - NT-2: a node that missed `suspect_after` heartbeat intervals is
+//!   suspect (slow); one that missed `dead_after` is dead. A heartbeat from
+//!   a suspect node makes it alive again.
+//! - NT-3: registering a name whose previous incarnation is still alive
+//!   declares that incarnation dead (replaced).
+
+use crate::ids::NodeId;
+use crate::proto::common::{NodeState, NodeStatus, Resources};
+use crate::proto::head::RegisterNode;
+use prism_scheduler::ResourceSet;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// When slow becomes suspect and suspect becomes dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureDetector {
+    /// Expected time between heartbeats.
+    pub interval: Duration,
+    /// Missed intervals before a node is suspect.
+    pub suspect_after: u32,
+    /// Missed intervals before a node is dead.
+    pub dead_after: u32,
+}
+
+impl FailureDetector {
+    /// How long a node may be silent before it is declared dead.
+    pub fn dead_timeout(&self) -> Duration {
+        self.interval * self.dead_after.max(1)
+    }
+}
+
+/// What the table knows of one node.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    /// Its id.
+    pub id: NodeId,
+    /// Its registration.
+    pub reg: RegisterNode,
+    /// 1, 2, … under `reg.node_name`.
+    pub incarnation: u64,
+    /// Everything it has.
+    pub total: ResourceSet,
+    /// What it last reported free.
+    pub available: ResourceSet,
+    /// Alive, suspect or dead.
+    pub state: NodeState,
+    /// Why it died.
+    pub death_reason: Option<String>,
+    /// Its last heartbeat (or registration).
+    pub last_heartbeat: Instant,
+}
+
+/// Something the shell should log or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node registered.
+    Registered {
+        /// The node.
+        id: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// A node missed heartbeats.
+    Suspected(NodeId),
+    /// A suspect node heartbeat again.
+    Recovered(NodeId),
+    /// A node died.
+    Died {
+        /// The node.
+        id: NodeId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// Recorded.
+    Ack,
+    /// Unknown or dead: register again (NT-1).
+    ReRegister(String),
+}
+
+/// Every node the head has seen, live or dead.
+#[derive(Debug)]
+pub struct NodeTable {
+    detector: FailureDetector,
+    nodes: BTreeMap<NodeId, NodeEntry>,
+    incarnations: HashMap<String, u64>,
+    events: VecDeque<NodeEvent>,
+    max_dead: usize,
+    dead_order: VecDeque<NodeId>,
+}
+
+impl NodeTable {
+    /// An empty table.
+    pub fn new(detector: FailureDetector) -> NodeTable {
+        NodeTable {
+            detector,
+            nodes: BTreeMap::new(),
+            incarnations: HashMap::new(),
+            events: VecDeque::new(),
+            max_dead: 1000,
+            dead_order: VecDeque::new(),
+        }
+    }
+
+    /// The detector settings.
+    pub fn detector(&self) -> FailureDetector {
+        self.detector
+    }
+
+    /// Registers a node under the id the shell chose; returns its incarnation.
+    pub fn handle_register(&mut self, now: Instant, id: NodeId, reg: RegisterNode) -> u64 {
+        let previous: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.reg.node_name == reg.node_name && n.state != NodeState::Dead)
+            .map(|n| n.id)
+            .collect();
+        let incarnation = {
+            let n = self.incarnations.entry(reg.node_name.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        for old in previous {
+            self.kill(
+                old,
+                format!("replaced by incarnation {incarnation} of the same node"),
+            );
+        }
+        let total = reg.resources.to_set();
+        self.nodes.insert(
+            id,
+            NodeEntry {
+                id,
+                available: total.clone(),
+                total,
+                reg,
+                incarnation,
+                state: NodeState::Alive,
+                death_reason: None,
+                last_heartbeat: now,
+            },
+        );
+        self.events
+            .push_back(NodeEvent::Registered { id, incarnation });
+        incarnation
+    }
+
+    /// Records a heartbeat and the node's free resources.
+    pub fn handle_heartbeat(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        available: ResourceSet,
+    ) -> HeartbeatOutcome {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return HeartbeatOutcome::ReRegister(format!("node {id} is not known to this head"));
+        };
+        match n.state {
+            NodeState::Dead => HeartbeatOutcome::ReRegister(format!(
+                "node {id} was declared dead ({}); register again",
+                n.death_reason.as_deref().unwrap_or("unknown")
+            )),
+            state => {
+                n.last_heartbeat = now;
+                n.available = available;
+                if state == NodeState::Suspect {
+                    n.state = NodeState::Alive;
+                    self.events.push_back(NodeEvent::Recovered(id));
+                }
+                HeartbeatOutcome::Ack
+            }
+        }
+    }
+
+    /// A node leaving cleanly.
+    pub fn handle_unregister(&mut self, id: NodeId) -> bool {
+        let live = self
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.state != NodeState::Dead);
+        if live {
+            self.kill(id, "stopped by its raylet".to_string());
+        }
+        live
+    }
+
+    /// Runs the failure detector (NT-2).
+    pub fn tick(&mut self, now: Instant) {
+        let d = self.detector;
+        let mut to_kill = Vec::new();
+        for n in self.nodes.values_mut() {
+            let silent = now.saturating_duration_since(n.last_heartbeat);
+            match n.state {
+                NodeState::Dead => {}
+                _ if silent >= d.dead_timeout() => to_kill.push((n.id, silent)),
+                NodeState::Alive if silent >= d.interval * d.suspect_after.max(1) => {
+                    n.state = NodeState::Suspect;
+                    self.events.push_back(NodeEvent::Suspected(n.id));
+                }
+                _ => {}
+            }
+        }
+        for (id, silent) in to_kill {
+            self.kill(id, format!("no heartbeat for {} ms", silent.as_millis()));
+        }
+    }
+
+    fn kill(&mut self, id: NodeId, reason: String) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.state = NodeState::Dead;
+            n.death_reason = Some(reason.clone());
+            n.available = ResourceSet::new();
+            self.events.push_back(NodeEvent::Died { id, reason });
+            self.dead_order.push_back(id);
+        }
+        while self.dead_order.len() > self.max_dead {
+            if let Some(old) = self.dead_order.pop_front() {
+                self.nodes.remove(&old);
+            }
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// One node.
+    pub fn node(&self, id: NodeId) -> Option<&NodeEntry> {
+        self.nodes.get(&id)
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.values()
+    }
+
+    /// The status report.
+    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
+        self.nodes
+            .values()
+            .map(|n| NodeStatus {
+                node_id: n.id,
+                name: n.reg.node_name.clone(),
+                address: n.reg.address.clone(),
+                state: n.state,
+                death_reason: n.death_reason.clone(),
+                incarnation: n.incarnation,
+                is_head: n.reg.is_head,
+                total: Resources::from(&n.total),
+                available: Resources::from(&n.available),
+                labels: n.reg.labels.clone(),
+                gpus: n.reg.gpus.clone(),
+                last_heartbeat_ms_ago: now.saturating_duration_since(n.last_heartbeat).as_millis()
+                    as u64,
+                pid: n.reg.pid,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_scheduler::{Quantity, CPU};
+
+    fn reg(name: &str) -> RegisterNode {
+        RegisterNode {
+            node_name: name.into(),
+            address: "127.0.0.1:1".into(),
+            resources: Resources::from(&ResourceSet::new().with(CPU, Quantity::whole(2))),
+            labels: vec![],
+            gpus: vec![],
+            is_head: false,
+            pid: 1,
+        }
+    }
+
+    fn table() -> NodeTable {
+        NodeTable::new(FailureDetector {
+            interval: Duration::from_millis(100),
+            suspect_after: 3,
+            dead_after: 10,
+        })
+    }
+
+    fn drain(t: &mut NodeTable) -> Vec<NodeEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    #[test]
+    fn nt_2_slow_is_suspect_then_recovers_silent_is_dead() {
+        let t0 = Instant::now();
+        let mut t = table();
+        let a = NodeId::random();
+        t.handle_register(t0, a, reg("a"));
+        t.tick(t0 + Duration::from_millis(250));
+        assert_eq!(t.node(a).unwrap().state, NodeState::Alive);
+        t.tick(t0 + Duration::from_millis(300));
+        assert_eq!(t.node(a).unwrap().state, NodeState::Suspect);
+        let free = ResourceSet::new().with(CPU, Quantity::ONE);
+        assert_eq!(
+            t.handle_heartbeat(t0 + Duration::from_millis(400), a, free.clone()),
+            HeartbeatOutcome::Ack
+        );
+        assert_eq!(t.node(a).unwrap().state, NodeState::Alive);
+        assert_eq!(t.node(a).unwrap().available, free);
+        t.tick(t0 + Duration::from_millis(1399));
+        assert_ne!(t.node(a).unwrap().state, NodeState::Dead);
+        t.tick(t0 + Duration::from_millis(1400));
+        assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+        let ev = drain(&mut t);
+        assert!(matches!(
+            ev[0],
+            NodeEvent::Registered { incarnation: 1, .. }
+        ));
+        assert_eq!(ev[1], NodeEvent::Suspected(a));
+        assert_eq!(ev[2], NodeEvent::Recovered(a));
+        assert!(
+            matches!(&ev[4], NodeEvent::Died { id, reason } if *id == a && reason.contains("no heartbeat"))
+        );
+    }
+
+    #[test]
+    fn nt_1_dead_node_must_reregister_as_new_incarnation() {
+        let t0 = Instant::now();
+        let mut t = table();
+        let a = NodeId::random();
+        t.handle_register(t0, a, reg("a"));
+        t.tick(t0 + Duration::from_secs(5));
+        let late = t.handle_heartbeat(t0 + Duration::from_secs(6), a, ResourceSet::new());
+        assert!(
+            matches!(late, HeartbeatOutcome::ReRegister(ref why) if why.contains("declared dead"))
+        );
+        assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+        let a2 = NodeId::random();
+        assert_eq!(
+            t.handle_register(t0 + Duration::from_secs(6), a2, reg("a")),
+            2
+        );
+        assert_eq!(t.node(a2).unwrap().state, NodeState::Alive);
+        assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+        let unknown = t.handle_heartbeat(t0, NodeId::random(), ResourceSet::new());
+        assert!(matches!(unknown, HeartbeatOutcome::ReRegister(_)));
+    }
+
+    #[test]
+    fn nt_3_reregistering_a_live_name_replaces_it() {
+        let t0 = Instant::now();
+        let mut t = table();
+        let (a, b) = (NodeId::random(), NodeId::random());
+        t.handle_register(t0, a, reg("x"));
+        t.handle_register(t0, b, reg("x"));
+        assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+        assert!(t
+            .node(a)
+            .unwrap()
+            .death_reason
+            .as_deref()
+            .unwrap()
+            .contains("replaced"));
+        assert_eq!(t.node(b).unwrap().incarnation, 2);
+        assert!(t.handle_unregister(b));
+        assert!(!t.handle_unregister(b));
+        assert_eq!(t.status(t0).len(), 2);
+    }
+}

@@ -1,0 +1,327 @@
+//! The head's shell: accepts connections, checks who they are, decodes
+//! requests and hands them to the actor that owns the node table.
+
+use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
+use super::{HeadError, HeadSetup};
+use crate::ids::{ClusterId, NodeId};
+use crate::proto::common::ClusterStatus;
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
+use crate::proto::PROTOCOL_VERSION;
+use crate::transport::rpc::{read_msg, write_msg, RpcError};
+use crate::transport::tls::ClusterCa;
+use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
+use prism_scheduler::ResourceSet;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+enum HeadMsg {
+    Register(RegisterNode, RpcReplyPort<HeadResponse>),
+    Heartbeat(NodeId, ResourceSet, RpcReplyPort<HeadResponse>),
+    Unregister(NodeId, RpcReplyPort<HeadResponse>),
+    Status(RpcReplyPort<ClusterStatus>),
+    Tick,
+}
+
+struct HeadState {
+    table: NodeTable,
+    cluster_id: ClusterId,
+    head_address: String,
+}
+
+impl HeadState {
+    fn register(&mut self, now: Instant, reg: RegisterNode) -> HeadResponse {
+        let node_id = NodeId::random();
+        let incarnation = self.table.handle_register(now, node_id, reg);
+        HeadResponse::Registered {
+            node_id,
+            incarnation,
+            heartbeat_interval_ms: self.table.detector().interval.as_millis() as u64,
+        }
+    }
+
+    fn heartbeat(&mut self, now: Instant, id: NodeId, available: ResourceSet) -> HeadResponse {
+        match self.table.handle_heartbeat(now, id, available) {
+            HeartbeatOutcome::Ack => HeadResponse::HeartbeatAck,
+            HeartbeatOutcome::ReRegister(reason) => HeadResponse::ReRegister { reason },
+        }
+    }
+
+    fn status(&self, now: Instant) -> ClusterStatus {
+        ClusterStatus {
+            cluster_id: self.cluster_id,
+            head_address: self.head_address.clone(),
+            nodes: self.table.status(now),
+        }
+    }
+
+    fn log_events(&mut self) {
+        while let Some(ev) = self.table.poll_event() {
+            match ev {
+                NodeEvent::Registered { id, incarnation } => {
+                    let name = self
+                        .table
+                        .node(id)
+                        .map(|n| n.reg.node_name.clone())
+                        .unwrap_or_default();
+                    info!(node = %id, %name, incarnation, "node registered");
+                }
+                NodeEvent::Suspected(id) => warn!(node = %id, "node missed heartbeats: suspect"),
+                NodeEvent::Recovered(id) => {
+                    info!(node = %id, "suspect node heartbeat again: alive")
+                }
+                NodeEvent::Died { id, reason } => warn!(node = %id, %reason, "node dead"),
+            }
+        }
+    }
+}
+
+struct HeadActor;
+
+impl Actor for HeadActor {
+    type Msg = HeadMsg;
+    type State = HeadState;
+    type Arguments = HeadState;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<HeadMsg>,
+        state: HeadState,
+    ) -> Result<HeadState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<HeadMsg>,
+        msg: HeadMsg,
+        st: &mut HeadState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        // A dropped reply port means the caller gave up; nothing to do.
+        match msg {
+            HeadMsg::Register(reg, reply) => drop(reply.send(st.register(now, reg))),
+            HeadMsg::Heartbeat(id, free, reply) => drop(reply.send(st.heartbeat(now, id, free))),
+            HeadMsg::Unregister(id, reply) => drop(reply.send(unregister(&mut st.table, id))),
+            HeadMsg::Status(reply) => drop(reply.send(st.status(now))),
+            HeadMsg::Tick => st.table.tick(now),
+        }
+        st.log_events();
+        Ok(())
+    }
+}
+
+fn unregister(table: &mut NodeTable, id: NodeId) -> HeadResponse {
+    table.handle_unregister(id);
+    HeadResponse::Ok
+}
+
+/// Shared by every connection task.
+struct Ctx {
+    actor: ActorRef<HeadMsg>,
+    ca: ClusterCa,
+    token: crate::token::JoinToken,
+    cluster_id: ClusterId,
+    max_frame: usize,
+}
+
+/// What a connection proved in its `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// A node certificate from the cluster CA.
+    Node,
+    /// The join token, no certificate.
+    Client,
+}
+
+/// Runs the head on a bound endpoint until `shutdown` resolves.
+pub async fn run_head(
+    setup: HeadSetup,
+    endpoint: Arc<dyn Endpoint>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), HeadError> {
+    let cfg = &setup.config;
+    let detector = FailureDetector {
+        interval: cfg.heartbeat_interval(),
+        suspect_after: cfg.suspect_after_missed,
+        dead_after: cfg.dead_after_missed,
+    };
+    let state = HeadState {
+        table: NodeTable::new(detector),
+        cluster_id: setup.cluster_id,
+        head_address: endpoint.local_addr().to_string(),
+    };
+    let (actor, handle) = Actor::spawn(None, HeadActor, state)
+        .await
+        .map_err(|e| HeadError::Actor(e.to_string()))?;
+    let ctx = Arc::new(Ctx {
+        actor: actor.clone(),
+        ca: setup.ca,
+        token: setup.token,
+        cluster_id: setup.cluster_id,
+        max_frame: cfg.max_frame_bytes,
+    });
+    let ticker = {
+        let actor = actor.clone();
+        let period = (detector.interval / 2).max(Duration::from_millis(5));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                if actor.cast(HeadMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    info!(address = %endpoint.local_addr(), cluster = %setup.cluster_id, "head serving");
+    tokio::select! {
+        _ = shutdown => info!("head shutting down"),
+        _ = accept_loop(endpoint.clone(), ctx) => warn!("head endpoint closed"),
+    }
+    ticker.abort();
+    endpoint.close();
+    actor.stop(None);
+    let _ = handle.await;
+    Ok(())
+}
+
+async fn accept_loop(endpoint: Arc<dyn Endpoint>, ctx: Arc<Ctx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve_conn(conn, ctx).await,
+                Err(e) => warn!("{e}"),
+            }
+        });
+    }
+}
+
+async fn serve_conn(conn: BoxConn, ctx: Arc<Ctx>) {
+    let addr = conn.remote_addr();
+    let auth = match conn.accept_bi().await {
+        Ok((s, r)) => handshake(&conn, s, r, &ctx).await,
+        Err(_) => return,
+    };
+    let Some(auth) = auth else { return };
+    debug!(%addr, ?auth, "connection authenticated");
+    while let Ok((s, r)) = conn.accept_bi().await {
+        let (conn, ctx) = (conn.clone(), ctx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(auth, s, r, &conn, &ctx).await {
+                drop_connection(&conn, &e);
+            }
+        });
+    }
+}
+
+fn drop_connection(conn: &BoxConn, e: &RpcError) {
+    let addr = conn.remote_addr();
+    match e {
+        RpcError::Codec(c) => warn!(%addr, error = %c, "malformed frame; dropping the connection"),
+        other => debug!(%addr, error = %other, "stream failed; dropping the connection"),
+    }
+    conn.close(&e.to_string());
+}
+
+/// The first stream must carry `Hello`; returns how the peer authenticated.
+async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) -> Option<Auth> {
+    let addr = conn.remote_addr();
+    let refuse = |kind, message: String| HeadResponse::Error { kind, message };
+    let (reply, auth) = match read_msg::<HeadRequest>(&mut r, ctx.max_frame).await {
+        Err(e) => {
+            // Tell the peer why in our own framing, then drop it.
+            let _ = write_msg(&mut s, &refuse(ErrorKind::BadRequest, e.to_string())).await;
+            drop_connection(conn, &e);
+            return None;
+        }
+        Ok(Some(HeadRequest::Hello { version, token, .. })) if version == PROTOCOL_VERSION => {
+            if conn.peer() == PeerIdentity::ClusterNode {
+                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Auth::Node))
+            } else if token.as_deref().is_some_and(|t| ctx.token.secret_matches(t)) {
+                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Auth::Client))
+            } else {
+                let why = if token.is_some() { "invalid join token" } else { "missing join token" };
+                warn!(%addr, "refused connection: {why}");
+                (refuse(ErrorKind::Unauthorized, format!("{why}: the head refused this connection")), None)
+            }
+        }
+        Ok(Some(HeadRequest::Hello { version, .. })) => (
+            refuse(
+                ErrorKind::BadRequest,
+                format!("protocol version mismatch: peer speaks v{version}, head speaks v{PROTOCOL_VERSION}"),
+            ),
+            None,
+        ),
+        Ok(Some(_)) => (refuse(ErrorKind::BadRequest, "the first request must be Hello".into()), None),
+        Ok(None) => return None,
+    };
+    let sent = write_msg(&mut s, &reply).await;
+    if auth.is_none() || sent.is_err() {
+        // Let the refusal reach the peer before closing (closing discards unsent data).
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        conn.close("refused");
+    }
+    auth
+}
+
+async fn serve_stream(
+    auth: Auth,
+    mut s: SendHalf,
+    mut r: RecvHalf,
+    conn: &BoxConn,
+    ctx: &Ctx,
+) -> Result<(), RpcError> {
+    let Some(req) = read_msg::<HeadRequest>(&mut r, ctx.max_frame).await? else {
+        return Ok(());
+    };
+    let needs_node = |op: &str| HeadResponse::Error {
+        kind: ErrorKind::Unauthorized,
+        message: format!(
+            "{op} needs a node certificate from the cluster CA; join with the token first"
+        ),
+    };
+    let reply = match req {
+        HeadRequest::Hello { .. } => HeadResponse::Welcome {
+            cluster_id: ctx.cluster_id,
+        },
+        HeadRequest::Join { node_name } => match ctx.ca.issue(&node_name) {
+            Ok(id) => {
+                info!(addr = %conn.remote_addr(), %node_name, "issued a node certificate");
+                HeadResponse::Joined {
+                    ca_pem: id.ca_pem,
+                    cert_pem: id.cert_pem,
+                    key_pem: id.key_pem,
+                }
+            }
+            Err(e) => internal(e),
+        },
+        HeadRequest::Register(_) if auth != Auth::Node => needs_node("Register"),
+        HeadRequest::Heartbeat { .. } if auth != Auth::Node => needs_node("Heartbeat"),
+        HeadRequest::Unregister { .. } if auth != Auth::Node => needs_node("Unregister"),
+        HeadRequest::Register(reg) => {
+            ractor::call!(ctx.actor, HeadMsg::Register, reg).unwrap_or_else(internal)
+        }
+        HeadRequest::Heartbeat { node_id, available } => {
+            ractor::call!(ctx.actor, HeadMsg::Heartbeat, node_id, available.to_set())
+                .unwrap_or_else(internal)
+        }
+        HeadRequest::Unregister { node_id } => {
+            ractor::call!(ctx.actor, HeadMsg::Unregister, node_id).unwrap_or_else(internal)
+        }
+        HeadRequest::GetStatus => ractor::call!(ctx.actor, HeadMsg::Status)
+            .map(HeadResponse::Status)
+            .unwrap_or_else(internal),
+    };
+    write_msg(&mut s, &reply).await
+}
+
+fn internal(e: impl std::fmt::Display) -> HeadResponse {
+    HeadResponse::Error {
+        kind: ErrorKind::Internal,
+        message: e.to_string(),
+    }
+}

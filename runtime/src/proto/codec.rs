@@ -1,0 +1,149 @@
+//! Length-framed rkyv messages with a version check.
+//!
+//! A frame is an 8-byte header — magic `PZ`, protocol version (u16 LE),
+//! payload length (u32 LE) — and then the rkyv archive of one message.
+//! Decoding validates the archive (bytecheck) and never panics: a bad magic,
+//! another version, a length over the configured maximum, a short frame or
+//! bytes that are not a valid archive each give a [`CodecError`], after
+//! which the caller drops the connection (P-1).
+
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// The first two bytes of every frame.
+pub const MAGIC: [u8; 2] = *b"PZ";
+/// The wire protocol version; peers with another version are refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 8;
+
+/// A frame could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The frame does not start with `PZ`: not a Prism peer, or a desynchronised stream.
+    #[error("bad frame magic {0:02x?}: not a Prism peer")]
+    BadMagic([u8; 2]),
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: peer speaks v{theirs}, this build speaks v{ours}")]
+    VersionMismatch {
+        /// Ours.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+    /// The declared payload is over the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// Declared length.
+        len: u64,
+        /// Configured maximum.
+        max: u64,
+    },
+    /// The stream ended inside a frame.
+    #[error("truncated frame: expected {expected} bytes, got {got}")]
+    Truncated {
+        /// Bytes the header promised (header included).
+        expected: u64,
+        /// Bytes that arrived.
+        got: u64,
+    },
+    /// The payload is not a valid archive of the expected message type.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The message could not be serialised.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Encodes `msg` as one frame, header included.
+pub fn encode<T>(msg: &T) -> Result<Vec<u8>, CodecError>
+where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    let body =
+        rkyv::to_bytes::<rancor::Error>(msg).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| CodecError::Encode(format!("{} bytes is over 4 GiB", body.len())))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&header(len));
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The header for a payload of `len` bytes.
+pub fn header(len: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..2].copy_from_slice(&MAGIC);
+    h[2..4].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    h[4..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Checks a header and returns the payload length it announces.
+pub fn parse_header(h: &[u8; HEADER_LEN], max_frame: usize) -> Result<usize, CodecError> {
+    if h[..2] != MAGIC {
+        return Err(CodecError::BadMagic([h[0], h[1]]));
+    }
+    let theirs = u16::from_le_bytes([h[2], h[3]]);
+    if theirs != PROTOCOL_VERSION {
+        return Err(CodecError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    if len > max_frame {
+        return Err(CodecError::FrameTooLarge {
+            len: len as u64,
+            max: max_frame as u64,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes one payload (the bytes after the header) as a `T`.
+pub fn decode_payload<T>(payload: &[u8]) -> Result<T, CodecError>
+where
+    T: Archive,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<T, HighDeserializer<rancor::Error>>,
+{
+    // rkyv needs the archive aligned; a frame read off the wire is not.
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Decodes one whole frame (header and payload) from a complete buffer.
+pub fn decode_frame<T>(frame: &[u8], max_frame: usize) -> Result<T, CodecError>
+where
+    T: Archive,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<T, HighDeserializer<rancor::Error>>,
+{
+    let Some(h) = frame.first_chunk::<HEADER_LEN>() else {
+        return Err(CodecError::Truncated {
+            expected: HEADER_LEN as u64,
+            got: frame.len() as u64,
+        });
+    };
+    let len = parse_header(h, max_frame)?;
+    let body = &frame[HEADER_LEN..];
+    if body.len() < len {
+        return Err(CodecError::Truncated {
+            expected: (HEADER_LEN + len) as u64,
+            got: frame.len() as u64,
+        });
+    }
+    if body.len() > len {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after the frame",
+            body.len() - len
+        )));
+    }
+    decode_payload(body)
+}

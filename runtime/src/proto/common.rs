@@ -1,0 +1,127 @@
+//! Types shared by several roles.
+
+use crate::ids::NodeId;
+use prism_scheduler::{Quantity, ResourceSet};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// One named resource amount in fixed-point units (1/10,000).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResourceEntry {
+    /// `CPU`, `GPU`, `memory`, or a custom name.
+    pub name: String,
+    /// Amount in 1/10,000 units.
+    pub raw: i64,
+}
+
+/// A resource set on the wire.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resources(pub Vec<ResourceEntry>);
+
+impl From<&ResourceSet> for Resources {
+    fn from(set: &ResourceSet) -> Self {
+        Resources(
+            set.iter()
+                .map(|(name, q)| ResourceEntry {
+                    name: name.to_string(),
+                    raw: q.raw(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Resources {
+    /// Back to a resource set; negative amounts (a confused peer) become zero.
+    pub fn to_set(&self) -> ResourceSet {
+        self.0
+            .iter()
+            .map(|e| (e.name.as_str(), Quantity::from_raw(e.raw.max(0))))
+            .collect()
+    }
+}
+
+/// One GPU as the raylet detected it.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct GpuInfo {
+    /// Device index.
+    pub index: u32,
+    /// Device name from the driver, or `simulated` for `--num-gpus` overrides.
+    pub name: String,
+    /// Device memory in bytes (0 when unknown).
+    pub memory_bytes: u64,
+}
+
+/// Liveness as the head's failure detector sees it.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeats arrive on time.
+    Alive,
+    /// Some heartbeats were missed: slow, not yet dead.
+    Suspect,
+    /// Declared dead; it must register again as a new node.
+    Dead,
+}
+
+/// One node in a status report.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    /// The node.
+    pub node_id: NodeId,
+    /// The node's stable name (host and session), shared by its incarnations.
+    pub name: String,
+    /// Its QUIC address.
+    pub address: String,
+    /// Alive, suspect or dead.
+    pub state: NodeState,
+    /// Why it died, when dead.
+    pub death_reason: Option<String>,
+    /// 1 for the first registration under this name, then 2, 3, …
+    pub incarnation: u64,
+    /// Whether this raylet runs beside the head.
+    pub is_head: bool,
+    /// Everything it has.
+    pub total: Resources,
+    /// What is free.
+    pub available: Resources,
+    /// Its labels.
+    pub labels: Vec<(String, String)>,
+    /// Its GPUs.
+    pub gpus: Vec<GpuInfo>,
+    /// Milliseconds since its last heartbeat.
+    pub last_heartbeat_ms_ago: u64,
+    /// Raylet process id, for operators.
+    pub pid: u32,
+}
+
+/// The whole cluster in a status report.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    /// The head's cluster id.
+    pub cluster_id: crate::ids::ClusterId,
+    /// The head's address.
+    pub head_address: String,
+    /// Every node the head knows, live or dead.
+    pub nodes: Vec<NodeStatus>,
+}

@@ -1,0 +1,133 @@
+//! Messages to the head and its answers.
+//!
+//! Who may send what (enforced by the head, see `head::server`):
+//! - any connection: `Hello` first (version and role), then
+//! - an anonymous connection that presented the join token in `Hello`:
+//!   `Join`, `GetStatus`;
+//! - a connection authenticated by a node certificate from the cluster CA:
+//!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`.
+
+use super::common::{ClusterStatus, GpuInfo, Resources};
+use crate::ids::{ClusterId, NodeId};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// What kind of peer is speaking.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// A raylet joining or running.
+    Raylet,
+    /// The CLI or a driver.
+    Client,
+}
+
+/// A request to the head.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum HeadRequest {
+    /// First message on every connection.
+    Hello {
+        /// The sender's protocol version (also in every frame header).
+        version: u16,
+        /// Raylet or client.
+        role: PeerRole,
+        /// The cluster's join secret; required on connections without a node certificate.
+        token: Option<String>,
+    },
+    /// Ask for a node certificate signed by the cluster CA.
+    Join {
+        /// The node's stable name.
+        node_name: String,
+    },
+    /// Register a raylet (mTLS only).
+    Register(RegisterNode),
+    /// Periodic liveness and the node's free resources (mTLS only).
+    Heartbeat {
+        /// The node.
+        node_id: NodeId,
+        /// What is free now.
+        available: Resources,
+    },
+    /// A raylet stopping cleanly.
+    Unregister {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// The node table.
+    GetStatus,
+}
+
+/// A raylet's registration.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RegisterNode {
+    /// Stable across restarts of the same raylet (host and session directory).
+    pub node_name: String,
+    /// Where peers reach it over QUIC.
+    pub address: String,
+    /// Everything it has.
+    pub resources: Resources,
+    /// Its labels.
+    pub labels: Vec<(String, String)>,
+    /// Its GPUs.
+    pub gpus: Vec<GpuInfo>,
+    /// Whether it runs beside the head.
+    pub is_head: bool,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Why the head refused a request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Missing or wrong join token, or an operation that needs a node certificate.
+    Unauthorized,
+    /// The request is not valid here (wrong order, unknown node, bad value).
+    BadRequest,
+    /// The head failed internally.
+    Internal,
+}
+
+/// The head's answer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum HeadResponse {
+    /// Hello accepted.
+    Welcome {
+        /// The cluster.
+        cluster_id: ClusterId,
+    },
+    /// A node certificate and key, PEM, signed by the cluster CA.
+    Joined {
+        /// The CA certificate.
+        ca_pem: String,
+        /// The node's certificate.
+        cert_pem: String,
+        /// The node's private key.
+        key_pem: String,
+    },
+    /// Registration accepted.
+    Registered {
+        /// The node's new id.
+        node_id: NodeId,
+        /// Incarnation under its name.
+        incarnation: u64,
+        /// How often to heartbeat.
+        heartbeat_interval_ms: u64,
+    },
+    /// Heartbeat accepted.
+    HeartbeatAck,
+    /// The head does not know this node as alive (declared dead, or the head
+    /// restarted): register again as a new incarnation.
+    ReRegister {
+        /// Why.
+        reason: String,
+    },
+    /// The node table.
+    Status(ClusterStatus),
+    /// Done.
+    Ok,
+    /// Refused.
+    Error {
+        /// Category.
+        kind: ErrorKind,
+        /// A sentence naming the cause.
+        message: String,
+    },
+}

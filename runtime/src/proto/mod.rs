@@ -1,0 +1,19 @@
+//! The wire contract: every message any Prism process sends, in one module
+//! that depends on neither tokio nor quinn, so tests and fuzzers use it
+//! directly.
+//!
+//! - [`codec`]: framing, the version check, and typed decode errors.
+//! - [`head`]: what raylets, drivers and the CLI say to the head.
+//! - [`common`]: types both sides share (resources, node status).
+//!
+//! Each request travels on its own stream: one request frame, one response
+//! frame. A connection's first request is [`head::HeadRequest::Hello`].
+
+pub mod codec;
+pub mod common;
+pub mod head;
+
+pub use codec::{CodecError, PROTOCOL_VERSION};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! The raylet: one per machine (or several on one machine, each with its own
+//! session directory and port). It joins the cluster with the token,
+//! registers its resources, heartbeats, and registers again as a new
+//! incarnation if the head declared it dead.
+
+pub mod resources;
+
+use crate::client::{ClientError, HeadClient};
+use crate::config::Config;
+use crate::ids::NodeId;
+use crate::proto::common::{GpuInfo, Resources};
+use crate::proto::head::{HeadRequest, HeadResponse, PeerRole, RegisterNode};
+use crate::session::{SessionDir, SessionError};
+use crate::token::JoinToken;
+use crate::transport::quic::QuicEndpoint;
+use crate::transport::tls::{fingerprint_pem, ClientTrust, NodeIdentity, TlsError};
+use crate::transport::{Endpoint, TransportError};
+use prism_scheduler::ResourceSet;
+use resources::{node_resources, ResourceError, ResourceOverrides};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The raylet could not start or lost the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum RayletError {
+    /// The head refused the join token or the connection.
+    #[error("cannot join the cluster at {head}: {cause}")]
+    Join {
+        /// The head.
+        head: SocketAddr,
+        /// Why.
+        cause: ClientError,
+    },
+    /// Registration failed.
+    #[error("cannot register with the head at {head}: {cause}")]
+    Register {
+        /// The head.
+        head: SocketAddr,
+        /// Why.
+        cause: ClientError,
+    },
+    /// Resource overrides are invalid.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
+    /// The endpoint could not be bound.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Certificates are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The session directory failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// How to run a raylet.
+#[derive(Debug, Clone)]
+pub struct RayletOptions {
+    /// Settings.
+    pub config: Config,
+    /// The head.
+    pub head: SocketAddr,
+    /// The join token.
+    pub token: JoinToken,
+    /// Where to bind this raylet's UDP port (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Stable name; defaults to host and session directory.
+    pub node_name: String,
+    /// Resource overrides.
+    pub resources: ResourceOverrides,
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+    /// Whether this raylet runs beside the head.
+    pub is_head: bool,
+}
+
+/// A registered raylet.
+#[derive(Debug, Clone)]
+pub struct RayletReady {
+    /// Its node id (of the first incarnation of this run).
+    pub node_id: NodeId,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Gets this node's certificate: from the session directory, or by joining.
+async fn identity(opts: &RayletOptions, session: &SessionDir) -> Result<NodeIdentity, RayletError> {
+    if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) = (
+        session.read("node-ca.pem")?,
+        session.read("node.pem")?,
+        session.read("node.key")?,
+    ) {
+        if fingerprint_pem(&ca_pem)?.starts_with(&opts.token.ca_fingerprint) {
+            return Ok(NodeIdentity {
+                ca_pem,
+                cert_pem,
+                key_pem,
+            });
+        }
+    }
+    let head = opts.head;
+    let join = |cause| RayletError::Join { head, cause };
+    let ep = QuicEndpoint::client(opts.bind.ip())?;
+    let trust = ClientTrust::Pinned {
+        ca_fingerprint: opts.token.ca_fingerprint.clone(),
+    };
+    let client = HeadClient::connect(
+        &ep,
+        head,
+        &trust,
+        Some(&opts.token),
+        PeerRole::Raylet,
+        &opts.config,
+    )
+    .await
+    .map_err(join)?;
+    let resp = client
+        .request(&HeadRequest::Join {
+            node_name: opts.node_name.clone(),
+        })
+        .await
+        .map_err(join)?;
+    client.close();
+    ep.close();
+    let HeadResponse::Joined {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    } = resp
+    else {
+        return Err(join(ClientError::Unexpected(format!("{resp:?}"))));
+    };
+    session.write_secret("node-ca.pem", &ca_pem)?;
+    session.write_secret("node.pem", &cert_pem)?;
+    session.write_secret("node.key", &key_pem)?;
+    Ok(NodeIdentity {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    })
+}
+
+struct Registration {
+    reg: RegisterNode,
+    free: ResourceSet,
+}
+
+impl Registration {
+    async fn register(&self, client: &HeadClient) -> Result<(NodeId, u64), ClientError> {
+        match client
+            .request(&HeadRequest::Register(self.reg.clone()))
+            .await?
+        {
+            HeadResponse::Registered {
+                node_id,
+                incarnation,
+                ..
+            } => Ok((node_id, incarnation)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Runs a raylet until `shutdown` resolves; `on_ready` runs once registered.
+pub async fn run_raylet(
+    opts: RayletOptions,
+    session: &SessionDir,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&RayletReady),
+) -> Result<(), RayletError> {
+    let (total, gpus): (ResourceSet, Vec<GpuInfo>) = node_resources(&opts.resources)?;
+    let id = Arc::new(identity(&opts, session).await?);
+    let idle = Duration::from_millis(opts.config.idle_timeout_ms);
+    let endpoint: Arc<dyn Endpoint> = Arc::new(QuicEndpoint::bind(opts.bind, &id, idle)?);
+    let address = endpoint.local_addr();
+    let trust = ClientTrust::Mutual(id);
+    let head = opts.head;
+    let connect = || {
+        HeadClient::connect(
+            &*endpoint,
+            head,
+            &trust,
+            None,
+            PeerRole::Raylet,
+            &opts.config,
+        )
+    };
+    let registration = Registration {
+        reg: RegisterNode {
+            node_name: opts.node_name.clone(),
+            address: address.to_string(),
+            resources: Resources::from(&total),
+            labels: opts.labels.clone(),
+            gpus,
+            is_head: opts.is_head,
+            pid: std::process::id(),
+        },
+        free: total.clone(),
+    };
+    let register_err = |cause| RayletError::Register { head, cause };
+    let client = connect().await.map_err(register_err)?;
+    let (mut node_id, incarnation) = registration.register(&client).await.map_err(register_err)?;
+    info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
+    on_ready(&RayletReady { node_id, address });
+    let peers = tokio::spawn(refuse_peers(endpoint.clone()));
+
+    let mut client = Some(client);
+    let mut tick = tokio::time::interval(opts.config.heartbeat_interval());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let Some(c) = client.as_ref() else {
+            client = connect()
+                .await
+                .inspect_err(|e| warn!("head unreachable: {e}"))
+                .ok();
+            continue;
+        };
+        let beat = HeadRequest::Heartbeat {
+            node_id,
+            available: Resources::from(&registration.free),
+        };
+        match c.request(&beat).await {
+            Ok(HeadResponse::HeartbeatAck) => {}
+            Ok(HeadResponse::ReRegister { reason }) => {
+                warn!(node = %node_id, %reason, "head asks to register again");
+                match registration.register(c).await {
+                    Ok((id, inc)) => {
+                        info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
+                        node_id = id;
+                    }
+                    Err(e) => warn!("re-registration failed: {e}"),
+                }
+            }
+            Ok(other) => warn!("unexpected heartbeat answer: {other:?}"),
+            Err(e) => {
+                warn!("heartbeat failed ({e}); reconnecting to the head");
+                c.close();
+                client = None;
+            }
+        }
+    }
+    if let Some(c) = client {
+        let bye = HeadRequest::Unregister { node_id };
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.request(&bye)).await;
+        c.close();
+    }
+    peers.abort();
+    endpoint.close();
+    info!(node = %node_id, "raylet stopped");
+    Ok(())
+}
+
+/// Raylet-to-raylet requests (object transfer) are not served yet: peers
+/// are told so plainly instead of hanging.
+async fn refuse_peers(endpoint: Arc<dyn Endpoint>) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            if let Ok(conn) = incoming.await {
+                conn.close("this raylet does not serve peer requests yet (object transfer is not implemented)");
+            }
+        });
+    }
+}

@@ -233,10 +233,8 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
     let refuse = |kind, message: String| HeadResponse::Error { kind, message };
     let (reply, auth) = match read_msg::<HeadRequest>(&mut r, ctx.max_frame).await {
         Err(e) => {
-            // Tell the peer why in our own framing, then drop it.
-            let _ = write_msg(&mut s, &refuse(ErrorKind::BadRequest, e.to_string())).await;
-            drop_connection(conn, &e);
-            return None;
+            warn!(%addr, error = %e, "malformed first frame; refusing the connection");
+            (refuse(ErrorKind::BadRequest, e.to_string()), None)
         }
         Ok(Some(HeadRequest::Hello { version, token, .. })) if version == PROTOCOL_VERSION => {
             if conn.peer() == PeerIdentity::ClusterNode {
@@ -262,7 +260,7 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
     let sent = write_msg(&mut s, &reply).await;
     if auth.is_none() || sent.is_err() {
         // Let the refusal reach the peer before closing (closing discards unsent data).
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
         conn.close("refused");
     }
     auth

@@ -47,13 +47,12 @@ pub fn place_bundles<N: NodeKey>(
             "a placement group needs at least one bundle".into(),
         ));
     }
-    let live: BTreeMap<N, NodeResources> =
-        view.alive_nodes().map(|(k, n)| (k, n.clone())).collect();
+    let live: Vec<(N, &NodeResources)> = view.alive_nodes().collect();
     if let Some(nodes) = try_place(&live, bundles, strategy) {
         return PgDecision::Place(nodes);
     }
     // Would it fit on an idle cluster? Then wait; else say why not.
-    let idle: BTreeMap<N, NodeResources> = live
+    let idle: Vec<(N, NodeResources)> = live
         .iter()
         .map(|(k, n)| {
             (
@@ -62,11 +61,12 @@ pub fn place_bundles<N: NodeKey>(
             )
         })
         .collect();
-    if try_place(&idle, bundles, strategy).is_some() {
+    let idle_refs: Vec<(N, &NodeResources)> = idle.iter().map(|(k, n)| (*k, n)).collect();
+    if try_place(&idle_refs, bundles, strategy).is_some() {
         return PgDecision::Wait;
     }
     for b in bundles {
-        if let Decision::Infeasible(why) = infeasible(live.iter().map(|(k, n)| (*k, n)), b) {
+        if let Decision::Infeasible(why) = infeasible(live.iter().copied(), b) {
             if !matches!(why, Infeasible::NoSingleNode(_)) {
                 return PgDecision::Infeasible(why);
             }
@@ -76,20 +76,22 @@ pub fn place_bundles<N: NodeKey>(
         PgStrategy::StrictSpread => Infeasible::NotEnoughNodes {
             needed: bundles.len(),
             usable: live
-                .values()
-                .filter(|n| bundles.iter().any(|b| n.feasible(b)))
+                .iter()
+                .filter(|(_, n)| bundles.iter().any(|b| n.feasible(b)))
                 .count(),
         },
-        _ => {
-            let mut sum = ResourceSet::new();
-            bundles.iter().for_each(|b| sum.add(b));
-            Infeasible::NoSingleNode(sum)
-        }
+        _ => Infeasible::NoSingleNode(sum(bundles)),
     })
 }
 
+fn sum(bundles: &[ResourceSet]) -> ResourceSet {
+    let mut total = ResourceSet::new();
+    bundles.iter().for_each(|b| total.add(b));
+    total
+}
+
 fn try_place<N: NodeKey>(
-    nodes: &BTreeMap<N, NodeResources>,
+    nodes: &[(N, &NodeResources)],
     bundles: &[ResourceSet],
     strategy: PgStrategy,
 ) -> Option<Vec<N>> {
@@ -101,41 +103,51 @@ fn try_place<N: NodeKey>(
     }
 }
 
-/// All bundles on the first node that holds them together.
+/// All bundles on the first node that holds them together. The sum is a
+/// cheap filter; a copy of the node then checks GPU instances exactly.
 fn strict_pack<N: NodeKey>(
-    nodes: &BTreeMap<N, NodeResources>,
+    nodes: &[(N, &NodeResources)],
     bundles: &[ResourceSet],
 ) -> Option<Vec<N>> {
-    nodes.iter().find_map(|(id, n)| {
-        let mut n = n.clone();
-        bundles
-            .iter()
-            .all(|b| n.allocate(b).is_ok())
-            .then(|| vec![*id; bundles.len()])
-    })
+    let total = sum(bundles);
+    nodes
+        .iter()
+        .filter(|(_, n)| total.fits_in(n.available()))
+        .find_map(|(id, n)| {
+            let mut n = (*n).clone();
+            bundles
+                .iter()
+                .all(|b| n.allocate(b).is_ok())
+                .then(|| vec![*id; bundles.len()])
+        })
 }
 
-/// One bundle at a time on a scratch copy: `pack` prefers nodes the group
-/// already uses, spread prefers nodes it does not.
+/// One bundle at a time, copying only the nodes it touches: `pack` prefers
+/// nodes the group already uses, spread prefers nodes it does not.
 fn greedy<N: NodeKey>(
-    nodes: &BTreeMap<N, NodeResources>,
+    nodes: &[(N, &NodeResources)],
     bundles: &[ResourceSet],
     pack: bool,
 ) -> Option<Vec<N>> {
-    let mut scratch = nodes.clone();
+    let mut touched: BTreeMap<N, NodeResources> = BTreeMap::new();
     let mut used: Vec<N> = Vec::with_capacity(bundles.len());
     for b in bundles {
-        let pick = scratch
+        let pick = nodes
             .iter()
+            .map(|(id, n)| (*id, touched.get(id).unwrap_or(n)))
             .filter(|(_, n)| n.fits_now(b))
             .min_by_key(|(id, _)| {
                 (
                     used.contains(id) != pack,
-                    used.iter().filter(|u| *u == *id).count(),
+                    used.iter().filter(|u| *u == id).count(),
                 )
             })
-            .map(|(id, _)| *id)?;
-        scratch.get_mut(&pick)?.allocate(b).ok()?;
+            .map(|(id, _)| id)?;
+        let original = nodes
+            .iter()
+            .find(|(id, _)| *id == pick)
+            .map(|(_, n)| (*n).clone())?;
+        touched.entry(pick).or_insert(original).allocate(b).ok()?;
         used.push(pick);
     }
     Some(used)
@@ -145,20 +157,16 @@ fn greedy<N: NodeKey>(
 /// paths): with one bundle per node, whether a bundle fits a node does not
 /// depend on the others, so a matching exists exactly when a placement does.
 fn strict_spread<N: NodeKey>(
-    nodes: &BTreeMap<N, NodeResources>,
+    nodes: &[(N, &NodeResources)],
     bundles: &[ResourceSet],
 ) -> Option<Vec<N>> {
     if bundles.len() > nodes.len() {
         return None;
     }
-    let ids: Vec<N> = nodes.keys().copied().collect();
+    let ids: Vec<N> = nodes.iter().map(|(id, _)| *id).collect();
     let fits: Vec<Vec<usize>> = bundles
         .iter()
-        .map(|b| {
-            (0..ids.len())
-                .filter(|&j| nodes[&ids[j]].fits_now(b))
-                .collect()
-        })
+        .map(|b| (0..ids.len()).filter(|&j| nodes[j].1.fits_now(b)).collect())
         .collect();
     let mut owner: Vec<Option<usize>> = vec![None; ids.len()];
     for b in 0..bundles.len() {

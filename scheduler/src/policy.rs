@@ -179,9 +179,6 @@ impl Scheduler {
         let mut best: Option<(f64, N)> = None;
         let mut queue_at: Option<(f64, N)> = None;
         for (id, n) in order {
-            if !n.feasible(request) {
-                continue;
-            }
             let u = n.utilization();
             let score = if u < threshold { 0.0 } else { u };
             if n.fits_now(request) {
@@ -191,7 +188,7 @@ impl Scheduler {
                         break;
                     }
                 }
-            } else if queue_at.is_none_or(|(s, _)| score < s) {
+            } else if queue_at.is_none_or(|(s, _)| score < s) && n.feasible(request) {
                 queue_at = Some((score, id));
             }
         }

@@ -27,6 +27,8 @@ pub struct NodeResources {
     gpu_free: Vec<Quantity>,
     labels: BTreeMap<String, String>,
     alive: bool,
+    /// Cached [`NodeResources::utilization`], refreshed on every change.
+    util: f64,
 }
 
 /// Why an allocation or release was refused.
@@ -90,6 +92,7 @@ impl NodeResources {
             gpu_free: vec![Quantity::ONE; gpus],
             labels: BTreeMap::new(),
             alive: true,
+            util: 0.0,
         }
     }
 
@@ -126,11 +129,16 @@ impl NodeResources {
 
     /// Highest utilisation over the node's resources, in `[0, 1]`.
     pub fn utilization(&self) -> f64 {
-        self.total
+        self.util
+    }
+
+    fn refresh_utilization(&mut self) {
+        self.util = self
+            .total
             .iter()
             .filter(|(_, t)| !t.is_zero())
             .map(|(name, t)| 1.0 - self.available.get(name).raw() as f64 / t.raw() as f64)
-            .fold(0.0, f64::max)
+            .fold(0.0, f64::max);
     }
 
     /// True if the request could ever run here (against the total).
@@ -140,7 +148,24 @@ impl NodeResources {
 
     /// True if the request fits in what is free now, GPU instances included.
     pub fn fits_now(&self, request: &ResourceSet) -> bool {
-        request.fits_in(&self.available) && self.pick_gpus(request.get(GPU)).is_ok()
+        request.fits_in(&self.available) && self.gpus_fit(request.get(GPU))
+    }
+
+    /// [`NodeResources::pick_gpus`] would succeed; no allocation (hot path).
+    fn gpus_fit(&self, asked: Quantity) -> bool {
+        if asked.is_zero() {
+            true
+        } else if asked < Quantity::ONE {
+            self.gpu_free.iter().any(|free| *free >= asked)
+        } else {
+            asked.is_whole()
+                && self
+                    .gpu_free
+                    .iter()
+                    .filter(|f| **f == Quantity::ONE)
+                    .count() as i64
+                    >= asked.whole_units()
+        }
     }
 
     fn pick_gpus(&self, asked: Quantity) -> Result<Vec<(u32, Quantity)>, AllocError> {
@@ -196,6 +221,7 @@ impl NodeResources {
             self.gpu_free[*i as usize] -= *q;
         }
         self.available.subtract(request);
+        self.refresh_utilization();
         Ok(gpus)
     }
 
@@ -220,6 +246,7 @@ impl NodeResources {
             self.gpu_free[*i as usize] += *q;
         }
         self.available = after;
+        self.refresh_utilization();
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for crate in prism-scheduler; do
+for crate in prism-scheduler prism-objectstore; do
   bad=$(cargo tree -p "$crate" -e normal --prefix none 2>/dev/null | grep -E '^(tokio|quinn|quinn-proto|rustls|tch|torch-sys) ' || true)
   if [ -n "$bad" ]; then
     echo "architecture violation: $crate depends on:" >&2

@@ -1,0 +1,180 @@
+//! The shared-memory segment: an anonymous memfd, mapped shared. Other
+//! processes map the same pages from the file descriptor (passed over a Unix
+//! socket). This is the crate's only module with `unsafe`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// A mapped shared-memory segment.
+#[derive(Debug)]
+pub struct Segment {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is plain shared memory; the object table decides who
+// may write which range (OS-1, OS-3), so sharing the handle across threads
+// is as safe as sharing a `&[u8]`.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a segment of `len` bytes backed by a new memfd.
+    pub fn create(name: &str, len: usize) -> io::Result<Segment> {
+        let cname = CString::new(name).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "segment name has a NUL byte")
+        })?;
+        // SAFETY: memfd_create reads a valid NUL-terminated string and returns a new fd or -1.
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Segment::map(fd, len)
+    }
+
+    /// Maps a segment received from another process.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
+        // SAFETY: fstat writes into a zeroed stat struct we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and pointer to our struct.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Segment::map(fd, st.st_size as usize)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an object store segment cannot be empty",
+            ));
+        }
+        // SAFETY: a fresh shared mapping of a descriptor we own, at an address the kernel picks.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Segment { ptr, len, fd })
+    }
+
+    /// The segment's size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: segments are never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The descriptor, to pass to other processes.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The mapping's base address in this process.
+    pub fn base_addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "range {offset}+{len} is outside the {}-byte segment",
+                    self.len
+                ),
+            )),
+        }
+    }
+
+    /// A read-only view of `len` bytes at `offset`.
+    ///
+    /// The view is only meaningful for sealed objects, whose bytes never
+    /// change (OS-1); the object table hands out offsets only for those.
+    pub fn bytes(&self, offset: usize, len: usize) -> io::Result<&[u8]> {
+        self.check(offset, len)?;
+        // SAFETY: the range is inside the mapping, which lives as long as
+        // `self`; sealed ranges are never written again (OS-1), so no write
+        // aliases this shared borrow.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) })
+    }
+
+    /// Copies `data` into the segment at `offset` (an unsealed object's range).
+    pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the range is inside the mapping; the object table gives an
+        // unsealed range to exactly one writer and no reader (OS-3), so the
+        // copy races with nothing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// A mutable view of an unsealed object's range, for writing in place.
+    ///
+    /// # Safety
+    /// The caller must be the range's only writer and no reader may view it
+    /// until it is sealed (the object table's Created state guarantees this
+    /// for the process that created the object).
+    // The segment is shared memory: exclusivity comes from the object table
+    // (the caller's contract), not from `&mut self`.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> io::Result<&mut [u8]> {
+        self.check(offset, len)?;
+        // SAFETY: in bounds; exclusivity is the caller's contract above.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) })
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`; no borrow of it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_mappings_of_one_fd_see_the_same_bytes() {
+        let a = Segment::create("prism-test", 1 << 16).unwrap();
+        a.write(100, b"hello").unwrap();
+        let dup = a.fd().try_clone_to_owned().unwrap();
+        let b = Segment::from_fd(dup).unwrap();
+        assert_eq!(b.bytes(100, 5).unwrap(), b"hello");
+        assert_ne!(a.base_addr(), b.base_addr());
+        assert!(a.bytes(1 << 16, 1).is_err());
+        assert!(a.write(usize::MAX, b"x").is_err());
+    }
+}

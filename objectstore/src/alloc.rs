@@ -116,7 +116,9 @@ impl<A: SegmentAllocator> SegmentAllocator for FailingAlloc<A> {
         self.calls += 1;
         let n = self.calls;
         let fail = n == self.fail_on
-            || (self.every > 0 && n > self.fail_on && (n - self.fail_on).is_multiple_of(self.every));
+            || (self.every > 0
+                && n > self.fail_on
+                && (n - self.fail_on).is_multiple_of(self.every));
         if fail {
             None
         } else {

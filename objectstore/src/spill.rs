@@ -42,12 +42,21 @@ pub fn path_for(dir: &Path, id: ObjectId) -> PathBuf {
 /// Writes `data` for `id`; returns the file's path.
 pub fn write(dir: &Path, id: ObjectId, data: &[u8]) -> Result<PathBuf, SpillError> {
     let path = path_for(dir, id);
+    let written = write_file(dir, &path, id, data);
+    if written.is_err() {
+        // Never leave a partial file behind (a full disk, say).
+        remove(&path);
+    }
+    written.map(|_| path)
+}
+
+fn write_file(dir: &Path, path: &Path, id: ObjectId, data: &[u8]) -> Result<(), SpillError> {
     let io = |source| SpillError::Io {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let mut f = std::fs::File::create(&path).map_err(io)?;
+    let mut f = std::fs::File::create(path).map_err(io)?;
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
@@ -56,8 +65,7 @@ pub fn write(dir: &Path, id: ObjectId, data: &[u8]) -> Result<PathBuf, SpillErro
     header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     f.write_all(&header).map_err(io)?;
     f.write_all(data).map_err(io)?;
-    f.sync_data().map_err(io)?;
-    Ok(path)
+    f.sync_data().map_err(io)
 }
 
 /// Reads `id`'s bytes from `path` into `out` (exactly `out.len()` bytes).

@@ -259,7 +259,17 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
     let log = std::fs::File::create(session.log_file())
         .with_context(|| format!("cannot create {}", session.log_file().display()))?;
     let exe = std::env::current_exe().context("cannot find the prism executable")?;
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    // The token travels in the environment, not in argv (readable by every
+    // local user through /proc/<pid>/cmdline).
+    let mut argv: Vec<String> = Vec::new();
+    let mut args_in = std::env::args().skip(1);
+    while let Some(a) = args_in.next() {
+        if a == "--token" {
+            args_in.next();
+        } else if !a.starts_with("--token=") {
+            argv.push(a);
+        }
+    }
     argv.push("--block".into());
     argv.push("--session-dir".into());
     argv.push(session.path().display().to_string());
@@ -268,6 +278,9 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    if let Some(token) = &args.token {
+        cmd.env("PRISM_TOKEN", token);
+    }
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid is async-signal-safe and touches no memory of the
@@ -280,6 +293,20 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
         }
     }
     let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let waited = wait_ready(&args, &session, &mut child);
+    if waited.is_err() {
+        // Never leave a daemon behind that this command could not confirm.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    waited
+}
+
+fn wait_ready(
+    args: &StartArgs,
+    session: &SessionDir,
+    child: &mut std::process::Child,
+) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let deadline = Instant::now() + Duration::from_millis(config.start_timeout_ms);
     loop {
@@ -288,7 +315,7 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
                 .read_json("cluster.json")?
                 .ok_or_else(|| anyhow!("daemon is ready but wrote no cluster.json"))?;
             if args.head {
-                print_head_banner(&info.head_address, &info.token, &session);
+                print_head_banner(&info.head_address, &info.token, session);
             } else {
                 println!(
                     "Prism raylet {} joined the cluster at {}; address {}.",
@@ -318,8 +345,6 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
             );
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             bail!(
                 "the {} daemon was not ready within {} ms; see {}",
                 args.kind(),

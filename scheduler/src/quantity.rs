@@ -87,14 +87,15 @@ impl Quantity {
 
 impl Add for Quantity {
     type Output = Quantity;
+    /// Saturating: amounts from a confused or hostile peer cannot overflow.
     fn add(self, rhs: Quantity) -> Quantity {
-        Quantity(self.0 + rhs.0)
+        Quantity(self.0.saturating_add(rhs.0))
     }
 }
 
 impl AddAssign for Quantity {
     fn add_assign(&mut self, rhs: Quantity) {
-        self.0 += rhs.0;
+        *self = *self + rhs;
     }
 }
 
@@ -102,7 +103,7 @@ impl Sub for Quantity {
     type Output = Quantity;
     /// Saturating at zero: a ledger never shows negative amounts.
     fn sub(self, rhs: Quantity) -> Quantity {
-        Quantity((self.0 - rhs.0).max(0))
+        Quantity(self.0.saturating_sub(rhs.0).max(0))
     }
 }
 
@@ -154,5 +155,12 @@ mod tests {
         assert!(Quantity::from_f64(-1.0).is_err());
         assert!(Quantity::from_f64(f64::NAN).is_err());
         assert!(Quantity::from_f64(0.00001).is_err());
+    }
+
+    #[test]
+    fn huge_amounts_saturate_instead_of_overflowing() {
+        let max = Quantity::from_raw(i64::MAX);
+        assert_eq!(max + max, max);
+        assert_eq!(Quantity::ZERO - max, Quantity::ZERO);
     }
 }

@@ -202,11 +202,15 @@ async fn accept_loop(endpoint: Arc<dyn Endpoint>, ctx: Arc<Ctx>) {
 
 async fn serve_conn(conn: BoxConn, ctx: Arc<Ctx>) {
     let addr = conn.remote_addr();
-    let auth = match conn.accept_bi().await {
-        Ok((s, r)) => handshake(&conn, s, r, &ctx).await,
-        Err(_) => return,
+    // An unauthenticated peer gets a small frame limit and a deadline.
+    let hello = async {
+        let (s, r) = conn.accept_bi().await.ok()?;
+        handshake(&conn, s, r, &ctx).await
     };
-    let Some(auth) = auth else { return };
+    let Ok(Some(auth)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await else {
+        conn.close("no valid Hello in time");
+        return;
+    };
     debug!(%addr, ?auth, "connection authenticated");
     while let Ok((s, r)) = conn.accept_bi().await {
         let (conn, ctx) = (conn.clone(), ctx.clone());
@@ -227,11 +231,16 @@ fn drop_connection(conn: &BoxConn, e: &RpcError) {
     conn.close(&e.to_string());
 }
 
+/// How long a new connection has to say a valid `Hello`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest frame accepted before authentication.
+const HELLO_MAX_FRAME: usize = 64 << 10;
+
 /// The first stream must carry `Hello`; returns how the peer authenticated.
 async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) -> Option<Auth> {
     let addr = conn.remote_addr();
     let refuse = |kind, message: String| HeadResponse::Error { kind, message };
-    let (reply, auth) = match read_msg::<HeadRequest>(&mut r, ctx.max_frame).await {
+    let (reply, auth) = match read_msg::<HeadRequest>(&mut r, HELLO_MAX_FRAME.min(ctx.max_frame)).await {
         Err(e) => {
             warn!(%addr, error = %e, "malformed first frame; refusing the connection");
             (refuse(ErrorKind::BadRequest, e.to_string()), None)

@@ -46,18 +46,15 @@ pub async fn read_payload(r: &mut RecvHalf, max_frame: usize) -> Result<Option<V
         got += n;
     }
     let len = codec::parse_header(&h, max_frame)?;
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = r.read(&mut body[got..]).await?;
-        if n == 0 {
-            return Err(CodecError::Truncated {
-                expected: (HEADER_LEN + len) as u64,
-                got: (HEADER_LEN + got) as u64,
-            }
-            .into());
+    // Grow with what arrives: a header alone must not make us allocate its claim.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(CodecError::Truncated {
+            expected: (HEADER_LEN + len) as u64,
+            got: (HEADER_LEN + body.len()) as u64,
         }
-        got += n;
+        .into());
     }
     Ok(Some(body))
 }

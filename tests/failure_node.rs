@@ -43,7 +43,6 @@ fn failure_killed_raylet_is_dead_and_restart_is_a_new_incarnation() {
             .contains("no heartbeat"),
         "{dead:#}"
     );
-    // The missed-heartbeat count in the reason is at least the configured threshold.
     let alive = sb.nodes_in_state("alive");
     assert_eq!(alive.len(), 2, "{status:#}");
 

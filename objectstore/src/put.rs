@@ -14,14 +14,7 @@ impl<A: SegmentAllocator> Store<A> {
         client: ClientId,
         pinned: bool,
     ) -> Result<(), StoreError> {
-        self.create(id, data.len(), client, pinned)?;
-        let written = self
-            .write(id, client, 0, data)
-            .and_then(|_| self.seal(id, client));
-        if written.is_err() {
-            self.release_client_object(id, client);
-        }
-        written
+        self.put_parts(id, &[data], client, pinned)
     }
 
     /// Stores a tensor: header, then `data` (whose length must match the meta).
@@ -41,14 +34,28 @@ impl<A: SegmentAllocator> Store<A> {
             ))
             .into());
         }
-        let header = meta.encode_header();
-        self.create(id, header.len() + data.len(), client, pinned)?;
-        let written = self
-            .write(id, client, 0, &header)
-            .and_then(|_| self.write(id, client, header.len(), data))
-            .and_then(|_| self.seal(id, client));
+        self.put_parts(id, &[&meta.encode_header(), data], client, pinned)
+    }
+
+    /// One object from consecutive parts; a failed write or seal reclaims it.
+    fn put_parts(
+        &mut self,
+        id: ObjectId,
+        parts: &[&[u8]],
+        client: ClientId,
+        pinned: bool,
+    ) -> Result<(), StoreError> {
+        self.create(id, parts.iter().map(|p| p.len()).sum(), client, pinned)?;
+        let mut offset = 0;
+        let mut written = Ok(());
+        for part in parts {
+            written = written.and_then(|_| self.write(id, client, offset, part));
+            offset += part.len();
+        }
+        let written = written.and_then(|_| self.seal(id, client));
         if written.is_err() {
-            self.release_client_object(id, client);
+            // The half-written object was this client's to write.
+            let _ = self.abort(id, client);
         }
         written
     }
@@ -71,12 +78,5 @@ impl<A: SegmentAllocator> Store<A> {
     pub fn get_bytes(&mut self, id: ObjectId, client: ClientId) -> Result<&[u8], StoreError> {
         let block = self.get(id, client)?;
         self.bytes(block)
-    }
-
-    fn release_client_object(&mut self, id: ObjectId, client: ClientId) {
-        if self.info(id).is_some_and(|i| !i.sealed) {
-            // Reclaims the half-written object; it was this client's to write.
-            let _ = self.abort(id, client);
-        }
     }
 }

@@ -152,7 +152,6 @@ async fn identity(opts: &RayletOptions, session: &SessionDir) -> Result<NodeIden
 
 struct Registration {
     reg: RegisterNode,
-    free: ResourceSet,
 }
 
 impl Registration {
@@ -205,7 +204,6 @@ pub async fn run_raylet(
             is_head: opts.is_head,
             pid: std::process::id(),
         },
-        free: total.clone(),
     };
     let register_err = |cause| RayletError::Register { head, cause };
     let client = connect().await.map_err(register_err)?;
@@ -231,7 +229,8 @@ pub async fn run_raylet(
         };
         let beat = HeadRequest::Heartbeat {
             node_id,
-            available: Resources::from(&registration.free),
+            // Nothing consumes resources until tasks exist: free is the total.
+            available: registration.reg.resources.clone(),
         };
         match c.request(&beat).await {
             Ok(HeadResponse::HeartbeatAck) => {}

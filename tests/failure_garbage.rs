@@ -47,7 +47,7 @@ impl Probe {
         let (mut s, mut r) = conn.open_bi().await.ok()?;
         s.write_all(bytes).await.ok()?;
         s.shutdown().await.ok()?;
-        read_msg::<HeadResponse>(&mut r, 1 << 20)
+        read_msg::<HeadResponse, _>(&mut r, 1 << 20)
             .await
             .ok()
             .flatten()

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 /// Every object starts on a 64-byte boundary (OS-7).
 pub const ALIGN: usize = 64;
 
+/// The most objects one segment holds at once.
+pub const MAX_OBJECTS: u32 = 1 << 17;
+
 /// A range of the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Block {
@@ -53,7 +56,9 @@ impl OffsetAlloc {
     /// Manages `capacity` bytes (rounded down to [`ALIGN`]; at most 256 GiB).
     pub fn new(capacity: usize) -> OffsetAlloc {
         let total = u32::try_from(capacity / ALIGN).unwrap_or(u32::MAX);
-        let max_allocs = total.clamp(16, 1 << 22);
+        // offset-allocator allocates its node table up front: 128 Ki live
+        // objects cost about 4 MB of RSS.
+        let max_allocs = total.clamp(16, MAX_OBJECTS);
         OffsetAlloc {
             inner: offset_allocator::Allocator::with_max_allocs(total, max_allocs),
             live: HashMap::new(),

@@ -44,6 +44,9 @@ pub struct StartArgs {
     /// Memory to offer, in bytes or with a K/M/G/T suffix (default: physical memory).
     #[arg(long, value_parser = parse_bytes)]
     memory: Option<u64>,
+    /// Object store size, in bytes or with a K/M/G/T suffix (default: 30% of memory).
+    #[arg(long, value_parser = parse_bytes)]
+    object_store_memory: Option<u64>,
     /// Custom resources as JSON, e.g. '{"accel": 4}'.
     #[arg(long)]
     resources: Option<String>,
@@ -95,6 +98,7 @@ impl StartArgs {
             num_gpus: self.num_gpus,
             memory: self.memory,
             custom,
+            object_store_memory: self.object_store_memory,
         })
     }
 
@@ -201,6 +205,10 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 head_address: r.head_address.to_string(),
                 node_id: r.raylet.as_ref().map(|n| n.node_id.to_string()),
                 node_address: r.raylet.as_ref().map(|n| n.address.to_string()),
+                store_socket: r
+                    .raylet
+                    .as_ref()
+                    .map(|n| n.store_socket.display().to_string()),
             });
             if args.session_dir.is_none() {
                 print_head_banner(&r.head_address.to_string(), &r.token.to_string(), session);
@@ -227,6 +235,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 head_address: head.to_string(),
                 node_id: Some(r.node_id.to_string()),
                 node_address: Some(r.address.to_string()),
+                store_socket: Some(r.store_socket.display().to_string()),
             });
             if args.session_dir.is_none() {
                 println!(

@@ -5,6 +5,7 @@ use anyhow::{anyhow, Context};
 use prism::client::HeadClient;
 use prism::proto::common::{ClusterStatus, NodeState, Resources};
 use prism::proto::head::PeerRole;
+use prism::raylet::resources::OBJECT_STORE_MEMORY;
 use prism::session::{ClusterInfo, SessionDir};
 use prism::token::JoinToken;
 use prism::transport::quic::QuicEndpoint;
@@ -100,7 +101,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn amount(name: &str, q: Quantity) -> Value {
-    if name == MEMORY {
+    if name == MEMORY || name == OBJECT_STORE_MEMORY {
         json!(q.raw() / prism_scheduler::SCALE)
     } else {
         json!(q.as_f64())
@@ -158,7 +159,7 @@ fn to_json(s: &ClusterStatus) -> Value {
 
 fn used_of(name: &str, total: Quantity, free: Quantity) -> String {
     let used = total - free;
-    if name == MEMORY {
+    if name == MEMORY || name == OBJECT_STORE_MEMORY {
         let gib =
             |q: Quantity| q.raw() as f64 / prism_scheduler::SCALE as f64 / (1u64 << 30) as f64;
         format!("{:.1}/{:.1} GiB", gib(used), gib(total))

@@ -9,6 +9,7 @@
 //! - [`raylet`]: the per-machine daemon: join, register, heartbeat, resources.
 //! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
 //! - [`client`]: talking to the head from raylets, drivers and the CLI.
+//! - [`object_store`]: the local object-store client (put, get in place, wait).
 //! - [`config`]: every setting with its default and `PRISM_*` variable.
 //! - [`session`]: the session directory (keys, pid file, logs).
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod head;
 pub mod ids;
 pub mod node;
+pub mod object_store;
 pub mod proto;
 pub mod raylet;
 pub mod session;

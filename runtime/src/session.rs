@@ -68,6 +68,9 @@ pub struct ReadyInfo {
     pub node_id: Option<String>,
     /// The local raylet's QUIC address.
     pub node_address: Option<String>,
+    /// The local object store's Unix socket.
+    #[serde(default)]
+    pub store_socket: Option<String>,
 }
 
 /// One session directory.

@@ -240,7 +240,7 @@ const HELLO_MAX_FRAME: usize = 64 << 10;
 async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) -> Option<Auth> {
     let addr = conn.remote_addr();
     let refuse = |kind, message: String| HeadResponse::Error { kind, message };
-    let (reply, auth) = match read_msg::<HeadRequest>(&mut r, HELLO_MAX_FRAME.min(ctx.max_frame)).await {
+    let (reply, auth) = match read_msg::<HeadRequest, _>(&mut r, HELLO_MAX_FRAME.min(ctx.max_frame)).await {
         Err(e) => {
             warn!(%addr, error = %e, "malformed first frame; refusing the connection");
             (refuse(ErrorKind::BadRequest, e.to_string()), None)
@@ -282,7 +282,7 @@ async fn serve_stream(
     conn: &BoxConn,
     ctx: &Ctx,
 ) -> Result<(), RpcError> {
-    let Some(req) = read_msg::<HeadRequest>(&mut r, ctx.max_frame).await? else {
+    let Some(req) = read_msg::<HeadRequest, _>(&mut r, ctx.max_frame).await? else {
         return Ok(());
     };
     let needs_node = |op: &str| HeadResponse::Error {

@@ -4,6 +4,7 @@
 //!
 //! - [`codec`]: framing, the version check, and typed decode errors.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
+//! - [`store`]: what local processes say to their raylet's object store.
 //! - [`common`]: types both sides share (resources, node status).
 //!
 //! Each request travels on its own stream: one request frame, one response
@@ -12,6 +13,7 @@
 pub mod codec;
 pub mod common;
 pub mod head;
+pub mod store;
 
 pub use codec::{CodecError, PROTOCOL_VERSION};
 

@@ -4,6 +4,7 @@
 //! incarnation if the head declared it dead.
 
 pub mod resources;
+pub mod store_server;
 
 use crate::client::{ClientError, HeadClient};
 use crate::config::Config;
@@ -54,6 +55,17 @@ pub enum RayletError {
     /// The session directory failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The object store could not be created.
+    #[error("cannot create the object store: {0}")]
+    Store(#[from] prism_objectstore::StoreError),
+    /// The object store socket could not be bound.
+    #[error("cannot bind the object store socket {path}: {source}")]
+    StoreSocket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// How to run a raylet.
@@ -84,7 +96,12 @@ pub struct RayletReady {
     pub node_id: NodeId,
     /// Its QUIC address.
     pub address: SocketAddr,
+    /// The local object store's Unix socket.
+    pub store_socket: std::path::PathBuf,
 }
+
+/// The smallest object store a raylet creates, in bytes.
+const MIN_STORE_BYTES: i64 = 1 << 20;
 
 /// This machine's host name.
 pub fn hostname() -> String {
@@ -179,6 +196,22 @@ pub async fn run_raylet(
 ) -> Result<(), RayletError> {
     let (total, gpus): (ResourceSet, Vec<GpuInfo>) = node_resources(&opts.resources)?;
     let id = Arc::new(identity(&opts, session).await?);
+    let store_bytes = total.get(resources::OBJECT_STORE_MEMORY).raw() / prism_scheduler::SCALE;
+    let store = prism_objectstore::Store::new(
+        "prism-store",
+        store_bytes.max(MIN_STORE_BYTES) as usize,
+        Some(session.file("spill")),
+    )?;
+    let store_socket = session.file("store.sock");
+    let listener =
+        store_server::bind(&store_socket).map_err(|source| RayletError::StoreSocket {
+            path: store_socket.clone(),
+            source,
+        })?;
+    let store_task = tokio::spawn(store_server::serve(
+        listener,
+        store_server::StoreServer::new(store),
+    ));
     let idle = Duration::from_millis(opts.config.idle_timeout_ms);
     let endpoint: Arc<dyn Endpoint> = Arc::new(QuicEndpoint::bind(opts.bind, &id, idle)?);
     let address = endpoint.local_addr();
@@ -209,7 +242,11 @@ pub async fn run_raylet(
     let client = connect().await.map_err(register_err)?;
     let (mut node_id, incarnation) = registration.register(&client).await.map_err(register_err)?;
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
-    on_ready(&RayletReady { node_id, address });
+    on_ready(&RayletReady {
+        node_id,
+        address,
+        store_socket: store_socket.clone(),
+    });
     let peers = tokio::spawn(refuse_peers(endpoint.clone()));
 
     let mut client = Some(client);
@@ -258,6 +295,8 @@ pub async fn run_raylet(
         c.close();
     }
     peers.abort();
+    store_task.abort();
+    let _ = std::fs::remove_file(&store_socket);
     endpoint.close();
     info!(node = %node_id, "raylet stopped");
     Ok(())

@@ -17,7 +17,12 @@ pub struct ResourceOverrides {
     pub memory: Option<u64>,
     /// `--resources '{"accel": 4}'`.
     pub custom: BTreeMap<String, f64>,
+    /// `--object-store-memory`, bytes (default: 30% of memory).
+    pub object_store_memory: Option<u64>,
 }
+
+/// The resource naming the size of a node's object store, in bytes.
+pub const OBJECT_STORE_MEMORY: &str = "object_store_memory";
 
 /// A resource override is unusable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -111,6 +116,11 @@ pub fn node_resources(o: &ResourceOverrides) -> Result<(ResourceSet, Vec<GpuInfo
         MEMORY,
         Quantity::from_raw((memory as i64).saturating_mul(SCALE)),
     );
+    let store = o.object_store_memory.unwrap_or(detect_memory() / 10 * 3);
+    set.set(
+        OBJECT_STORE_MEMORY,
+        Quantity::from_raw((store as i64).saturating_mul(SCALE)),
+    );
     let mut gpus = if o.num_gpus == Some(0) {
         Vec::new()
     } else {
@@ -128,7 +138,7 @@ pub fn node_resources(o: &ResourceOverrides) -> Result<(ResourceSet, Vec<GpuInfo
     }
     set.set(GPU, Quantity::whole(gpus.len() as u32));
     for (name, x) in &o.custom {
-        if [CPU, GPU, MEMORY].contains(&name.as_str()) {
+        if [CPU, GPU, MEMORY, OBJECT_STORE_MEMORY].contains(&name.as_str()) {
             return Err(ResourceError::Reserved(name.clone()));
         }
         set.set(name, amount(name, *x)?);
@@ -147,6 +157,7 @@ mod tests {
             num_gpus: Some(4),
             memory: Some(1 << 30),
             custom: BTreeMap::from([("accel".to_string(), 4.0)]),
+            object_store_memory: Some(1 << 20),
         };
         let (set, gpus) = node_resources(&o).unwrap();
         assert_eq!(set.get(CPU), Quantity::whole(3));
@@ -154,6 +165,7 @@ mod tests {
         assert_eq!(set.get("accel"), Quantity::whole(4));
         assert_eq!(set.get(MEMORY).raw(), (1i64 << 30) * SCALE);
         assert_eq!(gpus.len(), 4);
+        assert_eq!(set.get(OBJECT_STORE_MEMORY).raw(), (1i64 << 20) * SCALE);
         let bad = ResourceOverrides {
             custom: BTreeMap::from([("CPU".to_string(), 1.0)]),
             ..Default::default()

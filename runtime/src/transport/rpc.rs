@@ -1,6 +1,6 @@
 //! One request, one response, on one stream, in codec frames.
 
-use super::{Connection, RecvHalf, SendHalf, TransportError};
+use super::{Connection, SendHalf, TransportError};
 use crate::proto::codec::{self, CodecError, HEADER_LEN};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -8,7 +8,7 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A request/response exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,10 @@ pub enum RpcError {
 }
 
 /// Reads one frame's payload; `Ok(None)` if the stream ended cleanly first.
-pub async fn read_payload(r: &mut RecvHalf, max_frame: usize) -> Result<Option<Vec<u8>>, RpcError> {
+pub async fn read_payload<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max_frame: usize,
+) -> Result<Option<Vec<u8>>, RpcError> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -48,7 +51,7 @@ pub async fn read_payload(r: &mut RecvHalf, max_frame: usize) -> Result<Option<V
     let len = codec::parse_header(&h, max_frame)?;
     // Grow with what arrives: a header alone must not make us allocate its claim.
     let mut body = Vec::with_capacity(len.min(64 << 10));
-    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    r.take(len as u64).read_to_end(&mut body).await?;
     if body.len() < len {
         return Err(CodecError::Truncated {
             expected: (HEADER_LEN + len) as u64,
@@ -60,8 +63,9 @@ pub async fn read_payload(r: &mut RecvHalf, max_frame: usize) -> Result<Option<V
 }
 
 /// Reads and decodes one message.
-pub async fn read_msg<T>(r: &mut RecvHalf, max_frame: usize) -> Result<Option<T>, RpcError>
+pub async fn read_msg<T, R>(r: &mut R, max_frame: usize) -> Result<Option<T>, RpcError>
 where
+    R: AsyncRead + Unpin + ?Sized,
     T: Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<T, HighDeserializer<rancor::Error>>,
@@ -70,6 +74,16 @@ where
         Some(p) => Ok(Some(codec::decode_payload(&p)?)),
         None => Ok(None),
     }
+}
+
+/// Encodes and writes one message on a stream that stays open.
+pub async fn write_frame<T, W>(w: &mut W, msg: &T) -> Result<(), RpcError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    w.write_all(&codec::encode(msg)?).await?;
+    Ok(())
 }
 
 /// Encodes and writes one message, then finishes the stream.

@@ -1,0 +1,340 @@
+//! The local object-store client: how a driver or worker puts and gets
+//! objects on its machine.
+//!
+//! [`StoreClient::connect`] opens the raylet's Unix socket, receives the
+//! segment's file descriptor and maps it. A put reserves space (one request),
+//! copies the data into the mapping (the only copy) and seals it (one
+//! request); a get is one request returning an offset, and the returned
+//! [`ObjectView`] reads the shared pages in place until it is dropped.
+
+use crate::proto::codec::{self, CodecError, HEADER_LEN};
+use crate::proto::store::{
+    StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
+};
+use prism_objectstore::{ObjectId, Segment, TensorError, TensorMeta, TensorView};
+use sendfd::RecvWithFd;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a put waits for room in a full store by default.
+pub const DEFAULT_PUT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_FRAME: usize = 1 << 20;
+
+/// An object-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The raylet's socket could not be reached.
+    #[error("cannot connect to the object store at {path}: {source}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The socket failed mid-request (the raylet died?).
+    #[error("object store connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame from the raylet did not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The store is full and nothing could be spilled in time.
+    #[error("object store full: {requested} bytes requested, {available} bytes available")]
+    StoreFull {
+        /// Bytes asked.
+        requested: u64,
+        /// Largest free region.
+        available: u64,
+    },
+    /// The object did not appear (sealed) within the timeout.
+    #[error("object {id} was not available within {waited:?}")]
+    GetTimeout {
+        /// The object.
+        id: ObjectId,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Any other refusal, with the store's sentence.
+    #[error("object store refused: {message}")]
+    Refused {
+        /// Category.
+        kind: StoreErrorKind,
+        /// The store's sentence.
+        message: String,
+    },
+    /// The object is not a valid tensor.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// The raylet answered something that does not fit.
+    #[error("unexpected object store answer: {0}")]
+    Unexpected(String),
+}
+
+/// A connection to this machine's object store.
+#[derive(Debug)]
+pub struct StoreClient {
+    sock: Mutex<UnixStream>,
+    seg: Segment,
+    client_id: u64,
+}
+
+impl StoreClient {
+    /// Connects to the raylet's store socket and maps its segment.
+    pub fn connect(path: &Path) -> Result<StoreClient, ObjectError> {
+        let connect = |source| ObjectError::Connect {
+            path: path.to_path_buf(),
+            source,
+        };
+        let sock = UnixStream::connect(path).map_err(connect)?;
+        let mut byte = [0u8; 1];
+        let mut fds: [RawFd; 1] = [-1];
+        let (_, nfds) = sock.recv_with_fd(&mut byte, &mut fds).map_err(connect)?;
+        if nfds != 1 || fds[0] < 0 {
+            return Err(ObjectError::Unexpected(
+                "the raylet did not send the segment descriptor".into(),
+            ));
+        }
+        // SAFETY: the kernel just installed this descriptor in our table for
+        // us (SCM_RIGHTS); nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        let seg = Segment::from_fd(fd)?;
+        let mut client = StoreClient {
+            sock: Mutex::new(sock),
+            seg,
+            client_id: 0,
+        };
+        match client.request(&StoreRequest::Hello {
+            pid: std::process::id(),
+        })? {
+            StoreResponse::Welcome { client_id, .. } => client.client_id = client_id,
+            other => return Err(ObjectError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(client)
+    }
+
+    fn request(&self, req: &StoreRequest) -> Result<StoreResponse, ObjectError> {
+        let frame = codec::encode(req)?;
+        let mut sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        sock.write_all(&frame)?;
+        let mut h = [0u8; HEADER_LEN];
+        sock.read_exact(&mut h)?;
+        let len = codec::parse_header(&h, MAX_FRAME)?;
+        let mut body = vec![0u8; len];
+        sock.read_exact(&mut body)?;
+        drop(sock);
+        match codec::decode_payload::<StoreResponse>(&body)? {
+            StoreResponse::Error {
+                kind:
+                    StoreErrorKind::Full {
+                        requested,
+                        available,
+                    },
+                ..
+            } => Err(ObjectError::StoreFull {
+                requested,
+                available,
+            }),
+            StoreResponse::Error { kind, message } => Err(ObjectError::Refused { kind, message }),
+            ok => Ok(ok),
+        }
+    }
+
+    fn expect_ok(&self, req: &StoreRequest) -> Result<(), ObjectError> {
+        match self.request(req)? {
+            StoreResponse::Ok => Ok(()),
+            other => Err(ObjectError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// This connection's id in the store.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The mapped segment (for address checks and diagnostics).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Reserves `size` bytes for a new object (waiting up to `timeout` for
+    /// room) and returns its offset in the segment; this client is its only
+    /// writer until [`StoreClient::seal`].
+    pub fn create(
+        &self,
+        id: ObjectId,
+        size: usize,
+        pinned: bool,
+        timeout: Duration,
+    ) -> Result<usize, ObjectError> {
+        let create = StoreRequest::Create {
+            id: id.0,
+            size: size as u64,
+            pinned,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.request(&create)? {
+            StoreResponse::Created { offset } => Ok(offset as usize),
+            other => Err(ObjectError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Seals an object this client created: readers may get it, and its bytes never change.
+    pub fn seal(&self, id: ObjectId) -> Result<(), ObjectError> {
+        self.expect_ok(&StoreRequest::Seal { id: id.0 })
+    }
+
+    /// Stores `parts` back to back as one sealed object; waits up to `timeout` for room.
+    pub fn put_parts(
+        &self,
+        id: ObjectId,
+        parts: &[&[u8]],
+        pinned: bool,
+        timeout: Duration,
+    ) -> Result<ObjectId, ObjectError> {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        let mut at = self.create(id, size, pinned, timeout)?;
+        for part in parts {
+            if let Err(e) = self.seg.write(at, part) {
+                let _ = self.expect_ok(&StoreRequest::Abort { id: id.0 });
+                return Err(e.into());
+            }
+            at += part.len();
+        }
+        self.seal(id)?;
+        Ok(id)
+    }
+
+    /// Puts bytes as a new pinned object.
+    pub fn put(&self, data: &[u8]) -> Result<ObjectId, ObjectError> {
+        self.put_parts(ObjectId::random(), &[data], true, DEFAULT_PUT_TIMEOUT)
+    }
+
+    /// Puts a tensor (header and 64-byte-aligned data) as a new pinned object.
+    pub fn put_tensor(&self, meta: &TensorMeta, data: &[u8]) -> Result<ObjectId, ObjectError> {
+        let want = meta.data_bytes()?;
+        if data.len() != want {
+            return Err(TensorError::BadShape(format!(
+                "{} data bytes for a shape that needs {want}",
+                data.len()
+            ))
+            .into());
+        }
+        self.put_parts(
+            ObjectId::random(),
+            &[&meta.encode_header(), data],
+            true,
+            DEFAULT_PUT_TIMEOUT,
+        )
+    }
+
+    /// Gets a sealed object, waiting up to `timeout` for it; the view reads
+    /// the shared pages in place and releases the object when dropped.
+    pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<ObjectView<'_>, ObjectError> {
+        let get = StoreRequest::Get {
+            id: id.0,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.request(&get) {
+            Ok(StoreResponse::Object { offset, len }) => Ok(ObjectView {
+                client: self,
+                id,
+                bytes: self.seg.bytes(offset as usize, len as usize)?,
+            }),
+            Ok(other) => Err(ObjectError::Unexpected(format!("{other:?}"))),
+            Err(ObjectError::Refused {
+                kind: StoreErrorKind::NotFound | StoreErrorKind::NotSealed,
+                ..
+            }) => Err(ObjectError::GetTimeout {
+                id,
+                waited: timeout,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until `num_returns` of `ids` are sealed here or `timeout` passes;
+    /// returns `(ready, not_ready)` in the order given.
+    pub fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), ObjectError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut ready = Vec::new();
+            let mut pending = Vec::new();
+            for id in ids {
+                match self.info(*id)? {
+                    Some(i) if i.sealed && ready.len() < num_returns => ready.push(*id),
+                    _ => pending.push(*id),
+                }
+            }
+            if ready.len() >= num_returns.min(ids.len()) || Instant::now() >= deadline {
+                return Ok((ready, pending));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The owner is done with an object: it is freed once no reader holds it.
+    pub fn unpin(&self, id: ObjectId) -> Result<(), ObjectError> {
+        self.expect_ok(&StoreRequest::Unpin { id: id.0 })
+    }
+
+    /// One object's state, `None` if the store does not hold it.
+    pub fn info(&self, id: ObjectId) -> Result<Option<WireObjectInfo>, ObjectError> {
+        match self.request(&StoreRequest::Info { id: id.0 })? {
+            StoreResponse::Info(i) => Ok(i),
+            other => Err(ObjectError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Store counters.
+    pub fn stats(&self) -> Result<WireStoreStats, ObjectError> {
+        match self.request(&StoreRequest::Stats)? {
+            StoreResponse::Stats(s) => Ok(s),
+            other => Err(ObjectError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// A sealed object read in place from the shared segment. Read-only; the
+/// reference is released when the view is dropped.
+#[derive(Debug)]
+pub struct ObjectView<'a> {
+    client: &'a StoreClient,
+    id: ObjectId,
+    bytes: &'a [u8],
+}
+
+impl ObjectView<'_> {
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The object as a tensor (typed slices without copying).
+    pub fn tensor(&self) -> Result<TensorView<'_>, ObjectError> {
+        Ok(TensorView::parse(self.bytes)?)
+    }
+}
+
+impl std::ops::Deref for ObjectView<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Drop for ObjectView<'_> {
+    fn drop(&mut self) {
+        // A failed release means the raylet is gone, which releases it anyway.
+        let _ = self
+            .client
+            .expect_ok(&StoreRequest::Release { id: self.id.0 });
+    }
+}

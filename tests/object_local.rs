@@ -284,6 +284,28 @@ fn object_killed_process_references_are_released_and_unsealed_objects_reclaimed(
 }
 
 #[test]
+fn object_rkyv_values_are_read_in_archived_form() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1", "--object-store-memory", "16M"]);
+    let client = StoreClient::connect(&socket(&head)).unwrap();
+    let value: (String, Vec<u64>) = ("weights".into(), (0..1000).collect());
+    let id = client.put_value(&value).unwrap();
+    let view = client.get(id, Duration::from_secs(1)).unwrap();
+    let archived = view.archived::<(String, Vec<u64>)>().unwrap();
+    assert_eq!(archived.0.as_str(), "weights");
+    assert_eq!(archived.1.len(), 1000);
+    assert_eq!(archived.1[999].to_native(), 999);
+    // The archive lives in the shared segment, not in a copy.
+    let base = client.segment().base_addr();
+    let at = archived as *const _ as usize;
+    assert!(at >= base && at < base + client.segment().len());
+    assert!(
+        view.archived::<Vec<String>>().is_err(),
+        "a mismatched type is a validation error"
+    );
+}
+
+#[test]
 fn object_garbage_on_the_store_socket_drops_only_that_client() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "1", "--object-store-memory", "16M"]);

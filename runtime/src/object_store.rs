@@ -230,6 +230,22 @@ impl StoreClient {
         )
     }
 
+    /// Puts any rkyv-archivable value; readers use it in archived form.
+    pub fn put_value<T>(&self, value: &T) -> Result<ObjectId, ObjectError>
+    where
+        T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+    {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(value)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        self.put(&bytes)
+    }
+
     /// Gets a sealed object, waiting up to `timeout` for it; the view reads
     /// the shared pages in place and releases the object when dropped.
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<ObjectView<'_>, ObjectError> {
@@ -315,6 +331,19 @@ impl ObjectView<'_> {
     /// The object's id.
     pub fn id(&self) -> ObjectId {
         self.id
+    }
+
+    /// The object as an archived rkyv value, validated, without deserializing
+    /// (objects are 64-byte aligned, so the archive is read in place).
+    pub fn archived<T>(&self) -> Result<&T::Archived, ObjectError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+        >,
+    {
+        rkyv::access::<T::Archived, rkyv::rancor::Error>(self.bytes)
+            .map_err(|e| CodecError::Malformed(e.to_string()).into())
     }
 
     /// The object as a tensor (typed slices without copying).

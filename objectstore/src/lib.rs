@@ -42,7 +42,9 @@
 //! - OS-2: a pinned object is never evicted; under pressure it is spilled.
 //! - OS-3: an object being written or held by a reader is never moved,
 //!   spilled or evicted.
-//! - OS-4: an unpinned object is freed when its last reference is released.
+//! - OS-4: an unpinned object is freed when its last reference is released,
+//!   except a cached secondary copy ([`Store::create_cached`]), which stays
+//!   until eviction needs its room.
 //! - OS-5: a spilled object comes back byte-identical, or the read fails
 //!   (missing or corrupt file), never with wrong data.
 //! - OS-6: a dead client's references are released and the objects it was

@@ -105,6 +105,8 @@ struct Entry {
     writer: Option<ClientId>,
     refs: HashMap<ClientId, u32>,
     pinned: bool,
+    /// A secondary copy kept after its last reader, until evicted (OS-4).
+    cached: bool,
     last_used: u64,
 }
 
@@ -228,6 +230,29 @@ impl<A: SegmentAllocator> Store<A> {
         client: ClientId,
         pinned: bool,
     ) -> Result<Block, StoreError> {
+        self.create_with(id, size, client, pinned, false)
+    }
+
+    /// Like [`Store::create`] for a cached secondary copy (one pulled from
+    /// another machine): unpinned, and kept after its last reader lets go
+    /// until eviction needs the room (OS-4).
+    pub fn create_cached(
+        &mut self,
+        id: ObjectId,
+        size: usize,
+        client: ClientId,
+    ) -> Result<Block, StoreError> {
+        self.create_with(id, size, client, false, true)
+    }
+
+    fn create_with(
+        &mut self,
+        id: ObjectId,
+        size: usize,
+        client: ClientId,
+        pinned: bool,
+        cached: bool,
+    ) -> Result<Block, StoreError> {
         if self.objects.contains_key(&id) {
             return Err(StoreError::AlreadyExists(id));
         }
@@ -248,6 +273,7 @@ impl<A: SegmentAllocator> Store<A> {
                 writer: Some(client),
                 refs: HashMap::new(),
                 pinned,
+                cached,
                 last_used,
             },
         );
@@ -360,7 +386,7 @@ impl<A: SegmentAllocator> Store<A> {
         if self
             .objects
             .get(&id)
-            .is_some_and(|e| !e.pinned && !e.in_use())
+            .is_some_and(|e| !e.pinned && !e.cached && !e.in_use())
         {
             self.remove(id);
         }

@@ -392,6 +392,26 @@ fn os_6_dead_client_references_are_released() {
 }
 
 #[test]
+fn os_4_cached_copies_outlive_their_readers_until_evicted() {
+    let mut s = small_store(None);
+    let (puller, reader) = (ClientId(0), ClientId(1));
+    let id = ObjectId::random();
+    s.create_cached(id, 3000, puller).unwrap();
+    s.seal(id, puller).unwrap();
+    s.get(id, reader).unwrap();
+    s.release(id, reader).unwrap();
+    assert!(
+        s.info(id).is_some(),
+        "a cached copy stays after its last reader"
+    );
+    // Room is needed: the cached copy is evictable.
+    s.put(ObjectId::random(), &[1u8; 6000], reader, true)
+        .unwrap();
+    assert!(s.info(id).is_none());
+    assert_eq!(s.stats().evictions, 1);
+}
+
+#[test]
 fn os_1_sealed_objects_refuse_writes() {
     let mut s = small_store(None);
     let c = ClientId(1);

@@ -67,6 +67,9 @@ settings! {
     connect_timeout_ms: u64 = 10_000, "PRISM_CONNECT_TIMEOUT_MS";
     /// A QUIC connection with no traffic for this long is closed, in milliseconds.
     idle_timeout_ms: u64 = 30_000, "PRISM_IDLE_TIMEOUT_MS";
+    /// A transfer chunk (8 MiB) that makes no progress for this long abandons
+    /// its source, in milliseconds.
+    transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";
     /// How long `prism start` waits for its daemon to be ready, in milliseconds.
     start_timeout_ms: u64 = 30_000, "PRISM_START_TIMEOUT_MS";
 }

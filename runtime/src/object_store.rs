@@ -65,6 +65,12 @@ pub enum ObjectError {
         /// The store's sentence.
         message: String,
     },
+    /// The object lives on other nodes and could not be fetched from any.
+    #[error("{message}")]
+    TransferFailed {
+        /// The raylet's account of each source it tried.
+        message: String,
+    },
     /// The object is not a valid tensor.
     #[error(transparent)]
     Tensor(#[from] TensorError),
@@ -137,6 +143,10 @@ impl StoreClient {
                 requested,
                 available,
             }),
+            StoreResponse::Error {
+                kind: StoreErrorKind::TransferFailed,
+                message,
+            } => Err(ObjectError::TransferFailed { message }),
             StoreResponse::Error { kind, message } => Err(ObjectError::Refused { kind, message }),
             ok => Ok(ok),
         }

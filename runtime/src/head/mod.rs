@@ -6,6 +6,7 @@
 //! actor owning the table and a task per connection moving frames.
 
 pub mod node_table;
+pub mod object_directory;
 mod server;
 
 pub use server::run_head;

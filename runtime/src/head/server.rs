@@ -2,9 +2,11 @@
 //! requests and hands them to the actor that owns the node table.
 
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
+use super::object_directory::ObjectDirectory;
 use super::{HeadError, HeadSetup};
 use crate::ids::{ClusterId, NodeId};
 use crate::proto::common::ClusterStatus;
+use crate::proto::common::NodeState;
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
@@ -22,11 +24,14 @@ enum HeadMsg {
     Heartbeat(NodeId, ResourceSet, RpcReplyPort<HeadResponse>),
     Unregister(NodeId, RpcReplyPort<HeadResponse>),
     Status(RpcReplyPort<ClusterStatus>),
+    AddLocation(NodeId, [u8; 16], u64, RpcReplyPort<HeadResponse>),
+    GetLocations([u8; 16], RpcReplyPort<HeadResponse>),
     Tick,
 }
 
 struct HeadState {
     table: NodeTable,
+    directory: ObjectDirectory,
     cluster_id: ClusterId,
     head_address: String,
 }
@@ -57,6 +62,33 @@ impl HeadState {
         }
     }
 
+    fn add_location(&mut self, node: NodeId, object: [u8; 16], size: u64) -> HeadResponse {
+        match self.table.node(node) {
+            Some(n) if n.state != NodeState::Dead => {
+                self.directory.add(object, node, size);
+                HeadResponse::Ok
+            }
+            _ => HeadResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: format!("node {node} is not alive; it cannot hold objects"),
+            },
+        }
+    }
+
+    fn locations(&self, object: &[u8; 16]) -> HeadResponse {
+        let (size, holders) = self.directory.locations(object).unwrap_or((0, Vec::new()));
+        let nodes = holders
+            .into_iter()
+            .filter_map(|id| {
+                self.table
+                    .node(id)
+                    .filter(|n| n.state != NodeState::Dead)
+                    .map(|n| (id, n.reg.address.clone()))
+            })
+            .collect();
+        HeadResponse::ObjectLocations { size, nodes }
+    }
+
     fn log_events(&mut self) {
         while let Some(ev) = self.table.poll_event() {
             match ev {
@@ -72,7 +104,10 @@ impl HeadState {
                 NodeEvent::Recovered(id) => {
                     info!(node = %id, "suspect node heartbeat again: alive")
                 }
-                NodeEvent::Died { id, reason } => warn!(node = %id, %reason, "node dead"),
+                NodeEvent::Died { id, reason } => {
+                    self.directory.remove_node(id);
+                    warn!(node = %id, %reason, "node dead");
+                }
             }
         }
     }
@@ -106,6 +141,10 @@ impl Actor for HeadActor {
             HeadMsg::Heartbeat(id, free, reply) => drop(reply.send(st.heartbeat(now, id, free))),
             HeadMsg::Unregister(id, reply) => drop(reply.send(unregister(&mut st.table, id))),
             HeadMsg::Status(reply) => drop(reply.send(st.status(now))),
+            HeadMsg::AddLocation(node, object, size, reply) => {
+                drop(reply.send(st.add_location(node, object, size)))
+            }
+            HeadMsg::GetLocations(object, reply) => drop(reply.send(st.locations(&object))),
             HeadMsg::Tick => st.table.tick(now),
         }
         st.log_events();
@@ -150,6 +189,7 @@ pub async fn run_head(
     };
     let state = HeadState {
         table: NodeTable::new(detector),
+        directory: ObjectDirectory::default(),
         cluster_id: setup.cluster_id,
         head_address: endpoint.local_addr().to_string(),
     };
@@ -309,6 +349,18 @@ async fn serve_stream(
         HeadRequest::Register(_) if auth != Auth::Node => needs_node("Register"),
         HeadRequest::Heartbeat { .. } if auth != Auth::Node => needs_node("Heartbeat"),
         HeadRequest::Unregister { .. } if auth != Auth::Node => needs_node("Unregister"),
+        HeadRequest::AddObjectLocation { .. } if auth != Auth::Node => {
+            needs_node("AddObjectLocation")
+        }
+        HeadRequest::AddObjectLocation {
+            node_id,
+            object,
+            size,
+        } => ractor::call!(ctx.actor, HeadMsg::AddLocation, node_id, object, size)
+            .unwrap_or_else(internal),
+        HeadRequest::GetObjectLocations { object } => {
+            ractor::call!(ctx.actor, HeadMsg::GetLocations, object).unwrap_or_else(internal)
+        }
         HeadRequest::Register(reg) => {
             ractor::call!(ctx.actor, HeadMsg::Register, reg).unwrap_or_else(internal)
         }

@@ -53,6 +53,20 @@ pub enum HeadRequest {
     },
     /// The node table.
     GetStatus,
+    /// A node now holds a sealed copy of an object (mTLS only).
+    AddObjectLocation {
+        /// The node.
+        node_id: NodeId,
+        /// The object.
+        object: [u8; 16],
+        /// Its size.
+        size: u64,
+    },
+    /// Where copies of an object are.
+    GetObjectLocations {
+        /// The object.
+        object: [u8; 16],
+    },
 }
 
 /// A raylet's registration.
@@ -121,6 +135,13 @@ pub enum HeadResponse {
     },
     /// The node table.
     Status(ClusterStatus),
+    /// Live nodes holding an object, with their addresses (empty: unknown).
+    ObjectLocations {
+        /// The object's size.
+        size: u64,
+        /// `(node, QUIC address)` of each copy.
+        nodes: Vec<(NodeId, String)>,
+    },
     /// Done.
     Ok,
     /// Refused.

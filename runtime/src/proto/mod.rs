@@ -4,6 +4,7 @@
 //!
 //! - [`codec`]: framing, the version check, and typed decode errors.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
+//! - [`raylet`]: raylet to raylet (object transfer).
 //! - [`store`]: what local processes say to their raylet's object store.
 //! - [`common`]: types both sides share (resources, node status).
 //!
@@ -13,6 +14,7 @@
 pub mod codec;
 pub mod common;
 pub mod head;
+pub mod raylet;
 pub mod store;
 
 pub use codec::{CodecError, PROTOCOL_VERSION};

@@ -119,6 +119,8 @@ pub enum StoreErrorKind {
     TooLarge,
     /// Spilling or restoring failed.
     Spill,
+    /// The object lives elsewhere and no copy could be fetched.
+    TransferFailed,
     /// Any other refusal.
     BadRequest,
 }

@@ -5,6 +5,7 @@
 
 pub mod resources;
 pub mod store_server;
+pub mod transfer;
 
 use crate::client::{ClientError, HeadClient};
 use crate::config::Config;
@@ -208,10 +209,12 @@ pub async fn run_raylet(
             path: store_socket.clone(),
             source,
         })?;
-    let store_task = tokio::spawn(store_server::serve(
-        listener,
-        store_server::StoreServer::new(store),
-    ));
+    let server =
+        store_server::StoreServer::new(store).map_err(|source| RayletError::StoreSocket {
+            path: store_socket.clone(),
+            source,
+        })?;
+    let store_task = tokio::spawn(store_server::serve(listener, server.clone()));
     let idle = Duration::from_millis(opts.config.idle_timeout_ms);
     let endpoint: Arc<dyn Endpoint> = Arc::new(QuicEndpoint::bind(opts.bind, &id, idle)?);
     let address = endpoint.local_addr();
@@ -247,7 +250,17 @@ pub async fn run_raylet(
         address,
         store_socket: store_socket.clone(),
     });
-    let peers = tokio::spawn(refuse_peers(endpoint.clone()));
+    let link = transfer::HeadLink::new(endpoint.clone(), head, trust.clone(), opts.config.clone());
+    let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
+    let transfer = transfer::Transfer::new(
+        link,
+        node_id,
+        endpoint.clone(),
+        trust.clone(),
+        chunk_timeout,
+    );
+    server.set_transfer(transfer.clone());
+    let peers = tokio::spawn(transfer::serve_peers(endpoint.clone(), server.clone()));
 
     let mut client = Some(client);
     let mut tick = tokio::time::interval(opts.config.heartbeat_interval());
@@ -277,6 +290,7 @@ pub async fn run_raylet(
                     Ok((id, inc)) => {
                         info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
                         node_id = id;
+                        transfer.set_node_id(id);
                     }
                     Err(e) => warn!("re-registration failed: {e}"),
                 }
@@ -300,16 +314,4 @@ pub async fn run_raylet(
     endpoint.close();
     info!(node = %node_id, "raylet stopped");
     Ok(())
-}
-
-/// Raylet-to-raylet requests (object transfer) are not served yet: peers
-/// are told so plainly instead of hanging.
-async fn refuse_peers(endpoint: Arc<dyn Endpoint>) {
-    while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(async move {
-            if let Ok(conn) = incoming.await {
-                conn.close("this raylet does not serve peer requests yet (object transfer is not implemented)");
-            }
-        });
-    }
 }

@@ -7,16 +7,17 @@
 //! full and a `Get` for an object not yet sealed wait (bounded) for the store
 //! to change.
 
+use super::transfer::{PullError, Transfer};
 use crate::proto::store::{
     StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
 };
 use crate::transport::rpc::{read_msg, write_frame, RpcError};
-use prism_objectstore::{ClientId, ObjectId, Store, StoreError};
+use prism_objectstore::{Block, ClientId, ObjectId, Segment, Store, StoreError};
 use sendfd::SendWithFd;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -25,21 +26,111 @@ use tracing::{debug, info, warn};
 /// The largest local request frame (requests are small; data never travels here).
 const MAX_LOCAL_FRAME: usize = 64 << 10;
 
+/// The raylet's own client id in its store (pulls and sends); local
+/// connections count from 1.
+const RAYLET_CLIENT: ClientId = ClientId(0);
+
 /// A store shared by every local connection.
 #[derive(Debug)]
 pub struct StoreServer {
     store: Mutex<Store>,
+    /// A second mapping of the same segment, for sends and pulls that must
+    /// not hold the store lock while they wait on the network.
+    seg: Segment,
     changed: Notify,
     next_client: AtomicU64,
+    transfer: OnceLock<Arc<Transfer>>,
+}
+
+/// A sealed object held (referenced) while its bytes are sent to a peer.
+#[derive(Debug)]
+pub struct SendHold {
+    server: Arc<StoreServer>,
+    id: ObjectId,
+    block: Block,
+}
+
+impl SendHold {
+    /// The object's size.
+    pub fn len(&self) -> usize {
+        self.block.len
+    }
+
+    /// True for an empty object.
+    pub fn is_empty(&self) -> bool {
+        self.block.len == 0
+    }
+
+    /// The object's bytes, in the segment.
+    pub fn bytes(&self) -> &[u8] {
+        self.server
+            .seg
+            .bytes(self.block.offset, self.block.len)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SendHold {
+    fn drop(&mut self) {
+        let _ = self.server.lock().release(self.id, RAYLET_CLIENT);
+        self.server.changed.notify_waiters();
+    }
 }
 
 impl StoreServer {
     /// Serves `store`.
-    pub fn new(store: Store) -> Arc<StoreServer> {
-        Arc::new(StoreServer {
+    pub fn new(store: Store) -> std::io::Result<Arc<StoreServer>> {
+        let seg = Segment::from_fd(store.segment().fd().try_clone_to_owned()?)?;
+        Ok(Arc::new(StoreServer {
             store: Mutex::new(store),
+            seg,
             changed: Notify::new(),
             next_client: AtomicU64::new(1),
+            transfer: OnceLock::new(),
+        }))
+    }
+
+    /// Enables pulls from and location reports to the cluster.
+    pub fn set_transfer(&self, t: Arc<Transfer>) {
+        let _ = self.transfer.set(t);
+    }
+
+    /// The segment (a mapping private to the server, not behind the lock).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// True if a sealed copy is here (in memory or spilled).
+    pub fn contains(&self, id: ObjectId) -> bool {
+        self.lock().info(id).is_some_and(|i| i.sealed)
+    }
+
+    /// Creates a secondary (unpinned) copy to pull into; returns its offset.
+    pub fn create_for_pull(&self, id: ObjectId, size: u64) -> Result<usize, StoreError> {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        Ok(self.lock().create_cached(id, size, RAYLET_CLIENT)?.offset)
+    }
+
+    /// Seals a pulled copy, which readers can now get.
+    pub fn seal_pull(&self, id: ObjectId) -> Result<(), StoreError> {
+        let r = self.lock().seal(id, RAYLET_CLIENT);
+        self.changed.notify_waiters();
+        r
+    }
+
+    /// Drops a pull that failed.
+    pub fn abort_pull(&self, id: ObjectId) {
+        let _ = self.lock().abort(id, RAYLET_CLIENT);
+        self.changed.notify_waiters();
+    }
+
+    /// References a sealed object while it is sent to a peer.
+    pub fn hold_for_send(self: &Arc<Self>, id: ObjectId) -> Result<SendHold, StoreError> {
+        let block = self.lock().get(id, RAYLET_CLIENT)?;
+        Ok(SendHold {
+            server: self.clone(),
+            id,
+            block,
         })
     }
 
@@ -182,7 +273,52 @@ async fn wait_for<T>(
     }
 }
 
-async fn handle(server: &StoreServer, client: ClientId, req: StoreRequest) -> StoreResponse {
+/// A local get; on a miss, pulls from a peer holding a copy, and otherwise
+/// waits (bounded) for the object to appear here or anywhere.
+async fn get_or_pull(
+    server: &Arc<StoreServer>,
+    client: ClientId,
+    id: ObjectId,
+    timeout_ms: u64,
+) -> StoreResponse {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let changed = server.changed.notified();
+        let result = server.lock().get(id, client);
+        match result {
+            Ok(b) => {
+                return StoreResponse::Object {
+                    offset: b.offset as u64,
+                    len: b.len as u64,
+                }
+            }
+            Err(StoreError::NotFound(_)) => {
+                if let Some(t) = server.transfer.get() {
+                    match t.pull(server, id, deadline).await {
+                        Ok(()) => continue,
+                        Err(PullError::NoLocation(_)) => {}
+                        Err(e @ PullError::Failed { .. }) => {
+                            return StoreResponse::Error {
+                                kind: StoreErrorKind::TransferFailed,
+                                message: e.to_string(),
+                            }
+                        }
+                    }
+                }
+            }
+            Err(StoreError::NotSealed(_) | StoreError::StoreFull { .. }) => {}
+            Err(e) => return error(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return error(StoreError::NotFound(id));
+        }
+        // Local changes wake us at once; other nodes are asked again shortly.
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), changed).await;
+    }
+}
+
+async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> StoreResponse {
     let resp = match req {
         StoreRequest::Hello { .. } => StoreResponse::Welcome {
             client_id: client.0,
@@ -205,22 +341,19 @@ async fn handle(server: &StoreServer, client: ClientId, req: StoreRequest) -> St
             })
         }
         StoreRequest::Get { id, timeout_ms } => {
-            let absent = |e: &StoreError| {
-                matches!(
-                    e,
-                    StoreError::NotFound(_)
-                        | StoreError::NotSealed(_)
-                        | StoreError::StoreFull { .. }
-                )
-            };
-            wait_for(server, timeout_ms, absent, |s| s.get(ObjectId(id), client))
-                .await
-                .map_or_else(error, |b| StoreResponse::Object {
-                    offset: b.offset as u64,
-                    len: b.len as u64,
-                })
+            get_or_pull(server, client, ObjectId(id), timeout_ms).await
         }
-        StoreRequest::Seal { id } => done(server.lock().seal(ObjectId(id), client)),
+        StoreRequest::Seal { id } => {
+            let sealed = server.lock().seal(ObjectId(id), client);
+            if let (Ok(()), Some(t)) = (&sealed, server.transfer.get()) {
+                let size = server
+                    .lock()
+                    .info(ObjectId(id))
+                    .map_or(0, |i| i.size as u64);
+                t.report(ObjectId(id), size);
+            }
+            done(sealed)
+        }
         StoreRequest::Abort { id } => done(server.lock().abort(ObjectId(id), client)),
         StoreRequest::Release { id } => done(server.lock().release(ObjectId(id), client)),
         StoreRequest::Unpin { id } => done(server.lock().unpin(ObjectId(id))),

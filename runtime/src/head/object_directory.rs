@@ -1,0 +1,55 @@
+//! Where sealed copies of objects live: a pure table, fed by raylets and
+//! pruned when a node dies (OD-1: a dead node is never named as a location).
+
+use crate::ids::NodeId;
+use std::collections::{BTreeSet, HashMap};
+
+/// Object id → (size, nodes holding a copy).
+#[derive(Debug, Default)]
+pub struct ObjectDirectory {
+    objects: HashMap<[u8; 16], (u64, BTreeSet<NodeId>)>,
+}
+
+impl ObjectDirectory {
+    /// Records a copy.
+    pub fn add(&mut self, object: [u8; 16], node: NodeId, size: u64) {
+        let e = self
+            .objects
+            .entry(object)
+            .or_insert((size, BTreeSet::new()));
+        e.0 = size;
+        e.1.insert(node);
+    }
+
+    /// Forgets every copy on a dead node (OD-1).
+    pub fn remove_node(&mut self, node: NodeId) {
+        self.objects.retain(|_, (_, nodes)| {
+            nodes.remove(&node);
+            !nodes.is_empty()
+        });
+    }
+
+    /// The object's size and holders.
+    pub fn locations(&self, object: &[u8; 16]) -> Option<(u64, Vec<NodeId>)> {
+        self.objects
+            .get(object)
+            .map(|(size, nodes)| (*size, nodes.iter().copied().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn od_1_dead_nodes_are_never_locations() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let mut d = ObjectDirectory::default();
+        d.add([1; 16], a, 10);
+        d.add([1; 16], b, 10);
+        d.add([2; 16], a, 5);
+        d.remove_node(a);
+        assert_eq!(d.locations(&[1; 16]), Some((10, vec![b])));
+        assert_eq!(d.locations(&[2; 16]), None);
+    }
+}

@@ -1,0 +1,35 @@
+//! Raylet to raylet: object transfer. The puller opens one stream per chunk
+//! and sends [`PeerRequest::Pull`]; the holder answers with a
+//! [`PeerResponse`] frame and then, on success, exactly `len` raw bytes
+//! straight from its shared segment.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A request from a peer raylet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum PeerRequest {
+    /// Send bytes `offset..offset + len` of a sealed object.
+    Pull {
+        /// The object.
+        object: [u8; 16],
+        /// First byte.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+/// The answer, before the raw bytes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum PeerResponse {
+    /// `len` raw bytes follow.
+    Chunk {
+        /// Bytes that follow.
+        len: u64,
+    },
+    /// Refused.
+    Error {
+        /// Why.
+        message: String,
+    },
+}

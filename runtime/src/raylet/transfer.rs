@@ -1,0 +1,428 @@
+//! Moving objects between machines.
+//!
+//! - **Directory.** When an object is sealed (or pulled) on a raylet, the
+//!   raylet tells the head, which keeps object → nodes; a dead node's copies
+//!   are dropped from it.
+//! - **Pull.** A local `Get` that misses asks the head where copies are and
+//!   pulls from one peer raylet over QUIC: the object is created here
+//!   (unpinned: a secondary copy), then 8 MiB chunks are fetched on up to
+//!   four parallel streams, each read straight into this raylet's segment,
+//!   and the object is sealed. Concurrent pulls of one object share one
+//!   transfer. A chunk that makes no progress within the chunk timeout
+//!   abandons that source and the next copy is tried; when none is left
+//!   the `Get` fails with a typed error naming each source and why.
+//! - **Serve.** A peer with a node certificate asks for byte ranges of a
+//!   sealed object; the raylet holds a reference while it writes the range
+//!   straight from its segment.
+
+use super::store_server::StoreServer;
+use crate::client::{ClientError, HeadClient};
+use crate::config::Config;
+use crate::ids::NodeId;
+use crate::proto::head::{HeadRequest, HeadResponse, PeerRole};
+use crate::proto::raylet::{PeerRequest, PeerResponse};
+use crate::transport::rpc::{read_msg, write_frame, write_msg};
+use crate::transport::tls::ClientTrust;
+use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
+use prism_objectstore::ObjectId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// Bytes per chunk.
+pub const CHUNK: u64 = 8 << 20;
+/// Chunks in flight per pull.
+pub const PARALLEL_STREAMS: usize = 4;
+const MAX_PEER_FRAME: usize = 64 << 10;
+
+/// A pull did not produce the object.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The head knows no live copy (yet).
+    #[error("no live copy of {0} is known to the head")]
+    NoLocation(ObjectId),
+    /// Every known copy failed.
+    #[error("could not fetch {id} from any copy: {}", tried.join("; "))]
+    Failed {
+        /// The object.
+        id: ObjectId,
+        /// Each source and why it failed.
+        tried: Vec<String>,
+    },
+}
+
+/// A lazily (re)connected, shared connection to the head.
+#[derive(Debug)]
+pub struct HeadLink {
+    endpoint: Arc<dyn Endpoint>,
+    head: SocketAddr,
+    trust: ClientTrust,
+    config: Config,
+    client: tokio::sync::Mutex<Option<HeadClient>>,
+}
+
+impl HeadLink {
+    /// A link that connects on first use.
+    pub fn new(
+        endpoint: Arc<dyn Endpoint>,
+        head: SocketAddr,
+        trust: ClientTrust,
+        config: Config,
+    ) -> HeadLink {
+        HeadLink {
+            endpoint,
+            head,
+            trust,
+            config,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// One request; reconnects once if the connection was lost.
+    pub async fn request(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let client = {
+                let mut slot = self.client.lock().await;
+                if slot.is_none() {
+                    *slot = Some(
+                        HeadClient::connect(
+                            &*self.endpoint,
+                            self.head,
+                            &self.trust,
+                            None,
+                            PeerRole::Raylet,
+                            &self.config,
+                        )
+                        .await?,
+                    );
+                }
+                slot.clone()
+            };
+            let Some(client) = client else { continue };
+            match client.request(req).await {
+                Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e) => {
+                    *self.client.lock().await = None;
+                    last = Some(e);
+                }
+                ok => return ok,
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unexpected("no connection to the head".into())))
+    }
+}
+
+/// Pulls, serves and reports objects for one raylet.
+#[derive(Debug)]
+pub struct Transfer {
+    link: HeadLink,
+    node_id: Mutex<NodeId>,
+    endpoint: Arc<dyn Endpoint>,
+    trust: ClientTrust,
+    peers: tokio::sync::Mutex<HashMap<SocketAddr, BoxConn>>,
+    inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
+    chunk_timeout: Duration,
+}
+
+impl Transfer {
+    /// Transfer for a registered raylet.
+    pub fn new(
+        link: HeadLink,
+        node_id: NodeId,
+        endpoint: Arc<dyn Endpoint>,
+        trust: ClientTrust,
+        chunk_timeout: Duration,
+    ) -> Arc<Transfer> {
+        Arc::new(Transfer {
+            link,
+            node_id: Mutex::new(node_id),
+            endpoint,
+            trust,
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            chunk_timeout,
+        })
+    }
+
+    fn node_id(&self) -> NodeId {
+        *self.node_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The raylet registered again under a new id.
+    pub fn set_node_id(&self, id: NodeId) {
+        *self.node_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+
+    /// Tells the head this node holds `id` (in the background).
+    pub fn report(self: &Arc<Self>, id: ObjectId, size: u64) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = HeadRequest::AddObjectLocation {
+                node_id: me.node_id(),
+                object: id.0,
+                size,
+            };
+            if let Err(e) = me.link.request(&req).await {
+                warn!(object = %id, "cannot report object location: {e}");
+            }
+        });
+    }
+
+    /// Makes `id` local by pulling it from a peer; concurrent callers share one transfer.
+    pub async fn pull(
+        self: &Arc<Self>,
+        server: &Arc<StoreServer>,
+        id: ObjectId,
+        deadline: Instant,
+    ) -> Result<(), PullError> {
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            if server.contains(id) {
+                Ok(())
+            } else {
+                self.pull_once(server, id, deadline).await
+            }
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.get(&id).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2
+        {
+            inflight.remove(&id);
+        }
+        result
+    }
+
+    async fn pull_once(
+        self: &Arc<Self>,
+        server: &Arc<StoreServer>,
+        id: ObjectId,
+        deadline: Instant,
+    ) -> Result<(), PullError> {
+        let me = self.node_id();
+        let (size, nodes) = match self
+            .link
+            .request(&HeadRequest::GetObjectLocations { object: id.0 })
+            .await
+        {
+            Ok(HeadResponse::ObjectLocations { size, nodes }) => (size, nodes),
+            Ok(other) => {
+                return Err(PullError::Failed {
+                    id,
+                    tried: vec![format!("head answered {other:?}")],
+                })
+            }
+            Err(e) => {
+                return Err(PullError::Failed {
+                    id,
+                    tried: vec![format!("head: {e}")],
+                })
+            }
+        };
+        let sources: Vec<(NodeId, String)> = nodes.into_iter().filter(|(n, _)| *n != me).collect();
+        if sources.is_empty() {
+            return Err(PullError::NoLocation(id));
+        }
+        let mut tried = Vec::new();
+        for (node, addr) in sources {
+            let started = Instant::now();
+            match self.pull_from(server, id, size, &addr, deadline).await {
+                Ok(()) => {
+                    let secs = started.elapsed().as_secs_f64();
+                    info!(object = %id, from = %node, size, mb_per_s = size as f64 / secs / 1e6, "pulled object");
+                    self.report(id, size);
+                    return Ok(());
+                }
+                Err(why) => {
+                    warn!(object = %id, from = %node, %addr, "pull failed: {why}");
+                    tried.push(format!("{node} at {addr}: {why}"));
+                }
+            }
+        }
+        Err(PullError::Failed { id, tried })
+    }
+
+    async fn peer(&self, addr: SocketAddr) -> Result<BoxConn, String> {
+        let mut peers = self.peers.lock().await;
+        if let Some(c) = peers.get(&addr) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .endpoint
+            .connect(addr, &self.trust)
+            .await
+            .map_err(|e| e.to_string())?;
+        peers.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    async fn pull_from(
+        &self,
+        server: &Arc<StoreServer>,
+        id: ObjectId,
+        size: u64,
+        addr: &str,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let sock: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+        let conn = self.peer(sock).await?;
+        let base = server
+            .create_for_pull(id, size)
+            .map_err(|e| e.to_string())?;
+        let mut chunks =
+            (0..size.div_ceil(CHUNK)).map(|i| (i * CHUNK, CHUNK.min(size - i * CHUNK)));
+        let mut set = JoinSet::new();
+        let mut failure = None;
+        loop {
+            while set.len() < PARALLEL_STREAMS && failure.is_none() {
+                let Some((off, len)) = chunks.next() else {
+                    break;
+                };
+                let (conn, server, limit) = (conn.clone(), server.clone(), self.chunk_timeout);
+                let limit = limit.min(deadline.saturating_duration_since(Instant::now()));
+                set.spawn(async move {
+                    tokio::time::timeout(limit, fetch_chunk(conn, server, id, base, off, len))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "no progress for {} ms on bytes {off}..{}",
+                                limit.as_millis(),
+                                off + len
+                            ))
+                        })
+                });
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => failure = failure.or(Some(e)),
+                Some(Err(e)) => failure = failure.or(Some(format!("chunk task failed: {e}"))),
+            }
+            if failure.is_some() {
+                set.abort_all();
+            }
+        }
+        if let Some(why) = failure {
+            server.abort_pull(id);
+            self.peers.lock().await.remove(&sock);
+            return Err(why);
+        }
+        server.seal_pull(id).map_err(|e| e.to_string())
+    }
+}
+
+async fn fetch_chunk(
+    conn: BoxConn,
+    server: Arc<StoreServer>,
+    id: ObjectId,
+    base: usize,
+    off: u64,
+    len: u64,
+) -> Result<(), String> {
+    let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    write_msg(
+        &mut s,
+        &PeerRequest::Pull {
+            object: id.0,
+            offset: off,
+            len,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match read_msg::<PeerResponse, _>(&mut r, MAX_PEER_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(PeerResponse::Chunk { len: n }) if n == len => {}
+        Some(PeerResponse::Error { message }) => return Err(format!("peer refused: {message}")),
+        other => return Err(format!("unexpected peer answer {other:?}")),
+    }
+    // SAFETY: the range lies in an object this raylet created for this pull
+    // and has not sealed; each chunk task writes a disjoint range and no
+    // reader can see the object before `seal_pull`.
+    let dst = unsafe {
+        server
+            .segment()
+            .bytes_mut(base + off as usize, len as usize)
+    }
+    .map_err(|e| e.to_string())?;
+    r.read_exact(dst)
+        .await
+        .map_err(|e| format!("transfer broke off: {e}"))?;
+    Ok(())
+}
+
+/// Serves byte ranges of local objects to peer raylets.
+pub async fn serve_peers(endpoint: Arc<dyn Endpoint>, server: Arc<StoreServer>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            if conn.peer() != PeerIdentity::ClusterNode {
+                conn.close("peer requests need a node certificate from the cluster CA");
+                return;
+            }
+            while let Ok((s, r)) = conn.accept_bi().await {
+                let server = server.clone();
+                tokio::spawn(async move { serve_chunk(s, r, &server).await });
+            }
+        });
+    }
+}
+
+async fn serve_chunk(mut s: SendHalf, mut r: RecvHalf, server: &Arc<StoreServer>) {
+    let Ok(Some(PeerRequest::Pull {
+        object,
+        offset,
+        len,
+    })) = read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME).await
+    else {
+        return;
+    };
+    let id = ObjectId(object);
+    let refuse = |message: String| PeerResponse::Error { message };
+    let held = match server.hold_for_send(id) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = write_msg(&mut s, &refuse(e.to_string())).await;
+            return;
+        }
+    };
+    if offset
+        .checked_add(len)
+        .is_none_or(|end| end > held.len() as u64)
+    {
+        let _ = write_msg(
+            &mut s,
+            &refuse(format!(
+                "range {offset}+{len} is outside {id} ({} bytes)",
+                held.len()
+            )),
+        )
+        .await;
+        return;
+    }
+    if write_frame(&mut s, &PeerResponse::Chunk { len })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let bytes = &held.bytes()[offset as usize..(offset + len) as usize];
+    if s.write_all(bytes).await.is_ok() {
+        let _ = s.shutdown().await;
+    }
+}

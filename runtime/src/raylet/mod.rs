@@ -214,7 +214,10 @@ pub async fn run_raylet(
             path: store_socket.clone(),
             source,
         })?;
-    let store_task = tokio::spawn(store_server::serve(listener, server.clone()));
+    store_server::serve(listener, server.clone()).map_err(|source| RayletError::StoreSocket {
+        path: store_socket.clone(),
+        source,
+    })?;
     let idle = Duration::from_millis(opts.config.idle_timeout_ms);
     let endpoint: Arc<dyn Endpoint> = Arc::new(QuicEndpoint::bind(opts.bind, &id, idle)?);
     let address = endpoint.local_addr();
@@ -309,8 +312,7 @@ pub async fn run_raylet(
         c.close();
     }
     peers.abort();
-    store_task.abort();
-    let _ = std::fs::remove_file(&store_socket);
+    store_server::stop(&store_socket, &server);
     endpoint.close();
     info!(node = %node_id, "raylet stopped");
     Ok(())

@@ -8,19 +8,19 @@
 //! to change.
 
 use super::transfer::{PullError, Transfer};
+use crate::proto::codec::{self, CodecError, HEADER_LEN};
 use crate::proto::store::{
     StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
 };
-use crate::transport::rpc::{read_msg, write_frame, RpcError};
 use prism_objectstore::{Block, ClientId, ObjectId, Segment, Store, StoreError};
 use sendfd::SendWithFd;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 /// The largest local request frame (requests are small; data never travels here).
@@ -37,9 +37,14 @@ pub struct StoreServer {
     /// A second mapping of the same segment, for sends and pulls that must
     /// not hold the store lock while they wait on the network.
     seg: Segment,
-    changed: Notify,
+    /// Bumped on every change that may unblock a waiter.
+    generation: Mutex<u64>,
+    changed: Condvar,
     next_client: AtomicU64,
     transfer: OnceLock<Arc<Transfer>>,
+    /// The raylet's runtime, on which client threads run pulls.
+    runtime: tokio::runtime::Handle,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A sealed object held (referenced) while its bytes are sent to a peer.
@@ -73,21 +78,40 @@ impl SendHold {
 impl Drop for SendHold {
     fn drop(&mut self) {
         let _ = self.server.lock().release(self.id, RAYLET_CLIENT);
-        self.server.changed.notify_waiters();
+        self.server.notify();
     }
 }
 
 impl StoreServer {
-    /// Serves `store`.
+    /// Serves `store`; must be called inside the raylet's tokio runtime.
     pub fn new(store: Store) -> std::io::Result<Arc<StoreServer>> {
         let seg = Segment::from_fd(store.segment().fd().try_clone_to_owned()?)?;
         Ok(Arc::new(StoreServer {
             store: Mutex::new(store),
             seg,
-            changed: Notify::new(),
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
+            runtime: tokio::runtime::Handle::current(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             next_client: AtomicU64::new(1),
             transfer: OnceLock::new(),
         }))
+    }
+
+    /// Wakes every waiter: the store changed.
+    fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the store changes after `seen`, or `timeout` passes.
+    fn wait_change(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.changed.wait_timeout_while(g, timeout, |g| *g == seen);
     }
 
     /// Enables pulls from and location reports to the cluster.
@@ -114,14 +138,14 @@ impl StoreServer {
     /// Seals a pulled copy, which readers can now get.
     pub fn seal_pull(&self, id: ObjectId) -> Result<(), StoreError> {
         let r = self.lock().seal(id, RAYLET_CLIENT);
-        self.changed.notify_waiters();
+        self.notify();
         r
     }
 
     /// Drops a pull that failed.
     pub fn abort_pull(&self, id: ObjectId) {
         let _ = self.lock().abort(id, RAYLET_CLIENT);
-        self.changed.notify_waiters();
+        self.notify();
     }
 
     /// References a sealed object while it is sent to a peer.
@@ -146,66 +170,117 @@ impl StoreServer {
     }
 }
 
-/// Binds the socket and serves until the task is dropped.
+/// Binds the socket.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     UnixListener::bind(path)
 }
 
-/// Accepts local clients forever.
-pub async fn serve(listener: UnixListener, server: Arc<StoreServer>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let server = server.clone();
-                tokio::spawn(async move { serve_client(stream, server).await });
+/// Accepts local clients, one blocking thread each: store calls are short
+/// and synchronous, so a thread blocked on its socket answers in
+/// microseconds, with no async wake-ups on the path (Plasma's shape).
+pub fn serve(
+    listener: UnixListener,
+    server: Arc<StoreServer>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("store-accept".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                if server.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                match stream {
+                    Ok(stream) => {
+                        let server = server.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("store-client".into())
+                            .spawn(move || serve_client(stream, server));
+                        if let Err(e) = spawned {
+                            warn!("cannot start an object store client thread: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
+                    Err(e) => {
+                        warn!("object store socket accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
             }
-            Err(e) => {
-                warn!("object store socket accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+        })
 }
 
-async fn send_fd(stream: &UnixStream, server: &StoreServer) -> std::io::Result<()> {
-    let fd = server.lock().segment().fd().as_raw_fd();
-    loop {
-        stream.writable().await?;
-        match stream.send_with_fd(&[1u8], &[fd]) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
+/// Stops accepting new clients and removes the socket; connected clients
+/// keep their threads until they disconnect or the process exits.
+pub fn stop(path: &Path, server: &StoreServer) {
+    server.stopping.store(true, Ordering::Relaxed);
+    // Wake the blocked accept so it sees the flag.
+    let _ = UnixStream::connect(path);
+    let _ = std::fs::remove_file(path);
 }
 
-async fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
+/// A local request could not be read.
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Codec(CodecError),
+}
+
+fn read_request(stream: &mut UnixStream) -> Result<Option<StoreRequest>, ReadError> {
+    let mut h = [0u8; HEADER_LEN];
+    match stream.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let len = codec::parse_header(&h, MAX_LOCAL_FRAME).map_err(ReadError::Codec)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ReadError::Codec(CodecError::Truncated {
+            expected: (HEADER_LEN + len) as u64,
+            got: HEADER_LEN as u64,
+        }),
+        _ => ReadError::Io(e),
+    })?;
+    codec::decode_payload(&body)
+        .map(Some)
+        .map_err(ReadError::Codec)
+}
+
+fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
     let client = ClientId(server.next_client.fetch_add(1, Ordering::Relaxed));
-    if let Err(e) = send_fd(&stream, &server).await {
+    let fd = server.seg.fd().as_raw_fd();
+    if let Err(e) = stream.send_with_fd(&[1u8], &[fd]) {
         warn!("cannot pass the object store segment to a client: {e}");
         return;
     }
     let mut pid = 0;
-    let end = loop {
-        let req = match read_msg::<StoreRequest, _>(&mut stream, MAX_LOCAL_FRAME).await {
+    loop {
+        let req = match read_request(&mut stream) {
             Ok(Some(req)) => req,
-            Ok(None) => break None,
-            Err(e) => break Some(e),
+            Ok(None) => break,
+            Err(ReadError::Io(e)) => {
+                debug!(client = client.0, pid, error = %e, "object store client connection failed");
+                break;
+            }
+            Err(ReadError::Codec(e)) => {
+                warn!(client = client.0, pid, error = %e, "malformed object store request; dropping the client");
+                break;
+            }
         };
         if let StoreRequest::Hello { pid: p } = req {
             pid = p;
         }
-        let resp = handle(&server, client, req).await;
-        if let Err(e) = write_frame(&mut stream, &resp).await {
-            break Some(e);
+        let resp = handle(&server, client, req);
+        let written = codec::encode(&resp)
+            .map_err(std::io::Error::other)
+            .and_then(|f| stream.write_all(&f));
+        if written.is_err() {
+            break;
         }
-    };
-    if let Some(e @ RpcError::Codec(_)) = &end {
-        warn!(client = client.0, pid, error = %e, "malformed object store request; dropping the client");
     }
     let cleanup = server.lock().release_client(client);
-    server.changed.notify_waiters();
+    server.notify();
     if cleanup.released > 0 || !cleanup.reclaimed.is_empty() {
         info!(
             client = client.0,
@@ -247,35 +322,39 @@ fn done(r: Result<(), StoreError>) -> StoreResponse {
     r.map_or_else(error, |_| StoreResponse::Ok)
 }
 
-/// Retries `attempt` until it succeeds, fails for a reason waiting cannot
-/// fix, or the deadline passes; woken whenever the store changes.
-async fn wait_for<T>(
+/// Checks again every this often for copies on other nodes while waiting.
+const REMOTE_POLL: Duration = Duration::from_millis(50);
+
+/// Creates, waiting (bounded) for room when the store is full.
+fn create_waiting(
     server: &StoreServer,
+    client: ClientId,
+    id: ObjectId,
+    size: usize,
+    pinned: bool,
     timeout_ms: u64,
-    retry_on: fn(&StoreError) -> bool,
-    mut attempt: impl FnMut(&mut Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+) -> StoreResponse {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
-        // Registered before the attempt, so a change in between still wakes us.
-        let changed = server.changed.notified();
-        let result = attempt(&mut server.lock());
+        let seen = server.generation();
+        let result = server.lock().create(id, size, client, pinned);
         match result {
-            Err(e) if retry_on(&e) && Instant::now() < deadline => {
-                let _ = tokio::time::timeout(
-                    deadline.saturating_duration_since(Instant::now()),
-                    changed,
-                )
-                .await;
+            Ok(b) => {
+                return StoreResponse::Created {
+                    offset: b.offset as u64,
+                }
             }
-            other => return other,
+            Err(StoreError::StoreFull { .. }) if Instant::now() < deadline => {
+                server.wait_change(seen, deadline.saturating_duration_since(Instant::now()));
+            }
+            Err(e) => return error(e),
         }
     }
 }
 
 /// A local get; on a miss, pulls from a peer holding a copy, and otherwise
 /// waits (bounded) for the object to appear here or anywhere.
-async fn get_or_pull(
+fn get_or_pull(
     server: &Arc<StoreServer>,
     client: ClientId,
     id: ObjectId,
@@ -283,7 +362,7 @@ async fn get_or_pull(
 ) -> StoreResponse {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
-        let changed = server.changed.notified();
+        let seen = server.generation();
         let result = server.lock().get(id, client);
         match result {
             Ok(b) => {
@@ -294,7 +373,7 @@ async fn get_or_pull(
             }
             Err(StoreError::NotFound(_)) => {
                 if let Some(t) = server.transfer.get() {
-                    match t.pull(server, id, deadline).await {
+                    match server.runtime.block_on(t.pull(server, id, deadline)) {
                         Ok(()) => continue,
                         Err(PullError::NoLocation(_)) => {}
                         Err(e @ PullError::Failed { .. }) => {
@@ -314,15 +393,15 @@ async fn get_or_pull(
             return error(StoreError::NotFound(id));
         }
         // Local changes wake us at once; other nodes are asked again shortly.
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), changed).await;
+        server.wait_change(seen, left.min(REMOTE_POLL));
     }
 }
 
-async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> StoreResponse {
+fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> StoreResponse {
     let resp = match req {
         StoreRequest::Hello { .. } => StoreResponse::Welcome {
             client_id: client.0,
-            segment_len: server.lock().segment().len() as u64,
+            segment_len: server.seg.len() as u64,
         },
         StoreRequest::Create {
             id,
@@ -330,18 +409,11 @@ async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) 
             pinned,
             timeout_ms,
         } => {
-            let full = |e: &StoreError| matches!(e, StoreError::StoreFull { .. });
             let size = usize::try_from(size).unwrap_or(usize::MAX);
-            wait_for(server, timeout_ms, full, |s| {
-                s.create(ObjectId(id), size, client, pinned)
-            })
-            .await
-            .map_or_else(error, |b| StoreResponse::Created {
-                offset: b.offset as u64,
-            })
+            create_waiting(server, client, ObjectId(id), size, pinned, timeout_ms)
         }
         StoreRequest::Get { id, timeout_ms } => {
-            get_or_pull(server, client, ObjectId(id), timeout_ms).await
+            get_or_pull(server, client, ObjectId(id), timeout_ms)
         }
         StoreRequest::Seal { id } => {
             let sealed = server.lock().seal(ObjectId(id), client);
@@ -350,6 +422,7 @@ async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) 
                     .lock()
                     .info(ObjectId(id))
                     .map_or(0, |i| i.size as u64);
+                let _guard = server.runtime.enter();
                 t.report(ObjectId(id), size);
             }
             done(sealed)
@@ -368,7 +441,7 @@ async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) 
         }
         StoreRequest::Stats => {
             let s = server.stats();
-            StoreResponse::Stats(WireStoreStats {
+            return StoreResponse::Stats(WireStoreStats {
                 capacity: s.capacity as u64,
                 free: s.free as u64,
                 objects: s.objects as u64,
@@ -376,10 +449,15 @@ async fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) 
                 spills: s.spills,
                 restores: s.restores,
                 evictions: s.evictions,
-            })
+            });
         }
     };
-    // Seal, release, unpin and abort can unblock waiters.
-    server.changed.notify_waiters();
+    // Seal, release, unpin and abort can unblock waiters; reads cannot.
+    if !matches!(
+        resp,
+        StoreResponse::Info(_) | StoreResponse::Object { .. } | StoreResponse::Welcome { .. }
+    ) {
+        server.notify();
+    }
     resp
 }

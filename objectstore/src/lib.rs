@@ -51,9 +51,23 @@
 //!   writing are reclaimed.
 //! - OS-7: every object starts on a 64-byte boundary.
 //!
-//! This crate knows nothing of networking: the raylet hosts a [`Store`] and
-//! serves it to local processes; moving objects between machines is the
-//! raylet's job.
+//! # Where this sits in Prism
+//!
+//! This crate knows nothing of networking. Each **raylet** owns one
+//! [`Store`] and serves it to the workers and drivers of its machine over a
+//! Unix socket, passing the segment's file descriptor once so every local
+//! process maps the same pages; a client process that disconnects has its
+//! references released ([`Store::release_client`]).
+//!
+//! Between machines, the **head** keeps an object directory (object → nodes
+//! holding a sealed copy), fed by raylets on seal and on pull and pruned when
+//! a node dies. A raylet whose local client asks for an object it lacks asks
+//! the head where copies are and **pulls** from a peer raylet over QUIC: it
+//! creates a cached secondary copy ([`Store::create_cached`]), fetches 8 MiB
+//! chunks on parallel streams straight into its segment, and seals it;
+//! concurrent requests share one pull, and a source that stops making
+//! progress is abandoned for the next copy, or the request fails naming each
+//! source. The shell lives in `prism::raylet::{store_server, transfer}`.
 
 #![deny(missing_docs)]
 

@@ -159,7 +159,7 @@ fn main() {
     }
 
     let data = vec![3u8; big];
-    for size in [100 * MB.min(big), big] {
+    for size in [(100 * MB).min(big), big] {
         let mut best = 0f64;
         for _ in 0..3 {
             let t = Instant::now();

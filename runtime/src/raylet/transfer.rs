@@ -401,27 +401,24 @@ async fn serve_chunk(mut s: SendHalf, mut r: RecvHalf, server: &Arc<StoreServer>
             return;
         }
     };
-    if offset
-        .checked_add(len)
-        .is_none_or(|end| end > held.len() as u64)
-    {
-        let _ = write_msg(
-            &mut s,
-            &refuse(format!(
-                "range {offset}+{len} is outside {id} ({} bytes)",
-                held.len()
-            )),
-        )
-        .await;
+    let range = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(len).ok())
+        .and_then(|(o, l)| held.bytes().get(o..o.checked_add(l)?));
+    let Some(bytes) = range else {
+        let why = format!(
+            "range {offset}+{len} is outside {id} ({} bytes)",
+            held.len()
+        );
+        let _ = write_msg(&mut s, &refuse(why)).await;
         return;
-    }
+    };
     if write_frame(&mut s, &PeerResponse::Chunk { len })
         .await
         .is_err()
     {
         return;
     }
-    let bytes = &held.bytes()[offset as usize..(offset + len) as usize];
     if s.write_all(bytes).await.is_ok() {
         let _ = s.shutdown().await;
     }

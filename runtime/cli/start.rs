@@ -174,13 +174,28 @@ fn foreground(args: StartArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+/// Installs the SIGINT/SIGTERM handlers now (not at first poll: a signal
+/// that arrives between "ready" and the node's first await must still stop
+/// the node cleanly) and returns a future that resolves on either.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = wait(term) => {}
+            _ = wait(int) => {}
+        }
+        tracing::info!("stop signal received");
     }
-    tracing::info!("stop signal received");
 }
 
 async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow::Result<()> {

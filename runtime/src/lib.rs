@@ -10,9 +10,11 @@
 //! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
 //! - [`client`]: talking to the head from raylets, drivers and the CLI.
 //! - [`object_store`]: the local object-store client (put, get in place, wait).
+//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`).
 //! - [`config`]: every setting with its default and `PRISM_*` variable.
 //! - [`session`]: the session directory (keys, pid file, logs).
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod head;
@@ -25,5 +27,12 @@ pub mod session;
 pub mod token;
 pub mod transport;
 
+pub use api::{
+    cancel, get, get_all, get_timeout, gpu_ids, init, is_worker, node_id, put, wait, Arg, Cluster,
+    Error, InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
+};
+#[doc(hidden)]
+pub use api::__private;
 pub use config::Config;
+pub use prism_macros::remote;
 pub use ids::{ClusterId, JobId, NodeId};

@@ -6,6 +6,7 @@
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`raylet`]: raylet to raylet (object transfer).
 //! - [`store`]: what local processes say to their raylet's object store.
+//! - [`task`]: tasks between drivers, workers and raylets.
 //! - [`common`]: types both sides share (resources, node status).
 //!
 //! Each request travels on its own stream: one request frame, one response
@@ -16,6 +17,7 @@ pub mod common;
 pub mod head;
 pub mod raylet;
 pub mod store;
+pub mod task;
 
 pub use codec::{CodecError, PROTOCOL_VERSION};
 

@@ -17,6 +17,8 @@ pub enum PeerRequest {
         /// How many bytes.
         len: u64,
     },
+    /// Run a task spilled from the sending raylet.
+    Submit(PeerSubmit),
 }
 
 /// The answer, before the raw bytes.
@@ -32,4 +34,21 @@ pub enum PeerResponse {
         /// Why.
         message: String,
     },
+}
+
+/// A task spilled from another raylet, with the job that runs it. The
+/// answer ([`PeerTaskResponse`]) comes on the same stream when it ends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerSubmit {
+    /// The job (its binary by path and content hash).
+    pub job: super::task::JobSpec,
+    /// The task.
+    pub task: super::task::TaskSpec,
+}
+
+/// How a spilled task ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerTaskResponse {
+    /// The outcome.
+    pub outcome: super::task::Outcome,
 }

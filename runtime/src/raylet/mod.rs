@@ -3,9 +3,12 @@
 //! registers its resources, heartbeats, and registers again as a new
 //! incarnation if the head declared it dead.
 
+pub mod dispatch;
 pub mod resources;
 pub mod store_server;
+pub mod task_server;
 pub mod transfer;
+pub mod workers;
 
 use crate::client::{ClientError, HeadClient};
 use crate::config::Config;
@@ -99,6 +102,8 @@ pub struct RayletReady {
     pub address: SocketAddr,
     /// The local object store's Unix socket.
     pub store_socket: std::path::PathBuf,
+    /// The local task socket (drivers and workers).
+    pub task_socket: std::path::PathBuf,
 }
 
 /// The smallest object store a raylet creates, in bytes.
@@ -248,11 +253,6 @@ pub async fn run_raylet(
     let client = connect().await.map_err(register_err)?;
     let (mut node_id, incarnation) = registration.register(&client).await.map_err(register_err)?;
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
-    on_ready(&RayletReady {
-        node_id,
-        address,
-        store_socket: store_socket.clone(),
-    });
     let link = transfer::HeadLink::new(endpoint.clone(), head, trust.clone(), opts.config.clone());
     let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
     let transfer = transfer::Transfer::new(
@@ -263,7 +263,38 @@ pub async fn run_raylet(
         chunk_timeout,
     );
     server.set_transfer(transfer.clone());
-    let peers = tokio::spawn(transfer::serve_peers(endpoint.clone(), server.clone()));
+    let task_socket = task_server::socket_path(session.path());
+    let task_listener =
+        task_server::bind(&task_socket).map_err(|source| RayletError::StoreSocket {
+            path: task_socket.clone(),
+            source,
+        })?;
+    let local = prism_scheduler::NodeResources::new(total.clone())
+        .with_labels(opts.labels.iter().cloned().collect());
+    let tasks = task_server::TaskService::new(
+        node_id,
+        local,
+        workers::WorkerEnv {
+            task_socket: task_socket.clone(),
+            store_socket: store_socket.clone(),
+            binaries: std::path::Path::new(&opts.config.temp_dir).join("binaries"),
+            node_id: node_id.to_string(),
+        },
+        server.clone(),
+        transfer.clone(),
+    );
+    let task_accept = tokio::spawn(task_server::serve(task_listener, tasks.clone()));
+    let peers = tokio::spawn(transfer::serve_peers(
+        endpoint.clone(),
+        server.clone(),
+        tasks.clone(),
+    ));
+    on_ready(&RayletReady {
+        node_id,
+        address,
+        store_socket: store_socket.clone(),
+        task_socket: task_socket.clone(),
+    });
 
     let mut client = Some(client);
     let mut tick = tokio::time::interval(opts.config.heartbeat_interval());
@@ -282,11 +313,14 @@ pub async fn run_raylet(
         };
         let beat = HeadRequest::Heartbeat {
             node_id,
-            // Nothing consumes resources until tasks exist: free is the total.
-            available: registration.reg.resources.clone(),
+            available: Resources::from(&tasks.available()),
         };
         match c.request(&beat).await {
-            Ok(HeadResponse::HeartbeatAck) => {}
+            Ok(HeadResponse::HeartbeatAck) => {
+                if let Ok(status) = c.status().await {
+                    tasks.update_peers(&status);
+                }
+            }
             Ok(HeadResponse::ReRegister { reason }) => {
                 warn!(node = %node_id, %reason, "head asks to register again");
                 match registration.register(c).await {
@@ -294,6 +328,7 @@ pub async fn run_raylet(
                         info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
                         node_id = id;
                         transfer.set_node_id(id);
+                        tasks.set_node_id(id);
                     }
                     Err(e) => warn!("re-registration failed: {e}"),
                 }
@@ -312,6 +347,9 @@ pub async fn run_raylet(
         c.close();
     }
     peers.abort();
+    task_accept.abort();
+    tasks.kill_all();
+    let _ = std::fs::remove_file(&task_socket);
     store_server::stop(&store_socket, &server);
     endpoint.close();
     info!(node = %node_id, "raylet stopped");

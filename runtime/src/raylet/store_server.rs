@@ -461,3 +461,40 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
     }
     resp
 }
+
+/// Makes `id` local (pulling it from a peer if needed, waiting up to
+/// `timeout`) and holds it for reading in this process.
+pub fn fetch(server: &Arc<StoreServer>, id: ObjectId, timeout: Duration) -> Result<SendHold, String> {
+    match get_or_pull(server, RAYLET_CLIENT, id, timeout.as_millis() as u64) {
+        StoreResponse::Object { offset, len } => Ok(SendHold {
+            server: server.clone(),
+            id,
+            block: Block {
+                offset: offset as usize,
+                len: len as usize,
+            },
+        }),
+        StoreResponse::Error { message, .. } => Err(message),
+        other => Err(format!("unexpected store answer {other:?}")),
+    }
+}
+
+/// Stores `bytes` under `id` from inside the raylet and reports the location.
+pub fn put_local(server: &Arc<StoreServer>, id: ObjectId, bytes: &[u8]) -> Result<(), String> {
+    if server.contains(id) {
+        return Ok(());
+    }
+    let at = server
+        .create_for_pull(id, bytes.len() as u64)
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = server.seg.write(at, bytes) {
+        server.abort_pull(id);
+        return Err(e.to_string());
+    }
+    server.seal_pull(id).map_err(|e| e.to_string())?;
+    if let Some(t) = server.transfer.get() {
+        let _guard = server.runtime.enter();
+        t.report(id, bytes.len() as u64);
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@
 //!   straight from its segment.
 
 use super::store_server::StoreServer;
+use super::task_server::{TaskService, MAX_TASK_FRAME};
 use crate::client::{ClientError, HeadClient};
 use crate::config::Config;
 use crate::ids::NodeId;
@@ -37,7 +38,7 @@ use tracing::{info, warn};
 pub const CHUNK: u64 = 8 << 20;
 /// Chunks in flight per pull.
 pub const PARALLEL_STREAMS: usize = 4;
-const MAX_PEER_FRAME: usize = 64 << 10;
+const MAX_PEER_FRAME: usize = MAX_TASK_FRAME;
 
 /// A pull did not produce the object.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +253,16 @@ impl Transfer {
         Err(PullError::Failed { id, tried })
     }
 
-    async fn peer(&self, addr: SocketAddr) -> Result<BoxConn, String> {
+    /// Forgets a cached connection that failed.
+    pub fn forget_peer(self: &Arc<Self>, addr: SocketAddr) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.peers.lock().await.remove(&addr);
+        });
+    }
+
+    /// A cached connection to a peer raylet.
+    pub async fn peer(&self, addr: SocketAddr) -> Result<BoxConn, String> {
         let mut peers = self.peers.lock().await;
         if let Some(c) = peers.get(&addr) {
             return Ok(c.clone());
@@ -365,10 +375,15 @@ async fn fetch_chunk(
     Ok(())
 }
 
-/// Serves byte ranges of local objects to peer raylets.
-pub async fn serve_peers(endpoint: Arc<dyn Endpoint>, server: Arc<StoreServer>) {
+/// Serves peer raylets: byte ranges of local objects, and spilled tasks.
+pub async fn serve_peers(
+    endpoint: Arc<dyn Endpoint>,
+    server: Arc<StoreServer>,
+    tasks: Arc<TaskService>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let server = server.clone();
+        let tasks = tasks.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             if conn.peer() != PeerIdentity::ClusterNode {
@@ -377,22 +392,41 @@ pub async fn serve_peers(endpoint: Arc<dyn Endpoint>, server: Arc<StoreServer>) 
             }
             while let Ok((s, r)) = conn.accept_bi().await {
                 let server = server.clone();
-                tokio::spawn(async move { serve_chunk(s, r, &server).await });
+                let tasks = tasks.clone();
+                tokio::spawn(async move { serve_stream(s, r, &server, &tasks).await });
             }
         });
     }
 }
 
-async fn serve_chunk(mut s: SendHalf, mut r: RecvHalf, server: &Arc<StoreServer>) {
-    let Ok(Some(PeerRequest::Pull {
-        object,
-        offset,
-        len,
-    })) = read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME).await
-    else {
-        return;
-    };
-    let id = ObjectId(object);
+async fn serve_stream(
+    mut s: SendHalf,
+    mut r: RecvHalf,
+    server: &Arc<StoreServer>,
+    tasks: &Arc<TaskService>,
+) {
+    match read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME).await {
+        Ok(Some(PeerRequest::Pull {
+            object,
+            offset,
+            len,
+        })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
+        Ok(Some(PeerRequest::Submit(sub))) => {
+            let resp = tasks.serve_peer_submit(sub).await;
+            let _ = write_msg(&mut s, &resp).await;
+        }
+        Ok(None) => {}
+        Err(e) => warn!("bad peer request: {e}"),
+    }
+}
+
+async fn serve_chunk(
+    mut s: SendHalf,
+    id: ObjectId,
+    offset: u64,
+    len: u64,
+    server: &Arc<StoreServer>,
+) {
     let refuse = |message: String| PeerResponse::Error { message };
     let held = match server.hold_for_send(id) {
         Ok(h) => h,

@@ -1,0 +1,479 @@
+//! The process's runtime: one connection to the local raylet's task socket,
+//! the table of objects this process owns (small results live here, inline),
+//! and the local object store client. Drivers and workers share it.
+
+use super::error::{Error, Result, TaskError};
+use super::object_ref::{EncodedArg, ObjectRef, OwnerGuard};
+use super::options::TaskOptions;
+use super::value::{Encoded, Value};
+use crate::ids::{JobId, NodeId};
+use crate::object_store::{ObjectError, StoreClient};
+use crate::proto::codec;
+use crate::proto::task::{ArgSpec, LocalEvent, LocalRequest, Outcome, TaskSpec};
+use dashmap::DashMap;
+use prism_objectstore::ObjectId;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// Results and arguments up to this size travel inline in messages; larger
+/// ones go through the object store.
+pub const INLINE_MAX: usize = 100 * 1024;
+
+/// How long a `get` without a timeout waits on the store before asking again.
+const FOREVER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub(crate) enum SlotState {
+    Pending,
+    Inline(Arc<Encoded>),
+    Stored,
+    Failed(TaskError),
+}
+
+/// One owned object: pending until its task ends.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    name: String,
+    state: Mutex<SlotState>,
+    cv: Condvar,
+    notify: Notify,
+    escaped: AtomicBool,
+}
+
+impl Slot {
+    fn new(name: &str, state: SlotState) -> Arc<Slot> {
+        Arc::new(Slot {
+            name: name.to_string(),
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            notify: Notify::new(),
+            escaped: AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> SlotState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, s: SlotState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.cv.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until not pending; `None` on timeout.
+    fn wait(&self, deadline: Option<Instant>) -> Option<SlotState> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if !matches!(*g, SlotState::Pending) {
+                return Some(g.clone());
+            }
+            match deadline {
+                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self.cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+    }
+
+    async fn ready(&self) {
+        loop {
+            let n = self.notify.notified();
+            if !matches!(self.state(), SlotState::Pending) {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// The process's connection to Prism.
+#[derive(Debug)]
+pub struct Core {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    slots: DashMap<ObjectId, Arc<Slot>>,
+    keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
+    pub(crate) store: StoreClient,
+    pub(crate) node_id: NodeId,
+    pub(crate) job_id: JobId,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) worker: bool,
+    changed: (Mutex<u64>, Condvar),
+    lost: Mutex<Option<String>>,
+}
+
+static CORE: RwLock<Option<Arc<Core>>> = RwLock::new(None);
+
+/// This process's runtime, if `prism::init()` ran.
+pub(crate) fn current() -> Result<Arc<Core>> {
+    CORE.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or(Error::NotInitialized)
+}
+
+pub(crate) fn install(core: Option<Arc<Core>>) {
+    *CORE.write().unwrap_or_else(|p| p.into_inner()) = core;
+}
+
+impl Core {
+    pub(crate) fn new(
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+        store: StoreClient,
+        node_id: NodeId,
+        job_id: JobId,
+        handle: tokio::runtime::Handle,
+        worker: bool,
+    ) -> Arc<Core> {
+        Arc::new(Core {
+            tx,
+            slots: DashMap::new(),
+            keepalive: DashMap::new(),
+            store,
+            node_id,
+            job_id,
+            handle,
+            worker,
+            changed: (Mutex::new(0), Condvar::new()),
+            lost: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn send(&self, req: &LocalRequest) -> Result<()> {
+        let frame = codec::encode(req).map_err(|e| Error::Encode(e.to_string()))?;
+        self.tx.send(frame).map_err(|_| {
+            Error::Disconnected(
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "the raylet connection closed".into()),
+            )
+        })
+    }
+
+    /// Handles one event from the raylet (the reader task calls this).
+    pub(crate) fn on_event(self: &Arc<Self>, ev: LocalEvent) -> Option<(TaskSpec, Vec<u32>)> {
+        match ev {
+            LocalEvent::Finished { task_id, outcome } => {
+                self.finish(ObjectId(task_id), outcome);
+                None
+            }
+            LocalEvent::Execute { task, gpus } => Some((task, gpus)),
+            other => {
+                tracing::warn!("unexpected event from the raylet: {other:?}");
+                None
+            }
+        }
+    }
+
+    /// The raylet connection ended: every pending object fails.
+    pub(crate) fn on_lost(&self, why: String) {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        for s in self.slots.iter() {
+            if matches!(s.state(), SlotState::Pending) {
+                s.set(SlotState::Failed(TaskError::NodeDied {
+                    task: s.name.clone(),
+                    node: self.node_id,
+                    detail: format!("lost the local raylet: {why}"),
+                }));
+            }
+        }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        *self.changed.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.1.notify_all();
+    }
+
+    fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
+        self.keepalive.remove(&id);
+        let Some(slot) = self.slots.get(&id).map(|s| s.clone()) else {
+            // The owner dropped every ref first: free a stored result.
+            if let Outcome::Stored { node, .. } = outcome {
+                if node == self.node_id {
+                    let _ = self.store.unpin(id);
+                }
+            }
+            return;
+        };
+        let state = match outcome {
+            Outcome::Inline(bytes) => {
+                let mut b = Encoded::with_capacity(bytes.len());
+                b.extend_from_slice(&bytes);
+                if slot.escaped.load(Ordering::Acquire) {
+                    let _ = self
+                        .store
+                        .put_parts(id, &[&b], true, Duration::from_secs(60));
+                }
+                SlotState::Inline(Arc::new(b))
+            }
+            Outcome::Stored { .. } => SlotState::Stored,
+            Outcome::Failed(f) => SlotState::Failed(TaskError::from_failure(&slot.name, f)),
+        };
+        slot.set(state);
+        self.bump();
+    }
+
+    /// The last local ref to an owned object was dropped.
+    pub(crate) fn release(&self, id: ObjectId) {
+        if let Some((_, slot)) = self.slots.remove(&id) {
+            // An escaped object may be read by others: it stays (see README gaps).
+            if !slot.escaped.load(Ordering::Acquire) && matches!(slot.state(), SlotState::Stored) {
+                let _ = self.store.unpin(id);
+            }
+        }
+    }
+
+    /// A ref is being archived into a value: make its object reachable by
+    /// other processes (small inline values are copied into the store).
+    pub(crate) fn escape(&self, id: ObjectId) {
+        let Some(slot) = self.slots.get(&id).map(|s| s.clone()) else {
+            return;
+        };
+        if slot.escaped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let SlotState::Inline(b) = slot.state() {
+            let _ = self
+                .store
+                .put_parts(id, &[&b], true, Duration::from_secs(60));
+        }
+    }
+
+    /// Puts a value in the object store.
+    pub(crate) fn put<T: Value>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
+        let bytes = value.encode()?;
+        let id = ObjectId::random();
+        self.store
+            .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
+        self.slots.insert(id, Slot::new("put", SlotState::Stored));
+        Ok(ObjectRef::owned(id, self.clone()))
+    }
+
+    /// Submits a task.
+    pub(crate) fn submit<R>(
+        self: &Arc<Self>,
+        opts: &TaskOptions,
+        args: Vec<EncodedArg>,
+    ) -> Result<ObjectRef<R>> {
+        let task_id = ObjectId::random();
+        let slot = Slot::new(opts.display_name(), SlotState::Pending);
+        self.slots.insert(task_id, slot.clone());
+        let r = ObjectRef::owned(task_id, self.clone());
+        let mut specs = Vec::with_capacity(args.len());
+        let mut waits = Vec::new();
+        let mut guards = Vec::new();
+        for (i, a) in args.into_iter().enumerate() {
+            match a {
+                EncodedArg::Value(b) if b.len() <= INLINE_MAX => specs.push(ArgSpec::Inline(b.to_vec())),
+                EncodedArg::Value(b) => {
+                    let id = ObjectId::random();
+                    self.store
+                        .put_parts(id, &[&b], true, Duration::from_secs(60))?;
+                    self.slots.insert(id, Slot::new("argument", SlotState::Stored));
+                    guards.push(Arc::new(OwnerGuard { id, core: self.clone() }));
+                    specs.push(ArgSpec::Object(id.0));
+                }
+                EncodedArg::Ref(id, guard) => {
+                    guards.extend(guard);
+                    match self.slots.get(&id).map(|s| s.clone()) {
+                        None => specs.push(ArgSpec::Object(id.0)),
+                        Some(s) => match s.state() {
+                            SlotState::Pending => {
+                                waits.push((i, id, s));
+                                specs.push(ArgSpec::Object(id.0));
+                            }
+                            other => match self.resolved_arg(id, other) {
+                                Ok(spec) => specs.push(spec),
+                                Err(e) => {
+                                    slot.set(SlotState::Failed(e));
+                                    return Ok(r);
+                                }
+                            },
+                        },
+                    }
+                }
+            }
+        }
+        if !guards.is_empty() {
+            self.keepalive.insert(task_id, guards);
+        }
+        let mut spec = TaskSpec {
+            task_id: task_id.0,
+            job_id: self.job_id,
+            function: opts.function.to_string(),
+            name: opts.display_name().to_string(),
+            args: specs,
+            resources: opts.wire_resources(),
+            strategy: opts.strategy.clone(),
+            max_retries: opts.max_retries,
+            retry_exceptions: opts.retry_exceptions,
+            attempt: 0,
+            spilled: false,
+        };
+        if waits.is_empty() {
+            self.send(&LocalRequest::Submit(spec))?;
+            return Ok(r);
+        }
+        let me = self.clone();
+        self.handle.spawn(async move {
+            for (i, id, s) in waits {
+                s.ready().await;
+                match me.resolved_arg(id, s.state()) {
+                    Ok(a) => spec.args[i] = a,
+                    Err(e) => {
+                        slot.set(SlotState::Failed(e));
+                        me.bump();
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = me.send(&LocalRequest::Submit(spec)) {
+                slot.set(SlotState::Failed(TaskError::NodeDied {
+                    task: slot.name.clone(),
+                    node: me.node_id,
+                    detail: e.to_string(),
+                }));
+            }
+        });
+        Ok(r)
+    }
+
+    fn resolved_arg(&self, id: ObjectId, state: SlotState) -> Result<ArgSpec, TaskError> {
+        match state {
+            SlotState::Inline(b) if b.len() <= INLINE_MAX => Ok(ArgSpec::Inline(b.to_vec())),
+            SlotState::Inline(b) => {
+                let _ = self
+                    .store
+                    .put_parts(id, &[&b], true, Duration::from_secs(60));
+                Ok(ArgSpec::Object(id.0))
+            }
+            SlotState::Stored | SlotState::Pending => Ok(ArgSpec::Object(id.0)),
+            SlotState::Failed(e) => Err(e),
+        }
+    }
+
+    fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.worker {
+            let _ = self.send(&LocalRequest::Blocked);
+        }
+        let out = f();
+        if self.worker {
+            let _ = self.send(&LocalRequest::Unblocked);
+        }
+        out
+    }
+
+    /// The value of `id`, waiting up to `timeout` (forever when `None`).
+    pub(crate) fn get<T: Value>(&self, id: ObjectId, timeout: Option<Duration>) -> Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let timed_out = |what: &str| Error::Timeout {
+            what: what.to_string(),
+            ms: timeout.map_or(0, |t| t.as_millis() as u64),
+        };
+        let mut owned = false;
+        if let Some(slot) = self.slots.get(&id).map(|s| s.clone()) {
+            owned = true;
+            let mut state = slot.state();
+            if matches!(state, SlotState::Pending) {
+                state = self
+                    .blocking(|| slot.wait(deadline))
+                    .ok_or_else(|| timed_out(&format!("task {} ({id})", slot.name)))?;
+            }
+            match state {
+                SlotState::Inline(b) => return T::decode(&b),
+                SlotState::Failed(e) => return Err(e.into()),
+                SlotState::Stored | SlotState::Pending => {}
+            }
+        }
+        let left = deadline.map_or(FOREVER, |d| d.saturating_duration_since(Instant::now()));
+        let got = if owned {
+            self.store.get(id, left)
+        } else {
+            self.blocking(|| self.store.get(id, left))
+        };
+        let view = match got {
+            Ok(v) => v,
+            Err(ObjectError::Refused { .. }) if timeout.is_some() => {
+                return Err(timed_out(&format!("object {id}")))
+            }
+            Err(ObjectError::Refused { message, .. }) => {
+                return Err(TaskError::ObjectLost {
+                    task: "get".into(),
+                    object: id.to_string(),
+                    detail: message,
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        T::decode(&view)
+    }
+
+    /// Waits until the object is ready (async `get`).
+    pub(crate) async fn ready(&self, id: ObjectId) {
+        if let Some(slot) = self.slots.get(&id).map(|s| s.clone()) {
+            slot.ready().await;
+        }
+    }
+
+    fn is_ready(&self, id: ObjectId) -> bool {
+        match self.slots.get(&id).map(|s| s.state()) {
+            Some(SlotState::Pending) => false,
+            Some(_) => true,
+            None => matches!(self.store.info(id), Ok(Some(i)) if i.sealed),
+        }
+    }
+
+    /// Ray's `wait`: the first `num_returns` ready ids (in the order given)
+    /// and the rest, once enough are ready or `timeout` passes.
+    pub(crate) fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> (Vec<ObjectId>, Vec<ObjectId>) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let want = num_returns.min(ids.len());
+        self.blocking(|| loop {
+            let seen = *self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut ready, mut rest) = (Vec::new(), Vec::new());
+            for id in ids {
+                if ready.len() < want && self.is_ready(*id) {
+                    ready.push(*id);
+                } else {
+                    rest.push(*id);
+                }
+            }
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            if ready.len() >= want || expired {
+                return (ready, rest);
+            }
+            let g = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
+            if *g == seen {
+                let mut left = Duration::from_millis(5);
+                if let Some(d) = deadline {
+                    left = left.min(d.saturating_duration_since(Instant::now()));
+                }
+                let _ = self.changed.1.wait_timeout(g, left);
+            }
+        })
+    }
+
+    /// Cancels the task that produces `id`.
+    pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
+        self.send(&LocalRequest::Cancel {
+            task_id: id.0,
+            force,
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Errors of the user API: [`Error`] for any call, [`TaskError`] for why a
+//! task produced no value.
+
+use crate::ids::NodeId;
+use crate::object_store::ObjectError;
+use crate::proto::task::Failure;
+
+/// Why a task produced no value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskError {
+    /// The user's function panicked.
+    #[error("task {task} panicked at {location}: {message}")]
+    Panicked {
+        /// The task's name.
+        task: String,
+        /// The panic message.
+        message: String,
+        /// `file:line:col`.
+        location: String,
+    },
+    /// The worker process died while running it (retries exhausted).
+    #[error("task {task}: its worker on {node} died ({detail})")]
+    WorkerDied {
+        /// The task's name.
+        task: String,
+        /// Where.
+        node: NodeId,
+        /// `exit code N` or `signal 9 (SIGKILL)`.
+        detail: String,
+    },
+    /// The node running it died (retries exhausted).
+    #[error("task {task}: node {node} died ({detail})")]
+    NodeDied {
+        /// The task's name.
+        task: String,
+        /// The node.
+        node: NodeId,
+        /// What was seen.
+        detail: String,
+    },
+    /// Cancelled.
+    #[error("task {task} was cancelled")]
+    Cancelled {
+        /// The task's name.
+        task: String,
+    },
+    /// No node can ever run it.
+    #[error("task {task} is infeasible: {reason}")]
+    Infeasible {
+        /// The task's name.
+        task: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// An object it needs (or its result) is gone.
+    #[error("task {task}: object {object} lost ({detail})")]
+    ObjectLost {
+        /// The task's name.
+        task: String,
+        /// The object.
+        object: String,
+        /// Why.
+        detail: String,
+    },
+    /// The worker could not run the call: unknown function name or
+    /// arguments that do not decode as its parameters.
+    #[error("task {task}: bad call: {detail}")]
+    BadCall {
+        /// The task's name.
+        task: String,
+        /// Why.
+        detail: String,
+    },
+    /// No worker process could be started for it.
+    #[error("task {task}: cannot start a worker: {detail}")]
+    WorkerStartFailed {
+        /// The task's name.
+        task: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl TaskError {
+    /// From the wire.
+    pub fn from_failure(task: &str, f: Failure) -> TaskError {
+        let task = task.to_string();
+        match f {
+            Failure::Panic { message, location } => TaskError::Panicked {
+                task,
+                message,
+                location,
+            },
+            Failure::WorkerDied { node, detail } => TaskError::WorkerDied { task, node, detail },
+            Failure::NodeDied { node, detail } => TaskError::NodeDied { task, node, detail },
+            Failure::Cancelled => TaskError::Cancelled { task },
+            Failure::Infeasible { reason } => TaskError::Infeasible { task, reason },
+            Failure::ObjectLost { object, detail } => TaskError::ObjectLost {
+                task,
+                object: prism_objectstore::ObjectId(object).to_string(),
+                detail,
+            },
+            Failure::BadCall { detail } => TaskError::BadCall { task, detail },
+            Failure::WorkerStartFailed { detail } => TaskError::WorkerStartFailed { task, detail },
+        }
+    }
+}
+
+/// Any failure of the Prism API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A task failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A `get` or `wait` ran out of time.
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The timeout.
+        ms: u64,
+    },
+    /// `prism::init()` has not run in this process.
+    #[error("prism::init() has not been called in this process")]
+    NotInitialized,
+    /// Starting or joining a cluster failed.
+    #[error("cannot start or join the cluster: {0}")]
+    Init(String),
+    /// The local raylet connection is gone.
+    #[error("lost the connection to the local raylet: {0}")]
+    Disconnected(String),
+    /// A value could not be archived.
+    #[error("cannot encode a value: {0}")]
+    Encode(String),
+    /// Bytes did not validate as the expected type.
+    #[error("cannot decode a {type_name}: {detail}")]
+    Decode {
+        /// The expected type.
+        type_name: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// The object store refused.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! The user API: `#[prism::remote]` functions, `ObjectRef`s, `put`, `get`,
+//! `wait`, `cancel`, and `init()`.
+//!
+//! ```no_run
+//! #[prism::remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> prism::Result<()> {
+//!     let _cluster = prism::init()?;
+//!     let refs = (0..100)
+//!         .map(square::remote)
+//!         .collect::<prism::Result<Vec<_>>>()?;
+//!     let total: u64 = prism::get_all(&refs)?.into_iter().sum();
+//!     assert_eq!(total, (0..100u64).map(|x| x * x).sum());
+//!     Ok(())
+//! }
+//! ```
+
+mod connect;
+pub(crate) mod core;
+mod error;
+mod local;
+mod object_ref;
+mod options;
+mod value;
+mod worker;
+
+pub use error::{Error, Result, TaskError};
+pub use local::{init, Cluster, InitOptions};
+pub use object_ref::{Arg, IntoArg, ObjectRef};
+pub use options::TaskOptions;
+pub use value::Value;
+pub use worker::is_registered;
+
+use crate::ids::NodeId;
+use std::time::Duration;
+
+/// Puts a value in the object store; readers on this machine get it
+/// without copying the bytes from another process.
+pub fn put<T: Value>(value: &T) -> Result<ObjectRef<T>> {
+    core::current()?.put(value)
+}
+
+/// The value behind `r`, blocking until it is ready.
+pub fn get<T: Value>(r: &ObjectRef<T>) -> Result<T> {
+    r.get()
+}
+
+/// Like [`get`], failing with [`Error::Timeout`] after `timeout`.
+pub fn get_timeout<T: Value>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    r.get_timeout(timeout)
+}
+
+/// Every value, in order; the first failure is returned.
+pub fn get_all<T: Value>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    refs.iter().map(|r| r.get()).collect()
+}
+
+/// Ray's `wait`: returns `(ready, not_ready)` once `num_returns` refs are
+/// ready or `timeout` (if any) passes. Order within each part is the order given.
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
+    let (ready, _) = core::current()?.wait(&ids, num_returns, timeout);
+    let mut r = Vec::new();
+    let mut rest = Vec::new();
+    for x in refs {
+        if ready.contains(&x.id) {
+            r.push(x.clone());
+        } else {
+            rest.push(x.clone());
+        }
+    }
+    Ok((r, rest))
+}
+
+/// Cancels the task behind `r`: a queued task never runs; a running one is
+/// killed with its worker when `force`, and otherwise runs on with its
+/// result discarded. `get` then fails with [`TaskError::Cancelled`].
+pub fn cancel<T>(r: &ObjectRef<T>, force: bool) -> Result<()> {
+    core::current()?.cancel(r.id, force)
+}
+
+/// The GPU indices given to this worker (empty in a driver or a CPU task).
+pub fn gpu_ids() -> Vec<u32> {
+    std::env::var(crate::raylet::workers::vars::GPU_IDS)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The node this process runs on.
+pub fn node_id() -> Result<NodeId> {
+    Ok(core::current()?.node_id)
+}
+
+/// Whether this process is a worker (inside a task).
+pub fn is_worker() -> bool {
+    std::env::var_os(crate::raylet::workers::vars::WORKER_SOCKET).is_some()
+}
+
+/// Used by the code `#[prism::remote]` generates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::object_ref::EncodedArg;
+    pub use super::value::Encoded;
+    pub use super::worker::{block_on, decode_arg, encode_result, Registration};
+    pub use inventory;
+
+    /// Submits a task (generated `remote` calls end here).
+    pub fn submit<R>(
+        opts: &super::TaskOptions,
+        args: Vec<EncodedArg>,
+    ) -> super::Result<super::ObjectRef<R>> {
+        super::core::current()?.submit(opts, args)
+    }
+}

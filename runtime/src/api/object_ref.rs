@@ -1,0 +1,180 @@
+//! `ObjectRef<T>`: a reference to a value that exists, or will, somewhere
+//! in the cluster. Refs are cheap to clone. A ref inside a value (a
+//! `Vec<ObjectRef<T>>` argument, say) stays a ref: archiving it records the
+//! id and makes sure the object is reachable from other processes.
+
+use super::core::{self, Core};
+use super::error::{Error, Result};
+use super::value::{Encoded, Value};
+use prism_objectstore::ObjectId;
+use rkyv::rancor::Fallible;
+use rkyv::{Archive, Deserialize, Place, Serialize};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Frees the owner's bookkeeping when the last local clone is dropped.
+#[derive(Debug)]
+#[doc(hidden)]
+pub struct OwnerGuard {
+    pub(crate) id: ObjectId,
+    pub(crate) core: Arc<Core>,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        self.core.release(self.id);
+    }
+}
+
+/// A reference to a (future) value of type `T`.
+pub struct ObjectRef<T> {
+    pub(crate) id: ObjectId,
+    pub(crate) guard: Option<Arc<OwnerGuard>>,
+    pub(crate) _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        ObjectRef {
+            id: self.id,
+            guard: self.guard.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectRef({})", self.id)
+    }
+}
+
+impl<T> ObjectRef<T> {
+    pub(crate) fn owned(id: ObjectId, core: Arc<Core>) -> Self {
+        ObjectRef {
+            id,
+            guard: Some(Arc::new(OwnerGuard { id, core })),
+            _t: PhantomData,
+        }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+}
+
+impl<T: Value> ObjectRef<T> {
+    /// Blocks until the value is ready and returns it.
+    pub fn get(&self) -> Result<T> {
+        core::current()?.get::<T>(self.id, None)
+    }
+
+    /// Like [`ObjectRef::get`], failing with [`Error::Timeout`] after `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        core::current()?.get::<T>(self.id, Some(timeout))
+    }
+}
+
+impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
+    type Output = Result<T>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let core = core::current()?;
+            core.ready(self.id).await;
+            let c = core.clone();
+            tokio::task::spawn_blocking(move || c.get::<T>(self.id, None))
+                .await
+                .map_err(|e| Error::Disconnected(e.to_string()))?
+        })
+    }
+}
+
+// Archived as its 16 id bytes. Serialising a ref is how it escapes this
+// process, so that is where its value is made reachable by others.
+impl<T> Archive for ObjectRef<T> {
+    type Archived = [u8; 16];
+    type Resolver = [(); 16];
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        self.id.0.resolve(resolver, out)
+    }
+}
+
+impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
+    fn serialize(&self, _serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        if let Ok(core) = core::current() {
+            core.escape(self.id);
+        }
+        Ok([(); 16])
+    }
+}
+
+impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
+    fn deserialize(&self, _d: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
+        Ok(ObjectRef {
+            id: ObjectId(*self),
+            guard: None,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A task argument: a value, or a ref resolved before the task runs.
+#[derive(Debug)]
+pub enum Arg<T> {
+    /// A value.
+    Value(T),
+    /// A reference to one.
+    Ref(ObjectRef<T>),
+}
+
+/// An argument after encoding.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EncodedArg {
+    /// Archived bytes.
+    Value(Encoded),
+    /// An object id, and the ref that keeps it alive until submission.
+    Ref(ObjectId, Option<Arc<OwnerGuard>>),
+}
+
+impl<T: Value> Arg<T> {
+    /// Archives a value argument.
+    #[doc(hidden)]
+    pub fn encode(self) -> Result<EncodedArg> {
+        Ok(match self {
+            Arg::Value(v) => EncodedArg::Value(v.encode()?),
+            Arg::Ref(r) => EncodedArg::Ref(r.id, r.guard),
+        })
+    }
+}
+
+/// What a remote function accepts for a parameter of type `T`: a `T`, an
+/// `ObjectRef<T>`, or a `&ObjectRef<T>`.
+pub trait IntoArg<T> {
+    /// Converts.
+    fn into_arg(self) -> Arg<T>;
+}
+
+impl<T: Value> IntoArg<T> for T {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Value(self)
+    }
+}
+
+impl<T> IntoArg<T> for ObjectRef<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Ref(self)
+    }
+}
+
+impl<T> IntoArg<T> for &ObjectRef<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Ref(self.clone())
+    }
+}
+

@@ -1,0 +1,184 @@
+//! Worker mode: the job's binary, started by a raylet, runs tasks until its
+//! raylet connection closes. `prism::init()` lands here and never returns.
+
+use super::core::{Core, INLINE_MAX};
+use super::value::{Encoded, Value};
+use crate::object_store::ObjectView;
+use crate::proto::task::{ArgSpec, Failure, LocalRequest, Outcome, TaskSpec};
+use prism_objectstore::ObjectId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// A remote function, registered at compile time by `#[prism::remote]`.
+#[doc(hidden)]
+pub struct Registration {
+    /// Its stable name (`module::path::function`).
+    pub name: &'static str,
+    /// Decodes the arguments, runs the function, encodes the result.
+    pub invoke: fn(&[&[u8]]) -> Result<Encoded, String>,
+}
+
+inventory::collect!(Registration);
+
+fn registry() -> &'static HashMap<&'static str, fn(&[&[u8]]) -> Result<Encoded, String>> {
+    static REG: OnceLock<HashMap<&'static str, fn(&[&[u8]]) -> Result<Encoded, String>>> =
+        OnceLock::new();
+    REG.get_or_init(|| {
+        inventory::iter::<Registration>
+            .into_iter()
+            .map(|r| (r.name, r.invoke))
+            .collect()
+    })
+}
+
+/// Whether `name` is a registered remote function in this binary.
+pub fn is_registered(name: &str) -> bool {
+    registry().contains_key(name)
+}
+
+thread_local! {
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_else(|| "unknown location".into());
+        PANIC_AT.with(|p| *p.borrow_mut() = Some(at));
+        prev(info);
+    }));
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// Runs one task to its outcome.
+fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
+    let Some(invoke) = registry().get(task.function.as_str()) else {
+        return Outcome::Failed(Failure::BadCall {
+            detail: format!(
+                "function {:?} is not registered in this binary (is the worker the same build as the driver?)",
+                task.function
+            ),
+        });
+    };
+    let mut views: Vec<ObjectView<'_>> = Vec::new();
+    let mut inline: Vec<&[u8]> = Vec::new();
+    let mut order = Vec::new();
+    for a in &task.args {
+        match a {
+            ArgSpec::Inline(b) => {
+                order.push((true, inline.len()));
+                inline.push(b);
+            }
+            ArgSpec::Object(id) => match core.store.get(ObjectId(*id), Duration::from_secs(600)) {
+                Ok(v) => {
+                    order.push((false, views.len()));
+                    views.push(v);
+                }
+                Err(e) => {
+                    return Outcome::Failed(Failure::ObjectLost {
+                        object: *id,
+                        detail: e.to_string(),
+                    })
+                }
+            },
+        }
+    }
+    let args: Vec<&[u8]> = order
+        .iter()
+        .map(|(is_inline, i)| if *is_inline { inline[*i] } else { &views[*i][..] })
+        .collect();
+    PANIC_AT.with(|p| p.borrow_mut().take());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| invoke(&args)));
+    drop(views);
+    match result {
+        Ok(Ok(bytes)) if bytes.len() <= INLINE_MAX => Outcome::Inline(bytes.to_vec()),
+        Ok(Ok(bytes)) => {
+            let id = ObjectId(task.task_id);
+            match core
+                .store
+                .put_parts(id, &[&bytes], true, Duration::from_secs(60))
+            {
+                Ok(_) => Outcome::Stored {
+                    size: bytes.len() as u64,
+                    node: core.node_id,
+                },
+                // A retried task whose earlier attempt already stored it.
+                Err(_) if matches!(core.store.info(id), Ok(Some(i)) if i.sealed) => {
+                    Outcome::Stored {
+                        size: bytes.len() as u64,
+                        node: core.node_id,
+                    }
+                }
+                Err(e) => Outcome::Failed(Failure::ObjectLost {
+                    object: id.0,
+                    detail: format!("cannot store the result: {e}"),
+                }),
+            }
+        }
+        Ok(Err(detail)) => Outcome::Failed(Failure::BadCall { detail }),
+        Err(p) => Outcome::Failed(Failure::Panic {
+            message: panic_message(&*p),
+            location: PANIC_AT
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| "unknown location".into()),
+        }),
+    }
+}
+
+/// The worker loop: runs what the raylet sends until it goes away.
+pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>) -> ! {
+    install_panic_hook();
+    while let Ok((task, _gpus)) = tasks.recv() {
+        let outcome = execute(&core, &task);
+        if core
+            .send(&LocalRequest::Done {
+                task_id: task.task_id,
+                outcome,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+    // The raylet is gone: so is this worker. Give the writer a moment to flush.
+    std::thread::sleep(Duration::from_millis(10));
+    std::process::exit(0)
+}
+
+/// Decodes argument `i` (used by the generated code).
+#[doc(hidden)]
+pub fn decode_arg<T: Value>(bytes: &[u8], i: usize) -> Result<T, String> {
+    T::decode(bytes).map_err(|e| format!("argument {i}: {e}"))
+}
+
+/// Encodes a result (used by the generated code).
+#[doc(hidden)]
+pub fn encode_result<T: Value>(v: &T) -> Result<Encoded, String> {
+    v.encode().map_err(|e| e.to_string())
+}
+
+/// Runs an `async` remote function to completion on this worker thread.
+#[doc(hidden)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime for async remote functions");
+    }
+    RT.with(|rt| rt.block_on(f))
+}

@@ -1,0 +1,218 @@
+//! Tasks on the wire: what drivers and workers say to their raylet over the
+//! local task socket, and what a raylet forwards to a peer on spillback.
+//!
+//! One Unix stream per process. A client's first frame is [`LocalRequest::Hello`];
+//! after that frames flow both ways independently (submissions and results
+//! are matched by task id, not by order).
+
+use super::common::Resources;
+use crate::ids::{JobId, NodeId};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// What runs a job's workers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// The job.
+    pub job_id: JobId,
+    /// The job's binary on the submitting machine.
+    pub binary: String,
+    /// SHA-256 of the binary: other machines cache it under this name.
+    pub binary_hash: [u8; 32],
+    /// Size of the binary in bytes.
+    pub binary_len: u64,
+    /// Working directory for workers.
+    pub cwd: String,
+    /// Extra environment for workers (`PRISM_*` and the user's choices).
+    pub env: Vec<(String, String)>,
+}
+
+/// One argument of a task.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ArgSpec {
+    /// The archived value itself (small values and resolved inline results).
+    Inline(Vec<u8>),
+    /// An object in the store, fetched (or pulled) by the worker.
+    Object([u8; 16]),
+}
+
+/// Where a task may run.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum WireStrategy {
+    /// Pack locally until busy, then spread (the default).
+    Hybrid,
+    /// Round-robin over nodes.
+    Spread,
+    /// On one node; `soft` falls back elsewhere.
+    NodeAffinity {
+        /// The node.
+        node: NodeId,
+        /// Fall back when it is dead or can never fit the task.
+        soft: bool,
+    },
+    /// Among nodes whose labels match (`key=value,key in (a|b)` syntax).
+    Labels(String),
+}
+
+/// Everything a raylet needs to run a task.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task; its result object has the same 16 bytes.
+    pub task_id: [u8; 16],
+    /// The job it belongs to.
+    pub job_id: JobId,
+    /// The registered function name.
+    pub function: String,
+    /// A display name for state views.
+    pub name: String,
+    /// Arguments, resolved.
+    pub args: Vec<ArgSpec>,
+    /// Resources held while it runs.
+    pub resources: Resources,
+    /// Placement.
+    pub strategy: WireStrategy,
+    /// Retries after system failures (worker or node death).
+    pub max_retries: u32,
+    /// Retry user panics too.
+    pub retry_exceptions: bool,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Already spilled from another raylet: run here or queue, never forward again.
+    pub spilled: bool,
+}
+
+/// Why a task failed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The user's function panicked.
+    Panic {
+        /// The panic message.
+        message: String,
+        /// `file:line:col`.
+        location: String,
+    },
+    /// The worker process died while running it.
+    WorkerDied {
+        /// Where.
+        node: NodeId,
+        /// `exit code N` or `signal N (SIGKILL)`.
+        detail: String,
+    },
+    /// The node running it died.
+    NodeDied {
+        /// The node.
+        node: NodeId,
+        /// What was seen.
+        detail: String,
+    },
+    /// Cancelled by the caller.
+    Cancelled,
+    /// No node can ever run it.
+    Infeasible {
+        /// What is missing.
+        reason: String,
+    },
+    /// An argument object could not be fetched.
+    ObjectLost {
+        /// The object.
+        object: [u8; 16],
+        /// Why.
+        detail: String,
+    },
+    /// The function is not registered in the job's binary, or an argument
+    /// does not decode as the function's parameter type.
+    BadCall {
+        /// Why.
+        detail: String,
+    },
+    /// The worker could not be started.
+    WorkerStartFailed {
+        /// Why.
+        detail: String,
+    },
+}
+
+/// How a task ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The archived result, inline (under the inline limit).
+    Inline(Vec<u8>),
+    /// The result is in the object store of `node` under the task's id.
+    Stored {
+        /// Size in bytes.
+        size: u64,
+        /// Where it was written.
+        node: NodeId,
+    },
+    /// It failed.
+    Failed(Failure),
+}
+
+/// Driver or worker to raylet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum LocalRequest {
+    /// The first frame of a driver's connection.
+    HelloDriver {
+        /// Protocol version.
+        version: u16,
+        /// The job it drives.
+        job: JobSpec,
+    },
+    /// The first frame of a worker's connection.
+    HelloWorker {
+        /// Protocol version.
+        version: u16,
+        /// The id the raylet gave it at spawn.
+        worker_id: u64,
+    },
+    /// Run a task (drivers, and workers submitting nested tasks).
+    Submit(TaskSpec),
+    /// Cancel a task this connection submitted.
+    Cancel {
+        /// The task.
+        task_id: [u8; 16],
+        /// Kill the worker if it is running.
+        force: bool,
+    },
+    /// A worker finished the task it was given.
+    Done {
+        /// The task.
+        task_id: [u8; 16],
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// A worker's task blocks in `get`: lend its CPUs to other tasks.
+    Blocked,
+    /// The worker's task runs again.
+    Unblocked,
+}
+
+/// Raylet to driver or worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum LocalEvent {
+    /// Answer to a hello.
+    Welcome {
+        /// This raylet's node.
+        node_id: NodeId,
+        /// Its object store socket.
+        store_socket: String,
+    },
+    /// Run this task (to a worker). `gpus` are the GPU indices it was given.
+    Execute {
+        /// The task.
+        task: TaskSpec,
+        /// Assigned GPU indices.
+        gpus: Vec<u32>,
+    },
+    /// A task this connection submitted has ended.
+    Finished {
+        /// The task.
+        task_id: [u8; 16],
+        /// How.
+        outcome: Outcome,
+    },
+    /// The hello was refused.
+    Refused {
+        /// Why.
+        message: String,
+    },
+}

@@ -1,0 +1,598 @@
+//! The raylet's local scheduler as a pure state machine: the task queue, the
+//! local resource ledger, the worker pool, and the spillback decision. No
+//! sockets, no clocks, no processes: every input is a method call, every
+//! effect an [`Action`] the shell carries out. Invariants:
+//!
+//! - **D-1** a task holds its resources from dispatch until it ends, and
+//!   releases them exactly once (finish, worker death, force cancel);
+//! - **D-2** every submitted task gets exactly one reply (result, failure or
+//!   cancellation), unless its owner went away;
+//! - **D-3** a worker runs at most one task at a time, and only its job's;
+//! - **D-4** system failures retry up to `max_retries`, then fail with the cause.
+
+use crate::ids::{JobId, NodeId};
+use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
+use prism_scheduler::{
+    ClusterView, Decision, LabelSelector, NodeResources, Quantity, ResourceSet, Scheduler,
+    Strategy, CPU,
+};
+use std::collections::{HashMap, VecDeque};
+
+/// A worker process, numbered by this raylet.
+pub type WorkerId = u64;
+/// Who is waiting for a task's reply: a local connection or a peer stream.
+pub type Owner = u64;
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a worker process for `job` seeing only `gpus`.
+    Start {
+        /// Its id.
+        worker: WorkerId,
+        /// Its job.
+        job: JobId,
+        /// `CUDA_VISIBLE_DEVICES`.
+        gpus: Vec<u32>,
+    },
+    /// Send the task to a registered worker.
+    Execute {
+        /// The worker.
+        worker: WorkerId,
+        /// The task.
+        task: TaskSpec,
+        /// Its GPU indices.
+        gpus: Vec<u32>,
+    },
+    /// Tell the owner how the task ended.
+    Reply {
+        /// Who.
+        owner: Owner,
+        /// The task.
+        task_id: [u8; 16],
+        /// How.
+        outcome: Outcome,
+    },
+    /// Send the task to another raylet.
+    Forward {
+        /// Where.
+        node: NodeId,
+        /// Who waits for it here.
+        owner: Owner,
+        /// The task (marked spilled).
+        task: TaskSpec,
+    },
+    /// Kill a worker process.
+    Kill {
+        /// The worker.
+        worker: WorkerId,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    spec: TaskSpec,
+    owner: Owner,
+    request: ResourceSet,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WorkerState {
+    Starting,
+    Idle,
+    Busy([u8; 16]),
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    job: JobId,
+    gpus: Vec<u32>,
+    state: WorkerState,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    task: Queued,
+    worker: WorkerId,
+    /// What the task holds now (CPU is lent out while it blocks).
+    held: ResourceSet,
+    gpus: Vec<(u32, Quantity)>,
+    cancelled: bool,
+}
+
+/// The local scheduler.
+#[derive(Debug)]
+pub struct Dispatcher {
+    me: NodeId,
+    local: NodeResources,
+    view: ClusterView<NodeId>,
+    policy: Scheduler,
+    queue: VecDeque<Queued>,
+    running: HashMap<[u8; 16], Running>,
+    workers: HashMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    max_idle: usize,
+}
+
+/// Counts for status views.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DispatchStats {
+    /// Waiting for resources or a worker.
+    pub queued: usize,
+    /// Dispatched and not yet ended.
+    pub running: usize,
+    /// Worker processes (any state).
+    pub workers: usize,
+    /// Idle workers.
+    pub idle: usize,
+}
+
+fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
+    Ok(match s {
+        WireStrategy::Hybrid => Strategy::Hybrid,
+        WireStrategy::Spread => Strategy::Spread,
+        WireStrategy::NodeAffinity { node, soft } => Strategy::NodeAffinity {
+            node: *node,
+            soft: *soft,
+        },
+        WireStrategy::Labels(sel) => {
+            Strategy::Labels(LabelSelector::parse(sel).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+impl Dispatcher {
+    /// A dispatcher for node `me` with `total` resources.
+    pub fn new(me: NodeId, local: NodeResources) -> Dispatcher {
+        let max_idle = local.total().get(CPU).whole_units().max(1) as usize;
+        let mut view = ClusterView::new();
+        view.upsert(me, local.clone());
+        Dispatcher {
+            me,
+            local,
+            view,
+            policy: Scheduler::new(),
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            max_idle,
+        }
+    }
+
+    /// This node's id (a re-registered raylet gets a new one).
+    pub fn set_node_id(&mut self, me: NodeId) {
+        self.view.remove(self.me);
+        self.me = me;
+        self.view.upsert(me, self.local.clone());
+    }
+
+    /// What is free here now.
+    pub fn available(&self) -> &ResourceSet {
+        self.local.available()
+    }
+
+    /// Replaces the view of the other nodes (from the head's status).
+    pub fn set_peers(&mut self, peers: Vec<(NodeId, NodeResources)>) {
+        let mut view = ClusterView::new();
+        for (id, n) in peers.into_iter().filter(|(id, _)| *id != self.me) {
+            view.upsert(id, n);
+        }
+        view.upsert(self.me, self.local.clone());
+        self.view = view;
+    }
+
+    /// [`Dispatcher::set_peers`], then spills what waits here if a peer has room now.
+    pub fn set_peers_and_pump(&mut self, peers: Vec<(NodeId, NodeResources)>) -> Vec<Action> {
+        self.set_peers(peers);
+        let mut out = Vec::new();
+        self.pump(&mut out);
+        out
+    }
+
+    /// Counts for status views.
+    pub fn stats(&self) -> DispatchStats {
+        DispatchStats {
+            queued: self.queue.len(),
+            running: self.running.len(),
+            workers: self.workers.len(),
+            idle: self
+                .workers
+                .values()
+                .filter(|w| w.state == WorkerState::Idle)
+                .count(),
+        }
+    }
+
+    /// Resource shapes waiting here, for `prism status`.
+    pub fn pending_demand(&self) -> Vec<ResourceSet> {
+        self.queue.iter().map(|q| q.request.clone()).collect()
+    }
+
+    /// A task arrives from `owner`.
+    pub fn submit(&mut self, spec: TaskSpec, owner: Owner) -> Vec<Action> {
+        let request = spec.resources.to_set();
+        let mut out = Vec::new();
+        let strategy = match to_strategy(&spec.strategy) {
+            Ok(s) => s,
+            Err(why) => {
+                out.push(reply_failed(owner, &spec, Failure::Infeasible { reason: why }));
+                return out;
+            }
+        };
+        // A spilled task stays here unless this node can never run it.
+        let decision = if spec.spilled {
+            if self.local.feasible(&request) {
+                Decision::Queue(self.me)
+            } else {
+                let why = request
+                    .first_shortfall(self.local.total())
+                    .map(|(r, asked, has)| format!("no node has {asked} {r} (this one has {has})"))
+                    .unwrap_or_else(|| format!("this node cannot hold {request}"));
+                Decision::Infeasible(prism_scheduler::Infeasible::InvalidRequest(why))
+            }
+        } else {
+            self.view.upsert(self.me, self.local.clone());
+            self.policy
+                .decide(&self.view, &request, &strategy, Some(self.me))
+        };
+        match decision {
+            Decision::Place(n) | Decision::Queue(n) if n != self.me => {
+                self.forward_to(n, Queued { spec, owner, request }, &mut out);
+            }
+            Decision::Place(_) | Decision::Queue(_) => {
+                self.queue.push_back(Queued {
+                    spec,
+                    owner,
+                    request,
+                });
+                self.pump(&mut out);
+            }
+            Decision::Infeasible(why) => {
+                let reason = match why {
+                    prism_scheduler::Infeasible::InvalidRequest(w) => w,
+                    other => other.to_string(),
+                };
+                out.push(reply_failed(owner, &spec, Failure::Infeasible { reason }));
+            }
+        }
+        out
+    }
+
+    fn forward_to(&mut self, node: NodeId, mut q: Queued, out: &mut Vec<Action>) {
+        q.spec.spilled = true;
+        // Assume the peer takes it, until its next report says otherwise.
+        let _ = self.view.allocate(node, &q.request);
+        out.push(Action::Forward {
+            node,
+            owner: q.owner,
+            task: q.spec,
+        });
+    }
+
+    /// Dispatches what fits now; spills back what waits here but fits elsewhere.
+    fn pump(&mut self, out: &mut Vec<Action>) {
+        let mut waiting = VecDeque::new();
+        while let Some(q) = self.queue.pop_front() {
+            if self.local.fits_now(&q.request) {
+                self.dispatch(q, out);
+                continue;
+            }
+            if !q.spec.spilled {
+                if let Some(node) = self.spill_target(&q) {
+                    self.forward_to(node, q, out);
+                    continue;
+                }
+            }
+            waiting.push_back(q);
+        }
+        self.queue = waiting;
+    }
+
+    fn spill_target(&mut self, q: &Queued) -> Option<NodeId> {
+        let strategy = to_strategy(&q.spec.strategy).ok()?;
+        if matches!(strategy, Strategy::NodeAffinity { soft: false, .. }) {
+            return None;
+        }
+        self.view.upsert(self.me, self.local.clone());
+        match self
+            .policy
+            .decide(&self.view, &q.request, &strategy, Some(self.me))
+        {
+            Decision::Place(n) if n != self.me => Some(n),
+            _ => None,
+        }
+    }
+
+    fn dispatch(&mut self, q: Queued, out: &mut Vec<Action>) {
+        let gpus = match self.local.allocate(&q.request) {
+            Ok(g) => g,
+            Err(_) => {
+                self.queue.push_back(q);
+                return;
+            }
+        };
+        let indices: Vec<u32> = gpus.iter().map(|(i, _)| *i).collect();
+        let job = q.spec.job_id;
+        let idle = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Idle && w.job == job && w.gpus == indices)
+            .map(|(id, _)| *id)
+            .min();
+        let worker = match idle {
+            Some(id) => {
+                out.push(Action::Execute {
+                    worker: id,
+                    task: q.spec.clone(),
+                    gpus: indices.clone(),
+                });
+                id
+            }
+            None => {
+                let id = self.next_worker;
+                self.next_worker += 1;
+                self.workers.insert(
+                    id,
+                    Worker {
+                        job,
+                        gpus: indices.clone(),
+                        state: WorkerState::Starting,
+                    },
+                );
+                out.push(Action::Start {
+                    worker: id,
+                    job,
+                    gpus: indices,
+                });
+                id
+            }
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            if w.state == WorkerState::Idle {
+                w.state = WorkerState::Busy(q.spec.task_id);
+            }
+        }
+        self.running.insert(
+            q.spec.task_id,
+            Running {
+                held: q.request.clone(),
+                task: q,
+                worker,
+                gpus,
+                cancelled: false,
+            },
+        );
+    }
+
+    fn task_of(&self, worker: WorkerId) -> Option<[u8; 16]> {
+        self.running
+            .iter()
+            .find(|(_, r)| r.worker == worker)
+            .map(|(id, _)| *id)
+    }
+
+    /// A started worker connected: give it the task it was started for.
+    pub fn worker_ready(&mut self, worker: WorkerId) -> Vec<Action> {
+        let mut out = Vec::new();
+        let task = self.task_of(worker);
+        let Some(w) = self.workers.get_mut(&worker) else {
+            out.push(Action::Kill { worker });
+            return out;
+        };
+        match task.and_then(|t| self.running.get(&t)) {
+            Some(r) => {
+                w.state = WorkerState::Busy(r.task.spec.task_id);
+                out.push(Action::Execute {
+                    worker,
+                    task: r.task.spec.clone(),
+                    gpus: r.gpus.iter().map(|(i, _)| *i).collect(),
+                });
+            }
+            None => {
+                w.state = WorkerState::Idle;
+                self.pump(&mut out);
+                self.trim_idle(&mut out);
+            }
+        }
+        out
+    }
+
+    fn release(&mut self, r: &Running) {
+        if let Err(e) = self.local.release(&r.held, &r.gpus) {
+            tracing::error!("resource ledger: {e}");
+        }
+    }
+
+    /// A worker reports its task's outcome.
+    pub fn task_done(
+        &mut self,
+        worker: WorkerId,
+        task_id: [u8; 16],
+        outcome: Outcome,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(r) = self.running.remove(&task_id) else {
+            return out;
+        };
+        self.release(&r);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.state = WorkerState::Idle;
+        }
+        let retry = matches!(outcome, Outcome::Failed(Failure::Panic { .. }))
+            && r.task.spec.retry_exceptions
+            && r.task.spec.attempt < r.task.spec.max_retries
+            && !r.cancelled;
+        if retry {
+            let mut q = r.task;
+            q.spec.attempt += 1;
+            self.queue.push_front(q);
+        } else if !r.cancelled {
+            out.push(Action::Reply {
+                owner: r.task.owner,
+                task_id,
+                outcome,
+            });
+        }
+        self.pump(&mut out);
+        self.trim_idle(&mut out);
+        out
+    }
+
+    /// Keeps at most `max_idle` idle workers per node, killing the newest extras.
+    fn trim_idle(&mut self, out: &mut Vec<Action>) {
+        let mut idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Idle)
+            .map(|(id, _)| *id)
+            .collect();
+        if idle.len() <= self.max_idle {
+            return;
+        }
+        idle.sort_unstable();
+        for id in idle.split_off(self.max_idle) {
+            self.workers.remove(&id);
+            out.push(Action::Kill { worker: id });
+        }
+    }
+
+    /// A worker process exited or its connection broke (D-4).
+    pub fn worker_died(&mut self, worker: WorkerId, failure: Failure) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.workers.remove(&worker).is_none() {
+            return out;
+        }
+        if let Some(t) = self.task_of(worker) {
+            let r = self.running.remove(&t).expect("task_of found it");
+            self.release(&r);
+            let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
+            if r.cancelled {
+            } else if !deterministic && r.task.spec.attempt < r.task.spec.max_retries {
+                let mut q = r.task;
+                q.spec.attempt += 1;
+                tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying after {failure:?}");
+                self.queue.push_front(q);
+            } else {
+                out.push(Action::Reply {
+                    owner: r.task.owner,
+                    task_id: t,
+                    outcome: Outcome::Failed(failure),
+                });
+            }
+        }
+        self.pump(&mut out);
+        out
+    }
+
+    /// A forwarded task's peer failed: retry (anywhere) or fail with the cause.
+    pub fn forward_failed(
+        &mut self,
+        node: NodeId,
+        owner: Owner,
+        mut task: TaskSpec,
+        detail: String,
+    ) -> Vec<Action> {
+        self.view.set_alive(node, false);
+        if task.attempt < task.max_retries {
+            task.attempt += 1;
+            task.spilled = false;
+            return self.submit(task, owner);
+        }
+        vec![Action::Reply {
+            owner,
+            task_id: task.task_id,
+            outcome: Outcome::Failed(Failure::NodeDied { node, detail }),
+        }]
+    }
+
+    /// The task's CPUs are lent out while it blocks in `get`.
+    pub fn worker_blocked(&mut self, worker: WorkerId, blocked: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(t) = self.task_of(worker) else {
+            return out;
+        };
+        let r = self.running.get_mut(&t).expect("task_of found it");
+        let cpu = r.task.request.get(CPU);
+        let lend = ResourceSet::new().with(CPU, cpu);
+        let holds_cpu = r.held.get(CPU) == cpu;
+        if blocked && holds_cpu && !cpu.is_zero() {
+            r.held.set(CPU, Quantity::ZERO);
+            if let Err(e) = self.local.release(&lend, &[]) {
+                tracing::error!("resource ledger: {e}");
+            }
+            self.pump(&mut out);
+        } else if !blocked && !holds_cpu && self.local.allocate(&lend).is_ok() {
+            // Taken back when free; otherwise it runs on borrowed time.
+            r.held.set(CPU, cpu);
+        }
+        out
+    }
+
+    /// The owner cancels a task.
+    pub fn cancel(&mut self, task_id: [u8; 16], force: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(pos) = self.queue.iter().position(|q| q.spec.task_id == task_id) {
+            let q = self.queue.remove(pos).expect("position is in range");
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id,
+                outcome: Outcome::Failed(Failure::Cancelled),
+            });
+            return out;
+        }
+        if let Some(r) = self.running.get_mut(&task_id) {
+            if r.cancelled {
+                return out;
+            }
+            r.cancelled = true;
+            out.push(Action::Reply {
+                owner: r.task.owner,
+                task_id,
+                outcome: Outcome::Failed(Failure::Cancelled),
+            });
+            if force {
+                out.push(Action::Kill { worker: r.worker });
+            }
+        }
+        out
+    }
+
+    /// The owner is gone: drop its queued tasks; with `job`, the job ended
+    /// and its workers are killed (no orphans).
+    pub fn owner_gone(&mut self, owner: Owner, job: Option<JobId>) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.queue.retain(|q| q.owner != owner);
+        for r in self.running.values_mut().filter(|r| r.task.owner == owner) {
+            r.cancelled = true;
+        }
+        if let Some(job) = job {
+            self.queue.retain(|q| q.spec.job_id != job);
+            let doomed: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.job == job)
+                .map(|(id, _)| *id)
+                .collect();
+            for w in doomed {
+                out.push(Action::Kill { worker: w });
+                let failure = Failure::Cancelled;
+                out.extend(self.worker_died(w, failure));
+            }
+        }
+        self.pump(&mut out);
+        out
+    }
+}
+
+fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
+    Action::Reply {
+        owner,
+        task_id: spec.task_id,
+        outcome: Outcome::Failed(failure),
+    }
+}
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -1,0 +1,435 @@
+//! The raylet's task service: the shell around [`Dispatcher`]. It serves
+//! drivers and workers on a local Unix socket (`tasks.sock`), starts and
+//! kills worker processes, forwards spilled tasks to peer raylets over QUIC,
+//! and runs tasks that peers spill here.
+
+use super::dispatch::{Action, Dispatcher, Owner, WorkerId};
+use super::store_server::StoreServer;
+use super::transfer::Transfer;
+use super::workers::{self, WorkerEnv};
+use crate::ids::{JobId, NodeId};
+use crate::proto::codec;
+use crate::proto::common::ClusterStatus;
+use crate::proto::raylet::{PeerRequest, PeerSubmit, PeerTaskResponse};
+use crate::proto::task::{Failure, JobSpec, LocalEvent, LocalRequest, Outcome};
+use crate::proto::PROTOCOL_VERSION;
+use crate::transport::rpc::{call, read_msg};
+use dashmap::DashMap;
+use prism_scheduler::NodeResources;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Largest local task frame (arguments inline up to the inline limit, so
+/// this only bounds garbage).
+pub const MAX_TASK_FRAME: usize = 256 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Unknown,
+    Driver(JobId),
+    Worker(WorkerId),
+}
+
+/// The task service of one raylet.
+#[derive(Debug)]
+pub struct TaskService {
+    node: Mutex<NodeId>,
+    disp: Mutex<Dispatcher>,
+    conns: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
+    worker_conns: DashMap<WorkerId, Owner>,
+    pids: DashMap<WorkerId, u32>,
+    jobs: DashMap<JobId, JobSpec>,
+    local_jobs: DashMap<JobId, ()>,
+    peer_waiters: DashMap<Owner, oneshot::Sender<Outcome>>,
+    peer_addrs: Mutex<HashMap<NodeId, SocketAddr>>,
+    next_owner: AtomicU64,
+    env: WorkerEnv,
+    store: Arc<StoreServer>,
+    transfer: Arc<Transfer>,
+}
+
+impl TaskService {
+    /// A service for node `node` with `local` resources.
+    pub fn new(
+        node: NodeId,
+        local: NodeResources,
+        env: WorkerEnv,
+        store: Arc<StoreServer>,
+        transfer: Arc<Transfer>,
+    ) -> Arc<TaskService> {
+        Arc::new(TaskService {
+            node: Mutex::new(node),
+            disp: Mutex::new(Dispatcher::new(node, local)),
+            conns: DashMap::new(),
+            worker_conns: DashMap::new(),
+            pids: DashMap::new(),
+            jobs: DashMap::new(),
+            local_jobs: DashMap::new(),
+            peer_waiters: DashMap::new(),
+            peer_addrs: Mutex::new(HashMap::new()),
+            next_owner: AtomicU64::new(1),
+            env,
+            store,
+            transfer,
+        })
+    }
+
+    fn disp(&self) -> std::sync::MutexGuard<'_, Dispatcher> {
+        self.disp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node(&self) -> NodeId {
+        *self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The raylet registered again under a new id.
+    pub fn set_node_id(&self, id: NodeId) {
+        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        self.disp().set_node_id(id);
+    }
+
+    /// What is free here, for heartbeats.
+    pub fn available(&self) -> prism_scheduler::ResourceSet {
+        self.disp().available().clone()
+    }
+
+    /// Resource shapes queued here, for `prism status`.
+    pub fn pending_demand(&self) -> Vec<prism_scheduler::ResourceSet> {
+        self.disp().pending_demand()
+    }
+
+    /// Refreshes the view of the other nodes from the head's status.
+    pub fn update_peers(self: &Arc<Self>, status: &ClusterStatus) {
+        let me = self.node();
+        let mut addrs = HashMap::new();
+        let mut peers = Vec::new();
+        for n in &status.nodes {
+            if n.node_id == me || n.state != crate::proto::common::NodeState::Alive {
+                continue;
+            }
+            if let Ok(a) = n.address.parse() {
+                addrs.insert(n.node_id, a);
+            }
+            let mut res = NodeResources::new(n.total.to_set());
+            let used = {
+                let mut t = n.total.to_set();
+                t.subtract(&n.available.to_set());
+                t
+            };
+            let _ = res.allocate(&used);
+            let labels = n.labels.iter().cloned().collect();
+            peers.push((n.node_id, res.with_labels(labels)));
+        }
+        *self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        let actions = self.disp().set_peers_and_pump(peers);
+        self.apply(actions);
+    }
+
+    fn send(&self, owner: Owner, ev: &LocalEvent) {
+        match codec::encode(ev) {
+            Ok(frame) => {
+                if let Some(tx) = self.conns.get(&owner) {
+                    let _ = tx.send(frame);
+                }
+            }
+            Err(e) => warn!("cannot encode {ev:?}: {e}"),
+        }
+    }
+
+    /// Carries out the dispatcher's decisions.
+    fn apply(self: &Arc<Self>, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Start { worker, job, gpus } => self.start_worker(worker, job, gpus),
+                Action::Execute { worker, task, gpus } => {
+                    match self.worker_conns.get(&worker).map(|c| *c) {
+                        Some(conn) => self.send(conn, &LocalEvent::Execute { task, gpus }),
+                        None => warn!(worker, "execute for a worker with no connection"),
+                    }
+                }
+                Action::Reply {
+                    owner,
+                    task_id,
+                    outcome,
+                } => {
+                    if let Some((_, tx)) = self.peer_waiters.remove(&owner) {
+                        let _ = tx.send(outcome);
+                    } else {
+                        self.send(owner, &LocalEvent::Finished { task_id, outcome });
+                    }
+                }
+                Action::Forward { node, owner, task } => self.forward(node, owner, task),
+                Action::Kill { worker } => {
+                    if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
+                        workers::kill(pid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_worker(self: &Arc<Self>, worker: WorkerId, job: JobId, gpus: Vec<u32>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let spec = me.jobs.get(&job).map(|j| j.clone());
+            let local = me.local_jobs.contains_key(&job);
+            let started = match spec {
+                None => Err(format!("job {job} is not known on this node")),
+                Some(spec) => {
+                    match workers::resolve_binary(&me.env, &me.store, &spec, local).await {
+                        Ok(bin) => workers::spawn(&me.env, &bin, &spec, worker, &gpus),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let mut child = match started {
+                Ok(c) => c,
+                Err(detail) => {
+                    warn!(worker, %job, "cannot start worker: {detail}");
+                    let actions = me
+                        .disp()
+                        .worker_died(worker, Failure::WorkerStartFailed { detail });
+                    me.apply(actions);
+                    return;
+                }
+            };
+            if let Some(pid) = child.id() {
+                me.pids.insert(worker, pid);
+            }
+            let status = child.wait().await;
+            me.pids.remove(&worker);
+            let detail = workers::describe_exit(status);
+            debug!(worker, %detail, "worker exited");
+            let node = me.node();
+            let actions = me
+                .disp()
+                .worker_died(worker, Failure::WorkerDied { node, detail });
+            me.apply(actions);
+        });
+    }
+
+    fn forward(self: &Arc<Self>, node: NodeId, owner: Owner, task: crate::proto::task::TaskSpec) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let job = me.jobs.get(&task.job_id).map(|j| j.clone());
+            let addr = me
+                .peer_addrs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&node)
+                .copied();
+            let result = async {
+                let job = job.ok_or("the task's job is unknown here")?;
+                let addr = addr.ok_or("no address for the node")?;
+                if me.local_jobs.contains_key(&job.job_id) {
+                    workers::publish_binary(&me.store, &job).await?;
+                }
+                let conn = me.transfer.peer(addr).await?;
+                let req = PeerRequest::Submit(PeerSubmit {
+                    job,
+                    task: task.clone(),
+                });
+                let resp: PeerTaskResponse = call(&*conn, &req, MAX_TASK_FRAME)
+                    .await
+                    .map_err(|e| {
+                        me.transfer.forget_peer(addr);
+                        e.to_string()
+                    })?;
+                Ok::<_, String>(resp.outcome)
+            }
+            .await;
+            match result {
+                Ok(outcome) => me.apply(vec![Action::Reply {
+                    owner,
+                    task_id: task.task_id,
+                    outcome,
+                }]),
+                Err(detail) => {
+                    warn!(%node, "spilled task failed on the peer: {detail}");
+                    let actions = me.disp().forward_failed(node, owner, task, detail);
+                    me.apply(actions);
+                }
+            }
+        });
+    }
+
+    /// Runs a task a peer spilled here; answers when it ends.
+    pub async fn serve_peer_submit(self: &Arc<Self>, sub: PeerSubmit) -> PeerTaskResponse {
+        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.peer_waiters.insert(owner, tx);
+        self.jobs.entry(sub.job.job_id).or_insert(sub.job);
+        let actions = self.disp().submit(sub.task, owner);
+        self.apply(actions);
+        let outcome = rx.await.unwrap_or_else(|_| {
+            Outcome::Failed(Failure::NodeDied {
+                node: self.node(),
+                detail: "the raylet stopped".into(),
+            })
+        });
+        PeerTaskResponse { outcome }
+    }
+
+    /// Kills every worker (raylet shutdown).
+    pub fn kill_all(&self) {
+        for p in self.pids.iter() {
+            workers::kill(*p.value());
+        }
+    }
+
+    async fn serve_conn(self: Arc<Self>, stream: UnixStream) {
+        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let (r, w) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.conns.insert(owner, tx);
+        let writer = tokio::spawn(async move {
+            let mut w = BufWriter::new(w);
+            while let Some(frame) = rx.recv().await {
+                if w.write_all(&frame).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if w.write_all(&more).await.is_err() {
+                        return;
+                    }
+                }
+                if w.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = BufReader::with_capacity(256 << 10, r);
+        let mut role = Role::Unknown;
+        loop {
+            let msg = match read_msg::<LocalRequest, _>(&mut r, MAX_TASK_FRAME).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(conn = owner, "dropping local task connection: {e}");
+                    break;
+                }
+            };
+            if let Some(next) = self.handle(owner, role, msg) {
+                role = next;
+            }
+        }
+        self.conns.remove(&owner);
+        writer.abort();
+        let actions = match role {
+            Role::Driver(job) => {
+                info!(%job, "driver disconnected; stopping its workers");
+                self.disp().owner_gone(owner, Some(job))
+            }
+            Role::Worker(w) => {
+                self.worker_conns.remove(&w);
+                if let Some(pid) = self.pids.get(&w).map(|p| *p) {
+                    workers::kill(pid);
+                }
+                self.disp().owner_gone(owner, None)
+            }
+            Role::Unknown => Vec::new(),
+        };
+        self.apply(actions);
+    }
+
+    /// Handles one request; returns the connection's new role after a hello.
+    fn handle(self: &Arc<Self>, owner: Owner, role: Role, msg: LocalRequest) -> Option<Role> {
+        let welcome = || LocalEvent::Welcome {
+            node_id: self.node(),
+            store_socket: self.env.store_socket.display().to_string(),
+        };
+        let refuse = |message: String| {
+            self.send(owner, &LocalEvent::Refused { message });
+        };
+        match (role, msg) {
+            (Role::Unknown, LocalRequest::HelloDriver { version, job }) => {
+                if version != PROTOCOL_VERSION {
+                    refuse(format!("protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"));
+                    return None;
+                }
+                let id = job.job_id;
+                self.local_jobs.insert(id, ());
+                self.jobs.insert(id, job);
+                self.send(owner, &welcome());
+                Some(Role::Driver(id))
+            }
+            (Role::Unknown, LocalRequest::HelloWorker { version, worker_id }) => {
+                if version != PROTOCOL_VERSION {
+                    refuse(format!("protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"));
+                    return None;
+                }
+                self.worker_conns.insert(worker_id, owner);
+                self.send(owner, &welcome());
+                let actions = self.disp().worker_ready(worker_id);
+                self.apply(actions);
+                Some(Role::Worker(worker_id))
+            }
+            (Role::Unknown, other) => {
+                refuse(format!("expected a hello first, got {other:?}"));
+                None
+            }
+            (_, LocalRequest::Submit(spec)) => {
+                let actions = self.disp().submit(spec, owner);
+                self.apply(actions);
+                None
+            }
+            (_, LocalRequest::Cancel { task_id, force }) => {
+                let actions = self.disp().cancel(task_id, force);
+                self.apply(actions);
+                None
+            }
+            (Role::Worker(w), LocalRequest::Done { task_id, outcome }) => {
+                let actions = self.disp().task_done(w, task_id, outcome);
+                self.apply(actions);
+                None
+            }
+            (Role::Worker(w), LocalRequest::Blocked) => {
+                let actions = self.disp().worker_blocked(w, true);
+                self.apply(actions);
+                None
+            }
+            (Role::Worker(w), LocalRequest::Unblocked) => {
+                let actions = self.disp().worker_blocked(w, false);
+                self.apply(actions);
+                None
+            }
+            (_, other) => {
+                warn!(conn = owner, "ignoring {other:?} from {role:?}");
+                None
+            }
+        }
+    }
+}
+
+/// Binds the task socket.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+/// Accepts local task connections until the listener is dropped.
+pub async fn serve(listener: UnixListener, service: Arc<TaskService>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(service.clone().serve_conn(stream));
+            }
+            Err(e) => {
+                warn!("task socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Where the task socket lives in a session directory.
+pub fn socket_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("tasks.sock")
+}

@@ -1,0 +1,219 @@
+//! Worker processes: the job's own binary started in worker mode. A worker
+//! dies with its raylet (`PR_SET_PDEATHSIG`, and it exits when its task
+//! socket closes) and with its job (the raylet kills a job's workers when the
+//! driver's connection closes, `kill -9` included).
+
+use super::store_server::{self, StoreServer};
+use crate::proto::task::JobSpec;
+use prism_objectstore::ObjectId;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// Environment variables a worker process reads in `prism::init()`.
+pub mod vars {
+    /// The raylet's task socket; its presence makes `init()` a worker.
+    pub const WORKER_SOCKET: &str = "PRISM_WORKER_SOCKET";
+    /// The worker's id at its raylet.
+    pub const WORKER_ID: &str = "PRISM_WORKER_ID";
+    /// The job.
+    pub const JOB_ID: &str = "PRISM_JOB_ID";
+    /// The raylet's object store socket.
+    pub const STORE_SOCKET: &str = "PRISM_STORE_SOCKET";
+    /// The node the worker runs on.
+    pub const NODE_ID: &str = "PRISM_NODE_ID";
+    /// GPU indices given to the worker (what `prism::gpu_ids()` returns).
+    pub const GPU_IDS: &str = "PRISM_GPU_IDS";
+}
+
+/// What every worker of this raylet is started with.
+#[derive(Debug, Clone)]
+pub struct WorkerEnv {
+    /// The task socket.
+    pub task_socket: PathBuf,
+    /// The object store socket.
+    pub store_socket: PathBuf,
+    /// Cache of shipped job binaries, by content hash.
+    pub binaries: PathBuf,
+    /// This node (for the worker's logs and `prism::node_id()`).
+    pub node_id: String,
+}
+
+/// SHA-256 of a file, cached by (path, length, mtime).
+pub fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    type Key = (PathBuf, u64, SystemTime);
+    static CACHE: OnceLock<Mutex<HashMap<Key, [u8; 32]>>> = OnceLock::new();
+    let meta = std::fs::metadata(path)?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified()?);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(h) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(*h);
+    }
+    let bytes = std::fs::read(path)?;
+    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let mut h = [0u8; 32];
+    h.copy_from_slice(d.as_ref());
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, h);
+    Ok(h)
+}
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The object id a job binary is shipped under.
+pub fn binary_object(job: &JobSpec) -> ObjectId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&job.binary_hash[..16]);
+    ObjectId(id)
+}
+
+/// Puts the job's binary in the local store so peers can pull it by hash.
+pub async fn publish_binary(store: &Arc<StoreServer>, job: &JobSpec) -> Result<(), String> {
+    let id = binary_object(job);
+    if store.contains(id) {
+        return Ok(());
+    }
+    let store = store.clone();
+    let path = job.binary.clone();
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read job binary {path}: {e}"))?;
+        store_server::put_local(&store, id, &bytes)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The binary to start for `job` on this node: the driver's own path when
+/// the job started here, else the same path if its content hash matches,
+/// else a cached copy, else the bytes pulled from a peer's store.
+pub async fn resolve_binary(
+    env: &WorkerEnv,
+    store: &Arc<StoreServer>,
+    job: &JobSpec,
+    local: bool,
+) -> Result<PathBuf, String> {
+    let path = PathBuf::from(&job.binary);
+    if local {
+        return Ok(path);
+    }
+    let want = job.binary_hash;
+    let same = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || file_hash(&p).ok() == Some(want))
+            .await
+            .unwrap_or(false)
+    };
+    if same {
+        return Ok(path);
+    }
+    let cached = env.binaries.join(hex(&want));
+    if cached.exists() {
+        return Ok(cached);
+    }
+    let store = store.clone();
+    let id = binary_object(job);
+    let dir = env.binaries.clone();
+    tokio::task::spawn_blocking(move || {
+        let held = store_server::fetch(&store, id, Duration::from_secs(120))
+            .map_err(|e| format!("cannot fetch job binary {id}: {e}"))?;
+        let d = ring::digest::digest(&ring::digest::SHA256, held.bytes());
+        if d.as_ref() != want {
+            return Err("the shipped job binary does not match its hash".to_string());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tmp = dir.join(format!("{}.tmp{}", hex(&want), std::process::id()));
+        std::fs::write(&tmp, held.bytes()).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &cached).map_err(|e| e.to_string())?;
+        Ok(cached)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Starts a worker process.
+pub fn spawn(
+    env: &WorkerEnv,
+    binary: &Path,
+    job: &JobSpec,
+    worker: u64,
+    gpus: &[u32],
+) -> Result<tokio::process::Child, String> {
+    let gpu_list = gpus
+        .iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = tokio::process::Command::new(binary);
+    // Workers get the driver's arguments, so a binary that parses its
+    // command line before `prism::init()` parses the same line.
+    if let Some((_, args)) = job.env.iter().find(|(k, _)| k == "PRISM_WORKER_ARGS") {
+        cmd.args(args.split('\u{1f}').filter(|a| !a.is_empty()));
+    }
+    cmd.envs(job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(vars::WORKER_SOCKET, &env.task_socket)
+        .env(vars::WORKER_ID, worker.to_string())
+        .env(vars::JOB_ID, job.job_id.to_string())
+        .env(vars::STORE_SOCKET, &env.store_socket)
+        .env(vars::NODE_ID, &env.node_id)
+        .env(vars::GPU_IDS, &gpu_list)
+        .env("CUDA_VISIBLE_DEVICES", &gpu_list)
+        .env_remove("PRISM_ADDRESS")
+        .stdin(std::process::Stdio::null());
+    if Path::new(&job.cwd).is_dir() {
+        cmd.current_dir(&job.cwd);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl and getppid, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("the raylet died during spawn"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
+}
+
+/// SIGKILLs a worker.
+pub fn kill(pid: u32) {
+    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// `exit code N` or `signal 9 (SIGKILL)`.
+pub fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
+            _ => "unknown exit".into(),
+        },
+        Err(e) => format!("cannot wait for it: {e}"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}

@@ -282,3 +282,97 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A job driver: this test binary re-executed with `PRISM_TEST_ROLE`,
+/// running the ignored `child_role` test (its workers are started the same
+/// way by the raylet). Killed and reaped on drop.
+pub struct Job {
+    pub child: Option<std::process::Child>,
+    pub out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Job {
+    pub fn spawn(role: &str, envs: &[(&str, &str)]) -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("stdout");
+        let f = std::fs::File::create(&out).unwrap();
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--ignored",
+            "--exact",
+            "child_role",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("PRISM_TEST_ROLE", role)
+        .env("PRISM_TEMP_DIR", dir.path())
+        .env_remove("PRISM_ADDRESS")
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        Job {
+            child: Some(c.spawn().expect("spawn job")),
+            out,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for exit (killing it after `timeout`); returns success and stdout.
+    pub fn finish(&mut self, timeout: Duration) -> (bool, String) {
+        let child = self.child.as_mut().unwrap();
+        let done = wait_until(timeout, || child.try_wait().unwrap().is_some());
+        if !done {
+            let _ = child.kill();
+        }
+        let status = child.wait().unwrap();
+        self.child = None;
+        (done && status.success(), self.stdout())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Child pids of `pid` (from /proc), for orphan checks.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let ppid = after.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

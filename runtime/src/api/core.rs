@@ -209,25 +209,54 @@ impl Core {
             Outcome::Inline(bytes) => {
                 let mut b = Encoded::with_capacity(bytes.len());
                 b.extend_from_slice(&bytes);
-                if slot.escaped.load(Ordering::Acquire) {
-                    let _ = self
-                        .store
-                        .put_parts(id, &[&b], true, Duration::from_secs(60));
-                }
                 SlotState::Inline(Arc::new(b))
             }
             Outcome::Stored { .. } => SlotState::Stored,
             Outcome::Failed(f) => SlotState::Failed(TaskError::from_failure(&slot.name, f)),
         };
+        let inline = match &state {
+            SlotState::Inline(b) => Some(b.clone()),
+            _ => None,
+        };
         slot.set(state);
+        // Set the state, then look at `escaped`; `escape` does the reverse,
+        // so one of the two always copies an escaped value into the store.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let (Some(b), true) = (inline, slot.escaped.load(Ordering::SeqCst)) {
+            self.store_copy(id, &b);
+        }
         self.bump();
+    }
+
+    /// Copies an inline value into the store (idempotent).
+    fn store_copy(&self, id: ObjectId, bytes: &[u8]) {
+        if matches!(self.store.info(id), Ok(Some(_))) {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .put_parts(id, &[bytes], true, Duration::from_secs(60))
+        {
+            if !matches!(self.store.info(id), Ok(Some(_))) {
+                tracing::warn!(object = %id, "cannot copy an escaped value into the store: {e}");
+            }
+        }
     }
 
     /// The last local ref to an owned object was dropped.
     pub(crate) fn release(&self, id: ObjectId) {
+        // An escaped object may be read by other processes through the refs
+        // it was archived in: it stays (and a pending one is still copied to
+        // the store when its task ends). See the README's known gaps.
+        let escaped = self
+            .slots
+            .get(&id)
+            .is_some_and(|s| s.escaped.load(Ordering::SeqCst));
+        if escaped {
+            return;
+        }
         if let Some((_, slot)) = self.slots.remove(&id) {
-            // An escaped object may be read by others: it stays (see README gaps).
-            if !slot.escaped.load(Ordering::Acquire) && matches!(slot.state(), SlotState::Stored) {
+            if matches!(slot.state(), SlotState::Stored) {
                 let _ = self.store.unpin(id);
             }
         }
@@ -239,13 +268,12 @@ impl Core {
         let Some(slot) = self.slots.get(&id).map(|s| s.clone()) else {
             return;
         };
-        if slot.escaped.swap(true, Ordering::AcqRel) {
+        if slot.escaped.swap(true, Ordering::SeqCst) {
             return;
         }
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let SlotState::Inline(b) = slot.state() {
-            let _ = self
-                .store
-                .put_parts(id, &[&b], true, Duration::from_secs(60));
+            self.store_copy(id, &b);
         }
     }
 

@@ -16,7 +16,8 @@ use prism_scheduler::{
     ClusterView, Decision, LabelSelector, NodeResources, Quantity, ResourceSet, Scheduler,
     Strategy, CPU,
 };
-use std::collections::{HashMap, VecDeque};
+use super::task_queue::ClassQueue;
+use std::collections::HashMap;
 
 /// A worker process, numbered by this raylet.
 pub type WorkerId = u64;
@@ -76,6 +77,13 @@ struct Queued {
     request: ResourceSet,
 }
 
+impl Queued {
+    /// The scheduling class: resource shape and strategy.
+    fn class(&self) -> String {
+        format!("{:?}|{:?}", self.spec.resources.0, self.spec.strategy)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum WorkerState {
     Starting,
@@ -107,7 +115,7 @@ pub struct Dispatcher {
     local: NodeResources,
     view: ClusterView<NodeId>,
     policy: Scheduler,
-    queue: VecDeque<Queued>,
+    queue: ClassQueue<Queued>,
     running: HashMap<[u8; 16], Running>,
     workers: HashMap<WorkerId, Worker>,
     next_worker: WorkerId,
@@ -152,7 +160,7 @@ impl Dispatcher {
             local,
             view,
             policy: Scheduler::new(),
-            queue: VecDeque::new(),
+            queue: ClassQueue::default(),
             running: HashMap::new(),
             workers: HashMap::new(),
             next_worker: 1,
@@ -241,11 +249,12 @@ impl Dispatcher {
                 self.forward_to(n, Queued { spec, owner, request }, &mut out);
             }
             Decision::Place(_) | Decision::Queue(_) => {
-                self.queue.push_back(Queued {
+                let q = Queued {
                     spec,
                     owner,
                     request,
-                });
+                };
+                self.queue.push_back(q.class(), q);
                 self.pump(&mut out);
             }
             Decision::Infeasible(why) => {
@@ -270,23 +279,33 @@ impl Dispatcher {
         });
     }
 
-    /// Dispatches what fits now; spills back what waits here but fits elsewhere.
+    /// Dispatches what fits now; spills back what waits here but fits
+    /// elsewhere. One check per class: behind a head that cannot run, the
+    /// rest of its class cannot either.
     fn pump(&mut self, out: &mut Vec<Action>) {
-        let mut waiting = VecDeque::new();
-        while let Some(q) = self.queue.pop_front() {
-            if self.local.fits_now(&q.request) {
-                self.dispatch(q, out);
-                continue;
-            }
-            if !q.spec.spilled {
-                if let Some(node) = self.spill_target(&q) {
-                    self.forward_to(node, q, out);
+        for i in 0..self.queue.class_count() {
+            while let Some(q) = self.queue.front(i) {
+                if self.local.fits_now(&q.request) {
+                    let q = self.queue.pop_front(i).expect("front exists");
+                    self.dispatch(q, out);
                     continue;
                 }
+                let target = if q.spec.spilled {
+                    None
+                } else {
+                    let q = q.clone();
+                    self.spill_target(&q)
+                };
+                match target {
+                    Some(node) => {
+                        let q = self.queue.pop_front(i).expect("front exists");
+                        self.forward_to(node, q, out);
+                    }
+                    None => break,
+                }
             }
-            waiting.push_back(q);
         }
-        self.queue = waiting;
+        self.queue.compact();
     }
 
     fn spill_target(&mut self, q: &Queued) -> Option<NodeId> {
@@ -308,7 +327,7 @@ impl Dispatcher {
         let gpus = match self.local.allocate(&q.request) {
             Ok(g) => g,
             Err(_) => {
-                self.queue.push_back(q);
+                self.queue.push_front(q.class(), q);
                 return;
             }
         };
@@ -426,7 +445,7 @@ impl Dispatcher {
         if retry {
             let mut q = r.task;
             q.spec.attempt += 1;
-            self.queue.push_front(q);
+            self.queue.push_front(q.class(), q);
         } else if !r.cancelled {
             out.push(Action::Reply {
                 owner: r.task.owner,
@@ -472,7 +491,7 @@ impl Dispatcher {
                 let mut q = r.task;
                 q.spec.attempt += 1;
                 tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying after {failure:?}");
-                self.queue.push_front(q);
+                self.queue.push_front(q.class(), q);
             } else {
                 out.push(Action::Reply {
                     owner: r.task.owner,
@@ -532,8 +551,7 @@ impl Dispatcher {
     /// The owner cancels a task.
     pub fn cancel(&mut self, task_id: [u8; 16], force: bool) -> Vec<Action> {
         let mut out = Vec::new();
-        if let Some(pos) = self.queue.iter().position(|q| q.spec.task_id == task_id) {
-            let q = self.queue.remove(pos).expect("position is in range");
+        if let Some(q) = self.queue.remove_first(|q| q.spec.task_id == task_id) {
             out.push(Action::Reply {
                 owner: q.owner,
                 task_id,

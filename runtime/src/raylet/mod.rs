@@ -6,6 +6,7 @@
 pub mod dispatch;
 pub mod resources;
 pub mod store_server;
+pub mod task_queue;
 pub mod task_server;
 pub mod transfer;
 pub mod workers;

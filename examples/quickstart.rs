@@ -31,7 +31,9 @@ fn sample_pi(seed: u64, n: u64) -> u64 {
 /// Generates a deterministic chunk of text.
 #[prism::remote]
 fn make_text(chunk: u64, words: u64) -> String {
-    const VOCAB: [&str; 8] = ["prism", "ray", "actor", "task", "object", "store", "rust", "quic"];
+    const VOCAB: [&str; 8] = [
+        "prism", "ray", "actor", "task", "object", "store", "rust", "quic",
+    ];
     (0..words)
         .map(|i| VOCAB[((chunk * 31 + i * 7 + i * i) % VOCAB.len() as u64) as usize])
         .collect::<Vec<_>>()
@@ -64,7 +66,10 @@ fn sum_of_squares(n: u64) -> u64 {
     let refs: Vec<_> = (0..n)
         .map(|i| square::remote(i).expect("submit from a task"))
         .collect();
-    prism::get_all(&refs).expect("nested results").into_iter().sum()
+    prism::get_all(&refs)
+        .expect("nested results")
+        .into_iter()
+        .sum()
 }
 
 #[prism::remote]
@@ -78,7 +83,11 @@ fn main() -> anyhow::Result<()> {
     let first = square::remote(7u64)?.get()?;
     println!(
         "cluster up ({}), first task result {first} after {:.0} ms",
-        if cluster.is_embedded() { "embedded" } else { "joined" },
+        if cluster.is_embedded() {
+            "embedded"
+        } else {
+            "joined"
+        },
         started.elapsed().as_secs_f64() * 1e3
     );
 

@@ -93,28 +93,68 @@ fn role_basics() {
     // 10,000 tasks.
     let refs: Vec<_> = (0..10_000u64).map(|i| square::remote(i).unwrap()).collect();
     let sum: u64 = prism::get_all(&refs).unwrap().into_iter().sum();
-    check(sum == (0..10_000u64).map(|i| i * i).sum::<u64>(), "10,000 tasks");
+    check(
+        sum == (0..10_000u64).map(|i| i * i).sum::<u64>(),
+        "10,000 tasks",
+    );
     // Refs as arguments, put, nested refs, async functions, large results.
     let a = square::remote(3u64).unwrap();
     let p = prism::put(&4u64).unwrap();
-    check(add::remote(&a, &p).unwrap().get().unwrap() == 13, "refs as arguments");
+    check(
+        add::remote(&a, &p).unwrap().get().unwrap() == 13,
+        "refs as arguments",
+    );
     let v = prism::put(&vec![1u64, 2, 3]).unwrap();
-    check(total::remote(v).unwrap().get().unwrap() == 6, "put value as argument");
+    check(
+        total::remote(v).unwrap().get().unwrap() == 6,
+        "put value as argument",
+    );
     let inner: Vec<_> = (1..=4u64).map(|i| square::remote(i).unwrap()).collect();
-    check(sum_refs::remote(inner).unwrap().get().unwrap() == 30, "refs nested in a value stay refs");
-    check(nested::remote(4u32).unwrap().get().unwrap() == 4, "nested tasks");
-    check(async_double::remote(21u64).unwrap().get().unwrap() == 42, "async remote fn");
+    check(
+        sum_refs::remote(inner).unwrap().get().unwrap() == 30,
+        "refs nested in a value stay refs",
+    );
+    check(
+        nested::remote(4u32).unwrap().get().unwrap() == 4,
+        "nested tasks",
+    );
+    check(
+        async_double::remote(21u64).unwrap().get().unwrap() == 42,
+        "async remote fn",
+    );
     let b = big::remote(1u64 << 20).unwrap();
-    check(b.get().unwrap().len() == 1 << 20, "1 MiB result via the object store");
-    check(total::remote(vec![5u64; 20_000]).unwrap().get().unwrap() == 100_000, "large inline argument via the store");
+    check(
+        b.get().unwrap().len() == 1 << 20,
+        "1 MiB result via the object store",
+    );
+    check(
+        total::remote(vec![5u64; 20_000]).unwrap().get().unwrap() == 100_000,
+        "large inline argument via the store",
+    );
     // wait with num_returns and timeout.
     let fast = sleep_ms::remote(10u64).unwrap();
     let slow = sleep_ms::remote(3_000u64).unwrap();
-    let (ready, rest) = prism::wait(&[slow.clone(), fast.clone()], 1, Some(Duration::from_secs(2))).unwrap();
-    check(ready.len() == 1 && ready[0].id() == fast.id() && rest.len() == 1, "wait num_returns=1");
+    let (ready, rest) = prism::wait(
+        &[slow.clone(), fast.clone()],
+        1,
+        Some(Duration::from_secs(2)),
+    )
+    .unwrap();
+    check(
+        ready.len() == 1 && ready[0].id() == fast.id() && rest.len() == 1,
+        "wait num_returns=1",
+    );
     let t = Instant::now();
-    let (ready, _) = prism::wait(&[slow.clone()], 1, Some(Duration::from_millis(200))).unwrap();
-    check(ready.is_empty() && t.elapsed() < Duration::from_secs(2), "wait timeout");
+    let (ready, _) = prism::wait(
+        std::slice::from_ref(&slow),
+        1,
+        Some(Duration::from_millis(200)),
+    )
+    .unwrap();
+    check(
+        ready.is_empty() && t.elapsed() < Duration::from_secs(2),
+        "wait timeout",
+    );
     // get timeout.
     match slow.get_timeout(Duration::from_millis(100)) {
         Err(prism::Error::Timeout { .. }) => check(true, "get timeout"),
@@ -125,12 +165,30 @@ fn role_basics() {
     let queued = sleep_ms::remote(5u64).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     prism::cancel(&queued, false).unwrap();
-    check(matches!(queued.get(), Err(prism::Error::Task(TaskError::Cancelled { .. }))), "cancel queued");
+    check(
+        matches!(
+            queued.get(),
+            Err(prism::Error::Task(TaskError::Cancelled { .. }))
+        ),
+        "cancel queued",
+    );
     prism::cancel(&busy, true).unwrap();
-    check(matches!(busy.get(), Err(prism::Error::Task(TaskError::Cancelled { .. }))), "force cancel running");
-    check(slow.get().unwrap() == 3_000, "the pool still serves after cancels");
+    check(
+        matches!(
+            busy.get(),
+            Err(prism::Error::Task(TaskError::Cancelled { .. }))
+        ),
+        "force cancel running",
+    );
+    check(
+        slow.get().unwrap() == 3_000,
+        "the pool still serves after cancels",
+    );
     // Infeasible.
-    let r = square::options().resource("unicorn", 1.0).remote(1u64).unwrap();
+    let r = square::options()
+        .resource("unicorn", 1.0)
+        .remote(1u64)
+        .unwrap();
     match r.get() {
         Err(prism::Error::Task(TaskError::Infeasible { reason, .. })) => {
             check(reason.contains("unicorn"), "infeasible names the resource")
@@ -143,14 +201,19 @@ fn role_basics() {
 fn role_panic() {
     let _c = prism::init().unwrap();
     match boom::remote(3u64).unwrap().get() {
-        Err(prism::Error::Task(TaskError::Panicked { message, location, .. })) => {
+        Err(prism::Error::Task(TaskError::Panicked {
+            message, location, ..
+        })) => {
             check(message == "boom with 3", "panic message");
             check(location.contains("tasks_local.rs:"), "panic location");
         }
         other => panic!("panic: {other:?}"),
     }
     let refs: Vec<_> = (0..50u64).map(|i| square::remote(i).unwrap()).collect();
-    check(prism::get_all(&refs).unwrap().len() == 50, "the pool recovers after a panic");
+    check(
+        prism::get_all(&refs).unwrap().len() == 50,
+        "the pool recovers after a panic",
+    );
     println!("ALL OK");
 }
 
@@ -158,7 +221,10 @@ fn role_worker_death() {
     let _c = prism::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let m1 = dir.path().join("m1").display().to_string();
-    check(die_once::remote(m1).unwrap().get().unwrap() == 42, "retried after kill -9 of its worker");
+    check(
+        die_once::remote(m1).unwrap().get().unwrap() == 42,
+        "retried after kill -9 of its worker",
+    );
     let m2 = dir.path().join("m2").display().to_string();
     let opts = die_once::options().max_retries(0);
     match opts.remote(m2).unwrap().get() {
@@ -174,7 +240,9 @@ fn role_worker_death() {
 fn role_park() {
     let _c = prism::InitOptions::new().num_cpus(3.0).init().unwrap();
     let dir = std::env::var("PRISM_TEST_DIR").unwrap();
-    let refs: Vec<_> = (0..3u64).map(|i| park::remote(dir.clone(), i).unwrap()).collect();
+    let refs: Vec<_> = (0..3u64)
+        .map(|i| park::remote(dir.clone(), i).unwrap())
+        .collect();
     println!("SUBMITTED");
     let _ = prism::get_all(&refs);
 }
@@ -225,11 +293,23 @@ fn local_killing_the_driver_leaves_no_worker() {
             .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
             .collect()
     };
-    assert!(wait_until(Duration::from_secs(60), || pids().len() == 3), "workers did not start: {}", job.stdout());
+    assert!(
+        wait_until(Duration::from_secs(60), || pids().len() == 3),
+        "workers did not start: {}",
+        job.stdout()
+    );
     let workers = pids();
     let driver = job.pid();
-    assert!(workers.iter().all(|p| children_of(driver).contains(p)), "workers are the driver's children");
+    assert!(
+        workers.iter().all(|p| children_of(driver).contains(p)),
+        "workers are the driver's children"
+    );
     job.kill9();
-    let gone = wait_until(Duration::from_secs(10), || workers.iter().all(|p| !process_running(*p)));
-    assert!(gone, "workers outlived a kill -9 of their driver: {workers:?}");
+    let gone = wait_until(Duration::from_secs(10), || {
+        workers.iter().all(|p| !process_running(*p))
+    });
+    assert!(
+        gone,
+        "workers outlived a kill -9 of their driver: {workers:?}"
+    );
 }

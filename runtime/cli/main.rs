@@ -1,5 +1,6 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
+mod job;
 mod start;
 mod status;
 mod stop;
@@ -26,6 +27,12 @@ enum Command {
     Stop(stop::StopArgs),
     /// Show each node with its state, resources and labels.
     Status(status::StatusArgs),
+    /// Ship a job binary to the head by content hash, run it there as the
+    /// driver, stream its output, and exit with its status.
+    Submit(job::SubmitArgs),
+    /// List, follow or stop jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 /// Options shared by every command that touches local session directories.
@@ -50,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Start(a) => start::run(a),
         Command::Stop(a) => stop::run(a),
         Command::Status(a) => status::run(a),
+        Command::Submit(a) => std::process::exit(job::submit(a)?),
+        Command::Job(c) => std::process::exit(job::run(c)?),
     }
 }

@@ -4,7 +4,7 @@ use crate::TempDirArg;
 use anyhow::{anyhow, Context};
 use prism::client::HeadClient;
 use prism::proto::common::{ClusterStatus, NodeState, Resources};
-use prism::proto::head::PeerRole;
+use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
 use prism::raylet::resources::OBJECT_STORE_MEMORY;
 use prism::session::{ClusterInfo, SessionDir};
 use prism::token::JoinToken;
@@ -62,36 +62,60 @@ pub fn cluster_info(
     ))
 }
 
+/// A connection to the head as a token-holding client.
+pub struct HeadSession {
+    pub rt: tokio::runtime::Runtime,
+    pub ep: QuicEndpoint,
+    pub client: HeadClient,
+}
+
+impl HeadSession {
+    pub fn connect(info: &ClusterInfo) -> anyhow::Result<HeadSession> {
+        let token: JoinToken = info.token.parse()?;
+        let head: SocketAddr = info
+            .head_address
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {}", info.head_address))?
+            .next()
+            .ok_or_else(|| anyhow!("{} resolves to nothing", info.head_address))?;
+        let config = Config::from_env()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (ep, client) = rt.block_on(async {
+            let unspecified = if head.is_ipv4() {
+                [0u8; 4].into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let ep = QuicEndpoint::client(unspecified)?;
+            let trust = ClientTrust::Pinned {
+                ca_fingerprint: token.ca_fingerprint.clone(),
+            };
+            let client =
+                HeadClient::connect(&ep, head, &trust, Some(&token), PeerRole::Client, &config)
+                    .await?;
+            anyhow::Ok((ep, client))
+        })?;
+        Ok(HeadSession { rt, ep, client })
+    }
+
+    pub fn request(&self, req: &HeadRequest) -> anyhow::Result<HeadResponse> {
+        Ok(self.rt.block_on(self.client.request(req))?)
+    }
+}
+
+impl Drop for HeadSession {
+    fn drop(&mut self) {
+        self.client.close();
+        self.ep.close();
+    }
+}
+
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let info = cluster_info(args.address, args.token, &args.temp)?;
-    let token: JoinToken = info.token.parse()?;
-    let head: SocketAddr = info
-        .head_address
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {}", info.head_address))?
-        .next()
-        .ok_or_else(|| anyhow!("{} resolves to nothing", info.head_address))?;
-    let config = Config::from_env()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let status = rt.block_on(async {
-        let unspecified = if head.is_ipv4() {
-            [0u8; 4].into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
-        let ep = QuicEndpoint::client(unspecified)?;
-        let trust = ClientTrust::Pinned {
-            ca_fingerprint: token.ca_fingerprint.clone(),
-        };
-        let client =
-            HeadClient::connect(&ep, head, &trust, Some(&token), PeerRole::Client, &config).await?;
-        let status = client.status().await;
-        client.close();
-        ep.close();
-        anyhow::Ok(status?)
-    })?;
+    let head = HeadSession::connect(&info)?;
+    let status = head.rt.block_on(head.client.status())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&status))?);
     } else {

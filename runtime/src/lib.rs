@@ -27,12 +27,12 @@ pub mod session;
 pub mod token;
 pub mod transport;
 
+#[doc(hidden)]
+pub use api::__private;
 pub use api::{
     cancel, get, get_all, get_timeout, gpu_ids, init, is_worker, node_id, put, wait, Arg, Cluster,
     Error, InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
 };
-#[doc(hidden)]
-pub use api::__private;
 pub use config::Config;
-pub use prism_macros::remote;
 pub use ids::{ClusterId, JobId, NodeId};
+pub use prism_macros::remote;

@@ -26,7 +26,10 @@ pub(crate) fn connect(
     let worker = matches!(hello, LocalRequest::HelloWorker { .. });
     let (stream, welcome) = handle.block_on(async {
         let mut s = UnixStream::connect(socket).await.map_err(|e| {
-            Error::Init(format!("cannot connect to the raylet at {}: {e}", socket.display()))
+            Error::Init(format!(
+                "cannot connect to the raylet at {}: {e}",
+                socket.display()
+            ))
         })?;
         write_frame(&mut s, &hello)
             .await

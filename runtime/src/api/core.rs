@@ -77,7 +77,11 @@ impl Slot {
                     if left.is_zero() {
                         return None;
                     }
-                    g = self.cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+                    g = self
+                        .cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         }
@@ -302,13 +306,19 @@ impl Core {
         let mut guards = Vec::new();
         for (i, a) in args.into_iter().enumerate() {
             match a {
-                EncodedArg::Value(b) if b.len() <= INLINE_MAX => specs.push(ArgSpec::Inline(b.to_vec())),
+                EncodedArg::Value(b) if b.len() <= INLINE_MAX => {
+                    specs.push(ArgSpec::Inline(b.to_vec()))
+                }
                 EncodedArg::Value(b) => {
                     let id = ObjectId::random();
                     self.store
                         .put_parts(id, &[&b], true, Duration::from_secs(60))?;
-                    self.slots.insert(id, Slot::new("argument", SlotState::Stored));
-                    guards.push(Arc::new(OwnerGuard { id, core: self.clone() }));
+                    self.slots
+                        .insert(id, Slot::new("argument", SlotState::Stored));
+                    guards.push(Arc::new(OwnerGuard {
+                        id,
+                        core: self.clone(),
+                    }));
                     specs.push(ArgSpec::Object(id.0));
                 }
                 EncodedArg::Ref(id, guard) => {

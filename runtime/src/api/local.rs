@@ -65,6 +65,10 @@ impl InitOptions {
 /// and stops the embedded cluster if this driver started one.
 #[derive(Debug)]
 pub struct Cluster {
+    head: Option<(
+        crate::transport::quic::QuicEndpoint,
+        crate::client::HeadClient,
+    )>,
     rt: Option<tokio::runtime::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     node: Option<tokio::task::JoinHandle<()>>,
@@ -97,6 +101,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         core::install(None);
+        if let Some((ep, client)) = self.head.take() {
+            client.close();
+            crate::transport::Endpoint::close(&ep);
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -132,14 +140,25 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
         run_worker(PathBuf::from(sock));
     }
     if core::current().is_ok() {
-        return Err(Error::Init("prism::init() was already called in this process".into()));
+        return Err(Error::Init(
+            "prism::init() was already called in this process".into(),
+        ));
     }
     let config = Config::from_env().map_err(|e| Error::Init(e.to_string()))?;
     let rt = runtime()?;
-    let job_id = JobId::random();
+    // A job submitted through the head already has its id and table row.
+    let submitted: Option<JobId> = std::env::var("PRISM_JOB_ID")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let job_id = submitted.unwrap_or_else(JobId::random);
+    let mut head = None;
     let (socket, stop, node, session, embedded) = match std::env::var("PRISM_ADDRESS") {
         Ok(addr) if !addr.is_empty() => {
-            let socket = find_raylet(&config, &addr)?;
+            let (socket, token) = find_raylet(&config, &addr)?;
+            let token = std::env::var("PRISM_TOKEN").ok().or(token);
+            if submitted.is_none() {
+                head = register_driver(&rt, &config, &addr, token, job_id);
+            }
             (socket, None, None, None, false)
         }
         _ => {
@@ -156,6 +175,7 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
     let node_id = core.node_id;
     core::install(Some(core));
     Ok(Cluster {
+        head,
         rt: Some(rt),
         stop,
         node,
@@ -197,16 +217,24 @@ fn run_worker(socket: PathBuf) -> ! {
 /// What the raylets need to start this job's workers: this binary, its
 /// arguments, and the `PRISM_*`/`RUST_*` environment.
 fn job_spec(job_id: JobId, hash: bool) -> Result<JobSpec> {
-    let exe = std::env::current_exe().map_err(|e| Error::Init(format!("cannot find this binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Init(format!("cannot find this binary: {e}")))?;
     let binary_hash = if hash {
         file_hash(&exe).map_err(|e| Error::Init(format!("cannot hash {}: {e}", exe.display())))?
     } else {
         [0; 32]
     };
     let binary_len = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
-    let skip = ["PRISM_ADDRESS", "PRISM_TOKEN", vars::WORKER_SOCKET, vars::WORKER_ID];
+    let skip = [
+        "PRISM_ADDRESS",
+        "PRISM_TOKEN",
+        vars::WORKER_SOCKET,
+        vars::WORKER_ID,
+    ];
     let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| (k.starts_with("PRISM_") || k.starts_with("RUST_")) && !skip.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            (k.starts_with("PRISM_") || k.starts_with("RUST_")) && !skip.contains(&k.as_str())
+        })
         .collect();
     let args: Vec<String> = std::env::args().skip(1).collect();
     env.push(("PRISM_WORKER_ARGS".into(), args.join("\u{1f}")));
@@ -229,7 +257,11 @@ type Embedded = (
     PathBuf,
 );
 
-fn start_embedded(rt: &tokio::runtime::Runtime, config: Config, opts: InitOptions) -> Result<Embedded> {
+fn start_embedded(
+    rt: &tokio::runtime::Runtime,
+    config: Config,
+    opts: InitOptions,
+) -> Result<Embedded> {
     let session = SessionDir::create(&config.temp_dir).map_err(|e| Error::Init(e.to_string()))?;
     let path = session.path().to_path_buf();
     let start_timeout = Duration::from_millis(config.start_timeout_ms);
@@ -273,9 +305,14 @@ fn start_embedded(rt: &tokio::runtime::Runtime, config: Config, opts: InitOption
 
 /// The task socket of the raylet on this machine that belongs to the
 /// cluster at `address` (`PRISM_RAYLET_SOCKET` overrides the search).
-fn find_raylet(config: &Config, address: &str) -> Result<PathBuf> {
+fn find_raylet(config: &Config, address: &str) -> Result<(PathBuf, Option<String>)> {
     if let Ok(p) = std::env::var("PRISM_RAYLET_SOCKET") {
-        return Ok(PathBuf::from(p));
+        let token = std::path::Path::new(&p)
+            .parent()
+            .and_then(|d| SessionDir::open(d).ok())
+            .and_then(|s| s.read_json::<ClusterInfo>("cluster.json").ok().flatten())
+            .map(|i| i.token);
+        return Ok((PathBuf::from(p), token));
     }
     let want: Option<SocketAddr> = address.parse().ok();
     for s in SessionDir::list(&config.temp_dir) {
@@ -287,12 +324,79 @@ fn find_raylet(config: &Config, address: &str) -> Result<PathBuf> {
             None => info.head_address == address,
         };
         let sock = crate::raylet::task_server::socket_path(s.path());
-        if same && sock.exists() && matches!(s.read_json::<ReadyInfo>("ready.json"), Ok(Some(r)) if r.node_id.is_some()) {
-            return Ok(sock);
+        if same
+            && sock.exists()
+            && matches!(s.read_json::<ReadyInfo>("ready.json"), Ok(Some(r)) if r.node_id.is_some())
+        {
+            return Ok((sock, Some(info.token)));
         }
     }
     Err(Error::Init(format!(
         "no raylet of the cluster at {address} runs on this machine (looked in {}); start one with `prism start --address {address} --token ...`",
         config.temp_dir.display()
     )))
+}
+
+/// Announces this driver's job to the head (`prism job list`); the job ends
+/// when the connection closes. A failure costs the job nothing but its row.
+fn register_driver(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    address: &str,
+    token: Option<String>,
+    job_id: JobId,
+) -> Option<(
+    crate::transport::quic::QuicEndpoint,
+    crate::client::HeadClient,
+)> {
+    use crate::proto::head::{HeadRequest, PeerRole};
+    use crate::transport::tls::ClientTrust;
+    use std::net::ToSocketAddrs;
+    let result: std::result::Result<_, String> = rt.block_on(async {
+        let token: crate::token::JoinToken = token
+            .ok_or("no join token (set PRISM_TOKEN)")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let head: SocketAddr = address
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("the address resolves to nothing")?;
+        let ep = crate::transport::quic::QuicEndpoint::client(if head.is_ipv4() {
+            [0u8; 4].into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        })
+        .map_err(|e| e.to_string())?;
+        let trust = ClientTrust::Pinned {
+            ca_fingerprint: token.ca_fingerprint.clone(),
+        };
+        let client = crate::client::HeadClient::connect(
+            &ep,
+            head,
+            &trust,
+            Some(&token),
+            PeerRole::Client,
+            config,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let entrypoint = std::env::args().collect::<Vec<_>>().join(" ");
+        client
+            .request(&HeadRequest::RegisterDriver {
+                job_id,
+                entrypoint,
+                pid: std::process::id(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((ep, client))
+    });
+    match result {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("cannot register job {job_id} with the head: {e}");
+            None
+        }
+    }
 }

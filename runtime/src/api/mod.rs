@@ -13,7 +13,7 @@
 //!         .map(square::remote)
 //!         .collect::<prism::Result<Vec<_>>>()?;
 //!     let total: u64 = prism::get_all(&refs)?.into_iter().sum();
-//!     assert_eq!(total, (0..100u64).map(|x| x * x).sum());
+//!     assert_eq!(total, (0..100u64).map(|x| x * x).sum::<u64>());
 //!     Ok(())
 //! }
 //! ```
@@ -58,13 +58,16 @@ pub fn get_all<T: Value>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     refs.iter().map(|r| r.get()).collect()
 }
 
+/// `(ready, not_ready)` from [`wait`].
+pub type Waited<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Ray's `wait`: returns `(ready, not_ready)` once `num_returns` refs are
 /// ready or `timeout` (if any) passes. Order within each part is the order given.
 pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<Waited<T>> {
     let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
     let (ready, _) = core::current()?.wait(&ids, num_returns, timeout);
     let mut r = Vec::new();

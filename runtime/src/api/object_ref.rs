@@ -177,4 +177,3 @@ impl<T> IntoArg<T> for &ObjectRef<T> {
         Arg::Ref(self.clone())
     }
 }
-

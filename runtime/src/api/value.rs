@@ -44,7 +44,7 @@ where
                 detail: e.to_string(),
             })
         };
-        if (bytes.as_ptr() as usize) % 16 == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
             decode(bytes)
         } else {
             let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());

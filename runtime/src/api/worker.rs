@@ -17,14 +17,16 @@ pub struct Registration {
     /// Its stable name (`module::path::function`).
     pub name: &'static str,
     /// Decodes the arguments, runs the function, encodes the result.
-    pub invoke: fn(&[&[u8]]) -> Result<Encoded, String>,
+    pub invoke: Invoke,
 }
 
 inventory::collect!(Registration);
 
-fn registry() -> &'static HashMap<&'static str, fn(&[&[u8]]) -> Result<Encoded, String>> {
-    static REG: OnceLock<HashMap<&'static str, fn(&[&[u8]]) -> Result<Encoded, String>>> =
-        OnceLock::new();
+#[doc(hidden)]
+pub type Invoke = fn(&[&[u8]]) -> Result<Encoded, String>;
+
+fn registry() -> &'static HashMap<&'static str, Invoke> {
+    static REG: OnceLock<HashMap<&'static str, Invoke>> = OnceLock::new();
     REG.get_or_init(|| {
         inventory::iter::<Registration>
             .into_iter()
@@ -99,7 +101,13 @@ fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
     }
     let args: Vec<&[u8]> = order
         .iter()
-        .map(|(is_inline, i)| if *is_inline { inline[*i] } else { &views[*i][..] })
+        .map(|(is_inline, i)| {
+            if *is_inline {
+                inline[*i]
+            } else {
+                &views[*i][..]
+            }
+        })
         .collect();
     PANIC_AT.with(|p| p.borrow_mut().take());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| invoke(&args)));

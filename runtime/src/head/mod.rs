@@ -5,6 +5,8 @@
 //! [`node_table`] is the pure core; [`server`] is the thin shell: a ractor
 //! actor owning the table and a task per connection moving frames.
 
+pub mod job_table;
+pub mod jobs;
 pub mod node_table;
 pub mod object_directory;
 mod server;
@@ -42,6 +44,8 @@ pub struct HeadSetup {
     pub token: JoinToken,
     /// This cluster's id.
     pub cluster_id: ClusterId,
+    /// The head's session directory (job binaries and logs).
+    pub session_dir: std::path::PathBuf,
 }
 
 impl HeadSetup {
@@ -56,6 +60,7 @@ impl HeadSetup {
             ca,
             token,
             cluster_id: ClusterId::random(),
+            session_dir: session.path().to_path_buf(),
         })
     }
 

@@ -1,10 +1,11 @@
 //! The head's shell: accepts connections, checks who they are, decodes
 //! requests and hands them to the actor that owns the node table.
 
+use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::{HeadError, HeadSetup};
-use crate::ids::{ClusterId, NodeId};
+use crate::ids::{ClusterId, JobId, NodeId};
 use crate::proto::common::ClusterStatus;
 use crate::proto::common::NodeState;
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
@@ -164,6 +165,7 @@ struct Ctx {
     token: crate::token::JoinToken,
     cluster_id: ClusterId,
     max_frame: usize,
+    jobs: Arc<JobManager>,
 }
 
 /// What a connection proved in its `Hello`.
@@ -196,7 +198,14 @@ pub async fn run_head(
     let (actor, handle) = Actor::spawn(None, HeadActor, state)
         .await
         .map_err(|e| HeadError::Actor(e.to_string()))?;
+    let jobs = JobManager::new(
+        setup.session_dir.clone(),
+        cfg.temp_dir.clone(),
+        endpoint.local_addr().to_string(),
+        setup.token.to_string(),
+    );
     let ctx = Arc::new(Ctx {
+        jobs,
         actor: actor.clone(),
         ca: setup.ca,
         token: setup.token,
@@ -252,13 +261,18 @@ async fn serve_conn(conn: BoxConn, ctx: Arc<Ctx>) {
         return;
     };
     debug!(%addr, ?auth, "connection authenticated");
+    let drivers: Arc<std::sync::Mutex<Vec<JobId>>> = Arc::default();
     while let Ok((s, r)) = conn.accept_bi().await {
-        let (conn, ctx) = (conn.clone(), ctx.clone());
+        let (conn, ctx, drivers) = (conn.clone(), ctx.clone(), drivers.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(auth, s, r, &conn, &ctx).await {
+            if let Err(e) = serve_stream(auth, s, r, &conn, &ctx, &drivers).await {
                 drop_connection(&conn, &e);
             }
         });
+    }
+    for job in drivers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        info!(%job, "driver disconnected; job ended");
+        ctx.jobs.disconnected(job);
     }
 }
 
@@ -321,6 +335,7 @@ async fn serve_stream(
     mut r: RecvHalf,
     conn: &BoxConn,
     ctx: &Ctx,
+    drivers: &std::sync::Mutex<Vec<JobId>>,
 ) -> Result<(), RpcError> {
     let Some(req) = read_msg::<HeadRequest, _>(&mut r, ctx.max_frame).await? else {
         return Ok(());
@@ -374,8 +389,70 @@ async fn serve_stream(
         HeadRequest::GetStatus => ractor::call!(ctx.actor, HeadMsg::Status)
             .map(HeadResponse::Status)
             .unwrap_or_else(internal),
+        HeadRequest::UploadBinary { hash, len } => upload(&mut r, ctx, hash, len).await,
+        HeadRequest::SubmitJob(sub) => match ctx.jobs.submit(sub) {
+            Ok(job_id) => HeadResponse::JobSubmitted { job_id },
+            Err(message) => bad_request(message),
+        },
+        HeadRequest::RegisterDriver {
+            job_id,
+            entrypoint,
+            pid,
+        } => {
+            ctx.jobs.register(job_id, entrypoint, pid);
+            drivers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(job_id);
+            HeadResponse::Ok
+        }
+        HeadRequest::ListJobs => HeadResponse::Jobs(ctx.jobs.list()),
+        HeadRequest::JobLogs { job_id, offset } => match ctx.jobs.logs(job_id, offset) {
+            Ok((data, next, job)) => HeadResponse::Logs { data, next, job },
+            Err(message) => bad_request(message),
+        },
+        HeadRequest::StopJob { job_id } => match ctx.jobs.stop(job_id, Duration::from_secs(3)) {
+            Ok(()) => HeadResponse::Ok,
+            Err(message) => bad_request(message),
+        },
     };
     write_msg(&mut s, &reply).await
+}
+
+/// The largest job binary the head accepts.
+const MAX_BINARY: u64 = 2 << 30;
+
+async fn upload(r: &mut RecvHalf, ctx: &Ctx, hash: [u8; 32], len: u64) -> HeadResponse {
+    use tokio::io::AsyncReadExt;
+    if len > MAX_BINARY {
+        return bad_request(format!(
+            "a {len}-byte binary is over the {MAX_BINARY}-byte limit"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len.min(64 << 20) as usize);
+    if let Err(e) = r.take(len).read_to_end(&mut bytes).await {
+        return bad_request(format!("binary upload failed: {e}"));
+    }
+    if bytes.len() as u64 != len {
+        return bad_request(format!(
+            "binary upload ended after {} of {len} bytes",
+            bytes.len()
+        ));
+    }
+    if ctx.jobs.has_binary(&hash) {
+        return HeadResponse::Ok;
+    }
+    match ctx.jobs.store_binary(&hash, &bytes) {
+        Ok(()) => HeadResponse::Ok,
+        Err(message) => bad_request(message),
+    }
+}
+
+fn bad_request(message: String) -> HeadResponse {
+    HeadResponse::Error {
+        kind: ErrorKind::BadRequest,
+        message,
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> HeadResponse {

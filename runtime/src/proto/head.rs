@@ -67,6 +67,92 @@ pub enum HeadRequest {
         /// The object.
         object: [u8; 16],
     },
+    /// A job binary follows on this stream as `len` raw bytes; the head
+    /// caches it under its SHA-256 (`hash`).
+    UploadBinary {
+        /// SHA-256 of the bytes.
+        hash: [u8; 32],
+        /// How many bytes follow.
+        len: u64,
+    },
+    /// Run an uploaded binary as a job driver on the head's machine.
+    SubmitJob(JobSubmission),
+    /// A driver started by hand announces its job; the job ends when this
+    /// connection closes.
+    RegisterDriver {
+        /// The driver's job.
+        job_id: crate::ids::JobId,
+        /// Its command line, for `prism job list`.
+        entrypoint: String,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The job table.
+    ListJobs,
+    /// A submitted job's output from byte `offset`.
+    JobLogs {
+        /// The job.
+        job_id: crate::ids::JobId,
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// Stop a job (SIGTERM, then SIGKILL after a grace period).
+    StopJob {
+        /// The job.
+        job_id: crate::ids::JobId,
+    },
+}
+
+/// A job to run from an uploaded binary.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobSubmission {
+    /// SHA-256 of an uploaded binary.
+    pub hash: [u8; 32],
+    /// The binary's file name, for display.
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A job's state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted, driver not started yet.
+    Pending,
+    /// The driver runs.
+    Running,
+    /// The driver exited with status 0.
+    Succeeded,
+    /// The driver exited otherwise, or could not start.
+    Failed,
+    /// Stopped by `prism job stop`.
+    Stopped,
+}
+
+/// One row of the job table.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobInfo {
+    /// The job.
+    pub job_id: crate::ids::JobId,
+    /// Its command line.
+    pub entrypoint: String,
+    /// Its state.
+    pub state: JobState,
+    /// Submitted with `prism submit` (its logs are kept by the head).
+    pub submitted: bool,
+    /// Driver pid, when known.
+    pub pid: Option<u32>,
+    /// Exit code, when exited.
+    pub exit_code: Option<i32>,
+    /// Why it failed or was stopped.
+    pub message: Option<String>,
+    /// Milliseconds since the epoch.
+    pub start_ms: u64,
+    /// Milliseconds since the epoch, when ended.
+    pub end_ms: Option<u64>,
 }
 
 /// A raylet's registration.
@@ -144,6 +230,22 @@ pub enum HeadResponse {
     },
     /// Done.
     Ok,
+    /// A job was accepted.
+    JobSubmitted {
+        /// Its id.
+        job_id: crate::ids::JobId,
+    },
+    /// The job table.
+    Jobs(Vec<JobInfo>),
+    /// Output of a submitted job.
+    Logs {
+        /// Bytes from the requested offset (at most 1 MiB).
+        data: Vec<u8>,
+        /// The offset after them.
+        next: u64,
+        /// The job's row (its state says whether more can come).
+        job: JobInfo,
+    },
     /// Refused.
     Error {
         /// Category.

@@ -18,7 +18,7 @@ pub enum PeerRequest {
         len: u64,
     },
     /// Run a task spilled from the sending raylet.
-    Submit(PeerSubmit),
+    Submit(Box<PeerSubmit>),
 }
 
 /// The answer, before the raw bytes.

@@ -10,13 +10,13 @@
 //! - **D-3** a worker runs at most one task at a time, and only its job's;
 //! - **D-4** system failures retry up to `max_retries`, then fail with the cause.
 
+use super::task_queue::ClassQueue;
 use crate::ids::{JobId, NodeId};
 use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
 use prism_scheduler::{
     ClusterView, Decision, LabelSelector, NodeResources, Quantity, ResourceSet, Scheduler,
     Strategy, CPU,
 };
-use super::task_queue::ClassQueue;
 use std::collections::HashMap;
 
 /// A worker process, numbered by this raylet.
@@ -224,7 +224,11 @@ impl Dispatcher {
         let strategy = match to_strategy(&spec.strategy) {
             Ok(s) => s,
             Err(why) => {
-                out.push(reply_failed(owner, &spec, Failure::Infeasible { reason: why }));
+                out.push(reply_failed(
+                    owner,
+                    &spec,
+                    Failure::Infeasible { reason: why },
+                ));
                 return out;
             }
         };
@@ -246,7 +250,15 @@ impl Dispatcher {
         };
         match decision {
             Decision::Place(n) | Decision::Queue(n) if n != self.me => {
-                self.forward_to(n, Queued { spec, owner, request }, &mut out);
+                self.forward_to(
+                    n,
+                    Queued {
+                        spec,
+                        owner,
+                        request,
+                    },
+                    &mut out,
+                );
             }
             Decision::Place(_) | Decision::Queue(_) => {
                 let q = Queued {

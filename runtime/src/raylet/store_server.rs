@@ -464,7 +464,11 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
 
 /// Makes `id` local (pulling it from a peer if needed, waiting up to
 /// `timeout`) and holds it for reading in this process.
-pub fn fetch(server: &Arc<StoreServer>, id: ObjectId, timeout: Duration) -> Result<SendHold, String> {
+pub fn fetch(
+    server: &Arc<StoreServer>,
+    id: ObjectId,
+    timeout: Duration,
+) -> Result<SendHold, String> {
     match get_or_pull(server, RAYLET_CLIENT, id, timeout.as_millis() as u64) {
         StoreResponse::Object { offset, len } => Ok(SendHold {
             server: server.clone(),

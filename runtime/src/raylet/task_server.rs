@@ -232,13 +232,12 @@ impl TaskService {
                     workers::publish_binary(&me.store, &job).await?;
                 }
                 let conn = me.transfer.peer(addr).await?;
-                let req = PeerRequest::Submit(PeerSubmit {
+                let req = PeerRequest::Submit(Box::new(PeerSubmit {
                     job,
                     task: task.clone(),
-                });
-                let resp: PeerTaskResponse = call(&*conn, &req, MAX_TASK_FRAME)
-                    .await
-                    .map_err(|e| {
+                }));
+                let resp: PeerTaskResponse =
+                    call(&*conn, &req, MAX_TASK_FRAME).await.map_err(|e| {
                         me.transfer.forget_peer(addr);
                         e.to_string()
                     })?;
@@ -351,7 +350,9 @@ impl TaskService {
         match (role, msg) {
             (Role::Unknown, LocalRequest::HelloDriver { version, job }) => {
                 if version != PROTOCOL_VERSION {
-                    refuse(format!("protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"));
+                    refuse(format!(
+                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
+                    ));
                     return None;
                 }
                 let id = job.job_id;
@@ -362,7 +363,9 @@ impl TaskService {
             }
             (Role::Unknown, LocalRequest::HelloWorker { version, worker_id }) => {
                 if version != PROTOCOL_VERSION {
-                    refuse(format!("protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"));
+                    refuse(format!(
+                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
+                    ));
                     return None;
                 }
                 self.worker_conns.insert(worker_id, owner);

@@ -412,7 +412,7 @@ async fn serve_stream(
             len,
         })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
         Ok(Some(PeerRequest::Submit(sub))) => {
-            let resp = tasks.serve_peer_submit(sub).await;
+            let resp = tasks.serve_peer_submit(*sub).await;
             let _ = write_msg(&mut s, &resp).await;
         }
         Ok(None) => {}

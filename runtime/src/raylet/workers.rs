@@ -41,6 +41,14 @@ pub struct WorkerEnv {
     pub node_id: String,
 }
 
+/// SHA-256 of bytes.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut h = [0u8; 32];
+    h.copy_from_slice(d.as_ref());
+    h
+}
+
 /// SHA-256 of a file, cached by (path, length, mtime).
 pub fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     type Key = (PathBuf, u64, SystemTime);
@@ -51,10 +59,7 @@ pub fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     if let Some(h) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(*h);
     }
-    let bytes = std::fs::read(path)?;
-    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let mut h = [0u8; 32];
-    h.copy_from_slice(d.as_ref());
+    let h = sha256(&std::fs::read(path)?);
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -82,7 +87,8 @@ pub async fn publish_binary(store: &Arc<StoreServer>, job: &JobSpec) -> Result<(
     let store = store.clone();
     let path = job.binary.clone();
     tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read job binary {path}: {e}"))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read job binary {path}: {e}"))?;
         store_server::put_local(&store, id, &bytes)
     })
     .await

@@ -1,0 +1,191 @@
+//! The head's job table as a pure state machine (time passed in as
+//! milliseconds). Invariants:
+//!
+//! - **JT-1** a job ends once: the first of exit, stop or disconnect wins,
+//!   and an ended job never runs again;
+//! - **JT-2** a stop request on a running job ends it as `Stopped`, whatever
+//!   exit status the killed driver reports afterwards.
+
+use crate::ids::JobId;
+use crate::proto::head::{JobInfo, JobState};
+use std::collections::BTreeMap;
+
+/// Every job the head has seen.
+#[derive(Debug, Default)]
+pub struct JobTable {
+    jobs: BTreeMap<JobId, JobInfo>,
+    stopping: Vec<JobId>,
+}
+
+impl JobTable {
+    /// A new job: `submitted` ones start `Pending`, registered drivers `Running`.
+    pub fn add(
+        &mut self,
+        now_ms: u64,
+        id: JobId,
+        entrypoint: String,
+        submitted: bool,
+        pid: Option<u32>,
+    ) {
+        self.jobs.insert(
+            id,
+            JobInfo {
+                job_id: id,
+                entrypoint,
+                state: if submitted {
+                    JobState::Pending
+                } else {
+                    JobState::Running
+                },
+                submitted,
+                pid,
+                exit_code: None,
+                message: None,
+                start_ms: now_ms,
+                end_ms: None,
+            },
+        );
+    }
+
+    /// The driver process started.
+    pub fn started(&mut self, id: JobId, pid: u32) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            if j.state == JobState::Pending {
+                j.state = JobState::Running;
+                j.pid = Some(pid);
+            }
+        }
+    }
+
+    fn end(
+        &mut self,
+        now_ms: u64,
+        id: JobId,
+        state: JobState,
+        code: Option<i32>,
+        msg: Option<String>,
+    ) {
+        let stopping = self.stopping.contains(&id);
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if !matches!(j.state, JobState::Pending | JobState::Running) {
+            return; // JT-1
+        }
+        j.state = if stopping { JobState::Stopped } else { state }; // JT-2
+        j.exit_code = code;
+        j.message = if stopping {
+            Some("stopped by request".into())
+        } else {
+            msg
+        };
+        j.end_ms = Some(now_ms);
+        self.stopping.retain(|s| *s != id);
+    }
+
+    /// The driver exited with `code` (`None`: killed by `signal`).
+    pub fn exited(&mut self, now_ms: u64, id: JobId, code: Option<i32>, detail: String) {
+        let state = if code == Some(0) {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        let msg = (code != Some(0)).then_some(detail);
+        self.end(now_ms, id, state, code, msg);
+    }
+
+    /// The driver could not be started.
+    pub fn start_failed(&mut self, now_ms: u64, id: JobId, why: String) {
+        self.end(now_ms, id, JobState::Failed, None, Some(why));
+    }
+
+    /// A registered driver's connection closed.
+    pub fn disconnected(&mut self, now_ms: u64, id: JobId) {
+        self.end(now_ms, id, JobState::Succeeded, None, None);
+    }
+
+    /// A stop was asked; returns the pid to signal if it runs.
+    pub fn stop(&mut self, now_ms: u64, id: JobId) -> Result<Option<u32>, String> {
+        let j = self.jobs.get(&id).ok_or_else(|| format!("no job {id}"))?;
+        match j.state {
+            JobState::Running => {
+                let pid = j.pid;
+                if !j.submitted {
+                    return Err(format!(
+                        "job {id} was not submitted through the head; stop its driver where it runs (pid {})",
+                        pid.unwrap_or(0)
+                    ));
+                }
+                if !self.stopping.contains(&id) {
+                    self.stopping.push(id);
+                }
+                Ok(pid)
+            }
+            JobState::Pending => {
+                self.stopping.push(id);
+                self.end(now_ms, id, JobState::Stopped, None, None);
+                Ok(None)
+            }
+            other => Err(format!("job {id} already ended ({other:?})")),
+        }
+    }
+
+    /// One job.
+    pub fn get(&self, id: JobId) -> Option<&JobInfo> {
+        self.jobs.get(&id)
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        let mut v: Vec<JobInfo> = self.jobs.values().cloned().collect();
+        v.sort_by_key(|j| j.start_ms);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jt1_a_job_ends_once() {
+        let mut t = JobTable::default();
+        let id = JobId::random();
+        t.add(0, id, "job".into(), true, None);
+        t.started(id, 42);
+        t.exited(10, id, Some(0), "exit code 0".into());
+        t.exited(20, id, Some(1), "exit code 1".into());
+        t.started(id, 43);
+        let j = t.get(id).unwrap();
+        assert_eq!(
+            (j.state, j.exit_code, j.end_ms, j.pid),
+            (JobState::Succeeded, Some(0), Some(10), Some(42))
+        );
+        assert!(t.stop(30, id).is_err());
+    }
+
+    #[test]
+    fn jt2_stop_wins_over_the_killed_exit_status() {
+        let mut t = JobTable::default();
+        let id = JobId::random();
+        t.add(0, id, "job".into(), true, None);
+        t.started(id, 7);
+        assert_eq!(t.stop(5, id), Ok(Some(7)));
+        t.exited(6, id, None, "signal 15".into());
+        assert_eq!(t.get(id).unwrap().state, JobState::Stopped);
+    }
+
+    #[test]
+    fn failures_and_registered_drivers() {
+        let mut t = JobTable::default();
+        let (a, b) = (JobId::random(), JobId::random());
+        t.add(0, a, "a".into(), true, None);
+        t.start_failed(1, a, "no such binary".into());
+        assert_eq!(t.get(a).unwrap().state, JobState::Failed);
+        t.add(2, b, "b".into(), false, Some(9));
+        assert_eq!(t.get(b).unwrap().state, JobState::Running);
+        t.disconnected(3, b);
+        assert_eq!(t.get(b).unwrap().state, JobState::Succeeded);
+        assert_eq!(t.list().len(), 2);
+    }
+}

@@ -1,0 +1,206 @@
+//! Dispatcher tests, named after the invariants in the module docs.
+
+use super::*;
+use crate::proto::common::Resources;
+
+fn node(cpus: u32) -> NodeResources {
+    NodeResources::new(ResourceSet::new().with(CPU, Quantity::whole(cpus)))
+}
+
+fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
+    TaskSpec {
+        task_id: rand::random(),
+        job_id: job,
+        function: "f".into(),
+        name: "f".into(),
+        args: vec![],
+        resources: Resources::from(&ResourceSet::new().with(CPU, Quantity::whole(cpus))),
+        strategy: WireStrategy::Hybrid,
+        max_retries: retries,
+        retry_exceptions: false,
+        attempt: 0,
+        spilled: false,
+    }
+}
+
+fn started(a: &[Action]) -> Vec<WorkerId> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Start { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(a: &[Action]) -> Vec<Outcome> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Reply { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn d1_resources_held_from_dispatch_to_end_and_released_once() {
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(1));
+    let job = JobId::random();
+    let t = task(job, 1, 0);
+    let a = d.submit(t.clone(), 1);
+    let w = started(&a)[0];
+    assert!(d.available().get(CPU).is_zero());
+    let a = d.worker_ready(w);
+    assert!(matches!(&a[0], Action::Execute { worker, .. } if *worker == w));
+    let a = d.task_done(w, t.task_id, Outcome::Inline(vec![1]));
+    assert_eq!(replies(&a), vec![Outcome::Inline(vec![1])]);
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+    // A second Done for the same task changes nothing.
+    assert!(d
+        .task_done(w, t.task_id, Outcome::Inline(vec![1]))
+        .is_empty());
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+}
+
+#[test]
+fn d2_d3_queued_work_reuses_the_idle_worker_and_every_task_gets_one_reply() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let job = JobId::random();
+    let (t1, t2) = (task(job, 1, 0), task(job, 1, 0));
+    let w = started(&d.submit(t1.clone(), 1))[0];
+    assert!(d.submit(t2.clone(), 1).is_empty(), "no CPU free: t2 waits");
+    assert_eq!(d.stats().queued, 1);
+    d.worker_ready(w);
+    let a = d.task_done(w, t1.task_id, Outcome::Inline(vec![]));
+    assert!(started(&a).is_empty(), "the idle worker is reused");
+    assert!(a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == w && task.task_id == t2.task_id)));
+    let a = d.task_done(w, t2.task_id, Outcome::Inline(vec![]));
+    assert_eq!(replies(&a).len(), 1);
+    // A worker of another job is never used (D-3).
+    let other = task(JobId::random(), 1, 0);
+    assert_eq!(started(&d.submit(other, 2)).len(), 1);
+}
+
+#[test]
+fn d4_worker_death_retries_then_fails_with_the_cause() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let t = task(JobId::random(), 1, 1);
+    let w = started(&d.submit(t, 1))[0];
+    d.worker_ready(w);
+    let died = |n| Failure::WorkerDied {
+        node: n,
+        detail: "signal 9 (SIGKILL)".into(),
+    };
+    let n = NodeId::random();
+    let a = d.worker_died(w, died(n));
+    assert!(replies(&a).is_empty(), "retried");
+    let w2 = started(&a)[0];
+    d.worker_ready(w2);
+    let a = d.worker_died(w2, died(n));
+    assert_eq!(replies(&a), vec![Outcome::Failed(died(n))]);
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+}
+
+#[test]
+fn cancel_queued_and_force_cancel_running() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let job = JobId::random();
+    let (t1, t2) = (task(job, 1, 3), task(job, 1, 3));
+    let w = started(&d.submit(t1.clone(), 1))[0];
+    d.worker_ready(w);
+    d.submit(t2.clone(), 1);
+    assert_eq!(
+        replies(&d.cancel(t2.task_id, false)),
+        vec![Outcome::Failed(Failure::Cancelled)]
+    );
+    let a = d.cancel(t1.task_id, true);
+    assert!(a.contains(&Action::Kill { worker: w }));
+    let n = NodeId::random();
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: n,
+            detail: "signal 9".into(),
+        },
+    );
+    assert!(
+        replies(&a).is_empty(),
+        "a cancelled task is neither retried nor answered twice"
+    );
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+}
+
+#[test]
+fn infeasible_names_the_resource() {
+    let mut d = Dispatcher::new(NodeId::random(), node(2));
+    let mut t = task(JobId::random(), 1, 0);
+    t.resources = Resources::from(&ResourceSet::new().with("unicorn", Quantity::ONE));
+    match &replies(&d.submit(t, 1))[..] {
+        [Outcome::Failed(Failure::Infeasible { reason })] => {
+            assert!(reason.contains("unicorn"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn spills_back_to_a_peer_with_room_when_full() {
+    let me = NodeId::random();
+    let peer = NodeId::random();
+    let mut d = Dispatcher::new(me, node(1));
+    d.set_peers(vec![(peer, node(4))]);
+    let job = JobId::random();
+    let mut forwarded = 0;
+    for _ in 0..3 {
+        for a in d.submit(task(job, 1, 0), 1) {
+            if let Action::Forward { node, task, .. } = a {
+                assert_eq!(node, peer);
+                assert!(
+                    task.spilled,
+                    "a spilled task is marked so the peer keeps it"
+                );
+                forwarded += 1;
+            }
+        }
+    }
+    assert!(forwarded >= 2, "{forwarded}");
+    // A spilled task stays where it lands, even when that node is busy.
+    let mut d2 = Dispatcher::new(peer, node(1));
+    d2.set_peers(vec![(me, node(8))]);
+    let mut t = task(job, 1, 0);
+    t.spilled = true;
+    d2.submit(t.clone(), 1);
+    t.task_id = rand::random();
+    let a = d2.submit(t, 1);
+    assert!(a.iter().all(|x| !matches!(x, Action::Forward { .. })));
+}
+
+#[test]
+fn a_blocked_task_lends_its_cpu() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let job = JobId::random();
+    let (t1, t2) = (task(job, 1, 0), task(job, 1, 0));
+    let w = started(&d.submit(t1, 1))[0];
+    d.worker_ready(w);
+    d.submit(t2, 1);
+    let a = d.worker_blocked(w, true);
+    assert_eq!(
+        started(&a).len(),
+        1,
+        "the queued task runs while the first blocks"
+    );
+}
+
+#[test]
+fn a_finished_job_loses_its_workers() {
+    let mut d = Dispatcher::new(NodeId::random(), node(2));
+    let job = JobId::random();
+    let t = task(job, 1, 3);
+    let w = started(&d.submit(t, 7))[0];
+    d.worker_ready(w);
+    let a = d.owner_gone(7, Some(job));
+    assert!(a.contains(&Action::Kill { worker: w }));
+    assert!(replies(&a).is_empty());
+    assert_eq!(d.stats().workers, 0);
+    assert_eq!(d.available().get(CPU), Quantity::whole(2));
+}

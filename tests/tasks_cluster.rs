@@ -1,0 +1,175 @@
+//! Tasks on a real cluster on 127.0.0.1: a head and two raylets started as
+//! `prism start` processes, and a driver joining with PRISM_ADDRESS.
+
+mod common;
+
+use common::*;
+use prism::TaskError;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Sleeps, then says where it ran.
+#[prism::remote]
+fn where_am_i(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::env::var("PRISM_NODE_ID").unwrap_or_default()
+}
+
+/// Sleeps, then returns the GPUs it was given.
+#[prism::remote]
+fn my_gpus(ms: u64) -> (String, Vec<u32>) {
+    std::thread::sleep(Duration::from_millis(ms));
+    (
+        std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        prism::gpu_ids(),
+    )
+}
+
+#[prism::remote]
+fn double_slowly(x: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x * 2
+}
+
+fn check(cond: bool, what: &str) {
+    assert!(cond, "{what}");
+    println!("ok: {what}");
+}
+
+fn role_spill() {
+    let _c = prism::init().unwrap();
+    let refs: Vec<_> = (0..2)
+        .map(|_| where_am_i::remote(1_500u64).unwrap())
+        .collect();
+    let nodes: BTreeSet<String> = prism::get_all(&refs).unwrap().into_iter().collect();
+    check(
+        nodes.len() == 2,
+        "two 1-CPU tasks ran on two nodes (spillback)",
+    );
+    let refs: Vec<_> = (0..2)
+        .map(|_| {
+            my_gpus::options()
+                .num_cpus(0.0)
+                .num_gpus(1.0)
+                .remote(1_000u64)
+                .unwrap()
+        })
+        .collect();
+    let got = prism::get_all(&refs).unwrap();
+    let visible: BTreeSet<String> = got.iter().map(|(v, _)| v.clone()).collect();
+    check(
+        visible == BTreeSet::from(["0".to_string(), "1".to_string()]),
+        "GPU tasks see distinct CUDA_VISIBLE_DEVICES",
+    );
+    check(
+        got.iter()
+            .all(|(v, ids)| ids.len() == 1 && ids[0].to_string() == *v),
+        "gpu_ids() matches CUDA_VISIBLE_DEVICES",
+    );
+    match where_am_i::options()
+        .resource("unicorn", 2.0)
+        .remote(0u64)
+        .unwrap()
+        .get()
+    {
+        Err(prism::Error::Task(TaskError::Infeasible { reason, .. })) => check(
+            reason.contains("unicorn"),
+            "infeasible names the missing resource",
+        ),
+        other => panic!("infeasible: {other:?}"),
+    }
+    println!("ALL OK");
+}
+
+fn role_node_death() {
+    let _c = prism::init().unwrap();
+    let refs: Vec<_> = (0..4u64)
+        .map(|i| double_slowly::remote(i, 4_000u64).unwrap())
+        .collect();
+    println!("SUBMITTED");
+    let got = prism::get_all(&refs).unwrap();
+    check(
+        got == vec![0, 2, 4, 6],
+        "tasks of a killed raylet were retried elsewhere",
+    );
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE")
+        .expect("run by the tests in this file")
+        .as_str()
+    {
+        "spill" => role_spill(),
+        "node_death" => role_node_death(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+struct Cluster {
+    sb: Sandbox,
+    _head: Node,
+    a: Node,
+    b: Node,
+}
+
+fn cluster(b_args: &[&str]) -> Cluster {
+    let sb = Sandbox::new().with_env("PRISM_IDLE_TIMEOUT_MS", "3000");
+    let head = sb.start_head(&["--head-only"]);
+    let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
+    let b = sb.start_raylet("b", &head, b_args);
+    // Both raylets must see each other before the driver starts.
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    std::thread::sleep(Duration::from_millis(300));
+    Cluster {
+        sb,
+        _head: head,
+        a,
+        b,
+    }
+}
+
+fn driver(c: &Cluster, role: &str) -> Job {
+    let (addr, _) = c._head.cluster();
+    let sock = c.a.session.join("tasks.sock");
+    let mut envs: Vec<(&str, &str)> = vec![
+        ("PRISM_ADDRESS", addr.as_str()),
+        ("PRISM_RAYLET_SOCKET", sock.to_str().unwrap()),
+    ];
+    for (k, v) in &c.sb.envs {
+        envs.push((k.as_str(), v.as_str()));
+    }
+    Job::spawn(role, &envs)
+}
+
+#[test]
+fn cluster_spillback_gpus_and_infeasible() {
+    let c = cluster(&["--num-cpus", "1", "--num-gpus", "2"]);
+    let mut job = driver(&c, "spill");
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- a:\n{}\n--- b:\n{}",
+        c.a.log(),
+        c.b.log()
+    );
+}
+
+#[test]
+fn cluster_killed_raylet_tasks_retry_on_the_other_node() {
+    let mut c = cluster(&["--num-cpus", "2"]);
+    let mut job = driver(&c, "node_death");
+    assert!(wait_until(Duration::from_secs(30), || job
+        .stdout()
+        .contains("SUBMITTED")));
+    // Let some tasks start on b, then kill it.
+    std::thread::sleep(Duration::from_millis(1_500));
+    c.b.kill9();
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}\n--- a:\n{}", c.a.log());
+}

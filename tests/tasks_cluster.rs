@@ -158,6 +158,17 @@ fn cluster_spillback_gpus_and_infeasible() {
         c.a.log(),
         c.b.log()
     );
+    // The infeasible request shows in `prism status` as demand naming the resource.
+    let shown = wait_until(Duration::from_secs(5), || {
+        c.sb.status()["demand"].as_array().is_some_and(|d| {
+            d.iter().any(|d| {
+                d["infeasible"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("unicorn"))
+            })
+        })
+    });
+    assert!(shown, "{:#}", c.sb.status());
 }
 
 #[test]

@@ -171,6 +171,12 @@ fn to_json(s: &ClusterStatus) -> Value {
         "cluster_id": s.cluster_id,
         "head_address": s.head_address,
         "nodes": nodes,
+        "demand": s.demand.iter().map(|d| json!({
+            "node_id": d.node_id,
+            "shape": set_json(&d.shape.to_set()),
+            "count": d.count,
+            "infeasible": d.infeasible,
+        })).collect::<Vec<_>>(),
         "totals": {
             "alive_nodes": count(NodeState::Alive),
             "suspect_nodes": count(NodeState::Suspect),
@@ -248,4 +254,31 @@ fn print_table(s: &ClusterStatus) {
         s.nodes.len() - alive,
         resources_cell(&Resources::from(&total), &Resources::from(&free))
     );
+    let pending: Vec<_> = s.demand.iter().filter(|d| d.infeasible.is_none()).collect();
+    let infeasible: Vec<_> = s.demand.iter().filter(|d| d.infeasible.is_some()).collect();
+    if !pending.is_empty() {
+        println!();
+        println!("Pending demand (queued on a node, waiting for resources):");
+        for d in pending {
+            println!(
+                "  {} x {} on {}",
+                d.count,
+                d.shape.to_set(),
+                d.node_id.short()
+            );
+        }
+    }
+    if !infeasible.is_empty() {
+        println!();
+        println!("Infeasible demand (no node can run it; these tasks failed with Infeasible):");
+        for d in infeasible {
+            let why = d.infeasible.as_deref().unwrap_or_default();
+            println!(
+                "  {} x {} from {}: {why}",
+                d.count,
+                d.shape.to_set(),
+                d.node_id.short()
+            );
+        }
+    }
 }

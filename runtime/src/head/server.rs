@@ -6,8 +6,8 @@ use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable}
 use super::object_directory::ObjectDirectory;
 use super::{HeadError, HeadSetup};
 use crate::ids::{ClusterId, JobId, NodeId};
-use crate::proto::common::ClusterStatus;
 use crate::proto::common::NodeState;
+use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 enum HeadMsg {
     Register(RegisterNode, RpcReplyPort<HeadResponse>),
-    Heartbeat(NodeId, ResourceSet, RpcReplyPort<HeadResponse>),
+    Heartbeat(NodeId, ResourceSet, Vec<Demand>, RpcReplyPort<HeadResponse>),
     Unregister(NodeId, RpcReplyPort<HeadResponse>),
     Status(RpcReplyPort<ClusterStatus>),
     AddLocation(NodeId, [u8; 16], u64, RpcReplyPort<HeadResponse>),
@@ -35,6 +35,7 @@ struct HeadState {
     directory: ObjectDirectory,
     cluster_id: ClusterId,
     head_address: String,
+    demand: std::collections::HashMap<NodeId, Vec<Demand>>,
 }
 
 impl HeadState {
@@ -60,6 +61,16 @@ impl HeadState {
             cluster_id: self.cluster_id,
             head_address: self.head_address.clone(),
             nodes: self.table.status(now),
+            demand: self
+                .demand
+                .iter()
+                .filter(|(id, _)| {
+                    self.table
+                        .node(**id)
+                        .is_some_and(|n| n.state != NodeState::Dead)
+                })
+                .flat_map(|(_, d)| d.iter().cloned())
+                .collect(),
         }
     }
 
@@ -139,7 +150,13 @@ impl Actor for HeadActor {
         // A dropped reply port means the caller gave up; nothing to do.
         match msg {
             HeadMsg::Register(reg, reply) => drop(reply.send(st.register(now, reg))),
-            HeadMsg::Heartbeat(id, free, reply) => drop(reply.send(st.heartbeat(now, id, free))),
+            HeadMsg::Heartbeat(id, free, demand, reply) => {
+                let r = st.heartbeat(now, id, free);
+                if r == HeadResponse::HeartbeatAck {
+                    st.demand.insert(id, demand);
+                }
+                drop(reply.send(r))
+            }
             HeadMsg::Unregister(id, reply) => drop(reply.send(unregister(&mut st.table, id))),
             HeadMsg::Status(reply) => drop(reply.send(st.status(now))),
             HeadMsg::AddLocation(node, object, size, reply) => {
@@ -194,6 +211,7 @@ pub async fn run_head(
         directory: ObjectDirectory::default(),
         cluster_id: setup.cluster_id,
         head_address: endpoint.local_addr().to_string(),
+        demand: Default::default(),
     };
     let (actor, handle) = Actor::spawn(None, HeadActor, state)
         .await
@@ -379,10 +397,18 @@ async fn serve_stream(
         HeadRequest::Register(reg) => {
             ractor::call!(ctx.actor, HeadMsg::Register, reg).unwrap_or_else(internal)
         }
-        HeadRequest::Heartbeat { node_id, available } => {
-            ractor::call!(ctx.actor, HeadMsg::Heartbeat, node_id, available.to_set())
-                .unwrap_or_else(internal)
-        }
+        HeadRequest::Heartbeat {
+            node_id,
+            available,
+            demand,
+        } => ractor::call!(
+            ctx.actor,
+            HeadMsg::Heartbeat,
+            node_id,
+            available.to_set(),
+            demand
+        )
+        .unwrap_or_else(internal),
         HeadRequest::Unregister { node_id } => {
             ractor::call!(ctx.actor, HeadMsg::Unregister, node_id).unwrap_or_else(internal)
         }

@@ -115,6 +115,20 @@ pub struct NodeStatus {
     pub pid: u32,
 }
 
+/// Work a raylet cannot run yet (queued), or that no node can ever run.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Demand {
+    /// The node reporting it.
+    pub node_id: NodeId,
+    /// The resource shape asked for.
+    pub shape: Resources,
+    /// How many tasks.
+    pub count: u32,
+    /// For infeasible work: what is missing (these tasks failed with
+    /// `Infeasible`; the count is since the raylet started).
+    pub infeasible: Option<String>,
+}
+
 /// The whole cluster in a status report.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClusterStatus {
@@ -124,4 +138,6 @@ pub struct ClusterStatus {
     pub head_address: String,
     /// Every node the head knows, live or dead.
     pub nodes: Vec<NodeStatus>,
+    /// Pending and infeasible demand reported by live nodes.
+    pub demand: Vec<Demand>,
 }

@@ -45,6 +45,8 @@ pub enum HeadRequest {
         node_id: NodeId,
         /// What is free now.
         available: Resources,
+        /// Work waiting on this node, and work no node can run.
+        demand: Vec<super::common::Demand>,
     },
     /// A raylet stopping cleanly.
     Unregister {

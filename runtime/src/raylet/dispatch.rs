@@ -120,6 +120,7 @@ pub struct Dispatcher {
     workers: HashMap<WorkerId, Worker>,
     next_worker: WorkerId,
     max_idle: usize,
+    infeasible: Vec<(ResourceSet, u32, String)>,
 }
 
 /// Counts for status views.
@@ -165,6 +166,7 @@ impl Dispatcher {
             workers: HashMap::new(),
             next_worker: 1,
             max_idle,
+            infeasible: Vec::new(),
         }
     }
 
@@ -212,9 +214,30 @@ impl Dispatcher {
         }
     }
 
-    /// Resource shapes waiting here, for `prism status`.
-    pub fn pending_demand(&self) -> Vec<ResourceSet> {
-        self.queue.iter().map(|q| q.request.clone()).collect()
+    /// Shapes waiting here with their counts, then infeasible shapes with
+    /// what is missing (counted since start), for `prism status`.
+    pub fn demand(&self) -> Vec<(ResourceSet, u32, Option<String>)> {
+        let mut out: Vec<(ResourceSet, u32, Option<String>)> = Vec::new();
+        for q in self.queue.iter() {
+            match out.iter_mut().find(|(s, _, _)| *s == q.request) {
+                Some(e) => e.1 += 1,
+                None => out.push((q.request.clone(), 1, None)),
+            }
+        }
+        out.extend(
+            self.infeasible
+                .iter()
+                .map(|(s, n, why)| (s.clone(), *n, Some(why.clone()))),
+        );
+        out
+    }
+
+    fn note_infeasible(&mut self, shape: &ResourceSet, why: &str) {
+        if let Some(e) = self.infeasible.iter_mut().find(|(s, _, _)| s == shape) {
+            e.1 += 1;
+        } else if self.infeasible.len() < 16 {
+            self.infeasible.push((shape.clone(), 1, why.to_string()));
+        }
     }
 
     /// A task arrives from `owner`.
@@ -274,6 +297,7 @@ impl Dispatcher {
                     prism_scheduler::Infeasible::InvalidRequest(w) => w,
                     other => other.to_string(),
                 };
+                self.note_infeasible(&request, &reason);
                 out.push(reply_failed(owner, &spec, Failure::Infeasible { reason }));
             }
         }

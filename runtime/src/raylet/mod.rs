@@ -315,6 +315,7 @@ pub async fn run_raylet(
         let beat = HeadRequest::Heartbeat {
             node_id,
             available: Resources::from(&tasks.available()),
+            demand: tasks.demand(node_id),
         };
         match c.request(&beat).await {
             Ok(HeadResponse::HeartbeatAck) => {

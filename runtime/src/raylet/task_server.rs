@@ -100,9 +100,18 @@ impl TaskService {
         self.disp().available().clone()
     }
 
-    /// Resource shapes queued here, for `prism status`.
-    pub fn pending_demand(&self) -> Vec<prism_scheduler::ResourceSet> {
-        self.disp().pending_demand()
+    /// Queued and infeasible work, for the head's `prism status`.
+    pub fn demand(&self, node_id: NodeId) -> Vec<crate::proto::common::Demand> {
+        self.disp()
+            .demand()
+            .into_iter()
+            .map(|(shape, count, infeasible)| crate::proto::common::Demand {
+                node_id,
+                shape: crate::proto::common::Resources::from(&shape),
+                count,
+                infeasible,
+            })
+            .collect()
     }
 
     /// Refreshes the view of the other nodes from the head's status.

@@ -169,6 +169,19 @@ fn cluster_spillback_gpus_and_infeasible() {
         })
     });
     assert!(shown, "{:#}", c.sb.status());
+    // The driver registered its job, and its exit ended it at once.
+    let ended = wait_until(Duration::from_secs(5), || {
+        let out = c.sb.run(&["job", "list", "--json"]);
+        let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        jobs.as_array().is_some_and(|j| {
+            j.len() == 1 && j[0]["state"] == "succeeded" && j[0]["submitted"] == false
+        })
+    });
+    assert!(
+        ended,
+        "{}",
+        String::from_utf8_lossy(&c.sb.run(&["job", "list"]).stdout)
+    );
 }
 
 #[test]

@@ -1,22 +1,40 @@
-//! Opening this process's connection to its raylet's task socket.
+//! Opening this process's connection to its raylet's task socket. Plain
+//! blocking I/O: the caller's thread writes its own frames (no hand-off to
+//! an I/O task), and one reader thread delivers results and tasks. Both
+//! save thread wake-ups on the latency path.
 
 use super::core::Core;
 use super::error::{Error, Result};
 use crate::ids::JobId;
 use crate::object_store::StoreClient;
+use crate::proto::codec::{self, CodecError, HEADER_LEN};
 use crate::proto::task::{LocalEvent, LocalRequest, TaskSpec};
 use crate::raylet::task_server::MAX_TASK_FRAME;
-use crate::transport::rpc::{read_msg, write_frame};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
 /// Tasks the raylet sends a worker.
 pub(crate) type TaskRx = std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>;
 
-/// Connects, says hello, and starts the reader and writer tasks.
+/// Reads one event; `Ok(None)` at a clean end of stream.
+fn read_event(r: &mut impl Read) -> std::result::Result<Option<LocalEvent>, String> {
+    let mut h = [0u8; HEADER_LEN];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = codec::parse_header(&h, MAX_TASK_FRAME).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    codec::decode_payload::<LocalEvent>(&body)
+        .map(Some)
+        .map_err(|e: CodecError| e.to_string())
+}
+
+/// Connects, says hello, and starts the reader thread.
 pub(crate) fn connect(
     handle: &tokio::runtime::Handle,
     socket: &Path,
@@ -24,68 +42,47 @@ pub(crate) fn connect(
     job_id: JobId,
 ) -> Result<(Arc<Core>, TaskRx)> {
     let worker = matches!(hello, LocalRequest::HelloWorker { .. });
-    let (stream, welcome) = handle.block_on(async {
-        let mut s = UnixStream::connect(socket).await.map_err(|e| {
-            Error::Init(format!(
-                "cannot connect to the raylet at {}: {e}",
-                socket.display()
-            ))
-        })?;
-        write_frame(&mut s, &hello)
-            .await
-            .map_err(|e| Error::Init(e.to_string()))?;
-        let ev = read_msg::<LocalEvent, _>(&mut s, MAX_TASK_FRAME)
-            .await
-            .map_err(|e| Error::Init(e.to_string()))?;
-        Ok::<_, Error>((s, ev))
-    })?;
-    let (node_id, store_socket) = match welcome {
-        Some(LocalEvent::Welcome {
+    let init = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Init(format!("{what} the raylet at {}: {e}", socket.display()))
+    };
+    let mut s = UnixStream::connect(socket).map_err(|e| init("cannot connect to", &e))?;
+    let frame = codec::encode(&hello).map_err(|e| Error::Encode(e.to_string()))?;
+    s.write_all(&frame)
+        .map_err(|e| init("cannot say hello to", &e))?;
+    let (node_id, store_socket) = match read_event(&mut s) {
+        Ok(Some(LocalEvent::Welcome {
             node_id,
             store_socket,
-        }) => (node_id, store_socket),
-        Some(LocalEvent::Refused { message }) => {
+        })) => (node_id, store_socket),
+        Ok(Some(LocalEvent::Refused { message })) => {
             return Err(Error::Init(format!("the raylet refused: {message}")))
         }
-        other => return Err(Error::Init(format!("unexpected hello answer {other:?}"))),
+        Ok(other) => return Err(Error::Init(format!("unexpected hello answer {other:?}"))),
+        Err(e) => return Err(init("no answer from", &e)),
     };
     let store = StoreClient::connect(Path::new(&store_socket))?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let core = Core::new(tx, store, node_id, job_id, handle.clone(), worker);
-    let (r, w) = stream.into_split();
-    handle.spawn(async move {
-        let mut w = BufWriter::new(w);
-        while let Some(frame) = rx.recv().await {
-            if w.write_all(&frame).await.is_err() {
-                return;
-            }
-            while let Ok(more) = rx.try_recv() {
-                if w.write_all(&more).await.is_err() {
-                    return;
-                }
-            }
-            if w.flush().await.is_err() {
-                return;
-            }
-        }
-    });
+    let reader = s.try_clone().map_err(|e| init("cannot use", &e))?;
+    let core = Core::new(s, store, node_id, job_id, handle.clone(), worker);
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();
     let reader_core = core.clone();
-    handle.spawn(async move {
-        let mut r = BufReader::with_capacity(256 << 10, r);
-        let why = loop {
-            match read_msg::<LocalEvent, _>(&mut r, MAX_TASK_FRAME).await {
-                Ok(Some(ev)) => {
-                    if let Some(task) = reader_core.on_event(ev) {
-                        let _ = exec_tx.send(task);
+    std::thread::Builder::new()
+        .name("prism-events".into())
+        .spawn(move || {
+            let mut r = std::io::BufReader::with_capacity(256 << 10, reader);
+            let why = loop {
+                match read_event(&mut r) {
+                    Ok(Some(ev)) => {
+                        if let Some(task) = reader_core.on_event(ev) {
+                            let _ = exec_tx.send(task);
+                        }
                     }
+                    Ok(None) => break "the raylet closed the connection".to_string(),
+                    Err(e) => break e,
                 }
-                Ok(None) => break "the raylet closed the connection".to_string(),
-                Err(e) => break e.to_string(),
-            }
-        };
-        reader_core.on_lost(why);
-        drop(exec_tx);
-    });
+            };
+            reader_core.on_lost(why);
+            drop(exec_tx);
+        })
+        .map_err(|e| Error::Init(format!("cannot start the event thread: {e}")))?;
     Ok((core, exec_rx))
 }

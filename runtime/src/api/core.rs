@@ -15,7 +15,7 @@ use prism_objectstore::ObjectId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// Results and arguments up to this size travel inline in messages; larger
 /// ones go through the object store.
@@ -101,7 +101,7 @@ impl Slot {
 /// The process's connection to Prism.
 #[derive(Debug)]
 pub struct Core {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: Mutex<std::os::unix::net::UnixStream>,
     slots: DashMap<ObjectId, Arc<Slot>>,
     keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
     pub(crate) store: StoreClient,
@@ -129,7 +129,7 @@ pub(crate) fn install(core: Option<Arc<Core>>) {
 
 impl Core {
     pub(crate) fn new(
-        tx: mpsc::UnboundedSender<Vec<u8>>,
+        tx: std::os::unix::net::UnixStream,
         store: StoreClient,
         node_id: NodeId,
         job_id: JobId,
@@ -137,7 +137,7 @@ impl Core {
         worker: bool,
     ) -> Arc<Core> {
         Arc::new(Core {
-            tx,
+            tx: Mutex::new(tx),
             slots: DashMap::new(),
             keepalive: DashMap::new(),
             store,
@@ -152,7 +152,8 @@ impl Core {
 
     pub(crate) fn send(&self, req: &LocalRequest) -> Result<()> {
         let frame = codec::encode(req).map_err(|e| Error::Encode(e.to_string()))?;
-        self.tx.send(frame).map_err(|_| {
+        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        std::io::Write::write_all(&mut *tx, &frame).map_err(|_| {
             Error::Disconnected(
                 self.lost
                     .lock()
@@ -375,7 +376,10 @@ impl Core {
                     }
                 }
             }
-            if let Err(e) = me.send(&LocalRequest::Submit(spec)) {
+            // A blocking write inside the runtime: let tokio move other
+            // tasks (in local mode, the raylet's) off this thread meanwhile.
+            let sent = tokio::task::block_in_place(|| me.send(&LocalRequest::Submit(spec)));
+            if let Err(e) = sent {
                 slot.set(SlotState::Failed(TaskError::NodeDied {
                     task: slot.name.clone(),
                     node: me.node_id,

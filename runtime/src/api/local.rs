@@ -104,6 +104,11 @@ impl Drop for Cluster {
         if let Some((ep, client)) = self.head.take() {
             client.close();
             crate::transport::Endpoint::close(&ep);
+            if let Some(rt) = self.rt.as_ref() {
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await
+                });
+            }
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -97,6 +97,14 @@ impl Endpoint for QuicEndpoint {
     }
 }
 
+impl QuicEndpoint {
+    /// Waits until every connection's close has been sent (so peers learn
+    /// of it at once rather than by idle timeout).
+    pub async fn wait_idle(&self) {
+        self.inner.wait_idle().await;
+    }
+}
+
 /// One QUIC connection.
 #[derive(Debug)]
 struct QuicConnection {

@@ -177,6 +177,7 @@ fn main() {
                     let beat = HeadRequest::Heartbeat {
                         node_id,
                         available: Resources::from(&total),
+                        demand: Vec::new(),
                     };
                     match c.request(&beat).await {
                         Ok(HeadResponse::HeartbeatAck) => acks.fetch_add(1, Ordering::Relaxed),

@@ -65,6 +65,7 @@ fn wire_codec(c: &mut Criterion) {
     let msg = HeadRequest::Heartbeat {
         node_id: NodeId::random(),
         available: Resources::from(&total),
+        demand: Vec::new(),
     };
     let frame = codec::encode(&msg).unwrap();
     let mut g = c.benchmark_group("codec");

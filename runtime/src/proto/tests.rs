@@ -27,6 +27,12 @@ fn request() -> impl Strategy<Value = HeadRequest> {
                         .map(|(name, raw)| ResourceEntry { name, raw })
                         .collect()
                 ),
+                demand: vec![crate::proto::common::Demand {
+                    node_id: NodeId(id),
+                    shape: Resources::default(),
+                    count: 1,
+                    infeasible: Some("no node has 1 unicorn".into()),
+                }],
             }),
         (
             any::<String>(),

@@ -81,6 +81,22 @@ fn role_spill() {
     println!("ALL OK");
 }
 
+/// The driver deletes its own binary after `init()`: every worker, here and
+/// on the other raylet, must come from the copy shipped by content hash.
+fn role_shipped() {
+    let _c = prism::init().unwrap();
+    std::fs::remove_file(std::env::current_exe().unwrap()).unwrap();
+    let refs: Vec<_> = (0..2)
+        .map(|_| where_am_i::remote(1_500u64).unwrap())
+        .collect();
+    let nodes: BTreeSet<String> = prism::get_all(&refs).unwrap().into_iter().collect();
+    check(
+        nodes.len() == 2,
+        "workers on both nodes ran from the shipped binary",
+    );
+    println!("ALL OK");
+}
+
 fn role_node_death() {
     let _c = prism::init().unwrap();
     let refs: Vec<_> = (0..4u64)
@@ -104,6 +120,7 @@ fn child_role() {
     {
         "spill" => role_spill(),
         "node_death" => role_node_death(),
+        "shipped" => role_shipped(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -135,6 +152,10 @@ fn cluster(b_args: &[&str]) -> Cluster {
 }
 
 fn driver(c: &Cluster, role: &str) -> Job {
+    driver_exe(c, role, &std::env::current_exe().unwrap())
+}
+
+fn driver_exe(c: &Cluster, role: &str, exe: &std::path::Path) -> Job {
     let (addr, _) = c._head.cluster();
     let sock = c.a.session.join("tasks.sock");
     let mut envs: Vec<(&str, &str)> = vec![
@@ -144,7 +165,7 @@ fn driver(c: &Cluster, role: &str) -> Job {
     for (k, v) in &c.sb.envs {
         envs.push((k.as_str(), v.as_str()));
     }
-    Job::spawn(role, &envs)
+    Job::spawn_exe(exe, role, &envs)
 }
 
 #[test]
@@ -196,4 +217,21 @@ fn cluster_killed_raylet_tasks_retry_on_the_other_node() {
     c.b.kill9();
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("ALL OK"), "{out}\n--- a:\n{}", c.a.log());
+}
+
+#[test]
+fn cluster_job_binary_is_shipped_by_content_hash() {
+    let c = cluster(&["--num-cpus", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("job-copy");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let mut job = driver_exe(&c, "shipped", &exe);
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- a:\n{}\n--- b:\n{}",
+        c.a.log(),
+        c.b.log()
+    );
+    assert!(!exe.exists());
 }

@@ -294,10 +294,15 @@ pub struct Job {
 
 impl Job {
     pub fn spawn(role: &str, envs: &[(&str, &str)]) -> Job {
+        Job::spawn_exe(&std::env::current_exe().unwrap(), role, envs)
+    }
+
+    /// Like [`Job::spawn`] with another copy of this binary.
+    pub fn spawn_exe(exe: &Path, role: &str, envs: &[(&str, &str)]) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("stdout");
         let f = std::fs::File::create(&out).unwrap();
-        let mut c = Command::new(std::env::current_exe().unwrap());
+        let mut c = Command::new(exe);
         c.args([
             "--ignored",
             "--exact",

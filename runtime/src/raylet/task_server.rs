@@ -366,8 +366,21 @@ impl TaskService {
                 }
                 let id = job.job_id;
                 self.local_jobs.insert(id, ());
-                self.jobs.insert(id, job);
-                self.send(owner, &welcome());
+                self.jobs.insert(id, job.clone());
+                if job.binary_hash == [0; 32] {
+                    self.send(owner, &welcome());
+                } else {
+                    // A cluster job: put its binary in the store first, so
+                    // peers (and this node, if the file goes away) can run it.
+                    let me = self.clone();
+                    let ready = welcome();
+                    tokio::spawn(async move {
+                        if let Err(e) = workers::publish_binary(&me.store, &job).await {
+                            warn!(job = %job.job_id, "cannot publish the job binary: {e}");
+                        }
+                        me.send(owner, &ready);
+                    });
+                }
                 Some(Role::Driver(id))
             }
             (Role::Unknown, LocalRequest::HelloWorker { version, worker_id }) => {

@@ -96,8 +96,9 @@ pub async fn publish_binary(store: &Arc<StoreServer>, job: &JobSpec) -> Result<(
 }
 
 /// The binary to start for `job` on this node: the driver's own path when
-/// the job started here, else the same path if its content hash matches,
-/// else a cached copy, else the bytes pulled from a peer's store.
+/// the job started here (and the file is still there), else the same path if
+/// its content hash matches, else a cached copy, else the bytes fetched by
+/// hash from the object store (pulled from the driver's raylet).
 pub async fn resolve_binary(
     env: &WorkerEnv,
     store: &Arc<StoreServer>,
@@ -105,11 +106,11 @@ pub async fn resolve_binary(
     local: bool,
 ) -> Result<PathBuf, String> {
     let path = PathBuf::from(&job.binary);
-    if local {
+    let want = job.binary_hash;
+    if (local && path.exists()) || want == [0; 32] {
         return Ok(path);
     }
-    let want = job.binary_hash;
-    let same = {
+    let same = !local && {
         let p = path.clone();
         tokio::task::spawn_blocking(move || file_hash(&p).ok() == Some(want))
             .await

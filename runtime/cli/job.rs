@@ -23,7 +23,7 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn connect(&self) -> anyhow::Result<HeadSession> {
+    pub fn connect(&self) -> anyhow::Result<HeadSession> {
         HeadSession::connect(&cluster_info(
             self.address.clone(),
             self.token.clone(),

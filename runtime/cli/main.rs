@@ -1,6 +1,7 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
 mod job;
+mod list;
 mod start;
 mod status;
 mod stop;
@@ -30,6 +31,8 @@ enum Command {
     /// Ship a job binary to the head by content hash, run it there as the
     /// driver, stream its output, and exit with its status.
     Submit(job::SubmitArgs),
+    /// The head's tables: nodes, actors or jobs (with --state and --json).
+    List(list::ListArgs),
     /// List, follow or stop jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Start(a) => start::run(a),
         Command::Stop(a) => stop::run(a),
         Command::Status(a) => status::run(a),
+        Command::List(a) => list::run(a),
         Command::Submit(a) => std::process::exit(job::submit(a)?),
         Command::Job(c) => std::process::exit(job::run(c)?),
     }

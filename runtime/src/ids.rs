@@ -96,6 +96,10 @@ define_id!(
     JobId, "j", "job"
 );
 define_id!(
+    /// An actor (stable across its restarts).
+    ActorId, "a", "actor"
+);
+define_id!(
     /// A cluster (one head's lifetime of tables).
     ClusterId, "c", "cluster"
 );

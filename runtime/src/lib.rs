@@ -30,9 +30,11 @@ pub mod transport;
 #[doc(hidden)]
 pub use api::__private;
 pub use api::{
-    cancel, get, get_all, get_timeout, gpu_ids, init, is_worker, node_id, put, wait, Arg, Cluster,
-    Error, InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
+    cancel, get, get_actor, get_actor_in, get_all, get_timeout, gpu_ids, init, is_worker, kill,
+    node_id, put, wait, ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Cluster, Error,
+    InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
 };
 pub use config::Config;
+pub use ids::ActorId;
 pub use ids::{ClusterId, JobId, NodeId};
-pub use prism_macros::remote;
+pub use prism_macros::{actor, remote};

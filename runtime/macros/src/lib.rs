@@ -12,6 +12,8 @@
 //! Every parameter and the result must be rkyv-archivable (`prism::Value`);
 //! anything else is a compile error naming the type.
 
+mod actor;
+
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::{parse_macro_input, FnArg, ItemFn, Pat, ReturnType};
@@ -27,6 +29,35 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let func = parse_macro_input!(item as ItemFn);
     match expand(func) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Makes a type an actor: put it on the struct and on its `impl` block.
+/// The impl needs `fn new(..) -> Self`; every `&self` / `&mut self` method
+/// (plain or `async`) becomes callable through `ActorHandle<Type>`.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let msg = "#[prism::actor] takes no arguments; set options with `Type::options()`";
+        return syn::Error::new(proc_macro2::Span::call_site(), msg)
+            .to_compile_error()
+            .into();
+    }
+    let parsed = match syn::parse::<syn::Item>(item) {
+        Ok(i) => i,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let out = match parsed {
+        syn::Item::Struct(s) => actor::on_struct(s),
+        syn::Item::Impl(i) => actor::on_impl(i),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "#[prism::actor] goes on a struct and on its impl block",
+        )),
+    };
+    match out {
         Ok(ts) => ts.into(),
         Err(e) => e.to_compile_error().into(),
     }

@@ -9,7 +9,7 @@ use super::value::{Encoded, Value};
 use crate::ids::{JobId, NodeId};
 use crate::object_store::{ObjectError, StoreClient};
 use crate::proto::codec;
-use crate::proto::task::{ArgSpec, LocalEvent, LocalRequest, Outcome, TaskSpec};
+use crate::proto::task::{ArgSpec, LocalEvent, LocalRequest, Outcome, TaskKind, TaskSpec};
 use dashmap::DashMap;
 use prism_objectstore::ObjectId;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -298,8 +298,34 @@ impl Core {
         opts: &TaskOptions,
         args: Vec<EncodedArg>,
     ) -> Result<ObjectRef<R>> {
-        let task_id = ObjectId::random();
-        let slot = Slot::new(opts.display_name(), SlotState::Pending);
+        let spec = TaskSpec {
+            task_id: ObjectId::random().0,
+            job_id: self.job_id,
+            function: opts.function.to_string(),
+            name: opts.display_name().to_string(),
+            args: Vec::new(),
+            resources: opts.wire_resources(),
+            strategy: opts.strategy.clone(),
+            max_retries: opts.max_retries,
+            retry_exceptions: opts.retry_exceptions,
+            attempt: 0,
+            spilled: false,
+            kind: TaskKind::Task,
+        };
+        self.submit_spec(spec, args, false)
+    }
+
+    /// Submits `spec` with `args` resolved. Pending ref arguments are awaited
+    /// in the background, or on this thread when `in_order` (actor calls
+    /// must reach the raylet in the order they were made).
+    pub(crate) fn submit_spec<R>(
+        self: &Arc<Self>,
+        mut spec: TaskSpec,
+        args: Vec<EncodedArg>,
+        in_order: bool,
+    ) -> Result<ObjectRef<R>> {
+        let task_id = ObjectId(spec.task_id);
+        let slot = Slot::new(&spec.name, SlotState::Pending);
         self.slots.insert(task_id, slot.clone());
         let r = ObjectRef::owned(task_id, self.clone());
         let mut specs = Vec::with_capacity(args.len());
@@ -346,20 +372,22 @@ impl Core {
         if !guards.is_empty() {
             self.keepalive.insert(task_id, guards);
         }
-        let mut spec = TaskSpec {
-            task_id: task_id.0,
-            job_id: self.job_id,
-            function: opts.function.to_string(),
-            name: opts.display_name().to_string(),
-            args: specs,
-            resources: opts.wire_resources(),
-            strategy: opts.strategy.clone(),
-            max_retries: opts.max_retries,
-            retry_exceptions: opts.retry_exceptions,
-            attempt: 0,
-            spilled: false,
-        };
+        spec.args = specs;
         if waits.is_empty() {
+            self.send(&LocalRequest::Submit(spec))?;
+            return Ok(r);
+        }
+        if in_order {
+            for (i, id, s) in waits {
+                s.wait(None);
+                match self.resolved_arg(id, s.state()) {
+                    Ok(a) => spec.args[i] = a,
+                    Err(e) => {
+                        slot.set(SlotState::Failed(e));
+                        return Ok(r);
+                    }
+                }
+            }
             self.send(&LocalRequest::Submit(spec))?;
             return Ok(r);
         }
@@ -516,6 +544,99 @@ impl Core {
         self.send(&LocalRequest::Cancel {
             task_id: id.0,
             force,
+        })
+    }
+}
+
+impl Core {
+    /// Calls an actor's method; calls through one handle stay in order.
+    pub(crate) fn submit_call<R>(
+        self: &Arc<Self>,
+        actor: crate::ids::ActorId,
+        caller: [u8; 16],
+        seq: u64,
+        method: &'static str,
+        args: Vec<EncodedArg>,
+    ) -> Result<ObjectRef<R>> {
+        let spec = TaskSpec {
+            task_id: ObjectId::random().0,
+            job_id: self.job_id,
+            function: method.to_string(),
+            name: method.to_string(),
+            args: Vec::new(),
+            resources: Default::default(),
+            strategy: crate::proto::task::WireStrategy::Hybrid,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            spilled: false,
+            kind: TaskKind::ActorCall(crate::proto::task::ActorCall {
+                actor_id: actor,
+                caller,
+                seq,
+            }),
+        };
+        self.submit_spec(spec, args, true)
+    }
+
+    /// Creates an actor; the ref resolves when its constructor has run.
+    pub(crate) fn create_actor(
+        self: &Arc<Self>,
+        opts: &super::actor::ActorOptions,
+        args: Vec<EncodedArg>,
+    ) -> Result<(crate::ids::ActorId, ObjectRef<()>)> {
+        let actor = crate::ids::ActorId::random();
+        let short = opts.class.rsplit("::").next().unwrap_or(opts.class);
+        let spec = TaskSpec {
+            task_id: actor.0,
+            job_id: self.job_id,
+            function: opts.class.to_string(),
+            name: format!("{short}::new"),
+            args: Vec::new(),
+            resources: crate::proto::common::Resources::from(&opts.resources),
+            strategy: opts.strategy.clone(),
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            spilled: false,
+            kind: TaskKind::CreateActor(crate::proto::task::ActorCreate {
+                actor_id: actor,
+                name: opts.name.clone(),
+                namespace: opts.namespace.clone(),
+                detached: opts.detached,
+                max_restarts: opts.max_restarts,
+                max_task_retries: opts.max_task_retries,
+                max_concurrency: opts.max_concurrency,
+                restarts: 0,
+            }),
+        };
+        let created = self.submit_spec(spec, args, true)?;
+        Ok((actor, created))
+    }
+
+    /// A live named actor's id.
+    pub(crate) fn lookup_actor(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::ids::ActorId> {
+        let request_id = ObjectId::random();
+        self.slots
+            .insert(request_id, Slot::new("get_actor", SlotState::Pending));
+        let r: ObjectRef<crate::ids::ActorId> = ObjectRef::owned(request_id, self.clone());
+        self.send(&LocalRequest::LookupActor {
+            request_id: request_id.0,
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        })?;
+        self.get::<crate::ids::ActorId>(r.id(), Some(Duration::from_secs(60)))
+    }
+
+    /// Kills an actor's worker.
+    pub(crate) fn kill_actor(&self, actor: crate::ids::ActorId, no_restart: bool) -> Result<()> {
+        self.send(&LocalRequest::KillActor {
+            actor_id: actor,
+            no_restart,
         })
     }
 }

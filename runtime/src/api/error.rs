@@ -71,6 +71,17 @@ pub enum TaskError {
         /// Why.
         detail: String,
     },
+    /// The actor is dead, or died while running this call.
+    #[error("call {task}: actor {actor} died: {detail}")]
+    ActorDied {
+        /// The call's name (`Type::method`).
+        task: String,
+        /// The actor.
+        actor: crate::ids::ActorId,
+        /// Why: the constructor's panic, the worker's exit signal, the
+        /// node's loss, or a kill.
+        detail: String,
+    },
     /// No worker process could be started for it.
     #[error("task {task}: cannot start a worker: {detail}")]
     WorkerStartFailed {
@@ -102,6 +113,11 @@ impl TaskError {
             },
             Failure::BadCall { detail } => TaskError::BadCall { task, detail },
             Failure::WorkerStartFailed { detail } => TaskError::WorkerStartFailed { task, detail },
+            Failure::ActorDied { actor_id, detail } => TaskError::ActorDied {
+                task,
+                actor: actor_id,
+                detail,
+            },
         }
     }
 }

@@ -18,6 +18,8 @@
 //! }
 //! ```
 
+pub mod actor;
+mod actor_worker;
 mod connect;
 pub(crate) mod core;
 mod error;
@@ -27,6 +29,7 @@ mod options;
 mod value;
 mod worker;
 
+pub use actor::{get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorLink, ActorOptions};
 pub use error::{Error, Result, TaskError};
 pub use local::{init, Cluster, InitOptions};
 pub use object_ref::{Arg, IntoArg, ObjectRef};
@@ -111,6 +114,7 @@ pub fn is_worker() -> bool {
 /// Used by the code `#[prism::remote]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use super::actor_worker::{run_actor, ActorImpl, ActorRegistration, LocalCall};
     pub use super::object_ref::EncodedArg;
     pub use super::value::Encoded;
     pub use super::worker::{block_on, decode_arg, encode_result, Registration};

@@ -76,6 +76,16 @@ fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
             ),
         });
     };
+    run_with_args(core, task, invoke)
+}
+
+/// Resolves a task's arguments (inline bytes, or zero-copy views of store
+/// objects), runs `f` on them catching panics, and stores or inlines the result.
+pub(crate) fn run_with_args(
+    core: &Arc<Core>,
+    task: &TaskSpec,
+    f: impl FnOnce(&[&[u8]]) -> Result<Encoded, String>,
+) -> Outcome {
     let mut views: Vec<ObjectView<'_>> = Vec::new();
     let mut inline: Vec<&[u8]> = Vec::new();
     let mut order = Vec::new();
@@ -110,11 +120,33 @@ fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
         })
         .collect();
     PANIC_AT.with(|p| p.borrow_mut().take());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| invoke(&args)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&args)));
     drop(views);
     match result {
-        Ok(Ok(bytes)) if bytes.len() <= INLINE_MAX => Outcome::Inline(bytes.to_vec()),
-        Ok(Ok(bytes)) => {
+        Ok(r) => finish(core, task, r),
+        Err(p) => panicked(&*p),
+    }
+}
+
+/// The outcome of a panic caught in this thread.
+pub(crate) fn panicked(p: &(dyn std::any::Any + Send)) -> Outcome {
+    Outcome::Failed(Failure::Panic {
+        message: panic_message(p),
+        location: PANIC_AT
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| "unknown location".into()),
+    })
+}
+
+/// The outcome of a finished call: inline, or stored under the task's id.
+pub(crate) fn finish(
+    core: &Arc<Core>,
+    task: &TaskSpec,
+    result: Result<Encoded, String>,
+) -> Outcome {
+    match result {
+        Ok(bytes) if bytes.len() <= INLINE_MAX => Outcome::Inline(bytes.to_vec()),
+        Ok(bytes) => {
             let id = ObjectId(task.task_id);
             match core
                 .store
@@ -137,13 +169,7 @@ fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
                 }),
             }
         }
-        Ok(Err(detail)) => Outcome::Failed(Failure::BadCall { detail }),
-        Err(p) => Outcome::Failed(Failure::Panic {
-            message: panic_message(&*p),
-            location: PANIC_AT
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| "unknown location".into()),
-        }),
+        Err(detail) => Outcome::Failed(Failure::BadCall { detail }),
     }
 }
 
@@ -151,6 +177,10 @@ fn execute(core: &Arc<Core>, task: &TaskSpec) -> Outcome {
 pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>) -> ! {
     install_panic_hook();
     while let Ok((task, _gpus)) = tasks.recv() {
+        if let crate::proto::task::TaskKind::CreateActor(_) = &task.kind {
+            // This worker now hosts the actor until it dies.
+            super::actor_worker::become_actor(core, task, tasks);
+        }
         let outcome = execute(&core, &task);
         if core
             .send(&LocalRequest::Done {

@@ -1,6 +1,7 @@
 //! The head's shell: accepts connections, checks who they are, decodes
 //! requests and hands them to the actor that owns the node table.
 
+use super::actor_table::ActorTable;
 use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
@@ -27,6 +28,7 @@ enum HeadMsg {
     Status(RpcReplyPort<ClusterStatus>),
     AddLocation(NodeId, [u8; 16], u64, RpcReplyPort<HeadResponse>),
     GetLocations([u8; 16], RpcReplyPort<HeadResponse>),
+    Actors(HeadRequest, RpcReplyPort<HeadResponse>),
     Tick,
 }
 
@@ -36,6 +38,7 @@ struct HeadState {
     cluster_id: ClusterId,
     head_address: String,
     demand: std::collections::HashMap<NodeId, Vec<Demand>>,
+    actors: ActorTable,
 }
 
 impl HeadState {
@@ -101,6 +104,39 @@ impl HeadState {
         HeadResponse::ObjectLocations { size, nodes }
     }
 
+    fn actor_request(&mut self, req: HeadRequest) -> HeadResponse {
+        match req {
+            HeadRequest::RegisterActor(info) => match self.actors.register(info) {
+                Ok(()) => HeadResponse::Ok,
+                Err(message) => HeadResponse::Error {
+                    kind: ErrorKind::BadRequest,
+                    message,
+                },
+            },
+            HeadRequest::UpdateActor {
+                actor_id,
+                state,
+                node,
+                restarts,
+                reason,
+            } => {
+                self.actors.update(actor_id, state, node, restarts, reason);
+                HeadResponse::Ok
+            }
+            HeadRequest::GetActor { actor_id } => {
+                HeadResponse::Actor(self.actors.get(actor_id).cloned())
+            }
+            HeadRequest::GetNamedActor { namespace, name } => {
+                HeadResponse::Actor(self.actors.by_name(&namespace, &name).cloned())
+            }
+            HeadRequest::ListActors => HeadResponse::Actors(self.actors.list()),
+            other => HeadResponse::Error {
+                kind: ErrorKind::Internal,
+                message: format!("not an actor request: {other:?}"),
+            },
+        }
+    }
+
     fn log_events(&mut self) {
         while let Some(ev) = self.table.poll_event() {
             match ev {
@@ -119,6 +155,9 @@ impl HeadState {
                 NodeEvent::Died { id, reason } => {
                     self.directory.remove_node(id);
                     warn!(node = %id, %reason, "node dead");
+                    for a in self.actors.node_died(id, &reason) {
+                        warn!(actor = %a, node = %id, "actor dead with its node");
+                    }
                 }
             }
         }
@@ -163,6 +202,7 @@ impl Actor for HeadActor {
                 drop(reply.send(st.add_location(node, object, size)))
             }
             HeadMsg::GetLocations(object, reply) => drop(reply.send(st.locations(&object))),
+            HeadMsg::Actors(req, reply) => drop(reply.send(st.actor_request(req))),
             HeadMsg::Tick => st.table.tick(now),
         }
         st.log_events();
@@ -212,6 +252,7 @@ pub async fn run_head(
         cluster_id: setup.cluster_id,
         head_address: endpoint.local_addr().to_string(),
         demand: Default::default(),
+        actors: ActorTable::default(),
     };
     let (actor, handle) = Actor::spawn(None, HeadActor, state)
         .await
@@ -433,6 +474,13 @@ async fn serve_stream(
             HeadResponse::Ok
         }
         HeadRequest::ListJobs => HeadResponse::Jobs(ctx.jobs.list()),
+        req @ (HeadRequest::RegisterActor(_)
+        | HeadRequest::UpdateActor { .. }
+        | HeadRequest::GetActor { .. }
+        | HeadRequest::GetNamedActor { .. }
+        | HeadRequest::ListActors) => {
+            ractor::call!(ctx.actor, HeadMsg::Actors, req).unwrap_or_else(internal)
+        }
         HeadRequest::JobLogs { job_id, offset } => match ctx.jobs.logs(job_id, offset) {
             Ok((data, next, job)) => HeadResponse::Logs { data, next, job },
             Err(message) => bad_request(message),

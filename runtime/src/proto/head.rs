@@ -103,6 +103,76 @@ pub enum HeadRequest {
         /// The job.
         job_id: crate::ids::JobId,
     },
+    /// A new actor (refused if its name is taken).
+    RegisterActor(ActorInfo),
+    /// A raylet reports an actor's state.
+    UpdateActor {
+        /// The actor.
+        actor_id: crate::ids::ActorId,
+        /// Its new state.
+        state: ActorState,
+        /// Where it runs now.
+        node: Option<(crate::ids::NodeId, String)>,
+        /// Restarts so far.
+        restarts: u32,
+        /// Why, when dead.
+        reason: Option<String>,
+    },
+    /// One actor by id.
+    GetActor {
+        /// The actor.
+        actor_id: crate::ids::ActorId,
+    },
+    /// A live actor by name.
+    GetNamedActor {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// The actor table.
+    ListActors,
+}
+
+/// An actor's lifecycle state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorState {
+    /// Created, constructor not finished.
+    Pending,
+    /// Serving calls.
+    Alive,
+    /// Its worker died; the constructor is running again.
+    Restarting,
+    /// Gone for good.
+    Dead,
+}
+
+/// One row of the actor table.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActorInfo {
+    /// The actor.
+    pub actor_id: crate::ids::ActorId,
+    /// Its type's registered name.
+    pub class: String,
+    /// Its name, if named.
+    pub name: Option<String>,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its state.
+    pub state: ActorState,
+    /// The node hosting it.
+    pub node_id: Option<crate::ids::NodeId>,
+    /// That node's QUIC address.
+    pub node_address: String,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Why it died.
+    pub death_reason: Option<String>,
+    /// Lives beyond its creator's job.
+    pub detached: bool,
+    /// The job that created it.
+    pub job_id: crate::ids::JobId,
 }
 
 /// A job to run from an uploaded binary.
@@ -239,6 +309,10 @@ pub enum HeadResponse {
     },
     /// The job table.
     Jobs(Vec<JobInfo>),
+    /// One actor (`None`: unknown).
+    Actor(Option<ActorInfo>),
+    /// The actor table.
+    Actors(Vec<ActorInfo>),
     /// Output of a submitted job.
     Logs {
         /// Bytes from the requested offset (at most 1 MiB).

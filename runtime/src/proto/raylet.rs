@@ -19,6 +19,21 @@ pub enum PeerRequest {
     },
     /// Run a task spilled from the sending raylet.
     Submit(Box<PeerSubmit>),
+    /// Open an ordered call stream to an actor hosted here: `TaskSpec`
+    /// frames follow, [`PeerActorResult`] frames come back.
+    ActorStream {
+        /// The actor.
+        actor_id: crate::ids::ActorId,
+    },
+}
+
+/// The result of one call sent on an actor stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerActorResult {
+    /// The call.
+    pub task_id: [u8; 16],
+    /// Its outcome.
+    pub outcome: super::task::Outcome,
 }
 
 /// The answer, before the raw bytes.

@@ -6,7 +6,7 @@
 //! are matched by task id, not by order).
 
 use super::common::Resources;
-use crate::ids::{JobId, NodeId};
+use crate::ids::{ActorId, JobId, NodeId};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// What runs a job's workers.
@@ -53,6 +53,49 @@ pub enum WireStrategy {
     Labels(String),
 }
 
+/// Creating an actor: its constructor runs as this task on a dedicated worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ActorCreate {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Its name, if named.
+    pub name: Option<String>,
+    /// Its namespace.
+    pub namespace: String,
+    /// Lives until killed (not with its creator's job).
+    pub detached: bool,
+    /// Constructor re-runs allowed after the worker dies.
+    pub max_restarts: u32,
+    /// Re-sends of a call that was in flight when the worker died.
+    pub max_task_retries: u32,
+    /// Calls run at once (async `&self` methods interleave).
+    pub max_concurrency: u32,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+/// A call to an actor's method.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ActorCall {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// The calling handle (calls from one handle run in order).
+    pub caller: [u8; 16],
+    /// Its position in that caller's sequence.
+    pub seq: u64,
+}
+
+/// What kind of work a [`TaskSpec`] is.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TaskKind {
+    /// A normal task.
+    Task,
+    /// An actor's constructor.
+    CreateActor(ActorCreate),
+    /// A method call on an actor.
+    ActorCall(ActorCall),
+}
+
 /// Everything a raylet needs to run a task.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct TaskSpec {
@@ -78,6 +121,8 @@ pub struct TaskSpec {
     pub attempt: u32,
     /// Already spilled from another raylet: run here or queue, never forward again.
     pub spilled: bool,
+    /// Task, actor creation or actor call.
+    pub kind: TaskKind,
 }
 
 /// Why a task failed.
@@ -127,6 +172,14 @@ pub enum Failure {
     /// The worker could not be started.
     WorkerStartFailed {
         /// Why.
+        detail: String,
+    },
+    /// The actor is dead (or died while running the call).
+    ActorDied {
+        /// The actor.
+        actor_id: ActorId,
+        /// Why: the constructor's panic, the worker's exit signal, the
+        /// node's loss, or a kill.
         detail: String,
     },
 }
@@ -180,6 +233,23 @@ pub enum LocalRequest {
         /// Its outcome.
         outcome: Outcome,
     },
+    /// Kill an actor; with `no_restart`, it stays dead.
+    KillActor {
+        /// The actor.
+        actor_id: ActorId,
+        /// Do not restart it.
+        no_restart: bool,
+    },
+    /// Find a named actor; the answer is a `Finished` for `request_id`
+    /// carrying the archived [`ActorId`] (or `ActorDied` if none).
+    LookupActor {
+        /// Matches the answer.
+        request_id: [u8; 16],
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+    },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,
     /// The worker's task runs again.
@@ -188,6 +258,7 @@ pub enum LocalRequest {
 
 /// Raylet to driver or worker.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Execute dominates the traffic; boxing it would cost an allocation per task.
 pub enum LocalEvent {
     /// Answer to a hello.
     Welcome {

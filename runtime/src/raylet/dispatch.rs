@@ -11,8 +11,9 @@
 //! - **D-4** system failures retry up to `max_retries`, then fail with the cause.
 
 use super::task_queue::ClassQueue;
-use crate::ids::{JobId, NodeId};
-use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
+use crate::ids::{ActorId, JobId, NodeId};
+use crate::proto::head::ActorState;
+use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec, WireStrategy};
 use prism_scheduler::{
     ClusterView, Decision, LabelSelector, NodeResources, Quantity, ResourceSet, Scheduler,
     Strategy, CPU,
@@ -68,6 +69,26 @@ pub enum Action {
         /// The worker.
         worker: WorkerId,
     },
+    /// Tell the head an actor's new state.
+    ActorState {
+        /// The actor.
+        actor: ActorId,
+        /// Its state.
+        state: ActorState,
+        /// Restarts so far.
+        restarts: u32,
+        /// Why, when dead.
+        reason: Option<String>,
+    },
+    /// Route a call to an actor that lives on another node.
+    ForwardCall {
+        /// The actor.
+        actor: ActorId,
+        /// Who waits for the result here.
+        owner: Owner,
+        /// The call.
+        task: TaskSpec,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +117,8 @@ struct Worker {
     job: JobId,
     gpus: Vec<u32>,
     state: WorkerState,
+    /// The actor this worker is dedicated to (never reused for tasks).
+    actor: Option<ActorId>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +144,10 @@ pub struct Dispatcher {
     next_worker: WorkerId,
     max_idle: usize,
     infeasible: Vec<(ResourceSet, u32, String)>,
+    actors: HashMap<ActorId, actors::LocalActor>,
+    dead_actors: HashMap<ActorId, String>,
+    /// Calls for actors whose creation was announced but not started here.
+    pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
 }
 
 /// Counts for status views.
@@ -167,6 +194,9 @@ impl Dispatcher {
             next_worker: 1,
             max_idle,
             infeasible: Vec::new(),
+            actors: HashMap::new(),
+            dead_actors: HashMap::new(),
+            pre_waiting: HashMap::new(),
         }
     }
 
@@ -242,6 +272,10 @@ impl Dispatcher {
 
     /// A task arrives from `owner`.
     pub fn submit(&mut self, spec: TaskSpec, owner: Owner) -> Vec<Action> {
+        if let TaskKind::ActorCall(call) = &spec.kind {
+            let actor = call.actor_id;
+            return self.submit_call(actor, spec, owner);
+        }
         let request = spec.resources.to_set();
         let mut out = Vec::new();
         let strategy = match to_strategy(&spec.strategy) {
@@ -298,6 +332,12 @@ impl Dispatcher {
                     other => other.to_string(),
                 };
                 self.note_infeasible(&request, &reason);
+                if let TaskKind::CreateActor(c) = &spec.kind {
+                    out.extend(self.actor_registration_failed(
+                        c.actor_id,
+                        format!("it is infeasible: {reason}"),
+                    ));
+                }
                 out.push(reply_failed(owner, &spec, Failure::Infeasible { reason }));
             }
         }
@@ -308,11 +348,18 @@ impl Dispatcher {
         q.spec.spilled = true;
         // Assume the peer takes it, until its next report says otherwise.
         let _ = self.view.allocate(node, &q.request);
+        let created = match &q.spec.kind {
+            TaskKind::CreateActor(c) => Some(c.actor_id),
+            _ => None,
+        };
         out.push(Action::Forward {
             node,
             owner: q.owner,
             task: q.spec,
         });
+        if let Some(actor) = created {
+            self.calls_follow_actor(actor, out);
+        }
     }
 
     /// Dispatches what fits now; spills back what waits here but fits
@@ -369,6 +416,11 @@ impl Dispatcher {
         };
         let indices: Vec<u32> = gpus.iter().map(|(i, _)| *i).collect();
         let job = q.spec.job_id;
+        if let TaskKind::CreateActor(create) = &q.spec.kind {
+            let create = create.clone();
+            self.start_actor(q, create, gpus, out);
+            return;
+        }
         let idle = self
             .workers
             .iter()
@@ -393,6 +445,7 @@ impl Dispatcher {
                         job,
                         gpus: indices.clone(),
                         state: WorkerState::Starting,
+                        actor: None,
                     },
                 );
                 out.push(Action::Start {
@@ -466,6 +519,9 @@ impl Dispatcher {
         task_id: [u8; 16],
         outcome: Outcome,
     ) -> Vec<Action> {
+        if let Some(actor) = self.workers.get(&worker).and_then(|w| w.actor) {
+            return self.actor_done(actor, task_id, outcome);
+        }
         let mut out = Vec::new();
         let Some(r) = self.running.remove(&task_id) else {
             return out;
@@ -515,8 +571,11 @@ impl Dispatcher {
     /// A worker process exited or its connection broke (D-4).
     pub fn worker_died(&mut self, worker: WorkerId, failure: Failure) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.workers.remove(&worker).is_none() {
+        let Some(w) = self.workers.remove(&worker) else {
             return out;
+        };
+        if let Some(actor) = w.actor {
+            return self.actor_worker_died(actor, worker, failure);
         }
         if let Some(t) = self.task_of(worker) {
             let r = self.running.remove(&t).expect("task_of found it");
@@ -622,10 +681,12 @@ impl Dispatcher {
         }
         if let Some(job) = job {
             self.queue.retain(|q| q.spec.job_id != job);
+            let detached = self.detached_workers();
+            self.actors_of_job_end(job);
             let doomed: Vec<WorkerId> = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.job == job)
+                .filter(|(id, w)| w.job == job && !detached.contains(id))
                 .map(|(id, _)| *id)
                 .collect();
             for w in doomed {
@@ -639,6 +700,34 @@ impl Dispatcher {
     }
 }
 
+pub use actors::KILL_METHOD;
+
+/// The call that kills `actor` (routed like any call, so it reaches the
+/// actor's node in order with the calls sent before it).
+pub fn kill_call(actor: ActorId, no_restart: bool, from: NodeId) -> TaskSpec {
+    let _ = from;
+    TaskSpec {
+        task_id: rand::random(),
+        job_id: JobId([0; 16]),
+        function: KILL_METHOD.into(),
+        name: "kill".into(),
+        args: vec![crate::proto::task::ArgSpec::Inline(vec![u8::from(
+            no_restart,
+        )])],
+        resources: crate::proto::common::Resources::default(),
+        strategy: WireStrategy::Hybrid,
+        max_retries: 0,
+        retry_exceptions: false,
+        attempt: 0,
+        spilled: false,
+        kind: TaskKind::ActorCall(crate::proto::task::ActorCall {
+            actor_id: actor,
+            caller: rand::random(),
+            seq: 0,
+        }),
+    }
+}
+
 fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
     Action::Reply {
         owner,
@@ -646,6 +735,9 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
         outcome: Outcome::Failed(failure),
     }
 }
+
+#[path = "dispatch_actors.rs"]
+mod actors;
 
 #[cfg(test)]
 #[path = "dispatch_tests.rs"]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::proto::common::Resources;
+use crate::proto::task::TaskKind;
 
 fn node(cpus: u32) -> NodeResources {
     NodeResources::new(ResourceSet::new().with(CPU, Quantity::whole(cpus)))
@@ -20,6 +21,7 @@ fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
         retry_exceptions: false,
         attempt: 0,
         spilled: false,
+        kind: TaskKind::Task,
     }
 }
 

@@ -3,6 +3,7 @@
 //! registers its resources, heartbeats, and registers again as a new
 //! incarnation if the head declared it dead.
 
+mod actor_links;
 pub mod dispatch;
 pub mod resources;
 pub mod store_server;
@@ -280,6 +281,7 @@ pub async fn run_raylet(
             store_socket: store_socket.clone(),
             binaries: std::path::Path::new(&opts.config.temp_dir).join("binaries"),
             node_id: node_id.to_string(),
+            node_address: address.to_string(),
         },
         server.clone(),
         transfer.clone(),

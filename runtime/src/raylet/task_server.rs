@@ -48,11 +48,13 @@ pub struct TaskService {
     jobs: DashMap<JobId, JobSpec>,
     local_jobs: DashMap<JobId, ()>,
     peer_waiters: DashMap<Owner, oneshot::Sender<Outcome>>,
+    pub(super) peer_sinks: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
+    pub(super) actor_links: DashMap<crate::ids::ActorId, super::actor_links::LinkTx>,
     peer_addrs: Mutex<HashMap<NodeId, SocketAddr>>,
     next_owner: AtomicU64,
-    env: WorkerEnv,
+    pub(super) env: WorkerEnv,
     store: Arc<StoreServer>,
-    transfer: Arc<Transfer>,
+    pub(super) transfer: Arc<Transfer>,
 }
 
 impl TaskService {
@@ -73,6 +75,8 @@ impl TaskService {
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
             peer_waiters: DashMap::new(),
+            peer_sinks: DashMap::new(),
+            actor_links: DashMap::new(),
             peer_addrs: Mutex::new(HashMap::new()),
             next_owner: AtomicU64::new(1),
             env,
@@ -81,11 +85,11 @@ impl TaskService {
         })
     }
 
-    fn disp(&self) -> std::sync::MutexGuard<'_, Dispatcher> {
+    pub(super) fn disp(&self) -> std::sync::MutexGuard<'_, Dispatcher> {
         self.disp.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node(&self) -> NodeId {
+    pub(super) fn node(&self) -> NodeId {
         *self.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -137,8 +141,7 @@ impl TaskService {
             peers.push((n.node_id, res.with_labels(labels)));
         }
         *self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
-        let actions = self.disp().set_peers_and_pump(peers);
-        self.apply(actions);
+        self.act(|d| d.set_peers_and_pump(peers));
     }
 
     fn send(&self, owner: Owner, ev: &LocalEvent) {
@@ -152,8 +155,22 @@ impl TaskService {
         }
     }
 
+    /// Runs a dispatcher step and carries out its actions while still
+    /// holding the dispatcher: actions leave in the order they were decided
+    /// (an actor's calls, say), whichever thread decided them.
+    pub(super) fn act(self: &Arc<Self>, f: impl FnOnce(&mut Dispatcher) -> Vec<Action>) {
+        let mut d = self.disp();
+        let actions = f(&mut d);
+        self.apply(actions);
+        drop(d);
+    }
+
+    pub(super) fn new_owner(&self) -> Owner {
+        self.next_owner.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Carries out the dispatcher's decisions.
-    fn apply(self: &Arc<Self>, actions: Vec<Action>) {
+    pub(super) fn apply(self: &Arc<Self>, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Start { worker, job, gpus } => self.start_worker(worker, job, gpus),
@@ -170,10 +187,18 @@ impl TaskService {
                 } => {
                     if let Some((_, tx)) = self.peer_waiters.remove(&owner) {
                         let _ = tx.send(outcome);
-                    } else {
+                    } else if let Err(outcome) = self.reply_to_peer_stream(owner, task_id, outcome)
+                    {
                         self.send(owner, &LocalEvent::Finished { task_id, outcome });
                     }
                 }
+                Action::ActorState {
+                    actor,
+                    state,
+                    restarts,
+                    reason,
+                } => self.report_actor(actor, state, restarts, reason),
+                Action::ForwardCall { actor, owner, task } => self.route_call(actor, owner, task),
                 Action::Forward { node, owner, task } => self.forward(node, owner, task),
                 Action::Kill { worker } => {
                     if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
@@ -202,10 +227,7 @@ impl TaskService {
                 Ok(c) => c,
                 Err(detail) => {
                     warn!(worker, %job, "cannot start worker: {detail}");
-                    let actions = me
-                        .disp()
-                        .worker_died(worker, Failure::WorkerStartFailed { detail });
-                    me.apply(actions);
+                    me.act(|d| d.worker_died(worker, Failure::WorkerStartFailed { detail }));
                     return;
                 }
             };
@@ -217,10 +239,7 @@ impl TaskService {
             let detail = workers::describe_exit(status);
             debug!(worker, %detail, "worker exited");
             let node = me.node();
-            let actions = me
-                .disp()
-                .worker_died(worker, Failure::WorkerDied { node, detail });
-            me.apply(actions);
+            me.act(|d| d.worker_died(worker, Failure::WorkerDied { node, detail }));
         });
     }
 
@@ -261,8 +280,7 @@ impl TaskService {
                 }]),
                 Err(detail) => {
                     warn!(%node, "spilled task failed on the peer: {detail}");
-                    let actions = me.disp().forward_failed(node, owner, task, detail);
-                    me.apply(actions);
+                    me.act(|d| d.forward_failed(node, owner, task, detail));
                 }
             }
         });
@@ -274,8 +292,7 @@ impl TaskService {
         let (tx, rx) = oneshot::channel();
         self.peer_waiters.insert(owner, tx);
         self.jobs.entry(sub.job.job_id).or_insert(sub.job);
-        let actions = self.disp().submit(sub.task, owner);
-        self.apply(actions);
+        self.act(|d| d.submit(sub.task, owner));
         let outcome = rx.await.unwrap_or_else(|_| {
             Outcome::Failed(Failure::NodeDied {
                 node: self.node(),
@@ -330,21 +347,23 @@ impl TaskService {
         }
         self.conns.remove(&owner);
         writer.abort();
-        let actions = match role {
+        let gone = match role {
             Role::Driver(job) => {
                 info!(%job, "driver disconnected; stopping its workers");
-                self.disp().owner_gone(owner, Some(job))
+                Some(Some(job))
             }
             Role::Worker(w) => {
                 self.worker_conns.remove(&w);
                 if let Some(pid) = self.pids.get(&w).map(|p| *p) {
                     workers::kill(pid);
                 }
-                self.disp().owner_gone(owner, None)
+                Some(None)
             }
-            Role::Unknown => Vec::new(),
+            Role::Unknown => None,
         };
-        self.apply(actions);
+        if let Some(job) = gone {
+            self.act(|d| d.owner_gone(owner, job));
+        }
     }
 
     /// Handles one request; returns the connection's new role after a hello.
@@ -392,8 +411,7 @@ impl TaskService {
                 }
                 self.worker_conns.insert(worker_id, owner);
                 self.send(owner, &welcome());
-                let actions = self.disp().worker_ready(worker_id);
-                self.apply(actions);
+                self.act(|d| d.worker_ready(worker_id));
                 Some(Role::Worker(worker_id))
             }
             (Role::Unknown, other) => {
@@ -401,28 +419,49 @@ impl TaskService {
                 None
             }
             (_, LocalRequest::Submit(spec)) => {
-                let actions = self.disp().submit(spec, owner);
-                self.apply(actions);
+                if matches!(spec.kind, crate::proto::task::TaskKind::CreateActor(_)) {
+                    self.create_actor(spec, owner);
+                } else {
+                    self.act(|d| d.submit(spec, owner));
+                }
+                None
+            }
+            (
+                _,
+                LocalRequest::KillActor {
+                    actor_id,
+                    no_restart,
+                },
+            ) => {
+                let kill = super::dispatch::kill_call(actor_id, no_restart, self.node());
+                self.act(|d| d.submit(kill, owner));
+                None
+            }
+            (
+                _,
+                LocalRequest::LookupActor {
+                    request_id,
+                    name,
+                    namespace,
+                },
+            ) => {
+                self.lookup_actor(owner, request_id, namespace, name);
                 None
             }
             (_, LocalRequest::Cancel { task_id, force }) => {
-                let actions = self.disp().cancel(task_id, force);
-                self.apply(actions);
+                self.act(|d| d.cancel(task_id, force));
                 None
             }
             (Role::Worker(w), LocalRequest::Done { task_id, outcome }) => {
-                let actions = self.disp().task_done(w, task_id, outcome);
-                self.apply(actions);
+                self.act(|d| d.task_done(w, task_id, outcome));
                 None
             }
             (Role::Worker(w), LocalRequest::Blocked) => {
-                let actions = self.disp().worker_blocked(w, true);
-                self.apply(actions);
+                self.act(|d| d.worker_blocked(w, true));
                 None
             }
             (Role::Worker(w), LocalRequest::Unblocked) => {
-                let actions = self.disp().worker_blocked(w, false);
-                self.apply(actions);
+                self.act(|d| d.worker_blocked(w, false));
                 None
             }
             (_, other) => {

@@ -253,6 +253,11 @@ impl Transfer {
         Err(PullError::Failed { id, tried })
     }
 
+    /// One request to the head.
+    pub async fn head_request(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
+        self.link.request(req).await
+    }
+
     /// Forgets a cached connection that failed.
     pub fn forget_peer(self: &Arc<Self>, addr: SocketAddr) {
         let me = self.clone();
@@ -411,6 +416,9 @@ async fn serve_stream(
             offset,
             len,
         })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
+        Ok(Some(PeerRequest::ActorStream { actor_id })) => {
+            tasks.serve_actor_stream(actor_id, s, r).await
+        }
         Ok(Some(PeerRequest::Submit(sub))) => {
             let resp = tasks.serve_peer_submit(*sub).await;
             let _ = write_msg(&mut s, &resp).await;

@@ -39,6 +39,8 @@ pub struct WorkerEnv {
     pub binaries: PathBuf,
     /// This node (for the worker's logs and `prism::node_id()`).
     pub node_id: String,
+    /// This raylet's QUIC address (where peers send actor calls).
+    pub node_address: String,
 }
 
 /// SHA-256 of bytes.

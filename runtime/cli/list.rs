@@ -1,0 +1,120 @@
+//! `prism list nodes | actors | jobs`: the head's tables, with filters.
+
+use crate::job::ClusterArgs;
+use anyhow::bail;
+use prism::proto::common::NodeState;
+use prism::proto::head::{HeadRequest, HeadResponse};
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// What to list: nodes, actors or jobs.
+    #[arg(value_parser = ["nodes", "actors", "jobs"])]
+    what: String,
+    /// Only rows in this state (alive, dead, pending, restarting, running, ...).
+    #[arg(long)]
+    state: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn keep(state: &Option<String>, s: &str) -> bool {
+    state
+        .as_deref()
+        .is_none_or(|want| want.eq_ignore_ascii_case(s))
+}
+
+pub fn run(args: ListArgs) -> anyhow::Result<()> {
+    let head = args.cluster.connect()?;
+    match args.what.as_str() {
+        "actors" => {
+            let HeadResponse::Actors(mut actors) = head.request(&HeadRequest::ListActors)? else {
+                bail!("unexpected answer to ListActors");
+            };
+            actors.retain(|a| keep(&args.state, &format!("{:?}", a.state)));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&actors)?);
+                return Ok(());
+            }
+            println!(
+                "{:<12} {:<11} {:<24} {:<16} {:<12} {:>8}  REASON",
+                "ACTOR", "STATE", "CLASS", "NAME", "NODE", "RESTARTS"
+            );
+            for a in &actors {
+                let class = a.class.rsplit("::").next().unwrap_or(&a.class);
+                println!(
+                    "{:<12} {:<11} {:<24} {:<16} {:<12} {:>8}  {}",
+                    a.actor_id.short(),
+                    format!("{:?}", a.state).to_lowercase(),
+                    class,
+                    a.name.clone().unwrap_or_default(),
+                    a.node_id.map(|n| n.short()).unwrap_or_default(),
+                    a.restarts,
+                    a.death_reason.clone().unwrap_or_default()
+                );
+            }
+        }
+        "jobs" => {
+            let HeadResponse::Jobs(mut jobs) = head.request(&HeadRequest::ListJobs)? else {
+                bail!("unexpected answer to ListJobs");
+            };
+            jobs.retain(|j| keep(&args.state, &format!("{:?}", j.state)));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(());
+            }
+            println!("{:<38} {:<10} ENTRYPOINT", "JOB", "STATE");
+            for j in &jobs {
+                println!(
+                    "{:<38} {:<10} {}",
+                    j.job_id.to_string(),
+                    format!("{:?}", j.state).to_lowercase(),
+                    j.entrypoint
+                );
+            }
+        }
+        _ => {
+            let status = head.rt.block_on(head.client.status())?;
+            let nodes: Vec<_> = status
+                .nodes
+                .iter()
+                .filter(|n| {
+                    keep(
+                        &args.state,
+                        match n.state {
+                            NodeState::Alive => "alive",
+                            NodeState::Suspect => "suspect",
+                            NodeState::Dead => "dead",
+                        },
+                    )
+                })
+                .collect();
+            if args.json {
+                let rows: Vec<_> = nodes
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "node_id": n.node_id, "state": n.state, "address": n.address,
+                            "name": n.name, "is_head": n.is_head, "death_reason": n.death_reason,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!("{:<12} {:<8} {:<22} NAME", "NODE", "STATE", "ADDRESS");
+            for n in nodes {
+                println!(
+                    "{:<12} {:<8} {:<22} {}",
+                    n.node_id.short(),
+                    format!("{:?}", n.state).to_lowercase(),
+                    n.address,
+                    n.name
+                );
+            }
+        }
+    }
+    Ok(())
+}

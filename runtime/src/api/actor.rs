@@ -1,0 +1,299 @@
+//! Actors: `#[prism::actor]` types, their handles, options, names and kills.
+//!
+//! ```ignore
+//! #[prism::actor]
+//! struct Counter { n: u64 }
+//!
+//! #[prism::actor]
+//! impl Counter {
+//!     fn new(start: u64) -> Self { Counter { n: start } }
+//!     fn add(&mut self, by: u64) -> u64 { self.n += by; self.n }
+//! }
+//!
+//! let c = Counter::options().name("counter").max_restarts(1).spawn(0u64)?;
+//! assert_eq!(c.add(5u64)?.get()?, 5);
+//! ```
+
+use super::core::{self};
+use super::error::Result;
+use super::object_ref::{EncodedArg, ObjectRef};
+use crate::ids::{ActorId, NodeId};
+use crate::proto::task::WireStrategy;
+use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY};
+use rkyv::rancor::Fallible;
+use rkyv::{Archive, Deserialize, Place, Serialize};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A type made an actor by `#[prism::actor]`.
+pub trait ActorClass: Sized + 'static {
+    /// Its registered name.
+    const CLASS: &'static str;
+    /// The generated type carrying its remote methods.
+    type Stub: From<ActorLink> + Clone;
+}
+
+/// The untyped part of a handle: the actor, and this caller's call order.
+#[derive(Debug, Clone)]
+pub struct ActorLink {
+    pub(crate) id: ActorId,
+    caller: [u8; 16],
+    seq: Arc<AtomicU64>,
+}
+
+impl ActorLink {
+    pub(crate) fn new(id: ActorId) -> ActorLink {
+        ActorLink {
+            id,
+            caller: rand::random(),
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The actor.
+    pub fn id(&self) -> ActorId {
+        self.id
+    }
+
+    /// Calls `method` (used by the generated stubs).
+    #[doc(hidden)]
+    pub fn call<R>(&self, method: &'static str, args: Vec<EncodedArg>) -> Result<ObjectRef<R>> {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        core::current()?.submit_call(self.id, self.caller, seq, method, args)
+    }
+}
+
+/// A handle to an actor: cheap to clone, and can be passed to tasks and
+/// other actors (its calls then go from there straight to the actor's node).
+/// Its remote methods are reached through `Deref`.
+pub struct ActorHandle<T: ActorClass> {
+    link: ActorLink,
+    stub: T::Stub,
+    created: Option<ObjectRef<()>>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: ActorClass> Clone for ActorHandle<T> {
+    fn clone(&self) -> Self {
+        ActorHandle {
+            link: self.link.clone(),
+            stub: self.stub.clone(),
+            created: self.created.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: ActorClass> std::fmt::Debug for ActorHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorHandle<{}>({})", T::CLASS, self.link.id)
+    }
+}
+
+impl<T: ActorClass> std::ops::Deref for ActorHandle<T> {
+    type Target = T::Stub;
+    fn deref(&self) -> &T::Stub {
+        &self.stub
+    }
+}
+
+impl<T: ActorClass> ActorHandle<T> {
+    pub(crate) fn from_id(id: ActorId, created: Option<ObjectRef<()>>) -> Self {
+        let link = ActorLink::new(id);
+        ActorHandle {
+            stub: T::Stub::from(link.clone()),
+            link,
+            created,
+            _t: PhantomData,
+        }
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.link.id
+    }
+
+    /// Waits until the constructor has run (calls made before wait for it
+    /// anyway); fails with the constructor's panic or the name clash.
+    pub fn ready(&self) -> Result<()> {
+        match &self.created {
+            Some(r) => r.get(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: ActorClass> Archive for ActorHandle<T> {
+    type Archived = [u8; 16];
+    type Resolver = [(); 16];
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        self.link.id.0.resolve(resolver, out)
+    }
+}
+
+impl<T: ActorClass, S: Fallible + ?Sized> Serialize<S> for ActorHandle<T> {
+    fn serialize(&self, _s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        Ok([(); 16])
+    }
+}
+
+impl<T: ActorClass, D: Fallible + ?Sized> Deserialize<ActorHandle<T>, D> for [u8; 16] {
+    fn deserialize(&self, _d: &mut D) -> std::result::Result<ActorHandle<T>, D::Error> {
+        Ok(ActorHandle::from_id(ActorId(*self), None))
+    }
+}
+
+/// How to create an actor. Built through `Type::options()`.
+#[derive(Debug, Clone)]
+pub struct ActorOptions {
+    pub(crate) class: &'static str,
+    pub(crate) resources: ResourceSet,
+    pub(crate) strategy: WireStrategy,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: String,
+    pub(crate) detached: bool,
+    pub(crate) max_restarts: u32,
+    pub(crate) max_task_retries: u32,
+    pub(crate) max_concurrency: u32,
+}
+
+fn qty(x: f64) -> Quantity {
+    Quantity::from_f64(x).unwrap_or(Quantity::from_raw(i64::MAX / 2))
+}
+
+impl ActorOptions {
+    /// Defaults: no resources held while alive (like Ray's running actors),
+    /// no restarts, one call at a time, owned by its creator's job.
+    pub fn new(class: &'static str) -> ActorOptions {
+        ActorOptions {
+            class,
+            resources: ResourceSet::new(),
+            strategy: WireStrategy::Hybrid,
+            name: None,
+            namespace: "default".into(),
+            detached: false,
+            max_restarts: 0,
+            max_task_retries: 0,
+            max_concurrency: 1,
+        }
+    }
+    /// CPUs held for the actor's lifetime.
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.resources.set(CPU, qty(n));
+        self
+    }
+    /// GPUs held for its lifetime; its worker sees only these.
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.resources.set(GPU, qty(n));
+        self
+    }
+    /// Memory in bytes reserved for its lifetime.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.resources.set(MEMORY, Quantity::from_raw(bytes as i64));
+        self
+    }
+    /// A custom resource.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.set(name, qty(amount));
+        self
+    }
+    /// A name, unique among live actors of its namespace (`get_actor`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// The namespace of its name (default `default`).
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = ns.to_string();
+        self
+    }
+    /// Lives until killed, not with its creator's job.
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
+    }
+    /// Constructor re-runs allowed after its worker dies.
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+    /// Re-sends of a call that was running when the worker died.
+    pub fn max_task_retries(mut self, n: u32) -> Self {
+        self.max_task_retries = n;
+        self
+    }
+    /// Calls run at once: `async fn(&self)` methods interleave up to `n`.
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n.max(1);
+        self
+    }
+    /// Spread over nodes.
+    pub fn spread(mut self) -> Self {
+        self.strategy = WireStrategy::Spread;
+        self
+    }
+    /// On `node`; `soft` falls back elsewhere.
+    pub fn node_affinity(mut self, node: NodeId, soft: bool) -> Self {
+        self.strategy = WireStrategy::NodeAffinity { node, soft };
+        self
+    }
+    /// Only on nodes whose labels match.
+    pub fn label_selector(mut self, selector: &str) -> Self {
+        self.strategy = WireStrategy::Labels(selector.to_string());
+        self
+    }
+}
+
+/// Creates an actor (used by the generated `spawn`).
+#[doc(hidden)]
+pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Result<ActorHandle<T>> {
+    let (id, created) = core::current()?.create_actor(opts, args)?;
+    Ok(ActorHandle::from_id(id, Some(created)))
+}
+
+/// A live named actor in the `default` namespace.
+pub fn get_actor<T: ActorClass>(name: &str) -> Result<ActorHandle<T>> {
+    get_actor_in::<T>("default", name)
+}
+
+/// A live named actor in `namespace`.
+pub fn get_actor_in<T: ActorClass>(namespace: &str, name: &str) -> Result<ActorHandle<T>> {
+    let id: ActorId = core::current()?.lookup_actor(namespace, name)?;
+    Ok(ActorHandle::from_id(id, None))
+}
+
+/// Kills an actor's worker. Pending calls fail with `ActorDied`; with
+/// `no_restart` it stays dead, otherwise `max_restarts` applies.
+pub fn kill<T: ActorClass>(handle: &ActorHandle<T>, no_restart: bool) -> Result<()> {
+    core::current()?.kill_actor(handle.id(), no_restart)
+}
+
+/// Forwards every [`ActorOptions`] builder method on a generated options type.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __actor_option_methods {
+    () => {
+        $crate::__actor_option_methods!(@ num_cpus(n: f64), num_gpus(n: f64), memory(bytes: u64),
+            resource(name: &str, amount: f64), name(name: &str), namespace(ns: &str),
+            max_restarts(n: u32), max_task_retries(n: u32), max_concurrency(n: u32),
+            node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str));
+        /// Lives until killed, not with its creator's job.
+        pub fn detached(self) -> Self {
+            Self(self.0.detached())
+        }
+        /// Spread over nodes.
+        pub fn spread(self) -> Self {
+            Self(self.0.spread())
+        }
+    };
+    (@ $($m:ident($($a:ident: $t:ty),*)),*) => {
+        $(
+            #[doc = concat!("See `ActorOptions::", stringify!($m), "`.")]
+            pub fn $m(self, $($a: $t),*) -> Self {
+                Self(self.0.$m($($a),*))
+            }
+        )*
+    };
+}

@@ -1,0 +1,358 @@
+//! Actors in the raylet shell: registering new actors with the head,
+//! reporting their states, finding named actors, and routing calls to an
+//! actor on another node over one ordered QUIC stream per actor (calls from
+//! here arrive there in the order they were sent).
+
+use super::dispatch::{Action, Owner};
+use super::task_server::{TaskService, MAX_TASK_FRAME};
+use crate::ids::ActorId;
+use crate::proto::codec;
+use crate::proto::head::{ActorInfo, ActorState, HeadRequest, HeadResponse};
+use crate::proto::raylet::{PeerActorResult, PeerRequest};
+use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
+use crate::transport::rpc::{read_msg, write_frame};
+use crate::transport::{RecvHalf, SendHalf};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// How long a call waits for its actor to get a node (creation elsewhere).
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, TaskSpec)>;
+
+fn died(actor: ActorId, detail: String) -> Outcome {
+    Outcome::Failed(Failure::ActorDied {
+        actor_id: actor,
+        detail,
+    })
+}
+
+impl TaskService {
+    /// A new actor from a local owner: register it (its name must be free),
+    /// then schedule its constructor.
+    pub(super) fn create_actor(self: &Arc<Self>, spec: TaskSpec, owner: Owner) {
+        let TaskKind::CreateActor(c) = &spec.kind else {
+            return;
+        };
+        let info = ActorInfo {
+            actor_id: c.actor_id,
+            class: spec.function.clone(),
+            name: c.name.clone(),
+            namespace: c.namespace.clone(),
+            state: ActorState::Pending,
+            node_id: None,
+            node_address: String::new(),
+            restarts: 0,
+            death_reason: None,
+            detached: c.detached,
+            job_id: spec.job_id,
+        };
+        self.disp().announce_actor(c.actor_id);
+        let actor = c.actor_id;
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me
+                .transfer
+                .head_request(&HeadRequest::RegisterActor(info))
+                .await
+            {
+                Ok(HeadResponse::Ok) => {
+                    me.act(|d| d.submit(spec, owner));
+                }
+                other => {
+                    let detail = match other {
+                        Err(crate::client::ClientError::Refused { message, .. }) => message,
+                        other => format!("the head did not register the actor: {other:?}"),
+                    };
+                    me.act(|d| {
+                        let mut actions = d.actor_registration_failed(actor, detail.clone());
+                        actions.push(Action::Reply {
+                            owner,
+                            task_id: spec.task_id,
+                            outcome: Outcome::Failed(Failure::BadCall { detail }),
+                        });
+                        actions
+                    });
+                }
+            }
+        });
+    }
+
+    /// Tells the head an actor's new state (in the background).
+    pub(super) fn report_actor(
+        self: &Arc<Self>,
+        actor: ActorId,
+        state: ActorState,
+        restarts: u32,
+        reason: Option<String>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = HeadRequest::UpdateActor {
+                actor_id: actor,
+                state,
+                node: Some((me.node(), me.env.node_address.clone())),
+                restarts,
+                reason,
+            };
+            if let Err(e) = me.transfer.head_request(&req).await {
+                warn!(%actor, "cannot report the actor's state: {e}");
+            }
+        });
+    }
+
+    /// Finds a named actor; answers `request_id` with its archived id.
+    pub(super) fn lookup_actor(
+        self: &Arc<Self>,
+        owner: Owner,
+        request_id: [u8; 16],
+        namespace: String,
+        name: String,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = HeadRequest::GetNamedActor {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            let outcome = match me.transfer.head_request(&req).await {
+                Ok(HeadResponse::Actor(Some(info))) => {
+                    match rkyv::to_bytes::<rkyv::rancor::Error>(&info.actor_id) {
+                        Ok(b) => Outcome::Inline(b.to_vec()),
+                        Err(e) => Outcome::Failed(Failure::BadCall {
+                            detail: e.to_string(),
+                        }),
+                    }
+                }
+                Ok(_) => Outcome::Failed(Failure::BadCall {
+                    detail: format!("no live actor named {name:?} in namespace {namespace:?}"),
+                }),
+                Err(e) => Outcome::Failed(Failure::BadCall {
+                    detail: format!("cannot ask the head for actor {name:?}: {e}"),
+                }),
+            };
+            me.apply(vec![Action::Reply {
+                owner,
+                task_id: request_id,
+                outcome,
+            }]);
+        });
+    }
+
+    /// Sends a call to the node hosting its actor, in order.
+    pub(super) fn route_call(self: &Arc<Self>, actor: ActorId, owner: Owner, task: TaskSpec) {
+        let mut item = Some((owner, task));
+        for _ in 0..2 {
+            let tx = self
+                .actor_links
+                .entry(actor)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let me = self.clone();
+                    tokio::spawn(async move { me.run_link(actor, rx).await });
+                    tx
+                })
+                .clone();
+            match tx.send(item.take().expect("item present")) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    self.actor_links.remove(&actor);
+                    item = Some(back);
+                }
+            }
+        }
+        if let Some((owner, task)) = item {
+            let outcome = died(actor, "no route to the actor's node".into());
+            self.apply(vec![Action::Reply {
+                owner,
+                task_id: task.task_id,
+                outcome,
+            }]);
+        }
+    }
+
+    async fn locate(&self, actor: ActorId) -> Result<SocketAddr, String> {
+        let deadline = Instant::now() + LOCATE_TIMEOUT;
+        loop {
+            match self
+                .transfer
+                .head_request(&HeadRequest::GetActor { actor_id: actor })
+                .await
+            {
+                Ok(HeadResponse::Actor(Some(info))) => match info.state {
+                    ActorState::Dead => {
+                        return Err(info.death_reason.unwrap_or_else(|| "it is dead".into()))
+                    }
+                    _ if info.node_id == Some(self.node()) => {
+                        return Err("the head places it on this node, which does not host it".into())
+                    }
+                    _ if info.node_id.is_some() => {
+                        return info
+                            .node_address
+                            .parse()
+                            .map_err(|e| format!("bad node address {:?}: {e}", info.node_address))
+                    }
+                    _ => {}
+                },
+                Ok(HeadResponse::Actor(None)) => return Err("no such actor".into()),
+                Ok(other) => return Err(format!("unexpected head answer {other:?}")),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("cannot ask the head: {e}"))
+                }
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "it got no node within {} s",
+                    LOCATE_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn run_link(
+        self: Arc<Self>,
+        actor: ActorId,
+        mut rx: mpsc::UnboundedReceiver<(Owner, TaskSpec)>,
+    ) {
+        let pending: Arc<Mutex<HashMap<[u8; 16], Owner>>> = Arc::default();
+        let why = match self.link_session(actor, &mut rx, &pending).await {
+            Ok(()) => "the actor's node closed the call stream".to_string(),
+            Err(e) => e,
+        };
+        self.actor_links.remove(&actor);
+        rx.close();
+        let mut failed: Vec<(Owner, [u8; 16])> = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(t, o)| (o, t))
+            .collect();
+        while let Ok((owner, task)) = rx.try_recv() {
+            failed.push((owner, task.task_id));
+        }
+        let actions = failed
+            .into_iter()
+            .map(|(owner, task_id)| Action::Reply {
+                owner,
+                task_id,
+                outcome: died(actor, why.clone()),
+            })
+            .collect();
+        self.apply(actions);
+    }
+
+    async fn link_session(
+        self: &Arc<Self>,
+        actor: ActorId,
+        rx: &mut mpsc::UnboundedReceiver<(Owner, TaskSpec)>,
+        pending: &Arc<Mutex<HashMap<[u8; 16], Owner>>>,
+    ) -> Result<(), String> {
+        let addr = self.locate(actor).await?;
+        let conn = self.transfer.peer(addr).await?;
+        let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut s, &PeerRequest::ActorStream { actor_id: actor })
+            .await
+            .map_err(|e| e.to_string())?;
+        let reader = {
+            let me = self.clone();
+            let pending = pending.clone();
+            async move {
+                loop {
+                    match read_msg::<PeerActorResult, _>(&mut r, MAX_TASK_FRAME).await {
+                        Ok(Some(res)) => {
+                            let owner = pending
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&res.task_id);
+                            if let Some(owner) = owner {
+                                me.apply(vec![Action::Reply {
+                                    owner,
+                                    task_id: res.task_id,
+                                    outcome: res.outcome,
+                                }]);
+                            }
+                        }
+                        Ok(None) => return "the actor's node closed the call stream".to_string(),
+                        Err(e) => return format!("lost the actor's node: {e}"),
+                    }
+                }
+            }
+        };
+        let writer = async {
+            while let Some((owner, task)) = rx.recv().await {
+                pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(task.task_id, owner);
+                if let Err(e) = write_frame(&mut s, &task).await {
+                    return format!("lost the actor's node: {e}");
+                }
+            }
+            "the link closed".to_string()
+        };
+        let why = tokio::select! {
+            w = reader => w,
+            w = writer => w,
+        };
+        Err(why)
+    }
+
+    /// Serves an ordered call stream from a peer raylet to an actor here.
+    pub async fn serve_actor_stream(
+        self: &Arc<Self>,
+        actor: ActorId,
+        mut s: SendHalf,
+        mut r: RecvHalf,
+    ) {
+        let owner = self.new_owner();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.peer_sinks.insert(owner, tx);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if s.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        loop {
+            match read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME).await {
+                Ok(Some(spec)) => {
+                    self.act(|d| d.submit(spec, owner));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(%actor, "actor call stream failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.peer_sinks.remove(&owner);
+        writer.abort();
+    }
+
+    /// Sends a result down a peer's actor stream; false if `owner` is not one.
+    pub(super) fn reply_to_peer_stream(
+        &self,
+        owner: Owner,
+        task_id: [u8; 16],
+        outcome: Outcome,
+    ) -> Result<(), Outcome> {
+        let Some(tx) = self.peer_sinks.get(&owner) else {
+            return Err(outcome);
+        };
+        match codec::encode(&PeerActorResult { task_id, outcome }) {
+            Ok(frame) => {
+                let _ = tx.send(frame);
+            }
+            Err(e) => warn!("cannot encode an actor result: {e}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! Actors in the dispatcher: each actor owns a dedicated worker and holds
+//! its resources from creation to death. Calls queue while the constructor
+//! runs (first start or restart) and go to the worker in arrival order.
+//! Invariants:
+//!
+//! - **DA-1** an actor's resources are taken once at creation and released
+//!   once, when it is dead for good (not across restarts);
+//! - **DA-2** calls reach the worker in the order they arrived here;
+//! - **DA-3** every call gets one reply: its result, or `ActorDied` with the
+//!   cause (after `max_task_retries` re-sends across restarts).
+
+use super::{Action, Dispatcher, Owner, Queued, Running, Worker, WorkerId, WorkerState};
+use crate::ids::{ActorId, JobId};
+use crate::proto::head::ActorState;
+use crate::proto::task::{ActorCreate, Failure, Outcome, TaskKind, TaskSpec};
+use prism_scheduler::{Quantity, ResourceSet};
+use std::collections::VecDeque;
+
+/// The call that kills an actor (`prism::kill`); its one argument is
+/// `[1]` for "no restart".
+pub const KILL_METHOD: &str = "__prism_kill__";
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Creating,
+    Alive,
+}
+
+/// An actor hosted on this node.
+#[derive(Debug)]
+pub(crate) struct LocalActor {
+    create: Queued,
+    opts: ActorCreate,
+    worker: WorkerId,
+    held: ResourceSet,
+    gpus: Vec<(u32, Quantity)>,
+    phase: Phase,
+    replied: bool,
+    no_restart: bool,
+    death: Option<String>,
+    inflight: Vec<Queued>,
+    waiting: VecDeque<Queued>,
+}
+
+fn died(actor: ActorId, detail: String) -> Outcome {
+    Outcome::Failed(Failure::ActorDied {
+        actor_id: actor,
+        detail,
+    })
+}
+
+impl Dispatcher {
+    /// A local owner is creating `actor`: calls that arrive before the
+    /// constructor is scheduled wait here.
+    pub fn announce_actor(&mut self, actor: ActorId) {
+        self.pre_waiting.entry(actor).or_default();
+    }
+
+    /// The actor will not exist: fail the calls that waited for it.
+    pub fn actor_registration_failed(&mut self, actor: ActorId, reason: String) -> Vec<Action> {
+        let mut out = Vec::new();
+        for q in self.pre_waiting.remove(&actor).unwrap_or_default() {
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: died(actor, reason.clone()),
+            });
+        }
+        self.dead_actors.insert(actor, reason);
+        out
+    }
+
+    /// The actor's creation went to another node: so do its early calls.
+    pub(super) fn calls_follow_actor(&mut self, actor: ActorId, out: &mut Vec<Action>) {
+        for q in self.pre_waiting.remove(&actor).unwrap_or_default() {
+            out.push(Action::ForwardCall {
+                actor,
+                owner: q.owner,
+                task: q.spec,
+            });
+        }
+    }
+
+    /// A creation task got its resources: start its dedicated worker.
+    pub(super) fn start_actor(
+        &mut self,
+        q: Queued,
+        create: ActorCreate,
+        gpus: Vec<(u32, Quantity)>,
+        out: &mut Vec<Action>,
+    ) {
+        let indices: Vec<u32> = gpus.iter().map(|(i, _)| *i).collect();
+        let job = q.spec.job_id;
+        let actor = create.actor_id;
+        self.actors.insert(
+            create.actor_id,
+            LocalActor {
+                held: q.request.clone(),
+                create: q,
+                opts: create,
+                worker: 0,
+                gpus,
+                phase: Phase::Creating,
+                replied: false,
+                no_restart: false,
+                death: None,
+                inflight: Vec::new(),
+                waiting: self.pre_waiting.remove(&actor).unwrap_or_default(),
+            },
+        );
+        let worker = self.new_actor_worker(job, &indices, actor, out);
+        if let Some(a) = self.actors.get_mut(&actor) {
+            a.worker = worker;
+        }
+    }
+
+    fn new_actor_worker(
+        &mut self,
+        job: JobId,
+        gpus: &[u32],
+        actor: ActorId,
+        out: &mut Vec<Action>,
+    ) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                job,
+                gpus: gpus.to_vec(),
+                state: WorkerState::Starting,
+                actor: Some(actor),
+            },
+        );
+        out.push(Action::Start {
+            worker: id,
+            job,
+            gpus: gpus.to_vec(),
+        });
+        // The creation task is "running" on it until the constructor returns.
+        let a = &self.actors.get(&actor);
+        if let Some(a) = a {
+            let task = a.create.clone();
+            self.running.insert(
+                task.spec.task_id,
+                Running {
+                    held: ResourceSet::new(),
+                    task,
+                    worker: id,
+                    gpus: Vec::new(),
+                    cancelled: false,
+                },
+            );
+        }
+        id
+    }
+
+    /// Workers dedicated to detached actors (they outlive their job).
+    pub(super) fn detached_workers(&self) -> Vec<WorkerId> {
+        self.actors
+            .values()
+            .filter(|a| a.opts.detached && a.death.is_none())
+            .map(|a| a.worker)
+            .collect()
+    }
+
+    /// The creating job ended: its owned actors die with it, for good.
+    pub(super) fn actors_of_job_end(&mut self, job: JobId) {
+        for a in self.actors.values_mut() {
+            if a.create.spec.job_id == job && !a.opts.detached {
+                a.no_restart = true;
+                a.death
+                    .get_or_insert_with(|| "its owner's job ended".into());
+            }
+        }
+    }
+
+    /// A call for an actor: to its worker, queued behind its constructor,
+    /// refused if it is dead here, or routed to the node that hosts it.
+    pub(super) fn submit_call(
+        &mut self,
+        actor: ActorId,
+        spec: TaskSpec,
+        owner: Owner,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let q = Queued {
+            request: ResourceSet::new(),
+            spec,
+            owner,
+        };
+        if let Some(why) = self.dead_actors.get(&actor) {
+            out.push(Action::Reply {
+                owner,
+                task_id: q.spec.task_id,
+                outcome: died(actor, why.clone()),
+            });
+            return out;
+        }
+        if let Some(w) = self.pre_waiting.get_mut(&actor) {
+            w.push_back(q);
+            return out;
+        }
+        let Some(a) = self.actors.get_mut(&actor) else {
+            out.push(Action::ForwardCall {
+                actor,
+                owner,
+                task: q.spec,
+            });
+            return out;
+        };
+        if q.spec.function == KILL_METHOD {
+            let no_restart = matches!(q.spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1));
+            if a.death.is_none() {
+                a.no_restart |= no_restart;
+                a.death = Some("killed by prism::kill".into());
+                out.push(Action::Kill { worker: a.worker });
+            }
+            out.push(Action::Reply {
+                owner,
+                task_id: q.spec.task_id,
+                outcome: Outcome::Inline(Vec::new()),
+            });
+            return out;
+        }
+        if a.phase == Phase::Alive {
+            out.push(Action::Execute {
+                worker: a.worker,
+                task: q.spec.clone(),
+                gpus: a.gpus.iter().map(|(i, _)| *i).collect(),
+            });
+            a.inflight.push(q);
+        } else {
+            a.waiting.push_back(q);
+        }
+        out
+    }
+
+    /// The actor's worker finished its constructor or a call.
+    pub(super) fn actor_done(
+        &mut self,
+        actor: ActorId,
+        task_id: [u8; 16],
+        outcome: Outcome,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(a) = self.actors.get_mut(&actor) else {
+            return out;
+        };
+        if task_id == actor.0 && a.phase == Phase::Creating {
+            self.running.remove(&task_id);
+            if let Outcome::Failed(f) = outcome {
+                let why = match f {
+                    Failure::Panic { message, location } => {
+                        format!("its constructor panicked at {location}: {message}")
+                    }
+                    other => format!("its constructor failed: {other:?}"),
+                };
+                a.no_restart = true;
+                a.death = Some(why);
+                out.push(Action::Kill { worker: a.worker });
+                return out;
+            }
+            a.phase = Phase::Alive;
+            if !a.replied {
+                a.replied = true;
+                out.push(Action::Reply {
+                    owner: a.create.owner,
+                    task_id,
+                    outcome: Outcome::Inline(Vec::new()),
+                });
+            }
+            out.push(Action::ActorState {
+                actor,
+                state: ActorState::Alive,
+                restarts: a.opts.restarts,
+                reason: None,
+            });
+            let gpus: Vec<u32> = a.gpus.iter().map(|(i, _)| *i).collect();
+            while let Some(q) = a.waiting.pop_front() {
+                out.push(Action::Execute {
+                    worker: a.worker,
+                    task: q.spec.clone(),
+                    gpus: gpus.clone(),
+                });
+                a.inflight.push(q);
+            }
+            return out;
+        }
+        if let Some(pos) = a.inflight.iter().position(|q| q.spec.task_id == task_id) {
+            let q = a.inflight.remove(pos);
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id,
+                outcome,
+            });
+        }
+        out
+    }
+
+    /// The actor's worker died: restart it (same node, same resources) or
+    /// declare it dead, failing or re-sending the calls it held.
+    pub(super) fn actor_worker_died(
+        &mut self,
+        actor: ActorId,
+        worker: WorkerId,
+        failure: Failure,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(mut a) = self.actors.remove(&actor) else {
+            return out;
+        };
+        if a.worker != worker {
+            self.actors.insert(actor, a);
+            return out;
+        }
+        self.running.remove(&actor.0);
+        let cause = match &failure {
+            Failure::WorkerDied { detail, .. } => format!("its worker died ({detail})"),
+            Failure::WorkerStartFailed { detail } => {
+                format!("its worker could not start ({detail})")
+            }
+            other => format!("{other:?}"),
+        };
+        let reason = match &a.death {
+            Some(d) => format!("{d}; {cause}"),
+            None => cause.clone(),
+        };
+        // In-flight calls: re-send (before anything queued) or fail (DA-3).
+        let mut resend = VecDeque::new();
+        for mut q in a.inflight.drain(..) {
+            if q.spec.attempt < a.opts.max_task_retries && !a.no_restart {
+                q.spec.attempt += 1;
+                resend.push_back(q);
+            } else {
+                out.push(Action::Reply {
+                    owner: q.owner,
+                    task_id: q.spec.task_id,
+                    outcome: died(actor, format!("{reason} while running this call")),
+                });
+            }
+        }
+        while let Some(q) = resend.pop_back() {
+            a.waiting.push_front(q);
+        }
+        let restartable = !a.no_restart
+            && a.opts.restarts < a.opts.max_restarts
+            && !matches!(failure, Failure::WorkerStartFailed { .. });
+        if restartable {
+            a.opts.restarts += 1;
+            a.death = None;
+            a.phase = Phase::Creating;
+            if let TaskKind::CreateActor(c) = &mut a.create.spec.kind {
+                c.restarts = a.opts.restarts;
+            }
+            out.push(Action::ActorState {
+                actor,
+                state: ActorState::Restarting,
+                restarts: a.opts.restarts,
+                reason: Some(cause),
+            });
+            let gpus: Vec<u32> = a.gpus.iter().map(|(i, _)| *i).collect();
+            let job = a.create.spec.job_id;
+            self.actors.insert(actor, a);
+            let w = self.new_actor_worker(job, &gpus, actor, &mut out);
+            if let Some(a) = self.actors.get_mut(&actor) {
+                a.worker = w;
+            }
+            return out;
+        }
+        // Dead for good (DA-1): free its resources, fail what waits.
+        if let Err(e) = self.local.release(&a.held, &a.gpus) {
+            tracing::error!("resource ledger: {e}");
+        }
+        for q in a.waiting.drain(..) {
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: died(actor, reason.clone()),
+            });
+        }
+        if !a.replied {
+            out.push(Action::Reply {
+                owner: a.create.owner,
+                task_id: actor.0,
+                outcome: died(actor, reason.clone()),
+            });
+        }
+        out.push(Action::ActorState {
+            actor,
+            state: ActorState::Dead,
+            restarts: a.opts.restarts,
+            reason: Some(reason.clone()),
+        });
+        // Remember it dead, so later calls here fail at once with the cause.
+        self.dead_actors.insert(actor, reason);
+        let mut tail = Vec::new();
+        self.pump(&mut tail);
+        out.extend(tail);
+        out
+    }
+
+    /// Why an actor that lived here is dead, if it did.
+    pub fn dead_reason(&self, actor: ActorId) -> Option<&str> {
+        self.dead_actors.get(&actor).map(String::as_str)
+    }
+}

@@ -1,0 +1,262 @@
+//! Actors on the embedded cluster: order, concurrency, handles in tasks,
+//! names, kills, restarts, GPU isolation. Each test runs a driver (this
+//! binary re-executed with PRISM_TEST_ROLE); actors get their own workers.
+
+mod common;
+
+use common::*;
+use prism::{ActorHandle, TaskError};
+use std::cell::Cell;
+use std::time::Duration;
+
+#[prism::actor]
+struct Counter {
+    n: u64,
+    inflight: Cell<u32>,
+    max_inflight: Cell<u32>,
+}
+
+#[prism::actor]
+impl Counter {
+    fn new(start: u64) -> Self {
+        Counter {
+            n: start,
+            inflight: Cell::new(0),
+            max_inflight: Cell::new(0),
+        }
+    }
+    fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+    fn gpus(&self) -> (String, Vec<u32>) {
+        (
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+            prism::gpu_ids(),
+        )
+    }
+    fn sleep(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    /// Counts how many of these run at once.
+    async fn overlap(&self, ms: u64) -> u32 {
+        self.inflight.set(self.inflight.get() + 1);
+        self.max_inflight
+            .set(self.max_inflight.get().max(self.inflight.get()));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.inflight.set(self.inflight.get() - 1);
+        self.max_inflight.get()
+    }
+    fn max_overlap(&mut self) -> u32 {
+        self.max_inflight.get()
+    }
+}
+
+#[prism::remote]
+fn bump_through(c: ActorHandle<Counter>, times: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..times {
+        last = c.add(1u64).unwrap().get().unwrap();
+    }
+    last
+}
+
+fn check(cond: bool, what: &str) {
+    assert!(cond, "{what}");
+    println!("ok: {what}");
+}
+
+fn role_order() {
+    let _c = prism::init().unwrap();
+    let c = Counter::options().name("counter").spawn(0u64).unwrap();
+    let refs: Vec<_> = (0..10_000).map(|_| c.add(1u64).unwrap()).collect();
+    let got = prism::get_all(&refs).unwrap();
+    if let Some(i) = got.iter().enumerate().position(|(i, v)| *v != i as u64 + 1) {
+        println!(
+            "first mismatch at {i}: {:?}",
+            &got[i.saturating_sub(2)..(i + 3).min(got.len())]
+        );
+    }
+    check(
+        got == (1..=10_000).collect::<Vec<u64>>(),
+        "10,000 calls from one caller run in order",
+    );
+    // Two callers, each with its own handle, each see increasing values.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let h: ActorHandle<Counter> = prism::get_actor("counter").unwrap();
+                let refs: Vec<_> = (0..500).map(|_| h.add(1u64).unwrap()).collect();
+                prism::get_all(&refs).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let v = t.join().unwrap();
+        check(
+            v.windows(2).all(|w| w[0] < w[1]),
+            "each caller sees its own order",
+        );
+    }
+    check(
+        bump_through::remote(c.clone(), 10u64)
+            .unwrap()
+            .get()
+            .unwrap()
+            == 11_010,
+        "a handle passed to a task calls the actor",
+    );
+    match Counter::options()
+        .name("counter")
+        .spawn(0u64)
+        .unwrap()
+        .ready()
+    {
+        Err(prism::Error::Task(TaskError::BadCall { detail, .. })) => check(
+            detail.contains("already exists"),
+            "a duplicate name is refused",
+        ),
+        other => panic!("duplicate name: {other:?}"),
+    }
+    // max_concurrency = 4: four async calls overlap.
+    let a = Counter::options().max_concurrency(4).spawn(0u64).unwrap();
+    let refs: Vec<_> = (0..8).map(|_| a.overlap(300u64).unwrap()).collect();
+    prism::get_all(&refs).unwrap();
+    check(
+        a.max_overlap().unwrap().get().unwrap() == 4,
+        "an async actor with max_concurrency 4 runs 4 calls at once",
+    );
+    let s = Counter::spawn_default();
+    let refs: Vec<_> = (0..3).map(|_| s.overlap(100u64).unwrap()).collect();
+    prism::get_all(&refs).unwrap();
+    check(
+        s.max_overlap().unwrap().get().unwrap() == 1,
+        "a default actor runs one call at a time",
+    );
+    println!("ALL OK");
+}
+
+impl Counter {
+    fn spawn_default() -> ActorHandle<Counter> {
+        Counter::options().spawn(0u64).unwrap()
+    }
+}
+
+fn role_restart() {
+    let _c = prism::init().unwrap();
+    // max_restarts = 0: a pending call fails with the signal.
+    let c = Counter::options().spawn(5u64).unwrap();
+    let pid = c.pid().unwrap().get().unwrap();
+    let pending = c.sleep(5_000u64).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the actor's worker, a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    match pending.get() {
+        Err(prism::Error::Task(TaskError::ActorDied { detail, .. })) => {
+            check(detail.contains("signal 9"), "ActorDied carries the signal")
+        }
+        other => panic!("pending call: {other:?}"),
+    }
+    check(
+        matches!(
+            c.add(1u64).unwrap().get(),
+            Err(prism::Error::Task(TaskError::ActorDied { .. }))
+        ),
+        "later calls fail too",
+    );
+    // max_restarts = 1: it comes back with its constructor re-run.
+    // max_task_retries(1): a call sent while the death is not yet noticed is re-sent.
+    let r = Counter::options()
+        .max_restarts(1)
+        .max_task_retries(1)
+        .spawn(100u64)
+        .unwrap();
+    r.add(5u64).unwrap().get().unwrap();
+    let pid = r.pid().unwrap().get().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let after = r.add(1u64).unwrap().get().unwrap();
+    check(
+        after == 101,
+        "restarted: the constructor ran again and calls succeed",
+    );
+    check(r.pid().unwrap().get().unwrap() != pid, "on a new worker");
+    // kill(no_restart) ends it for good.
+    prism::kill(&r, true).unwrap();
+    match r.add(1u64).unwrap().get() {
+        Err(prism::Error::Task(TaskError::ActorDied { detail, .. })) => {
+            check(detail.contains("killed"), "a killed actor says so")
+        }
+        other => panic!("after kill: {other:?}"),
+    }
+    println!("ALL OK");
+}
+
+fn role_gpus() {
+    let _c = prism::InitOptions::new().num_gpus(2).init().unwrap();
+    let a = Counter::options().num_gpus(1.0).spawn(0u64).unwrap();
+    let b = Counter::options().num_gpus(1.0).spawn(0u64).unwrap();
+    let (ga, gb) = (
+        a.gpus().unwrap().get().unwrap(),
+        b.gpus().unwrap().get().unwrap(),
+    );
+    check(
+        ga.0 != gb.0 && ga.1.len() == 1 && gb.1.len() == 1,
+        "two GPU actors get different GPU indices",
+    );
+    let c = Counter::options().num_gpus(1.0).spawn(0u64).unwrap();
+    let waiting = c.gpus().unwrap();
+    check(
+        matches!(
+            waiting.get_timeout(Duration::from_millis(1_500)),
+            Err(prism::Error::Timeout { .. })
+        ),
+        "a third GPU actor waits",
+    );
+    prism::kill(&a, true).unwrap();
+    let gc = waiting.get_timeout(Duration::from_secs(30)).unwrap();
+    check(
+        gc.0 == ga.0,
+        "it runs on the freed GPU once the first is killed",
+    );
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE")
+        .expect("run by the tests in this file")
+        .as_str()
+    {
+        "order" => role_order(),
+        "restart" => role_restart(),
+        "gpus" => role_gpus(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn run_role(role: &str) {
+    let mut job = Job::spawn(role, &[]);
+    let (ok, out) = job.finish(Duration::from_secs(180));
+    assert!(ok && out.contains("ALL OK"), "role {role} failed:\n{out}");
+}
+
+#[test]
+fn actor_calls_keep_order_names_handles_and_concurrency() {
+    run_role("order");
+}
+
+#[test]
+fn actor_killed_worker_restarts_or_fails_with_its_signal() {
+    run_role("restart");
+}
+
+#[test]
+fn actor_gpus_are_distinct_and_a_third_waits_for_a_free_one() {
+    run_role("gpus");
+}

@@ -41,7 +41,7 @@ fn child_role() {
             let k = Keeper::options()
                 .name("keeper")
                 .detached()
-                .resource("b_only", 1.0)
+                .resource("b_only", 0.5)
                 .spawn(5u64)
                 .unwrap();
             check(
@@ -56,6 +56,15 @@ fn child_role() {
             );
             let t = Keeper::options().name("temp").spawn(0u64).unwrap();
             t.ready().unwrap();
+            let far = Keeper::options()
+                .name("far_temp")
+                .resource("b_only", 0.5)
+                .spawn(0u64)
+                .unwrap();
+            check(
+                far.node().unwrap().get().unwrap() != c.node_id().to_string(),
+                "an owned actor on the other node",
+            );
             println!("ALL OK");
         }
         "find" => {
@@ -128,6 +137,11 @@ fn detached_named_actor_outlives_its_creator_and_dies_with_its_node() {
     let (state, why) = state_of("temp").unwrap();
     assert_eq!(state, "dead");
     assert!(why.contains("job ended"), "{why}");
+    // On the other node too: that raylet learns of the job's end from the head.
+    let far_dead = wait_until(Duration::from_secs(10), || {
+        state_of("far_temp").is_some_and(|(s, w)| s == "dead" && w.contains("job ended"))
+    });
+    assert!(far_dead, "{:#?}", actors());
     b.kill9();
     let dead = wait_until(Duration::from_secs(15), || {
         state_of("keeper").is_some_and(|(s, w)| s == "dead" && w.contains("died"))

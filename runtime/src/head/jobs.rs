@@ -146,6 +146,17 @@ impl JobManager {
         self.table().disconnected(now_ms(), id);
     }
 
+    /// Jobs that ended within `window`.
+    pub fn ended_recently(&self, window: Duration) -> Vec<JobId> {
+        let since = now_ms().saturating_sub(window.as_millis() as u64);
+        self.table()
+            .list()
+            .into_iter()
+            .filter(|j| j.end_ms.is_some_and(|e| e >= since))
+            .map(|j| j.job_id)
+            .collect()
+    }
+
     /// The job table.
     pub fn list(&self) -> Vec<JobInfo> {
         self.table().list()

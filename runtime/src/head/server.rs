@@ -74,6 +74,7 @@ impl HeadState {
                 })
                 .flat_map(|(_, d)| d.iter().cloned())
                 .collect(),
+            ended_jobs: Vec::new(),
         }
     }
 
@@ -454,7 +455,10 @@ async fn serve_stream(
             ractor::call!(ctx.actor, HeadMsg::Unregister, node_id).unwrap_or_else(internal)
         }
         HeadRequest::GetStatus => ractor::call!(ctx.actor, HeadMsg::Status)
-            .map(HeadResponse::Status)
+            .map(|mut s| {
+                s.ended_jobs = ctx.jobs.ended_recently(Duration::from_secs(600));
+                HeadResponse::Status(s)
+            })
             .unwrap_or_else(internal),
         HeadRequest::UploadBinary { hash, len } => upload(&mut r, ctx, hash, len).await,
         HeadRequest::SubmitJob(sub) => match ctx.jobs.submit(sub) {

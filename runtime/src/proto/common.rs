@@ -140,4 +140,6 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Pending and infeasible demand reported by live nodes.
     pub demand: Vec<Demand>,
+    /// Jobs that ended in the last minutes: raylets stop their workers.
+    pub ended_jobs: Vec<crate::ids::JobId>,
 }

@@ -671,6 +671,12 @@ impl Dispatcher {
         out
     }
 
+    /// A job that ran elsewhere ended (the head says so): stop its workers
+    /// here, except those of detached actors.
+    pub fn job_ended(&mut self, job: JobId) -> Vec<Action> {
+        self.owner_gone(Owner::MAX, Some(job))
+    }
+
     /// The owner is gone: drop its queued tasks; with `job`, the job ended
     /// and its workers are killed (no orphans).
     pub fn owner_gone(&mut self, owner: Owner, job: Option<JobId>) -> Vec<Action> {

@@ -38,7 +38,7 @@ pub(crate) struct LocalActor {
     replied: bool,
     no_restart: bool,
     death: Option<String>,
-    inflight: Vec<Queued>,
+    inflight: VecDeque<Queued>,
     waiting: VecDeque<Queued>,
 }
 
@@ -104,7 +104,7 @@ impl Dispatcher {
                 replied: false,
                 no_restart: false,
                 death: None,
-                inflight: Vec::new(),
+                inflight: VecDeque::new(),
                 waiting: self.pre_waiting.remove(&actor).unwrap_or_default(),
             },
         );
@@ -229,7 +229,7 @@ impl Dispatcher {
                 task: q.spec.clone(),
                 gpus: a.gpus.iter().map(|(i, _)| *i).collect(),
             });
-            a.inflight.push(q);
+            a.inflight.push_back(q);
         } else {
             a.waiting.push_back(q);
         }
@@ -283,12 +283,21 @@ impl Dispatcher {
                     task: q.spec.clone(),
                     gpus: gpus.clone(),
                 });
-                a.inflight.push(q);
+                a.inflight.push_back(q);
             }
             return out;
         }
-        if let Some(pos) = a.inflight.iter().position(|q| q.spec.task_id == task_id) {
-            let q = a.inflight.remove(pos);
+        // Calls finish in the order they were sent, unless they interleave.
+        let pos = if a
+            .inflight
+            .front()
+            .is_some_and(|q| q.spec.task_id == task_id)
+        {
+            Some(0)
+        } else {
+            a.inflight.iter().position(|q| q.spec.task_id == task_id)
+        };
+        if let Some(q) = pos.and_then(|p| a.inflight.remove(p)) {
             out.push(Action::Reply {
                 owner: q.owner,
                 task_id,

@@ -47,6 +47,7 @@ pub struct TaskService {
     pids: DashMap<WorkerId, u32>,
     jobs: DashMap<JobId, JobSpec>,
     local_jobs: DashMap<JobId, ()>,
+    ended_jobs: DashMap<JobId, ()>,
     peer_waiters: DashMap<Owner, oneshot::Sender<Outcome>>,
     pub(super) peer_sinks: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) actor_links: DashMap<crate::ids::ActorId, super::actor_links::LinkTx>,
@@ -74,6 +75,7 @@ impl TaskService {
             pids: DashMap::new(),
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
+            ended_jobs: DashMap::new(),
             peer_waiters: DashMap::new(),
             peer_sinks: DashMap::new(),
             actor_links: DashMap::new(),
@@ -141,6 +143,12 @@ impl TaskService {
             peers.push((n.node_id, res.with_labels(labels)));
         }
         *self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        for job in &status.ended_jobs {
+            if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
+                info!(%job, "job ended; stopping its workers here");
+                self.act(|d| d.job_ended(*job));
+            }
+        }
         self.act(|d| d.set_peers_and_pump(peers));
     }
 

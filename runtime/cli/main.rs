@@ -2,6 +2,7 @@
 
 mod job;
 mod list;
+mod microbenchmark;
 mod start;
 mod status;
 mod stop;
@@ -31,6 +32,8 @@ enum Command {
     /// Ship a job binary to the head by content hash, run it there as the
     /// driver, stream its output, and exit with its status.
     Submit(job::SubmitArgs),
+    /// Ray's microbenchmark workloads (same names) on the embedded cluster or PRISM_ADDRESS.
+    Microbenchmark(microbenchmark::MicrobenchmarkArgs),
     /// The head's tables: nodes, actors or jobs (with --state and --json).
     List(list::ListArgs),
     /// List, follow or stop jobs.
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stop(a) => stop::run(a),
         Command::Status(a) => status::run(a),
         Command::List(a) => list::run(a),
+        Command::Microbenchmark(a) => microbenchmark::run(a),
         Command::Submit(a) => std::process::exit(job::submit(a)?),
         Command::Job(c) => std::process::exit(job::run(c)?),
     }

@@ -115,8 +115,7 @@ fn owned_args(core: &Core, task: &TaskSpec) -> Result<Vec<Vec<u8>>, Outcome> {
         .map(|a| match a {
             ArgSpec::Inline(b) => Ok(b.clone()),
             ArgSpec::Object(id) => core
-                .store
-                .get(prism_objectstore::ObjectId(*id), Duration::from_secs(600))
+                .fetch_arg(prism_objectstore::ObjectId(*id))
                 .map(|v| v.to_vec())
                 .map_err(|e| {
                     Outcome::Failed(Failure::ObjectLost {

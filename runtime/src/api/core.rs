@@ -379,7 +379,7 @@ impl Core {
         }
         if in_order {
             for (i, id, s) in waits {
-                s.wait(None);
+                self.blocking(|| s.wait(None));
                 match self.resolved_arg(id, s.state()) {
                     Ok(a) => spec.args[i] = a,
                     Err(e) => {
@@ -432,7 +432,7 @@ impl Core {
         }
     }
 
-    fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.worker {
             let _ = self.send(&LocalRequest::Blocked);
         }
@@ -549,6 +549,20 @@ impl Core {
 }
 
 impl Core {
+    /// An argument object: at once if it is here, else waiting (bounded)
+    /// with this task's CPUs lent out, so the task producing it can run.
+    pub(crate) fn fetch_arg(
+        &self,
+        id: ObjectId,
+    ) -> std::result::Result<crate::object_store::ObjectView<'_>, ObjectError> {
+        if matches!(self.store.info(id), Ok(Some(i)) if i.sealed) {
+            if let Ok(v) = self.store.get(id, Duration::from_secs(5)) {
+                return Ok(v);
+            }
+        }
+        self.blocking(|| self.store.get(id, Duration::from_secs(600)))
+    }
+
     /// Calls an actor's method; calls through one handle stay in order.
     pub(crate) fn submit_call<R>(
         self: &Arc<Self>,

@@ -95,7 +95,7 @@ pub(crate) fn run_with_args(
                 order.push((true, inline.len()));
                 inline.push(b);
             }
-            ArgSpec::Object(id) => match core.store.get(ObjectId(*id), Duration::from_secs(600)) {
+            ArgSpec::Object(id) => match core.fetch_arg(ObjectId(*id)) {
                 Ok(v) => {
                     order.push((false, views.len()));
                     views.push(v);

@@ -83,7 +83,8 @@ impl TaskService {
         });
     }
 
-    /// Tells the head an actor's new state (in the background).
+    /// Tells the head an actor's new state. Reports go out one at a time in
+    /// the order they were made, so the head never sees Dead before Alive.
     pub(super) fn report_actor(
         self: &Arc<Self>,
         actor: ActorId,
@@ -91,19 +92,30 @@ impl TaskService {
         restarts: u32,
         reason: Option<String>,
     ) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let req = HeadRequest::UpdateActor {
-                actor_id: actor,
-                state,
-                node: Some((me.node(), me.env.node_address.clone())),
-                restarts,
-                reason,
-            };
-            if let Err(e) = me.transfer.head_request(&req).await {
-                warn!(%actor, "cannot report the actor's state: {e}");
-            }
+        let req = HeadRequest::UpdateActor {
+            actor_id: actor,
+            state,
+            node: Some((self.node(), self.env.node_address.clone())),
+            restarts,
+            reason,
+        };
+        let tx = self.reports.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<HeadRequest>();
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some(req) = rx.recv().await {
+                    for attempt in 0..3 {
+                        match me.transfer.head_request(&req).await {
+                            Ok(_) => break,
+                            Err(e) if attempt == 2 => warn!("cannot report an actor's state: {e}"),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }
+            });
+            tx
         });
+        let _ = tx.send(req);
     }
 
     /// Finds a named actor; answers `request_id` with its archived id.

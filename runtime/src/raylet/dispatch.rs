@@ -148,6 +148,10 @@ pub struct Dispatcher {
     dead_actors: HashMap<ActorId, String>,
     /// Calls for actors whose creation was announced but not started here.
     pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
+    /// Kills asked for before the actor's constructor was scheduled here.
+    pending_kills: HashMap<ActorId, bool>,
+    /// Workers being killed (force cancel): never reused.
+    killing: std::collections::HashSet<WorkerId>,
 }
 
 /// Counts for status views.
@@ -197,6 +201,8 @@ impl Dispatcher {
             actors: HashMap::new(),
             dead_actors: HashMap::new(),
             pre_waiting: HashMap::new(),
+            pending_kills: HashMap::new(),
+            killing: Default::default(),
         }
     }
 
@@ -318,6 +324,9 @@ impl Dispatcher {
                 );
             }
             Decision::Place(_) | Decision::Queue(_) => {
+                if let TaskKind::CreateActor(c) = &spec.kind {
+                    self.pre_waiting.entry(c.actor_id).or_default();
+                }
                 let q = Queued {
                     spec,
                     owner,
@@ -527,7 +536,12 @@ impl Dispatcher {
             return out;
         };
         self.release(&r);
-        if let Some(w) = self.workers.get_mut(&worker) {
+        // A worker being killed (force cancel) never takes another task.
+        if let Some(w) = self
+            .workers
+            .get_mut(&worker)
+            .filter(|_| !self.killing.contains(&worker))
+        {
             w.state = WorkerState::Idle;
         }
         let retry = matches!(outcome, Outcome::Failed(Failure::Panic { .. }))
@@ -571,6 +585,7 @@ impl Dispatcher {
     /// A worker process exited or its connection broke (D-4).
     pub fn worker_died(&mut self, worker: WorkerId, failure: Failure) -> Vec<Action> {
         let mut out = Vec::new();
+        self.killing.remove(&worker);
         let Some(w) = self.workers.remove(&worker) else {
             return out;
         };
@@ -623,6 +638,10 @@ impl Dispatcher {
     /// The task's CPUs are lent out while it blocks in `get`.
     pub fn worker_blocked(&mut self, worker: WorkerId, blocked: bool) -> Vec<Action> {
         let mut out = Vec::new();
+        // An actor holds its resources for its lifetime; it lends nothing.
+        if self.workers.get(&worker).is_some_and(|w| w.actor.is_some()) {
+            return out;
+        }
         let Some(t) = self.task_of(worker) else {
             return out;
         };
@@ -646,6 +665,19 @@ impl Dispatcher {
     /// The owner cancels a task.
     pub fn cancel(&mut self, task_id: [u8; 16], force: bool) -> Vec<Action> {
         let mut out = Vec::new();
+        // Actors end with `kill`, not `cancel`.
+        let creation = |q: &Queued| matches!(q.spec.kind, TaskKind::CreateActor(_));
+        if self
+            .queue
+            .iter()
+            .any(|q| q.spec.task_id == task_id && creation(q))
+            || self
+                .running
+                .get(&task_id)
+                .is_some_and(|r| creation(&r.task))
+        {
+            return out;
+        }
         if let Some(q) = self.queue.remove_first(|q| q.spec.task_id == task_id) {
             out.push(Action::Reply {
                 owner: q.owner,
@@ -666,6 +698,7 @@ impl Dispatcher {
             });
             if force {
                 out.push(Action::Kill { worker: r.worker });
+                self.killing.insert(r.worker);
             }
         }
         out
@@ -686,6 +719,14 @@ impl Dispatcher {
             r.cancelled = true;
         }
         if let Some(job) = job {
+            // Nothing of the job may be retried or restarted once it ends.
+            for r in self
+                .running
+                .values_mut()
+                .filter(|r| r.task.spec.job_id == job)
+            {
+                r.cancelled = true;
+            }
             self.queue.retain(|q| q.spec.job_id != job);
             let detached = self.detached_workers();
             self.actors_of_job_end(job);
@@ -700,6 +741,7 @@ impl Dispatcher {
                 let failure = Failure::Cancelled;
                 out.extend(self.worker_died(w, failure));
             }
+            self.queue.retain(|q| q.spec.job_id != job);
         }
         self.pump(&mut out);
         out

@@ -66,12 +66,29 @@ impl Dispatcher {
                 outcome: died(actor, reason.clone()),
             });
         }
+        out.push(Action::ActorState {
+            actor,
+            state: ActorState::Dead,
+            restarts: 0,
+            reason: Some(reason.clone()),
+        });
         self.dead_actors.insert(actor, reason);
         out
     }
 
     /// The actor's creation went to another node: so do its early calls.
     pub(super) fn calls_follow_actor(&mut self, actor: ActorId, out: &mut Vec<Action>) {
+        if let Some(no_restart) = self.pending_kills.remove(&actor) {
+            let kill = super::kill_call(actor, no_restart, self.me);
+            self.pre_waiting
+                .entry(actor)
+                .or_default()
+                .push_back(Queued {
+                    request: ResourceSet::new(),
+                    spec: kill,
+                    owner: Owner::MAX,
+                });
+        }
         for q in self.pre_waiting.remove(&actor).unwrap_or_default() {
             out.push(Action::ForwardCall {
                 actor,
@@ -109,8 +126,13 @@ impl Dispatcher {
             },
         );
         let worker = self.new_actor_worker(job, &indices, actor, out);
+        let kill = self.pending_kills.remove(&actor);
         if let Some(a) = self.actors.get_mut(&actor) {
             a.worker = worker;
+            if let Some(no_restart) = kill {
+                a.no_restart |= no_restart;
+                a.death = Some("killed by prism::kill".into());
+            }
         }
     }
 
@@ -197,6 +219,16 @@ impl Dispatcher {
             });
             return out;
         }
+        if self.pre_waiting.contains_key(&actor) && q.spec.function == KILL_METHOD {
+            let no_restart = matches!(q.spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1));
+            *self.pending_kills.entry(actor).or_default() |= no_restart;
+            out.push(Action::Reply {
+                owner,
+                task_id: q.spec.task_id,
+                outcome: Outcome::Inline(Vec::new()),
+            });
+            return out;
+        }
         if let Some(w) = self.pre_waiting.get_mut(&actor) {
             w.push_back(q);
             return out;
@@ -258,6 +290,11 @@ impl Dispatcher {
                 };
                 a.no_restart = true;
                 a.death = Some(why);
+                out.push(Action::Kill { worker: a.worker });
+                return out;
+            }
+            if a.death.is_some() {
+                // Killed while its constructor ran: it never serves.
                 out.push(Action::Kill { worker: a.worker });
                 return out;
             }

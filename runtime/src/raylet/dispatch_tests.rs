@@ -1,6 +1,7 @@
 //! Dispatcher tests, named after the invariants in the module docs.
 
 use super::*;
+use crate::ids::ActorId;
 use crate::proto::common::Resources;
 use crate::proto::task::TaskKind;
 
@@ -205,4 +206,62 @@ fn a_finished_job_loses_its_workers() {
     assert!(replies(&a).is_empty());
     assert_eq!(d.stats().workers, 0);
     assert_eq!(d.available().get(CPU), Quantity::whole(2));
+}
+
+#[test]
+fn an_ended_job_retries_nothing_of_its_own() {
+    let mut d = Dispatcher::new(NodeId::random(), node(2));
+    let job = JobId::random();
+    // A nested task: owned by a worker's connection (7), not the driver (1).
+    let t = task(job, 1, 3);
+    let w = started(&d.submit(t, 7))[0];
+    d.worker_ready(w);
+    let a = d.owner_gone(1, Some(job));
+    assert!(a.contains(&Action::Kill { worker: w }));
+    assert!(
+        started(&a).is_empty(),
+        "no retry of a dead job's task: {a:?}"
+    );
+    assert_eq!(d.stats().queued, 0);
+    assert_eq!(d.available().get(CPU), Quantity::whole(2));
+}
+
+#[test]
+fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
+    use crate::proto::task::{ActorCreate, ArgSpec};
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(1));
+    let actor = ActorId::random();
+    d.announce_actor(actor);
+    let kill = kill_call(actor, true, me);
+    assert_eq!(replies(&d.submit(kill, 1)), vec![Outcome::Inline(vec![])]);
+    let mut create = task(JobId::random(), 0, 0);
+    create.task_id = actor.0;
+    create.args = vec![ArgSpec::Inline(vec![])];
+    create.kind = TaskKind::CreateActor(ActorCreate {
+        actor_id: actor,
+        name: None,
+        namespace: "default".into(),
+        detached: false,
+        max_restarts: 3,
+        max_task_retries: 0,
+        max_concurrency: 1,
+        restarts: 0,
+    });
+    let w = started(&d.submit(create, 1))[0];
+    d.worker_ready(w);
+    let a = d.task_done(w, actor.0, Outcome::Inline(vec![]));
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: me,
+            detail: "signal 9".into(),
+        },
+    );
+    assert!(
+        started(&a).is_empty(),
+        "no restart after kill(no_restart): {a:?}"
+    );
+    assert!(d.dead_reason(actor).is_some_and(|r| r.contains("killed")));
 }

@@ -488,9 +488,12 @@ pub fn put_local(server: &Arc<StoreServer>, id: ObjectId, bytes: &[u8]) -> Resul
     if server.contains(id) {
         return Ok(());
     }
-    let at = server
-        .create_for_pull(id, bytes.len() as u64)
-        .map_err(|e| e.to_string())?;
+    let at = match server.create_for_pull(id, bytes.len() as u64) {
+        Ok(at) => at,
+        // Someone else is putting it (or just did): theirs is as good.
+        Err(_) if server.lock().info(id).is_some() => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
     if let Err(e) = server.seg.write(at, bytes) {
         server.abort_pull(id);
         return Err(e.to_string());

@@ -136,11 +136,17 @@ pub async fn resolve_binary(
             return Err("the shipped job binary does not match its hash".to_string());
         }
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let tmp = dir.join(format!("{}.tmp{}", hex(&want), std::process::id()));
+        // A unique temporary name: several workers may fetch it at once.
+        let tmp = dir.join(format!("{}.tmp{}", hex(&want), rand::random::<u64>()));
         std::fs::write(&tmp, held.bytes()).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &cached).map_err(|e| e.to_string())?;
+        if let Err(e) = std::fs::rename(&tmp, &cached) {
+            let _ = std::fs::remove_file(&tmp);
+            if !cached.exists() {
+                return Err(e.to_string());
+            }
+        }
         Ok(cached)
     })
     .await

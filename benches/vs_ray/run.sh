@@ -13,9 +13,9 @@ out=${OUT:-$here/out}
 mkdir -p "$out"
 
 # Ray, pinned, in a local venv; loopback only, no usage stats.
-if [ ! -x "$here/.venv/bin/ray" ]; then
+if [ ! -x "$here/.venv/bin/ray" ] || ! "$here/.venv/bin/python" -c "import numpy, grpc" 2>/dev/null; then
     python3 -m venv "$here/.venv"
-    "$here/.venv/bin/pip" install --quiet "ray==$ray_version"
+    "$here/.venv/bin/pip" install --quiet "ray[client]==$ray_version" numpy
 fi
 export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 

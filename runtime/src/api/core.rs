@@ -40,6 +40,8 @@ pub(crate) struct Slot {
     cv: Condvar,
     notify: Notify,
     escaped: AtomicBool,
+    /// This process holds a pinned copy in the store (unpinned on release).
+    stored: AtomicBool,
 }
 
 impl Slot {
@@ -50,6 +52,7 @@ impl Slot {
             cv: Condvar::new(),
             notify: Notify::new(),
             escaped: AtomicBool::new(false),
+            stored: AtomicBool::new(false),
         })
     }
 
@@ -261,7 +264,7 @@ impl Core {
             return;
         }
         if let Some((_, slot)) = self.slots.remove(&id) {
-            if matches!(slot.state(), SlotState::Stored) {
+            if matches!(slot.state(), SlotState::Stored) || slot.stored.load(Ordering::SeqCst) {
                 let _ = self.store.unpin(id);
             }
         }
@@ -282,13 +285,21 @@ impl Core {
         }
     }
 
-    /// Puts a value in the object store.
+    /// Puts a value in the object store. A small value is also kept here,
+    /// so this process's own `get`s of it need no round trip to the store.
     pub(crate) fn put<T: Value>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
         let bytes = value.encode()?;
         let id = ObjectId::random();
         self.store
             .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
-        self.slots.insert(id, Slot::new("put", SlotState::Stored));
+        let slot = if bytes.len() <= INLINE_MAX {
+            let s = Slot::new("put", SlotState::Inline(Arc::new(bytes)));
+            s.stored.store(true, Ordering::SeqCst);
+            s
+        } else {
+            Slot::new("put", SlotState::Stored)
+        };
+        self.slots.insert(id, slot);
         Ok(ObjectRef::owned(id, self.clone()))
     }
 

@@ -131,6 +131,15 @@ fn role_basics() {
         total::remote(vec![5u64; 20_000]).unwrap().get().unwrap() == 100_000,
         "large inline argument via the store",
     );
+    let large = prism::put(&(0..50_000u64).collect::<Vec<_>>()).unwrap();
+    check(
+        large.get().unwrap() == (0..50_000u64).collect::<Vec<_>>(),
+        "a large put is archived in place and read back",
+    );
+    check(
+        total::remote(&large).unwrap().get().unwrap() == (0..50_000u64).sum::<u64>(),
+        "a large put as an argument",
+    );
     // wait with num_returns and timeout.
     let fast = sleep_ms::remote(10u64).unwrap();
     let slow = sleep_ms::remote(3_000u64).unwrap();

@@ -191,6 +191,11 @@ impl StoreClient {
         }
     }
 
+    /// Drops an object this client created but has not sealed.
+    pub fn abort(&self, id: ObjectId) -> Result<(), ObjectError> {
+        self.expect_ok(&StoreRequest::Abort { id: id.0 })
+    }
+
     /// Seals an object this client created: readers may get it, and its bytes never change.
     pub fn seal(&self, id: ObjectId) -> Result<(), ObjectError> {
         self.expect_ok(&StoreRequest::Seal { id: id.0 })

@@ -288,15 +288,30 @@ impl Core {
     /// Puts a value in the object store. A small value is also kept here,
     /// so this process's own `get`s of it need no round trip to the store.
     pub(crate) fn put<T: Value>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
-        let bytes = value.encode()?;
         let id = ObjectId::random();
-        self.store
-            .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
-        let slot = if bytes.len() <= INLINE_MAX {
+        let len = value.encoded_len()?;
+        let slot = if len <= INLINE_MAX {
+            let bytes = value.encode()?;
+            self.store
+                .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
             let s = Slot::new("put", SlotState::Inline(Arc::new(bytes)));
             s.stored.store(true, Ordering::SeqCst);
             s
         } else {
+            // Large: archived straight into shared memory, one copy.
+            let offset = self.store.create(id, len, true, Duration::from_secs(60))?;
+            // SAFETY: this client just created the object: until it seals it,
+            // the range is its alone (no reader can get an unsealed object,
+            // OS-3), and it is exactly the object's `len` bytes.
+            let out = unsafe { self.store.segment().bytes_mut(offset, len) };
+            let written = out
+                .map_err(|e| Error::Encode(e.to_string()))
+                .and_then(|out| value.encode_into(out));
+            if let Err(e) = written {
+                let _ = self.store.abort(id);
+                return Err(e);
+            }
+            self.store.seal(id)?;
             Slot::new("put", SlotState::Stored)
         };
         self.slots.insert(id, slot);

@@ -9,7 +9,7 @@
 
 use prism::{ActorHandle, ObjectRef};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MicrobenchmarkArgs {
@@ -469,6 +469,5 @@ pub fn run(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let _ = Duration::ZERO;
     Ok(())
 }

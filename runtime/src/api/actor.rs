@@ -17,6 +17,7 @@
 use super::core::{self};
 use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
+use super::options::qty;
 use crate::ids::{ActorId, NodeId};
 use crate::proto::task::WireStrategy;
 use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY};
@@ -157,10 +158,6 @@ pub struct ActorOptions {
     pub(crate) max_restarts: u32,
     pub(crate) max_task_retries: u32,
     pub(crate) max_concurrency: u32,
-}
-
-fn qty(x: f64) -> Quantity {
-    Quantity::from_f64(x).unwrap_or(Quantity::from_raw(i64::MAX / 2))
 }
 
 impl ActorOptions {

@@ -324,20 +324,17 @@ impl Core {
         opts: &TaskOptions,
         args: Vec<EncodedArg>,
     ) -> Result<ObjectRef<R>> {
-        let spec = TaskSpec {
-            task_id: ObjectId::random().0,
-            job_id: self.job_id,
-            function: opts.function.to_string(),
-            name: opts.display_name().to_string(),
-            args: Vec::new(),
-            resources: opts.wire_resources(),
-            strategy: opts.strategy.clone(),
-            max_retries: opts.max_retries,
-            retry_exceptions: opts.retry_exceptions,
-            attempt: 0,
-            spilled: false,
-            kind: TaskKind::Task,
-        };
+        let mut spec = TaskSpec::new(
+            ObjectId::random().0,
+            self.job_id,
+            opts.function,
+            opts.display_name(),
+            TaskKind::Task,
+        );
+        spec.resources = opts.wire_resources();
+        spec.strategy = opts.strategy.clone();
+        spec.max_retries = opts.max_retries;
+        spec.retry_exceptions = opts.retry_exceptions;
         self.submit_spec(spec, args, false)
     }
 
@@ -598,24 +595,18 @@ impl Core {
         method: &'static str,
         args: Vec<EncodedArg>,
     ) -> Result<ObjectRef<R>> {
-        let spec = TaskSpec {
-            task_id: ObjectId::random().0,
-            job_id: self.job_id,
-            function: method.to_string(),
-            name: method.to_string(),
-            args: Vec::new(),
-            resources: Default::default(),
-            strategy: crate::proto::task::WireStrategy::Hybrid,
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            spilled: false,
-            kind: TaskKind::ActorCall(crate::proto::task::ActorCall {
-                actor_id: actor,
-                caller,
-                seq,
-            }),
+        let call = crate::proto::task::ActorCall {
+            actor_id: actor,
+            caller,
+            seq,
         };
+        let spec = TaskSpec::new(
+            ObjectId::random().0,
+            self.job_id,
+            method,
+            method,
+            TaskKind::ActorCall(call),
+        );
         self.submit_spec(spec, args, true)
     }
 
@@ -627,29 +618,25 @@ impl Core {
     ) -> Result<(crate::ids::ActorId, ObjectRef<()>)> {
         let actor = crate::ids::ActorId::random();
         let short = opts.class.rsplit("::").next().unwrap_or(opts.class);
-        let spec = TaskSpec {
-            task_id: actor.0,
-            job_id: self.job_id,
-            function: opts.class.to_string(),
-            name: format!("{short}::new"),
-            args: Vec::new(),
-            resources: crate::proto::common::Resources::from(&opts.resources),
-            strategy: opts.strategy.clone(),
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            spilled: false,
-            kind: TaskKind::CreateActor(crate::proto::task::ActorCreate {
-                actor_id: actor,
-                name: opts.name.clone(),
-                namespace: opts.namespace.clone(),
-                detached: opts.detached,
-                max_restarts: opts.max_restarts,
-                max_task_retries: opts.max_task_retries,
-                max_concurrency: opts.max_concurrency,
-                restarts: 0,
-            }),
+        let create = crate::proto::task::ActorCreate {
+            actor_id: actor,
+            name: opts.name.clone(),
+            namespace: opts.namespace.clone(),
+            detached: opts.detached,
+            max_restarts: opts.max_restarts,
+            max_task_retries: opts.max_task_retries,
+            max_concurrency: opts.max_concurrency,
+            restarts: 0,
         };
+        let mut spec = TaskSpec::new(
+            actor.0,
+            self.job_id,
+            opts.class,
+            &format!("{short}::new"),
+            TaskKind::CreateActor(create),
+        );
+        spec.resources = crate::proto::common::Resources::from(&opts.resources);
+        spec.strategy = opts.strategy.clone();
         let created = self.submit_spec(spec, args, true)?;
         Ok((actor, created))
     }

@@ -35,7 +35,6 @@ pub use local::{init, Cluster, InitOptions};
 pub use object_ref::{Arg, IntoArg, ObjectRef};
 pub use options::TaskOptions;
 pub use value::Value;
-pub use worker::is_registered;
 
 use crate::ids::NodeId;
 use std::time::Duration;

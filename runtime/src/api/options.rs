@@ -16,7 +16,7 @@ pub struct TaskOptions {
     pub(crate) strategy: WireStrategy,
 }
 
-fn qty(x: f64) -> Quantity {
+pub(crate) fn qty(x: f64) -> Quantity {
     // Negative, NaN or absurd amounts become an impossible request that the
     // scheduler reports as infeasible, rather than a panic here.
     Quantity::from_f64(x).unwrap_or(Quantity::from_raw(i64::MAX / 2))

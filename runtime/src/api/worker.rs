@@ -35,11 +35,6 @@ fn registry() -> &'static HashMap<&'static str, Invoke> {
     })
 }
 
-/// Whether `name` is a registered remote function in this binary.
-pub fn is_registered(name: &str) -> bool {
-    registry().contains_key(name)
-}
-
 thread_local! {
     static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
 }

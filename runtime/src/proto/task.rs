@@ -125,6 +125,33 @@ pub struct TaskSpec {
     pub kind: TaskKind,
 }
 
+impl TaskSpec {
+    /// A spec with no arguments, no resources, hybrid placement, no retries,
+    /// first attempt, not spilled; callers set what differs.
+    pub fn new(
+        task_id: [u8; 16],
+        job_id: JobId,
+        function: &str,
+        name: &str,
+        kind: TaskKind,
+    ) -> TaskSpec {
+        TaskSpec {
+            task_id,
+            job_id,
+            function: function.to_string(),
+            name: name.to_string(),
+            args: Vec::new(),
+            resources: Resources::default(),
+            strategy: WireStrategy::Hybrid,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            spilled: false,
+            kind,
+        }
+    }
+}
+
 /// Why a task failed.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Failure {

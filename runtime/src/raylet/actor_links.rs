@@ -3,7 +3,7 @@
 //! actor on another node over one ordered QUIC stream per actor (calls from
 //! here arrive there in the order they were sent).
 
-use super::dispatch::{Action, Owner};
+use super::dispatch::{died, Action, Owner};
 use super::task_server::{TaskService, MAX_TASK_FRAME};
 use crate::ids::ActorId;
 use crate::proto::codec;
@@ -24,13 +24,6 @@ use tracing::warn;
 const LOCATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, TaskSpec)>;
-
-fn died(actor: ActorId, detail: String) -> Outcome {
-    Outcome::Failed(Failure::ActorDied {
-        actor_id: actor,
-        detail,
-    })
-}
 
 impl TaskService {
     /// A new actor from a local owner: register it (its name must be free),

@@ -748,32 +748,29 @@ impl Dispatcher {
     }
 }
 
+pub(crate) use actors::died;
 pub use actors::KILL_METHOD;
 
 /// The call that kills `actor` (routed like any call, so it reaches the
-/// actor's node in order with the calls sent before it).
-pub fn kill_call(actor: ActorId, no_restart: bool, from: NodeId) -> TaskSpec {
-    let _ = from;
-    TaskSpec {
-        task_id: rand::random(),
-        job_id: JobId([0; 16]),
-        function: KILL_METHOD.into(),
-        name: "kill".into(),
-        args: vec![crate::proto::task::ArgSpec::Inline(vec![u8::from(
-            no_restart,
-        )])],
-        resources: crate::proto::common::Resources::default(),
-        strategy: WireStrategy::Hybrid,
-        max_retries: 0,
-        retry_exceptions: false,
-        attempt: 0,
-        spilled: false,
-        kind: TaskKind::ActorCall(crate::proto::task::ActorCall {
-            actor_id: actor,
-            caller: rand::random(),
-            seq: 0,
-        }),
-    }
+/// actor's node in order with the calls sent before it). Its one argument is
+/// `[1]` for "no restart".
+pub fn kill_call(actor: ActorId, no_restart: bool) -> TaskSpec {
+    let call = crate::proto::task::ActorCall {
+        actor_id: actor,
+        caller: rand::random(),
+        seq: 0,
+    };
+    let mut spec = TaskSpec::new(
+        rand::random(),
+        JobId([0; 16]),
+        KILL_METHOD,
+        "kill",
+        TaskKind::ActorCall(call),
+    );
+    spec.args = vec![crate::proto::task::ArgSpec::Inline(vec![u8::from(
+        no_restart,
+    )])];
+    spec
 }
 
 fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {

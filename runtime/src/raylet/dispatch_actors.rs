@@ -16,8 +16,7 @@ use crate::proto::task::{ActorCreate, Failure, Outcome, TaskKind, TaskSpec};
 use prism_scheduler::{Quantity, ResourceSet};
 use std::collections::VecDeque;
 
-/// The call that kills an actor (`prism::kill`); its one argument is
-/// `[1]` for "no restart".
+/// The method name of the call that kills an actor (`prism::kill`).
 pub const KILL_METHOD: &str = "__prism_kill__";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,11 +41,17 @@ pub(crate) struct LocalActor {
     waiting: VecDeque<Queued>,
 }
 
-fn died(actor: ActorId, detail: String) -> Outcome {
+/// The outcome of a call to a dead actor.
+pub(crate) fn died(actor: ActorId, detail: String) -> Outcome {
     Outcome::Failed(Failure::ActorDied {
         actor_id: actor,
         detail,
     })
+}
+
+/// Whether a kill call asks for no restart.
+fn kill_no_restart(spec: &TaskSpec) -> bool {
+    matches!(spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1))
 }
 
 impl Dispatcher {
@@ -79,7 +84,7 @@ impl Dispatcher {
     /// The actor's creation went to another node: so do its early calls.
     pub(super) fn calls_follow_actor(&mut self, actor: ActorId, out: &mut Vec<Action>) {
         if let Some(no_restart) = self.pending_kills.remove(&actor) {
-            let kill = super::kill_call(actor, no_restart, self.me);
+            let kill = super::kill_call(actor, no_restart);
             self.pre_waiting
                 .entry(actor)
                 .or_default()
@@ -220,7 +225,7 @@ impl Dispatcher {
             return out;
         }
         if self.pre_waiting.contains_key(&actor) && q.spec.function == KILL_METHOD {
-            let no_restart = matches!(q.spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1));
+            let no_restart = kill_no_restart(&q.spec);
             *self.pending_kills.entry(actor).or_default() |= no_restart;
             out.push(Action::Reply {
                 owner,
@@ -242,7 +247,7 @@ impl Dispatcher {
             return out;
         };
         if q.spec.function == KILL_METHOD {
-            let no_restart = matches!(q.spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1));
+            let no_restart = kill_no_restart(&q.spec);
             if a.death.is_none() {
                 a.no_restart |= no_restart;
                 a.death = Some("killed by prism::kill".into());

@@ -233,7 +233,7 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
     let mut d = Dispatcher::new(me, node(1));
     let actor = ActorId::random();
     d.announce_actor(actor);
-    let kill = kill_call(actor, true, me);
+    let kill = kill_call(actor, true);
     assert_eq!(replies(&d.submit(kill, 1)), vec![Outcome::Inline(vec![])]);
     let mut create = task(JobId::random(), 0, 0);
     create.task_id = actor.0;

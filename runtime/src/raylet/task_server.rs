@@ -443,7 +443,7 @@ impl TaskService {
                     no_restart,
                 },
             ) => {
-                let kill = super::dispatch::kill_call(actor_id, no_restart, self.node());
+                let kill = super::dispatch::kill_call(actor_id, no_restart);
                 self.act(|d| d.submit(kill, owner));
                 None
             }

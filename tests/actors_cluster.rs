@@ -27,11 +27,6 @@ impl Keeper {
     }
 }
 
-fn check(cond: bool, what: &str) {
-    assert!(cond, "{what}");
-    println!("ok: {what}");
-}
-
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
@@ -97,15 +92,7 @@ fn detached_named_actor_outlives_its_creator_and_dies_with_its_node() {
         .len()
         == 2));
     std::thread::sleep(Duration::from_millis(300));
-    let (addr, _) = head.cluster();
-    let sock = head.session.join("tasks.sock");
-    let mut envs: Vec<(&str, &str)> = vec![
-        ("PRISM_ADDRESS", addr.as_str()),
-        ("PRISM_RAYLET_SOCKET", sock.to_str().unwrap()),
-    ];
-    for (k, v) in &sb.envs {
-        envs.push((k.as_str(), v.as_str()));
-    }
+    let envs = sb.driver_envs(&head, &head);
     for role in ["create", "find"] {
         let mut job = Job::spawn(role, &envs);
         let (ok, out) = job.finish(Duration::from_secs(120));

@@ -65,11 +65,6 @@ fn bump_through(c: ActorHandle<Counter>, times: u64) -> u64 {
     last
 }
 
-fn check(cond: bool, what: &str) {
-    assert!(cond, "{what}");
-    println!("ok: {what}");
-}
-
 fn role_order() {
     let _c = prism::init().unwrap();
     let c = Counter::options().name("counter").spawn(0u64).unwrap();
@@ -240,23 +235,17 @@ fn child_role() {
     }
 }
 
-fn run_role(role: &str) {
-    let mut job = Job::spawn(role, &[]);
-    let (ok, out) = job.finish(Duration::from_secs(180));
-    assert!(ok && out.contains("ALL OK"), "role {role} failed:\n{out}");
-}
-
 #[test]
 fn actor_calls_keep_order_names_handles_and_concurrency() {
-    run_role("order");
+    run_role("order", Duration::from_secs(180));
 }
 
 #[test]
 fn actor_killed_worker_restarts_or_fails_with_its_signal() {
-    run_role("restart");
+    run_role("restart", Duration::from_secs(180));
 }
 
 #[test]
 fn actor_gpus_are_distinct_and_a_third_waits_for_a_free_one() {
-    run_role("gpus");
+    run_role("gpus", Duration::from_secs(180));
 }

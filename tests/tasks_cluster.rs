@@ -31,11 +31,6 @@ fn double_slowly(x: u64, ms: u64) -> u64 {
     x * 2
 }
 
-fn check(cond: bool, what: &str) {
-    assert!(cond, "{what}");
-    println!("ok: {what}");
-}
-
 fn role_spill() {
     let _c = prism::init().unwrap();
     let refs: Vec<_> = (0..2)
@@ -156,16 +151,7 @@ fn driver(c: &Cluster, role: &str) -> Job {
 }
 
 fn driver_exe(c: &Cluster, role: &str, exe: &std::path::Path) -> Job {
-    let (addr, _) = c._head.cluster();
-    let sock = c.a.session.join("tasks.sock");
-    let mut envs: Vec<(&str, &str)> = vec![
-        ("PRISM_ADDRESS", addr.as_str()),
-        ("PRISM_RAYLET_SOCKET", sock.to_str().unwrap()),
-    ];
-    for (k, v) in &c.sb.envs {
-        envs.push((k.as_str(), v.as_str()));
-    }
-    Job::spawn_exe(exe, role, &envs)
+    Job::spawn_exe(exe, role, &c.sb.driver_envs(&c._head, &c.a))
 }
 
 #[test]
@@ -217,6 +203,12 @@ fn cluster_killed_raylet_tasks_retry_on_the_other_node() {
     c.b.kill9();
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("ALL OK"), "{out}\n--- a:\n{}", c.a.log());
+    // The answer came through the retry path: tasks spilled to b failed over.
+    assert!(
+        c.a.log().contains("spilled task failed on the peer"),
+        "no task of the killed raylet was retried:\n{}",
+        c.a.log()
+    );
 }
 
 #[test]

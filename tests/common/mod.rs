@@ -293,12 +293,19 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn spawn(role: &str, envs: &[(&str, &str)]) -> Job {
+    pub fn spawn<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        role: &str,
+        envs: &[(K, V)],
+    ) -> Job {
         Job::spawn_exe(&std::env::current_exe().unwrap(), role, envs)
     }
 
     /// Like [`Job::spawn`] with another copy of this binary.
-    pub fn spawn_exe(exe: &Path, role: &str, envs: &[(&str, &str)]) -> Job {
+    pub fn spawn_exe<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        exe: &Path,
+        role: &str,
+        envs: &[(K, V)],
+    ) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("stdout");
         let f = std::fs::File::create(&out).unwrap();
@@ -380,4 +387,37 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A driver-role assertion that also prints what passed (the parent test
+/// shows a failing role's output).
+pub fn check(cond: bool, what: &str) {
+    assert!(cond, "{what}");
+    println!("ok: {what}");
+}
+
+/// Runs `role` as a driver on its own embedded cluster; it must print ALL OK.
+pub fn run_role(role: &str, timeout: Duration) -> String {
+    let mut job = Job::spawn::<&str, &str>(role, &[]);
+    let (ok, out) = job.finish(timeout);
+    assert!(ok && out.contains("ALL OK"), "role {role} failed:\n{out}");
+    out
+}
+
+impl Sandbox {
+    /// The environment of a driver joining this sandbox's cluster at
+    /// `head`, through the raylet whose session is `raylet`.
+    pub fn driver_envs(&self, head: &Node, raylet: &Node) -> Vec<(String, String)> {
+        let (addr, _) = head.cluster();
+        let sock = raylet.session.join("tasks.sock");
+        let mut envs = vec![
+            ("PRISM_ADDRESS".to_string(), addr),
+            (
+                "PRISM_RAYLET_SOCKET".to_string(),
+                sock.display().to_string(),
+            ),
+        ];
+        envs.extend(self.envs.iter().cloned());
+        envs
+    }
 }

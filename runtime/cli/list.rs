@@ -1,4 +1,5 @@
-//! `prism list nodes | actors | jobs`: the head's tables, with filters.
+//! `prism list nodes | actors | jobs | placement-groups`: the head's
+//! tables, with filters.
 
 use crate::job::ClusterArgs;
 use anyhow::bail;
@@ -7,8 +8,8 @@ use prism::proto::head::{HeadRequest, HeadResponse};
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// What to list: nodes, actors or jobs.
-    #[arg(value_parser = ["nodes", "actors", "jobs"])]
+    /// What to list: nodes, actors, jobs or placement-groups.
+    #[arg(value_parser = ["nodes", "actors", "jobs", "placement-groups"])]
     what: String,
     /// Only rows in this state (alive, dead, pending, restarting, running, ...).
     #[arg(long)]
@@ -53,6 +54,39 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                     a.node_id.map(|n| n.short()).unwrap_or_default(),
                     a.restarts,
                     a.death_reason.clone().unwrap_or_default()
+                );
+            }
+        }
+        "placement-groups" => {
+            let HeadResponse::PlacementGroups(mut pgs) =
+                head.request(&HeadRequest::ListPlacementGroups)?
+            else {
+                bail!("unexpected answer to ListPlacementGroups");
+            };
+            pgs.retain(|g| keep(&args.state, &format!("{:?}", g.state)));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&pgs)?);
+                return Ok(());
+            }
+            println!(
+                "{:<13} {:<12} {:<14} {:<16} {:>7}  NODES / REASON",
+                "GROUP", "STATE", "STRATEGY", "NAME", "BUNDLES"
+            );
+            for g in &pgs {
+                let nodes: Vec<String> = g
+                    .nodes
+                    .iter()
+                    .map(|n| n.map(|n| n.short()).unwrap_or_else(|| "-".into()))
+                    .collect();
+                println!(
+                    "{:<13} {:<12} {:<14} {:<16} {:>7}  {} {}",
+                    g.pg.short(),
+                    format!("{:?}", g.state).to_lowercase(),
+                    format!("{:?}", g.strategy),
+                    g.name,
+                    g.bundles.len(),
+                    nodes.join(","),
+                    g.reason.clone().unwrap_or_default()
                 );
             }
         }

@@ -100,6 +100,10 @@ define_id!(
     ActorId, "a", "actor"
 );
 define_id!(
+    /// A placement group (a gang reservation of resource bundles).
+    PlacementGroupId, "pg", "placement group"
+);
+define_id!(
     /// A cluster (one head's lifetime of tables).
     ClusterId, "c", "cluster"
 );

@@ -30,11 +30,12 @@ pub mod transport;
 #[doc(hidden)]
 pub use api::__private;
 pub use api::{
-    cancel, get, get_actor, get_actor_in, get_all, get_timeout, gpu_ids, init, is_worker, kill,
-    node_id, put, wait, ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Cluster, Error,
-    InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
+    cancel, get, get_actor, get_actor_in, get_all, get_placement_group, get_timeout, gpu_ids, init,
+    is_worker, kill, list_placement_groups, node_id, put, wait, ActorClass, ActorHandle, ActorLink,
+    ActorOptions, Arg, Bundle, Cluster, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup,
+    PlacementStrategy, Result, TaskError, TaskOptions, Value,
 };
 pub use config::Config;
-pub use ids::ActorId;
+pub use ids::{ActorId, PlacementGroupId};
 pub use ids::{ClusterId, JobId, NodeId};
 pub use prism_macros::{actor, remote};

@@ -152,6 +152,7 @@ pub struct ActorOptions {
     pub(crate) class: &'static str,
     pub(crate) resources: ResourceSet,
     pub(crate) strategy: WireStrategy,
+    pub(crate) placement: Option<(super::PlacementGroup, u32)>,
     pub(crate) name: Option<String>,
     pub(crate) namespace: String,
     pub(crate) detached: bool,
@@ -168,6 +169,7 @@ impl ActorOptions {
             class,
             resources: ResourceSet::new(),
             strategy: WireStrategy::Hybrid,
+            placement: None,
             name: None,
             namespace: "default".into(),
             detached: false,
@@ -226,6 +228,13 @@ impl ActorOptions {
         self.max_concurrency = n.max(1);
         self
     }
+    /// Lives inside bundle `index` of `pg`, on its resources (waits for the
+    /// group to be created first).
+    pub fn placement_group(mut self, pg: &super::PlacementGroup, index: u32) -> Self {
+        self.placement = Some((*pg, index));
+        self
+    }
+
     /// Spread over nodes.
     pub fn spread(mut self) -> Self {
         self.strategy = WireStrategy::Spread;
@@ -275,7 +284,8 @@ macro_rules! __actor_option_methods {
         $crate::__actor_option_methods!(@ num_cpus(n: f64), num_gpus(n: f64), memory(bytes: u64),
             resource(name: &str, amount: f64), name(name: &str), namespace(ns: &str),
             max_restarts(n: u32), max_task_retries(n: u32), max_concurrency(n: u32),
-            node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str));
+            node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str),
+            placement_group(pg: &$crate::PlacementGroup, index: u32));
         /// Lives until killed, not with its creator's job.
         pub fn detached(self) -> Self {
             Self(self.0.detached())

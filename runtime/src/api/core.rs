@@ -332,7 +332,10 @@ impl Core {
             TaskKind::Task,
         );
         spec.resources = opts.wire_resources();
-        spec.strategy = opts.strategy.clone();
+        spec.strategy = match &opts.placement {
+            Some((pg, index)) => pg.strategy_for(*index)?,
+            None => opts.strategy.clone(),
+        };
         spec.max_retries = opts.max_retries;
         spec.retry_exceptions = opts.retry_exceptions;
         self.submit_spec(spec, args, false)
@@ -636,7 +639,10 @@ impl Core {
             TaskKind::CreateActor(create),
         );
         spec.resources = crate::proto::common::Resources::from(&opts.resources);
-        spec.strategy = opts.strategy.clone();
+        spec.strategy = match &opts.placement {
+            Some((pg, index)) => pg.strategy_for(*index)?,
+            None => opts.strategy.clone(),
+        };
         let created = self.submit_spec(spec, args, true)?;
         Ok((actor, created))
     }
@@ -647,16 +653,29 @@ impl Core {
         namespace: &str,
         name: &str,
     ) -> Result<crate::ids::ActorId> {
+        self.ask_raylet("get_actor", Duration::from_secs(60), |request_id| {
+            LocalRequest::LookupActor {
+                request_id,
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+            }
+        })
+    }
+
+    /// Sends a request whose answer comes back as the result of a pseudo
+    /// task `request_id`, and waits for it.
+    pub(crate) fn ask_raylet<T: Value>(
+        self: &Arc<Self>,
+        what: &'static str,
+        timeout: Duration,
+        request: impl FnOnce([u8; 16]) -> LocalRequest,
+    ) -> Result<T> {
         let request_id = ObjectId::random();
         self.slots
-            .insert(request_id, Slot::new("get_actor", SlotState::Pending));
-        let r: ObjectRef<crate::ids::ActorId> = ObjectRef::owned(request_id, self.clone());
-        self.send(&LocalRequest::LookupActor {
-            request_id: request_id.0,
-            name: name.to_string(),
-            namespace: namespace.to_string(),
-        })?;
-        self.get::<crate::ids::ActorId>(r.id(), Some(Duration::from_secs(60)))
+            .insert(request_id, Slot::new(what, SlotState::Pending));
+        let r: ObjectRef<T> = ObjectRef::owned(request_id, self.clone());
+        self.send(&request(request_id.0))?;
+        self.get::<T>(r.id(), Some(timeout))
     }
 
     /// Kills an actor's worker.

@@ -82,6 +82,17 @@ pub enum TaskError {
         /// node's loss, or a kill.
         detail: String,
     },
+    /// Its placement group was removed, or its bundle is not where the
+    /// caller thought (call `ready` again after a node loss).
+    #[error("task {task}: placement group {pg}: {detail}")]
+    PlacementGroupGone {
+        /// The task's name.
+        task: String,
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+        /// Why.
+        detail: String,
+    },
     /// No worker process could be started for it.
     #[error("task {task}: cannot start a worker: {detail}")]
     WorkerStartFailed {
@@ -118,6 +129,9 @@ impl TaskError {
                 actor: actor_id,
                 detail,
             },
+            Failure::PlacementGroupGone { pg, detail } => {
+                TaskError::PlacementGroupGone { task, pg, detail }
+            }
         }
     }
 }
@@ -159,6 +173,15 @@ pub enum Error {
     /// The object store refused.
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// A placement group is infeasible, still pending at a timeout, removed,
+    /// or the head refused the request.
+    #[error("placement group {pg}: {detail}")]
+    PlacementGroup {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+        /// Why (the head's reason).
+        detail: String,
+    },
 }
 
 /// `Result` with [`Error`].

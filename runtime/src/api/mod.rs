@@ -26,6 +26,7 @@ mod error;
 mod local;
 mod object_ref;
 mod options;
+mod placement;
 mod value;
 mod worker;
 
@@ -34,6 +35,9 @@ pub use error::{Error, Result, TaskError};
 pub use local::{init, Cluster, InitOptions};
 pub use object_ref::{Arg, IntoArg, ObjectRef};
 pub use options::TaskOptions;
+pub use placement::{
+    get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
+};
 pub use value::Value;
 
 use crate::ids::NodeId;

@@ -14,6 +14,7 @@ pub struct TaskOptions {
     pub(crate) max_retries: u32,
     pub(crate) retry_exceptions: bool,
     pub(crate) strategy: WireStrategy,
+    pub(crate) placement: Option<(super::PlacementGroup, u32)>,
 }
 
 pub(crate) fn qty(x: f64) -> Quantity {
@@ -32,6 +33,7 @@ impl TaskOptions {
             max_retries: 3,
             retry_exceptions: false,
             strategy: WireStrategy::Hybrid,
+            placement: None,
         }
     }
 
@@ -89,6 +91,13 @@ impl TaskOptions {
         self
     }
 
+    /// Runs inside bundle `index` of `pg`, on its resources (waits for the
+    /// group to be created first).
+    pub fn placement_group(mut self, pg: &super::PlacementGroup, index: u32) -> Self {
+        self.placement = Some((*pg, index));
+        self
+    }
+
     /// A display name for errors and state views.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -115,7 +124,7 @@ macro_rules! __task_option_methods {
         $crate::__task_option_methods!(@ num_cpus(n: f64), num_gpus(n: f64), memory(bytes: u64),
             resource(name: &str, amount: f64), max_retries(n: u32), retry_exceptions(yes: bool),
             node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str),
-            name(name: &str));
+            name(name: &str), placement_group(pg: &$crate::PlacementGroup, index: u32));
         /// Spread calls over nodes.
         pub fn spread(self) -> Self {
             Self(self.0.spread())

@@ -10,6 +10,8 @@ pub mod job_table;
 pub mod jobs;
 pub mod node_table;
 pub mod object_directory;
+pub mod pg_table;
+mod placement;
 mod server;
 
 pub use server::run_head;

@@ -5,6 +5,7 @@ use super::actor_table::ActorTable;
 use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
+use super::placement::{self, NodeSource, Placer};
 use super::{HeadError, HeadSetup};
 use crate::ids::{ClusterId, JobId, NodeId};
 use crate::proto::common::NodeState;
@@ -12,7 +13,7 @@ use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
-use crate::transport::tls::ClusterCa;
+use crate::transport::tls::{ClientTrust, ClusterCa};
 use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
 use prism_scheduler::ResourceSet;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -29,7 +30,25 @@ enum HeadMsg {
     AddLocation(NodeId, [u8; 16], u64, RpcReplyPort<HeadResponse>),
     GetLocations([u8; 16], RpcReplyPort<HeadResponse>),
     Actors(HeadRequest, RpcReplyPort<HeadResponse>),
+    /// A raylet's free resources after a bundle operation.
+    Available(NodeId, ResourceSet),
     Tick,
+}
+
+/// The placer's window on the node table.
+struct ActorNodes(Arc<std::sync::OnceLock<ActorRef<HeadMsg>>>);
+
+impl NodeSource for ActorNodes {
+    async fn status(&self) -> Option<ClusterStatus> {
+        let actor = self.0.get()?;
+        ractor::call!(actor, HeadMsg::Status).ok()
+    }
+
+    fn available(&self, node: NodeId, free: ResourceSet) {
+        if let Some(actor) = self.0.get() {
+            let _ = actor.cast(HeadMsg::Available(node, free));
+        }
+    }
 }
 
 struct HeadState {
@@ -39,6 +58,7 @@ struct HeadState {
     head_address: String,
     demand: std::collections::HashMap<NodeId, Vec<Demand>>,
     actors: ActorTable,
+    placer: Arc<Placer>,
 }
 
 impl HeadState {
@@ -159,6 +179,7 @@ impl HeadState {
                     for a in self.actors.node_died(id, &reason) {
                         warn!(actor = %a, node = %id, "actor dead with its node");
                     }
+                    self.placer.node_died(id);
                 }
             }
         }
@@ -204,6 +225,9 @@ impl Actor for HeadActor {
             }
             HeadMsg::GetLocations(object, reply) => drop(reply.send(st.locations(&object))),
             HeadMsg::Actors(req, reply) => drop(reply.send(st.actor_request(req))),
+            HeadMsg::Available(id, free) => {
+                let _ = st.table.handle_heartbeat(now, id, free);
+            }
             HeadMsg::Tick => st.table.tick(now),
         }
         st.log_events();
@@ -224,6 +248,7 @@ struct Ctx {
     cluster_id: ClusterId,
     max_frame: usize,
     jobs: Arc<JobManager>,
+    placer: Arc<Placer>,
 }
 
 /// What a connection proved in its `Hello`.
@@ -247,7 +272,11 @@ pub async fn run_head(
         suspect_after: cfg.suspect_after_missed,
         dead_after: cfg.dead_after_missed,
     };
+    let actor_slot = Arc::new(std::sync::OnceLock::new());
+    let trust = ClientTrust::Mutual(Arc::new(setup.ca.issue("head")?));
+    let placer = placement::start(ActorNodes(actor_slot.clone()), endpoint.clone(), trust);
     let state = HeadState {
+        placer: placer.clone(),
         table: NodeTable::new(detector),
         directory: ObjectDirectory::default(),
         cluster_id: setup.cluster_id,
@@ -258,6 +287,7 @@ pub async fn run_head(
     let (actor, handle) = Actor::spawn(None, HeadActor, state)
         .await
         .map_err(|e| HeadError::Actor(e.to_string()))?;
+    let _ = actor_slot.set(actor.clone());
     let jobs = JobManager::new(
         setup.session_dir.clone(),
         cfg.temp_dir.clone(),
@@ -266,6 +296,7 @@ pub async fn run_head(
     );
     let ctx = Arc::new(Ctx {
         jobs,
+        placer,
         actor: actor.clone(),
         ca: setup.ca,
         token: setup.token,
@@ -333,6 +364,7 @@ async fn serve_conn(conn: BoxConn, ctx: Arc<Ctx>) {
     for job in drivers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
         info!(%job, "driver disconnected; job ended");
         ctx.jobs.disconnected(job);
+        ctx.placer.job_ended(job);
     }
 }
 
@@ -485,6 +517,14 @@ async fn serve_stream(
         | HeadRequest::ListActors) => {
             ractor::call!(ctx.actor, HeadMsg::Actors, req).unwrap_or_else(internal)
         }
+        HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c).await,
+        HeadRequest::GetPlacementGroup { pg } => ctx.placer.get(pg),
+        HeadRequest::WaitPlacementGroup { pg, timeout_ms } => {
+            let limit = Duration::from_millis(timeout_ms.min(3_600_000));
+            ctx.placer.wait(pg, limit).await
+        }
+        HeadRequest::RemovePlacementGroup { pg } => ctx.placer.remove(pg, "removed by its owner"),
+        HeadRequest::ListPlacementGroups => ctx.placer.list(),
         HeadRequest::JobLogs { job_id, offset } => match ctx.jobs.logs(job_id, offset) {
             Ok((data, next, job)) => HeadResponse::Logs { data, next, job },
             Err(message) => bad_request(message),

@@ -115,6 +115,18 @@ pub struct NodeStatus {
     pub pid: u32,
 }
 
+impl NodeStatus {
+    /// Its resources as a scheduler sees them: the total, with what is in
+    /// use taken out, and its labels.
+    pub fn to_resources(&self) -> prism_scheduler::NodeResources {
+        let mut res = prism_scheduler::NodeResources::new(self.total.to_set());
+        let mut used = self.total.to_set();
+        used.subtract(&self.available.to_set());
+        let _ = res.allocate(&used);
+        res.with_labels(self.labels.iter().cloned().collect())
+    }
+}
+
 /// Work a raylet cannot run yet (queued), or that no node can ever run.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Demand {

@@ -132,6 +132,28 @@ pub enum HeadRequest {
     },
     /// The actor table.
     ListActors,
+    /// Reserve a gang of bundles; answered after the first placement attempt.
+    CreatePlacementGroup(super::placement::PgCreate),
+    /// One placement group by id.
+    GetPlacementGroup {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+    },
+    /// Answers when the group is created, infeasible or removed, or after
+    /// `timeout_ms` (then still pending, with the reason).
+    WaitPlacementGroup {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+        /// The longest wait.
+        timeout_ms: u64,
+    },
+    /// Free a group's bundles and kill what runs in them.
+    RemovePlacementGroup {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+    },
+    /// The placement-group table.
+    ListPlacementGroups,
 }
 
 /// An actor's lifecycle state.
@@ -313,6 +335,10 @@ pub enum HeadResponse {
     Actor(Option<ActorInfo>),
     /// The actor table.
     Actors(Vec<ActorInfo>),
+    /// One placement group (`None`: unknown id).
+    PlacementGroup(Option<super::placement::PgInfo>),
+    /// The placement-group table.
+    PlacementGroups(Vec<super::placement::PgInfo>),
     /// Output of a submitted job.
     Logs {
         /// Bytes from the requested offset (at most 1 MiB).

@@ -4,6 +4,7 @@
 //!
 //! - [`codec`]: framing, the version check, and typed decode errors.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
+//! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
 //! - [`raylet`]: raylet to raylet (object transfer).
 //! - [`store`]: what local processes say to their raylet's object store.
 //! - [`task`]: tasks between drivers, workers and raylets.
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod common;
 pub mod head;
+pub mod placement;
 pub mod raylet;
 pub mod store;
 pub mod task;

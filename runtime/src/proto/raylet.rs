@@ -25,6 +25,9 @@ pub enum PeerRequest {
         /// The actor.
         actor_id: crate::ids::ActorId,
     },
+    /// From the head: reserve, commit or return placement-group bundles;
+    /// answered with a [`super::placement::BundleReply`].
+    Bundles(super::placement::BundleOp),
 }
 
 /// The result of one call sent on an actor stream.

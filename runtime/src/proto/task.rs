@@ -51,6 +51,16 @@ pub enum WireStrategy {
     },
     /// Among nodes whose labels match (`key=value,key in (a|b)` syntax).
     Labels(String),
+    /// Inside bundle `index` of a placement group, reserved on `node`: the
+    /// task takes its resources from the bundle, not from the node.
+    Bundle {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+        /// The bundle.
+        index: u32,
+        /// Where the bundle is reserved (as the driver last saw it).
+        node: NodeId,
+    },
 }
 
 /// Creating an actor: its constructor runs as this task on a dedicated worker.
@@ -209,6 +219,13 @@ pub enum Failure {
         /// node's loss, or a kill.
         detail: String,
     },
+    /// Its placement group was removed (or its bundle is not on the node).
+    PlacementGroupGone {
+        /// The group.
+        pg: crate::ids::PlacementGroupId,
+        /// Why.
+        detail: String,
+    },
 }
 
 /// How a task ended.
@@ -276,6 +293,15 @@ pub enum LocalRequest {
         name: String,
         /// The namespace.
         namespace: String,
+    },
+    /// A placement-group request for the head, relayed by the raylet; the
+    /// answer is a `Finished` for `request_id` carrying the archived
+    /// [`super::head::HeadResponse`].
+    PlacementGroup {
+        /// Matches the answer.
+        request_id: [u8; 16],
+        /// One of the head's placement-group requests.
+        request: super::head::HeadRequest,
     },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,

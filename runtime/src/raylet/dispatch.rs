@@ -152,6 +152,8 @@ pub struct Dispatcher {
     pending_kills: HashMap<ActorId, bool>,
     /// Workers being killed (force cancel): never reused.
     killing: std::collections::HashSet<WorkerId>,
+    /// Placement-group bundles reserved here.
+    bundles: HashMap<(crate::ids::PlacementGroupId, u32), bundles::Bundle>,
 }
 
 /// Counts for status views.
@@ -178,6 +180,11 @@ fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
         WireStrategy::Labels(sel) => {
             Strategy::Labels(LabelSelector::parse(sel).map_err(|e| e.to_string())?)
         }
+        WireStrategy::Bundle { pg, .. } => {
+            return Err(format!(
+                "tasks in placement group {pg} go to its bundle's node"
+            ))
+        }
     })
 }
 
@@ -203,6 +210,7 @@ impl Dispatcher {
             pre_waiting: HashMap::new(),
             pending_kills: HashMap::new(),
             killing: Default::default(),
+            bundles: HashMap::new(),
         }
     }
 
@@ -284,6 +292,36 @@ impl Dispatcher {
         }
         let request = spec.resources.to_set();
         let mut out = Vec::new();
+        if let WireStrategy::Bundle { pg, node, .. } = spec.strategy {
+            let q = Queued {
+                spec,
+                owner,
+                request,
+            };
+            if node != self.me {
+                self.forward_to(node, q, &mut out);
+                return out;
+            }
+            if let Err(detail) = self.bundle_check(&q) {
+                if let TaskKind::CreateActor(c) = &q.spec.kind {
+                    let why = format!("placement group {pg}: {detail}");
+                    out.extend(self.actor_registration_failed(c.actor_id, why));
+                }
+                let outcome = Outcome::Failed(Failure::PlacementGroupGone { pg, detail });
+                out.push(Action::Reply {
+                    owner: q.owner,
+                    task_id: q.spec.task_id,
+                    outcome,
+                });
+                return out;
+            }
+            if let TaskKind::CreateActor(c) = &q.spec.kind {
+                self.pre_waiting.entry(c.actor_id).or_default();
+            }
+            self.queue.push_back(q.class(), q);
+            self.pump(&mut out);
+            return out;
+        }
         let strategy = match to_strategy(&spec.strategy) {
             Ok(s) => s,
             Err(why) => {
@@ -377,7 +415,7 @@ impl Dispatcher {
     fn pump(&mut self, out: &mut Vec<Action>) {
         for i in 0..self.queue.class_count() {
             while let Some(q) = self.queue.front(i) {
-                if self.local.fits_now(&q.request) {
+                if self.fits(&q.spec.strategy, &q.request) {
                     let q = self.queue.pop_front(i).expect("front exists");
                     self.dispatch(q, out);
                     continue;
@@ -416,7 +454,7 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, q: Queued, out: &mut Vec<Action>) {
-        let gpus = match self.local.allocate(&q.request) {
+        let gpus = match self.take(&q.spec.strategy, &q.request) {
             Ok(g) => g,
             Err(_) => {
                 self.queue.push_front(q.class(), q);
@@ -516,9 +554,7 @@ impl Dispatcher {
     }
 
     fn release(&mut self, r: &Running) {
-        if let Err(e) = self.local.release(&r.held, &r.gpus) {
-            tracing::error!("resource ledger: {e}");
-        }
+        self.give_back(&r.task.spec.strategy, &r.held, &r.gpus);
     }
 
     /// A worker reports its task's outcome.
@@ -651,13 +687,17 @@ impl Dispatcher {
         let holds_cpu = r.held.get(CPU) == cpu;
         if blocked && holds_cpu && !cpu.is_zero() {
             r.held.set(CPU, Quantity::ZERO);
-            if let Err(e) = self.local.release(&lend, &[]) {
-                tracing::error!("resource ledger: {e}");
-            }
+            let strategy = r.task.spec.strategy.clone();
+            self.give_back(&strategy, &lend, &[]);
             self.pump(&mut out);
-        } else if !blocked && !holds_cpu && self.local.allocate(&lend).is_ok() {
+        } else if !blocked && !holds_cpu {
+            let strategy = r.task.spec.strategy.clone();
             // Taken back when free; otherwise it runs on borrowed time.
-            r.held.set(CPU, cpu);
+            if self.take(&strategy, &lend).is_ok() {
+                if let Some(r) = self.running.get_mut(&t) {
+                    r.held.set(CPU, cpu);
+                }
+            }
         }
         out
     }
@@ -783,6 +823,8 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 
 #[path = "dispatch_actors.rs"]
 mod actors;
+#[path = "dispatch_bundles.rs"]
+mod bundles;
 
 #[cfg(test)]
 #[path = "dispatch_tests.rs"]

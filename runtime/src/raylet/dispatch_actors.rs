@@ -420,9 +420,7 @@ impl Dispatcher {
             return out;
         }
         // Dead for good (DA-1): free its resources, fail what waits.
-        if let Err(e) = self.local.release(&a.held, &a.gpus) {
-            tracing::error!("resource ledger: {e}");
-        }
+        self.give_back(&a.create.spec.strategy, &a.held, &a.gpus);
         for q in a.waiting.drain(..) {
             out.push(Action::Reply {
                 owner: q.owner,
@@ -448,6 +446,22 @@ impl Dispatcher {
         let mut tail = Vec::new();
         self.pump(&mut tail);
         out.extend(tail);
+        out
+    }
+
+    /// Kills, for good, the actors whose creation matches `pred` (their
+    /// placement group went away): the worker's death reports `reason`.
+    pub(super) fn kill_actors_where(
+        &mut self,
+        pred: impl Fn(&TaskSpec) -> bool,
+        reason: &str,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for a in self.actors.values_mut().filter(|a| pred(&a.create.spec)) {
+            a.no_restart = true;
+            a.death = Some(reason.to_string());
+            out.push(Action::Kill { worker: a.worker });
+        }
         out
     }
 

@@ -265,3 +265,83 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
     );
     assert!(d.dead_reason(actor).is_some_and(|r| r.contains("killed")));
 }
+
+fn in_bundle(job: JobId, pg: crate::ids::PlacementGroupId, index: u32, me: NodeId) -> TaskSpec {
+    let mut t = task(job, 1, 0);
+    t.strategy = WireStrategy::Bundle {
+        pg,
+        index,
+        node: me,
+    };
+    t
+}
+
+#[test]
+fn b1_b2_bundles_hold_node_resources_and_run_only_when_committed() {
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(3));
+    let pg = crate::ids::PlacementGroupId::random();
+    let two = ResourceSet::new().with(CPU, Quantity::whole(2));
+    d.prepare_bundles(pg, vec![(0, two.clone())], false)
+        .unwrap();
+    assert_eq!(
+        d.available().get(CPU),
+        Quantity::ONE,
+        "B-1: held at prepare"
+    );
+    // All or none: two more bundles of 2 CPUs do not fit; nothing changes.
+    let e = d
+        .prepare_bundles(pg, vec![(1, two.clone()), (2, two.clone())], false)
+        .unwrap_err();
+    assert!(e.contains("does not fit"), "{e}");
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+    // B-2: not committed yet, so a task in it is refused with the reason.
+    let job = JobId::random();
+    let a = d.submit(in_bundle(job, pg, 0, me), 1);
+    assert!(matches!(
+        &replies(&a)[..],
+        [Outcome::Failed(Failure::PlacementGroupGone { .. })]
+    ));
+    d.commit_bundles(pg).unwrap();
+    // Two 1-CPU tasks run in the bundle; a third waits; the node's own
+    // free CPU is untouched.
+    let t1 = in_bundle(job, pg, 0, me);
+    let w1 = started(&d.submit(t1.clone(), 1))[0];
+    assert_eq!(started(&d.submit(in_bundle(job, pg, 0, me), 1)).len(), 1);
+    let a = d.submit(in_bundle(job, pg, 0, me), 1);
+    assert!(started(&a).is_empty() && replies(&a).is_empty(), "waits");
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+    d.worker_ready(w1);
+    d.task_done(w1, t1.task_id, Outcome::Inline(vec![]));
+    assert_eq!(d.stats().queued, 0, "the waiting task ran when one ended");
+}
+
+#[test]
+fn b3_return_kills_what_runs_fails_what_waits_and_frees_the_node() {
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(2));
+    let pg = crate::ids::PlacementGroupId::random();
+    let one = ResourceSet::new().with(CPU, Quantity::ONE);
+    d.prepare_bundles(pg, vec![(0, one)], true).unwrap();
+    let job = JobId::random();
+    let w = started(&d.submit(in_bundle(job, pg, 0, me), 1))[0];
+    d.worker_ready(w);
+    d.submit(in_bundle(job, pg, 0, me), 2);
+    let a = d.return_bundles(pg, "removed by its owner");
+    let failed = replies(&a)
+        .iter()
+        .filter(|o| matches!(o, Outcome::Failed(Failure::PlacementGroupGone { .. })))
+        .count();
+    assert_eq!(failed, 2, "the running and the waiting task: {a:?}");
+    assert!(a.contains(&Action::Kill { worker: w }));
+    assert_eq!(
+        d.available().get(CPU),
+        Quantity::whole(2),
+        "B-1: freed once"
+    );
+    // The killed worker's death later changes nothing (no double release).
+    let a = d.worker_died(w, Failure::Cancelled);
+    assert!(replies(&a).is_empty());
+    assert_eq!(d.available().get(CPU), Quantity::whole(2));
+    assert_eq!(d.bundle_count(), 0);
+}

@@ -4,6 +4,7 @@
 //! incarnation if the head declared it dead.
 
 mod actor_links;
+mod bundle_ops;
 pub mod dispatch;
 pub mod resources;
 pub mod store_server;

@@ -134,15 +134,7 @@ impl TaskService {
             if let Ok(a) = n.address.parse() {
                 addrs.insert(n.node_id, a);
             }
-            let mut res = NodeResources::new(n.total.to_set());
-            let used = {
-                let mut t = n.total.to_set();
-                t.subtract(&n.available.to_set());
-                t
-            };
-            let _ = res.allocate(&used);
-            let labels = n.labels.iter().cloned().collect();
-            peers.push((n.node_id, res.with_labels(labels)));
+            peers.push((n.node_id, n.to_resources()));
         }
         *self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
         for job in &status.ended_jobs {
@@ -456,6 +448,16 @@ impl TaskService {
                 },
             ) => {
                 self.lookup_actor(owner, request_id, namespace, name);
+                None
+            }
+            (
+                _,
+                LocalRequest::PlacementGroup {
+                    request_id,
+                    request,
+                },
+            ) => {
+                self.relay_pg_request(owner, request_id, request);
                 None
             }
             (_, LocalRequest::Cancel { task_id, force }) => {

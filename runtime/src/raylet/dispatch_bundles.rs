@@ -1,0 +1,252 @@
+//! Placement-group bundles on this node, part of the pure dispatcher.
+//!
+//! A bundle takes its resources from the node's ledger when the head
+//! prepares it, and becomes a small ledger of its own: tasks and actors
+//! placed "in bundle i of group g" allocate from it, never from the node.
+//! Invariants:
+//!
+//! - **B-1** a bundle holds its node resources from prepare until return,
+//!   and gives them back exactly once;
+//! - **B-2** nothing runs in a bundle before it is committed;
+//! - **B-3** returning a group kills what runs in its bundles and fails what
+//!   waits for them, each with [`Failure::PlacementGroupGone`].
+
+use super::{Action, Dispatcher, Queued};
+use crate::ids::PlacementGroupId;
+use crate::proto::task::{Failure, Outcome, TaskKind, WireStrategy};
+use prism_scheduler::{AllocError, NodeResources, Quantity, ResourceSet};
+
+/// One reserved bundle.
+#[derive(Debug, Clone)]
+pub(crate) struct Bundle {
+    /// What it took from the node.
+    held: ResourceSet,
+    /// The node's GPU instances it took; bundle instance `i` is `node_gpus[i]`.
+    node_gpus: Vec<(u32, Quantity)>,
+    /// Its own ledger.
+    ledger: NodeResources,
+    committed: bool,
+}
+
+fn bundle_of(s: &WireStrategy) -> Option<(PlacementGroupId, u32)> {
+    match s {
+        WireStrategy::Bundle { pg, index, .. } => Some((*pg, *index)),
+        _ => None,
+    }
+}
+
+impl Dispatcher {
+    /// Reserves bundles of `pg` (all or none); with `commit` they are usable
+    /// at once. Re-preparing a bundle already held is a no-op (idempotent).
+    pub fn prepare_bundles(
+        &mut self,
+        pg: PlacementGroupId,
+        bundles: Vec<(u32, ResourceSet)>,
+        commit: bool,
+    ) -> Result<Vec<Action>, String> {
+        let mut taken: Vec<u32> = Vec::new();
+        for (index, request) in bundles {
+            if self.bundles.contains_key(&(pg, index)) {
+                continue;
+            }
+            match self.local.allocate(&request) {
+                Ok(node_gpus) => {
+                    let ledger = NodeResources::new(request.clone());
+                    self.bundles.insert(
+                        (pg, index),
+                        Bundle {
+                            held: request,
+                            node_gpus,
+                            ledger,
+                            committed: false,
+                        },
+                    );
+                    taken.push(index);
+                }
+                Err(e) => {
+                    for i in taken {
+                        self.drop_bundle(pg, i);
+                    }
+                    return Err(format!("bundle {index} does not fit on this node now: {e}"));
+                }
+            }
+        }
+        if commit {
+            return self.commit_bundles(pg);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Makes the prepared bundles of `pg` usable (B-2).
+    pub fn commit_bundles(&mut self, pg: PlacementGroupId) -> Result<Vec<Action>, String> {
+        let mut any = false;
+        for ((g, _), b) in self.bundles.iter_mut() {
+            if *g == pg {
+                b.committed = true;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(format!("no prepared bundle of {pg} on this node"));
+        }
+        let mut out = Vec::new();
+        self.pump(&mut out);
+        Ok(out)
+    }
+
+    fn drop_bundle(&mut self, pg: PlacementGroupId, index: u32) {
+        if let Some(b) = self.bundles.remove(&(pg, index)) {
+            if let Err(e) = self.local.release(&b.held, &b.node_gpus) {
+                tracing::error!("resource ledger: {e}");
+            }
+        }
+    }
+
+    /// Gives back everything `pg` holds here (B-1, B-3).
+    pub fn return_bundles(&mut self, pg: PlacementGroupId, reason: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let gone = |detail: String| Outcome::Failed(Failure::PlacementGroupGone { pg, detail });
+        let mine = |s: &WireStrategy| bundle_of(s).is_some_and(|(g, _)| g == pg);
+        // Waiting tasks and actor creations fail at once.
+        while let Some(q) = self.queue.remove_first(|q| mine(&q.spec.strategy)) {
+            if let TaskKind::CreateActor(c) = &q.spec.kind {
+                out.extend(self.actor_registration_failed(c.actor_id, reason.to_string()));
+            }
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: gone(reason.to_string()),
+            });
+        }
+        // Running tasks are killed and answered now.
+        let running: Vec<[u8; 16]> = self
+            .running
+            .iter()
+            .filter(|(_, r)| !r.cancelled && mine(&r.task.spec.strategy))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in running {
+            let Some(r) = self.running.get_mut(&id) else {
+                continue;
+            };
+            if matches!(r.task.spec.kind, TaskKind::CreateActor(_)) {
+                continue;
+            }
+            r.cancelled = true;
+            let (owner, worker) = (r.task.owner, r.worker);
+            out.push(Action::Reply {
+                owner,
+                task_id: id,
+                outcome: gone(format!("{reason}; the task was killed")),
+            });
+            out.push(Action::Kill { worker });
+            self.killing.insert(worker);
+        }
+        // Actors in the group die for good, with the reason.
+        out.extend(self.kill_actors_where(
+            |spec| mine(&spec.strategy),
+            &format!("its placement group {pg} was removed ({reason})"),
+        ));
+        let indices: Vec<u32> = self
+            .bundles
+            .keys()
+            .filter(|(g, _)| *g == pg)
+            .map(|(_, i)| *i)
+            .collect();
+        for i in indices {
+            self.drop_bundle(pg, i);
+        }
+        self.pump(&mut out);
+        out
+    }
+
+    /// Where a task placed in a bundle must go, or why it cannot run.
+    pub(super) fn bundle_check(&self, q: &Queued) -> Result<(), String> {
+        let Some((pg, index)) = bundle_of(&q.spec.strategy) else {
+            return Ok(());
+        };
+        match self.bundles.get(&(pg, index)) {
+            Some(b) if b.committed => {
+                if b.ledger.feasible(&q.request) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "bundle {index} reserves {} but the task asks for {}",
+                        b.held, q.request
+                    ))
+                }
+            }
+            _ => Err(format!(
+                "no committed bundle {index} of it on node {} (removed, not ready yet, \
+                 or moved after a node died: call ready() again)",
+                self.me
+            )),
+        }
+    }
+
+    /// Whether `request` fits now in the ledger its strategy draws from.
+    pub(super) fn fits(&self, strategy: &WireStrategy, request: &ResourceSet) -> bool {
+        match bundle_of(strategy) {
+            Some(k) => self
+                .bundles
+                .get(&k)
+                .is_some_and(|b| b.committed && b.ledger.fits_now(request)),
+            None => self.local.fits_now(request),
+        }
+    }
+
+    /// Takes `request` from the node or from its bundle; GPU indices are
+    /// always the node's.
+    pub(super) fn take(
+        &mut self,
+        strategy: &WireStrategy,
+        request: &ResourceSet,
+    ) -> Result<Vec<(u32, Quantity)>, AllocError> {
+        let Some(k) = bundle_of(strategy) else {
+            return self.local.allocate(request);
+        };
+        let b = self.bundles.get_mut(&k).ok_or(AllocError::NodeDead)?;
+        let inner = b.ledger.allocate(request)?;
+        Ok(inner
+            .into_iter()
+            .map(|(i, q)| {
+                let node = b.node_gpus.get(i as usize).map_or(i, |g| g.0);
+                (node, q)
+            })
+            .collect())
+    }
+
+    /// Gives back what [`Dispatcher::take`] took. A bundle already returned
+    /// took its node resources back whole, so there is nothing to do.
+    pub(super) fn give_back(
+        &mut self,
+        strategy: &WireStrategy,
+        held: &ResourceSet,
+        gpus: &[(u32, Quantity)],
+    ) {
+        let result = match bundle_of(strategy) {
+            None => self.local.release(held, gpus),
+            Some(k) => match self.bundles.get_mut(&k) {
+                None => Ok(()),
+                Some(b) => {
+                    let inner: Vec<(u32, Quantity)> = gpus
+                        .iter()
+                        .map(|(node, q)| {
+                            let i = b.node_gpus.iter().position(|g| g.0 == *node);
+                            (i.map_or(*node, |i| i as u32), *q)
+                        })
+                        .collect();
+                    b.ledger.release(held, &inner)
+                }
+            },
+        };
+        if let Err(e) = result {
+            tracing::error!("resource ledger: {e}");
+        }
+    }
+
+    /// Placement groups with bundles here, for status views.
+    pub fn bundle_count(&self) -> usize {
+        self.bundles.len()
+    }
+}

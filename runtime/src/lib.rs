@@ -10,7 +10,8 @@
 //! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
 //! - [`client`]: talking to the head from raylets, drivers and the CLI.
 //! - [`object_store`]: the local object-store client (put, get in place, wait).
-//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`).
+//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`,
+//!   and tensors read in place: `put_tensor`, `get_tensor`).
 //! - [`config`]: every setting with its default and `PRISM_*` variable.
 //! - [`session`]: the session directory (keys, pid file, logs).
 
@@ -30,11 +31,13 @@ pub mod transport;
 #[doc(hidden)]
 pub use api::__private;
 pub use api::{
-    cancel, get, get_actor, get_actor_in, get_all, get_timeout, gpu_ids, init, is_worker, kill,
-    node_id, put, wait, ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Cluster, Error,
-    InitOptions, IntoArg, ObjectRef, Result, TaskError, TaskOptions, Value,
+    cancel, get, get_actor, get_actor_in, get_all, get_tensor, get_tensor_timeout, get_timeout,
+    gpu_ids, init, is_worker, kill, node_id, put, put_tensor, wait, ActorClass, ActorHandle,
+    ActorLink, ActorOptions, Arg, Cluster, Error, InitOptions, IntoArg, ObjectRef, Result,
+    TaskError, TaskOptions, Tensor, TensorView, Value,
 };
 pub use config::Config;
 pub use ids::ActorId;
 pub use ids::{ClusterId, JobId, NodeId};
 pub use prism_macros::{actor, remote};
+pub use prism_objectstore::{DType, Element, ObjectId};

@@ -26,6 +26,7 @@ mod error;
 mod local;
 mod object_ref;
 mod options;
+mod tensor;
 mod value;
 mod worker;
 
@@ -34,6 +35,7 @@ pub use error::{Error, Result, TaskError};
 pub use local::{init, Cluster, InitOptions};
 pub use object_ref::{Arg, IntoArg, ObjectRef};
 pub use options::TaskOptions;
+pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Tensor, TensorView};
 pub use value::Value;
 
 use crate::ids::NodeId;

@@ -133,7 +133,7 @@ impl Dataset {
     }
 
     /// Applies a remote function to every block, one task per block, all
-    /// in parallel: `f(block)` submits it (e.g. `|b| scale::remote(b)` with
+    /// in parallel: `f(block)` submits it (e.g. `scale::remote` with
     /// `#[prism::remote] fn scale(b: Block) -> Result<Block, String>`, which
     /// reads `b.read()` in place and returns `Block::put(..)` of its output).
     pub fn map_batches<F>(&self, f: F) -> Result<Dataset>

@@ -51,13 +51,13 @@ pub fn plan_split<N: PartialEq>(
         }
     };
     // D-3: local rows first, then anything left.
-    for (i, c) in consumers.iter().enumerate() {
+    for ((i, c), need) in consumers.iter().enumerate().zip(need.iter_mut()) {
         if let Some(node) = c {
-            take_from(i, &mut need[i], &mut pool, Some(node));
+            take_from(i, need, &mut pool, Some(node));
         }
     }
-    for i in 0..consumers.len() {
-        take_from(i, &mut need[i], &mut pool, None);
+    for (i, need) in need.iter_mut().enumerate() {
+        take_from(i, need, &mut pool, None);
     }
     shards
 }

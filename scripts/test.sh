@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, property, multi-process integration tests,
+# The whole test suite (what CI runs): formatting, clippy, the architecture
+# check, then unit, property, multi-process integration tests,
 # doctests, and every benchmark once in test mode (so benches cannot rot).
-# Needs only the Rust toolchain.
+# Needs the Rust toolchain and python3 with pip (libtorch for prism-ml is
+# installed once into .libtorch/ by scripts/setup-libtorch.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LIBTORCH=$(scripts/setup-libtorch.sh)
+export LIBTORCH
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+scripts/check-architecture.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -10,7 +10,8 @@
 //! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
 //! - [`client`]: talking to the head from raylets, drivers and the CLI.
 //! - [`object_store`]: the local object-store client (put, get in place, wait).
-//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`).
+//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`,
+//!   and tensors read in place: `put_tensor`, `get_tensor`).
 //! - [`config`]: every setting with its default and `PRISM_*` variable.
 //! - [`session`]: the session directory (keys, pid file, logs).
 
@@ -30,12 +31,14 @@ pub mod transport;
 #[doc(hidden)]
 pub use api::__private;
 pub use api::{
-    cancel, get, get_actor, get_actor_in, get_all, get_placement_group, get_timeout, gpu_ids, init,
-    is_worker, kill, list_placement_groups, node_id, put, wait, ActorClass, ActorHandle, ActorLink,
-    ActorOptions, Arg, Bundle, Cluster, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup,
-    PlacementStrategy, Result, TaskError, TaskOptions, Value,
+    cancel, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,
+    get_tensor_timeout, get_timeout, gpu_ids, init, is_worker, kill, list_placement_groups,
+    node_id, put, put_tensor, wait, ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Bundle,
+    Cluster, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup, PlacementStrategy, Result,
+    TaskError, TaskOptions, Tensor, TensorView, Value,
 };
 pub use config::Config;
 pub use ids::{ActorId, PlacementGroupId};
 pub use ids::{ClusterId, JobId, NodeId};
 pub use prism_macros::{actor, remote};
+pub use prism_objectstore::{DType, Element, ObjectId};

@@ -264,16 +264,33 @@ impl StoreClient {
     /// Gets a sealed object, waiting up to `timeout` for it; the view reads
     /// the shared pages in place and releases the object when dropped.
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<ObjectView<'_>, ObjectError> {
+        let bytes = self.acquire(id, timeout)?;
+        Ok(ObjectView {
+            client: self,
+            id,
+            bytes,
+        })
+    }
+
+    /// Like [`StoreClient::get`], but the caller holds the reference itself
+    /// and must give it back with [`StoreClient::release`]; until then the
+    /// bytes stay where they are (OS-3). For views that own their client
+    /// (`prism::TensorView`).
+    pub fn acquire(&self, id: ObjectId, timeout: Duration) -> Result<&[u8], ObjectError> {
         let get = StoreRequest::Get {
             id: id.0,
             timeout_ms: timeout.as_millis() as u64,
         };
         match self.request(&get) {
-            Ok(StoreResponse::Object { offset, len }) => Ok(ObjectView {
-                client: self,
-                id,
-                bytes: self.seg.bytes(offset as usize, len as usize)?,
-            }),
+            Ok(StoreResponse::Object { offset, len }) => {
+                match self.seg.bytes(offset as usize, len as usize) {
+                    Ok(b) => Ok(b),
+                    Err(e) => {
+                        let _ = self.release(id);
+                        Err(e.into())
+                    }
+                }
+            }
             Ok(other) => Err(ObjectError::Unexpected(format!("{other:?}"))),
             Err(ObjectError::Refused {
                 kind: StoreErrorKind::NotFound | StoreErrorKind::NotSealed,
@@ -309,6 +326,11 @@ impl StoreClient {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Gives back a reference taken by [`StoreClient::acquire`].
+    pub fn release(&self, id: ObjectId) -> Result<(), ObjectError> {
+        self.expect_ok(&StoreRequest::Release { id: id.0 })
     }
 
     /// The owner is done with an object: it is freed once no reader holds it.
@@ -377,8 +399,6 @@ impl std::ops::Deref for ObjectView<'_> {
 impl Drop for ObjectView<'_> {
     fn drop(&mut self) {
         // A failed release means the raylet is gone, which releases it anyway.
-        let _ = self
-            .client
-            .expect_ok(&StoreRequest::Release { id: self.id.0 });
+        let _ = self.client.release(self.id);
     }
 }

@@ -318,6 +318,41 @@ impl Core {
         Ok(ObjectRef::owned(id, self.clone()))
     }
 
+    /// Takes ownership of an object this process just created and sealed
+    /// in the store (its pin is dropped with the last ref).
+    pub(crate) fn adopt_stored<T>(self: &Arc<Self>, id: ObjectId) -> ObjectRef<T> {
+        self.slots.insert(id, Slot::new("put", SlotState::Stored));
+        ObjectRef::owned(id, self.clone())
+    }
+
+    /// Makes sure an object this process owns is in the local store, for a
+    /// view in place: waits for its task, and copies a small (inline) value
+    /// into the store, unpinned again with the last ref.
+    pub(crate) fn ensure_stored(&self, id: ObjectId, timeout: Option<Duration>) -> Result<()> {
+        let Some(slot) = self.slots.get(&id).map(|s| s.clone()) else {
+            return Ok(());
+        };
+        let mut state = slot.state();
+        if matches!(state, SlotState::Pending) {
+            let deadline = timeout.map(|t| Instant::now() + t);
+            state = self
+                .blocking(|| slot.wait(deadline))
+                .ok_or_else(|| Error::Timeout {
+                    what: format!("task {} ({id})", slot.name),
+                    ms: timeout.map_or(0, |t| t.as_millis() as u64),
+                })?;
+        }
+        match state {
+            SlotState::Inline(b) => {
+                self.store_copy(id, &b);
+                slot.stored.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            SlotState::Failed(e) => Err(e.into()),
+            SlotState::Stored | SlotState::Pending => Ok(()),
+        }
+    }
+
     /// Submits a task.
     pub(crate) fn submit<R>(
         self: &Arc<Self>,

@@ -27,6 +27,7 @@ mod local;
 mod object_ref;
 mod options;
 mod placement;
+mod tensor;
 mod value;
 mod worker;
 
@@ -38,6 +39,7 @@ pub use options::TaskOptions;
 pub use placement::{
     get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
 };
+pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Tensor, TensorView};
 pub use value::Value;
 
 use crate::ids::NodeId;

@@ -27,7 +27,14 @@
 //! ```
 
 pub mod data;
+pub mod recipes;
 pub mod tensor;
+pub mod train;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
 
 /// A failure in the ML layer.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,10 @@ pub enum MlError {
     /// A dataset operation got arguments that cannot work.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// A training run failed (bad configuration, a loop error, too many
+    /// worker failures).
+    #[error("training: {0}")]
+    Train(String),
 }
 
 /// `Result` with [`MlError`].

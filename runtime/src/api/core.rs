@@ -270,6 +270,17 @@ impl Core {
         }
     }
 
+    /// The owner frees an object now, even if refs to it were passed on
+    /// (`prism::free`): its primary copy is unpinned, so the store may evict
+    /// it; readers holding a view keep it until they release it.
+    pub(crate) fn free(&self, id: ObjectId) {
+        if let Some((_, slot)) = self.slots.remove(&id) {
+            if matches!(slot.state(), SlotState::Stored) || slot.stored.load(Ordering::SeqCst) {
+                let _ = self.store.unpin(id);
+            }
+        }
+    }
+
     /// A ref is being archived into a value: make its object reachable by
     /// other processes (small inline values are copied into the store).
     pub(crate) fn escape(&self, id: ObjectId) {

@@ -52,6 +52,16 @@ pub fn put<T: Value>(value: &T) -> Result<ObjectRef<T>> {
 }
 
 /// The value behind `r`, blocking until it is ready.
+/// Frees an object this process owns now, even though refs to it were
+/// passed to other tasks or actors (like Ray's `internal_api.free`): use it
+/// when you know every reader is done. Escaped objects are otherwise kept
+/// until the job ends. Freeing a ref this process does not own does nothing.
+pub fn free<T>(r: &ObjectRef<T>) -> Result<()> {
+    core::current()?.free(r.id());
+    Ok(())
+}
+
+/// The value behind `r`, waiting for its task.
 pub fn get<T: Value>(r: &ObjectRef<T>) -> Result<T> {
     r.get()
 }

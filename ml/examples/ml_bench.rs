@@ -1,0 +1,154 @@
+//! Prism's ML figures: ring all-reduce bus bandwidth (2 and 4 workers,
+//! 1/16/128 MiB of f32) and DDP step times for two MLPs next to one
+//! process at the global batch. `benches/vs_torch/run.sh` puts PyTorch's
+//! (gloo) numbers beside these.
+//!
+//!     cargo run --release -p prism-ml --example ml_bench [-- --json] [--quick]
+
+use prism_ml::data::Dataset;
+use prism_ml::recipes::{self, MlpConfig};
+use prism_ml::train::{collective, DdpTrainer, ScalingConfig, Sgd};
+use std::time::Instant;
+use tch::nn::Module;
+use tch::{Kind, Tensor};
+
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+}
+
+fn busbw(workers: usize, mib: usize, repeat: u32) -> anyhow::Result<f64> {
+    let len = mib * (1 << 20) / 4;
+    let inputs: Vec<Vec<f32>> = (0..workers).map(|r| vec![r as f32; len]).collect();
+    // The first run warms the workers and the store; the second is timed.
+    collective::all_reduce(inputs.clone(), false, 25 << 20, 1)?;
+    let (_, secs) = collective::all_reduce(inputs, false, 25 << 20, repeat)?;
+    let per_op = secs / repeat as f64;
+    let algbw = (len * 4) as f64 / per_op / 1e9;
+    Ok(algbw * 2.0 * (workers - 1) as f64 / workers as f64)
+}
+
+fn synthetic(rows: i64, inputs: i64, classes: i64) -> anyhow::Result<Dataset> {
+    tch::manual_seed(0);
+    let x = Tensor::randn([rows, inputs], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::randint(classes, [rows], (Kind::Int64, tch::Device::Cpu));
+    Ok(Dataset::from_tch(&x, Some(&y), (rows / 8).max(1) as u64)?)
+}
+
+fn mlp_cfg(layers: Vec<i64>, batch: usize) -> MlpConfig {
+    MlpConfig {
+        layers,
+        epochs: 1,
+        batch_size: batch,
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 0,
+    }
+}
+
+/// Median ms per step of DDP with 2 workers at `batch` each.
+fn ddp_step(layers: &[i64], batch: usize, steps: i64) -> anyhow::Result<f64> {
+    let ds = synthetic(
+        2 * batch as i64 * steps,
+        layers[0],
+        *layers.last().unwrap_or(&2),
+    )?;
+    let cfg = mlp_cfg(layers.to_vec(), batch);
+    let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))?
+        .config(cfg.to_bytes())
+        .dataset(ds)
+        .threads(1)
+        .fit()?;
+    Ok(r.seconds * 1e3 / r.metrics.len().max(1) as f64)
+}
+
+/// Median ms per step in this process at `batch` (one libtorch thread).
+fn single_step(layers: &[i64], batch: i64, steps: usize) -> f64 {
+    tch::set_num_threads(1);
+    let cfg = mlp_cfg(layers.to_vec(), batch as usize);
+    let (vs, net) = recipes::build(&cfg);
+    let mut opt = Sgd::new(0.01, 0.9, 0.0);
+    let x = Tensor::randn([batch, layers[0]], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::randint(
+        *layers.last().unwrap_or(&2),
+        [batch],
+        (Kind::Int64, tch::Device::Cpu),
+    );
+    let mut times: Vec<f64> = (0..steps + 3)
+        .map(|_| {
+            let t = Instant::now();
+            let loss = net.forward(&x).cross_entropy_for_logits(&y);
+            opt.zero_grad(&vs);
+            loss.backward();
+            opt.step(&vs).expect("step");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .skip(3)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let json = std::env::args().any(|a| a == "--json");
+    let quick = std::env::args().any(|a| a == "--quick");
+    let _c = prism::InitOptions::new().num_cpus(4.0).init()?;
+    let mut rows = Vec::new();
+    let mut push = |name: String, value: f64, unit: &'static str| {
+        eprintln!("{name}: {value:.3} {unit}");
+        rows.push(Row { name, value, unit });
+    };
+    for workers in [2usize, 4] {
+        for (mib, repeat) in [(1usize, 50u32), (16, 10), (128, 3)] {
+            let repeat = if quick { 1 } else { repeat };
+            let bw = busbw(workers, mib, repeat)?;
+            push(
+                format!("allreduce busbw {workers} workers {mib} MiB"),
+                bw,
+                "GB/s",
+            );
+        }
+    }
+    let small = [64i64, 256, 256, 10];
+    let large = [1024i64, 4096, 4096, 1024];
+    let (ss, ls) = if quick { (10, 3) } else { (200, 15) };
+    push(
+        "ddp step small mlp 2x64".into(),
+        ddp_step(&small, 64, ss)?,
+        "ms",
+    );
+    push(
+        "single step small mlp 128".into(),
+        single_step(&small, 128, ss as usize),
+        "ms",
+    );
+    push(
+        "ddp step large mlp 2x32".into(),
+        ddp_step(&large, 32, ls)?,
+        "ms",
+    );
+    push(
+        "single step large mlp 64".into(),
+        single_step(&large, 64, ls as usize),
+        "ms",
+    );
+    if json {
+        let out: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "  {{\"name\": \"{}\", \"value\": {}, \"unit\": \"{}\"}}",
+                    r.name, r.value, r.unit
+                )
+            })
+            .collect();
+        println!("[\n{}\n]", out.join(",\n"));
+    } else {
+        for r in &rows {
+            println!("{:<36} {:>10.3} {}", r.name, r.value, r.unit);
+        }
+    }
+    Ok(())
+}

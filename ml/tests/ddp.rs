@@ -1,0 +1,244 @@
+//! DDP on a real embedded cluster (worker actors in their own processes,
+//! chunks through the shared-memory object store): ring all-reduce
+//! correctness, equivalence with one process at the global batch, and a
+//! trainer that survives `kill -9` of a worker by resuming from its
+//! checkpoint.
+
+mod common;
+
+use common::*;
+use prism_ml::data::Dataset;
+use prism_ml::recipes::{self, MlpConfig};
+use prism_ml::train::{collective, DdpTrainer, ScalingConfig, Sgd};
+use std::time::Duration;
+use tch::nn::Module;
+use tch::{Kind, Tensor};
+
+fn role_all_reduce() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    for n in 1..=4usize {
+        for len in [1usize, 7, 1001, 65_537] {
+            // Rank r holds r + i/1000 at i: sums are easy to state exactly.
+            let inputs: Vec<Vec<f64>> = (0..n)
+                .map(|r| (0..len).map(|i| r as f64 + i as f64 / 1000.0).collect())
+                .collect();
+            let (out, _) = collective::all_reduce(inputs, false, 64 << 10, 1).unwrap();
+            let want: Vec<f64> = (0..len)
+                .map(|i| (0..n).map(|r| r as f64 + i as f64 / 1000.0).sum())
+                .collect();
+            for o in &out {
+                let err = o
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    o.len() == len && err < 1e-9,
+                    "f64 n={n} len={len}: err {err}"
+                );
+            }
+            let inputs: Vec<Vec<f32>> = (0..n)
+                .map(|r| (0..len).map(|i| (r * 3 + i % 5) as f32).collect())
+                .collect();
+            let (out, _) = collective::all_reduce(inputs, true, 16 << 10, 2).unwrap();
+            for o in &out {
+                let ok = o.iter().enumerate().all(|(i, x)| {
+                    let want = (0..n).map(|r| (r * 3 + i % 5) as f32).sum::<f32>() / n as f32;
+                    (x - want).abs() < 1e-5
+                });
+                assert!(o.len() == len && ok, "f32 average n={n} len={len}");
+            }
+        }
+        check(
+            true,
+            &format!("{n} workers: exact sums (f64) and averages (f32), uneven sizes"),
+        );
+    }
+    println!("ALL OK");
+}
+
+/// A small synthetic problem: 3 classes in 8 dimensions, 4 × 64 rows.
+fn synthetic() -> Dataset {
+    tch::manual_seed(7);
+    let x = Tensor::randn([256, 8], (Kind::Float, tch::Device::Cpu));
+    let y = x
+        .sum_dim_intlist(1, false, Kind::Float)
+        .gt(0.0)
+        .to_kind(Kind::Int64)
+        + x.select(1, 0).gt(1.0).to_kind(Kind::Int64);
+    Dataset::from_tch(&x, Some(&y), 64).unwrap()
+}
+
+fn role_equivalence() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let ds = synthetic();
+    let (n, b, steps) = (2usize, 16usize, 8u64);
+    let cfg = MlpConfig {
+        layers: vec![8, 16, 3],
+        epochs: 1,
+        batch_size: b,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 3,
+    };
+    let result = DdpTrainer::new("mlp_classifier", ScalingConfig::new(n))
+        .unwrap()
+        .config(cfg.to_bytes())
+        .dataset(ds.clone())
+        .fit()
+        .unwrap();
+    check(result.metrics.len() as u64 == steps, "8 DDP steps ran");
+    let (ddp_vs, _) = recipes::load_flat(&cfg, &result.output).unwrap();
+    // One process, batch n·b: batch k is the concatenation of every
+    // shard's batch k.
+    let shards = ds.split(n).unwrap();
+    let mut iters: Vec<_> = shards.iter().map(|s| s.iter_batches(b)).collect();
+    let (vs, net) = recipes::build(&cfg);
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum, 0.0);
+    for _ in 0..steps {
+        let parts: Vec<_> = iters
+            .iter_mut()
+            .map(|i| i.next().unwrap().unwrap())
+            .collect();
+        let x = Tensor::cat(&parts.iter().map(|p| &p.features).collect::<Vec<_>>(), 0);
+        let y = Tensor::cat(
+            &parts
+                .iter()
+                .map(|p| p.labels.as_ref().unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let loss = net.forward(&x).cross_entropy_for_logits(&y);
+        opt.zero_grad(&vs);
+        loss.backward();
+        opt.step(&vs).unwrap();
+    }
+    let mut worst: f64 = 0.0;
+    for (a, b) in vs
+        .trainable_variables()
+        .iter()
+        .zip(ddp_vs.trainable_variables())
+    {
+        worst = worst.max((a - &b).abs().max().double_value(&[]));
+    }
+    println!("largest weight difference: {worst:e}");
+    check(
+        worst < 1e-5,
+        "2 workers × batch 16 = one process × batch 32, 8 steps",
+    );
+    println!("ALL OK");
+}
+
+/// The pid of this driver's worker process whose training thread is rank `rank`.
+fn rank_pid(rank: usize) -> Option<u32> {
+    let want = format!("prism-train-{rank}");
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat.rsplit(") ").next()?.split(' ').nth(1)?.parse().ok()?;
+        if ppid != me {
+            return None;
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks
+            .flatten()
+            .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == want))
+            .then_some(pid)
+    })
+}
+
+fn role_fault() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = prism_ml::data::digits(256)
+        .unwrap()
+        .shuffle(11)
+        .unwrap()
+        .train_test_split(0.2, 5)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = MlpConfig {
+        layers: vec![64, 64, 10],
+        epochs: 12,
+        batch_size: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+    };
+    let ckpt = dir.path().join("checkpoints");
+    let killer = {
+        let ckpt = ckpt.clone();
+        std::thread::spawn(move || {
+            for _ in 0..6000 {
+                let saved = prism_ml::train::checkpoint::list(&ckpt);
+                if saved.iter().any(|(s, _)| *s >= 40) {
+                    if let Some(pid) = rank_pid(1) {
+                        // SAFETY: kill(2) on a pid we just found as our child.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        return Some(pid);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    };
+    let result = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))
+        .unwrap()
+        .config(cfg.to_bytes())
+        .dataset(train)
+        .checkpoint(&ckpt, 20)
+        .max_failures(2)
+        .fit()
+        .unwrap();
+    let killed = killer.join().unwrap();
+    check(killed.is_some(), "rank 1's worker was SIGKILLed mid-run");
+    check(
+        result.failures == 1,
+        "the trainer recovered from one failure",
+    );
+    let first = result.metrics.first().map(|m| m.step).unwrap_or(0);
+    check(
+        first > 40,
+        &format!("it resumed from a checkpoint (first step after restart {first})"),
+    );
+    let (_, net) = recipes::load_flat(&cfg, &result.output).unwrap();
+    let acc = recipes::accuracy(&net, &test).unwrap();
+    println!("test accuracy after recovery: {acc:.4}");
+    check(acc >= 0.9, "the recovered run still learns the digits");
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a driver role, run by the tests in this file"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "all_reduce" => role_all_reduce(),
+        "equivalence" => role_equivalence(),
+        "fault" => role_fault(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn run(role: &str) {
+    let mut job = Job::spawn(role);
+    let (ok, out) = job.finish(Duration::from_secs(300));
+    assert!(ok && out.contains("ALL OK"), "role {role}:\n{out}");
+}
+
+#[test]
+fn ring_all_reduce_is_exact_for_1_to_4_workers_and_uneven_sizes() {
+    run("all_reduce");
+}
+
+#[test]
+fn ddp_matches_one_process_at_the_global_batch() {
+    run("equivalence");
+}
+
+#[test]
+fn a_killed_worker_resumes_from_the_last_checkpoint() {
+    run("fault");
+}

@@ -1,13 +1,14 @@
 //! The head's shell: accepts connections, checks who they are, decodes
 //! requests and hands them to the actor that owns the node table.
 
+use super::actor_restart::Restarter;
 use super::actor_table::ActorTable;
 use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::placement::{self, NodeSource, Placer};
 use super::{HeadError, HeadSetup};
-use crate::ids::{ClusterId, JobId, NodeId};
+use crate::ids::{ActorId, ClusterId, JobId, NodeId};
 use crate::proto::common::NodeState;
 use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
@@ -32,6 +33,8 @@ enum HeadMsg {
     Actors(HeadRequest, RpcReplyPort<HeadResponse>),
     /// A raylet's free resources after a bundle operation.
     Available(NodeId, ResourceSet),
+    /// An actor's restart on another node could not be started.
+    RestartFailed(ActorId, String),
     Tick,
 }
 
@@ -59,6 +62,8 @@ struct HeadState {
     demand: std::collections::HashMap<NodeId, Vec<Demand>>,
     actors: ActorTable,
     placer: Arc<Placer>,
+    restarter: Arc<Restarter>,
+    me: Option<ActorRef<HeadMsg>>,
 }
 
 impl HeadState {
@@ -127,13 +132,15 @@ impl HeadState {
 
     fn actor_request(&mut self, req: HeadRequest) -> HeadResponse {
         match req {
-            HeadRequest::RegisterActor(info) => match self.actors.register(info) {
-                Ok(()) => HeadResponse::Ok,
-                Err(message) => HeadResponse::Error {
-                    kind: ErrorKind::BadRequest,
-                    message,
-                },
-            },
+            HeadRequest::RegisterActor(info, create) => {
+                match self.actors.register(info, create.map(|c| *c)) {
+                    Ok(()) => HeadResponse::Ok,
+                    Err(message) => HeadResponse::Error {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    },
+                }
+            }
             HeadRequest::UpdateActor {
                 actor_id,
                 state,
@@ -141,7 +148,16 @@ impl HeadState {
                 restarts,
                 reason,
             } => {
-                self.actors.update(actor_id, state, node, restarts, reason);
+                // A late report from a node declared dead must not pull the
+                // actor back there (it may be restarting elsewhere).
+                let from_dead = node.as_ref().is_some_and(|(n, _)| {
+                    self.table
+                        .node(*n)
+                        .is_none_or(|n| n.state == NodeState::Dead)
+                });
+                if !from_dead {
+                    self.actors.update(actor_id, state, node, restarts, reason);
+                }
                 HeadResponse::Ok
             }
             HeadRequest::GetActor { actor_id } => {
@@ -158,7 +174,24 @@ impl HeadState {
         }
     }
 
-    fn log_events(&mut self) {
+    /// Actors lost with `node`: restart those that may move (AT-4).
+    fn actors_lost(&mut self, now: Instant, node: NodeId, reason: &str) {
+        let losses = self.actors.node_died(node, reason);
+        if losses.is_empty() {
+            return;
+        }
+        let status = self.status(now);
+        let me = self.me.clone();
+        let failed = move |actor, why| {
+            if let Some(me) = &me {
+                let _ = me.cast(HeadMsg::RestartFailed(actor, why));
+            }
+        };
+        let restarter = self.restarter.clone();
+        restarter.handle(&mut self.actors, &status, node, losses, failed);
+    }
+
+    fn log_events(&mut self, now: Instant) {
         while let Some(ev) = self.table.poll_event() {
             match ev {
                 NodeEvent::Registered { id, incarnation } => {
@@ -176,9 +209,7 @@ impl HeadState {
                 NodeEvent::Died { id, reason } => {
                     self.directory.remove_node(id);
                     warn!(node = %id, %reason, "node dead");
-                    for a in self.actors.node_died(id, &reason) {
-                        warn!(actor = %a, node = %id, "actor dead with its node");
-                    }
+                    self.actors_lost(now, id, &reason);
                     self.placer.node_died(id);
                 }
             }
@@ -195,9 +226,10 @@ impl Actor for HeadActor {
 
     async fn pre_start(
         &self,
-        _me: ActorRef<HeadMsg>,
-        state: HeadState,
+        me: ActorRef<HeadMsg>,
+        mut state: HeadState,
     ) -> Result<HeadState, ActorProcessingErr> {
+        state.me = Some(me);
         Ok(state)
     }
 
@@ -228,9 +260,10 @@ impl Actor for HeadActor {
             HeadMsg::Available(id, free) => {
                 let _ = st.table.handle_heartbeat(now, id, free);
             }
+            HeadMsg::RestartFailed(actor, why) => st.actors.restart_failed(actor, &why),
             HeadMsg::Tick => st.table.tick(now),
         }
-        st.log_events();
+        st.log_events(now);
         Ok(())
     }
 }
@@ -274,8 +307,11 @@ pub async fn run_head(
     };
     let actor_slot = Arc::new(std::sync::OnceLock::new());
     let trust = ClientTrust::Mutual(Arc::new(setup.ca.issue("head")?));
+    let restarter = Restarter::new(endpoint.clone(), trust.clone());
     let placer = placement::start(ActorNodes(actor_slot.clone()), endpoint.clone(), trust);
     let state = HeadState {
+        restarter,
+        me: None,
         placer: placer.clone(),
         table: NodeTable::new(detector),
         directory: ObjectDirectory::default(),
@@ -510,7 +546,7 @@ async fn serve_stream(
             HeadResponse::Ok
         }
         HeadRequest::ListJobs => HeadResponse::Jobs(ctx.jobs.list()),
-        req @ (HeadRequest::RegisterActor(_)
+        req @ (HeadRequest::RegisterActor(..)
         | HeadRequest::UpdateActor { .. }
         | HeadRequest::GetActor { .. }
         | HeadRequest::GetNamedActor { .. }

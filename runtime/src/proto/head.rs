@@ -103,8 +103,9 @@ pub enum HeadRequest {
         /// The job.
         job_id: crate::ids::JobId,
     },
-    /// A new actor (refused if its name is taken).
-    RegisterActor(ActorInfo),
+    /// A new actor (refused if its name is taken), with what recreates it
+    /// on another node if its node dies (`None`: it is never moved).
+    RegisterActor(ActorInfo, Option<Box<super::raylet::PeerSubmit>>),
     /// A raylet reports an actor's state.
     UpdateActor {
         /// The actor.
@@ -195,6 +196,9 @@ pub struct ActorInfo {
     pub detached: bool,
     /// The job that created it.
     pub job_id: crate::ids::JobId,
+    /// Re-sends of a call in flight when it died (callers' raylets apply
+    /// this to calls lost with its node).
+    pub max_task_retries: u32,
 }
 
 /// A job to run from an uploaded binary.

@@ -169,7 +169,7 @@ pub struct DispatchStats {
     pub idle: usize,
 }
 
-fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
+pub(crate) fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
     Ok(match s {
         WireStrategy::Hybrid => Strategy::Hybrid,
         WireStrategy::Spread => Strategy::Spread,

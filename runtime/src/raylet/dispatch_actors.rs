@@ -465,6 +465,11 @@ impl Dispatcher {
         out
     }
 
+    /// Whether `actor` lives here (or its constructor is queued here).
+    pub fn hosts_actor(&self, actor: ActorId) -> bool {
+        self.actors.contains_key(&actor) || self.pre_waiting.contains_key(&actor)
+    }
+
     /// Why an actor that lived here is dead, if it did.
     pub fn dead_reason(&self, actor: ActorId) -> Option<&str> {
         self.dead_actors.get(&actor).map(String::as_str)

@@ -4,6 +4,7 @@
 //! incarnation if the head declared it dead.
 
 mod actor_links;
+mod actor_route;
 mod bundle_ops;
 pub mod dispatch;
 pub mod resources;

@@ -14,6 +14,7 @@ pub mod object_directory;
 pub mod pg_table;
 mod placement;
 mod server;
+mod state_query;
 
 pub use server::run_head;
 

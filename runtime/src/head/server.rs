@@ -7,11 +7,13 @@ use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::placement::{self, NodeSource, Placer};
+use super::state_query::StateQuerier;
 use super::{HeadError, HeadSetup};
 use crate::ids::{ActorId, ClusterId, JobId, NodeId};
 use crate::proto::common::NodeState;
 use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
+use crate::proto::state::StateQuery;
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
 use crate::transport::tls::{ClientTrust, ClusterCa};
@@ -282,6 +284,7 @@ struct Ctx {
     max_frame: usize,
     jobs: Arc<JobManager>,
     placer: Arc<Placer>,
+    state: Arc<StateQuerier>,
 }
 
 /// What a connection proved in its `Hello`.
@@ -308,6 +311,7 @@ pub async fn run_head(
     let actor_slot = Arc::new(std::sync::OnceLock::new());
     let trust = ClientTrust::Mutual(Arc::new(setup.ca.issue("head")?));
     let restarter = Restarter::new(endpoint.clone(), trust.clone());
+    let querier = StateQuerier::new(endpoint.clone(), trust.clone());
     let placer = placement::start(ActorNodes(actor_slot.clone()), endpoint.clone(), trust);
     let state = HeadState {
         restarter,
@@ -331,6 +335,7 @@ pub async fn run_head(
         setup.token.to_string(),
     );
     let ctx = Arc::new(Ctx {
+        state: querier,
         jobs,
         placer,
         actor: actor.clone(),
@@ -553,6 +558,8 @@ async fn serve_stream(
         | HeadRequest::ListActors) => {
             ractor::call!(ctx.actor, HeadMsg::Actors, req).unwrap_or_else(internal)
         }
+        HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
+        HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
         HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c).await,
         HeadRequest::GetPlacementGroup { pg } => ctx.placer.get(pg),
         HeadRequest::WaitPlacementGroup { pg, timeout_ms } => {
@@ -571,6 +578,13 @@ async fn serve_stream(
         },
     };
     write_msg(&mut s, &reply).await
+}
+
+async fn list_state(ctx: &Ctx, query: StateQuery) -> HeadResponse {
+    match ractor::call!(ctx.actor, HeadMsg::Status) {
+        Ok(status) => ctx.state.list(&status, query).await,
+        Err(e) => internal(e),
+    }
 }
 
 /// The largest job binary the head accepts.

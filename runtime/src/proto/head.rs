@@ -133,6 +133,10 @@ pub enum HeadRequest {
     },
     /// The actor table.
     ListActors,
+    /// Every live node's queued and running tasks.
+    ListTasks,
+    /// Every live node's stored objects.
+    ListObjects,
     /// Reserve a gang of bundles; answered after the first placement attempt.
     CreatePlacementGroup(super::placement::PgCreate),
     /// One placement group by id.
@@ -339,6 +343,10 @@ pub enum HeadResponse {
     Actor(Option<ActorInfo>),
     /// The actor table.
     Actors(Vec<ActorInfo>),
+    /// Answer to `ListTasks`.
+    Tasks(Vec<super::state::TaskInfo>),
+    /// Answer to `ListObjects`.
+    Objects(Vec<super::state::ObjectInfo>),
     /// One placement group (`None`: unknown id).
     PlacementGroup(Option<super::placement::PgInfo>),
     /// The placement-group table.

@@ -825,6 +825,8 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 mod actors;
 #[path = "dispatch_bundles.rs"]
 mod bundles;
+#[path = "dispatch_state.rs"]
+pub mod state;
 
 #[cfg(test)]
 #[path = "dispatch_tests.rs"]

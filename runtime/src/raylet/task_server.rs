@@ -44,7 +44,7 @@ pub struct TaskService {
     disp: Mutex<Dispatcher>,
     conns: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
     worker_conns: DashMap<WorkerId, Owner>,
-    pids: DashMap<WorkerId, u32>,
+    pub(super) pids: DashMap<WorkerId, u32>,
     pub(super) jobs: DashMap<JobId, JobSpec>,
     pub(super) local_jobs: DashMap<JobId, ()>,
     ended_jobs: DashMap<JobId, ()>,

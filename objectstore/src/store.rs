@@ -516,6 +516,11 @@ impl<A: SegmentAllocator> Store<A> {
         })
     }
 
+    /// Every object's id (sealed or not, in memory or spilled).
+    pub fn ids(&self) -> Vec<ObjectId> {
+        self.objects.keys().copied().collect()
+    }
+
     /// Counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {

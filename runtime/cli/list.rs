@@ -1,5 +1,6 @@
-//! `prism list nodes | actors | jobs | placement-groups`: the head's
-//! tables, with filters.
+//! `prism list nodes | actors | jobs | placement-groups | tasks | objects`:
+//! the head's tables (and, for tasks and objects, what the raylets hold),
+//! with filters.
 
 use crate::job::ClusterArgs;
 use anyhow::bail;
@@ -8,10 +9,11 @@ use prism::proto::head::{HeadRequest, HeadResponse};
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// What to list: nodes, actors, jobs or placement-groups.
-    #[arg(value_parser = ["nodes", "actors", "jobs", "placement-groups"])]
+    /// What to list: nodes, actors, jobs, placement-groups, tasks or objects.
+    #[arg(value_parser = ["nodes", "actors", "jobs", "placement-groups", "tasks", "objects"])]
     what: String,
-    /// Only rows in this state (alive, dead, pending, restarting, running, ...).
+    /// Only rows in this state (alive, dead, pending, restarting, running,
+    /// queued; objects: creating, in_memory, spilled; ...).
     #[arg(long)]
     state: Option<String>,
     /// Print JSON.
@@ -90,6 +92,8 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        "tasks" => crate::list_state::tasks(&head, &args.state, args.json)?,
+        "objects" => crate::list_state::objects(&head, &args.state, args.json)?,
         "jobs" => {
             let HeadResponse::Jobs(mut jobs) = head.request(&HeadRequest::ListJobs)? else {
                 bail!("unexpected answer to ListJobs");

@@ -2,6 +2,7 @@
 
 mod job;
 mod list;
+mod list_state;
 mod microbenchmark;
 mod start;
 mod status;

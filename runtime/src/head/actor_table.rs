@@ -2,10 +2,15 @@
 //!
 //! - **AT-1** a name is held by at most one live actor per namespace;
 //! - **AT-2** a dead actor never comes back (its name becomes free);
-//! - **AT-3** the restart count only grows.
+//! - **AT-3** the restart count only grows;
+//! - **AT-4** an actor whose node dies restarts elsewhere only while it has
+//!   restarts left (`restarts < max_restarts`) and its placement allows
+//!   another node; it then has no node until a raylet reports it again.
 
 use crate::ids::{ActorId, NodeId};
 use crate::proto::head::{ActorInfo, ActorState};
+use crate::proto::raylet::PeerSubmit;
+use crate::proto::task::{TaskKind, WireStrategy};
 use std::collections::BTreeMap;
 
 /// Every actor the head has seen.
@@ -13,11 +18,27 @@ use std::collections::BTreeMap;
 pub struct ActorTable {
     actors: BTreeMap<ActorId, ActorInfo>,
     names: BTreeMap<(String, String), ActorId>,
+    /// How to create each live actor again (its job and constructor task).
+    creates: BTreeMap<ActorId, PeerSubmit>,
+}
+
+/// What becomes of an actor whose node died.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeLoss {
+    /// It is dead for good (no restarts left, or it cannot move).
+    Dead(ActorId),
+    /// Run its constructor again on another node (AT-4): the creation is
+    /// marked with its new restart count.
+    Restart(ActorId, Box<PeerSubmit>),
 }
 
 impl ActorTable {
-    /// A new actor, pending; fails if its name is taken (AT-1).
-    pub fn register(&mut self, info: ActorInfo) -> Result<(), String> {
+    /// A new actor, pending; fails if its name is taken (AT-1). `create`
+    /// is what recreates it elsewhere if its node dies.
+    pub fn register(&mut self, info: ActorInfo, create: Option<PeerSubmit>) -> Result<(), String> {
+        if let Some(c) = create {
+            self.creates.entry(info.actor_id).or_insert(c);
+        }
         if let Some(name) = &info.name {
             let key = (info.namespace.clone(), name.clone());
             if let Some(other) = self.names.get(&key) {
@@ -59,25 +80,74 @@ impl ActorTable {
             a.death_reason = reason;
         }
         if state == ActorState::Dead {
+            self.creates.remove(&id);
             if let Some(name) = &a.name {
                 self.names.remove(&(a.namespace.clone(), name.clone()));
             }
         }
     }
 
-    /// Every live actor on a node that died becomes dead.
-    pub fn node_died(&mut self, node: NodeId, why: &str) -> Vec<ActorId> {
+    /// Every live actor on a node that died restarts elsewhere (AT-4) or
+    /// becomes dead; either way its reason names the node's loss.
+    pub fn node_died(&mut self, node: NodeId, why: &str) -> Vec<NodeLoss> {
         let ids: Vec<ActorId> = self
             .actors
             .values()
             .filter(|a| a.node_id == Some(node) && a.state != ActorState::Dead)
             .map(|a| a.actor_id)
             .collect();
-        for id in &ids {
+        let mut out = Vec::new();
+        for id in ids {
             let reason = format!("its node {node} died ({why})");
-            self.update(*id, ActorState::Dead, None, 0, Some(reason));
+            match self.restart_elsewhere(id, node, &reason) {
+                Some(create) => out.push(NodeLoss::Restart(id, Box::new(create))),
+                None => {
+                    self.update(id, ActorState::Dead, None, 0, Some(reason));
+                    out.push(NodeLoss::Dead(id));
+                }
+            }
         }
-        ids
+        out
+    }
+
+    /// A restart could not be started: the actor is dead, with the loss
+    /// that caused the restart and `why`.
+    pub fn restart_failed(&mut self, id: ActorId, why: &str) {
+        let lost = self.get(id).and_then(|a| a.death_reason.clone());
+        let reason = match lost {
+            Some(l) => format!("{l}; {why}"),
+            None => why.to_string(),
+        };
+        self.update(id, ActorState::Dead, None, 0, Some(reason));
+    }
+
+    /// Marks `id` restarting with no node and returns its next creation,
+    /// if it has restarts left and may leave `node`.
+    fn restart_elsewhere(&mut self, id: ActorId, node: NodeId, reason: &str) -> Option<PeerSubmit> {
+        let a = self.actors.get_mut(&id)?;
+        let mut create = self.creates.get(&id)?.clone();
+        let TaskKind::CreateActor(c) = &mut create.task.kind else {
+            return None;
+        };
+        let done = a.restarts.max(c.restarts);
+        let movable = match create.task.strategy {
+            WireStrategy::NodeAffinity { node: n, soft } => soft || n != node,
+            WireStrategy::Bundle { .. } => false,
+            _ => true,
+        };
+        if done >= c.max_restarts || !movable {
+            return None;
+        }
+        c.restarts = done + 1;
+        create.task.attempt = 0;
+        // The head picked the node: it runs there or queues, never moves on.
+        create.task.spilled = true;
+        a.state = ActorState::Restarting;
+        a.node_id = None;
+        a.node_address.clear();
+        a.restarts = done + 1; // AT-3
+        a.death_reason = Some(reason.to_string());
+        Some(create)
     }
 
     /// One actor.
@@ -115,18 +185,141 @@ mod tests {
             death_reason: None,
             detached: false,
             job_id: crate::ids::JobId::random(),
+            max_task_retries: 0,
         }
+    }
+
+    fn create(a: &ActorInfo, max_restarts: u32, strategy: WireStrategy) -> PeerSubmit {
+        use crate::proto::task::{ActorCreate, JobSpec, TaskSpec};
+        let c = ActorCreate {
+            actor_id: a.actor_id,
+            name: a.name.clone(),
+            namespace: a.namespace.clone(),
+            detached: false,
+            max_restarts,
+            max_task_retries: 0,
+            max_concurrency: 1,
+            restarts: 0,
+        };
+        let mut task = TaskSpec::new(a.actor_id.0, a.job_id, "C", "C", TaskKind::CreateActor(c));
+        task.strategy = strategy;
+        PeerSubmit {
+            job: JobSpec {
+                job_id: a.job_id,
+                binary: String::new(),
+                binary_hash: [0; 32],
+                binary_len: 0,
+                cwd: String::new(),
+                env: Vec::new(),
+            },
+            task,
+        }
+    }
+
+    fn restarts_of(loss: &NodeLoss) -> u32 {
+        match loss {
+            NodeLoss::Restart(_, c) => match &c.task.kind {
+                TaskKind::CreateActor(c) => c.restarts,
+                _ => panic!("not a creation"),
+            },
+            NodeLoss::Dead(_) => panic!("dead: {loss:?}"),
+        }
+    }
+
+    #[test]
+    fn at4_a_lost_node_restarts_actors_with_restarts_left_elsewhere() {
+        let mut t = ActorTable::default();
+        let (n1, n2) = (NodeId::random(), NodeId::random());
+        let a = info(Some("kept"));
+        t.register(a.clone(), Some(create(&a, 1, WireStrategy::Hybrid)))
+            .unwrap();
+        t.update(
+            a.actor_id,
+            ActorState::Alive,
+            Some((n1, "x".into())),
+            0,
+            None,
+        );
+        let losses = t.node_died(n1, "missed heartbeats");
+        assert_eq!(losses.len(), 1);
+        assert_eq!(restarts_of(&losses[0]), 1);
+        let NodeLoss::Restart(_, c) = &losses[0] else {
+            unreachable!()
+        };
+        assert!(c.task.spilled, "the head's choice is final");
+        let got = t.get(a.actor_id).unwrap();
+        assert_eq!(got.state, ActorState::Restarting);
+        assert_eq!(got.node_id, None, "no node until a raylet reports it");
+        assert!(got
+            .death_reason
+            .as_deref()
+            .unwrap()
+            .contains(&n1.to_string()));
+        assert_eq!(t.by_name("default", "kept").unwrap().actor_id, a.actor_id);
+        // Back on n2; losing n2 too exhausts its one restart.
+        t.update(
+            a.actor_id,
+            ActorState::Alive,
+            Some((n2, "y".into())),
+            1,
+            None,
+        );
+        assert_eq!(
+            t.node_died(n2, "missed heartbeats"),
+            vec![NodeLoss::Dead(a.actor_id)]
+        );
+        assert_eq!(t.get(a.actor_id).unwrap().state, ActorState::Dead);
+    }
+
+    #[test]
+    fn at4_pinned_or_exhausted_actors_die_with_their_node() {
+        let mut t = ActorTable::default();
+        let n = NodeId::random();
+        let pinned = info(None);
+        let strategy = WireStrategy::NodeAffinity {
+            node: n,
+            soft: false,
+        };
+        t.register(pinned.clone(), Some(create(&pinned, 3, strategy)))
+            .unwrap();
+        let none = info(None);
+        t.register(none.clone(), Some(create(&none, 0, WireStrategy::Hybrid)))
+            .unwrap();
+        let used = info(None);
+        t.register(used.clone(), Some(create(&used, 2, WireStrategy::Hybrid)))
+            .unwrap();
+        for a in [&pinned, &none] {
+            t.update(
+                a.actor_id,
+                ActorState::Alive,
+                Some((n, "x".into())),
+                0,
+                None,
+            );
+        }
+        // Two same-node restarts already spent both of `used`'s restarts.
+        t.update(
+            used.actor_id,
+            ActorState::Alive,
+            Some((n, "x".into())),
+            2,
+            None,
+        );
+        let mut losses = t.node_died(n, "gone");
+        losses.sort_by_key(|l| format!("{l:?}"));
+        assert_eq!(losses.len(), 3);
+        assert!(losses.iter().all(|l| matches!(l, NodeLoss::Dead(_))));
     }
 
     #[test]
     fn at1_names_are_unique_among_live_actors_and_freed_by_death() {
         let mut t = ActorTable::default();
         let a = info(Some("counter"));
-        t.register(a.clone()).unwrap();
-        let err = t.register(info(Some("counter"))).unwrap_err();
+        t.register(a.clone(), None).unwrap();
+        let err = t.register(info(Some("counter")), None).unwrap_err();
         assert!(err.contains("already exists"), "{err}");
         t.update(a.actor_id, ActorState::Dead, None, 0, Some("killed".into()));
-        t.register(info(Some("counter"))).unwrap();
+        t.register(info(Some("counter")), None).unwrap();
     }
 
     #[test]
@@ -134,7 +327,7 @@ mod tests {
         let mut t = ActorTable::default();
         let a = info(None);
         let n = NodeId::random();
-        t.register(a.clone()).unwrap();
+        t.register(a.clone(), None).unwrap();
         t.update(
             a.actor_id,
             ActorState::Alive,
@@ -144,7 +337,10 @@ mod tests {
         );
         t.update(a.actor_id, ActorState::Restarting, None, 1, None);
         assert_eq!(t.get(a.actor_id).unwrap().restarts, 2);
-        assert_eq!(t.node_died(n, "missed heartbeats"), vec![a.actor_id]);
+        assert_eq!(
+            t.node_died(n, "missed heartbeats"),
+            vec![NodeLoss::Dead(a.actor_id)]
+        );
         t.update(a.actor_id, ActorState::Alive, None, 3, None);
         let got = t.get(a.actor_id).unwrap();
         assert_eq!(got.state, ActorState::Dead);

@@ -5,6 +5,7 @@
 //! [`node_table`] is the pure core; [`server`] is the thin shell: a ractor
 //! actor owning the table and a task per connection moving frames.
 
+mod actor_restart;
 pub mod actor_table;
 pub mod job_table;
 pub mod jobs;
@@ -13,6 +14,7 @@ pub mod object_directory;
 pub mod pg_table;
 mod placement;
 mod server;
+mod state_query;
 
 pub use server::run_head;
 

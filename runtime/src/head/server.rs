@@ -1,16 +1,19 @@
 //! The head's shell: accepts connections, checks who they are, decodes
 //! requests and hands them to the actor that owns the node table.
 
+use super::actor_restart::Restarter;
 use super::actor_table::ActorTable;
 use super::jobs::JobManager;
 use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::placement::{self, NodeSource, Placer};
+use super::state_query::StateQuerier;
 use super::{HeadError, HeadSetup};
-use crate::ids::{ClusterId, JobId, NodeId};
+use crate::ids::{ActorId, ClusterId, JobId, NodeId};
 use crate::proto::common::NodeState;
 use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
+use crate::proto::state::StateQuery;
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
 use crate::transport::tls::{ClientTrust, ClusterCa};
@@ -32,6 +35,8 @@ enum HeadMsg {
     Actors(HeadRequest, RpcReplyPort<HeadResponse>),
     /// A raylet's free resources after a bundle operation.
     Available(NodeId, ResourceSet),
+    /// An actor's restart on another node could not be started.
+    RestartFailed(ActorId, String),
     Tick,
 }
 
@@ -59,6 +64,8 @@ struct HeadState {
     demand: std::collections::HashMap<NodeId, Vec<Demand>>,
     actors: ActorTable,
     placer: Arc<Placer>,
+    restarter: Arc<Restarter>,
+    me: Option<ActorRef<HeadMsg>>,
 }
 
 impl HeadState {
@@ -127,13 +134,15 @@ impl HeadState {
 
     fn actor_request(&mut self, req: HeadRequest) -> HeadResponse {
         match req {
-            HeadRequest::RegisterActor(info) => match self.actors.register(info) {
-                Ok(()) => HeadResponse::Ok,
-                Err(message) => HeadResponse::Error {
-                    kind: ErrorKind::BadRequest,
-                    message,
-                },
-            },
+            HeadRequest::RegisterActor(info, create) => {
+                match self.actors.register(info, create.map(|c| *c)) {
+                    Ok(()) => HeadResponse::Ok,
+                    Err(message) => HeadResponse::Error {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    },
+                }
+            }
             HeadRequest::UpdateActor {
                 actor_id,
                 state,
@@ -141,7 +150,16 @@ impl HeadState {
                 restarts,
                 reason,
             } => {
-                self.actors.update(actor_id, state, node, restarts, reason);
+                // A late report from a node declared dead must not pull the
+                // actor back there (it may be restarting elsewhere).
+                let from_dead = node.as_ref().is_some_and(|(n, _)| {
+                    self.table
+                        .node(*n)
+                        .is_none_or(|n| n.state == NodeState::Dead)
+                });
+                if !from_dead {
+                    self.actors.update(actor_id, state, node, restarts, reason);
+                }
                 HeadResponse::Ok
             }
             HeadRequest::GetActor { actor_id } => {
@@ -158,7 +176,24 @@ impl HeadState {
         }
     }
 
-    fn log_events(&mut self) {
+    /// Actors lost with `node`: restart those that may move (AT-4).
+    fn actors_lost(&mut self, now: Instant, node: NodeId, reason: &str) {
+        let losses = self.actors.node_died(node, reason);
+        if losses.is_empty() {
+            return;
+        }
+        let status = self.status(now);
+        let me = self.me.clone();
+        let failed = move |actor, why| {
+            if let Some(me) = &me {
+                let _ = me.cast(HeadMsg::RestartFailed(actor, why));
+            }
+        };
+        let restarter = self.restarter.clone();
+        restarter.handle(&mut self.actors, &status, node, losses, failed);
+    }
+
+    fn log_events(&mut self, now: Instant) {
         while let Some(ev) = self.table.poll_event() {
             match ev {
                 NodeEvent::Registered { id, incarnation } => {
@@ -176,9 +211,7 @@ impl HeadState {
                 NodeEvent::Died { id, reason } => {
                     self.directory.remove_node(id);
                     warn!(node = %id, %reason, "node dead");
-                    for a in self.actors.node_died(id, &reason) {
-                        warn!(actor = %a, node = %id, "actor dead with its node");
-                    }
+                    self.actors_lost(now, id, &reason);
                     self.placer.node_died(id);
                 }
             }
@@ -195,9 +228,10 @@ impl Actor for HeadActor {
 
     async fn pre_start(
         &self,
-        _me: ActorRef<HeadMsg>,
-        state: HeadState,
+        me: ActorRef<HeadMsg>,
+        mut state: HeadState,
     ) -> Result<HeadState, ActorProcessingErr> {
+        state.me = Some(me);
         Ok(state)
     }
 
@@ -228,9 +262,10 @@ impl Actor for HeadActor {
             HeadMsg::Available(id, free) => {
                 let _ = st.table.handle_heartbeat(now, id, free);
             }
+            HeadMsg::RestartFailed(actor, why) => st.actors.restart_failed(actor, &why),
             HeadMsg::Tick => st.table.tick(now),
         }
-        st.log_events();
+        st.log_events(now);
         Ok(())
     }
 }
@@ -249,6 +284,7 @@ struct Ctx {
     max_frame: usize,
     jobs: Arc<JobManager>,
     placer: Arc<Placer>,
+    state: Arc<StateQuerier>,
 }
 
 /// What a connection proved in its `Hello`.
@@ -274,8 +310,12 @@ pub async fn run_head(
     };
     let actor_slot = Arc::new(std::sync::OnceLock::new());
     let trust = ClientTrust::Mutual(Arc::new(setup.ca.issue("head")?));
+    let restarter = Restarter::new(endpoint.clone(), trust.clone());
+    let querier = StateQuerier::new(endpoint.clone(), trust.clone());
     let placer = placement::start(ActorNodes(actor_slot.clone()), endpoint.clone(), trust);
     let state = HeadState {
+        restarter,
+        me: None,
         placer: placer.clone(),
         table: NodeTable::new(detector),
         directory: ObjectDirectory::default(),
@@ -295,6 +335,7 @@ pub async fn run_head(
         setup.token.to_string(),
     );
     let ctx = Arc::new(Ctx {
+        state: querier,
         jobs,
         placer,
         actor: actor.clone(),
@@ -510,13 +551,15 @@ async fn serve_stream(
             HeadResponse::Ok
         }
         HeadRequest::ListJobs => HeadResponse::Jobs(ctx.jobs.list()),
-        req @ (HeadRequest::RegisterActor(_)
+        req @ (HeadRequest::RegisterActor(..)
         | HeadRequest::UpdateActor { .. }
         | HeadRequest::GetActor { .. }
         | HeadRequest::GetNamedActor { .. }
         | HeadRequest::ListActors) => {
             ractor::call!(ctx.actor, HeadMsg::Actors, req).unwrap_or_else(internal)
         }
+        HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
+        HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
         HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c).await,
         HeadRequest::GetPlacementGroup { pg } => ctx.placer.get(pg),
         HeadRequest::WaitPlacementGroup { pg, timeout_ms } => {
@@ -535,6 +578,13 @@ async fn serve_stream(
         },
     };
     write_msg(&mut s, &reply).await
+}
+
+async fn list_state(ctx: &Ctx, query: StateQuery) -> HeadResponse {
+    match ractor::call!(ctx.actor, HeadMsg::Status) {
+        Ok(status) => ctx.state.list(&status, query).await,
+        Err(e) => internal(e),
+    }
 }
 
 /// The largest job binary the head accepts.

@@ -103,8 +103,9 @@ pub enum HeadRequest {
         /// The job.
         job_id: crate::ids::JobId,
     },
-    /// A new actor (refused if its name is taken).
-    RegisterActor(ActorInfo),
+    /// A new actor (refused if its name is taken), with what recreates it
+    /// on another node if its node dies (`None`: it is never moved).
+    RegisterActor(ActorInfo, Option<Box<super::raylet::PeerSubmit>>),
     /// A raylet reports an actor's state.
     UpdateActor {
         /// The actor.
@@ -132,6 +133,10 @@ pub enum HeadRequest {
     },
     /// The actor table.
     ListActors,
+    /// Every live node's queued and running tasks.
+    ListTasks,
+    /// Every live node's stored objects.
+    ListObjects,
     /// Reserve a gang of bundles; answered after the first placement attempt.
     CreatePlacementGroup(super::placement::PgCreate),
     /// One placement group by id.
@@ -195,6 +200,9 @@ pub struct ActorInfo {
     pub detached: bool,
     /// The job that created it.
     pub job_id: crate::ids::JobId,
+    /// Re-sends of a call in flight when it died (callers' raylets apply
+    /// this to calls lost with its node).
+    pub max_task_retries: u32,
 }
 
 /// A job to run from an uploaded binary.
@@ -335,6 +343,10 @@ pub enum HeadResponse {
     Actor(Option<ActorInfo>),
     /// The actor table.
     Actors(Vec<ActorInfo>),
+    /// Answer to `ListTasks`.
+    Tasks(Vec<super::state::TaskInfo>),
+    /// Answer to `ListObjects`.
+    Objects(Vec<super::state::ObjectInfo>),
     /// One placement group (`None`: unknown id).
     PlacementGroup(Option<super::placement::PgInfo>),
     /// The placement-group table.

@@ -6,6 +6,7 @@
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
 //! - [`raylet`]: raylet to raylet (object transfer).
+//! - [`state`]: task and object listings (`prism list tasks|objects`).
 //! - [`store`]: what local processes say to their raylet's object store.
 //! - [`task`]: tasks between drivers, workers and raylets.
 //! - [`common`]: types both sides share (resources, node status).
@@ -18,6 +19,7 @@ pub mod common;
 pub mod head;
 pub mod placement;
 pub mod raylet;
+pub mod state;
 pub mod store;
 pub mod task;
 

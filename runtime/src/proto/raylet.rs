@@ -28,6 +28,9 @@ pub enum PeerRequest {
     /// From the head: reserve, commit or return placement-group bundles;
     /// answered with a [`super::placement::BundleReply`].
     Bundles(super::placement::BundleOp),
+    /// From the head: list this node's tasks or objects; answered with a
+    /// [`super::state::StateReply`].
+    State(super::state::StateQuery),
 }
 
 /// The result of one call sent on an actor stream.

@@ -1,27 +1,22 @@
-//! Actors in the raylet shell: registering new actors with the head,
-//! reporting their states, finding named actors, and routing calls to an
-//! actor on another node over one ordered QUIC stream per actor (calls from
-//! here arrive there in the order they were sent).
+//! Actors in the raylet shell: registering new actors with the head (with
+//! what recreates them elsewhere if this node dies), reporting their
+//! states, finding named actors, handing calls to the per-actor link of
+//! [`super::actor_route`], and serving the links of peers.
 
 use super::dispatch::{died, Action, Owner};
 use super::task_server::{TaskService, MAX_TASK_FRAME};
 use crate::ids::ActorId;
 use crate::proto::codec;
 use crate::proto::head::{ActorInfo, ActorState, HeadRequest, HeadResponse};
-use crate::proto::raylet::{PeerActorResult, PeerRequest};
+use crate::proto::raylet::{PeerActorResult, PeerSubmit};
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
-use crate::transport::rpc::{read_msg, write_frame};
+use crate::transport::rpc::read_msg;
 use crate::transport::{RecvHalf, SendHalf};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::warn;
-
-/// How long a call waits for its actor to get a node (creation elsewhere).
-const LOCATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, TaskSpec)>;
 
@@ -44,14 +39,16 @@ impl TaskService {
             death_reason: None,
             detached: c.detached,
             job_id: spec.job_id,
+            max_task_retries: c.max_task_retries,
         };
         self.disp().announce_actor(c.actor_id);
         let actor = c.actor_id;
         let me = self.clone();
         tokio::spawn(async move {
+            let create = me.creation_for_head(&spec).await;
             match me
                 .transfer
-                .head_request(&HeadRequest::RegisterActor(info))
+                .head_request(&HeadRequest::RegisterActor(info, create))
                 .await
             {
                 Ok(HeadResponse::Ok) => {
@@ -74,6 +71,22 @@ impl TaskService {
                 }
             }
         });
+    }
+
+    /// What the head needs to run this creation on another node if this
+    /// one dies: the job (its binary published here, so that node can pull
+    /// it) and the constructor task. `None` if the job is unknown here.
+    async fn creation_for_head(&self, spec: &TaskSpec) -> Option<Box<PeerSubmit>> {
+        let job = self.jobs.get(&spec.job_id).map(|j| j.clone())?;
+        if self.local_jobs.contains_key(&job.job_id) {
+            if let Err(e) = super::workers::publish_binary(&self.store, &job).await {
+                warn!("cannot publish the job binary for actor restarts: {e}");
+            }
+        }
+        Some(Box::new(PeerSubmit {
+            job,
+            task: spec.clone(),
+        }))
     }
 
     /// Tells the head an actor's new state. Reports go out one at a time in
@@ -179,134 +192,6 @@ impl TaskService {
                 outcome,
             }]);
         }
-    }
-
-    async fn locate(&self, actor: ActorId) -> Result<SocketAddr, String> {
-        let deadline = Instant::now() + LOCATE_TIMEOUT;
-        loop {
-            match self
-                .transfer
-                .head_request(&HeadRequest::GetActor { actor_id: actor })
-                .await
-            {
-                Ok(HeadResponse::Actor(Some(info))) => match info.state {
-                    ActorState::Dead => {
-                        return Err(info.death_reason.unwrap_or_else(|| "it is dead".into()))
-                    }
-                    _ if info.node_id == Some(self.node()) => {
-                        return Err("the head places it on this node, which does not host it".into())
-                    }
-                    _ if info.node_id.is_some() => {
-                        return info
-                            .node_address
-                            .parse()
-                            .map_err(|e| format!("bad node address {:?}: {e}", info.node_address))
-                    }
-                    _ => {}
-                },
-                Ok(HeadResponse::Actor(None)) => return Err("no such actor".into()),
-                Ok(other) => return Err(format!("unexpected head answer {other:?}")),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("cannot ask the head: {e}"))
-                }
-                Err(_) => {}
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "it got no node within {} s",
-                    LOCATE_TIMEOUT.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn run_link(
-        self: Arc<Self>,
-        actor: ActorId,
-        mut rx: mpsc::UnboundedReceiver<(Owner, TaskSpec)>,
-    ) {
-        let pending: Arc<Mutex<HashMap<[u8; 16], Owner>>> = Arc::default();
-        let why = match self.link_session(actor, &mut rx, &pending).await {
-            Ok(()) => "the actor's node closed the call stream".to_string(),
-            Err(e) => e,
-        };
-        self.actor_links.remove(&actor);
-        rx.close();
-        let mut failed: Vec<(Owner, [u8; 16])> = pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(t, o)| (o, t))
-            .collect();
-        while let Ok((owner, task)) = rx.try_recv() {
-            failed.push((owner, task.task_id));
-        }
-        let actions = failed
-            .into_iter()
-            .map(|(owner, task_id)| Action::Reply {
-                owner,
-                task_id,
-                outcome: died(actor, why.clone()),
-            })
-            .collect();
-        self.apply(actions);
-    }
-
-    async fn link_session(
-        self: &Arc<Self>,
-        actor: ActorId,
-        rx: &mut mpsc::UnboundedReceiver<(Owner, TaskSpec)>,
-        pending: &Arc<Mutex<HashMap<[u8; 16], Owner>>>,
-    ) -> Result<(), String> {
-        let addr = self.locate(actor).await?;
-        let conn = self.transfer.peer(addr).await?;
-        let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut s, &PeerRequest::ActorStream { actor_id: actor })
-            .await
-            .map_err(|e| e.to_string())?;
-        let reader = {
-            let me = self.clone();
-            let pending = pending.clone();
-            async move {
-                loop {
-                    match read_msg::<PeerActorResult, _>(&mut r, MAX_TASK_FRAME).await {
-                        Ok(Some(res)) => {
-                            let owner = pending
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&res.task_id);
-                            if let Some(owner) = owner {
-                                me.apply(vec![Action::Reply {
-                                    owner,
-                                    task_id: res.task_id,
-                                    outcome: res.outcome,
-                                }]);
-                            }
-                        }
-                        Ok(None) => return "the actor's node closed the call stream".to_string(),
-                        Err(e) => return format!("lost the actor's node: {e}"),
-                    }
-                }
-            }
-        };
-        let writer = async {
-            while let Some((owner, task)) = rx.recv().await {
-                pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(task.task_id, owner);
-                if let Err(e) = write_frame(&mut s, &task).await {
-                    return format!("lost the actor's node: {e}");
-                }
-            }
-            "the link closed".to_string()
-        };
-        let why = tokio::select! {
-            w = reader => w,
-            w = writer => w,
-        };
-        Err(why)
     }
 
     /// Serves an ordered call stream from a peer raylet to an actor here.

@@ -169,7 +169,7 @@ pub struct DispatchStats {
     pub idle: usize,
 }
 
-fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
+pub(crate) fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
     Ok(match s {
         WireStrategy::Hybrid => Strategy::Hybrid,
         WireStrategy::Spread => Strategy::Spread,
@@ -825,6 +825,8 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 mod actors;
 #[path = "dispatch_bundles.rs"]
 mod bundles;
+#[path = "dispatch_state.rs"]
+pub mod state;
 
 #[cfg(test)]
 #[path = "dispatch_tests.rs"]

@@ -465,6 +465,21 @@ impl Dispatcher {
         out
     }
 
+    /// Calls held by the actors here: (call, its actor's worker, sent to it).
+    pub(super) fn actor_calls(&self) -> Vec<(&Queued, WorkerId, bool)> {
+        let mut out = Vec::new();
+        for a in self.actors.values() {
+            out.extend(a.inflight.iter().map(|q| (q, a.worker, true)));
+            out.extend(a.waiting.iter().map(|q| (q, a.worker, false)));
+        }
+        out
+    }
+
+    /// Whether `actor` lives here (or its constructor is queued here).
+    pub fn hosts_actor(&self, actor: ActorId) -> bool {
+        self.actors.contains_key(&actor) || self.pre_waiting.contains_key(&actor)
+    }
+
     /// Why an actor that lived here is dead, if it did.
     pub fn dead_reason(&self, actor: ActorId) -> Option<&str> {
         self.dead_actors.get(&actor).map(String::as_str)

@@ -4,9 +4,11 @@
 //! incarnation if the head declared it dead.
 
 mod actor_links;
+mod actor_route;
 mod bundle_ops;
 pub mod dispatch;
 pub mod resources;
+mod state_view;
 pub mod store_server;
 pub mod task_queue;
 pub mod task_server;

@@ -124,6 +124,16 @@ impl StoreServer {
         &self.seg
     }
 
+    /// Every object here with its state, for `prism list objects`.
+    pub fn list(&self) -> Vec<(ObjectId, prism_objectstore::ObjectInfo)> {
+        let store = self.lock();
+        store
+            .ids()
+            .into_iter()
+            .filter_map(|id| store.info(id).map(|i| (id, i)))
+            .collect()
+    }
+
     /// True if a sealed copy is here (in memory or spilled).
     pub fn contains(&self, id: ObjectId) -> bool {
         self.lock().info(id).is_some_and(|i| i.sealed)

@@ -44,18 +44,20 @@ pub struct TaskService {
     disp: Mutex<Dispatcher>,
     conns: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
     worker_conns: DashMap<WorkerId, Owner>,
-    pids: DashMap<WorkerId, u32>,
-    jobs: DashMap<JobId, JobSpec>,
-    local_jobs: DashMap<JobId, ()>,
+    pub(super) pids: DashMap<WorkerId, u32>,
+    pub(super) jobs: DashMap<JobId, JobSpec>,
+    pub(super) local_jobs: DashMap<JobId, ()>,
     ended_jobs: DashMap<JobId, ()>,
     peer_waiters: DashMap<Owner, oneshot::Sender<Outcome>>,
     pub(super) peer_sinks: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) actor_links: DashMap<crate::ids::ActorId, super::actor_links::LinkTx>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
     peer_addrs: Mutex<HashMap<NodeId, SocketAddr>>,
+    /// Nodes the head declared dead, with why (from its last status).
+    lost_nodes: DashMap<NodeId, String>,
     next_owner: AtomicU64,
     pub(super) env: WorkerEnv,
-    store: Arc<StoreServer>,
+    pub(super) store: Arc<StoreServer>,
     pub(super) transfer: Arc<Transfer>,
 }
 
@@ -82,6 +84,7 @@ impl TaskService {
             actor_links: DashMap::new(),
             reports: std::sync::OnceLock::new(),
             peer_addrs: Mutex::new(HashMap::new()),
+            lost_nodes: DashMap::new(),
             next_owner: AtomicU64::new(1),
             env,
             store,
@@ -128,6 +131,13 @@ impl TaskService {
         let mut addrs = HashMap::new();
         let mut peers = Vec::new();
         for n in &status.nodes {
+            if n.state == crate::proto::common::NodeState::Dead {
+                let why = n
+                    .death_reason
+                    .clone()
+                    .unwrap_or_else(|| "declared dead".into());
+                self.lost_nodes.insert(n.node_id, why);
+            }
             if n.node_id == me || n.state != crate::proto::common::NodeState::Alive {
                 continue;
             }
@@ -144,6 +154,11 @@ impl TaskService {
             }
         }
         self.act(|d| d.set_peers_and_pump(peers));
+    }
+
+    /// Why the head declared `node` dead, if it did.
+    pub(super) fn node_lost(&self, node: NodeId) -> Option<String> {
+        self.lost_nodes.get(&node).map(|r| r.clone())
     }
 
     fn send(&self, owner: Owner, ev: &LocalEvent) {

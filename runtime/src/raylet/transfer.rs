@@ -419,6 +419,10 @@ async fn serve_stream(
         Ok(Some(PeerRequest::ActorStream { actor_id })) => {
             tasks.serve_actor_stream(actor_id, s, r).await
         }
+        Ok(Some(PeerRequest::State(query))) => {
+            let reply = tasks.state(query);
+            let _ = write_msg(&mut s, &reply).await;
+        }
         Ok(Some(PeerRequest::Bundles(op))) => {
             let reply = tasks.bundle_op(op);
             let _ = write_msg(&mut s, &reply).await;

@@ -1,0 +1,91 @@
+//! Read-only views of the dispatcher for the state API (`prism list
+//! tasks`): what is queued here and what runs on which worker. Pure: no
+//! pids, no node status (the shell adds those).
+
+use super::{Dispatcher, Queued, WorkerId};
+use crate::proto::state::TaskState;
+use crate::proto::task::{TaskKind, TaskSpec};
+
+/// One task held by the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    /// The task.
+    pub spec: TaskSpec,
+    /// Queued or running.
+    pub state: TaskState,
+    /// The worker it runs on (or whose actor it waits for).
+    pub worker: Option<WorkerId>,
+}
+
+/// `task`, `actor_creation` or `actor_call`.
+pub fn kind_name(kind: &TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Task => "task",
+        TaskKind::CreateActor(_) => "actor_creation",
+        TaskKind::ActorCall(_) => "actor_call",
+    }
+}
+
+impl Dispatcher {
+    /// Every task queued or running here: the queue, the running table
+    /// (actor constructors included), calls held by local actors and calls
+    /// waiting for an actor's constructor to be scheduled.
+    pub fn task_rows(&self) -> Vec<TaskRow> {
+        let row = |q: &Queued, state, worker| TaskRow {
+            spec: q.spec.clone(),
+            state,
+            worker,
+        };
+        let mut out: Vec<TaskRow> = self
+            .queue
+            .iter()
+            .map(|q| row(q, TaskState::Queued, None))
+            .collect();
+        out.extend(
+            self.running
+                .values()
+                .map(|r| row(&r.task, TaskState::Running, Some(r.worker))),
+        );
+        for (q, worker, running) in self.actor_calls() {
+            let state = if running {
+                TaskState::Running
+            } else {
+                TaskState::Queued
+            };
+            out.push(row(q, state, Some(worker)));
+        }
+        for q in self.pre_waiting.values().flatten() {
+            out.push(row(q, TaskState::Queued, None));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{JobId, NodeId};
+    use crate::proto::common::Resources;
+    use prism_scheduler::{NodeResources, Quantity, ResourceSet};
+
+    #[test]
+    fn task_rows_show_running_and_queued_tasks() {
+        let cpu = ResourceSet::new().with("CPU", Quantity::whole(1));
+        let mut d = Dispatcher::new(NodeId::random(), NodeResources::new(cpu.clone()));
+        let job = JobId::random();
+        let spec = |id: u8| {
+            let mut t = TaskSpec::new([id; 16], job, "f", "f", TaskKind::Task);
+            t.resources = Resources::from(&cpu);
+            t
+        };
+        let _ = d.submit(spec(1), 1);
+        let _ = d.submit(spec(2), 1);
+        let mut rows = d.task_rows();
+        rows.sort_by_key(|r| r.spec.task_id);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].state, TaskState::Running);
+        assert!(rows[0].worker.is_some(), "a running task names its worker");
+        assert_eq!((rows[1].state, rows[1].worker), (TaskState::Queued, None));
+        assert_eq!(kind_name(&rows[1].spec.kind), "task");
+    }
+}

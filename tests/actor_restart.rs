@@ -1,0 +1,149 @@
+//! Actors whose node dies (head with its raylet + raylets b and c that
+//! alone have resource `x`): one with `max_restarts(1)` comes back on the
+//! other `x` node with its constructor re-run, its in-flight call re-sent
+//! (`max_task_retries(1)`), and later calls reach it there; one with no
+//! restarts fails its in-flight call with `ActorDied`
+//! naming the lost node.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[prism::actor]
+struct Tally {
+    n: u64,
+}
+
+#[prism::actor]
+impl Tally {
+    fn new() -> Self {
+        Tally { n: 0 }
+    }
+    fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+    fn node(&self) -> String {
+        std::env::var("PRISM_NODE_ID").unwrap_or_default()
+    }
+    fn nap(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
+
+fn restart_role() {
+    let kept = Tally::options()
+        .resource("x", 1.0)
+        .max_restarts(1)
+        .max_task_retries(1)
+        .spawn()
+        .unwrap();
+    let first = kept.node().unwrap().get().unwrap();
+    check(
+        kept.add(5u64).unwrap().get().unwrap() == 5,
+        "the actor counts",
+    );
+    let node: prism::NodeId = first.parse().unwrap();
+    let fragile = Tally::options()
+        .resource("x", 1.0)
+        .node_affinity(node, false)
+        .spawn()
+        .unwrap();
+    check(
+        fragile.node().unwrap().get().unwrap() == first,
+        "a second actor, without restarts, on the same node",
+    );
+    let inflight = fragile.nap(120_000u64).unwrap();
+    let retried = kept.nap(2_000u64).unwrap();
+    println!("VICTIM {first}");
+    let e = inflight.get().unwrap_err();
+    println!("in-flight call: {e}");
+    check(
+        matches!(e, prism::Error::Task(prism::TaskError::ActorDied { .. })),
+        "the in-flight call failed with ActorDied",
+    );
+    let e = e.to_string();
+    check(
+        e.contains(&first) && e.contains("died"),
+        "its error names the lost node",
+    );
+    check(
+        retried.get().unwrap() == 2_000,
+        "a call in flight on the lost node was re-sent to the restarted actor (max_task_retries)",
+    );
+    // Calls to the restarting actor wait for it, then reach its new home.
+    let again = kept.node().unwrap().get().unwrap();
+    check(
+        !again.is_empty() && again != first,
+        "the actor came back on another node",
+    );
+    check(
+        kept.add(1u64).unwrap().get().unwrap() == 1,
+        "its constructor ran again (the count restarted)",
+    );
+    let e = fragile.add(1u64).unwrap().get().unwrap_err().to_string();
+    check(
+        e.contains(&first),
+        &format!("the actor with no restarts stays dead: {e}"),
+    );
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "restart" => restart_role(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn actor_restarts_on_another_node_when_its_node_dies() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let x = ["--num-cpus", "2", "--resources", r#"{"x": 2}"#];
+    let b = sb.start_raylet("b", &head, &x);
+    let c = sb.start_raylet("c", &head, &x);
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 3));
+    std::thread::sleep(Duration::from_millis(300));
+    let envs = sb.driver_envs(&head, &head);
+    let mut job = Job::spawn("restart", &envs);
+    let mut victim = String::new();
+    let named = wait_until(Duration::from_secs(60), || {
+        let out = job.stdout();
+        victim = out
+            .lines()
+            .find_map(|l| l.strip_prefix("VICTIM "))
+            .unwrap_or_default()
+            .to_string();
+        !victim.is_empty()
+    });
+    assert!(named, "no victim named:\n{}", job.stdout());
+    let (mut dead, survivor) = if b.node_id() == victim {
+        (b, c)
+    } else {
+        (c, b)
+    };
+    assert_eq!(dead.node_id(), victim);
+    dead.kill9();
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- head:\n{}\n--- survivor:\n{}",
+        head.log(),
+        survivor.log()
+    );
+    println!("{out}");
+    let listed = sb.run(&["list", "actors", "--json"]);
+    let actors: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    let restarted: Vec<_> = actors.iter().filter(|a| a["restarts"] == 1).collect();
+    assert_eq!(restarted.len(), 1, "{actors:#?}");
+    assert_eq!(restarted[0]["node_id"], survivor.node_id().as_str());
+}

@@ -21,8 +21,7 @@ struct Row {
 fn busbw(workers: usize, mib: usize, repeat: u32) -> anyhow::Result<f64> {
     let len = mib * (1 << 20) / 4;
     let inputs: Vec<Vec<f32>> = (0..workers).map(|r| vec![r as f32; len]).collect();
-    // The first run warms the workers and the store; the second is timed.
-    collective::all_reduce(inputs.clone(), false, 25 << 20, 1)?;
+    // Each rank's first all-reduce is untimed (warm-up and alignment).
     let (_, secs) = collective::all_reduce(inputs, false, 25 << 20, repeat)?;
     let per_op = secs / repeat as f64;
     let algbw = (len * 4) as f64 / per_op / 1e9;
@@ -94,6 +93,14 @@ fn single_step(layers: &[i64], batch: i64, steps: usize) -> f64 {
 fn main() -> anyhow::Result<()> {
     let json = std::env::args().any(|a| a == "--json");
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--filter TEXT`: only the rows whose name contains TEXT.
+    let args: Vec<String> = std::env::args().collect();
+    let filter = args
+        .iter()
+        .position(|a| a == "--filter")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_default();
+    let wanted = |name: &str| name.contains(filter.as_str());
     let _c = prism::InitOptions::new().num_cpus(4.0).init()?;
     let mut rows = Vec::new();
     let mut push = |name: String, value: f64, unit: &'static str| {
@@ -103,37 +110,39 @@ fn main() -> anyhow::Result<()> {
     for workers in [2usize, 4] {
         for (mib, repeat) in [(1usize, 50u32), (16, 10), (128, 3)] {
             let repeat = if quick { 1 } else { repeat };
+            let name = format!("allreduce busbw {workers} workers {mib} MiB");
+            if !wanted(&name) {
+                continue;
+            }
             let bw = busbw(workers, mib, repeat)?;
-            push(
-                format!("allreduce busbw {workers} workers {mib} MiB"),
-                bw,
-                "GB/s",
-            );
+            push(name, bw, "GB/s");
         }
     }
     let small = [64i64, 256, 256, 10];
     let large = [1024i64, 4096, 4096, 1024];
     let (ss, ls) = if quick { (10, 3) } else { (200, 15) };
-    push(
-        "ddp step small mlp 2x64".into(),
-        ddp_step(&small, 64, ss)?,
-        "ms",
-    );
-    push(
-        "single step small mlp 128".into(),
-        single_step(&small, 128, ss as usize),
-        "ms",
-    );
-    push(
-        "ddp step large mlp 2x32".into(),
-        ddp_step(&large, 32, ls)?,
-        "ms",
-    );
-    push(
-        "single step large mlp 64".into(),
-        single_step(&large, 64, ls as usize),
-        "ms",
-    );
+    if wanted("ddp step small mlp 2x64") {
+        push(
+            "ddp step small mlp 2x64".into(),
+            ddp_step(&small, 64, ss)?,
+            "ms",
+        );
+    }
+    if wanted("single step small mlp 128") {
+        let v = single_step(&small, 128, ss as usize);
+        push("single step small mlp 128".into(), v, "ms");
+    }
+    if wanted("ddp step large mlp 2x32") {
+        push(
+            "ddp step large mlp 2x32".into(),
+            ddp_step(&large, 32, ls)?,
+            "ms",
+        );
+    }
+    if wanted("single step large mlp 64") {
+        let v = single_step(&large, 64, ls as usize);
+        push("single step large mlp 64".into(), v, "ms");
+    }
     if json {
         let out: Vec<String> = rows
             .iter()

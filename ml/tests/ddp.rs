@@ -74,7 +74,7 @@ fn role_equivalence() {
     let ds = synthetic();
     let (n, b, steps) = (2usize, 16usize, 8u64);
     let cfg = MlpConfig {
-        layers: vec![8, 16, 3],
+        layers: vec![8, 512, 512, 3], // 512×512 ≥ 2^18: reduced in place
         epochs: 1,
         batch_size: b,
         lr: 0.1,

@@ -155,30 +155,47 @@ pub(super) fn run_job(job: Job, mut ring: Ring, state: Arc<Mutex<RunState>>) {
             repeat,
             ..
         } => reduce(&mut ring, data, average, repeat),
-        Job::Train(job) => train(job, ring, state.clone()),
+        Job::Train(job) => train(job, ring, state.clone()).map(|o| (t.elapsed().as_secs_f64(), o)),
     };
     let mut g = lock(&state);
-    g.seconds = t.elapsed().as_secs_f64();
-    g.done = Some(out);
+    match out {
+        Ok((seconds, bytes)) => {
+            g.seconds = seconds;
+            g.done = Some(Ok(bytes));
+        }
+        Err(e) => {
+            g.seconds = t.elapsed().as_secs_f64();
+            g.done = Some(Err(e));
+        }
+    }
 }
 
+/// Seconds spent in the timed all-reduces, and the result.
 fn reduce<T: Summable>(
     ring: &mut Ring,
     data: Vec<T>,
     average: bool,
     repeat: u32,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<(f64, Vec<u8>), String> {
     let scale = if average {
         1.0 / ring.world() as f64
     } else {
         1.0
     };
     let mut buf = data.clone();
-    for _ in 0..repeat.max(1) {
+    let mut spent = std::time::Duration::ZERO;
+    // Two untimed rounds first: they line up ranks that started apart and
+    // touch the store pages a steady state reuses (a chunk is freed one
+    // all-reduce later, so two rounds' worth are in use).
+    for i in 0..repeat.max(1) + 2 {
         buf.copy_from_slice(&data);
+        let t = std::time::Instant::now();
         ring.all_reduce(&mut buf, scale)?;
+        if i >= 2 {
+            spent += t.elapsed();
+        }
     }
-    Ok(bytemuck::cast_slice(&buf).to_vec())
+    Ok((spent.as_secs_f64(), bytemuck::cast_slice(&buf).to_vec()))
 }
 
 fn train(
@@ -263,33 +280,53 @@ impl TrainContext {
     }
 
     /// Averages every variable's gradient across the ranks, in place.
+    /// Large contiguous f32 gradients are reduced where they lie (no
+    /// copy); the small ones travel together in one flat buffer.
     pub fn all_reduce_gradients(&mut self, vs: &tch::nn::VarStore) -> Result<()> {
-        let vars = vs.trainable_variables();
-        let grads: Vec<tch::Tensor> = vars.iter().map(|v| v.grad()).collect();
-        let total: usize = grads.iter().map(|g| g.numel()).sum();
+        const IN_PLACE: usize = 1 << 18;
+        let scale = 1.0 / self.world_size() as f64;
+        let grads: Vec<tch::Tensor> = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
+        let direct = |g: &tch::Tensor| {
+            g.numel() >= IN_PLACE
+                && g.is_contiguous()
+                && g.kind() == tch::Kind::Float
+                && g.device() == tch::Device::Cpu
+        };
+        let small: Vec<&tch::Tensor> = grads.iter().filter(|g| !direct(g)).collect();
+        let total: usize = small.iter().map(|g| g.numel()).sum();
         let mut flat = vec![0f32; total];
         let mut at = 0;
-        for g in &grads {
+        for g in &small {
             let n = g.numel();
-            if g.defined() {
-                g.f_contiguous()?
-                    .f_view([-1])?
-                    .f_copy_data(&mut flat[at..at + n], n)?;
-            }
+            g.f_contiguous()?
+                .f_view([-1])?
+                .f_copy_data(&mut flat[at..at + n], n)?;
             at += n;
         }
-        let scale = 1.0 / self.world_size() as f64;
-        self.ring
-            .all_reduce(&mut flat, scale)
-            .map_err(MlError::Train)?;
+        for g in grads.iter().filter(|g| direct(g)) {
+            // SAFETY: `g` is a contiguous CPU f32 tensor of `numel` elements
+            // that nothing else reads or writes during this call (the loop
+            // is between backward() and the optimizer step, on this thread);
+            // the slice does not outlive `g`.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, g.numel()) };
+            self.ring.all_reduce(buf, scale).map_err(MlError::Train)?;
+        }
+        if total > 0 {
+            self.ring
+                .all_reduce(&mut flat, scale)
+                .map_err(MlError::Train)?;
+        }
         let mut at = 0;
-        for g in &grads {
+        for g in &small {
             let n = g.numel();
-            if g.defined() {
-                let src =
-                    tch::Tensor::f_from_slice(&flat[at..at + n])?.f_view(g.size().as_slice())?;
-                tch::no_grad(|| g.shallow_clone().f_copy_(&src))?;
-            }
+            let src = tch::Tensor::f_from_slice(&flat[at..at + n])?.f_view(g.size().as_slice())?;
+            tch::no_grad(|| g.shallow_clone().f_copy_(&src))?;
             at += n;
         }
         Ok(())

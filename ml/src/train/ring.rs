@@ -171,15 +171,27 @@ impl Ring {
         data: &[T],
     ) -> Result<(), String> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
+        let t = Instant::now();
         let r = prism::put_tensor(T::DTYPE, &[data.len() as u64], bytes)
             .map_err(|e| format!("cannot store a chunk: {e}"))?;
         self.sent.push(r.clone());
-        (self.send)(Parcel {
+        let put = t.elapsed();
+        let out = (self.send)(Parcel {
             seq: self.seq,
             bucket,
             step,
             data: r,
-        })
+        });
+        if trace() {
+            eprintln!(
+                "ring {} put {:?} send {:?} ({} B)",
+                self.rank,
+                put,
+                t.elapsed() - put,
+                bytes.len()
+            );
+        }
+        out
     }
 
     fn recv<T: Summable>(
@@ -188,9 +200,19 @@ impl Ring {
         step: u32,
         mut f: impl FnMut(&[T]),
     ) -> Result<(), String> {
+        let t = Instant::now();
         let r = self.mailbox.take((self.seq, bucket, step), self.timeout)?;
+        let waited = t.elapsed();
         let view = prism::get_tensor_timeout(&r, self.timeout)
             .map_err(|e| format!("cannot read a chunk: {e}"))?;
+        if trace() {
+            eprintln!(
+                "ring {} waited {:?} got {:?}",
+                self.rank,
+                waited,
+                t.elapsed() - waited
+            );
+        }
         if view.dtype() != T::DTYPE {
             return Err(format!("chunk has dtype {:?}", view.dtype()));
         }
@@ -202,6 +224,7 @@ impl Ring {
     /// result), then multiplies by `scale` (use `1/world` to average).
     pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], scale: f64) -> Result<(), String> {
         let n = self.world;
+        let started = Instant::now();
         if n > 1 {
             let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
             let buckets: Vec<std::ops::Range<usize>> = (0..buf.len())
@@ -226,6 +249,15 @@ impl Ring {
             let _ = prism::free(&r);
         }
         self.in_flight = std::mem::take(&mut self.sent);
+        if trace() {
+            eprintln!(
+                "ring {} all-reduce {} of {} elements: {:?}",
+                self.rank,
+                self.seq,
+                buf.len(),
+                started.elapsed()
+            );
+        }
         self.seq += 1;
         Ok(())
     }
@@ -243,26 +275,28 @@ impl Ring {
                 }
             })?;
             if s + 1 < n - 1 {
-                let part = buf[c].to_vec();
-                self.send_chunk(bucket, (s + 1) as u32, &part)?;
+                self.send_chunk(bucket, (s + 1) as u32, &buf[c])?;
             }
         }
         // This member now holds the full sum of chunk (rank + 1) % n.
         let own = chunk(len, n, (rank + 1) % n);
-        let part = buf[own].to_vec();
-        self.send_chunk(bucket, (n - 1) as u32, &part)?;
+        self.send_chunk(bucket, (n - 1) as u32, &buf[own])?;
         // All-gather: at step s, receive chunk (rank - s) and forward it.
         for s in 0..n - 1 {
             let c = chunk(len, n, (rank + n - s) % n);
             let step = (n - 1 + s) as u32;
             self.recv::<T>(bucket, step, |got| buf[c.clone()].copy_from_slice(got))?;
             if s + 1 < n - 1 {
-                let part = buf[c].to_vec();
-                self.send_chunk(bucket, step + 1, &part)?;
+                self.send_chunk(bucket, step + 1, &buf[c])?;
             }
         }
         Ok(())
     }
+}
+
+fn trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PRISM_RING_TRACE").is_some())
 }
 
 /// The dtype the ring would store `T` as.

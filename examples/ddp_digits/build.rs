@@ -1,0 +1,10 @@
+//! Embeds libtorch's directory as an rpath so the demo
+//! binaries find `libtorch_cpu.so` without `LD_LIBRARY_PATH`.
+
+fn main() {
+    // torch-sys declares `links = "tch"` and exports its library directory.
+    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath={dir}");
+    }
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+}

@@ -143,7 +143,7 @@ pub fn load_flat(cfg: &MlpConfig, bytes: &[u8]) -> Result<(VarStore, nn::Sequent
                 .get(at..at + n)
                 .ok_or_else(|| MlError::Train("too few weights".into()))?;
             let t = Tensor::f_from_slice(src)?.f_view(v.size().as_slice())?;
-            let _ = v.shallow_clone().f_copy_(&t)?;
+            v.shallow_clone().f_copy_(&t)?;
             at += n;
         }
         Ok(())

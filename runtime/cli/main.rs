@@ -3,6 +3,7 @@
 mod job;
 mod list;
 mod list_state;
+mod microbench_extras;
 mod microbenchmark;
 mod start;
 mod status;

@@ -470,6 +470,18 @@ pub fn run(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
         );
         drop(got);
     }
+    if b.wanted("cross-node transfer") {
+        match super::microbench_extras::cross_node_gbps(&cluster, 256) {
+            Ok(v) => b.extra("cross-node transfer of 256 MiB (GB/s)", v, "GB/s"),
+            Err(e) => eprintln!("[skip] cross-node transfer: {e:#}"),
+        }
+    }
+    if b.wanted("idle memory") {
+        match super::microbench_extras::idle_memory_mb() {
+            Ok(v) => b.extra("idle memory, head + raylet daemon (MB RSS)", v, "MB"),
+            Err(e) => eprintln!("[skip] idle memory: {e:#}"),
+        }
+    }
     drop(cluster);
     if json_out {
         let rows: Vec<_> = b

@@ -373,7 +373,7 @@ impl TrainContext {
             values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         });
         if let Some(dir) = &self.dir {
-            if self.rank() == 0 && self.every > 0 && self.step % self.every == 0 {
+            if self.rank() == 0 && self.every > 0 && self.step.is_multiple_of(self.every) {
                 checkpoint::save(dir, self.step, epoch, vs, opt)?;
             }
         }

@@ -89,6 +89,11 @@ impl Cluster {
         self.job_id
     }
 
+    /// The embedded cluster's session directory (cluster.json, logs).
+    pub fn session_dir(&self) -> Option<&std::path::Path> {
+        self.session.as_deref()
+    }
+
     /// Whether this driver started an embedded cluster.
     pub fn is_embedded(&self) -> bool {
         self.embedded

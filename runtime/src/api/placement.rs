@@ -115,6 +115,20 @@ impl PlacementGroup {
             id: PlacementGroupId::random(),
             bundles: bundles.len() as u32,
         };
+        // What the head would refuse, refused here (creation is sent
+        // without waiting, like Ray's).
+        if bundles.is_empty() {
+            return Err(Error::PlacementGroup {
+                pg: pg.id,
+                detail: "a placement group needs at least one bundle".into(),
+            });
+        }
+        if let Some(i) = bundles.iter().position(|b| b.0.is_empty()) {
+            return Err(Error::PlacementGroup {
+                pg: pg.id,
+                detail: format!("bundle {i} reserves nothing"),
+            });
+        }
         let req = HeadRequest::CreatePlacementGroup(PgCreate {
             pg: pg.id,
             name: name.to_string(),
@@ -123,7 +137,12 @@ impl PlacementGroup {
             job: core.job_id,
             detached,
         });
-        pg.expect_info(ask(&core, req, Duration::ZERO)?)?;
+        core.send(&LocalRequest::PlacementGroup {
+            // Nobody waits for the answer; an unknown id is ignored. The
+            // head accepts a removal that overtakes its creation.
+            request_id: rand::random(),
+            request: req,
+        })?;
         Ok(pg)
     }
 
@@ -143,11 +162,22 @@ impl PlacementGroup {
             detail,
         };
         match resp {
+            HeadResponse::PlacementGroupWaited {
+                group,
+                also_created,
+            } => {
+                for g in also_created {
+                    PLACED.insert(g.pg, g.nodes);
+                }
+                self.expect_info(HeadResponse::PlacementGroup(group))
+            }
             HeadResponse::PlacementGroup(Some(info)) => {
                 PLACED.insert(self.id, info.nodes.clone());
                 Ok(info)
             }
-            HeadResponse::PlacementGroup(None) => Err(err("unknown to the head".into())),
+            HeadResponse::PlacementGroup(None) => Err(err(
+                "unknown to the head (never created, or its creation has not arrived)".into(),
+            )),
             HeadResponse::Error { message, .. } => Err(err(message)),
             other => Err(err(format!("unexpected answer {other:?}"))),
         }

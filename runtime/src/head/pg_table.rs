@@ -33,7 +33,14 @@ pub struct PlaceWork {
 pub struct PgTable {
     groups: BTreeMap<PlacementGroupId, PgInfo>,
     removed_order: std::collections::VecDeque<PlacementGroupId>,
+    /// Removed before their creation arrived (requests travel unordered).
+    tombstones: std::collections::VecDeque<PlacementGroupId>,
+    /// The most recently created groups, newest last.
+    created_order: std::collections::VecDeque<PlacementGroupId>,
 }
+
+/// Recently created groups remembered for `recent_created`.
+const KEEP_RECENT: usize = 256;
 
 impl PgTable {
     /// A new pending group; the same request again is a no-op.
@@ -53,6 +60,7 @@ impl PgTable {
             return Ok(());
         }
         let n = req.bundles.len();
+        let tombstoned = self.tombstones.contains(&req.pg);
         self.groups.insert(
             req.pg,
             PgInfo {
@@ -69,6 +77,10 @@ impl PgTable {
                 reschedules: 0,
             },
         );
+        if tombstoned {
+            self.tombstones.retain(|t| *t != req.pg);
+            let _ = self.remove(req.pg, "removed before its creation reached the head");
+        }
         Ok(())
     }
 
@@ -126,6 +138,10 @@ impl PgTable {
         if g.nodes.iter().all(Option::is_some) {
             g.state = PgState::Created;
             g.reason = None;
+            self.created_order.push_back(pg);
+            if self.created_order.len() > KEEP_RECENT {
+                self.created_order.pop_front();
+            }
         }
         true
     }
@@ -155,7 +171,12 @@ impl PgTable {
         reason: &str,
     ) -> Result<Vec<(NodeId, String)>, String> {
         let Some(g) = self.groups.get_mut(&pg) else {
-            return Err(format!("no placement group {pg}"));
+            // Its creation may still be on the way: remember the removal.
+            self.tombstones.push_back(pg);
+            if self.tombstones.len() > KEEP_REMOVED {
+                self.tombstones.pop_front();
+            }
+            return Ok(Vec::new());
         };
         if g.state == PgState::Removed {
             return Err(format!("placement group {pg} was already removed"));
@@ -200,6 +221,20 @@ impl PgTable {
             hit.push(g.pg);
         }
         hit
+    }
+
+    /// Other groups of `pg`'s job created recently and still created.
+    pub fn recent_created(&self, pg: PlacementGroupId) -> Vec<PgInfo> {
+        let Some(job) = self.groups.get(&pg).map(|g| g.job) else {
+            return Vec::new();
+        };
+        self.created_order
+            .iter()
+            .filter(|id| **id != pg)
+            .filter_map(|id| self.groups.get(id))
+            .filter(|g| g.job == job && g.state == PgState::Created)
+            .cloned()
+            .collect()
     }
 
     /// Groups a job created that must go when it ends (not detached).

@@ -21,12 +21,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 /// How often waiting groups are tried again without a nudge.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
-/// How long `create` waits for the group's first placement attempt.
-const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(2);
 /// The reason of a group no placement attempt has looked at yet.
 pub(super) const NOT_TRIED: &str = "not placed yet";
 /// A raylet that does not answer a bundle operation in time refused it.
@@ -82,27 +80,14 @@ impl Placer {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Records a group and answers after the first placement attempt
-    /// (created, or pending/infeasible with the reason), or after a short
-    /// bound if the placer is busy.
-    pub async fn create(&self, req: PgCreate) -> HeadResponse {
+    /// Records a group and starts placing it; answers at once (pending).
+    pub fn create(&self, req: PgCreate) -> HeadResponse {
         let pg = req.pg;
-        let mut rx = self.changed.subscribe();
         if let Err(e) = self.lock().create(req) {
             return bad(e);
         }
         let _ = self.tx.send(Event::Nudge);
-        let deadline = tokio::time::Instant::now() + FIRST_ATTEMPT_WAIT;
-        loop {
-            let info = self.lock().get(pg).cloned();
-            let tried = info
-                .as_ref()
-                .is_none_or(|g| g.reason.as_deref() != Some(NOT_TRIED));
-            if tried || tokio::time::Instant::now() >= deadline {
-                return HeadResponse::PlacementGroup(info);
-            }
-            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-        }
+        HeadResponse::PlacementGroup(self.lock().get(pg).cloned())
     }
 
     /// One group now.
@@ -115,20 +100,25 @@ impl Placer {
         HeadResponse::PlacementGroups(self.lock().list())
     }
 
-    /// Waits until the group is created, infeasible or removed, or `timeout`.
+    /// Waits until the group is created, infeasible or removed, or
+    /// `timeout` (an id not known yet may be a creation still on its way).
     pub async fn wait(&self, pg: PlacementGroupId, timeout: Duration) -> HeadResponse {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let info = self.lock().get(pg).cloned();
-            let settled = info.as_ref().is_none_or(|g| {
+            let settled = info.as_ref().is_some_and(|g| {
                 matches!(
                     g.state,
                     PgState::Created | PgState::Infeasible | PgState::Removed
                 )
             });
             if settled || tokio::time::Instant::now() >= deadline {
-                return HeadResponse::PlacementGroup(info);
+                let also_created = self.lock().recent_created(pg);
+                return HeadResponse::PlacementGroupWaited {
+                    group: info,
+                    also_created,
+                };
             }
             let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
         }
@@ -198,10 +188,31 @@ struct Worker<S> {
     conns: HashMap<SocketAddr, BoxConn>,
 }
 
+/// One group's plan in a pass.
+struct Planned {
+    work: PlaceWork,
+    nodes: Vec<NodeId>,
+    one_step: bool,
+    prepared: Vec<NodeId>,
+    failure: Option<String>,
+}
+
+impl Planned {
+    fn nodes_used(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = Vec::new();
+        for n in &self.nodes {
+            if !v.contains(n) {
+                v.push(*n);
+            }
+        }
+        v
+    }
+}
+
 impl<S: NodeSource> Worker<S> {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         loop {
-            let ev = match tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
+            let first = match tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return,
                 Err(_) => Event::Nudge,
@@ -209,28 +220,44 @@ impl<S: NodeSource> Worker<S> {
             let Some(placer) = self.placer.upgrade() else {
                 return;
             };
-            match ev {
-                Event::Return { pg, nodes, reason } => {
-                    for (node, addr) in nodes {
-                        let op = BundleOp::Return {
-                            pg,
-                            reason: reason.clone(),
-                        };
-                        if let Err(e) = self.call(node, &addr, op).await {
-                            warn!(%pg, %node, "cannot return bundles: {e}");
+            // Everything queued is handled together: returns batched per
+            // node, and one placement pass covers every nudge.
+            let mut nudged = false;
+            let mut returns: Vec<(NodeId, String, BundleOp)> = Vec::new();
+            let mut ev = Some(first);
+            while let Some(e) = ev.take().or_else(|| rx.try_recv().ok()) {
+                match e {
+                    Event::Nudge => nudged = true,
+                    Event::Return { pg, nodes, reason } => {
+                        for (node, addr) in nodes {
+                            let op = BundleOp::Return {
+                                pg,
+                                reason: reason.clone(),
+                            };
+                            returns.push((node, addr, op));
                         }
                     }
                 }
-                Event::Nudge => {
-                    // Later nudges are covered by this pass.
-                    while let Ok(Event::Nudge) = rx.try_recv() {}
-                    self.pass(&placer).await;
+            }
+            if !returns.is_empty() {
+                for (node, addr, ops) in by_node(returns) {
+                    if let Err(e) = self.call(node, &addr, ops).await {
+                        warn!(%node, "cannot return placement-group bundles: {e}");
+                    }
                 }
+                // Freed resources may let waiting groups in.
+                nudged = true;
+            }
+            if nudged {
+                self.pass(&placer).await;
             }
         }
     }
 
-    /// Tries every waiting group once.
+    /// Tries every waiting group once: plans them all against the nodes'
+    /// free resources, then prepares (one request per node for all the
+    /// groups on it), commits the groups that span nodes, and gives back
+    /// whatever a refusal left half-reserved.
     async fn pass(&mut self, placer: &Placer) {
         let work = placer.lock().work();
         if work.is_empty() {
@@ -245,102 +272,147 @@ impl<S: NodeSource> Worker<S> {
             view.upsert(n.node_id, n.to_resources());
             addrs.insert(n.node_id, n.address.clone());
         }
+        let addr = |n: &NodeId| addrs.get(n).cloned().unwrap_or_default();
+        let mut planned: Vec<Planned> = Vec::new();
         for w in work {
-            self.place(placer, &mut view, &addrs, w).await;
-            placer.bump();
-        }
-    }
-
-    async fn place(
-        &mut self,
-        placer: &Placer,
-        view: &mut ClusterView<NodeId>,
-        addrs: &HashMap<NodeId, String>,
-        w: PlaceWork,
-    ) {
-        let nodes = match plan(view, &w) {
-            PgDecision::Place(nodes) => nodes,
-            PgDecision::Wait => {
-                let why =
-                    "waiting for resources: the cluster can hold it, but not with what is free now";
-                placer.lock().not_placed(w.pg, why.into(), false);
-                return;
-            }
-            PgDecision::Infeasible(why) => {
-                placer
-                    .lock()
-                    .not_placed(w.pg, format!("infeasible: {why}"), true);
-                return;
-            }
-        };
-        // Group the bundles by node, keeping each bundle's index.
-        let mut per_node: Vec<(NodeId, Vec<BundleSpec>)> = Vec::new();
-        for ((index, res), node) in w.bundles.iter().zip(&nodes) {
-            let spec = BundleSpec {
-                index: *index,
-                resources: Resources::from(res),
-            };
-            match per_node.iter_mut().find(|(n, _)| n == node) {
-                Some((_, v)) => v.push(spec),
-                None => per_node.push((*node, vec![spec])),
+            match plan(&view, &w) {
+                PgDecision::Place(nodes) => {
+                    for ((_, res), node) in w.bundles.iter().zip(&nodes) {
+                        let _ = view.allocate(*node, res);
+                    }
+                    let mut p = Planned {
+                        one_step: w.holding.is_empty(),
+                        work: w,
+                        nodes,
+                        prepared: Vec::new(),
+                        failure: None,
+                    };
+                    p.one_step &= p.nodes_used().len() == 1;
+                    planned.push(p);
+                }
+                PgDecision::Wait => {
+                    let why = "waiting for resources: the cluster can hold it, but not with what is free now";
+                    placer.lock().not_placed(w.pg, why.into(), false);
+                }
+                PgDecision::Infeasible(why) => {
+                    let why = format!("infeasible: {why}");
+                    placer.lock().not_placed(w.pg, why, true);
+                }
             }
         }
-        let one_step = per_node.len() == 1 && w.holding.is_empty();
-        let mut prepared: Vec<NodeId> = Vec::new();
-        let mut failure = None;
-        for (node, specs) in &per_node {
-            let addr = addrs.get(node).cloned().unwrap_or_default();
-            let op = BundleOp::Prepare {
-                pg: w.pg,
-                bundles: specs.clone(),
-                commit: one_step,
-            };
-            match self.call(*node, &addr, op).await {
-                Ok(()) => prepared.push(*node),
+        // Phase 1: prepare (and commit, for groups on one node).
+        let mut ops: Vec<(NodeId, String, BundleOp, usize)> = Vec::new();
+        for (i, p) in planned.iter().enumerate() {
+            for node in p.nodes_used() {
+                let bundles = p
+                    .work
+                    .bundles
+                    .iter()
+                    .zip(&p.nodes)
+                    .filter(|(_, n)| **n == node)
+                    .map(|((index, res), _)| BundleSpec {
+                        index: *index,
+                        resources: Resources::from(res),
+                    })
+                    .collect();
+                let op = BundleOp::Prepare {
+                    pg: p.work.pg,
+                    bundles,
+                    commit: p.one_step,
+                };
+                ops.push((node, addr(&node), op, i));
+            }
+        }
+        for (node, i, r) in self.run_ops(ops).await {
+            match r {
+                Ok(()) => planned[i].prepared.push(node),
                 Err(e) => {
-                    failure = Some(format!("node {node} refused: {e}"));
-                    break;
+                    let f = &mut planned[i].failure;
+                    f.get_or_insert(format!("node {node} refused: {e}"));
                 }
             }
         }
-        if failure.is_none() && !one_step {
-            for node in &prepared {
-                let addr = addrs.get(node).cloned().unwrap_or_default();
-                if let Err(e) = self.call(*node, &addr, BundleOp::Commit { pg: w.pg }).await {
-                    failure = Some(format!("node {node} could not commit: {e}"));
-                    break;
+        // Phase 2: commit what spans nodes and was prepared everywhere.
+        let mut ops = Vec::new();
+        for (i, p) in planned.iter().enumerate() {
+            if !p.one_step && p.failure.is_none() {
+                for node in &p.prepared {
+                    ops.push((*node, addr(node), BundleOp::Commit { pg: p.work.pg }, i));
                 }
             }
         }
-        let at: Vec<(u32, NodeId, String)> = w
-            .bundles
-            .iter()
-            .zip(&nodes)
-            .map(|((i, _), n)| (*i, *n, addrs.get(n).cloned().unwrap_or_default()))
-            .collect();
-        let kept = failure.is_none() && placer.lock().placed(w.pg, &at);
-        if kept {
-            for ((_, res), node) in w.bundles.iter().zip(&nodes) {
-                let _ = view.allocate(*node, res);
+        for (node, i, r) in self.run_ops(ops).await {
+            if let Err(e) = r {
+                let f = &mut planned[i].failure;
+                f.get_or_insert(format!("node {node} could not commit: {e}"));
             }
-            info!(pg = %w.pg, bundles = w.bundles.len(), "placement group reserved");
-            return;
         }
-        // Give back what was reserved (a refusal, or removed meanwhile).
-        for node in prepared {
-            let addr = addrs.get(&node).cloned().unwrap_or_default();
-            let reason = "placement attempt abandoned".to_string();
-            let _ = self
-                .call(node, &addr, BundleOp::Return { pg: w.pg, reason })
-                .await;
+        // Record; give back what a refusal (or a removal meanwhile) left.
+        let mut undo = Vec::new();
+        for p in &planned {
+            let at: Vec<(u32, NodeId, String)> = p
+                .work
+                .bundles
+                .iter()
+                .zip(&p.nodes)
+                .map(|((i, _), n)| (*i, *n, addr(n)))
+                .collect();
+            let kept = p.failure.is_none() && placer.lock().placed(p.work.pg, &at);
+            if kept {
+                debug!(pg = %p.work.pg, bundles = at.len(), "placement group reserved");
+                continue;
+            }
+            for node in &p.prepared {
+                let reason = "placement attempt abandoned".to_string();
+                let op = BundleOp::Return {
+                    pg: p.work.pg,
+                    reason,
+                };
+                undo.push((*node, addr(node), op));
+            }
+            if let Some(why) = &p.failure {
+                placer.lock().not_placed(p.work.pg, why.clone(), false);
+            }
         }
-        if let Some(why) = failure {
-            placer.lock().not_placed(w.pg, why, false);
+        for (node, addr, ops) in by_node(undo) {
+            let _ = self.call(node, &addr, ops).await;
         }
+        placer.bump();
     }
 
-    /// One bundle operation on a raylet; `Done` updates the head's view.
-    async fn call(&mut self, node: NodeId, addr: &str, op: BundleOp) -> Result<(), String> {
+    /// Sends `ops` batched per node; each op's outcome with its tag.
+    async fn run_ops(
+        &mut self,
+        ops: Vec<(NodeId, String, BundleOp, usize)>,
+    ) -> Vec<(NodeId, usize, Result<(), String>)> {
+        let mut out = Vec::new();
+        let tagged = ops.into_iter().map(|(n, a, op, tag)| (n, a, (op, tag)));
+        for (node, addr, items) in by_node(tagged.collect()) {
+            let (ops, tags): (Vec<BundleOp>, Vec<usize>) = items.into_iter().unzip();
+            match self.call(node, &addr, ops).await {
+                Ok(replies) => {
+                    for (tag, r) in tags.into_iter().zip(replies) {
+                        out.push((node, tag, r));
+                    }
+                }
+                Err(e) => {
+                    for tag in tags {
+                        out.push((node, tag, Err(e.clone())));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Bundle operations on one raylet, in order, in one request; the
+    /// last `Done` updates the head's view of the node.
+    async fn call(
+        &mut self,
+        node: NodeId,
+        addr: &str,
+        ops: Vec<BundleOp>,
+    ) -> Result<Vec<Result<(), String>>, String> {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|e| format!("bad raylet address {addr:?}: {e}"))?;
@@ -360,12 +432,25 @@ impl<S: NodeSource> Worker<S> {
                     c
                 }
             };
-            match tokio::time::timeout(RAYLET_TIMEOUT, one_call(&conn, &op)).await {
-                Ok(Ok(BundleReply::Done { available })) => {
-                    self.nodes.available(node, available.to_set());
-                    return Ok(());
+            match tokio::time::timeout(RAYLET_TIMEOUT, one_call(&conn, &ops)).await {
+                Ok(Ok(replies)) if replies.len() == ops.len() => {
+                    let mut free = None;
+                    let out = replies
+                        .into_iter()
+                        .map(|r| match r {
+                            BundleReply::Done { available } => {
+                                free = Some(available);
+                                Ok(())
+                            }
+                            BundleReply::Refused { reason } => Err(reason),
+                        })
+                        .collect();
+                    if let Some(available) = free {
+                        self.nodes.available(node, available.to_set());
+                    }
+                    return Ok(out);
                 }
-                Ok(Ok(BundleReply::Refused { reason })) => return Err(reason),
+                Ok(Ok(r)) => last = format!("{} answers to {} operations", r.len(), ops.len()),
                 Ok(Err(e)) => last = e,
                 Err(_) => last = format!("no answer from {sock} in {RAYLET_TIMEOUT:?}"),
             }
@@ -375,12 +460,27 @@ impl<S: NodeSource> Worker<S> {
     }
 }
 
-async fn one_call(conn: &BoxConn, op: &BundleOp) -> Result<BundleReply, String> {
+/// Items grouped per node (with its address), in first-seen order.
+type PerNode<T> = Vec<(NodeId, String, Vec<T>)>;
+
+/// Groups `(node, addr, item)` by node, keeping order.
+fn by_node<T>(items: Vec<(NodeId, String, T)>) -> PerNode<T> {
+    let mut out: PerNode<T> = Vec::new();
+    for (node, addr, op) in items {
+        match out.iter_mut().find(|(n, _, _)| *n == node) {
+            Some((_, _, v)) => v.push(op),
+            None => out.push((node, addr, vec![op])),
+        }
+    }
+    out
+}
+
+async fn one_call(conn: &BoxConn, ops: &[BundleOp]) -> Result<Vec<BundleReply>, String> {
     let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_msg(&mut s, &PeerRequest::Bundles(op.clone()))
+    write_msg(&mut s, &PeerRequest::Bundles(ops.to_vec()))
         .await
         .map_err(|e| e.to_string())?;
-    read_msg::<BundleReply, _>(&mut r, 1 << 20)
+    read_msg::<Vec<BundleReply>, _>(&mut r, 16 << 20)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "the raylet closed the stream".to_string())

@@ -560,7 +560,7 @@ async fn serve_stream(
         }
         HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
-        HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c).await,
+        HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c),
         HeadRequest::GetPlacementGroup { pg } => ctx.placer.get(pg),
         HeadRequest::WaitPlacementGroup { pg, timeout_ms } => {
             let limit = Duration::from_millis(timeout_ms.min(3_600_000));

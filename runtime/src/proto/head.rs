@@ -349,6 +349,15 @@ pub enum HeadResponse {
     Objects(Vec<super::state::ObjectInfo>),
     /// One placement group (`None`: unknown id).
     PlacementGroup(Option<super::placement::PgInfo>),
+    /// Answer to `WaitPlacementGroup`: the group, plus other groups of its
+    /// job created recently (so a driver that made many groups learns
+    /// where they all are in one round trip).
+    PlacementGroupWaited {
+        /// The group asked about (`None`: unknown after the wait).
+        group: Option<super::placement::PgInfo>,
+        /// Other recently created groups of the same job.
+        also_created: Vec<super::placement::PgInfo>,
+    },
     /// The placement-group table.
     PlacementGroups(Vec<super::placement::PgInfo>),
     /// Output of a submitted job.

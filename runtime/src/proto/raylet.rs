@@ -25,9 +25,10 @@ pub enum PeerRequest {
         /// The actor.
         actor_id: crate::ids::ActorId,
     },
-    /// From the head: reserve, commit or return placement-group bundles;
-    /// answered with a [`super::placement::BundleReply`].
-    Bundles(super::placement::BundleOp),
+    /// From the head: reserve, commit or return placement-group bundles,
+    /// applied in order; answered with one [`super::placement::BundleReply`]
+    /// per operation (a `Vec`).
+    Bundles(Vec<super::placement::BundleOp>),
     /// From the head: list this node's tasks or objects; answered with a
     /// [`super::state::StateReply`].
     State(super::state::StateQuery),

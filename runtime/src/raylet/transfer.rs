@@ -423,8 +423,8 @@ async fn serve_stream(
             let reply = tasks.state(query);
             let _ = write_msg(&mut s, &reply).await;
         }
-        Ok(Some(PeerRequest::Bundles(op))) => {
-            let reply = tasks.bundle_op(op);
+        Ok(Some(PeerRequest::Bundles(ops))) => {
+            let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
             let _ = write_msg(&mut s, &reply).await;
         }
         Ok(Some(PeerRequest::Submit(sub))) => {

@@ -33,15 +33,28 @@ pub struct Parcel {
     /// Which step of the ring (0..2(n-1)).
     pub step: u32,
     /// The chunk.
-    pub data: ObjectRef<Tensor>,
+    pub data: Chunk,
 }
+
+/// A chunk's bytes: small ones travel inside the actor call (no store
+/// round trips), large ones as a tensor object in shared memory.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub enum Chunk {
+    /// The elements' bytes.
+    Inline(Vec<u8>),
+    /// A tensor object holding them.
+    Stored(ObjectRef<Tensor>),
+}
+
+/// Chunks up to this size travel inline.
+const INLINE_CHUNK: usize = 64 << 10;
 
 type Key = (u64, u32, u32);
 
 /// Chunks that arrived, waiting for the compute thread.
 #[derive(Debug, Default)]
 pub struct Mailbox {
-    slots: Mutex<HashMap<Key, ObjectRef<Tensor>>>,
+    slots: Mutex<HashMap<Key, Chunk>>,
     cv: Condvar,
 }
 
@@ -54,7 +67,7 @@ impl Mailbox {
     }
 
     /// Waits for one chunk.
-    fn take(&self, key: Key, timeout: Duration) -> Result<ObjectRef<Tensor>, String> {
+    fn take(&self, key: Key, timeout: Duration) -> Result<Chunk, String> {
         let deadline = Instant::now() + timeout;
         let mut g = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -172,15 +185,20 @@ impl Ring {
     ) -> Result<(), String> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let t = Instant::now();
-        let r = prism::put_tensor(T::DTYPE, &[data.len() as u64], bytes)
-            .map_err(|e| format!("cannot store a chunk: {e}"))?;
-        self.sent.push(r.clone());
+        let data = if bytes.len() <= INLINE_CHUNK {
+            Chunk::Inline(bytes.to_vec())
+        } else {
+            let r = prism::put_tensor(T::DTYPE, &[data.len() as u64], bytes)
+                .map_err(|e| format!("cannot store a chunk: {e}"))?;
+            self.sent.push(r.clone());
+            Chunk::Stored(r)
+        };
         let put = t.elapsed();
         let out = (self.send)(Parcel {
             seq: self.seq,
             bucket,
             step,
-            data: r,
+            data,
         });
         if trace() {
             eprintln!(
@@ -201,7 +219,17 @@ impl Ring {
         mut f: impl FnMut(&[T]),
     ) -> Result<(), String> {
         let t = Instant::now();
-        let r = self.mailbox.take((self.seq, bucket, step), self.timeout)?;
+        let r = match self.mailbox.take((self.seq, bucket, step), self.timeout)? {
+            Chunk::Inline(bytes) => {
+                let elems: Vec<T> = bytes
+                    .chunks_exact(std::mem::size_of::<T>())
+                    .map(bytemuck::pod_read_unaligned::<T>)
+                    .collect();
+                f(&elems);
+                return Ok(());
+            }
+            Chunk::Stored(r) => r,
+        };
         let waited = t.elapsed();
         let view = prism::get_tensor_timeout(&r, self.timeout)
             .map_err(|e| format!("cannot read a chunk: {e}"))?;

@@ -303,7 +303,9 @@ impl TrainContext {
         let mut at = 0;
         for g in &small {
             let n = g.numel();
-            g.f_contiguous()?
+            // GPU gradients go through host memory (no NCCL path yet).
+            g.f_to_device(tch::Device::Cpu)?
+                .f_contiguous()?
                 .f_view([-1])?
                 .f_copy_data(&mut flat[at..at + n], n)?;
             at += n;

@@ -233,6 +233,7 @@ impl<S: NodeSource> Worker<S> {
                             let op = BundleOp::Return {
                                 pg,
                                 reason: reason.clone(),
+                                only: Vec::new(),
                             };
                             returns.push((node, addr, op));
                         }
@@ -363,10 +364,21 @@ impl<S: NodeSource> Worker<S> {
                 continue;
             }
             for node in &p.prepared {
+                // Only this attempt's bundles: a rescheduled group may hold
+                // surviving bundles on the same node.
+                let only = p
+                    .work
+                    .bundles
+                    .iter()
+                    .zip(&p.nodes)
+                    .filter(|(_, n)| *n == node)
+                    .map(|((i, _), _)| *i)
+                    .collect();
                 let reason = "placement attempt abandoned".to_string();
                 let op = BundleOp::Return {
                     pg: p.work.pg,
                     reason,
+                    only,
                 };
                 undo.push((*node, addr(node), op));
             }

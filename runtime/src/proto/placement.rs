@@ -129,6 +129,8 @@ pub enum BundleOp {
         pg: PlacementGroupId,
         /// Why (reported to the tasks and actors killed).
         reason: String,
+        /// Only these bundles (empty: all of the group's bundles here).
+        only: Vec<u32>,
     },
 }
 

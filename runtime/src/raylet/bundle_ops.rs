@@ -27,9 +27,9 @@ impl TaskService {
                 d.prepare_bundles(pg, bundles, commit)
             }
             BundleOp::Commit { pg } => d.commit_bundles(pg),
-            BundleOp::Return { pg, reason } => {
+            BundleOp::Return { pg, reason, only } => {
                 info!(%pg, %reason, "returning placement-group bundles");
-                Ok(d.return_bundles(pg, &reason))
+                Ok(d.return_bundles(pg, &only, &reason))
             }
         };
         let available = Resources::from(d.available());

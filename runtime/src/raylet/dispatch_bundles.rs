@@ -102,11 +102,18 @@ impl Dispatcher {
         }
     }
 
-    /// Gives back everything `pg` holds here (B-1, B-3).
-    pub fn return_bundles(&mut self, pg: PlacementGroupId, reason: &str) -> Vec<Action> {
+    /// Gives back what `pg` holds here (B-1, B-3): the bundles in `only`,
+    /// or all of them when `only` is empty.
+    pub fn return_bundles(
+        &mut self,
+        pg: PlacementGroupId,
+        only: &[u32],
+        reason: &str,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let gone = |detail: String| Outcome::Failed(Failure::PlacementGroupGone { pg, detail });
-        let mine = |s: &WireStrategy| bundle_of(s).is_some_and(|(g, _)| g == pg);
+        let picked = |i: u32| only.is_empty() || only.contains(&i);
+        let mine = |s: &WireStrategy| bundle_of(s).is_some_and(|(g, i)| g == pg && picked(i));
         // Waiting tasks and actor creations fail at once.
         while let Some(q) = self.queue.remove_first(|q| mine(&q.spec.strategy)) {
             if let TaskKind::CreateActor(c) = &q.spec.kind {
@@ -150,7 +157,7 @@ impl Dispatcher {
         let indices: Vec<u32> = self
             .bundles
             .keys()
-            .filter(|(g, _)| *g == pg)
+            .filter(|(g, i)| *g == pg && picked(*i))
             .map(|(_, i)| *i)
             .collect();
         for i in indices {

@@ -327,7 +327,7 @@ fn b3_return_kills_what_runs_fails_what_waits_and_frees_the_node() {
     let w = started(&d.submit(in_bundle(job, pg, 0, me), 1))[0];
     d.worker_ready(w);
     d.submit(in_bundle(job, pg, 0, me), 2);
-    let a = d.return_bundles(pg, "removed by its owner");
+    let a = d.return_bundles(pg, &[], "removed by its owner");
     let failed = replies(&a)
         .iter()
         .filter(|o| matches!(o, Outcome::Failed(Failure::PlacementGroupGone { .. })))
@@ -344,4 +344,20 @@ fn b3_return_kills_what_runs_fails_what_waits_and_frees_the_node() {
     assert!(replies(&a).is_empty());
     assert_eq!(d.available().get(CPU), Quantity::whole(2));
     assert_eq!(d.bundle_count(), 0);
+}
+
+#[test]
+fn a_partial_return_keeps_the_other_bundles_of_the_group() {
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(3));
+    let pg = crate::ids::PlacementGroupId::random();
+    let one = ResourceSet::new().with(CPU, Quantity::ONE);
+    d.prepare_bundles(pg, vec![(0, one.clone()), (1, one)], true)
+        .unwrap();
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+    d.return_bundles(pg, &[1], "placement attempt abandoned");
+    assert_eq!(d.bundle_count(), 1, "bundle 0 survives");
+    assert_eq!(d.available().get(CPU), Quantity::whole(2));
+    let w = started(&d.submit(in_bundle(JobId::random(), pg, 0, me), 1));
+    assert_eq!(w.len(), 1, "bundle 0 still runs tasks");
 }

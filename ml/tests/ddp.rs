@@ -173,7 +173,7 @@ fn role_fault() {
         std::thread::spawn(move || {
             for _ in 0..6000 {
                 let saved = prism_ml::train::checkpoint::list(&ckpt);
-                if saved.iter().any(|(s, _)| *s >= 40) {
+                if saved.iter().any(|(s, _)| *s >= 20) {
                     if let Some(pid) = rank_pid(1) {
                         // SAFETY: kill(2) on a pid we just found as our child.
                         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -201,7 +201,7 @@ fn role_fault() {
     );
     let first = result.metrics.first().map(|m| m.step).unwrap_or(0);
     check(
-        first > 40,
+        first > 20,
         &format!("it resumed from a checkpoint (first step after restart {first})"),
     );
     let (_, net) = recipes::load_flat(&cfg, &result.output).unwrap();

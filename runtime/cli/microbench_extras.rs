@@ -3,8 +3,8 @@
 //! head) and the idle memory of a `prism start --head` daemon.
 
 use anyhow::{bail, Context};
-use prism::session::{ClusterInfo, DaemonInfo};
-use std::path::{Path, PathBuf};
+use prism::session::{ClusterInfo, DaemonInfo, SessionDir};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,22 +73,9 @@ fn rand_suffix() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> anyhow::Result<T> {
-    let bytes = std::fs::read(dir.join(name)).with_context(|| format!("{name} in {dir:?}"))?;
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-fn sessions(temp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(temp)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("session_"))
-        })
-        .collect()
+fn read_json<T: serde::de::DeserializeOwned>(dir: &SessionDir, name: &str) -> anyhow::Result<T> {
+    dir.read_json(name)?
+        .with_context(|| format!("no {name} in {}", dir.path().display()))
 }
 
 /// GB/s of one `mb`-MiB object pulled from this (embedded) node by a task
@@ -97,7 +84,7 @@ pub fn cross_node_gbps(cluster: &prism::Cluster, mb: usize) -> anyhow::Result<f6
     let session = cluster
         .session_dir()
         .context("cross-node transfer needs the embedded cluster")?;
-    let info: ClusterInfo = read_json(session, "cluster.json")?;
+    let info: ClusterInfo = read_json(&SessionDir::open(session)?, "cluster.json")?;
     let _far = start(&[
         "--address",
         &info.head_address,
@@ -141,7 +128,9 @@ pub fn cross_node_gbps(cluster: &prism::Cluster, mb: usize) -> anyhow::Result<f6
 pub fn idle_memory_mb() -> anyhow::Result<f64> {
     let head = start(&["--head", "--port", "0", "--num-cpus", "1"])?;
     std::thread::sleep(Duration::from_secs(2));
-    let session = sessions(&head.temp).pop().context("no session directory")?;
+    let session = SessionDir::list(&head.temp)
+        .pop()
+        .context("no session directory")?;
     let daemon: DaemonInfo = read_json(&session, "daemon.json")?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid))?;
     let kb: f64 = status

@@ -49,10 +49,8 @@ fn role_all_reduce() {
                 assert!(o.len() == len && ok, "f32 average n={n} len={len}");
             }
         }
-        check(
-            true,
-            &format!("{n} workers: exact sums (f64) and averages (f32), uneven sizes"),
-        );
+        // (every size was asserted above)
+        println!("ok: {n} workers: exact sums (f64) and averages (f32), uneven sizes");
     }
     println!("ALL OK");
 }

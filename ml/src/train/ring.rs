@@ -18,7 +18,7 @@
 //! has finished: by then the receiver has consumed it, because the data this
 //! member gets in the all-gather has passed through every other member.
 
-use prism::{DType, Element, ObjectRef, Tensor};
+use prism::{Element, ObjectRef, Tensor};
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -184,7 +184,6 @@ impl Ring {
         data: &[T],
     ) -> Result<(), String> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let t = Instant::now();
         let data = if bytes.len() <= INLINE_CHUNK {
             Chunk::Inline(bytes.to_vec())
         } else {
@@ -193,23 +192,12 @@ impl Ring {
             self.sent.push(r.clone());
             Chunk::Stored(r)
         };
-        let put = t.elapsed();
-        let out = (self.send)(Parcel {
+        (self.send)(Parcel {
             seq: self.seq,
             bucket,
             step,
             data,
-        });
-        if trace() {
-            eprintln!(
-                "ring {} put {:?} send {:?} ({} B)",
-                self.rank,
-                put,
-                t.elapsed() - put,
-                bytes.len()
-            );
-        }
-        out
+        })
     }
 
     fn recv<T: Summable>(
@@ -218,7 +206,6 @@ impl Ring {
         step: u32,
         mut f: impl FnMut(&[T]),
     ) -> Result<(), String> {
-        let t = Instant::now();
         let r = match self.mailbox.take((self.seq, bucket, step), self.timeout)? {
             Chunk::Inline(bytes) => {
                 let elems: Vec<T> = bytes
@@ -230,17 +217,8 @@ impl Ring {
             }
             Chunk::Stored(r) => r,
         };
-        let waited = t.elapsed();
         let view = prism::get_tensor_timeout(&r, self.timeout)
             .map_err(|e| format!("cannot read a chunk: {e}"))?;
-        if trace() {
-            eprintln!(
-                "ring {} waited {:?} got {:?}",
-                self.rank,
-                waited,
-                t.elapsed() - waited
-            );
-        }
         if view.dtype() != T::DTYPE {
             return Err(format!("chunk has dtype {:?}", view.dtype()));
         }
@@ -252,7 +230,6 @@ impl Ring {
     /// result), then multiplies by `scale` (use `1/world` to average).
     pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], scale: f64) -> Result<(), String> {
         let n = self.world;
-        let started = Instant::now();
         if n > 1 {
             let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
             let buckets: Vec<std::ops::Range<usize>> = (0..buf.len())
@@ -277,15 +254,6 @@ impl Ring {
             let _ = prism::free(&r);
         }
         self.in_flight = std::mem::take(&mut self.sent);
-        if trace() {
-            eprintln!(
-                "ring {} all-reduce {} of {} elements: {:?}",
-                self.rank,
-                self.seq,
-                buf.len(),
-                started.elapsed()
-            );
-        }
         self.seq += 1;
         Ok(())
     }
@@ -320,16 +288,6 @@ impl Ring {
         }
         Ok(())
     }
-}
-
-fn trace() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("PRISM_RING_TRACE").is_some())
-}
-
-/// The dtype the ring would store `T` as.
-pub fn dtype_of<T: Summable>() -> DType {
-    T::DTYPE
 }
 
 #[cfg(test)]

@@ -192,12 +192,17 @@ struct Worker<S> {
 struct Planned {
     work: PlaceWork,
     nodes: Vec<NodeId>,
-    one_step: bool,
     prepared: Vec<NodeId>,
     failure: Option<String>,
 }
 
 impl Planned {
+    /// The whole group on one node (not a reschedule): prepare and commit
+    /// in one step.
+    fn one_step(&self) -> bool {
+        self.work.holding.is_empty() && self.nodes_used().len() == 1
+    }
+
     fn nodes_used(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = Vec::new();
         for n in &self.nodes {
@@ -281,15 +286,12 @@ impl<S: NodeSource> Worker<S> {
                     for ((_, res), node) in w.bundles.iter().zip(&nodes) {
                         let _ = view.allocate(*node, res);
                     }
-                    let mut p = Planned {
-                        one_step: w.holding.is_empty(),
+                    planned.push(Planned {
                         work: w,
                         nodes,
                         prepared: Vec::new(),
                         failure: None,
-                    };
-                    p.one_step &= p.nodes_used().len() == 1;
-                    planned.push(p);
+                    });
                 }
                 PgDecision::Wait => {
                     let why = "waiting for resources: the cluster can hold it, but not with what is free now";
@@ -319,7 +321,7 @@ impl<S: NodeSource> Worker<S> {
                 let op = BundleOp::Prepare {
                     pg: p.work.pg,
                     bundles,
-                    commit: p.one_step,
+                    commit: p.one_step(),
                 };
                 ops.push((node, addr(&node), op, i));
             }
@@ -336,7 +338,7 @@ impl<S: NodeSource> Worker<S> {
         // Phase 2: commit what spans nodes and was prepared everywhere.
         let mut ops = Vec::new();
         for (i, p) in planned.iter().enumerate() {
-            if !p.one_step && p.failure.is_none() {
+            if !p.one_step() && p.failure.is_none() {
                 for node in &p.prepared {
                     ops.push((*node, addr(node), BundleOp::Commit { pg: p.work.pg }, i));
                 }

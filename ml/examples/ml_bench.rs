@@ -44,6 +44,7 @@ fn mlp_cfg(layers: Vec<i64>, batch: usize) -> MlpConfig {
         momentum: 0.9,
         weight_decay: 0.0,
         seed: 0,
+        cuda: false,
     }
 }
 

@@ -25,6 +25,11 @@ pub struct MlpConfig {
     pub weight_decay: f64,
     /// Seed of the weights' initialisation (the same on every rank).
     pub seed: i64,
+    /// Train on the worker's GPU (`cuda:0` of the GPUs Prism gave it);
+    /// gradients are then all-reduced by NCCL when built with the `cuda`
+    /// feature, through host memory otherwise.
+    #[serde(default)]
+    pub cuda: bool,
 }
 
 impl MlpConfig {
@@ -59,7 +64,12 @@ pub fn mlp(p: &nn::Path, layers: &[i64]) -> nn::Sequential {
 /// A fresh model from the config's seed, identical on every process.
 pub fn build(cfg: &MlpConfig) -> (VarStore, nn::Sequential) {
     tch::manual_seed(cfg.seed);
-    let vs = VarStore::new(Device::Cpu);
+    let device = if cfg.cuda {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    let vs = VarStore::new(device);
     let net = mlp(&vs.root(), &cfg.layers);
     (vs, net)
 }
@@ -99,8 +109,8 @@ fn run(ctx: &mut TrainContext) -> Result<()> {
             let labels = batch
                 .labels
                 .ok_or_else(|| MlError::Train("the dataset has no labels".into()))?;
-            let logits = net.forward(&batch.features);
-            let loss = logits.cross_entropy_for_logits(&labels);
+            let logits = net.forward(&batch.features.f_to_device(vs.device())?);
+            let loss = logits.cross_entropy_for_logits(&labels.f_to_device(vs.device())?);
             opt.zero_grad(&vs);
             loss.backward();
             ctx.all_reduce_gradients(&vs)?;
@@ -122,7 +132,10 @@ pub fn flat_weights(vs: &VarStore) -> Result<Vec<u8>> {
     for v in vs.trainable_variables() {
         let n = v.numel();
         let mut buf = vec![0f32; n];
-        v.f_contiguous()?.f_view([-1])?.f_copy_data(&mut buf, n)?;
+        v.f_to_device(Device::Cpu)?
+            .f_contiguous()?
+            .f_view([-1])?
+            .f_copy_data(&mut buf, n)?;
         out.extend(buf);
     }
     Ok(bytemuck::cast_slice(&out).to_vec())

@@ -79,6 +79,7 @@ fn role_equivalence() {
         momentum: 0.9,
         weight_decay: 0.0,
         seed: 3,
+        cuda: false,
     };
     let result = DdpTrainer::new("mlp_classifier", ScalingConfig::new(n))
         .unwrap()
@@ -164,6 +165,7 @@ fn role_fault() {
         momentum: 0.9,
         weight_decay: 0.0,
         seed: 1,
+        cuda: false,
     };
     let ckpt = dir.path().join("checkpoints");
     let killer = {
@@ -220,23 +222,17 @@ fn child_role() {
     }
 }
 
-fn run(role: &str) {
-    let mut job = Job::spawn(role);
-    let (ok, out) = job.finish(Duration::from_secs(300));
-    assert!(ok && out.contains("ALL OK"), "role {role}:\n{out}");
-}
-
 #[test]
 fn ring_all_reduce_is_exact_for_1_to_4_workers_and_uneven_sizes() {
-    run("all_reduce");
+    run_role("all_reduce", Duration::from_secs(300));
 }
 
 #[test]
 fn ddp_matches_one_process_at_the_global_batch() {
-    run("equivalence");
+    run_role("equivalence", Duration::from_secs(300));
 }
 
 #[test]
 fn a_killed_worker_resumes_from_the_last_checkpoint() {
-    run("fault");
+    run_role("fault", Duration::from_secs(300));
 }

@@ -4,6 +4,9 @@
 //! progress bar and checkpoints, then the driver scores the held-out set.
 //!
 //!     cargo run --release -p ddp-digits [-- --workers N --epochs E]
+//!
+//! With `--gpu` each worker holds one GPU and trains on it; built with
+//! `--features cuda` the gradients are then averaged by NCCL.
 
 use prism_ml::data::digits;
 use prism_ml::recipes::{self, MlpConfig};
@@ -22,6 +25,7 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() -> anyhow::Result<()> {
     let workers = arg("--workers", 2) as usize;
     let epochs = arg("--epochs", 30);
+    let gpu = std::env::args().any(|a| a == "--gpu");
     let t0 = Instant::now();
     let cluster = prism::init()?;
     println!(
@@ -43,11 +47,16 @@ fn main() -> anyhow::Result<()> {
         momentum: 0.9,
         weight_decay: 1e-4,
         seed: 1,
+        cuda: gpu,
     };
     let steps = epochs * (train.count() / workers as u64 / cfg.batch_size as u64);
     let ckpt = std::env::temp_dir().join(format!("prism-ddp-digits-{}", std::process::id()));
     let t = Instant::now();
-    let result = DdpTrainer::new("mlp_classifier", ScalingConfig::new(workers))?
+    let mut scaling = ScalingConfig::new(workers);
+    if gpu {
+        scaling.gpus_per_worker = 1.0;
+    }
+    let result = DdpTrainer::new("mlp_classifier", scaling)?
         .config(cfg.to_bytes())
         .dataset(train)
         .checkpoint(&ckpt, 100)
@@ -69,7 +78,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = &result.checkpoint {
         println!("newest checkpoint: {}", c.display());
     }
-    let (_, net) = recipes::load_flat(&cfg, &result.output)?;
+    // Scored on the driver's CPU.
+    let cpu = MlpConfig { cuda: false, ..cfg };
+    let (_, net) = recipes::load_flat(&cpu, &result.output)?;
     let acc = recipes::accuracy(&net, &test)?;
     println!(
         "test accuracy: {:.2}% on {} held-out digits",

@@ -218,6 +218,8 @@ fn train(
         epoch: 0,
         state,
         output: Vec::new(),
+        #[cfg(feature = "cuda")]
+        nccl: None,
     };
     (reg.f)(&mut ctx)?;
     Ok(ctx.output)
@@ -235,6 +237,8 @@ pub struct TrainContext {
     epoch: u64,
     state: Arc<Mutex<RunState>>,
     output: Vec<u8>,
+    #[cfg(feature = "cuda")]
+    nccl: Option<super::nccl::NcclGroup>,
 }
 
 impl std::fmt::Debug for TrainContext {
@@ -280,58 +284,46 @@ impl TrainContext {
     }
 
     /// Averages every variable's gradient across the ranks, in place.
-    /// Large contiguous f32 gradients are reduced where they lie (no
-    /// copy); the small ones travel together in one flat buffer.
+    /// CPU gradients go through the ring (large contiguous f32 ones where
+    /// they lie, the small ones together in one flat buffer); with the
+    /// `cuda` feature, CUDA gradients are reduced on the device by NCCL.
     pub fn all_reduce_gradients(&mut self, vs: &tch::nn::VarStore) -> Result<()> {
-        const IN_PLACE: usize = 1 << 18;
-        let scale = 1.0 / self.world_size() as f64;
         let grads: Vec<tch::Tensor> = vs
             .trainable_variables()
             .iter()
             .map(|v| v.grad())
             .filter(|g| g.defined())
             .collect();
-        let direct = |g: &tch::Tensor| {
-            g.numel() >= IN_PLACE
-                && g.is_contiguous()
-                && g.kind() == tch::Kind::Float
-                && g.device() == tch::Device::Cpu
-        };
-        let small: Vec<&tch::Tensor> = grads.iter().filter(|g| !direct(g)).collect();
-        let total: usize = small.iter().map(|g| g.numel()).sum();
-        let mut flat = vec![0f32; total];
-        let mut at = 0;
-        for g in &small {
-            let n = g.numel();
-            // GPU gradients go through host memory (no NCCL path yet).
-            g.f_to_device(tch::Device::Cpu)?
-                .f_contiguous()?
-                .f_view([-1])?
-                .f_copy_data(&mut flat[at..at + n], n)?;
-            at += n;
+        let refs: Vec<&tch::Tensor> = grads.iter().collect();
+        self.all_reduce_tensors(&refs, true)
+    }
+
+    /// Sums (or averages) tensors across the ranks, in place: CPU tensors
+    /// through the ring, CUDA tensors by NCCL (feature `cuda`) or else
+    /// through host memory.
+    pub fn all_reduce_tensors(&mut self, tensors: &[&tch::Tensor], average: bool) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        {
+            let (gpu, host): (Vec<&tch::Tensor>, Vec<&tch::Tensor>) = tensors
+                .iter()
+                .partition(|t| matches!(t.device(), tch::Device::Cuda(_)));
+            if let Some(first) = gpu.first() {
+                let tch::Device::Cuda(ordinal) = first.device() else {
+                    unreachable!("partitioned on the device")
+                };
+                if self.nccl.as_ref().map(|g| g.ordinal()) != Some(ordinal) {
+                    let group = super::nccl::NcclGroup::join(&mut self.ring, ordinal)
+                        .map_err(MlError::Train)?;
+                    self.nccl = Some(group);
+                }
+                if let Some(g) = &self.nccl {
+                    g.all_reduce(&gpu, average).map_err(MlError::Train)?;
+                }
+            }
+            super::grads::host_all_reduce(&mut self.ring, &host, average)
         }
-        for g in grads.iter().filter(|g| direct(g)) {
-            // SAFETY: `g` is a contiguous CPU f32 tensor of `numel` elements
-            // that nothing else reads or writes during this call (the loop
-            // is between backward() and the optimizer step, on this thread);
-            // the slice does not outlive `g`.
-            let buf =
-                unsafe { std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, g.numel()) };
-            self.ring.all_reduce(buf, scale).map_err(MlError::Train)?;
-        }
-        if total > 0 {
-            self.ring
-                .all_reduce(&mut flat, scale)
-                .map_err(MlError::Train)?;
-        }
-        let mut at = 0;
-        for g in &small {
-            let n = g.numel();
-            let src = tch::Tensor::f_from_slice(&flat[at..at + n])?.f_view(g.size().as_slice())?;
-            tch::no_grad(|| g.shallow_clone().f_copy_(&src))?;
-            at += n;
-        }
-        Ok(())
+        #[cfg(not(feature = "cuda"))]
+        super::grads::host_all_reduce(&mut self.ring, tensors, average)
     }
 
     /// Sums (or averages) any buffer across the ranks.

@@ -34,6 +34,9 @@
 pub mod checkpoint;
 pub mod collective;
 mod context;
+mod grads;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 mod optim;
 pub mod ring;
 pub mod worker;

@@ -1,0 +1,116 @@
+//! `TrainContext::all_reduce_tensors` on real worker actors: CPU tensors of
+//! every layout through the ring, and (feature `cuda`, on a GPU machine)
+//! CUDA tensors through NCCL, which is skipped with the reason elsewhere.
+
+mod common;
+
+use common::*;
+use prism_ml::train::{DdpTrainer, ScalingConfig, TrainContext};
+use std::time::Duration;
+use tch::{Device, Kind, Tensor};
+
+/// Rank r's tensors: a large contiguous f32 (reduced in place), a small
+/// f32, an f64 and a non-contiguous (transposed) f32, all on `device`.
+fn tensors(rank: usize, device: Device) -> Vec<Tensor> {
+    let r = rank as f64;
+    let big = Tensor::arange(300_000, (Kind::Float, device)) + r;
+    let small = Tensor::full([7], r + 0.5, (Kind::Float, device));
+    let wide = Tensor::full([3, 5], r * 1e-9 + 1.0, (Kind::Double, device));
+    let strided = (Tensor::arange(12, (Kind::Float, device)).view([3, 4]) * (r + 1.0)).tr();
+    vec![big, small, wide, strided]
+}
+
+fn tensors_loop(ctx: &mut TrainContext) -> Result<(), String> {
+    let device = match ctx.config() {
+        b"cuda" => Device::Cuda(0),
+        _ => Device::Cpu,
+    };
+    let n = ctx.world_size();
+    let mine = tensors(ctx.rank(), device);
+    let refs: Vec<&Tensor> = mine.iter().collect();
+    ctx.all_reduce_tensors(&refs, false)
+        .map_err(|e| e.to_string())?;
+    let all: Vec<Vec<Tensor>> = (0..n).map(|r| tensors(r, device)).collect();
+    for (i, got) in mine.iter().enumerate() {
+        let want = all
+            .iter()
+            .map(|t| t[i].shallow_clone())
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let err = (got - &want).abs().max().double_value(&[]);
+        if got.size() != want.size() || got.kind() != want.kind() || err > 1e-12 {
+            return Err(format!("tensor {i} on {device:?}: off by {err}"));
+        }
+    }
+    ctx.set_output(format!("{n} ranks, 4 tensors exact on {device:?}").into_bytes());
+    Ok(())
+}
+prism_ml::train_loop!(tensors_loop);
+
+fn role_cpu() {
+    let _c = prism::InitOptions::new().num_cpus(3.0).init().unwrap();
+    for n in [1, 3] {
+        let out = DdpTrainer::new("tensors_loop", ScalingConfig::new(n))
+            .unwrap()
+            .config(b"cpu".to_vec())
+            .fit()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&out.output));
+        check(
+            String::from_utf8_lossy(&out.output).starts_with(&format!("{n} ranks")),
+            &format!("{n} ranks: sums exact for every layout"),
+        );
+    }
+    println!("ALL OK");
+}
+
+#[cfg(feature = "cuda")]
+fn role_cuda() {
+    let gpus = tch::Cuda::device_count().max(0) as usize;
+    let n = gpus.min(2);
+    let _c = prism::InitOptions::new().num_cpus(n as f64).init().unwrap();
+    let mut scaling = ScalingConfig::new(n);
+    scaling.gpus_per_worker = 1.0;
+    let out = DdpTrainer::new("tensors_loop", scaling)
+        .unwrap()
+        .config(b"cuda".to_vec())
+        .fit()
+        .unwrap();
+    check(
+        String::from_utf8_lossy(&out.output).starts_with(&format!("{n} ranks")),
+        &format!("{n} ranks on {n} GPUs: NCCL sums exact"),
+    );
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a driver role, run by the tests in this file"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "cpu" => role_cpu(),
+        #[cfg(feature = "cuda")]
+        "cuda" => role_cuda(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn cpu_tensors_of_every_layout_all_reduce_exactly() {
+    run_role("cpu", Duration::from_secs(300));
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs the `cuda` feature and a GPU: cargo test -p prism-ml --features cuda"
+)]
+fn cuda_tensors_all_reduce_through_nccl() {
+    #[cfg(feature = "cuda")]
+    {
+        if let Some(why) = prism_ml::train::nccl::unavailable() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+        run_role("cuda", Duration::from_secs(300));
+    }
+}

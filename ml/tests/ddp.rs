@@ -9,20 +9,26 @@ mod common;
 use common::*;
 use prism_ml::data::Dataset;
 use prism_ml::recipes::{self, MlpConfig};
-use prism_ml::train::{collective, DdpTrainer, ScalingConfig, Sgd};
+use prism_ml::train::collective::{self, Transport};
+use prism_ml::train::{DdpTrainer, ScalingConfig, Sgd};
 use std::time::Duration;
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
 fn role_all_reduce() {
     let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
-    for n in 1..=4usize {
-        for len in [1usize, 7, 1001, 65_537] {
+    for (n, transport) in (1..=4usize).flat_map(|n| [(n, Transport::Auto), (n, Transport::Store)]) {
+        // Channels cut chunks into 1 MiB pieces: 300,001 f64s take several.
+        let lens: &[usize] = match transport {
+            Transport::Auto => &[1, 7, 1001, 65_537, 300_001],
+            Transport::Store => &[7, 65_537],
+        };
+        for &len in lens {
             // Rank r holds r + i/1000 at i: sums are easy to state exactly.
             let inputs: Vec<Vec<f64>> = (0..n)
                 .map(|r| (0..len).map(|i| r as f64 + i as f64 / 1000.0).collect())
                 .collect();
-            let (out, _) = collective::all_reduce(inputs, false, 64 << 10, 1).unwrap();
+            let (out, _) = collective::run(inputs, false, 64 << 10, 1, transport).unwrap();
             let want: Vec<f64> = (0..len)
                 .map(|i| (0..n).map(|r| r as f64 + i as f64 / 1000.0).sum())
                 .collect();
@@ -40,7 +46,7 @@ fn role_all_reduce() {
             let inputs: Vec<Vec<f32>> = (0..n)
                 .map(|r| (0..len).map(|i| (r * 3 + i % 5) as f32).collect())
                 .collect();
-            let (out, _) = collective::all_reduce(inputs, true, 16 << 10, 2).unwrap();
+            let (out, _) = collective::run(inputs, true, 16 << 10, 2, transport).unwrap();
             for o in &out {
                 let ok = o.iter().enumerate().all(|(i, x)| {
                     let want = (0..n).map(|r| (r * 3 + i % 5) as f32).sum::<f32>() / n as f32;
@@ -50,7 +56,9 @@ fn role_all_reduce() {
             }
         }
         // (every size was asserted above)
-        println!("ok: {n} workers: exact sums (f64) and averages (f32), uneven sizes");
+        println!(
+            "ok: {n} workers over {transport:?}: exact sums (f64) and averages (f32), uneven sizes"
+        );
     }
     println!("ALL OK");
 }

@@ -37,12 +37,35 @@ impl RingElement for f64 {
 
 /// Runs `repeat` all-reduces of `inputs[r]` on `inputs.len()` fresh worker
 /// actors (one CPU each); returns every rank's result and the slowest
-/// rank's seconds (compute thread, setup excluded).
+/// rank's seconds (compute thread, setup excluded). Members on one node
+/// exchange chunks through shared-memory channels.
 pub fn all_reduce<T: RingElement>(
     inputs: Vec<Vec<T>>,
     average: bool,
     bucket_bytes: u64,
     repeat: u32,
+) -> Result<(Vec<Vec<T>>, f64)> {
+    run(inputs, average, bucket_bytes, repeat, Transport::Auto)
+}
+
+/// How ring members exchange chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Shared-memory channels when every member is on one node, else the
+    /// object store.
+    Auto,
+    /// Always tensor objects in the store, announced by actor calls (the
+    /// path between nodes, where chunks travel over QUIC).
+    Store,
+}
+
+/// [`all_reduce`] with the transport chosen.
+pub fn run<T: RingElement>(
+    inputs: Vec<Vec<T>>,
+    average: bool,
+    bucket_bytes: u64,
+    repeat: u32,
+    transport: Transport,
 ) -> Result<(Vec<Vec<T>>, f64)> {
     let n = inputs.len();
     let workers: Vec<_> = (0..n)
@@ -53,11 +76,7 @@ pub fn all_reduce<T: RingElement>(
                 .spawn(r as u32, n as u32)
         })
         .collect::<prism::Result<_>>()?;
-    let refs: Vec<_> = workers
-        .iter()
-        .map(|w| w.set_peers(workers.clone()))
-        .collect::<prism::Result<_>>()?;
-    prism::get_all(&refs)?;
+    super::worker::connect_ring(&workers, transport == Transport::Auto)?;
     for (w, data) in workers.iter().zip(inputs) {
         if !w
             .start(T::job(data, average, bucket_bytes, repeat))?

@@ -39,6 +39,7 @@ mod grads;
 pub mod nccl;
 mod optim;
 pub mod ring;
+mod ring_shm;
 pub mod worker;
 
 pub use context::{
@@ -241,13 +242,7 @@ impl DdpTrainer {
                 .map_err(fatal)?;
             group.workers.push(w);
         }
-        let refs: Vec<_> = group
-            .workers
-            .iter()
-            .map(|w| w.set_peers(group.workers.clone()))
-            .collect::<prism::Result<_>>()
-            .map_err(lost)?;
-        prism::get_all(&refs).map_err(lost)?;
+        worker::connect_ring(&group.workers, true).map_err(lost)?;
         let shards = match &self.dataset {
             Some(ds) => ds
                 .split(n)

@@ -106,6 +106,8 @@ pub struct Ring {
     /// Chunks sent by the previous all-reduce, freed after this one.
     in_flight: Vec<ObjectRef<Tensor>>,
     sent: Vec<ObjectRef<Tensor>>,
+    /// Same-node links, used instead of the store when set.
+    channels: Option<super::ring_shm::Links>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -137,7 +139,7 @@ impl Summable for f64 {
 }
 
 /// Chunk `c` of `n` over `len` elements: sizes differ by at most one.
-fn chunk(len: usize, n: usize, c: usize) -> std::ops::Range<usize> {
+pub(super) fn chunk(len: usize, n: usize, c: usize) -> std::ops::Range<usize> {
     let (q, r) = (len / n, len % n);
     let start = c * q + c.min(r);
     start..start + q + usize::from(c < r)
@@ -164,7 +166,20 @@ impl Ring {
             timeout,
             in_flight: Vec::new(),
             sent: Vec::new(),
+            channels: None,
         }
+    }
+
+    /// Sends chunks to the next member through `tx` and takes the previous
+    /// member's from `rx` (shared-memory channels on one node) instead of
+    /// through the object store. Every member of a ring must do the same.
+    pub fn with_channels(
+        mut self,
+        tx: prism::channel::Sender,
+        rx: prism::channel::Receiver,
+    ) -> Ring {
+        self.channels = Some(super::ring_shm::Links::new(tx, rx, self.timeout));
+        self
     }
 
     /// This member's rank.
@@ -230,7 +245,9 @@ impl Ring {
     /// result), then multiplies by `scale` (use `1/world` to average).
     pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], scale: f64) -> Result<(), String> {
         let n = self.world;
-        if n > 1 {
+        if let (Some(links), true) = (self.channels.as_mut(), n > 1) {
+            links.all_reduce(buf, self.rank, n, self.seq)?;
+        } else if n > 1 {
             let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
             let buckets: Vec<std::ops::Range<usize>> = (0..buf.len())
                 .step_by(step_elems.max(n))

@@ -182,6 +182,9 @@ pub enum Error {
         /// Why (the head's reason).
         detail: String,
     },
+    /// A shared-memory channel could not be made, opened or written.
+    #[error("channel: {0}")]
+    Channel(String),
 }
 
 /// `Result` with [`Error`].

@@ -20,6 +20,7 @@
 
 pub mod actor;
 mod actor_worker;
+pub mod channel;
 mod connect;
 pub(crate) mod core;
 mod error;

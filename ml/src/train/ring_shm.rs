@@ -1,0 +1,148 @@
+//! The ring over same-node shared-memory channels ([`prism::channel`]):
+//! the same reduce-scatter / all-gather schedule as the store path, with
+//! every chunk cut into slot-sized pieces. A member sends piece k of its
+//! outgoing chunk, then takes piece k of the incoming one and adds (or
+//! copies) it straight out of the slot, so sending and receiving overlap
+//! piece by piece, nothing touches the store, and the slots stay warm in
+//! cache. Lock-step send-then-receive with at least one slot per link
+//! cannot deadlock: a member blocked on a full link waits only for its
+//! successor, which is never blocked on it.
+
+use super::ring::{chunk, Summable};
+use prism::channel::{Receiver, Sender};
+use std::ops::Range;
+use std::time::Duration;
+
+/// Every piece starts with (all-reduce, step, piece), checked on arrival:
+/// a member that fell out of step fails loudly instead of mixing data.
+const TAG_BYTES: usize = 16;
+
+/// One member's two links.
+pub struct Links {
+    tx: Sender,
+    rx: Receiver,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").field("tx", &self.tx).finish()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Merge {
+    Add,
+    Copy,
+}
+
+fn tag(seq: u64, step: u32, piece: u32) -> [u8; TAG_BYTES] {
+    let mut t = [0u8; TAG_BYTES];
+    t[..8].copy_from_slice(&seq.to_le_bytes());
+    t[8..12].copy_from_slice(&step.to_le_bytes());
+    t[12..].copy_from_slice(&piece.to_le_bytes());
+    t
+}
+
+impl Links {
+    /// Links sending through `tx`, receiving from `rx`; a wait longer than
+    /// `timeout` means the neighbour died or stalled.
+    pub fn new(tx: Sender, rx: Receiver, timeout: Duration) -> Links {
+        Links { tx, rx, timeout }
+    }
+
+    /// Sums `buf` over the ring in place (member `rank` of `n`, all-reduce
+    /// number `seq`).
+    pub fn all_reduce<T: Summable>(
+        &mut self,
+        buf: &mut [T],
+        rank: usize,
+        n: usize,
+        seq: u64,
+    ) -> Result<(), String> {
+        let len = buf.len();
+        for s in 0..n - 1 {
+            let out = chunk(len, n, (rank + n - s) % n);
+            let inc = chunk(len, n, (rank + n - s - 1) % n);
+            self.exchange(buf, out, inc, seq, s as u32, Merge::Add)?;
+        }
+        for s in 0..n - 1 {
+            let out = chunk(len, n, (rank + 1 + n - s) % n);
+            let inc = chunk(len, n, (rank + n - s) % n);
+            self.exchange(buf, out, inc, seq, (n - 1 + s) as u32, Merge::Copy)?;
+        }
+        Ok(())
+    }
+
+    /// One ring step: `buf[out]` goes to the next member while `buf[inc]`
+    /// comes from the previous one, piece by piece.
+    fn exchange<T: Summable>(
+        &mut self,
+        buf: &mut [T],
+        out: Range<usize>,
+        inc: Range<usize>,
+        seq: u64,
+        step: u32,
+        merge: Merge,
+    ) -> Result<(), String> {
+        let size = std::mem::size_of::<T>();
+        let per = ((self.tx.slot_bytes() - TAG_BYTES) / size).max(1);
+        let pieces = |r: &Range<usize>| r.len().div_ceil(per);
+        for k in 0..pieces(&out).max(pieces(&inc)) {
+            let at = out.start + k * per;
+            if at < out.end {
+                let part: &[u8] = bytemuck::cast_slice(&buf[at..(at + per).min(out.end)]);
+                let t = tag(seq, step, k as u32);
+                self.tx
+                    .send_with(TAG_BYTES + part.len(), self.timeout, |slot| {
+                        slot[..TAG_BYTES].copy_from_slice(&t);
+                        slot[TAG_BYTES..].copy_from_slice(part);
+                    })
+                    .map_err(|e| format!("no chunk sent to the next member: {e}"))?;
+            }
+            let at = inc.start + k * per;
+            if at < inc.end {
+                let dst = &mut buf[at..(at + per).min(inc.end)];
+                let want = tag(seq, step, k as u32);
+                let ok = self
+                    .rx
+                    .recv_with(self.timeout, |msg| {
+                        let (t, data) = msg.split_at(TAG_BYTES.min(msg.len()));
+                        if t != want || data.len() != std::mem::size_of_val(dst) {
+                            return false;
+                        }
+                        merge_into(dst, data, merge);
+                        true
+                    })
+                    .map_err(|e| format!("no chunk from the previous member: {e}"))?;
+                if !ok {
+                    return Err(format!(
+                        "the previous member is out of step (expected all-reduce {seq}, \
+                         step {step}, piece {k} of {} elements)",
+                        dst.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds or copies `data` (the bytes of `dst.len()` elements) into `dst`.
+fn merge_into<T: Summable>(dst: &mut [T], data: &[u8], merge: Merge) {
+    match (bytemuck::try_cast_slice::<u8, T>(data), merge) {
+        (Ok(src), Merge::Add) => dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y),
+        (Ok(src), Merge::Copy) => dst.copy_from_slice(src),
+        (Err(_), _) => {
+            let src = data
+                .chunks_exact(std::mem::size_of::<T>())
+                .map(bytemuck::pod_read_unaligned::<T>);
+            for (x, y) in dst.iter_mut().zip(src) {
+                match merge {
+                    Merge::Add => *x += y,
+                    Merge::Copy => *x = y,
+                }
+            }
+        }
+    }
+}

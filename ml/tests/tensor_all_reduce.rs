@@ -64,6 +64,25 @@ fn role_cpu() {
     println!("ALL OK");
 }
 
+/// A driver joined to a head and a second raylet (real `prism start`
+/// daemons): the ring spans two nodes, so chunks go through each node's
+/// store and are pulled over QUIC.
+fn role_two_nodes() {
+    let _c = prism::init().unwrap();
+    let mut scaling = ScalingConfig::new(2);
+    scaling.strategy = prism::PlacementStrategy::StrictSpread;
+    let out = DdpTrainer::new("tensors_loop", scaling)
+        .unwrap()
+        .config(b"cpu".to_vec())
+        .fit()
+        .unwrap();
+    check(
+        String::from_utf8_lossy(&out.output).starts_with("2 ranks"),
+        "2 ranks on 2 nodes (STRICT_SPREAD): chunks through the stores and QUIC, sums exact",
+    );
+    println!("ALL OK");
+}
+
 #[cfg(feature = "cuda")]
 fn role_cuda() {
     let gpus = tch::Cuda::device_count().max(0) as usize;
@@ -88,6 +107,7 @@ fn role_cuda() {
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "cpu" => role_cpu(),
+        "two_nodes" => role_two_nodes(),
         #[cfg(feature = "cuda")]
         "cuda" => role_cuda(),
         other => panic!("unknown role {other}"),
@@ -97,6 +117,37 @@ fn child_role() {
 #[test]
 fn cpu_tensors_of_every_layout_all_reduce_exactly() {
     run_role("cpu", Duration::from_secs(300));
+}
+
+#[test]
+fn a_ring_across_two_nodes_goes_through_the_stores() {
+    let Some(bin) = prism_bin() else {
+        eprintln!(
+            "SKIPPED: no prism binary beside this test (cargo test --workspace builds it; \
+             cargo build -p prism-cli first when testing prism-ml alone)"
+        );
+        return;
+    };
+    let head = Daemon::start(&bin, &["--head", "--port", "0", "--num-cpus", "1"]);
+    let (addr, token) = head.cluster();
+    let far = Daemon::start(
+        &bin,
+        &["--address", &addr, "--token", &token, "--num-cpus", "1"],
+    );
+    let envs = [
+        ("PRISM_ADDRESS".to_string(), addr),
+        (
+            "PRISM_RAYLET_SOCKET".to_string(),
+            head.session().join("tasks.sock").display().to_string(),
+        ),
+    ];
+    let (ok, out) = Job::spawn_with("two_nodes", &envs).finish(Duration::from_secs(180));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "role two_nodes:\n{out}\n--- head:\n{}\n--- far raylet:\n{}",
+        head.log(),
+        far.log()
+    );
 }
 
 #[test]

@@ -23,6 +23,12 @@ pub struct Job {
 
 impl Job {
     pub fn spawn(role: &str) -> Job {
+        Job::spawn_with(role, &[])
+    }
+
+    /// Like [`Job::spawn`], with extra environment (e.g. `PRISM_ADDRESS` to
+    /// join a running cluster instead of starting an embedded one).
+    pub fn spawn_with(role: &str, envs: &[(String, String)]) -> Job {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("stdout");
         let f = std::fs::File::create(&out).expect("stdout file");
@@ -38,6 +44,7 @@ impl Job {
             .env("PRISM_TEST_ROLE", role)
             .env("PRISM_TEMP_DIR", dir.path())
             .env_remove("PRISM_ADDRESS")
+            .envs(envs.iter().cloned())
             .stdin(Stdio::null())
             .stdout(f)
             .stderr(Stdio::inherit())
@@ -85,4 +92,77 @@ pub fn run_role(role: &str, timeout: Duration) -> String {
     let (ok, out) = Job::spawn(role).finish(timeout);
     assert!(ok && out.contains("ALL OK"), "role {role} failed:\n{out}");
     out
+}
+
+/// The `prism` binary beside this test's directory (built by `cargo test
+/// --workspace`, not by `cargo test -p prism-ml` alone).
+pub fn prism_bin() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("prism");
+    bin.is_file().then_some(bin)
+}
+
+/// A `prism start` daemon in its own temp dir; `prism stop`ped (and the
+/// dir removed) on drop, so a failing test leaves nothing running.
+pub struct Daemon {
+    bin: std::path::PathBuf,
+    temp: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Runs `prism start ARGS` (it returns once the daemon is ready).
+    pub fn start(bin: &std::path::Path, args: &[&str]) -> Daemon {
+        let d = Daemon {
+            bin: bin.to_path_buf(),
+            temp: tempfile::tempdir().expect("tempdir"),
+        };
+        let ok = Command::new(bin)
+            .arg("start")
+            .args(args)
+            .env("PRISM_TEMP_DIR", d.temp.path())
+            .env_remove("PRISM_ADDRESS")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run prism start");
+        assert!(ok.success(), "prism start {args:?} failed");
+        d
+    }
+
+    /// The daemon's session directory.
+    pub fn session(&self) -> std::path::PathBuf {
+        std::fs::read_dir(self.temp.path())
+            .expect("temp dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("ready.json").is_file())
+            .expect("a session directory with ready.json")
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.session().join("logs/prism.log")).unwrap_or_default()
+    }
+
+    /// (head address, join token) from a head's session.
+    pub fn cluster(&self) -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.session().join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("cluster.json is JSON");
+        (
+            v["head_address"].as_str().unwrap_or_default().to_string(),
+            v["token"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.bin)
+            .arg("stop")
+            .env("PRISM_TEMP_DIR", self.temp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -71,7 +71,14 @@ impl Mapping {
             .open(path)?;
         let len = match len {
             Some(n) => {
-                file.set_len(n as u64)?;
+                // Reserve the pages now: a full /dev/shm (small in some
+                // containers) is then an error here, not a SIGBUS later.
+                // SAFETY: posix_fallocate on a descriptor we hold open.
+                let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, n as libc::off_t) };
+                if rc != 0 {
+                    let _ = std::fs::remove_file(path);
+                    return Err(std::io::Error::from_raw_os_error(rc));
+                }
                 n
             }
             None => file.metadata()?.len() as usize,

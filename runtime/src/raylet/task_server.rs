@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
+
+/// How long a forward waits to learn a peer's address (several heartbeats).
+const PEER_ADDR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -264,12 +267,7 @@ impl TaskService {
         let me = self.clone();
         tokio::spawn(async move {
             let job = me.jobs.get(&task.job_id).map(|j| j.clone());
-            let addr = me
-                .peer_addrs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&node)
-                .copied();
+            let addr = me.peer_addr(node).await;
             let result = async {
                 let job = job.ok_or("the task's job is unknown here")?;
                 let addr = addr.ok_or("no address for the node")?;
@@ -301,6 +299,28 @@ impl TaskService {
                 }
             }
         });
+    }
+
+    /// The address of `node`. A node the head has just placed something on
+    /// (a placement-group bundle) may be newer than this raylet's last
+    /// status refresh: wait a few heartbeats for it before giving up.
+    async fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        let deadline = tokio::time::Instant::now() + PEER_ADDR_WAIT;
+        loop {
+            let known = self
+                .peer_addrs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&node)
+                .copied();
+            if known.is_some() || tokio::time::Instant::now() >= deadline {
+                return known;
+            }
+            if self.lost_nodes.contains_key(&node) {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs a task a peer spilled here; answers when it ends.

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::{DdpTrainer, ScalingConfig, TrainContext};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
@@ -80,6 +81,37 @@ fn role_two_nodes() {
         String::from_utf8_lossy(&out.output).starts_with("2 ranks"),
         "2 ranks on 2 nodes (STRICT_SPREAD): chunks through the stores and QUIC, sums exact",
     );
+    // DDP training across the two nodes: shards and gradients cross QUIC.
+    let (train, test) = prism_ml::data::digits(128)
+        .unwrap()
+        .shuffle(3)
+        .unwrap()
+        .train_test_split(0.2, 7)
+        .unwrap();
+    let cfg = MlpConfig {
+        layers: vec![64, 64, 10],
+        epochs: 6,
+        batch_size: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+        cuda: false,
+    };
+    let mut scaling = ScalingConfig::new(2);
+    scaling.strategy = prism::PlacementStrategy::StrictSpread;
+    let result = DdpTrainer::new("mlp_classifier", scaling)
+        .unwrap()
+        .config(cfg.to_bytes())
+        .dataset(train)
+        .fit()
+        .unwrap();
+    let (_, net) = recipes::load_flat(&cfg, &result.output).unwrap();
+    let acc = recipes::accuracy(&net, &test).unwrap();
+    check(
+        acc >= 0.85,
+        &format!("DDP on 2 nodes learns the digits: test accuracy {acc:.3}"),
+    );
     println!("ALL OK");
 }
 
@@ -142,6 +174,7 @@ fn a_ring_across_two_nodes_goes_through_the_stores() {
         ),
     ];
     let (ok, out) = Job::spawn_with("two_nodes", &envs).finish(Duration::from_secs(180));
+    println!("{out}");
     assert!(
         ok && out.contains("ALL OK"),
         "role two_nodes:\n{out}\n--- head:\n{}\n--- far raylet:\n{}",

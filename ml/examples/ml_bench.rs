@@ -48,8 +48,10 @@ fn mlp_cfg(layers: Vec<i64>, batch: usize) -> MlpConfig {
     }
 }
 
-/// Median ms per step of DDP with 2 workers at `batch` each.
-fn ddp_step(layers: &[i64], batch: usize, steps: i64) -> anyhow::Result<f64> {
+/// Median ms per step of DDP with 2 workers at `batch` each, over `timed`
+/// steps after `warmup` (rank 0's step times; the ranks move in lock step).
+fn ddp_step(layers: &[i64], batch: usize, warmup: usize, timed: usize) -> anyhow::Result<f64> {
+    let steps = (warmup + timed) as i64;
     let ds = synthetic(
         2 * batch as i64 * steps,
         layers[0],
@@ -61,11 +63,20 @@ fn ddp_step(layers: &[i64], batch: usize, steps: i64) -> anyhow::Result<f64> {
         .dataset(ds)
         .threads(1)
         .fit()?;
-    Ok(r.seconds * 1e3 / r.metrics.len().max(1) as f64)
+    let ends: Vec<f64> = r.metrics.iter().map(|m| m.seconds).collect();
+    let mut times: Vec<f64> = ends
+        .windows(2)
+        .skip(warmup.saturating_sub(1))
+        .map(|w| (w[1] - w[0]) * 1e3)
+        .collect();
+    anyhow::ensure!(!times.is_empty(), "no timed steps");
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
-/// Median ms per step in this process at `batch` (one libtorch thread).
-fn single_step(layers: &[i64], batch: i64, steps: usize) -> f64 {
+/// Median ms per step in this process at `batch` (one libtorch thread),
+/// over `steps` after `warmup`.
+fn single_step(layers: &[i64], batch: i64, warmup: usize, steps: usize) -> f64 {
     tch::set_num_threads(1);
     let cfg = mlp_cfg(layers.to_vec(), batch as usize);
     let (vs, net) = recipes::build(&cfg);
@@ -76,7 +87,7 @@ fn single_step(layers: &[i64], batch: i64, steps: usize) -> f64 {
         [batch],
         (Kind::Int64, tch::Device::Cpu),
     );
-    let mut times: Vec<f64> = (0..steps + 3)
+    let mut times: Vec<f64> = (0..steps + warmup)
         .map(|_| {
             let t = Instant::now();
             let loss = net.forward(&x).cross_entropy_for_logits(&y);
@@ -85,7 +96,7 @@ fn single_step(layers: &[i64], batch: i64, steps: usize) -> f64 {
             opt.step(&vs).expect("step");
             t.elapsed().as_secs_f64() * 1e3
         })
-        .skip(3)
+        .skip(warmup)
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
@@ -121,27 +132,32 @@ fn main() -> anyhow::Result<()> {
     }
     let small = [64i64, 256, 256, 10];
     let large = [1024i64, 4096, 4096, 1024];
-    let (ss, ls) = if quick { (10, 3) } else { (200, 15) };
+    // (warm-up, timed) steps, as in benches/vs_torch/torch_bench.py.
+    let (ss, ls) = if quick {
+        ((3, 10), (1, 3))
+    } else {
+        ((50, 500), (3, 15))
+    };
     if wanted("ddp step small mlp 2x64") {
         push(
             "ddp step small mlp 2x64".into(),
-            ddp_step(&small, 64, ss)?,
+            ddp_step(&small, 64, ss.0, ss.1)?,
             "ms",
         );
     }
     if wanted("single step small mlp 128") {
-        let v = single_step(&small, 128, ss as usize);
+        let v = single_step(&small, 128, ss.0, ss.1);
         push("single step small mlp 128".into(), v, "ms");
     }
     if wanted("ddp step large mlp 2x32") {
         push(
             "ddp step large mlp 2x32".into(),
-            ddp_step(&large, 32, ls)?,
+            ddp_step(&large, 32, ls.0, ls.1)?,
             "ms",
         );
     }
     if wanted("single step large mlp 64") {
-        let v = single_step(&large, 64, ls as usize);
+        let v = single_step(&large, 64, ls.0, ls.1);
         push("single step large mlp 64".into(), v, "ms");
     }
     if json {

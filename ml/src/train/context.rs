@@ -104,6 +104,9 @@ pub struct StepMetrics {
     pub epoch: u64,
     /// Named values (loss, accuracy, ...).
     pub values: Vec<(String, f64)>,
+    /// Seconds since this worker's loop started, when the step ended (the
+    /// difference between two steps is one step's wall time).
+    pub seconds: f64,
 }
 
 /// A worker's answer to a progress poll.
@@ -218,6 +221,7 @@ fn train(
         epoch: 0,
         state,
         output: Vec::new(),
+        started: std::time::Instant::now(),
         #[cfg(feature = "cuda")]
         nccl: None,
     };
@@ -237,6 +241,7 @@ pub struct TrainContext {
     epoch: u64,
     state: Arc<Mutex<RunState>>,
     output: Vec<u8>,
+    started: std::time::Instant,
     #[cfg(feature = "cuda")]
     nccl: Option<super::nccl::NcclGroup>,
 }
@@ -365,6 +370,7 @@ impl TrainContext {
             step: self.step,
             epoch,
             values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            seconds: self.started.elapsed().as_secs_f64(),
         });
         if let Some(dir) = &self.dir {
             if self.rank() == 0 && self.every > 0 && self.step.is_multiple_of(self.every) {

@@ -245,8 +245,13 @@ impl Ring {
     /// result), then multiplies by `scale` (use `1/world` to average).
     pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], scale: f64) -> Result<(), String> {
         let n = self.world;
+        let mut scaled = false;
         if let (Some(links), true) = (self.channels.as_mut(), n > 1) {
-            links.all_reduce(buf, self.rank, n, self.seq)?;
+            let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
+            for (b, bucket) in buf.chunks_mut(step_elems.max(n)).enumerate() {
+                links.all_reduce(bucket, self.rank, n, self.seq, b as u32, scale)?;
+            }
+            scaled = true;
         } else if n > 1 {
             let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
             let buckets: Vec<std::ops::Range<usize>> = (0..buf.len())
@@ -263,7 +268,7 @@ impl Ring {
                 self.ring_bucket(b as u32, &mut buf[range.clone()])?;
             }
         }
-        if scale != 1.0 {
+        if scale != 1.0 && !scaled {
             buf.iter_mut().for_each(|x| x.scale(scale));
         }
         // Everything sent by the previous all-reduce has been consumed.

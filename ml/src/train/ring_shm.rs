@@ -13,9 +13,10 @@ use prism::channel::{Receiver, Sender};
 use std::ops::Range;
 use std::time::Duration;
 
-/// Every piece starts with (all-reduce, step, piece), checked on arrival:
-/// a member that fell out of step fails loudly instead of mixing data.
-const TAG_BYTES: usize = 16;
+/// Every piece starts with (all-reduce, bucket, step, piece), checked on
+/// arrival: a member that fell out of step fails loudly instead of mixing
+/// data.
+const TAG_BYTES: usize = 24;
 
 /// One member's two links.
 pub struct Links {
@@ -33,14 +34,26 @@ impl std::fmt::Debug for Links {
 #[derive(Clone, Copy)]
 enum Merge {
     Add,
+    /// Add, then multiply by the factor (the last reduce-scatter step: the
+    /// average is taken once, on the owned chunk, and travels scaled).
+    AddScale(f64),
     Copy,
 }
 
-fn tag(seq: u64, step: u32, piece: u32) -> [u8; TAG_BYTES] {
+/// Where a piece belongs: all-reduce, bucket, step, piece.
+#[derive(Clone, Copy)]
+struct At {
+    seq: u64,
+    bucket: u32,
+    step: u32,
+}
+
+fn tag(at: At, piece: u32) -> [u8; TAG_BYTES] {
     let mut t = [0u8; TAG_BYTES];
-    t[..8].copy_from_slice(&seq.to_le_bytes());
-    t[8..12].copy_from_slice(&step.to_le_bytes());
-    t[12..].copy_from_slice(&piece.to_le_bytes());
+    t[..8].copy_from_slice(&at.seq.to_le_bytes());
+    t[8..12].copy_from_slice(&at.bucket.to_le_bytes());
+    t[12..16].copy_from_slice(&at.step.to_le_bytes());
+    t[16..20].copy_from_slice(&piece.to_le_bytes());
     t
 }
 
@@ -51,25 +64,37 @@ impl Links {
         Links { tx, rx, timeout }
     }
 
-    /// Sums `buf` over the ring in place (member `rank` of `n`, all-reduce
-    /// number `seq`).
+    /// Sums bucket `bucket` of all-reduce `seq` over the ring in place
+    /// (member `rank` of `n`), times `scale`.
     pub fn all_reduce<T: Summable>(
         &mut self,
         buf: &mut [T],
         rank: usize,
         n: usize,
         seq: u64,
+        bucket: u32,
+        scale: f64,
     ) -> Result<(), String> {
         let len = buf.len();
+        let at = |step: usize| At {
+            seq,
+            bucket,
+            step: step as u32,
+        };
         for s in 0..n - 1 {
             let out = chunk(len, n, (rank + n - s) % n);
             let inc = chunk(len, n, (rank + n - s - 1) % n);
-            self.exchange(buf, out, inc, seq, s as u32, Merge::Add)?;
+            let merge = if s == n - 2 && scale != 1.0 {
+                Merge::AddScale(scale)
+            } else {
+                Merge::Add
+            };
+            self.exchange(buf, out, inc, at(s), merge)?;
         }
         for s in 0..n - 1 {
             let out = chunk(len, n, (rank + 1 + n - s) % n);
             let inc = chunk(len, n, (rank + n - s) % n);
-            self.exchange(buf, out, inc, seq, (n - 1 + s) as u32, Merge::Copy)?;
+            self.exchange(buf, out, inc, at(n - 1 + s), Merge::Copy)?;
         }
         Ok(())
     }
@@ -81,18 +106,17 @@ impl Links {
         buf: &mut [T],
         out: Range<usize>,
         inc: Range<usize>,
-        seq: u64,
-        step: u32,
+        at: At,
         merge: Merge,
     ) -> Result<(), String> {
         let size = std::mem::size_of::<T>();
         let per = ((self.tx.slot_bytes() - TAG_BYTES) / size).max(1);
         let pieces = |r: &Range<usize>| r.len().div_ceil(per);
         for k in 0..pieces(&out).max(pieces(&inc)) {
-            let at = out.start + k * per;
-            if at < out.end {
-                let part: &[u8] = bytemuck::cast_slice(&buf[at..(at + per).min(out.end)]);
-                let t = tag(seq, step, k as u32);
+            let from = out.start + k * per;
+            if from < out.end {
+                let part: &[u8] = bytemuck::cast_slice(&buf[from..(from + per).min(out.end)]);
+                let t = tag(at, k as u32);
                 self.tx
                     .send_with(TAG_BYTES + part.len(), self.timeout, |slot| {
                         slot[..TAG_BYTES].copy_from_slice(&t);
@@ -100,10 +124,10 @@ impl Links {
                     })
                     .map_err(|e| format!("no chunk sent to the next member: {e}"))?;
             }
-            let at = inc.start + k * per;
-            if at < inc.end {
-                let dst = &mut buf[at..(at + per).min(inc.end)];
-                let want = tag(seq, step, k as u32);
+            let from = inc.start + k * per;
+            if from < inc.end {
+                let dst = &mut buf[from..(from + per).min(inc.end)];
+                let want = tag(at, k as u32);
                 let ok = self
                     .rx
                     .recv_with(self.timeout, |msg| {
@@ -117,8 +141,11 @@ impl Links {
                     .map_err(|e| format!("no chunk from the previous member: {e}"))?;
                 if !ok {
                     return Err(format!(
-                        "the previous member is out of step (expected all-reduce {seq}, \
-                         step {step}, piece {k} of {} elements)",
+                        "the previous member is out of step (expected all-reduce {}, \
+                         bucket {}, step {}, piece {k} of {} elements)",
+                        at.seq,
+                        at.bucket,
+                        at.step,
                         dst.len()
                     ));
                 }
@@ -132,6 +159,10 @@ impl Links {
 fn merge_into<T: Summable>(dst: &mut [T], data: &[u8], merge: Merge) {
     match (bytemuck::try_cast_slice::<u8, T>(data), merge) {
         (Ok(src), Merge::Add) => dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y),
+        (Ok(src), Merge::AddScale(by)) => dst.iter_mut().zip(src).for_each(|(x, y)| {
+            *x += *y;
+            x.scale(by);
+        }),
         (Ok(src), Merge::Copy) => dst.copy_from_slice(src),
         (Err(_), _) => {
             let src = data
@@ -140,6 +171,10 @@ fn merge_into<T: Summable>(dst: &mut [T], data: &[u8], merge: Merge) {
             for (x, y) in dst.iter_mut().zip(src) {
                 match merge {
                     Merge::Add => *x += y,
+                    Merge::AddScale(by) => {
+                        *x += y;
+                        x.scale(by);
+                    }
                     Merge::Copy => *x = y,
                 }
             }

@@ -24,6 +24,16 @@ fn send_numbers(spec: ChannelSpec, n: u64) -> u32 {
     std::process::id()
 }
 
+/// Connects to `spec` and then dies (SIGKILL) without dropping anything.
+#[prism::remote]
+fn connect_and_die(spec: ChannelSpec) -> u32 {
+    let tx = spec.connect().expect("connect from a worker");
+    std::mem::forget(tx);
+    // SAFETY: kill(2) on this very process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    0
+}
+
 /// Makes a channel in the worker and reads `n` u64s from it (sent later by
 /// the driver), returning their sum.
 #[prism::actor]
@@ -70,8 +80,8 @@ fn channel_files() -> usize {
 fn role_local() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
 
-    // Worker -> driver: 3 slots, 2000 messages of varying length, in order.
-    let (spec, mut rx) = channel(3, 128).unwrap();
+    // Worker -> driver: 4 slots, 2000 messages of varying length, in order.
+    let (spec, mut rx) = channel(4, 128).unwrap();
     let n = 2000u64;
     let sender = send_numbers::remote(spec, n).unwrap();
     for i in 0..n {
@@ -134,6 +144,46 @@ fn role_local() {
     check(
         empty.contains("writer stalled"),
         &format!("an empty channel times out naming the writer: {empty}"),
+    );
+    let odd = channel(3, 8).unwrap_err().to_string();
+    check(
+        odd.contains("power-of-two number of slots (got 3)"),
+        &format!("slot counts must be powers of two: {odd}"),
+    );
+    let (spec, mut rx) = channel(2, 8).unwrap();
+    let tx = spec.connect().unwrap();
+    let twice = spec.connect().unwrap_err().to_string();
+    check(
+        // Its name is gone after the first connect; a racing second one
+        // that still found it is refused by the writer slot instead.
+        twice.contains("cannot open channel") || twice.contains("already has a writer"),
+        &format!("a second writer is refused: {twice}"),
+    );
+    drop(tx);
+    let t = std::time::Instant::now();
+    let closed = rx.recv_with(T, |_| ()).unwrap_err().to_string();
+    check(
+        closed.contains("the writer closed the channel") && t.elapsed() < Duration::from_secs(5),
+        &format!("a dropped writer ends the reader's wait at once: {closed}"),
+    );
+    let (spec, mut rx) = channel(2, 8).unwrap();
+    let _ = connect_and_die::options()
+        .max_retries(0)
+        .remote(spec)
+        .unwrap()
+        .get();
+    let t = std::time::Instant::now();
+    let died = rx.recv_with(T, |_| ()).unwrap_err().to_string();
+    check(
+        died.contains("exited") && t.elapsed() < Duration::from_secs(5),
+        &format!("a writer whose process died ends the wait at once: {died}"),
+    );
+    let (mut bogus, _rx) = channel(1, 8).unwrap();
+    bogus.path = "/etc/passwd".into();
+    let e = bogus.connect().unwrap_err().to_string();
+    check(
+        e.contains("not a channel file"),
+        &format!("a spec naming another file is refused: {e}"),
     );
     let (mut far, _rx) = channel(1, 8).unwrap();
     far.node = "n-elsewhere".into();

@@ -322,7 +322,12 @@ impl TrainContext {
                     self.nccl = Some(group);
                 }
                 if let Some(g) = &self.nccl {
-                    g.all_reduce(&gpu, average).map_err(MlError::Train)?;
+                    if let Err(e) = g.all_reduce(&gpu, average) {
+                        // A failed collective leaves the communicator in an
+                        // unknown state: abort it (on drop), rejoin next time.
+                        self.nccl = None;
+                        return Err(MlError::Train(e));
+                    }
                 }
             }
             super::grads::host_all_reduce(&mut self.ring, &host, average)

@@ -183,11 +183,15 @@ impl NcclGroup {
                 result = r;
             }
         }
-        cudarc::nccl::group_end().map_err(|e| format!("ncclGroupEnd: {e:?}"))?;
-        result?;
-        self.stream
+        let ended = cudarc::nccl::group_end().map_err(|e| format!("ncclGroupEnd: {e:?}"));
+        // Whatever happened, nothing may still write the tensors once this
+        // returns: wait for the stream on every path. On an error the
+        // caller drops this group (its communicator is aborted on drop).
+        let synced = self
+            .stream
             .synchronize()
-            .map_err(|e| format!("CUDA stream synchronize after the all-reduce: {e}"))
+            .map_err(|e| format!("CUDA stream synchronize after the all-reduce: {e}"));
+        result.and(ended).and(synced)
     }
 
     fn reduce_one<T: cudarc::nccl::NcclType>(

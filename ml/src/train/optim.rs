@@ -73,6 +73,9 @@ impl Sgd {
 /// The update as one pass over host memory, for contiguous CPU f32
 /// tensors (libtorch's ops would allocate and fault in a temporary as
 /// big as the weight for `lr * v`); false when it does not apply.
+/// Written through raw pointers, the update does not bump autograd's
+/// version counter: a graph kept across `step` (retain_graph) would not
+/// notice the weights changed, as it would with in-place tensor ops.
 fn step_in_place(p: &Tensor, g: &Tensor, v: &Tensor, [lr, m, wd]: [f64; 3]) -> bool {
     let fits = |t: &Tensor| {
         t.device() == tch::Device::Cpu
@@ -80,13 +83,15 @@ fn step_in_place(p: &Tensor, g: &Tensor, v: &Tensor, [lr, m, wd]: [f64; 3]) -> b
             && t.is_contiguous()
             && t.numel() == p.numel()
     };
-    if !(fits(p) && fits(g) && fits(v)) {
+    let distinct = p.data_ptr() != g.data_ptr()
+        && p.data_ptr() != v.data_ptr()
+        && g.data_ptr() != v.data_ptr();
+    if !(fits(p) && fits(g) && fits(v) && distinct) {
         return false;
     }
     let n = p.numel();
-    // SAFETY: three distinct contiguous CPU f32 tensors of `n` elements
-    // (a weight, its gradient, its momentum buffer: never the same
-    // storage), used on this thread only, under no_grad, between
+    // SAFETY: three distinct (checked above) contiguous CPU f32 tensors of
+    // `n` elements (a weight, its gradient, its momentum buffer), used on this thread only, under no_grad, between
     // backward() and the next forward; the slices end with this call.
     let (p, g, v) = unsafe {
         (
@@ -98,8 +103,12 @@ fn step_in_place(p: &Tensor, g: &Tensor, v: &Tensor, [lr, m, wd]: [f64; 3]) -> b
     let (lr, m, wd) = (lr as f32, m as f32, wd as f32);
     for ((p, g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
         let d = *g + wd * *p;
-        *v = if m != 0.0 { m * *v + d } else { d };
-        *p -= lr * *v;
+        if m != 0.0 {
+            *v = m * *v + d;
+            *p -= lr * *v;
+        } else {
+            *p -= lr * d;
+        }
     }
     true
 }

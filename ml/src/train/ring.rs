@@ -177,9 +177,9 @@ impl Ring {
         mut self,
         tx: prism::channel::Sender,
         rx: prism::channel::Receiver,
-    ) -> Ring {
-        self.channels = Some(super::ring_shm::Links::new(tx, rx, self.timeout));
-        self
+    ) -> Result<Ring, String> {
+        self.channels = Some(super::ring_shm::Links::new(tx, rx, self.timeout)?);
+        Ok(self)
     }
 
     /// This member's rank.
@@ -219,14 +219,30 @@ impl Ring {
         &self,
         bucket: u32,
         step: u32,
+        expect: usize,
         mut f: impl FnMut(&[T]),
     ) -> Result<(), String> {
+        // Members that disagree on the buffer's length (e.g. a gradient
+        // defined on one rank only) must fail, not sum misaligned data.
+        let check = |got: usize| {
+            if got == expect {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the previous member sent {got} elements for a chunk of {expect} \
+                     (all-reduce {}, bucket {bucket}, step {step}): do the ranks \
+                     all-reduce buffers of the same length?",
+                    self.seq
+                ))
+            }
+        };
         let r = match self.mailbox.take((self.seq, bucket, step), self.timeout)? {
             Chunk::Inline(bytes) => {
                 let elems: Vec<T> = bytes
                     .chunks_exact(std::mem::size_of::<T>())
                     .map(bytemuck::pod_read_unaligned::<T>)
                     .collect();
+                check(elems.len())?;
                 f(&elems);
                 return Ok(());
             }
@@ -237,7 +253,9 @@ impl Ring {
         if view.dtype() != T::DTYPE {
             return Err(format!("chunk has dtype {:?}", view.dtype()));
         }
-        f(view.as_slice::<T>().map_err(|e| e.to_string())?);
+        let got = view.as_slice::<T>().map_err(|e| e.to_string())?;
+        check(got.len())?;
+        f(got);
         Ok(())
     }
 
@@ -287,7 +305,7 @@ impl Ring {
         // Reduce-scatter: at step s, receive chunk (rank - s - 1) and add.
         for s in 0..n - 1 {
             let c = chunk(len, n, (rank + n - s - 1) % n);
-            self.recv::<T>(bucket, s as u32, |got| {
+            self.recv::<T>(bucket, s as u32, c.len(), |got| {
                 for (x, y) in buf[c.clone()].iter_mut().zip(got) {
                     *x += *y;
                 }
@@ -303,7 +321,9 @@ impl Ring {
         for s in 0..n - 1 {
             let c = chunk(len, n, (rank + n - s) % n);
             let step = (n - 1 + s) as u32;
-            self.recv::<T>(bucket, step, |got| buf[c.clone()].copy_from_slice(got))?;
+            self.recv::<T>(bucket, step, c.len(), |got| {
+                buf[c.clone()].copy_from_slice(got)
+            })?;
             if s + 1 < n - 1 {
                 self.send_chunk(bucket, step + 1, &buf[c])?;
             }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Every piece starts with (all-reduce, bucket, step, piece), checked on
 /// arrival: a member that fell out of step fails loudly instead of mixing
-/// data.
+/// data. 20 bytes, padded to 24 so f64 data stays 8-byte aligned.
 const TAG_BYTES: usize = 24;
 
 /// One member's two links.
@@ -60,8 +60,15 @@ fn tag(at: At, piece: u32) -> [u8; TAG_BYTES] {
 impl Links {
     /// Links sending through `tx`, receiving from `rx`; a wait longer than
     /// `timeout` means the neighbour died or stalled.
-    pub fn new(tx: Sender, rx: Receiver, timeout: Duration) -> Links {
-        Links { tx, rx, timeout }
+    pub fn new(tx: Sender, rx: Receiver, timeout: Duration) -> Result<Links, String> {
+        if tx.slot_bytes() < TAG_BYTES + 8 {
+            return Err(format!(
+                "ring channel slots of {} bytes cannot hold a tagged piece ({} bytes at least)",
+                tx.slot_bytes(),
+                TAG_BYTES + 8
+            ));
+        }
+        Ok(Links { tx, rx, timeout })
     }
 
     /// Sums bucket `bucket` of all-reduce `seq` over the ring in place

@@ -87,6 +87,7 @@ impl TrainWorker {
         *lock(&self.next) = Some(peers[next].clone());
         if inboxes.is_empty() {
             *lock(&self.inbox) = None;
+            *lock(&self.outbox) = None;
             return None;
         }
         match inboxes.get(next).map(ChannelSpec::connect) {
@@ -135,7 +136,13 @@ impl TrainWorker {
         );
         let links = (lock(&self.outbox).take(), lock(&self.inbox).take());
         if let (Some(tx), Some(rx)) = links {
-            ring = ring.with_channels(tx, rx);
+            ring = match ring.with_channels(tx, rx) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot use the ring's channels: {e}");
+                    return false;
+                }
+            };
         }
         let state = self.state.clone();
         std::thread::Builder::new()
@@ -175,14 +182,28 @@ pub fn connect_ring(
     } else {
         Vec::new()
     };
-    let refs: Vec<_> = workers
-        .iter()
-        .map(|w| w.set_peers(workers.to_vec(), inboxes.clone()))
-        .collect::<prism::Result<_>>()?;
-    for (rank, failed) in prism::get_all(&refs)?.into_iter().enumerate() {
-        if let Some(why) = failed {
-            return Err(prism::Error::Channel(format!("ring member {rank}: {why}")));
-        }
+    let link = |inboxes: &[ChannelSpec]| -> prism::Result<Option<String>> {
+        let refs: Vec<_> = workers
+            .iter()
+            .map(|w| w.set_peers(workers.to_vec(), inboxes.to_vec()))
+            .collect::<prism::Result<_>>()?;
+        let failed = prism::get_all(&refs)?.into_iter().enumerate();
+        Ok(failed
+            .filter_map(|(rank, why)| why.map(|w| format!("ring member {rank}: {w}")))
+            .next())
+    };
+    let Some(why) = link(&inboxes)? else {
+        return Ok(());
+    };
+    if inboxes.is_empty() {
+        return Err(prism::Error::Channel(why));
     }
-    Ok(())
+    // Some member could not map its neighbour's channel (e.g. a separate
+    // /dev/shm in a container on the same node): every member falls back
+    // to the store, so the ring stays consistent.
+    tracing::warn!("ring channels unusable, chunks go through the store: {why}");
+    match link(&[])? {
+        None => Ok(()),
+        Some(why) => Err(prism::Error::Channel(why)),
+    }
 }

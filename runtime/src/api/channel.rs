@@ -10,7 +10,8 @@
 //! free slot in place ([`Sender::send_with`]); the reader reads it in place
 //! ([`Receiver::recv_with`]) and frees it. A full channel makes the writer
 //! wait, an empty one the reader: a short spin, then a futex on the shared
-//! counter, up to the caller's timeout (a peer that died shows as a timeout).
+//! counter, up to the caller's timeout. A peer that dropped its end, or
+//! whose process is gone, ends the wait at once with an error saying so.
 //!
 //! ```no_run
 //! # fn main() -> prism::Result<()> {
@@ -35,15 +36,25 @@ use std::time::{Duration, Instant};
 pub struct ChannelSpec {
     /// The node whose memory holds it.
     pub node: String,
-    path: String,
+    /// The channel file (a `prism-channel-*` file in /dev/shm or the temp
+    /// directory; `connect` opens nothing else).
+    pub path: String,
     slots: u32,
     slot_bytes: u64,
 }
 
-/// Header: the written count, the read count, each on its own cache line.
+/// Header: the written count, the read count, each on its own cache line,
+/// then a closed flag and the two ends' process ids.
 const HEAD: usize = 0;
 const TAIL: usize = 64;
-const SLOTS_AT: usize = 128;
+const CLOSED: usize = 128;
+const READER_PID: usize = 132;
+const WRITER_PID: usize = 136;
+const SLOTS_AT: usize = 192;
+/// Channel files are named so (and only such files are ever opened).
+const PREFIX: &str = "prism-channel-";
+/// A sleeping end re-checks its peer this often.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// Each slot starts with its message's length.
 const LEN_BYTES: usize = 8;
 
@@ -64,10 +75,12 @@ unsafe impl Send for Mapping {}
 
 impl Mapping {
     fn open(path: &str, len: Option<usize>) -> std::io::Result<Mapping> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(len.is_some())
+            .mode(0o600)
             .open(path)?;
         let len = match len {
             Some(n) => {
@@ -102,10 +115,34 @@ impl Mapping {
     }
 
     fn counter(&self, at: usize) -> &AtomicU32 {
-        // SAFETY: `at` is HEAD or TAIL, 64-byte aligned offsets inside the
-        // page-aligned mapping, which outlives the borrow; the counters are
-        // only ever accessed atomically, by both processes.
+        // SAFETY: `at` is one of the header's offsets (multiples of 4 below
+        // SLOTS_AT) inside the page-aligned mapping, which outlives the
+        // borrow; header words are only ever accessed atomically, by both
+        // processes.
         unsafe { &*(self.ptr.add(at) as *const AtomicU32) }
+    }
+
+    /// Marks the channel closed and wakes whoever sleeps on it.
+    fn close(&self) {
+        self.counter(CLOSED).store(1, Ordering::Release);
+        wake(self.counter(HEAD));
+        wake(self.counter(TAIL));
+    }
+
+    /// Why the end whose pid is at `pid_at` can no longer answer, if so.
+    fn peer_gone(&self, pid_at: usize, peer: &str) -> Option<String> {
+        if self.counter(CLOSED).load(Ordering::Acquire) != 0 {
+            return Some(format!("the {peer} closed the channel"));
+        }
+        let pid = self.counter(pid_at).load(Ordering::Acquire);
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+            let gone = std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                return Some(format!("the {peer} (pid {pid}) exited"));
+            }
+        }
+        None
     }
 }
 
@@ -117,15 +154,20 @@ impl Drop for Mapping {
     }
 }
 
-/// Waits until `c` differs from `seen`, spinning briefly, then sleeping on
-/// the futex. Returns the new value.
-fn wait_change(
-    c: &AtomicU32,
-    seen: u32,
-    deadline: Instant,
-    timeout: Duration,
-    what: &str,
-) -> Result<u32> {
+/// What a wait waits on: the counter, and the peer that moves it.
+struct Wait<'a> {
+    map: &'a Mapping,
+    counter: usize,
+    peer_pid: usize,
+    peer: &'a str,
+    what: &'a str,
+}
+
+/// Waits until the counter differs from `seen`, spinning briefly, then
+/// sleeping on the futex in slices, checking the peer between them.
+/// Returns the new value.
+fn wait_change(w: &Wait<'_>, seen: u32, deadline: Instant, timeout: Duration) -> Result<u32> {
+    let c = w.map.counter(w.counter);
     for _ in 0..200 {
         let v = c.load(Ordering::Acquire);
         if v != seen {
@@ -138,13 +180,20 @@ fn wait_change(
         if v != seen {
             return Ok(v);
         }
+        if let Some(why) = w.map.peer_gone(w.peer_pid, w.peer) {
+            return Err(Error::Channel(format!(
+                "{why} while waiting for {}",
+                w.what
+            )));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Timeout {
-                what: what.to_string(),
+                what: format!("{} (the {} stalled)", w.what, w.peer),
                 ms: timeout.as_millis() as u64,
             });
         }
+        let left = left.min(CHECK_EVERY);
         let ts = libc::timespec {
             tv_sec: left.as_secs() as libc::time_t,
             tv_nsec: left.subsec_nanos() as libc::c_long,
@@ -181,23 +230,28 @@ fn wake(c: &AtomicU32) {
     };
 }
 
-/// Makes a channel of `slots` messages of up to `slot_bytes` each on this
-/// node; returns the spec to give the writer, and the reading end.
-pub fn channel(slots: u32, slot_bytes: usize) -> Result<(ChannelSpec, Receiver)> {
-    if slots == 0 || slot_bytes == 0 {
-        return Err(Error::Channel(
-            "a channel needs at least one slot of at least one byte".into(),
-        ));
-    }
-    let node = super::node_id()?.to_string();
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+/// Where channel files live: /dev/shm, else the temp directory.
+fn channel_dir() -> std::path::PathBuf {
+    if std::path::Path::new("/dev/shm").is_dir() {
         std::path::PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
-    };
-    let path = dir
+    }
+}
+
+/// Makes a channel of `slots` (a power of two) messages of up to `slot_bytes` each on this
+/// node; returns the spec to give the writer, and the reading end.
+pub fn channel(slots: u32, slot_bytes: usize) -> Result<(ChannelSpec, Receiver)> {
+    if !slots.is_power_of_two() || slot_bytes == 0 {
+        return Err(Error::Channel(format!(
+            "a channel needs a power-of-two number of slots (got {slots}) \
+             of at least one byte (got {slot_bytes})"
+        )));
+    }
+    let node = super::node_id()?.to_string();
+    let path = channel_dir()
         .join(format!(
-            "prism-channel-{}-{:016x}",
+            "{PREFIX}{}-{:016x}",
             std::process::id(),
             rand::random::<u64>()
         ))
@@ -206,6 +260,8 @@ pub fn channel(slots: u32, slot_bytes: usize) -> Result<(ChannelSpec, Receiver)>
     let len = SLOTS_AT + slots as usize * slot_stride(slot_bytes);
     let map = Mapping::open(&path, Some(len))
         .map_err(|e| Error::Channel(format!("cannot make channel file {path}: {e}")))?;
+    map.counter(READER_PID)
+        .store(std::process::id(), Ordering::Release);
     let spec = ChannelSpec {
         node,
         path: path.clone(),
@@ -241,9 +297,20 @@ impl ChannelSpec {
                 self.path, self.node
             )));
         }
+        // The spec came over the wire: open only a channel file.
+        let path = std::path::Path::new(&self.path);
+        let named_so = path.parent() == Some(channel_dir().as_path())
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
+        if !named_so || !self.slots.is_power_of_two() {
+            return Err(Error::Channel(format!(
+                "{} is not a channel file of this node ({} slots)",
+                self.path, self.slots
+            )));
+        }
         let map = Mapping::open(&self.path, None)
             .map_err(|e| Error::Channel(format!("cannot open channel {}: {e}", self.path)))?;
-        let _ = std::fs::remove_file(&self.path);
         let slot_bytes = self.slot_bytes as usize;
         if map.len < SLOTS_AT + self.slots as usize * slot_stride(slot_bytes) {
             return Err(Error::Channel(format!(
@@ -251,6 +318,17 @@ impl ChannelSpec {
                 self.path
             )));
         }
+        let me = std::process::id();
+        if let Err(other) =
+            map.counter(WRITER_PID)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            return Err(Error::Channel(format!(
+                "channel {} already has a writer (pid {other})",
+                self.path
+            )));
+        }
+        let _ = std::fs::remove_file(&self.path);
         let head = map.counter(HEAD).load(Ordering::Acquire);
         Ok(Sender {
             map,
@@ -296,16 +374,16 @@ impl Sender {
             )));
         }
         let deadline = Instant::now() + timeout;
-        let tail = self.map.counter(TAIL);
-        let mut t = tail.load(Ordering::Acquire);
+        let wait = Wait {
+            map: &self.map,
+            counter: TAIL,
+            peer_pid: READER_PID,
+            peer: "reader",
+            what: "a free channel slot",
+        };
+        let mut t = self.map.counter(TAIL).load(Ordering::Acquire);
         while self.head.wrapping_sub(t) >= self.slots {
-            t = wait_change(
-                tail,
-                t,
-                deadline,
-                timeout,
-                "a free channel slot (the reader stalled)",
-            )?;
+            t = wait_change(&wait, t, deadline, timeout)?;
         }
         let at = SLOTS_AT + (self.head % self.slots) as usize * slot_stride(self.slot_bytes);
         // SAFETY: slot `head % slots` is the writer's alone (the reader has
@@ -353,16 +431,16 @@ impl Receiver {
     /// to `read`; the slot is freed when `read` returns.
     pub fn recv_with<R>(&mut self, timeout: Duration, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let deadline = Instant::now() + timeout;
-        let head = self.map.counter(HEAD);
-        let mut h = head.load(Ordering::Acquire);
+        let wait = Wait {
+            map: &self.map,
+            counter: HEAD,
+            peer_pid: WRITER_PID,
+            peer: "writer",
+            what: "a channel message",
+        };
+        let mut h = self.map.counter(HEAD).load(Ordering::Acquire);
         while h == self.tail {
-            h = wait_change(
-                head,
-                h,
-                deadline,
-                timeout,
-                "a channel message (the writer stalled)",
-            )?;
+            h = wait_change(&wait, h, deadline, timeout)?;
         }
         let at = SLOTS_AT + (self.tail % self.slots) as usize * slot_stride(self.slot_bytes);
         // SAFETY: slot `tail % slots` was published by the writer (head >
@@ -383,8 +461,15 @@ impl Receiver {
     }
 }
 
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.map.close();
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
+        self.map.close();
         let _ = std::fs::remove_file(&self.path);
     }
 }

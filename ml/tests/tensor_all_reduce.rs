@@ -81,6 +81,17 @@ fn role_two_nodes() {
         String::from_utf8_lossy(&out.output).starts_with("2 ranks"),
         "2 ranks on 2 nodes (STRICT_SPREAD): chunks through the stores and QUIC, sums exact",
     );
+    // 4 ranks packed 2 + 2 on the two nodes: links inside a node are
+    // channels, the two links between the nodes go through the stores.
+    let out = DdpTrainer::new("tensors_loop", ScalingConfig::new(4))
+        .unwrap()
+        .config(b"cpu".to_vec())
+        .fit()
+        .unwrap();
+    check(
+        String::from_utf8_lossy(&out.output).starts_with("4 ranks"),
+        "4 ranks on 2 nodes (PACK, 2 + 2): channel and store links mixed, sums exact",
+    );
     // DDP training across the two nodes: shards and gradients cross QUIC.
     let (train, test) = prism_ml::data::digits(128)
         .unwrap()
@@ -160,11 +171,11 @@ fn a_ring_across_two_nodes_goes_through_the_stores() {
         );
         return;
     };
-    let head = Daemon::start(&bin, &["--head", "--port", "0", "--num-cpus", "1"]);
+    let head = Daemon::start(&bin, &["--head", "--port", "0", "--num-cpus", "2"]);
     let (addr, token) = head.cluster();
     let far = Daemon::start(
         &bin,
-        &["--address", &addr, "--token", &token, "--num-cpus", "1"],
+        &["--address", &addr, "--token", &token, "--num-cpus", "2"],
     );
     let envs = [
         ("PRISM_ADDRESS".to_string(), addr),

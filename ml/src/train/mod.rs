@@ -39,7 +39,7 @@ mod grads;
 pub mod nccl;
 mod optim;
 pub mod ring;
-mod ring_shm;
+mod ring_links;
 pub mod worker;
 
 pub use context::{

@@ -3,7 +3,7 @@
 //! progress polls) stay responsive while the training loop runs.
 
 use super::context::{run_job, Job, Progress, RunState};
-use super::ring::{Mailbox, Parcel, Ring};
+use super::ring::{Inbox, Mailbox, Outbox, Parcel, Ring};
 use prism::channel::{ChannelSpec, Receiver, Sender};
 use prism::ActorHandle;
 use std::sync::{Arc, Mutex};
@@ -68,13 +68,15 @@ impl TrainWorker {
         }
     }
 
-    /// The ring: every member's handle, in rank order, and every member's
-    /// inbox when all of them are on one node (then chunks go through the
-    /// channels; otherwise through the object store). `None` when set up.
+    /// The ring: every member's handle, in rank order; `outbox`, the next
+    /// member's inbox when the link to it is a same-node channel (else the
+    /// store); `inbox_used`, whether the previous member writes into this
+    /// member's inbox. `None` when set up, else why not.
     async fn set_peers(
         &self,
         peers: Vec<ActorHandle<TrainWorker>>,
-        inboxes: Vec<ChannelSpec>,
+        outbox: Option<ChannelSpec>,
+        inbox_used: bool,
     ) -> Option<String> {
         if peers.len() != self.world as usize {
             return Some(format!(
@@ -85,22 +87,17 @@ impl TrainWorker {
         }
         let next = (self.rank as usize + 1) % peers.len();
         *lock(&self.next) = Some(peers[next].clone());
-        if inboxes.is_empty() {
+        if !inbox_used {
             *lock(&self.inbox) = None;
-            *lock(&self.outbox) = None;
-            return None;
         }
-        match inboxes.get(next).map(ChannelSpec::connect) {
+        *lock(&self.outbox) = None;
+        match outbox.as_ref().map(ChannelSpec::connect) {
+            None => None,
             Some(Ok(tx)) => {
                 *lock(&self.outbox) = Some(tx);
                 None
             }
             Some(Err(e)) => Some(format!("cannot connect to the next member's inbox: {e}")),
-            None => Some(format!(
-                "{} inboxes for {} peers",
-                inboxes.len(),
-                peers.len()
-            )),
         }
     }
 
@@ -126,24 +123,29 @@ impl TrainWorker {
                 *bucket_bytes
             }
         };
-        let mut ring = Ring::new(
+        let out = match lock(&self.outbox).take() {
+            Some(tx) => Outbox::Channel(tx),
+            None => Outbox::Store(send),
+        };
+        let inbox = match lock(&self.inbox).take() {
+            Some(rx) => Inbox::Channel(rx),
+            None => Inbox::Store(self.mailbox.clone()),
+        };
+        let ring = Ring::new(
             self.rank as usize,
             self.world as usize,
-            send,
-            self.mailbox.clone(),
+            out,
+            inbox,
             bucket as usize,
             CHUNK_TIMEOUT,
         );
-        let links = (lock(&self.outbox).take(), lock(&self.inbox).take());
-        if let (Some(tx), Some(rx)) = links {
-            ring = match ring.with_channels(tx, rx) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("cannot use the ring's channels: {e}");
-                    return false;
-                }
-            };
-        }
+        let ring = match ring {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot set up the ring: {e}");
+                return false;
+            }
+        };
         let state = self.state.clone();
         std::thread::Builder::new()
             .name(format!("prism-train-{}", self.rank))
@@ -157,14 +159,15 @@ impl TrainWorker {
     }
 }
 
-/// Links `workers` into a ring, in rank order: through shared-memory
-/// channels when `shared_memory` is asked for, every member can make an
-/// inbox and all are on one node; through the object store (and QUIC
-/// between nodes) otherwise.
+/// Links `workers` into a ring, in rank order. With `shared_memory`, each
+/// member makes an inbox channel and every link between two members on one
+/// node goes through it; the others (and every link without
+/// `shared_memory`) go through the object store, and QUIC between nodes.
 pub fn connect_ring(
     workers: &[ActorHandle<TrainWorker>],
     shared_memory: bool,
 ) -> prism::Result<()> {
+    let n = workers.len();
     let specs: Vec<Option<ChannelSpec>> = if shared_memory {
         let refs: Vec<_> = workers
             .iter()
@@ -172,37 +175,41 @@ pub fn connect_ring(
             .collect::<prism::Result<_>>()?;
         prism::get_all(&refs)?
     } else {
-        vec![None; workers.len()]
+        vec![None; n]
     };
-    let same_node = specs
-        .iter()
-        .all(|s| matches!((s, &specs[0]), (Some(a), Some(b)) if a.node == b.node));
-    let inboxes: Vec<ChannelSpec> = if same_node {
-        specs.into_iter().flatten().collect()
-    } else {
-        Vec::new()
-    };
-    let link = |inboxes: &[ChannelSpec]| -> prism::Result<Option<String>> {
+    // Link r -> r+1 is a channel when both made an inbox on the same node.
+    let channel: Vec<bool> = (0..n)
+        .map(|r| match (&specs[r], &specs[(r + 1) % n]) {
+            (Some(a), Some(b)) => n > 1 && a.node == b.node,
+            _ => false,
+        })
+        .collect();
+    let link = |channel: &[bool]| -> prism::Result<Option<String>> {
         let refs: Vec<_> = workers
             .iter()
-            .map(|w| w.set_peers(workers.to_vec(), inboxes.to_vec()))
+            .enumerate()
+            .map(|(r, w)| {
+                let next = (r + 1) % n;
+                let outbox = channel[r].then(|| specs[next].clone()).flatten();
+                w.set_peers(workers.to_vec(), outbox, channel[(r + n - 1) % n])
+            })
             .collect::<prism::Result<_>>()?;
         let failed = prism::get_all(&refs)?.into_iter().enumerate();
         Ok(failed
             .filter_map(|(rank, why)| why.map(|w| format!("ring member {rank}: {w}")))
             .next())
     };
-    let Some(why) = link(&inboxes)? else {
+    let Some(why) = link(&channel)? else {
         return Ok(());
     };
-    if inboxes.is_empty() {
+    if !channel.contains(&true) {
         return Err(prism::Error::Channel(why));
     }
     // Some member could not map its neighbour's channel (e.g. a separate
-    // /dev/shm in a container on the same node): every member falls back
-    // to the store, so the ring stays consistent.
+    // /dev/shm in a container on the same node): every link falls back to
+    // the store, so both ends of each link agree.
     tracing::warn!("ring channels unusable, chunks go through the store: {why}");
-    match link(&[])? {
+    match link(&vec![false; n])? {
         None => Ok(()),
         Some(why) => Err(prism::Error::Channel(why)),
     }

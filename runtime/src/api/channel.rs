@@ -427,6 +427,11 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
+    /// The largest message.
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
     /// Waits up to `timeout` for the next message and passes it, in place,
     /// to `read`; the slot is freed when `read` returns.
     pub fn recv_with<R>(&mut self, timeout: Duration, read: impl FnOnce(&[u8]) -> R) -> Result<R> {

@@ -4,8 +4,8 @@
 //! this node if needed, then pinned in place) and hands them over through a
 //! bounded channel, so it runs at most `prefetch` blocks ahead of the
 //! consumer. The consumer copies each batch's rows from the pinned blocks
-//! into one new tch tensor (a batch may span blocks); a block is released
-//! as soon as its last row is taken.
+//! straight into one new tch tensor (a batch may span blocks; one copy); a
+//! block is released as soon as its last row is taken.
 
 use super::block::{Block, BlockView};
 use crate::tensor::kind_of;
@@ -95,9 +95,10 @@ impl BatchIter {
 
     fn next_batch(&mut self) -> Option<Result<Batch>> {
         let want = self.batch_size as u64;
-        let (mut features, mut labels) = (Vec::new(), Vec::new());
+        // The batch's tensors, made at the first block (which fixes the
+        // layout) for `want` rows, filled straight from the pinned blocks.
+        let mut out: Option<Filling> = None;
         let mut got = 0u64;
-        let mut layout = None;
         while got < want {
             match self.block() {
                 None => break,
@@ -107,40 +108,117 @@ impl BatchIter {
             let (v, used) = self.current.as_mut()?;
             let take = (v.rows() - *used).min(want - got);
             let (a, b) = (*used as usize, (*used + take) as usize);
-            let kinds = (
-                kind_of(v.features_view().dtype()),
-                v.row_shape().to_vec(),
-                v.labels_view().map(|l| kind_of(l.dtype())),
-            );
-            if *layout.get_or_insert_with(|| kinds.clone()) != kinds {
-                return Some(Err(MlError::Dataset(
-                    "blocks of one dataset differ in dtype, row shape or labels".into(),
-                )));
-            }
+            let layout = Layout::of(v);
+            let fill = match &mut out {
+                Some(f) if f.layout != layout => {
+                    return Some(Err(MlError::Dataset(
+                        "blocks of one dataset differ in dtype, row shape or labels".into(),
+                    )))
+                }
+                Some(f) => f,
+                None => match Filling::new(layout, want) {
+                    Ok(f) => out.insert(f),
+                    Err(e) => return Some(Err(e)),
+                },
+            };
             let row = v.row_bytes();
-            features.extend_from_slice(&v.features_bytes()[a * row..b * row]);
-            if let (Some(l), Some(lv)) = (v.labels_bytes(), v.labels_view()) {
+            fill.features
+                .write(got as usize * row, &v.features_bytes()[a * row..b * row]);
+            if let (Some(l), Some(lv), Some(dst)) =
+                (v.labels_bytes(), v.labels_view(), fill.labels.as_mut())
+            {
                 let size = lv.dtype().size();
-                labels.extend_from_slice(&l[a * size..b * size]);
+                dst.write(got as usize * size, &l[a * size..b * size]);
             }
             *used += take;
             got += take;
         }
-        let (kind, row_shape, label_kind) = layout?;
+        let fill = out?;
         if got == 0 || (self.drop_last && got < want) {
             return None;
         }
-        let mut shape = vec![got as i64];
-        shape.extend(row_shape.iter().map(|d| *d as i64));
         let batch = || -> Result<Batch> {
+            let rows = |t: tch::Tensor| -> Result<tch::Tensor> {
+                Ok(if got < want {
+                    t.f_narrow(0, 0, got as i64)?
+                } else {
+                    t
+                })
+            };
             Ok(Batch {
-                features: tch::Tensor::f_from_data_size(&features, &shape, kind)?,
-                labels: label_kind
-                    .map(|k| tch::Tensor::f_from_data_size(&labels, &[got as i64], k))
-                    .transpose()?,
+                features: rows(fill.features.0)?,
+                labels: fill.labels.map(|l| rows(l.0)).transpose()?,
             })
         };
         Some(batch())
+    }
+}
+
+/// What every block of a dataset must share: feature kind, row shape,
+/// label kind.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    kind: tch::Kind,
+    row_shape: Vec<u64>,
+    label_kind: Option<tch::Kind>,
+}
+
+impl Layout {
+    fn of(v: &BlockView) -> Layout {
+        Layout {
+            kind: kind_of(v.features_view().dtype()),
+            row_shape: v.row_shape().to_vec(),
+            label_kind: v.labels_view().map(|l| kind_of(l.dtype())),
+        }
+    }
+}
+
+/// A fresh contiguous CPU tensor being filled with bytes.
+struct Dest(tch::Tensor);
+
+impl Dest {
+    fn new(shape: &[i64], kind: tch::Kind) -> Result<Dest> {
+        Ok(Dest(tch::Tensor::f_empty(shape, (kind, tch::Device::Cpu))?))
+    }
+
+    /// Copies `bytes` to byte offset `at`.
+    fn write(&mut self, at: usize, bytes: &[u8]) {
+        let len = self.0.numel() * self.0.kind().elt_size_in_bytes();
+        assert!(at + bytes.len() <= len, "batch write past the tensor");
+        // SAFETY: the tensor was just allocated here, contiguous on the CPU,
+        // `len` bytes long, and nothing else holds it; the range was checked
+        // to lie inside it and cannot overlap the source (a store block).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (self.0.data_ptr() as *mut u8).add(at),
+                bytes.len(),
+            )
+        };
+    }
+}
+
+/// The tensors of the batch being assembled.
+struct Filling {
+    layout: Layout,
+    features: Dest,
+    labels: Option<Dest>,
+}
+
+impl Filling {
+    fn new(layout: Layout, rows: u64) -> Result<Filling> {
+        let mut shape = vec![rows as i64];
+        shape.extend(layout.row_shape.iter().map(|d| *d as i64));
+        let features = Dest::new(&shape, layout.kind)?;
+        let labels = layout
+            .label_kind
+            .map(|k| Dest::new(&[rows as i64], k))
+            .transpose()?;
+        Ok(Filling {
+            layout,
+            features,
+            labels,
+        })
     }
 }
 

@@ -180,11 +180,6 @@ fn reduce<T: Summable>(
     average: bool,
     repeat: u32,
 ) -> std::result::Result<(f64, Vec<u8>), String> {
-    let scale = if average {
-        1.0 / ring.world() as f64
-    } else {
-        1.0
-    };
     let mut buf = data.clone();
     let mut spent = std::time::Duration::ZERO;
     // Two untimed rounds first: they line up ranks that started apart and
@@ -193,7 +188,7 @@ fn reduce<T: Summable>(
     for i in 0..repeat.max(1) + 2 {
         buf.copy_from_slice(&data);
         let t = std::time::Instant::now();
-        ring.all_reduce(&mut buf, scale)?;
+        ring.all_reduce(&mut buf, average)?;
         if i >= 2 {
             spent += t.elapsed();
         }
@@ -338,12 +333,7 @@ impl TrainContext {
 
     /// Sums (or averages) any buffer across the ranks.
     pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], average: bool) -> Result<()> {
-        let scale = if average {
-            1.0 / self.world_size() as f64
-        } else {
-            1.0
-        };
-        self.ring.all_reduce(buf, scale).map_err(MlError::Train)
+        self.ring.all_reduce(buf, average).map_err(MlError::Train)
     }
 
     /// Resumes from the newest checkpoint when the trainer restarts (or was

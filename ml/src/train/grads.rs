@@ -15,11 +15,6 @@ pub(super) fn host_all_reduce(
     tensors: &[&tch::Tensor],
     average: bool,
 ) -> Result<()> {
-    let scale = if average {
-        1.0 / ring.world() as f64
-    } else {
-        1.0
-    };
     let direct = |g: &tch::Tensor| {
         g.numel() >= IN_PLACE
             && g.is_contiguous()
@@ -32,15 +27,15 @@ pub(super) fn host_all_reduce(
         // is between backward() and the optimizer step, on this thread);
         // the slice does not outlive `g`.
         let buf = unsafe { std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, g.numel()) };
-        ring.all_reduce(buf, scale).map_err(MlError::Train)?;
+        ring.all_reduce(buf, average).map_err(MlError::Train)?;
     }
     let (wide, narrow): (Vec<&tch::Tensor>, Vec<&tch::Tensor>) = tensors
         .iter()
         .copied()
         .filter(|g| !direct(g))
         .partition(|g| g.kind() == tch::Kind::Double);
-    flat_all_reduce::<f64>(ring, &wide, tch::Kind::Double, scale)?;
-    flat_all_reduce::<f32>(ring, &narrow, tch::Kind::Float, scale)
+    flat_all_reduce::<f64>(ring, &wide, tch::Kind::Double, average)?;
+    flat_all_reduce::<f32>(ring, &narrow, tch::Kind::Float, average)
 }
 
 /// All-reduces `tensors` packed into one flat host buffer of `T`.
@@ -48,7 +43,7 @@ fn flat_all_reduce<T: Summable + bytemuck::Pod + tch::kind::Element>(
     ring: &mut Ring,
     tensors: &[&tch::Tensor],
     kind: tch::Kind,
-    scale: f64,
+    average: bool,
 ) -> Result<()> {
     let total: usize = tensors.iter().map(|g| g.numel()).sum();
     if total == 0 {
@@ -65,7 +60,8 @@ fn flat_all_reduce<T: Summable + bytemuck::Pod + tch::kind::Element>(
             .f_copy_data(&mut flat[at..at + n], n)?;
         at += n;
     }
-    ring.all_reduce(&mut flat, scale).map_err(MlError::Train)?;
+    ring.all_reduce(&mut flat, average)
+        .map_err(MlError::Train)?;
     let mut at = 0;
     for g in tensors {
         let n = g.numel();

@@ -5,8 +5,10 @@
 //! its bundle, wires them into a ring, and runs the registered training
 //! loop on every rank. Each loop builds its model from the same seed, so
 //! the replicas start identical; [`TrainContext::all_reduce_gradients`]
-//! averages gradients with a ring all-reduce through the object store every
-//! step, so they stay identical. Rank 0's metrics stream to the driver (with
+//! averages gradients with a ring all-reduce every step (shared-memory
+//! channels between ranks on one machine, the object store and QUIC
+//! between machines, NCCL for CUDA tensors with the `cuda` feature), so
+//! they stay identical. Rank 0's metrics stream to the driver (with
 //! a progress bar) and rank 0 checkpoints every k steps. When a worker dies,
 //! the group is torn down and started again from the newest checkpoint, up
 //! to `max_failures` times.
@@ -226,11 +228,10 @@ impl DdpTrainer {
             .cpus(self.scaling.cpus_per_worker)
             .gpus(self.scaling.gpus_per_worker);
         let pg = PlacementGroup::create(vec![bundle; n], self.scaling.strategy).map_err(fatal)?;
-        let group = Group {
+        let mut group = Group {
             pg,
             workers: Vec::new(),
         };
-        let mut group = group;
         group.pg.ready(Duration::from_secs(120)).map_err(fatal)?;
         for rank in 0..n {
             let w = TrainWorker::options()

@@ -125,7 +125,7 @@ impl NcclGroup {
                 *b = f64::from(*c as u8);
             }
         }
-        ring.all_reduce(&mut bytes, 1.0)?;
+        ring.all_reduce(&mut bytes, false)?;
         let mut internal = [0 as std::ffi::c_char; 128];
         for (c, b) in internal.iter_mut().zip(&bytes) {
             *c = *b as u8 as std::ffi::c_char;

@@ -192,17 +192,17 @@ impl Ring {
     }
 
     /// Sums `buf` across every member in place (every member gets the same
-    /// result), times `scale` (use `1/world` to average).
-    pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], scale: f64) -> Result<(), String> {
+    /// result); with `average`, divides by the member count.
+    pub fn all_reduce<T: Summable>(&mut self, buf: &mut [T], average: bool) -> Result<(), String> {
         let n = self.world;
+        // One member: the sum and the average are `buf` itself.
         if n > 1 {
+            let scale = if average { 1.0 / n as f64 } else { 1.0 };
             let step_elems = self.bucket_elems * 4 / std::mem::size_of::<T>();
             for (b, bucket) in buf.chunks_mut(step_elems.max(n)).enumerate() {
                 self.links
                     .all_reduce(bucket, self.rank, n, self.seq, b as u32, scale)?;
             }
-        } else if scale != 1.0 {
-            buf.iter_mut().for_each(|x| x.scale(scale));
         }
         self.links.round_done();
         self.seq += 1;

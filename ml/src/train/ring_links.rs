@@ -264,27 +264,21 @@ impl Links {
 
 /// Adds or copies `data` (the bytes of `dst.len()` elements) into `dst`.
 fn merge_into<T: Summable>(dst: &mut [T], data: &[u8], merge: Merge) {
-    match (bytemuck::try_cast_slice::<u8, T>(data), merge) {
-        (Ok(src), Merge::Add) => dst.iter_mut().zip(src).for_each(|(x, y)| *x += *y),
-        (Ok(src), Merge::AddScale(by)) => dst.iter_mut().zip(src).for_each(|(x, y)| {
+    // Slots and stored objects keep elements aligned; copy only if not.
+    let src: std::borrow::Cow<'_, [T]> = match bytemuck::try_cast_slice::<u8, T>(data) {
+        Ok(s) => s.into(),
+        Err(_) => data
+            .chunks_exact(std::mem::size_of::<T>())
+            .map(bytemuck::pod_read_unaligned::<T>)
+            .collect::<Vec<T>>()
+            .into(),
+    };
+    match merge {
+        Merge::Add => dst.iter_mut().zip(src.iter()).for_each(|(x, y)| *x += *y),
+        Merge::AddScale(by) => dst.iter_mut().zip(src.iter()).for_each(|(x, y)| {
             *x += *y;
             x.scale(by);
         }),
-        (Ok(src), Merge::Copy) => dst.copy_from_slice(src),
-        (Err(_), _) => {
-            let src = data
-                .chunks_exact(std::mem::size_of::<T>())
-                .map(bytemuck::pod_read_unaligned::<T>);
-            for (x, y) in dst.iter_mut().zip(src) {
-                match merge {
-                    Merge::Add => *x += y,
-                    Merge::AddScale(by) => {
-                        *x += y;
-                        x.scale(by);
-                    }
-                    Merge::Copy => *x = y,
-                }
-            }
-        }
+        Merge::Copy => dst.copy_from_slice(&src),
     }
 }

@@ -23,11 +23,11 @@ pub struct TrainWorker {
     rank: u32,
     world: u32,
     mailbox: Arc<Mailbox>,
-    next: Arc<Mutex<Option<ActorHandle<TrainWorker>>>>,
+    next: Mutex<Option<ActorHandle<TrainWorker>>>,
     state: Arc<Mutex<RunState>>,
     /// Same-node links: chunks from the previous member, and to the next.
-    inbox: Arc<Mutex<Option<Receiver>>>,
-    outbox: Arc<Mutex<Option<Sender>>>,
+    inbox: Mutex<Option<Receiver>>,
+    outbox: Mutex<Option<Sender>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,10 +41,10 @@ impl TrainWorker {
             rank,
             world,
             mailbox: Arc::default(),
-            next: Arc::default(),
+            next: Mutex::default(),
             state: Arc::default(),
-            inbox: Arc::default(),
-            outbox: Arc::default(),
+            inbox: Mutex::default(),
+            outbox: Mutex::default(),
         }
     }
 

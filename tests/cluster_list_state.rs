@@ -32,7 +32,7 @@ fn hold_role() {
     }
     // Hold everything until the test has looked.
     let done = std::env::var("PRISM_TEST_DONE").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !std::path::Path::new(&done).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }

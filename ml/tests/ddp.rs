@@ -176,10 +176,14 @@ fn role_fault() {
         cuda: false,
     };
     let ckpt = dir.path().join("checkpoints");
+    // The killer watches until the run ends (no clock: a slow machine just
+    // takes longer to reach the first checkpoint).
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killer = {
         let ckpt = ckpt.clone();
+        let finished = finished.clone();
         std::thread::spawn(move || {
-            for _ in 0..6000 {
+            while !finished.load(std::sync::atomic::Ordering::Acquire) {
                 let saved = prism_ml::train::checkpoint::list(&ckpt);
                 if saved.iter().any(|(s, _)| *s >= 20) {
                     if let Some(pid) = rank_pid(1) {
@@ -199,8 +203,9 @@ fn role_fault() {
         .dataset(train)
         .checkpoint(&ckpt, 20)
         .max_failures(2)
-        .fit()
-        .unwrap();
+        .fit();
+    finished.store(true, std::sync::atomic::Ordering::Release);
+    let result = result.unwrap();
     let killed = killer.join().unwrap();
     check(killed.is_some(), "rank 1's worker was SIGKILLed mid-run");
     check(

@@ -134,12 +134,14 @@ mod tests {
     }
 
     fn two_steps(kind: Kind, hp: [f64; 3]) -> Vec<f64> {
-        let vs = VarStore::new(Device::Cpu);
-        let p = vs
-            .root()
-            .var("p", &[4], tch::nn::Init::Const(0.0))
-            .to_kind(kind);
-        let p = vs.root().var_copy("q", &p);
+        let mut vs = VarStore::new(Device::Cpu);
+        let p = vs.root().var("p", &[4], tch::nn::Init::Const(0.0));
+        vs.set_kind(kind);
+        assert_eq!(
+            p.kind(),
+            kind,
+            "the weight is {kind:?}, so {kind:?}'s path runs"
+        );
         tch::no_grad(|| {
             p.shallow_clone()
                 .copy_(&Tensor::from_slice(&[1.0, -2.0, 0.5, 3.0]))

@@ -36,9 +36,6 @@ impl ActorTable {
     /// A new actor, pending; fails if its name is taken (AT-1). `create`
     /// is what recreates it elsewhere if its node dies.
     pub fn register(&mut self, info: ActorInfo, create: Option<PeerSubmit>) -> Result<(), String> {
-        if let Some(c) = create {
-            self.creates.entry(info.actor_id).or_insert(c);
-        }
         if let Some(name) = &info.name {
             let key = (info.namespace.clone(), name.clone());
             if let Some(other) = self.names.get(&key) {
@@ -50,6 +47,10 @@ impl ActorTable {
                 }
             }
             self.names.insert(key, info.actor_id);
+        }
+        // Kept only for an actor that was accepted (a refused one never runs).
+        if let Some(c) = create {
+            self.creates.entry(info.actor_id).or_insert(c);
         }
         self.actors.entry(info.actor_id).or_insert(info);
         Ok(())

@@ -93,9 +93,12 @@ fn bad_requests_and_idempotent_create() {
     let mut r = req(pg, 1, PgStrategyWire::Pack);
     r.bundles[0] = Resources(Vec::new());
     assert!(t.create(r).unwrap_err().contains("reserves nothing"));
-    t.create(req(pg, 1, PgStrategyWire::Pack)).unwrap();
+    let first = req(pg, 1, PgStrategyWire::Pack);
+    let job = first.job;
+    t.create(first).unwrap();
     t.create(req(pg, 1, PgStrategyWire::Pack)).unwrap();
     assert_eq!(t.list().len(), 1);
+    assert_eq!(t.owned_by(job), vec![pg], "the creating job owns it");
     let r = req(pg, 1, PgStrategyWire::Pack);
     assert!(t.owned_by(r.job).is_empty(), "another job owns it");
 }

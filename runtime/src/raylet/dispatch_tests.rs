@@ -314,6 +314,7 @@ fn b1_b2_bundles_hold_node_resources_and_run_only_when_committed() {
     d.worker_ready(w1);
     d.task_done(w1, t1.task_id, Outcome::Inline(vec![]));
     assert_eq!(d.stats().queued, 0, "the waiting task ran when one ended");
+    assert_eq!(d.stats().running, 2, "and runs beside the other one");
 }
 
 #[test]

@@ -23,7 +23,8 @@ pub struct ListArgs {
     cluster: ClusterArgs,
 }
 
-fn keep(state: &Option<String>, s: &str) -> bool {
+/// Whether a row in state `s` passes the `--state` filter.
+pub(crate) fn keep(state: &Option<String>, s: &str) -> bool {
     state
         .as_deref()
         .is_none_or(|want| want.eq_ignore_ascii_case(s))

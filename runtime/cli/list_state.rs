@@ -6,11 +6,7 @@ use anyhow::bail;
 use prism::proto::head::{HeadRequest, HeadResponse};
 use prism::proto::state::{ObjectInfo, TaskState};
 
-fn keep(state: &Option<String>, s: &str) -> bool {
-    state
-        .as_deref()
-        .is_none_or(|want| want.eq_ignore_ascii_case(s))
-}
+use crate::list::keep;
 
 /// Tasks, filtered by `queued` / `running`.
 pub fn tasks(head: &HeadSession, state: &Option<String>, json: bool) -> anyhow::Result<()> {

@@ -75,8 +75,13 @@ impl TaskService {
 
     /// What the head needs to run this creation on another node if this
     /// one dies: the job (its binary published here, so that node can pull
-    /// it) and the constructor task. `None` if the job is unknown here.
+    /// it) and the constructor task. `None` if the actor may not restart
+    /// (nothing to keep) or the job is unknown here.
     async fn creation_for_head(&self, spec: &TaskSpec) -> Option<Box<PeerSubmit>> {
+        match &spec.kind {
+            TaskKind::CreateActor(c) if c.max_restarts > 0 => {}
+            _ => return None,
+        }
         let job = self.jobs.get(&spec.job_id).map(|j| j.clone())?;
         if self.local_jobs.contains_key(&job.job_id) {
             if let Err(e) = super::workers::publish_binary(&self.store, &job).await {

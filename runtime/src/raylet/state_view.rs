@@ -57,7 +57,7 @@ impl TaskService {
             .list()
             .into_iter()
             .map(|(id, i)| ObjectInfo {
-                object_id: hex_id("o-", &id.0),
+                object_id: id.to_string(),
                 node_id,
                 size: i.size as u64,
                 sealed: i.sealed,

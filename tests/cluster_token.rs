@@ -74,3 +74,26 @@ fn cluster_status_with_a_wrong_token_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid join token"));
 }
+
+#[test]
+fn cluster_failed_join_names_its_cause_even_with_backtraces_on_and_leaves_no_session() {
+    let sb = Sandbox::new().with_env("RUST_BACKTRACE", "1");
+    let head = sb.start_head(&["--head-only"]);
+    let (addr, token) = head.cluster();
+    let (secret, fingerprint) = token.split_once('.').unwrap();
+    let bad = format!("{}.{fingerprint}", "0".repeat(secret.len()));
+    let before = std::fs::read_dir(sb.temp()).unwrap().count();
+    let out = sb.run(&["start", "--address", &addr, "--token", &bad]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid join token"), "{err}");
+    assert!(
+        !err.contains("stack backtrace") && !err.contains("rust_begin_unwind"),
+        "a user error is a message, not a backtrace:\n{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(sb.temp()).unwrap().count(),
+        before,
+        "a failed start leaves no session directory behind"
+    );
+}

@@ -51,7 +51,17 @@ struct TempDirArg {
     temp_dir: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure is one message on stderr and exit code 1,
+/// never a backtrace (even with `RUST_BACKTRACE=1`): a user error is not a
+/// crash.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

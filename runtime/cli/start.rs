@@ -319,11 +319,37 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
     let mut child = cmd.spawn().context("cannot start the daemon")?;
     let waited = wait_ready(&args, &session, &mut child);
     if waited.is_err() {
-        // Never leave a daemon behind that this command could not confirm.
+        // Never leave a daemon behind that this command could not confirm,
+        // nor a session directory that looks like a node (its log's last
+        // lines are in the error).
         let _ = child.kill();
         let _ = child.wait();
+        let _ = std::fs::remove_dir_all(session.path());
     }
     waited
+}
+
+/// The lines of a failed daemon's log worth showing: its error first, then
+/// the last log lines, without backtrace frames (which bury the cause when
+/// `RUST_BACKTRACE` is set).
+fn failure_lines(log: &str) -> Vec<&str> {
+    let is_frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("at ")
+            || t.split_once(": ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+            || t.starts_with("stack backtrace")
+            || t.starts_with("note: ")
+    };
+    let lines: Vec<&str> = log.lines().filter(|l| !is_frame(l)).collect();
+    let mut out: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("error: "))
+        .copied()
+        .collect();
+    let tail = lines.len().saturating_sub(15);
+    out.extend(lines[tail..].iter().filter(|l| !l.starts_with("error: ")));
+    out
 }
 
 fn wait_ready(
@@ -353,19 +379,10 @@ fn wait_ready(
         }
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(session.log_file()).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
             bail!(
-                "the {} daemon exited ({status}) before it was ready. Last log lines ({}):\n{}",
+                "the {} daemon exited ({status}) before it was ready. Its log:\n{}",
                 args.kind(),
-                session.log_file().display(),
-                tail.join("\n")
+                failure_lines(&log).join("\n")
             );
         }
         if Instant::now() > deadline {

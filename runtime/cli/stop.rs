@@ -3,7 +3,7 @@
 //! process start time, so a reused pid is never signalled).
 
 use crate::TempDirArg;
-use prism::session::{process_start_time, DaemonInfo, SessionDir};
+use prism::session::{process_alive, DaemonInfo, SessionDir};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -20,12 +20,7 @@ pub struct StopArgs {
 
 /// True while the daemon runs (a zombie has exited).
 fn running(d: &DaemonInfo) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid)).unwrap_or_default();
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    process_start_time(d.pid) == Some(d.start_time)
-        && !matches!(state, Some("Z") | Some("X") | None)
+    process_alive(d.pid, d.start_time)
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -37,10 +32,14 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 pub fn run(args: StopArgs) -> anyhow::Result<()> {
     let mut daemons: Vec<(SessionDir, DaemonInfo)> = Vec::new();
+    let mut stale = 0;
     for s in SessionDir::list(&args.temp.temp_dir) {
         match s.read_json::<DaemonInfo>("daemon.json") {
             Ok(Some(d)) if running(&d) => daemons.push((s, d)),
-            Ok(Some(_)) => s.remove("daemon.json"),
+            // A daemon that died without `prism stop` (kill -9, a crash):
+            // its ready file and sockets would mislead the next driver.
+            Ok(Some(_)) => stale += usize::from(s.clear_stale()),
+            Ok(None) if !s.is_live() => stale += usize::from(s.clear_stale()),
             Ok(None) => {}
             Err(e) => eprintln!("skipping {}: {e}", s.path().display()),
         }
@@ -67,8 +66,10 @@ pub fn run(args: StopArgs) -> anyhow::Result<()> {
             signal(d.pid, libc::SIGKILL);
             killed += 1;
         }
-        s.remove("daemon.json");
-        s.remove("ready.json");
+        s.clear_stale();
+    }
+    if stale > 0 {
+        println!("Cleaned up {stale} session(s) of daemons that had died.");
     }
     match daemons.len() {
         0 => println!("No Prism daemons are running on this machine."),

@@ -202,6 +202,52 @@ impl SessionDir {
     }
 }
 
+/// Files a daemon serves from while it runs; a dead daemon's copies are
+/// removed by [`SessionDir::clear_stale`] so nobody connects to them.
+const LIVE_FILES: [&str; 4] = ["ready.json", "daemon.json", "tasks.sock", "store.sock"];
+
+impl SessionDir {
+    /// The daemon recorded in `daemon.json`, if that process still runs
+    /// (same pid and start time, not a zombie).
+    pub fn live_daemon(&self) -> Option<DaemonInfo> {
+        let d = self.read_json::<DaemonInfo>("daemon.json").ok()??;
+        process_alive(d.pid, d.start_time).then_some(d)
+    }
+
+    /// Whether this session's node still serves: its daemon runs, or (an
+    /// embedded cluster, which writes no `daemon.json`) its task socket
+    /// accepts a connection. A session whose process was `kill -9`ed keeps
+    /// its files but is not live.
+    pub fn is_live(&self) -> bool {
+        if self.file("daemon.json").exists() {
+            return self.live_daemon().is_some();
+        }
+        let sock = self.file("tasks.sock");
+        sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }
+
+    /// Removes what a dead daemon left behind (`ready.json`, `daemon.json`
+    /// and its sockets); logs and keys stay for the post-mortem. Returns
+    /// whether anything was removed.
+    pub fn clear_stale(&self) -> bool {
+        let mut removed = false;
+        for f in LIVE_FILES {
+            removed |= std::fs::remove_file(self.file(f)).is_ok();
+        }
+        removed
+    }
+}
+
+/// True while process `pid`, started at `start_time` (clock ticks since
+/// boot), runs: a reused pid or a zombie is not it.
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    process_start_time(pid) == Some(start_time) && !matches!(state, Some("Z") | Some("X") | None)
+}
+
 /// This process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -236,5 +282,36 @@ mod tests {
         );
         assert_eq!(SessionDir::list(root.path()).len(), 1);
         assert!(process_start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn a_session_is_live_only_while_its_daemon_or_socket_answers() {
+        let root = tempfile::tempdir().unwrap();
+        let s = SessionDir::create(root.path()).unwrap();
+        // Nothing recorded: not live.
+        assert!(!s.is_live());
+        // This process as the daemon: live.
+        let me = std::process::id();
+        let start = process_start_time(me).unwrap();
+        let d = |pid, start_time| DaemonInfo {
+            pid,
+            start_time,
+            kind: "raylet".into(),
+        };
+        s.write_json("daemon.json", &d(me, start)).unwrap();
+        assert!(s.is_live());
+        // Same pid, another start time (a reused pid): not live.
+        s.write_json("daemon.json", &d(me, start + 1)).unwrap();
+        assert!(!s.is_live());
+        // An embedded session: live while its socket accepts.
+        s.remove("daemon.json");
+        let listener = std::os::unix::net::UnixListener::bind(s.file("tasks.sock")).unwrap();
+        assert!(s.is_live());
+        drop(listener);
+        assert!(!s.is_live(), "a socket file nobody listens on is dead");
+        s.write_json("ready.json", &"x").unwrap();
+        assert!(s.clear_stale());
+        assert!(!s.file("tasks.sock").exists() && !s.file("ready.json").exists());
+        assert!(s.file("logs").exists(), "logs stay");
     }
 }

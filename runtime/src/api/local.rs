@@ -334,9 +334,11 @@ fn find_raylet(config: &Config, address: &str) -> Result<(PathBuf, Option<String
             None => info.head_address == address,
         };
         let sock = crate::raylet::task_server::socket_path(s.path());
+        // A raylet that was killed leaves its files: only a live one counts.
         if same
             && sock.exists()
             && matches!(s.read_json::<ReadyInfo>("ready.json"), Ok(Some(r)) if r.node_id.is_some())
+            && s.is_live()
         {
             return Ok((sock, Some(info.token)));
         }

@@ -7,18 +7,31 @@
 //! request); a get is one request returning an offset, and the returned
 //! [`ObjectView`] reads the shared pages in place until it is dropped.
 
-use crate::proto::codec::{self, CodecError, HEADER_LEN};
+use crate::proto::codec::{self, CodecError};
 use crate::proto::store::{
     StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
 };
 use prism_objectstore::{ObjectId, Segment, TensorError, TensorMeta, TensorView};
 use sendfd::RecvWithFd;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One answer from the store; the end of the stream is an error here.
+fn read_response(sock: &mut UnixStream) -> Result<StoreResponse, ObjectError> {
+    match codec::read_frame(sock, MAX_FRAME) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(ObjectError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the raylet closed the object store connection",
+        ))),
+        Err(codec::ReadError::Io(e)) => Err(ObjectError::Io(e)),
+        Err(codec::ReadError::Codec(e)) => Err(ObjectError::Codec(e)),
+    }
+}
 
 /// How long a put waits for room in a full store by default.
 pub const DEFAULT_PUT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +111,16 @@ impl StoreClient {
         let mut byte = [0u8; 1];
         let mut fds: [RawFd; 1] = [-1];
         let (_, nfds) = sock.recv_with_fd(&mut byte, &mut fds).map_err(connect)?;
+        if nfds == 0 && byte[0] == 0 {
+            // Refused at the door: the reason follows as one frame.
+            let mut sock = sock;
+            return match read_response(&mut sock)? {
+                StoreResponse::Error { kind, message } => {
+                    Err(ObjectError::Refused { kind, message })
+                }
+                other => Err(ObjectError::Unexpected(format!("{other:?}"))),
+            };
+        }
         if nfds != 1 || fds[0] < 0 {
             return Err(ObjectError::Unexpected(
                 "the raylet did not send the segment descriptor".into(),
@@ -125,13 +148,9 @@ impl StoreClient {
         let frame = codec::encode(req)?;
         let mut sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         sock.write_all(&frame)?;
-        let mut h = [0u8; HEADER_LEN];
-        sock.read_exact(&mut h)?;
-        let len = codec::parse_header(&h, MAX_FRAME)?;
-        let mut body = vec![0u8; len];
-        sock.read_exact(&mut body)?;
+        let resp = read_response(&mut sock)?;
         drop(sock);
-        match codec::decode_payload::<StoreResponse>(&body)? {
+        match resp {
             StoreResponse::Error {
                 kind:
                     StoreErrorKind::Full {

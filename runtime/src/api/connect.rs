@@ -7,7 +7,7 @@ use super::core::Core;
 use super::error::{Error, Result};
 use crate::ids::JobId;
 use crate::object_store::StoreClient;
-use crate::proto::codec::{self, CodecError, HEADER_LEN};
+use crate::proto::codec;
 use crate::proto::task::{LocalEvent, LocalRequest, TaskSpec};
 use crate::raylet::task_server::MAX_TASK_FRAME;
 use std::io::{Read, Write};
@@ -20,18 +20,7 @@ pub(crate) type TaskRx = std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>;
 
 /// Reads one event; `Ok(None)` at a clean end of stream.
 fn read_event(r: &mut impl Read) -> std::result::Result<Option<LocalEvent>, String> {
-    let mut h = [0u8; HEADER_LEN];
-    match r.read_exact(&mut h) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    }
-    let len = codec::parse_header(&h, MAX_TASK_FRAME).map_err(|e| e.to_string())?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|e| e.to_string())?;
-    codec::decode_payload::<LocalEvent>(&body)
-        .map(Some)
-        .map_err(|e: CodecError| e.to_string())
+    codec::read_frame(r, MAX_TASK_FRAME).map_err(|e| e.to_string())
 }
 
 /// Connects, says hello, and starts the reader thread.

@@ -60,10 +60,7 @@ pub enum CodecError {
 }
 
 /// Encodes `msg` as one frame, header included.
-pub fn encode<T>(msg: &T) -> Result<Vec<u8>, CodecError>
-where
-    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
-{
+pub fn encode<T: Encode>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let body =
         rkyv::to_bytes::<rancor::Error>(msg).map_err(|e| CodecError::Encode(e.to_string()))?;
     let len = u32::try_from(body.len())
@@ -105,26 +102,64 @@ pub fn parse_header(h: &[u8; HEADER_LEN], max_frame: usize) -> Result<usize, Cod
     Ok(len)
 }
 
-/// Decodes one payload (the bytes after the header) as a `T`.
-pub fn decode_payload<T>(payload: &[u8]) -> Result<T, CodecError>
-where
-    T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, HighDeserializer<rancor::Error>>,
+/// The error type validation runs with: unlike `rancor::Error` in release
+/// builds, it keeps what failed (which field, which check), so a malformed
+/// message is reported precisely. It costs an allocation only on failure.
+pub type Detailed = rancor::BoxedError;
+
+/// A message the codec can decode: validated (bytecheck), then
+/// deserialised. Every wire message derives what this needs.
+pub trait Decode:
+    Sized
+    + Archive<
+        Archived: for<'a> CheckBytes<HighValidator<'a, Detailed>>
+                      + Deserialize<Self, HighDeserializer<Detailed>>,
+    >
 {
+}
+
+impl<T> Decode for T where
+    T: Archive<
+        Archived: for<'a> CheckBytes<HighValidator<'a, Detailed>>
+                      + Deserialize<T, HighDeserializer<Detailed>>,
+    >
+{
+}
+
+/// A message the codec can encode.
+pub trait Encode:
+    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+impl<T> Encode for T where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+/// Decodes one payload (the bytes after the header) as a `T`.
+pub fn decode_payload<T: Decode>(payload: &[u8]) -> Result<T, CodecError> {
     // rkyv needs the archive aligned; a frame read off the wire is not.
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| CodecError::Malformed(e.to_string()))
+    rkyv::from_bytes::<T, Detailed>(&aligned).map_err(|e| {
+        CodecError::Malformed(format!(
+            "{} ({} bytes are not a valid {})",
+            e,
+            payload.len(),
+            short_type_name::<T>()
+        ))
+    })
+}
+
+/// `HeadRequest` for `prism::proto::head::HeadRequest`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 /// Decodes one whole frame (header and payload) from a complete buffer.
-pub fn decode_frame<T>(frame: &[u8], max_frame: usize) -> Result<T, CodecError>
-where
-    T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, HighDeserializer<rancor::Error>>,
-{
+pub fn decode_frame<T: Decode>(frame: &[u8], max_frame: usize) -> Result<T, CodecError> {
     let Some(h) = frame.first_chunk::<HEADER_LEN>() else {
         return Err(CodecError::Truncated {
             expected: HEADER_LEN as u64,
@@ -146,4 +181,62 @@ where
         )));
     }
     decode_payload(body)
+}
+
+/// A frame could not be read from a blocking stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The bytes are not a frame of the expected message.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Reads one message from a blocking stream (Unix sockets inside a
+/// machine). `Ok(None)` at a clean end of stream, before a frame's first
+/// byte; a stream that ends inside a frame is [`CodecError::Truncated`]
+/// with the bytes that did arrive.
+pub fn read_frame<T: Decode>(
+    r: &mut impl std::io::Read,
+    max_frame: usize,
+) -> Result<Option<T>, ReadError> {
+    let mut h = [0u8; HEADER_LEN];
+    let got = read_full(r, &mut h)?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < HEADER_LEN {
+        return Err(CodecError::Truncated {
+            expected: HEADER_LEN as u64,
+            got: got as u64,
+        }
+        .into());
+    }
+    let len = parse_header(&h, max_frame)?;
+    let mut body = vec![0u8; len];
+    let got = read_full(r, &mut body)?;
+    if got < len {
+        return Err(CodecError::Truncated {
+            expected: (HEADER_LEN + len) as u64,
+            got: (HEADER_LEN + got) as u64,
+        }
+        .into());
+    }
+    Ok(Some(decode_payload(&body)?))
+}
+
+/// Fills `buf` unless the stream ends first; returns the bytes read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

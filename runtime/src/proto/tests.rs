@@ -122,3 +122,26 @@ fn p_1_header_errors_are_typed() {
     let garbage = b"GET / HTTP/1.1\r\n\r\n";
     assert!(decode_frame::<HeadRequest>(garbage, MAX).is_err());
 }
+
+#[test]
+fn p_2_a_malformed_archive_says_what_failed_to_validate() {
+    let mut frame = encode(&HeadRequest::Join {
+        node_name: "n".into(),
+    })
+    .unwrap();
+    // An enum tag no variant has.
+    let last = frame.len() - 1;
+    for b in &mut frame[HEADER_LEN..] {
+        *b = 0xff;
+    }
+    frame[last] = 0xff;
+    let e = decode_frame::<HeadRequest>(&frame, MAX).unwrap_err();
+    let text = e.to_string();
+    println!("{text}");
+    assert!(matches!(e, CodecError::Malformed(_)), "{e:?}");
+    assert!(
+        !text.contains("without error information"),
+        "the error names the check that failed: {text}"
+    );
+    assert!(text.contains("HeadRequest"), "and the message type: {text}");
+}

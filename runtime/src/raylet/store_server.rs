@@ -8,13 +8,13 @@
 //! to change.
 
 use super::transfer::{PullError, Transfer};
-use crate::proto::codec::{self, CodecError, HEADER_LEN};
+use crate::proto::codec::{self, ReadError};
 use crate::proto::store::{
     StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
 };
 use prism_objectstore::{Block, ClientId, ObjectId, Segment, Store, StoreError};
 use sendfd::SendWithFd;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -45,6 +45,9 @@ pub struct StoreServer {
     /// The raylet's runtime, on which client threads run pulls.
     runtime: tokio::runtime::Handle,
     stopping: std::sync::atomic::AtomicBool,
+    /// Local clients connected now, and the most allowed (one thread each).
+    clients: std::sync::atomic::AtomicUsize,
+    max_clients: std::sync::atomic::AtomicUsize,
 }
 
 /// A sealed object held (referenced) while its bytes are sent to a peer.
@@ -95,7 +98,15 @@ impl StoreServer {
             stopping: std::sync::atomic::AtomicBool::new(false),
             next_client: AtomicU64::new(1),
             transfer: OnceLock::new(),
+            clients: Default::default(),
+            max_clients: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }))
+    }
+
+    /// At most `n` local clients at once; more are refused at the door with
+    /// a clear error instead of costing a thread each.
+    pub fn set_max_clients(&self, n: usize) {
+        self.max_clients.store(n.max(1), Ordering::Relaxed);
     }
 
     /// Wakes every waiter: the store changed.
@@ -202,11 +213,24 @@ pub fn serve(
                 }
                 match stream {
                     Ok(stream) => {
-                        let server = server.clone();
+                        let max = server.max_clients.load(Ordering::Relaxed);
+                        if server.clients.fetch_add(1, Ordering::AcqRel) >= max {
+                            server.clients.fetch_sub(1, Ordering::AcqRel);
+                            refuse(stream, max);
+                            continue;
+                        }
+                        let s = server.clone();
                         let spawned = std::thread::Builder::new()
                             .name("store-client".into())
-                            .spawn(move || serve_client(stream, server));
+                            // Requests are small: a small stack keeps many
+                            // clients cheap.
+                            .stack_size(256 << 10)
+                            .spawn(move || {
+                                serve_client(stream, s.clone());
+                                s.clients.fetch_sub(1, Ordering::AcqRel);
+                            });
                         if let Err(e) = spawned {
+                            server.clients.fetch_sub(1, Ordering::AcqRel);
                             warn!("cannot start an object store client thread: {e}");
                         }
                     }
@@ -229,32 +253,26 @@ pub fn stop(path: &Path, server: &StoreServer) {
     let _ = std::fs::remove_file(path);
 }
 
-/// A local request could not be read.
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Codec(CodecError),
+/// Turns a client away: a zero byte with no descriptor, then the reason.
+fn refuse(mut stream: UnixStream, max: usize) {
+    warn!(
+        max,
+        "refused an object store client: too many local clients"
+    );
+    let why = StoreResponse::Error {
+        kind: StoreErrorKind::TooManyClients,
+        message: format!(
+            "this raylet already serves {max} local object store clients (PRISM_MAX_LOCAL_CLIENTS); close some connections or raise the limit"
+        ),
+    };
+    let _ = stream.send_with_fd(&[0u8], &[]);
+    if let Ok(frame) = codec::encode(&why) {
+        let _ = stream.write_all(&frame);
+    }
 }
 
 fn read_request(stream: &mut UnixStream) -> Result<Option<StoreRequest>, ReadError> {
-    let mut h = [0u8; HEADER_LEN];
-    match stream.read_exact(&mut h) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(ReadError::Io(e)),
-    }
-    let len = codec::parse_header(&h, MAX_LOCAL_FRAME).map_err(ReadError::Codec)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ReadError::Codec(CodecError::Truncated {
-            expected: (HEADER_LEN + len) as u64,
-            got: HEADER_LEN as u64,
-        }),
-        _ => ReadError::Io(e),
-    })?;
-    codec::decode_payload(&body)
-        .map(Some)
-        .map_err(ReadError::Codec)
+    codec::read_frame(stream, MAX_LOCAL_FRAME)
 }
 
 fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {

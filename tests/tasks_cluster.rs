@@ -61,12 +61,14 @@ fn role_spill() {
             .all(|(v, ids)| ids.len() == 1 && ids[0].to_string() == *v),
         "gpu_ids() matches CUDA_VISIBLE_DEVICES",
     );
-    match where_am_i::options()
+    let unicorn = where_am_i::options()
         .resource("unicorn", 2.0)
         .remote(0u64)
-        .unwrap()
-        .get()
-    {
+        .unwrap();
+    // It waits (the test cluster's infeasible timeout is 4 s), shown in
+    // `prism status` as infeasible demand meanwhile.
+    println!("UNICORN_PENDING");
+    match unicorn.get() {
         Err(prism::Error::Task(TaskError::Infeasible { reason, .. })) => check(
             reason.contains("unicorn"),
             "infeasible names the missing resource",
@@ -128,7 +130,9 @@ struct Cluster {
 }
 
 fn cluster(b_args: &[&str]) -> Cluster {
-    let sb = Sandbox::new().with_env("PRISM_IDLE_TIMEOUT_MS", "3000");
+    let sb = Sandbox::new()
+        .with_env("PRISM_IDLE_TIMEOUT_MS", "3000")
+        .with_env("PRISM_INFEASIBLE_TIMEOUT_MS", "4000");
     let head = sb.start_head(&["--head-only"]);
     let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
     let b = sb.start_raylet("b", &head, b_args);
@@ -158,14 +162,15 @@ fn driver_exe(c: &Cluster, role: &str, exe: &std::path::Path) -> Job {
 fn cluster_spillback_gpus_and_infeasible() {
     let c = cluster(&["--num-cpus", "1", "--num-gpus", "2"]);
     let mut job = driver(&c, "spill");
-    let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(
-        ok && out.contains("ALL OK"),
-        "{out}\n--- a:\n{}\n--- b:\n{}",
-        c.a.log(),
-        c.b.log()
+        wait_until(Duration::from_secs(60), || job
+            .stdout()
+            .contains("UNICORN_PENDING")),
+        "{}",
+        job.stdout()
     );
-    // The infeasible request shows in `prism status` as demand naming the resource.
+    // The infeasible request shows in `prism status` as demand naming the
+    // resource while it waits.
     let shown = wait_until(Duration::from_secs(5), || {
         c.sb.status()["demand"].as_array().is_some_and(|d| {
             d.iter().any(|d| {
@@ -176,6 +181,13 @@ fn cluster_spillback_gpus_and_infeasible() {
         })
     });
     assert!(shown, "{:#}", c.sb.status());
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- a:\n{}\n--- b:\n{}",
+        c.a.log(),
+        c.b.log()
+    );
     // The driver registered its job, and its exit ended it at once.
     let ended = wait_until(Duration::from_secs(5), || {
         let out = c.sb.run(&["job", "list", "--json"]);

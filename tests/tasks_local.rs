@@ -186,15 +186,37 @@ fn role_basics() {
         slow.get().unwrap() == 3_000,
         "the pool still serves after cancels",
     );
-    // Infeasible.
+    // Infeasible: it waits for a node that has the resource (the test's
+    // embedded cluster waits 1 s), then fails naming it.
     let r = square::options()
         .resource("unicorn", 1.0)
         .remote(1u64)
         .unwrap();
+    check(
+        matches!(
+            r.get_timeout(Duration::from_millis(200)),
+            Err(prism::Error::Timeout { .. })
+        ),
+        "infeasible work waits for a node that can run it",
+    );
     match r.get() {
         Err(prism::Error::Task(TaskError::Infeasible { reason, .. })) => {
-            check(reason.contains("unicorn"), "infeasible names the resource")
+            check(reason.contains("unicorn"), "infeasible names the resource");
+            check(reason.contains("waited 1 s"), "and how long it waited");
         }
+        other => panic!("infeasible: {other:?}"),
+    }
+    // Asking to fail fast fails at once.
+    let r = square::options()
+        .resource("unicorn", 1.0)
+        .fail_if_infeasible()
+        .remote(1u64)
+        .unwrap();
+    match r.get_timeout(Duration::from_secs(5)) {
+        Err(prism::Error::Task(TaskError::Infeasible { reason, .. })) => check(
+            reason.contains("unicorn") && !reason.contains("waited"),
+            "fail_if_infeasible fails at once",
+        ),
         other => panic!("infeasible: {other:?}"),
     }
     println!("ALL OK");
@@ -263,7 +285,17 @@ fn child_role() {
 
 #[test]
 fn local_tasks_refs_wait_timeout_cancel_infeasible() {
-    run_role("basics", Duration::from_secs(120));
+    let out = run_role_with(
+        "basics",
+        &[("PRISM_INFEASIBLE_TIMEOUT_MS", "1000")],
+        Duration::from_secs(120),
+    );
+    // The driver was told at once why its task waits.
+    assert!(
+        out.contains("prism: warning: task \"square\" cannot be scheduled on any node now")
+            && out.contains("unicorn"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub fn tasks(head: &HeadSession, state: &Option<String>, json: bool) -> anyhow::
         let s = match t.state {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
+            TaskState::Infeasible => "infeasible",
         };
         keep(state, s)
     });

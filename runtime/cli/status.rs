@@ -44,7 +44,7 @@ pub fn cluster_info(
         });
     }
     for s in SessionDir::list(&temp.temp_dir) {
-        if s.read("daemon.json")?.is_none() {
+        if s.live_daemon().is_none() {
             continue;
         }
         if let Some(info) = s.read_json::<ClusterInfo>("cluster.json")? {
@@ -198,6 +198,16 @@ fn used_of(name: &str, total: Quantity, free: Quantity) -> String {
     }
 }
 
+/// `CPU 2` or `memory 23.5 GiB`.
+fn total_of(name: &str, total: Quantity) -> String {
+    if name == MEMORY || name == OBJECT_STORE_MEMORY {
+        let gib = total.raw() as f64 / prism_scheduler::SCALE as f64 / (1u64 << 30) as f64;
+        format!("{name} {gib:.1} GiB")
+    } else {
+        format!("{name} {total}")
+    }
+}
+
 fn resources_cell(total: &Resources, free: &Resources) -> String {
     let (t, f) = (total.to_set(), free.to_set());
     t.iter()
@@ -222,13 +232,25 @@ fn print_table(s: &ClusterStatus) {
         };
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let head = if n.is_head { " (head)" } else { "" };
+        let resources = if n.state == NodeState::Dead {
+            // Nothing of a dead node is available or in use: show what it had.
+            let had: Vec<String> = n
+                .total
+                .to_set()
+                .iter()
+                .map(|(k, q)| total_of(k, q))
+                .collect();
+            format!("none (had {})", had.join(", "))
+        } else {
+            resources_cell(&n.total, &n.available)
+        };
         println!(
             "{:<12} {:<8} {:<22} {:>4}  {:<52} {}{head}",
             n.node_id.short(),
             state,
             n.address,
             n.incarnation,
-            resources_cell(&n.total, &n.available),
+            resources,
             labels.join(",")
         );
         if let Some(why) = &n.death_reason {
@@ -270,7 +292,9 @@ fn print_table(s: &ClusterStatus) {
     }
     if !infeasible.is_empty() {
         println!();
-        println!("Infeasible demand (no node can run it; these tasks failed with Infeasible):");
+        println!(
+            "Infeasible demand (no node can run it now; it waits for one to join, then fails with Infeasible):"
+        );
         for d in infeasible {
             let why = d.infeasible.as_deref().unwrap_or_default();
             println!(

@@ -72,6 +72,15 @@ settings! {
     transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";
     /// How long `prism start` waits for its daemon to be ready, in milliseconds.
     start_timeout_ms: u64 = 30_000, "PRISM_START_TIMEOUT_MS";
+    /// How long a task or actor that no node can run waits for one to join
+    /// before it fails with `Infeasible`, in milliseconds (0: fail at once).
+    infeasible_timeout_ms: u64 = 60_000, "PRISM_INFEASIBLE_TIMEOUT_MS";
+    /// How long a started worker process has to connect to its raylet before
+    /// it is killed and its task fails with `WorkerStartFailed`, in milliseconds.
+    worker_start_timeout_ms: u64 = 30_000, "PRISM_WORKER_START_TIMEOUT_MS";
+    /// Most local processes (drivers and workers) one raylet's object store
+    /// serves at once; more are refused with a clear error.
+    max_local_clients: usize = 4096, "PRISM_MAX_LOCAL_CLIENTS";
 }
 
 impl Config {

@@ -309,6 +309,7 @@ impl Job {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("stdout");
         let f = std::fs::File::create(&out).unwrap();
+        let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
         let mut c = Command::new(exe);
         c.args([
             "--ignored",
@@ -323,7 +324,7 @@ impl Job {
         .env_remove("PRISM_ADDRESS")
         .stdin(Stdio::null())
         .stdout(f)
-        .stderr(Stdio::inherit());
+        .stderr(err);
         for (k, v) in envs {
             c.env(k, v);
         }
@@ -342,7 +343,13 @@ impl Job {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
-    /// Waits for exit (killing it after `timeout`); returns success and stdout.
+    /// What the driver (and the prism runtime in it) printed on stderr.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.with_file_name("stderr")).unwrap_or_default()
+    }
+
+    /// Waits for exit (killing it after `timeout`); returns success and
+    /// stdout, with stderr appended after a `--- stderr` line.
     pub fn finish(&mut self, timeout: Duration) -> (bool, String) {
         let child = self.child.as_mut().unwrap();
         let done = wait_until(timeout, || child.try_wait().unwrap().is_some());
@@ -351,7 +358,8 @@ impl Job {
         }
         let status = child.wait().unwrap();
         self.child = None;
-        (done && status.success(), self.stdout())
+        let out = format!("{}\n--- stderr\n{}", self.stdout(), self.stderr());
+        (done && status.success(), out)
     }
 
     pub fn kill9(&mut self) {
@@ -398,7 +406,12 @@ pub fn check(cond: bool, what: &str) {
 
 /// Runs `role` as a driver on its own embedded cluster; it must print ALL OK.
 pub fn run_role(role: &str, timeout: Duration) -> String {
-    let mut job = Job::spawn::<&str, &str>(role, &[]);
+    run_role_with(role, &[], timeout)
+}
+
+/// [`run_role`] with extra environment (settings of its embedded cluster).
+pub fn run_role_with(role: &str, envs: &[(&str, &str)], timeout: Duration) -> String {
+    let mut job = Job::spawn(role, envs);
     let (ok, out) = job.finish(timeout);
     assert!(ok && out.contains("ALL OK"), "role {role} failed:\n{out}");
     out

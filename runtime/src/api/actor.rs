@@ -159,6 +159,7 @@ pub struct ActorOptions {
     pub(crate) max_restarts: u32,
     pub(crate) max_task_retries: u32,
     pub(crate) max_concurrency: u32,
+    pub(crate) fail_if_infeasible: bool,
 }
 
 impl ActorOptions {
@@ -176,6 +177,7 @@ impl ActorOptions {
             max_restarts: 0,
             max_task_retries: 0,
             max_concurrency: 1,
+            fail_if_infeasible: false,
         }
     }
     /// CPUs held for the actor's lifetime.
@@ -240,6 +242,12 @@ impl ActorOptions {
         self.strategy = WireStrategy::Spread;
         self
     }
+    /// Die at once when no node can host it, instead of waiting (up to
+    /// `PRISM_INFEASIBLE_TIMEOUT_MS`) for such a node to join.
+    pub fn fail_if_infeasible(mut self) -> Self {
+        self.fail_if_infeasible = true;
+        self
+    }
     /// On `node`; `soft` falls back elsewhere.
     pub fn node_affinity(mut self, node: NodeId, soft: bool) -> Self {
         self.strategy = WireStrategy::NodeAffinity { node, soft };
@@ -293,6 +301,10 @@ macro_rules! __actor_option_methods {
         /// Spread over nodes.
         pub fn spread(self) -> Self {
             Self(self.0.spread())
+        }
+        /// Die at once when no node can host it.
+        pub fn fail_if_infeasible(self) -> Self {
+            Self(self.0.fail_if_infeasible())
         }
     };
     (@ $($m:ident($($a:ident: $t:ty),*)),*) => {

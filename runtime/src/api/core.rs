@@ -175,6 +175,10 @@ impl Core {
                 None
             }
             LocalEvent::Execute { task, gpus } => Some((task, gpus)),
+            LocalEvent::Warning { message } => {
+                eprintln!("prism: warning: {message}");
+                None
+            }
             other => {
                 tracing::warn!("unexpected event from the raylet: {other:?}");
                 None
@@ -384,6 +388,7 @@ impl Core {
         };
         spec.max_retries = opts.max_retries;
         spec.retry_exceptions = opts.retry_exceptions;
+        spec.fail_if_infeasible = opts.fail_if_infeasible;
         self.submit_spec(spec, args, false)
     }
 
@@ -685,6 +690,7 @@ impl Core {
             TaskKind::CreateActor(create),
         );
         spec.resources = crate::proto::common::Resources::from(&opts.resources);
+        spec.fail_if_infeasible = opts.fail_if_infeasible;
         spec.strategy = match &opts.placement {
             Some((pg, index)) => pg.strategy_for(*index)?,
             None => opts.strategy.clone(),

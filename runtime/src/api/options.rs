@@ -15,6 +15,7 @@ pub struct TaskOptions {
     pub(crate) retry_exceptions: bool,
     pub(crate) strategy: WireStrategy,
     pub(crate) placement: Option<(super::PlacementGroup, u32)>,
+    pub(crate) fail_if_infeasible: bool,
 }
 
 pub(crate) fn qty(x: f64) -> Quantity {
@@ -34,6 +35,7 @@ impl TaskOptions {
             retry_exceptions: false,
             strategy: WireStrategy::Hybrid,
             placement: None,
+            fail_if_infeasible: false,
         }
     }
 
@@ -98,6 +100,13 @@ impl TaskOptions {
         self
     }
 
+    /// Fail with `Infeasible` at once when no node can run it, instead of
+    /// waiting (up to `PRISM_INFEASIBLE_TIMEOUT_MS`) for such a node to join.
+    pub fn fail_if_infeasible(mut self) -> Self {
+        self.fail_if_infeasible = true;
+        self
+    }
+
     /// A display name for errors and state views.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -128,6 +137,10 @@ macro_rules! __task_option_methods {
         /// Spread calls over nodes.
         pub fn spread(self) -> Self {
             Self(self.0.spread())
+        }
+        /// See [`TaskOptions::fail_if_infeasible`](::prism::TaskOptions).
+        pub fn fail_if_infeasible(self) -> Self {
+            Self(self.0.fail_if_infeasible())
         }
     };
     (@ $($m:ident($($a:ident: $t:ty),*)),*) => {

@@ -262,7 +262,12 @@ impl NodeTable {
                 incarnation: n.incarnation,
                 is_head: n.reg.is_head,
                 total: Resources::from(&n.total),
-                available: Resources::from(&n.available),
+                // A dead node offers nothing (its last report is stale).
+                available: if n.state == NodeState::Dead {
+                    Resources::default()
+                } else {
+                    Resources::from(&n.available)
+                },
                 labels: n.reg.labels.clone(),
                 gpus: n.reg.gpus.clone(),
                 last_heartbeat_ms_ago: now.saturating_duration_since(n.last_heartbeat).as_millis()
@@ -354,6 +359,13 @@ mod tests {
         );
         assert_eq!(t.node(a2).unwrap().state, NodeState::Alive);
         assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+        let dead = t.status(t0).into_iter().find(|n| n.node_id == a).unwrap();
+        assert_eq!(
+            dead.available.to_set(),
+            ResourceSet::new(),
+            "a dead node shows nothing available, not its last report"
+        );
+        assert_eq!(dead.total.to_set().get(CPU), Quantity::whole(2));
         let unknown = t.handle_heartbeat(t0, NodeId::random(), ResourceSet::new());
         assert!(matches!(unknown, HeartbeatOutcome::ReRegister(_)));
     }

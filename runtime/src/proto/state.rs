@@ -33,6 +33,9 @@ pub enum TaskState {
     Queued,
     /// On a worker.
     Running,
+    /// No node can run it now; it waits for one to join (bounded by the
+    /// raylet's infeasible timeout).
+    Infeasible,
 }
 
 /// One task as its raylet sees it.

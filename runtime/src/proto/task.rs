@@ -131,6 +131,9 @@ pub struct TaskSpec {
     pub attempt: u32,
     /// Already spilled from another raylet: run here or queue, never forward again.
     pub spilled: bool,
+    /// Fail with `Infeasible` at once when no node can run it, instead of
+    /// waiting (up to the raylet's infeasible timeout) for one to join.
+    pub fail_if_infeasible: bool,
     /// Task, actor creation or actor call.
     pub kind: TaskKind,
 }
@@ -157,6 +160,7 @@ impl TaskSpec {
             retry_exceptions: false,
             attempt: 0,
             spilled: false,
+            fail_if_infeasible: false,
             kind,
         }
     }
@@ -337,6 +341,12 @@ pub enum LocalEvent {
     /// The hello was refused.
     Refused {
         /// Why.
+        message: String,
+    },
+    /// Something the user should know about work this connection submitted
+    /// (it cannot run anywhere now, say); the driver prints it once.
+    Warning {
+        /// What to print.
         message: String,
     },
 }

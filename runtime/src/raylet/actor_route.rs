@@ -28,9 +28,6 @@ use tokio::sync::mpsc;
 
 /// How long a call waits for its actor to get a node (creation or restart).
 pub(super) const LOCATE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the link checks whether its node was declared dead (AR-3; a
-/// local lookup, no network).
-const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// How long dialling the actor's node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,7 +126,7 @@ impl TaskService {
             let why = self
                 .link_session(actor, node, addr, retries, &mut rx, &mut resend, &inflight)
                 .await;
-            self.transfer.forget_peer(addr);
+            self.peers.forget(addr);
             // AR-1: re-send what may be, fail the rest, naming the loss.
             let mut failed = Vec::new();
             let mut again = VecDeque::new();
@@ -144,7 +141,7 @@ impl TaskService {
                     _ => failed.push(Action::Reply {
                         owner,
                         task_id,
-                        outcome: died(actor, format!("{why} while running this call")),
+                        outcome: died(actor, format!("{why} before this call's result came back")),
                     }),
                 }
             }
@@ -202,7 +199,7 @@ impl TaskService {
         inflight: &InFlight,
     ) -> String {
         let lost = |e: &dyn std::fmt::Display| format!("lost the actor's node {node}: {e}");
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, self.transfer.peer(addr)).await {
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, self.peers.connect(addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return lost(&e),
             Err(_) => return lost(&format!("no answer from {addr}")),
@@ -260,12 +257,8 @@ impl TaskService {
             }
         };
         let watch = async {
-            loop {
-                tokio::time::sleep(WATCH_EVERY).await;
-                if let Some(why) = self.node_lost(node) {
-                    return format!("its node {node} died ({why})");
-                }
-            }
+            let why = self.peers.lost(node).await;
+            format!("its node {node} died ({why})")
         };
         tokio::select! {
             w = reader => w,

@@ -8,7 +8,11 @@
 //! - **D-2** every submitted task gets exactly one reply (result, failure or
 //!   cancellation), unless its owner went away;
 //! - **D-3** a worker runs at most one task at a time, and only its job's;
-//! - **D-4** system failures retry up to `max_retries`, then fail with the cause.
+//! - **D-4** system failures retry up to `max_retries`, then fail with the cause;
+//! - **D-5** work no node can run now waits (parked) while the cluster may
+//!   change, is placed as soon as a fresh view shows a node for it, and fails
+//!   with `Infeasible` only once it has waited the infeasible timeout (or at
+//!   once when it asked to fail fast).
 
 use super::task_queue::ClassQueue;
 use crate::ids::{ActorId, JobId, NodeId};
@@ -80,6 +84,16 @@ pub enum Action {
         /// Why, when dead.
         reason: Option<String>,
     },
+    /// Tell a local owner something it should know (printed by its driver).
+    Warn {
+        /// Who.
+        owner: Owner,
+        /// What.
+        message: String,
+    },
+    /// Ask the head for a fresh view of the cluster now (work is parked as
+    /// infeasible on a view that may be stale).
+    RefreshView,
     /// Route a call to an actor that lives on another node.
     ForwardCall {
         /// The actor.
@@ -143,7 +157,14 @@ pub struct Dispatcher {
     workers: HashMap<WorkerId, Worker>,
     next_worker: WorkerId,
     max_idle: usize,
-    infeasible: Vec<(ResourceSet, u32, String)>,
+    /// Infeasible work waiting for the cluster to change (D-5).
+    parked: Vec<parked::Parked>,
+    /// How long parked work waits before it fails (zero: fail at once).
+    infeasible_timeout: std::time::Duration,
+    /// The time of the last [`Dispatcher::tick`].
+    now: Option<std::time::Instant>,
+    /// (job, shape) pairs whose owner was told they cannot run now.
+    warned: std::collections::HashSet<(JobId, String)>,
     actors: HashMap<ActorId, actors::LocalActor>,
     dead_actors: HashMap<ActorId, String>,
     /// Calls for actors whose creation was announced but not started here.
@@ -204,7 +225,10 @@ impl Dispatcher {
             workers: HashMap::new(),
             next_worker: 1,
             max_idle,
-            infeasible: Vec::new(),
+            parked: Vec::new(),
+            infeasible_timeout: std::time::Duration::ZERO,
+            now: None,
+            warned: Default::default(),
             actors: HashMap::new(),
             dead_actors: HashMap::new(),
             pre_waiting: HashMap::new(),
@@ -226,6 +250,13 @@ impl Dispatcher {
         self.local.available()
     }
 
+    /// How long work no node can run waits for one before failing with
+    /// `Infeasible` (D-5); zero (the default) fails it at once.
+    pub fn with_infeasible_timeout(mut self, timeout: std::time::Duration) -> Dispatcher {
+        self.infeasible_timeout = timeout;
+        self
+    }
+
     /// Replaces the view of the other nodes (from the head's status).
     pub fn set_peers(&mut self, peers: Vec<(NodeId, NodeResources)>) {
         let mut view = ClusterView::new();
@@ -236,10 +267,12 @@ impl Dispatcher {
         self.view = view;
     }
 
-    /// [`Dispatcher::set_peers`], then spills what waits here if a peer has room now.
+    /// [`Dispatcher::set_peers`], then places parked work that a node can
+    /// run now and spills what waits here if a peer has room now.
     pub fn set_peers_and_pump(&mut self, peers: Vec<(NodeId, NodeResources)>) -> Vec<Action> {
         self.set_peers(peers);
         let mut out = Vec::new();
+        self.retry_parked(&mut out);
         self.pump(&mut out);
         out
     }
@@ -258,30 +291,22 @@ impl Dispatcher {
         }
     }
 
-    /// Shapes waiting here with their counts, then infeasible shapes with
-    /// what is missing (counted since start), for `prism status`.
+    /// Shapes waiting here with their counts, then shapes no node can run
+    /// now with what is missing, for `prism status`.
     pub fn demand(&self) -> Vec<(ResourceSet, u32, Option<String>)> {
         let mut out: Vec<(ResourceSet, u32, Option<String>)> = Vec::new();
-        for q in self.queue.iter() {
-            match out.iter_mut().find(|(s, _, _)| *s == q.request) {
+        let waiting = self.queue.iter().map(|q| (&q.request, None));
+        let parked = self.parked.iter().map(|p| (&p.q.request, Some(&p.reason)));
+        for (shape, why) in waiting.chain(parked) {
+            match out
+                .iter_mut()
+                .find(|(s, _, w)| s == shape && w.as_ref() == why)
+            {
                 Some(e) => e.1 += 1,
-                None => out.push((q.request.clone(), 1, None)),
+                None => out.push((shape.clone(), 1, why.cloned())),
             }
         }
-        out.extend(
-            self.infeasible
-                .iter()
-                .map(|(s, n, why)| (s.clone(), *n, Some(why.clone()))),
-        );
         out
-    }
-
-    fn note_infeasible(&mut self, shape: &ResourceSet, why: &str) {
-        if let Some(e) = self.infeasible.iter_mut().find(|(s, _, _)| s == shape) {
-            e.1 += 1;
-        } else if self.infeasible.len() < 16 {
-            self.infeasible.push((shape.clone(), 1, why.to_string()));
-        }
     }
 
     /// A task arrives from `owner`.
@@ -333,9 +358,29 @@ impl Dispatcher {
                 return out;
             }
         };
+        let q = Queued {
+            spec,
+            owner,
+            request,
+        };
+        self.place(q, &strategy, None, &mut out);
+        out
+    }
+
+    /// Sends `q` where the policy says: to a peer, into the local queue, or
+    /// (no node can run it now) parked or failed (D-5). `parked_since` is
+    /// set when `q` comes back from the parked list.
+    fn place(
+        &mut self,
+        q: Queued,
+        strategy: &Strategy<NodeId>,
+        parked_since: Option<Option<std::time::Instant>>,
+        out: &mut Vec<Action>,
+    ) {
+        let request = &q.request;
         // A spilled task stays here unless this node can never run it.
-        let decision = if spec.spilled {
-            if self.local.feasible(&request) {
+        let decision = if q.spec.spilled {
+            if self.local.feasible(request) {
                 Decision::Queue(self.me)
             } else {
                 let why = request
@@ -347,48 +392,48 @@ impl Dispatcher {
         } else {
             self.view.upsert(self.me, self.local.clone());
             self.policy
-                .decide(&self.view, &request, &strategy, Some(self.me))
+                .decide(&self.view, request, strategy, Some(self.me))
         };
         match decision {
-            Decision::Place(n) | Decision::Queue(n) if n != self.me => {
-                self.forward_to(
-                    n,
-                    Queued {
-                        spec,
-                        owner,
-                        request,
-                    },
-                    &mut out,
-                );
-            }
+            Decision::Place(n) | Decision::Queue(n) if n != self.me => self.forward_to(n, q, out),
             Decision::Place(_) | Decision::Queue(_) => {
-                if let TaskKind::CreateActor(c) = &spec.kind {
+                if let TaskKind::CreateActor(c) = &q.spec.kind {
                     self.pre_waiting.entry(c.actor_id).or_default();
                 }
-                let q = Queued {
-                    spec,
-                    owner,
-                    request,
-                };
                 self.queue.push_back(q.class(), q);
-                self.pump(&mut out);
+                self.pump(out);
             }
             Decision::Infeasible(why) => {
                 let reason = match why {
                     prism_scheduler::Infeasible::InvalidRequest(w) => w,
                     other => other.to_string(),
                 };
-                self.note_infeasible(&request, &reason);
-                if let TaskKind::CreateActor(c) = &spec.kind {
-                    out.extend(self.actor_registration_failed(
-                        c.actor_id,
-                        format!("it is infeasible: {reason}"),
-                    ));
+                match parked_since {
+                    Some(since) => self.keep_parked(q, reason, since),
+                    None if q.spec.spilled
+                        || q.spec.fail_if_infeasible
+                        || self.infeasible_timeout.is_zero() =>
+                    {
+                        self.fail_infeasible(q, reason, out)
+                    }
+                    None => self.park(q, reason, out),
                 }
-                out.push(reply_failed(owner, &spec, Failure::Infeasible { reason }));
             }
         }
-        out
+    }
+
+    /// Fails work no node can run, and the actor it would have created.
+    fn fail_infeasible(&mut self, q: Queued, reason: String, out: &mut Vec<Action>) {
+        if let TaskKind::CreateActor(c) = &q.spec.kind {
+            out.extend(
+                self.actor_registration_failed(c.actor_id, format!("it is infeasible: {reason}")),
+            );
+        }
+        out.push(reply_failed(
+            q.owner,
+            &q.spec,
+            Failure::Infeasible { reason },
+        ));
     }
 
     fn forward_to(&mut self, node: NodeId, mut q: Queued, out: &mut Vec<Action>) {
@@ -715,10 +760,19 @@ impl Dispatcher {
                 .running
                 .get(&task_id)
                 .is_some_and(|r| creation(&r.task))
+            || self
+                .parked
+                .iter()
+                .any(|p| p.q.spec.task_id == task_id && creation(&p.q))
         {
             return out;
         }
-        if let Some(q) = self.queue.remove_first(|q| q.spec.task_id == task_id) {
+        let parked = self.parked.iter().position(|p| p.q.spec.task_id == task_id);
+        let queued = match parked {
+            Some(i) => Some(self.parked.remove(i).q),
+            None => self.queue.remove_first(|q| q.spec.task_id == task_id),
+        };
+        if let Some(q) = queued {
             out.push(Action::Reply {
                 owner: q.owner,
                 task_id,
@@ -755,6 +809,7 @@ impl Dispatcher {
     pub fn owner_gone(&mut self, owner: Owner, job: Option<JobId>) -> Vec<Action> {
         let mut out = Vec::new();
         self.queue.retain(|q| q.owner != owner);
+        self.parked.retain(|p| p.q.owner != owner);
         for r in self.running.values_mut().filter(|r| r.task.owner == owner) {
             r.cancelled = true;
         }
@@ -768,6 +823,7 @@ impl Dispatcher {
                 r.cancelled = true;
             }
             self.queue.retain(|q| q.spec.job_id != job);
+            self.parked.retain(|p| p.q.spec.job_id != job);
             let detached = self.detached_workers();
             self.actors_of_job_end(job);
             let doomed: Vec<WorkerId> = self
@@ -825,6 +881,8 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 mod actors;
 #[path = "dispatch_bundles.rs"]
 mod bundles;
+#[path = "dispatch_parked.rs"]
+mod parked;
 #[path = "dispatch_state.rs"]
 pub mod state;
 

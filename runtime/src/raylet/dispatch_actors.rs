@@ -378,16 +378,24 @@ impl Dispatcher {
             None => cause.clone(),
         };
         // In-flight calls: re-send (before anything queued) or fail (DA-3).
+        // The worker runs up to `max_concurrency` of them, oldest first; the
+        // rest were queued in it and never started.
         let mut resend = VecDeque::new();
-        for mut q in a.inflight.drain(..) {
+        let running = a.opts.max_concurrency.max(1) as usize;
+        for (i, mut q) in a.inflight.drain(..).enumerate() {
             if q.spec.attempt < a.opts.max_task_retries && !a.no_restart {
                 q.spec.attempt += 1;
                 resend.push_back(q);
             } else {
+                let when = if i < running {
+                    "while running this call".to_string()
+                } else {
+                    format!("before this call started (it was queued behind {i} others)")
+                };
                 out.push(Action::Reply {
                     owner: q.owner,
                     task_id: q.spec.task_id,
-                    outcome: died(actor, format!("{reason} while running this call")),
+                    outcome: died(actor, format!("{reason} {when}")),
                 });
             }
         }

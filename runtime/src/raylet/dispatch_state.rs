@@ -57,6 +57,9 @@ impl Dispatcher {
         for q in self.pre_waiting.values().flatten() {
             out.push(row(q, TaskState::Queued, None));
         }
+        for p in &self.parked {
+            out.push(row(&p.q, TaskState::Infeasible, None));
+        }
         out
     }
 }

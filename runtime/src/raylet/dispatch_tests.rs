@@ -4,6 +4,7 @@ use super::*;
 use crate::ids::ActorId;
 use crate::proto::common::Resources;
 use crate::proto::task::TaskKind;
+use std::time::Duration;
 
 fn node(cpus: u32) -> NodeResources {
     NodeResources::new(ResourceSet::new().with(CPU, Quantity::whole(cpus)))
@@ -22,6 +23,7 @@ fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
         retry_exceptions: false,
         attempt: 0,
         spilled: false,
+        fail_if_infeasible: false,
         kind: TaskKind::Task,
     }
 }
@@ -144,6 +146,115 @@ fn infeasible_names_the_resource() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn unicorn_task() -> TaskSpec {
+    static JOB: std::sync::OnceLock<JobId> = std::sync::OnceLock::new();
+    let mut t = task(*JOB.get_or_init(JobId::random), 1, 0);
+    t.resources = Resources::from(&ResourceSet::new().with("unicorn", Quantity::ONE));
+    t
+}
+
+fn count<F: Fn(&Action) -> bool>(a: &[Action], f: F) -> usize {
+    a.iter().filter(|a| f(a)).count()
+}
+
+#[test]
+fn d5_infeasible_work_waits_then_fails_after_the_timeout() {
+    let t0 = std::time::Instant::now();
+    let mut d =
+        Dispatcher::new(NodeId::random(), node(2)).with_infeasible_timeout(Duration::from_secs(10));
+    let _ = d.tick(t0);
+    let t = unicorn_task();
+    let a = d.submit(t.clone(), 1);
+    assert!(replies(&a).is_empty(), "it waits: {a:?}");
+    assert_eq!(
+        count(
+            &a,
+            |a| matches!(a, Action::Warn { message, .. } if message.contains("unicorn"))
+        ),
+        1
+    );
+    assert_eq!(
+        count(&a, |a| matches!(a, Action::RefreshView)),
+        1,
+        "a fresh view is asked for"
+    );
+    let demand = d.demand();
+    assert!(
+        demand
+            .iter()
+            .any(|(_, n, why)| *n == 1 && why.as_deref().is_some_and(|w| w.contains("unicorn"))),
+        "reported as infeasible demand: {demand:?}"
+    );
+    assert_eq!(
+        d.task_rows()[0].state,
+        crate::proto::state::TaskState::Infeasible
+    );
+    // A second one of the same shape: no second warning.
+    let a = d.submit(unicorn_task(), 1);
+    assert_eq!(count(&a, |a| matches!(a, Action::Warn { .. })), 0);
+    assert!(replies(&d.tick(t0 + Duration::from_millis(9_999))).is_empty());
+    let a = d.tick(t0 + Duration::from_secs(10));
+    let r = replies(&a);
+    assert_eq!(r.len(), 2, "both fail at the timeout: {a:?}");
+    match &r[0] {
+        Outcome::Failed(Failure::Infeasible { reason }) => {
+            assert!(
+                reason.contains("unicorn") && reason.contains("waited 10 s"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.demand().is_empty(), "nothing left waiting");
+}
+
+#[test]
+fn d5_parked_work_goes_to_a_node_that_joins() {
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(2)).with_infeasible_timeout(Duration::from_secs(60));
+    let t = unicorn_task();
+    assert!(replies(&d.submit(t.clone(), 7)).is_empty());
+    // A view without it changes nothing.
+    let a = d.set_peers_and_pump(vec![(NodeId::random(), node(4))]);
+    assert!(a.is_empty(), "{a:?}");
+    let joined = NodeId::random();
+    let unicorns = NodeResources::new(
+        ResourceSet::new()
+            .with(CPU, Quantity::whole(1))
+            .with("unicorn", Quantity::whole(4)),
+    );
+    let a = d.set_peers_and_pump(vec![(joined, unicorns)]);
+    match &a[..] {
+        [Action::Forward { node, owner, task }] => {
+            assert_eq!((*node, *owner, task.task_id), (joined, 7, t.task_id));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.demand().is_empty());
+}
+
+#[test]
+fn d5_fail_fast_and_zero_timeout_fail_at_once_and_cancel_reaches_parked_work() {
+    let mut d =
+        Dispatcher::new(NodeId::random(), node(2)).with_infeasible_timeout(Duration::from_secs(60));
+    let mut t = unicorn_task();
+    t.fail_if_infeasible = true;
+    assert!(matches!(
+        &replies(&d.submit(t, 1))[..],
+        [Outcome::Failed(Failure::Infeasible { .. })]
+    ));
+    let t = unicorn_task();
+    assert!(replies(&d.submit(t.clone(), 1)).is_empty());
+    assert_eq!(
+        replies(&d.cancel(t.task_id, false)),
+        vec![Outcome::Failed(Failure::Cancelled)]
+    );
+    assert!(d.demand().is_empty());
+    // The default (no timeout set): at once.
+    let mut d = Dispatcher::new(NodeId::random(), node(2));
+    assert_eq!(replies(&d.submit(unicorn_task(), 1)).len(), 1);
 }
 
 #[test]

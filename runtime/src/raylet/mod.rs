@@ -7,6 +7,7 @@ mod actor_links;
 mod actor_route;
 mod bundle_ops;
 pub mod dispatch;
+pub mod peers;
 pub mod resources;
 mod state_view;
 pub mod store_server;
@@ -224,6 +225,7 @@ pub async fn run_raylet(
             path: store_socket.clone(),
             source,
         })?;
+    server.set_max_clients(opts.config.max_local_clients);
     store_server::serve(listener, server.clone()).map_err(|source| RayletError::StoreSocket {
         path: store_socket.clone(),
         source,
@@ -260,13 +262,8 @@ pub async fn run_raylet(
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
     let link = transfer::HeadLink::new(endpoint.clone(), head, trust.clone(), opts.config.clone());
     let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
-    let transfer = transfer::Transfer::new(
-        link,
-        node_id,
-        endpoint.clone(),
-        trust.clone(),
-        chunk_timeout,
-    );
+    let peers = peers::Peers::new(endpoint.clone(), trust.clone());
+    let transfer = transfer::Transfer::new(link, node_id, peers, chunk_timeout);
     server.set_transfer(transfer.clone());
     let task_socket = task_server::socket_path(session.path());
     let task_listener =
@@ -285,9 +282,11 @@ pub async fn run_raylet(
             binaries: std::path::Path::new(&opts.config.temp_dir).join("binaries"),
             node_id: node_id.to_string(),
             node_address: address.to_string(),
+            hello_timeout: Duration::from_millis(opts.config.worker_start_timeout_ms),
         },
         server.clone(),
         transfer.clone(),
+        Duration::from_millis(opts.config.infeasible_timeout_ms),
     );
     let task_accept = tokio::spawn(task_server::serve(task_listener, tasks.clone()));
     let peers = tokio::spawn(transfer::serve_peers(
@@ -310,6 +309,7 @@ pub async fn run_raylet(
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
         }
+        tasks.tick(std::time::Instant::now());
         let Some(c) = client.as_ref() else {
             client = connect()
                 .await

@@ -4,6 +4,7 @@
 //! and runs tasks that peers spill here.
 
 use super::dispatch::{Action, Dispatcher, Owner, WorkerId};
+use super::peers::Peers;
 use super::store_server::StoreServer;
 use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
@@ -16,8 +17,6 @@ use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{call, read_msg};
 use dashmap::DashMap;
 use prism_scheduler::NodeResources;
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,9 +54,10 @@ pub struct TaskService {
     pub(super) peer_sinks: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) actor_links: DashMap<crate::ids::ActorId, super::actor_links::LinkTx>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
-    peer_addrs: Mutex<HashMap<NodeId, SocketAddr>>,
-    /// Nodes the head declared dead, with why (from its last status).
-    lost_nodes: DashMap<NodeId, String>,
+    /// The other nodes (addresses, deaths, connections).
+    pub(super) peers: Arc<Peers>,
+    /// A fresh view of the cluster is being fetched from the head.
+    refreshing: std::sync::atomic::AtomicBool,
     next_owner: AtomicU64,
     pub(super) env: WorkerEnv,
     pub(super) store: Arc<StoreServer>,
@@ -72,10 +72,13 @@ impl TaskService {
         env: WorkerEnv,
         store: Arc<StoreServer>,
         transfer: Arc<Transfer>,
+        infeasible_timeout: std::time::Duration,
     ) -> Arc<TaskService> {
         Arc::new(TaskService {
             node: Mutex::new(node),
-            disp: Mutex::new(Dispatcher::new(node, local)),
+            disp: Mutex::new(
+                Dispatcher::new(node, local).with_infeasible_timeout(infeasible_timeout),
+            ),
             conns: DashMap::new(),
             worker_conns: DashMap::new(),
             pids: DashMap::new(),
@@ -86,8 +89,8 @@ impl TaskService {
             peer_sinks: DashMap::new(),
             actor_links: DashMap::new(),
             reports: std::sync::OnceLock::new(),
-            peer_addrs: Mutex::new(HashMap::new()),
-            lost_nodes: DashMap::new(),
+            peers: transfer.peers().clone(),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             next_owner: AtomicU64::new(1),
             env,
             store,
@@ -130,26 +133,7 @@ impl TaskService {
 
     /// Refreshes the view of the other nodes from the head's status.
     pub fn update_peers(self: &Arc<Self>, status: &ClusterStatus) {
-        let me = self.node();
-        let mut addrs = HashMap::new();
-        let mut peers = Vec::new();
-        for n in &status.nodes {
-            if n.state == crate::proto::common::NodeState::Dead {
-                let why = n
-                    .death_reason
-                    .clone()
-                    .unwrap_or_else(|| "declared dead".into());
-                self.lost_nodes.insert(n.node_id, why);
-            }
-            if n.node_id == me || n.state != crate::proto::common::NodeState::Alive {
-                continue;
-            }
-            if let Ok(a) = n.address.parse() {
-                addrs.insert(n.node_id, a);
-            }
-            peers.push((n.node_id, n.to_resources()));
-        }
-        *self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        let peers = self.peers.update(status, self.node());
         for job in &status.ended_jobs {
             if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
                 info!(%job, "job ended; stopping its workers here");
@@ -161,7 +145,29 @@ impl TaskService {
 
     /// Why the head declared `node` dead, if it did.
     pub(super) fn node_lost(&self, node: NodeId) -> Option<String> {
-        self.lost_nodes.get(&node).map(|r| r.clone())
+        self.peers.lost_reason(node)
+    }
+
+    /// Time passes (every heartbeat): parked infeasible work may expire.
+    pub fn tick(self: &Arc<Self>, now: std::time::Instant) {
+        self.act(|d| d.tick(now));
+    }
+
+    /// Asks the head for its status now, instead of at the next heartbeat
+    /// (one request at a time).
+    fn refresh_view(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = crate::proto::head::HeadRequest::GetStatus;
+            match me.transfer.head_request(&req).await {
+                Ok(crate::proto::head::HeadResponse::Status(status)) => me.update_peers(&status),
+                other => debug!("cannot refresh the cluster view: {other:?}"),
+            }
+            me.refreshing.store(false, Ordering::Release);
+        });
     }
 
     fn send(&self, owner: Owner, ev: &LocalEvent) {
@@ -219,6 +225,10 @@ impl TaskService {
                     reason,
                 } => self.report_actor(actor, state, restarts, reason),
                 Action::ForwardCall { actor, owner, task } => self.route_call(actor, owner, task),
+                Action::Warn { owner, message } => {
+                    self.send(owner, &LocalEvent::Warning { message })
+                }
+                Action::RefreshView => self.refresh_view(),
                 Action::Forward { node, owner, task } => self.forward(node, owner, task),
                 Action::Kill { worker } => {
                     if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
@@ -238,12 +248,13 @@ impl TaskService {
                 None => Err(format!("job {job} is not known on this node")),
                 Some(spec) => {
                     match workers::resolve_binary(&me.env, &me.store, &spec, local).await {
-                        Ok(bin) => workers::spawn(&me.env, &bin, &spec, worker, &gpus),
+                        Ok(bin) => workers::spawn(&me.env, &bin, &spec, worker, &gpus)
+                            .map(|child| (child, bin)),
                         Err(e) => Err(e),
                     }
                 }
             };
-            let mut child = match started {
+            let (mut child, binary) = match started {
                 Ok(c) => c,
                 Err(detail) => {
                     warn!(worker, %job, "cannot start worker: {detail}");
@@ -251,15 +262,41 @@ impl TaskService {
                     return;
                 }
             };
-            if let Some(pid) = child.id() {
-                me.pids.insert(worker, pid);
-            }
-            let status = child.wait().await;
+            let pid = child.id().unwrap_or(0);
+            me.pids.insert(worker, pid);
+            // A worker must say hello in time; one that never does (a hung
+            // or wrong binary) is killed, and its task fails saying why.
+            let limit = me.env.hello_timeout;
+            let hello = async {
+                tokio::time::sleep(limit).await;
+                if me.worker_conns.contains_key(&worker) {
+                    return std::future::pending().await;
+                }
+                workers::kill(pid);
+                true
+            };
+            let (status, silent) = tokio::select! {
+                status = child.wait() => (status, false),
+                silent = hello => (child.wait().await, silent),
+            };
             me.pids.remove(&worker);
-            let detail = workers::describe_exit(status);
-            debug!(worker, %detail, "worker exited");
-            let node = me.node();
-            me.act(|d| d.worker_died(worker, Failure::WorkerDied { node, detail }));
+            let failure = if silent {
+                let detail = format!(
+                    "the worker process {} (pid {pid}) did not connect to its raylet within {} ms and was killed (PRISM_WORKER_START_TIMEOUT_MS)",
+                    binary.display(),
+                    limit.as_millis()
+                );
+                warn!(worker, %job, "{detail}");
+                Failure::WorkerStartFailed { detail }
+            } else {
+                let detail = workers::describe_exit(status);
+                debug!(worker, %detail, "worker exited");
+                Failure::WorkerDied {
+                    node: me.node(),
+                    detail,
+                }
+            };
+            me.act(|d| d.worker_died(worker, failure));
         });
     }
 
@@ -267,23 +304,30 @@ impl TaskService {
         let me = self.clone();
         tokio::spawn(async move {
             let job = me.jobs.get(&task.job_id).map(|j| j.clone());
-            let addr = me.peer_addr(node).await;
+            let addr = me.peers.addr(node, PEER_ADDR_WAIT).await;
             let result = async {
                 let job = job.ok_or("the task's job is unknown here")?;
                 let addr = addr.ok_or("no address for the node")?;
                 if me.local_jobs.contains_key(&job.job_id) {
                     workers::publish_binary(&me.store, &job).await?;
                 }
-                let conn = me.transfer.peer(addr).await?;
                 let req = PeerRequest::Submit(Box::new(PeerSubmit {
                     job,
                     task: task.clone(),
                 }));
-                let resp: PeerTaskResponse =
-                    call(&*conn, &req, MAX_TASK_FRAME).await.map_err(|e| {
-                        me.transfer.forget_peer(addr);
-                        e.to_string()
-                    })?;
+                // PE-1: the answer is awaited only while the node lives.
+                let exchange = async {
+                    let conn = me.peers.connect(addr).await?;
+                    call::<_, PeerTaskResponse>(&*conn, &req, MAX_TASK_FRAME)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                let resp = me
+                    .peers
+                    .unless_lost(node, exchange)
+                    .await
+                    .and_then(|r| r)
+                    .inspect_err(|_| me.peers.forget(addr))?;
                 Ok::<_, String>(resp.outcome)
             }
             .await;
@@ -299,28 +343,6 @@ impl TaskService {
                 }
             }
         });
-    }
-
-    /// The address of `node`. A node the head has just placed something on
-    /// (a placement-group bundle) may be newer than this raylet's last
-    /// status refresh: wait a few heartbeats for it before giving up.
-    async fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
-        let deadline = tokio::time::Instant::now() + PEER_ADDR_WAIT;
-        loop {
-            let known = self
-                .peer_addrs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&node)
-                .copied();
-            if known.is_some() || tokio::time::Instant::now() >= deadline {
-                return known;
-            }
-            if self.lost_nodes.contains_key(&node) {
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
     }
 
     /// Runs a task a peer spilled here; answers when it ends.

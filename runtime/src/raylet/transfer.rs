@@ -15,6 +15,7 @@
 //!   sealed object; the raylet holds a reference while it writes the range
 //!   straight from its segment.
 
+use super::peers::Peers;
 use super::store_server::StoreServer;
 use super::task_server::{TaskService, MAX_TASK_FRAME};
 use crate::client::{ClientError, HeadClient};
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::ids::NodeId;
 use crate::proto::head::{HeadRequest, HeadResponse, PeerRole};
 use crate::proto::raylet::{PeerRequest, PeerResponse};
-use crate::transport::rpc::{read_msg, write_frame, write_msg};
+use crate::transport::rpc::{read_msg, write_frame, write_msg, RpcError};
 use crate::transport::tls::ClientTrust;
 use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
 use prism_objectstore::ObjectId;
@@ -123,9 +124,7 @@ impl HeadLink {
 pub struct Transfer {
     link: HeadLink,
     node_id: Mutex<NodeId>,
-    endpoint: Arc<dyn Endpoint>,
-    trust: ClientTrust,
-    peers: tokio::sync::Mutex<HashMap<SocketAddr, BoxConn>>,
+    peers: Arc<Peers>,
     inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
     chunk_timeout: Duration,
 }
@@ -135,16 +134,13 @@ impl Transfer {
     pub fn new(
         link: HeadLink,
         node_id: NodeId,
-        endpoint: Arc<dyn Endpoint>,
-        trust: ClientTrust,
+        peers: Arc<Peers>,
         chunk_timeout: Duration,
     ) -> Arc<Transfer> {
         Arc::new(Transfer {
             link,
             node_id: Mutex::new(node_id),
-            endpoint,
-            trust,
-            peers: tokio::sync::Mutex::new(HashMap::new()),
+            peers,
             inflight: Mutex::new(HashMap::new()),
             chunk_timeout,
         })
@@ -237,7 +233,10 @@ impl Transfer {
         let mut tried = Vec::new();
         for (node, addr) in sources {
             let started = Instant::now();
-            match self.pull_from(server, id, size, &addr, deadline).await {
+            match self
+                .pull_from(server, id, size, node, &addr, deadline)
+                .await
+            {
                 Ok(()) => {
                     let secs = started.elapsed().as_secs_f64();
                     info!(object = %id, from = %node, size, mb_per_s = size as f64 / secs / 1e6, "pulled object");
@@ -258,27 +257,9 @@ impl Transfer {
         self.link.request(req).await
     }
 
-    /// Forgets a cached connection that failed.
-    pub fn forget_peer(self: &Arc<Self>, addr: SocketAddr) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.peers.lock().await.remove(&addr);
-        });
-    }
-
-    /// A cached connection to a peer raylet.
-    pub async fn peer(&self, addr: SocketAddr) -> Result<BoxConn, String> {
-        let mut peers = self.peers.lock().await;
-        if let Some(c) = peers.get(&addr) {
-            return Ok(c.clone());
-        }
-        let c = self
-            .endpoint
-            .connect(addr, &self.trust)
-            .await
-            .map_err(|e| e.to_string())?;
-        peers.insert(addr, c.clone());
-        Ok(c)
+    /// The peers this raylet pulls from.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     async fn pull_from(
@@ -286,13 +267,20 @@ impl Transfer {
         server: &Arc<StoreServer>,
         id: ObjectId,
         size: u64,
+        node: NodeId,
         addr: &str,
         deadline: Instant,
     ) -> Result<(), String> {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
-        let conn = self.peer(sock).await?;
+        let conn = self
+            .peers
+            .unless_lost(node, self.peers.connect(sock))
+            .await??;
+        // PE-1: the pull ends when the head declares the source dead.
+        let lost = self.peers.lost(node);
+        tokio::pin!(lost);
         let base = server
             .create_for_pull(id, size)
             .map_err(|e| e.to_string())?;
@@ -319,19 +307,30 @@ impl Transfer {
                         })
                 });
             }
-            match set.join_next().await {
+            let next = tokio::select! {
+                next = set.join_next() => next,
+                why = &mut lost, if failure.is_none() => {
+                    failure = Some(format!("node {node} died ({why})"));
+                    set.abort_all();
+                    continue;
+                }
+            };
+            match next {
                 None => break,
                 Some(Ok(Ok(()))) => {}
                 Some(Ok(Err(e))) => failure = failure.or(Some(e)),
+                Some(Err(e)) if e.is_cancelled() => {}
                 Some(Err(e)) => failure = failure.or(Some(format!("chunk task failed: {e}"))),
             }
             if failure.is_some() {
                 set.abort_all();
             }
         }
+        // Every chunk task has ended (the loop drains the set), so no write
+        // into the object can follow its abort.
         if let Some(why) = failure {
             server.abort_pull(id);
-            self.peers.lock().await.remove(&sock);
+            self.peers.forget(sock);
             return Err(why);
         }
         server.seal_pull(id).map_err(|e| e.to_string())
@@ -398,19 +397,30 @@ pub async fn serve_peers(
             while let Ok((s, r)) = conn.accept_bi().await {
                 let server = server.clone();
                 let tasks = tasks.clone();
-                tokio::spawn(async move { serve_stream(s, r, &server, &tasks).await });
+                let conn = conn.clone();
+                tokio::spawn(async move { serve_stream(s, r, &conn, &server, &tasks).await });
             }
         });
     }
 }
 
+/// How long a peer's new stream may take to carry its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_stream(
     mut s: SendHalf,
     mut r: RecvHalf,
+    conn: &BoxConn,
     server: &Arc<StoreServer>,
     tasks: &Arc<TaskService>,
 ) {
-    match read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME).await {
+    let first = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME),
+    )
+    .await
+    .unwrap_or_else(|_| Err(RpcError::NoResponse));
+    match first {
         Ok(Some(PeerRequest::Pull {
             object,
             offset,
@@ -432,7 +442,15 @@ async fn serve_stream(
             let _ = write_msg(&mut s, &resp).await;
         }
         Ok(None) => {}
-        Err(e) => warn!("bad peer request: {e}"),
+        Err(RpcError::NoResponse) => {
+            warn!(peer = %conn.remote_addr(), "a peer stream carried no request within {REQUEST_TIMEOUT:?}; closing it");
+        }
+        // A peer that sends what is not a frame is broken or hostile: the
+        // whole connection goes (P-1), not just this stream.
+        Err(e) => {
+            warn!(peer = %conn.remote_addr(), "bad peer request ({e}); dropping the connection");
+            conn.close(&e.to_string());
+        }
     }
 }
 

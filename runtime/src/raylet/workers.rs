@@ -41,6 +41,8 @@ pub struct WorkerEnv {
     pub node_id: String,
     /// This raylet's QUIC address (where peers send actor calls).
     pub node_address: String,
+    /// How long a started worker has to say hello before it is killed.
+    pub hello_timeout: Duration,
 }
 
 /// SHA-256 of bytes.

@@ -6,6 +6,7 @@ use crate::job::ClusterArgs;
 use anyhow::bail;
 use prism::proto::common::NodeState;
 use prism::proto::head::{HeadRequest, HeadResponse};
+use prism::proto::placement::PgRequest;
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
@@ -62,7 +63,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
         }
         "placement-groups" => {
             let HeadResponse::PlacementGroups(mut pgs) =
-                head.request(&HeadRequest::ListPlacementGroups)?
+                head.request(&HeadRequest::PlacementGroup(PgRequest::List))?
             else {
                 bail!("unexpected answer to ListPlacementGroups");
             };

@@ -70,6 +70,10 @@ settings! {
     /// A transfer chunk (8 MiB) that makes no progress for this long abandons
     /// its source, in milliseconds.
     transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";
+    /// How long the head waits for a raylet to answer one request (bundle
+    /// operations, a state listing, handing over an actor's restart), in
+    /// milliseconds.
+    raylet_rpc_timeout_ms: u64 = 5_000, "PRISM_RAYLET_RPC_TIMEOUT_MS";
     /// How long `prism start` waits for its daemon to be ready, in milliseconds.
     start_timeout_ms: u64 = 30_000, "PRISM_START_TIMEOUT_MS";
     /// How long a task or actor that no node can run waits for one to join

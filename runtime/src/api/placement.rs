@@ -21,8 +21,8 @@ use super::options::qty;
 use super::{Error, Result};
 use crate::ids::{NodeId, PlacementGroupId};
 use crate::proto::common::Resources;
-use crate::proto::head::{HeadRequest, HeadResponse};
-use crate::proto::placement::{PgCreate, PgInfo, PgState};
+use crate::proto::head::HeadResponse;
+use crate::proto::placement::{PgCreate, PgInfo, PgRequest, PgState};
 use crate::proto::task::{LocalRequest, WireStrategy};
 use dashmap::DashMap;
 use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY};
@@ -83,7 +83,7 @@ pub struct PlacementGroup {
     bundles: u32,
 }
 
-fn ask(core: &Arc<Core>, request: HeadRequest, timeout: Duration) -> Result<HeadResponse> {
+fn ask(core: &Arc<Core>, request: PgRequest, timeout: Duration) -> Result<HeadResponse> {
     core.ask_raylet(
         "placement_group",
         timeout + Duration::from_secs(30),
@@ -129,7 +129,7 @@ impl PlacementGroup {
                 detail: format!("bundle {i} reserves nothing"),
             });
         }
-        let req = HeadRequest::CreatePlacementGroup(PgCreate {
+        let req = PgRequest::Create(PgCreate {
             pg: pg.id,
             name: name.to_string(),
             bundles: bundles.iter().map(|b| Resources::from(&b.0)).collect(),
@@ -195,7 +195,7 @@ impl PlacementGroup {
             // Seen created (by `create` or an earlier `ready`).
             return Ok(());
         }
-        let req = HeadRequest::WaitPlacementGroup {
+        let req = PgRequest::Wait {
             pg: self.id,
             timeout_ms: timeout.as_millis() as u64,
         };
@@ -224,11 +224,7 @@ impl PlacementGroup {
     /// Its row in the head's table now (state, reason, nodes).
     pub fn info(&self) -> Result<PgInfo> {
         let core = current()?;
-        self.expect_info(ask(
-            &core,
-            HeadRequest::GetPlacementGroup { pg: self.id },
-            Duration::ZERO,
-        )?)
+        self.expect_info(ask(&core, PgRequest::Get { pg: self.id }, Duration::ZERO)?)
     }
 
     /// Frees every bundle; tasks and actors running in it are killed.
@@ -246,7 +242,7 @@ impl PlacementGroup {
         core.send(&LocalRequest::PlacementGroup {
             // Nobody waits for the answer; an unknown id is ignored.
             request_id: rand::random(),
-            request: HeadRequest::RemovePlacementGroup { pg: self.id },
+            request: PgRequest::Remove { pg: self.id },
         })
     }
 
@@ -286,7 +282,7 @@ impl PlacementGroup {
 /// Every placement group the head knows (`prism list placement-groups`).
 pub fn list_placement_groups() -> Result<Vec<PgInfo>> {
     let core = current()?;
-    match ask(&core, HeadRequest::ListPlacementGroups, Duration::ZERO)? {
+    match ask(&core, PgRequest::List, Duration::ZERO)? {
         HeadResponse::PlacementGroups(v) => Ok(v),
         other => Err(Error::Init(format!("unexpected answer {other:?}"))),
     }

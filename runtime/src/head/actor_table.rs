@@ -9,7 +9,7 @@
 
 use crate::ids::{ActorId, NodeId};
 use crate::proto::head::{ActorInfo, ActorState};
-use crate::proto::raylet::PeerSubmit;
+use crate::proto::task::PeerSubmit;
 use crate::proto::task::{TaskKind, WireStrategy};
 use std::collections::BTreeMap;
 

@@ -1,20 +1,30 @@
-//! The head: the cluster's source of truth. For now it holds the node table
-//! (registration, heartbeats, failure detection), issues node certificates
-//! to raylets that show the join token, and reports status.
+//! The head: the cluster's source of truth. Every table (nodes, jobs,
+//! actors, placement groups, the object directory) lives in one pure state
+//! machine, [`core::HeadCore`]; the rest of this module are its shells.
 //!
-//! [`node_table`] is the pure core; [`server`] is the thin shell: a ractor
-//! actor owning the table and a task per connection moving frames.
+//! # Layout
+//!
+//! - [`core`]: the head core — requests and ticks in, replies and effects
+//!   out — with its tables: [`node_table`], [`actor_table`], [`pg_table`],
+//!   [`job_table`], [`object_directory`] (each pure, each with its invariants).
+//! - `shell`: the ractor actor that owns the core and carries out its
+//!   effects; `server`: connections, the `Hello` handshake, routing each
+//!   stream's request to the actor (`run_head`).
+//! - `dialer`: the one way the head reaches a raylet (bundle operations,
+//!   actor restarts, state listings); `listing`: those listings merged;
+//!   `job_runner`: submitted jobs' binaries, driver processes and logs.
 
-mod actor_restart;
 pub mod actor_table;
+pub mod core;
+mod dialer;
+mod job_runner;
 pub mod job_table;
-pub mod jobs;
+mod listing;
 pub mod node_table;
 pub mod object_directory;
 pub mod pg_table;
-mod placement;
 mod server;
-mod state_query;
+mod shell;
 
 pub use server::run_head;
 

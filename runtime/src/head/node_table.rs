@@ -186,6 +186,16 @@ impl NodeTable {
         }
     }
 
+    /// What a live node has free, as a raylet reported it outside a
+    /// heartbeat (after a bundle operation).
+    pub fn set_available(&mut self, id: NodeId, available: ResourceSet) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if n.state != NodeState::Dead {
+                n.available = available;
+            }
+        }
+    }
+
     /// A node leaving cleanly.
     pub fn handle_unregister(&mut self, id: NodeId) -> bool {
         let live = self

@@ -11,6 +11,9 @@ use crate::proto::placement::{PgCreate, PgInfo, PgState, PgStrategyWire};
 use prism_scheduler::ResourceSet;
 use std::collections::BTreeMap;
 
+/// The reason of a group no placement attempt has looked at yet.
+pub const NOT_TRIED: &str = "not placed yet";
+
 /// Removed groups kept for `prism list placement-groups`.
 const KEEP_REMOVED: usize = 1000;
 
@@ -68,7 +71,7 @@ impl PgTable {
                 name: req.name,
                 strategy: req.strategy,
                 state: PgState::Pending,
-                reason: Some(super::placement::NOT_TRIED.into()),
+                reason: Some(NOT_TRIED.into()),
                 bundles: req.bundles,
                 nodes: vec![None; n],
                 addresses: vec![String::new(); n],

@@ -1,279 +1,27 @@
-//! The head's shell: accepts connections, checks who they are, decodes
-//! requests and hands them to the actor that owns the node table.
+//! The head's server: accepts connections, checks who they are (a node
+//! certificate, or the join token in `Hello`), reads each stream's request
+//! and hands it to the head core's actor ([`super::shell`]). It moves bytes
+//! only: binary uploads to the [`JobRunner`]'s cache, job logs from its
+//! files, and task/object listings gathered from the raylets.
 
-use super::actor_restart::Restarter;
-use super::actor_table::ActorTable;
-use super::jobs::JobManager;
-use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
-use super::object_directory::ObjectDirectory;
-use super::placement::{self, NodeSource, Placer};
-use super::state_query::StateQuerier;
-use super::{HeadError, HeadSetup};
-use crate::ids::{ActorId, ClusterId, JobId, NodeId};
-use crate::proto::common::NodeState;
-use crate::proto::common::{ClusterStatus, Demand};
-use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RegisterNode};
+use super::core::{Caller, HeadCore};
+use super::dialer::RayletDialer;
+use super::job_runner::JobRunner;
+use super::node_table::FailureDetector;
+use super::shell::{HeadActor, HeadMsg, Shell};
+use super::{listing, HeadError, HeadSetup};
+use crate::ids::{ClusterId, JobId};
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
 use crate::proto::state::StateQuery;
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
 use crate::transport::tls::{ClientTrust, ClusterCa};
 use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
-use prism_scheduler::ResourceSet;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{debug, info, warn};
-
-enum HeadMsg {
-    Register(RegisterNode, RpcReplyPort<HeadResponse>),
-    Heartbeat(NodeId, ResourceSet, Vec<Demand>, RpcReplyPort<HeadResponse>),
-    Unregister(NodeId, RpcReplyPort<HeadResponse>),
-    Status(RpcReplyPort<ClusterStatus>),
-    AddLocation(NodeId, [u8; 16], u64, RpcReplyPort<HeadResponse>),
-    GetLocations([u8; 16], RpcReplyPort<HeadResponse>),
-    Actors(HeadRequest, RpcReplyPort<HeadResponse>),
-    /// A raylet's free resources after a bundle operation.
-    Available(NodeId, ResourceSet),
-    /// An actor's restart on another node could not be started.
-    RestartFailed(ActorId, String),
-    Tick,
-}
-
-/// The placer's window on the node table.
-struct ActorNodes(Arc<std::sync::OnceLock<ActorRef<HeadMsg>>>);
-
-impl NodeSource for ActorNodes {
-    async fn status(&self) -> Option<ClusterStatus> {
-        let actor = self.0.get()?;
-        ractor::call!(actor, HeadMsg::Status).ok()
-    }
-
-    fn available(&self, node: NodeId, free: ResourceSet) {
-        if let Some(actor) = self.0.get() {
-            let _ = actor.cast(HeadMsg::Available(node, free));
-        }
-    }
-}
-
-struct HeadState {
-    table: NodeTable,
-    directory: ObjectDirectory,
-    cluster_id: ClusterId,
-    head_address: String,
-    demand: std::collections::HashMap<NodeId, Vec<Demand>>,
-    actors: ActorTable,
-    placer: Arc<Placer>,
-    restarter: Arc<Restarter>,
-    me: Option<ActorRef<HeadMsg>>,
-}
-
-impl HeadState {
-    fn register(&mut self, now: Instant, reg: RegisterNode) -> HeadResponse {
-        let node_id = NodeId::random();
-        let incarnation = self.table.handle_register(now, node_id, reg);
-        HeadResponse::Registered {
-            node_id,
-            incarnation,
-            heartbeat_interval_ms: self.table.detector().interval.as_millis() as u64,
-        }
-    }
-
-    fn heartbeat(&mut self, now: Instant, id: NodeId, available: ResourceSet) -> HeadResponse {
-        match self.table.handle_heartbeat(now, id, available) {
-            HeartbeatOutcome::Ack => HeadResponse::HeartbeatAck,
-            HeartbeatOutcome::ReRegister(reason) => HeadResponse::ReRegister { reason },
-        }
-    }
-
-    fn status(&self, now: Instant) -> ClusterStatus {
-        ClusterStatus {
-            cluster_id: self.cluster_id,
-            head_address: self.head_address.clone(),
-            nodes: self.table.status(now),
-            demand: self
-                .demand
-                .iter()
-                .filter(|(id, _)| {
-                    self.table
-                        .node(**id)
-                        .is_some_and(|n| n.state != NodeState::Dead)
-                })
-                .flat_map(|(_, d)| d.iter().cloned())
-                .collect(),
-            ended_jobs: Vec::new(),
-        }
-    }
-
-    fn add_location(&mut self, node: NodeId, object: [u8; 16], size: u64) -> HeadResponse {
-        match self.table.node(node) {
-            Some(n) if n.state != NodeState::Dead => {
-                self.directory.add(object, node, size);
-                HeadResponse::Ok
-            }
-            _ => HeadResponse::Error {
-                kind: ErrorKind::BadRequest,
-                message: format!("node {node} is not alive; it cannot hold objects"),
-            },
-        }
-    }
-
-    fn locations(&self, object: &[u8; 16]) -> HeadResponse {
-        let (size, holders) = self.directory.locations(object).unwrap_or((0, Vec::new()));
-        let nodes = holders
-            .into_iter()
-            .filter_map(|id| {
-                self.table
-                    .node(id)
-                    .filter(|n| n.state != NodeState::Dead)
-                    .map(|n| (id, n.reg.address.clone()))
-            })
-            .collect();
-        HeadResponse::ObjectLocations { size, nodes }
-    }
-
-    fn actor_request(&mut self, req: HeadRequest) -> HeadResponse {
-        match req {
-            HeadRequest::RegisterActor(info, create) => {
-                match self.actors.register(info, create.map(|c| *c)) {
-                    Ok(()) => HeadResponse::Ok,
-                    Err(message) => HeadResponse::Error {
-                        kind: ErrorKind::BadRequest,
-                        message,
-                    },
-                }
-            }
-            HeadRequest::UpdateActor {
-                actor_id,
-                state,
-                node,
-                restarts,
-                reason,
-            } => {
-                // A late report from a node declared dead must not pull the
-                // actor back there (it may be restarting elsewhere).
-                let from_dead = node.as_ref().is_some_and(|(n, _)| {
-                    self.table
-                        .node(*n)
-                        .is_none_or(|n| n.state == NodeState::Dead)
-                });
-                if !from_dead {
-                    self.actors.update(actor_id, state, node, restarts, reason);
-                }
-                HeadResponse::Ok
-            }
-            HeadRequest::GetActor { actor_id } => {
-                HeadResponse::Actor(self.actors.get(actor_id).cloned())
-            }
-            HeadRequest::GetNamedActor { namespace, name } => {
-                HeadResponse::Actor(self.actors.by_name(&namespace, &name).cloned())
-            }
-            HeadRequest::ListActors => HeadResponse::Actors(self.actors.list()),
-            other => HeadResponse::Error {
-                kind: ErrorKind::Internal,
-                message: format!("not an actor request: {other:?}"),
-            },
-        }
-    }
-
-    /// Actors lost with `node`: restart those that may move (AT-4).
-    fn actors_lost(&mut self, now: Instant, node: NodeId, reason: &str) {
-        let losses = self.actors.node_died(node, reason);
-        if losses.is_empty() {
-            return;
-        }
-        let status = self.status(now);
-        let me = self.me.clone();
-        let failed = move |actor, why| {
-            if let Some(me) = &me {
-                let _ = me.cast(HeadMsg::RestartFailed(actor, why));
-            }
-        };
-        let restarter = self.restarter.clone();
-        restarter.handle(&mut self.actors, &status, node, losses, failed);
-    }
-
-    fn log_events(&mut self, now: Instant) {
-        while let Some(ev) = self.table.poll_event() {
-            match ev {
-                NodeEvent::Registered { id, incarnation } => {
-                    let name = self
-                        .table
-                        .node(id)
-                        .map(|n| n.reg.node_name.clone())
-                        .unwrap_or_default();
-                    info!(node = %id, %name, incarnation, "node registered");
-                }
-                NodeEvent::Suspected(id) => warn!(node = %id, "node missed heartbeats: suspect"),
-                NodeEvent::Recovered(id) => {
-                    info!(node = %id, "suspect node heartbeat again: alive")
-                }
-                NodeEvent::Died { id, reason } => {
-                    self.directory.remove_node(id);
-                    warn!(node = %id, %reason, "node dead");
-                    self.actors_lost(now, id, &reason);
-                    self.placer.node_died(id);
-                }
-            }
-        }
-    }
-}
-
-struct HeadActor;
-
-impl Actor for HeadActor {
-    type Msg = HeadMsg;
-    type State = HeadState;
-    type Arguments = HeadState;
-
-    async fn pre_start(
-        &self,
-        me: ActorRef<HeadMsg>,
-        mut state: HeadState,
-    ) -> Result<HeadState, ActorProcessingErr> {
-        state.me = Some(me);
-        Ok(state)
-    }
-
-    async fn handle(
-        &self,
-        _me: ActorRef<HeadMsg>,
-        msg: HeadMsg,
-        st: &mut HeadState,
-    ) -> Result<(), ActorProcessingErr> {
-        let now = Instant::now();
-        // A dropped reply port means the caller gave up; nothing to do.
-        match msg {
-            HeadMsg::Register(reg, reply) => drop(reply.send(st.register(now, reg))),
-            HeadMsg::Heartbeat(id, free, demand, reply) => {
-                let r = st.heartbeat(now, id, free);
-                if r == HeadResponse::HeartbeatAck {
-                    st.demand.insert(id, demand);
-                }
-                drop(reply.send(r))
-            }
-            HeadMsg::Unregister(id, reply) => drop(reply.send(unregister(&mut st.table, id))),
-            HeadMsg::Status(reply) => drop(reply.send(st.status(now))),
-            HeadMsg::AddLocation(node, object, size, reply) => {
-                drop(reply.send(st.add_location(node, object, size)))
-            }
-            HeadMsg::GetLocations(object, reply) => drop(reply.send(st.locations(&object))),
-            HeadMsg::Actors(req, reply) => drop(reply.send(st.actor_request(req))),
-            HeadMsg::Available(id, free) => {
-                let _ = st.table.handle_heartbeat(now, id, free);
-            }
-            HeadMsg::RestartFailed(actor, why) => st.actors.restart_failed(actor, &why),
-            HeadMsg::Tick => st.table.tick(now),
-        }
-        st.log_events(now);
-        Ok(())
-    }
-}
-
-fn unregister(table: &mut NodeTable, id: NodeId) -> HeadResponse {
-    table.handle_unregister(id);
-    HeadResponse::Ok
-}
 
 /// Shared by every connection task.
 struct Ctx {
@@ -282,18 +30,8 @@ struct Ctx {
     token: crate::token::JoinToken,
     cluster_id: ClusterId,
     max_frame: usize,
-    jobs: Arc<JobManager>,
-    placer: Arc<Placer>,
-    state: Arc<StateQuerier>,
-}
-
-/// What a connection proved in its `Hello`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Auth {
-    /// A node certificate from the cluster CA.
-    Node,
-    /// The join token, no certificate.
-    Client,
+    jobs: JobRunner,
+    dialer: Arc<RayletDialer>,
 }
 
 /// Runs the head on a bound endpoint until `shutdown` resolves.
@@ -308,41 +46,32 @@ pub async fn run_head(
         suspect_after: cfg.suspect_after_missed,
         dead_after: cfg.dead_after_missed,
     };
-    let actor_slot = Arc::new(std::sync::OnceLock::new());
     let trust = ClientTrust::Mutual(Arc::new(setup.ca.issue("head")?));
-    let restarter = Restarter::new(endpoint.clone(), trust.clone());
-    let querier = StateQuerier::new(endpoint.clone(), trust.clone());
-    let placer = placement::start(ActorNodes(actor_slot.clone()), endpoint.clone(), trust);
-    let state = HeadState {
-        restarter,
-        me: None,
-        placer: placer.clone(),
-        table: NodeTable::new(detector),
-        directory: ObjectDirectory::default(),
-        cluster_id: setup.cluster_id,
-        head_address: endpoint.local_addr().to_string(),
-        demand: Default::default(),
-        actors: ActorTable::default(),
-    };
-    let (actor, handle) = Actor::spawn(None, HeadActor, state)
-        .await
-        .map_err(|e| HeadError::Actor(e.to_string()))?;
-    let _ = actor_slot.set(actor.clone());
-    let jobs = JobManager::new(
+    let dialer = RayletDialer::new(
+        endpoint.clone(),
+        trust,
+        Duration::from_millis(cfg.raylet_rpc_timeout_ms),
+    );
+    let head_address = endpoint.local_addr().to_string();
+    let jobs = JobRunner::new(
         setup.session_dir.clone(),
         cfg.temp_dir.clone(),
-        endpoint.local_addr().to_string(),
+        head_address.clone(),
         setup.token.to_string(),
     );
+    let core = HeadCore::new(setup.cluster_id, head_address, detector);
+    let shell = Shell::new(core, dialer.clone(), jobs.clone());
+    let (actor, handle) = Actor::spawn(None, HeadActor, shell)
+        .await
+        .map_err(|e| HeadError::Actor(e.to_string()))?;
     let ctx = Arc::new(Ctx {
-        state: querier,
-        jobs,
-        placer,
         actor: actor.clone(),
         ca: setup.ca,
         token: setup.token,
         cluster_id: setup.cluster_id,
         max_frame: cfg.max_frame_bytes,
+        jobs,
+        dialer,
     });
     let ticker = {
         let actor = actor.clone();
@@ -388,24 +117,22 @@ async fn serve_conn(conn: BoxConn, ctx: Arc<Ctx>) {
         let (s, r) = conn.accept_bi().await.ok()?;
         handshake(&conn, s, r, &ctx).await
     };
-    let Ok(Some(auth)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await else {
+    let Ok(Some(caller)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await else {
         conn.close("no valid Hello in time");
         return;
     };
-    debug!(%addr, ?auth, "connection authenticated");
+    debug!(%addr, ?caller, "connection authenticated");
     let drivers: Arc<std::sync::Mutex<Vec<JobId>>> = Arc::default();
     while let Ok((s, r)) = conn.accept_bi().await {
         let (conn, ctx, drivers) = (conn.clone(), ctx.clone(), drivers.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(auth, s, r, &conn, &ctx, &drivers).await {
+            if let Err(e) = serve_stream(caller, s, r, &ctx, &drivers).await {
                 drop_connection(&conn, &e);
             }
         });
     }
     for job in drivers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-        info!(%job, "driver disconnected; job ended");
-        ctx.jobs.disconnected(job);
-        ctx.placer.job_ended(job);
+        let _ = ctx.actor.cast(HeadMsg::DriverGone(job));
     }
 }
 
@@ -424,7 +151,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_MAX_FRAME: usize = 64 << 10;
 
 /// The first stream must carry `Hello`; returns how the peer authenticated.
-async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) -> Option<Auth> {
+async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) -> Option<Caller> {
     let addr = conn.remote_addr();
     let refuse = |kind, message: String| HeadResponse::Error { kind, message };
     let (reply, auth) = match read_msg::<HeadRequest, _>(&mut r, HELLO_MAX_FRAME.min(ctx.max_frame)).await {
@@ -434,9 +161,9 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
         }
         Ok(Some(HeadRequest::Hello { version, token, .. })) if version == PROTOCOL_VERSION => {
             if conn.peer() == PeerIdentity::ClusterNode {
-                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Auth::Node))
+                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Node))
             } else if token.as_deref().is_some_and(|t| ctx.token.secret_matches(t)) {
-                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Auth::Client))
+                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Client))
             } else {
                 let why = if token.is_some() { "invalid join token" } else { "missing join token" };
                 warn!(%addr, "refused connection: {why}");
@@ -463,21 +190,14 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
 }
 
 async fn serve_stream(
-    auth: Auth,
+    caller: Caller,
     mut s: SendHalf,
     mut r: RecvHalf,
-    conn: &BoxConn,
     ctx: &Ctx,
     drivers: &std::sync::Mutex<Vec<JobId>>,
 ) -> Result<(), RpcError> {
     let Some(req) = read_msg::<HeadRequest, _>(&mut r, ctx.max_frame).await? else {
         return Ok(());
-    };
-    let needs_node = |op: &str| HeadResponse::Error {
-        kind: ErrorKind::Unauthorized,
-        message: format!(
-            "{op} needs a node certificate from the cluster CA; join with the token first"
-        ),
     };
     let reply = match req {
         HeadRequest::Hello { .. } => HeadResponse::Welcome {
@@ -485,7 +205,7 @@ async fn serve_stream(
         },
         HeadRequest::Join { node_name } => match ctx.ca.issue(&node_name) {
             Ok(id) => {
-                info!(addr = %conn.remote_addr(), %node_name, "issued a node certificate");
+                info!(%node_name, "issued a node certificate");
                 HeadResponse::Joined {
                     ca_pem: id.ca_pem,
                     cert_pem: id.cert_pem,
@@ -494,95 +214,48 @@ async fn serve_stream(
             }
             Err(e) => internal(e),
         },
-        HeadRequest::Register(_) if auth != Auth::Node => needs_node("Register"),
-        HeadRequest::Heartbeat { .. } if auth != Auth::Node => needs_node("Heartbeat"),
-        HeadRequest::Unregister { .. } if auth != Auth::Node => needs_node("Unregister"),
-        HeadRequest::AddObjectLocation { .. } if auth != Auth::Node => {
-            needs_node("AddObjectLocation")
-        }
-        HeadRequest::AddObjectLocation {
-            node_id,
-            object,
-            size,
-        } => ractor::call!(ctx.actor, HeadMsg::AddLocation, node_id, object, size)
-            .unwrap_or_else(internal),
-        HeadRequest::GetObjectLocations { object } => {
-            ractor::call!(ctx.actor, HeadMsg::GetLocations, object).unwrap_or_else(internal)
-        }
-        HeadRequest::Register(reg) => {
+        HeadRequest::Register(reg) if caller == Caller::Node => {
             ractor::call!(ctx.actor, HeadMsg::Register, reg).unwrap_or_else(internal)
         }
-        HeadRequest::Heartbeat {
-            node_id,
-            available,
-            demand,
-        } => ractor::call!(
-            ctx.actor,
-            HeadMsg::Heartbeat,
-            node_id,
-            available.to_set(),
-            demand
-        )
-        .unwrap_or_else(internal),
-        HeadRequest::Unregister { node_id } => {
-            ractor::call!(ctx.actor, HeadMsg::Unregister, node_id).unwrap_or_else(internal)
-        }
-        HeadRequest::GetStatus => ractor::call!(ctx.actor, HeadMsg::Status)
-            .map(|mut s| {
-                s.ended_jobs = ctx.jobs.ended_recently(Duration::from_secs(600));
-                HeadResponse::Status(s)
-            })
-            .unwrap_or_else(internal),
         HeadRequest::UploadBinary { hash, len } => upload(&mut r, ctx, hash, len).await,
-        HeadRequest::SubmitJob(sub) => match ctx.jobs.submit(sub) {
-            Ok(job_id) => HeadResponse::JobSubmitted { job_id },
-            Err(message) => bad_request(message),
-        },
-        HeadRequest::RegisterDriver {
-            job_id,
-            entrypoint,
-            pid,
-        } => {
-            ctx.jobs.register(job_id, entrypoint, pid);
-            drivers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(job_id);
-            HeadResponse::Ok
+        HeadRequest::SubmitJob(sub) => {
+            ractor::call!(ctx.actor, HeadMsg::Submit, sub).unwrap_or_else(internal)
         }
-        HeadRequest::ListJobs => HeadResponse::Jobs(ctx.jobs.list()),
-        req @ (HeadRequest::RegisterActor(..)
-        | HeadRequest::UpdateActor { .. }
-        | HeadRequest::GetActor { .. }
-        | HeadRequest::GetNamedActor { .. }
-        | HeadRequest::ListActors) => {
-            ractor::call!(ctx.actor, HeadMsg::Actors, req).unwrap_or_else(internal)
+        HeadRequest::JobLogs { job_id, offset } => {
+            match ractor::call!(ctx.actor, HeadMsg::Job, job_id) {
+                Ok(Some(job)) => match ctx.jobs.logs(&job, offset) {
+                    Ok((data, next)) => HeadResponse::Logs { data, next, job },
+                    Err(message) => bad_request(message),
+                },
+                Ok(None) => bad_request(format!("no job {job_id}")),
+                Err(e) => internal(e),
+            }
         }
         HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
-        HeadRequest::CreatePlacementGroup(c) => ctx.placer.create(c),
-        HeadRequest::GetPlacementGroup { pg } => ctx.placer.get(pg),
-        HeadRequest::WaitPlacementGroup { pg, timeout_ms } => {
-            let limit = Duration::from_millis(timeout_ms.min(3_600_000));
-            ctx.placer.wait(pg, limit).await
+        req => {
+            if let HeadRequest::RegisterDriver { job_id, .. } = &req {
+                drivers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(*job_id);
+            }
+            ractor::call!(ctx.actor, HeadMsg::Request, caller, req).unwrap_or_else(internal)
         }
-        HeadRequest::RemovePlacementGroup { pg } => ctx.placer.remove(pg, "removed by its owner"),
-        HeadRequest::ListPlacementGroups => ctx.placer.list(),
-        HeadRequest::JobLogs { job_id, offset } => match ctx.jobs.logs(job_id, offset) {
-            Ok((data, next, job)) => HeadResponse::Logs { data, next, job },
-            Err(message) => bad_request(message),
-        },
-        HeadRequest::StopJob { job_id } => match ctx.jobs.stop(job_id, Duration::from_secs(3)) {
-            Ok(()) => HeadResponse::Ok,
-            Err(message) => bad_request(message),
-        },
     };
     write_msg(&mut s, &reply).await
 }
 
 async fn list_state(ctx: &Ctx, query: StateQuery) -> HeadResponse {
-    match ractor::call!(ctx.actor, HeadMsg::Status) {
-        Ok(status) => ctx.state.list(&status, query).await,
+    let status = ractor::call!(
+        ctx.actor,
+        HeadMsg::Request,
+        Caller::Client,
+        HeadRequest::GetStatus
+    );
+    match status {
+        Ok(HeadResponse::Status(status)) => listing::list(&ctx.dialer, &status, query).await,
+        Ok(other) => internal(format!("unexpected status answer {other:?}")),
         Err(e) => internal(e),
     }
 }

@@ -105,7 +105,7 @@ pub enum HeadRequest {
     },
     /// A new actor (refused if its name is taken), with what recreates it
     /// on another node if its node dies (`None`: it is never moved).
-    RegisterActor(ActorInfo, Option<Box<super::raylet::PeerSubmit>>),
+    RegisterActor(ActorInfo, Option<Box<super::task::PeerSubmit>>),
     /// A raylet reports an actor's state.
     UpdateActor {
         /// The actor.
@@ -137,28 +137,8 @@ pub enum HeadRequest {
     ListTasks,
     /// Every live node's stored objects.
     ListObjects,
-    /// Reserve a gang of bundles; answered after the first placement attempt.
-    CreatePlacementGroup(super::placement::PgCreate),
-    /// One placement group by id.
-    GetPlacementGroup {
-        /// The group.
-        pg: crate::ids::PlacementGroupId,
-    },
-    /// Answers when the group is created, infeasible or removed, or after
-    /// `timeout_ms` (then still pending, with the reason).
-    WaitPlacementGroup {
-        /// The group.
-        pg: crate::ids::PlacementGroupId,
-        /// The longest wait.
-        timeout_ms: u64,
-    },
-    /// Free a group's bundles and kill what runs in them.
-    RemovePlacementGroup {
-        /// The group.
-        pg: crate::ids::PlacementGroupId,
-    },
-    /// The placement-group table.
-    ListPlacementGroups,
+    /// A placement-group request.
+    PlacementGroup(super::placement::PgRequest),
 }
 
 /// An actor's lifecycle state.

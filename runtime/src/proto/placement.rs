@@ -148,3 +148,31 @@ pub enum BundleReply {
         reason: String,
     },
 }
+
+/// What drivers and workers ask the head about placement groups (relayed
+/// by their raylet as [`super::task::LocalRequest::PlacementGroup`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum PgRequest {
+    /// Reserve a gang of bundles; answered at once (pending).
+    Create(PgCreate),
+    /// One placement group by id.
+    Get {
+        /// The group.
+        pg: PlacementGroupId,
+    },
+    /// Answers when the group is created, infeasible or removed, or after
+    /// `timeout_ms` (then still pending, with the reason).
+    Wait {
+        /// The group.
+        pg: PlacementGroupId,
+        /// The longest wait.
+        timeout_ms: u64,
+    },
+    /// Free a group's bundles and kill what runs in them.
+    Remove {
+        /// The group.
+        pg: PlacementGroupId,
+    },
+    /// The placement-group table.
+    List,
+}

@@ -18,7 +18,7 @@ pub enum PeerRequest {
         len: u64,
     },
     /// Run a task spilled from the sending raylet.
-    Submit(Box<PeerSubmit>),
+    Submit(Box<super::task::PeerSubmit>),
     /// Open an ordered call stream to an actor hosted here: `TaskSpec`
     /// frames follow, [`PeerActorResult`] frames come back.
     ActorStream {
@@ -56,16 +56,6 @@ pub enum PeerResponse {
         /// Why.
         message: String,
     },
-}
-
-/// A task spilled from another raylet, with the job that runs it. The
-/// answer ([`PeerTaskResponse`]) comes on the same stream when it ends.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct PeerSubmit {
-    /// The job (its binary by path and content hash).
-    pub job: super::task::JobSpec,
-    /// The task.
-    pub task: super::task::TaskSpec,
 }
 
 /// How a spilled task ended.

@@ -63,6 +63,31 @@ pub enum WireStrategy {
     },
 }
 
+impl WireStrategy {
+    /// The scheduler's strategy for this placement; `Err` says why there is
+    /// none (a malformed label selector, or a bundle, which is placed by its
+    /// placement group instead).
+    pub fn to_strategy(&self) -> Result<prism_scheduler::Strategy<NodeId>, String> {
+        use prism_scheduler::{LabelSelector, Strategy};
+        Ok(match self {
+            WireStrategy::Hybrid => Strategy::Hybrid,
+            WireStrategy::Spread => Strategy::Spread,
+            WireStrategy::NodeAffinity { node, soft } => Strategy::NodeAffinity {
+                node: *node,
+                soft: *soft,
+            },
+            WireStrategy::Labels(sel) => {
+                Strategy::Labels(LabelSelector::parse(sel).map_err(|e| e.to_string())?)
+            }
+            WireStrategy::Bundle { pg, .. } => {
+                return Err(format!(
+                    "tasks in placement group {pg} go to its bundle's node"
+                ))
+            }
+        })
+    }
+}
+
 /// Creating an actor: its constructor runs as this task on a dedicated worker.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ActorCreate {
@@ -299,13 +324,13 @@ pub enum LocalRequest {
         namespace: String,
     },
     /// A placement-group request for the head, relayed by the raylet; the
-    /// answer is a `Finished` for `request_id` carrying the archived
-    /// [`super::head::HeadResponse`].
+    /// answer is a `Finished` for `request_id` carrying the head's archived
+    /// response.
     PlacementGroup {
         /// Matches the answer.
         request_id: [u8; 16],
-        /// One of the head's placement-group requests.
-        request: super::head::HeadRequest,
+        /// The request.
+        request: super::placement::PgRequest,
     },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,
@@ -349,4 +374,15 @@ pub enum LocalEvent {
         /// What to print.
         message: String,
     },
+}
+
+/// A task to run on another raylet (spilled there, or an actor's restart
+/// the head hands to it), with the job that runs it. The answer comes on
+/// the same stream when it ends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerSubmit {
+    /// The job (its binary by path and content hash).
+    pub job: JobSpec,
+    /// The task.
+    pub task: TaskSpec,
 }

@@ -4,7 +4,7 @@
 use super::task_server::TaskService;
 use crate::proto::common::Resources;
 use crate::proto::head::HeadRequest;
-use crate::proto::placement::{BundleOp, BundleReply};
+use crate::proto::placement::{BundleOp, BundleReply, PgRequest};
 use crate::proto::task::{Failure, Outcome};
 use crate::raylet::dispatch::{Action, Owner};
 use std::sync::Arc;
@@ -46,39 +46,29 @@ impl TaskService {
 
 impl TaskService {
     /// Relays a placement-group request from a local driver or worker to
-    /// the head; only placement-group requests pass.
+    /// the head.
     pub(super) fn relay_pg_request(
         self: &Arc<Self>,
         owner: Owner,
         request_id: [u8; 16],
-        request: HeadRequest,
+        request: PgRequest,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let allowed = matches!(
-                request,
-                HeadRequest::CreatePlacementGroup(_)
-                    | HeadRequest::GetPlacementGroup { .. }
-                    | HeadRequest::WaitPlacementGroup { .. }
-                    | HeadRequest::RemovePlacementGroup { .. }
-                    | HeadRequest::ListPlacementGroups
-            );
-            let outcome = if !allowed {
-                Outcome::Failed(Failure::BadCall {
-                    detail: "only placement-group requests are relayed to the head".into(),
-                })
-            } else {
-                match me.transfer.head_request(&request).await {
-                    Ok(resp) => match rkyv::to_bytes::<rkyv::rancor::Error>(&resp) {
-                        Ok(b) => Outcome::Inline(b.to_vec()),
-                        Err(e) => Outcome::Failed(Failure::BadCall {
-                            detail: e.to_string(),
-                        }),
-                    },
+            let outcome = match me
+                .transfer
+                .head_request(&HeadRequest::PlacementGroup(request))
+                .await
+            {
+                Ok(resp) => match rkyv::to_bytes::<rkyv::rancor::Error>(&resp) {
+                    Ok(b) => Outcome::Inline(b.to_vec()),
                     Err(e) => Outcome::Failed(Failure::BadCall {
-                        detail: format!("cannot reach the head: {e}"),
+                        detail: e.to_string(),
                     }),
-                }
+                },
+                Err(e) => Outcome::Failed(Failure::BadCall {
+                    detail: format!("cannot reach the head: {e}"),
+                }),
             };
             me.apply(vec![Action::Reply {
                 owner,

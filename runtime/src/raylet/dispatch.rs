@@ -19,8 +19,7 @@ use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::head::ActorState;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec, WireStrategy};
 use prism_scheduler::{
-    ClusterView, Decision, LabelSelector, NodeResources, Quantity, ResourceSet, Scheduler,
-    Strategy, CPU,
+    ClusterView, Decision, NodeResources, Quantity, ResourceSet, Scheduler, Strategy, CPU,
 };
 use std::collections::HashMap;
 
@@ -190,25 +189,6 @@ pub struct DispatchStats {
     pub idle: usize,
 }
 
-pub(crate) fn to_strategy(s: &WireStrategy) -> Result<Strategy<NodeId>, String> {
-    Ok(match s {
-        WireStrategy::Hybrid => Strategy::Hybrid,
-        WireStrategy::Spread => Strategy::Spread,
-        WireStrategy::NodeAffinity { node, soft } => Strategy::NodeAffinity {
-            node: *node,
-            soft: *soft,
-        },
-        WireStrategy::Labels(sel) => {
-            Strategy::Labels(LabelSelector::parse(sel).map_err(|e| e.to_string())?)
-        }
-        WireStrategy::Bundle { pg, .. } => {
-            return Err(format!(
-                "tasks in placement group {pg} go to its bundle's node"
-            ))
-        }
-    })
-}
-
 impl Dispatcher {
     /// A dispatcher for node `me` with `total` resources.
     pub fn new(me: NodeId, local: NodeResources) -> Dispatcher {
@@ -347,7 +327,7 @@ impl Dispatcher {
             self.pump(&mut out);
             return out;
         }
-        let strategy = match to_strategy(&spec.strategy) {
+        let strategy = match spec.strategy.to_strategy() {
             Ok(s) => s,
             Err(why) => {
                 out.push(reply_failed(
@@ -484,7 +464,7 @@ impl Dispatcher {
     }
 
     fn spill_target(&mut self, q: &Queued) -> Option<NodeId> {
-        let strategy = to_strategy(&q.spec.strategy).ok()?;
+        let strategy = q.spec.strategy.to_strategy().ok()?;
         if matches!(strategy, Strategy::NodeAffinity { soft: false, .. }) {
             return None;
         }

@@ -62,7 +62,7 @@ impl Dispatcher {
     /// node can run now is placed, the rest stays parked.
     pub(super) fn retry_parked(&mut self, out: &mut Vec<Action>) {
         for p in std::mem::take(&mut self.parked) {
-            match super::to_strategy(&p.q.spec.strategy) {
+            match p.q.spec.strategy.to_strategy() {
                 Ok(strategy) => self.place(p.q, &strategy, Some(p.since), out),
                 Err(reason) => out.push(reply_failed(
                     p.q.owner,

@@ -1,0 +1,82 @@
+//! Jobs in the head core: the job table's transitions and what a job's end
+//! means for the cluster (its placement groups go, JT-1/JT-2 in
+//! [`crate::head::job_table`]). Starting and signalling driver processes is
+//! the shell's, asked for through [`Effect::StartJob`] and
+//! [`Effect::SignalJob`].
+
+use super::{bad, Clock, Effect, HeadCore};
+use crate::ids::JobId;
+use crate::proto::head::{HeadResponse, JobInfo, JobSubmission};
+use std::time::Duration;
+use tracing::info;
+
+impl HeadCore {
+    /// A job submitted through the head under the fresh id `id`: recorded
+    /// pending, and its driver started by the shell.
+    pub fn submit_job(&mut self, now: Clock, id: JobId, submission: JobSubmission) -> HeadResponse {
+        let entrypoint = std::iter::once(submission.name.clone())
+            .chain(submission.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.jobs.add(now.wall_ms, id, entrypoint, true, None);
+        self.push(Effect::StartJob {
+            job: id,
+            submission,
+        });
+        HeadResponse::JobSubmitted { job_id: id }
+    }
+
+    /// The job's driver process runs as `pid`.
+    pub fn job_started(&mut self, id: JobId, pid: u32) {
+        info!(job = %id, pid, "job started");
+        self.jobs.started(id, pid);
+    }
+
+    /// The job's driver could not be started.
+    pub fn job_start_failed(&mut self, now: Clock, id: JobId, why: String) {
+        self.jobs.start_failed(now.wall_ms, id, why);
+        self.job_ended(now, id);
+    }
+
+    /// The job's driver exited (`code` is `None` when a signal killed it).
+    pub fn job_exited(&mut self, now: Clock, id: JobId, code: Option<i32>, detail: String) {
+        info!(job = %id, %detail, "job ended");
+        self.jobs.exited(now.wall_ms, id, code, detail);
+        self.job_ended(now, id);
+    }
+
+    /// A driver's connection to the head closed: its job has ended.
+    pub fn driver_gone(&mut self, now: Clock, id: JobId) {
+        info!(job = %id, "driver disconnected; job ended");
+        self.jobs.disconnected(now.wall_ms, id);
+        self.job_ended(now, id);
+    }
+
+    /// A job's row.
+    pub fn job(&self, id: JobId) -> Option<&JobInfo> {
+        self.jobs.get(id)
+    }
+
+    pub(super) fn stop_job(&mut self, now: Clock, id: JobId, grace: Duration) -> HeadResponse {
+        match self.jobs.stop(now.wall_ms, id) {
+            Ok(pid) => {
+                if let Some(pid) = pid {
+                    self.push(Effect::SignalJob {
+                        job: id,
+                        pid,
+                        grace,
+                    });
+                }
+                HeadResponse::Ok
+            }
+            Err(message) => bad(message),
+        }
+    }
+
+    /// What outlives no job: its placement groups (not detached).
+    fn job_ended(&mut self, now: Clock, id: JobId) {
+        for pg in self.groups.owned_by(id) {
+            let _ = self.remove_group(now, pg, &format!("its job {id} ended"));
+        }
+    }
+}

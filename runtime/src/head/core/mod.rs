@@ -1,0 +1,425 @@
+//! The head core: every table of the head in one pure state machine. No
+//! sockets, no processes, no clock: requests and ticks come in with the time
+//! ([`Clock`]); replies go out at once, and everything else the head must
+//! do goes out as [`Effect`]s that the shell ([`super::shell`]) carries out
+//! and answers (`bundles_done`, `restart_failed`, `job_started`, …).
+//!
+//! # The main loop
+//!
+//! ```text
+//! shell                                    HeadCore
+//! ─────                                    ────────
+//! request from a connection ─────────────▶ handle(clock, caller, req) → Reply
+//! every half heartbeat      ─────────────▶ tick(clock)
+//!                           ◀───────────── poll_effect(): Bundles / RestartActor /
+//!                                          StartJob / SignalJob / Answer
+//! effect's outcome          ─────────────▶ bundles_done / restart_failed / job_* …
+//! ```
+//!
+//! Consequences chain inside the core, so they are tested without sockets
+//! (`tests.rs`): a node misses its heartbeats → `tick` declares it dead →
+//! its objects leave the directory, its actors restart elsewhere
+//! ([`Effect::RestartActor`]) or die, its bundles are placed again
+//! ([`Effect::Bundles`], the two-phase reservation of [`placement`]).
+//!
+//! Invariants of the tables live in their modules (NT-*, AT-*, PG-*, JT-*,
+//! OD-1); the core adds:
+//!
+//! - **HC-1** a report from a node declared dead changes nothing (an actor
+//!   restarting elsewhere is not pulled back, a dead node holds no object);
+//! - **HC-2** one placement pass at a time: two groups never race for the
+//!   same free resources, and a pass ends only when every raylet it asked
+//!   has answered (or its call failed).
+
+mod actors;
+mod jobs;
+pub(crate) mod placement;
+#[cfg(test)]
+mod tests;
+
+use super::actor_table::ActorTable;
+use super::job_table::JobTable;
+use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
+use super::object_directory::ObjectDirectory;
+use super::pg_table::PgTable;
+use crate::ids::{ActorId, ClusterId, JobId, NodeId};
+use crate::proto::common::{ClusterStatus, Demand, NodeState};
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, JobSubmission, RegisterNode};
+use crate::proto::placement::BundleOp;
+use crate::proto::task::PeerSubmit;
+use placement::Placing;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Now, as the shell read it: a monotonic instant for failure detection and
+/// deadlines, and wall-clock milliseconds for what people read (job times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Monotonic time.
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+impl Clock {
+    /// The machine's clocks now (the shell's only source of time).
+    pub fn now() -> Clock {
+        Clock {
+            at: Instant::now(),
+            wall_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// `d` later.
+    pub fn after(self, d: Duration) -> Clock {
+        Clock {
+            at: self.at + d,
+            wall_ms: self.wall_ms + d.as_millis() as u64,
+        }
+    }
+}
+
+/// What a connection proved when it said hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A node certificate from the cluster CA (raylets, the head's dialer).
+    Node,
+    /// The join token without a certificate (drivers, the CLI).
+    Client,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Send this now.
+    Now(HeadResponse),
+    /// Answered later by an [`Effect::Answer`] with this waiter id.
+    Later(u64),
+}
+
+/// What the shell must do for the core. Each names the call that reports
+/// its outcome back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Answer a request that waited ([`Reply::Later`]).
+    Answer {
+        /// The waiter.
+        waiter: u64,
+        /// The answer.
+        response: HeadResponse,
+    },
+    /// Send bundle operations to a raylet, in order; report with
+    /// [`HeadCore::bundles_done`].
+    Bundles {
+        /// The placement pass they belong to.
+        pass: u64,
+        /// The raylet.
+        node: NodeId,
+        /// Its peer address.
+        addr: String,
+        /// What to do.
+        ops: Vec<BundleOp>,
+    },
+    /// Run a lost actor's constructor on `node`; report a failure to start
+    /// it with [`HeadCore::restart_failed`] (the raylet reports success).
+    RestartActor {
+        /// The actor.
+        actor: ActorId,
+        /// Where.
+        node: NodeId,
+        /// Its peer address.
+        addr: String,
+        /// The creation (job and constructor task).
+        create: Box<PeerSubmit>,
+    },
+    /// Start a submitted job's driver; report with [`HeadCore::job_started`],
+    /// [`HeadCore::job_start_failed`] and [`HeadCore::job_exited`].
+    StartJob {
+        /// The job.
+        job: JobId,
+        /// What to run.
+        submission: JobSubmission,
+    },
+    /// SIGTERM a job's driver, then SIGKILL after `grace` if it still runs.
+    SignalJob {
+        /// The job.
+        job: JobId,
+        /// Its driver.
+        pid: u32,
+        /// How long it has to exit.
+        grace: Duration,
+    },
+}
+
+/// How long ended jobs are reported to raylets (so they stop its workers).
+const ENDED_JOBS_WINDOW: Duration = Duration::from_secs(600);
+
+/// The head's state, and every decision about it.
+#[derive(Debug)]
+pub struct HeadCore {
+    cluster_id: ClusterId,
+    head_address: String,
+    nodes: NodeTable,
+    objects: ObjectDirectory,
+    actors: ActorTable,
+    groups: PgTable,
+    jobs: JobTable,
+    demand: HashMap<NodeId, Vec<Demand>>,
+    placing: Placing,
+    effects: VecDeque<Effect>,
+}
+
+impl HeadCore {
+    /// An empty cluster.
+    pub fn new(cluster_id: ClusterId, head_address: String, detector: FailureDetector) -> Self {
+        HeadCore {
+            cluster_id,
+            head_address,
+            nodes: NodeTable::new(detector),
+            objects: ObjectDirectory::default(),
+            actors: ActorTable::default(),
+            groups: PgTable::default(),
+            jobs: JobTable::default(),
+            demand: HashMap::new(),
+            placing: Placing::default(),
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Time passes: failure detection, placement retries, expired waits.
+    pub fn tick(&mut self, now: Clock) {
+        self.nodes.tick(now.at);
+        self.after_node_events(now);
+        self.placement_tick(now);
+    }
+
+    /// A raylet registers under the fresh id `id` (drawn by the shell).
+    pub fn register(&mut self, now: Clock, id: NodeId, reg: RegisterNode) -> HeadResponse {
+        let incarnation = self.nodes.handle_register(now.at, id, reg);
+        self.after_node_events(now);
+        HeadResponse::Registered {
+            node_id: id,
+            incarnation,
+            heartbeat_interval_ms: self.nodes.detector().interval.as_millis() as u64,
+        }
+    }
+
+    /// Handles one request from `caller`. `Register` and `SubmitJob`, which
+    /// need fresh ids, go through [`HeadCore::register`] and
+    /// [`HeadCore::submit_job`]; requests that move bytes (hello, join,
+    /// binaries, logs, listings gathered from raylets) are the shell's.
+    pub fn handle(&mut self, now: Clock, caller: Caller, req: HeadRequest) -> Reply {
+        use HeadRequest as R;
+        let reply = match req {
+            R::Heartbeat { .. }
+            | R::Unregister { .. }
+            | R::AddObjectLocation { .. }
+            | R::Register(_)
+                if caller != Caller::Node =>
+            {
+                needs_node(&req)
+            }
+            R::Heartbeat {
+                node_id,
+                available,
+                demand,
+            } => self.heartbeat(now, node_id, available.to_set(), demand),
+            R::Unregister { node_id } => {
+                self.nodes.handle_unregister(node_id);
+                self.after_node_events(now);
+                HeadResponse::Ok
+            }
+            R::GetStatus => HeadResponse::Status(self.status(now)),
+            R::AddObjectLocation {
+                node_id,
+                object,
+                size,
+            } => self.add_location(node_id, object, size),
+            R::GetObjectLocations { object } => self.locations(&object),
+            R::RegisterActor(..)
+            | R::UpdateActor { .. }
+            | R::GetActor { .. }
+            | R::GetNamedActor { .. }
+            | R::ListActors => self.actor_request(req),
+            R::PlacementGroup(pg) => return self.pg_request(now, pg),
+            R::ListJobs => HeadResponse::Jobs(self.jobs.list()),
+            R::StopJob { job_id } => self.stop_job(now, job_id, Duration::from_secs(3)),
+            R::RegisterDriver {
+                job_id,
+                entrypoint,
+                pid,
+            } => {
+                self.jobs
+                    .add(now.wall_ms, job_id, entrypoint, false, Some(pid));
+                HeadResponse::Ok
+            }
+            other => HeadResponse::Error {
+                kind: ErrorKind::Internal,
+                message: format!("the head's shell handles {}", request_name(&other)),
+            },
+        };
+        Reply::Now(reply)
+    }
+
+    fn heartbeat(
+        &mut self,
+        now: Clock,
+        id: NodeId,
+        free: prism_scheduler::ResourceSet,
+        demand: Vec<Demand>,
+    ) -> HeadResponse {
+        let r = match self.nodes.handle_heartbeat(now.at, id, free) {
+            HeartbeatOutcome::Ack => {
+                self.demand.insert(id, demand);
+                HeadResponse::HeartbeatAck
+            }
+            HeartbeatOutcome::ReRegister(reason) => HeadResponse::ReRegister { reason },
+        };
+        self.after_node_events(now);
+        r
+    }
+
+    /// The cluster as `prism status` shows it.
+    pub fn status(&self, now: Clock) -> ClusterStatus {
+        let since = now
+            .wall_ms
+            .saturating_sub(ENDED_JOBS_WINDOW.as_millis() as u64);
+        ClusterStatus {
+            cluster_id: self.cluster_id,
+            head_address: self.head_address.clone(),
+            nodes: self.nodes.status(now.at),
+            demand: self
+                .demand
+                .iter()
+                .filter(|(id, _)| self.is_live(**id))
+                .flat_map(|(_, d)| d.iter().cloned())
+                .collect(),
+            ended_jobs: self
+                .jobs
+                .list()
+                .into_iter()
+                .filter(|j| j.end_ms.is_some_and(|e| e >= since))
+                .map(|j| j.job_id)
+                .collect(),
+        }
+    }
+
+    fn is_live(&self, id: NodeId) -> bool {
+        self.nodes
+            .node(id)
+            .is_some_and(|n| n.state != NodeState::Dead)
+    }
+
+    fn add_location(&mut self, node: NodeId, object: [u8; 16], size: u64) -> HeadResponse {
+        if !self.is_live(node) {
+            // HC-1: a dead node holds nothing.
+            return bad(format!("node {node} is not alive; it cannot hold objects"));
+        }
+        self.objects.add(object, node, size);
+        HeadResponse::Ok
+    }
+
+    fn locations(&self, object: &[u8; 16]) -> HeadResponse {
+        let (size, holders) = self.objects.locations(object).unwrap_or((0, Vec::new()));
+        let nodes = holders
+            .into_iter()
+            .filter_map(|id| {
+                let n = self.nodes.node(id)?;
+                (n.state != NodeState::Dead).then(|| (id, n.reg.address.clone()))
+            })
+            .collect();
+        HeadResponse::ObjectLocations { size, nodes }
+    }
+
+    /// What node-table events imply for the other tables.
+    fn after_node_events(&mut self, now: Clock) {
+        while let Some(ev) = self.nodes.poll_event() {
+            match ev {
+                NodeEvent::Registered { id, incarnation } => {
+                    let name = self
+                        .nodes
+                        .node(id)
+                        .map(|n| n.reg.node_name.clone())
+                        .unwrap_or_default();
+                    info!(node = %id, %name, incarnation, "node registered");
+                    // New room may let waiting groups in.
+                    self.placing.nudge();
+                }
+                NodeEvent::Suspected(id) => warn!(node = %id, "node missed heartbeats: suspect"),
+                NodeEvent::Recovered(id) => {
+                    info!(node = %id, "suspect node heartbeat again: alive")
+                }
+                NodeEvent::Died { id, reason } => {
+                    warn!(node = %id, %reason, "node dead");
+                    self.objects.remove_node(id);
+                    self.demand.remove(&id);
+                    self.actors_lost(now, id, &reason);
+                    let hit = self.groups.node_died(id);
+                    if !hit.is_empty() {
+                        warn!(node = %id, groups = hit.len(), "node held placement-group bundles; rescheduling them");
+                        self.placing.nudge();
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, e: Effect) {
+        self.effects.push_back(e);
+    }
+}
+
+fn bad(message: String) -> HeadResponse {
+    HeadResponse::Error {
+        kind: ErrorKind::BadRequest,
+        message,
+    }
+}
+
+fn needs_node(req: &HeadRequest) -> HeadResponse {
+    HeadResponse::Error {
+        kind: ErrorKind::Unauthorized,
+        message: format!(
+            "{} needs a node certificate from the cluster CA; join with the token first",
+            request_name(req)
+        ),
+    }
+}
+
+/// The request's variant name, for errors and logs.
+pub fn request_name(req: &HeadRequest) -> &'static str {
+    use HeadRequest as R;
+    match req {
+        R::Hello { .. } => "Hello",
+        R::Join { .. } => "Join",
+        R::Register(_) => "Register",
+        R::Heartbeat { .. } => "Heartbeat",
+        R::Unregister { .. } => "Unregister",
+        R::GetStatus => "GetStatus",
+        R::AddObjectLocation { .. } => "AddObjectLocation",
+        R::GetObjectLocations { .. } => "GetObjectLocations",
+        R::UploadBinary { .. } => "UploadBinary",
+        R::SubmitJob(_) => "SubmitJob",
+        R::RegisterDriver { .. } => "RegisterDriver",
+        R::ListJobs => "ListJobs",
+        R::JobLogs { .. } => "JobLogs",
+        R::StopJob { .. } => "StopJob",
+        R::RegisterActor(..) => "RegisterActor",
+        R::UpdateActor { .. } => "UpdateActor",
+        R::GetActor { .. } => "GetActor",
+        R::GetNamedActor { .. } => "GetNamedActor",
+        R::ListActors => "ListActors",
+        R::ListTasks => "ListTasks",
+        R::ListObjects => "ListObjects",
+        R::PlacementGroup(_) => "PlacementGroup",
+    }
+}

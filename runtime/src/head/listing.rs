@@ -1,0 +1,62 @@
+//! `prism list tasks|objects`: the head asks every live raylet, over its
+//! peer endpoint with the head's node certificate, and merges the answers.
+//! A raylet that does not answer in time is left out (and logged): the
+//! listing is a snapshot, not a consistent cut.
+
+use super::dialer::RayletDialer;
+use crate::proto::common::{ClusterStatus, NodeState};
+use crate::proto::head::HeadResponse;
+use crate::proto::raylet::PeerRequest;
+use crate::proto::state::{StateQuery, StateReply};
+use std::sync::Arc;
+use tracing::warn;
+
+/// Every live node's answer to `query`, merged.
+pub(super) async fn list(
+    dialer: &Arc<RayletDialer>,
+    status: &ClusterStatus,
+    query: StateQuery,
+) -> HeadResponse {
+    let mut asks = tokio::task::JoinSet::new();
+    for n in status.nodes.iter().filter(|n| n.state != NodeState::Dead) {
+        let (dialer, node, addr) = (dialer.clone(), n.node_id, n.address.clone());
+        asks.spawn(async move {
+            match dialer
+                .call::<_, StateReply>(&addr, &PeerRequest::State(query))
+                .await
+            {
+                Ok(reply) => Some(reply),
+                Err(e) => {
+                    warn!(%node, "state query failed: {e}");
+                    None
+                }
+            }
+        });
+    }
+    let mut replies = Vec::new();
+    while let Some(r) = asks.join_next().await {
+        replies.extend(r.ok().flatten());
+    }
+    merge(query, replies.into_iter())
+}
+
+/// One listing from the raylets' replies (pure).
+fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadResponse {
+    let (mut tasks, mut objects) = (Vec::new(), Vec::new());
+    for r in replies {
+        match r {
+            StateReply::Tasks(t) => tasks.extend(t),
+            StateReply::Objects(o) => objects.extend(o),
+        }
+    }
+    match query {
+        StateQuery::Tasks => {
+            tasks.sort_by(|a, b| (a.node_id, &a.task_id).cmp(&(b.node_id, &b.task_id)));
+            HeadResponse::Tasks(tasks)
+        }
+        StateQuery::Objects => {
+            objects.sort_by(|a, b| (a.node_id, &a.object_id).cmp(&(b.node_id, &b.object_id)));
+            HeadResponse::Objects(objects)
+        }
+    }
+}

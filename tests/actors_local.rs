@@ -111,7 +111,7 @@ fn role_order() {
         .unwrap()
         .ready()
     {
-        Err(prism::Error::Task(TaskError::BadCall { detail, .. })) => check(
+        Err(prism::Error::Task(TaskError::NameTaken { detail, .. })) => check(
             detail.contains("already exists"),
             "a duplicate name is refused",
         ),

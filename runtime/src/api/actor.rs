@@ -17,10 +17,10 @@
 use super::core::{self};
 use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
-use super::options::qty;
-use crate::ids::{ActorId, NodeId};
-use crate::proto::task::WireStrategy;
-use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY};
+use super::options::{placement_builders, Placement};
+use crate::ids::{ActorId, JobId};
+use crate::proto::task::{ActorCreate, TaskKind, TaskSpec};
+use prism_scheduler::ResourceSet;
 use rkyv::rancor::Fallible;
 use rkyv::{Archive, Deserialize, Place, Serialize};
 use std::marker::PhantomData;
@@ -150,16 +150,13 @@ impl<T: ActorClass, D: Fallible + ?Sized> Deserialize<ActorHandle<T>, D> for [u8
 #[derive(Debug, Clone)]
 pub struct ActorOptions {
     pub(crate) class: &'static str,
-    pub(crate) resources: ResourceSet,
-    pub(crate) strategy: WireStrategy,
-    pub(crate) placement: Option<(super::PlacementGroup, u32)>,
+    pub(crate) place: Placement,
     pub(crate) name: Option<String>,
     pub(crate) namespace: String,
     pub(crate) detached: bool,
     pub(crate) max_restarts: u32,
     pub(crate) max_task_retries: u32,
     pub(crate) max_concurrency: u32,
-    pub(crate) fail_if_infeasible: bool,
 }
 
 impl ActorOptions {
@@ -168,38 +165,18 @@ impl ActorOptions {
     pub fn new(class: &'static str) -> ActorOptions {
         ActorOptions {
             class,
-            resources: ResourceSet::new(),
-            strategy: WireStrategy::Hybrid,
-            placement: None,
+            place: Placement::holding(ResourceSet::new()),
             name: None,
             namespace: "default".into(),
             detached: false,
             max_restarts: 0,
             max_task_retries: 0,
             max_concurrency: 1,
-            fail_if_infeasible: false,
         }
     }
-    /// CPUs held for the actor's lifetime.
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.resources.set(CPU, qty(n));
-        self
-    }
-    /// GPUs held for its lifetime; its worker sees only these.
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.resources.set(GPU, qty(n));
-        self
-    }
-    /// Memory in bytes reserved for its lifetime.
-    pub fn memory(mut self, bytes: u64) -> Self {
-        self.resources.set(MEMORY, Quantity::from_raw(bytes as i64));
-        self
-    }
-    /// A custom resource.
-    pub fn resource(mut self, name: &str, amount: f64) -> Self {
-        self.resources.set(name, qty(amount));
-        self
-    }
+
+    placement_builders!("for the actor's lifetime");
+
     /// A name, unique among live actors of its namespace (`get_actor`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -230,33 +207,25 @@ impl ActorOptions {
         self.max_concurrency = n.max(1);
         self
     }
-    /// Lives inside bundle `index` of `pg`, on its resources (waits for the
-    /// group to be created first).
-    pub fn placement_group(mut self, pg: &super::PlacementGroup, index: u32) -> Self {
-        self.placement = Some((*pg, index));
-        self
-    }
 
-    /// Spread over nodes.
-    pub fn spread(mut self) -> Self {
-        self.strategy = WireStrategy::Spread;
-        self
-    }
-    /// Die at once when no node can host it, instead of waiting (up to
-    /// `PRISM_INFEASIBLE_TIMEOUT_MS`) for such a node to join.
-    pub fn fail_if_infeasible(mut self) -> Self {
-        self.fail_if_infeasible = true;
-        self
-    }
-    /// On `node`; `soft` falls back elsewhere.
-    pub fn node_affinity(mut self, node: NodeId, soft: bool) -> Self {
-        self.strategy = WireStrategy::NodeAffinity { node, soft };
-        self
-    }
-    /// Only on nodes whose labels match.
-    pub fn label_selector(mut self, selector: &str) -> Self {
-        self.strategy = WireStrategy::Labels(selector.to_string());
-        self
+    /// The constructor task that creates actor `actor` for `job`.
+    pub(crate) fn spec(&self, actor: ActorId, job: JobId) -> Result<TaskSpec> {
+        let short = self.class.rsplit("::").next().unwrap_or(self.class);
+        let create = ActorCreate {
+            actor_id: actor,
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            detached: self.detached,
+            max_restarts: self.max_restarts,
+            max_task_retries: self.max_task_retries,
+            max_concurrency: self.max_concurrency,
+            restarts: 0,
+        };
+        let name = format!("{short}::new");
+        let kind = TaskKind::CreateActor(create);
+        let mut spec = TaskSpec::new(actor.0, job, self.class, &name, kind);
+        self.place.apply(&mut spec)?;
+        Ok(spec)
     }
 }
 

@@ -71,6 +71,31 @@ pub enum TaskError {
         /// Why.
         detail: String,
     },
+    /// The head could not be reached for something only it knows (an
+    /// actor's registration or name, a placement group).
+    #[error("task {task}: cannot reach the head: {detail}")]
+    HeadUnreachable {
+        /// The task's name.
+        task: String,
+        /// What was asked and why it failed.
+        detail: String,
+    },
+    /// No live actor has this name in this namespace.
+    #[error("no live actor named {name:?} in namespace {namespace:?}")]
+    NoSuchActor {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// Another live actor holds this name in its namespace.
+    #[error("{task}: the actor's name is taken: {detail}")]
+    NameTaken {
+        /// The creation's name (`Type::new`).
+        task: String,
+        /// Which actor holds it.
+        detail: String,
+    },
     /// The actor is dead, or died while running this call.
     #[error("call {task}: actor {actor} died: {detail}")]
     ActorDied {
@@ -123,6 +148,9 @@ impl TaskError {
                 detail,
             },
             Failure::BadCall { detail } => TaskError::BadCall { task, detail },
+            Failure::HeadUnreachable { detail } => TaskError::HeadUnreachable { task, detail },
+            Failure::NoSuchActor { namespace, name } => TaskError::NoSuchActor { namespace, name },
+            Failure::NameTaken { detail } => TaskError::NameTaken { task, detail },
             Failure::WorkerStartFailed { detail } => TaskError::WorkerStartFailed { task, detail },
             Failure::ActorDied { actor_id, detail } => TaskError::ActorDied {
                 task,

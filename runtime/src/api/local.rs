@@ -333,7 +333,7 @@ fn find_raylet(config: &Config, address: &str) -> Result<(PathBuf, Option<String
             Some(w) => info.head_address.parse::<SocketAddr>().ok() == Some(w),
             None => info.head_address == address,
         };
-        let sock = crate::raylet::task_server::socket_path(s.path());
+        let sock = crate::raylet::local_door::socket_path(s.path());
         // A raylet that was killed leaves its files: only a live one counts.
         if same
             && sock.exists()

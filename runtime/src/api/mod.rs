@@ -19,6 +19,7 @@
 //! ```
 
 pub mod actor;
+mod actor_calls;
 mod actor_worker;
 pub mod channel;
 mod connect;
@@ -27,7 +28,9 @@ mod error;
 mod local;
 mod object_ref;
 mod options;
+mod ownership;
 mod placement;
+mod submit;
 mod tensor;
 mod value;
 mod worker;

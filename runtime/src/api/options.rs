@@ -1,27 +1,124 @@
-//! Per-call options: resources, retries, placement, a display name.
+//! Per-call options. What tasks and actors share — what they hold and
+//! where they run — is one [`Placement`] with one set of builder methods
+//! (`placement_builders!`) on both [`TaskOptions`] and
+//! [`super::ActorOptions`]; each adds its own (retries for tasks; names,
+//! restarts and concurrency for actors) and assembles its [`TaskSpec`].
 
-use crate::ids::NodeId;
+use crate::ids::JobId;
 use crate::proto::common::Resources;
-use crate::proto::task::WireStrategy;
-use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY};
+use crate::proto::task::{TaskKind, TaskSpec, WireStrategy};
+use prism_objectstore::ObjectId;
+use prism_scheduler::{Quantity, ResourceSet, CPU};
+
+pub(crate) fn qty(x: f64) -> Quantity {
+    // Negative, NaN or absurd amounts become an impossible request that the
+    // scheduler reports as infeasible, rather than a panic here.
+    Quantity::from_f64(x).unwrap_or(Quantity::from_raw(i64::MAX / 2))
+}
+
+/// What a task or actor holds and where it may run.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) resources: ResourceSet,
+    pub(crate) strategy: WireStrategy,
+    pub(crate) group: Option<(super::PlacementGroup, u32)>,
+    pub(crate) fail_if_infeasible: bool,
+}
+
+impl Placement {
+    pub(crate) fn holding(resources: ResourceSet) -> Placement {
+        Placement {
+            resources,
+            strategy: WireStrategy::Hybrid,
+            group: None,
+            fail_if_infeasible: false,
+        }
+    }
+
+    /// Writes what and where into `spec` (a bundle's node is looked up).
+    pub(crate) fn apply(&self, spec: &mut TaskSpec) -> super::Result<()> {
+        spec.resources = Resources::from(&self.resources);
+        spec.strategy = match &self.group {
+            Some((pg, index)) => pg.strategy_for(*index)?,
+            None => self.strategy.clone(),
+        };
+        spec.fail_if_infeasible = self.fail_if_infeasible;
+        Ok(())
+    }
+}
+
+/// The builder methods of [`Placement`], for an options type with a
+/// `place: Placement` field. One definition: tasks and actors cannot drift.
+macro_rules! placement_builders {
+    ($held:literal) => {
+        #[doc = concat!("CPUs held ", $held, " (fractions allowed; 0 for none).")]
+        pub fn num_cpus(mut self, n: f64) -> Self {
+            self.place.resources.set(prism_scheduler::CPU, super::options::qty(n));
+            self
+        }
+
+        #[doc = concat!("GPUs held ", $held, "; its worker sees only these (`CUDA_VISIBLE_DEVICES`).")]
+        pub fn num_gpus(mut self, n: f64) -> Self {
+            self.place.resources.set(prism_scheduler::GPU, super::options::qty(n));
+            self
+        }
+
+        #[doc = concat!("Memory in bytes reserved ", $held, ".")]
+        pub fn memory(mut self, bytes: u64) -> Self {
+            let q = prism_scheduler::Quantity::from_raw(bytes as i64);
+            self.place.resources.set(prism_scheduler::MEMORY, q);
+            self
+        }
+
+        #[doc = concat!("A custom resource held ", $held, ".")]
+        pub fn resource(mut self, name: &str, amount: f64) -> Self {
+            self.place.resources.set(name, super::options::qty(amount));
+            self
+        }
+
+        /// Spread over nodes.
+        pub fn spread(mut self) -> Self {
+            self.place.strategy = crate::proto::task::WireStrategy::Spread;
+            self
+        }
+
+        /// On `node`; `soft` falls back elsewhere when it is gone or cannot fit.
+        pub fn node_affinity(mut self, node: crate::ids::NodeId, soft: bool) -> Self {
+            self.place.strategy = crate::proto::task::WireStrategy::NodeAffinity { node, soft };
+            self
+        }
+
+        /// Only on nodes whose labels match, e.g. `zone=a` or `zone in (a|b)`.
+        pub fn label_selector(mut self, selector: &str) -> Self {
+            self.place.strategy = crate::proto::task::WireStrategy::Labels(selector.to_string());
+            self
+        }
+
+        /// Inside bundle `index` of `pg`, on its resources (waits for the
+        /// group to be created first).
+        pub fn placement_group(mut self, pg: &super::PlacementGroup, index: u32) -> Self {
+            self.place.group = Some((*pg, index));
+            self
+        }
+
+        /// Fail with `Infeasible` at once when no node can run it, instead of
+        /// waiting (up to `PRISM_INFEASIBLE_TIMEOUT_MS`) for such a node to join.
+        pub fn fail_if_infeasible(mut self) -> Self {
+            self.place.fail_if_infeasible = true;
+            self
+        }
+    };
+}
+pub(crate) use placement_builders;
 
 /// Options for one task call. Built through `f::options()`.
 #[derive(Debug, Clone)]
 pub struct TaskOptions {
     pub(crate) function: &'static str,
     pub(crate) name: Option<String>,
-    pub(crate) resources: ResourceSet,
     pub(crate) max_retries: u32,
     pub(crate) retry_exceptions: bool,
-    pub(crate) strategy: WireStrategy,
-    pub(crate) placement: Option<(super::PlacementGroup, u32)>,
-    pub(crate) fail_if_infeasible: bool,
-}
-
-pub(crate) fn qty(x: f64) -> Quantity {
-    // Negative, NaN or absurd amounts become an impossible request that the
-    // scheduler reports as infeasible, rather than a panic here.
-    Quantity::from_f64(x).unwrap_or(Quantity::from_raw(i64::MAX / 2))
+    pub(crate) place: Placement,
 }
 
 impl TaskOptions {
@@ -30,38 +127,13 @@ impl TaskOptions {
         TaskOptions {
             function,
             name: None,
-            resources: ResourceSet::new().with(CPU, Quantity::ONE),
             max_retries: 3,
             retry_exceptions: false,
-            strategy: WireStrategy::Hybrid,
-            placement: None,
-            fail_if_infeasible: false,
+            place: Placement::holding(ResourceSet::new().with(CPU, Quantity::ONE)),
         }
     }
 
-    /// CPUs held while it runs (fractions allowed; 0 for none).
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.resources.set(CPU, qty(n));
-        self
-    }
-
-    /// GPUs held while it runs; the task sees only these (`CUDA_VISIBLE_DEVICES`).
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.resources.set(GPU, qty(n));
-        self
-    }
-
-    /// Memory in bytes reserved while it runs.
-    pub fn memory(mut self, bytes: u64) -> Self {
-        self.resources.set(MEMORY, Quantity::from_raw(bytes as i64));
-        self
-    }
-
-    /// A custom resource.
-    pub fn resource(mut self, name: &str, amount: f64) -> Self {
-        self.resources.set(name, qty(amount));
-        self
-    }
+    placement_builders!("while it runs");
 
     /// Retries after worker or node death (default 3).
     pub fn max_retries(mut self, n: u32) -> Self {
@@ -72,38 +144,6 @@ impl TaskOptions {
     /// Also retry when the function panics.
     pub fn retry_exceptions(mut self, yes: bool) -> Self {
         self.retry_exceptions = yes;
-        self
-    }
-
-    /// Spread calls over nodes.
-    pub fn spread(mut self) -> Self {
-        self.strategy = WireStrategy::Spread;
-        self
-    }
-
-    /// Run on `node`; `soft` falls back elsewhere when it is gone or cannot fit.
-    pub fn node_affinity(mut self, node: NodeId, soft: bool) -> Self {
-        self.strategy = WireStrategy::NodeAffinity { node, soft };
-        self
-    }
-
-    /// Only on nodes whose labels match, e.g. `zone=a` or `zone in (a|b)`.
-    pub fn label_selector(mut self, selector: &str) -> Self {
-        self.strategy = WireStrategy::Labels(selector.to_string());
-        self
-    }
-
-    /// Runs inside bundle `index` of `pg`, on its resources (waits for the
-    /// group to be created first).
-    pub fn placement_group(mut self, pg: &super::PlacementGroup, index: u32) -> Self {
-        self.placement = Some((*pg, index));
-        self
-    }
-
-    /// Fail with `Infeasible` at once when no node can run it, instead of
-    /// waiting (up to `PRISM_INFEASIBLE_TIMEOUT_MS`) for such a node to join.
-    pub fn fail_if_infeasible(mut self) -> Self {
-        self.fail_if_infeasible = true;
         self
     }
 
@@ -120,8 +160,14 @@ impl TaskOptions {
             .unwrap_or_else(|| self.function.rsplit("::").next().unwrap_or(self.function))
     }
 
-    pub(crate) fn wire_resources(&self) -> Resources {
-        Resources::from(&self.resources)
+    /// The task's spec, without its arguments.
+    pub(crate) fn spec(&self, job: JobId) -> super::Result<TaskSpec> {
+        let id = ObjectId::random().0;
+        let mut spec = TaskSpec::new(id, job, self.function, self.display_name(), TaskKind::Task);
+        self.place.apply(&mut spec)?;
+        spec.max_retries = self.max_retries;
+        spec.retry_exceptions = self.retry_exceptions;
+        Ok(spec)
     }
 }
 
@@ -133,14 +179,11 @@ macro_rules! __task_option_methods {
         $crate::__task_option_methods!(@ num_cpus(n: f64), num_gpus(n: f64), memory(bytes: u64),
             resource(name: &str, amount: f64), max_retries(n: u32), retry_exceptions(yes: bool),
             node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str),
-            name(name: &str), placement_group(pg: &$crate::PlacementGroup, index: u32));
+            name(name: &str), placement_group(pg: &$crate::PlacementGroup, index: u32),
+            fail_if_infeasible());
         /// Spread calls over nodes.
         pub fn spread(self) -> Self {
             Self(self.0.spread())
-        }
-        /// See [`TaskOptions::fail_if_infeasible`](::prism::TaskOptions).
-        pub fn fail_if_infeasible(self) -> Self {
-            Self(self.0.fail_if_infeasible())
         }
     };
     (@ $($m:ident($($a:ident: $t:ty),*)),*) => {

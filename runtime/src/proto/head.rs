@@ -263,6 +263,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The request is not valid here (wrong order, unknown node, bad value).
     BadRequest,
+    /// The request conflicts with what exists (a live actor's name).
+    Conflict,
     /// The head failed internally.
     Internal,
 }

@@ -1,7 +1,7 @@
 //! Tasks on the wire: what drivers and workers say to their raylet over the
 //! local task socket, and what a raylet forwards to a peer on spillback.
 //!
-//! One Unix stream per process. A client's first frame is [`LocalRequest::Hello`];
+//! One Unix stream per process. A client's first frame is [`LocalRequest::HelloDriver`] or [`LocalRequest::HelloWorker`];
 //! after that frames flow both ways independently (submissions and results
 //! are matched by task id, not by order).
 
@@ -229,6 +229,24 @@ pub enum Failure {
         /// Why.
         detail: String,
     },
+    /// The head could not be reached for something only it knows (an
+    /// actor's registration or name, a placement group).
+    HeadUnreachable {
+        /// What was asked and why it failed.
+        detail: String,
+    },
+    /// No live actor has this name in this namespace.
+    NoSuchActor {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// Another live actor holds this name in its namespace.
+    NameTaken {
+        /// The head's account (which actor holds it).
+        detail: String,
+    },
     /// The function is not registered in the job's binary, or an argument
     /// does not decode as the function's parameter type.
     BadCall {
@@ -375,6 +393,10 @@ pub enum LocalEvent {
         message: String,
     },
 }
+
+/// Largest task frame on a raylet's sockets (arguments travel inline up to
+/// the inline limit, so this only bounds garbage).
+pub const MAX_TASK_FRAME: usize = 256 << 20;
 
 /// A task to run on another raylet (spilled there, or an actor's restart
 /// the head hands to it), with the job that runs it. The answer comes on

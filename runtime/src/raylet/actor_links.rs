@@ -4,22 +4,15 @@
 //! [`super::actor_route`], and serving the links of peers.
 
 use super::dispatch::{died, Action, Owner};
-use super::task_server::{TaskService, MAX_TASK_FRAME};
+use super::service::TaskService;
 use crate::ids::ActorId;
-use crate::proto::codec;
 use crate::proto::head::{ActorInfo, ActorState, HeadRequest, HeadResponse};
-use crate::proto::raylet::PeerActorResult;
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
-use crate::transport::rpc::read_msg;
-use crate::transport::{RecvHalf, SendHalf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::warn;
-
-pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, TaskSpec)>;
 
 impl TaskService {
     /// A new actor from a local owner: register it (its name must be free),
@@ -56,16 +49,30 @@ impl TaskService {
                     me.act(|d| d.submit(spec, owner));
                 }
                 other => {
-                    let detail = match other {
-                        Err(crate::client::ClientError::Refused { message, .. }) => message,
-                        other => format!("the head did not register the actor: {other:?}"),
+                    use crate::client::ClientError;
+                    use crate::proto::head::ErrorKind;
+                    let failure = match other {
+                        Err(ClientError::Refused {
+                            kind: ErrorKind::Conflict,
+                            message,
+                        }) => Failure::NameTaken { detail: message },
+                        Err(ClientError::Refused { message, .. }) => {
+                            Failure::BadCall { detail: message }
+                        }
+                        Err(e) => Failure::HeadUnreachable {
+                            detail: format!("cannot register the actor: {e}"),
+                        },
+                        Ok(answer) => Failure::BadCall {
+                            detail: format!("the head did not register the actor: {answer:?}"),
+                        },
                     };
+                    let why = describe_failure(&failure);
                     me.act(|d| {
-                        let mut actions = d.actor_registration_failed(actor, detail.clone());
+                        let mut actions = d.actor_registration_failed(actor, why);
                         actions.push(Action::Reply {
                             owner,
                             task_id: spec.task_id,
-                            outcome: Outcome::Failed(Failure::BadCall { detail }),
+                            outcome: Outcome::Failed(failure),
                         });
                         actions
                     });
@@ -153,10 +160,8 @@ impl TaskService {
                         }),
                     }
                 }
-                Ok(_) => Outcome::Failed(Failure::BadCall {
-                    detail: format!("no live actor named {name:?} in namespace {namespace:?}"),
-                }),
-                Err(e) => Outcome::Failed(Failure::BadCall {
+                Ok(_) => Outcome::Failed(Failure::NoSuchActor { namespace, name }),
+                Err(e) => Outcome::Failed(Failure::HeadUnreachable {
                     detail: format!("cannot ask the head for actor {name:?}: {e}"),
                 }),
             };
@@ -199,56 +204,14 @@ impl TaskService {
             }]);
         }
     }
+}
 
-    /// Serves an ordered call stream from a peer raylet to an actor here.
-    pub async fn serve_actor_stream(
-        self: &Arc<Self>,
-        actor: ActorId,
-        mut s: SendHalf,
-        mut r: RecvHalf,
-    ) {
-        let owner = self.new_owner();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.peer_sinks.insert(owner, tx);
-        let writer = tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if s.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-        });
-        loop {
-            match read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME).await {
-                Ok(Some(spec)) => {
-                    self.act(|d| d.submit(spec, owner));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(%actor, "actor call stream failed: {e}");
-                    break;
-                }
-            }
-        }
-        self.peer_sinks.remove(&owner);
-        writer.abort();
-    }
-
-    /// Sends a result down a peer's actor stream; false if `owner` is not one.
-    pub(super) fn reply_to_peer_stream(
-        &self,
-        owner: Owner,
-        task_id: [u8; 16],
-        outcome: Outcome,
-    ) -> Result<(), Outcome> {
-        let Some(tx) = self.peer_sinks.get(&owner) else {
-            return Err(outcome);
-        };
-        match codec::encode(&PeerActorResult { task_id, outcome }) {
-            Ok(frame) => {
-                let _ = tx.send(frame);
-            }
-            Err(e) => warn!("cannot encode an actor result: {e}"),
-        }
-        Ok(())
+/// A failure's sentence, for the actor's death reason.
+fn describe_failure(f: &Failure) -> String {
+    match f {
+        Failure::NameTaken { detail }
+        | Failure::BadCall { detail }
+        | Failure::HeadUnreachable { detail } => detail.clone(),
+        other => format!("{other:?}"),
     }
 }

@@ -14,11 +14,12 @@
 //!   call is never written to a node this raylet already knows is lost.
 
 use super::dispatch::{died, Action, Owner};
-use super::task_server::{TaskService, MAX_TASK_FRAME};
+use super::service::TaskService;
 use crate::ids::{ActorId, NodeId};
 use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
 use crate::proto::raylet::{PeerActorResult, PeerRequest};
 use crate::proto::task::TaskSpec;
+use crate::proto::task::MAX_TASK_FRAME;
 use crate::transport::rpc::{read_msg, write_frame};
 use std::collections::VecDeque;
 use std::net::SocketAddr;

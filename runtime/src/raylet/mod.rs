@@ -1,18 +1,39 @@
-//! The raylet: one per machine (or several on one machine, each with its own
-//! session directory and port). It joins the cluster with the token,
+//! The raylet: one per machine (or several on one machine, each with its
+//! own session directory and port). It joins the cluster with the token,
 //! registers its resources, heartbeats, and registers again as a new
 //! incarnation if the head declared it dead.
+//!
+//! # Layout
+//!
+//! Three doors, one per side, around one service:
+//!
+//! - [`local_door`]: drivers and workers on this machine (`tasks.sock`);
+//! - [`peer_door`]: other raylets and the head over QUIC (object ranges,
+//!   spilled tasks, actor call streams, bundle operations, state listings);
+//! - [`head_link`]: this raylet's connection to the head (requests, the
+//!   registration and heartbeat loop);
+//! - [`service`]: the shell around the pure [`dispatch`] core (queue,
+//!   resource ledger, worker pool, actors, bundles): it carries out the
+//!   dispatcher's actions and routes each reply by its owner's kind; actor
+//!   links (`actor_links`, `actor_route`), bundle operations (`bundle_ops`)
+//!   and state listings (`state_view`) are its other faces;
+//! - [`store_server`]: the machine's object store on `store.sock`, with
+//!   [`transfer`] pulling what it lacks from [`peers`];
+//! - [`workers`] (processes) and [`resources`] (detection).
 
 mod actor_links;
 mod actor_route;
 mod bundle_ops;
 pub mod dispatch;
+pub mod head_link;
+pub mod local_door;
+pub mod peer_door;
 pub mod peers;
 pub mod resources;
+pub mod service;
 mod state_view;
+pub mod store_door;
 pub mod store_server;
-pub mod task_queue;
-pub mod task_server;
 pub mod transfer;
 pub mod workers;
 
@@ -32,7 +53,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The raylet could not start or lost the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -179,26 +200,6 @@ async fn identity(opts: &RayletOptions, session: &SessionDir) -> Result<NodeIden
     })
 }
 
-struct Registration {
-    reg: RegisterNode,
-}
-
-impl Registration {
-    async fn register(&self, client: &HeadClient) -> Result<(NodeId, u64), ClientError> {
-        match client
-            .request(&HeadRequest::Register(self.reg.clone()))
-            .await?
-        {
-            HeadResponse::Registered {
-                node_id,
-                incarnation,
-                ..
-            } => Ok((node_id, incarnation)),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
-    }
-}
-
 /// Runs a raylet until `shutdown` resolves; `on_ready` runs once registered.
 pub async fn run_raylet(
     opts: RayletOptions,
@@ -215,18 +216,17 @@ pub async fn run_raylet(
         Some(session.file("spill")),
     )?;
     let store_socket = session.file("store.sock");
-    let listener =
-        store_server::bind(&store_socket).map_err(|source| RayletError::StoreSocket {
-            path: store_socket.clone(),
-            source,
-        })?;
+    let listener = store_door::bind(&store_socket).map_err(|source| RayletError::StoreSocket {
+        path: store_socket.clone(),
+        source,
+    })?;
     let server =
         store_server::StoreServer::new(store).map_err(|source| RayletError::StoreSocket {
             path: store_socket.clone(),
             source,
         })?;
     server.set_max_clients(opts.config.max_local_clients);
-    store_server::serve(listener, server.clone()).map_err(|source| RayletError::StoreSocket {
+    store_door::serve(listener, server.clone()).map_err(|source| RayletError::StoreSocket {
         path: store_socket.clone(),
         source,
     })?;
@@ -235,45 +235,40 @@ pub async fn run_raylet(
     let address = endpoint.local_addr();
     let trust = ClientTrust::Mutual(id);
     let head = opts.head;
-    let connect = || {
-        HeadClient::connect(
-            &*endpoint,
-            head,
-            &trust,
-            None,
-            PeerRole::Raylet,
-            &opts.config,
-        )
-    };
-    let registration = Registration {
-        reg: RegisterNode {
-            node_name: opts.node_name.clone(),
-            address: address.to_string(),
-            resources: Resources::from(&total),
-            labels: opts.labels.clone(),
-            gpus,
-            is_head: opts.is_head,
-            pid: std::process::id(),
-        },
+    let link = Arc::new(head_link::HeadLink::new(
+        endpoint.clone(),
+        head,
+        trust.clone(),
+        opts.config.clone(),
+    ));
+    let registration = RegisterNode {
+        node_name: opts.node_name.clone(),
+        address: address.to_string(),
+        resources: Resources::from(&total),
+        labels: opts.labels.clone(),
+        gpus,
+        is_head: opts.is_head,
+        pid: std::process::id(),
     };
     let register_err = |cause| RayletError::Register { head, cause };
-    let client = connect().await.map_err(register_err)?;
-    let (mut node_id, incarnation) = registration.register(&client).await.map_err(register_err)?;
+    let client = link.connect().await.map_err(register_err)?;
+    let (node_id, incarnation) = head_link::register(&client, &registration)
+        .await
+        .map_err(register_err)?;
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
-    let link = transfer::HeadLink::new(endpoint.clone(), head, trust.clone(), opts.config.clone());
     let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
     let peers = peers::Peers::new(endpoint.clone(), trust.clone());
-    let transfer = transfer::Transfer::new(link, node_id, peers, chunk_timeout);
+    let transfer = transfer::Transfer::new(link.clone(), node_id, peers, chunk_timeout);
     server.set_transfer(transfer.clone());
-    let task_socket = task_server::socket_path(session.path());
+    let task_socket = local_door::socket_path(session.path());
     let task_listener =
-        task_server::bind(&task_socket).map_err(|source| RayletError::StoreSocket {
+        local_door::bind(&task_socket).map_err(|source| RayletError::StoreSocket {
             path: task_socket.clone(),
             source,
         })?;
     let local = prism_scheduler::NodeResources::new(total.clone())
         .with_labels(opts.labels.iter().cloned().collect());
-    let tasks = task_server::TaskService::new(
+    let tasks = service::TaskService::new(
         node_id,
         local,
         workers::WorkerEnv {
@@ -288,8 +283,8 @@ pub async fn run_raylet(
         transfer.clone(),
         Duration::from_millis(opts.config.infeasible_timeout_ms),
     );
-    let task_accept = tokio::spawn(task_server::serve(task_listener, tasks.clone()));
-    let peers = tokio::spawn(transfer::serve_peers(
+    let task_accept = tokio::spawn(local_door::serve(task_listener, tasks.clone()));
+    let peers = tokio::spawn(peer_door::serve_peers(
         endpoint.clone(),
         server.clone(),
         tasks.clone(),
@@ -301,63 +296,17 @@ pub async fn run_raylet(
         task_socket: task_socket.clone(),
     });
 
-    let mut client = Some(client);
-    let mut tick = tokio::time::interval(opts.config.heartbeat_interval());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-        tasks.tick(std::time::Instant::now());
-        let Some(c) = client.as_ref() else {
-            client = connect()
-                .await
-                .inspect_err(|e| warn!("head unreachable: {e}"))
-                .ok();
-            continue;
-        };
-        let beat = HeadRequest::Heartbeat {
-            node_id,
-            available: Resources::from(&tasks.available()),
-            demand: tasks.demand(node_id),
-        };
-        match c.request(&beat).await {
-            Ok(HeadResponse::HeartbeatAck) => {
-                if let Ok(status) = c.status().await {
-                    tasks.update_peers(&status);
-                }
-            }
-            Ok(HeadResponse::ReRegister { reason }) => {
-                warn!(node = %node_id, %reason, "head asks to register again");
-                match registration.register(c).await {
-                    Ok((id, inc)) => {
-                        info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
-                        node_id = id;
-                        transfer.set_node_id(id);
-                        tasks.set_node_id(id);
-                    }
-                    Err(e) => warn!("re-registration failed: {e}"),
-                }
-            }
-            Ok(other) => warn!("unexpected heartbeat answer: {other:?}"),
-            Err(e) => {
-                warn!("heartbeat failed ({e}); reconnecting to the head");
-                c.close();
-                client = None;
-            }
-        }
-    }
-    if let Some(c) = client {
-        let bye = HeadRequest::Unregister { node_id };
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.request(&bye)).await;
-        c.close();
-    }
+    let beats = head_link::Heartbeats {
+        link: &link,
+        registration,
+        interval: opts.config.heartbeat_interval(),
+    };
+    let node_id = beats.run(client, node_id, &tasks, shutdown).await;
     peers.abort();
     task_accept.abort();
     tasks.kill_all();
     let _ = std::fs::remove_file(&task_socket);
-    store_server::stop(&store_socket, &server);
+    store_door::stop(&store_socket, &server);
     endpoint.close();
     info!(node = %node_id, "raylet stopped");
     Ok(())

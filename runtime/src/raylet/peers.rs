@@ -134,10 +134,10 @@ impl Peers {
         }
     }
 
-    /// A cached connection to the raylet at `addr`.
+    /// A cached connection to the raylet at `addr`. The cache is not held
+    /// while dialling: a peer that does not answer delays no other.
     pub async fn connect(&self, addr: SocketAddr) -> Result<BoxConn, String> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&addr) {
+        if let Some(c) = self.conns.lock().await.get(&addr) {
             return Ok(c.clone());
         }
         let c = self
@@ -145,8 +145,7 @@ impl Peers {
             .connect(addr, &self.trust)
             .await
             .map_err(|e| e.to_string())?;
-        conns.insert(addr, c.clone());
-        Ok(c)
+        Ok(self.conns.lock().await.entry(addr).or_insert(c).clone())
     }
 
     /// Forgets a cached connection that failed.

@@ -3,7 +3,7 @@
 //! with worker pids added) and its objects, for the head to merge.
 
 use super::dispatch::state::kind_name;
-use super::task_server::TaskService;
+use super::service::TaskService;
 use crate::proto::state::{ObjectInfo, StateQuery, StateReply, TaskInfo};
 use std::fmt::Write;
 

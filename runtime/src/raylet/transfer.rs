@@ -15,23 +15,21 @@
 //!   sealed object; the raylet holds a reference while it writes the range
 //!   straight from its segment.
 
+use super::head_link::HeadLink;
 use super::peers::Peers;
-use super::store_server::StoreServer;
-use super::task_server::{TaskService, MAX_TASK_FRAME};
-use crate::client::{ClientError, HeadClient};
-use crate::config::Config;
+use super::store_server::{PullError, Remote, StoreServer};
+use crate::client::ClientError;
 use crate::ids::NodeId;
-use crate::proto::head::{HeadRequest, HeadResponse, PeerRole};
+use crate::proto::head::{HeadRequest, HeadResponse};
 use crate::proto::raylet::{PeerRequest, PeerResponse};
-use crate::transport::rpc::{read_msg, write_frame, write_msg, RpcError};
-use crate::transport::tls::ClientTrust;
-use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
+use crate::transport::rpc::{read_msg, write_msg};
+use crate::transport::BoxConn;
 use prism_objectstore::ObjectId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -39,90 +37,12 @@ use tracing::{info, warn};
 pub const CHUNK: u64 = 8 << 20;
 /// Chunks in flight per pull.
 pub const PARALLEL_STREAMS: usize = 4;
-const MAX_PEER_FRAME: usize = MAX_TASK_FRAME;
-
-/// A pull did not produce the object.
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    /// The head knows no live copy (yet).
-    #[error("no live copy of {0} is known to the head")]
-    NoLocation(ObjectId),
-    /// Every known copy failed.
-    #[error("could not fetch {id} from any copy: {}", tried.join("; "))]
-    Failed {
-        /// The object.
-        id: ObjectId,
-        /// Each source and why it failed.
-        tried: Vec<String>,
-    },
-}
-
-/// A lazily (re)connected, shared connection to the head.
-#[derive(Debug)]
-pub struct HeadLink {
-    endpoint: Arc<dyn Endpoint>,
-    head: SocketAddr,
-    trust: ClientTrust,
-    config: Config,
-    client: tokio::sync::Mutex<Option<HeadClient>>,
-}
-
-impl HeadLink {
-    /// A link that connects on first use.
-    pub fn new(
-        endpoint: Arc<dyn Endpoint>,
-        head: SocketAddr,
-        trust: ClientTrust,
-        config: Config,
-    ) -> HeadLink {
-        HeadLink {
-            endpoint,
-            head,
-            trust,
-            config,
-            client: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// One request; reconnects once if the connection was lost.
-    pub async fn request(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
-        let mut last = None;
-        for _ in 0..2 {
-            let client = {
-                let mut slot = self.client.lock().await;
-                if slot.is_none() {
-                    *slot = Some(
-                        HeadClient::connect(
-                            &*self.endpoint,
-                            self.head,
-                            &self.trust,
-                            None,
-                            PeerRole::Raylet,
-                            &self.config,
-                        )
-                        .await?,
-                    );
-                }
-                slot.clone()
-            };
-            let Some(client) = client else { continue };
-            match client.request(req).await {
-                Err(e @ ClientError::Refused { .. }) => return Err(e),
-                Err(e) => {
-                    *self.client.lock().await = None;
-                    last = Some(e);
-                }
-                ok => return ok,
-            }
-        }
-        Err(last.unwrap_or_else(|| ClientError::Unexpected("no connection to the head".into())))
-    }
-}
+const MAX_PEER_FRAME: usize = crate::proto::task::MAX_TASK_FRAME;
 
 /// Pulls, serves and reports objects for one raylet.
 #[derive(Debug)]
 pub struct Transfer {
-    link: HeadLink,
+    link: Arc<HeadLink>,
     node_id: Mutex<NodeId>,
     peers: Arc<Peers>,
     inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
@@ -132,7 +52,7 @@ pub struct Transfer {
 impl Transfer {
     /// Transfer for a registered raylet.
     pub fn new(
-        link: HeadLink,
+        link: Arc<HeadLink>,
         node_id: NodeId,
         peers: Arc<Peers>,
         chunk_timeout: Duration,
@@ -156,15 +76,15 @@ impl Transfer {
     }
 
     /// Tells the head this node holds `id` (in the background).
-    pub fn report(self: &Arc<Self>, id: ObjectId, size: u64) {
-        let me = self.clone();
+    pub fn report(&self, id: ObjectId, size: u64) {
+        let link = self.link.clone();
+        let req = HeadRequest::AddObjectLocation {
+            node_id: self.node_id(),
+            object: id.0,
+            size,
+        };
         tokio::spawn(async move {
-            let req = HeadRequest::AddObjectLocation {
-                node_id: me.node_id(),
-                object: id.0,
-                size,
-            };
-            if let Err(e) = me.link.request(&req).await {
+            if let Err(e) = link.request(&req).await {
                 warn!(object = %id, "cannot report object location: {e}");
             }
         });
@@ -172,7 +92,7 @@ impl Transfer {
 
     /// Makes `id` local by pulling it from a peer; concurrent callers share one transfer.
     pub async fn pull(
-        self: &Arc<Self>,
+        &self,
         server: &Arc<StoreServer>,
         id: ObjectId,
         deadline: Instant,
@@ -201,7 +121,7 @@ impl Transfer {
     }
 
     async fn pull_once(
-        self: &Arc<Self>,
+        &self,
         server: &Arc<StoreServer>,
         id: ObjectId,
         deadline: Instant,
@@ -379,115 +299,18 @@ async fn fetch_chunk(
     Ok(())
 }
 
-/// Serves peer raylets: byte ranges of local objects, and spilled tasks.
-pub async fn serve_peers(
-    endpoint: Arc<dyn Endpoint>,
-    server: Arc<StoreServer>,
-    tasks: Arc<TaskService>,
-) {
-    while let Some(incoming) = endpoint.accept().await {
-        let server = server.clone();
-        let tasks = tasks.clone();
-        tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            if conn.peer() != PeerIdentity::ClusterNode {
-                conn.close("peer requests need a node certificate from the cluster CA");
-                return;
-            }
-            while let Ok((s, r)) = conn.accept_bi().await {
-                let server = server.clone();
-                let tasks = tasks.clone();
-                let conn = conn.clone();
-                tokio::spawn(async move { serve_stream(s, r, &conn, &server, &tasks).await });
-            }
-        });
-    }
-}
-
-/// How long a peer's new stream may take to carry its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn serve_stream(
-    mut s: SendHalf,
-    mut r: RecvHalf,
-    conn: &BoxConn,
-    server: &Arc<StoreServer>,
-    tasks: &Arc<TaskService>,
-) {
-    let first = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME),
-    )
-    .await
-    .unwrap_or_else(|_| Err(RpcError::NoResponse));
-    match first {
-        Ok(Some(PeerRequest::Pull {
-            object,
-            offset,
-            len,
-        })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
-        Ok(Some(PeerRequest::ActorStream { actor_id })) => {
-            tasks.serve_actor_stream(actor_id, s, r).await
-        }
-        Ok(Some(PeerRequest::State(query))) => {
-            let reply = tasks.state(query);
-            let _ = write_msg(&mut s, &reply).await;
-        }
-        Ok(Some(PeerRequest::Bundles(ops))) => {
-            let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
-            let _ = write_msg(&mut s, &reply).await;
-        }
-        Ok(Some(PeerRequest::Submit(sub))) => {
-            let resp = tasks.serve_peer_submit(*sub).await;
-            let _ = write_msg(&mut s, &resp).await;
-        }
-        Ok(None) => {}
-        Err(RpcError::NoResponse) => {
-            warn!(peer = %conn.remote_addr(), "a peer stream carried no request within {REQUEST_TIMEOUT:?}; closing it");
-        }
-        // A peer that sends what is not a frame is broken or hostile: the
-        // whole connection goes (P-1), not just this stream.
-        Err(e) => {
-            warn!(peer = %conn.remote_addr(), "bad peer request ({e}); dropping the connection");
-            conn.close(&e.to_string());
-        }
-    }
-}
-
-async fn serve_chunk(
-    mut s: SendHalf,
-    id: ObjectId,
-    offset: u64,
-    len: u64,
-    server: &Arc<StoreServer>,
-) {
-    let refuse = |message: String| PeerResponse::Error { message };
-    let held = match server.hold_for_send(id) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = write_msg(&mut s, &refuse(e.to_string())).await;
-            return;
-        }
-    };
-    let range = usize::try_from(offset)
-        .ok()
-        .zip(usize::try_from(len).ok())
-        .and_then(|(o, l)| held.bytes().get(o..o.checked_add(l)?));
-    let Some(bytes) = range else {
-        let why = format!(
-            "range {offset}+{len} is outside {id} ({} bytes)",
-            held.len()
-        );
-        let _ = write_msg(&mut s, &refuse(why)).await;
-        return;
-    };
-    if write_frame(&mut s, &PeerResponse::Chunk { len })
-        .await
-        .is_err()
+impl Remote for Transfer {
+    fn pull<'a>(
+        &'a self,
+        server: &'a Arc<StoreServer>,
+        id: ObjectId,
+        deadline: Instant,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PullError>> + Send + 'a>>
     {
-        return;
+        Box::pin(Transfer::pull(self, server, id, deadline))
     }
-    if s.write_all(bytes).await.is_ok() {
-        let _ = s.shutdown().await;
+
+    fn report(&self, id: ObjectId, size: u64) {
+        Transfer::report(self, id, size)
     }
 }

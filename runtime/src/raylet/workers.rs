@@ -3,7 +3,8 @@
 //! socket closes) and with its job (the raylet kills a job's workers when the
 //! driver's connection closes, `kill -9` included).
 
-use super::store_server::{self, StoreServer};
+use super::store_door;
+use super::store_server::StoreServer;
 use crate::proto::task::JobSpec;
 use prism_objectstore::ObjectId;
 use std::collections::HashMap;
@@ -93,7 +94,7 @@ pub async fn publish_binary(store: &Arc<StoreServer>, job: &JobSpec) -> Result<(
     tokio::task::spawn_blocking(move || {
         let bytes =
             std::fs::read(&path).map_err(|e| format!("cannot read job binary {path}: {e}"))?;
-        store_server::put_local(&store, id, &bytes)
+        store_door::put_local(&store, id, &bytes)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -131,7 +132,7 @@ pub async fn resolve_binary(
     let id = binary_object(job);
     let dir = env.binaries.clone();
     tokio::task::spawn_blocking(move || {
-        let held = store_server::fetch(&store, id, Duration::from_secs(120))
+        let held = store_door::fetch(&store, id, Duration::from_secs(120))
             .map_err(|e| format!("cannot fetch job binary {id}: {e}"))?;
         let d = ring::digest::digest(&ring::digest::SHA256, held.bytes());
         if d.as_ref() != want {

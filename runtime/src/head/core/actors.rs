@@ -18,7 +18,10 @@ impl HeadCore {
             HeadRequest::RegisterActor(info, create) => {
                 match self.actors.register(info, create.map(|c| *c)) {
                     Ok(()) => HeadResponse::Ok,
-                    Err(message) => bad(message),
+                    Err(message) => HeadResponse::Error {
+                        kind: crate::proto::head::ErrorKind::Conflict,
+                        message,
+                    },
                 }
             }
             HeadRequest::UpdateActor {

@@ -1,7 +1,7 @@
 //! The head core: every table of the head in one pure state machine. No
 //! sockets, no processes, no clock: requests and ticks come in with the time
 //! ([`Clock`]); replies go out at once, and everything else the head must
-//! do goes out as [`Effect`]s that the shell ([`super::shell`]) carries out
+//! do goes out as [`Effect`]s that the shell (`head::shell`) carries out
 //! and answers (`bundles_done`, `restart_failed`, `job_started`, …).
 //!
 //! # The main loop
@@ -20,7 +20,7 @@
 //! (`tests.rs`): a node misses its heartbeats → `tick` declares it dead →
 //! its objects leave the directory, its actors restart elsewhere
 //! ([`Effect::RestartActor`]) or die, its bundles are placed again
-//! ([`Effect::Bundles`], the two-phase reservation of [`placement`]).
+//! ([`Effect::Bundles`], the two-phase reservation of `core::placement`).
 //!
 //! Invariants of the tables live in their modules (NT-*, AT-*, PG-*, JT-*,
 //! OD-1); the core adds:
@@ -32,6 +32,7 @@
 //!   has answered (or its call failed).
 
 mod actors;
+mod groups;
 mod jobs;
 pub(crate) mod placement;
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! Placement groups in the head core: the table's requests, waits with
-//! deadlines, and the two-phase reservation on raylets as a pure step
-//! machine. A pass (HC-2: one at a time) goes through its phases, each a
+//! The two-phase reservation of placement-group bundles on raylets, as a
+//! pure step machine in the head core (the requests are `groups.rs`). A pass (HC-2: one at a time) goes through its phases, each a
 //! batch of [`Effect::Bundles`] (one per node) whose replies come back
 //! through [`HeadCore::bundles_done`]:
 //!
@@ -16,13 +15,12 @@
 //! reason, and are tried again every [`RETRY_EVERY`] or when something
 //! changes (a node joins, a group is created or removed).
 
-use super::{bad, Clock, Effect, HeadCore, Reply};
+use super::{Clock, Effect, HeadCore};
 use crate::head::pg_table::PlaceWork;
 use crate::ids::{NodeId, PlacementGroupId};
 use crate::proto::common::{NodeState, Resources};
-use crate::proto::head::HeadResponse;
 use crate::proto::placement::{
-    BundleOp, BundleReply, BundleSpec, PgRequest, PgState, PgStrategyWire,
+    BundleOp, BundleReply, BundleSpec, PgState, PgStrategyWire,
 };
 use prism_scheduler::{place_bundles, ClusterView, PgDecision, ResourceSet};
 use std::collections::HashMap;
@@ -32,7 +30,7 @@ use tracing::debug;
 /// How often waiting groups are tried again without a nudge.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// The longest `Wait` a caller may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// The placement machinery's state.
 #[derive(Debug, Default)]
@@ -40,13 +38,13 @@ pub(crate) struct Placing {
     pass: Option<Pass>,
     next_pass: u64,
     /// Something changed since the last pass started.
-    nudged: bool,
+    pub(super) nudged: bool,
     /// When the last pass started.
-    last_pass: Option<Instant>,
+    pub(super) last_pass: Option<Instant>,
     /// Bundles to give back at the start of the next pass.
-    returns: Vec<(NodeId, String, BundleOp)>,
-    waiters: Vec<Waiter>,
-    next_waiter: u64,
+    pub(super) returns: Vec<(NodeId, String, BundleOp)>,
+    pub(super) waiters: Vec<Waiter>,
+    pub(super) next_waiter: u64,
 }
 
 impl Placing {
@@ -64,10 +62,10 @@ type Tags = Vec<Option<usize>>;
 type TaggedOp = (NodeId, String, BundleOp, Option<usize>);
 
 #[derive(Debug)]
-struct Waiter {
-    id: u64,
-    pg: PlacementGroupId,
-    deadline: Instant,
+pub(super) struct Waiter {
+    pub(super) id: u64,
+    pub(super) pg: PlacementGroupId,
+    pub(super) deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +124,7 @@ impl Planned {
     }
 }
 
-fn settled(state: PgState) -> bool {
+pub(super) fn settled(state: PgState) -> bool {
     matches!(
         state,
         PgState::Created | PgState::Infeasible | PgState::Removed
@@ -134,75 +132,6 @@ fn settled(state: PgState) -> bool {
 }
 
 impl HeadCore {
-    pub(super) fn pg_request(&mut self, now: Clock, req: PgRequest) -> Reply {
-        let reply = match req {
-            PgRequest::Create(c) => {
-                let pg = c.pg;
-                match self.groups.create(c) {
-                    Ok(()) => {
-                        self.placing.nudge();
-                        self.placement_step(now);
-                        HeadResponse::PlacementGroup(self.groups.get(pg).cloned())
-                    }
-                    Err(e) => bad(e),
-                }
-            }
-            PgRequest::Get { pg } => HeadResponse::PlacementGroup(self.groups.get(pg).cloned()),
-            PgRequest::List => HeadResponse::PlacementGroups(self.groups.list()),
-            PgRequest::Remove { pg } => match self.remove_group(now, pg, "removed by its owner") {
-                Ok(()) => HeadResponse::Ok,
-                Err(e) => bad(e),
-            },
-            PgRequest::Wait { pg, timeout_ms } => {
-                let settled_now = self.groups.get(pg).is_some_and(|g| settled(g.state));
-                if settled_now || timeout_ms == 0 {
-                    self.waited(pg)
-                } else {
-                    let id = self.placing.next_waiter;
-                    self.placing.next_waiter += 1;
-                    let limit = Duration::from_millis(timeout_ms).min(MAX_WAIT);
-                    self.placing.waiters.push(Waiter {
-                        id,
-                        pg,
-                        deadline: now.at + limit,
-                    });
-                    return Reply::Later(id);
-                }
-            }
-        };
-        Reply::Now(reply)
-    }
-
-    /// The answer to a wait on `pg`: the group, and its job's other groups
-    /// created recently.
-    fn waited(&self, pg: PlacementGroupId) -> HeadResponse {
-        HeadResponse::PlacementGroupWaited {
-            group: self.groups.get(pg).cloned(),
-            also_created: self.groups.recent_created(pg),
-        }
-    }
-
-    /// Removes a group (PG-2); its bundles are given back by the next pass.
-    pub(super) fn remove_group(
-        &mut self,
-        now: Clock,
-        pg: PlacementGroupId,
-        reason: &str,
-    ) -> Result<(), String> {
-        let nodes = self.groups.remove(pg, reason)?;
-        for (node, addr) in nodes {
-            let op = BundleOp::Return {
-                pg,
-                reason: reason.to_string(),
-                only: Vec::new(),
-            };
-            self.placing.returns.push((node, addr, op));
-        }
-        self.placing.nudge();
-        self.placement_step(now);
-        Ok(())
-    }
-
     /// Answers settled or expired waits; starts a pass when one is due.
     pub(super) fn placement_step(&mut self, now: Clock) {
         self.answer_waiters(now);
@@ -221,22 +150,6 @@ impl HeadCore {
 
     pub(super) fn placement_tick(&mut self, now: Clock) {
         self.placement_step(now);
-    }
-
-    fn answer_waiters(&mut self, now: Clock) {
-        let waiters = std::mem::take(&mut self.placing.waiters);
-        for w in waiters {
-            let done = self.groups.get(w.pg).is_some_and(|g| settled(g.state));
-            if done || now.at >= w.deadline {
-                let response = self.waited(w.pg);
-                self.push(Effect::Answer {
-                    waiter: w.id,
-                    response,
-                });
-            } else {
-                self.placing.waiters.push(w);
-            }
-        }
     }
 
     fn start_pass(&mut self, now: Clock) {

@@ -69,6 +69,7 @@ mod tests {
     use super::*;
     use crate::ids::{JobId, NodeId};
     use crate::proto::common::Resources;
+    use crate::raylet::dispatch::Owner;
     use prism_scheduler::{NodeResources, Quantity, ResourceSet};
 
     #[test]
@@ -81,8 +82,8 @@ mod tests {
             t.resources = Resources::from(&cpu);
             t
         };
-        let _ = d.submit(spec(1), 1);
-        let _ = d.submit(spec(2), 1);
+        let _ = d.submit(spec(1), Owner::Local(1));
+        let _ = d.submit(spec(2), Owner::Local(1));
         let mut rows = d.task_rows();
         rows.sort_by_key(|r| r.spec.task_id);
         assert_eq!(rows.len(), 2);

@@ -1,7 +1,9 @@
-//! The raylet's task service: the shell around [`Dispatcher`]. It serves
-//! drivers and workers on a local Unix socket (`tasks.sock`), starts and
-//! kills worker processes, forwards spilled tasks to peer raylets over QUIC,
-//! and runs tasks that peers spill here.
+//! The raylet's task service: the shell around the pure [`Dispatcher`].
+//! It feeds the dispatcher what the raylet's doors receive (local clients in
+//! `local_door`, peers in `peer_door`, the head's status through
+//! `head_link`) and carries out its [`Action`]s: starting and killing worker
+//! processes, sending work to workers, forwarding spilled tasks to peers, and
+//! routing each reply by its [`Owner`]'s kind.
 
 use super::dispatch::{Action, Dispatcher, Owner, WorkerId};
 use super::peers::Peers;
@@ -10,50 +12,42 @@ use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
 use crate::ids::{JobId, NodeId};
 use crate::proto::codec;
-use crate::proto::common::ClusterStatus;
+use crate::proto::common::{ClusterStatus, Demand, Resources};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
 use crate::proto::task::PeerSubmit;
-use crate::proto::task::{Failure, JobSpec, LocalEvent, LocalRequest, Outcome};
-use crate::proto::PROTOCOL_VERSION;
-use crate::transport::rpc::{call, read_msg};
+use crate::proto::task::{Failure, JobSpec, LocalEvent, Outcome};
+use crate::transport::rpc::call;
 use dashmap::DashMap;
 use prism_scheduler::NodeResources;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{UnixListener, UnixStream};
 
 /// How long a forward waits to learn a peer's address (several heartbeats).
 const PEER_ADDR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// Largest local task frame (arguments inline up to the inline limit, so
-/// this only bounds garbage).
-pub const MAX_TASK_FRAME: usize = 256 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Role {
-    Unknown,
-    Driver(JobId),
-    Worker(WorkerId),
-}
+/// The calls waiting for one remote actor's link, in order.
+pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, crate::proto::task::TaskSpec)>;
 
 /// The task service of one raylet.
 #[derive(Debug)]
 pub struct TaskService {
     node: Mutex<NodeId>,
     disp: Mutex<Dispatcher>,
-    conns: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
-    worker_conns: DashMap<WorkerId, Owner>,
+    /// Local connections by number (their owner is `Owner::Local(n)`).
+    pub(super) conns: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    pub(super) worker_conns: DashMap<WorkerId, u64>,
     pub(super) pids: DashMap<WorkerId, u32>,
     pub(super) jobs: DashMap<JobId, JobSpec>,
     pub(super) local_jobs: DashMap<JobId, ()>,
     ended_jobs: DashMap<JobId, ()>,
-    peer_waiters: DashMap<Owner, oneshot::Sender<Outcome>>,
-    pub(super) peer_sinks: DashMap<Owner, mpsc::UnboundedSender<Vec<u8>>>,
-    pub(super) actor_links: DashMap<crate::ids::ActorId, super::actor_links::LinkTx>,
+    /// Tasks peers spilled here, waiting for their outcome (`Owner::Spilled`).
+    pub(super) spilled: DashMap<u64, oneshot::Sender<Outcome>>,
+    /// Peers' actor call streams (`Owner::PeerStream`).
+    pub(super) peer_sinks: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Calls routed to actors on other nodes, one ordered link per actor.
+    pub(super) actor_links: DashMap<crate::ids::ActorId, LinkTx>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
     /// The other nodes (addresses, deaths, connections).
     pub(super) peers: Arc<Peers>,
@@ -86,7 +80,7 @@ impl TaskService {
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
             ended_jobs: DashMap::new(),
-            peer_waiters: DashMap::new(),
+            spilled: DashMap::new(),
             peer_sinks: DashMap::new(),
             actor_links: DashMap::new(),
             reports: std::sync::OnceLock::new(),
@@ -171,14 +165,30 @@ impl TaskService {
         });
     }
 
-    fn send(&self, owner: Owner, ev: &LocalEvent) {
+    /// Sends an event to a local connection (other owners get none).
+    pub(super) fn send(&self, owner: Owner, ev: &LocalEvent) {
+        let Owner::Local(conn) = owner else { return };
         match codec::encode(ev) {
             Ok(frame) => {
-                if let Some(tx) = self.conns.get(&owner) {
+                if let Some(tx) = self.conns.get(&conn) {
                     let _ = tx.send(frame);
                 }
             }
             Err(e) => warn!("cannot encode {ev:?}: {e}"),
+        }
+    }
+
+    /// Routes a task's outcome to whoever waits for it, by its kind.
+    fn reply(&self, owner: Owner, task_id: [u8; 16], outcome: Outcome) {
+        match owner {
+            Owner::Local(_) => self.send(owner, &LocalEvent::Finished { task_id, outcome }),
+            Owner::Spilled(n) => {
+                if let Some((_, tx)) = self.spilled.remove(&n) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            Owner::PeerStream(n) => self.reply_to_peer_stream(n, task_id, outcome),
+            Owner::Raylet => {}
         }
     }
 
@@ -192,7 +202,8 @@ impl TaskService {
         drop(d);
     }
 
-    pub(super) fn new_owner(&self) -> Owner {
+    /// A fresh number for an owner of any kind.
+    pub(super) fn next_id(&self) -> u64 {
         self.next_owner.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -203,7 +214,9 @@ impl TaskService {
                 Action::Start { worker, job, gpus } => self.start_worker(worker, job, gpus),
                 Action::Execute { worker, task, gpus } => {
                     match self.worker_conns.get(&worker).map(|c| *c) {
-                        Some(conn) => self.send(conn, &LocalEvent::Execute { task, gpus }),
+                        Some(conn) => {
+                            self.send(Owner::Local(conn), &LocalEvent::Execute { task, gpus })
+                        }
                         None => warn!(worker, "execute for a worker with no connection"),
                     }
                 }
@@ -211,14 +224,7 @@ impl TaskService {
                     owner,
                     task_id,
                     outcome,
-                } => {
-                    if let Some((_, tx)) = self.peer_waiters.remove(&owner) {
-                        let _ = tx.send(outcome);
-                    } else if let Err(outcome) = self.reply_to_peer_stream(owner, task_id, outcome)
-                    {
-                        self.send(owner, &LocalEvent::Finished { task_id, outcome });
-                    }
-                }
+                } => self.reply(owner, task_id, outcome),
                 Action::ActorState {
                     actor,
                     state,
@@ -319,7 +325,7 @@ impl TaskService {
                 // PE-1: the answer is awaited only while the node lives.
                 let exchange = async {
                     let conn = me.peers.connect(addr).await?;
-                    call::<_, PeerTaskResponse>(&*conn, &req, MAX_TASK_FRAME)
+                    call::<_, PeerTaskResponse>(&*conn, &req, crate::proto::task::MAX_TASK_FRAME)
                         .await
                         .map_err(|e| e.to_string())
                 };
@@ -346,224 +352,30 @@ impl TaskService {
         });
     }
 
-    /// Runs a task a peer spilled here; answers when it ends.
-    pub async fn serve_peer_submit(self: &Arc<Self>, sub: PeerSubmit) -> PeerTaskResponse {
-        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.peer_waiters.insert(owner, tx);
-        self.jobs.entry(sub.job.job_id).or_insert(sub.job);
-        self.act(|d| d.submit(sub.task, owner));
-        let outcome = rx.await.unwrap_or_else(|_| {
-            Outcome::Failed(Failure::NodeDied {
-                node: self.node(),
-                detail: "the raylet stopped".into(),
-            })
-        });
-        PeerTaskResponse { outcome }
-    }
-
     /// Kills every worker (raylet shutdown).
     pub fn kill_all(&self) {
         for p in self.pids.iter() {
             workers::kill(*p.value());
         }
     }
-
-    async fn serve_conn(self: Arc<Self>, stream: UnixStream) {
-        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
-        let (r, w) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.conns.insert(owner, tx);
-        let writer = tokio::spawn(async move {
-            let mut w = BufWriter::new(w);
-            while let Some(frame) = rx.recv().await {
-                if w.write_all(&frame).await.is_err() {
-                    return;
-                }
-                while let Ok(more) = rx.try_recv() {
-                    if w.write_all(&more).await.is_err() {
-                        return;
-                    }
-                }
-                if w.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut r = BufReader::with_capacity(256 << 10, r);
-        let mut role = Role::Unknown;
-        loop {
-            let msg = match read_msg::<LocalRequest, _>(&mut r, MAX_TASK_FRAME).await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(conn = owner, "dropping local task connection: {e}");
-                    break;
-                }
-            };
-            if let Some(next) = self.handle(owner, role, msg) {
-                role = next;
-            }
-        }
-        self.conns.remove(&owner);
-        writer.abort();
-        let gone = match role {
-            Role::Driver(job) => {
-                info!(%job, "driver disconnected; stopping its workers");
-                Some(Some(job))
-            }
-            Role::Worker(w) => {
-                self.worker_conns.remove(&w);
-                if let Some(pid) = self.pids.get(&w).map(|p| *p) {
-                    workers::kill(pid);
-                }
-                Some(None)
-            }
-            Role::Unknown => None,
-        };
-        if let Some(job) = gone {
-            self.act(|d| d.owner_gone(owner, job));
-        }
-    }
-
-    /// Handles one request; returns the connection's new role after a hello.
-    fn handle(self: &Arc<Self>, owner: Owner, role: Role, msg: LocalRequest) -> Option<Role> {
-        let welcome = || LocalEvent::Welcome {
-            node_id: self.node(),
-            store_socket: self.env.store_socket.display().to_string(),
-        };
-        let refuse = |message: String| {
-            self.send(owner, &LocalEvent::Refused { message });
-        };
-        match (role, msg) {
-            (Role::Unknown, LocalRequest::HelloDriver { version, job }) => {
-                if version != PROTOCOL_VERSION {
-                    refuse(format!(
-                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
-                    ));
-                    return None;
-                }
-                let id = job.job_id;
-                self.local_jobs.insert(id, ());
-                self.jobs.insert(id, job.clone());
-                if job.binary_hash == [0; 32] {
-                    self.send(owner, &welcome());
-                } else {
-                    // A cluster job: put its binary in the store first, so
-                    // peers (and this node, if the file goes away) can run it.
-                    let me = self.clone();
-                    let ready = welcome();
-                    tokio::spawn(async move {
-                        if let Err(e) = workers::publish_binary(&me.store, &job).await {
-                            warn!(job = %job.job_id, "cannot publish the job binary: {e}");
-                        }
-                        me.send(owner, &ready);
-                    });
-                }
-                Some(Role::Driver(id))
-            }
-            (Role::Unknown, LocalRequest::HelloWorker { version, worker_id }) => {
-                if version != PROTOCOL_VERSION {
-                    refuse(format!(
-                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
-                    ));
-                    return None;
-                }
-                self.worker_conns.insert(worker_id, owner);
-                self.send(owner, &welcome());
-                self.act(|d| d.worker_ready(worker_id));
-                Some(Role::Worker(worker_id))
-            }
-            (Role::Unknown, other) => {
-                refuse(format!("expected a hello first, got {other:?}"));
-                None
-            }
-            (_, LocalRequest::Submit(spec)) => {
-                if matches!(spec.kind, crate::proto::task::TaskKind::CreateActor(_)) {
-                    self.create_actor(spec, owner);
-                } else {
-                    self.act(|d| d.submit(spec, owner));
-                }
-                None
-            }
-            (
-                _,
-                LocalRequest::KillActor {
-                    actor_id,
-                    no_restart,
-                },
-            ) => {
-                let kill = super::dispatch::kill_call(actor_id, no_restart);
-                self.act(|d| d.submit(kill, owner));
-                None
-            }
-            (
-                _,
-                LocalRequest::LookupActor {
-                    request_id,
-                    name,
-                    namespace,
-                },
-            ) => {
-                self.lookup_actor(owner, request_id, namespace, name);
-                None
-            }
-            (
-                _,
-                LocalRequest::PlacementGroup {
-                    request_id,
-                    request,
-                },
-            ) => {
-                self.relay_pg_request(owner, request_id, request);
-                None
-            }
-            (_, LocalRequest::Cancel { task_id, force }) => {
-                self.act(|d| d.cancel(task_id, force));
-                None
-            }
-            (Role::Worker(w), LocalRequest::Done { task_id, outcome }) => {
-                self.act(|d| d.task_done(w, task_id, outcome));
-                None
-            }
-            (Role::Worker(w), LocalRequest::Blocked) => {
-                self.act(|d| d.worker_blocked(w, true));
-                None
-            }
-            (Role::Worker(w), LocalRequest::Unblocked) => {
-                self.act(|d| d.worker_blocked(w, false));
-                None
-            }
-            (_, other) => {
-                warn!(conn = owner, "ignoring {other:?} from {role:?}");
-                None
-            }
-        }
-    }
 }
 
-/// Binds the task socket.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path)
-}
-
-/// Accepts local task connections until the listener is dropped.
-pub async fn serve(listener: UnixListener, service: Arc<TaskService>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(service.clone().serve_conn(stream));
-            }
-            Err(e) => {
-                warn!("task socket accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+/// What the heartbeat loop reports for this node, and what it hears back.
+impl super::head_link::Reporter for Arc<TaskService> {
+    fn report(&self, node: NodeId) -> (Resources, Vec<Demand>) {
+        (Resources::from(&self.available()), self.demand(node))
     }
-}
 
-/// Where the task socket lives in a session directory.
-pub fn socket_path(session_dir: &Path) -> PathBuf {
-    session_dir.join("tasks.sock")
+    fn status(&self, status: &ClusterStatus) {
+        self.update_peers(status);
+    }
+
+    fn new_id(&self, id: NodeId) {
+        self.transfer.set_node_id(id);
+        self.set_node_id(id);
+    }
+
+    fn tick(&self, now: std::time::Instant) {
+        TaskService::tick(self, now);
+    }
 }

@@ -3,7 +3,7 @@
 use super::*;
 use crate::ids::ActorId;
 use crate::proto::common::Resources;
-use crate::proto::task::TaskKind;
+use crate::proto::task::{TaskKind, WireStrategy};
 use std::time::Duration;
 
 fn node(cpus: u32) -> NodeResources {
@@ -52,7 +52,7 @@ fn d1_resources_held_from_dispatch_to_end_and_released_once() {
     let mut d = Dispatcher::new(me, node(1));
     let job = JobId::random();
     let t = task(job, 1, 0);
-    let a = d.submit(t.clone(), 1);
+    let a = d.submit(t.clone(), Owner::Local(1));
     let w = started(&a)[0];
     assert!(d.available().get(CPU).is_zero());
     let a = d.worker_ready(w);
@@ -72,8 +72,11 @@ fn d2_d3_queued_work_reuses_the_idle_worker_and_every_task_gets_one_reply() {
     let mut d = Dispatcher::new(NodeId::random(), node(1));
     let job = JobId::random();
     let (t1, t2) = (task(job, 1, 0), task(job, 1, 0));
-    let w = started(&d.submit(t1.clone(), 1))[0];
-    assert!(d.submit(t2.clone(), 1).is_empty(), "no CPU free: t2 waits");
+    let w = started(&d.submit(t1.clone(), Owner::Local(1)))[0];
+    assert!(
+        d.submit(t2.clone(), Owner::Local(1)).is_empty(),
+        "no CPU free: t2 waits"
+    );
     assert_eq!(d.stats().queued, 1);
     d.worker_ready(w);
     let a = d.task_done(w, t1.task_id, Outcome::Inline(vec![]));
@@ -83,14 +86,14 @@ fn d2_d3_queued_work_reuses_the_idle_worker_and_every_task_gets_one_reply() {
     assert_eq!(replies(&a).len(), 1);
     // A worker of another job is never used (D-3).
     let other = task(JobId::random(), 1, 0);
-    assert_eq!(started(&d.submit(other, 2)).len(), 1);
+    assert_eq!(started(&d.submit(other, Owner::Local(2))).len(), 1);
 }
 
 #[test]
 fn d4_worker_death_retries_then_fails_with_the_cause() {
     let mut d = Dispatcher::new(NodeId::random(), node(1));
     let t = task(JobId::random(), 1, 1);
-    let w = started(&d.submit(t, 1))[0];
+    let w = started(&d.submit(t, Owner::Local(1)))[0];
     d.worker_ready(w);
     let died = |n| Failure::WorkerDied {
         node: n,
@@ -111,9 +114,9 @@ fn cancel_queued_and_force_cancel_running() {
     let mut d = Dispatcher::new(NodeId::random(), node(1));
     let job = JobId::random();
     let (t1, t2) = (task(job, 1, 3), task(job, 1, 3));
-    let w = started(&d.submit(t1.clone(), 1))[0];
+    let w = started(&d.submit(t1.clone(), Owner::Local(1)))[0];
     d.worker_ready(w);
-    d.submit(t2.clone(), 1);
+    d.submit(t2.clone(), Owner::Local(1));
     assert_eq!(
         replies(&d.cancel(t2.task_id, false)),
         vec![Outcome::Failed(Failure::Cancelled)]
@@ -140,7 +143,7 @@ fn infeasible_names_the_resource() {
     let mut d = Dispatcher::new(NodeId::random(), node(2));
     let mut t = task(JobId::random(), 1, 0);
     t.resources = Resources::from(&ResourceSet::new().with("unicorn", Quantity::ONE));
-    match &replies(&d.submit(t, 1))[..] {
+    match &replies(&d.submit(t, Owner::Local(1)))[..] {
         [Outcome::Failed(Failure::Infeasible { reason })] => {
             assert!(reason.contains("unicorn"), "{reason}")
         }
@@ -166,7 +169,7 @@ fn d5_infeasible_work_waits_then_fails_after_the_timeout() {
         Dispatcher::new(NodeId::random(), node(2)).with_infeasible_timeout(Duration::from_secs(10));
     let _ = d.tick(t0);
     let t = unicorn_task();
-    let a = d.submit(t.clone(), 1);
+    let a = d.submit(t.clone(), Owner::Local(1));
     assert!(replies(&a).is_empty(), "it waits: {a:?}");
     assert_eq!(
         count(
@@ -192,7 +195,7 @@ fn d5_infeasible_work_waits_then_fails_after_the_timeout() {
         crate::proto::state::TaskState::Infeasible
     );
     // A second one of the same shape: no second warning.
-    let a = d.submit(unicorn_task(), 1);
+    let a = d.submit(unicorn_task(), Owner::Local(1));
     assert_eq!(count(&a, |a| matches!(a, Action::Warn { .. })), 0);
     assert!(replies(&d.tick(t0 + Duration::from_millis(9_999))).is_empty());
     let a = d.tick(t0 + Duration::from_secs(10));
@@ -215,7 +218,7 @@ fn d5_parked_work_goes_to_a_node_that_joins() {
     let me = NodeId::random();
     let mut d = Dispatcher::new(me, node(2)).with_infeasible_timeout(Duration::from_secs(60));
     let t = unicorn_task();
-    assert!(replies(&d.submit(t.clone(), 7)).is_empty());
+    assert!(replies(&d.submit(t.clone(), Owner::Local(7))).is_empty());
     // A view without it changes nothing.
     let a = d.set_peers_and_pump(vec![(NodeId::random(), node(4))]);
     assert!(a.is_empty(), "{a:?}");
@@ -228,7 +231,10 @@ fn d5_parked_work_goes_to_a_node_that_joins() {
     let a = d.set_peers_and_pump(vec![(joined, unicorns)]);
     match &a[..] {
         [Action::Forward { node, owner, task }] => {
-            assert_eq!((*node, *owner, task.task_id), (joined, 7, t.task_id));
+            assert_eq!(
+                (*node, *owner, task.task_id),
+                (joined, Owner::Local(7), t.task_id)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -242,11 +248,11 @@ fn d5_fail_fast_and_zero_timeout_fail_at_once_and_cancel_reaches_parked_work() {
     let mut t = unicorn_task();
     t.fail_if_infeasible = true;
     assert!(matches!(
-        &replies(&d.submit(t, 1))[..],
+        &replies(&d.submit(t, Owner::Local(1)))[..],
         [Outcome::Failed(Failure::Infeasible { .. })]
     ));
     let t = unicorn_task();
-    assert!(replies(&d.submit(t.clone(), 1)).is_empty());
+    assert!(replies(&d.submit(t.clone(), Owner::Local(1))).is_empty());
     assert_eq!(
         replies(&d.cancel(t.task_id, false)),
         vec![Outcome::Failed(Failure::Cancelled)]
@@ -254,7 +260,7 @@ fn d5_fail_fast_and_zero_timeout_fail_at_once_and_cancel_reaches_parked_work() {
     assert!(d.demand().is_empty());
     // The default (no timeout set): at once.
     let mut d = Dispatcher::new(NodeId::random(), node(2));
-    assert_eq!(replies(&d.submit(unicorn_task(), 1)).len(), 1);
+    assert_eq!(replies(&d.submit(unicorn_task(), Owner::Local(1))).len(), 1);
 }
 
 #[test]
@@ -266,7 +272,7 @@ fn spills_back_to_a_peer_with_room_when_full() {
     let job = JobId::random();
     let mut forwarded = 0;
     for _ in 0..3 {
-        for a in d.submit(task(job, 1, 0), 1) {
+        for a in d.submit(task(job, 1, 0), Owner::Local(1)) {
             if let Action::Forward { node, task, .. } = a {
                 assert_eq!(node, peer);
                 assert!(
@@ -283,9 +289,9 @@ fn spills_back_to_a_peer_with_room_when_full() {
     d2.set_peers(vec![(me, node(8))]);
     let mut t = task(job, 1, 0);
     t.spilled = true;
-    d2.submit(t.clone(), 1);
+    d2.submit(t.clone(), Owner::Local(1));
     t.task_id = rand::random();
-    let a = d2.submit(t, 1);
+    let a = d2.submit(t, Owner::Local(1));
     assert!(a.iter().all(|x| !matches!(x, Action::Forward { .. })));
 }
 
@@ -294,9 +300,9 @@ fn a_blocked_task_lends_its_cpu() {
     let mut d = Dispatcher::new(NodeId::random(), node(1));
     let job = JobId::random();
     let (t1, t2) = (task(job, 1, 0), task(job, 1, 0));
-    let w = started(&d.submit(t1, 1))[0];
+    let w = started(&d.submit(t1, Owner::Local(1)))[0];
     d.worker_ready(w);
-    d.submit(t2, 1);
+    d.submit(t2, Owner::Local(1));
     let a = d.worker_blocked(w, true);
     assert_eq!(
         started(&a).len(),
@@ -310,9 +316,9 @@ fn a_finished_job_loses_its_workers() {
     let mut d = Dispatcher::new(NodeId::random(), node(2));
     let job = JobId::random();
     let t = task(job, 1, 3);
-    let w = started(&d.submit(t, 7))[0];
+    let w = started(&d.submit(t, Owner::Local(7)))[0];
     d.worker_ready(w);
-    let a = d.owner_gone(7, Some(job));
+    let a = d.owner_gone(Some(Owner::Local(7)), Some(job));
     assert!(a.contains(&Action::Kill { worker: w }));
     assert!(replies(&a).is_empty());
     assert_eq!(d.stats().workers, 0);
@@ -325,9 +331,9 @@ fn an_ended_job_retries_nothing_of_its_own() {
     let job = JobId::random();
     // A nested task: owned by a worker's connection (7), not the driver (1).
     let t = task(job, 1, 3);
-    let w = started(&d.submit(t, 7))[0];
+    let w = started(&d.submit(t, Owner::Local(7)))[0];
     d.worker_ready(w);
-    let a = d.owner_gone(1, Some(job));
+    let a = d.owner_gone(Some(Owner::Local(1)), Some(job));
     assert!(a.contains(&Action::Kill { worker: w }));
     assert!(
         started(&a).is_empty(),
@@ -345,7 +351,10 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
     let actor = ActorId::random();
     d.announce_actor(actor);
     let kill = kill_call(actor, true);
-    assert_eq!(replies(&d.submit(kill, 1)), vec![Outcome::Inline(vec![])]);
+    assert_eq!(
+        replies(&d.submit(kill, Owner::Local(1))),
+        vec![Outcome::Inline(vec![])]
+    );
     let mut create = task(JobId::random(), 0, 0);
     create.task_id = actor.0;
     create.args = vec![ArgSpec::Inline(vec![])];
@@ -359,7 +368,7 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
         max_concurrency: 1,
         restarts: 0,
     });
-    let w = started(&d.submit(create, 1))[0];
+    let w = started(&d.submit(create, Owner::Local(1)))[0];
     d.worker_ready(w);
     let a = d.task_done(w, actor.0, Outcome::Inline(vec![]));
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
@@ -408,7 +417,7 @@ fn b1_b2_bundles_hold_node_resources_and_run_only_when_committed() {
     assert_eq!(d.available().get(CPU), Quantity::ONE);
     // B-2: not committed yet, so a task in it is refused with the reason.
     let job = JobId::random();
-    let a = d.submit(in_bundle(job, pg, 0, me), 1);
+    let a = d.submit(in_bundle(job, pg, 0, me), Owner::Local(1));
     assert!(matches!(
         &replies(&a)[..],
         [Outcome::Failed(Failure::PlacementGroupGone { .. })]
@@ -417,9 +426,12 @@ fn b1_b2_bundles_hold_node_resources_and_run_only_when_committed() {
     // Two 1-CPU tasks run in the bundle; a third waits; the node's own
     // free CPU is untouched.
     let t1 = in_bundle(job, pg, 0, me);
-    let w1 = started(&d.submit(t1.clone(), 1))[0];
-    assert_eq!(started(&d.submit(in_bundle(job, pg, 0, me), 1)).len(), 1);
-    let a = d.submit(in_bundle(job, pg, 0, me), 1);
+    let w1 = started(&d.submit(t1.clone(), Owner::Local(1)))[0];
+    assert_eq!(
+        started(&d.submit(in_bundle(job, pg, 0, me), Owner::Local(1))).len(),
+        1
+    );
+    let a = d.submit(in_bundle(job, pg, 0, me), Owner::Local(1));
     assert!(started(&a).is_empty() && replies(&a).is_empty(), "waits");
     assert_eq!(d.available().get(CPU), Quantity::ONE);
     d.worker_ready(w1);
@@ -436,9 +448,9 @@ fn b3_return_kills_what_runs_fails_what_waits_and_frees_the_node() {
     let one = ResourceSet::new().with(CPU, Quantity::ONE);
     d.prepare_bundles(pg, vec![(0, one)], true).unwrap();
     let job = JobId::random();
-    let w = started(&d.submit(in_bundle(job, pg, 0, me), 1))[0];
+    let w = started(&d.submit(in_bundle(job, pg, 0, me), Owner::Local(1)))[0];
     d.worker_ready(w);
-    d.submit(in_bundle(job, pg, 0, me), 2);
+    d.submit(in_bundle(job, pg, 0, me), Owner::Local(2));
     let a = d.return_bundles(pg, &[], "removed by its owner");
     let failed = replies(&a)
         .iter()
@@ -470,6 +482,6 @@ fn a_partial_return_keeps_the_other_bundles_of_the_group() {
     d.return_bundles(pg, &[1], "placement attempt abandoned");
     assert_eq!(d.bundle_count(), 1, "bundle 0 survives");
     assert_eq!(d.available().get(CPU), Quantity::whole(2));
-    let w = started(&d.submit(in_bundle(JobId::random(), pg, 0, me), 1));
+    let w = started(&d.submit(in_bundle(JobId::random(), pg, 0, me), Owner::Local(1)));
     assert_eq!(w.len(), 1, "bundle 0 still runs tasks");
 }

@@ -91,7 +91,7 @@ impl Dispatcher {
                 .push_back(Queued {
                     request: ResourceSet::new(),
                     spec: kill,
-                    owner: Owner::MAX,
+                    owner: Owner::Raylet,
                 });
         }
         for q in self.pre_waiting.remove(&actor).unwrap_or_default() {
@@ -141,7 +141,7 @@ impl Dispatcher {
         }
     }
 
-    fn new_actor_worker(
+    pub(super) fn new_actor_worker(
         &mut self,
         job: JobId,
         gpus: &[u32],

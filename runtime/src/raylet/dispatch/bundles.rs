@@ -14,21 +14,21 @@
 use super::{Action, Dispatcher, Queued};
 use crate::ids::PlacementGroupId;
 use crate::proto::task::{Failure, Outcome, TaskKind, WireStrategy};
-use prism_scheduler::{AllocError, NodeResources, Quantity, ResourceSet};
+use prism_scheduler::{NodeResources, Quantity, ResourceSet};
 
 /// One reserved bundle.
 #[derive(Debug, Clone)]
 pub(crate) struct Bundle {
     /// What it took from the node.
-    held: ResourceSet,
+    pub(super) held: ResourceSet,
     /// The node's GPU instances it took; bundle instance `i` is `node_gpus[i]`.
-    node_gpus: Vec<(u32, Quantity)>,
+    pub(super) node_gpus: Vec<(u32, Quantity)>,
     /// Its own ledger.
-    ledger: NodeResources,
-    committed: bool,
+    pub(super) ledger: NodeResources,
+    pub(super) committed: bool,
 }
 
-fn bundle_of(s: &WireStrategy) -> Option<(PlacementGroupId, u32)> {
+pub(super) fn bundle_of(s: &WireStrategy) -> Option<(PlacementGroupId, u32)> {
     match s {
         WireStrategy::Bundle { pg, index, .. } => Some((*pg, *index)),
         _ => None,
@@ -94,7 +94,7 @@ impl Dispatcher {
         Ok(out)
     }
 
-    fn drop_bundle(&mut self, pg: PlacementGroupId, index: u32) {
+    pub(super) fn drop_bundle(&mut self, pg: PlacementGroupId, index: u32) {
         if let Some(b) = self.bundles.remove(&(pg, index)) {
             if let Err(e) = self.local.release(&b.held, &b.node_gpus) {
                 tracing::error!("resource ledger: {e}");
@@ -188,67 +188,6 @@ impl Dispatcher {
                  or moved after a node died: call ready() again)",
                 self.me
             )),
-        }
-    }
-
-    /// Whether `request` fits now in the ledger its strategy draws from.
-    pub(super) fn fits(&self, strategy: &WireStrategy, request: &ResourceSet) -> bool {
-        match bundle_of(strategy) {
-            Some(k) => self
-                .bundles
-                .get(&k)
-                .is_some_and(|b| b.committed && b.ledger.fits_now(request)),
-            None => self.local.fits_now(request),
-        }
-    }
-
-    /// Takes `request` from the node or from its bundle; GPU indices are
-    /// always the node's.
-    pub(super) fn take(
-        &mut self,
-        strategy: &WireStrategy,
-        request: &ResourceSet,
-    ) -> Result<Vec<(u32, Quantity)>, AllocError> {
-        let Some(k) = bundle_of(strategy) else {
-            return self.local.allocate(request);
-        };
-        let b = self.bundles.get_mut(&k).ok_or(AllocError::NodeDead)?;
-        let inner = b.ledger.allocate(request)?;
-        Ok(inner
-            .into_iter()
-            .map(|(i, q)| {
-                let node = b.node_gpus.get(i as usize).map_or(i, |g| g.0);
-                (node, q)
-            })
-            .collect())
-    }
-
-    /// Gives back what [`Dispatcher::take`] took. A bundle already returned
-    /// took its node resources back whole, so there is nothing to do.
-    pub(super) fn give_back(
-        &mut self,
-        strategy: &WireStrategy,
-        held: &ResourceSet,
-        gpus: &[(u32, Quantity)],
-    ) {
-        let result = match bundle_of(strategy) {
-            None => self.local.release(held, gpus),
-            Some(k) => match self.bundles.get_mut(&k) {
-                None => Ok(()),
-                Some(b) => {
-                    let inner: Vec<(u32, Quantity)> = gpus
-                        .iter()
-                        .map(|(node, q)| {
-                            let i = b.node_gpus.iter().position(|g| g.0 == *node);
-                            (i.map_or(*node, |i| i as u32), *q)
-                        })
-                        .collect();
-                    b.ledger.release(held, &inner)
-                }
-            },
-        };
-        if let Err(e) = result {
-            tracing::error!("resource ledger: {e}");
         }
     }
 

@@ -1,0 +1,90 @@
+//! The actor edge of the process's runtime: calls in order through one
+//! handle, creations, name lookups and kills, and requests answered by the
+//! raylet as the result of a pseudo task.
+
+use super::core::Core;
+use super::error::Result;
+use super::object_ref::{EncodedArg, ObjectRef};
+use super::ownership::{Slot, SlotState};
+use super::value::Value;
+use crate::proto::task::{LocalRequest, TaskKind, TaskSpec};
+use prism_objectstore::ObjectId;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Core {
+    /// Calls an actor's method; calls through one handle stay in order.
+    pub(crate) fn submit_call<R>(
+        self: &Arc<Self>,
+        actor: crate::ids::ActorId,
+        caller: [u8; 16],
+        seq: u64,
+        method: &'static str,
+        args: Vec<EncodedArg>,
+    ) -> Result<ObjectRef<R>> {
+        let call = crate::proto::task::ActorCall {
+            actor_id: actor,
+            caller,
+            seq,
+        };
+        let spec = TaskSpec::new(
+            ObjectId::random().0,
+            self.job_id,
+            method,
+            method,
+            TaskKind::ActorCall(call),
+        );
+        self.submit_spec(spec, args, true)
+    }
+
+    /// Creates an actor; the ref resolves when its constructor has run.
+    pub(crate) fn create_actor(
+        self: &Arc<Self>,
+        opts: &super::actor::ActorOptions,
+        args: Vec<EncodedArg>,
+    ) -> Result<(crate::ids::ActorId, ObjectRef<()>)> {
+        let actor = crate::ids::ActorId::random();
+        let spec = opts.spec(actor, self.job_id)?;
+        let created = self.submit_spec(spec, args, true)?;
+        Ok((actor, created))
+    }
+
+    /// A live named actor's id.
+    pub(crate) fn lookup_actor(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::ids::ActorId> {
+        self.ask_raylet("get_actor", Duration::from_secs(60), |request_id| {
+            LocalRequest::LookupActor {
+                request_id,
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+            }
+        })
+    }
+
+    /// Sends a request whose answer comes back as the result of a pseudo
+    /// task `request_id`, and waits for it.
+    pub(crate) fn ask_raylet<T: Value>(
+        self: &Arc<Self>,
+        what: &'static str,
+        timeout: Duration,
+        request: impl FnOnce([u8; 16]) -> LocalRequest,
+    ) -> Result<T> {
+        let request_id = ObjectId::random();
+        self.owned
+            .insert(request_id, Slot::new(what, SlotState::Pending));
+        let r: ObjectRef<T> = ObjectRef::owned(request_id, self.clone());
+        self.send(&request(request_id.0))?;
+        self.get::<T>(r.id(), Some(timeout))
+    }
+
+    /// Kills an actor's worker.
+    pub(crate) fn kill_actor(&self, actor: crate::ids::ActorId, no_restart: bool) -> Result<()> {
+        self.send(&LocalRequest::KillActor {
+            actor_id: actor,
+            no_restart,
+        })
+    }
+}

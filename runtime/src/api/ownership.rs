@@ -1,0 +1,277 @@
+//! The objects this process owns: one [`Slot`] per task it submitted (or
+//! value it put), pending until the outcome arrives, and the protocol that
+//! makes an owned value reachable by other processes once a ref to it
+//! escapes inside another value. Pure bookkeeping: the store copies it asks
+//! for are made by the caller ([`super::core::Core`]).
+//!
+//! Invariants:
+//!
+//! - **OW-1** an escaped object whose value is inline (small, held only
+//!   here) is copied into the object store at least once, whichever comes
+//!   first: the escape or the outcome. [`Owned::finish`] sets the state and
+//!   then reads the escape flag; [`Owned::escape`] sets the flag and then
+//!   reads the state; a SeqCst fence between the write and the read on both
+//!   sides means at least one of the two sees the other's write
+//!   (`ow_1_an_escaped_inline_value_is_copied_whatever_the_order`).
+//! - **OW-2** an escaped object is never released by its last local ref
+//!   (other processes may read it through the refs it was archived in).
+
+use super::error::TaskError;
+use super::value::Encoded;
+use dashmap::DashMap;
+use prism_objectstore::ObjectId;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// Where an owned object's value is.
+#[derive(Debug, Clone)]
+pub(crate) enum SlotState {
+    /// Its task has not ended.
+    Pending,
+    /// Small: held here.
+    Inline(Arc<Encoded>),
+    /// In the object store.
+    Stored,
+    /// Its task failed.
+    Failed(TaskError),
+}
+
+/// One owned object.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    state: Mutex<SlotState>,
+    cv: Condvar,
+    notify: Notify,
+    escaped: AtomicBool,
+    /// This process holds a pinned copy in the store (unpinned on release).
+    pub(crate) stored: AtomicBool,
+}
+
+impl Slot {
+    pub(crate) fn new(name: &str, state: SlotState) -> Arc<Slot> {
+        Arc::new(Slot {
+            name: name.to_string(),
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            notify: Notify::new(),
+            escaped: AtomicBool::new(false),
+            stored: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn state(&self) -> SlotState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, s: SlotState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.cv.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Whether the store holds (or must hold) a pinned copy to drop.
+    pub(crate) fn pinned(&self) -> bool {
+        matches!(self.state(), SlotState::Stored) || self.stored.load(Ordering::SeqCst)
+    }
+
+    /// Waits until not pending; `None` on timeout.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<SlotState> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if !matches!(*g, SlotState::Pending) {
+                return Some(g.clone());
+            }
+            match deadline {
+                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self
+                        .cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Resolves once not pending (async `get`).
+    pub(crate) async fn ready(&self) {
+        loop {
+            let n = self.notify.notified();
+            if !matches!(self.state(), SlotState::Pending) {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Every object this process owns.
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    slots: DashMap<ObjectId, Arc<Slot>>,
+}
+
+impl Owned {
+    /// Starts owning `id`.
+    pub(crate) fn insert(&self, id: ObjectId, slot: Arc<Slot>) {
+        self.slots.insert(id, slot);
+    }
+
+    /// The slot of `id`, if this process owns it.
+    pub(crate) fn get(&self, id: ObjectId) -> Option<Arc<Slot>> {
+        self.slots.get(&id).map(|s| s.clone())
+    }
+
+    /// Every slot (to fail the pending ones when the raylet is lost).
+    pub(crate) fn all(&self) -> Vec<Arc<Slot>> {
+        self.slots.iter().map(|s| s.clone()).collect()
+    }
+
+    /// The outcome of `id` arrived. `None` if this process no longer owns
+    /// it; else the inline value to copy into the store now, if the object
+    /// escaped first (OW-1).
+    pub(crate) fn finish(&self, id: ObjectId, state: SlotState) -> Option<Option<Arc<Encoded>>> {
+        let slot = self.get(id)?;
+        let inline = match &state {
+            SlotState::Inline(b) => Some(b.clone()),
+            _ => None,
+        };
+        slot.set(state);
+        // OW-1: write the state, fence, then read the escape flag.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Some(inline.filter(|_| slot.escaped.load(Ordering::SeqCst)))
+    }
+
+    /// A ref to `id` is being archived into a value: returns the inline
+    /// value to copy into the store now, if the outcome came first (OW-1).
+    pub(crate) fn escape(&self, id: ObjectId) -> Option<Arc<Encoded>> {
+        let slot = self.get(id)?;
+        if slot.escaped.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        // OW-1: write the escape flag, fence, then read the state.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        match slot.state() {
+            SlotState::Inline(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The last local ref to `id` was dropped: forgets it unless it escaped
+    /// (OW-2). Returns the slot if it was forgotten (its pin must go).
+    pub(crate) fn release(&self, id: ObjectId) -> Option<Arc<Slot>> {
+        let escaped = self
+            .slots
+            .get(&id)
+            .is_some_and(|s| s.escaped.load(Ordering::SeqCst));
+        if escaped {
+            return None;
+        }
+        self.slots.remove(&id).map(|(_, s)| s)
+    }
+
+    /// Forgets `id` even if it escaped (`prism::free`).
+    pub(crate) fn free(&self, id: ObjectId) -> Option<Arc<Slot>> {
+        self.slots.remove(&id).map(|(_, s)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    fn value() -> Arc<Encoded> {
+        let mut b = Encoded::with_capacity(4);
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        Arc::new(b)
+    }
+
+    #[test]
+    fn ow_1_an_escaped_inline_value_is_copied_whatever_the_order() {
+        // Race the outcome against the escape on two threads, many times:
+        // every round must ask for at least one copy.
+        const ROUNDS: usize = 20_000;
+        let owned = Arc::new(Owned::default());
+        let ids: Vec<ObjectId> = (0..ROUNDS).map(|_| ObjectId::random()).collect();
+        for id in &ids {
+            owned.insert(*id, Slot::new("t", SlotState::Pending));
+        }
+        let start = Arc::new(Barrier::new(2));
+        let (o, i, s) = (owned.clone(), ids.clone(), start.clone());
+        let finisher = std::thread::spawn(move || {
+            s.wait();
+            i.iter()
+                .map(|id| {
+                    o.finish(*id, SlotState::Inline(value()))
+                        .expect("owned")
+                        .is_some()
+                })
+                .collect::<Vec<bool>>()
+        });
+        start.wait();
+        let escaped: Vec<bool> = ids.iter().map(|id| owned.escape(*id).is_some()).collect();
+        let finished = finisher.join().unwrap();
+        for (r, (e, f)) in escaped.iter().zip(&finished).enumerate() {
+            assert!(*e || *f, "round {r}: the escaped value was never copied");
+        }
+    }
+
+    #[test]
+    fn ow_1_in_either_order_on_one_thread() {
+        let owned = Owned::default();
+        let (a, b) = (ObjectId::random(), ObjectId::random());
+        owned.insert(a, Slot::new("a", SlotState::Pending));
+        owned.insert(b, Slot::new("b", SlotState::Pending));
+        // Escape first: the outcome copies.
+        assert!(owned.escape(a).is_none());
+        assert!(owned
+            .finish(a, SlotState::Inline(value()))
+            .unwrap()
+            .is_some());
+        // Outcome first: the escape copies, once.
+        assert!(owned
+            .finish(b, SlotState::Inline(value()))
+            .unwrap()
+            .is_none());
+        assert!(owned.escape(b).is_some());
+        assert!(
+            owned.escape(b).is_none(),
+            "a second escape asks for nothing"
+        );
+        // A stored outcome never needs a copy.
+        let c = ObjectId::random();
+        owned.insert(c, Slot::new("c", SlotState::Pending));
+        owned.escape(c);
+        assert_eq!(
+            owned.finish(c, SlotState::Stored).unwrap().map(|_| ()),
+            None
+        );
+    }
+
+    #[test]
+    fn ow_2_an_escaped_object_outlives_its_last_local_ref() {
+        let owned = Owned::default();
+        let (kept, gone) = (ObjectId::random(), ObjectId::random());
+        owned.insert(kept, Slot::new("kept", SlotState::Stored));
+        owned.insert(gone, Slot::new("gone", SlotState::Stored));
+        owned.escape(kept);
+        assert!(owned.release(kept).is_none());
+        assert!(owned.get(kept).is_some());
+        assert!(owned.release(gone).is_some_and(|s| s.pinned()));
+        assert!(owned.get(gone).is_none());
+        assert!(owned.free(kept).is_some(), "free forgets it anyway");
+        assert!(
+            owned.finish(kept, SlotState::Stored).is_none(),
+            "not owned any more"
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! How work ends before it finishes: cancellation by its owner, and the
+//! owner or its whole job going away (no orphan worker survives its job).
+
+use super::{Action, Dispatcher, Owner, Queued, WorkerId};
+use crate::ids::JobId;
+use crate::proto::task::{Failure, Outcome, TaskKind};
+
+impl Dispatcher {
+    /// The owner cancels a task.
+    pub fn cancel(&mut self, task_id: [u8; 16], force: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        // Actors end with `kill`, not `cancel`.
+        let creation = |q: &Queued| matches!(q.spec.kind, TaskKind::CreateActor(_));
+        if self
+            .queue
+            .iter()
+            .any(|q| q.spec.task_id == task_id && creation(q))
+            || self
+                .running
+                .get(&task_id)
+                .is_some_and(|r| creation(&r.task))
+            || self
+                .parked
+                .iter()
+                .any(|p| p.q.spec.task_id == task_id && creation(&p.q))
+        {
+            return out;
+        }
+        let parked = self.parked.iter().position(|p| p.q.spec.task_id == task_id);
+        let queued = match parked {
+            Some(i) => Some(self.parked.remove(i).q),
+            None => self.queue.remove_first(|q| q.spec.task_id == task_id),
+        };
+        if let Some(q) = queued {
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id,
+                outcome: Outcome::Failed(Failure::Cancelled),
+            });
+            return out;
+        }
+        if let Some(r) = self.running.get_mut(&task_id) {
+            if r.cancelled {
+                return out;
+            }
+            r.cancelled = true;
+            out.push(Action::Reply {
+                owner: r.task.owner,
+                task_id,
+                outcome: Outcome::Failed(Failure::Cancelled),
+            });
+            if force {
+                out.push(Action::Kill { worker: r.worker });
+                self.killing.insert(r.worker);
+            }
+        }
+        out
+    }
+
+    /// A job that ran elsewhere ended (the head says so): stop its workers
+    /// here, except those of detached actors.
+    pub fn job_ended(&mut self, job: JobId) -> Vec<Action> {
+        self.owner_gone(None, Some(job))
+    }
+
+    /// The owner is gone: drop its queued tasks; with `job`, the job ended
+    /// and its workers are killed (no orphans).
+    pub fn owner_gone(&mut self, owner: Option<Owner>, job: Option<JobId>) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.queue.retain(|q| Some(q.owner) != owner);
+        self.parked.retain(|p| Some(p.q.owner) != owner);
+        for r in self
+            .running
+            .values_mut()
+            .filter(|r| Some(r.task.owner) == owner)
+        {
+            r.cancelled = true;
+        }
+        if let Some(job) = job {
+            // Nothing of the job may be retried or restarted once it ends.
+            for r in self
+                .running
+                .values_mut()
+                .filter(|r| r.task.spec.job_id == job)
+            {
+                r.cancelled = true;
+            }
+            self.queue.retain(|q| q.spec.job_id != job);
+            self.parked.retain(|p| p.q.spec.job_id != job);
+            let detached = self.detached_workers();
+            self.actors_of_job_end(job);
+            let doomed: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(id, w)| w.job == job && !detached.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            for w in doomed {
+                out.push(Action::Kill { worker: w });
+                let failure = Failure::Cancelled;
+                out.extend(self.worker_died(w, failure));
+            }
+            self.queue.retain(|q| q.spec.job_id != job);
+        }
+        self.pump(&mut out);
+        out
+    }
+}

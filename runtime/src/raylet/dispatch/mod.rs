@@ -1,0 +1,346 @@
+//! The raylet's local scheduler as a pure state machine: the task queue, the
+//! local resource ledger, the worker pool, and the spillback decision. No
+//! sockets, no clocks, no processes: every input is a method call, every
+//! effect an [`Action`] the shell carries out. Invariants:
+//!
+//! - **D-1** a task holds its resources from dispatch until it ends, and
+//!   releases them exactly once (finish, worker death, force cancel);
+//! - **D-2** every submitted task gets exactly one reply (result, failure or
+//!   cancellation), unless its owner went away;
+//! - **D-3** a worker runs at most one task at a time, and only its job's;
+//! - **D-4** system failures retry up to `max_retries`, then fail with the cause;
+//! - **D-5** work no node can run now waits (parked) while the cluster may
+//!   change, is placed as soon as a fresh view shows a node for it, and fails
+//!   with `Infeasible` only once it has waited the infeasible timeout (or at
+//!   once when it asked to fail fast).
+
+use crate::ids::{ActorId, JobId, NodeId};
+use crate::proto::head::ActorState;
+use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
+use prism_scheduler::{ClusterView, NodeResources, Quantity, ResourceSet, Scheduler, CPU};
+use queue::ClassQueue;
+use std::collections::HashMap;
+
+/// A worker process, numbered by this raylet.
+pub type WorkerId = u64;
+/// Who waits for a task's reply. The shell routes a reply by the owner's
+/// kind; each kind numbers its owners on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A driver's or worker's connection on the local task socket.
+    Local(u64),
+    /// A task a peer raylet spilled here (answered on that peer's stream).
+    Spilled(u64),
+    /// A peer raylet's ordered call stream to an actor here.
+    PeerStream(u64),
+    /// The raylet itself (a kill it queued on its own): no reply is sent.
+    Raylet,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a worker process for `job` seeing only `gpus`.
+    Start {
+        /// Its id.
+        worker: WorkerId,
+        /// Its job.
+        job: JobId,
+        /// `CUDA_VISIBLE_DEVICES`.
+        gpus: Vec<u32>,
+    },
+    /// Send the task to a registered worker.
+    Execute {
+        /// The worker.
+        worker: WorkerId,
+        /// The task.
+        task: TaskSpec,
+        /// Its GPU indices.
+        gpus: Vec<u32>,
+    },
+    /// Tell the owner how the task ended.
+    Reply {
+        /// Who.
+        owner: Owner,
+        /// The task.
+        task_id: [u8; 16],
+        /// How.
+        outcome: Outcome,
+    },
+    /// Send the task to another raylet.
+    Forward {
+        /// Where.
+        node: NodeId,
+        /// Who waits for it here.
+        owner: Owner,
+        /// The task (marked spilled).
+        task: TaskSpec,
+    },
+    /// Kill a worker process.
+    Kill {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// Tell the head an actor's new state.
+    ActorState {
+        /// The actor.
+        actor: ActorId,
+        /// Its state.
+        state: ActorState,
+        /// Restarts so far.
+        restarts: u32,
+        /// Why, when dead.
+        reason: Option<String>,
+    },
+    /// Tell a local owner something it should know (printed by its driver).
+    Warn {
+        /// Who.
+        owner: Owner,
+        /// What.
+        message: String,
+    },
+    /// Ask the head for a fresh view of the cluster now (work is parked as
+    /// infeasible on a view that may be stale).
+    RefreshView,
+    /// Route a call to an actor that lives on another node.
+    ForwardCall {
+        /// The actor.
+        actor: ActorId,
+        /// Who waits for the result here.
+        owner: Owner,
+        /// The call.
+        task: TaskSpec,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    spec: TaskSpec,
+    owner: Owner,
+    request: ResourceSet,
+}
+
+impl Queued {
+    /// The scheduling class: resource shape and strategy.
+    fn class(&self) -> String {
+        format!("{:?}|{:?}", self.spec.resources.0, self.spec.strategy)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WorkerState {
+    Starting,
+    Idle,
+    Busy([u8; 16]),
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    job: JobId,
+    gpus: Vec<u32>,
+    state: WorkerState,
+    /// The actor this worker is dedicated to (never reused for tasks).
+    actor: Option<ActorId>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    task: Queued,
+    worker: WorkerId,
+    /// What the task holds now (CPU is lent out while it blocks).
+    held: ResourceSet,
+    gpus: Vec<(u32, Quantity)>,
+    cancelled: bool,
+}
+
+/// The local scheduler.
+#[derive(Debug)]
+pub struct Dispatcher {
+    me: NodeId,
+    local: NodeResources,
+    view: ClusterView<NodeId>,
+    policy: Scheduler,
+    queue: ClassQueue<Queued>,
+    running: HashMap<[u8; 16], Running>,
+    workers: HashMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    max_idle: usize,
+    /// Infeasible work waiting for the cluster to change (D-5).
+    parked: Vec<parked::Parked>,
+    /// How long parked work waits before it fails (zero: fail at once).
+    infeasible_timeout: std::time::Duration,
+    /// The time of the last [`Dispatcher::tick`].
+    now: Option<std::time::Instant>,
+    /// (job, shape) pairs whose owner was told they cannot run now.
+    warned: std::collections::HashSet<(JobId, String)>,
+    actors: HashMap<ActorId, actors::LocalActor>,
+    dead_actors: HashMap<ActorId, String>,
+    /// Calls for actors whose creation was announced but not started here.
+    pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
+    /// Kills asked for before the actor's constructor was scheduled here.
+    pending_kills: HashMap<ActorId, bool>,
+    /// Workers being killed (force cancel): never reused.
+    killing: std::collections::HashSet<WorkerId>,
+    /// Placement-group bundles reserved here.
+    bundles: HashMap<(crate::ids::PlacementGroupId, u32), bundles::Bundle>,
+}
+
+/// Counts for status views.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DispatchStats {
+    /// Waiting for resources or a worker.
+    pub queued: usize,
+    /// Dispatched and not yet ended.
+    pub running: usize,
+    /// Worker processes (any state).
+    pub workers: usize,
+    /// Idle workers.
+    pub idle: usize,
+}
+
+impl Dispatcher {
+    /// A dispatcher for node `me` with `total` resources.
+    pub fn new(me: NodeId, local: NodeResources) -> Dispatcher {
+        let max_idle = local.total().get(CPU).whole_units().max(1) as usize;
+        let mut view = ClusterView::new();
+        view.upsert(me, local.clone());
+        Dispatcher {
+            me,
+            local,
+            view,
+            policy: Scheduler::new(),
+            queue: ClassQueue::default(),
+            running: HashMap::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            max_idle,
+            parked: Vec::new(),
+            infeasible_timeout: std::time::Duration::ZERO,
+            now: None,
+            warned: Default::default(),
+            actors: HashMap::new(),
+            dead_actors: HashMap::new(),
+            pre_waiting: HashMap::new(),
+            pending_kills: HashMap::new(),
+            killing: Default::default(),
+            bundles: HashMap::new(),
+        }
+    }
+
+    /// This node's id (a re-registered raylet gets a new one).
+    pub fn set_node_id(&mut self, me: NodeId) {
+        self.view.remove(self.me);
+        self.me = me;
+        self.view.upsert(me, self.local.clone());
+    }
+
+    /// What is free here now.
+    pub fn available(&self) -> &ResourceSet {
+        self.local.available()
+    }
+
+    /// How long work no node can run waits for one before failing with
+    /// `Infeasible` (D-5); zero (the default) fails it at once.
+    pub fn with_infeasible_timeout(mut self, timeout: std::time::Duration) -> Dispatcher {
+        self.infeasible_timeout = timeout;
+        self
+    }
+
+    /// Replaces the view of the other nodes (from the head's status).
+    pub fn set_peers(&mut self, peers: Vec<(NodeId, NodeResources)>) {
+        let mut view = ClusterView::new();
+        for (id, n) in peers.into_iter().filter(|(id, _)| *id != self.me) {
+            view.upsert(id, n);
+        }
+        view.upsert(self.me, self.local.clone());
+        self.view = view;
+    }
+
+    /// [`Dispatcher::set_peers`], then places parked work that a node can
+    /// run now and spills what waits here if a peer has room now.
+    pub fn set_peers_and_pump(&mut self, peers: Vec<(NodeId, NodeResources)>) -> Vec<Action> {
+        self.set_peers(peers);
+        let mut out = Vec::new();
+        self.retry_parked(&mut out);
+        self.pump(&mut out);
+        out
+    }
+
+    /// Counts for status views.
+    pub fn stats(&self) -> DispatchStats {
+        DispatchStats {
+            queued: self.queue.len(),
+            running: self.running.len(),
+            workers: self.workers.len(),
+            idle: self
+                .workers
+                .values()
+                .filter(|w| w.state == WorkerState::Idle)
+                .count(),
+        }
+    }
+
+    /// Shapes waiting here with their counts, then shapes no node can run
+    /// now with what is missing, for `prism status`.
+    pub fn demand(&self) -> Vec<(ResourceSet, u32, Option<String>)> {
+        let mut out: Vec<(ResourceSet, u32, Option<String>)> = Vec::new();
+        let waiting = self.queue.iter().map(|q| (&q.request, None));
+        let parked = self.parked.iter().map(|p| (&p.q.request, Some(&p.reason)));
+        for (shape, why) in waiting.chain(parked) {
+            match out
+                .iter_mut()
+                .find(|(s, _, w)| s == shape && w.as_ref() == why)
+            {
+                Some(e) => e.1 += 1,
+                None => out.push((shape.clone(), 1, why.cloned())),
+            }
+        }
+        out
+    }
+}
+
+pub(crate) use actors::died;
+pub use actors::KILL_METHOD;
+
+/// The call that kills `actor` (routed like any call, so it reaches the
+/// actor's node in order with the calls sent before it). Its one argument is
+/// `[1]` for "no restart".
+pub fn kill_call(actor: ActorId, no_restart: bool) -> TaskSpec {
+    let call = crate::proto::task::ActorCall {
+        actor_id: actor,
+        caller: rand::random(),
+        seq: 0,
+    };
+    let mut spec = TaskSpec::new(
+        rand::random(),
+        JobId([0; 16]),
+        KILL_METHOD,
+        "kill",
+        TaskKind::ActorCall(call),
+    );
+    spec.args = vec![crate::proto::task::ArgSpec::Inline(vec![u8::from(
+        no_restart,
+    )])];
+    spec
+}
+
+fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
+    Action::Reply {
+        owner,
+        task_id: spec.task_id,
+        outcome: Outcome::Failed(failure),
+    }
+}
+
+mod actors;
+mod bundles;
+mod ending;
+mod ledger;
+mod parked;
+mod placing;
+mod pool;
+pub mod queue;
+pub mod state;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The worker pool: dispatching a task to an idle worker of its job (or a
+//! new one), workers becoming ready, tasks finishing, workers dying (D-3,
+//! D-4), and CPUs lent out while a task blocks in `get`.
+
+use super::{Action, Dispatcher, Queued, Running, Worker, WorkerId, WorkerState};
+use crate::proto::task::{Failure, Outcome, TaskKind};
+use prism_scheduler::{Quantity, ResourceSet, CPU};
+
+impl Dispatcher {
+    pub(super) fn dispatch(&mut self, q: Queued, out: &mut Vec<Action>) {
+        let gpus = match self.take(&q.spec.strategy, &q.request) {
+            Ok(g) => g,
+            Err(_) => {
+                self.queue.push_front(q.class(), q);
+                return;
+            }
+        };
+        let indices: Vec<u32> = gpus.iter().map(|(i, _)| *i).collect();
+        let job = q.spec.job_id;
+        if let TaskKind::CreateActor(create) = &q.spec.kind {
+            let create = create.clone();
+            self.start_actor(q, create, gpus, out);
+            return;
+        }
+        let idle = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Idle && w.job == job && w.gpus == indices)
+            .map(|(id, _)| *id)
+            .min();
+        let worker = match idle {
+            Some(id) => {
+                out.push(Action::Execute {
+                    worker: id,
+                    task: q.spec.clone(),
+                    gpus: indices.clone(),
+                });
+                id
+            }
+            None => {
+                let id = self.next_worker;
+                self.next_worker += 1;
+                self.workers.insert(
+                    id,
+                    Worker {
+                        job,
+                        gpus: indices.clone(),
+                        state: WorkerState::Starting,
+                        actor: None,
+                    },
+                );
+                out.push(Action::Start {
+                    worker: id,
+                    job,
+                    gpus: indices,
+                });
+                id
+            }
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            if w.state == WorkerState::Idle {
+                w.state = WorkerState::Busy(q.spec.task_id);
+            }
+        }
+        self.running.insert(
+            q.spec.task_id,
+            Running {
+                held: q.request.clone(),
+                task: q,
+                worker,
+                gpus,
+                cancelled: false,
+            },
+        );
+    }
+
+    pub(super) fn task_of(&self, worker: WorkerId) -> Option<[u8; 16]> {
+        self.running
+            .iter()
+            .find(|(_, r)| r.worker == worker)
+            .map(|(id, _)| *id)
+    }
+
+    /// A started worker connected: give it the task it was started for.
+    pub fn worker_ready(&mut self, worker: WorkerId) -> Vec<Action> {
+        let mut out = Vec::new();
+        let task = self.task_of(worker);
+        let Some(w) = self.workers.get_mut(&worker) else {
+            out.push(Action::Kill { worker });
+            return out;
+        };
+        match task.and_then(|t| self.running.get(&t)) {
+            Some(r) => {
+                w.state = WorkerState::Busy(r.task.spec.task_id);
+                out.push(Action::Execute {
+                    worker,
+                    task: r.task.spec.clone(),
+                    gpus: r.gpus.iter().map(|(i, _)| *i).collect(),
+                });
+            }
+            None => {
+                w.state = WorkerState::Idle;
+                self.pump(&mut out);
+                self.trim_idle(&mut out);
+            }
+        }
+        out
+    }
+
+    pub(super) fn release(&mut self, r: &Running) {
+        self.give_back(&r.task.spec.strategy, &r.held, &r.gpus);
+    }
+
+    /// A worker reports its task's outcome.
+    pub fn task_done(
+        &mut self,
+        worker: WorkerId,
+        task_id: [u8; 16],
+        outcome: Outcome,
+    ) -> Vec<Action> {
+        if let Some(actor) = self.workers.get(&worker).and_then(|w| w.actor) {
+            return self.actor_done(actor, task_id, outcome);
+        }
+        let mut out = Vec::new();
+        let Some(r) = self.running.remove(&task_id) else {
+            return out;
+        };
+        self.release(&r);
+        // A worker being killed (force cancel) never takes another task.
+        if let Some(w) = self
+            .workers
+            .get_mut(&worker)
+            .filter(|_| !self.killing.contains(&worker))
+        {
+            w.state = WorkerState::Idle;
+        }
+        let retry = matches!(outcome, Outcome::Failed(Failure::Panic { .. }))
+            && r.task.spec.retry_exceptions
+            && r.task.spec.attempt < r.task.spec.max_retries
+            && !r.cancelled;
+        if retry {
+            let mut q = r.task;
+            q.spec.attempt += 1;
+            self.queue.push_front(q.class(), q);
+        } else if !r.cancelled {
+            out.push(Action::Reply {
+                owner: r.task.owner,
+                task_id,
+                outcome,
+            });
+        }
+        self.pump(&mut out);
+        self.trim_idle(&mut out);
+        out
+    }
+
+    /// Keeps at most `max_idle` idle workers per node, killing the newest extras.
+    pub(super) fn trim_idle(&mut self, out: &mut Vec<Action>) {
+        let mut idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Idle)
+            .map(|(id, _)| *id)
+            .collect();
+        if idle.len() <= self.max_idle {
+            return;
+        }
+        idle.sort_unstable();
+        for id in idle.split_off(self.max_idle) {
+            self.workers.remove(&id);
+            out.push(Action::Kill { worker: id });
+        }
+    }
+
+    /// A worker process exited or its connection broke (D-4).
+    pub fn worker_died(&mut self, worker: WorkerId, failure: Failure) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.killing.remove(&worker);
+        let Some(w) = self.workers.remove(&worker) else {
+            return out;
+        };
+        if let Some(actor) = w.actor {
+            return self.actor_worker_died(actor, worker, failure);
+        }
+        if let Some(t) = self.task_of(worker) {
+            let r = self.running.remove(&t).expect("task_of found it");
+            self.release(&r);
+            let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
+            if r.cancelled {
+            } else if !deterministic && r.task.spec.attempt < r.task.spec.max_retries {
+                let mut q = r.task;
+                q.spec.attempt += 1;
+                tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying after {failure:?}");
+                self.queue.push_front(q.class(), q);
+            } else {
+                out.push(Action::Reply {
+                    owner: r.task.owner,
+                    task_id: t,
+                    outcome: Outcome::Failed(failure),
+                });
+            }
+        }
+        self.pump(&mut out);
+        out
+    }
+
+    /// The task's CPUs are lent out while it blocks in `get`.
+    pub fn worker_blocked(&mut self, worker: WorkerId, blocked: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        // An actor holds its resources for its lifetime; it lends nothing.
+        if self.workers.get(&worker).is_some_and(|w| w.actor.is_some()) {
+            return out;
+        }
+        let Some(t) = self.task_of(worker) else {
+            return out;
+        };
+        let r = self.running.get_mut(&t).expect("task_of found it");
+        let cpu = r.task.request.get(CPU);
+        let lend = ResourceSet::new().with(CPU, cpu);
+        let holds_cpu = r.held.get(CPU) == cpu;
+        if blocked && holds_cpu && !cpu.is_zero() {
+            r.held.set(CPU, Quantity::ZERO);
+            let strategy = r.task.spec.strategy.clone();
+            self.give_back(&strategy, &lend, &[]);
+            self.pump(&mut out);
+        } else if !blocked && !holds_cpu {
+            let strategy = r.task.spec.strategy.clone();
+            // Taken back when free; otherwise it runs on borrowed time.
+            if self.take(&strategy, &lend).is_ok() {
+                if let Some(r) = self.running.get_mut(&t) {
+                    r.held.set(CPU, cpu);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! The raylet's door for local clients: drivers and workers on this
+//! machine connect to its Unix socket (`tasks.sock`), say hello as one or
+//! the other, then submit tasks, report outcomes and ask for actors and
+//! placement groups. Each connection is an [`Owner::Local`]; when it
+//! closes, its work is dropped (a driver's job ends, a worker is killed).
+
+use super::dispatch::{Owner, WorkerId};
+use super::service::TaskService;
+use super::workers;
+use crate::ids::JobId;
+use crate::proto::task::{LocalEvent, LocalRequest, MAX_TASK_FRAME};
+use crate::proto::PROTOCOL_VERSION;
+use crate::transport::rpc::read_msg;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Unknown,
+    Driver(JobId),
+    Worker(WorkerId),
+}
+
+impl TaskService {
+    async fn serve_conn(self: Arc<Self>, stream: UnixStream) {
+        let conn = self.next_id();
+        let owner = Owner::Local(conn);
+        let (r, w) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.conns.insert(conn, tx);
+        let writer = tokio::spawn(async move {
+            let mut w = BufWriter::new(w);
+            while let Some(frame) = rx.recv().await {
+                if w.write_all(&frame).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if w.write_all(&more).await.is_err() {
+                        return;
+                    }
+                }
+                if w.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = BufReader::with_capacity(256 << 10, r);
+        let mut role = Role::Unknown;
+        loop {
+            let msg = match read_msg::<LocalRequest, _>(&mut r, MAX_TASK_FRAME).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(conn, "dropping local task connection: {e}");
+                    break;
+                }
+            };
+            if let Some(next) = self.handle(owner, role, msg) {
+                role = next;
+            }
+        }
+        self.conns.remove(&conn);
+        writer.abort();
+        let gone = match role {
+            Role::Driver(job) => {
+                info!(%job, "driver disconnected; stopping its workers");
+                Some(Some(job))
+            }
+            Role::Worker(w) => {
+                self.worker_conns.remove(&w);
+                if let Some(pid) = self.pids.get(&w).map(|p| *p) {
+                    workers::kill(pid);
+                }
+                Some(None)
+            }
+            Role::Unknown => None,
+        };
+        if let Some(job) = gone {
+            self.act(|d| d.owner_gone(Some(owner), job));
+        }
+    }
+
+    /// Handles one request; returns the connection's new role after a hello.
+    fn handle(self: &Arc<Self>, owner: Owner, role: Role, msg: LocalRequest) -> Option<Role> {
+        let welcome = || LocalEvent::Welcome {
+            node_id: self.node(),
+            store_socket: self.env.store_socket.display().to_string(),
+        };
+        let refuse = |message: String| {
+            self.send(owner, &LocalEvent::Refused { message });
+        };
+        match (role, msg) {
+            (Role::Unknown, LocalRequest::HelloDriver { version, job }) => {
+                if version != PROTOCOL_VERSION {
+                    refuse(format!(
+                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
+                    ));
+                    return None;
+                }
+                let id = job.job_id;
+                self.local_jobs.insert(id, ());
+                self.jobs.insert(id, job.clone());
+                if job.binary_hash == [0; 32] {
+                    self.send(owner, &welcome());
+                } else {
+                    // A cluster job: put its binary in the store first, so
+                    // peers (and this node, if the file goes away) can run it.
+                    let me = self.clone();
+                    let ready = welcome();
+                    tokio::spawn(async move {
+                        if let Err(e) = workers::publish_binary(&me.store, &job).await {
+                            warn!(job = %job.job_id, "cannot publish the job binary: {e}");
+                        }
+                        me.send(owner, &ready);
+                    });
+                }
+                Some(Role::Driver(id))
+            }
+            (Role::Unknown, LocalRequest::HelloWorker { version, worker_id }) => {
+                if version != PROTOCOL_VERSION {
+                    refuse(format!(
+                        "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
+                    ));
+                    return None;
+                }
+                if let Owner::Local(conn) = owner {
+                    self.worker_conns.insert(worker_id, conn);
+                }
+                self.send(owner, &welcome());
+                self.act(|d| d.worker_ready(worker_id));
+                Some(Role::Worker(worker_id))
+            }
+            (Role::Unknown, other) => {
+                refuse(format!("expected a hello first, got {other:?}"));
+                None
+            }
+            (_, LocalRequest::Submit(spec)) => {
+                if matches!(spec.kind, crate::proto::task::TaskKind::CreateActor(_)) {
+                    self.create_actor(spec, owner);
+                } else {
+                    self.act(|d| d.submit(spec, owner));
+                }
+                None
+            }
+            (
+                _,
+                LocalRequest::KillActor {
+                    actor_id,
+                    no_restart,
+                },
+            ) => {
+                let kill = super::dispatch::kill_call(actor_id, no_restart);
+                self.act(|d| d.submit(kill, owner));
+                None
+            }
+            (
+                _,
+                LocalRequest::LookupActor {
+                    request_id,
+                    name,
+                    namespace,
+                },
+            ) => {
+                self.lookup_actor(owner, request_id, namespace, name);
+                None
+            }
+            (
+                _,
+                LocalRequest::PlacementGroup {
+                    request_id,
+                    request,
+                },
+            ) => {
+                self.relay_pg_request(owner, request_id, request);
+                None
+            }
+            (_, LocalRequest::Cancel { task_id, force }) => {
+                self.act(|d| d.cancel(task_id, force));
+                None
+            }
+            (Role::Worker(w), LocalRequest::Done { task_id, outcome }) => {
+                self.act(|d| d.task_done(w, task_id, outcome));
+                None
+            }
+            (Role::Worker(w), LocalRequest::Blocked) => {
+                self.act(|d| d.worker_blocked(w, true));
+                None
+            }
+            (Role::Worker(w), LocalRequest::Unblocked) => {
+                self.act(|d| d.worker_blocked(w, false));
+                None
+            }
+            (_, other) => {
+                warn!(?owner, "ignoring {other:?} from {role:?}");
+                None
+            }
+        }
+    }
+}
+
+/// Binds the task socket.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+/// Accepts local task connections until the listener is dropped.
+pub async fn serve(listener: UnixListener, service: Arc<TaskService>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(service.clone().serve_conn(stream));
+            }
+            Err(e) => {
+                warn!("task socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Where the task socket lives in a session directory.
+pub fn socket_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("tasks.sock")
+}

@@ -1,0 +1,238 @@
+//! The raylet's door for peers: other raylets and the head reach it over
+//! QUIC with a node certificate from the cluster CA. Each stream carries
+//! one request: a byte range of a local object (a pull), a spilled task
+//! ([`Owner::Spilled`], answered when it ends), an ordered call stream to a
+//! local actor ([`Owner::PeerStream`]), placement-group bundle operations,
+//! or a state listing. A stream whose request does not arrive in time is
+//! closed; bytes that are not a frame drop the whole connection.
+
+use super::dispatch::Owner;
+use super::service::TaskService;
+use super::store_server::StoreServer;
+use crate::ids::ActorId;
+use crate::proto::codec;
+use crate::proto::common::Resources;
+use crate::proto::placement::{BundleOp, BundleReply};
+use crate::proto::raylet::{PeerActorResult, PeerRequest, PeerResponse, PeerTaskResponse};
+use crate::proto::task::{Failure, Outcome, PeerSubmit, TaskSpec, MAX_TASK_FRAME};
+use crate::transport::rpc::{read_msg, write_frame, write_msg, RpcError};
+use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
+use prism_objectstore::ObjectId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+const MAX_PEER_FRAME: usize = MAX_TASK_FRAME;
+
+/// Serves peer raylets: byte ranges of local objects, and spilled tasks.
+pub async fn serve_peers(
+    endpoint: Arc<dyn Endpoint>,
+    server: Arc<StoreServer>,
+    tasks: Arc<TaskService>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let server = server.clone();
+        let tasks = tasks.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            if conn.peer() != PeerIdentity::ClusterNode {
+                conn.close("peer requests need a node certificate from the cluster CA");
+                return;
+            }
+            while let Ok((s, r)) = conn.accept_bi().await {
+                let server = server.clone();
+                let tasks = tasks.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move { serve_stream(s, r, &conn, &server, &tasks).await });
+            }
+        });
+    }
+}
+
+/// How long a peer's new stream may take to carry its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_stream(
+    mut s: SendHalf,
+    mut r: RecvHalf,
+    conn: &BoxConn,
+    server: &Arc<StoreServer>,
+    tasks: &Arc<TaskService>,
+) {
+    let first = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_msg::<PeerRequest, _>(&mut r, MAX_PEER_FRAME),
+    )
+    .await
+    .unwrap_or_else(|_| Err(RpcError::NoResponse));
+    match first {
+        Ok(Some(PeerRequest::Pull {
+            object,
+            offset,
+            len,
+        })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
+        Ok(Some(PeerRequest::ActorStream { actor_id })) => {
+            tasks.serve_actor_stream(actor_id, s, r).await
+        }
+        Ok(Some(PeerRequest::State(query))) => {
+            let reply = tasks.state(query);
+            let _ = write_msg(&mut s, &reply).await;
+        }
+        Ok(Some(PeerRequest::Bundles(ops))) => {
+            let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
+            let _ = write_msg(&mut s, &reply).await;
+        }
+        Ok(Some(PeerRequest::Submit(sub))) => {
+            let resp = tasks.serve_peer_submit(*sub).await;
+            let _ = write_msg(&mut s, &resp).await;
+        }
+        Ok(None) => {}
+        Err(RpcError::NoResponse) => {
+            warn!(peer = %conn.remote_addr(), "a peer stream carried no request within {REQUEST_TIMEOUT:?}; closing it");
+        }
+        // A peer that sends what is not a frame is broken or hostile: the
+        // whole connection goes (P-1), not just this stream.
+        Err(e) => {
+            warn!(peer = %conn.remote_addr(), "bad peer request ({e}); dropping the connection");
+            conn.close(&e.to_string());
+        }
+    }
+}
+
+async fn serve_chunk(
+    mut s: SendHalf,
+    id: ObjectId,
+    offset: u64,
+    len: u64,
+    server: &Arc<StoreServer>,
+) {
+    let refuse = |message: String| PeerResponse::Error { message };
+    let held = match server.hold_for_send(id) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = write_msg(&mut s, &refuse(e.to_string())).await;
+            return;
+        }
+    };
+    let range = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(len).ok())
+        .and_then(|(o, l)| held.bytes().get(o..o.checked_add(l)?));
+    let Some(bytes) = range else {
+        let why = format!(
+            "range {offset}+{len} is outside {id} ({} bytes)",
+            held.len()
+        );
+        let _ = write_msg(&mut s, &refuse(why)).await;
+        return;
+    };
+    if write_frame(&mut s, &PeerResponse::Chunk { len })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if s.write_all(bytes).await.is_ok() {
+        let _ = s.shutdown().await;
+    }
+}
+
+impl TaskService {
+    /// Runs a task a peer spilled here; answers when it ends.
+    pub async fn serve_peer_submit(self: &Arc<Self>, sub: PeerSubmit) -> PeerTaskResponse {
+        let n = self.next_id();
+        let owner = Owner::Spilled(n);
+        let (tx, rx) = oneshot::channel();
+        self.spilled.insert(n, tx);
+        self.jobs.entry(sub.job.job_id).or_insert(sub.job);
+        self.act(|d| d.submit(sub.task, owner));
+        let outcome = rx.await.unwrap_or_else(|_| {
+            Outcome::Failed(Failure::NodeDied {
+                node: self.node(),
+                detail: "the raylet stopped".into(),
+            })
+        });
+        PeerTaskResponse { outcome }
+    }
+
+    /// Serves an ordered call stream from a peer raylet to an actor here.
+    pub async fn serve_actor_stream(
+        self: &Arc<Self>,
+        actor: ActorId,
+        mut s: SendHalf,
+        mut r: RecvHalf,
+    ) {
+        let n = self.next_id();
+        let owner = Owner::PeerStream(n);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.peer_sinks.insert(n, tx);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if s.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        loop {
+            match read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME).await {
+                Ok(Some(spec)) => {
+                    self.act(|d| d.submit(spec, owner));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(%actor, "actor call stream failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.peer_sinks.remove(&n);
+        writer.abort();
+    }
+
+    /// Sends a result down peer stream `n`.
+    pub(super) fn reply_to_peer_stream(&self, n: u64, task_id: [u8; 16], outcome: Outcome) {
+        let Some(tx) = self.peer_sinks.get(&n) else {
+            return;
+        };
+        match codec::encode(&PeerActorResult { task_id, outcome }) {
+            Ok(frame) => {
+                let _ = tx.send(frame);
+            }
+            Err(e) => warn!("cannot encode an actor result: {e}"),
+        }
+    }
+
+    /// Prepares, commits or returns bundles (see [`BundleOp`]).
+    pub fn bundle_op(self: &Arc<Self>, op: BundleOp) -> BundleReply {
+        let mut d = self.disp();
+        let result = match op {
+            BundleOp::Prepare {
+                pg,
+                bundles,
+                commit,
+            } => {
+                let bundles = bundles
+                    .into_iter()
+                    .map(|b| (b.index, b.resources.to_set()))
+                    .collect();
+                d.prepare_bundles(pg, bundles, commit)
+            }
+            BundleOp::Commit { pg } => d.commit_bundles(pg),
+            BundleOp::Return { pg, reason, only } => {
+                info!(%pg, %reason, "returning placement-group bundles");
+                Ok(d.return_bundles(pg, &only, &reason))
+            }
+        };
+        let available = Resources::from(d.available());
+        match result {
+            Ok(actions) => {
+                self.apply(actions);
+                drop(d);
+                BundleReply::Done { available }
+            }
+            Err(reason) => BundleReply::Refused { reason },
+        }
+    }
+}

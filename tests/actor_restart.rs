@@ -5,9 +5,7 @@
 //! restarts fails its in-flight call with `ActorDied`
 //! naming the lost node.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::time::Duration;
 
 #[prism::actor]
@@ -112,7 +110,6 @@ fn actor_restarts_on_another_node_when_its_node_dies() {
         .nodes_in_state("alive")
         .len()
         == 3));
-    std::thread::sleep(Duration::from_millis(300));
     let envs = sb.driver_envs(&head, &head);
     let mut job = Job::spawn("restart", &envs);
     let mut victim = String::new();

@@ -3,9 +3,7 @@
 //! named detached actor that outlives its creator, the actor table in
 //! `prism list actors`, and actors dying with their node.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::time::Duration;
 
 #[prism::actor]
@@ -91,7 +89,6 @@ fn detached_named_actor_outlives_its_creator_and_dies_with_its_node() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    std::thread::sleep(Duration::from_millis(300));
     let envs = sb.driver_envs(&head, &head);
     for role in ["create", "find"] {
         let mut job = Job::spawn(role, &envs);

@@ -2,10 +2,8 @@
 //! names, kills, restarts, GPU isolation. Each test runs a driver (this
 //! binary re-executed with PRISM_TEST_ROLE); actors get their own workers.
 
-mod common;
-
-use common::*;
 use prism::{ActorHandle, TaskError};
+use prism_test_support::*;
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -147,7 +145,6 @@ fn role_restart() {
     let c = Counter::options().spawn(5u64).unwrap();
     let pid = c.pid().unwrap().get().unwrap();
     let pending = c.sleep(5_000u64).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill(2) on the actor's worker, a process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     match pending.get() {

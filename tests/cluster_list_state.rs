@@ -4,9 +4,7 @@
 //! one that does not fit yet as queued), `--state` filters them, and an
 //! object it put shows in `prism list objects --json` with its size.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -73,7 +71,6 @@ fn cluster_list_tasks_and_objects() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    std::thread::sleep(Duration::from_millis(300));
     let done = sb.temp().join("done");
     let mut envs = sb.driver_envs(&head, &head);
     envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));

@@ -1,9 +1,7 @@
 //! A head and three raylets as separate processes; `prism status --json`
 //! shows each node with the resources it was given.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use serde_json::Value;
 
 fn by_cpus(nodes: &[Value], cpus: f64) -> Value {

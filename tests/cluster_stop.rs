@@ -1,8 +1,6 @@
 //! `prism start` daemonizes; `prism stop` stops exactly those daemons.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::time::Duration;
 
 #[test]

@@ -1,9 +1,7 @@
 //! A raylet with a wrong or missing token is refused with a clear message
 //! on both sides and never gets a node id.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 
 #[test]
 fn cluster_wrong_token_is_refused_and_never_listed() {

@@ -6,10 +6,8 @@
 //! killed once, garbage on the local sockets) that must give the exact
 //! answer and leave no process behind.
 
-mod common;
-
-use common::*;
 use prism::TaskError;
+use prism_test_support::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

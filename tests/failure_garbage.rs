@@ -2,9 +2,6 @@
 //! port: each gets a typed error and a dropped connection, and the head keeps
 //! serving everyone else.
 
-mod common;
-
-use common::*;
 use prism::proto::codec::{self, HEADER_LEN};
 use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
 use prism::proto::PROTOCOL_VERSION;
@@ -13,6 +10,7 @@ use prism::transport::quic::QuicEndpoint;
 use prism::transport::rpc::read_msg;
 use prism::transport::tls::ClientTrust;
 use prism::transport::{BoxConn, Endpoint};
+use prism_test_support::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;

@@ -2,9 +2,7 @@
 //! configured timeout, slow is told from dead, and a restarted raylet comes
 //! back as a new incarnation.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::time::Duration;
 
 #[test]

@@ -2,9 +2,7 @@
 //! head: the job binary (this test binary, in a driver role) is shipped to
 //! the head by content hash and run there as the driver.
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::process::Command;
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! `prism microbenchmark` runs Ray's workloads on the embedded cluster (the
 //! `prism` binary is the job; its workers are `prism` in worker mode).
 
-mod common;
-
-use common::*;
+use prism_test_support::*;
 use std::process::{Command, Stdio};
 
 #[test]

@@ -3,10 +3,8 @@
 //! in both directions, in order, with the errors a user can hit (a full
 //! channel, no writer, an oversized message, another node's channel).
 
-mod common;
-
-use common::*;
 use prism::channel::{channel, ChannelSpec};
+use prism_test_support::*;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);

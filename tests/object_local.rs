@@ -4,11 +4,9 @@
 //! Helper processes are this test binary re-executed with PRISM_TEST_ROLE
 //! set, running the ignored `child_role` test.
 
-mod common;
-
-use common::*;
 use prism::object_store::{ObjectError, StoreClient};
 use prism_objectstore::{DType, ObjectId, TensorMeta};
+use prism_test_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,10 +3,8 @@
 //! a worker on another node of a real `prism start` cluster (pulled first).
 //! Each test runs a driver (this binary re-executed with PRISM_TEST_ROLE).
 
-mod common;
-
-use common::*;
 use prism::{DType, ObjectRef, Tensor};
+use prism_test_support::*;
 use std::time::Duration;
 
 /// What a worker saw of a tensor: (dtype, shape, checksum of the f32 data,
@@ -215,7 +213,6 @@ fn object_tensor_pulled_from_another_node() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    std::thread::sleep(Duration::from_millis(300));
     let mut job = Job::spawn("remote", &sb.driver_envs(&head, &a));
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(

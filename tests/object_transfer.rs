@@ -1,10 +1,8 @@
 //! Objects pulled between two real raylet processes over QUIC.
 
-mod common;
-
-use common::*;
 use prism::object_store::{ObjectError, StoreClient};
 use prism_objectstore::ObjectId;
+use prism_test_support::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -132,8 +130,14 @@ fn object_source_killed_mid_transfer_gives_a_clear_error_not_a_hang() {
             .map(|v| same_bytes(&v, 1024 * MB));
         (result, started.elapsed())
     });
-    // Kill the source while B pulls: a 1 GB transfer takes seconds here.
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill the source while B pulls (its copy exists, not sealed yet): a
+    // 1 GB transfer takes seconds here.
+    let probe = StoreClient::connect(&socket(&b)).unwrap();
+    let pulling = wait_until(
+        Duration::from_secs(30),
+        || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
+    );
+    assert!(pulling, "B never started pulling {id}");
     a.kill9();
     let (result, took) = reader.join().unwrap();
     match result {

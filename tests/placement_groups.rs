@@ -4,10 +4,8 @@
 //! inside and frees the resources (seen in `prism status`), and a lost
 //! node's bundle placed again on a node that joins later.
 
-mod common;
-
-use common::*;
 use prism::{Bundle, PlacementGroup, PlacementStrategy};
+use prism_test_support::*;
 use std::time::Duration;
 
 #[prism::remote]

@@ -1,10 +1,8 @@
 //! Tasks on a real cluster on 127.0.0.1: a head and two raylets started as
 //! `prism start` processes, and a driver joining with PRISM_ADDRESS.
 
-mod common;
-
-use common::*;
 use prism::TaskError;
+use prism_test_support::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -136,12 +134,13 @@ fn cluster(b_args: &[&str]) -> Cluster {
     let head = sb.start_head(&["--head-only"]);
     let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
     let b = sb.start_raylet("b", &head, b_args);
-    // Both raylets must see each other before the driver starts.
+    // Both raylets are registered before the driver starts (a raylet that
+    // has not heard of the other yet spills or places parked work as soon
+    // as its next view arrives).
     assert!(wait_until(Duration::from_secs(10), || sb
         .nodes_in_state("alive")
         .len()
         == 2));
-    std::thread::sleep(Duration::from_millis(300));
     Cluster {
         sb,
         _head: head,
@@ -210,8 +209,19 @@ fn cluster_killed_raylet_tasks_retry_on_the_other_node() {
     assert!(wait_until(Duration::from_secs(30), || job
         .stdout()
         .contains("SUBMITTED")));
-    // Let some tasks start on b, then kill it.
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Once a task runs on b, kill it.
+    let b_id = c.b.node_id();
+    let running_on_b = || {
+        let out = c.sb.run(&["list", "tasks", "--state", "running", "--json"]);
+        let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        tasks
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["node_id"] == b_id.as_str()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), running_on_b),
+        "no task started on b"
+    );
     c.b.kill9();
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("ALL OK"), "{out}\n--- a:\n{}", c.a.log());

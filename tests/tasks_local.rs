@@ -2,10 +2,8 @@
 //! address): real worker processes started by the in-process raylet.
 //! Each test runs a driver (this binary re-executed with PRISM_TEST_ROLE).
 
-mod common;
-
-use common::*;
 use prism::TaskError;
+use prism_test_support::*;
 use std::time::Duration;
 
 #[prism::remote]

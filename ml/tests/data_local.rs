@@ -2,10 +2,8 @@
 //! started by the in-process raylet): generation, map_batches, shuffle,
 //! split, iter_batches, CSV and tensor files, and the digits data set.
 
-mod common;
-
-use common::*;
 use prism_ml::data::{Block, CsvOptions, Dataset};
+use prism_test_support::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tch::Kind;

@@ -4,13 +4,11 @@
 //! trainer that survives `kill -9` of a worker by resuming from its
 //! checkpoint.
 
-mod common;
-
-use common::*;
 use prism_ml::data::Dataset;
 use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::collective::{self, Transport};
 use prism_ml::train::{DdpTrainer, ScalingConfig, Sgd};
+use prism_test_support::*;
 use std::time::Duration;
 use tch::nn::Module;
 use tch::{Kind, Tensor};

@@ -2,11 +2,9 @@
 //! every layout through the ring, and (feature `cuda`, on a GPU machine)
 //! CUDA tensors through NCCL, which is skipped with the reason elsewhere.
 
-mod common;
-
-use common::*;
 use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::{DdpTrainer, ScalingConfig, TrainContext};
+use prism_test_support::*;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
@@ -189,27 +187,18 @@ fn cpu_tensors_of_every_layout_all_reduce_exactly() {
 
 #[test]
 fn a_ring_across_two_nodes_goes_through_the_stores() {
-    let Some(bin) = prism_bin() else {
+    if find_prism_bin().is_none() {
         eprintln!(
             "SKIPPED: no prism binary beside this test (cargo test --workspace builds it; \
              cargo build -p prism-cli first when testing prism-ml alone)"
         );
         return;
-    };
-    let head = Daemon::start(&bin, &["--head", "--port", "0", "--num-cpus", "2"]);
-    let (addr, token) = head.cluster();
-    let far = Daemon::start(
-        &bin,
-        &["--address", &addr, "--token", &token, "--num-cpus", "2"],
-    );
-    let envs = [
-        ("PRISM_ADDRESS".to_string(), addr),
-        (
-            "PRISM_RAYLET_SOCKET".to_string(),
-            head.session().join("tasks.sock").display().to_string(),
-        ),
-    ];
-    let (ok, out) = Job::spawn_with("two_nodes", &envs).finish(Duration::from_secs(180));
+    }
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let far = sb.start_raylet("far", &head, &["--num-cpus", "2"]);
+    let envs = sb.driver_envs(&head, &head);
+    let (ok, out) = Job::spawn("two_nodes", &envs).finish(Duration::from_secs(180));
     println!("{out}");
     assert!(
         ok && out.contains("ALL OK"),

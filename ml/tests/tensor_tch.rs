@@ -2,10 +2,8 @@
 //! segment, exact dtype/shape round trips, and a worker reading a driver's
 //! tensor. Runs a driver role on a real embedded cluster.
 
-mod common;
-
-use common::*;
 use prism::{ObjectRef, Tensor};
+use prism_test_support::*;
 use std::time::Duration;
 use tch::{Device, Kind};
 

@@ -3,7 +3,19 @@
 use std::fmt;
 
 /// An object's id; prints as `o-<32 hex digits>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
 pub struct ObjectId(pub [u8; 16]);
 
 impl ObjectId {

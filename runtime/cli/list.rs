@@ -3,6 +3,7 @@
 //! with filters.
 
 use crate::job::ClusterArgs;
+use crate::list_state::keep;
 use anyhow::bail;
 use prism::proto::common::NodeState;
 use prism::proto::head::{HeadRequest, HeadResponse};
@@ -22,13 +23,6 @@ pub struct ListArgs {
     json: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
-}
-
-/// Whether a row in state `s` passes the `--state` filter.
-pub(crate) fn keep(state: &Option<String>, s: &str) -> bool {
-    state
-        .as_deref()
-        .is_none_or(|want| want.eq_ignore_ascii_case(s))
 }
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {

@@ -6,7 +6,12 @@ use anyhow::bail;
 use prism::proto::head::{HeadRequest, HeadResponse};
 use prism::proto::state::{ObjectInfo, TaskState};
 
-use crate::list::keep;
+/// Whether a row in state `s` passes the `--state` filter.
+pub(crate) fn keep(state: &Option<String>, s: &str) -> bool {
+    state
+        .as_deref()
+        .is_none_or(|want| want.eq_ignore_ascii_case(s))
+}
 
 /// Tasks, filtered by `queued` / `running`.
 pub fn tasks(head: &HeadSession, state: &Option<String>, json: bool) -> anyhow::Result<()> {

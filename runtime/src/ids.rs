@@ -107,6 +107,27 @@ define_id!(
     /// A cluster (one head's lifetime of tables).
     ClusterId, "c", "cluster"
 );
+define_id!(
+    /// An actor handle (calls through one handle keep their order).
+    HandleId, "h", "actor handle"
+);
+define_id!(
+    /// A task (an actor call and an actor's creation are tasks too). Its
+    /// result object has the same 16 bytes: [`TaskId::result`].
+    TaskId, "t", "task"
+);
+
+impl TaskId {
+    /// The object that holds this task's result.
+    pub fn result(self) -> prism_objectstore::ObjectId {
+        prism_objectstore::ObjectId(self.0)
+    }
+
+    /// The task whose result is `object`.
+    pub fn of_result(object: prism_objectstore::ObjectId) -> TaskId {
+        TaskId(object.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

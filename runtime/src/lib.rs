@@ -2,18 +2,24 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the wire contract (rkyv messages, framing, version check).
+//! - [`api`]: the user API (`#[prism::remote]`, `#[prism::actor]`, `init`,
+//!   `put`, `get`, `wait`, `cancel`, placement groups, tensors, channels) and
+//!   the process's runtime (its raylet connection, the objects it owns).
+//! - [`proto`]: the wire contract (rkyv messages, one file per role,
+//!   framing, version check); depends on neither tokio nor quinn.
 //! - [`transport`]: QUIC with mutual TLS behind the [`transport::Endpoint`]
 //!   and [`transport::Connection`] traits; the cluster CA in [`transport::tls`].
-//! - [`head`]: the head node: node table (a pure state machine) and its shell.
-//! - [`raylet`]: the per-machine daemon: join, register, heartbeat, resources.
+//! - [`head`]: the head node: every table in one pure state machine
+//!   ([`head::core::HeadCore`]) and the shells that carry out its effects.
+//! - [`raylet`]: the per-machine daemon: three doors (local clients, peers,
+//!   the head link) around the pure local scheduler, worker processes, the
+//!   object store and transfers.
 //! - [`node`]: starting a head node (head + its raylet) or a worker node in-process.
 //! - [`client`]: talking to the head from raylets, drivers and the CLI.
 //! - [`object_store`]: the local object-store client (put, get in place, wait).
-//! - [`api`]: the user API (`#[prism::remote]`, `init`, `put`, `get`, `wait`, `cancel`,
-//!   and tensors read in place: `put_tensor`, `get_tensor`).
 //! - [`config`]: every setting with its default and `PRISM_*` variable.
-//! - [`session`]: the session directory (keys, pid file, logs).
+//! - [`session`]: the session directory (keys, pid file, logs) and whether
+//!   its daemon still lives.
 
 pub mod api;
 pub mod client;

@@ -199,7 +199,7 @@ impl StoreClient {
         timeout: Duration,
     ) -> Result<usize, ObjectError> {
         let create = StoreRequest::Create {
-            id: id.0,
+            id,
             size: size as u64,
             pinned,
             timeout_ms: timeout.as_millis() as u64,
@@ -212,12 +212,12 @@ impl StoreClient {
 
     /// Drops an object this client created but has not sealed.
     pub fn abort(&self, id: ObjectId) -> Result<(), ObjectError> {
-        self.expect_ok(&StoreRequest::Abort { id: id.0 })
+        self.expect_ok(&StoreRequest::Abort { id })
     }
 
     /// Seals an object this client created: readers may get it, and its bytes never change.
     pub fn seal(&self, id: ObjectId) -> Result<(), ObjectError> {
-        self.expect_ok(&StoreRequest::Seal { id: id.0 })
+        self.expect_ok(&StoreRequest::Seal { id })
     }
 
     /// Stores `parts` back to back as one sealed object; waits up to `timeout` for room.
@@ -232,7 +232,7 @@ impl StoreClient {
         let mut at = self.create(id, size, pinned, timeout)?;
         for part in parts {
             if let Err(e) = self.seg.write(at, part) {
-                let _ = self.expect_ok(&StoreRequest::Abort { id: id.0 });
+                let _ = self.expect_ok(&StoreRequest::Abort { id });
                 return Err(e.into());
             }
             at += part.len();
@@ -297,7 +297,7 @@ impl StoreClient {
     /// (`prism::TensorView`).
     pub fn acquire(&self, id: ObjectId, timeout: Duration) -> Result<&[u8], ObjectError> {
         let get = StoreRequest::Get {
-            id: id.0,
+            id,
             timeout_ms: timeout.as_millis() as u64,
         };
         match self.request(&get) {
@@ -349,17 +349,17 @@ impl StoreClient {
 
     /// Gives back a reference taken by [`StoreClient::acquire`].
     pub fn release(&self, id: ObjectId) -> Result<(), ObjectError> {
-        self.expect_ok(&StoreRequest::Release { id: id.0 })
+        self.expect_ok(&StoreRequest::Release { id })
     }
 
     /// The owner is done with an object: it is freed once no reader holds it.
     pub fn unpin(&self, id: ObjectId) -> Result<(), ObjectError> {
-        self.expect_ok(&StoreRequest::Unpin { id: id.0 })
+        self.expect_ok(&StoreRequest::Unpin { id })
     }
 
     /// One object's state, `None` if the store does not hold it.
     pub fn info(&self, id: ObjectId) -> Result<Option<WireObjectInfo>, ObjectError> {
-        match self.request(&StoreRequest::Info { id: id.0 })? {
+        match self.request(&StoreRequest::Info { id })? {
             StoreResponse::Info(i) => Ok(i),
             other => Err(ObjectError::Unexpected(format!("{other:?}"))),
         }

@@ -18,7 +18,7 @@ use super::core::{self};
 use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
 use super::options::{placement_builders, Placement};
-use crate::ids::{ActorId, JobId};
+use crate::ids::{ActorId, HandleId, JobId, TaskId};
 use crate::proto::task::{ActorCreate, TaskKind, TaskSpec};
 use prism_scheduler::ResourceSet;
 use rkyv::rancor::Fallible;
@@ -39,7 +39,7 @@ pub trait ActorClass: Sized + 'static {
 #[derive(Debug, Clone)]
 pub struct ActorLink {
     pub(crate) id: ActorId,
-    caller: [u8; 16],
+    caller: HandleId,
     seq: Arc<AtomicU64>,
 }
 
@@ -47,7 +47,7 @@ impl ActorLink {
     pub(crate) fn new(id: ActorId) -> ActorLink {
         ActorLink {
             id,
-            caller: rand::random(),
+            caller: HandleId::random(),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -223,7 +223,7 @@ impl ActorOptions {
         };
         let name = format!("{short}::new");
         let kind = TaskKind::CreateActor(create);
-        let mut spec = TaskSpec::new(actor.0, job, self.class, &name, kind);
+        let mut spec = TaskSpec::new(TaskId(actor.0), job, self.class, &name, kind);
         self.place.apply(&mut spec)?;
         Ok(spec)
     }

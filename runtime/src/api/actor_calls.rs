@@ -17,7 +17,7 @@ impl Core {
     pub(crate) fn submit_call<R>(
         self: &Arc<Self>,
         actor: crate::ids::ActorId,
-        caller: [u8; 16],
+        caller: crate::ids::HandleId,
         seq: u64,
         method: &'static str,
         args: Vec<EncodedArg>,
@@ -28,7 +28,7 @@ impl Core {
             seq,
         };
         let spec = TaskSpec::new(
-            ObjectId::random().0,
+            crate::ids::TaskId::random(),
             self.job_id,
             method,
             method,
@@ -70,13 +70,13 @@ impl Core {
         self: &Arc<Self>,
         what: &'static str,
         timeout: Duration,
-        request: impl FnOnce([u8; 16]) -> LocalRequest,
+        request: impl FnOnce(crate::ids::TaskId) -> LocalRequest,
     ) -> Result<T> {
         let request_id = ObjectId::random();
         self.owned
             .insert(request_id, Slot::new(what, SlotState::Pending));
         let r: ObjectRef<T> = ObjectRef::owned(request_id, self.clone());
-        self.send(&request(request_id.0))?;
+        self.send(&request(crate::ids::TaskId::of_result(request_id)))?;
         self.get::<T>(r.id(), Some(timeout))
     }
 

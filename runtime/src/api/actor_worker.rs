@@ -42,7 +42,7 @@ pub struct ActorRegistration {
 
 inventory::collect!(ActorRegistration);
 
-fn done(core: &Core, task_id: [u8; 16], outcome: Outcome) {
+fn done(core: &Core, task_id: crate::ids::TaskId, outcome: Outcome) {
     if core.send(&LocalRequest::Done { task_id, outcome }).is_err() {
         std::process::exit(0);
     }
@@ -114,15 +114,12 @@ fn owned_args(core: &Core, task: &TaskSpec) -> Result<Vec<Vec<u8>>, Outcome> {
         .iter()
         .map(|a| match a {
             ArgSpec::Inline(b) => Ok(b.clone()),
-            ArgSpec::Object(id) => core
-                .fetch_arg(prism_objectstore::ObjectId(*id))
-                .map(|v| v.to_vec())
-                .map_err(|e| {
-                    Outcome::Failed(Failure::ObjectLost {
-                        object: *id,
-                        detail: e.to_string(),
-                    })
-                }),
+            ArgSpec::Object(id) => core.fetch_arg(*id).map(|v| v.to_vec()).map_err(|e| {
+                Outcome::Failed(Failure::ObjectLost {
+                    object: *id,
+                    detail: e.to_string(),
+                })
+            }),
         })
         .collect()
 }

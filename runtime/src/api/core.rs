@@ -93,7 +93,7 @@ impl Core {
     pub(crate) fn on_event(self: &Arc<Self>, ev: LocalEvent) -> Option<(TaskSpec, Vec<u32>)> {
         match ev {
             LocalEvent::Finished { task_id, outcome } => {
-                self.finish(ObjectId(task_id), outcome);
+                self.finish(task_id.result(), outcome);
                 None
             }
             LocalEvent::Execute { task, gpus } => Some((task, gpus)),
@@ -377,7 +377,7 @@ impl Core {
     /// Cancels the task that produces `id`.
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
         self.send(&LocalRequest::Cancel {
-            task_id: id.0,
+            task_id: crate::ids::TaskId::of_result(id),
             force,
         })
     }

@@ -144,7 +144,7 @@ impl TaskError {
             Failure::Infeasible { reason } => TaskError::Infeasible { task, reason },
             Failure::ObjectLost { object, detail } => TaskError::ObjectLost {
                 task,
-                object: prism_objectstore::ObjectId(object).to_string(),
+                object: object.to_string(),
                 detail,
             },
             Failure::BadCall { detail } => TaskError::BadCall { task, detail },

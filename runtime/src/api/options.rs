@@ -7,7 +7,6 @@
 use crate::ids::JobId;
 use crate::proto::common::Resources;
 use crate::proto::task::{TaskKind, TaskSpec, WireStrategy};
-use prism_objectstore::ObjectId;
 use prism_scheduler::{Quantity, ResourceSet, CPU};
 
 pub(crate) fn qty(x: f64) -> Quantity {
@@ -162,7 +161,7 @@ impl TaskOptions {
 
     /// The task's spec, without its arguments.
     pub(crate) fn spec(&self, job: JobId) -> super::Result<TaskSpec> {
-        let id = ObjectId::random().0;
+        let id = crate::ids::TaskId::random();
         let mut spec = TaskSpec::new(id, job, self.function, self.display_name(), TaskKind::Task);
         self.place.apply(&mut spec)?;
         spec.max_retries = self.max_retries;

@@ -140,7 +140,7 @@ impl PlacementGroup {
         core.send(&LocalRequest::PlacementGroup {
             // Nobody waits for the answer; an unknown id is ignored. The
             // head accepts a removal that overtakes its creation.
-            request_id: rand::random(),
+            request_id: crate::ids::TaskId::random(),
             request: req,
         })?;
         Ok(pg)
@@ -241,7 +241,7 @@ impl PlacementGroup {
         }
         core.send(&LocalRequest::PlacementGroup {
             // Nobody waits for the answer; an unknown id is ignored.
-            request_id: rand::random(),
+            request_id: crate::ids::TaskId::random(),
             request: PgRequest::Remove { pg: self.id },
         })
     }

@@ -34,7 +34,7 @@ impl Core {
         args: Vec<EncodedArg>,
         in_order: bool,
     ) -> Result<ObjectRef<R>> {
-        let task_id = ObjectId(spec.task_id);
+        let task_id = spec.task_id.result();
         let slot = Slot::new(&spec.name, SlotState::Pending);
         self.owned.insert(task_id, slot.clone());
         let r = ObjectRef::owned(task_id, self.clone());
@@ -56,16 +56,16 @@ impl Core {
                         id,
                         core: self.clone(),
                     }));
-                    specs.push(ArgSpec::Object(id.0));
+                    specs.push(ArgSpec::Object(id));
                 }
                 EncodedArg::Ref(id, guard) => {
                     guards.extend(guard);
                     match self.owned.get(id) {
-                        None => specs.push(ArgSpec::Object(id.0)),
+                        None => specs.push(ArgSpec::Object(id)),
                         Some(s) => match s.state() {
                             SlotState::Pending => {
                                 waits.push((i, id, s));
-                                specs.push(ArgSpec::Object(id.0));
+                                specs.push(ArgSpec::Object(id));
                             }
                             other => match self.resolved_arg(id, other) {
                                 Ok(spec) => specs.push(spec),
@@ -135,9 +135,9 @@ impl Core {
                 let _ = self
                     .store
                     .put_parts(id, &[&b], true, Duration::from_secs(60));
-                Ok(ArgSpec::Object(id.0))
+                Ok(ArgSpec::Object(id))
             }
-            SlotState::Stored | SlotState::Pending => Ok(ArgSpec::Object(id.0)),
+            SlotState::Stored | SlotState::Pending => Ok(ArgSpec::Object(id)),
             SlotState::Failed(e) => Err(e),
         }
     }

@@ -5,7 +5,6 @@ use super::core::{Core, INLINE_MAX};
 use super::value::{Encoded, Value};
 use crate::object_store::ObjectView;
 use crate::proto::task::{ArgSpec, Failure, LocalRequest, Outcome, TaskSpec};
-use prism_objectstore::ObjectId;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -90,7 +89,7 @@ pub(crate) fn run_with_args(
                 order.push((true, inline.len()));
                 inline.push(b);
             }
-            ArgSpec::Object(id) => match core.fetch_arg(ObjectId(*id)) {
+            ArgSpec::Object(id) => match core.fetch_arg(*id) {
                 Ok(v) => {
                     order.push((false, views.len()));
                     views.push(v);
@@ -142,7 +141,7 @@ pub(crate) fn finish(
     match result {
         Ok(bytes) if bytes.len() <= INLINE_MAX => Outcome::Inline(bytes.to_vec()),
         Ok(bytes) => {
-            let id = ObjectId(task.task_id);
+            let id = task.task_id.result();
             match core
                 .store
                 .put_parts(id, &[&bytes], true, Duration::from_secs(60))
@@ -159,7 +158,7 @@ pub(crate) fn finish(
                     }
                 }
                 Err(e) => Outcome::Failed(Failure::ObjectLost {
-                    object: id.0,
+                    object: id,
                     detail: format!("cannot store the result: {e}"),
                 }),
             }

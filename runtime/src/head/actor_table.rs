@@ -202,7 +202,13 @@ mod tests {
             max_concurrency: 1,
             restarts: 0,
         };
-        let mut task = TaskSpec::new(a.actor_id.0, a.job_id, "C", "C", TaskKind::CreateActor(c));
+        let mut task = TaskSpec::new(
+            crate::ids::TaskId(a.actor_id.0),
+            a.job_id,
+            "C",
+            "C",
+            TaskKind::CreateActor(c),
+        );
         task.strategy = strategy;
         PeerSubmit {
             job: JobSpec {

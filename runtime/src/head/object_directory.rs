@@ -7,12 +7,12 @@ use std::collections::{BTreeSet, HashMap};
 /// Object id → (size, nodes holding a copy).
 #[derive(Debug, Default)]
 pub struct ObjectDirectory {
-    objects: HashMap<[u8; 16], (u64, BTreeSet<NodeId>)>,
+    objects: HashMap<prism_objectstore::ObjectId, (u64, BTreeSet<NodeId>)>,
 }
 
 impl ObjectDirectory {
     /// Records a copy.
-    pub fn add(&mut self, object: [u8; 16], node: NodeId, size: u64) {
+    pub fn add(&mut self, object: prism_objectstore::ObjectId, node: NodeId, size: u64) {
         let e = self
             .objects
             .entry(object)
@@ -30,7 +30,7 @@ impl ObjectDirectory {
     }
 
     /// The object's size and holders.
-    pub fn locations(&self, object: &[u8; 16]) -> Option<(u64, Vec<NodeId>)> {
+    pub fn locations(&self, object: &prism_objectstore::ObjectId) -> Option<(u64, Vec<NodeId>)> {
         self.objects
             .get(object)
             .map(|(size, nodes)| (*size, nodes.iter().copied().collect()))
@@ -40,16 +40,17 @@ impl ObjectDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prism_objectstore::ObjectId;
 
     #[test]
     fn od_1_dead_nodes_are_never_locations() {
         let (a, b) = (NodeId::random(), NodeId::random());
         let mut d = ObjectDirectory::default();
-        d.add([1; 16], a, 10);
-        d.add([1; 16], b, 10);
-        d.add([2; 16], a, 5);
+        d.add(ObjectId([1; 16]), a, 10);
+        d.add(ObjectId([1; 16]), b, 10);
+        d.add(ObjectId([2; 16]), a, 5);
         d.remove_node(a);
-        assert_eq!(d.locations(&[1; 16]), Some((10, vec![b])));
-        assert_eq!(d.locations(&[2; 16]), None);
+        assert_eq!(d.locations(&ObjectId([1; 16])), Some((10, vec![b])));
+        assert_eq!(d.locations(&ObjectId([2; 16])), None);
     }
 }

@@ -60,14 +60,14 @@ pub enum HeadRequest {
         /// The node.
         node_id: NodeId,
         /// The object.
-        object: [u8; 16],
+        object: prism_objectstore::ObjectId,
         /// Its size.
         size: u64,
     },
     /// Where copies of an object are.
     GetObjectLocations {
         /// The object.
-        object: [u8; 16],
+        object: prism_objectstore::ObjectId,
     },
     /// A job binary follows on this stream as `len` raw bytes; the head
     /// caches it under its SHA-256 (`hash`).

@@ -11,7 +11,7 @@ pub enum PeerRequest {
     /// Send bytes `offset..offset + len` of a sealed object.
     Pull {
         /// The object.
-        object: [u8; 16],
+        object: prism_objectstore::ObjectId,
         /// First byte.
         offset: u64,
         /// How many bytes.
@@ -38,7 +38,7 @@ pub enum PeerRequest {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PeerActorResult {
     /// The call.
-    pub task_id: [u8; 16],
+    pub task_id: crate::ids::TaskId,
     /// Its outcome.
     pub outcome: super::task::Outcome,
 }

@@ -6,7 +6,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// A 16-byte object id on the wire.
-pub type WireObjectId = [u8; 16];
+pub type WireObjectId = prism_objectstore::ObjectId;
 
 /// A request to the local store.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -6,7 +6,8 @@
 //! are matched by task id, not by order).
 
 use super::common::Resources;
-use crate::ids::{ActorId, JobId, NodeId};
+use crate::ids::{ActorId, HandleId, JobId, NodeId, TaskId};
+use prism_objectstore::ObjectId;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// What runs a job's workers.
@@ -32,7 +33,7 @@ pub enum ArgSpec {
     /// The archived value itself (small values and resolved inline results).
     Inline(Vec<u8>),
     /// An object in the store, fetched (or pulled) by the worker.
-    Object([u8; 16]),
+    Object(ObjectId),
 }
 
 /// Where a task may run.
@@ -115,7 +116,7 @@ pub struct ActorCall {
     /// The actor.
     pub actor_id: ActorId,
     /// The calling handle (calls from one handle run in order).
-    pub caller: [u8; 16],
+    pub caller: HandleId,
     /// Its position in that caller's sequence.
     pub seq: u64,
 }
@@ -135,7 +136,7 @@ pub enum TaskKind {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct TaskSpec {
     /// The task; its result object has the same 16 bytes.
-    pub task_id: [u8; 16],
+    pub task_id: TaskId,
     /// The job it belongs to.
     pub job_id: JobId,
     /// The registered function name.
@@ -167,7 +168,7 @@ impl TaskSpec {
     /// A spec with no arguments, no resources, hybrid placement, no retries,
     /// first attempt, not spilled; callers set what differs.
     pub fn new(
-        task_id: [u8; 16],
+        task_id: TaskId,
         job_id: JobId,
         function: &str,
         name: &str,
@@ -225,7 +226,7 @@ pub enum Failure {
     /// An argument object could not be fetched.
     ObjectLost {
         /// The object.
-        object: [u8; 16],
+        object: ObjectId,
         /// Why.
         detail: String,
     },
@@ -313,14 +314,14 @@ pub enum LocalRequest {
     /// Cancel a task this connection submitted.
     Cancel {
         /// The task.
-        task_id: [u8; 16],
+        task_id: TaskId,
         /// Kill the worker if it is running.
         force: bool,
     },
     /// A worker finished the task it was given.
     Done {
         /// The task.
-        task_id: [u8; 16],
+        task_id: TaskId,
         /// Its outcome.
         outcome: Outcome,
     },
@@ -335,7 +336,7 @@ pub enum LocalRequest {
     /// carrying the archived [`ActorId`] (or `ActorDied` if none).
     LookupActor {
         /// Matches the answer.
-        request_id: [u8; 16],
+        request_id: TaskId,
         /// The name.
         name: String,
         /// The namespace.
@@ -346,7 +347,7 @@ pub enum LocalRequest {
     /// response.
     PlacementGroup {
         /// Matches the answer.
-        request_id: [u8; 16],
+        request_id: TaskId,
         /// The request.
         request: super::placement::PgRequest,
     },
@@ -377,7 +378,7 @@ pub enum LocalEvent {
     /// A task this connection submitted has ended.
     Finished {
         /// The task.
-        task_id: [u8; 16],
+        task_id: TaskId,
         /// How.
         outcome: Outcome,
     },

@@ -145,3 +145,224 @@ fn p_2_a_malformed_archive_says_what_failed_to_validate() {
     );
     assert!(text.contains("HeadRequest"), "and the message type: {text}");
 }
+
+/// Every request enum that crosses a socket, under the same properties as
+/// the head's: round trip, truncation is a typed error, random bytes and
+/// flipped bits never panic.
+mod every_request {
+    use super::super::codec::*;
+    use super::super::common::Resources;
+    use super::super::placement::{BundleOp, BundleSpec, PgRequest};
+    use super::super::raylet::PeerRequest;
+    use super::super::state::StateQuery;
+    use super::super::store::StoreRequest;
+    use super::super::task::{
+        ActorCall, ArgSpec, JobSpec, LocalRequest, Outcome, PeerSubmit, TaskKind, TaskSpec,
+        WireStrategy,
+    };
+    use crate::ids::{ActorId, HandleId, JobId, NodeId, PlacementGroupId, TaskId};
+    use prism_objectstore::ObjectId;
+    use proptest::prelude::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn job() -> impl Strategy<Value = JobSpec> {
+        (
+            any::<[u8; 16]>(),
+            ".{0,20}",
+            any::<[u8; 32]>(),
+            any::<u64>(),
+        )
+            .prop_map(|(id, binary, hash, len)| JobSpec {
+                job_id: JobId(id),
+                binary,
+                binary_hash: hash,
+                binary_len: len,
+                cwd: "/tmp".into(),
+                env: vec![("PRISM_X".into(), "1".into())],
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = TaskSpec> {
+        (
+            any::<[u8; 16]>(),
+            ".{0,12}",
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<[u8; 16]>(),
+            0u8..3,
+            any::<u32>(),
+            any::<bool>(),
+        )
+            .prop_map(|(id, name, inline, obj, kind, retries, spilled)| {
+                let kind = match kind {
+                    0 => TaskKind::Task,
+                    _ => TaskKind::ActorCall(ActorCall {
+                        actor_id: ActorId(id),
+                        caller: HandleId(obj),
+                        seq: u64::from(retries),
+                    }),
+                };
+                let mut t = TaskSpec::new(TaskId(id), JobId(obj), &name, &name, kind);
+                t.args = vec![ArgSpec::Inline(inline), ArgSpec::Object(ObjectId(obj))];
+                t.max_retries = retries;
+                t.spilled = spilled;
+                t.strategy = if spilled {
+                    WireStrategy::NodeAffinity {
+                        node: NodeId(obj),
+                        soft: true,
+                    }
+                } else {
+                    WireStrategy::Labels(name)
+                };
+                t
+            })
+    }
+
+    fn local() -> impl Strategy<Value = LocalRequest> {
+        prop_oneof![
+            job().prop_map(|job| LocalRequest::HelloDriver {
+                version: PROTOCOL_VERSION,
+                job
+            }),
+            any::<u64>().prop_map(|worker_id| LocalRequest::HelloWorker {
+                version: PROTOCOL_VERSION,
+                worker_id
+            }),
+            spec().prop_map(LocalRequest::Submit),
+            (any::<[u8; 16]>(), any::<bool>()).prop_map(|(t, force)| LocalRequest::Cancel {
+                task_id: TaskId(t),
+                force
+            }),
+            (
+                any::<[u8; 16]>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(t, b)| LocalRequest::Done {
+                    task_id: TaskId(t),
+                    outcome: Outcome::Inline(b)
+                }),
+            (any::<[u8; 16]>(), ".{0,10}").prop_map(|(t, name)| LocalRequest::LookupActor {
+                request_id: TaskId(t),
+                name,
+                namespace: "default".into()
+            }),
+            (any::<[u8; 16]>(), any::<u64>()).prop_map(|(t, ms)| LocalRequest::PlacementGroup {
+                request_id: TaskId(t),
+                request: PgRequest::Wait {
+                    pg: PlacementGroupId(t),
+                    timeout_ms: ms
+                }
+            }),
+            Just(LocalRequest::Blocked),
+        ]
+    }
+
+    fn peer() -> impl Strategy<Value = PeerRequest> {
+        prop_oneof![
+            (any::<[u8; 16]>(), any::<u64>(), any::<u64>()).prop_map(|(o, offset, len)| {
+                PeerRequest::Pull {
+                    object: ObjectId(o),
+                    offset,
+                    len,
+                }
+            }),
+            (job(), spec())
+                .prop_map(|(job, task)| PeerRequest::Submit(Box::new(PeerSubmit { job, task }))),
+            any::<[u8; 16]>().prop_map(|a| PeerRequest::ActorStream {
+                actor_id: ActorId(a)
+            }),
+            (any::<[u8; 16]>(), any::<u32>(), ".{0,10}").prop_map(|(pg, i, reason)| {
+                PeerRequest::Bundles(vec![
+                    BundleOp::Prepare {
+                        pg: PlacementGroupId(pg),
+                        bundles: vec![BundleSpec {
+                            index: i,
+                            resources: Resources::default(),
+                        }],
+                        commit: i % 2 == 0,
+                    },
+                    BundleOp::Return {
+                        pg: PlacementGroupId(pg),
+                        reason,
+                        only: vec![i],
+                    },
+                ])
+            }),
+            Just(PeerRequest::State(StateQuery::Tasks)),
+        ]
+    }
+
+    fn store() -> impl Strategy<Value = StoreRequest> {
+        prop_oneof![
+            any::<u32>().prop_map(|pid| StoreRequest::Hello { pid }),
+            (any::<[u8; 16]>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
+                |(id, size, pinned, timeout_ms)| StoreRequest::Create {
+                    id: ObjectId(id),
+                    size,
+                    pinned,
+                    timeout_ms
+                }
+            ),
+            (any::<[u8; 16]>(), any::<u64>()).prop_map(|(id, timeout_ms)| StoreRequest::Get {
+                id: ObjectId(id),
+                timeout_ms
+            }),
+            any::<[u8; 16]>().prop_map(|id| StoreRequest::Seal { id: ObjectId(id) }),
+            Just(StoreRequest::Stats),
+        ]
+    }
+
+    macro_rules! codec_properties {
+        ($module:ident, $ty:ty, $gen:expr) => {
+            mod $module {
+                use super::*;
+
+                proptest! {
+                    #[test]
+                    fn round_trip(msg in $gen) {
+                        let frame = encode(&msg).unwrap();
+                        let back: $ty = decode_frame(&frame, MAX).unwrap();
+                        prop_assert_eq!(back, msg);
+                    }
+
+                    #[test]
+                    fn truncated_frames_are_typed_errors(msg in $gen, cut in 0usize..400) {
+                        let frame = encode(&msg).unwrap();
+                        let cut = cut % frame.len();
+                        let r = decode_frame::<$ty>(&frame[..cut], MAX);
+                        prop_assert!(matches!(r, Err(CodecError::Truncated { .. })), "{:?}", r);
+                        let mut reader = &frame[..cut];
+                        let r = read_frame::<$ty>(&mut reader, MAX);
+                        prop_assert!(
+                            cut == 0 && matches!(r, Ok(None))
+                                || matches!(&r, Err(ReadError::Codec(CodecError::Truncated { got, .. })) if *got == cut as u64),
+                            "{:?}", r
+                        );
+                    }
+
+                    #[test]
+                    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                        let _ = decode_payload::<$ty>(&bytes);
+                        let mut frame = header(bytes.len() as u32).to_vec();
+                        frame.extend_from_slice(&bytes);
+                        let _ = decode_frame::<$ty>(&frame, MAX);
+                    }
+
+                    #[test]
+                    fn flipped_bits_never_panic(msg in $gen, pos in any::<usize>(), bit in 0u8..8) {
+                        let mut frame = encode(&msg).unwrap();
+                        let i = HEADER_LEN + pos % (frame.len() - HEADER_LEN).max(1);
+                        if i < frame.len() {
+                            frame[i] ^= 1 << bit;
+                        }
+                        let _ = decode_frame::<$ty>(&frame, MAX);
+                    }
+                }
+            }
+        };
+    }
+
+    codec_properties!(local_request, LocalRequest, local());
+    codec_properties!(peer_request, PeerRequest, peer());
+    codec_properties!(store_request, StoreRequest, store());
+}

@@ -141,7 +141,7 @@ impl TaskService {
     pub(super) fn lookup_actor(
         self: &Arc<Self>,
         owner: Owner,
-        request_id: [u8; 16],
+        request_id: crate::ids::TaskId,
         namespace: String,
         name: String,
     ) {

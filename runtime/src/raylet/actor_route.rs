@@ -15,7 +15,7 @@
 
 use super::dispatch::{died, Action, Owner};
 use super::service::TaskService;
-use crate::ids::{ActorId, NodeId};
+use crate::ids::{ActorId, NodeId, TaskId};
 use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
 use crate::proto::raylet::{PeerActorResult, PeerRequest};
 use crate::proto::task::TaskSpec;
@@ -46,7 +46,7 @@ enum Location {
 
 /// Calls written to the stream and not answered yet, in send order; the
 /// spec is kept only while the call may be re-sent (AR-1).
-type InFlight = Arc<Mutex<VecDeque<(Owner, [u8; 16], Option<TaskSpec>)>>>;
+type InFlight = Arc<Mutex<VecDeque<(Owner, TaskId, Option<TaskSpec>)>>>;
 
 impl TaskService {
     /// Where `actor` lives, waiting while it has no node or is still on
@@ -153,7 +153,7 @@ impl TaskService {
         };
         self.actor_links.remove(&actor);
         rx.close();
-        let mut failed: Vec<(Owner, [u8; 16])> =
+        let mut failed: Vec<(Owner, TaskId)> =
             resend.into_iter().map(|(o, t)| (o, t.task_id)).collect();
         while let Ok((owner, task)) = rx.try_recv() {
             failed.push((owner, task.task_id));

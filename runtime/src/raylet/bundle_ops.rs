@@ -14,7 +14,7 @@ impl TaskService {
     pub(super) fn relay_pg_request(
         self: &Arc<Self>,
         owner: Owner,
-        request_id: [u8; 16],
+        request_id: crate::ids::TaskId,
         request: PgRequest,
     ) {
         let me = self.clone();

@@ -9,7 +9,7 @@
 use super::dispatch::Owner;
 use super::service::TaskService;
 use super::store_server::StoreServer;
-use crate::ids::ActorId;
+use crate::ids::{ActorId, TaskId};
 use crate::proto::codec;
 use crate::proto::common::Resources;
 use crate::proto::placement::{BundleOp, BundleReply};
@@ -72,7 +72,7 @@ async fn serve_stream(
             object,
             offset,
             len,
-        })) => serve_chunk(s, ObjectId(object), offset, len, server).await,
+        })) => serve_chunk(s, object, offset, len, server).await,
         Ok(Some(PeerRequest::ActorStream { actor_id })) => {
             tasks.serve_actor_stream(actor_id, s, r).await
         }
@@ -192,7 +192,7 @@ impl TaskService {
     }
 
     /// Sends a result down peer stream `n`.
-    pub(super) fn reply_to_peer_stream(&self, n: u64, task_id: [u8; 16], outcome: Outcome) {
+    pub(super) fn reply_to_peer_stream(&self, n: u64, task_id: TaskId, outcome: Outcome) {
         let Some(tx) = self.peer_sinks.get(&n) else {
             return;
         };

@@ -179,7 +179,7 @@ impl TaskService {
     }
 
     /// Routes a task's outcome to whoever waits for it, by its kind.
-    fn reply(&self, owner: Owner, task_id: [u8; 16], outcome: Outcome) {
+    fn reply(&self, owner: Owner, task_id: crate::ids::TaskId, outcome: Outcome) {
         match owner {
             Owner::Local(_) => self.send(owner, &LocalEvent::Finished { task_id, outcome }),
             Owner::Spilled(n) => {

@@ -5,17 +5,6 @@
 use super::dispatch::state::kind_name;
 use super::service::TaskService;
 use crate::proto::state::{ObjectInfo, StateQuery, StateReply, TaskInfo};
-use std::fmt::Write;
-
-/// `prefix` and the lowercase hex of `bytes`.
-fn hex_id(prefix: &str, bytes: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(prefix.len() + 32);
-    s.push_str(prefix);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
 
 impl TaskService {
     /// Answers a head's state query.
@@ -31,7 +20,7 @@ impl TaskService {
         let rows = self.disp().task_rows();
         rows.into_iter()
             .map(|r| TaskInfo {
-                task_id: hex_id("t-", &r.spec.task_id),
+                task_id: r.spec.task_id.to_string(),
                 job_id: r.spec.job_id,
                 name: r.spec.name.clone(),
                 function: r.spec.function.clone(),

@@ -272,28 +272,23 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
             timeout_ms,
         } => {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
-            create_waiting(server, client, ObjectId(id), size, pinned, timeout_ms)
+            create_waiting(server, client, id, size, pinned, timeout_ms)
         }
-        StoreRequest::Get { id, timeout_ms } => {
-            get_or_pull(server, client, ObjectId(id), timeout_ms)
-        }
+        StoreRequest::Get { id, timeout_ms } => get_or_pull(server, client, id, timeout_ms),
         StoreRequest::Seal { id } => {
-            let sealed = server.lock().seal(ObjectId(id), client);
+            let sealed = server.lock().seal(id, client);
             if let (Ok(()), Some(t)) = (&sealed, server.transfer.get()) {
-                let size = server
-                    .lock()
-                    .info(ObjectId(id))
-                    .map_or(0, |i| i.size as u64);
+                let size = server.lock().info(id).map_or(0, |i| i.size as u64);
                 let _guard = server.runtime.enter();
-                t.report(ObjectId(id), size);
+                t.report(id, size);
             }
             done(sealed)
         }
-        StoreRequest::Abort { id } => done(server.lock().abort(ObjectId(id), client)),
-        StoreRequest::Release { id } => done(server.lock().release(ObjectId(id), client)),
-        StoreRequest::Unpin { id } => done(server.lock().unpin(ObjectId(id))),
+        StoreRequest::Abort { id } => done(server.lock().abort(id, client)),
+        StoreRequest::Release { id } => done(server.lock().release(id, client)),
+        StoreRequest::Unpin { id } => done(server.lock().unpin(id)),
         StoreRequest::Info { id } => {
-            StoreResponse::Info(server.lock().info(ObjectId(id)).map(|i| WireObjectInfo {
+            StoreResponse::Info(server.lock().info(id).map(|i| WireObjectInfo {
                 size: i.size as u64,
                 sealed: i.sealed,
                 spilled: i.spilled,

@@ -80,7 +80,7 @@ impl Transfer {
         let link = self.link.clone();
         let req = HeadRequest::AddObjectLocation {
             node_id: self.node_id(),
-            object: id.0,
+            object: id,
             size,
         };
         tokio::spawn(async move {
@@ -129,7 +129,7 @@ impl Transfer {
         let me = self.node_id();
         let (size, nodes) = match self
             .link
-            .request(&HeadRequest::GetObjectLocations { object: id.0 })
+            .request(&HeadRequest::GetObjectLocations { object: id })
             .await
         {
             Ok(HeadResponse::ObjectLocations { size, nodes }) => (size, nodes),
@@ -269,7 +269,7 @@ async fn fetch_chunk(
     write_msg(
         &mut s,
         &PeerRequest::Pull {
-            object: id.0,
+            object: id,
             offset: off,
             len,
         },

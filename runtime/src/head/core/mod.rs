@@ -320,7 +320,12 @@ impl HeadCore {
             .is_some_and(|n| n.state != NodeState::Dead)
     }
 
-    fn add_location(&mut self, node: NodeId, object: [u8; 16], size: u64) -> HeadResponse {
+    fn add_location(
+        &mut self,
+        node: NodeId,
+        object: prism_objectstore::ObjectId,
+        size: u64,
+    ) -> HeadResponse {
         if !self.is_live(node) {
             // HC-1: a dead node holds nothing.
             return bad(format!("node {node} is not alive; it cannot hold objects"));
@@ -329,7 +334,7 @@ impl HeadCore {
         HeadResponse::Ok
     }
 
-    fn locations(&self, object: &[u8; 16]) -> HeadResponse {
+    fn locations(&self, object: &prism_objectstore::ObjectId) -> HeadResponse {
         let (size, holders) = self.objects.locations(object).unwrap_or((0, Vec::new()));
         let nodes = holders
             .into_iter()

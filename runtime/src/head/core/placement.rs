@@ -19,9 +19,7 @@ use super::{Clock, Effect, HeadCore};
 use crate::head::pg_table::PlaceWork;
 use crate::ids::{NodeId, PlacementGroupId};
 use crate::proto::common::{NodeState, Resources};
-use crate::proto::placement::{
-    BundleOp, BundleReply, BundleSpec, PgState, PgStrategyWire,
-};
+use crate::proto::placement::{BundleOp, BundleReply, BundleSpec, PgState, PgStrategyWire};
 use prism_scheduler::{place_bundles, ClusterView, PgDecision, ResourceSet};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -277,14 +277,14 @@ impl Dispatcher {
     pub(super) fn actor_done(
         &mut self,
         actor: ActorId,
-        task_id: [u8; 16],
+        task_id: crate::ids::TaskId,
         outcome: Outcome,
     ) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(a) = self.actors.get_mut(&actor) else {
             return out;
         };
-        if task_id == actor.0 && a.phase == Phase::Creating {
+        if task_id == crate::ids::TaskId(actor.0) && a.phase == Phase::Creating {
             self.running.remove(&task_id);
             if let Outcome::Failed(f) = outcome {
                 let why = match f {
@@ -365,7 +365,7 @@ impl Dispatcher {
             self.actors.insert(actor, a);
             return out;
         }
-        self.running.remove(&actor.0);
+        self.running.remove(&crate::ids::TaskId(actor.0));
         let cause = match &failure {
             Failure::WorkerDied { detail, .. } => format!("its worker died ({detail})"),
             Failure::WorkerStartFailed { detail } => {
@@ -439,7 +439,7 @@ impl Dispatcher {
         if !a.replied {
             out.push(Action::Reply {
                 owner: a.create.owner,
-                task_id: actor.0,
+                task_id: crate::ids::TaskId(actor.0),
                 outcome: died(actor, reason.clone()),
             });
         }

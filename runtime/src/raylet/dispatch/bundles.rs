@@ -126,7 +126,7 @@ impl Dispatcher {
             });
         }
         // Running tasks are killed and answered now.
-        let running: Vec<[u8; 16]> = self
+        let running: Vec<crate::ids::TaskId> = self
             .running
             .iter()
             .filter(|(_, r)| !r.cancelled && mine(&r.task.spec.strategy))

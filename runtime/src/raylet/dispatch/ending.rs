@@ -7,7 +7,7 @@ use crate::proto::task::{Failure, Outcome, TaskKind};
 
 impl Dispatcher {
     /// The owner cancels a task.
-    pub fn cancel(&mut self, task_id: [u8; 16], force: bool) -> Vec<Action> {
+    pub fn cancel(&mut self, task_id: crate::ids::TaskId, force: bool) -> Vec<Action> {
         let mut out = Vec::new();
         // Actors end with `kill`, not `cancel`.
         let creation = |q: &Queued| matches!(q.spec.kind, TaskKind::CreateActor(_));

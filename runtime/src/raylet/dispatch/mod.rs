@@ -63,7 +63,7 @@ pub enum Action {
         /// Who.
         owner: Owner,
         /// The task.
-        task_id: [u8; 16],
+        task_id: crate::ids::TaskId,
         /// How.
         outcome: Outcome,
     },
@@ -131,7 +131,7 @@ impl Queued {
 enum WorkerState {
     Starting,
     Idle,
-    Busy([u8; 16]),
+    Busy(crate::ids::TaskId),
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ pub struct Dispatcher {
     view: ClusterView<NodeId>,
     policy: Scheduler,
     queue: ClassQueue<Queued>,
-    running: HashMap<[u8; 16], Running>,
+    running: HashMap<crate::ids::TaskId, Running>,
     workers: HashMap<WorkerId, Worker>,
     next_worker: WorkerId,
     max_idle: usize,
@@ -308,11 +308,11 @@ pub use actors::KILL_METHOD;
 pub fn kill_call(actor: ActorId, no_restart: bool) -> TaskSpec {
     let call = crate::proto::task::ActorCall {
         actor_id: actor,
-        caller: rand::random(),
+        caller: crate::ids::HandleId::random(),
         seq: 0,
     };
     let mut spec = TaskSpec::new(
-        rand::random(),
+        crate::ids::TaskId::random(),
         JobId([0; 16]),
         KILL_METHOD,
         "kill",

@@ -74,7 +74,7 @@ impl Dispatcher {
         );
     }
 
-    pub(super) fn task_of(&self, worker: WorkerId) -> Option<[u8; 16]> {
+    pub(super) fn task_of(&self, worker: WorkerId) -> Option<crate::ids::TaskId> {
         self.running
             .iter()
             .find(|(_, r)| r.worker == worker)
@@ -115,7 +115,7 @@ impl Dispatcher {
     pub fn task_done(
         &mut self,
         worker: WorkerId,
-        task_id: [u8; 16],
+        task_id: crate::ids::TaskId,
         outcome: Outcome,
     ) -> Vec<Action> {
         if let Some(actor) = self.workers.get(&worker).and_then(|w| w.actor) {

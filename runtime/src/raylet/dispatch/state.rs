@@ -78,7 +78,7 @@ mod tests {
         let mut d = Dispatcher::new(NodeId::random(), NodeResources::new(cpu.clone()));
         let job = JobId::random();
         let spec = |id: u8| {
-            let mut t = TaskSpec::new([id; 16], job, "f", "f", TaskKind::Task);
+            let mut t = TaskSpec::new(crate::ids::TaskId([id; 16]), job, "f", "f", TaskKind::Task);
             t.resources = Resources::from(&cpu);
             t
         };

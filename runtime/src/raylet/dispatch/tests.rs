@@ -12,7 +12,7 @@ fn node(cpus: u32) -> NodeResources {
 
 fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
     TaskSpec {
-        task_id: rand::random(),
+        task_id: crate::ids::TaskId::random(),
         job_id: job,
         function: "f".into(),
         name: "f".into(),
@@ -290,7 +290,7 @@ fn spills_back_to_a_peer_with_room_when_full() {
     let mut t = task(job, 1, 0);
     t.spilled = true;
     d2.submit(t.clone(), Owner::Local(1));
-    t.task_id = rand::random();
+    t.task_id = crate::ids::TaskId::random();
     let a = d2.submit(t, Owner::Local(1));
     assert!(a.iter().all(|x| !matches!(x, Action::Forward { .. })));
 }
@@ -356,7 +356,7 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
         vec![Outcome::Inline(vec![])]
     );
     let mut create = task(JobId::random(), 0, 0);
-    create.task_id = actor.0;
+    create.task_id = crate::ids::TaskId(actor.0);
     create.args = vec![ArgSpec::Inline(vec![])];
     create.kind = TaskKind::CreateActor(ActorCreate {
         actor_id: actor,
@@ -370,7 +370,7 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
     });
     let w = started(&d.submit(create, Owner::Local(1)))[0];
     d.worker_ready(w);
-    let a = d.task_done(w, actor.0, Outcome::Inline(vec![]));
+    let a = d.task_done(w, crate::ids::TaskId(actor.0), Outcome::Inline(vec![]));
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     let a = d.worker_died(
         w,

@@ -21,7 +21,7 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
     let kept = actor_on(&mut sim, victim, 1);
     let loc = HeadRequest::AddObjectLocation {
         node_id: victim,
-        object: [7; 16],
+        object: prism_objectstore::ObjectId([7; 16]),
         size: 10,
     };
     let _ = sim.core.handle(sim.now, Caller::Node, loc);
@@ -60,7 +60,9 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
     let r = sim.core.handle(
         sim.now,
         Caller::Node,
-        HeadRequest::GetObjectLocations { object: [7; 16] },
+        HeadRequest::GetObjectLocations {
+            object: prism_objectstore::ObjectId([7; 16]),
+        },
     );
     assert_eq!(
         r,
@@ -81,7 +83,7 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     let add = HeadRequest::AddObjectLocation {
         node_id: victim,
-        object: [8; 16],
+        object: prism_objectstore::ObjectId([8; 16]),
         size: 1,
     };
     assert!(matches!(

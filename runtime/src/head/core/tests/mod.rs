@@ -185,7 +185,13 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
         max_concurrency: 1,
         restarts: 0,
     };
-    let mut task = TaskSpec::new(actor.0, job, "C", "C::new", TaskKind::CreateActor(create));
+    let mut task = TaskSpec::new(
+        crate::ids::TaskId(actor.0),
+        job,
+        "C",
+        "C::new",
+        TaskKind::CreateActor(create),
+    );
     task.resources = Resources::from(&cpus(1));
     let submit = PeerSubmit {
         job: JobSpec {

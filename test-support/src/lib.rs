@@ -1,10 +1,12 @@
-//! Helpers for tests that start real `prism` processes on 127.0.0.1.
+//! Helpers for tests that start real `prism` processes on 127.0.0.1, shared
+//! by the workspace's integration tests (`tests/`) and `prism-ml`'s
+//! (`ml/tests/`). Dev-only: no crate that ships depends on it.
 //!
 //! Every process is owned by a guard that kills (SIGKILL) and reaps it on
 //! drop, so a failing test leaves nothing behind; daemons started through
 //! `prism start` (which detach) are found through their pid files and
-//! killed the same way.
-#![allow(dead_code)]
+//! killed the same way. Every [`Sandbox`] and [`Job`] has its own
+//! `PRISM_TEMP_DIR`, so tests never see each other's sessions.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -16,8 +18,23 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT_MS: u64 = 100;
 pub const DEAD_AFTER: u64 = 10;
 
-pub fn prism_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_prism")
+/// The `prism` binary of this build: `PRISM_TEST_BIN` if set, else the
+/// one next to the test binary's directory (`target/<profile>/prism`, which
+/// `cargo test --workspace` and the root package's tests build).
+pub fn find_prism_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PRISM_TEST_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("prism");
+    bin.is_file().then_some(bin)
+}
+
+/// [`find_prism_bin`], or a panic that says how to build it.
+pub fn prism_bin() -> PathBuf {
+    find_prism_bin().expect(
+        "no prism binary beside the test binary: run `cargo build -p prism-cli` (cargo test --workspace builds it)",
+    )
 }
 
 /// A temporary directory for session directories, and everything started in it.

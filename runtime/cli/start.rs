@@ -3,6 +3,7 @@
 
 use crate::TempDirArg;
 use anyhow::{anyhow, bail, Context};
+use prism::head::Persistence;
 use prism::node::{default_node_name, run_head_node, run_worker_node, HeadNodeOptions};
 use prism::raylet::resources::ResourceOverrides;
 use prism::raylet::RayletOptions;
@@ -23,6 +24,11 @@ pub struct StartArgs {
     /// With --head: run the head alone, without a raylet beside it.
     #[arg(long, requires = "head")]
     head_only: bool,
+    /// With --head: start a new cluster even if a head on this machine died
+    /// without `prism stop` (by default that cluster is recovered, on the
+    /// same address, from its session's head.db).
+    #[arg(long, requires = "head")]
+    fresh: bool,
     /// The head to join, HOST:PORT.
     #[arg(long, env = "PRISM_ADDRESS", required_unless_present = "head")]
     address: Option<String>,
@@ -213,6 +219,11 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             head_only: args.head_only,
             resources: overrides,
             labels,
+            persistence: if args.fresh {
+                Persistence::Fresh
+            } else {
+                Persistence::Recover
+            },
         };
         run_head_node(opts, session, stop_signal(), |r| {
             write_ready(ReadyInfo {
@@ -224,6 +235,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                     .raylet
                     .as_ref()
                     .map(|n| n.store_socket.display().to_string()),
+                recovered: r.recovered.clone(),
             });
             if args.session_dir.is_none() {
                 print_head_banner(&r.head_address.to_string(), &r.token.to_string(), session);
@@ -251,6 +263,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 node_id: Some(r.node_id.to_string()),
                 node_address: Some(r.address.to_string()),
                 store_socket: Some(r.store_socket.display().to_string()),
+                recovered: None,
             });
             if args.session_dir.is_none() {
                 println!(
@@ -277,10 +290,38 @@ fn print_head_banner(head: &str, token: &str, session: &SessionDir) {
     println!("To stop this machine's daemons:  prism stop");
 }
 
+/// A head session on this machine whose head died without `prism stop`
+/// (it left its `head.db` and `daemon.json`, and nothing runs there now):
+/// the cluster to recover, and the address it served.
+fn recoverable_head(temp: &std::path::Path) -> Option<(SessionDir, String)> {
+    SessionDir::list(temp).into_iter().find_map(|s| {
+        let daemon = s.read_json::<DaemonInfo>("daemon.json").ok()??;
+        if daemon.kind != "head" || s.is_live() || !s.file("head.db").exists() {
+            return None;
+        }
+        let info = s.read_json::<ClusterInfo>("cluster.json").ok()??;
+        Some((s, info.head_address))
+    })
+}
+
 /// Starts `prism start ... --block` as a detached daemon and waits until it is ready.
 fn daemonize(args: StartArgs) -> anyhow::Result<()> {
-    let session = SessionDir::create(&args.temp.temp_dir)?;
-    let log = std::fs::File::create(session.log_file())
+    let recover = (args.head && !args.fresh)
+        .then(|| recoverable_head(&args.temp.temp_dir))
+        .flatten();
+    let session = match &recover {
+        Some((s, _)) => {
+            // Its files (ready.json, sockets) describe the dead daemon.
+            s.clear_stale();
+            s.clone()
+        }
+        None => SessionDir::create(&args.temp.temp_dir)?,
+    };
+    // A recovered head's log goes on where the dead one's stopped.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(session.log_file())
         .with_context(|| format!("cannot create {}", session.log_file().display()))?;
     let exe = std::env::current_exe().context("cannot find the prism executable")?;
     // The token travels in the environment, not in argv (readable by every
@@ -297,6 +338,13 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
     argv.push("--block".into());
     argv.push("--session-dir".into());
     argv.push(session.path().display().to_string());
+    if let (Some((_, addr)), None) = (&recover, args.port) {
+        // The same address, so that the cluster's raylets find it again.
+        if let Some(port) = addr.rsplit(':').next() {
+            argv.push("--port".into());
+            argv.push(port.to_string());
+        }
+    }
     let mut cmd = std::process::Command::new(exe);
     cmd.args(&argv)
         .stdin(Stdio::null())
@@ -321,10 +369,12 @@ fn daemonize(args: StartArgs) -> anyhow::Result<()> {
     if waited.is_err() {
         // Never leave a daemon behind that this command could not confirm,
         // nor a session directory that looks like a node (its log's last
-        // lines are in the error).
+        // lines are in the error); a recovered one keeps its state.
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_dir_all(session.path());
+        if recover.is_none() {
+            let _ = std::fs::remove_dir_all(session.path());
+        }
     }
     waited
 }
@@ -365,6 +415,12 @@ fn wait_ready(
                 .read_json("cluster.json")?
                 .ok_or_else(|| anyhow!("daemon is ready but wrote no cluster.json"))?;
             if args.head {
+                if let Some(what) = &ready.recovered {
+                    println!(
+                        "Recovered cluster {what} from {}.",
+                        session.file("head.db").display()
+                    );
+                }
                 print_head_banner(&info.head_address, &info.token, session);
             } else {
                 println!(

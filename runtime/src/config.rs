@@ -74,6 +74,13 @@ settings! {
     /// operations, a state listing, handing over an actor's restart), in
     /// milliseconds.
     raylet_rpc_timeout_ms: u64 = 5_000, "PRISM_RAYLET_RPC_TIMEOUT_MS";
+    /// How long a raylet or driver keeps trying an unreachable head (while
+    /// it restarts) before a call that needs the head fails, in milliseconds.
+    head_wait_ms: u64 = 60_000, "PRISM_HEAD_WAIT_MS";
+    /// How long a recovered head waits for the nodes it knew to heartbeat
+    /// again before declaring them dead, in milliseconds (at least the dead
+    /// timeout).
+    recovery_grace_ms: u64 = 10_000, "PRISM_RECOVERY_GRACE_MS";
     /// How long `prism start` waits for its daemon to be ready, in milliseconds.
     start_timeout_ms: u64 = 30_000, "PRISM_START_TIMEOUT_MS";
     /// How long a task or actor that no node can run waits for one to join

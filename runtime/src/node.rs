@@ -3,7 +3,7 @@
 //! daemons and the embedded local cluster both come through here.
 
 use crate::config::Config;
-use crate::head::{run_head, HeadError, HeadSetup};
+use crate::head::{run_head, HeadError, HeadSetup, Persistence};
 use crate::raylet::resources::ResourceOverrides;
 use crate::raylet::{hostname, run_raylet, RayletError, RayletOptions, RayletReady};
 use crate::session::{ClusterInfo, SessionDir, SessionError};
@@ -45,6 +45,8 @@ pub struct HeadNodeOptions {
     pub resources: ResourceOverrides,
     /// The local raylet's labels.
     pub labels: Vec<(String, String)>,
+    /// Whether the head keeps its state across restarts.
+    pub persistence: Persistence,
 }
 
 /// A head node that serves.
@@ -56,6 +58,8 @@ pub struct HeadReady {
     pub token: JoinToken,
     /// The local raylet, unless head-only.
     pub raylet: Option<RayletReady>,
+    /// `c-… (N nodes, M actors, J jobs)` when this head recovered a cluster.
+    pub recovered: Option<String>,
 }
 
 /// The default node name: host and session directory, stable across restarts
@@ -76,7 +80,11 @@ pub async fn run_head_node(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&HeadReady),
 ) -> Result<(), NodeError> {
-    let setup = HeadSetup::create(opts.config.clone(), session)?;
+    let setup = HeadSetup::open(opts.config.clone(), session, opts.persistence)?;
+    let recovered = setup
+        .recovered
+        .as_ref()
+        .map(|s| format!("{} ({})", setup.cluster_id, s.summary()));
     let idle = Duration::from_millis(opts.config.idle_timeout_ms);
     let endpoint: Arc<dyn Endpoint> =
         Arc::new(QuicEndpoint::bind(opts.bind, &setup.identity()?, idle)?);
@@ -98,6 +106,7 @@ pub async fn run_head_node(
             head_address,
             token,
             raylet: None,
+            recovered,
         });
         shutdown.await;
         Ok(())
@@ -117,6 +126,7 @@ pub async fn run_head_node(
                 head_address,
                 token: token.clone(),
                 raylet: Some(r.clone()),
+                recovered: recovered.clone(),
             })
         })
         .await

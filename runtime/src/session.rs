@@ -71,6 +71,9 @@ pub struct ReadyInfo {
     /// The local object store's Unix socket.
     #[serde(default)]
     pub store_socket: Option<String>,
+    /// `c-… (N nodes, M actors, J jobs)` when this head recovered a cluster.
+    #[serde(default)]
+    pub recovered: Option<String>,
 }
 
 /// One session directory.

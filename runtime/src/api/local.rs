@@ -65,10 +65,7 @@ impl InitOptions {
 /// and stops the embedded cluster if this driver started one.
 #[derive(Debug)]
 pub struct Cluster {
-    head: Option<(
-        crate::transport::quic::QuicEndpoint,
-        crate::client::HeadClient,
-    )>,
+    head: Option<super::driver_link::DriverLink>,
     rt: Option<tokio::runtime::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     node: Option<tokio::task::JoinHandle<()>>,
@@ -106,14 +103,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         core::install(None);
-        if let Some((ep, client)) = self.head.take() {
-            client.close();
-            crate::transport::Endpoint::close(&ep);
-            if let Some(rt) = self.rt.as_ref() {
-                let _ = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await
-                });
-            }
+        if let (Some(link), Some(rt)) = (self.head.take(), self.rt.as_ref()) {
+            link.close(rt);
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -167,7 +158,7 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
             let (socket, token) = find_raylet(&config, &addr)?;
             let token = std::env::var("PRISM_TOKEN").ok().or(token);
             if submitted.is_none() {
-                head = register_driver(&rt, &config, &addr, token, job_id);
+                head = super::driver_link::DriverLink::register(&rt, &config, &addr, token, job_id);
             }
             (socket, None, None, None, false)
         }
@@ -283,6 +274,7 @@ fn start_embedded(
         head_only: false,
         resources: opts.resources,
         labels: Vec::new(),
+        persistence: crate::head::Persistence::Off,
     };
     let node = rt.spawn(async move {
         let ready = |r: &crate::node::HeadReady| {
@@ -295,6 +287,7 @@ fn start_embedded(
                         node_id: Some(raylet.node_id.to_string()),
                         node_address: Some(raylet.address.to_string()),
                         store_socket: Some(raylet.store_socket.display().to_string()),
+                        recovered: None,
                     },
                 );
                 let _ = ready_tx.send(raylet.task_socket.clone());
@@ -347,68 +340,4 @@ fn find_raylet(config: &Config, address: &str) -> Result<(PathBuf, Option<String
         "no raylet of the cluster at {address} runs on this machine (looked in {}); start one with `prism start --address {address} --token ...`",
         config.temp_dir.display()
     )))
-}
-
-/// Announces this driver's job to the head (`prism job list`); the job ends
-/// when the connection closes. A failure costs the job nothing but its row.
-fn register_driver(
-    rt: &tokio::runtime::Runtime,
-    config: &Config,
-    address: &str,
-    token: Option<String>,
-    job_id: JobId,
-) -> Option<(
-    crate::transport::quic::QuicEndpoint,
-    crate::client::HeadClient,
-)> {
-    use crate::proto::head::{HeadRequest, PeerRole};
-    use crate::transport::tls::ClientTrust;
-    use std::net::ToSocketAddrs;
-    let result: std::result::Result<_, String> = rt.block_on(async {
-        let token: crate::token::JoinToken = token
-            .ok_or("no join token (set PRISM_TOKEN)")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let head: SocketAddr = address
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())?
-            .next()
-            .ok_or("the address resolves to nothing")?;
-        let ep = crate::transport::quic::QuicEndpoint::client(if head.is_ipv4() {
-            [0u8; 4].into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        })
-        .map_err(|e| e.to_string())?;
-        let trust = ClientTrust::Pinned {
-            ca_fingerprint: token.ca_fingerprint.clone(),
-        };
-        let client = crate::client::HeadClient::connect(
-            &ep,
-            head,
-            &trust,
-            Some(&token),
-            PeerRole::Client,
-            config,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let entrypoint = std::env::args().collect::<Vec<_>>().join(" ");
-        client
-            .request(&HeadRequest::RegisterDriver {
-                job_id,
-                entrypoint,
-                pid: std::process::id(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((ep, client))
-    });
-    match result {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!("cannot register job {job_id} with the head: {e}");
-            None
-        }
-    }
 }

@@ -24,6 +24,7 @@ mod actor_worker;
 pub mod channel;
 mod connect;
 pub(crate) mod core;
+mod driver_link;
 mod error;
 mod local;
 mod object_ref;

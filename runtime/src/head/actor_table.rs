@@ -20,6 +20,8 @@ pub struct ActorTable {
     names: BTreeMap<(String, String), ActorId>,
     /// How to create each live actor again (its job and constructor task).
     creates: BTreeMap<ActorId, PeerSubmit>,
+    /// Actors whose durable row changed.
+    dirty: std::collections::BTreeSet<ActorId>,
 }
 
 /// What becomes of an actor whose node died.
@@ -52,6 +54,7 @@ impl ActorTable {
         if let Some(c) = create {
             self.creates.entry(info.actor_id).or_insert(c);
         }
+        self.dirty.insert(info.actor_id);
         self.actors.entry(info.actor_id).or_insert(info);
         Ok(())
     }
@@ -71,6 +74,7 @@ impl ActorTable {
         if a.state == ActorState::Dead {
             return; // AT-2
         }
+        self.dirty.insert(id);
         a.state = state;
         if let Some((n, addr)) = node {
             a.node_id = Some(n);
@@ -127,6 +131,7 @@ impl ActorTable {
     fn restart_elsewhere(&mut self, id: ActorId, node: NodeId, reason: &str) -> Option<PeerSubmit> {
         let a = self.actors.get_mut(&id)?;
         let mut create = self.creates.get(&id)?.clone();
+        self.dirty.insert(id);
         let TaskKind::CreateActor(c) = &mut create.task.kind else {
             return None;
         };
@@ -149,6 +154,34 @@ impl ActorTable {
         a.restarts = done + 1; // AT-3
         a.death_reason = Some(reason.to_string());
         Some(create)
+    }
+
+    /// A table recovered from durable rows (each actor with what recreates it).
+    pub fn restore(rows: Vec<(ActorInfo, Option<PeerSubmit>)>) -> ActorTable {
+        let mut t = ActorTable::default();
+        for (info, create) in rows {
+            if info.state != ActorState::Dead {
+                if let Some(name) = &info.name {
+                    t.names
+                        .insert((info.namespace.clone(), name.clone()), info.actor_id);
+                }
+            }
+            if let Some(c) = create {
+                t.creates.insert(info.actor_id, c);
+            }
+            t.actors.insert(info.actor_id, info);
+        }
+        t
+    }
+
+    /// What recreates `id` on another node, if it may move.
+    pub fn creation(&self, id: ActorId) -> Option<&PeerSubmit> {
+        self.creates.get(&id)
+    }
+
+    /// Actors whose durable row changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<ActorId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     /// One actor.

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 pub struct JobTable {
     jobs: BTreeMap<JobId, JobInfo>,
     stopping: Vec<JobId>,
+    /// Jobs whose durable row changed.
+    dirty: std::collections::BTreeSet<JobId>,
 }
 
 impl JobTable {
@@ -27,6 +29,7 @@ impl JobTable {
         submitted: bool,
         pid: Option<u32>,
     ) {
+        self.dirty.insert(id);
         self.jobs.insert(
             id,
             JobInfo {
@@ -53,6 +56,7 @@ impl JobTable {
             if j.state == JobState::Pending {
                 j.state = JobState::Running;
                 j.pid = Some(pid);
+                self.dirty.insert(id);
             }
         }
     }
@@ -80,6 +84,7 @@ impl JobTable {
             msg
         };
         j.end_ms = Some(now_ms);
+        self.dirty.insert(id);
         self.stopping.retain(|s| *s != id);
     }
 
@@ -102,6 +107,11 @@ impl JobTable {
     /// A registered driver's connection closed.
     pub fn disconnected(&mut self, now_ms: u64, id: JobId) {
         self.end(now_ms, id, JobState::Succeeded, None, None);
+    }
+
+    /// A driver that never came back (its outcome is unknown).
+    pub fn lost(&mut self, now_ms: u64, id: JobId, why: String) {
+        self.end(now_ms, id, JobState::Failed, None, Some(why));
     }
 
     /// A stop was asked; returns the pid to signal if it runs.
@@ -128,6 +138,29 @@ impl JobTable {
             }
             other => Err(format!("job {id} already ended ({other:?})")),
         }
+    }
+
+    /// A table recovered from durable rows.
+    pub fn restore(rows: Vec<JobInfo>) -> JobTable {
+        JobTable {
+            jobs: rows.into_iter().map(|j| (j.job_id, j)).collect(),
+            ..JobTable::default()
+        }
+    }
+
+    /// Jobs still running (or pending), for the shell to watch after a
+    /// recovery.
+    pub fn live(&self) -> Vec<JobInfo> {
+        self.jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Pending | JobState::Running))
+            .cloned()
+            .collect()
+    }
+
+    /// Jobs whose durable row changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     /// One job.

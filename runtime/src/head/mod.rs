@@ -17,6 +17,7 @@
 pub mod actor_table;
 pub mod core;
 mod dialer;
+pub mod durable;
 mod job_runner;
 pub mod job_table;
 mod listing;
@@ -25,6 +26,8 @@ pub mod object_directory;
 pub mod pg_table;
 mod server;
 mod shell;
+#[cfg(feature = "durable")]
+pub mod store_sqlite;
 
 pub use server::run_head;
 
@@ -46,9 +49,32 @@ pub enum HeadError {
     /// The head's actor could not start.
     #[error("head actor failed: {0}")]
     Actor(String),
+    /// The durable state could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] durable::StoreError),
+    /// A head to recover is missing part of its session.
+    #[error("cannot recover the cluster in {dir}: {why} (start with --fresh for a new cluster)")]
+    Recover {
+        /// The session directory.
+        dir: String,
+        /// What is missing.
+        why: String,
+    },
 }
 
-/// What a head needs to run: settings, its CA and its join token.
+/// Whether the head keeps its state across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// In memory only (an embedded cluster in a job binary).
+    Off,
+    /// In the session's `head.db`; a head that died is recovered from it.
+    Recover,
+    /// In the session's `head.db`, starting a new cluster whatever it holds.
+    Fresh,
+}
+
+/// What a head needs to run: settings, its CA and its join token, and, for
+/// a durable head, its store and what it recovered.
 #[derive(Debug)]
 pub struct HeadSetup {
     /// Settings.
@@ -61,6 +87,10 @@ pub struct HeadSetup {
     pub cluster_id: ClusterId,
     /// The head's session directory (job binaries and logs).
     pub session_dir: std::path::PathBuf,
+    /// Where changes are kept (DH-1).
+    pub store: Option<Box<dyn durable::DurableStore>>,
+    /// The rows of the cluster this head recovers.
+    pub recovered: Option<durable::Snapshot>,
 }
 
 impl HeadSetup {
@@ -76,11 +106,80 @@ impl HeadSetup {
             token,
             cluster_id: ClusterId::random(),
             session_dir: session.path().to_path_buf(),
+            store: None,
+            recovered: None,
         })
+    }
+
+    /// A head for `session` with `persistence`: a new cluster, or the one a
+    /// head that died left in the session's `head.db` (its CA, token and
+    /// rows).
+    pub fn open(
+        config: Config,
+        session: &SessionDir,
+        persistence: Persistence,
+    ) -> Result<HeadSetup, HeadError> {
+        match persistence {
+            Persistence::Off => HeadSetup::create(config, session),
+            #[cfg(feature = "durable")]
+            Persistence::Recover | Persistence::Fresh => {
+                open_durable(config, session, persistence == Persistence::Fresh)
+            }
+            #[cfg(not(feature = "durable"))]
+            Persistence::Recover | Persistence::Fresh => {
+                tracing::warn!(
+                    "this build has no durable head (feature `durable`); its state lives in memory"
+                );
+                HeadSetup::create(config, session)
+            }
+        }
     }
 
     /// The certificate the head serves with.
     pub fn identity(&self) -> Result<NodeIdentity, HeadError> {
         Ok(self.ca.issue("head")?)
     }
+}
+
+#[cfg(feature = "durable")]
+fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<HeadSetup, HeadError> {
+    use store_sqlite::{Opened, SqliteStore};
+    let (mut store, opened) = SqliteStore::open(&session.file("head.db"))?;
+    if let (
+        Opened::Recovered {
+            cluster_id,
+            snapshot,
+        },
+        false,
+    ) = (opened, fresh)
+    {
+        let dir = session.path().display().to_string();
+        let missing = |what: &str| HeadError::Recover {
+            dir: dir.clone(),
+            why: format!("{what} is missing"),
+        };
+        let cert = session.read("ca.pem")?.ok_or_else(|| missing("ca.pem"))?;
+        let key = session.read("ca.key")?.ok_or_else(|| missing("ca.key"))?;
+        let info = session
+            .read_json::<crate::session::ClusterInfo>("cluster.json")?
+            .ok_or_else(|| missing("cluster.json"))?;
+        let token: JoinToken = info.token.parse().map_err(|e| HeadError::Recover {
+            dir: dir.clone(),
+            why: format!("its join token does not parse: {e}"),
+        })?;
+        store.resume()?;
+        return Ok(HeadSetup {
+            config,
+            ca: ClusterCa::load(&cert, &key)?,
+            token,
+            cluster_id,
+            session_dir: session.path().to_path_buf(),
+            store: Some(Box::new(store)),
+            recovered: Some(snapshot),
+        });
+    }
+    let mut setup = HeadSetup::create(config, session)?;
+    store.begin_cluster(setup.cluster_id)?;
+    setup.store = Some(Box::new(store));
+    Ok(setup)
 }

@@ -13,6 +13,10 @@
 //!   a suspect node makes it alive again.
 //! - NT-3: registering a name whose previous incarnation is still alive
 //!   declares that incarnation dead (replaced).
+//! - NT-4: a head recovered from its durable rows counts every node that was
+//!   live as alive from the moment of recovery: it has the recovery grace
+//!   (at least a dead timeout) to heartbeat again, its id still known,
+//!   before it is declared dead.
 
 use crate::ids::NodeId;
 use crate::proto::common::{NodeState, NodeStatus, Resources};
@@ -58,6 +62,9 @@ pub struct NodeEntry {
     pub death_reason: Option<String>,
     /// Its last heartbeat (or registration).
     pub last_heartbeat: Instant,
+    /// The SHA-256 of the certificate it registered with: only a connection
+    /// presenting that certificate may speak for this node id.
+    pub cert: Option<[u8; 32]>,
 }
 
 /// Something the shell should log or act on.
@@ -101,6 +108,8 @@ pub struct NodeTable {
     events: VecDeque<NodeEvent>,
     max_dead: usize,
     dead_order: VecDeque<NodeId>,
+    /// Nodes whose durable row changed (registration, death, eviction).
+    dirty: std::collections::BTreeSet<NodeId>,
 }
 
 impl NodeTable {
@@ -113,7 +122,48 @@ impl NodeTable {
             events: VecDeque::new(),
             max_dead: 1000,
             dead_order: VecDeque::new(),
+            dirty: Default::default(),
         }
+    }
+
+    /// A table recovered from durable rows: every node that was live is
+    /// alive again as of `now`, with `grace` (at least a dead timeout) to
+    /// heartbeat (NT-4); dead ones stay dead.
+    pub fn restore(
+        detector: FailureDetector,
+        now: Instant,
+        grace: std::time::Duration,
+        rows: Vec<NodeEntry>,
+    ) -> NodeTable {
+        // Silence is counted from `last_heartbeat`: a grace longer than the
+        // dead timeout starts the count later.
+        let extra = grace.saturating_sub(detector.dead_timeout());
+        let mut t = NodeTable::new(detector);
+        for mut n in rows {
+            let inc = t.incarnations.entry(n.reg.node_name.clone()).or_insert(0);
+            *inc = (*inc).max(n.incarnation);
+            if n.state == NodeState::Dead {
+                t.dead_order.push_back(n.id);
+            } else {
+                n.state = NodeState::Alive;
+                n.last_heartbeat = now + extra;
+            }
+            t.nodes.insert(n.id, n);
+        }
+        t
+    }
+
+    /// Binds node `id` to the certificate it registered with.
+    pub fn bind_cert(&mut self, id: NodeId, cert: [u8; 32]) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.cert = Some(cert);
+            self.dirty.insert(id);
+        }
+    }
+
+    /// Nodes whose durable row changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     /// The detector settings.
@@ -152,10 +202,12 @@ impl NodeTable {
                 state: NodeState::Alive,
                 death_reason: None,
                 last_heartbeat: now,
+                cert: None,
             },
         );
         self.events
             .push_back(NodeEvent::Registered { id, incarnation });
+        self.dirty.insert(id);
         incarnation
     }
 
@@ -236,10 +288,12 @@ impl NodeTable {
             n.available = ResourceSet::new();
             self.events.push_back(NodeEvent::Died { id, reason });
             self.dead_order.push_back(id);
+            self.dirty.insert(id);
         }
         while self.dead_order.len() > self.max_dead {
             if let Some(old) = self.dead_order.pop_front() {
                 self.nodes.remove(&old);
+                self.dirty.insert(old);
             }
         }
     }

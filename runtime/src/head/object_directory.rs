@@ -8,6 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 #[derive(Debug, Default)]
 pub struct ObjectDirectory {
     objects: HashMap<prism_objectstore::ObjectId, (u64, BTreeSet<NodeId>)>,
+    /// Objects whose durable row changed.
+    dirty: BTreeSet<prism_objectstore::ObjectId>,
 }
 
 impl ObjectDirectory {
@@ -19,14 +21,34 @@ impl ObjectDirectory {
             .or_insert((size, BTreeSet::new()));
         e.0 = size;
         e.1.insert(node);
+        self.dirty.insert(object);
     }
 
     /// Forgets every copy on a dead node (OD-1).
     pub fn remove_node(&mut self, node: NodeId) {
-        self.objects.retain(|_, (_, nodes)| {
-            nodes.remove(&node);
+        let dirty = &mut self.dirty;
+        self.objects.retain(|id, (_, nodes)| {
+            if nodes.remove(&node) {
+                dirty.insert(*id);
+            }
             !nodes.is_empty()
         });
+    }
+
+    /// A directory recovered from durable rows.
+    pub fn restore(rows: Vec<(prism_objectstore::ObjectId, u64, Vec<NodeId>)>) -> ObjectDirectory {
+        ObjectDirectory {
+            objects: rows
+                .into_iter()
+                .map(|(id, size, nodes)| (id, (size, nodes.into_iter().collect())))
+                .collect(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Objects whose durable row changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<prism_objectstore::ObjectId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     /// The object's size and holders.

@@ -40,6 +40,8 @@ pub struct PgTable {
     tombstones: std::collections::VecDeque<PlacementGroupId>,
     /// The most recently created groups, newest last.
     created_order: std::collections::VecDeque<PlacementGroupId>,
+    /// Groups whose durable row changed (or that were forgotten).
+    dirty: std::collections::BTreeSet<PlacementGroupId>,
 }
 
 /// Recently created groups remembered for `recent_created`.
@@ -63,6 +65,7 @@ impl PgTable {
             return Ok(());
         }
         let n = req.bundles.len();
+        self.dirty.insert(req.pg);
         let tombstoned = self.tombstones.contains(&req.pg);
         self.groups.insert(
             req.pg,
@@ -132,6 +135,7 @@ impl PgTable {
         if g.state == PgState::Removed {
             return false;
         }
+        self.dirty.insert(pg);
         for (i, node, addr) in at {
             if let Some(slot) = g.nodes.get_mut(*i as usize) {
                 *slot = Some(*node);
@@ -155,6 +159,7 @@ impl PgTable {
             if g.state == PgState::Removed {
                 return;
             }
+            self.dirty.insert(pg);
             if g.state != PgState::Rescheduling {
                 g.state = if infeasible {
                     PgState::Infeasible
@@ -193,6 +198,7 @@ impl PgTable {
             }
         }
         g.state = PgState::Removed;
+        self.dirty.insert(pg);
         g.reason = Some(reason.to_string());
         g.nodes.iter_mut().for_each(|n| *n = None);
         g.addresses.iter_mut().for_each(String::clear);
@@ -200,6 +206,7 @@ impl PgTable {
         while self.removed_order.len() > KEEP_REMOVED {
             if let Some(old) = self.removed_order.pop_front() {
                 self.groups.remove(&old);
+                self.dirty.insert(old);
             }
         }
         Ok(nodes)
@@ -219,11 +226,37 @@ impl PgTable {
                 }
             }
             g.state = PgState::Rescheduling;
+            self.dirty.insert(g.pg);
             g.reschedules += 1;
             g.reason = Some(format!("node {node} died; placing its bundles again"));
             hit.push(g.pg);
         }
         hit
+    }
+
+    /// A table recovered from durable rows. A group that was not created
+    /// may have bundles prepared on raylets by a reservation the head did not
+    /// live to record: it starts again from no node (the core gives back
+    /// whatever raylets hold for it before placing it again).
+    pub fn restore(rows: Vec<PgInfo>) -> PgTable {
+        let mut t = PgTable::default();
+        for mut g in rows {
+            match g.state {
+                PgState::Removed => t.removed_order.push_back(g.pg),
+                PgState::Created => t.created_order.push_back(g.pg),
+                _ => {
+                    g.nodes.iter_mut().for_each(|n| *n = None);
+                    g.addresses.iter_mut().for_each(String::clear);
+                }
+            }
+            t.groups.insert(g.pg, g);
+        }
+        t
+    }
+
+    /// Groups whose durable row changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<PlacementGroupId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     /// Other groups of `pg`'s job created recently and still created.

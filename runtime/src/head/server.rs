@@ -4,7 +4,7 @@
 //! only: binary uploads to the [`JobRunner`]'s cache, job logs from its
 //! files, and task/object listings gathered from the raylets.
 
-use super::core::{Caller, HeadCore};
+use super::core::{Caller, Clock, HeadCore};
 use super::dialer::RayletDialer;
 use super::job_runner::JobRunner;
 use super::node_table::FailureDetector;
@@ -36,7 +36,7 @@ struct Ctx {
 
 /// Runs the head on a bound endpoint until `shutdown` resolves.
 pub async fn run_head(
-    setup: HeadSetup,
+    mut setup: HeadSetup,
     endpoint: Arc<dyn Endpoint>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), HeadError> {
@@ -59,8 +59,19 @@ pub async fn run_head(
         head_address.clone(),
         setup.token.to_string(),
     );
-    let core = HeadCore::new(setup.cluster_id, head_address, detector);
-    let shell = Shell::new(core, dialer.clone(), jobs.clone());
+    let core = match setup.recovered.take() {
+        Some(snapshot) => HeadCore::restore(
+            setup.cluster_id,
+            head_address,
+            detector,
+            Duration::from_millis(cfg.recovery_grace_ms),
+            Clock::now(),
+            snapshot,
+        ),
+        None => HeadCore::new(setup.cluster_id, head_address, detector),
+    };
+    let orphans = core.live_jobs();
+    let shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());
     let (actor, handle) = Actor::spawn(None, HeadActor, shell)
         .await
         .map_err(|e| HeadError::Actor(e.to_string()))?;
@@ -86,16 +97,45 @@ pub async fn run_head(
             }
         })
     };
+    watch_orphaned_drivers(&actor, orphans);
     info!(address = %endpoint.local_addr(), cluster = %setup.cluster_id, "head serving");
-    tokio::select! {
-        _ = shutdown => info!("head shutting down"),
-        _ = accept_loop(endpoint.clone(), ctx) => warn!("head endpoint closed"),
+    let clean = tokio::select! {
+        _ = shutdown => {
+            info!("head shutting down");
+            true
+        }
+        _ = accept_loop(endpoint.clone(), ctx) => {
+            warn!("head endpoint closed");
+            false
+        }
+    };
+    if clean {
+        // Stopped on purpose: the next start is a new cluster.
+        let _ = ractor::call!(actor, HeadMsg::CleanStop);
     }
     ticker.abort();
     endpoint.close();
     actor.stop(None);
     let _ = handle.await;
     Ok(())
+}
+
+/// Submitted jobs whose drivers were the previous head's children: their
+/// exits cannot be waited for, so their pids are watched until they go.
+fn watch_orphaned_drivers(actor: &ActorRef<HeadMsg>, jobs: Vec<crate::proto::head::JobInfo>) {
+    for job in jobs.into_iter().filter(|j| j.submitted) {
+        let Some(pid) = job.pid else { continue };
+        let actor = actor.clone();
+        tokio::spawn(async move {
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let detail = format!(
+                "its driver (pid {pid}) exited while the head was away or after it restarted; its exit status is unknown"
+            );
+            let _ = actor.cast(HeadMsg::JobExited(job.job_id, None, detail));
+        });
+    }
 }
 
 async fn accept_loop(endpoint: Arc<dyn Endpoint>, ctx: Arc<Ctx>) {
@@ -160,8 +200,8 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
             (refuse(ErrorKind::BadRequest, e.to_string()), None)
         }
         Ok(Some(HeadRequest::Hello { version, token, .. })) if version == PROTOCOL_VERSION => {
-            if conn.peer() == PeerIdentity::ClusterNode {
-                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Node))
+            if let PeerIdentity::ClusterNode { cert } = conn.peer() {
+                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Node { cert }))
             } else if token.as_deref().is_some_and(|t| ctx.token.secret_matches(t)) {
                 (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Client))
             } else {
@@ -214,8 +254,8 @@ async fn serve_stream(
             }
             Err(e) => internal(e),
         },
-        HeadRequest::Register(reg) if caller == Caller::Node => {
-            ractor::call!(ctx.actor, HeadMsg::Register, reg).unwrap_or_else(internal)
+        HeadRequest::Register(reg) if caller.is_node() => {
+            ractor::call!(ctx.actor, HeadMsg::Register, reg, caller).unwrap_or_else(internal)
         }
         HeadRequest::UploadBinary { hash, len } => upload(&mut r, ctx, hash, len).await,
         HeadRequest::SubmitJob(sub) => {

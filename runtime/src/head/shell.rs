@@ -6,6 +6,7 @@
 
 use super::core::{Caller, Clock, Effect, HeadCore, Reply};
 use super::dialer::RayletDialer;
+use super::durable::{Change, DurableStore};
 use super::job_runner::{self, JobRunner};
 use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::head::{
@@ -18,14 +19,14 @@ use crate::raylet::workers::describe_exit;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What the head's actor hears.
 pub(super) enum HeadMsg {
     /// A request the core answers (now or later).
     Request(Caller, HeadRequest, RpcReplyPort<HeadResponse>),
     /// A raylet registers (the shell draws its id).
-    Register(RegisterNode, RpcReplyPort<HeadResponse>),
+    Register(RegisterNode, Caller, RpcReplyPort<HeadResponse>),
     /// A job submitted through the head (the shell draws its id).
     Submit(JobSubmission, RpcReplyPort<HeadResponse>),
     /// A job's row.
@@ -44,6 +45,10 @@ pub(super) enum HeadMsg {
     JobExited(JobId, Option<i32>, String),
     /// Time passes.
     Tick,
+    /// Commit what changed, then release the replies and effects it held.
+    Flush,
+    /// The head is stopping cleanly: mark the store so.
+    CleanStop(RpcReplyPort<()>),
 }
 
 /// The actor's state: the core and what carries out its effects.
@@ -53,24 +58,93 @@ pub(super) struct Shell {
     pub(super) jobs: JobRunner,
     pub(super) me: Option<ActorRef<HeadMsg>>,
     waiters: HashMap<u64, RpcReplyPort<HeadResponse>>,
+    /// Where changes go before replies leave (DH-1); none: nothing is kept.
+    store: Option<Box<dyn DurableStore>>,
+    /// Changes not committed yet.
+    pending: Vec<Change>,
+    /// Replies held until the changes before them are committed.
+    held: Vec<(RpcReplyPort<HeadResponse>, HeadResponse)>,
+    /// A `Flush` is in the mailbox.
+    flushing: bool,
 }
 
 impl Shell {
-    pub(super) fn new(core: HeadCore, dialer: Arc<RayletDialer>, jobs: JobRunner) -> Shell {
+    pub(super) fn new(
+        core: HeadCore,
+        dialer: Arc<RayletDialer>,
+        jobs: JobRunner,
+        store: Option<Box<dyn DurableStore>>,
+    ) -> Shell {
         Shell {
             core,
             dialer,
             jobs,
             me: None,
             waiters: HashMap::new(),
+            store,
+            pending: Vec::new(),
+            held: Vec::new(),
+            flushing: false,
         }
     }
 
     fn reply(&mut self, reply: Reply, port: RpcReplyPort<HeadResponse>) {
-        // A dropped reply port means the caller gave up; nothing to do.
         match reply {
-            Reply::Now(r) => drop(port.send(r)),
+            Reply::Now(r) => self.held.push((port, r)),
             Reply::Later(waiter) => drop(self.waiters.insert(waiter, port)),
+        }
+    }
+
+    /// After each message: with a store, what changed is committed first
+    /// (batched: every message already in the mailbox joins the same
+    /// commit) and replies and effects wait for it; without one they go now.
+    fn settle(&mut self) {
+        if self.store.is_none() {
+            self.release();
+            return;
+        }
+        self.pending.extend(self.core.take_changes());
+        if self.pending.is_empty() && !self.flushing {
+            self.release();
+        } else if !self.flushing {
+            if let Some(me) = &self.me {
+                self.flushing = me.cast(HeadMsg::Flush).is_ok();
+            }
+        }
+    }
+
+    /// Commits the pending changes (DH-1), then releases.
+    fn flush(&mut self) {
+        self.flushing = false;
+        let changes = std::mem::take(&mut self.pending);
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.commit(&changes) {
+                error!(
+                    "cannot persist the head's state ({} changes): {e}",
+                    changes.len()
+                );
+            }
+        }
+        self.release();
+        // Carrying out effects may change more (a driver's pid).
+        self.settle();
+    }
+
+    /// Sends the held replies and carries out the effects.
+    fn release(&mut self) {
+        // A dropped reply port means the caller gave up; nothing to do.
+        for (port, r) in self.held.drain(..) {
+            let _ = port.send(r);
+        }
+        self.carry_out();
+    }
+
+    fn clean_stop(&mut self) {
+        self.flush();
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.mark_clean_stop() {
+                error!("cannot mark the head's state as cleanly stopped: {e}");
+            }
         }
     }
 
@@ -199,10 +273,14 @@ impl Actor for HeadActor {
                 let r = sh.core.handle(now, caller, req);
                 sh.reply(r, port)
             }
-            HeadMsg::Register(reg, port) => {
-                drop(port.send(sh.core.register(now, NodeId::random(), reg)))
+            HeadMsg::Register(reg, caller, port) => {
+                let r = sh.core.register(now, NodeId::random(), reg, caller);
+                sh.reply(Reply::Now(r), port)
             }
-            HeadMsg::Submit(sub, port) => drop(port.send(sh.submit(now, sub))),
+            HeadMsg::Submit(sub, port) => {
+                let r = sh.submit(now, sub);
+                sh.reply(Reply::Now(r), port)
+            }
             HeadMsg::Job(id, port) => drop(port.send(sh.core.job(id).cloned())),
             HeadMsg::DriverGone(job) => sh.core.driver_gone(now, job),
             HeadMsg::Bundles { pass, node, result } => {
@@ -211,8 +289,17 @@ impl Actor for HeadActor {
             HeadMsg::RestartFailed(actor, why) => sh.core.restart_failed(actor, &why),
             HeadMsg::JobExited(job, code, detail) => sh.core.job_exited(now, job, code, detail),
             HeadMsg::Tick => sh.core.tick(now),
+            HeadMsg::Flush => {
+                sh.flush();
+                return Ok(());
+            }
+            HeadMsg::CleanStop(port) => {
+                sh.clean_stop();
+                let _ = port.send(());
+                return Ok(());
+            }
         }
-        sh.carry_out();
+        sh.settle();
         Ok(())
     }
 }

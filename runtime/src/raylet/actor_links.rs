@@ -10,7 +10,6 @@ use crate::proto::head::{ActorInfo, ActorState, HeadRequest, HeadResponse};
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -122,13 +121,11 @@ impl TaskService {
             let (tx, mut rx) = mpsc::unbounded_channel::<HeadRequest>();
             let me = self.clone();
             tokio::spawn(async move {
+                // The link waits (bounded) for a head that is away: reports
+                // queue here, in order, until it is back.
                 while let Some(req) = rx.recv().await {
-                    for attempt in 0..3 {
-                        match me.transfer.head_request(&req).await {
-                            Ok(_) => break,
-                            Err(e) if attempt == 2 => warn!("cannot report an actor's state: {e}"),
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        }
+                    if let Err(e) = me.transfer.head_request(&req).await {
+                        warn!("cannot report an actor's state: {e}");
                     }
                 }
             });

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// A lazily (re)connected, shared connection to the head.
 #[derive(Debug)]
@@ -43,38 +43,49 @@ impl HeadLink {
         }
     }
 
-    /// One request; reconnects once if the connection was lost.
+    /// One request. While the head is unreachable (restarting) it is tried
+    /// again, backing off, for up to `PRISM_HEAD_WAIT_MS`; a refusal is final.
     pub async fn request(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
-        let mut last = None;
-        for _ in 0..2 {
-            let client = {
-                let mut slot = self.client.lock().await;
-                if slot.is_none() {
-                    *slot = Some(
-                        HeadClient::connect(
-                            &*self.endpoint,
-                            self.head,
-                            &self.trust,
-                            None,
-                            PeerRole::Raylet,
-                            &self.config,
-                        )
-                        .await?,
-                    );
-                }
-                slot.clone()
-            };
-            let Some(client) = client else { continue };
-            match client.request(req).await {
+        let deadline = Instant::now() + Duration::from_millis(self.config.head_wait_ms);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.try_once(req).await {
                 Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e) if Instant::now() + backoff >= deadline => return Err(e),
                 Err(e) => {
-                    *self.client.lock().await = None;
-                    last = Some(e);
+                    debug!("the head is unreachable ({e}); trying again in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 ok => return ok,
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Unexpected("no connection to the head".into())))
+    }
+
+    /// Drops the cached connection (the head stopped answering): the next
+    /// request dials it again.
+    pub async fn reset(&self) {
+        if let Some(c) = self.client.lock().await.take() {
+            c.close();
+        }
+    }
+
+    async fn try_once(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
+        let client = {
+            let mut slot = self.client.lock().await;
+            if slot.is_none() {
+                *slot = Some(self.connect().await?);
+            }
+            slot.clone()
+        };
+        let Some(client) = client else {
+            return Err(ClientError::Unexpected("no connection to the head".into()));
+        };
+        let r = client.request(req).await;
+        if matches!(r, Err(ref e) if !matches!(e, ClientError::Refused { .. })) {
+            *self.client.lock().await = None;
+        }
+        r
     }
 }
 
@@ -133,6 +144,12 @@ pub struct Heartbeats<'a> {
 }
 
 impl Heartbeats<'_> {
+    /// How long a heartbeat or a reconnection may take before the head
+    /// counts as unreachable: a few intervals, at least a second.
+    fn patience(&self) -> Duration {
+        (self.interval * 4).max(Duration::from_secs(1))
+    }
+
     /// Runs until `shutdown`, then unregisters; returns the node's last id.
     pub async fn run(
         &self,
@@ -151,12 +168,16 @@ impl Heartbeats<'_> {
             }
             node.tick(Instant::now());
             let Some(c) = client.as_ref() else {
-                client = self
-                    .link
-                    .connect()
-                    .await
-                    .inspect_err(|e| warn!("head unreachable: {e}"))
-                    .ok();
+                // Short attempts, so a head that comes back is found within
+                // a few intervals.
+                client = match tokio::time::timeout(self.patience(), self.link.connect()).await {
+                    Ok(Ok(c)) => Some(c),
+                    Ok(Err(e)) => {
+                        warn!("head unreachable: {e}");
+                        None
+                    }
+                    Err(_) => None,
+                };
                 continue;
             };
             let (available, demand) = node.report(node_id);
@@ -165,7 +186,15 @@ impl Heartbeats<'_> {
                 available,
                 demand,
             };
-            match c.request(&beat).await {
+            let answer = tokio::time::timeout(self.patience(), c.request(&beat))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Unexpected(format!(
+                        "no heartbeat answer within {:?}",
+                        self.patience()
+                    )))
+                });
+            match answer {
                 Ok(HeadResponse::HeartbeatAck) => {
                     if let Ok(status) = c.status().await {
                         node.status(&status);
@@ -187,6 +216,8 @@ impl Heartbeats<'_> {
                     warn!("heartbeat failed ({e}); reconnecting to the head");
                     c.close();
                     client = None;
+                    // Requests should not wait on the dead connection either.
+                    self.link.reset().await;
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::proto::placement::{BundleOp, BundleReply};
 use crate::proto::raylet::{PeerActorResult, PeerRequest, PeerResponse, PeerTaskResponse};
 use crate::proto::task::{Failure, Outcome, PeerSubmit, TaskSpec, MAX_TASK_FRAME};
 use crate::transport::rpc::{read_msg, write_frame, write_msg, RpcError};
-use crate::transport::{BoxConn, Endpoint, PeerIdentity, RecvHalf, SendHalf};
+use crate::transport::{BoxConn, Endpoint, RecvHalf, SendHalf};
 use prism_objectstore::ObjectId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub async fn serve_peers(
         let tasks = tasks.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
-            if conn.peer() != PeerIdentity::ClusterNode {
+            if !conn.peer().is_node() {
                 conn.close("peer requests need a node certificate from the cluster CA");
                 return;
             }

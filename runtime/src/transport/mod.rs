@@ -20,14 +20,25 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type SendHalf = Box<dyn AsyncWrite + Send + Unpin>;
 /// The receiving half of a stream.
 pub type RecvHalf = Box<dyn AsyncRead + Send + Unpin>;
+impl PeerIdentity {
+    /// Whether the peer proved a node certificate from the cluster CA.
+    pub fn is_node(&self) -> bool {
+        matches!(self, PeerIdentity::ClusterNode { .. })
+    }
+}
+
 /// A shared connection.
 pub type BoxConn = Arc<dyn Connection>;
 
 /// Who is on the other end, as far as TLS proved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// The peer presented a certificate issued by the cluster CA.
-    ClusterNode,
+    /// The peer presented a certificate issued by the cluster CA; `cert` is
+    /// the SHA-256 of that certificate (what binds a node id to one raylet).
+    ClusterNode {
+        /// SHA-256 of the peer's certificate (DER).
+        cert: [u8; 32],
+    },
     /// The peer presented no certificate; it must prove itself with the token.
     Anonymous,
 }

@@ -117,7 +117,12 @@ impl QuicConnection {
         // rustls only hands over client certificates that the CA verifier accepted.
         let peer = match conn.peer_identity() {
             Some(any) => match any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>() {
-                Ok(chain) if !chain.is_empty() => PeerIdentity::ClusterNode,
+                Ok(chain) if !chain.is_empty() => {
+                    let digest = ring::digest::digest(&ring::digest::SHA256, chain[0].as_ref());
+                    let mut cert = [0u8; 32];
+                    cert.copy_from_slice(digest.as_ref());
+                    PeerIdentity::ClusterNode { cert }
+                }
                 _ => PeerIdentity::Anonymous,
             },
             None => PeerIdentity::Anonymous,

@@ -52,6 +52,53 @@ impl HeadCore {
         self.job_ended(now, id);
     }
 
+    /// A driver announces its job (or, after the head restarted, announces
+    /// it again: the row stays as it was).
+    pub(super) fn register_driver(
+        &mut self,
+        now: Clock,
+        id: JobId,
+        entrypoint: String,
+        pid: u32,
+    ) -> HeadResponse {
+        self.awaiting_drivers.remove(&id);
+        let running = self
+            .jobs
+            .get(id)
+            .is_some_and(|j| j.state == crate::proto::head::JobState::Running);
+        if !running {
+            self.jobs.add(now.wall_ms, id, entrypoint, false, Some(pid));
+        }
+        HeadResponse::Ok
+    }
+
+    /// After a recovery, the drivers of running jobs have `within` to
+    /// reconnect; a job whose driver does not is ended.
+    pub(super) fn await_drivers(&mut self, now: Clock, within: Duration) {
+        for j in self.jobs.live().into_iter().filter(|j| !j.submitted) {
+            self.awaiting_drivers.insert(j.job_id, now.at + within);
+        }
+    }
+
+    pub(super) fn drivers_tick(&mut self, now: Clock) {
+        let gone: Vec<JobId> = self
+            .awaiting_drivers
+            .iter()
+            .filter(|(_, by)| now.at >= **by)
+            .map(|(j, _)| *j)
+            .collect();
+        for id in gone {
+            self.awaiting_drivers.remove(&id);
+            info!(job = %id, "its driver did not reconnect after the head restarted; job ended");
+            self.jobs.lost(
+                now.wall_ms,
+                id,
+                "its driver did not reconnect after the head restarted (it may have ended while the head was away)".into(),
+            );
+            self.job_ended(now, id);
+        }
+    }
+
     /// A job's row.
     pub fn job(&self, id: JobId) -> Option<&JobInfo> {
         self.jobs.get(id)

@@ -29,12 +29,16 @@
 //!   restarting elsewhere is not pulled back, a dead node holds no object);
 //! - **HC-2** one placement pass at a time: two groups never race for the
 //!   same free resources, and a pass ends only when every raylet it asked
-//!   has answered (or its call failed).
+//!   has answered (or its call failed);
+//! - **HC-3** a node id is bound to the certificate that registered it: a
+//!   heartbeat, unregistration or object report for it from any other
+//!   certificate is refused (and logged), the real node unaffected.
 
 mod actors;
 mod groups;
 mod jobs;
 pub(crate) mod placement;
+mod recovery;
 #[cfg(test)]
 mod tests;
 
@@ -87,10 +91,21 @@ impl Clock {
 /// What a connection proved when it said hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// A node certificate from the cluster CA (raylets, the head's dialer).
-    Node,
+    /// A node certificate from the cluster CA (raylets, the head's dialer),
+    /// with the certificate's SHA-256.
+    Node {
+        /// SHA-256 of the certificate.
+        cert: [u8; 32],
+    },
     /// The join token without a certificate (drivers, the CLI).
     Client,
+}
+
+impl Caller {
+    /// Whether it proved a node certificate.
+    pub fn is_node(&self) -> bool {
+        matches!(self, Caller::Node { .. })
+    }
 }
 
 /// The answer to a request.
@@ -170,6 +185,9 @@ pub struct HeadCore {
     groups: PgTable,
     jobs: JobTable,
     demand: HashMap<NodeId, Vec<Demand>>,
+    /// Drivers of running jobs that must reconnect after a recovery, by
+    /// when (else their jobs end).
+    awaiting_drivers: HashMap<JobId, Instant>,
     placing: Placing,
     effects: VecDeque<Effect>,
 }
@@ -186,6 +204,7 @@ impl HeadCore {
             groups: PgTable::default(),
             jobs: JobTable::default(),
             demand: HashMap::new(),
+            awaiting_drivers: HashMap::new(),
             placing: Placing::default(),
             effects: VecDeque::new(),
         }
@@ -200,12 +219,23 @@ impl HeadCore {
     pub fn tick(&mut self, now: Clock) {
         self.nodes.tick(now.at);
         self.after_node_events(now);
+        self.drivers_tick(now);
         self.placement_tick(now);
     }
 
-    /// A raylet registers under the fresh id `id` (drawn by the shell).
-    pub fn register(&mut self, now: Clock, id: NodeId, reg: RegisterNode) -> HeadResponse {
+    /// A raylet registers under the fresh id `id` (drawn by the shell); the
+    /// id is bound to the certificate `caller` presented (HC-3).
+    pub fn register(
+        &mut self,
+        now: Clock,
+        id: NodeId,
+        reg: RegisterNode,
+        caller: Caller,
+    ) -> HeadResponse {
         let incarnation = self.nodes.handle_register(now.at, id, reg);
+        if let Caller::Node { cert } = caller {
+            self.nodes.bind_cert(id, cert);
+        }
         self.after_node_events(now);
         HeadResponse::Registered {
             node_id: id,
@@ -225,10 +255,17 @@ impl HeadCore {
             | R::Unregister { .. }
             | R::AddObjectLocation { .. }
             | R::Register(_)
-                if caller != Caller::Node =>
+                if !caller.is_node() =>
             {
                 needs_node(&req)
             }
+            R::Heartbeat { node_id, .. }
+            | R::Unregister { node_id }
+            | R::AddObjectLocation { node_id, .. }
+            | R::UpdateActor {
+                node: Some((node_id, _)),
+                ..
+            } if !self.speaks_for(caller, node_id) => impostor(node_id),
             R::Heartbeat {
                 node_id,
                 available,
@@ -258,11 +295,7 @@ impl HeadCore {
                 job_id,
                 entrypoint,
                 pid,
-            } => {
-                self.jobs
-                    .add(now.wall_ms, job_id, entrypoint, false, Some(pid));
-                HeadResponse::Ok
-            }
+            } => self.register_driver(now, job_id, entrypoint, pid),
             other => HeadResponse::Error {
                 kind: ErrorKind::Internal,
                 message: format!("the head's shell handles {}", request_name(&other)),
@@ -311,6 +344,15 @@ impl HeadCore {
                 .filter(|j| j.end_ms.is_some_and(|e| e >= since))
                 .map(|j| j.job_id)
                 .collect(),
+        }
+    }
+
+    /// HC-3: only the connection that presents the certificate a node
+    /// registered with may speak for that node.
+    fn speaks_for(&self, caller: Caller, node: NodeId) -> bool {
+        match (caller, self.nodes.node(node).and_then(|n| n.cert)) {
+            (Caller::Node { cert }, Some(bound)) => cert == bound,
+            _ => true,
         }
     }
 
@@ -388,6 +430,16 @@ fn bad(message: String) -> HeadResponse {
     HeadResponse::Error {
         kind: ErrorKind::BadRequest,
         message,
+    }
+}
+
+fn impostor(node: NodeId) -> HeadResponse {
+    warn!(%node, "refused a request for a node from a connection with another certificate");
+    HeadResponse::Error {
+        kind: ErrorKind::Unauthorized,
+        message: format!(
+            "node {node} registered with another certificate; this connection may not speak for it"
+        ),
     }
 }
 

@@ -24,7 +24,9 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
         object: prism_objectstore::ObjectId([7; 16]),
         size: 10,
     };
-    let _ = sim.core.handle(sim.now, Caller::Node, loc);
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, loc);
     sim.seen.clear();
 
     // The victim stops heartbeating: dead after 10 intervals.
@@ -59,7 +61,7 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
     // The directory forgot the victim's copy (OD-1).
     let r = sim.core.handle(
         sim.now,
-        Caller::Node,
+        Caller::Node { cert: [7; 32] },
         HeadRequest::GetObjectLocations {
             object: prism_objectstore::ObjectId([7; 16]),
         },
@@ -79,7 +81,9 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
         restarts: 0,
         reason: None,
     };
-    let _ = sim.core.handle(sim.now, Caller::Node, late);
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, late);
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     let add = HeadRequest::AddObjectLocation {
         node_id: victim,
@@ -87,7 +91,8 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
         size: 1,
     };
     assert!(matches!(
-        sim.core.handle(sim.now, Caller::Node, add),
+        sim.core
+            .handle(sim.now, Caller::Node { cert: [7; 32] }, add),
         Reply::Now(HeadResponse::Error { .. })
     ));
 }
@@ -131,4 +136,174 @@ fn node_only_requests_need_a_node_certificate() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn hc_3_a_node_id_speaks_only_through_the_certificate_that_registered_it() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let other = Caller::Node { cert: [8; 32] };
+    let beat = |node| HeadRequest::Heartbeat {
+        node_id: node,
+        available: Resources::default(),
+        demand: vec![],
+    };
+    match sim.core.handle(sim.now, other, beat(a)) {
+        Reply::Now(HeadResponse::Error { kind, message }) => {
+            assert_eq!(kind, ErrorKind::Unauthorized);
+            assert!(message.contains("another certificate"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bye = HeadRequest::Unregister { node_id: a };
+    assert!(matches!(
+        sim.core.handle(sim.now, other, bye),
+        Reply::Now(HeadResponse::Error { .. })
+    ));
+    // The real node is unaffected.
+    let real = Caller::Node { cert: [7; 32] };
+    assert_eq!(
+        sim.core.handle(sim.now, real, beat(a)),
+        Reply::Now(HeadResponse::HeartbeatAck)
+    );
+    let st = sim.core.status(sim.now);
+    assert_eq!(st.nodes[0].state, NodeState::Alive);
+}
+
+#[test]
+fn dh_2_a_recovered_core_holds_what_was_committed() {
+    use crate::head::durable::{Change, Snapshot};
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let pg = sim.pg(2, PgStrategyWire::StrictSpread);
+    let kept = actor_on(&mut sim, a, 1);
+    let loc = HeadRequest::AddObjectLocation {
+        node_id: b,
+        object: prism_objectstore::ObjectId([5; 16]),
+        size: 3,
+    };
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, loc);
+    // What a store would hold: every change, last write wins.
+    let mut rows = std::collections::BTreeMap::new();
+    for c in sim.core.take_changes() {
+        match c {
+            Change::Put(r) => {
+                rows.insert(r.key(), r);
+            }
+            Change::Delete(t, k) => {
+                rows.remove(&(t, k));
+            }
+        }
+    }
+    let snapshot = Snapshot::from_rows(rows.into_values());
+    let later = sim.now.after(Duration::from_secs(60));
+    let mut core = HeadCore::restore(
+        ClusterId::random(),
+        "127.0.0.1:6379".into(),
+        detector(),
+        Duration::ZERO,
+        later,
+        snapshot,
+    );
+    // Same node ids, alive (NT-4); the actor found by name; the group created.
+    let st = core.status(later);
+    let mut ids: Vec<NodeId> = st.nodes.iter().map(|n| n.node_id).collect();
+    ids.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(st.nodes.iter().all(|n| n.state == NodeState::Alive));
+    let named = HeadRequest::GetNamedActor {
+        namespace: "default".into(),
+        name: "kept".into(),
+    };
+    match core.handle(later, Caller::Client, named) {
+        Reply::Now(HeadResponse::Actor(Some(info))) => assert_eq!(info.actor_id, kept),
+        other => panic!("{other:?}"),
+    }
+    match core.handle(later, Caller::Client, pg_req(PgRequest::Get { pg })) {
+        Reply::Now(HeadResponse::PlacementGroup(Some(g))) => {
+            assert_eq!(g.state, PgState::Created);
+            assert!(g.nodes.iter().all(Option::is_some));
+        }
+        other => panic!("{other:?}"),
+    }
+    let where_ = HeadRequest::GetObjectLocations {
+        object: prism_objectstore::ObjectId([5; 16]),
+    };
+    assert!(matches!(
+        core.handle(later, Caller::Client, where_),
+        Reply::Now(HeadResponse::ObjectLocations { size: 3, .. })
+    ));
+    // A node that does not come back within the dead timeout is declared dead.
+    let beat = HeadRequest::Heartbeat {
+        node_id: a,
+        available: Resources::default(),
+        demand: vec![],
+    };
+    for i in 1..=15 {
+        let t = later.after(Duration::from_millis(100 * i));
+        let _ = core.handle(t, Caller::Node { cert: [7; 32] }, beat.clone());
+        core.tick(t);
+    }
+    let st = core.status(later.after(Duration::from_millis(1_500)));
+    let state = |n: NodeId| st.nodes.iter().find(|s| s.node_id == n).unwrap().state;
+    assert_eq!(state(a), NodeState::Alive);
+    assert_eq!(state(b), NodeState::Dead);
+}
+
+#[test]
+fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
+    use crate::head::durable::{Change, Snapshot};
+    let mut sim = Sim::new();
+    let a = sim.node("a", 1);
+    let b = sim.node("b", 1);
+    // A group whose prepares went out but whose replies the head never saw.
+    let create = PgCreate {
+        pg: PlacementGroupId::random(),
+        name: String::new(),
+        strategy: PgStrategyWire::StrictSpread,
+        bundles: vec![Resources::from(&cpus(1)); 2],
+        job: JobId::random(),
+        detached: false,
+    };
+    let pg = create.pg;
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Client, pg_req(PgRequest::Create(create)));
+    let _lost: Vec<Effect> = std::iter::from_fn(|| sim.core.poll_effect()).collect();
+    let rows: Vec<_> = sim
+        .core
+        .take_changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Put(r) => Some(r),
+            Change::Delete(..) => None,
+        })
+        .collect();
+    let mut core = HeadCore::restore(
+        ClusterId::random(),
+        "127.0.0.1:6379".into(),
+        detector(),
+        Duration::ZERO,
+        sim.now,
+        Snapshot::from_rows(rows),
+    );
+    core.tick(sim.now);
+    let first: Vec<Effect> = std::iter::from_fn(|| core.poll_effect()).collect();
+    let returned: Vec<NodeId> = first
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Bundles { node, ops, .. }
+                if ops.iter().any(|o| matches!(o, BundleOp::Return { pg: p, only, .. } if *p == pg && only.is_empty())) =>
+            {
+                Some(*node)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(returned.contains(&a) && returned.contains(&b), "{first:?}");
 }

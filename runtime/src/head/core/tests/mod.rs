@@ -62,7 +62,9 @@ impl Sim {
 
     pub(super) fn node(&mut self, name: &str, cpu: u32) -> NodeId {
         let id = NodeId::random();
-        let r = self.core.register(self.now, id, reg(name, cpu));
+        let r = self
+            .core
+            .register(self.now, id, reg(name, cpu), Caller::Node { cert: [7; 32] });
         assert!(matches!(r, HeadResponse::Registered { .. }));
         self.free.insert(id, cpus(cpu));
         self.run();
@@ -119,7 +121,9 @@ impl Sim {
                     available: Resources::from(&self.free[n]),
                     demand: vec![],
                 };
-                let _ = self.core.handle(self.now, Caller::Node, beat);
+                let _ = self
+                    .core
+                    .handle(self.now, Caller::Node { cert: [7; 32] }, beat);
             }
             self.core.tick(self.now);
             self.run();
@@ -206,7 +210,8 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
     };
     let req = HeadRequest::RegisterActor(info, Some(Box::new(submit)));
     assert_eq!(
-        sim.core.handle(sim.now, Caller::Node, req),
+        sim.core
+            .handle(sim.now, Caller::Node { cert: [7; 32] }, req),
         Reply::Now(HeadResponse::Ok)
     );
     let alive = HeadRequest::UpdateActor {
@@ -216,7 +221,9 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
         restarts: 0,
         reason: None,
     };
-    let _ = sim.core.handle(sim.now, Caller::Node, alive);
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, alive);
     actor
 }
 

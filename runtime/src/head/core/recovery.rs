@@ -1,0 +1,157 @@
+//! The head core's durable side: which rows changed since the last batch
+//! ([`HeadCore::take_changes`], for the shell to write before it replies,
+//! DH-1), and a core rebuilt from the rows of a head that died
+//! ([`HeadCore::restore`], DH-2).
+
+use super::{Clock, HeadCore};
+use crate::head::actor_table::ActorTable;
+use crate::head::durable::{ActorRow, Change, NodeRow, ObjectRow, Row, Snapshot};
+use crate::head::job_table::JobTable;
+use crate::head::node_table::{FailureDetector, NodeEntry, NodeTable};
+use crate::head::object_directory::ObjectDirectory;
+use crate::head::pg_table::PgTable;
+use crate::ids::ClusterId;
+use crate::proto::common::NodeState;
+use crate::proto::head::JobInfo;
+use crate::proto::placement::{BundleOp, PgState};
+use tracing::info;
+
+impl HeadCore {
+    /// Every durable row that changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for id in self.nodes.take_dirty() {
+            out.push(match self.nodes.node(id) {
+                Some(n) => Change::Put(Row::Node(NodeRow {
+                    id,
+                    reg: n.reg.clone(),
+                    incarnation: n.incarnation,
+                    dead: (n.state == NodeState::Dead)
+                        .then(|| n.death_reason.clone().unwrap_or_else(|| "dead".into())),
+                    cert: n.cert,
+                })),
+                None => Change::node_gone(id),
+            });
+        }
+        for id in self.actors.take_dirty() {
+            if let Some(info) = self.actors.get(id) {
+                let create = self.actors.creation(id).cloned();
+                out.push(Change::Put(Row::Actor(ActorRow {
+                    info: info.clone(),
+                    create,
+                })));
+            }
+        }
+        for pg in self.groups.take_dirty() {
+            out.push(match self.groups.get(pg) {
+                Some(g) => Change::Put(Row::Group(g.clone())),
+                None => Change::group_gone(pg),
+            });
+        }
+        for id in self.jobs.take_dirty() {
+            out.push(match self.jobs.get(id) {
+                Some(j) => Change::Put(Row::Job(j.clone())),
+                None => Change::job_gone(id),
+            });
+        }
+        for id in self.objects.take_dirty() {
+            out.push(match self.objects.locations(&id) {
+                Some((size, nodes)) => Change::Put(Row::Object(ObjectRow { id, size, nodes })),
+                None => Change::object_gone(id),
+            });
+        }
+        out
+    }
+
+    /// A core rebuilt from the rows of a head that died. Nodes that were
+    /// live have a dead timeout to heartbeat again (NT-4). A placement group
+    /// that was not created starts over: every live node is first told to
+    /// give back whatever it holds for it (a reservation the dead head did
+    /// not live to record), then it is placed again.
+    pub fn restore(
+        cluster_id: ClusterId,
+        head_address: String,
+        detector: FailureDetector,
+        grace: std::time::Duration,
+        now: Clock,
+        snapshot: Snapshot,
+    ) -> HeadCore {
+        let summary = snapshot.summary();
+        let mut core = HeadCore::new(cluster_id, head_address, detector);
+        let nodes: Vec<NodeEntry> = snapshot
+            .nodes
+            .into_iter()
+            .map(|r| {
+                let total = r.reg.resources.to_set();
+                NodeEntry {
+                    id: r.id,
+                    // Unknown until it heartbeats: nothing is planned on it
+                    // before its own report says what is free.
+                    available: prism_scheduler::ResourceSet::new(),
+                    total,
+                    reg: r.reg,
+                    incarnation: r.incarnation,
+                    state: if r.dead.is_some() {
+                        NodeState::Dead
+                    } else {
+                        NodeState::Alive
+                    },
+                    death_reason: r.dead,
+                    last_heartbeat: now.at,
+                    cert: r.cert,
+                }
+            })
+            .collect();
+        core.nodes = NodeTable::restore(detector, now.at, grace, nodes);
+        core.actors = ActorTable::restore(
+            snapshot
+                .actors
+                .into_iter()
+                .map(|a| (a.info, a.create))
+                .collect(),
+        );
+        let unfinished: Vec<_> = snapshot
+            .groups
+            .iter()
+            .filter(|g| g.state != PgState::Created)
+            .map(|g| g.pg)
+            .collect();
+        core.groups = PgTable::restore(snapshot.groups);
+        core.jobs = JobTable::restore(snapshot.jobs);
+        core.objects = ObjectDirectory::restore(
+            snapshot
+                .objects
+                .into_iter()
+                .map(|o| (o.id, o.size, o.nodes))
+                .collect(),
+        );
+        let live: Vec<(crate::ids::NodeId, String)> = core
+            .nodes
+            .nodes()
+            .filter(|n| n.state != NodeState::Dead)
+            .map(|n| (n.id, n.reg.address.clone()))
+            .collect();
+        for pg in &unfinished {
+            for (node, addr) in &live {
+                let op = BundleOp::Return {
+                    pg: *pg,
+                    reason: "the head restarted during its reservation".into(),
+                    only: Vec::new(),
+                };
+                core.placing.returns.push((*node, addr.clone(), op));
+            }
+        }
+        core.placing.nudge();
+        // Drivers have three dead timeouts (at least 30 s) to reconnect.
+        let window = (detector.dead_timeout() * 3).max(std::time::Duration::from_secs(30));
+        core.await_drivers(now, window);
+        info!(cluster = %cluster_id, "recovered cluster ({summary})");
+        core
+    }
+
+    /// Jobs that were running when the head died (the shell watches their
+    /// drivers again).
+    pub fn live_jobs(&self) -> Vec<JobInfo> {
+        self.jobs.live()
+    }
+}

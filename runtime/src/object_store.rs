@@ -78,6 +78,13 @@ pub enum ObjectError {
         /// The store's sentence.
         message: String,
     },
+    /// The object's last copy died with its node; only its owner can
+    /// rebuild it (from the task that made it).
+    #[error("{message}")]
+    Lost {
+        /// Which node held the last copy, and how it died.
+        message: String,
+    },
     /// The object lives on other nodes and could not be fetched from any.
     #[error("{message}")]
     TransferFailed {
@@ -166,6 +173,10 @@ impl StoreClient {
                 kind: StoreErrorKind::TransferFailed,
                 message,
             } => Err(ObjectError::TransferFailed { message }),
+            StoreResponse::Error {
+                kind: StoreErrorKind::Lost,
+                message,
+            } => Err(ObjectError::Lost { message }),
             StoreResponse::Error { kind, message } => Err(ObjectError::Refused { kind, message }),
             ok => Ok(ok),
         }

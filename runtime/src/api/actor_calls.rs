@@ -5,7 +5,7 @@
 use super::core::Core;
 use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
-use super::ownership::{Slot, SlotState};
+use super::ownership::Slot;
 use super::value::Value;
 use crate::proto::task::{LocalRequest, TaskKind, TaskSpec};
 use prism_objectstore::ObjectId;
@@ -73,8 +73,7 @@ impl Core {
         request: impl FnOnce(crate::ids::TaskId) -> LocalRequest,
     ) -> Result<T> {
         let request_id = ObjectId::random();
-        self.owned
-            .insert(request_id, Slot::new(what, SlotState::Pending));
+        self.owned.insert(request_id, Slot::for_request(what));
         let r: ObjectRef<T> = ObjectRef::owned(request_id, self.clone());
         self.send(&request(crate::ids::TaskId::of_result(request_id)))?;
         self.get::<T>(r.id(), Some(timeout))

@@ -9,7 +9,7 @@ use super::value::{Encoded, Value};
 use crate::ids::{JobId, NodeId};
 use crate::object_store::{ObjectError, StoreClient};
 use crate::proto::codec;
-use crate::proto::task::{LocalEvent, LocalRequest, Outcome, TaskSpec};
+use crate::proto::task::{Failure, LocalEvent, LocalRequest, Outcome, TaskSpec};
 use dashmap::DashMap;
 use prism_objectstore::ObjectId;
 use std::sync::atomic::Ordering;
@@ -19,6 +19,21 @@ use std::time::{Duration, Instant};
 /// Results and arguments up to this size travel inline in messages; larger
 /// ones go through the object store.
 pub const INLINE_MAX: usize = 100 * 1024;
+
+/// Why one try of a `get` gave no value.
+enum GetError {
+    /// The object is lost (its owner may rebuild it).
+    Lost(String),
+    /// Anything else.
+    Other(Error),
+}
+use GetError::{Lost, Other};
+
+impl From<Error> for GetError {
+    fn from(e: Error) -> Self {
+        Other(e)
+    }
+}
 
 /// How long a `get` without a timeout waits on the store before asking again.
 const FOREVER: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -129,7 +144,11 @@ impl Core {
     }
 
     fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
-        self.keepalive.remove(&id);
+        // A task's arguments stay with its lineage (LN-2: they may have to be
+        // rebuilt to run it again); anything else's go now.
+        if self.owned.get(id).is_none_or(|s| !s.has_lineage()) {
+            self.keepalive.remove(&id);
+        }
         let Some(name) = self.owned.get(id).map(|s| s.name.clone()) else {
             // The owner dropped every ref first: free a stored result.
             if let Outcome::Stored { node, .. } = outcome {
@@ -139,6 +158,24 @@ impl Core {
             }
             return;
         };
+        // LN-2: the task could not read an argument this process owns and
+        // can rebuild: rebuild the argument, then run the task again.
+        if let Outcome::Failed(Failure::ObjectLost { object, .. }) = &outcome {
+            let arg = *object;
+            if arg != id && self.rebuild(arg).is_ok() {
+                let me = self.clone();
+                let arg_slot = self.owned.get(arg);
+                self.handle.spawn(async move {
+                    if let Some(s) = arg_slot {
+                        s.ready().await;
+                    }
+                    if let Err(why) = me.rebuild(id) {
+                        me.fail(id, format!("an argument was rebuilt, but {why}"));
+                    }
+                });
+                return;
+            }
+        }
         let state = match outcome {
             Outcome::Inline(bytes) => {
                 let mut b = Encoded::with_capacity(bytes.len());
@@ -153,6 +190,18 @@ impl Core {
             self.store_copy(id, &b);
         }
         self.bump();
+    }
+
+    /// Ends an owned object's wait with `ObjectLost`.
+    fn fail(&self, id: ObjectId, detail: String) {
+        if let Some(slot) = self.owned.get(id) {
+            slot.set(SlotState::Failed(TaskError::ObjectLost {
+                task: slot.name.clone(),
+                object: id.to_string(),
+                detail,
+            }));
+            self.bump();
+        }
     }
 
     /// Copies an inline value into the store (idempotent).
@@ -174,6 +223,7 @@ impl Core {
     /// stays, OW-2; see the README's known gaps).
     pub(crate) fn release(&self, id: ObjectId) {
         if let Some(slot) = self.owned.release(id) {
+            self.keepalive.remove(&id);
             if slot.pinned() {
                 let _ = self.store.unpin(id);
             }
@@ -185,6 +235,7 @@ impl Core {
     /// it; readers holding a view keep it until they release it.
     pub(crate) fn free(&self, id: ObjectId) {
         if let Some(slot) = self.owned.free(id) {
+            self.keepalive.remove(&id);
             if slot.pinned() {
                 let _ = self.store.unpin(id);
             }
@@ -281,6 +332,33 @@ impl Core {
     /// The value of `id`, waiting up to `timeout` (forever when `None`).
     pub(crate) fn get<T: Value>(&self, id: ObjectId, timeout: Option<Duration>) -> Result<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.get_once(id, deadline, timeout) {
+                // LN-1: a lost object its owner can rebuild is made again.
+                Err(Lost(message)) => match self.rebuild(id) {
+                    Ok(()) => continue,
+                    Err(why) => {
+                        let name = self.owned.get(id).map_or("get".into(), |s| s.name.clone());
+                        return Err(TaskError::ObjectLost {
+                            task: name,
+                            object: id.to_string(),
+                            detail: format!("{message}; {why}"),
+                        }
+                        .into());
+                    }
+                },
+                Err(Other(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    fn get_once<T: Value>(
+        &self,
+        id: ObjectId,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<T, GetError> {
         let timed_out = |what: &str| Error::Timeout {
             what: what.to_string(),
             ms: timeout.map_or(0, |t| t.as_millis() as u64),
@@ -295,8 +373,8 @@ impl Core {
                     .ok_or_else(|| timed_out(&format!("task {} ({id})", slot.name)))?;
             }
             match state {
-                SlotState::Inline(b) => return T::decode(&b),
-                SlotState::Failed(e) => return Err(e.into()),
+                SlotState::Inline(b) => return Ok(T::decode(&b)?),
+                SlotState::Failed(e) => return Err(Error::from(e).into()),
                 SlotState::Stored | SlotState::Pending => {}
             }
         }
@@ -308,20 +386,51 @@ impl Core {
         };
         let view = match got {
             Ok(v) => v,
+            Err(ObjectError::Lost { message }) => return Err(Lost(message)),
             Err(ObjectError::Refused { .. }) if timeout.is_some() => {
-                return Err(timed_out(&format!("object {id}")))
+                return Err(timed_out(&format!("object {id}")).into())
             }
             Err(ObjectError::Refused { message, .. }) => {
-                return Err(TaskError::ObjectLost {
+                return Err(Error::from(TaskError::ObjectLost {
                     task: "get".into(),
                     object: id.to_string(),
                     detail: message,
-                }
+                })
                 .into())
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::from(e).into()),
         };
-        T::decode(&view)
+        Ok(T::decode(&view)?)
+    }
+
+    /// Runs the task that made `id` again (LN-1): only its owner can, only
+    /// for a task's result (a put's value or an actor call's result exists
+    /// nowhere else), and at most `max_retries` times.
+    pub(crate) fn rebuild(&self, id: ObjectId) -> std::result::Result<(), String> {
+        let Some(slot) = self.owned.get(id) else {
+            return Err("only its owner can rebuild it, and this process is not its owner".into());
+        };
+        let again = {
+            let mut lineage = slot.lineage.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(spec) = lineage.as_mut() else {
+                return Err(format!(
+                    "it was made by {}, which cannot be run again",
+                    slot.origin.describe()
+                ));
+            };
+            if spec.attempt >= spec.max_retries {
+                return Err(format!(
+                    "its task {} has no retries left to run again (max_retries {})",
+                    spec.name, spec.max_retries
+                ));
+            }
+            spec.attempt += 1;
+            spec.clone()
+        };
+        tracing::warn!(object = %id, task = %again.name, attempt = again.attempt, "rebuilding a lost object by running its task again");
+        slot.set(SlotState::Pending);
+        self.send(&LocalRequest::Submit(again))
+            .map_err(|e| e.to_string())
     }
 
     /// Waits until the object is ready (async `get`).

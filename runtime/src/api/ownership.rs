@@ -15,6 +15,13 @@
 //!   (`ow_1_an_escaped_inline_value_is_copied_whatever_the_order`).
 //! - **OW-2** an escaped object is never released by its last local ref
 //!   (other processes may read it through the refs it was archived in).
+//! - **LN-1** a task's result whose last copy died with its node is made
+//!   again by its owner, by running the task again (up to its
+//!   `max_retries`), when a `get` finds it lost; a put's value and an actor
+//!   call's result cannot be, and their loss is a typed `ObjectLost` saying
+//!   so. The task is kept (its lineage) as long as its object, no longer.
+//! - **LN-2** a task that failed because an argument its owner can rebuild
+//!   was lost runs again once that argument is rebuilt (recursively).
 
 use super::error::TaskError;
 use super::value::Encoded;
@@ -48,6 +55,49 @@ pub(crate) struct Slot {
     escaped: AtomicBool,
     /// This process holds a pinned copy in the store (unpinned on release).
     pub(crate) stored: AtomicBool,
+    /// What made it.
+    pub(crate) origin: Origin,
+    /// For a task's result: the task, kept while the object lives, to run
+    /// again if the object is lost (LN-1).
+    pub(crate) lineage: Mutex<Option<crate::proto::task::TaskSpec>>,
+}
+
+/// What made an owned object (whether it can be made again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `prism::put`, or an argument this process stored.
+    Put,
+    /// A task: it can run again.
+    Task,
+    /// An actor call (its actor's state moved on: it cannot run again).
+    ActorCall,
+    /// An actor's creation.
+    ActorCreation,
+    /// A request answered by the raylet.
+    Request,
+}
+
+impl Origin {
+    /// For error messages: `a put`, `an actor call`...
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Origin::Put => "a put",
+            Origin::Task => "a task",
+            Origin::ActorCall => "an actor call",
+            Origin::ActorCreation => "an actor's creation",
+            Origin::Request => "a request to the raylet",
+        }
+    }
+
+    /// What a spec of `kind` makes.
+    pub(crate) fn of(kind: &crate::proto::task::TaskKind) -> Origin {
+        use crate::proto::task::TaskKind;
+        match kind {
+            TaskKind::Task => Origin::Task,
+            TaskKind::ActorCall(_) => Origin::ActorCall,
+            TaskKind::CreateActor(_) => Origin::ActorCreation,
+        }
+    }
 }
 
 impl Slot {
@@ -59,7 +109,43 @@ impl Slot {
             notify: Notify::new(),
             escaped: AtomicBool::new(false),
             stored: AtomicBool::new(false),
+            origin: Origin::Put,
+            lineage: Mutex::new(None),
         })
+    }
+
+    /// A slot for what `spec` makes.
+    pub(crate) fn for_spec(spec: &crate::proto::task::TaskSpec) -> Arc<Slot> {
+        let mut s = Slot::new(&spec.name, SlotState::Pending);
+        if let Some(slot) = Arc::get_mut(&mut s) {
+            slot.origin = Origin::of(&spec.kind);
+        }
+        s
+    }
+
+    /// A slot for a request the raylet answers.
+    pub(crate) fn for_request(name: &str) -> Arc<Slot> {
+        let mut s = Slot::new(name, SlotState::Pending);
+        if let Some(slot) = Arc::get_mut(&mut s) {
+            slot.origin = Origin::Request;
+        }
+        s
+    }
+
+    /// Whether the task that made it is kept.
+    pub(crate) fn has_lineage(&self) -> bool {
+        self.lineage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Keeps the task that makes this object, with its arguments as sent,
+    /// so that it can run again (only a plain task's).
+    pub(crate) fn keep_lineage(&self, spec: &crate::proto::task::TaskSpec) {
+        if self.origin == Origin::Task {
+            *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
+        }
     }
 
     pub(crate) fn state(&self) -> SlotState {

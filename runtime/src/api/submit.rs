@@ -35,7 +35,7 @@ impl Core {
         in_order: bool,
     ) -> Result<ObjectRef<R>> {
         let task_id = spec.task_id.result();
-        let slot = Slot::new(&spec.name, SlotState::Pending);
+        let slot = Slot::for_spec(&spec);
         self.owned.insert(task_id, slot.clone());
         let r = ObjectRef::owned(task_id, self.clone());
         let mut specs = Vec::with_capacity(args.len());
@@ -84,6 +84,7 @@ impl Core {
         }
         spec.args = specs;
         if waits.is_empty() {
+            slot.keep_lineage(&spec);
             self.send(&LocalRequest::Submit(spec))?;
             return Ok(r);
         }
@@ -98,6 +99,7 @@ impl Core {
                     }
                 }
             }
+            slot.keep_lineage(&spec);
             self.send(&LocalRequest::Submit(spec))?;
             return Ok(r);
         }
@@ -116,6 +118,7 @@ impl Core {
             }
             // A blocking write inside the runtime: let tokio move other
             // tasks (in local mode, the raylet's) off this thread meanwhile.
+            slot.keep_lineage(&spec);
             let sent = tokio::task::block_in_place(|| me.send(&LocalRequest::Submit(spec)));
             if let Err(e) = sent {
                 slot.set(SlotState::Failed(TaskError::NodeDied {

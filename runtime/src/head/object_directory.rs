@@ -1,5 +1,7 @@
 //! Where sealed copies of objects live: a pure table, fed by raylets and
-//! pruned when a node dies (OD-1: a dead node is never named as a location).
+//! pruned when a node dies (OD-1: a dead node is never named as a location;
+//! OD-2: an object whose last copy died with its node is known as lost, so
+//! a reader is told at once and its owner can rebuild it).
 
 use crate::ids::NodeId;
 use std::collections::{BTreeSet, HashMap};
@@ -10,7 +12,14 @@ pub struct ObjectDirectory {
     objects: HashMap<prism_objectstore::ObjectId, (u64, BTreeSet<NodeId>)>,
     /// Objects whose durable row changed.
     dirty: BTreeSet<prism_objectstore::ObjectId>,
+    /// Objects whose last copy died with its node, and why (OD-2), oldest
+    /// first, at most [`KEEP_LOST`].
+    lost: HashMap<prism_objectstore::ObjectId, String>,
+    lost_order: std::collections::VecDeque<prism_objectstore::ObjectId>,
 }
+
+/// Lost objects remembered (so a `get` says lost, not "not yet").
+const KEEP_LOST: usize = 100_000;
 
 impl ObjectDirectory {
     /// Records a copy.
@@ -22,17 +31,40 @@ impl ObjectDirectory {
         e.0 = size;
         e.1.insert(node);
         self.dirty.insert(object);
+        // Rebuilt (or copied back): no longer lost.
+        self.lost.remove(&object);
     }
 
     /// Forgets every copy on a dead node (OD-1).
-    pub fn remove_node(&mut self, node: NodeId) {
+    pub fn remove_node(&mut self, node: NodeId, why: &str) {
         let dirty = &mut self.dirty;
+        let mut gone = Vec::new();
         self.objects.retain(|id, (_, nodes)| {
             if nodes.remove(&node) {
                 dirty.insert(*id);
+                if nodes.is_empty() {
+                    gone.push(*id);
+                }
             }
             !nodes.is_empty()
         });
+        for id in gone {
+            self.lost.insert(
+                id,
+                format!("its only copy was on node {node}, which died ({why})"),
+            );
+            self.lost_order.push_back(id);
+        }
+        while self.lost_order.len() > KEEP_LOST {
+            if let Some(old) = self.lost_order.pop_front() {
+                self.lost.remove(&old);
+            }
+        }
+    }
+
+    /// Why `object` has no copy left, if its last one died with its node.
+    pub fn lost(&self, object: &prism_objectstore::ObjectId) -> Option<&str> {
+        self.lost.get(object).map(String::as_str)
     }
 
     /// A directory recovered from durable rows.
@@ -43,6 +75,8 @@ impl ObjectDirectory {
                 .map(|(id, size, nodes)| (id, (size, nodes.into_iter().collect())))
                 .collect(),
             dirty: BTreeSet::new(),
+            lost: HashMap::new(),
+            lost_order: Default::default(),
         }
     }
 
@@ -71,8 +105,16 @@ mod tests {
         d.add(ObjectId([1; 16]), a, 10);
         d.add(ObjectId([1; 16]), b, 10);
         d.add(ObjectId([2; 16]), a, 5);
-        d.remove_node(a);
+        d.remove_node(a, "no heartbeat");
         assert_eq!(d.locations(&ObjectId([1; 16])), Some((10, vec![b])));
         assert_eq!(d.locations(&ObjectId([2; 16])), None);
+        // OD-2: an object whose last copy died is known as lost, until a
+        // copy is back.
+        assert!(d
+            .lost(&ObjectId([2; 16]))
+            .is_some_and(|w| w.contains("only copy")));
+        assert_eq!(d.lost(&ObjectId([1; 16])), None);
+        d.add(ObjectId([2; 16]), b, 5);
+        assert_eq!(d.lost(&ObjectId([2; 16])), None);
     }
 }

@@ -305,12 +305,15 @@ pub enum HeadResponse {
     },
     /// The node table.
     Status(ClusterStatus),
-    /// Live nodes holding an object, with their addresses (empty: unknown).
+    /// Live nodes holding an object, with their addresses (empty: unknown,
+    /// or lost).
     ObjectLocations {
         /// The object's size.
         size: u64,
         /// `(node, QUIC address)` of each copy.
         nodes: Vec<(NodeId, String)>,
+        /// Why no copy is left, when the last one died with its node.
+        lost: Option<String>,
     },
     /// Done.
     Ok,

@@ -121,6 +121,8 @@ pub enum StoreErrorKind {
     Spill,
     /// The object lives elsewhere and no copy could be fetched.
     TransferFailed,
+    /// The object's last copy died with its node.
+    Lost,
     /// The raylet serves as many local clients as it may; this one is refused.
     TooManyClients,
     /// Any other refusal.

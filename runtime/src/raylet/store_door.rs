@@ -244,6 +244,12 @@ fn get_or_pull(
                                 message: e.to_string(),
                             }
                         }
+                        Err(e @ PullError::Lost { .. }) => {
+                            return StoreResponse::Error {
+                                kind: StoreErrorKind::Lost,
+                                message: e.to_string(),
+                            }
+                        }
                     }
                 }
             }

@@ -57,6 +57,14 @@ pub enum PullError {
     /// The head knows no live copy (yet).
     #[error("no live copy of {0} is known to the head")]
     NoLocation(ObjectId),
+    /// Its last copy died with its node (only its owner can rebuild it).
+    #[error("object {id} is lost: {why}")]
+    Lost {
+        /// The object.
+        id: ObjectId,
+        /// Which node held the last copy, and how it died.
+        why: String,
+    },
     /// Every known copy failed.
     #[error("could not fetch {id} from any copy: {}", tried.join("; "))]
     Failed {

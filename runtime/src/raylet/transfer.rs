@@ -132,7 +132,12 @@ impl Transfer {
             .request(&HeadRequest::GetObjectLocations { object: id })
             .await
         {
-            Ok(HeadResponse::ObjectLocations { size, nodes }) => (size, nodes),
+            Ok(HeadResponse::ObjectLocations {
+                nodes,
+                lost: Some(why),
+                ..
+            }) if nodes.is_empty() => return Err(PullError::Lost { id, why }),
+            Ok(HeadResponse::ObjectLocations { size, nodes, .. }) => (size, nodes),
             Ok(other) => {
                 return Err(PullError::Failed {
                     id,

@@ -385,7 +385,8 @@ impl HeadCore {
                 (n.state != NodeState::Dead).then(|| (id, n.reg.address.clone()))
             })
             .collect();
-        HeadResponse::ObjectLocations { size, nodes }
+        let lost = self.objects.lost(object).map(str::to_string);
+        HeadResponse::ObjectLocations { size, nodes, lost }
     }
 
     /// What node-table events imply for the other tables.
@@ -408,7 +409,7 @@ impl HeadCore {
                 }
                 NodeEvent::Died { id, reason } => {
                     warn!(node = %id, %reason, "node dead");
-                    self.objects.remove_node(id);
+                    self.objects.remove_node(id, &reason);
                     self.demand.remove(&id);
                     self.actors_lost(now, id, &reason);
                     let hit = self.groups.node_died(id);

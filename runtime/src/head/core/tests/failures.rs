@@ -58,7 +58,7 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
     let now_on: Vec<NodeId> = g.nodes.iter().flatten().copied().collect();
     assert!(!now_on.contains(&victim));
     assert_ne!(now_on[0], now_on[1]);
-    // The directory forgot the victim's copy (OD-1).
+    // The directory forgot the victim's copy (OD-1) and says it is lost (OD-2).
     let r = sim.core.handle(
         sim.now,
         Caller::Node { cert: [7; 32] },
@@ -66,13 +66,18 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
             object: prism_objectstore::ObjectId([7; 16]),
         },
     );
-    assert_eq!(
-        r,
+    match r {
         Reply::Now(HeadResponse::ObjectLocations {
             size: 0,
-            nodes: vec![]
-        })
-    );
+            nodes,
+            lost,
+        }) => {
+            assert!(nodes.is_empty());
+            let why = lost.expect("known as lost");
+            assert!(why.contains(&victim.to_string()), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
     // HC-1: a late report from the dead node pulls nothing back.
     let late = HeadRequest::UpdateActor {
         actor_id: kept,

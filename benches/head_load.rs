@@ -23,21 +23,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
+struct Daemon {
+    child: Option<Child>,
+    temp: std::path::PathBuf,
+    name: String,
+    heartbeat_ms: u64,
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.kill9();
     }
 }
 
-fn start(temp: &Path, name: &str, args: &[&str], heartbeat_ms: u64) -> Daemon {
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again in the same session directory (recovering its state).
+    fn restart(&mut self, args: &[&str], port: u16) {
+        let mut again = start(&self.temp, &self.name, args, self.heartbeat_ms, port);
+        self.child = again.child.take();
+    }
+}
+
+fn start(temp: &Path, name: &str, args: &[&str], heartbeat_ms: u64, port: u16) -> Daemon {
     let session = temp.join(format!("session_{name}"));
     std::fs::create_dir_all(&session).unwrap();
-    let log = std::fs::File::create(session.join("out.log")).unwrap();
+    let _ = std::fs::remove_file(session.join("ready.json"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(session.join("out.log"))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(["start", "--head", "--block", "--port", "0", "--temp-dir"])
+        .args([
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            &port.to_string(),
+            "--temp-dir",
+        ])
         .arg(temp)
         .arg("--session-dir")
         .arg(&session)
@@ -49,7 +84,12 @@ fn start(temp: &Path, name: &str, args: &[&str], heartbeat_ms: u64) -> Daemon {
         .stderr(log)
         .spawn()
         .unwrap();
-    let d = Daemon(child);
+    let d = Daemon {
+        child: Some(child),
+        temp: temp.to_path_buf(),
+        name: name.to_string(),
+        heartbeat_ms,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !session.join("ready.json").exists() {
         assert!(Instant::now() < deadline, "{name} not ready");
@@ -96,15 +136,15 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
 
     // 1. Idle memory of a head node: the head and a raylet (one process).
-    let idle = start(temp.path(), "idle", &["--num-cpus", "2"], 500);
+    let idle = start(temp.path(), "idle", &["--num-cpus", "2"], 500, 0);
     std::thread::sleep(Duration::from_millis(if test_mode { 200 } else { 3000 }));
-    let idle_kib = rss_kib(idle.0.id());
+    let idle_kib = rss_kib(idle.pid());
     drop(idle);
     println!("idle head+raylet RSS: {:.1} MB", idle_kib as f64 / 1024.0);
 
     // 2. A head alone under simulated nodes heartbeating every second.
-    let head = start(temp.path(), "load", &["--head-only"], 1000);
-    let pid = head.0.id();
+    let mut head = start(temp.path(), "load", &["--head-only"], 1000, 0);
+    let pid = head.pid();
     let cluster: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(temp.path().join("session_load/cluster.json")).unwrap(),
     )
@@ -118,7 +158,9 @@ fn main() {
         .unwrap();
     let acks = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let (cpu_pct, rss) = rt.block_on(async {
+    // Nodes heard from since the last reset (for the recovery phase).
+    let back = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let result = rt.block_on(async {
         let config = Config::default();
         let ep = Arc::new(QuicEndpoint::client([127, 0, 0, 1].into()).unwrap());
         let pinned = ClientTrust::Pinned {
@@ -149,10 +191,17 @@ fn main() {
         let total = ResourceSet::new().with(CPU, Quantity::whole(8));
         let t0 = Instant::now();
         let mut tasks = Vec::new();
+        let connect = {
+            let (ep, trust, config) = (ep.clone(), trust.clone(), config.clone());
+            move || {
+                let (ep, trust, config) = (ep.clone(), trust.clone(), config.clone());
+                async move {
+                    HeadClient::connect(&*ep, addr, &trust, None, PeerRole::Raylet, &config).await
+                }
+            }
+        };
         for i in 0..nodes {
-            let c = HeadClient::connect(&*ep, addr, &trust, None, PeerRole::Raylet, &config)
-                .await
-                .unwrap();
+            let c = connect().await.unwrap();
             let reg = prism::proto::head::RegisterNode {
                 node_name: format!("sim-{i}"),
                 address: format!("127.0.0.1:{}", 20000 + i),
@@ -168,21 +217,37 @@ fn main() {
                 panic!("register failed")
             };
             let (acks, failures, total) = (acks.clone(), failures.clone(), total.clone());
+            let (back, connect) = (back.clone(), connect.clone());
             let offset = Duration::from_millis(1000 * i / nodes.max(1));
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(offset).await;
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut c = Some(c);
                 loop {
                     tick.tick().await;
+                    // Like a raylet: a head that went away is dialled again.
+                    let Some(client) = c.as_ref() else {
+                        c = connect().await.ok();
+                        continue;
+                    };
                     let beat = HeadRequest::Heartbeat {
                         node_id,
                         available: Resources::from(&total),
                         demand: Vec::new(),
                     };
-                    match c.request(&beat).await {
-                        Ok(HeadResponse::HeartbeatAck) => acks.fetch_add(1, Ordering::Relaxed),
-                        _ => failures.fetch_add(1, Ordering::Relaxed),
-                    };
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(1), client.request(&beat)).await;
+                    match answer {
+                        Ok(Ok(HeadResponse::HeartbeatAck)) => {
+                            acks.fetch_add(1, Ordering::Relaxed);
+                            back.lock().unwrap().insert(i);
+                        }
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            client.close();
+                            c = None;
+                        }
+                    }
                 }
             }));
         }
@@ -198,20 +263,43 @@ fn main() {
         // SAFETY: sysconf only reads a system constant.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let pct = (c1 - c0) as f64 / hz / wall * 100.0;
+        let rss = rss_kib(pid);
+        let failed = failures.load(Ordering::Relaxed);
+        // 3. Recovery: kill -9 the head, start it again in its session on
+        // the same port, and time until every node heartbeats again.
+        head.kill9();
+        back.lock().unwrap().clear();
+        let t0 = Instant::now();
+        tokio::task::block_in_place(|| head.restart(&["--head-only"], addr.port()));
+        let ready = t0.elapsed();
+        let all_back = loop {
+            let n = back.lock().unwrap().len() as u64;
+            if n >= nodes {
+                break Some(t0.elapsed());
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         tasks.iter().for_each(|t| t.abort());
-        (pct, rss_kib(pid))
+        (pct, rss, failed, ready, all_back)
     });
+    let (cpu_pct, rss, failed, ready, all_back) = result;
     let got = acks.load(Ordering::Relaxed);
     println!(
-        "head under {nodes} nodes x 1 heartbeat/s for {secs} s: CPU {cpu_pct:.1}% of one core, RSS {:.1} MB, {:.0} heartbeats/s acked, {} failed",
+        "head under {nodes} nodes x 1 heartbeat/s for {secs} s: CPU {cpu_pct:.1}% of one core, RSS {:.1} MB, {:.0} heartbeats/s acked, {failed} failed",
         rss as f64 / 1024.0,
         got as f64 / secs as f64,
-        failures.load(Ordering::Relaxed)
     );
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "heartbeats failed under load"
-    );
+    assert_eq!(failed, 0, "heartbeats failed under load");
+    match all_back {
+        Some(t) => println!(
+            "head kill -9 and restart: ready in {:.2} s, all {nodes} nodes heartbeating again under their ids {:.2} s after the restart began",
+            ready.as_secs_f64(),
+            t.as_secs_f64()
+        ),
+        None => panic!("not every node came back within 60 s after the head restarted"),
+    }
     drop(head);
 }

@@ -180,6 +180,20 @@ fn failure_killed_head_recovers_its_cluster_and_drivers_carry_on() {
     );
     let head2 = restart_head(&sb, &head);
     let restarted = killed.elapsed();
+    let ready_at = Instant::now();
+    // Both raylets heartbeat again under their old ids.
+    let back = wait_until(Duration::from_secs(30), || {
+        head2
+            .log()
+            .matches("node is back after the head restarted")
+            .count()
+            >= 2
+    });
+    assert!(back, "{}", head2.log());
+    println!(
+        "head ready {restarted:?} after the kill; both raylets heartbeating again {:?} later",
+        ready_at.elapsed()
+    );
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(
         ok && out.contains("ALL OK"),

@@ -29,6 +29,10 @@ pub struct StartArgs {
     /// same address, from its session's head.db).
     #[arg(long, requires = "head")]
     fresh: bool,
+    /// With --head: keep the head's state in memory only (a head that dies
+    /// takes its cluster with it, as Ray's GCS does without Redis).
+    #[arg(long, requires = "head", conflicts_with = "fresh")]
+    in_memory: bool,
     /// The head to join, HOST:PORT.
     #[arg(long, env = "PRISM_ADDRESS", required_unless_present = "head")]
     address: Option<String>,
@@ -219,7 +223,9 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             head_only: args.head_only,
             resources: overrides,
             labels,
-            persistence: if args.fresh {
+            persistence: if args.in_memory {
+                Persistence::Off
+            } else if args.fresh {
                 Persistence::Fresh
             } else {
                 Persistence::Recover
@@ -306,7 +312,7 @@ fn recoverable_head(temp: &std::path::Path) -> Option<(SessionDir, String)> {
 
 /// Starts `prism start ... --block` as a detached daemon and waits until it is ready.
 fn daemonize(args: StartArgs) -> anyhow::Result<()> {
-    let recover = (args.head && !args.fresh)
+    let recover = (args.head && !args.fresh && !args.in_memory)
         .then(|| recoverable_head(&args.temp.temp_dir))
         .flatten();
     let session = match &recover {

@@ -65,6 +65,8 @@ pub struct NodeEntry {
     /// The SHA-256 of the certificate it registered with: only a connection
     /// presenting that certificate may speak for this node id.
     pub cert: Option<[u8; 32]>,
+    /// Recovered from durable rows and not heard from since.
+    pub recovered: bool,
 }
 
 /// Something the shell should log or act on.
@@ -81,6 +83,8 @@ pub enum NodeEvent {
     Suspected(NodeId),
     /// A suspect node heartbeat again.
     Recovered(NodeId),
+    /// A node the head recovered from its durable rows heartbeat again.
+    Rejoined(NodeId),
     /// A node died.
     Died {
         /// The node.
@@ -147,6 +151,7 @@ impl NodeTable {
             } else {
                 n.state = NodeState::Alive;
                 n.last_heartbeat = now + extra;
+                n.recovered = true;
             }
             t.nodes.insert(n.id, n);
         }
@@ -203,6 +208,7 @@ impl NodeTable {
                 death_reason: None,
                 last_heartbeat: now,
                 cert: None,
+                recovered: false,
             },
         );
         self.events
@@ -229,6 +235,9 @@ impl NodeTable {
             state => {
                 n.last_heartbeat = now;
                 n.available = available;
+                if std::mem::take(&mut n.recovered) {
+                    self.events.push_back(NodeEvent::Rejoined(id));
+                }
                 if state == NodeState::Suspect {
                     n.state = NodeState::Alive;
                     self.events.push_back(NodeEvent::Recovered(id));

@@ -404,6 +404,9 @@ impl HeadCore {
                     self.placing.nudge();
                 }
                 NodeEvent::Suspected(id) => warn!(node = %id, "node missed heartbeats: suspect"),
+                NodeEvent::Rejoined(id) => {
+                    info!(node = %id, "node is back after the head restarted")
+                }
                 NodeEvent::Recovered(id) => {
                     info!(node = %id, "suspect node heartbeat again: alive")
                 }

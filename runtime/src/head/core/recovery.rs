@@ -99,6 +99,7 @@ impl HeadCore {
                     death_reason: r.dead,
                     last_heartbeat: now.at,
                     cert: r.cert,
+                    recovered: false,
                 }
             })
             .collect();

@@ -1,23 +1,35 @@
-//! `prism list nodes | actors | jobs | placement-groups | tasks | objects`:
-//! the head's tables (and, for tasks and objects, what the raylets hold),
-//! with filters.
+//! `prism list nodes | jobs | actors | tasks | objects | placement-groups |
+//! workers`: the state API's rows (the same the dashboard's `/api/v0/*`
+//! serves), filtered, sorted and paged by one [`Query`].
 
 use crate::job::ClusterArgs;
-use crate::list_state::keep;
-use anyhow::bail;
-use prism::proto::common::NodeState;
-use prism::proto::head::{HeadRequest, HeadResponse};
-use prism::proto::placement::PgRequest;
+use anyhow::anyhow;
+use prism::client::Table;
+use prism::views::Query;
+use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// What to list: nodes, actors, jobs, placement-groups, tasks or objects.
-    #[arg(value_parser = ["nodes", "actors", "jobs", "placement-groups", "tasks", "objects"])]
+    /// What to list: nodes, jobs, actors, tasks, objects, placement-groups or workers.
+    #[arg(value_parser = ["nodes", "jobs", "actors", "tasks", "objects", "placement-groups", "workers"])]
     what: String,
-    /// Only rows in this state (alive, dead, pending, restarting, running,
-    /// queued; objects: creating, in_memory, spilled; ...).
+    /// Only rows in this state (alive, dead, pending, running, queued,
+    /// finished, failed; objects: creating, in_memory, spilled; ...).
     #[arg(long)]
     state: Option<String>,
+    /// Only rows whose FIELD equals VALUE (repeatable; ids match by prefix),
+    /// e.g. --filter job=j-1a2b --filter name=counter.
+    #[arg(long = "filter", value_name = "FIELD=VALUE")]
+    filters: Vec<String>,
+    /// Sort by this field.
+    #[arg(long)]
+    sort: Option<String>,
+    /// Largest first.
+    #[arg(long)]
+    desc: bool,
+    /// At most this many rows.
+    #[arg(long)]
+    limit: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -25,130 +37,57 @@ pub struct ListArgs {
     cluster: ClusterArgs,
 }
 
+/// An object's state for the filter: `creating`, `spilled` or `in_memory`.
+fn object_state(o: &Value) -> &'static str {
+    if o["sealed"] != true {
+        "creating"
+    } else if o["spilled"] == true {
+        "spilled"
+    } else {
+        "in_memory"
+    }
+}
+
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    let head = args.cluster.connect()?;
-    match args.what.as_str() {
-        "actors" => {
-            let HeadResponse::Actors(mut actors) = head.request(&HeadRequest::ListActors)? else {
-                bail!("unexpected answer to ListActors");
-            };
-            actors.retain(|a| keep(&args.state, &format!("{:?}", a.state)));
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&actors)?);
-                return Ok(());
-            }
-            println!(
-                "{:<12} {:<11} {:<24} {:<16} {:<12} {:>8}  REASON",
-                "ACTOR", "STATE", "CLASS", "NAME", "NODE", "RESTARTS"
-            );
-            for a in &actors {
-                let class = a.class.rsplit("::").next().unwrap_or(&a.class);
-                println!(
-                    "{:<12} {:<11} {:<24} {:<16} {:<12} {:>8}  {}",
-                    a.actor_id.short(),
-                    format!("{:?}", a.state).to_lowercase(),
-                    class,
-                    a.name.clone().unwrap_or_default(),
-                    a.node_id.map(|n| n.short()).unwrap_or_default(),
-                    a.restarts,
-                    a.death_reason.clone().unwrap_or_default()
-                );
-            }
+    let table = Table::parse(&args.what).ok_or_else(|| anyhow!("unknown table {}", args.what))?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for f in &args.filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--filter {f:?}: use FIELD=VALUE"))?;
+        pairs.push((k.trim().into(), v.trim().into()));
+    }
+    if let Some(s) = &args.sort {
+        pairs.push(("sort".into(), s.clone()));
+        if args.desc {
+            pairs.push(("order".into(), "desc".into()));
         }
-        "placement-groups" => {
-            let HeadResponse::PlacementGroups(mut pgs) =
-                head.request(&HeadRequest::PlacementGroup(PgRequest::List))?
-            else {
-                bail!("unexpected answer to ListPlacementGroups");
-            };
-            pgs.retain(|g| keep(&args.state, &format!("{:?}", g.state)));
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&pgs)?);
-                return Ok(());
-            }
-            println!(
-                "{:<13} {:<12} {:<14} {:<16} {:>7}  NODES / REASON",
-                "GROUP", "STATE", "STRATEGY", "NAME", "BUNDLES"
-            );
-            for g in &pgs {
-                let nodes: Vec<String> = g
-                    .nodes
-                    .iter()
-                    .map(|n| n.map(|n| n.short()).unwrap_or_else(|| "-".into()))
-                    .collect();
-                println!(
-                    "{:<13} {:<12} {:<14} {:<16} {:>7}  {} {}",
-                    g.pg.short(),
-                    format!("{:?}", g.state).to_lowercase(),
-                    format!("{:?}", g.strategy),
-                    g.name,
-                    g.bundles.len(),
-                    nodes.join(","),
-                    g.reason.clone().unwrap_or_default()
-                );
-            }
+    }
+    if let Some(l) = args.limit {
+        pairs.push(("limit".into(), l.to_string()));
+    }
+    let mut rows = {
+        let head = args.cluster.connect()?;
+        head.rt.block_on(head.client.rows(table))?
+    };
+    if table == Table::Objects {
+        // Objects have no state field; the filter reads one from the flags.
+        for o in &mut rows {
+            let s = object_state(o);
+            o["state"] = Value::String(s.into());
         }
-        "tasks" => crate::list_state::tasks(&head, &args.state, args.json)?,
-        "objects" => crate::list_state::objects(&head, &args.state, args.json)?,
-        "jobs" => {
-            let HeadResponse::Jobs(mut jobs) = head.request(&HeadRequest::ListJobs)? else {
-                bail!("unexpected answer to ListJobs");
-            };
-            jobs.retain(|j| keep(&args.state, &format!("{:?}", j.state)));
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
-                return Ok(());
-            }
-            println!("{:<38} {:<10} ENTRYPOINT", "JOB", "STATE");
-            for j in &jobs {
-                println!(
-                    "{:<38} {:<10} {}",
-                    j.job_id.to_string(),
-                    format!("{:?}", j.state).to_lowercase(),
-                    j.entrypoint
-                );
-            }
-        }
-        _ => {
-            let status = head.rt.block_on(head.client.status())?;
-            let nodes: Vec<_> = status
-                .nodes
-                .iter()
-                .filter(|n| {
-                    keep(
-                        &args.state,
-                        match n.state {
-                            NodeState::Alive => "alive",
-                            NodeState::Suspect => "suspect",
-                            NodeState::Dead => "dead",
-                        },
-                    )
-                })
-                .collect();
-            if args.json {
-                let rows: Vec<_> = nodes
-                    .iter()
-                    .map(|n| {
-                        serde_json::json!({
-                            "node_id": n.node_id, "state": n.state, "address": n.address,
-                            "name": n.name, "is_head": n.is_head, "death_reason": n.death_reason,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
-            }
-            println!("{:<12} {:<8} {:<22} NAME", "NODE", "STATE", "ADDRESS");
-            for n in nodes {
-                println!(
-                    "{:<12} {:<8} {:<22} {}",
-                    n.node_id.short(),
-                    format!("{:?}", n.state).to_lowercase(),
-                    n.address,
-                    n.name
-                );
-            }
-        }
+    }
+    if let Some(s) = &args.state {
+        pairs.push(("state".into(), s.clone()));
+    }
+    let page = Query::parse(pairs)?.apply_values(rows)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&page.rows)?);
+        return Ok(());
+    }
+    crate::list_table::print(table, &page.rows);
+    if page.rows.len() < page.total {
+        println!("({} of {} rows)", page.rows.len(), page.total);
     }
     Ok(())
 }

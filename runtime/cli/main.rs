@@ -2,7 +2,8 @@
 
 mod job;
 mod list;
-mod list_state;
+mod list_table;
+mod logs;
 mod microbench_extras;
 mod microbenchmark;
 mod start;
@@ -36,8 +37,14 @@ enum Command {
     Submit(job::SubmitArgs),
     /// Ray's microbenchmark workloads (same names) on the embedded cluster or PRISM_ADDRESS.
     Microbenchmark(microbenchmark::MicrobenchmarkArgs),
-    /// The head's tables: nodes, actors or jobs (with --state and --json).
+    /// The state tables: nodes, jobs, actors, tasks, objects, placement
+    /// groups, workers (with --state, --filter, --sort, --limit, --json).
     List(list::ListArgs),
+    /// Workers' output: list the log files, or read one (--node/--pid,
+    /// --actor, --task, --job), or follow it (-f).
+    Logs(logs::LogsArgs),
+    /// Write the tasks' runs as a Chrome trace (like `ray timeline`).
+    Timeline(logs::TimelineArgs),
     /// List, follow or stop jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -76,6 +83,8 @@ fn run() -> anyhow::Result<()> {
         Command::Stop(a) => stop::run(a),
         Command::Status(a) => status::run(a),
         Command::List(a) => list::run(a),
+        Command::Logs(a) => logs::run(a),
+        Command::Timeline(a) => logs::timeline(a),
         Command::Microbenchmark(a) => microbenchmark::run(a),
         Command::Submit(a) => std::process::exit(job::submit(a)?),
         Command::Job(c) => std::process::exit(job::run(c)?),

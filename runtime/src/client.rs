@@ -38,6 +38,57 @@ pub enum ClientError {
     },
 }
 
+/// A table of the state API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Nodes.
+    Nodes,
+    /// Jobs.
+    Jobs,
+    /// Actors.
+    Actors,
+    /// Tasks (live and recently finished).
+    Tasks,
+    /// Objects in every store.
+    Objects,
+    /// Placement groups.
+    PlacementGroups,
+    /// Worker processes.
+    Workers,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 7] = [
+        Table::Nodes,
+        Table::Jobs,
+        Table::Actors,
+        Table::Tasks,
+        Table::Objects,
+        Table::PlacementGroups,
+        Table::Workers,
+    ];
+
+    /// Its name in URLs and on the command line (`placement_groups`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Nodes => "nodes",
+            Table::Jobs => "jobs",
+            Table::Actors => "actors",
+            Table::Tasks => "tasks",
+            Table::Objects => "objects",
+            Table::PlacementGroups => "placement_groups",
+            Table::Workers => "workers",
+        }
+    }
+
+    /// The table with this name (`placement-groups` works too).
+    pub fn parse(name: &str) -> Option<Table> {
+        let name = name.replace('-', "_");
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
 /// An authenticated connection to the head.
 #[derive(Debug, Clone)]
 pub struct HeadClient {
@@ -107,6 +158,43 @@ impl HeadClient {
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
         match self.request(&HeadRequest::GetStatus).await? {
             HeadResponse::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Every row of one state table, as the state API shows it
+    /// ([`crate::views`]): the head's tables, or what the raylets report.
+    pub async fn rows(&self, table: Table) -> Result<Vec<serde_json::Value>, ClientError> {
+        use crate::proto::placement::PgRequest;
+        fn values<T: serde::Serialize>(rows: &[T]) -> Vec<serde_json::Value> {
+            rows.iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .collect()
+        }
+        let req = match table {
+            Table::Nodes => {
+                let status = self.status().await?;
+                let views: Vec<_> = status
+                    .nodes
+                    .iter()
+                    .map(crate::views::NodeView::from_status)
+                    .collect();
+                return Ok(values(&views));
+            }
+            Table::Jobs => HeadRequest::ListJobs,
+            Table::Actors => HeadRequest::ListActors,
+            Table::Tasks => HeadRequest::ListTasks,
+            Table::Objects => HeadRequest::ListObjects,
+            Table::PlacementGroups => HeadRequest::PlacementGroup(PgRequest::List),
+            Table::Workers => HeadRequest::ListWorkers,
+        };
+        match self.request(&req).await? {
+            HeadResponse::Jobs(r) => Ok(values(&r)),
+            HeadResponse::Actors(r) => Ok(values(&r)),
+            HeadResponse::Tasks(r) => Ok(values(&r)),
+            HeadResponse::Objects(r) => Ok(values(&r)),
+            HeadResponse::PlacementGroups(r) => Ok(values(&r)),
+            HeadResponse::Workers(r) => Ok(values(&r)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

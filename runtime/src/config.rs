@@ -92,6 +92,9 @@ settings! {
     /// Most local processes (drivers and workers) one raylet's object store
     /// serves at once; more are refused with a clear error.
     max_local_clients: usize = 4096, "PRISM_MAX_LOCAL_CLIENTS";
+    /// Finished tasks each raylet remembers for `prism list tasks`, the
+    /// dashboard and `prism timeline` (0: none).
+    task_history: usize = 20_000, "PRISM_TASK_HISTORY";
 }
 
 impl Config {

@@ -33,6 +33,7 @@ pub mod raylet;
 pub mod session;
 pub mod token;
 pub mod transport;
+pub mod views;
 
 #[doc(hidden)]
 pub use api::__private;

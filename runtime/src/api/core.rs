@@ -116,6 +116,10 @@ impl Core {
                 eprintln!("prism: warning: {message}");
                 None
             }
+            LocalEvent::Logs(lines) => {
+                print_worker_output(&lines);
+                None
+            }
             other => {
                 tracing::warn!("unexpected event from the raylet: {other:?}");
                 None
@@ -490,4 +494,20 @@ impl Core {
             force,
         })
     }
+}
+
+/// Prints workers' output as the driver's own, each line prefixed with what
+/// printed it (stdout lines to stdout, stderr lines to stderr).
+fn print_worker_output(lines: &[crate::proto::state::LogLine]) {
+    use std::io::Write;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for l in lines {
+        let text = crate::raylet::worker_logs::render(l);
+        let _ = if l.stderr {
+            writeln!(err, "{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+    }
+    let _ = out.flush();
 }

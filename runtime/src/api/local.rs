@@ -248,6 +248,7 @@ fn job_spec(job_id: JobId, hash: bool) -> Result<JobSpec> {
             .map(|d| d.display().to_string())
             .unwrap_or_default(),
         env,
+        driver_node: None,
     })
 }
 

@@ -251,6 +251,7 @@ mod tests {
                 binary_len: 0,
                 cwd: String::new(),
                 env: Vec::new(),
+                driver_node: None,
             },
             task,
         }

@@ -42,11 +42,12 @@ pub(super) async fn list(
 
 /// One listing from the raylets' replies (pure).
 fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadResponse {
-    let (mut tasks, mut objects) = (Vec::new(), Vec::new());
+    let (mut tasks, mut objects, mut workers) = (Vec::new(), Vec::new(), Vec::new());
     for r in replies {
         match r {
             StateReply::Tasks(t) => tasks.extend(t),
             StateReply::Objects(o) => objects.extend(o),
+            StateReply::Workers(w) => workers.extend(w),
         }
     }
     match query {
@@ -57,6 +58,10 @@ fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadRe
         StateQuery::Objects => {
             objects.sort_by(|a, b| (a.node_id, &a.object_id).cmp(&(b.node_id, &b.object_id)));
             HeadResponse::Objects(objects)
+        }
+        StateQuery::Workers => {
+            workers.sort_by_key(|w| (w.node_id, w.worker_id));
+            HeadResponse::Workers(workers)
         }
     }
 }

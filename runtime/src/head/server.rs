@@ -273,6 +273,12 @@ async fn serve_stream(
         }
         HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
+        HeadRequest::ListWorkers => list_state(ctx, StateQuery::Workers).await,
+        HeadRequest::WorkerLog {
+            node_id,
+            pid,
+            offset,
+        } => worker_log(ctx, node_id, pid, offset).await,
         req => {
             if let HeadRequest::RegisterDriver { job_id, .. } = &req {
                 drivers
@@ -297,6 +303,27 @@ async fn list_state(ctx: &Ctx, query: StateQuery) -> HeadResponse {
         Ok(HeadResponse::Status(status)) => listing::list(&ctx.dialer, &status, query).await,
         Ok(other) => internal(format!("unexpected status answer {other:?}")),
         Err(e) => internal(e),
+    }
+}
+
+/// Part of a worker's log, read by its node's raylet.
+async fn worker_log(ctx: &Ctx, node: crate::ids::NodeId, pid: u32, offset: u64) -> HeadResponse {
+    let status = ractor::call!(
+        ctx.actor,
+        HeadMsg::Request,
+        Caller::Client,
+        HeadRequest::GetStatus
+    );
+    let Ok(HeadResponse::Status(status)) = status else {
+        return internal("cannot read the node table");
+    };
+    let Some(n) = status.nodes.iter().find(|n| n.node_id == node) else {
+        return bad_request(format!("no node {node}"));
+    };
+    let req = crate::proto::raylet::PeerRequest::ReadLog { pid, offset };
+    match ctx.dialer.call(&n.address, &req).await {
+        Ok(chunk) => HeadResponse::WorkerLog(chunk),
+        Err(e) => bad_request(format!("cannot read the log from node {node}: {e}")),
     }
 }
 

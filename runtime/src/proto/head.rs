@@ -137,6 +137,17 @@ pub enum HeadRequest {
     ListTasks,
     /// Every live node's stored objects.
     ListObjects,
+    /// Every live raylet's worker processes.
+    ListWorkers,
+    /// Part of a worker's log file, from its node.
+    WorkerLog {
+        /// The worker's node.
+        node_id: crate::ids::NodeId,
+        /// The worker's pid.
+        pid: u32,
+        /// First byte.
+        offset: u64,
+    },
     /// A placement-group request.
     PlacementGroup(super::placement::PgRequest),
 }
@@ -332,6 +343,10 @@ pub enum HeadResponse {
     Tasks(Vec<super::state::TaskInfo>),
     /// Answer to `ListObjects`.
     Objects(Vec<super::state::ObjectInfo>),
+    /// Answer to `ListWorkers`.
+    Workers(Vec<super::state::WorkerInfo>),
+    /// Answer to `WorkerLog`.
+    WorkerLog(super::state::LogChunk),
     /// One placement group (`None`: unknown id).
     PlacementGroup(Option<super::placement::PgInfo>),
     /// Answer to `WaitPlacementGroup`: the group, plus other groups of its

@@ -32,6 +32,22 @@ pub enum PeerRequest {
     /// From the head: list this node's tasks or objects; answered with a
     /// [`super::state::StateReply`].
     State(super::state::StateQuery),
+    /// Output of this job's workers on the sending node, for the job's
+    /// driver here; answered with `true` once handed on.
+    Logs {
+        /// The job.
+        job_id: crate::ids::JobId,
+        /// The lines.
+        lines: Vec<super::state::LogLine>,
+    },
+    /// From the head: read a worker's log file from `offset`; answered with
+    /// a [`super::state::LogChunk`].
+    ReadLog {
+        /// The worker's pid.
+        pid: u32,
+        /// First byte.
+        offset: u64,
+    },
 }
 
 /// The result of one call sent on an actor stream.

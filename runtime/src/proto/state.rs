@@ -1,5 +1,6 @@
-//! The state API (`prism list tasks|objects`): the CLI asks the head
-//! ([`super::head::HeadRequest::ListTasks`] / `ListObjects`), the head asks
+//! The state API (`prism list tasks|objects|workers`, the dashboard's
+//! `/api/v0`): the CLI asks the head
+//! ([`super::head::HeadRequest::ListTasks`] / `ListObjects` / `ListWorkers`), the head asks
 //! every live raylet over its peer endpoint ([`StateQuery`] in a
 //! [`super::raylet::PeerRequest::State`]) and merges the [`StateReply`]s.
 
@@ -10,10 +11,13 @@ use std::collections::BTreeMap;
 /// What a raylet is asked to list.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateQuery {
-    /// Its queued and running tasks (actor constructors and calls included).
+    /// Its queued and running tasks (actor constructors and calls
+    /// included) and the last finished ones it remembers.
     Tasks,
     /// What its object store holds.
     Objects,
+    /// Its worker processes.
+    Workers,
 }
 
 /// A raylet's answer.
@@ -23,6 +27,8 @@ pub enum StateReply {
     Tasks(Vec<TaskInfo>),
     /// Its objects.
     Objects(Vec<ObjectInfo>),
+    /// Its workers.
+    Workers(Vec<WorkerInfo>),
 }
 
 /// Where a task is in its life on a raylet.
@@ -36,6 +42,23 @@ pub enum TaskState {
     /// No node can run it now; it waits for one to join (bounded by the
     /// raylet's infeasible timeout).
     Infeasible,
+    /// It returned a result.
+    Finished,
+    /// It ended with an error (its last attempt).
+    Failed,
+}
+
+impl TaskState {
+    /// Its lowercase name, as JSON and `--state` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Infeasible => "infeasible",
+            TaskState::Finished => "finished",
+            TaskState::Failed => "failed",
+        }
+    }
 }
 
 /// One task as its raylet sees it.
@@ -51,7 +74,7 @@ pub struct TaskInfo {
     pub function: String,
     /// `task`, `actor_creation` or `actor_call`.
     pub kind: String,
-    /// Queued or running.
+    /// Queued, running, finished...
     pub state: TaskState,
     /// The node listing it.
     pub node_id: NodeId,
@@ -61,6 +84,37 @@ pub struct TaskInfo {
     pub resources: BTreeMap<String, f64>,
     /// Attempts before this one.
     pub attempt: u32,
+    /// When this raylet received it (Unix time, microseconds; 0 if unknown).
+    pub submitted_us: u64,
+    /// When it last started on a worker.
+    pub started_us: Option<u64>,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One worker process of a raylet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerInfo {
+    /// The raylet's number for it.
+    pub worker_id: u64,
+    /// Its node.
+    pub node_id: NodeId,
+    /// Its process, once started.
+    pub pid: Option<u32>,
+    /// The job whose binary it runs.
+    pub job_id: JobId,
+    /// `starting`, `idle`, `busy` or `actor`.
+    pub state: String,
+    /// The task it runs, when busy.
+    pub task_id: Option<String>,
+    /// The actor it hosts.
+    pub actor_id: Option<String>,
+    /// GPUs it holds.
+    pub gpus: Vec<u32>,
+    /// Its output file (stdout and stderr), in the raylet's session.
+    pub log_file: Option<String>,
 }
 
 /// One object in a node's store.
@@ -81,3 +135,34 @@ pub struct ObjectInfo {
     /// References held by local processes.
     pub refs: u32,
 }
+
+/// A line (or a fold of repeated lines) a worker wrote, on its way to the
+/// driver of its job.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    /// What printed it: `(square pid=1234 node=n-1a2b3c4d)`.
+    pub prefix: String,
+    /// The text, without its newline.
+    pub text: String,
+    /// From stderr.
+    pub stderr: bool,
+    /// More identical lines folded into this one (0: none).
+    pub repeated: u32,
+}
+
+/// Part of a worker's log file.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub enum LogChunk {
+    /// Bytes from the asked offset; `next` is where to read on.
+    Data {
+        /// The bytes (at most [`MAX_LOG_CHUNK`]).
+        data: Vec<u8>,
+        /// The offset after them.
+        next: u64,
+    },
+    /// There is no such log.
+    Missing(String),
+}
+
+/// Most bytes of a log returned at once.
+pub const MAX_LOG_CHUNK: u64 = 1 << 20;

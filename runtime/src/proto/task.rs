@@ -25,6 +25,9 @@ pub struct JobSpec {
     pub cwd: String,
     /// Extra environment for workers (`PRISM_*` and the user's choices).
     pub env: Vec<(String, String)>,
+    /// The node whose raylet the driver is connected to (set by that
+    /// raylet): where its workers' output goes.
+    pub driver_node: Option<NodeId>,
 }
 
 /// One argument of a task.
@@ -276,6 +279,29 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// One line saying what went wrong (for listings and logs).
+    pub fn summary(&self) -> String {
+        match self {
+            Failure::Panic { message, location } => format!("panicked at {location}: {message}"),
+            Failure::WorkerDied { node, detail } => format!("its worker on {node} died: {detail}"),
+            Failure::NodeDied { node, detail } => format!("node {node} died: {detail}"),
+            Failure::Cancelled => "cancelled".into(),
+            Failure::Infeasible { reason } => format!("infeasible: {reason}"),
+            Failure::ObjectLost { object, detail } => format!("object {object} lost: {detail}"),
+            Failure::HeadUnreachable { detail }
+            | Failure::NameTaken { detail }
+            | Failure::BadCall { detail }
+            | Failure::WorkerStartFailed { detail }
+            | Failure::ActorDied { detail, .. }
+            | Failure::PlacementGroupGone { detail, .. } => detail.clone(),
+            Failure::NoSuchActor { namespace, name } => {
+                format!("no live actor named {name:?} in namespace {namespace:?}")
+            }
+        }
+    }
+}
+
 /// How a task ended.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -393,6 +419,8 @@ pub enum LocalEvent {
         /// What to print.
         message: String,
     },
+    /// Output of the job's workers (on any node), for its driver to print.
+    Logs(Vec<super::state::LogLine>),
 }
 
 /// Largest task frame on a raylet's sockets (arguments travel inline up to

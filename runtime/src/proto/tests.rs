@@ -180,6 +180,7 @@ mod every_request {
                 binary_len: len,
                 cwd: "/tmp".into(),
                 env: vec![("PRISM_X".into(), "1".into())],
+                driver_node: None,
             })
     }
 

@@ -45,7 +45,7 @@ impl TaskService {
                 .await
             {
                 Ok(HeadResponse::Ok) => {
-                    me.act(|d| d.submit(spec, owner));
+                    me.submit(spec, owner);
                 }
                 other => {
                     use crate::client::ClientError;

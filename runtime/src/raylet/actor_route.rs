@@ -183,7 +183,7 @@ impl TaskService {
             calls.push(c);
         }
         for (owner, task) in calls {
-            self.act(|d| d.submit(task, owner));
+            self.submit(task, owner);
         }
     }
 

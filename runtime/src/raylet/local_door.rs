@@ -94,7 +94,7 @@ impl TaskService {
             self.send(owner, &LocalEvent::Refused { message });
         };
         match (role, msg) {
-            (Role::Unknown, LocalRequest::HelloDriver { version, job }) => {
+            (Role::Unknown, LocalRequest::HelloDriver { version, mut job }) => {
                 if version != PROTOCOL_VERSION {
                     refuse(format!(
                         "protocol version {version}, this raylet speaks {PROTOCOL_VERSION}"
@@ -102,7 +102,10 @@ impl TaskService {
                     return None;
                 }
                 let id = job.job_id;
-                self.local_jobs.insert(id, ());
+                job.driver_node = Some(self.node());
+                if let Owner::Local(conn) = owner {
+                    self.local_jobs.insert(id, conn);
+                }
                 self.jobs.insert(id, job.clone());
                 if job.binary_hash == [0; 32] {
                     self.send(owner, &welcome());
@@ -142,7 +145,7 @@ impl TaskService {
                 if matches!(spec.kind, crate::proto::task::TaskKind::CreateActor(_)) {
                     self.create_actor(spec, owner);
                 } else {
-                    self.act(|d| d.submit(spec, owner));
+                    self.submit(spec, owner);
                 }
                 None
             }

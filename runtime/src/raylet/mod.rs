@@ -34,7 +34,9 @@ pub mod service;
 mod state_view;
 pub mod store_door;
 pub mod store_server;
+pub mod task_history;
 pub mod transfer;
+pub mod worker_logs;
 pub mod workers;
 
 use crate::client::{ClientError, HeadClient};
@@ -282,6 +284,7 @@ pub async fn run_raylet(
         server.clone(),
         transfer.clone(),
         Duration::from_millis(opts.config.infeasible_timeout_ms),
+        opts.config.task_history,
     );
     let task_accept = tokio::spawn(local_door::serve(task_listener, tasks.clone()));
     let peers = tokio::spawn(peer_door::serve_peers(

@@ -80,6 +80,14 @@ async fn serve_stream(
             let reply = tasks.state(query);
             let _ = write_msg(&mut s, &reply).await;
         }
+        Ok(Some(PeerRequest::Logs { job_id, lines })) => {
+            tasks.deliver_logs(job_id, lines);
+            let _ = write_msg(&mut s, &true).await;
+        }
+        Ok(Some(PeerRequest::ReadLog { pid, offset })) => {
+            let reply = tasks.read_log(pid, offset).await;
+            let _ = write_msg(&mut s, &reply).await;
+        }
         Ok(Some(PeerRequest::Bundles(ops))) => {
             let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
             let _ = write_msg(&mut s, &reply).await;
@@ -147,7 +155,7 @@ impl TaskService {
         let (tx, rx) = oneshot::channel();
         self.spilled.insert(n, tx);
         self.jobs.entry(sub.job.job_id).or_insert(sub.job);
-        self.act(|d| d.submit(sub.task, owner));
+        self.submit(sub.task, owner);
         let outcome = rx.await.unwrap_or_else(|_| {
             Outcome::Failed(Failure::NodeDied {
                 node: self.node(),
@@ -178,7 +186,7 @@ impl TaskService {
         loop {
             match read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME).await {
                 Ok(Some(spec)) => {
-                    self.act(|d| d.submit(spec, owner));
+                    self.submit(spec, owner);
                 }
                 Ok(None) => break,
                 Err(e) => {

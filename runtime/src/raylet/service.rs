@@ -8,6 +8,7 @@
 use super::dispatch::{Action, Dispatcher, Owner, WorkerId};
 use super::peers::Peers;
 use super::store_server::StoreServer;
+use super::task_history::{now_us, TaskHistory};
 use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
 use crate::ids::{JobId, NodeId};
@@ -35,12 +36,17 @@ pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, crate::proto::task::TaskS
 pub struct TaskService {
     node: Mutex<NodeId>,
     disp: Mutex<Dispatcher>,
+    /// Its tasks' times and the last finished ones.
+    pub(super) history: Mutex<TaskHistory>,
     /// Local connections by number (their owner is `Owner::Local(n)`).
     pub(super) conns: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) worker_conns: DashMap<WorkerId, u64>,
     pub(super) pids: DashMap<WorkerId, u32>,
+    /// The name of the task each worker ran last (its output's prefix).
+    pub(super) last_task: DashMap<WorkerId, String>,
     pub(super) jobs: DashMap<JobId, JobSpec>,
-    pub(super) local_jobs: DashMap<JobId, ()>,
+    /// Jobs whose driver is connected here, with its connection.
+    pub(super) local_jobs: DashMap<JobId, u64>,
     ended_jobs: DashMap<JobId, ()>,
     /// Tasks peers spilled here, waiting for their outcome (`Owner::Spilled`).
     pub(super) spilled: DashMap<u64, oneshot::Sender<Outcome>>,
@@ -68,15 +74,18 @@ impl TaskService {
         store: Arc<StoreServer>,
         transfer: Arc<Transfer>,
         infeasible_timeout: std::time::Duration,
+        history: usize,
     ) -> Arc<TaskService> {
         Arc::new(TaskService {
             node: Mutex::new(node),
             disp: Mutex::new(
                 Dispatcher::new(node, local).with_infeasible_timeout(infeasible_timeout),
             ),
+            history: Mutex::new(TaskHistory::new(history)),
             conns: DashMap::new(),
             worker_conns: DashMap::new(),
             pids: DashMap::new(),
+            last_task: DashMap::new(),
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
             ended_jobs: DashMap::new(),
@@ -202,6 +211,17 @@ impl TaskService {
         drop(d);
     }
 
+    /// Hands a task to the dispatcher, remembering when it arrived.
+    pub(super) fn submit(self: &Arc<Self>, spec: crate::proto::task::TaskSpec, owner: Owner) {
+        let row = self.task_row(&spec, crate::proto::state::TaskState::Queued, now_us());
+        self.lock_history().submitted(spec.task_id, row);
+        self.act(|d| d.submit(spec, owner));
+    }
+
+    pub(super) fn lock_history(&self) -> std::sync::MutexGuard<'_, TaskHistory> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A fresh number for an owner of any kind.
     pub(super) fn next_id(&self) -> u64 {
         self.next_owner.fetch_add(1, Ordering::Relaxed)
@@ -213,6 +233,10 @@ impl TaskService {
             match a {
                 Action::Start { worker, job, gpus } => self.start_worker(worker, job, gpus),
                 Action::Execute { worker, task, gpus } => {
+                    let pid = self.pids.get(&worker).map(|p| *p);
+                    self.last_task.insert(worker, task.name.clone());
+                    self.lock_history()
+                        .started(task.task_id, pid, task.attempt, now_us());
                     match self.worker_conns.get(&worker).map(|c| *c) {
                         Some(conn) => {
                             self.send(Owner::Local(conn), &LocalEvent::Execute { task, gpus })
@@ -224,7 +248,14 @@ impl TaskService {
                     owner,
                     task_id,
                     outcome,
-                } => self.reply(owner, task_id, outcome),
+                } => {
+                    let error = match &outcome {
+                        Outcome::Failed(f) => Some(f.summary()),
+                        _ => None,
+                    };
+                    self.lock_history().finished(task_id, error, now_us());
+                    self.reply(owner, task_id, outcome)
+                }
                 Action::ActorState {
                     actor,
                     state,
@@ -236,7 +267,10 @@ impl TaskService {
                     self.send(owner, &LocalEvent::Warning { message })
                 }
                 Action::RefreshView => self.refresh_view(),
-                Action::Forward { node, owner, task } => self.forward(node, owner, task),
+                Action::Forward { node, owner, task } => {
+                    self.lock_history().forwarded(task.task_id);
+                    self.forward(node, owner, task)
+                }
                 Action::Kill { worker } => {
                     if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
                         workers::kill(pid);
@@ -271,6 +305,7 @@ impl TaskService {
             };
             let pid = child.id().unwrap_or(0);
             me.pids.insert(worker, pid);
+            me.capture_output(worker, job, &mut child);
             // A worker must say hello in time; one that never does (a hung
             // or wrong binary) is killed, and its task fails saying why.
             let limit = me.env.hello_timeout;
@@ -287,6 +322,7 @@ impl TaskService {
                 silent = hello => (child.wait().await, silent),
             };
             me.pids.remove(&worker);
+            me.last_task.remove(&worker);
             let failure = if silent {
                 let detail = format!(
                     "the worker process {} (pid {pid}) did not connect to its raylet within {} ms and was killed (PRISM_WORKER_START_TIMEOUT_MS)",

@@ -1,10 +1,12 @@
 //! The raylet's side of the state API: its tasks (from the dispatcher's
 //! pure [`Dispatcher::task_rows`](super::dispatch::Dispatcher::task_rows),
-//! with worker pids added) and its objects, for the head to merge.
+//! with worker pids and times added, then the finished ones it remembers),
+//! its objects and its workers, for the head to merge.
 
 use super::dispatch::state::kind_name;
 use super::service::TaskService;
-use crate::proto::state::{ObjectInfo, StateQuery, StateReply, TaskInfo};
+use crate::proto::state::{ObjectInfo, StateQuery, StateReply, TaskInfo, TaskState, WorkerInfo};
+use crate::proto::task::TaskSpec;
 
 impl TaskService {
     /// Answers a head's state query.
@@ -12,32 +14,52 @@ impl TaskService {
         match query {
             StateQuery::Tasks => StateReply::Tasks(self.list_tasks()),
             StateQuery::Objects => StateReply::Objects(self.list_objects()),
+            StateQuery::Workers => StateReply::Workers(self.list_workers()),
+        }
+    }
+
+    /// A task's row as this node lists it.
+    pub(super) fn task_row(&self, spec: &TaskSpec, state: TaskState, now_us: u64) -> TaskInfo {
+        TaskInfo {
+            task_id: spec.task_id.to_string(),
+            job_id: spec.job_id,
+            name: spec.name.clone(),
+            function: spec.function.clone(),
+            kind: kind_name(&spec.kind).to_string(),
+            state,
+            node_id: self.node(),
+            worker_pid: None,
+            resources: spec
+                .resources
+                .to_set()
+                .iter()
+                .map(|(k, q)| (k.to_string(), q.as_f64()))
+                .collect(),
+            attempt: spec.attempt,
+            submitted_us: now_us,
+            started_us: None,
+            ended_us: None,
+            error: None,
         }
     }
 
     fn list_tasks(&self) -> Vec<TaskInfo> {
-        let node_id = self.node();
         let rows = self.disp().task_rows();
-        rows.into_iter()
-            .map(|r| TaskInfo {
-                task_id: r.spec.task_id.to_string(),
-                job_id: r.spec.job_id,
-                name: r.spec.name.clone(),
-                function: r.spec.function.clone(),
-                kind: kind_name(&r.spec.kind).to_string(),
-                state: r.state,
-                node_id,
-                worker_pid: r.worker.and_then(|w| self.pids.get(&w).map(|p| *p)),
-                resources: r
-                    .spec
-                    .resources
-                    .to_set()
-                    .iter()
-                    .map(|(k, q)| (k.to_string(), q.as_f64()))
-                    .collect(),
-                attempt: r.spec.attempt,
+        let history = self.lock_history();
+        let mut out: Vec<TaskInfo> = rows
+            .into_iter()
+            .map(|r| {
+                let mut t = self.task_row(&r.spec, r.state, 0);
+                t.worker_pid = r.worker.and_then(|w| self.pids.get(&w).map(|p| *p));
+                if let Some(h) = history.open(&r.spec.task_id) {
+                    t.submitted_us = h.submitted_us;
+                    t.started_us = h.started_us.filter(|_| r.state == TaskState::Running);
+                }
+                t
             })
-            .collect()
+            .collect();
+        out.extend(history.done().cloned());
+        out
     }
 
     fn list_objects(&self) -> Vec<ObjectInfo> {
@@ -53,6 +75,27 @@ impl TaskService {
                 pinned: i.pinned,
                 spilled: i.spilled,
                 refs: i.refs,
+            })
+            .collect()
+    }
+
+    fn list_workers(&self) -> Vec<WorkerInfo> {
+        let node_id = self.node();
+        let rows = self.disp().worker_rows();
+        rows.into_iter()
+            .map(|w| {
+                let pid = self.pids.get(&w.id).map(|p| *p);
+                WorkerInfo {
+                    worker_id: w.id,
+                    node_id,
+                    pid,
+                    job_id: w.job,
+                    state: w.state.to_string(),
+                    task_id: w.task.map(|t| t.to_string()),
+                    actor_id: w.actor.map(|a| a.to_string()),
+                    gpus: w.gpus,
+                    log_file: pid.and_then(|p| self.worker_log(p)),
+                }
             })
             .collect()
     }

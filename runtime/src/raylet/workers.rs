@@ -184,7 +184,9 @@ pub fn spawn(
         .env(vars::GPU_IDS, &gpu_list)
         .env("CUDA_VISIBLE_DEVICES", &gpu_list)
         .env_remove("PRISM_ADDRESS")
-        .stdin(std::process::Stdio::null());
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     if Path::new(&job.cwd).is_dir() {
         cmd.current_dir(&job.cwd);
     }

@@ -482,6 +482,8 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::ListActors => "ListActors",
         R::ListTasks => "ListTasks",
         R::ListObjects => "ListObjects",
+        R::ListWorkers => "ListWorkers",
+        R::WorkerLog { .. } => "WorkerLog",
         R::PlacementGroup(_) => "PlacementGroup",
     }
 }

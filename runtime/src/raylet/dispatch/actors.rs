@@ -41,6 +41,14 @@ pub(crate) struct LocalActor {
     waiting: VecDeque<Queued>,
 }
 
+impl LocalActor {
+    /// The actor's class, without its module path.
+    pub(crate) fn class_name(&self) -> String {
+        let name = &self.create.spec.name;
+        name.rsplit("::").next().unwrap_or(name).to_string()
+    }
+}
+
 /// The outcome of a call to a dead actor.
 pub(crate) fn died(actor: ActorId, detail: String) -> Outcome {
     Outcome::Failed(Failure::ActorDied {

@@ -2,7 +2,7 @@
 //! tasks`): what is queued here and what runs on which worker. Pure: no
 //! pids, no node status (the shell adds those).
 
-use super::{Dispatcher, Queued, WorkerId};
+use super::{Dispatcher, Queued, WorkerId, WorkerState};
 use crate::proto::state::TaskState;
 use crate::proto::task::{TaskKind, TaskSpec};
 
@@ -64,6 +64,59 @@ impl Dispatcher {
     }
 }
 
+/// One worker process the dispatcher knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    /// Its number.
+    pub id: WorkerId,
+    /// Its job.
+    pub job: crate::ids::JobId,
+    /// `starting`, `idle`, `busy` or `actor`.
+    pub state: &'static str,
+    /// The task it runs.
+    pub task: Option<crate::ids::TaskId>,
+    /// The actor it hosts.
+    pub actor: Option<crate::ids::ActorId>,
+    /// Its GPUs.
+    pub gpus: Vec<u32>,
+}
+
+impl Dispatcher {
+    /// The class of the actor a worker hosts, for its output's prefix.
+    pub fn worker_actor_class(&self, worker: WorkerId) -> Option<String> {
+        let w = self.workers.get(&worker)?;
+        w.actor
+            .and_then(|a| self.actors.get(&a))
+            .map(|a| a.class_name())
+    }
+
+    /// Every worker process, by number.
+    pub fn worker_rows(&self) -> Vec<WorkerRow> {
+        let mut rows: Vec<WorkerRow> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let (state, task) = match (&w.state, w.actor) {
+                    (WorkerState::Starting, _) => ("starting", None),
+                    (_, Some(_)) => ("actor", None),
+                    (WorkerState::Idle, None) => ("idle", None),
+                    (WorkerState::Busy(t), None) => ("busy", Some(*t)),
+                };
+                WorkerRow {
+                    id: *id,
+                    job: w.job,
+                    state,
+                    task,
+                    actor: w.actor,
+                    gpus: w.gpus.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +144,8 @@ mod tests {
         assert!(rows[0].worker.is_some(), "a running task names its worker");
         assert_eq!((rows[1].state, rows[1].worker), (TaskState::Queued, None));
         assert_eq!(kind_name(&rows[1].spec.kind), "task");
+        let workers = d.worker_rows();
+        assert_eq!(workers.len(), 1, "{workers:?}");
+        assert_eq!((workers[0].state, workers[0].job), ("starting", job));
     }
 }

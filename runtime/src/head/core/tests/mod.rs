@@ -205,6 +205,7 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
             binary_len: 0,
             cwd: String::new(),
             env: vec![],
+            driver_node: None,
         },
         task,
     };

@@ -24,5 +24,15 @@ for crate in prism prism-macros prism-cli; do
     status=1
   fi
 done
-[ $status -eq 0 ] && echo "architecture check: pure crates have no tokio/quinn/tch dependency; core crates have no tch"
+# Job binaries link prism (and prism-ml): neither may pull in the HTTP
+# stack, which only the dashboard (and the CLI that runs it) needs.
+for crate in prism prism-ml; do
+  bad=$(deps_matching "$crate" '^(axum|hyper|prometheus-client|prism-dashboard) ')
+  if [ -n "$bad" ]; then
+    echo "architecture violation: $crate depends on an HTTP stack (only prism-dashboard may):" >&2
+    echo "$bad" >&2
+    status=1
+  fi
+done
+[ $status -eq 0 ] && echo "architecture check: pure crates have no tokio/quinn/tch dependency; core crates have no tch; job binaries have no HTTP stack"
 exit $status

@@ -9,6 +9,16 @@ cd "$(dirname "$0")/.."
 LIBTORCH=$(scripts/setup-libtorch.sh)
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The dashboard's browser test drives headless Chromium (Debian's package);
+# where it cannot be installed the test says so and skips.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+      || echo "note: could not install chromium; the dashboard browser test will skip" >&2
+  else
+    echo "note: chromium is not installed and apt-get is not usable here; the dashboard browser test will skip" >&2
+  fi
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The NCCL path (feature `cuda`) must keep compiling without a GPU; its test

@@ -142,6 +142,8 @@ pub struct StoreStats {
     pub objects: usize,
     /// Objects on disk.
     pub spilled: usize,
+    /// Bytes of the objects on disk.
+    pub spilled_bytes: usize,
     /// Objects ever spilled.
     pub spills: u64,
     /// Objects ever restored.
@@ -531,6 +533,12 @@ impl<A: SegmentAllocator> Store<A> {
                 .values()
                 .filter(|e| matches!(e.loc, Location::Spilled(_)))
                 .count(),
+            spilled_bytes: self
+                .objects
+                .values()
+                .filter(|e| matches!(e.loc, Location::Spilled(_)))
+                .map(|e| e.size)
+                .sum(),
             ..self.stats
         }
     }

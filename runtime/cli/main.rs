@@ -1,5 +1,6 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
+mod dashboard;
 mod job;
 mod list;
 mod list_table;

@@ -68,6 +68,8 @@ pub struct StartArgs {
     block: bool,
     #[command(flatten)]
     temp: TempDirArg,
+    #[command(flatten)]
+    dashboard: crate::dashboard::DashboardArgs,
     /// The session directory to use (set by `prism start` for its daemon).
     #[arg(long, hide = true)]
     session_dir: Option<PathBuf>,
@@ -232,7 +234,16 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             },
         };
         run_head_node(opts, session, stop_signal(), |r| {
+            let dashboard =
+                match crate::dashboard::start(&args.dashboard, r.head_address, &r.token, session) {
+                    Ok(url) => url,
+                    Err(e) => {
+                        tracing::error!("the dashboard did not start: {e:#}");
+                        None
+                    }
+                };
             write_ready(ReadyInfo {
+                dashboard: dashboard.clone(),
                 kind: "head".into(),
                 head_address: r.head_address.to_string(),
                 node_id: r.raylet.as_ref().map(|n| n.node_id.to_string()),
@@ -244,7 +255,12 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 recovered: r.recovered.clone(),
             });
             if args.session_dir.is_none() {
-                print_head_banner(&r.head_address.to_string(), &r.token.to_string(), session);
+                print_head_banner(
+                    &r.head_address.to_string(),
+                    &r.token.to_string(),
+                    dashboard.as_deref(),
+                    session,
+                );
             }
         })
         .await?;
@@ -270,6 +286,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 node_address: Some(r.address.to_string()),
                 store_socket: Some(r.store_socket.display().to_string()),
                 recovered: None,
+                dashboard: None,
             });
             if args.session_dir.is_none() {
                 println!(
@@ -284,10 +301,13 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
     Ok(())
 }
 
-fn print_head_banner(head: &str, token: &str, session: &SessionDir) {
+fn print_head_banner(head: &str, token: &str, dashboard: Option<&str>, session: &SessionDir) {
     println!("Prism head started at {head}.");
     println!("Session directory: {}", session.path().display());
     println!("Logs: {}", session.log_file().display());
+    if let Some(url) = dashboard {
+        println!("{}", crate::dashboard::banner(url, session));
+    }
     println!();
     println!("To add a node to this cluster, run on that machine:");
     println!("  prism start --address {head} --token {token}");
@@ -427,7 +447,12 @@ fn wait_ready(
                         session.file("head.db").display()
                     );
                 }
-                print_head_banner(&info.head_address, &info.token, session);
+                print_head_banner(
+                    &info.head_address,
+                    &info.token,
+                    ready.dashboard.as_deref(),
+                    session,
+                );
             } else {
                 println!(
                     "Prism raylet {} joined the cluster at {}; address {}.",

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod head;
 pub mod ids;
+pub mod metrics;
 pub mod node;
 pub mod object_store;
 pub mod proto;

@@ -74,6 +74,9 @@ pub struct ReadyInfo {
     /// `c-… (N nodes, M actors, J jobs)` when this head recovered a cluster.
     #[serde(default)]
     pub recovered: Option<String>,
+    /// The dashboard's URL, when this head serves one.
+    #[serde(default)]
+    pub dashboard: Option<String>,
 }
 
 /// One session directory.

@@ -43,6 +43,7 @@ pub struct ActorRegistration {
 inventory::collect!(ActorRegistration);
 
 fn done(core: &Core, task_id: crate::ids::TaskId, outcome: Outcome) {
+    core.flush_metrics();
     if core.send(&LocalRequest::Done { task_id, outcome }).is_err() {
         std::process::exit(0);
     }

@@ -104,6 +104,15 @@ impl Core {
         })
     }
 
+    /// Sends this process's metric changes to the raylet (before a
+    /// worker's result; once a second from a driver).
+    pub(crate) fn flush_metrics(&self) {
+        let updates = crate::metrics::take_pending();
+        if !updates.is_empty() {
+            let _ = self.send(&LocalRequest::Metrics(updates));
+        }
+    }
+
     /// Handles one event from the raylet (the reader task calls this).
     pub(crate) fn on_event(self: &Arc<Self>, ev: LocalEvent) -> Option<(TaskSpec, Vec<u32>)> {
         match ev {

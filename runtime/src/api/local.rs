@@ -102,6 +102,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Ok(c) = core::current() {
+            c.flush_metrics();
+        }
         core::install(None);
         if let (Some(link), Some(rt)) = (self.head.take(), self.rt.as_ref()) {
             link.close(rt);
@@ -174,6 +177,20 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
     };
     let (core, _tasks) = connect(rt.handle(), &socket, hello, job_id)?;
     let node_id = core.node_id;
+    {
+        // A driver's metrics reach its raylet once a second.
+        let core = Arc::downgrade(&core);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match core.upgrade() {
+                    Some(c) => c.flush_metrics(),
+                    None => return,
+                }
+            }
+        });
+    }
     core::install(Some(core));
     Ok(Cluster {
         head,
@@ -289,6 +306,7 @@ fn start_embedded(
                         node_address: Some(raylet.address.to_string()),
                         store_socket: Some(raylet.store_socket.display().to_string()),
                         recovered: None,
+                        dashboard: None,
                     },
                 );
                 let _ = ready_tx.send(raylet.task_socket.clone());

@@ -43,11 +43,13 @@ pub(super) async fn list(
 /// One listing from the raylets' replies (pure).
 fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadResponse {
     let (mut tasks, mut objects, mut workers) = (Vec::new(), Vec::new(), Vec::new());
+    let mut metrics = Vec::new();
     for r in replies {
         match r {
             StateReply::Tasks(t) => tasks.extend(t),
             StateReply::Objects(o) => objects.extend(o),
             StateReply::Workers(w) => workers.extend(w),
+            StateReply::Metrics(m) => metrics.push(m),
         }
     }
     match query {
@@ -62,6 +64,13 @@ fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadRe
         StateQuery::Workers => {
             workers.sort_by_key(|w| (w.node_id, w.worker_id));
             HeadResponse::Workers(workers)
+        }
+        StateQuery::Metrics => {
+            metrics.sort_by_key(|m| m.node_id);
+            HeadResponse::Metrics {
+                head_requests: Default::default(),
+                nodes: metrics,
+            }
         }
     }
 }

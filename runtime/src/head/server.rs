@@ -32,6 +32,8 @@ struct Ctx {
     max_frame: usize,
     jobs: JobRunner,
     dialer: Arc<RayletDialer>,
+    /// How long requests took, for `/metrics`.
+    latency: std::sync::Mutex<crate::metrics::Histogram>,
 }
 
 /// Runs the head on a bound endpoint until `shutdown` resolves.
@@ -83,6 +85,7 @@ pub async fn run_head(
         max_frame: cfg.max_frame_bytes,
         jobs,
         dialer,
+        latency: Default::default(),
     });
     let ticker = {
         let actor = actor.clone();
@@ -239,6 +242,7 @@ async fn serve_stream(
     let Some(req) = read_msg::<HeadRequest, _>(&mut r, ctx.max_frame).await? else {
         return Ok(());
     };
+    let began = std::time::Instant::now();
     let reply = match req {
         HeadRequest::Hello { .. } => HeadResponse::Welcome {
             cluster_id: ctx.cluster_id,
@@ -274,6 +278,17 @@ async fn serve_stream(
         HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
         HeadRequest::ListWorkers => list_state(ctx, StateQuery::Workers).await,
+        HeadRequest::Metrics => match list_state(ctx, StateQuery::Metrics).await {
+            HeadResponse::Metrics { nodes, .. } => HeadResponse::Metrics {
+                head_requests: ctx
+                    .latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+                nodes,
+            },
+            other => other,
+        },
         HeadRequest::WorkerLog {
             node_id,
             pid,
@@ -289,6 +304,10 @@ async fn serve_stream(
             ractor::call!(ctx.actor, HeadMsg::Request, caller, req).unwrap_or_else(internal)
         }
     };
+    ctx.latency
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .observe(began.elapsed().as_secs_f64());
     write_msg(&mut s, &reply).await
 }
 

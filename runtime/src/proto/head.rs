@@ -139,6 +139,8 @@ pub enum HeadRequest {
     ListObjects,
     /// Every live raylet's worker processes.
     ListWorkers,
+    /// Every live raylet's metrics and the head's own.
+    Metrics,
     /// Part of a worker's log file, from its node.
     WorkerLog {
         /// The worker's node.
@@ -345,6 +347,13 @@ pub enum HeadResponse {
     Objects(Vec<super::state::ObjectInfo>),
     /// Answer to `ListWorkers`.
     Workers(Vec<super::state::WorkerInfo>),
+    /// Answer to `Metrics`.
+    Metrics {
+        /// The head's request latency (seconds).
+        head_requests: crate::metrics::Histogram,
+        /// Each live node's.
+        nodes: Vec<super::state::NodeMetrics>,
+    },
     /// Answer to `WorkerLog`.
     WorkerLog(super::state::LogChunk),
     /// One placement group (`None`: unknown id).

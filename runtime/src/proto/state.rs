@@ -18,6 +18,8 @@ pub enum StateQuery {
     Objects,
     /// Its worker processes.
     Workers,
+    /// Its counters (store, transfers, tasks) and its users' metrics.
+    Metrics,
 }
 
 /// A raylet's answer.
@@ -29,6 +31,8 @@ pub enum StateReply {
     Objects(Vec<ObjectInfo>),
     /// Its workers.
     Workers(Vec<WorkerInfo>),
+    /// Its metrics.
+    Metrics(NodeMetrics),
 }
 
 /// Where a task is in its life on a raylet.
@@ -166,3 +170,40 @@ pub enum LogChunk {
 
 /// Most bytes of a log returned at once.
 pub const MAX_LOG_CHUNK: u64 = 1 << 20;
+
+/// One node's counters, for the head's `/metrics`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct NodeMetrics {
+    /// The node.
+    pub node_id: Option<NodeId>,
+    /// Object store segment bytes.
+    pub store_capacity: u64,
+    /// Bytes of the segment in use.
+    pub store_used: u64,
+    /// Objects held (in memory or spilled).
+    pub store_objects: u64,
+    /// Bytes of objects on disk.
+    pub store_spilled_bytes: u64,
+    /// Objects ever spilled.
+    pub spills: u64,
+    /// Objects ever evicted.
+    pub evictions: u64,
+    /// Object bytes sent to other nodes.
+    pub bytes_sent: u64,
+    /// Object bytes pulled from other nodes.
+    pub bytes_received: u64,
+    /// Tasks queued here now.
+    pub tasks_queued: u64,
+    /// Tasks running here now.
+    pub tasks_running: u64,
+    /// Tasks that returned a result here, ever.
+    pub tasks_finished: u64,
+    /// Tasks that failed here, ever.
+    pub tasks_failed: u64,
+    /// Run time of the tasks that ended here (seconds).
+    pub task_seconds: crate::metrics::Histogram,
+    /// Worker processes.
+    pub workers: u64,
+    /// Users' metrics from this node's processes.
+    pub user: Vec<crate::metrics::MetricValue>,
+}

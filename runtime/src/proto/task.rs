@@ -381,6 +381,8 @@ pub enum LocalRequest {
     Blocked,
     /// The worker's task runs again.
     Unblocked,
+    /// Changes of user metrics ([`crate::metrics`]).
+    Metrics(Vec<crate::metrics::MetricUpdate>),
 }
 
 /// Raylet to driver or worker.

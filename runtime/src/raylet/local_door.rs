@@ -197,6 +197,13 @@ impl TaskService {
                 self.act(|d| d.worker_blocked(w, false));
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::Metrics(updates)) => {
+                let mut table = self.user_metrics.lock().unwrap_or_else(|p| p.into_inner());
+                for u in &updates {
+                    table.apply(u);
+                }
+                None
+            }
             (_, other) => {
                 warn!(?owner, "ignoring {other:?} from {role:?}");
                 None

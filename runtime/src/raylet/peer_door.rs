@@ -143,6 +143,9 @@ async fn serve_chunk(
         return;
     }
     if s.write_all(bytes).await.is_ok() {
+        server
+            .bytes_sent
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         let _ = s.shutdown().await;
     }
 }

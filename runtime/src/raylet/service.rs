@@ -42,6 +42,8 @@ pub struct TaskService {
     pub(super) conns: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) worker_conns: DashMap<WorkerId, u64>,
     pub(super) pids: DashMap<WorkerId, u32>,
+    /// Users' metrics from this node's processes.
+    pub(super) user_metrics: Mutex<crate::metrics::MetricsTable>,
     /// The name of the task each worker ran last (its output's prefix).
     pub(super) last_task: DashMap<WorkerId, String>,
     pub(super) jobs: DashMap<JobId, JobSpec>,
@@ -86,6 +88,7 @@ impl TaskService {
             worker_conns: DashMap::new(),
             pids: DashMap::new(),
             last_task: DashMap::new(),
+            user_metrics: Mutex::default(),
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
             ended_jobs: DashMap::new(),

@@ -5,7 +5,9 @@
 
 use super::dispatch::state::kind_name;
 use super::service::TaskService;
-use crate::proto::state::{ObjectInfo, StateQuery, StateReply, TaskInfo, TaskState, WorkerInfo};
+use crate::proto::state::{
+    NodeMetrics, ObjectInfo, StateQuery, StateReply, TaskInfo, TaskState, WorkerInfo,
+};
 use crate::proto::task::TaskSpec;
 
 impl TaskService {
@@ -15,6 +17,7 @@ impl TaskService {
             StateQuery::Tasks => StateReply::Tasks(self.list_tasks()),
             StateQuery::Objects => StateReply::Objects(self.list_objects()),
             StateQuery::Workers => StateReply::Workers(self.list_workers()),
+            StateQuery::Metrics => StateReply::Metrics(self.metrics()),
         }
     }
 
@@ -77,6 +80,35 @@ impl TaskService {
                 refs: i.refs,
             })
             .collect()
+    }
+
+    fn metrics(&self) -> NodeMetrics {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = self.store.stats();
+        let disp = self.disp().stats();
+        let history = self.lock_history();
+        NodeMetrics {
+            node_id: Some(self.node()),
+            store_capacity: store.capacity as u64,
+            store_used: store.capacity.saturating_sub(store.free) as u64,
+            store_objects: store.objects as u64,
+            store_spilled_bytes: store.spilled_bytes as u64,
+            spills: store.spills,
+            evictions: store.evictions,
+            bytes_sent: self.store.bytes_sent.load(Relaxed),
+            bytes_received: self.store.bytes_received.load(Relaxed),
+            tasks_queued: disp.queued as u64,
+            tasks_running: disp.running as u64,
+            tasks_finished: history.finished_total,
+            tasks_failed: history.failed_total,
+            task_seconds: history.seconds.clone(),
+            workers: disp.workers as u64,
+            user: self
+                .user_metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values(),
+        }
     }
 
     fn list_workers(&self) -> Vec<WorkerInfo> {

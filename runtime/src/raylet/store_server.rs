@@ -34,6 +34,10 @@ pub struct StoreServer {
     /// Local clients connected now, and the most allowed (one thread each).
     pub(super) clients: std::sync::atomic::AtomicUsize,
     pub(super) max_clients: std::sync::atomic::AtomicUsize,
+    /// Object bytes sent to peers.
+    pub bytes_sent: AtomicU64,
+    /// Object bytes pulled from peers.
+    pub bytes_received: AtomicU64,
 }
 
 /// What the store needs from the rest of the cluster (the raylet's
@@ -125,6 +129,8 @@ impl StoreServer {
             transfer: OnceLock::new(),
             clients: Default::default(),
             max_clients: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
         }))
     }
 

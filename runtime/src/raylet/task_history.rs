@@ -23,6 +23,12 @@ pub struct TaskHistory {
     cap: usize,
     open: HashMap<TaskId, TaskInfo>,
     done: VecDeque<TaskInfo>,
+    /// Tasks that returned a result, ever.
+    pub finished_total: u64,
+    /// Tasks that failed, ever.
+    pub failed_total: u64,
+    /// Their run times (start to end), seconds.
+    pub seconds: crate::metrics::Histogram,
 }
 
 impl TaskHistory {
@@ -32,6 +38,9 @@ impl TaskHistory {
             cap,
             open: HashMap::new(),
             done: VecDeque::new(),
+            finished_total: 0,
+            failed_total: 0,
+            seconds: Default::default(),
         }
     }
 
@@ -62,6 +71,15 @@ impl TaskHistory {
         };
         t.ended_us = Some(now_us);
         t.error = error;
+        if t.state == TaskState::Failed {
+            self.failed_total += 1;
+        } else {
+            self.finished_total += 1;
+        }
+        if let Some(start) = t.started_us {
+            self.seconds
+                .observe(now_us.saturating_sub(start) as f64 / 1e6);
+        }
         if self.cap == 0 {
             return;
         }

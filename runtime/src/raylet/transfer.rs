@@ -301,6 +301,9 @@ async fn fetch_chunk(
     r.read_exact(dst)
         .await
         .map_err(|e| format!("transfer broke off: {e}"))?;
+    server
+        .bytes_received
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -484,6 +484,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::ListObjects => "ListObjects",
         R::ListWorkers => "ListWorkers",
         R::WorkerLog { .. } => "WorkerLog",
+        R::Metrics => "Metrics",
         R::PlacementGroup(_) => "PlacementGroup",
     }
 }

@@ -1,0 +1,212 @@
+//! The JSON state API, `/api/v0/*`: the same rows as `prism list … --json`
+//! (one model, [`prism::views`]), with filters (`state=`, `job=`, `node=`,
+//! `name=`, any field), `sort=`/`order=`, and `limit=` (default 100) /
+//! `offset=` paging. Plus a summary for the overview, worker logs, the
+//! task timeline and stopping a job (admins only).
+
+use crate::auth::Role;
+use crate::source::SourceError;
+use crate::App;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use prism::client::Table;
+use prism::proto::head::{HeadRequest, HeadResponse};
+use prism::proto::state::LogChunk;
+use prism::views::Query as RowQuery;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Rows per page when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// An API error: its status and one sentence.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(e: SourceError) -> ApiError {
+        let status = match e {
+            SourceError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SourceError::Head(_) => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// `GET /api/v0/{table}`.
+pub async fn table(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<prism::views::Page>, ApiError> {
+    let table = Table::parse(&name).ok_or_else(|| {
+        let names: Vec<_> = Table::ALL.iter().map(|t| t.name()).collect();
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no table {name:?}; there are: {}", names.join(", ")),
+        )
+    })?;
+    let mut q = RowQuery::parse(params).map_err(bad_request)?;
+    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let rows = app.source.rows(table).await?;
+    let page = q.apply_values(rows.to_vec()).map_err(bad_request)?;
+    Ok(Json(page))
+}
+
+fn count_by(rows: &[Value], field: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let k = match &r[field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        *out.entry(k).or_insert(0) += 1;
+    }
+    out
+}
+
+/// `GET /api/v0/summary`: what the overview shows — nodes with their
+/// resources, totals, demand, and counts of jobs, actors, tasks by state.
+pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let status = match app.source.request(&HeadRequest::GetStatus).await? {
+        HeadResponse::Status(s) => s,
+        other => return Err(bad_request(format!("unexpected answer {other:?}"))),
+    };
+    let nodes: Vec<_> = status
+        .nodes
+        .iter()
+        .map(prism::views::NodeView::from_status)
+        .collect();
+    let mut total: BTreeMap<String, f64> = BTreeMap::new();
+    let mut available: BTreeMap<String, f64> = BTreeMap::new();
+    for n in nodes
+        .iter()
+        .filter(|n| n.state != prism::proto::common::NodeState::Dead)
+    {
+        for (k, v) in &n.resources_total {
+            *total.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &n.resources_available {
+            *available.entry(k.clone()).or_default() += v;
+        }
+    }
+    let demand: Vec<Value> = status
+        .demand
+        .iter()
+        .map(|d| {
+            let shape: Map<String, Value> = d
+                .shape
+                .to_set()
+                .iter()
+                .map(|(k, q)| (k.to_string(), json!(q.as_f64())))
+                .collect();
+            json!({"node_id": d.node_id, "shape": shape, "count": d.count, "infeasible": d.infeasible})
+        })
+        .collect();
+    let jobs = app.source.rows(Table::Jobs).await?;
+    let actors = app.source.rows(Table::Actors).await?;
+    let tasks = app.source.rows(Table::Tasks).await?;
+    let groups = app.source.rows(Table::PlacementGroups).await?;
+    Ok(Json(json!({
+        "cluster_id": status.cluster_id,
+        "head_address": status.head_address,
+        "nodes": nodes,
+        "resources_total": total,
+        "resources_available": available,
+        "demand": demand,
+        "jobs": count_by(&jobs, "state"),
+        "actors": count_by(&actors, "state"),
+        "tasks": count_by(&tasks, "state"),
+        "placement_groups": count_by(&groups, "state"),
+    })))
+}
+
+/// The query of `/api/v0/logs`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LogQuery {
+    node: String,
+    pid: u32,
+    #[serde(default)]
+    offset: u64,
+}
+
+/// `GET /api/v0/logs?node=N&pid=P&offset=O`: part of a worker's log.
+pub async fn logs(
+    State(app): State<Arc<App>>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let node = q
+        .node
+        .parse()
+        .map_err(|_| bad_request(format!("node={:?} is not a node id", q.node)))?;
+    let req = HeadRequest::WorkerLog {
+        node_id: node,
+        pid: q.pid,
+        offset: q.offset,
+    };
+    match app.source.request(&req).await? {
+        HeadResponse::WorkerLog(LogChunk::Data { data, next }) => Ok(Json(json!({
+            "data": String::from_utf8_lossy(&data),
+            "next": next,
+        }))),
+        HeadResponse::WorkerLog(LogChunk::Missing(why)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, why))
+        }
+        other => Err(bad_request(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// `GET /api/v0/timeline?job=J`: the tasks' runs as a Chrome trace.
+pub async fn timeline(
+    State(app): State<Arc<App>>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let tasks = match app.source.request(&HeadRequest::ListTasks).await? {
+        HeadResponse::Tasks(t) => t,
+        other => return Err(bad_request(format!("unexpected answer {other:?}"))),
+    };
+    let job = params.get("job").filter(|j| !j.is_empty());
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .filter(|t| job.is_none_or(|j| t.job_id.to_string().starts_with(j.as_str())))
+        .collect();
+    Ok(Json(prism::views::chrome_trace(&tasks)))
+}
+
+/// `POST /api/v0/jobs/{id}/stop`: admins only.
+pub async fn stop_job(
+    State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if role != Role::Admin {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "stopping a job needs the cluster token (this session has the read-only dashboard token)".into(),
+        ));
+    }
+    let job_id = id
+        .parse()
+        .map_err(|_| bad_request(format!("{id:?} is not a job id")))?;
+    match app.source.request(&HeadRequest::StopJob { job_id }).await? {
+        HeadResponse::Ok => Ok(Json(json!({"stopped": id}))),
+        other => Err(bad_request(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// `GET /api/v0/whoami`: the caller's role (the pages show admin buttons by it).
+pub async fn whoami(Extension(role): Extension<Role>) -> Json<Value> {
+    Json(json!({ "role": if role == Role::Admin { "admin" } else { "viewer" } }))
+}

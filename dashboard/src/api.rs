@@ -60,8 +60,27 @@ pub async fn table(
     })?;
     let mut q = RowQuery::parse(params).map_err(bad_request)?;
     q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    if table == Table::Tasks {
+        // Tasks are the big table: the raylets filter them and send only
+        // the newest rows a page needs, when the query allows.
+        if let Some(filter) = q.task_filter() {
+            let (rows, total) = app.source.task_page(filter).await?;
+            let rows = rows.into_iter().skip(q.offset).collect();
+            return Ok(Json(prism::views::Page {
+                total: total as usize,
+                offset: q.offset,
+                limit: q.limit,
+                rows,
+            }));
+        }
+        if q.sort.is_none() {
+            // The same order as the pushed-down pages: newest first.
+            q.sort = Some("submitted_us".into());
+            q.descending = true;
+        }
+    }
     let rows = app.source.rows(table).await?;
-    let page = q.apply_values(rows.to_vec()).map_err(bad_request)?;
+    let page = q.apply_refs(&rows).map_err(bad_request)?;
     Ok(Json(page))
 }
 
@@ -117,8 +136,19 @@ pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiErro
         .collect();
     let jobs = app.source.rows(Table::Jobs).await?;
     let actors = app.source.rows(Table::Actors).await?;
-    let tasks = app.source.rows(Table::Tasks).await?;
     let groups = app.source.rows(Table::PlacementGroups).await?;
+    // Task counts by state, counted by the raylets (no rows move).
+    let mut tasks = BTreeMap::new();
+    for state in ["queued", "running", "infeasible", "finished", "failed"] {
+        let filter = prism::proto::state::TaskFilter {
+            state: prism::proto::state::TaskState::parse(state),
+            ..Default::default()
+        };
+        let (_, n) = app.source.task_page(filter).await?;
+        if n > 0 {
+            tasks.insert(state.to_string(), n);
+        }
+    }
     Ok(Json(json!({
         "cluster_id": status.cluster_id,
         "head_address": status.head_address,
@@ -128,7 +158,7 @@ pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiErro
         "demand": demand,
         "jobs": count_by(&jobs, "state"),
         "actors": count_by(&actors, "state"),
-        "tasks": count_by(&tasks, "state"),
+        "tasks": tasks,
         "placement_groups": count_by(&groups, "state"),
     })))
 }

@@ -151,6 +151,27 @@ impl Source {
         Ok(rows)
     }
 
+    /// A page of tasks filtered by the raylets (not cached: it is cheap).
+    pub async fn task_page(
+        &self,
+        filter: prism::proto::state::TaskFilter,
+    ) -> Result<(Vec<Value>, u64), SourceError> {
+        let c = self.client().await?;
+        match c.task_page(filter.clone()).await {
+            Ok(p) => Ok(p),
+            Err(prism::client::ClientError::Refused { message, .. }) => {
+                Err(SourceError::Head(message))
+            }
+            Err(_) => {
+                *self.client.lock().await = None;
+                let c = self.client().await?;
+                c.task_page(filter)
+                    .await
+                    .map_err(|e| SourceError::Head(e.to_string()))
+            }
+        }
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.endpoint.close();

@@ -57,7 +57,12 @@ pub fn start(
         head,
         token: token.clone(),
         viewer_token: viewer_token(session)?,
-        cache: std::time::Duration::from_millis(500),
+        cache: std::time::Duration::from_millis(
+            std::env::var("PRISM_DASHBOARD_CACHE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500),
+        ),
     };
     let dashboard = prism_dashboard::Dashboard::bind(opts)?;
     let url = format!("http://{}", dashboard.local_addr());

@@ -199,6 +199,23 @@ impl HeadClient {
         }
     }
 
+    /// The newest tasks passing `filter` (newest first) and how many pass,
+    /// filtered by the raylets themselves.
+    pub async fn task_page(
+        &self,
+        filter: crate::proto::state::TaskFilter,
+    ) -> Result<(Vec<serde_json::Value>, u64), ClientError> {
+        match self.request(&HeadRequest::QueryTasks(filter)).await? {
+            HeadResponse::TaskPage { rows, total } => Ok((
+                rows.iter()
+                    .map(|r| serde_json::to_value(r).unwrap_or_default())
+                    .collect(),
+                total,
+            )),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// The underlying connection.
     pub fn connection(&self) -> &BoxConn {
         &self.conn

@@ -183,6 +183,11 @@ impl Query {
 
     /// [`Query::apply`] on rows already in JSON.
     pub fn apply_values(&self, rows: Vec<Value>) -> Result<Page, QueryError> {
+        self.apply_refs(&rows)
+    }
+
+    /// [`Query::apply`] on borrowed JSON rows: only the page is copied.
+    pub fn apply_refs(&self, rows: &[Value]) -> Result<Page, QueryError> {
         if let Some(first) = rows.first().and_then(Value::as_object) {
             let wanted = self.filters.iter().map(|(f, _)| f).chain(self.sort.iter());
             for f in wanted {
@@ -194,8 +199,8 @@ impl Query {
                 }
             }
         }
-        let mut kept: Vec<Value> = rows
-            .into_iter()
+        let mut kept: Vec<&Value> = rows
+            .iter()
             .filter(|r| {
                 self.filters
                     .iter()
@@ -213,6 +218,7 @@ impl Query {
             .into_iter()
             .skip(self.offset)
             .take(self.limit.unwrap_or(usize::MAX))
+            .cloned()
             .collect();
         Ok(Page {
             total,
@@ -220,6 +226,35 @@ impl Query {
             limit: self.limit,
             rows,
         })
+    }
+
+    /// The same query as a [`TaskFilter`](crate::proto::state::TaskFilter)
+    /// the raylets can apply themselves, when it only filters by state,
+    /// job, name and node and sorts newest first by one of the task's
+    /// times (newest arrival is the tasks' default order).
+    pub fn task_filter(&self) -> Option<crate::proto::state::TaskFilter> {
+        use crate::proto::state::TaskTime;
+        let by = match &self.sort {
+            None => TaskTime::Submitted,
+            Some(f) if self.descending => TaskTime::parse(f)?,
+            Some(_) => return None,
+        };
+        let mut f = crate::proto::state::TaskFilter {
+            by,
+            newest: (self.offset + self.limit.unwrap_or(usize::MAX - self.offset))
+                .min(u32::MAX as usize) as u32,
+            ..Default::default()
+        };
+        for (field, v) in &self.filters {
+            match field.as_str() {
+                "state" => f.state = Some(crate::proto::state::TaskState::parse(v)?),
+                "job_id" => f.job = Some(v.clone()),
+                "node_id" => f.node = Some(v.clone()),
+                "name" => f.name = Some(v.clone()),
+                _ => return None,
+            }
+        }
+        Some(f)
     }
 }
 

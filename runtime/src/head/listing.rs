@@ -20,6 +20,7 @@ pub(super) async fn list(
     let mut asks = tokio::task::JoinSet::new();
     for n in status.nodes.iter().filter(|n| n.state != NodeState::Dead) {
         let (dialer, node, addr) = (dialer.clone(), n.node_id, n.address.clone());
+        let query = query.clone();
         asks.spawn(async move {
             match dialer
                 .call::<_, StateReply>(&addr, &PeerRequest::State(query))
@@ -44,18 +45,27 @@ pub(super) async fn list(
 fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadResponse {
     let (mut tasks, mut objects, mut workers) = (Vec::new(), Vec::new(), Vec::new());
     let mut metrics = Vec::new();
+    let mut total = 0;
     for r in replies {
         match r {
             StateReply::Tasks(t) => tasks.extend(t),
             StateReply::Objects(o) => objects.extend(o),
             StateReply::Workers(w) => workers.extend(w),
             StateReply::Metrics(m) => metrics.push(m),
+            StateReply::TaskPage { rows, total: n } => {
+                tasks.extend(rows);
+                total += n;
+            }
         }
     }
     match query {
         StateQuery::Tasks => {
             tasks.sort_by(|a, b| (a.node_id, &a.task_id).cmp(&(b.node_id, &b.task_id)));
             HeadResponse::Tasks(tasks)
+        }
+        StateQuery::TaskPage(filter) => {
+            filter.newest_first(&mut tasks);
+            HeadResponse::TaskPage { rows: tasks, total }
         }
         StateQuery::Objects => {
             objects.sort_by(|a, b| (a.node_id, &a.object_id).cmp(&(b.node_id, &b.object_id)));

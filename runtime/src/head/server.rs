@@ -278,6 +278,7 @@ async fn serve_stream(
         HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
         HeadRequest::ListWorkers => list_state(ctx, StateQuery::Workers).await,
+        HeadRequest::QueryTasks(filter) => list_state(ctx, StateQuery::TaskPage(filter)).await,
         HeadRequest::Metrics => match list_state(ctx, StateQuery::Metrics).await {
             HeadResponse::Metrics { nodes, .. } => HeadResponse::Metrics {
                 head_requests: ctx

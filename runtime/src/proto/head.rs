@@ -139,6 +139,9 @@ pub enum HeadRequest {
     ListObjects,
     /// Every live raylet's worker processes.
     ListWorkers,
+    /// The newest tasks that pass a filter, and how many pass, over every
+    /// live raylet.
+    QueryTasks(super::state::TaskFilter),
     /// Every live raylet's metrics and the head's own.
     Metrics,
     /// Part of a worker's log file, from its node.
@@ -345,6 +348,13 @@ pub enum HeadResponse {
     Tasks(Vec<super::state::TaskInfo>),
     /// Answer to `ListObjects`.
     Objects(Vec<super::state::ObjectInfo>),
+    /// Answer to `QueryTasks`.
+    TaskPage {
+        /// The newest rows, newest first.
+        rows: Vec<super::state::TaskInfo>,
+        /// How many passed the filter.
+        total: u64,
+    },
     /// Answer to `ListWorkers`.
     Workers(Vec<super::state::WorkerInfo>),
     /// Answer to `Metrics`.

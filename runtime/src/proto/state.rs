@@ -9,8 +9,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What a raylet is asked to list.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum StateQuery {
+    /// The newest of its tasks that pass a filter, and how many pass.
+    TaskPage(TaskFilter),
     /// Its queued and running tasks (actor constructors and calls
     /// included) and the last finished ones it remembers.
     Tasks,
@@ -31,6 +33,13 @@ pub enum StateReply {
     Objects(Vec<ObjectInfo>),
     /// Its workers.
     Workers(Vec<WorkerInfo>),
+    /// The newest tasks that passed the filter, and how many did.
+    TaskPage {
+        /// At most `newest` of them, newest first.
+        rows: Vec<TaskInfo>,
+        /// How many passed.
+        total: u64,
+    },
     /// Its metrics.
     Metrics(NodeMetrics),
 }
@@ -62,6 +71,98 @@ impl TaskState {
             TaskState::Finished => "finished",
             TaskState::Failed => "failed",
         }
+    }
+}
+
+/// Which tasks a listing wants: all that pass, counted; the `newest` of
+/// them (by arrival) returned. The state API pushes these down to the
+/// raylets so a page of 100 rows does not move every task's row.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks whose job id starts with this.
+    pub job: Option<String>,
+    /// Only tasks with this name.
+    pub name: Option<String>,
+    /// Only tasks on nodes whose id starts with this.
+    pub node: Option<String>,
+    /// How many rows to return.
+    pub newest: u32,
+    /// Which time "newest" means.
+    pub by: TaskTime,
+}
+
+/// A time in a task's life.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskTime {
+    /// When it arrived (`submitted_us`).
+    #[default]
+    Submitted,
+    /// When it last started (`started_us`).
+    Started,
+    /// When it ended (`ended_us`).
+    Ended,
+}
+
+impl TaskTime {
+    /// The field with this name.
+    pub fn parse(field: &str) -> Option<TaskTime> {
+        match field {
+            "submitted_us" => Some(TaskTime::Submitted),
+            "started_us" => Some(TaskTime::Started),
+            "ended_us" => Some(TaskTime::Ended),
+            _ => None,
+        }
+    }
+
+    /// That time of `t` (tasks without it sort last).
+    pub fn of(self, t: &TaskInfo) -> Option<u64> {
+        match self {
+            TaskTime::Submitted => Some(t.submitted_us),
+            TaskTime::Started => t.started_us,
+            TaskTime::Ended => t.ended_us,
+        }
+    }
+}
+
+impl TaskFilter {
+    /// Whether `t` passes.
+    pub fn keeps(&self, t: &TaskInfo) -> bool {
+        self.state.is_none_or(|s| s == t.state)
+            && self
+                .job
+                .as_deref()
+                .is_none_or(|j| t.job_id.to_string().starts_with(j))
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&t.name))
+            && self
+                .node
+                .as_deref()
+                .is_none_or(|n| t.node_id.to_string().starts_with(n))
+    }
+
+    /// Keeps the `newest` rows, newest first.
+    pub fn newest_first(&self, rows: &mut Vec<TaskInfo>) {
+        rows.sort_by_key(|t| std::cmp::Reverse(self.by.of(t)));
+        rows.truncate(self.newest as usize);
+    }
+}
+
+impl TaskState {
+    /// The state with this name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Infeasible,
+            TaskState::Finished,
+            TaskState::Failed,
+        ]
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -6,7 +6,7 @@
 use super::dispatch::state::kind_name;
 use super::service::TaskService;
 use crate::proto::state::{
-    NodeMetrics, ObjectInfo, StateQuery, StateReply, TaskInfo, TaskState, WorkerInfo,
+    NodeMetrics, ObjectInfo, StateQuery, StateReply, TaskFilter, TaskInfo, TaskState, WorkerInfo,
 };
 use crate::proto::task::TaskSpec;
 
@@ -15,6 +15,7 @@ impl TaskService {
     pub fn state(&self, query: StateQuery) -> StateReply {
         match query {
             StateQuery::Tasks => StateReply::Tasks(self.list_tasks()),
+            StateQuery::TaskPage(f) => self.task_page(&f),
             StateQuery::Objects => StateReply::Objects(self.list_objects()),
             StateQuery::Workers => StateReply::Workers(self.list_workers()),
             StateQuery::Metrics => StateReply::Metrics(self.metrics()),
@@ -47,10 +48,16 @@ impl TaskService {
     }
 
     fn list_tasks(&self) -> Vec<TaskInfo> {
+        let mut out = self.list_live_tasks();
+        out.extend(self.lock_history().done().cloned());
+        out
+    }
+
+    /// Tasks queued or running here, with their times.
+    fn list_live_tasks(&self) -> Vec<TaskInfo> {
         let rows = self.disp().task_rows();
         let history = self.lock_history();
-        let mut out: Vec<TaskInfo> = rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 let mut t = self.task_row(&r.spec, r.state, 0);
                 t.worker_pid = r.worker.and_then(|w| self.pids.get(&w).map(|p| *p));
@@ -60,9 +67,26 @@ impl TaskService {
                 }
                 t
             })
+            .collect()
+    }
+
+    /// The newest tasks passing `f`, and how many pass: the finished ones
+    /// are filtered in place, and only the kept rows are copied.
+    fn task_page(&self, f: &TaskFilter) -> StateReply {
+        let live: Vec<TaskInfo> = self
+            .list_live_tasks()
+            .into_iter()
+            .filter(|t| f.keeps(t))
             .collect();
-        out.extend(history.done().cloned());
-        out
+        let history = self.lock_history();
+        let mut done: Vec<&TaskInfo> = history.done().filter(|t| f.keeps(t)).collect();
+        let total = (live.len() + done.len()) as u64;
+        done.sort_by_key(|t| std::cmp::Reverse(f.by.of(t)));
+        let mut rows = live;
+        rows.extend(done.into_iter().take(f.newest as usize).cloned());
+        drop(history);
+        f.newest_first(&mut rows);
+        StateReply::TaskPage { rows, total }
     }
 
     fn list_objects(&self) -> Vec<ObjectInfo> {

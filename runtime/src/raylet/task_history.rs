@@ -100,7 +100,7 @@ impl TaskHistory {
     }
 
     /// The finished tasks, oldest first.
-    pub fn done(&self) -> impl Iterator<Item = &TaskInfo> {
+    pub fn done(&self) -> impl DoubleEndedIterator<Item = &TaskInfo> {
         self.done.iter()
     }
 }

@@ -124,3 +124,39 @@ proptest! {
         prop_assert_eq!(page.rows, expect);
     }
 }
+
+#[test]
+fn simple_task_queries_are_pushed_down_and_others_are_not() {
+    use crate::proto::state::TaskState;
+    let f = q(&[
+        ("state", "Finished"),
+        ("job", "j-12"),
+        ("limit", "10"),
+        ("offset", "20"),
+    ])
+    .task_filter()
+    .unwrap();
+    assert_eq!(
+        (f.state, f.job.as_deref(), f.newest),
+        (Some(TaskState::Finished), Some("j-12"), 30)
+    );
+    assert!(
+        q(&[("kind", "task")]).task_filter().is_none(),
+        "kind is filtered by the head's caller"
+    );
+    assert!(
+        q(&[("sort", "ended_us")]).task_filter().is_none(),
+        "oldest first is not pushed down"
+    );
+    assert!(q(&[("sort", "name"), ("order", "desc")])
+        .task_filter()
+        .is_none());
+    let f = q(&[("sort", "ended_us"), ("order", "desc")])
+        .task_filter()
+        .unwrap();
+    assert_eq!(f.by, crate::proto::state::TaskTime::Ended);
+    assert!(q(&[("state", "sleeping")]).task_filter().is_none());
+    assert!(q(&[("sort", "submitted_us"), ("order", "desc")])
+        .task_filter()
+        .is_some());
+}

@@ -483,6 +483,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::ListTasks => "ListTasks",
         R::ListObjects => "ListObjects",
         R::ListWorkers => "ListWorkers",
+        R::QueryTasks(_) => "QueryTasks",
         R::WorkerLog { .. } => "WorkerLog",
         R::Metrics => "Metrics",
         R::PlacementGroup(_) => "PlacementGroup",

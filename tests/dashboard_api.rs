@@ -50,6 +50,14 @@ fn hold_role() {
         "the group was created",
     );
     let blob = prism::put(&vec![1u8; 1 << 20]).unwrap();
+    let points = (1..=5u64)
+        .map(|step| prism::proto::runs::RunPoint {
+            step,
+            values: vec![("loss".into(), 1.0 / step as f64)],
+            seconds: step as f64,
+        })
+        .collect();
+    prism::report_run("dash-run-1", "mlp", points).unwrap();
     println!("READY {}", blob.id());
     let done = std::env::var("PRISM_TEST_DONE").unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -226,6 +234,26 @@ fn dashboard_api_serves_the_live_cluster() {
     let node = workers["rows"][0]["node_id"].as_str().unwrap().to_string();
     let log = json(&format!("{base}/api/v0/logs?node={node}&pid={pid}"), viewer);
     assert!(log["next"].as_u64().is_some(), "{log:#}");
+
+    // Training runs: the reported points, in step order.
+    let runs_url = format!("{base}/api/v0/runs?name=mlp");
+    assert!(
+        wait_until(Duration::from_secs(10), || json(&runs_url, viewer)["total"]
+            == 1),
+        "{:#}",
+        json(&runs_url, viewer)
+    );
+    let run = json(&format!("{base}/api/v0/runs/dash-run-1"), viewer);
+    let steps: Vec<u64> = run["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5], "{run:#}");
+    assert_eq!(run["run"]["last_step"], 5);
+    let (status, _) = http("GET", &format!("{base}/api/v0/runs/nope"), Some(viewer));
+    assert_eq!(status, 404);
 
     // The summary adds up.
     let s = json(&format!("{base}/api/v0/summary"), viewer);

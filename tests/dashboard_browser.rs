@@ -29,6 +29,17 @@ impl Greeter {
 fn hold_role() {
     let g = Greeter::options().name("browser_greeter").spawn().unwrap();
     check(g.hi().unwrap().get().unwrap() == 1, "the actor answered");
+    let points = (1..=20u64)
+        .map(|step| prism::proto::runs::RunPoint {
+            step,
+            values: vec![
+                ("loss".into(), 2.0 / step as f64),
+                ("accuracy".into(), step as f64 / 20.0),
+            ],
+            seconds: step as f64 * 0.1,
+        })
+        .collect();
+    prism::report_run("browser-run", "mlp", points).unwrap();
     println!("READY");
     let done = std::env::var("PRISM_TEST_DONE").unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -145,6 +156,21 @@ fn dashboard_pages_render_the_live_cluster_in_chromium() {
     assert!(
         !actors.contains(viewer.trim()),
         "the page does not echo the token"
+    );
+    let training = browse(
+        &browser,
+        &profile,
+        &login("/training"),
+        &out_dir.join("dashboard-training.png"),
+    );
+    assert!(
+        training.contains("browser-run"),
+        "the training page lists the run:\n{training}"
+    );
+    assert_eq!(
+        training.matches("<polyline").count(),
+        2,
+        "one chart per metric:\n{training}"
     );
     println!("screenshots: {}", out_dir.join("dashboard-*.png").display());
 

@@ -235,6 +235,49 @@ async function renderLog() {
   return [el("p", { class: "muted" }, `Worker ${pid} on node ${short(node)} (stdout and stderr).`), el("pre", { class: "log" }, logText || "(empty)")];
 }
 
+// --- training runs: one line chart per metric ---------------------------------
+
+function chart(title, xs, ys) {
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 460, H = 180, P = 52;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "chart");
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const sx = (x) => P + ((x - x0) / Math.max(1e-12, x1 - x0)) * (W - P - 8);
+  const sy = (y) => H - P + 8 - ((y - y0) / Math.max(1e-12, y1 - y0)) * (H - P - 8);
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", xs.map((x, i) => sx(x).toFixed(1) + "," + sy(ys[i]).toFixed(1)).join(" "));
+  svg.append(line);
+  for (const [x, y, t, anchor] of [[P - 4, 12, y1.toPrecision(4), "end"], [P - 4, H - P + 8, y0.toPrecision(4), "end"],
+    [P, H - 6, "step " + x0, "start"], [W - 8, H - 6, "step " + x1, "end"]]) {
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", x); label.setAttribute("y", y); label.setAttribute("text-anchor", anchor);
+    label.textContent = t;
+    svg.append(label);
+  }
+  return el("div", { class: "card" }, el("h3", {}, title), svg);
+}
+
+async function renderTraining() {
+  const runs = await api("/api/v0/runs?limit=50");
+  if (!runs.rows.length) return [el("p", { class: "muted" }, "No training runs yet. Every DdpTrainer run reports its steps here; other loops can call prism::report_run.")];
+  const pick = body.dataset.run || runs.rows[0].run_id;
+  const list = table([
+    ["Run", (r) => el("a", { href: "/training?run=" + encodeURIComponent(r.run_id) }, r.run_id)], ["Name", (r) => r.name],
+    ["Job", (r) => short(r.job_id)], ["Steps", (r) => r.points], ["Last step", (r) => r.last_step],
+    ["Last values", (r) => r.last_values.map(([k, v]) => k + " " + Number(v).toPrecision(4)).join(", ")],
+    ["Updated", (r) => fmtMs(r.updated_ms)]], runs.rows);
+  const run = await api("/api/v0/runs/" + encodeURIComponent(pick));
+  const names = [...new Set(run.points.flatMap((p) => p.values.map(([k]) => k)))];
+  const charts = names.map((n) => {
+    const pts = run.points.filter((p) => p.values.some(([k]) => k === n));
+    return chart(n, pts.map((p) => p.step), pts.map((p) => p.values.find(([k]) => k === n)[1]));
+  });
+  return [list, el("h2", {}, "Run " + run.run.run_id), el("div", { class: "cards" }, charts)];
+}
+
 // --- refresh loop ------------------------------------------------------------
 
 let busy = false;
@@ -248,6 +291,7 @@ async function refresh() {
     else if (TABLES[page]) parts = await renderTable(page);
     else if (page === "node") parts = await renderNode();
     else if (page === "log") parts = await renderLog();
+    else if (page === "training") parts = await renderTraining();
     else parts = [el("p", {}, "No such page.")];
     const focused = document.activeElement && document.activeElement.tagName === "INPUT";
     if (!focused) content.replaceChildren(...parts);

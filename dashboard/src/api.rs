@@ -240,3 +240,37 @@ pub async fn stop_job(
 pub async fn whoami(Extension(role): Extension<Role>) -> Json<Value> {
     Json(json!({ "role": if role == Role::Admin { "admin" } else { "viewer" } }))
 }
+
+/// `GET /api/v0/runs`: training runs, most recently updated first.
+pub async fn runs(
+    State(app): State<Arc<App>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<prism::views::Page>, ApiError> {
+    let mut q = RowQuery::parse(params).map_err(bad_request)?;
+    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let runs = match app.source.request(&HeadRequest::ListRuns).await? {
+        HeadResponse::Runs(r) => r,
+        other => return Err(bad_request(format!("unexpected answer {other:?}"))),
+    };
+    let rows: Vec<Value> = runs
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
+    Ok(Json(q.apply_refs(&rows).map_err(bad_request)?))
+}
+
+/// `GET /api/v0/runs/{id}`: one run's points, as `{run, points}`.
+pub async fn run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match app
+        .source
+        .request(&HeadRequest::GetRun { run_id: id.clone() })
+        .await?
+    {
+        HeadResponse::Run(Some((info, points))) => Ok(Json(json!({"run": info, "points": points}))),
+        HeadResponse::Run(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
+        other => Err(bad_request(format!("unexpected answer {other:?}"))),
+    }
+}

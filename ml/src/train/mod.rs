@@ -190,9 +190,16 @@ impl DdpTrainer {
     pub fn fit(&self) -> Result<TrainResult> {
         let mut failures = 0;
         let bar = self.progress.then(|| progress_bar(self.total_steps));
+        // Every step's metrics go to the head for the dashboard's training
+        // page, under one id for the whole run (restarts included).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let run_id = format!("{}-{:08x}", self.loop_name, nanos as u32);
         loop {
             let resume = self.resume || failures > 0;
-            match self.attempt(resume, bar.as_ref()) {
+            match self.attempt(resume, bar.as_ref(), &run_id) {
                 Ok(mut r) => {
                     r.failures = failures;
                     if let Some(b) = &bar {
@@ -222,6 +229,7 @@ impl DdpTrainer {
         &self,
         resume: bool,
         bar: Option<&indicatif::ProgressBar>,
+        run_id: &str,
     ) -> std::result::Result<TrainResult, Attempt> {
         let n = self.scaling.num_workers;
         let bundle = Bundle::new()
@@ -274,7 +282,8 @@ impl DdpTrainer {
                 )));
             }
         }
-        let (metrics, output, seconds) = watch(&group.workers, bar)?;
+        let run = (run_id, self.loop_name.as_str());
+        let (metrics, output, seconds) = watch(&group.workers, bar, run)?;
         Ok(TrainResult {
             metrics,
             failures: 0,
@@ -335,6 +344,7 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
 fn watch(
     workers: &[ActorHandle<TrainWorker>],
     bar: Option<&indicatif::ProgressBar>,
+    (run_id, name): (&str, &str),
 ) -> std::result::Result<(Vec<StepMetrics>, Vec<u8>, f64), Attempt> {
     let mut metrics: Vec<StepMetrics> = Vec::new();
     let mut finished = vec![false; workers.len()];
@@ -361,6 +371,18 @@ fn watch(
                         .map(|(k, v)| format!("{k} {v:.4}"))
                         .collect();
                     b.set_message(format!("epoch {} {}", m.epoch, vals.join(" ")));
+                }
+                let points: Vec<prism::proto::runs::RunPoint> = p
+                    .metrics
+                    .iter()
+                    .map(|m| prism::proto::runs::RunPoint {
+                        step: m.step,
+                        values: m.values.clone(),
+                        seconds: m.seconds,
+                    })
+                    .collect();
+                if let Err(e) = prism::report_run(run_id, name, points) {
+                    tracing::debug!("cannot report the run's metrics: {e}");
                 }
                 metrics.extend(p.metrics);
             }

@@ -31,6 +31,7 @@ mod object_ref;
 mod options;
 mod ownership;
 mod placement;
+mod runs;
 mod submit;
 mod tensor;
 mod value;
@@ -44,6 +45,7 @@ pub use options::TaskOptions;
 pub use placement::{
     get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
 };
+pub use runs::report_run;
 pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Tensor, TensorView};
 pub use value::Value;
 

@@ -24,6 +24,7 @@ mod listing;
 pub mod node_table;
 pub mod object_directory;
 pub mod pg_table;
+pub mod run_table;
 mod server;
 mod shell;
 #[cfg(feature = "durable")]

@@ -144,6 +144,15 @@ pub enum HeadRequest {
     QueryTasks(super::state::TaskFilter),
     /// Every live raylet's metrics and the head's own.
     Metrics,
+    /// New points of a training run.
+    ReportRun(super::runs::RunReport),
+    /// The training runs.
+    ListRuns,
+    /// One training run's points.
+    GetRun {
+        /// The run.
+        run_id: String,
+    },
     /// Part of a worker's log file, from its node.
     WorkerLog {
         /// The worker's node.
@@ -364,6 +373,10 @@ pub enum HeadResponse {
         /// Each live node's.
         nodes: Vec<super::state::NodeMetrics>,
     },
+    /// Answer to `ListRuns`.
+    Runs(Vec<super::runs::RunInfo>),
+    /// Answer to `GetRun`.
+    Run(Option<(super::runs::RunInfo, Vec<super::runs::RunPoint>)>),
     /// Answer to `WorkerLog`.
     WorkerLog(super::state::LogChunk),
     /// One placement group (`None`: unknown id).

@@ -6,7 +6,8 @@
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
 //! - [`raylet`]: raylet to raylet (object transfer).
-//! - [`state`]: task and object listings (`prism list tasks|objects`).
+//! - [`runs`]: training runs' per-step metrics (the dashboard's training page).
+//! - [`state`]: the state API's listings, worker logs, node metrics.
 //! - [`store`]: what local processes say to their raylet's object store.
 //! - [`task`]: tasks between drivers, workers and raylets.
 //! - [`common`]: types both sides share (resources, node status).
@@ -19,6 +20,7 @@ pub mod common;
 pub mod head;
 pub mod placement;
 pub mod raylet;
+pub mod runs;
 pub mod state;
 pub mod store;
 pub mod task;

@@ -383,6 +383,8 @@ pub enum LocalRequest {
     Unblocked,
     /// Changes of user metrics ([`crate::metrics`]).
     Metrics(Vec<crate::metrics::MetricUpdate>),
+    /// New points of a training run, for the head (relayed, unanswered).
+    ReportRun(super::runs::RunReport),
 }
 
 /// Raylet to driver or worker.

@@ -197,6 +197,16 @@ impl TaskService {
                 self.act(|d| d.worker_blocked(w, false));
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportRun(report)) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let req = crate::proto::head::HeadRequest::ReportRun(report);
+                    if let Err(e) = me.transfer.head_request(&req).await {
+                        tracing::debug!("cannot report a training run to the head: {e}");
+                    }
+                });
+                None
+            }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Metrics(updates)) => {
                 let mut table = self.user_metrics.lock().unwrap_or_else(|p| p.into_inner());
                 for u in &updates {

@@ -190,6 +190,8 @@ pub struct HeadCore {
     awaiting_drivers: HashMap<JobId, Instant>,
     placing: Placing,
     effects: VecDeque<Effect>,
+    /// Training runs' metrics (in memory only: not part of DH-2).
+    runs: super::run_table::RunTable,
 }
 
 impl HeadCore {
@@ -207,6 +209,7 @@ impl HeadCore {
             awaiting_drivers: HashMap::new(),
             placing: Placing::default(),
             effects: VecDeque::new(),
+            runs: Default::default(),
         }
     }
 
@@ -290,6 +293,12 @@ impl HeadCore {
             | R::ListActors => self.actor_request(req),
             R::PlacementGroup(pg) => return self.pg_request(now, pg),
             R::ListJobs => HeadResponse::Jobs(self.jobs.list()),
+            R::ReportRun(r) => {
+                self.runs.report(r, now.wall_ms);
+                HeadResponse::Ok
+            }
+            R::ListRuns => HeadResponse::Runs(self.runs.list()),
+            R::GetRun { run_id } => HeadResponse::Run(self.runs.get(&run_id)),
             R::StopJob { job_id } => self.stop_job(now, job_id, Duration::from_secs(3)),
             R::RegisterDriver {
                 job_id,
@@ -486,6 +495,9 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::QueryTasks(_) => "QueryTasks",
         R::WorkerLog { .. } => "WorkerLog",
         R::Metrics => "Metrics",
+        R::ReportRun(_) => "ReportRun",
+        R::ListRuns => "ListRuns",
+        R::GetRun { .. } => "GetRun",
         R::PlacementGroup(_) => "PlacementGroup",
     }
 }

@@ -1,6 +1,7 @@
 //! `prism submit` and `prism job list | logs | stop` against a running
 //! head: the job binary (this test binary, in a driver role) is shipped to
-//! the head by content hash and run there as the driver.
+//! the head by content hash and run there as the driver; its workers'
+//! output is in the job's log.
 
 use prism_test_support::*;
 use std::process::Command;
@@ -8,6 +9,9 @@ use std::time::Duration;
 
 #[prism::remote]
 fn triple(x: u64) -> u64 {
+    if x == 7 {
+        println!("triple saw {x}");
+    }
     x * 3
 }
 
@@ -78,6 +82,9 @@ fn submit_runs_a_job_streams_its_logs_and_returns_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("RESULT 14850"), "{stdout}");
+    // A worker's output reaches the job's log through its driver.
+    let line = stdout.lines().find(|l| l.ends_with("triple saw 7"));
+    assert!(line.is_some_and(|l| l.contains("(triple pid=")), "{stdout}");
     let list = jobs(&sb);
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["state"], "failed");

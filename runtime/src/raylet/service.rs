@@ -216,8 +216,8 @@ impl TaskService {
 
     /// Hands a task to the dispatcher, remembering when it arrived.
     pub(super) fn submit(self: &Arc<Self>, spec: crate::proto::task::TaskSpec, owner: Owner) {
-        let row = self.task_row(&spec, crate::proto::state::TaskState::Queued, now_us());
-        self.lock_history().submitted(spec.task_id, row);
+        let kind = super::dispatch::state::kind_name(&spec.kind);
+        self.lock_history().submitted(&spec, kind, now_us());
         self.act(|d| d.submit(spec, owner));
     }
 

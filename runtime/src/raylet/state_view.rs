@@ -23,7 +23,7 @@ impl TaskService {
     }
 
     /// A task's row as this node lists it.
-    pub(super) fn task_row(&self, spec: &TaskSpec, state: TaskState, now_us: u64) -> TaskInfo {
+    pub(super) fn task_row(&self, spec: &TaskSpec, state: TaskState) -> TaskInfo {
         TaskInfo {
             task_id: spec.task_id.to_string(),
             job_id: spec.job_id,
@@ -40,7 +40,7 @@ impl TaskService {
                 .map(|(k, q)| (k.to_string(), q.as_f64()))
                 .collect(),
             attempt: spec.attempt,
-            submitted_us: now_us,
+            submitted_us: 0,
             started_us: None,
             ended_us: None,
             error: None,
@@ -48,8 +48,9 @@ impl TaskService {
     }
 
     fn list_tasks(&self) -> Vec<TaskInfo> {
+        let node = self.node();
         let mut out = self.list_live_tasks();
-        out.extend(self.lock_history().done().cloned());
+        out.extend(self.lock_history().done().map(|r| r.to_info(node)));
         out
     }
 
@@ -59,7 +60,7 @@ impl TaskService {
         let history = self.lock_history();
         rows.into_iter()
             .map(|r| {
-                let mut t = self.task_row(&r.spec, r.state, 0);
+                let mut t = self.task_row(&r.spec, r.state);
                 t.worker_pid = r.worker.and_then(|w| self.pids.get(&w).map(|p| *p));
                 if let Some(h) = history.open(&r.spec.task_id) {
                     t.submitted_us = h.submitted_us;
@@ -78,12 +79,18 @@ impl TaskService {
             .into_iter()
             .filter(|t| f.keeps(t))
             .collect();
+        let node = self.node();
+        let node_name = node.to_string();
         let history = self.lock_history();
-        let mut done: Vec<&TaskInfo> = history.done().filter(|t| f.keeps(t)).collect();
+        let mut done: Vec<_> = history.done().filter(|r| r.passes(f, &node_name)).collect();
         let total = (live.len() + done.len()) as u64;
-        done.sort_by_key(|t| std::cmp::Reverse(f.by.of(t)));
+        done.sort_by_key(|r| std::cmp::Reverse(r.time(f)));
         let mut rows = live;
-        rows.extend(done.into_iter().take(f.newest as usize).cloned());
+        rows.extend(
+            done.into_iter()
+                .take(f.newest as usize)
+                .map(|r| r.to_info(node)),
+        );
         drop(history);
         f.newest_first(&mut rows);
         StateReply::TaskPage { rows, total }

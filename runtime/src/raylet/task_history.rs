@@ -9,20 +9,107 @@
 //!   task is never listed twice;
 //! - **TH-2** at most `cap` finished tasks are kept; the oldest go first.
 
-use crate::ids::TaskId;
-use crate::proto::state::{TaskInfo, TaskState};
-use std::collections::{HashMap, VecDeque};
+use crate::ids::{JobId, NodeId, TaskId};
+use crate::proto::common::Resources;
+use crate::proto::state::{TaskFilter, TaskInfo, TaskState};
+use crate::proto::task::TaskSpec;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// How many finished tasks a raylet remembers by default (Ray's GCS keeps
 /// 100,000 task events for the whole cluster).
 pub const DEFAULT_TASK_HISTORY: usize = 20_000;
+/// Distinct task names kept interned before the cache starts over.
+const MAX_NAMES: usize = 10_000;
+
+/// What is remembered of one task: compact (names are shared, ids are not
+/// formatted) so that remembering costs the task path almost nothing; it
+/// becomes a [`TaskInfo`] only when listed.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its display name.
+    pub name: Arc<str>,
+    /// Its function.
+    pub function: Arc<str>,
+    /// `task`, `actor_creation` or `actor_call`.
+    pub kind: &'static str,
+    /// What it asked for.
+    pub resources: Resources,
+    /// Attempts before this one.
+    pub attempt: u32,
+    /// Where it is.
+    pub state: TaskState,
+    /// Its worker's pid, once started.
+    pub worker_pid: Option<u32>,
+    /// When it arrived.
+    pub submitted_us: u64,
+    /// When it last started.
+    pub started_us: Option<u64>,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// Its row on node `node`.
+    pub fn to_info(&self, node: NodeId) -> TaskInfo {
+        TaskInfo {
+            task_id: self.task_id.to_string(),
+            job_id: self.job_id,
+            name: self.name.to_string(),
+            function: self.function.to_string(),
+            kind: self.kind.to_string(),
+            state: self.state,
+            node_id: node,
+            worker_pid: self.worker_pid,
+            resources: self
+                .resources
+                .to_set()
+                .iter()
+                .map(|(k, q)| (k.to_string(), q.as_f64()))
+                .collect(),
+            attempt: self.attempt,
+            submitted_us: self.submitted_us,
+            started_us: self.started_us,
+            ended_us: self.ended_us,
+            error: self.error.clone(),
+        }
+    }
+
+    /// Whether it passes `f` on node `node` (`node` formatted once by the caller).
+    pub fn passes(&self, f: &TaskFilter, node: &str) -> bool {
+        f.state.is_none_or(|s| s == self.state)
+            && f.name
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&self.name))
+            && f.node.as_deref().is_none_or(|n| node.starts_with(n))
+            && f.job
+                .as_deref()
+                .is_none_or(|j| self.job_id.to_string().starts_with(j))
+    }
+
+    /// The time `f` orders by.
+    pub fn time(&self, f: &TaskFilter) -> Option<u64> {
+        match f.by {
+            crate::proto::state::TaskTime::Submitted => Some(self.submitted_us),
+            crate::proto::state::TaskTime::Started => self.started_us,
+            crate::proto::state::TaskTime::Ended => self.ended_us,
+        }
+    }
+}
 
 /// A raylet's task history.
 #[derive(Debug)]
 pub struct TaskHistory {
     cap: usize,
-    open: HashMap<TaskId, TaskInfo>,
-    done: VecDeque<TaskInfo>,
+    open: HashMap<TaskId, Record>,
+    done: VecDeque<Record>,
+    names: HashSet<Arc<str>>,
     /// Tasks that returned a result, ever.
     pub finished_total: u64,
     /// Tasks that failed, ever.
@@ -38,15 +125,43 @@ impl TaskHistory {
             cap,
             open: HashMap::new(),
             done: VecDeque::new(),
+            names: HashSet::new(),
             finished_total: 0,
             failed_total: 0,
             seconds: Default::default(),
         }
     }
 
-    /// A task arrived (its row in state `Queued`, `submitted_us` set).
-    pub fn submitted(&mut self, id: TaskId, info: TaskInfo) {
-        self.open.insert(id, info);
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    /// A task arrived (state `Queued`).
+    pub fn submitted(&mut self, spec: &TaskSpec, kind: &'static str, now_us: u64) {
+        let record = Record {
+            task_id: spec.task_id,
+            job_id: spec.job_id,
+            name: self.intern(&spec.name),
+            function: self.intern(&spec.function),
+            kind,
+            resources: spec.resources.clone(),
+            attempt: spec.attempt,
+            state: TaskState::Queued,
+            worker_pid: None,
+            submitted_us: now_us,
+            started_us: None,
+            ended_us: None,
+            error: None,
+        };
+        self.open.insert(spec.task_id, record);
     }
 
     /// It started on a worker (again, after a retry).
@@ -94,13 +209,13 @@ impl TaskHistory {
         self.open.remove(&id);
     }
 
-    /// Its row while it is open (for its times).
-    pub fn open(&self, id: &TaskId) -> Option<&TaskInfo> {
+    /// Its record while it is open (for its times).
+    pub fn open(&self, id: &TaskId) -> Option<&Record> {
         self.open.get(id)
     }
 
     /// The finished tasks, oldest first.
-    pub fn done(&self) -> impl DoubleEndedIterator<Item = &TaskInfo> {
+    pub fn done(&self) -> impl DoubleEndedIterator<Item = &Record> {
         self.done.iter()
     }
 }
@@ -116,39 +231,24 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{JobId, NodeId};
+    use crate::proto::task::TaskKind;
 
-    fn row(id: TaskId, at: u64) -> TaskInfo {
-        TaskInfo {
-            task_id: id.to_string(),
-            job_id: JobId::random(),
-            name: "f".into(),
-            function: "f".into(),
-            kind: "task".into(),
-            state: TaskState::Queued,
-            node_id: NodeId::random(),
-            worker_pid: None,
-            resources: Default::default(),
-            attempt: 0,
-            submitted_us: at,
-            started_us: None,
-            ended_us: None,
-            error: None,
-        }
+    fn spec(id: TaskId) -> TaskSpec {
+        TaskSpec::new(id, JobId::random(), "f", "f", TaskKind::Task)
     }
 
     #[test]
     fn a_task_is_open_until_it_ends_then_done_with_its_times() {
         let mut h = TaskHistory::new(10);
         let id = TaskId([1; 16]);
-        h.submitted(id, row(id, 100));
+        h.submitted(&spec(id), "task", 100);
         h.started(id, Some(42), 0, 150);
         assert_eq!(h.open(&id).map(|t| t.state), Some(TaskState::Running));
         h.finished(id, None, 300);
         assert!(h.open(&id).is_none());
         let done: Vec<_> = h.done().collect();
         assert_eq!(done.len(), 1);
-        let t = done[0];
+        let t = done[0].to_info(NodeId::random());
         assert_eq!(
             (
                 t.state,
@@ -159,13 +259,18 @@ mod tests {
             ),
             (TaskState::Finished, 100, Some(150), Some(300), Some(42))
         );
+        assert_eq!((t.name.as_str(), t.kind.as_str()), ("f", "task"));
+        assert_eq!(
+            (h.finished_total, h.failed_total, h.seconds.count),
+            (1, 0, 1)
+        );
     }
 
     #[test]
     fn a_failure_keeps_its_reason() {
         let mut h = TaskHistory::new(10);
         let id = TaskId([2; 16]);
-        h.submitted(id, row(id, 1));
+        h.submitted(&spec(id), "task", 1);
         h.finished(id, Some("boom".into()), 2);
         let t = h.done().next().unwrap();
         assert_eq!(
@@ -178,7 +283,7 @@ mod tests {
     fn forwarded_tasks_are_forgotten_here_th1() {
         let mut h = TaskHistory::new(10);
         let id = TaskId([3; 16]);
-        h.submitted(id, row(id, 1));
+        h.submitted(&spec(id), "task", 1);
         h.forwarded(id);
         h.finished(id, None, 5);
         assert_eq!(h.done().count(), 0);
@@ -189,10 +294,31 @@ mod tests {
         let mut h = TaskHistory::new(3);
         for i in 0..5u8 {
             let id = TaskId([i; 16]);
-            h.submitted(id, row(id, i as u64));
+            h.submitted(&spec(id), "task", i as u64);
             h.finished(id, None, 10 + i as u64);
         }
         let kept: Vec<u64> = h.done().map(|t| t.submitted_us).collect();
         assert_eq!(kept, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn names_are_shared_and_filters_apply_to_records() {
+        let mut h = TaskHistory::new(10);
+        for i in 0..2u8 {
+            h.submitted(&spec(TaskId([i; 16])), "task", 1);
+        }
+        let (a, b) = (
+            h.open(&TaskId([0; 16])).unwrap(),
+            h.open(&TaskId([1; 16])).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.name, &b.name));
+        let f = TaskFilter {
+            state: Some(TaskState::Queued),
+            name: Some("F".into()),
+            node: Some("n-ab".into()),
+            ..Default::default()
+        };
+        assert!(a.passes(&f, "n-abcdef"));
+        assert!(!a.passes(&f, "n-cdef"));
     }
 }

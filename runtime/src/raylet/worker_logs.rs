@@ -2,7 +2,10 @@
 //! raylet's session (`logs/worker-<pid>.log`) and, in batches, to the driver
 //! of its job, wherever that driver is: straight down its connection when
 //! it is on this node, else to its node's raylet ([`PeerRequest::Logs`]).
-//! Runs of identical lines are folded ([`LogFolder`], pure).
+//! A batch is what the pipe holds when it is read: lines leave as soon as
+//! the worker pauses (so a driver that exits right after a result still
+//! prints the lines written before it). Runs of identical lines are folded
+//! ([`LogFolder`], pure); a fold is shown when its run ends or pauses.
 
 use super::dispatch::WorkerId;
 use super::service::TaskService;
@@ -19,8 +22,8 @@ use tracing::debug;
 
 /// Identical lines shown before the rest of a run is folded.
 pub const SHOWN_REPEATS: u32 = 3;
-/// How long output waits to join a batch.
-const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// How long a run of identical lines may pause before its fold is shown.
+const FOLD_IDLE: Duration = Duration::from_millis(500);
 /// Most lines in one batch.
 const BATCH_LINES: usize = 256;
 
@@ -46,6 +49,11 @@ impl LogFolder {
         self.last = Some((text.clone(), stderr));
         self.run = 1;
         out.push(line(prefix, text, stderr, 0));
+    }
+
+    /// Whether lines are folded and not shown yet.
+    pub fn pending(&self) -> bool {
+        self.run > SHOWN_REPEATS
     }
 
     /// Ends the current run: its folded lines, if any, as one line.
@@ -193,11 +201,18 @@ impl TaskService {
         let node = self.node();
         let mut folder = LogFolder::default();
         let mut batch = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut fold_due: Option<tokio::time::Instant> = None;
         let mut label = String::new();
         loop {
+            // With lines in hand: take only what is already there, then
+            // send. With none: wait, for as long as a fold may pause.
+            let wait = if batch.is_empty() {
+                fold_due
+            } else {
+                Some(tokio::time::Instant::now())
+            };
             let next = async {
-                match deadline {
+                match wait {
                     Some(d) => tokio::time::timeout_at(d, lines.next_line()).await.ok(),
                     None => Some(lines.next_line().await),
                 }
@@ -206,9 +221,6 @@ impl TaskService {
                 Some(Ok(Some(text))) => {
                     if let Some(f) = file.lock().await.as_mut() {
                         let _ = f.write_all(format!("{text}\n").as_bytes()).await;
-                    }
-                    if batch.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + BATCH_WINDOW);
                     }
                     // The worker's actor, or the task it ran last (a
                     // short task may end before its output is read).
@@ -223,16 +235,21 @@ impl TaskService {
                         label = now;
                     }
                     folder.push(&label, text, stderr, &mut batch);
+                    fold_due = folder
+                        .pending()
+                        .then(|| tokio::time::Instant::now() + FOLD_IDLE);
                     if batch.len() >= BATCH_LINES {
                         self.deliver_logs(job, std::mem::take(&mut batch));
-                        deadline = None;
                     }
                 }
-                // The batch window closed.
+                // Nothing more right now: send what we have, or show a
+                // paused run's fold.
                 None => {
-                    folder.flush(&label, &mut batch);
+                    if batch.is_empty() {
+                        folder.flush(&label, &mut batch);
+                        fold_due = None;
+                    }
                     self.deliver_logs(job, std::mem::take(&mut batch));
-                    deadline = None;
                 }
                 // The worker closed its output (it exited).
                 Some(_) => {

@@ -146,10 +146,31 @@ pub fn run(args: StartArgs) -> anyhow::Result<()> {
         })?;
         token.parse::<JoinToken>()?;
     }
+    warn_shared_machine(&args);
     if args.block {
         foreground(args)
     } else {
         daemonize(args)
+    }
+}
+
+/// Several nodes on one machine each offer all of its memory unless told
+/// otherwise: say so, with the flags that split it.
+fn warn_shared_machine(args: &StartArgs) {
+    // (The daemon `prism start` re-runs has a session dir: it was warned.)
+    if args.session_dir.is_some() || (args.memory.is_some() && args.object_store_memory.is_some()) {
+        return;
+    }
+    let others = SessionDir::list(&args.temp.temp_dir)
+        .into_iter()
+        .filter(|s| s.live_daemon().is_some())
+        .count();
+    if others > 0 {
+        eprintln!(
+            "warning: {others} other Prism node(s) already run on this machine, and each offers all of its memory \
+             (and 30% of it for its object store) unless told otherwise; pass --memory and --object-store-memory \
+             to split it, e.g. --memory 8G --object-store-memory 2G"
+        );
     }
 }
 

@@ -276,6 +276,16 @@ fn print_table(s: &ClusterStatus) {
         s.nodes.len() - alive,
         resources_cell(&Resources::from(&total), &Resources::from(&free))
     );
+    // Usage travels with heartbeats: say how old this view is.
+    let oldest = s
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Dead)
+        .map(|n| n.last_heartbeat_ms_ago)
+        .max();
+    if let Some(ms) = oldest {
+        println!("(usage as of each node's last heartbeat, the oldest {ms} ms ago)");
+    }
     let pending: Vec<_> = s.demand.iter().filter(|d| d.infeasible.is_none()).collect();
     let infeasible: Vec<_> = s.demand.iter().filter(|d| d.infeasible.is_some()).collect();
     if !pending.is_empty() {

@@ -43,7 +43,7 @@ pub use api::{
     cancel, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,
     get_tensor_timeout, get_timeout, gpu_ids, init, is_worker, kill, list_placement_groups,
     node_id, put, put_tensor, report_run, wait, ActorClass, ActorHandle, ActorLink, ActorOptions,
-    Arg, Bundle, Cluster, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup,
+    Arg, Bundle, Cluster, Dim, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup,
     PlacementStrategy, Result, TaskError, TaskOptions, Tensor, TensorView, Value,
 };
 pub use config::Config;

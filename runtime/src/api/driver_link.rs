@@ -107,7 +107,7 @@ impl DriverLink {
                 token,
                 config: config.clone(),
                 job_id,
-                entrypoint: std::env::args().collect::<Vec<_>>().join(" "),
+                entrypoint: entrypoint(),
             };
             let client = Arc::new(Mutex::new(announce.connect(&ep).await?));
             let watch = tokio::spawn(keep_up(ep.clone(), client.clone(), announce));
@@ -162,4 +162,19 @@ async fn keep_up(ep: Arc<QuicEndpoint>, client: Arc<Mutex<HeadClient>>, announce
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
+}
+
+/// The driver's command line as `prism job list` shows it: the binary's
+/// file name (as for submitted jobs), then its arguments.
+fn entrypoint() -> String {
+    let mut args = std::env::args();
+    let bin = args.next().unwrap_or_default();
+    let name = std::path::Path::new(&bin)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(bin);
+    std::iter::once(name)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

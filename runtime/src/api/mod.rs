@@ -46,7 +46,7 @@ pub use placement::{
     get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
 };
 pub use runs::report_run;
-pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Tensor, TensorView};
+pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Dim, Tensor, TensorView};
 pub use value::Value;
 
 use crate::ids::NodeId;

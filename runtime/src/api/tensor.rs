@@ -17,7 +17,8 @@
 //! # fn main() -> prism::Result<()> {
 //! let _cluster = prism::init()?;
 //! let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-//! let r = prism::put_tensor(prism::DType::F32, &[2, 2], &data)?;
+//! let (rows, cols): (usize, usize) = (2, 2);
+//! let r = prism::put_tensor(prism::DType::F32, &[rows, cols], &data)?;
 //! let view = prism::get_tensor(&r)?; // pins the object until dropped
 //! assert_eq!(view.shape(), &[2, 2]);
 //! assert_eq!(view.as_slice::<f32>()?, &[1.0, 2.0, 3.0, 4.0]);
@@ -49,16 +50,47 @@ pub struct Tensor {
     data: Vec<u8>,
 }
 
+/// One dimension of a tensor's shape: whatever integer you have (`usize`
+/// from `.len()`, `u64`, `u32`, or a literal); negative sizes are refused.
+pub trait Dim: Copy {
+    /// The size, if it is one.
+    fn size(self) -> Option<u64>;
+}
+
+macro_rules! dims {
+    ($($t:ty),*) => {$(
+        impl Dim for $t {
+            fn size(self) -> Option<u64> {
+                u64::try_from(self).ok()
+            }
+        }
+    )*};
+}
+dims!(u64, usize, u32, u16, u8, i64, i32, isize);
+
+/// A shape as the store wants it.
+fn shape_of<D: Dim>(shape: &[D]) -> Result<Vec<u64>> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            d.size().ok_or_else(|| {
+                Error::Encode(format!("dimension {i} of the tensor's shape is negative"))
+            })
+        })
+        .collect()
+}
+
 impl Tensor {
     /// A row-major tensor; `data` must be exactly `shape`'s elements.
-    pub fn new(dtype: DType, shape: &[u64], data: Vec<u8>) -> Result<Tensor> {
-        let meta = TensorMeta::contiguous(dtype, shape);
+    pub fn new<D: Dim>(dtype: DType, shape: &[D], data: Vec<u8>) -> Result<Tensor> {
+        let meta = TensorMeta::contiguous(dtype, &shape_of(shape)?);
         check_len(&meta, data.len())?;
         Ok(Tensor { meta, data })
     }
 
     /// A row-major tensor of `values`.
-    pub fn from_slice<T: Element>(shape: &[u64], values: &[T]) -> Result<Tensor> {
+    pub fn from_slice<T: Element, D: Dim>(shape: &[D], values: &[T]) -> Result<Tensor> {
         Tensor::new(T::DTYPE, shape, bytemuck::cast_slice(values).to_vec())
     }
 
@@ -159,9 +191,10 @@ fn write_object(meta: &TensorMeta, data: &[u8], out: &mut [u8]) -> Result<()> {
 }
 
 /// Puts a row-major tensor into this machine's object store, copying `data`
-/// once, straight into the shared segment.
-pub fn put_tensor(dtype: DType, shape: &[u64], data: &[u8]) -> Result<ObjectRef<Tensor>> {
-    let meta = TensorMeta::contiguous(dtype, shape);
+/// once, straight into the shared segment. `shape` may be of any integer
+/// type (`&[rows, cols]` with `usize`s works).
+pub fn put_tensor<D: Dim>(dtype: DType, shape: &[D], data: &[u8]) -> Result<ObjectRef<Tensor>> {
+    let meta = TensorMeta::contiguous(dtype, &shape_of(shape)?);
     check_len(&meta, data.len())?;
     let core = core::current()?;
     let id = ObjectId::random();

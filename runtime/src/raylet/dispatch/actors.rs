@@ -381,8 +381,11 @@ impl Dispatcher {
             }
             other => format!("{other:?}"),
         };
+        // A deliberate end (a kill, its job's end) is the reason; the
+        // worker's exit that follows from it is not news.
+        let deliberate = a.death.is_some();
         let reason = match &a.death {
-            Some(d) => format!("{d}; {cause}"),
+            Some(d) => d.clone(),
             None => cause.clone(),
         };
         // In-flight calls: re-send (before anything queued) or fail (DA-3).
@@ -395,7 +398,9 @@ impl Dispatcher {
                 q.spec.attempt += 1;
                 resend.push_back(q);
             } else {
-                let when = if i < running {
+                let when = if deliberate {
+                    "before this call finished".to_string()
+                } else if i < running {
                     "while running this call".to_string()
                 } else {
                     format!("before this call started (it was queued behind {i} others)")

@@ -383,7 +383,57 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
         started(&a).is_empty(),
         "no restart after kill(no_restart): {a:?}"
     );
-    assert!(d.dead_reason(actor).is_some_and(|r| r.contains("killed")));
+    assert_eq!(
+        d.dead_reason(actor),
+        Some("killed by prism::kill"),
+        "the kill is the reason; the SIGKILL that carried it out is not news"
+    );
+}
+
+#[test]
+fn a_call_cut_by_a_kill_says_so_not_that_its_worker_died_running_it() {
+    use crate::proto::task::{ActorCall, ActorCreate, ArgSpec};
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(1));
+    let actor = ActorId::random();
+    let mut create = task(JobId::random(), 0, 0);
+    create.task_id = crate::ids::TaskId(actor.0);
+    create.args = vec![ArgSpec::Inline(vec![])];
+    create.kind = TaskKind::CreateActor(ActorCreate {
+        actor_id: actor,
+        name: None,
+        namespace: "default".into(),
+        detached: false,
+        max_restarts: 0,
+        max_task_retries: 0,
+        max_concurrency: 1,
+        restarts: 0,
+    });
+    let job = create.job_id;
+    let w = started(&d.submit(create, Owner::Local(1)))[0];
+    d.worker_ready(w);
+    d.task_done(w, crate::ids::TaskId(actor.0), Outcome::Inline(vec![]));
+    let mut call = task(job, 0, 0);
+    call.kind = TaskKind::ActorCall(ActorCall {
+        actor_id: actor,
+        caller: crate::ids::HandleId::random(),
+        seq: 0,
+    });
+    d.submit(call, Owner::Local(1));
+    let a = d.submit(kill_call(actor, true), Owner::Local(1));
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: me,
+            detail: "signal 9 (SIGKILL)".into(),
+        },
+    );
+    let detail = match replies(&a).as_slice() {
+        [Outcome::Failed(Failure::ActorDied { detail, .. })] => detail.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(detail, "killed by prism::kill before this call finished");
 }
 
 fn in_bundle(job: JobId, pg: crate::ids::PlacementGroupId, index: u32, me: NodeId) -> TaskSpec {

@@ -6,7 +6,7 @@
 
 use prism_test_support::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[prism::remote]
 fn sleepy(ms: u64) -> u64 {
@@ -29,12 +29,7 @@ fn hold_role() {
         println!("TASK {}", r.id());
     }
     // Hold everything until the test has looked.
-    let done = std::env::var("PRISM_TEST_DONE").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::path::Path::new(&done).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check(std::path::Path::new(&done).exists(), "the test looked");
+    check(hold_until_done(), "the test looked");
     println!("ALL OK");
 }
 

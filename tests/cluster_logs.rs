@@ -7,7 +7,7 @@
 
 use prism_test_support::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[prism::remote]
 fn shout(i: u64) -> u64 {
@@ -56,11 +56,7 @@ fn print_role() {
         .unwrap();
     check(t.say().unwrap().get().unwrap() == 1, "the actor spoke");
     // Hold the actor until the test has read its log.
-    let done = std::env::var("PRISM_TEST_DONE").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::path::Path::new(&done).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    check(hold_until_done(), "the test read the actor's log");
     println!("ALL OK");
 }
 

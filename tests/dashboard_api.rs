@@ -8,7 +8,7 @@
 
 use prism_test_support::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[prism::remote]
 fn bump(i: u64) -> u64 {
@@ -59,11 +59,7 @@ fn hold_role() {
         .collect();
     prism::report_run("dash-run-1", "mlp", points).unwrap();
     println!("READY {}", blob.id());
-    let done = std::env::var("PRISM_TEST_DONE").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::path::Path::new(&done).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    check(hold_until_done(), "the test looked");
     println!("ALL OK");
 }
 

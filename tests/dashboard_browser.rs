@@ -8,7 +8,7 @@
 use prism_test_support::*;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[prism::actor]
 struct Greeter {
@@ -41,11 +41,7 @@ fn hold_role() {
         .collect();
     prism::report_run("browser-run", "mlp", points).unwrap();
     println!("READY");
-    let done = std::env::var("PRISM_TEST_DONE").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::path::Path::new(&done).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    check(hold_until_done(), "the browser looked");
     println!("ALL OK");
 }
 

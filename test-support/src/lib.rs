@@ -451,3 +451,10 @@ impl Sandbox {
         envs
     }
 }
+
+/// In a job role: holds until the test creates the file named by
+/// `PRISM_TEST_DONE` (at most 300 s); says whether it did.
+pub fn hold_until_done() -> bool {
+    let done = std::env::var("PRISM_TEST_DONE").expect("PRISM_TEST_DONE names the release file");
+    wait_until(Duration::from_secs(300), || Path::new(&done).exists())
+}

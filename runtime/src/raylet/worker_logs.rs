@@ -203,6 +203,7 @@ impl TaskService {
         let mut batch = Vec::new();
         let mut fold_due: Option<tokio::time::Instant> = None;
         let mut label = String::new();
+        let mut last_task: Option<String> = None;
         loop {
             // With lines in hand: take only what is already there, then
             // send. With none: wait, for as long as a fold may pause.
@@ -223,16 +224,18 @@ impl TaskService {
                         let _ = f.write_all(format!("{text}\n").as_bytes()).await;
                     }
                     // The worker's actor, or the task it ran last (a
-                    // short task may end before its output is read).
-                    let name = self
-                        .disp()
-                        .worker_actor_class(worker)
-                        .or_else(|| self.last_task.get(&worker).map(|n| n.clone()));
-                    let name = name.as_deref().unwrap_or("worker");
-                    let now = format!("({name} pid={pid} node={})", node.short());
-                    if now != label {
-                        folder.flush(&label, &mut batch);
-                        label = now;
+                    // short task may end before its output is read); the
+                    // dispatcher is asked only when that task changes.
+                    let task = self.last_task.get(&worker).map(|n| n.clone());
+                    if label.is_empty() || task != last_task {
+                        let name = self.disp().worker_actor_class(worker).or(task.clone());
+                        let name = name.as_deref().unwrap_or("worker");
+                        let now = format!("({name} pid={pid} node={})", node.short());
+                        if now != label {
+                            folder.flush(&label, &mut batch);
+                            label = now;
+                        }
+                        last_task = task;
                     }
                     folder.push(&label, text, stderr, &mut batch);
                     fold_due = folder

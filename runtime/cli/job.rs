@@ -18,17 +18,25 @@ pub struct ClusterArgs {
     /// The join token (default: from that session).
     #[arg(long, env = "PRISM_TOKEN")]
     token: Option<String>,
+    /// The cluster a cluster.yaml started (`prism up`); wins over
+    /// --address and --token.
+    #[arg(long)]
+    cluster: Option<std::path::PathBuf>,
     #[command(flatten)]
     temp: TempDirArg,
 }
 
 impl ClusterArgs {
     pub fn connect(&self) -> anyhow::Result<HeadSession> {
-        HeadSession::connect(&cluster_info(
-            self.address.clone(),
-            self.token.clone(),
-            &self.temp,
-        )?)
+        HeadSession::connect(&self.info()?)
+    }
+
+    /// The head's address and token these flags name.
+    pub fn info(&self) -> anyhow::Result<prism::session::ClusterInfo> {
+        match &self.cluster {
+            Some(c) => crate::launcher::head_info(c, &self.temp),
+            None => cluster_info(self.address.clone(), self.token.clone(), &self.temp),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod job;
+mod launcher;
 mod list;
 mod list_table;
 mod logs;
@@ -49,6 +50,15 @@ enum Command {
     /// List, follow or stop jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Start (or update) the cluster a cluster.yaml describes: its head and
+    /// each group's `min` workers. Idempotent.
+    Up(launcher::UpArgs),
+    /// Stop every node of a cluster.yaml's cluster.
+    Down(launcher::DownArgs),
+    /// Run a command on a cluster.yaml's head, connected to the cluster.
+    Exec(launcher::ExecArgs),
+    /// Open a shell on a cluster.yaml's head, connected to the cluster.
+    Attach(launcher::DownArgs),
 }
 
 /// Options shared by every command that touches local session directories.
@@ -89,5 +99,9 @@ fn run() -> anyhow::Result<()> {
         Command::Microbenchmark(a) => microbenchmark::run(a),
         Command::Submit(a) => std::process::exit(job::submit(a)?),
         Command::Job(c) => std::process::exit(job::run(c)?),
+        Command::Up(a) => launcher::up(a),
+        Command::Down(a) => launcher::down(a),
+        Command::Exec(a) => std::process::exit(launcher::exec(a)?),
+        Command::Attach(a) => std::process::exit(launcher::attach(a)?),
     }
 }

@@ -63,6 +63,9 @@ pub struct StartArgs {
     /// Labels, e.g. zone=a,disk=ssd.
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
+    /// This node's name in `prism status` (default: host/session).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Stay in the foreground until interrupted.
     #[arg(long)]
     block: bool,
@@ -75,7 +78,7 @@ pub struct StartArgs {
     session_dir: Option<PathBuf>,
 }
 
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some(c @ ('K' | 'k' | 'M' | 'm' | 'G' | 'g' | 'T' | 't')) => {
@@ -253,6 +256,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             } else {
                 Persistence::Recover
             },
+            node_name: args.node_name.clone(),
         };
         run_head_node(opts, session, stop_signal(), |r| {
             let dashboard =
@@ -294,7 +298,10 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             head,
             token,
             bind: SocketAddr::new(args.node_ip_address, args.port.unwrap_or(0)),
-            node_name: default_node_name(session),
+            node_name: args
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node_name(session)),
             resources: overrides,
             labels,
             is_head: false,

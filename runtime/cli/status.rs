@@ -24,6 +24,10 @@ pub struct StatusArgs {
     /// The join token (default: from that session).
     #[arg(long, env = "PRISM_TOKEN")]
     token: Option<String>,
+    /// The cluster a cluster.yaml started (`prism up`); wins over
+    /// --address and --token.
+    #[arg(long)]
+    cluster: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -113,7 +117,10 @@ impl Drop for HeadSession {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let info = cluster_info(args.address, args.token, &args.temp)?;
+    let info = match &args.cluster {
+        Some(c) => crate::launcher::head_info(c, &args.temp)?,
+        None => cluster_info(args.address, args.token, &args.temp)?,
+    };
     let head = HeadSession::connect(&info)?;
     let status = head.rt.block_on(head.client.status())?;
     if args.json {

@@ -31,9 +31,48 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 pub fn run(args: StopArgs) -> anyhow::Result<()> {
+    let s = stop_in(
+        &args.temp.temp_dir,
+        args.force,
+        Duration::from_secs(args.grace),
+    );
+    if s.stale > 0 {
+        println!(
+            "Cleaned up {} session(s) of daemons that had died.",
+            s.stale
+        );
+    }
+    match s.stopped {
+        0 => println!("No Prism daemons are running on this machine."),
+        n => println!(
+            "Stopped {n} Prism daemon(s){}.",
+            if s.killed > 0 {
+                format!(" ({} needed SIGKILL)", s.killed)
+            } else {
+                String::new()
+            }
+        ),
+    }
+    Ok(())
+}
+
+/// What [`stop_in`] did.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Daemons stopped.
+    pub stopped: usize,
+    /// Of those, how many needed SIGKILL.
+    pub killed: usize,
+    /// Sessions of dead daemons cleaned up.
+    pub stale: usize,
+}
+
+/// Stops the daemons whose sessions are in `temp` (raylets first): SIGTERM
+/// (or SIGKILL with `force`), then SIGKILL after `grace`.
+pub fn stop_in(temp: &std::path::Path, force: bool, grace: Duration) -> Stopped {
     let mut daemons: Vec<(SessionDir, DaemonInfo)> = Vec::new();
     let mut stale = 0;
-    for s in SessionDir::list(&args.temp.temp_dir) {
+    for s in SessionDir::list(temp) {
         match s.read_json::<DaemonInfo>("daemon.json") {
             Ok(Some(d)) if running(&d) => daemons.push((s, d)),
             // A daemon that died without `prism stop` (kill -9, a crash):
@@ -47,16 +86,9 @@ pub fn run(args: StopArgs) -> anyhow::Result<()> {
     // Raylets first, so they unregister while their head still listens.
     daemons.sort_by_key(|(_, d)| d.kind == "head");
     for (_, d) in &daemons {
-        signal(
-            d.pid,
-            if args.force {
-                libc::SIGKILL
-            } else {
-                libc::SIGTERM
-            },
-        );
+        signal(d.pid, if force { libc::SIGKILL } else { libc::SIGTERM });
     }
-    let deadline = Instant::now() + Duration::from_secs(args.grace);
+    let deadline = Instant::now() + grace;
     while daemons.iter().any(|(_, d)| running(d)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -68,19 +100,9 @@ pub fn run(args: StopArgs) -> anyhow::Result<()> {
         }
         s.clear_stale();
     }
-    if stale > 0 {
-        println!("Cleaned up {stale} session(s) of daemons that had died.");
+    Stopped {
+        stopped: daemons.len(),
+        killed,
+        stale,
     }
-    match daemons.len() {
-        0 => println!("No Prism daemons are running on this machine."),
-        n => println!(
-            "Stopped {n} Prism daemon(s){}.",
-            if killed > 0 {
-                format!(" ({killed} needed SIGKILL)")
-            } else {
-                String::new()
-            }
-        ),
-    }
-    Ok(())
 }

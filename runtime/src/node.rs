@@ -47,6 +47,8 @@ pub struct HeadNodeOptions {
     pub labels: Vec<(String, String)>,
     /// Whether the head keeps its state across restarts.
     pub persistence: Persistence,
+    /// The local raylet's name (default: host and session directory).
+    pub node_name: Option<String>,
 }
 
 /// A head node that serves.
@@ -116,7 +118,10 @@ pub async fn run_head_node(
             head: head_address,
             token: token.clone(),
             bind: SocketAddr::new(head_address.ip(), 0),
-            node_name: default_node_name(session),
+            node_name: opts
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node_name(session)),
             resources: opts.resources,
             labels: opts.labels,
             is_head: true,

@@ -293,6 +293,7 @@ fn start_embedded(
         resources: opts.resources,
         labels: Vec::new(),
         persistence: crate::head::Persistence::Off,
+        node_name: None,
     };
     let node = rt.spawn(async move {
         let ready = |r: &crate::node::HeadReady| {

@@ -59,6 +59,9 @@ enum Command {
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
     Attach(launcher::DownArgs),
+    /// The autoscaler's loop (`prism up` runs it as a daemon).
+    #[command(hide = true)]
+    Autoscale(launcher::AutoscaleArgs),
 }
 
 /// Options shared by every command that touches local session directories.
@@ -103,5 +106,6 @@ fn run() -> anyhow::Result<()> {
         Command::Down(a) => launcher::down(a),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
+        Command::Autoscale(a) => launcher::autoscale(a),
     }
 }

@@ -51,6 +51,29 @@ impl ClusterDir {
         self.root.join("state.json")
     }
 
+    /// A file in the cluster's directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Holds the cluster's lock (launcher and autoscaler change its nodes
+    /// and state one at a time) until the guard is dropped.
+    pub fn lock(&self) -> anyhow::Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.root)?;
+        let f = std::fs::File::create(self.root.join("lock"))?;
+        // SAFETY: flock(2) on a descriptor this function owns; the lock is
+        // released when the returned file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            anyhow::bail!(
+                "cannot lock {}: {}",
+                self.root.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(f)
+    }
+
     /// The recorded state (empty if none).
     pub fn state(&self) -> anyhow::Result<State> {
         match std::fs::read_to_string(self.state_file()) {

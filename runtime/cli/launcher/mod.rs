@@ -3,9 +3,13 @@
 //! out on this machine. The ssh provider parses but is not built yet: `up`
 //! says so and starts nothing.
 
+pub mod autoscale;
 pub mod config;
 mod local;
 pub mod plan;
+mod scaler_loop;
+
+pub use scaler_loop::{run as autoscale, AutoscaleArgs};
 
 use anyhow::{bail, Context};
 use config::{ClusterConfig, Provider};
@@ -88,6 +92,7 @@ pub fn head_info(path: &Path, temp: &crate::TempDirArg) -> anyhow::Result<Cluste
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
     ssh_not_built(&c)?;
+    let lock = dir.lock()?;
     let mut state = dir.state()?;
     let running: std::collections::BTreeMap<_, _> = state
         .nodes
@@ -112,6 +117,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             steps.len(),
             args.config.display()
         );
+        drop(lock);
+        autoscaler(&c, &args, &dir)?;
         return print_connect(&args.config, &dir);
     }
     if !confirm(
@@ -178,6 +185,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     dir.save(&state)?;
+    drop(lock);
     if !failed.is_empty() {
         bail!(
             "{} node(s) did not start:\n  {}",
@@ -185,6 +193,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             failed.join("\n  ")
         );
     }
+    autoscaler(&c, &args, &dir)?;
     println!(
         "Cluster {} is up ({} node(s), {:.2} s).",
         c.cluster_name,
@@ -192,6 +201,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         began.elapsed().as_secs_f64()
     );
     print_connect(&args.config, &dir)
+}
+
+/// Groups that may grow get an autoscaler.
+fn autoscaler(c: &ClusterConfig, args: &UpArgs, dir: &ClusterDir) -> anyhow::Result<()> {
+    if c.worker_groups.iter().any(|g| g.max > g.min) {
+        scaler_loop::ensure_running(&args.config, dir, &args.temp.temp_dir)?;
+    }
+    Ok(())
 }
 
 fn print_connect(config: &Path, dir: &ClusterDir) -> anyhow::Result<()> {
@@ -211,6 +228,9 @@ fn print_connect(config: &Path, dir: &ClusterDir) -> anyhow::Result<()> {
 /// `prism down`.
 pub fn down(args: DownArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
+    // The autoscaler first, so it starts nothing while nodes go.
+    scaler_loop::stop(&dir);
+    let _lock = dir.lock()?;
     // Every node directory, recorded or not (a launcher that crashed after
     // starting a node had not recorded it yet).
     let mut keys = dir.node_keys();

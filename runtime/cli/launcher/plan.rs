@@ -92,25 +92,29 @@ pub fn desired(c: &ClusterConfig) -> BTreeMap<String, NodeSpec> {
         },
     );
     for g in &c.worker_groups {
-        let mut args = Vec::new();
-        resource_args(&g.resources, &mut args);
-        label_args(&g.labels, &mut args);
+        let spec = group_spec(c, &g.name).expect("the group is in the file");
         for i in 0..g.min {
-            out.insert(
-                format!("{}-{i}", g.name),
-                NodeSpec {
-                    group: g.name.clone(),
-                    args: args.clone(),
-                    env: c.env.clone(),
-                },
-            );
+            out.insert(format!("{}-{i}", g.name), spec.clone());
         }
     }
     out
 }
 
+/// What a node of worker group `group` is.
+pub fn group_spec(c: &ClusterConfig, group: &str) -> Option<NodeSpec> {
+    let g = c.worker_groups.iter().find(|g| g.name == group)?;
+    let mut args = Vec::new();
+    resource_args(&g.resources, &mut args);
+    label_args(&g.labels, &mut args);
+    Some(NodeSpec {
+        group: g.name.clone(),
+        args,
+        env: c.env.clone(),
+    })
+}
+
 /// The group of a node key (`cpu-3` → `cpu`).
-fn group_of(key: &str) -> &str {
+pub fn group_of(key: &str) -> &str {
     if key == "head" {
         return "head";
     }

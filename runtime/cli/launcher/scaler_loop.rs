@@ -1,0 +1,216 @@
+//! `prism autoscale cluster.yaml`: the autoscaler's loop, a daemon `prism
+//! up` starts when a group may grow (`min < max`) and `prism down` stops.
+//! Once a second it reads the cluster from the head (nodes, demand, where
+//! actors and objects are), asks the pure [`Scaler`] what to do, and starts
+//! or stops local nodes. Its decisions go to `autoscaler.log`.
+
+use super::autoscale::{DemandView, NodeView, Scaler, Shape};
+use super::config::ClusterConfig;
+use super::local::{self, ClusterDir};
+use super::plan;
+use crate::status::HeadSession;
+use prism::client::Table;
+use prism::proto::common::{NodeState, Resources};
+use prism::session::{process_alive, process_start_time, DaemonInfo};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct AutoscaleArgs {
+    /// The cluster's file.
+    config: std::path::PathBuf,
+    #[command(flatten)]
+    temp: crate::TempDirArg,
+}
+
+fn shape(r: &Resources) -> Shape {
+    r.to_set()
+        .iter()
+        .map(|(k, q)| (k.to_string(), q.as_f64()))
+        .collect()
+}
+
+/// Starts the autoscaler daemon for `config` unless one runs.
+pub fn ensure_running(config: &Path, dir: &ClusterDir, temp: &Path) -> anyhow::Result<()> {
+    let file = dir.file("autoscaler.json");
+    if let Ok(s) = std::fs::read_to_string(&file) {
+        if let Ok(d) = serde_json::from_str::<DaemonInfo>(&s) {
+            if process_alive(d.pid, d.start_time) {
+                return Ok(());
+            }
+        }
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.file("autoscaler.log"))?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(std::env::current_exe()?)
+            .arg("autoscale")
+            .arg(std::fs::canonicalize(config)?)
+            .arg("--temp-dir")
+            .arg(temp)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?
+    };
+    let pid = child.id();
+    let info = DaemonInfo {
+        pid,
+        start_time: process_start_time(pid).unwrap_or(0),
+        kind: "autoscaler".into(),
+    };
+    std::fs::write(file, serde_json::to_vec(&info)?)?;
+    println!(
+        "  autoscaler   started (log: {})",
+        dir.file("autoscaler.log").display()
+    );
+    Ok(())
+}
+
+/// Stops the autoscaler daemon, if one runs.
+pub fn stop(dir: &ClusterDir) {
+    let file = dir.file("autoscaler.json");
+    if let Some(d) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<DaemonInfo>(&s).ok())
+    {
+        if process_alive(d.pid, d.start_time) {
+            // SAFETY: kill(2) only sends a signal; the pid was checked against its start time.
+            unsafe {
+                libc::kill(d.pid as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_alive(d.pid, d.start_time) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+/// The loop (runs until killed, or until the cluster's head is gone for a minute).
+pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
+    let c = ClusterConfig::load(&args.config)?;
+    let dir = ClusterDir::new(&args.temp.temp_dir, &c.cluster_name);
+    let prefix = format!("{}/", c.cluster_name);
+    let mut scaler = Scaler::default();
+    let mut awaited: BTreeMap<String, String> = BTreeMap::new();
+    let mut head_lost: Option<Instant> = None;
+    println!("autoscaler for cluster {} started", c.cluster_name);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let view = match read_cluster(&dir, &prefix) {
+            Ok(v) => {
+                head_lost = None;
+                v
+            }
+            Err(e) => {
+                let since = *head_lost.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    anyhow::bail!("the head has been unreachable for a minute ({e}); stopping");
+                }
+                continue;
+            }
+        };
+        let (nodes, demand) = view;
+        awaited.retain(|key, group| {
+            let here = nodes.iter().any(|n| &n.key == key);
+            if here {
+                scaler.arrived(group);
+            }
+            !here
+        });
+        for d in scaler.decide(&c, &nodes, &demand, Instant::now()) {
+            match d {
+                super::autoscale::Decision::Launch { group, count } => {
+                    for _ in 0..count {
+                        match launch(&c, &dir, &group) {
+                            Ok(key) => {
+                                println!("launched {key} for pending demand");
+                                awaited.insert(key, group.clone());
+                            }
+                            Err(e) => println!("cannot launch a {group} node: {e:#}"),
+                        }
+                    }
+                }
+                super::autoscale::Decision::Terminate { key } => {
+                    let _lock = dir.lock()?;
+                    dir.stop(&key);
+                    let mut state = dir.state()?;
+                    state.nodes.remove(&key);
+                    dir.save(&state)?;
+                    println!("removed {key}: idle for {} s", c.autoscaler.idle_timeout_s);
+                }
+            }
+        }
+    }
+}
+
+/// The cluster as the scaler sees it.
+fn read_cluster(
+    dir: &ClusterDir,
+    prefix: &str,
+) -> anyhow::Result<(Vec<NodeView>, Vec<DemandView>)> {
+    let head = HeadSession::connect(&dir.head_info()?)?;
+    let status = head.rt.block_on(head.client.status())?;
+    let actors = head.rt.block_on(head.client.rows(Table::Actors))?;
+    let objects = head.rt.block_on(head.client.rows(Table::Objects))?;
+    let mut busy: HashSet<String> = HashSet::new();
+    for a in actors.iter().filter(|a| a["state"] != "dead") {
+        busy.extend(a["node_id"].as_str().map(str::to_string));
+    }
+    // Primary copies are pinned; cached copies (a pulled job binary, say)
+    // may go with their node.
+    for o in objects.iter().filter(|o| o["pinned"] == true) {
+        busy.extend(o["node_id"].as_str().map(str::to_string));
+    }
+    let nodes = status
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Alive)
+        .filter_map(|n| {
+            let key = n.name.strip_prefix(prefix)?.to_string();
+            let group = plan::group_of(&key).to_string();
+            let idle = n.available == n.total && !busy.contains(&n.node_id.to_string());
+            Some(NodeView {
+                key,
+                group,
+                available: shape(&n.available),
+                idle,
+            })
+        })
+        .collect();
+    let demand = status
+        .demand
+        .iter()
+        .map(|d| DemandView {
+            shape: shape(&d.shape),
+            count: d.count,
+        })
+        .collect();
+    Ok((nodes, demand))
+}
+
+/// Starts one more node of `group`, under the next free key.
+fn launch(c: &ClusterConfig, dir: &ClusterDir, group: &str) -> anyhow::Result<String> {
+    let _lock = dir.lock()?;
+    let mut state = dir.state()?;
+    let spec = plan::group_spec(c, group)
+        .ok_or_else(|| anyhow::anyhow!("no group {group} in the file"))?;
+    let key = (0..)
+        .map(|i| format!("{group}-{i}"))
+        .find(|k| !state.nodes.contains_key(k) && !dir.live(k))
+        .expect("an unbounded range has a free key");
+    let head = dir.head_info()?;
+    let (_, took, result) = local::start(dir, &key, &spec, Some(&head))?.wait();
+    result.map_err(|e| anyhow::anyhow!(e))?;
+    println!("{key} ready in {:.2} s", took.as_secs_f64());
+    state.nodes.insert(key.clone(), spec);
+    dir.save(&state)?;
+    Ok(key)
+}

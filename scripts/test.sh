@@ -9,14 +9,19 @@ cd "$(dirname "$0")/.."
 LIBTORCH=$(scripts/setup-libtorch.sh)
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The dashboard's browser test drives headless Chromium (Debian's package);
-# where it cannot be installed the test says so and skips.
-if ! command -v chromium >/dev/null 2>&1; then
+# The dashboard's browser test drives headless Chromium, and the launcher's
+# ssh test real OpenSSH servers (Debian's packages); where they cannot be
+# installed those tests say so and skip.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-      || echo "note: could not install chromium; the dashboard browser test will skip" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null) \
+      || echo "note: could not install ${need[*]}; the tests that need them will skip" >&2
   else
-    echo "note: chromium is not installed and apt-get is not usable here; the dashboard browser test will skip" >&2
+    echo "note: ${need[*]} not installed and apt-get is not usable here; the tests that need them will skip" >&2
   fi
 fi
 cargo fmt --all -- --check

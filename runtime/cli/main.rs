@@ -62,6 +62,10 @@ enum Command {
     /// The autoscaler's loop (`prism up` runs it as a daemon).
     #[command(hide = true)]
     Autoscale(launcher::AutoscaleArgs),
+    /// Whether a daemon runs in a temp dir, and its cluster (JSON; the
+    /// launcher asks remote machines this over ssh).
+    #[command(hide = true)]
+    SessionInfo(TempDirArg),
 }
 
 /// Options shared by every command that touches local session directories.
@@ -107,5 +111,6 @@ fn run() -> anyhow::Result<()> {
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),
+        Command::SessionInfo(t) => launcher::session_info(&t.temp_dir),
     }
 }

@@ -52,9 +52,13 @@ pub enum Provider {
         ssh_user: String,
         /// The private key.
         ssh_private_key: PathBuf,
-        /// The SSH port.
+        /// The SSH port (a host may also say `host:port`).
         #[serde(default = "ssh_port")]
         ssh_port: u16,
+        /// Where on each machine the binary and the nodes live (default
+        /// `prism-<cluster_name>` in the login's home).
+        #[serde(default)]
+        remote_dir: Option<String>,
     },
 }
 

@@ -193,6 +193,15 @@ pub fn start(
 }
 
 impl Starting {
+    /// A node being started by `child`.
+    pub fn new(key: &str, child: std::process::Child) -> Starting {
+        Starting {
+            key: key.to_string(),
+            child,
+            began: Instant::now(),
+        }
+    }
+
     /// Waits for the node to be ready; `Err` carries `prism start`'s own
     /// message.
     pub fn wait(self) -> (String, Duration, Result<(), String>) {

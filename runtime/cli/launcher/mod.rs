@@ -1,19 +1,22 @@
 //! The cluster launcher: `prism up | down | exec | attach cluster.yaml`.
-//! [`config`] reads the file, [`plan`] decides (pure), [`local`] carries it
-//! out on this machine. The ssh provider parses but is not built yet: `up`
-//! says so and starts nothing.
+//! [`config`] reads the file, [`plan`] decides (pure), `machines` carries
+//! it out on this machine (`local`) or over SSH (`ssh`); [`autoscale`]
+//! decides (pure) what `prism autoscale` (`scaler_loop`) starts and stops.
 
 pub mod autoscale;
 pub mod config;
 mod local;
+mod machines;
 pub mod plan;
 mod scaler_loop;
+mod ssh;
 
 pub use scaler_loop::{run as autoscale, AutoscaleArgs};
 
 use anyhow::{bail, Context};
 use config::{ClusterConfig, Provider};
 use local::ClusterDir;
+use machines::Machines;
 use plan::Step;
 use prism::session::ClusterInfo;
 use std::io::{IsTerminal, Write};
@@ -61,16 +64,6 @@ fn cluster(path: &Path, temp: &crate::TempDirArg) -> anyhow::Result<(ClusterConf
     Ok((c, dir))
 }
 
-fn ssh_not_built(c: &ClusterConfig) -> anyhow::Result<()> {
-    if matches!(c.provider, Provider::Ssh { .. }) {
-        bail!(
-            "the ssh provider is not built yet (issue 17): nothing was started; use `provider: {{type: local}}`, \
-             or run `prism start --address … --token …` on each machine"
-        );
-    }
-    Ok(())
-}
-
 fn confirm(what: &str, yes: bool) -> anyhow::Result<bool> {
     if yes || !std::io::stdin().is_terminal() {
         return Ok(true);
@@ -84,20 +77,20 @@ fn confirm(what: &str, yes: bool) -> anyhow::Result<bool> {
 
 /// The head of the cluster `path` describes, for `--cluster` on other commands.
 pub fn head_info(path: &Path, temp: &crate::TempDirArg) -> anyhow::Result<ClusterInfo> {
-    let (_, dir) = cluster(path, temp)?;
-    dir.head_info()
+    let (c, dir) = cluster(path, temp)?;
+    Machines::of(&c, &dir).head_info(&dir)
 }
 
 /// `prism up`.
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
-    ssh_not_built(&c)?;
+    let m = Machines::of(&c, &dir);
     let lock = dir.lock()?;
     let mut state = dir.state()?;
     let running: std::collections::BTreeMap<_, _> = state
         .nodes
         .iter()
-        .filter(|(k, _)| dir.live(k))
+        .filter(|(k, _)| m.live(&dir, k))
         .map(|(k, s)| (k.clone(), s.clone()))
         .collect();
     let steps = plan::plan(&c, &running, args.no_restart);
@@ -119,7 +112,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         );
         drop(lock);
         autoscaler(&c, &args, &dir)?;
-        return print_connect(&args.config, &dir);
+        return print_connect(&args.config, &m, &dir);
     }
     if !confirm(
         &format!(
@@ -130,15 +123,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     )? {
         bail!("cancelled; nothing was changed");
     }
-    local::setup(&c.setup_commands, &c.env)?;
-    local::mount(&c.file_mounts)?;
+    m.prepare(&c)?;
     let began = std::time::Instant::now();
     state.config = args.config.display().to_string();
     // Stops first (workers before the head), then the head, then workers.
     for s in &steps {
         match s {
             Step::Stop(k) | Step::Restart(k, _) if k != "head" => {
-                dir.stop(k);
+                m.stop(&dir, k);
                 state.nodes.remove(k);
                 if matches!(s, Step::Stop(_)) {
                     println!("  {k:<12} stopped");
@@ -152,8 +144,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         _ => None,
     });
     if let Some(spec) = head_step {
-        dir.stop("head");
-        let (key, took, result) = local::start(&dir, "head", &spec, None)?.wait();
+        m.stop(&dir, "head");
+        let (key, took, result) = m.start(&dir, "head", &spec, None)?.wait();
         match result {
             Ok(()) => println!("  {key:<12} started in {:.2} s", took.as_secs_f64()),
             Err(e) => bail!("the head did not start: {e}"),
@@ -161,12 +153,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         state.nodes.insert("head".into(), spec);
         dir.save(&state)?;
     }
-    let head = dir.head_info()?;
+    let head = m.head_info(&dir)?;
     let mut starting = Vec::new();
     for s in &steps {
         match s {
             Step::Start(k, spec) | Step::Restart(k, spec) if k != "head" => {
-                starting.push((spec.clone(), local::start(&dir, k, spec, Some(&head))?));
+                starting.push((spec.clone(), m.start(&dir, k, spec, Some(&head))?));
             }
             Step::Keep(k) => println!("  {k:<12} already running"),
             Step::Differs(k) => println!("  {k:<12} settings changed; left running (--no-restart)"),
@@ -200,21 +192,28 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         state.nodes.len(),
         began.elapsed().as_secs_f64()
     );
-    print_connect(&args.config, &dir)
+    print_connect(&args.config, &m, &dir)
 }
 
 /// Groups that may grow get an autoscaler.
 fn autoscaler(c: &ClusterConfig, args: &UpArgs, dir: &ClusterDir) -> anyhow::Result<()> {
-    if c.worker_groups.iter().any(|g| g.max > g.min) {
+    if !c.worker_groups.iter().any(|g| g.max > g.min) {
+        return Ok(());
+    }
+    if matches!(c.provider, Provider::Local) {
         scaler_loop::ensure_running(&args.config, dir, &args.temp.temp_dir)?;
+    } else {
+        println!(
+            "  (the autoscaler runs with the local provider only for now: groups stay at min)"
+        );
     }
     Ok(())
 }
 
-fn print_connect(config: &Path, dir: &ClusterDir) -> anyhow::Result<()> {
-    let head = dir.head_info()?;
+fn print_connect(config: &Path, m: &Machines, dir: &ClusterDir) -> anyhow::Result<()> {
+    let head = m.head_info(dir)?;
     println!("Head: {}", head.head_address);
-    if let Some(url) = dir.dashboard() {
+    if let Some(url) = m.dashboard(dir) {
         println!("Dashboard: {url}");
     }
     let c = config.display();
@@ -228,14 +227,18 @@ fn print_connect(config: &Path, dir: &ClusterDir) -> anyhow::Result<()> {
 /// `prism down`.
 pub fn down(args: DownArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
+    let m = Machines::of(&c, &dir);
     // The autoscaler first, so it starts nothing while nodes go.
     scaler_loop::stop(&dir);
     let _lock = dir.lock()?;
     // Every node directory, recorded or not (a launcher that crashed after
     // starting a node had not recorded it yet).
-    let mut keys = dir.node_keys();
+    let mut keys = m.node_keys(&dir);
+    keys.extend(dir.state()?.nodes.into_keys());
+    keys.sort();
+    keys.dedup();
     keys.sort_by_key(|k| k == "head");
-    let live: Vec<&String> = keys.iter().filter(|k| dir.live(k)).collect();
+    let live: Vec<&String> = keys.iter().filter(|k| m.live(&dir, k)).collect();
     if live.is_empty() {
         dir.forget();
         println!(
@@ -256,7 +259,7 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
     }
     let mut stopped = 0;
     for k in live {
-        stopped += dir.stop(k);
+        stopped += m.stop(&dir, k);
         println!("  {k:<12} stopped");
     }
     dir.forget();
@@ -267,8 +270,8 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn head_env(dir: &ClusterDir) -> anyhow::Result<Vec<(String, String)>> {
-    let head = dir.head_info()?;
+fn head_env(m: &Machines, dir: &ClusterDir) -> anyhow::Result<Vec<(String, String)>> {
+    let head = m.head_info(dir)?;
     Ok(vec![
         ("PRISM_ADDRESS".into(), head.head_address),
         ("PRISM_TOKEN".into(), head.token),
@@ -280,37 +283,69 @@ fn head_env(dir: &ClusterDir) -> anyhow::Result<Vec<(String, String)>> {
     ])
 }
 
-/// `prism exec`: runs a command on the head node (here) with the cluster's
-/// address and token in its environment; exits with its status.
+/// `prism exec`: runs a command on the head node (here, or over ssh) with
+/// the cluster's address in its environment; exits with its status.
 pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
-    ssh_not_built(&c)?;
-    let Some((prog, rest)) = args.command.split_first() else {
+    let m = Machines::of(&c, &dir);
+    if args.command.is_empty() {
         bail!(
             "prism exec {} -- COMMAND [ARGS...]: no command given",
             args.config.display()
         );
+    }
+    let status = match &m {
+        Machines::Local => std::process::Command::new(&args.command[0])
+            .args(&args.command[1..])
+            .envs(head_env(&m, &dir)?)
+            .status()
+            .with_context(|| format!("cannot run {}", args.command[0]))?,
+        Machines::Ssh(s) => s.exec_on_head(&args.command, false)?,
     };
-    let status = std::process::Command::new(prog)
-        .args(rest)
-        .envs(head_env(&dir)?)
-        .status()
-        .with_context(|| format!("cannot run {prog}"))?;
     Ok(status.code().unwrap_or(1))
 }
 
-/// `prism attach`: a shell on the head node (here), connected to the cluster.
+/// `prism attach`: a shell on the head node, connected to the cluster.
 pub fn attach(args: DownArgs) -> anyhow::Result<i32> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
-    ssh_not_built(&c)?;
-    let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+    let m = Machines::of(&c, &dir);
     println!(
         "A shell connected to cluster {} (exit to leave).",
         c.cluster_name
     );
-    let status = std::process::Command::new(&shell)
-        .envs(head_env(&dir)?)
-        .status()
-        .with_context(|| format!("cannot run {shell}"))?;
+    let status = match &m {
+        Machines::Local => {
+            let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+            std::process::Command::new(&shell)
+                .envs(head_env(&m, &dir)?)
+                .status()
+                .with_context(|| format!("cannot run {shell}"))?
+        }
+        Machines::Ssh(s) => s.exec_on_head(&[], true)?,
+    };
     Ok(status.code().unwrap_or(1))
+}
+
+/// `prism session-info --temp-dir D`: `{"live", "cluster", "dashboard"}` of
+/// the live daemon there, as JSON on stdout.
+pub fn session_info(temp: &Path) -> anyhow::Result<()> {
+    let live = prism::session::SessionDir::list(temp)
+        .into_iter()
+        .find(|s| s.live_daemon().is_some());
+    let cluster = live
+        .as_ref()
+        .and_then(|s| s.read_json::<ClusterInfo>("cluster.json").ok().flatten());
+    let dashboard = live
+        .as_ref()
+        .and_then(|s| {
+            s.read_json::<prism::session::ReadyInfo>("ready.json")
+                .ok()
+                .flatten()
+        })
+        .and_then(|r| r.dashboard);
+    println!(
+        "{}",
+        serde_json::json!({"live": live.is_some(), "cluster": cluster, "dashboard": dashboard})
+    );
+    Ok(())
 }

@@ -60,6 +60,7 @@ pub fn detect_memory() -> u64 {
 }
 
 /// GPUs through the CUDA driver; none (not a panic) when there is no driver.
+#[cfg(feature = "gpu-detect")]
 pub fn detect_gpus() -> Vec<GpuInfo> {
     // SAFETY: is_culib_present only tries to dlopen the driver library and
     // reports whether it loaded; it calls no CUDA function.
@@ -95,6 +96,13 @@ pub fn detect_gpus() -> Vec<GpuInfo> {
             Vec::new()
         }
     }
+}
+
+/// GPUs: none detected in a build without the `gpu-detect` feature (a
+/// node offers GPUs only when told how many).
+#[cfg(not(feature = "gpu-detect"))]
+pub fn detect_gpus() -> Vec<GpuInfo> {
+    Vec::new()
 }
 
 fn amount(name: &str, x: f64) -> Result<Quantity, ResourceError> {

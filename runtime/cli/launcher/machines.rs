@@ -13,7 +13,7 @@ pub enum Machines {
     /// Daemons on this machine.
     Local,
     /// Daemons on machines over SSH.
-    Ssh(Ssh),
+    Ssh(Box<Ssh>),
 }
 
 impl Machines {
@@ -22,7 +22,7 @@ impl Machines {
         // ssh keeps its known_hosts there.
         let _ = std::fs::create_dir_all(dir.file(""));
         match Ssh::of(c, &dir.file("")) {
-            Some(s) => Machines::Ssh(s),
+            Some(s) => Machines::Ssh(Box::new(s)),
             None => Machines::Local,
         }
     }

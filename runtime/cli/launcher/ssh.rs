@@ -35,6 +35,10 @@ pub struct Ssh {
     known_hosts: PathBuf,
     /// The worker keys `up` asks for, in the order hosts are given to them.
     worker_keys: Vec<String>,
+    /// Where ssh keeps one shared connection per machine.
+    control: PathBuf,
+    /// Binaries already found on each machine during this command.
+    binaries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// `host` or `host:port`.
@@ -81,6 +85,8 @@ impl Ssh {
                 .clone()
                 .unwrap_or_else(|| format!("prism-{}", c.cluster_name)),
             known_hosts: state_dir.join("known_hosts"),
+            control: state_dir.join("ssh-%C"),
+            binaries: Default::default(),
             worker_keys: plan::desired(c)
                 .into_keys()
                 .filter(|k| k != "head")
@@ -116,6 +122,11 @@ impl Ssh {
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
             .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+            // One connection per machine, reused by the next commands for a
+            // minute: a handshake costs more than most of what we run.
+            .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60"])
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.control.display()))
             .arg(format!("{}@{}", self.user, h.name));
         c
     }
@@ -151,6 +162,24 @@ impl Ssh {
 
     /// The remote path of this `prism` binary, copied there if missing.
     pub fn binary(&self, h: &Host) -> anyhow::Result<String> {
+        let at = format!("{}:{}", h.name, h.port);
+        if let Some(b) = self
+            .binaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&at)
+        {
+            return Ok(b.clone());
+        }
+        let remote = self.copy_binary(h)?;
+        self.binaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(at, remote.clone());
+        Ok(remote)
+    }
+
+    fn copy_binary(&self, h: &Host) -> anyhow::Result<String> {
         let exe = std::env::current_exe()?;
         let hash = prism::raylet::workers::file_hash(&exe)?;
         let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();

@@ -13,7 +13,7 @@ pub const DEFAULT_PORT: u16 = 8265;
 pub struct DashboardArgs {
     /// With --head: the dashboard's HTTP port (default 8265, or any free
     /// port if that one is taken; 0 picks a free one).
-    #[arg(long)]
+    #[arg(long, env = "PRISM_DASHBOARD_PORT")]
     dashboard_port: Option<u16>,
     /// With --head: the address the dashboard listens on (0.0.0.0 to reach
     /// it from other machines; every request needs a token either way).

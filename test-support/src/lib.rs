@@ -81,6 +81,8 @@ impl Sandbox {
         let mut c = Command::new(prism_bin());
         c.args(args).arg("--temp-dir").arg(self.temp());
         c.env_remove("PRISM_ADDRESS").env_remove("PRISM_TOKEN");
+        // Tests' dashboards take any free port, never Ray's 8265.
+        c.env("PRISM_DASHBOARD_PORT", "0");
         for (k, v) in &self.envs {
             c.env(k, v);
         }

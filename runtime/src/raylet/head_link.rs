@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+/// How long one dial of the head may take before it is tried again.
+const DIAL_ATTEMPT: Duration = Duration::from_secs(3);
+
 /// A lazily (re)connected, shared connection to the head.
 #[derive(Debug)]
 pub struct HeadLink {
@@ -23,7 +26,11 @@ pub struct HeadLink {
     head: SocketAddr,
     trust: ClientTrust,
     config: Config,
-    client: tokio::sync::Mutex<Option<HeadClient>>,
+    /// The cached connection; held only to read or swap it, never across
+    /// an await, so `reset` never waits behind a dial.
+    client: std::sync::Mutex<Option<HeadClient>>,
+    /// One dial at a time; the others wait for its result.
+    dialing: tokio::sync::Mutex<()>,
 }
 
 impl HeadLink {
@@ -39,7 +46,8 @@ impl HeadLink {
             head,
             trust,
             config,
-            client: tokio::sync::Mutex::new(None),
+            client: std::sync::Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -64,26 +72,43 @@ impl HeadLink {
 
     /// Drops the cached connection (the head stopped answering): the next
     /// request dials it again.
-    pub async fn reset(&self) {
-        if let Some(c) = self.client.lock().await.take() {
+    pub fn reset(&self) {
+        if let Some(c) = self.slot().take() {
             c.close();
         }
     }
 
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<HeadClient>> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached connection, or a new one (one dial at a time).
+    async fn client(&self) -> Result<HeadClient, ClientError> {
+        if let Some(c) = self.slot().clone() {
+            return Ok(c);
+        }
+        let _dial = self.dialing.lock().await;
+        if let Some(c) = self.slot().clone() {
+            return Ok(c);
+        }
+        // A dial started while the head is down may wait on handshake
+        // retransmissions long after it is back: short attempts, retried by
+        // `request`, find a restarted head sooner.
+        let limit = Duration::from_millis(self.config.connect_timeout_ms).min(DIAL_ATTEMPT);
+        let c = tokio::time::timeout(limit, self.connect())
+            .await
+            .map_err(|_| {
+                ClientError::Unexpected(format!("no answer from the head within {limit:?}"))
+            })??;
+        *self.slot() = Some(c.clone());
+        Ok(c)
+    }
+
     async fn try_once(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
-        let client = {
-            let mut slot = self.client.lock().await;
-            if slot.is_none() {
-                *slot = Some(self.connect().await?);
-            }
-            slot.clone()
-        };
-        let Some(client) = client else {
-            return Err(ClientError::Unexpected("no connection to the head".into()));
-        };
+        let client = self.client().await?;
         let r = client.request(req).await;
         if matches!(r, Err(ref e) if !matches!(e, ClientError::Refused { .. })) {
-            *self.client.lock().await = None;
+            self.reset();
         }
         r
     }
@@ -196,13 +221,21 @@ impl Heartbeats<'_> {
                 });
             match answer {
                 Ok(HeadResponse::HeartbeatAck) => {
-                    if let Ok(status) = c.status().await {
+                    if let Ok(Ok(status)) = tokio::time::timeout(self.patience(), c.status()).await
+                    {
                         node.status(&status);
                     }
                 }
                 Ok(HeadResponse::ReRegister { reason }) => {
                     warn!(node = %node_id, %reason, "head asks to register again");
-                    match register(c, &self.registration).await {
+                    let answer =
+                        tokio::time::timeout(self.patience(), register(c, &self.registration));
+                    match answer.await.unwrap_or_else(|_| {
+                        Err(ClientError::Unexpected(format!(
+                            "no registration answer within {:?}",
+                            self.patience()
+                        )))
+                    }) {
                         Ok((id, inc)) => {
                             info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
                             node_id = id;
@@ -217,7 +250,7 @@ impl Heartbeats<'_> {
                     c.close();
                     client = None;
                     // Requests should not wait on the dead connection either.
-                    self.link.reset().await;
+                    self.link.reset();
                 }
             }
         }

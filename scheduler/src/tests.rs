@@ -55,6 +55,23 @@ fn sc_4_whole_gpus_get_distinct_indices_fractions_share_one() {
 }
 
 #[test]
+fn a_ledger_over_gpu_slices_serves_fractions_and_refuses_more_than_it_holds() {
+    // A bundle of 0.5 GPU: one instance with half of it.
+    let half = Quantity::from_f64(0.5).unwrap();
+    let mut b = NodeResources::with_gpu_slices(cpu(1.0).with(GPU, half), vec![half]);
+    assert!(b.feasible(&gpu(0.5)) && b.fits_now(&gpu(0.5)));
+    let q = b.allocate(&gpu(0.25)).unwrap();
+    assert_eq!(q, vec![(0, Quantity::from_f64(0.25).unwrap())]);
+    assert!(b.fits_now(&gpu(0.25)) && !b.fits_now(&gpu(0.5)));
+    assert!(!b.feasible(&gpu(1.0)), "more than the bundle holds");
+    b.release(&gpu(0.25), &q).unwrap();
+    // Two whole instances: a 2-GPU task takes both.
+    let one = Quantity::ONE;
+    let mut w = NodeResources::with_gpu_slices(gpu(2.0), vec![one, one]);
+    assert_eq!(w.allocate(&gpu(2.0)).unwrap().len(), 2);
+}
+
+#[test]
 fn sc_1_ten_tenths_of_a_gpu_fill_it_exactly() {
     let mut view = ClusterView::new();
     view.upsert(0u8, node(1, 1));

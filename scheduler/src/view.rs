@@ -96,6 +96,26 @@ impl NodeResources {
         }
     }
 
+    /// A ledger over slices of GPU instances, as a placement-group bundle
+    /// holds them: instance `i` offers `gpu_slices[i]` of one GPU (a bundle
+    /// of 0.5 GPU is one instance with half of it free). The GPU total is
+    /// the slices' sum, whatever `total` said.
+    pub fn with_gpu_slices(total: ResourceSet, gpu_slices: Vec<Quantity>) -> NodeResources {
+        let mut total = total;
+        let sum = gpu_slices
+            .iter()
+            .fold(Quantity::whole(0), |acc, q| acc + *q);
+        total.set(GPU, sum);
+        NodeResources {
+            available: total.clone(),
+            total,
+            gpu_free: gpu_slices,
+            labels: BTreeMap::new(),
+            alive: true,
+            util: 0.0,
+        }
+    }
+
     /// Builder: attach labels.
     pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> NodeResources {
         self.labels = labels;

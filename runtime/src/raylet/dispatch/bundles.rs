@@ -51,7 +51,8 @@ impl Dispatcher {
             }
             match self.local.allocate(&request) {
                 Ok(node_gpus) => {
-                    let ledger = NodeResources::new(request.clone());
+                    let slices = node_gpus.iter().map(|g| g.1).collect();
+                    let ledger = NodeResources::with_gpu_slices(request.clone(), slices);
                     self.bundles.insert(
                         (pg, index),
                         Bundle {

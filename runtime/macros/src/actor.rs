@@ -169,11 +169,11 @@ pub fn on_impl(imp: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     for m in &methods {
         let (ident, names, types, ret) = (&m.ident, &m.arg_names, &m.arg_types, &m.ret);
         let mstr = ident.to_string();
-        asserts.push(quote!(#(__assert_value::<#types>();)* __assert_value::<#ret>();));
+        asserts.push(quote!(#(::prism::__private::assert_value::<#types>();)* ::prism::__private::assert_value::<#ret>();));
         stubs.push(quote! {
             #[allow(clippy::too_many_arguments)]
             pub fn #ident(&self, #(#names: impl ::prism::IntoArg<#types>),*) -> ::prism::Result<::prism::ObjectRef<#ret>> {
-                let args = ::std::vec![#(::prism::IntoArg::into_arg(#names).encode()?),*];
+                let args = ::std::vec![#(::prism::__private::encode_arg(::prism::IntoArg::into_arg(#names))?),*];
                 self.link.call(#mstr, args)
             }
         });
@@ -204,6 +204,12 @@ pub fn on_impl(imp: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     }
     let vis = quote!(pub);
     Ok(quote! {
+        // First, so a type that cannot cross processes is the first error.
+        const _: () = {
+            #(::prism::__private::assert_value::<#ct>();)*
+            #(#asserts)*
+        };
+
         #imp
 
         #[allow(clippy::too_many_arguments)]
@@ -221,7 +227,7 @@ pub fn on_impl(imp: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
             /// Creates the actor; calls made before its constructor returns wait for it.
             #[allow(clippy::too_many_arguments)]
             pub fn spawn(self, #(#cn: impl ::prism::IntoArg<#ct>),*) -> ::prism::Result<::prism::ActorHandle<#name>> {
-                let args = ::std::vec![#(::prism::IntoArg::into_arg(#cn).encode()?),*];
+                let args = ::std::vec![#(::prism::__private::encode_arg(::prism::IntoArg::into_arg(#cn))?),*];
                 ::prism::api::actor::spawn::<#name>(&self.0, args)
             }
         }
@@ -238,9 +244,6 @@ pub fn on_impl(imp: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
 
             #[allow(unused_variables)]
             fn construct(args: &[&[u8]]) -> ::std::result::Result<Self, ::std::string::String> {
-                fn __assert_value<T: ::prism::Value>() {}
-                #(__assert_value::<#ct>();)*
-                #(#asserts)*
                 #ctor_check
                 Ok(#ctor_call)
             }

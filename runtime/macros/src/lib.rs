@@ -115,6 +115,12 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     };
     let doc = format!("Remote function `{name_str}`: call `{name_str}::remote(..)`.");
     Ok(quote! {
+        // First, so a type that cannot cross processes is the first error.
+        const _: () = {
+            #(::prism::__private::assert_value::<#arg_types>();)*
+            ::prism::__private::assert_value::<#ret>();
+        };
+
         #[doc = #doc]
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy)]
@@ -150,7 +156,7 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             /// Submits a call with these options.
             #[allow(clippy::too_many_arguments)]
             pub fn remote(self, #(#arg_names: impl ::prism::IntoArg<#arg_types>),*) -> ::prism::Result<::prism::ObjectRef<#ret>> {
-                let args = ::std::vec![#(::prism::IntoArg::into_arg(#arg_names).encode()?),*];
+                let args = ::std::vec![#(::prism::__private::encode_arg(::prism::IntoArg::into_arg(#arg_names))?),*];
                 ::prism::__private::submit::<#ret>(&self.0, args)
             }
         }
@@ -158,9 +164,6 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         #[doc(hidden)]
         #[allow(non_snake_case)]
         fn #invoke_fn(args: &[&[u8]]) -> ::std::result::Result<::prism::__private::Encoded, ::std::string::String> {
-            fn __assert_value<T: ::prism::Value>() {}
-            #(__assert_value::<#arg_types>();)*
-            __assert_value::<#ret>();
             if args.len() != #n_args {
                 return Err(format!("{} takes {} arguments, got {}", #name::NAME, #n_args, args.len()));
             }

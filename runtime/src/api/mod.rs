@@ -142,6 +142,17 @@ pub mod __private {
     pub use super::worker::{block_on, decode_arg, encode_result, Registration};
     pub use inventory;
 
+    /// Archives one argument of a generated `remote`, `spawn` or method
+    /// stub (a free function, so a type that is not a [`super::Value`]
+    /// gets Prism's message rather than one about `Arg`'s methods).
+    pub fn encode_arg<T: super::Value>(a: super::Arg<T>) -> super::Result<EncodedArg> {
+        a.encode()
+    }
+
+    /// Names `T` in a compile error if it is not a [`super::Value`]; the
+    /// macros call it first, so that error comes before any other.
+    pub const fn assert_value<T: super::Value>() {}
+
     /// Submits a task (generated `remote` calls end here).
     pub fn submit<R>(
         opts: &super::TaskOptions,

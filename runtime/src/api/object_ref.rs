@@ -155,6 +155,11 @@ impl<T: Value> Arg<T> {
 
 /// What a remote function accepts for a parameter of type `T`: a `T`, an
 /// `ObjectRef<T>`, or a `&ObjectRef<T>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be passed for a `{T}` parameter of a remote function or actor method",
+    label = "expected a `{T}`, an `ObjectRef<{T}>` or a `&ObjectRef<{T}>`",
+    note = "a value argument must derive rkyv's `Archive`, `Serialize` and `Deserialize` to cross processes"
+)]
 pub trait IntoArg<T> {
     /// Converts.
     fn into_arg(self) -> Arg<T>;

@@ -56,8 +56,7 @@ mod tour {
         }
         assert_eq!(x.get()?, vec![1, 2, 3]);
 
-        actors()?;
-        placement_groups()?;
+        the_rest(&cluster)?;                                 // actors, groups, the store: below
         drop(cluster);
         println!("TOUR OK");
         Ok(())
@@ -81,6 +80,18 @@ mod tour {
         c.add(1u64).and_then(|r| r.get()).unwrap()
     }
     // readme:end
+
+    fn the_rest(cluster: &prism::Cluster) -> prism::Result<()> {
+        actors()?;
+        placement_groups()?;
+        if let Some(dir) = cluster.session_dir() {
+            let ready: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("ready.json")).unwrap()).unwrap();
+            let socket_path = std::path::Path::new(ready["store_socket"].as_str().unwrap());
+            object_store(socket_path).expect("the store tour");
+        }
+        Ok(())
+    }
 
     fn actors() -> prism::Result<()> {
         // readme:actors
@@ -126,6 +137,28 @@ mod tour {
         assert_eq!(r.get()?, 2.0);
         println!("worker on {}", w.node()?.get()?);
         pg.remove()?;                                       // frees every bundle, kills what runs inside
+        // readme:end
+        Ok(())
+    }
+
+    fn object_store(socket_path: &std::path::Path) -> Result<(), prism::object_store::ObjectError> {
+        // readme:store
+        use prism::object_store::{DType, StoreClient, TensorMeta};
+        use std::time::Duration;
+
+        // The socket path is in the node's session directory (ready.json: store_socket).
+        let store = StoreClient::connect(socket_path)?;
+        let id = store.put(b"hello")?;                               // one copy into shared memory
+        let meta = TensorMeta::contiguous(DType::F32, &[2, 3]);
+        let t = store.put_tensor(&meta, bytemuck::cast_slice(&[0.5f32; 6]))?;
+        let view = store.get(t, Duration::from_secs(5))?;            // a view of the shared pages, no copy
+        let floats: &[f32] = view.tensor()?.as_slice()?;
+        let config = store.put_value(&("weights".to_string(), vec![1u64, 2, 3]))?;
+        let object = store.get(config, Duration::from_secs(5))?;
+        let archived = object.archived::<(String, Vec<u64>)>()?;    // rkyv, read in place
+        assert_eq!((floats[5], archived.0.as_str(), archived.1.len()), (0.5, "weights", 3));
+        drop(view);                                                  // releases the reference
+        store.unpin(id)?;                                            // owner done: freed
         // readme:end
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The README's code is the code CI runs: every `// readme:<name>` region of
-//! `examples/tour.rs` must appear verbatim as a ```rust block of README.md,
-//! and the example must run to the end on an embedded cluster (no GPU
-//! needed) in a temp dir of its own.
+//! `examples/tour.rs` and `ml/examples/readme_ml.rs` must appear verbatim as
+//! a ```rust block of README.md, every ```rust block of README.md must be
+//! one of them, and the tour must run to the end on an embedded cluster (no
+//! GPU needed) in a temp dir of its own (`ml/tests/readme_ml.rs` runs the
+//! other).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,18 +60,29 @@ fn rust_blocks(readme: &str) -> Vec<String> {
     out
 }
 
+const SOURCES: [&str; 2] = ["examples/tour.rs", "ml/examples/readme_ml.rs"];
+
 #[test]
-fn readme_blocks_are_the_tour_examples_regions() {
-    let source = std::fs::read_to_string(root().join("examples/tour.rs")).unwrap();
+fn readme_blocks_are_the_examples_regions() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let regions = regions(&source);
-    assert!(regions.len() >= 3, "{regions:?}");
     let blocks = rust_blocks(&readme);
-    for (name, text) in &regions {
+    let mut all = Vec::new();
+    for file in SOURCES {
+        let source = std::fs::read_to_string(root().join(file)).unwrap();
+        for (name, text) in regions(&source) {
+            assert!(
+                blocks.contains(&text),
+                "README.md has no ```rust block equal to region `{name}` of {file}; \
+                 copy it over:\n{text}"
+            );
+            all.push(text);
+        }
+    }
+    for b in &blocks {
         assert!(
-            blocks.iter().any(|b| b == text),
-            "README.md has no ```rust block equal to region `{name}` of examples/tour.rs; \
-             copy it over:\n{text}"
+            all.contains(b),
+            "this ```rust block of README.md is in no example that CI runs \
+             (add it as a `// readme:` region of one of {SOURCES:?}):\n{b}"
         );
     }
 }

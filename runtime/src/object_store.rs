@@ -11,7 +11,10 @@ use crate::proto::codec::{self, CodecError};
 use crate::proto::store::{
     StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
 };
-use prism_objectstore::{ObjectId, Segment, TensorError, TensorMeta, TensorView};
+/// A tensor's header (dtype, shape, strides) and its zero-copy view, for
+/// [`StoreClient::put_tensor`] and [`ObjectView::tensor`].
+pub use prism_objectstore::{DType, TensorMeta, TensorView};
+use prism_objectstore::{ObjectId, Segment, TensorError};
 use sendfd::RecvWithFd;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

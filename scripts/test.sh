@@ -30,5 +30,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 # runs only on a GPU machine and says why it skipped elsewhere.
 cargo clippy -p prism-ml --features cuda --all-targets -- -D warnings
 scripts/check-architecture.sh
+# Every public item of prism, prism-ml and prism-dashboard is documented
+# (#![warn(missing_docs)] under clippy's -D warnings above); the docs build
+# without a broken or private link.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -17,6 +17,8 @@
 //! - [`metrics`] serves `/metrics`.
 //! - [`pages`]: the HTML shells and the static assets (`assets/`).
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod metrics;

@@ -26,6 +26,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod recipes;
 pub mod tensor;

@@ -116,6 +116,8 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
             pairs.push(("job_id", j));
         }
         if let Some(n) = &args.node {
+            // A node that is not in the cluster is a mistake, not an empty list.
+            pick(rows(Table::Nodes)?, &[("node_id", n)], &format!("node {n}"))?;
             pairs.push(("node_id", n));
         }
         let workers = Query::parse(pairs)?

@@ -6,7 +6,7 @@
 //! reduce-scatter (`n - 1` steps, each member sends one chunk to the next
 //! and adds the one it gets), then all-gather (`n - 1` steps forwarding the
 //! reduced chunks). Chunks travel in pieces, sent and received in lock step
-//! ([`super::ring_links`]), over one of two kinds of link per neighbour:
+//! (`ring_links`), over one of two kinds of link per neighbour:
 //!
 //! - **a shared-memory channel** ([`prism::channel`]) when both members are
 //!   on one node: the sender writes a piece into a slot, the receiver adds

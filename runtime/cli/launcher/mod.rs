@@ -1,6 +1,6 @@
 //! The cluster launcher: `prism up | down | exec | attach cluster.yaml`.
 //! [`config`] reads the file, [`plan`] decides (pure), `machines` carries
-//! it out on this machine (`local`) or over SSH (`ssh`); [`autoscale`]
+//! it out on this machine (`local`) or over SSH (`ssh`); [`mod@autoscale`]
 //! decides (pure) what `prism autoscale` (`scaler_loop`) starts and stops.
 
 pub mod autoscale;

@@ -34,5 +34,14 @@ scripts/check-architecture.sh
 # (#![warn(missing_docs)] under clippy's -D warnings above); the docs build
 # without a broken or private link.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+# The user guide builds (mdbook from crates.io, installed once into .tools/;
+# ~90 s on 2 cores). Its links, its generated reference page and its code
+# are checked by tests/docs_book.rs and tests/readme_tour.rs.
+MDBOOK=$(command -v mdbook || echo .tools/mdbook/bin/mdbook)
+if [ ! -x "$MDBOOK" ]; then
+  cargo install --quiet --locked mdbook --version 0.5.4 --no-default-features \
+    --features search --root .tools/mdbook
+fi
+"$MDBOOK" build docs >/dev/null
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -1,9 +1,10 @@
-//! The README's code is the code CI runs: every `// readme:<name>` region of
-//! `examples/tour.rs` and `ml/examples/readme_ml.rs` must appear verbatim as
-//! a ```rust block of README.md, every ```rust block of README.md must be
-//! one of them, and the tour must run to the end on an embedded cluster (no
-//! GPU needed) in a temp dir of its own (`ml/tests/readme_ml.rs` runs the
-//! other).
+//! The README's and the guide's code is the code CI runs: every ```rust
+//! block of README.md and of the guide (`docs/src/*.md`) must be a
+//! `// readme:<name>` region of `examples/tour.rs`, `examples/guide.rs` or
+//! `ml/examples/readme_ml.rs`, verbatim; the README must show every region
+//! of the tour and of the ML example; and the tour and the guide's example
+//! must run to the end on an embedded cluster (no GPU needed) in a temp dir
+//! of their own (`ml/tests/readme_ml.rs` runs the ML one).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -60,45 +61,79 @@ fn rust_blocks(readme: &str) -> Vec<String> {
     out
 }
 
-const SOURCES: [&str; 2] = ["examples/tour.rs", "ml/examples/readme_ml.rs"];
+const SOURCES: [&str; 3] = [
+    "examples/tour.rs",
+    "examples/guide.rs",
+    "ml/examples/readme_ml.rs",
+];
+
+/// Every region of every source: `(file, name, text)`.
+fn all_regions() -> Vec<(&'static str, String, String)> {
+    SOURCES
+        .iter()
+        .flat_map(|file| {
+            let source = std::fs::read_to_string(root().join(file)).unwrap();
+            regions(&source)
+                .into_iter()
+                .map(move |(name, text)| (*file, name, text))
+        })
+        .collect()
+}
+
+/// Fails naming each ```rust block of `page` that is no region.
+fn blocks_are_regions(page: &Path, regions: &[(&str, String, String)]) -> usize {
+    let text = std::fs::read_to_string(page).unwrap();
+    let blocks = rust_blocks(&text);
+    for b in &blocks {
+        assert!(
+            regions.iter().any(|(_, _, r)| r == b),
+            "this ```rust block of {} is in no example that CI runs \
+             (add it as a `// readme:` region of one of {SOURCES:?}):\n{b}",
+            page.display()
+        );
+    }
+    blocks.len()
+}
 
 #[test]
 fn readme_blocks_are_the_examples_regions() {
+    let regions = all_regions();
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let blocks = rust_blocks(&readme);
-    let mut all = Vec::new();
-    for file in SOURCES {
-        let source = std::fs::read_to_string(root().join(file)).unwrap();
-        for (name, text) in regions(&source) {
-            assert!(
-                blocks.contains(&text),
-                "README.md has no ```rust block equal to region `{name}` of {file}; \
-                 copy it over:\n{text}"
-            );
-            all.push(text);
+    for (file, name, text) in &regions {
+        if *file == "examples/guide.rs" {
+            continue;
         }
-    }
-    for b in &blocks {
         assert!(
-            all.contains(b),
-            "this ```rust block of README.md is in no example that CI runs \
-             (add it as a `// readme:` region of one of {SOURCES:?}):\n{b}"
+            blocks.contains(text),
+            "README.md has no ```rust block equal to region `{name}` of {file}; \
+             copy it over:\n{text}"
         );
     }
+    blocks_are_regions(&root().join("README.md"), &regions);
 }
 
-/// `target/<profile>/examples/tour`, built by `cargo test --all-targets`.
-fn tour_bin() -> PathBuf {
+#[test]
+fn the_guides_blocks_are_the_examples_regions() {
+    let regions = all_regions();
+    let mut checked = 0;
+    for page in std::fs::read_dir(root().join("docs/src")).unwrap() {
+        let page = page.unwrap().path();
+        if page.extension().is_some_and(|e| e == "md") {
+            checked += blocks_are_regions(&page, &regions);
+        }
+    }
+    assert!(checked >= 8, "only {checked} rust blocks in the guide");
+}
+
+/// `target/<profile>/examples/<name>`, built by `cargo test --all-targets`.
+fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/tour");
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: `cargo build --example tour` (cargo test --all-targets builds it)",
+        "{} is missing: `cargo build --example {name}` (cargo test --all-targets builds it)",
         bin.display()
     );
     bin
@@ -118,11 +153,11 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-#[test]
-fn the_tour_runs_to_the_end_on_an_embedded_cluster() {
+/// Runs an example to its end; returns its stdout.
+fn run_example(name: &str, done: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let child = Command::new(tour_bin())
+    let child = Command::new(example_bin(name))
         .env("PRISM_TEMP_DIR", dir.path())
         .env_remove("PRISM_ADDRESS")
         .stdin(Stdio::null())
@@ -138,7 +173,7 @@ fn the_tour_runs_to_the_end_on_an_embedded_cluster() {
         }
         assert!(
             Instant::now() < deadline,
-            "the tour did not finish in 120 s:\n{}\n{}",
+            "{name} did not finish in 120 s:\n{}\n{}",
             read(&out),
             read(&err)
         );
@@ -146,8 +181,20 @@ fn the_tour_runs_to_the_end_on_an_embedded_cluster() {
     };
     let (stdout, stderr) = (read(&out), read(&err));
     assert!(
-        status.success() && stdout.contains("TOUR OK"),
-        "{status}\n{stdout}\n{stderr}"
+        status.success() && stdout.contains(done),
+        "{name}: {status}\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn the_tour_runs_to_the_end_on_an_embedded_cluster() {
+    let stdout = run_example("tour", "TOUR OK");
     assert!(stdout.contains("no node has 8 GPU"), "{stdout}");
+}
+
+#[test]
+fn the_guides_example_runs_to_the_end_on_an_embedded_cluster() {
+    let stdout = run_example("guide", "GUIDE OK");
+    assert!(stdout.contains("328350"), "{stdout}");
 }

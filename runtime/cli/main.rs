@@ -8,6 +8,7 @@ mod list_table;
 mod logs;
 mod microbench_extras;
 mod microbenchmark;
+mod reference;
 mod start;
 mod status;
 mod stop;
@@ -66,6 +67,9 @@ enum Command {
     /// launcher asks remote machines this over ssh).
     #[command(hide = true)]
     SessionInfo(TempDirArg),
+    /// The guide's configuration page (every setting and flag) as Markdown.
+    #[command(hide = true)]
+    Reference,
 }
 
 /// Options shared by every command that touches local session directories.
@@ -112,5 +116,12 @@ fn run() -> anyhow::Result<()> {
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),
         Command::SessionInfo(t) => launcher::session_info(&t.temp_dir),
+        Command::Reference => {
+            print!(
+                "{}",
+                reference::markdown(&<Cli as clap::CommandFactory>::command())
+            );
+            Ok(())
+        }
     }
 }

@@ -24,6 +24,11 @@ fn chatter() -> u64 {
     40
 }
 
+#[prism::remote]
+fn oops() -> u64 {
+    panic!("oops on purpose")
+}
+
 #[prism::actor]
 struct Talker {
     said: u64,
@@ -47,6 +52,19 @@ fn print_role() {
         .collect();
     let sum: u64 = prism::get_all(&refs).unwrap().into_iter().sum();
     check(sum == 6, "the tasks ran");
+    let failed = oops::options()
+        .resource("b_only", 0.1)
+        .max_retries(0)
+        .remote()
+        .unwrap()
+        .get();
+    check(
+        matches!(
+            failed,
+            Err(prism::Error::Task(prism::TaskError::Panicked { .. }))
+        ),
+        "the panic came back as TaskError::Panicked",
+    );
     let n = chatter::options().resource("b_only", 0.1).remote().unwrap();
     check(n.get().unwrap() == 40, "chatter ran");
     let t = Talker::options()
@@ -114,6 +132,18 @@ fn worker_output_reaches_the_driver_and_prism_logs() {
         "stderr:\n{}",
         job.stderr()
     );
+    // A panicking task is one line on the driver naming the task, its
+    // worker and node: nothing that reads as if the driver crashed.
+    assert!(
+        wait_until(Duration::from_secs(10), || job.stderr().lines().any(|l| l
+            .contains("(oops pid=")
+            && l.contains(&format!("node={b_short}"))
+            && l.contains("panicked at tests/cluster_logs.rs")
+            && l.ends_with("oops on purpose"))),
+        "stderr:\n{}",
+        job.stderr()
+    );
+    assert!(!job.stderr().contains("thread '"), "{}", job.stderr());
     let same = out
         .lines()
         .filter(|l| l.contains("same line again"))

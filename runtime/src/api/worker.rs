@@ -39,14 +39,22 @@ thread_local! {
 }
 
 fn install_panic_hook() {
-    let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let at = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_else(|| "unknown location".into());
+        // One line, not Rust's "thread 'main' (pid) panicked at …", which
+        // on the driver's terminal reads as if the driver crashed. The
+        // driver prints it prefixed with the task, worker and node; the
+        // backtrace only when RUST_BACKTRACE asks for it.
+        let message = panic_message(info.payload());
+        eprintln!("panicked at {at}: {message}");
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{trace}");
+        }
         PANIC_AT.with(|p| *p.borrow_mut() = Some(at));
-        prev(info);
     }));
 }
 

@@ -117,7 +117,7 @@ fn actor_restarts_on_another_node_when_its_node_dies() {
         let out = job.stdout();
         victim = out
             .lines()
-            .find_map(|l| l.strip_prefix("VICTIM "))
+            .find_map(|l| l.split_once("VICTIM ").map(|(_, v)| v))
             .unwrap_or_default()
             .to_string();
         !victim.is_empty()

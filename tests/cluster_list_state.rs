@@ -86,7 +86,7 @@ fn cluster_list_tasks_and_objects() {
         .to_string();
     let tasks: Vec<String> = out
         .lines()
-        .filter_map(|l| l.strip_prefix("TASK "))
+        .filter_map(|l| l.split_once("TASK ").map(|(_, t)| t))
         .map(task_id)
         .collect();
 

@@ -100,11 +100,12 @@ fn launcher_autoscaler_starts_a_node_for_infeasible_demand_and_removes_it_when_i
     assert!(ok && out.contains("ALL OK"), "{out}\n{}", job.stderr());
     let ran_on = out
         .lines()
-        .find_map(|l| l.strip_prefix("RAN ON "))
+        // (The test harness may have printed half a line before it.)
+        .find_map(|l| l.split_once("RAN ON ").map(|(_, rest)| rest))
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
-    println!("{}", out.lines().find(|l| l.starts_with("RAN ON")).unwrap());
+    println!("{}", out.lines().find(|l| l.contains("RAN ON")).unwrap());
     let accel = nodes(&sb, &file)
         .into_iter()
         .find(|n| n["node_id"] == ran_on.as_str())

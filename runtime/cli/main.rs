@@ -1,6 +1,7 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
 mod dashboard;
+mod drain;
 mod job;
 mod launcher;
 mod list;
@@ -56,6 +57,9 @@ enum Command {
     Up(launcher::UpArgs),
     /// Stop every node of a cluster.yaml's cluster.
     Down(launcher::DownArgs),
+    /// Drain a node: no new work; it leaves once nothing there needs it or
+    /// at the deadline, its work retried and its actors restarted elsewhere.
+    Drain(drain::DrainArgs),
     /// Run a command on a cluster.yaml's head, connected to the cluster.
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
@@ -112,6 +116,7 @@ fn run() -> anyhow::Result<()> {
         Command::Job(c) => std::process::exit(job::run(c)?),
         Command::Up(a) => launcher::up(a),
         Command::Down(a) => launcher::down(a),
+        Command::Drain(a) => drain::run(a),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

@@ -20,7 +20,9 @@ pub fn markdown(cli: &Command) -> String {
     );
     let defaults = format!("{:?}", prism::Config::default());
     for (field, var, doc) in prism::Config::SETTINGS {
-        let default = field_value(&defaults, field).unwrap_or_default();
+        let default = field_value(&defaults, field)
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "none".into());
         let _ = writeln!(out, "| `{var}` | `{default}` | {} |", one_line(doc));
     }
     out.push_str("\n## Commands and flags\n");

@@ -66,6 +66,11 @@ pub struct StartArgs {
     /// This node's name in `prism status` (default: host/session).
     #[arg(long)]
     node_name: Option<String>,
+    /// A file whose appearance is a preemption notice: this node drains
+    /// itself (reason `preemption`; deadline: the seconds the file holds,
+    /// else 30).
+    #[arg(long, env = "PRISM_PREEMPTION_FILE")]
+    preemption_file: Option<std::path::PathBuf>,
     /// Stay in the foreground until interrupted.
     #[arg(long)]
     block: bool,
@@ -186,7 +191,10 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 
 /// Runs the node in this process until SIGINT or SIGTERM.
 fn foreground(args: StartArgs) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    if let Some(p) = &args.preemption_file {
+        config.preemption_file = std::path::absolute(p)?.display().to_string();
+    }
     let session = match &args.session_dir {
         Some(p) => SessionDir::open(p)?,
         None => SessionDir::create(&args.temp.temp_dir)?,

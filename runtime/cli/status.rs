@@ -170,6 +170,7 @@ fn to_json(s: &ClusterStatus) -> Value {
                 "gpus": n.gpus,
                 "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago,
                 "pid": n.pid,
+                "draining": n.draining.as_ref().map(|d| json!({"reason": d.reason, "ms_left": d.ms_left, "stopped_new_work": d.stopped_new_work})),
             })
         })
         .collect();
@@ -233,6 +234,7 @@ fn print_table(s: &ClusterStatus) {
     let (mut total, mut free) = (ResourceSet::new(), ResourceSet::new());
     for n in &s.nodes {
         let state = match n.state {
+            NodeState::Alive if n.draining.is_some() => "draining",
             NodeState::Alive => "alive",
             NodeState::Suspect => "suspect",
             NodeState::Dead => "dead",
@@ -262,6 +264,13 @@ fn print_table(s: &ClusterStatus) {
         );
         if let Some(why) = &n.death_reason {
             println!("{:<12} reason: {why}", "");
+        }
+        if let (Some(d), NodeState::Alive | NodeState::Suspect) = (&n.draining, n.state) {
+            let left = d.ms_left as f64 / 1000.0;
+            println!(
+                "{:<12} draining: {}; leaves within {left:.1} s",
+                "", d.reason
+            );
         }
         if n.state != NodeState::Dead {
             total.add(&n.total.to_set());

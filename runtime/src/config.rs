@@ -95,6 +95,10 @@ settings! {
     /// Finished tasks each raylet remembers for `prism list tasks`, the
     /// dashboard and `prism timeline` (0: none).
     task_history: usize = 20_000, "PRISM_TASK_HISTORY";
+    /// A file whose appearance is a preemption notice: the raylet drains
+    /// its node (reason `preemption`; deadline: the seconds the file holds,
+    /// else 30). Empty: none.
+    preemption_file: String = String::new(), "PRISM_PREEMPTION_FILE";
 }
 
 impl Config {

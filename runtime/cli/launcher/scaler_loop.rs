@@ -172,7 +172,7 @@ fn read_cluster(
     let nodes = status
         .nodes
         .iter()
-        .filter(|n| n.state == NodeState::Alive)
+        .filter(|n| n.state == NodeState::Alive && n.draining.is_none())
         .filter_map(|n| {
             let key = n.name.strip_prefix(prefix)?.to_string();
             let group = plan::group_of(&key).to_string();

@@ -140,6 +140,13 @@ impl TaskError {
             },
             Failure::WorkerDied { node, detail } => TaskError::WorkerDied { task, node, detail },
             Failure::NodeDied { node, detail } => TaskError::NodeDied { task, node, detail },
+            // Raylets place such a task again; should one reach an owner,
+            // the node is on its way out.
+            Failure::Draining { node, reason } => TaskError::NodeDied {
+                task,
+                node,
+                detail: format!("it is being drained ({reason})"),
+            },
             Failure::Cancelled => TaskError::Cancelled { task },
             Failure::Infeasible { reason } => TaskError::Infeasible { task, reason },
             Failure::ObjectLost { object, detail } => TaskError::ObjectLost {

@@ -25,6 +25,9 @@ use prism_scheduler::ResourceSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+mod drain;
+pub use drain::{Drain, DrainError};
+
 /// When slow becomes suspect and suspect becomes dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureDetector {
@@ -67,6 +70,8 @@ pub struct NodeEntry {
     pub cert: Option<[u8; 32]>,
     /// Recovered from durable rows and not heard from since.
     pub recovered: bool,
+    /// Being drained (kept in memory only: a recovered head forgets it).
+    pub drain: Option<drain::Drain>,
 }
 
 /// Something the shell should log or act on.
@@ -101,6 +106,8 @@ pub enum HeartbeatOutcome {
     Ack,
     /// Unknown or dead: register again (NT-1).
     ReRegister(String),
+    /// Drained: stop (DR-2).
+    Leave(String),
 }
 
 /// Every node the head has seen, live or dead.
@@ -209,6 +216,7 @@ impl NodeTable {
                 last_heartbeat: now,
                 cert: None,
                 recovered: false,
+                drain: None,
             },
         );
         self.events
@@ -227,6 +235,11 @@ impl NodeTable {
         let Some(n) = self.nodes.get_mut(&id) else {
             return HeartbeatOutcome::ReRegister(format!("node {id} is not known to this head"));
         };
+        if n.state == NodeState::Dead && n.drain.is_some() {
+            return HeartbeatOutcome::Leave(
+                n.death_reason.clone().unwrap_or_else(|| "drained".into()),
+            );
+        }
         match n.state {
             NodeState::Dead => HeartbeatOutcome::ReRegister(format!(
                 "node {id} was declared dead ({}); register again",
@@ -288,6 +301,7 @@ impl NodeTable {
         for (id, silent) in to_kill {
             self.kill(id, format!("no heartbeat for {} ms", silent.as_millis()));
         }
+        self.drain_deadlines(now);
     }
 
     fn kill(&mut self, id: NodeId, reason: String) {
@@ -346,6 +360,15 @@ impl NodeTable {
                 last_heartbeat_ms_ago: now.saturating_duration_since(n.last_heartbeat).as_millis()
                     as u64,
                 pid: n.reg.pid,
+                draining: n
+                    .drain
+                    .as_ref()
+                    .filter(|_| n.state != NodeState::Dead)
+                    .map(|d| crate::proto::common::DrainStatus {
+                        reason: d.reason.clone(),
+                        ms_left: d.ms_left(now),
+                        stopped_new_work: d.seen,
+                    }),
             })
             .collect()
     }
@@ -356,7 +379,7 @@ mod tests {
     use super::*;
     use prism_scheduler::{Quantity, CPU};
 
-    fn reg(name: &str) -> RegisterNode {
+    pub(super) fn reg(name: &str) -> RegisterNode {
         RegisterNode {
             node_name: name.into(),
             address: "127.0.0.1:1".into(),
@@ -368,7 +391,7 @@ mod tests {
         }
     }
 
-    fn table() -> NodeTable {
+    pub(super) fn table() -> NodeTable {
         NodeTable::new(FailureDetector {
             interval: Duration::from_millis(100),
             suspect_after: 3,

@@ -113,6 +113,20 @@ pub struct NodeStatus {
     pub last_heartbeat_ms_ago: u64,
     /// Raylet process id, for operators.
     pub pid: u32,
+    /// Being drained: it takes no new work; calls to what runs there
+    /// still work.
+    pub draining: Option<DrainStatus>,
+}
+
+/// A drain under way, in a status report.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DrainStatus {
+    /// Why.
+    pub reason: String,
+    /// Milliseconds left before it leaves anyway.
+    pub ms_left: u64,
+    /// Its raylet has stopped taking new work (it has heard of the drain).
+    pub stopped_new_work: bool,
 }
 
 impl NodeStatus {

@@ -164,6 +164,22 @@ pub enum HeadRequest {
     },
     /// A placement-group request.
     PlacementGroup(super::placement::PgRequest),
+    /// Drains a node: it takes no new work, its restartable actors start
+    /// again elsewhere, and it leaves once idle or at the deadline
+    /// (`prism drain`, a preemption notice).
+    DrainNode {
+        /// The node.
+        node_id: NodeId,
+        /// Why (`preemption`, `scale-down`, an operator's words).
+        reason: String,
+        /// How long running work may go on, in milliseconds.
+        deadline_ms: u64,
+    },
+    /// A draining node's raylet has stopped taking new work (mTLS only).
+    DrainStarted {
+        /// The node.
+        node_id: NodeId,
+    },
 }
 
 /// An actor's lifecycle state.
@@ -325,6 +341,12 @@ pub enum HeadResponse {
     /// The head does not know this node as alive (declared dead, or the head
     /// restarted): register again as a new incarnation.
     ReRegister {
+        /// Why.
+        reason: String,
+    },
+    /// The node was drained and has left the cluster: stop, do not register
+    /// again.
+    Leave {
         /// Why.
         reason: String,
     },

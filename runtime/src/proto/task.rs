@@ -221,6 +221,14 @@ pub enum Failure {
     },
     /// Cancelled by the caller.
     Cancelled,
+    /// A peer spilled it to a node that is being drained (DR-1): the peer
+    /// places it again elsewhere; it never reaches the owner.
+    Draining {
+        /// The draining node.
+        node: NodeId,
+        /// Why it is drained.
+        reason: String,
+    },
     /// No node can ever run it.
     Infeasible {
         /// What is missing.
@@ -287,6 +295,9 @@ impl Failure {
             Failure::WorkerDied { node, detail } => format!("its worker on {node} died: {detail}"),
             Failure::NodeDied { node, detail } => format!("node {node} died: {detail}"),
             Failure::Cancelled => "cancelled".into(),
+            Failure::Draining { node, reason } => {
+                format!("node {node} is being drained ({reason})")
+            }
             Failure::Infeasible { reason } => format!("infeasible: {reason}"),
             Failure::ObjectLost { object, detail } => format!("object {object} lost: {detail}"),
             Failure::HeadUnreachable { detail }

@@ -244,6 +244,12 @@ impl Heartbeats<'_> {
                         Err(e) => warn!("re-registration failed: {e}"),
                     }
                 }
+                Ok(HeadResponse::Leave { reason }) => {
+                    // DR-2: drained; stop without registering again.
+                    info!(node = %node_id, %reason, "drained: leaving the cluster");
+                    c.close();
+                    return node_id;
+                }
                 Ok(other) => warn!("unexpected heartbeat answer: {other:?}"),
                 Err(e) => {
                     warn!("heartbeat failed ({e}); reconnecting to the head");

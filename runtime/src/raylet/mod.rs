@@ -29,6 +29,7 @@ pub mod head_link;
 pub mod local_door;
 pub mod peer_door;
 pub mod peers;
+mod preemption;
 pub mod resources;
 pub mod service;
 mod state_view;
@@ -287,6 +288,10 @@ pub async fn run_raylet(
         opts.config.task_history,
     );
     let task_accept = tokio::spawn(local_door::serve(task_listener, tasks.clone()));
+    if !opts.config.preemption_file.is_empty() {
+        let path = std::path::PathBuf::from(&opts.config.preemption_file);
+        tasks.watch_preemption(path, opts.config.heartbeat_interval());
+    }
     let peers = tokio::spawn(peer_door::serve_peers(
         endpoint.clone(),
         server.clone(),

@@ -72,7 +72,11 @@ impl Peers {
             if let Ok(a) = n.address.parse() {
                 addrs.insert(n.node_id, a);
             }
-            alive.push((n.node_id, n.to_resources()));
+            // DR-1: a draining peer still serves its calls and objects, but
+            // takes no new work.
+            if n.draining.is_none() {
+                alive.push((n.node_id, n.to_resources()));
+            }
         }
         view.addrs = addrs;
         drop(view);

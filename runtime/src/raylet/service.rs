@@ -61,6 +61,8 @@ pub struct TaskService {
     pub(super) peers: Arc<Peers>,
     /// A fresh view of the cluster is being fetched from the head.
     refreshing: std::sync::atomic::AtomicBool,
+    /// This draining node asked the head to let it leave now (once).
+    leave_asked: std::sync::atomic::AtomicBool,
     next_owner: AtomicU64,
     pub(super) env: WorkerEnv,
     pub(super) store: Arc<StoreServer>,
@@ -98,6 +100,7 @@ impl TaskService {
             reports: std::sync::OnceLock::new(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
+            leave_asked: std::sync::atomic::AtomicBool::new(false),
             next_owner: AtomicU64::new(1),
             env,
             store,
@@ -147,7 +150,55 @@ impl TaskService {
                 self.act(|d| d.job_ended(*job));
             }
         }
-        self.act(|d| d.set_peers_and_pump(peers));
+        let me = self.node();
+        let draining = status
+            .nodes
+            .iter()
+            .find(|n| n.node_id == me)
+            .and_then(|n| n.draining.clone());
+        let was = self.disp().draining();
+        self.act(|d| {
+            let mut out = d.set_draining(draining.as_ref().map(|d| d.reason.clone()));
+            out.extend(d.set_peers_and_pump(peers));
+            out
+        });
+        if let Some(d) = draining {
+            if !was || !d.stopped_new_work {
+                self.tell_head(crate::proto::head::HeadRequest::DrainStarted { node_id: me });
+            }
+            self.leave_when_done(me, d.reason);
+        }
+    }
+
+    /// Sends the head a request whose answer nothing waits for.
+    fn tell_head(self: &Arc<Self>, req: crate::proto::head::HeadRequest) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.transfer.head_request(&req).await {
+                debug!("cannot tell the head: {e}");
+            }
+        });
+    }
+
+    /// DR-2: a draining node with nothing left that needs it asks the head
+    /// to end its drain now (once), instead of waiting for the deadline.
+    fn leave_when_done(self: &Arc<Self>, me: NodeId, reason: String) {
+        if !self.disp().drain_done() || self.leave_asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        info!(node = %me, "drained: nothing left here; leaving before the deadline");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let req = crate::proto::head::HeadRequest::DrainNode {
+                node_id: me,
+                reason,
+                deadline_ms: 0,
+            };
+            if let Err(e) = this.transfer.head_request(&req).await {
+                warn!("cannot end the drain early: {e}");
+                this.leave_asked.store(false, Ordering::Release);
+            }
+        });
     }
 
     /// Why the head declared `node` dead, if it did.
@@ -378,6 +429,9 @@ impl TaskService {
             }
             .await;
             match result {
+                Ok(crate::proto::task::Outcome::Failed(
+                    crate::proto::task::Failure::Draining { .. },
+                )) => me.act(|d| d.redirect(node, owner, task)),
                 Ok(outcome) => me.apply(vec![Action::Reply {
                     owner,
                     task_id: task.task_id,

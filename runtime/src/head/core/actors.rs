@@ -99,7 +99,10 @@ pub(crate) fn choose_node(
     task: &TaskSpec,
 ) -> Result<(NodeId, String), String> {
     let mut view: ClusterView<NodeId> = ClusterView::new();
-    for n in status.nodes.iter().filter(|n| n.state == NodeState::Alive) {
+    // DR-1: a draining node takes no new actor.
+    let open =
+        |n: &&crate::proto::common::NodeStatus| n.state == NodeState::Alive && n.draining.is_none();
+    for n in status.nodes.iter().filter(open) {
         view.upsert(n.node_id, n.to_resources());
     }
     let strategy = task.strategy.to_strategy()?;

@@ -256,6 +256,7 @@ impl HeadCore {
         let reply = match req {
             R::Heartbeat { .. }
             | R::Unregister { .. }
+            | R::DrainStarted { .. }
             | R::AddObjectLocation { .. }
             | R::Register(_)
                 if !caller.is_node() =>
@@ -264,6 +265,8 @@ impl HeadCore {
             }
             R::Heartbeat { node_id, .. }
             | R::Unregister { node_id }
+            | R::DrainNode { node_id, .. }
+            | R::DrainStarted { node_id }
             | R::AddObjectLocation { node_id, .. }
             | R::UpdateActor {
                 node: Some((node_id, _)),
@@ -280,6 +283,15 @@ impl HeadCore {
                 HeadResponse::Ok
             }
             R::GetStatus => HeadResponse::Status(self.status(now)),
+            R::DrainNode {
+                node_id,
+                reason,
+                deadline_ms,
+            } => self.drain(now, node_id, reason, deadline_ms),
+            R::DrainStarted { node_id } => {
+                self.nodes.drain_seen(node_id);
+                HeadResponse::Ok
+            }
             R::AddObjectLocation {
                 node_id,
                 object,
@@ -326,9 +338,29 @@ impl HeadCore {
                 HeadResponse::HeartbeatAck
             }
             HeartbeatOutcome::ReRegister(reason) => HeadResponse::ReRegister { reason },
+            HeartbeatOutcome::Leave(reason) => HeadResponse::Leave { reason },
         };
         self.after_node_events(now);
         r
+    }
+
+    /// Starts draining a node (DR-1…DR-3): schedulers skip it from now on;
+    /// it leaves once idle or at the deadline.
+    fn drain(&mut self, now: Clock, id: NodeId, reason: String, deadline_ms: u64) -> HeadResponse {
+        let deadline = Duration::from_millis(deadline_ms);
+        match self
+            .nodes
+            .handle_drain(now.at, id, reason.clone(), deadline)
+        {
+            Ok(left) => {
+                tracing::info!(node = %id, %reason, left_ms = left.as_millis() as u64, "draining node");
+                HeadResponse::Ok
+            }
+            Err(e) => HeadResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: e.to_string(),
+            },
+        }
     }
 
     /// The cluster as `prism status` shows it.
@@ -499,5 +531,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::ListRuns => "ListRuns",
         R::GetRun { .. } => "GetRun",
         R::PlacementGroup(_) => "PlacementGroup",
+        R::DrainNode { .. } => "DrainNode",
+        R::DrainStarted { .. } => "DrainStarted",
     }
 }

@@ -202,7 +202,8 @@ impl HeadCore {
         let work = self.groups.work();
         let mut view: ClusterView<NodeId> = ClusterView::new();
         for n in self.nodes.status(now.at) {
-            if n.state == NodeState::Alive {
+            // DR-1: no new bundle on a draining node.
+            if n.state == NodeState::Alive && n.draining.is_none() {
                 view.upsert(n.node_id, n.to_resources());
                 pass.addrs.insert(n.node_id, n.address.clone());
             }

@@ -100,6 +100,7 @@ impl HeadCore {
                     last_heartbeat: now.at,
                     cert: r.cert,
                     recovered: false,
+                    drain: None,
                 }
             })
             .collect();

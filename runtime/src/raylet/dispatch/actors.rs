@@ -28,14 +28,14 @@ enum Phase {
 /// An actor hosted on this node.
 #[derive(Debug)]
 pub(crate) struct LocalActor {
-    create: Queued,
-    opts: ActorCreate,
+    pub(super) create: Queued,
+    pub(super) opts: ActorCreate,
     worker: WorkerId,
     held: ResourceSet,
     gpus: Vec<(u32, Quantity)>,
     phase: Phase,
     replied: bool,
-    no_restart: bool,
+    pub(super) no_restart: bool,
     death: Option<String>,
     inflight: VecDeque<Queued>,
     waiting: VecDeque<Queued>,

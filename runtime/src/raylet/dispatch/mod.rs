@@ -183,6 +183,8 @@ pub struct Dispatcher {
     killing: std::collections::HashSet<WorkerId>,
     /// Placement-group bundles reserved here.
     bundles: HashMap<(crate::ids::PlacementGroupId, u32), bundles::Bundle>,
+    /// Why this node is being drained, while it is (DR-1).
+    draining: Option<String>,
 }
 
 /// Counts for status views.
@@ -224,6 +226,7 @@ impl Dispatcher {
             pending_kills: HashMap::new(),
             killing: Default::default(),
             bundles: HashMap::new(),
+            draining: None,
         }
     }
 
@@ -334,6 +337,7 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 
 mod actors;
 mod bundles;
+mod draining;
 mod ending;
 mod ledger;
 mod parked;
@@ -344,3 +348,5 @@ pub mod state;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_draining;

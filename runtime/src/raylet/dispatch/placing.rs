@@ -77,6 +77,17 @@ impl Dispatcher {
         out: &mut Vec<Action>,
     ) {
         let request = &q.request;
+        // DR-1: a peer that has not yet heard of the drain spilled a task
+        // here: it places it again elsewhere.
+        if let (true, Some(reason), TaskKind::Task) = (q.spec.spilled, &self.draining, &q.spec.kind)
+        {
+            let why = Failure::Draining {
+                node: self.me,
+                reason: reason.clone(),
+            };
+            out.push(reply_failed(q.owner, &q.spec, why));
+            return;
+        }
         // A spilled task stays here unless this node can never run it.
         let decision = if q.spec.spilled {
             if self.local.feasible(request) {
@@ -89,7 +100,7 @@ impl Dispatcher {
                 Decision::Infeasible(prism_scheduler::Infeasible::InvalidRequest(why))
             }
         } else {
-            self.view.upsert(self.me, self.local.clone());
+            self.view_with_me();
             self.policy
                 .decide(&self.view, request, strategy, Some(self.me))
         };
@@ -159,7 +170,7 @@ impl Dispatcher {
     pub(super) fn pump(&mut self, out: &mut Vec<Action>) {
         for i in 0..self.queue.class_count() {
             while let Some(q) = self.queue.front(i) {
-                if self.fits(&q.spec.strategy, &q.request) {
+                if self.fits(&q.spec.strategy, &q.request) && self.open_to(q) {
                     let q = self.queue.pop_front(i).expect("front exists");
                     self.dispatch(q, out);
                     continue;
@@ -187,7 +198,7 @@ impl Dispatcher {
         if matches!(strategy, Strategy::NodeAffinity { soft: false, .. }) {
             return None;
         }
-        self.view.upsert(self.me, self.local.clone());
+        self.view_with_me();
         match self
             .policy
             .decide(&self.view, &q.request, &strategy, Some(self.me))
@@ -195,6 +206,15 @@ impl Dispatcher {
             Decision::Place(n) if n != self.me => Some(n),
             _ => None,
         }
+    }
+
+    /// A forwarded task came back from a node being drained (DR-1): that
+    /// node takes no new work; place the task again, as new (no attempt is
+    /// spent).
+    pub fn redirect(&mut self, node: NodeId, owner: Owner, mut task: TaskSpec) -> Vec<Action> {
+        self.view.set_alive(node, false);
+        task.spilled = false;
+        self.submit(task, owner)
     }
 
     /// A forwarded task's peer failed: retry (anywhere) or fail with the cause.

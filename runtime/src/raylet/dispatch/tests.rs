@@ -6,11 +6,11 @@ use crate::proto::common::Resources;
 use crate::proto::task::{TaskKind, WireStrategy};
 use std::time::Duration;
 
-fn node(cpus: u32) -> NodeResources {
+pub(super) fn node(cpus: u32) -> NodeResources {
     NodeResources::new(ResourceSet::new().with(CPU, Quantity::whole(cpus)))
 }
 
-fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
+pub(super) fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
     TaskSpec {
         task_id: crate::ids::TaskId::random(),
         job_id: job,
@@ -28,7 +28,7 @@ fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
     }
 }
 
-fn started(a: &[Action]) -> Vec<WorkerId> {
+pub(super) fn started(a: &[Action]) -> Vec<WorkerId> {
     a.iter()
         .filter_map(|a| match a {
             Action::Start { worker, .. } => Some(*worker),
@@ -37,7 +37,7 @@ fn started(a: &[Action]) -> Vec<WorkerId> {
         .collect()
 }
 
-fn replies(a: &[Action]) -> Vec<Outcome> {
+pub(super) fn replies(a: &[Action]) -> Vec<Outcome> {
     a.iter()
         .filter_map(|a| match a {
             Action::Reply { outcome, .. } => Some(outcome.clone()),

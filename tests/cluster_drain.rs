@@ -21,6 +21,12 @@ fn where_am_i() -> String {
     prism::node_id().unwrap().to_string()
 }
 
+/// `mb` MiB of the byte `i`: a result stored where it ran.
+#[prism::remote]
+fn blob(i: u64, mb: u64) -> Vec<u8> {
+    vec![i as u8; (mb as usize) << 20]
+}
+
 #[prism::actor]
 struct Counter {
     n: u64,
@@ -101,12 +107,47 @@ fn role_drain() {
     println!("ALL OK");
 }
 
+/// Results made on a, with no retries (so no lineage can make them again),
+/// read after a was drained and left: their copies moved to b.
+fn role_objects() {
+    let a: prism::NodeId = std::env::var("NODE_A").unwrap().parse().unwrap();
+    // 4 × 64 MiB by default; DRAIN_BLOBS=16 for the 1 GiB figure.
+    let n: u64 = std::env::var("DRAIN_BLOBS").map_or(4, |v| v.parse().unwrap());
+    let mb: u64 = 64;
+    let refs: Vec<_> = (0..n)
+        .map(|i| {
+            blob::options()
+                .node_affinity(a, true)
+                .max_retries(0)
+                .remote(i, mb)
+                .unwrap()
+        })
+        .collect();
+    let (ready, _) = prism::wait(&refs, n as usize, Some(Duration::from_secs(120))).unwrap();
+    check(ready.len() == n as usize, "the results are stored on a");
+    println!("READY {}", n * mb);
+    let go = std::env::var("PRISM_TEST_GO").unwrap();
+    check(
+        wait_until(Duration::from_secs(120), || Path::new(&go).exists()),
+        "a was drained",
+    );
+    for (i, r) in refs.iter().enumerate() {
+        let v = r.get().unwrap();
+        check(
+            v.len() == (mb as usize) << 20 && v[0] == i as u8 && v[v.len() - 1] == i as u8,
+            &format!("result {i} survived its node"),
+        );
+    }
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
     let _c = prism::init().unwrap();
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "drain" => role_drain(),
+        "objects" => role_objects(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -241,4 +282,50 @@ fn cluster_a_preemption_notice_drains_its_node_and_mistakes_are_named() {
     // Draining a node that left is refused with the reason.
     let out = sb.run(&["drain", &c_id]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn cluster_a_drained_node_hands_its_primary_copies_to_the_others() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--head-only"]);
+    let mut a = sb.start_raylet("a", &head, &["--num-cpus", "2"]);
+    let b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    let a_id = a.node_id();
+    let go = sb.temp().join("go");
+    let mut envs = sb.driver_envs(&head, &b);
+    envs.push(("NODE_A".into(), a_id.clone()));
+    envs.push(("PRISM_TEST_GO".into(), go.display().to_string()));
+    let mut job = Job::spawn("objects", &envs);
+    assert!(
+        wait_until(Duration::from_secs(120), || job.stdout().contains("READY")),
+        "{}\n{}",
+        job.stdout(),
+        job.stderr()
+    );
+    let began = Instant::now();
+    let out = sb.run(&["drain", &a_id, "--reason", "copies", "--deadline", "60s"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log()
+    );
+    let held = job
+        .stdout()
+        .lines()
+        .find_map(|l| l.split_once("READY ").map(|(_, mb)| mb.trim().to_string()))
+        .unwrap_or_default();
+    println!(
+        "drain of a node holding {held} MiB of primary copies: {:?} until it left",
+        began.elapsed()
+    );
+    assert!(a.log().contains("primary copies moved"), "{}", a.log());
+    assert!(exits(&mut a, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    std::fs::write(&go, "go").unwrap();
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}\n--- b:\n{}", b.log());
 }

@@ -376,6 +376,15 @@ impl<A: SegmentAllocator> Store<A> {
         Ok(())
     }
 
+    /// Makes a sealed copy here a primary one (a draining node handed it
+    /// over): pinned, never evicted (spilled if room is needed).
+    pub fn pin(&mut self, id: ObjectId) -> Result<(), StoreError> {
+        let e = self.entry_mut(id)?;
+        e.pinned = true;
+        e.cached = false;
+        Ok(())
+    }
+
     /// The owner no longer needs the primary copy: unpin it and free it once
     /// nobody reads it (OS-4).
     pub fn unpin(&mut self, id: ObjectId) -> Result<(), StoreError> {

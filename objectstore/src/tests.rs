@@ -412,6 +412,25 @@ fn os_4_cached_copies_outlive_their_readers_until_evicted() {
 }
 
 #[test]
+fn a_pinned_pulled_copy_is_primary_and_never_evicted() {
+    // A draining node hands its primary copies over: the peer pulls them
+    // (cached) and pins them.
+    let mut s = small_store(None);
+    let (puller, writer) = (ClientId(0), ClientId(1));
+    let id = ObjectId::random();
+    s.create_cached(id, 3000, puller).unwrap();
+    s.seal(id, puller).unwrap();
+    s.pin(id).unwrap();
+    assert!(s.info(id).unwrap().pinned);
+    // Room is needed and there is no spill directory: it is not evicted.
+    assert!(s
+        .put(ObjectId::random(), &[1u8; 6000], writer, true)
+        .is_err());
+    assert!(s.info(id).is_some());
+    assert!(s.pin(ObjectId::random()).is_err(), "an unknown object");
+}
+
+#[test]
 fn os_1_sealed_objects_refuse_writes() {
     let mut s = small_store(None);
     let c = ClientId(1);

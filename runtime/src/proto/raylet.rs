@@ -48,6 +48,23 @@ pub enum PeerRequest {
         /// First byte.
         offset: u64,
     },
+    /// From a node being drained: take these primary copies (pull each
+    /// from it, pin it here, tell the head); answered with [`TakenCopies`].
+    TakeCopies {
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+        /// How long the pulls may take, in milliseconds.
+        deadline_ms: u64,
+    },
+}
+
+/// Answer to [`PeerRequest::TakeCopies`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TakenCopies {
+    /// Objects now held here as primary copies.
+    pub taken: u32,
+    /// The others, each with why.
+    pub failed: Vec<String>,
 }
 
 /// The result of one call sent on an actor stream.

@@ -25,6 +25,7 @@ mod actor_links;
 mod actor_route;
 mod bundle_ops;
 pub mod dispatch;
+mod drain_copies;
 pub mod head_link;
 pub mod local_door;
 pub mod peer_door;

@@ -92,6 +92,13 @@ async fn serve_stream(
             let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
             let _ = write_msg(&mut s, &reply).await;
         }
+        Ok(Some(PeerRequest::TakeCopies {
+            objects,
+            deadline_ms,
+        })) => {
+            let reply = tasks.take_copies(objects, deadline_ms).await;
+            let _ = write_msg(&mut s, &reply).await;
+        }
         Ok(Some(PeerRequest::Submit(sub))) => {
             let resp = tasks.serve_peer_submit(*sub).await;
             let _ = write_msg(&mut s, &resp).await;

@@ -63,6 +63,8 @@ pub struct TaskService {
     refreshing: std::sync::atomic::AtomicBool,
     /// This draining node asked the head to let it leave now (once).
     leave_asked: std::sync::atomic::AtomicBool,
+    /// This draining node's primary copies are moving to peers (DR-4).
+    pub(super) moving: std::sync::atomic::AtomicBool,
     next_owner: AtomicU64,
     pub(super) env: WorkerEnv,
     pub(super) store: Arc<StoreServer>,
@@ -101,6 +103,7 @@ impl TaskService {
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             leave_asked: std::sync::atomic::AtomicBool::new(false),
+            moving: std::sync::atomic::AtomicBool::new(false),
             next_owner: AtomicU64::new(1),
             env,
             store,
@@ -157,6 +160,7 @@ impl TaskService {
             .find(|n| n.node_id == me)
             .and_then(|n| n.draining.clone());
         let was = self.disp().draining();
+        let targets: Vec<NodeId> = peers.iter().map(|(n, _)| *n).collect();
         self.act(|d| {
             let mut out = d.set_draining(draining.as_ref().map(|d| d.reason.clone()));
             out.extend(d.set_peers_and_pump(peers));
@@ -165,6 +169,9 @@ impl TaskService {
         if let Some(d) = draining {
             if !was || !d.stopped_new_work {
                 self.tell_head(crate::proto::head::HeadRequest::DrainStarted { node_id: me });
+            }
+            if !was {
+                self.move_primaries(targets, std::time::Duration::from_millis(d.ms_left));
             }
             self.leave_when_done(me, d.reason);
         }
@@ -183,7 +190,10 @@ impl TaskService {
     /// DR-2: a draining node with nothing left that needs it asks the head
     /// to end its drain now (once), instead of waiting for the deadline.
     fn leave_when_done(self: &Arc<Self>, me: NodeId, reason: String) {
-        if !self.disp().drain_done() || self.leave_asked.swap(true, Ordering::AcqRel) {
+        if !self.disp().drain_done()
+            || self.moving.load(Ordering::Acquire)
+            || self.leave_asked.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         info!(node = %me, "drained: nothing left here; leaving before the deadline");

@@ -194,6 +194,11 @@ impl StoreServer {
         r
     }
 
+    /// Makes a sealed copy here a primary one (DR-4).
+    pub fn pin(&self, id: ObjectId) -> Result<(), StoreError> {
+        self.lock().pin(id)
+    }
+
     /// Drops a pull that failed.
     pub fn abort_pull(&self, id: ObjectId) {
         let _ = self.lock().abort(id, RAYLET_CLIENT);

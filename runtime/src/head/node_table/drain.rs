@@ -10,6 +10,8 @@
 //!   once.
 //! - **DR-3** only a live node that is not the head's own can be drained;
 //!   draining one again keeps the earlier deadline if it is sooner.
+//! - **DR-4** (the raylet's side, `raylet/drain_copies.rs`) its primary
+//!   object copies move to other nodes before it ends its drain early.
 
 use super::{NodeEntry, NodeTable};
 use crate::ids::NodeId;

@@ -126,6 +126,12 @@ fn launcher_autoscaler_starts_a_node_for_infeasible_demand_and_removes_it_when_i
         "{log}"
     );
     assert!(alive_named(&sb, &file, "demo/cpu-0").is_some(), "min stays");
+    // It left by a drain (new work kept off it, its copies moved first).
+    let gone = nodes(&sb, &file)
+        .into_iter()
+        .find(|n| n["node_id"] == ran_on.as_str())
+        .unwrap_or_default();
+    assert_eq!(gone["death_reason"], "drained (scale-down)", "{gone:#}");
 
     let info: Value = serde_json::from_str(
         &std::fs::read_to_string(sb.temp().join("clusters/demo/autoscaler.json")).unwrap(),

@@ -11,7 +11,9 @@ use super::plan;
 use crate::status::HeadSession;
 use prism::client::Table;
 use prism::proto::common::{NodeState, Resources};
+use prism::proto::head::{HeadRequest, HeadResponse};
 use prism::session::{process_alive, process_start_time, DaemonInfo};
+use prism::NodeId;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -117,7 +119,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (nodes, demand) = view;
+        let (nodes, demand, ids) = view;
         awaited.retain(|key, group| {
             let here = nodes.iter().any(|n| &n.key == key);
             if here {
@@ -139,6 +141,13 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                     }
                 }
                 super::autoscale::Decision::Terminate { key } => {
+                    // Drained first: its primary copies move to the other
+                    // nodes and nothing new lands there while it goes.
+                    if let Some(id) = ids.get(&key) {
+                        if let Err(e) = drain(&dir, *id) {
+                            println!("draining {key} failed ({e:#}); stopping it anyway");
+                        }
+                    }
                     let _lock = dir.lock()?;
                     dir.stop(&key);
                     let mut state = dir.state()?;
@@ -151,30 +160,63 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     }
 }
 
+/// How long a scale-down drain may take before the node is stopped anyway.
+const SCALE_DOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Drains node `id` (reason `scale-down`) and waits until it has left.
+fn drain(dir: &ClusterDir, id: NodeId) -> anyhow::Result<()> {
+    let head = HeadSession::connect(&dir.head_info()?)?;
+    let req = HeadRequest::DrainNode {
+        node_id: id,
+        reason: "scale-down".into(),
+        deadline_ms: SCALE_DOWN_DEADLINE.as_millis() as u64,
+    };
+    if let HeadResponse::Error { message, .. } = head.request(&req)? {
+        anyhow::bail!("the head refused: {message}");
+    }
+    let give_up = Instant::now() + SCALE_DOWN_DEADLINE + Duration::from_secs(10);
+    while Instant::now() < give_up {
+        let status = head.rt.block_on(head.client.status())?;
+        let gone = status
+            .nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .is_none_or(|n| n.state == NodeState::Dead);
+        if gone {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    anyhow::bail!(
+        "it had not left {:?} after its drain began",
+        SCALE_DOWN_DEADLINE
+    )
+}
+
+/// Node ids by launcher key.
+type Ids = std::collections::HashMap<String, NodeId>;
+
 /// The cluster as the scaler sees it.
 fn read_cluster(
     dir: &ClusterDir,
     prefix: &str,
-) -> anyhow::Result<(Vec<NodeView>, Vec<DemandView>)> {
+) -> anyhow::Result<(Vec<NodeView>, Vec<DemandView>, Ids)> {
     let head = HeadSession::connect(&dir.head_info()?)?;
     let status = head.rt.block_on(head.client.status())?;
     let actors = head.rt.block_on(head.client.rows(Table::Actors))?;
-    let objects = head.rt.block_on(head.client.rows(Table::Objects))?;
     let mut busy: HashSet<String> = HashSet::new();
     for a in actors.iter().filter(|a| a["state"] != "dead") {
         busy.extend(a["node_id"].as_str().map(str::to_string));
     }
-    // Primary copies are pinned; cached copies (a pulled job binary, say)
-    // may go with their node.
-    for o in objects.iter().filter(|o| o["pinned"] == true) {
-        busy.extend(o["node_id"].as_str().map(str::to_string));
-    }
+    // Primary copies do not keep a node: its drain moves them (DR-4).
+    let mut ids = Ids::new();
     let nodes = status
         .nodes
         .iter()
         .filter(|n| n.state == NodeState::Alive && n.draining.is_none())
         .filter_map(|n| {
             let key = n.name.strip_prefix(prefix)?.to_string();
+            ids.insert(key.clone(), n.node_id);
             let group = plan::group_of(&key).to_string();
             let idle = n.available == n.total && !busy.contains(&n.node_id.to_string());
             Some(NodeView {
@@ -193,7 +235,7 @@ fn read_cluster(
             count: d.count,
         })
         .collect();
-    Ok((nodes, demand))
+    Ok((nodes, demand, ids))
 }
 
 /// Starts one more node of `group`, under the next free key.

@@ -4,14 +4,14 @@
 //! trainer that survives `kill -9` of a worker by resuming from its
 //! checkpoint.
 
-use prism_ml::data::Dataset;
+mod common;
+
+use common::synthetic;
 use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::collective::{self, Transport};
-use prism_ml::train::{DdpTrainer, ScalingConfig, Sgd};
+use prism_ml::train::{DdpTrainer, ScalingConfig};
 use prism_test_support::*;
 use std::time::Duration;
-use tch::nn::Module;
-use tch::{Kind, Tensor};
 
 fn role_all_reduce() {
     let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
@@ -61,18 +61,6 @@ fn role_all_reduce() {
     println!("ALL OK");
 }
 
-/// A small synthetic problem: 3 classes in 8 dimensions, 4 × 64 rows.
-fn synthetic() -> Dataset {
-    tch::manual_seed(7);
-    let x = Tensor::randn([256, 8], (Kind::Float, tch::Device::Cpu));
-    let y = x
-        .sum_dim_intlist(1, false, Kind::Float)
-        .gt(0.0)
-        .to_kind(Kind::Int64)
-        + x.select(1, 0).gt(1.0).to_kind(Kind::Int64);
-    Dataset::from_tch(&x, Some(&y), 64).unwrap()
-}
-
 fn role_equivalence() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
     let ds = synthetic();
@@ -98,35 +86,8 @@ fn role_equivalence() {
     // One process, batch n·b: batch k is the concatenation of every
     // shard's batch k.
     let shards = ds.split(n).unwrap();
-    let mut iters: Vec<_> = shards.iter().map(|s| s.iter_batches(b)).collect();
-    let (vs, net) = recipes::build(&cfg);
-    let mut opt = Sgd::new(cfg.lr, cfg.momentum, 0.0);
-    for _ in 0..steps {
-        let parts: Vec<_> = iters
-            .iter_mut()
-            .map(|i| i.next().unwrap().unwrap())
-            .collect();
-        let x = Tensor::cat(&parts.iter().map(|p| &p.features).collect::<Vec<_>>(), 0);
-        let y = Tensor::cat(
-            &parts
-                .iter()
-                .map(|p| p.labels.as_ref().unwrap())
-                .collect::<Vec<_>>(),
-            0,
-        );
-        let loss = net.forward(&x).cross_entropy_for_logits(&y);
-        opt.zero_grad(&vs);
-        loss.backward();
-        opt.step(&vs).unwrap();
-    }
-    let mut worst: f64 = 0.0;
-    for (a, b) in vs
-        .trainable_variables()
-        .iter()
-        .zip(ddp_vs.trainable_variables())
-    {
-        worst = worst.max((a - &b).abs().max().double_value(&[]));
-    }
+    let vs = common::one_process(&cfg, &shards, steps as usize);
+    let worst = common::largest_difference(&vs, &ddp_vs);
     println!("largest weight difference: {worst:e}");
     check(
         worst < 1e-5,

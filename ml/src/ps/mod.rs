@@ -1,0 +1,171 @@
+//! A parameter server: the model's weights sharded over `s` server actors
+//! ([`PsShard`]), `w` worker tasks looping pull → gradients on their shard
+//! of the data → push, and the optimizer (SGD with momentum) on the
+//! servers. Three modes ([`Mode`]): synchronous (the same arithmetic as one
+//! process at the global batch, and as DDP), asynchronous, and bounded
+//! staleness (a worker at most `k` steps ahead of the slowest).
+//!
+//! ```no_run
+//! use prism_ml::ps::{Mode, ParameterServer};
+//! use prism_ml::recipes::MlpConfig;
+//! # fn main() -> prism_ml::Result<()> {
+//! let _c = prism::init()?;
+//! let (train, _test) = prism_ml::data::digits(128)?.train_test_split(0.2, 7)?;
+//! let cfg = MlpConfig { layers: vec![64, 64, 10], epochs: 10, batch_size: 32,
+//!                       lr: 0.05, momentum: 0.9, weight_decay: 0.0, seed: 1, cuda: false };
+//! let result = ParameterServer::new(cfg, 2, 2, Mode::Stale(2)).dataset(train).fit()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Built so far: dense parameters for the MLP recipe's model. Not yet:
+//! sparse (row) pulls and pushes, user models, Adagrad, checkpoints of the
+//! shards and recovery from a killed server or worker.
+
+mod gate;
+mod server;
+mod shard;
+mod worker;
+
+pub use gate::StalenessGate;
+pub use server::PsShard;
+pub use shard::{Mode, ServerSgd, ShardState};
+
+use crate::data::Dataset;
+use crate::recipes::{self, MlpConfig};
+use crate::{MlError, Result};
+use std::time::Instant;
+use worker::{ps_worker, WorkerJob};
+
+/// A parameter-server training run of the MLP recipe's model.
+#[derive(Debug, Clone)]
+pub struct ParameterServer {
+    config: MlpConfig,
+    servers: usize,
+    workers: usize,
+    mode: Mode,
+    data: Option<Dataset>,
+    wait_ms: u64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct PsResult {
+    /// The final weights, in [`recipes::flat_weights`]'s layout (load them
+    /// with [`recipes::load_flat`]).
+    pub output: Vec<u8>,
+    /// Each worker's loss at every step.
+    pub losses: Vec<Vec<f64>>,
+    /// Updates the servers applied (summed over servers).
+    pub updates: u64,
+    /// Seconds the run took.
+    pub seconds: f64,
+}
+
+/// `n` weights cut into `parts` contiguous ranges, as equal as can be.
+pub fn ranges(n: usize, parts: usize) -> Vec<(u64, u64)> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts)
+        .map(|i| ((n * i / parts) as u64, (n * (i + 1) / parts) as u64))
+        .collect()
+}
+
+impl ParameterServer {
+    /// `servers` shards and `workers` workers for `config`'s model.
+    pub fn new(config: MlpConfig, servers: usize, workers: usize, mode: Mode) -> ParameterServer {
+        ParameterServer {
+            config,
+            servers: servers.max(1),
+            workers: workers.max(1),
+            mode,
+            data: None,
+            wait_ms: 300_000,
+        }
+    }
+
+    /// The training rows (split into equal shards, one per worker).
+    pub fn dataset(mut self, ds: Dataset) -> Self {
+        self.data = Some(ds);
+        self
+    }
+
+    /// Trains; returns the final weights and every worker's losses.
+    pub fn fit(&self) -> Result<PsResult> {
+        let started = Instant::now();
+        let data = self
+            .data
+            .as_ref()
+            .ok_or_else(|| MlError::Train("no dataset: call .dataset(ds) first".into()))?;
+        if self.config.cuda {
+            return Err(MlError::Train(
+                "the parameter server trains on CPUs only so far (cuda: false)".into(),
+            ));
+        }
+        let (vs, _) = recipes::build(&self.config);
+        let init: Vec<f32> = recipes::flat_weights(&vs)?
+            .chunks_exact(4)
+            .map(bytemuck::pod_read_unaligned::<f32>)
+            .collect();
+        let ranges = ranges(init.len(), self.servers);
+        let opt = ServerSgd {
+            lr: self.config.lr as f32,
+            momentum: self.config.momentum as f32,
+        };
+        let servers = ranges
+            .iter()
+            .map(|(a, b)| {
+                PsShard::options().num_cpus(0.0).spawn(
+                    init[*a as usize..*b as usize].to_vec(),
+                    self.workers as u32,
+                    self.mode,
+                    opt,
+                )
+            })
+            .collect::<prism::Result<Vec<_>>>()?;
+        let shards = data.split(self.workers)?;
+        let runs = shards
+            .into_iter()
+            .enumerate()
+            .map(|(rank, shard)| {
+                ps_worker::options().name("ps_worker").remote(WorkerJob {
+                    rank: rank as u32,
+                    config: self.config.to_bytes(),
+                    shard,
+                    servers: servers.clone(),
+                    ranges: ranges.clone(),
+                    wait_ms: self.wait_ms,
+                })
+            })
+            .collect::<prism::Result<Vec<_>>>()?;
+        let mut losses = Vec::new();
+        for r in runs {
+            losses.push(r.get()?.map_err(MlError::Train)?);
+        }
+        let mut weights: Vec<f32> = Vec::with_capacity(init.len());
+        let mut updates = 0;
+        for s in &servers {
+            weights.extend(s.weights()?.get()?);
+            updates += s.updates()?.get()?;
+        }
+        for s in &servers {
+            let _ = prism::kill(s, true);
+        }
+        Ok(PsResult {
+            output: bytemuck::cast_slice(&weights).to_vec(),
+            losses,
+            updates,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_weight_once() {
+        assert_eq!(ranges(10, 3), vec![(0, 3), (3, 6), (6, 10)]);
+        assert_eq!(ranges(2, 5), vec![(0, 1), (1, 2)]);
+        assert_eq!(ranges(7, 1), vec![(0, 7)]);
+    }
+}

@@ -1,0 +1,202 @@
+//! One parameter-server shard's state, as a pure state machine: a
+//! contiguous range of the model's flat f32 weights, its momentum buffer,
+//! the server-side optimizer, and the consistency mode.
+//!
+//! - **PS-2** synchronous: step `t`'s update is applied once, from the
+//!   average of all `w` workers' gradients for `t`; a pull for step `t`
+//!   waits until every step before it is applied — the same arithmetic as
+//!   one process at the global batch (and as DDP).
+//! - **PS-3** asynchronous and bounded staleness: each push is applied when
+//!   it arrives (its gradient divided by `w`, so `w` pushes move the weights
+//!   as far as one synchronous step); with bounded staleness `k` a pull for
+//!   step `t` waits while `t` is more than `k` steps ahead of the slowest
+//!   worker (PS-1).
+
+use super::gate::StalenessGate;
+use std::collections::BTreeMap;
+
+/// How pushes become updates.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each step waits for every worker (PS-2).
+    Sync,
+    /// Each push is applied as it comes (PS-3).
+    Async,
+    /// Applied as they come, with workers at most this many steps apart.
+    Stale(u64),
+}
+
+/// SGD with momentum on the server: `v = m*v + g; p -= lr*v`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ServerSgd {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum.
+    pub momentum: f32,
+}
+
+/// One shard.
+#[derive(Debug, Clone)]
+pub struct ShardState {
+    params: Vec<f32>,
+    velocity: Vec<f32>,
+    opt: ServerSgd,
+    mode: Mode,
+    workers: usize,
+    /// Synchronous steps applied.
+    applied: u64,
+    /// Synchronous: step → (pushes so far, their gradients' sum).
+    pending: BTreeMap<u64, (usize, Vec<f32>)>,
+    gate: StalenessGate,
+    updates: u64,
+}
+
+impl ShardState {
+    /// A shard holding `init`.
+    pub fn new(init: Vec<f32>, workers: usize, mode: Mode, opt: ServerSgd) -> ShardState {
+        let k = match mode {
+            Mode::Stale(k) => k,
+            Mode::Sync => 0,
+            Mode::Async => u64::MAX / 2,
+        };
+        ShardState {
+            velocity: vec![0.0; init.len()],
+            params: init,
+            opt,
+            mode,
+            workers: workers.max(1),
+            applied: 0,
+            pending: BTreeMap::new(),
+            gate: StalenessGate::new(workers, k),
+            updates: 0,
+        }
+    }
+
+    /// The weights a worker may compute step `step` from, or `None` if it
+    /// must wait (PS-1, PS-2).
+    pub fn pull(&self, step: u64) -> Option<&[f32]> {
+        let ready = match self.mode {
+            Mode::Sync => self.applied >= step,
+            Mode::Async => true,
+            Mode::Stale(_) => self.gate.may_start(step),
+        };
+        ready.then_some(&self.params[..])
+    }
+
+    /// `worker`'s gradient for `step`. `Err` names a push of the wrong size.
+    pub fn push(&mut self, worker: usize, step: u64, grads: &[f32]) -> Result<(), String> {
+        if grads.len() != self.params.len() {
+            return Err(format!(
+                "a push of {} values to a shard of {}",
+                grads.len(),
+                self.params.len()
+            ));
+        }
+        self.gate.finished(worker, step);
+        match self.mode {
+            Mode::Sync => {
+                let n = self.params.len();
+                let (count, sum) = self
+                    .pending
+                    .entry(step)
+                    .or_insert_with(|| (0, vec![0.0; n]));
+                for (s, g) in sum.iter_mut().zip(grads) {
+                    *s += g;
+                }
+                *count += 1;
+                // Steps complete in order: apply every complete one in turn.
+                while let Some((c, _)) = self.pending.get(&self.applied) {
+                    if *c < self.workers {
+                        break;
+                    }
+                    let (_, sum) = self.pending.remove(&self.applied).unwrap_or_default();
+                    let scale = 1.0 / self.workers as f32;
+                    let avg: Vec<f32> = sum.iter().map(|g| g * scale).collect();
+                    self.apply(&avg);
+                    self.applied += 1;
+                }
+            }
+            Mode::Async | Mode::Stale(_) => {
+                let scale = 1.0 / self.workers as f32;
+                let g: Vec<f32> = grads.iter().map(|g| g * scale).collect();
+                self.apply(&g);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, g: &[f32]) {
+        let ServerSgd { lr, momentum } = self.opt;
+        for ((p, v), g) in self.params.iter_mut().zip(&mut self.velocity).zip(g) {
+            *v = momentum * *v + g;
+            *p -= lr * *v;
+        }
+        self.updates += 1;
+    }
+
+    /// The weights now.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Updates applied so far.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPT: ServerSgd = ServerSgd {
+        lr: 0.5,
+        momentum: 0.0,
+    };
+
+    #[test]
+    fn ps_2_sync_applies_the_average_once_per_step_and_pulls_wait_for_it() {
+        let mut s = ShardState::new(vec![1.0, 1.0], 2, Mode::Sync, OPT);
+        assert_eq!(s.pull(0), Some(&[1.0, 1.0][..]));
+        s.push(0, 0, &[2.0, 0.0]).unwrap();
+        assert_eq!(s.pull(1), None, "worker 1 has not pushed step 0");
+        s.push(1, 0, &[0.0, 2.0]).unwrap();
+        // average (1, 1), lr 0.5: one update.
+        assert_eq!(s.pull(1), Some(&[0.5, 0.5][..]));
+        assert_eq!(s.updates(), 1);
+        // A fast worker's step 1 before the slow one's: held until complete.
+        s.push(0, 1, &[1.0, 1.0]).unwrap();
+        assert_eq!(s.pull(2), None);
+        s.push(1, 1, &[1.0, 1.0]).unwrap();
+        assert_eq!(s.pull(2), Some(&[0.0, 0.0][..]));
+        assert!(s.push(0, 2, &[1.0]).is_err(), "wrong size");
+    }
+
+    #[test]
+    fn ps_3_async_applies_each_push_and_stale_gates_pulls() {
+        let mut a = ShardState::new(vec![0.0], 2, Mode::Async, OPT);
+        a.push(0, 0, &[2.0]).unwrap();
+        assert_eq!(a.params(), &[-0.5]);
+        assert!(a.pull(100).is_some(), "async never waits");
+        let mut s = ShardState::new(vec![0.0], 2, Mode::Stale(1), OPT);
+        s.push(0, 0, &[2.0]).unwrap();
+        s.push(0, 1, &[2.0]).unwrap();
+        assert_eq!(s.params(), &[-1.0], "applied as they came");
+        assert!(s.pull(1).is_some(), "1 ahead of the slowest (0 done)");
+        assert!(s.pull(2).is_none(), "2 ahead: waits");
+        s.push(1, 0, &[0.0]).unwrap();
+        assert!(s.pull(2).is_some());
+    }
+
+    #[test]
+    fn momentum_follows_pytorchs_sgd() {
+        let opt = ServerSgd {
+            lr: 0.1,
+            momentum: 0.9,
+        };
+        let mut s = ShardState::new(vec![1.0], 1, Mode::Sync, opt);
+        s.push(0, 0, &[1.0]).unwrap(); // v = 1, p = 0.9
+        s.push(0, 1, &[1.0]).unwrap(); // v = 1.9, p = 0.71
+        assert!((s.params()[0] - 0.71).abs() < 1e-6, "{:?}", s.params());
+    }
+}

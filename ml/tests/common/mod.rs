@@ -1,0 +1,63 @@
+//! What several of prism-ml's integration tests share: a small synthetic
+//! data set, and the one-process reference a distributed run must equal.
+
+#![allow(dead_code)]
+
+use prism_ml::data::Dataset;
+use prism_ml::recipes::{self, MlpConfig};
+use prism_ml::train::Sgd;
+use tch::nn::{Module, VarStore};
+use tch::{Kind, Tensor};
+
+/// A small synthetic problem: 3 classes in 8 dimensions, 4 × 64 rows.
+pub fn synthetic() -> Dataset {
+    tch::manual_seed(7);
+    let x = Tensor::randn([256, 8], (Kind::Float, tch::Device::Cpu));
+    let y = x
+        .sum_dim_intlist(1, false, Kind::Float)
+        .gt(0.0)
+        .to_kind(Kind::Int64)
+        + x.select(1, 0).gt(1.0).to_kind(Kind::Int64);
+    Dataset::from_tch(&x, Some(&y), 64).unwrap()
+}
+
+/// One process at the global batch: step k of each epoch trains on every
+/// shard's batch k together; `steps` per epoch.
+pub fn one_process(cfg: &MlpConfig, shards: &[Dataset], steps: usize) -> VarStore {
+    let (vs, net) = recipes::build(cfg);
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum, 0.0);
+    for _ in 0..cfg.epochs {
+        let mut iters: Vec<_> = shards
+            .iter()
+            .map(|s| s.iter_batches(cfg.batch_size))
+            .collect();
+        for _ in 0..steps {
+            let parts: Vec<_> = iters
+                .iter_mut()
+                .map(|i| i.next().unwrap().unwrap())
+                .collect();
+            let x = Tensor::cat(&parts.iter().map(|p| &p.features).collect::<Vec<_>>(), 0);
+            let y = Tensor::cat(
+                &parts
+                    .iter()
+                    .map(|p| p.labels.as_ref().unwrap())
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let loss = net.forward(&x).cross_entropy_for_logits(&y);
+            opt.zero_grad(&vs);
+            loss.backward();
+            opt.step(&vs).unwrap();
+        }
+    }
+    vs
+}
+
+/// The largest difference between two models' weights.
+pub fn largest_difference(a: &VarStore, b: &VarStore) -> f64 {
+    a.trainable_variables()
+        .iter()
+        .zip(b.trainable_variables())
+        .map(|(x, y)| (x - &y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}

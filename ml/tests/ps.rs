@@ -1,0 +1,110 @@
+//! The parameter server on an embedded cluster (server actors and worker
+//! tasks in their own processes): synchronous mode is one process at the
+//! global batch, step for step; bounded staleness and asynchronous modes
+//! learn the digits.
+
+mod common;
+
+use common::synthetic;
+use prism_ml::ps::{Mode, ParameterServer};
+use prism_ml::recipes::{self, MlpConfig};
+use prism_test_support::*;
+use std::time::Duration;
+
+fn role_sync() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let ds = synthetic();
+    let (n, b) = (2usize, 16usize);
+    let cfg = MlpConfig {
+        layers: vec![8, 32, 3],
+        epochs: 2,
+        batch_size: b,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 3,
+        cuda: false,
+    };
+    let result = ParameterServer::new(cfg.clone(), 2, n, Mode::Sync)
+        .dataset(ds.clone())
+        .fit()
+        .unwrap();
+    let steps = result.losses[0].len();
+    check(
+        steps == 16,
+        &format!("16 steps ran on each worker ({steps})"),
+    );
+    check(
+        result.updates == 2 * 16,
+        "one update per step on each of 2 servers",
+    );
+    let (ps_vs, _) = recipes::load_flat(&cfg, &result.output).unwrap();
+    // One process, batch n·b: batch k is every shard's batch k together.
+    let shards = ds.split(n).unwrap();
+    let vs = common::one_process(&cfg, &shards, steps / cfg.epochs as usize);
+    let worst = common::largest_difference(&vs, &ps_vs);
+    println!("largest weight difference: {worst:e}");
+    check(
+        worst < 1e-4,
+        "sync PS, 2 workers × batch 16 = one process × batch 32, 16 steps",
+    );
+    println!("ALL OK");
+}
+
+fn role_digits() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = prism_ml::data::digits(128)
+        .unwrap()
+        .shuffle(2024)
+        .unwrap()
+        .train_test_split(0.2, 7)
+        .unwrap();
+    let cfg = MlpConfig {
+        layers: vec![64, 64, 10],
+        epochs: 15,
+        batch_size: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+        cuda: false,
+    };
+    for mode in [Mode::Stale(2), Mode::Async] {
+        let r = ParameterServer::new(cfg.clone(), 2, 2, mode)
+            .dataset(train.clone())
+            .fit()
+            .unwrap();
+        let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
+        let acc = recipes::accuracy(&net, &test).unwrap();
+        println!(
+            "{mode:?}: {} updates in {:.2} s, test accuracy {:.1}%",
+            r.updates,
+            r.seconds,
+            acc * 100.0
+        );
+        check(acc >= 0.9, &format!("{mode:?} learns the digits"));
+    }
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a driver role, run by the tests in this file"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "sync" => role_sync(),
+        "digits" => role_digits(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn ps_sync_equals_one_process_at_the_global_batch() {
+    let out = run_role("sync", Duration::from_secs(300));
+    println!("{out}");
+}
+
+#[test]
+fn ps_bounded_staleness_and_async_learn_the_digits() {
+    let out = run_role("digits", Duration::from_secs(300));
+    println!("{out}");
+}

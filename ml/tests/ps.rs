@@ -87,12 +87,76 @@ fn role_digits() {
     println!("ALL OK");
 }
 
+/// A shard's process is killed once it has a checkpoint: it restarts from
+/// it and the synchronous run still learns the digits.
+fn role_fault() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = prism_ml::data::digits(128)
+        .unwrap()
+        .shuffle(2024)
+        .unwrap()
+        .train_test_split(0.2, 7)
+        .unwrap();
+    let cfg = MlpConfig {
+        layers: vec![64, 64, 10],
+        epochs: 15,
+        batch_size: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+        cuda: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().to_path_buf();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (ckpt, finished) = (ckpt.clone(), finished.clone());
+        std::thread::spawn(move || {
+            while !finished.load(std::sync::atomic::Ordering::Acquire) {
+                if ckpt.join("shard-0.bin").exists() {
+                    let pid: i32 = std::fs::read_to_string(ckpt.join("shard-0.pid"))
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    // SAFETY: kill(2) on the shard process the run started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return Some(pid);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        })
+    };
+    let r = ParameterServer::new(cfg.clone(), 2, 2, Mode::Sync)
+        .dataset(train)
+        .checkpoint(&ckpt, 20)
+        .max_failures(2)
+        .fit();
+    finished.store(true, std::sync::atomic::Ordering::Release);
+    let r = r.unwrap();
+    check(
+        killer.join().unwrap().is_some(),
+        "shard 0 was SIGKILLed mid-run",
+    );
+    let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
+    let acc = recipes::accuracy(&net, &test).unwrap();
+    println!(
+        "after a shard was killed: test accuracy {:.1}%",
+        acc * 100.0
+    );
+    check(acc >= 0.9, "the run still learns the digits");
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "sync" => role_sync(),
         "digits" => role_digits(),
+        "fault" => role_fault(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -107,4 +171,14 @@ fn ps_sync_equals_one_process_at_the_global_batch() {
 fn ps_bounded_staleness_and_async_learn_the_digits() {
     let out = run_role("digits", Duration::from_secs(300));
     println!("{out}");
+}
+
+#[test]
+fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
+    let out = run_role("fault", Duration::from_secs(300));
+    println!("{out}");
+    assert!(
+        out.contains("shard 0 restored from its checkpoint"),
+        "{out}"
+    );
 }

@@ -7,7 +7,7 @@
 //!   (property-tested over random worker speeds).
 
 /// Each worker's finished steps, and how far ahead one may run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct StalenessGate {
     /// Steps finished (pushed) per worker.
     done: Vec<u64>,
@@ -32,6 +32,11 @@ impl StalenessGate {
     /// Whether a worker may start step `step` now (PS-1).
     pub fn may_start(&self, step: u64) -> bool {
         step <= self.slowest() + self.k
+    }
+
+    /// Steps `worker` has finished.
+    pub fn done(&self, worker: usize) -> u64 {
+        self.done.get(worker).copied().unwrap_or(0)
     }
 
     /// `worker` finished step `step` (its push arrived).

@@ -17,9 +17,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Fault tolerance: with [`ParameterServer::checkpoint`] each shard saves
+//! its state every `n` updates, and with [`ParameterServer::max_failures`]
+//! a shard whose process died restarts from its file (calls in flight are
+//! sent again) and a worker task whose process died runs again from the
+//! step it had reached.
+//!
 //! Built so far: dense parameters for the MLP recipe's model. Not yet:
-//! sparse (row) pulls and pushes, user models, Adagrad, checkpoints of the
-//! shards and recovery from a killed server or worker.
+//! sparse (row) pulls and pushes, user models, Adagrad.
 
 mod gate;
 mod server;
@@ -27,7 +32,7 @@ mod shard;
 mod worker;
 
 pub use gate::StalenessGate;
-pub use server::PsShard;
+pub use server::{PsShard, ShardCheckpoint, ShardSpec};
 pub use shard::{Mode, ServerSgd, ShardState};
 
 use crate::data::Dataset;
@@ -45,6 +50,8 @@ pub struct ParameterServer {
     mode: Mode,
     data: Option<Dataset>,
     wait_ms: u64,
+    checkpoint: Option<ShardCheckpoint>,
+    max_failures: u32,
 }
 
 /// What a run produced.
@@ -79,7 +86,25 @@ impl ParameterServer {
             mode,
             data: None,
             wait_ms: 300_000,
+            checkpoint: None,
+            max_failures: 0,
         }
+    }
+
+    /// Each shard saves its state to `dir` every `every` updates.
+    pub fn checkpoint(mut self, dir: impl Into<std::path::PathBuf>, every: u64) -> Self {
+        self.checkpoint = Some(ShardCheckpoint {
+            dir: dir.into().display().to_string(),
+            every: every.max(1),
+        });
+        self
+    }
+
+    /// How many times a shard may restart (from its checkpoint) and a
+    /// worker may run again (from where it stopped). Default 0.
+    pub fn max_failures(mut self, n: u32) -> Self {
+        self.max_failures = n;
+        self
     }
 
     /// The training rows (split into equal shards, one per worker).
@@ -112,13 +137,20 @@ impl ParameterServer {
         };
         let servers = ranges
             .iter()
-            .map(|(a, b)| {
-                PsShard::options().num_cpus(0.0).spawn(
-                    init[*a as usize..*b as usize].to_vec(),
-                    self.workers as u32,
-                    self.mode,
-                    opt,
-                )
+            .enumerate()
+            .map(|(i, (a, b))| {
+                PsShard::options()
+                    .num_cpus(0.0)
+                    .max_restarts(self.max_failures)
+                    .max_task_retries(self.max_failures)
+                    .spawn(ShardSpec {
+                        index: i as u32,
+                        init: init[*a as usize..*b as usize].to_vec(),
+                        workers: self.workers as u32,
+                        mode: self.mode,
+                        opt,
+                        checkpoint: self.checkpoint.clone(),
+                    })
             })
             .collect::<prism::Result<Vec<_>>>()?;
         let shards = data.split(self.workers)?;
@@ -126,14 +158,17 @@ impl ParameterServer {
             .into_iter()
             .enumerate()
             .map(|(rank, shard)| {
-                ps_worker::options().name("ps_worker").remote(WorkerJob {
-                    rank: rank as u32,
-                    config: self.config.to_bytes(),
-                    shard,
-                    servers: servers.clone(),
-                    ranges: ranges.clone(),
-                    wait_ms: self.wait_ms,
-                })
+                ps_worker::options()
+                    .name("ps_worker")
+                    .max_retries(self.max_failures)
+                    .remote(WorkerJob {
+                        rank: rank as u32,
+                        config: self.config.to_bytes(),
+                        shard,
+                        servers: servers.clone(),
+                        ranges: ranges.clone(),
+                        wait_ms: self.wait_ms,
+                    })
             })
             .collect::<prism::Result<Vec<_>>>()?;
         let mut losses = Vec::new();

@@ -1,30 +1,105 @@
-//! A parameter-server shard as an actor around [`ShardState`].
+//! A parameter-server shard as an actor around [`ShardState`], with
+//! optional checkpoints: every `every` updates its state is written to
+//! `<dir>/shard-<i>.bin` (a temporary file, then renamed), and a shard
+//! restarted after its process died starts from that file (PS-4).
 
 use super::shard::{Mode, ServerSgd, ShardState};
+use std::path::PathBuf;
+
+/// Where and how often a shard checkpoints.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct ShardCheckpoint {
+    /// The directory.
+    pub dir: String,
+    /// Every this many updates.
+    pub every: u64,
+}
+
+/// How a shard starts.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub struct ShardSpec {
+    /// Its index.
+    pub index: u32,
+    /// Its slice of the initial weights.
+    pub init: Vec<f32>,
+    /// Workers pushing to it.
+    pub workers: u32,
+    /// The consistency mode.
+    pub mode: Mode,
+    /// The optimizer.
+    pub opt: ServerSgd,
+    /// Checkpoints, if any.
+    pub checkpoint: Option<ShardCheckpoint>,
+}
 
 /// One shard of the parameters, in its own worker process.
 #[prism::actor]
 pub struct PsShard {
     state: ShardState,
+    file: Option<(PathBuf, u64)>,
+    saved: u64,
+}
+
+impl PsShard {
+    fn save(&mut self) -> Result<(), String> {
+        let Some((path, every)) = &self.file else {
+            return Ok(());
+        };
+        let updates = self.state.updates();
+        if updates < self.saved + every {
+            return Ok(());
+        }
+        self.saved = updates;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.state.to_bytes()?)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("checkpoint {}: {e}", path.display()))
+    }
 }
 
 #[prism::actor]
 impl PsShard {
-    fn new(init: Vec<f32>, workers: u32, mode: Mode, opt: ServerSgd) -> Self {
-        PsShard {
-            state: ShardState::new(init, workers as usize, mode, opt),
+    fn new(spec: ShardSpec) -> Self {
+        let file = spec.checkpoint.as_ref().map(|c| {
+            let dir = PathBuf::from(&c.dir);
+            let _ = std::fs::create_dir_all(&dir);
+            // Operators (and tests) find each shard's process here.
+            let _ = std::fs::write(
+                dir.join(format!("shard-{}.pid", spec.index)),
+                std::process::id().to_string(),
+            );
+            (dir.join(format!("shard-{}.bin", spec.index)), c.every)
+        });
+        let restored = file
+            .as_ref()
+            .and_then(|(p, _)| std::fs::read(p).ok())
+            .and_then(|b| ShardState::restored(&b).ok());
+        if restored.is_some() {
+            println!("shard {} restored from its checkpoint", spec.index);
         }
+        let state = restored.unwrap_or_else(|| {
+            ShardState::new(spec.init, spec.workers as usize, spec.mode, spec.opt)
+        });
+        let saved = state.updates();
+        PsShard { state, file, saved }
     }
 
     /// The weights for step `step`, or `None` while it must wait.
-    fn pull(&self, step: u64) -> Option<Vec<f32>> {
+    fn pull(&mut self, step: u64) -> Option<Vec<f32>> {
+        self.state.catch_up(step);
         self.state.pull(step).map(<[f32]>::to_vec)
     }
 
     /// `worker`'s gradient for `step`; the updates applied so far.
     fn push(&mut self, worker: u32, step: u64, grads: Vec<f32>) -> Result<u64, String> {
         self.state.push(worker as usize, step, &grads)?;
+        self.save()?;
         Ok(self.state.updates())
+    }
+
+    /// Steps `worker` has pushed (where a restarted worker resumes).
+    fn done(&self, worker: u32) -> u64 {
+        self.state.done(worker as usize)
     }
 
     /// The weights now.

@@ -11,6 +11,10 @@
 //!   as far as one synchronous step); with bounded staleness `k` a pull for
 //!   step `t` waits while `t` is more than `k` steps ahead of the slowest
 //!   worker (PS-1).
+//! - **PS-4** a shard restored from its checkpoint after a crash skips the
+//!   synchronous steps whose gradients it lost: the first pull for a later
+//!   step moves it on to that step (its weights are the checkpoint's), and
+//!   it is strict again once a step completes.
 
 use super::gate::StalenessGate;
 use std::collections::BTreeMap;
@@ -36,7 +40,7 @@ pub struct ServerSgd {
 }
 
 /// One shard.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct ShardState {
     params: Vec<f32>,
     velocity: Vec<f32>,
@@ -49,6 +53,8 @@ pub struct ShardState {
     pending: BTreeMap<u64, (usize, Vec<f32>)>,
     gate: StalenessGate,
     updates: u64,
+    /// Restored from a checkpoint and not yet through a full step (PS-4).
+    resync: bool,
 }
 
 impl ShardState {
@@ -69,6 +75,35 @@ impl ShardState {
             pending: BTreeMap::new(),
             gate: StalenessGate::new(workers, k),
             updates: 0,
+            resync: false,
+        }
+    }
+
+    /// The state as checkpoint bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        prism::Value::encode(self)
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A shard restored from [`ShardState::to_bytes`] after a crash (PS-4).
+    pub fn restored(bytes: &[u8]) -> Result<ShardState, String> {
+        let mut s: ShardState = prism::Value::decode(bytes).map_err(|e| e.to_string())?;
+        s.resync = true;
+        Ok(s)
+    }
+
+    /// Steps `worker` has pushed (where a restarted worker resumes).
+    pub fn done(&self, worker: usize) -> u64 {
+        self.gate.done(worker)
+    }
+
+    /// PS-4: a pull for a step past the lost ones moves a restored
+    /// synchronous shard on to it.
+    pub fn catch_up(&mut self, step: u64) {
+        if self.resync && self.mode == Mode::Sync && step > self.applied {
+            self.pending.retain(|s, _| *s >= step);
+            self.applied = step;
         }
     }
 
@@ -114,6 +149,7 @@ impl ShardState {
                     let avg: Vec<f32> = sum.iter().map(|g| g * scale).collect();
                     self.apply(&avg);
                     self.applied += 1;
+                    self.resync = false;
                 }
             }
             Mode::Async | Mode::Stale(_) => {
@@ -186,6 +222,26 @@ mod tests {
         assert!(s.pull(2).is_none(), "2 ahead: waits");
         s.push(1, 0, &[0.0]).unwrap();
         assert!(s.pull(2).is_some());
+    }
+
+    #[test]
+    fn ps_4_a_restored_sync_shard_skips_the_steps_it_lost() {
+        let mut s = ShardState::new(vec![1.0], 2, Mode::Sync, OPT);
+        s.push(0, 0, &[1.0]).unwrap();
+        s.push(1, 0, &[1.0]).unwrap();
+        let saved = s.to_bytes().unwrap();
+        // Steps 1 and 2 complete, then the shard dies: both are lost.
+        let mut r = ShardState::restored(&saved).unwrap();
+        assert_eq!(r.params(), &[0.5]);
+        assert_eq!(r.done(0), 1);
+        assert_eq!(r.pull(3), None, "strict until it catches up");
+        r.catch_up(3);
+        assert_eq!(r.pull(3), Some(&[0.5][..]), "weights of the checkpoint");
+        r.push(0, 3, &[1.0]).unwrap();
+        r.push(1, 3, &[1.0]).unwrap();
+        assert_eq!(r.params(), &[0.0]);
+        r.catch_up(9);
+        assert_eq!(r.pull(9), None, "strict again after a full step");
     }
 
     #[test]

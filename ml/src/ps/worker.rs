@@ -61,9 +61,18 @@ fn run(job: &WorkerJob) -> crate::Result<Vec<f64>> {
     let (vs, net) = recipes::build(&cfg);
     let vars = vs.trainable_variables();
     let mut losses = Vec::new();
+    // A worker run again after its process died resumes where it stopped.
+    let resume = match job.servers.first() {
+        Some(s) => s.done(job.rank)?.get()?,
+        None => 0,
+    };
     let mut step = 0u64;
     for _epoch in 0..cfg.epochs {
         for batch in job.shard.iter_batches(cfg.batch_size).drop_last(true) {
+            if step < resume {
+                step += 1;
+                continue;
+            }
             let batch = batch?;
             let flat = pull_all(job, step)?;
             let mut at = 0;

@@ -150,6 +150,58 @@ fn role_fault() {
     println!("ALL OK");
 }
 
+/// Sparse: CTR logistic regression on a generated click log comes within
+/// reach of the generating model, and the servers hold exactly the rows
+/// the batches touched (PS-5).
+fn role_ctr() {
+    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::Adagrad;
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let log = ClickLog {
+        fields: 3,
+        vocab: 200,
+        seed: 42,
+    };
+    let mut run = CtrRun {
+        log,
+        servers: 2,
+        workers: 2,
+        examples: 20_000,
+        batch: 256,
+        epochs: 5,
+        mode: Mode::Stale(4),
+        opt: Adagrad {
+            lr: 1.0,
+            initial: 0.1,
+        },
+    };
+    let r = run.fit().unwrap();
+    let test = log.examples(1_000, 5_000);
+    let (loss, acc) = score(&test, |ids| r.p(ids));
+    let (best_loss, best_acc) = score(&test, |ids| log.true_p(ids));
+    println!("CTR: log loss {loss:.4} vs {best_loss:.4}, accuracy {acc:.3} vs {best_acc:.3}, {} updates in {:.2} s", r.updates, r.seconds);
+    check(
+        loss <= best_loss + 0.03,
+        "log loss near the generating model's",
+    );
+    check(
+        acc >= best_acc - 0.02,
+        "accuracy near the generating model's",
+    );
+    // A few batches over a large vocabulary: most rows never touched.
+    run.log.vocab = 5_000;
+    run.examples = 300;
+    run.epochs = 1;
+    let r = run.fit().unwrap();
+    println!("rows touched {}, held {}", r.rows_touched, r.rows_held);
+    check(r.rows_touched < 3 * 5_000 / 5, "most rows untouched");
+    check(
+        r.rows_held == r.rows_touched,
+        "the servers hold exactly the touched rows",
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -157,6 +209,7 @@ fn child_role() {
         "sync" => role_sync(),
         "digits" => role_digits(),
         "fault" => role_fault(),
+        "ctr" => role_ctr(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -181,4 +234,10 @@ fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
         out.contains("shard 0 restored from its checkpoint"),
         "{out}"
     );
+}
+
+#[test]
+fn ps_sparse_ctr_nears_the_generating_model_and_touches_only_its_rows() {
+    let out = run_role("ctr", Duration::from_secs(300));
+    println!("{out}");
 }

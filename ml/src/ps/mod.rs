@@ -23,17 +23,26 @@
 //! sent again) and a worker task whose process died runs again from the
 //! step it had reached.
 //!
-//! Built so far: dense parameters for the MLP recipe's model. Not yet:
-//! sparse (row) pulls and pushes, user models, Adagrad.
+//! Sparse tables ([`SparseShard`], Adagrad on the servers) pull and push
+//! only the rows a batch touches; [`ctr`] trains click-through-rate
+//! logistic regression on them over a generated click log.
+//!
+//! Not yet: user-defined dense models (the MLP recipe's only), checkpoints
+//! of sparse shards.
 
+pub mod ctr;
 mod gate;
 mod server;
 mod shard;
+mod sparse;
+mod sparse_server;
 mod worker;
 
 pub use gate::StalenessGate;
 pub use server::{PsShard, ShardCheckpoint, ShardSpec};
 pub use shard::{Mode, ServerSgd, ShardState};
+pub use sparse::{Adagrad, SparseState};
+pub use sparse_server::SparseShard;
 
 use crate::data::Dataset;
 use crate::recipes::{self, MlpConfig};

@@ -30,6 +30,17 @@ pub enum Mode {
     Stale(u64),
 }
 
+impl Mode {
+    /// How many steps ahead of the slowest worker one may run.
+    pub fn bound(self) -> u64 {
+        match self {
+            Mode::Stale(k) => k,
+            Mode::Sync => 0,
+            Mode::Async => u64::MAX / 2,
+        }
+    }
+}
+
 /// SGD with momentum on the server: `v = m*v + g; p -= lr*v`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq)]
 pub struct ServerSgd {
@@ -60,11 +71,6 @@ pub struct ShardState {
 impl ShardState {
     /// A shard holding `init`.
     pub fn new(init: Vec<f32>, workers: usize, mode: Mode, opt: ServerSgd) -> ShardState {
-        let k = match mode {
-            Mode::Stale(k) => k,
-            Mode::Sync => 0,
-            Mode::Async => u64::MAX / 2,
-        };
         ShardState {
             velocity: vec![0.0; init.len()],
             params: init,
@@ -73,7 +79,7 @@ impl ShardState {
             workers: workers.max(1),
             applied: 0,
             pending: BTreeMap::new(),
-            gate: StalenessGate::new(workers, k),
+            gate: StalenessGate::new(workers, mode.bound()),
             updates: 0,
             resync: false,
         }

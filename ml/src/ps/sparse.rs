@@ -40,11 +40,6 @@ pub struct SparseState {
 impl SparseState {
     /// An empty table of `dim`-wide rows.
     pub fn new(dim: usize, workers: usize, mode: Mode, opt: Adagrad) -> SparseState {
-        let k = match mode {
-            Mode::Stale(k) => k,
-            Mode::Sync => 0,
-            Mode::Async => u64::MAX / 2,
-        };
         SparseState {
             dim: dim.max(1),
             rows: HashMap::new(),
@@ -53,7 +48,7 @@ impl SparseState {
             workers: workers.max(1),
             applied: 0,
             pending: BTreeMap::new(),
-            gate: StalenessGate::new(workers, k),
+            gate: StalenessGate::new(workers, mode.bound()),
             updates: 0,
             rows_pushed: 0,
         }

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod pipeline;
 pub mod ps;
 pub mod recipes;
 pub mod tensor;

@@ -1,0 +1,186 @@
+//! A pipeline stage: an actor holding a contiguous run of the MLP's layers,
+//! the activations of the micro-batches in flight (until their backward),
+//! its gradients (accumulated over a batch's micro-batches) and its
+//! optimizer.
+
+use crate::recipes::{self, MlpConfig};
+use crate::train::Sgd;
+use std::collections::HashMap;
+use tch::nn::{self, Module, VarStore};
+use tch::Tensor;
+
+/// A tensor between stages: its shape and its f32 values.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Act {
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Act {
+    /// From a tch tensor (copied to the host).
+    pub fn of(t: &Tensor) -> Result<Act, String> {
+        let t = t.f_contiguous().map_err(|e| e.to_string())?;
+        let n = t.numel();
+        let mut data = vec![0f32; n];
+        t.f_view([-1])
+            .and_then(|v| v.f_copy_data(&mut data, n))
+            .map_err(|e| e.to_string())?;
+        Ok(Act {
+            shape: t.size(),
+            data,
+        })
+    }
+
+    fn tensor(&self) -> Result<Tensor, String> {
+        Tensor::f_from_slice(&self.data)
+            .and_then(|t| t.f_view(self.shape.as_slice()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What a stage is.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub struct StageSpec {
+    /// The whole model's config (every stage starts from the same weights).
+    pub config: Vec<u8>,
+    /// Its linear layers: `first..end` of the model's.
+    pub first: u32,
+    /// One past its last layer.
+    pub end: u32,
+    /// Micro-batches per batch (each one's loss weighs `1/m`).
+    pub micro: u32,
+}
+
+/// One stage of a pipeline, in its own worker process.
+#[prism::actor]
+pub struct PipeStage {
+    vs: VarStore,
+    net: nn::Sequential,
+    opt: Sgd,
+    last: bool,
+    micro: u32,
+    /// Micro-batch → (its input, made a leaf that wants a gradient; its output).
+    alive: HashMap<u32, (Tensor, Tensor)>,
+    peak: usize,
+}
+
+impl PipeStage {
+    fn build(spec: &StageSpec) -> Result<PipeStage, String> {
+        let cfg = MlpConfig::from_bytes(&spec.config).map_err(|e| e.to_string())?;
+        let (full, _) = recipes::build(&cfg);
+        let vs = VarStore::new(tch::Device::Cpu);
+        let layers = &cfg.layers;
+        let mut net = nn::seq();
+        for i in spec.first as usize..spec.end as usize {
+            let p = vs.root() / format!("l{i}");
+            net = net.add(nn::linear(p, layers[i], layers[i + 1], Default::default()));
+            if i + 2 < layers.len() {
+                net = net.add_fn(|x| x.relu());
+            }
+        }
+        // The same starting weights as the whole model's.
+        let from = full.variables();
+        tch::no_grad(|| -> Result<(), String> {
+            for (name, mut v) in vs.variables() {
+                let src = from.get(&name).ok_or(format!("no weight {name}"))?;
+                v.f_copy_(src).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        Ok(PipeStage {
+            vs,
+            net,
+            opt: Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay),
+            last: spec.end as usize + 1 == layers.len(),
+            micro: spec.micro.max(1),
+            alive: HashMap::new(),
+            peak: 0,
+        })
+    }
+
+    fn run_forward(&mut self, mb: u32, x: &Act) -> Result<Tensor, String> {
+        let input = x.tensor()?.set_requires_grad(true);
+        let out = self.net.forward(&input);
+        self.alive.insert(mb, (input, out.shallow_clone()));
+        self.peak = self.peak.max(self.alive.len());
+        Ok(out)
+    }
+
+    fn input_grad(&mut self, mb: u32, seed: impl FnOnce(&Tensor)) -> Result<Act, String> {
+        let (input, out) = self
+            .alive
+            .remove(&mb)
+            .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
+        seed(&out);
+        Act::of(&input.grad())
+    }
+}
+
+#[prism::actor]
+impl PipeStage {
+    fn new(spec: StageSpec) -> Self {
+        // A stage that cannot be built is a bug in the trainer: say why.
+        PipeStage::build(&spec).unwrap_or_else(|e| panic!("pipeline stage: {e}"))
+    }
+
+    /// Micro-batch `mb`'s forward through this (not last) stage. (An
+    /// internal failure panics: the call fails with the reason.)
+    fn forward(&mut self, mb: u32, x: Act) -> Act {
+        self.run_forward(mb, &x)
+            .and_then(|out| Act::of(&out))
+            .unwrap_or_else(|e| panic!("forward of micro-batch {mb}: {e}"))
+    }
+
+    /// The last stage's forward: the micro-batch's mean loss (weighted
+    /// `1/m` for the backward, so gradients add up to the batch's).
+    fn forward_last(&mut self, mb: u32, x: Act, labels: Vec<i64>) -> f64 {
+        let logits = self
+            .run_forward(mb, &x)
+            .unwrap_or_else(|e| panic!("forward of micro-batch {mb}: {e}"));
+        let y = Tensor::from_slice(&labels);
+        let loss = logits.cross_entropy_for_logits(&y);
+        let value = loss.double_value(&[]);
+        let scaled = loss / f64::from(self.micro);
+        if let Some(entry) = self.alive.get_mut(&mb) {
+            entry.1 = scaled;
+        }
+        value
+    }
+
+    /// Micro-batch `mb`'s backward: `grad` is the gradient of its output;
+    /// returns that of its input.
+    fn backward(&mut self, mb: u32, grad: Act) -> Act {
+        grad.tensor()
+            .and_then(|g| self.input_grad(mb, |out| (out * &g).sum(out.kind()).backward()))
+            .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
+    }
+
+    /// The last stage's backward, from its loss.
+    fn backward_last(&mut self, mb: u32) -> Act {
+        self.input_grad(mb, |loss| loss.backward())
+            .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
+    }
+
+    /// The batch is done: one optimizer step on the accumulated gradients.
+    /// Returns the most micro-batches alive at once during it.
+    fn step(&mut self) -> Result<u64, String> {
+        self.opt.step(&self.vs).map_err(|e| e.to_string())?;
+        self.opt.zero_grad(&self.vs);
+        let peak = self.peak as u64;
+        self.peak = 0;
+        self.alive.clear();
+        Ok(peak)
+    }
+
+    /// This stage's weights, in creation order (f32 bytes of `flat_weights`).
+    fn weights(&self) -> Result<Vec<u8>, String> {
+        recipes::flat_weights(&self.vs).map_err(|e| e.to_string())
+    }
+
+    /// Whether this is the last stage.
+    fn is_last(&self) -> bool {
+        self.last
+    }
+}

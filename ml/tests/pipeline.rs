@@ -1,0 +1,120 @@
+//! Pipeline-parallel training on an embedded cluster (each stage an actor
+//! in its own process): GPipe and 1F1B, p ∈ {2, 3} stages, m ∈ {1, 4, 7}
+//! micro-batches, give the weights of one process on the whole batch; 1F1B
+//! never holds more than p − s micro-batches' activations on stage s, GPipe
+//! holds all m; and a 2-stage 1F1B pipeline learns the digits.
+
+mod common;
+
+use common::synthetic;
+use prism_ml::pipeline::{PipelineTrainer, Schedule};
+use prism_ml::recipes::{self, MlpConfig};
+use prism_test_support::*;
+use std::time::Duration;
+
+fn role_equivalence() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    let ds = synthetic();
+    let cfg = MlpConfig {
+        layers: vec![8, 16, 16, 3],
+        epochs: 1,
+        batch_size: 28,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 5,
+        cuda: false,
+    };
+    let steps = 256 / 28;
+    let reference = common::one_process(&cfg, std::slice::from_ref(&ds), steps);
+    for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
+        for p in [2u32, 3] {
+            for m in [1u32, 4, 7] {
+                let r = PipelineTrainer::new(cfg.clone(), p, m, schedule)
+                    .dataset(ds.clone())
+                    .fit()
+                    .unwrap();
+                check(r.losses.len() == steps, "every batch ran");
+                let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
+                let worst = common::largest_difference(&reference, &vs);
+                println!("{schedule:?} p={p} m={m}: largest weight difference {worst:e}");
+                check(
+                    worst < 1e-5,
+                    "the same weights as one process on the whole batch",
+                );
+                let bound = |s: usize| match schedule {
+                    Schedule::GPipe => m as u64,
+                    Schedule::OneFOneB => (p as u64 - s as u64).min(m as u64),
+                };
+                let held = r
+                    .peak_alive
+                    .iter()
+                    .all(|peaks| peaks.iter().enumerate().all(|(s, k)| *k == bound(s)));
+                check(
+                    held,
+                    &format!(
+                        "stage s held at most its bound of micro-batches: {:?}",
+                        r.peak_alive[0]
+                    ),
+                );
+            }
+        }
+    }
+    println!("ALL OK");
+}
+
+fn role_digits() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = prism_ml::data::digits(128)
+        .unwrap()
+        .shuffle(2024)
+        .unwrap()
+        .train_test_split(0.2, 7)
+        .unwrap();
+    let cfg = MlpConfig {
+        layers: vec![64, 64, 64, 10],
+        epochs: 8,
+        batch_size: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+        cuda: false,
+    };
+    let r = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::OneFOneB)
+        .dataset(train)
+        .fit()
+        .unwrap();
+    let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
+    let acc = recipes::accuracy(&net, &test).unwrap();
+    println!(
+        "1F1B, 2 stages, 4 micro-batches: {} steps in {:.2} s, test accuracy {:.1}%",
+        r.losses.len(),
+        r.seconds,
+        acc * 100.0
+    );
+    check(acc >= 0.9, "the pipeline learns the digits");
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a driver role, run by the tests in this file"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "equivalence" => role_equivalence(),
+        "digits" => role_digits(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn pipeline_gpipe_and_1f1b_equal_one_process_and_bound_their_activations() {
+    let out = run_role("equivalence", Duration::from_secs(600));
+    println!("{out}");
+}
+
+#[test]
+fn pipeline_1f1b_learns_the_digits() {
+    let out = run_role("digits", Duration::from_secs(300));
+    println!("{out}");
+}

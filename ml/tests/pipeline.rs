@@ -97,12 +97,46 @@ fn role_digits() {
     println!("ALL OK");
 }
 
+/// Across machines: one stage per node (STRICT_SPREAD), the same weights.
+fn role_spread() {
+    let _c = prism::init().unwrap();
+    let ds = synthetic();
+    let cfg = MlpConfig {
+        layers: vec![8, 16, 16, 3],
+        epochs: 1,
+        batch_size: 28,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 5,
+        cuda: false,
+    };
+    let reference = common::one_process(&cfg, std::slice::from_ref(&ds), 256 / 28);
+    for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
+        let r = PipelineTrainer::new(cfg.clone(), 2, 4, schedule)
+            .placement(prism::PlacementStrategy::StrictSpread)
+            .dataset(ds.clone())
+            .fit()
+            .unwrap();
+        check(
+            r.stage_nodes[0] != r.stage_nodes[1],
+            &format!("the stages ran on two nodes: {:?}", r.stage_nodes),
+        );
+        let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
+        let worst = common::largest_difference(&reference, &vs);
+        println!("{schedule:?} across two nodes: largest weight difference {worst:e}");
+        check(worst < 1e-5, "the same weights as one process");
+    }
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "equivalence" => role_equivalence(),
         "digits" => role_digits(),
+        "spread" => role_spread(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -116,5 +150,20 @@ fn pipeline_gpipe_and_1f1b_equal_one_process_and_bound_their_activations() {
 #[test]
 fn pipeline_1f1b_learns_the_digits() {
     let out = run_role("digits", Duration::from_secs(300));
+    println!("{out}");
+}
+
+#[test]
+fn pipeline_across_two_nodes_equals_one_process() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let _b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
+    assert!(wait_until(Duration::from_secs(20), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    let (ok, out) =
+        Job::spawn("spread", &sb.driver_envs(&head, &head)).finish(Duration::from_secs(300));
+    assert!(ok && out.contains("ALL OK"), "{out}");
     println!("{out}");
 }

@@ -23,9 +23,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The stages sit in one placement group (a bundle each): `Pack` by
+//! default, `StrictSpread` for one stage per machine.
+//!
 //! Not built yet: data parallelism across pipeline replicas, checkpoints
-//! and restart of a dead stage, placement-group placement (stages go where
-//! the scheduler puts them), user-defined stage models, interleaved 1F1B.
+//! and restart of a dead stage, user-defined stage models, interleaved 1F1B.
 
 pub mod schedule;
 mod stage;
@@ -48,6 +50,7 @@ pub struct PipelineTrainer {
     schedule: Schedule,
     data: Option<Dataset>,
     stage_cpus: f64,
+    placement: prism::PlacementStrategy,
 }
 
 /// What a run produced.
@@ -59,6 +62,8 @@ pub struct PipelineResult {
     pub losses: Vec<f64>,
     /// Per step, per stage: the most micro-batches alive at once.
     pub peak_alive: Vec<Vec<u64>>,
+    /// The node of each stage.
+    pub stage_nodes: Vec<String>,
     /// Seconds.
     pub seconds: f64,
 }
@@ -81,7 +86,15 @@ impl PipelineTrainer {
             schedule,
             data: None,
             stage_cpus: 1.0,
+            placement: prism::PlacementStrategy::Pack,
         }
+    }
+
+    /// How the stages' bundles are placed: `Pack` (default: one machine if
+    /// it fits), `StrictSpread` (one stage per machine), …
+    pub fn placement(mut self, strategy: prism::PlacementStrategy) -> Self {
+        self.placement = strategy;
+        self
     }
 
     /// The training rows.
@@ -117,11 +130,17 @@ impl PipelineTrainer {
                 self.stages
             )));
         }
+        // One bundle per stage, all or none, placed by the strategy.
+        let bundle = prism::Bundle::new().cpus(self.stage_cpus);
+        let pg = prism::PlacementGroup::create(vec![bundle; self.stages as usize], self.placement)?;
+        pg.ready(std::time::Duration::from_secs(120))?;
         let stages = partition(linear, self.stages as usize)
             .into_iter()
-            .map(|(first, end)| {
+            .enumerate()
+            .map(|(i, (first, end))| {
                 PipeStage::options()
                     .num_cpus(self.stage_cpus)
+                    .placement_group(&pg, i as u32)
                     .spawn(StageSpec {
                         config: self.config.to_bytes(),
                         first,
@@ -153,17 +172,20 @@ impl PipelineTrainer {
                 peaks.push(step_peaks);
             }
         }
-        let mut output = Vec::new();
+        let (mut output, mut stage_nodes) = (Vec::new(), Vec::new());
         for s in &stages {
             output.extend(s.weights()?.get()?.map_err(MlError::Train)?);
+            stage_nodes.push(s.node()?.get()?);
         }
         for s in &stages {
             let _ = prism::kill(s, true);
         }
+        let _ = pg.remove();
         Ok(PipelineResult {
             output,
             losses,
             peak_alive: peaks,
+            stage_nodes,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -183,4 +183,9 @@ impl PipeStage {
     fn is_last(&self) -> bool {
         self.last
     }
+
+    /// The node this stage runs on.
+    fn node(&self) -> String {
+        prism::node_id().map(|n| n.to_string()).unwrap_or_default()
+    }
 }

@@ -51,11 +51,16 @@ pub struct StageSpec {
     pub end: u32,
     /// Micro-batches per batch (each one's loss weighs `1/m`).
     pub micro: u32,
+    /// Its index.
+    pub index: u32,
+    /// Where its checkpoints go (`<dir>/stage-<index>/`), if anywhere.
+    pub checkpoint_dir: Option<String>,
 }
 
 /// One stage of a pipeline, in its own worker process.
 #[prism::actor]
 pub struct PipeStage {
+    dir: Option<std::path::PathBuf>,
     vs: VarStore,
     net: nn::Sequential,
     opt: Sgd,
@@ -89,7 +94,18 @@ impl PipeStage {
             }
             Ok(())
         })?;
+        let dir = spec.checkpoint_dir.as_ref().map(|d| {
+            let root = std::path::PathBuf::from(d);
+            let _ = std::fs::create_dir_all(&root);
+            // Operators (and tests) find each stage's process here.
+            let _ = std::fs::write(
+                root.join(format!("stage-{}.pid", spec.index)),
+                std::process::id().to_string(),
+            );
+            root.join(format!("stage-{}", spec.index))
+        });
         Ok(PipeStage {
+            dir,
             vs,
             net,
             opt: Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay),
@@ -182,6 +198,40 @@ impl PipeStage {
     /// Whether this is the last stage.
     fn is_last(&self) -> bool {
         self.last
+    }
+
+    /// Saves this stage's weights and optimizer as of `step`.
+    fn save(&self, step: u64) -> Result<(), String> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        crate::train::checkpoint::save(dir, step, 0, &self.vs, &self.opt).map_err(|e| e.to_string())
+    }
+
+    /// The steps this stage has checkpoints of.
+    fn saved_steps(&self) -> Vec<u64> {
+        self.dir
+            .as_ref()
+            .map(|d| {
+                crate::train::checkpoint::list(d)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Loads this stage's checkpoint of `step`.
+    fn restore(&mut self, step: u64) -> Result<(), String> {
+        let dir = self.dir.as_ref().ok_or("no checkpoint directory")?;
+        let path = crate::train::checkpoint::list(dir)
+            .into_iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, p)| p)
+            .ok_or(format!("no checkpoint of step {step} in {}", dir.display()))?;
+        crate::train::checkpoint::load(&path, &mut self.vs, &mut self.opt)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The node this stage runs on.

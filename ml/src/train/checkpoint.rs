@@ -64,6 +64,11 @@ pub fn load_latest(dir: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<Optio
     let Some((_, path)) = list(dir).pop() else {
         return Ok(None);
     };
+    load(&path, vs, opt).map(Some)
+}
+
+/// Loads one checkpoint directory into `vs` and `opt`: its (step, epoch).
+pub fn load(path: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<(u64, u64)> {
     vs.load(path.join("model.safetensors"))?;
     let optim = path.join("optim.safetensors");
     if optim.exists() {
@@ -75,7 +80,7 @@ pub fn load_latest(dir: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<Optio
     let meta = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
     let mut it = meta.split_whitespace().map(|x| x.parse::<u64>());
     match (it.next(), it.next()) {
-        (Some(Ok(step)), Some(Ok(epoch))) => Ok(Some((step, epoch))),
+        (Some(Ok(step)), Some(Ok(epoch))) => Ok((step, epoch)),
         _ => Err(MlError::BadFile {
             path: meta_path,
             detail: format!("expected \"<step> <epoch>\", got {meta:?}"),

@@ -1,0 +1,303 @@
+//! Running a pipeline: attempts (a stage lost → every stage starts again
+//! from the last checkpoint all of them have), batches, and the schedule's
+//! submission order.
+
+use super::{partition, stage_ops, Act, Op, PipeStage, PipelineResult, PipelineTrainer, StageSpec};
+use crate::{MlError, Result};
+use prism::{ActorHandle, ObjectRef};
+use std::time::Instant;
+
+/// Why an attempt ended early.
+enum Attempt {
+    /// A stage (its process or node) was lost: start again.
+    Lost(MlError),
+    /// Anything else: give up.
+    Fatal(MlError),
+}
+
+impl From<MlError> for Attempt {
+    fn from(e: MlError) -> Attempt {
+        match e {
+            MlError::Prism(_) => Attempt::Lost(e),
+            other => Attempt::Fatal(other),
+        }
+    }
+}
+
+impl From<prism::Error> for Attempt {
+    fn from(e: prism::Error) -> Attempt {
+        Attempt::Lost(e.into())
+    }
+}
+
+/// The stages and their group, stopped when dropped.
+struct Stages {
+    pg: prism::PlacementGroup,
+    handles: Vec<ActorHandle<PipeStage>>,
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        for s in &self.handles {
+            let _ = prism::kill(s, true);
+        }
+        let _ = self.pg.remove();
+    }
+}
+
+impl PipelineTrainer {
+    /// Trains; with `max_failures`, a lost stage restarts every stage from
+    /// the last common checkpoint.
+    pub fn fit(&self) -> Result<PipelineResult> {
+        let started = Instant::now();
+        let b = self.config.batch_size;
+        if !b.is_multiple_of(self.micro as usize) {
+            return Err(MlError::Train(format!(
+                "a batch of {b} does not split into {} equal micro-batches",
+                self.micro
+            )));
+        }
+        let linear = self.config.layers.len().saturating_sub(1);
+        if (self.stages as usize) > linear {
+            return Err(MlError::Train(format!(
+                "{} stages for a model of {linear} layers",
+                self.stages
+            )));
+        }
+        let mut out = PipelineResult {
+            output: Vec::new(),
+            losses: Vec::new(),
+            peak_alive: Vec::new(),
+            stage_nodes: Vec::new(),
+            failures: 0,
+            seconds: 0.0,
+        };
+        loop {
+            match self.attempt(&mut out) {
+                Ok(()) => break,
+                Err(Attempt::Lost(e)) if out.failures < self.max_failures => {
+                    out.failures += 1;
+                    println!(
+                        "pipeline: a stage was lost ({e}); starting again from the last checkpoint"
+                    );
+                }
+                Err(Attempt::Lost(e) | Attempt::Fatal(e)) => return Err(e),
+            }
+        }
+        out.seconds = started.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    fn spawn(&self) -> std::result::Result<Stages, Attempt> {
+        // One bundle per stage, all or none, placed by the strategy.
+        let bundle = prism::Bundle::new().cpus(self.stage_cpus);
+        let pg = prism::PlacementGroup::create(vec![bundle; self.stages as usize], self.placement)?;
+        pg.ready(std::time::Duration::from_secs(120))?;
+        let linear = self.config.layers.len().saturating_sub(1);
+        let mut stages = Stages {
+            pg,
+            handles: Vec::new(),
+        };
+        for (i, (first, end)) in partition(linear, self.stages as usize)
+            .into_iter()
+            .enumerate()
+        {
+            let h = PipeStage::options()
+                .num_cpus(self.stage_cpus)
+                .placement_group(&stages.pg, i as u32)
+                .spawn(StageSpec {
+                    config: self.config.to_bytes(),
+                    first,
+                    end,
+                    micro: self.micro,
+                    index: i as u32,
+                    checkpoint_dir: self
+                        .checkpoint
+                        .as_ref()
+                        .map(|(d, _)| d.display().to_string()),
+                })?;
+            stages.handles.push(h);
+        }
+        Ok(stages)
+    }
+
+    /// The newest step every stage has a checkpoint of (0: none).
+    fn common_checkpoint(stages: &Stages) -> std::result::Result<u64, Attempt> {
+        let mut common: Option<Vec<u64>> = None;
+        for s in &stages.handles {
+            let steps = s.saved_steps()?.get()?;
+            common = Some(match common {
+                None => steps,
+                Some(c) => c.into_iter().filter(|x| steps.contains(x)).collect(),
+            });
+        }
+        Ok(common.unwrap_or_default().into_iter().max().unwrap_or(0))
+    }
+
+    fn attempt(&self, out: &mut PipelineResult) -> std::result::Result<(), Attempt> {
+        let data = self.data.as_ref().ok_or_else(|| {
+            Attempt::Fatal(MlError::Train("no dataset: call .dataset(ds) first".into()))
+        })?;
+        let stages = self.spawn()?;
+        let resume = if out.failures > 0 {
+            Self::common_checkpoint(&stages)?
+        } else {
+            0
+        };
+        if resume > 0 {
+            for s in &stages.handles {
+                s.restore(resume)?
+                    .get()?
+                    .map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
+            }
+        }
+        out.losses.truncate(resume as usize);
+        out.peak_alive.truncate(resume as usize);
+        let b = self.config.batch_size;
+        let mut step = 0u64;
+        for _ in 0..self.config.epochs {
+            for batch in data.iter_batches(b).drop_last(true) {
+                if step < resume {
+                    step += 1;
+                    continue;
+                }
+                let batch = batch?;
+                let labels = batch.labels.ok_or_else(|| {
+                    Attempt::Fatal(MlError::Train("the dataset has no labels".into()))
+                })?;
+                let mb = (b / self.micro as usize) as i64;
+                let xs = (0..self.micro as i64)
+                    .map(|i| Act::of(&batch.features.narrow(0, i * mb, mb)).map_err(MlError::Train))
+                    .collect::<Result<Vec<_>>>()?;
+                let ys: Vec<Vec<i64>> = (0..self.micro as i64)
+                    .map(|i| Vec::<i64>::try_from(labels.narrow(0, i * mb, mb).contiguous()))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| Attempt::Fatal(e.into()))?;
+                out.losses.push(self.batch(&stages.handles, xs, ys)?);
+                let mut step_peaks = Vec::new();
+                for s in &stages.handles {
+                    step_peaks.push(
+                        s.step()?
+                            .get()?
+                            .map_err(|e| Attempt::Fatal(MlError::Train(e)))?,
+                    );
+                }
+                out.peak_alive.push(step_peaks);
+                step += 1;
+                if let Some((_, every)) = &self.checkpoint {
+                    if step.is_multiple_of(*every) {
+                        let saves = stages
+                            .handles
+                            .iter()
+                            .map(|s| s.save(step))
+                            .collect::<prism::Result<Vec<_>>>()?;
+                        for r in saves {
+                            r.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
+                        }
+                    }
+                }
+            }
+        }
+        out.output.clear();
+        out.stage_nodes.clear();
+        for s in &stages.handles {
+            out.output.extend(
+                s.weights()?
+                    .get()?
+                    .map_err(|e| Attempt::Fatal(MlError::Train(e)))?,
+            );
+            out.stage_nodes.push(s.node()?.get()?);
+        }
+        Ok(())
+    }
+
+    /// One batch: submits every stage's passes in the schedule's order, in
+    /// an order where each pass's input already has a ref; returns the
+    /// batch's mean loss.
+    fn batch(
+        &self,
+        stages: &[ActorHandle<PipeStage>],
+        xs: Vec<Act>,
+        ys: Vec<Vec<i64>>,
+    ) -> std::result::Result<f64, Attempt> {
+        let p = stages.len();
+        let m = self.micro;
+        let ops: Vec<Vec<Op>> = (0..p as u32)
+            .map(|s| stage_ops(self.schedule, p as u32, s, m))
+            .collect();
+        let mut next = vec![0usize; p];
+        // fwd[s][mb]: stage s's output for mb; bwd[s][mb]: the gradient of
+        // stage s's input; loss[mb].
+        let mut fwd: Vec<Vec<Option<ObjectRef<Act>>>> = vec![vec![None; m as usize]; p];
+        let mut bwd = fwd.clone();
+        let mut loss: Vec<Option<ObjectRef<f64>>> = vec![None; m as usize];
+        let mut xs: Vec<Option<Act>> = xs.into_iter().map(Some).collect();
+        let mut ys: Vec<Option<Vec<i64>>> = ys.into_iter().map(Some).collect();
+        let total: usize = ops.iter().map(Vec::len).sum();
+        let mut submitted = 0;
+        while submitted < total {
+            let before = submitted;
+            for s in 0..p {
+                while let Some(op) = ops[s].get(next[s]).copied() {
+                    let last = s + 1 == p;
+                    match op {
+                        Op::F(i) => {
+                            let i = i as usize;
+                            let input = if s == 0 { None } else { fwd[s - 1][i].clone() };
+                            if s > 0 && input.is_none() {
+                                break;
+                            }
+                            match (s == 0, last) {
+                                (true, true) => {
+                                    let x = xs[i].take().unwrap_or_default();
+                                    let y = ys[i].take().unwrap_or_default();
+                                    loss[i] = Some(stages[s].forward_last(i as u32, x, y)?);
+                                }
+                                (true, false) => {
+                                    let x = xs[i].take().unwrap_or_default();
+                                    fwd[s][i] = Some(stages[s].forward(i as u32, x)?);
+                                }
+                                (false, true) => {
+                                    let y = ys[i].take().unwrap_or_default();
+                                    let x = input.as_ref().expect("checked");
+                                    loss[i] = Some(stages[s].forward_last(i as u32, x, y)?);
+                                }
+                                (false, false) => {
+                                    let x = input.as_ref().expect("checked");
+                                    fwd[s][i] = Some(stages[s].forward(i as u32, x)?);
+                                }
+                            }
+                        }
+                        Op::B(i) => {
+                            let i = i as usize;
+                            if last {
+                                bwd[s][i] = Some(stages[s].backward_last(i as u32)?);
+                            } else {
+                                let Some(g) = bwd[s + 1][i].clone() else {
+                                    break;
+                                };
+                                bwd[s][i] = Some(stages[s].backward(i as u32, &g)?);
+                            }
+                        }
+                    }
+                    next[s] += 1;
+                    submitted += 1;
+                }
+            }
+            if submitted == before {
+                return Err(Attempt::Fatal(MlError::Train(
+                    "the pipeline schedule cannot progress".into(),
+                )));
+            }
+        }
+        // The first stage's input gradients mark the end of the backward.
+        for g in bwd[0].iter().flatten() {
+            g.get()?;
+        }
+        let mut sum = 0.0;
+        for l in loss.iter().flatten() {
+            sum += l.get()?;
+        }
+        Ok(sum / f64::from(m))
+    }
+}

@@ -1,6 +1,8 @@
 //! Prism's ML figures: ring all-reduce bus bandwidth (2 and 4 workers,
-//! 1/16/128 MiB of f32) and DDP step times for two MLPs next to one
-//! process at the global batch. `benches/vs_torch/run.sh` puts PyTorch's
+//! 1/16/128 MiB of f32), DDP step times for two MLPs next to one process at
+//! the global batch, and pipeline step times (GPipe and 1F1B, 2 stages, 4
+//! micro-batches) for 8 blocks of Linear(1024, 1024) + ReLU and a
+//! Linear(1024, 10) at batch 64 next to one process. `benches/vs_torch/run.sh` puts PyTorch's
 //! (gloo) numbers beside these.
 //!
 //!     cargo run --release -p prism-ml --example ml_bench [-- --json] [--quick]
@@ -102,6 +104,31 @@ fn single_step(layers: &[i64], batch: i64, warmup: usize, steps: usize) -> f64 {
     times[times.len() / 2]
 }
 
+/// Median ms per step of a `p`-stage pipeline with `m` micro-batches.
+fn pipeline_step(
+    layers: &[i64],
+    batch: usize,
+    p: u32,
+    m: u32,
+    schedule: prism_ml::pipeline::Schedule,
+    steps: usize,
+) -> anyhow::Result<f64> {
+    let ds = synthetic(
+        (batch * steps) as i64,
+        layers[0],
+        *layers.last().unwrap_or(&2),
+    )?;
+    let cfg = mlp_cfg(layers.to_vec(), batch);
+    let r = prism_ml::pipeline::PipelineTrainer::new(cfg, p, m, schedule)
+        .threads(1)
+        .dataset(ds)
+        .fit()?;
+    let mut times: Vec<f64> = r.step_ms.iter().skip(2).copied().collect();
+    anyhow::ensure!(!times.is_empty(), "no timed steps");
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 fn main() -> anyhow::Result<()> {
     let json = std::env::args().any(|a| a == "--json");
     let quick = std::env::args().any(|a| a == "--quick");
@@ -159,6 +186,23 @@ fn main() -> anyhow::Result<()> {
     if wanted("single step large mlp 64") {
         let v = single_step(&large, 64, ls.0, ls.1);
         push("single step large mlp 64".into(), v, "ms");
+    }
+    // The model torch.distributed.pipelining was measured on (issue 18).
+    let deep: Vec<i64> = std::iter::repeat_n(1024, 9).chain([10]).collect();
+    let psteps = if quick { 5 } else { 20 };
+    for (schedule, name) in [
+        (prism_ml::pipeline::Schedule::GPipe, "gpipe"),
+        (prism_ml::pipeline::Schedule::OneFOneB, "1f1b"),
+    ] {
+        let label = format!("pipeline step 8x1024 p=2 m=4 {name}");
+        if wanted(&label) {
+            let v = pipeline_step(&deep, 64, 2, 4, schedule, psteps)?;
+            push(label, v, "ms");
+        }
+    }
+    if wanted("single step 8x1024 64") {
+        let v = single_step(&deep, 64, 3, psteps);
+        push("single step 8x1024 64".into(), v, "ms");
     }
     if json {
         let out: Vec<String> = rows

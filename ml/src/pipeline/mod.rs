@@ -55,6 +55,7 @@ pub struct PipelineTrainer {
     placement: prism::PlacementStrategy,
     checkpoint: Option<(std::path::PathBuf, u64)>,
     max_failures: u32,
+    threads: i32,
 }
 
 /// What a run produced.
@@ -70,6 +71,8 @@ pub struct PipelineResult {
     pub stage_nodes: Vec<String>,
     /// Lost stages recovered from.
     pub failures: u32,
+    /// Milliseconds each step took (its batch's passes and the step).
+    pub step_ms: Vec<f64>,
     /// Seconds.
     pub seconds: f64,
 }
@@ -95,7 +98,14 @@ impl PipelineTrainer {
             placement: prism::PlacementStrategy::Pack,
             checkpoint: None,
             max_failures: 0,
+            threads: 0,
         }
+    }
+
+    /// libtorch threads in each stage's process (default: libtorch's own).
+    pub fn threads(mut self, n: i32) -> Self {
+        self.threads = n;
+        self
     }
 
     /// Every stage saves its weights and optimizer under `dir` every

@@ -70,6 +70,7 @@ impl PipelineTrainer {
             peak_alive: Vec::new(),
             stage_nodes: Vec::new(),
             failures: 0,
+            step_ms: Vec::new(),
             seconds: 0.0,
         };
         loop {
@@ -115,6 +116,7 @@ impl PipelineTrainer {
                         .checkpoint
                         .as_ref()
                         .map(|(d, _)| d.display().to_string()),
+                    threads: self.threads,
                 })?;
             stages.handles.push(h);
         }
@@ -153,6 +155,7 @@ impl PipelineTrainer {
         }
         out.losses.truncate(resume as usize);
         out.peak_alive.truncate(resume as usize);
+        out.step_ms.truncate(resume as usize);
         let b = self.config.batch_size;
         let mut step = 0u64;
         for _ in 0..self.config.epochs {
@@ -161,6 +164,7 @@ impl PipelineTrainer {
                     step += 1;
                     continue;
                 }
+                let began = Instant::now();
                 let batch = batch?;
                 let labels = batch.labels.ok_or_else(|| {
                     Attempt::Fatal(MlError::Train("the dataset has no labels".into()))
@@ -183,6 +187,7 @@ impl PipelineTrainer {
                     );
                 }
                 out.peak_alive.push(step_peaks);
+                out.step_ms.push(began.elapsed().as_secs_f64() * 1e3);
                 step += 1;
                 if let Some((_, every)) = &self.checkpoint {
                     if step.is_multiple_of(*every) {

@@ -55,6 +55,8 @@ pub struct StageSpec {
     pub index: u32,
     /// Where its checkpoints go (`<dir>/stage-<index>/`), if anywhere.
     pub checkpoint_dir: Option<String>,
+    /// libtorch threads in the stage's process (0: libtorch's default).
+    pub threads: i32,
 }
 
 /// One stage of a pipeline, in its own worker process.
@@ -74,6 +76,9 @@ pub struct PipeStage {
 impl PipeStage {
     fn build(spec: &StageSpec) -> Result<PipeStage, String> {
         let cfg = MlpConfig::from_bytes(&spec.config).map_err(|e| e.to_string())?;
+        if spec.threads > 0 {
+            tch::set_num_threads(spec.threads);
+        }
         let (full, _) = recipes::build(&cfg);
         let vs = VarStore::new(tch::Device::Cpu);
         let layers = &cfg.layers;

@@ -9,13 +9,14 @@ cd "$(dirname "$0")/.."
 LIBTORCH=$(scripts/setup-libtorch.sh)
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The dashboard's browser test drives headless Chromium, and the launcher's
-# ssh test real OpenSSH servers (Debian's packages); where they cannot be
-# installed those tests say so and skip.
+# The dashboard's browser test drives headless Chromium, the launcher's ssh
+# test real OpenSSH servers and its Slurm test a private Slurm (Debian's
+# packages); where they cannot be installed those tests say so and skip.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+[ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm munge)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null) \

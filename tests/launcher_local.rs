@@ -198,7 +198,7 @@ fn launcher_a_broken_file_starts_nothing_and_says_where() {
         ),
         (
             original.replacen("  type: local", "  type: cloud", 1),
-            "provider.type: unknown variant `cloud`, expected `local` or `ssh`",
+            "provider.type: unknown variant `cloud`, expected one of `local`, `ssh`, `slurm`",
         ),
         (
             original.replacen("min: 2", "min: 9", 1),

@@ -70,10 +70,20 @@ enum Command {
     /// Whether a daemon runs in a temp dir, and its cluster (JSON; the
     /// launcher asks remote machines this over ssh).
     #[command(hide = true)]
-    SessionInfo(TempDirArg),
+    SessionInfo(SessionInfoArgs),
     /// The guide's configuration page (every setting and flag) as Markdown.
     #[command(hide = true)]
     Reference,
+}
+
+/// `prism session-info`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+struct SessionInfoArgs {
+    /// Print `PRISM_ADDRESS=…` and `PRISM_TOKEN=…` for a shell's `eval`.
+    #[arg(long)]
+    shell: bool,
+    #[command(flatten)]
+    temp: TempDirArg,
 }
 
 /// Options shared by every command that touches local session directories.
@@ -120,7 +130,7 @@ fn run() -> anyhow::Result<()> {
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),
-        Command::SessionInfo(t) => launcher::session_info(&t.temp_dir),
+        Command::SessionInfo(a) => launcher::session_info(&a.temp.temp_dir, a.shell),
         Command::Reference => {
             print!(
                 "{}",

@@ -60,6 +60,22 @@ pub enum Provider {
         #[serde(default)]
         remote_dir: Option<String>,
     },
+    /// The whole cluster as one Slurm batch job (submitted with sbatch;
+    /// `PRISM_TEMP_DIR` must be on a file system the job's nodes share).
+    Slurm {
+        /// `--partition`.
+        #[serde(default)]
+        partition: Option<String>,
+        /// `--time`, e.g. `2:00:00`.
+        #[serde(default)]
+        time_limit: Option<String>,
+        /// `--account`.
+        #[serde(default)]
+        account: Option<String>,
+        /// More `#SBATCH` lines, e.g. `--gres=gpu:8`.
+        #[serde(default)]
+        sbatch_args: Vec<String>,
+    },
 }
 
 fn ssh_port() -> u16 {

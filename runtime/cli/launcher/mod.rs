@@ -9,6 +9,7 @@ mod local;
 mod machines;
 pub mod plan;
 mod scaler_loop;
+mod slurm;
 mod ssh;
 
 pub use scaler_loop::{run as autoscale, AutoscaleArgs};
@@ -84,6 +85,12 @@ pub fn head_info(path: &Path, temp: &crate::TempDirArg) -> anyhow::Result<Cluste
 /// `prism up`.
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
+    if matches!(c.provider, Provider::Slurm { .. }) {
+        let _lock = dir.lock()?;
+        slurm::up(&c, &dir, plan::desired(&c).len())?;
+        let m = Machines::Local;
+        return print_connect(&args.config, &m, &dir);
+    }
     let m = Machines::of(&c, &dir);
     let lock = dir.lock()?;
     let mut state = dir.state()?;
@@ -227,6 +234,10 @@ fn print_connect(config: &Path, m: &Machines, dir: &ClusterDir) -> anyhow::Resul
 /// `prism down`.
 pub fn down(args: DownArgs) -> anyhow::Result<()> {
     let (c, dir) = cluster(&args.config, &args.temp)?;
+    if matches!(c.provider, Provider::Slurm { .. }) {
+        let _lock = dir.lock()?;
+        return slurm::down(&c, &dir);
+    }
     let m = Machines::of(&c, &dir);
     // The autoscaler first, so it starts nothing while nodes go.
     scaler_loop::stop(&dir);
@@ -328,7 +339,7 @@ pub fn attach(args: DownArgs) -> anyhow::Result<i32> {
 
 /// `prism session-info --temp-dir D`: `{"live", "cluster", "dashboard"}` of
 /// the live daemon there, as JSON on stdout.
-pub fn session_info(temp: &Path) -> anyhow::Result<()> {
+pub fn session_info(temp: &Path, shell: bool) -> anyhow::Result<()> {
     let live = prism::session::SessionDir::list(temp)
         .into_iter()
         .find(|s| s.live_daemon().is_some());
@@ -343,6 +354,15 @@ pub fn session_info(temp: &Path) -> anyhow::Result<()> {
                 .flatten()
         })
         .and_then(|r| r.dashboard);
+    if shell {
+        // For `eval` in the Slurm provider's script: quoted, and nothing
+        // printed while the head is not up yet.
+        if let Some(c) = cluster {
+            println!("PRISM_ADDRESS='{}'", c.head_address.replace('\'', ""));
+            println!("PRISM_TOKEN='{}'", c.token.to_string().replace('\'', ""));
+        }
+        return Ok(());
+    }
     println!(
         "{}",
         serde_json::json!({"live": live.is_some(), "cluster": cluster, "dashboard": dashboard})

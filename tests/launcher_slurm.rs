@@ -101,14 +101,6 @@ fn why_not() -> Option<String> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// munged answers, starting it (with a key made for it) if it does not.
 fn munge_ready() -> Result<(), String> {
     let works = || {

@@ -288,6 +288,15 @@ impl Drop for Node {
     }
 }
 
+/// A TCP port free on 127.0.0.1 a moment ago (for daemons that need a
+/// number in their configuration rather than port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// Polls `f` every 20 ms until it is true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -4,10 +4,33 @@
 //! head on the first and a worker on each other over ssh (the token through
 //! ssh's stdin), `prism status --cluster` sees 3 alive nodes with the
 //! file's labels, a second `up` changes nothing, `prism exec` runs on the
-//! head's machine, and `prism down` leaves no daemon. Skipped, saying why,
-//! where sshd cannot run (not installed, not root).
+//! head's machine; a task needing `{"accel": 1}` makes the autoscaler start
+//! an `accel` node over ssh on the one idle host of `worker_ips`, the task
+//! runs there, and the idle node is drained and removed; `prism down`
+//! leaves no daemon. Skipped, saying why, where sshd cannot run (not
+//! installed, not root).
 
 use prism_test_support::*;
+
+#[prism::remote]
+fn where_am_i() -> String {
+    prism::node_id().map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// The job `prism submit` runs on the head's machine: one task that only
+/// an `accel` node (which the autoscaler must start) can run.
+#[test]
+#[ignore = "a job driver, submitted by the test in this file"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    let node = where_am_i::options()
+        .resource("accel", 1.0)
+        .remote()
+        .unwrap()
+        .get_timeout(Duration::from_secs(120))
+        .unwrap();
+    println!("RAN ON {node}");
+}
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -116,7 +139,7 @@ fn launcher_ssh_provider_starts_a_cluster_on_three_sshd_machines() {
     keygen(&keys.join("hostkey"));
     keygen(&keys.join("userkey"));
     std::fs::copy(keys.join("userkey.pub"), keys.join("authorized_keys")).unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let remote = sb.temp().join("remote");
     let file = sb.temp().join("cluster.yaml");
     std::fs::write(
@@ -126,7 +149,7 @@ fn launcher_ssh_provider_starts_a_cluster_on_three_sshd_machines() {
 provider:
   type: ssh
   head_ip: 127.0.0.1:{}
-  worker_ips: [127.0.0.1:{}, 127.0.0.1:{}]
+  worker_ips: [127.0.0.1:{}, 127.0.0.1:{}, 127.0.0.1:{}]
   ssh_user: root
   ssh_private_key: {}
   remote_dir: {}
@@ -140,10 +163,17 @@ worker_groups:
     max: 2
     resources: {{num_cpus: 1, memory: 1G, object_store_memory: 256M}}
     labels: {{pool: cpu}}
+  - name: accel
+    min: 0
+    max: 1
+    resources: {{num_cpus: 1, memory: 1G, object_store_memory: 256M, custom: {{accel: 1}}}}
+autoscaler:
+  idle_timeout_s: 2
 ",
             ports[0],
             ports[1],
             ports[2],
+            ports[3],
             keys.join("userkey").display(),
             remote.display()
         ),
@@ -214,6 +244,56 @@ worker_groups:
     assert!(exec.status.success(), "{}", text(&exec));
     let listed: Vec<Value> = serde_json::from_slice(&exec.stdout).unwrap_or_default();
     assert_eq!(listed.len(), 3, "{}", text(&exec));
+
+    // The autoscaler, on the pool's idle host (the fourth sshd).
+    let me = std::env::current_exe().unwrap();
+    let job = Command::new(prism_bin())
+        .args([
+            "submit",
+            "--cluster",
+            f,
+            "--env",
+            "PRISM_TEST_ROLE=accel",
+            "--",
+        ])
+        .arg(&me)
+        .args(["--ignored", "--exact", "child_role", "--nocapture"])
+        .env("PRISM_TEMP_DIR", sb.temp())
+        .output()
+        .unwrap();
+    let said = text(&job);
+    assert!(job.status.success(), "{said}");
+    let ran_on = said
+        .lines()
+        .find_map(|l| l.split_once("RAN ON ").map(|(_, n)| n.trim().to_string()))
+        .unwrap_or_else(|| panic!("{said}"));
+    let nodes = || -> Vec<Value> {
+        let o = sb.run(&["status", "--cluster", f, "--json"]);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or_default()["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let accel = nodes()
+        .into_iter()
+        .find(|n| n["node_id"] == ran_on.as_str())
+        .unwrap_or_else(|| panic!("no node {ran_on}"));
+    assert_eq!(accel["name"], "demo/accel-0", "{accel:#}");
+    assert!(
+        remote.join("nodes/accel-0").exists(),
+        "started over ssh in the remote directory"
+    );
+    let removed = wait_until(Duration::from_secs(60), || {
+        nodes()
+            .iter()
+            .any(|n| n["node_id"] == ran_on.as_str() && n["death_reason"] == "drained (scale-down)")
+            && daemon_pids(&remote.join("nodes/accel-0")).is_empty()
+    });
+    assert!(
+        removed,
+        "accel-0 was not drained away; autoscaler log:\n{}",
+        std::fs::read_to_string(sb.temp().join("clusters/demo/autoscaler.log")).unwrap_or_default()
+    );
 
     let pids: Vec<u32> = std::fs::read_dir(remote.join("nodes"))
         .unwrap()

@@ -11,6 +11,7 @@ pub mod plan;
 mod scaler_loop;
 mod slurm;
 mod ssh;
+mod ssh_pool;
 
 pub use scaler_loop::{run as autoscale, AutoscaleArgs};
 
@@ -207,12 +208,19 @@ fn autoscaler(c: &ClusterConfig, args: &UpArgs, dir: &ClusterDir) -> anyhow::Res
     if !c.worker_groups.iter().any(|g| g.max > g.min) {
         return Ok(());
     }
-    if matches!(c.provider, Provider::Local) {
-        scaler_loop::ensure_running(&args.config, dir, &args.temp.temp_dir)?;
-    } else {
-        println!(
-            "  (the autoscaler runs with the local provider only for now: groups stay at min)"
-        );
+    match Machines::of(c, dir) {
+        Machines::Local if matches!(c.provider, Provider::Local) => {
+            scaler_loop::ensure_running(&args.config, dir, &args.temp.temp_dir)?
+        }
+        Machines::Ssh(s) if s.has_pool() => {
+            scaler_loop::ensure_running(&args.config, dir, &args.temp.temp_dir)?
+        }
+        Machines::Ssh(_) => println!(
+            "  (no idle hosts in provider.worker_ips beyond the groups' min: groups stay at min)"
+        ),
+        Machines::Local => {
+            println!("  (the autoscaler does not run with this provider: groups stay at min)")
+        }
     }
     Ok(())
 }

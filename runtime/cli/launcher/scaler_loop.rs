@@ -6,13 +6,14 @@
 
 use super::autoscale::{DemandView, NodeView, Scaler, Shape};
 use super::config::ClusterConfig;
-use super::local::{self, ClusterDir};
+use super::local::ClusterDir;
+use super::machines::Machines;
 use super::plan;
 use crate::status::HeadSession;
 use prism::client::Table;
 use prism::proto::common::{NodeState, Resources};
 use prism::proto::head::{HeadRequest, HeadResponse};
-use prism::session::{process_alive, process_start_time, DaemonInfo};
+use prism::session::{process_alive, process_start_time, ClusterInfo, DaemonInfo};
 use prism::NodeId;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -103,15 +104,28 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     let mut scaler = Scaler::default();
     let mut awaited: BTreeMap<String, String> = BTreeMap::new();
     let mut head_lost: Option<Instant> = None;
+    // The head's address and token, read again when it stops answering
+    // (over ssh for the ssh provider: not every second).
+    let mut info: Option<ClusterInfo> = None;
     println!("autoscaler for cluster {} started", c.cluster_name);
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let view = match read_cluster(&dir, &prefix) {
-            Ok(v) => {
+        let read = match &info {
+            Some(i) => Ok(i.clone()),
+            None => Machines::of(&c, &dir).head_info(&dir),
+        }
+        .and_then(|i| {
+            let v = read_cluster(&i, &prefix)?;
+            Ok((i, v))
+        });
+        let (head_info, view) = match read {
+            Ok((i, v)) => {
                 head_lost = None;
-                v
+                info = Some(i.clone());
+                (i, v)
             }
             Err(e) => {
+                info = None;
                 let since = *head_lost.get_or_insert_with(Instant::now);
                 if since.elapsed() > Duration::from_secs(60) {
                     anyhow::bail!("the head has been unreachable for a minute ({e}); stopping");
@@ -131,7 +145,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
             match d {
                 super::autoscale::Decision::Launch { group, count } => {
                     for _ in 0..count {
-                        match launch(&c, &dir, &group) {
+                        match launch(&c, &dir, &head_info, &group) {
                             Ok(key) => {
                                 println!("launched {key} for pending demand");
                                 awaited.insert(key, group.clone());
@@ -144,12 +158,12 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                     // Drained first: its primary copies move to the other
                     // nodes and nothing new lands there while it goes.
                     if let Some(id) = ids.get(&key) {
-                        if let Err(e) = drain(&dir, *id) {
+                        if let Err(e) = drain(&head_info, *id) {
                             println!("draining {key} failed ({e:#}); stopping it anyway");
                         }
                     }
                     let _lock = dir.lock()?;
-                    dir.stop(&key);
+                    Machines::of(&c, &dir).stop(&dir, &key);
                     let mut state = dir.state()?;
                     state.nodes.remove(&key);
                     dir.save(&state)?;
@@ -164,8 +178,8 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
 const SCALE_DOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Drains node `id` (reason `scale-down`) and waits until it has left.
-fn drain(dir: &ClusterDir, id: NodeId) -> anyhow::Result<()> {
-    let head = HeadSession::connect(&dir.head_info()?)?;
+fn drain(info: &ClusterInfo, id: NodeId) -> anyhow::Result<()> {
+    let head = HeadSession::connect(info)?;
     let req = HeadRequest::DrainNode {
         node_id: id,
         reason: "scale-down".into(),
@@ -198,10 +212,10 @@ type Ids = std::collections::HashMap<String, NodeId>;
 
 /// The cluster as the scaler sees it.
 fn read_cluster(
-    dir: &ClusterDir,
+    info: &ClusterInfo,
     prefix: &str,
 ) -> anyhow::Result<(Vec<NodeView>, Vec<DemandView>, Ids)> {
-    let head = HeadSession::connect(&dir.head_info()?)?;
+    let head = HeadSession::connect(info)?;
     let status = head.rt.block_on(head.client.status())?;
     let actors = head.rt.block_on(head.client.rows(Table::Actors))?;
     let mut busy: HashSet<String> = HashSet::new();
@@ -239,17 +253,23 @@ fn read_cluster(
 }
 
 /// Starts one more node of `group`, under the next free key.
-fn launch(c: &ClusterConfig, dir: &ClusterDir, group: &str) -> anyhow::Result<String> {
+fn launch(
+    c: &ClusterConfig,
+    dir: &ClusterDir,
+    head: &ClusterInfo,
+    group: &str,
+) -> anyhow::Result<String> {
+    // On this machine, or over ssh on an idle host of the pool.
+    let m = Machines::of(c, dir);
     let _lock = dir.lock()?;
     let mut state = dir.state()?;
     let spec = plan::group_spec(c, group)
         .ok_or_else(|| anyhow::anyhow!("no group {group} in the file"))?;
     let key = (0..)
         .map(|i| format!("{group}-{i}"))
-        .find(|k| !state.nodes.contains_key(k) && !dir.live(k))
+        .find(|k| !state.nodes.contains_key(k) && !m.live(dir, k))
         .expect("an unbounded range has a free key");
-    let head = dir.head_info()?;
-    let (_, took, result) = local::start(dir, &key, &spec, Some(&head))?.wait();
+    let (_, took, result) = m.start(dir, &key, &spec, Some(head))?.wait();
     result.map_err(|e| anyhow::anyhow!(e))?;
     println!("{key} ready in {:.2} s", took.as_secs_f64());
     state.nodes.insert(key.clone(), spec);

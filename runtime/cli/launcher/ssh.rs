@@ -35,6 +35,8 @@ pub struct Ssh {
     known_hosts: PathBuf,
     /// The worker keys `up` asks for, in the order hosts are given to them.
     worker_keys: Vec<String>,
+    /// The autoscaler's nodes on the hosts beyond those.
+    pool: super::ssh_pool::Pool,
     /// Where ssh keeps one shared connection per machine.
     control: PathBuf,
     /// Binaries already found on each machine during this command.
@@ -91,6 +93,7 @@ impl Ssh {
                 .into_keys()
                 .filter(|k| k != "head")
                 .collect(),
+            pool: super::ssh_pool::Pool::new(state_dir),
         })
     }
 
@@ -99,8 +102,17 @@ impl Ssh {
         if key == "head" {
             return Some(&self.head);
         }
-        let i = self.worker_keys.iter().position(|k| k == key)?;
+        let i = self
+            .worker_keys
+            .iter()
+            .position(|k| k == key)
+            .or_else(|| self.pool.host_index(key))?;
         self.workers.get(i)
+    }
+
+    /// Whether the autoscaler has hosts to grow on (beyond the groups' min).
+    pub fn has_pool(&self) -> bool {
+        self.workers.len() > self.worker_keys.len()
     }
 
     fn node_dir(&self, key: &str) -> String {
@@ -247,9 +259,14 @@ impl Ssh {
         spec: &NodeSpec,
         head: Option<&ClusterInfo>,
     ) -> anyhow::Result<Starting> {
-        let h = self
-            .host_of(key)
-            .ok_or_else(|| anyhow::anyhow!("no host for {key} in provider.worker_ips"))?;
+        if self.host_of(key).is_none() {
+            // A node the autoscaler adds: the first idle pool host.
+            self.pool
+                .assign(key, self.worker_keys.len(), self.workers.len());
+        }
+        let h = self.host_of(key).ok_or_else(|| {
+            anyhow::anyhow!("no host for {key}: every host of provider.worker_ips is in use")
+        })?;
         let bin = self.binary(h)?;
         let mut cmd = vec![quote(&bin), "start".into()];
         cmd.extend(spec.args.iter().map(|a| quote(a)));
@@ -296,10 +313,12 @@ impl Ssh {
             quote(&bin),
             quote(&self.node_dir(key))
         );
-        match self.run(h, &script, None) {
+        let stopped = match self.run(h, &script, None) {
             Ok(out) if out.contains("Stopped") => 1,
             _ => 0,
-        }
+        };
+        self.pool.release(key);
+        stopped
     }
 
     /// The head's address and token, read on the head's machine.
@@ -403,6 +422,7 @@ impl Ssh {
     pub fn node_keys(&self) -> Vec<String> {
         let mut keys = vec!["head".to_string()];
         keys.extend(self.worker_keys.iter().cloned());
+        keys.extend(self.pool.keys());
         keys
     }
 }

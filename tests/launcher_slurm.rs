@@ -164,7 +164,7 @@ fn launcher_slurm_provider_runs_the_cluster_as_one_batch_job() {
     std::fs::write(
         &conf,
         format!(
-            "ClusterName=prismtest\nSlurmctldHost={host}\nSlurmctldPort={}\nSlurmdPort={}\n\
+            "ClusterName=prismtest\nSlurmctldHost={host}(127.0.0.1)\nSlurmctldPort={}\nSlurmdPort={}\n\
              AuthType=auth/munge\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
              JobAcctGatherType=jobacct_gather/none\nSelectType=select/cons_tres\n\
              SelectTypeParameters=CR_CPU\nSlurmdParameters=config_overrides\n\
@@ -172,7 +172,7 @@ fn launcher_slurm_provider_runs_the_cluster_as_one_batch_job() {
              SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
              SlurmctldLogFile={d}/log/ctld.log\nSlurmdLogFile={d}/log/d.log\n\
              SlurmUser=root\nReturnToService=2\nMpiDefault=none\n\
-             NodeName={host} CPUs=8 State=UNKNOWN\n\
+             NodeName={host} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN\n\
              PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
             free_port(),
             free_port()

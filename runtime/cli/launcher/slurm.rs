@@ -60,7 +60,7 @@ pub fn script(c: &ClusterConfig, prism: &Path, dir: &ClusterDir) -> String {
     for (k, v) in &c.env {
         s += &format!("export {k}={}\n", q(v));
     }
-    s += "ip() { hostname -I 2>/dev/null | cut -d' ' -f1; }\n";
+    s += "ip() { a=$(hostname -I 2>/dev/null | cut -d' ' -f1); echo \"${a:-127.0.0.1}\"; }\n";
     s += "stop_all() { for d in \"$NODES\"/*; do \"$PRISM\" stop --force --temp-dir \"$d\" >/dev/null 2>&1; done; }\n";
     s += "trap 'stop_all; exit 0' TERM INT\n";
     for cmd in &c.setup_commands {
@@ -87,7 +87,7 @@ pub fn script(c: &ClusterConfig, prism: &Path, dir: &ClusterDir) -> String {
         let args: Vec<String> = spec.args.iter().map(|a| q(a)).collect();
         // One step per group; each task is node `<group>-<task index>`.
         let node = format!(
-            "exec \"$PRISM\" start --address \"$PRISM_ADDRESS\" {} --node-ip-address \"$(hostname -I | cut -d\" \" -f1)\" --temp-dir \"$NODES/{g}-$SLURM_PROCID\" --node-name \"$NAME/{g}-$SLURM_PROCID\" --block",
+            "a=$(hostname -I 2>/dev/null | cut -d\" \" -f1); exec \"$PRISM\" start --address \"$PRISM_ADDRESS\" {} --node-ip-address \"${{a:-127.0.0.1}}\" --temp-dir \"$NODES/{g}-$SLURM_PROCID\" --node-name \"$NAME/{g}-$SLURM_PROCID\" --block",
             args.join(" "),
             g = g.name
         );

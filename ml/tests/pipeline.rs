@@ -2,7 +2,9 @@
 //! in its own process): GPipe and 1F1B, p ∈ {2, 3} stages, m ∈ {1, 4, 7}
 //! micro-batches, give the weights of one process on the whole batch; 1F1B
 //! never holds more than p − s micro-batches' activations on stage s, GPipe
-//! holds all m; and a 2-stage 1F1B pipeline learns the digits.
+//! holds all m; 2 data-parallel replicas of a 2-stage pipeline equal one
+//! process at twice the batch; and a 2-stage 1F1B pipeline learns the
+//! digits.
 
 mod common;
 
@@ -59,6 +61,28 @@ fn role_equivalence() {
                 );
             }
         }
+    }
+    // dp × p: 2 replicas of a 2-stage pipeline at batch 28 = one process at
+    // batch 56.
+    let wide = MlpConfig {
+        batch_size: 56,
+        ..cfg.clone()
+    };
+    let reference = common::one_process(&wide, std::slice::from_ref(&ds), 256 / 56);
+    for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
+        let r = PipelineTrainer::new(cfg.clone(), 2, 4, schedule)
+            .replicas(2)
+            .dataset(ds.clone())
+            .fit()
+            .unwrap();
+        check(r.losses.len() == 256 / 56, "every pair of batches ran");
+        let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
+        let worst = common::largest_difference(&reference, &vs);
+        println!("{schedule:?} dp=2 x p=2: largest weight difference {worst:e}");
+        check(
+            worst < 1e-5,
+            "2 replicas x batch 28 = one process x batch 56",
+        );
     }
     println!("ALL OK");
 }

@@ -30,8 +30,12 @@
 //! steps, and a lost stage (its process or node) makes every stage start
 //! again from the newest step they all saved.
 //!
-//! Not built yet: data parallelism across pipeline replicas, user-defined
-//! stage models, interleaved 1F1B.
+//! With `.replicas(dp)` the whole pipeline runs `dp` times side by side (a
+//! dp × p grid), each replica on its own batch, every stage's gradients
+//! averaged over the replicas (through the driver) before the step.
+//!
+//! Not built yet: the replicas' average through the ring all-reduce,
+//! user-defined stage models, interleaved 1F1B.
 
 mod run;
 pub mod schedule;
@@ -56,6 +60,7 @@ pub struct PipelineTrainer {
     checkpoint: Option<(std::path::PathBuf, u64)>,
     max_failures: u32,
     threads: i32,
+    replicas: u32,
 }
 
 /// What a run produced.
@@ -99,7 +104,18 @@ impl PipelineTrainer {
             checkpoint: None,
             max_failures: 0,
             threads: 0,
+            replicas: 1,
         }
+    }
+
+    /// Data-parallel replicas of the whole pipeline (a dp × p grid): each
+    /// step, replica r trains on the r-th of `dp` consecutive batches, and
+    /// every stage's gradients are averaged over the replicas before the
+    /// step (through the driver), so the weights equal one process at the
+    /// `dp`-times batch.
+    pub fn replicas(mut self, dp: u32) -> Self {
+        self.replicas = dp.max(1);
+        self
     }
 
     /// libtorch threads in each stage's process (default: libtorch's own).

@@ -90,43 +90,83 @@ impl PipelineTrainer {
     }
 
     fn spawn(&self) -> std::result::Result<Stages, Attempt> {
-        // One bundle per stage, all or none, placed by the strategy.
+        // One bundle per stage of every replica, all or none, placed by the
+        // strategy; replica r's stage s is bundle r·p + s.
+        let p = self.stages as usize;
+        let dp = self.replicas as usize;
         let bundle = prism::Bundle::new().cpus(self.stage_cpus);
-        let pg = prism::PlacementGroup::create(vec![bundle; self.stages as usize], self.placement)?;
+        let pg = prism::PlacementGroup::create(vec![bundle; p * dp], self.placement)?;
         pg.ready(std::time::Duration::from_secs(120))?;
         let linear = self.config.layers.len().saturating_sub(1);
         let mut stages = Stages {
             pg,
             handles: Vec::new(),
         };
-        for (i, (first, end)) in partition(linear, self.stages as usize)
-            .into_iter()
-            .enumerate()
-        {
-            let h = PipeStage::options()
-                .num_cpus(self.stage_cpus)
-                .placement_group(&stages.pg, i as u32)
-                .spawn(StageSpec {
-                    config: self.config.to_bytes(),
-                    first,
-                    end,
-                    micro: self.micro,
-                    index: i as u32,
-                    checkpoint_dir: self
-                        .checkpoint
-                        .as_ref()
-                        .map(|(d, _)| d.display().to_string()),
-                    threads: self.threads,
-                })?;
-            stages.handles.push(h);
+        for r in 0..dp {
+            for (i, (first, end)) in partition(linear, p).into_iter().enumerate() {
+                let h = PipeStage::options()
+                    .num_cpus(self.stage_cpus)
+                    .placement_group(&stages.pg, (r * p + i) as u32)
+                    .spawn(StageSpec {
+                        config: self.config.to_bytes(),
+                        first,
+                        end,
+                        micro: self.micro,
+                        index: i as u32,
+                        replica: r as u32,
+                        checkpoint_dir: self
+                            .checkpoint
+                            .as_ref()
+                            .map(|(d, _)| d.display().to_string()),
+                        threads: self.threads,
+                    })?;
+                stages.handles.push(h);
+            }
         }
         Ok(stages)
     }
 
+    /// DP: every stage's gradients averaged over the replicas.
+    fn average_gradients(
+        &self,
+        stages: &[ActorHandle<PipeStage>],
+    ) -> std::result::Result<(), Attempt> {
+        let p = self.stages as usize;
+        let dp = self.replicas as usize;
+        if dp < 2 {
+            return Ok(());
+        }
+        for s in 0..p {
+            let refs = (0..dp)
+                .map(|r| stages[r * p + s].grads())
+                .collect::<prism::Result<Vec<_>>>()?;
+            let mut sum: Vec<f32> = Vec::new();
+            for g in refs {
+                let g = g.get()?;
+                if sum.is_empty() {
+                    sum = g;
+                } else {
+                    for (a, b) in sum.iter_mut().zip(&g) {
+                        *a += b;
+                    }
+                }
+            }
+            let scale = 1.0 / dp as f32;
+            sum.iter_mut().for_each(|x| *x *= scale);
+            let sets = (0..dp)
+                .map(|r| stages[r * p + s].set_grads(sum.clone()))
+                .collect::<prism::Result<Vec<_>>>()?;
+            for set in sets {
+                set.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The newest step every stage has a checkpoint of (0: none).
-    fn common_checkpoint(stages: &Stages) -> std::result::Result<u64, Attempt> {
+    fn common_checkpoint(&self, stages: &Stages) -> std::result::Result<u64, Attempt> {
         let mut common: Option<Vec<u64>> = None;
-        for s in &stages.handles {
+        for s in &stages.handles[..self.stages as usize] {
             let steps = s.saved_steps()?.get()?;
             common = Some(match common {
                 None => steps,
@@ -142,7 +182,7 @@ impl PipelineTrainer {
         })?;
         let stages = self.spawn()?;
         let resume = if out.failures > 0 {
-            Self::common_checkpoint(&stages)?
+            self.common_checkpoint(&stages)?
         } else {
             0
         };
@@ -157,27 +197,46 @@ impl PipelineTrainer {
         out.peak_alive.truncate(resume as usize);
         out.step_ms.truncate(resume as usize);
         let b = self.config.batch_size;
+        let p = self.stages as usize;
+        let dp = self.replicas as usize;
         let mut step = 0u64;
         for _ in 0..self.config.epochs {
-            for batch in data.iter_batches(b).drop_last(true) {
+            let mut batches = data.iter_batches(b).drop_last(true);
+            loop {
+                // One step: the next dp batches, one per replica.
+                let group: Vec<_> = batches.by_ref().take(dp).collect();
+                if group.len() < dp {
+                    break;
+                }
                 if step < resume {
                     step += 1;
                     continue;
                 }
                 let began = Instant::now();
-                let batch = batch?;
-                let labels = batch.labels.ok_or_else(|| {
-                    Attempt::Fatal(MlError::Train("the dataset has no labels".into()))
-                })?;
-                let mb = (b / self.micro as usize) as i64;
-                let xs = (0..self.micro as i64)
-                    .map(|i| Act::of(&batch.features.narrow(0, i * mb, mb)).map_err(MlError::Train))
-                    .collect::<Result<Vec<_>>>()?;
-                let ys: Vec<Vec<i64>> = (0..self.micro as i64)
-                    .map(|i| Vec::<i64>::try_from(labels.narrow(0, i * mb, mb).contiguous()))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| Attempt::Fatal(e.into()))?;
-                out.losses.push(self.batch(&stages.handles, xs, ys)?);
+                let mut pending = Vec::new();
+                for (r, batch) in group.into_iter().enumerate() {
+                    let batch = batch?;
+                    let labels = batch.labels.ok_or_else(|| {
+                        Attempt::Fatal(MlError::Train("the dataset has no labels".into()))
+                    })?;
+                    let mb = (b / self.micro as usize) as i64;
+                    let xs = (0..self.micro as i64)
+                        .map(|i| {
+                            Act::of(&batch.features.narrow(0, i * mb, mb)).map_err(MlError::Train)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let ys: Vec<Vec<i64>> = (0..self.micro as i64)
+                        .map(|i| Vec::<i64>::try_from(labels.narrow(0, i * mb, mb).contiguous()))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| Attempt::Fatal(e.into()))?;
+                    pending.push(self.submit_batch(&stages.handles[r * p..(r + 1) * p], xs, ys)?);
+                }
+                let mut loss = 0.0;
+                for batch in pending {
+                    loss += batch.finish()?;
+                }
+                out.losses.push(loss / dp as f64);
+                self.average_gradients(&stages.handles)?;
                 let mut step_peaks = Vec::new();
                 for s in &stages.handles {
                     step_peaks.push(
@@ -191,8 +250,8 @@ impl PipelineTrainer {
                 step += 1;
                 if let Some((_, every)) = &self.checkpoint {
                     if step.is_multiple_of(*every) {
-                        let saves = stages
-                            .handles
+                        // The replicas hold the same weights: replica 0's go.
+                        let saves = stages.handles[..p]
                             .iter()
                             .map(|s| s.save(step))
                             .collect::<prism::Result<Vec<_>>>()?;
@@ -205,7 +264,7 @@ impl PipelineTrainer {
         }
         out.output.clear();
         out.stage_nodes.clear();
-        for s in &stages.handles {
+        for s in &stages.handles[..p] {
             out.output.extend(
                 s.weights()?
                     .get()?
@@ -216,15 +275,15 @@ impl PipelineTrainer {
         Ok(())
     }
 
-    /// One batch: submits every stage's passes in the schedule's order, in
-    /// an order where each pass's input already has a ref; returns the
-    /// batch's mean loss.
-    fn batch(
+    /// One batch on one replica: submits every stage's passes in the
+    /// schedule's order, in an order where each pass's input already has a
+    /// ref; [`Pending::finish`] waits for them.
+    fn submit_batch(
         &self,
         stages: &[ActorHandle<PipeStage>],
         xs: Vec<Act>,
         ys: Vec<Vec<i64>>,
-    ) -> std::result::Result<f64, Attempt> {
+    ) -> std::result::Result<Pending, Attempt> {
         let p = stages.len();
         let m = self.micro;
         let ops: Vec<Vec<Op>> = (0..p as u32)
@@ -295,14 +354,31 @@ impl PipelineTrainer {
                 )));
             }
         }
-        // The first stage's input gradients mark the end of the backward.
-        for g in bwd[0].iter().flatten() {
+        Ok(Pending {
+            ends: bwd[0].iter().flatten().cloned().collect(),
+            losses: loss.into_iter().flatten().collect(),
+        })
+    }
+}
+
+/// A replica's batch in flight.
+struct Pending {
+    /// The first stage's input gradients: the end of the backward.
+    ends: Vec<ObjectRef<Act>>,
+    /// Each micro-batch's loss.
+    losses: Vec<ObjectRef<f64>>,
+}
+
+impl Pending {
+    /// Waits for the batch; its mean loss.
+    fn finish(self) -> std::result::Result<f64, Attempt> {
+        for g in &self.ends {
             g.get()?;
         }
         let mut sum = 0.0;
-        for l in loss.iter().flatten() {
+        for l in &self.losses {
             sum += l.get()?;
         }
-        Ok(sum / f64::from(m))
+        Ok(sum / self.losses.len().max(1) as f64)
     }
 }

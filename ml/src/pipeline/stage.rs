@@ -51,8 +51,10 @@ pub struct StageSpec {
     pub end: u32,
     /// Micro-batches per batch (each one's loss weighs `1/m`).
     pub micro: u32,
-    /// Its index.
+    /// Its index (its position in the pipeline).
     pub index: u32,
+    /// Which data-parallel replica of the pipeline it belongs to.
+    pub replica: u32,
     /// Where its checkpoints go (`<dir>/stage-<index>/`), if anywhere.
     pub checkpoint_dir: Option<String>,
     /// libtorch threads in the stage's process (0: libtorch's default).
@@ -103,10 +105,11 @@ impl PipeStage {
             let root = std::path::PathBuf::from(d);
             let _ = std::fs::create_dir_all(&root);
             // Operators (and tests) find each stage's process here.
-            let _ = std::fs::write(
-                root.join(format!("stage-{}.pid", spec.index)),
-                std::process::id().to_string(),
-            );
+            let pid_file = match spec.replica {
+                0 => format!("stage-{}.pid", spec.index),
+                r => format!("stage-{}-r{r}.pid", spec.index),
+            };
+            let _ = std::fs::write(root.join(pid_file), std::process::id().to_string());
             root.join(format!("stage-{}", spec.index))
         });
         Ok(PipeStage {
@@ -237,6 +240,39 @@ impl PipeStage {
         crate::train::checkpoint::load(&path, &mut self.vs, &mut self.opt)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// This stage's accumulated gradients, flat, in creation order.
+    fn grads(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for v in self.vs.trainable_variables() {
+            let n = v.numel();
+            let g = v.grad();
+            let mut buf = vec![0f32; n];
+            if g.defined() {
+                let _ = g.contiguous().view([-1]).f_copy_data(&mut buf, n);
+            }
+            out.extend(buf);
+        }
+        out
+    }
+
+    /// Replaces the accumulated gradients (the replicas' average).
+    fn set_grads(&mut self, flat: Vec<f32>) -> Result<(), String> {
+        let mut at = 0;
+        tch::no_grad(|| -> Result<(), String> {
+            for v in self.vs.trainable_variables() {
+                let n = v.numel();
+                let src = flat.get(at..at + n).ok_or("too few gradient values")?;
+                let t = Tensor::from_slice(src).view(v.size().as_slice());
+                let mut g = v.grad();
+                if g.defined() {
+                    g.copy_(&t);
+                }
+                at += n;
+            }
+            Ok(())
+        })
     }
 
     /// The node this stage runs on.

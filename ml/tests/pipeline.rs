@@ -89,22 +89,8 @@ fn role_equivalence() {
 
 fn role_digits() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let (train, test) = prism_ml::data::digits(128)
-        .unwrap()
-        .shuffle(2024)
-        .unwrap()
-        .train_test_split(0.2, 7)
-        .unwrap();
-    let cfg = MlpConfig {
-        layers: vec![64, 64, 64, 10],
-        epochs: 8,
-        batch_size: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        seed: 1,
-        cuda: false,
-    };
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 64, 10], 8, 0.1);
     let r = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::OneFOneB)
         .dataset(train)
         .fit()
@@ -125,62 +111,29 @@ fn role_digits() {
 /// starts again from that checkpoint and the run still learns the digits.
 fn role_fault() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let (train, test) = prism_ml::data::digits(128)
-        .unwrap()
-        .shuffle(2024)
-        .unwrap()
-        .train_test_split(0.2, 7)
-        .unwrap();
-    let cfg = MlpConfig {
-        layers: vec![64, 64, 64, 10],
-        epochs: 8,
-        batch_size: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        seed: 1,
-        cuda: false,
-    };
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 64, 10], 8, 0.1);
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().to_path_buf();
-    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = {
-        let (ckpt, finished) = (ckpt.clone(), finished.clone());
-        std::thread::spawn(move || {
-            while !finished.load(std::sync::atomic::Ordering::Acquire) {
-                let saved = |s: &str| prism_ml::train::checkpoint::list(&ckpt.join(s));
-                if saved("stage-0")
-                    .iter()
-                    .chain(&saved("stage-1"))
-                    .filter(|(s, _)| *s >= 20)
-                    .count()
-                    >= 2
-                {
-                    let pid: i32 = std::fs::read_to_string(ckpt.join("stage-1.pid"))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
-                    // SAFETY: kill(2) on the stage process the run started.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return Some(pid);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            None
-        })
+    let root = ckpt.clone();
+    let both_saved = move || {
+        let saved = |s: &str| prism_ml::train::checkpoint::list(&root.join(s));
+        saved("stage-0")
+            .iter()
+            .chain(&saved("stage-1"))
+            .filter(|(s, _)| *s >= 20)
+            .count()
+            >= 2
     };
+    let killer = common::Killer::when(both_saved, ckpt.join("stage-1.pid"));
     let r = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::OneFOneB)
         .dataset(train)
         .checkpoint(&ckpt, 10)
         .max_failures(2)
         .fit();
-    finished.store(true, std::sync::atomic::Ordering::Release);
+    let killed = killer.stop();
     let r = r.unwrap();
-    check(
-        killer.join().unwrap().is_some(),
-        "stage 1 was SIGKILLed mid-run",
-    );
+    check(killed.is_some(), "stage 1 was SIGKILLed mid-run");
     check(r.failures == 1, &format!("one restart ({})", r.failures));
     let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
     let acc = recipes::accuracy(&net, &test).unwrap();

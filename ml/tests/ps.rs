@@ -53,22 +53,8 @@ fn role_sync() {
 
 fn role_digits() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let (train, test) = prism_ml::data::digits(128)
-        .unwrap()
-        .shuffle(2024)
-        .unwrap()
-        .train_test_split(0.2, 7)
-        .unwrap();
-    let cfg = MlpConfig {
-        layers: vec![64, 64, 10],
-        epochs: 15,
-        batch_size: 32,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        seed: 1,
-        cuda: false,
-    };
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 10], 15, 0.05);
     for mode in [Mode::Stale(2), Mode::Async] {
         let r = ParameterServer::new(cfg.clone(), 2, 2, mode)
             .dataset(train.clone())
@@ -91,55 +77,20 @@ fn role_digits() {
 /// it and the synchronous run still learns the digits.
 fn role_fault() {
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let (train, test) = prism_ml::data::digits(128)
-        .unwrap()
-        .shuffle(2024)
-        .unwrap()
-        .train_test_split(0.2, 7)
-        .unwrap();
-    let cfg = MlpConfig {
-        layers: vec![64, 64, 10],
-        epochs: 15,
-        batch_size: 32,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        seed: 1,
-        cuda: false,
-    };
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 10], 15, 0.05);
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().to_path_buf();
-    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = {
-        let (ckpt, finished) = (ckpt.clone(), finished.clone());
-        std::thread::spawn(move || {
-            while !finished.load(std::sync::atomic::Ordering::Acquire) {
-                if ckpt.join("shard-0.bin").exists() {
-                    let pid: i32 = std::fs::read_to_string(ckpt.join("shard-0.pid"))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
-                    // SAFETY: kill(2) on the shard process the run started.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return Some(pid);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            None
-        })
-    };
+    let shard = ckpt.join("shard-0.bin");
+    let killer = common::Killer::when(move || shard.exists(), ckpt.join("shard-0.pid"));
     let r = ParameterServer::new(cfg.clone(), 2, 2, Mode::Sync)
         .dataset(train)
         .checkpoint(&ckpt, 20)
         .max_failures(2)
         .fit();
-    finished.store(true, std::sync::atomic::Ordering::Release);
+    let killed = killer.stop();
     let r = r.unwrap();
-    check(
-        killer.join().unwrap().is_some(),
-        "shard 0 was SIGKILLed mid-run",
-    );
+    check(killed.is_some(), "shard 0 was SIGKILLed mid-run");
     let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
     let acc = recipes::accuracy(&net, &test).unwrap();
     println!(

@@ -6,6 +6,15 @@ use crate::store::{Store, StoreError};
 use crate::tensor::{TensorMeta, TensorView};
 
 impl<A: SegmentAllocator> Store<A> {
+    /// Makes a sealed copy here a primary one (a draining node handed it
+    /// over): pinned, never evicted (spilled if room is needed).
+    pub fn pin(&mut self, id: ObjectId) -> Result<(), StoreError> {
+        let e = self.entry_mut(id)?;
+        e.pinned = true;
+        e.cached = false;
+        Ok(())
+    }
+
     /// Creates, writes and seals `data` as one object (one copy into the segment).
     pub fn put(
         &mut self,

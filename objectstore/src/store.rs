@@ -98,15 +98,15 @@ enum Location {
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
+pub(crate) struct Entry {
     size: usize,
     loc: Location,
     /// `Some(writer)` until sealed.
     writer: Option<ClientId>,
     refs: HashMap<ClientId, u32>,
-    pinned: bool,
+    pub(crate) pinned: bool,
     /// A secondary copy kept after its last reader, until evicted (OS-4).
-    cached: bool,
+    pub(crate) cached: bool,
     last_used: u64,
 }
 
@@ -218,7 +218,7 @@ impl<A: SegmentAllocator> Store<A> {
         self.objects.get(&id).ok_or(StoreError::NotFound(id))
     }
 
-    fn entry_mut(&mut self, id: ObjectId) -> Result<&mut Entry, StoreError> {
+    pub(crate) fn entry_mut(&mut self, id: ObjectId) -> Result<&mut Entry, StoreError> {
         self.objects.get_mut(&id).ok_or(StoreError::NotFound(id))
     }
 
@@ -373,15 +373,6 @@ impl<A: SegmentAllocator> Store<A> {
             Some(n) => *n -= 1,
         }
         self.free_if_unreferenced(id);
-        Ok(())
-    }
-
-    /// Makes a sealed copy here a primary one (a draining node handed it
-    /// over): pinned, never evicted (spilled if room is needed).
-    pub fn pin(&mut self, id: ObjectId) -> Result<(), StoreError> {
-        let e = self.entry_mut(id)?;
-        e.pinned = true;
-        e.cached = false;
         Ok(())
     }
 

@@ -61,3 +61,66 @@ pub fn largest_difference(a: &VarStore, b: &VarStore) -> f64 {
         .map(|(x, y)| (x - &y).abs().max().double_value(&[]))
         .fold(0.0, f64::max)
 }
+
+/// The digits (128 rows a block), shuffled and split 80/20 — train, test.
+pub fn digits() -> (Dataset, Dataset) {
+    prism_ml::data::digits(128)
+        .unwrap()
+        .shuffle(2024)
+        .unwrap()
+        .train_test_split(0.2, 7)
+        .unwrap()
+}
+
+/// An MLP for the digits: batch 32, momentum 0.9, seed 1, on the CPU.
+pub fn digits_mlp(layers: Vec<i64>, epochs: u64, lr: f64) -> MlpConfig {
+    MlpConfig {
+        layers,
+        epochs,
+        batch_size: 32,
+        lr,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        seed: 1,
+        cuda: false,
+    }
+}
+
+/// Kills (SIGKILL), from a thread, the process whose pid `pid_file` holds
+/// as soon as `ready()` — unless the run ends first.
+pub struct Killer {
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<i32>>,
+}
+
+impl Killer {
+    /// Starts watching.
+    pub fn when(ready: impl Fn() -> bool + Send + 'static, pid_file: std::path::PathBuf) -> Killer {
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = finished.clone();
+        let thread = std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if ready() {
+                    let pid: i32 = std::fs::read_to_string(&pid_file)
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()?;
+                    // SAFETY: kill(2) on a process the run under test started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return Some(pid);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            None
+        });
+        Killer { finished, thread }
+    }
+
+    /// The run ended: stop watching; the pid killed, if any.
+    pub fn stop(self) -> Option<i32> {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap()
+    }
+}

@@ -350,3 +350,5 @@ pub mod state;
 mod tests;
 #[cfg(test)]
 mod tests_draining;
+#[cfg(test)]
+mod tests_gpu;

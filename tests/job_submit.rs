@@ -28,8 +28,9 @@ fn child_role() {
             std::process::exit(3);
         }
         "sleep" => {
+            // Runs until `prism job stop` ends it (or the test releases it).
             println!("started");
-            std::thread::sleep(Duration::from_secs(120));
+            hold_until_done();
         }
         other => panic!("unknown role {other}"),
     }
@@ -96,7 +97,11 @@ fn submit_runs_a_job_streams_its_logs_and_returns_its_exit_code() {
 fn job_stop_ends_a_running_job() {
     let sb = Sandbox::new();
     let _head = sb.start_head(&["--num-cpus", "1"]);
-    let out = submit(&sb, "sleep", &["--no-wait"]).output().unwrap();
+    let done = sb.temp().join("done");
+    let release = format!("PRISM_TEST_DONE={}", done.display());
+    let out = submit(&sb, "sleep", &["--no-wait", "--env", &release])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -118,6 +123,8 @@ fn job_stop_ends_a_running_job() {
     let stopped = wait_until(Duration::from_secs(10), || {
         jobs(&sb)[0]["state"] == "stopped"
     });
+    // A job the stop missed would end now rather than outlive the test.
+    std::fs::write(&done, "done").unwrap();
     assert!(stopped, "{:#?}", jobs(&sb));
     let again = sb.run(&["job", "stop", &id]);
     assert!(!again.status.success(), "stopping an ended job must fail");

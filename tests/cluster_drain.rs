@@ -178,16 +178,22 @@ fn exits(node: &mut Node, timeout: Duration) -> Option<std::process::ExitStatus>
     None
 }
 
-#[test]
-fn cluster_drain_moves_new_work_and_actors_away_and_the_node_leaves() {
+/// A head alone and raylets a and b (2 CPUs each), both alive.
+fn head_a_and_b() -> (Sandbox, Node, Node, Node) {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--head-only"]);
-    let mut a = sb.start_raylet("a", &head, &["--num-cpus", "2"]);
+    let a = sb.start_raylet("a", &head, &["--num-cpus", "2"]);
     let b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
     assert!(wait_until(Duration::from_secs(10), || sb
         .nodes_in_state("alive")
         .len()
         == 2));
+    (sb, head, a, b)
+}
+
+#[test]
+fn cluster_drain_moves_new_work_and_actors_away_and_the_node_leaves() {
+    let (sb, head, mut a, b) = head_a_and_b();
     let (a_id, b_id) = (a.node_id(), b.node_id());
     let go = sb.temp().join("go");
     let mut envs = sb.driver_envs(&head, &b);
@@ -286,14 +292,7 @@ fn cluster_a_preemption_notice_drains_its_node_and_mistakes_are_named() {
 
 #[test]
 fn cluster_a_drained_node_hands_its_primary_copies_to_the_others() {
-    let sb = Sandbox::new();
-    let head = sb.start_head(&["--head-only"]);
-    let mut a = sb.start_raylet("a", &head, &["--num-cpus", "2"]);
-    let b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .nodes_in_state("alive")
-        .len()
-        == 2));
+    let (sb, head, mut a, b) = head_a_and_b();
     let a_id = a.node_id();
     let go = sb.temp().join("go");
     let mut envs = sb.driver_envs(&head, &b);

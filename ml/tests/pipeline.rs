@@ -14,10 +14,9 @@ use prism_ml::recipes::{self, MlpConfig};
 use prism_test_support::*;
 use std::time::Duration;
 
-fn role_equivalence() {
-    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
-    let ds = synthetic();
-    let cfg = MlpConfig {
+/// 3 layers for the synthetic set, batch 28 (divisible by 1, 4 and 7).
+fn small_mlp() -> MlpConfig {
+    MlpConfig {
         layers: vec![8, 16, 16, 3],
         epochs: 1,
         batch_size: 28,
@@ -26,7 +25,13 @@ fn role_equivalence() {
         weight_decay: 0.0,
         seed: 5,
         cuda: false,
-    };
+    }
+}
+
+fn role_equivalence() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    let ds = synthetic();
+    let cfg = small_mlp();
     let steps = 256 / 28;
     let reference = common::one_process(&cfg, std::slice::from_ref(&ds), steps);
     for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
@@ -150,16 +155,7 @@ fn role_fault() {
 fn role_spread() {
     let _c = prism::init().unwrap();
     let ds = synthetic();
-    let cfg = MlpConfig {
-        layers: vec![8, 16, 16, 3],
-        epochs: 1,
-        batch_size: 28,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        seed: 5,
-        cuda: false,
-    };
+    let cfg = small_mlp();
     let reference = common::one_process(&cfg, std::slice::from_ref(&ds), 256 / 28);
     for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
         let r = PipelineTrainer::new(cfg.clone(), 2, 4, schedule)

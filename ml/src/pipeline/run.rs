@@ -142,7 +142,7 @@ impl PipelineTrainer {
                 .collect::<prism::Result<Vec<_>>>()?;
             let mut sum: Vec<f32> = Vec::new();
             for g in refs {
-                let g = g.get()?;
+                let g = g.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
                 if sum.is_empty() {
                     sum = g;
                 } else {

@@ -243,18 +243,21 @@ impl PipeStage {
     }
 
     /// This stage's accumulated gradients, flat, in creation order.
-    fn grads(&self) -> Vec<f32> {
+    fn grads(&self) -> Result<Vec<f32>, String> {
         let mut out = Vec::new();
         for v in self.vs.trainable_variables() {
             let n = v.numel();
             let g = v.grad();
             let mut buf = vec![0f32; n];
             if g.defined() {
-                let _ = g.contiguous().view([-1]).f_copy_data(&mut buf, n);
+                g.f_contiguous()
+                    .and_then(|g| g.f_view([-1]))
+                    .and_then(|g| g.f_copy_data(&mut buf, n))
+                    .map_err(|e| e.to_string())?;
             }
             out.extend(buf);
         }
-        out
+        Ok(out)
     }
 
     /// Replaces the accumulated gradients (the replicas' average).

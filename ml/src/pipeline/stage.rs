@@ -68,7 +68,6 @@ pub struct PipeStage {
     vs: VarStore,
     net: nn::Sequential,
     opt: Sgd,
-    last: bool,
     micro: u32,
     /// Micro-batch → (its input, made a leaf that wants a gradient; its output).
     alive: HashMap<u32, (Tensor, Tensor)>,
@@ -117,7 +116,6 @@ impl PipeStage {
             vs,
             net,
             opt: Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay),
-            last: spec.end as usize + 1 == layers.len(),
             micro: spec.micro.max(1),
             alive: HashMap::new(),
             peak: 0,
@@ -201,11 +199,6 @@ impl PipeStage {
     /// This stage's weights, in creation order (f32 bytes of `flat_weights`).
     fn weights(&self) -> Result<Vec<u8>, String> {
         recipes::flat_weights(&self.vs).map_err(|e| e.to_string())
-    }
-
-    /// Whether this is the last stage.
-    fn is_last(&self) -> bool {
-        self.last
     }
 
     /// Saves this stage's weights and optimizer as of `step`.

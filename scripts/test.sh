@@ -44,5 +44,8 @@ if [ ! -x "$MDBOOK" ]; then
     --features search --root .tools/mdbook
 fi
 "$MDBOOK" build docs >/dev/null
+# `cargo test --all-targets` builds examples as test harnesses; the tests
+# that run an example (readme_tour, readme_ml) need the real binaries.
+cargo build --workspace --examples
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -126,14 +126,15 @@ fn the_guides_blocks_are_the_examples_regions() {
     assert!(checked >= 8, "only {checked} rust blocks in the guide");
 }
 
-/// `target/<profile>/examples/<name>`, built by `cargo test --all-targets`.
+/// `target/<profile>/examples/<name>`, built by `cargo build --examples`
+/// (`cargo test --all-targets` links examples as test harnesses instead).
 fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: `cargo build --example {name}` (cargo test --all-targets builds it)",
+        "{} is missing: `cargo build --example {name}` first (scripts/test.sh does; `cargo test --all-targets` builds examples only as test harnesses)",
         bin.display()
     );
     bin

@@ -26,7 +26,7 @@ fn the_readme_ml_block_trains_and_scores_on_an_embedded_cluster() {
         .join("examples/readme_ml");
     assert!(
         bin.is_file(),
-        "{} is missing: `cargo build -p prism-ml --example readme_ml` (cargo test --all-targets builds it)",
+        "{} is missing: `cargo build -p prism-ml --example readme_ml` first (scripts/test.sh does; `cargo test --all-targets` builds examples only as test harnesses)",
         bin.display()
     );
     let dir = tempfile::tempdir().unwrap();

@@ -55,6 +55,11 @@ impl Counter {
 }
 
 #[prism::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[prism::remote]
 fn bump_through(c: ActorHandle<Counter>, times: u64) -> u64 {
     let mut last = 0;
     for _ in 0..times {
@@ -122,6 +127,23 @@ fn role_order() {
     check(
         a.max_overlap().unwrap().get().unwrap() == 4,
         "an async actor with max_concurrency 4 runs 4 calls at once",
+    );
+    // `.await` on refs from a runtime of the caller's own: the ref must
+    // stay owned until its value is read (it once was released first, and
+    // the await hung).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let awaited = rt.block_on(async {
+        let limit = Duration::from_secs(30);
+        let call = tokio::time::timeout(limit, c.add(1u64).unwrap()).await;
+        let task = tokio::time::timeout(limit, square::remote(7u64).unwrap()).await;
+        (call.ok().and_then(|r| r.ok()), task.ok().and_then(|r| r.ok()))
+    });
+    check(
+        awaited.0.is_some() && awaited.1 == Some(49),
+        &format!("actor calls and tasks can be awaited ({awaited:?})"),
     );
     let s = Counter::spawn_default();
     let refs: Vec<_> = (0..3).map(|_| s.overlap(100u64).unwrap()).collect();

@@ -82,13 +82,20 @@ impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
     type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
+        // The ref itself moves into the future (not just its id): dropping
+        // it would release the owned slot before the value is read.
+        let this = self;
         Box::pin(async move {
             let core = core::current()?;
-            core.ready(self.id).await;
+            core.ready(this.id).await;
             let c = core.clone();
-            tokio::task::spawn_blocking(move || c.get::<T>(self.id, None))
-                .await
-                .map_err(|e| Error::Disconnected(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                let value = c.get::<T>(this.id, None);
+                drop(this);
+                value
+            })
+            .await
+            .map_err(|e| Error::Disconnected(e.to_string()))?
         })
     }
 }

@@ -1,0 +1,170 @@
+//! The HTTP ingress: an actor whose process serves HTTP/1.1 (axum on
+//! hyper) on the serve runtime and routes each request by path prefix to a
+//! deployment's router. Answers: 200 with the model's bytes; 400 for a body
+//! the model cannot decode; 404 for no route; 413 past the body limit; 500
+//! for a model error; 503 with `Retry-After` when overloaded or without
+//! replicas; 504 past the request timeout. Every answer carries an
+//! `x-request-id` (the caller's, or a new one).
+
+use crate::client::{self, Routes};
+use crate::ServeError;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Where the proxy listens.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub struct ProxySpec {
+    /// Interface to bind.
+    pub host: String,
+    /// Port (0: any free one).
+    pub port: u16,
+}
+
+/// The largest request body the proxy accepts.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// The HTTP ingress actor.
+#[prism::actor]
+pub struct Proxy {
+    addr: String,
+}
+
+#[prism::actor]
+impl Proxy {
+    fn new(spec: ProxySpec) -> Self {
+        let listener =
+            std::net::TcpListener::bind((spec.host.as_str(), spec.port)).unwrap_or_else(|e| {
+                panic!(
+                    "the HTTP proxy cannot listen on {}:{}: {e}",
+                    spec.host, spec.port
+                )
+            });
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let routes = client::routes();
+        client::runtime().spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("the HTTP proxy's listener: {e}");
+                    return;
+                }
+            };
+            let app = axum::Router::new()
+                .fallback(handle)
+                .with_state(Arc::new(Ingress {
+                    routes,
+                    ids: AtomicU64::new(0),
+                }));
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("the HTTP proxy stopped: {e}");
+            }
+        });
+        Proxy { addr }
+    }
+
+    /// `host:port` it serves on.
+    async fn address(&self) -> Result<String, String> {
+        Ok(self.addr.clone())
+    }
+}
+
+struct Ingress {
+    routes: Arc<Routes>,
+    ids: AtomicU64,
+}
+
+async fn handle(State(s): State<Arc<Ingress>>, req: Request) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}-{}",
+                std::process::id(),
+                s.ids.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+    let path = req.uri().path().to_string();
+    let mut resp = route(&s, &path, req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn route(s: &Ingress, path: &str, req: Request) -> Response {
+    match path {
+        "/-/healthz" => return (StatusCode::OK, "ok").into_response(),
+        "/-/routes" => {
+            let table: serde_json::Map<String, serde_json::Value> = s
+                .routes
+                .prefixes()
+                .into_iter()
+                .map(|(p, d, _)| (p, serde_json::Value::String(d)))
+                .collect();
+            return axum::Json(table).into_response();
+        }
+        _ => {}
+    }
+    let Some((deployment, content_type)) = s.routes.match_path(path) else {
+        let known: Vec<String> = s.routes.prefixes().into_iter().map(|(p, _, _)| p).collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no application serves {path} (routes: {known:?})\n"),
+        )
+            .into_response();
+    };
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body could not be read (limit {MAX_BODY} bytes): {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let router = match s.routes.router(&deployment) {
+        Some(r) => r,
+        None => {
+            return error(ServeError::NoDeployment {
+                name: deployment,
+                known: vec![],
+            })
+        }
+    };
+    match router.call(body.to_vec()).await {
+        Ok(bytes) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(bytes))
+            .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
+        Err(e) => error(e),
+    }
+}
+
+fn error(e: ServeError) -> Response {
+    let status = e.http_status();
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        format!("{e}\n"),
+    )
+        .into_response();
+    if status == 503 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

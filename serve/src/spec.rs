@@ -1,0 +1,130 @@
+//! What the controller is told to run ([`AppSpec`], [`DeploymentSpec`]) and
+//! what it tells every router ([`RouteTable`]).
+
+use crate::autoscale::AutoscalingConfig;
+use crate::replica::Replica;
+use crate::router::Limits;
+use prism::ActorHandle;
+use std::time::Duration;
+
+/// One deployment: a model, its replicas and how they are called.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct DeploymentSpec {
+    /// Its name (unique in the cluster; handles find it by this).
+    pub name: String,
+    /// The registered model.
+    pub model: String,
+    /// The model's user config, JSON text.
+    pub user_config: String,
+    /// Replicas to run (the starting count when autoscaling).
+    pub replicas: u32,
+    /// CPUs per replica.
+    pub num_cpus: f64,
+    /// GPUs per replica (fractions allowed).
+    pub num_gpus: f64,
+    /// Requests in flight per replica from one caller.
+    pub max_ongoing_requests: u32,
+    /// Requests a caller queues before answering `Overloaded`.
+    pub max_queued_requests: u32,
+    /// A request's time limit, ms.
+    pub request_timeout_ms: u64,
+    /// Retries on another replica when one dies mid-request (0: none).
+    pub retries: u32,
+    /// Dynamic batching: requests per batch (1: off).
+    pub max_batch_size: u32,
+    /// Dynamic batching: how long a batch waits to fill, µs.
+    pub batch_wait_us: u64,
+    /// Autoscaling (None: a fixed count).
+    pub autoscaling: Option<AutoscalingConfig>,
+    /// Where the HTTP ingress routes to it (None: handles only).
+    pub route_prefix: Option<String>,
+    /// The `Content-Type` of its answers.
+    pub content_type: String,
+    /// How often the controller checks each replica's health, ms.
+    pub health_period_ms: u64,
+}
+
+impl DeploymentSpec {
+    /// What a caller's router needs.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_ongoing: self.max_ongoing_requests.max(1),
+            max_queued: self.max_queued_requests,
+            timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            retries: self.retries,
+        }
+    }
+
+    /// Only the user config differs: a reconfigure, not a restart.
+    pub fn same_but_config(&self, other: &DeploymentSpec) -> bool {
+        let mut a = self.clone();
+        a.user_config = other.user_config.clone();
+        a.replicas = other.replicas;
+        a.autoscaling = other.autoscaling.clone();
+        a == *other
+    }
+
+    /// A clear error for a spec that cannot run.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        if n.is_empty() {
+            return Err("a deployment needs a name".into());
+        }
+        if serde_json::from_str::<serde_json::Value>(&self.user_config).is_err() {
+            return Err(format!("deployment {n}: user_config is not JSON"));
+        }
+        if let Some(p) = &self.route_prefix {
+            if !p.starts_with('/') {
+                return Err(format!(
+                    "deployment {n}: route_prefix {p:?} must start with '/'"
+                ));
+            }
+        }
+        if let Some(a) = &self.autoscaling {
+            if a.max_replicas < a.min_replicas || a.max_replicas == 0 {
+                return Err(format!(
+                    "deployment {n}: autoscaling max_replicas {} must be ≥ min_replicas {} and > 0",
+                    a.max_replicas, a.min_replicas
+                ));
+            }
+            if a.target_ongoing_requests <= 0.0 {
+                return Err(format!(
+                    "deployment {n}: target_ongoing_requests must be > 0"
+                ));
+            }
+        }
+        if self.num_cpus < 0.0 || self.num_gpus < 0.0 {
+            return Err(format!("deployment {n}: resources cannot be negative"));
+        }
+        Ok(())
+    }
+}
+
+/// An application: deployments deployed (and updated) together.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// Its name.
+    pub name: String,
+    /// Its deployments.
+    pub deployments: Vec<DeploymentSpec>,
+}
+
+/// Where one deployment's requests go.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub struct RouteEntry {
+    /// Its application.
+    pub app: String,
+    /// The deployment.
+    pub spec: DeploymentSpec,
+    /// Its replicas that take requests (running and healthy).
+    pub replicas: Vec<ActorHandle<Replica>>,
+}
+
+/// Every deployment's routes, versioned (routers long-poll for a newer one).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Default)]
+pub struct RouteTable {
+    /// Bumped on every change.
+    pub version: u64,
+    /// The deployments.
+    pub entries: Vec<RouteEntry>,
+}

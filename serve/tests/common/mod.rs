@@ -1,0 +1,93 @@
+//! The model the serving tests deploy, and a small HTTP client.
+
+use prism_serve::{Json, Model};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Sums a list and adds the config's `add`; answers with the sum, the size
+/// of the batch it ran in and its process id. `sleep_ms` makes it slow.
+pub struct Calc {
+    add: i64,
+    sleep_ms: u64,
+}
+
+impl Model for Calc {
+    type Request = Json<Vec<i64>>;
+    type Response = Json<Value>;
+
+    fn new(config: &Value) -> Result<Self, String> {
+        Ok(Calc {
+            add: config["add"].as_i64().unwrap_or(0),
+            sleep_ms: config["sleep_ms"].as_u64().unwrap_or(0),
+        })
+    }
+
+    async fn call(&self, req: Json<Vec<i64>>) -> Result<Json<Value>, String> {
+        self.call_batch(vec![req]).await.pop().unwrap()
+    }
+
+    async fn call_batch(&self, reqs: Vec<Json<Vec<i64>>>) -> Vec<Result<Json<Value>, String>> {
+        if self.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        }
+        let n = reqs.len();
+        reqs.into_iter()
+            .map(|Json(v)| {
+                if v.first() == Some(&-1) {
+                    return Err("minus one is refused".to_string());
+                }
+                Ok(Json(json!({
+                    "sum": v.iter().sum::<i64>() + self.add,
+                    "batch": n,
+                    "pid": std::process::id(),
+                })))
+            })
+            .collect()
+    }
+
+    fn reconfigure(&mut self, config: &Value) -> Result<(), String> {
+        self.add = config["add"].as_i64().unwrap_or(0);
+        Ok(())
+    }
+}
+prism_serve::model!(Calc);
+
+/// POSTs `body`; returns (status, body, headers we look at).
+pub fn post(url: &str, body: &str) -> (u16, String, Option<String>, Option<String>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let r = agent
+        .post(url)
+        .set("content-type", "application/json")
+        .send_string(body);
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return (0, e.to_string(), None, None),
+    };
+    let status = resp.status();
+    let retry = resp.header("retry-after").map(str::to_string);
+    let id = resp.header("x-request-id").map(str::to_string);
+    (status, resp.into_string().unwrap_or_default(), retry, id)
+}
+
+/// The deployment's entry in `prism_serve::status()`.
+pub fn deployment(name: &str) -> Value {
+    let s = prism_serve::status().unwrap();
+    s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deployment"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Its replicas' pids.
+pub fn pids(name: &str) -> Vec<u64> {
+    deployment(name)["replicas"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["pid"].as_u64()).collect())
+        .unwrap_or_default()
+}

@@ -139,7 +139,10 @@ fn role_order() {
         let limit = Duration::from_secs(30);
         let call = tokio::time::timeout(limit, c.add(1u64).unwrap()).await;
         let task = tokio::time::timeout(limit, square::remote(7u64).unwrap()).await;
-        (call.ok().and_then(|r| r.ok()), task.ok().and_then(|r| r.ok()))
+        (
+            call.ok().and_then(|r| r.ok()),
+            task.ok().and_then(|r| r.ok()),
+        )
     });
     check(
         awaited.0.is_some() && awaited.1 == Some(49),

@@ -31,6 +31,12 @@ impl ClusterArgs {
         HeadSession::connect(&self.info()?)
     }
 
+    /// Where this machine's session directories are (a driver finds its
+    /// raylet there).
+    pub fn temp_dir(&self) -> &std::path::Path {
+        &self.temp.temp_dir
+    }
+
     /// The head's address and token these flags name.
     pub fn info(&self) -> anyhow::Result<prism::session::ClusterInfo> {
         match &self.cluster {

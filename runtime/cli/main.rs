@@ -10,6 +10,7 @@ mod logs;
 mod microbench_extras;
 mod microbenchmark;
 mod reference;
+mod serve;
 mod start;
 mod status;
 mod stop;
@@ -60,6 +61,10 @@ enum Command {
     /// Drain a node: no new work; it leaves once nothing there needs it or
     /// at the deadline, its work retried and its actors restarted elsewhere.
     Drain(drain::DrainArgs),
+    /// Model serving: deploy a serve.yaml, show status, delete an
+    /// application, shut serving down.
+    #[command(subcommand)]
+    Serve(serve::ServeCommand),
     /// Run a command on a cluster.yaml's head, connected to the cluster.
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
@@ -127,6 +132,7 @@ fn run() -> anyhow::Result<()> {
         Command::Up(a) => launcher::up(a),
         Command::Down(a) => launcher::down(a),
         Command::Drain(a) => drain::run(a),
+        Command::Serve(c) => serve::run(c),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

@@ -3,6 +3,7 @@
 
 use crate::autoscale::AutoscalingConfig;
 use crate::client::{self, controller};
+use crate::config::ServeConfig;
 use crate::controller::{Controller, NAME, NAMESPACE};
 use crate::model::{Codec, Named};
 use crate::spec::{AppSpec, DeploymentSpec};
@@ -168,11 +169,28 @@ pub fn start(host: &str, port: u16) -> Result<String, ServeError> {
 /// An update rolls replicas over one at a time; a change of user config
 /// alone reconfigures them in place.
 pub fn run(app: Application) -> Result<(), ServeError> {
+    deploy(app.0)
+}
+
+/// Deploys an application spec (from [`run`] or a config file).
+pub fn deploy(app: AppSpec) -> Result<(), ServeError> {
     let c = get_or_start_controller()?;
     let wait = Duration::from_secs(300);
-    c.deploy(app.0, wait.as_millis() as u64)?
+    c.deploy(app, wait.as_millis() as u64)?
         .get_timeout(wait + Duration::from_secs(10))?
         .map_err(ServeError::Controller)
+}
+
+/// Starts the ingress and deploys every application of a serve config
+/// file (`serve.yaml`); returns the ingress's URL. The models it names must
+/// be registered in this binary (the replicas run it).
+pub fn run_config(path: &std::path::Path) -> Result<String, ServeError> {
+    let cfg = ServeConfig::load(path)?;
+    let url = start(&cfg.http.host, cfg.http.port)?;
+    for app in cfg.apps() {
+        deploy(app)?;
+    }
+    Ok(url)
 }
 
 /// Every deployment and replica, with counters (JSON).

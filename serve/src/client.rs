@@ -129,7 +129,10 @@ impl Routes {
             routes.push(Route {
                 prefix: e.spec.route_prefix.clone(),
                 deployment: name,
-                content_type: e.spec.content_type.clone(),
+                content_type: match e.spec.content_type.as_str() {
+                    "" => "application/octet-stream".to_string(),
+                    c => c.to_string(),
+                },
             });
         }
         *self.table.write().unwrap() = routes;

@@ -94,6 +94,15 @@ impl Controller {
                 }
             }
             for d in &app.deployments {
+                let mut d = d.clone();
+                // A spec from a config file learns its content type from
+                // its first replica; keep it, or every redeploy would roll.
+                if d.content_type.is_empty() {
+                    if let Some(o) = deps.iter().find(|o| o.spec.name == d.name) {
+                        d.content_type = o.spec.content_type.clone();
+                    }
+                }
+                let d = &d;
                 match deps.iter_mut().find(|o| o.spec.name == d.name) {
                     Some(o) if o.spec.same_but_config(d) => {
                         if o.spec.user_config != d.user_config {
@@ -241,7 +250,10 @@ impl Controller {
         }
         let spec = ProxySpec { host, port };
         let (h, addr) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            // Detached, like everything serving: it outlives the job that
+            // started serving, until `shutdown`.
             let h = Proxy::options()
+                .detached()
                 .num_cpus(0.0)
                 .max_concurrency(4)
                 .spawn(spec)
@@ -590,6 +602,9 @@ fn reconcile(deps: &Deps, version: &Rc<Cell<u64>>, changed: &Rc<Notify>) {
                     d.starting -= 1;
                     match started {
                         Ok((h, stats)) => {
+                            if d.spec.content_type.is_empty() {
+                                d.spec.content_type = stats.content_type.clone();
+                            }
                             d.members.push(Member {
                                 handle: h,
                                 generation,
@@ -619,6 +634,7 @@ async fn start_replica(
     let s = spec.clone();
     tokio::task::spawn_blocking(move || -> Result<_, String> {
         let h = Replica::options()
+            .detached()
             .num_cpus(s.num_cpus)
             .num_gpus(s.num_gpus)
             .max_concurrency(s.max_ongoing_requests.max(1) + 8)

@@ -45,6 +45,7 @@
 mod api;
 pub mod autoscale;
 mod client;
+pub mod config;
 mod controller;
 mod model;
 mod proxy;
@@ -54,9 +55,11 @@ mod router;
 mod spec;
 
 pub use api::{
-    delete, get_handle, run, shutdown, start, status, Application, Deployment, DeploymentHandle,
+    delete, deploy, get_handle, run, run_config, shutdown, start, status, Application, Deployment,
+    DeploymentHandle,
 };
 pub use autoscale::AutoscalingConfig;
+pub use config::{ConfigError, ServeConfig};
 pub use controller::Controller;
 pub use model::{Codec, Json, Model, Named};
 pub use proxy::{Proxy, ProxySpec, MAX_BODY};
@@ -125,6 +128,9 @@ pub enum ServeError {
     /// The controller refused a deploy, or could not be reached.
     #[error("serve controller: {0}")]
     Controller(String),
+    /// The serve config file is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The runtime failed (cluster, actor calls).
     #[error(transparent)]
     Prism(#[from] prism::Error),

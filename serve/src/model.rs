@@ -129,6 +129,7 @@ pub(crate) trait DynModel {
     fn call_batch(&self, reqs: Vec<Vec<u8>>) -> BatchFuture<'_>;
     fn reconfigure(&mut self, config: &serde_json::Value) -> Result<(), String>;
     fn check_health(&self) -> Result<(), String>;
+    fn content_type(&self) -> &'static str;
 }
 
 struct Erased<M>(M);
@@ -176,6 +177,10 @@ impl<M: Model> DynModel for Erased<M> {
 
     fn check_health(&self) -> Result<(), String> {
         self.0.check_health()
+    }
+
+    fn content_type(&self) -> &'static str {
+        <M::Response as Codec>::CONTENT_TYPE
     }
 }
 

@@ -40,6 +40,8 @@ pub struct ReplicaStats {
     pub max_batch: u32,
     /// Summed latency inside the replica, µs.
     pub latency_us_sum: u64,
+    /// The `Content-Type` of its answers.
+    pub content_type: String,
 }
 
 type Answer = oneshot::Sender<Result<Vec<u8>, String>>;
@@ -70,6 +72,7 @@ impl Replica {
             });
         let model = model::build(&spec.model, &config)
             .unwrap_or_else(|e| panic!("deployment {}: {e}", spec.deployment));
+        let content_type = model.content_type().to_string();
         Replica {
             model,
             max_batch: spec.max_batch_size.max(1) as usize,
@@ -78,6 +81,7 @@ impl Replica {
             full: Notify::new(),
             stats: RefCell::new(ReplicaStats {
                 pid: std::process::id(),
+                content_type,
                 ..ReplicaStats::default()
             }),
             ongoing: Cell::new(0),

@@ -1,0 +1,158 @@
+//! `prism serve deploy | status | delete | shutdown`: talk to the cluster's
+//! serve controller as a driver. The controller, its proxy and replicas run
+//! the binary that started serving (the one holding the models:
+//! `prism_serve::run_config` or `prism_serve::start` in a program of
+//! yours), so `deploy` updates applications that binary can build.
+
+use crate::job::ClusterArgs;
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServeCommand {
+    /// Deploy or update the applications of a serve config file (serve.yaml)
+    /// on the running controller: replicas roll over one at a time with one
+    /// extra, a user_config change alone reconfigures them in place.
+    Deploy {
+        /// The serve config file.
+        config: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Applications, deployments and replicas with their counters.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove one application (its replicas finish their requests first).
+    Delete {
+        /// The application.
+        app: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove every application, the HTTP proxy and the controller.
+    Shutdown {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Joins the cluster the flags name as a driver.
+fn join(cluster: &ClusterArgs) -> anyhow::Result<prism::Cluster> {
+    let info = cluster.info()?;
+    std::env::set_var("PRISM_ADDRESS", &info.head_address);
+    std::env::set_var("PRISM_TOKEN", &info.token);
+    std::env::set_var("PRISM_TEMP_DIR", cluster.temp_dir());
+    prism::init().with_context(|| format!("cannot join the cluster at {}", info.head_address))
+}
+
+fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
+    match e {
+        prism_serve::ServeError::Prism(prism::Error::Task(prism::TaskError::NoSuchActor {
+            ..
+        })) => anyhow!(
+            "no serve controller runs on this cluster: start serving from the program that \
+             holds your models (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), \
+             e.g. with `prism submit -- ./your-models serve.yaml`"
+        ),
+        other => anyhow!(other),
+    }
+}
+
+pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServeCommand::Deploy { config, cluster } => {
+            let cfg = prism_serve::ServeConfig::load(&config)?;
+            let _c = join(&cluster)?;
+            prism_serve::status().map_err(no_controller)?;
+            for app in cfg.apps() {
+                let name = app.name.clone();
+                prism_serve::deploy(app).with_context(|| format!("application {name}"))?;
+                println!("application {name}: running");
+            }
+            Ok(())
+        }
+        ServeCommand::Status { json, cluster } => {
+            let _c = join(&cluster)?;
+            let s = prism_serve::status().map_err(no_controller)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", table(&s));
+            }
+            Ok(())
+        }
+        ServeCommand::Delete { app, cluster } => {
+            let _c = join(&cluster)?;
+            prism_serve::status().map_err(no_controller)?;
+            prism_serve::delete(&app)?;
+            println!("application {app}: deleted");
+            Ok(())
+        }
+        ServeCommand::Shutdown { cluster } => {
+            let _c = join(&cluster)?;
+            if prism_serve::status().is_err() {
+                bail!("no serve controller runs on this cluster: nothing to shut down");
+            }
+            prism_serve::shutdown()?;
+            println!("serve: shut down");
+            Ok(())
+        }
+    }
+}
+
+/// The human form of `status`.
+fn table(s: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let deps = s["deployments"].as_array().unwrap_or(&empty);
+    if deps.is_empty() {
+        out.push_str("no applications\n");
+    }
+    out.push_str(&format!(
+        "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>10}\n",
+        "APP", "DEPLOYMENT", "ROUTE", "VERSION", "REPLICAS", "REQUESTS", "ERRORS", "MEAN µs"
+    ));
+    for d in deps {
+        let replicas = d["replicas"].as_array().unwrap_or(&empty);
+        let requests: u64 = replicas.iter().filter_map(|r| r["requests"].as_u64()).sum();
+        let errors: u64 = replicas.iter().filter_map(|r| r["errors"].as_u64()).sum();
+        let lat: Vec<u64> = replicas
+            .iter()
+            .filter_map(|r| r["mean_latency_us"].as_u64())
+            .collect();
+        let mean = if lat.is_empty() {
+            0
+        } else {
+            lat.iter().sum::<u64>() / lat.len() as u64
+        };
+        out.push_str(&format!(
+            "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>10}\n",
+            d["application"].as_str().unwrap_or("-"),
+            d["deployment"].as_str().unwrap_or("-"),
+            d["route_prefix"].as_str().unwrap_or("-"),
+            d["version"],
+            format!("{}/{}", replicas.len(), d["target_replicas"]),
+            requests,
+            errors,
+            mean,
+        ));
+        if let Some(e) = d["last_error"].as_str() {
+            out.push_str(&format!("  last error: {e}\n"));
+        }
+    }
+    if let Some(p) = s["proxies"].as_array() {
+        for a in p {
+            out.push_str(&format!(
+                "HTTP proxy: http://{}\n",
+                a.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}

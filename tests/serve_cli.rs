@@ -1,0 +1,167 @@
+//! Serving on a real cluster through its config file and the CLI: a job
+//! (this binary, which holds the model) starts serving from serve.yaml and
+//! exits; the detached controller, proxy and replicas keep answering HTTP;
+//! `prism serve status | deploy | shutdown` act on them as drivers.
+
+use prism_serve::{Json, Model};
+use prism_test_support::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Adds the config's `add` to the sum of a list.
+struct Adder {
+    add: i64,
+}
+
+impl Model for Adder {
+    type Request = Json<Vec<i64>>;
+    type Response = Json<Value>;
+    fn new(config: &Value) -> Result<Self, String> {
+        Ok(Adder {
+            add: config["add"].as_i64().unwrap_or(0),
+        })
+    }
+    async fn call(&self, Json(v): Json<Vec<i64>>) -> Result<Json<Value>, String> {
+        Ok(Json(
+            json!({ "sum": v.iter().sum::<i64>() + self.add, "pid": std::process::id() }),
+        ))
+    }
+    fn reconfigure(&mut self, config: &Value) -> Result<(), String> {
+        self.add = config["add"].as_i64().unwrap_or(0);
+        Ok(())
+    }
+}
+prism_serve::model!(Adder);
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    let path = std::env::var("SERVE_YAML").unwrap();
+    let url = prism_serve::run_config(std::path::Path::new(&path)).unwrap();
+    println!("URL={url}");
+    println!("ALL OK");
+}
+
+fn yaml(replicas: u32, add: i64) -> String {
+    format!(
+        "http: {{ port: 0 }}
+applications:
+  - name: math
+    deployments:
+      - name: adder
+        model: Adder
+        route_prefix: /add
+        replicas: {replicas}
+        num_cpus: 0.5
+        user_config: {{ add: {add} }}
+"
+    )
+}
+
+fn post(url: &str, body: &str) -> Value {
+    ureq::post(url)
+        .timeout(Duration::from_secs(30))
+        .send_string(body)
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn serve_yaml_and_the_cli_deploy_update_show_and_shut_down() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "4"]);
+    let out = sb.run(&["serve", "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no serve controller runs on this cluster"),
+        "{err}"
+    );
+
+    let file = sb.temp().join("serve.yaml");
+    std::fs::write(&file, yaml(1, 1)).unwrap();
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("SERVE_YAML".into(), file.display().to_string()));
+    let mut job = Job::spawn("serve", &envs);
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- head:\n{}",
+        head.log()
+    );
+    let url = out
+        .lines()
+        .find_map(|l| l.split("URL=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The job has ended; serving goes on.
+    assert_eq!(post(&format!("{url}/add"), "[1, 2]")["sum"], 4);
+
+    let status = || -> Value {
+        let out = sb.run(&["serve", "status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let s = status();
+    assert_eq!(s["deployments"][0]["deployment"], "adder", "{s}");
+    assert_eq!(
+        s["deployments"][0]["replicas"].as_array().map(Vec::len),
+        Some(1),
+        "{s}"
+    );
+    let table = String::from_utf8_lossy(&sb.run(&["serve", "status"]).stdout).into_owned();
+    assert!(
+        table.contains("adder") && table.contains("/add") && table.contains("1/1"),
+        "{table}"
+    );
+
+    // An update from the CLI: two replicas, a new user config.
+    std::fs::write(&file, yaml(2, 10)).unwrap();
+    let out = sb.run(&["serve", "deploy", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = status();
+    assert_eq!(
+        s["deployments"][0]["replicas"].as_array().map(Vec::len),
+        Some(2),
+        "{s}"
+    );
+    assert_eq!(post(&format!("{url}/add"), "[1, 2]")["sum"], 13);
+
+    // A broken file: its line and field, no backtrace, nothing changed.
+    let bad = sb.temp().join("bad.yaml");
+    std::fs::write(&bad, yaml(2, 10).replace("replicas: 2", "replicas: many")).unwrap();
+    let out = sb.run(&["serve", "deploy", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("bad.yaml:8:") && err.contains("deployments[0].replicas"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+    assert_eq!(post(&format!("{url}/add"), "[0]")["sum"], 10);
+
+    let out = sb.run(&["serve", "shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = wait_until(Duration::from_secs(30), || {
+        ureq::post(&format!("{url}/add"))
+            .timeout(Duration::from_secs(2))
+            .send_string("[0]")
+            .is_err()
+    });
+    assert!(gone, "the proxy stops with serving");
+    let out = sb.run(&["serve", "status"]);
+    assert!(!out.status.success());
+}

@@ -446,6 +446,15 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether this process owns `id` and holds its value inline: a `get`
+    /// then returns at once, without blocking (async `get`'s fast path).
+    pub(crate) fn inline_here(&self, id: ObjectId) -> bool {
+        matches!(
+            self.owned.get(id).map(|s| s.state()),
+            Some(SlotState::Inline(_))
+        )
+    }
+
     /// Waits until the object is ready (async `get`).
     pub(crate) async fn ready(&self, id: ObjectId) {
         if let Some(slot) = self.owned.get(id) {

@@ -88,6 +88,12 @@ impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
         Box::pin(async move {
             let core = core::current()?;
             core.ready(this.id).await;
+            // Small results are held here: no blocking thread needed.
+            if core.inline_here(this.id) {
+                let value = core.get::<T>(this.id, None);
+                drop(this);
+                return value;
+            }
             let c = core.clone();
             tokio::task::spawn_blocking(move || {
                 let value = c.get::<T>(this.id, None);

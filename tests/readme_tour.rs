@@ -4,7 +4,7 @@
 //! `ml/examples/readme_ml.rs`, verbatim; the README must show every region
 //! of the tour and of the ML example; and the tour and the guide's example
 //! must run to the end on an embedded cluster (no GPU needed) in a temp dir
-//! of their own (`ml/tests/readme_ml.rs` runs the ML one).
+//! of their own (`ml/tests/examples_run.rs` runs the ML one).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

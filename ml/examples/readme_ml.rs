@@ -1,4 +1,4 @@
-//! The README's ML block, as a program CI runs (`ml/tests/readme_ml.rs`);
+//! The README's ML block, as a program CI runs (`ml/tests/examples_run.rs`);
 //! `tests/readme_tour.rs` checks the README's copy of the region below.
 //! `cargo run -p prism-ml --example readme_ml` trains 2 DDP workers on the
 //! 8×8 digits on an embedded cluster and scores the held-out set.

@@ -1,6 +1,7 @@
-//! The README's ML block runs as written: `ml/examples/readme_ml.rs` (whose
-//! region `tests/readme_tour.rs` compares with the README) trains on an
-//! embedded cluster in a temp dir of its own.
+//! The ML examples run to their end, each on an embedded cluster in a temp
+//! dir of its own: the README's ML block (`ml/examples/readme_ml.rs`, whose
+//! region `tests/readme_tour.rs` compares with the README), and the digits
+//! MLP served over HTTP (`ml/examples/serve_digits.rs`).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,18 +16,19 @@ impl Drop for Reaped {
     }
 }
 
-#[test]
-fn the_readme_ml_block_trains_and_scores_on_an_embedded_cluster() {
+/// Runs `ml/examples/<name>`; it must print `done`.
+fn run_example(name: &str, done: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("examples/readme_ml");
+        .join("examples")
+        .join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: `cargo build -p prism-ml --example readme_ml` first (scripts/test.sh does; `cargo test --all-targets` builds examples only as test harnesses)",
+        "{} is missing: `cargo build -p prism-ml --example {name}` first (scripts/test.sh does; `cargo test --all-targets` builds examples only as test harnesses)",
         bin.display()
     );
     let dir = tempfile::tempdir().unwrap();
@@ -50,7 +52,19 @@ fn the_readme_ml_block_trains_and_scores_on_an_embedded_cluster() {
     };
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(
-        status.success() && stdout.contains("ML OK"),
+        status.success() && stdout.contains(done),
         "{status}\n{stdout}"
     );
+    stdout
+}
+
+#[test]
+fn the_readme_ml_block_trains_and_scores_on_an_embedded_cluster() {
+    run_example("readme_ml", "ML OK");
+}
+
+#[test]
+fn the_digits_mlp_is_trained_then_served_over_http_with_batching() {
+    let out = run_example("serve_digits", "SERVE DIGITS OK");
+    println!("{out}");
 }

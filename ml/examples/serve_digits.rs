@@ -1,0 +1,171 @@
+//! Trains the digits MLP (2 DDP workers), then serves it over HTTP with
+//! dynamic batching: 2 replicas load the weights and answer
+//! `{"class": k}` for 64 pixel values. Every held-out digit is then sent
+//! over HTTP by 8 clients at once and scored; the answer must match the
+//! in-process accuracy. With `--serve`, it keeps serving until Ctrl-C:
+//!
+//!     cargo run --release -p prism-ml --example serve_digits -- --serve
+//!     curl -d @digit.json http://127.0.0.1:8000/digits     # {"class":3}
+
+use prism_ml::data::digits;
+use prism_ml::recipes::{self, MlpConfig};
+use prism_ml::train::{DdpTrainer, ScalingConfig};
+use prism_serve::{Application, Deployment, Json, Model};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tch::nn::Module;
+
+/// The digits classifier, one per replica.
+struct Digits {
+    net: tch::nn::Sequential,
+    _vs: tch::nn::VarStore,
+}
+
+fn config() -> MlpConfig {
+    MlpConfig {
+        layers: vec![64, 128, 10],
+        epochs: 10,
+        batch_size: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        seed: 1,
+        cuda: false,
+    }
+}
+
+impl Model for Digits {
+    type Request = Json<Vec<f32>>;
+    type Response = Json<Value>;
+
+    fn new(config_json: &Value) -> Result<Self, String> {
+        let path = config_json["weights"]
+            .as_str()
+            .ok_or("user_config needs \"weights\"")?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        tch::set_num_threads(1);
+        let (vs, net) = recipes::load_flat(&config(), &bytes).map_err(|e| e.to_string())?;
+        Ok(Digits { net, _vs: vs })
+    }
+
+    async fn call(&self, req: Json<Vec<f32>>) -> Result<Json<Value>, String> {
+        let answer = self.call_batch(vec![req]).await.pop();
+        answer.unwrap_or_else(|| Err("no answer".to_string()))
+    }
+
+    /// One forward pass for the whole batch.
+    async fn call_batch(&self, reqs: Vec<Json<Vec<f32>>>) -> Vec<Result<Json<Value>, String>> {
+        if let Some(bad) = reqs.iter().position(|r| r.0.len() != 64) {
+            let n = reqs[bad].0.len();
+            return reqs
+                .iter()
+                .map(|r| match r.0.len() {
+                    64 => Err("another request of the batch was malformed; retry".into()),
+                    _ => Err(format!("bad request: a digit is 64 pixel values, not {n}")),
+                })
+                .collect();
+        }
+        let n = reqs.len() as i64;
+        let flat: Vec<f32> = reqs.into_iter().flat_map(|r| r.0).collect();
+        let x = tch::Tensor::from_slice(&flat).view([n, 64]);
+        let classes = tch::no_grad(|| self.net.forward(&x)).argmax(-1, false);
+        let classes: Vec<i64> = Vec::try_from(classes).unwrap_or_default();
+        classes
+            .into_iter()
+            .map(|c| Ok(Json(json!({ "class": c, "batch": n }))))
+            .collect()
+    }
+}
+prism_serve::model!(Digits);
+
+fn main() -> anyhow::Result<()> {
+    let serve_forever = std::env::args().any(|a| a == "--serve");
+    let _c = prism::InitOptions::new().num_cpus(4.0).init()?;
+    let (train, test) = digits(128)?.shuffle(2024)?.train_test_split(0.2, 7)?;
+    let cfg = config();
+    let result = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))?
+        .config(cfg.to_bytes())
+        .dataset(train)
+        .progress(None)
+        .fit()?;
+    let (_, net) = recipes::load_flat(&cfg, &result.output)?;
+    let local = recipes::accuracy(&net, &test)?;
+    let dir = tempfile::tempdir()?;
+    let weights = dir.path().join("digits.weights");
+    std::fs::write(&weights, &result.output)?;
+
+    let url = prism_serve::start("127.0.0.1", if serve_forever { 8000 } else { 0 })?;
+    prism_serve::run(
+        Application::new("digits").deployment(
+            Deployment::new::<Digits>("digits")
+                .replicas(2)
+                .route_prefix("/digits")
+                .max_ongoing_requests(64)
+                .batching(32, Duration::from_millis(2))
+                .user_config(json!({ "weights": weights.display().to_string() })),
+        ),
+    )?;
+
+    // Every held-out digit over HTTP, 8 clients at once.
+    let mut rows: Vec<(Vec<f32>, i64)> = Vec::new();
+    for batch in test.iter_batches(256) {
+        let b = batch?;
+        let x: Vec<f32> = Vec::try_from(b.features.view([-1]))?;
+        let y: Vec<i64> = Vec::try_from(b.labels.ok_or_else(|| anyhow::anyhow!("no labels"))?)?;
+        rows.extend(x.chunks(64).map(<[f32]>::to_vec).zip(y));
+    }
+    let endpoint = format!("{url}/digits");
+    let t0 = Instant::now();
+    let answers: Vec<anyhow::Result<(bool, u64)>> = std::thread::scope(|s| {
+        let chunks: Vec<_> = rows.chunks(rows.len().div_ceil(8)).collect();
+        let hs: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let endpoint = endpoint.clone();
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(x, y)| {
+                            let body = serde_json::to_string(x)?;
+                            let r: Value = serde_json::from_str(
+                                &ureq::post(&endpoint).send_string(&body)?.into_string()?,
+                            )?;
+                            Ok((r["class"] == *y, r["batch"].as_u64().unwrap_or(0)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let answers = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let right = answers.iter().filter(|a| a.0).count();
+    let largest = answers.iter().map(|a| a.1).max().unwrap_or(0);
+    let over_http = right as f64 / answers.len() as f64;
+    println!(
+        "in process: {:.1}%; over HTTP: {:.1}% of {} digits, {:.0} requests/s, batches up to {largest}",
+        local * 100.0,
+        over_http * 100.0,
+        answers.len(),
+        answers.len() as f64 / secs,
+    );
+    anyhow::ensure!(over_http > 0.9, "accuracy over HTTP {over_http}");
+    anyhow::ensure!(
+        (over_http - local).abs() < 0.01,
+        "HTTP and in-process answers differ"
+    );
+    let sample = dir.path().join("digit.json");
+    std::fs::write(&sample, serde_json::to_string(&rows[0].0)?)?;
+    if serve_forever {
+        std::fs::copy(&sample, "digit.json")?;
+        println!("serving at {endpoint}; try: curl -d @digit.json {endpoint}   (Ctrl-C stops)");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(tokio::signal::ctrl_c())?;
+    }
+    prism_serve::shutdown()?;
+    println!("SERVE DIGITS OK");
+    Ok(())
+}

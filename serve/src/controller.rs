@@ -50,8 +50,12 @@ pub struct Controller {
     version: Rc<Cell<u64>>,
     changed: Rc<Notify>,
     looping: Cell<bool>,
-    proxies: RefCell<Vec<(ActorHandle<Proxy>, String)>>,
+    proxies: Proxies,
+    proxy_restarts: Rc<Cell<u64>>,
 }
+
+/// The HTTP proxies: handle, address, and how to start it again.
+type Proxies = Rc<RefCell<Vec<(ActorHandle<Proxy>, String, ProxySpec, u32)>>>;
 
 #[prism::actor]
 impl Controller {
@@ -61,7 +65,8 @@ impl Controller {
             version: Rc::new(Cell::new(1)),
             changed: Rc::new(Notify::new()),
             looping: Cell::new(false),
-            proxies: RefCell::new(Vec::new()),
+            proxies: Rc::default(),
+            proxy_restarts: Rc::default(),
         }
     }
 
@@ -238,8 +243,14 @@ impl Controller {
                 })
             })
             .collect();
-        let proxies: Vec<String> = self.proxies.borrow().iter().map(|p| p.1.clone()).collect();
-        serde_json::json!({ "deployments": apps, "proxies": proxies }).to_string()
+        let proxies: Vec<serde_json::Value> = self
+            .proxies
+            .borrow()
+            .iter()
+            .map(|p| serde_json::json!({ "address": p.1, "pid": p.3 }))
+            .collect();
+        let proxy_restarts = self.proxy_restarts.get();
+        serde_json::json!({ "deployments": apps, "proxies": proxies, "proxy_restarts": proxy_restarts }).to_string()
     }
 
     /// Starts the HTTP ingress on `host:port` (0: any free port); returns
@@ -248,25 +259,18 @@ impl Controller {
         if let Some(p) = self.proxies.borrow().first() {
             return Ok(p.1.clone());
         }
+        self.start_loop();
         let spec = ProxySpec { host, port };
-        let (h, addr) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            // Detached, like everything serving: it outlives the job that
-            // started serving, until `shutdown`.
-            let h = Proxy::options()
-                .detached()
-                .num_cpus(0.0)
-                .max_concurrency(4)
-                .spawn(spec)
-                .map_err(|e| e.to_string())?;
-            let addr = h
-                .address()
-                .and_then(|r| r.get_timeout(Duration::from_secs(60)))
-                .map_err(|e| format!("the HTTP proxy did not start: {e}"))??;
-            Ok((h, addr))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        self.proxies.borrow_mut().push((h, addr.clone()));
+        let (h, addr, pid) = spawn_proxy(spec.clone()).await?;
+        // Started again on the same address if it dies.
+        let port = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(spec.port);
+        let again = ProxySpec { port, ..spec };
+        self.proxies
+            .borrow_mut()
+            .push((h, addr.clone(), again, pid));
         Ok(addr)
     }
 
@@ -286,8 +290,13 @@ impl Controller {
             d.scaler = None;
         }
         let r = self.wait_gone(None).await;
-        for (p, _) in self.proxies.borrow_mut().drain(..) {
-            let _ = prism::kill(&p, true);
+        let proxies: Vec<_> = self.proxies.borrow_mut().drain(..).collect();
+        for (p, _, _, _) in proxies {
+            // In-flight requests are answered first.
+            if let Ok(d) = p.drain() {
+                let _ = tokio::time::timeout(Duration::from_secs(35), d).await;
+            }
+            let _ = tokio::task::spawn_blocking(move || prism::kill(&p, true)).await;
         }
         r
     }
@@ -390,6 +399,77 @@ impl Controller {
                 reconcile(&deps, &version, &changed);
             }
         });
+        let (proxies, restarts) = (self.proxies.clone(), self.proxy_restarts.clone());
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                check_proxies(&proxies, &restarts).await;
+            }
+        });
+    }
+}
+
+/// Starts a proxy and waits (at most 60 s) for its address.
+async fn spawn_proxy(spec: ProxySpec) -> Result<(ActorHandle<Proxy>, String, u32), String> {
+    tokio::task::spawn_blocking(move || -> Result<_, String> {
+        // Detached, like everything serving: it outlives the job that
+        // started serving, until `shutdown`.
+        let h = Proxy::options()
+            .detached()
+            .num_cpus(0.0)
+            .max_concurrency(4)
+            .spawn(spec)
+            .map_err(|e| e.to_string())?;
+        let started = h
+            .address()
+            .and_then(|r| r.get_timeout(Duration::from_secs(60)));
+        match started {
+            Ok(Ok(addr)) => {
+                let pid = h
+                    .pid()
+                    .and_then(|r| r.get_timeout(Duration::from_secs(30)))
+                    .unwrap_or(0);
+                Ok((h, addr, pid))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => {
+                let _ = prism::kill(&h, true);
+                Err(format!("the HTTP proxy did not start: {e}"))
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// A proxy that no longer answers is started again on its address.
+async fn check_proxies(proxies: &Proxies, restarts: &Cell<u64>) {
+    let list: Vec<(ActorHandle<Proxy>, ProxySpec)> = proxies
+        .borrow()
+        .iter()
+        .map(|p| (p.0.clone(), p.2.clone()))
+        .collect();
+    for (h, spec) in list {
+        let alive = match h.address() {
+            Ok(r) => !matches!(
+                tokio::time::timeout(Duration::from_secs(5), r).await,
+                Ok(Err(prism::Error::Task(_)))
+            ),
+            Err(_) => false,
+        };
+        if alive {
+            continue;
+        }
+        tracing::warn!("the HTTP proxy {} is gone; starting another", h.id());
+        match spawn_proxy(spec.clone()).await {
+            Ok((n, addr, pid)) => {
+                if let Some(p) = proxies.borrow_mut().iter_mut().find(|p| p.0.id() == h.id()) {
+                    *p = (n, addr, spec, pid);
+                }
+                restarts.set(restarts.get() + 1);
+            }
+            Err(e) => tracing::warn!("the HTTP proxy could not start again: {e}"),
+        }
     }
 }
 

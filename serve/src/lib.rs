@@ -11,7 +11,8 @@
 //!   queue, retries when a replica dies; one per deployment in every caller.
 //! - `controller`: the named actor that owns the desired state and
 //!   reconciles it (`reconcile`, `autoscale`: the pure decisions).
-//! - `proxy`: the HTTP ingress actor (axum).
+//! - `proxy`: the HTTP ingress actor (axum), with Prometheus metrics
+//!   (`metrics`) at `/-/metrics`.
 //! - `client`: a process's runtime and route watcher.
 //!
 //! # Serving a model
@@ -47,6 +48,7 @@ pub mod autoscale;
 mod client;
 pub mod config;
 mod controller;
+mod metrics;
 mod model;
 mod proxy;
 mod reconcile;

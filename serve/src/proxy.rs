@@ -7,16 +7,20 @@
 //! `x-request-id` (the caller's, or a new one).
 
 use crate::client::{self, Routes};
+use crate::metrics::Metrics;
 use crate::ServeError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Where the proxy listens.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct ProxySpec {
     /// Interface to bind.
     pub host: String,
@@ -31,6 +35,8 @@ pub const MAX_BODY: usize = 64 << 20;
 #[prism::actor]
 pub struct Proxy {
     addr: String,
+    stop: Arc<Notify>,
+    server: RefCell<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[prism::actor]
@@ -51,7 +57,9 @@ impl Proxy {
             .set_nonblocking(true)
             .expect("a non-blocking listener");
         let routes = client::routes();
-        client::runtime().spawn(async move {
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let server = client::runtime().spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -64,23 +72,50 @@ impl Proxy {
                 .with_state(Arc::new(Ingress {
                     routes,
                     ids: AtomicU64::new(0),
+                    metrics: Metrics::new(),
                 }));
-            if let Err(e) = axum::serve(listener, app).await {
+            // Graceful: on `drain`, stop accepting and finish what is in flight.
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await });
+            if let Err(e) = serve.await {
                 tracing::error!("the HTTP proxy stopped: {e}");
             }
         });
-        Proxy { addr }
+        Proxy {
+            addr,
+            stop,
+            server: RefCell::new(Some(server)),
+        }
     }
 
     /// `host:port` it serves on.
     async fn address(&self) -> Result<String, String> {
         Ok(self.addr.clone())
     }
+
+    /// Its process.
+    async fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// Stops accepting connections and waits (at most 30 s) for the
+    /// requests in flight to be answered.
+    async fn drain(&self) -> bool {
+        self.stop.notify_one();
+        let server = self.server.borrow_mut().take();
+        match server {
+            Some(h) => tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .is_ok(),
+            None => true,
+        }
+    }
 }
 
 struct Ingress {
     routes: Arc<Routes>,
     ids: AtomicU64,
+    metrics: Metrics,
 }
 
 async fn handle(State(s): State<Arc<Ingress>>, req: Request) -> Response {
@@ -97,16 +132,22 @@ async fn handle(State(s): State<Arc<Ingress>>, req: Request) -> Response {
             )
         });
     let path = req.uri().path().to_string();
-    let mut resp = route(&s, &path, req).await;
+    let start = Instant::now();
+    let (deployment, mut resp) = route(&s, &path, req).await;
+    if let Some(d) = deployment {
+        s.metrics
+            .answered(&d, resp.status().as_u16(), start.elapsed());
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
-async fn route(s: &Ingress, path: &str, req: Request) -> Response {
+/// Answers one request; names the deployment it went to, if any.
+async fn route(s: &Ingress, path: &str, req: Request) -> (Option<String>, Response) {
     match path {
-        "/-/healthz" => return (StatusCode::OK, "ok").into_response(),
+        "/-/healthz" => return (None, (StatusCode::OK, "ok").into_response()),
         "/-/routes" => {
             let table: serde_json::Map<String, serde_json::Value> = s
                 .routes
@@ -114,45 +155,52 @@ async fn route(s: &Ingress, path: &str, req: Request) -> Response {
                 .into_iter()
                 .map(|(p, d, _)| (p, serde_json::Value::String(d)))
                 .collect();
-            return axum::Json(table).into_response();
+            return (None, axum::Json(table).into_response());
+        }
+        "/-/metrics" => {
+            let now: Vec<(String, usize, u32)> = s
+                .routes
+                .known()
+                .into_iter()
+                .filter_map(|d| s.routes.router(&d).map(|r| (d, r.replicas(), r.queued())))
+                .collect();
+            let text = s.metrics.encode(&now);
+            let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            return (None, ([(header::CONTENT_TYPE, ct)], text).into_response());
         }
         _ => {}
     }
     let Some((deployment, content_type)) = s.routes.match_path(path) else {
         let known: Vec<String> = s.routes.prefixes().into_iter().map(|(p, _, _)| p).collect();
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no application serves {path} (routes: {known:?})\n"),
-        )
-            .into_response();
+        let msg = format!("no application serves {path} (routes: {known:?})\n");
+        return (None, (StatusCode::NOT_FOUND, msg).into_response());
     };
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
+            let msg = format!("the request body could not be read (limit {MAX_BODY} bytes): {e}\n");
             return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body could not be read (limit {MAX_BODY} bytes): {e}\n"),
-            )
-                .into_response()
+                Some(deployment),
+                (StatusCode::PAYLOAD_TOO_LARGE, msg).into_response(),
+            );
         }
     };
-    let router = match s.routes.router(&deployment) {
-        Some(r) => r,
-        None => {
-            return error(ServeError::NoDeployment {
-                name: deployment,
-                known: vec![],
-            })
-        }
+    let Some(router) = s.routes.router(&deployment) else {
+        let e = ServeError::NoDeployment {
+            name: deployment.clone(),
+            known: s.routes.known(),
+        };
+        return (Some(deployment), error(e));
     };
-    match router.call(body.to_vec()).await {
+    let resp = match router.call(body.to_vec()).await {
         Ok(bytes) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(bytes))
             .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
         Err(e) => error(e),
-    }
+    };
+    (Some(deployment), resp)
 }
 
 fn error(e: ServeError) -> Response {

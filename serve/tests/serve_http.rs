@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{deployment, pids, post, Calc};
+use common::{deployment, get, pids, post, Calc};
 use prism_serve::{Application, AutoscalingConfig, Deployment, Json};
 use prism_test_support::*;
 use serde_json::{json, Value};
@@ -408,6 +408,90 @@ fn role_zero() {
     println!("ALL OK");
 }
 
+/// A replica failing its health check and a killed proxy are replaced;
+/// the proxy's metrics count answers; shutdown answers what is in flight.
+fn role_lifecycle() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    let port = free_port();
+    let url = prism_serve::start("127.0.0.1", port).unwrap();
+    prism_serve::run(
+        Application::new("life")
+            .deployment(
+                calc("h")
+                    .route_prefix("/h")
+                    .health_period(Duration::from_millis(200))
+                    .user_config(json!({"unhealthy_after": 5})),
+            )
+            .deployment(
+                calc("slow")
+                    .route_prefix("/slow")
+                    .user_config(json!({"sleep_ms": 1500})),
+            ),
+    )
+    .unwrap();
+    let first = pids("h");
+    for i in 0..5 {
+        check(
+            post(&format!("{url}/h"), &format!("[{i}]")).0 == 200,
+            "answered while healthy",
+        );
+    }
+    let replaced = wait_until(Duration::from_secs(30), || {
+        let now = pids("h");
+        now.len() == 1 && now != first
+    });
+    check(replaced, "a replica failing its health check is replaced");
+    check(
+        deployment("h")["replaced"].as_u64() >= Some(1),
+        "status counts it",
+    );
+    check(
+        post(&format!("{url}/h"), "[1]").0 == 200,
+        "the new replica answers",
+    );
+
+    let (code, text) = get(&format!("{url}/-/metrics"));
+    check(
+        code == 200 && text.contains(r#"prism_serve_requests_total{deployment="h",code="200"} 6"#),
+        &format!("/-/metrics counts the answers ({text})"),
+    );
+    check(
+        text.contains("prism_serve_request_latency_seconds_bucket"),
+        "with a latency histogram",
+    );
+
+    let proxy = prism_serve::status().unwrap()["proxies"][0]["pid"]
+        .as_u64()
+        .unwrap_or(0) as i32;
+    check(proxy > 0, "status names the proxy's process");
+    // SAFETY: kill(2) has no memory effects; the pid is the proxy's own.
+    unsafe { libc::kill(proxy, libc::SIGKILL) };
+    let back = wait_until(Duration::from_secs(30), || {
+        post(&format!("{url}/h"), "[2]").0 == 200
+    });
+    check(back, "a killed proxy is started again on its address");
+    check(
+        prism_serve::status().unwrap()["proxy_restarts"] == 1,
+        "status counts the restart",
+    );
+
+    // A request in flight when serving shuts down is still answered.
+    let slow = format!("{url}/slow");
+    let inflight = std::thread::spawn(move || post(&slow, "[1, 1]"));
+    std::thread::sleep(Duration::from_millis(300));
+    prism_serve::shutdown().unwrap();
+    let (code, body, _, _) = inflight.join().unwrap();
+    check(
+        code == 200 && json_of(&body)["sum"] == 2,
+        &format!("shutdown answered the request in flight ({code} {body})"),
+    );
+    check(
+        get(&format!("{url}/-/healthz")).0 == 0,
+        "then the proxy is gone",
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -418,6 +502,7 @@ fn child_role() {
         "autoscale" => role_autoscale(),
         "update" => role_update(),
         "zero" => role_zero(),
+        "lifecycle" => role_lifecycle(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -450,4 +535,9 @@ fn serve_config_and_version_updates_fail_no_request() {
 #[test]
 fn serve_scales_from_zero_for_the_first_request() {
     println!("{}", run_role("zero", Duration::from_secs(120)));
+}
+
+#[test]
+fn serve_replaces_unhealthy_replicas_and_dead_proxies_and_drains_on_shutdown() {
+    println!("{}", run_role("lifecycle", Duration::from_secs(180)));
 }

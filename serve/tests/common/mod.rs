@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct Calc {
     add: i64,
     sleep_ms: u64,
+    /// Fails its health check once it has answered this many requests.
+    unhealthy_after: Option<u64>,
+    answered: std::cell::Cell<u64>,
 }
 
 impl Model for Calc {
@@ -19,6 +22,8 @@ impl Model for Calc {
         Ok(Calc {
             add: config["add"].as_i64().unwrap_or(0),
             sleep_ms: config["sleep_ms"].as_u64().unwrap_or(0),
+            unhealthy_after: config["unhealthy_after"].as_u64(),
+            answered: std::cell::Cell::new(0),
         })
     }
 
@@ -31,6 +36,7 @@ impl Model for Calc {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
         let n = reqs.len();
+        self.answered.set(self.answered.get() + n as u64);
         reqs.into_iter()
             .map(|Json(v)| {
                 if v.first() == Some(&-1) {
@@ -43,6 +49,13 @@ impl Model for Calc {
                 })))
             })
             .collect()
+    }
+
+    fn check_health(&self) -> Result<(), String> {
+        match self.unhealthy_after {
+            Some(n) if self.answered.get() >= n => Err(format!("answered {n} requests: unwell")),
+            _ => Ok(()),
+        }
     }
 
     fn reconfigure(&mut self, config: &Value) -> Result<(), String> {
@@ -82,6 +95,15 @@ pub fn deployment(name: &str) -> Value {
         .find(|d| d["deployment"] == name)
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+/// GETs `url`: (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
 }
 
 /// Its replicas' pids.

@@ -3,8 +3,10 @@
 # p50/p99 (wrk, 10 s per row) at 1, 16 and 64 connections with 1 and 2
 # replicas, for nginx (a static 5-byte file: the ceiling), Prism's
 # serve_noop example and Ray Serve 2.60.0 (installed into .venv-serve once;
-# loopback only, no usage stats). Needs wrk and nginx (apt). Prints one
-# markdown table. DURATION=3s for a quick look.
+# loopback only, no usage stats); then handle calls, batching, scale from
+# zero, autoscaling and idle memory (serve/benches/serve_load.rs and
+# serve_handles_ray.py). Needs wrk and nginx (apt). Prints markdown tables.
+# DURATION=3s for a quick look.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -67,3 +69,9 @@ for n in 1 2; do
     kill "$p"; wait "$p" 2>/dev/null || true
     "$here/.venv-serve/bin/ray" stop --force >/dev/null 2>&1 || true
 done
+
+# Handles, batching, scale from zero, autoscaling, idle memory.
+echo
+(cd "$root" && cargo bench --quiet -p prism-serve --bench serve_load 2>/dev/null | grep '^|')
+echo
+"$here/.venv-serve/bin/python" "$here/serve_handles_ray.py" 2>/dev/null | grep '^|'

@@ -84,6 +84,7 @@ mod tour {
     fn the_rest(cluster: &prism::Cluster) -> prism::Result<()> {
         actors()?;
         placement_groups()?;
+        serving().expect("the serving tour");
         if let Some(dir) = cluster.session_dir() {
             let ready: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("ready.json")).unwrap()).unwrap();
@@ -140,6 +141,40 @@ mod tour {
         // readme:end
         Ok(())
     }
+
+    // readme:serve
+    use prism_serve::{Application, Deployment, Json, Model};
+
+    struct Doubler { by: f32 }                                // one per replica
+
+    impl Model for Doubler {
+        type Request = Json<Vec<f32>>;                        // or Vec<u8>, String
+        type Response = Json<Vec<f32>>;
+        fn new(config: &serde_json::Value) -> Result<Self, String> {   // load weights here
+            Ok(Doubler { by: config["by"].as_f64().unwrap_or(2.0) as f32 })
+        }
+        async fn call(&self, Json(x): Json<Vec<f32>>) -> Result<Json<Vec<f32>>, String> {
+            Ok(Json(x.iter().map(|v| v * self.by).collect()))
+        }                                                     // or call_batch(Vec<Request>)
+    }
+    prism_serve::model!(Doubler);                              // replicas find it by name
+
+    fn serving() -> Result<(), prism_serve::ServeError> {
+        let url = prism_serve::start("127.0.0.1", 0)?;        // the HTTP proxy; 0: any free port
+        prism_serve::run(Application::new("math").deployment(
+            Deployment::new::<Doubler>("doubler")
+                .replicas(2).num_cpus(0.5)                    // replica actors, spread over nodes
+                .max_ongoing_requests(16)                     // per replica; then a queue; then HTTP 503
+                .batching(8, Duration::from_millis(2))        // call_batch gets up to 8 requests
+                .user_config(serde_json::json!({ "by": 3.0 }))
+                .route_prefix("/double"),
+        ))?;                                                  // curl -d '[1,2]' $url/double  →  [3.0,6.0]
+        let doubler = prism_serve::get_handle::<Doubler>("doubler")?;   // typed calls, same router
+        assert_eq!(doubler.call(Json(vec![1.0, 2.0]))?, Json(vec![3.0, 6.0]));
+        println!("served at {url}/double");
+        prism_serve::shutdown()                               // drains, then stops everything
+    }
+    // readme:end
 
     fn object_store(socket_path: &std::path::Path) -> Result<(), prism::object_store::ObjectError> {
         // readme:store

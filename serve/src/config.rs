@@ -299,6 +299,27 @@ applications:
 ";
 
     #[test]
+    fn the_shipped_example_parses_and_is_the_guides() {
+        let shipped = include_str!("../serve.yaml");
+        let c = ServeConfig::parse("serve/serve.yaml", shipped).unwrap();
+        let d = &c.apps()[0].deployments[0];
+        assert_eq!(
+            (d.model.as_str(), d.max_batch_size, d.batch_wait_us),
+            ("Digits", 32, 2_000)
+        );
+        let guide = include_str!("../../docs/src/serving.md");
+        let body: String = shipped
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            guide.contains(&body),
+            "docs/src/serving.md's serve.yaml differs from serve/serve.yaml"
+        );
+    }
+
+    #[test]
     fn a_full_file_becomes_specs_with_defaults() {
         let c = ServeConfig::parse("serve.yaml", GOOD).unwrap();
         assert_eq!(c.http.host, "127.0.0.1");

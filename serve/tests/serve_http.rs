@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{deployment, get, pids, post, Calc};
+use common::{deployment, get, pids, post, Calc, Chain};
 use prism_serve::{Application, AutoscalingConfig, Deployment, Json};
 use prism_test_support::*;
 use serde_json::{json, Value};
@@ -72,6 +72,23 @@ fn role_basic() {
     check(
         seen.len() == 2,
         &format!("requests reach both replicas ({seen:?})"),
+    );
+
+    // Composition: a deployment calling another through a handle.
+    prism_serve::run(
+        Application::new("chain").deployment(
+            Deployment::new::<Chain>("chain")
+                .num_cpus(0.5)
+                .route_prefix("/chain")
+                .user_config(json!({"next": "calc"})),
+        ),
+    )
+    .unwrap();
+    let (status, body, _, _) = post(&format!("{url}/chain"), "[1, 2]");
+    let v = json_of(&body);
+    check(
+        status == 200 && v["sum"] == 1103 && v["inner_pid"] != v["pid"],
+        &format!("a deployment calls another through its handle ({status} {body})"),
     );
 
     // A typed handle from the driver.

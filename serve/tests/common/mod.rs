@@ -65,6 +65,34 @@ impl Model for Calc {
 }
 prism_serve::model!(Calc);
 
+/// Composition: asks the deployment named in its config (a `Calc`) for
+/// the sum, through a handle from inside its own replica, and adds 1000.
+pub struct Chain {
+    next: prism_serve::DeploymentHandle<Calc>,
+}
+
+impl Model for Chain {
+    type Request = Json<Vec<i64>>;
+    type Response = Json<Value>;
+
+    fn new(config: &Value) -> Result<Self, String> {
+        let next = config["next"]
+            .as_str()
+            .ok_or("user_config needs \"next\"")?;
+        let next = prism_serve::get_handle::<Calc>(next).map_err(|e| e.to_string())?;
+        Ok(Chain { next })
+    }
+
+    async fn call(&self, req: Json<Vec<i64>>) -> Result<Json<Value>, String> {
+        let Json(inner) = self.next.call_async(req).await.map_err(|e| e.to_string())?;
+        let sum = inner["sum"].as_i64().unwrap_or(0) + 1000;
+        Ok(Json(
+            json!({ "sum": sum, "inner_pid": inner["pid"], "pid": std::process::id() }),
+        ))
+    }
+}
+prism_serve::model!(Chain);
+
 /// POSTs `body`; returns (status, body, headers we look at).
 pub fn post(url: &str, body: &str) -> (u16, String, Option<String>, Option<String>) {
     let agent = ureq::AgentBuilder::new()

@@ -10,6 +10,8 @@ mod logs;
 mod microbench_extras;
 mod microbenchmark;
 mod reference;
+mod runs;
+mod runs_filter;
 mod serve;
 mod start;
 mod status;
@@ -61,6 +63,9 @@ enum Command {
     /// Drain a node: no new work; it leaves once nothing there needs it or
     /// at the deadline, its work retried and its actors restarted elsewhere.
     Drain(drain::DrainArgs),
+    /// Training runs: list (with --filter/--sort), show one, compare several.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Model serving: deploy a serve.yaml, show status, delete an
     /// application, shut serving down.
     #[command(subcommand)]
@@ -133,6 +138,7 @@ fn run() -> anyhow::Result<()> {
         Command::Down(a) => launcher::down(a),
         Command::Drain(a) => drain::run(a),
         Command::Serve(c) => serve::run(c),
+        Command::Runs(c) => runs::run(c),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

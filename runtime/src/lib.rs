@@ -118,11 +118,11 @@ pub mod views;
 pub use api::__private;
 pub use api::channel;
 pub use api::{
-    cancel, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,
+    cancel, end_run, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,
     get_tensor_timeout, get_timeout, gpu_ids, init, is_worker, kill, list_placement_groups,
-    node_id, put, put_tensor, report_run, wait, ActorClass, ActorHandle, ActorLink, ActorOptions,
-    Arg, Bundle, Cluster, Dim, Error, InitOptions, IntoArg, ObjectRef, PlacementGroup,
-    PlacementStrategy, Result, TaskError, TaskOptions, Tensor, TensorView, Value,
+    log_run_params, node_id, put, put_tensor, report_run, wait, ActorClass, ActorHandle, ActorLink,
+    ActorOptions, Arg, Bundle, Cluster, Dim, Error, InitOptions, IntoArg, ObjectRef,
+    PlacementGroup, PlacementStrategy, Result, TaskError, TaskOptions, Tensor, TensorView, Value,
 };
 pub use config::Config;
 pub use ids::{ActorId, PlacementGroupId};

@@ -40,6 +40,7 @@ mod grads;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod optim;
+mod record;
 pub mod ring;
 mod ring_links;
 pub mod worker;
@@ -188,7 +189,6 @@ impl DdpTrainer {
 
     /// Trains to the end; see the module docs.
     pub fn fit(&self) -> Result<TrainResult> {
-        let mut failures = 0;
         let bar = self.progress.then(|| progress_bar(self.total_steps));
         // Every step's metrics go to the head for the dashboard's training
         // page, under one id for the whole run (restarts included).
@@ -197,12 +197,36 @@ impl DdpTrainer {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let run_id = format!("{}-{:08x}", self.loop_name, nanos as u32);
+        let params = record::trainer_params(
+            &self.loop_name,
+            &self.scaling,
+            &self.config,
+            self.dataset.as_ref(),
+            self.checkpoint_every,
+            self.max_failures,
+        );
+        if let Err(e) = prism::log_run_params(&run_id, &self.loop_name, params, Vec::new()) {
+            tracing::debug!("run params not recorded: {e}");
+        }
+        let result = self.attempts(&run_id, bar.as_ref());
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = prism::end_run(&run_id, &self.loop_name, outcome) {
+            tracing::debug!("run end not recorded: {e}");
+        }
+        result
+    }
+
+    fn attempts(&self, run_id: &str, bar: Option<&indicatif::ProgressBar>) -> Result<TrainResult> {
+        let mut failures = 0;
         loop {
             let resume = self.resume || failures > 0;
-            match self.attempt(resume, bar.as_ref(), &run_id) {
+            match self.attempt(resume, bar, run_id) {
                 Ok(mut r) => {
                     r.failures = failures;
-                    if let Some(b) = &bar {
+                    if let Some(b) = bar {
                         b.finish();
                     }
                     return Ok(r);
@@ -210,7 +234,7 @@ impl DdpTrainer {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::WorkerLost(why)) => {
                     failures += 1;
-                    if let Some(b) = &bar {
+                    if let Some(b) = bar {
                         b.println(format!("worker lost ({why}); restart {failures}"));
                     }
                     tracing::warn!(failures, "training worker lost: {why}");

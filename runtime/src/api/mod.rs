@@ -45,7 +45,7 @@ pub use options::TaskOptions;
 pub use placement::{
     get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
 };
-pub use runs::report_run;
+pub use runs::{end_run, log_run_params, report_run};
 pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Dim, Tensor, TensorView};
 pub use value::Value;
 

@@ -20,6 +20,7 @@ use crate::ids::{JobId, NodeId, PlacementGroupId};
 use crate::proto::codec::{self, CodecError};
 use crate::proto::head::{ActorInfo, JobInfo, RegisterNode};
 use crate::proto::placement::PgInfo;
+use crate::proto::runs::{RunInfo, RunPoint};
 use crate::proto::task::PeerSubmit;
 use prism_objectstore::ObjectId;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -73,6 +74,8 @@ pub enum Row {
     Job(JobInfo),
     /// An object's locations.
     Object(ObjectRow),
+    /// A training run (its points are appended apart: [`Change::RunPoints`]).
+    Run(RunInfo),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -88,6 +91,16 @@ pub enum Table {
     Job = 4,
     /// Object locations.
     Object = 5,
+    /// Training runs.
+    Run = 6,
+}
+
+/// The 16-byte key of run `run_id` (the start of its SHA-256).
+pub fn run_key(run_id: &str) -> [u8; 16] {
+    let d = ring::digest::digest(&ring::digest::SHA256, run_id.as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d.as_ref()[..16]);
+    k
 }
 
 impl Row {
@@ -99,6 +112,7 @@ impl Row {
             Row::Group(g) => (Table::Group, g.pg.0),
             Row::Job(j) => (Table::Job, j.job_id.0),
             Row::Object(o) => (Table::Object, o.id.0),
+            Row::Run(r) => (Table::Run, run_key(&r.run_id)),
         }
     }
 
@@ -121,6 +135,9 @@ pub enum Change {
     Put(Row),
     /// Forget a row.
     Delete(Table, [u8; 16]),
+    /// Append a run's new points (a run's row is a [`Row::Run`]; deleting
+    /// it deletes its points).
+    RunPoints(String, Vec<RunPoint>),
 }
 
 impl Change {
@@ -155,6 +172,10 @@ pub struct Snapshot {
     pub jobs: Vec<JobInfo>,
     /// Object locations.
     pub objects: Vec<ObjectRow>,
+    /// Training runs.
+    pub runs: Vec<RunInfo>,
+    /// Their points: (run, point), in step order per run.
+    pub run_points: Vec<(String, RunPoint)>,
 }
 
 impl Snapshot {
@@ -168,6 +189,7 @@ impl Snapshot {
                 Row::Group(g) => s.groups.push(g),
                 Row::Job(j) => s.jobs.push(j),
                 Row::Object(o) => s.objects.push(o),
+                Row::Run(r) => s.runs.push(r),
             }
         }
         s

@@ -1,20 +1,24 @@
-//! Training runs the head has heard of: each run's per-step metrics, as
-//! its trainer reports them (`DdpTrainer` reports every step), for the
-//! dashboard's training page. Pure and bounded.
+//! Training runs the head has heard of: each run's params, tags, status
+//! and per-step metrics, as its trainer reports them (`DdpTrainer` reports
+//! every step), for `prism runs` and the dashboard's training page. Pure
+//! and bounded; what changed is taken as durable changes (a durable head
+//! writes them before it replies, so runs survive `kill -9` of the head).
 //!
 //! Invariants:
 //!
 //! - **RT-1** at most [`MAX_RUNS`] runs are kept; a new run beyond that
 //!   replaces the one updated longest ago;
-//! - **RT-2** a run keeps at most [`MAX_POINTS`] points: when full, every
-//!   other point is dropped (the curve keeps its shape at half the
-//!   resolution) and steps stay in increasing order.
+//! - **RT-2** a run keeps at most [`MAX_POINTS`] points in memory: when
+//!   full, every other point is dropped (the curve keeps its shape at half
+//!   the resolution) and steps stay in increasing order;
+//! - **RT-3** every point, param, tag and status accepted is in the next
+//!   [`RunTable::take_changes`], once.
 
 use crate::proto::runs::{RunInfo, RunPoint, RunReport};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Most runs kept.
-pub const MAX_RUNS: usize = 200;
+pub const MAX_RUNS: usize = 10_000;
 /// Most points kept per run.
 pub const MAX_POINTS: usize = 10_000;
 
@@ -24,15 +28,49 @@ struct Run {
     points: Vec<RunPoint>,
 }
 
+/// What changed in the runs since the last [`RunTable::take_changes`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunChanges {
+    /// Runs whose row (info, params, tags, status) changed.
+    pub rows: Vec<RunInfo>,
+    /// New points, by run.
+    pub points: Vec<(String, Vec<RunPoint>)>,
+    /// Runs forgotten (RT-1).
+    pub gone: Vec<String>,
+}
+
 /// The runs.
 #[derive(Debug, Clone, Default)]
 pub struct RunTable {
     runs: HashMap<String, Run>,
+    dirty: BTreeSet<String>,
+    new_points: HashMap<String, Vec<RunPoint>>,
+    gone: Vec<String>,
+}
+
+fn upsert(into: &mut Vec<(String, String)>, from: Vec<(String, String)>) -> bool {
+    let mut changed = false;
+    for (k, v) in from {
+        match into.iter_mut().find(|(key, _)| *key == k) {
+            Some(e) if e.1 == v => {}
+            Some(e) => {
+                e.1 = v;
+                changed = true;
+            }
+            None => {
+                into.push((k, v));
+                changed = true;
+            }
+        }
+    }
+    into.sort();
+    changed
 }
 
 impl RunTable {
-    /// Adds a report's points (steps not after the run's last are ignored:
-    /// a resumed run reports from its checkpoint's step on).
+    /// Adds a report: its points (steps not after the run's last are
+    /// ignored: a resumed run reports from its checkpoint's step on), its
+    /// params and tags, its end.
     pub fn report(&mut self, r: RunReport, now_ms: u64) {
         if !self.runs.contains_key(&r.run_id) && self.runs.len() >= MAX_RUNS {
             if let Some(oldest) = self
@@ -42,6 +80,9 @@ impl RunTable {
                 .map(|(id, _)| id.clone())
             {
                 self.runs.remove(&oldest);
+                self.dirty.remove(&oldest);
+                self.new_points.remove(&oldest);
+                self.gone.push(oldest);
             }
         }
         let run = self.runs.entry(r.run_id.clone()).or_insert_with(|| Run {
@@ -54,9 +95,13 @@ impl RunTable {
                 last_values: Vec::new(),
                 started_ms: now_ms,
                 updated_ms: now_ms,
+                params: Vec::new(),
+                tags: Vec::new(),
+                status: "running".into(),
             },
             points: Vec::new(),
         });
+        let mut accepted = Vec::new();
         for p in r.points {
             if run.points.last().is_some_and(|last| p.step <= last.step) {
                 continue;
@@ -64,17 +109,25 @@ impl RunTable {
             run.info.last_step = p.step;
             run.info.last_values = p.values.clone();
             run.info.points += 1;
+            accepted.push(p.clone());
             run.points.push(p);
             if run.points.len() > MAX_POINTS {
-                let (n, mut i) = (run.points.len(), 0);
-                run.points.retain(|_| {
-                    let keep = i % 2 == 1 || i == n - 1;
-                    i += 1;
-                    keep
-                });
+                halve(&mut run.points);
             }
         }
+        upsert(&mut run.info.params, r.params);
+        upsert(&mut run.info.tags, r.tags);
+        if let Some(end) = r.ended {
+            run.info.status = end;
+        }
         run.info.updated_ms = now_ms;
+        if !accepted.is_empty() {
+            self.new_points
+                .entry(r.run_id.clone())
+                .or_default()
+                .extend(accepted);
+        }
+        self.dirty.insert(r.run_id);
     }
 
     /// Every run, most recently updated first.
@@ -90,6 +143,57 @@ impl RunTable {
             .get(run_id)
             .map(|r| (r.info.clone(), r.points.clone()))
     }
+
+    /// What changed since the last call (RT-3).
+    pub fn take_changes(&mut self) -> RunChanges {
+        let rows = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|id| self.runs.get(&id).map(|r| r.info.clone()))
+            .collect();
+        let mut points: Vec<(String, Vec<RunPoint>)> = self.new_points.drain().collect();
+        points.sort_by(|a, b| a.0.cmp(&b.0));
+        RunChanges {
+            rows,
+            points,
+            gone: std::mem::take(&mut self.gone),
+        }
+    }
+
+    /// The runs a head that died had: their rows and stored points (in
+    /// step order per run).
+    pub fn restore(rows: Vec<RunInfo>, points: Vec<(String, RunPoint)>) -> RunTable {
+        let mut t = RunTable::default();
+        for info in rows {
+            t.runs.insert(
+                info.run_id.clone(),
+                Run {
+                    info,
+                    points: Vec::new(),
+                },
+            );
+        }
+        for (id, p) in points {
+            if let Some(run) = t.runs.get_mut(&id) {
+                if run.points.last().is_none_or(|last| p.step > last.step) {
+                    run.points.push(p);
+                    if run.points.len() > MAX_POINTS {
+                        halve(&mut run.points);
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+/// RT-2: every other point goes; the last stays.
+fn halve(points: &mut Vec<RunPoint>) {
+    let (n, mut i) = (points.len(), 0);
+    points.retain(|_| {
+        let keep = i % 2 == 1 || i == n - 1;
+        i += 1;
+        keep
+    });
 }
 
 #[cfg(test)]
@@ -98,18 +202,18 @@ mod tests {
     use crate::ids::JobId;
 
     fn report(id: &str, steps: std::ops::Range<u64>) -> RunReport {
-        RunReport {
-            run_id: id.into(),
-            name: "mlp".into(),
-            job_id: JobId::random(),
-            points: steps
+        RunReport::points(
+            id,
+            "mlp",
+            JobId::random(),
+            steps
                 .map(|s| RunPoint {
                     step: s,
                     values: vec![("loss".into(), 1.0 / (s as f64 + 1.0))],
                     seconds: s as f64,
                 })
                 .collect(),
-        }
+        )
     }
 
     #[test]
@@ -142,8 +246,52 @@ mod tests {
         for i in 0..MAX_RUNS as u64 {
             t.report(report(&format!("r{i}"), 0..1), i);
         }
-        t.report(report("new", 0..1), 1_000);
+        let _ = t.take_changes();
+        t.report(report("new", 0..1), 1_000_000);
         assert_eq!(t.list().len(), MAX_RUNS);
         assert!(t.get("r0").is_none() && t.get("new").is_some());
+        assert_eq!(t.take_changes().gone, vec!["r0".to_string()]);
+    }
+
+    #[test]
+    fn params_tags_and_the_end_are_recorded_and_taken_once_rt3() {
+        let mut t = RunTable::default();
+        let mut r = report("r", 0..3);
+        r.params = vec![("lr".into(), "0.1".into()), ("epochs".into(), "2".into())];
+        t.report(r, 1);
+        let mut r = report("r", 3..4);
+        r.params = vec![("lr".into(), "0.05".into())];
+        r.tags = vec![("team".into(), "vision".into())];
+        r.ended = Some("finished".into());
+        t.report(r, 2);
+        let c = t.take_changes();
+        assert_eq!(c.rows.len(), 1);
+        let info = &c.rows[0];
+        assert_eq!(
+            info.params,
+            vec![("epochs".into(), "2".into()), ("lr".into(), "0.05".into())]
+        );
+        assert_eq!((info.tags.len(), info.status.as_str()), (1, "finished"));
+        assert_eq!(
+            c.points[0].1.iter().map(|p| p.step).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(t.take_changes(), RunChanges::default(), "taken once");
+    }
+
+    #[test]
+    fn a_restored_table_is_the_one_that_was_written() {
+        let mut t = RunTable::default();
+        t.report(report("a", 0..5), 1);
+        t.report(report("b", 0..2), 2);
+        let c = t.take_changes();
+        let points = c
+            .points
+            .iter()
+            .flat_map(|(id, ps)| ps.iter().map(move |p| (id.clone(), p.clone())))
+            .collect();
+        let back = RunTable::restore(c.rows, points);
+        assert_eq!(back.list(), t.list());
+        assert_eq!(back.get("a"), t.get("a"));
     }
 }

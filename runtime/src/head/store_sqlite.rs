@@ -5,13 +5,15 @@
 //! checkpoints, so a power loss may take the last commits (the OS still had
 //! them). The schema is versioned in `meta` and migrated on open.
 
-use super::durable::{Change, DurableStore, Row, Snapshot, StoreError};
+use super::durable::{run_key, Change, DurableStore, Row, Snapshot, StoreError, Table};
 use crate::ids::ClusterId;
+use crate::proto::codec;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
-/// The schema this build writes.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes (2: runs' points in `run_points`; a
+/// version-1 database is migrated on open).
+const SCHEMA_VERSION: i64 = 2;
 
 /// A head database.
 #[derive(Debug)]
@@ -61,14 +63,18 @@ impl SqliteStore {
                  CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS rows(
                      tbl INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
-                     PRIMARY KEY(tbl, key)) WITHOUT ROWID;",
+                     PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS run_points(
+                     key BLOB NOT NULL, run TEXT NOT NULL, step INTEGER NOT NULL,
+                     value BLOB NOT NULL, PRIMARY KEY(key, step)) WITHOUT ROWID;",
             )
             .map_err(|e| store.err(e))?;
         let version: Option<i64> = store
             .meta("schema")?
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()));
         match version {
-            None => store.set_meta("schema", SCHEMA_VERSION.to_string().as_bytes())?,
+            // Version 1 lacked run_points, created above.
+            None | Some(1) => store.set_meta("schema", SCHEMA_VERSION.to_string().as_bytes())?,
             Some(v) if v == SCHEMA_VERSION => {}
             Some(v) => {
                 return Err(store.err(format!(
@@ -102,6 +108,7 @@ impl SqliteStore {
             detail: e.to_string(),
         })?;
         tx.execute("DELETE FROM rows", [])
+            .and_then(|_| tx.execute("DELETE FROM run_points", []))
             .and_then(|_| tx.execute("DELETE FROM meta WHERE key = 'clean_stop'", []))
             .and_then(|_| {
                 tx.execute(
@@ -163,7 +170,26 @@ impl SqliteStore {
                 source,
             })?);
         }
-        Ok(Snapshot::from_rows(rows))
+        let mut snapshot = Snapshot::from_rows(rows);
+        let mut q = self
+            .conn
+            .prepare("SELECT run, value FROM run_points ORDER BY key, step")
+            .map_err(|e| self.err(e))?;
+        let points = q
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        for p in points {
+            let (run, bytes) = p.map_err(|e| self.err(e))?;
+            let point =
+                codec::decode_frame(&bytes, usize::MAX >> 1).map_err(|source| StoreError::Row {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            snapshot.run_points.push((run, point));
+        }
+        Ok(snapshot)
     }
 }
 
@@ -185,6 +211,14 @@ impl DurableStore for SqliteStore {
             let mut del = tx
                 .prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")
                 .map_err(db)?;
+            let mut del_points = tx
+                .prepare_cached("DELETE FROM run_points WHERE key = ?1")
+                .map_err(db)?;
+            let mut point = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO run_points(key, run, step, value) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?;
             for c in changes {
                 match c {
                     Change::Put(row) => {
@@ -198,6 +232,21 @@ impl DurableStore for SqliteStore {
                     }
                     Change::Delete(table, key) => {
                         del.execute(params![*table as i64, &key[..]]).map_err(db)?;
+                        if *table == Table::Run {
+                            del_points.execute(params![&key[..]]).map_err(db)?;
+                        }
+                    }
+                    Change::RunPoints(run, points) => {
+                        let key = run_key(run);
+                        for p in points {
+                            let value = codec::encode(p).map_err(|e| StoreError::Database {
+                                path: path.clone(),
+                                detail: e.to_string(),
+                            })?;
+                            point
+                                .execute(params![&key[..], run, p.step as i64, value])
+                                .map_err(db)?;
+                        }
                     }
                 }
             }
@@ -223,6 +272,50 @@ mod tests {
             size: u64::from(n),
             nodes: vec![NodeId([n; 16])],
         })
+    }
+
+    #[test]
+    fn runs_and_their_points_survive_a_head_that_died() {
+        use crate::head::run_table::RunTable;
+        use crate::proto::runs::{RunPoint, RunReport};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.db");
+        let (mut s, _) = SqliteStore::open(&path).unwrap();
+        s.begin_cluster(ClusterId::random()).unwrap();
+        let mut t = RunTable::default();
+        let point = |step| RunPoint {
+            step,
+            values: vec![("loss".into(), 1.0 / (step as f64 + 1.0))],
+            seconds: step as f64,
+        };
+        for batch in [0..3u64, 3..5] {
+            let mut r = RunReport::points(
+                "run-1",
+                "mlp",
+                crate::JobId::random(),
+                batch.map(point).collect(),
+            );
+            r.params = vec![("lr".into(), "0.1".into())];
+            t.report(r, 1);
+            let c = t.take_changes();
+            let mut changes: Vec<Change> = c
+                .rows
+                .into_iter()
+                .map(|r| Change::Put(Row::Run(r)))
+                .collect();
+            changes.extend(c.points.into_iter().map(|(id, p)| Change::RunPoints(id, p)));
+            s.commit(&changes).unwrap();
+        }
+        drop(s);
+        let Opened::Recovered { snapshot, .. } = SqliteStore::open(&path).unwrap().1 else {
+            panic!("not recovered")
+        };
+        let back = RunTable::restore(snapshot.runs, snapshot.run_points);
+        assert_eq!(back.get("run-1"), t.get("run-1"));
+        assert_eq!(
+            back.get("run-1").unwrap().0.params,
+            vec![("lr".to_string(), "0.1".to_string())]
+        );
     }
 
     #[test]

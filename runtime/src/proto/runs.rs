@@ -1,6 +1,8 @@
-//! Training runs: per-step metrics a trainer reports (through its raylet,
-//! [`super::task::LocalRequest::ReportRun`]) to the head, which keeps them
-//! for the dashboard's training page ([`crate::head::run_table`]).
+//! Training runs: per-step metrics, params and tags a trainer reports
+//! (through its raylet, [`super::task::LocalRequest::ReportRun`]) to the
+//! head, which keeps them durably (a durable head's `head.db`) for
+//! `prism runs` and the dashboard's training page
+//! ([`crate::head::run_table`]).
 
 use crate::ids::JobId;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -27,6 +29,27 @@ pub struct RunReport {
     pub job_id: JobId,
     /// Its new points, in step order.
     pub points: Vec<RunPoint>,
+    /// Params to record (a later value of a key replaces the earlier).
+    pub params: Vec<(String, String)>,
+    /// Tags to set (likewise).
+    pub tags: Vec<(String, String)>,
+    /// The run ended: `finished` or `failed: why`.
+    pub ended: Option<String>,
+}
+
+impl RunReport {
+    /// A report of new points only.
+    pub fn points(run_id: &str, name: &str, job_id: JobId, points: Vec<RunPoint>) -> RunReport {
+        RunReport {
+            run_id: run_id.to_string(),
+            name: name.to_string(),
+            job_id,
+            points,
+            params: Vec::new(),
+            tags: Vec::new(),
+            ended: None,
+        }
+    }
 }
 
 /// A run as the head lists it.
@@ -48,4 +71,10 @@ pub struct RunInfo {
     pub started_ms: u64,
     /// When it last reported (Unix ms).
     pub updated_ms: u64,
+    /// Its params (config, scaling, data, code), sorted by key.
+    pub params: Vec<(String, String)>,
+    /// Its tags, sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// `running`, `finished` or `failed: why`.
+    pub status: String,
 }

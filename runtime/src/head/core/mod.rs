@@ -110,6 +110,7 @@ impl Caller {
 
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a reply is made once and sent at once
 pub enum Reply {
     /// Send this now.
     Now(HeadResponse),
@@ -190,8 +191,8 @@ pub struct HeadCore {
     awaiting_drivers: HashMap<JobId, Instant>,
     placing: Placing,
     effects: VecDeque<Effect>,
-    /// Training runs' metrics (in memory only: not part of DH-2).
-    runs: super::run_table::RunTable,
+    /// Training runs: params, tags, status and per-step metrics (durable).
+    pub(crate) runs: super::run_table::RunTable,
 }
 
 impl HeadCore {

@@ -5,7 +5,7 @@
 
 use super::{Clock, HeadCore};
 use crate::head::actor_table::ActorTable;
-use crate::head::durable::{ActorRow, Change, NodeRow, ObjectRow, Row, Snapshot};
+use crate::head::durable::{run_key, ActorRow, Change, NodeRow, ObjectRow, Row, Snapshot, Table};
 use crate::head::job_table::JobTable;
 use crate::head::node_table::{FailureDetector, NodeEntry, NodeTable};
 use crate::head::object_directory::ObjectDirectory;
@@ -60,6 +60,16 @@ impl HeadCore {
                 None => Change::object_gone(id),
             });
         }
+        let runs = self.runs.take_changes();
+        for id in runs.gone {
+            out.push(Change::Delete(Table::Run, run_key(&id)));
+        }
+        out.extend(runs.rows.into_iter().map(|r| Change::Put(Row::Run(r))));
+        out.extend(
+            runs.points
+                .into_iter()
+                .map(|(id, p)| Change::RunPoints(id, p)),
+        );
         out
     }
 
@@ -105,6 +115,7 @@ impl HeadCore {
             })
             .collect();
         core.nodes = NodeTable::restore(detector, now.at, grace, nodes);
+        core.runs = crate::head::run_table::RunTable::restore(snapshot.runs, snapshot.run_points);
         core.actors = ActorTable::restore(
             snapshot
                 .actors

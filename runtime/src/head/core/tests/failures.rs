@@ -201,6 +201,7 @@ fn dh_2_a_recovered_core_holds_what_was_committed() {
             Change::Delete(t, k) => {
                 rows.remove(&(t, k));
             }
+            Change::RunPoints(..) => {}
         }
     }
     let snapshot = Snapshot::from_rows(rows.into_values());
@@ -286,7 +287,7 @@ fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
         .into_iter()
         .filter_map(|c| match c {
             Change::Put(r) => Some(r),
-            Change::Delete(..) => None,
+            Change::Delete(..) | Change::RunPoints(..) => None,
         })
         .collect();
     let mut core = HeadCore::restore(

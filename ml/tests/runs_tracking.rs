@@ -1,0 +1,172 @@
+//! Every `DdpTrainer` run is recorded by the head with no user code: its
+//! params (trainer, scaling, config, data, code), every step's metrics and
+//! its end; `prism runs list | show | compare` read them, with filters and
+//! a plot; they survive `kill -9` of the head. Real head, raylet, driver
+//! jobs and CLI processes.
+
+mod common;
+
+use prism_ml::train::{DdpTrainer, ScalingConfig};
+use prism_test_support::*;
+use serde_json::Value;
+use std::time::Duration;
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    let lr: f64 = std::env::var("LR").unwrap().parse().unwrap();
+    let (train, _) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 32, 10], 2, lr);
+    let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))
+        .unwrap()
+        .config(cfg.to_bytes())
+        .dataset(train)
+        .fit()
+        .unwrap();
+    println!("STEPS={}", r.metrics.len());
+    println!("ALL OK");
+}
+
+fn json(sb: &Sandbox, args: &[&str]) -> Value {
+    let out = sb.run(args);
+    assert!(
+        out.status.success(),
+        "prism {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn param<'a>(run: &'a Value, key: &str) -> &'a str {
+    run["params"][key].as_str().unwrap_or("")
+}
+
+#[test]
+fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
+    let sb = Sandbox::new();
+    let mut head = sb.start_head(&["--head-only"]);
+    let b = sb.start_raylet("b", &head, &["--num-cpus", "4"]);
+    let mut steps = Vec::new();
+    for lr in ["0.05", "0.1"] {
+        let mut envs = sb.driver_envs(&head, &b);
+        envs.push(("LR".into(), lr.into()));
+        let mut job = Job::spawn("train", &envs);
+        let (ok, out) = job.finish(Duration::from_secs(240));
+        assert!(
+            ok && out.contains("ALL OK"),
+            "{out}\n--- head:\n{}",
+            head.log()
+        );
+        let n: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("STEPS="))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        steps.push(n);
+    }
+
+    let runs = json(&sb, &["runs", "list", "--json"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let by_lr = |lr: &str| {
+        runs.iter()
+            .find(|r| param(r, "config.lr") == lr)
+            .unwrap()
+            .clone()
+    };
+    let (a, b_run) = (by_lr("0.05"), by_lr("0.1"));
+    for r in [&a, &b_run] {
+        assert_eq!(r["status"], "finished", "{r}");
+        assert_eq!(param(r, "trainer"), "DdpTrainer");
+        assert_eq!(param(r, "scaling.num_workers"), "2");
+        assert_eq!(param(r, "config.layers"), "[64,32,10]");
+        assert!(
+            param(r, "dataset.rows").parse::<u64>().unwrap() > 1000,
+            "{r}"
+        );
+        assert_eq!(param(r, "code.binary_hash").len(), 64, "{r}");
+    }
+    let id = a["run_id"].as_str().unwrap();
+    let shown = json(&sb, &["runs", "show", &id[..id.len() - 2], "--json"]);
+    let points = shown["points"].as_array().unwrap();
+    assert_eq!(
+        points.len() as u64,
+        steps[0],
+        "every step of the trainer is recorded"
+    );
+    assert!(
+        points.iter().all(|p| p["values"][0][0] == "loss"),
+        "{shown}"
+    );
+
+    let only = json(
+        &sb,
+        &[
+            "runs",
+            "list",
+            "--filter",
+            "params.config.lr = 0.05",
+            "--json",
+        ],
+    );
+    assert_eq!(only.as_array().map(Vec::len), Some(1), "{only}");
+    let sorted = json(
+        &sb,
+        &[
+            "runs",
+            "list",
+            "--filter",
+            "status = finished",
+            "--sort",
+            "params.config.lr",
+            "--desc",
+            "--json",
+        ],
+    );
+    assert_eq!(param(&sorted[0], "config.lr"), "0.1");
+    let bad = sb.run(&["runs", "list", "--filter", "loss < 1"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("unknown field \"loss\""),
+        "{err}"
+    );
+
+    let plot = sb.temp().join("loss.svg");
+    let out = sb.run(&[
+        "runs",
+        "compare",
+        a["run_id"].as_str().unwrap(),
+        b_run["run_id"].as_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("params.config.lr") && table.contains("0.05"),
+        "{table}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+
+    // The head dies and comes back: its runs are still there.
+    let (addr, _) = head.cluster();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    head.kill9();
+    let _head2 = sb.spawn_in(
+        "head2",
+        &head.session,
+        &["--head", "--head-only", "--port", &port],
+    );
+    let after = json(&sb, &["runs", "list", "--json"]);
+    let again = after.as_array().unwrap();
+    assert_eq!(again.len(), 2, "{after}");
+    let shown = json(&sb, &["runs", "show", id, "--json"]);
+    assert_eq!(
+        shown["points"].as_array().map(Vec::len),
+        Some(steps[0] as usize)
+    );
+    assert_eq!(shown["params"], a["params"]);
+}

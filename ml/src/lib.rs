@@ -75,6 +75,9 @@ pub enum MlError {
     /// worker failures).
     #[error("training: {0}")]
     Train(String),
+    /// A data set broke its declared expectations (nothing was trained).
+    #[error("data validation failed: {0}")]
+    Validation(String),
 }
 
 /// `Result` with [`MlError`].

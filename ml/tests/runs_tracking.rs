@@ -71,6 +71,11 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
     let runs = json(&sb, &["runs", "list", "--json"]);
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        param(&runs[0], "dataset.version"),
+        param(&runs[1], "dataset.version"),
+        "both runs read the same data"
+    );
     let by_lr = |lr: &str| {
         runs.iter()
             .find(|r| param(r, "config.lr") == lr)
@@ -88,6 +93,7 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
             "{r}"
         );
         assert_eq!(param(r, "code.binary_hash").len(), 64, "{r}");
+        assert!(param(r, "dataset.version").starts_with("sha256:"), "{r}");
     }
     let id = a["run_id"].as_str().unwrap();
     let shown = json(&sb, &["runs", "show", &id[..id.len() - 2], "--json"]);

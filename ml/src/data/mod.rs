@@ -14,6 +14,8 @@
 //! - Divide: [`Dataset::split`] / [`Dataset::split_for`] (equal shards,
 //!   rules D-1..D-3 in [`plan::plan_split`]), [`Dataset::split_at`],
 //!   [`Dataset::train_test_split`].
+//! - Check: [`Dataset::version`] (content hash), [`Dataset::expect`]
+//!   (declared [`Expectations`], one task per block).
 //! - Consume: [`Dataset::iter_batches`]: batches as tch tensors, the next
 //!   block fetched in a background thread while this one is consumed.
 
@@ -22,10 +24,12 @@ pub mod io;
 mod iter;
 pub mod ops;
 pub mod plan;
+mod quality;
 
 pub use block::{Block, BlockView};
 pub use io::{digits, CsvOptions};
 pub use iter::{Batch, BatchIter};
+pub use quality::{Expectations, Violation};
 
 use crate::{MlError, Result};
 use prism::{NodeId, ObjectRef, Tensor};

@@ -112,6 +112,7 @@ pub struct DdpTrainer {
     threads: i32,
     progress: bool,
     total_steps: Option<u64>,
+    expect: Option<crate::data::Expectations>,
 }
 
 impl DdpTrainer {
@@ -134,6 +135,7 @@ impl DdpTrainer {
             threads: 1,
             progress: false,
             total_steps: None,
+            expect: None,
         })
     }
 
@@ -180,6 +182,13 @@ impl DdpTrainer {
         self
     }
 
+    /// Check the data set against `exp` before any worker starts: a
+    /// violation fails `fit` (and the recorded run) with the report.
+    pub fn expect(mut self, exp: crate::data::Expectations) -> Self {
+        self.expect = Some(exp);
+        self
+    }
+
     /// Show a progress bar on stderr; `total_steps` sizes it.
     pub fn progress(mut self, total_steps: Option<u64>) -> Self {
         self.progress = true;
@@ -208,7 +217,11 @@ impl DdpTrainer {
         if let Err(e) = prism::log_run_params(&run_id, &self.loop_name, params, Vec::new()) {
             tracing::debug!("run params not recorded: {e}");
         }
-        let result = self.attempts(&run_id, bar.as_ref());
+        let checked = match (&self.expect, &self.dataset) {
+            (Some(exp), Some(ds)) => ds.expect(exp),
+            _ => Ok(()),
+        };
+        let result = checked.and_then(|()| self.attempts(&run_id, bar.as_ref()));
         let outcome = match &result {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),

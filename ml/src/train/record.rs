@@ -1,6 +1,6 @@
 //! What a training run records about itself without the user writing a
 //! line: the trainer's settings, the loop's config (a JSON object is
-//! flattened into `config.<key>`), the data set's size, the job binary's
+//! flattened into `config.<key>`), the data set's size and version, the job binary's
 //! content hash and the source tree's git commit (and whether it was
 //! dirty), when known. The head keeps them with the run (`prism runs`).
 
@@ -99,6 +99,10 @@ pub(crate) fn trainer_params(
     if let Some(ds) = dataset {
         p.push(("dataset.rows".into(), ds.count().to_string()));
         p.push(("dataset.blocks".into(), ds.blocks().len().to_string()));
+        match ds.version() {
+            Ok(v) => p.push(("dataset.version".into(), v)),
+            Err(e) => tracing::debug!("no dataset version: {e}"),
+        }
     }
     p.extend(config_params(config));
     if let Ok(exe) = std::env::current_exe().and_then(std::fs::read) {

@@ -32,6 +32,7 @@ pub mod data;
 pub mod pipeline;
 pub mod ps;
 pub mod recipes;
+pub mod registry;
 pub mod tensor;
 pub mod train;
 
@@ -78,6 +79,9 @@ pub enum MlError {
     /// A data set broke its declared expectations (nothing was trained).
     #[error("data validation failed: {0}")]
     Validation(String),
+    /// A promotion gate refused a challenger (the alias did not move).
+    #[error("promotion refused: {0}")]
+    Promotion(String),
 }
 
 /// `Result` with [`MlError`].

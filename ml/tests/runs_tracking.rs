@@ -1,7 +1,8 @@
 //! Every `DdpTrainer` run is recorded by the head with no user code: its
 //! params (trainer, scaling, config, data, code), every step's metrics and
 //! its end; `prism runs list | show | compare` read them, with filters and
-//! a plot; they survive `kill -9` of the head. Real head, raylet, driver
+//! a plot; `prism models` registers versions from them; runs and models
+//! survive `kill -9` of the head. Real head, raylet, driver
 //! jobs and CLI processes.
 
 mod common;
@@ -157,7 +158,63 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
 
-    // The head dies and comes back: its runs are still there.
+    // The registry: two versions from the two runs, an alias, a card.
+    let card = sb.temp().join("card.md");
+    std::fs::write(&card, "intent: 8x8 digits\nlimitations: toy data").unwrap();
+    for r in [&a, &b_run] {
+        let out = sb.run(&[
+            "models",
+            "register",
+            "digits",
+            "--run",
+            r["run_id"].as_str().unwrap(),
+            "--checkpoint",
+            "/models/w",
+            "--card",
+            card.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = sb.run(&["models", "alias", "digits", "2", "champion"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = sb.run(&["models", "alias", "digits", "9", "champion"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("no version 9"),
+        "{err}"
+    );
+    let model = json(&sb, &["models", "show", "digits", "--json"]);
+    assert_eq!(
+        model["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{model}"
+    );
+    assert_eq!(model["aliases"][0], serde_json::json!(["champion", 2]));
+    assert_eq!(model["versions"][1]["run_id"], b_run["run_id"]);
+    assert!(model["versions"][0]["card"]
+        .as_str()
+        .unwrap()
+        .contains("limitations"));
+    assert_eq!(
+        model["history"].as_array().map(Vec::len),
+        Some(3),
+        "{model}"
+    );
+    let text = String::from_utf8_lossy(&sb.run(&["models", "show", "digits"]).stdout).into_owned();
+    assert!(
+        text.contains("v2 [champion]") && text.contains("champion: -> v2"),
+        "{text}"
+    );
+
+    // The head dies and comes back: its runs and models are still there.
     let (addr, _) = head.cluster();
     let port = addr.rsplit(':').next().unwrap().to_string();
     head.kill9();
@@ -175,4 +232,5 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
         Some(steps[0] as usize)
     );
     assert_eq!(shown["params"], a["params"]);
+    assert_eq!(json(&sb, &["models", "show", "digits", "--json"]), model);
 }

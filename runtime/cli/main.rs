@@ -9,6 +9,7 @@ mod list_table;
 mod logs;
 mod microbench_extras;
 mod microbenchmark;
+mod models;
 mod reference;
 mod runs;
 mod runs_filter;
@@ -63,6 +64,10 @@ enum Command {
     /// Drain a node: no new work; it leaves once nothing there needs it or
     /// at the deadline, its work retried and its actors restarted elsewhere.
     Drain(drain::DrainArgs),
+    /// The model registry: register versions from runs, move aliases,
+    /// edit cards, list and show.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Training runs: list (with --filter/--sort), show one, compare several.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -139,6 +144,7 @@ fn run() -> anyhow::Result<()> {
         Command::Drain(a) => drain::run(a),
         Command::Serve(c) => serve::run(c),
         Command::Runs(c) => runs::run(c),
+        Command::Models(c) => models::run(c),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

@@ -95,6 +95,8 @@ pub struct TrainResult {
     pub output: Vec<u8>,
     /// Seconds rank 0's loop ran (the last attempt).
     pub seconds: f64,
+    /// The run's id on the head (`prism runs show`, `prism models register --run`).
+    pub run_id: String,
 }
 
 /// A data-parallel trainer.
@@ -330,6 +332,7 @@ impl DdpTrainer {
                 .and_then(|d| checkpoint::list(d).pop().map(|(_, p)| p)),
             output,
             seconds,
+            run_id: run_id.to_string(),
         })
     }
 }

@@ -194,6 +194,9 @@ pub enum Error {
     /// The local raylet connection is gone.
     #[error("lost the connection to the local raylet: {0}")]
     Disconnected(String),
+    /// The model registry refused (an unknown model, version or run).
+    #[error("model registry: {0}")]
+    Registry(String),
     /// A value could not be archived.
     #[error("cannot encode a value: {0}")]
     Encode(String),

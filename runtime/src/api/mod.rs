@@ -27,6 +27,7 @@ pub(crate) mod core;
 mod driver_link;
 mod error;
 mod local;
+pub mod models;
 mod object_ref;
 mod options;
 mod ownership;

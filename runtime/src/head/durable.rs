@@ -19,6 +19,7 @@
 use crate::ids::{JobId, NodeId, PlacementGroupId};
 use crate::proto::codec::{self, CodecError};
 use crate::proto::head::{ActorInfo, JobInfo, RegisterNode};
+use crate::proto::models::ModelInfo;
 use crate::proto::placement::PgInfo;
 use crate::proto::runs::{RunInfo, RunPoint};
 use crate::proto::task::PeerSubmit;
@@ -76,6 +77,8 @@ pub enum Row {
     Object(ObjectRow),
     /// A training run (its points are appended apart: [`Change::RunPoints`]).
     Run(RunInfo),
+    /// A registered model: its versions, aliases and history.
+    Model(ModelInfo),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -93,6 +96,8 @@ pub enum Table {
     Object = 5,
     /// Training runs.
     Run = 6,
+    /// Registered models.
+    Model = 7,
 }
 
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
@@ -113,6 +118,7 @@ impl Row {
             Row::Job(j) => (Table::Job, j.job_id.0),
             Row::Object(o) => (Table::Object, o.id.0),
             Row::Run(r) => (Table::Run, run_key(&r.run_id)),
+            Row::Model(m) => (Table::Model, run_key(&format!("model:{}", m.name))),
         }
     }
 
@@ -176,6 +182,8 @@ pub struct Snapshot {
     pub runs: Vec<RunInfo>,
     /// Their points: (run, point), in step order per run.
     pub run_points: Vec<(String, RunPoint)>,
+    /// Registered models.
+    pub models: Vec<ModelInfo>,
 }
 
 impl Snapshot {
@@ -190,6 +198,7 @@ impl Snapshot {
                 Row::Job(j) => s.jobs.push(j),
                 Row::Object(o) => s.objects.push(o),
                 Row::Run(r) => s.runs.push(r),
+                Row::Model(m) => s.models.push(m),
             }
         }
         s

@@ -21,6 +21,7 @@ pub mod durable;
 mod job_runner;
 pub mod job_table;
 mod listing;
+pub mod model_table;
 pub mod node_table;
 pub mod object_directory;
 pub mod pg_table;

@@ -24,6 +24,7 @@ pub struct SqliteStore {
 
 /// What an open found.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once, at the head's start
 pub enum Opened {
     /// No cluster, or one that stopped cleanly: start a new one.
     Fresh,
@@ -272,6 +273,27 @@ mod tests {
             size: u64::from(n),
             nodes: vec![NodeId([n; 16])],
         })
+    }
+
+    #[test]
+    fn models_survive_a_head_that_died() {
+        use crate::proto::models::ModelInfo;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.db");
+        let (mut s, _) = SqliteStore::open(&path).unwrap();
+        s.begin_cluster(ClusterId::random()).unwrap();
+        let m = ModelInfo {
+            name: "digits".into(),
+            versions: vec![],
+            aliases: vec![("champion".into(), 1)],
+            history: vec![],
+        };
+        s.commit(&[Change::Put(Row::Model(m.clone()))]).unwrap();
+        drop(s);
+        let Opened::Recovered { snapshot, .. } = SqliteStore::open(&path).unwrap().1 else {
+            panic!("not recovered")
+        };
+        assert_eq!(snapshot.models, vec![m]);
     }
 
     #[test]

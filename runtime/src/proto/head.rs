@@ -153,6 +153,8 @@ pub enum HeadRequest {
         /// The run.
         run_id: String,
     },
+    /// The model registry.
+    Models(super::models::ModelRequest),
     /// Part of a worker's log file, from its node.
     WorkerLog {
         /// The worker's node.
@@ -399,6 +401,8 @@ pub enum HeadResponse {
     Runs(Vec<super::runs::RunInfo>),
     /// Answer to `GetRun`.
     Run(Option<(super::runs::RunInfo, Vec<super::runs::RunPoint>)>),
+    /// Answer to a registry request: the models it names or changed.
+    Models(Vec<super::models::ModelInfo>),
     /// Answer to `WorkerLog`.
     WorkerLog(super::state::LogChunk),
     /// One placement group (`None`: unknown id).

@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod common;
 pub mod head;
+pub mod models;
 pub mod placement;
 pub mod raylet;
 pub mod runs;

@@ -396,6 +396,15 @@ pub enum LocalRequest {
     Metrics(Vec<crate::metrics::MetricUpdate>),
     /// New points of a training run, for the head (relayed, unanswered).
     ReportRun(super::runs::RunReport),
+    /// A model-registry request for the head, relayed by the raylet; the
+    /// answer is a `Finished` for `request_id` carrying the head's archived
+    /// response.
+    Models {
+        /// Matches the answer.
+        request_id: TaskId,
+        /// The request.
+        request: super::models::ModelRequest,
+    },
 }
 
 /// Raylet to driver or worker.

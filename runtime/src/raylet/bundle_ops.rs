@@ -17,13 +17,26 @@ impl TaskService {
         request_id: crate::ids::TaskId,
         request: PgRequest,
     ) {
+        self.relay_head_request(
+            owner,
+            request_id,
+            HeadRequest::PlacementGroup(request),
+            "placement-group",
+        );
+    }
+
+    /// Relays a request from a local driver or worker to the head; the
+    /// head's answer comes back as the result of `request_id`.
+    pub(super) fn relay_head_request(
+        self: &Arc<Self>,
+        owner: Owner,
+        request_id: crate::ids::TaskId,
+        request: HeadRequest,
+        what: &'static str,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let outcome = match me
-                .transfer
-                .head_request(&HeadRequest::PlacementGroup(request))
-                .await
-            {
+            let outcome = match me.transfer.head_request(&request).await {
                 Ok(resp) => match rkyv::to_bytes::<rkyv::rancor::Error>(&resp) {
                     Ok(b) => Outcome::Inline(b.to_vec()),
                     Err(e) => Outcome::Failed(Failure::BadCall {
@@ -31,7 +44,7 @@ impl TaskService {
                     }),
                 },
                 Err(e) => Outcome::Failed(Failure::HeadUnreachable {
-                    detail: format!("placement-group request: {e}"),
+                    detail: format!("{what} request: {e}"),
                 }),
             };
             me.apply(vec![Action::Reply {

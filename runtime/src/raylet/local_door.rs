@@ -181,6 +181,21 @@ impl TaskService {
                 self.relay_pg_request(owner, request_id, request);
                 None
             }
+            (
+                Role::Worker(_) | Role::Driver(_),
+                LocalRequest::Models {
+                    request_id,
+                    request,
+                },
+            ) => {
+                self.relay_head_request(
+                    owner,
+                    request_id,
+                    crate::proto::head::HeadRequest::Models(request),
+                    "model registry",
+                );
+                None
+            }
             (_, LocalRequest::Cancel { task_id, force }) => {
                 self.act(|d| d.cancel(task_id, force));
                 None

@@ -193,6 +193,8 @@ pub struct HeadCore {
     effects: VecDeque<Effect>,
     /// Training runs: params, tags, status and per-step metrics (durable).
     pub(crate) runs: super::run_table::RunTable,
+    /// The model registry (durable).
+    pub(crate) models: super::model_table::ModelTable,
 }
 
 impl HeadCore {
@@ -211,6 +213,7 @@ impl HeadCore {
             placing: Placing::default(),
             effects: VecDeque::new(),
             runs: Default::default(),
+            models: Default::default(),
         }
     }
 
@@ -312,6 +315,13 @@ impl HeadCore {
             }
             R::ListRuns => HeadResponse::Runs(self.runs.list()),
             R::GetRun { run_id } => HeadResponse::Run(self.runs.get(&run_id)),
+            R::Models(req) => match self.models.handle(req, &self.runs, now.wall_ms) {
+                Ok(models) => HeadResponse::Models(models),
+                Err(message) => HeadResponse::Error {
+                    kind: crate::proto::head::ErrorKind::BadRequest,
+                    message,
+                },
+            },
             R::StopJob { job_id } => self.stop_job(now, job_id, Duration::from_secs(3)),
             R::RegisterDriver {
                 job_id,
@@ -531,6 +541,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::ReportRun(_) => "ReportRun",
         R::ListRuns => "ListRuns",
         R::GetRun { .. } => "GetRun",
+        R::Models(_) => "Models",
         R::PlacementGroup(_) => "PlacementGroup",
         R::DrainNode { .. } => "DrainNode",
         R::DrainStarted { .. } => "DrainStarted",

@@ -70,6 +70,12 @@ impl HeadCore {
                 .into_iter()
                 .map(|(id, p)| Change::RunPoints(id, p)),
         );
+        out.extend(
+            self.models
+                .take_dirty()
+                .into_iter()
+                .map(|m| Change::Put(Row::Model(m))),
+        );
         out
     }
 
@@ -116,6 +122,7 @@ impl HeadCore {
             .collect();
         core.nodes = NodeTable::restore(detector, now.at, grace, nodes);
         core.runs = crate::head::run_table::RunTable::restore(snapshot.runs, snapshot.run_points);
+        core.models = crate::head::model_table::ModelTable::restore(snapshot.models);
         core.actors = ActorTable::restore(
             snapshot
                 .actors

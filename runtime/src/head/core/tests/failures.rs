@@ -313,3 +313,63 @@ fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
         .collect();
     assert!(returned.contains(&a) && returned.contains(&b), "{first:?}");
 }
+
+/// DH-2 for the registry and runs: what a client's requests change is in
+/// the next batch of changes, and a core restored from them has it.
+#[test]
+fn runs_and_models_are_durable_changes_and_come_back() {
+    use crate::head::durable::{Change, Snapshot};
+    use crate::proto::models::ModelRequest;
+    use crate::proto::runs::RunReport;
+    let mut sim = Sim::new();
+    let mut report = RunReport::points("run-1", "mlp", crate::JobId::random(), vec![]);
+    report.params = vec![("lr".into(), "0.1".into())];
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Client, HeadRequest::ReportRun(report));
+    let reg = ModelRequest::Register {
+        name: "digits".into(),
+        run_id: "run-1".into(),
+        checkpoint: "/w".into(),
+        card: String::new(),
+        who: "alice".into(),
+    };
+    let r = sim
+        .core
+        .handle(sim.now, Caller::Client, HeadRequest::Models(reg));
+    assert!(matches!(r, Reply::Now(HeadResponse::Models(_))), "{r:?}");
+    let rows: Vec<_> = sim
+        .core
+        .take_changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Put(r) => Some(r),
+            Change::Delete(..) | Change::RunPoints(..) => None,
+        })
+        .collect();
+    let snapshot = Snapshot::from_rows(rows);
+    assert_eq!(
+        (snapshot.runs.len(), snapshot.models.len()),
+        (1, 1),
+        "{snapshot:?}"
+    );
+    let mut core = HeadCore::restore(
+        ClusterId::random(),
+        "127.0.0.1:6379".into(),
+        detector(),
+        Duration::from_secs(10),
+        sim.now,
+        snapshot,
+    );
+    let r = core.handle(
+        sim.now,
+        Caller::Client,
+        HeadRequest::Models(ModelRequest::Show {
+            name: "digits".into(),
+        }),
+    );
+    assert!(
+        matches!(&r, Reply::Now(HeadResponse::Models(m)) if m[0].versions[0].run_id == "run-1"),
+        "{r:?}"
+    );
+}

@@ -1,0 +1,239 @@
+//! `prism models register | alias | card | list | show`: the model
+//! registry on the head (durable on a durable head): versions made from
+//! training runs, aliases such as `champion`, model cards, and who
+//! changed what when.
+
+use crate::job::ClusterArgs;
+use anyhow::{anyhow, bail};
+use prism::proto::head::{HeadRequest, HeadResponse};
+use prism::proto::models::{ModelInfo, ModelRequest};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Make the next version of NAME from a training run.
+    Register {
+        /// The model's name.
+        name: String,
+        /// The run that trained it (prism runs list).
+        #[arg(long)]
+        run: String,
+        /// Where its weights are (a file or directory).
+        #[arg(long, default_value = "")]
+        checkpoint: String,
+        /// A file holding its model card (intent, training data,
+        /// evaluation, limitations).
+        #[arg(long)]
+        card: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Point ALIAS (champion, challenger, any name) at VERSION.
+    Alias {
+        /// The model.
+        name: String,
+        /// The version.
+        version: u32,
+        /// The alias.
+        alias: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Replace a version's model card with a file's text.
+    Card {
+        /// The model.
+        name: String,
+        /// The version.
+        version: u32,
+        /// The card's file.
+        file: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Every model with its versions and aliases.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// One model: versions with their runs, metrics and cards, aliases,
+    /// and its history.
+    Show {
+        /// The model.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Who makes a change: the OS user running the CLI.
+fn who() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", process_uid()))
+}
+
+fn process_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ask(cluster: &ClusterArgs, req: ModelRequest) -> anyhow::Result<Vec<ModelInfo>> {
+    match cluster.connect()?.request(&HeadRequest::Models(req))? {
+        HeadResponse::Models(m) => Ok(m),
+        HeadResponse::Error { message, .. } => bail!("{message}"),
+        other => bail!("unexpected answer from the head: {other:?}"),
+    }
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelsCommand::Register {
+            name,
+            run,
+            checkpoint,
+            card,
+            cluster,
+        } => {
+            let card = card.as_ref().map(read).transpose()?.unwrap_or_default();
+            let m = ask(
+                &cluster,
+                ModelRequest::Register {
+                    name,
+                    run_id: run,
+                    checkpoint,
+                    card,
+                    who: who(),
+                },
+            )?;
+            if let Some(v) = m.first().and_then(|m| m.versions.last().map(|v| (m, v))) {
+                println!(
+                    "{} v{} registered from run {}",
+                    v.0.name, v.1.version, v.1.run_id
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Alias {
+            name,
+            version,
+            alias,
+            cluster,
+        } => {
+            ask(
+                &cluster,
+                ModelRequest::SetAlias {
+                    name: name.clone(),
+                    alias: alias.clone(),
+                    version,
+                    who: who(),
+                },
+            )?;
+            println!("{name}@{alias} -> v{version}");
+            Ok(())
+        }
+        ModelsCommand::Card {
+            name,
+            version,
+            file,
+            cluster,
+        } => {
+            let card = read(&file)?;
+            ask(
+                &cluster,
+                ModelRequest::SetCard {
+                    name: name.clone(),
+                    version,
+                    card,
+                    who: who(),
+                },
+            )?;
+            println!("card of {name} v{version} replaced");
+            Ok(())
+        }
+        ModelsCommand::List { json, cluster } => {
+            let models = ask(&cluster, ModelRequest::List)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&models)?);
+                return Ok(());
+            }
+            println!("{:<24} {:>8}  ALIASES", "MODEL", "VERSIONS");
+            for m in &models {
+                let aliases: Vec<String> =
+                    m.aliases.iter().map(|(a, v)| format!("{a}=v{v}")).collect();
+                println!(
+                    "{:<24} {:>8}  {}",
+                    m.name,
+                    m.versions.len(),
+                    aliases.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Show {
+            name,
+            json,
+            cluster,
+        } => {
+            let m = ask(&cluster, ModelRequest::Show { name })?
+                .pop()
+                .ok_or_else(|| anyhow!("no such model"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                return Ok(());
+            }
+            println!("model {}", m.name);
+            for v in &m.versions {
+                let aliases: Vec<&str> = m
+                    .aliases
+                    .iter()
+                    .filter(|(_, n)| *n == v.version)
+                    .map(|(a, _)| a.as_str())
+                    .collect();
+                let metrics: Vec<String> = v
+                    .metrics
+                    .iter()
+                    .map(|(k, x)| format!("{k}={x:.4}"))
+                    .collect();
+                println!(
+                    "  v{} {}  run {}  by {}  {}",
+                    v.version,
+                    if aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!("[{}]", aliases.join(", "))
+                    },
+                    v.run_id,
+                    v.created_by,
+                    metrics.join(" ")
+                );
+                if !v.checkpoint.is_empty() {
+                    println!("      weights: {}", v.checkpoint);
+                }
+                for line in v.card.lines() {
+                    println!("      | {line}");
+                }
+            }
+            println!("history:");
+            for e in &m.history {
+                println!("  {}  {:<12} {}", e.at_ms, e.who, e.what);
+            }
+            Ok(())
+        }
+    }
+}

@@ -34,6 +34,7 @@ pub mod ps;
 pub mod recipes;
 pub mod registry;
 pub mod tensor;
+pub mod track;
 pub mod train;
 
 #[doc(hidden)]

@@ -12,9 +12,44 @@ use prism_test_support::*;
 use serde_json::Value;
 use std::time::Duration;
 
+/// One of 8 workers logging its own metric for 50 steps.
+#[prism::remote]
+fn log_steps(run: prism_ml::track::Run, worker: u32) -> bool {
+    (0..50u64).all(|step| {
+        run.log_metric(
+            &format!("w{worker}"),
+            (worker as u64 * 1000 + step) as f64,
+            step,
+        )
+        .is_ok()
+    })
+}
+
+fn role_track() {
+    let _c = prism::init().unwrap();
+    let run = prism_ml::track::start_run("sweep").unwrap();
+    run.log_params([("lr", "0.05"), ("optimizer", "sgd")])
+        .unwrap();
+    run.set_tag("team", "vision").unwrap();
+    let file = std::env::temp_dir().join(format!("artifact-{}.txt", std::process::id()));
+    std::fs::write(&file, b"weights").unwrap();
+    let hash = run.log_artifact(&file).unwrap();
+    let refs: Vec<_> = (0..8u32)
+        .map(|w| log_steps::remote(run.clone(), w).unwrap())
+        .collect();
+    assert!(prism::get_all(&refs).unwrap().into_iter().all(|ok| ok));
+    run.end(Ok(())).unwrap();
+    println!("RUN={}", run.id);
+    println!("HASH={hash}");
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
+    if std::env::var("PRISM_TEST_ROLE").as_deref() == Ok("track") {
+        return role_track();
+    }
     let _c = prism::init().unwrap();
     let lr: f64 = std::env::var("LR").unwrap().parse().unwrap();
     let (train, _) = common::digits();
@@ -233,4 +268,61 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
     );
     assert_eq!(shown["params"], a["params"]);
     assert_eq!(json(&sb, &["models", "show", "digits", "--json"]), model);
+}
+
+#[test]
+fn eight_workers_logging_to_one_run_lose_no_metric() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "4"]);
+    let mut job = Job::spawn("track", &sb.driver_envs(&head, &head));
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (id, hash) = (field("RUN="), field("HASH="));
+    let complete = wait_until(Duration::from_secs(30), || {
+        let shown = json(&sb, &["runs", "show", &id, "--json"]);
+        shown["status"] == "finished"
+            && shown["points"].as_array().is_some_and(|p| {
+                p.len() == 50
+                    && p.iter()
+                        .all(|x| x["values"].as_array().map(Vec::len) == Some(8))
+            })
+    });
+    let shown = json(&sb, &["runs", "show", &id, "--json"]);
+    assert!(
+        complete,
+        "8 workers × 50 steps, every value recorded: {shown}"
+    );
+    assert_eq!(
+        shown["points"][49]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v[0] == "w7")
+            .unwrap()[1],
+        7049.0
+    );
+    assert_eq!(shown["params"]["lr"], "0.05");
+    assert_eq!(shown["tags"]["team"], "vision");
+    let artifact = shown["tags"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("artifact."))
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        artifact
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("sha256:{hash} 7 bytes")),
+        "{artifact}"
+    );
 }

@@ -12,7 +12,10 @@
 //!   full, every other point is dropped (the curve keeps its shape at half
 //!   the resolution) and steps stay in increasing order;
 //! - **RT-3** every point, param, tag and status accepted is in the next
-//!   [`RunTable::take_changes`], once.
+//!   [`RunTable::take_changes`], once;
+//! - **RT-4** points are kept in step order; a point for a step already
+//!   there merges into it (its keys replace theirs), so concurrent writers
+//!   logging different metrics, or steps out of order, lose nothing.
 
 use crate::proto::runs::{RunInfo, RunPoint, RunReport};
 use std::collections::{BTreeSet, HashMap};
@@ -68,8 +71,8 @@ fn upsert(into: &mut Vec<(String, String)>, from: Vec<(String, String)>) -> bool
 }
 
 impl RunTable {
-    /// Adds a report: its points (steps not after the run's last are
-    /// ignored: a resumed run reports from its checkpoint's step on), its
+    /// Adds a report: its points (merged in step order, RT-4: a resumed run
+    /// reporting from its checkpoint's step on rewrites those steps), its
     /// params and tags, its end.
     pub fn report(&mut self, r: RunReport, now_ms: u64) {
         if !self.runs.contains_key(&r.run_id) && self.runs.len() >= MAX_RUNS {
@@ -103,18 +106,17 @@ impl RunTable {
         });
         let mut accepted = Vec::new();
         for p in r.points {
-            if run.points.last().is_some_and(|last| p.step <= last.step) {
-                continue;
-            }
-            run.info.last_step = p.step;
-            run.info.last_values = p.values.clone();
-            run.info.points += 1;
-            accepted.push(p.clone());
-            run.points.push(p);
+            let merged = merge_point(&mut run.points, p);
+            accepted.push(merged);
             if run.points.len() > MAX_POINTS {
                 halve(&mut run.points);
             }
         }
+        if let Some(last) = run.points.last() {
+            run.info.last_step = last.step;
+            run.info.last_values = last_values(&run.points);
+        }
+        run.info.points = run.info.points.max(run.points.len() as u64);
         upsert(&mut run.info.params, r.params);
         upsert(&mut run.info.tags, r.tags);
         if let Some(end) = r.ended {
@@ -186,6 +188,43 @@ impl RunTable {
     }
 }
 
+/// Puts `p` in step order: a new step is inserted; an existing step takes
+/// `p`'s values (a key logged again replaces its value; new keys join).
+/// Returns the point as it now stands (what the store must hold).
+fn merge_point(points: &mut Vec<RunPoint>, p: RunPoint) -> RunPoint {
+    match points.binary_search_by_key(&p.step, |x| x.step) {
+        Ok(i) => {
+            let at = &mut points[i];
+            for (k, v) in p.values {
+                match at.values.iter_mut().find(|(key, _)| *key == k) {
+                    Some(e) => e.1 = v,
+                    None => at.values.push((k, v)),
+                }
+            }
+            at.seconds = at.seconds.max(p.seconds);
+            at.clone()
+        }
+        Err(i) => {
+            points.insert(i, p.clone());
+            p
+        }
+    }
+}
+
+/// The newest value of each key over the run (the last step's first, then
+/// keys last seen earlier).
+fn last_values(points: &[RunPoint]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for p in points.iter().rev() {
+        for (k, v) in &p.values {
+            if !out.iter().any(|(key, _)| key == k) {
+                out.push((k.clone(), *v));
+            }
+        }
+    }
+    out
+}
+
 /// RT-2: every other point goes; the last stays.
 fn halve(points: &mut Vec<RunPoint>) {
     let (n, mut i) = (points.len(), 0);
@@ -217,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn points_accumulate_and_repeated_steps_are_ignored() {
+    fn points_accumulate_and_repeated_steps_merge() {
         let mut t = RunTable::default();
         t.report(report("r1", 1..4), 10);
         t.report(report("r1", 2..6), 20);
@@ -228,6 +267,35 @@ mod tests {
             (info.last_step, info.updated_ms, info.started_ms),
             (5, 20, 10)
         );
+    }
+
+    #[test]
+    fn concurrent_writers_and_late_steps_lose_nothing_rt4() {
+        let mut t = RunTable::default();
+        let point = |step, k: &str, v| RunPoint {
+            step,
+            values: vec![(k.to_string(), v)],
+            seconds: 0.0,
+        };
+        let job = JobId::random();
+        // Two workers log their own metric at the same steps, interleaved
+        // and out of order.
+        for (step, k) in [(2, "a"), (1, "b"), (1, "a"), (3, "b"), (2, "b"), (3, "a")] {
+            t.report(
+                RunReport::points("r", "mlp", job, vec![point(step, k, step as f64)]),
+                1,
+            );
+        }
+        let (info, points) = t.get("r").unwrap();
+        assert_eq!(
+            points.iter().map(|p| p.step).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(points.iter().all(|p| p.values.len() == 2), "{points:?}");
+        assert_eq!((info.last_step, info.points), (3, 3));
+        let c = t.take_changes();
+        let last = c.points[0].1.iter().rev().find(|p| p.step == 2).unwrap();
+        assert_eq!(last.values.len(), 2, "the store gets the merged point");
     }
 
     #[test]

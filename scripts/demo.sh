@@ -3,7 +3,9 @@
 # all-reduce through the shared-memory object store, checkpoints) on an
 # embedded single-machine cluster; then the quickstart (π with 2,000 tasks,
 # a map-reduce word count, nested tasks) embedded, and the same program
-# submitted to a head and two raylets started on this machine. Installs
+# submitted to a head and two raylets started on this machine; then the DDP
+# run submitted there, recorded by the head (prism runs) and registered as
+# digits@champion (prism models). Installs
 # libtorch (for tch) into .libtorch/ the first time. Everything else lives
 # in a temporary directory and is stopped on exit.
 set -euo pipefail
@@ -38,5 +40,13 @@ echo
 $prism status
 echo
 $prism job list
+echo
+
+echo "== 4. Tracked runs and the model registry: DDP submitted to the cluster"
+$prism submit -- ./target/release/ddp-digits --epochs 10
+echo
+$prism runs list
+echo
+$prism models show digits
 echo
 echo "(stopping the demo cluster)"

@@ -2,6 +2,9 @@
 //! a PACK placement group on an embedded single-machine cluster) train an
 //! MLP on the 8×8 handwritten digits shipped in the repository, with a
 //! progress bar and checkpoints, then the driver scores the held-out set.
+//! The run is recorded on the head (`prism runs list`), registered as the
+//! next version of the `digits` model, and promoted to `digits@champion`
+//! if it scores at least as well as the version holding it.
 //!
 //!     cargo run --release -p ddp-digits [-- --workers N --epochs E]
 //!
@@ -90,6 +93,36 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&ckpt);
     if acc < 0.95 {
         anyhow::bail!("accuracy {acc:.4} is below the 95% aim");
+    }
+    // The run was recorded on the head as it trained; its weights become
+    // the next version of `digits`, and take `champion` if they score at
+    // least as well on the held-out set as the version holding it.
+    let weights = std::env::temp_dir().join(format!("prism-{}.weights", result.run_id));
+    std::fs::write(&weights, &result.output)?;
+    let card = "intent: classify 8x8 handwritten digits\n\
+                training data: the bundled digits, 80% split (seed 2024)\n\
+                evaluation: accuracy on the 20% held out\n\
+                limitations: tiny grayscale images only";
+    let version = prism::models::register(
+        "digits",
+        &result.run_id,
+        &weights.display().to_string(),
+        card,
+    )?;
+    match prism_ml::registry::promote("digits", version, "champion", &test) {
+        Ok(p) => {
+            println!(
+            "run {} registered as digits v{version}; digits@champion is now v{version} ({:.2}%{})",
+            result.run_id,
+            p.challenger * 100.0,
+            p.champion.map(|(v, a)| format!(" vs v{v}'s {:.2}%", a * 100.0)).unwrap_or_default()
+        )
+        }
+        Err(prism_ml::MlError::Promotion(why)) => println!(
+            "run {} registered as digits v{version}; {why}",
+            result.run_id
+        ),
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

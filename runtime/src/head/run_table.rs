@@ -114,7 +114,7 @@ impl RunTable {
         }
         if let Some(last) = run.points.last() {
             run.info.last_step = last.step;
-            run.info.last_values = last_values(&run.points);
+            run.info.last_values = last_values(&run.info.last_values, last, &accepted);
         }
         run.info.points = run.info.points.max(run.points.len() as u64);
         upsert(&mut run.info.params, r.params);
@@ -211,15 +211,25 @@ fn merge_point(points: &mut Vec<RunPoint>, p: RunPoint) -> RunPoint {
     }
 }
 
-/// The newest value of each key over the run (the last step's first, then
-/// keys last seen earlier).
-fn last_values(points: &[RunPoint]) -> Vec<(String, f64)> {
-    let mut out: Vec<(String, f64)> = Vec::new();
-    for p in points.iter().rev() {
+/// The newest value of each key: the last step's values, then keys last
+/// seen earlier (kept from before, or from points merged in late). O(keys).
+fn last_values(
+    before: &[(String, f64)],
+    last: &RunPoint,
+    merged: &[RunPoint],
+) -> Vec<(String, f64)> {
+    let mut out = last.values.clone();
+    let known = |out: &Vec<(String, f64)>, k: &str| out.iter().any(|(key, _)| key == k);
+    for p in merged.iter().rev() {
         for (k, v) in &p.values {
-            if !out.iter().any(|(key, _)| key == k) {
+            if !known(&out, k) {
                 out.push((k.clone(), *v));
             }
+        }
+    }
+    for (k, v) in before {
+        if !known(&out, k) {
+            out.push((k.clone(), *v));
         }
     }
     out

@@ -274,8 +274,11 @@ fn object_killed_process_references_are_released_and_unsealed_objects_reclaimed(
             && client.info(unsealed).unwrap().is_none()),
         "references of a killed process were not released"
     );
+    // The store releases first and logs after: wait for the line.
     assert!(
-        head.log().contains("released its references"),
+        wait_until(Duration::from_secs(10), || head
+            .log()
+            .contains("released its references")),
         "{}",
         head.log()
     );

@@ -44,11 +44,37 @@ fn role_track() {
     println!("ALL OK");
 }
 
+/// A small pipeline run and a parameter-server run: both recorded.
+fn role_others() {
+    use prism_ml::pipeline::{PipelineTrainer, Schedule};
+    use prism_ml::ps::{Mode, ParameterServer};
+    let _c = prism::init().unwrap();
+    let (train, _) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 32, 16, 10], 1, 0.05);
+    let p = PipelineTrainer::new(cfg.clone(), 2, 2, Schedule::OneFOneB)
+        .dataset(train.clone())
+        .fit()
+        .unwrap();
+    println!("PIPE={} {}", p.run_id, p.losses.len());
+    let ps = ParameterServer::new(cfg, 2, 2, Mode::Sync)
+        .dataset(train)
+        .fit()
+        .unwrap();
+    println!(
+        "PS={} {}",
+        ps.run_id,
+        ps.losses.iter().map(Vec::len).max().unwrap_or(0)
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
-    if std::env::var("PRISM_TEST_ROLE").as_deref() == Ok("track") {
-        return role_track();
+    match std::env::var("PRISM_TEST_ROLE").as_deref() {
+        Ok("track") => return role_track(),
+        Ok("others") => return role_others(),
+        _ => {}
     }
     let _c = prism::init().unwrap();
     let lr: f64 = std::env::var("LR").unwrap().parse().unwrap();
@@ -325,4 +351,35 @@ fn eight_workers_logging_to_one_run_lose_no_metric() {
             .starts_with(&format!("sha256:{hash} 7 bytes")),
         "{artifact}"
     );
+}
+
+#[test]
+fn pipeline_and_parameter_server_runs_are_recorded_too() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "4"]);
+    let mut job = Job::spawn("others", &sb.driver_envs(&head, &head));
+    let (ok, out) = job.finish(Duration::from_secs(240));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    for (key, trainer) in [("PIPE=", "PipelineTrainer"), ("PS=", "ParameterServer")] {
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .to_string();
+        let (id, steps) = line.split_once(' ').unwrap();
+        let steps: usize = steps.parse().unwrap();
+        let recorded = wait_until(Duration::from_secs(30), || {
+            let shown = json(&sb, &["runs", "show", id, "--json"]);
+            shown["status"] == "finished" && shown["points"].as_array().map(Vec::len) == Some(steps)
+        });
+        let shown = json(&sb, &["runs", "show", id, "--json"]);
+        assert!(recorded, "{trainer}: {steps} steps, finished: {shown}");
+        assert_eq!(shown["params"]["trainer"], trainer);
+        assert!(
+            param(&shown, "dataset.version").starts_with("sha256:"),
+            "{shown}"
+        );
+        assert!(shown["points"][0]["values"][0][0] == "loss", "{shown}");
+    }
 }

@@ -86,8 +86,9 @@ impl Routes {
         self.routers.read().unwrap().get(deployment).cloned()
     }
 
-    /// The router of `deployment`, waiting (up to `timeout`) for the first
-    /// route table.
+    /// The router of `deployment`, waiting (up to `timeout`) for a route
+    /// table that has it: a deployment just made may not be in this
+    /// process's table yet.
     pub(crate) async fn router_waiting(
         &self,
         deployment: &str,
@@ -95,12 +96,16 @@ impl Routes {
     ) -> Option<Arc<Router>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let first = self.first.notified();
-            if self.version.load(Ordering::Acquire) > 0 || Instant::now() >= deadline {
-                return self.router(deployment);
+            let next = self.first.notified();
+            if let Some(r) = self.router(deployment) {
+                return Some(r);
             }
-            let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), first)
-                .await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            // Tables come on every change; wake at least every 100 ms.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), next).await;
         }
     }
 

@@ -80,6 +80,8 @@ pub struct PipelineResult {
     pub step_ms: Vec<f64>,
     /// Seconds.
     pub seconds: f64,
+    /// The run's id on the head (`prism runs show`).
+    pub run_id: String,
 }
 
 /// `layers` linear layers cut into `p` contiguous runs, as equal as can be.

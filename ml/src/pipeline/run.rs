@@ -3,6 +3,7 @@
 //! submission order.
 
 use super::{partition, stage_ops, Act, Op, PipeStage, PipelineResult, PipelineTrainer, StageSpec};
+use crate::train::record;
 use crate::{MlError, Result};
 use prism::{ActorHandle, ObjectRef};
 use std::time::Instant;
@@ -72,19 +73,31 @@ impl PipelineTrainer {
             failures: 0,
             step_ms: Vec::new(),
             seconds: 0.0,
+            run_id: record::new_run_id("pipeline"),
         };
-        loop {
+        // Recorded on the head like a DdpTrainer run, every step as it ends.
+        let extra = vec![
+            ("stages".to_string(), self.stages.to_string()),
+            ("micro_batches".into(), self.micro.to_string()),
+            ("schedule".into(), format!("{:?}", self.schedule)),
+            ("replicas".into(), self.replicas.to_string()),
+        ];
+        let params = record::mlp_params("PipelineTrainer", &self.config, self.data.as_ref(), extra);
+        record::begin(&out.run_id, "pipeline", params);
+        let result = loop {
             match self.attempt(&mut out) {
-                Ok(()) => break,
+                Ok(()) => break Ok(()),
                 Err(Attempt::Lost(e)) if out.failures < self.max_failures => {
                     out.failures += 1;
                     println!(
                         "pipeline: a stage was lost ({e}); starting again from the last checkpoint"
                     );
                 }
-                Err(Attempt::Lost(e) | Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Lost(e) | Attempt::Fatal(e)) => break Err(e),
             }
-        }
+        };
+        record::finish(&out.run_id, "pipeline", &result);
+        result?;
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
     }
@@ -247,6 +260,17 @@ impl PipelineTrainer {
                 }
                 out.peak_alive.push(step_peaks);
                 out.step_ms.push(began.elapsed().as_secs_f64() * 1e3);
+                let point = prism::proto::runs::RunPoint {
+                    step: step + 1,
+                    values: vec![
+                        ("loss".into(), *out.losses.last().unwrap_or(&0.0)),
+                        ("step_ms".into(), *out.step_ms.last().unwrap_or(&0.0)),
+                    ],
+                    seconds: began.elapsed().as_secs_f64(),
+                };
+                if let Err(e) = prism::report_run(&out.run_id, "pipeline", vec![point]) {
+                    tracing::debug!("step not recorded: {e}");
+                }
                 step += 1;
                 if let Some((_, every)) = &self.checkpoint {
                     if step.is_multiple_of(*every) {

@@ -75,6 +75,8 @@ pub struct PsResult {
     pub updates: u64,
     /// Seconds the run took.
     pub seconds: f64,
+    /// The run's id on the head (`prism runs show`).
+    pub run_id: String,
 }
 
 /// `n` weights cut into `parts` contiguous ranges, as equal as can be.
@@ -122,8 +124,57 @@ impl ParameterServer {
         self
     }
 
-    /// Trains; returns the final weights and every worker's losses.
+    /// Trains; returns the final weights and every worker's losses. The
+    /// run is recorded on the head (params at the start; each worker's
+    /// loss per step, `loss.w<i>`, and their mean, at the end).
     pub fn fit(&self) -> Result<PsResult> {
+        use crate::train::record;
+        let run_id = record::new_run_id("parameter_server");
+        let extra = vec![
+            ("servers".to_string(), self.servers.to_string()),
+            ("workers".into(), self.workers.to_string()),
+            ("mode".into(), format!("{:?}", self.mode)),
+        ];
+        record::begin(
+            &run_id,
+            "parameter_server",
+            record::mlp_params("ParameterServer", &self.config, self.data.as_ref(), extra),
+        );
+        let result = self.fit_inner().map(|mut r| {
+            r.run_id = run_id.clone();
+            r
+        });
+        if let Ok(r) = &result {
+            let steps = r.losses.iter().map(Vec::len).max().unwrap_or(0);
+            let points: Vec<prism::proto::runs::RunPoint> = (0..steps)
+                .map(|i| {
+                    let mut values: Vec<(String, f64)> = r
+                        .losses
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(w, l)| l.get(i).map(|v| (format!("loss.w{w}"), *v)))
+                        .collect();
+                    let mean =
+                        values.iter().map(|(_, v)| v).sum::<f64>() / values.len().max(1) as f64;
+                    values.insert(0, ("loss".into(), mean));
+                    prism::proto::runs::RunPoint {
+                        step: i as u64 + 1,
+                        values,
+                        seconds: r.seconds * (i + 1) as f64 / steps as f64,
+                    }
+                })
+                .collect();
+            for chunk in points.chunks(256) {
+                if let Err(e) = prism::report_run(&run_id, "parameter_server", chunk.to_vec()) {
+                    tracing::debug!("losses not recorded: {e}");
+                }
+            }
+        }
+        record::finish(&run_id, "parameter_server", &result);
+        result
+    }
+
+    fn fit_inner(&self) -> Result<PsResult> {
         let started = Instant::now();
         let data = self
             .data
@@ -198,6 +249,7 @@ impl ParameterServer {
             losses,
             updates,
             seconds: started.elapsed().as_secs_f64(),
+            run_id: String::new(),
         })
     }
 }

@@ -40,7 +40,7 @@ mod grads;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod optim;
-mod record;
+pub(crate) mod record;
 pub mod ring;
 mod ring_links;
 pub mod worker;

@@ -69,6 +69,73 @@ fn git() -> Vec<(String, String)> {
     }
 }
 
+/// A fresh run id for `name`.
+pub(crate) fn new_run_id(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{:08x}", nanos as u32)
+}
+
+/// What a trainer of the MLP recipe records at its start (the pipeline
+/// trainer and the parameter server): `extra`, the recipe's config, the
+/// data set's size and version, the code.
+pub(crate) fn mlp_params(
+    trainer: &str,
+    cfg: &crate::recipes::MlpConfig,
+    dataset: Option<&Dataset>,
+    extra: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut p = vec![("trainer".to_string(), trainer.to_string())];
+    p.extend(extra);
+    p.extend(data_params(dataset));
+    p.extend(config_params(&cfg.to_bytes()));
+    p.extend(code_params());
+    p
+}
+
+/// Records `params` for a run starting now (a failure to record is only
+/// logged: tracking never fails a run).
+pub(crate) fn begin(run_id: &str, name: &str, params: Vec<(String, String)>) {
+    if let Err(e) = prism::log_run_params(run_id, name, params, Vec::new()) {
+        tracing::debug!("run params not recorded: {e}");
+    }
+}
+
+/// Records how a run ended.
+pub(crate) fn finish<T>(run_id: &str, name: &str, result: &crate::Result<T>) {
+    let outcome = match result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = prism::end_run(run_id, name, outcome) {
+        tracing::debug!("run end not recorded: {e}");
+    }
+}
+
+fn data_params(dataset: Option<&Dataset>) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if let Some(ds) = dataset {
+        p.push(("dataset.rows".into(), ds.count().to_string()));
+        p.push(("dataset.blocks".into(), ds.blocks().len().to_string()));
+        match ds.version() {
+            Ok(v) => p.push(("dataset.version".into(), v)),
+            Err(e) => tracing::debug!("no dataset version: {e}"),
+        }
+    }
+    p
+}
+
+fn code_params() -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if let Ok(exe) = std::env::current_exe().and_then(std::fs::read) {
+        p.push(("code.binary_hash".into(), hex(&sha256(&exe))));
+    }
+    p.extend(git());
+    p
+}
+
 /// Everything a `DdpTrainer` run records at its start.
 pub(crate) fn trainer_params(
     loop_name: &str,
@@ -96,19 +163,9 @@ pub(crate) fn trainer_params(
         ("checkpoint_every".into(), checkpoint_every.to_string()),
         ("max_failures".into(), max_failures.to_string()),
     ];
-    if let Some(ds) = dataset {
-        p.push(("dataset.rows".into(), ds.count().to_string()));
-        p.push(("dataset.blocks".into(), ds.blocks().len().to_string()));
-        match ds.version() {
-            Ok(v) => p.push(("dataset.version".into(), v)),
-            Err(e) => tracing::debug!("no dataset version: {e}"),
-        }
-    }
+    p.extend(data_params(dataset));
     p.extend(config_params(config));
-    if let Ok(exe) = std::env::current_exe().and_then(std::fs::read) {
-        p.push(("code.binary_hash".into(), hex(&sha256(&exe))));
-    }
-    p.extend(git());
+    p.extend(code_params());
     p
 }
 

@@ -154,7 +154,8 @@ fn role_overload() {
         Application::new("slow").deployment(
             calc("slow")
                 .route_prefix("/slow")
-                .user_config(json!({"sleep_ms": 300}))
+                // Long enough that 8 clients overlap on a loaded machine.
+                .user_config(json!({"sleep_ms": 1000}))
                 .max_ongoing_requests(1)
                 .max_queued_requests(1),
         ),
@@ -495,7 +496,10 @@ fn role_lifecycle() {
     // A request in flight when serving shuts down is still answered.
     let slow = format!("{url}/slow");
     let inflight = std::thread::spawn(move || post(&slow, "[1, 1]"));
-    std::thread::sleep(Duration::from_millis(300));
+    let running = wait_until(Duration::from_secs(30), || {
+        deployment("slow")["replicas"][0]["ongoing"].as_u64() >= Some(1)
+    });
+    check(running, "the slow request is in its replica");
     prism_serve::shutdown().unwrap();
     let (code, body, _, _) = inflight.join().unwrap();
     check(

@@ -88,6 +88,8 @@ fn spawn_helper(
         .env("PRISM_TEST_ROLE", role)
         .env("PRISM_TEST_SOCKET", sock)
         .env("PRISM_TEST_OBJECT", id_hex(id))
+        // A holder blocks on its stdin, which this end keeps open.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -151,7 +153,8 @@ fn child_role() {
                 .unwrap();
             println!("HOLDING");
             std::io::stdout().flush().unwrap();
-            std::thread::sleep(Duration::from_secs(120));
+            // Holds until the test kills it (or drops its end of stdin).
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
         }
         other => panic!("unknown role {other}"),
     }

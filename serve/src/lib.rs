@@ -9,8 +9,9 @@
 //!   batcher in front of it.
 //! - `router`: power of two choices by requests in flight, a bounded
 //!   queue, retries when a replica dies; one per deployment in every caller.
-//! - `controller`: the named actor that owns the desired state and
-//!   reconciles it (`reconcile`, `autoscale`: the pure decisions).
+//! - `controller`: the named actor that owns the desired state; `upkeep`:
+//!   its checks and reconcile pass around the pure decisions (`reconcile`,
+//!   `autoscale`).
 //! - `proxy`: the HTTP ingress actor (axum), with Prometheus metrics
 //!   (`metrics`) at `/-/metrics`.
 //! - `client`: a process's runtime and route watcher.
@@ -55,6 +56,7 @@ mod reconcile;
 mod replica;
 mod router;
 mod spec;
+mod upkeep;
 
 pub use api::{
     delete, deploy, get_handle, run, run_config, shutdown, start, status, Application, Deployment,

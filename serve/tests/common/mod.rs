@@ -1,7 +1,12 @@
-//! The model the serving tests deploy, and a small HTTP client.
+//! The models the serving tests deploy, a small HTTP client and a load
+//! generator (each test binary uses a part).
 
-use prism_serve::{Json, Model};
+#![allow(dead_code)]
+
+use prism_serve::{Deployment, Json, Model};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sums a list and adds the config's `add`; answers with the sum, the size
@@ -140,4 +145,45 @@ pub fn pids(name: &str) -> Vec<u64> {
         .as_array()
         .map(|r| r.iter().filter_map(|x| x["pid"].as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// A `Calc` deployment with half a CPU per replica.
+pub fn calc(name: &str) -> Deployment {
+    Deployment::new::<Calc>(name).num_cpus(0.5)
+}
+
+/// The body as JSON (null if it is not).
+pub fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Posts from `threads` clients until `stop`; counts answers and failures.
+pub fn load(
+    url: String,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let hs = (0..threads)
+        .map(|_| {
+            let (u, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (st, body, _, _) = post(&u, "[2, 3]");
+                    if st == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        println!("failed request: {st} {body}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    (ok, failed, hs)
 }

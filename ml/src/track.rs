@@ -18,6 +18,7 @@
 
 use crate::Result;
 use prism::proto::runs::RunPoint;
+use prism::raylet::workers::{hex, sha256};
 
 /// A run being tracked; cheap to clone and to pass to tasks and actors.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -110,10 +111,7 @@ impl Run {
             path: path.to_path_buf(),
             source,
         })?;
-        let hash: String = prism::raylet::workers::sha256(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = hex(&sha256(&bytes));
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

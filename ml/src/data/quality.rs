@@ -12,6 +12,7 @@
 
 use super::{Block, Dataset};
 use crate::{MlError, Result};
+use prism::raylet::workers::{hex, sha256};
 use prism::DType;
 
 /// What a data set must satisfy.
@@ -156,11 +157,11 @@ pub fn block_digest(block: Block) -> std::result::Result<Vec<u8>, String> {
     let view = block.read().map_err(|e| e.to_string())?;
     let mut bytes =
         format!("{:?}{:?}", view.features_view().dtype(), view.row_shape()).into_bytes();
-    bytes.extend_from_slice(&prism::raylet::workers::sha256(view.features_bytes()));
+    bytes.extend_from_slice(&sha256(view.features_bytes()));
     if let Some(l) = view.labels_bytes() {
-        bytes.extend_from_slice(&prism::raylet::workers::sha256(l));
+        bytes.extend_from_slice(&sha256(l));
     }
-    Ok(prism::raylet::workers::sha256(&bytes).to_vec())
+    Ok(sha256(&bytes).to_vec())
 }
 
 impl Dataset {
@@ -176,11 +177,7 @@ impl Dataset {
         for r in prism::get_all(&refs)? {
             all.extend(r.map_err(MlError::Dataset)?);
         }
-        let d = prism::raylet::workers::sha256(&all);
-        Ok(format!(
-            "sha256:{}",
-            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ))
+        Ok(format!("sha256:{}", hex(&sha256(&all))))
     }
 
     /// Checks `exp` on every block in parallel; the error names each

@@ -6,6 +6,7 @@
 
 use super::ScalingConfig;
 use crate::data::Dataset;
+use prism::raylet::workers::{file_hash, hex, sha256};
 
 /// `config.<key>` for each top-level key of a JSON object; otherwise the
 /// config's length and hash.
@@ -30,15 +31,6 @@ pub(crate) fn config_params(config: &[u8]) -> Vec<(String, String)> {
             ),
         ],
     }
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    // The same hash the raylets name job binaries by.
-    prism::raylet::workers::sha256(bytes).to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The source tree's commit and dirty flag (`git` in the working
@@ -129,8 +121,9 @@ fn data_params(dataset: Option<&Dataset>) -> Vec<(String, String)> {
 
 fn code_params() -> Vec<(String, String)> {
     let mut p = Vec::new();
-    if let Ok(exe) = std::env::current_exe().and_then(std::fs::read) {
-        p.push(("code.binary_hash".into(), hex(&sha256(&exe))));
+    // The hash the raylets ship job binaries by (cached per file).
+    if let Ok(h) = std::env::current_exe().and_then(|exe| file_hash(&exe)) {
+        p.push(("code.binary_hash".into(), hex(&h)));
     }
     p.extend(git());
     p

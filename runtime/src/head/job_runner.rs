@@ -5,6 +5,7 @@
 
 use crate::ids::JobId;
 use crate::proto::head::{JobInfo, JobSubmission};
+use crate::raylet::workers::hex;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,10 +13,6 @@ use tracing::warn;
 
 /// The largest job output chunk one `JobLogs` answer carries.
 pub const LOG_CHUNK: u64 = 1 << 20;
-
-fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Runs submitted jobs' drivers.
 #[derive(Debug, Clone)]

@@ -72,7 +72,8 @@ pub fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(h)
 }
 
-fn hex(h: &[u8]) -> String {
+/// Lower-case hex of bytes (how hashes are shown and named).
+pub fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -263,7 +263,7 @@ fn dh_2_a_recovered_core_holds_what_was_committed() {
 
 #[test]
 fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
-    use crate::head::durable::{Change, Snapshot};
+    use crate::head::durable::Snapshot;
     let mut sim = Sim::new();
     let a = sim.node("a", 1);
     let b = sim.node("b", 1);
@@ -281,15 +281,7 @@ fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
         .core
         .handle(sim.now, Caller::Client, pg_req(PgRequest::Create(create)));
     let _lost: Vec<Effect> = std::iter::from_fn(|| sim.core.poll_effect()).collect();
-    let rows: Vec<_> = sim
-        .core
-        .take_changes()
-        .into_iter()
-        .filter_map(|c| match c {
-            Change::Put(r) => Some(r),
-            Change::Delete(..) | Change::RunPoints(..) => None,
-        })
-        .collect();
+    let rows = put_rows(sim.core.take_changes());
     let mut core = HeadCore::restore(
         ClusterId::random(),
         "127.0.0.1:6379".into(),
@@ -318,7 +310,7 @@ fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
 /// the next batch of changes, and a core restored from them has it.
 #[test]
 fn runs_and_models_are_durable_changes_and_come_back() {
-    use crate::head::durable::{Change, Snapshot};
+    use crate::head::durable::Snapshot;
     use crate::proto::models::ModelRequest;
     use crate::proto::runs::RunReport;
     let mut sim = Sim::new();
@@ -338,15 +330,7 @@ fn runs_and_models_are_durable_changes_and_come_back() {
         .core
         .handle(sim.now, Caller::Client, HeadRequest::Models(reg));
     assert!(matches!(r, Reply::Now(HeadResponse::Models(_))), "{r:?}");
-    let rows: Vec<_> = sim
-        .core
-        .take_changes()
-        .into_iter()
-        .filter_map(|c| match c {
-            Change::Put(r) => Some(r),
-            Change::Delete(..) | Change::RunPoints(..) => None,
-        })
-        .collect();
+    let rows = put_rows(sim.core.take_changes());
     let snapshot = Snapshot::from_rows(rows);
     assert_eq!(
         (snapshot.runs.len(), snapshot.models.len()),
@@ -372,4 +356,16 @@ fn runs_and_models_are_durable_changes_and_come_back() {
         matches!(&r, Reply::Now(HeadResponse::Models(m)) if m[0].versions[0].run_id == "run-1"),
         "{r:?}"
     );
+}
+
+/// The rows a batch of changes puts (deletions and appended points aside).
+fn put_rows(changes: Vec<crate::head::durable::Change>) -> Vec<crate::head::durable::Row> {
+    use crate::head::durable::Change;
+    changes
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Put(r) => Some(r),
+            Change::Delete(..) | Change::RunPoints(..) => None,
+        })
+        .collect()
 }

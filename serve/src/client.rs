@@ -35,7 +35,8 @@ pub(crate) struct Routes {
     version: AtomicU64,
     routers: RwLock<HashMap<String, Arc<Router>>>,
     table: RwLock<Vec<Route>>,
-    first: tokio::sync::Notify,
+    /// Woken by every new table.
+    updated: tokio::sync::Notify,
 }
 
 /// The process's routes; the watcher starts on first use.
@@ -47,7 +48,7 @@ pub(crate) fn routes() -> Arc<Routes> {
                 version: AtomicU64::new(0),
                 routers: RwLock::new(HashMap::new()),
                 table: RwLock::new(Vec::new()),
-                first: tokio::sync::Notify::new(),
+                updated: tokio::sync::Notify::new(),
             });
             runtime().spawn(watch(r.clone()));
             r
@@ -96,7 +97,7 @@ impl Routes {
     ) -> Option<Arc<Router>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let next = self.first.notified();
+            let next = self.updated.notified();
             if let Some(r) = self.router(deployment) {
                 return Some(r);
             }
@@ -125,9 +126,11 @@ impl Routes {
             let router = routers
                 .entry(name.clone())
                 .or_insert_with(|| {
-                    let r = Arc::new(Router::new(&name, e.spec.limits()));
-                    *r.on_starved.write().unwrap() = Some(demand_hook(name.clone()));
-                    r
+                    Arc::new(Router::new(
+                        &name,
+                        e.spec.limits(),
+                        Some(demand_hook(name.clone())),
+                    ))
                 })
                 .clone();
             router.update(e.replicas, e.spec.limits());
@@ -142,7 +145,7 @@ impl Routes {
         }
         *self.table.write().unwrap() = routes;
         self.version.store(table.version, Ordering::Release);
-        self.first.notify_waiters();
+        self.updated.notify_waiters();
     }
 }
 
@@ -153,9 +156,9 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// Tells the controller (at most every 100 ms) that a request waits for a
 /// replica of `deployment`: scale from zero.
-fn demand_hook(deployment: String) -> Arc<dyn Fn() + Send + Sync> {
-    let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    Arc::new(move || {
+fn demand_hook(deployment: String) -> Box<dyn Fn() + Send + Sync> {
+    let last = std::sync::Mutex::new(None::<Instant>);
+    Box::new(move || {
         let mut l = last.lock().unwrap();
         if l.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             return;

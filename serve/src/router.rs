@@ -7,7 +7,7 @@
 use crate::replica::Replica;
 use crate::ServeError;
 use prism::{ActorHandle, TaskError};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -64,22 +64,25 @@ pub struct Router {
     limits: RwLock<Limits>,
     queued: AtomicU32,
     changed: Notify,
-    /// Requests that found no replica at all (scale from zero asks for one).
-    pub(crate) starved: AtomicU64,
-    pub(crate) on_starved: RwLock<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Called when a request finds no live replica (scale from zero).
+    on_starved: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Router {
-    /// A router with no replicas yet.
-    pub fn new(deployment: &str, limits: Limits) -> Router {
+    /// A router with no replicas yet; `on_starved` is called when a
+    /// request finds no live replica.
+    pub fn new(
+        deployment: &str,
+        limits: Limits,
+        on_starved: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Router {
         Router {
             deployment: deployment.to_string(),
             slots: RwLock::new(Arc::new(Vec::new())),
             limits: RwLock::new(limits),
             queued: AtomicU32::new(0),
             changed: Notify::new(),
-            starved: AtomicU64::new(0),
-            on_starved: RwLock::new(None),
+            on_starved,
         }
     }
 
@@ -167,9 +170,7 @@ impl Router {
                 .filter(|s| !s.dead.load(Ordering::Acquire))
                 .count();
             if alive == 0 {
-                self.starved.fetch_add(1, Ordering::Relaxed);
-                let hook = self.on_starved.read().unwrap().clone();
-                if let Some(f) = hook {
+                if let Some(f) = &self.on_starved {
                     f();
                 }
             }

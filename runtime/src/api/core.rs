@@ -446,13 +446,13 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
-    /// Whether this process owns `id` and holds its value inline: a `get`
-    /// then returns at once, without blocking (async `get`'s fast path).
-    pub(crate) fn inline_here(&self, id: ObjectId) -> bool {
-        matches!(
-            self.owned.get(id).map(|s| s.state()),
-            Some(SlotState::Inline(_))
-        )
+    /// The value of `id` if this process owns it and holds it inline (no
+    /// blocking needed: async `get`'s fast path); `None` otherwise.
+    pub(crate) fn get_inline<T: Value>(&self, id: ObjectId) -> Option<Result<T>> {
+        match self.owned.get(id).map(|s| s.state()) {
+            Some(SlotState::Inline(b)) => Some(T::decode(&b)),
+            _ => None,
+        }
     }
 
     /// Waits until the object is ready (async `get`).

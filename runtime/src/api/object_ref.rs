@@ -89,8 +89,7 @@ impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
             let core = core::current()?;
             core.ready(this.id).await;
             // Small results are held here: no blocking thread needed.
-            if core.inline_here(this.id) {
-                let value = core.get::<T>(this.id, None);
+            if let Some(value) = core.get_inline::<T>(this.id) {
                 drop(this);
                 return value;
             }

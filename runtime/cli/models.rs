@@ -71,24 +71,6 @@ pub enum ModelsCommand {
     },
 }
 
-/// Who makes a change: the OS user running the CLI.
-fn who() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", process_uid()))
-}
-
-fn process_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn ask(cluster: &ClusterArgs, req: ModelRequest) -> anyhow::Result<Vec<ModelInfo>> {
     match cluster.connect()?.request(&HeadRequest::Models(req))? {
         HeadResponse::Models(m) => Ok(m),
@@ -118,7 +100,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                     run_id: run,
                     checkpoint,
                     card,
-                    who: who(),
+                    who: prism::models::who(),
                 },
             )?;
             if let Some(v) = m.first().and_then(|m| m.versions.last().map(|v| (m, v))) {
@@ -141,7 +123,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                     name: name.clone(),
                     alias: alias.clone(),
                     version,
-                    who: who(),
+                    who: prism::models::who(),
                 },
             )?;
             println!("{name}@{alias} -> v{version}");
@@ -160,7 +142,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                     name: name.clone(),
                     version,
                     card,
-                    who: who(),
+                    who: prism::models::who(),
                 },
             )?;
             println!("card of {name} v{version} replaced");

@@ -26,13 +26,24 @@ fn ask(request: ModelRequest) -> Result<Vec<ModelInfo>> {
     }
 }
 
-fn who() -> String {
-    std::env::var("USER").unwrap_or_else(|_| {
-        format!(
-            "job {}",
-            current().map(|c| c.job_id.to_string()).unwrap_or_default()
-        )
-    })
+/// Who a registry change is made by: `$USER` (or `$LOGNAME`), else this
+/// process's job, else its uid.
+pub fn who() -> String {
+    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return u;
+    }
+    if let Ok(c) = current() {
+        return format!("job {}", c.job_id);
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "?".into());
+    format!("uid {uid}")
 }
 
 /// Makes the next version of `name` from run `run_id` (its params and last

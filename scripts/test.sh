@@ -6,6 +6,10 @@
 # installed once into .libtorch/ by scripts/setup-libtorch.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean build gains nothing from incremental state, which would add ~10 GB
+# to a disk that ~80 test binaries already fill (CI once failed with ld's
+# Bus error on a full disk).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 LIBTORCH=$(scripts/setup-libtorch.sh)
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

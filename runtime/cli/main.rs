@@ -14,6 +14,7 @@ mod reference;
 mod runs;
 mod runs_filter;
 mod serve;
+mod serve_rollout;
 mod start;
 mod status;
 mod stop;

@@ -221,7 +221,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` of a Unix time in ms.
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -1,10 +1,12 @@
-//! `prism serve deploy | status | delete | shutdown`: talk to the cluster's
+//! `prism serve deploy | status | delete | shutdown | rollout | rollback |
+//! history | bench`: talk to the cluster's
 //! serve controller as a driver. The controller, its proxy and replicas run
 //! the binary that started serving (the one holding the models:
 //! `prism_serve::run_config` or `prism_serve::start` in a program of
 //! yours), so `deploy` updates applications that binary can build.
 
 use crate::job::ClusterArgs;
+use crate::serve_rollout::{BenchArgs, RolloutArgs};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -40,10 +42,33 @@ pub enum ServeCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Roll a new version out over a running deployment (canary, blue-green
+    /// or shadow) with automatic rollback when it fails its thresholds.
+    Rollout(Box<RolloutArgs>),
+    /// Roll a deployment's rollout back now.
+    Rollback {
+        /// The deployment.
+        deployment: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Every rollout, step, promotion and rollback of a deployment.
+    History {
+        /// The deployment (all when absent).
+        deployment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Open-loop HTTP load (requests leave on schedule whatever the
+    /// server does; latency counts from the due time): p50/p95/p99/p99.9.
+    Bench(BenchArgs),
 }
 
 /// Joins the cluster the flags name as a driver.
-fn join(cluster: &ClusterArgs) -> anyhow::Result<prism::Cluster> {
+pub(crate) fn join(cluster: &ClusterArgs) -> anyhow::Result<prism::Cluster> {
     let info = cluster.info()?;
     std::env::set_var("PRISM_ADDRESS", &info.head_address);
     std::env::set_var("PRISM_TOKEN", &info.token);
@@ -51,7 +76,7 @@ fn join(cluster: &ClusterArgs) -> anyhow::Result<prism::Cluster> {
     prism::init().with_context(|| format!("cannot join the cluster at {}", info.head_address))
 }
 
-fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
+pub(crate) fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
     match e {
         prism_serve::ServeError::Prism(prism::Error::Task(prism::TaskError::NoSuchActor {
             ..
@@ -103,6 +128,32 @@ pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
             println!("serve: shut down");
             Ok(())
         }
+        ServeCommand::Rollout(a) => crate::serve_rollout::rollout(*a),
+        ServeCommand::Rollback {
+            deployment,
+            cluster,
+        } => {
+            let _c = join(&cluster)?;
+            prism_serve::rollback(&deployment).map_err(no_controller)?;
+            println!("{deployment}: rolled back");
+            Ok(())
+        }
+        ServeCommand::History {
+            deployment,
+            json,
+            cluster,
+        } => {
+            let _c = join(&cluster)?;
+            let h =
+                prism_serve::history(deployment.as_deref().unwrap_or("")).map_err(no_controller)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", crate::serve_rollout::history_table(&h));
+            }
+            Ok(())
+        }
+        ServeCommand::Bench(a) => crate::serve_rollout::bench(a),
     }
 }
 
@@ -115,33 +166,47 @@ fn table(s: &Value) -> String {
         out.push_str("no applications\n");
     }
     out.push_str(&format!(
-        "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>10}\n",
-        "APP", "DEPLOYMENT", "ROUTE", "VERSION", "REPLICAS", "REQUESTS", "ERRORS", "MEAN µs"
+        "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+        "APP",
+        "DEPLOYMENT",
+        "ROUTE",
+        "VERSION",
+        "REPLICAS",
+        "REQUESTS",
+        "ERRORS",
+        "REQ/S",
+        "P50 ms",
+        "P99 ms"
     ));
     for d in deps {
         let replicas = d["replicas"].as_array().unwrap_or(&empty);
         let requests: u64 = replicas.iter().filter_map(|r| r["requests"].as_u64()).sum();
         let errors: u64 = replicas.iter().filter_map(|r| r["errors"].as_u64()).sum();
-        let lat: Vec<u64> = replicas
-            .iter()
-            .filter_map(|r| r["mean_latency_us"].as_u64())
-            .collect();
-        let mean = if lat.is_empty() {
-            0
-        } else {
-            lat.iter().sum::<u64>() / lat.len() as u64
-        };
+        let w = &d["window"];
+        let f = |k: &str| w[k].as_f64().unwrap_or(0.0);
         out.push_str(&format!(
-            "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>10}\n",
+            "{:<12} {:<16} {:<12} {:>7} {:>9} {:>10} {:>8} {:>8.1} {:>8.3} {:>8.3}\n",
             d["application"].as_str().unwrap_or("-"),
             d["deployment"].as_str().unwrap_or("-"),
             d["route_prefix"].as_str().unwrap_or("-"),
-            d["version"],
+            d["version_label"].as_str().unwrap_or("-"),
             format!("{}/{}", replicas.len(), d["target_replicas"]),
             requests,
             errors,
-            mean,
+            f("rate"),
+            f("p50_ms"),
+            f("p99_ms"),
         ));
+        if let Some(r) = d["rollout"].as_object() {
+            out.push_str(&format!(
+                "  rollout {} -> {}: {} ({}% of traffic, {}% mirrored)\n",
+                r["from"].as_str().unwrap_or("?"),
+                r["to"].as_str().unwrap_or("?"),
+                r["phase"].as_str().unwrap_or("?"),
+                r["weight"],
+                r["mirror"],
+            ));
+        }
         if let Some(e) = d["last_error"].as_str() {
             out.push_str(&format!("  last error: {e}\n"));
         }
@@ -150,7 +215,7 @@ fn table(s: &Value) -> String {
         for a in p {
             out.push_str(&format!(
                 "HTTP proxy: http://{}\n",
-                a.as_str().unwrap_or("?")
+                a["address"].as_str().unwrap_or("?")
             ));
         }
     }

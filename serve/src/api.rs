@@ -37,6 +37,7 @@ impl Deployment {
             route_prefix: None,
             content_type: <M::Response as Codec>::CONTENT_TYPE.to_string(),
             health_period_ms: 2_000,
+            version: String::new(),
         })
     }
 
@@ -97,6 +98,11 @@ impl Deployment {
     /// `Model::reconfigure`.
     pub fn user_config(mut self, config: serde_json::Value) -> Self {
         self.0.user_config = config.to_string();
+        self
+    }
+    /// The version label its answers carry (`x-prism-version`).
+    pub fn version(mut self, v: &str) -> Self {
+        self.0.version = v.to_string();
         self
     }
     /// How often each replica's health check runs.
@@ -256,7 +262,8 @@ impl<M: Named> DeploymentHandle<M> {
                 name: self.name.clone(),
                 known: routes.known(),
             })?;
-        let bytes = router.call(req.encode()).await?;
+        let (answer, _version) = routes.call(&self.name, router, req.encode(), None).await;
+        let bytes = answer?;
         M::Response::decode(&bytes).map_err(ServeError::Decode)
     }
 

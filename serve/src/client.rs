@@ -5,10 +5,12 @@
 
 use crate::controller::{Controller, NAME, NAMESPACE};
 use crate::router::Router;
-use crate::spec::RouteTable;
+use crate::spec::{RouteTable, Split};
+use crate::ServeError;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// The runtime routers, the proxy and blocking handle calls run on.
@@ -35,6 +37,12 @@ pub(crate) struct Routes {
     version: AtomicU64,
     routers: RwLock<HashMap<String, Arc<Router>>>,
     table: RwLock<Vec<Route>>,
+    /// Each deployment's version label and rollout split.
+    meta: RwLock<HashMap<String, (String, Option<Split>)>>,
+    /// Shadowed answers compared, and agreeing, per live deployment, not
+    /// yet reported to the controller.
+    shadow: Mutex<HashMap<String, (u64, u64)>>,
+    reporting: AtomicBool,
     /// Woken by every new table.
     updated: tokio::sync::Notify,
 }
@@ -48,6 +56,9 @@ pub(crate) fn routes() -> Arc<Routes> {
                 version: AtomicU64::new(0),
                 routers: RwLock::new(HashMap::new()),
                 table: RwLock::new(Vec::new()),
+                meta: RwLock::new(HashMap::new()),
+                shadow: Mutex::new(HashMap::new()),
+                reporting: AtomicBool::new(false),
                 updated: tokio::sync::Notify::new(),
             });
             runtime().spawn(watch(r.clone()));
@@ -117,10 +128,98 @@ impl Routes {
         k
     }
 
+    /// The header whose value keeps a caller on one version during a
+    /// rollout of `deployment`, if it asked for one.
+    pub(crate) fn sticky_header(&self, deployment: &str) -> Option<String> {
+        let meta = self.meta.read().unwrap();
+        meta.get(deployment)?.1.as_ref()?.sticky_header.clone()
+    }
+
+    /// Calls `deployment` (whose router is `live`) through its rollout's
+    /// split, if one runs: the challenger answers its share (a failure is
+    /// retried on the live version when the rollout says so); a mirrored
+    /// request is answered by the live version and compared in the
+    /// background. Returns the answer and the version that gave it.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        deployment: &str,
+        live: Arc<Router>,
+        body: Vec<u8>,
+        key: Option<&str>,
+    ) -> (Result<Vec<u8>, ServeError>, String) {
+        let (version, split) = self
+            .meta
+            .read()
+            .unwrap()
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default();
+        let Some(split) = split else {
+            return (live.call(body).await, version);
+        };
+        let challenger = self.router(&split.to).filter(|c| c.replicas() > 0);
+        if let Some(c) = challenger.as_ref().filter(|_| pick(key, split.weight)) {
+            match c.call(body.clone()).await {
+                Ok(b) => return (Ok(b), split.version),
+                Err(e) if split.retry_on_live => {
+                    tracing::debug!(
+                        deployment,
+                        "version {} failed, answered by the live one: {e}",
+                        split.version
+                    );
+                }
+                Err(e) => return (Err(e), split.version),
+            }
+        }
+        let shadow = challenger
+            .filter(|_| split.mirror > 0 && rand::random::<u32>() % 100 < split.mirror)
+            .map(|c| {
+                let b = body.clone();
+                runtime().spawn(async move { c.call(b).await })
+            });
+        let out = live.call(body).await;
+        if let (Some(shadow), Ok(answer)) = (shadow, &out) {
+            let (me, answer, d) = (self.clone(), answer.clone(), deployment.to_string());
+            runtime().spawn(async move {
+                let agreed = matches!(shadow.await, Ok(Ok(b)) if b == answer);
+                me.shadowed(d, agreed);
+            });
+        }
+        (out, version)
+    }
+
+    /// Counts one compared shadow answer; a reporter sends the counts to
+    /// the controller every 500 ms.
+    fn shadowed(self: &Arc<Self>, deployment: String, agreed: bool) {
+        {
+            let mut s = self.shadow.lock().unwrap();
+            let e = s.entry(deployment).or_default();
+            e.0 += 1;
+            e.1 += agreed as u64;
+        }
+        if self.reporting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        runtime().spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let counts: Vec<(String, (u64, u64))> = me.shadow.lock().unwrap().drain().collect();
+                for (d, (compared, agreed)) in counts {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        controller().and_then(|c| c.shadow_report(d, compared, agreed))
+                    })
+                    .await;
+                }
+            }
+        });
+    }
+
     fn apply(&self, table: RouteTable) {
         let mut routers = self.routers.write().unwrap();
         routers.retain(|name, _| table.entries.iter().any(|e| &e.spec.name == name));
         let mut routes = Vec::new();
+        let mut meta = HashMap::new();
         for e in table.entries {
             let name = e.spec.name.clone();
             let router = routers
@@ -134,6 +233,7 @@ impl Routes {
                 })
                 .clone();
             router.update(e.replicas, e.spec.limits());
+            meta.insert(name.clone(), (e.spec.version.clone(), e.split));
             routes.push(Route {
                 prefix: e.spec.route_prefix.clone(),
                 deployment: name,
@@ -144,9 +244,26 @@ impl Routes {
             });
         }
         *self.table.write().unwrap() = routes;
+        *self.meta.write().unwrap() = meta;
         self.version.store(table.version, Ordering::Release);
         self.updated.notify_waiters();
     }
+}
+
+/// Whether a request goes to a challenger holding `weight` percent: by
+/// the hash of its key when it has one (the same key, the same answer),
+/// else at random.
+fn pick(key: Option<&str>, weight: u32) -> bool {
+    let n = match key {
+        Some(k) => {
+            // SipHash with fixed keys: the same in every process.
+            let mut h = std::hash::DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish()
+        }
+        None => rand::random::<u64>(),
+    };
+    (n % 100) < weight as u64
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -218,7 +335,21 @@ async fn watch(routes: Arc<Routes>) {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_matches;
+    use super::{pick, prefix_matches};
+
+    #[test]
+    fn sticky_keys_keep_their_version_and_shares_follow_the_weight() {
+        for k in ["alice", "bob", "carol"] {
+            let first = pick(Some(k), 30);
+            assert!((0..20).all(|_| pick(Some(k), 30) == first));
+        }
+        let keys: Vec<String> = (0..4000).map(|i| format!("user-{i}")).collect();
+        let share = keys.iter().filter(|k| pick(Some(k), 25)).count() as f64 / 4000.0;
+        assert!((0.21..0.29).contains(&share), "{share}");
+        assert!(!pick(None, 0) && pick(None, 100));
+        // Raising the weight only moves keys to the challenger.
+        assert!(keys.iter().all(|k| !pick(Some(k), 25) || pick(Some(k), 50)));
+    }
 
     #[test]
     fn prefixes_match_whole_segments() {

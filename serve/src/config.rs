@@ -136,6 +136,8 @@ pub struct DeploymentConfig {
     pub user_config: Option<serde_json::Value>,
     /// Default 2.
     pub health_period_s: Option<f64>,
+    /// The version label its answers carry (default: none).
+    pub version: Option<String>,
 }
 
 /// `batching:`.
@@ -276,6 +278,7 @@ impl DeploymentConfig {
             route_prefix: self.route_prefix.clone(),
             content_type: String::new(),
             health_period_ms: ms(self.health_period_s.unwrap_or(2.0)),
+            version: self.version.clone().unwrap_or_default(),
         }
     }
 }

@@ -7,8 +7,10 @@
 
 use crate::autoscale::Autoscaler;
 use crate::proxy::ProxySpec;
-use crate::spec::{AppSpec, RouteEntry, RouteTable};
+use crate::rollouts::{self, HistoryEntry};
+use crate::spec::{AppSpec, RolloutSpec, RouteEntry, RouteTable, CHALLENGER_MARK};
 use crate::upkeep::{check_proxies, check_replicas, publish, reconcile, spawn_proxy, Dep, Proxies};
+use crate::window::clock_ms;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ pub struct Controller {
     looping: Cell<bool>,
     proxies: Proxies,
     proxy_restarts: Rc<Cell<u64>>,
+    history: Rc<RefCell<Vec<HistoryEntry>>>,
 }
 
 #[prism::actor]
@@ -40,6 +43,7 @@ impl Controller {
             looping: Cell::new(false),
             proxies: Rc::default(),
             proxy_restarts: Rc::default(),
+            history: Rc::default(),
         }
     }
 
@@ -64,8 +68,20 @@ impl Controller {
                     ));
                 }
             }
-            // Deployments the app no longer has: scale to zero, then forget.
-            for o in deps.iter_mut().filter(|o| o.app == app.name) {
+            if let Some(o) = deps.iter().find(|o| {
+                o.rollout.is_some() && app.deployments.iter().any(|d| d.name == o.spec.name)
+            }) {
+                return Err(format!(
+                    "deployment {} has a rollout in progress; wait for it or roll it back first",
+                    o.spec.name
+                ));
+            }
+            // Deployments the app no longer has: scale to zero, then forget
+            // (a rollout's challenger belongs to its live deployment).
+            for o in deps
+                .iter_mut()
+                .filter(|o| o.app == app.name && !o.spec.name.contains(CHALLENGER_MARK))
+            {
                 if !app.deployments.iter().any(|d| d.name == o.spec.name) {
                     o.target = 0;
                     o.scaler = None;
@@ -98,22 +114,7 @@ impl Controller {
                         set_target(o);
                     }
                     None => {
-                        let mut o = Dep {
-                            app: app.name.clone(),
-                            spec: d.clone(),
-                            generation: 1,
-                            target: 0,
-                            members: Vec::new(),
-                            starting: 0,
-                            draining: 0,
-                            scaler: None,
-                            demand: false,
-                            last_error: None,
-                            failed_at: None,
-                            replaced: 0,
-                            scaled_up: 0,
-                            scaled_down: 0,
-                        };
+                        let mut o = Dep::new(&app.name, d.clone());
                         set_target(&mut o);
                         deps.push(o);
                     }
@@ -131,18 +132,16 @@ impl Controller {
             let changed = self.changed.notified();
             {
                 let deps = self.deps.borrow();
-                let mine: Vec<&Dep> = deps.iter().filter(|o| o.app == app.name).collect();
+                let mine: Vec<&Dep> = deps
+                    .iter()
+                    .filter(|o| o.app == app.name && !o.spec.name.contains(CHALLENGER_MARK))
+                    .collect();
                 if let Some(e) = mine.iter().find_map(|o| o.last_error.clone()) {
                     return Err(e);
                 }
-                let done = mine.iter().all(|o| {
-                    o.members.iter().all(|m| m.generation == o.generation)
-                        && o.members.len() as u32 == o.target
-                        && o.starting == 0
-                        // Old replicas drained and stopped, so no caller
-                        // still reaches the old version.
-                        && o.draining == 0
-                });
+                // Old replicas drained and stopped, so no caller still
+                // reaches the old version.
+                let done = mine.iter().all(|o| o.settled());
                 if done {
                     return Ok(());
                 }
@@ -179,12 +178,100 @@ impl Controller {
         }
     }
 
+    /// Starts rolling a new version out over a running deployment; returns
+    /// once it started (the rollout runs on; `history` tells how it ends).
+    async fn rollout(&self, spec: RolloutSpec) -> Result<(), String> {
+        self.start_loop();
+        rollouts::start(
+            &mut self.deps.borrow_mut(),
+            &mut self.history.borrow_mut(),
+            spec,
+        )?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Rolls a deployment's rollout back now.
+    async fn rollback(&self, deployment: String, who: String) -> Result<(), String> {
+        rollouts::rollback(
+            &mut self.deps.borrow_mut(),
+            &mut self.history.borrow_mut(),
+            &deployment,
+            &who,
+        )?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Every rollout step of `deployment` ("": of all), oldest first, JSON.
+    async fn history(&self, deployment: String) -> String {
+        let all = self.history.borrow();
+        let h: Vec<&HistoryEntry> = all
+            .iter()
+            .filter(|e| deployment.is_empty() || e.deployment == deployment)
+            .collect();
+        serde_json::to_string(&h).unwrap_or_default()
+    }
+
+    /// A caller compared shadowed answers of `deployment`'s challenger
+    /// with the live version's.
+    async fn shadow_report(&self, deployment: String, compared: u64, agreed: u64) {
+        let mut deps = self.deps.borrow_mut();
+        let Some(to) = deps
+            .iter_mut()
+            .find(|d| d.spec.name == deployment)
+            .and_then(|d| d.rollout.as_mut())
+            .map(|a| {
+                a.compared += compared;
+                a.agreed += agreed;
+                a.challenger.clone()
+            })
+        else {
+            return;
+        };
+        if let Some(c) = deps.iter_mut().find(|d| d.spec.name == to) {
+            c.window.add_shadow(clock_ms(), compared, agreed);
+        }
+    }
+
     /// Applications, deployments and replicas with their counters, as JSON.
     async fn status(&self) -> String {
-        let deps = self.deps.borrow();
-        let apps: Vec<serde_json::Value> = deps
+        let now = clock_ms();
+        let mut deps = self.deps.borrow_mut();
+        let deps = &mut *deps;
+        let rollouts: Vec<Option<serde_json::Value>> = deps
             .iter()
             .map(|d| {
+                d.rollout.as_ref().map(|a| {
+                    serde_json::json!({
+                        "to": a.to, "from": a.from, "phase": format!("{:?}", a.rollout.phase()),
+                        "weight": a.weight, "mirror": a.mirror,
+                    })
+                })
+            })
+            .collect();
+        let windows: Vec<serde_json::Value> = deps
+            .iter_mut()
+            .map(|d| {
+                let s = d.window.summary(now);
+                let w = &s.window;
+                serde_json::json!({
+                    "seconds": d.window.span_s(),
+                    "requests": w.requests,
+                    "errors": w.errors,
+                    "rate": s.rate,
+                    "p50_ms": s.p50_us as f64 / 1e3,
+                    "p95_ms": s.p95_us as f64 / 1e3,
+                    "p99_ms": w.p99_us as f64 / 1e3,
+                    "shadow_compared": w.compared,
+                    "shadow_agreed": w.agreed,
+                })
+            })
+            .collect();
+        let apps: Vec<serde_json::Value> = deps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
                 let replicas: Vec<serde_json::Value> = d
                     .members
                     .iter()
@@ -208,6 +295,9 @@ impl Controller {
                     "model": d.spec.model,
                     "route_prefix": d.spec.route_prefix,
                     "version": d.generation,
+                    "version_label": rollouts::label(d),
+                    "window": windows[i],
+                    "rollout": rollouts[i],
                     "target_replicas": d.target,
                     "starting": d.starting,
                     "draining": d.draining,
@@ -349,6 +439,7 @@ impl Controller {
                     app: d.app.clone(),
                     spec: d.spec.clone(),
                     replicas: d.members.iter().map(|m| m.handle.clone()).collect(),
+                    split: d.rollout.as_ref().and_then(|a| a.split()),
                 })
                 .collect(),
         }
@@ -362,10 +453,11 @@ impl Controller {
         if self.looping.replace(true) {
             return;
         }
-        let (deps, version, changed) = (
+        let (deps, version, changed, history) = (
             self.deps.clone(),
             self.version.clone(),
             self.changed.clone(),
+            self.history.clone(),
         );
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -374,6 +466,14 @@ impl Controller {
                 tick.tick().await;
                 check_replicas(&deps, &version, &changed).await;
                 reconcile(&deps, &version, &changed);
+                let moved = rollouts::drive(
+                    &mut deps.borrow_mut(),
+                    &mut history.borrow_mut(),
+                    clock_ms(),
+                );
+                if moved {
+                    publish(&version, &changed);
+                }
             }
         });
         let (proxies, restarts) = (self.proxies.clone(), self.proxy_restarts.clone());

@@ -14,7 +14,12 @@
 //!   `autoscale`).
 //! - `proxy`: the HTTP ingress actor (axum), with Prometheus metrics
 //!   (`metrics`) at `/-/metrics`.
-//! - `client`: a process's runtime and route watcher.
+//! - `client`: a process's runtime, route watcher and rollout traffic
+//!   split (weights, sticky keys, shadow mirroring).
+//! - [`mod@rollout`]: canary, blue-green and shadow rollouts as a pure state
+//!   machine; `rollouts`: the controller applying it (promotion, automatic
+//!   rollback, history); `window`: per-deployment HDR latency windows.
+//! - [`loadgen`]: the open-loop load generator behind `prism serve bench`.
 //!
 //! # Serving a model
 //!
@@ -49,14 +54,22 @@ pub mod autoscale;
 mod client;
 pub mod config;
 mod controller;
+pub mod loadgen;
 mod metrics;
 mod model;
 mod proxy;
 mod reconcile;
 mod replica;
+// rkyv's derive makes undocumented helper types for `Strategy`'s
+// variants; the types themselves are documented.
+#[allow(missing_docs)]
+pub mod rollout;
+mod rollout_api;
+mod rollouts;
 mod router;
 mod spec;
 mod upkeep;
+mod window;
 
 pub use api::{
     delete, deploy, get_handle, run, run_config, shutdown, start, status, Application, Deployment,
@@ -69,8 +82,11 @@ pub use model::{Codec, Json, Model, Named};
 pub use proxy::{Proxy, ProxySpec, MAX_BODY};
 pub use reconcile::{plan, Step, View};
 pub use replica::{Replica, ReplicaSpec, ReplicaStats};
+pub use rollout::{Strategy, Thresholds};
+pub use rollout_api::{history, rollback, rollout, wait_rollout};
+pub use rollouts::HistoryEntry;
 pub use router::{choose, Limits, Router};
-pub use spec::{AppSpec, DeploymentSpec, RouteEntry, RouteTable};
+pub use spec::{AppSpec, DeploymentSpec, RolloutSpec, RouteEntry, RouteTable, Split};
 
 #[doc(hidden)]
 pub mod __private {

@@ -15,7 +15,14 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answer {
     deployment: String,
+    version: String,
     code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Versioned {
+    deployment: String,
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,7 +34,7 @@ struct Dep {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<Answer, Counter>,
-    latency: Family<Dep, Histogram>,
+    latency: Family<Versioned, Histogram>,
     replicas: Family<Dep, Gauge>,
     queued: Family<Dep, Gauge>,
 }
@@ -43,13 +50,14 @@ impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("prism_serve");
         let requests = Family::<Answer, Counter>::default();
-        let latency =
-            Family::<Dep, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = Family::<Versioned, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let replicas = Family::<Dep, Gauge>::default();
         let queued = Family::<Dep, Gauge>::default();
         registry.register(
             "requests",
-            "HTTP requests answered, by deployment and status code",
+            "HTTP requests answered, by deployment, version and status code",
             requests.clone(),
         );
         registry.register(
@@ -76,17 +84,19 @@ impl Metrics {
         }
     }
 
-    /// One answered request.
-    pub(crate) fn answered(&self, deployment: &str, code: u16, took: Duration) {
+    /// One answered request (by `version` of the deployment).
+    pub(crate) fn answered(&self, deployment: &str, version: &str, code: u16, took: Duration) {
         self.requests
             .get_or_create(&Answer {
                 deployment: deployment.to_string(),
+                version: version.to_string(),
                 code,
             })
             .inc();
         self.latency
-            .get_or_create(&Dep {
+            .get_or_create(&Versioned {
                 deployment: deployment.to_string(),
+                version: version.to_string(),
             })
             .observe(took.as_secs_f64());
     }
@@ -115,19 +125,26 @@ mod tests {
     #[test]
     fn the_exposition_has_counts_histogram_and_gauges() {
         let m = Metrics::new();
-        m.answered("digits", 200, Duration::from_micros(300));
-        m.answered("digits", 503, Duration::from_micros(40));
+        m.answered("digits", "v1", 200, Duration::from_micros(300));
+        m.answered("digits", "v1", 503, Duration::from_micros(40));
+        m.answered("digits", "v2", 200, Duration::from_micros(40));
         let text = m.encode(&[("digits".into(), 2, 5)]);
         assert!(
-            text.contains(r#"prism_serve_requests_total{deployment="digits",code="200"} 1"#),
+            text.contains(
+                r#"prism_serve_requests_total{deployment="digits",version="v1",code="200"} 1"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"prism_serve_requests_total{deployment="digits",code="503"} 1"#),
+            text.contains(
+                r#"prism_serve_requests_total{deployment="digits",version="v2",code="200"} 1"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains("prism_serve_request_latency_seconds_count{deployment=\"digits\"} 2"),
+            text.contains(
+                "prism_serve_request_latency_seconds_count{deployment=\"digits\",version=\"v1\"} 2"
+            ),
             "{text}"
         );
         assert!(

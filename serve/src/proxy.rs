@@ -134,9 +134,15 @@ async fn handle(State(s): State<Arc<Ingress>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let start = Instant::now();
     let (deployment, mut resp) = route(&s, &path, req).await;
-    if let Some(d) = deployment {
+    if let Some((d, v)) = deployment {
         s.metrics
-            .answered(&d, resp.status().as_u16(), start.elapsed());
+            .answered(&d, &v, resp.status().as_u16(), start.elapsed());
+        if let Some(v) = Some(&v)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            resp.headers_mut().insert("x-prism-version", v);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -144,8 +150,8 @@ async fn handle(State(s): State<Arc<Ingress>>, req: Request) -> Response {
     resp
 }
 
-/// Answers one request; names the deployment it went to, if any.
-async fn route(s: &Ingress, path: &str, req: Request) -> (Option<String>, Response) {
+/// Answers one request; names the deployment and version it went to, if any.
+async fn route(s: &Ingress, path: &str, req: Request) -> (Option<(String, String)>, Response) {
     match path {
         "/-/healthz" => return (None, (StatusCode::OK, "ok").into_response()),
         "/-/routes" => {
@@ -175,12 +181,18 @@ async fn route(s: &Ingress, path: &str, req: Request) -> (Option<String>, Respon
         let msg = format!("no application serves {path} (routes: {known:?})\n");
         return (None, (StatusCode::NOT_FOUND, msg).into_response());
     };
+    let key = s.routes.sticky_header(&deployment).and_then(|h| {
+        req.headers()
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("the request body could not be read (limit {MAX_BODY} bytes): {e}\n");
             return (
-                Some(deployment),
+                Some((deployment, String::new())),
                 (StatusCode::PAYLOAD_TOO_LARGE, msg).into_response(),
             );
         }
@@ -190,9 +202,13 @@ async fn route(s: &Ingress, path: &str, req: Request) -> (Option<String>, Respon
             name: deployment.clone(),
             known: s.routes.known(),
         };
-        return (Some(deployment), error(e));
+        return (Some((deployment, String::new())), error(e));
     };
-    let resp = match router.call(body.to_vec()).await {
+    let (answer, version) = s
+        .routes
+        .call(&deployment, router, body.to_vec(), key.as_deref())
+        .await;
+    let resp = match answer {
         Ok(bytes) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
@@ -200,7 +216,7 @@ async fn route(s: &Ingress, path: &str, req: Request) -> (Option<String>, Respon
             .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
         Err(e) => error(e),
     };
-    (Some(deployment), resp)
+    (Some((deployment, version)), resp)
 }
 
 fn error(e: ServeError) -> Response {

@@ -4,6 +4,7 @@
 //! batch to fill to `max_batch_size`, then run as one `call_batch`.
 
 use crate::model::{self, DynModel};
+use crate::window;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
@@ -40,6 +41,9 @@ pub struct ReplicaStats {
     pub max_batch: u32,
     /// Summed latency inside the replica, µs.
     pub latency_us_sum: u64,
+    /// Every latency inside the replica: an HDR histogram's non-empty
+    /// buckets (µs, count), cumulative.
+    pub latency: Vec<(u64, u64)>,
     /// The `Content-Type` of its answers.
     pub content_type: String,
 }
@@ -55,6 +59,7 @@ pub struct Replica {
     queue: RefCell<Vec<(Vec<u8>, Answer)>>,
     full: Notify,
     stats: RefCell<ReplicaStats>,
+    latency: RefCell<hdrhistogram::Histogram<u64>>,
     ongoing: Cell<u32>,
 }
 
@@ -84,6 +89,7 @@ impl Replica {
                 content_type,
                 ..ReplicaStats::default()
             }),
+            latency: RefCell::new(window::histogram()),
             ongoing: Cell::new(0),
         }
     }
@@ -104,7 +110,9 @@ impl Replica {
         let mut s = self.stats.borrow_mut();
         s.requests += 1;
         s.errors += out.is_err() as u64;
-        s.latency_us_sum += start.elapsed().as_micros() as u64;
+        let us = start.elapsed().as_micros() as u64;
+        s.latency_us_sum += us;
+        self.latency.borrow_mut().saturating_record(us.max(1));
         out
     }
 
@@ -117,6 +125,7 @@ impl Replica {
     async fn stats(&self) -> ReplicaStats {
         let mut s = self.stats.borrow().clone();
         s.ongoing = self.ongoing.get();
+        s.latency = window::buckets(&self.latency.borrow());
         s
     }
 

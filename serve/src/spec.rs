@@ -3,6 +3,7 @@
 
 use crate::autoscale::AutoscalingConfig;
 use crate::replica::Replica;
+use crate::rollout::{Strategy, Thresholds};
 use crate::router::Limits;
 use prism::ActorHandle;
 use std::time::Duration;
@@ -42,6 +43,9 @@ pub struct DeploymentSpec {
     pub content_type: String,
     /// How often the controller checks each replica's health, ms.
     pub health_period_ms: u64,
+    /// The version label answers carry in `x-prism-version` (rollouts
+    /// replace one version by another).
+    pub version: String,
 }
 
 impl DeploymentSpec {
@@ -69,6 +73,11 @@ impl DeploymentSpec {
         let n = &self.name;
         if n.is_empty() {
             return Err("a deployment needs a name".into());
+        }
+        if n.contains(CHALLENGER_MARK) {
+            return Err(format!(
+                "deployment {n}: names cannot contain {CHALLENGER_MARK:?} (it marks a rollout's new version)"
+            ));
         }
         if serde_json::from_str::<serde_json::Value>(&self.user_config).is_err() {
             return Err(format!("deployment {n}: user_config is not JSON"));
@@ -118,6 +127,50 @@ pub struct RouteEntry {
     pub spec: DeploymentSpec,
     /// Its replicas that take requests (running and healthy).
     pub replicas: Vec<ActorHandle<Replica>>,
+    /// A rollout's traffic split, when one runs.
+    pub split: Option<Split>,
+}
+
+/// Marks a rollout's challenger deployment: `NAME~VERSION`.
+pub const CHALLENGER_MARK: char = '~';
+
+/// How a deployment's requests are shared with a rollout's new version.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct Split {
+    /// The challenger deployment (`NAME~VERSION`).
+    pub to: String,
+    /// Its version label.
+    pub version: String,
+    /// Percent of requests it answers.
+    pub weight: u32,
+    /// Percent of requests mirrored to it (answered by the live version).
+    pub mirror: u32,
+    /// A header whose value picks the version (the same key, the same
+    /// version); absent: chosen at random per request.
+    pub sticky_header: Option<String>,
+    /// A failed answer from the challenger is retried on the live version.
+    pub retry_on_live: bool,
+}
+
+/// A new version to roll out over a running deployment.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    /// The running deployment.
+    pub deployment: String,
+    /// The new version's label.
+    pub version: String,
+    /// Its registered model (None: the live one's).
+    pub model: Option<String>,
+    /// Its user config, JSON (None: the live one's).
+    pub user_config: Option<String>,
+    /// How it takes over.
+    pub strategy: Strategy,
+    /// When it is rolled back.
+    pub thresholds: Thresholds,
+    /// See [`Split::sticky_header`].
+    pub sticky_header: Option<String>,
+    /// See [`Split::retry_on_live`].
+    pub retry_on_live: bool,
 }
 
 /// Every deployment's routes, versioned (routers long-poll for a newer one).

@@ -6,7 +6,9 @@ use crate::autoscale::Autoscaler;
 use crate::proxy::{Proxy, ProxySpec};
 use crate::reconcile::{plan, Step, View};
 use crate::replica::{Replica, ReplicaSpec, ReplicaStats};
+use crate::rollouts::Active;
 use crate::spec::DeploymentSpec;
+use crate::window::{clock_ms, delta, Slices};
 use prism::ActorHandle;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -39,6 +41,42 @@ pub(crate) struct Dep {
     pub(crate) scaled_up: u64,
     /// See `scaled_up`.
     pub(crate) scaled_down: u64,
+    /// Its recent requests, errors and latencies.
+    pub(crate) window: Slices,
+    /// The rollout replacing its version, when one runs.
+    pub(crate) rollout: Option<Active>,
+}
+
+impl Dep {
+    /// A deployment with no replicas yet.
+    pub(crate) fn new(app: &str, spec: DeploymentSpec) -> Dep {
+        Dep {
+            app: app.to_string(),
+            spec,
+            generation: 1,
+            target: 0,
+            members: Vec::new(),
+            starting: 0,
+            draining: 0,
+            scaler: None,
+            demand: false,
+            last_error: None,
+            failed_at: None,
+            replaced: 0,
+            scaled_up: 0,
+            scaled_down: 0,
+            window: Slices::new(10),
+            rollout: None,
+        }
+    }
+
+    /// Every replica runs the current version and none starts or drains.
+    pub(crate) fn settled(&self) -> bool {
+        self.members.iter().all(|m| m.generation == self.generation)
+            && self.members.len() as u32 == self.target
+            && self.starting == 0
+            && self.draining == 0
+    }
 }
 
 /// The HTTP proxies: handle, address, and how to start it again.
@@ -183,10 +221,16 @@ pub(crate) async fn check_replicas(deps: &Deps, version: &Rc<Cell<u64>>, changed
             match (outcome, healthy) {
                 (Ok(s), Ok(())) => {
                     let m = &mut d.members[i];
+                    let latency = delta(&s.latency, &m.stats.latency);
+                    let (req, err) = (
+                        s.requests.saturating_sub(m.stats.requests),
+                        s.errors.saturating_sub(m.stats.errors),
+                    );
                     m.stats = s;
                     if checked {
                         m.last_health = now;
                     }
+                    d.window.add(clock_ms(), req, err, &latency);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(deployment = %dep, "replacing replica {}: {e}", h.id());

@@ -8,6 +8,9 @@
 //! killed the same way. Every [`Sandbox`] and [`Job`] has its own
 //! `PRISM_TEMP_DIR`, so tests never see each other's sessions.
 
+mod example;
+pub use example::run_example;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

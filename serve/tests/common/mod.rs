@@ -16,6 +16,10 @@ pub struct Calc {
     sleep_ms: u64,
     /// Fails its health check once it has answered this many requests.
     unhealthy_after: Option<u64>,
+    /// Deliberately broken: every n-th answer is an error.
+    fail_every: Option<u64>,
+    /// Answer `{"sum": ..}` only (the same bytes from every replica).
+    sum_only: bool,
     answered: std::cell::Cell<u64>,
 }
 
@@ -28,6 +32,8 @@ impl Model for Calc {
             add: config["add"].as_i64().unwrap_or(0),
             sleep_ms: config["sleep_ms"].as_u64().unwrap_or(0),
             unhealthy_after: config["unhealthy_after"].as_u64(),
+            fail_every: config["fail_every"].as_u64().filter(|&n| n > 0),
+            sum_only: config["sum_only"].as_bool().unwrap_or(false),
             answered: std::cell::Cell::new(0),
         })
     }
@@ -41,11 +47,20 @@ impl Model for Calc {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
         let n = reqs.len();
-        self.answered.set(self.answered.get() + n as u64);
         reqs.into_iter()
             .map(|Json(v)| {
+                self.answered.set(self.answered.get() + 1);
                 if v.first() == Some(&-1) {
                     return Err("minus one is refused".to_string());
+                }
+                if self
+                    .fail_every
+                    .is_some_and(|k| self.answered.get().is_multiple_of(k))
+                {
+                    return Err("deliberately broken".to_string());
+                }
+                if self.sum_only {
+                    return Ok(Json(json!({ "sum": v.iter().sum::<i64>() + self.add })));
                 }
                 Ok(Json(json!({
                     "sum": v.iter().sum::<i64>() + self.add,

@@ -1,0 +1,103 @@
+//! Rolling a new version out from a driver: [`rollout`] starts it,
+//! [`wait_rollout`] waits for its end, [`rollback`] stops it, [`history`]
+//! lists every step.
+
+use crate::client::controller;
+use crate::rollout::{Strategy, Thresholds};
+use crate::rollouts::HistoryEntry;
+use crate::spec::RolloutSpec;
+use crate::ServeError;
+use std::time::{Duration, Instant};
+
+impl RolloutSpec {
+    /// Version `version` of `deployment`'s model (same model and config
+    /// until [`RolloutSpec::model`] / [`RolloutSpec::user_config`] say
+    /// otherwise), by `strategy`, with the default thresholds (error rate
+    /// 1%, p99 500 ms, over 10 s windows); a challenger's failed answer is
+    /// retried on the live version.
+    pub fn new(deployment: &str, version: &str, strategy: Strategy) -> RolloutSpec {
+        RolloutSpec {
+            deployment: deployment.to_string(),
+            version: version.to_string(),
+            model: None,
+            user_config: None,
+            strategy,
+            thresholds: Thresholds::default(),
+            sticky_header: None,
+            retry_on_live: true,
+        }
+    }
+    /// Another registered model.
+    pub fn model(mut self, name: &str) -> Self {
+        self.model = Some(name.to_string());
+        self
+    }
+    /// Another user config.
+    pub fn user_config(mut self, config: serde_json::Value) -> Self {
+        self.user_config = Some(config.to_string());
+        self
+    }
+    /// When to roll back.
+    pub fn thresholds(mut self, t: Thresholds) -> Self {
+        self.thresholds = t;
+        self
+    }
+    /// Keep callers on one version by this header's value.
+    pub fn sticky_header(mut self, header: &str) -> Self {
+        self.sticky_header = Some(header.to_string());
+        self
+    }
+    /// Whether a challenger's failure is retried on the live version
+    /// (default yes: clients do not pay for a broken canary).
+    pub fn retry_on_live(mut self, yes: bool) -> Self {
+        self.retry_on_live = yes;
+        self
+    }
+}
+
+/// Starts a rollout; returns once its challenger is starting.
+pub fn rollout(spec: RolloutSpec) -> Result<(), ServeError> {
+    controller()?
+        .rollout(spec)?
+        .get_timeout(Duration::from_secs(30))?
+        .map_err(ServeError::Controller)
+}
+
+/// Rolls `deployment`'s rollout back now.
+pub fn rollback(deployment: &str) -> Result<(), ServeError> {
+    controller()?
+        .rollback(deployment.to_string(), prism::models::who())?
+        .get_timeout(Duration::from_secs(30))?
+        .map_err(ServeError::Controller)
+}
+
+/// Every rollout step of `deployment` (`""`: of every deployment).
+pub fn history(deployment: &str) -> Result<Vec<HistoryEntry>, ServeError> {
+    let text = controller()?
+        .history(deployment.to_string())?
+        .get_timeout(Duration::from_secs(30))?;
+    serde_json::from_str(&text).map_err(|e| ServeError::Controller(e.to_string()))
+}
+
+/// Waits (at most `timeout`) for the rollout of `deployment` started last
+/// to end; returns its last entry (promoted, rolled back or ended).
+pub fn wait_rollout(deployment: &str, timeout: Duration) -> Result<HistoryEntry, ServeError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let h = history(deployment)?;
+        let last_start = h.iter().rposition(|e| e.event == "started");
+        if let Some(end) = last_start.and_then(|i| {
+            h[i..]
+                .iter()
+                .find(|e| matches!(e.event.as_str(), "promoted" | "rolled back" | "ended"))
+        }) {
+            return Ok(end.clone());
+        }
+        if Instant::now() >= deadline {
+            return Err(ServeError::Controller(format!(
+                "the rollout of {deployment} did not end within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,5 +1,6 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
+mod alerts;
 mod dashboard;
 mod drain;
 mod job;
@@ -73,9 +74,13 @@ enum Command {
     #[command(subcommand)]
     Runs(runs::RunsCommand),
     /// Model serving: deploy a serve.yaml, show status, delete an
-    /// application, shut serving down.
+    /// application, shut serving down, roll versions out, load-test.
     #[command(subcommand)]
     Serve(serve::ServeCommand),
+    /// Serving alerts: the rules (error rate, p99 latency, drift), what
+    /// fires now, the notices sent to webhooks.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Run a command on a cluster.yaml's head, connected to the cluster.
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
@@ -144,6 +149,7 @@ fn run() -> anyhow::Result<()> {
         Command::Down(a) => launcher::down(a),
         Command::Drain(a) => drain::run(a),
         Command::Serve(c) => serve::run(c),
+        Command::Alerts(c) => alerts::run(c),
         Command::Runs(c) => runs::run(c),
         Command::Models(c) => models::run(c),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),

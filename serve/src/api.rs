@@ -38,6 +38,7 @@ impl Deployment {
             content_type: <M::Response as Codec>::CONTENT_TYPE.to_string(),
             health_period_ms: 2_000,
             version: String::new(),
+            drift: None,
         })
     }
 
@@ -103,6 +104,16 @@ impl Deployment {
     /// The version label its answers carry (`x-prism-version`).
     pub fn version(mut self, v: &str) -> Self {
         self.0.version = v.to_string();
+        self
+    }
+    /// Watch live inputs and predictions for drift against `reference` (a
+    /// file or `NAME@alias`; see [`crate::DriftSpec`]) in windows of
+    /// `window` requests per replica.
+    pub fn drift(mut self, reference: &str, window: u32) -> Self {
+        self.0.drift = Some(crate::DriftSpec {
+            reference: reference.to_string(),
+            window,
+        });
         self
     }
     /// How often each replica's health check runs.

@@ -55,6 +55,46 @@ pub enum ConfigError {
     },
 }
 
+/// A file's name and text.
+pub(crate) fn read(path: &std::path::Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: file.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok((file, text))
+}
+
+/// YAML `text` (from `file`) as a `T`; a mistake is named with its line,
+/// column and field path.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        let (line, column) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let mut detail = inner.to_string();
+        if let Some(i) = detail.rfind(" at line ") {
+            detail.truncate(i);
+        }
+        // The inner message may name the field (or its parent) already.
+        let path = e.path().to_string();
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        let named = detail.starts_with(&path) || (!parent.is_empty() && detail.starts_with(parent));
+        if path != "." && !named {
+            detail = format!("{path}: {detail}");
+        }
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            detail,
+        }
+    })
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +178,8 @@ pub struct DeploymentConfig {
     pub health_period_s: Option<f64>,
     /// The version label its answers carry (default: none).
     pub version: Option<String>,
+    /// Drift detection: `{ reference: FILE or NAME@alias, window: 500 }`.
+    pub drift: Option<crate::DriftSpec>,
 }
 
 /// `batching:`.
@@ -176,39 +218,13 @@ pub struct AutoscalingYaml {
 impl ServeConfig {
     /// Reads and checks `path`.
     pub fn load(path: &std::path::Path) -> Result<ServeConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: file.clone(),
-            detail: e.to_string(),
-        })?;
+        let (file, text) = read(path)?;
         ServeConfig::parse(&file, &text)
     }
 
     /// Parses and checks `text` (from `file`).
     pub fn parse(file: &str, text: &str) -> Result<ServeConfig, ConfigError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let config: ServeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let inner = e.inner();
-            let (line, column) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
-            let mut detail = inner.to_string();
-            if let Some(i) = detail.rfind(" at line ") {
-                detail.truncate(i);
-            }
-            // The inner message may name the field (or its parent) already.
-            let path = e.path().to_string();
-            let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
-            let named =
-                detail.starts_with(&path) || (!parent.is_empty() && detail.starts_with(parent));
-            if path != "." && !named {
-                detail = format!("{path}: {detail}");
-            }
-            ConfigError::Syntax {
-                file: file.to_string(),
-                line,
-                column,
-                detail,
-            }
-        })?;
+        let config: ServeConfig = parse_yaml(file, text)?;
         let invalid = |detail: String| ConfigError::Invalid {
             file: file.to_string(),
             detail,
@@ -279,6 +295,7 @@ impl DeploymentConfig {
             content_type: String::new(),
             health_period_ms: ms(self.health_period_s.unwrap_or(2.0)),
             version: self.version.clone().unwrap_or_default(),
+            drift: self.drift.clone(),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! health and load, replaces dead or failing ones and autoscales. Routers
 //! long-poll it for the route table.
 
+use crate::alerting::{self, Alerting};
+use crate::alerts::{Engine, Rules};
 use crate::autoscale::Autoscaler;
 use crate::proxy::ProxySpec;
 use crate::rollouts::{self, HistoryEntry};
@@ -31,6 +33,7 @@ pub struct Controller {
     proxies: Proxies,
     proxy_restarts: Rc<Cell<u64>>,
     history: Rc<RefCell<Vec<HistoryEntry>>>,
+    alerting: Rc<RefCell<Alerting>>,
 }
 
 #[prism::actor]
@@ -44,6 +47,7 @@ impl Controller {
             proxies: Rc::default(),
             proxy_restarts: Rc::default(),
             history: Rc::default(),
+            alerting: Rc::default(),
         }
     }
 
@@ -234,6 +238,42 @@ impl Controller {
         }
     }
 
+    /// Replaces the alert rules (firing alerts of removed rules are
+    /// forgotten without a resolution).
+    async fn set_alert_rules(&self, rules: Rules) -> Result<(), String> {
+        rules.validate()?;
+        self.alerting.borrow_mut().engine = Engine::new(rules);
+        self.start_loop();
+        Ok(())
+    }
+
+    /// The rules, what fires now, the notices sent, and delivery counts (JSON).
+    async fn alerts(&self) -> String {
+        let a = self.alerting.borrow();
+        let rules: Vec<serde_json::Value> = a
+            .engine
+            .rules()
+            .rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "metric": r.metric, "threshold": r.threshold,
+                    "for_s": r.for_s, "severity": r.severity, "deployment": r.deployment,
+                    "webhooks": r.webhooks,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "rules": rules,
+            "firing": a.engine.firing(),
+            "notices": a.notices,
+            "delivered": a.delivered,
+            "delivery_failures": a.failed,
+            "passes": a.passes,
+        })
+        .to_string()
+    }
+
     /// Applications, deployments and replicas with their counters, as JSON.
     async fn status(&self) -> String {
         let now = clock_ms();
@@ -285,6 +325,10 @@ impl Controller {
                             "errors": m.stats.errors,
                             "batches": m.stats.batches,
                             "max_batch": m.stats.max_batch,
+                            "drift_score": m.stats.drift.as_ref().map(|d| d.score),
+                            "drift_psi": m.stats.drift.as_ref().map(|d| d.psi),
+                            "drift_feature": m.stats.drift.as_ref().map(|d| d.feature.clone()),
+                            "drift_windows": m.stats.drift.as_ref().map(|d| d.windows),
                             "mean_latency_us": m.stats.latency_us_sum.checked_div(m.stats.requests).unwrap_or(0),
                         })
                     })
@@ -298,6 +342,7 @@ impl Controller {
                     "version_label": rollouts::label(d),
                     "window": windows[i],
                     "rollout": rollouts[i],
+                    "drift_score": alerting::drift_score(d),
                     "target_replicas": d.target,
                     "starting": d.starting,
                     "draining": d.draining,
@@ -453,11 +498,12 @@ impl Controller {
         if self.looping.replace(true) {
             return;
         }
-        let (deps, version, changed, history) = (
+        let (deps, version, changed, history, alerting) = (
             self.deps.clone(),
             self.version.clone(),
             self.changed.clone(),
             self.history.clone(),
+            self.alerting.clone(),
         );
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -473,6 +519,25 @@ impl Controller {
                 );
                 if moved {
                     publish(&version, &changed);
+                }
+                let notices = alerting
+                    .borrow_mut()
+                    .tick(&mut deps.borrow_mut(), clock_ms());
+                for n in notices {
+                    for url in n.webhooks.clone() {
+                        let (n, alerting) = (n.clone(), alerting.clone());
+                        tokio::task::spawn_local(async move {
+                            let r = alerting::deliver(&url, &n).await;
+                            let mut a = alerting.borrow_mut();
+                            match r {
+                                Ok(()) => a.delivered += 1,
+                                Err(e) => {
+                                    tracing::warn!("alert not delivered: {e}");
+                                    a.failed += 1;
+                                }
+                            }
+                        });
+                    }
                 }
             }
         });

@@ -49,11 +49,16 @@
 
 #![warn(missing_docs)]
 
+// rkyv's derive makes undocumented helper types; the types are documented.
+mod alerting;
+#[allow(missing_docs)]
+pub mod alerts;
 mod api;
 pub mod autoscale;
 mod client;
 pub mod config;
 mod controller;
+pub mod drift;
 pub mod loadgen;
 mod metrics;
 mod model;
@@ -83,10 +88,10 @@ pub use proxy::{Proxy, ProxySpec, MAX_BODY};
 pub use reconcile::{plan, Step, View};
 pub use replica::{Replica, ReplicaSpec, ReplicaStats};
 pub use rollout::{Strategy, Thresholds};
-pub use rollout_api::{history, rollback, rollout, wait_rollout};
+pub use rollout_api::{alerts, history, rollback, rollout, set_alert_rules, wait_rollout};
 pub use rollouts::HistoryEntry;
 pub use router::{choose, Limits, Router};
-pub use spec::{AppSpec, DeploymentSpec, RolloutSpec, RouteEntry, RouteTable, Split};
+pub use spec::{AppSpec, DeploymentSpec, DriftSpec, RolloutSpec, RouteEntry, RouteTable, Split};
 
 #[doc(hidden)]
 pub mod __private {

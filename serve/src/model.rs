@@ -3,6 +3,8 @@
 //! travel in, and the compile-time registration that lets every replica
 //! process find it by name ([`crate::model!`]).
 
+use crate::drift::{DriftReport, Monitor};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -119,6 +121,19 @@ pub trait Model: Sized + 'static {
     fn check_health(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The input features drift detection watches for one request, in the
+    /// order of the deployment's drift reference ([`crate::drift`]); `None`
+    /// (the default): this model's inputs are not watched.
+    fn drift_features(&self, _req: &Self::Request) -> Option<Vec<f64>> {
+        None
+    }
+
+    /// The prediction watched with them (after the features); `None` (the
+    /// default): inputs only.
+    fn drift_prediction(&self, _resp: &Self::Response) -> Option<f64> {
+        None
+    }
 }
 
 /// A batch of encoded answers, one per request.
@@ -130,9 +145,16 @@ pub(crate) trait DynModel {
     fn reconfigure(&mut self, config: &serde_json::Value) -> Result<(), String>;
     fn check_health(&self) -> Result<(), String>;
     fn content_type(&self) -> &'static str;
+    /// Watch live inputs (and predictions) with this monitor.
+    fn watch_drift(&self, monitor: Monitor);
+    /// The last finished drift window.
+    fn drift(&self) -> Option<DriftReport>;
 }
 
-struct Erased<M>(M);
+struct Erased<M> {
+    model: M,
+    drift: RefCell<Option<Monitor>>,
+}
 
 impl<M: Model> DynModel for Erased<M> {
     fn call_batch(&self, reqs: Vec<Vec<u8>>) -> BatchFuture<'_> {
@@ -150,7 +172,25 @@ impl<M: Model> DynModel for Erased<M> {
                 }
             }
             let n = good.len();
-            let mut answers = self.0.call_batch(good).await.into_iter();
+            let watched = self.drift.borrow().is_some();
+            let features: Vec<Option<Vec<f64>>> = match watched {
+                true => good.iter().map(|r| self.model.drift_features(r)).collect(),
+                false => Vec::new(),
+            };
+            let answers = self.model.call_batch(good).await;
+            if watched {
+                let mut m = self.drift.borrow_mut();
+                for (f, a) in features.into_iter().zip(&answers) {
+                    let (Some(mut f), Some(m)) = (f, m.as_mut()) else {
+                        continue;
+                    };
+                    if let Ok(resp) = a {
+                        f.extend(self.model.drift_prediction(resp));
+                    }
+                    m.observe(&f);
+                }
+            }
+            let mut answers = answers.into_iter();
             let mut got = 0;
             let out = slots
                 .into_iter()
@@ -172,11 +212,19 @@ impl<M: Model> DynModel for Erased<M> {
     }
 
     fn reconfigure(&mut self, config: &serde_json::Value) -> Result<(), String> {
-        self.0.reconfigure(config)
+        self.model.reconfigure(config)
     }
 
     fn check_health(&self) -> Result<(), String> {
-        self.0.check_health()
+        self.model.check_health()
+    }
+
+    fn watch_drift(&self, monitor: Monitor) {
+        *self.drift.borrow_mut() = Some(monitor);
+    }
+
+    fn drift(&self) -> Option<DriftReport> {
+        self.drift.borrow().as_ref()?.last().cloned()
     }
 
     fn content_type(&self) -> &'static str {
@@ -201,7 +249,10 @@ inventory::collect!(ModelRegistration);
 pub fn build_erased<M: Model>(
     config: &serde_json::Value,
 ) -> Result<Box<dyn std::any::Any>, String> {
-    let m: Box<dyn DynModel> = Box::new(Erased(M::new(config)?));
+    let m: Box<dyn DynModel> = Box::new(Erased {
+        model: M::new(config)?,
+        drift: RefCell::new(None),
+    });
     Ok(Box::new(m))
 }
 

@@ -3,7 +3,9 @@
 //! dynamic batcher): concurrent requests wait up to `batch_wait` for the
 //! batch to fill to `max_batch_size`, then run as one `call_batch`.
 
+use crate::drift::{self, DriftReport};
 use crate::model::{self, DynModel};
+use crate::spec::DriftSpec;
 use crate::window;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ pub struct ReplicaSpec {
     pub max_batch_size: u32,
     /// How long the first request of a batch waits for more, in µs.
     pub batch_wait_us: u64,
+    /// Drift detection (None: off).
+    pub drift: Option<DriftSpec>,
 }
 
 /// A replica's counters (for the router's view, `status` and metrics).
@@ -46,6 +50,8 @@ pub struct ReplicaStats {
     pub latency: Vec<(u64, u64)>,
     /// The `Content-Type` of its answers.
     pub content_type: String,
+    /// The last finished drift window (None: not watched, or none yet).
+    pub drift: Option<DriftReport>,
 }
 
 type Answer = oneshot::Sender<Result<Vec<u8>, String>>;
@@ -77,6 +83,11 @@ impl Replica {
             });
         let model = model::build(&spec.model, &config)
             .unwrap_or_else(|e| panic!("deployment {}: {e}", spec.deployment));
+        if let Some(d) = &spec.drift {
+            let reference = drift::load_reference(&d.reference)
+                .unwrap_or_else(|e| panic!("deployment {}: {e}", spec.deployment));
+            model.watch_drift(drift::Monitor::new(reference, d.window as u64));
+        }
         let content_type = model.content_type().to_string();
         Replica {
             model,
@@ -126,6 +137,7 @@ impl Replica {
         let mut s = self.stats.borrow().clone();
         s.ongoing = self.ongoing.get();
         s.latency = window::buckets(&self.latency.borrow());
+        s.drift = self.model.drift();
         s
     }
 

@@ -1,6 +1,6 @@
 //! Rolling a new version out from a driver: [`rollout`] starts it,
 //! [`wait_rollout`] waits for its end, [`rollback`] stops it, [`history`]
-//! lists every step.
+//! lists every step; [`set_alert_rules`] and [`alerts`] manage alerting.
 
 use crate::client::controller;
 use crate::rollout::{Strategy, Thresholds};
@@ -69,6 +69,22 @@ pub fn rollback(deployment: &str) -> Result<(), ServeError> {
         .rollback(deployment.to_string(), prism::models::who())?
         .get_timeout(Duration::from_secs(30))?
         .map_err(ServeError::Controller)
+}
+
+/// Replaces the serve controller's alert rules (see [`crate::alerts`]).
+pub fn set_alert_rules(rules: crate::alerts::Rules) -> Result<(), ServeError> {
+    controller()?
+        .set_alert_rules(rules)?
+        .get_timeout(Duration::from_secs(30))?
+        .map_err(ServeError::Controller)
+}
+
+/// The alert rules, what fires now and every notice sent (JSON).
+pub fn alerts() -> Result<serde_json::Value, ServeError> {
+    let text = controller()?
+        .alerts()?
+        .get_timeout(Duration::from_secs(30))?;
+    serde_json::from_str(&text).map_err(|e| ServeError::Controller(e.to_string()))
 }
 
 /// Every rollout step of `deployment` (`""`: of every deployment).

@@ -46,6 +46,28 @@ pub struct DeploymentSpec {
     /// The version label answers carry in `x-prism-version` (rollouts
     /// replace one version by another).
     pub version: String,
+    /// Drift detection on live inputs and predictions (None: off).
+    pub drift: Option<DriftSpec>,
+}
+
+/// Where a deployment's drift reference is and how often it is judged.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Deserialize, Debug, Clone, PartialEq,
+)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    /// A reference file ([`crate::drift::Reference::save`]), or a registry
+    /// version `NAME@alias` / `NAME@3` whose checkpoint has one next to it
+    /// (`CHECKPOINT/drift_reference.json` for a directory,
+    /// `CHECKPOINT.drift.json` for a file).
+    pub reference: String,
+    /// Requests per window, in each replica.
+    #[serde(default = "default_window")]
+    pub window: u32,
+}
+
+fn default_window() -> u32 {
+    500
 }
 
 impl DeploymentSpec {

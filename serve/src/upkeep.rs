@@ -393,6 +393,7 @@ pub(crate) async fn start_replica(
                 user_config: s.user_config.clone(),
                 max_batch_size: s.max_batch_size,
                 batch_wait_us: s.batch_wait_us,
+                drift: s.drift.clone(),
             })
             .map_err(|e| e.to_string())?;
         let stats = h

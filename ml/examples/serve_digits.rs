@@ -2,23 +2,33 @@
 //! dynamic batching: 2 replicas load the weights and answer
 //! `{"class": k}` for 64 pixel values. Every held-out digit is then sent
 //! over HTTP by 8 clients at once and scored; the answer must match the
-//! in-process accuracy. With `--serve`, it keeps serving until Ctrl-C:
+//! in-process accuracy. Then an int8 version (`"quantize": "int8"`: int8
+//! weights per output channel) is compared with fp32 (accuracy, size,
+//! latency), rolled out as a canary, promoted, and scored over HTTP again
+//! (at most 1 point below fp32). With `--serve`, it keeps serving until
+//! Ctrl-C:
 //!
 //!     cargo run --release -p prism-ml --example serve_digits -- --serve
 //!     curl -d @digit.json http://127.0.0.1:8000/digits     # {"class":3}
 
 use prism_ml::data::digits;
+use prism_ml::quant::{self, Int8Mlp};
 use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::{DdpTrainer, ScalingConfig};
-use prism_serve::{Application, Deployment, Json, Model};
+use prism_serve::{Application, Deployment, Json, Model, RolloutSpec, Strategy};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tch::nn::Module;
 
-/// The digits classifier, one per replica.
-struct Digits {
-    net: tch::nn::Sequential,
-    _vs: tch::nn::VarStore,
+/// The digits classifier, one per replica: fp32, or int8 when its config
+/// says `"quantize": "int8"`.
+enum Digits {
+    Fp32 {
+        net: tch::nn::Sequential,
+        /// Owns the weights `net` reads.
+        _vs: tch::nn::VarStore,
+    },
+    Int8(Int8Mlp),
 }
 
 fn config() -> MlpConfig {
@@ -45,7 +55,13 @@ impl Model for Digits {
         let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
         tch::set_num_threads(1);
         let (vs, net) = recipes::load_flat(&config(), &bytes).map_err(|e| e.to_string())?;
-        Ok(Digits { net, _vs: vs })
+        match config_json["quantize"].as_str() {
+            None | Some("fp32") => Ok(Digits::Fp32 { net, _vs: vs }),
+            Some("int8") => Int8Mlp::from_var_store(&vs, config().layers.len() - 1)
+                .map(Digits::Int8)
+                .map_err(|e| e.to_string()),
+            Some(q) => Err(format!("quantize: {q:?} is not one of fp32, int8")),
+        }
     }
 
     async fn call(&self, req: Json<Vec<f32>>) -> Result<Json<Value>, String> {
@@ -68,7 +84,11 @@ impl Model for Digits {
         let n = reqs.len() as i64;
         let flat: Vec<f32> = reqs.into_iter().flat_map(|r| r.0).collect();
         let x = tch::Tensor::from_slice(&flat).view([n, 64]);
-        let classes = tch::no_grad(|| self.net.forward(&x)).argmax(-1, false);
+        let logits = tch::no_grad(|| match self {
+            Digits::Fp32 { net, .. } => net.forward(&x),
+            Digits::Int8(q) => q.forward(&x),
+        });
+        let classes = logits.argmax(-1, false);
         let classes: Vec<i64> = Vec::try_from(classes).unwrap_or_default();
         classes
             .into_iter()
@@ -77,6 +97,42 @@ impl Model for Digits {
     }
 }
 prism_serve::model!(Digits);
+
+/// Sends every row over HTTP from 8 clients at once: (accuracy,
+/// requests/s, the largest batch a replica ran).
+fn score_over_http(endpoint: &str, rows: &[(Vec<f32>, i64)]) -> anyhow::Result<(f64, f64, u64)> {
+    let t0 = Instant::now();
+    let answers: Vec<anyhow::Result<(bool, u64)>> = std::thread::scope(|s| {
+        let chunks: Vec<_> = rows.chunks(rows.len().div_ceil(8)).collect();
+        let hs: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(x, y)| {
+                            let body = serde_json::to_string(x)?;
+                            let r: Value = serde_json::from_str(
+                                &ureq::post(endpoint).send_string(&body)?.into_string()?,
+                            )?;
+                            Ok((r["class"] == *y, r["batch"].as_u64().unwrap_or(0)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let answers = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let right = answers.iter().filter(|a| a.0).count();
+    let largest = answers.iter().map(|a| a.1).max().unwrap_or(0);
+    Ok((
+        right as f64 / answers.len() as f64,
+        answers.len() as f64 / secs,
+        largest,
+    ))
+}
 
 fn main() -> anyhow::Result<()> {
     let serve_forever = std::env::args().any(|a| a == "--serve");
@@ -115,45 +171,48 @@ fn main() -> anyhow::Result<()> {
         rows.extend(x.chunks(64).map(<[f32]>::to_vec).zip(y));
     }
     let endpoint = format!("{url}/digits");
-    let t0 = Instant::now();
-    let answers: Vec<anyhow::Result<(bool, u64)>> = std::thread::scope(|s| {
-        let chunks: Vec<_> = rows.chunks(rows.len().div_ceil(8)).collect();
-        let hs: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let endpoint = endpoint.clone();
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(x, y)| {
-                            let body = serde_json::to_string(x)?;
-                            let r: Value = serde_json::from_str(
-                                &ureq::post(&endpoint).send_string(&body)?.into_string()?,
-                            )?;
-                            Ok((r["class"] == *y, r["batch"].as_u64().unwrap_or(0)))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let secs = t0.elapsed().as_secs_f64();
-    let answers = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    let right = answers.iter().filter(|a| a.0).count();
-    let largest = answers.iter().map(|a| a.1).max().unwrap_or(0);
-    let over_http = right as f64 / answers.len() as f64;
+    let (over_http, rate, largest) = score_over_http(&endpoint, &rows)?;
     println!(
-        "in process: {:.1}%; over HTTP: {:.1}% of {} digits, {:.0} requests/s, batches up to {largest}",
+        "in process: {:.1}%; over HTTP: {:.1}% of {} digits, {rate:.0} requests/s, batches up to {largest}",
         local * 100.0,
         over_http * 100.0,
-        answers.len(),
-        answers.len() as f64 / secs,
+        rows.len(),
     );
     anyhow::ensure!(over_http > 0.9, "accuracy over HTTP {over_http}");
     anyhow::ensure!(
         (over_http - local).abs() < 0.01,
         "HTTP and in-process answers differ"
+    );
+
+    // int8: measured against fp32, then rolled out as a canary.
+    let report = quant::compare(&cfg, &result.output, &test, 32)?;
+    println!("int8 vs fp32: {report}");
+    anyhow::ensure!(
+        report.int8_accuracy >= report.fp32_accuracy - 0.01,
+        "int8 loses more than 1 point: {report}"
+    );
+    let int8 = RolloutSpec::new(
+        "digits",
+        "int8",
+        Strategy::Canary {
+            steps: vec![50, 100],
+            step_s: 1,
+        },
+    )
+    .user_config(json!({ "weights": weights.display().to_string(), "quantize": "int8" }));
+    prism_serve::rollout(int8)?;
+    let end = prism_serve::wait_rollout("digits", Duration::from_secs(120))?;
+    println!("rollout of int8: {}: {}", end.event, end.detail);
+    anyhow::ensure!(end.event == "promoted", "the int8 canary was not promoted");
+    let (int8_http, rate, _) = score_over_http(&endpoint, &rows)?;
+    println!(
+        "int8 over HTTP: {:.1}% of {} digits, {rate:.0} requests/s",
+        int8_http * 100.0,
+        rows.len()
+    );
+    anyhow::ensure!(
+        int8_http >= over_http - 0.01,
+        "int8 over HTTP {int8_http} vs fp32 {over_http}"
     );
     let sample = dir.path().join("digit.json");
     std::fs::write(&sample, serde_json::to_string(&rows[0].0)?)?;

@@ -31,6 +31,7 @@
 pub mod data;
 pub mod pipeline;
 pub mod ps;
+pub mod quant;
 pub mod recipes;
 pub mod registry;
 pub mod tensor;

@@ -21,9 +21,14 @@ pub enum StrategyArg {
 pub struct RolloutArgs {
     /// The running deployment.
     pub deployment: String,
-    /// The new version's label (e.g. v2).
-    #[arg(long)]
+    /// The new version's label (e.g. v2; with --registry it defaults to
+    /// NAME@N).
+    #[arg(long, default_value = "")]
     pub version: String,
+    /// Serve a registry version (NAME@alias or NAME@3), pinned now: its
+    /// checkpoint reaches the model as `checkpoint` in its user config.
+    #[arg(long)]
+    pub registry: Option<String>,
     /// Its registered model (default: the live one's).
     #[arg(long)]
     pub model: Option<String>,
@@ -118,9 +123,20 @@ pub fn rollout(a: RolloutArgs) -> anyhow::Result<()> {
     if let Some(h) = &a.sticky_header {
         spec = spec.sticky_header(h);
     }
+    match &a.registry {
+        Some(r) => spec = spec.registry(r),
+        None if a.version.is_empty() => {
+            bail!("give the new version a --version label (or --registry NAME@alias)")
+        }
+        None => {}
+    }
     let _c = join(&a.cluster)?;
     prism_serve::rollout(spec).map_err(no_controller)?;
-    println!("{}: rolling out {}", a.deployment, a.version);
+    println!(
+        "{}: rolling out {}",
+        a.deployment,
+        a.registry.as_deref().unwrap_or(&a.version)
+    );
     if !a.wait {
         return Ok(());
     }

@@ -39,6 +39,7 @@ impl Deployment {
             health_period_ms: 2_000,
             version: String::new(),
             drift: None,
+            registry: None,
         })
     }
 
@@ -114,6 +115,14 @@ impl Deployment {
             reference: reference.to_string(),
             window,
         });
+        self
+    }
+    /// Serve a version from the model registry (`NAME@alias` or `NAME@3`),
+    /// pinned when deployed: its checkpoint reaches the model as
+    /// `checkpoint` in the user config (an object or null), and the version
+    /// label becomes `NAME@N` unless [`Deployment::version`] set one.
+    pub fn registry(mut self, spec: &str) -> Self {
+        self.0.registry = Some(spec.to_string());
         self
     }
     /// How often each replica's health check runs.

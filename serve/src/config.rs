@@ -180,6 +180,8 @@ pub struct DeploymentConfig {
     pub version: Option<String>,
     /// Drift detection: `{ reference: FILE or NAME@alias, window: 500 }`.
     pub drift: Option<crate::DriftSpec>,
+    /// A registry version to serve: `NAME@alias` or `NAME@3`.
+    pub registry: Option<String>,
 }
 
 /// `batching:`.
@@ -296,6 +298,7 @@ impl DeploymentConfig {
             health_period_ms: ms(self.health_period_s.unwrap_or(2.0)),
             version: self.version.clone().unwrap_or_default(),
             drift: self.drift.clone(),
+            registry: self.registry.clone(),
         }
     }
 }

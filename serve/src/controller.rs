@@ -9,6 +9,7 @@ use crate::alerting::{self, Alerting};
 use crate::alerts::{Engine, Rules};
 use crate::autoscale::Autoscaler;
 use crate::proxy::ProxySpec;
+use crate::registry;
 use crate::rollouts::{self, HistoryEntry};
 use crate::spec::{AppSpec, RolloutSpec, RouteEntry, RouteTable, CHALLENGER_MARK};
 use crate::upkeep::{check_proxies, check_replicas, publish, reconcile, spawn_proxy, Dep, Proxies};
@@ -53,9 +54,12 @@ impl Controller {
 
     /// Deploys (or updates) an application; returns once every deployment
     /// runs its replicas of the new version, or with the reason it cannot.
-    async fn deploy(&self, app: AppSpec, wait_ms: u64) -> Result<(), String> {
-        for d in &app.deployments {
+    async fn deploy(&self, mut app: AppSpec, wait_ms: u64) -> Result<(), String> {
+        for d in &mut app.deployments {
             d.validate()?;
+            if let Some(r) = d.registry.clone() {
+                d.user_config = registry::pin(&r, &d.user_config, &mut d.version).await?;
+            }
         }
         self.start_loop();
         let mut reconfigure = Vec::new();
@@ -184,8 +188,19 @@ impl Controller {
 
     /// Starts rolling a new version out over a running deployment; returns
     /// once it started (the rollout runs on; `history` tells how it ends).
-    async fn rollout(&self, spec: RolloutSpec) -> Result<(), String> {
+    async fn rollout(&self, mut spec: RolloutSpec) -> Result<(), String> {
         self.start_loop();
+        if let Some(r) = spec.registry.clone() {
+            let live = self
+                .deps
+                .borrow()
+                .iter()
+                .find(|d| d.spec.name == spec.deployment)
+                .map(|d| d.spec.user_config.clone())
+                .unwrap_or_else(|| "null".into());
+            let base = spec.user_config.clone().unwrap_or(live);
+            spec.user_config = Some(registry::pin(&r, &base, &mut spec.version).await?);
+        }
         rollouts::start(
             &mut self.deps.borrow_mut(),
             &mut self.history.borrow_mut(),

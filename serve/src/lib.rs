@@ -64,6 +64,7 @@ mod metrics;
 mod model;
 mod proxy;
 mod reconcile;
+mod registry;
 mod replica;
 // rkyv's derive makes undocumented helper types for `Strategy`'s
 // variants; the types themselves are documented.

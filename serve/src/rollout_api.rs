@@ -25,7 +25,15 @@ impl RolloutSpec {
             thresholds: Thresholds::default(),
             sticky_header: None,
             retry_on_live: true,
+            registry: None,
         }
+    }
+    /// Serve a registry version (`NAME@alias` or `NAME@3`): pinned when
+    /// the rollout starts; its checkpoint reaches the model as `checkpoint`
+    /// in the user config; an empty version label becomes `NAME@N`.
+    pub fn registry(mut self, spec: &str) -> Self {
+        self.registry = Some(spec.to_string());
+        self
     }
     /// Another registered model.
     pub fn model(mut self, name: &str) -> Self {

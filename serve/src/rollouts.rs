@@ -102,6 +102,9 @@ pub(crate) fn start(
     }
     let from = label(&deps[i]);
     if r.version.is_empty() || r.version.contains(CHALLENGER_MARK) || r.version == from {
+        if r.version == from && r.registry.is_some() {
+            return Err(format!("deployment {name} already serves {from}"));
+        }
         return Err(format!(
             "the new version needs a label other than the live one ({from:?}) and without {CHALLENGER_MARK:?}"
         ));

@@ -48,6 +48,9 @@ pub struct DeploymentSpec {
     pub version: String,
     /// Drift detection on live inputs and predictions (None: off).
     pub drift: Option<DriftSpec>,
+    /// A registry version (`NAME@alias`, `NAME@3`) pinned at deploy time:
+    /// its checkpoint reaches the model as `checkpoint` in its user config.
+    pub registry: Option<String>,
 }
 
 /// Where a deployment's drift reference is and how often it is judged.
@@ -193,6 +196,9 @@ pub struct RolloutSpec {
     pub sticky_header: Option<String>,
     /// See [`Split::retry_on_live`].
     pub retry_on_live: bool,
+    /// A registry version to serve (`NAME@alias`, `NAME@3`), pinned now;
+    /// an empty `version` becomes `NAME@N`.
+    pub registry: Option<String>,
 }
 
 /// Every deployment's routes, versioned (routers long-poll for a newer one).

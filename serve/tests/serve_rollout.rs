@@ -210,6 +210,70 @@ fn role_shadow() {
     println!("ALL OK");
 }
 
+fn role_registry() {
+    let (_c, url) = serve();
+    let dir = std::env::temp_dir().join(format!("prism-reg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    prism::log_run_params("run-calc", "calc", vec![], vec![]).unwrap();
+    let register = |n: i64| {
+        let ck = dir.join(format!("add{n}"));
+        std::fs::write(&ck, n.to_string()).unwrap();
+        let mut v = None;
+        // The run's record reaches the head asynchronously.
+        wait_until(Duration::from_secs(10), || {
+            v = prism::models::register("calc", "run-calc", ck.to_str().unwrap(), "adds").ok();
+            v.is_some()
+        });
+        v.expect("registered")
+    };
+    let (v1, v2) = (register(10), register(20));
+    prism::models::set_alias("calc", "champion", v1).unwrap();
+    prism_serve::run(
+        Application::new("reg")
+            .deployment(calc("reg").registry("calc@champion").route_prefix("/reg")),
+    )
+    .unwrap();
+    let reg = url.replace("/r", "/reg");
+    let (_, body, _, _) = post(&reg, "[2, 3]");
+    check(
+        json_of(&body)["sum"] == 15,
+        "the champion's checkpoint (add 10) answers",
+    );
+    check(
+        deployment("reg")["version_label"] == format!("calc@{v1}"),
+        "labelled with the pinned version",
+    );
+    // The alias moves; the running deployment stays pinned.
+    prism::models::set_alias("calc", "champion", v2).unwrap();
+    let (_, body, _, _) = post(&reg, "[2, 3]");
+    check(
+        json_of(&body)["sum"] == 15,
+        "a moved alias does not change what runs",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = load(&reg, &stop);
+    let next = RolloutSpec::new("reg", "", Strategy::BlueGreen { keep_warm_s: 1 })
+        .registry("calc@champion")
+        .thresholds(quick(Thresholds::default()));
+    prism_serve::rollout(next).unwrap();
+    let end = prism_serve::wait_rollout("reg", Duration::from_secs(90)).unwrap();
+    println!("{}: {}", end.event, end.detail);
+    check(end.event == "promoted", "the new champion is rolled out");
+    let (_, body, _, _) = post(&reg, "[2, 3]");
+    check(
+        json_of(&body)["sum"] == 25,
+        "and answers from its checkpoint (add 20)",
+    );
+    let r = finish(&stop, h);
+    check(r.failures() == 0, "no request failed");
+    check(
+        r.by_version.contains_key(&format!("calc@{v2}")),
+        "answers carry the registry version",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -217,6 +281,7 @@ fn child_role() {
         "canary" => role_canary(),
         "blue_green" => role_blue_green(),
         "shadow" => role_shadow(),
+        "registry" => role_registry(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -234,6 +299,11 @@ fn blue_green_switches_under_load_with_no_error() {
 #[test]
 fn shadow_traffic_never_changes_an_answer_and_records_agreement() {
     println!("{}", run_role("shadow", Duration::from_secs(180)));
+}
+
+#[test]
+fn registry_versions_are_pinned_served_and_rolled_out() {
+    println!("{}", run_role("registry", Duration::from_secs(180)));
 }
 
 /// The README's rollout demo (`serve/examples/serve_canary.rs`) runs to its

@@ -28,8 +28,19 @@ impl Model for Calc {
     type Response = Json<Value>;
 
     fn new(config: &Value) -> Result<Self, String> {
+        // A registry version's checkpoint holds the number to add.
+        let from_checkpoint = match config["checkpoint"].as_str() {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("{p}: {e}"))?
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|e| format!("{p}: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Calc {
-            add: config["add"].as_i64().unwrap_or(0),
+            add: from_checkpoint.unwrap_or(config["add"].as_i64().unwrap_or(0)),
             sleep_ms: config["sleep_ms"].as_u64().unwrap_or(0),
             unhealthy_after: config["unhealthy_after"].as_u64(),
             fail_every: config["fail_every"].as_u64().filter(|&n| n > 0),

@@ -268,9 +268,7 @@ impl PipelineTrainer {
                     ],
                     seconds: began.elapsed().as_secs_f64(),
                 };
-                if let Err(e) = prism::report_run(&out.run_id, "pipeline", vec![point]) {
-                    tracing::debug!("step not recorded: {e}");
-                }
+                crate::train::record::points(&out.run_id, "pipeline", vec![point]);
                 step += 1;
                 if let Some((_, every)) = &self.checkpoint {
                     if step.is_multiple_of(*every) {

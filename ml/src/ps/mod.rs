@@ -165,9 +165,7 @@ impl ParameterServer {
                 })
                 .collect();
             for chunk in points.chunks(256) {
-                if let Err(e) = prism::report_run(&run_id, "parameter_server", chunk.to_vec()) {
-                    tracing::debug!("losses not recorded: {e}");
-                }
+                record::points(&run_id, "parameter_server", chunk.to_vec());
             }
         }
         record::finish(&run_id, "parameter_server", &result);

@@ -216,21 +216,13 @@ impl DdpTrainer {
             self.checkpoint_every,
             self.max_failures,
         );
-        if let Err(e) = prism::log_run_params(&run_id, &self.loop_name, params, Vec::new()) {
-            tracing::debug!("run params not recorded: {e}");
-        }
+        record::begin(&run_id, &self.loop_name, params);
         let checked = match (&self.expect, &self.dataset) {
             (Some(exp), Some(ds)) => ds.expect(exp),
             _ => Ok(()),
         };
         let result = checked.and_then(|()| self.attempts(&run_id, bar.as_ref()));
-        let outcome = match &result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = prism::end_run(&run_id, &self.loop_name, outcome) {
-            tracing::debug!("run end not recorded: {e}");
-        }
+        record::finish(&run_id, &self.loop_name, &result);
         result
     }
 
@@ -421,9 +413,7 @@ fn watch(
                         seconds: m.seconds,
                     })
                     .collect();
-                if let Err(e) = prism::report_run(run_id, name, points) {
-                    tracing::debug!("cannot report the run's metrics: {e}");
-                }
+                record::points(run_id, name, points);
                 metrics.extend(p.metrics);
             }
             match p.done {

@@ -87,9 +87,18 @@ pub(crate) fn mlp_params(
     p
 }
 
+/// Whether trainers record their runs: yes unless `PRISM_TRACK` is `0`
+/// or `off` (for measuring what tracking costs).
+pub(crate) fn enabled() -> bool {
+    !matches!(std::env::var("PRISM_TRACK").as_deref(), Ok("0" | "off"))
+}
+
 /// Records `params` for a run starting now (a failure to record is only
 /// logged: tracking never fails a run).
 pub(crate) fn begin(run_id: &str, name: &str, params: Vec<(String, String)>) {
+    if !enabled() {
+        return;
+    }
     if let Err(e) = prism::log_run_params(run_id, name, params, Vec::new()) {
         tracing::debug!("run params not recorded: {e}");
     }
@@ -97,12 +106,25 @@ pub(crate) fn begin(run_id: &str, name: &str, params: Vec<(String, String)>) {
 
 /// Records how a run ended.
 pub(crate) fn finish<T>(run_id: &str, name: &str, result: &crate::Result<T>) {
+    if !enabled() {
+        return;
+    }
     let outcome = match result {
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = prism::end_run(run_id, name, outcome) {
         tracing::debug!("run end not recorded: {e}");
+    }
+}
+
+/// Records a run's metric points.
+pub(crate) fn points(run_id: &str, name: &str, points: Vec<prism::proto::runs::RunPoint>) {
+    if !enabled() {
+        return;
+    }
+    if let Err(e) = prism::report_run(run_id, name, points) {
+        tracing::debug!("run metrics not recorded: {e}");
     }
 }
 

@@ -80,11 +80,37 @@ fn role_promote() {
     println!("ALL OK");
 }
 
+/// A job on a real head: registers a weak v1 and a strong v2 of
+/// `digits`, and writes the golden set where `GOLDEN` says.
+fn role_register() {
+    let _c = prism::init().unwrap();
+    let (train, golden) = common::digits();
+    let dir = std::path::PathBuf::from(std::env::var("GOLDEN").unwrap());
+    let dir = dir.parent().unwrap();
+    for (epochs, lr) in [(1, 0.002), (8, 0.05)] {
+        let cfg = common::digits_mlp(vec![64, 32, 10], epochs, lr);
+        let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))
+            .unwrap()
+            .config(cfg.to_bytes())
+            .dataset(train.clone())
+            .fit()
+            .unwrap();
+        let path = dir.join(format!("digits-{epochs}.weights"));
+        std::fs::write(&path, &r.output).unwrap();
+        prism::models::register("digits", &r.run_id, path.to_str().unwrap(), "").unwrap();
+    }
+    golden
+        .write_tensor_file(std::env::var("GOLDEN").unwrap())
+        .unwrap();
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "promote" => role_promote(),
+        "register" => role_register(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -92,4 +118,61 @@ fn child_role() {
 #[test]
 fn registry_promotion_gate_accepts_the_better_and_refuses_the_worse() {
     println!("{}", run_role("promote", Duration::from_secs(300)));
+}
+
+/// `prism models promote` (the CLI, which runs prism-ml's
+/// `prism-models-promote`) against a real head: v2 takes `champion`
+/// through the gate with both scores printed, then v1 is refused.
+#[test]
+fn the_cli_promotes_through_the_gate() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "4"]);
+    let golden = sb.temp().join("golden.pdsf");
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("GOLDEN".into(), golden.display().to_string()));
+    let (ok, out) = Job::spawn("register", &envs).finish(Duration::from_secs(240));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    let gate = golden.to_str().unwrap();
+    let first = sb.run(&[
+        "models", "promote", "digits", "1", "--to", "champion", "--gate", gate,
+    ]);
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(text.contains("champion was unset"), "{text}");
+    let second = sb.run(&[
+        "models", "promote", "digits", "2", "--to", "champion", "--gate", gate,
+    ]);
+    let text = String::from_utf8_lossy(&second.stdout).into_owned();
+    println!("{text}");
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        text.contains("champion v1:") && text.contains("digits@champion is now v2"),
+        "{text}"
+    );
+    let back = sb.run(&[
+        "models", "promote", "digits", "1", "--to", "champion", "--gate", gate,
+    ]);
+    let err = String::from_utf8_lossy(&back.stderr).into_owned();
+    println!("{err}");
+    assert!(!back.status.success(), "a worse version must be refused");
+    assert!(
+        err.contains("digits v1 scores") && err.contains("below champion v2"),
+        "{err}"
+    );
+    let bad = sb.run(&[
+        "models", "promote", "digits", "2", "--to", "champion", "--gate", gate, "--metric", "f1",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(
+        !bad.status.success() && err.contains("only accuracy"),
+        "{err}"
+    );
 }

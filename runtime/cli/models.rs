@@ -50,6 +50,27 @@ pub enum ModelsCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Move ALIAS to VERSION only if it scores at least as well as the
+    /// version holding it on a golden data set (both scored in tasks).
+    /// Runs `prism-models-promote` (prism-ml's binary, which links
+    /// libtorch) from beside this binary or the PATH.
+    Promote {
+        /// The model.
+        name: String,
+        /// The challenger version.
+        version: u32,
+        /// The alias to move.
+        #[arg(long)]
+        to: String,
+        /// The golden data set (a .pdsf tensor file with labels).
+        #[arg(long)]
+        gate: PathBuf,
+        /// What to compare (accuracy).
+        #[arg(long, default_value = "accuracy")]
+        metric: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Every model with its versions and aliases.
     List {
         /// Print JSON.
@@ -83,8 +104,61 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
+/// Runs the promotion gate binary against the cluster `cluster` names.
+fn promote(args: &[String], cluster: &ClusterArgs) -> anyhow::Result<()> {
+    const BIN: &str = "prism-models-promote";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(BIN)))
+        .filter(|p| p.is_file());
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(BIN))
+            .find(|p| p.is_file())
+    });
+    let Some(bin) = beside.or(on_path) else {
+        bail!(
+            "prism models promote runs {BIN} (it links libtorch; this CLI does not), which is \
+             neither beside this binary nor on the PATH: build it with \
+             `cargo build --release -p prism-ml --bin {BIN}`"
+        );
+    };
+    let info = cluster.info()?;
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .env("PRISM_ADDRESS", &info.head_address)
+        .env("PRISM_TOKEN", &info.token)
+        .env("PRISM_TEMP_DIR", cluster.temp_dir())
+        .status()
+        .map_err(|e| anyhow!("{}: {e}", bin.display()))?;
+    if !status.success() {
+        bail!("not promoted ({BIN} {status})");
+    }
+    Ok(())
+}
+
 pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
     match cmd {
+        ModelsCommand::Promote {
+            name,
+            version,
+            to,
+            gate,
+            metric,
+            cluster,
+        } => {
+            let args = [
+                name,
+                version.to_string(),
+                "--to".into(),
+                to,
+                "--gate".into(),
+                gate.display().to_string(),
+                "--metric".into(),
+                metric,
+            ];
+            promote(&args, &cluster)
+        }
         ModelsCommand::Register {
             name,
             run,

@@ -117,6 +117,7 @@ pub mod views;
 #[doc(hidden)]
 pub use api::__private;
 pub use api::channel;
+pub use api::cluster;
 pub use api::models;
 pub use api::{
     cancel, end_run, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,

@@ -10,6 +10,11 @@ use crate::spec::CHALLENGER_MARK;
 use crate::upkeep::Dep;
 use bytes::Bytes;
 use http_body_util::Full;
+use prism::proto::common::{NodeState, NodeStatus};
+use prism::proto::runs::RunInfo;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Notices kept for `prism alerts`.
@@ -24,6 +29,11 @@ pub(crate) struct Alerting {
     /// Passes run (tests wait on it).
     pub(crate) passes: u64,
     last_ms: u64,
+    /// Failed runs and dead nodes that were there when alerting started
+    /// (None until the first look): not news.
+    baseline: Option<HashSet<String>>,
+    /// Looks at the cluster's nodes and runs (tests wait on it).
+    pub(crate) cluster_polls: u64,
 }
 
 impl Default for Alerting {
@@ -35,6 +45,8 @@ impl Default for Alerting {
             failed: 0,
             passes: 0,
             last_ms: 0,
+            baseline: None,
+            cluster_polls: 0,
         }
     }
 }
@@ -67,17 +79,84 @@ impl Alerting {
                 observed.push((d.spec.name.clone(), Metric::DriftScore, score));
             }
         }
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
-        let out = self.engine.evaluate(now, unix_ms, &observed);
-        for n in &out {
+        let out = self.engine.evaluate(now, unix_ms(), &observed);
+        self.record(&out);
+        out
+    }
+}
+
+impl Alerting {
+    /// New rules; events already notified stay notified.
+    pub(crate) fn set_rules(&mut self, rules: Rules) {
+        let old = std::mem::replace(&mut self.engine, Engine::new(rules));
+        self.engine.keep_seen(old);
+    }
+
+    /// One look at the cluster: dead nodes, failed runs and failed data
+    /// validations that are new since alerting started.
+    pub(crate) fn cluster(&mut self, nodes: &[NodeStatus], runs: &[RunInfo]) -> Vec<Notice> {
+        self.cluster_polls += 1;
+        let mut events = Vec::new();
+        for n in nodes.iter().filter(|n| n.state == NodeState::Dead) {
+            events.push((
+                Metric::NodeDead,
+                format!("{} #{}", n.name, n.incarnation),
+                n.death_reason
+                    .clone()
+                    .unwrap_or_else(|| "declared dead".into()),
+            ));
+        }
+        for r in runs.iter().filter(|r| r.status.starts_with("failed")) {
+            let detail = format!("{} ({}): {}", r.name, r.job_id, r.status);
+            if r.status.contains("data validation") {
+                events.push((Metric::ValidationFailed, r.run_id.clone(), detail.clone()));
+            }
+            events.push((Metric::RunFailed, r.run_id.clone(), detail));
+        }
+        let Some(baseline) = &self.baseline else {
+            self.baseline = Some(events.into_iter().map(|e| e.1).collect());
+            return Vec::new();
+        };
+        events.retain(|e| !baseline.contains(&e.1));
+        let out = self.engine.events(unix_ms(), &events);
+        self.record(&out);
+        out
+    }
+
+    fn record(&mut self, out: &[Notice]) {
+        for n in out {
             tracing::warn!("alert: {}", n.text());
         }
         self.notices.extend(out.iter().cloned());
         let excess = self.notices.len().saturating_sub(KEPT);
         self.notices.drain(..excess);
-        out
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as u64)
+}
+
+/// Posts every notice to its webhooks in the background, counting
+/// deliveries and failures.
+pub(crate) fn send_all(alerting: &Rc<RefCell<Alerting>>, notices: Vec<Notice>) {
+    for n in notices {
+        for url in n.webhooks.clone() {
+            let (n, alerting) = (n.clone(), alerting.clone());
+            tokio::task::spawn_local(async move {
+                let r = deliver(&url, &n).await;
+                let mut a = alerting.borrow_mut();
+                match r {
+                    Ok(()) => a.delivered += 1,
+                    Err(e) => {
+                        tracing::warn!("alert not delivered: {e}");
+                        a.failed += 1;
+                    }
+                }
+            });
+        }
     }
 }
 

@@ -31,6 +31,22 @@ pub enum Metric {
     P99LatencyMs,
     /// The last drift window's score (largest KL over the features).
     DriftScore,
+    /// Event: a training run ended `failed` (any trainer, any job).
+    RunFailed,
+    /// Event: a run failed its data validation before training.
+    ValidationFailed,
+    /// Event: the head declared a node dead.
+    NodeDead,
+}
+
+impl Metric {
+    /// An event (one notice each, never resolved), not a threshold.
+    pub fn is_event(self) -> bool {
+        matches!(
+            self,
+            Metric::RunFailed | Metric::ValidationFailed | Metric::NodeDead
+        )
+    }
 }
 
 impl std::fmt::Display for Metric {
@@ -39,6 +55,9 @@ impl std::fmt::Display for Metric {
             Metric::ErrorRate => "error_rate",
             Metric::P99LatencyMs => "p99_latency_ms",
             Metric::DriftScore => "drift_score",
+            Metric::RunFailed => "run_failed",
+            Metric::ValidationFailed => "validation_failed",
+            Metric::NodeDead => "node_dead",
         })
     }
 }
@@ -53,7 +72,8 @@ pub struct Rule {
     pub name: String,
     /// The metric.
     pub metric: Metric,
-    /// Fires above this.
+    /// Fires above this (events: unused).
+    #[serde(default)]
     pub threshold: f64,
     /// For this long, seconds (and resolves after as long below).
     #[serde(default)]
@@ -61,7 +81,7 @@ pub struct Rule {
     /// info, warning, critical…
     #[serde(default = "warning")]
     pub severity: String,
-    /// Only this deployment (all when absent).
+    /// Only this deployment (all when absent; events: unused).
     #[serde(default)]
     pub deployment: Option<String>,
     /// Webhook URLs (Slack- and Teams-compatible JSON is posted).
@@ -84,13 +104,14 @@ pub struct Rules {
 }
 
 impl Default for Rules {
-    /// The seeds' thresholds, held 60 s, no webhook.
+    /// The seeds' thresholds, held 60 s, and every failed run, failed
+    /// data validation and dead node; no webhook.
     fn default() -> Self {
-        let rule = |name: &str, metric, threshold, severity: &str| Rule {
+        let rule = |name: &str, metric: Metric, threshold, severity: &str| Rule {
             name: name.into(),
             metric,
             threshold,
-            for_s: 60,
+            for_s: if metric.is_event() { 0 } else { 60 },
             severity: severity.into(),
             deployment: None,
             webhooks: Vec::new(),
@@ -100,6 +121,14 @@ impl Default for Rules {
                 rule("p99-latency", Metric::P99LatencyMs, 500.0, "warning"),
                 rule("error-rate", Metric::ErrorRate, 0.01, "critical"),
                 rule("drift", Metric::DriftScore, 0.15, "warning"),
+                rule("run-failed", Metric::RunFailed, 0.0, "critical"),
+                rule(
+                    "validation-failed",
+                    Metric::ValidationFailed,
+                    0.0,
+                    "critical",
+                ),
+                rule("node-dead", Metric::NodeDead, 0.0, "critical"),
             ],
         }
     }
@@ -149,6 +178,8 @@ pub enum Kind {
     Firing,
     /// Back under it.
     Resolved,
+    /// An event (a failed run, a dead node): one notice, nothing to resolve.
+    Event,
 }
 
 /// A message to deliver.
@@ -172,6 +203,9 @@ pub struct Notice {
     pub webhooks: Vec<String>,
     /// Unix ms.
     pub at_unix_ms: u64,
+    /// What happened, for events (the run's or node's reason).
+    #[serde(default)]
+    pub detail: String,
 }
 
 impl Notice {
@@ -180,6 +214,12 @@ impl Notice {
         let (tag, cmp) = match self.kind {
             Kind::Firing => ("FIRING", ">"),
             Kind::Resolved => ("RESOLVED", "≤"),
+            Kind::Event => {
+                return format!(
+                    "[{}] {} {}: {} (rule {})",
+                    self.severity, self.metric, self.deployment, self.detail, self.rule
+                )
+            }
         };
         format!(
             "[{tag} {}] {} of {} is {:.4} {cmp} {} (rule {})",
@@ -201,6 +241,7 @@ enum State {
 pub struct Engine {
     rules: Rules,
     state: HashMap<(String, String), State>,
+    seen: std::collections::HashSet<(String, String)>,
 }
 
 impl Engine {
@@ -209,7 +250,13 @@ impl Engine {
         Engine {
             rules,
             state: HashMap::new(),
+            seen: Default::default(),
         }
+    }
+
+    /// Keeps the events `old` already notified (new rules, same news).
+    pub fn keep_seen(&mut self, old: Engine) {
+        self.seen = old.seen;
     }
 
     /// The rules.
@@ -229,6 +276,33 @@ impl Engine {
         v
     }
 
+    /// Events seen now: (metric, subject, detail). Each (rule, subject)
+    /// gives one notice, ever.
+    pub fn events(&mut self, unix_ms: u64, events: &[(Metric, String, String)]) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for rule in self.rules.rules.iter().filter(|r| r.metric.is_event()) {
+            for (metric, subject, detail) in events {
+                if *metric != rule.metric || !self.seen.insert((rule.name.clone(), subject.clone()))
+                {
+                    continue;
+                }
+                out.push(Notice {
+                    rule: rule.name.clone(),
+                    deployment: subject.clone(),
+                    kind: Kind::Event,
+                    metric: rule.metric.to_string(),
+                    value: 1.0,
+                    threshold: rule.threshold,
+                    severity: rule.severity.clone(),
+                    webhooks: rule.webhooks.clone(),
+                    at_unix_ms: unix_ms,
+                    detail: detail.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// One pass at `now` (ms; `unix_ms` stamps notices) over the values
     /// observed: (deployment, metric, value). A metric not observed for a
     /// deployment (too few requests) leaves its state as it was.
@@ -239,7 +313,7 @@ impl Engine {
         observed: &[(String, Metric, f64)],
     ) -> Vec<Notice> {
         let mut out = Vec::new();
-        for rule in &self.rules.rules {
+        for rule in self.rules.rules.iter().filter(|r| !r.metric.is_event()) {
             for (dep, metric, value) in observed {
                 if *metric != rule.metric || rule.deployment.as_ref().is_some_and(|d| d != dep) {
                     continue;
@@ -266,6 +340,7 @@ impl Engine {
                     severity: rule.severity.clone(),
                     webhooks: rule.webhooks.clone(),
                     at_unix_ms: unix_ms,
+                    detail: String::new(),
                 };
                 let next = match next {
                     Some(State::Pending(t)) if now.saturating_sub(t) >= hold => {

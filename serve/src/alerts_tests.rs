@@ -85,13 +85,14 @@ fn defaults_are_the_seeds_thresholds_and_bad_rules_are_named() {
     let d = Rules::default();
     let t: Vec<(Metric, f64)> = d.rules.iter().map(|r| (r.metric, r.threshold)).collect();
     assert_eq!(
-        t,
-        vec![
+        t[..3],
+        [
             (Metric::P99LatencyMs, 500.0),
             (Metric::ErrorRate, 0.01),
             (Metric::DriftScore, 0.15)
         ]
     );
+    assert!(d.rules[3..].iter().all(|r| r.metric.is_event()));
     assert!(d.validate().is_ok());
     let mut bad = d.clone();
     bad.rules[1].name = "p99-latency".into();
@@ -145,4 +146,41 @@ fn the_shipped_rules_file_is_the_default_and_mistakes_name_their_line() {
     let e = Rules::load(&bad).unwrap_err().to_string();
     assert!(e.contains("http://"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn events_give_one_notice_each_even_across_new_rules() {
+    let mut e = Engine::new(Rules::default());
+    let ev = vec![
+        (
+            Metric::RunFailed,
+            "run-1".to_string(),
+            "failed: boom".to_string(),
+        ),
+        (
+            Metric::NodeDead,
+            "host-a #1".to_string(),
+            "missed heartbeats".to_string(),
+        ),
+    ];
+    let first = e.events(5, &ev);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|n| n.kind == Kind::Event));
+    assert_eq!(
+        first[0].text(),
+        "[critical] run_failed run-1: failed: boom (rule run-failed)"
+    );
+    assert!(e.events(6, &ev).is_empty(), "deduplicated");
+    let mut again = Engine::new(Rules::default());
+    again.keep_seen(e);
+    assert!(
+        again.events(7, &ev).is_empty(),
+        "new rules keep what was sent"
+    );
+    assert!(
+        again
+            .evaluate(0, 0, &[("r".into(), Metric::RunFailed, 1.0)])
+            .is_empty(),
+        "events are not thresholds"
+    );
 }

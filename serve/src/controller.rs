@@ -6,7 +6,7 @@
 //! long-poll it for the route table.
 
 use crate::alerting::{self, Alerting};
-use crate::alerts::{Engine, Rules};
+use crate::alerts::Rules;
 use crate::autoscale::Autoscaler;
 use crate::proxy::ProxySpec;
 use crate::registry;
@@ -257,7 +257,7 @@ impl Controller {
     /// forgotten without a resolution).
     async fn set_alert_rules(&self, rules: Rules) -> Result<(), String> {
         rules.validate()?;
-        self.alerting.borrow_mut().engine = Engine::new(rules);
+        self.alerting.borrow_mut().set_rules(rules);
         self.start_loop();
         Ok(())
     }
@@ -285,6 +285,7 @@ impl Controller {
             "delivered": a.delivered,
             "delivery_failures": a.failed,
             "passes": a.passes,
+            "cluster_polls": a.cluster_polls,
         })
         .to_string()
     }
@@ -538,22 +539,27 @@ impl Controller {
                 let notices = alerting
                     .borrow_mut()
                     .tick(&mut deps.borrow_mut(), clock_ms());
-                for n in notices {
-                    for url in n.webhooks.clone() {
-                        let (n, alerting) = (n.clone(), alerting.clone());
-                        tokio::task::spawn_local(async move {
-                            let r = alerting::deliver(&url, &n).await;
-                            let mut a = alerting.borrow_mut();
-                            match r {
-                                Ok(()) => a.delivered += 1,
-                                Err(e) => {
-                                    tracing::warn!("alert not delivered: {e}");
-                                    a.failed += 1;
-                                }
-                            }
-                        });
+                alerting::send_all(&alerting, notices);
+            }
+        });
+        // Dead nodes and failed runs, from the head every 2 s (a list of
+        // 10,000 runs costs the head ~80 ms).
+        let alerting = self.alerting.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let seen = tokio::task::spawn_blocking(|| {
+                    Ok::<_, prism::Error>((prism::cluster::nodes()?, prism::cluster::runs()?))
+                })
+                .await;
+                match seen {
+                    Ok(Ok((nodes, runs))) => {
+                        let notices = alerting.borrow_mut().cluster(&nodes, &runs);
+                        alerting::send_all(&alerting, notices);
                     }
+                    Ok(Err(e)) => tracing::debug!("cluster state for alerts: {e}"),
+                    Err(e) => tracing::debug!("cluster state for alerts: {e}"),
                 }
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         });
         let (proxies, restarts) = (self.proxies.clone(), self.proxy_restarts.clone());

@@ -151,6 +151,8 @@ fn role_alerts() {
         rules: vec![
             rule("drift", Metric::DriftScore, 0.15),
             rule("errors", Metric::ErrorRate, 0.01),
+            rule("failed-runs", Metric::RunFailed, 0.0),
+            rule("bad-data", Metric::ValidationFailed, 0.0),
         ],
     })
     .unwrap();
@@ -227,12 +229,46 @@ fn role_alerts() {
     check(
         wait_until(Duration::from_secs(60), || {
             send(&mut draws, 0.0, 50);
-            count(&got, "errors", "resolved") == 1
+            // Resolved once diluted under 1%; clean traffic goes on until
+            // the errors have left the 10 s window (else a quiet spell
+            // would let older clean seconds leave first: a new incident).
+            let errors =
+                prism_serve::status().unwrap()["deployments"][0]["window"]["errors"].as_u64();
+            count(&got, "errors", "resolved") == 1 && errors == Some(0)
         }),
         "and resolve once the window is clean",
     );
+    // A training run that fails its data validation (after alerting
+    // started: what failed before is not news).
+    let polls = || {
+        prism_serve::alerts().unwrap()["cluster_polls"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    check(
+        wait_until(Duration::from_secs(10), || polls() >= 1),
+        "alerting looked at the cluster",
+    );
+    prism::log_run_params("run-bad", "train", vec![], vec![]).unwrap();
+    prism::end_run(
+        "run-bad",
+        "train",
+        Err("data validation failed: column 3 has NaN at row 7".into()),
+    )
+    .unwrap();
+    check(
+        wait_until(Duration::from_secs(15), || {
+            count(&got, "failed-runs", "event") == 1 && count(&got, "bad-data", "event") == 1
+        }),
+        "a failed run and its failed validation are each announced",
+    );
     send(&mut draws, 0.0, 400);
     check(two_passes(), "the alert passes run");
+    let at = polls();
+    check(
+        wait_until(Duration::from_secs(10), || polls() >= at + 2),
+        "and the cluster looks",
+    );
     let a = prism_serve::alerts().unwrap();
     println!("{}", serde_json::to_string_pretty(&a["notices"]).unwrap());
     check(
@@ -244,8 +280,12 @@ fn role_alerts() {
         "and one resolution",
     );
     check(
-        a["delivered"] == 4,
-        "four deliveries, the first after a retry",
+        count(&got, "failed-runs", "event") == 1 && count(&got, "bad-data", "event") == 1,
+        "events are announced once",
+    );
+    check(
+        a["delivered"] == 6,
+        "six deliveries, the first after a retry",
     );
     let _ = std::fs::remove_dir_all(&dir);
     prism_serve::shutdown().unwrap();

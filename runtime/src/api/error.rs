@@ -197,6 +197,9 @@ pub enum Error {
     /// The model registry refused (an unknown model, version or run).
     #[error("model registry: {0}")]
     Registry(String),
+    /// The head could not answer a read of the cluster's state.
+    #[error("cluster state: {0}")]
+    ClusterState(String),
     /// A value could not be archived.
     #[error("cannot encode a value: {0}")]
     Encode(String),

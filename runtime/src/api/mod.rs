@@ -22,6 +22,7 @@ pub mod actor;
 mod actor_calls;
 mod actor_worker;
 pub mod channel;
+pub mod cluster;
 mod connect;
 pub(crate) mod core;
 mod driver_link;

@@ -405,6 +405,23 @@ pub enum LocalRequest {
         /// The request.
         request: super::models::ModelRequest,
     },
+    /// A read of the cluster's state (nodes, runs) for the head, relayed
+    /// by the raylet; answered like `Models`.
+    Cluster {
+        /// Matches the answer.
+        request_id: TaskId,
+        /// What to read.
+        query: ClusterQuery,
+    },
+}
+
+/// What [`LocalRequest::Cluster`] reads.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub enum ClusterQuery {
+    /// Every node, live or dead (the head's `GetStatus`).
+    Status,
+    /// Every training run (the head's `ListRuns`).
+    Runs,
 }
 
 /// Raylet to driver or worker.

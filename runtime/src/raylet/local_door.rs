@@ -196,6 +196,18 @@ impl TaskService {
                 );
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::Cluster { request_id, query }) => {
+                let request = match query {
+                    crate::proto::task::ClusterQuery::Status => {
+                        crate::proto::head::HeadRequest::GetStatus
+                    }
+                    crate::proto::task::ClusterQuery::Runs => {
+                        crate::proto::head::HeadRequest::ListRuns
+                    }
+                };
+                self.relay_head_request(owner, request_id, request, "cluster state");
+                None
+            }
             (_, LocalRequest::Cancel { task_id, force }) => {
                 self.act(|d| d.cancel(task_id, force));
                 None

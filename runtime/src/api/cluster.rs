@@ -1,0 +1,40 @@
+//! The cluster's state from any driver or worker (through its raylet to
+//! the head): every node with its state, every training run with its
+//! status. What `prism status` and `prism runs list` show, for programs
+//! (the serve controller's alerts on dead nodes and failed runs read it).
+
+use super::core::current;
+use super::error::{Error, Result};
+use crate::proto::common::NodeStatus;
+use crate::proto::head::HeadResponse;
+use crate::proto::runs::RunInfo;
+use crate::proto::task::{ClusterQuery, LocalRequest};
+use std::time::Duration;
+
+fn ask(query: ClusterQuery) -> Result<HeadResponse> {
+    let core = current()?;
+    let resp: HeadResponse =
+        core.ask_raylet("cluster state", Duration::from_secs(30), |request_id| {
+            LocalRequest::Cluster { request_id, query }
+        })?;
+    match resp {
+        HeadResponse::Error { message, .. } => Err(Error::ClusterState(message)),
+        other => Ok(other),
+    }
+}
+
+/// Every node the head knows, live or dead.
+pub fn nodes() -> Result<Vec<NodeStatus>> {
+    match ask(ClusterQuery::Status)? {
+        HeadResponse::Status(s) => Ok(s.nodes),
+        other => Err(Error::ClusterState(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Every training run, with its status (`running`, `finished`, `failed: why`).
+pub fn runs() -> Result<Vec<RunInfo>> {
+    match ask(ClusterQuery::Runs)? {
+        HeadResponse::Runs(r) => Ok(r),
+        other => Err(Error::ClusterState(format!("unexpected answer {other:?}"))),
+    }
+}

@@ -12,6 +12,7 @@ use crate::proxy::ProxySpec;
 use crate::registry;
 use crate::rollouts::{self, HistoryEntry};
 use crate::spec::{AppSpec, RolloutSpec, RouteEntry, RouteTable, CHALLENGER_MARK};
+use crate::status;
 use crate::upkeep::{check_proxies, check_replicas, publish, reconcile, spawn_proxy, Dep, Proxies};
 use crate::window::clock_ms;
 use std::cell::{Cell, RefCell};
@@ -292,93 +293,19 @@ impl Controller {
 
     /// Applications, deployments and replicas with their counters, as JSON.
     async fn status(&self) -> String {
-        let now = clock_ms();
-        let mut deps = self.deps.borrow_mut();
-        let deps = &mut *deps;
-        let rollouts: Vec<Option<serde_json::Value>> = deps
-            .iter()
-            .map(|d| {
-                d.rollout.as_ref().map(|a| {
-                    serde_json::json!({
-                        "to": a.to, "from": a.from, "phase": format!("{:?}", a.rollout.phase()),
-                        "weight": a.weight, "mirror": a.mirror,
-                    })
-                })
-            })
-            .collect();
-        let windows: Vec<serde_json::Value> = deps
-            .iter_mut()
-            .map(|d| {
-                let s = d.window.summary(now);
-                let w = &s.window;
-                serde_json::json!({
-                    "seconds": d.window.span_s(),
-                    "requests": w.requests,
-                    "errors": w.errors,
-                    "rate": s.rate,
-                    "p50_ms": s.p50_us as f64 / 1e3,
-                    "p95_ms": s.p95_us as f64 / 1e3,
-                    "p99_ms": w.p99_us as f64 / 1e3,
-                    "shadow_compared": w.compared,
-                    "shadow_agreed": w.agreed,
-                })
-            })
-            .collect();
-        let apps: Vec<serde_json::Value> = deps
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let replicas: Vec<serde_json::Value> = d
-                    .members
-                    .iter()
-                    .map(|m| {
-                        serde_json::json!({
-                            "actor_id": m.handle.id().to_string(),
-                            "version": m.generation,
-                            "pid": m.stats.pid,
-                            "ongoing": m.stats.ongoing,
-                            "requests": m.stats.requests,
-                            "errors": m.stats.errors,
-                            "batches": m.stats.batches,
-                            "max_batch": m.stats.max_batch,
-                            "drift_score": m.stats.drift.as_ref().map(|d| d.score),
-                            "drift_psi": m.stats.drift.as_ref().map(|d| d.psi),
-                            "drift_feature": m.stats.drift.as_ref().map(|d| d.feature.clone()),
-                            "drift_windows": m.stats.drift.as_ref().map(|d| d.windows),
-                            "mean_latency_us": m.stats.latency_us_sum.checked_div(m.stats.requests).unwrap_or(0),
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "application": d.app,
-                    "deployment": d.spec.name,
-                    "model": d.spec.model,
-                    "route_prefix": d.spec.route_prefix,
-                    "version": d.generation,
-                    "version_label": rollouts::label(d),
-                    "window": windows[i],
-                    "rollout": rollouts[i],
-                    "drift_score": alerting::drift_score(d),
-                    "target_replicas": d.target,
-                    "starting": d.starting,
-                    "draining": d.draining,
-                    "replaced": d.replaced,
-                    "scaled_up": d.scaled_up,
-                    "scaled_down": d.scaled_down,
-                    "autoscaling": d.scaler.is_some(),
-                    "last_error": d.last_error,
-                    "replicas": replicas,
-                })
-            })
-            .collect();
         let proxies: Vec<serde_json::Value> = self
             .proxies
             .borrow()
             .iter()
             .map(|p| serde_json::json!({ "address": p.1, "pid": p.3 }))
             .collect();
-        let proxy_restarts = self.proxy_restarts.get();
-        serde_json::json!({ "deployments": apps, "proxies": proxies, "proxy_restarts": proxy_restarts }).to_string()
+        let deps = status::deployments(&mut self.deps.borrow_mut(), clock_ms());
+        serde_json::json!({
+            "deployments": deps,
+            "proxies": proxies,
+            "proxy_restarts": self.proxy_restarts.get(),
+        })
+        .to_string()
     }
 
     /// Starts the HTTP ingress on `host:port` (0: any free port); returns

@@ -74,6 +74,7 @@ mod rollout_api;
 mod rollouts;
 mod router;
 mod spec;
+mod status;
 mod upkeep;
 mod window;
 

@@ -1,0 +1,88 @@
+//! `prism serve status`: each deployment with its version, window
+//! (requests/s, p50/p95/p99, errors, shadow agreement), rollout, drift and
+//! replicas, as the controller sees them.
+
+use crate::alerting;
+use crate::rollouts;
+use crate::upkeep::Dep;
+
+/// Every deployment as JSON (windows end at `now`, ms).
+pub(crate) fn deployments(deps: &mut [Dep], now: u64) -> Vec<serde_json::Value> {
+    let rollouts: Vec<Option<serde_json::Value>> = deps
+        .iter()
+        .map(|d| {
+            d.rollout.as_ref().map(|a| {
+                serde_json::json!({
+                    "to": a.to, "from": a.from, "phase": format!("{:?}", a.rollout.phase()),
+                    "weight": a.weight, "mirror": a.mirror,
+                })
+            })
+        })
+        .collect();
+    let windows: Vec<serde_json::Value> = deps
+        .iter_mut()
+        .map(|d| {
+            let s = d.window.summary(now);
+            let w = &s.window;
+            serde_json::json!({
+                "seconds": d.window.span_s(),
+                "requests": w.requests,
+                "errors": w.errors,
+                "rate": s.rate,
+                "p50_ms": s.p50_us as f64 / 1e3,
+                "p95_ms": s.p95_us as f64 / 1e3,
+                "p99_ms": w.p99_us as f64 / 1e3,
+                "shadow_compared": w.compared,
+                "shadow_agreed": w.agreed,
+            })
+        })
+        .collect();
+    let apps: Vec<serde_json::Value> = deps
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let replicas: Vec<serde_json::Value> = d
+                .members
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "actor_id": m.handle.id().to_string(),
+                        "version": m.generation,
+                        "pid": m.stats.pid,
+                        "ongoing": m.stats.ongoing,
+                        "requests": m.stats.requests,
+                        "errors": m.stats.errors,
+                        "batches": m.stats.batches,
+                        "max_batch": m.stats.max_batch,
+                        "drift_score": m.stats.drift.as_ref().map(|d| d.score),
+                        "drift_psi": m.stats.drift.as_ref().map(|d| d.psi),
+                        "drift_feature": m.stats.drift.as_ref().map(|d| d.feature.clone()),
+                        "drift_windows": m.stats.drift.as_ref().map(|d| d.windows),
+                        "mean_latency_us": m.stats.latency_us_sum.checked_div(m.stats.requests).unwrap_or(0),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "application": d.app,
+                "deployment": d.spec.name,
+                "model": d.spec.model,
+                "route_prefix": d.spec.route_prefix,
+                "version": d.generation,
+                "version_label": rollouts::label(d),
+                "window": windows[i],
+                "rollout": rollouts[i],
+                "drift_score": alerting::drift_score(d),
+                "target_replicas": d.target,
+                "starting": d.starting,
+                "draining": d.draining,
+                "replaced": d.replaced,
+                "scaled_up": d.scaled_up,
+                "scaled_down": d.scaled_down,
+                "autoscaling": d.scaler.is_some(),
+                "last_error": d.last_error,
+                "replicas": replicas,
+            })
+        })
+        .collect();
+    apps
+}

@@ -200,8 +200,23 @@ fn main() -> anyhow::Result<()> {
         },
     )
     .user_config(json!({ "weights": weights.display().to_string(), "quantize": "int8" }));
+    // A canary is judged on traffic: keep scoring while it runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, endpoint, rows) = (stop.clone(), endpoint.clone(), rows.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if score_over_http(&endpoint, &rows).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     prism_serve::rollout(int8)?;
-    let end = prism_serve::wait_rollout("digits", Duration::from_secs(120))?;
+    let end = prism_serve::wait_rollout("digits", Duration::from_secs(120));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = traffic.join();
+    let end = end?;
     println!("rollout of int8: {}: {}", end.event, end.detail);
     anyhow::ensure!(end.event == "promoted", "the int8 canary was not promoted");
     let (int8_http, rate, _) = score_over_http(&endpoint, &rows)?;

@@ -79,7 +79,11 @@ impl Alerting {
                 observed.push((d.spec.name.clone(), Metric::DriftScore, score));
             }
         }
-        let out = self.engine.evaluate(now, unix_ms(), &observed);
+        let mut out = self.engine.evaluate(now, unix_ms(), &observed);
+        out.extend(
+            self.engine
+                .forget_gone(unix_ms(), |name| deps.iter().any(|d| d.spec.name == name)),
+        );
         self.record(&out);
         out
     }
@@ -89,7 +93,7 @@ impl Alerting {
     /// New rules; events already notified stay notified.
     pub(crate) fn set_rules(&mut self, rules: Rules) {
         let old = std::mem::replace(&mut self.engine, Engine::new(rules));
-        self.engine.keep_seen(old);
+        self.engine.carry_over(old);
     }
 
     /// One look at the cluster: dead nodes, failed runs and failed data

@@ -254,9 +254,52 @@ impl Engine {
         }
     }
 
-    /// Keeps the events `old` already notified (new rules, same news).
-    pub fn keep_seen(&mut self, old: Engine) {
+    /// Takes over from `old` (new rules): the events it announced, and
+    /// where each alert of a rule that did not change stands (a firing
+    /// alert of an unchanged rule still gets its one resolution).
+    pub fn carry_over(&mut self, old: Engine) {
         self.seen = old.seen;
+        let same = |name: &str| {
+            let mine = self.rules.rules.iter().find(|r| r.name == name);
+            mine.is_some() && mine == old.rules.rules.iter().find(|r| r.name == name)
+        };
+        let kept: Vec<_> = old
+            .state
+            .into_iter()
+            .filter(|((r, _), _)| same(r))
+            .collect();
+        self.state.extend(kept);
+    }
+
+    /// Resolves the alerts of deployments that no longer exist and forgets
+    /// them.
+    pub fn forget_gone(&mut self, unix_ms: u64, exists: impl Fn(&str) -> bool) -> Vec<Notice> {
+        let gone: Vec<(String, String)> = self
+            .state
+            .keys()
+            .filter(|(_, d)| !exists(d))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in gone {
+            let was = self.state.remove(&key);
+            let rule = self.rules.rules.iter().find(|r| r.name == key.0);
+            if let (Some(State::Firing(_)), Some(rule)) = (was, rule) {
+                out.push(Notice {
+                    rule: rule.name.clone(),
+                    deployment: key.1.clone(),
+                    kind: Kind::Resolved,
+                    metric: rule.metric.to_string(),
+                    value: 0.0,
+                    threshold: rule.threshold,
+                    severity: rule.severity.clone(),
+                    webhooks: rule.webhooks.clone(),
+                    at_unix_ms: unix_ms,
+                    detail: "the deployment is gone".into(),
+                });
+            }
+        }
+        out
     }
 
     /// The rules.
@@ -313,12 +356,14 @@ impl Engine {
         observed: &[(String, Metric, f64)],
     ) -> Vec<Notice> {
         let mut out = Vec::new();
+        let mut seen_now = std::collections::HashSet::new();
         for rule in self.rules.rules.iter().filter(|r| !r.metric.is_event()) {
             for (dep, metric, value) in observed {
                 if *metric != rule.metric || rule.deployment.as_ref().is_some_and(|d| d != dep) {
                     continue;
                 }
                 let key = (rule.name.clone(), dep.clone());
+                seen_now.insert(key.clone());
                 let hold = rule.for_s * 1000;
                 let over = *value > rule.threshold;
                 let next = match (self.state.get(&key).copied(), over) {
@@ -359,6 +404,10 @@ impl Engine {
                 };
             }
         }
+        // Over the threshold, then not measured (too few requests): the
+        // clock of `for_s` starts again on the next crossing.
+        self.state
+            .retain(|k, s| !matches!(s, State::Pending(_)) || seen_now.contains(k));
         out
     }
 }

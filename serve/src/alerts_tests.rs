@@ -172,7 +172,7 @@ fn events_give_one_notice_each_even_across_new_rules() {
     );
     assert!(e.events(6, &ev).is_empty(), "deduplicated");
     let mut again = Engine::new(Rules::default());
-    again.keep_seen(e);
+    again.carry_over(e);
     assert!(
         again.events(7, &ev).is_empty(),
         "new rules keep what was sent"
@@ -183,4 +183,34 @@ fn events_give_one_notice_each_even_across_new_rules() {
             .is_empty(),
         "events are not thresholds"
     );
+}
+
+#[test]
+fn unchanged_rules_keep_their_alerts_and_gone_deployments_resolve() {
+    let mut e = engine(0);
+    assert_eq!(e.evaluate(0, 0, &err(0.5)).len(), 1);
+    let mut same = engine(0);
+    same.carry_over(e);
+    assert!(
+        same.evaluate(1_000, 0, &err(0.5)).is_empty(),
+        "still firing, not again"
+    );
+    let resolved = same.forget_gone(9, |d| d != "r");
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].kind, Kind::Resolved);
+    assert_eq!(resolved[0].detail, "the deployment is gone");
+    assert!(same.firing().is_empty());
+}
+
+#[test]
+fn a_pending_alert_not_measured_starts_its_clock_again() {
+    let mut e = engine(10);
+    e.evaluate(0, 0, &err(0.5));
+    // Too few requests for a while: no value for "r".
+    e.evaluate(5_000, 0, &[]);
+    assert!(
+        e.evaluate(10_000, 0, &err(0.5)).is_empty(),
+        "not 10 s over the threshold"
+    );
+    assert_eq!(e.evaluate(20_000, 0, &err(0.5)).len(), 1);
 }

@@ -39,9 +39,10 @@ pub(crate) struct Routes {
     table: RwLock<Vec<Route>>,
     /// Each deployment's version label and rollout split.
     meta: RwLock<HashMap<String, (String, Option<Split>)>>,
-    /// Shadowed answers compared, and agreeing, per live deployment, not
-    /// yet reported to the controller.
-    shadow: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per live deployment, not yet reported to the controller: shadowed
+    /// answers compared, agreeing, and the challenger's failures its
+    /// replicas cannot count (died, timed out, none up).
+    shadow: Mutex<HashMap<String, (u64, u64, u64)>>,
     reporting: AtomicBool,
     /// Woken by every new table.
     updated: tokio::sync::Notify,
@@ -162,13 +163,17 @@ impl Routes {
             match c.call(body.clone()).await {
                 Ok(b) => return (Ok(b), split.version),
                 Err(e) if split.retry_on_live => {
+                    self.report(deployment, 0, false, !matches!(e, ServeError::Model(_)));
                     tracing::debug!(
                         deployment,
                         "version {} failed, answered by the live one: {e}",
                         split.version
                     );
                 }
-                Err(e) => return (Err(e), split.version),
+                Err(e) => {
+                    self.report(deployment, 0, false, !matches!(e, ServeError::Model(_)));
+                    return (Err(e), split.version);
+                }
             }
         }
         let shadow = challenger
@@ -181,21 +186,28 @@ impl Routes {
         if let (Some(shadow), Ok(answer)) = (shadow, &out) {
             let (me, answer, d) = (self.clone(), answer.clone(), deployment.to_string());
             runtime().spawn(async move {
-                let agreed = matches!(shadow.await, Ok(Ok(b)) if b == answer);
-                me.shadowed(d, agreed);
+                let got = shadow.await;
+                let failed = matches!(&got, Ok(Err(e)) if !matches!(e, ServeError::Model(_)));
+                let agreed = matches!(got, Ok(Ok(b)) if b == answer);
+                me.report(&d, 1, agreed, failed);
             });
         }
         (out, version)
     }
 
-    /// Counts one compared shadow answer; a reporter sends the counts to
-    /// the controller every 500 ms.
-    fn shadowed(self: &Arc<Self>, deployment: String, agreed: bool) {
+    /// Counts `compared` shadow answers (agreeing or not) and a failure
+    /// of the challenger; a reporter sends the counts to the controller
+    /// every 500 ms.
+    fn report(self: &Arc<Self>, deployment: &str, compared: u64, agreed: bool, failed: bool) {
+        if compared == 0 && !failed {
+            return;
+        }
         {
             let mut s = self.shadow.lock().unwrap();
-            let e = s.entry(deployment).or_default();
-            e.0 += 1;
+            let e = s.entry(deployment.to_string()).or_default();
+            e.0 += compared;
             e.1 += agreed as u64;
+            e.2 += failed as u64;
         }
         if self.reporting.swap(true, Ordering::AcqRel) {
             return;
@@ -204,10 +216,11 @@ impl Routes {
         runtime().spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let counts: Vec<(String, (u64, u64))> = me.shadow.lock().unwrap().drain().collect();
-                for (d, (compared, agreed)) in counts {
+                let counts: Vec<(String, (u64, u64, u64))> =
+                    me.shadow.lock().unwrap().drain().collect();
+                for (d, (compared, agreed, failed)) in counts {
                     let _ = tokio::task::spawn_blocking(move || {
-                        controller().and_then(|c| c.shadow_report(d, compared, agreed))
+                        controller().and_then(|c| c.shadow_report(d, compared, agreed, failed))
                     })
                     .await;
                 }

@@ -77,9 +77,12 @@ impl Controller {
                     ));
                 }
             }
-            if let Some(o) = deps.iter().find(|o| {
-                o.rollout.is_some() && app.deployments.iter().any(|d| d.name == o.spec.name)
-            }) {
+            // Updated or removed by this deploy: either way not while a
+            // rollout runs on it.
+            if let Some(o) = deps
+                .iter()
+                .find(|o| o.rollout.is_some() && o.app == app.name)
+            {
                 return Err(format!(
                     "deployment {} has a rollout in progress; wait for it or roll it back first",
                     o.spec.name
@@ -234,8 +237,9 @@ impl Controller {
     }
 
     /// A caller compared shadowed answers of `deployment`'s challenger
-    /// with the live version's.
-    async fn shadow_report(&self, deployment: String, compared: u64, agreed: u64) {
+    /// with the live version's, and saw `failed` of the challenger's
+    /// answers fail in ways its replicas cannot count (died, timed out).
+    async fn shadow_report(&self, deployment: String, compared: u64, agreed: u64, failed: u64) {
         let mut deps = self.deps.borrow_mut();
         let Some(to) = deps
             .iter_mut()
@@ -251,6 +255,7 @@ impl Controller {
         };
         if let Some(c) = deps.iter_mut().find(|d| d.spec.name == to) {
             c.window.add_shadow(clock_ms(), compared, agreed);
+            c.window.add(clock_ms(), failed, failed, &Vec::new());
         }
     }
 
@@ -331,6 +336,12 @@ impl Controller {
 
     /// Removes an application: its replicas are drained, then stopped.
     async fn delete(&self, app: String) -> Result<(), String> {
+        rollouts::end_with(
+            &mut self.deps.borrow_mut(),
+            &mut self.history.borrow_mut(),
+            |d| d.app == app,
+            "the application was deleted",
+        );
         for d in self.deps.borrow_mut().iter_mut().filter(|d| d.app == app) {
             d.target = 0;
             d.scaler = None;
@@ -340,6 +351,12 @@ impl Controller {
 
     /// Removes every application and the proxies.
     async fn shutdown(&self) -> Result<(), String> {
+        rollouts::end_with(
+            &mut self.deps.borrow_mut(),
+            &mut self.history.borrow_mut(),
+            |_| true,
+            "serving was shut down",
+        );
         for d in self.deps.borrow_mut().iter_mut() {
             d.target = 0;
             d.scaler = None;

@@ -212,7 +212,8 @@ pub async fn run_async(
         let (client, permits, tally, limit) =
             (client.clone(), permits.clone(), tally.clone(), spec.timeout);
         tasks.spawn(async move {
-            let outcome = tokio::time::timeout(limit, async {
+            // The time limit counts from the due time, like the latency.
+            let outcome = tokio::time::timeout_at((due + limit).into(), async {
                 let _permit = permits.acquire_owned().await;
                 let resp = client.request(req).await?;
                 let status = resp.status();

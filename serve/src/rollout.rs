@@ -80,7 +80,8 @@ pub struct Thresholds {
     pub for_s: u64,
     /// The window analysed, seconds.
     pub window_s: u64,
-    /// Requests the window needs before it is judged.
+    /// Requests the window needs before it is judged; a step advances,
+    /// and the new version is promoted, only on a judged window.
     pub min_requests: u64,
 }
 
@@ -248,6 +249,13 @@ impl Rollout {
         None
     }
 
+    /// Whether `w` holds enough to judge: `min_requests` answers (and as
+    /// many shadow comparisons when agreement is a threshold).
+    fn judged(&self, w: &Window) -> bool {
+        let l = &self.limits;
+        w.requests >= l.min_requests && (l.min_agreement <= 0.0 || w.compared >= l.min_requests)
+    }
+
     /// One analysis pass at `now` (ms) over the challenger's window.
     pub fn tick(&mut self, now: u64, w: &Window) -> Vec<Effect> {
         if matches!(self.phase, Phase::Starting | Phase::Done) {
@@ -268,6 +276,11 @@ impl Rollout {
                 return Vec::new();
             }
             None => self.breach_since = None,
+        }
+        // No step and no promotion on a window too thin to judge (a
+        // challenger without traffic, or whose replicas are down): hold.
+        if !self.judged(w) {
+            return Vec::new();
         }
         match (self.phase.clone(), self.strategy.clone()) {
             (Phase::Step(i, at), Strategy::Canary { steps, step_s }) => {

@@ -79,7 +79,7 @@ pub fn rollback(deployment: &str) -> Result<(), ServeError> {
         .map_err(ServeError::Controller)
 }
 
-/// Replaces the serve controller's alert rules (see [`crate::alerts`]).
+/// Replaces the serve controller's alert rules (see [`mod@crate::alerts`]).
 pub fn set_alert_rules(rules: crate::alerts::Rules) -> Result<(), ServeError> {
     controller()?
         .set_alert_rules(rules)?

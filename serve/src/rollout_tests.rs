@@ -117,7 +117,7 @@ fn a_recovered_breach_restarts_its_clock() {
 }
 
 #[test]
-fn too_few_requests_are_not_judged() {
+fn too_few_requests_are_not_judged_and_hold_the_rollout() {
     let mut r = canary();
     r.ready(0);
     let w = Window {
@@ -126,6 +126,23 @@ fn too_few_requests_are_not_judged() {
         ..Window::default()
     };
     assert!(r.tick(100, &w).is_empty());
+    // Time is up for the step, but an empty window proves nothing.
+    assert!(r.tick(60_000, &Window::default()).is_empty());
+    assert_eq!(r.weight(), 5);
+    assert_eq!(r.tick(60_001, &good(20))[0], Effect::Weight(25));
+    let mut s = Rollout::new(
+        Strategy::Shadow {
+            percent: 10,
+            duration_s: 1,
+            promote: true,
+        },
+        Thresholds {
+            min_agreement: 0.9,
+            ..Thresholds::default()
+        },
+    );
+    s.ready(0);
+    assert!(s.tick(5_000, &good(100)).is_empty(), "no comparisons yet");
 }
 
 #[test]

@@ -179,8 +179,13 @@ pub(crate) fn drive(deps: &mut Vec<Dep>, history: &mut Vec<HistoryEntry>, now: u
                     (Phase::Starting, Some(e)) => a
                         .rollout
                         .abort(&format!("the new version did not start: {e}")),
+                    (_, Some(e)) => a
+                        .rollout
+                        .abort(&format!("the new version's replicas fail: {e}")),
                     (Phase::Starting, None) if c.settled() && c.target > 0 => a.rollout.ready(now),
                     (Phase::Starting, None) => Vec::new(),
+                    // A replica being replaced: hold (no step, no promotion).
+                    _ if !c.settled() => Vec::new(),
                     _ => {
                         let w = c.window.summary(now).window;
                         a.rollout.tick(now, &w)
@@ -251,7 +256,7 @@ fn agreement(a: &Active) -> String {
 fn promote(deps: &mut [Dep], live: usize, challenger: usize) {
     let (a, b) = two_mut(deps, live, challenger);
     std::mem::swap(&mut a.members, &mut b.members);
-    std::mem::swap(&mut a.window, &mut b.window);
+    std::mem::swap(&mut a.spec.content_type, &mut b.spec.content_type);
     std::mem::swap(&mut a.spec.model, &mut b.spec.model);
     std::mem::swap(&mut a.spec.user_config, &mut b.spec.user_config);
     std::mem::swap(&mut a.spec.version, &mut b.spec.version);
@@ -267,6 +272,21 @@ fn retire(deps: &mut [Dep], challenger: &str) {
     if let Some(c) = deps.iter_mut().find(|d| d.spec.name == challenger) {
         c.target = 0;
         c.scaler = None;
+    }
+}
+
+/// Ends the rollouts of the deployments `gone` is true for (deleted, shut
+/// down), with a history entry each.
+pub(crate) fn end_with(
+    deps: &mut [Dep],
+    history: &mut Vec<HistoryEntry>,
+    gone: impl Fn(&Dep) -> bool,
+    why: &str,
+) {
+    for d in deps.iter_mut().filter(|d| gone(d)) {
+        if let Some(a) = d.rollout.take() {
+            history.push(entry(&d.spec.name, &a, "rolled back", why.to_string()));
+        }
     }
 }
 

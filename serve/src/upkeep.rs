@@ -221,10 +221,15 @@ pub(crate) async fn check_replicas(deps: &Deps, version: &Rc<Cell<u64>>, changed
             match (outcome, healthy) {
                 (Ok(s), Ok(())) => {
                     let m = &mut d.members[i];
-                    let latency = delta(&s.latency, &m.stats.latency);
+                    // A replica that restarted counts from zero: take it whole.
+                    let before = match s.requests < m.stats.requests {
+                        true => ReplicaStats::default(),
+                        false => m.stats.clone(),
+                    };
+                    let latency = delta(&s.latency, &before.latency);
                     let (req, err) = (
-                        s.requests.saturating_sub(m.stats.requests),
-                        s.errors.saturating_sub(m.stats.errors),
+                        s.requests - before.requests,
+                        s.errors.saturating_sub(before.errors),
                     );
                     m.stats = s;
                     if checked {
@@ -257,7 +262,9 @@ pub(crate) fn reconcile(deps: &Deps, version: &Rc<Cell<u64>>, changed: &Rc<Notif
     {
         let mut all = deps.borrow_mut();
         for d in all.iter_mut() {
-            if let Some(s) = d.scaler.as_mut() {
+            // A rollout freezes the live set's size: its traffic moves to the
+            // new version, and a rollback must find the old set warm.
+            if let Some(s) = d.scaler.as_mut().filter(|_| d.rollout.is_none()) {
                 let load: f64 = d
                     .members
                     .iter()

@@ -33,8 +33,8 @@ pub fn buckets(h: &Histogram<u64>) -> Buckets {
         .collect()
 }
 
-/// `new - old` bucket by bucket (counters only grow; a replica that
-/// restarted counts from zero, so its new counts are taken whole).
+/// `new - old` bucket by bucket (cumulative counters only grow; a bucket
+/// lower than before counts nothing).
 pub fn delta(new: &Buckets, old: &Buckets) -> Buckets {
     let (mut i, mut out) = (0, Vec::new());
     for &(v, n) in new {

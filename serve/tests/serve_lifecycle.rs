@@ -214,7 +214,9 @@ fn role_lifecycle() {
 
     let (code, text) = get(&format!("{url}/-/metrics"));
     check(
-        code == 200 && text.contains(r#"prism_serve_requests_total{deployment="h",code="200"} 6"#),
+        code == 200
+            && text
+                .contains(r#"prism_serve_requests_total{deployment="h",version="",code="200"} 6"#),
         &format!("/-/metrics counts the answers ({text})"),
     );
     check(

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod artifacts;
 pub mod data;
 pub mod pipeline;
 pub mod ps;

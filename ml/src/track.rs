@@ -18,7 +18,6 @@
 
 use crate::Result;
 use prism::proto::runs::RunPoint;
-use prism::raylet::workers::{hex, sha256};
 
 /// A run being tracked; cheap to clone and to pass to tasks and actors.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -103,20 +102,23 @@ impl Run {
         Ok(prism::report_run(&self.id, &self.name, vec![point])?)
     }
 
-    /// Records a file as an artifact: its SHA-256, size and path, under
-    /// the tag `artifact.<file name>`; returns the hash. The file stays
-    /// where it is (nothing is copied to the head).
+    /// Copies a file to the head's machine as an artifact
+    /// ([`crate::artifacts`]: content-addressed next to the head's
+    /// database, moved through the object store) and records its SHA-256,
+    /// size and place under the tag `artifact.<file name>`; returns the
+    /// hash ([`crate::artifacts::fetch`] reads it back).
     pub fn log_artifact(&self, path: &std::path::Path) -> Result<String> {
         let bytes = std::fs::read(path).map_err(|source| crate::MlError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let hash = hex(&sha256(&bytes));
+        let size = bytes.len();
+        let (hash, stored) = crate::artifacts::store(bytes)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let value = format!("sha256:{hash} {} bytes {}", bytes.len(), path.display());
+        let value = format!("sha256:{hash} {size} bytes stored at {stored}");
         self.set_tag(&format!("artifact.{name}"), &value)?;
         Ok(hash)
     }

@@ -34,6 +34,17 @@ fn role_track() {
     let file = std::env::temp_dir().join(format!("artifact-{}.txt", std::process::id()));
     std::fs::write(&file, b"weights").unwrap();
     let hash = run.log_artifact(&file).unwrap();
+    // A bigger one (through the object store, from another node when the
+    // driver's raylet is not the head's), read back from anywhere.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let big_file = std::env::temp_dir().join(format!("model-{}.bin", std::process::id()));
+    std::fs::write(&big_file, &big).unwrap();
+    let big_hash = run.log_artifact(&big_file).unwrap();
+    assert_eq!(prism_ml::artifacts::fetch(&big_hash).unwrap(), big);
+    assert_eq!(prism_ml::artifacts::fetch(&hash).unwrap(), b"weights");
+    let _ = std::fs::remove_file(&big_file);
+    println!("BIG={big_hash}");
+    println!("NAME={}", file.file_name().unwrap().to_string_lossy());
     let refs: Vec<_> = (0..8u32)
         .map(|w| log_steps::remote(run.clone(), w).unwrap())
         .collect();
@@ -300,7 +311,9 @@ fn ddp_runs_are_recorded_listed_compared_and_survive_kill_9_of_the_head() {
 fn eight_workers_logging_to_one_run_lose_no_metric() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "4"]);
-    let mut job = Job::spawn("track", &sb.driver_envs(&head, &head));
+    // The driver joins through a second raylet: artifacts cross nodes.
+    let other = sb.start_raylet("other", &head, &["--num-cpus", "2"]);
+    let mut job = Job::spawn("track", &sb.driver_envs(&head, &other));
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("ALL OK"), "{out}");
     let field = |k: &str| {
@@ -310,7 +323,32 @@ fn eight_workers_logging_to_one_run_lose_no_metric() {
             .trim()
             .to_string()
     };
-    let (id, hash) = (field("RUN="), field("HASH="));
+    let (id, hash, big) = (field("RUN="), field("HASH="), field("BIG="));
+    // Content-addressed next to the head's database.
+    let stored = head.session.join("artifacts");
+    assert_eq!(std::fs::read(stored.join(&hash)).unwrap(), b"weights");
+    assert_eq!(std::fs::read(stored.join(&big)).unwrap().len(), 3_000_000);
+    assert!(head.session.join("head.db").exists());
+    // And out of it with the CLI, on the head's machine.
+    let copy = sb.temp().join("copy.txt");
+    let name = field("NAME=");
+    let out = sb.run(&["runs", "artifact", &id, &name, "-o", copy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), b"weights");
+    let out = sb.run(&[
+        "runs",
+        "artifact",
+        &id,
+        "nope.bin",
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&name), "{err}");
     let complete = wait_until(Duration::from_secs(30), || {
         let shown = json(&sb, &["runs", "show", &id, "--json"]);
         shown["status"] == "finished"
@@ -348,7 +386,7 @@ fn eight_workers_logging_to_one_run_lose_no_metric() {
         artifact
             .as_str()
             .unwrap()
-            .starts_with(&format!("sha256:{hash} 7 bytes")),
+            .starts_with(&format!("sha256:{hash} 7 bytes stored at ")),
         "{artifact}"
     );
 }

@@ -58,6 +58,60 @@ pub enum RunsCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Copy an artifact a run logged (prism_ml::track::Run::log_artifact)
+    /// out of the head's artifact store; run it on the head's machine.
+    Artifact {
+        /// The run's id (a unique prefix is enough).
+        run: String,
+        /// The artifact's file name.
+        name: String,
+        /// Where to write it.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Copies artifact `name` of run `run` from the head's artifact store (in
+/// the head's session directory on this machine) to `output`.
+fn artifact(cluster: &ClusterArgs, run: &str, name: &str, output: &PathBuf) -> anyhow::Result<()> {
+    let id = resolve(&list(cluster)?, run)?;
+    let (info, _) = get(cluster, &id)?;
+    let key = format!("artifact.{name}");
+    let Some((_, tag)) = info.tags.iter().find(|(k, _)| *k == key) else {
+        let have: Vec<&str> = info
+            .tags
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix("artifact."))
+            .collect();
+        bail!("run {id} has no artifact {name:?} (it has {have:?})");
+    };
+    let hash = tag
+        .strip_prefix("sha256:")
+        .and_then(|t| t.split_whitespace().next())
+        .ok_or_else(|| anyhow!("artifact {name}: unreadable tag {tag:?}"))?;
+    let head = cluster.info()?.head_address;
+    let here = prism::session::SessionDir::list(cluster.temp_dir())
+        .into_iter()
+        .find(|s| {
+            s.file("artifacts").join(hash).is_file()
+                && s.read_json::<prism::session::ReadyInfo>("ready.json")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.kind == "head" && r.head_address == head)
+        });
+    let Some(session) = here else {
+        bail!(
+            "artifact {name} (sha256 {hash}) is stored on the head's machine ({head}), not \
+             here: run this there, or read it from a driver with prism_ml::artifacts::fetch"
+        );
+    };
+    let from = session.file("artifacts").join(hash);
+    std::fs::copy(&from, output)
+        .map_err(|e| anyhow!("{} -> {}: {e}", from.display(), output.display()))?;
+    println!("{name} ({hash}) -> {}", output.display());
+    Ok(())
 }
 
 fn list(cluster: &ClusterArgs) -> anyhow::Result<Vec<RunInfo>> {
@@ -179,6 +233,12 @@ pub fn run(cmd: RunsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        RunsCommand::Artifact {
+            run,
+            name,
+            output,
+            cluster,
+        } => artifact(&cluster, &run, &name, &output),
         RunsCommand::Show { run, json, cluster } => {
             let id = resolve(&list(&cluster)?, &run)?;
             let (info, points) = get(&cluster, &id)?;

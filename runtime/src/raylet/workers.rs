@@ -25,6 +25,8 @@ pub mod vars {
     pub const STORE_SOCKET: &str = "PRISM_STORE_SOCKET";
     /// The node the worker runs on.
     pub const NODE_ID: &str = "PRISM_NODE_ID";
+    /// Its raylet's session directory (on the head's node, the head's too).
+    pub const SESSION_DIR: &str = "PRISM_SESSION_DIR";
     /// GPU indices given to the worker (what `prism::gpu_ids()` returns).
     pub const GPU_IDS: &str = "PRISM_GPU_IDS";
 }
@@ -182,6 +184,10 @@ pub fn spawn(
         .env(vars::JOB_ID, job.job_id.to_string())
         .env(vars::STORE_SOCKET, &env.store_socket)
         .env(vars::NODE_ID, &env.node_id)
+        .env(
+            vars::SESSION_DIR,
+            env.task_socket.parent().unwrap_or(std::path::Path::new("")),
+        )
         .env(vars::GPU_IDS, &gpu_list)
         .env("CUDA_VISIBLE_DEVICES", &gpu_list)
         .env_remove("PRISM_ADDRESS")

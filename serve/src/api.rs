@@ -40,6 +40,7 @@ impl Deployment {
             version: String::new(),
             drift: None,
             registry: None,
+            rollout: None,
         })
     }
 
@@ -123,6 +124,12 @@ impl Deployment {
     /// label becomes `NAME@N` unless [`Deployment::version`] set one.
     pub fn registry(mut self, spec: &str) -> Self {
         self.0.registry = Some(spec.to_string());
+        self
+    }
+    /// Redeploys that bring a new version label (with a new model or
+    /// config) roll it out by `policy` instead of a rolling update.
+    pub fn rollout_policy(mut self, policy: crate::RolloutPolicy) -> Self {
+        self.0.rollout = Some(policy);
         self
     }
     /// How often each replica's health check runs.

@@ -182,6 +182,8 @@ pub struct DeploymentConfig {
     pub drift: Option<crate::DriftSpec>,
     /// A registry version to serve: `NAME@alias` or `NAME@3`.
     pub registry: Option<String>,
+    /// How a new `version` replaces the running one on a redeploy.
+    pub rollout: Option<crate::RolloutPolicy>,
 }
 
 /// `batching:`.
@@ -299,6 +301,7 @@ impl DeploymentConfig {
             version: self.version.clone().unwrap_or_default(),
             drift: self.drift.clone(),
             registry: self.registry.clone(),
+            rollout: self.rollout.clone(),
         }
     }
 }
@@ -387,5 +390,38 @@ applications:
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("serve.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn a_declared_rollout_parses_and_a_bad_one_is_named() {
+        let with =
+            |r: &str| GOOD.replace("replicas: 2", &format!("replicas: 2\n        rollout: {r}"));
+        let c = ServeConfig::parse(
+            "serve.yaml",
+            &with("{strategy: {type: canary, steps: [5, 50, 100], step_s: 60}, thresholds: {max_error_rate: 0.02}}"),
+        )
+        .unwrap();
+        let p = c.apps()[0].deployments[0].rollout.clone().unwrap();
+        assert_eq!(
+            p.strategy,
+            crate::Strategy::Canary {
+                steps: vec![5, 50, 100],
+                step_s: 60
+            }
+        );
+        assert_eq!(p.thresholds.max_error_rate, 0.02);
+        assert_eq!(p.thresholds.max_p99_ms, 500.0, "defaults fill the rest");
+        assert!(p.retry_on_live);
+        let e = ServeConfig::parse(
+            "serve.yaml",
+            &with("{strategy: {type: canary, steps: [50, 5], step_s: 1}}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rollout: canary steps [50, 5] must rise"), "{e}");
+        let e = ServeConfig::parse("serve.yaml", &with("{strategy: {type: linear}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `linear`"), "{e}");
     }
 }

@@ -64,6 +64,7 @@ impl Controller {
         }
         self.start_loop();
         let mut reconfigure = Vec::new();
+        let mut rollouts_now = Vec::new();
         {
             let mut deps = self.deps.borrow_mut();
             for d in &app.deployments {
@@ -110,6 +111,24 @@ impl Controller {
                 }
                 let d = &d;
                 match deps.iter_mut().find(|o| o.spec.name == d.name) {
+                    // A declared rollout: the new version goes out by it.
+                    Some(o) if d.rollout.is_some() && o.spec.only_version_differs(d) => {
+                        let p = d.rollout.clone().expect("checked");
+                        rollouts_now.push(RolloutSpec {
+                            deployment: d.name.clone(),
+                            version: d.version.clone(),
+                            model: Some(d.model.clone()),
+                            user_config: Some(d.user_config.clone()),
+                            strategy: p.strategy,
+                            thresholds: p.thresholds,
+                            sticky_header: p.sticky_header,
+                            retry_on_live: p.retry_on_live,
+                            registry: None,
+                        });
+                        o.spec.rollout = d.rollout.clone();
+                        o.spec.replicas = d.replicas;
+                        set_target(o);
+                    }
                     Some(o) if o.spec.same_but_config(d) => {
                         if o.spec.user_config != d.user_config {
                             let c = d.user_config.clone();
@@ -132,6 +151,13 @@ impl Controller {
                     }
                 }
             }
+        }
+        for r in rollouts_now {
+            rollouts::start(
+                &mut self.deps.borrow_mut(),
+                &mut self.history.borrow_mut(),
+                r,
+            )?;
         }
         for (h, config) in reconfigure {
             let r = h.reconfigure(config).map_err(|e| e.to_string())?;

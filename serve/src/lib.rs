@@ -93,7 +93,9 @@ pub use rollout::{Strategy, Thresholds};
 pub use rollout_api::{alerts, history, rollback, rollout, set_alert_rules, wait_rollout};
 pub use rollouts::HistoryEntry;
 pub use router::{choose, Limits, Router};
-pub use spec::{AppSpec, DeploymentSpec, DriftSpec, RolloutSpec, RouteEntry, RouteTable, Split};
+pub use spec::{
+    AppSpec, DeploymentSpec, DriftSpec, RolloutPolicy, RolloutSpec, RouteEntry, RouteTable, Split,
+};
 
 #[doc(hidden)]
 pub mod __private {

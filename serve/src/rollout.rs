@@ -11,7 +11,7 @@ use serde::Deserialize;
 #[derive(
     rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Deserialize, Debug, Clone, PartialEq,
 )]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Strategy {
     /// Send `steps[i]` percent of requests to the new version, each step
     /// held `step_s` seconds with analysis; promote after the last.

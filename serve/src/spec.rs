@@ -51,6 +51,45 @@ pub struct DeploymentSpec {
     /// A registry version (`NAME@alias`, `NAME@3`) pinned at deploy time:
     /// its checkpoint reaches the model as `checkpoint` in its user config.
     pub registry: Option<String>,
+    /// How a new version (a new `version` label with a new model or config)
+    /// replaces the running one on a redeploy; None: a rolling update.
+    pub rollout: Option<RolloutPolicy>,
+}
+
+/// A deployment's declared rollout (`rollout:` in serve.yaml).
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Deserialize, Debug, Clone, PartialEq,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPolicy {
+    /// `{type: canary, steps, step_s}`, `{type: blue_green, keep_warm_s}`
+    /// or `{type: shadow, percent, duration_s, promote}`.
+    pub strategy: Strategy,
+    /// When it rolls back (default: error rate 1%, p99 500 ms).
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// See [`Split::sticky_header`].
+    #[serde(default)]
+    pub sticky_header: Option<String>,
+    /// See [`Split::retry_on_live`] (default true).
+    #[serde(default = "yes")]
+    pub retry_on_live: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RolloutPolicy {
+    /// `strategy` with the default thresholds.
+    pub fn new(strategy: Strategy) -> RolloutPolicy {
+        RolloutPolicy {
+            strategy,
+            thresholds: Thresholds::default(),
+            sticky_header: None,
+            retry_on_live: true,
+        }
+    }
 }
 
 /// Where a deployment's drift reference is and how often it is judged.
@@ -84,12 +123,26 @@ impl DeploymentSpec {
         }
     }
 
+    /// Only the version label, model and user config differ (and the
+    /// label does): what a declared rollout replaces.
+    pub fn only_version_differs(&self, other: &DeploymentSpec) -> bool {
+        let mut a = self.clone();
+        a.version = other.version.clone();
+        a.model = other.model.clone();
+        a.user_config = other.user_config.clone();
+        a.rollout = other.rollout.clone();
+        a.registry = other.registry.clone();
+        a.replicas = other.replicas;
+        self.version != other.version && a == *other
+    }
+
     /// Only the user config differs: a reconfigure, not a restart.
     pub fn same_but_config(&self, other: &DeploymentSpec) -> bool {
         let mut a = self.clone();
         a.user_config = other.user_config.clone();
         a.replicas = other.replicas;
         a.autoscaling = other.autoscaling.clone();
+        a.rollout = other.rollout.clone();
         a == *other
     }
 
@@ -126,6 +179,11 @@ impl DeploymentSpec {
                     "deployment {n}: target_ongoing_requests must be > 0"
                 ));
             }
+        }
+        if let Some(r) = &self.rollout {
+            r.strategy
+                .validate()
+                .map_err(|e| format!("deployment {n}: rollout: {e}"))?;
         }
         if self.num_cpus < 0.0 || self.num_gpus < 0.0 {
             return Err(format!("deployment {n}: resources cannot be negative"));

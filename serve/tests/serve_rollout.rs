@@ -274,6 +274,62 @@ fn role_registry() {
     println!("ALL OK");
 }
 
+/// A rollout declared with the deployment (as `rollout:` in serve.yaml):
+/// a redeploy with a new version label rolls it out by that strategy.
+fn role_declared() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    let base = prism_serve::start("127.0.0.1", 0).unwrap();
+    let app = |version: &str, config: serde_json::Value| {
+        Application::new("d").deployment(
+            calc("d")
+                .replicas(2)
+                .version(version)
+                .route_prefix("/d")
+                .user_config(config)
+                .rollout_policy(prism_serve::RolloutPolicy {
+                    thresholds: quick(Thresholds::default()),
+                    ..prism_serve::RolloutPolicy::new(Strategy::Canary {
+                        steps: vec![50, 100],
+                        step_s: 1,
+                    })
+                }),
+        )
+    };
+    prism_serve::run(app("v1", json!({"sum_only": true}))).unwrap();
+    let url = format!("{base}/d");
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = load(&url, &stop);
+    // The same spec again: nothing to do.
+    prism_serve::run(app("v1", json!({"sum_only": true}))).unwrap();
+    check(
+        prism_serve::history("d").unwrap().is_empty(),
+        "an unchanged deploy starts nothing",
+    );
+    prism_serve::run(app("v2", json!({"sum_only": true, "add": 1}))).unwrap();
+    let end = prism_serve::wait_rollout("d", Duration::from_secs(90)).unwrap();
+    println!("{}: {}", end.event, end.detail);
+    check(
+        end.event == "promoted",
+        "a new version label rolls out by the declared canary",
+    );
+    let (_, body, _, _) = post(&url, "[2, 3]");
+    check(json_of(&body)["sum"] == 6, "v2 answers");
+    prism_serve::run(app("v3", json!({"sum_only": true, "fail_every": 10}))).unwrap();
+    let end = prism_serve::wait_rollout("d", Duration::from_secs(90)).unwrap();
+    println!("{}: {}", end.event, end.detail);
+    check(end.event == "rolled back", "a broken v3 is rolled back");
+    check(deployment("d")["version_label"] == "v2", "v2 stays live");
+    // The promoted version's file deployed again changes nothing.
+    prism_serve::run(app("v2", json!({"sum_only": true, "add": 1}))).unwrap();
+    check(
+        deployment("d")["version_label"] == "v2",
+        "redeploying v2 keeps v2",
+    );
+    let r = finish(&stop, h);
+    check(r.failures() == 0, "no request failed");
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -282,6 +338,7 @@ fn child_role() {
         "blue_green" => role_blue_green(),
         "shadow" => role_shadow(),
         "registry" => role_registry(),
+        "declared" => role_declared(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -299,6 +356,11 @@ fn blue_green_switches_under_load_with_no_error() {
 #[test]
 fn shadow_traffic_never_changes_an_answer_and_records_agreement() {
     println!("{}", run_role("shadow", Duration::from_secs(180)));
+}
+
+#[test]
+fn a_declared_rollout_takes_a_redeployed_version_out_by_its_strategy() {
+    println!("{}", run_role("declared", Duration::from_secs(240)));
 }
 
 #[test]

@@ -111,6 +111,8 @@ pub struct Window {
     pub compared: u64,
     /// Of which identical.
     pub agreed: u64,
+    /// Every challenger replica the current share needs is up.
+    pub settled: bool,
 }
 
 /// What the controller does next.
@@ -169,6 +171,21 @@ impl Rollout {
     /// Where it is.
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// Challenger replicas for `live` live ones at the current phase: its
+    /// share of them (at least 1) while a canary or a shadow that will not
+    /// be promoted runs, all of them for blue-green, a promoting shadow and
+    /// at 100%.
+    pub fn replicas(&self, live: u32) -> u32 {
+        let share = match (&self.phase, &self.strategy) {
+            (Phase::Starting, Strategy::Canary { steps, .. }) => steps[0],
+            (_, Strategy::Shadow { promote: true, .. }) => 100,
+            (_, Strategy::Shadow { percent, .. }) => *percent,
+            (Phase::Step(..), _) => self.weight(),
+            _ => 100,
+        };
+        (live * share).div_ceil(100).clamp(1, live.max(1))
     }
 
     /// The challenger's share of traffic now (percent).
@@ -250,10 +267,13 @@ impl Rollout {
     }
 
     /// Whether `w` holds enough to judge: `min_requests` answers (and as
-    /// many shadow comparisons when agreement is a threshold).
+    /// many shadow comparisons when agreement is a threshold), with every
+    /// replica the challenger's share needs up.
     fn judged(&self, w: &Window) -> bool {
         let l = &self.limits;
-        w.requests >= l.min_requests && (l.min_agreement <= 0.0 || w.compared >= l.min_requests)
+        w.settled
+            && w.requests >= l.min_requests
+            && (l.min_agreement <= 0.0 || w.compared >= l.min_requests)
     }
 
     /// One analysis pass at `now` (ms) over the challenger's window.

@@ -16,6 +16,7 @@ fn good(requests: u64) -> Window {
     Window {
         requests,
         p99_us: 2_000,
+        settled: true,
         ..Window::default()
     }
 }
@@ -243,4 +244,43 @@ proptest! {
         }
         prop_assert!(ends <= 1);
     }
+}
+
+#[test]
+fn the_challenger_is_sized_by_its_share_and_a_step_waits_for_its_replicas() {
+    let mut r = canary();
+    assert_eq!(r.replicas(8), 1, "5% of 8, at least 1");
+    r.ready(0);
+    assert_eq!(r.tick(10_000, &good(100))[0], Effect::Weight(25));
+    assert_eq!(r.replicas(8), 2);
+    let starting = Window {
+        settled: false,
+        ..good(100)
+    };
+    assert!(
+        r.tick(30_000, &starting).is_empty(),
+        "replicas still starting"
+    );
+    let bad = Window {
+        errors: 50,
+        ..starting
+    };
+    assert!(
+        matches!(r.tick(31_000, &bad)[..], [Effect::Rollback(_)]),
+        "but a breach is a breach"
+    );
+    let bg = Rollout::new(
+        Strategy::BlueGreen { keep_warm_s: 1 },
+        Thresholds::default(),
+    );
+    assert_eq!(bg.replicas(3), 3);
+    let sh = Rollout::new(
+        Strategy::Shadow {
+            percent: 10,
+            duration_s: 1,
+            promote: false,
+        },
+        Thresholds::default(),
+    );
+    assert_eq!(sh.replicas(4), 1);
 }

@@ -129,12 +129,13 @@ pub(crate) fn start(
     spec.name = challenger.clone();
     spec.route_prefix = None;
     spec.autoscaling = None;
-    spec.replicas = live.target.max(1);
+    let rollout = Rollout::new(r.strategy.clone(), r.thresholds.clone());
+    spec.replicas = rollout.replicas(live.target.max(1));
     let mut c = Dep::new(&live.app, spec);
     c.target = c.spec.replicas;
     c.window = Slices::new(r.thresholds.window_s);
     let a = Active {
-        rollout: Rollout::new(r.strategy.clone(), r.thresholds.clone()),
+        rollout,
         challenger,
         from,
         to: r.version.clone(),
@@ -184,10 +185,11 @@ pub(crate) fn drive(deps: &mut Vec<Dep>, history: &mut Vec<HistoryEntry>, now: u
                         .abort(&format!("the new version's replicas fail: {e}")),
                     (Phase::Starting, None) if c.settled() && c.target > 0 => a.rollout.ready(now),
                     (Phase::Starting, None) => Vec::new(),
-                    // A replica being replaced: hold (no step, no promotion).
-                    _ if !c.settled() => Vec::new(),
+                    // Replicas starting or being replaced: the window says
+                    // so, and the machine holds its steps (not its breaches).
                     _ => {
-                        let w = c.window.summary(now).window;
+                        let mut w = c.window.summary(now).window;
+                        w.settled = c.settled();
                         a.rollout.tick(now, &w)
                     }
                 }
@@ -198,7 +200,15 @@ pub(crate) fn drive(deps: &mut Vec<Dep>, history: &mut Vec<HistoryEntry>, now: u
         for fx in effects {
             changed = true;
             match fx {
-                Effect::Weight(w) => a.weight = w,
+                Effect::Weight(w) => {
+                    a.weight = w;
+                    // The challenger grows with its share.
+                    let live = deps[i].target.max(1);
+                    let want = a.rollout.replicas(live);
+                    if let Some(c) = deps.iter_mut().find(|d| d.spec.name == a.challenger) {
+                        c.target = c.target.max(want);
+                    }
+                }
                 Effect::Mirror(m) => a.mirror = m,
                 Effect::Note(n) => history.push(entry(&name, &a, "step", n)),
                 Effect::Promote => {

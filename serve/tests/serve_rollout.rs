@@ -111,6 +111,10 @@ fn role_canary() {
     )
     .thresholds(quick(Thresholds::default()));
     prism_serve::rollout(good).unwrap();
+    check(
+        deployment("r~v3")["target_replicas"] == 1,
+        "a 20% canary of 2 replicas starts with 1",
+    );
     let end = prism_serve::wait_rollout("r", Duration::from_secs(90)).unwrap();
     println!("{}: {}", end.event, end.detail);
     let steps: Vec<String> = prism_serve::history("r")
@@ -122,6 +126,12 @@ fn role_canary() {
     check(end.event == "promoted", "the good canary is promoted");
     check(steps.len() == 3, &format!("through every step: {steps:?}"));
     check(deployment("r")["version_label"] == "v3", "v3 is live");
+    check(
+        wait_until(Duration::from_secs(30), || {
+            deployment("r")["replicas"].as_array().map(Vec::len) == Some(2)
+        }),
+        "with as many replicas as v1 had (the canary grew with its share)",
+    );
     // After the swap the retired set (v1's replicas) drains under v3's
     // challenger name.
     check(challenger_gone("r~v3"), "v1's replicas drained");

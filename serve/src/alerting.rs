@@ -144,9 +144,12 @@ fn unix_ms() -> u64 {
 }
 
 /// Posts every notice to its webhooks in the background, counting
-/// deliveries and failures.
+/// deliveries and failures, and starts the command of a rule that fired.
 pub(crate) fn send_all(alerting: &Rc<RefCell<Alerting>>, notices: Vec<Notice>) {
     for n in notices {
+        if n.kind != crate::alerts::Kind::Resolved && !n.run.is_empty() {
+            act(&n);
+        }
         for url in n.webhooks.clone() {
             let (n, alerting) = (n.clone(), alerting.clone());
             tokio::task::spawn_local(async move {
@@ -161,6 +164,27 @@ pub(crate) fn send_all(alerting: &Rc<RefCell<Alerting>>, notices: Vec<Notice>) {
                 }
             });
         }
+    }
+}
+
+/// Starts a fired rule's command (not waited for; its failure to start is
+/// logged).
+fn act(n: &Notice) {
+    let mut cmd = std::process::Command::new(&n.run[0]);
+    cmd.args(&n.run[1..])
+        .env("PRISM_ALERT_RULE", &n.rule)
+        .env("PRISM_ALERT_DEPLOYMENT", &n.deployment)
+        .env("PRISM_ALERT_METRIC", &n.metric)
+        .env("PRISM_ALERT_VALUE", n.value.to_string())
+        .env("PRISM_ALERT_TEXT", n.text())
+        .stdin(std::process::Stdio::null());
+    match cmd.spawn() {
+        Ok(mut child) => {
+            // Reaped in the background, never waited on here.
+            std::thread::spawn(move || child.wait());
+            tracing::info!("alert {}: started {:?}", n.rule, n.run);
+        }
+        Err(e) => tracing::warn!("alert {}: cannot run {:?}: {e}", n.rule, n.run),
     }
 }
 

@@ -87,6 +87,11 @@ pub struct Rule {
     /// Webhook URLs (Slack- and Teams-compatible JSON is posted).
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// A command run when it fires (e.g. `[prism, submit, --, ./retrain]`
+    /// on a drift alert), with `PRISM_ALERT_RULE`, `PRISM_ALERT_DEPLOYMENT`,
+    /// `PRISM_ALERT_METRIC`, `PRISM_ALERT_VALUE` and `PRISM_ALERT_TEXT` set.
+    #[serde(default)]
+    pub run: Vec<String>,
 }
 
 fn warning() -> String {
@@ -115,6 +120,7 @@ impl Default for Rules {
             severity: severity.into(),
             deployment: None,
             webhooks: Vec::new(),
+            run: Vec::new(),
         };
         Rules {
             rules: vec![
@@ -158,6 +164,9 @@ impl Rules {
             }
             if !r.threshold.is_finite() {
                 return Err(format!("rule {}: threshold must be a number", r.name));
+            }
+            if r.run.first().is_some_and(|c| c.is_empty()) {
+                return Err(format!("rule {}: run needs a command", r.name));
             }
             if let Some(u) = r.webhooks.iter().find(|u| !u.starts_with("http://")) {
                 return Err(format!(
@@ -206,6 +215,9 @@ pub struct Notice {
     /// What happened, for events (the run's or node's reason).
     #[serde(default)]
     pub detail: String,
+    /// The rule's command, run when it fires.
+    #[serde(default)]
+    pub run: Vec<String>,
 }
 
 impl Notice {
@@ -294,6 +306,7 @@ impl Engine {
                     threshold: rule.threshold,
                     severity: rule.severity.clone(),
                     webhooks: rule.webhooks.clone(),
+                    run: rule.run.clone(),
                     at_unix_ms: unix_ms,
                     detail: "the deployment is gone".into(),
                 });
@@ -338,6 +351,7 @@ impl Engine {
                     threshold: rule.threshold,
                     severity: rule.severity.clone(),
                     webhooks: rule.webhooks.clone(),
+                    run: rule.run.clone(),
                     at_unix_ms: unix_ms,
                     detail: detail.clone(),
                 });
@@ -384,6 +398,7 @@ impl Engine {
                     threshold: rule.threshold,
                     severity: rule.severity.clone(),
                     webhooks: rule.webhooks.clone(),
+                    run: rule.run.clone(),
                     at_unix_ms: unix_ms,
                     detail: String::new(),
                 };

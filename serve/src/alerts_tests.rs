@@ -11,6 +11,7 @@ fn engine(for_s: u64) -> Engine {
             severity: "critical".into(),
             deployment: None,
             webhooks: vec!["http://127.0.0.1:9/hook".into()],
+            run: Vec::new(),
         }],
     })
 }

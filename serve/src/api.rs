@@ -281,6 +281,23 @@ pub fn get_handle<M: Named>(name: &str) -> Result<DeploymentHandle<M>, ServeErro
 impl<M: Named> DeploymentHandle<M> {
     /// Calls the deployment (from async code).
     pub async fn call_async(&self, req: M::Request) -> Result<M::Response, ServeError> {
+        self.call_keyed_async(None, req).await
+    }
+
+    /// Calls the deployment with a routing key: during a rollout with
+    /// sticky routing, the same key reaches the same version (as the
+    /// sticky header does over HTTP).
+    pub fn call_keyed(&self, key: &str, req: M::Request) -> Result<M::Response, ServeError> {
+        let (this, key) = (self.clone(), key.to_string());
+        client::runtime().block_on(async move { this.call_keyed_async(Some(&key), req).await })
+    }
+
+    /// [`DeploymentHandle::call_keyed`] from async code.
+    pub async fn call_keyed_async(
+        &self,
+        key: Option<&str>,
+        req: M::Request,
+    ) -> Result<M::Response, ServeError> {
         let routes = client::routes();
         let router = routes
             .router_waiting(&self.name, Duration::from_secs(10))
@@ -289,7 +306,7 @@ impl<M: Named> DeploymentHandle<M> {
                 name: self.name.clone(),
                 known: routes.known(),
             })?;
-        let (answer, _version) = routes.call(&self.name, router, req.encode(), None).await;
+        let (answer, _version) = routes.call(&self.name, router, req.encode(), key).await;
         let bytes = answer?;
         M::Response::decode(&bytes).map_err(ServeError::Decode)
     }

@@ -146,10 +146,25 @@ fn role_alerts() {
         severity: "critical".into(),
         deployment: Some("s".into()),
         webhooks: vec![url.clone()],
+        run: Vec::new(),
+    };
+    // The drift rule also starts a command (standing in for a retraining
+    // job), which writes what it was told.
+    let retrained = dir.join("retrain.log");
+    let drift_rule = Rule {
+        run: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo \"$PRISM_ALERT_RULE $PRISM_ALERT_DEPLOYMENT $PRISM_ALERT_METRIC\" >> {}",
+                retrained.display()
+            ),
+        ],
+        ..rule("drift", Metric::DriftScore, 0.15)
     };
     prism_serve::set_alert_rules(Rules {
         rules: vec![
-            rule("drift", Metric::DriftScore, 0.15),
+            drift_rule,
             rule("errors", Metric::ErrorRate, 0.01),
             rule("failed-runs", Metric::RunFailed, 0.0),
             rule("bad-data", Metric::ValidationFailed, 0.0),
@@ -204,6 +219,12 @@ fn role_alerts() {
             count(&got, "drift", "firing") == 1
         }),
         "a shifted window raises the drift alert",
+    );
+    check(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&retrained).is_ok_and(|s| s == "drift s drift_score\n")
+        }),
+        "and starts the rule's command once",
     );
     println!("shifted drift score {:?}", drift());
     send(&mut draws, 0.0, 200);

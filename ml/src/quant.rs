@@ -156,26 +156,14 @@ fn median_us(mut f: impl FnMut()) -> f64 {
 pub fn compare(cfg: &MlpConfig, weights: &[u8], test: &Dataset, batch: i64) -> Result<QuantReport> {
     let (vs, net) = recipes::load_flat(cfg, weights)?;
     let q = Int8Mlp::from_var_store(&vs, cfg.layers.len() - 1)?;
-    let (mut right, mut all) = (0i64, 0i64);
-    let mut sample = None;
-    for b in test.iter_batches(512) {
-        let b = b?;
-        let labels = b
-            .labels
-            .ok_or_else(|| MlError::Train("the test set has no labels".into()))?;
-        let guess = tch::no_grad(|| q.forward(&b.features)).argmax(-1, false);
-        right += guess
-            .eq_tensor(&labels)
-            .to_kind(Kind::Int64)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
-        all += labels.size()[0];
-        sample.get_or_insert(b.features);
-    }
-    let x = sample
-        .ok_or_else(|| MlError::Train("the test set is empty".into()))?
-        .narrow(0, 0, batch)
-        .to_kind(Kind::Float);
+    let int8_accuracy = recipes::accuracy_of(|x| q.forward(x), test)?;
+    let first = test
+        .iter_batches(512)
+        .next()
+        .ok_or_else(|| MlError::Train("the test set is empty".into()))??
+        .features;
+    let rows = first.size()[0];
+    let x = first.narrow(0, 0, batch.min(rows)).to_kind(Kind::Float);
     let fp32_bytes = vs
         .variables()
         .values()
@@ -183,7 +171,7 @@ pub fn compare(cfg: &MlpConfig, weights: &[u8], test: &Dataset, batch: i64) -> R
         .sum();
     Ok(QuantReport {
         fp32_accuracy: recipes::accuracy(&net, test)?,
-        int8_accuracy: right as f64 / all.max(1) as f64,
+        int8_accuracy,
         fp32_bytes,
         int8_bytes: q.size_bytes(),
         fp32_us: median_us(|| drop(tch::no_grad(|| net.forward(&x)))),

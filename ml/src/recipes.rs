@@ -166,13 +166,18 @@ pub fn load_flat(cfg: &MlpConfig, bytes: &[u8]) -> Result<(VarStore, nn::Sequent
 
 /// The fraction of `data`'s rows the model labels right.
 pub fn accuracy(net: &nn::Sequential, data: &Dataset) -> Result<f64> {
+    accuracy_of(|x| net.forward(x), data)
+}
+
+/// The fraction of `data`'s rows `forward` (features → logits) labels right.
+pub fn accuracy_of(forward: impl Fn(&Tensor) -> Tensor, data: &Dataset) -> Result<f64> {
     let (mut right, mut all) = (0i64, 0i64);
     for batch in data.iter_batches(512) {
         let batch = batch?;
         let labels = batch
             .labels
             .ok_or_else(|| MlError::Train("the dataset has no labels".into()))?;
-        let guess = tch::no_grad(|| net.forward(&batch.features)).argmax(-1, false);
+        let guess = tch::no_grad(|| forward(&batch.features)).argmax(-1, false);
         right += guess
             .eq_tensor(&labels)
             .to_kind(Kind::Int64)

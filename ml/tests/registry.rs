@@ -12,10 +12,9 @@ use prism_ml::MlError;
 use prism_test_support::*;
 use std::time::Duration;
 
-fn role_promote() {
-    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
-    let (train, golden) = common::digits();
-    let dir = tempfile::tempdir().unwrap();
+/// Trains a weak v1 (1 epoch, tiny rate) and a strong v2 (8 epochs) of
+/// `digits` with DDP and registers both, weights in `dir`.
+fn register_weak_and_strong(train: &prism_ml::data::Dataset, dir: &std::path::Path) {
     for (epochs, lr) in [(1, 0.002), (8, 0.05)] {
         let cfg = common::digits_mlp(vec![64, 32, 10], epochs, lr);
         let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))
@@ -24,7 +23,7 @@ fn role_promote() {
             .dataset(train.clone())
             .fit()
             .unwrap();
-        let path = dir.path().join(format!("digits-{epochs}.weights"));
+        let path = dir.join(format!("digits-{epochs}.weights"));
         std::fs::write(&path, &r.output).unwrap();
         let card =
             format!("intent: 8x8 digits\ntraining data: {epochs} epochs of the digits train split");
@@ -32,6 +31,13 @@ fn role_promote() {
             prism::models::register("digits", &r.run_id, path.to_str().unwrap(), &card).unwrap();
         println!("registered v{v} from {}", r.run_id);
     }
+}
+
+fn role_promote() {
+    let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
+    let (train, golden) = common::digits();
+    let dir = tempfile::tempdir().unwrap();
+    register_weak_and_strong(&train, dir.path());
     let first = promote("digits", 1, "champion", &golden).unwrap();
     check(
         first.champion.is_none(),
@@ -85,20 +91,8 @@ fn role_promote() {
 fn role_register() {
     let _c = prism::init().unwrap();
     let (train, golden) = common::digits();
-    let dir = std::path::PathBuf::from(std::env::var("GOLDEN").unwrap());
-    let dir = dir.parent().unwrap();
-    for (epochs, lr) in [(1, 0.002), (8, 0.05)] {
-        let cfg = common::digits_mlp(vec![64, 32, 10], epochs, lr);
-        let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))
-            .unwrap()
-            .config(cfg.to_bytes())
-            .dataset(train.clone())
-            .fit()
-            .unwrap();
-        let path = dir.join(format!("digits-{epochs}.weights"));
-        std::fs::write(&path, &r.output).unwrap();
-        prism::models::register("digits", &r.run_id, path.to_str().unwrap(), "").unwrap();
-    }
+    let file = std::path::PathBuf::from(std::env::var("GOLDEN").unwrap());
+    register_weak_and_strong(&train, file.parent().unwrap());
     golden
         .write_tensor_file(std::env::var("GOLDEN").unwrap())
         .unwrap();

@@ -66,8 +66,9 @@ pub(crate) fn read(path: &std::path::Path) -> Result<(String, String), ConfigErr
 }
 
 /// YAML `text` (from `file`) as a `T`; a mistake is named with its line,
-/// column and field path.
-pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+/// column and field path (`ConfigError::Syntax`). The workspace's one
+/// YAML reader: serve.yaml, alerts.yaml and the launcher's cluster.yaml.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &str,
     text: &str,
 ) -> Result<T, ConfigError> {

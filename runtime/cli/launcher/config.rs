@@ -232,32 +232,27 @@ impl ClusterConfig {
 
     /// Parses and checks `text` (from `file`).
     pub fn parse(file: &str, text: &str) -> Result<ClusterConfig, ConfigError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let config: ClusterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let inner = e.inner();
-            let (line, column) = inner
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let mut detail = inner.to_string();
-            // The location is said once, in front.
-            if let Some(i) = detail.rfind(" at line ") {
-                detail.truncate(i);
-            }
-            let path = e.path().to_string();
-            if path != "." && !detail.starts_with(&path) {
-                let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
-                if parent.is_empty() || !detail.starts_with(parent) {
-                    detail = format!("{path}: {detail}");
-                }
-            }
-            ConfigError::Syntax {
-                file: file.to_string(),
-                line,
-                column,
-                detail,
-            }
-        })?;
+        // Only a syntax error can come out of the YAML reader.
+        let config: ClusterConfig =
+            prism_serve::config::parse_yaml(file, text).map_err(|e| match e {
+                prism_serve::ConfigError::Syntax {
+                    file,
+                    line,
+                    column,
+                    detail,
+                } => ConfigError::Syntax {
+                    file,
+                    line,
+                    column,
+                    detail,
+                },
+                other => ConfigError::Syntax {
+                    file: file.to_string(),
+                    line: 1,
+                    column: 1,
+                    detail: other.to_string(),
+                },
+            })?;
         config.check(file)?;
         Ok(config)
     }

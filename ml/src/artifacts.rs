@@ -11,18 +11,12 @@ use crate::{MlError, Result};
 use prism::raylet::workers::{hex, sha256};
 use std::path::PathBuf;
 
-/// The environment variable a worker finds its raylet's session in.
-const SESSION_DIR: &str = "PRISM_SESSION_DIR";
-
-/// Where artifacts live in a head's session directory.
-pub fn dir_in(session: &std::path::Path) -> PathBuf {
-    session.join("artifacts")
-}
+use prism::raylet::workers::vars::SESSION_DIR;
 
 fn here() -> std::result::Result<PathBuf, String> {
     let s = std::env::var(SESSION_DIR)
         .map_err(|_| format!("{SESSION_DIR} is not set: not a worker of a raylet"))?;
-    Ok(dir_in(std::path::Path::new(&s)))
+    Ok(std::path::Path::new(&s).join(prism::session::ARTIFACTS_DIR))
 }
 
 fn valid(hash: &str) -> std::result::Result<(), String> {

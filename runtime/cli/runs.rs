@@ -95,7 +95,7 @@ fn artifact(cluster: &ClusterArgs, run: &str, name: &str, output: &PathBuf) -> a
     let here = prism::session::SessionDir::list(cluster.temp_dir())
         .into_iter()
         .find(|s| {
-            s.file("artifacts").join(hash).is_file()
+            s.file(prism::session::ARTIFACTS_DIR).join(hash).is_file()
                 && s.read_json::<prism::session::ReadyInfo>("ready.json")
                     .ok()
                     .flatten()
@@ -107,7 +107,7 @@ fn artifact(cluster: &ClusterArgs, run: &str, name: &str, output: &PathBuf) -> a
              here: run this there, or read it from a driver with prism_ml::artifacts::fetch"
         );
     };
-    let from = session.file("artifacts").join(hash);
+    let from = session.file(prism::session::ARTIFACTS_DIR).join(hash);
     std::fs::copy(&from, output)
         .map_err(|e| anyhow!("{} -> {}: {e}", from.display(), output.display()))?;
     println!("{name} ({hash}) -> {}", output.display());

@@ -210,6 +210,10 @@ impl SessionDir {
 
 /// Files a daemon serves from while it runs; a dead daemon's copies are
 /// removed by [`SessionDir::clear_stale`] so nobody connects to them.
+/// The folder of a head's session that holds run artifacts, named by
+/// their SHA-256 (prism-ml writes them, `prism runs artifact` reads them).
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
 const LIVE_FILES: [&str; 4] = ["ready.json", "daemon.json", "tasks.sock", "store.sock"];
 
 impl SessionDir {

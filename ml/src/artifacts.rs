@@ -8,10 +8,9 @@
 //! from anywhere in the cluster; on the head's machine the file is there.
 
 use crate::{MlError, Result};
+use prism::raylet::workers::vars::SESSION_DIR;
 use prism::raylet::workers::{hex, sha256};
 use std::path::PathBuf;
-
-use prism::raylet::workers::vars::SESSION_DIR;
 
 fn here() -> std::result::Result<PathBuf, String> {
     let s = std::env::var(SESSION_DIR)

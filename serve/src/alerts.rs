@@ -220,6 +220,32 @@ pub struct Notice {
     pub run: Vec<String>,
 }
 
+impl Rule {
+    /// Its notice about `deployment` (or an event's subject) at `unix_ms`.
+    fn notice(
+        &self,
+        deployment: &str,
+        kind: Kind,
+        value: f64,
+        unix_ms: u64,
+        detail: &str,
+    ) -> Notice {
+        Notice {
+            rule: self.name.clone(),
+            deployment: deployment.to_string(),
+            kind,
+            metric: self.metric.to_string(),
+            value,
+            threshold: self.threshold,
+            severity: self.severity.clone(),
+            webhooks: self.webhooks.clone(),
+            run: self.run.clone(),
+            at_unix_ms: unix_ms,
+            detail: detail.to_string(),
+        }
+    }
+}
+
 impl Notice {
     /// The chat line: `[FIRING critical] error_rate of r is 0.5 > 0.01 (rule error-rate)`.
     pub fn text(&self) -> String {
@@ -297,19 +323,13 @@ impl Engine {
             let was = self.state.remove(&key);
             let rule = self.rules.rules.iter().find(|r| r.name == key.0);
             if let (Some(State::Firing(_)), Some(rule)) = (was, rule) {
-                out.push(Notice {
-                    rule: rule.name.clone(),
-                    deployment: key.1.clone(),
-                    kind: Kind::Resolved,
-                    metric: rule.metric.to_string(),
-                    value: 0.0,
-                    threshold: rule.threshold,
-                    severity: rule.severity.clone(),
-                    webhooks: rule.webhooks.clone(),
-                    run: rule.run.clone(),
-                    at_unix_ms: unix_ms,
-                    detail: "the deployment is gone".into(),
-                });
+                out.push(rule.notice(
+                    &key.1,
+                    Kind::Resolved,
+                    0.0,
+                    unix_ms,
+                    "the deployment is gone",
+                ));
             }
         }
         out
@@ -342,19 +362,7 @@ impl Engine {
                 {
                     continue;
                 }
-                out.push(Notice {
-                    rule: rule.name.clone(),
-                    deployment: subject.clone(),
-                    kind: Kind::Event,
-                    metric: rule.metric.to_string(),
-                    value: 1.0,
-                    threshold: rule.threshold,
-                    severity: rule.severity.clone(),
-                    webhooks: rule.webhooks.clone(),
-                    run: rule.run.clone(),
-                    at_unix_ms: unix_ms,
-                    detail: detail.clone(),
-                });
+                out.push(rule.notice(subject, Kind::Event, 1.0, unix_ms, detail));
             }
         }
         out
@@ -389,19 +397,7 @@ impl Engine {
                     (Some(State::Firing(None)), false) => Some(State::Firing(Some(now))),
                     (Some(State::Firing(Some(t))), false) => Some(State::Firing(Some(t))),
                 };
-                let notice = |kind| Notice {
-                    rule: rule.name.clone(),
-                    deployment: dep.clone(),
-                    kind,
-                    metric: rule.metric.to_string(),
-                    value: *value,
-                    threshold: rule.threshold,
-                    severity: rule.severity.clone(),
-                    webhooks: rule.webhooks.clone(),
-                    run: rule.run.clone(),
-                    at_unix_ms: unix_ms,
-                    detail: String::new(),
-                };
+                let notice = |kind| rule.notice(dep, kind, *value, unix_ms, "");
                 let next = match next {
                     Some(State::Pending(t)) if now.saturating_sub(t) >= hold => {
                         out.push(notice(Kind::Firing));

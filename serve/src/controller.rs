@@ -113,16 +113,12 @@ impl Controller {
                 match deps.iter_mut().find(|o| o.spec.name == d.name) {
                     // A declared rollout: the new version goes out by it.
                     Some(o) if d.rollout.is_some() && o.spec.only_version_differs(d) => {
-                        let p = d.rollout.clone().expect("checked");
                         rollouts_now.push(RolloutSpec {
                             deployment: d.name.clone(),
                             version: d.version.clone(),
                             model: Some(d.model.clone()),
                             user_config: Some(d.user_config.clone()),
-                            strategy: p.strategy,
-                            thresholds: p.thresholds,
-                            sticky_header: p.sticky_header,
-                            retry_on_live: p.retry_on_live,
+                            policy: d.rollout.clone().expect("checked"),
                             registry: None,
                         });
                         o.spec.rollout = d.rollout.clone();

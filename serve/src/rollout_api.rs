@@ -5,7 +5,7 @@
 use crate::client::controller;
 use crate::rollout::{Strategy, Thresholds};
 use crate::rollouts::HistoryEntry;
-use crate::spec::RolloutSpec;
+use crate::spec::{RolloutPolicy, RolloutSpec};
 use crate::ServeError;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,7 @@ impl RolloutSpec {
             version: version.to_string(),
             model: None,
             user_config: None,
-            strategy,
-            thresholds: Thresholds::default(),
-            sticky_header: None,
-            retry_on_live: true,
+            policy: RolloutPolicy::new(strategy),
             registry: None,
         }
     }
@@ -47,18 +44,18 @@ impl RolloutSpec {
     }
     /// When to roll back.
     pub fn thresholds(mut self, t: Thresholds) -> Self {
-        self.thresholds = t;
+        self.policy.thresholds = t;
         self
     }
     /// Keep callers on one version by this header's value.
     pub fn sticky_header(mut self, header: &str) -> Self {
-        self.sticky_header = Some(header.to_string());
+        self.policy.sticky_header = Some(header.to_string());
         self
     }
     /// Whether a challenger's failure is retried on the live version
     /// (default yes: clients do not pay for a broken canary).
     pub fn retry_on_live(mut self, yes: bool) -> Self {
-        self.retry_on_live = yes;
+        self.policy.retry_on_live = yes;
         self
     }
 }

@@ -86,7 +86,8 @@ pub(crate) fn start(
     history: &mut Vec<HistoryEntry>,
     r: RolloutSpec,
 ) -> Result<(), String> {
-    r.strategy.validate()?;
+    let p = r.policy;
+    p.strategy.validate()?;
     let name = &r.deployment;
     let Some(i) = deps.iter().position(|d| &d.spec.name == name) else {
         let known: Vec<&str> = deps.iter().map(|d| d.spec.name.as_str()).collect();
@@ -129,11 +130,11 @@ pub(crate) fn start(
     spec.name = challenger.clone();
     spec.route_prefix = None;
     spec.autoscaling = None;
-    let rollout = Rollout::new(r.strategy.clone(), r.thresholds.clone());
+    let rollout = Rollout::new(p.strategy.clone(), p.thresholds.clone());
     spec.replicas = rollout.replicas(live.target.max(1));
     let mut c = Dep::new(&live.app, spec);
     c.target = c.spec.replicas;
-    c.window = Slices::new(r.thresholds.window_s);
+    c.window = Slices::new(p.thresholds.window_s);
     let a = Active {
         rollout,
         challenger,
@@ -141,12 +142,12 @@ pub(crate) fn start(
         to: r.version.clone(),
         weight: 0,
         mirror: 0,
-        sticky_header: r.sticky_header,
-        retry_on_live: r.retry_on_live,
+        sticky_header: p.sticky_header,
+        retry_on_live: p.retry_on_live,
         compared: 0,
         agreed: 0,
     };
-    history.push(entry(name, &a, "started", format!("{:?}", r.strategy)));
+    history.push(entry(name, &a, "started", format!("{:?}", p.strategy)));
     tracing::info!(deployment = %name, "rollout {} -> {} started", a.from, a.to);
     deps[i].rollout = Some(a);
     deps.push(c);

@@ -246,14 +246,8 @@ pub struct RolloutSpec {
     pub model: Option<String>,
     /// Its user config, JSON (None: the live one's).
     pub user_config: Option<String>,
-    /// How it takes over.
-    pub strategy: Strategy,
-    /// When it is rolled back.
-    pub thresholds: Thresholds,
-    /// See [`Split::sticky_header`].
-    pub sticky_header: Option<String>,
-    /// See [`Split::retry_on_live`].
-    pub retry_on_live: bool,
+    /// How it takes over, and when it is rolled back.
+    pub policy: RolloutPolicy,
     /// A registry version to serve (`NAME@alias`, `NAME@3`), pinned now;
     /// an empty `version` becomes `NAME@N`.
     pub registry: Option<String>,

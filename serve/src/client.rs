@@ -32,13 +32,16 @@ struct Route {
     content_type: String,
 }
 
+/// A deployment's version label and its rollout's split, if one runs.
+type Meta = (String, Option<Split>);
+
 /// This process's view of every deployment's routes.
 pub(crate) struct Routes {
     version: AtomicU64,
     routers: RwLock<HashMap<String, Arc<Router>>>,
     table: RwLock<Vec<Route>>,
     /// Each deployment's version label and rollout split.
-    meta: RwLock<HashMap<String, (String, Option<Split>)>>,
+    meta: RwLock<HashMap<String, Arc<Meta>>>,
     /// Per live deployment, not yet reported to the controller: shadowed
     /// answers compared, agreeing, and the challenger's failures its
     /// replicas cannot count (died, timed out, none up).
@@ -148,20 +151,16 @@ impl Routes {
         body: Vec<u8>,
         key: Option<&str>,
     ) -> (Result<Vec<u8>, ServeError>, String) {
-        let (version, split) = self
-            .meta
-            .read()
-            .unwrap()
-            .get(deployment)
-            .cloned()
-            .unwrap_or_default();
-        let Some(split) = split else {
+        // Shared, not copied: a request holds the table entry it started with.
+        let meta = self.meta.read().unwrap().get(deployment).cloned();
+        let Some((version, Some(split))) = meta.as_deref() else {
+            let version = meta.map(|m| m.0.clone()).unwrap_or_default();
             return (live.call(body).await, version);
         };
         let challenger = self.router(&split.to).filter(|c| c.replicas() > 0);
         if let Some(c) = challenger.as_ref().filter(|_| pick(key, split.weight)) {
             match c.call(body.clone()).await {
-                Ok(b) => return (Ok(b), split.version),
+                Ok(b) => return (Ok(b), split.version.clone()),
                 Err(e) if split.retry_on_live => {
                     self.report(deployment, 0, false, !matches!(e, ServeError::Model(_)));
                     tracing::debug!(
@@ -172,7 +171,7 @@ impl Routes {
                 }
                 Err(e) => {
                     self.report(deployment, 0, false, !matches!(e, ServeError::Model(_)));
-                    return (Err(e), split.version);
+                    return (Err(e), split.version.clone());
                 }
             }
         }
@@ -192,7 +191,7 @@ impl Routes {
                 me.report(&d, 1, agreed, failed);
             });
         }
-        (out, version)
+        (out, version.clone())
     }
 
     /// Counts `compared` shadow answers (agreeing or not) and a failure
@@ -246,7 +245,7 @@ impl Routes {
                 })
                 .clone();
             router.update(e.replicas, e.spec.limits());
-            meta.insert(name.clone(), (e.spec.version.clone(), e.split));
+            meta.insert(name.clone(), Arc::new((e.spec.version.clone(), e.split)));
             routes.push(Route {
                 prefix: e.spec.route_prefix.clone(),
                 deployment: name,

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,7 +188,7 @@ pub async fn run_async(
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / spec.rate);
     let total = (spec.rate * spec.duration.as_secs_f64()).round() as u64;
-    let sent = Arc::new(AtomicU64::new(0));
+    let mut sent = 0u64;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
         if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
@@ -198,7 +198,7 @@ pub async fn run_async(
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        sent.fetch_add(1, Ordering::Relaxed);
+        sent += 1;
         let mut req = hyper::Request::builder()
             .method(method.clone())
             .uri(uri.clone());
@@ -253,7 +253,7 @@ pub async fn run_async(
     let t = tally.lock().unwrap();
     let q = |p: f64| t.latency.value_at_quantile(p);
     Ok(LoadReport {
-        sent: sent.load(Ordering::Relaxed),
+        sent,
         ok: t.ok,
         failed: t.failed.clone(),
         by_version: t.by_version.clone(),

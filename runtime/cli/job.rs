@@ -53,6 +53,9 @@ pub struct SubmitArgs {
     /// Return at once with the job id instead of streaming its logs.
     #[arg(long)]
     no_wait: bool,
+    /// The namespace the job runs in (default: your first namespace).
+    #[arg(long)]
+    namespace: Option<String>,
     /// Environment for the driver, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -134,6 +137,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
         name,
         args: args.command[1..].to_vec(),
         env,
+        namespace: args.namespace.clone().unwrap_or_default(),
     };
     let HeadResponse::JobSubmitted { job_id } =
         expect_ok(head.request(&HeadRequest::SubmitJob(sub))?)?

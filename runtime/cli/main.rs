@@ -1,6 +1,8 @@
 //! `prism`: start and stop nodes, and inspect the cluster.
 
+mod access;
 mod alerts;
+mod credentials;
 mod dashboard;
 mod drain;
 mod job;
@@ -81,6 +83,18 @@ enum Command {
     /// fires now, the notices sent to webhooks.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// People's accounts: add (prints their token), revoke, list, whoami.
+    #[command(subcommand)]
+    User(access::UserCommand),
+    /// Roles: the built-in admin, developer and viewer, and custom ones.
+    #[command(subcommand)]
+    Role(access::RoleCommand),
+    /// The audit trail of every change (--user, --action, --since, --json
+    /// lines), and `verify` of its hash chain.
+    Audit(access::AuditArgs),
+    /// Save your user token (checked against the head) in a 0600
+    /// credentials file that every command then uses.
+    Login(access::LoginArgs),
     /// Run a command on a cluster.yaml's head, connected to the cluster.
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
@@ -152,6 +166,10 @@ fn run() -> anyhow::Result<()> {
         Command::Alerts(c) => alerts::run(c),
         Command::Runs(c) => runs::run(c),
         Command::Models(c) => models::run(c),
+        Command::User(c) => access::user(c),
+        Command::Role(c) => access::role(c),
+        Command::Audit(a) => std::process::exit(access::audit(a)?),
+        Command::Login(a) => access::login(a),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

@@ -7,7 +7,7 @@ use prism::proto::common::{ClusterStatus, NodeState, Resources};
 use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
 use prism::raylet::resources::OBJECT_STORE_MEMORY;
 use prism::session::{ClusterInfo, SessionDir};
-use prism::token::JoinToken;
+use prism::token::{JoinToken, UserToken};
 use prism::transport::quic::QuicEndpoint;
 use prism::transport::tls::ClientTrust;
 use prism::transport::Endpoint;
@@ -41,6 +41,16 @@ pub fn cluster_info(
     token: Option<String>,
     temp: &TempDirArg,
 ) -> anyhow::Result<ClusterInfo> {
+    if let Some(c) = crate::credentials::find(token.is_some())? {
+        let head_address = match address.or(c.address) {
+            Some(a) => a,
+            None => cluster_info(None, None, temp)?.head_address,
+        };
+        return Ok(ClusterInfo {
+            head_address,
+            token: c.token.to_string(),
+        });
+    }
     if let (Some(head_address), Some(token)) = (address.clone(), token.clone()) {
         return Ok(ClusterInfo {
             head_address,
@@ -74,8 +84,13 @@ pub struct HeadSession {
 }
 
 impl HeadSession {
+    /// Connects with the join token, or as a user when `info.token` is a
+    /// user's (`name@…`).
     pub fn connect(info: &ClusterInfo) -> anyhow::Result<HeadSession> {
-        let token: JoinToken = info.token.parse()?;
+        let cred: Result<UserToken, JoinToken> = match info.token.contains('@') {
+            true => Ok(info.token.parse()?),
+            false => Err(info.token.parse()?),
+        };
         let head: SocketAddr = info
             .head_address
             .to_socket_addrs()
@@ -93,12 +108,16 @@ impl HeadSession {
                 std::net::Ipv6Addr::UNSPECIFIED.into()
             };
             let ep = QuicEndpoint::client(unspecified)?;
-            let trust = ClientTrust::Pinned {
-                ca_fingerprint: token.ca_fingerprint.clone(),
+            let client = match &cred {
+                Ok(user) => HeadClient::connect_user(&ep, head, user, &config).await?,
+                Err(token) => {
+                    let trust = ClientTrust::Pinned {
+                        ca_fingerprint: token.ca_fingerprint.clone(),
+                    };
+                    HeadClient::connect(&ep, head, &trust, Some(token), PeerRole::Client, &config)
+                        .await?
+                }
             };
-            let client =
-                HeadClient::connect(&ep, head, &trust, Some(&token), PeerRole::Client, &config)
-                    .await?;
             anyhow::Ok((ep, client))
         })?;
         Ok(HeadSession { rt, ep, client })

@@ -108,6 +108,41 @@ impl HeadClient {
         role: PeerRole,
         config: &Config,
     ) -> Result<HeadClient, ClientError> {
+        let hello = token.map(|t| t.secret.clone());
+        HeadClient::connect_saying(endpoint, addr, trust, hello, role, config).await
+    }
+
+    /// Dials the head as a user: the token's fingerprint pins the CA, its
+    /// `name@secret` goes in `Hello`, and the head answers what the user's
+    /// role allows.
+    pub async fn connect_user(
+        endpoint: &dyn Endpoint,
+        addr: SocketAddr,
+        user: &crate::token::UserToken,
+        config: &Config,
+    ) -> Result<HeadClient, ClientError> {
+        let trust = ClientTrust::Pinned {
+            ca_fingerprint: user.key.ca_fingerprint.clone(),
+        };
+        HeadClient::connect_saying(
+            endpoint,
+            addr,
+            &trust,
+            Some(user.hello()),
+            PeerRole::Client,
+            config,
+        )
+        .await
+    }
+
+    async fn connect_saying(
+        endpoint: &dyn Endpoint,
+        addr: SocketAddr,
+        trust: &ClientTrust,
+        token: Option<String>,
+        role: PeerRole,
+        config: &Config,
+    ) -> Result<HeadClient, ClientError> {
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let conn = tokio::time::timeout(timeout, endpoint.connect(addr, trust))
             .await
@@ -124,7 +159,7 @@ impl HeadClient {
         let hello = HeadRequest::Hello {
             version: PROTOCOL_VERSION,
             role,
-            token: token.map(|t| t.secret.clone()),
+            token,
         };
         match client.request(&hello).await {
             Ok(HeadResponse::Welcome { .. }) => Ok(client),

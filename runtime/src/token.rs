@@ -65,6 +65,63 @@ impl FromStr for JoinToken {
     }
 }
 
+/// A person's credential: `name@secret.fingerprint`. The secret proves
+/// who they are (the head keeps only its SHA-256); the fingerprint pins the
+/// cluster's CA, as in the join token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserToken {
+    /// The user's name.
+    pub name: String,
+    /// Their secret and the CA's fingerprint.
+    pub key: JoinToken,
+}
+
+/// A user token is not of the form `name@<secret>.<fingerprint>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed user token: expected name@<32 hex digits>.<32 hex digits> as printed by `prism user add`")]
+pub struct UserTokenParseError;
+
+impl UserToken {
+    /// What the token says in `Hello`: `name@secret`.
+    pub fn hello(&self) -> String {
+        format!("{}@{}", self.name, self.key.secret)
+    }
+
+    /// Whether `name` is a valid user name (letters, digits, `-`, `_`, 1–32).
+    pub fn valid_name(name: &str) -> bool {
+        (1..=32).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }
+}
+
+impl fmt::Display for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.key)
+    }
+}
+
+impl fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserToken({}@<secret>)", self.name)
+    }
+}
+
+impl FromStr for UserToken {
+    type Err = UserTokenParseError;
+    fn from_str(s: &str) -> Result<UserToken, UserTokenParseError> {
+        let (name, key) = s.trim().split_once('@').ok_or(UserTokenParseError)?;
+        if !UserToken::valid_name(name) {
+            return Err(UserTokenParseError);
+        }
+        Ok(UserToken {
+            name: name.to_string(),
+            key: key.parse().map_err(|_| UserTokenParseError)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +135,21 @@ mod tests {
         assert!(!t.secret_matches("00"));
         assert!("nope".parse::<JoinToken>().is_err());
         assert!(format!("{t:?}").contains("<secret>"));
+    }
+
+    #[test]
+    fn user_tokens_round_trip_and_hide_their_secret() {
+        let key = JoinToken::generate(&"cd".repeat(32));
+        let u = UserToken {
+            name: "alice".into(),
+            key: key.clone(),
+        };
+        let back: UserToken = u.to_string().parse().unwrap();
+        assert_eq!(back, u);
+        assert_eq!(u.hello(), format!("alice@{}", key.secret));
+        assert!(!format!("{u:?}").contains(&key.secret));
+        for bad in ["alice", "@x.y", "al ice@00.00", &key.to_string()] {
+            assert!(bad.parse::<UserToken>().is_err(), "{bad}");
+        }
     }
 }

@@ -79,6 +79,10 @@ pub enum Row {
     Run(RunInfo),
     /// A registered model: its versions, aliases and history.
     Model(ModelInfo),
+    /// A user (their token only as a hash).
+    User(super::access::users::UserRow),
+    /// A custom role.
+    Role(crate::proto::access::RoleInfo),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -98,6 +102,10 @@ pub enum Table {
     Run = 6,
     /// Registered models.
     Model = 7,
+    /// Users.
+    User = 8,
+    /// Custom roles.
+    Role = 9,
 }
 
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
@@ -119,6 +127,8 @@ impl Row {
             Row::Object(o) => (Table::Object, o.id.0),
             Row::Run(r) => (Table::Run, run_key(&r.run_id)),
             Row::Model(m) => (Table::Model, run_key(&format!("model:{}", m.name))),
+            Row::User(u) => (Table::User, run_key(&format!("user:{}", u.info.name))),
+            Row::Role(r) => (Table::Role, run_key(&format!("role:{}", r.name))),
         }
     }
 
@@ -144,6 +154,9 @@ pub enum Change {
     /// Append a run's new points (a run's row is a [`Row::Run`]; deleting
     /// it deletes its points).
     RunPoints(String, Vec<RunPoint>),
+    /// Append an entry to the audit trail (kept apart from the rows: a
+    /// fresh cluster in the same database continues it, AU-3).
+    Audit(crate::proto::access::AuditEntry),
 }
 
 impl Change {
@@ -184,6 +197,10 @@ pub struct Snapshot {
     pub run_points: Vec<(String, RunPoint)>,
     /// Registered models.
     pub models: Vec<ModelInfo>,
+    /// Users.
+    pub users: Vec<super::access::users::UserRow>,
+    /// Custom roles.
+    pub roles: Vec<crate::proto::access::RoleInfo>,
 }
 
 impl Snapshot {
@@ -199,6 +216,8 @@ impl Snapshot {
                 Row::Object(o) => s.objects.push(o),
                 Row::Run(r) => s.runs.push(r),
                 Row::Model(m) => s.models.push(m),
+                Row::User(u) => s.users.push(u),
+                Row::Role(r) => s.roles.push(r),
             }
         }
         s
@@ -244,6 +263,11 @@ pub trait DurableStore: Send + std::fmt::Debug {
     /// Records that the head stopped cleanly: the next start begins a new
     /// cluster instead of recovering this one.
     fn mark_clean_stop(&mut self) -> Result<(), StoreError>;
+    /// The audit trail as its file holds it now, oldest first (`None`: the
+    /// store keeps no trail).
+    fn audit_log(&self) -> Result<Option<Vec<crate::proto::access::AuditEntry>>, StoreError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

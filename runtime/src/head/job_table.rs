@@ -28,6 +28,7 @@ impl JobTable {
         entrypoint: String,
         submitted: bool,
         pid: Option<u32>,
+        (owner, namespace): (String, String),
     ) {
         self.dirty.insert(id);
         self.jobs.insert(
@@ -46,6 +47,8 @@ impl JobTable {
                 message: None,
                 start_ms: now_ms,
                 end_ms: None,
+                owner,
+                namespace,
             },
         );
     }
@@ -184,7 +187,14 @@ mod tests {
     fn jt1_a_job_ends_once() {
         let mut t = JobTable::default();
         let id = JobId::random();
-        t.add(0, id, "job".into(), true, None);
+        t.add(
+            0,
+            id,
+            "job".into(),
+            true,
+            None,
+            ("admin".into(), "default".into()),
+        );
         t.started(id, 42);
         t.exited(10, id, Some(0), "exit code 0".into());
         t.exited(20, id, Some(1), "exit code 1".into());
@@ -201,7 +211,14 @@ mod tests {
     fn jt2_stop_wins_over_the_killed_exit_status() {
         let mut t = JobTable::default();
         let id = JobId::random();
-        t.add(0, id, "job".into(), true, None);
+        t.add(
+            0,
+            id,
+            "job".into(),
+            true,
+            None,
+            ("admin".into(), "default".into()),
+        );
         t.started(id, 7);
         assert_eq!(t.stop(5, id), Ok(Some(7)));
         t.exited(6, id, None, "signal 15".into());
@@ -212,10 +229,24 @@ mod tests {
     fn failures_and_registered_drivers() {
         let mut t = JobTable::default();
         let (a, b) = (JobId::random(), JobId::random());
-        t.add(0, a, "a".into(), true, None);
+        t.add(
+            0,
+            a,
+            "a".into(),
+            true,
+            None,
+            ("admin".into(), "default".into()),
+        );
         t.start_failed(1, a, "no such binary".into());
         assert_eq!(t.get(a).unwrap().state, JobState::Failed);
-        t.add(2, b, "b".into(), false, Some(9));
+        t.add(
+            2,
+            b,
+            "b".into(),
+            false,
+            Some(9),
+            ("admin".into(), "default".into()),
+        );
         assert_eq!(t.get(b).unwrap().state, JobState::Running);
         t.disconnected(3, b);
         assert_eq!(t.get(b).unwrap().state, JobState::Succeeded);

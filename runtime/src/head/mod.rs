@@ -10,10 +10,13 @@
 //! - `shell`: the ractor actor that owns the core and carries out its
 //!   effects; `server`: connections, the `Hello` handshake, routing each
 //!   stream's request to the actor (`run_head`).
+//! - [`access`]: users, roles, the gate every user's request passes, and
+//!   the hash-chained audit trail.
 //! - `dialer`: the one way the head reaches a raylet (bundle operations,
 //!   actor restarts, state listings); `listing`: those listings merged;
 //!   `job_runner`: submitted jobs' binaries, driver processes and logs.
 
+pub mod access;
 pub mod actor_table;
 pub mod core;
 mod dialer;
@@ -93,6 +96,8 @@ pub struct HeadSetup {
     pub store: Option<Box<dyn durable::DurableStore>>,
     /// The rows of the cluster this head recovers.
     pub recovered: Option<durable::Snapshot>,
+    /// The audit trail so far (it outlives clusters, AU-3).
+    pub audit: Vec<crate::proto::access::AuditEntry>,
 }
 
 impl HeadSetup {
@@ -110,6 +115,7 @@ impl HeadSetup {
             session_dir: session.path().to_path_buf(),
             store: None,
             recovered: None,
+            audit: Vec::new(),
         })
     }
 
@@ -146,7 +152,7 @@ impl HeadSetup {
 #[cfg(feature = "durable")]
 fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<HeadSetup, HeadError> {
     use store_sqlite::{Opened, SqliteStore};
-    let (mut store, opened) = SqliteStore::open(&session.file("head.db"))?;
+    let (mut store, opened) = SqliteStore::open_with(&session.file("head.db"), fresh)?;
     if let (
         Opened::Recovered {
             cluster_id,
@@ -170,6 +176,7 @@ fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<Hea
             why: format!("its join token does not parse: {e}"),
         })?;
         store.resume()?;
+        let audit = store.audit_entries()?;
         return Ok(HeadSetup {
             config,
             ca: ClusterCa::load(&cert, &key)?,
@@ -178,10 +185,12 @@ fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<Hea
             session_dir: session.path().to_path_buf(),
             store: Some(Box::new(store)),
             recovered: Some(snapshot),
+            audit,
         });
     }
     let mut setup = HeadSetup::create(config, session)?;
     store.begin_cluster(setup.cluster_id)?;
+    setup.audit = store.audit_entries()?;
     setup.store = Some(Box::new(store));
     Ok(setup)
 }

@@ -72,8 +72,11 @@ pub async fn run_head(
         ),
         None => HeadCore::new(setup.cluster_id, head_address, detector),
     };
+    let mut core = core;
+    core.audit = super::access::audit::AuditLog::restore(std::mem::take(&mut setup.audit));
     let orphans = core.live_jobs();
-    let shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());
+    let mut shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());
+    shell.fingerprint = setup.token.ca_fingerprint.clone();
     let (actor, handle) = Actor::spawn(None, HeadActor, shell)
         .await
         .map_err(|e| HeadError::Actor(e.to_string()))?;
@@ -207,6 +210,19 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
                 (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Node { cert }))
             } else if token.as_deref().is_some_and(|t| ctx.token.secret_matches(t)) {
                 (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Client))
+            } else if let Some((name, secret)) = token.as_deref().and_then(|t| t.split_once('@')) {
+                let (name, secret) = (name.to_string(), secret.to_string());
+                match ractor::call!(ctx.actor, HeadMsg::Authenticate, name, secret) {
+                    Ok(Ok(id)) => (
+                        HeadResponse::Welcome { cluster_id: ctx.cluster_id },
+                        Some(Caller::User { id, from: addr }),
+                    ),
+                    Ok(Err(why)) => {
+                        warn!(%addr, "refused connection: {why}");
+                        (refuse(ErrorKind::Unauthorized, format!("{why}: the head refused this connection")), None)
+                    }
+                    Err(e) => (refuse(ErrorKind::Internal, e.to_string()), None),
+                }
             } else {
                 let why = if token.is_some() { "invalid join token" } else { "missing join token" };
                 warn!(%addr, "refused connection: {why}");
@@ -243,6 +259,14 @@ async fn serve_stream(
         return Ok(());
     };
     let began = std::time::Instant::now();
+    if let Caller::User { .. } = caller {
+        let gate = ractor::call!(ctx.actor, HeadMsg::Gate, caller, Box::new(req.clone()));
+        match gate {
+            Ok(HeadResponse::Ok) => {}
+            Ok(refusal) => return write_msg(&mut s, &refusal).await,
+            Err(e) => return write_msg(&mut s, &internal(e)).await,
+        }
+    }
     let reply = match req {
         HeadRequest::Hello { .. } => HeadResponse::Welcome {
             cluster_id: ctx.cluster_id,
@@ -263,7 +287,7 @@ async fn serve_stream(
         }
         HeadRequest::UploadBinary { hash, len } => upload(&mut r, ctx, hash, len).await,
         HeadRequest::SubmitJob(sub) => {
-            ractor::call!(ctx.actor, HeadMsg::Submit, sub).unwrap_or_else(internal)
+            ractor::call!(ctx.actor, HeadMsg::Submit, caller, sub).unwrap_or_else(internal)
         }
         HeadRequest::JobLogs { job_id, offset } => {
             match ractor::call!(ctx.actor, HeadMsg::Job, job_id) {

@@ -9,6 +9,7 @@ use super::dialer::RayletDialer;
 use super::durable::{Change, DurableStore};
 use super::job_runner::{self, JobRunner};
 use crate::ids::{ActorId, JobId, NodeId};
+use crate::proto::access::{AccessReply, AccessRequest};
 use crate::proto::head::{
     ErrorKind, HeadRequest, HeadResponse, JobInfo, JobSubmission, RegisterNode,
 };
@@ -28,7 +29,11 @@ pub(super) enum HeadMsg {
     /// A raylet registers (the shell draws its id).
     Register(RegisterNode, Caller, RpcReplyPort<HeadResponse>),
     /// A job submitted through the head (the shell draws its id).
-    Submit(JobSubmission, RpcReplyPort<HeadResponse>),
+    Submit(Caller, JobSubmission, RpcReplyPort<HeadResponse>),
+    /// The id of the user whose token is `name@secret`.
+    Authenticate(String, String, RpcReplyPort<Result<u64, String>>),
+    /// Whether a user may send this request: `Ok`, or the refusal.
+    Gate(Caller, Box<HeadRequest>, RpcReplyPort<HeadResponse>),
     /// A job's row.
     Job(JobId, RpcReplyPort<Option<JobInfo>>),
     /// A driver's connection closed.
@@ -66,6 +71,8 @@ pub(super) struct Shell {
     held: Vec<(RpcReplyPort<HeadResponse>, HeadResponse)>,
     /// A `Flush` is in the mailbox.
     flushing: bool,
+    /// The CA's fingerprint, for the user tokens the head issues.
+    pub(super) fingerprint: String,
 }
 
 impl Shell {
@@ -85,6 +92,7 @@ impl Shell {
             pending: Vec::new(),
             held: Vec::new(),
             flushing: false,
+            fingerprint: String::new(),
         }
     }
 
@@ -148,14 +156,52 @@ impl Shell {
         }
     }
 
-    fn submit(&mut self, now: Clock, sub: JobSubmission) -> HeadResponse {
+    fn submit(&mut self, now: Clock, caller: Caller, sub: JobSubmission) -> HeadResponse {
         match self.jobs.check(&sub) {
-            Ok(()) => self.core.submit_job(now, JobId::random(), sub),
+            Ok(()) => self.core.submit_job(now, caller, JobId::random(), sub),
             Err(message) => HeadResponse::Error {
                 kind: ErrorKind::BadRequest,
                 message,
             },
         }
+    }
+
+    /// A user, role or audit request. The shell draws new tokens' secrets,
+    /// and checks the trail as its file holds it (committing first).
+    fn access(&mut self, now: Clock, caller: Caller, req: AccessRequest) -> HeadResponse {
+        let secret = crate::token::JoinToken::generate("").secret;
+        let verify = matches!(req, AccessRequest::VerifyAudit);
+        let reply = self
+            .core
+            .access(now, caller, req, &secret, &self.fingerprint);
+        if !verify || matches!(reply, HeadResponse::Error { .. }) {
+            return reply;
+        }
+        self.flush();
+        let file = match self.store.as_ref().map(|s| s.audit_log()) {
+            None | Some(Ok(None)) => return reply,
+            Some(Ok(Some(entries))) => entries,
+            Some(Err(e)) => {
+                return HeadResponse::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!("cannot read the audit trail: {e}"),
+                }
+            }
+        };
+        let (entries, mut broken) = crate::head::access::audit::verify(&file);
+        let written = self.core.audit.entries();
+        if broken.is_none() && file.len() < written.len() {
+            broken = Some(format!(
+                "the file ends at entry {} but the head wrote {}: the newest entries were deleted",
+                file.len(),
+                written.len()
+            ));
+        } else if broken.is_none()
+            && file.last().map(|e| &e.hash) != written.last().map(|e| &e.hash)
+        {
+            broken = Some("the file's newest entry is not the one the head wrote".into());
+        }
+        HeadResponse::Access(AccessReply::Verified { entries, broken })
     }
 
     /// Carries out everything the core asked for.
@@ -269,16 +315,28 @@ impl Actor for HeadActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = Clock::now();
         match msg {
+            HeadMsg::Request(caller, HeadRequest::Access(req), port) => {
+                let r = sh.access(now, caller, req);
+                sh.reply(Reply::Now(r), port)
+            }
             HeadMsg::Request(caller, req, port) => {
                 let r = sh.core.handle(now, caller, req);
                 sh.reply(r, port)
+            }
+            HeadMsg::Authenticate(name, secret, port) => {
+                let _ = port.send(sh.core.authenticate(&name, &secret));
+                return Ok(());
+            }
+            HeadMsg::Gate(caller, req, port) => {
+                let r = sh.core.gate(now, caller, &req);
+                sh.reply(Reply::Now(r.unwrap_or(HeadResponse::Ok)), port)
             }
             HeadMsg::Register(reg, caller, port) => {
                 let r = sh.core.register(now, NodeId::random(), reg, caller);
                 sh.reply(Reply::Now(r), port)
             }
-            HeadMsg::Submit(sub, port) => {
-                let r = sh.submit(now, sub);
+            HeadMsg::Submit(caller, sub, port) => {
+                let r = sh.submit(now, caller, sub);
                 sh.reply(Reply::Now(r), port)
             }
             HeadMsg::Job(id, port) => drop(port.send(sh.core.job(id).cloned())),

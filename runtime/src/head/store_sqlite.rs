@@ -7,6 +7,7 @@
 
 use super::durable::{run_key, Change, DurableStore, Row, Snapshot, StoreError, Table};
 use crate::ids::ClusterId;
+use crate::proto::access::AuditEntry;
 use crate::proto::codec;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,13 @@ impl SqliteStore {
     /// Opens (or creates) the database at `path` and says whether it holds
     /// a cluster to recover.
     pub fn open(path: &Path) -> Result<(SqliteStore, Opened), StoreError> {
+        SqliteStore::open_with(path, false)
+    }
+
+    /// As [`SqliteStore::open`]; with `fresh`, whatever cluster the file
+    /// holds is not read (it will be replaced), so a file another version
+    /// wrote does not stop a fresh start.
+    pub fn open_with(path: &Path, fresh: bool) -> Result<(SqliteStore, Opened), StoreError> {
         let conn = Connection::open(path).map_err(|e| StoreError::Database {
             path: path.display().to_string(),
             detail: e.to_string(),
@@ -67,7 +75,12 @@ impl SqliteStore {
                      PRIMARY KEY(tbl, key)) WITHOUT ROWID;
                  CREATE TABLE IF NOT EXISTS run_points(
                      key BLOB NOT NULL, run TEXT NOT NULL, step INTEGER NOT NULL,
-                     value BLOB NOT NULL, PRIMARY KEY(key, step)) WITHOUT ROWID;",
+                     value BLOB NOT NULL, PRIMARY KEY(key, step)) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS audit(
+                     seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, user BLOB NOT NULL,
+                     origin BLOB NOT NULL, action BLOB NOT NULL, target BLOB NOT NULL,
+                     namespace BLOB NOT NULL, outcome BLOB NOT NULL, prev BLOB NOT NULL,
+                     hash BLOB NOT NULL);",
             )
             .map_err(|e| store.err(e))?;
         let version: Option<i64> = store
@@ -86,7 +99,7 @@ impl SqliteStore {
         let clean = store.meta("clean_stop")?.is_some_and(|v| v == b"1");
         let cluster = store.meta("cluster_id")?;
         let opened = match cluster {
-            Some(id) if !clean => {
+            Some(id) if !clean && !fresh => {
                 let id = std::str::from_utf8(&id)
                     .ok()
                     .and_then(|s| s.parse::<ClusterId>().ok())
@@ -155,6 +168,44 @@ impl SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    /// The audit trail as the file holds it, oldest first. Read field by
+    /// field as bytes (never decoded as a row), so a damaged entry is shown
+    /// to `verify` instead of stopping the head.
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT seq, ts_ms, user, origin, action, target, namespace, outcome, prev, hash
+                 FROM audit ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let text = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<String> {
+            let v: rusqlite::types::Value = r.get(i)?;
+            Ok(match v {
+                rusqlite::types::Value::Text(t) => t,
+                rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => format!("{other:?}"),
+            })
+        };
+        let rows = q
+            .query_map([], |r| {
+                Ok(AuditEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    ts_ms: r.get::<_, i64>(1)? as u64,
+                    user: text(r, 2)?,
+                    origin: text(r, 3)?,
+                    action: text(r, 4)?,
+                    target: text(r, 5)?,
+                    namespace: text(r, 6)?,
+                    outcome: text(r, 7)?,
+                    prev: text(r, 8)?,
+                    hash: text(r, 9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut q = self
             .conn
@@ -215,6 +266,12 @@ impl DurableStore for SqliteStore {
             let mut del_points = tx
                 .prepare_cached("DELETE FROM run_points WHERE key = ?1")
                 .map_err(db)?;
+            let mut audit = tx
+                .prepare_cached(
+                    "INSERT INTO audit(seq, ts_ms, user, origin, action, target, namespace, outcome, prev, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(db)?;
             let mut point = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO run_points(key, run, step, value) VALUES (?1, ?2, ?3, ?4)",
@@ -237,6 +294,22 @@ impl DurableStore for SqliteStore {
                             del_points.execute(params![&key[..]]).map_err(db)?;
                         }
                     }
+                    Change::Audit(e) => {
+                        audit
+                            .execute(params![
+                                e.seq as i64,
+                                e.ts_ms as i64,
+                                e.user.as_bytes(),
+                                e.origin.as_bytes(),
+                                e.action.as_bytes(),
+                                e.target.as_bytes(),
+                                e.namespace.as_bytes(),
+                                e.outcome.as_bytes(),
+                                e.prev.as_bytes(),
+                                e.hash.as_bytes()
+                            ])
+                            .map_err(db)?;
+                    }
                     Change::RunPoints(run, points) => {
                         let key = run_key(run);
                         for p in points {
@@ -257,6 +330,10 @@ impl DurableStore for SqliteStore {
 
     fn mark_clean_stop(&mut self) -> Result<(), StoreError> {
         self.set_meta("clean_stop", b"1")
+    }
+
+    fn audit_log(&self) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+        self.audit_entries().map(Some)
     }
 }
 
@@ -382,5 +459,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn au_3_the_trail_outlives_a_fresh_cluster_and_a_damaged_entry_is_read_not_fatal() {
+        use crate::head::access::audit::{verify, AuditLog, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.db");
+        let (mut s, _) = SqliteStore::open(&path).unwrap();
+        s.begin_cluster(ClusterId::random()).unwrap();
+        let mut log = AuditLog::default();
+        for who in ["alice", "bob", "carol"] {
+            log.append(
+                1,
+                Record {
+                    user: who.into(),
+                    origin: "o".into(),
+                    action: "job.submit".into(),
+                    target: "job".into(),
+                    namespace: "ns".into(),
+                    outcome: "ok".into(),
+                },
+            );
+        }
+        let changes: Vec<Change> = log.take_fresh().into_iter().map(Change::Audit).collect();
+        s.commit(&changes).unwrap();
+        s.mark_clean_stop().unwrap();
+        drop(s);
+        let (mut s, _) = SqliteStore::open_with(&path, true).unwrap();
+        s.begin_cluster(ClusterId::random()).unwrap();
+        let kept = s.audit_entries().unwrap();
+        assert_eq!(verify(&kept), (3, None), "a fresh cluster keeps the trail");
+        // Someone flips one byte of entry 2 in the file.
+        s.conn
+            .execute("UPDATE audit SET user = X'626f63' WHERE seq = 2", [])
+            .unwrap();
+        let damaged = s.audit_entries().unwrap();
+        assert_eq!(damaged[1].user, "boc");
+        assert_eq!(
+            verify(&damaged).1.unwrap(),
+            "entry 2 was altered: its contents no longer match its hash"
+        );
     }
 }

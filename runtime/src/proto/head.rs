@@ -5,7 +5,9 @@
 //! - an anonymous connection that presented the join token in `Hello`:
 //!   `Join`, `GetStatus`;
 //! - a connection authenticated by a node certificate from the cluster CA:
-//!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`.
+//!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`;
+//! - a connection that presented a user's token (`name@secret`) in `Hello`:
+//!   what that user's role permits in their namespaces (`head::access`).
 
 use super::common::{ClusterStatus, GpuInfo, Resources};
 use crate::ids::{ClusterId, NodeId};
@@ -29,7 +31,8 @@ pub enum HeadRequest {
         version: u16,
         /// Raylet or client.
         role: PeerRole,
-        /// The cluster's join secret; required on connections without a node certificate.
+        /// The cluster's join secret, or a user's `name@secret`; required on
+        /// connections without a node certificate.
         token: Option<String>,
     },
     /// Ask for a node certificate signed by the cluster CA.
@@ -182,6 +185,8 @@ pub enum HeadRequest {
         /// The node.
         node_id: NodeId,
     },
+    /// Users, roles and the audit trail.
+    Access(super::access::AccessRequest),
 }
 
 /// An actor's lifecycle state.
@@ -239,6 +244,8 @@ pub struct JobSubmission {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The namespace it runs in (empty: the submitter's first).
+    pub namespace: String,
 }
 
 /// A job's state.
@@ -278,6 +285,10 @@ pub struct JobInfo {
     pub start_ms: u64,
     /// Milliseconds since the epoch, when ended.
     pub end_ms: Option<u64>,
+    /// Who started it (`admin` for the join token's holder).
+    pub owner: String,
+    /// Its namespace.
+    pub namespace: String,
 }
 
 /// A raylet's registration.
@@ -308,6 +319,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The request conflicts with what exists (a live actor's name).
     Conflict,
+    /// The caller is known but may not do this (role, namespace, revoked).
+    Forbidden,
     /// The head failed internally.
     Internal,
 }
@@ -427,6 +440,8 @@ pub enum HeadResponse {
         /// The job's row (its state says whether more can come).
         job: JobInfo,
     },
+    /// Answer to an access request.
+    Access(super::access::AccessReply),
     /// Refused.
     Error {
         /// Category.

@@ -2,6 +2,7 @@
 //! that depends on neither tokio nor quinn, so tests and fuzzers use it
 //! directly.
 //!
+//! - [`access`]: users, roles and the audit trail.
 //! - [`codec`]: framing, the version check, and typed decode errors.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
@@ -15,6 +16,7 @@
 //! Each request travels on its own stream: one request frame, one response
 //! frame. A connection's first request is [`head::HeadRequest::Hello`].
 
+pub mod access;
 pub mod codec;
 pub mod common;
 pub mod head;

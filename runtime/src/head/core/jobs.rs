@@ -13,12 +13,33 @@ use tracing::info;
 impl HeadCore {
     /// A job submitted through the head under the fresh id `id`: recorded
     /// pending, and its driver started by the shell.
-    pub fn submit_job(&mut self, now: Clock, id: JobId, submission: JobSubmission) -> HeadResponse {
+    /// It belongs to `caller` (the gate let it through) in the namespace
+    /// it names, or the caller's first; the submission is audited.
+    pub fn submit_job(
+        &mut self,
+        now: Clock,
+        caller: super::Caller,
+        id: JobId,
+        mut submission: JobSubmission,
+    ) -> HeadResponse {
+        let who = match self.principal(caller) {
+            Ok(Some(p)) => p,
+            Ok(None) => crate::head::access::Principal::cluster_admin(),
+            Err(message) => return super::bad(message),
+        };
+        if submission.namespace.is_empty() {
+            submission.namespace = who.home_namespace();
+        }
+        let owner = (who.name.clone(), submission.namespace.clone());
         let entrypoint = std::iter::once(submission.name.clone())
             .chain(submission.args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
-        self.jobs.add(now.wall_ms, id, entrypoint, true, None);
+        let target = format!("job {id} ({entrypoint})");
+        self.jobs
+            .add(now.wall_ms, id, entrypoint, true, None, owner);
+        let ns = submission.namespace.clone();
+        self.audit_record(now, caller, who.name, "job.submit", target, ns, "ok".into());
         self.push(Effect::StartJob {
             job: id,
             submission,
@@ -57,6 +78,7 @@ impl HeadCore {
     pub(super) fn register_driver(
         &mut self,
         now: Clock,
+        caller: super::Caller,
         id: JobId,
         entrypoint: String,
         pid: u32,
@@ -67,7 +89,16 @@ impl HeadCore {
             .get(id)
             .is_some_and(|j| j.state == crate::proto::head::JobState::Running);
         if !running {
-            self.jobs.add(now.wall_ms, id, entrypoint, false, Some(pid));
+            let who = self.principal(caller).ok().flatten();
+            let owner = who.map_or_else(
+                || ("admin".into(), "default".into()),
+                |p| {
+                    let ns = p.home_namespace();
+                    (p.name, ns)
+                },
+            );
+            self.jobs
+                .add(now.wall_ms, id, entrypoint, false, Some(pid), owner);
         }
         HeadResponse::Ok
     }

@@ -34,10 +34,15 @@
 //!   heartbeat, unregistration or object report for it from any other
 //!   certificate is refused (and logged), the real node unaffected.
 
+mod access;
 mod actors;
+mod audit;
 mod groups;
 mod jobs;
+mod names;
+mod objects;
 pub(crate) mod placement;
+pub use names::request_name;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -97,8 +102,16 @@ pub enum Caller {
         /// SHA-256 of the certificate.
         cert: [u8; 32],
     },
-    /// The join token without a certificate (drivers, the CLI).
+    /// The join token without a certificate (drivers, the CLI): the
+    /// cluster's admin.
     Client,
+    /// A user's token (`head::access`), from this address.
+    User {
+        /// The user's id in the user table.
+        id: u64,
+        /// The connection's remote address.
+        from: std::net::SocketAddr,
+    },
 }
 
 impl Caller {
@@ -195,6 +208,10 @@ pub struct HeadCore {
     pub(crate) runs: super::run_table::RunTable,
     /// The model registry (durable).
     pub(crate) models: super::model_table::ModelTable,
+    /// Users and custom roles (durable).
+    pub(crate) users: super::access::users::UserTable,
+    /// The audit trail (durable; outlives the cluster, AU-3).
+    pub(crate) audit: super::access::audit::AuditLog,
 }
 
 impl HeadCore {
@@ -214,6 +231,8 @@ impl HeadCore {
             effects: VecDeque::new(),
             runs: Default::default(),
             models: Default::default(),
+            users: Default::default(),
+            audit: Default::default(),
         }
     }
 
@@ -239,7 +258,17 @@ impl HeadCore {
         reg: RegisterNode,
         caller: Caller,
     ) -> HeadResponse {
+        let target = format!("node {id} ({}, {})", reg.node_name, reg.address);
         let incarnation = self.nodes.handle_register(now.at, id, reg);
+        self.audit_record(
+            now,
+            caller,
+            "cluster".into(),
+            "node.join",
+            target,
+            String::new(),
+            "ok".into(),
+        );
         if let Caller::Node { cert } = caller {
             self.nodes.bind_cert(id, cert);
         }
@@ -255,7 +284,19 @@ impl HeadCore {
     /// need fresh ids, go through [`HeadCore::register`] and
     /// [`HeadCore::submit_job`]; requests that move bytes (hello, join,
     /// binaries, logs, listings gathered from raylets) are the shell's.
-    pub fn handle(&mut self, now: Clock, caller: Caller, req: HeadRequest) -> Reply {
+    /// State-changing requests leave an entry in the audit trail.
+    pub fn handle(&mut self, now: Clock, caller: Caller, mut req: HeadRequest) -> Reply {
+        self.stamp(caller, &mut req);
+        let intent = self.audit_intent(caller, &req);
+        let mut reply = self.handle_request(now, caller, req);
+        self.scope(caller, &mut reply);
+        if let Some(intent) = intent {
+            self.audit_done(now, caller, intent, &reply);
+        }
+        reply
+    }
+
+    fn handle_request(&mut self, now: Clock, caller: Caller, req: HeadRequest) -> Reply {
         use HeadRequest as R;
         let reply = match req {
             R::Heartbeat { .. }
@@ -327,7 +368,7 @@ impl HeadCore {
                 job_id,
                 entrypoint,
                 pid,
-            } => self.register_driver(now, job_id, entrypoint, pid),
+            } => self.register_driver(now, caller, job_id, entrypoint, pid),
             other => HeadResponse::Error {
                 kind: ErrorKind::Internal,
                 message: format!("the head's shell handles {}", request_name(&other)),
@@ -414,33 +455,6 @@ impl HeadCore {
             .is_some_and(|n| n.state != NodeState::Dead)
     }
 
-    fn add_location(
-        &mut self,
-        node: NodeId,
-        object: prism_objectstore::ObjectId,
-        size: u64,
-    ) -> HeadResponse {
-        if !self.is_live(node) {
-            // HC-1: a dead node holds nothing.
-            return bad(format!("node {node} is not alive; it cannot hold objects"));
-        }
-        self.objects.add(object, node, size);
-        HeadResponse::Ok
-    }
-
-    fn locations(&self, object: &prism_objectstore::ObjectId) -> HeadResponse {
-        let (size, holders) = self.objects.locations(object).unwrap_or((0, Vec::new()));
-        let nodes = holders
-            .into_iter()
-            .filter_map(|id| {
-                let n = self.nodes.node(id)?;
-                (n.state != NodeState::Dead).then(|| (id, n.reg.address.clone()))
-            })
-            .collect();
-        let lost = self.objects.lost(object).map(str::to_string);
-        HeadResponse::ObjectLocations { size, nodes, lost }
-    }
-
     /// What node-table events imply for the other tables.
     fn after_node_events(&mut self, now: Clock) {
         while let Some(ev) = self.nodes.poll_event() {
@@ -506,44 +520,5 @@ fn needs_node(req: &HeadRequest) -> HeadResponse {
             "{} needs a node certificate from the cluster CA; join with the token first",
             request_name(req)
         ),
-    }
-}
-
-/// The request's variant name, for errors and logs.
-pub fn request_name(req: &HeadRequest) -> &'static str {
-    use HeadRequest as R;
-    match req {
-        R::Hello { .. } => "Hello",
-        R::Join { .. } => "Join",
-        R::Register(_) => "Register",
-        R::Heartbeat { .. } => "Heartbeat",
-        R::Unregister { .. } => "Unregister",
-        R::GetStatus => "GetStatus",
-        R::AddObjectLocation { .. } => "AddObjectLocation",
-        R::GetObjectLocations { .. } => "GetObjectLocations",
-        R::UploadBinary { .. } => "UploadBinary",
-        R::SubmitJob(_) => "SubmitJob",
-        R::RegisterDriver { .. } => "RegisterDriver",
-        R::ListJobs => "ListJobs",
-        R::JobLogs { .. } => "JobLogs",
-        R::StopJob { .. } => "StopJob",
-        R::RegisterActor(..) => "RegisterActor",
-        R::UpdateActor { .. } => "UpdateActor",
-        R::GetActor { .. } => "GetActor",
-        R::GetNamedActor { .. } => "GetNamedActor",
-        R::ListActors => "ListActors",
-        R::ListTasks => "ListTasks",
-        R::ListObjects => "ListObjects",
-        R::ListWorkers => "ListWorkers",
-        R::QueryTasks(_) => "QueryTasks",
-        R::WorkerLog { .. } => "WorkerLog",
-        R::Metrics => "Metrics",
-        R::ReportRun(_) => "ReportRun",
-        R::ListRuns => "ListRuns",
-        R::GetRun { .. } => "GetRun",
-        R::Models(_) => "Models",
-        R::PlacementGroup(_) => "PlacementGroup",
-        R::DrainNode { .. } => "DrainNode",
-        R::DrainStarted { .. } => "DrainStarted",
     }
 }

@@ -76,6 +76,10 @@ impl HeadCore {
                 .into_iter()
                 .map(|m| Change::Put(Row::Model(m))),
         );
+        let (users, roles) = self.users.take_dirty();
+        out.extend(users.into_iter().map(|u| Change::Put(Row::User(u))));
+        out.extend(roles.into_iter().map(|r| Change::Put(Row::Role(r))));
+        out.extend(self.audit.take_fresh().into_iter().map(Change::Audit));
         out
     }
 
@@ -123,6 +127,7 @@ impl HeadCore {
         core.nodes = NodeTable::restore(detector, now.at, grace, nodes);
         core.runs = crate::head::run_table::RunTable::restore(snapshot.runs, snapshot.run_points);
         core.models = crate::head::model_table::ModelTable::restore(snapshot.models);
+        core.users = crate::head::access::users::UserTable::restore(snapshot.users, snapshot.roles);
         core.actors = ActorTable::restore(
             snapshot
                 .actors

@@ -201,7 +201,7 @@ fn dh_2_a_recovered_core_holds_what_was_committed() {
             Change::Delete(t, k) => {
                 rows.remove(&(t, k));
             }
-            Change::RunPoints(..) => {}
+            Change::RunPoints(..) | Change::Audit(_) => {}
         }
     }
     let snapshot = Snapshot::from_rows(rows.into_values());
@@ -365,7 +365,7 @@ fn put_rows(changes: Vec<crate::head::durable::Change>) -> Vec<crate::head::dura
         .into_iter()
         .filter_map(|c| match c {
             Change::Put(r) => Some(r),
-            Change::Delete(..) | Change::RunPoints(..) => None,
+            Change::Delete(..) | Change::RunPoints(..) | Change::Audit(_) => None,
         })
         .collect()
 }

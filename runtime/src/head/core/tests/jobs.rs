@@ -36,10 +36,11 @@ fn a_job_that_ends_takes_its_groups_and_a_stop_signals_its_driver() {
         name: "job".into(),
         args: vec![],
         env: vec![],
+        namespace: String::new(),
     };
     let id = JobId::random();
     assert_eq!(
-        sim.core.submit_job(sim.now, id, sub),
+        sim.core.submit_job(sim.now, Caller::Client, id, sub),
         HeadResponse::JobSubmitted { job_id: id }
     );
     assert!(matches!(sim.core.poll_effect(), Some(Effect::StartJob { job, .. }) if job == id));

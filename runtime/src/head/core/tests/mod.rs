@@ -2,6 +2,7 @@
 //! only piece by piece through processes, driven here with a virtual clock
 //! and raylets simulated by answering the core's effects ([`Sim`]).
 
+mod access;
 mod failures;
 mod groups;
 mod jobs;

@@ -1,0 +1,358 @@
+//! Users, roles and the audit trail in the head core: the gate every
+//! request from a user passes (AC-1..3 of [`crate::head::access`]), the
+//! access requests themselves, and the audit entry each state-changing
+//! request leaves (AU-1..3).
+
+use super::{Caller, Clock, HeadCore};
+use crate::head::access::audit::Record;
+use crate::head::access::{authorize, Action, Permission, Principal};
+use crate::proto::access::{AccessReply, AccessRequest, Me};
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
+use crate::proto::models::ModelRequest;
+use crate::proto::placement::PgRequest;
+
+fn forbidden(message: String) -> HeadResponse {
+    HeadResponse::Error {
+        kind: ErrorKind::Forbidden,
+        message,
+    }
+}
+
+fn act(audit: Option<&'static str>, what: String, needs: Permission, ns: Option<String>) -> Action {
+    Action {
+        audit,
+        what,
+        needs,
+        namespace: ns,
+    }
+}
+
+impl HeadCore {
+    /// Who `caller` acts as: the cluster admin for the join token, the
+    /// user for a user's token (`Err` once revoked, AC-3), nobody for a
+    /// node (cluster members are trusted with their own requests).
+    pub fn principal(&self, caller: Caller) -> Result<Option<Principal>, String> {
+        match caller {
+            Caller::Node { .. } => Ok(None),
+            Caller::Client => Ok(Some(Principal::cluster_admin())),
+            Caller::User { id, .. } => self.users.principal(id).map(Some),
+        }
+    }
+
+    /// The id of the user whose token is `name@secret`.
+    pub fn authenticate(&self, name: &str, secret: &str) -> Result<u64, String> {
+        self.users.authenticate(name, secret)
+    }
+
+    /// AC-1/AC-2: the refusal, if `caller` may not send `req`. A refusal
+    /// of a state-changing request is audited; nothing else changes.
+    pub fn gate(&mut self, now: Clock, caller: Caller, req: &HeadRequest) -> Option<HeadResponse> {
+        let Caller::User { .. } = caller else {
+            return None;
+        };
+        let who = match self.principal(caller) {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
+            Err(message) => return Some(forbidden(message)),
+        };
+        if matches!(req, HeadRequest::Access(AccessRequest::WhoAmI)) {
+            return None;
+        }
+        let action = self.action_of(&who, req);
+        match authorize(&who, &action) {
+            Ok(()) => None,
+            Err(denied) => {
+                if let Some(name) = action.audit {
+                    let record = Record {
+                        user: who.name.clone(),
+                        origin: origin(caller),
+                        action: name.into(),
+                        target: action.what.clone(),
+                        namespace: action.namespace.clone().unwrap_or_default(),
+                        outcome: format!("denied: {denied}"),
+                    };
+                    self.audit.append(now.wall_ms, record);
+                }
+                Some(forbidden(denied.message))
+            }
+        }
+    }
+
+    /// What `req` would do, as `who` would be judged for it.
+    fn action_of(&self, who: &Principal, req: &HeadRequest) -> Action {
+        use HeadRequest as R;
+        use Permission as P;
+        let job_ns = |id| self.jobs.get(id).map(|j| j.namespace.clone());
+        let read = |what: &str| act(None, what.into(), P::StateRead, None);
+        match req {
+            R::Join { node_name } => {
+                act(None, format!("join node {node_name}"), P::NodesManage, None)
+            }
+            R::Register(_)
+            | R::Heartbeat { .. }
+            | R::Unregister { .. }
+            | R::DrainStarted { .. }
+            | R::AddObjectLocation { .. }
+            | R::UpdateActor { .. } => act(None, "speak for a node".into(), P::NodesManage, None),
+            R::DrainNode { node_id, .. } => act(
+                Some("node.drain"),
+                format!("drain node {node_id}"),
+                P::NodesManage,
+                None,
+            ),
+            R::UploadBinary { .. } => act(None, "upload a job binary".into(), P::JobsSubmit, None),
+            R::SubmitJob(sub) => {
+                let ns = if sub.namespace.is_empty() {
+                    who.home_namespace()
+                } else {
+                    sub.namespace.clone()
+                };
+                act(
+                    Some("job.submit"),
+                    format!("submit job {}", sub.name),
+                    P::JobsSubmit,
+                    Some(ns),
+                )
+            }
+            R::RegisterDriver { job_id, .. } => act(
+                Some("job.start"),
+                format!("start job {job_id}"),
+                P::JobsSubmit,
+                Some(who.home_namespace()),
+            ),
+            R::StopJob { job_id } => {
+                let own = self.jobs.get(*job_id).is_some_and(|j| j.owner == who.name);
+                let needs = if own { P::JobsStop } else { P::JobsStopAny };
+                act(
+                    Some("job.stop"),
+                    format!("stop job {job_id}"),
+                    needs,
+                    job_ns(*job_id),
+                )
+            }
+            R::JobLogs { job_id, .. } => act(
+                None,
+                format!("read the logs of job {job_id}"),
+                P::LogsRead,
+                job_ns(*job_id),
+            ),
+            R::WorkerLog { pid, .. } => act(
+                None,
+                format!("read the log of worker {pid}"),
+                P::LogsRead,
+                None,
+            ),
+            R::RegisterActor(info, _) => act(
+                Some("actor.create"),
+                format!("create actor {}", info.class),
+                P::ActorsCreate,
+                Some(info.namespace.clone()),
+            ),
+            R::PlacementGroup(PgRequest::Create(c)) => act(
+                Some("placement_group.create"),
+                format!("create placement group {}", c.pg),
+                P::PlacementCreate,
+                None,
+            ),
+            R::PlacementGroup(PgRequest::Remove { pg }) => act(
+                Some("placement_group.remove"),
+                format!("remove placement group {pg}"),
+                P::PlacementCreate,
+                None,
+            ),
+            R::ReportRun(_) => act(None, "report a training run".into(), P::RunsWrite, None),
+            R::Models(ModelRequest::SetAlias {
+                name,
+                alias,
+                version,
+                ..
+            }) => act(
+                Some("model.alias"),
+                format!("point {name}@{alias} at version {version}"),
+                if alias == "production" {
+                    P::ModelsProduction
+                } else {
+                    P::ModelsWrite
+                },
+                None,
+            ),
+            R::Models(ModelRequest::Register { name, .. }) => act(
+                Some("model.register"),
+                format!("register a version of {name}"),
+                P::ModelsWrite,
+                None,
+            ),
+            R::Models(ModelRequest::SetCard { name, version, .. }) => act(
+                Some("model.card"),
+                format!("change the card of {name} v{version}"),
+                P::ModelsWrite,
+                None,
+            ),
+            R::Access(AccessRequest::AddUser { name, .. }) => act(
+                Some("user.add"),
+                format!("add user {name}"),
+                P::UsersManage,
+                None,
+            ),
+            R::Access(AccessRequest::RevokeUser { name }) => act(
+                Some("user.revoke"),
+                format!("revoke user {name}"),
+                P::UsersManage,
+                None,
+            ),
+            R::Access(AccessRequest::AddRole { name, .. }) => act(
+                Some("role.add"),
+                format!("define role {name}"),
+                P::UsersManage,
+                None,
+            ),
+            R::Access(AccessRequest::ListUsers | AccessRequest::ListRoles) => {
+                act(None, "list users and roles".into(), P::UsersManage, None)
+            }
+            R::Access(AccessRequest::Audit(_) | AccessRequest::VerifyAudit) => {
+                act(None, "read the audit trail".into(), P::AuditRead, None)
+            }
+            _ => read("read cluster state"),
+        }
+    }
+
+    /// A user's request names who asks where the request carries it (the
+    /// model registry's `who`), so that nobody signs as someone else.
+    pub(crate) fn stamp(&self, caller: Caller, req: &mut HeadRequest) {
+        let Ok(Some(p)) = self.principal(caller) else {
+            return;
+        };
+        if !matches!(caller, Caller::User { .. }) {
+            return;
+        }
+        if let HeadRequest::Models(
+            ModelRequest::Register { who, .. }
+            | ModelRequest::SetAlias { who, .. }
+            | ModelRequest::SetCard { who, .. },
+        ) = req
+        {
+            *who = p.name;
+        }
+    }
+
+    /// A user, role or audit request; `secret` is a fresh token secret
+    /// drawn by the shell (used by `AddUser`), `fingerprint` the CA's.
+    pub fn access(
+        &mut self,
+        now: Clock,
+        caller: Caller,
+        req: AccessRequest,
+        secret: &str,
+        fingerprint: &str,
+    ) -> HeadResponse {
+        let who = match self.principal(caller) {
+            Ok(Some(p)) => p,
+            Ok(None) => return forbidden("a node cannot manage users".into()),
+            Err(message) => return forbidden(message),
+        };
+        let bad = |message: String| HeadResponse::Error {
+            kind: ErrorKind::BadRequest,
+            message,
+        };
+        let reply = match req {
+            AccessRequest::WhoAmI => AccessReply::Me(Me {
+                name: who.name.clone(),
+                role: who.role.clone(),
+                namespaces: who.namespaces.clone(),
+                permissions: who
+                    .permissions
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect(),
+            }),
+            AccessRequest::AddUser {
+                name,
+                role,
+                namespaces,
+            } => {
+                let done = self
+                    .users
+                    .add(now.wall_ms, &who.name, &name, &role, namespaces, secret);
+                let ns = done
+                    .as_ref()
+                    .map(|u| u.namespaces.join(","))
+                    .unwrap_or_default();
+                let outcome = done
+                    .as_ref()
+                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
+                self.audit_record(
+                    now,
+                    caller,
+                    who.name.clone(),
+                    "user.add",
+                    format!("user {name} as {role} in {ns}"),
+                    String::new(),
+                    outcome,
+                );
+                match done {
+                    Ok(user) => AccessReply::UserAdded {
+                        user,
+                        token: format!("{name}@{secret}.{fingerprint}"),
+                    },
+                    Err(e) => return bad(e),
+                }
+            }
+            AccessRequest::RevokeUser { name } => {
+                let done = self.users.revoke(now.wall_ms, &name);
+                let outcome = done
+                    .as_ref()
+                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
+                self.audit_record(
+                    now,
+                    caller,
+                    who.name.clone(),
+                    "user.revoke",
+                    format!("user {name}"),
+                    String::new(),
+                    outcome,
+                );
+                match done {
+                    Ok(()) => AccessReply::Users(self.users.list()),
+                    Err(e) => return bad(e),
+                }
+            }
+            AccessRequest::AddRole { name, permissions } => {
+                let done = self.users.add_role(&name, &permissions);
+                let outcome = done
+                    .as_ref()
+                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
+                let target = format!("role {name} = {}", permissions.join(","));
+                self.audit_record(
+                    now,
+                    caller,
+                    who.name.clone(),
+                    "role.add",
+                    target,
+                    String::new(),
+                    outcome,
+                );
+                match done {
+                    Ok(_) => AccessReply::Roles(self.users.roles()),
+                    Err(e) => return bad(e),
+                }
+            }
+            AccessRequest::ListUsers => AccessReply::Users(self.users.list()),
+            AccessRequest::ListRoles => AccessReply::Roles(self.users.roles()),
+            AccessRequest::Audit(q) => AccessReply::Audit(self.audit.query(&q)),
+            AccessRequest::VerifyAudit => {
+                let (entries, broken) = crate::head::access::audit::verify(self.audit.entries());
+                AccessReply::Verified { entries, broken }
+            }
+        };
+        HeadResponse::Access(reply)
+    }
+}
+
+/// Where a caller speaks from, for the trail.
+pub(super) fn origin(caller: Caller) -> String {
+    match caller {
+        Caller::User { from, .. } => from.to_string(),
+        Caller::Client => "join token".into(),
+        Caller::Node { .. } => "cluster".into(),
+    }
+}

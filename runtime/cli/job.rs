@@ -121,11 +121,25 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
             hash: digest,
             len: bytes.len() as u64,
         };
-        prism::transport::rpc::write_frame(&mut s, &req).await?;
-        tokio::io::AsyncWriteExt::write_all(&mut s, &bytes).await?;
-        tokio::io::AsyncWriteExt::shutdown(&mut s).await?;
-        let resp: Option<HeadResponse> = prism::transport::rpc::read_msg(&mut r, 1 << 20).await?;
-        expect_ok(resp.ok_or_else(|| anyhow!("the head closed the upload"))?)?;
+        let sent = async {
+            prism::transport::rpc::write_frame(&mut s, &req).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut s, &bytes).await?;
+            tokio::io::AsyncWriteExt::shutdown(&mut s).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        // A head that refuses the upload answers at once and stops reading:
+        // its answer says why better than the broken write.
+        let resp: Option<HeadResponse> =
+            match prism::transport::rpc::read_msg(&mut r, 1 << 20).await {
+                Ok(resp) => resp,
+                Err(e) => return Err(sent.err().unwrap_or_else(|| e.into())),
+            };
+        match (resp, sent) {
+            (Some(resp), _) => drop(expect_ok(resp)?),
+            (None, Err(e)) => return Err(e),
+            (None, Ok(())) => bail!("the head closed the upload"),
+        }
         anyhow::Ok(())
     })?;
     let name = path

@@ -54,9 +54,13 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A user's own ~/.prism/credentials never leaks into a test.
+        let credentials = dir.path().join("credentials").display().to_string();
         Sandbox {
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
             envs: vec![
+                ("PRISM_CREDENTIALS".into(), credentials),
                 (
                     "PRISM_HEARTBEAT_INTERVAL_MS".into(),
                     HEARTBEAT_MS.to_string(),
@@ -83,7 +87,9 @@ impl Sandbox {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(prism_bin());
         c.args(args).arg("--temp-dir").arg(self.temp());
-        c.env_remove("PRISM_ADDRESS").env_remove("PRISM_TOKEN");
+        c.env_remove("PRISM_ADDRESS")
+            .env_remove("PRISM_TOKEN")
+            .env_remove("PRISM_USER_TOKEN");
         // Tests' dashboards take any free port, never Ray's 8265.
         c.env("PRISM_DASHBOARD_PORT", "0");
         for (k, v) in &self.envs {

@@ -353,3 +353,111 @@ fn a_revoked_token_stops_at_once_and_a_flipped_byte_in_the_trail_is_found() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("entry {seq} was altered")));
 }
+
+/// `(status, body)` of a dashboard request with a bearer token or a cookie.
+fn http(method: &str, url: &str, bearer: Option<&str>, cookie: Option<&str>) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let mut req = agent.request(method, url).timeout(Duration::from_secs(30));
+    if let Some(t) = bearer {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    if let Some(c) = cookie {
+        req = req.set("Cookie", c);
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+/// Logs in through the form; returns the session cookie (`name=value`).
+fn login(base: &str, token: &str) -> Result<String, (u16, String)> {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let r = agent
+        .post(&format!("{base}/login"))
+        .timeout(Duration::from_secs(30))
+        .send_form(&[("token", token), ("next", "/jobs")]);
+    match r {
+        Ok(r) => {
+            let set = r
+                .header("Set-Cookie")
+                .expect("a session cookie")
+                .to_string();
+            Ok(set.split(';').next().unwrap().to_string())
+        }
+        Err(ureq::Error::Status(code, r)) => Err((code, r.into_string().unwrap_or_default())),
+        Err(e) => panic!("login: {e}"),
+    }
+}
+
+#[test]
+fn the_dashboard_shows_each_user_what_the_head_lets_them_and_a_revocation_ends_their_session() {
+    let c = start();
+    let base = c.head.ready()["dashboard"]
+        .as_str()
+        .expect("a dashboard")
+        .to_string();
+    let alice = c.add_user("alice", "developer", &["vision"]);
+    let bob = c.add_user("bob", "developer", &["ads"]);
+    let done = c.sb.temp().join("release").display().to_string();
+    let out = c.submit(&alice, "vision", &done);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // Each sees their namespaces' jobs only.
+    let (status, mine) = http("GET", &format!("{base}/api/v0/jobs"), Some(&alice), None);
+    assert_eq!(status, 200, "{mine}");
+    assert!(mine.contains(&job), "{mine}");
+    let (status, theirs) = http("GET", &format!("{base}/api/v0/jobs"), Some(&bob), None);
+    assert_eq!(status, 200, "{theirs}");
+    assert!(!theirs.contains(&job), "{theirs}");
+    let (_, who) = http("GET", &format!("{base}/api/v0/whoami"), Some(&bob), None);
+    let who: Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(
+        (who["user"].as_str(), who["role"].as_str()),
+        (Some("bob"), Some("developer"))
+    );
+    // Bob may not stop Alice's job through the dashboard either.
+    let stop = format!("{base}/api/v0/jobs/{job}/stop");
+    let (status, body) = http("POST", &stop, Some(&bob), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("bob (developer in ads) may not stop job"),
+        "{body}"
+    );
+    assert_eq!(c.job_state(&job), "running");
+
+    // A wrong user token gets the login page with the head's reason.
+    let wrong = format!(
+        "bob@{}",
+        &bob[bob.find('@').unwrap() + 1..].replacen(|ch: char| ch.is_ascii_hexdigit(), "0", 1)
+    );
+    let (status, page) = login(&base, &wrong).unwrap_err();
+    assert_eq!(status, 401);
+    assert!(page.contains("invalid user token"), "{page}");
+    // Bob's open session stops working the moment he is revoked.
+    let cookie = login(&base, &bob).expect("bob logs in");
+    let (status, _) = http("GET", &format!("{base}/api/v0/jobs"), None, Some(&cookie));
+    assert_eq!(status, 200);
+    c.ok(None, &["user", "revoke", "bob"]);
+    let (status, body) = http("GET", &format!("{base}/api/v0/jobs"), None, Some(&cookie));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("the token of user bob was revoked"), "{body}");
+    let (status, _) = http(
+        "GET",
+        &format!("{base}/api/v0/summary"),
+        None,
+        Some(&cookie),
+    );
+    assert_eq!(status, 403);
+    // Alice stops her own job from the dashboard.
+    let (status, body) = http("POST", &stop, Some(&alice), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(30), || c.job_state(&job) == "stopped"));
+    std::fs::write(&done, "").unwrap();
+}

@@ -98,7 +98,7 @@ const TABLES = {
     states: ["pending", "running", "succeeded", "failed", "stopped"],
     columns: [["Job", (r) => r.job_id], ["State", (r) => r.state], ["Entrypoint", (r) => r.entrypoint],
       ["Started", (r) => fmtMs(r.start_ms)], ["Ended", (r) => fmtMs(r.end_ms)], ["Exit", (r) => r.exit_code],
-      ["", (r) => (window.role === "admin" && r.state === "running" && r.submitted
+      ["", (r) => (window.canStop && r.state === "running" && r.submitted
         ? el("button", { onclick: () => api("/api/v0/jobs/" + r.job_id + "/stop", { method: "POST" }).then(refresh, alert) }, "stop") : "")]],
   },
   actors: {
@@ -304,7 +304,7 @@ async function refresh() {
   }
 }
 
-api("/api/v0/whoami").then((w) => { window.role = w.role; }, () => {}).finally(() => {
+api("/api/v0/whoami").then((w) => { window.canStop = w.can_stop; }, () => {}).finally(() => {
   refresh();
   setInterval(refresh, REFRESH_MS);
 });

@@ -2,7 +2,7 @@
 //! (one model, [`prism::views`]), with filters (`state=`, `job=`, `node=`,
 //! `name=`, any field), `sort=`/`order=`, and `limit=` (default 100) /
 //! `offset=` paging. Plus a summary for the overview, worker logs, the
-//! task timeline and stopping a job (admins only).
+//! task timeline and stopping a job (admins, and users the head lets).
 
 use crate::auth::Role;
 use crate::source::SourceError;
@@ -36,6 +36,7 @@ impl From<SourceError> for ApiError {
         let status = match e {
             SourceError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SourceError::Head(_) => StatusCode::BAD_GATEWAY,
+            SourceError::Forbidden(_) => StatusCode::FORBIDDEN,
         };
         ApiError(status, e.to_string())
     }
@@ -48,9 +49,11 @@ fn bad_request(e: impl std::fmt::Display) -> ApiError {
 /// `GET /api/v0/{table}`.
 pub async fn table(
     State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
     Path(name): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
+    let src = app.source.view(role.user());
     let table = Table::parse(&name).ok_or_else(|| {
         let names: Vec<_> = Table::ALL.iter().map(|t| t.name()).collect();
         ApiError(
@@ -64,7 +67,7 @@ pub async fn table(
         // Tasks are the big table: the raylets filter them and send only
         // the newest rows a page needs, when the query allows.
         if let Some(filter) = q.task_filter() {
-            let (rows, total) = app.source.task_page(filter).await?;
+            let (rows, total) = src.task_page(filter).await?;
             let rows = rows.into_iter().skip(q.offset).collect();
             return Ok(Json(prism::views::Page {
                 total: total as usize,
@@ -79,7 +82,7 @@ pub async fn table(
             q.descending = true;
         }
     }
-    let rows = app.source.rows(table).await?;
+    let rows = src.rows(table).await?;
     let page = q.apply_refs(&rows).map_err(bad_request)?;
     Ok(Json(page))
 }
@@ -98,8 +101,12 @@ fn count_by(rows: &[Value], field: &str) -> BTreeMap<String, u64> {
 
 /// `GET /api/v0/summary`: what the overview shows — nodes with their
 /// resources, totals, demand, and counts of jobs, actors, tasks by state.
-pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    let status = match app.source.request(&HeadRequest::GetStatus).await? {
+pub async fn summary(
+    State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<Value>, ApiError> {
+    let src = app.source.view(role.user());
+    let status = match src.request(&HeadRequest::GetStatus).await? {
         HeadResponse::Status(s) => s,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
     };
@@ -134,9 +141,9 @@ pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiErro
             json!({"node_id": d.node_id, "shape": shape, "count": d.count, "infeasible": d.infeasible})
         })
         .collect();
-    let jobs = app.source.rows(Table::Jobs).await?;
-    let actors = app.source.rows(Table::Actors).await?;
-    let groups = app.source.rows(Table::PlacementGroups).await?;
+    let jobs = src.rows(Table::Jobs).await?;
+    let actors = src.rows(Table::Actors).await?;
+    let groups = src.rows(Table::PlacementGroups).await?;
     // Task counts by state, counted by the raylets (no rows move).
     let mut tasks = BTreeMap::new();
     for state in ["queued", "running", "infeasible", "finished", "failed"] {
@@ -144,7 +151,7 @@ pub async fn summary(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiErro
             state: prism::proto::state::TaskState::parse(state),
             ..Default::default()
         };
-        let (_, n) = app.source.task_page(filter).await?;
+        let (_, n) = src.task_page(filter).await?;
         if n > 0 {
             tasks.insert(state.to_string(), n);
         }
@@ -175,8 +182,10 @@ pub struct LogQuery {
 /// `GET /api/v0/logs?node=N&pid=P&offset=O`: part of a worker's log.
 pub async fn logs(
     State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let src = app.source.view(role.user());
     let node = q
         .node
         .parse()
@@ -186,7 +195,7 @@ pub async fn logs(
         pid: q.pid,
         offset: q.offset,
     };
-    match app.source.request(&req).await? {
+    match src.request(&req).await? {
         HeadResponse::WorkerLog(LogChunk::Data { data, next }) => Ok(Json(json!({
             "data": String::from_utf8_lossy(&data),
             "next": next,
@@ -201,9 +210,11 @@ pub async fn logs(
 /// `GET /api/v0/timeline?job=J`: the tasks' runs as a Chrome trace.
 pub async fn timeline(
     State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let tasks = match app.source.request(&HeadRequest::ListTasks).await? {
+    let src = app.source.view(role.user());
+    let tasks = match src.request(&HeadRequest::ListTasks).await? {
         HeadResponse::Tasks(t) => t,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
     };
@@ -215,40 +226,63 @@ pub async fn timeline(
     Ok(Json(prism::views::chrome_trace(&tasks)))
 }
 
-/// `POST /api/v0/jobs/{id}/stop`: admins only.
+/// `POST /api/v0/jobs/{id}/stop`: admins, and users the head lets.
 pub async fn stop_job(
     State(app): State<Arc<App>>,
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if role != Role::Admin {
+    if role == Role::Viewer {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "stopping a job needs the cluster token (this session has the read-only dashboard token)".into(),
+            "stopping a job needs the cluster token or a user allowed to (this session has the read-only dashboard token)".into(),
         ));
     }
+    let src = app.source.view(role.user());
     let job_id = id
         .parse()
         .map_err(|_| bad_request(format!("{id:?} is not a job id")))?;
-    match app.source.request(&HeadRequest::StopJob { job_id }).await? {
+    match src.request(&HeadRequest::StopJob { job_id }).await? {
         HeadResponse::Ok => Ok(Json(json!({"stopped": id}))),
         other => Err(bad_request(format!("unexpected answer {other:?}"))),
     }
 }
 
-/// `GET /api/v0/whoami`: the caller's role (the pages show admin buttons by it).
-pub async fn whoami(Extension(role): Extension<Role>) -> Json<Value> {
-    Json(json!({ "role": if role == Role::Admin { "admin" } else { "viewer" } }))
+/// `GET /api/v0/whoami`: who the caller is and whether it may stop jobs
+/// (the pages show the stop buttons by it; the head decides anyway).
+pub async fn whoami(
+    State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(user) = role.user() else {
+        let admin = role == Role::Admin;
+        let name = if admin { "admin" } else { "viewer" };
+        return Ok(Json(
+            json!({ "role": name, "user": name, "can_stop": admin }),
+        ));
+    };
+    let req = HeadRequest::Access(prism::proto::access::AccessRequest::WhoAmI);
+    match app.source.view(Some(user)).request(&req).await? {
+        HeadResponse::Access(prism::proto::access::AccessReply::Me(me)) => {
+            let can_stop = me.permissions.iter().any(|p| p.starts_with("jobs:stop"));
+            Ok(Json(json!({
+                "role": me.role, "user": me.name, "namespaces": me.namespaces, "can_stop": can_stop,
+            })))
+        }
+        other => Err(bad_request(format!("unexpected answer {other:?}"))),
+    }
 }
 
 /// `GET /api/v0/runs`: training runs, most recently updated first.
 pub async fn runs(
     State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
+    let src = app.source.view(role.user());
     let mut q = RowQuery::parse(params).map_err(bad_request)?;
     q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
-    let runs = match app.source.request(&HeadRequest::ListRuns).await? {
+    let runs = match src.request(&HeadRequest::ListRuns).await? {
         HeadResponse::Runs(r) => r,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
     };
@@ -262,10 +296,11 @@ pub async fn runs(
 /// `GET /api/v0/runs/{id}`: one run's points, as `{run, points}`.
 pub async fn run(
     State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match app
-        .source
+    let src = app.source.view(role.user());
+    match src
         .request(&HeadRequest::GetRun { run_id: id.clone() })
         .await?
     {

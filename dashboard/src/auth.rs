@@ -1,14 +1,18 @@
 //! Who may see the dashboard. Every request but the login form must carry
 //! a token — `Authorization: Bearer <token>` — or the cookie the login form
-//! sets; anything else gets 401 and nothing else. Two tokens: the cluster's
-//! join token (or its secret) makes an admin, who may also stop jobs; the
-//! dashboard token printed at start makes a viewer, who may only look.
-//! Neither is ever written into a page or an API answer.
+//! sets; anything else gets 401 and nothing else. The cluster's join token
+//! (or its secret) makes an admin, who may also stop jobs; the dashboard
+//! token printed at start makes a viewer, who may only look; a person's own
+//! token (`prism user add`) makes them themselves: the dashboard reads the
+//! head through their own connection, so the head decides what they see
+//! and may do, and a revoked token fails on the next request of an open
+//! session. No token is ever written into a page or an API answer.
 
 use axum::extract::{Form, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use prism::token::{JoinToken, UserToken};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,19 +24,34 @@ pub const COOKIE: &str = "prism_session";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// Look.
     Viewer,
     /// Look and stop jobs.
     Admin,
+    /// What the head lets this user do.
+    User(Arc<UserToken>),
+}
+
+impl Role {
+    /// The user's token, when a person logged in as themselves.
+    pub fn user(&self) -> Option<&UserToken> {
+        match self {
+            Role::User(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// The tokens and the logged-in sessions.
 #[derive(Debug)]
 pub struct Auth {
     admin_secret: String,
+    fingerprint: String,
     viewer_token: String,
+    /// Checks users' tokens at login (the head's answer).
+    source: Option<Arc<crate::source::Source>>,
     sessions: Mutex<HashMap<String, (Role, Instant)>>,
 }
 
@@ -43,18 +62,45 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
-    /// Admins present the join token (or its secret); viewers `viewer_token`.
-    pub fn new(join_secret: &str, viewer_token: &str) -> Auth {
+    /// Admins present the join token (or its secret); viewers
+    /// `viewer_token`; users their own token for this CA (`fingerprint`),
+    /// checked with the head through `source` at login.
+    pub fn new(
+        join: &JoinToken,
+        viewer_token: &str,
+        source: Option<Arc<crate::source::Source>>,
+    ) -> Auth {
         Auth {
-            admin_secret: join_secret.to_string(),
+            admin_secret: join.secret.clone(),
+            fingerprint: join.ca_fingerprint.clone(),
             viewer_token: viewer_token.to_string(),
+            source,
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// At login: a user's token must be one the head accepts.
+    async fn check(&self, role: &Role) -> Result<(), String> {
+        let (Some(user), Some(source)) = (role.user(), &self.source) else {
+            return Ok(());
+        };
+        let req =
+            prism::proto::head::HeadRequest::Access(prism::proto::access::AccessRequest::WhoAmI);
+        source
+            .view(Some(user))
+            .request(&req)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// The role a presented token grants.
     pub fn role_of_token(&self, token: &str) -> Option<Role> {
         let token = token.trim();
+        if let Ok(user) = token.parse::<UserToken>() {
+            return (same(&user.key.ca_fingerprint, &self.fingerprint))
+                .then(|| Role::User(Arc::new(user)));
+        }
         let secret = token.split_once('.').map_or(token, |(s, _)| s);
         if !self.admin_secret.is_empty() && same(secret, &self.admin_secret) {
             Some(Role::Admin)
@@ -78,7 +124,7 @@ impl Auth {
         let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         s.iter()
             .find(|(k, (_, at))| same(k, id) && at.elapsed() < SESSION_TTL)
-            .map(|(_, (role, _))| *role)
+            .map(|(_, (role, _))| role.clone())
     }
 
     /// The caller's role from its headers: a bearer token or the cookie.
@@ -176,26 +222,24 @@ fn logged_in(auth: &Auth, role: Role, next: Option<&str>) -> Response {
 pub async fn login_get(State(auth): State<Arc<Auth>>, Query(q): Query<LoginForm>) -> Response {
     match q.token.as_deref() {
         None => login_page(None, q.next.as_deref()).into_response(),
-        Some(t) => match auth.role_of_token(t) {
-            Some(role) => logged_in(&auth, role, q.next.as_deref()),
-            None => (
-                StatusCode::UNAUTHORIZED,
-                login_page(Some("That token is not valid."), q.next.as_deref()),
-            )
-                .into_response(),
-        },
+        Some(t) => log_in(&auth, t, q.next.as_deref()).await,
     }
 }
 
 /// `POST /login`: checks the token, sets the session cookie.
 pub async fn login_post(State(auth): State<Arc<Auth>>, Form(f): Form<LoginForm>) -> Response {
-    match f.token.as_deref().and_then(|t| auth.role_of_token(t)) {
-        Some(role) => logged_in(&auth, role, f.next.as_deref()),
-        None => (
-            StatusCode::UNAUTHORIZED,
-            login_page(Some("That token is not valid."), f.next.as_deref()),
-        )
-            .into_response(),
+    log_in(&auth, f.token.as_deref().unwrap_or(""), f.next.as_deref()).await
+}
+
+async fn log_in(auth: &Auth, token: &str, next: Option<&str>) -> Response {
+    let refused =
+        |why: &str| (StatusCode::UNAUTHORIZED, login_page(Some(why), next)).into_response();
+    match auth.role_of_token(token) {
+        Some(role) => match auth.check(&role).await {
+            Ok(()) => logged_in(auth, role, next),
+            Err(why) => refused(&why),
+        },
+        None => refused("That token is not valid."),
     }
 }
 
@@ -205,18 +249,23 @@ mod tests {
 
     #[test]
     fn tokens_grant_roles_and_nothing_else_does() {
-        let a = Auth::new("aa".repeat(16).as_str(), "viewer-token");
         let join = format!("{}.{}", "aa".repeat(16), "bb".repeat(16));
+        let a = Auth::new(&join.parse().unwrap(), "viewer-token", None);
         assert_eq!(a.role_of_token(&join), Some(Role::Admin));
         assert_eq!(a.role_of_token(&"aa".repeat(16)), Some(Role::Admin));
         assert_eq!(a.role_of_token("viewer-token"), Some(Role::Viewer));
         assert_eq!(a.role_of_token("viewer-tokeN"), None);
         assert_eq!(a.role_of_token(""), None);
+        let alice = format!("alice@{}.{}", "cc".repeat(16), "bb".repeat(16));
+        assert!(matches!(a.role_of_token(&alice), Some(Role::User(u)) if u.name == "alice"));
+        let elsewhere = format!("alice@{}.{}", "cc".repeat(16), "dd".repeat(16));
+        assert_eq!(a.role_of_token(&elsewhere), None, "another cluster's user");
     }
 
     #[test]
     fn a_session_cookie_carries_its_role() {
-        let a = Auth::new("s", "v");
+        let join = format!("{}.{}", "aa".repeat(16), "bb".repeat(16));
+        let a = Auth::new(&join.parse().unwrap(), "v", None);
         let id = a.new_session(Role::Viewer);
         let mut h = HeaderMap::new();
         h.insert(

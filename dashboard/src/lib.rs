@@ -35,7 +35,7 @@ use std::time::Duration;
 /// What the handlers share.
 pub struct App {
     /// The head.
-    pub source: source::Source,
+    pub source: Arc<source::Source>,
 }
 
 /// How to run a dashboard.
@@ -134,12 +134,15 @@ impl Dashboard {
                 })
             }
         };
-        let source = source::Source::new(opts.head, opts.token.clone(), opts.cache)
-            .map_err(DashboardError::Endpoint)?;
+        let source = Arc::new(
+            source::Source::new(opts.head, opts.token.clone(), opts.cache)
+                .map_err(DashboardError::Endpoint)?,
+        );
+        let auth = auth::Auth::new(&opts.token, &opts.viewer_token, Some(source.clone()));
         Ok(Dashboard {
             listener,
             app: Arc::new(App { source }),
-            auth: Arc::new(auth::Auth::new(&opts.token.secret, &opts.viewer_token)),
+            auth: Arc::new(auth),
         })
     }
 

@@ -321,12 +321,13 @@ fn count(rows: &[serde_json::Value]) -> BTreeMap<String, u64> {
     out
 }
 
-async fn gather(app: &App) -> Result<Snapshot, SourceError> {
-    let nodes: Vec<NodeView> = match app.source.request(&HeadRequest::GetStatus).await? {
+async fn gather(app: &App, role: &crate::auth::Role) -> Result<Snapshot, SourceError> {
+    let src = app.source.view(role.user());
+    let nodes: Vec<NodeView> = match src.request(&HeadRequest::GetStatus).await? {
         HeadResponse::Status(s) => s.nodes.iter().map(NodeView::from_status).collect(),
         other => return Err(SourceError::Head(format!("unexpected answer {other:?}"))),
     };
-    let (head_requests, raylets) = match app.source.request(&HeadRequest::Metrics).await? {
+    let (head_requests, raylets) = match src.request(&HeadRequest::Metrics).await? {
         HeadResponse::Metrics {
             head_requests,
             nodes,
@@ -335,17 +336,20 @@ async fn gather(app: &App) -> Result<Snapshot, SourceError> {
     };
     Ok(Snapshot {
         nodes,
-        actors: count(&app.source.rows(Table::Actors).await?),
-        jobs: count(&app.source.rows(Table::Jobs).await?),
-        groups: count(&app.source.rows(Table::PlacementGroups).await?),
+        actors: count(&src.rows(Table::Actors).await?),
+        jobs: count(&src.rows(Table::Jobs).await?),
+        groups: count(&src.rows(Table::PlacementGroups).await?),
         head_requests,
         raylets,
     })
 }
 
 /// `GET /metrics`.
-pub async fn scrape(State(app): State<Arc<App>>) -> Response {
-    match gather(&app).await.map(render) {
+pub async fn scrape(
+    State(app): State<Arc<App>>,
+    axum::Extension(role): axum::Extension<crate::auth::Role>,
+) -> Response {
+    match gather(&app, &role).await.map(render) {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,

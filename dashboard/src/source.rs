@@ -2,10 +2,15 @@
 //! authenticated QUIC connection `prism list` uses (the dashboard is a
 //! client of the head core, never an owner of state). Answers are cached
 //! for a moment, so many open tabs cost the head one listing, not one each.
+//!
+//! A person logged in with their own token reads through their own
+//! connection ([`Source::view`]), so the head's gate decides what they see
+//! and may do (their namespaces, their role), and a revoked token fails on
+//! the next request of an open session; each user has their own cache.
 
 use prism::client::{HeadClient, Table};
-use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
-use prism::token::JoinToken;
+use prism::proto::head::{ErrorKind, HeadRequest, HeadResponse, PeerRole};
+use prism::token::{JoinToken, UserToken};
 use prism::transport::quic::QuicEndpoint;
 use prism::transport::tls::ClientTrust;
 use prism::transport::Endpoint;
@@ -30,6 +35,17 @@ pub enum SourceError {
     /// The head answered with an error.
     #[error("{0}")]
     Head(String),
+    /// The head refused this user (role, namespace, revoked or wrong token).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// A refusal from the head, as a [`SourceError`].
+fn refused(kind: ErrorKind, message: String) -> SourceError {
+    match kind {
+        ErrorKind::Forbidden | ErrorKind::Unauthorized => SourceError::Forbidden(message),
+        _ => SourceError::Head(message),
+    }
 }
 
 /// A cached answer.
@@ -38,14 +54,47 @@ struct Cached {
     rows: Arc<Vec<Value>>,
 }
 
+/// One identity's connection to the head and its cache.
+struct Link {
+    user: Option<UserToken>,
+    client: Mutex<Option<HeadClient>>,
+    cache: Mutex<HashMap<&'static str, Cached>>,
+}
+
+impl Link {
+    fn new(user: Option<UserToken>) -> Arc<Link> {
+        Arc::new(Link {
+            user,
+            client: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
 /// The head, as the dashboard reads it.
 pub struct Source {
     addr: SocketAddr,
     token: JoinToken,
     ttl: Duration,
     endpoint: QuicEndpoint,
-    client: Mutex<Option<HeadClient>>,
-    cache: Mutex<HashMap<&'static str, Cached>>,
+    /// The cluster token's connection (admins and the read-only token).
+    admin: Arc<Link>,
+    /// Each logged-in user's, by their token.
+    users: std::sync::Mutex<HashMap<String, Arc<Link>>>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("head", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The head as one identity reads it.
+pub struct View<'a> {
+    src: &'a Source,
+    link: Arc<Link>,
 }
 
 impl Source {
@@ -63,77 +112,121 @@ impl Source {
             token,
             ttl,
             endpoint,
-            client: Mutex::new(None),
-            cache: Mutex::new(HashMap::new()),
+            admin: Link::new(None),
+            users: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
+    /// The head as the cluster token reads it.
+    pub fn admin(&self) -> View<'_> {
+        View {
+            src: self,
+            link: self.admin.clone(),
+        }
+    }
+
+    /// The head as `user` reads it (`None`: the cluster token).
+    pub fn view(&self, user: Option<&UserToken>) -> View<'_> {
+        let Some(user) = user else {
+            return self.admin();
+        };
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let link = users
+            .entry(user.to_string())
+            .or_insert_with(|| Link::new(Some(user.clone())))
+            .clone();
+        View { src: self, link }
+    }
+
+    /// Closes the connections.
+    pub fn close(&self) {
+        self.endpoint.close();
+    }
+}
+
+impl View<'_> {
     async fn client(&self) -> Result<HeadClient, SourceError> {
-        let mut held = self.client.lock().await;
+        let mut held = self.link.client.lock().await;
         if let Some(c) = held.as_ref() {
             return Ok(c.clone());
         }
-        let trust = ClientTrust::Pinned {
-            ca_fingerprint: self.token.ca_fingerprint.clone(),
-        };
+        let src = self.src;
         let config = prism::Config::from_env().unwrap_or_default();
-        let c = HeadClient::connect(
-            &self.endpoint,
-            self.addr,
-            &trust,
-            Some(&self.token),
-            PeerRole::Client,
-            &config,
-        )
-        .await
-        .map_err(|e| SourceError::Unreachable {
-            addr: self.addr,
-            detail: e.to_string(),
+        let c = match &self.link.user {
+            Some(user) => HeadClient::connect_user(&src.endpoint, src.addr, user, &config).await,
+            None => {
+                let trust = ClientTrust::Pinned {
+                    ca_fingerprint: src.token.ca_fingerprint.clone(),
+                };
+                HeadClient::connect(
+                    &src.endpoint,
+                    src.addr,
+                    &trust,
+                    Some(&src.token),
+                    PeerRole::Client,
+                    &config,
+                )
+                .await
+            }
+        };
+        let c = c.map_err(|e| match e {
+            prism::client::ClientError::Refused { kind, message } => refused(kind, message),
+            e => SourceError::Unreachable {
+                addr: src.addr,
+                detail: e.to_string(),
+            },
         })?;
         *held = Some(c.clone());
         Ok(c)
     }
 
+    async fn forget_client(&self) {
+        *self.link.client.lock().await = None;
+    }
+
     /// One request to the head (a dropped connection is dialled again once).
     pub async fn request(&self, req: &HeadRequest) -> Result<HeadResponse, SourceError> {
-        for attempt in 0..2 {
-            let c = self.client().await?;
-            match c.request(req).await {
-                Ok(r) => return Ok(r),
-                Err(prism::client::ClientError::Refused { message, .. }) => {
-                    return Err(SourceError::Head(message))
-                }
-                Err(e) if attempt == 1 => {
-                    return Err(SourceError::Unreachable {
-                        addr: self.addr,
+        let c = self.client().await?;
+        match c.request(req).await {
+            Ok(r) => Ok(r),
+            Err(prism::client::ClientError::Refused { kind, message }) => {
+                Err(refused(kind, message))
+            }
+            Err(_) => {
+                c.close();
+                self.forget_client().await;
+                let c = self.client().await?;
+                c.request(req).await.map_err(|e| match e {
+                    prism::client::ClientError::Refused { kind, message } => refused(kind, message),
+                    e => SourceError::Unreachable {
+                        addr: self.src.addr,
                         detail: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    c.close();
-                    *self.client.lock().await = None;
-                }
+                    },
+                })
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// Every row of `table` (cached for the TTL).
     pub async fn rows(&self, table: Table) -> Result<Arc<Vec<Value>>, SourceError> {
         // One listing at a time per table: a second tab waits for the
         // first one's answer instead of asking the head again.
-        let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.get(table.name()) {
-            if c.at.elapsed() < self.ttl {
+        let mut cache = self.link.cache.lock().await;
+        // A user's listings are never reused: a revocation holds at once.
+        if let Some(c) = cache.get(table.name()).filter(|_| self.link.user.is_none()) {
+            if c.at.elapsed() < self.src.ttl {
                 return Ok(c.rows.clone());
             }
         }
         let client = self.client().await?;
         let rows = match client.rows(table).await {
             Ok(r) => r,
+            Err(prism::client::ClientError::Refused { kind, message }) => {
+                return Err(refused(kind, message))
+            }
             Err(_) => {
                 // One more try on a fresh connection.
-                *self.client.lock().await = None;
+                self.forget_client().await;
                 let c = self.client().await?;
                 c.rows(table)
                     .await
@@ -159,21 +252,16 @@ impl Source {
         let c = self.client().await?;
         match c.task_page(filter.clone()).await {
             Ok(p) => Ok(p),
-            Err(prism::client::ClientError::Refused { message, .. }) => {
-                Err(SourceError::Head(message))
+            Err(prism::client::ClientError::Refused { kind, message }) => {
+                Err(refused(kind, message))
             }
             Err(_) => {
-                *self.client.lock().await = None;
+                self.forget_client().await;
                 let c = self.client().await?;
                 c.task_page(filter)
                     .await
                     .map_err(|e| SourceError::Head(e.to_string()))
             }
         }
-    }
-
-    /// Closes the connection.
-    pub fn close(&self) {
-        self.endpoint.close();
     }
 }

@@ -64,7 +64,10 @@ macro_rules! placement_builders {
 
         #[doc = concat!("Memory in bytes reserved ", $held, ".")]
         pub fn memory(mut self, bytes: u64) -> Self {
-            let q = prism_scheduler::Quantity::from_raw(bytes as i64);
+            // Bytes in fixed point, as raylets count their memory.
+            let q = prism_scheduler::Quantity::from_raw(
+                (bytes as i64).saturating_mul(prism_scheduler::SCALE),
+            );
             self.place.resources.set(prism_scheduler::MEMORY, q);
             self
         }

@@ -56,6 +56,23 @@ pub struct SubmitArgs {
     /// The namespace the job runs in (default: your first namespace).
     #[arg(long)]
     namespace: Option<String>,
+    /// CPUs the job will use, held against its namespace's quota (the
+    /// queue starts it when they are free).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs the job will use (as --num-cpus).
+    #[arg(long)]
+    num_gpus: Option<u32>,
+    /// Memory the job will use, in bytes or with a K/M/G/T suffix.
+    #[arg(long, value_parser = crate::start::parse_bytes)]
+    memory: Option<u64>,
+    /// Higher starts first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// The job may be stopped (and queued again) for a job of higher
+    /// priority that needs its resources.
+    #[arg(long)]
+    spot: bool,
     /// Environment for the driver, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -98,6 +115,23 @@ fn expect_ok(resp: HeadResponse) -> anyhow::Result<HeadResponse> {
         HeadResponse::Error { message, .. } => Err(anyhow!("the head refused: {message}")),
         other => Ok(other),
     }
+}
+
+/// What `--num-cpus`, `--num-gpus` and `--memory` declare.
+fn demand(args: &SubmitArgs) -> anyhow::Result<prism::proto::common::Resources> {
+    use prism_scheduler::{Quantity, ResourceSet, CPU, GPU, MEMORY, SCALE};
+    let mut set = ResourceSet::new();
+    if let Some(c) = args.num_cpus {
+        let q = Quantity::from_f64(c).map_err(|e| anyhow!("--num-cpus {c}: {e}"))?;
+        set.set(CPU, q);
+    }
+    if let Some(g) = args.num_gpus {
+        set.set(GPU, Quantity::whole(g));
+    }
+    if let Some(m) = args.memory {
+        set.set(MEMORY, Quantity::from_raw((m as i64).saturating_mul(SCALE)));
+    }
+    Ok(prism::proto::common::Resources::from(&set))
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
@@ -152,6 +186,9 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
         args: args.command[1..].to_vec(),
         env,
         namespace: args.namespace.clone().unwrap_or_default(),
+        demand: demand(&args)?,
+        priority: args.priority,
+        spot: args.spot,
     };
     let HeadResponse::JobSubmitted { job_id } =
         expect_ok(head.request(&HeadRequest::SubmitJob(sub))?)?

@@ -13,6 +13,7 @@ mod logs;
 mod microbench_extras;
 mod microbenchmark;
 mod models;
+mod queue;
 mod reference;
 mod runs;
 mod runs_filter;
@@ -83,6 +84,9 @@ enum Command {
     /// fires now, the notices sent to webhooks.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// The job queue: what waits, its position and why; `quota` sets a
+    /// namespace's quota, job limit and fair-share weight.
+    Queue(queue::QueueArgs),
     /// People's accounts: add (prints their token), revoke, list, whoami.
     #[command(subcommand)]
     User(access::UserCommand),
@@ -166,6 +170,7 @@ fn run() -> anyhow::Result<()> {
         Command::Alerts(c) => alerts::run(c),
         Command::Runs(c) => runs::run(c),
         Command::Models(c) => models::run(c),
+        Command::Queue(a) => queue::run(a),
         Command::User(c) => access::user(c),
         Command::Role(c) => access::role(c),
         Command::Audit(a) => std::process::exit(access::audit(a)?),

@@ -83,6 +83,8 @@ pub enum Row {
     User(super::access::users::UserRow),
     /// A custom role.
     Role(crate::proto::access::RoleInfo),
+    /// A namespace's quota, job limit and weight.
+    Quota(crate::proto::queue::NamespaceQuota),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -106,6 +108,8 @@ pub enum Table {
     User = 8,
     /// Custom roles.
     Role = 9,
+    /// Namespaces' quotas.
+    Quota = 10,
 }
 
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
@@ -129,6 +133,7 @@ impl Row {
             Row::Model(m) => (Table::Model, run_key(&format!("model:{}", m.name))),
             Row::User(u) => (Table::User, run_key(&format!("user:{}", u.info.name))),
             Row::Role(r) => (Table::Role, run_key(&format!("role:{}", r.name))),
+            Row::Quota(q) => (Table::Quota, run_key(&format!("quota:{}", q.namespace))),
         }
     }
 
@@ -201,6 +206,8 @@ pub struct Snapshot {
     pub users: Vec<super::access::users::UserRow>,
     /// Custom roles.
     pub roles: Vec<crate::proto::access::RoleInfo>,
+    /// Namespaces' quotas.
+    pub quotas: Vec<crate::proto::queue::NamespaceQuota>,
 }
 
 impl Snapshot {
@@ -218,6 +225,7 @@ impl Snapshot {
                 Row::Model(m) => s.models.push(m),
                 Row::User(u) => s.users.push(u),
                 Row::Role(r) => s.roles.push(r),
+                Row::Quota(q) => s.quotas.push(q),
             }
         }
         s

@@ -10,6 +10,32 @@ use crate::ids::JobId;
 use crate::proto::head::{JobInfo, JobState};
 use std::collections::BTreeMap;
 
+/// Who a job belongs to and what it asked of the queue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobMeta {
+    /// Who started it.
+    pub owner: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// What it declared.
+    pub demand: crate::proto::common::Resources,
+    /// Its priority.
+    pub priority: i32,
+    /// Whether it may be preempted.
+    pub spot: bool,
+}
+
+impl JobMeta {
+    /// A job of `owner` in `namespace` that declared nothing.
+    pub fn of(owner: &str, namespace: &str) -> JobMeta {
+        JobMeta {
+            owner: owner.into(),
+            namespace: namespace.into(),
+            ..JobMeta::default()
+        }
+    }
+}
+
 /// Every job the head has seen.
 #[derive(Debug, Default)]
 pub struct JobTable {
@@ -28,7 +54,7 @@ impl JobTable {
         entrypoint: String,
         submitted: bool,
         pid: Option<u32>,
-        (owner, namespace): (String, String),
+        meta: JobMeta,
     ) {
         self.dirty.insert(id);
         self.jobs.insert(
@@ -47,8 +73,11 @@ impl JobTable {
                 message: None,
                 start_ms: now_ms,
                 end_ms: None,
-                owner,
-                namespace,
+                owner: meta.owner,
+                namespace: meta.namespace,
+                demand: meta.demand,
+                priority: meta.priority,
+                spot: meta.spot,
             },
         );
     }
@@ -115,6 +144,18 @@ impl JobTable {
     /// A driver that never came back (its outcome is unknown).
     pub fn lost(&mut self, now_ms: u64, id: JobId, why: String) {
         self.end(now_ms, id, JobState::Failed, None, Some(why));
+    }
+
+    /// A preempted job's driver went: it waits again (it has not ended).
+    pub fn requeued(&mut self, id: JobId, why: String) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            if j.state == JobState::Running {
+                j.state = JobState::Pending;
+                j.pid = None;
+                j.message = Some(why);
+                self.dirty.insert(id);
+            }
+        }
     }
 
     /// A stop was asked; returns the pid to signal if it runs.
@@ -193,7 +234,7 @@ mod tests {
             "job".into(),
             true,
             None,
-            ("admin".into(), "default".into()),
+            JobMeta::of("admin", "default"),
         );
         t.started(id, 42);
         t.exited(10, id, Some(0), "exit code 0".into());
@@ -217,7 +258,7 @@ mod tests {
             "job".into(),
             true,
             None,
-            ("admin".into(), "default".into()),
+            JobMeta::of("admin", "default"),
         );
         t.started(id, 7);
         assert_eq!(t.stop(5, id), Ok(Some(7)));
@@ -235,7 +276,7 @@ mod tests {
             "a".into(),
             true,
             None,
-            ("admin".into(), "default".into()),
+            JobMeta::of("admin", "default"),
         );
         t.start_failed(1, a, "no such binary".into());
         assert_eq!(t.get(a).unwrap().state, JobState::Failed);
@@ -245,7 +286,7 @@ mod tests {
             "b".into(),
             false,
             Some(9),
-            ("admin".into(), "default".into()),
+            JobMeta::of("admin", "default"),
         );
         assert_eq!(t.get(b).unwrap().state, JobState::Running);
         t.disconnected(3, b);

@@ -21,6 +21,7 @@ pub mod actor_table;
 pub mod core;
 mod dialer;
 pub mod durable;
+pub mod job_queue;
 mod job_runner;
 pub mod job_table;
 mod listing;

@@ -5,7 +5,17 @@ use prism_scheduler::{Quantity, ResourceSet};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// One named resource amount in fixed-point units (1/10,000).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct ResourceEntry {
     /// `CPU`, `GPU`, `memory`, or a custom name.
     pub name: String,
@@ -14,7 +24,18 @@ pub struct ResourceEntry {
 }
 
 /// A resource set on the wire.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Resources(pub Vec<ResourceEntry>);
 
 impl From<&ResourceSet> for Resources {

@@ -187,6 +187,8 @@ pub enum HeadRequest {
     },
     /// Users, roles and the audit trail.
     Access(super::access::AccessRequest),
+    /// The job queue.
+    Queue(super::queue::QueueRequest),
 }
 
 /// An actor's lifecycle state.
@@ -246,6 +248,14 @@ pub struct JobSubmission {
     pub env: Vec<(String, String)>,
     /// The namespace it runs in (empty: the submitter's first).
     pub namespace: String,
+    /// What it will use (CPU, GPU, memory, custom), held against its
+    /// namespace's quota and the cluster's capacity while it runs.
+    pub demand: Resources,
+    /// Higher starts first.
+    pub priority: i32,
+    /// May be preempted (stopped and queued again) for a job of higher
+    /// priority.
+    pub spot: bool,
 }
 
 /// A job's state.
@@ -289,6 +299,12 @@ pub struct JobInfo {
     pub owner: String,
     /// Its namespace.
     pub namespace: String,
+    /// What it declared it uses (held against its namespace's quota).
+    pub demand: Resources,
+    /// Its priority in the queue.
+    pub priority: i32,
+    /// Whether it may be preempted.
+    pub spot: bool,
 }
 
 /// A raylet's registration.
@@ -442,6 +458,8 @@ pub enum HeadResponse {
     },
     /// Answer to an access request.
     Access(super::access::AccessReply),
+    /// Answer to a queue request.
+    Queue(super::queue::QueueView),
     /// Refused.
     Error {
         /// Category.

@@ -6,6 +6,7 @@
 //! - [`codec`]: framing, the version check, and typed decode errors.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
+//! - [`queue`]: the job queue: quotas, weights, what waits and why.
 //! - [`raylet`]: raylet to raylet (object transfer).
 //! - [`runs`]: training runs' per-step metrics (the dashboard's training page).
 //! - [`state`]: the state API's listings, worker logs, node metrics.
@@ -22,6 +23,7 @@ pub mod common;
 pub mod head;
 pub mod models;
 pub mod placement;
+pub mod queue;
 pub mod raylet;
 pub mod runs;
 pub mod state;

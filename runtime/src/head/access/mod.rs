@@ -45,6 +45,8 @@ pub enum Permission {
     NodesManage,
     /// Add and revoke users, define roles.
     UsersManage,
+    /// Set namespaces' quotas and weights.
+    QuotasManage,
     /// Read and verify the audit trail.
     AuditRead,
     /// Read unmasked personal data.
@@ -53,7 +55,7 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, in order.
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::StateRead,
         Permission::LogsRead,
         Permission::JobsSubmit,
@@ -66,6 +68,7 @@ impl Permission {
         Permission::ModelsProduction,
         Permission::NodesManage,
         Permission::UsersManage,
+        Permission::QuotasManage,
         Permission::AuditRead,
         Permission::PiiRead,
     ];
@@ -85,6 +88,7 @@ impl Permission {
             Permission::ModelsProduction => "models:production",
             Permission::NodesManage => "nodes:manage",
             Permission::UsersManage => "users:manage",
+            Permission::QuotasManage => "quotas:manage",
             Permission::AuditRead => "audit:read",
             Permission::PiiRead => "pii:read",
         }

@@ -209,6 +209,12 @@ impl HeadCore {
             R::Access(AccessRequest::ListUsers | AccessRequest::ListRoles) => {
                 act(None, "list users and roles".into(), P::UsersManage, None)
             }
+            R::Queue(crate::proto::queue::QueueRequest::SetQuota(q)) => act(
+                Some("quota.set"),
+                format!("set the quota of namespace {}", q.namespace),
+                P::QuotasManage,
+                None,
+            ),
             R::Access(AccessRequest::Audit(_) | AccessRequest::VerifyAudit) => {
                 act(None, "read the audit trail".into(), P::AuditRead, None)
             }

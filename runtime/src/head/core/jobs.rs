@@ -5,6 +5,7 @@
 //! [`Effect::SignalJob`].
 
 use super::{bad, Clock, Effect, HeadCore};
+use crate::head::job_table::JobMeta;
 use crate::ids::JobId;
 use crate::proto::head::{HeadResponse, JobInfo, JobSubmission};
 use std::time::Duration;
@@ -30,20 +31,25 @@ impl HeadCore {
         if submission.namespace.is_empty() {
             submission.namespace = who.home_namespace();
         }
-        let owner = (who.name.clone(), submission.namespace.clone());
+        if let Err(message) = self.check_quota(&submission) {
+            return super::bad(message);
+        }
+        let meta = JobMeta {
+            owner: who.name.clone(),
+            namespace: submission.namespace.clone(),
+            demand: submission.demand.clone(),
+            priority: submission.priority,
+            spot: submission.spot,
+        };
         let entrypoint = std::iter::once(submission.name.clone())
             .chain(submission.args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
         let target = format!("job {id} ({entrypoint})");
-        self.jobs
-            .add(now.wall_ms, id, entrypoint, true, None, owner);
+        self.jobs.add(now.wall_ms, id, entrypoint, true, None, meta);
         let ns = submission.namespace.clone();
         self.audit_record(now, caller, who.name, "job.submit", target, ns, "ok".into());
-        self.push(Effect::StartJob {
-            job: id,
-            submission,
-        });
+        self.enqueue_job(now, id, submission);
         HeadResponse::JobSubmitted { job_id: id }
     }
 
@@ -61,6 +67,9 @@ impl HeadCore {
 
     /// The job's driver exited (`code` is `None` when a signal killed it).
     pub fn job_exited(&mut self, now: Clock, id: JobId, code: Option<i32>, detail: String) {
+        if self.preempted_exit(now, id) {
+            return;
+        }
         info!(job = %id, %detail, "job ended");
         self.jobs.exited(now.wall_ms, id, code, detail);
         self.job_ended(now, id);
@@ -90,15 +99,12 @@ impl HeadCore {
             .is_some_and(|j| j.state == crate::proto::head::JobState::Running);
         if !running {
             let who = self.principal(caller).ok().flatten();
-            let owner = who.map_or_else(
-                || ("admin".into(), "default".into()),
-                |p| {
-                    let ns = p.home_namespace();
-                    (p.name, ns)
-                },
+            let meta = who.map_or_else(
+                || JobMeta::of("admin", "default"),
+                |p| JobMeta::of(&p.name, &p.home_namespace()),
             );
             self.jobs
-                .add(now.wall_ms, id, entrypoint, false, Some(pid), owner);
+                .add(now.wall_ms, id, entrypoint, false, Some(pid), meta);
         }
         HeadResponse::Ok
     }
@@ -138,12 +144,14 @@ impl HeadCore {
     pub(super) fn stop_job(&mut self, now: Clock, id: JobId, grace: Duration) -> HeadResponse {
         match self.jobs.stop(now.wall_ms, id) {
             Ok(pid) => {
-                if let Some(pid) = pid {
-                    self.push(Effect::SignalJob {
+                match pid {
+                    Some(pid) => self.push(Effect::SignalJob {
                         job: id,
                         pid,
                         grace,
-                    });
+                    }),
+                    // A job stopped while it waited has ended.
+                    None => self.job_ended(now, id),
                 }
                 HeadResponse::Ok
             }
@@ -152,7 +160,8 @@ impl HeadCore {
     }
 
     /// What outlives no job: its placement groups (not detached).
-    fn job_ended(&mut self, now: Clock, id: JobId) {
+    pub(super) fn job_ended(&mut self, now: Clock, id: JobId) {
+        self.queue_forget(now, id);
         for pg in self.groups.owned_by(id) {
             let _ = self.remove_group(now, pg, &format!("its job {id} ended"));
         }

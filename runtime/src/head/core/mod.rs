@@ -42,6 +42,7 @@ mod jobs;
 mod names;
 mod objects;
 pub(crate) mod placement;
+mod queue;
 pub use names::request_name;
 mod recovery;
 #[cfg(test)]
@@ -212,6 +213,14 @@ pub struct HeadCore {
     pub(crate) users: super::access::users::UserTable,
     /// The audit trail (durable; outlives the cluster, AU-3).
     pub(crate) audit: super::access::audit::AuditLog,
+    /// Submitted jobs waiting for, or holding, their turn (JQ-1..4).
+    pub(crate) queue: super::job_queue::JobQueue,
+    /// What starts each queued or running submitted job (again).
+    submissions: HashMap<JobId, JobSubmission>,
+    /// Spot-class jobs asked to stop, and for whom.
+    preempted: HashMap<JobId, JobId>,
+    /// Namespaces' quotas changed since the last commit.
+    quota_changes: Vec<crate::proto::queue::NamespaceQuota>,
 }
 
 impl HeadCore {
@@ -233,6 +242,10 @@ impl HeadCore {
             models: Default::default(),
             users: Default::default(),
             audit: Default::default(),
+            queue: Default::default(),
+            submissions: HashMap::new(),
+            preempted: HashMap::new(),
+            quota_changes: Vec::new(),
         }
     }
 
@@ -247,6 +260,7 @@ impl HeadCore {
         self.after_node_events(now);
         self.drivers_tick(now);
         self.placement_tick(now);
+        self.admit_jobs(now);
     }
 
     /// A raylet registers under the fresh id `id` (drawn by the shell); the
@@ -364,6 +378,7 @@ impl HeadCore {
                 },
             },
             R::StopJob { job_id } => self.stop_job(now, job_id, Duration::from_secs(3)),
+            R::Queue(q) => self.queue_request(now, caller, q),
             R::RegisterDriver {
                 job_id,
                 entrypoint,

@@ -39,5 +39,6 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::DrainNode { .. } => "DrainNode",
         R::DrainStarted { .. } => "DrainStarted",
         R::Access(_) => "Access",
+        R::Queue(_) => "Queue",
     }
 }

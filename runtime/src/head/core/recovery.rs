@@ -79,6 +79,11 @@ impl HeadCore {
         let (users, roles) = self.users.take_dirty();
         out.extend(users.into_iter().map(|u| Change::Put(Row::User(u))));
         out.extend(roles.into_iter().map(|r| Change::Put(Row::Role(r))));
+        out.extend(
+            std::mem::take(&mut self.quota_changes)
+                .into_iter()
+                .map(|q| Change::Put(Row::Quota(q))),
+        );
         out.extend(self.audit.take_fresh().into_iter().map(Change::Audit));
         out
     }
@@ -143,6 +148,7 @@ impl HeadCore {
             .collect();
         core.groups = PgTable::restore(snapshot.groups);
         core.jobs = JobTable::restore(snapshot.jobs);
+        core.restore_queue(now, snapshot.quotas);
         core.objects = ObjectDirectory::restore(
             snapshot
                 .objects

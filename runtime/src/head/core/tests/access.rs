@@ -32,6 +32,9 @@ fn submit(sim: &mut Sim, caller: Caller, ns: &str) -> JobId {
         args: vec![],
         env: vec![],
         namespace: ns.into(),
+        demand: Default::default(),
+        priority: 0,
+        spot: false,
     };
     let id = JobId::random();
     let gate = sim
@@ -82,6 +85,9 @@ fn ac_users_act_within_their_role_and_namespaces_and_leave_a_trail() {
         args: vec![],
         env: vec![],
         namespace: "vision".into(),
+        demand: Default::default(),
+        priority: 0,
+        spot: false,
     };
     let msg = refusal(sim.core.gate(sim.now, bob, &HeadRequest::SubmitJob(sub)));
     assert!(

@@ -37,6 +37,9 @@ fn a_job_that_ends_takes_its_groups_and_a_stop_signals_its_driver() {
         args: vec![],
         env: vec![],
         namespace: String::new(),
+        demand: Default::default(),
+        priority: 0,
+        spot: false,
     };
     let id = JobId::random();
     assert_eq!(

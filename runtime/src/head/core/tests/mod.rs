@@ -6,6 +6,7 @@ mod access;
 mod failures;
 mod groups;
 mod jobs;
+mod queue;
 
 use super::*;
 use crate::ids::{JobId, PlacementGroupId};

@@ -266,9 +266,25 @@ impl Core {
     /// Puts a value in the object store. A small value is also kept here,
     /// so this process's own `get`s of it need no round trip to the store.
     pub(crate) fn put<T: Value>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
-        let id = ObjectId::random();
+        self.put_as(ObjectId::random(), value, true)
+    }
+
+    /// [`Core::put`] under a chosen id; without `inline_ok` the value is
+    /// never shipped inside a task's arguments (readers elsewhere pull it
+    /// through their raylet, where the head can refuse, OD-3).
+    pub(crate) fn put_as<T: Value>(
+        self: &Arc<Self>,
+        id: ObjectId,
+        value: &T,
+        inline_ok: bool,
+    ) -> Result<ObjectRef<T>> {
         let len = value.encoded_len()?;
-        let slot = if len <= INLINE_MAX {
+        let slot = if len <= INLINE_MAX && !inline_ok {
+            let bytes = value.encode()?;
+            self.store
+                .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
+            Slot::new("put", SlotState::Stored)
+        } else if len <= INLINE_MAX {
             let bytes = value.encode()?;
             self.store
                 .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;

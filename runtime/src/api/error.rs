@@ -197,6 +197,9 @@ pub enum Error {
     /// The model registry refused (an unknown model, version or run).
     #[error("model registry: {0}")]
     Registry(String),
+    /// An object's residency rule refused where it was to be put.
+    #[error("residency: {0}")]
+    Residency(String),
     /// The head could not answer a read of the cluster's state.
     #[error("cluster state: {0}")]
     ClusterState(String),

@@ -59,6 +59,8 @@ pub struct ObjectRow {
     pub size: u64,
     /// Nodes holding a sealed copy.
     pub nodes: Vec<NodeId>,
+    /// Where it may be (OD-3).
+    pub residency: Option<crate::proto::common::Residency>,
 }
 
 /// One durable row of any table.
@@ -304,6 +306,7 @@ mod tests {
             id: ObjectId::random(),
             size: 10,
             nodes: vec![NodeId::random()],
+            residency: None,
         });
         for r in [node, obj] {
             let back = Row::decode(&r.encode().unwrap()).unwrap();

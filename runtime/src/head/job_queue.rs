@@ -193,22 +193,33 @@ impl JobQueue {
 
     /// The waiting jobs in the order JQ-3 considers them.
     fn ranked(&self, capacity: &ResourceSet) -> Vec<QueuedJob> {
-        let mut w = self.waiting.clone();
-        let shares: HashMap<String, (f64, f64)> = w
+        self.order(capacity)
+            .into_iter()
+            .map(|i| self.waiting[i].clone())
+            .collect()
+    }
+
+    /// Indices into `waiting` in JQ-3's order: each namespace's share is
+    /// worked out once, then one sort on precomputed keys.
+    fn order(&self, capacity: &ResourceSet) -> Vec<usize> {
+        let mut shares: HashMap<&str, (f64, f64)> = HashMap::new();
+        for j in &self.waiting {
+            if !shares.contains_key(j.namespace.as_str()) {
+                shares.insert(&j.namespace, self.share(&j.namespace, capacity));
+            }
+        }
+        let mut keys: Vec<(i32, (f64, f64), u64, usize)> = self
+            .waiting
             .iter()
-            .map(|j| (j.namespace.clone(), self.share(&j.namespace, capacity)))
+            .enumerate()
+            .map(|(i, j)| (-j.priority, shares[j.namespace.as_str()], j.seq, i))
             .collect();
-        w.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(
-                    shares[&a.namespace]
-                        .partial_cmp(&shares[&b.namespace])
-                        .unwrap_or(std::cmp::Ordering::Equal),
-                )
-                .then(a.seq.cmp(&b.seq))
+        keys.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+                .then(a.2.cmp(&b.2))
         });
-        w
+        keys.into_iter().map(|k| k.3).collect()
     }
 
     /// Decides what starts now (JQ-1..4) on a cluster with `capacity`.
@@ -224,26 +235,34 @@ impl JobQueue {
             } else {
                 free.subtract(&held);
             }
+            let lowest_spot = self
+                .running
+                .values()
+                .filter(|r| r.spot && !self.preempting.contains_key(&r.job))
+                .map(|r| r.priority)
+                .min();
             let mut started = None;
-            for job in self.ranked(capacity) {
+            let mut victims: Vec<(JobId, JobId)> = Vec::new();
+            for i in self.order(capacity) {
+                let job = &self.waiting[i];
                 if self.preempting.values().any(|by| *by == job.job)
-                    || self.over_quota(&job).is_some()
+                    || self.over_quota(job).is_some()
                 {
                     continue;
                 }
                 if job.demand.fits_in(&free) {
-                    started = Some(job);
+                    started = Some(job.clone());
                     break;
                 }
-                if let Some(victims) = self.victims(&job, &free) {
-                    for v in victims {
-                        self.preempting.insert(v, job.job);
-                        out.push(Decision::Preempt {
-                            job: v,
-                            by: job.job,
-                        });
+                if lowest_spot.is_some_and(|p| p < job.priority) {
+                    if let Some(v) = self.victims(job, &free, &victims) {
+                        victims.extend(v.into_iter().map(|v| (v, job.job)));
                     }
                 }
+            }
+            for (v, by) in victims {
+                self.preempting.insert(v, by);
+                out.push(Decision::Preempt { job: v, by });
             }
             let Some(job) = started else { return out };
             self.waiting.retain(|w| w.job != job.job);
@@ -254,7 +273,12 @@ impl JobQueue {
 
     /// JQ-4: the fewest lower-priority spot jobs whose going makes `job`
     /// fit (largest first), if any.
-    fn victims(&self, job: &QueuedJob, free: &ResourceSet) -> Option<Vec<JobId>> {
+    fn victims(
+        &self,
+        job: &QueuedJob,
+        free: &ResourceSet,
+        chosen_now: &[(JobId, JobId)],
+    ) -> Option<Vec<JobId>> {
         if self.preempting.values().any(|by| *by == job.job) {
             return None;
         }
@@ -262,7 +286,10 @@ impl JobQueue {
             .running
             .values()
             .filter(|r| {
-                r.spot && r.priority < job.priority && !self.preempting.contains_key(&r.job)
+                r.spot
+                    && r.priority < job.priority
+                    && !self.preempting.contains_key(&r.job)
+                    && !chosen_now.iter().any(|(v, _)| *v == r.job)
             })
             .collect();
         spot.sort_by(|a, b| {

@@ -1,9 +1,12 @@
 //! Where sealed copies of objects live: a pure table, fed by raylets and
 //! pruned when a node dies (OD-1: a dead node is never named as a location;
 //! OD-2: an object whose last copy died with its node is known as lost, so
-//! a reader is told at once and its owner can rebuild it).
+//! a reader is told at once and its owner can rebuild it; OD-3: an object
+//! with a residency rule is never recorded on, nor named to, a node outside
+//! it — the core checks nodes' labels against [`ObjectDirectory::rule`]).
 
 use crate::ids::NodeId;
+use crate::proto::common::Residency;
 use std::collections::{BTreeSet, HashMap};
 
 /// Object id → (size, nodes holding a copy).
@@ -16,6 +19,8 @@ pub struct ObjectDirectory {
     /// first, at most [`KEEP_LOST`].
     lost: HashMap<prism_objectstore::ObjectId, String>,
     lost_order: std::collections::VecDeque<prism_objectstore::ObjectId>,
+    /// Where objects with a residency rule may be (OD-3).
+    rules: HashMap<prism_objectstore::ObjectId, Residency>,
 }
 
 /// Lost objects remembered (so a `get` says lost, not "not yet").
@@ -62,17 +67,54 @@ impl ObjectDirectory {
         }
     }
 
+    /// Sets where `object` may be (once: a second rule is refused).
+    pub fn set_rule(
+        &mut self,
+        object: prism_objectstore::ObjectId,
+        rule: Residency,
+    ) -> Result<(), String> {
+        match self.rules.get(&object) {
+            Some(r) if *r != rule => Err(format!(
+                "object {object} already has the residency rule {r}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.rules.insert(object, rule);
+                self.dirty.insert(object);
+                Ok(())
+            }
+        }
+    }
+
+    /// Where `object` may be, if it has a rule.
+    pub fn rule(&self, object: &prism_objectstore::ObjectId) -> Option<&Residency> {
+        self.rules.get(object)
+    }
+
     /// Why `object` has no copy left, if its last one died with its node.
     pub fn lost(&self, object: &prism_objectstore::ObjectId) -> Option<&str> {
         self.lost.get(object).map(String::as_str)
     }
 
     /// A directory recovered from durable rows.
-    pub fn restore(rows: Vec<(prism_objectstore::ObjectId, u64, Vec<NodeId>)>) -> ObjectDirectory {
+    pub fn restore(
+        rows: Vec<(
+            prism_objectstore::ObjectId,
+            u64,
+            Vec<NodeId>,
+            Option<Residency>,
+        )>,
+    ) -> ObjectDirectory {
+        let rules = rows
+            .iter()
+            .filter_map(|(id, _, _, r)| r.clone().map(|r| (*id, r)))
+            .collect();
         ObjectDirectory {
+            rules,
             objects: rows
                 .into_iter()
-                .map(|(id, size, nodes)| (id, (size, nodes.into_iter().collect())))
+                .filter(|(_, _, nodes, _)| !nodes.is_empty())
+                .map(|(id, size, nodes, _)| (id, (size, nodes.into_iter().collect())))
                 .collect(),
             dirty: BTreeSet::new(),
             lost: HashMap::new(),

@@ -349,6 +349,7 @@ mod tests {
             id: ObjectId([n; 16]),
             size: u64::from(n),
             nodes: vec![NodeId([n; 16])],
+            residency: None,
         })
     }
 

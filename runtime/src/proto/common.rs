@@ -190,3 +190,57 @@ pub struct ClusterStatus {
     /// Jobs that ended in the last minutes: raylets stop their workers.
     pub ended_jobs: Vec<crate::ids::JobId>,
 }
+
+/// Where an object may be: only on nodes whose label `label` has one of
+/// the `allowed` values (`region in [in-south, in-west]`). The head holds
+/// it with the object's locations and refuses to name a copy to, or record
+/// a copy on, any other node.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Residency {
+    /// The node label that names a place (`region`).
+    pub label: String,
+    /// Its values the object may live at.
+    pub allowed: Vec<String>,
+}
+
+impl Residency {
+    /// Only where `label` is one of `allowed`.
+    pub fn new(label: &str, allowed: &[&str]) -> Residency {
+        Residency {
+            label: label.into(),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Whether a node with these labels may hold the object.
+    pub fn permits(&self, labels: &[(String, String)]) -> bool {
+        labels
+            .iter()
+            .any(|(k, v)| *k == self.label && self.allowed.contains(v))
+    }
+
+    /// The node's value of the label, in words (`region=eu-west`, or `no
+    /// region label`).
+    pub fn place_of(&self, labels: &[(String, String)]) -> String {
+        match labels.iter().find(|(k, _)| *k == self.label) {
+            Some((k, v)) => format!("{k}={v}"),
+            None => format!("no {} label", self.label),
+        }
+    }
+}
+
+impl std::fmt::Display for Residency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in [{}]", self.label, self.allowed.join(", "))
+    }
+}

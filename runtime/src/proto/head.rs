@@ -189,6 +189,17 @@ pub enum HeadRequest {
     Access(super::access::AccessRequest),
     /// The job queue.
     Queue(super::queue::QueueRequest),
+    /// An object about to be put on `node_id` may only live where `rule`
+    /// allows (mTLS only: the raylet relays its driver's put). Refused if
+    /// the node itself is outside the rule.
+    SetResidency {
+        /// The node the object is put on.
+        node_id: NodeId,
+        /// The object.
+        object: prism_objectstore::ObjectId,
+        /// Where it may be.
+        rule: super::common::Residency,
+    },
 }
 
 /// An actor's lifecycle state.

@@ -405,6 +405,17 @@ pub enum LocalRequest {
         /// The request.
         request: super::models::ModelRequest,
     },
+    /// An object this process is about to put may only live where `rule`
+    /// allows; relayed to the head as `SetResidency` for this node and
+    /// answered like `Models`.
+    Residency {
+        /// Matches the answer.
+        request_id: TaskId,
+        /// The object.
+        object: ObjectId,
+        /// Where it may be.
+        rule: super::common::Residency,
+    },
     /// A read of the cluster's state (nodes, runs) for the head, relayed
     /// by the raylet; answered like `Models`.
     Cluster {

@@ -36,7 +36,14 @@ impl TaskService {
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let outcome = match me.transfer.head_request(&request).await {
+            // The head's refusal is its answer (the caller reads why).
+            let answer = match me.transfer.head_request(&request).await {
+                Err(crate::client::ClientError::Refused { kind, message }) => {
+                    Ok(crate::proto::head::HeadResponse::Error { kind, message })
+                }
+                other => other,
+            };
+            let outcome = match answer {
                 Ok(resp) => match rkyv::to_bytes::<rkyv::rancor::Error>(&resp) {
                     Ok(b) => Outcome::Inline(b.to_vec()),
                     Err(e) => Outcome::Failed(Failure::BadCall {

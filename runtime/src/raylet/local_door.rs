@@ -196,6 +196,22 @@ impl TaskService {
                 );
                 None
             }
+            (
+                Role::Worker(_) | Role::Driver(_),
+                LocalRequest::Residency {
+                    request_id,
+                    object,
+                    rule,
+                },
+            ) => {
+                let request = crate::proto::head::HeadRequest::SetResidency {
+                    node_id: self.node(),
+                    object,
+                    rule,
+                };
+                self.relay_head_request(owner, request_id, request, "residency");
+                None
+            }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Cluster { request_id, query }) => {
                 let request = match query {
                     crate::proto::task::ClusterQuery::Status => {

@@ -317,6 +317,7 @@ impl HeadCore {
             | R::Unregister { .. }
             | R::DrainStarted { .. }
             | R::AddObjectLocation { .. }
+            | R::SetResidency { .. }
             | R::Register(_)
                 if !caller.is_node() =>
             {
@@ -327,6 +328,7 @@ impl HeadCore {
             | R::DrainNode { node_id, .. }
             | R::DrainStarted { node_id }
             | R::AddObjectLocation { node_id, .. }
+            | R::SetResidency { node_id, .. }
             | R::UpdateActor {
                 node: Some((node_id, _)),
                 ..
@@ -356,7 +358,12 @@ impl HeadCore {
                 object,
                 size,
             } => self.add_location(node_id, object, size),
-            R::GetObjectLocations { object } => self.locations(&object),
+            R::GetObjectLocations { object } => self.locations(caller, &object),
+            R::SetResidency {
+                node_id,
+                object,
+                rule,
+            } => self.set_residency(node_id, object, rule),
             R::RegisterActor(..)
             | R::UpdateActor { .. }
             | R::GetActor { .. }

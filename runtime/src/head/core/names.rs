@@ -40,5 +40,6 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::DrainStarted { .. } => "DrainStarted",
         R::Access(_) => "Access",
         R::Queue(_) => "Queue",
+        R::SetResidency { .. } => "SetResidency",
     }
 }

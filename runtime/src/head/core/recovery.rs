@@ -55,9 +55,21 @@ impl HeadCore {
             });
         }
         for id in self.objects.take_dirty() {
-            out.push(match self.objects.locations(&id) {
-                Some((size, nodes)) => Change::Put(Row::Object(ObjectRow { id, size, nodes })),
-                None => Change::object_gone(id),
+            let residency = self.objects.rule(&id).cloned();
+            out.push(match (self.objects.locations(&id), residency) {
+                (Some((size, nodes)), residency) => Change::Put(Row::Object(ObjectRow {
+                    id,
+                    size,
+                    nodes,
+                    residency,
+                })),
+                (None, Some(rule)) => Change::Put(Row::Object(ObjectRow {
+                    id,
+                    size: 0,
+                    nodes: Vec::new(),
+                    residency: Some(rule),
+                })),
+                (None, None) => Change::object_gone(id),
             });
         }
         let runs = self.runs.take_changes();
@@ -153,7 +165,7 @@ impl HeadCore {
             snapshot
                 .objects
                 .into_iter()
-                .map(|o| (o.id, o.size, o.nodes))
+                .map(|o| (o.id, o.size, o.nodes, o.residency))
                 .collect(),
         );
         let live: Vec<(crate::ids::NodeId, String)> = core

@@ -7,6 +7,7 @@ mod failures;
 mod groups;
 mod jobs;
 mod queue;
+mod residency;
 
 use super::*;
 use crate::ids::{JobId, PlacementGroupId};

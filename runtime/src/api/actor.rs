@@ -167,7 +167,7 @@ impl ActorOptions {
             class,
             place: Placement::holding(ResourceSet::new()),
             name: None,
-            namespace: "default".into(),
+            namespace: default_namespace(),
             detached: false,
             max_restarts: 0,
             max_task_retries: 0,
@@ -182,7 +182,8 @@ impl ActorOptions {
         self.name = Some(name.to_string());
         self
     }
-    /// The namespace of its name (default `default`).
+    /// The namespace of its name (default: the job's, `PRISM_NAMESPACE`,
+    /// else `default`).
     pub fn namespace(mut self, ns: &str) -> Self {
         self.namespace = ns.to_string();
         self
@@ -236,9 +237,19 @@ pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Resul
     Ok(ActorHandle::from_id(id, Some(created)))
 }
 
-/// A live named actor in the `default` namespace.
+/// The namespace actors are named in unless told: the job's own
+/// (`PRISM_NAMESPACE`, set for submitted jobs), else `default`.
+fn default_namespace() -> String {
+    std::env::var(crate::raylet::workers::vars::NAMESPACE)
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// A live named actor in the job's namespace (`PRISM_NAMESPACE`, else
+/// `default`).
 pub fn get_actor<T: ActorClass>(name: &str) -> Result<ActorHandle<T>> {
-    get_actor_in::<T>("default", name)
+    get_actor_in::<T>(&default_namespace(), name)
 }
 
 /// A live named actor in `namespace`.

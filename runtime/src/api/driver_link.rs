@@ -1,6 +1,7 @@
 //! A joined driver's link to the head: it announces the driver's job (for
 //! `prism job list`; the job ends when the link closes) and keeps it
-//! announced. The link is checked every [`CHECK_EVERY`]; if the head went
+//! announced. With `PRISM_USER_TOKEN` the job is that user's: what it
+//! creates is checked against their role. The link is checked every [`CHECK_EVERY`]; if the head went
 //! away (it restarts from its durable state), the link dials it again,
 //! backing off, and announces the job again under the same id.
 
@@ -9,7 +10,7 @@ use crate::config::Config;
 use crate::ids::JobId;
 use crate::proto::head::{HeadRequest, PeerRole};
 use crate::proto::PROTOCOL_VERSION;
-use crate::token::JoinToken;
+use crate::token::{JoinToken, UserToken};
 use crate::transport::quic::QuicEndpoint;
 use crate::transport::tls::ClientTrust;
 use crate::transport::Endpoint;
@@ -33,7 +34,8 @@ pub(crate) struct DriverLink {
 #[derive(Debug, Clone)]
 struct Announce {
     head: SocketAddr,
-    token: JoinToken,
+    /// The join token, or (`Err`) a user's: the job is then theirs.
+    token: Result<JoinToken, UserToken>,
     config: Config,
     job_id: JobId,
     entrypoint: String,
@@ -41,18 +43,16 @@ struct Announce {
 
 impl Announce {
     async fn connect(&self, ep: &QuicEndpoint) -> Result<HeadClient, String> {
-        let trust = ClientTrust::Pinned {
-            ca_fingerprint: self.token.ca_fingerprint.clone(),
-        };
-        let client = HeadClient::connect(
-            ep,
-            self.head,
-            &trust,
-            Some(&self.token),
-            PeerRole::Client,
-            &self.config,
-        )
-        .await
+        let client = match &self.token {
+            Ok(token) => {
+                let trust = ClientTrust::Pinned {
+                    ca_fingerprint: token.ca_fingerprint.clone(),
+                };
+                let role = PeerRole::Client;
+                HeadClient::connect(ep, self.head, &trust, Some(token), role, &self.config).await
+            }
+            Err(user) => HeadClient::connect_user(ep, self.head, user, &self.config).await,
+        }
         .map_err(|e| e.to_string())?;
         client
             .request(&HeadRequest::RegisterDriver {
@@ -69,7 +69,10 @@ impl Announce {
         HeadRequest::Hello {
             version: PROTOCOL_VERSION,
             role: PeerRole::Client,
-            token: Some(self.token.secret.clone()),
+            token: Some(match &self.token {
+                Ok(t) => t.secret.clone(),
+                Err(user) => user.hello(),
+            }),
         }
     }
 }
@@ -85,10 +88,11 @@ impl DriverLink {
         job_id: JobId,
     ) -> Option<DriverLink> {
         let result: Result<DriverLink, String> = rt.block_on(async {
-            let token: JoinToken = token
-                .ok_or("no join token (set PRISM_TOKEN)")?
-                .parse()
-                .map_err(|e| format!("{e}"))?;
+            let token = token.ok_or("no join token (set PRISM_TOKEN or PRISM_USER_TOKEN)")?;
+            let token = match token.contains('@') {
+                true => Err(token.parse::<UserToken>().map_err(|e| format!("{e}"))?),
+                false => Ok(token.parse::<JoinToken>().map_err(|e| format!("{e}"))?),
+            };
             let head: SocketAddr = address
                 .to_socket_addrs()
                 .map_err(|e| e.to_string())?

@@ -159,7 +159,11 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
     let (socket, stop, node, session, embedded) = match std::env::var("PRISM_ADDRESS") {
         Ok(addr) if !addr.is_empty() => {
             let (socket, token) = find_raylet(&config, &addr)?;
-            let token = std::env::var("PRISM_TOKEN").ok().or(token);
+            // A person's own token makes the job theirs.
+            let user = std::env::var("PRISM_USER_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let token = user.or(std::env::var("PRISM_TOKEN").ok()).or(token);
             if submitted.is_none() {
                 head = super::driver_link::DriverLink::register(&rt, &config, &addr, token, job_id);
             }

@@ -87,6 +87,7 @@ impl JobRunner {
             .env("PRISM_ADDRESS", &self.head_address)
             .env("PRISM_TOKEN", &self.token)
             .env("PRISM_JOB_ID", id.to_string())
+            .env(crate::raylet::workers::vars::NAMESPACE, &sub.namespace)
             .env("PRISM_TEMP_DIR", &self.temp_dir)
             .stdin(std::process::Stdio::null())
             .stdout(log)

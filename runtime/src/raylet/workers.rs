@@ -29,6 +29,8 @@ pub mod vars {
     pub const SESSION_DIR: &str = "PRISM_SESSION_DIR";
     /// GPU indices given to the worker (what `prism::gpu_ids()` returns).
     pub const GPU_IDS: &str = "PRISM_GPU_IDS";
+    /// A submitted job's namespace: where its driver names actors unless told.
+    pub const NAMESPACE: &str = "PRISM_NAMESPACE";
 }
 
 /// What every worker of this raylet is started with.

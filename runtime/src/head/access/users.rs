@@ -191,6 +191,11 @@ impl UserTable {
         })
     }
 
+    /// Who user `name` is now (`None`: no such user, e.g. `admin`).
+    pub fn principal_named(&self, name: &str) -> Option<Result<Principal, String>> {
+        self.users.get(name).map(|u| self.principal(u.id))
+    }
+
     /// Creates or replaces custom role `name`.
     pub fn add_role(&mut self, name: &str, permissions: &[String]) -> Result<RoleInfo, String> {
         if BUILTIN_ROLES.contains(&name) {

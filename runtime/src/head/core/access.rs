@@ -78,6 +78,56 @@ impl HeadCore {
         }
     }
 
+    /// A raylet relays a driver's actor creation or placement group: the
+    /// job's owner must be allowed it (AC-1 for what a user's jobs do).
+    /// Jobs of the join token's admin, or of unknown owners, pass.
+    pub(super) fn gate_job(
+        &mut self,
+        now: Clock,
+        caller: Caller,
+        req: &HeadRequest,
+    ) -> Option<HeadResponse> {
+        let Caller::Node { .. } = caller else {
+            return None;
+        };
+        let (job, action) = match req {
+            HeadRequest::RegisterActor(info, _) => (
+                info.job_id,
+                act(
+                    Some("actor.create"),
+                    format!("create actor {}", info.class),
+                    Permission::ActorsCreate,
+                    Some(info.namespace.clone()),
+                ),
+            ),
+            HeadRequest::PlacementGroup(PgRequest::Create(c)) => (
+                c.job,
+                act(
+                    Some("placement_group.create"),
+                    format!("create placement group {}", c.pg),
+                    Permission::PlacementCreate,
+                    None,
+                ),
+            ),
+            _ => return None,
+        };
+        let owner = self.jobs.get(job)?.owner.clone();
+        let refusal = match self.users.principal_named(&owner)? {
+            Err(revoked) => revoked,
+            Ok(who) => authorize(&who, &action).err()?.message,
+        };
+        let record = Record {
+            user: owner,
+            origin: format!("job {job}"),
+            action: action.audit.unwrap_or("job").into(),
+            target: action.what,
+            namespace: action.namespace.unwrap_or_default(),
+            outcome: format!("denied: {refusal}"),
+        };
+        self.audit.append(now.wall_ms, record);
+        Some(forbidden(refusal))
+    }
+
     /// What `req` would do, as `who` would be judged for it.
     fn action_of(&self, who: &Principal, req: &HeadRequest) -> Action {
         use HeadRequest as R;

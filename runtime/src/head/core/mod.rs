@@ -301,6 +301,9 @@ impl HeadCore {
     /// State-changing requests leave an entry in the audit trail.
     pub fn handle(&mut self, now: Clock, caller: Caller, mut req: HeadRequest) -> Reply {
         self.stamp(caller, &mut req);
+        if let Some(refusal) = self.gate_job(now, caller, &req) {
+            return Reply::Now(refusal);
+        }
         let intent = self.audit_intent(caller, &req);
         let mut reply = self.handle_request(now, caller, req);
         self.scope(caller, &mut reply);

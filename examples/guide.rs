@@ -8,6 +8,7 @@ fn main() -> prism::Result<()> {
     first::main()?;
     guide::tasks()?;
     guide::objects()?;
+    guide::residency()?;
     println!("GUIDE OK");
     Ok(())
 }
@@ -71,6 +72,19 @@ mod guide {
         let floats: &[f32] = view.as_slice::<f32>()?;
         assert_eq!((r.get()?, floats[5], view.shape().to_vec()), (vec![1, 2, 3], 1.5, vec![2, 3]));
         // readme:end
+        Ok(())
+    }
+
+    pub fn residency() -> prism::Result<()> {
+        let _cluster = prism::InitOptions::new().num_cpus(1.0).label("region", "in-south").init()?;
+        let rows = vec![17u64; 64];
+        // readme:residency
+        let rule = prism::Residency::new("region", &["in-south", "in-west"]);
+        let records = prism::put_resident(&rows, rule)?;   // this node must be inside the rule
+        // readme:end
+        assert_eq!(records.get()?.len(), 64);
+        let elsewhere = prism::Residency::new("region", &["eu-west"]);
+        assert!(prism::put_resident(&rows, elsewhere).is_err());
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
     resources: ResourceOverrides,
+    labels: Vec<(String, String)>,
 }
 
 impl InitOptions {
@@ -52,6 +53,13 @@ impl InitOptions {
     /// Object store size of the embedded node, in bytes.
     pub fn object_store_memory(mut self, bytes: u64) -> Self {
         self.resources.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// A label of the embedded node (`region`, `in-south`): where it is,
+    /// for label selectors and residency rules.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -295,7 +303,7 @@ fn start_embedded(
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         head_only: false,
         resources: opts.resources,
-        labels: Vec::new(),
+        labels: opts.labels,
         persistence: crate::head::Persistence::Off,
         node_name: None,
     };

@@ -88,3 +88,5 @@ pub use tensor::{DType, Element, TensorError, TensorMeta, TensorView, MAX_DIMS};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_spill_key;

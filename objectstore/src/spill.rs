@@ -1,6 +1,11 @@
 //! Spill files: one per object, `<dir>/<object id>.spill`, with a header
 //! (magic, version, id, length, CRC-32 of the data) so that a missing,
 //! truncated, foreign or corrupt file is an error, never wrong data (OS-5).
+//!
+//! With a [`SpillKey`] (a cluster that encrypts at rest) the data is
+//! sealed with AES-256-GCM (version 2: a random 96-bit nonce after the
+//! header, the object id as associated data, the tag after the data), so
+//! the file holds no plaintext and a changed byte fails to open.
 
 use crate::id::ObjectId;
 use std::io::{Read, Write};
@@ -8,7 +13,28 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"PZSP";
 const VERSION: u32 = 1;
+const SEALED: u32 = 2;
 const HEADER: usize = 4 + 4 + 16 + 8 + 4;
+const NONCE: usize = ring::aead::NONCE_LEN;
+
+/// The key spill files are sealed with (held in memory only; the head
+/// hands it to each raylet when it registers).
+pub struct SpillKey(ring::aead::LessSafeKey);
+
+impl SpillKey {
+    /// A key from 32 bytes.
+    pub fn new(bytes: &[u8; 32]) -> SpillKey {
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, bytes)
+            .expect("AES-256-GCM takes any 32-byte key");
+        SpillKey(ring::aead::LessSafeKey::new(key))
+    }
+}
+
+impl std::fmt::Debug for SpillKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpillKey(<secret>)")
+    }
+}
 
 /// A spill file could not be written or read back.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +65,16 @@ pub fn path_for(dir: &Path, id: ObjectId) -> PathBuf {
     dir.join(format!("{id}.spill"))
 }
 
-/// Writes `data` for `id`; returns the file's path.
-pub fn write(dir: &Path, id: ObjectId, data: &[u8]) -> Result<PathBuf, SpillError> {
+/// Writes `data` for `id` (sealed with `key` if given); returns the
+/// file's path.
+pub fn write(
+    dir: &Path,
+    id: ObjectId,
+    data: &[u8],
+    key: Option<&SpillKey>,
+) -> Result<PathBuf, SpillError> {
     let path = path_for(dir, id);
-    let written = write_file(dir, &path, id, data);
+    let written = write_file(dir, &path, id, data, key);
     if written.is_err() {
         // Never leave a partial file behind (a full disk, say).
         remove(&path);
@@ -50,7 +82,13 @@ pub fn write(dir: &Path, id: ObjectId, data: &[u8]) -> Result<PathBuf, SpillErro
     written.map(|_| path)
 }
 
-fn write_file(dir: &Path, path: &Path, id: ObjectId, data: &[u8]) -> Result<(), SpillError> {
+fn write_file(
+    dir: &Path,
+    path: &Path,
+    id: ObjectId,
+    data: &[u8],
+    key: Option<&SpillKey>,
+) -> Result<(), SpillError> {
     let io = |source| SpillError::Io {
         path: path.to_path_buf(),
         source,
@@ -59,17 +97,39 @@ fn write_file(dir: &Path, path: &Path, id: ObjectId, data: &[u8]) -> Result<(), 
     let mut f = std::fs::File::create(path).map_err(io)?;
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&VERSION.to_le_bytes());
+    let version = if key.is_some() { SEALED } else { VERSION };
+    header.extend_from_slice(&version.to_le_bytes());
     header.extend_from_slice(&id.0);
     header.extend_from_slice(&(data.len() as u64).to_le_bytes());
     header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     f.write_all(&header).map_err(io)?;
-    f.write_all(data).map_err(io)?;
+    match key {
+        None => f.write_all(data).map_err(io)?,
+        Some(key) => {
+            let nonce: [u8; NONCE] = rand::random();
+            let mut sealed = data.to_vec();
+            key.0
+                .seal_in_place_append_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(id.0),
+                    &mut sealed,
+                )
+                .map_err(|_| io(std::io::Error::other("cannot seal the spill file")))?;
+            f.write_all(&nonce).map_err(io)?;
+            f.write_all(&sealed).map_err(io)?;
+        }
+    }
     f.sync_data().map_err(io)
 }
 
-/// Reads `id`'s bytes from `path` into `out` (exactly `out.len()` bytes).
-pub fn read(path: &Path, id: ObjectId, out: &mut [u8]) -> Result<(), SpillError> {
+/// Reads `id`'s bytes from `path` into `out` (exactly `out.len()` bytes),
+/// opening a sealed file with `key`.
+pub fn read(
+    path: &Path,
+    id: ObjectId,
+    out: &mut [u8],
+    key: Option<&SpillKey>,
+) -> Result<(), SpillError> {
     let corrupt = |why: String| SpillError::Corrupt {
         path: path.to_path_buf(),
         why,
@@ -89,7 +149,8 @@ pub fn read(path: &Path, id: ObjectId, out: &mut [u8]) -> Result<(), SpillError>
     let mut h = [0u8; HEADER];
     f.read_exact(&mut h)
         .map_err(|e| corrupt(format!("short header ({e})")))?;
-    if &h[..4] != MAGIC || u32::from_le_bytes(h[4..8].try_into().unwrap_or_default()) != VERSION {
+    let version = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+    if &h[..4] != MAGIC || (version != VERSION && version != SEALED) {
         return Err(corrupt("not a Prism spill file of this version".into()));
     }
     if h[8..24] != id.0 {
@@ -100,8 +161,29 @@ pub fn read(path: &Path, id: ObjectId, out: &mut [u8]) -> Result<(), SpillError>
         return Err(corrupt(format!("length {len}, expected {}", out.len())));
     }
     let want = u32::from_le_bytes(h[32..36].try_into().unwrap_or_default());
-    f.read_exact(out)
-        .map_err(|e| corrupt(format!("short data ({e})")))?;
+    if version == SEALED {
+        let key = key.ok_or_else(|| corrupt("it is encrypted and this store has no key".into()))?;
+        let mut nonce = [0u8; NONCE];
+        f.read_exact(&mut nonce)
+            .map_err(|e| corrupt(format!("short nonce ({e})")))?;
+        let mut sealed = vec![0u8; out.len() + key.0.algorithm().tag_len()];
+        f.read_exact(&mut sealed)
+            .map_err(|e| corrupt(format!("short data ({e})")))?;
+        let plain = key
+            .0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(id.0),
+                &mut sealed,
+            )
+            .map_err(|_| {
+                corrupt("it does not open with this cluster's key (changed, or another key)".into())
+            })?;
+        out.copy_from_slice(plain);
+    } else {
+        f.read_exact(out)
+            .map_err(|e| corrupt(format!("short data ({e})")))?;
+    }
     let got = crc32fast::hash(out);
     if got != want {
         return Err(corrupt(format!("checksum {got:08x}, expected {want:08x}")));

@@ -168,6 +168,8 @@ pub struct Store<A: SegmentAllocator = OffsetAlloc> {
     alloc: A,
     objects: HashMap<ObjectId, Entry>,
     spill_dir: Option<PathBuf>,
+    /// Seals spill files when set (encryption at rest).
+    spill_key: Option<spill::SpillKey>,
     clock: u64,
     stats: StoreStats,
 }
@@ -200,8 +202,16 @@ impl<A: SegmentAllocator> Store<A> {
             alloc,
             objects: HashMap::new(),
             spill_dir,
+            spill_key: None,
             clock: 0,
         }
+    }
+
+    /// Seals spill files written from now on with `key` (AES-256-GCM); a
+    /// store with no key writes them plain. Files sealed before stay
+    /// readable only with the same key.
+    pub fn set_spill_key(&mut self, key: Option<&[u8; 32]>) {
+        self.spill_key = key.map(spill::SpillKey::new);
     }
 
     /// The segment, to map in other processes or read blocks.
@@ -439,7 +449,8 @@ impl<A: SegmentAllocator> Store<A> {
             id,
             source: SpillError::Missing(PathBuf::from("<no spill directory configured>")),
         })?;
-        let path = spill::write(&dir, id, self.seg.bytes(block.offset, block.len)?)
+        let data = self.seg.bytes(block.offset, block.len)?;
+        let path = spill::write(&dir, id, data, self.spill_key.as_ref())
             .map_err(|source| StoreError::Spill { id, source })?;
         self.alloc.free(block);
         self.entry_mut(id)?.loc = Location::Spilled(path);
@@ -454,7 +465,8 @@ impl<A: SegmentAllocator> Store<A> {
         // this process is its only writer and nobody reads it.
         let dst = unsafe { self.seg.bytes_mut(block.offset, block.len) };
         let read = dst.map_err(StoreError::from).and_then(|dst| {
-            spill::read(path, id, dst).map_err(|source| StoreError::Spill { id, source })
+            spill::read(path, id, dst, self.spill_key.as_ref())
+                .map_err(|source| StoreError::Spill { id, source })
         });
         if let Err(e) = read {
             self.alloc.free(block);

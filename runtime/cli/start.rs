@@ -33,6 +33,10 @@ pub struct StartArgs {
     /// takes its cluster with it, as Ray's GCS does without Redis).
     #[arg(long, requires = "head", conflicts_with = "fresh")]
     in_memory: bool,
+    /// With --head: seal every raylet's spilled objects with AES-256-GCM
+    /// under a key the head keeps (in head.db) and hands each raylet.
+    #[arg(long, requires = "head")]
+    encrypt_at_rest: bool,
     /// The head to join, HOST:PORT.
     #[arg(long, env = "PRISM_ADDRESS", required_unless_present = "head")]
     address: Option<String>,
@@ -192,6 +196,7 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 /// Runs the node in this process until SIGINT or SIGTERM.
 fn foreground(args: StartArgs) -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
+    config.encrypt_at_rest |= args.encrypt_at_rest;
     if let Some(p) = &args.preemption_file {
         config.preemption_file = std::path::absolute(p)?.display().to_string();
     }

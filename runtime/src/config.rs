@@ -53,6 +53,9 @@ macro_rules! settings {
 }
 
 settings! {
+    /// With `prism start --head`: seal every raylet's spilled objects with
+    /// AES-256-GCM under a key the head keeps and hands to raylets.
+    encrypt_at_rest: bool = false, "PRISM_ENCRYPT_AT_REST";
     /// How often a raylet heartbeats to the head, in milliseconds.
     heartbeat_interval_ms: u64 = 500, "PRISM_HEARTBEAT_INTERVAL_MS";
     /// Missed heartbeats after which a node is reported as suspect (slow).

@@ -99,6 +99,9 @@ pub struct HeadSetup {
     pub recovered: Option<durable::Snapshot>,
     /// The audit trail so far (it outlives clusters, AU-3).
     pub audit: Vec<crate::proto::access::AuditEntry>,
+    /// The key raylets seal spill files with, when the cluster encrypts at
+    /// rest (`encrypt_at_rest`; kept in head.db, handed to raylets).
+    pub spill_key: Option<[u8; 32]>,
 }
 
 impl HeadSetup {
@@ -106,6 +109,7 @@ impl HeadSetup {
     pub fn create(config: Config, session: &SessionDir) -> Result<HeadSetup, HeadError> {
         let ca = ClusterCa::generate()?;
         let token = JoinToken::generate(&ca.fingerprint()?);
+        let spill_key = config.encrypt_at_rest.then(rand::random::<[u8; 32]>);
         session.write_secret("ca.pem", &ca.cert_pem)?;
         session.write_secret("ca.key", &ca.key_pem)?;
         Ok(HeadSetup {
@@ -117,6 +121,7 @@ impl HeadSetup {
             store: None,
             recovered: None,
             audit: Vec::new(),
+            spill_key,
         })
     }
 
@@ -178,6 +183,7 @@ fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<Hea
         })?;
         store.resume()?;
         let audit = store.audit_entries()?;
+        let spill_key = store.spill_key()?;
         return Ok(HeadSetup {
             config,
             ca: ClusterCa::load(&cert, &key)?,
@@ -187,10 +193,12 @@ fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<Hea
             store: Some(Box::new(store)),
             recovered: Some(snapshot),
             audit,
+            spill_key,
         });
     }
     let mut setup = HeadSetup::create(config, session)?;
     store.begin_cluster(setup.cluster_id)?;
+    store.set_spill_key(setup.spill_key.as_ref())?;
     setup.audit = store.audit_entries()?;
     setup.store = Some(Box::new(store));
     Ok(setup)

@@ -74,6 +74,7 @@ pub async fn run_head(
     };
     let mut core = core;
     core.audit = super::access::audit::AuditLog::restore(std::mem::take(&mut setup.audit));
+    core.spill_key = setup.spill_key;
     let orphans = core.live_jobs();
     let mut shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());
     shell.fingerprint = setup.token.ca_fingerprint.clone();

@@ -168,6 +168,29 @@ impl SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Keeps (or, with `None`, forgets) the cluster's spill key.
+    pub fn set_spill_key(&mut self, key: Option<&[u8; 32]>) -> Result<(), StoreError> {
+        match key {
+            Some(k) => self.set_meta("spill_key", k),
+            None => self
+                .conn
+                .execute("DELETE FROM meta WHERE key = 'spill_key'", [])
+                .map(drop)
+                .map_err(|e| self.err(e)),
+        }
+    }
+
+    /// The cluster's spill key, if it encrypts at rest.
+    pub fn spill_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        match self.meta("spill_key")? {
+            None => Ok(None),
+            Some(k) => k
+                .try_into()
+                .map(Some)
+                .map_err(|_| self.err("the stored spill key is damaged")),
+        }
+    }
+
     /// The audit trail as the file holds it, oldest first. Read field by
     /// field as bytes (never decoded as a row), so a damaged entry is shown
     /// to `verify` instead of stopping the head.

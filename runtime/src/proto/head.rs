@@ -377,6 +377,9 @@ pub enum HeadResponse {
         incarnation: u64,
         /// How often to heartbeat.
         heartbeat_interval_ms: u64,
+        /// The key this node seals its spill files with, when the cluster
+        /// encrypts at rest (kept in memory only).
+        spill_key: Option<[u8; 32]>,
     },
     /// Heartbeat accepted.
     HeartbeatAck,

@@ -129,17 +129,22 @@ impl HeadLink {
     }
 }
 
-/// Registers this node; the head answers with its id and incarnation.
+/// What the head answers a registration with.
+pub type Registration = (NodeId, u64, Option<[u8; 32]>);
+
+/// Registers this node; the head answers with its id, its incarnation and
+/// the key spill files are sealed with when the cluster encrypts at rest.
 pub async fn register(
     client: &HeadClient,
     reg: &RegisterNode,
-) -> Result<(NodeId, u64), ClientError> {
+) -> Result<Registration, ClientError> {
     match client.request(&HeadRequest::Register(reg.clone())).await? {
         HeadResponse::Registered {
             node_id,
             incarnation,
+            spill_key,
             ..
-        } => Ok((node_id, incarnation)),
+        } => Ok((node_id, incarnation, spill_key)),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }
@@ -236,7 +241,7 @@ impl Heartbeats<'_> {
                             self.patience()
                         )))
                     }) {
-                        Ok((id, inc)) => {
+                        Ok((id, inc, _)) => {
                             info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
                             node_id = id;
                             node.new_id(id);

@@ -256,9 +256,11 @@ pub async fn run_raylet(
     };
     let register_err = |cause| RayletError::Register { head, cause };
     let client = link.connect().await.map_err(register_err)?;
-    let (node_id, incarnation) = head_link::register(&client, &registration)
+    let (node_id, incarnation, spill_key) = head_link::register(&client, &registration)
         .await
         .map_err(register_err)?;
+    // Held in memory only: the head hands it over at every start.
+    server.set_spill_key(spill_key.as_ref());
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
     let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
     let peers = peers::Peers::new(endpoint.clone(), trust.clone());

@@ -161,6 +161,15 @@ impl StoreServer {
         let _ = self.transfer.set(t);
     }
 
+    /// Seals spill files with the cluster's key from now on (encryption at
+    /// rest); `None` writes them plain.
+    pub fn set_spill_key(&self, key: Option<&[u8; 32]>) {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_spill_key(key);
+    }
+
     /// The segment (a mapping private to the server, not behind the lock).
     pub fn segment(&self) -> &Segment {
         &self.seg

@@ -221,6 +221,8 @@ pub struct HeadCore {
     preempted: HashMap<JobId, JobId>,
     /// Namespaces' quotas changed since the last commit.
     quota_changes: Vec<crate::proto::queue::NamespaceQuota>,
+    /// What raylets seal spill files with (encryption at rest).
+    pub(crate) spill_key: Option<[u8; 32]>,
 }
 
 impl HeadCore {
@@ -246,6 +248,7 @@ impl HeadCore {
             submissions: HashMap::new(),
             preempted: HashMap::new(),
             quota_changes: Vec::new(),
+            spill_key: None,
         }
     }
 
@@ -291,6 +294,7 @@ impl HeadCore {
             node_id: id,
             incarnation,
             heartbeat_interval_ms: self.nodes.detector().interval.as_millis() as u64,
+            spill_key: self.spill_key,
         }
     }
 

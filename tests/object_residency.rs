@@ -20,6 +20,12 @@ fn total_inside(refs: Vec<prism::ObjectRef<Vec<u64>>>) -> Result<u64, String> {
     Ok(xs.iter().sum())
 }
 
+#[prism::remote]
+fn tensor_rows(refs: Vec<prism::ObjectRef<prism::Tensor>>) -> Result<u64, String> {
+    let v = prism::get_tensor(&refs[0]).map_err(|e| e.to_string())?;
+    Ok(v.shape()[0])
+}
+
 fn node(var: &str) -> NodeId {
     std::env::var(var).unwrap().parse().unwrap()
 }
@@ -60,6 +66,28 @@ fn role_residency() {
     check(
         err.contains("region in [in-south, in-west]"),
         "nor through a ref inside a value",
+    );
+
+    // A resident tensor (a dataset block) the same way.
+    let bytes: Vec<u8> = (0..64u32).flat_map(|x| (x as f32).to_le_bytes()).collect();
+    let t =
+        prism::put_tensor_resident(prism::DType::F32, &[16u64, 4], &bytes, rule.clone()).unwrap();
+    let near = tensor_rows::options()
+        .node_affinity(west, false)
+        .remote(vec![t.clone()])
+        .unwrap();
+    check(
+        prism::get(&near).unwrap() == Ok(16),
+        "a node inside the rule reads the tensor",
+    );
+    let far = tensor_rows::options()
+        .node_affinity(eu, false)
+        .remote(vec![t])
+        .unwrap();
+    let err = prism::get(&far).unwrap().unwrap_err();
+    check(
+        err.contains("region in [in-south, in-west]"),
+        "a node outside cannot read the tensor",
     );
 
     let elsewhere = prism::put_resident(&data, Residency::new("region", &["eu-west"])).unwrap_err();

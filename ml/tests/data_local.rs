@@ -223,6 +223,35 @@ fn role_data() {
     println!("ALL OK");
 }
 
+/// A dataset kept in its region: the same rows as resident blocks (read
+/// by tasks on this node), refused where this node is outside the rule.
+fn role_residency() {
+    let _c = prism::InitOptions::new()
+        .num_cpus(2.0)
+        .label("region", "in-south")
+        .init()
+        .unwrap();
+    let ds = Dataset::range(100, 25).unwrap();
+    let here = prism::Residency::new("region", &["in-south", "in-west"]);
+    let kept = ds.resident(&here).unwrap();
+    check(
+        labels(&kept) == labels(&ds),
+        "resident blocks hold the same rows",
+    );
+    let doubled = kept.map_batches(double::remote).unwrap();
+    check(
+        labels(&doubled) == labels(&ds),
+        "tasks on a node inside the rule read resident blocks",
+    );
+    let away = prism::Residency::new("region", &["eu-west"]);
+    let err = ds.resident(&away).unwrap_err().to_string();
+    check(
+        err.contains("residency rule region in [eu-west]") && err.contains("region=in-south"),
+        &format!("a dataset cannot be kept where its own node is not: {err}"),
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
@@ -231,6 +260,7 @@ fn child_role() {
         .as_str()
     {
         "data" => role_data(),
+        "residency" => role_residency(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -238,4 +268,9 @@ fn child_role() {
 #[test]
 fn data_split_shuffle_iter_map_files_digits() {
     run_role("data", Duration::from_secs(300));
+}
+
+#[test]
+fn a_resident_dataset_stays_in_its_region() {
+    run_role("residency", Duration::from_secs(300));
 }

@@ -69,6 +69,28 @@ impl Block {
         }
     }
 
+    /// This block's rows put again as new objects that may only live where
+    /// `rule` allows (this node must be inside it): tasks on nodes outside
+    /// cannot read them.
+    pub fn resident(&self, rule: &prism::Residency) -> Result<Block> {
+        let v = self.read()?;
+        let shape: Vec<u64> = std::iter::once(v.rows())
+            .chain(v.row_shape().iter().copied())
+            .collect();
+        let dtype = v.features_view().dtype();
+        let f = prism::put_tensor_resident(dtype, &shape, v.features_bytes(), rule.clone())?;
+        let l = match (v.labels_view(), v.labels_bytes()) {
+            (Some(lv), Some(lb)) => Some(prism::put_tensor_resident(
+                lv.dtype(),
+                &[v.rows()],
+                lb,
+                rule.clone(),
+            )?),
+            _ => None,
+        };
+        Block::new(f, l, v.rows())
+    }
+
     /// Reads the block in place (pulling its objects to this node first if
     /// they live elsewhere); the objects stay pinned while the view lives.
     pub fn read(&self) -> Result<BlockView> {

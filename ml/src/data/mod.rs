@@ -14,6 +14,8 @@
 //! - Divide: [`Dataset::split`] / [`Dataset::split_for`] (equal shards,
 //!   rules D-1..D-3 in [`plan::plan_split`]), [`Dataset::split_at`],
 //!   [`Dataset::train_test_split`].
+//! - Keep in place: [`Dataset::resident`] (blocks that may only live on
+//!   nodes a residency rule allows, e.g. `region in [in-south]`).
 //! - Check: [`Dataset::version`] (content hash), [`Dataset::expect`]
 //!   (declared [`Expectations`], one task per block).
 //! - Consume: [`Dataset::iter_batches`]: batches as tch tensors, the next
@@ -41,6 +43,18 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The same rows as blocks that may only live where `rule` allows (a
+    /// copy, put from this node, which must be inside the rule): a task on
+    /// a node outside it fails to read them, with an error naming the rule.
+    pub fn resident(&self, rule: &prism::Residency) -> Result<Dataset> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| b.resident(rule))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dataset { blocks })
+    }
+
     /// A dataset of these blocks, in this order.
     pub fn from_blocks(blocks: Vec<Block>) -> Dataset {
         Dataset { blocks }

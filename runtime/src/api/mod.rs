@@ -48,7 +48,7 @@ pub use options::TaskOptions;
 pub use placement::{
     get_placement_group, list_placement_groups, Bundle, PlacementGroup, PlacementStrategy,
 };
-pub use residency::{put_resident, Residency};
+pub use residency::{put_resident, put_tensor_resident, Residency};
 pub use runs::{end_run, log_run_params, report_run};
 pub use tensor::{get_tensor, get_tensor_timeout, put_tensor, Dim, Tensor, TensorView};
 pub use value::Value;

@@ -25,6 +25,24 @@ use std::time::Duration;
 /// # Ok::<(), prism::Error>(())
 /// ```
 pub fn put_resident<T: Value>(value: &T, rule: Residency) -> Result<ObjectRef<T>> {
+    let id = claim(rule)?;
+    current()?.put_as(id, value, false)
+}
+
+/// [`crate::put_tensor`] with a residency rule (a dataset block that must
+/// stay in its region).
+pub fn put_tensor_resident<D: super::tensor::Dim>(
+    dtype: crate::DType,
+    shape: &[D],
+    data: &[u8],
+    rule: Residency,
+) -> Result<ObjectRef<super::tensor::Tensor>> {
+    super::tensor::put_tensor_as(claim(rule)?, dtype, shape, data)
+}
+
+/// A fresh object id whose rule the head now holds (refused when this
+/// node is outside it).
+fn claim(rule: Residency) -> Result<ObjectId> {
     let core = current()?;
     let id = ObjectId::random();
     let resp: HeadResponse =
@@ -35,8 +53,8 @@ pub fn put_resident<T: Value>(value: &T, rule: Residency) -> Result<ObjectRef<T>
                 rule,
             }
         })?;
-    if let HeadResponse::Error { message, .. } = resp {
-        return Err(Error::Residency(message));
+    match resp {
+        HeadResponse::Error { message, .. } => Err(Error::Residency(message)),
+        _ => Ok(id),
     }
-    core.put_as(id, value, false)
 }

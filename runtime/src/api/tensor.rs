@@ -194,10 +194,20 @@ fn write_object(meta: &TensorMeta, data: &[u8], out: &mut [u8]) -> Result<()> {
 /// once, straight into the shared segment. `shape` may be of any integer
 /// type (`&[rows, cols]` with `usize`s works).
 pub fn put_tensor<D: Dim>(dtype: DType, shape: &[D], data: &[u8]) -> Result<ObjectRef<Tensor>> {
+    put_tensor_as(ObjectId::random(), dtype, shape, data)
+}
+
+/// [`put_tensor`] under a chosen id (a resident object's, whose rule the
+/// head holds already).
+pub(crate) fn put_tensor_as<D: Dim>(
+    id: ObjectId,
+    dtype: DType,
+    shape: &[D],
+    data: &[u8],
+) -> Result<ObjectRef<Tensor>> {
     let meta = TensorMeta::contiguous(dtype, &shape_of(shape)?);
     check_len(&meta, data.len())?;
     let core = core::current()?;
-    let id = ObjectId::random();
     let len = meta.header_bytes() + data.len();
     let offset = core.store.create(id, len, true, PUT_TIMEOUT)?;
     // SAFETY: this client just created the object: until it seals it, the

@@ -79,6 +79,15 @@ pub enum MlError {
     /// worker failures).
     #[error("training: {0}")]
     Train(String),
+    /// The trainer was preempted (SIGTERM while it ran): every rank stopped
+    /// at `step`, after a checkpoint there when it has a directory.
+    #[error("preempted: training stopped at step {step}{}", if *.checkpointed { " after saving a checkpoint (the next run resumes from it)" } else { " (no checkpoint directory: the next run starts over)" })]
+    Preempted {
+        /// The step every rank stopped at.
+        step: u64,
+        /// Whether a checkpoint was saved there.
+        checkpointed: bool,
+    },
     /// A data set broke its declared expectations (nothing was trained).
     #[error("data validation failed: {0}")]
     Validation(String),

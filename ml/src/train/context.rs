@@ -126,6 +126,10 @@ pub struct RunState {
     metrics: Vec<StepMetrics>,
     done: Option<std::result::Result<Vec<u8>, String>>,
     seconds: f64,
+    /// The last step done.
+    pub(super) step: u64,
+    /// Stop (preempted) once this step is done.
+    pub(super) stop_after: Option<u64>,
 }
 
 impl RunState {
@@ -361,12 +365,28 @@ impl TrainContext {
     ) -> Result<()> {
         self.step += 1;
         self.epoch = epoch;
-        lock(&self.state).metrics.push(StepMetrics {
-            step: self.step,
-            epoch,
-            values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            seconds: self.started.elapsed().as_secs_f64(),
-        });
+        let stop = {
+            let mut s = lock(&self.state);
+            s.metrics.push(StepMetrics {
+                step: self.step,
+                epoch,
+                values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                seconds: self.started.elapsed().as_secs_f64(),
+            });
+            s.step = self.step;
+            s.stop_after.is_some_and(|at| self.step >= at)
+        };
+        if stop {
+            // Every rank stops at this step (they are in lockstep through
+            // the ring); rank 0 saves where the next run resumes.
+            if let (Some(dir), 0) = (&self.dir, self.rank()) {
+                checkpoint::save(dir, self.step, epoch, vs, opt)?;
+            }
+            return Err(MlError::Preempted {
+                step: self.step,
+                checkpointed: self.dir.is_some(),
+            });
+        }
         if let Some(dir) = &self.dir {
             if self.rank() == 0 && self.every > 0 && self.step.is_multiple_of(self.every) {
                 checkpoint::save(dir, self.step, epoch, vs, opt)?;

@@ -40,6 +40,7 @@ mod grads;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod optim;
+pub mod preempt;
 pub(crate) mod record;
 pub mod ring;
 mod ring_links;
@@ -200,6 +201,8 @@ impl DdpTrainer {
 
     /// Trains to the end; see the module docs.
     pub fn fit(&self) -> Result<TrainResult> {
+        // SIGTERM while this runs is a preemption notice (train/preempt.rs).
+        let _notice = preempt::arm();
         let bar = self.progress.then(|| progress_bar(self.total_steps));
         // Every step's metrics go to the head for the dashboard's training
         // page, under one id for the whole run (restarts included).
@@ -229,7 +232,8 @@ impl DdpTrainer {
     fn attempts(&self, run_id: &str, bar: Option<&indicatif::ProgressBar>) -> Result<TrainResult> {
         let mut failures = 0;
         loop {
-            let resume = self.resume || failures > 0;
+            // A preempted job's next run resumes from its checkpoint.
+            let resume = self.resume || failures > 0 || preempt::resumed();
             match self.attempt(resume, bar, run_id) {
                 Ok(mut r) => {
                     r.failures = failures;
@@ -371,6 +375,33 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
+/// A preemption notice came: every rank stops two steps past the furthest
+/// one (they move in lockstep through the ring, so all reach it).
+fn stop_everyone(workers: &[ActorHandle<TrainWorker>]) -> std::result::Result<u64, Attempt> {
+    let steps: Vec<_> = workers
+        .iter()
+        .map(|w| w.current_step())
+        .collect::<prism::Result<_>>()
+        .map_err(lost)?;
+    let at = prism::get_all(&steps)
+        .map_err(lost)?
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 2;
+    tracing::warn!(
+        step = at,
+        "preemption notice: every rank stops at step {at} after a checkpoint"
+    );
+    let asked: Vec<_> = workers
+        .iter()
+        .map(|w| w.stop_after(at))
+        .collect::<prism::Result<_>>()
+        .map_err(lost)?;
+    prism::get_all(&asked).map_err(lost)?;
+    Ok(at)
+}
+
 /// Polls every worker until all finish; rank 0's metrics drive the bar.
 #[allow(clippy::type_complexity)]
 fn watch(
@@ -383,7 +414,11 @@ fn watch(
     let mut output = Vec::new();
     let mut seconds = 0.0;
     let mut last_poll = Instant::now();
+    let mut stop_at: Option<u64> = None;
     loop {
+        if stop_at.is_none() && preempt::requested() {
+            stop_at = Some(stop_everyone(workers)?);
+        }
         for (rank, w) in workers.iter().enumerate() {
             if finished[rank] {
                 continue;
@@ -426,6 +461,12 @@ fn watch(
                     }
                 }
                 Some(Err(e)) if e.contains("no chunk") => return Err(Attempt::WorkerLost(e)),
+                Some(Err(e)) if stop_at.is_some() && e.starts_with("preempted") => {
+                    return Err(Attempt::Fatal(MlError::Preempted {
+                        step: stop_at.unwrap_or(0),
+                        checkpointed: e.contains("after saving"),
+                    }))
+                }
                 Some(Err(e)) => {
                     return Err(Attempt::Fatal(MlError::Train(format!("rank {rank}: {e}"))))
                 }

@@ -153,6 +153,16 @@ impl TrainWorker {
             .is_ok()
     }
 
+    /// The last step this rank finished.
+    async fn current_step(&self) -> u64 {
+        lock(&self.state).step
+    }
+
+    /// Stop (preempted) once step `step` is done, after a checkpoint.
+    async fn stop_after(&self, step: u64) {
+        lock(&self.state).stop_after = Some(step);
+    }
+
     /// Metrics from index `since` on, and the outcome once finished.
     async fn poll(&self, since: u64) -> Progress {
         lock(&self.state).progress(since)

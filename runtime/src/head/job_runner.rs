@@ -76,7 +76,11 @@ impl JobRunner {
     /// Starts job `id`'s driver process; its log file takes its output.
     pub fn spawn(&self, id: JobId, sub: &JobSubmission) -> Result<tokio::process::Child, String> {
         let bin = self.binary(&sub.hash);
-        let log = std::fs::File::create(self.log_path(id))
+        // Appended to: a preempted job's next run continues its log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
             .map_err(|e| format!("cannot create the job's log: {e}"))?;
         let err = log
             .try_clone()

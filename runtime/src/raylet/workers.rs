@@ -31,6 +31,9 @@ pub mod vars {
     pub const GPU_IDS: &str = "PRISM_GPU_IDS";
     /// A submitted job's namespace: where its driver names actors unless told.
     pub const NAMESPACE: &str = "PRISM_NAMESPACE";
+    /// `1` on the run of a submitted job that follows its preemption (its
+    /// trainers resume from their checkpoints).
+    pub const PREEMPTED: &str = "PRISM_PREEMPTED";
 }
 
 /// What every worker of this raylet is started with.

@@ -137,6 +137,12 @@ impl HeadCore {
         if let Some(q) = self.queue.running(id).cloned() {
             self.queue.requeue(q);
         }
+        // Its next run knows it follows a preemption (trainers resume).
+        if let Some(sub) = self.submissions.get_mut(&id) {
+            let var = crate::raylet::workers::vars::PREEMPTED;
+            sub.env.retain(|(k, _)| k != var);
+            sub.env.push((var.into(), "1".into()));
+        }
         self.jobs
             .requeued(id, format!("preempted for job {by}; waits to resume"));
         self.admit_jobs(now);

@@ -87,6 +87,8 @@ pub enum Row {
     Role(crate::proto::access::RoleInfo),
     /// A namespace's quota, job limit and weight.
     Quota(crate::proto::queue::NamespaceQuota),
+    /// What starts a submitted job that waits or runs (again).
+    Submission(JobId, crate::proto::head::JobSubmission),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -112,6 +114,8 @@ pub enum Table {
     Role = 9,
     /// Namespaces' quotas.
     Quota = 10,
+    /// Submitted jobs' submissions.
+    Submission = 11,
 }
 
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
@@ -136,6 +140,7 @@ impl Row {
             Row::User(u) => (Table::User, run_key(&format!("user:{}", u.info.name))),
             Row::Role(r) => (Table::Role, run_key(&format!("role:{}", r.name))),
             Row::Quota(q) => (Table::Quota, run_key(&format!("quota:{}", q.namespace))),
+            Row::Submission(id, _) => (Table::Submission, id.0),
         }
     }
 
@@ -210,6 +215,8 @@ pub struct Snapshot {
     pub roles: Vec<crate::proto::access::RoleInfo>,
     /// Namespaces' quotas.
     pub quotas: Vec<crate::proto::queue::NamespaceQuota>,
+    /// Submitted jobs' submissions.
+    pub submissions: Vec<(JobId, crate::proto::head::JobSubmission)>,
 }
 
 impl Snapshot {
@@ -228,6 +235,7 @@ impl Snapshot {
                 Row::User(u) => s.users.push(u),
                 Row::Role(r) => s.roles.push(r),
                 Row::Quota(q) => s.quotas.push(q),
+                Row::Submission(id, sub) => s.submissions.push((id, sub)),
             }
         }
         s

@@ -216,7 +216,7 @@ pub struct HeadCore {
     /// Submitted jobs waiting for, or holding, their turn (JQ-1..4).
     pub(crate) queue: super::job_queue::JobQueue,
     /// What starts each queued or running submitted job (again).
-    submissions: HashMap<JobId, JobSubmission>,
+    submissions: queue::Submissions,
     /// Spot-class jobs asked to stop, and for whom.
     preempted: HashMap<JobId, JobId>,
     /// Namespaces' quotas changed since the last commit.
@@ -245,7 +245,7 @@ impl HeadCore {
             users: Default::default(),
             audit: Default::default(),
             queue: Default::default(),
-            submissions: HashMap::new(),
+            submissions: Default::default(),
             preempted: HashMap::new(),
             quota_changes: Vec::new(),
             spill_key: None,

@@ -17,6 +17,45 @@ use tracing::info;
 /// How long a preempted job's driver has to checkpoint and exit.
 pub const PREEMPT_GRACE: Duration = Duration::from_secs(30);
 
+/// What starts each queued or running submitted job (again), durable so
+/// that a recovered head still runs the jobs that waited.
+#[derive(Debug, Default)]
+pub(crate) struct Submissions {
+    map: std::collections::HashMap<JobId, JobSubmission>,
+    dirty: std::collections::BTreeSet<JobId>,
+}
+
+impl Submissions {
+    fn insert(&mut self, id: JobId, sub: JobSubmission) {
+        self.map.insert(id, sub);
+        self.dirty.insert(id);
+    }
+
+    fn get(&self, id: &JobId) -> Option<&JobSubmission> {
+        self.map.get(id)
+    }
+
+    fn get_mut(&mut self, id: &JobId) -> Option<&mut JobSubmission> {
+        self.dirty.insert(*id);
+        self.map.get_mut(id)
+    }
+
+    fn remove(&mut self, id: &JobId) {
+        if self.map.remove(id).is_some() {
+            self.dirty.insert(*id);
+        }
+    }
+
+    /// Rows changed since the last call: `(job, Some(submission))` to
+    /// keep, `(job, None)` to delete.
+    pub(crate) fn take_dirty(&mut self) -> Vec<(JobId, Option<JobSubmission>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|id| (id, self.map.get(&id).cloned()))
+            .collect()
+    }
+}
+
 /// A policy as the pure queue reads it.
 fn policy(q: &NamespaceQuota) -> Policy {
     Policy {
@@ -158,25 +197,43 @@ impl HeadCore {
     }
 
     /// After a recovery: running submitted jobs hold their quota again;
-    /// jobs that waited are failed (their submissions were not kept).
-    pub(super) fn restore_queue(&mut self, now: Clock, quotas: Vec<NamespaceQuota>) {
+    /// jobs that waited wait again, in the order they were submitted (a
+    /// waiting job whose submission was not kept is failed, saying so).
+    pub(super) fn restore_queue(
+        &mut self,
+        now: Clock,
+        quotas: Vec<NamespaceQuota>,
+        submissions: Vec<(JobId, JobSubmission)>,
+    ) {
         for q in quotas {
             self.queue.set_policy(&q.namespace, policy(&q));
         }
-        for j in self.jobs.live().into_iter().filter(|j| j.submitted) {
-            match j.state {
-                JobState::Running => self.queue.running_again(QueuedJob {
-                    job: j.job_id,
-                    namespace: j.namespace,
-                    demand: j.demand.to_set(),
-                    priority: j.priority,
-                    spot: j.spot,
-                    seq: 0,
-                }),
-                _ => self.jobs.lost(
+        for (id, sub) in submissions {
+            self.submissions.map.insert(id, sub);
+        }
+        let mut live: Vec<_> = self
+            .jobs
+            .live()
+            .into_iter()
+            .filter(|j| j.submitted)
+            .collect();
+        live.sort_by_key(|j| j.start_ms);
+        for j in live {
+            let entry = QueuedJob {
+                job: j.job_id,
+                namespace: j.namespace.clone(),
+                demand: j.demand.to_set(),
+                priority: j.priority,
+                spot: j.spot,
+                seq: 0,
+            };
+            match (j.state, self.submissions.map.contains_key(&j.job_id)) {
+                (JobState::Running, _) => self.queue.running_again(entry),
+                (_, true) => self.queue.enqueue(entry),
+                (_, false) => self.jobs.lost(
                     now.wall_ms,
                     j.job_id,
-                    "it was waiting in the queue when the head restarted; submit it again".into(),
+                    "it was waiting in the queue when the head restarted and its submission was not kept; submit it again".into(),
                 ),
             }
         }

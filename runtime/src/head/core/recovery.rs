@@ -96,6 +96,12 @@ impl HeadCore {
                 .into_iter()
                 .map(|q| Change::Put(Row::Quota(q))),
         );
+        for (id, sub) in self.submissions.take_dirty() {
+            out.push(match sub {
+                Some(sub) => Change::Put(Row::Submission(id, sub)),
+                None => Change::Delete(Table::Submission, id.0),
+            });
+        }
         out.extend(self.audit.take_fresh().into_iter().map(Change::Audit));
         out
     }
@@ -160,7 +166,7 @@ impl HeadCore {
             .collect();
         core.groups = PgTable::restore(snapshot.groups);
         core.jobs = JobTable::restore(snapshot.jobs);
-        core.restore_queue(now, snapshot.quotas);
+        core.restore_queue(now, snapshot.quotas, snapshot.submissions);
         core.objects = ObjectDirectory::restore(
             snapshot
                 .objects

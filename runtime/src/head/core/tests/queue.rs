@@ -154,3 +154,43 @@ fn jq_4_a_spot_job_is_signalled_for_an_urgent_one_and_waits_to_resume() {
         .iter()
         .any(|e| e.action == "job.preempt" && e.target.contains(&spot.to_string())));
 }
+
+#[test]
+fn a_job_waiting_in_the_queue_survives_the_head_and_starts_when_room_frees() {
+    use crate::head::durable::{Change, Snapshot};
+    let mut sim = Sim::new();
+    gpu_node(&mut sim, 2);
+    let running = submit(&mut sim, "vision", 2, 0, false);
+    let waiting = submit(&mut sim, "vision", 2, 0, false);
+    assert_eq!(starts(&mut sim), vec![running]);
+    // What the store would hold: every change, last write wins.
+    let mut rows = std::collections::BTreeMap::new();
+    for c in sim.core.take_changes() {
+        match c {
+            Change::Put(r) => drop(rows.insert(r.key(), r)),
+            Change::Delete(t, k) => drop(rows.remove(&(t, k))),
+            Change::RunPoints(..) | Change::Audit(_) => {}
+        }
+    }
+    let mut core = HeadCore::restore(
+        ClusterId::random(),
+        "127.0.0.1:6379".into(),
+        detector(),
+        Duration::ZERO,
+        sim.now,
+        Snapshot::from_rows(rows.into_values()),
+    );
+    assert!(
+        core.queue.is_waiting(waiting),
+        "the waiting job waits again"
+    );
+    assert_eq!(core.job(waiting).unwrap().state, JobState::Pending);
+    core.job_exited(sim.now, running, Some(0), "exit code 0".into());
+    let started: Vec<JobId> = std::iter::from_fn(|| core.poll_effect())
+        .filter_map(|e| match e {
+            Effect::StartJob { job, .. } => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![waiting]);
+}

@@ -168,6 +168,22 @@ fn launcher_up_is_idempotent_restarts_the_dead_and_down_leaves_nothing() {
     let listed: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert!(listed.len() >= 3, "{listed:#?}");
 
+    // What the launcher did is in the head's audit trail.
+    let trail = l.sb.run(&[
+        "audit",
+        "--cluster",
+        l.file.to_str().unwrap(),
+        "--action",
+        "cluster",
+        "--json",
+    ]);
+    let trail = text(&trail);
+    assert_eq!(
+        trail.matches("\"action\":\"cluster.up\"").count(),
+        2,
+        "{trail}"
+    );
+
     // down: every daemon goes.
     let pids = l.pids();
     assert_eq!(pids.len(), 3, "{pids:?}");

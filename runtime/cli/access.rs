@@ -299,6 +299,20 @@ fn print_table(entries: &[AuditEntry]) {
     }
 }
 
+/// Adds what the CLI did (`cluster.up`, `serve.deploy`) to the head's
+/// audit trail, in the caller's name. Best effort: the action happened, so
+/// a head that cannot be told gets a warning, not a failure.
+pub fn note(info: &prism::session::ClusterInfo, action: &str, target: String) {
+    let req = HeadRequest::Access(AccessRequest::Record {
+        action: action.into(),
+        target,
+    });
+    let told = crate::status::HeadSession::connect(info).and_then(|h| h.request(&req));
+    if let Err(e) = told {
+        eprintln!("warning: cannot add {action} to the audit trail: {e:#}");
+    }
+}
+
 /// Checks the token against the head, then saves it (mode 0600).
 pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     let token: prism::token::UserToken = args.token.parse()?;

@@ -95,10 +95,13 @@ pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
             let cfg = prism_serve::ServeConfig::load(&config)?;
             let _c = join(&cluster)?;
             prism_serve::status().map_err(no_controller)?;
+            let info = cluster.info()?;
             for app in cfg.apps() {
                 let name = app.name.clone();
                 prism_serve::deploy(app).with_context(|| format!("application {name}"))?;
                 println!("application {name}: running");
+                let target = format!("application {name} from {}", config.display());
+                crate::access::note(&info, "serve.deploy", target);
             }
             Ok(())
         }
@@ -117,6 +120,11 @@ pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
             prism_serve::status().map_err(no_controller)?;
             prism_serve::delete(&app)?;
             println!("application {app}: deleted");
+            crate::access::note(
+                &cluster.info()?,
+                "serve.delete",
+                format!("application {app}"),
+            );
             Ok(())
         }
         ServeCommand::Shutdown { cluster } => {

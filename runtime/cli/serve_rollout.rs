@@ -132,11 +132,13 @@ pub fn rollout(a: RolloutArgs) -> anyhow::Result<()> {
     }
     let _c = join(&a.cluster)?;
     prism_serve::rollout(spec).map_err(no_controller)?;
-    println!(
+    let what = format!(
         "{}: rolling out {}",
         a.deployment,
         a.registry.as_deref().unwrap_or(&a.version)
     );
+    println!("{what}");
+    crate::access::note(&a.cluster.info()?, "serve.rollout", what);
     if !a.wait {
         return Ok(());
     }

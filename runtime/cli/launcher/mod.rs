@@ -200,6 +200,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         state.nodes.len(),
         began.elapsed().as_secs_f64()
     );
+    let target = format!(
+        "cluster {} from {}: {changes} node(s) started, restarted or stopped",
+        c.cluster_name,
+        args.config.display()
+    );
+    crate::access::note(&m.head_info(&dir)?, "cluster.up", target);
     print_connect(&args.config, &m, &dir)
 }
 
@@ -275,6 +281,11 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
         args.yes,
     )? {
         bail!("cancelled; nothing was stopped");
+    }
+    // Into the trail before the head goes (the trail outlives it, AU-3).
+    if let Ok(head) = m.head_info(&dir) {
+        let target = format!("cluster {} from {}", c.cluster_name, args.config.display());
+        crate::access::note(&head, "cluster.down", target);
     }
     let mut stopped = 0;
     for k in live {

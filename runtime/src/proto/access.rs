@@ -121,6 +121,15 @@ pub enum AccessRequest {
     Audit(AuditQuery),
     /// Re-read the whole trail from its file and check its hash chain.
     VerifyAudit,
+    /// Append an action the head did not see itself (`cluster.up`,
+    /// `serve.deploy`: what the launcher or the serve CLI did), in the
+    /// caller's name; answered with the entry.
+    Record {
+        /// `area.verb`.
+        action: String,
+        /// On what.
+        target: String,
+    },
 }
 
 /// The head's answer to an [`AccessRequest`].

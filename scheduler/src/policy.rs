@@ -169,6 +169,35 @@ impl Scheduler {
     ) -> Decision<N> {
         let threshold = self.spread_threshold;
         let pref = preferred.and_then(|p| view.node(p).map(|n| (p, n)));
+        // Every live node at or over the threshold: each scores its own
+        // utilisation, so the winner is the first node that fits in the
+        // utilisation index (ties: lowest id), or the preferred node if it
+        // fits at the same utilisation (it comes first in traversal order).
+        // No scan of every node (SC-7); what cannot be placed now falls
+        // through to the scan below (queue or infeasible).
+        if view.min_utilization().is_some_and(|u| u >= threshold) {
+            let usable = |n: &NodeResources| n.is_alive() && allowed(n) && n.fits_now(request);
+            if let Some((id, n)) = view.by_utilization().find(|(_, n)| usable(n)) {
+                return Decision::Place(match pref {
+                    Some((p, pn)) if usable(pn) && pn.utilization() <= n.utilization() => p,
+                    _ => id,
+                });
+            }
+        }
+        self.scan(view, request, preferred, allowed)
+    }
+
+    /// Hybrid by visiting every node: the preferred one, then the others
+    /// by id (the reference the indexed path must agree with).
+    pub(crate) fn scan<N: NodeKey>(
+        &self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        preferred: Option<N>,
+        allowed: impl Fn(&NodeResources) -> bool,
+    ) -> Decision<N> {
+        let threshold = self.spread_threshold;
+        let pref = preferred.and_then(|p| view.node(p).map(|n| (p, n)));
         // Traversal order: the preferred node, then the others by id.
         let order = pref
             .into_iter()

@@ -345,4 +345,45 @@ proptest! {
             }
         }
     }
+
+    /// SC-7: the utilisation index is exactly the live nodes in
+    /// (utilisation, id) order, and hybrid through it decides exactly as the
+    /// scan over every node does.
+    #[test]
+    fn sc_7_indexed_hybrid_decides_as_the_full_scan(
+        caps in proptest::collection::vec((1u32..9, 0u32..3), 1..40),
+        takes in proptest::collection::vec((0usize..40, 0u16..80, 0u16..20), 0..80),
+        dead in proptest::collection::vec(0usize..40, 0..5),
+        ask in (0u16..40, 0u16..20),
+        preferred in proptest::option::of(0usize..40),
+        threshold in 0u8..=10,
+    ) {
+        let mut view = ClusterView::new();
+        for (i, (c, g)) in caps.iter().enumerate() {
+            view.upsert(i as u16, node(*c, *g));
+        }
+        let n = caps.len();
+        for (i, c, g) in &takes {
+            let req = ResourceSet::new().with(CPU, amount(*c)).with(GPU, amount(*g));
+            let _ = view.allocate((*i % n) as u16, &req);
+        }
+        for d in &dead {
+            view.set_alive((*d % n) as u16, false);
+        }
+        let live: Vec<(u64, u16)> = view
+            .alive_nodes()
+            .map(|(id, nd)| (nd.utilization().to_bits(), id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let indexed: Vec<(u64, u16)> = view.by_utilization().map(|(id, nd)| (nd.utilization().to_bits(), id)).collect();
+        prop_assert_eq!(live, indexed);
+        let mut s = Scheduler::new();
+        s.spread_threshold = f64::from(threshold) / 10.0;
+        let req = ResourceSet::new().with(CPU, amount(ask.0)).with(GPU, amount(ask.1));
+        let pref = preferred.map(|p| (p % n) as u16);
+        let fast = s.decide(&view, &req, &Strategy::Hybrid, pref);
+        let reference = if validate(&req).is_err() { fast.clone() } else { s.scan(&view, &req, pref, |_| true) };
+        prop_assert_eq!(fast, reference);
+    }
 }

@@ -6,10 +6,12 @@
 //! - SC-3: releasing an allocation restores exactly what it took.
 //! - SC-4: whole-GPU requests get distinct instance indices; a fractional
 //!   request takes one index and no index is ever used beyond 1.0.
+//! - SC-7: the utilisation index holds exactly the live nodes, each under
+//!   its current utilisation (every change goes through the view).
 
 use crate::quantity::Quantity;
 use crate::resources::{ResourceSet, GPU};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -275,14 +277,24 @@ impl NodeResources {
 #[derive(Debug, Clone)]
 pub struct ClusterView<N: NodeKey> {
     nodes: BTreeMap<N, NodeResources>,
+    /// Live nodes by (utilisation, id), so that "the least-utilised node
+    /// that fits" is found without a scan of every node (SC-7).
+    by_util: BTreeSet<(u64, N)>,
 }
 
 impl<N: NodeKey> Default for ClusterView<N> {
     fn default() -> Self {
         ClusterView {
             nodes: BTreeMap::new(),
+            by_util: BTreeSet::new(),
         }
     }
+}
+
+/// An order-preserving key for a utilisation in `[0, 1]` (non-negative
+/// floats order as their bits do).
+fn util_key(u: f64) -> u64 {
+    u.max(0.0).to_bits()
 }
 
 impl<N: NodeKey> ClusterView<N> {
@@ -291,21 +303,48 @@ impl<N: NodeKey> ClusterView<N> {
         Self::default()
     }
 
+    fn unindex(&mut self, id: N) {
+        if let Some(n) = self.nodes.get(&id).filter(|n| n.alive) {
+            self.by_util.remove(&(util_key(n.util), id));
+        }
+    }
+
+    fn index(&mut self, id: N) {
+        if let Some(n) = self.nodes.get(&id).filter(|n| n.alive) {
+            self.by_util.insert((util_key(n.util), id));
+        }
+    }
+
     /// Adds or replaces a node.
     pub fn upsert(&mut self, id: N, node: NodeResources) {
+        self.unindex(id);
         self.nodes.insert(id, node);
+        self.index(id);
     }
 
     /// Removes a node from the view.
     pub fn remove(&mut self, id: N) -> Option<NodeResources> {
+        self.unindex(id);
         self.nodes.remove(&id)
     }
 
     /// Marks a node alive or dead; a dead node receives no placement.
     pub fn set_alive(&mut self, id: N, alive: bool) {
+        self.unindex(id);
         if let Some(n) = self.nodes.get_mut(&id) {
             n.alive = alive;
         }
+        self.index(id);
+    }
+
+    /// Live nodes from the least utilised up (ties by id).
+    pub fn by_utilization(&self) -> impl Iterator<Item = (N, &NodeResources)> {
+        self.by_util.iter().map(|(_, id)| (*id, &self.nodes[id]))
+    }
+
+    /// The lowest utilisation of a live node.
+    pub fn min_utilization(&self) -> Option<f64> {
+        self.by_utilization().next().map(|(_, n)| n.util)
     }
 
     /// One node.
@@ -339,8 +378,13 @@ impl<N: NodeKey> ClusterView<N> {
         node: N,
         request: &ResourceSet,
     ) -> Result<Allocation<N>, AllocError> {
-        let n = self.nodes.get_mut(&node).ok_or(AllocError::UnknownNode)?;
-        let gpus = n.allocate(request)?;
+        self.unindex(node);
+        let taken = match self.nodes.get_mut(&node) {
+            Some(n) => n.allocate(request),
+            None => Err(AllocError::UnknownNode),
+        };
+        self.index(node);
+        let gpus = taken?;
         Ok(Allocation {
             node,
             resources: request.clone(),
@@ -350,10 +394,12 @@ impl<N: NodeKey> ClusterView<N> {
 
     /// Gives an allocation back.
     pub fn release(&mut self, alloc: &Allocation<N>) -> Result<(), AllocError> {
-        let n = self
-            .nodes
-            .get_mut(&alloc.node)
-            .ok_or(AllocError::UnknownNode)?;
-        n.release(&alloc.resources, &alloc.gpus)
+        self.unindex(alloc.node);
+        let given = match self.nodes.get_mut(&alloc.node) {
+            Some(n) => n.release(&alloc.resources, &alloc.gpus),
+            None => Err(AllocError::UnknownNode),
+        };
+        self.index(alloc.node);
+        given
     }
 }

@@ -333,19 +333,8 @@ impl HeadCore {
                     .as_ref()
                     .map(|u| u.namespaces.join(","))
                     .unwrap_or_default();
-                let outcome = done
-                    .as_ref()
-                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
-                self.audit_record(
-                    now,
-                    caller,
-                    who.name.clone(),
-                    "user.add",
-                    format!("user {name} as {role} in {ns}"),
-                    String::new(),
-                    outcome,
-                );
-                match done {
+                let target = format!("user {name} as {role} in {ns}");
+                match self.audited(now, caller, &who.name, "user.add", target, done) {
                     Ok(user) => AccessReply::UserAdded {
                         user,
                         token: format!("{name}@{secret}.{fingerprint}"),
@@ -355,39 +344,16 @@ impl HeadCore {
             }
             AccessRequest::RevokeUser { name } => {
                 let done = self.users.revoke(now.wall_ms, &name);
-                let outcome = done
-                    .as_ref()
-                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
-                self.audit_record(
-                    now,
-                    caller,
-                    who.name.clone(),
-                    "user.revoke",
-                    format!("user {name}"),
-                    String::new(),
-                    outcome,
-                );
-                match done {
+                let target = format!("user {name}");
+                match self.audited(now, caller, &who.name, "user.revoke", target, done) {
                     Ok(()) => AccessReply::Users(self.users.list()),
                     Err(e) => return bad(e),
                 }
             }
             AccessRequest::AddRole { name, permissions } => {
                 let done = self.users.add_role(&name, &permissions);
-                let outcome = done
-                    .as_ref()
-                    .map_or_else(|e| format!("failed: {e}"), |_| "ok".into());
                 let target = format!("role {name} = {}", permissions.join(","));
-                self.audit_record(
-                    now,
-                    caller,
-                    who.name.clone(),
-                    "role.add",
-                    target,
-                    String::new(),
-                    outcome,
-                );
-                match done {
+                match self.audited(now, caller, &who.name, "role.add", target, done) {
                     Ok(_) => AccessReply::Roles(self.users.roles()),
                     Err(e) => return bad(e),
                 }
@@ -424,6 +390,35 @@ impl HeadCore {
             }
         };
         HeadResponse::Access(reply)
+    }
+}
+
+impl HeadCore {
+    /// Records a user or role change with its outcome and hands the
+    /// outcome back.
+    fn audited<T>(
+        &mut self,
+        now: Clock,
+        caller: Caller,
+        who: &str,
+        action: &str,
+        target: String,
+        done: Result<T, String>,
+    ) -> Result<T, String> {
+        let outcome = match &done {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.audit_record(
+            now,
+            caller,
+            who.into(),
+            action,
+            target,
+            String::new(),
+            outcome,
+        );
+        done
     }
 }
 

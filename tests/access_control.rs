@@ -106,6 +106,14 @@ impl Cluster {
     }
 }
 
+/// The same user token with one digit of its secret changed.
+fn with_a_wrong_secret(token: &str) -> String {
+    let at = token.find('@').unwrap() + 1;
+    let first = &token[at..at + 1];
+    let other = if first == "0" { "1" } else { "0" };
+    format!("{}{other}{}", &token[..at], &token[at + 1..])
+}
+
 fn start() -> Cluster {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "4"]);
@@ -300,14 +308,7 @@ fn a_revoked_token_stops_at_once_and_a_flipped_byte_in_the_trail_is_found() {
         &["status"],
         "the token of user bob was revoked",
     );
-    let wrong = format!(
-        "bob@{}",
-        &bob_token[bob_token.find('@').unwrap() + 1..].replacen(
-            |ch: char| ch.is_ascii_hexdigit(),
-            "0",
-            1
-        )
-    );
+    let wrong = with_a_wrong_secret(&bob_token);
     c.refused(Some(&wrong), &["status"], "invalid user token for \"bob\"");
     client.close();
     ep.close();
@@ -433,10 +434,7 @@ fn the_dashboard_shows_each_user_what_the_head_lets_them_and_a_revocation_ends_t
     assert_eq!(c.job_state(&job), "running");
 
     // A wrong user token gets the login page with the head's reason.
-    let wrong = format!(
-        "bob@{}",
-        &bob[bob.find('@').unwrap() + 1..].replacen(|ch: char| ch.is_ascii_hexdigit(), "0", 1)
-    );
+    let wrong = with_a_wrong_secret(&bob);
     let (status, page) = login(&base, &wrong).unwrap_err();
     assert_eq!(status, 401);
     assert!(page.contains("invalid user token"), "{page}");

@@ -20,7 +20,7 @@ fn role_train() {
         .unwrap();
     let cfg = MlpConfig {
         layers: vec![64, 64, 10],
-        epochs: 120,
+        epochs: 300,
         batch_size: 32,
         lr: 0.05,
         momentum: 0.9,

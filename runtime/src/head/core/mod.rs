@@ -40,6 +40,7 @@ mod audit;
 mod groups;
 mod jobs;
 mod names;
+mod nodes;
 mod objects;
 pub(crate) mod placement;
 mod queue;
@@ -50,7 +51,7 @@ mod tests;
 
 use super::actor_table::ActorTable;
 use super::job_table::JobTable;
-use super::node_table::{FailureDetector, HeartbeatOutcome, NodeEvent, NodeTable};
+use super::node_table::{FailureDetector, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::pg_table::PgTable;
 use crate::ids::{ActorId, ClusterId, JobId, NodeId};
@@ -61,7 +62,7 @@ use crate::proto::task::PeerSubmit;
 use placement::Placing;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Now, as the shell read it: a monotonic instant for failure detection and
 /// deadlines, and wall-clock milliseconds for what people read (job times).
@@ -406,44 +407,6 @@ impl HeadCore {
         Reply::Now(reply)
     }
 
-    fn heartbeat(
-        &mut self,
-        now: Clock,
-        id: NodeId,
-        free: prism_scheduler::ResourceSet,
-        demand: Vec<Demand>,
-    ) -> HeadResponse {
-        let r = match self.nodes.handle_heartbeat(now.at, id, free) {
-            HeartbeatOutcome::Ack => {
-                self.demand.insert(id, demand);
-                HeadResponse::HeartbeatAck
-            }
-            HeartbeatOutcome::ReRegister(reason) => HeadResponse::ReRegister { reason },
-            HeartbeatOutcome::Leave(reason) => HeadResponse::Leave { reason },
-        };
-        self.after_node_events(now);
-        r
-    }
-
-    /// Starts draining a node (DR-1…DR-3): schedulers skip it from now on;
-    /// it leaves once idle or at the deadline.
-    fn drain(&mut self, now: Clock, id: NodeId, reason: String, deadline_ms: u64) -> HeadResponse {
-        let deadline = Duration::from_millis(deadline_ms);
-        match self
-            .nodes
-            .handle_drain(now.at, id, reason.clone(), deadline)
-        {
-            Ok(left) => {
-                tracing::info!(node = %id, %reason, left_ms = left.as_millis() as u64, "draining node");
-                HeadResponse::Ok
-            }
-            Err(e) => HeadResponse::Error {
-                kind: ErrorKind::BadRequest,
-                message: e.to_string(),
-            },
-        }
-    }
-
     /// The cluster as `prism status` shows it.
     pub fn status(&self, now: Clock) -> ClusterStatus {
         let since = now
@@ -475,48 +438,6 @@ impl HeadCore {
         match (caller, self.nodes.node(node).and_then(|n| n.cert)) {
             (Caller::Node { cert }, Some(bound)) => cert == bound,
             _ => true,
-        }
-    }
-
-    fn is_live(&self, id: NodeId) -> bool {
-        self.nodes
-            .node(id)
-            .is_some_and(|n| n.state != NodeState::Dead)
-    }
-
-    /// What node-table events imply for the other tables.
-    fn after_node_events(&mut self, now: Clock) {
-        while let Some(ev) = self.nodes.poll_event() {
-            match ev {
-                NodeEvent::Registered { id, incarnation } => {
-                    let name = self
-                        .nodes
-                        .node(id)
-                        .map(|n| n.reg.node_name.clone())
-                        .unwrap_or_default();
-                    info!(node = %id, %name, incarnation, "node registered");
-                    // New room may let waiting groups in.
-                    self.placing.nudge();
-                }
-                NodeEvent::Suspected(id) => warn!(node = %id, "node missed heartbeats: suspect"),
-                NodeEvent::Rejoined(id) => {
-                    info!(node = %id, "node is back after the head restarted")
-                }
-                NodeEvent::Recovered(id) => {
-                    info!(node = %id, "suspect node heartbeat again: alive")
-                }
-                NodeEvent::Died { id, reason } => {
-                    warn!(node = %id, %reason, "node dead");
-                    self.objects.remove_node(id, &reason);
-                    self.demand.remove(&id);
-                    self.actors_lost(now, id, &reason);
-                    let hit = self.groups.node_died(id);
-                    if !hit.is_empty() {
-                        warn!(node = %id, groups = hit.len(), "node held placement-group bundles; rescheduling them");
-                        self.placing.nudge();
-                    }
-                }
-            }
         }
     }
 

@@ -145,6 +145,15 @@ fn each_role_does_what_it_may_and_is_refused_the_rest_with_a_trail() {
     assert!(c
         .ok(Some(alice), &["user", "whoami"])
         .starts_with("alice (developer in vision)"));
+    // With no address, a person's token goes to this machine's head.
+    let mut local = c.sb.cmd(&["user", "whoami"]);
+    let out = local.env("PRISM_USER_TOKEN", alice).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("alice (developer in vision)"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Everyone reads state.
     for who in [alice, bob, vera, sam] {

@@ -42,31 +42,40 @@ pub fn cluster_info(
     temp: &TempDirArg,
 ) -> anyhow::Result<ClusterInfo> {
     if let Some(c) = crate::credentials::find(token.is_some())? {
+        // A person's token: the head it names, else this machine's.
         let head_address = match address.or(c.address) {
             Some(a) => a,
-            None => cluster_info(None, None, temp)?.head_address,
+            None => local_session(None, temp)?.head_address,
         };
         return Ok(ClusterInfo {
             head_address,
             token: c.token.to_string(),
         });
     }
-    if let (Some(head_address), Some(token)) = (address.clone(), token.clone()) {
-        return Ok(ClusterInfo {
+    match (address, token) {
+        (Some(head_address), Some(token)) => Ok(ClusterInfo {
             head_address,
             token,
-        });
+        }),
+        (address, token) => {
+            let info = local_session(address.as_deref(), temp)?;
+            Ok(ClusterInfo {
+                token: token.unwrap_or(info.token),
+                ..info
+            })
+        }
     }
+}
+
+/// The newest local session with a live daemon (at `address`, if given).
+fn local_session(address: Option<&str>, temp: &TempDirArg) -> anyhow::Result<ClusterInfo> {
     for s in SessionDir::list(&temp.temp_dir) {
         if s.live_daemon().is_none() {
             continue;
         }
         if let Some(info) = s.read_json::<ClusterInfo>("cluster.json")? {
-            if address.as_ref().is_none_or(|a| *a == info.head_address) {
-                return Ok(ClusterInfo {
-                    head_address: info.head_address,
-                    token: token.unwrap_or(info.token),
-                });
+            if address.is_none_or(|a| a == info.head_address) {
+                return Ok(info);
             }
         }
     }

@@ -57,8 +57,7 @@ pub struct Auth {
 
 /// Compares in constant time.
 fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    prism::token::same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 impl Auth {

@@ -16,6 +16,12 @@ pub struct JoinToken {
     pub ca_fingerprint: String,
 }
 
+/// Whether two secrets (or their hashes) are equal, in time that does not
+/// depend on where they differ.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A token string is not of the form `<secret>.<fingerprint>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed join token: expected <32 hex digits>.<32 hex digits> as printed by `prism start --head`")]
@@ -33,8 +39,7 @@ impl JoinToken {
 
     /// Compares a presented secret in constant time.
     pub fn secret_matches(&self, presented: &str) -> bool {
-        let (a, b) = (self.secret.as_bytes(), presented.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        same_bytes(self.secret.as_bytes(), presented.as_bytes())
     }
 }
 

@@ -279,18 +279,17 @@ impl Core {
         inline_ok: bool,
     ) -> Result<ObjectRef<T>> {
         let len = value.encoded_len()?;
-        let slot = if len <= INLINE_MAX && !inline_ok {
+        let slot = if len <= INLINE_MAX {
             let bytes = value.encode()?;
             self.store
                 .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
-            Slot::new("put", SlotState::Stored)
-        } else if len <= INLINE_MAX {
-            let bytes = value.encode()?;
-            self.store
-                .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
-            let s = Slot::new("put", SlotState::Inline(Arc::new(bytes)));
-            s.stored.store(true, Ordering::SeqCst);
-            s
+            if inline_ok {
+                let s = Slot::new("put", SlotState::Inline(Arc::new(bytes)));
+                s.stored.store(true, Ordering::SeqCst);
+                s
+            } else {
+                Slot::new("put", SlotState::Stored)
+            }
         } else {
             // Large: archived straight into shared memory, one copy.
             let offset = self.store.create(id, len, true, Duration::from_secs(60))?;

@@ -139,6 +139,18 @@ impl JobQueue {
         (used, n)
     }
 
+    /// What running jobs leave of `capacity` (nothing when they hold more,
+    /// as after nodes left).
+    fn free(&self, capacity: &ResourceSet) -> ResourceSet {
+        let held = self.held();
+        if !held.fits_in(capacity) {
+            return ResourceSet::new();
+        }
+        let mut free = capacity.clone();
+        free.subtract(&held);
+        free
+    }
+
     fn held(&self) -> ResourceSet {
         let mut used = ResourceSet::new();
         for r in self.running.values() {
@@ -228,13 +240,7 @@ impl JobQueue {
     pub fn admit(&mut self, capacity: &ResourceSet) -> Vec<Decision> {
         let mut out = Vec::new();
         loop {
-            let mut free = capacity.clone();
-            let held = self.held();
-            if !held.fits_in(&free) {
-                free = ResourceSet::new();
-            } else {
-                free.subtract(&held);
-            }
+            let free = self.free(capacity);
             let lowest_spot = self
                 .running
                 .values()
@@ -310,13 +316,7 @@ impl JobQueue {
 
     /// Each waiting job with its position (from 1) and why it waits.
     pub fn explain(&self, capacity: &ResourceSet) -> Vec<(QueuedJob, usize, String)> {
-        let mut free = capacity.clone();
-        let held = self.held();
-        if held.fits_in(&free) {
-            free.subtract(&held);
-        } else {
-            free = ResourceSet::new();
-        }
+        let free = self.free(capacity);
         self.ranked(capacity)
             .into_iter()
             .enumerate()

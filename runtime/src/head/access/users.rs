@@ -31,10 +31,7 @@ pub struct UserTable {
 }
 
 fn digest(secret: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    crate::raylet::workers::sha256(secret.as_bytes())
 }
 
 fn valid_namespace(ns: &str) -> bool {
@@ -154,14 +151,7 @@ impl UserTable {
     pub fn authenticate(&self, name: &str, secret: &str) -> Result<u64, String> {
         let refused = || format!("invalid user token for {name:?}");
         let u = self.users.get(name).ok_or_else(refused)?;
-        let given = digest(secret);
-        let same = u
-            .token_hash
-            .iter()
-            .zip(given.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-        if !same {
+        if !crate::token::same_bytes(&u.token_hash, &digest(secret)) {
             return Err(refused());
         }
         if u.info.revoked_ms.is_some() {

@@ -275,19 +275,18 @@ impl HeadCore {
     /// A user's request names who asks where the request carries it (the
     /// model registry's `who`), so that nobody signs as someone else.
     pub(crate) fn stamp(&self, caller: Caller, req: &mut HeadRequest) {
-        let Ok(Some(p)) = self.principal(caller) else {
+        let Caller::User { id, .. } = caller else {
             return;
         };
-        if !matches!(caller, Caller::User { .. }) {
-            return;
-        }
         if let HeadRequest::Models(
             ModelRequest::Register { who, .. }
             | ModelRequest::SetAlias { who, .. }
             | ModelRequest::SetCard { who, .. },
         ) = req
         {
-            *who = p.name;
+            if let Ok(p) = self.users.principal(id) {
+                *who = p.name;
+            }
         }
     }
 

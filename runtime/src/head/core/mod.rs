@@ -55,7 +55,7 @@ use super::node_table::{FailureDetector, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::pg_table::PgTable;
 use crate::ids::{ActorId, ClusterId, JobId, NodeId};
-use crate::proto::common::{ClusterStatus, Demand, NodeState};
+use crate::proto::common::{ClusterStatus, Demand};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, JobSubmission, RegisterNode};
 use crate::proto::placement::BundleOp;
 use crate::proto::task::PeerSubmit;

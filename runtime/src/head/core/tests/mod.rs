@@ -11,7 +11,7 @@ mod residency;
 
 use super::*;
 use crate::ids::{JobId, PlacementGroupId};
-use crate::proto::common::Resources;
+use crate::proto::common::{NodeState, Resources};
 use crate::proto::head::{ActorInfo, ActorState};
 use crate::proto::placement::{BundleReply, PgCreate, PgInfo, PgRequest, PgState, PgStrategyWire};
 use crate::proto::task::{ActorCreate, JobSpec, TaskKind, TaskSpec};

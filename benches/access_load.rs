@@ -19,7 +19,7 @@ use prism::client::HeadClient;
 use prism::head::job_queue::{JobQueue, Policy, QueuedJob};
 use prism::proto::access::{AccessReply, AccessRequest};
 use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
-use prism::token::{JoinToken, UserToken};
+use prism::token::{Credential, JoinToken, UserToken};
 use prism::transport::quic::QuicEndpoint;
 use prism::transport::tls::ClientTrust;
 use prism::Config;
@@ -62,7 +62,9 @@ fn gate(requests: usize) {
             panic!("no user token")
         };
         let user: UserToken = user.parse().unwrap();
-        let as_user = HeadClient::connect_user(&ep, addr, &user, &config).await.unwrap();
+        let as_user = HeadClient::connect_as(&ep, addr, &Credential::User(user), &config)
+            .await
+            .unwrap();
         let (mut a, mut u) = (Vec::new(), Vec::new());
         for i in 0..requests + 100 {
             for (client, out) in [(&admin, &mut a), (&as_user, &mut u)] {

@@ -7,7 +7,7 @@
 
 use prism::client::{ClientError, HeadClient};
 use prism::proto::head::{ErrorKind, HeadRequest, HeadResponse};
-use prism::token::UserToken;
+use prism::token::{Credential, UserToken};
 use prism::transport::quic::QuicEndpoint;
 use prism::transport::Endpoint;
 use prism::Config;
@@ -288,9 +288,10 @@ fn a_revoked_token_stops_at_once_and_a_flipped_byte_in_the_trail_is_found() {
     let head_addr = c.addr.parse().unwrap();
     let (ep, client) = rt.block_on(async {
         let ep = QuicEndpoint::client([127, 0, 0, 1].into()).unwrap();
-        let client = HeadClient::connect_user(&ep, head_addr, &token, &Config::default())
-            .await
-            .unwrap();
+        let client =
+            HeadClient::connect_as(&ep, head_addr, &Credential::User(token), &Config::default())
+                .await
+                .unwrap();
         (ep, client)
     });
     assert!(matches!(

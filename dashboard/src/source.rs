@@ -9,10 +9,9 @@
 //! the next request of an open session; each user has their own cache.
 
 use prism::client::{HeadClient, Table};
-use prism::proto::head::{ErrorKind, HeadRequest, HeadResponse, PeerRole};
-use prism::token::{JoinToken, UserToken};
+use prism::proto::head::{ErrorKind, HeadRequest, HeadResponse};
+use prism::token::{Credential, JoinToken, UserToken};
 use prism::transport::quic::QuicEndpoint;
-use prism::transport::tls::ClientTrust;
 use prism::transport::Endpoint;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -152,23 +151,11 @@ impl View<'_> {
         }
         let src = self.src;
         let config = prism::Config::from_env().unwrap_or_default();
-        let c = match &self.link.user {
-            Some(user) => HeadClient::connect_user(&src.endpoint, src.addr, user, &config).await,
-            None => {
-                let trust = ClientTrust::Pinned {
-                    ca_fingerprint: src.token.ca_fingerprint.clone(),
-                };
-                HeadClient::connect(
-                    &src.endpoint,
-                    src.addr,
-                    &trust,
-                    Some(&src.token),
-                    PeerRole::Client,
-                    &config,
-                )
-                .await
-            }
+        let cred = match &self.link.user {
+            Some(user) => Credential::User(user.clone()),
+            None => Credential::Join(src.token.clone()),
         };
+        let c = HeadClient::connect_as(&src.endpoint, src.addr, &cred, &config).await;
         let c = c.map_err(|e| match e {
             prism::client::ClientError::Refused { kind, message } => refused(kind, message),
             e => SourceError::Unreachable {

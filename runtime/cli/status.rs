@@ -4,12 +4,11 @@ use crate::TempDirArg;
 use anyhow::{anyhow, Context};
 use prism::client::HeadClient;
 use prism::proto::common::{ClusterStatus, NodeState, Resources};
-use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
+use prism::proto::head::{HeadRequest, HeadResponse};
 use prism::raylet::resources::OBJECT_STORE_MEMORY;
 use prism::session::{ClusterInfo, SessionDir};
-use prism::token::{JoinToken, UserToken};
+use prism::token::Credential;
 use prism::transport::quic::QuicEndpoint;
-use prism::transport::tls::ClientTrust;
 use prism::transport::Endpoint;
 use prism::Config;
 use prism_scheduler::{Quantity, ResourceSet, GPU, MEMORY};
@@ -96,10 +95,7 @@ impl HeadSession {
     /// Connects with the join token, or as a user when `info.token` is a
     /// user's (`name@…`).
     pub fn connect(info: &ClusterInfo) -> anyhow::Result<HeadSession> {
-        let cred: Result<UserToken, JoinToken> = match info.token.contains('@') {
-            true => Ok(info.token.parse()?),
-            false => Err(info.token.parse()?),
-        };
+        let cred: Credential = info.token.parse()?;
         let head: SocketAddr = info
             .head_address
             .to_socket_addrs()
@@ -117,16 +113,7 @@ impl HeadSession {
                 std::net::Ipv6Addr::UNSPECIFIED.into()
             };
             let ep = QuicEndpoint::client(unspecified)?;
-            let client = match &cred {
-                Ok(user) => HeadClient::connect_user(&ep, head, user, &config).await?,
-                Err(token) => {
-                    let trust = ClientTrust::Pinned {
-                        ca_fingerprint: token.ca_fingerprint.clone(),
-                    };
-                    HeadClient::connect(&ep, head, &trust, Some(token), PeerRole::Client, &config)
-                        .await?
-                }
-            };
+            let client = HeadClient::connect_as(&ep, head, &cred, &config).await?;
             anyhow::Ok((ep, client))
         })?;
         Ok(HeadSession { rt, ep, client })

@@ -112,23 +112,23 @@ impl HeadClient {
         HeadClient::connect_saying(endpoint, addr, trust, hello, role, config).await
     }
 
-    /// Dials the head as a user: the token's fingerprint pins the CA, its
-    /// `name@secret` goes in `Hello`, and the head answers what the user's
-    /// role allows.
-    pub async fn connect_user(
+    /// Dials the head as a client with `cred`: its fingerprint pins the
+    /// CA, and the head answers what the join token's admin, or the user,
+    /// may do.
+    pub async fn connect_as(
         endpoint: &dyn Endpoint,
         addr: SocketAddr,
-        user: &crate::token::UserToken,
+        cred: &crate::token::Credential,
         config: &Config,
     ) -> Result<HeadClient, ClientError> {
         let trust = ClientTrust::Pinned {
-            ca_fingerprint: user.key.ca_fingerprint.clone(),
+            ca_fingerprint: cred.ca_fingerprint().to_string(),
         };
         HeadClient::connect_saying(
             endpoint,
             addr,
             &trust,
-            Some(user.hello()),
+            Some(cred.hello()),
             PeerRole::Client,
             config,
         )

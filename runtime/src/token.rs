@@ -127,6 +127,55 @@ impl FromStr for UserToken {
     }
 }
 
+/// What a client presents to the head: the cluster's join token (its
+/// admin) or a person's token (`name@…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The join token.
+    Join(JoinToken),
+    /// A user's token.
+    User(UserToken),
+}
+
+/// A credential string is neither a join token nor a user token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// It looked like a join token.
+    #[error(transparent)]
+    Join(#[from] TokenParseError),
+    /// It looked like a user token (it has an `@`).
+    #[error(transparent)]
+    User(#[from] UserTokenParseError),
+}
+
+impl Credential {
+    /// The fingerprint of the CA the head must present.
+    pub fn ca_fingerprint(&self) -> &str {
+        match self {
+            Credential::Join(t) => &t.ca_fingerprint,
+            Credential::User(u) => &u.key.ca_fingerprint,
+        }
+    }
+
+    /// What it says in `Hello`: the join secret, or `name@secret`.
+    pub fn hello(&self) -> String {
+        match self {
+            Credential::Join(t) => t.secret.clone(),
+            Credential::User(u) => u.hello(),
+        }
+    }
+}
+
+impl FromStr for Credential {
+    type Err = CredentialError;
+    fn from_str(s: &str) -> Result<Credential, CredentialError> {
+        match s.contains('@') {
+            true => Ok(Credential::User(s.parse()?)),
+            false => Ok(Credential::Join(s.parse()?)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +205,8 @@ mod tests {
         for bad in ["alice", "@x.y", "al ice@00.00", &key.to_string()] {
             assert!(bad.parse::<UserToken>().is_err(), "{bad}");
         }
+        assert_eq!(u.to_string().parse(), Ok(Credential::User(u.clone())));
+        assert_eq!(key.to_string().parse(), Ok(Credential::Join(key.clone())));
+        assert!("bob@nope".parse::<Credential>().is_err());
     }
 }

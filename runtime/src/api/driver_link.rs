@@ -10,9 +10,8 @@ use crate::config::Config;
 use crate::ids::JobId;
 use crate::proto::head::{HeadRequest, PeerRole};
 use crate::proto::PROTOCOL_VERSION;
-use crate::token::{JoinToken, UserToken};
+use crate::token::Credential;
 use crate::transport::quic::QuicEndpoint;
-use crate::transport::tls::ClientTrust;
 use crate::transport::Endpoint;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -34,8 +33,8 @@ pub(crate) struct DriverLink {
 #[derive(Debug, Clone)]
 struct Announce {
     head: SocketAddr,
-    /// The join token, or (`Err`) a user's: the job is then theirs.
-    token: Result<JoinToken, UserToken>,
+    /// The join token, or a user's (the job is then theirs).
+    token: Credential,
     config: Config,
     job_id: JobId,
     entrypoint: String,
@@ -43,17 +42,9 @@ struct Announce {
 
 impl Announce {
     async fn connect(&self, ep: &QuicEndpoint) -> Result<HeadClient, String> {
-        let client = match &self.token {
-            Ok(token) => {
-                let trust = ClientTrust::Pinned {
-                    ca_fingerprint: token.ca_fingerprint.clone(),
-                };
-                let role = PeerRole::Client;
-                HeadClient::connect(ep, self.head, &trust, Some(token), role, &self.config).await
-            }
-            Err(user) => HeadClient::connect_user(ep, self.head, user, &self.config).await,
-        }
-        .map_err(|e| e.to_string())?;
+        let client = HeadClient::connect_as(ep, self.head, &self.token, &self.config)
+            .await
+            .map_err(|e| e.to_string())?;
         client
             .request(&HeadRequest::RegisterDriver {
                 job_id: self.job_id,
@@ -69,10 +60,7 @@ impl Announce {
         HeadRequest::Hello {
             version: PROTOCOL_VERSION,
             role: PeerRole::Client,
-            token: Some(match &self.token {
-                Ok(t) => t.secret.clone(),
-                Err(user) => user.hello(),
-            }),
+            token: Some(self.token.hello()),
         }
     }
 }
@@ -89,10 +77,7 @@ impl DriverLink {
     ) -> Option<DriverLink> {
         let result: Result<DriverLink, String> = rt.block_on(async {
             let token = token.ok_or("no join token (set PRISM_TOKEN or PRISM_USER_TOKEN)")?;
-            let token = match token.contains('@') {
-                true => Err(token.parse::<UserToken>().map_err(|e| format!("{e}"))?),
-                false => Ok(token.parse::<JoinToken>().map_err(|e| format!("{e}"))?),
-            };
+            let token: Credential = token.parse().map_err(|e| format!("{e}"))?;
             let head: SocketAddr = address
                 .to_socket_addrs()
                 .map_err(|e| e.to_string())?

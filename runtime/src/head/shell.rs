@@ -169,7 +169,11 @@ impl Shell {
     /// A user, role or audit request. The shell draws new tokens' secrets,
     /// and checks the trail as its file holds it (committing first).
     fn access(&mut self, now: Clock, caller: Caller, req: AccessRequest) -> HeadResponse {
-        let secret = crate::token::JoinToken::generate("").secret;
+        // Only a new user needs a fresh secret.
+        let secret = match req {
+            AccessRequest::AddUser { .. } => crate::token::JoinToken::generate("").secret,
+            _ => String::new(),
+        };
         let verify = matches!(req, AccessRequest::VerifyAudit);
         let reply = self
             .core

@@ -240,10 +240,16 @@ pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Resul
 /// The namespace actors are named in unless told: the job's own
 /// (`PRISM_NAMESPACE`, set for submitted jobs), else `default`.
 fn default_namespace() -> String {
-    std::env::var(crate::raylet::workers::vars::NAMESPACE)
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".into())
+    // Read once: it is fixed for the process, and options are made per actor.
+    static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAMESPACE
+        .get_or_init(|| {
+            std::env::var(crate::raylet::workers::vars::NAMESPACE)
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into())
+        })
+        .clone()
 }
 
 /// A live named actor in the job's namespace (`PRISM_NAMESPACE`, else

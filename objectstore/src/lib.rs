@@ -83,7 +83,7 @@ pub use alloc::{Block, FailingAlloc, OffsetAlloc, SegmentAllocator, ALIGN};
 pub use id::{ClientId, ObjectId};
 pub use shm::Segment;
 pub use spill::SpillError;
-pub use store::{ClientCleanup, ObjectInfo, Store, StoreError, StoreStats};
+pub use store::{ClientCleanup, CopyChange, ObjectInfo, Store, StoreError, StoreStats};
 pub use tensor::{DType, Element, TensorError, TensorMeta, TensorView, MAX_DIMS};
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use crate::spill::{self, SpillError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+mod changes;
 mod pressure;
+
+pub use changes::CopyChange;
 
 /// A store operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +177,9 @@ pub struct Store<A: SegmentAllocator = OffsetAlloc> {
     spill_key: Option<spill::SpillKey>,
     clock: u64,
     stats: StoreStats,
+    /// Sealed copies made and removed, in order, while tracked (the raylet
+    /// tells the head's object directory).
+    log: Option<Vec<CopyChange>>,
 }
 
 impl Store<OffsetAlloc> {
@@ -206,6 +212,7 @@ impl<A: SegmentAllocator> Store<A> {
             spill_dir,
             spill_key: None,
             clock: 0,
+            log: None,
         }
     }
 
@@ -331,6 +338,8 @@ impl<A: SegmentAllocator> Store<A> {
             Some(w) if w != client => Err(StoreError::NotWriter { id, client }),
             Some(_) => {
                 e.writer = None;
+                let size = e.size;
+                self.logged(CopyChange::Sealed { id, size });
                 Ok(())
             }
         }
@@ -396,7 +405,7 @@ impl<A: SegmentAllocator> Store<A> {
         Ok(())
     }
 
-    fn free_if_unreferenced(&mut self, id: ObjectId) {
+    pub(crate) fn free_if_unreferenced(&mut self, id: ObjectId) {
         if self
             .objects
             .get(&id)
@@ -407,10 +416,15 @@ impl<A: SegmentAllocator> Store<A> {
     }
 
     fn remove(&mut self, id: ObjectId) {
-        match self.objects.remove(&id).map(|e| e.loc) {
-            Some(Location::Memory(b)) => self.alloc.free(b),
-            Some(Location::Spilled(path)) => spill::remove(&path),
-            None => {}
+        let Some(e) = self.objects.remove(&id) else {
+            return;
+        };
+        if e.writer.is_none() {
+            self.logged(CopyChange::Removed { id });
+        }
+        match e.loc {
+            Location::Memory(b) => self.alloc.free(b),
+            Location::Spilled(path) => spill::remove(&path),
         }
     }
 

@@ -122,10 +122,10 @@ pub use api::models;
 pub use api::{
     cancel, end_run, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,
     get_tensor_timeout, get_timeout, gpu_ids, init, is_worker, kill, list_placement_groups,
-    log_run_params, node_id, put, put_resident, put_tensor, put_tensor_resident, report_run, wait,
-    ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Bundle, Cluster, Dim, Error,
-    InitOptions, IntoArg, ObjectRef, PlacementGroup, PlacementStrategy, Residency, Result,
-    TaskError, TaskOptions, Tensor, TensorView, Value,
+    log_run_params, node_id, put, put_resident, put_tensor, put_tensor_resident, ref_counts,
+    report_run, wait, ActorClass, ActorHandle, ActorLink, ActorOptions, Arg, Bundle, Cluster, Dim,
+    Error, InitOptions, IntoArg, ObjectRef, PlacementGroup, PlacementStrategy, RefCounts,
+    Residency, Result, TaskError, TaskOptions, Tensor, TensorView, Value,
 };
 pub use config::Config;
 pub use ids::{ActorId, PlacementGroupId};

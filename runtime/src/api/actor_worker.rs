@@ -42,8 +42,10 @@ pub struct ActorRegistration {
 
 inventory::collect!(ActorRegistration);
 
-fn done(core: &Core, task_id: crate::ids::TaskId, outcome: Outcome) {
+fn done(core: &Arc<Core>, task: &TaskSpec, outcome: Outcome) {
+    core.register_borrows(task);
     core.flush_metrics();
+    let task_id = task.task_id;
     if core.send(&LocalRequest::Done { task_id, outcome }).is_err() {
         std::process::exit(0);
     }
@@ -61,11 +63,7 @@ pub(crate) fn become_actor(core: Arc<Core>, create: TaskSpec, rx: super::connect
                 "actor type {:?} is not registered in this binary (is the worker the same build as the driver?)",
                 create.function
             );
-            done(
-                &core,
-                create.task_id,
-                Outcome::Failed(Failure::BadCall { detail }),
-            );
+            done(&core, &create, Outcome::Failed(Failure::BadCall { detail }));
             std::thread::sleep(Duration::from_secs(3600));
             std::process::exit(1)
         }
@@ -89,7 +87,7 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         Ok(Encoded::new())
     });
     let failed = !matches!(outcome, Outcome::Inline(_));
-    done(&core, create.task_id, outcome);
+    done(&core, &create, outcome);
     let Some(actor) = built.filter(|_| !failed) else {
         // The raylet kills this worker; wait for it.
         std::thread::sleep(Duration::from_secs(3600));
@@ -103,7 +101,7 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
                     .call(&task.function, args)
                     .unwrap_or_else(|| no_method::<T>(&task.function))
             });
-            done(&core, task.task_id, outcome);
+            done(&core, &task, outcome);
         }
         std::process::exit(0)
     }
@@ -154,7 +152,7 @@ fn run_concurrent<T: ActorImpl>(
             let args = match owned_args(&core, &task) {
                 Ok(a) => a,
                 Err(outcome) => {
-                    done(&core, task.task_id, outcome);
+                    done(&core, &task, outcome);
                     continue;
                 }
             };
@@ -175,7 +173,7 @@ fn run_concurrent<T: ActorImpl>(
                             detail: e.to_string(),
                         }),
                     };
-                    done(&core, task.task_id, outcome);
+                    done(&core, &task, outcome);
                     drop(permit);
                     running.set(running.get() - 1);
                     idle.notify_waiters();
@@ -195,7 +193,7 @@ fn run_concurrent<T: ActorImpl>(
                     .call(&task.function, a)
                     .unwrap_or_else(|| no_method::<T>(&task.function))
             });
-            done(&core, task.task_id, outcome);
+            done(&core, &task, outcome);
         }
     });
     std::process::exit(0)

@@ -43,6 +43,7 @@ const FOREVER: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct Core {
     tx: Mutex<std::os::unix::net::UnixStream>,
     pub(crate) owned: Owned,
+    pub(crate) borrowed: super::borrowing::Borrowed,
     pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
     pub(crate) store: StoreClient,
     pub(crate) node_id: NodeId,
@@ -79,6 +80,7 @@ impl Core {
         Arc::new(Core {
             tx: Mutex::new(tx),
             owned: Owned::default(),
+            borrowed: Default::default(),
             keepalive: DashMap::new(),
             store,
             node_id,
@@ -129,6 +131,10 @@ impl Core {
                 print_worker_output(&lines);
                 None
             }
+            LocalEvent::Borrows { objects, release } => {
+                self.on_borrows(objects, release);
+                None
+            }
             other => {
                 tracing::warn!("unexpected event from the raylet: {other:?}");
                 None
@@ -158,16 +164,18 @@ impl Core {
 
     fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
         // A task's arguments stay with its lineage (LN-2: they may have to be
-        // rebuilt to run it again); anything else's go now.
+        // rebuilt to run it again); anything else's go now, and so does the
+        // lineage of a result held here (it cannot be lost without us).
+        if let (Outcome::Inline(_), Some(s)) = (&outcome, self.owned.get(id)) {
+            s.lineage.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
         if self.owned.get(id).is_none_or(|s| !s.has_lineage()) {
             self.keepalive.remove(&id);
         }
         let Some(name) = self.owned.get(id).map(|s| s.name.clone()) else {
             // The owner dropped every ref first: free a stored result.
             if let Outcome::Stored { node, .. } = outcome {
-                if node == self.node_id {
-                    let _ = self.store.unpin(id);
-                }
+                self.free_copies(id, node == self.node_id);
             }
             return;
         };
@@ -217,8 +225,12 @@ impl Core {
         }
     }
 
-    /// Copies an inline value into the store (idempotent).
-    fn store_copy(&self, id: ObjectId, bytes: &[u8]) {
+    /// Copies an inline value into the store (idempotent); its pin goes
+    /// with the last ref.
+    pub(crate) fn store_copy(&self, id: ObjectId, bytes: &[u8]) {
+        if let Some(slot) = self.owned.get(id) {
+            slot.stored.store(true, Ordering::SeqCst);
+        }
         if matches!(self.store.info(id), Ok(Some(_))) {
             return;
         }
@@ -229,37 +241,6 @@ impl Core {
             if !matches!(self.store.info(id), Ok(Some(_))) {
                 tracing::warn!(object = %id, "cannot copy an escaped value into the store: {e}");
             }
-        }
-    }
-
-    /// The last local ref to an owned object was dropped (an escaped one
-    /// stays, OW-2; see the README's known gaps).
-    pub(crate) fn release(&self, id: ObjectId) {
-        if let Some(slot) = self.owned.release(id) {
-            self.keepalive.remove(&id);
-            if slot.pinned() {
-                let _ = self.store.unpin(id);
-            }
-        }
-    }
-
-    /// The owner frees an object now, even if refs to it were passed on
-    /// (`prism::free`): its primary copy is unpinned, so the store may evict
-    /// it; readers holding a view keep it until they release it.
-    pub(crate) fn free(&self, id: ObjectId) {
-        if let Some(slot) = self.owned.free(id) {
-            self.keepalive.remove(&id);
-            if slot.pinned() {
-                let _ = self.store.unpin(id);
-            }
-        }
-    }
-
-    /// A ref is being archived into a value: make its object reachable by
-    /// other processes (small inline values are copied into the store, OW-1).
-    pub(crate) fn escape(&self, id: ObjectId) {
-        if let Some(b) = self.owned.escape(id) {
-            self.store_copy(id, &b);
         }
     }
 

@@ -112,6 +112,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if let Ok(c) = core::current() {
             c.flush_metrics();
+            // The owner is going: so are the copies of what it still owns.
+            c.free_all_owned();
         }
         core::install(None);
         if let (Some(link), Some(rt)) = (self.head.take(), self.rt.as_ref()) {

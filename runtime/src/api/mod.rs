@@ -21,6 +21,7 @@
 pub mod actor;
 mod actor_calls;
 mod actor_worker;
+mod borrowing;
 pub mod channel;
 pub mod cluster;
 mod connect;
@@ -62,14 +63,34 @@ pub fn put<T: Value>(value: &T) -> Result<ObjectRef<T>> {
     core::current()?.put(value)
 }
 
-/// The value behind `r`, blocking until it is ready.
-/// Frees an object this process owns now, even though refs to it were
-/// passed to other tasks or actors (like Ray's `internal_api.free`): use it
-/// when you know every reader is done. Escaped objects are otherwise kept
-/// until the job ends. Freeing a ref this process does not own does nothing.
+/// Frees an object this process owns now, on every node, even though refs
+/// to it were passed on (like Ray's `internal_api.free`): use it when you
+/// know every reader is done. Objects whose refs went only into task and
+/// actor-call arguments are freed by themselves once every holder drops
+/// them; ones archived elsewhere (a `put` value, a result) are otherwise
+/// kept until the job ends. Freeing a ref this process does not own does
+/// nothing.
 pub fn free<T>(r: &ObjectRef<T>) -> Result<()> {
     core::current()?.free(r.id());
     Ok(())
+}
+
+/// What this process tracks: objects it owns and objects it borrows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefCounts {
+    /// Objects owned here (results of tasks it submitted, values it put).
+    pub owned: usize,
+    /// Objects borrowed here (refs received inside values, still held).
+    pub borrowed: usize,
+}
+
+/// What this process tracks now (to check that a loop does not leak refs).
+pub fn ref_counts() -> Result<RefCounts> {
+    let core = core::current()?;
+    Ok(RefCounts {
+        owned: core.owned.len(),
+        borrowed: core.borrowed.len(),
+    })
 }
 
 /// The value behind `r`, waiting for its task.

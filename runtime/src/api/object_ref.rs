@@ -1,7 +1,9 @@
 //! `ObjectRef<T>`: a reference to a value that exists, or will, somewhere
 //! in the cluster. Refs are cheap to clone. A ref inside a value (a
 //! `Vec<ObjectRef<T>>` argument, say) stays a ref: archiving it records the
-//! id and makes sure the object is reachable from other processes.
+//! id and makes sure the object is reachable from other processes, and a
+//! process that deserialises one it does not own borrows it
+//! (`borrowing.rs`).
 
 use super::core::{self, Core};
 use super::error::{Error, Result};
@@ -13,17 +15,34 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Frees the owner's bookkeeping when the last local clone is dropped.
+/// Frees the owner's bookkeeping (or ends a borrow) when the last local
+/// clone is dropped.
 #[derive(Debug)]
 #[doc(hidden)]
 pub struct OwnerGuard {
     pub(crate) id: ObjectId,
     pub(crate) core: Arc<Core>,
+    /// A deserialised copy of a ref this process does not own.
+    pub(crate) borrowed: bool,
+}
+
+impl OwnerGuard {
+    pub(crate) fn new(id: ObjectId, core: Arc<Core>) -> Arc<OwnerGuard> {
+        Arc::new(OwnerGuard {
+            id,
+            core,
+            borrowed: false,
+        })
+    }
 }
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
-        self.core.release(self.id);
+        if self.borrowed {
+            self.core.drop_borrow(self.id);
+        } else {
+            self.core.release(self.id);
+        }
     }
 }
 
@@ -54,7 +73,7 @@ impl<T> ObjectRef<T> {
     pub(crate) fn owned(id: ObjectId, core: Arc<Core>) -> Self {
         ObjectRef {
             id,
-            guard: Some(Arc::new(OwnerGuard { id, core })),
+            guard: Some(OwnerGuard::new(id, core)),
             _t: PhantomData,
         }
     }
@@ -119,7 +138,9 @@ impl<T> Archive for ObjectRef<T> {
 impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
     fn serialize(&self, _serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
         if let Ok(core) = core::current() {
-            core.escape(self.id);
+            // Inside a task's arguments it is counted (OW-3), else kept (OW-2).
+            let counted = super::borrowing::tracked(self.id, &self.guard);
+            core.escape(self.id, counted);
         }
         Ok([(); 16])
     }
@@ -127,9 +148,22 @@ impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
 
 impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
     fn deserialize(&self, _d: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
+        let id = ObjectId(*self);
+        // A ref this process does not own is borrowed: counted while held.
+        let guard = core::current()
+            .ok()
+            .filter(|core| core.owned.get(id).is_none())
+            .map(|core| {
+                core.borrowed.add(id);
+                Arc::new(OwnerGuard {
+                    id,
+                    core,
+                    borrowed: true,
+                })
+            });
         Ok(ObjectRef {
-            id: ObjectId(*self),
-            guard: None,
+            id,
+            guard,
             _t: PhantomData,
         })
     }
@@ -148,8 +182,9 @@ pub enum Arg<T> {
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum EncodedArg {
-    /// Archived bytes.
-    Value(Encoded),
+    /// Archived bytes, and the refs archived inside them (kept alive until
+    /// the task ends).
+    Value(Encoded, Vec<super::borrowing::Tracked>),
     /// An object id, and the ref that keeps it alive until submission.
     Ref(ObjectId, Option<Arc<OwnerGuard>>),
 }
@@ -159,7 +194,10 @@ impl<T: Value> Arg<T> {
     #[doc(hidden)]
     pub fn encode(self) -> Result<EncodedArg> {
         Ok(match self {
-            Arg::Value(v) => EncodedArg::Value(v.encode()?),
+            Arg::Value(v) => {
+                let (bytes, refs) = super::borrowing::track_args(|| v.encode());
+                EncodedArg::Value(bytes?, refs)
+            }
             Arg::Ref(r) => EncodedArg::Ref(r.id, r.guard),
         })
     }

@@ -13,8 +13,13 @@
 //!   reads the state; a SeqCst fence between the write and the read on both
 //!   sides means at least one of the two sees the other's write
 //!   (`ow_1_an_escaped_inline_value_is_copied_whatever_the_order`).
-//! - **OW-2** an escaped object is never released by its last local ref
-//!   (other processes may read it through the refs it was archived in).
+//! - **OW-2** an object whose ref was archived into a value other than a
+//!   task's arguments (a `put`, a result, a channel) is never released by
+//!   its last local ref (other processes may read it through the refs it
+//!   was archived in, and nobody counts them).
+//! - **OW-3** an object whose refs only went into task arguments is freed
+//!   once its last local ref and its last registered borrower are gone,
+//!   whichever goes last (`api/borrowing.rs`); never before either.
 //! - **LN-1** a task's result whose last copy died with its node is made
 //!   again by its owner, by running the task again (up to its
 //!   `max_retries`), when a `get` finds it lost; a put's value and an actor
@@ -53,6 +58,10 @@ pub(crate) struct Slot {
     cv: Condvar,
     notify: Notify,
     escaped: AtomicBool,
+    /// Archived somewhere nobody counts: kept until the job ends (OW-2).
+    uncounted: AtomicBool,
+    /// The last local ref is gone, and how many processes borrow it (OW-3).
+    refs: Mutex<(bool, usize)>,
     /// This process holds a pinned copy in the store (unpinned on release).
     pub(crate) stored: AtomicBool,
     /// What made it.
@@ -108,6 +117,8 @@ impl Slot {
             cv: Condvar::new(),
             notify: Notify::new(),
             escaped: AtomicBool::new(false),
+            uncounted: AtomicBool::new(false),
+            refs: Mutex::new((false, 0)),
             stored: AtomicBool::new(false),
             origin: Origin::Put,
             lineage: Mutex::new(None),
@@ -216,6 +227,11 @@ impl Owned {
         self.slots.get(&id).map(|s| s.clone())
     }
 
+    /// Every object with its slot.
+    pub(crate) fn all_ids(&self) -> Vec<(ObjectId, Arc<Slot>)> {
+        self.slots.iter().map(|s| (*s.key(), s.clone())).collect()
+    }
+
     /// Every slot (to fail the pending ones when the raylet is lost).
     pub(crate) fn all(&self) -> Vec<Arc<Slot>> {
         self.slots.iter().map(|s| s.clone()).collect()
@@ -236,10 +252,15 @@ impl Owned {
         Some(inline.filter(|_| slot.escaped.load(Ordering::SeqCst)))
     }
 
-    /// A ref to `id` is being archived into a value: returns the inline
-    /// value to copy into the store now, if the outcome came first (OW-1).
-    pub(crate) fn escape(&self, id: ObjectId) -> Option<Arc<Encoded>> {
+    /// A ref to `id` is being archived into a value (`counted`: a task's
+    /// arguments, whose borrowers register, OW-3; else OW-2): returns the
+    /// inline value to copy into the store now, if the outcome came first
+    /// (OW-1).
+    pub(crate) fn escape(&self, id: ObjectId, counted: bool) -> Option<Arc<Encoded>> {
         let slot = self.get(id)?;
+        if !counted {
+            slot.uncounted.store(true, Ordering::SeqCst);
+        }
         if slot.escaped.swap(true, Ordering::SeqCst) {
             return None;
         }
@@ -251,17 +272,44 @@ impl Owned {
         }
     }
 
-    /// The last local ref to `id` was dropped: forgets it unless it escaped
-    /// (OW-2). Returns the slot if it was forgotten (its pin must go).
+    /// The last local ref to `id` was dropped: forgets it unless it is
+    /// uncounted (OW-2) or borrowed (OW-3). Returns the slot if it was
+    /// forgotten (its copies must go).
     pub(crate) fn release(&self, id: ObjectId) -> Option<Arc<Slot>> {
-        let escaped = self
-            .slots
-            .get(&id)
-            .is_some_and(|s| s.escaped.load(Ordering::SeqCst));
-        if escaped {
+        let slot = self.get(id)?;
+        if slot.uncounted.load(Ordering::SeqCst) {
             return None;
         }
+        let mut refs = slot.refs.lock().unwrap_or_else(|p| p.into_inner());
+        refs.0 = true;
+        if refs.1 > 0 {
+            return None;
+        }
+        drop(refs);
         self.slots.remove(&id).map(|(_, s)| s)
+    }
+
+    /// A process started (or, with `release`, stopped) borrowing `id`:
+    /// `None` if this process does not own it; else the slot if that was
+    /// the last hold (OW-3), forgotten now (its copies must go).
+    pub(crate) fn borrow(&self, id: ObjectId, release: bool) -> Option<Option<Arc<Slot>>> {
+        let slot = self.get(id)?;
+        let mut refs = slot.refs.lock().unwrap_or_else(|p| p.into_inner());
+        if !release {
+            refs.1 += 1;
+            return Some(None);
+        }
+        refs.1 = refs.1.saturating_sub(1);
+        if refs.1 > 0 || !refs.0 || slot.uncounted.load(Ordering::SeqCst) {
+            return Some(None);
+        }
+        drop(refs);
+        Some(self.slots.remove(&id).map(|(_, s)| s))
+    }
+
+    /// How many objects this process owns.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
     }
 
     /// Forgets `id` even if it escaped (`prism::free`).
@@ -304,7 +352,10 @@ mod tests {
                 .collect::<Vec<bool>>()
         });
         start.wait();
-        let escaped: Vec<bool> = ids.iter().map(|id| owned.escape(*id).is_some()).collect();
+        let escaped: Vec<bool> = ids
+            .iter()
+            .map(|id| owned.escape(*id, false).is_some())
+            .collect();
         let finished = finisher.join().unwrap();
         for (r, (e, f)) in escaped.iter().zip(&finished).enumerate() {
             assert!(*e || *f, "round {r}: the escaped value was never copied");
@@ -318,7 +369,7 @@ mod tests {
         owned.insert(a, Slot::new("a", SlotState::Pending));
         owned.insert(b, Slot::new("b", SlotState::Pending));
         // Escape first: the outcome copies.
-        assert!(owned.escape(a).is_none());
+        assert!(owned.escape(a, false).is_none());
         assert!(owned
             .finish(a, SlotState::Inline(value()))
             .unwrap()
@@ -328,15 +379,15 @@ mod tests {
             .finish(b, SlotState::Inline(value()))
             .unwrap()
             .is_none());
-        assert!(owned.escape(b).is_some());
+        assert!(owned.escape(b, false).is_some());
         assert!(
-            owned.escape(b).is_none(),
+            owned.escape(b, false).is_none(),
             "a second escape asks for nothing"
         );
         // A stored outcome never needs a copy.
         let c = ObjectId::random();
         owned.insert(c, Slot::new("c", SlotState::Pending));
-        owned.escape(c);
+        owned.escape(c, false);
         assert_eq!(
             owned.finish(c, SlotState::Stored).unwrap().map(|_| ()),
             None
@@ -349,15 +400,53 @@ mod tests {
         let (kept, gone) = (ObjectId::random(), ObjectId::random());
         owned.insert(kept, Slot::new("kept", SlotState::Stored));
         owned.insert(gone, Slot::new("gone", SlotState::Stored));
-        owned.escape(kept);
+        owned.escape(kept, false);
         assert!(owned.release(kept).is_none());
         assert!(owned.get(kept).is_some());
         assert!(owned.release(gone).is_some_and(|s| s.pinned()));
         assert!(owned.get(gone).is_none());
         assert!(owned.free(kept).is_some(), "free forgets it anyway");
+        assert!(owned.borrow(kept, false).is_none(), "not owned any more");
         assert!(
             owned.finish(kept, SlotState::Stored).is_none(),
             "not owned any more"
         );
+    }
+
+    #[test]
+    fn ow_3_freed_when_the_last_local_ref_and_borrower_are_gone() {
+        let owned = Owned::default();
+        let (a, b) = (ObjectId::random(), ObjectId::random());
+        owned.insert(a, Slot::new("a", SlotState::Stored));
+        owned.insert(b, Slot::new("b", SlotState::Stored));
+        // a: borrowed twice, local refs go first, then the borrowers.
+        owned.escape(a, true);
+        assert!(matches!(owned.borrow(a, false), Some(None)));
+        assert!(matches!(owned.borrow(a, false), Some(None)));
+        assert!(owned.release(a).is_none(), "borrowed: kept");
+        assert!(matches!(owned.borrow(a, true), Some(None)));
+        assert!(
+            matches!(owned.borrow(a, true), Some(Some(_))),
+            "freed by the last borrower"
+        );
+        assert!(owned.get(a).is_none());
+        // b: the borrower leaves first, then the local refs go.
+        owned.escape(b, true);
+        assert!(matches!(owned.borrow(b, false), Some(None)));
+        assert!(
+            matches!(owned.borrow(b, true), Some(None)),
+            "local refs remain"
+        );
+        assert!(owned.get(b).is_some());
+        assert!(owned.release(b).is_some(), "freed by the last local ref");
+        // An uncounted escape keeps it whatever borrowers do (OW-2).
+        let c = ObjectId::random();
+        owned.insert(c, Slot::new("c", SlotState::Stored));
+        owned.escape(c, true);
+        owned.escape(c, false);
+        assert!(matches!(owned.borrow(c, false), Some(None)));
+        assert!(owned.release(c).is_none());
+        assert!(matches!(owned.borrow(c, true), Some(None)));
+        assert_eq!(owned.len(), 1);
     }
 }

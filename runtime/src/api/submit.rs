@@ -42,20 +42,23 @@ impl Core {
         let mut waits = Vec::new();
         let mut guards = Vec::new();
         for (i, a) in args.into_iter().enumerate() {
+            if let EncodedArg::Value(_, refs) = &a {
+                for (id, guard) in refs {
+                    spec.nested_refs.push(*id);
+                    guards.extend(guard.clone());
+                }
+            }
             match a {
-                EncodedArg::Value(b) if b.len() <= INLINE_MAX => {
+                EncodedArg::Value(b, _) if b.len() <= INLINE_MAX => {
                     specs.push(ArgSpec::Inline(b.to_vec()))
                 }
-                EncodedArg::Value(b) => {
+                EncodedArg::Value(b, _) => {
                     let id = ObjectId::random();
                     self.store
                         .put_parts(id, &[&b], true, Duration::from_secs(60))?;
                     self.owned
                         .insert(id, Slot::new("argument", SlotState::Stored));
-                    guards.push(Arc::new(OwnerGuard {
-                        id,
-                        core: self.clone(),
-                    }));
+                    guards.push(OwnerGuard::new(id, self.clone()));
                     specs.push(ArgSpec::Object(id));
                 }
                 EncodedArg::Ref(id, guard) => {

@@ -184,6 +184,7 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
             super::actor_worker::become_actor(core, task, tasks);
         }
         let outcome = execute(&core, &task);
+        core.register_borrows(&task);
         core.flush_metrics();
         if core
             .send(&LocalRequest::Done {

@@ -3,7 +3,9 @@
 //! OD-2: an object whose last copy died with its node is known as lost, so
 //! a reader is told at once and its owner can rebuild it; OD-3: an object
 //! with a residency rule is never recorded on, nor named to, a node outside
-//! it — the core checks nodes' labels against [`ObjectDirectory::rule`]).
+//! it — the core checks nodes' labels against [`ObjectDirectory::rule`];
+//! OD-4: a copy of a freed object that is reported after the free is not
+//! recorded, and its node is told to drop it).
 
 use crate::ids::NodeId;
 use crate::proto::common::Residency;
@@ -21,7 +23,14 @@ pub struct ObjectDirectory {
     lost_order: std::collections::VecDeque<prism_objectstore::ObjectId>,
     /// Where objects with a residency rule may be (OD-3).
     rules: HashMap<prism_objectstore::ObjectId, Residency>,
+    /// Objects their owners freed, newest last, at most [`KEEP_FREED`]: a
+    /// copy reported after the free (a pull that raced it) is dropped (OD-4).
+    freed: std::collections::HashSet<prism_objectstore::ObjectId>,
+    freed_order: std::collections::VecDeque<prism_objectstore::ObjectId>,
 }
+
+/// Freed objects remembered.
+const KEEP_FREED: usize = 100_000;
 
 /// Lost objects remembered (so a `get` says lost, not "not yet").
 const KEEP_LOST: usize = 100_000;
@@ -38,6 +47,56 @@ impl ObjectDirectory {
         self.dirty.insert(object);
         // Rebuilt (or copied back): no longer lost.
         self.lost.remove(&object);
+    }
+
+    /// The copy on `node` is gone (freed or evicted); an object with no
+    /// copy left is forgotten (not lost: nobody needs it).
+    pub fn remove_copy(&mut self, object: prism_objectstore::ObjectId, node: NodeId) {
+        if let Some((_, nodes)) = self.objects.get_mut(&object) {
+            if nodes.remove(&node) {
+                self.dirty.insert(object);
+                if nodes.is_empty() {
+                    self.objects.remove(&object);
+                }
+            }
+        }
+    }
+
+    /// Whether its owner freed `object` (recently: the last [`KEEP_FREED`]).
+    pub fn was_freed(&self, object: &prism_objectstore::ObjectId) -> bool {
+        self.freed.contains(object)
+    }
+
+    /// Its owner freed `object`: forgets it, with its rule, and returns the
+    /// nodes that still hold a copy (to be told).
+    pub fn free(&mut self, object: prism_objectstore::ObjectId) -> Vec<NodeId> {
+        if self.freed.insert(object) {
+            self.freed_order.push_back(object);
+            while self.freed_order.len() > KEEP_FREED {
+                if let Some(old) = self.freed_order.pop_front() {
+                    self.freed.remove(&old);
+                }
+            }
+        }
+        let holders: Vec<NodeId> = self
+            .objects
+            .remove(&object)
+            .map(|(_, nodes)| nodes.into_iter().collect())
+            .unwrap_or_default();
+        if self.rules.remove(&object).is_some() || !holders.is_empty() {
+            self.dirty.insert(object);
+        }
+        holders
+    }
+
+    /// How many objects have a known copy.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether no object has a known copy.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 
     /// Forgets every copy on a dead node (OD-1).
@@ -119,6 +178,8 @@ impl ObjectDirectory {
             dirty: BTreeSet::new(),
             lost: HashMap::new(),
             lost_order: Default::default(),
+            freed: Default::default(),
+            freed_order: Default::default(),
         }
     }
 
@@ -158,5 +219,27 @@ mod tests {
         assert_eq!(d.lost(&ObjectId([1; 16])), None);
         d.add(ObjectId([2; 16]), b, 5);
         assert_eq!(d.lost(&ObjectId([2; 16])), None);
+    }
+
+    #[test]
+    fn removed_and_freed_copies_are_forgotten_not_lost() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let (x, y) = (ObjectId([1; 16]), ObjectId([2; 16]));
+        let mut d = ObjectDirectory::default();
+        d.add(x, a, 10);
+        d.add(x, b, 10);
+        d.add(y, a, 5);
+        let _ = d.take_dirty();
+        d.remove_copy(x, a);
+        assert_eq!(d.locations(&x), Some((10, vec![b])));
+        d.remove_copy(x, b);
+        d.remove_copy(x, b);
+        assert_eq!(d.locations(&x), None);
+        assert_eq!(d.lost(&x), None, "evicted or freed is not lost");
+        assert_eq!(d.take_dirty(), vec![x]);
+        assert_eq!(d.free(y), vec![a]);
+        assert_eq!(d.free(y), Vec::<NodeId>::new(), "freed once");
+        assert!(d.is_empty());
+        assert_eq!(d.take_dirty(), vec![y], "its durable row goes");
     }
 }

@@ -250,6 +250,16 @@ impl Shell {
                         }
                     }
                 }),
+                Effect::FreeCopies {
+                    node,
+                    addr,
+                    objects,
+                } => self.spawn(move |dialer, _me| async move {
+                    let req = PeerRequest::FreeObjects(objects);
+                    if let Err(e) = dialer.call::<_, bool>(&addr, &req).await {
+                        warn!(%node, "cannot tell a node to drop freed objects: {e}");
+                    }
+                }),
                 Effect::StartJob { job, submission } => self.start_job(job, submission),
                 Effect::SignalJob { pid, grace, .. } => job_runner::signal(pid, grace),
             }

@@ -67,6 +67,22 @@ pub enum HeadRequest {
         /// Its size.
         size: u64,
     },
+    /// Copies a node sealed (`Some(size)`) and lost (`None`: freed,
+    /// evicted), in the order they happened (mTLS only).
+    UpdateObjectLocations {
+        /// The node.
+        node_id: NodeId,
+        /// Each object and its change.
+        changes: Vec<(prism_objectstore::ObjectId, Option<u64>)>,
+    },
+    /// Their owner freed these objects: every other node holding a copy
+    /// drops it (mTLS only; the asking node dropped its own).
+    FreeObjects {
+        /// The node asking.
+        node_id: NodeId,
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+    },
     /// Where copies of an object are.
     GetObjectLocations {
         /// The object.

@@ -48,6 +48,20 @@ pub enum PeerRequest {
         /// First byte.
         offset: u64,
     },
+    /// From the head: their owner freed these objects; drop the copies
+    /// here (answered with `true`).
+    FreeObjects(Vec<prism_objectstore::ObjectId>),
+    /// For the process on this node's local connection `conn`: processes
+    /// elsewhere started (or, with `release`, stopped) borrowing these
+    /// objects from it (answered with `true` once handed on).
+    Borrows {
+        /// The connection.
+        conn: u64,
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+        /// Stopped rather than started.
+        release: bool,
+    },
     /// From a node being drained: take these primary copies (pull each
     /// from it, pin it here, tell the head); answered with [`TakenCopies`].
     TakeCopies {

@@ -165,6 +165,21 @@ pub struct TaskSpec {
     pub fail_if_infeasible: bool,
     /// Task, actor creation or actor call.
     pub kind: TaskKind,
+    /// The process that submitted it (set by its raylet): a worker still
+    /// holding refs from its arguments when it ends registers there.
+    pub reply_to: Option<ReplyTo>,
+    /// Objects whose refs are inside its argument values (the submitter
+    /// keeps them alive until it ends; see `api/borrowing.rs`).
+    pub nested_refs: Vec<prism_objectstore::ObjectId>,
+}
+
+/// A process on a node: a local connection of that node's raylet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The node.
+    pub node: NodeId,
+    /// Its raylet's connection number.
+    pub conn: u64,
 }
 
 impl TaskSpec {
@@ -191,6 +206,8 @@ impl TaskSpec {
             spilled: false,
             fail_if_infeasible: false,
             kind,
+            reply_to: None,
+            nested_refs: Vec::new(),
         }
     }
 }
@@ -388,6 +405,22 @@ pub enum LocalRequest {
         /// The request.
         request: super::placement::PgRequest,
     },
+    /// The owner freed these objects (its last ref is gone, with every
+    /// borrower's): drop every copy, here and on other nodes. Unanswered.
+    Free(Vec<prism_objectstore::ObjectId>),
+    /// This process started (`release: false`) or stopped borrowing these
+    /// objects from `to`; a start is answered, once handed on, with a
+    /// `Finished` for `request_id`.
+    Borrows {
+        /// Matches the answer (starts only).
+        request_id: Option<TaskId>,
+        /// Where the refs came from.
+        to: ReplyTo,
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+        /// Stopped rather than started.
+        release: bool,
+    },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,
     /// The worker's task runs again.
@@ -473,6 +506,14 @@ pub enum LocalEvent {
     },
     /// Output of the job's workers (on any node), for its driver to print.
     Logs(Vec<super::state::LogLine>),
+    /// Processes started (or, with `release`, stopped) borrowing these
+    /// objects from this one.
+    Borrows {
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+        /// Stopped rather than started.
+        release: bool,
+    },
 }
 
 /// Largest task frame on a raylet's sockets (arguments travel inline up to

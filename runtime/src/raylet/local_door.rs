@@ -141,7 +141,13 @@ impl TaskService {
                 refuse(format!("expected a hello first, got {other:?}"));
                 None
             }
-            (_, LocalRequest::Submit(spec)) => {
+            (_, LocalRequest::Submit(mut spec)) => {
+                if let Owner::Local(conn) = owner {
+                    spec.reply_to = Some(crate::proto::task::ReplyTo {
+                        node: self.node(),
+                        conn,
+                    });
+                }
                 if matches!(spec.kind, crate::proto::task::TaskKind::CreateActor(_)) {
                     self.create_actor(spec, owner);
                 } else {
@@ -222,6 +228,22 @@ impl TaskService {
                     }
                 };
                 self.relay_head_request(owner, request_id, request, "cluster state");
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::Free(objects)) => {
+                self.free_objects(objects);
+                None
+            }
+            (
+                Role::Worker(_) | Role::Driver(_),
+                LocalRequest::Borrows {
+                    request_id,
+                    to,
+                    objects,
+                    release,
+                },
+            ) => {
+                self.route_borrows(owner, request_id, to, objects, release);
                 None
             }
             (_, LocalRequest::Cancel { task_id, force }) => {

@@ -28,6 +28,7 @@ pub mod dispatch;
 mod drain_copies;
 pub mod head_link;
 pub mod local_door;
+mod object_refs;
 pub mod peer_door;
 pub mod peers;
 mod preemption;
@@ -266,6 +267,7 @@ pub async fn run_raylet(
     let peers = peers::Peers::new(endpoint.clone(), trust.clone());
     let transfer = transfer::Transfer::new(link.clone(), node_id, peers, chunk_timeout);
     server.set_transfer(transfer.clone());
+    let copies = tokio::spawn(transfer.clone().report_copies(server.clone()));
     let task_socket = local_door::socket_path(session.path());
     let task_listener =
         local_door::bind(&task_socket).map_err(|source| RayletError::StoreSocket {
@@ -314,6 +316,7 @@ pub async fn run_raylet(
     };
     let node_id = beats.run(client, node_id, &tasks, shutdown).await;
     peers.abort();
+    copies.abort();
     task_accept.abort();
     tasks.kill_all();
     let _ = std::fs::remove_file(&task_socket);

@@ -88,6 +88,18 @@ async fn serve_stream(
             let reply = tasks.read_log(pid, offset).await;
             let _ = write_msg(&mut s, &reply).await;
         }
+        Ok(Some(PeerRequest::FreeObjects(objects))) => {
+            tasks.drop_copies(&objects);
+            let _ = write_msg(&mut s, &true).await;
+        }
+        Ok(Some(PeerRequest::Borrows {
+            conn,
+            objects,
+            release,
+        })) => {
+            let handed = tasks.deliver_borrows(conn, objects, release);
+            let _ = write_msg(&mut s, &handed).await;
+        }
         Ok(Some(PeerRequest::Bundles(ops))) => {
             let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
             let _ = write_msg(&mut s, &reply).await;

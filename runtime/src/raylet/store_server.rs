@@ -156,9 +156,17 @@ impl StoreServer {
         let _ = self.changed.wait_timeout_while(g, timeout, |g| *g == seen);
     }
 
-    /// Enables pulls from and location reports to the cluster.
+    /// Enables pulls from and location reports to the cluster (every copy
+    /// change is logged from now on, OS-7).
     pub fn set_transfer(&self, t: Arc<dyn Remote>) {
+        self.lock().log_changes();
         let _ = self.transfer.set(t);
+    }
+
+    /// Its owner freed `id`: the copy here goes (once unread).
+    pub fn forget(&self, id: ObjectId) {
+        self.lock().forget(id);
+        self.notify();
     }
 
     /// Seals spill files with the cluster's key from now on (encryption at

@@ -1,8 +1,9 @@
 //! Moving objects between machines.
 //!
-//! - **Directory.** When an object is sealed (or pulled) on a raylet, the
-//!   raylet tells the head, which keeps object → nodes; a dead node's copies
-//!   are dropped from it.
+//! - **Directory.** When an object is sealed (or pulled) on a raylet, or
+//!   its copy there is freed or evicted, the raylet tells the head (in
+//!   order, batched: `object_refs.rs`), which keeps object → nodes; a dead
+//!   node's copies are dropped from it.
 //! - **Pull.** A local `Get` that misses asks the head where copies are and
 //!   pulls from one peer raylet over QUIC: the object is created here
 //!   (unpinned: a secondary copy), then 8 MiB chunks are fetched on up to
@@ -42,7 +43,11 @@ const MAX_PEER_FRAME: usize = crate::proto::task::MAX_TASK_FRAME;
 /// Pulls, serves and reports objects for one raylet.
 #[derive(Debug)]
 pub struct Transfer {
-    link: Arc<HeadLink>,
+    pub(super) link: Arc<HeadLink>,
+    /// Wakes the loop that reports copies (`object_refs.rs`).
+    pub(super) wake: tokio::sync::Notify,
+    /// Frees for the head, oldest first.
+    pub(super) frees: Mutex<Vec<ObjectId>>,
     node_id: Mutex<NodeId>,
     peers: Arc<Peers>,
     inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
@@ -59,6 +64,8 @@ impl Transfer {
     ) -> Arc<Transfer> {
         Arc::new(Transfer {
             link,
+            wake: tokio::sync::Notify::new(),
+            frees: Mutex::new(Vec::new()),
             node_id: Mutex::new(node_id),
             peers,
             inflight: Mutex::new(HashMap::new()),
@@ -66,7 +73,7 @@ impl Transfer {
         })
     }
 
-    fn node_id(&self) -> NodeId {
+    pub(super) fn node_id(&self) -> NodeId {
         *self.node_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,19 +82,9 @@ impl Transfer {
         *self.node_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
 
-    /// Tells the head this node holds `id` (in the background).
-    pub fn report(&self, id: ObjectId, size: u64) {
-        let link = self.link.clone();
-        let req = HeadRequest::AddObjectLocation {
-            node_id: self.node_id(),
-            object: id,
-            size,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = link.request(&req).await {
-                warn!(object = %id, "cannot report object location: {e}");
-            }
-        });
+    /// Wakes the loop that tells the head of this store's copies.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Makes `id` local by pulling it from a peer; concurrent callers share one transfer.
@@ -165,7 +162,7 @@ impl Transfer {
                 Ok(()) => {
                     let secs = started.elapsed().as_secs_f64();
                     info!(object = %id, from = %node, size, mb_per_s = size as f64 / secs / 1e6, "pulled object");
-                    self.report(id, size);
+                    self.wake();
                     return Ok(());
                 }
                 Err(why) => {
@@ -318,7 +315,8 @@ impl Remote for Transfer {
         Box::pin(Transfer::pull(self, server, id, deadline))
     }
 
-    fn report(&self, id: ObjectId, size: u64) {
-        Transfer::report(self, id, size)
+    fn report(&self, _id: ObjectId, _size: u64) {
+        // The store logged the seal (OS-7); the loop sends it.
+        self.wake()
     }
 }

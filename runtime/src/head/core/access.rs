@@ -143,6 +143,8 @@ impl HeadCore {
             | R::Unregister { .. }
             | R::DrainStarted { .. }
             | R::AddObjectLocation { .. }
+            | R::UpdateObjectLocations { .. }
+            | R::FreeObjects { .. }
             | R::UpdateActor { .. } => act(None, "speak for a node".into(), P::NodesManage, None),
             R::DrainNode { node_id, .. } => act(
                 Some("node.drain"),

@@ -168,6 +168,16 @@ pub enum Effect {
         /// The creation (job and constructor task).
         create: Box<PeerSubmit>,
     },
+    /// Tell a raylet to drop its copies of objects their owner freed (no
+    /// answer needed: what it drops comes back as location updates).
+    FreeCopies {
+        /// The raylet.
+        node: NodeId,
+        /// Its peer address.
+        addr: String,
+        /// The objects.
+        objects: Vec<prism_objectstore::ObjectId>,
+    },
     /// Start a submitted job's driver; report with [`HeadCore::job_started`],
     /// [`HeadCore::job_start_failed`] and [`HeadCore::job_exited`].
     StartJob {
@@ -325,6 +335,8 @@ impl HeadCore {
             | R::Unregister { .. }
             | R::DrainStarted { .. }
             | R::AddObjectLocation { .. }
+            | R::UpdateObjectLocations { .. }
+            | R::FreeObjects { .. }
             | R::SetResidency { .. }
             | R::Register(_)
                 if !caller.is_node() =>
@@ -336,6 +348,8 @@ impl HeadCore {
             | R::DrainNode { node_id, .. }
             | R::DrainStarted { node_id }
             | R::AddObjectLocation { node_id, .. }
+            | R::UpdateObjectLocations { node_id, .. }
+            | R::FreeObjects { node_id, .. }
             | R::SetResidency { node_id, .. }
             | R::UpdateActor {
                 node: Some((node_id, _)),
@@ -366,6 +380,10 @@ impl HeadCore {
                 object,
                 size,
             } => self.add_location(node_id, object, size),
+            R::UpdateObjectLocations { node_id, changes } => {
+                self.update_locations(node_id, changes)
+            }
+            R::FreeObjects { node_id, objects } => self.free_objects(node_id, objects),
             R::GetObjectLocations { object } => self.locations(caller, &object),
             R::SetResidency {
                 node_id,

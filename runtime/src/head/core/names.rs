@@ -13,6 +13,8 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::Unregister { .. } => "Unregister",
         R::GetStatus => "GetStatus",
         R::AddObjectLocation { .. } => "AddObjectLocation",
+        R::UpdateObjectLocations { .. } => "UpdateObjectLocations",
+        R::FreeObjects { .. } => "FreeObjects",
         R::GetObjectLocations { .. } => "GetObjectLocations",
         R::UploadBinary { .. } => "UploadBinary",
         R::SubmitJob(_) => "SubmitJob",

@@ -26,6 +26,67 @@ impl HeadCore {
         HeadResponse::Ok
     }
 
+    /// Copies `node` sealed and lost, applied in order. A copy refused by a
+    /// residency rule (OD-3) is left out and named in the answer.
+    pub(super) fn update_locations(
+        &mut self,
+        node: NodeId,
+        changes: Vec<(ObjectId, Option<u64>)>,
+    ) -> HeadResponse {
+        let mut refused = Vec::new();
+        let mut stale = Vec::new();
+        for (object, size) in changes {
+            match size {
+                // OD-4: a pull that raced the free.
+                Some(_) if self.objects.was_freed(&object) => stale.push(object),
+                Some(size) => {
+                    if let HeadResponse::Error { message, .. } =
+                        self.add_location(node, object, size)
+                    {
+                        refused.push(message);
+                    }
+                }
+                None => self.objects.remove_copy(object, node),
+            }
+        }
+        if !stale.is_empty() {
+            self.tell_to_free(node, stale);
+        }
+        if refused.is_empty() {
+            HeadResponse::Ok
+        } else {
+            bad(refused.join("; "))
+        }
+    }
+
+    /// Their owner freed `objects` (through `node`, which dropped its own
+    /// copies): every other live holder is told to drop its copy.
+    pub(super) fn free_objects(&mut self, node: NodeId, objects: Vec<ObjectId>) -> HeadResponse {
+        let mut by_node: std::collections::BTreeMap<NodeId, Vec<ObjectId>> = Default::default();
+        for object in objects {
+            for holder in self.objects.free(object) {
+                if holder != node {
+                    by_node.entry(holder).or_default().push(object);
+                }
+            }
+        }
+        for (holder, objects) in by_node {
+            self.tell_to_free(holder, objects);
+        }
+        HeadResponse::Ok
+    }
+
+    fn tell_to_free(&mut self, node: NodeId, objects: Vec<ObjectId>) {
+        if let Some(n) = self.nodes.node(node).filter(|n| n.state != NodeState::Dead) {
+            let addr = n.reg.address.clone();
+            self.push(super::Effect::FreeCopies {
+                node,
+                addr,
+                objects,
+            });
+        }
+    }
+
     /// OD-3: the refusal when `node` is outside `object`'s residency rule.
     fn outside_rule(&self, node: NodeId, object: &ObjectId) -> Option<HeadResponse> {
         let rule = self.objects.rule(object)?;

@@ -11,21 +11,10 @@ pub(super) fn node(cpus: u32) -> NodeResources {
 }
 
 pub(super) fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
-    TaskSpec {
-        task_id: crate::ids::TaskId::random(),
-        job_id: job,
-        function: "f".into(),
-        name: "f".into(),
-        args: vec![],
-        resources: Resources::from(&ResourceSet::new().with(CPU, Quantity::whole(cpus))),
-        strategy: WireStrategy::Hybrid,
-        max_retries: retries,
-        retry_exceptions: false,
-        attempt: 0,
-        spilled: false,
-        fail_if_infeasible: false,
-        kind: TaskKind::Task,
-    }
+    let mut t = TaskSpec::new(crate::ids::TaskId::random(), job, "f", "f", TaskKind::Task);
+    t.resources = Resources::from(&ResourceSet::new().with(CPU, Quantity::whole(cpus)));
+    t.max_retries = retries;
+    t
 }
 
 pub(super) fn started(a: &[Action]) -> Vec<WorkerId> {

@@ -82,3 +82,89 @@ fn od_3_a_resident_object_is_never_recorded_on_nor_named_to_a_node_outside_its_r
     let rows = sim.core.take_changes();
     assert!(rows.iter().any(|c| matches!(c, crate::head::durable::Change::Put(crate::head::durable::Row::Object(o)) if o.residency == Some(rule.clone()))));
 }
+
+#[test]
+fn copies_reported_in_order_and_a_free_reaches_every_other_holder() {
+    let mut sim = Sim::new();
+    let (a, b, c) = (sim.node("a", 1), sim.node("b", 1), sim.node("c", 1));
+    let node = Caller::Node { cert: [7; 32] };
+    let (x, y) = (
+        prism_objectstore::ObjectId::random(),
+        prism_objectstore::ObjectId::random(),
+    );
+    let update = |n, changes| HeadRequest::UpdateObjectLocations {
+        node_id: n,
+        changes,
+    };
+    let locations = |sim: &mut Sim, object| match sim.core.handle(
+        sim.now,
+        node,
+        HeadRequest::GetObjectLocations { object },
+    ) {
+        Reply::Now(HeadResponse::ObjectLocations { nodes, .. }) => {
+            nodes.into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    // a seals x and y, evicts y and seals it again; b and c pull x.
+    let ok = Reply::Now(HeadResponse::Ok);
+    let changes = vec![(x, Some(8)), (y, Some(4)), (y, None), (y, Some(4))];
+    assert_eq!(sim.core.handle(sim.now, node, update(a, changes)), ok);
+    assert_eq!(
+        sim.core
+            .handle(sim.now, node, update(b, vec![(x, Some(8))])),
+        ok
+    );
+    assert_eq!(
+        sim.core
+            .handle(sim.now, node, update(c, vec![(x, Some(8))])),
+        ok
+    );
+    assert_eq!(locations(&mut sim, y), vec![a], "applied in order");
+    // c evicts its copy: the directory forgets it.
+    assert_eq!(
+        sim.core.handle(sim.now, node, update(c, vec![(x, None)])),
+        ok
+    );
+    let mut holders = locations(&mut sim, x);
+    holders.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(holders, want);
+    sim.run();
+    // The owner on a frees x and y: b is told to drop x; a dropped its own.
+    let free = HeadRequest::FreeObjects {
+        node_id: a,
+        objects: vec![x, y],
+    };
+    assert_eq!(sim.core.handle(sim.now, node, free), ok);
+    let told = frees_told(&mut sim);
+    assert_eq!(told, vec![(b, vec![x])]);
+    assert!(locations(&mut sim, x).is_empty() && locations(&mut sim, y).is_empty());
+    // OD-4: c's pull of x raced the free: it is told to drop that copy.
+    assert_eq!(
+        sim.core
+            .handle(sim.now, node, update(c, vec![(x, Some(8))])),
+        ok
+    );
+    let told = frees_told(&mut sim);
+    assert_eq!(told, vec![(c, vec![x])]);
+    assert!(locations(&mut sim, x).is_empty());
+    // Only a node speaks for its copies.
+    let user = sim.core.handle(sim.now, Caller::Client, update(a, vec![]));
+    assert!(
+        matches!(user, Reply::Now(HeadResponse::Error { .. })),
+        "{user:?}"
+    );
+}
+
+/// The nodes told to drop copies, with what.
+fn frees_told(sim: &mut Sim) -> Vec<(NodeId, Vec<prism_objectstore::ObjectId>)> {
+    sim.run()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::FreeCopies { node, objects, .. } => Some((node, objects)),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,352 @@
+//! Reference counting in this process: the owner's side (a ref dropped,
+//! freed or archived into a value, and an object's copies freed on every
+//! node) and borrowers — refs that reach a process inside a task's argument
+//! values. Owner-based, in Ray's manner, scoped to task and actor call
+//! arguments:
+//!
+//! - The submitter collects the refs archived into a task's argument values
+//!   ([`track_args`]) and keeps them alive until the task ends (its
+//!   keep-alive guards); their ids travel in the spec (`nested_refs`).
+//! - A process that deserialises a ref it does not own counts its local
+//!   copies ([`Borrowed`]). When a task ends and refs from its arguments are
+//!   still held here (kept in an actor's state, passed to a task still
+//!   running), this process registers as their borrower with the task's
+//!   submitter *before* reporting the task done, so the submitter's
+//!   keep-alive outlives the hand-over.
+//! - A borrower that drops its last copy (and whose own borrowers are done)
+//!   tells whom it registered with; an owner frees an object once its own
+//!   refs and every borrower are gone ([`super::ownership`]). A borrower
+//!   that is itself a submitter counts its registered borrowers as copies
+//!   of its own, so borrows nest.
+//!
+//! Invariants:
+//!
+//! - **BR-1** a registered borrower releases each registration exactly once,
+//!   after its last local copy and its last own borrower are gone.
+//! - **BR-2** a ref is registered with at most one submitter at a time: a
+//!   held ref already registered is not registered again (that registration
+//!   keeps it alive).
+//!
+//! Refs archived anywhere else (a `put` value, a task's result, a channel)
+//! mark their object as kept until the job ends, as before: see the
+//! README's known gaps.
+
+use super::core::Core;
+use super::object_ref::OwnerGuard;
+use super::ownership::Slot;
+use crate::proto::task::{LocalRequest, ReplyTo, TaskSpec};
+use prism_objectstore::ObjectId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// Live deserialised copies here.
+    local: usize,
+    /// Processes registered as borrowers with this one.
+    children: usize,
+    /// Whom this process registered with.
+    parent: Option<ReplyTo>,
+}
+
+/// The refs this process holds but does not own.
+#[derive(Debug, Default)]
+pub(crate) struct Borrowed {
+    map: Mutex<HashMap<ObjectId, Entry>>,
+}
+
+impl Borrowed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Entry>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ref to `id` was deserialised here.
+    pub(crate) fn add(&self, id: ObjectId) {
+        self.lock().entry(id).or_default().local += 1;
+    }
+
+    /// A local copy was dropped: the registration to release, if that was
+    /// the last hold (BR-1).
+    pub(crate) fn drop_local(&self, id: ObjectId) -> Option<ReplyTo> {
+        self.change(id, |e| e.local = e.local.saturating_sub(1))
+    }
+
+    /// A borrower of ours registered (or, with `release`, left): `None` if
+    /// `id` is not borrowed here; else the registration to release, if that
+    /// was the last hold.
+    pub(crate) fn child(&self, id: ObjectId, release: bool) -> Option<Option<ReplyTo>> {
+        if !self.lock().contains_key(&id) {
+            return None;
+        }
+        Some(self.change(id, |e| {
+            if release {
+                e.children = e.children.saturating_sub(1);
+            } else {
+                e.children += 1;
+            }
+        }))
+    }
+
+    fn change(&self, id: ObjectId, f: impl FnOnce(&mut Entry)) -> Option<ReplyTo> {
+        let mut map = self.lock();
+        let e = map.get_mut(&id)?;
+        f(e);
+        if e.local == 0 && e.children == 0 {
+            return map.remove(&id).and_then(|e| e.parent);
+        }
+        None
+    }
+
+    /// A task whose arguments held `ids` ended: the ones still held here
+    /// and not yet registered are registered with `parent` (BR-2), and
+    /// returned, to be announced to it.
+    pub(crate) fn register(&self, ids: &[ObjectId], parent: ReplyTo) -> Vec<ObjectId> {
+        let mut map = self.lock();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(e) = map.get_mut(id) {
+                if e.parent.is_none() && (e.local > 0 || e.children > 0) {
+                    e.parent = Some(parent);
+                    out.push(*id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The announcement did not reach `parent`: those refs are not
+    /// registered after all.
+    pub(crate) fn unregister(&self, ids: &[ObjectId]) {
+        let mut map = self.lock();
+        for id in ids {
+            if let Some(e) = map.get_mut(id) {
+                e.parent = None;
+            }
+        }
+    }
+
+    /// How many objects are borrowed here.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Core {
+    /// The last local ref to an owned object was dropped (one archived
+    /// where nobody counts stays, OW-2; a borrowed one stays until its
+    /// borrowers are done, OW-3).
+    pub(crate) fn release(&self, id: ObjectId) {
+        if let Some(slot) = self.owned.release(id) {
+            self.forget_owned(id, &slot);
+        }
+    }
+
+    /// The owner frees an object now, even if refs to it were passed on
+    /// (`prism::free`): every copy goes, here and on other nodes; readers
+    /// holding a view keep theirs until they release it.
+    pub(crate) fn free(&self, id: ObjectId) {
+        if let Some(slot) = self.owned.free(id) {
+            self.forget_owned(id, &slot);
+        }
+    }
+
+    /// An owned object is gone from this process: its lineage and
+    /// arguments go, and so do its copies in the stores, if it has any.
+    pub(crate) fn forget_owned(&self, id: ObjectId, slot: &Slot) {
+        self.keepalive.remove(&id);
+        if slot.pinned() {
+            self.free_copies(id, true);
+        }
+    }
+
+    /// A ref is being archived into a value: make its object reachable by
+    /// other processes (small inline values are copied into the store,
+    /// OW-1); `counted`: into a task's arguments (OW-3).
+    pub(crate) fn escape(&self, id: ObjectId, counted: bool) {
+        if let Some(b) = self.owned.escape(id, counted) {
+            self.store_copy(id, &b);
+        }
+    }
+
+    /// Drops every copy of `id` this process owned: the local one now
+    /// (`here`), the others through the raylet and the head.
+    pub(crate) fn free_copies(&self, id: ObjectId, here: bool) {
+        if here {
+            let _ = self.store.unpin(id);
+        }
+        let _ = self.send(&LocalRequest::Free(vec![id]));
+    }
+
+    /// This process is going (a driver's `Cluster` drops): every stored
+    /// object it still owns is freed on every node, in one message (a
+    /// borrower elsewhere then finds it gone, as in Ray when an owner dies).
+    pub(crate) fn free_all_owned(&self) {
+        let ids: Vec<ObjectId> = self
+            .owned
+            .all_ids()
+            .into_iter()
+            .filter(|(_, s)| s.pinned())
+            .map(|(id, _)| id)
+            .collect();
+        if !ids.is_empty() {
+            let _ = self.send(&LocalRequest::Free(ids));
+        }
+    }
+
+    /// A deserialised copy of a borrowed ref was dropped.
+    pub(crate) fn drop_borrow(&self, id: ObjectId) {
+        if let Some(parent) = self.borrowed.drop_local(id) {
+            self.tell_released(parent, id);
+        }
+    }
+
+    fn tell_released(&self, to: ReplyTo, id: ObjectId) {
+        let _ = self.send(&LocalRequest::Borrows {
+            request_id: None,
+            to,
+            objects: vec![id],
+            release: true,
+        });
+    }
+
+    /// Processes registered (or, with `release`, ended) borrows of objects
+    /// this process owns or itself borrows.
+    pub(crate) fn on_borrows(&self, objects: Vec<ObjectId>, release: bool) {
+        for id in objects {
+            match self.owned.borrow(id, release) {
+                Some(Some(slot)) => self.forget_owned(id, &slot),
+                Some(None) => {}
+                None => match self.borrowed.child(id, release) {
+                    Some(Some(parent)) => self.tell_released(parent, id),
+                    Some(None) => {}
+                    None => {
+                        tracing::debug!(object = %id, "a borrow of an object this process neither owns nor borrows")
+                    }
+                },
+            }
+        }
+    }
+
+    /// Before a task is reported done: refs from its arguments still held
+    /// here are registered with its submitter, and the hand-over is waited
+    /// for (bounded), so the submitter's own hold outlives it.
+    pub(crate) fn register_borrows(self: &Arc<Self>, task: &TaskSpec) {
+        let Some(to) = task.reply_to.filter(|_| !task.nested_refs.is_empty()) else {
+            return;
+        };
+        let ids = self.borrowed.register(&task.nested_refs, to);
+        if ids.is_empty() {
+            return;
+        }
+        let handed: crate::Result<bool> =
+            self.ask_raylet("borrow", REGISTER_TIMEOUT, |request_id| {
+                LocalRequest::Borrows {
+                    request_id: Some(request_id),
+                    to,
+                    objects: ids.clone(),
+                    release: false,
+                }
+            });
+        if !matches!(handed, Ok(true)) {
+            tracing::warn!(task = %task.name, "could not register borrowed refs with the task's submitter ({handed:?}); they may be freed while held here");
+            self.borrowed.unregister(&ids);
+        }
+    }
+}
+
+/// How long a task's end waits for its borrows to reach its submitter.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A ref archived while [`track_args`] runs: its id and the guard that keeps
+/// it alive until the task ends.
+pub(crate) type Tracked = (ObjectId, Option<Arc<OwnerGuard>>);
+
+thread_local! {
+    static TRACKING: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (archiving a task's argument) and returns, with its result, the
+/// refs archived inside it.
+pub(crate) fn track_args<R>(f: impl FnOnce() -> R) -> (R, Vec<Tracked>) {
+    let outer = TRACKING.with(|t| t.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let refs = TRACKING.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    (r, refs.unwrap_or_default())
+}
+
+/// While a task argument is archived: takes the ref being archived into it
+/// (`true`), else leaves it to the caller (`false`).
+pub(crate) fn tracked(id: ObjectId, guard: &Option<Arc<OwnerGuard>>) -> bool {
+    TRACKING.with(|t| match t.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push((id, guard.clone()));
+            true
+        }
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+
+    fn at(conn: u64) -> ReplyTo {
+        static NODE: std::sync::OnceLock<NodeId> = std::sync::OnceLock::new();
+        ReplyTo {
+            node: *NODE.get_or_init(NodeId::random),
+            conn,
+        }
+    }
+
+    #[test]
+    fn br_1_released_once_after_the_last_copy_and_borrower() {
+        let b = Borrowed::default();
+        let (x, parent) = (ObjectId::random(), at(7));
+        b.add(x);
+        b.add(x);
+        assert_eq!(b.register(&[x], parent), vec![x]);
+        assert_eq!(b.child(x, false), Some(None));
+        assert_eq!(b.drop_local(x), None);
+        assert_eq!(b.drop_local(x), None, "a borrower of ours still holds it");
+        assert_eq!(b.child(x, true), Some(Some(parent)), "released now, once");
+        assert_eq!(b.len(), 0);
+        assert_eq!(b.drop_local(x), None);
+        assert_eq!(b.child(x, true), None, "not borrowed here any more");
+    }
+
+    #[test]
+    fn br_2_a_held_ref_is_registered_with_one_submitter() {
+        let b = Borrowed::default();
+        let (x, y, gone) = (ObjectId::random(), ObjectId::random(), ObjectId::random());
+        b.add(x);
+        b.add(y);
+        b.add(gone);
+        assert_eq!(
+            b.drop_local(gone),
+            None,
+            "never registered: nothing to tell"
+        );
+        assert_eq!(b.register(&[x, gone], at(1)), vec![x]);
+        assert_eq!(b.register(&[x, y], at(2)), vec![y], "x stays with 1");
+        b.unregister(&[y]);
+        assert_eq!(b.register(&[y], at(3)), vec![y]);
+        assert_eq!(b.drop_local(x), Some(at(1)));
+        assert_eq!(b.drop_local(y), Some(at(3)));
+    }
+
+    #[test]
+    fn only_refs_archived_inside_track_args_are_taken() {
+        let (x, y) = (ObjectId::random(), ObjectId::random());
+        assert!(!tracked(x, &None));
+        let ((), refs) = track_args(|| {
+            assert!(tracked(x, &None));
+            let ((), inner) = track_args(|| assert!(tracked(y, &None)));
+            assert_eq!(inner.len(), 1);
+        });
+        assert_eq!(refs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![x]);
+        assert!(!tracked(y, &None), "tracking ends with the call");
+    }
+}

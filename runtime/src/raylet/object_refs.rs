@@ -1,0 +1,187 @@
+//! What the raylet does for reference counting (`api/ownership.rs` and
+//! `api/borrowing.rs` keep the counts):
+//!
+//! - **Frees.** An owner's `Free` drops this node's copies at once and asks
+//!   the head to have every other holder drop theirs.
+//! - **The directory.** Copies sealed and removed here (freed, evicted)
+//!   reach the head's object directory in the order they happened, in
+//!   batches, from one loop: while a batch is in flight the next gathers.
+//! - **Borrows.** A process that keeps refs it received inside a task's
+//!   arguments registers with the task's submitter, and tells it when it
+//!   drops them; the raylet hands either to the submitter's connection, here
+//!   or on its node ([`PeerRequest::Borrows`]).
+
+use super::dispatch::Owner;
+use super::service::TaskService;
+use super::store_server::StoreServer;
+use super::transfer::Transfer;
+use crate::ids::TaskId;
+use crate::proto::head::{HeadRequest, HeadResponse};
+use crate::proto::raylet::PeerRequest;
+use crate::proto::task::{LocalEvent, Outcome, ReplyTo};
+use crate::transport::rpc::call;
+use prism_objectstore::{CopyChange, ObjectId};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// How often copy changes are looked for when nothing wakes the loop (an
+/// eviction inside another client's create does not).
+const SWEEP: Duration = Duration::from_millis(250);
+/// How long a borrow is given to reach a submitter on another node.
+const BORROW_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Transfer {
+    /// Reports this store's copy changes (OS-7) and queued frees to the
+    /// head, forever. A batch the head could not be reached for is kept
+    /// and sent again, in order, with what came after it.
+    pub async fn report_copies(self: Arc<Self>, server: Arc<StoreServer>) {
+        let mut changes: Vec<(ObjectId, Option<u64>)> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(SWEEP) => {}
+            }
+            changes.extend(server.lock().take_changes().into_iter().map(|c| match c {
+                CopyChange::Sealed { id, size } => (id, Some(size as u64)),
+                CopyChange::Removed { id } => (id, None),
+            }));
+            let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));
+            let node_id = self.node_id();
+            if !changes.is_empty() {
+                let req = HeadRequest::UpdateObjectLocations {
+                    node_id,
+                    changes: changes.clone(),
+                };
+                match self.link.request(&req).await {
+                    Ok(HeadResponse::Error { message, .. }) => {
+                        warn!("the head refused object locations: {message}");
+                        changes.clear();
+                    }
+                    Ok(_) => changes.clear(),
+                    Err(e) => {
+                        warn!(n = changes.len(), "cannot report object locations yet: {e}");
+                        self.requeue_frees(frees);
+                        continue;
+                    }
+                }
+            }
+            if !frees.is_empty() {
+                let req = HeadRequest::FreeObjects {
+                    node_id,
+                    objects: frees.clone(),
+                };
+                if let Err(e) = self.link.request(&req).await {
+                    warn!(
+                        n = frees.len(),
+                        "cannot tell the head of freed objects yet: {e}"
+                    );
+                    self.requeue_frees(frees);
+                }
+            }
+        }
+    }
+
+    fn requeue_frees(&self, mut frees: Vec<ObjectId>) {
+        let mut q = self.frees.lock().unwrap_or_else(|p| p.into_inner());
+        frees.append(&mut q);
+        *q = frees;
+    }
+
+    /// Queues frees for the head (the loop sends them).
+    pub fn queue_frees(&self, objects: &[ObjectId]) {
+        self.frees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(objects);
+        self.wake.notify_one();
+    }
+}
+
+impl TaskService {
+    /// An owner on this node freed `objects`: this node's copies go now
+    /// (or when their last reader here is done), the others through the head.
+    pub(super) fn free_objects(&self, objects: Vec<ObjectId>) {
+        self.drop_copies(&objects);
+        self.transfer.queue_frees(&objects);
+    }
+
+    /// Drops this node's copies of `objects` (the head relays an owner's free).
+    pub(super) fn drop_copies(&self, objects: &[ObjectId]) {
+        for id in objects {
+            self.store.forget(*id);
+        }
+        self.transfer.wake();
+    }
+
+    /// Hands a borrow (or its end) to the process at `to`; a start is
+    /// answered to `owner` as `Finished { request_id }` once handed on.
+    pub(super) fn route_borrows(
+        self: &Arc<Self>,
+        owner: Owner,
+        request_id: Option<TaskId>,
+        to: ReplyTo,
+        objects: Vec<ObjectId>,
+        release: bool,
+    ) {
+        let ack = move |me: &TaskService, handed: bool| {
+            if let Some(task_id) = request_id {
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&handed)
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                me.send(
+                    owner,
+                    &LocalEvent::Finished {
+                        task_id,
+                        outcome: Outcome::Inline(bytes),
+                    },
+                );
+            }
+        };
+        if to.node == self.node() {
+            let handed = self.deliver_borrows(to.conn, objects, release);
+            ack(self, handed);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = PeerRequest::Borrows {
+                conn: to.conn,
+                objects,
+                release,
+            };
+            let sent = async {
+                let addr = me
+                    .peers
+                    .addr(to.node, Duration::from_secs(2))
+                    .await
+                    .ok_or_else(|| format!("node {} is not known", to.node))?;
+                let conn = me.peers.connect(addr).await?;
+                call::<_, bool>(&*conn, &req, 1 << 10)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let handed = match tokio::time::timeout(BORROW_TIMEOUT, sent).await {
+                Ok(Ok(handed)) => handed,
+                Ok(Err(e)) => {
+                    debug!(node = %to.node, "cannot reach a borrowed ref's submitter: {e}");
+                    false
+                }
+                Err(_) => false,
+            };
+            ack(&me, handed);
+        });
+    }
+
+    /// Hands a borrow to this node's connection `conn`; `false` if it is gone.
+    pub(super) fn deliver_borrows(&self, conn: u64, objects: Vec<ObjectId>, release: bool) -> bool {
+        if !self.conns.contains_key(&conn) {
+            return false;
+        }
+        self.send(
+            Owner::Local(conn),
+            &LocalEvent::Borrows { objects, release },
+        );
+        true
+    }
+}

@@ -1,0 +1,233 @@
+//! Owner-based reference counting against real processes (a driver on
+//! raylet a, its tasks and an actor on raylet b): refs passed inside values
+//! to tasks on another node are freed on every node once every holder drops
+//! them; an actor that keeps refs it received borrows them, so they outlive
+//! the driver's own refs until the actor drops them; and a driver churning
+//! thousands of refs through tasks ends owning nothing, with every store
+//! back where it started; what the driver still owns when it exits goes
+//! too. Counts come from `prism list objects --json`.
+
+use prism::ObjectRef;
+use prism_test_support::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const MB: usize = 1 << 20;
+
+/// Reads every blob (pulling copies to this node) and sums their sizes.
+#[prism::remote]
+fn total(blobs: Vec<ObjectRef<Vec<u8>>>) -> u64 {
+    blobs.iter().map(|b| b.get().unwrap().len() as u64).sum()
+}
+
+/// A stored result (larger than the inline limit) on the node that runs it.
+#[prism::remote]
+fn make(seed: u8) -> Vec<u8> {
+    vec![seed; 2 * MB]
+}
+
+#[prism::actor]
+struct Keeper {
+    kept: Vec<ObjectRef<Vec<u8>>>,
+}
+
+#[prism::actor]
+impl Keeper {
+    fn new() -> Self {
+        Keeper { kept: Vec::new() }
+    }
+    fn keep(&mut self, blobs: Vec<ObjectRef<Vec<u8>>>) -> usize {
+        self.kept.extend(blobs);
+        self.kept.len()
+    }
+    fn read(&self) -> u64 {
+        self.kept
+            .iter()
+            .map(|b| b.get().unwrap().len() as u64)
+            .sum()
+    }
+    fn forget(&mut self) -> usize {
+        let n = self.kept.len();
+        self.kept.clear();
+        n
+    }
+}
+
+/// Every object row of every store in the cluster.
+fn objects() -> Vec<Value> {
+    let temp = std::env::var("PRISM_TEST_TEMP").unwrap();
+    let out = std::process::Command::new(prism_bin())
+        .args(["list", "objects", "--json", "--temp-dir", &temp])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Copies of `ids` held anywhere.
+fn copies(ids: &[String]) -> usize {
+    objects()
+        .iter()
+        .filter(|o| ids.iter().any(|id| o["object_id"] == id.as_str()))
+        .count()
+}
+
+fn blob(seed: u8) -> ObjectRef<Vec<u8>> {
+    prism::put(&vec![seed; 2 * MB]).unwrap()
+}
+
+fn role_borrow() {
+    let _c = prism::init().unwrap();
+    let on_b = || total::options().resource("x", 1.0);
+    let soon = Duration::from_secs(30);
+
+    // Refs inside a value, read on node b, then dropped by the driver.
+    let (a1, a2) = (blob(1), blob(2));
+    let ids = vec![a1.id().to_string(), a2.id().to_string()];
+    let n = on_b().remote(vec![a1.clone(), a2.clone()]).unwrap();
+    check(
+        n.get().unwrap() == 4 * MB as u64,
+        "the task read both blobs",
+    );
+    let held = copies(&ids);
+    println!("copies while held: {held}");
+    check(
+        held >= 2,
+        "the blobs are in the stores while the driver holds them",
+    );
+    drop((a1, a2));
+    check(
+        wait_until(soon, || copies(&ids) == 0),
+        "refs passed inside a value are freed on every node once every holder drops them",
+    );
+
+    // An actor on b keeps a ref it received: it borrows it.
+    let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
+    let b1 = blob(3);
+    let kept = vec![b1.id().to_string()];
+    check(
+        keeper.keep(vec![b1.clone()]).unwrap().get().unwrap() == 1,
+        "kept",
+    );
+    drop(b1);
+    check(
+        copies(&kept) >= 1,
+        "the driver's refs are gone, the actor's remains",
+    );
+    check(
+        keeper.read().unwrap().get().unwrap() == 2 * MB as u64,
+        "the actor still reads the object it borrows",
+    );
+    check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
+    check(
+        wait_until(soon, || copies(&kept) == 0),
+        "freed on every node once the borrowing actor drops it",
+    );
+
+    // Churn: small refs through tasks on b, 100 in flight at a time.
+    // The churned objects are small (the job binary's copies are not).
+    let small = || {
+        objects()
+            .into_iter()
+            .filter(|o| o["size"].as_u64().is_some_and(|s| s < 1024))
+            .collect::<Vec<_>>()
+    };
+    let before = small().len();
+    let owned = prism::ref_counts().unwrap().owned;
+    for round in 0..20u8 {
+        let sums: Vec<_> = (0..100)
+            .map(|i| {
+                let r = prism::put(&vec![round.wrapping_add(i); 64]).unwrap();
+                on_b().remote(vec![r]).unwrap()
+            })
+            .collect();
+        check(
+            prism::get_all(&sums).unwrap().iter().all(|s| *s == 64),
+            "every churned ref was read",
+        );
+    }
+    let counts = prism::ref_counts().unwrap();
+    println!("after churn: {counts:?}; before: {owned} owned, {before} objects");
+    check(
+        counts.owned == owned && counts.borrowed == 0,
+        "the driver owns no more after the churn than before it",
+    );
+    let back = wait_until(soon, || small().len() <= before);
+    if !back {
+        println!("left: {:#?}", small());
+    }
+    check(back, "every store is back where it was before the churn");
+    // Still held when the driver exits: a put here, a result on b.
+    let (put_here, made_on_b) = (
+        blob(9),
+        make::options().resource("x", 1.0).remote(9).unwrap(),
+    );
+    check(
+        prism::wait(std::slice::from_ref(&made_on_b), 1, Some(soon))
+            .unwrap()
+            .0
+            .len()
+            == 1,
+        "made",
+    );
+    println!("HELD {} {}", put_here.id(), made_on_b.id());
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE")
+        .expect("run by the tests in this file")
+        .as_str()
+    {
+        "borrow" => role_borrow(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--head-only"]);
+    let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
+    let b = sb.start_raylet(
+        "b",
+        &head,
+        &["--num-cpus", "2", "--resources", r#"{"x": 2}"#],
+    );
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    let mut envs = sb.driver_envs(&head, &a);
+    envs.push(("PRISM_TEST_TEMP".into(), sb.temp().display().to_string()));
+    let mut job = Job::spawn("borrow", &envs);
+    let (ok, out) = job.finish(Duration::from_secs(300));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- a:\n{}\n--- b:\n{}",
+        a.log(),
+        b.log()
+    );
+    // What the driver still owned when it exited goes from every store.
+    let held: Vec<String> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("HELD "))
+        .expect("the driver names what it holds")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let listed = || {
+        let objects: Vec<Value> =
+            serde_json::from_slice(&sb.run(&["list", "objects", "--json"]).stdout)
+                .unwrap_or_default();
+        objects
+            .iter()
+            .filter(|o| held.iter().any(|id| o["object_id"] == id.as_str()))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || listed() == 0),
+        "objects its driver still owned outlive it: {held:?}"
+    );
+}

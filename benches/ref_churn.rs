@@ -5,8 +5,9 @@
 //! counting both stay flat: every ref, its store copy and its lineage go
 //! when the task that borrowed it ends and the driver drops its result.
 //!
-//! Run: `cargo bench --bench ref_churn` (1,000,000 refs). Without `--bench`
-//! (as in the test command) it churns 2,000, so it cannot rot.
+//! Run: `cargo bench --bench ref_churn` (1,000,000 refs, or
+//! `PRISM_CHURN_REFS`). Without `--bench` (as in the test command) it
+//! churns 2,000, so it cannot rot.
 
 use prism::ObjectRef;
 use std::time::Instant;
@@ -29,7 +30,11 @@ fn rss_mib() -> f64 {
 fn main() {
     let _cluster = prism::init().expect("an embedded cluster");
     let full = std::env::args().any(|a| a == "--bench");
-    let total: usize = if full { 1_000_000 } else { 2_000 };
+    let total: usize = match std::env::var("PRISM_CHURN_REFS") {
+        Ok(n) => n.parse().expect("PRISM_CHURN_REFS: a number of refs"),
+        Err(_) if full => 1_000_000,
+        Err(_) => 2_000,
+    };
     let batch = 200;
     let start = Instant::now();
     let mut at_10k = None;
@@ -43,6 +48,7 @@ fn main() {
             .collect();
         let got = prism::get_all(&sums).expect("results");
         assert!(got.iter().all(|s| *s == 64));
+        drop(sums);
         done += batch;
         if done == 10_000 {
             at_10k = Some((rss_mib(), prism::ref_counts().expect("counts")));

@@ -108,6 +108,9 @@ impl Shell {
     /// commit) and replies and effects wait for it; without one they go now.
     fn settle(&mut self) {
         if self.store.is_none() {
+            // Nothing persists them: the tables' change marks go now, or
+            // an in-memory head grows by every object, job and run it sees.
+            drop(self.core.take_changes());
             self.release();
             return;
         }

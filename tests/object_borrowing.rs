@@ -46,6 +46,18 @@ impl Keeper {
             .map(|b| b.get().unwrap().len() as u64)
             .sum()
     }
+    /// What reading the kept objects gives, as text.
+    fn try_read(&self) -> String {
+        match self
+            .kept
+            .iter()
+            .map(|b| b.get())
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => format!("read {}", v.len()),
+            Err(e) => e.to_string(),
+        }
+    }
     fn forget(&mut self) -> usize {
         let n = self.kept.len();
         self.kept.clear();
@@ -122,6 +134,26 @@ fn role_borrow() {
         wait_until(soon, || copies(&kept) == 0),
         "freed on every node once the borrowing actor drops it",
     );
+
+    // The owner frees what the actor borrows: the actor is told at once.
+    let c1 = blob(4);
+    let freed = vec![c1.id().to_string()];
+    check(
+        keeper.keep(vec![c1.clone()]).unwrap().get().unwrap() == 1,
+        "kept",
+    );
+    prism::free(&c1).unwrap();
+    check(
+        wait_until(soon, || copies(&freed) == 0),
+        "prism::free drops every copy",
+    );
+    let why = keeper.try_read().unwrap().get().unwrap();
+    println!("a borrower reading a freed object: {why}");
+    check(
+        why.contains("its owner freed it"),
+        "a borrower reading what its owner freed gets ObjectLost saying so",
+    );
+    check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
 
     // Churn: small refs through tasks on b, 100 in flight at a time.
     // The churned objects are small (the job binary's copies are not).

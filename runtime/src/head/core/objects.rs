@@ -156,7 +156,13 @@ impl HeadCore {
                 (n.state != NodeState::Dead).then(|| (id, n.reg.address.clone()))
             })
             .collect();
-        let lost = self.objects.lost(object).map(str::to_string);
+        // A borrower reading what its owner freed (or its owner's exit
+        // freed) is told so at once, not left waiting for a copy (OD-4).
+        let lost = self.objects.lost(object).map(str::to_string).or_else(|| {
+            self.objects.was_freed(object).then(|| {
+                "its owner freed it (its owner dropped its last ref, or exited)".to_string()
+            })
+        });
         HeadResponse::ObjectLocations { size, nodes, lost }
     }
 }

@@ -141,6 +141,18 @@ fn copies_reported_in_order_and_a_free_reaches_every_other_holder() {
     let told = frees_told(&mut sim);
     assert_eq!(told, vec![(b, vec![x])]);
     assert!(locations(&mut sim, x).is_empty() && locations(&mut sim, y).is_empty());
+    // A reader is told at once that x was freed.
+    match sim
+        .core
+        .handle(sim.now, node, HeadRequest::GetObjectLocations { object: x })
+    {
+        Reply::Now(HeadResponse::ObjectLocations {
+            lost: Some(why), ..
+        }) => {
+            assert!(why.contains("its owner freed it"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
     // OD-4: c's pull of x raced the free: it is told to drop that copy.
     assert_eq!(
         sim.core

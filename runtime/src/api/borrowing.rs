@@ -7,8 +7,9 @@
 //! - The submitter collects the refs archived into a task's argument values
 //!   ([`track_args`]) and keeps them alive until the task ends (its
 //!   keep-alive guards); their ids travel in the spec (`nested_refs`).
-//! - A process that deserialises a ref it does not own counts its local
-//!   copies ([`Borrowed`]). When a task ends and refs from its arguments are
+//! - A process that deserialises a ref it does not own from a task's
+//!   argument counts its local copies ([`Borrowed`]); refs deserialised
+//!   anywhere else are not counted (and cost nothing). When a task ends and refs from its arguments are
 //!   still held here (kept in an actor's state, passed to a task still
 //!   running), this process registers as their borrower with the task's
 //!   submitter *before* reporting the task done, so the submitter's
@@ -28,7 +29,7 @@
 //!   keeps it alive).
 //!
 //! Refs archived anywhere else (a `put` value, a task's result, a channel)
-//! mark their object as kept until the job ends, as before: see the
+//! mark their object as kept until its owner exits, as before: see the
 //! README's known gaps.
 
 use super::core::Core;
@@ -65,6 +66,15 @@ impl Borrowed {
     /// A ref to `id` was deserialised here.
     pub(crate) fn add(&self, id: ObjectId) {
         self.lock().entry(id).or_default().local += 1;
+    }
+
+    /// A borrowed ref was archived where nobody counts (a `put` value, a
+    /// result): it is held here for good, so whoever it is registered
+    /// with keeps it until this process exits (OW-2 for borrowers).
+    pub(crate) fn keep_for_good(&self, id: ObjectId) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.local += 1;
+        }
     }
 
     /// A local copy was dropped: the registration to release, if that was
@@ -265,6 +275,22 @@ pub(crate) type Tracked = (ObjectId, Option<Arc<OwnerGuard>>);
 
 thread_local! {
     static TRACKING: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
+    static DECODING_ARGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (decoding a task's argument): refs deserialised meanwhile are
+/// borrowed and counted ([`counts_decoded`]); anywhere else (a `get` of a
+/// value holding 10,000 refs, say) deserialising a ref costs nothing.
+pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
+    let outer = DECODING_ARGS.with(|d| d.replace(true));
+    let r = f();
+    DECODING_ARGS.with(|d| d.set(outer));
+    r
+}
+
+/// Whether a ref deserialised now is counted as a borrow.
+pub(crate) fn counts_decoded() -> bool {
+    DECODING_ARGS.with(|d| d.get())
 }
 
 /// Runs `f` (archiving a task's argument) and returns, with its result, the
@@ -335,6 +361,27 @@ mod tests {
         assert_eq!(b.register(&[y], at(3)), vec![y]);
         assert_eq!(b.drop_local(x), Some(at(1)));
         assert_eq!(b.drop_local(y), Some(at(3)));
+    }
+
+    #[test]
+    fn a_borrowed_ref_archived_where_nobody_counts_is_held_for_good() {
+        let b = Borrowed::default();
+        let (x, unknown) = (ObjectId::random(), ObjectId::random());
+        b.add(x);
+        b.keep_for_good(x);
+        b.keep_for_good(unknown);
+        assert_eq!(b.len(), 1, "only refs borrowed from arguments are held");
+        assert_eq!(b.register(&[x], at(5)), vec![x]);
+        assert_eq!(b.drop_local(x), None, "never released: archived elsewhere");
+    }
+
+    #[test]
+    fn refs_are_counted_only_while_arguments_are_decoded() {
+        assert!(!counts_decoded());
+        let (inner, outer) = decoding_args(|| (counts_decoded(), ()));
+        assert!(inner);
+        let () = outer;
+        assert!(!counts_decoded());
     }
 
     #[test]

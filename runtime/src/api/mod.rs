@@ -68,7 +68,7 @@ pub fn put<T: Value>(value: &T) -> Result<ObjectRef<T>> {
 /// know every reader is done. Objects whose refs went only into task and
 /// actor-call arguments are freed by themselves once every holder drops
 /// them; ones archived elsewhere (a `put` value, a result) are otherwise
-/// kept until the job ends. Freeing a ref this process does not own does
+/// kept until their owner exits. Freeing a ref this process does not own does
 /// nothing.
 pub fn free<T>(r: &ObjectRef<T>) -> Result<()> {
     core::current()?.free(r.id());

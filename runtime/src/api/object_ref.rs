@@ -141,6 +141,9 @@ impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
             // Inside a task's arguments it is counted (OW-3), else kept (OW-2).
             let counted = super::borrowing::tracked(self.id, &self.guard);
             core.escape(self.id, counted);
+            if !counted && self.guard.as_ref().is_some_and(|g| g.borrowed) {
+                core.borrowed.keep_for_good(self.id);
+            }
         }
         Ok([(); 16])
     }
@@ -149,9 +152,11 @@ impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
 impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
     fn deserialize(&self, _d: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
         let id = ObjectId(*self);
-        // A ref this process does not own is borrowed: counted while held.
-        let guard = core::current()
-            .ok()
+        // A ref from a task's arguments that this process does not own is
+        // borrowed: counted while held.
+        let guard = super::borrowing::counts_decoded()
+            .then(core::current)
+            .and_then(|c| c.ok())
             .filter(|core| core.owned.get(id).is_none())
             .map(|core| {
                 core.borrowed.add(id);

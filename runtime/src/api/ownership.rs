@@ -58,7 +58,7 @@ pub(crate) struct Slot {
     cv: Condvar,
     notify: Notify,
     escaped: AtomicBool,
-    /// Archived somewhere nobody counts: kept until the job ends (OW-2).
+    /// Archived somewhere nobody counts: kept until the owner exits (OW-2).
     uncounted: AtomicBool,
     /// The last local ref is gone, and how many processes borrow it (OW-3).
     refs: Mutex<(bool, usize)>,

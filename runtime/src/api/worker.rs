@@ -204,7 +204,8 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
 /// Decodes argument `i` (used by the generated code).
 #[doc(hidden)]
 pub fn decode_arg<T: Value>(bytes: &[u8], i: usize) -> Result<T, String> {
-    T::decode(bytes).map_err(|e| format!("argument {i}: {e}"))
+    // Refs inside an argument are borrowed (counted); others cost nothing.
+    super::borrowing::decoding_args(|| T::decode(bytes)).map_err(|e| format!("argument {i}: {e}"))
 }
 
 /// Encodes a result (used by the generated code).

@@ -5,7 +5,7 @@
 //! the driver's own refs until the actor drops them; and a driver churning
 //! thousands of refs through tasks ends owning nothing, with every store
 //! back where it started; what the driver still owns when it exits goes
-//! too. Counts come from `prism list objects --json`.
+//! too, and what a driver killed with SIGKILL put. Counts come from `prism list objects --json`.
 
 use prism::ObjectRef;
 use prism_test_support::*;
@@ -205,6 +205,22 @@ fn role_borrow() {
     println!("ALL OK");
 }
 
+/// Puts a blob, names it, and waits to be killed.
+fn role_killed() {
+    let _c = prism::init().unwrap();
+    let held = blob(5);
+    let n = total::options()
+        .resource("x", 1.0)
+        .remote(vec![held.clone()])
+        .unwrap();
+    check(
+        n.get().unwrap() == 2 * MB as u64,
+        "read on b: a copy there too",
+    );
+    println!("HELD {}", held.id());
+    std::thread::sleep(Duration::from_secs(300));
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
@@ -213,6 +229,7 @@ fn child_role() {
         .as_str()
     {
         "borrow" => role_borrow(),
+        "killed" => role_killed(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -242,14 +259,16 @@ fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
         b.log()
     );
     // What the driver still owned when it exited goes from every store.
-    let held: Vec<String> = out
-        .lines()
-        .find_map(|l| l.strip_prefix("HELD "))
-        .expect("the driver names what it holds")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let listed = || {
+    let held_by = |out: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.strip_prefix("HELD "))
+            .expect("the driver names what it holds")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let held = held_by(&out);
+    let listed = |held: &[String]| {
         let objects: Vec<Value> =
             serde_json::from_slice(&sb.run(&["list", "objects", "--json"]).stdout)
                 .unwrap_or_default();
@@ -259,7 +278,23 @@ fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
             .count()
     };
     assert!(
-        wait_until(Duration::from_secs(30), || listed() == 0),
+        wait_until(Duration::from_secs(30), || listed(&held) == 0),
         "objects its driver still owned outlive it: {held:?}"
+    );
+    // A driver killed with SIGKILL: what it put goes from every store too.
+    let mut job = Job::spawn("killed", &envs);
+    assert!(
+        wait_until(Duration::from_secs(60), || job.stdout().contains("HELD ")),
+        "{}",
+        job.stdout()
+    );
+    let held = held_by(&job.stdout());
+    assert_eq!(listed(&held), 2, "the blob is on a and b");
+    job.kill9();
+    assert!(
+        wait_until(Duration::from_secs(30), || listed(&held) == 0),
+        "a put of a killed driver outlives it: {held:?}\n--- a:\n{}\n--- b:\n{}",
+        a.log(),
+        b.log()
     );
 }

@@ -112,6 +112,9 @@ pub(crate) struct Entry {
     pub(crate) pinned: bool,
     /// A secondary copy kept after its last reader, until evicted (OS-4).
     pub(crate) cached: bool,
+    /// The client whose object this is: when it disconnects, the object
+    /// goes (OS-8, `changes.rs`).
+    pub(crate) owner: Option<ClientId>,
     last_used: u64,
 }
 
@@ -164,6 +167,9 @@ pub struct ClientCleanup {
     pub released: u32,
     /// Unsealed objects it was writing, now reclaimed.
     pub reclaimed: Vec<ObjectId>,
+    /// Sealed objects it owned, now freed here (their copies elsewhere
+    /// must go too).
+    pub freed: Vec<ObjectId>,
 }
 
 /// The object store of one machine.
@@ -295,6 +301,7 @@ impl<A: SegmentAllocator> Store<A> {
                 refs: HashMap::new(),
                 pinned,
                 cached,
+                owner: None,
                 last_used,
             },
         );
@@ -442,6 +449,12 @@ impl<A: SegmentAllocator> Store<A> {
                 out.reclaimed.push(id);
                 self.remove(id);
             } else {
+                if e.owner == Some(client) {
+                    // OS-8: its owner is gone.
+                    e.pinned = false;
+                    e.cached = false;
+                    out.freed.push(id);
+                }
                 self.free_if_unreferenced(id);
             }
         }

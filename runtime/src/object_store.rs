@@ -108,6 +108,8 @@ pub struct StoreClient {
     sock: Mutex<UnixStream>,
     seg: Segment,
     client_id: u64,
+    /// Pinned objects it creates are its own ([`StoreClient::free_pins_on_close`]).
+    owns_pins: std::sync::atomic::AtomicBool,
 }
 
 impl StoreClient {
@@ -144,6 +146,7 @@ impl StoreClient {
             sock: Mutex::new(sock),
             seg,
             client_id: 0,
+            owns_pins: std::sync::atomic::AtomicBool::new(false),
         };
         match client.request(&StoreRequest::Hello {
             pid: std::process::id(),
@@ -192,6 +195,14 @@ impl StoreClient {
         }
     }
 
+    /// From now on, the pinned objects this client creates are its own:
+    /// the store frees them (on every node) when this client disconnects,
+    /// even if its process is killed. A driver's connection does this.
+    pub fn free_pins_on_close(&self) {
+        self.owns_pins
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// This connection's id in the store.
     pub fn client_id(&self) -> u64 {
         self.client_id
@@ -216,6 +227,7 @@ impl StoreClient {
             id,
             size: size as u64,
             pinned,
+            owned: pinned && self.owns_pins.load(std::sync::atomic::Ordering::Relaxed),
             timeout_ms: timeout.as_millis() as u64,
         };
         match self.request(&create)? {

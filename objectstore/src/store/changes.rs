@@ -7,6 +7,9 @@
 //!   (free, eviction, forget, a dead writer's reclaim excepted: it was never
 //!   sealed) is logged after the seal that made it, so a directory that
 //!   applies the log in order ends with exactly the copies the store holds.
+//! - **OS-8** an object a client created as its owner ([`Store::own`]) is
+//!   freed when that client disconnects ([`Store::release_client`]), once
+//!   its readers are done.
 
 use super::Store;
 use crate::alloc::SegmentAllocator;
@@ -43,6 +46,14 @@ impl<A: SegmentAllocator> Store<A> {
     pub(super) fn logged(&mut self, change: CopyChange) {
         if let Some(log) = self.log.as_mut() {
             log.push(change);
+        }
+    }
+
+    /// `client`, which created `id`, owns it: it is freed when that client
+    /// disconnects (OS-8).
+    pub fn own(&mut self, id: ObjectId, client: crate::id::ClientId) {
+        if let Ok(e) = self.entry_mut(id) {
+            e.owner = Some(client);
         }
     }
 
@@ -92,6 +103,33 @@ mod tests {
             ]
         );
         assert!(s.take_changes().is_empty());
+    }
+
+    #[test]
+    fn os_8_an_owned_object_goes_with_its_owner_once_its_readers_are_done() {
+        let mut s = store();
+        let (owner, reader, other) = (ClientId(1), ClientId(2), ClientId(3));
+        let (mine, read, theirs) = (ObjectId::random(), ObjectId::random(), ObjectId::random());
+        s.put(mine, &[1u8; 10], owner, true).unwrap();
+        s.put(read, &[2u8; 10], owner, true).unwrap();
+        s.put(theirs, &[3u8; 10], other, true).unwrap();
+        s.own(mine, owner);
+        s.own(read, owner);
+        s.get(read, reader).unwrap();
+        let cleanup = s.release_client(owner);
+        let mut freed = cleanup.freed.clone();
+        freed.sort();
+        let mut want = vec![mine, read];
+        want.sort();
+        assert_eq!(freed, want);
+        assert!(s.info(mine).is_none());
+        assert!(s.info(read).is_some(), "a reader still holds it");
+        s.release(read, reader).unwrap();
+        assert!(s.info(read).is_none());
+        assert!(
+            s.info(theirs).is_some(),
+            "pinned, not owned by a client: stays"
+        );
     }
 
     #[test]

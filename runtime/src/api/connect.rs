@@ -50,6 +50,11 @@ pub(crate) fn connect(
         Err(e) => return Err(init("no answer from", &e)),
     };
     let store = StoreClient::connect(Path::new(&store_socket))?;
+    if !worker {
+        // A driver's own objects go with it, even if it is killed (a
+        // worker's may be named by results it returned: they stay).
+        store.free_pins_on_close();
+    }
     let reader = s.try_clone().map_err(|e| init("cannot use", &e))?;
     let core = Core::new(s, store, node_id, job_id, handle.clone(), worker);
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();

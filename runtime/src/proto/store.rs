@@ -24,6 +24,8 @@ pub enum StoreRequest {
         size: u64,
         /// Primary copy: spilled, never evicted.
         pinned: bool,
+        /// Owned by this client: freed when it disconnects.
+        owned: bool,
         /// How long to wait for room when the store is full.
         timeout_ms: u64,
     },

@@ -296,14 +296,22 @@ mod every_request {
     fn store() -> impl Strategy<Value = StoreRequest> {
         prop_oneof![
             any::<u32>().prop_map(|pid| StoreRequest::Hello { pid }),
-            (any::<[u8; 16]>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
-                |(id, size, pinned, timeout_ms)| StoreRequest::Create {
-                    id: ObjectId(id),
-                    size,
-                    pinned,
-                    timeout_ms
-                }
-            ),
+            (
+                any::<[u8; 16]>(),
+                any::<u64>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>()
+            )
+                .prop_map(|(id, size, pinned, owned, timeout_ms)| {
+                    StoreRequest::Create {
+                        id: ObjectId(id),
+                        size,
+                        pinned,
+                        owned,
+                        timeout_ms,
+                    }
+                }),
             (any::<[u8; 16]>(), any::<u64>()).prop_map(|(id, timeout_ms)| StoreRequest::Get {
                 id: ObjectId(id),
                 timeout_ms

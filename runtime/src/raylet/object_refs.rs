@@ -46,6 +46,7 @@ impl Transfer {
                 CopyChange::Sealed { id, size } => (id, Some(size as u64)),
                 CopyChange::Removed { id } => (id, None),
             }));
+            changes = coalesce(std::mem::take(&mut changes));
             let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));
             let node_id = self.node_id();
             if !changes.is_empty() {
@@ -96,6 +97,30 @@ impl Transfer {
             .extend_from_slice(objects);
         self.wake.notify_one();
     }
+}
+
+/// One change per object, its last; none for an object sealed and removed
+/// within the batch (the head never knew it: a short-lived `put`).
+fn coalesce(changes: Vec<(ObjectId, Option<u64>)>) -> Vec<(ObjectId, Option<u64>)> {
+    if changes.len() < 2 {
+        return changes;
+    }
+    // Object → (sealed first in this batch, its last change), in order.
+    let mut seen: std::collections::HashMap<ObjectId, usize> = Default::default();
+    let mut out: Vec<(ObjectId, bool, Option<u64>)> = Vec::with_capacity(changes.len());
+    for (id, change) in changes {
+        match seen.get(&id) {
+            Some(&i) => out[i].2 = change,
+            None => {
+                seen.insert(id, out.len());
+                out.push((id, change.is_some(), change));
+            }
+        }
+    }
+    out.into_iter()
+        .filter(|(_, sealed_first, last)| !(*sealed_first && last.is_none()))
+        .map(|(id, _, last)| (id, last))
+        .collect()
 }
 
 impl TaskService {
@@ -183,5 +208,31 @@ impl TaskService {
             &LocalEvent::Borrows { objects, release },
         );
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+    use prism_objectstore::ObjectId;
+
+    #[test]
+    fn a_batch_says_each_objects_last_change_and_nothing_of_short_lives() {
+        let (a, b, c, d) = (
+            ObjectId::random(),
+            ObjectId::random(),
+            ObjectId::random(),
+            ObjectId::random(),
+        );
+        let batch = vec![
+            (a, Some(8)), // sealed, then removed: never told
+            (b, None),    // removed (sealed in an earlier batch)
+            (c, Some(4)),
+            (a, None),
+            (d, None), // removed, then sealed again: sealed
+            (d, Some(2)),
+        ];
+        assert_eq!(coalesce(batch), vec![(b, None), (c, Some(4)), (d, Some(2))]);
+        assert_eq!(coalesce(vec![(a, None)]), vec![(a, None)]);
     }
 }

@@ -143,13 +143,21 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
     }
     let cleanup = server.lock().release_client(client);
     server.notify();
-    if cleanup.released > 0 || !cleanup.reclaimed.is_empty() {
+    if !cleanup.freed.is_empty() {
+        // OS-8: its owned objects went here; their copies elsewhere go too.
+        if let Some(t) = server.transfer.get() {
+            let _guard = server.runtime.enter();
+            t.freed(&cleanup.freed);
+        }
+    }
+    if cleanup.released > 0 || !cleanup.reclaimed.is_empty() || !cleanup.freed.is_empty() {
         info!(
             client = client.0,
             pid,
             released = cleanup.released,
             reclaimed = cleanup.reclaimed.len(),
-            "object store client gone; released its references"
+            freed = cleanup.freed.len(),
+            "object store client gone; released its references and freed what it owned"
         );
     } else {
         debug!(client = client.0, pid, "object store client gone");
@@ -194,12 +202,18 @@ fn create_waiting(
     id: ObjectId,
     size: usize,
     pinned: bool,
+    owned: bool,
     timeout_ms: u64,
 ) -> StoreResponse {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         let seen = server.generation();
-        let result = server.lock().create(id, size, client, pinned);
+        let mut store = server.lock();
+        let result = store.create(id, size, client, pinned);
+        if result.is_ok() && owned {
+            store.own(id, client);
+        }
+        drop(store);
         match result {
             Ok(b) => {
                 return StoreResponse::Created {
@@ -275,10 +289,11 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
             id,
             size,
             pinned,
+            owned,
             timeout_ms,
         } => {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
-            create_waiting(server, client, id, size, pinned, timeout_ms)
+            create_waiting(server, client, id, size, pinned, owned, timeout_ms)
         }
         StoreRequest::Get { id, timeout_ms } => get_or_pull(server, client, id, timeout_ms),
         StoreRequest::Seal { id } => {

@@ -53,6 +53,8 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PullError>> + Send + 'a>>;
     /// Tells the head this node holds a sealed copy of `id` (in the background).
     fn report(&self, id: ObjectId, size: u64);
+    /// Their owner is gone: the copies of `ids` on other nodes must go too.
+    fn freed(&self, ids: &[ObjectId]);
 }
 
 /// A pull did not produce the object.

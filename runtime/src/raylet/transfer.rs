@@ -315,6 +315,10 @@ impl Remote for Transfer {
         Box::pin(Transfer::pull(self, server, id, deadline))
     }
 
+    fn freed(&self, ids: &[ObjectId]) {
+        self.queue_frees(ids)
+    }
+
     fn report(&self, _id: ObjectId, _size: u64) {
         // The store logged the seal (OS-7); the loop sends it.
         self.wake()

@@ -382,7 +382,8 @@ fn os_6_dead_client_references_are_released() {
         s.release_client(reader),
         ClientCleanup {
             released: 2,
-            reclaimed: vec![]
+            reclaimed: vec![],
+            freed: vec![]
         }
     );
     assert!(s.info(id).is_none(), "unpinned and now unreferenced: freed");

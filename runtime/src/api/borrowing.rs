@@ -167,7 +167,7 @@ impl Core {
     pub(crate) fn forget_owned(&self, id: ObjectId, slot: &Slot) {
         self.keepalive.remove(&id);
         if slot.pinned() {
-            self.free_copies(id, true);
+            self.free_copies(id);
         }
     }
 
@@ -180,12 +180,9 @@ impl Core {
         }
     }
 
-    /// Drops every copy of `id` this process owned: the local one now
-    /// (`here`), the others through the raylet and the head.
-    pub(crate) fn free_copies(&self, id: ObjectId, here: bool) {
-        if here {
-            let _ = self.store.unpin(id);
-        }
+    /// Drops every copy of `id` this process owned: the raylet drops its
+    /// own (one message, no round trip) and has the head tell the others.
+    pub(crate) fn free_copies(&self, id: ObjectId) {
         let _ = self.send(&LocalRequest::Free(vec![id]));
     }
 

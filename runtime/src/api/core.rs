@@ -174,8 +174,8 @@ impl Core {
         }
         let Some(name) = self.owned.get(id).map(|s| s.name.clone()) else {
             // The owner dropped every ref first: free a stored result.
-            if let Outcome::Stored { node, .. } = outcome {
-                self.free_copies(id, node == self.node_id);
+            if let Outcome::Stored { .. } = outcome {
+                self.free_copies(id);
             }
             return;
         };

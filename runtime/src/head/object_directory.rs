@@ -62,7 +62,7 @@ impl ObjectDirectory {
         }
     }
 
-    /// Whether its owner freed `object` (recently: the last [`KEEP_FREED`]).
+    /// Whether its owner freed `object` (recently: the last 100,000 frees).
     pub fn was_freed(&self, object: &prism_objectstore::ObjectId) -> bool {
         self.freed.contains(object)
     }

@@ -279,15 +279,22 @@ thread_local! {
 /// borrowed and counted ([`counts_decoded`]); anywhere else (a `get` of a
 /// value holding 10,000 refs, say) deserialising a ref costs nothing.
 pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
+    ARG_DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let outer = DECODING_ARGS.with(|d| d.replace(true));
     let r = f();
     DECODING_ARGS.with(|d| d.set(outer));
+    ARG_DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     r
 }
 
+/// Threads decoding a task's argument now: while none is (a driver, almost
+/// always), a deserialised ref costs one relaxed load to tell.
+static ARG_DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Whether a ref deserialised now is counted as a borrow.
+#[inline]
 pub(crate) fn counts_decoded() -> bool {
-    DECODING_ARGS.with(|d| d.get())
+    ARG_DECODERS.load(std::sync::atomic::Ordering::Relaxed) > 0 && DECODING_ARGS.with(|d| d.get())
 }
 
 /// Runs `f` (archiving a task's argument) and returns, with its result, the

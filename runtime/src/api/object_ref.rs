@@ -150,28 +150,38 @@ impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
 }
 
 impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
+    #[inline]
     fn deserialize(&self, _d: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
         let id = ObjectId(*self);
-        // A ref from a task's arguments that this process does not own is
-        // borrowed: counted while held.
-        let guard = super::borrowing::counts_decoded()
-            .then(core::current)
-            .and_then(|c| c.ok())
-            .filter(|core| core.owned.get(id).is_none())
-            .map(|core| {
-                core.borrowed.add(id);
-                Arc::new(OwnerGuard {
-                    id,
-                    core,
-                    borrowed: true,
-                })
-            });
+        // Kept small enough to inline: a value may hold 10,000 refs.
+        let guard = if super::borrowing::counts_decoded() {
+            borrow(id)
+        } else {
+            None
+        };
         Ok(ObjectRef {
             id,
             guard,
             _t: PhantomData,
         })
     }
+}
+
+/// A ref from a task's arguments that this process does not own is
+/// borrowed: counted while held.
+#[cold]
+#[inline(never)]
+fn borrow(id: ObjectId) -> Option<Arc<OwnerGuard>> {
+    let core = core::current().ok()?;
+    if core.owned.get(id).is_some() {
+        return None;
+    }
+    core.borrowed.add(id);
+    Some(Arc::new(OwnerGuard {
+        id,
+        core,
+        borrowed: true,
+    }))
 }
 
 /// A task argument: a value, or a ref resolved before the task runs.

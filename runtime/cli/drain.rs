@@ -48,7 +48,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 }
 
 /// The one live node `key` names (id, id prefix, or name).
-fn find<'a>(status: &'a ClusterStatus, key: &str) -> anyhow::Result<&'a NodeStatus> {
+pub fn find<'a>(status: &'a ClusterStatus, key: &str) -> anyhow::Result<&'a NodeStatus> {
     let live: Vec<&NodeStatus> = status
         .nodes
         .iter()

@@ -1,8 +1,11 @@
 //! `prism start`: runs a node in the foreground (`--block`) or as a daemon
 //! that this command starts, waits for, and leaves running.
 
+mod daemon;
+
 use crate::TempDirArg;
 use anyhow::{anyhow, bail, Context};
+use prism::head::identity::ClusterIdentity;
 use prism::head::Persistence;
 use prism::node::{default_node_name, run_head_node, run_worker_node, HeadNodeOptions};
 use prism::raylet::resources::ResourceOverrides;
@@ -13,8 +16,6 @@ use prism::Config;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StartArgs {
@@ -37,6 +38,17 @@ pub struct StartArgs {
     /// under a key the head keeps (in head.db) and hands each raylet.
     #[arg(long, requires = "head")]
     encrypt_at_rest: bool,
+    /// With --head: a stop (a signal, `prism stop`) leaves the cluster to
+    /// be recovered by the next start, as a head that died does (a head
+    /// pod that Kubernetes replaces).
+    #[arg(long, requires = "head")]
+    recover_after_stop: bool,
+    /// With --head: a new cluster takes its CA and join token from this
+    /// directory (`ca.pem`, `ca.key`, `token`, as `prism k8s secret` makes
+    /// them, e.g. a mounted Kubernetes Secret) instead of drawing new ones,
+    /// so that nodes can be given the token before the head starts.
+    #[arg(long, env = "PRISM_IDENTITY_DIR", requires = "head")]
+    identity: Option<PathBuf>,
     /// The head to join, HOST:PORT.
     #[arg(long, env = "PRISM_ADDRESS", required_unless_present = "head")]
     address: Option<String>,
@@ -139,6 +151,14 @@ impl StartArgs {
             .collect()
     }
 
+    fn identity(&self) -> anyhow::Result<Option<ClusterIdentity>> {
+        Ok(self
+            .identity
+            .as_deref()
+            .map(ClusterIdentity::from_dir)
+            .transpose()?)
+    }
+
     fn kind(&self) -> &'static str {
         if self.head {
             "head"
@@ -152,6 +172,9 @@ pub fn run(args: StartArgs) -> anyhow::Result<()> {
     // Check the arguments here, so a typo fails before any daemon starts.
     args.overrides()?;
     args.labels()?;
+    if args.head {
+        args.identity()?;
+    }
     if !args.head {
         let token = args.token.as_deref().ok_or_else(|| {
             anyhow!("joining a cluster needs --token (printed by `prism start --head`)")
@@ -162,7 +185,7 @@ pub fn run(args: StartArgs) -> anyhow::Result<()> {
     if args.block {
         foreground(args)
     } else {
-        daemonize(args)
+        daemon::daemonize(args)
     }
 }
 
@@ -197,12 +220,22 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 fn foreground(args: StartArgs) -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
     config.encrypt_at_rest |= args.encrypt_at_rest;
+    config.recover_after_stop |= args.recover_after_stop;
+    let keep_daemon_file = args.head && config.recover_after_stop;
     if let Some(p) = &args.preemption_file {
         config.preemption_file = std::path::absolute(p)?.display().to_string();
     }
     let session = match &args.session_dir {
         Some(p) => SessionDir::open(p)?,
-        None => SessionDir::create(&args.temp.temp_dir)?,
+        // A head in the foreground (a container's) recovers the cluster of
+        // a head that died here, as the daemon does.
+        None => match recoverable(&args) {
+            Some((s, _)) => {
+                s.clear_stale();
+                s
+            }
+            None => SessionDir::create(&args.temp.temp_dir)?,
+        },
     };
     let pid = std::process::id();
     session.write_json(
@@ -218,7 +251,10 @@ fn foreground(args: StartArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(serve(args.clone(), config, &session));
-    session.remove("daemon.json");
+    if !keep_daemon_file {
+        // (Kept, it marks the session as a head to recover.)
+        session.remove("daemon.json");
+    }
     session.remove("ready.json");
     result
 }
@@ -258,7 +294,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
     if args.head {
         let opts = HeadNodeOptions {
             config,
-            bind: SocketAddr::new(args.node_ip_address, args.port.unwrap_or(6379)),
+            bind: SocketAddr::new(args.node_ip_address, head_port(&args, session)),
             head_only: args.head_only,
             resources: overrides,
             labels,
@@ -270,6 +306,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 Persistence::Recover
             },
             node_name: args.node_name.clone(),
+            identity: args.identity()?,
         };
         run_head_node(opts, session, stop_signal(), |r| {
             let dashboard =
@@ -293,6 +330,12 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
                 recovered: r.recovered.clone(),
             });
             if args.session_dir.is_none() {
+                if let Some(what) = &r.recovered {
+                    println!(
+                        "Recovered cluster {what} from {}.",
+                        session.file("head.db").display()
+                    );
+                }
                 print_head_banner(
                     &r.head_address.to_string(),
                     &r.token.to_string(),
@@ -371,156 +414,31 @@ fn recoverable_head(temp: &std::path::Path) -> Option<(SessionDir, String)> {
     })
 }
 
-/// Starts `prism start ... --block` as a detached daemon and waits until it is ready.
-fn daemonize(args: StartArgs) -> anyhow::Result<()> {
-    let recover = (args.head && !args.fresh && !args.in_memory)
+/// The dead head's cluster a `prism start --head` recovers, unless told
+/// `--fresh` or `--in-memory`.
+fn recoverable(args: &StartArgs) -> Option<(SessionDir, String)> {
+    (args.head && !args.fresh && !args.in_memory)
         .then(|| recoverable_head(&args.temp.temp_dir))
-        .flatten();
-    let session = match &recover {
-        Some((s, _)) => {
-            // Its files (ready.json, sockets) describe the dead daemon.
-            s.clear_stale();
-            s.clone()
-        }
-        None => SessionDir::create(&args.temp.temp_dir)?,
-    };
-    // A recovered head's log goes on where the dead one's stopped.
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(session.log_file())
-        .with_context(|| format!("cannot create {}", session.log_file().display()))?;
-    let exe = std::env::current_exe().context("cannot find the prism executable")?;
-    // The token travels in the environment, not in argv (readable by every
-    // local user through /proc/<pid>/cmdline).
-    let mut argv: Vec<String> = Vec::new();
-    let mut args_in = std::env::args().skip(1);
-    while let Some(a) = args_in.next() {
-        if a == "--token" {
-            args_in.next();
-        } else if !a.starts_with("--token=") {
-            argv.push(a);
-        }
-    }
-    argv.push("--block".into());
-    argv.push("--session-dir".into());
-    argv.push(session.path().display().to_string());
-    if let (Some((_, addr)), None) = (&recover, args.port) {
-        // The same address, so that the cluster's raylets find it again.
-        if let Some(port) = addr.rsplit(':').next() {
-            argv.push("--port".into());
-            argv.push(port.to_string());
-        }
-    }
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(&argv)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    if let Some(token) = &args.token {
-        cmd.env("PRISM_TOKEN", token);
-    }
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches no memory of the
-        // forked child; it detaches the daemon from this terminal's session.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd.spawn().context("cannot start the daemon")?;
-    let waited = wait_ready(&args, &session, &mut child);
-    if waited.is_err() {
-        // Never leave a daemon behind that this command could not confirm,
-        // nor a session directory that looks like a node (its log's last
-        // lines are in the error); a recovered one keeps its state.
-        let _ = child.kill();
-        let _ = child.wait();
-        if recover.is_none() {
-            let _ = std::fs::remove_dir_all(session.path());
-        }
-    }
-    waited
+        .flatten()
 }
 
-/// The lines of a failed daemon's log worth showing: its error first, then
-/// the last log lines, without backtrace frames (which bury the cause when
-/// `RUST_BACKTRACE` is set).
-fn failure_lines(log: &str) -> Vec<&str> {
-    let is_frame = |l: &str| {
-        let t = l.trim_start();
-        t.starts_with("at ")
-            || t.split_once(": ")
-                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
-            || t.starts_with("stack backtrace")
-            || t.starts_with("note: ")
-    };
-    let lines: Vec<&str> = log.lines().filter(|l| !is_frame(l)).collect();
-    let mut out: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.starts_with("error: "))
-        .copied()
-        .collect();
-    let tail = lines.len().saturating_sub(15);
-    out.extend(lines[tail..].iter().filter(|l| !l.starts_with("error: ")));
-    out
-}
-
-fn wait_ready(
-    args: &StartArgs,
-    session: &SessionDir,
-    child: &mut std::process::Child,
-) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let deadline = Instant::now() + Duration::from_millis(config.start_timeout_ms);
-    loop {
-        if let Some(ready) = session.read_json::<ReadyInfo>("ready.json")? {
-            let info: ClusterInfo = session
-                .read_json("cluster.json")?
-                .ok_or_else(|| anyhow!("daemon is ready but wrote no cluster.json"))?;
-            if args.head {
-                if let Some(what) = &ready.recovered {
-                    println!(
-                        "Recovered cluster {what} from {}.",
-                        session.file("head.db").display()
-                    );
-                }
-                print_head_banner(
-                    &info.head_address,
-                    &info.token,
-                    ready.dashboard.as_deref(),
-                    session,
-                );
-            } else {
-                println!(
-                    "Prism raylet {} joined the cluster at {}; address {}.",
-                    ready.node_id.as_deref().unwrap_or("?"),
-                    info.head_address,
-                    ready.node_address.as_deref().unwrap_or("?")
-                );
-                println!("Logs: {}", session.log_file().display());
-            }
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(session.log_file()).unwrap_or_default();
-            bail!(
-                "the {} daemon exited ({status}) before it was ready. Its log:\n{}",
-                args.kind(),
-                failure_lines(&log).join("\n")
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the {} daemon was not ready within {} ms; see {}",
-                args.kind(),
-                config.start_timeout_ms,
-                session.log_file().display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// The head's port: the one asked for; else (none, or 0) the one of the
+/// cluster it recovers, so that its raylets find it again; else 6379 (0
+/// when 0 was asked).
+fn head_port(args: &StartArgs, session: &SessionDir) -> u16 {
+    let recovering = !args.fresh && !args.in_memory && session.file("head.db").exists();
+    let old = recovering
+        .then(|| {
+            session
+                .read_json::<ClusterInfo>("cluster.json")
+                .ok()
+                .flatten()
+        })
+        .flatten()
+        .and_then(|i| i.head_address.rsplit(':').next()?.parse::<u16>().ok());
+    match (args.port, old) {
+        (Some(p), _) if p != 0 => p,
+        (_, Some(old)) => old,
+        (asked, None) => asked.unwrap_or(6379),
     }
 }

@@ -1,7 +1,7 @@
 //! `prism status`: the node table, as a table or as JSON for scripts.
 
 use crate::TempDirArg;
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use prism::client::HeadClient;
 use prism::proto::common::{ClusterStatus, NodeState, Resources};
 use prism::proto::head::{HeadRequest, HeadResponse};
@@ -30,6 +30,10 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Only this node (name, id or id prefix): exit 0 when it is alive and
+    /// takes work, else 1 saying why (a readiness probe).
+    #[arg(long)]
+    node: Option<String>,
     #[command(flatten)]
     temp: TempDirArg,
 }
@@ -138,11 +142,32 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     };
     let head = HeadSession::connect(&info)?;
     let status = head.rt.block_on(head.client.status())?;
+    if let Some(key) = &args.node {
+        return node_ready(&status, key);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&status))?);
     } else {
         print_table(&status);
     }
+    Ok(())
+}
+
+/// Whether node `key` is alive and takes work.
+fn node_ready(status: &ClusterStatus, key: &str) -> anyhow::Result<()> {
+    let n = crate::drain::find(status, key)?;
+    if let Some(d) = &n.draining {
+        bail!("node {} ({}) is draining: {}", n.name, n.node_id, d.reason);
+    }
+    if n.state != NodeState::Alive {
+        bail!(
+            "node {} ({}) is {:?}: its heartbeats are late",
+            n.name,
+            n.node_id,
+            n.state
+        );
+    }
+    println!("node {} ({}) is alive", n.name, n.node_id);
     Ok(())
 }
 

@@ -56,6 +56,10 @@ settings! {
     /// With `prism start --head`: seal every raylet's spilled objects with
     /// AES-256-GCM under a key the head keeps and hands to raylets.
     encrypt_at_rest: bool = false, "PRISM_ENCRYPT_AT_REST";
+    /// With `prism start --head`: a head stopped by a signal or `prism
+    /// stop` is recovered by the next start, as one that died is (for a
+    /// head whose pod Kubernetes replaces); `--fresh` still begins anew.
+    recover_after_stop: bool = false, "PRISM_RECOVER_AFTER_STOP";
     /// How often a raylet heartbeats to the head, in milliseconds.
     heartbeat_interval_ms: u64 = 500, "PRISM_HEARTBEAT_INTERVAL_MS";
     /// Missed heartbeats after which a node is reported as suspect (slow).

@@ -49,6 +49,9 @@ pub struct HeadNodeOptions {
     pub persistence: Persistence,
     /// The local raylet's name (default: host and session directory).
     pub node_name: Option<String>,
+    /// The CA and join token of a new cluster, made ahead (`prism start
+    /// --head --identity`, a Kubernetes Secret); `None` draws fresh ones.
+    pub identity: Option<crate::head::identity::ClusterIdentity>,
 }
 
 /// A head node that serves.
@@ -82,7 +85,12 @@ pub async fn run_head_node(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&HeadReady),
 ) -> Result<(), NodeError> {
-    let setup = HeadSetup::open(opts.config.clone(), session, opts.persistence)?;
+    let setup = HeadSetup::open(
+        opts.config.clone(),
+        session,
+        opts.persistence,
+        opts.identity.as_ref(),
+    )?;
     let recovered = setup
         .recovered
         .as_ref()

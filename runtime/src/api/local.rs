@@ -308,6 +308,7 @@ fn start_embedded(
         labels: opts.labels,
         persistence: crate::head::Persistence::Off,
         node_name: None,
+        identity: None,
     };
     let node = rt.spawn(async move {
         let ready = |r: &crate::node::HeadReady| {

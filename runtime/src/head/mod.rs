@@ -21,6 +21,7 @@ pub mod actor_table;
 pub mod core;
 mod dialer;
 pub mod durable;
+pub mod identity;
 pub mod job_queue;
 mod job_runner;
 pub mod job_table;
@@ -42,6 +43,7 @@ use crate::ids::ClusterId;
 use crate::session::{SessionDir, SessionError};
 use crate::token::JoinToken;
 use crate::transport::tls::{ClusterCa, NodeIdentity, TlsError};
+use identity::ClusterIdentity;
 
 /// The head could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,9 @@ pub enum HeadError {
     /// The durable state could not be opened or read.
     #[error(transparent)]
     Store(#[from] durable::StoreError),
+    /// The identity given to the head (`--identity`) cannot be used.
+    #[error("{0}")]
+    Identity(String),
     /// A head to recover is missing part of its session.
     #[error("cannot recover the cluster in {dir}: {why} (start with --fresh for a new cluster)")]
     Recover {
@@ -105,10 +110,22 @@ pub struct HeadSetup {
 }
 
 impl HeadSetup {
-    /// Creates a CA and a join token and saves them in the session directory.
-    pub fn create(config: Config, session: &SessionDir) -> Result<HeadSetup, HeadError> {
-        let ca = ClusterCa::generate()?;
-        let token = JoinToken::generate(&ca.fingerprint()?);
+    /// Creates a CA and a join token (or takes the `identity` made ahead,
+    /// `prism start --head --identity`) and saves them in the session
+    /// directory.
+    pub fn create(
+        config: Config,
+        session: &SessionDir,
+        identity: Option<&ClusterIdentity>,
+    ) -> Result<HeadSetup, HeadError> {
+        let (ca, token) = match identity {
+            Some(id) => (id.ca().map_err(HeadError::Identity)?, id.token.clone()),
+            None => {
+                let ca = ClusterCa::generate()?;
+                let token = JoinToken::generate(&ca.fingerprint()?);
+                (ca, token)
+            }
+        };
         let spill_key = config.encrypt_at_rest.then(rand::random::<[u8; 32]>);
         session.write_secret("ca.pem", &ca.cert_pem)?;
         session.write_secret("ca.key", &ca.key_pem)?;
@@ -125,26 +142,41 @@ impl HeadSetup {
         })
     }
 
-    /// A head for `session` with `persistence`: a new cluster, or the one a
-    /// head that died left in the session's `head.db` (its CA, token and
-    /// rows).
+    /// A head for `session` with `persistence`: a new cluster (with
+    /// `identity` when one was made ahead), or the one a head that died
+    /// left in the session's `head.db` (its CA, token and rows; it must be
+    /// `identity`'s cluster when one is given).
     pub fn open(
         config: Config,
         session: &SessionDir,
         persistence: Persistence,
+        identity: Option<&ClusterIdentity>,
     ) -> Result<HeadSetup, HeadError> {
         match persistence {
-            Persistence::Off => HeadSetup::create(config, session),
+            Persistence::Off => HeadSetup::create(config, session, identity),
             #[cfg(feature = "durable")]
             Persistence::Recover | Persistence::Fresh => {
-                open_durable(config, session, persistence == Persistence::Fresh)
+                let setup =
+                    open_durable(config, session, persistence == Persistence::Fresh, identity)?;
+                if let Some(id) = identity {
+                    if setup.token != id.token {
+                        return Err(HeadError::Identity(format!(
+                            "the cluster recovered from {} has join token …{} but the identity given has …{}; \
+                             start with --fresh to begin a new cluster with the new identity",
+                            session.file("head.db").display(),
+                            setup.token.ca_fingerprint,
+                            id.token.ca_fingerprint
+                        )));
+                    }
+                }
+                Ok(setup)
             }
             #[cfg(not(feature = "durable"))]
             Persistence::Recover | Persistence::Fresh => {
                 tracing::warn!(
                     "this build has no durable head (feature `durable`); its state lives in memory"
                 );
-                HeadSetup::create(config, session)
+                HeadSetup::create(config, session, identity)
             }
         }
     }
@@ -156,7 +188,12 @@ impl HeadSetup {
 }
 
 #[cfg(feature = "durable")]
-fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<HeadSetup, HeadError> {
+fn open_durable(
+    config: Config,
+    session: &SessionDir,
+    fresh: bool,
+    identity: Option<&ClusterIdentity>,
+) -> Result<HeadSetup, HeadError> {
     use store_sqlite::{Opened, SqliteStore};
     let (mut store, opened) = SqliteStore::open_with(&session.file("head.db"), fresh)?;
     if let (
@@ -196,7 +233,7 @@ fn open_durable(config: Config, session: &SessionDir, fresh: bool) -> Result<Hea
             spill_key,
         });
     }
-    let mut setup = HeadSetup::create(config, session)?;
+    let mut setup = HeadSetup::create(config, session, identity)?;
     store.begin_cluster(setup.cluster_id)?;
     store.set_spill_key(setup.spill_key.as_ref())?;
     setup.audit = store.audit_entries()?;

@@ -78,6 +78,7 @@ pub async fn run_head(
     let orphans = core.live_jobs();
     let mut shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());
     shell.fingerprint = setup.token.ca_fingerprint.clone();
+    shell.recover_after_stop = cfg.recover_after_stop;
     let (actor, handle) = Actor::spawn(None, HeadActor, shell)
         .await
         .map_err(|e| HeadError::Actor(e.to_string()))?;

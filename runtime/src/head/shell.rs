@@ -73,6 +73,9 @@ pub(super) struct Shell {
     flushing: bool,
     /// The CA's fingerprint, for the user tokens the head issues.
     pub(super) fingerprint: String,
+    /// A stop is not marked clean: the next start recovers the cluster
+    /// (`recover_after_stop`).
+    pub(super) recover_after_stop: bool,
 }
 
 impl Shell {
@@ -93,6 +96,7 @@ impl Shell {
             held: Vec::new(),
             flushing: false,
             fingerprint: String::new(),
+            recover_after_stop: false,
         }
     }
 
@@ -152,6 +156,10 @@ impl Shell {
 
     fn clean_stop(&mut self) {
         self.flush();
+        if self.recover_after_stop {
+            tracing::info!("stopping; the next head started here recovers this cluster");
+            return;
+        }
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.mark_clean_stop() {
                 error!("cannot mark the head's state as cleanly stopped: {e}");

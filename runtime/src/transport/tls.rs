@@ -197,6 +197,29 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
+/// Whether a certificate `ca` issues verifies against the CA certificate
+/// `cert_pem`, that is, whether `ca`'s key is that certificate's.
+pub fn signed_by(ca: &ClusterCa, cert_pem: &str) -> bool {
+    let check = || -> Result<(), Box<dyn std::error::Error>> {
+        let node = ca.issue("identity-check")?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots(cert_pem)?,
+            provider(),
+        )
+        .build()?;
+        let name = ServerName::try_from(CLUSTER_SERVER_NAME)?;
+        verifier.verify_server_cert(
+            &cert_der(&node.cert_pem, "node certificate")?,
+            &[],
+            &name,
+            &[],
+            UnixTime::now(),
+        )?;
+        Ok(())
+    };
+    check().is_ok()
+}
+
 /// The server side: present the node certificate (and the CA, so pinned
 /// clients can check it); ask for a client certificate but also accept
 /// clients without one (they must then show the token).

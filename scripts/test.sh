@@ -29,6 +29,19 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "note: ${need[*]} not installed and apt-get is not usable here; the tests that need them will skip" >&2
   fi
 fi
+# The Kubernetes manifests are checked against the API's schemas in strict
+# mode by kubernetes-validate (PyPI; it carries the schemas, so the check
+# runs offline), installed once into .tools/.
+K8S_VALIDATE=.tools/k8s-validate
+if [ ! -f "$K8S_VALIDATE/complete" ]; then
+  rm -rf "$K8S_VALIDATE"
+  if python3 -m pip install --quiet --disable-pip-version-check --target "$K8S_VALIDATE" \
+      kubernetes-validate==1.37.0 >/dev/null 2>&1; then
+    touch "$K8S_VALIDATE/complete"
+  else
+    echo "note: could not install kubernetes-validate; the manifests' schema check will skip" >&2
+  fi
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The NCCL path (feature `cuda`) must keep compiling without a GPU; its test

@@ -6,6 +6,7 @@ mod credentials;
 mod dashboard;
 mod drain;
 mod job;
+mod k8s;
 mod launcher;
 mod list;
 mod list_table;
@@ -99,6 +100,10 @@ enum Command {
     /// Save your user token (checked against the head) in a 0600
     /// credentials file that every command then uses.
     Login(access::LoginArgs),
+    /// The cluster a cluster.yaml describes, on Kubernetes: `manifests`
+    /// to apply, `secret` with its CA and join token.
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
     /// Run a command on a cluster.yaml's head, connected to the cluster.
     Exec(launcher::ExecArgs),
     /// Open a shell on a cluster.yaml's head, connected to the cluster.
@@ -175,6 +180,7 @@ fn run() -> anyhow::Result<()> {
         Command::Role(c) => access::role(c),
         Command::Audit(a) => std::process::exit(access::audit(a)?),
         Command::Login(a) => access::login(a),
+        Command::K8s(c) => k8s::run(c),
         Command::Exec(a) => std::process::exit(launcher::exec(a)?),
         Command::Attach(a) => std::process::exit(launcher::attach(a)?),
         Command::Autoscale(a) => launcher::autoscale(a),

@@ -33,6 +33,59 @@ pub struct ClusterConfig {
     /// The autoscaler's settings.
     #[serde(default)]
     pub autoscaler: AutoscalerConfig,
+    /// How `prism k8s manifests` runs this cluster on Kubernetes.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// The Kubernetes side of the file (`prism k8s manifests`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The namespace every object goes in.
+    #[serde(default = "k8s_namespace")]
+    pub namespace: String,
+    /// An image with `prism` on its PATH (`deploy/kubernetes/Dockerfile`).
+    #[serde(default = "k8s_image")]
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default = "k8s_pull_policy")]
+    pub image_pull_policy: String,
+    /// The head's volume (its `head.db`, so that a restarted head pod
+    /// recovers the cluster), e.g. `1Gi`.
+    #[serde(default = "k8s_head_storage")]
+    pub head_storage: String,
+    /// The volume's storage class (default: the cluster's default).
+    #[serde(default)]
+    pub storage_class: Option<String>,
+}
+
+fn k8s_namespace() -> String {
+    "prism".into()
+}
+
+fn k8s_image() -> String {
+    format!("prism:{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn k8s_pull_policy() -> String {
+    "IfNotPresent".into()
+}
+
+fn k8s_head_storage() -> String {
+    "1Gi".into()
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: k8s_namespace(),
+            image: k8s_image(),
+            image_pull_policy: k8s_pull_policy(),
+            head_storage: k8s_head_storage(),
+            storage_class: None,
+        }
+    }
 }
 
 /// Where nodes run.
@@ -304,6 +357,7 @@ impl ClusterConfig {
                 format!("{} must be above 0", self.autoscaler.upscaling_speed),
             ));
         }
+        self.kubernetes.check().map_err(|(f, d)| bad(f, d))?;
         if let Provider::Ssh { worker_ips, .. } = &self.provider {
             let wanted: u32 = self.worker_groups.iter().map(|g| g.min).sum();
             if (worker_ips.len() as u32) < wanted {
@@ -315,6 +369,52 @@ impl ClusterConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl KubernetesConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !label(&self.namespace) {
+            return Err((
+                "kubernetes.namespace".into(),
+                format!(
+                    "{:?}: a namespace is lowercase letters, digits and '-' (at most 63)",
+                    self.namespace
+                ),
+            ));
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&self.image_pull_policy.as_str()) {
+            return Err((
+                "kubernetes.image_pull_policy".into(),
+                format!(
+                    "{:?}: use Always, IfNotPresent or Never",
+                    self.image_pull_policy
+                ),
+            ));
+        }
+        if self.image.trim().is_empty() {
+            return Err(("kubernetes.image".into(), "is empty".into()));
+        }
+        let q = &self.head_storage;
+        let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &q[digits.len()..];
+        if digits.parse::<u64>().is_err()
+            || !["", "Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"].contains(&unit)
+        {
+            return Err((
+                "kubernetes.head_storage".into(),
+                format!("{q:?} is not a size like 1Gi or 500Mi"),
+            ));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 pub mod autoscale;
 pub mod config;
+pub mod kubernetes;
 mod local;
 mod machines;
 pub mod plan;

@@ -4,7 +4,9 @@
 //! job `prism up` submits. `prism status --cluster` sees the head and two
 //! workers with the file's labels, a second `up` changes nothing, `prism
 //! exec` reaches the cluster, and `prism down` cancels the job and leaves
-//! no daemon. Skipped, saying why, where Slurm cannot run (not installed,
+//! no daemon; then the shipped `deploy/slurm/prism.sbatch`, submitted with
+//! a job, brings up three nodes, runs the job on them and stops them all.
+//! Skipped, saying why, where Slurm cannot run (not installed,
 //! not root).
 
 use prism_test_support::*;
@@ -306,4 +308,52 @@ fn launcher_slurm_provider_runs_the_cluster_as_one_batch_job() {
             .all(|d| daemon_pids(&d.path()).is_empty())
     });
     assert!(left, "down leaves no prism daemon");
+
+    // The shipped sbatch script on its own: the head and two raylets on
+    // this one-node allocation, a job run on them (here `prism status`),
+    // then nothing left and the job's status as the batch job's.
+    let own = sb.temp().join("own");
+    let out = sb.temp().join("own.out");
+    let seen = sb.temp().join("own-status.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/slurm/prism.sbatch");
+    let job = format!("\"$PRISM\" status --json > {}", seen.display());
+    let o = slurm
+        .cmd("sbatch")
+        .args(["--wait", "--ntasks=3", "--ntasks-per-node=3", "--time=5"])
+        .arg(format!("--output={}", out.display()))
+        .arg(&script)
+        .args(["sh", "-c", &job])
+        .env("PRISM", prism_bin())
+        .env("PRISM_TEMP_DIR", &own)
+        .env("PRISM_PORT", "0")
+        .env("PRISM_NODE_ARGS", "--num-cpus 1 --labels pool=own")
+        .env("PRISM_DASHBOARD_PORT", "0")
+        .env_remove("PRISM_ADDRESS")
+        .env_remove("PRISM_TOKEN")
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the job's status: {e}\n{log}"));
+    let alive = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "alive" && n["labels"]["pool"] == "own")
+        .count();
+    assert_eq!(alive, 3, "{st:#}");
+    assert!(log.contains("Prism cluster up at"), "{log}");
+    let left = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&own)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|d| daemon_pids(&d.path()).is_empty())
+    });
+    assert!(left, "the script stops every node it started:\n{log}");
 }

@@ -3,13 +3,13 @@
 //! micro-batches, give the weights of one process on the whole batch; 1F1B
 //! never holds more than p − s micro-batches' activations on stage s, GPipe
 //! holds all m; 2 data-parallel replicas of a 2-stage pipeline equal one
-//! process at twice the batch; and a 2-stage 1F1B pipeline learns the
-//! digits.
+//! process at twice the batch; a cut balanced by parameter count equals
+//! one process too; and a 2-stage 1F1B pipeline learns the digits.
 
 mod common;
 
 use common::synthetic;
-use prism_ml::pipeline::{PipelineTrainer, Schedule};
+use prism_ml::pipeline::{Balance, PipelineTrainer, Schedule};
 use prism_ml::recipes::{self, MlpConfig};
 use prism_test_support::*;
 use std::time::Duration;
@@ -89,6 +89,27 @@ fn role_equivalence() {
             "2 replicas x batch 28 = one process x batch 56",
         );
     }
+    // Balanced by parameters: 8 → 64 → 16 → 16 → 3 on 2 stages is cut
+    // after the first layer (576 | 1,363 parameters, not 1,616 | 323), and
+    // still equals one process.
+    let uneven = MlpConfig {
+        layers: vec![8, 64, 16, 16, 3],
+        ..cfg.clone()
+    };
+    check(
+        prism_ml::pipeline::partition::cut(&uneven.layers, 2, Balance::Params) == [(0, 1), (1, 4)],
+        "the balanced cut",
+    );
+    let reference = common::one_process(&uneven, std::slice::from_ref(&ds), steps);
+    let r = PipelineTrainer::new(uneven.clone(), 2, 4, Schedule::OneFOneB)
+        .balance(Balance::Params)
+        .dataset(ds.clone())
+        .fit()
+        .unwrap();
+    let (vs, _) = recipes::load_flat(&uneven, &r.output).unwrap();
+    let worst = common::largest_difference(&reference, &vs);
+    println!("1F1B p=2 balanced by parameters: largest weight difference {worst:e}");
+    check(worst < 1e-5, "a balanced cut gives the same weights");
     println!("ALL OK");
 }
 

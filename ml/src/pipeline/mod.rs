@@ -34,13 +34,18 @@
 //! dp × p grid), each replica on its own batch, every stage's gradients
 //! averaged over the replicas (through the driver) before the step.
 //!
+//! `.balance(Balance::Params)` cuts the layers so that the largest stage's
+//! parameter count is as small as can be (by default: equal layer counts).
+//!
 //! Not built yet: the replicas' average through the ring all-reduce,
 //! user-defined stage models, interleaved 1F1B.
 
+pub mod partition;
 mod run;
 pub mod schedule;
 mod stage;
 
+pub use partition::{partition, Balance};
 pub use schedule::{peak_alive, stage_ops, Op, Schedule};
 pub use stage::{Act, PipeStage, StageSpec};
 
@@ -61,6 +66,7 @@ pub struct PipelineTrainer {
     max_failures: u32,
     threads: i32,
     replicas: u32,
+    balance: Balance,
 }
 
 /// What a run produced.
@@ -84,14 +90,6 @@ pub struct PipelineResult {
     pub run_id: String,
 }
 
-/// `layers` linear layers cut into `p` contiguous runs, as equal as can be.
-pub fn partition(layers: usize, p: usize) -> Vec<(u32, u32)> {
-    crate::ps::ranges(layers, p)
-        .into_iter()
-        .map(|(a, b)| (a as u32, b as u32))
-        .collect()
-}
-
 impl PipelineTrainer {
     /// `stages` stages, `micro` micro-batches per batch, under `schedule`.
     pub fn new(config: MlpConfig, stages: u32, micro: u32, schedule: Schedule) -> Self {
@@ -107,6 +105,7 @@ impl PipelineTrainer {
             max_failures: 0,
             threads: 0,
             replicas: 1,
+            balance: Balance::Layers,
         }
     }
 
@@ -153,21 +152,16 @@ impl PipelineTrainer {
         self
     }
 
+    /// How the layers are cut into stages: equal counts (the default) or
+    /// balanced by parameter count ([`Balance::Params`]).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
     /// CPUs each stage actor holds (default 1).
     pub fn stage_cpus(mut self, n: f64) -> Self {
         self.stage_cpus = n;
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_cuts_layers_into_contiguous_runs() {
-        assert_eq!(partition(4, 2), vec![(0, 2), (2, 4)]);
-        assert_eq!(partition(3, 3), vec![(0, 1), (1, 2), (2, 3)]);
-        assert_eq!(partition(5, 2), vec![(0, 2), (2, 5)]);
     }
 }

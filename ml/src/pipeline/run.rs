@@ -2,7 +2,7 @@
 //! from the last checkpoint all of them have), batches, and the schedule's
 //! submission order.
 
-use super::{partition, stage_ops, Act, Op, PipeStage, PipelineResult, PipelineTrainer, StageSpec};
+use super::{stage_ops, Act, Op, PipeStage, PipelineResult, PipelineTrainer, StageSpec};
 use crate::train::record;
 use crate::{MlError, Result};
 use prism::{ActorHandle, ObjectRef};
@@ -110,13 +110,13 @@ impl PipelineTrainer {
         let bundle = prism::Bundle::new().cpus(self.stage_cpus);
         let pg = prism::PlacementGroup::create(vec![bundle; p * dp], self.placement)?;
         pg.ready(std::time::Duration::from_secs(120))?;
-        let linear = self.config.layers.len().saturating_sub(1);
         let mut stages = Stages {
             pg,
             handles: Vec::new(),
         };
         for r in 0..dp {
-            for (i, (first, end)) in partition(linear, p).into_iter().enumerate() {
+            let cuts = super::partition::cut(&self.config.layers, p, self.balance);
+            for (i, (first, end)) in cuts.into_iter().enumerate() {
                 let h = PipeStage::options()
                     .num_cpus(self.stage_cpus)
                     .placement_group(&stages.pg, (r * p + i) as u32)

@@ -50,6 +50,10 @@
 //! - SC-4: whole GPUs get distinct indices; no index is used beyond 1.0.
 //! - SC-5: placement groups are all or nothing.
 //! - SC-6: STRICT_SPREAD never puts two bundles on one node.
+//! - SC-7: the utilisation index holds exactly the live nodes (hybrid
+//!   decides through it as a full scan would).
+//! - SC-8: spread round-robins by node id, choosing as a walk by position
+//!   over the live nodes would, without listing them.
 
 #![deny(missing_docs)]
 

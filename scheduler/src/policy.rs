@@ -102,19 +102,20 @@ pub fn validate(request: &ResourceSet) -> Result<(), String> {
     Ok(())
 }
 
-/// Placement policy with the little state a policy needs (the spread cursor).
+/// Placement policy with the little state a policy needs (the spread
+/// cursor: the node spread placed on last, as any node key type).
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     /// Utilisation below which hybrid keeps packing (default 0.5).
     pub spread_threshold: f64,
-    cursor: usize,
+    cursor: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Default for Scheduler {
     fn default() -> Self {
         Scheduler {
             spread_threshold: 0.5,
-            cursor: 0,
+            cursor: None,
         }
     }
 }
@@ -235,16 +236,52 @@ impl Scheduler {
         infeasible(view.alive_nodes().filter(|(_, n)| allowed(n)), request)
     }
 
+    /// Round robin over the live nodes in id order: the first that fits
+    /// after the node placed on last, wrapping (SC-8: the same choices as
+    /// walking a list of the live nodes by position, without building it:
+    /// a decision visits only the nodes it passes over).
     fn spread<N: NodeKey>(&mut self, view: &ClusterView<N>, request: &ResourceSet) -> Decision<N> {
+        let fits = |(_, n): &(N, &NodeResources)| n.fits_now(request);
+        let last = self
+            .cursor
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<N>())
+            .copied();
+        let found = match last {
+            Some(last) => view
+                .alive_nodes_after(last)
+                .find(fits)
+                .or_else(|| view.alive_nodes().find(fits)),
+            None => view.alive_nodes().find(fits),
+        };
+        match found {
+            Some((id, _)) => {
+                self.cursor = Some(std::sync::Arc::new(id));
+                Decision::Place(id)
+            }
+            None if view.alive_nodes().next().is_none() => infeasible(view.alive_nodes(), request),
+            None => self.hybrid(view, request, None, |_| true),
+        }
+    }
+
+    /// The spread choice as it was made before SC-8, by position in a list
+    /// of the live nodes (the reference the cursor by id must agree with).
+    #[cfg(test)]
+    pub(crate) fn spread_by_position<N: NodeKey>(
+        &mut self,
+        cursor: &mut usize,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+    ) -> Decision<N> {
         let nodes: Vec<(N, &NodeResources)> = view.alive_nodes().collect();
         if nodes.is_empty() {
             return infeasible(nodes.into_iter(), request);
         }
-        let start = self.cursor % nodes.len();
+        let start = *cursor % nodes.len();
         for step in 0..nodes.len() {
             let i = (start + step) % nodes.len();
             if nodes[i].1.fits_now(request) {
-                self.cursor = i + 1;
+                *cursor = i + 1;
                 return Decision::Place(nodes[i].0);
             }
         }

@@ -346,6 +346,34 @@ proptest! {
         }
     }
 
+    /// SC-8: spread's cursor by node id chooses as the walk by position
+    /// over a list of the live nodes did, decision after decision, as
+    /// nodes fill up.
+    #[test]
+    fn sc_8_spread_by_id_chooses_as_by_position(
+        caps in proptest::collection::vec(1u32..6, 1..30),
+        dead in proptest::collection::vec(0usize..30, 0..5),
+        asks in proptest::collection::vec(1u16..30, 1..60),
+    ) {
+        let mut view = ClusterView::new();
+        for (i, c) in caps.iter().enumerate() {
+            view.upsert(i as u16 * 3, node(*c, 0));
+        }
+        for d in &dead {
+            view.set_alive((*d % caps.len()) as u16 * 3, false);
+        }
+        let (mut by_id, mut by_pos, mut cursor) = (Scheduler::new(), Scheduler::new(), 0usize);
+        for a in &asks {
+            let req = ResourceSet::new().with(CPU, amount(*a));
+            let fast = by_id.decide(&view, &req, &Strategy::Spread, None);
+            let reference = by_pos.spread_by_position(&mut cursor, &view, &req);
+            prop_assert_eq!(&fast, &reference);
+            if let Decision::Place(n) = fast {
+                let _ = view.allocate(n, &req);
+            }
+        }
+    }
+
     /// SC-7: the utilisation index is exactly the live nodes in
     /// (utilisation, id) order, and hybrid through it decides exactly as the
     /// scan over every node does.

@@ -17,8 +17,8 @@ use std::hash::Hash;
 
 /// What a node id must be for the scheduler: cheap to copy and ordered, so
 /// that every decision is deterministic.
-pub trait NodeKey: Copy + Ord + Hash + Debug {}
-impl<T: Copy + Ord + Hash + Debug> NodeKey for T {}
+pub trait NodeKey: Copy + Ord + Hash + Debug + Send + Sync + 'static {}
+impl<T: Copy + Ord + Hash + Debug + Send + Sync + 'static> NodeKey for T {}
 
 /// One node's resources, labels and liveness as the scheduler sees them.
 #[derive(Debug, Clone)]
@@ -360,6 +360,15 @@ impl<N: NodeKey> ClusterView<N> {
     /// All live nodes in id order.
     pub fn alive_nodes(&self) -> impl Iterator<Item = (N, &NodeResources)> {
         self.nodes().filter(|(_, n)| n.alive)
+    }
+
+    /// The live nodes after `id`, in id order.
+    pub fn alive_nodes_after(&self, id: N) -> impl Iterator<Item = (N, &NodeResources)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.nodes
+            .range((Excluded(id), Unbounded))
+            .map(|(k, v)| (*k, v))
+            .filter(|(_, n)| n.alive)
     }
 
     /// Number of nodes, live or dead.

@@ -50,6 +50,16 @@ fn placement(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("labels", n), &view, |b, v| {
             b.iter(|| black_box(s.decide(v, &ask, &labels, Some(0))))
         });
+        // A saturated cluster (every CPU taken): the task queues.
+        let mut full = view.clone();
+        for id in 0..n {
+            let free = full.node(id).unwrap().available().get(CPU);
+            full.allocate(id, &ResourceSet::new().with(CPU, free))
+                .unwrap();
+        }
+        g.bench_with_input(BenchmarkId::new("hybrid_saturated", n), &full, |b, v| {
+            b.iter(|| black_box(s.decide(v, &ask, &Strategy::Hybrid, None)))
+        });
         let bundles = vec![ask.clone(); 8];
         g.bench_with_input(BenchmarkId::new("pg_strict_spread_8", n), &view, |b, v| {
             b.iter(|| black_box(place_bundles(v, &bundles, PgStrategy::StrictSpread)))

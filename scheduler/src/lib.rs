@@ -54,6 +54,9 @@
 //!   decides through it as a full scan would).
 //! - SC-8: spread round-robins by node id, choosing as a walk by position
 //!   over the live nodes would, without listing them.
+//! - SC-9: the free-CPU index holds exactly the live nodes; a request no
+//!   node has the CPUs for queues (or is infeasible) as the full scan
+//!   decides, without trying every node.
 
 #![deny(missing_docs)]
 

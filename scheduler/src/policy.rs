@@ -3,7 +3,7 @@
 
 use crate::labels::LabelSelector;
 use crate::quantity::Quantity;
-use crate::resources::{ResourceSet, GPU};
+use crate::resources::{ResourceSet, CPU, GPU};
 use crate::view::{ClusterView, NodeKey, NodeResources};
 
 /// Where a request may go.
@@ -169,6 +169,13 @@ impl Scheduler {
         allowed: impl Fn(&NodeResources) -> bool,
     ) -> Decision<N> {
         let threshold = self.spread_threshold;
+        // No live node has the CPUs free (a saturated cluster): nothing
+        // fits now, so it queues or is infeasible — found without trying
+        // every node (SC-9).
+        let cpus = request.get(CPU);
+        if !cpus.is_zero() && view.max_free_cpus().is_none_or(|free| cpus > free) {
+            return self.queue_or_infeasible(view, request, preferred, allowed);
+        }
         let pref = preferred.and_then(|p| view.node(p).map(|n| (p, n)));
         // Every live node at or over the threshold: each scores its own
         // utilisation, so the winner is the first node that fits in the
@@ -186,6 +193,40 @@ impl Scheduler {
             }
         }
         self.scan(view, request, preferred, allowed)
+    }
+
+    /// Where a request nothing can take now waits, as [`Scheduler::scan`]
+    /// decides it: the preferred node if it can ever run it; else the
+    /// lowest-scoring node that can (below the threshold every node scores
+    /// 0 and the lowest id wins; above it the least utilised, then the
+    /// lowest id); else infeasible. Visits nodes only until it finds one.
+    fn queue_or_infeasible<N: NodeKey>(
+        &self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        preferred: Option<N>,
+        allowed: impl Fn(&NodeResources) -> bool,
+    ) -> Decision<N> {
+        let ok = |n: &NodeResources| n.is_alive() && allowed(n) && n.feasible(request);
+        if let Some(p) = preferred.filter(|p| view.node(*p).is_some_and(ok)) {
+            return Decision::Queue(p);
+        }
+        let threshold = self.spread_threshold;
+        if view.min_utilization().is_some_and(|u| u < threshold) {
+            let zero = view
+                .alive_nodes()
+                .find(|(_, n)| n.utilization() < threshold && ok(n));
+            if let Some((id, _)) = zero {
+                return Decision::Queue(id);
+            }
+        }
+        match view
+            .by_utilization()
+            .find(|(_, n)| n.utilization() >= threshold && ok(n))
+        {
+            Some((id, _)) => Decision::Queue(id),
+            None => infeasible(view.alive_nodes().filter(|(_, n)| allowed(n)), request),
+        }
     }
 
     /// Hybrid by visiting every node: the preferred one, then the others

@@ -116,6 +116,34 @@ fn hybrid_packs_then_spreads() {
 }
 
 #[test]
+fn sc_9_a_saturated_cluster_queues_where_the_scan_would() {
+    let mut view = ClusterView::new();
+    view.upsert(0u8, node(4, 0));
+    view.upsert(1, node(4, 1));
+    view.upsert(2, node(8, 1));
+    for id in 0u8..3 {
+        let free = view.node(id).unwrap().available().get(CPU);
+        view.allocate(id, &ResourceSet::new().with(CPU, free))
+            .unwrap();
+    }
+    let gpu_task = cpu(1.0).with(GPU, Quantity::ONE);
+    let mut s = Scheduler::new();
+    for (req, pref, want) in [
+        (&gpu_task, None, Decision::Queue(1)),
+        (&gpu_task, Some(2), Decision::Queue(2)),
+        (&gpu_task, Some(0), Decision::Queue(1)),
+        (&cpu(6.0), None, Decision::Queue(2)),
+    ] {
+        let got = s.decide(&view, req, &Strategy::Hybrid, pref);
+        assert_eq!(got, want, "{req:?} from {pref:?}");
+        assert_eq!(got, s.scan(&view, req, pref, |_| true));
+    }
+    let too_big = s.decide(&view, &cpu(9.0), &Strategy::Hybrid, None);
+    assert!(matches!(too_big, Decision::Infeasible(_)), "{too_big:?}");
+    assert_eq!(view.max_free_cpus(), Some(Quantity::from_raw(0)));
+}
+
+#[test]
 fn spread_round_robins() {
     let mut view = ClusterView::new();
     for id in 0u8..3 {
@@ -376,7 +404,9 @@ proptest! {
 
     /// SC-7: the utilisation index is exactly the live nodes in
     /// (utilisation, id) order, and hybrid through it decides exactly as the
-    /// scan over every node does.
+    /// scan over every node does; SC-9: so is the free-CPU index, and a
+    /// request no node has the CPUs for (often, here) queues where the
+    /// scan would queue it.
     #[test]
     fn sc_7_indexed_hybrid_decides_as_the_full_scan(
         caps in proptest::collection::vec((1u32..9, 0u32..3), 1..40),
@@ -406,6 +436,15 @@ proptest! {
             .collect();
         let indexed: Vec<(u64, u16)> = view.by_utilization().map(|(id, nd)| (nd.utilization().to_bits(), id)).collect();
         prop_assert_eq!(live, indexed);
+        // SC-9: the free-CPU index too.
+        let free: Vec<(i64, u16)> = view
+            .alive_nodes()
+            .map(|(id, nd)| (nd.available().get(CPU).raw(), id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let by_free: Vec<(i64, u16)> = view.by_free_cpus().map(|(id, nd)| (nd.available().get(CPU).raw(), id)).collect();
+        prop_assert_eq!(free, by_free);
         let mut s = Scheduler::new();
         s.spread_threshold = f64::from(threshold) / 10.0;
         let req = ResourceSet::new().with(CPU, amount(ask.0)).with(GPU, amount(ask.1));

@@ -8,9 +8,10 @@
 //!   request takes one index and no index is ever used beyond 1.0.
 //! - SC-7: the utilisation index holds exactly the live nodes, each under
 //!   its current utilisation (every change goes through the view).
+//! - SC-9: so does the free-CPU index, each under its free CPUs.
 
 use crate::quantity::Quantity;
-use crate::resources::{ResourceSet, GPU};
+use crate::resources::{ResourceSet, CPU, GPU};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -280,6 +281,9 @@ pub struct ClusterView<N: NodeKey> {
     /// Live nodes by (utilisation, id), so that "the least-utilised node
     /// that fits" is found without a scan of every node (SC-7).
     by_util: BTreeSet<(u64, N)>,
+    /// Live nodes by (free CPUs, id), so that "no node has the CPUs free"
+    /// is known without a scan (SC-9).
+    by_free_cpu: BTreeSet<(i64, N)>,
 }
 
 impl<N: NodeKey> Default for ClusterView<N> {
@@ -287,6 +291,7 @@ impl<N: NodeKey> Default for ClusterView<N> {
         ClusterView {
             nodes: BTreeMap::new(),
             by_util: BTreeSet::new(),
+            by_free_cpu: BTreeSet::new(),
         }
     }
 }
@@ -306,12 +311,14 @@ impl<N: NodeKey> ClusterView<N> {
     fn unindex(&mut self, id: N) {
         if let Some(n) = self.nodes.get(&id).filter(|n| n.alive) {
             self.by_util.remove(&(util_key(n.util), id));
+            self.by_free_cpu.remove(&(n.available.get(CPU).raw(), id));
         }
     }
 
     fn index(&mut self, id: N) {
         if let Some(n) = self.nodes.get(&id).filter(|n| n.alive) {
             self.by_util.insert((util_key(n.util), id));
+            self.by_free_cpu.insert((n.available.get(CPU).raw(), id));
         }
     }
 
@@ -340,6 +347,18 @@ impl<N: NodeKey> ClusterView<N> {
     /// Live nodes from the least utilised up (ties by id).
     pub fn by_utilization(&self) -> impl Iterator<Item = (N, &NodeResources)> {
         self.by_util.iter().map(|(_, id)| (*id, &self.nodes[id]))
+    }
+
+    /// Live nodes from the fewest free CPUs up (ties by id).
+    pub fn by_free_cpus(&self) -> impl Iterator<Item = (N, &NodeResources)> {
+        self.by_free_cpu
+            .iter()
+            .map(|(_, id)| (*id, &self.nodes[id]))
+    }
+
+    /// The most CPUs free on one live node.
+    pub fn max_free_cpus(&self) -> Option<Quantity> {
+        self.by_free_cpu.last().map(|(c, _)| Quantity::from_raw(*c))
     }
 
     /// The lowest utilisation of a live node.

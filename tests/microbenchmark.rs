@@ -37,3 +37,41 @@ fn microbenchmark_runs_a_filtered_workload_and_prints_json() {
         "progress is shown: {stderr}"
     );
 }
+
+/// The scale envelope runs only when asked for, here at toy sizes: each
+/// row is there, every task's result was right, every actor answered.
+#[test]
+fn microbenchmark_scale_rows_run_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(prism_bin())
+        .args(["microbenchmark", "--filter", "scale", "--json"])
+        .env("PRISM_TEMP_DIR", dir.path())
+        .env("PRISM_SCALE_OBJECTS", "500")
+        .env("PRISM_SCALE_TASKS", "1000")
+        .env("PRISM_SCALE_ACTORS", "3")
+        .env_remove("PRISM_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for want in [
+        "scale: 500 small objects alive, puts/s",
+        "scale: 100 store objects (101 KiB) alive, puts/s",
+        "scale: 1000 tasks from one driver, run and gathered/s",
+        "scale: 1000 tasks from one driver, bytes of RSS per queued task",
+    ] {
+        assert!(names.contains(&want), "{want} in {names:#?}");
+    }
+    let actors = rows
+        .iter()
+        .find(|r| r["name"] == "scale: actors running at once")
+        .expect("the actors row");
+    assert_eq!(actors["mean"], 3.0, "{stderr}");
+    assert!(
+        stderr.contains("3 actors running (all 3 started)"),
+        "{stderr}"
+    );
+}

@@ -12,6 +12,7 @@ mod list;
 mod list_table;
 mod logs;
 mod microbench_extras;
+mod microbench_scale;
 mod microbenchmark;
 mod models;
 mod queue;

@@ -482,6 +482,16 @@ pub fn run(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
             Err(e) => eprintln!("[skip] idle memory: {e:#}"),
         }
     }
+    // The scale envelope: only when asked for by name (minutes, gigabytes).
+    if b.args
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.contains("scale"))
+    {
+        for (name, value, unit) in super::microbench_scale::run()? {
+            b.extra(&name, value, unit);
+        }
+    }
     drop(cluster);
     if json_out {
         let rows: Vec<_> = b

@@ -388,7 +388,9 @@ fn stop_everyone(workers: &[ActorHandle<TrainWorker>]) -> std::result::Result<u6
         .into_iter()
         .max()
         .unwrap_or(0)
-        + 2;
+        // Steps take milliseconds: a margin so that every rank has the
+        // notice before it reaches the step (ranks move in lockstep).
+        + 8;
     tracing::warn!(
         step = at,
         "preemption notice: every rank stops at step {at} after a checkpoint"
@@ -462,10 +464,15 @@ fn watch(
                 }
                 Some(Err(e)) if e.contains("no chunk") => return Err(Attempt::WorkerLost(e)),
                 Some(Err(e)) if stop_at.is_some() && e.starts_with("preempted") => {
+                    // The step the rank stopped (and saved) at: past the one
+                    // asked for when the notice reached it late.
+                    let stopped = e
+                        .strip_prefix("preempted: training stopped at step ")
+                        .and_then(|r| r.split(' ').next()?.parse().ok());
                     return Err(Attempt::Fatal(MlError::Preempted {
-                        step: stop_at.unwrap_or(0),
+                        step: stopped.or(stop_at).unwrap_or(0),
                         checkpointed: e.contains("after saving"),
-                    }))
+                    }));
                 }
                 Some(Err(e)) => {
                     return Err(Attempt::Fatal(MlError::Train(format!("rank {rank}: {e}"))))

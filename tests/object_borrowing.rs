@@ -205,7 +205,8 @@ fn role_borrow() {
     println!("ALL OK");
 }
 
-/// Puts a blob, names it, and waits to be killed.
+/// Puts a blob, names it, and holds it until it is killed (or, as a
+/// deadline, until the test's release file appears).
 fn role_killed() {
     let _c = prism::init().unwrap();
     let held = blob(5);
@@ -218,7 +219,8 @@ fn role_killed() {
         "read on b: a copy there too",
     );
     println!("HELD {}", held.id());
-    std::thread::sleep(Duration::from_secs(300));
+    hold_until_done();
+    drop(held);
 }
 
 #[test]
@@ -282,6 +284,9 @@ fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
         "objects its driver still owned outlive it: {held:?}"
     );
     // A driver killed with SIGKILL: what it put goes from every store too.
+    // (The release file is never made: the driver is killed holding.)
+    let done = sb.temp().join("killed.done");
+    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
     let mut job = Job::spawn("killed", &envs);
     assert!(
         wait_until(Duration::from_secs(60), || job.stdout().contains("HELD ")),

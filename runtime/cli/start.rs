@@ -229,13 +229,7 @@ fn foreground(args: StartArgs) -> anyhow::Result<()> {
         Some(p) => SessionDir::open(p)?,
         // A head in the foreground (a container's) recovers the cluster of
         // a head that died here, as the daemon does.
-        None => match recoverable(&args) {
-            Some((s, _)) => {
-                s.clear_stale();
-                s
-            }
-            None => SessionDir::create(&args.temp.temp_dir)?,
-        },
+        None => session_for(&args)?.0,
     };
     let pid = std::process::id();
     session.write_json(
@@ -401,25 +395,33 @@ fn print_head_banner(head: &str, token: &str, dashboard: Option<&str>, session: 
 }
 
 /// A head session on this machine whose head died without `prism stop`
-/// (it left its `head.db` and `daemon.json`, and nothing runs there now):
-/// the cluster to recover, and the address it served.
-fn recoverable_head(temp: &std::path::Path) -> Option<(SessionDir, String)> {
-    SessionDir::list(temp).into_iter().find_map(|s| {
-        let daemon = s.read_json::<DaemonInfo>("daemon.json").ok()??;
-        if daemon.kind != "head" || s.is_live() || !s.file("head.db").exists() {
-            return None;
-        }
-        let info = s.read_json::<ClusterInfo>("cluster.json").ok()??;
-        Some((s, info.head_address))
+/// (it left its `head.db`, `cluster.json` and `daemon.json`, and nothing
+/// runs there now): the cluster to recover.
+fn recoverable_head(temp: &std::path::Path) -> Option<SessionDir> {
+    SessionDir::list(temp).into_iter().find(|s| {
+        let head =
+            matches!(s.read_json::<DaemonInfo>("daemon.json"), Ok(Some(d)) if d.kind == "head");
+        head && !s.is_live()
+            && s.file("head.db").exists()
+            && matches!(s.read_json::<ClusterInfo>("cluster.json"), Ok(Some(_)))
     })
 }
 
-/// The dead head's cluster a `prism start --head` recovers, unless told
-/// `--fresh` or `--in-memory`.
-fn recoverable(args: &StartArgs) -> Option<(SessionDir, String)> {
-    (args.head && !args.fresh && !args.in_memory)
+/// The session a `prism start` runs in: the dead head's it recovers (its
+/// stale files cleared) and `true`, unless told `--fresh` or
+/// `--in-memory`; else a new one and `false`.
+fn session_for(args: &StartArgs) -> anyhow::Result<(SessionDir, bool)> {
+    let dead = (args.head && !args.fresh && !args.in_memory)
         .then(|| recoverable_head(&args.temp.temp_dir))
-        .flatten()
+        .flatten();
+    Ok(match dead {
+        Some(s) => {
+            // Its files (ready.json, sockets) describe the dead daemon.
+            s.clear_stale();
+            (s, true)
+        }
+        None => (SessionDir::create(&args.temp.temp_dir)?, false),
+    })
 }
 
 /// The head's port: the one asked for; else (none, or 0) the one of the

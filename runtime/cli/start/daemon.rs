@@ -1,7 +1,7 @@
 //! `prism start` without `--block`: the node as a detached daemon that
 //! this command starts, waits for, and leaves running.
 
-use super::{print_head_banner, recoverable, StartArgs};
+use super::{print_head_banner, session_for, StartArgs};
 use anyhow::{anyhow, bail, Context};
 use prism::session::{ClusterInfo, ReadyInfo, SessionDir};
 use prism::Config;
@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Starts `prism start ... --block` as a detached daemon and waits until it is ready.
 pub(super) fn daemonize(args: StartArgs) -> anyhow::Result<()> {
-    let recover = recoverable(&args);
-    let session = match &recover {
-        Some((s, _)) => {
-            // Its files (ready.json, sockets) describe the dead daemon.
-            s.clear_stale();
-            s.clone()
-        }
-        None => SessionDir::create(&args.temp.temp_dir)?,
-    };
+    let (session, recovered) = session_for(&args)?;
     // A recovered head's log goes on where the dead one's stopped.
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -67,7 +59,7 @@ pub(super) fn daemonize(args: StartArgs) -> anyhow::Result<()> {
         // lines are in the error); a recovered one keeps its state.
         let _ = child.kill();
         let _ = child.wait();
-        if recover.is_none() {
+        if !recovered {
             let _ = std::fs::remove_dir_all(session.path());
         }
     }

@@ -75,18 +75,12 @@ impl ClusterIdentity {
             ca_key_pem,
             token,
         };
-        identity.check().map_err(err)?;
+        identity.ca().map_err(err)?;
         Ok(identity)
     }
 
-    /// The CA, checked against the token.
+    /// The CA, checked: the token pins it and the key signs for it.
     pub fn ca(&self) -> Result<ClusterCa, String> {
-        self.check()?;
-        ClusterCa::load(&self.ca_cert_pem, &self.ca_key_pem)
-            .map_err(|e| format!("{CA_KEY_FILE}: {e}"))
-    }
-
-    fn check(&self) -> Result<(), String> {
         let fingerprint =
             fingerprint_pem(&self.ca_cert_pem).map_err(|e| format!("{CA_CERT_FILE}: {e}"))?;
         if !fingerprint.starts_with(&self.token.ca_fingerprint) {
@@ -103,7 +97,7 @@ impl ClusterIdentity {
         if !crate::transport::tls::signed_by(&ca, &self.ca_cert_pem) {
             return Err(format!("{CA_KEY_FILE} is not the key of {CA_CERT_FILE}"));
         }
-        Ok(())
+        Ok(ca)
     }
 }
 

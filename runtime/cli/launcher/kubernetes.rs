@@ -168,16 +168,8 @@ pub fn ports(c: &ClusterConfig) -> (u16, u16) {
 pub fn head_args(c: &ClusterConfig) -> Vec<String> {
     let (port, dashboard) = ports(c);
     let mut args: Vec<String> = ["start", "--head", "--block"].map(String::from).to_vec();
-    // The file's head arguments, with the fixed ports.
-    let spec = &plan::desired(c)["head"];
-    let mut it = spec.args.iter().skip(1);
-    while let Some(a) = it.next() {
-        if a == "--port" || a == "--dashboard-port" {
-            it.next();
-        } else {
-            args.push(a.clone());
-        }
-    }
+    plan::resource_args(&c.head.resources, &mut args);
+    plan::label_args(&c.head.labels, &mut args);
     args.extend([
         "--port".to_string(),
         port.to_string(),

@@ -44,7 +44,8 @@ pub enum Step {
     Stop(String),
 }
 
-fn resource_args(r: &NodeResources, args: &mut Vec<String>) {
+/// `prism start` arguments for what a node offers.
+pub(crate) fn resource_args(r: &NodeResources, args: &mut Vec<String>) {
     if let Some(c) = r.num_cpus {
         args.extend(["--num-cpus".into(), c.to_string()]);
     }
@@ -63,7 +64,8 @@ fn resource_args(r: &NodeResources, args: &mut Vec<String>) {
     }
 }
 
-fn label_args(labels: &BTreeMap<String, String>, args: &mut Vec<String>) {
+/// `prism start` arguments for a node's labels.
+pub(crate) fn label_args(labels: &BTreeMap<String, String>, args: &mut Vec<String>) {
     if !labels.is_empty() {
         let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         args.extend(["--labels".into(), l.join(",")]);

@@ -297,7 +297,16 @@ impl Scheduler {
         };
         match found {
             Some((id, _)) => {
-                self.cursor = Some(std::sync::Arc::new(id));
+                // Overwritten in place: no allocation per decision.
+                let slot = self
+                    .cursor
+                    .as_mut()
+                    .and_then(std::sync::Arc::get_mut)
+                    .and_then(|c| c.downcast_mut::<N>());
+                match slot {
+                    Some(c) => *c = id,
+                    None => self.cursor = Some(std::sync::Arc::new(id)),
+                }
                 Decision::Place(id)
             }
             None if view.alive_nodes().next().is_none() => infeasible(view.alive_nodes(), request),

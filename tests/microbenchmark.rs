@@ -4,12 +4,24 @@
 use prism_test_support::*;
 use std::process::{Command, Stdio};
 
+/// `prism microbenchmark <args>` on its own embedded cluster.
+fn microbenchmark(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(prism_bin())
+        .arg("microbenchmark")
+        .args(args)
+        .env("PRISM_TEMP_DIR", dir.path())
+        .envs(envs.iter().copied())
+        .env_remove("PRISM_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn microbenchmark_runs_a_filtered_workload_and_prints_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(prism_bin())
-        .args([
-            "microbenchmark",
+    let out = microbenchmark(
+        &[
             "--filter",
             "1:1 actor calls sync",
             "--duration",
@@ -17,12 +29,9 @@ fn microbenchmark_runs_a_filtered_workload_and_prints_json() {
             "--trials",
             "2",
             "--json",
-        ])
-        .env("PRISM_TEMP_DIR", dir.path())
-        .env_remove("PRISM_ADDRESS")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        ],
+        &[],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -42,17 +51,14 @@ fn microbenchmark_runs_a_filtered_workload_and_prints_json() {
 /// row is there, every task's result was right, every actor answered.
 #[test]
 fn microbenchmark_scale_rows_run_when_asked_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(prism_bin())
-        .args(["microbenchmark", "--filter", "scale", "--json"])
-        .env("PRISM_TEMP_DIR", dir.path())
-        .env("PRISM_SCALE_OBJECTS", "500")
-        .env("PRISM_SCALE_TASKS", "1000")
-        .env("PRISM_SCALE_ACTORS", "3")
-        .env_remove("PRISM_ADDRESS")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = microbenchmark(
+        &["--filter", "scale", "--json"],
+        &[
+            ("PRISM_SCALE_OBJECTS", "500"),
+            ("PRISM_SCALE_TASKS", "1000"),
+            ("PRISM_SCALE_ACTORS", "3"),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();

@@ -132,12 +132,20 @@ pub fn idle_memory_mb() -> anyhow::Result<f64> {
         .pop()
         .context("no session directory")?;
     let daemon: DaemonInfo = read_json(&session, "daemon.json")?;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid))?;
-    let kb: f64 = status
+    let rss = proc_bytes(&format!("/proc/{}/status", daemon.pid), "VmRSS:").context("no VmRSS")?;
+    Ok(rss / (1u64 << 20) as f64)
+}
+
+/// A `kB` field of a `/proc` file (`/proc/<pid>/status`, `/proc/meminfo`),
+/// in bytes.
+pub fn proc_bytes(file: &str, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let kb: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb / 1024.0)
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
 }

@@ -36,22 +36,13 @@ fn size(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A `/proc/<pid>/status` or `/proc/meminfo` field in bytes.
-fn proc_kb(file: &str, field: &str) -> f64 {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        * 1024.0
+/// A `/proc` field in bytes (0 where it cannot be read).
+fn proc_field(file: &str, field: &str) -> f64 {
+    super::microbench_extras::proc_bytes(file, field).unwrap_or(0.0)
 }
 
 fn rss() -> f64 {
-    proc_kb("/proc/self/status", "VmRSS:")
+    proc_field("/proc/self/status", "VmRSS:")
 }
 
 /// Every scale row.
@@ -135,12 +126,12 @@ fn tasks(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 fn actors(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let want = size("PRISM_SCALE_ACTORS", 1_000);
     let floor = 2.0 * (1u64 << 30) as f64;
-    let free_before = proc_kb("/proc/meminfo", "MemAvailable:");
+    let free_before = proc_field("/proc/meminfo", "MemAvailable:");
     let t = Instant::now();
     let mut held = Vec::new();
     let mut stopped = format!("all {want} started");
     while held.len() < want {
-        if proc_kb("/proc/meminfo", "MemAvailable:") < floor {
+        if proc_field("/proc/meminfo", "MemAvailable:") < floor {
             stopped = "less than 2 GiB of memory was left".into();
             break;
         }
@@ -161,7 +152,7 @@ fn actors(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let used = free_before - proc_kb("/proc/meminfo", "MemAvailable:");
+    let used = free_before - proc_field("/proc/meminfo", "MemAvailable:");
     eprintln!("scale: {} actors running ({stopped})", held.len());
     rows.push((
         "scale: actors running at once".into(),

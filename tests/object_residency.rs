@@ -3,7 +3,8 @@
 //! with the rule `region in [in-south, in-west]` is read by a task pinned
 //! to in-west, but a task pinned to eu-west cannot read it — as an
 //! argument or inside a value — and gets an error naming the rule; a put
-//! whose own node is outside its rule stores nothing.
+//! whose own node is outside its rule stores nothing. A resident task's
+//! result, what it puts and what it submits stay inside the rule too.
 
 use prism::{NodeId, Residency};
 use prism_test_support::*;
@@ -24,6 +25,26 @@ fn total_inside(refs: Vec<prism::ObjectRef<Vec<u64>>>) -> Result<u64, String> {
 fn tensor_rows(refs: Vec<prism::ObjectRef<prism::Tensor>>) -> Result<u64, String> {
     let v = prism::get_tensor(&refs[0]).map_err(|e| e.to_string())?;
     Ok(v.shape()[0])
+}
+
+#[prism::remote]
+fn rows_of(n: u64) -> Vec<u64> {
+    (1..=n).collect()
+}
+
+/// Where it ran, after holding its CPU a while (so that others queue or
+/// spill back meanwhile).
+#[prism::remote]
+fn where_after(ms: u64) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    prism::node_id().unwrap().to_string()
+}
+
+/// Puts rows and submits a child from inside a (resident) task.
+#[prism::remote]
+fn derive(n: u64) -> Vec<prism::ObjectRef<Vec<u64>>> {
+    let rows: Vec<u64> = (1..=n).collect();
+    vec![prism::put(&rows).unwrap(), rows_of::remote(n).unwrap()]
 }
 
 fn node(var: &str) -> NodeId {
@@ -99,7 +120,97 @@ fn role_residency() {
             && elsewhere.to_string().contains("which has region=in-south"),
         "a put outside its own rule is refused",
     );
+    task_results(west, eu, &rule);
     println!("ALL OK");
+}
+
+/// A resident task's result, what it puts and what it submits stay inside
+/// the rule; a resident task pinned outside fails before storing anything.
+fn task_results(west: NodeId, eu: NodeId, rule: &Residency) {
+    let made = rows_of::options()
+        .resident(rule.clone())
+        .remote(1000u64)
+        .unwrap();
+    check(
+        prism::get(&made).unwrap().len() == 1000,
+        "the driver, inside the rule, reads a resident result",
+    );
+    let near = total::options()
+        .node_affinity(west, false)
+        .remote(&made)
+        .unwrap();
+    check(
+        prism::get(&near).unwrap() == 500_500,
+        "a node inside the rule reads a resident result",
+    );
+    // A small result too: it is stored, not inlined, so the head decides.
+    let small = rows_of::options()
+        .resident(rule.clone())
+        .remote(3u64)
+        .unwrap();
+    for (what, r) in [("large", &made), ("small", &small)] {
+        let far = total::options().node_affinity(eu, false).remote(r).unwrap();
+        let err = prism::get(&far).unwrap_err().to_string();
+        println!("REFUSED RESULT ({what}): {err}");
+        check(
+            err.contains("may only be on nodes with region in [in-south, in-west]")
+                && err.contains("region=eu-west"),
+            "a task outside the rule cannot read a resident result",
+        );
+    }
+
+    // What a resident task puts and submits inherits its rule.
+    let derived = derive::options()
+        .resident(rule.clone())
+        .remote(10u64)
+        .unwrap();
+    let refs = prism::get(&derived).unwrap();
+    for (what, r) in ["put", "child"].into_iter().zip(refs) {
+        check(
+            prism::get(&r).unwrap().len() == 10,
+            "the driver reads what a resident task derived",
+        );
+        let far = total_inside::options()
+            .node_affinity(eu, false)
+            .remote(vec![r])
+            .unwrap();
+        let err = prism::get(&far).unwrap().unwrap_err();
+        println!("REFUSED DERIVED ({what}): {err}");
+        check(
+            err.contains("region in [in-south, in-west]"),
+            "what a resident task derived stays inside the rule",
+        );
+    }
+
+    // Six 300 ms resident tasks on two allowed CPUs: they queue or spill
+    // back between the allowed nodes, never to the idle eu-west node.
+    let many: Vec<_> = (0..6)
+        .map(|_| {
+            where_after::options()
+                .resident(rule.clone())
+                .remote(300u64)
+                .unwrap()
+        })
+        .collect();
+    let ran = prism::get_all(&many).unwrap();
+    println!("RESIDENT TASKS RAN ON: {ran:?}");
+    check(
+        !ran.contains(&eu.to_string()),
+        "resident tasks never run outside their rule",
+    );
+
+    let pinned = rows_of::options()
+        .resident(rule.clone())
+        .node_affinity(eu, false)
+        .remote(10u64)
+        .unwrap();
+    let err = prism::get(&pinned).unwrap_err().to_string();
+    println!("REFUSED PINNED: {err}");
+    check(
+        err.contains("with the residency rule region in [in-south, in-west]")
+            && err.contains("region=eu-west"),
+        "a resident task pinned outside its rule fails naming it",
+    );
 }
 
 #[test]
@@ -138,7 +249,10 @@ fn a_resident_object_never_reaches_a_node_outside_its_rule() {
     let mut job = Job::spawn_exe(&std::env::current_exe().unwrap(), "residency", &envs);
     let (ok, out) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("ALL OK"), "{out}");
-    for line in out.lines().filter(|l| l.starts_with("REFUSED")) {
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("REFUSED") || l.starts_with("RESIDENT"))
+    {
         eprintln!("{line}");
     }
 }

@@ -59,8 +59,13 @@ use std::time::Duration;
 
 /// Puts a value in the object store; readers on this machine get it
 /// without copying the bytes from another process.
+/// Inside a resident task (`options().resident(rule)`) the object is put
+/// under that task's rule.
 pub fn put<T: Value>(value: &T) -> Result<ObjectRef<T>> {
-    core::current()?.put(value)
+    match residency::inherited() {
+        Some(rule) => residency::put_resident(value, rule),
+        None => core::current()?.put(value),
+    }
 }
 
 /// Frees an object this process owns now, on every node, even though refs

@@ -121,6 +121,7 @@ pub struct TaskOptions {
     pub(crate) max_retries: u32,
     pub(crate) retry_exceptions: bool,
     pub(crate) place: Placement,
+    pub(crate) residency: Option<crate::proto::common::Residency>,
 }
 
 impl TaskOptions {
@@ -132,6 +133,7 @@ impl TaskOptions {
             max_retries: 3,
             retry_exceptions: false,
             place: Placement::holding(ResourceSet::new().with(CPU, Quantity::ONE)),
+            residency: None,
         }
     }
 
@@ -146,6 +148,15 @@ impl TaskOptions {
     /// Also retry when the function panics.
     pub fn retry_exceptions(mut self, yes: bool) -> Self {
         self.retry_exceptions = yes;
+        self
+    }
+
+    /// Keeps what the task makes where `rule` allows: it runs on a node
+    /// inside the rule, its result is stored under the rule (never
+    /// inlined), and so is everything it puts and every task it submits. A
+    /// task submitted inside a resident task inherits its rule.
+    pub fn resident(mut self, rule: crate::proto::common::Residency) -> Self {
+        self.residency = Some(rule);
         self
     }
 
@@ -169,6 +180,11 @@ impl TaskOptions {
         self.place.apply(&mut spec)?;
         spec.max_retries = self.max_retries;
         spec.retry_exceptions = self.retry_exceptions;
+        let rule = self.residency.clone().or_else(super::residency::inherited);
+        if let Some(rule) = &rule {
+            spec.strategy = super::residency::confine(&spec.strategy, rule);
+        }
+        spec.residency = rule.map(Box::new);
         Ok(spec)
     }
 }
@@ -182,7 +198,7 @@ macro_rules! __task_option_methods {
             resource(name: &str, amount: f64), max_retries(n: u32), retry_exceptions(yes: bool),
             node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str),
             name(name: &str), placement_group(pg: &$crate::PlacementGroup, index: u32),
-            fail_if_infeasible());
+            fail_if_infeasible(), resident(rule: $crate::Residency));
         /// Spread calls over nodes.
         pub fn spread(self) -> Self {
             Self(self.0.spread())

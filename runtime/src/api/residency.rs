@@ -4,16 +4,63 @@
 //! record one on, a node outside it (OD-3), so a task placed elsewhere —
 //! pinned, spilled back, or an actor restarted on another node — cannot
 //! read the object, and gets an error naming the rule.
+//!
+//! A task can carry a rule too (`f::options().resident(rule)`): it runs
+//! only on nodes inside the rule (its placement is narrowed by the rule's
+//! label selector), its result is kept under the rule (never inlined, so
+//! every reader pulls it through the head), and so is everything it puts
+//! and every task it submits — what is derived from resident data stays
+//! where the data may be. A resident task that lands outside its rule
+//! (pinned there) fails, naming the rule, before its result is stored.
 
-use super::core::current;
+use super::core::{current, Core};
 use super::error::{Error, Result};
 use super::object_ref::ObjectRef;
 use super::value::Value;
 pub use crate::proto::common::Residency;
 use crate::proto::head::HeadResponse;
 use crate::proto::task::LocalRequest;
+use crate::proto::task::WireStrategy;
 use prism_objectstore::ObjectId;
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
+
+thread_local! {
+    /// The rule of the resident task this thread is running, if any.
+    static INHERITED: RefCell<Option<Residency>> = const { RefCell::new(None) };
+}
+
+/// The rule everything this thread puts or submits inherits (the running
+/// task's), if any.
+pub(crate) fn inherited() -> Option<Residency> {
+    INHERITED.with(|r| r.borrow().clone())
+}
+
+/// Runs `f` with `rule` inherited by what it puts and submits; the
+/// thread's previous rule is back afterwards, even if `f` panicked.
+pub(crate) fn within<R>(rule: Option<&Residency>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Residency>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            INHERITED.with(|r| *r.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(INHERITED.with(|r| r.replace(rule.cloned())));
+    f()
+}
+
+/// Where a task that must produce inside `rule` may run: the default and
+/// label placements are narrowed to the nodes inside it; a pinned node, a
+/// spread or a bundle stays as asked (a node outside fails the task).
+pub(crate) fn confine(strategy: &WireStrategy, rule: &Residency) -> WireStrategy {
+    match strategy {
+        WireStrategy::Hybrid => WireStrategy::Labels(rule.selector()),
+        WireStrategy::Labels(s) => WireStrategy::Labels(format!("{s}, {}", rule.selector())),
+        other => other.clone(),
+    }
+}
 
 /// Puts `value` where only nodes inside `rule` may hold or read it. This
 /// node must itself be inside the rule, or nothing is stored.
@@ -43,8 +90,14 @@ pub fn put_tensor_resident<D: super::tensor::Dim>(
 /// A fresh object id whose rule the head now holds (refused when this
 /// node is outside it).
 fn claim(rule: Residency) -> Result<ObjectId> {
-    let core = current()?;
     let id = ObjectId::random();
+    claim_as(&current()?, id, rule)?;
+    Ok(id)
+}
+
+/// Has the head hold `rule` for `id` before anything is stored under it
+/// (refused when this node is outside the rule).
+pub(crate) fn claim_as(core: &Arc<Core>, id: ObjectId, rule: Residency) -> Result<()> {
     let resp: HeadResponse =
         core.ask_raylet("residency", Duration::from_secs(30), |request_id| {
             LocalRequest::Residency {
@@ -55,6 +108,54 @@ fn claim(rule: Residency) -> Result<ObjectId> {
         })?;
     match resp {
         HeadResponse::Error { message, .. } => Err(Error::Residency(message)),
-        _ => Ok(id),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_narrows_default_and_label_placement_only() {
+        let rule = Residency::new("region", &["in-south", "in-west"]);
+        let labels = |s: &str| WireStrategy::Labels(s.into());
+        assert_eq!(
+            confine(&WireStrategy::Hybrid, &rule),
+            labels("region=in-south|in-west")
+        );
+        assert_eq!(
+            confine(&labels("gpu=a100"), &rule),
+            labels("gpu=a100, region=in-south|in-west")
+        );
+        // The narrowed selector parses and means the rule.
+        let WireStrategy::Labels(sel) = confine(&labels("gpu=a100"), &rule) else {
+            unreachable!()
+        };
+        let sel = prism_scheduler::LabelSelector::parse(&sel).unwrap();
+        let node = |region: &str| {
+            [("gpu", "a100"), ("region", region)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&node("in-west")));
+        assert!(!sel.matches(&node("eu-west")));
+        // Pinned, spread: as asked (a node outside fails the task).
+        assert_eq!(confine(&WireStrategy::Spread, &rule), WireStrategy::Spread);
+    }
+
+    #[test]
+    fn a_task_rule_is_inherited_within_and_restored_after_even_a_panic() {
+        let rule = Residency::new("region", &["in-south"]);
+        assert_eq!(inherited(), None);
+        within(Some(&rule), || {
+            assert_eq!(inherited(), Some(rule.clone()));
+            within(None, || assert_eq!(inherited(), None));
+            assert_eq!(inherited(), Some(rule.clone()));
+        });
+        let panicked = std::panic::catch_unwind(|| within(Some(&rule), || panic!("boom")));
+        assert!(panicked.is_err());
+        assert_eq!(inherited(), None);
     }
 }

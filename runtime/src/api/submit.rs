@@ -54,6 +54,10 @@ impl Core {
                 }
                 EncodedArg::Value(b, _) => {
                     let id = ObjectId::random();
+                    // A resident task's large argument stays under its rule.
+                    if let Some(rule) = super::residency::inherited() {
+                        super::residency::claim_as(self, id, rule)?;
+                    }
                     self.store
                         .put_parts(id, &[&b], true, Duration::from_secs(60))?;
                     self.owned

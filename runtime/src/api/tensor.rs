@@ -192,9 +192,13 @@ fn write_object(meta: &TensorMeta, data: &[u8], out: &mut [u8]) -> Result<()> {
 
 /// Puts a row-major tensor into this machine's object store, copying `data`
 /// once, straight into the shared segment. `shape` may be of any integer
-/// type (`&[rows, cols]` with `usize`s works).
+/// type (`&[rows, cols]` with `usize`s works). Inside a resident task it
+/// is put under that task's rule.
 pub fn put_tensor<D: Dim>(dtype: DType, shape: &[D], data: &[u8]) -> Result<ObjectRef<Tensor>> {
-    put_tensor_as(ObjectId::random(), dtype, shape, data)
+    match super::residency::inherited() {
+        Some(rule) => super::residency::put_tensor_resident(dtype, shape, data, rule),
+        None => put_tensor_as(ObjectId::random(), dtype, shape, data),
+    }
 }
 
 /// [`put_tensor`] under a chosen id (a resident object's, whose rule the

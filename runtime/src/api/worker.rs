@@ -122,7 +122,10 @@ pub(crate) fn run_with_args(
         })
         .collect();
     PANIC_AT.with(|p| p.borrow_mut().take());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&args)));
+    // What the function puts and submits inherits the task's rule.
+    let result = super::residency::within(task.residency.as_deref(), || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&args)))
+    });
     drop(views);
     match result {
         Ok(r) => finish(core, task, r),
@@ -147,9 +150,19 @@ pub(crate) fn finish(
     result: Result<Encoded, String>,
 ) -> Outcome {
     match result {
-        Ok(bytes) if bytes.len() <= INLINE_MAX => Outcome::Inline(bytes.to_vec()),
+        Ok(bytes) if bytes.len() <= INLINE_MAX && task.residency.is_none() => {
+            Outcome::Inline(bytes.to_vec())
+        }
         Ok(bytes) => {
             let id = task.task_id.result();
+            if let Some(rule) = &task.residency {
+                // Refused when this node is outside the rule: nothing stored.
+                if let Err(e) = super::residency::claim_as(core, id, (**rule).clone()) {
+                    return Outcome::Failed(Failure::BadCall {
+                        detail: format!("cannot keep its result: {e}"),
+                    });
+                }
+            }
             match core
                 .store
                 .put_parts(id, &[&bytes], true, Duration::from_secs(60))

@@ -229,6 +229,11 @@ impl Residency {
             .any(|(k, v)| *k == self.label && self.allowed.contains(v))
     }
 
+    /// The label selector of the nodes inside the rule (`region=a|b`).
+    pub fn selector(&self) -> String {
+        format!("{}={}", self.label, self.allowed.join("|"))
+    }
+
     /// The node's value of the label, in words (`region=eu-west`, or `no
     /// region label`).
     pub fn place_of(&self, labels: &[(String, String)]) -> String {

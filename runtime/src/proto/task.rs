@@ -171,10 +171,15 @@ pub struct TaskSpec {
     /// Objects whose refs are inside its argument values (the submitter
     /// keeps them alive until it ends; see `api/borrowing.rs`).
     pub nested_refs: Vec<prism_objectstore::ObjectId>,
+    /// Where its result, and everything it puts, may live (a resident
+    /// task's result is never inlined; see `api/residency.rs`).
+    pub residency: Option<Box<super::common::Residency>>,
 }
 
 /// A process on a node: a local connection of that node's raylet.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub struct ReplyTo {
     /// The node.
     pub node: NodeId,
@@ -208,6 +213,7 @@ impl TaskSpec {
             kind,
             reply_to: None,
             nested_refs: Vec::new(),
+            residency: None,
         }
     }
 }

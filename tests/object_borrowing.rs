@@ -5,7 +5,8 @@
 //! the driver's own refs until the actor drops them; and a driver churning
 //! thousands of refs through tasks ends owning nothing, with every store
 //! back where it started; what the driver still owns when it exits goes
-//! too, and what a driver killed with SIGKILL put. Counts come from `prism list objects --json`.
+//! too, as do what a killed borrower held and what a driver killed with
+//! SIGKILL put. Counts come from `prism list objects --json`.
 
 use prism::ObjectRef;
 use prism_test_support::*;
@@ -155,6 +156,26 @@ fn role_borrow() {
     );
     check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
 
+    // A borrower killed while it holds a ref: its raylet releases the
+    // borrow in its name (BL-1), so the owner frees the object.
+    let doomed = Keeper::options().resource("x", 1.0).spawn().unwrap();
+    let d1 = blob(5);
+    let dead = vec![d1.id().to_string()];
+    check(
+        doomed.keep(vec![d1.clone()]).unwrap().get().unwrap() == 1,
+        "kept",
+    );
+    drop(d1);
+    check(
+        copies(&dead) >= 1,
+        "the doomed actor's borrow keeps the object meanwhile",
+    );
+    prism::kill(&doomed, true).unwrap();
+    check(
+        wait_until(soon, || copies(&dead) == 0),
+        "freed on every node once the borrowing actor is killed",
+    );
+
     // Churn: small refs through tasks on b, 100 in flight at a time.
     // The churned objects are small (the job binary's copies are not).
     let small = || {
@@ -205,6 +226,28 @@ fn role_borrow() {
     println!("ALL OK");
 }
 
+/// An actor on b keeps a blob put here; the test then kills b's raylet:
+/// once the head declares b dead, a's raylet releases what b's processes
+/// borrowed (BL-1), so the driver frees the blob.
+fn role_dead_node() {
+    let _c = prism::init().unwrap();
+    let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
+    let e1 = blob(6);
+    let ids = vec![e1.id().to_string()];
+    check(
+        keeper.keep(vec![e1.clone()]).unwrap().get().unwrap() == 1,
+        "kept",
+    );
+    drop(e1);
+    check(copies(&ids) == 1, "the borrow on b keeps the blob on a");
+    println!("KEPT");
+    check(
+        wait_until(Duration::from_secs(60), || copies(&ids) == 0),
+        "freed once the borrower's node is declared dead",
+    );
+    println!("ALL OK");
+}
+
 /// Puts a blob, names it, and holds it until it is killed (or, as a
 /// deadline, until the test's release file appears).
 fn role_killed() {
@@ -232,6 +275,7 @@ fn child_role() {
     {
         "borrow" => role_borrow(),
         "killed" => role_killed(),
+        "dead_node" => role_dead_node(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -302,4 +346,31 @@ fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
         a.log(),
         b.log()
     );
+}
+
+#[test]
+fn a_dead_borrowers_node_gives_back_what_it_borrowed() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--head-only"]);
+    let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
+    let mut b = sb.start_raylet(
+        "b",
+        &head,
+        &["--num-cpus", "1", "--resources", r#"{"x": 1}"#],
+    );
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    let mut envs = sb.driver_envs(&head, &a);
+    envs.push(("PRISM_TEST_TEMP".into(), sb.temp().display().to_string()));
+    let mut job = Job::spawn("dead_node", &envs);
+    assert!(
+        wait_until(Duration::from_secs(60), || job.stdout().contains("KEPT")),
+        "{}",
+        job.stdout()
+    );
+    b.kill9();
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}\n--- a:\n{}", a.log());
 }

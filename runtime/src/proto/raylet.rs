@@ -55,6 +55,8 @@ pub enum PeerRequest {
     /// elsewhere started (or, with `release`, stopped) borrowing these
     /// objects from it (answered with `true` once handed on).
     Borrows {
+        /// The borrowers' node (whose death releases what they borrow).
+        from: crate::ids::NodeId,
         /// The connection.
         conn: u64,
         /// The objects.

@@ -64,6 +64,7 @@ impl TaskService {
             }
         }
         self.conns.remove(&conn);
+        self.release_borrows_of(conn);
         writer.abort();
         let gone = match role {
             Role::Driver(job) => {

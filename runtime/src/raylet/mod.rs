@@ -23,6 +23,7 @@
 
 mod actor_links;
 mod actor_route;
+pub mod borrow_ledger;
 mod bundle_ops;
 pub mod dispatch;
 mod drain_copies;

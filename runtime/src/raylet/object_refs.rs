@@ -9,13 +9,15 @@
 //! - **Borrows.** A process that keeps refs it received inside a task's
 //!   arguments registers with the task's submitter, and tells it when it
 //!   drops them; the raylet hands either to the submitter's connection, here
-//!   or on its node ([`PeerRequest::Borrows`]).
+//!   or on its node ([`PeerRequest::Borrows`]). A local process that goes
+//!   (exits, is killed) still borrowing has its borrows released in its
+//!   name ([`super::borrow_ledger`]).
 
 use super::dispatch::Owner;
 use super::service::TaskService;
 use super::store_server::StoreServer;
 use super::transfer::Transfer;
-use crate::ids::TaskId;
+use crate::ids::{NodeId, TaskId};
 use crate::proto::head::{HeadRequest, HeadResponse};
 use crate::proto::raylet::PeerRequest;
 use crate::proto::task::{LocalEvent, Outcome, ReplyTo};
@@ -149,7 +151,18 @@ impl TaskService {
         objects: Vec<ObjectId>,
         release: bool,
     ) {
-        let ack = move |me: &TaskService, handed: bool| {
+        let conn = match owner {
+            Owner::Local(conn) => Some(conn),
+            _ => None,
+        };
+        if let (Some(conn), true) = (conn, release) {
+            self.borrow_ledger().released(conn, to, &objects);
+        }
+        let started = (!release).then(|| objects.clone());
+        let ack = move |me: &Arc<TaskService>, handed: bool| {
+            if let (Some(conn), Some(objects), true) = (conn, started, handed) {
+                me.borrow_started(conn, to, objects);
+            }
             if let Some(task_id) = request_id {
                 let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&handed)
                     .map(|b| b.to_vec())
@@ -171,6 +184,7 @@ impl TaskService {
         let me = self.clone();
         tokio::spawn(async move {
             let req = PeerRequest::Borrows {
+                from: me.node(),
                 conn: to.conn,
                 objects,
                 release,
@@ -196,6 +210,81 @@ impl TaskService {
             };
             ack(&me, handed);
         });
+    }
+
+    fn borrow_ledger(&self) -> std::sync::MutexGuard<'_, super::borrow_ledger::BorrowLedger> {
+        self.borrows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Local connection `conn`'s borrow reached its submitter: recorded,
+    /// or, if `conn` closed meanwhile, released at once in its name. (The
+    /// check is under the ledger's lock, which a closing connection takes
+    /// only after it left `conns`.)
+    fn borrow_started(self: &Arc<Self>, conn: u64, to: ReplyTo, objects: Vec<ObjectId>) {
+        let mut ledger = self.borrow_ledger();
+        if self.conns.contains_key(&conn) {
+            ledger.started(conn, to, &objects);
+        } else {
+            drop(ledger);
+            self.route_borrows(Owner::Raylet, None, to, objects, true);
+        }
+    }
+
+    /// Local connection `conn` closed: what it still borrowed is released
+    /// in its name (BL-1), so its submitters do not keep it for the dead.
+    pub(super) fn release_borrows_of(self: &Arc<Self>, conn: u64) {
+        let me = ReplyTo {
+            node: self.node(),
+            conn,
+        };
+        self.lent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_submitter(me);
+        let held = self.borrow_ledger().closed(conn);
+        for (to, objects) in held {
+            debug!(conn, n = objects.len(), submitter = ?to, "releasing a gone process's borrows");
+            self.route_borrows(Owner::Raylet, None, to, objects, true);
+        }
+    }
+
+    /// Processes on node `from` borrow (or stop borrowing) from this node's
+    /// connection `conn`: handed on and recorded (BL-1), `false` if it is gone.
+    pub(super) fn deliver_lent(
+        &self,
+        from: NodeId,
+        conn: u64,
+        objects: Vec<ObjectId>,
+        release: bool,
+    ) -> bool {
+        let to = ReplyTo {
+            node: self.node(),
+            conn,
+        };
+        let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+        if release {
+            lent.released(from, to, &objects);
+        }
+        let started = (!release).then(|| objects.clone());
+        let handed = self.deliver_borrows(conn, objects, release);
+        if let (Some(objects), true) = (started, handed) {
+            lent.started(from, to, &objects);
+        }
+        handed
+    }
+
+    /// Node `node` was declared dead: what its processes borrowed from
+    /// local ones is released in their name (BL-1).
+    pub(super) fn release_borrows_from(&self, node: NodeId) {
+        let held = self
+            .lent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed(node);
+        for (to, objects) in held {
+            debug!(%node, n = objects.len(), "releasing a dead node's borrows");
+            self.deliver_borrows(to.conn, objects, true);
+        }
     }
 
     /// Hands a borrow to this node's connection `conn`; `false` if it is gone.

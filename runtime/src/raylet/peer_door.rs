@@ -93,11 +93,12 @@ async fn serve_stream(
             let _ = write_msg(&mut s, &true).await;
         }
         Ok(Some(PeerRequest::Borrows {
+            from,
             conn,
             objects,
             release,
         })) => {
-            let handed = tasks.deliver_borrows(conn, objects, release);
+            let handed = tasks.deliver_lent(from, conn, objects, release);
             let _ = write_msg(&mut s, &handed).await;
         }
         Ok(Some(PeerRequest::Bundles(ops))) => {

@@ -13,7 +13,7 @@ use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
 use crate::ids::{JobId, NodeId};
 use crate::proto::codec;
-use crate::proto::common::{ClusterStatus, Demand, Resources};
+use crate::proto::common::{ClusterStatus, Demand, NodeState, Resources};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{Failure, JobSpec, LocalEvent, Outcome};
@@ -56,6 +56,11 @@ pub struct TaskService {
     pub(super) peer_sinks: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
     /// Calls routed to actors on other nodes, one ordered link per actor.
     pub(super) actor_links: DashMap<crate::ids::ActorId, LinkTx>,
+    /// What local processes borrow, released for them when they go (BL-1).
+    pub(super) borrows: Mutex<super::borrow_ledger::BorrowLedger>,
+    /// What processes on other nodes borrow from local ones, released for
+    /// them when their node is declared dead (BL-1).
+    pub(super) lent: Mutex<super::borrow_ledger::BorrowLedger<NodeId>>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
     /// The other nodes (addresses, deaths, connections).
     pub(super) peers: Arc<Peers>,
@@ -99,6 +104,8 @@ impl TaskService {
             spilled: DashMap::new(),
             peer_sinks: DashMap::new(),
             actor_links: DashMap::new(),
+            borrows: Mutex::default(),
+            lent: Mutex::default(),
             reports: std::sync::OnceLock::new(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
@@ -147,6 +154,9 @@ impl TaskService {
     /// Refreshes the view of the other nodes from the head's status.
     pub fn update_peers(self: &Arc<Self>, status: &ClusterStatus) {
         let peers = self.peers.update(status, self.node());
+        for n in status.nodes.iter().filter(|n| n.state == NodeState::Dead) {
+            self.release_borrows_from(n.node_id);
+        }
         for job in &status.ended_jobs {
             if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
                 info!(%job, "job ended; stopping its workers here");

@@ -13,6 +13,7 @@ use prism::client::HeadClient;
 use prism::proto::common::Resources;
 use prism::proto::head::{HeadRequest, HeadResponse, PeerRole};
 use prism::token::JoinToken;
+use prism::transport::backoff::Backoff;
 use prism::transport::quic::QuicEndpoint;
 use prism::transport::tls::{ClientTrust, NodeIdentity};
 use prism::Config;
@@ -221,13 +222,26 @@ fn main() {
             let offset = Duration::from_millis(1000 * i / nodes.max(1));
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(offset).await;
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let beat = Duration::from_secs(1);
+                let mut tick = tokio::time::interval(beat);
                 let mut c = Some(c);
+                // As a raylet does: a lost head is dialled again with
+                // jittered, growing waits, each try given 4 beats.
+                let mut backoff = Backoff::randomized(beat, beat * 8);
+                let mut dial_at = Instant::now();
                 loop {
                     tick.tick().await;
-                    // Like a raylet: a head that went away is dialled again.
                     let Some(client) = c.as_ref() else {
-                        c = connect().await.ok();
+                        if Instant::now() >= dial_at {
+                            c = tokio::time::timeout(beat * 4, connect())
+                                .await
+                                .ok()
+                                .and_then(Result::ok);
+                            match c {
+                                Some(_) => backoff.succeeded(),
+                                None => dial_at = Instant::now() + backoff.failed(),
+                            }
+                        }
                         continue;
                     };
                     let beat = HeadRequest::Heartbeat {
@@ -246,6 +260,7 @@ fn main() {
                             failures.fetch_add(1, Ordering::Relaxed);
                             client.close();
                             c = None;
+                            dial_at = Instant::now() + backoff.failed();
                         }
                     }
                 }

@@ -137,7 +137,12 @@ async fn keep_up(ep: Arc<QuicEndpoint>, client: Arc<Mutex<HeadClient>>, announce
             continue;
         }
         current.close();
-        let mut backoff = Duration::from_millis(100);
+        // Jittered (BO-1/2): drivers that lost a restarted head together
+        // do not dial it in step.
+        let mut backoff = crate::transport::backoff::Backoff::randomized(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        );
         loop {
             match announce.connect(&ep).await {
                 Ok(c) => {
@@ -147,8 +152,7 @@ async fn keep_up(ep: Arc<QuicEndpoint>, client: Arc<Mutex<HeadClient>>, announce
                 }
                 Err(e) => tracing::debug!("the head is unreachable ({e}); trying again"),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(backoff.failed()).await;
         }
     }
 }

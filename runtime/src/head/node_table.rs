@@ -17,6 +17,13 @@
 //!   live as alive from the moment of recovery: it has the recovery grace
 //!   (at least a dead timeout) to heartbeat again, its id still known,
 //!   before it is declared dead.
+//! - NT-5: while recovered nodes are still coming back (one rejoined less
+//!   than a dead timeout ago), none of those still away is declared dead
+//!   or suspect: thousands of nodes re-handshaking with a restarted head
+//!   may take longer than the grace, and a herd still arriving is no sign
+//!   of death (Kubernetes slows its evictions when much of a zone is
+//!   unready at once, for the same reason). When the arrivals stop, the
+//!   rest die one dead timeout after the last one.
 
 use crate::ids::NodeId;
 use crate::proto::common::{NodeState, NodeStatus, Resources};
@@ -121,6 +128,8 @@ pub struct NodeTable {
     dead_order: VecDeque<NodeId>,
     /// Nodes whose durable row changed (registration, death, eviction).
     dirty: std::collections::BTreeSet<NodeId>,
+    /// When a recovered node last heartbeat again (NT-5).
+    last_rejoin: Option<Instant>,
 }
 
 impl NodeTable {
@@ -134,6 +143,7 @@ impl NodeTable {
             max_dead: 1000,
             dead_order: VecDeque::new(),
             dirty: Default::default(),
+            last_rejoin: None,
         }
     }
 
@@ -250,6 +260,7 @@ impl NodeTable {
                 n.available = available;
                 if std::mem::take(&mut n.recovered) {
                     self.events.push_back(NodeEvent::Rejoined(id));
+                    self.last_rejoin = Some(now);
                 }
                 if state == NodeState::Suspect {
                     n.state = NodeState::Alive;
@@ -286,8 +297,15 @@ impl NodeTable {
     pub fn tick(&mut self, now: Instant) {
         let d = self.detector;
         let mut to_kill = Vec::new();
+        let rejoin = self.last_rejoin;
         for n in self.nodes.values_mut() {
-            let silent = now.saturating_duration_since(n.last_heartbeat);
+            // NT-5: a recovered node still away is silent only since the
+            // last of its fellows came back.
+            let since = match rejoin {
+                Some(r) if n.recovered => n.last_heartbeat.max(r),
+                _ => n.last_heartbeat,
+            };
+            let silent = now.saturating_duration_since(since);
             match n.state {
                 NodeState::Dead => {}
                 _ if silent >= d.dead_timeout() => to_kill.push((n.id, silent)),
@@ -464,6 +482,60 @@ mod tests {
         assert_eq!(dead.total.to_set().get(CPU), Quantity::whole(2));
         let unknown = t.handle_heartbeat(t0, NodeId::random(), ResourceSet::new());
         assert!(matches!(unknown, HeartbeatOutcome::ReRegister(_)));
+    }
+
+    #[test]
+    fn nt_5_a_herd_still_coming_back_holds_off_the_deaths() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut before = table();
+        let ids: Vec<NodeId> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let id = NodeId::random();
+                before.handle_register(t0, id, reg(name));
+                id
+            })
+            .collect();
+        let rows = ids.iter().map(|i| before.node(*i).unwrap().clone());
+        // Recovered at 0 with a grace of one dead timeout (1 s).
+        let mut t = NodeTable::restore(
+            before.detector(),
+            t0,
+            Duration::from_secs(1),
+            rows.collect(),
+        );
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        let free = ResourceSet::new();
+        assert_eq!(
+            t.handle_heartbeat(ms(900), a, free.clone()),
+            HeartbeatOutcome::Ack
+        );
+        // Past the grace, but a came back 600 ms ago: b and c wait on.
+        t.tick(ms(1500));
+        assert!([b, c]
+            .iter()
+            .all(|n| t.node(*n).unwrap().state != NodeState::Dead));
+        assert_eq!(
+            t.handle_heartbeat(ms(1800), b, free.clone()),
+            HeartbeatOutcome::Ack
+        );
+        assert_eq!(
+            t.handle_heartbeat(ms(2500), b, free.clone()),
+            HeartbeatOutcome::Ack
+        );
+        t.tick(ms(2799));
+        assert_ne!(t.node(c).unwrap().state, NodeState::Dead);
+        // The arrivals stopped at 1.8 s: c dies one dead timeout later, and
+        // the nodes that came back follow the ordinary detector again.
+        t.tick(ms(2800));
+        assert_eq!(t.node(c).unwrap().state, NodeState::Dead);
+        assert_eq!(
+            t.node(a).unwrap().state,
+            NodeState::Dead,
+            "a was silent since 0.9 s"
+        );
+        assert_ne!(t.node(b).unwrap().state, NodeState::Dead);
     }
 
     #[test]

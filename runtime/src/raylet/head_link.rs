@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::ids::NodeId;
 use crate::proto::common::{ClusterStatus, Demand, Resources};
 use crate::proto::head::{HeadRequest, HeadResponse, PeerRole, RegisterNode};
+use crate::transport::backoff::Backoff;
 use crate::transport::tls::ClientTrust;
 use crate::transport::Endpoint;
 use std::future::Future;
@@ -55,15 +56,17 @@ impl HeadLink {
     /// again, backing off, for up to `PRISM_HEAD_WAIT_MS`; a refusal is final.
     pub async fn request(&self, req: &HeadRequest) -> Result<HeadResponse, ClientError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.head_wait_ms);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::randomized(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match self.try_once(req).await {
                 Err(e @ ClientError::Refused { .. }) => return Err(e),
-                Err(e) if Instant::now() + backoff >= deadline => return Err(e),
                 Err(e) => {
-                    debug!("the head is unreachable ({e}); trying again in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let pause = backoff.failed();
+                    if Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    debug!("the head is unreachable ({e}); trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
                 }
                 ok => return ok,
             }
@@ -189,6 +192,11 @@ impl Heartbeats<'_> {
         shutdown: impl Future<Output = ()>,
     ) -> NodeId {
         let mut client = Some(client);
+        // Dials of a lost head are spread and thinned (BO-1/2): the first
+        // comes on the next beat, later ones up to 8 beats apart, jittered,
+        // so a herd of raylets does not dial a restarted head in step.
+        let mut backoff = Backoff::randomized(self.interval, self.interval * 8);
+        let mut dial_at = Instant::now();
         let mut tick = tokio::time::interval(self.interval);
         tokio::pin!(shutdown);
         loop {
@@ -198,16 +206,25 @@ impl Heartbeats<'_> {
             }
             node.tick(Instant::now());
             let Some(c) = client.as_ref() else {
+                if Instant::now() < dial_at {
+                    continue;
+                }
                 // Short attempts, so a head that comes back is found within
                 // a few intervals.
                 client = match tokio::time::timeout(self.patience(), self.link.connect()).await {
-                    Ok(Ok(c)) => Some(c),
+                    Ok(Ok(c)) => {
+                        backoff.succeeded();
+                        Some(c)
+                    }
                     Ok(Err(e)) => {
                         warn!("head unreachable: {e}");
                         None
                     }
                     Err(_) => None,
                 };
+                if client.is_none() {
+                    dial_at = Instant::now() + backoff.failed();
+                }
                 continue;
             };
             let (available, demand) = node.report(node_id);
@@ -260,6 +277,7 @@ impl Heartbeats<'_> {
                     warn!("heartbeat failed ({e}); reconnecting to the head");
                     c.close();
                     client = None;
+                    dial_at = Instant::now() + backoff.failed();
                     // Requests should not wait on the dead connection either.
                     self.link.reset();
                 }

@@ -4,6 +4,7 @@
 //! A [`Connection`] carries independent bidirectional streams; Prism sends one
 //! request and one response per stream ([`rpc`]).
 
+pub mod backoff;
 pub mod quic;
 pub mod rpc;
 pub mod tls;

@@ -1,0 +1,131 @@
+//! How long to wait before dialling a lost peer again: exponential backoff
+//! with jitter, a pure state machine (the randomness is a seeded
+//! generator, the clock is the caller's).
+//!
+//! Thousands of raylets lose a restarted head at the same instant. Were
+//! they all to dial again on the same beat, the head would take a burst of
+//! handshakes it cannot finish before their timeouts, and every one of them
+//! would be tried again — work wasted in a loop. Each wait is drawn
+//! uniformly between `base` and the current ceiling (`base · 2^failures`,
+//! at most `cap`), so the herd spreads over the ceiling and thins as it
+//! grows ("full jitter").
+//!
+//! - BO-1: every wait is within `[base, cap]` (`cap` is raised to `base`).
+//! - BO-2: the ceiling doubles per failure up to `cap`; a success resets it.
+//! - BO-3: the same seed gives the same waits.
+
+use std::time::Duration;
+
+/// Waits between attempts to reach a peer.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+    state: u64,
+}
+
+impl Backoff {
+    /// Waits from `base` up to `cap`, drawn from `seed` (BO-3).
+    pub fn new(base: Duration, cap: Duration, seed: u64) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            failures: 0,
+            // xorshift must not start at zero.
+            state: seed | 1,
+        }
+    }
+
+    /// Waits seeded from this process's random hash keys: processes that
+    /// started together still draw different waits.
+    pub fn randomized(base: Duration, cap: Duration) -> Backoff {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Backoff::new(base, cap, seed)
+    }
+
+    /// An attempt failed: how long to wait before the next one (BO-1, BO-2).
+    pub fn failed(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        let span = (ceiling - self.base).as_nanos() as u64;
+        self.base + Duration::from_nanos(self.next() % span.saturating_add(1))
+    }
+
+    /// An attempt succeeded: the next failure starts again from `base`.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*: plenty for spreading waits.
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    proptest! {
+        #[test]
+        fn bo_1_2_waits_stay_under_a_ceiling_that_doubles_to_the_cap(
+            seed in any::<u64>(), base_ms in 1u64..500, cap_ms in 0u64..20_000, n in 1usize..40,
+        ) {
+            let (base, cap) = (MS * base_ms as u32, MS * cap_ms as u32);
+            let mut b = Backoff::new(base, cap, seed);
+            for i in 0..n {
+                let ceiling = base.saturating_mul(1 << i.min(20)).min(cap.max(base));
+                let w = b.failed();
+                prop_assert!(w >= base && w <= ceiling, "wait {w:?} outside [{base:?}, {ceiling:?}]");
+            }
+            prop_assert_eq!(b.failures() as usize, n);
+            b.succeeded();
+            prop_assert!(b.failed() == base, "after a success the ceiling is base again");
+        }
+
+        #[test]
+        fn bo_3_the_same_seed_gives_the_same_waits(seed in any::<u64>()) {
+            let mut x = Backoff::new(MS * 50, MS * 5000, seed);
+            let mut y = Backoff::new(MS * 50, MS * 5000, seed);
+            for _ in 0..10 {
+                prop_assert_eq!(x.failed(), y.failed());
+            }
+        }
+    }
+
+    #[test]
+    fn a_herd_spreads_over_the_ceiling() {
+        // 10,000 clients failing for the 5th time: their waits cover
+        // 50..800 ms evenly rather than landing on one beat.
+        let mut buckets = [0u32; 8];
+        for seed in 0..10_000u64 {
+            let mut b = Backoff::new(MS * 50, MS * 8000, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let w = (0..5).map(|_| b.failed()).last().unwrap() - MS * 50;
+            buckets[(w.as_micros() as usize * 8 / 750_001).min(7)] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (1100..=1400).contains(&n)),
+            "{buckets:?}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 //! --encrypt-at-rest`, objects spilled from a full store leave no
 //! plaintext in the spill directory and come back byte-identical; the same
 //! run without the flag finds the plaintext there (so the check can fail).
+//! Files programs keep at rest (`prism::at_rest`: checkpoints) are sealed
+//! the same way, and a task on the cluster reads them back.
 
 use prism::object_store::StoreClient;
 use prism_objectstore::ObjectId;
@@ -71,4 +73,49 @@ fn spilled_objects_leave_no_plaintext_on_disk_when_the_cluster_encrypts_at_rest(
         files >= 4 && plain,
         "without the flag the spill files are plain ({files} files)"
     );
+}
+
+#[prism::remote]
+fn read_back(path: String) -> Result<Vec<u8>, String> {
+    prism::at_rest::read_file(std::path::Path::new(&path)).map_err(|e| e.to_string())
+}
+
+/// Writes a file through `prism::at_rest`, says whether it is sealed and
+/// holds plaintext, and has a task (a worker with its raylet's key) read it.
+fn role_at_rest() {
+    let _c = prism::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.bin");
+    let secret = MARKER.repeat(1000);
+    prism::at_rest::write_file(&path, &secret).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    let plain = on_disk.windows(MARKER.len()).any(|w| w == MARKER);
+    println!(
+        "SEALED {} PLAIN {plain}",
+        prism::at_rest::is_sealed(&on_disk)
+    );
+    let back = read_back::remote(path.display().to_string()).unwrap();
+    check(
+        prism::get(&back).unwrap() == Ok(secret),
+        "a task on the cluster reads it back",
+    );
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the test in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "at_rest" => role_at_rest(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn files_kept_at_rest_are_sealed_when_the_cluster_encrypts_at_rest() {
+    let timeout = Duration::from_secs(120);
+    let out = run_role_with("at_rest", &[("PRISM_ENCRYPT_AT_REST", "true")], timeout);
+    assert!(out.contains("SEALED true PLAIN false"), "{out}");
+    let out = run_role_with("at_rest", &[("PRISM_ENCRYPT_AT_REST", "false")], timeout);
+    assert!(out.contains("SEALED false PLAIN true"), "{out}");
 }

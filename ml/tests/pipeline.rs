@@ -169,6 +169,21 @@ fn role_fault() {
         acc * 100.0
     );
     check(acc >= 0.9, "the run still learns the digits");
+    // The test runs this on a cluster that encrypts at rest: every file of
+    // every checkpoint is sealed, and the restart above opened them.
+    let files: Vec<_> = ["stage-0", "stage-1"]
+        .iter()
+        .flat_map(|s| prism_ml::train::checkpoint::list(&ckpt.join(s)))
+        .flat_map(|(_, d)| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .collect();
+    println!("{} checkpoint files", files.len());
+    check(
+        !files.is_empty()
+            && files
+                .iter()
+                .all(|f| prism::at_rest::is_sealed(&std::fs::read(f).unwrap())),
+        "every checkpoint file is sealed with the cluster's at-rest key",
+    );
     println!("ALL OK");
 }
 
@@ -237,6 +252,8 @@ fn pipeline_across_two_nodes_equals_one_process() {
 
 #[test]
 fn pipeline_a_killed_stage_restarts_every_stage_from_the_checkpoint() {
-    let out = run_role("fault", Duration::from_secs(300));
+    // On a cluster that encrypts at rest: its checkpoints are sealed.
+    let sealed = [("PRISM_ENCRYPT_AT_REST", "true")];
+    let out = run_role_with("fault", &sealed, Duration::from_secs(300));
     println!("{out}");
 }

@@ -98,6 +98,12 @@ fn role_fault() {
         acc * 100.0
     );
     check(acc >= 0.9, "the run still learns the digits");
+    // Run on a cluster that encrypts at rest: the restart opened a sealed file.
+    let saved = std::fs::read(ckpt.join("shard-0.bin")).unwrap();
+    check(
+        prism::at_rest::is_sealed(&saved),
+        "the shard's checkpoint is sealed with the cluster's at-rest key",
+    );
     println!("ALL OK");
 }
 
@@ -179,7 +185,9 @@ fn ps_bounded_staleness_and_async_learn_the_digits() {
 
 #[test]
 fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
-    let out = run_role("fault", Duration::from_secs(300));
+    // On a cluster that encrypts at rest: the shards' files are sealed.
+    let sealed = [("PRISM_ENCRYPT_AT_REST", "true")];
+    let out = run_role_with("fault", &sealed, Duration::from_secs(300));
     println!("{out}");
     assert!(
         out.contains("shard 0 restored from its checkpoint"),

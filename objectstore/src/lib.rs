@@ -82,7 +82,7 @@ mod tensor;
 pub use alloc::{Block, FailingAlloc, OffsetAlloc, SegmentAllocator, ALIGN};
 pub use id::{ClientId, ObjectId};
 pub use shm::Segment;
-pub use spill::SpillError;
+pub use spill::{SpillError, SpillKey};
 pub use store::{ClientCleanup, CopyChange, ObjectInfo, Store, StoreError, StoreStats};
 pub use tensor::{DType, Element, TensorError, TensorMeta, TensorView, MAX_DIMS};
 

@@ -30,6 +30,49 @@ impl SpillKey {
     }
 }
 
+impl SpillKey {
+    /// `plain` sealed with AES-256-GCM under this key: a random 96-bit
+    /// nonce, then the ciphertext and its tag; `aad` is bound to it (for
+    /// files other than spill files: checkpoints, see `prism::at_rest`).
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE] = rand::random();
+        let mut out = Vec::with_capacity(NONCE + plain.len() + self.0.algorithm().tag_len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let mut body = out.split_off(NONCE);
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                &mut body,
+            )
+            .expect("AES-256-GCM seals any length a Vec holds");
+        out.append(&mut body);
+        out
+    }
+
+    /// What [`SpillKey::seal`] sealed with this key and `aad`; `None` when
+    /// it does not open (changed, another key, another `aad`, too short).
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE + self.0.algorithm().tag_len() {
+            return None;
+        }
+        let nonce: [u8; NONCE] = sealed[..NONCE].try_into().ok()?;
+        let mut body = sealed[NONCE..].to_vec();
+        let n = self
+            .0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                &mut body,
+            )
+            .ok()?
+            .len();
+        body.truncate(n);
+        Some(body)
+    }
+}
+
 impl std::fmt::Debug for SpillKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SpillKey(<secret>)")

@@ -89,3 +89,41 @@ fn a_changed_or_foreign_sealed_file_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn sealed_bytes_open_only_with_their_key_and_associated_data() {
+    let key = crate::SpillKey::new(&[7u8; 32]);
+    let plain = secret_rows(1);
+    let sealed = key.seal(b"model.safetensors", &plain);
+    assert!(!contains(&sealed, b"PATIENT-RECORD"), "no plaintext");
+    assert_eq!(key.open(b"model.safetensors", &sealed), Some(plain.clone()));
+    assert_ne!(
+        key.seal(b"model.safetensors", &plain),
+        sealed,
+        "a fresh nonce each time"
+    );
+    assert_eq!(
+        key.open(b"optim.safetensors", &sealed),
+        None,
+        "another name"
+    );
+    let other = crate::SpillKey::new(&[8u8; 32]);
+    assert_eq!(
+        other.open(b"model.safetensors", &sealed),
+        None,
+        "another key"
+    );
+    let mut flipped = sealed.clone();
+    flipped[40] ^= 1;
+    assert_eq!(
+        key.open(b"model.safetensors", &flipped),
+        None,
+        "a changed byte"
+    );
+    assert_eq!(
+        key.open(b"model.safetensors", &sealed[..20]),
+        None,
+        "too short"
+    );
+    assert_eq!(key.open(b"x", &key.seal(b"x", b"")), Some(Vec::new()));
+}

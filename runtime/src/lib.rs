@@ -116,6 +116,7 @@ pub mod views;
 
 #[doc(hidden)]
 pub use api::__private;
+pub use api::at_rest;
 pub use api::channel;
 pub use api::cluster;
 pub use api::models;

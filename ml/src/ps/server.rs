@@ -50,10 +50,10 @@ impl PsShard {
             return Ok(());
         }
         self.saved = updates;
+        // Sealed when the cluster encrypts at rest (`prism::at_rest`).
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.state.to_bytes()?)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("checkpoint {}: {e}", path.display()))
+        prism::at_rest::write_file(&tmp, &self.state.to_bytes()?).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("checkpoint {}: {e}", path.display()))
     }
 }
 
@@ -72,7 +72,7 @@ impl PsShard {
         });
         let restored = file
             .as_ref()
-            .and_then(|(p, _)| std::fs::read(p).ok())
+            .and_then(|(p, _)| prism::at_rest::read_file(p).ok())
             .and_then(|b| ShardState::restored(&b).ok());
         if restored.is_some() {
             println!("shard {} restored from its checkpoint", spec.index);

@@ -2,6 +2,9 @@
 //! (the VarStore), `optim.safetensors` (momentum buffers) and `meta` (step
 //! and epoch). Written under a temporary name and renamed, so a worker
 //! killed mid-save never leaves a half checkpoint; the newest two are kept.
+//! On a cluster that encrypts at rest every file is sealed with its key
+//! (`prism::at_rest`); libtorch writes and reads the plaintext only in a
+//! scratch file in memory (`/dev/shm`), never on the disk.
 
 use super::optim::Sgd;
 use crate::{MlError, Result};
@@ -37,7 +40,7 @@ pub fn save(dir: &Path, step: u64, epoch: u64, vs: &VarStore, opt: &Sgd) -> Resu
     let tmp = dir.join(format!(".tmp-{step}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    vs.save(tmp.join("model.safetensors"))?;
+    sealed(&tmp.join("model.safetensors"), |p| Ok(vs.save(p)?))?;
     let named: Vec<(String, &tch::Tensor)> = opt
         .state()
         .iter()
@@ -45,10 +48,12 @@ pub fn save(dir: &Path, step: u64, epoch: u64, vs: &VarStore, opt: &Sgd) -> Resu
         .map(|(i, t)| (format!("v{i}"), t))
         .collect();
     if !named.is_empty() {
-        tch::Tensor::write_safetensors(&named, tmp.join("optim.safetensors"))?;
+        sealed(&tmp.join("optim.safetensors"), |p| {
+            Ok(tch::Tensor::write_safetensors(&named, p)?)
+        })?;
     }
     let meta = tmp.join("meta");
-    std::fs::write(&meta, format!("{step} {epoch}\n")).map_err(io(&meta))?;
+    prism::at_rest::write_file(&meta, format!("{step} {epoch}\n").as_bytes())?;
     let final_dir = dir.join(format!("checkpoint-{step}"));
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
@@ -69,15 +74,15 @@ pub fn load_latest(dir: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<Optio
 
 /// Loads one checkpoint directory into `vs` and `opt`: its (step, epoch).
 pub fn load(path: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<(u64, u64)> {
-    vs.load(path.join("model.safetensors"))?;
+    opened(&path.join("model.safetensors"), |p| Ok(vs.load(p)?))?;
     let optim = path.join("optim.safetensors");
     if optim.exists() {
-        let mut named = tch::Tensor::read_safetensors(&optim)?;
+        let mut named = opened(&optim, |p| Ok(tch::Tensor::read_safetensors(p)?))?;
         named.sort_by_key(|(k, _)| k.trim_start_matches('v').parse::<usize>().unwrap_or(0));
         opt.velocity = named.into_iter().map(|(_, t)| t).collect();
     }
     let meta_path = path.join("meta");
-    let meta = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
+    let meta = String::from_utf8_lossy(&prism::at_rest::read_file(&meta_path)?).into_owned();
     let mut it = meta.split_whitespace().map(|x| x.parse::<u64>());
     match (it.next(), it.next()) {
         (Some(Ok(step)), Some(Ok(epoch))) => Ok((step, epoch)),
@@ -86,4 +91,58 @@ pub fn load(path: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<(u64, u64)>
             detail: format!("expected \"<step> <epoch>\", got {meta:?}"),
         }),
     }
+}
+
+/// A scratch file in memory for libtorch to write or read, removed when
+/// dropped; named after `path` (libtorch picks the format by extension).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn for_file(path: &Path) -> Scratch {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        Scratch(dir.join(format!("prism-{}-{n}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Has `save` write `path`, sealed through `prism::at_rest` when the
+/// cluster encrypts at rest (by way of a scratch file in memory).
+fn sealed(path: &Path, save: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if !prism::at_rest::encrypting() {
+        return save(path);
+    }
+    let scratch = Scratch::for_file(path);
+    save(&scratch.0)?;
+    let bytes = std::fs::read(&scratch.0).map_err(io(&scratch.0))?;
+    Ok(prism::at_rest::write_file(path, &bytes)?)
+}
+
+/// Has `load` read `path`, opened first (into a scratch file in memory)
+/// if it is sealed.
+fn opened<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let mut head = [0u8; 8];
+    let sealed = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && prism::at_rest::is_sealed(&head);
+    if !sealed {
+        return load(path);
+    }
+    let plain = prism::at_rest::read_file(path)?;
+    let scratch = Scratch::for_file(path);
+    std::fs::write(&scratch.0, plain).map_err(io(&scratch.0))?;
+    load(&scratch.0)
 }

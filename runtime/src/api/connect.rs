@@ -42,7 +42,11 @@ pub(crate) fn connect(
         Ok(Some(LocalEvent::Welcome {
             node_id,
             store_socket,
-        })) => (node_id, store_socket),
+            at_rest_key,
+        })) => {
+            super::at_rest::set_key(at_rest_key);
+            (node_id, store_socket)
+        }
         Ok(Some(LocalEvent::Refused { message })) => {
             return Err(Error::Init(format!("the raylet refused: {message}")))
         }

@@ -197,6 +197,9 @@ pub enum Error {
     /// The model registry refused (an unknown model, version or run).
     #[error("model registry: {0}")]
     Registry(String),
+    /// A file kept at rest could not be written, read or opened.
+    #[error("at rest: {0}")]
+    AtRest(String),
     /// An object's residency rule refused where it was to be put.
     #[error("residency: {0}")]
     Residency(String),

@@ -21,6 +21,7 @@
 pub mod actor;
 mod actor_calls;
 mod actor_worker;
+pub mod at_rest;
 mod borrowing;
 pub mod channel;
 pub mod cluster;

@@ -484,6 +484,9 @@ pub enum LocalEvent {
         node_id: NodeId,
         /// Its object store socket.
         store_socket: String,
+        /// The cluster's at-rest key when it encrypts at rest (checkpoints
+        /// are sealed with it, `prism::at_rest`).
+        at_rest_key: Option<[u8; 32]>,
     },
     /// Run this task (to a worker). `gpus` are the GPU indices it was given.
     Execute {

@@ -90,6 +90,7 @@ impl TaskService {
         let welcome = || LocalEvent::Welcome {
             node_id: self.node(),
             store_socket: self.env.store_socket.display().to_string(),
+            at_rest_key: self.store.at_rest_key(),
         };
         let refuse = |message: String| {
             self.send(owner, &LocalEvent::Refused { message });

@@ -38,6 +38,9 @@ pub struct StoreServer {
     pub bytes_sent: AtomicU64,
     /// Object bytes pulled from peers.
     pub bytes_received: AtomicU64,
+    /// The cluster's at-rest key, handed to local processes in their
+    /// welcome (they seal checkpoints with it, `prism::at_rest`).
+    at_rest_key: Mutex<Option<[u8; 32]>>,
 }
 
 /// What the store needs from the rest of the cluster (the raylet's
@@ -133,6 +136,7 @@ impl StoreServer {
             max_clients: std::sync::atomic::AtomicUsize::new(usize::MAX),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            at_rest_key: Mutex::new(None),
         }))
     }
 
@@ -174,10 +178,16 @@ impl StoreServer {
     /// Seals spill files with the cluster's key from now on (encryption at
     /// rest); `None` writes them plain.
     pub fn set_spill_key(&self, key: Option<&[u8; 32]>) {
+        *self.at_rest_key.lock().unwrap_or_else(|p| p.into_inner()) = key.copied();
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_spill_key(key);
+    }
+
+    /// The cluster's at-rest key, if it encrypts at rest.
+    pub fn at_rest_key(&self) -> Option<[u8; 32]> {
+        *self.at_rest_key.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The segment (a mapping private to the server, not behind the lock).

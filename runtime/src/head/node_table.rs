@@ -18,12 +18,13 @@
 //!   (at least a dead timeout) to heartbeat again, its id still known,
 //!   before it is declared dead.
 //! - NT-5: while recovered nodes are still coming back (one rejoined less
-//!   than a dead timeout ago), none of those still away is declared dead
-//!   or suspect: thousands of nodes re-handshaking with a restarted head
-//!   may take longer than the grace, and a herd still arriving is no sign
-//!   of death (Kubernetes slows its evictions when much of a zone is
-//!   unready at once, for the same reason). When the arrivals stop, the
-//!   rest die one dead timeout after the last one.
+//!   than a dead timeout ago), no node is declared dead or suspect for its
+//!   silence: thousands of nodes re-handshaking with a restarted head may
+//!   take longer than the grace, and while they do the head is too busy
+//!   to tell a silent node from one whose heartbeats it is late to hear
+//!   (Kubernetes stops evicting when a whole zone is unready at once, for
+//!   the same reason). When the arrivals stop, silence counts again from
+//!   the last one.
 
 use crate::ids::NodeId;
 use crate::proto::common::{NodeState, NodeStatus, Resources};
@@ -299,11 +300,11 @@ impl NodeTable {
         let mut to_kill = Vec::new();
         let rejoin = self.last_rejoin;
         for n in self.nodes.values_mut() {
-            // NT-5: a recovered node still away is silent only since the
-            // last of its fellows came back.
+            // NT-5: while the herd arrives, silence counts from the last
+            // arrival at the earliest.
             let since = match rejoin {
-                Some(r) if n.recovered => n.last_heartbeat.max(r),
-                _ => n.last_heartbeat,
+                Some(r) => n.last_heartbeat.max(r),
+                None => n.last_heartbeat,
             };
             let silent = now.saturating_duration_since(since);
             match n.state {
@@ -520,6 +521,10 @@ mod tests {
             t.handle_heartbeat(ms(1800), b, free.clone()),
             HeartbeatOutcome::Ack
         );
+        // a, back since 0.9 s and silent since, is not declared dead either
+        // while the herd arrives (the head may be too busy to hear it).
+        t.tick(ms(2000));
+        assert_ne!(t.node(a).unwrap().state, NodeState::Dead);
         assert_eq!(
             t.handle_heartbeat(ms(2500), b, free.clone()),
             HeartbeatOutcome::Ack
@@ -533,7 +538,7 @@ mod tests {
         assert_eq!(
             t.node(a).unwrap().state,
             NodeState::Dead,
-            "a was silent since 0.9 s"
+            "a: silence counts again from the last arrival"
         );
         assert_ne!(t.node(b).unwrap().state, NodeState::Dead);
     }

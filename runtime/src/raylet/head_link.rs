@@ -193,9 +193,12 @@ impl Heartbeats<'_> {
     ) -> NodeId {
         let mut client = Some(client);
         // Dials of a lost head are spread and thinned (BO-1/2): the first
-        // comes on the next beat, later ones up to 8 beats apart, jittered,
-        // so a herd of raylets does not dial a restarted head in step.
-        let mut backoff = Backoff::randomized(self.interval, self.interval * 8);
+        // comes on the next beat, later ones up to a patience apart,
+        // jittered, so a herd of raylets does not dial a restarted head in
+        // step. A dial and its wait stay under the dead timeout (8 beats of
+        // the default 10), so a node still trying is back before a
+        // recovered head that saw others arrive gives up on it (NT-5).
+        let mut backoff = Backoff::randomized(self.interval, self.patience());
         let mut dial_at = Instant::now();
         let mut tick = tokio::time::interval(self.interval);
         tokio::pin!(shutdown);

@@ -7,6 +7,7 @@ use super::{
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,24 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct QuicEndpoint {
     inner: quinn::Endpoint,
+    /// Incoming handshakes being worked on now.
+    handshaking: Arc<AtomicUsize>,
+}
+
+/// Incoming handshakes a server endpoint works on at once. More are
+/// refused at once — the dialler backs off and comes again — instead of
+/// being queued until they time out after costing the server their
+/// cryptography: what a restarted head meets when thousands of nodes come
+/// back together.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// Counts one handshake in progress while it lives.
+struct Handshake(Arc<AtomicUsize>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
@@ -38,7 +57,10 @@ impl QuicEndpoint {
         server.transport_config(transport_config(idle_timeout));
         let inner = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        Ok(QuicEndpoint { inner })
+        Ok(QuicEndpoint {
+            inner,
+            handshaking: Arc::default(),
+        })
     }
 
     /// A client-only endpoint on an ephemeral port.
@@ -46,7 +68,10 @@ impl QuicEndpoint {
         let addr = SocketAddr::new(bind_ip, 0);
         let inner = quinn::Endpoint::client(addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        Ok(QuicEndpoint { inner })
+        Ok(QuicEndpoint {
+            inner,
+            handshaking: Arc::default(),
+        })
     }
 }
 
@@ -59,9 +84,19 @@ impl Endpoint for QuicEndpoint {
 
     fn accept(&self) -> BoxFut<'_, Option<Incoming>> {
         Box::pin(async move {
-            let incoming = self.inner.accept().await?;
+            let incoming = loop {
+                let incoming = self.inner.accept().await?;
+                if self.handshaking.fetch_add(1, Ordering::AcqRel) < MAX_HANDSHAKES {
+                    break incoming;
+                }
+                self.handshaking.fetch_sub(1, Ordering::AcqRel);
+                tracing::debug!(peer = %incoming.remote_address(), "too many handshakes at once; refused");
+                incoming.refuse();
+            };
+            let counted = Handshake(self.handshaking.clone());
             let addr = incoming.remote_address();
             let fut: Incoming = Box::pin(async move {
+                let _counted = counted;
                 let conn = incoming.await.map_err(|e| TransportError::Incoming {
                     addr,
                     why: e.to_string(),

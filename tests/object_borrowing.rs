@@ -88,6 +88,23 @@ fn blob(seed: u8) -> ObjectRef<Vec<u8>> {
     prism::put(&vec![seed; 2 * MB]).unwrap()
 }
 
+/// Puts a blob, has `keeper` keep a ref to it and drops the driver's: the
+/// keeper's borrow alone holds it now. Returns its id.
+fn lend(keeper: &prism::ActorHandle<Keeper>, seed: u8) -> Vec<String> {
+    let b = blob(seed);
+    let ids = vec![b.id().to_string()];
+    check(
+        keeper.keep(vec![b.clone()]).unwrap().get().unwrap() == 1,
+        "kept",
+    );
+    drop(b);
+    check(
+        copies(&ids) >= 1,
+        "the driver's refs are gone, the actor's borrow keeps the object",
+    );
+    ids
+}
+
 fn role_borrow() {
     let _c = prism::init().unwrap();
     let on_b = || total::options().resource("x", 1.0);
@@ -115,17 +132,7 @@ fn role_borrow() {
 
     // An actor on b keeps a ref it received: it borrows it.
     let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
-    let b1 = blob(3);
-    let kept = vec![b1.id().to_string()];
-    check(
-        keeper.keep(vec![b1.clone()]).unwrap().get().unwrap() == 1,
-        "kept",
-    );
-    drop(b1);
-    check(
-        copies(&kept) >= 1,
-        "the driver's refs are gone, the actor's remains",
-    );
+    let kept = lend(&keeper, 3);
     check(
         keeper.read().unwrap().get().unwrap() == 2 * MB as u64,
         "the actor still reads the object it borrows",
@@ -159,17 +166,7 @@ fn role_borrow() {
     // A borrower killed while it holds a ref: its raylet releases the
     // borrow in its name (BL-1), so the owner frees the object.
     let doomed = Keeper::options().resource("x", 1.0).spawn().unwrap();
-    let d1 = blob(5);
-    let dead = vec![d1.id().to_string()];
-    check(
-        doomed.keep(vec![d1.clone()]).unwrap().get().unwrap() == 1,
-        "kept",
-    );
-    drop(d1);
-    check(
-        copies(&dead) >= 1,
-        "the doomed actor's borrow keeps the object meanwhile",
-    );
+    let dead = lend(&doomed, 5);
     prism::kill(&doomed, true).unwrap();
     check(
         wait_until(soon, || copies(&dead) == 0),
@@ -232,14 +229,7 @@ fn role_borrow() {
 fn role_dead_node() {
     let _c = prism::init().unwrap();
     let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
-    let e1 = blob(6);
-    let ids = vec![e1.id().to_string()];
-    check(
-        keeper.keep(vec![e1.clone()]).unwrap().get().unwrap() == 1,
-        "kept",
-    );
-    drop(e1);
-    check(copies(&ids) == 1, "the borrow on b keeps the blob on a");
+    let ids = lend(&keeper, 6);
     println!("KEPT");
     check(
         wait_until(Duration::from_secs(60), || copies(&ids) == 0),
@@ -280,22 +270,26 @@ fn child_role() {
     }
 }
 
-#[test]
-fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
+/// A head alone, raylet a (the driver's, 1 CPU) and raylet b with `n` CPUs
+/// and `n` of resource x; the driver's environment.
+fn cluster(n: &str) -> (Sandbox, Node, Node, Node, Vec<(String, String)>) {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--head-only"]);
     let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
-    let b = sb.start_raylet(
-        "b",
-        &head,
-        &["--num-cpus", "2", "--resources", r#"{"x": 2}"#],
-    );
+    let x = format!(r#"{{"x": {n}}}"#);
+    let b = sb.start_raylet("b", &head, &["--num-cpus", n, "--resources", &x]);
     assert!(wait_until(Duration::from_secs(10), || sb
         .nodes_in_state("alive")
         .len()
         == 2));
     let mut envs = sb.driver_envs(&head, &a);
     envs.push(("PRISM_TEST_TEMP".into(), sb.temp().display().to_string()));
+    (sb, head, a, b, envs)
+}
+
+#[test]
+fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
+    let (sb, _head, a, b, mut envs) = cluster("2");
     let mut job = Job::spawn("borrow", &envs);
     let (ok, out) = job.finish(Duration::from_secs(300));
     assert!(
@@ -350,20 +344,7 @@ fn borrowed_refs_are_freed_everywhere_once_every_holder_drops_them() {
 
 #[test]
 fn a_dead_borrowers_node_gives_back_what_it_borrowed() {
-    let sb = Sandbox::new();
-    let head = sb.start_head(&["--head-only"]);
-    let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
-    let mut b = sb.start_raylet(
-        "b",
-        &head,
-        &["--num-cpus", "1", "--resources", r#"{"x": 1}"#],
-    );
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .nodes_in_state("alive")
-        .len()
-        == 2));
-    let mut envs = sb.driver_envs(&head, &a);
-    envs.push(("PRISM_TEST_TEMP".into(), sb.temp().display().to_string()));
+    let (_sb, _head, a, mut b, envs) = cluster("1");
     let mut job = Job::spawn("dead_node", &envs);
     assert!(
         wait_until(Duration::from_secs(60), || job.stdout().contains("KEPT")),

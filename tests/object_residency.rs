@@ -47,6 +47,26 @@ fn derive(n: u64) -> Vec<prism::ObjectRef<Vec<u64>>> {
     vec![prism::put(&rows).unwrap(), rows_of::remote(n).unwrap()]
 }
 
+/// How the head's refusal names the rule and the place.
+const OUTSIDE: [&str; 2] = [
+    "may only be on nodes with region in [in-south, in-west]",
+    "region=eu-west",
+];
+
+/// What a task pinned to `node` gets reading `r` as its argument.
+fn read_as_arg(node: NodeId, r: &prism::ObjectRef<Vec<u64>>) -> prism::Result<u64> {
+    prism::get(&total::options().node_affinity(node, false).remote(r)?)
+}
+
+/// What a task pinned to `node` gets reading `r` through a ref in a value.
+fn read_inside(node: NodeId, r: prism::ObjectRef<Vec<u64>>) -> Result<u64, String> {
+    let got = total_inside::options()
+        .node_affinity(node, false)
+        .remote(vec![r])
+        .unwrap();
+    prism::get(&got).unwrap()
+}
+
 fn node(var: &str) -> NodeId {
     std::env::var(var).unwrap().parse().unwrap()
 }
@@ -58,34 +78,20 @@ fn role_residency() {
     let data: Vec<u64> = (1..=1000).collect();
     let r = prism::put_resident(&data, rule.clone()).unwrap();
 
-    let ok = total::options()
-        .node_affinity(west, false)
-        .remote(&r)
-        .unwrap();
     check(
-        prism::get(&ok).unwrap() == 500_500,
+        read_as_arg(west, &r).unwrap() == 500_500,
         "a node inside the rule reads it",
     );
-
-    let far = total::options()
-        .node_affinity(eu, false)
-        .remote(&r)
-        .unwrap();
-    let err = prism::get(&far).unwrap_err().to_string();
+    let err = read_as_arg(eu, &r).unwrap_err().to_string();
     println!("REFUSED ARG: {err}");
     check(
-        err.contains("may only be on nodes with region in [in-south, in-west]")
-            && err.contains("region=eu-west"),
+        OUTSIDE.iter().all(|w| err.contains(w)),
         "a task pinned outside the rule cannot read it as an argument",
     );
-    let inside = total_inside::options()
-        .node_affinity(eu, false)
-        .remote(vec![r.clone()])
-        .unwrap();
-    let err = prism::get(&inside).unwrap().unwrap_err();
+    let err = read_inside(eu, r.clone()).unwrap_err();
     println!("REFUSED GET: {err}");
     check(
-        err.contains("region in [in-south, in-west]"),
+        OUTSIDE.iter().all(|w| err.contains(w)),
         "nor through a ref inside a value",
     );
 
@@ -135,12 +141,8 @@ fn task_results(west: NodeId, eu: NodeId, rule: &Residency) {
         prism::get(&made).unwrap().len() == 1000,
         "the driver, inside the rule, reads a resident result",
     );
-    let near = total::options()
-        .node_affinity(west, false)
-        .remote(&made)
-        .unwrap();
     check(
-        prism::get(&near).unwrap() == 500_500,
+        read_as_arg(west, &made).unwrap() == 500_500,
         "a node inside the rule reads a resident result",
     );
     // A small result too: it is stored, not inlined, so the head decides.
@@ -149,12 +151,10 @@ fn task_results(west: NodeId, eu: NodeId, rule: &Residency) {
         .remote(3u64)
         .unwrap();
     for (what, r) in [("large", &made), ("small", &small)] {
-        let far = total::options().node_affinity(eu, false).remote(r).unwrap();
-        let err = prism::get(&far).unwrap_err().to_string();
+        let err = read_as_arg(eu, r).unwrap_err().to_string();
         println!("REFUSED RESULT ({what}): {err}");
         check(
-            err.contains("may only be on nodes with region in [in-south, in-west]")
-                && err.contains("region=eu-west"),
+            OUTSIDE.iter().all(|w| err.contains(w)),
             "a task outside the rule cannot read a resident result",
         );
     }
@@ -170,14 +170,10 @@ fn task_results(west: NodeId, eu: NodeId, rule: &Residency) {
             prism::get(&r).unwrap().len() == 10,
             "the driver reads what a resident task derived",
         );
-        let far = total_inside::options()
-            .node_affinity(eu, false)
-            .remote(vec![r])
-            .unwrap();
-        let err = prism::get(&far).unwrap().unwrap_err();
+        let err = read_inside(eu, r).unwrap_err();
         println!("REFUSED DERIVED ({what}): {err}");
         check(
-            err.contains("region in [in-south, in-west]"),
+            OUTSIDE.iter().all(|w| err.contains(w)),
             "what a resident task derived stays inside the rule",
         );
     }

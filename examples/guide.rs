@@ -75,14 +75,23 @@ mod guide {
         Ok(())
     }
 
+    #[prism::remote]
+    fn score(rows: Vec<u64>) -> u64 {
+        rows.iter().sum()
+    }
+
     pub fn residency() -> prism::Result<()> {
         let _cluster = prism::InitOptions::new().num_cpus(1.0).label("region", "in-south").init()?;
         let rows = vec![17u64; 64];
         // readme:residency
         let rule = prism::Residency::new("region", &["in-south", "in-west"]);
-        let records = prism::put_resident(&rows, rule)?;   // this node must be inside the rule
+        let records = prism::put_resident(&rows, rule.clone())?;   // this node must be inside the rule
         // readme:end
         assert_eq!(records.get()?.len(), 64);
+        // readme:residency-task
+        let scores = score::options().resident(rule.clone()).remote(&records)?;
+        // readme:end
+        assert_eq!(scores.get()?, 17 * 64);
         let elsewhere = prism::Residency::new("region", &["eu-west"]);
         assert!(prism::put_resident(&rows, elsewhere).is_err());
         Ok(())

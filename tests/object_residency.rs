@@ -40,6 +40,13 @@ fn where_after(ms: u64) -> String {
     prism::node_id().unwrap().to_string()
 }
 
+/// Its rows' sum and where it ran, after holding its CPU a while.
+#[prism::remote]
+fn sum_where(xs: Vec<u64>, ms: u64) -> (u64, String) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    (xs.iter().sum(), prism::node_id().unwrap().to_string())
+}
+
 /// Puts rows and submits a child from inside a (resident) task.
 #[prism::remote]
 fn derive(n: u64) -> Vec<prism::ObjectRef<Vec<u64>>> {
@@ -93,6 +100,25 @@ fn role_residency() {
     check(
         OUTSIDE.iter().all(|w| err.contains(w)),
         "nor through a ref inside a value",
+    );
+
+    // Tasks reading it, allowed here (in-south, 1 CPU) or on eu-west by
+    // their own selector, are placed inside its rule: all four here,
+    // queued rather than spilled to the idle eu-west node to fail.
+    let here = prism::node_id().unwrap().to_string();
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            sum_where::options()
+                .label_selector("region!=in-west")
+                .remote(&r, 200u64)
+                .unwrap()
+        })
+        .collect();
+    let got = prism::get_all(&reads).unwrap();
+    println!("RESIDENT READS RAN ON: {got:?}");
+    check(
+        got.iter().all(|(sum, at)| *sum == 500_500 && *at == here),
+        "a task reading a resident object is placed inside its rule",
     );
 
     // A resident tensor (a dataset block) the same way.

@@ -45,6 +45,9 @@ pub struct Core {
     pub(crate) owned: Owned,
     pub(crate) borrowed: super::borrowing::Borrowed,
     pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
+    /// Residency rules of objects this process owns (until freed): a task
+    /// reading one is placed inside its rule.
+    pub(crate) rules: DashMap<ObjectId, crate::proto::common::Residency>,
     pub(crate) store: StoreClient,
     pub(crate) node_id: NodeId,
     pub(crate) job_id: JobId,
@@ -82,6 +85,7 @@ impl Core {
             owned: Owned::default(),
             borrowed: Default::default(),
             keepalive: DashMap::new(),
+            rules: DashMap::new(),
             store,
             node_id,
             job_id,

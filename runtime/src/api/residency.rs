@@ -5,6 +5,10 @@
 //! pinned, spilled back, or an actor restarted on another node — cannot
 //! read the object, and gets an error naming the rule.
 //!
+//! A task that reads a resident object its submitter owns — as an
+//! argument, or through a ref inside one — is placed inside that object's
+//! rule the same way (its result is not resident unless it asks).
+//!
 //! A task can carry a rule too (`f::options().resident(rule)`): it runs
 //! only on nodes inside the rule (its placement is narrowed by the rule's
 //! label selector), its result is kept under the rule (never inlined, so
@@ -91,8 +95,20 @@ pub fn put_tensor_resident<D: super::tensor::Dim>(
 /// node is outside it).
 fn claim(rule: Residency) -> Result<ObjectId> {
     let id = ObjectId::random();
-    claim_as(&current()?, id, rule)?;
+    let core = current()?;
+    claim_as(&core, id, rule.clone())?;
+    core.rules.insert(id, rule);
     Ok(id)
+}
+
+/// The rule a task reading `args` (objects this process owns) must run
+/// inside, if one of them has a rule (the first found).
+pub(crate) fn rule_of_args<'a>(
+    core: &Core,
+    args: impl IntoIterator<Item = &'a ObjectId>,
+) -> Option<Residency> {
+    args.into_iter()
+        .find_map(|id| core.rules.get(id).map(|r| r.clone()))
 }
 
 /// Has the head hold `rule` for `id` before anything is stored under it

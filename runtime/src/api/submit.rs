@@ -9,7 +9,7 @@ use super::object_ref::{EncodedArg, ObjectRef, OwnerGuard};
 use super::options::TaskOptions;
 use super::ownership::{Slot, SlotState};
 use crate::object_store::ObjectError;
-use crate::proto::task::{ArgSpec, LocalRequest, TaskSpec};
+use crate::proto::task::{ArgSpec, LocalRequest, TaskKind, TaskSpec};
 use prism_objectstore::ObjectId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,10 @@ impl Core {
         args: Vec<EncodedArg>,
     ) -> Result<ObjectRef<R>> {
         let spec = opts.spec(self.job_id)?;
+        if let Some(rule) = &spec.residency {
+            // The result is this process's, under the task's rule.
+            self.rules.insert(spec.task_id.result(), (**rule).clone());
+        }
         self.submit_spec(spec, args, false)
     }
 
@@ -56,7 +60,8 @@ impl Core {
                     let id = ObjectId::random();
                     // A resident task's large argument stays under its rule.
                     if let Some(rule) = super::residency::inherited() {
-                        super::residency::claim_as(self, id, rule)?;
+                        super::residency::claim_as(self, id, rule.clone())?;
+                        self.rules.insert(id, rule);
                     }
                     self.store
                         .put_parts(id, &[&b], true, Duration::from_secs(60))?;
@@ -88,6 +93,19 @@ impl Core {
         }
         if !guards.is_empty() {
             self.keepalive.insert(task_id, guards);
+        }
+        // A task reading a resident object it did not ask to be resident
+        // for runs inside that object's rule (the head would refuse it the
+        // object anywhere else).
+        if spec.residency.is_none() && matches!(spec.kind, TaskKind::Task) {
+            let objects = specs.iter().filter_map(|a| match a {
+                ArgSpec::Object(id) => Some(id),
+                ArgSpec::Inline(_) => None,
+            });
+            let nested = spec.nested_refs.iter();
+            if let Some(rule) = super::residency::rule_of_args(self, objects.chain(nested)) {
+                spec.strategy = super::residency::confine(&spec.strategy, &rule);
+            }
         }
         spec.args = specs;
         if waits.is_empty() {

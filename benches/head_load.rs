@@ -303,6 +303,28 @@ fn main() {
         let pct = (c1 - c0) as f64 / hz / wall * 100.0;
         let rss = rss_kib(pid);
         let failed = failures.load(Ordering::Relaxed);
+        // What a raylet fetches after every accepted heartbeat: the whole
+        // cluster status (its size grows with the nodes, so all raylets
+        // together cost the head O(nodes²) a second).
+        let fetches = 20u32;
+        let (c2, w2) = (cpu_ticks(pid), Instant::now());
+        let mut status_bytes = 0;
+        for _ in 0..fetches {
+            let s = joiner.status().await.unwrap();
+            status_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&s).unwrap().len();
+        }
+        let fetch_wall = w2.elapsed() / fetches;
+        // Less the heartbeats' own share of the head's CPU meanwhile.
+        let fetch_cpu = ((cpu_ticks(pid) - c2) as f64 / hz
+            - w2.elapsed().as_secs_f64() * pct / 100.0)
+            .max(0.0)
+            / fetches as f64;
+        println!(
+            "cluster status at {nodes} nodes: {:.0} KB, {:.1} ms a fetch, ~{:.1} ms of head CPU each (a raylet fetches it after every heartbeat)",
+            status_bytes as f64 / 1024.0,
+            fetch_wall.as_secs_f64() * 1e3,
+            fetch_cpu * 1e3
+        );
         // 3. Recovery: kill -9 the head, start it again in its session on
         // the same port, and time until every node heartbeats again.
         head.kill9();

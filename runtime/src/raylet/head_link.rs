@@ -132,6 +132,19 @@ impl HeadLink {
     }
 }
 
+/// Nodes' worth of cluster status a raylet fetches per heartbeat.
+const STATUS_NODES_PER_BEAT: usize = 500;
+
+/// After how many heartbeats a raylet fetches the cluster's status again,
+/// given how many nodes it had: every beat up to 500 nodes, then rarer in
+/// proportion (every 20 beats at 10,000), so that all raylets together
+/// cost the head O(nodes) a second rather than O(nodes²): the status
+/// holds every node. Peers' free resources, ended jobs and drains reach a
+/// raylet of a large cluster that much later.
+pub fn status_every(nodes: usize) -> u32 {
+    (1 + nodes / STATUS_NODES_PER_BEAT) as u32
+}
+
 /// What the head answers a registration with.
 pub type Registration = (NodeId, u64, Option<[u8; 32]>);
 
@@ -200,6 +213,9 @@ impl Heartbeats<'_> {
         // recovered head that saw others arrive gives up on it (NT-5).
         let mut backoff = Backoff::randomized(self.interval, self.patience());
         let mut dial_at = Instant::now();
+        // The cluster's status, fetched after every heartbeat of a small
+        // cluster and more rarely in a large one (`status_every`).
+        let (mut beats_since_status, mut cluster_nodes) = (u32::MAX - 1, 0);
         let mut tick = tokio::time::interval(self.interval);
         tokio::pin!(shutdown);
         loop {
@@ -246,8 +262,14 @@ impl Heartbeats<'_> {
                 });
             match answer {
                 Ok(HeadResponse::HeartbeatAck) => {
+                    beats_since_status += 1;
+                    if beats_since_status < status_every(cluster_nodes) {
+                        continue;
+                    }
                     if let Ok(Ok(status)) = tokio::time::timeout(self.patience(), c.status()).await
                     {
+                        beats_since_status = 0;
+                        cluster_nodes = status.nodes.len();
                         node.status(&status);
                     }
                 }
@@ -265,6 +287,8 @@ impl Heartbeats<'_> {
                             info!(old = %node_id, node = %id, incarnation = inc, "registered as a new incarnation");
                             node_id = id;
                             node.new_id(id);
+                            // A new incarnation learns the cluster at once.
+                            beats_since_status = u32::MAX - 1;
                         }
                         Err(e) => warn!("re-registration failed: {e}"),
                     }
@@ -292,5 +316,23 @@ impl Heartbeats<'_> {
             c.close();
         }
         node_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_every;
+
+    #[test]
+    fn the_status_is_fetched_every_beat_in_a_small_cluster_and_rarer_in_a_large_one() {
+        assert_eq!(status_every(0), 1);
+        assert_eq!(status_every(499), 1);
+        assert_eq!(status_every(500), 2);
+        assert_eq!(status_every(10_000), 21);
+        // All raylets together: at most ~500 nodes' worth per beat each.
+        for n in [1usize, 100, 1_000, 10_000, 100_000] {
+            let per_beat = n * n / status_every(n) as usize;
+            assert!(per_beat <= 500 * n, "{n} nodes: {per_beat}");
+        }
     }
 }

@@ -11,7 +11,7 @@
 //!   that reached its submitter) and did not release comes back exactly
 //!   once, as many times as it was started.
 //! - **BL-2** a release that matches no start (never handed on, or already
-//!   released) changes nothing.
+//!   released) changes nothing and is not handed on.
 
 use crate::proto::task::ReplyTo;
 use prism_objectstore::ObjectId;
@@ -42,13 +42,19 @@ impl<K: std::hash::Hash + Eq + Copy> BorrowLedger<K> {
         }
     }
 
-    /// Borrower `conn` released its registrations of `objects` with `to`.
-    pub fn released(&mut self, conn: K, to: ReplyTo, objects: &[ObjectId]) {
+    /// Borrower `conn` released its registrations of `objects` with `to`:
+    /// those that matched a recorded start, the only ones to hand on (a
+    /// release matching none — its start not yet acknowledged, or already
+    /// released for a borrower declared gone — would take another
+    /// borrower's count; BL-2).
+    pub fn released(&mut self, conn: K, to: ReplyTo, objects: &[ObjectId]) -> Vec<ObjectId> {
         let Some(held) = self.held.get_mut(&conn) else {
-            return;
+            return Vec::new();
         };
+        let mut matched = Vec::new();
         for id in objects {
             if let Some(n) = held.get_mut(&(to, *id)) {
+                matched.push(*id);
                 *n -= 1;
                 if *n == 0 {
                     held.remove(&(to, *id));
@@ -58,6 +64,7 @@ impl<K: std::hash::Hash + Eq + Copy> BorrowLedger<K> {
         if held.is_empty() {
             self.held.remove(&conn);
         }
+        matched
     }
 
     /// Borrower `conn` is gone: what it still held, to release in its
@@ -145,8 +152,9 @@ mod tests {
                     l.started(9, to(sub), &[ids[obj]]);
                     *want.entry((sub, obj)).or_default() += 1;
                 } else {
-                    l.released(9, to(sub), &[ids[obj]]);
+                    let matched = l.released(9, to(sub), &[ids[obj]]);
                     let n = want.entry((sub, obj)).or_default();
+                    prop_assert_eq!(matched.len(), usize::from(*n > 0), "handed on only if matched");
                     *n = (*n - 1).max(0);
                 }
             }

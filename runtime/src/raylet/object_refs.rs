@@ -155,8 +155,15 @@ impl TaskService {
             Owner::Local(conn) => Some(conn),
             _ => None,
         };
-        if let (Some(conn), true) = (conn, release) {
-            self.borrow_ledger().released(conn, to, &objects);
+        // A process's own release is handed on only if it matched a
+        // recorded start (BL-2); the raylet's releases for the gone come
+        // from the ledger itself.
+        let objects = match (conn, release) {
+            (Some(conn), true) => self.borrow_ledger().released(conn, to, &objects),
+            _ => objects,
+        };
+        if release && objects.is_empty() {
+            return;
         }
         let started = (!release).then(|| objects.clone());
         let ack = move |me: &Arc<TaskService>, handed: bool| {
@@ -262,8 +269,16 @@ impl TaskService {
             conn,
         };
         let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
-        if release {
-            lent.released(from, to, &objects);
+        // Only releases that match a recorded start are handed on (BL-2):
+        // a node declared dead had its borrows released already, and its
+        // processes speak under a new id if it came back.
+        let objects = if release {
+            lent.released(from, to, &objects)
+        } else {
+            objects
+        };
+        if release && objects.is_empty() {
+            return true;
         }
         let started = (!release).then(|| objects.clone());
         let handed = self.deliver_borrows(conn, objects, release);

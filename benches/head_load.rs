@@ -248,12 +248,9 @@ fn main() {
                                 .await
                                 .ok()
                                 .and_then(Result::ok);
-                            match c {
-                                Some(_) => backoff.succeeded(),
-                                None => {
-                                    failed_dials.fetch_add(1, Ordering::Relaxed);
-                                    dial_at = Instant::now() + backoff.failed();
-                                }
+                            if c.is_none() {
+                                failed_dials.fetch_add(1, Ordering::Relaxed);
+                                dial_at = Instant::now() + backoff.failed();
                             }
                         }
                         continue;
@@ -267,6 +264,7 @@ fn main() {
                     let answer = tokio::time::timeout(beat_every * 4, client.request(&beat)).await;
                     match answer {
                         Ok(Ok(HeadResponse::HeartbeatAck)) => {
+                            backoff.succeeded();
                             acks.fetch_add(1, Ordering::Relaxed);
                             back.lock().unwrap().insert(i);
                         }

@@ -137,7 +137,7 @@ const STATUS_NODES_PER_BEAT: usize = 500;
 
 /// After how many heartbeats a raylet fetches the cluster's status again,
 /// given how many nodes it had: every beat up to 500 nodes, then rarer in
-/// proportion (every 20 beats at 10,000), so that all raylets together
+/// proportion (every 21 beats at 10,000), so that all raylets together
 /// cost the head O(nodes) a second rather than O(nodes²): the status
 /// holds every node. Peers' free resources, ended jobs and drains reach a
 /// raylet of a large cluster that much later.
@@ -231,10 +231,9 @@ impl Heartbeats<'_> {
                 // Short attempts, so a head that comes back is found within
                 // a few intervals.
                 client = match tokio::time::timeout(self.patience(), self.link.connect()).await {
-                    Ok(Ok(c)) => {
-                        backoff.succeeded();
-                        Some(c)
-                    }
+                    // The backoff resets on an accepted heartbeat, not here:
+                    // a herd's connects succeed while its heartbeats time out.
+                    Ok(Ok(c)) => Some(c),
                     Ok(Err(e)) => {
                         warn!("head unreachable: {e}");
                         None
@@ -262,7 +261,8 @@ impl Heartbeats<'_> {
                 });
             match answer {
                 Ok(HeadResponse::HeartbeatAck) => {
-                    beats_since_status += 1;
+                    backoff.succeeded();
+                    beats_since_status = beats_since_status.saturating_add(1);
                     if beats_since_status < status_every(cluster_nodes) {
                         continue;
                     }

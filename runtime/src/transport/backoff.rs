@@ -6,9 +6,10 @@
 //! they all to dial again on the same beat, the head would take a burst of
 //! handshakes it cannot finish before their timeouts, and every one of them
 //! would be tried again — work wasted in a loop. Each wait is drawn
-//! uniformly between `base` and the current ceiling (`base · 2^failures`,
-//! at most `cap`), so the herd spreads over the ceiling and thins as it
-//! grows ("full jitter").
+//! uniformly between `base` and the current ceiling (`base · 2^(failures+1)`,
+//! at most `cap`: the first wait is already spread over `[base, 2·base]`),
+//! so the herd spreads over the ceiling and thins as it grows ("full
+//! jitter").
 //!
 //! - BO-1: every wait is within `[base, cap]` (`cap` is raised to `base`).
 //! - BO-2: the ceiling doubles per failure up to `cap`; a success resets it.
@@ -51,7 +52,7 @@ impl Backoff {
     pub fn failed(&mut self) -> Duration {
         let ceiling = self
             .base
-            .saturating_mul(1u32 << self.failures.min(20))
+            .saturating_mul(2u32 << self.failures.min(20))
             .min(self.cap);
         self.failures = self.failures.saturating_add(1);
         let span = (ceiling - self.base).as_nanos() as u64;
@@ -94,13 +95,17 @@ mod tests {
             let (base, cap) = (MS * base_ms as u32, MS * cap_ms as u32);
             let mut b = Backoff::new(base, cap, seed);
             for i in 0..n {
-                let ceiling = base.saturating_mul(1 << i.min(20)).min(cap.max(base));
+                let ceiling = base.saturating_mul(2 << i.min(20)).min(cap.max(base));
                 let w = b.failed();
                 prop_assert!(w >= base && w <= ceiling, "wait {w:?} outside [{base:?}, {ceiling:?}]");
             }
             prop_assert_eq!(b.failures() as usize, n);
             b.succeeded();
-            prop_assert!(b.failed() == base, "after a success the ceiling is base again");
+            let first = b.failed();
+            prop_assert!(
+                first >= base && first <= (base * 2).min(cap.max(base)),
+                "after a success the ceiling is 2 base again"
+            );
         }
 
         #[test]
@@ -115,12 +120,12 @@ mod tests {
 
     #[test]
     fn a_herd_spreads_over_the_ceiling() {
-        // 10,000 clients failing for the 5th time: their waits cover
+        // 10,000 clients failing for the 4th time: their waits cover
         // 50..800 ms evenly rather than landing on one beat.
         let mut buckets = [0u32; 8];
         for seed in 0..10_000u64 {
             let mut b = Backoff::new(MS * 50, MS * 8000, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let w = (0..5).map(|_| b.failed()).last().unwrap() - MS * 50;
+            let w = (0..4).map(|_| b.failed()).last().unwrap() - MS * 50;
             buckets[(w.as_micros() as usize * 8 / 750_001).min(7)] += 1;
         }
         assert!(

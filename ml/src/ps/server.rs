@@ -72,8 +72,26 @@ impl PsShard {
         });
         let restored = file
             .as_ref()
-            .and_then(|(p, _)| prism::at_rest::read_file(p).ok())
-            .and_then(|b| ShardState::restored(&b).ok());
+            .filter(|(p, _)| p.exists())
+            .and_then(|(p, _)| {
+                let state = prism::at_rest::read_file(p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| ShardState::restored(&b));
+                // A checkpoint that does not open (another cluster's key,
+                // changed, damaged) is set aside, never overwritten.
+                state
+                    .map_err(|e| {
+                        let aside = p.with_extension("unreadable");
+                        let _ = std::fs::rename(p, &aside);
+                        eprintln!(
+                            "shard {}: cannot restore from {}: {e}; moved to {} and starting afresh",
+                            spec.index,
+                            p.display(),
+                            aside.display()
+                        );
+                    })
+                    .ok()
+            });
         if restored.is_some() {
             println!("shard {} restored from its checkpoint", spec.index);
         }

@@ -3,8 +3,9 @@
 //! and epoch). Written under a temporary name and renamed, so a worker
 //! killed mid-save never leaves a half checkpoint; the newest two are kept.
 //! On a cluster that encrypts at rest every file is sealed with its key
-//! (`prism::at_rest`); libtorch writes and reads the plaintext only in a
-//! scratch file in memory (`/dev/shm`), never on the disk.
+//! (`prism::at_rest`) and an unsealed one is refused; libtorch writes and
+//! reads the plaintext only in a 0600 scratch file in memory (`/dev/shm`;
+//! the system's temp directory on a machine without it).
 
 use super::optim::Sgd;
 use crate::{MlError, Result};
@@ -93,12 +94,18 @@ pub fn load(path: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<(u64, u64)>
     }
 }
 
-/// A scratch file in memory for libtorch to write or read, removed when
-/// dropped; named after `path` (libtorch picks the format by extension).
+/// A scratch file in memory (`/dev/shm`; the system's temp directory
+/// where there is none) for libtorch to write or read: created 0600 by
+/// this process, removed when dropped, and swept by a later scratch if its
+/// process died holding it. Named after `path` (libtorch picks the format
+/// by extension).
 struct Scratch(PathBuf);
 
+const SCRATCH_PREFIX: &str = "prism-ckpt-";
+
 impl Scratch {
-    fn for_file(path: &Path) -> Scratch {
+    fn for_file(path: &Path) -> Result<Scratch> {
+        use std::os::unix::fs::OpenOptionsExt;
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
@@ -106,9 +113,31 @@ impl Scratch {
         } else {
             std::env::temp_dir()
         };
+        sweep(&dir);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        Scratch(dir.join(format!("prism-{}-{n}-{name}", std::process::id())))
+        let p = dir.join(format!("{SCRATCH_PREFIX}{}-{n}-{name}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(io(&p))?;
+        Ok(Scratch(p))
+    }
+}
+
+/// Removes scratch files whose process is gone (killed mid-save or -load).
+fn sweep(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -124,7 +153,7 @@ fn sealed(path: &Path, save: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if !prism::at_rest::encrypting() {
         return save(path);
     }
-    let scratch = Scratch::for_file(path);
+    let scratch = Scratch::for_file(path)?;
     save(&scratch.0)?;
     let bytes = std::fs::read(&scratch.0).map_err(io(&scratch.0))?;
     Ok(prism::at_rest::write_file(path, &bytes)?)
@@ -139,10 +168,19 @@ fn opened<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
         .is_ok()
         && prism::at_rest::is_sealed(&head);
     if !sealed {
+        if prism::at_rest::encrypting() {
+            return Err(MlError::BadFile {
+                path: path.to_path_buf(),
+                detail: "it is not sealed, though this cluster encrypts at rest (a plaintext file \
+                         may have been put in place of a sealed one; save it again from this \
+                         cluster to seal it)"
+                    .into(),
+            });
+        }
         return load(path);
     }
     let plain = prism::at_rest::read_file(path)?;
-    let scratch = Scratch::for_file(path);
+    let scratch = Scratch::for_file(path)?;
     std::fs::write(&scratch.0, plain).map_err(io(&scratch.0))?;
     load(&scratch.0)
 }

@@ -6,10 +6,13 @@
 //! when it registers; a raylet hands it to its drivers and workers in
 //! their welcome, in memory only. [`write_file`] then seals with
 //! AES-256-GCM (a random nonce; the file's stem is bound as associated
-//! data, so two sealed files cannot be swapped unnoticed) behind a magic
-//! header; without the flag it writes the bytes as they are.
-//! [`read_file`] opens either kind: a sealed file needs this cluster's key
-//! and fails naming why when it is missing, another cluster's, or changed.
+//! data, so a file sealed as `optim.*` does not open as `model.*` — but
+//! files of the same stem, from two checkpoints, can be swapped unnoticed)
+//! behind a magic header; without the flag it writes the bytes as they
+//! are. [`read_file`] opens a sealed file with this cluster's key and fails
+//! naming why when it is missing, another cluster's, or changed; where the
+//! cluster encrypts, an unsealed file is refused too (a plaintext file put
+//! in place of a sealed one), elsewhere it is read as it is.
 
 use super::error::{Error, Result};
 use prism_objectstore::SpillKey;
@@ -93,6 +96,14 @@ pub fn open(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
 
 fn open_with(key: Option<&SpillKey>, path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     if !is_sealed(&bytes) {
+        if key.is_some() {
+            return Err(failed(
+                path,
+                "it is not sealed, though this cluster encrypts at rest (a plaintext file may \
+                 have been put in place of a sealed one; write it again from this cluster to \
+                 seal it)",
+            ));
+        }
         return Ok(bytes);
     }
     let Some(k) = key else {
@@ -124,11 +135,9 @@ mod tests {
         let (mine, theirs) = (SpillKey::new(&[3; 32]), SpillKey::new(&[4; 32]));
         write_with(None, &a, &secret).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), secret, "plain without a key");
-        assert_eq!(
-            read(Some(&mine), &a).unwrap(),
-            secret,
-            "a plain file still reads"
-        );
+        assert_eq!(read(None, &a).unwrap(), secret);
+        let swapped = read(Some(&mine), &a).unwrap_err().to_string();
+        assert!(swapped.contains("not sealed"), "{swapped}");
         write_with(Some(&mine), &a, &secret).unwrap();
         let on_disk = std::fs::read(&a).unwrap();
         assert!(is_sealed(&on_disk));

@@ -166,6 +166,7 @@ impl Core {
     /// arguments go, and so do its copies in the stores, if it has any.
     pub(crate) fn forget_owned(&self, id: ObjectId, slot: &Slot) {
         self.keepalive.remove(&id);
+        self.rules.remove(&id);
         if slot.pinned() {
             self.free_copies(id);
         }

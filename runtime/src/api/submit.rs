@@ -22,11 +22,16 @@ impl Core {
         args: Vec<EncodedArg>,
     ) -> Result<ObjectRef<R>> {
         let spec = opts.spec(self.job_id)?;
+        let result = spec.task_id.result();
         if let Some(rule) = &spec.residency {
             // The result is this process's, under the task's rule.
-            self.rules.insert(spec.task_id.result(), (**rule).clone());
+            self.rules.insert(result, (**rule).clone());
         }
-        self.submit_spec(spec, args, false)
+        let submitted = self.submit_spec(spec, args, false);
+        if submitted.is_err() {
+            self.rules.remove(&result);
+        }
+        submitted
     }
 
     /// Submits `spec` with `args` resolved. Pending ref arguments are awaited
@@ -58,13 +63,21 @@ impl Core {
                 }
                 EncodedArg::Value(b, _) => {
                     let id = ObjectId::random();
-                    // A resident task's large argument stays under its rule.
-                    if let Some(rule) = super::residency::inherited() {
+                    // A resident task's large argument to a task stays under
+                    // its rule (an actor's lives where the actor does).
+                    let rule = super::residency::inherited()
+                        .filter(|_| matches!(spec.kind, TaskKind::Task));
+                    if let Some(rule) = rule {
                         super::residency::claim_as(self, id, rule.clone())?;
                         self.rules.insert(id, rule);
                     }
-                    self.store
-                        .put_parts(id, &[&b], true, Duration::from_secs(60))?;
+                    if let Err(e) = self
+                        .store
+                        .put_parts(id, &[&b], true, Duration::from_secs(60))
+                    {
+                        self.rules.remove(&id);
+                        return Err(e.into());
+                    }
                     self.owned
                         .insert(id, Slot::new("argument", SlotState::Stored));
                     guards.push(OwnerGuard::new(id, self.clone()));

@@ -187,6 +187,36 @@ fn role_fault() {
     println!("ALL OK");
 }
 
+/// A run the test preempts with SIGTERM once every stage saved step 10;
+/// run again with `PRISM_PREEMPTED=1` it resumes there and finishes.
+fn role_preempt() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 64, 10], 30, 0.1);
+    let ckpt = std::path::PathBuf::from(std::env::var("PRISM_TEST_CKPT").unwrap());
+    let r = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::OneFOneB)
+        .dataset(train)
+        .checkpoint(&ckpt, 10)
+        .fit();
+    match r {
+        Err(prism_ml::MlError::Preempted { step, checkpointed }) => {
+            println!("PREEMPTED {step} {checkpointed}");
+        }
+        Ok(r) => {
+            let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
+            let acc = recipes::accuracy(&net, &test).unwrap();
+            println!(
+                "FINISHED {} steps, test accuracy {:.1}%",
+                r.losses.len(),
+                acc * 100.0
+            );
+            check(acc >= 0.9, "the resumed run learns the digits");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    println!("ALL OK");
+}
+
 /// Across machines: one stage per node (STRICT_SPREAD), the same weights.
 fn role_spread() {
     let _c = prism::init().unwrap();
@@ -219,6 +249,7 @@ fn child_role() {
         "digits" => role_digits(),
         "spread" => role_spread(),
         "fault" => role_fault(),
+        "preempt" => role_preempt(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -256,4 +287,43 @@ fn pipeline_a_killed_stage_restarts_every_stage_from_the_checkpoint() {
     let sealed = [("PRISM_ENCRYPT_AT_REST", "true")];
     let out = run_role_with("fault", &sealed, Duration::from_secs(300));
     println!("{out}");
+}
+
+#[test]
+fn pipeline_a_preempted_run_saves_where_it_stopped_and_the_next_run_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().display().to_string();
+    let envs = [("PRISM_TEST_CKPT", ckpt.as_str())];
+    let mut job = Job::spawn("preempt", &envs);
+    let saved = |s: &str| prism_ml::train::checkpoint::list(&dir.path().join(s));
+    let both = || ["stage-0", "stage-1"].iter().all(|s| !saved(s).is_empty());
+    assert!(
+        wait_until(Duration::from_secs(120), both),
+        "no checkpoints: {}",
+        job.stdout()
+    );
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(job.pid() as i32, libc::SIGTERM) };
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    let step: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PREEMPTED "))
+        .and_then(|l| l.strip_suffix(" true"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not preempted after a checkpoint: {out}"));
+    for s in ["stage-0", "stage-1"] {
+        assert!(
+            saved(s).iter().any(|(at, _)| *at == step),
+            "{s} has no checkpoint of step {step}"
+        );
+    }
+    let again = [("PRISM_TEST_CKPT", ckpt.as_str()), ("PRISM_PREEMPTED", "1")];
+    let out = run_role_with("preempt", &again, Duration::from_secs(300));
+    println!("{out}");
+    assert!(
+        out.contains(&format!("resuming from the checkpoint of step {step}"))
+            && out.contains("FINISHED"),
+        "{out}"
+    );
 }

@@ -28,7 +28,10 @@
 //!
 //! With `.checkpoint(dir, n).max_failures(k)` every stage saves every `n`
 //! steps, and a lost stage (its process or node) makes every stage start
-//! again from the newest step they all saved.
+//! again from the newest step they all saved. SIGTERM while `fit` runs (a
+//! spot-class job preempted, `prism submit --spot`) makes every stage save
+//! the step it is at and `fit` fail with `MlError::Preempted`; the job's
+//! next run (`PRISM_PREEMPTED=1`) resumes from that checkpoint.
 //!
 //! With `.replicas(dp)` the whole pipeline runs `dp` times side by side (a
 //! dp × p grid), each replica on its own batch, every stage's gradients

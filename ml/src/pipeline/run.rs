@@ -84,6 +84,9 @@ impl PipelineTrainer {
         ];
         let params = record::mlp_params("PipelineTrainer", &self.config, self.data.as_ref(), extra);
         record::begin(&out.run_id, "pipeline", params);
+        // SIGTERM while this runs is a preemption notice (train/preempt.rs):
+        // every stage saves the step it is at, and the run stops.
+        let _notice = crate::train::preempt::arm();
         let result = loop {
             match self.attempt(&mut out) {
                 Ok(()) => break Ok(()),
@@ -194,12 +197,15 @@ impl PipelineTrainer {
             Attempt::Fatal(MlError::Train("no dataset: call .dataset(ds) first".into()))
         })?;
         let stages = self.spawn()?;
-        let resume = if out.failures > 0 {
+        // After a lost stage, or in the run after a preemption, from the
+        // newest step every stage saved.
+        let resume = if out.failures > 0 || crate::train::preempt::resumed() {
             self.common_checkpoint(&stages)?
         } else {
             0
         };
         if resume > 0 {
+            println!("pipeline: resuming from the checkpoint of step {resume}");
             for s in &stages.handles {
                 s.restore(resume)?
                     .get()?
@@ -270,17 +276,16 @@ impl PipelineTrainer {
                 };
                 crate::train::record::points(&out.run_id, "pipeline", vec![point]);
                 step += 1;
+                let preempted = crate::train::preempt::requested();
                 if let Some((_, every)) = &self.checkpoint {
-                    if step.is_multiple_of(*every) {
-                        // The replicas hold the same weights: replica 0's go.
-                        let saves = stages.handles[..p]
-                            .iter()
-                            .map(|s| s.save(step))
-                            .collect::<prism::Result<Vec<_>>>()?;
-                        for r in saves {
-                            r.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
-                        }
+                    if step.is_multiple_of(*every) || preempted {
+                        save_all(&stages.handles[..p], step)?;
                     }
+                }
+                if preempted {
+                    let checkpointed = self.checkpoint.is_some();
+                    println!("pipeline: preemption notice: stopped at step {step}");
+                    return Err(Attempt::Fatal(MlError::Preempted { step, checkpointed }));
                 }
             }
         }
@@ -403,4 +408,17 @@ impl Pending {
         }
         Ok(sum / self.losses.len().max(1) as f64)
     }
+}
+
+/// Every stage of replica 0 saves `step` (the replicas hold the same
+/// weights).
+fn save_all(stages: &[ActorHandle<PipeStage>], step: u64) -> std::result::Result<(), Attempt> {
+    let saves = stages
+        .iter()
+        .map(|s| s.save(step))
+        .collect::<prism::Result<Vec<_>>>()?;
+    for r in saves {
+        r.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! A preemption notice for a running trainer: while [`DdpTrainer::fit`]
-//! runs, SIGTERM (what the head sends a spot-class job it preempts, with a
+//! (or `PipelineTrainer::fit`) runs, SIGTERM (what the head sends a spot-class job it preempts, with a
 //! grace period) no longer kills the driver at once; it asks the trainer to
 //! stop every rank at the same step soon after, save a checkpoint there and
 //! fail with [`crate::MlError::Preempted`]. When the job runs again

@@ -32,14 +32,11 @@ impl SpillKey {
 
 impl SpillKey {
     /// `plain` sealed with AES-256-GCM under this key: a random 96-bit
-    /// nonce, then the ciphertext and its tag; `aad` is bound to it (for
-    /// files other than spill files: checkpoints, see `prism::at_rest`).
+    /// nonce, then the ciphertext and its tag; `aad` is bound to it (a
+    /// spill file binds its object id; `prism::at_rest` a file's stem).
     pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE] = rand::random();
-        let mut out = Vec::with_capacity(NONCE + plain.len() + self.0.algorithm().tag_len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let mut body = out.split_off(NONCE);
+        let mut body = plain.to_vec();
         self.0
             .seal_in_place_append_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
@@ -47,29 +44,37 @@ impl SpillKey {
                 &mut body,
             )
             .expect("AES-256-GCM seals any length a Vec holds");
-        out.append(&mut body);
-        out
+        [nonce.as_slice(), &body].concat()
     }
 
     /// What [`SpillKey::seal`] sealed with this key and `aad`; `None` when
     /// it does not open (changed, another key, another `aad`, too short).
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE + self.0.algorithm().tag_len() {
-            return None;
-        }
-        let nonce: [u8; NONCE] = sealed[..NONCE].try_into().ok()?;
-        let mut body = sealed[NONCE..].to_vec();
+        let (nonce, body) = sealed.split_at_checked(NONCE)?;
+        let mut body = body.to_vec();
         let n = self
-            .0
-            .open_in_place(
-                ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::from(aad),
-                &mut body,
-            )
-            .ok()?
+            .open_body(aad, nonce.try_into().ok()?, &mut body)?
             .len();
         body.truncate(n);
         Some(body)
+    }
+
+    /// Opens `body` (ciphertext and tag) sealed with `nonce` in place: the
+    /// plaintext at its start.
+    fn open_body<'b>(
+        &self,
+        aad: &[u8],
+        nonce: [u8; NONCE],
+        body: &'b mut [u8],
+    ) -> Option<&'b [u8]> {
+        self.0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                body,
+            )
+            .ok()
+            .map(|p| &*p)
     }
 }
 
@@ -148,19 +153,7 @@ fn write_file(
     f.write_all(&header).map_err(io)?;
     match key {
         None => f.write_all(data).map_err(io)?,
-        Some(key) => {
-            let nonce: [u8; NONCE] = rand::random();
-            let mut sealed = data.to_vec();
-            key.0
-                .seal_in_place_append_tag(
-                    ring::aead::Nonce::assume_unique_for_key(nonce),
-                    ring::aead::Aad::from(id.0),
-                    &mut sealed,
-                )
-                .map_err(|_| io(std::io::Error::other("cannot seal the spill file")))?;
-            f.write_all(&nonce).map_err(io)?;
-            f.write_all(&sealed).map_err(io)?;
-        }
+        Some(key) => f.write_all(&key.seal(&id.0, data)).map_err(io)?,
     }
     f.sync_data().map_err(io)
 }
@@ -212,16 +205,9 @@ pub fn read(
         let mut sealed = vec![0u8; out.len() + key.0.algorithm().tag_len()];
         f.read_exact(&mut sealed)
             .map_err(|e| corrupt(format!("short data ({e})")))?;
-        let plain = key
-            .0
-            .open_in_place(
-                ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::from(id.0),
-                &mut sealed,
-            )
-            .map_err(|_| {
-                corrupt("it does not open with this cluster's key (changed, or another key)".into())
-            })?;
+        let plain = key.open_body(&id.0, nonce, &mut sealed).ok_or_else(|| {
+            corrupt("it does not open with this cluster's key (changed, or another key)".into())
+        })?;
         out.copy_from_slice(plain);
     } else {
         f.read_exact(out)

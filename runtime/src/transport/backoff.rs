@@ -15,6 +15,8 @@
 //! - BO-2: the ceiling doubles per failure up to `cap`; a success resets it.
 //! - BO-3: the same seed gives the same waits.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 /// Waits between attempts to reach a peer.
@@ -23,7 +25,7 @@ pub struct Backoff {
     base: Duration,
     cap: Duration,
     failures: u32,
-    state: u64,
+    rng: StdRng,
 }
 
 impl Backoff {
@@ -33,19 +35,14 @@ impl Backoff {
             base,
             cap: cap.max(base),
             failures: 0,
-            // xorshift must not start at zero.
-            state: seed | 1,
+            rng: StdRng::seed_from_u64(seed),
         }
     }
 
-    /// Waits seeded from this process's random hash keys: processes that
-    /// started together still draw different waits.
+    /// Waits seeded at random: processes that started together still draw
+    /// different waits.
     pub fn randomized(base: Duration, cap: Duration) -> Backoff {
-        use std::hash::{BuildHasher, Hasher};
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Backoff::new(base, cap, seed)
+        Backoff::new(base, cap, rand::random())
     }
 
     /// An attempt failed: how long to wait before the next one (BO-1, BO-2).
@@ -56,7 +53,7 @@ impl Backoff {
             .min(self.cap);
         self.failures = self.failures.saturating_add(1);
         let span = (ceiling - self.base).as_nanos() as u64;
-        self.base + Duration::from_nanos(self.next() % span.saturating_add(1))
+        self.base + Duration::from_nanos(self.rng.random_range(0..=span))
     }
 
     /// An attempt succeeded: the next failure starts again from `base`.
@@ -67,16 +64,6 @@ impl Backoff {
     /// Failures since the last success.
     pub fn failures(&self) -> u32 {
         self.failures
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64*: plenty for spreading waits.
-        let mut x = self.state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.state = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 

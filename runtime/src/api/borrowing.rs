@@ -184,7 +184,6 @@ impl Core {
     /// Drops every copy of `id` this process owned: the raylet drops its
     /// own (one message, no round trip) and has the head tell the others.
     pub(crate) fn free_copies(&self, id: ObjectId) {
-        self.rules.remove(&id);
         let _ = self.send(&LocalRequest::Free(vec![id]));
     }
 

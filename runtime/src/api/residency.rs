@@ -95,10 +95,16 @@ pub fn put_tensor_resident<D: super::tensor::Dim>(
 /// node is outside it).
 fn claim(rule: Residency) -> Result<ObjectId> {
     let id = ObjectId::random();
-    let core = current()?;
-    claim_as(&core, id, rule.clone())?;
-    core.rules.insert(id, rule);
+    claim_owned(&current()?, id, rule)?;
     Ok(id)
+}
+
+/// [`claim_as`] for an object this process will own: its rule is kept
+/// too, so that tasks reading it are placed inside it.
+pub(crate) fn claim_owned(core: &Arc<Core>, id: ObjectId, rule: Residency) -> Result<()> {
+    claim_as(core, id, rule.clone())?;
+    core.rules.insert(id, rule);
+    Ok(())
 }
 
 /// The rule a task reading `args` (objects this process owns) must run

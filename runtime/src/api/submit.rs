@@ -68,8 +68,7 @@ impl Core {
                     let rule = super::residency::inherited()
                         .filter(|_| matches!(spec.kind, TaskKind::Task));
                     if let Some(rule) = rule {
-                        super::residency::claim_as(self, id, rule.clone())?;
-                        self.rules.insert(id, rule);
+                        super::residency::claim_owned(self, id, rule)?;
                     }
                     if let Err(e) = self
                         .store

@@ -288,16 +288,23 @@ impl TaskService {
         handed
     }
 
-    /// Node `node` was declared dead: what its processes borrowed from
-    /// local ones is released in their name (BL-1).
-    pub(super) fn release_borrows_from(&self, node: NodeId) {
-        let held = self
-            .lent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed(node);
+    /// Nodes declared dead: what their processes borrowed from local ones
+    /// is released in their name (BL-1). One look at the ledger for every
+    /// status (the dead stay listed), none when nothing is lent.
+    pub(super) fn release_borrows_from(&self, dead: impl Iterator<Item = NodeId>) {
+        let held: Vec<_> = {
+            let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+            if lent.connections() == 0 {
+                return;
+            }
+            dead.flat_map(|node| lent.closed(node)).collect()
+        };
         for (to, objects) in held {
-            debug!(%node, n = objects.len(), "releasing a dead node's borrows");
+            debug!(
+                conn = to.conn,
+                n = objects.len(),
+                "releasing a dead node's borrows"
+            );
             self.deliver_borrows(to.conn, objects, true);
         }
     }

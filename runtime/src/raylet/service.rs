@@ -154,9 +154,8 @@ impl TaskService {
     /// Refreshes the view of the other nodes from the head's status.
     pub fn update_peers(self: &Arc<Self>, status: &ClusterStatus) {
         let peers = self.peers.update(status, self.node());
-        for n in status.nodes.iter().filter(|n| n.state == NodeState::Dead) {
-            self.release_borrows_from(n.node_id);
-        }
+        let dead = status.nodes.iter().filter(|n| n.state == NodeState::Dead);
+        self.release_borrows_from(dead.map(|n| n.node_id));
         for job in &status.ended_jobs {
             if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
                 info!(%job, "job ended; stopping its workers here");

@@ -231,8 +231,7 @@ fn main() {
             let offset = Duration::from_millis(1000 * i / nodes.max(1));
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(offset).await;
-                let beat_every = Duration::from_secs(1);
-                let beat = beat_every;
+                let beat = Duration::from_secs(1);
                 let mut tick = tokio::time::interval(beat);
                 let mut c = Some(c);
                 // As a raylet does: a lost head is dialled again with
@@ -255,13 +254,13 @@ fn main() {
                         }
                         continue;
                     };
-                    let beat = HeadRequest::Heartbeat {
+                    let heartbeat = HeadRequest::Heartbeat {
                         node_id,
                         available: Resources::from(&total),
                         demand: Vec::new(),
                     };
                     // Patience as a raylet's: 4 beats.
-                    let answer = tokio::time::timeout(beat_every * 4, client.request(&beat)).await;
+                    let answer = tokio::time::timeout(beat * 4, client.request(&heartbeat)).await;
                     match answer {
                         Ok(Ok(HeadResponse::HeartbeatAck)) => {
                             backoff.succeeded();
@@ -274,7 +273,7 @@ fn main() {
                             if told_again.fetch_add(1, Ordering::Relaxed) < 3 {
                                 println!("  sim-{i} told to register again: {reason}");
                             }
-                            tokio::time::sleep(beat_every * 4).await;
+                            tokio::time::sleep(beat * 4).await;
                         }
                         _ => {
                             failures.fetch_add(1, Ordering::Relaxed);

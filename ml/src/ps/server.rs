@@ -4,7 +4,7 @@
 //! restarted after its process died starts from that file (PS-4).
 
 use super::shard::{Mode, ServerSgd, ShardState};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where and how often a shard checkpoints.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -57,6 +57,31 @@ impl PsShard {
     }
 }
 
+/// Shard `index`'s state from its checkpoint `path`, if it has one. One
+/// that does not open (another cluster's key, changed, damaged) is set
+/// aside, never overwritten.
+fn restore(index: u32, path: &Path) -> Option<ShardState> {
+    if !path.exists() {
+        return None;
+    }
+    let state = prism::at_rest::read_file(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| ShardState::restored(&b));
+    match state {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let aside = path.with_extension("unreadable");
+            let _ = std::fs::rename(path, &aside);
+            eprintln!(
+                "shard {index}: cannot restore from {}: {e}; moved to {} and starting afresh",
+                path.display(),
+                aside.display()
+            );
+            None
+        }
+    }
+}
+
 #[prism::actor]
 impl PsShard {
     fn new(spec: ShardSpec) -> Self {
@@ -70,28 +95,7 @@ impl PsShard {
             );
             (dir.join(format!("shard-{}.bin", spec.index)), c.every)
         });
-        let restored = file
-            .as_ref()
-            .filter(|(p, _)| p.exists())
-            .and_then(|(p, _)| {
-                let state = prism::at_rest::read_file(p)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| ShardState::restored(&b));
-                // A checkpoint that does not open (another cluster's key,
-                // changed, damaged) is set aside, never overwritten.
-                state
-                    .map_err(|e| {
-                        let aside = p.with_extension("unreadable");
-                        let _ = std::fs::rename(p, &aside);
-                        eprintln!(
-                            "shard {}: cannot restore from {}: {e}; moved to {} and starting afresh",
-                            spec.index,
-                            p.display(),
-                            aside.display()
-                        );
-                    })
-                    .ok()
-            });
+        let restored = file.as_ref().and_then(|(p, _)| restore(spec.index, p));
         if restored.is_some() {
             println!("shard {} restored from its checkpoint", spec.index);
         }

@@ -1,8 +1,9 @@
 //! Prism's ML figures: ring all-reduce bus bandwidth (2 and 4 workers,
 //! 1/16/128 MiB of f32), DDP step times for two MLPs next to one process at
 //! the global batch, and pipeline step times (GPipe and 1F1B, 2 stages, 4
-//! micro-batches) for 8 blocks of Linear(1024, 1024) + ReLU and a
-//! Linear(1024, 10) at batch 64 next to one process. `benches/vs_torch/run.sh` puts PyTorch's
+//! micro-batches; and 1F1B with 2 data-parallel replicas) for 8 blocks of
+//! Linear(1024, 1024) + ReLU and a Linear(1024, 10) at batch 64 next to one
+//! process. `benches/vs_torch/run.sh` puts PyTorch's
 //! (gloo) numbers beside these.
 //!
 //!     cargo run --release -p prism-ml --example ml_bench [-- --json] [--quick]
@@ -104,23 +105,27 @@ fn single_step(layers: &[i64], batch: i64, warmup: usize, steps: usize) -> f64 {
     times[times.len() / 2]
 }
 
-/// Median ms per step of a `p`-stage pipeline with `m` micro-batches.
+/// Median ms per step of `dp` replicas of a `p`-stage pipeline with `m`
+/// micro-batches (each replica a batch of `batch`).
+#[allow(clippy::too_many_arguments)]
 fn pipeline_step(
     layers: &[i64],
     batch: usize,
     p: u32,
     m: u32,
+    dp: u32,
     schedule: prism_ml::pipeline::Schedule,
     steps: usize,
 ) -> anyhow::Result<f64> {
     let ds = synthetic(
-        (batch * steps) as i64,
+        (batch * steps * dp as usize) as i64,
         layers[0],
         *layers.last().unwrap_or(&2),
     )?;
     let cfg = mlp_cfg(layers.to_vec(), batch);
     let r = prism_ml::pipeline::PipelineTrainer::new(cfg, p, m, schedule)
         .threads(1)
+        .replicas(dp)
         .dataset(ds)
         .fit()?;
     let mut times: Vec<f64> = r.step_ms.iter().skip(2).copied().collect();
@@ -196,9 +201,17 @@ fn main() -> anyhow::Result<()> {
     ] {
         let label = format!("pipeline step 8x1024 p=2 m=4 {name}");
         if wanted(&label) {
-            let v = pipeline_step(&deep, 64, 2, 4, schedule, psteps)?;
+            let v = pipeline_step(&deep, 64, 2, 4, 1, schedule, psteps)?;
             push(label, v, "ms");
         }
+    }
+    // Two replicas of it: every stage's 16.8 MB of gradients averaged
+    // through its replicas' ring each step.
+    let label = "pipeline step 8x1024 dp=2 p=2 m=4 1f1b";
+    if wanted(label) {
+        let one_f_one_b = prism_ml::pipeline::Schedule::OneFOneB;
+        let v = pipeline_step(&deep, 64, 2, 4, 2, one_f_one_b, psteps)?;
+        push(label.into(), v, "ms");
     }
     if wanted("single step 8x1024 64") {
         let v = single_step(&deep, 64, 3, psteps);

@@ -4,7 +4,8 @@
 //! never holds more than p − s micro-batches' activations on stage s, GPipe
 //! holds all m; 2 data-parallel replicas of a 2-stage pipeline equal one
 //! process at twice the batch; a cut balanced by parameter count equals
-//! one process too; and a 2-stage 1F1B pipeline learns the digits.
+//! one process too, as do 2 replicas on two nodes (their gradient ring
+//! crossing machines); and a 2-stage 1F1B pipeline learns the digits.
 
 mod common;
 
@@ -238,6 +239,28 @@ fn role_spread() {
         println!("{schedule:?} across two nodes: largest weight difference {worst:e}");
         check(worst < 1e-5, "the same weights as one process");
     }
+    // dp across machines: 2 replicas of a 1-stage pipeline, one per node
+    // (STRICT_SPREAD), average their gradients through a ring whose links
+    // go through the object store and QUIC: one process at batch 56.
+    let wide = MlpConfig {
+        batch_size: 56,
+        ..cfg.clone()
+    };
+    let reference = common::one_process(&wide, std::slice::from_ref(&ds), 256 / 56);
+    let r = PipelineTrainer::new(cfg.clone(), 1, 4, Schedule::OneFOneB)
+        .replicas(2)
+        .placement(prism::PlacementStrategy::StrictSpread)
+        .dataset(ds.clone())
+        .fit()
+        .unwrap();
+    check(r.losses.len() == 256 / 56, "every pair of batches ran");
+    let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
+    let worst = common::largest_difference(&reference, &vs);
+    println!("dp=2 replicas on two nodes: largest weight difference {worst:e}");
+    check(
+        worst < 1e-5,
+        "2 replicas x batch 28 across nodes = one process x batch 56",
+    );
     println!("ALL OK");
 }
 

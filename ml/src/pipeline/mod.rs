@@ -34,14 +34,16 @@
 //! next run (`PRISM_PREEMPTED=1`) resumes from that checkpoint.
 //!
 //! With `.replicas(dp)` the whole pipeline runs `dp` times side by side (a
-//! dp × p grid), each replica on its own batch, every stage's gradients
-//! averaged over the replicas (through the driver) before the step.
+//! dp × p grid), each replica on its own batch; the `dp` replicas of each
+//! stage form a ring (`train::ring_member`, as DDP's workers do) and
+//! average their gradients through it before the step: through
+//! shared-memory channels between replicas on one node, through the object
+//! store (pulled over QUIC) across nodes, every stage's ring at once.
 //!
 //! `.balance(Balance::Params)` cuts the layers so that the largest stage's
 //! parameter count is as small as can be (by default: equal layer counts).
 //!
-//! Not built yet: the replicas' average through the ring all-reduce,
-//! user-defined stage models, interleaved 1F1B.
+//! Not built yet: user-defined stage models, interleaved 1F1B.
 
 pub mod partition;
 mod run;
@@ -115,8 +117,8 @@ impl PipelineTrainer {
     /// Data-parallel replicas of the whole pipeline (a dp × p grid): each
     /// step, replica r trains on the r-th of `dp` consecutive batches, and
     /// every stage's gradients are averaged over the replicas before the
-    /// step (through the driver), so the weights equal one process at the
-    /// `dp`-times batch.
+    /// step (a ring all-reduce between the stage's replicas), so the
+    /// weights equal one process at the `dp`-times batch.
     pub fn replicas(mut self, dp: u32) -> Self {
         self.replicas = dp.max(1);
         self

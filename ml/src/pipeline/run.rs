@@ -31,6 +31,9 @@ impl From<prism::Error> for Attempt {
     }
 }
 
+/// Longer than a stage's own wait for a replica's gradient piece.
+const AVERAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// The stages and their group, stopped when dropped.
 struct Stages {
     pg: prism::PlacementGroup,
@@ -120,8 +123,12 @@ impl PipelineTrainer {
         for r in 0..dp {
             let cuts = super::partition::cut(&self.config.layers, p, self.balance);
             for (i, (first, end)) in cuts.into_iter().enumerate() {
+                // Replicas take each other's gradient pieces while their
+                // ring runs: that needs concurrent (async) calls.
+                let concurrency = if dp > 1 { 8 } else { 1 };
                 let h = PipeStage::options()
                     .num_cpus(self.stage_cpus)
+                    .max_concurrency(concurrency)
                     .placement_group(&stages.pg, (r * p + i) as u32)
                     .spawn(StageSpec {
                         config: self.config.to_bytes(),
@@ -130,6 +137,7 @@ impl PipelineTrainer {
                         micro: self.micro,
                         index: i as u32,
                         replica: r as u32,
+                        replicas: dp as u32,
                         checkpoint_dir: self
                             .checkpoint
                             .as_ref()
@@ -139,42 +147,61 @@ impl PipelineTrainer {
                 stages.handles.push(h);
             }
         }
+        self.connect_replicas(&stages.handles)?;
         Ok(stages)
     }
 
-    /// DP: every stage's gradients averaged over the replicas.
-    fn average_gradients(
-        &self,
-        stages: &[ActorHandle<PipeStage>],
-    ) -> std::result::Result<(), Attempt> {
+    /// DP: links the replicas of every stage into a ring (through
+    /// shared memory between replicas on one node, the store otherwise).
+    fn connect_replicas(&self, stages: &[ActorHandle<PipeStage>]) -> prism::Result<()> {
         let p = self.stages as usize;
         let dp = self.replicas as usize;
         if dp < 2 {
             return Ok(());
         }
         for s in 0..p {
-            let refs = (0..dp)
-                .map(|r| stages[r * p + s].grads())
-                .collect::<prism::Result<Vec<_>>>()?;
-            let mut sum: Vec<f32> = Vec::new();
-            for g in refs {
-                let g = g.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
-                if sum.is_empty() {
-                    sum = g;
-                } else {
-                    for (a, b) in sum.iter_mut().zip(&g) {
-                        *a += b;
-                    }
-                }
+            let at = |r: usize| &stages[r * p + s];
+            crate::train::ring_member::connect_ring(
+                dp,
+                true,
+                |r| at(r).open_inbox(),
+                |r, outbox, used| at(r).set_next(at((r + 1) % dp).clone(), outbox, used),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// DP: every stage's gradients averaged over its replicas, each stage's
+    /// replicas through their ring, all stages at once.
+    fn average_gradients(
+        &self,
+        stages: &[ActorHandle<PipeStage>],
+    ) -> std::result::Result<(), Attempt> {
+        if self.replicas < 2 {
+            return Ok(());
+        }
+        let mut pending = stages
+            .iter()
+            .map(|s| s.average_grads())
+            .collect::<prism::Result<Vec<_>>>()?;
+        // As they finish, so that a replica lost mid-ring fails the step
+        // at once (its call fails) rather than after its peers' timeout.
+        while !pending.is_empty() {
+            let (ready, rest) = prism::wait(&pending, 1, Some(AVERAGE_DEADLINE))?;
+            if ready.is_empty() {
+                return Err(Attempt::Lost(MlError::Train(format!(
+                    "the replicas did not average their gradients within {AVERAGE_DEADLINE:?}"
+                ))));
             }
-            let scale = 1.0 / dp as f32;
-            sum.iter_mut().for_each(|x| *x *= scale);
-            let sets = (0..dp)
-                .map(|r| stages[r * p + s].set_grads(sum.clone()))
-                .collect::<prism::Result<Vec<_>>>()?;
-            for set in sets {
-                set.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
+            for call in ready {
+                // A ring that fails lost a replica's stage (or its node).
+                call.get()?.map_err(|e| {
+                    Attempt::Lost(MlError::Train(format!(
+                        "averaging gradients between replicas: {e}"
+                    )))
+                })?;
             }
+            pending = rest;
         }
         Ok(())
     }

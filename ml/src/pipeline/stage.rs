@@ -1,11 +1,18 @@
 //! A pipeline stage: an actor holding a contiguous run of the MLP's layers,
 //! the activations of the micro-batches in flight (until their backward),
 //! its gradients (accumulated over a batch's micro-batches) and its
-//! optimizer.
+//! optimizer. With data-parallel replicas, the replicas of one stage form
+//! a ring and average their gradients through it before each step.
 
 use crate::recipes::{self, MlpConfig};
+use crate::train::ring::{Parcel, Ring};
+use crate::train::ring_member::RingMember;
 use crate::train::Sgd;
+use prism::channel::ChannelSpec;
+use prism::ActorHandle;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tch::nn::{self, Module, VarStore};
 use tch::Tensor;
 
@@ -55,6 +62,8 @@ pub struct StageSpec {
     pub index: u32,
     /// Which data-parallel replica of the pipeline it belongs to.
     pub replica: u32,
+    /// How many replicas there are.
+    pub replicas: u32,
     /// Where its checkpoints go (`<dir>/stage-<index>/`), if anywhere.
     pub checkpoint_dir: Option<String>,
     /// libtorch threads in the stage's process (0: libtorch's default).
@@ -72,7 +81,18 @@ pub struct PipeStage {
     /// Micro-batch → (its input, made a leaf that wants a gradient; its output).
     alive: HashMap<u32, (Tensor, Tensor)>,
     peak: usize,
+    replica: u32,
+    replicas: u32,
+    /// Its links to the same stage of the other replicas...
+    member: RingMember,
+    /// ...and the ring over them, made at the first average and kept.
+    ring: Mutex<Option<Ring>>,
 }
+
+/// How long a replica waits for a neighbour's gradient piece.
+const RING_TIMEOUT: Duration = Duration::from_secs(120);
+/// Gradient buckets of the replicas' ring.
+const RING_BUCKET: usize = 4 << 20;
 
 impl PipeStage {
     fn build(spec: &StageSpec) -> Result<PipeStage, String> {
@@ -119,6 +139,10 @@ impl PipeStage {
             micro: spec.micro.max(1),
             alive: HashMap::new(),
             peak: 0,
+            replica: spec.replica,
+            replicas: spec.replicas.max(1),
+            member: RingMember::default(),
+            ring: Mutex::default(),
         })
     }
 
@@ -137,6 +161,44 @@ impl PipeStage {
             .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
         seed(&out);
         Act::of(&input.grad())
+    }
+
+    /// The accumulated gradients, flat, in creation order.
+    fn flat_grads(&self) -> Result<Vec<f32>, String> {
+        let mut out = Vec::new();
+        for v in self.vs.trainable_variables() {
+            let n = v.numel();
+            let g = v.grad();
+            let mut buf = vec![0f32; n];
+            if g.defined() {
+                g.f_contiguous()
+                    .and_then(|g| g.f_view([-1]))
+                    .and_then(|g| g.f_copy_data(&mut buf, n))
+                    .map_err(|e| e.to_string())?;
+            }
+            out.extend(buf);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the accumulated gradients with `flat`.
+    fn write_grads(&self, flat: &[f32]) -> Result<(), String> {
+        let mut at = 0;
+        tch::no_grad(|| -> Result<(), String> {
+            for v in self.vs.trainable_variables() {
+                let n = v.numel();
+                let src = flat.get(at..at + n).ok_or("too few gradient values")?;
+                let t = Tensor::f_from_slice(src)
+                    .and_then(|t| t.f_view(v.size().as_slice()))
+                    .map_err(|e| e.to_string())?;
+                let mut g = v.grad();
+                if g.defined() {
+                    g.f_copy_(&t).map_err(|e| e.to_string())?;
+                }
+                at += n;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -235,40 +297,60 @@ impl PipeStage {
             .map_err(|e| e.to_string())
     }
 
-    /// This stage's accumulated gradients, flat, in creation order.
-    fn grads(&self) -> Result<Vec<f32>, String> {
-        let mut out = Vec::new();
-        for v in self.vs.trainable_variables() {
-            let n = v.numel();
-            let g = v.grad();
-            let mut buf = vec![0f32; n];
-            if g.defined() {
-                g.f_contiguous()
-                    .and_then(|g| g.f_view([-1]))
-                    .and_then(|g| g.f_copy_data(&mut buf, n))
-                    .map_err(|e| e.to_string())?;
-            }
-            out.extend(buf);
-        }
-        Ok(out)
+    /// Makes this stage's inbox for its replicas' ring (see
+    /// [`RingMember::open_inbox`]).
+    async fn open_inbox(&self) -> Option<ChannelSpec> {
+        self.member.open_inbox()
     }
 
-    /// Replaces the accumulated gradients (the replicas' average).
-    fn set_grads(&mut self, flat: Vec<f32>) -> Result<(), String> {
-        let mut at = 0;
-        tch::no_grad(|| -> Result<(), String> {
-            for v in self.vs.trainable_variables() {
-                let n = v.numel();
-                let src = flat.get(at..at + n).ok_or("too few gradient values")?;
-                let t = Tensor::from_slice(src).view(v.size().as_slice());
-                let mut g = v.grad();
-                if g.defined() {
-                    g.copy_(&t);
-                }
-                at += n;
-            }
-            Ok(())
-        })
+    /// Links to the same stage of the next replica (see
+    /// [`RingMember::link`]).
+    async fn set_next(
+        &self,
+        next: ActorHandle<PipeStage>,
+        outbox: Option<ChannelSpec>,
+        inbox_used: bool,
+    ) -> Option<String> {
+        let deliver = Arc::new(move |p: Parcel| {
+            next.deliver(p)
+                .map(drop)
+                .map_err(|e| format!("cannot send gradients to the next replica: {e}"))
+        });
+        self.member.link(deliver, outbox, inbox_used)
+    }
+
+    /// A piece of gradients from the previous replica.
+    async fn deliver(&self, parcel: Parcel) {
+        self.member.deliver(parcel);
+    }
+
+    /// Averages the accumulated gradients with the same stage of every
+    /// other replica through their ring. The ring runs on a thread of its
+    /// own, so this actor keeps taking the pieces the store path delivers.
+    async fn average_grads(&self) -> Result<(), String> {
+        let mut flat = self.flat_grads()?;
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut ring = match ring {
+            Some(r) => r,
+            None => self.member.ring(
+                self.replica as usize,
+                self.replicas as usize,
+                RING_BUCKET,
+                RING_TIMEOUT,
+            )?,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("prism-pipe-ring-{}", self.replica))
+            .spawn(move || {
+                let r = ring.all_reduce(&mut flat, true);
+                let _ = tx.send((ring, flat, r));
+            })
+            .map_err(|e| format!("cannot start the ring's thread: {e}"))?;
+        let (ring, flat, r) = rx.await.map_err(|_| "the ring's thread died".to_string())?;
+        *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring);
+        r?;
+        self.write_grads(&flat)
     }
 
     /// The node this stage runs on.

@@ -44,6 +44,7 @@ pub mod preempt;
 pub(crate) mod record;
 pub mod ring;
 mod ring_links;
+pub mod ring_member;
 pub mod worker;
 
 pub use context::{

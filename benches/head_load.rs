@@ -322,6 +322,24 @@ fn main() {
             fetch_wall.as_secs_f64() * 1e3,
             fetch_cpu * 1e3
         );
+        // What a raylet fetches instead (NT-6): the nodes changed since its
+        // last fetch. Here no node's free resources change (an idle
+        // cluster); where all change every beat it is the whole status.
+        let first = joiner.status_since(0, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (mut cursor, mut delta_bytes, mut delta_rows) = ((first.epoch, first.version), 0, 0);
+        let w3 = Instant::now();
+        for _ in 0..fetches {
+            let d = joiner.status_since(cursor.0, cursor.1).await.unwrap();
+            cursor = (d.epoch, d.version);
+            delta_rows = d.nodes.len();
+            delta_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&d).unwrap().len();
+        }
+        println!(
+            "status changes since a fetch at {nodes} nodes: {delta_rows} rows, {:.1} KB, {:.2} ms a fetch (all nodes idle)",
+            delta_bytes as f64 / 1024.0,
+            (w3.elapsed() / fetches).as_secs_f64() * 1e3
+        );
         // 3. Recovery: kill -9 the head, start it again in its session on
         // the same port, and time until every node heartbeats again.
         head.kill9();

@@ -197,6 +197,22 @@ impl HeadClient {
         }
     }
 
+    /// The nodes changed since `version` of the head's run `epoch`
+    /// (`GetStatusSince`).
+    pub async fn status_since(
+        &self,
+        epoch: u64,
+        version: u64,
+    ) -> Result<crate::proto::common::StatusDelta, ClientError> {
+        match self
+            .request(&HeadRequest::GetStatusSince { epoch, version })
+            .await?
+        {
+            HeadResponse::StatusDelta(d) => Ok(d),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Every row of one state table, as the state API shows it
     /// ([`crate::views`]): the head's tables, or what the raylets report.
     pub async fn rows(&self, table: Table) -> Result<Vec<serde_json::Value>, ClientError> {

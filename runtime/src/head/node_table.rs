@@ -25,16 +25,20 @@
 //!   (Kubernetes stops evicting when a whole zone is unready at once, for
 //!   the same reason). When the arrivals stop, silence counts again from
 //!   the last one.
+//! - NT-6 (in `status`): the changes since a version, applied in order,
+//!   give the table's rows.
 
 use crate::ids::NodeId;
-use crate::proto::common::{NodeState, NodeStatus, Resources};
+use crate::proto::common::NodeState;
 use crate::proto::head::RegisterNode;
 use prism_scheduler::ResourceSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 mod drain;
+mod status;
 pub use drain::{Drain, DrainError};
+pub use status::NodeDelta;
 
 /// When slow becomes suspect and suspect becomes dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +135,10 @@ pub struct NodeTable {
     dirty: std::collections::BTreeSet<NodeId>,
     /// When a recovered node last heartbeat again (NT-5).
     last_rejoin: Option<Instant>,
+    /// Which version each row last changed at (NT-6).
+    versions: status::Versions,
+    /// Live nodes being drained.
+    draining: std::collections::BTreeSet<NodeId>,
 }
 
 impl NodeTable {
@@ -145,6 +153,8 @@ impl NodeTable {
             dead_order: VecDeque::new(),
             dirty: Default::default(),
             last_rejoin: None,
+            versions: status::Versions::new(),
+            draining: Default::default(),
         }
     }
 
@@ -171,6 +181,7 @@ impl NodeTable {
                 n.last_heartbeat = now + extra;
                 n.recovered = true;
             }
+            t.versions.touch(n.id);
             t.nodes.insert(n.id, n);
         }
         t
@@ -233,6 +244,7 @@ impl NodeTable {
         self.events
             .push_back(NodeEvent::Registered { id, incarnation });
         self.dirty.insert(id);
+        self.versions.touch(id);
         incarnation
     }
 
@@ -258,6 +270,9 @@ impl NodeTable {
             )),
             state => {
                 n.last_heartbeat = now;
+                if n.available != available || state == NodeState::Suspect {
+                    self.versions.touch(id);
+                }
                 n.available = available;
                 if std::mem::take(&mut n.recovered) {
                     self.events.push_back(NodeEvent::Rejoined(id));
@@ -276,8 +291,9 @@ impl NodeTable {
     /// heartbeat (after a bundle operation).
     pub fn set_available(&mut self, id: NodeId, available: ResourceSet) {
         if let Some(n) = self.nodes.get_mut(&id) {
-            if n.state != NodeState::Dead {
+            if n.state != NodeState::Dead && n.available != available {
                 n.available = available;
+                self.versions.touch(id);
             }
         }
     }
@@ -313,6 +329,7 @@ impl NodeTable {
                 NodeState::Alive if silent >= d.interval * d.suspect_after.max(1) => {
                     n.state = NodeState::Suspect;
                     self.events.push_back(NodeEvent::Suspected(n.id));
+                    self.versions.touch(n.id);
                 }
                 _ => {}
             }
@@ -331,11 +348,14 @@ impl NodeTable {
             self.events.push_back(NodeEvent::Died { id, reason });
             self.dead_order.push_back(id);
             self.dirty.insert(id);
+            self.draining.remove(&id);
+            self.versions.touch(id);
         }
         while self.dead_order.len() > self.max_dead {
             if let Some(old) = self.dead_order.pop_front() {
                 self.nodes.remove(&old);
                 self.dirty.insert(old);
+                self.versions.forget(old);
             }
         }
     }
@@ -354,44 +374,9 @@ impl NodeTable {
     pub fn nodes(&self) -> impl Iterator<Item = &NodeEntry> {
         self.nodes.values()
     }
-
-    /// The status report.
-    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
-        self.nodes
-            .values()
-            .map(|n| NodeStatus {
-                node_id: n.id,
-                name: n.reg.node_name.clone(),
-                address: n.reg.address.clone(),
-                state: n.state,
-                death_reason: n.death_reason.clone(),
-                incarnation: n.incarnation,
-                is_head: n.reg.is_head,
-                total: Resources::from(&n.total),
-                // A dead node offers nothing (its last report is stale).
-                available: if n.state == NodeState::Dead {
-                    Resources::default()
-                } else {
-                    Resources::from(&n.available)
-                },
-                labels: n.reg.labels.clone(),
-                gpus: n.reg.gpus.clone(),
-                last_heartbeat_ms_ago: now.saturating_duration_since(n.last_heartbeat).as_millis()
-                    as u64,
-                pid: n.reg.pid,
-                draining: n
-                    .drain
-                    .as_ref()
-                    .filter(|_| n.state != NodeState::Dead)
-                    .map(|d| crate::proto::common::DrainStatus {
-                        reason: d.reason.clone(),
-                        ms_left: d.ms_left(now),
-                        stopped_new_work: d.seen,
-                    }),
-            })
-            .collect()
-    }
 }
 
+#[cfg(test)]
+mod status_tests;
 #[cfg(test)]
 mod tests;

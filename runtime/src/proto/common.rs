@@ -191,6 +191,31 @@ pub struct ClusterStatus {
     pub ended_jobs: Vec<crate::ids::JobId>,
 }
 
+/// The nodes that changed since a raylet last asked (`GetStatusSince`):
+/// what a raylet needs of the cluster, at a cost to the head in proportion
+/// to the changes rather than to the cluster.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatusDelta {
+    /// The head's cluster id.
+    pub cluster_id: crate::ids::ClusterId,
+    /// The head's address.
+    pub head_address: String,
+    /// The head process's run of versions (a restarted head starts a new
+    /// one, and answers an old one with every node).
+    pub epoch: u64,
+    /// The newest change included; ask again from here.
+    pub version: u64,
+    /// `nodes` is every node (replace the view) rather than the changes.
+    pub full: bool,
+    /// Nodes added or changed since (their heartbeat ages and drain
+    /// deadlines as of this answer; draining nodes come in every answer).
+    pub nodes: Vec<NodeStatus>,
+    /// Nodes the head forgot since (dead ones past its memory).
+    pub gone: Vec<NodeId>,
+    /// Jobs that ended in the last minutes: raylets stop their workers.
+    pub ended_jobs: Vec<crate::ids::JobId>,
+}
+
 /// Where an object may be: only on nodes whose label `label` has one of
 /// the `allowed` values (`region in [in-south, in-west]`). The head holds
 /// it with the object's locations and refuses to name a copy to, or record

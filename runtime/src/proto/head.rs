@@ -3,9 +3,9 @@
 //! Who may send what (enforced by the head, see `head::server`):
 //! - any connection: `Hello` first (version and role), then
 //! - an anonymous connection that presented the join token in `Hello`:
-//!   `Join`, `GetStatus`;
+//!   `Join`, `GetStatus`, `GetStatusSince`;
 //! - a connection authenticated by a node certificate from the cluster CA:
-//!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`;
+//!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`, `GetStatusSince`;
 //! - a connection that presented a user's token (`name@secret`) in `Hello`:
 //!   what that user's role permits in their namespaces (`head::access`).
 
@@ -58,6 +58,14 @@ pub enum HeadRequest {
     },
     /// The node table.
     GetStatus,
+    /// The nodes that changed since `version` of the head's run `epoch`
+    /// (`epoch` 0, or another run's: every node).
+    GetStatusSince {
+        /// The run of versions the asker knows.
+        epoch: u64,
+        /// The newest version it has.
+        version: u64,
+    },
     /// A node now holds a sealed copy of an object (mTLS only).
     AddObjectLocation {
         /// The node.
@@ -413,6 +421,8 @@ pub enum HeadResponse {
     },
     /// The node table.
     Status(ClusterStatus),
+    /// The node table's changes (`GetStatusSince`).
+    StatusDelta(super::common::StatusDelta),
     /// Live nodes holding an object, with their addresses (empty: unknown,
     /// or lost).
     ObjectLocations {

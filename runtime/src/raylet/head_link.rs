@@ -6,7 +6,7 @@
 use crate::client::{ClientError, HeadClient};
 use crate::config::Config;
 use crate::ids::NodeId;
-use crate::proto::common::{ClusterStatus, Demand, Resources};
+use crate::proto::common::{Demand, Resources, StatusDelta};
 use crate::proto::head::{HeadRequest, HeadResponse, PeerRole, RegisterNode};
 use crate::transport::backoff::Backoff;
 use crate::transport::tls::ClientTrust;
@@ -137,10 +137,11 @@ const STATUS_NODES_PER_BEAT: usize = 500;
 
 /// After how many heartbeats a raylet fetches the cluster's status again,
 /// given how many nodes it had: every beat up to 500 nodes, then rarer in
-/// proportion (every 21 beats at 10,000), so that all raylets together
-/// cost the head O(nodes) a second rather than O(nodes²): the status
-/// holds every node. Peers' free resources, ended jobs and drains reach a
-/// raylet of a large cluster that much later.
+/// proportion (every 21 beats at 10,000). A fetch carries only the nodes
+/// changed since the last (NT-6), but in a busy cluster that is every
+/// node, so this keeps all raylets together at O(nodes) a second of the
+/// head's time rather than O(nodes²). Peers' free resources, ended jobs
+/// and drains reach a raylet of a large cluster that much later.
 pub fn status_every(nodes: usize) -> u32 {
     (1 + nodes / STATUS_NODES_PER_BEAT) as u32
 }
@@ -169,8 +170,12 @@ pub async fn register(
 pub trait Reporter: Send + Sync {
     /// Free resources and waiting work, for the heartbeat of `node`.
     fn report(&self, node: NodeId) -> (Resources, Vec<Demand>);
-    /// The head's status after an accepted heartbeat.
-    fn status(&self, status: &ClusterStatus);
+    /// Where the node's copy of the head's node rows stands: `(epoch,
+    /// version)` to ask for the changes since.
+    fn status_cursor(&self) -> (u64, u64);
+    /// The head's changes since, after an accepted heartbeat; returns how
+    /// many nodes the cluster has.
+    fn status(&self, delta: StatusDelta) -> usize;
     /// The head declared this node dead and it registered again as `id`.
     fn new_id(&self, id: NodeId);
     /// Time passes (every heartbeat interval, head or no head).
@@ -266,11 +271,11 @@ impl Heartbeats<'_> {
                     if beats_since_status < status_every(cluster_nodes) {
                         continue;
                     }
-                    if let Ok(Ok(status)) = tokio::time::timeout(self.patience(), c.status()).await
-                    {
+                    let (epoch, version) = node.status_cursor();
+                    let fetch = c.status_since(epoch, version);
+                    if let Ok(Ok(delta)) = tokio::time::timeout(self.patience(), fetch).await {
                         beats_since_status = 0;
-                        cluster_nodes = status.nodes.len();
-                        node.status(&status);
+                        cluster_nodes = node.status(delta);
                     }
                 }
                 Ok(HeadResponse::ReRegister { reason }) => {

@@ -36,6 +36,7 @@ mod preemption;
 pub mod resources;
 pub mod service;
 mod state_view;
+pub mod status_mirror;
 pub mod store_door;
 pub mod store_server;
 pub mod task_history;

@@ -66,6 +66,8 @@ pub struct TaskService {
     pub(super) peers: Arc<Peers>,
     /// A fresh view of the cluster is being fetched from the head.
     refreshing: std::sync::atomic::AtomicBool,
+    /// The head's node rows, kept by the changes it sends (NT-6).
+    mirror: Mutex<super::status_mirror::StatusMirror>,
     /// This draining node asked the head to let it leave now (once).
     leave_asked: std::sync::atomic::AtomicBool,
     /// This draining node's primary copies are moving to peers (DR-4).
@@ -109,6 +111,7 @@ impl TaskService {
             reports: std::sync::OnceLock::new(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
+            mirror: Mutex::default(),
             leave_asked: std::sync::atomic::AtomicBool::new(false),
             moving: std::sync::atomic::AtomicBool::new(false),
             next_owner: AtomicU64::new(1),
@@ -149,6 +152,27 @@ impl TaskService {
                 infeasible,
             })
             .collect()
+    }
+
+    /// Where this raylet's copy of the head's node rows stands.
+    pub fn status_cursor(&self) -> (u64, u64) {
+        self.mirror
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cursor()
+    }
+
+    /// Applies the head's changes to the node rows, then refreshes the
+    /// view of the other nodes from them; returns how many nodes the
+    /// cluster has.
+    pub fn apply_status(self: &Arc<Self>, delta: crate::proto::common::StatusDelta) -> usize {
+        let status = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(delta);
+        self.update_peers(&status);
+        status.nodes.len()
     }
 
     /// Refreshes the view of the other nodes from the head's status.
@@ -238,9 +262,12 @@ impl TaskService {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let req = crate::proto::head::HeadRequest::GetStatus;
+            let (epoch, version) = me.status_cursor();
+            let req = crate::proto::head::HeadRequest::GetStatusSince { epoch, version };
             match me.transfer.head_request(&req).await {
-                Ok(crate::proto::head::HeadResponse::Status(status)) => me.update_peers(&status),
+                Ok(crate::proto::head::HeadResponse::StatusDelta(d)) => {
+                    me.apply_status(d);
+                }
                 other => debug!("cannot refresh the cluster view: {other:?}"),
             }
             me.refreshing.store(false, Ordering::Release);
@@ -478,8 +505,12 @@ impl super::head_link::Reporter for Arc<TaskService> {
         (Resources::from(&self.available()), self.demand(node))
     }
 
-    fn status(&self, status: &ClusterStatus) {
-        self.update_peers(status);
+    fn status_cursor(&self) -> (u64, u64) {
+        TaskService::status_cursor(self)
+    }
+
+    fn status(&self, delta: crate::proto::common::StatusDelta) -> usize {
+        self.apply_status(delta)
     }
 
     fn new_id(&self, id: NodeId) {

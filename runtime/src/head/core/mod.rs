@@ -55,7 +55,7 @@ use super::node_table::{FailureDetector, NodeTable};
 use super::object_directory::ObjectDirectory;
 use super::pg_table::PgTable;
 use crate::ids::{ActorId, ClusterId, JobId, NodeId};
-use crate::proto::common::{ClusterStatus, Demand};
+use crate::proto::common::{ClusterStatus, Demand, StatusDelta};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, JobSubmission, RegisterNode};
 use crate::proto::placement::BundleOp;
 use crate::proto::task::PeerSubmit;
@@ -366,6 +366,9 @@ impl HeadCore {
                 HeadResponse::Ok
             }
             R::GetStatus => HeadResponse::Status(self.status(now)),
+            R::GetStatusSince { epoch, version } => {
+                HeadResponse::StatusDelta(self.status_since(now, epoch, version))
+            }
             R::DrainNode {
                 node_id,
                 reason,
@@ -427,9 +430,6 @@ impl HeadCore {
 
     /// The cluster as `prism status` shows it.
     pub fn status(&self, now: Clock) -> ClusterStatus {
-        let since = now
-            .wall_ms
-            .saturating_sub(ENDED_JOBS_WINDOW.as_millis() as u64);
         ClusterStatus {
             cluster_id: self.cluster_id,
             head_address: self.head_address.clone(),
@@ -440,13 +440,36 @@ impl HeadCore {
                 .filter(|(id, _)| self.is_live(**id))
                 .flat_map(|(_, d)| d.iter().cloned())
                 .collect(),
-            ended_jobs: self
-                .jobs
-                .list()
-                .into_iter()
-                .filter(|j| j.end_ms.is_some_and(|e| e >= since))
-                .map(|j| j.job_id)
-                .collect(),
+            ended_jobs: self.ended_jobs(now),
+        }
+    }
+
+    /// Jobs that ended in the last minutes.
+    fn ended_jobs(&self, now: Clock) -> Vec<crate::ids::JobId> {
+        let since = now
+            .wall_ms
+            .saturating_sub(ENDED_JOBS_WINDOW.as_millis() as u64);
+        self.jobs
+            .list()
+            .into_iter()
+            .filter(|j| j.end_ms.is_some_and(|e| e >= since))
+            .map(|j| j.job_id)
+            .collect()
+    }
+
+    /// The nodes changed since `version` of run `epoch` (NT-6), for a
+    /// raylet's view of the cluster.
+    pub fn status_since(&self, now: Clock, epoch: u64, version: u64) -> StatusDelta {
+        let d = self.nodes.status_since(now.at, epoch, version);
+        StatusDelta {
+            cluster_id: self.cluster_id,
+            head_address: self.head_address.clone(),
+            epoch: d.epoch,
+            version: d.version,
+            full: d.full,
+            nodes: d.nodes,
+            gone: d.gone,
+            ended_jobs: self.ended_jobs(now),
         }
     }
 

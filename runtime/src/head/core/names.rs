@@ -12,6 +12,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::Heartbeat { .. } => "Heartbeat",
         R::Unregister { .. } => "Unregister",
         R::GetStatus => "GetStatus",
+        R::GetStatusSince { .. } => "GetStatusSince",
         R::AddObjectLocation { .. } => "AddObjectLocation",
         R::UpdateObjectLocations { .. } => "UpdateObjectLocations",
         R::FreeObjects { .. } => "FreeObjects",

@@ -91,13 +91,18 @@ impl NodeTable {
             }
         }
         let left = n.drain.as_ref().map_or(deadline, |d| d.deadline - now);
+        self.draining.insert(id);
+        self.versions.touch(id);
         Ok(left)
     }
 
     /// The node's raylet has stopped taking new work.
     pub fn drain_seen(&mut self, id: NodeId) {
         if let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.drain.as_mut()) {
-            d.seen = true;
+            if !d.seen {
+                d.seen = true;
+                self.versions.touch(id);
+            }
         }
     }
 

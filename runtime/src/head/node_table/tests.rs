@@ -1,6 +1,7 @@
 //! The node table's invariants NT-1..NT-5, time passed in.
 
 use super::*;
+use crate::proto::common::Resources;
 use prism_scheduler::{Quantity, CPU};
 
 pub(super) fn reg(name: &str) -> RegisterNode {

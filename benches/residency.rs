@@ -37,15 +37,17 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, n) = if full { (5, 2_000) } else { (1, 100) };
     let rule = Residency::new("region", &["in-south", "in-west"]);
-    let tasks = |resident: bool| {
+    // 0: plain; 1: placed by the rule's label selector only (what the rule
+    // costs in placement); 2: resident.
+    let tasks = |kind: u8| {
         rate(n, || {
             let refs: Vec<_> = (0..n as u64)
                 .map(|i| {
                     let o = small::options();
-                    let o = if resident {
-                        o.resident(rule.clone())
-                    } else {
-                        o
+                    let o = match kind {
+                        0 => o,
+                        1 => o.label_selector("region=in-south|in-west"),
+                        _ => o.resident(rule.clone()),
                     };
                     o.remote(i).expect("submit")
                 })
@@ -68,21 +70,24 @@ fn main() {
             assert_eq!(refs.len(), n);
         })
     };
-    tasks(false);
+    tasks(0);
     let (mut plain_t, mut res_t, mut plain_p, mut res_p) = (vec![], vec![], vec![], vec![]);
+    let mut label_t = vec![];
     for _ in 0..rounds {
-        plain_t.push(tasks(false));
-        res_t.push(tasks(true));
+        plain_t.push(tasks(0));
+        label_t.push(tasks(1));
+        res_t.push(tasks(2));
         plain_p.push(puts(false));
         res_p.push(puts(true));
     }
     for (what, plain, resident) in [
-        ("small tasks async", plain_t, res_t),
-        ("small puts", plain_p, res_p),
+        ("small tasks async, resident", plain_t.clone(), res_t),
+        ("small tasks async, label selector only", plain_t, label_t),
+        ("small puts, resident", plain_p, res_p),
     ] {
         let (p, r) = (median(plain), median(resident));
         println!(
-            "{what}: {p:.0}/s plain, {r:.0}/s resident ({:.2}x), median of {rounds} rounds of {n}",
+            "{what}: {p:.0}/s plain, {r:.0}/s with it ({:.2}x), median of {rounds} rounds of {n}",
             r / p
         );
     }

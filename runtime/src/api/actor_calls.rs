@@ -66,17 +66,50 @@ impl Core {
 
     /// Sends a request whose answer comes back as the result of a pseudo
     /// task `request_id`, and waits for it.
+    /// A worker waiting here counts as blocked: the raylet lends its CPU
+    /// to other work meanwhile (for answers that may wait on the cluster's
+    /// resources, such as a placement group's reservation).
     pub(crate) fn ask_raylet<T: Value>(
         self: &Arc<Self>,
         what: &'static str,
         timeout: Duration,
         request: impl FnOnce(crate::ids::TaskId) -> LocalRequest,
     ) -> Result<T> {
+        self.ask(what, timeout, true, request)
+    }
+
+    /// [`Core::ask_raylet`] for a control request the raylet (or the head
+    /// through it) answers whatever the node's load: the worker keeps its
+    /// CPU. Counting it blocked made the raylet start another worker for
+    /// its queue, a new process per call.
+    pub(crate) fn ask_raylet_quick<T: Value>(
+        self: &Arc<Self>,
+        what: &'static str,
+        timeout: Duration,
+        request: impl FnOnce(crate::ids::TaskId) -> LocalRequest,
+    ) -> Result<T> {
+        self.ask(what, timeout, false, request)
+    }
+
+    fn ask<T: Value>(
+        self: &Arc<Self>,
+        what: &'static str,
+        timeout: Duration,
+        blocks: bool,
+        request: impl FnOnce(crate::ids::TaskId) -> LocalRequest,
+    ) -> Result<T> {
         let request_id = ObjectId::random();
         self.owned.insert(request_id, Slot::for_request(what));
         let r: ObjectRef<T> = ObjectRef::owned(request_id, self.clone());
         self.send(&request(crate::ids::TaskId::of_result(request_id)))?;
-        self.get::<T>(r.id(), Some(timeout))
+        let deadline = std::time::Instant::now() + timeout;
+        if !blocks {
+            if let Some(slot) = self.owned.get(request_id) {
+                slot.wait(Some(deadline));
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.get::<T>(r.id(), Some(left.max(Duration::from_millis(1))))
     }
 
     /// Kills an actor's worker.

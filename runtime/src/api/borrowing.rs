@@ -249,7 +249,7 @@ impl Core {
             return;
         }
         let handed: crate::Result<bool> =
-            self.ask_raylet("borrow", REGISTER_TIMEOUT, |request_id| {
+            self.ask_raylet_quick("borrow", REGISTER_TIMEOUT, |request_id| {
                 LocalRequest::Borrows {
                     request_id: Some(request_id),
                     to,

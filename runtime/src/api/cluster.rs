@@ -14,7 +14,7 @@ use std::time::Duration;
 fn ask(query: ClusterQuery) -> Result<HeadResponse> {
     let core = current()?;
     let resp: HeadResponse =
-        core.ask_raylet("cluster state", Duration::from_secs(30), |request_id| {
+        core.ask_raylet_quick("cluster state", Duration::from_secs(30), |request_id| {
             LocalRequest::Cluster { request_id, query }
         })?;
     match resp {

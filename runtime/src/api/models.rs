@@ -13,7 +13,7 @@ use std::time::Duration;
 fn ask(request: ModelRequest) -> Result<Vec<ModelInfo>> {
     let core = current()?;
     let resp: HeadResponse =
-        core.ask_raylet("model registry", Duration::from_secs(30), |request_id| {
+        core.ask_raylet_quick("model registry", Duration::from_secs(30), |request_id| {
             LocalRequest::Models {
                 request_id,
                 request,

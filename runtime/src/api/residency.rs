@@ -117,11 +117,13 @@ pub(crate) fn rule_of_args<'a>(
         .find_map(|id| core.rules.get(id).map(|r| r.clone()))
 }
 
-/// Has the head hold `rule` for `id` before anything is stored under it
-/// (refused when this node is outside the rule).
+/// Claims `rule` for `id` before anything is stored under it: refused
+/// when this node is outside the rule. The raylet grants it and sends it
+/// to the head before it reports any copy of `id` (RC-1), so no other
+/// node learns where the object is before the head holds its rule.
 pub(crate) fn claim_as(core: &Arc<Core>, id: ObjectId, rule: Residency) -> Result<()> {
     let resp: HeadResponse =
-        core.ask_raylet("residency", Duration::from_secs(30), |request_id| {
+        core.ask_raylet_quick("residency", Duration::from_secs(30), |request_id| {
             LocalRequest::Residency {
                 request_id,
                 object: id,

@@ -213,16 +213,15 @@ pub enum HeadRequest {
     Access(super::access::AccessRequest),
     /// The job queue.
     Queue(super::queue::QueueRequest),
-    /// An object about to be put on `node_id` may only live where `rule`
-    /// allows (mTLS only: the raylet relays its driver's put). Refused if
-    /// the node itself is outside the rule.
+    /// Objects put on `node_id` may only live where their rules allow
+    /// (mTLS only). A raylet sends the rules its processes claimed in one
+    /// batch, before it reports any of those objects' copies; each rule is
+    /// refused if the node itself is outside it (answer: `ResidencySet`).
     SetResidency {
-        /// The node the object is put on.
+        /// The node the objects are put on.
         node_id: NodeId,
-        /// The object.
-        object: prism_objectstore::ObjectId,
-        /// Where it may be.
-        rule: super::common::Residency,
+        /// Each object and where it may be.
+        rules: Vec<(prism_objectstore::ObjectId, super::common::Residency)>,
     },
 }
 
@@ -421,6 +420,12 @@ pub enum HeadResponse {
     },
     /// The node table.
     Status(ClusterStatus),
+    /// The rules of a `SetResidency` batch the head refused, and why (the
+    /// others hold).
+    ResidencySet {
+        /// Refused objects.
+        refused: Vec<(prism_objectstore::ObjectId, String)>,
+    },
     /// The node table's changes (`GetStatusSince`).
     StatusDelta(super::common::StatusDelta),
     /// Live nodes holding an object, with their addresses (empty: unknown,

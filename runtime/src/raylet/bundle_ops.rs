@@ -44,12 +44,7 @@ impl TaskService {
                 other => other,
             };
             let outcome = match answer {
-                Ok(resp) => match rkyv::to_bytes::<rkyv::rancor::Error>(&resp) {
-                    Ok(b) => Outcome::Inline(b.to_vec()),
-                    Err(e) => Outcome::Failed(Failure::BadCall {
-                        detail: e.to_string(),
-                    }),
-                },
+                Ok(resp) => answer_outcome(&resp),
                 Err(e) => Outcome::Failed(Failure::HeadUnreachable {
                     detail: format!("{what} request: {e}"),
                 }),
@@ -60,5 +55,30 @@ impl TaskService {
                 outcome,
             }]);
         });
+    }
+
+    /// Answers a local request with `answer` now, as the result of
+    /// `request_id` (as [`TaskService::relay_head_request`] does with the
+    /// head's).
+    pub(super) fn reply_now(
+        self: &Arc<Self>,
+        owner: Owner,
+        request_id: crate::ids::TaskId,
+        answer: &crate::proto::head::HeadResponse,
+    ) {
+        self.apply(vec![Action::Reply {
+            owner,
+            task_id: request_id,
+            outcome: answer_outcome(answer),
+        }]);
+    }
+}
+
+fn answer_outcome(answer: &crate::proto::head::HeadResponse) -> Outcome {
+    match rkyv::to_bytes::<rkyv::rancor::Error>(answer) {
+        Ok(b) => Outcome::Inline(b.to_vec()),
+        Err(e) => Outcome::Failed(Failure::BadCall {
+            detail: e.to_string(),
+        }),
     }
 }

@@ -212,12 +212,16 @@ impl TaskService {
                     rule,
                 },
             ) => {
-                let request = crate::proto::head::HeadRequest::SetResidency {
-                    node_id: self.node(),
-                    object,
-                    rule,
+                // Granted or refused here; the head hears of it in the
+                // next batch of copies (RC-1).
+                let answer = match self.transfer.claim(object, rule) {
+                    Ok(()) => crate::proto::head::HeadResponse::Ok,
+                    Err(message) => crate::proto::head::HeadResponse::Error {
+                        kind: crate::proto::head::ErrorKind::Forbidden,
+                        message,
+                    },
                 };
-                self.relay_head_request(owner, request_id, request, "residency");
+                self.reply_now(owner, request_id, &answer);
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Cluster { request_id, query }) => {

@@ -33,6 +33,7 @@ mod object_refs;
 pub mod peer_door;
 pub mod peers;
 mod preemption;
+mod residency_claims;
 pub mod resources;
 pub mod service;
 mod state_view;
@@ -267,7 +268,13 @@ pub async fn run_raylet(
     info!(node = %node_id, %address, incarnation, resources = %total, "raylet registered");
     let chunk_timeout = Duration::from_millis(opts.config.transfer_chunk_timeout_ms);
     let peers = peers::Peers::new(endpoint.clone(), trust.clone());
-    let transfer = transfer::Transfer::new(link.clone(), node_id, peers, chunk_timeout);
+    let transfer = transfer::Transfer::new(
+        link.clone(),
+        node_id,
+        peers,
+        chunk_timeout,
+        opts.labels.clone(),
+    );
     server.set_transfer(transfer.clone());
     let copies = tokio::spawn(transfer.clone().report_copies(server.clone()));
     let task_socket = local_door::socket_path(session.path());

@@ -6,6 +6,7 @@
 //! - **The directory.** Copies sealed and removed here (freed, evicted)
 //!   reach the head's object directory in the order they happened, in
 //!   batches, from one loop: while a batch is in flight the next gathers.
+//!   Residency rules claimed here go first (`residency_claims.rs`).
 //! - **Borrows.** A process that keeps refs it received inside a task's
 //!   arguments registers with the task's submitter, and tells it when it
 //!   drops them; the raylet hands either to the submitter's connection, here
@@ -39,6 +40,7 @@ impl Transfer {
     /// and sent again, in order, with what came after it.
     pub async fn report_copies(self: Arc<Self>, server: Arc<StoreServer>) {
         let mut changes: Vec<(ObjectId, Option<u64>)> = Vec::new();
+        let mut rules = Vec::new();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -49,6 +51,11 @@ impl Transfer {
                 CopyChange::Removed { id } => (id, None),
             }));
             changes = coalesce(std::mem::take(&mut changes));
+            // Every copy taken above had its rule claimed before it was
+            // sealed: the rules go first (RC-1).
+            if !self.send_claims(&mut rules, &mut changes).await {
+                continue;
+            }
             let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));
             let node_id = self.node_id();
             if !changes.is_empty() {

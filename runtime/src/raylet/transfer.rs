@@ -52,6 +52,10 @@ pub struct Transfer {
     peers: Arc<Peers>,
     inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
     chunk_timeout: Duration,
+    /// This node's labels (residency claims are checked against them).
+    pub(super) labels: Vec<(String, String)>,
+    /// Residency rules granted here and not yet sent to the head.
+    pub(super) rules: Mutex<Vec<(ObjectId, crate::proto::common::Residency)>>,
 }
 
 impl Transfer {
@@ -61,6 +65,7 @@ impl Transfer {
         node_id: NodeId,
         peers: Arc<Peers>,
         chunk_timeout: Duration,
+        labels: Vec<(String, String)>,
     ) -> Arc<Transfer> {
         Arc::new(Transfer {
             link,
@@ -70,6 +75,8 @@ impl Transfer {
             peers,
             inflight: Mutex::new(HashMap::new()),
             chunk_timeout,
+            labels,
+            rules: Mutex::default(),
         })
     }
 

@@ -388,11 +388,18 @@ impl HeadCore {
             }
             R::FreeObjects { node_id, objects } => self.free_objects(node_id, objects),
             R::GetObjectLocations { object } => self.locations(caller, &object),
-            R::SetResidency {
-                node_id,
-                object,
-                rule,
-            } => self.set_residency(node_id, object, rule),
+            R::SetResidency { node_id, rules } => HeadResponse::ResidencySet {
+                refused: rules
+                    .into_iter()
+                    .filter_map(
+                        |(object, rule)| match self.set_residency(node_id, object, rule) {
+                            HeadResponse::Ok => None,
+                            HeadResponse::Error { message, .. } => Some((object, message)),
+                            other => Some((object, format!("{other:?}"))),
+                        },
+                    )
+                    .collect(),
+            },
             R::RegisterActor(..)
             | R::UpdateActor { .. }
             | R::GetActor { .. }

@@ -27,8 +27,7 @@ fn od_3_a_resident_object_is_never_recorded_on_nor_named_to_a_node_outside_its_r
     let rule = Residency::new("region", &["in-south", "in-west"]);
     let set = |node, rule: &Residency| HeadRequest::SetResidency {
         node_id: node,
-        object,
-        rule: rule.clone(),
+        rules: vec![(object, rule.clone())],
     };
     let refused = |r: Reply| match r {
         Reply::Now(HeadResponse::Error {
@@ -38,11 +37,18 @@ fn od_3_a_resident_object_is_never_recorded_on_nor_named_to_a_node_outside_its_r
         other => panic!("expected a refusal, got {other:?}"),
     };
     // The put's own node must be inside the rule.
-    let msg = refused(sim.core.handle(sim.now, at_eu, set(eu, &rule)));
-    assert!(msg.contains("which has region=eu-west"), "{msg}");
+    let Reply::Now(HeadResponse::ResidencySet { refused: no }) =
+        sim.core.handle(sim.now, at_eu, set(eu, &rule))
+    else {
+        panic!("expected a ResidencySet answer")
+    };
+    assert!(
+        no.len() == 1 && no[0].0 == object && no[0].1.contains("which has region=eu-west"),
+        "{no:?}"
+    );
     assert_eq!(
         sim.core.handle(sim.now, at_south, set(south, &rule)),
-        Reply::Now(HeadResponse::Ok)
+        Reply::Now(HeadResponse::ResidencySet { refused: vec![] })
     );
     let add = |node| HeadRequest::AddObjectLocation {
         node_id: node,

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch's side of benches/vs_torch: gloo all-reduce bandwidth and DDP step
-time on this machine's CPUs, one torch thread per process, loopback only.
+"""PyTorch's side of benches/vs_torch: gloo all-reduce bandwidth, DDP step
+time and pipeline-parallel step time (torch.distributed.pipelining, GPipe and
+1F1B) on this machine's CPUs, one torch thread per process, loopback only.
 
     python3 torch_bench.py            # human-readable table
     python3 torch_bench.py --json     # [{"name", "value", "unit"}, ...]
@@ -39,6 +40,13 @@ MLPS = [
     ("large", [1024, 4096, 4096, 1024], 32, 3, 15),
 ]
 DDP_WORLD = 2
+
+# Pipeline: 8 x (Linear(1024, 1024) + ReLU) + Linear(1024, 10), cut after the
+# 4th layer as Prism's equal-layer cut does (4 | 5 layers), 2 stages, batch
+# 64 in 4 micro-batches; (warm-up, timed) steps as ml_bench's 3 + 20.
+PIPE_WIDTHS = [1024] * 9 + [10]
+PIPE_CUT = 4
+PIPE_BATCH, PIPE_MICRO, PIPE_WARMUP, PIPE_STEPS = 64, 4, 3, 20
 
 
 def log(*a):
@@ -168,6 +176,63 @@ def single_worker(rank, world, port, q):
         q.put((rank, f"{type(e).__name__}: {e}"))
 
 
+def pipeline_worker(rank, world, port, q):
+    """torch.distributed.pipelining: GPipe then 1F1B, one stage per rank."""
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        torch.set_num_threads(1)
+        dist = init_pg(rank, world, port)
+        torch.manual_seed(0)
+        full = mlp(PIPE_WIDTHS)
+        # Sequential holds Linear, ReLU, Linear, ReLU, ...: layer i is 2i.
+        mods = list(full.children())
+        part = mods[: 2 * PIPE_CUT] if rank == 0 else mods[2 * PIPE_CUT :]
+        stage_mod = torch.nn.Sequential(*part)
+        x = torch.randn(PIPE_BATCH, PIPE_WIDTHS[0])
+        y = torch.randint(0, PIPE_WIDTHS[-1], (PIPE_BATCH,))
+        out = {}
+        for name, kind in (("gpipe", ScheduleGPipe), ("1f1b", Schedule1F1B)):
+            stage = PipelineStage(stage_mod, rank, world, torch.device("cpu"))
+            sched = kind(stage, n_microbatches=PIPE_MICRO, loss_fn=F.cross_entropy)
+            opt = torch.optim.SGD(stage_mod.parameters(), lr=0.01, momentum=0.9)
+            times = []
+            for i in range(PIPE_WARMUP + PIPE_STEPS):
+                dist.barrier()
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                if rank == 0:
+                    sched.step(x)
+                else:
+                    sched.step(target=y, losses=[])
+                opt.step()
+                dt = time.perf_counter() - t0
+                if i >= PIPE_WARMUP:
+                    times.append(dt * 1e3)
+            m = torch.tensor([statistics.median(times)], dtype=torch.float64)
+            dist.all_reduce(m, op=dist.ReduceOp.MAX)
+            out[name] = m.item()
+            log(f"    pipeline {name} rank {rank}: median {statistics.median(times):.2f} ms")
+        dist.destroy_process_group()
+        q.put((rank, out))
+    except BaseException as e:  # noqa: BLE001
+        q.put((rank, f"{type(e).__name__}: {e}"))
+
+
+def pipe_single_worker(rank, world, port, q):
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        med, _ = time_steps(mlp(PIPE_WIDTHS), PIPE_BATCH, PIPE_WIDTHS, PIPE_WARMUP, PIPE_STEPS)
+        q.put((rank, {"single": med}))
+    except BaseException as e:  # noqa: BLE001
+        q.put((rank, f"{type(e).__name__}: {e}"))
+
+
 def launch(target, world, timeout=600):
     """Runs `target` in `world` fresh spawned processes; returns rank 0's result."""
     import multiprocessing as mp
@@ -198,7 +263,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON rows")
     ap.add_argument(
-        "--only", choices=["allreduce", "ddp"], help="run one half of the benchmark"
+        "--only", choices=["allreduce", "ddp", "pipeline"], help="run one part of the benchmark"
     )
     args = ap.parse_args()
     one_thread_env()
@@ -229,6 +294,14 @@ def main():
         for name, _, batch, _, _ in MLPS:
             row(f"ddp step {name} mlp {DDP_WORLD}x{batch}", ddp[name], "ms")
             row(f"single step {name} mlp {DDP_WORLD * batch}", single[name], "ms")
+
+    if args.only in (None, "pipeline"):
+        log("== torch.distributed.pipelining, 2 stages")
+        pipe = launch(pipeline_worker, 2)
+        single = launch(pipe_single_worker, 1)
+        for name in ("gpipe", "1f1b"):
+            row(f"pipeline step 8x1024 p=2 m={PIPE_MICRO} {name}", pipe[name], "ms")
+        row(f"single step 8x1024 {PIPE_BATCH}", single["single"], "ms")
 
     if args.json:
         print(json.dumps(rows, indent=1))

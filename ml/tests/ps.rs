@@ -107,6 +107,36 @@ fn role_fault() {
     println!("ALL OK");
 }
 
+/// A run the test preempts with SIGTERM once both shards saved; run again
+/// it starts from their files and finishes.
+fn role_preempt() {
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let (train, test) = common::digits();
+    let cfg = common::digits_mlp(vec![64, 64, 10], 40, 0.05);
+    let ckpt = std::path::PathBuf::from(std::env::var("PRISM_TEST_CKPT").unwrap());
+    let r = ParameterServer::new(cfg.clone(), 2, 2, Mode::Sync)
+        .dataset(train)
+        .checkpoint(&ckpt, 20)
+        .fit();
+    match r {
+        Err(prism_ml::MlError::Preempted { step, checkpointed }) => {
+            println!("PREEMPTED {step} {checkpointed}");
+        }
+        Ok(r) => {
+            let (_, net) = recipes::load_flat(&cfg, &r.output).unwrap();
+            let acc = recipes::accuracy(&net, &test).unwrap();
+            let steps = r.losses.iter().map(Vec::len).max().unwrap_or(0);
+            println!(
+                "FINISHED {steps} steps in this run, test accuracy {:.1}%",
+                acc * 100.0
+            );
+            check(acc >= 0.9, "the resumed run learns the digits");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    println!("ALL OK");
+}
+
 /// Sparse: CTR logistic regression on a generated click log comes within
 /// reach of the generating model, and the servers hold exactly the rows
 /// the batches touched (PS-5).
@@ -167,6 +197,7 @@ fn child_role() {
         "digits" => role_digits(),
         "fault" => role_fault(),
         "ctr" => role_ctr(),
+        "preempt" => role_preempt(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -192,6 +223,50 @@ fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
     assert!(
         out.contains("shard 0 restored from its checkpoint"),
         "{out}"
+    );
+}
+
+#[test]
+fn ps_a_preempted_run_saves_every_shard_and_the_next_run_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().display().to_string();
+    let envs = [("PRISM_TEST_CKPT", ckpt.as_str())];
+    let mut job = Job::spawn("preempt", &envs);
+    let both = || (0..2).all(|i| dir.path().join(format!("shard-{i}.bin")).exists());
+    assert!(
+        wait_until(Duration::from_secs(120), both),
+        "no checkpoints: {}",
+        job.stdout()
+    );
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(job.pid() as i32, libc::SIGTERM) };
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    let step: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PREEMPTED "))
+        .and_then(|l| l.strip_suffix(" true"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not preempted after a save: {out}"));
+    // 40 epochs of 1,437 rows / 2 workers / batch 32 = 880 steps a worker.
+    assert!(step > 0 && step < 880, "stopped at step {step}");
+    let again = [("PRISM_TEST_CKPT", ckpt.as_str()), ("PRISM_PREEMPTED", "1")];
+    let out = run_role_with("preempt", &again, Duration::from_secs(300));
+    println!("{out}");
+    let ran: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("FINISHED "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the second run did not finish: {out}"));
+    assert!(
+        out.contains("shard 0 restored from its checkpoint")
+            && out.contains("shard 1 restored from its checkpoint"),
+        "{out}"
+    );
+    assert!(
+        ran + step <= 881,
+        "the second run went on from step {step} ({ran} steps), not from the start"
     );
 }
 

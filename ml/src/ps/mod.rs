@@ -21,7 +21,10 @@
 //! its state every `n` updates, and with [`ParameterServer::max_failures`]
 //! a shard whose process died restarts from its file (calls in flight are
 //! sent again) and a worker task whose process died runs again from the
-//! step it had reached.
+//! step it had reached. SIGTERM while `fit` runs (a spot-class job
+//! preempted) stops every worker between steps, has every shard save its
+//! state and fails with `MlError::Preempted`; shards start from their
+//! files and workers from the steps they reached in the next run.
 //!
 //! Sparse tables ([`SparseShard`], Adagrad on the servers) pull and push
 //! only the rows a batch touches; [`ctr`] trains click-through-rate
@@ -39,7 +42,7 @@ mod sparse_server;
 mod worker;
 
 pub use gate::StalenessGate;
-pub use server::{PsShard, ShardCheckpoint, ShardSpec};
+pub use server::{PsShard, Pull, ShardCheckpoint, ShardSpec};
 pub use shard::{Mode, ServerSgd, ShardState};
 pub use sparse::{Adagrad, SparseState};
 pub use sparse_server::SparseShard;
@@ -172,6 +175,77 @@ impl ParameterServer {
         result
     }
 
+    /// Every worker's losses, as they finish; on a preemption notice, the
+    /// workers stopped between steps and every shard saved (PS-6).
+    fn gather(
+        &self,
+        servers: &[prism::ActorHandle<PsShard>],
+        runs: &[prism::ObjectRef<std::result::Result<Vec<f64>, String>>],
+    ) -> Result<Vec<Vec<f64>>> {
+        // SIGTERM while this runs is a preemption notice (train/preempt.rs).
+        let _notice = crate::train::preempt::arm();
+        let poll = std::time::Duration::from_millis(100);
+        loop {
+            let (_, left) = prism::wait(runs, runs.len(), Some(poll))?;
+            if left.is_empty() {
+                break;
+            }
+            if crate::train::preempt::requested() {
+                return Err(self.preempted(servers, runs));
+            }
+        }
+        let mut losses = Vec::new();
+        for r in runs {
+            losses.push(r.get()?.map_err(MlError::Train)?);
+        }
+        Ok(losses)
+    }
+
+    /// Stops the workers through the shards, waits for them (bounded),
+    /// saves every shard and says where the run stopped.
+    fn preempted(
+        &self,
+        servers: &[prism::ActorHandle<PsShard>],
+        runs: &[prism::ObjectRef<std::result::Result<Vec<f64>, String>>],
+    ) -> MlError {
+        let stop = || -> Result<(u64, bool)> {
+            for s in servers {
+                s.stop()?.get()?;
+            }
+            let grace = std::time::Duration::from_millis(self.wait_ms.min(60_000));
+            let (_, left) = prism::wait(runs, runs.len(), Some(grace))?;
+            if !left.is_empty() {
+                return Err(MlError::Train(format!(
+                    "{} workers did not stop within {grace:?} of the preemption notice",
+                    left.len()
+                )));
+            }
+            let mut checkpointed = true;
+            for s in servers {
+                checkpointed &= s.save_now()?.get()?.map_err(MlError::Train)?;
+            }
+            // The step every worker reached (each pushed every step it
+            // pulled, to every shard).
+            let step = match servers.first() {
+                Some(s) => (0..self.workers as u32)
+                    .map(|w| s.done(w)?.get())
+                    .collect::<prism::Result<Vec<u64>>>()?
+                    .into_iter()
+                    .min()
+                    .unwrap_or(0),
+                None => 0,
+            };
+            Ok((step, checkpointed))
+        };
+        match stop() {
+            Ok((step, checkpointed)) => {
+                println!("parameter server: preemption notice: stopped at step {step}");
+                MlError::Preempted { step, checkpointed }
+            }
+            Err(e) => e,
+        }
+    }
+
     fn fit_inner(&self) -> Result<PsResult> {
         let started = Instant::now();
         let data = self
@@ -229,10 +303,11 @@ impl ParameterServer {
                     })
             })
             .collect::<prism::Result<Vec<_>>>()?;
-        let mut losses = Vec::new();
-        for r in runs {
-            losses.push(r.get()?.map_err(MlError::Train)?);
-        }
+        let losses = self.gather(&servers, &runs).inspect_err(|_| {
+            for s in &servers {
+                let _ = prism::kill(s, true);
+            }
+        })?;
         let mut weights: Vec<f32> = Vec::with_capacity(init.len());
         let mut updates = 0;
         for s in &servers {

@@ -1,7 +1,9 @@
 //! A parameter-server shard as an actor around [`ShardState`], with
 //! optional checkpoints: every `every` updates its state is written to
 //! `<dir>/shard-<i>.bin` (a temporary file, then renamed), and a shard
-//! restarted after its process died starts from that file (PS-4).
+//! restarted after its process died starts from that file (PS-4). On a
+//! preemption notice the driver stops the workers between steps through
+//! the shards ([`Pull::Stop`]) and has every shard save now (PS-6).
 
 use super::shard::{Mode, ServerSgd, ShardState};
 use std::path::{Path, PathBuf};
@@ -32,24 +34,42 @@ pub struct ShardSpec {
     pub checkpoint: Option<ShardCheckpoint>,
 }
 
+/// A pull's answer.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub enum Pull {
+    /// The shard's weights for the step.
+    Ready(Vec<f32>),
+    /// The step may not start yet (bounded staleness): ask again.
+    Wait,
+    /// The run is stopping (a preemption notice): end before this step.
+    Stop,
+}
+
 /// One shard of the parameters, in its own worker process.
 #[prism::actor]
 pub struct PsShard {
     state: ShardState,
     file: Option<(PathBuf, u64)>,
     saved: u64,
+    stopping: bool,
 }
 
 impl PsShard {
     fn save(&mut self) -> Result<(), String> {
-        let Some((path, every)) = &self.file else {
+        let Some((_, every)) = &self.file else {
             return Ok(());
         };
-        let updates = self.state.updates();
-        if updates < self.saved + every {
+        if self.state.updates() < self.saved + every {
             return Ok(());
         }
-        self.saved = updates;
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<(), String> {
+        let Some((path, _)) = &self.file else {
+            return Ok(());
+        };
+        self.saved = self.state.updates();
         // Sealed when the cluster encrypts at rest (`prism::at_rest`).
         let tmp = path.with_extension("tmp");
         prism::at_rest::write_file(&tmp, &self.state.to_bytes()?).map_err(|e| e.to_string())?;
@@ -103,13 +123,37 @@ impl PsShard {
             ShardState::new(spec.init, spec.workers as usize, spec.mode, spec.opt)
         });
         let saved = state.updates();
-        PsShard { state, file, saved }
+        PsShard {
+            state,
+            file,
+            saved,
+            stopping: false,
+        }
     }
 
-    /// The weights for step `step`, or `None` while it must wait.
-    fn pull(&mut self, step: u64) -> Option<Vec<f32>> {
+    /// The weights for step `step`, unless it must wait or the run stops.
+    fn pull(&mut self, step: u64) -> Pull {
+        if self.stopping {
+            return Pull::Stop;
+        }
         self.state.catch_up(step);
-        self.state.pull(step).map(<[f32]>::to_vec)
+        match self.state.pull(step) {
+            Some(w) => Pull::Ready(w.to_vec()),
+            None => Pull::Wait,
+        }
+    }
+
+    /// PS-6: every pull from now on answers [`Pull::Stop`], so workers end
+    /// between steps, each having pushed every step it pulled.
+    fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Saves the state now (whatever `every` says); whether there is a
+    /// checkpoint file to save to.
+    fn save_now(&mut self) -> Result<bool, String> {
+        self.write()?;
+        Ok(self.file.is_some())
     }
 
     /// `worker`'s gradient for `step`; the updates applied so far.

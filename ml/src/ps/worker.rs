@@ -1,7 +1,7 @@
 //! A parameter-server worker: a task that loops pull → gradients on its
 //! shard of the data → push, for the MLP recipe's model.
 
-use super::server::PsShard;
+use super::server::{PsShard, Pull};
 use crate::data::Dataset;
 use crate::recipes::{self, MlpConfig};
 use prism::ActorHandle;
@@ -32,16 +32,20 @@ pub(crate) fn ps_worker(job: WorkerJob) -> Result<Vec<f64>, String> {
 }
 
 /// The weights for `step`, from every server, waiting (bounded) while a
-/// server says the step may not start yet.
-fn pull_all(job: &WorkerJob, step: u64) -> crate::Result<Vec<f32>> {
+/// server says the step may not start yet; `None` when the run stops.
+fn pull_all(job: &WorkerJob, step: u64) -> crate::Result<Option<Vec<f32>>> {
     let deadline = Instant::now() + Duration::from_millis(job.wait_ms);
     let mut out = Vec::new();
     for (i, s) in job.servers.iter().enumerate() {
         let mut pause = Duration::from_micros(200);
         loop {
-            if let Some(w) = s.pull(step)?.get()? {
-                out.extend(w);
-                break;
+            match s.pull(step)?.get()? {
+                Pull::Ready(w) => {
+                    out.extend(w);
+                    break;
+                }
+                Pull::Stop => return Ok(None),
+                Pull::Wait => {}
             }
             if Instant::now() >= deadline {
                 return Err(crate::MlError::Train(format!(
@@ -53,7 +57,7 @@ fn pull_all(job: &WorkerJob, step: u64) -> crate::Result<Vec<f32>> {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn run(job: &WorkerJob) -> crate::Result<Vec<f64>> {
@@ -74,7 +78,10 @@ fn run(job: &WorkerJob) -> crate::Result<Vec<f64>> {
                 continue;
             }
             let batch = batch?;
-            let flat = pull_all(job, step)?;
+            // Stopped (preempted): every step pulled was pushed (PS-6).
+            let Some(flat) = pull_all(job, step)? else {
+                return Ok(losses);
+            };
             let mut at = 0;
             tch::no_grad(|| -> crate::Result<()> {
                 for v in &vars {

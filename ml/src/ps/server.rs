@@ -152,6 +152,7 @@ impl PsShard {
     /// Saves the state now (whatever `every` says); whether there is a
     /// checkpoint file to save to.
     fn save_now(&mut self) -> Result<bool, String> {
+        self.state.mark_stopped();
         self.write()?;
         Ok(self.file.is_some())
     }

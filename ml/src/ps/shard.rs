@@ -66,6 +66,8 @@ pub struct ShardState {
     updates: u64,
     /// Restored from a checkpoint and not yet through a full step (PS-4).
     resync: bool,
+    /// Saved at a clean stop (PS-6): nothing was lost, nothing to skip.
+    stopped: bool,
 }
 
 impl ShardState {
@@ -82,6 +84,7 @@ impl ShardState {
             gate: StalenessGate::new(workers, mode.bound()),
             updates: 0,
             resync: false,
+            stopped: false,
         }
     }
 
@@ -92,11 +95,21 @@ impl ShardState {
             .map_err(|e| e.to_string())
     }
 
-    /// A shard restored from [`ShardState::to_bytes`] after a crash (PS-4).
+    /// A shard restored from [`ShardState::to_bytes`]: after a crash it
+    /// may have lost steps (PS-4); after a clean stop it has not (PS-6).
     pub fn restored(bytes: &[u8]) -> Result<ShardState, String> {
         let mut s: ShardState = prism::Value::decode(bytes).map_err(|e| e.to_string())?;
-        s.resync = true;
+        s.resync = !s.stopped;
+        s.stopped = false;
         Ok(s)
+    }
+
+    /// PS-6: every worker stopped between steps; the state about to be
+    /// saved lost nothing, so a shard restored from it waits for every
+    /// worker's push as usual instead of skipping ahead (workers resumed at
+    /// different times would otherwise skip each other's steps).
+    pub fn mark_stopped(&mut self) {
+        self.stopped = true;
     }
 
     /// Steps `worker` has pushed (where a restarted worker resumes).
@@ -248,6 +261,26 @@ mod tests {
         assert_eq!(r.params(), &[0.0]);
         r.catch_up(9);
         assert_eq!(r.pull(9), None, "strict again after a full step");
+    }
+
+    #[test]
+    fn ps_6_a_shard_saved_at_a_clean_stop_skips_nothing() {
+        let mut s = ShardState::new(vec![1.0], 2, Mode::Sync, OPT);
+        s.push(0, 0, &[1.0]).unwrap();
+        s.push(1, 0, &[1.0]).unwrap();
+        // Worker 0 pushed step 1; worker 1 stopped before it.
+        s.push(0, 1, &[1.0]).unwrap();
+        s.mark_stopped();
+        let mut r = ShardState::restored(&s.to_bytes().unwrap()).unwrap();
+        assert_eq!((r.done(0), r.done(1)), (2, 1));
+        // Worker 0, resumed first, waits for step 1 instead of skipping it.
+        r.catch_up(2);
+        assert_eq!(r.pull(2), None);
+        r.push(1, 1, &[1.0]).unwrap();
+        assert_eq!(r.pull(2), Some(&[0.0][..]), "step 1 applied from both");
+        // A crash after it: restored from a regular save, PS-4 again.
+        let again = ShardState::restored(&r.to_bytes().unwrap()).unwrap();
+        assert!(again.resync);
     }
 
     #[test]

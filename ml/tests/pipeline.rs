@@ -1,6 +1,8 @@
 //! Pipeline-parallel training on an embedded cluster (each stage an actor
 //! in its own process): GPipe and 1F1B, p ∈ {2, 3} stages, m ∈ {1, 4, 7}
-//! micro-batches, give the weights of one process on the whole batch; 1F1B
+//! micro-batches, give the weights of one process on the whole batch (on
+//! one node through channels between the stages, across two nodes as call
+//! results); 1F1B
 //! never holds more than p − s micro-batches' activations on stage s, GPipe
 //! holds all m; 2 data-parallel replicas of a 2-stage pipeline equal one
 //! process at twice the batch; a cut balanced by parameter count equals
@@ -43,6 +45,10 @@ fn role_equivalence() {
                     .fit()
                     .unwrap();
                 check(r.losses.len() == steps, "every batch ran");
+                check(
+                    r.channels,
+                    "stages on one node pass tensors through channels",
+                );
                 let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
                 let worst = common::largest_difference(&reference, &vs);
                 println!("{schedule:?} p={p} m={m}: largest weight difference {worst:e}");
@@ -234,6 +240,7 @@ fn role_spread() {
             r.stage_nodes[0] != r.stage_nodes[1],
             &format!("the stages ran on two nodes: {:?}", r.stage_nodes),
         );
+        check(!r.channels, "stages on two nodes pass tensors as results");
         let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
         let worst = common::largest_difference(&reference, &vs);
         println!("{schedule:?} across two nodes: largest weight difference {worst:e}");

@@ -1,15 +1,18 @@
 //! Pipeline-parallel training: the MLP recipe's model cut into `p` stages,
 //! each a [`PipeStage`] actor holding its layers; each batch split into `m`
 //! micro-batches run under a [`Schedule`] — GPipe or 1F1B — with the
-//! activations going forward and their gradients backward as actor-call
-//! results (small ones inline, larger ones through the object store, read
-//! where they land), gradients accumulated over the micro-batches and one
-//! optimizer step per batch on every stage.
+//! activations going forward and their gradients backward between
+//! neighbouring stages, gradients accumulated over the micro-batches and
+//! one optimizer step per batch on every stage. Stages all on one node pass
+//! tensors through shared-memory channels (`links`: written once into a
+//! slot, read in place by the neighbour); otherwise as actor-call results
+//! (small ones inline, larger ones through the object store, pulled over
+//! QUIC across nodes).
 //!
 //! The driver submits every pass of a batch at once: each stage runs its
 //! passes in the schedule's order (calls from one handle run in order), and
-//! a pass waits only for the activation or gradient it takes (a ref to the
-//! neighbouring stage's result).
+//! a pass waits only for the activation or gradient it takes (in its
+//! channel, or a ref to the neighbouring stage's result).
 //!
 //! ```no_run
 //! use prism_ml::pipeline::{PipelineTrainer, Schedule};
@@ -45,6 +48,7 @@
 //!
 //! Not built yet: user-defined stage models, interleaved 1F1B.
 
+mod links;
 pub mod partition;
 mod run;
 pub mod schedule;
@@ -85,6 +89,10 @@ pub struct PipelineResult {
     pub peak_alive: Vec<Vec<u64>>,
     /// The node of each stage.
     pub stage_nodes: Vec<String>,
+    /// Whether neighbouring stages passed tensors through shared-memory
+    /// channels (every replica's stages on one node) rather than as
+    /// call results.
+    pub channels: bool,
     /// Lost stages recovered from.
     pub failures: u32,
     /// Milliseconds each step took (its batch's passes and the step).

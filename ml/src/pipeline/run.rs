@@ -38,6 +38,8 @@ const AVERAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180
 struct Stages {
     pg: prism::PlacementGroup,
     handles: Vec<ActorHandle<PipeStage>>,
+    /// Per replica: whether its stages pass tensors through channels.
+    linked: Vec<bool>,
 }
 
 impl Drop for Stages {
@@ -73,6 +75,7 @@ impl PipelineTrainer {
             losses: Vec::new(),
             peak_alive: Vec::new(),
             stage_nodes: Vec::new(),
+            channels: false,
             failures: 0,
             step_ms: Vec::new(),
             seconds: 0.0,
@@ -119,6 +122,7 @@ impl PipelineTrainer {
         let mut stages = Stages {
             pg,
             handles: Vec::new(),
+            linked: Vec::new(),
         };
         for r in 0..dp {
             let cuts = super::partition::cut(&self.config.layers, p, self.balance);
@@ -148,6 +152,14 @@ impl PipelineTrainer {
             }
         }
         self.connect_replicas(&stages.handles)?;
+        let rows = self.config.batch_size / self.micro as usize;
+        let slot = super::links::slot_bytes(&self.config.layers, rows);
+        for r in 0..dp {
+            let replica = &stages.handles[r * p..(r + 1) * p];
+            stages
+                .linked
+                .push(super::links::connect(replica, self.micro, slot)?);
+        }
         Ok(stages)
     }
 
@@ -275,7 +287,18 @@ impl PipelineTrainer {
                         .map(|i| Vec::<i64>::try_from(labels.narrow(0, i * mb, mb).contiguous()))
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|e| Attempt::Fatal(e.into()))?;
-                    pending.push(self.submit_batch(&stages.handles[r * p..(r + 1) * p], xs, ys)?);
+                    let replica = &stages.handles[r * p..(r + 1) * p];
+                    pending.push(if stages.linked[r] {
+                        let (passes, losses) =
+                            super::links::submit(replica, self.schedule, xs, ys)?;
+                        Pending {
+                            ends: Vec::new(),
+                            passes,
+                            losses,
+                        }
+                    } else {
+                        self.submit_batch(replica, xs, ys)?
+                    });
                 }
                 let mut loss = 0.0;
                 for batch in pending {
@@ -318,6 +341,7 @@ impl PipelineTrainer {
         }
         out.output.clear();
         out.stage_nodes.clear();
+        out.channels = stages.linked.iter().all(|l| *l);
         for s in &stages.handles[..p] {
             out.output.extend(
                 s.weights()?
@@ -410,6 +434,7 @@ impl PipelineTrainer {
         }
         Ok(Pending {
             ends: bwd[0].iter().flatten().cloned().collect(),
+            passes: Vec::new(),
             losses: loss.into_iter().flatten().collect(),
         })
     }
@@ -419,6 +444,8 @@ impl PipelineTrainer {
 struct Pending {
     /// The first stage's input gradients: the end of the backward.
     ends: Vec<ObjectRef<Act>>,
+    /// Linked stages: every pass (their tensors went through channels).
+    passes: Vec<ObjectRef<()>>,
     /// Each micro-batch's loss.
     losses: Vec<ObjectRef<f64>>,
 }
@@ -426,6 +453,7 @@ struct Pending {
 impl Pending {
     /// Waits for the batch; its mean loss.
     fn finish(self) -> std::result::Result<f64, Attempt> {
+        super::links::wait_all(&self.passes, &self.losses)?;
         for g in &self.ends {
             g.get()?;
         }

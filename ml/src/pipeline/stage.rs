@@ -4,6 +4,7 @@
 //! optimizer. With data-parallel replicas, the replicas of one stage form
 //! a ring and average their gradients through it before each step.
 
+use super::links::{self, Links};
 use crate::recipes::{self, MlpConfig};
 use crate::train::ring::{Parcel, Ring};
 use crate::train::ring_member::RingMember;
@@ -87,6 +88,8 @@ pub struct PipeStage {
     member: RingMember,
     /// ...and the ring over them, made at the first average and kept.
     ring: Mutex<Option<Ring>>,
+    /// Channels to its neighbours on the same node, if linked.
+    links: Links,
 }
 
 /// How long a replica waits for a neighbour's gradient piece.
@@ -143,11 +146,16 @@ impl PipeStage {
             replicas: spec.replicas.max(1),
             member: RingMember::default(),
             ring: Mutex::default(),
+            links: Links::default(),
         })
     }
 
     fn run_forward(&mut self, mb: u32, x: &Act) -> Result<Tensor, String> {
-        let input = x.tensor()?.set_requires_grad(true);
+        self.forward_tensor(mb, x.tensor()?)
+    }
+
+    fn forward_tensor(&mut self, mb: u32, x: Tensor) -> Result<Tensor, String> {
+        let input = x.set_requires_grad(true);
         let out = self.net.forward(&input);
         self.alive.insert(mb, (input, out.shallow_clone()));
         self.peak = self.peak.max(self.alive.len());
@@ -155,12 +163,39 @@ impl PipeStage {
     }
 
     fn input_grad(&mut self, mb: u32, seed: impl FnOnce(&Tensor)) -> Result<Act, String> {
+        Act::of(&self.input_grad_tensor(mb, seed)?)
+    }
+
+    fn input_grad_tensor(&mut self, mb: u32, seed: impl FnOnce(&Tensor)) -> Result<Tensor, String> {
         let (input, out) = self
             .alive
             .remove(&mb)
             .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
         seed(&out);
-        Act::of(&input.grad())
+        Ok(input.grad())
+    }
+
+    /// The last stage's loss for `mb` from its `logits` (weighted `1/m`
+    /// for the backward, so gradients add up to the batch's).
+    fn loss_of(&mut self, mb: u32, logits: &Tensor, labels: &[i64]) -> f64 {
+        let y = Tensor::from_slice(labels);
+        let loss = logits.cross_entropy_for_logits(&y);
+        let value = loss.double_value(&[]);
+        let scaled = loss / f64::from(self.micro);
+        if let Some(entry) = self.alive.get_mut(&mb) {
+            entry.1 = scaled;
+        }
+        value
+    }
+
+    /// A linked stage's input for `mb`: `x` (the first stage's) or the
+    /// previous stage's output from its channel.
+    fn linked_input(&mut self, mb: u32, x: Option<Act>) -> Result<Tensor, String> {
+        match (x, self.links.fwd_in.as_mut()) {
+            (Some(x), _) => x.tensor(),
+            (None, Some(rx)) => links::recv(rx, mb),
+            (None, None) => Err("no input and no channel from the previous stage".into()),
+        }
     }
 
     /// The accumulated gradients, flat, in creation order.
@@ -223,14 +258,97 @@ impl PipeStage {
         let logits = self
             .run_forward(mb, &x)
             .unwrap_or_else(|e| panic!("forward of micro-batch {mb}: {e}"));
-        let y = Tensor::from_slice(&labels);
-        let loss = logits.cross_entropy_for_logits(&y);
-        let value = loss.double_value(&[]);
-        let scaled = loss / f64::from(self.micro);
-        if let Some(entry) = self.alive.get_mut(&mb) {
-            entry.1 = scaled;
-        }
-        value
+        self.loss_of(mb, &logits, &labels)
+    }
+
+    /// Makes the channels this stage reads — activations from the previous
+    /// stage (`fwd`), gradients from the next (`bwd`) — of `slots` tensors
+    /// up to `slot_bytes` each, dropping any it had; where they are
+    /// (`None` if not asked for, or not possible here).
+    fn open_links(
+        &mut self,
+        fwd: bool,
+        bwd: bool,
+        slots: u32,
+        slot_bytes: u64,
+    ) -> (Option<ChannelSpec>, Option<ChannelSpec>) {
+        self.links = Links::default();
+        let open = |want: bool| {
+            want.then(|| prism::channel::channel(slots.max(1), slot_bytes as usize))
+                .and_then(|c| {
+                    c.inspect_err(|e| {
+                        tracing::warn!("no channel between stages, tensors go as results: {e}")
+                    })
+                    .ok()
+                })
+        };
+        let (f, b) = (open(fwd), open(bwd));
+        let spec = |c: Option<(ChannelSpec, _)>, to: &mut Option<_>| {
+            c.map(|(spec, rx)| {
+                *to = Some(rx);
+                spec
+            })
+        };
+        (
+            spec(f, &mut self.links.fwd_in),
+            spec(b, &mut self.links.bwd_in),
+        )
+    }
+
+    /// Connects to the next stage's activation channel and the previous
+    /// stage's gradient channel.
+    fn connect_links(
+        &mut self,
+        fwd_out: Option<ChannelSpec>,
+        bwd_out: Option<ChannelSpec>,
+    ) -> Result<(), String> {
+        let connect = |c: Option<ChannelSpec>| c.map(|c| c.connect()).transpose();
+        self.links.fwd_out = connect(fwd_out).map_err(|e| e.to_string())?;
+        self.links.bwd_out = connect(bwd_out).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Micro-batch `mb`'s forward through this (not last) linked stage:
+    /// its input is `x` (the first stage) or comes from the previous
+    /// stage's channel; its output goes into the next stage's.
+    fn forward_linked(&mut self, mb: u32, x: Option<Act>) {
+        self.linked_input(mb, x)
+            .and_then(|x| self.forward_tensor(mb, x))
+            .and_then(|out| match self.links.fwd_out.as_mut() {
+                Some(tx) => links::send(tx, mb, &out),
+                None => Err("no channel to the next stage".into()),
+            })
+            .unwrap_or_else(|e| panic!("forward of micro-batch {mb}: {e}"))
+    }
+
+    /// The last linked stage's forward: the micro-batch's mean loss.
+    fn forward_last_linked(&mut self, mb: u32, x: Option<Act>, labels: Vec<i64>) -> f64 {
+        let logits = self
+            .linked_input(mb, x)
+            .and_then(|x| self.forward_tensor(mb, x))
+            .unwrap_or_else(|e| panic!("forward of micro-batch {mb}: {e}"));
+        self.loss_of(mb, &logits, &labels)
+    }
+
+    /// Micro-batch `mb`'s backward through a linked stage: from its loss
+    /// (the last stage) or the gradient the next stage sent; the gradient
+    /// of its input goes to the previous stage (none for the first).
+    fn backward_linked(&mut self, mb: u32) {
+        let run = |me: &mut PipeStage| -> Result<(), String> {
+            let grad = match me.links.bwd_in.as_mut() {
+                Some(rx) => Some(links::recv(rx, mb)?),
+                None => None,
+            };
+            let input_grad = match grad {
+                Some(g) => me.input_grad_tensor(mb, |out| (out * &g).sum(out.kind()).backward())?,
+                None => me.input_grad_tensor(mb, |loss| loss.backward())?,
+            };
+            match me.links.bwd_out.as_mut() {
+                Some(tx) => links::send(tx, mb, &input_grad),
+                None => Ok(()),
+            }
+        };
+        run(self).unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
 
     /// Micro-batch `mb`'s backward: `grad` is the gradient of its output;

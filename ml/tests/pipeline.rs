@@ -12,6 +12,7 @@
 mod common;
 
 use common::synthetic;
+use prism::PlacementStrategy::{Pack, StrictSpread};
 use prism_ml::pipeline::{Balance, PipelineTrainer, Schedule};
 use prism_ml::recipes::{self, MlpConfig};
 use prism_test_support::*;
@@ -29,6 +30,38 @@ fn small_mlp() -> MlpConfig {
         seed: 5,
         cuda: false,
     }
+}
+
+/// 2 replicas of a `p`-stage pipeline at `cfg`'s batch give the weights of
+/// one process at twice the batch.
+fn two_replicas_equal_twice_the_batch(
+    cfg: &MlpConfig,
+    ds: &prism_ml::data::Dataset,
+    p: u32,
+    schedule: Schedule,
+    placement: prism::PlacementStrategy,
+    what: &str,
+) {
+    let wide = MlpConfig {
+        batch_size: 2 * cfg.batch_size,
+        ..cfg.clone()
+    };
+    let steps = 256 / wide.batch_size;
+    let reference = common::one_process(&wide, std::slice::from_ref(ds), steps);
+    let r = PipelineTrainer::new(cfg.clone(), p, 4, schedule)
+        .replicas(2)
+        .placement(placement)
+        .dataset(ds.clone())
+        .fit()
+        .unwrap();
+    check(r.losses.len() == steps, "every pair of batches ran");
+    let (vs, _) = recipes::load_flat(cfg, &r.output).unwrap();
+    let worst = common::largest_difference(&reference, &vs);
+    println!("{what}: largest weight difference {worst:e}");
+    check(
+        worst < 1e-5,
+        &format!("{what}: 2 replicas = one process at twice the batch"),
+    );
 }
 
 fn role_equivalence() {
@@ -76,25 +109,9 @@ fn role_equivalence() {
     }
     // dp × p: 2 replicas of a 2-stage pipeline at batch 28 = one process at
     // batch 56.
-    let wide = MlpConfig {
-        batch_size: 56,
-        ..cfg.clone()
-    };
-    let reference = common::one_process(&wide, std::slice::from_ref(&ds), 256 / 56);
     for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
-        let r = PipelineTrainer::new(cfg.clone(), 2, 4, schedule)
-            .replicas(2)
-            .dataset(ds.clone())
-            .fit()
-            .unwrap();
-        check(r.losses.len() == 256 / 56, "every pair of batches ran");
-        let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
-        let worst = common::largest_difference(&reference, &vs);
-        println!("{schedule:?} dp=2 x p=2: largest weight difference {worst:e}");
-        check(
-            worst < 1e-5,
-            "2 replicas x batch 28 = one process x batch 56",
-        );
+        let what = format!("{schedule:?} dp=2 x p=2");
+        two_replicas_equal_twice_the_batch(&cfg, &ds, 2, schedule, Pack, &what);
     }
     // Balanced by parameters: 8 → 64 → 16 → 16 → 3 on 2 stages is cut
     // after the first layer (576 | 1,363 parameters, not 1,616 | 323), and
@@ -248,26 +265,9 @@ fn role_spread() {
     }
     // dp across machines: 2 replicas of a 1-stage pipeline, one per node
     // (STRICT_SPREAD), average their gradients through a ring whose links
-    // go through the object store and QUIC: one process at batch 56.
-    let wide = MlpConfig {
-        batch_size: 56,
-        ..cfg.clone()
-    };
-    let reference = common::one_process(&wide, std::slice::from_ref(&ds), 256 / 56);
-    let r = PipelineTrainer::new(cfg.clone(), 1, 4, Schedule::OneFOneB)
-        .replicas(2)
-        .placement(prism::PlacementStrategy::StrictSpread)
-        .dataset(ds.clone())
-        .fit()
-        .unwrap();
-    check(r.losses.len() == 256 / 56, "every pair of batches ran");
-    let (vs, _) = recipes::load_flat(&cfg, &r.output).unwrap();
-    let worst = common::largest_difference(&reference, &vs);
-    println!("dp=2 replicas on two nodes: largest weight difference {worst:e}");
-    check(
-        worst < 1e-5,
-        "2 replicas x batch 28 across nodes = one process x batch 56",
-    );
+    // go through the object store and QUIC.
+    let what = "dp=2 replicas on two nodes";
+    two_replicas_equal_twice_the_batch(&cfg, &ds, 1, Schedule::OneFOneB, StrictSpread, what);
     println!("ALL OK");
 }
 
@@ -323,25 +323,9 @@ fn pipeline_a_killed_stage_restarts_every_stage_from_the_checkpoint() {
 fn pipeline_a_preempted_run_saves_where_it_stopped_and_the_next_run_resumes_there() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().display().to_string();
-    let envs = [("PRISM_TEST_CKPT", ckpt.as_str())];
-    let mut job = Job::spawn("preempt", &envs);
     let saved = |s: &str| prism_ml::train::checkpoint::list(&dir.path().join(s));
     let both = || ["stage-0", "stage-1"].iter().all(|s| !saved(s).is_empty());
-    assert!(
-        wait_until(Duration::from_secs(120), both),
-        "no checkpoints: {}",
-        job.stdout()
-    );
-    // SAFETY: kill only sends a signal to the child this test started.
-    unsafe { libc::kill(job.pid() as i32, libc::SIGTERM) };
-    let (ok, out) = job.finish(Duration::from_secs(120));
-    assert!(ok && out.contains("ALL OK"), "{out}");
-    let step: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("PREEMPTED "))
-        .and_then(|l| l.strip_suffix(" true"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not preempted after a checkpoint: {out}"));
+    let step = common::preempt_role("preempt", &ckpt, both);
     for s in ["stage-0", "stage-1"] {
         assert!(
             saved(s).iter().any(|(at, _)| *at == step),

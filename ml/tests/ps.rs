@@ -230,24 +230,8 @@ fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
 fn ps_a_preempted_run_saves_every_shard_and_the_next_run_resumes_there() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().display().to_string();
-    let envs = [("PRISM_TEST_CKPT", ckpt.as_str())];
-    let mut job = Job::spawn("preempt", &envs);
     let both = || (0..2).all(|i| dir.path().join(format!("shard-{i}.bin")).exists());
-    assert!(
-        wait_until(Duration::from_secs(120), both),
-        "no checkpoints: {}",
-        job.stdout()
-    );
-    // SAFETY: kill only sends a signal to the child this test started.
-    unsafe { libc::kill(job.pid() as i32, libc::SIGTERM) };
-    let (ok, out) = job.finish(Duration::from_secs(120));
-    assert!(ok && out.contains("ALL OK"), "{out}");
-    let step: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("PREEMPTED "))
-        .and_then(|l| l.strip_suffix(" true"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not preempted after a save: {out}"));
+    let step = common::preempt_role("preempt", &ckpt, both);
     // 40 epochs of 1,437 rows / 2 workers / batch 32 = 880 steps a worker.
     assert!(step > 0 && step < 880, "stopped at step {step}");
     let again = [("PRISM_TEST_CKPT", ckpt.as_str()), ("PRISM_PREEMPTED", "1")];

@@ -7,12 +7,12 @@
 use super::links::{self, Links};
 use crate::recipes::{self, MlpConfig};
 use crate::train::ring::{Parcel, Ring};
-use crate::train::ring_member::RingMember;
+use crate::train::ring_member::{deliver_with, RingMember};
 use crate::train::Sgd;
 use prism::channel::ChannelSpec;
 use prism::ActorHandle;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tch::nn::{self, Module, VarStore};
 use tch::Tensor;
@@ -429,11 +429,7 @@ impl PipeStage {
         outbox: Option<ChannelSpec>,
         inbox_used: bool,
     ) -> Option<String> {
-        let deliver = Arc::new(move |p: Parcel| {
-            next.deliver(p)
-                .map(drop)
-                .map_err(|e| format!("cannot send gradients to the next replica: {e}"))
-        });
+        let deliver = deliver_with(move |p| next.deliver(p).map(drop));
         self.member.link(deliver, outbox, inbox_used)
     }
 

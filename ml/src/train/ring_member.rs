@@ -22,6 +22,14 @@ const SLOTS: u32 = 4;
 /// Sends a parcel to the next member (an actor call that returns at once).
 pub type Deliver = Arc<dyn Fn(Parcel) -> Result<(), String> + Send + Sync>;
 
+/// A [`Deliver`] through `send` (an actor call to the next member's
+/// `deliver`).
+pub fn deliver_with<E: std::fmt::Display>(
+    send: impl Fn(Parcel) -> Result<(), E> + Send + Sync + 'static,
+) -> Deliver {
+    Arc::new(move |p| send(p).map_err(|e| format!("cannot send to the next ring member: {e}")))
+}
+
 /// One member's links, between the set-up calls and the all-reduce.
 #[derive(Default)]
 pub struct RingMember {

@@ -4,7 +4,7 @@
 
 use super::context::{run_job, Job, Progress, RunState};
 use super::ring::Parcel;
-use super::ring_member::RingMember;
+use super::ring_member::{deliver_with, RingMember};
 use prism::channel::ChannelSpec;
 use prism::ActorHandle;
 use std::sync::{Arc, Mutex};
@@ -54,11 +54,7 @@ impl TrainWorker {
         outbox: Option<ChannelSpec>,
         inbox_used: bool,
     ) -> Option<String> {
-        let deliver = Arc::new(move |p: Parcel| {
-            next.deliver(p)
-                .map(drop)
-                .map_err(|e| format!("cannot send a chunk to the next member: {e}"))
-        });
+        let deliver = deliver_with(move |p| next.deliver(p).map(drop));
         self.member.link(deliver, outbox, inbox_used)
     }
 

@@ -124,3 +124,25 @@ impl Killer {
         self.thread.join().unwrap()
     }
 }
+
+/// Starts driver role `role` with `PRISM_TEST_CKPT=ckpt`, sends it SIGTERM
+/// (a preemption notice) once `saved()` holds, and returns the step it
+/// says it stopped at after saving a checkpoint there.
+pub fn preempt_role(role: &str, ckpt: &str, saved: impl Fn() -> bool) -> u64 {
+    use prism_test_support::{wait_until, Job};
+    let mut job = Job::spawn(role, &[("PRISM_TEST_CKPT", ckpt)]);
+    assert!(
+        wait_until(std::time::Duration::from_secs(120), saved),
+        "no checkpoints: {}",
+        job.stdout()
+    );
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(job.pid() as i32, libc::SIGTERM) };
+    let (ok, out) = job.finish(std::time::Duration::from_secs(120));
+    assert!(ok && out.contains("ALL OK"), "{out}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("PREEMPTED "))
+        .and_then(|l| l.strip_suffix(" true"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not preempted after a checkpoint: {out}"))
+}

@@ -146,10 +146,19 @@ pub(super) fn connect(
             h.connect_links(fwd, bwd)
         })
         .collect::<prism::Result<_>>()?;
-    for (s, r) in prism::get_all(&linked)?.into_iter().enumerate() {
-        if let Err(why) = r {
-            return Err(prism::Error::Channel(format!("stage {s}: {why}")));
-        }
+    let failed = prism::get_all(&linked)?.into_iter().enumerate();
+    if let Some((s, why)) = failed.filter_map(|(s, r)| r.err().map(|w| (s, w))).next() {
+        // One node but a channel that does not map (a separate /dev/shm
+        // per container, say): every stage passes results instead.
+        tracing::warn!(
+            "stage {s} cannot reach its neighbour's channel ({why}); tensors go as results"
+        );
+        let closed: Vec<_> = stages
+            .iter()
+            .map(|h| h.open_links(false, false, micro, slot_bytes))
+            .collect::<prism::Result<_>>()?;
+        prism::get_all(&closed)?;
+        return Ok(false);
     }
     Ok(true)
 }

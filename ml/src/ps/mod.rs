@@ -53,6 +53,9 @@ use crate::{MlError, Result};
 use std::time::Instant;
 use worker::{ps_worker, WorkerJob};
 
+/// How long one call to a shard may take while stopping.
+const CALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A parameter-server training run of the MLP recipe's model.
 #[derive(Debug, Clone)]
 pub struct ParameterServer {
@@ -202,7 +205,9 @@ impl ParameterServer {
     }
 
     /// Stops the workers through the shards, waits for them (bounded),
-    /// saves every shard and says where the run stopped.
+    /// saves every shard and says where the run stopped. (A shard that
+    /// restarts inside this window forgets the stop: its workers then run
+    /// on past the grace and the run fails without a checkpoint.)
     fn preempted(
         &self,
         servers: &[prism::ActorHandle<PsShard>],
@@ -210,7 +215,7 @@ impl ParameterServer {
     ) -> MlError {
         let stop = || -> Result<(u64, bool)> {
             for s in servers {
-                s.stop()?.get()?;
+                s.stop()?.get_timeout(CALL)?;
             }
             let grace = std::time::Duration::from_millis(self.wait_ms.min(60_000));
             let (_, left) = prism::wait(runs, runs.len(), Some(grace))?;
@@ -222,13 +227,13 @@ impl ParameterServer {
             }
             let mut checkpointed = true;
             for s in servers {
-                checkpointed &= s.save_now()?.get()?.map_err(MlError::Train)?;
+                checkpointed &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
             }
             // The step every worker reached (each pushed every step it
             // pulled, to every shard).
             let step = match servers.first() {
                 Some(s) => (0..self.workers as u32)
-                    .map(|w| s.done(w)?.get())
+                    .map(|w| s.done(w)?.get_timeout(CALL))
                     .collect::<prism::Result<Vec<u64>>>()?
                     .into_iter()
                     .min()

@@ -99,7 +99,8 @@ impl ShardState {
     /// may have lost steps (PS-4); after a clean stop it has not (PS-6).
     pub fn restored(bytes: &[u8]) -> Result<ShardState, String> {
         let mut s: ShardState = prism::Value::decode(bytes).map_err(|e| e.to_string())?;
-        s.resync = !s.stopped;
+        // A shard that was still catching up when it stopped still is.
+        s.resync = s.resync || !s.stopped;
         s.stopped = false;
         Ok(s)
     }
@@ -279,8 +280,12 @@ mod tests {
         r.push(1, 1, &[1.0]).unwrap();
         assert_eq!(r.pull(2), Some(&[0.0][..]), "step 1 applied from both");
         // A crash after it: restored from a regular save, PS-4 again.
-        let again = ShardState::restored(&r.to_bytes().unwrap()).unwrap();
+        let mut again = ShardState::restored(&r.to_bytes().unwrap()).unwrap();
         assert!(again.resync);
+        // Stopped while still catching up: it still is after the restore.
+        again.mark_stopped();
+        let stopped = ShardState::restored(&again.to_bytes().unwrap()).unwrap();
+        assert!(stopped.resync);
     }
 
     #[test]

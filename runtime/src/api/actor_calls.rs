@@ -104,8 +104,15 @@ impl Core {
         self.send(&request(crate::ids::TaskId::of_result(request_id)))?;
         let deadline = std::time::Instant::now() + timeout;
         if !blocks {
-            if let Some(slot) = self.owned.get(request_id) {
-                slot.wait(Some(deadline));
+            let answered = self
+                .owned
+                .get(request_id)
+                .and_then(|slot| slot.wait(Some(deadline)));
+            if answered.is_none() {
+                return Err(crate::Error::Timeout {
+                    what: format!("the raylet's answer to a {what} request"),
+                    ms: timeout.as_millis() as u64,
+                });
             }
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -212,6 +212,15 @@ impl JobTable {
         self.jobs.get(&id)
     }
 
+    /// Jobs that ended at or after `since_ms` (without copying the rest).
+    pub fn ended_since(&self, since_ms: u64) -> Vec<JobId> {
+        self.jobs
+            .values()
+            .filter(|j| j.end_ms.is_some_and(|e| e >= since_ms))
+            .map(|j| j.job_id)
+            .collect()
+    }
+
     /// Every job, oldest first.
     pub fn list(&self) -> Vec<JobInfo> {
         let mut v: Vec<JobInfo> = self.jobs.values().cloned().collect();

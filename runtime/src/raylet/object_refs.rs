@@ -41,6 +41,7 @@ impl Transfer {
     pub async fn report_copies(self: Arc<Self>, server: Arc<StoreServer>) {
         let mut changes: Vec<(ObjectId, Option<u64>)> = Vec::new();
         let mut rules = Vec::new();
+        let mut refused = super::residency_claims::Refused::default();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -53,7 +54,10 @@ impl Transfer {
             changes = coalesce(std::mem::take(&mut changes));
             // Every copy taken above had its rule claimed before it was
             // sealed: the rules go first (RC-1).
-            if !self.send_claims(&mut rules, &mut changes).await {
+            if !self
+                .send_claims(&mut rules, &mut refused, &mut changes)
+                .await
+            {
                 continue;
             }
             let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));

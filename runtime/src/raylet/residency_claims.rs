@@ -8,14 +8,43 @@
 //! queued rules first, in one durable request, and only then the copies
 //! sealed meanwhile — so the head never names a location of an object
 //! whose rule it does not hold (RC-1), and a copy whose rule it refused is
-//! never reported at all (RC-2): no other node can learn where it is.
-//! One local round trip per claim instead of one to the head.
+//! never reported at all, whenever it is sealed (RC-2): no other node can
+//! learn where it is. Any answer but the head's verdict on the batch keeps
+//! both the rules and the copies back, to be sent again. One local round
+//! trip per claim instead of one to the head; the price is that a claim
+//! the head refuses (only a rule that conflicts with one the object
+//! already has, since the raylet checks the labels) was granted already:
+//! its copy stays readable on this node only.
 
 use super::transfer::Transfer;
 use crate::proto::common::Residency;
 use crate::proto::head::{HeadRequest, HeadResponse};
 use prism_objectstore::ObjectId;
+use std::collections::{HashSet, VecDeque};
 use tracing::warn;
+
+/// Refused objects remembered (RC-2), the newest first to stay.
+const REFUSED_KEPT: usize = 65_536;
+
+/// Objects whose rule the head refused: their copies are never reported.
+#[derive(Debug, Default)]
+pub(super) struct Refused {
+    order: VecDeque<ObjectId>,
+    set: HashSet<ObjectId>,
+}
+
+impl Refused {
+    fn add(&mut self, id: ObjectId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REFUSED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
 
 /// A copy change for the head's directory: sealed (with its size) or gone.
 pub(super) type Change = (ObjectId, Option<u64>);
@@ -43,49 +72,53 @@ impl Transfer {
 
     /// Sends the claims queued since the last call (with `pending`, those
     /// not sent yet) to the head before `changes` may go (RC-1), and
-    /// takes the copies of refused ones out of `changes` (RC-2). `false`
-    /// when the head could not be reached: everything stays for later.
+    /// takes the copies of every object ever refused out of `changes`
+    /// (RC-2). `false` when the head did not give its verdict: everything
+    /// stays for later.
     pub(super) async fn send_claims(
         &self,
         pending: &mut Vec<(ObjectId, Residency)>,
+        refused: &mut Refused,
         changes: &mut Vec<Change>,
     ) -> bool {
         pending.append(&mut self.rules.lock().unwrap_or_else(|p| p.into_inner()));
         if pending.is_empty() {
+            drop_refused(changes, refused);
             return true;
         }
         let req = HeadRequest::SetResidency {
             node_id: self.node_id(),
             rules: pending.clone(),
         };
-        let refused = match self.link.request(&req).await {
+        let no = match self.link.request(&req).await {
             Ok(HeadResponse::ResidencySet { refused }) => refused,
             Ok(other) => {
-                // Not knowing which held, report none of their copies.
-                let why = format!("unexpected answer {other:?}");
-                pending.iter().map(|(id, _)| (*id, why.clone())).collect()
+                warn!(
+                    n = pending.len(),
+                    "no verdict on residency rules yet: {other:?}"
+                );
+                return false;
             }
             Err(e) => {
                 warn!(n = pending.len(), "cannot send residency rules yet: {e}");
                 return false;
             }
         };
-        for (id, why) in &refused {
+        for (id, why) in no {
             warn!(object = %id, "the head refused a residency rule; its copy here stays unreported: {why}");
+            refused.add(id);
         }
-        drop_refused(changes, &refused);
+        drop_refused(changes, refused);
         pending.clear();
         true
     }
 }
 
 /// RC-2: no sealed copy of a refused object goes to the head.
-pub(super) fn drop_refused(changes: &mut Vec<Change>, refused: &[(ObjectId, String)]) {
-    if refused.is_empty() {
-        return;
+fn drop_refused(changes: &mut Vec<Change>, refused: &Refused) {
+    if !refused.set.is_empty() {
+        changes.retain(|(id, size)| size.is_none() || !refused.set.contains(id));
     }
-    let no: std::collections::HashSet<ObjectId> = refused.iter().map(|(id, _)| *id).collect();
-    changes.retain(|(id, size)| size.is_none() || !no.contains(id));
 }
 
 #[cfg(test)]
@@ -93,12 +126,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rc_2_refused_objects_lose_their_sealed_copies_only() {
+    fn rc_2_refused_objects_lose_their_sealed_copies_in_every_later_batch() {
         let (a, b) = (ObjectId::random(), ObjectId::random());
+        let mut refused = Refused::default();
+        let mut changes = vec![(b, Some(4))];
+        drop_refused(&mut changes, &refused);
+        assert_eq!(changes, vec![(b, Some(4))]);
+        // Refused in one batch, sealed in a later one: still dropped.
+        refused.add(a);
         let mut changes = vec![(a, Some(8)), (b, Some(4)), (a, None)];
-        drop_refused(&mut changes, &[(a, "outside".into())]);
+        drop_refused(&mut changes, &refused);
         assert_eq!(changes, vec![(b, Some(4)), (a, None)]);
-        drop_refused(&mut changes, &[]);
-        assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn refused_objects_are_remembered_up_to_a_bound() {
+        let mut r = Refused::default();
+        let first = ObjectId::random();
+        r.add(first);
+        r.add(first);
+        assert_eq!(r.order.len(), 1);
+        for _ in 0..REFUSED_KEPT {
+            r.add(ObjectId::random());
+        }
+        assert_eq!(r.order.len(), REFUSED_KEPT);
+        assert!(!r.set.contains(&first), "the oldest goes first");
     }
 }

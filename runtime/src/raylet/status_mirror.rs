@@ -23,11 +23,18 @@ impl StatusMirror {
 
     /// Applies `d` and returns the cluster as it now stands (without the
     /// demand, which raylets do not use). A delta older than what the
-    /// mirror has (two fetches answered out of order) changes nothing.
+    /// mirror has (two fetches answered out of order), or a partial one
+    /// from another head run (a late answer from a head since restarted),
+    /// changes nothing.
     pub fn apply(&mut self, d: StatusDelta) -> ClusterStatus {
         let same_run = d.epoch == self.epoch;
-        if !(same_run && d.version < self.version) {
-            if d.full || !same_run {
+        let stale = if same_run {
+            d.version < self.version
+        } else {
+            !d.full
+        };
+        if !stale {
+            if d.full {
                 self.nodes.clear();
             }
             for id in &d.gone {
@@ -46,5 +53,61 @@ impl StatusMirror {
             demand: Vec::new(),
             ended_jobs: d.ended_jobs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::common::{NodeState, Resources};
+
+    fn row(id: NodeId) -> NodeStatus {
+        NodeStatus {
+            node_id: id,
+            name: "n".into(),
+            address: "127.0.0.1:1".into(),
+            state: NodeState::Alive,
+            death_reason: None,
+            incarnation: 1,
+            is_head: false,
+            total: Resources::default(),
+            available: Resources::default(),
+            labels: vec![],
+            gpus: vec![],
+            last_heartbeat_ms_ago: 0,
+            pid: 1,
+            draining: None,
+        }
+    }
+
+    fn delta(epoch: u64, version: u64, full: bool, nodes: Vec<NodeStatus>) -> StatusDelta {
+        StatusDelta {
+            cluster_id: crate::ids::ClusterId::random(),
+            head_address: String::new(),
+            epoch,
+            version,
+            full,
+            nodes,
+            gone: vec![],
+            ended_jobs: vec![],
+        }
+    }
+
+    #[test]
+    fn late_answers_from_this_run_or_an_old_one_change_nothing() {
+        let (a, b, c) = (NodeId::random(), NodeId::random(), NodeId::random());
+        let mut m = StatusMirror::default();
+        m.apply(delta(7, 5, true, vec![row(a), row(b)]));
+        // A restarted head's whole table replaces the old run's.
+        let s = m.apply(delta(9, 2, true, vec![row(a), row(c)]));
+        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(m.cursor(), (9, 2));
+        // A late partial answer from the old run, then an older one from
+        // this run: neither touches the rows.
+        m.apply(delta(7, 6, false, vec![row(b)]));
+        let s = m.apply(delta(9, 1, false, vec![row(b)]));
+        let ids: Vec<NodeId> = s.nodes.iter().map(|n| n.node_id).collect();
+        assert!(ids.contains(&a) && ids.contains(&c) && !ids.contains(&b));
+        assert_eq!(m.cursor(), (9, 2));
     }
 }

@@ -456,12 +456,7 @@ impl HeadCore {
         let since = now
             .wall_ms
             .saturating_sub(ENDED_JOBS_WINDOW.as_millis() as u64);
-        self.jobs
-            .list()
-            .into_iter()
-            .filter(|j| j.end_ms.is_some_and(|e| e >= since))
-            .map(|j| j.job_id)
-            .collect()
+        self.jobs.ended_since(since)
     }
 
     /// The nodes changed since `version` of run `epoch` (NT-6), for a

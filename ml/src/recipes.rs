@@ -144,6 +144,12 @@ pub fn flat_weights(vs: &VarStore) -> Result<Vec<u8>> {
 /// Loads weights from [`flat_weights`] bytes into a fresh model.
 pub fn load_flat(cfg: &MlpConfig, bytes: &[u8]) -> Result<(VarStore, nn::Sequential)> {
     let (vs, net) = build(cfg);
+    copy_flat(&vs, bytes)?;
+    Ok((vs, net))
+}
+
+/// Copies [`flat_weights`] bytes into `vs`'s variables, in creation order.
+pub fn copy_flat(vs: &VarStore, bytes: &[u8]) -> Result<()> {
     let flat: Vec<f32> = bytes
         .chunks_exact(4)
         .map(bytemuck::pod_read_unaligned::<f32>)
@@ -161,7 +167,7 @@ pub fn load_flat(cfg: &MlpConfig, bytes: &[u8]) -> Result<(VarStore, nn::Sequent
         }
         Ok(())
     })?;
-    Ok((vs, net))
+    Ok(())
 }
 
 /// The fraction of `data`'s rows the model labels right.

@@ -64,6 +64,22 @@ fn two_replicas_equal_twice_the_batch(
     );
 }
 
+/// A user model of 3 stages that is not the MLP recipe's: tanh, then a
+/// ReLU block, then the classifier.
+fn three_blocks(p: &tch::nn::Path, stage: u32, _stages: u32) -> tch::nn::Sequential {
+    use tch::nn;
+    match stage {
+        0 => nn::seq()
+            .add(nn::linear(p / "a", 8, 12, Default::default()))
+            .add_fn(|x| x.tanh()),
+        1 => nn::seq()
+            .add(nn::linear(p / "b", 12, 12, Default::default()))
+            .add_fn(|x| x.relu()),
+        _ => nn::seq().add(nn::linear(p / "c", 12, 3, Default::default())),
+    }
+}
+prism_ml::pipeline_model!(three_blocks);
+
 fn role_equivalence() {
     let _c = prism::InitOptions::new().num_cpus(4.0).init().unwrap();
     let ds = synthetic();
@@ -113,6 +129,37 @@ fn role_equivalence() {
         let what = format!("{schedule:?} dp=2 x p=2");
         two_replicas_equal_twice_the_batch(&cfg, &ds, 2, schedule, Pack, &what);
     }
+    // A user model, built stage by stage in each stage's process: the
+    // weights of the same model trained in one process.
+    let steps = 256 / 28;
+    let whole = prism_ml::pipeline::whole_model("three_blocks", 3, cfg.seed).unwrap();
+    let reference = common::one_process_of(&cfg, whole, std::slice::from_ref(&ds), steps);
+    for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
+        let r = PipelineTrainer::new(cfg.clone(), 3, 4, schedule)
+            .model("three_blocks")
+            .dataset(ds.clone())
+            .fit()
+            .unwrap();
+        let (vs, _) =
+            prism_ml::pipeline::load_model("three_blocks", 3, cfg.seed, &r.output).unwrap();
+        let worst = common::largest_difference(&reference, &vs);
+        println!("{schedule:?} user model p=3: largest weight difference {worst:e}");
+        check(
+            worst < 1e-5,
+            "a user model's pipeline = the model in one process",
+        );
+    }
+    let unknown = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::GPipe)
+        .model("no_such_model")
+        .dataset(ds.clone())
+        .fit()
+        .unwrap_err()
+        .to_string();
+    check(
+        unknown.contains("no pipeline model named \"no_such_model\"")
+            && unknown.contains("three_blocks"),
+        &format!("an unknown model is named with the known ones: {unknown}"),
+    );
     // Balanced by parameters: 8 → 64 → 16 → 16 → 3 on 2 stages is cut
     // after the first layer (576 | 1,363 parameters, not 1,616 | 323), and
     // still equals one process.

@@ -49,11 +49,13 @@
 //! Not built yet: user-defined stage models, interleaved 1F1B.
 
 mod links;
+pub mod model;
 pub mod partition;
 mod run;
 pub mod schedule;
 mod stage;
 
+pub use model::{find_model, load_model, whole_model, StageModelRegistration};
 pub use partition::{partition, Balance};
 pub use schedule::{peak_alive, stage_ops, Op, Schedule};
 pub use stage::{Act, PipeStage, StageSpec};
@@ -76,6 +78,7 @@ pub struct PipelineTrainer {
     threads: i32,
     replicas: u32,
     balance: Balance,
+    model: Option<String>,
 }
 
 /// What a run produced.
@@ -119,7 +122,19 @@ impl PipelineTrainer {
             threads: 0,
             replicas: 1,
             balance: Balance::Layers,
+            model: None,
         }
+    }
+
+    /// Trains the model registered as `name` with [`crate::pipeline_model!`]
+    /// (one builder call per stage) instead of the MLP recipe's; the
+    /// config's `layers` are then unused, and stage `s` is seeded with the
+    /// config's seed plus `s`. Load the result with [`load_model`]. Its
+    /// stages pass tensors as call results (their sizes are the model's
+    /// own).
+    pub fn model(mut self, name: &str) -> Self {
+        self.model = Some(name.to_string());
+        self
     }
 
     /// Data-parallel replicas of the whole pipeline (a dp × p grid): each

@@ -66,7 +66,10 @@ impl PipelineTrainer {
             )));
         }
         let linear = self.config.layers.len().saturating_sub(1);
-        if (self.stages as usize) > linear {
+        if let Some(name) = &self.model {
+            // An unknown model fails here, not in every stage's constructor.
+            super::model::find_model(name)?;
+        } else if (self.stages as usize) > linear {
             return Err(MlError::Train(format!(
                 "{} stages for a model of {linear} layers",
                 self.stages
@@ -127,7 +130,11 @@ impl PipelineTrainer {
             linked: Vec::new(),
         };
         for r in 0..dp {
-            let cuts = super::partition::cut(&self.config.layers, p, self.balance);
+            // A user model cuts itself (its builder makes each stage).
+            let cuts = match self.model {
+                Some(_) => vec![(0, 0); p],
+                None => super::partition::cut(&self.config.layers, p, self.balance),
+            };
             for (i, (first, end)) in cuts.into_iter().enumerate() {
                 // Replicas take each other's gradient pieces while their
                 // ring runs: that needs concurrent (async) calls.
@@ -138,6 +145,8 @@ impl PipelineTrainer {
                     .placement_group(&stages.pg, (r * p + i) as u32)
                     .spawn(StageSpec {
                         config: self.config.to_bytes(),
+                        model: self.model.clone(),
+                        stages: p as u32,
                         first,
                         end,
                         micro: self.micro,
@@ -158,9 +167,10 @@ impl PipelineTrainer {
         let slot = super::links::slot_bytes(&self.config.layers, rows);
         for r in 0..dp {
             let replica = &stages.handles[r * p..(r + 1) * p];
-            stages
-                .linked
-                .push(super::links::connect(replica, self.micro, slot)?);
+            // A user model's tensors between stages have sizes only it
+            // knows: they go as results.
+            let linked = self.model.is_none() && super::links::connect(replica, self.micro, slot)?;
+            stages.linked.push(linked);
         }
         Ok(stages)
     }

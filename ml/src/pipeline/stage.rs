@@ -53,6 +53,11 @@ impl Act {
 pub struct StageSpec {
     /// The whole model's config (every stage starts from the same weights).
     pub config: Vec<u8>,
+    /// A user model registered with `pipeline_model!` (else the MLP
+    /// recipe's, cut at `first..end`).
+    pub model: Option<String>,
+    /// How many stages the model has.
+    pub stages: u32,
     /// Its linear layers: `first..end` of the model's.
     pub first: u32,
     /// One past its last layer.
@@ -97,32 +102,49 @@ const RING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Gradient buckets of the replicas' ring.
 const RING_BUCKET: usize = 4 << 20;
 
+/// Layers `first..end` of the MLP recipe's model, from the whole model's
+/// starting weights.
+fn mlp_stage(
+    cfg: &MlpConfig,
+    vs: &VarStore,
+    first: u32,
+    end: u32,
+) -> Result<nn::Sequential, String> {
+    let (full, _) = recipes::build(cfg);
+    let layers = &cfg.layers;
+    let mut net = nn::seq();
+    for i in first as usize..end as usize {
+        let p = vs.root() / format!("l{i}");
+        net = net.add(nn::linear(p, layers[i], layers[i + 1], Default::default()));
+        if i + 2 < layers.len() {
+            net = net.add_fn(|x| x.relu());
+        }
+    }
+    let from = full.variables();
+    tch::no_grad(|| -> Result<(), String> {
+        for (name, mut v) in vs.variables() {
+            let src = from.get(&name).ok_or(format!("no weight {name}"))?;
+            v.f_copy_(src).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })?;
+    Ok(net)
+}
+
 impl PipeStage {
     fn build(spec: &StageSpec) -> Result<PipeStage, String> {
         let cfg = MlpConfig::from_bytes(&spec.config).map_err(|e| e.to_string())?;
         if spec.threads > 0 {
             tch::set_num_threads(spec.threads);
         }
-        let (full, _) = recipes::build(&cfg);
         let vs = VarStore::new(tch::Device::Cpu);
-        let layers = &cfg.layers;
-        let mut net = nn::seq();
-        for i in spec.first as usize..spec.end as usize {
-            let p = vs.root() / format!("l{i}");
-            net = net.add(nn::linear(p, layers[i], layers[i + 1], Default::default()));
-            if i + 2 < layers.len() {
-                net = net.add_fn(|x| x.relu());
+        let net = match &spec.model {
+            Some(name) => {
+                let reg = super::model::find_model(name).map_err(|e| e.to_string())?;
+                super::model::build_stage(reg, &vs, spec.index, spec.stages, cfg.seed)
             }
-        }
-        // The same starting weights as the whole model's.
-        let from = full.variables();
-        tch::no_grad(|| -> Result<(), String> {
-            for (name, mut v) in vs.variables() {
-                let src = from.get(&name).ok_or(format!("no weight {name}"))?;
-                v.f_copy_(src).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })?;
+            None => mlp_stage(&cfg, &vs, spec.first, spec.end)?,
+        };
         let dir = spec.checkpoint_dir.as_ref().map(|d| {
             let root = std::path::PathBuf::from(d);
             let _ = std::fs::create_dir_all(&root);

@@ -24,7 +24,17 @@ pub fn synthetic() -> Dataset {
 /// One process at the global batch: step k of each epoch trains on every
 /// shard's batch k together; `steps` per epoch.
 pub fn one_process(cfg: &MlpConfig, shards: &[Dataset], steps: usize) -> VarStore {
-    let (vs, net) = recipes::build(cfg);
+    one_process_of(cfg, recipes::build(cfg), shards, steps)
+}
+
+/// [`one_process`] for a given model (`cfg` gives the optimizer, the batch
+/// and the epochs).
+pub fn one_process_of(
+    cfg: &MlpConfig,
+    (vs, net): (VarStore, tch::nn::Sequential),
+    shards: &[Dataset],
+    steps: usize,
+) -> VarStore {
     let mut opt = Sgd::new(cfg.lr, cfg.momentum, 0.0);
     for _ in 0..cfg.epochs {
         let mut iters: Vec<_> = shards

@@ -128,12 +128,7 @@ pub(super) fn connect(
     let one_node = nodes.iter().all(|n| n.is_some() && *n == nodes[0]);
     if !one_node {
         // Not all on one node (or no channel could be made): results.
-        let closed: Vec<_> = stages
-            .iter()
-            .map(|h| h.open_links(false, false, micro, slot_bytes))
-            .collect::<prism::Result<_>>()?;
-        prism::get_all(&closed)?;
-        return Ok(false);
+        return unlink(stages);
     }
     let linked: Vec<_> = stages
         .iter()
@@ -153,14 +148,19 @@ pub(super) fn connect(
         tracing::warn!(
             "stage {s} cannot reach its neighbour's channel ({why}); tensors go as results"
         );
-        let closed: Vec<_> = stages
-            .iter()
-            .map(|h| h.open_links(false, false, micro, slot_bytes))
-            .collect::<prism::Result<_>>()?;
-        prism::get_all(&closed)?;
-        return Ok(false);
+        return unlink(stages);
     }
     Ok(true)
+}
+
+/// Drops every stage's channels: they pass tensors as results.
+fn unlink(stages: &[ActorHandle<PipeStage>]) -> prism::Result<bool> {
+    let closed: Vec<_> = stages
+        .iter()
+        .map(|h| h.open_links(false, false, 1, 1))
+        .collect::<prism::Result<_>>()?;
+    prism::get_all(&closed)?;
+    Ok(false)
 }
 
 /// A linked batch's calls: every pass, and each micro-batch's loss.

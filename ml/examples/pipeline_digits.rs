@@ -44,6 +44,8 @@ fn main() -> anyhow::Result<()> {
     };
     let r = PipelineTrainer::new(cfg.clone(), 2, 4, schedule)
         .replicas(replicas)
+        // Every replica's stages on this machine's CPUs together.
+        .stage_cpus(1.0 / f64::from(replicas))
         .dataset(train)
         .fit()?;
     let (_, net) = recipes::load_flat(&cfg, &r.output)?;

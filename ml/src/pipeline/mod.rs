@@ -147,7 +147,8 @@ impl PipelineTrainer {
         self
     }
 
-    /// libtorch threads in each stage's process (default: libtorch's own).
+    /// libtorch threads in each stage's process (default: as many as the
+    /// stage holds CPUs, at least one).
     pub fn threads(mut self, n: i32) -> Self {
         self.threads = n;
         self

@@ -157,7 +157,13 @@ impl PipelineTrainer {
                             .checkpoint
                             .as_ref()
                             .map(|(d, _)| d.display().to_string()),
-                        threads: self.threads,
+                        // As many libtorch threads as the stage holds CPUs
+                        // (at least one), as Ray sets OMP_NUM_THREADS: more
+                        // spin on cores the neighbouring stages need.
+                        threads: match self.threads {
+                            0 => (self.stage_cpus.floor() as i32).max(1),
+                            n => n,
+                        },
                     })?;
                 stages.handles.push(h);
             }

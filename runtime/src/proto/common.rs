@@ -254,6 +254,27 @@ impl Residency {
             .any(|(k, v)| *k == self.label && self.allowed.contains(v))
     }
 
+    /// Whether `object` may be put under this rule on `node`, which has
+    /// `labels` (OD-3: the node itself must be inside the rule); else why
+    /// not. The raylet grants claims with it and the head checks them.
+    pub fn check_put(
+        &self,
+        object: impl std::fmt::Display,
+        node: impl std::fmt::Display,
+        labels: &[(String, String)],
+    ) -> Result<(), String> {
+        if self.label.is_empty() || self.allowed.is_empty() {
+            return Err(format!("the residency rule {self} names no place"));
+        }
+        if !self.permits(labels) {
+            return Err(format!(
+                "cannot put object {object} with the residency rule {self} on node {node}, which has {}",
+                self.place_of(labels)
+            ));
+        }
+        Ok(())
+    }
+
     /// The label selector of the nodes inside the rule (`region=a|b`).
     pub fn selector(&self) -> String {
         format!("{}={}", self.label, self.allowed.join("|"))

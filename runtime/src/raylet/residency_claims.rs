@@ -52,16 +52,7 @@ pub(super) type Change = (ObjectId, Option<u64>);
 impl Transfer {
     /// Grants `object` the rule `rule` on this node, or says why not.
     pub(super) fn claim(&self, object: ObjectId, rule: Residency) -> Result<(), String> {
-        if rule.label.is_empty() || rule.allowed.is_empty() {
-            return Err(format!("the residency rule {rule} names no place"));
-        }
-        if !rule.permits(&self.labels) {
-            return Err(format!(
-                "cannot put object {object} with the residency rule {rule} on node {}, which has {}",
-                self.node_id(),
-                rule.place_of(&self.labels)
-            ));
-        }
+        rule.check_put(object, self.node_id(), &self.labels)?;
         self.rules
             .lock()
             .unwrap_or_else(|p| p.into_inner())

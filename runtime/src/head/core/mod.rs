@@ -391,13 +391,11 @@ impl HeadCore {
             R::SetResidency { node_id, rules } => HeadResponse::ResidencySet {
                 refused: rules
                     .into_iter()
-                    .filter_map(
-                        |(object, rule)| match self.set_residency(node_id, object, rule) {
-                            HeadResponse::Ok => None,
-                            HeadResponse::Error { message, .. } => Some((object, message)),
-                            other => Some((object, format!("{other:?}"))),
-                        },
-                    )
+                    .filter_map(|(object, rule)| {
+                        self.set_residency(node_id, object, rule)
+                            .err()
+                            .map(|why| (object, why))
+                    })
                     .collect(),
             },
             R::RegisterActor(..)

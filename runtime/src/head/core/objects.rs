@@ -104,35 +104,21 @@ impl HeadCore {
         })
     }
 
-    /// A driver on `node` is about to put `object` with `rule` (OD-3: the
-    /// node itself must be inside it).
+    /// `object` on `node` may only be where `rule` allows (OD-3: the node
+    /// itself must be inside it); else why not.
     pub(super) fn set_residency(
         &mut self,
         node: NodeId,
         object: ObjectId,
         rule: Residency,
-    ) -> HeadResponse {
-        if rule.label.is_empty() || rule.allowed.is_empty() {
-            return bad(format!("the residency rule {rule} names no place"));
-        }
+    ) -> Result<(), String> {
         let labels = self
             .nodes
             .node(node)
             .map(|n| n.reg.labels.as_slice())
             .unwrap_or(&[]);
-        if !rule.permits(labels) {
-            return HeadResponse::Error {
-                kind: ErrorKind::Forbidden,
-                message: format!(
-                    "cannot put object {object} with the residency rule {rule} on node {node}, which has {}",
-                    rule.place_of(labels)
-                ),
-            };
-        }
-        match self.objects.set_rule(object, rule) {
-            Ok(()) => HeadResponse::Ok,
-            Err(message) => bad(message),
-        }
+        rule.check_put(object, node, labels)?;
+        self.objects.set_rule(object, rule)
     }
 
     /// A raylet asks where `object` is, to pull it: refused when that

@@ -98,7 +98,8 @@ impl Mailbox {
 }
 
 /// Sends a parcel to the next member (an actor call that returns at once).
-pub type SendFn = Box<dyn Fn(Parcel) -> Result<(), String> + Send>;
+/// (Shared: a ring member keeps it between all-reduces.)
+pub type SendFn = Arc<dyn Fn(Parcel) -> Result<(), String> + Send + Sync>;
 
 /// How this member sends to the next one.
 pub enum Outbox {

@@ -8,7 +8,7 @@
 //! DDP worker ([`super::TrainWorker`]) and the pipeline's stages (for the
 //! replicas' gradient average) are both built this way.
 
-use super::ring::{Inbox, Mailbox, Outbox, Parcel, Ring};
+use super::ring::{Inbox, Mailbox, Outbox, Parcel, Ring, SendFn};
 use prism::channel::{ChannelSpec, Receiver, Sender};
 use prism::ObjectRef;
 use std::sync::{Arc, Mutex};
@@ -19,14 +19,11 @@ const SLOT_BYTES: usize = 1 << 20;
 /// ...this many per link.
 const SLOTS: u32 = 4;
 
-/// Sends a parcel to the next member (an actor call that returns at once).
-pub type Deliver = Arc<dyn Fn(Parcel) -> Result<(), String> + Send + Sync>;
-
-/// A [`Deliver`] through `send` (an actor call to the next member's
+/// A [`SendFn`] through `send` (an actor call to the next member's
 /// `deliver`).
 pub fn deliver_with<E: std::fmt::Display>(
     send: impl Fn(Parcel) -> Result<(), E> + Send + Sync + 'static,
-) -> Deliver {
+) -> SendFn {
     Arc::new(move |p| send(p).map_err(|e| format!("cannot send to the next ring member: {e}")))
 }
 
@@ -34,7 +31,7 @@ pub fn deliver_with<E: std::fmt::Display>(
 #[derive(Default)]
 pub struct RingMember {
     mailbox: Arc<Mailbox>,
-    next: Mutex<Option<Deliver>>,
+    next: Mutex<Option<SendFn>>,
     /// Same-node links: pieces from the previous member, and to the next.
     inbox: Mutex<Option<Receiver>>,
     outbox: Mutex<Option<Sender>>,
@@ -74,7 +71,7 @@ impl RingMember {
     /// inbox. `None` when linked, else why not.
     pub fn link(
         &self,
-        deliver: Deliver,
+        deliver: SendFn,
         outbox: Option<ChannelSpec>,
         inbox_used: bool,
     ) -> Option<String> {
@@ -112,7 +109,7 @@ impl RingMember {
             .ok_or("this ring member is not linked to the next one yet")?;
         let out = match lock(&self.outbox).take() {
             Some(tx) => Outbox::Channel(tx),
-            None => Outbox::Store(Box::new(move |p| next(p))),
+            None => Outbox::Store(next),
         };
         let inbox = match lock(&self.inbox).take() {
             Some(rx) => Inbox::Channel(rx),

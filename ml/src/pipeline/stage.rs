@@ -219,44 +219,6 @@ impl PipeStage {
             (None, None) => Err("no input and no channel from the previous stage".into()),
         }
     }
-
-    /// The accumulated gradients, flat, in creation order.
-    fn flat_grads(&self) -> Result<Vec<f32>, String> {
-        let mut out = Vec::new();
-        for v in self.vs.trainable_variables() {
-            let n = v.numel();
-            let g = v.grad();
-            let mut buf = vec![0f32; n];
-            if g.defined() {
-                g.f_contiguous()
-                    .and_then(|g| g.f_view([-1]))
-                    .and_then(|g| g.f_copy_data(&mut buf, n))
-                    .map_err(|e| e.to_string())?;
-            }
-            out.extend(buf);
-        }
-        Ok(out)
-    }
-
-    /// Replaces the accumulated gradients with `flat`.
-    fn write_grads(&self, flat: &[f32]) -> Result<(), String> {
-        let mut at = 0;
-        tch::no_grad(|| -> Result<(), String> {
-            for v in self.vs.trainable_variables() {
-                let n = v.numel();
-                let src = flat.get(at..at + n).ok_or("too few gradient values")?;
-                let t = Tensor::f_from_slice(src)
-                    .and_then(|t| t.f_view(v.size().as_slice()))
-                    .map_err(|e| e.to_string())?;
-                let mut g = v.grad();
-                if g.defined() {
-                    g.f_copy_(&t).map_err(|e| e.to_string())?;
-                }
-                at += n;
-            }
-            Ok(())
-        })
-    }
 }
 
 #[prism::actor]
@@ -464,7 +426,15 @@ impl PipeStage {
     /// other replica through their ring. The ring runs on a thread of its
     /// own, so this actor keeps taking the pieces the store path delivers.
     async fn average_grads(&self) -> Result<(), String> {
-        let mut flat = self.flat_grads()?;
+        // Shallow handles: the ring thread reduces the gradients where they
+        // lie (large ones in place, the rest packed; as DDP does).
+        let grads: Vec<Tensor> = self
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut ring = match ring {
             Some(r) => r,
@@ -479,14 +449,14 @@ impl PipeStage {
         std::thread::Builder::new()
             .name(format!("prism-pipe-ring-{}", self.replica))
             .spawn(move || {
-                let r = ring.all_reduce(&mut flat, true);
-                let _ = tx.send((ring, flat, r));
+                let refs: Vec<&Tensor> = grads.iter().collect();
+                let r = crate::train::grads::host_all_reduce(&mut ring, &refs, true);
+                let _ = tx.send((ring, r));
             })
             .map_err(|e| format!("cannot start the ring's thread: {e}"))?;
-        let (ring, flat, r) = rx.await.map_err(|_| "the ring's thread died".to_string())?;
+        let (ring, r) = rx.await.map_err(|_| "the ring's thread died".to_string())?;
         *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring);
-        r?;
-        self.write_grads(&flat)
+        r.map_err(|e| e.to_string())
     }
 
     /// The node this stage runs on.

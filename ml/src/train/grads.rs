@@ -10,7 +10,7 @@ const IN_PLACE: usize = 1 << 18;
 /// Large contiguous CPU f32 tensors are reduced where they lie (no copy);
 /// the others (small, on a GPU, of other kinds) travel together as one flat
 /// buffer in host memory: f64 for f64 tensors, f32 for the rest.
-pub(super) fn host_all_reduce(
+pub(crate) fn host_all_reduce(
     ring: &mut Ring,
     tensors: &[&tch::Tensor],
     average: bool,
@@ -24,8 +24,9 @@ pub(super) fn host_all_reduce(
     for g in tensors.iter().filter(|g| direct(g)) {
         // SAFETY: `g` is a contiguous CPU f32 tensor of `numel` elements
         // that nothing else reads or writes during this call (the caller
-        // is between backward() and the optimizer step, on this thread);
-        // the slice does not outlive `g`.
+        // is between backward() and the optimizer step, on this thread or
+        // waiting for it: a pipeline stage's exclusive calls wait for its
+        // average to end); the slice does not outlive `g`.
         let buf = unsafe { std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, g.numel()) };
         ring.all_reduce(buf, average).map_err(MlError::Train)?;
     }

@@ -36,7 +36,7 @@
 pub mod checkpoint;
 pub mod collective;
 mod context;
-mod grads;
+pub(crate) mod grads;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod optim;

@@ -55,33 +55,20 @@ fn submit_as(sb: &Sandbox, addr: &str, token: &str, ns: &str) -> Output {
     c.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
-fn add_user(sb: &Sandbox, args: &[&str]) -> String {
-    let out = sb.run(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn a_users_job_creates_actors_only_where_its_owner_may() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "2"]);
     let (addr, _) = head.cluster();
-    let alice = add_user(
-        &sb,
-        &[
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "developer",
-            "--namespace",
-            "vision",
-        ],
-    );
+    let alice = sb.run_ok(&[
+        "user",
+        "add",
+        "alice",
+        "--role",
+        "developer",
+        "--namespace",
+        "vision",
+    ]);
     let ok = sb.run(&[
         "role",
         "add",
@@ -92,18 +79,15 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
         "logs:read",
     ]);
     assert!(ok.status.success());
-    let sam = add_user(
-        &sb,
-        &[
-            "user",
-            "add",
-            "sam",
-            "--role",
-            "submitter",
-            "--namespace",
-            "ads",
-        ],
-    );
+    let sam = sb.run_ok(&[
+        "user",
+        "add",
+        "sam",
+        "--role",
+        "submitter",
+        "--namespace",
+        "ads",
+    ]);
 
     let out = submit_as(&sb, &addr, &alice, "vision");
     let said = String::from_utf8_lossy(&out.stdout);

@@ -71,24 +71,12 @@ fn queue(sb: &Sandbox) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn ok(sb: &Sandbox, args: &[&str]) {
-    let out = sb.run(args);
-    assert!(
-        out.status.success(),
-        "prism {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_job_over_its_namespace_quota_waits_and_a_spot_job_makes_room_for_an_urgent_one() {
     let sb = Sandbox::new();
     let _head = sb.start_head(&["--num-cpus", "4", "--num-gpus", "4"]);
     let done = sb.temp().join("release").display().to_string();
-    ok(
-        &sb,
-        &["queue", "quota", "vision", "--gpus", "2", "--weight", "2"],
-    );
+    sb.run_ok(&["queue", "quota", "vision", "--gpus", "2", "--weight", "2"]);
 
     let one_gpu = ["--namespace", "vision", "--num-gpus", "1"];
     let (a, b, c) = (
@@ -118,14 +106,14 @@ fn a_job_over_its_namespace_quota_waits_and_a_spot_job_makes_room_for_an_urgent_
     assert!(err.contains(why), "{err}");
 
     // One ends: the waiting job starts.
-    ok(&sb, &["job", "stop", &a]);
+    sb.run_ok(&["job", "stop", &a]);
     assert!(
         wait_until(Duration::from_secs(60), || state(&sb, &c) == "running"),
         "{:?}",
         jobs(&sb)
     );
-    ok(&sb, &["job", "stop", &b]);
-    ok(&sb, &["job", "stop", &c]);
+    sb.run_ok(&["job", "stop", &b]);
+    sb.run_ok(&["job", "stop", &c]);
     assert!(wait_until(Duration::from_secs(60), || ["stopped"]
         == [state(&sb, &c).as_str()]));
 
@@ -159,7 +147,7 @@ fn a_job_over_its_namespace_quota_waits_and_a_spot_job_makes_room_for_an_urgent_
         "{row}"
     );
     // The urgent job finishes; the spot job runs again.
-    ok(&sb, &["job", "stop", &urgent]);
+    sb.run_ok(&["job", "stop", &urgent]);
     assert!(
         wait_until(Duration::from_secs(60), || state(&sb, &spot) == "running"),
         "{:?}",

@@ -3,12 +3,13 @@
 //! the global batch, and pipeline step times (GPipe and 1F1B, 2 stages, 4
 //! micro-batches; and 1F1B with 2 data-parallel replicas) for 8 blocks of
 //! Linear(1024, 1024) + ReLU and a Linear(1024, 10) at batch 64 next to one
-//! process. `benches/vs_torch/run.sh` puts PyTorch's
+//! process; and masking personal columns (per cell in one thread, and a
+//! whole dataset in tasks). `benches/vs_torch/run.sh` puts PyTorch's
 //! (gloo) numbers beside these.
 //!
 //!     cargo run --release -p prism-ml --example ml_bench [-- --json] [--quick]
 
-use prism_ml::data::Dataset;
+use prism_ml::data::{Dataset, Mask};
 use prism_ml::recipes::{self, MlpConfig};
 use prism_ml::train::{collective, DdpTrainer, ScalingConfig, Sgd};
 use std::time::Instant;
@@ -134,6 +135,31 @@ fn pipeline_step(
     Ok(times[times.len() / 2])
 }
 
+/// Million cells a second masked by `method` in one thread: `n` distinct
+/// `i64`s (no value repeats, so nothing is worked out once for many).
+fn mask_cells(method: Mask, n: usize) -> anyhow::Result<f64> {
+    let keys = prism_ml::data::mask::MaskKeys::new(&[7; 32]);
+    let mut bytes: Vec<u8> = (0..n as i64)
+        .flat_map(|i| (i * 7_919).to_le_bytes())
+        .collect();
+    let t = Instant::now();
+    prism_ml::data::mask::mask(&mut bytes, prism::DType::I64, 1, &[0], method, Some(&keys))
+        .map_err(anyhow::Error::msg)?;
+    Ok(n as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Milliseconds for `Dataset::mask` of one column of `rows` distinct ids
+/// (`[rows, 4]` i64, 8 blocks, one task each, key from the head).
+fn mask_dataset(method: Mask, rows: u64) -> anyhow::Result<f64> {
+    let flat: Vec<i64> = (0..rows as i64 * 4).collect();
+    let f = prism::Tensor::from_slice(&[rows, 4], &flat)?;
+    let ds = Dataset::from_tensors(&f, None, rows / 8)?;
+    ds.mask(&[0], method)?; // warm: workers started, code paged in
+    let t = Instant::now();
+    ds.mask(&[0], method)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
 fn main() -> anyhow::Result<()> {
     let json = std::env::args().any(|a| a == "--json");
     let quick = std::env::args().any(|a| a == "--quick");
@@ -216,6 +242,18 @@ fn main() -> anyhow::Result<()> {
     if wanted("single step 8x1024 64") {
         let v = single_step(&deep, 64, 3, psteps);
         push("single step 8x1024 64".into(), v, "ms");
+    }
+    // Masking personal columns: per cell, and a whole dataset in tasks.
+    let cells = if quick { 100_000 } else { 1_000_000 };
+    for method in [Mask::Redact, Mask::Hash, Mask::Tokenize] {
+        let label = format!("mask {} cells", method.name());
+        if wanted(&label) {
+            push(label, mask_cells(method, cells)?, "Mcells/s");
+        }
+        let label = format!("dataset mask {} {}k rows", method.name(), cells / 1000);
+        if wanted(&label) {
+            push(label, mask_dataset(method, cells as u64)?, "ms");
+        }
     }
     if json {
         let out: Vec<String> = rows

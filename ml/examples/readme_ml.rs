@@ -1,11 +1,26 @@
 //! The README's ML block, as a program CI runs (`ml/tests/examples_run.rs`);
-//! `tests/readme_tour.rs` checks the README's copy of the region below.
+//! `tests/readme_tour.rs` checks the README's copies of the regions below.
 //! `cargo run -p prism-ml --example readme_ml` trains 2 DDP workers on the
-//! 8×8 digits on an embedded cluster and scores the held-out set.
+//! 8×8 digits on an embedded cluster and scores the held-out set, then
+//! masks a little click log's personal columns (the README's mask block).
 
 fn main() -> anyhow::Result<()> {
     let ckpt = tempfile::tempdir()?;
     readme::train(ckpt.path())
+}
+
+/// The mask block's result, checked (on the cluster `train` started).
+fn check_mask() -> anyhow::Result<()> {
+    let (masked, ids) = readme::mask()?;
+    let cells = |d: &prism_ml::data::Dataset| -> anyhow::Result<Vec<i64>> {
+        Ok(d.blocks()[0].read()?.features::<i64>()?.to_vec())
+    };
+    let (m, back) = (cells(&masked)?, cells(&ids)?);
+    let hidden = m[0] != 1001 && m[1] != 9_810_000 && m[2] == 0;
+    anyhow::ensure!(hidden, "masked: {m:?}");
+    anyhow::ensure!(back[0] == 1001 && back[3] == 1002, "unmasked: {back:?}");
+    println!("MASK OK");
+    Ok(())
 }
 
 // Kept as the README shows it, column-aligned comments and all.
@@ -35,6 +50,22 @@ mod readme {
         // readme:end
         anyhow::ensure!(accuracy > 0.9, "accuracy {accuracy} after 10 epochs");
         println!("ML OK");
-        Ok(())
+        super::check_mask()
+    }
+
+    pub fn mask() -> anyhow::Result<(prism_ml::data::Dataset, prism_ml::data::Dataset)> {
+        // readme:mask
+        use prism_ml::data::{Dataset, Mask};
+
+        let log = prism::Tensor::from_slice(&[3u64, 3], &[1001i64, 9_810_000, 34,       // [user id, phone, age]
+                                                          1002, 9_810_001, 51,
+                                                          1003, 9_810_002, 29])?;
+        let masked = Dataset::from_tensors(&log, None, 3)?
+            .mask(&[0], Mask::Tokenize)?    // same-type tokens, reversible with the key
+            .mask(&[1], Mask::Hash)?        // HMAC under the namespace's key: joins still work
+            .mask(&[2], Mask::Redact)?;     // zeros
+        let ids = masked.unmask(&[0])?;     // the key: only for jobs whose owner holds pii:read
+        // readme:end
+        Ok((masked, ids))
     }
 }

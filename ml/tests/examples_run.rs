@@ -1,6 +1,7 @@
 //! The ML examples run to their end, each on an embedded cluster in a temp
-//! dir of its own: the README's ML block (`ml/examples/readme_ml.rs`, whose
-//! region `tests/readme_tour.rs` compares with the README), and the digits
+//! dir of its own: the README's ML and masking blocks
+//! (`ml/examples/readme_ml.rs`, whose regions `tests/readme_tour.rs`
+//! compares with the README), and the digits
 //! MLP served over HTTP, then its int8 version rolled out as a canary
 //! (`ml/examples/serve_digits.rs`).
 
@@ -8,7 +9,8 @@ use prism_test_support::run_example;
 
 #[test]
 fn the_readme_ml_block_trains_and_scores_on_an_embedded_cluster() {
-    run_example("readme_ml", "ML OK");
+    let out = run_example("readme_ml", "MASK OK");
+    assert!(out.contains("ML OK"), "{out}");
 }
 
 #[test]

@@ -119,6 +119,7 @@ pub use api::__private;
 pub use api::at_rest;
 pub use api::channel;
 pub use api::cluster;
+pub use api::masking;
 pub use api::models;
 pub use api::{
     cancel, end_run, free, get, get_actor, get_actor_in, get_all, get_placement_group, get_tensor,

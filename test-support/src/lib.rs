@@ -106,6 +106,18 @@ impl Sandbox {
             .expect("run prism")
     }
 
+    /// Runs `prism <args>`, which must succeed; its stdout, trimmed (a
+    /// new user's token, say).
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "prism {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Starts a foreground (`--block`) node as a child process in a session
     /// directory of our choosing, and waits until it is ready.
     pub fn spawn_node(&self, name: &str, args: &[&str]) -> Node {

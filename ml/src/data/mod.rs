@@ -16,6 +16,9 @@
 //!   [`Dataset::train_test_split`].
 //! - Keep in place: [`Dataset::resident`] (blocks that may only live on
 //!   nodes a residency rule allows, e.g. `region in [in-south]`).
+//! - Protect: [`Dataset::mask`] (personal columns redacted, hashed or
+//!   tokenised under the namespace's key; [`Dataset::unmask`] reverses
+//!   tokens for holders of `pii:read`), rules in [`mask`].
 //! - Check: [`Dataset::version`] (content hash), [`Dataset::expect`]
 //!   (declared [`Expectations`], one task per block).
 //! - Consume: [`Dataset::iter_batches`]: batches as tch tensors, the next
@@ -24,6 +27,7 @@
 mod block;
 pub mod io;
 mod iter;
+pub mod mask;
 pub mod ops;
 pub mod plan;
 mod quality;
@@ -31,6 +35,7 @@ mod quality;
 pub use block::{Block, BlockView};
 pub use io::{digits, CsvOptions};
 pub use iter::{Batch, BatchIter};
+pub use mask::Mask;
 pub use quality::{Expectations, Violation};
 
 use crate::{MlError, Result};
@@ -244,6 +249,35 @@ impl Dataset {
         let test_rows = (self.count() as f64 * test_fraction).round() as u64;
         let (test, train) = self.shuffle(seed)?.split_at(test_rows);
         Ok((train, test))
+    }
+
+    /// The same rows with personal `columns` of the features (`[rows,
+    /// columns]`) masked by `method` ([`Mask`]), one task per block, under
+    /// the key of this driver's namespace ([`prism::masking::namespace`]).
+    /// Hashing and tokenising need that key, which the head gives only if
+    /// this job's owner holds `pii:read` there (refused before any task
+    /// starts, naming who lacks what); redacting needs nothing. Hand the
+    /// result to those who may not see the raw columns: it holds new
+    /// objects, and nothing of the raw values but their masks.
+    pub fn mask(&self, columns: &[usize], method: Mask) -> Result<Dataset> {
+        self.mask_with(columns, Some(method))
+    }
+
+    /// The same rows with the tokens in `columns` ([`Mask::Tokenize`])
+    /// turned back into their values; needs `pii:read`, as above.
+    pub fn unmask(&self, columns: &[usize]) -> Result<Dataset> {
+        self.mask_with(columns, None)
+    }
+
+    fn mask_with(&self, columns: &[usize], method: Option<Mask>) -> Result<Dataset> {
+        let namespace = prism::masking::namespace();
+        if method.is_none_or(Mask::keyed) {
+            // Refused here rather than in every task.
+            prism::masking::key(&namespace)?;
+        }
+        self.map_batches(|b| {
+            ops::mask_block::remote(b, columns.to_vec(), method, namespace.clone())
+        })
     }
 
     /// Streams the rows in batches of `batch_size` (the last may be

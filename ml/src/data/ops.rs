@@ -3,6 +3,7 @@
 //! input blocks in place (pulled first when they live elsewhere).
 
 use super::block::{Block, BlockView};
+use super::mask::{Mask, MaskKeys};
 use prism::{DType, Tensor};
 use std::collections::HashMap;
 
@@ -73,5 +74,57 @@ fn gather(sources: &[Block], picks: &[(u32, u64)]) -> crate::Result<Block> {
     let labels = label_dtype
         .map(|d| Tensor::new(d, &[n], labels))
         .transpose()?;
+    Block::put(&features, labels.as_ref())
+}
+
+/// Block `block` with `columns` of its features masked by `method`, or
+/// with their tokens turned back into values (`None`). The namespace's key
+/// is asked for here, in the task, so it never travels in a task's
+/// arguments; the head refuses it unless the job's owner holds `pii:read`
+/// in `namespace`.
+#[prism::remote]
+pub fn mask_block(
+    block: Block,
+    columns: Vec<usize>,
+    method: Option<Mask>,
+    namespace: String,
+) -> Result<Block, String> {
+    let what = method.map_or("unmask", Mask::name);
+    mask_one(&block, &columns, method, &namespace).map_err(|e| format!("{what}: {e}"))
+}
+
+fn mask_one(
+    block: &Block,
+    columns: &[usize],
+    method: Option<Mask>,
+    namespace: &str,
+) -> crate::Result<Block> {
+    let v = block.read()?;
+    let fail = |e: String| crate::MlError::Dataset(e);
+    let [cols] = v.row_shape() else {
+        return Err(fail(format!(
+            "masking needs [rows, columns] features; these rows are {:?}",
+            v.row_shape()
+        )));
+    };
+    let dtype = v.features_view().dtype();
+    super::mask::check(dtype, *cols as usize, columns, method).map_err(fail)?;
+    let keys = match method {
+        Some(Mask::Redact) => None,
+        _ => Some(MaskKeys::new(&prism::masking::key(namespace)?)),
+    };
+    let mut bytes = v.features_bytes().to_vec();
+    match method {
+        Some(m) => super::mask::mask(&mut bytes, dtype, *cols as usize, columns, m, keys.as_ref()),
+        None => keys.as_ref().map_or(Ok(()), |k| {
+            super::mask::unmask(&mut bytes, dtype, *cols as usize, columns, k)
+        }),
+    }
+    .map_err(fail)?;
+    let features = Tensor::new(dtype, &[v.rows(), *cols], bytes)?;
+    let labels = match (v.labels_view(), v.labels_bytes()) {
+        (Some(l), Some(b)) => Some(Tensor::new(l.dtype(), &[v.rows()], b.to_vec())?),
+        _ => None,
+    };
     Block::put(&features, labels.as_ref())
 }

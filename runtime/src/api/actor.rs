@@ -239,7 +239,7 @@ pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Resul
 
 /// The namespace actors are named in unless told: the job's own
 /// (`PRISM_NAMESPACE`, set for submitted jobs), else `default`.
-fn default_namespace() -> String {
+pub(crate) fn default_namespace() -> String {
     // Read once: it is fixed for the process, and options are made per actor.
     static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAMESPACE

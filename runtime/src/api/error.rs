@@ -203,6 +203,10 @@ pub enum Error {
     /// An object's residency rule refused where it was to be put.
     #[error("residency: {0}")]
     Residency(String),
+    /// A masking key was refused (the job's owner lacks `pii:read` in
+    /// the namespace) or could not be had.
+    #[error("masking: {0}")]
+    Masking(String),
     /// The head could not answer a read of the cluster's state.
     #[error("cluster state: {0}")]
     ClusterState(String),

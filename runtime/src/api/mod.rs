@@ -30,6 +30,7 @@ pub(crate) mod core;
 mod driver_link;
 mod error;
 mod local;
+pub mod masking;
 pub mod models;
 mod object_ref;
 mod options;

@@ -194,6 +194,20 @@ impl SqliteStore {
         }
     }
 
+    /// The secret namespaces' masking keys derive from: the one kept in
+    /// the file, or a new one drawn and kept now. It outlives clusters
+    /// started in this file (MK-1), like the audit trail.
+    pub fn masking_secret(&mut self) -> Result<[u8; 32], StoreError> {
+        if let Some(k) = self.meta("masking_secret")? {
+            return k
+                .try_into()
+                .map_err(|_| self.err("the stored masking secret is damaged"));
+        }
+        let k: [u8; 32] = rand::random();
+        self.set_meta("masking_secret", &k)?;
+        Ok(k)
+    }
+
     /// The audit trail as the file holds it, oldest first. Read field by
     /// field as bytes (never decoded as a row), so a damaged entry is shown
     /// to `verify` instead of stopping the head.

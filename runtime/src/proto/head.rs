@@ -223,6 +223,16 @@ pub enum HeadRequest {
         /// Each object and where it may be.
         rules: Vec<(prism_objectstore::ObjectId, super::common::Residency)>,
     },
+    /// The key that masks personal data in `namespace` (`Dataset::mask`):
+    /// given only to whoever holds `pii:read` there (answer: `MaskingKey`).
+    /// A raylet relays it for its driver or worker, naming that process's
+    /// `job` (judged as the job's owner); a user asks for themselves.
+    MaskingKey {
+        /// The job asking, when a raylet relays the request.
+        job: Option<crate::ids::JobId>,
+        /// Whose key.
+        namespace: String,
+    },
 }
 
 /// An actor's lifecycle state.
@@ -428,6 +438,13 @@ pub enum HeadResponse {
     },
     /// The node table's changes (`GetStatusSince`).
     StatusDelta(super::common::StatusDelta),
+    /// A namespace's masking key (`MaskingKey`).
+    MaskingKey {
+        /// The namespace.
+        namespace: String,
+        /// Its 256-bit key, derived from the cluster's masking secret.
+        key: [u8; 32],
+    },
     /// Live nodes holding an object, with their addresses (empty: unknown,
     /// or lost).
     ObjectLocations {

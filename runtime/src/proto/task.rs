@@ -463,6 +463,15 @@ pub enum LocalRequest {
         /// What to read.
         query: ClusterQuery,
     },
+    /// The masking key of `namespace`, relayed to the head as
+    /// `MaskingKey` for this process's job (so judged as the job's owner)
+    /// and answered like `Models`.
+    MaskingKey {
+        /// Matches the answer.
+        request_id: TaskId,
+        /// Whose key.
+        namespace: String,
+    },
 }
 
 /// What [`LocalRequest::Cluster`] reads.

@@ -236,6 +236,23 @@ impl TaskService {
                 self.relay_head_request(owner, request_id, request, "cluster state");
                 None
             }
+            (
+                Role::Worker(_) | Role::Driver(_),
+                LocalRequest::MaskingKey {
+                    request_id,
+                    namespace,
+                },
+            ) => {
+                // The job is the connection's, never the process's word.
+                let job = match role {
+                    Role::Driver(job) => Some(job),
+                    Role::Worker(w) => self.disp().job_of(w),
+                    Role::Unknown => None,
+                };
+                let request = crate::proto::head::HeadRequest::MaskingKey { job, namespace };
+                self.relay_head_request(owner, request_id, request, "masking key");
+                None
+            }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Free(objects)) => {
                 self.free_objects(objects);
                 None

@@ -267,6 +267,12 @@ impl HeadCore {
                 P::QuotasManage,
                 None,
             ),
+            R::MaskingKey { namespace, .. } => act(
+                Some("pii.key"),
+                "read the masking key of personal data".into(),
+                P::PiiRead,
+                Some(namespace.clone()),
+            ),
             R::Access(AccessRequest::Audit(_) | AccessRequest::VerifyAudit) => {
                 act(None, "read the audit trail".into(), P::AuditRead, None)
             }

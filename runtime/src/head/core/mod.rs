@@ -39,6 +39,7 @@ mod actors;
 mod audit;
 mod groups;
 mod jobs;
+mod masking;
 mod names;
 mod nodes;
 mod objects;
@@ -234,6 +235,10 @@ pub struct HeadCore {
     quota_changes: Vec<crate::proto::queue::NamespaceQuota>,
     /// What raylets seal spill files with (encryption at rest).
     pub(crate) spill_key: Option<[u8; 32]>,
+    /// What namespaces' masking keys derive from (MK-1).
+    pub(crate) masking_secret: [u8; 32],
+    /// Jobs (or users) and namespaces given a masking key, audited once (MK-3).
+    keys_given: std::collections::HashSet<(String, String)>,
 }
 
 impl HeadCore {
@@ -260,6 +265,8 @@ impl HeadCore {
             preempted: HashMap::new(),
             quota_changes: Vec::new(),
             spill_key: None,
+            masking_secret: rand::random(),
+            keys_given: Default::default(),
         }
     }
 
@@ -398,6 +405,7 @@ impl HeadCore {
                     })
                     .collect(),
             },
+            R::MaskingKey { job, namespace } => self.masking_key(now, caller, job, namespace),
             R::RegisterActor(..)
             | R::UpdateActor { .. }
             | R::GetActor { .. }

@@ -269,6 +269,11 @@ impl Dispatcher {
         out
     }
 
+    /// The job worker `worker` was started for.
+    pub fn job_of(&self, worker: WorkerId) -> Option<JobId> {
+        self.workers.get(&worker).map(|w| w.job)
+    }
+
     /// Counts for status views.
     pub fn stats(&self) -> DispatchStats {
         DispatchStats {

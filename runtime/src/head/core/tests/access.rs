@@ -7,7 +7,7 @@ use crate::proto::access::{AccessReply, AccessRequest, AuditQuery};
 
 const FROM: &str = "10.0.0.7:5000";
 
-fn add_user(sim: &mut Sim, name: &str, role: &str, ns: &[&str], secret: &str) -> Caller {
+pub(super) fn add_user(sim: &mut Sim, name: &str, role: &str, ns: &[&str], secret: &str) -> Caller {
     let req = AccessRequest::AddUser {
         name: name.into(),
         role: role.into(),
@@ -25,7 +25,7 @@ fn add_user(sim: &mut Sim, name: &str, role: &str, ns: &[&str], secret: &str) ->
     }
 }
 
-fn submit(sim: &mut Sim, caller: Caller, ns: &str) -> JobId {
+pub(super) fn submit(sim: &mut Sim, caller: Caller, ns: &str) -> JobId {
     let sub = JobSubmission {
         hash: [1; 32],
         name: "train".into(),
@@ -49,7 +49,7 @@ fn submit(sim: &mut Sim, caller: Caller, ns: &str) -> JobId {
     id
 }
 
-fn refusal(r: Option<HeadResponse>) -> String {
+pub(super) fn refusal(r: Option<HeadResponse>) -> String {
     match r {
         Some(HeadResponse::Error {
             kind: ErrorKind::Forbidden,

@@ -6,6 +6,7 @@ mod access;
 mod failures;
 mod groups;
 mod jobs;
+mod masking;
 mod queue;
 mod residency;
 

@@ -60,15 +60,7 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "2"]);
     let (addr, _) = head.cluster();
-    let alice = sb.run_ok(&[
-        "user",
-        "add",
-        "alice",
-        "--role",
-        "developer",
-        "--namespace",
-        "vision",
-    ]);
+    let alice = sb.add_user("alice", "developer", "vision");
     let ok = sb.run(&[
         "role",
         "add",
@@ -79,15 +71,7 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
         "logs:read",
     ]);
     assert!(ok.status.success());
-    let sam = sb.run_ok(&[
-        "user",
-        "add",
-        "sam",
-        "--role",
-        "submitter",
-        "--namespace",
-        "ads",
-    ]);
+    let sam = sb.add_user("sam", "submitter", "ads");
 
     let out = submit_as(&sb, &addr, &alice, "vision");
     let said = String::from_utf8_lossy(&out.stdout);

@@ -3,7 +3,9 @@
 //! plaintext in the spill directory and come back byte-identical; the same
 //! run without the flag finds the plaintext there (so the check can fail).
 //! Files programs keep at rest (`prism::at_rest`: checkpoints) are sealed
-//! the same way, and a task on the cluster reads them back.
+//! the same way, and a task on the cluster reads them back; in a namespace
+//! marked to encrypt they are sealed with its own key, which a job of
+//! another namespace is refused.
 
 use prism::object_store::StoreClient;
 use prism_objectstore::ObjectId;
@@ -102,11 +104,98 @@ fn role_at_rest() {
     println!("ALL OK");
 }
 
+/// Writes `AT_REST_FILE` through `prism::at_rest` in its namespace and
+/// says whether it is sealed and holds plaintext; a task (a worker of the
+/// same job, in the same namespace) reads it back.
+fn role_ns_write() {
+    let _c = prism::init().unwrap();
+    let path = std::env::var("AT_REST_FILE").unwrap();
+    let secret = MARKER.repeat(1000);
+    prism::at_rest::write_file(std::path::Path::new(&path), &secret).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    let plain = on_disk.windows(MARKER.len()).any(|w| w == MARKER);
+    println!(
+        "SEALED {} NS {} PLAIN {plain}",
+        prism::at_rest::is_sealed(&on_disk),
+        on_disk.starts_with(b"PRISMNS1")
+    );
+    let back = read_back::remote(path).unwrap();
+    check(
+        prism::get(&back).unwrap() == Ok(secret),
+        "a task of the job reads it back",
+    );
+    println!("ALL OK");
+}
+
+/// Tries to read `AT_REST_FILE`; prints what it got.
+fn role_ns_read() {
+    let _c = prism::init().unwrap();
+    let path = std::env::var("AT_REST_FILE").unwrap();
+    match prism::at_rest::read_file(std::path::Path::new(&path)) {
+        Ok(b) => println!("READ {} bytes", b.len()),
+        Err(e) => println!("REFUSED {e}"),
+    }
+    println!("ALL OK");
+}
+
+#[test]
+fn a_namespace_marked_to_encrypt_seals_its_jobs_files_for_its_members_only() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let alice = sb.add_user("alice", "developer", "vision");
+    let bob = sb.add_user("bob", "developer", "ads");
+    let said = sb.run_ok(&["namespace", "encrypt", "vision"]);
+    assert!(
+        said.contains("namespace vision: files at rest are sealed"),
+        "{said}"
+    );
+    let queue = sb.run_ok(&["queue"]);
+    assert!(
+        queue.contains("sealed at rest with their own keys: vision"),
+        "{queue}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = |role: &str, token: &str, ns: &str, file: &str| {
+        let mut envs = sb.driver_envs(&head, &head);
+        envs.push(("PRISM_USER_TOKEN".into(), token.into()));
+        envs.push(("PRISM_NAMESPACE".into(), ns.into()));
+        let path = dir.path().join(file).display().to_string();
+        envs.push(("AT_REST_FILE".into(), path));
+        let (ok, out) = Job::spawn(role, &envs).finish(Duration::from_secs(120));
+        assert!(ok && out.contains("ALL OK"), "{role} as {ns}:\n{out}");
+        out
+    };
+    let out = run("ns_write", &alice, "vision", "vision.ckpt");
+    assert!(out.contains("SEALED true NS true PLAIN false"), "{out}");
+    let out = run("ns_write", &bob, "ads", "ads.ckpt");
+    assert!(
+        out.contains("SEALED false NS false PLAIN true"),
+        "ads is not marked: {out}"
+    );
+    let out = run("ns_read", &bob, "ads", "vision.ckpt");
+    assert!(
+        out.contains("REFUSED at rest: ")
+            && out.contains("it is sealed for namespace vision, whose key this job may not have: bob (developer in ads) may not read the at-rest key in namespace vision: namespace vision was not granted to bob"),
+        "{out}"
+    );
+    let out = run("ns_read", &alice, "vision", "vision.ckpt");
+    assert!(out.contains("READ 20000 bytes"), "{out}");
+    // A plaintext file put in place of a sealed one is refused in vision.
+    std::fs::copy(dir.path().join("ads.ckpt"), dir.path().join("vision.ckpt")).unwrap();
+    let out = run("ns_read", &alice, "vision", "vision.ckpt");
+    assert!(
+        out.contains("namespace vision seals its files at rest"),
+        "{out}"
+    );
+}
+
 #[test]
 #[ignore = "a job driver, started by the test in this file with PRISM_TEST_ROLE"]
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "at_rest" => role_at_rest(),
+        "ns_write" => role_ns_write(),
+        "ns_read" => role_ns_read(),
         other => panic!("unknown role {other}"),
     }
 }

@@ -165,24 +165,8 @@ fn masked_columns_never_reach_a_developers_tasks() {
         "--permission",
         "jobs:submit",
     ]);
-    let sara = sb.run_ok(&[
-        "user",
-        "add",
-        "sara",
-        "--role",
-        "steward",
-        "--namespace",
-        "vision",
-    ]);
-    let alice = sb.run_ok(&[
-        "user",
-        "add",
-        "alice",
-        "--role",
-        "developer",
-        "--namespace",
-        "vision",
-    ]);
+    let sara = sb.add_user("sara", "steward", "vision");
+    let alice = sb.add_user("alice", "developer", "vision");
     let done = sb.temp().join("done");
     let envs_for = |token: &str| {
         let mut e = sb.driver_envs(&head, &head);

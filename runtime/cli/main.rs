@@ -15,6 +15,7 @@ mod microbench_extras;
 mod microbench_scale;
 mod microbenchmark;
 mod models;
+mod namespace;
 mod queue;
 mod reference;
 mod runs;
@@ -89,6 +90,10 @@ enum Command {
     /// The job queue: what waits, its position and why; `quota` sets a
     /// namespace's quota, job limit and fair-share weight.
     Queue(queue::QueueArgs),
+    /// Namespaces' settings: `encrypt` seals the files their jobs keep at
+    /// rest with the namespace's own key.
+    #[command(subcommand)]
+    Namespace(namespace::NamespaceCommand),
     /// People's accounts: add (prints their token), revoke, list, whoami.
     #[command(subcommand)]
     User(access::UserCommand),
@@ -177,6 +182,7 @@ fn run() -> anyhow::Result<()> {
         Command::Runs(c) => runs::run(c),
         Command::Models(c) => models::run(c),
         Command::Queue(a) => queue::run(a),
+        Command::Namespace(c) => namespace::run(c),
         Command::User(c) => access::user(c),
         Command::Role(c) => access::role(c),
         Command::Audit(a) => std::process::exit(access::audit(a)?),

@@ -49,7 +49,7 @@ pub enum QueueCommand {
     },
 }
 
-fn ask(cluster: &ClusterArgs, req: QueueRequest) -> anyhow::Result<QueueView> {
+pub(crate) fn ask(cluster: &ClusterArgs, req: QueueRequest) -> anyhow::Result<QueueView> {
     let head = cluster.connect()?;
     match head.request(&HeadRequest::Queue(req))? {
         HeadResponse::Queue(v) => Ok(v),
@@ -137,6 +137,12 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
             n.waiting,
             show(&n.policy.quota),
             show(&n.used)
+        );
+    }
+    if !view.sealed.is_empty() {
+        println!(
+            "\nsealed at rest with their own keys: {}",
+            view.sealed.join(", ")
         );
     }
     if view.waiting.is_empty() {

@@ -118,6 +118,19 @@ impl Sandbox {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Adds user `name` with `role` in `namespace`; their token.
+    pub fn add_user(&self, name: &str, role: &str, namespace: &str) -> String {
+        self.run_ok(&[
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--namespace",
+            namespace,
+        ])
+    }
+
     /// Starts a foreground (`--block`) node as a child process in a session
     /// directory of our choosing, and waits until it is ready.
     pub fn spawn_node(&self, name: &str, args: &[&str]) -> Node {

@@ -148,7 +148,8 @@ impl Drop for Scratch {
 }
 
 /// Has `save` write `path`, sealed through `prism::at_rest` when the
-/// cluster encrypts at rest (by way of a scratch file in memory).
+/// cluster, or the job's namespace, encrypts at rest (by way of a
+/// scratch file in memory).
 fn sealed(path: &Path, save: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if !prism::at_rest::encrypting() {
         return save(path);
@@ -168,15 +169,7 @@ fn opened<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
         .is_ok()
         && prism::at_rest::is_sealed(&head);
     if !sealed {
-        if prism::at_rest::encrypting() {
-            return Err(MlError::BadFile {
-                path: path.to_path_buf(),
-                detail: "it is not sealed, though this cluster encrypts at rest (a plaintext file \
-                         may have been put in place of a sealed one; save it again from this \
-                         cluster to seal it)"
-                    .into(),
-            });
-        }
+        prism::at_rest::refuse_plain(path)?;
         return load(path);
     }
     let plain = prism::at_rest::read_file(path)?;

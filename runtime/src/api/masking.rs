@@ -9,6 +9,7 @@
 
 use super::core::current;
 use super::error::{Error, Result};
+use crate::proto::access::KeyUse;
 use crate::proto::head::HeadResponse;
 use crate::proto::task::LocalRequest;
 use std::time::Duration;
@@ -22,25 +23,36 @@ use std::time::Duration;
 /// # Ok::<(), prism::Error>(())
 /// ```
 pub fn key(namespace: &str) -> Result<[u8; 32]> {
-    let core = current()?;
+    ask(KeyUse::Masking, namespace)
+        .map(|(key, _)| key)
+        .map_err(Error::Masking)
+}
+
+/// A key of `namespace` for `usage` from the head, through this process's
+/// raylet (judged as this job's owner), and for `AtRest` whether the
+/// namespace seals its files; else the head's refusal, or why there is
+/// no answer.
+pub(crate) fn ask(usage: KeyUse, namespace: &str) -> std::result::Result<([u8; 32], bool), String> {
+    let core = current().map_err(|e| e.to_string())?;
     let namespace = namespace.to_string();
-    let resp: HeadResponse =
-        core.ask_raylet_quick("masking key", Duration::from_secs(30), |request_id| {
-            LocalRequest::MaskingKey {
+    let resp: HeadResponse = core
+        .ask_raylet_quick("namespace key", Duration::from_secs(30), |request_id| {
+            LocalRequest::NamespaceKey {
                 request_id,
+                usage,
                 namespace,
             }
-        })?;
+        })
+        .map_err(|e| e.to_string())?;
     match resp {
-        HeadResponse::MaskingKey { key, .. } => Ok(key),
-        HeadResponse::Error { message, .. } => Err(Error::Masking(message)),
-        other => Err(Error::Masking(format!("unexpected answer {other:?}"))),
+        HeadResponse::NamespaceKey { key, seal, .. } => Ok((key, seal)),
+        HeadResponse::Error { message, .. } => Err(message),
+        other => Err(format!("unexpected answer {other:?}")),
     }
 }
 
-/// The namespace this driver runs in (`PRISM_NAMESPACE`, set for
-/// submitted jobs; else `default`). Workers are not told theirs: a task
-/// that needs a key is handed the namespace by its submitter.
+/// The namespace this job runs in (`PRISM_NAMESPACE`, set for submitted
+/// jobs and passed on to the job's workers; else `default`).
 pub fn namespace() -> String {
     super::actor::default_namespace()
 }

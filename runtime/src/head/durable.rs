@@ -89,6 +89,8 @@ pub enum Row {
     Quota(crate::proto::queue::NamespaceQuota),
     /// What starts a submitted job that waits or runs (again).
     Submission(JobId, crate::proto::head::JobSubmission),
+    /// A namespace whose files are sealed at rest with its own key.
+    SealedNamespace(String),
 }
 
 /// Which table a row belongs to (its number in the store).
@@ -116,6 +118,13 @@ pub enum Table {
     Quota = 10,
     /// Submitted jobs' submissions.
     Submission = 11,
+    /// Namespaces sealed at rest.
+    SealedNamespace = 12,
+}
+
+/// The key of sealed namespace `ns`'s row.
+pub fn sealed_key(ns: &str) -> [u8; 16] {
+    run_key(&format!("sealed:{ns}"))
 }
 
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
@@ -141,6 +150,7 @@ impl Row {
             Row::Role(r) => (Table::Role, run_key(&format!("role:{}", r.name))),
             Row::Quota(q) => (Table::Quota, run_key(&format!("quota:{}", q.namespace))),
             Row::Submission(id, _) => (Table::Submission, id.0),
+            Row::SealedNamespace(ns) => (Table::SealedNamespace, sealed_key(ns)),
         }
     }
 
@@ -217,6 +227,8 @@ pub struct Snapshot {
     pub quotas: Vec<crate::proto::queue::NamespaceQuota>,
     /// Submitted jobs' submissions.
     pub submissions: Vec<(JobId, crate::proto::head::JobSubmission)>,
+    /// Namespaces sealed at rest.
+    pub sealed: Vec<String>,
 }
 
 impl Snapshot {
@@ -236,6 +248,7 @@ impl Snapshot {
                 Row::Role(r) => s.roles.push(r),
                 Row::Quota(q) => s.quotas.push(q),
                 Row::Submission(id, sub) => s.submissions.push((id, sub)),
+                Row::SealedNamespace(ns) => s.sealed.push(ns),
             }
         }
         s

@@ -107,9 +107,9 @@ pub struct HeadSetup {
     /// The key raylets seal spill files with, when the cluster encrypts at
     /// rest (`encrypt_at_rest`; kept in head.db, handed to raylets).
     pub spill_key: Option<[u8; 32]>,
-    /// What namespaces' masking keys derive from (kept in head.db across
+    /// What namespaces' keys (masking, at rest) derive from (kept in head.db across
     /// clusters; `None`: a new one for this run).
-    pub masking_secret: Option<[u8; 32]>,
+    pub namespace_secret: Option<[u8; 32]>,
 }
 
 impl HeadSetup {
@@ -142,7 +142,7 @@ impl HeadSetup {
             recovered: None,
             audit: Vec::new(),
             spill_key,
-            masking_secret: None,
+            namespace_secret: None,
         })
     }
 
@@ -225,7 +225,7 @@ fn open_durable(
         store.resume()?;
         let audit = store.audit_entries()?;
         let spill_key = store.spill_key()?;
-        let masking_secret = Some(store.masking_secret()?);
+        let namespace_secret = Some(store.namespace_secret()?);
         return Ok(HeadSetup {
             config,
             ca: ClusterCa::load(&cert, &key)?,
@@ -236,13 +236,13 @@ fn open_durable(
             recovered: Some(snapshot),
             audit,
             spill_key,
-            masking_secret,
+            namespace_secret,
         });
     }
     let mut setup = HeadSetup::create(config, session, identity)?;
     store.begin_cluster(setup.cluster_id)?;
     store.set_spill_key(setup.spill_key.as_ref())?;
-    setup.masking_secret = Some(store.masking_secret()?);
+    setup.namespace_secret = Some(store.namespace_secret()?);
     setup.audit = store.audit_entries()?;
     setup.store = Some(Box::new(store));
     Ok(setup)

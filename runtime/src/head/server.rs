@@ -75,8 +75,8 @@ pub async fn run_head(
     let mut core = core;
     core.audit = super::access::audit::AuditLog::restore(std::mem::take(&mut setup.audit));
     core.spill_key = setup.spill_key;
-    if let Some(secret) = setup.masking_secret {
-        core.masking_secret = secret;
+    if let Some(secret) = setup.namespace_secret {
+        core.namespace_secret = secret;
     }
     let orphans = core.live_jobs();
     let mut shell = Shell::new(core, dialer.clone(), jobs.clone(), setup.store.take());

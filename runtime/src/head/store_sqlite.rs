@@ -194,17 +194,17 @@ impl SqliteStore {
         }
     }
 
-    /// The secret namespaces' masking keys derive from: the one kept in
+    /// The secret namespaces' keys (masking, at rest) derive from: the one kept in
     /// the file, or a new one drawn and kept now. It outlives clusters
-    /// started in this file (MK-1), like the audit trail.
-    pub fn masking_secret(&mut self) -> Result<[u8; 32], StoreError> {
-        if let Some(k) = self.meta("masking_secret")? {
+    /// started in this file (NK-1), like the audit trail.
+    pub fn namespace_secret(&mut self) -> Result<[u8; 32], StoreError> {
+        if let Some(k) = self.meta("namespace_secret")? {
             return k
                 .try_into()
-                .map_err(|_| self.err("the stored masking secret is damaged"));
+                .map_err(|_| self.err("the stored namespace secret is damaged"));
         }
         let k: [u8; 32] = rand::random();
-        self.set_meta("masking_secret", &k)?;
+        self.set_meta("namespace_secret", &k)?;
         Ok(k)
     }
 

@@ -132,6 +132,15 @@ pub enum AccessRequest {
     },
 }
 
+/// What a namespace key (`HeadRequest::NamespaceKey`) is for.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyUse {
+    /// Hashing and tokenising personal data: only for `pii:read`.
+    Masking,
+    /// Sealing files at rest: for any member of the namespace.
+    AtRest,
+}
+
 /// The head's answer to an [`AccessRequest`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum AccessReply {

@@ -223,13 +223,16 @@ pub enum HeadRequest {
         /// Each object and where it may be.
         rules: Vec<(prism_objectstore::ObjectId, super::common::Residency)>,
     },
-    /// The key that masks personal data in `namespace` (`Dataset::mask`):
-    /// given only to whoever holds `pii:read` there (answer: `MaskingKey`).
-    /// A raylet relays it for its driver or worker, naming that process's
-    /// `job` (judged as the job's owner); a user asks for themselves.
-    MaskingKey {
+    /// A key of `namespace` (answer: `NamespaceKey`): the masking key
+    /// (`Dataset::mask`), only for whoever holds `pii:read` there, or the
+    /// at-rest key (`prism::at_rest`), for any member. A raylet relays it
+    /// for its driver or worker, naming that process's `job` (judged as the
+    /// job's owner); a user asks for themselves.
+    NamespaceKey {
         /// The job asking, when a raylet relays the request.
         job: Option<crate::ids::JobId>,
+        /// Which key.
+        usage: super::access::KeyUse,
         /// Whose key.
         namespace: String,
     },
@@ -438,12 +441,15 @@ pub enum HeadResponse {
     },
     /// The node table's changes (`GetStatusSince`).
     StatusDelta(super::common::StatusDelta),
-    /// A namespace's masking key (`MaskingKey`).
-    MaskingKey {
+    /// A namespace's key (`NamespaceKey`).
+    NamespaceKey {
         /// The namespace.
         namespace: String,
-        /// Its 256-bit key, derived from the cluster's masking secret.
+        /// Its 256-bit key for the use asked, derived from the head's secret.
         key: [u8; 32],
+        /// For `AtRest`: whether the namespace is marked to encrypt at
+        /// rest (files written in it are sealed with the key).
+        seal: bool,
     },
     /// Live nodes holding an object, with their addresses (empty: unknown,
     /// or lost).

@@ -60,6 +60,15 @@ pub enum QueueRequest {
     Show,
     /// Set a namespace's quota, job limit and weight.
     SetQuota(NamespaceQuota),
+    /// Seal (or stop sealing) the files its jobs keep at rest
+    /// (`prism::at_rest`: checkpoints, parameter-server shards) with the
+    /// namespace's own key.
+    SetAtRest {
+        /// The namespace.
+        namespace: String,
+        /// Seal from now on.
+        seal: bool,
+    },
 }
 
 /// The queue, as `prism queue` shows it.
@@ -69,4 +78,6 @@ pub struct QueueView {
     pub waiting: Vec<QueuedRow>,
     /// Namespaces with a policy or jobs.
     pub namespaces: Vec<NamespaceUsage>,
+    /// Namespaces whose files are sealed at rest with their own key.
+    pub sealed: Vec<String>,
 }

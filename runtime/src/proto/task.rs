@@ -463,12 +463,14 @@ pub enum LocalRequest {
         /// What to read.
         query: ClusterQuery,
     },
-    /// The masking key of `namespace`, relayed to the head as
-    /// `MaskingKey` for this process's job (so judged as the job's owner)
-    /// and answered like `Models`.
-    MaskingKey {
+    /// A key of `namespace`, relayed to the head as `NamespaceKey` for
+    /// this process's job (so judged as the job's owner) and answered
+    /// like `Models`.
+    NamespaceKey {
         /// Matches the answer.
         request_id: TaskId,
+        /// Which key.
+        usage: super::access::KeyUse,
         /// Whose key.
         namespace: String,
     },

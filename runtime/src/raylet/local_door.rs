@@ -238,8 +238,9 @@ impl TaskService {
             }
             (
                 Role::Worker(_) | Role::Driver(_),
-                LocalRequest::MaskingKey {
+                LocalRequest::NamespaceKey {
                     request_id,
+                    usage,
                     namespace,
                 },
             ) => {
@@ -249,8 +250,12 @@ impl TaskService {
                     Role::Worker(w) => self.disp().job_of(w),
                     Role::Unknown => None,
                 };
-                let request = crate::proto::head::HeadRequest::MaskingKey { job, namespace };
-                self.relay_head_request(owner, request_id, request, "masking key");
+                let request = crate::proto::head::HeadRequest::NamespaceKey {
+                    job,
+                    usage,
+                    namespace,
+                };
+                self.relay_head_request(owner, request_id, request, "namespace key");
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Free(objects)) => {

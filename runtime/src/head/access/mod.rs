@@ -199,19 +199,39 @@ impl fmt::Display for Denied {
     }
 }
 
-/// AC-1: whether `who` may do `action`.
-pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
-    let scope = match &action.namespace {
+/// The start of a refusal (AC-2): `alice (developer in vision) may not
+/// stop job j-… in namespace ads`.
+fn refusal(who: &Principal, what: &str, namespace: Option<&str>) -> String {
+    let scope = match namespace {
         Some(ns) => format!(" in namespace {ns}"),
         None => String::new(),
     };
-    let head = format!(
-        "{} ({} in {}) may not {}{scope}",
+    format!(
+        "{} ({} in {}) may not {what}{scope}",
         who.name,
         who.role,
-        who.namespaces.join(", "),
-        action.what
-    );
+        who.namespaces.join(", ")
+    )
+}
+
+/// Whether `who` may do `what` in namespace `ns` as a member, whatever
+/// the role's permissions (AC-1 without a permission; AC-2's sentence).
+pub fn authorize_member(who: &Principal, what: &str, ns: &str) -> Result<(), Denied> {
+    if who.in_namespace(ns) {
+        return Ok(());
+    }
+    Err(Denied {
+        message: format!(
+            "{}: namespace {ns} was not granted to {}",
+            refusal(who, what, Some(ns)),
+            who.name
+        ),
+    })
+}
+
+/// AC-1: whether `who` may do `action`.
+pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
+    let head = refusal(who, &action.what, action.namespace.as_deref());
     if !who.can(action.needs) {
         return Err(Denied {
             message: format!("{head}: the role lacks permission {}", action.needs.name()),

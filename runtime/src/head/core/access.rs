@@ -6,7 +6,7 @@
 use super::{Caller, Clock, HeadCore};
 use crate::head::access::audit::Record;
 use crate::head::access::{authorize, Action, Permission, Principal};
-use crate::proto::access::{AccessReply, AccessRequest, Me};
+use crate::proto::access::{AccessReply, AccessRequest, KeyUse, Me};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
 use crate::proto::models::ModelRequest;
 use crate::proto::placement::PgRequest;
@@ -267,11 +267,24 @@ impl HeadCore {
                 P::QuotasManage,
                 None,
             ),
-            R::MaskingKey { namespace, .. } => act(
+            R::NamespaceKey {
+                namespace,
+                usage: KeyUse::Masking,
+                ..
+            } => act(
                 Some("pii.key"),
                 "read the masking key of personal data".into(),
                 P::PiiRead,
                 Some(namespace.clone()),
+            ),
+            R::Queue(crate::proto::queue::QueueRequest::SetAtRest { namespace, seal }) => act(
+                Some("namespace.at_rest"),
+                format!(
+                    "{} files at rest in namespace {namespace}",
+                    if *seal { "seal" } else { "stop sealing" }
+                ),
+                P::QuotasManage,
+                None,
             ),
             R::Access(AccessRequest::Audit(_) | AccessRequest::VerifyAudit) => {
                 act(None, "read the audit trail".into(), P::AuditRead, None)

@@ -39,8 +39,8 @@ mod actors;
 mod audit;
 mod groups;
 mod jobs;
-mod masking;
 mod names;
+mod namespace_keys;
 mod nodes;
 mod objects;
 pub(crate) mod placement;
@@ -235,10 +235,14 @@ pub struct HeadCore {
     quota_changes: Vec<crate::proto::queue::NamespaceQuota>,
     /// What raylets seal spill files with (encryption at rest).
     pub(crate) spill_key: Option<[u8; 32]>,
-    /// What namespaces' masking keys derive from (MK-1).
-    pub(crate) masking_secret: [u8; 32],
-    /// Jobs (or users) and namespaces given a masking key, audited once (MK-3).
+    /// What namespaces' keys derive from (NK-1).
+    pub(crate) namespace_secret: [u8; 32],
+    /// Jobs (or users) and namespaces given a masking key, audited once (NK-3).
     keys_given: std::collections::HashSet<(String, String)>,
+    /// Namespaces whose files are sealed at rest (durable).
+    sealed: std::collections::BTreeSet<String>,
+    /// Namespaces' at-rest marks changed since the last commit.
+    sealed_changes: Vec<(String, bool)>,
 }
 
 impl HeadCore {
@@ -265,8 +269,10 @@ impl HeadCore {
             preempted: HashMap::new(),
             quota_changes: Vec::new(),
             spill_key: None,
-            masking_secret: rand::random(),
+            namespace_secret: rand::random(),
             keys_given: Default::default(),
+            sealed: Default::default(),
+            sealed_changes: Vec::new(),
         }
     }
 
@@ -405,7 +411,11 @@ impl HeadCore {
                     })
                     .collect(),
             },
-            R::MaskingKey { job, namespace } => self.masking_key(now, caller, job, namespace),
+            R::NamespaceKey {
+                job,
+                usage,
+                namespace,
+            } => self.namespace_key(now, caller, job, usage, namespace),
             R::RegisterActor(..)
             | R::UpdateActor { .. }
             | R::GetActor { .. }

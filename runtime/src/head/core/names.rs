@@ -44,6 +44,6 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::Access(_) => "Access",
         R::Queue(_) => "Queue",
         R::SetResidency { .. } => "SetResidency",
-        R::MaskingKey { .. } => "MaskingKey",
+        R::NamespaceKey { .. } => "NamespaceKey",
     }
 }

@@ -243,15 +243,22 @@ impl HeadCore {
     pub fn queue_request(&mut self, now: Clock, caller: Caller, req: QueueRequest) -> HeadResponse {
         match req {
             QueueRequest::Show => HeadResponse::Queue(self.queue_view()),
+            QueueRequest::SetAtRest { namespace, seal } => {
+                if namespace.is_empty() {
+                    return bad("sealing at rest needs a namespace".into());
+                }
+                let target = format!(
+                    "namespace {namespace} at rest: {}",
+                    if seal { "sealed" } else { "plain" }
+                );
+                self.namespace_audit(now, caller, "namespace.at_rest", target, &namespace);
+                self.set_at_rest(&namespace, seal);
+                HeadResponse::Queue(self.queue_view())
+            }
             QueueRequest::SetQuota(q) => {
                 if q.namespace.is_empty() {
                     return bad("a quota needs a namespace".into());
                 }
-                let who = self
-                    .principal(caller)
-                    .ok()
-                    .flatten()
-                    .map_or("cluster".into(), |p| p.name);
                 let target = format!(
                     "namespace {} quota [{}] max_jobs {} weight {}",
                     q.namespace,
@@ -259,21 +266,38 @@ impl HeadCore {
                     q.max_jobs,
                     q.weight.max(1)
                 );
-                self.audit_record(
-                    now,
-                    caller,
-                    who,
-                    "quota.set",
-                    target,
-                    q.namespace.clone(),
-                    "ok".into(),
-                );
+                self.namespace_audit(now, caller, "quota.set", target, &q.namespace);
                 self.queue.set_policy(&q.namespace, policy(&q));
                 self.quota_changes.push(wire(&q.namespace, &policy(&q)));
                 self.admit_jobs(now);
                 HeadResponse::Queue(self.queue_view())
             }
         }
+    }
+
+    /// Records a change of a namespace's settings in the caller's name.
+    fn namespace_audit(
+        &mut self,
+        now: Clock,
+        caller: Caller,
+        action: &str,
+        target: String,
+        namespace: &str,
+    ) {
+        let who = self
+            .principal(caller)
+            .ok()
+            .flatten()
+            .map_or("cluster".into(), |p| p.name);
+        self.audit_record(
+            now,
+            caller,
+            who,
+            action,
+            target,
+            namespace.into(),
+            "ok".into(),
+        );
     }
 
     fn queue_view(&self) -> QueueView {
@@ -322,6 +346,7 @@ impl HeadCore {
         QueueView {
             waiting,
             namespaces,
+            sealed: self.sealed_namespaces(),
         }
     }
 }

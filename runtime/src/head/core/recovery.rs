@@ -96,6 +96,15 @@ impl HeadCore {
                 .into_iter()
                 .map(|q| Change::Put(Row::Quota(q))),
         );
+        for (ns, seal) in std::mem::take(&mut self.sealed_changes) {
+            out.push(match seal {
+                true => Change::Put(Row::SealedNamespace(ns)),
+                false => Change::Delete(
+                    Table::SealedNamespace,
+                    crate::head::durable::sealed_key(&ns),
+                ),
+            });
+        }
         for (id, sub) in self.submissions.take_dirty() {
             out.push(match sub {
                 Some(sub) => Change::Put(Row::Submission(id, sub)),
@@ -167,6 +176,7 @@ impl HeadCore {
         core.groups = PgTable::restore(snapshot.groups);
         core.jobs = JobTable::restore(snapshot.jobs);
         core.restore_queue(now, snapshot.quotas, snapshot.submissions);
+        core.sealed = snapshot.sealed.into_iter().collect();
         core.objects = ObjectDirectory::restore(
             snapshot
                 .objects

@@ -263,7 +263,6 @@ fn dh_2_a_recovered_core_holds_what_was_committed() {
 
 #[test]
 fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
-    use crate::head::durable::Snapshot;
     let mut sim = Sim::new();
     let a = sim.node("a", 1);
     let b = sim.node("b", 1);
@@ -282,14 +281,7 @@ fn dh_2_an_unfinished_reservation_is_given_back_everywhere_after_recovery() {
         .handle(sim.now, Caller::Client, pg_req(PgRequest::Create(create)));
     let _lost: Vec<Effect> = std::iter::from_fn(|| sim.core.poll_effect()).collect();
     let rows = put_rows(sim.core.take_changes());
-    let mut core = HeadCore::restore(
-        ClusterId::random(),
-        "127.0.0.1:6379".into(),
-        detector(),
-        Duration::ZERO,
-        sim.now,
-        Snapshot::from_rows(rows),
-    );
+    let mut core = recovered(sim.now, rows);
     core.tick(sim.now);
     let first: Vec<Effect> = std::iter::from_fn(|| core.poll_effect()).collect();
     let returned: Vec<NodeId> = first
@@ -359,7 +351,9 @@ fn runs_and_models_are_durable_changes_and_come_back() {
 }
 
 /// The rows a batch of changes puts (deletions and appended points aside).
-fn put_rows(changes: Vec<crate::head::durable::Change>) -> Vec<crate::head::durable::Row> {
+pub(super) fn put_rows(
+    changes: Vec<crate::head::durable::Change>,
+) -> Vec<crate::head::durable::Row> {
     use crate::head::durable::Change;
     changes
         .into_iter()

@@ -6,7 +6,7 @@ mod access;
 mod failures;
 mod groups;
 mod jobs;
-mod masking;
+mod namespace_keys;
 mod queue;
 mod residency;
 
@@ -241,4 +241,16 @@ pub(super) fn actor(sim: &mut Sim, id: ActorId) -> ActorInfo {
         Reply::Now(HeadResponse::Actor(Some(a))) => a,
         other => panic!("{other:?}"),
     }
+}
+
+/// A core recovered from `rows` at `now` (no grace for live nodes).
+pub(super) fn recovered(now: Clock, rows: Vec<crate::head::durable::Row>) -> HeadCore {
+    HeadCore::restore(
+        ClusterId::random(),
+        "127.0.0.1:6379".into(),
+        detector(),
+        Duration::ZERO,
+        now,
+        crate::head::durable::Snapshot::from_rows(rows),
+    )
 }

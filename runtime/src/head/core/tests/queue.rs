@@ -157,7 +157,7 @@ fn jq_4_a_spot_job_is_signalled_for_an_urgent_one_and_waits_to_resume() {
 
 #[test]
 fn a_job_waiting_in_the_queue_survives_the_head_and_starts_when_room_frees() {
-    use crate::head::durable::{Change, Snapshot};
+    use crate::head::durable::Change;
     let mut sim = Sim::new();
     gpu_node(&mut sim, 2);
     let running = submit(&mut sim, "vision", 2, 0, false);
@@ -172,14 +172,7 @@ fn a_job_waiting_in_the_queue_survives_the_head_and_starts_when_room_frees() {
             Change::RunPoints(..) | Change::Audit(_) => {}
         }
     }
-    let mut core = HeadCore::restore(
-        ClusterId::random(),
-        "127.0.0.1:6379".into(),
-        detector(),
-        Duration::ZERO,
-        sim.now,
-        Snapshot::from_rows(rows.into_values()),
-    );
+    let mut core = recovered(sim.now, rows.into_values().collect());
     assert!(
         core.queue.is_waiting(waiting),
         "the waiting job waits again"

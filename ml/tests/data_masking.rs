@@ -5,7 +5,8 @@
 //! developer's job in the same namespace reads it in its own tasks and
 //! never sees a raw value, and is refused the key that would unmask it —
 //! with the head's sentence, and the refusal in the audit trail. The
-//! steward unmasks the tokens back to the exact ids.
+//! steward unmasks the tokens back to the exact ids. A viewer's driver is
+//! refused by the head, so no task of hers runs to see anything.
 
 use prism_ml::data::{Block, Dataset, Mask};
 use prism_test_support::*;
@@ -138,12 +139,21 @@ fn role_developer() {
     println!("ALL OK");
 }
 
+/// A viewer's driver: the head refuses its job, so it runs no task at all.
+fn role_viewer() {
+    match prism::init() {
+        Ok(_) => println!("STARTED"),
+        Err(e) => println!("REFUSED {e}"),
+    }
+}
+
 #[test]
 #[ignore = "a driver role, run by the test in this file"]
 fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "steward" => role_steward(),
         "developer" => role_developer(),
+        "viewer" => role_viewer(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -167,6 +177,7 @@ fn masked_columns_never_reach_a_developers_tasks() {
     ]);
     let sara = sb.add_user("sara", "steward", "vision");
     let alice = sb.add_user("alice", "developer", "vision");
+    let vera = sb.add_user("vera", "viewer", "vision");
     let done = sb.temp().join("done");
     let envs_for = |token: &str| {
         let mut e = sb.driver_envs(&head, &head);
@@ -197,6 +208,14 @@ fn masked_columns_never_reach_a_developers_tasks() {
     std::fs::write(&done, b"").unwrap();
     println!("developer:\n{said}");
     assert!(ok && said.contains("ALL OK"), "developer:\n{said}");
+    // A viewer runs no task to see anything in: her job is refused.
+    let (_, said) = Job::spawn("viewer", &envs_for(&vera)).finish(Duration::from_secs(60));
+    assert!(
+        said.contains("REFUSED cannot start or join the cluster: the head refused this job: vera (viewer in vision) may not start job")
+            && said.contains("the role lacks permission jobs:submit")
+            && !said.contains("STARTED"),
+        "viewer:\n{said}"
+    );
     let (ok, said) = steward.finish(Duration::from_secs(60));
     assert!(ok && said.contains("ALL OK"), "steward:\n{said}");
 

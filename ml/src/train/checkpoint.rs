@@ -164,10 +164,12 @@ fn sealed(path: &Path, save: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
 /// if it is sealed.
 fn opened<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let mut head = [0u8; 8];
-    let sealed = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && prism::at_rest::is_sealed(&head);
+    let Ok(mut file) = std::fs::File::open(path) else {
+        // Missing or unreadable: the loader says so.
+        return load(path);
+    };
+    let sealed =
+        std::io::Read::read_exact(&mut file, &mut head).is_ok() && prism::at_rest::is_sealed(&head);
     if !sealed {
         prism::at_rest::refuse_plain(path)?;
         return load(path);

@@ -36,8 +36,9 @@ const MAGIC_NS: &[u8; 8] = b"PRISMNS1";
 
 static KEY: RwLock<Option<[u8; 32]>> = RwLock::new(None);
 
-/// A namespace's at-rest key, and whether the namespace seals.
-type NamespaceKey = ([u8; 32], bool);
+/// A namespace's at-rest key (none for a non-member of a namespace that
+/// does not seal), and whether this job seals its files there.
+type NamespaceKey = (Option<[u8; 32]>, bool);
 
 /// Namespaces' at-rest keys and marks, as the head gave them.
 static NAMESPACES: Mutex<Option<HashMap<String, NamespaceKey>>> = Mutex::new(None);
@@ -89,7 +90,12 @@ fn sealer() -> Result<Sealer> {
     if super::core::current().is_ok() {
         let ns = super::masking::namespace();
         match namespace_key(&ns) {
-            Ok((k, true)) => return Ok(Sealer::Namespace(ns, SpillKey::new(&k))),
+            Ok((Some(k), true)) => return Ok(Sealer::Namespace(ns, SpillKey::new(&k))),
+            Ok((None, true)) => {
+                return Err(Error::AtRest(format!(
+                    "namespace {ns} seals its files at rest, and the head gave no key"
+                )))
+            }
             Ok((_, false)) => {}
             Err(e) => {
                 return Err(Error::AtRest(format!(
@@ -168,7 +174,10 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// `bytes` read from `path`, opened if sealed.
 pub fn open(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    let lookup = |ns: &str| namespace_key(ns).map(|(k, _)| SpillKey::new(&k));
+    let lookup = |ns: &str| match namespace_key(ns)? {
+        (Some(k), _) => Ok(SpillKey::new(&k)),
+        (None, _) => Err(format!("this job is not in namespace {ns}")),
+    };
     if is_sealed(&bytes) {
         // A sealed file needs no knowledge of this process's own mark.
         return open_with(&Sealer::Plain, cluster_key().as_ref(), lookup, path, bytes);

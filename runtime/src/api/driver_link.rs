@@ -8,7 +8,7 @@
 use crate::client::HeadClient;
 use crate::config::Config;
 use crate::ids::JobId;
-use crate::proto::head::{HeadRequest, PeerRole};
+use crate::proto::head::{ErrorKind, HeadRequest, PeerRole};
 use crate::proto::PROTOCOL_VERSION;
 use crate::token::Credential;
 use crate::transport::quic::QuicEndpoint;
@@ -40,19 +40,46 @@ struct Announce {
     entrypoint: String,
 }
 
+/// Why a job could not be announced.
+#[derive(Debug)]
+enum NotAnnounced {
+    /// The head said no (a bad or revoked token, a role without
+    /// `jobs:submit`): the job may not run.
+    Refused(String),
+    /// No answer, or not one that decides: the job runs without its row.
+    Unreachable(String),
+}
+
+impl From<crate::client::ClientError> for NotAnnounced {
+    fn from(e: crate::client::ClientError) -> NotAnnounced {
+        match e {
+            crate::client::ClientError::Refused {
+                kind: ErrorKind::Unauthorized | ErrorKind::Forbidden,
+                message,
+            } => NotAnnounced::Refused(format!("the head refused this job: {message}")),
+            other => NotAnnounced::Unreachable(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for NotAnnounced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotAnnounced::Refused(m) | NotAnnounced::Unreachable(m) => f.write_str(m),
+        }
+    }
+}
+
 impl Announce {
-    async fn connect(&self, ep: &QuicEndpoint) -> Result<HeadClient, String> {
-        let client = HeadClient::connect_as(ep, self.head, &self.token, &self.config)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn connect(&self, ep: &QuicEndpoint) -> Result<HeadClient, NotAnnounced> {
+        let client = HeadClient::connect_as(ep, self.head, &self.token, &self.config).await?;
         client
             .request(&HeadRequest::RegisterDriver {
                 job_id: self.job_id,
                 entrypoint: self.entrypoint.clone(),
                 pid: std::process::id(),
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(client)
     }
 
@@ -66,30 +93,37 @@ impl Announce {
 }
 
 impl DriverLink {
-    /// Announces job `job_id` to the head at `address`. A failure costs the
-    /// job nothing but its row (and is logged).
+    /// Announces job `job_id` to the head at `address`. `Err` when the
+    /// head refuses the job (its token or its owner's role): it may not
+    /// run, and says why. Any other failure costs the job nothing but its
+    /// row (and is logged).
     pub(crate) fn register(
         rt: &tokio::runtime::Runtime,
         config: &Config,
         address: &str,
         token: Option<String>,
         job_id: JobId,
-    ) -> Option<DriverLink> {
-        let result: Result<DriverLink, String> = rt.block_on(async {
-            let token = token.ok_or("no join token (set PRISM_TOKEN or PRISM_USER_TOKEN)")?;
-            let token: Credential = token.parse().map_err(|e| format!("{e}"))?;
+    ) -> Result<Option<DriverLink>, String> {
+        let unreachable = |e: String| NotAnnounced::Unreachable(e);
+        let result: Result<DriverLink, NotAnnounced> = rt.block_on(async {
+            let token = token.ok_or_else(|| {
+                unreachable("no join token (set PRISM_TOKEN or PRISM_USER_TOKEN)".into())
+            })?;
+            let token: Credential = token.parse().map_err(|e| {
+                NotAnnounced::Refused(format!("the job's token does not parse: {e}"))
+            })?;
             let head: SocketAddr = address
                 .to_socket_addrs()
-                .map_err(|e| e.to_string())?
+                .map_err(|e| unreachable(e.to_string()))?
                 .next()
-                .ok_or("the address resolves to nothing")?;
+                .ok_or_else(|| unreachable("the address resolves to nothing".into()))?;
             let ep = Arc::new(
                 QuicEndpoint::client(if head.is_ipv4() {
                     [0u8; 4].into()
                 } else {
                     std::net::Ipv6Addr::UNSPECIFIED.into()
                 })
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| unreachable(e.to_string()))?,
             );
             let announce = Announce {
                 head,
@@ -103,10 +137,11 @@ impl DriverLink {
             Ok(DriverLink { ep, client, watch })
         });
         match result {
-            Ok(link) => Some(link),
-            Err(e) => {
+            Ok(link) => Ok(Some(link)),
+            Err(NotAnnounced::Refused(why)) => Err(why),
+            Err(NotAnnounced::Unreachable(e)) => {
                 tracing::warn!("cannot register job {job_id} with the head: {e}");
-                None
+                Ok(None)
             }
         }
     }
@@ -149,6 +184,11 @@ async fn keep_up(ep: Arc<QuicEndpoint>, client: Arc<Mutex<HeadClient>>, announce
                     tracing::info!(job = %announce.job_id, "the head is back; job announced again");
                     *client.lock().await = c;
                     break;
+                }
+                Err(NotAnnounced::Refused(why)) => {
+                    // Revoked, or its role changed: asking again changes nothing.
+                    tracing::warn!(job = %announce.job_id, "{why}; no longer announcing the job");
+                    return;
                 }
                 Err(e) => tracing::debug!("the head is unreachable ({e}); trying again"),
             }

@@ -175,7 +175,8 @@ fn init_with(opts: InitOptions) -> Result<Cluster> {
                 .filter(|t| !t.is_empty());
             let token = user.or(std::env::var("PRISM_TOKEN").ok()).or(token);
             if submitted.is_none() {
-                head = super::driver_link::DriverLink::register(&rt, &config, &addr, token, job_id);
+                head = super::driver_link::DriverLink::register(&rt, &config, &addr, token, job_id)
+                    .map_err(Error::Init)?;
             }
             (socket, None, None, None, false)
         }

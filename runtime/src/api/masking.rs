@@ -23,16 +23,23 @@ use std::time::Duration;
 /// # Ok::<(), prism::Error>(())
 /// ```
 pub fn key(namespace: &str) -> Result<[u8; 32]> {
-    ask(KeyUse::Masking, namespace)
-        .map(|(key, _)| key)
-        .map_err(Error::Masking)
+    match ask(KeyUse::Masking, namespace).map_err(Error::Masking)? {
+        (Some(key), _) => Ok(key),
+        (None, _) => Err(Error::Masking(format!(
+            "the head gave no masking key for namespace {namespace}"
+        ))),
+    }
 }
 
 /// A key of `namespace` for `usage` from the head, through this process's
-/// raylet (judged as this job's owner), and for `AtRest` whether the
-/// namespace seals its files; else the head's refusal, or why there is
-/// no answer.
-pub(crate) fn ask(usage: KeyUse, namespace: &str) -> std::result::Result<([u8; 32], bool), String> {
+/// raylet (judged as this job's owner; `None`: an at-rest key this job
+/// needs not, the namespace not sealing and the job not in it), and for
+/// `AtRest` whether this job seals its files there; else the head's
+/// refusal, or why there is no answer.
+pub(crate) fn ask(
+    usage: KeyUse,
+    namespace: &str,
+) -> std::result::Result<(Option<[u8; 32]>, bool), String> {
     let core = current().map_err(|e| e.to_string())?;
     let namespace = namespace.to_string();
     let resp: HeadResponse = core

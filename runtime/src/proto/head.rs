@@ -445,8 +445,10 @@ pub enum HeadResponse {
     NamespaceKey {
         /// The namespace.
         namespace: String,
-        /// Its 256-bit key for the use asked, derived from the head's secret.
-        key: [u8; 32],
+        /// Its 256-bit key for the use asked, derived from the head's
+        /// secret; `None` for an at-rest key a non-member asked of a
+        /// namespace that does not seal (nothing to seal or open).
+        key: Option<[u8; 32]>,
         /// For `AtRest`: whether the namespace is marked to encrypt at
         /// rest (files written in it are sealed with the key).
         seal: bool,

@@ -244,7 +244,10 @@ impl TaskService {
                     namespace,
                 },
             ) => {
-                // The job is the connection's, never the process's word.
+                // The job is the raylet's record of the connection (a
+                // worker's, or what a driver announced in its hello), not
+                // a field of the request; see the security guide's trust
+                // model.
                 let job = match role {
                     Role::Driver(job) => Some(job),
                     Role::Worker(w) => self.disp().job_of(w),

@@ -237,6 +237,11 @@ impl UserTable {
             .collect()
     }
 
+    /// Whether anyone has a user account (revoked ones count).
+    pub fn any(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     /// Every user.
     pub fn list(&self) -> Vec<UserInfo> {
         self.users.values().map(|u| u.info.clone()).collect()

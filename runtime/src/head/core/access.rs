@@ -55,7 +55,16 @@ impl HeadCore {
             Ok(None) => return None,
             Err(message) => return Some(forbidden(message)),
         };
-        if matches!(req, HeadRequest::Access(AccessRequest::WhoAmI)) {
+        // Judged by their handlers: who one is, and a namespace's at-rest
+        // key (membership, no permission).
+        if matches!(
+            req,
+            HeadRequest::Access(AccessRequest::WhoAmI)
+                | HeadRequest::NamespaceKey {
+                    usage: KeyUse::AtRest,
+                    ..
+                }
+        ) {
             return None;
         }
         let action = self.action_of(&who, req);
@@ -80,7 +89,9 @@ impl HeadCore {
 
     /// A raylet relays a driver's actor creation or placement group: the
     /// job's owner must be allowed it (AC-1 for what a user's jobs do).
-    /// Jobs of the join token's admin, or of unknown owners, pass.
+    /// Jobs of the join token's admin, or of owners who are no users, pass;
+    /// a job the head never registered passes only while there are no
+    /// users.
     pub(super) fn gate_job(
         &mut self,
         now: Clock,
@@ -111,7 +122,18 @@ impl HeadCore {
             ),
             _ => return None,
         };
-        let owner = self.jobs.get(job)?.owner.clone();
+        let Some(owner) = self.jobs.get(job).map(|j| j.owner.clone()) else {
+            // Started by whoever may reach the raylet's socket: trusted
+            // while there are no users, acting as nobody once there are.
+            if !self.users.any() {
+                return None;
+            }
+            return Some(forbidden(format!(
+                "job {job} is not registered with the head, so it acts as nobody and may not {} \
+                 (start its driver with PRISM_USER_TOKEN, or submit it)",
+                action.what
+            )));
+        };
         let refusal = match self.users.principal_named(&owner)? {
             Err(revoked) => revoked,
             Ok(who) => authorize(&who, &action).err()?.message,

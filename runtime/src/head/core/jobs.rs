@@ -92,13 +92,26 @@ impl HeadCore {
         entrypoint: String,
         pid: u32,
     ) -> HeadResponse {
+        let who = self.principal(caller).ok().flatten();
+        // A driver announces its own job, not someone else's (its link
+        // closing would end that job).
+        if let (Some(p), Some(job)) = (&who, self.jobs.get(id)) {
+            if job.owner != p.name && !matches!(caller, super::Caller::Client) {
+                return HeadResponse::Error {
+                    kind: crate::proto::head::ErrorKind::Forbidden,
+                    message: format!(
+                        "{} may not announce job {id}: it is {}'s",
+                        p.name, job.owner
+                    ),
+                };
+            }
+        }
         self.awaiting_drivers.remove(&id);
         let running = self
             .jobs
             .get(id)
             .is_some_and(|j| j.state == crate::proto::head::JobState::Running);
         if !running {
-            let who = self.principal(caller).ok().flatten();
             let meta = who.map_or_else(
                 || JobMeta::of("admin", "default"),
                 |p| JobMeta::of(&p.name, &p.home_namespace()),
@@ -162,6 +175,7 @@ impl HeadCore {
     /// What outlives no job: its placement groups (not detached).
     pub(super) fn job_ended(&mut self, now: Clock, id: JobId) {
         self.queue_forget(now, id);
+        self.forget_pins(id);
         for pg in self.groups.owned_by(id) {
             let _ = self.remove_group(now, pg, &format!("its job {id} ended"));
         }

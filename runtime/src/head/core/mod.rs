@@ -239,6 +239,8 @@ pub struct HeadCore {
     pub(crate) namespace_secret: [u8; 32],
     /// Jobs (or users) and namespaces given a masking key, audited once (NK-3).
     keys_given: std::collections::HashSet<(String, String)>,
+    /// The at-rest mark each running job saw first, per namespace (NK-4).
+    at_rest_pins: HashMap<(JobId, String), bool>,
     /// Namespaces whose files are sealed at rest (durable).
     sealed: std::collections::BTreeSet<String>,
     /// Namespaces' at-rest marks changed since the last commit.
@@ -271,6 +273,7 @@ impl HeadCore {
             spill_key: None,
             namespace_secret: rand::random(),
             keys_given: Default::default(),
+            at_rest_pins: HashMap::new(),
             sealed: Default::default(),
             sealed_changes: Vec::new(),
         }

@@ -16,12 +16,17 @@
 //!   `pii:read` and who was granted the namespace, the at-rest key to
 //!   anyone granted the namespace — for a raylet's request, judged as the
 //!   owner of the job the raylet names (a revoked owner is refused at
-//!   once); anything else gets the AC-2 sentence;
+//!   once; a job the head never registered is refused once the cluster
+//!   has users); anything else gets the AC-2 sentence;
 //! - **NK-3** the first masking-key grant to each job (or user) and
 //!   namespace, and every masking-key refusal, is in the audit trail as
 //!   `pii.key`;
 //! - **NK-4** a namespace's at-rest mark is durable: a recovered head
-//!   seals the same namespaces.
+//!   seals the same namespaces; a running job keeps the mark it first
+//!   saw, for all its processes;
+//! - **NK-5** whether a namespace seals is told to anyone who asks; where
+//!   it does not seal, a non-member gets no key and is not refused (its
+//!   files stay plain).
 
 use super::access::origin;
 use super::{Caller, Clock, HeadCore};
@@ -66,7 +71,7 @@ impl HeadCore {
             );
         }
         let audited = usage == KeyUse::Masking;
-        let (who, origin) = match (caller, job) {
+        let (who, origin): (Result<Principal, String>, String) = match (caller, job) {
             (Caller::Node { .. }, None) => {
                 return refused(
                     ErrorKind::Forbidden,
@@ -75,54 +80,93 @@ impl HeadCore {
             }
             (Caller::Node { .. }, Some(job)) => {
                 let origin = format!("job {job}");
-                match self.jobs.get(job).map(|j| j.owner.clone()) {
-                    // As for actor creation: a job the head never heard of
-                    // was started by whoever may reach the raylet's socket.
-                    None => (Principal::cluster_admin(), origin),
-                    Some(owner) => match self.users.principal_named(&owner) {
-                        None => (Principal::cluster_admin(), origin),
-                        Some(Ok(p)) => (p, origin),
-                        Some(Err(revoked)) => {
-                            if audited {
-                                self.key_audit(now, owner, origin, &namespace, Err(&revoked));
-                            }
-                            return refused(ErrorKind::Forbidden, revoked);
-                        }
-                    },
-                }
+                let who = match self.jobs.get(job).map(|j| j.owner.clone()) {
+                    // A job the head never heard of was started by
+                    // whoever may reach the raylet's socket: trusted as
+                    // the admin while there are no users (an embedded or
+                    // single-user cluster), acting as nobody once there are.
+                    None if self.users.any() => Err(format!(
+                        "job {job} is not registered with the head, so it acts as nobody \
+                         and gets no namespace key (start its driver with \
+                         PRISM_USER_TOKEN, or submit it)"
+                    )),
+                    None => Ok(Principal::cluster_admin()),
+                    Some(owner) => self
+                        .users
+                        .principal_named(&owner)
+                        .unwrap_or_else(|| Ok(Principal::cluster_admin())),
+                };
+                (who, origin)
             }
             (_, _) => match self.principal(caller) {
-                Ok(Some(p)) => (p, origin(caller)),
+                Ok(Some(p)) => (Ok(p), origin(caller)),
                 Ok(None) => return refused(ErrorKind::Forbidden, "nobody to judge".into()),
-                Err(revoked) => return refused(ErrorKind::Forbidden, revoked),
+                Err(revoked) => (Err(revoked), origin(caller)),
             },
         };
-        let judged = match usage {
+        let name = who
+            .as_ref()
+            .map_or_else(|_| "?".to_string(), |p| p.name.clone());
+        let judged = who.and_then(|p| match usage {
             KeyUse::Masking => authorize(
-                &who,
+                &p,
                 &Action {
                     audit: Some("pii.key"),
                     what: "read the masking key of personal data".into(),
                     needs: Permission::PiiRead,
                     namespace: Some(namespace.clone()),
                 },
-            ),
-            KeyUse::AtRest => authorize_member(&who, "read the at-rest key", &namespace),
-        };
-        if let Err(denied) = judged {
-            if audited {
-                self.key_audit(now, who.name, origin, &namespace, Err(&denied.message));
+            )
+            .map_err(|d| d.message),
+            KeyUse::AtRest => {
+                authorize_member(&p, "read the at-rest key", &namespace).map_err(|d| d.message)
             }
-            return refused(ErrorKind::Forbidden, denied.message);
+        });
+        let seal = usage == KeyUse::AtRest && self.seal_for(job, &namespace);
+        match judged {
+            // NK-5: whether to seal is no secret; nothing to seal, no key.
+            Err(_) if usage == KeyUse::AtRest && !seal => HeadResponse::NamespaceKey {
+                key: None,
+                seal: false,
+                namespace,
+            },
+            Err(why) => {
+                if audited {
+                    self.key_audit(now, name, origin, &namespace, Err(&why));
+                }
+                refused(ErrorKind::Forbidden, why)
+            }
+            Ok(()) => {
+                if audited && self.keys_given.insert((origin.clone(), namespace.clone())) {
+                    self.key_audit(now, name, origin, &namespace, Ok(()));
+                }
+                HeadResponse::NamespaceKey {
+                    key: Some(namespace_key(&self.namespace_secret, usage, &namespace)),
+                    seal,
+                    namespace,
+                }
+            }
         }
-        if audited && self.keys_given.insert((origin.clone(), namespace.clone())) {
-            self.key_audit(now, who.name, origin, &namespace, Ok(()));
+    }
+
+    /// NK-4: whether `job` seals its files in `namespace` — the mark as the
+    /// job first asked, for all its processes (a mark set while it runs
+    /// does not split its files into plain and sealed ones); the mark now
+    /// for a user asking without a job.
+    fn seal_for(&mut self, job: Option<JobId>, namespace: &str) -> bool {
+        let now = self.sealed.contains(namespace);
+        match job {
+            Some(job) => *self
+                .at_rest_pins
+                .entry((job, namespace.to_string()))
+                .or_insert(now),
+            None => now,
         }
-        HeadResponse::NamespaceKey {
-            key: namespace_key(&self.namespace_secret, usage, &namespace),
-            seal: usage == KeyUse::AtRest && self.sealed.contains(&namespace),
-            namespace,
-        }
+    }
+
+    /// A job ended: its pinned marks go.
+    pub(super) fn forget_pins(&mut self, job: JobId) {
+        self.at_rest_pins.retain(|(j, _), _| *j != job);
     }
 
     /// Marks `namespace` to seal its files at rest, or not (NK-4: kept at

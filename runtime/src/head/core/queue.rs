@@ -244,8 +244,10 @@ impl HeadCore {
         match req {
             QueueRequest::Show => HeadResponse::Queue(self.queue_view()),
             QueueRequest::SetAtRest { namespace, seal } => {
-                if namespace.is_empty() {
-                    return bad("sealing at rest needs a namespace".into());
+                if namespace.is_empty() || namespace.len() > 255 {
+                    return bad(format!(
+                        "sealing at rest needs a namespace of 1 to 255 bytes, not {namespace:?}"
+                    ));
                 }
                 let target = format!(
                     "namespace {namespace} at rest: {}",

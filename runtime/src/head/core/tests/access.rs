@@ -188,3 +188,52 @@ fn a_users_model_requests_are_signed_with_their_own_name() {
     };
     assert_eq!(who, "alice");
 }
+
+#[test]
+fn a_job_is_announced_only_by_its_owner_and_an_unregistered_one_acts_as_nobody() {
+    let mut sim = Sim::new();
+    let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
+    let bob = add_user(&mut sim, "bob", "developer", &["vision"], "s-bob");
+    let job = submit(&mut sim, alice, "vision");
+    // Bob may not announce Alice's job (his link closing would end it).
+    let announce = HeadRequest::RegisterDriver {
+        job_id: job,
+        entrypoint: "./x".into(),
+        pid: 7,
+    };
+    assert_eq!(
+        sim.core.gate(sim.now, bob, &announce),
+        None,
+        "bob may submit"
+    );
+    let Reply::Now(r) = sim.core.handle(sim.now, bob, announce.clone()) else {
+        panic!()
+    };
+    assert_eq!(
+        refusal(Some(r)),
+        format!("bob may not announce job {job}: it is alice's")
+    );
+    let Reply::Now(r) = sim.core.handle(sim.now, alice, announce) else {
+        panic!()
+    };
+    assert_eq!(r, HeadResponse::Ok);
+    // A job the head never registered creates nothing once there are users.
+    let stranger = JobId::random();
+    let create = PgCreate {
+        pg: PlacementGroupId::random(),
+        name: String::new(),
+        strategy: PgStrategyWire::Pack,
+        bundles: vec![Resources::from(&cpus(1))],
+        job: stranger,
+        detached: false,
+    };
+    let node = Caller::Node { cert: [7; 32] };
+    let no = refusal(
+        sim.core
+            .gate_job(sim.now, node, &pg_req(PgRequest::Create(create))),
+    );
+    assert!(
+        no.starts_with(&format!("job {stranger} is not registered with the head")),
+        "{no}"
+    );
+}

@@ -36,7 +36,7 @@ fn ask_for(
 
 fn key_of(r: HeadResponse) -> [u8; 32] {
     match r {
-        HeadResponse::NamespaceKey { key, .. } => key,
+        HeadResponse::NamespaceKey { key: Some(key), .. } => key,
         other => panic!("expected a key, got {other:?}"),
     }
 }
@@ -78,6 +78,10 @@ fn nk_masking_keys_go_to_pii_readers_in_their_namespaces_only() {
     // A user cannot borrow a steward's job to be judged as her.
     let no = refusal(Some(ask(&mut sim, alice, Some(job_s), "vision")));
     assert!(no.starts_with("alice (developer"), "{no}");
+    // A job the head never registered acts as nobody once there are users.
+    let stranger = JobId::random();
+    let no = refusal(Some(ask(&mut sim, node, Some(stranger), "vision")));
+    assert!(no.contains("is not registered with the head"), "{no}");
     // A node asks only for a job.
     assert!(refusal(Some(ask(&mut sim, node, None, "vision"))).contains("only for one of its jobs"));
 
@@ -99,7 +103,7 @@ fn nk_masking_keys_go_to_pii_readers_in_their_namespaces_only() {
         .filter(|e| e.outcome.starts_with("denied"))
         .count();
     assert_eq!(ok.len(), 3, "{trail:#?}");
-    assert_eq!(denied, 5, "{trail:#?}");
+    assert_eq!(denied, 6, "{trail:#?}");
     assert!(ok
         .iter()
         .any(|e| e.user == "sara" && e.origin == format!("job {job_s}")));
@@ -110,42 +114,59 @@ fn nk_at_rest_keys_go_to_members_with_the_durable_mark() {
     let mut sim = Sim::new();
     let node = Caller::Node { cert: [7; 32] };
     let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
-    let job = submit(&mut sim, alice, "vision");
-    let at_rest = |sim: &mut Sim, ns: &str| ask_for(sim, node, Some(job), KeyUse::AtRest, ns);
-    let HeadResponse::NamespaceKey { key, seal, .. } = at_rest(&mut sim, "vision") else {
+    let early = submit(&mut sim, alice, "vision");
+    let at_rest =
+        |sim: &mut Sim, job: JobId, ns: &str| ask_for(sim, node, Some(job), KeyUse::AtRest, ns);
+    let HeadResponse::NamespaceKey { key, seal, .. } = at_rest(&mut sim, early, "vision") else {
         panic!()
     };
     assert!(!seal, "not marked yet");
+    let key = key.expect("a member gets the key");
     assert_ne!(
         key,
         key_of(ask(&mut sim, Caller::Client, None, "vision")),
         "NK-1: per use"
     );
-    // A member needs no pii:read; a non-member is refused (AC-2).
-    let no = refusal(Some(at_rest(&mut sim, "ads")));
+    // NK-5: a non-member of a namespace that does not seal: no key, no refusal.
+    assert_eq!(
+        at_rest(&mut sim, early, "ads"),
+        HeadResponse::NamespaceKey {
+            namespace: "ads".into(),
+            key: None,
+            seal: false
+        }
+    );
+    // Marking needs quotas:manage, and is audited.
+    let mark = |ns: &str| {
+        HeadRequest::Queue(QueueRequest::SetAtRest {
+            namespace: ns.into(),
+            seal: true,
+        })
+    };
+    assert!(refusal(sim.core.gate(sim.now, alice, &mark("vision"))).contains("quotas:manage"));
+    for ns in ["vision", "ads"] {
+        assert_eq!(sim.core.gate(sim.now, Caller::Client, &mark(ns)), None);
+        let _ = sim.core.handle(sim.now, Caller::Client, mark(ns));
+    }
+    // NK-4: the running job keeps what it saw; a new one seals.
+    let HeadResponse::NamespaceKey { seal, .. } = at_rest(&mut sim, early, "vision") else {
+        panic!()
+    };
+    assert!(!seal, "pinned for the job that saw it unmarked");
+    let late = submit(&mut sim, alice, "vision");
+    let HeadResponse::NamespaceKey {
+        key: again, seal, ..
+    } = at_rest(&mut sim, late, "vision")
+    else {
+        panic!()
+    };
+    assert!(seal && again == Some(key), "marked; the same key");
+    // A non-member of a namespace that seals is refused (AC-2).
+    let no = refusal(Some(at_rest(&mut sim, late, "ads")));
     assert_eq!(
         no,
         "alice (developer in vision) may not read the at-rest key in namespace ads: namespace ads was not granted to alice"
     );
-    // Marking needs quotas:manage, and is audited.
-    let mark = HeadRequest::Queue(QueueRequest::SetAtRest {
-        namespace: "vision".into(),
-        seal: true,
-    });
-    assert!(refusal(sim.core.gate(sim.now, alice, &mark)).contains("quotas:manage"));
-    assert_eq!(sim.core.gate(sim.now, Caller::Client, &mark), None);
-    let Reply::Now(HeadResponse::Queue(view)) = sim.core.handle(sim.now, Caller::Client, mark)
-    else {
-        panic!()
-    };
-    assert_eq!(view.sealed, vec!["vision".to_string()]);
-    let HeadResponse::NamespaceKey {
-        key: again, seal, ..
-    } = at_rest(&mut sim, "vision")
-    else {
-        panic!()
-    };
-    assert!(seal && again == key, "marked; the same key");
     // NK-4: a recovered head seals the same namespaces.
     let rows = put_rows(sim.core.take_changes());
     let mut core = recovered(sim.now, rows);
@@ -156,10 +177,23 @@ fn nk_at_rest_keys_go_to_members_with_the_durable_mark() {
     ) else {
         panic!()
     };
-    assert_eq!(view.sealed, vec!["vision".to_string()]);
+    assert_eq!(view.sealed, vec!["ads".to_string(), "vision".to_string()]);
     let trail = sim.core.audit.query(&AuditQuery {
         action: Some("namespace.at_rest".into()),
         ..Default::default()
     });
-    assert_eq!(trail.len(), 2, "the refused and the done mark: {trail:#?}");
+    assert_eq!(
+        trail.len(),
+        3,
+        "the refused mark and the two done: {trail:#?}"
+    );
+}
+
+#[test]
+fn nk_without_users_an_unregistered_job_is_the_admins() {
+    // An embedded or single-user cluster: drivers are not registered.
+    let mut sim = Sim::new();
+    let node = Caller::Node { cert: [7; 32] };
+    let r = ask(&mut sim, node, Some(JobId::random()), "default");
+    assert!(matches!(r, HeadResponse::NamespaceKey { .. }), "{r:?}");
 }

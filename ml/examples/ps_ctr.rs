@@ -7,7 +7,6 @@
 //! the generating model's own.
 
 use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
-use prism_ml::ps::{Adagrad, Mode};
 
 fn main() -> anyhow::Result<()> {
     let _c = prism::init()?;
@@ -16,19 +15,7 @@ fn main() -> anyhow::Result<()> {
         vocab: 200,
         seed: 42,
     };
-    let run = CtrRun {
-        log,
-        servers: 2,
-        workers: 2,
-        examples: 20_000,
-        batch: 256,
-        epochs: 5,
-        mode: Mode::Stale(4),
-        opt: Adagrad {
-            lr: 1.0,
-            initial: 0.1,
-        },
-    };
+    let run = CtrRun::new(log);
     let r = run.fit()?;
     let test = log.examples(1_000, 5_000);
     let (loss, acc) = score(&test, |ids| r.p(ids));

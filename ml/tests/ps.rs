@@ -142,26 +142,13 @@ fn role_preempt() {
 /// the batches touched (PS-5).
 fn role_ctr() {
     use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
-    use prism_ml::ps::Adagrad;
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
     let log = ClickLog {
         fields: 3,
         vocab: 200,
         seed: 42,
     };
-    let mut run = CtrRun {
-        log,
-        servers: 2,
-        workers: 2,
-        examples: 20_000,
-        batch: 256,
-        epochs: 5,
-        mode: Mode::Stale(4),
-        opt: Adagrad {
-            lr: 1.0,
-            initial: 0.1,
-        },
-    };
+    let mut run = CtrRun::new(log);
     let r = run.fit().unwrap();
     let test = log.examples(1_000, 5_000);
     let (loss, acc) = score(&test, |ids| r.p(ids));
@@ -189,6 +176,59 @@ fn role_ctr() {
     println!("ALL OK");
 }
 
+/// Sparse, synchronous: a shard's process is killed once it has a
+/// checkpoint; it restarts from its rows, accumulators and steps, the
+/// workers carry on, and the model still nears the generating one.
+fn role_ctr_fault() {
+    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::ShardCheckpoint;
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().to_path_buf();
+    let file = ckpt.join("sparse-0.bin");
+    let killer = common::Killer::when(move || file.exists(), ckpt.join("sparse-0.pid"));
+    let log = ClickLog {
+        fields: 3,
+        vocab: 200,
+        seed: 42,
+    };
+    let run = CtrRun {
+        mode: Mode::Sync,
+        checkpoint: Some(ShardCheckpoint {
+            dir: ckpt.display().to_string(),
+            every: 20,
+        }),
+        max_failures: 2,
+        ..CtrRun::new(log)
+    };
+    let r = run.fit();
+    let killed = killer.stop();
+    let r = r.unwrap();
+    check(killed.is_some(), "sparse shard 0 was SIGKILLed mid-run");
+    let test = log.examples(1_000, 5_000);
+    let (loss, acc) = score(&test, |ids| r.p(ids));
+    let (best_loss, best_acc) = score(&test, |ids| log.true_p(ids));
+    println!("CTR after a shard was killed: log loss {loss:.4} vs {best_loss:.4}, accuracy {acc:.3} vs {best_acc:.3}, {} updates", r.updates);
+    check(
+        loss <= best_loss + 0.03,
+        "log loss near the generating model's",
+    );
+    check(
+        acc >= best_acc - 0.02,
+        "accuracy near the generating model's",
+    );
+    check(
+        r.rows_held == r.rows_touched,
+        "the restored shard holds its rows",
+    );
+    let saved = std::fs::read(ckpt.join("sparse-0.bin")).unwrap();
+    check(
+        prism::at_rest::is_sealed(&saved),
+        "the sparse checkpoint is sealed with the cluster's at-rest key",
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -197,6 +237,7 @@ fn child_role() {
         "digits" => role_digits(),
         "fault" => role_fault(),
         "ctr" => role_ctr(),
+        "ctr_fault" => role_ctr_fault(),
         "preempt" => role_preempt(),
         other => panic!("unknown role {other}"),
     }
@@ -222,6 +263,17 @@ fn ps_a_killed_shard_restarts_from_its_checkpoint_and_the_run_finishes() {
     println!("{out}");
     assert!(
         out.contains("shard 0 restored from its checkpoint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ps_a_killed_sparse_shard_restarts_from_its_checkpoint_and_ctr_still_learns() {
+    let sealed = [("PRISM_ENCRYPT_AT_REST", "true")];
+    let out = run_role_with("ctr_fault", &sealed, Duration::from_secs(300));
+    println!("{out}");
+    assert!(
+        out.contains("sparse shard 0 restored from its checkpoint"),
         "{out}"
     );
 }

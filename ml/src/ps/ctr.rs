@@ -4,9 +4,10 @@
 //! trained by worker tasks pulling and pushing only the rows each batch
 //! touches.
 
+use super::server::ShardCheckpoint;
 use super::shard::Mode;
 use super::sparse::Adagrad;
-use super::sparse_server::SparseShard;
+use super::sparse_server::{SparseShard, SparseSpec};
 use crate::{MlError, Result};
 use prism::ActorHandle;
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,9 +124,22 @@ fn ctr_loop(job: &CtrJob) -> Result<Vec<u64>> {
     let data = job.log.examples(job.rank as u64, job.examples as usize);
     let s = job.servers.len();
     let mut touched = BTreeSet::new();
+    // A worker run again after its process died resumes where it stopped
+    // (the rows its earlier batches touched count as touched).
+    let resume = match job.servers.first() {
+        Some(srv) => srv.done(job.rank)?.get()?,
+        None => 0,
+    };
     let mut step = 0u64;
     for _ in 0..job.epochs {
         for batch in data.chunks(job.batch as usize) {
+            if step < resume {
+                for (ids, _) in batch {
+                    touched.extend(ids.iter().copied().chain([BIAS]));
+                }
+                step += 1;
+                continue;
+            }
             // The rows this batch touches, grouped by shard.
             let mut by_shard: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); s];
             for (ids, _) in batch {
@@ -198,6 +212,11 @@ pub struct CtrRun {
     pub mode: Mode,
     /// Server-side optimizer.
     pub opt: Adagrad,
+    /// Shard checkpoints, if any.
+    pub checkpoint: Option<ShardCheckpoint>,
+    /// Restarts allowed of each shard and each worker (their processes
+    /// killed), as `ParameterServer::max_failures`.
+    pub max_failures: u32,
 }
 
 /// What a CTR run produced.
@@ -226,34 +245,71 @@ impl CtrResult {
 }
 
 impl CtrRun {
+    /// The example's run over `log`: 2 shards, 2 workers of 20,000 clicks,
+    /// batches of 256, 5 passes, bounded staleness 4, Adagrad (rate 1,
+    /// accumulators from 0.1), no checkpoints.
+    pub fn new(log: ClickLog) -> CtrRun {
+        CtrRun {
+            log,
+            servers: 2,
+            workers: 2,
+            examples: 20_000,
+            batch: 256,
+            epochs: 5,
+            mode: Mode::Stale(4),
+            opt: Adagrad {
+                lr: 1.0,
+                initial: 0.1,
+            },
+            checkpoint: None,
+            max_failures: 0,
+        }
+    }
+
     /// Trains.
     pub fn fit(&self) -> Result<CtrResult> {
         let started = Instant::now();
         let servers = (0..self.servers.max(1))
-            .map(|_| {
-                SparseShard::options().num_cpus(0.0).spawn(
-                    1u32,
-                    self.workers as u32,
-                    self.mode,
-                    self.opt,
-                )
+            .map(|i| {
+                SparseShard::options()
+                    .num_cpus(0.0)
+                    .max_restarts(self.max_failures)
+                    .max_task_retries(self.max_failures)
+                    .spawn(SparseSpec {
+                        index: i as u32,
+                        dim: 1,
+                        workers: self.workers as u32,
+                        mode: self.mode,
+                        opt: self.opt,
+                        checkpoint: self.checkpoint.clone(),
+                    })
             })
             .collect::<prism::Result<Vec<_>>>()?;
         let runs = (0..self.workers.max(1))
             .map(|rank| {
-                ctr_worker::options().name("ctr_worker").remote(CtrJob {
-                    rank: rank as u32,
-                    log: self.log,
-                    examples: self.examples,
-                    batch: self.batch,
-                    epochs: self.epochs,
-                    servers: servers.clone(),
-                })
+                ctr_worker::options()
+                    .name("ctr_worker")
+                    .max_retries(self.max_failures)
+                    .remote(CtrJob {
+                        rank: rank as u32,
+                        log: self.log,
+                        examples: self.examples,
+                        batch: self.batch,
+                        epochs: self.epochs,
+                        servers: servers.clone(),
+                    })
             })
             .collect::<prism::Result<Vec<_>>>()?;
         let mut touched = BTreeSet::new();
-        for r in runs {
+        let gathered = runs.iter().try_for_each(|r| -> Result<()> {
             touched.extend(r.get()?.map_err(MlError::Train)?);
+            Ok(())
+        });
+        if let Err(e) = gathered {
+            for s in &servers {
+                let _ = prism::kill(s, true);
+            }
+            return Err(e);
         }
         let rows_touched = touched.len() as u64;
         let (mut weights, mut rows_pushed, mut updates) = (BTreeMap::new(), 0, 0);

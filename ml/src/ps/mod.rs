@@ -28,10 +28,12 @@
 //!
 //! Sparse tables ([`SparseShard`], Adagrad on the servers) pull and push
 //! only the rows a batch touches; [`ctr`] trains click-through-rate
-//! logistic regression on them over a generated click log.
+//! logistic regression on them over a generated click log. Sparse shards
+//! checkpoint and restart as the dense ones do (their rows, Adagrad
+//! accumulators and steps), and CTR workers resume where they stopped.
 //!
-//! Not yet: user-defined dense models (the MLP recipe's only), checkpoints
-//! of sparse shards.
+//! Not yet: user-defined dense models (the MLP recipe's only); preemption
+//! notices for sparse runs (a preempted CTR run starts over).
 
 pub mod ctr;
 mod gate;
@@ -39,13 +41,14 @@ mod server;
 mod shard;
 mod sparse;
 mod sparse_server;
+mod steps;
 mod worker;
 
 pub use gate::StalenessGate;
 pub use server::{PsShard, Pull, ShardCheckpoint, ShardSpec};
 pub use shard::{Mode, ServerSgd, ShardState};
 pub use sparse::{Adagrad, SparseState};
-pub use sparse_server::SparseShard;
+pub use sparse_server::{SparseShard, SparseSpec};
 
 use crate::data::Dataset;
 use crate::recipes::{self, MlpConfig};

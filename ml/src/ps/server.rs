@@ -6,7 +6,7 @@
 //! the shards ([`Pull::Stop`]) and has every shard save now (PS-6).
 
 use super::shard::{Mode, ServerSgd, ShardState};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where and how often a shard checkpoints.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -49,55 +49,105 @@ pub enum Pull {
 #[prism::actor]
 pub struct PsShard {
     state: ShardState,
-    file: Option<(PathBuf, u64)>,
-    saved: u64,
+    file: Option<ShardFile>,
     stopping: bool,
 }
 
-impl PsShard {
-    fn save(&mut self) -> Result<(), String> {
-        let Some((_, every)) = &self.file else {
-            return Ok(());
-        };
-        if self.state.updates() < self.saved + every {
-            return Ok(());
-        }
-        self.write()
-    }
+/// A shard's checkpoint: `<dir>/<stem>-<index>.bin`, written every
+/// `every` updates (a temporary file, then renamed; sealed where the
+/// cluster or the job's namespace encrypts at rest), and the shard
+/// process's pid beside it in `<stem>-<index>.pid` (for operators and
+/// tests).
+#[derive(Debug)]
+pub(super) struct ShardFile {
+    path: PathBuf,
+    every: u64,
+    saved: u64,
+}
 
-    fn write(&mut self) -> Result<(), String> {
-        let Some((path, _)) = &self.file else {
-            return Ok(());
-        };
-        self.saved = self.state.updates();
-        // Sealed when the cluster encrypts at rest (`prism::at_rest`).
-        let tmp = path.with_extension("tmp");
-        prism::at_rest::write_file(&tmp, &self.state.to_bytes()?).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("checkpoint {}: {e}", path.display()))
+/// `shard` or `sparse shard`, for messages.
+fn label(stem: &str) -> String {
+    match stem {
+        "shard" => "shard".into(),
+        other => format!("{other} shard"),
     }
 }
 
-/// Shard `index`'s state from its checkpoint `path`, if it has one. One
-/// that does not open (another cluster's key, changed, damaged) is set
-/// aside, never overwritten.
-fn restore(index: u32, path: &Path) -> Option<ShardState> {
-    if !path.exists() {
-        return None;
+impl ShardFile {
+    /// Shard `index`'s file under `c`, and its state restored from it if
+    /// it has one: one that does not open (another cluster's key, changed,
+    /// damaged) is set aside, never overwritten.
+    pub(super) fn open<T>(
+        c: &ShardCheckpoint,
+        stem: &str,
+        index: u32,
+        restore: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> (ShardFile, Option<T>) {
+        let dir = PathBuf::from(&c.dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            dir.join(format!("{stem}-{index}.pid")),
+            std::process::id().to_string(),
+        );
+        let path = dir.join(format!("{stem}-{index}.bin"));
+        let state = path.exists().then(|| {
+            prism::at_rest::read_file(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| restore(&b))
+        });
+        let state = match state {
+            None => None,
+            Some(Ok(s)) => {
+                println!("{} {index} restored from its checkpoint", label(stem));
+                Some(s)
+            }
+            Some(Err(e)) => {
+                let aside = path.with_extension("unreadable");
+                let _ = std::fs::rename(&path, &aside);
+                eprintln!(
+                    "{} {index}: cannot restore from {}: {e}; moved to {} and starting afresh",
+                    label(stem),
+                    path.display(),
+                    aside.display()
+                );
+                None
+            }
+        };
+        let file = ShardFile {
+            path,
+            every: c.every.max(1),
+            saved: 0,
+        };
+        (file, state)
     }
-    let state = prism::at_rest::read_file(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| ShardState::restored(&b));
-    match state {
-        Ok(s) => Some(s),
-        Err(e) => {
-            let aside = path.with_extension("unreadable");
-            let _ = std::fs::rename(path, &aside);
-            eprintln!(
-                "shard {index}: cannot restore from {}: {e}; moved to {} and starting afresh",
-                path.display(),
-                aside.display()
-            );
-            None
+
+    /// Starts counting from `updates` (a restored state's).
+    pub(super) fn counting_from(mut self, updates: u64) -> ShardFile {
+        self.saved = updates;
+        self
+    }
+
+    /// Whether `updates` calls for a save.
+    pub(super) fn due(&self, updates: u64) -> bool {
+        updates >= self.saved + self.every
+    }
+
+    /// Writes `bytes` as the state at `updates`.
+    pub(super) fn write(&mut self, updates: u64, bytes: &[u8]) -> Result<(), String> {
+        self.saved = updates;
+        let tmp = self.path.with_extension("tmp");
+        prism::at_rest::write_file(&tmp, bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| format!("checkpoint {}: {e}", self.path.display()))
+    }
+}
+
+impl PsShard {
+    fn save(&mut self, now: bool) -> Result<(), String> {
+        let updates = self.state.updates();
+        match &mut self.file {
+            Some(f) if now || f.due(updates) => f.write(updates, &self.state.to_bytes()?),
+            _ => Ok(()),
         }
     }
 }
@@ -105,28 +155,20 @@ fn restore(index: u32, path: &Path) -> Option<ShardState> {
 #[prism::actor]
 impl PsShard {
     fn new(spec: ShardSpec) -> Self {
-        let file = spec.checkpoint.as_ref().map(|c| {
-            let dir = PathBuf::from(&c.dir);
-            let _ = std::fs::create_dir_all(&dir);
-            // Operators (and tests) find each shard's process here.
-            let _ = std::fs::write(
-                dir.join(format!("shard-{}.pid", spec.index)),
-                std::process::id().to_string(),
-            );
-            (dir.join(format!("shard-{}.bin", spec.index)), c.every)
-        });
-        let restored = file.as_ref().and_then(|(p, _)| restore(spec.index, p));
-        if restored.is_some() {
-            println!("shard {} restored from its checkpoint", spec.index);
-        }
+        let (file, restored) = match &spec.checkpoint {
+            Some(c) => {
+                let (f, s) = ShardFile::open(c, "shard", spec.index, ShardState::restored);
+                (Some(f), s)
+            }
+            None => (None, None),
+        };
         let state = restored.unwrap_or_else(|| {
             ShardState::new(spec.init, spec.workers as usize, spec.mode, spec.opt)
         });
-        let saved = state.updates();
+        let file = file.map(|f| f.counting_from(state.updates()));
         PsShard {
             state,
             file,
-            saved,
             stopping: false,
         }
     }
@@ -153,14 +195,14 @@ impl PsShard {
     /// checkpoint file to save to.
     fn save_now(&mut self) -> Result<bool, String> {
         self.state.mark_stopped();
-        self.write()?;
+        self.save(true)?;
         Ok(self.file.is_some())
     }
 
     /// `worker`'s gradient for `step`; the updates applied so far.
     fn push(&mut self, worker: u32, step: u64, grads: Vec<f32>) -> Result<u64, String> {
         self.state.push(worker as usize, step, &grads)?;
-        self.save()?;
+        self.save(false)?;
         Ok(self.state.updates())
     }
 

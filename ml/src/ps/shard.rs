@@ -1,6 +1,7 @@
 //! One parameter-server shard's state, as a pure state machine: a
 //! contiguous range of the model's flat f32 weights, its momentum buffer,
-//! the server-side optimizer, and the consistency mode.
+//! the server-side optimizer, and its steps (the consistency mode and
+//! recovery, shared with sparse shards: [`super::steps`]).
 //!
 //! - **PS-2** synchronous: step `t`'s update is applied once, from the
 //!   average of all `w` workers' gradients for `t`; a pull for step `t`
@@ -16,8 +17,7 @@
 //!   step moves it on to that step (its weights are the checkpoint's), and
 //!   it is strict again once a step completes.
 
-use super::gate::StalenessGate;
-use std::collections::BTreeMap;
+use super::steps::{Pushed, Steps};
 
 /// How pushes become updates.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,18 +56,9 @@ pub struct ShardState {
     params: Vec<f32>,
     velocity: Vec<f32>,
     opt: ServerSgd,
-    mode: Mode,
-    workers: usize,
-    /// Synchronous steps applied.
-    applied: u64,
-    /// Synchronous: step → (pushes so far, their gradients' sum).
-    pending: BTreeMap<u64, (usize, Vec<f32>)>,
-    gate: StalenessGate,
+    /// Which steps may start, and which completed (PS-1, PS-2, PS-4, PS-6).
+    steps: Steps<Vec<f32>>,
     updates: u64,
-    /// Restored from a checkpoint and not yet through a full step (PS-4).
-    resync: bool,
-    /// Saved at a clean stop (PS-6): nothing was lost, nothing to skip.
-    stopped: bool,
 }
 
 impl ShardState {
@@ -77,14 +68,8 @@ impl ShardState {
             velocity: vec![0.0; init.len()],
             params: init,
             opt,
-            mode,
-            workers: workers.max(1),
-            applied: 0,
-            pending: BTreeMap::new(),
-            gate: StalenessGate::new(workers, mode.bound()),
+            steps: Steps::new(workers, mode),
             updates: 0,
-            resync: false,
-            stopped: false,
         }
     }
 
@@ -99,9 +84,7 @@ impl ShardState {
     /// may have lost steps (PS-4); after a clean stop it has not (PS-6).
     pub fn restored(bytes: &[u8]) -> Result<ShardState, String> {
         let mut s: ShardState = prism::Value::decode(bytes).map_err(|e| e.to_string())?;
-        // A shard that was still catching up when it stopped still is.
-        s.resync = s.resync || !s.stopped;
-        s.stopped = false;
+        s.steps.restored();
         Ok(s)
     }
 
@@ -110,72 +93,52 @@ impl ShardState {
     /// worker's push as usual instead of skipping ahead (workers resumed at
     /// different times would otherwise skip each other's steps).
     pub fn mark_stopped(&mut self) {
-        self.stopped = true;
+        self.steps.mark_stopped();
     }
 
     /// Steps `worker` has pushed (where a restarted worker resumes).
     pub fn done(&self, worker: usize) -> u64 {
-        self.gate.done(worker)
+        self.steps.done(worker)
     }
 
     /// PS-4: a pull for a step past the lost ones moves a restored
     /// synchronous shard on to it.
     pub fn catch_up(&mut self, step: u64) {
-        if self.resync && self.mode == Mode::Sync && step > self.applied {
-            self.pending.retain(|s, _| *s >= step);
-            self.applied = step;
-        }
+        self.steps.catch_up(step);
     }
 
     /// The weights a worker may compute step `step` from, or `None` if it
     /// must wait (PS-1, PS-2).
     pub fn pull(&self, step: u64) -> Option<&[f32]> {
-        let ready = match self.mode {
-            Mode::Sync => self.applied >= step,
-            Mode::Async => true,
-            Mode::Stale(_) => self.gate.may_start(step),
-        };
-        ready.then_some(&self.params[..])
+        self.steps.ready(step).then_some(&self.params[..])
     }
 
     /// `worker`'s gradient for `step`. `Err` names a push of the wrong size.
     pub fn push(&mut self, worker: usize, step: u64, grads: &[f32]) -> Result<(), String> {
-        if grads.len() != self.params.len() {
+        let n = self.params.len();
+        if grads.len() != n {
             return Err(format!(
-                "a push of {} values to a shard of {}",
-                grads.len(),
-                self.params.len()
+                "a push of {} values to a shard of {n}",
+                grads.len()
             ));
         }
-        self.gate.finished(worker, step);
-        match self.mode {
-            Mode::Sync => {
-                let n = self.params.len();
-                let (count, sum) = self
-                    .pending
-                    .entry(step)
-                    .or_insert_with(|| (0, vec![0.0; n]));
-                for (s, g) in sum.iter_mut().zip(grads) {
-                    *s += g;
-                }
-                *count += 1;
-                // Steps complete in order: apply every complete one in turn.
-                while let Some((c, _)) = self.pending.get(&self.applied) {
-                    if *c < self.workers {
-                        break;
-                    }
-                    let (_, sum) = self.pending.remove(&self.applied).unwrap_or_default();
-                    let scale = 1.0 / self.workers as f32;
-                    let avg: Vec<f32> = sum.iter().map(|g| g * scale).collect();
-                    self.apply(&avg);
-                    self.applied += 1;
-                    self.resync = false;
-                }
+        let scale = 1.0 / self.steps.workers() as f32;
+        let add = |sum: &mut Vec<f32>| {
+            sum.resize(n, 0.0);
+            for (s, g) in sum.iter_mut().zip(grads) {
+                *s += g;
             }
-            Mode::Async | Mode::Stale(_) => {
-                let scale = 1.0 / self.workers as f32;
+        };
+        match self.steps.push(worker, step, add) {
+            Pushed::Apply => {
                 let g: Vec<f32> = grads.iter().map(|g| g * scale).collect();
                 self.apply(&g);
+            }
+            Pushed::Complete(sums) => {
+                for sum in sums {
+                    let avg: Vec<f32> = sum.iter().map(|g| g * scale).collect();
+                    self.apply(&avg);
+                }
             }
         }
         Ok(())
@@ -281,11 +244,11 @@ mod tests {
         assert_eq!(r.pull(2), Some(&[0.0][..]), "step 1 applied from both");
         // A crash after it: restored from a regular save, PS-4 again.
         let mut again = ShardState::restored(&r.to_bytes().unwrap()).unwrap();
-        assert!(again.resync);
+        assert!(again.steps.resyncing());
         // Stopped while still catching up: it still is after the restore.
         again.mark_stopped();
         let stopped = ShardState::restored(&again.to_bytes().unwrap()).unwrap();
-        assert!(stopped.resync);
+        assert!(stopped.steps.resyncing());
     }
 
     #[test]

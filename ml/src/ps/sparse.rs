@@ -1,14 +1,15 @@
 //! A sparse parameter-server shard as a pure state machine: rows of an
 //! embedding-style table (`dim` floats each, created at zero on first
 //! touch), updated with Adagrad, under the same modes as the dense shards.
-//! A pull or push names only the rows a batch touches.
+//! A pull or push names only the rows a batch touches. Steps, restores
+//! and checkpoints behave as the dense shards' ([`super::steps`]).
 //!
 //! - **PS-5** a push changes exactly the rows it names; no other row is
 //!   created or changed.
 
-use super::gate::StalenessGate;
 use super::shard::Mode;
-use std::collections::{BTreeMap, HashMap};
+use super::steps::{Pushed, Steps};
+use std::collections::HashMap;
 
 /// Adagrad: `a += g²; w -= lr · g / (√a + ε)`, `a` starting at `initial`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -19,20 +20,18 @@ pub struct Adagrad {
     pub initial: f32,
 }
 
-/// Row gradients for one step: row → summed gradient, and how many pushes.
-type Pending = (usize, HashMap<u64, Vec<f32>>);
+/// Row gradients of one step: row → summed gradient.
+type RowSums = HashMap<u64, Vec<f32>>;
 
 /// One shard of a sparse table.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct SparseState {
     dim: usize,
+    /// Row → (weights, Adagrad accumulators).
     rows: HashMap<u64, (Vec<f32>, Vec<f32>)>,
     opt: Adagrad,
-    mode: Mode,
-    workers: usize,
-    applied: u64,
-    pending: BTreeMap<u64, Pending>,
-    gate: StalenessGate,
+    /// Which steps may start, and which completed (PS-1, PS-2, PS-4, PS-6).
+    steps: Steps<RowSums>,
     updates: u64,
     rows_pushed: u64,
 }
@@ -44,25 +43,41 @@ impl SparseState {
             dim: dim.max(1),
             rows: HashMap::new(),
             opt,
-            mode,
-            workers: workers.max(1),
-            applied: 0,
-            pending: BTreeMap::new(),
-            gate: StalenessGate::new(workers, mode.bound()),
+            steps: Steps::new(workers, mode),
             updates: 0,
             rows_pushed: 0,
         }
     }
 
+    /// The state as checkpoint bytes (rows, accumulators and steps).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        prism::Value::encode(self)
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A shard restored from [`SparseState::to_bytes`] (PS-4, PS-6).
+    pub fn restored(bytes: &[u8]) -> Result<SparseState, String> {
+        let mut s: SparseState = prism::Value::decode(bytes).map_err(|e| e.to_string())?;
+        s.steps.restored();
+        Ok(s)
+    }
+
+    /// Steps `worker` has pushed (where a restarted worker resumes).
+    pub fn done(&self, worker: usize) -> u64 {
+        self.steps.done(worker)
+    }
+
+    /// PS-4: a pull for a step past the lost ones moves a restored
+    /// synchronous shard on to it.
+    pub fn catch_up(&mut self, step: u64) {
+        self.steps.catch_up(step);
+    }
+
     /// The rows `ids` (zeros for rows never pushed) for step `step`, or
     /// `None` while the step must wait (PS-1, PS-2).
     pub fn pull(&self, step: u64, ids: &[u64]) -> Option<Vec<f32>> {
-        let ready = match self.mode {
-            Mode::Sync => self.applied >= step,
-            Mode::Async => true,
-            Mode::Stale(_) => self.gate.may_start(step),
-        };
-        ready.then(|| {
+        self.steps.ready(step).then(|| {
             let zero = vec![0.0; self.dim];
             ids.iter()
                 .flat_map(|id| self.rows.get(id).map_or(&zero, |(w, _)| w).clone())
@@ -86,39 +101,32 @@ impl SparseState {
                 self.dim
             ));
         }
-        self.gate.finished(worker, step);
         self.rows_pushed += ids.len() as u64;
-        let rows = ids.iter().zip(grads.chunks_exact(self.dim));
-        match self.mode {
-            Mode::Sync => {
-                let (count, sums) = self.pending.entry(step).or_default();
-                for (id, g) in rows {
-                    let s = sums.entry(*id).or_insert_with(|| vec![0.0; g.len()]);
-                    for (s, g) in s.iter_mut().zip(g) {
-                        *s += g;
-                    }
+        let rows = || ids.iter().zip(grads.chunks_exact(self.dim));
+        let add = |sums: &mut RowSums| {
+            for (id, g) in rows() {
+                let s = sums.entry(*id).or_insert_with(|| vec![0.0; g.len()]);
+                for (s, g) in s.iter_mut().zip(g) {
+                    *s += g;
                 }
-                *count += 1;
-                while self
-                    .pending
-                    .get(&self.applied)
-                    .is_some_and(|(c, _)| *c >= self.workers)
-                {
-                    let (_, sums) = self.pending.remove(&self.applied).unwrap_or_default();
-                    let scale = 1.0 / self.workers as f32;
+            }
+        };
+        match self.steps.push(worker, step, add) {
+            Pushed::Apply => {
+                for (id, g) in rows() {
+                    self.apply(*id, g);
+                }
+                self.updates += 1;
+            }
+            Pushed::Complete(steps) => {
+                let scale = 1.0 / self.steps.workers() as f32;
+                for sums in steps {
                     for (id, g) in sums {
                         let g: Vec<f32> = g.iter().map(|x| x * scale).collect();
                         self.apply(id, &g);
                     }
                     self.updates += 1;
-                    self.applied += 1;
                 }
-            }
-            Mode::Async | Mode::Stale(_) => {
-                for (id, g) in rows {
-                    self.apply(*id, g);
-                }
-                self.updates += 1;
             }
         }
         Ok(())
@@ -207,5 +215,29 @@ mod tests {
             "{rows:?}"
         );
         assert_eq!(s.updates(), 1);
+    }
+
+    #[test]
+    fn a_restored_sparse_shard_keeps_rows_accumulators_and_steps() {
+        let opt = Adagrad {
+            lr: 0.5,
+            initial: 1.0,
+        };
+        let mut s = SparseState::new(1, 2, Mode::Sync, opt);
+        s.push(0, 0, &[1], &[2.0]).unwrap();
+        s.push(1, 0, &[1, 2], &[0.0, 3.0]).unwrap();
+        s.push(0, 1, &[2], &[1.0]).unwrap();
+        let mut r = SparseState::restored(&s.to_bytes().unwrap()).unwrap();
+        assert_eq!(r.rows(), s.rows());
+        assert_eq!((r.done(0), r.done(1), r.updates()), (2, 1, 1));
+        // The same next step from both: the accumulators came back too.
+        s.push(1, 1, &[2], &[1.0]).unwrap();
+        r.push(1, 1, &[2], &[1.0]).unwrap();
+        assert_eq!(r.rows(), s.rows());
+        // PS-4: a crash lost steps; a pull past them moves it on.
+        let mut lost = SparseState::restored(&s.to_bytes().unwrap()).unwrap();
+        assert!(lost.pull(5, &[2]).is_none());
+        lost.catch_up(5);
+        assert_eq!(lost.pull(5, &[2]), s.pull(2, &[2]));
     }
 }

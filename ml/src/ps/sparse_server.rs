@@ -1,29 +1,66 @@
-//! A sparse shard as an actor around [`SparseState`].
+//! A sparse shard as an actor around [`SparseState`], with optional
+//! checkpoints as the dense shards have: every `every` updates its rows,
+//! accumulators and steps go to `<dir>/sparse-<i>.bin`, and a shard
+//! restarted after its process died starts from that file (PS-4).
 
+use super::server::{ShardCheckpoint, ShardFile};
 use super::shard::Mode;
 use super::sparse::{Adagrad, SparseState};
+
+/// How a sparse shard starts.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+pub struct SparseSpec {
+    /// Its index.
+    pub index: u32,
+    /// Floats per row.
+    pub dim: u32,
+    /// Workers pushing to it.
+    pub workers: u32,
+    /// The consistency mode.
+    pub mode: Mode,
+    /// The optimizer.
+    pub opt: Adagrad,
+    /// Checkpoints, if any.
+    pub checkpoint: Option<ShardCheckpoint>,
+}
 
 /// One shard of a sparse table, in its own worker process.
 #[prism::actor]
 pub struct SparseShard {
     state: SparseState,
+    file: Option<ShardFile>,
 }
 
 #[prism::actor]
 impl SparseShard {
-    fn new(dim: u32, workers: u32, mode: Mode, opt: Adagrad) -> Self {
-        SparseShard {
-            state: SparseState::new(dim as usize, workers as usize, mode, opt),
-        }
+    fn new(spec: SparseSpec) -> Self {
+        let (file, restored) = match &spec.checkpoint {
+            Some(c) => {
+                let (f, s) = ShardFile::open(c, "sparse", spec.index, SparseState::restored);
+                (Some(f), s)
+            }
+            None => (None, None),
+        };
+        let state = restored.unwrap_or_else(|| {
+            SparseState::new(
+                spec.dim as usize,
+                spec.workers as usize,
+                spec.mode,
+                spec.opt,
+            )
+        });
+        let file = file.map(|f| f.counting_from(state.updates()));
+        SparseShard { state, file }
     }
 
     /// The rows `ids` for step `step` (`dim` floats each), or `None` while
     /// the step must wait.
-    fn pull(&self, step: u64, ids: Vec<u64>) -> Option<Vec<f32>> {
+    fn pull(&mut self, step: u64, ids: Vec<u64>) -> Option<Vec<f32>> {
+        self.state.catch_up(step);
         self.state.pull(step, &ids)
     }
 
-    /// `worker`'s row gradients for `step`.
+    /// `worker`'s row gradients for `step`; the updates applied so far.
     fn push(
         &mut self,
         worker: u32,
@@ -32,7 +69,16 @@ impl SparseShard {
         grads: Vec<f32>,
     ) -> Result<u64, String> {
         self.state.push(worker as usize, step, &ids, &grads)?;
-        Ok(self.state.updates())
+        let updates = self.state.updates();
+        if let Some(f) = self.file.as_mut().filter(|f| f.due(updates)) {
+            f.write(updates, &self.state.to_bytes()?)?;
+        }
+        Ok(updates)
+    }
+
+    /// Steps `worker` has pushed (where a restarted worker resumes).
+    fn done(&self, worker: u32) -> u64 {
+        self.state.done(worker as usize)
     }
 
     /// Every row held, by id.

@@ -229,6 +229,48 @@ fn role_ctr_fault() {
     println!("ALL OK");
 }
 
+/// Sparse and synchronous, preempted by the test once both shards saved;
+/// run again it starts from their files and finishes near the model.
+fn role_ctr_preempt() {
+    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::ShardCheckpoint;
+    let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
+    let log = ClickLog {
+        fields: 3,
+        vocab: 200,
+        seed: 42,
+    };
+    let run = CtrRun {
+        mode: Mode::Sync,
+        epochs: 20,
+        checkpoint: Some(ShardCheckpoint {
+            dir: std::env::var("PRISM_TEST_CKPT").unwrap(),
+            every: 20,
+        }),
+        ..CtrRun::new(log)
+    };
+    match run.fit() {
+        Err(prism_ml::MlError::Preempted { step, checkpointed }) => {
+            println!("PREEMPTED {step} {checkpointed}");
+        }
+        Ok(r) => {
+            let test = log.examples(1_000, 5_000);
+            let (loss, _) = score(&test, |ids| r.p(ids));
+            let (best, _) = score(&test, |ids| log.true_p(ids));
+            println!(
+                "FINISHED {} steps in this run, log loss {loss:.4} vs {best:.4}",
+                r.steps
+            );
+            check(
+                loss <= best + 0.03,
+                "the resumed run nears the generating model",
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a driver role, run by the tests in this file"]
 fn child_role() {
@@ -238,6 +280,7 @@ fn child_role() {
         "fault" => role_fault(),
         "ctr" => role_ctr(),
         "ctr_fault" => role_ctr_fault(),
+        "ctr_preempt" => role_ctr_preempt(),
         "preempt" => role_preempt(),
         other => panic!("unknown role {other}"),
     }
@@ -310,4 +353,33 @@ fn ps_a_preempted_run_saves_every_shard_and_the_next_run_resumes_there() {
 fn ps_sparse_ctr_nears_the_generating_model_and_touches_only_its_rows() {
     let out = run_role("ctr", Duration::from_secs(300));
     println!("{out}");
+}
+
+#[test]
+fn ps_a_preempted_sparse_run_saves_every_shard_and_the_next_run_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().display().to_string();
+    let both = || (0..2).all(|i| dir.path().join(format!("sparse-{i}.bin")).exists());
+    let step = common::preempt_role("ctr_preempt", &ckpt, both);
+    // 20 passes over 20,000 clicks in batches of 256: 1,580 steps a worker.
+    assert!(step > 0 && step < 1_580, "stopped at step {step}");
+    let again = [("PRISM_TEST_CKPT", ckpt.as_str())];
+    let out = run_role_with("ctr_preempt", &again, Duration::from_secs(300));
+    println!("{out}");
+    assert!(
+        out.contains("sparse shard 0 restored from its checkpoint")
+            && out.contains("sparse shard 1 restored from its checkpoint"),
+        "{out}"
+    );
+    let ran: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("FINISHED "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the second run did not finish: {out}"));
+    // Two workers; each went on from where it stopped (at or after `step`).
+    assert!(
+        ran + 2 * step <= 2 * 1_580,
+        "the second run went on from step {step} ({ran} steps), not from the start"
+    );
 }

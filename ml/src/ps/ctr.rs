@@ -4,10 +4,11 @@
 //! trained by worker tasks pulling and pushing only the rows each batch
 //! touches.
 
-use super::server::ShardCheckpoint;
+use super::server::{Pull, ShardCheckpoint};
 use super::shard::Mode;
 use super::sparse::Adagrad;
 use super::sparse_server::{SparseShard, SparseSpec};
+use super::CALL;
 use crate::{MlError, Result};
 use prism::ActorHandle;
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,13 +115,14 @@ fn shard_of(id: u64, s: usize) -> usize {
     (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % s
 }
 
-/// Runs the loop; returns the rows this worker's batches touched.
+/// Runs the loop; returns the rows this worker's batches touched, and the
+/// steps it ran (not those a run before it had done).
 #[prism::remote]
-pub(crate) fn ctr_worker(job: CtrJob) -> Result<Vec<u64>, String> {
+pub(crate) fn ctr_worker(job: CtrJob) -> Result<(Vec<u64>, u64), String> {
     ctr_loop(&job).map_err(|e| format!("worker {}: {e}", job.rank))
 }
 
-fn ctr_loop(job: &CtrJob) -> Result<Vec<u64>> {
+fn ctr_loop(job: &CtrJob) -> Result<(Vec<u64>, u64)> {
     let data = job.log.examples(job.rank as u64, job.examples as usize);
     let s = job.servers.len();
     let mut touched = BTreeSet::new();
@@ -153,8 +155,13 @@ fn ctr_loop(job: &CtrJob) -> Result<Vec<u64>> {
             for (srv, ids) in job.servers.iter().zip(&by_shard) {
                 let ids: Vec<u64> = ids.iter().copied().collect();
                 let rows = loop {
-                    if let Some(r) = srv.pull(step, ids.clone())?.get()? {
-                        break r;
+                    match srv.pull(step, ids.clone())?.get()? {
+                        Pull::Ready(r) => break r,
+                        // Preempted: every step pulled was pushed (PS-6).
+                        Pull::Stop => {
+                            return Ok((touched.into_iter().collect(), step.saturating_sub(resume)))
+                        }
+                        Pull::Wait => {}
                     }
                     if Instant::now() >= deadline {
                         return Err(MlError::Train(format!(
@@ -190,7 +197,7 @@ fn ctr_loop(job: &CtrJob) -> Result<Vec<u64>> {
             step += 1;
         }
     }
-    Ok(touched.into_iter().collect())
+    Ok((touched.into_iter().collect(), step.saturating_sub(resume)))
 }
 
 /// A CTR training run on a sparse parameter server.
@@ -232,6 +239,9 @@ pub struct CtrResult {
     pub rows_pushed: u64,
     /// Updates applied over all shards.
     pub updates: u64,
+    /// Steps the workers ran in this run (summed; a resumed run skips
+    /// those done before).
+    pub steps: u64,
     /// Seconds.
     pub seconds: f64,
 }
@@ -300,10 +310,37 @@ impl CtrRun {
                     })
             })
             .collect::<prism::Result<Vec<_>>>()?;
-        let mut touched = BTreeSet::new();
-        let gathered = runs.iter().try_for_each(|r| -> Result<()> {
-            touched.extend(r.get()?.map_err(MlError::Train)?);
+        let stop = || -> Result<()> {
+            for s in &servers {
+                s.stop()?.get_timeout(CALL)?;
+            }
             Ok(())
+        };
+        let save = || -> Result<bool> {
+            let mut all = true;
+            for s in &servers {
+                all &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
+            }
+            Ok(all)
+        };
+        let reached = || super::reached(servers.first(), self.workers, |s, w| s.done(w));
+        let (mut touched, mut steps) = (BTreeSet::new(), 0);
+        let gathered = super::preempt::gather(
+            &runs,
+            CALL,
+            super::preempt::Shards {
+                stop: &stop,
+                save: &save,
+                reached: &reached,
+            },
+        )
+        .and_then(|()| {
+            runs.iter().try_for_each(|r| -> Result<()> {
+                let (rows, ran) = r.get()?.map_err(MlError::Train)?;
+                touched.extend(rows);
+                steps += ran;
+                Ok(())
+            })
         });
         if let Err(e) = gathered {
             for s in &servers {
@@ -330,6 +367,7 @@ impl CtrRun {
             rows_touched,
             rows_pushed,
             updates,
+            steps,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -32,11 +32,13 @@
 //! checkpoint and restart as the dense ones do (their rows, Adagrad
 //! accumulators and steps), and CTR workers resume where they stopped.
 //!
-//! Not yet: user-defined dense models (the MLP recipe's only); preemption
-//! notices for sparse runs (a preempted CTR run starts over).
+//! A preemption notice stops a CTR run the same way (PS-6).
+//!
+//! Not yet: user-defined dense models (the MLP recipe's only).
 
 pub mod ctr;
 mod gate;
+mod preempt;
 mod server;
 mod shard;
 mod sparse;
@@ -86,6 +88,23 @@ pub struct PsResult {
     pub seconds: f64,
     /// The run's id on the head (`prism runs show`).
     pub run_id: String,
+}
+
+/// The step every one of `workers` workers reached (each pushed every
+/// step it pulled, to every shard), as `shard` counts them.
+pub(crate) fn reached<A>(
+    shard: Option<&A>,
+    workers: usize,
+    done: impl Fn(&A, u32) -> prism::Result<prism::ObjectRef<u64>>,
+) -> Result<u64> {
+    let Some(s) = shard else {
+        return Ok(0);
+    };
+    let mut least = u64::MAX;
+    for w in 0..workers as u32 {
+        least = least.min(done(s, w)?.get_timeout(CALL)?);
+    }
+    Ok(if least == u64::MAX { 0 } else { least })
 }
 
 /// `n` weights cut into `parts` contiguous ranges, as equal as can be.
@@ -182,76 +201,43 @@ impl ParameterServer {
     }
 
     /// Every worker's losses, as they finish; on a preemption notice, the
-    /// workers stopped between steps and every shard saved (PS-6).
+    /// workers stopped between steps and every shard saved (PS-6). (A
+    /// shard that restarts while stopping forgets the stop: its workers
+    /// then run on past the grace and the run fails without a checkpoint.)
     fn gather(
         &self,
         servers: &[prism::ActorHandle<PsShard>],
         runs: &[prism::ObjectRef<std::result::Result<Vec<f64>, String>>],
     ) -> Result<Vec<Vec<f64>>> {
-        // SIGTERM while this runs is a preemption notice (train/preempt.rs).
-        let _notice = crate::train::preempt::arm();
-        let poll = std::time::Duration::from_millis(100);
-        loop {
-            let (_, left) = prism::wait(runs, runs.len(), Some(poll))?;
-            if left.is_empty() {
-                break;
+        let stop = || -> Result<()> {
+            for s in servers {
+                s.stop()?.get_timeout(CALL)?;
             }
-            if crate::train::preempt::requested() {
-                return Err(self.preempted(servers, runs));
+            Ok(())
+        };
+        let save = || -> Result<bool> {
+            let mut all = true;
+            for s in servers {
+                all &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
             }
-        }
+            Ok(all)
+        };
+        let reached = || reached(servers.first(), self.workers, |s, w| s.done(w));
+        let grace = std::time::Duration::from_millis(self.wait_ms.min(60_000));
+        preempt::gather(
+            runs,
+            grace,
+            preempt::Shards {
+                stop: &stop,
+                save: &save,
+                reached: &reached,
+            },
+        )?;
         let mut losses = Vec::new();
         for r in runs {
             losses.push(r.get()?.map_err(MlError::Train)?);
         }
         Ok(losses)
-    }
-
-    /// Stops the workers through the shards, waits for them (bounded),
-    /// saves every shard and says where the run stopped. (A shard that
-    /// restarts inside this window forgets the stop: its workers then run
-    /// on past the grace and the run fails without a checkpoint.)
-    fn preempted(
-        &self,
-        servers: &[prism::ActorHandle<PsShard>],
-        runs: &[prism::ObjectRef<std::result::Result<Vec<f64>, String>>],
-    ) -> MlError {
-        let stop = || -> Result<(u64, bool)> {
-            for s in servers {
-                s.stop()?.get_timeout(CALL)?;
-            }
-            let grace = std::time::Duration::from_millis(self.wait_ms.min(60_000));
-            let (_, left) = prism::wait(runs, runs.len(), Some(grace))?;
-            if !left.is_empty() {
-                return Err(MlError::Train(format!(
-                    "{} workers did not stop within {grace:?} of the preemption notice",
-                    left.len()
-                )));
-            }
-            let mut checkpointed = true;
-            for s in servers {
-                checkpointed &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
-            }
-            // The step every worker reached (each pushed every step it
-            // pulled, to every shard).
-            let step = match servers.first() {
-                Some(s) => (0..self.workers as u32)
-                    .map(|w| s.done(w)?.get_timeout(CALL))
-                    .collect::<prism::Result<Vec<u64>>>()?
-                    .into_iter()
-                    .min()
-                    .unwrap_or(0),
-                None => 0,
-            };
-            Ok((step, checkpointed))
-        };
-        match stop() {
-            Ok((step, checkpointed)) => {
-                println!("parameter server: preemption notice: stopped at step {step}");
-                MlError::Preempted { step, checkpointed }
-            }
-            Err(e) => e,
-        }
     }
 
     fn fit_inner(&self) -> Result<PsResult> {

@@ -63,6 +63,12 @@ impl SparseState {
         Ok(s)
     }
 
+    /// PS-6: every worker stopped between steps; the state about to be
+    /// saved lost nothing.
+    pub fn mark_stopped(&mut self) {
+        self.steps.mark_stopped();
+    }
+
     /// Steps `worker` has pushed (where a restarted worker resumes).
     pub fn done(&self, worker: usize) -> u64 {
         self.steps.done(worker)

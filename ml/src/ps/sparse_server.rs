@@ -1,9 +1,10 @@
 //! A sparse shard as an actor around [`SparseState`], with optional
 //! checkpoints as the dense shards have: every `every` updates its rows,
 //! accumulators and steps go to `<dir>/sparse-<i>.bin`, and a shard
-//! restarted after its process died starts from that file (PS-4).
+//! restarted after its process died starts from that file (PS-4); on a
+//! preemption notice it stops its workers and saves (PS-6).
 
-use super::server::{ShardCheckpoint, ShardFile};
+use super::server::{Pull, ShardCheckpoint, ShardFile};
 use super::shard::Mode;
 use super::sparse::{Adagrad, SparseState};
 
@@ -29,6 +30,7 @@ pub struct SparseSpec {
 pub struct SparseShard {
     state: SparseState,
     file: Option<ShardFile>,
+    stopping: bool,
 }
 
 #[prism::actor]
@@ -50,14 +52,39 @@ impl SparseShard {
             )
         });
         let file = file.map(|f| f.counting_from(state.updates()));
-        SparseShard { state, file }
+        SparseShard {
+            state,
+            file,
+            stopping: false,
+        }
     }
 
-    /// The rows `ids` for step `step` (`dim` floats each), or `None` while
-    /// the step must wait.
-    fn pull(&mut self, step: u64, ids: Vec<u64>) -> Option<Vec<f32>> {
+    /// The rows `ids` for step `step` (`dim` floats each), unless the step
+    /// must wait or the run stops.
+    fn pull(&mut self, step: u64, ids: Vec<u64>) -> Pull {
+        if self.stopping {
+            return Pull::Stop;
+        }
         self.state.catch_up(step);
-        self.state.pull(step, &ids)
+        match self.state.pull(step, &ids) {
+            Some(rows) => Pull::Ready(rows),
+            None => Pull::Wait,
+        }
+    }
+
+    /// PS-6: every pull from now on answers [`Pull::Stop`].
+    fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Saves the state now; whether there is a checkpoint file to save to.
+    fn save_now(&mut self) -> Result<bool, String> {
+        self.state.mark_stopped();
+        let updates = self.state.updates();
+        match self.file.as_mut() {
+            Some(f) => f.write(updates, &self.state.to_bytes()?).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// `worker`'s row gradients for `step`; the updates applied so far.

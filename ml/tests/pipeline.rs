@@ -148,6 +148,10 @@ fn role_equivalence() {
             worst < 1e-5,
             "a user model's pipeline = the model in one process",
         );
+        check(
+            r.channels,
+            "a user model's stages on one node pass tensors through channels",
+        );
     }
     let unknown = PipelineTrainer::new(cfg.clone(), 2, 4, Schedule::GPipe)
         .model("no_such_model")

@@ -219,6 +219,38 @@ pub(super) fn wait_all(passes: &[ObjectRef<()>], losses: &[ObjectRef<f64>]) -> p
     }
 }
 
+/// The slot for a user model's tensors between `stages` (one replica),
+/// found by passing a micro-batch of zeros shaped `input` through them in
+/// turn: room for the largest output of any but the last stage (what the
+/// forward channels carry; the gradients going back have the same
+/// shapes). `None` (tensors go as results) when a stage cannot say.
+pub(super) fn probe_slot(stages: &[ActorHandle<PipeStage>], input: Vec<i64>) -> Option<u64> {
+    let (mut shape, mut widest, mut ndim) = (input, 0i64, 0usize);
+    for (s, h) in stages
+        .iter()
+        .enumerate()
+        .take(stages.len().saturating_sub(1))
+    {
+        let out = h
+            .probe(shape.clone())
+            .and_then(|r| r.get_timeout(WAIT))
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        shape = match out {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(
+                    "pipeline: stage {s} cannot size its channel ({e}); tensors go as results"
+                );
+                return None;
+            }
+        };
+        widest = widest.max(shape.iter().product());
+        ndim = ndim.max(shape.len());
+    }
+    Some(header_len(ndim) as u64 + 4 * widest.max(1) as u64)
+}
+
 /// The largest tensor between two stages of micro-batches of `rows`, with
 /// its header: the widest layer's output (gradients have the same shape).
 pub(super) fn slot_bytes(layers: &[i64], rows: usize) -> u64 {

@@ -170,15 +170,30 @@ impl PipelineTrainer {
         }
         self.connect_replicas(&stages.handles)?;
         let rows = self.config.batch_size / self.micro as usize;
-        let slot = super::links::slot_bytes(&self.config.layers, rows);
+        // A user model's tensors between stages have sizes only it knows:
+        // its stages say, given a micro-batch shaped like the data's.
+        let slot = match &self.model {
+            None => Some(super::links::slot_bytes(&self.config.layers, rows)),
+            Some(_) => self
+                .input_shape(rows)
+                .and_then(|input| super::links::probe_slot(&stages.handles[..p], input)),
+        };
         for r in 0..dp {
             let replica = &stages.handles[r * p..(r + 1) * p];
-            // A user model's tensors between stages have sizes only it
-            // knows: they go as results.
-            let linked = self.model.is_none() && super::links::connect(replica, self.micro, slot)?;
+            let linked = match slot {
+                Some(slot) => super::links::connect(replica, self.micro, slot)?,
+                None => false,
+            };
             stages.linked.push(linked);
         }
         Ok(stages)
+    }
+
+    /// A micro-batch's input shape: `rows` rows shaped as the dataset's.
+    fn input_shape(&self, rows: usize) -> Option<Vec<i64>> {
+        let block = self.data.as_ref()?.blocks().first()?.read().ok()?;
+        let row = block.row_shape().iter().map(|d| *d as i64);
+        Some(std::iter::once(rows as i64).chain(row).collect())
     }
 
     /// DP: links the replicas of every stage into a ring (through

@@ -245,6 +245,19 @@ impl PipeStage {
         self.loss_of(mb, &logits, &labels)
     }
 
+    /// The shape of this stage's output for an input of `shape` (a forward
+    /// of zeros, keeping nothing): how the trainer sizes the channels
+    /// between a user model's stages.
+    fn probe(&self, shape: Vec<i64>) -> Result<Vec<i64>, String> {
+        let x = Tensor::f_zeros(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu))
+            .map_err(|e| e.to_string())?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tch::no_grad(|| self.net.forward(&x))
+        }))
+        .map_err(|_| format!("the stage's forward fails on an input of shape {shape:?}"))?;
+        Ok(out.size())
+    }
+
     /// Makes the channels this stage reads — activations from the previous
     /// stage (`fwd`), gradients from the next (`bwd`) — of `slots` tensors
     /// up to `slot_bytes` each, dropping any it had; where they are

@@ -137,17 +137,22 @@ fn role_preempt() {
     println!("ALL OK");
 }
 
+/// The click log the sparse roles learn: 3 fields of 200 ids.
+fn click_log() -> prism_ml::ps::ctr::ClickLog {
+    prism_ml::ps::ctr::ClickLog {
+        fields: 3,
+        vocab: 200,
+        seed: 42,
+    }
+}
+
 /// Sparse: CTR logistic regression on a generated click log comes within
 /// reach of the generating model, and the servers hold exactly the rows
 /// the batches touched (PS-5).
 fn role_ctr() {
-    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::ctr::{score, CtrRun};
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let log = ClickLog {
-        fields: 3,
-        vocab: 200,
-        seed: 42,
-    };
+    let log = click_log();
     let mut run = CtrRun::new(log);
     let r = run.fit().unwrap();
     let test = log.examples(1_000, 5_000);
@@ -180,18 +185,14 @@ fn role_ctr() {
 /// checkpoint; it restarts from its rows, accumulators and steps, the
 /// workers carry on, and the model still nears the generating one.
 fn role_ctr_fault() {
-    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::ctr::{score, CtrRun};
     use prism_ml::ps::ShardCheckpoint;
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().to_path_buf();
     let file = ckpt.join("sparse-0.bin");
     let killer = common::Killer::when(move || file.exists(), ckpt.join("sparse-0.pid"));
-    let log = ClickLog {
-        fields: 3,
-        vocab: 200,
-        seed: 42,
-    };
+    let log = click_log();
     let run = CtrRun {
         mode: Mode::Sync,
         checkpoint: Some(ShardCheckpoint {
@@ -232,14 +233,10 @@ fn role_ctr_fault() {
 /// Sparse and synchronous, preempted by the test once both shards saved;
 /// run again it starts from their files and finishes near the model.
 fn role_ctr_preempt() {
-    use prism_ml::ps::ctr::{score, ClickLog, CtrRun};
+    use prism_ml::ps::ctr::{score, CtrRun};
     use prism_ml::ps::ShardCheckpoint;
     let _c = prism::InitOptions::new().num_cpus(2.0).init().unwrap();
-    let log = ClickLog {
-        fields: 3,
-        vocab: 200,
-        seed: 42,
-    };
+    let log = click_log();
     let run = CtrRun {
         mode: Mode::Sync,
         epochs: 20,

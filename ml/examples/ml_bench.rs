@@ -3,8 +3,9 @@
 //! the global batch, and pipeline step times (GPipe and 1F1B, 2 stages, 4
 //! micro-batches; and 1F1B with 2 data-parallel replicas) for 8 blocks of
 //! Linear(1024, 1024) + ReLU and a Linear(1024, 10) at batch 64 next to one
-//! process; and masking personal columns (per cell in one thread, and a
-//! whole dataset in tasks). `benches/vs_torch/run.sh` puts PyTorch's
+//! process; the parameter server in each mode beside DDP (time to a target
+//! loss on the digits); and masking personal columns (per cell in one
+//! thread, and a whole dataset in tasks). `benches/vs_torch/run.sh` puts PyTorch's
 //! (gloo) numbers beside these.
 //!
 //!     cargo run --release -p prism-ml --example ml_bench [-- --json] [--quick]
@@ -135,6 +136,83 @@ fn pipeline_step(
     Ok(times[times.len() / 2])
 }
 
+/// The first step at which the mean of the last `window` losses is at
+/// most `target`.
+fn first_below(losses: &[f64], window: usize, target: f64) -> Option<usize> {
+    (window..=losses.len()).find_map(|end| {
+        let mean = losses[end - window..end].iter().sum::<f64>() / window as f64;
+        (mean <= target).then_some(end - 1)
+    })
+}
+
+/// The digits MLP (64-64-10, batches of 32 a worker, 15 epochs) on 2
+/// workers, DDP beside the parameter server (2 shards) in each mode:
+/// steps and seconds until rank 0's loss, averaged over 20 steps, is at
+/// most `target`, and each shard's updates a second. DDP's seconds are its
+/// loop's (after the workers started); the parameter server's workers
+/// report losses, not times, so its seconds are the whole run's (actor and
+/// task start included) scaled by the share of steps: compare steps.
+fn time_to_loss(target: f64) -> anyhow::Result<Vec<(String, f64, &'static str)>> {
+    use prism_ml::ps::{Mode, ParameterServer};
+    let (train, _) = prism_ml::data::digits(128)?
+        .shuffle(2024)?
+        .train_test_split(0.2, 7)?;
+    let mut cfg = mlp_cfg(vec![64, 64, 10], 32);
+    cfg.epochs = 15;
+    cfg.lr = 0.05;
+    let mut rows = Vec::new();
+    let r = DdpTrainer::new("mlp_classifier", ScalingConfig::new(2))?
+        .config(cfg.to_bytes())
+        .dataset(train.clone())
+        .threads(1)
+        .fit()?;
+    let losses: Vec<f64> = r
+        .metrics
+        .iter()
+        .filter_map(|m| m.values.iter().find(|(n, _)| n == "loss").map(|(_, v)| *v))
+        .collect();
+    let at = first_below(&losses, 20, target)
+        .ok_or_else(|| anyhow::anyhow!("DDP never reached {target}"))?;
+    eprintln!("ddp: loss {target} at step {at} of {}", losses.len());
+    let steps = |at: usize| (at + 1) as f64;
+    rows.push((format!("steps to loss {target} ddp"), steps(at), "steps"));
+    rows.push((
+        format!("time to loss {target} ddp 2 workers"),
+        r.metrics[at].seconds,
+        "s",
+    ));
+    for (mode, name) in [
+        (Mode::Sync, "sync"),
+        (Mode::Async, "async"),
+        (Mode::Stale(4), "stale4"),
+    ] {
+        let r = ParameterServer::new(cfg.clone(), 2, 2, mode)
+            .dataset(train.clone())
+            .fit()?;
+        let losses = &r.losses[0];
+        let at = first_below(losses, 20, target)
+            .ok_or_else(|| anyhow::anyhow!("the {name} parameter server never reached {target}"))?;
+        eprintln!("ps {name}: loss {target} at step {at} of {}", losses.len());
+        let secs = r.seconds * steps(at) / losses.len() as f64;
+        rows.push((
+            format!("steps to loss {target} ps {name}"),
+            steps(at),
+            "steps",
+        ));
+        rows.push((
+            format!("time to loss {target} ps {name} 2 workers"),
+            secs,
+            "s",
+        ));
+        rows.push((
+            format!("ps {name} updates/s per shard"),
+            r.updates as f64 / 2.0 / r.seconds,
+            "/s",
+        ));
+    }
+    Ok(rows)
+}
+
 /// Million cells a second masked by `method` in one thread: `n` distinct
 /// `i64`s (no value repeats, so nothing is worked out once for many).
 fn mask_cells(method: Mask, n: usize) -> anyhow::Result<f64> {
@@ -242,6 +320,12 @@ fn main() -> anyhow::Result<()> {
     if wanted("single step 8x1024 64") {
         let v = single_step(&deep, 64, 3, psteps);
         push("single step 8x1024 64".into(), v, "ms");
+    }
+    // The parameter server beside DDP: time to a target loss.
+    if wanted("to loss") || wanted("updates/s") {
+        for (name, value, unit) in time_to_loss(0.3)? {
+            push(name, value, unit);
+        }
     }
     // Masking personal columns: per cell, and a whole dataset in tasks.
     let cells = if quick { 100_000 } else { 1_000_000 };

@@ -20,6 +20,7 @@
 pub mod access;
 pub mod codec;
 pub mod common;
+pub mod failure;
 pub mod head;
 pub mod models;
 pub mod placement;

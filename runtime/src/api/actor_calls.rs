@@ -55,7 +55,9 @@ impl Core {
         namespace: &str,
         name: &str,
     ) -> Result<crate::ids::ActorId> {
-        self.ask_raylet("get_actor", Duration::from_secs(60), |request_id| {
+        // A head lookup, answered whatever the node's load: the worker
+        // waiting for it is not blocked on the cluster.
+        self.ask_raylet_quick("get_actor", Duration::from_secs(60), |request_id| {
             LocalRequest::LookupActor {
                 request_id,
                 name: name.to_string(),

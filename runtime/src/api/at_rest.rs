@@ -26,7 +26,7 @@ use crate::proto::access::KeyUse;
 use prism_objectstore::SpillKey;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{LazyLock, Mutex, RwLock};
 
 /// What a file sealed with the cluster's key starts with.
 const MAGIC: &[u8; 8] = b"PRISMAR1";
@@ -41,7 +41,7 @@ static KEY: RwLock<Option<[u8; 32]>> = RwLock::new(None);
 type NamespaceKey = (Option<[u8; 32]>, bool);
 
 /// Namespaces' at-rest keys and marks, as the head gave them.
-static NAMESPACES: Mutex<Option<HashMap<String, NamespaceKey>>> = Mutex::new(None);
+static NAMESPACES: LazyLock<Mutex<HashMap<String, NamespaceKey>>> = LazyLock::new(Mutex::default);
 
 /// The key this process's raylet handed it (none: the cluster does not
 /// encrypt at rest).
@@ -62,8 +62,8 @@ fn namespace_key(ns: &str) -> std::result::Result<NamespaceKey, String> {
     let cached = NAMESPACES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(ns).copied());
+        .get(ns)
+        .copied();
     if let Some(k) = cached {
         return Ok(k);
     }
@@ -71,7 +71,6 @@ fn namespace_key(ns: &str) -> std::result::Result<NamespaceKey, String> {
     NAMESPACES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashMap::new)
         .insert(ns.to_string(), got);
     Ok(got)
 }
@@ -352,10 +351,8 @@ mod tests {
             refused.contains("sealed for namespace ads, whose key this job may not have: alice"),
             "{refused}"
         );
-        let open_as_ads = |ns: &str| -> std::result::Result<SpillKey, String> {
-            let _ = ns;
-            Ok(SpillKey::new(&[5; 32]))
-        };
+        let open_as_ads =
+            |_: &str| -> std::result::Result<SpillKey, String> { Ok(SpillKey::new(&[5; 32])) };
         let renamed = open_with(&Sealer::Plain, None, open_as_ads, &path, as_ads.clone());
         assert!(renamed.unwrap_err().to_string().contains("does not open"));
         // A plaintext file where the namespace seals is refused, naming it.

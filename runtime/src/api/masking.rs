@@ -5,7 +5,8 @@
 //! refuses everyone else with a sentence naming the user, the namespace
 //! and the missing permission (the refusal is in the audit trail). The key
 //! is asked for afresh each time (no cache), so a revoked owner's tasks
-//! lose it at once.
+//! lose it at once. The same request brings a namespace's at-rest key
+//! ([`super::at_rest`]); one crate-private `ask` serves both.
 
 use super::core::current;
 use super::error::{Error, Result};

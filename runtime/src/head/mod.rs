@@ -200,6 +200,8 @@ fn open_durable(
 ) -> Result<HeadSetup, HeadError> {
     use store_sqlite::{Opened, SqliteStore};
     let (mut store, opened) = SqliteStore::open_with(&session.file("head.db"), fresh)?;
+    // Kept across clusters in this file, recovered or fresh (NK-1).
+    let namespace_secret = Some(store.namespace_secret()?);
     if let (
         Opened::Recovered {
             cluster_id,
@@ -225,7 +227,6 @@ fn open_durable(
         store.resume()?;
         let audit = store.audit_entries()?;
         let spill_key = store.spill_key()?;
-        let namespace_secret = Some(store.namespace_secret()?);
         return Ok(HeadSetup {
             config,
             ca: ClusterCa::load(&cert, &key)?,
@@ -242,7 +243,7 @@ fn open_durable(
     let mut setup = HeadSetup::create(config, session, identity)?;
     store.begin_cluster(setup.cluster_id)?;
     store.set_spill_key(setup.spill_key.as_ref())?;
-    setup.namespace_secret = Some(store.namespace_secret()?);
+    setup.namespace_secret = namespace_secret;
     setup.audit = store.audit_entries()?;
     setup.store = Some(Box::new(store));
     Ok(setup)

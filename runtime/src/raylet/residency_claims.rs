@@ -77,21 +77,28 @@ impl Transfer {
             drop_refused(changes, refused);
             return true;
         }
+        // The batch moves into the request and back if it has to wait.
         let req = HeadRequest::SetResidency {
             node_id: self.node_id(),
-            rules: pending.clone(),
+            rules: std::mem::take(pending),
         };
-        let no = match self.link.request(&req).await {
+        let answer = self.link.request(&req).await;
+        let HeadRequest::SetResidency { rules, .. } = req else {
+            unreachable!("built above")
+        };
+        let no = match answer {
             Ok(HeadResponse::ResidencySet { refused }) => refused,
             Ok(other) => {
                 warn!(
-                    n = pending.len(),
+                    n = rules.len(),
                     "no verdict on residency rules yet: {other:?}"
                 );
+                *pending = rules;
                 return false;
             }
             Err(e) => {
-                warn!(n = pending.len(), "cannot send residency rules yet: {e}");
+                warn!(n = rules.len(), "cannot send residency rules yet: {e}");
+                *pending = rules;
                 return false;
             }
         };
@@ -100,7 +107,6 @@ impl Transfer {
             refused.add(id);
         }
         drop_refused(changes, refused);
-        pending.clear();
         true
     }
 }

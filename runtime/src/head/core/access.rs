@@ -6,12 +6,13 @@
 use super::{Caller, Clock, HeadCore};
 use crate::head::access::audit::Record;
 use crate::head::access::{authorize, Action, Permission, Principal};
+use crate::ids::JobId;
 use crate::proto::access::{AccessReply, AccessRequest, KeyUse, Me};
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
 use crate::proto::models::ModelRequest;
 use crate::proto::placement::PgRequest;
 
-fn forbidden(message: String) -> HeadResponse {
+pub(super) fn forbidden(message: String) -> HeadResponse {
     HeadResponse::Error {
         kind: ErrorKind::Forbidden,
         message,
@@ -122,22 +123,14 @@ impl HeadCore {
             ),
             _ => return None,
         };
-        let Some(owner) = self.jobs.get(job).map(|j| j.owner.clone()) else {
-            // Started by whoever may reach the raylet's socket: trusted
-            // while there are no users, acting as nobody once there are.
-            if !self.users.any() {
-                return None;
-            }
-            return Some(forbidden(format!(
-                "job {job} is not registered with the head, so it acts as nobody and may not {} \
-                 (start its driver with PRISM_USER_TOKEN, or submit it)",
-                action.what
-            )));
-        };
-        let refusal = match self.users.principal_named(&owner)? {
-            Err(revoked) => revoked,
+        let refusal = match self.job_principal(job) {
+            Err(why) => format!("{why}; it may not {}", action.what),
             Ok(who) => authorize(&who, &action).err()?.message,
         };
+        let owner = self
+            .jobs
+            .get(job)
+            .map_or_else(|| format!("job {job}"), |j| j.owner.clone());
         let record = Record {
             user: owner,
             origin: format!("job {job}"),
@@ -148,6 +141,25 @@ impl HeadCore {
         };
         self.audit.append(now.wall_ms, record);
         Some(forbidden(refusal))
+    }
+
+    /// Who `job`'s requests act as: its owner (the cluster admin for jobs
+    /// of the join token or of owners who are no users; `Err` for a revoked
+    /// owner), or, for a job the head never registered (started by
+    /// whoever may reach a raylet's socket), the admin while there are no
+    /// users and nobody once there are.
+    pub(super) fn job_principal(&self, job: JobId) -> Result<Principal, String> {
+        match self.jobs.get(job) {
+            None if self.users.any() => Err(format!(
+                "job {job} is not registered with the head, so it acts as nobody (start its \
+                 driver with PRISM_USER_TOKEN, or submit it)"
+            )),
+            None => Ok(Principal::cluster_admin()),
+            Some(j) => self
+                .users
+                .principal_named(&j.owner)
+                .unwrap_or_else(|| Ok(Principal::cluster_admin())),
+        }
     }
 
     /// What `req` would do, as `who` would be judged for it.

@@ -28,12 +28,12 @@
 //!   it does not seal, a non-member gets no key and is not refused (its
 //!   files stay plain).
 
-use super::access::origin;
+use super::access::{forbidden, origin};
 use super::{Caller, Clock, HeadCore};
 use crate::head::access::{authorize, authorize_member, Action, Permission, Principal};
 use crate::ids::JobId;
 use crate::proto::access::KeyUse;
-use crate::proto::head::{ErrorKind, HeadResponse};
+use crate::proto::head::HeadResponse;
 
 /// NK-1: the key of `namespace` for `usage` under the head's `secret`.
 pub fn namespace_key(secret: &[u8; 32], usage: KeyUse, namespace: &str) -> [u8; 32] {
@@ -49,10 +49,6 @@ pub fn namespace_key(secret: &[u8; 32], usage: KeyUse, namespace: &str) -> [u8; 
     out
 }
 
-fn refused(kind: ErrorKind, message: String) -> HeadResponse {
-    HeadResponse::Error { kind, message }
-}
-
 impl HeadCore {
     /// NK-2/NK-3: the key of `namespace` for `usage`, for `caller` (or,
     /// relayed by a raylet, for `job`'s owner), or why not.
@@ -65,42 +61,17 @@ impl HeadCore {
         namespace: String,
     ) -> HeadResponse {
         if namespace.is_empty() {
-            return refused(
-                ErrorKind::BadRequest,
-                "a namespace key is asked for a namespace; none was named".into(),
-            );
+            return super::bad("a namespace key is asked for a namespace; none was named".into());
         }
         let audited = usage == KeyUse::Masking;
         let (who, origin): (Result<Principal, String>, String) = match (caller, job) {
             (Caller::Node { .. }, None) => {
-                return refused(
-                    ErrorKind::Forbidden,
-                    "a node asks for a namespace key only for one of its jobs".into(),
-                )
+                return forbidden("a node asks for a namespace key only for one of its jobs".into())
             }
-            (Caller::Node { .. }, Some(job)) => {
-                let origin = format!("job {job}");
-                let who = match self.jobs.get(job).map(|j| j.owner.clone()) {
-                    // A job the head never heard of was started by
-                    // whoever may reach the raylet's socket: trusted as
-                    // the admin while there are no users (an embedded or
-                    // single-user cluster), acting as nobody once there are.
-                    None if self.users.any() => Err(format!(
-                        "job {job} is not registered with the head, so it acts as nobody \
-                         and gets no namespace key (start its driver with \
-                         PRISM_USER_TOKEN, or submit it)"
-                    )),
-                    None => Ok(Principal::cluster_admin()),
-                    Some(owner) => self
-                        .users
-                        .principal_named(&owner)
-                        .unwrap_or_else(|| Ok(Principal::cluster_admin())),
-                };
-                (who, origin)
-            }
+            (Caller::Node { .. }, Some(job)) => (self.job_principal(job), format!("job {job}")),
             (_, _) => match self.principal(caller) {
                 Ok(Some(p)) => (Ok(p), origin(caller)),
-                Ok(None) => return refused(ErrorKind::Forbidden, "nobody to judge".into()),
+                Ok(None) => return forbidden("nobody to judge".into()),
                 Err(revoked) => (Err(revoked), origin(caller)),
             },
         };
@@ -134,7 +105,7 @@ impl HeadCore {
                 if audited {
                     self.key_audit(now, name, origin, &namespace, Err(&why));
                 }
-                refused(ErrorKind::Forbidden, why)
+                forbidden(why)
             }
             Ok(()) => {
                 if audited && self.keys_given.insert((origin.clone(), namespace.clone())) {

@@ -217,13 +217,6 @@ fn hashed(keys: &MaskKeys, k: Kind, bits: u64) -> u64 {
     }
 }
 
-/// What to do to one column's elements.
-#[derive(Clone, Copy)]
-enum Op {
-    Mask(Mask),
-    Unmask,
-}
-
 /// Masks `columns` of `features` (`dtype`, row-major `[rows, cols]`) in
 /// place with `method`; `keys` is needed for [`Mask::Hash`] and
 /// [`Mask::Tokenize`]. Equal values are worked out once.
@@ -235,7 +228,7 @@ pub fn mask(
     method: Mask,
     keys: Option<&MaskKeys>,
 ) -> Result<(), String> {
-    apply(features, dtype, cols, columns, Op::Mask(method), keys)
+    apply(features, dtype, cols, columns, Some(method), keys)
 }
 
 /// Turns tokens in `columns` back into their values ([`Mask::Tokenize`]
@@ -247,7 +240,7 @@ pub fn unmask(
     columns: &[usize],
     keys: &MaskKeys,
 ) -> Result<(), String> {
-    apply(features, dtype, cols, columns, Op::Unmask, Some(keys))
+    apply(features, dtype, cols, columns, None, Some(keys))
 }
 
 /// Checks `columns` against `cols` columns of `dtype` for `method`
@@ -278,20 +271,16 @@ pub fn check(
     })
 }
 
-fn apply(
+/// [`mask`] with `method`, or [`unmask`] with `None`.
+pub(crate) fn apply(
     features: &mut [u8],
     dtype: DType,
     cols: usize,
     columns: &[usize],
-    op: Op,
+    method: Option<Mask>,
     keys: Option<&MaskKeys>,
 ) -> Result<(), String> {
-    let (method, what) = match op {
-        Op::Mask(m) => (Some(m), m.name()),
-        Op::Unmask => (None, "unmask"),
-    };
     check(dtype, cols, columns, method)?;
-    let k = kind(dtype);
     let size = dtype.size();
     if cols == 0 || !features.len().is_multiple_of(cols * size) {
         return Err(format!(
@@ -299,29 +288,31 @@ fn apply(
             features.len()
         ));
     }
-    let keyed = !matches!(op, Op::Mask(Mask::Redact));
-    let keys = match (keyed, keys) {
-        (true, None) => return Err(format!("{what} needs the namespace's masking key")),
-        (_, keys) => keys,
+    // Redacting needs no key; everything else does.
+    let keys = match (method, keys) {
+        (Some(Mask::Redact), _) => None,
+        (_, Some(keys)) => Some(keys),
+        (_, None) => {
+            let what = method.map_or("unmask", Mask::name);
+            return Err(format!("{what} needs the namespace's masking key"));
+        }
+    };
+    let k = kind(dtype);
+    let width = match k {
+        Kind::Int { width, .. } | Kind::Float { width } => width,
+        Kind::Other => 0,
     };
     let mut memo: HashMap<u64, u64> = HashMap::new();
     for row in features.chunks_exact_mut(cols * size) {
         for &c in columns {
             let cell = &mut row[c * size..(c + 1) * size];
             let bits = load(cell);
-            let out = match (op, keys) {
-                (Op::Mask(Mask::Redact), _) => 0,
-                (_, None) => unreachable!("checked above"),
-                (op, Some(keys)) => *memo.entry(bits).or_insert_with(|| {
-                    let width = match k {
-                        Kind::Int { width, .. } | Kind::Float { width } => width,
-                        Kind::Other => 0,
-                    };
-                    match op {
-                        Op::Mask(Mask::Hash) => hashed(keys, k, bits),
-                        Op::Mask(_) => keys.encrypt(bits, width),
-                        Op::Unmask => keys.decrypt(bits, width),
-                    }
+            let out = match keys {
+                None => 0,
+                Some(keys) => *memo.entry(bits).or_insert_with(|| match method {
+                    Some(Mask::Hash) => hashed(keys, k, bits),
+                    Some(_) => keys.encrypt(bits, width),
+                    None => keys.decrypt(bits, width),
                 }),
             };
             store(cell, out);

@@ -114,12 +114,14 @@ fn mask_one(
         _ => Some(MaskKeys::new(&prism::masking::key(namespace)?)),
     };
     let mut bytes = v.features_bytes().to_vec();
-    match method {
-        Some(m) => super::mask::mask(&mut bytes, dtype, *cols as usize, columns, m, keys.as_ref()),
-        None => keys.as_ref().map_or(Ok(()), |k| {
-            super::mask::unmask(&mut bytes, dtype, *cols as usize, columns, k)
-        }),
-    }
+    super::mask::apply(
+        &mut bytes,
+        dtype,
+        *cols as usize,
+        columns,
+        method,
+        keys.as_ref(),
+    )
     .map_err(fail)?;
     let features = Tensor::new(dtype, &[v.rows(), *cols], bytes)?;
     let labels = match (v.labels_view(), v.labels_bytes()) {

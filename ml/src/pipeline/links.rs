@@ -38,25 +38,38 @@ fn header_len(ndim: usize) -> usize {
     8 + 8 * ndim
 }
 
-/// Sends micro-batch `mb`'s tensor `t` (f32) through `tx`.
+/// Writes the header of micro-batch `mb`'s tensor of `shape` into `out`.
+fn encode_header(out: &mut [u8], mb: u32, shape: &[i64]) {
+    out[..4].copy_from_slice(&mb.to_le_bytes());
+    out[4..8].copy_from_slice(&(shape.len() as u32).to_le_bytes());
+    for (i, d) in shape.iter().enumerate() {
+        out[8 + 8 * i..16 + 8 * i].copy_from_slice(&d.to_le_bytes());
+    }
+}
+
+/// Sends micro-batch `mb`'s tensor `t` (f32, on the CPU) through `tx`,
+/// copied once, straight into the slot.
 pub(super) fn send(tx: &mut Sender, mb: u32, t: &Tensor) -> Result<(), String> {
     let t = t.f_contiguous().map_err(|e| e.to_string())?;
+    if t.kind() != tch::Kind::Float || t.device() != tch::Device::Cpu {
+        return Err(format!(
+            "micro-batch {mb}: a {:?} tensor on {:?} (channels carry f32 on the CPU)",
+            t.kind(),
+            t.device()
+        ));
+    }
     let shape = t.size();
     let n = t.numel();
-    let mut data = vec![0f32; n];
-    t.f_view([-1])
-        .and_then(|v| v.f_copy_data(&mut data, n))
-        .map_err(|e| e.to_string())?;
     let head = header_len(shape.len());
+    let mut copied = Ok(());
     tx.send_with(head + 4 * n, WAIT, |out| {
-        out[..4].copy_from_slice(&mb.to_le_bytes());
-        out[4..8].copy_from_slice(&(shape.len() as u32).to_le_bytes());
-        for (i, d) in shape.iter().enumerate() {
-            out[8 + 8 * i..16 + 8 * i].copy_from_slice(&d.to_le_bytes());
-        }
-        out[head..].copy_from_slice(bytemuck::cast_slice(&data));
+        copied = t.f_copy_data_u8(&mut out[head..], n);
+        // A copy that failed is marked out of step: the reader fails loudly.
+        let mark = if copied.is_ok() { mb } else { u32::MAX };
+        encode_header(out, mark, &shape);
     })
-    .map_err(|e| format!("sending micro-batch {mb}: {e}"))
+    .map_err(|e| format!("sending micro-batch {mb}: {e}"))?;
+    copied.map_err(|e| format!("sending micro-batch {mb}: {e}"))
 }
 
 /// Receives micro-batch `mb`'s tensor from `rx` (PL-1: the next message
@@ -92,13 +105,8 @@ fn decode(m: &[u8], mb: u32) -> Result<Tensor, String> {
             body.len()
         ));
     }
-    let data: Vec<f32> = body
-        .chunks_exact(4)
-        .map(bytemuck::pod_read_unaligned::<f32>)
-        .collect();
-    Tensor::f_from_slice(&data)
-        .and_then(|t| t.f_view(shape.as_slice()))
-        .map_err(|e| e.to_string())
+    // One copy, out of the slot (which may be unaligned for f32).
+    Tensor::f_from_data_size(body, &shape, tch::Kind::Float).map_err(|e| e.to_string())
 }
 
 /// Links the stages of one pipeline (in order) by channels, when they are
@@ -204,19 +212,21 @@ pub(super) fn submit(
 /// at once (its neighbours would otherwise wait for it in their channels).
 pub(super) fn wait_all(passes: &[ObjectRef<()>], losses: &[ObjectRef<f64>]) -> prism::Result<()> {
     let poll = Duration::from_millis(20);
-    loop {
-        let (done, left) = prism::wait(passes, passes.len(), Some(poll))?;
-        let (ended, _) = prism::wait(losses, losses.len(), Some(Duration::ZERO))?;
+    let (mut passes, mut losses) = (passes.to_vec(), losses.to_vec());
+    while !passes.is_empty() {
+        // Each call is read once, as it ends.
+        let (done, left) = prism::wait(&passes, passes.len(), Some(poll))?;
         for r in &done {
             r.get()?;
         }
+        passes = left;
+        let (ended, left) = prism::wait(&losses, losses.len(), Some(Duration::ZERO))?;
         for r in &ended {
             r.get()?;
         }
-        if left.is_empty() {
-            return Ok(());
-        }
+        losses = left;
     }
+    losses.iter().try_for_each(|r| r.get().map(drop))
 }
 
 /// The slot for a user model's tensors between `stages` (one replica),
@@ -264,11 +274,10 @@ mod tests {
 
     #[test]
     fn pl_1_a_message_is_its_micro_batch_and_shape_or_an_error() {
+        // Encoded as `send` encodes.
         let enc = |mb: u32, shape: &[i64], n: usize| {
-            let mut m = mb.to_le_bytes().to_vec();
-            m.extend((shape.len() as u32).to_le_bytes());
-            shape.iter().for_each(|d| m.extend(d.to_le_bytes()));
-            m.extend(std::iter::repeat_n(0u8, 4 * n));
+            let mut m = vec![0u8; header_len(shape.len()) + 4 * n];
+            encode_header(&mut m, mb, shape);
             m
         };
         let t = decode(&enc(3, &[2, 3], 6), 3).unwrap();

@@ -310,31 +310,8 @@ impl CtrRun {
                     })
             })
             .collect::<prism::Result<Vec<_>>>()?;
-        let stop = || -> Result<()> {
-            for s in &servers {
-                s.stop()?.get_timeout(CALL)?;
-            }
-            Ok(())
-        };
-        let save = || -> Result<bool> {
-            let mut all = true;
-            for s in &servers {
-                all &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
-            }
-            Ok(all)
-        };
-        let reached = || super::reached(servers.first(), self.workers, |s, w| s.done(w));
         let (mut touched, mut steps) = (BTreeSet::new(), 0);
-        let gathered = super::preempt::gather(
-            &runs,
-            CALL,
-            super::preempt::Shards {
-                stop: &stop,
-                save: &save,
-                reached: &reached,
-            },
-        )
-        .and_then(|()| {
+        let gathered = super::preempt::gather(&runs, CALL, &servers, self.workers).and_then(|()| {
             runs.iter().try_for_each(|r| -> Result<()> {
                 let (rows, ran) = r.get()?.map_err(MlError::Train)?;
                 touched.extend(rows);

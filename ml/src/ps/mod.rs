@@ -90,23 +90,6 @@ pub struct PsResult {
     pub run_id: String,
 }
 
-/// The step every one of `workers` workers reached (each pushed every
-/// step it pulled, to every shard), as `shard` counts them.
-pub(crate) fn reached<A>(
-    shard: Option<&A>,
-    workers: usize,
-    done: impl Fn(&A, u32) -> prism::Result<prism::ObjectRef<u64>>,
-) -> Result<u64> {
-    let Some(s) = shard else {
-        return Ok(0);
-    };
-    let mut least = u64::MAX;
-    for w in 0..workers as u32 {
-        least = least.min(done(s, w)?.get_timeout(CALL)?);
-    }
-    Ok(if least == u64::MAX { 0 } else { least })
-}
-
 /// `n` weights cut into `parts` contiguous ranges, as equal as can be.
 pub fn ranges(n: usize, parts: usize) -> Vec<(u64, u64)> {
     let parts = parts.clamp(1, n.max(1));
@@ -209,30 +192,8 @@ impl ParameterServer {
         servers: &[prism::ActorHandle<PsShard>],
         runs: &[prism::ObjectRef<std::result::Result<Vec<f64>, String>>],
     ) -> Result<Vec<Vec<f64>>> {
-        let stop = || -> Result<()> {
-            for s in servers {
-                s.stop()?.get_timeout(CALL)?;
-            }
-            Ok(())
-        };
-        let save = || -> Result<bool> {
-            let mut all = true;
-            for s in servers {
-                all &= s.save_now()?.get_timeout(CALL)?.map_err(MlError::Train)?;
-            }
-            Ok(all)
-        };
-        let reached = || reached(servers.first(), self.workers, |s, w| s.done(w));
         let grace = std::time::Duration::from_millis(self.wait_ms.min(60_000));
-        preempt::gather(
-            runs,
-            grace,
-            preempt::Shards {
-                stop: &stop,
-                save: &save,
-                reached: &reached,
-            },
-        )?;
+        preempt::gather(runs, grace, servers, self.workers)?;
         let mut losses = Vec::new();
         for r in runs {
             losses.push(r.get()?.map_err(MlError::Train)?);

@@ -127,13 +127,25 @@ impl ShardFile {
         self
     }
 
-    /// Whether `updates` calls for a save.
-    pub(super) fn due(&self, updates: u64) -> bool {
-        updates >= self.saved + self.every
+    /// Saves the state at `updates` (`bytes` makes it) to `file`, if the
+    /// shard has one, when `every` updates passed since the last save, or
+    /// `now`; whether there is a file.
+    pub(super) fn save(
+        file: &mut Option<ShardFile>,
+        updates: u64,
+        now: bool,
+        bytes: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<bool, String> {
+        match file {
+            Some(f) if now || updates >= f.saved + f.every => f.write(updates, &bytes()?)?,
+            Some(_) => {}
+            None => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Writes `bytes` as the state at `updates`.
-    pub(super) fn write(&mut self, updates: u64, bytes: &[u8]) -> Result<(), String> {
+    fn write(&mut self, updates: u64, bytes: &[u8]) -> Result<(), String> {
         self.saved = updates;
         let tmp = self.path.with_extension("tmp");
         prism::at_rest::write_file(&tmp, bytes).map_err(|e| e.to_string())?;
@@ -143,12 +155,9 @@ impl ShardFile {
 }
 
 impl PsShard {
-    fn save(&mut self, now: bool) -> Result<(), String> {
-        let updates = self.state.updates();
-        match &mut self.file {
-            Some(f) if now || f.due(updates) => f.write(updates, &self.state.to_bytes()?),
-            _ => Ok(()),
-        }
+    fn save(&mut self, now: bool) -> Result<bool, String> {
+        let state = &self.state;
+        ShardFile::save(&mut self.file, state.updates(), now, || state.to_bytes())
     }
 }
 
@@ -195,8 +204,7 @@ impl PsShard {
     /// checkpoint file to save to.
     fn save_now(&mut self) -> Result<bool, String> {
         self.state.mark_stopped();
-        self.save(true)?;
-        Ok(self.file.is_some())
+        self.save(true)
     }
 
     /// `worker`'s gradient for `step`; the updates applied so far.

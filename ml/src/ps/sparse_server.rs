@@ -80,11 +80,8 @@ impl SparseShard {
     /// Saves the state now; whether there is a checkpoint file to save to.
     fn save_now(&mut self) -> Result<bool, String> {
         self.state.mark_stopped();
-        let updates = self.state.updates();
-        match self.file.as_mut() {
-            Some(f) => f.write(updates, &self.state.to_bytes()?).map(|()| true),
-            None => Ok(false),
-        }
+        let state = &self.state;
+        ShardFile::save(&mut self.file, state.updates(), true, || state.to_bytes())
     }
 
     /// `worker`'s row gradients for `step`; the updates applied so far.
@@ -96,11 +93,9 @@ impl SparseShard {
         grads: Vec<f32>,
     ) -> Result<u64, String> {
         self.state.push(worker as usize, step, &ids, &grads)?;
-        let updates = self.state.updates();
-        if let Some(f) = self.file.as_mut().filter(|f| f.due(updates)) {
-            f.write(updates, &self.state.to_bytes()?)?;
-        }
-        Ok(updates)
+        let state = &self.state;
+        ShardFile::save(&mut self.file, state.updates(), false, || state.to_bytes())?;
+        Ok(state.updates())
     }
 
     /// Steps `worker` has pushed (where a restarted worker resumes).

@@ -4,7 +4,8 @@
 //! to in-west, but a task pinned to eu-west cannot read it — as an
 //! argument or inside a value — and gets an error naming the rule; a put
 //! whose own node is outside its rule stores nothing. A resident task's
-//! result, what it puts and what it submits stay inside the rule too.
+//! result, what it puts and what it submits stay inside the rule too, and
+//! so does a resident actor, through restarts, with what its methods make.
 
 use prism::{NodeId, Residency};
 use prism_test_support::*;
@@ -52,6 +53,36 @@ fn sum_where(xs: Vec<u64>, ms: u64) -> (u64, String) {
 fn derive(n: u64) -> Vec<prism::ObjectRef<Vec<u64>>> {
     let rows: Vec<u64> = (1..=n).collect();
     vec![prism::put(&rows).unwrap(), rows_of::remote(n).unwrap()]
+}
+
+/// Rows an actor holds, for the resident actor checks.
+#[prism::actor]
+struct Ledger {
+    rows: Vec<u64>,
+}
+
+#[prism::actor]
+impl Ledger {
+    fn new(n: u64) -> Self {
+        Ledger {
+            rows: (1..=n).collect(),
+        }
+    }
+
+    /// Its rows' sum and where it runs.
+    fn sum_where(&mut self) -> (u64, String) {
+        let at = prism::node_id().unwrap().to_string();
+        (self.rows.iter().sum(), at)
+    }
+
+    fn rows(&mut self) -> Vec<u64> {
+        self.rows.clone()
+    }
+
+    /// Its rows put in the store from inside the method.
+    fn put_rows(&mut self) -> Vec<prism::ObjectRef<Vec<u64>>> {
+        vec![prism::put(&self.rows).unwrap()]
+    }
 }
 
 /// How the head's refusal names the rule and the place.
@@ -153,6 +184,7 @@ fn role_residency() {
         "a put outside its own rule is refused",
     );
     task_results(west, eu, &rule);
+    actor_results(eu, &rule);
     println!("ALL OK");
 }
 
@@ -232,6 +264,74 @@ fn task_results(west: NodeId, eu: NodeId, rule: &Residency) {
         err.contains("with the residency rule region in [in-south, in-west]")
             && err.contains("region=eu-west"),
         "a resident task pinned outside its rule fails naming it",
+    );
+}
+
+/// A resident actor is placed and restarted inside its rule only, is not
+/// built outside it, and what its methods return or put stays inside.
+fn actor_results(eu: NodeId, rule: &Residency) {
+    let outside = eu.to_string();
+    let ledger = || Ledger::options().resident(rule.clone()).num_cpus(1.0);
+    // Two 1-CPU actors fill the two allowed nodes; a third waits rather
+    // than go to the idle eu-west node, and takes the CPU one frees.
+    let a = ledger()
+        .max_restarts(1)
+        .max_task_retries(1)
+        .spawn(1000u64)
+        .unwrap();
+    let b = ledger().spawn(1000u64).unwrap();
+    for h in [&a, &b] {
+        h.ready().unwrap();
+    }
+    let c = ledger().spawn(1000u64).unwrap();
+    prism::kill(&b, true).unwrap();
+    let (sum, at) = prism::get(&c.sum_where().unwrap()).unwrap();
+    println!("RESIDENT ACTOR RAN ON: {at}");
+    check(
+        sum == 500_500 && at != outside,
+        "a resident actor waits for room inside its rule",
+    );
+    prism::kill(&a, false).unwrap();
+    let (sum, at) = prism::get(&a.sum_where().unwrap()).unwrap();
+    println!("RESTARTED RESIDENT ACTOR RAN ON: {at}");
+    check(
+        sum == 500_500 && at != outside,
+        "a restarted resident actor stays inside its rule",
+    );
+
+    let rows = c.rows().unwrap();
+    let put = prism::get(&c.put_rows().unwrap()).unwrap().remove(0);
+    for (what, r) in [("result", &rows), ("put", &put)] {
+        check(
+            prism::get(r).unwrap().len() == 1000,
+            "the driver, inside the rule, reads what a resident actor made",
+        );
+        let err = read_as_arg(eu, r).unwrap_err().to_string();
+        println!("REFUSED ACTOR {what}: {err}");
+        check(
+            OUTSIDE.iter().all(|w| err.contains(w)),
+            "a task outside the rule cannot read what a resident actor made",
+        );
+    }
+    // A task reading its result is placed inside the rule, not on eu-west.
+    let read = sum_where::options()
+        .num_cpus(0.0)
+        .label_selector("region!=in-west")
+        .remote(&rows, 0u64)
+        .unwrap();
+    let (sum, at) = prism::get(&read).unwrap();
+    check(
+        sum == 500_500 && at == prism::node_id().unwrap().to_string(),
+        "a task reading a resident actor's result runs inside its rule",
+    );
+
+    let pinned = ledger().node_affinity(eu, false).spawn(3u64).unwrap();
+    let err = pinned.ready().unwrap_err().to_string();
+    println!("REFUSED ACTOR PINNED: {err}");
+    check(
+        err.contains("with the residency rule region in [in-south, in-west]")
+            && err.contains("region=eu-west"),
+        "a resident actor pinned outside its rule is not built",
     );
 }
 

@@ -41,6 +41,9 @@ pub struct ActorLink {
     pub(crate) id: ActorId,
     caller: HandleId,
     seq: Arc<AtomicU64>,
+    /// The actor's residency rule, where this handle was made by `spawn`
+    /// (the caller then places tasks reading its results inside it).
+    rule: Option<Arc<crate::proto::common::Residency>>,
 }
 
 impl ActorLink {
@@ -49,6 +52,7 @@ impl ActorLink {
             id,
             caller: HandleId::random(),
             seq: Arc::new(AtomicU64::new(0)),
+            rule: None,
         }
     }
 
@@ -61,7 +65,8 @@ impl ActorLink {
     #[doc(hidden)]
     pub fn call<R>(&self, method: &'static str, args: Vec<EncodedArg>) -> Result<ObjectRef<R>> {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        core::current()?.submit_call(self.id, self.caller, seq, method, args)
+        let rule = self.rule.as_deref();
+        core::current()?.submit_call(self.id, self.caller, seq, method, args, rule)
     }
 }
 
@@ -157,6 +162,7 @@ pub struct ActorOptions {
     pub(crate) max_restarts: u32,
     pub(crate) max_task_retries: u32,
     pub(crate) max_concurrency: u32,
+    pub(crate) residency: Option<crate::proto::common::Residency>,
 }
 
 impl ActorOptions {
@@ -172,6 +178,7 @@ impl ActorOptions {
             max_restarts: 0,
             max_task_retries: 0,
             max_concurrency: 1,
+            residency: None,
         }
     }
 
@@ -209,6 +216,17 @@ impl ActorOptions {
         self
     }
 
+    /// Keeps what the actor makes where `rule` allows: it is placed (and
+    /// restarted) only on nodes inside the rule and is not built elsewhere
+    /// (pinned there); every method's result is stored under the rule
+    /// (never inlined), and so is everything its methods put and every
+    /// task they submit. An actor created inside a resident task inherits
+    /// its rule.
+    pub fn resident(mut self, rule: crate::proto::common::Residency) -> Self {
+        self.residency = Some(rule);
+        self
+    }
+
     /// The constructor task that creates actor `actor` for `job`.
     pub(crate) fn spec(&self, actor: ActorId, job: JobId) -> Result<TaskSpec> {
         let short = self.class.rsplit("::").next().unwrap_or(self.class);
@@ -226,6 +244,11 @@ impl ActorOptions {
         let kind = TaskKind::CreateActor(create);
         let mut spec = TaskSpec::new(TaskId(actor.0), job, self.class, &name, kind);
         self.place.apply(&mut spec)?;
+        let rule = self.residency.clone().or_else(super::residency::inherited);
+        if let Some(rule) = &rule {
+            spec.strategy = super::residency::confine(&spec.strategy, rule);
+        }
+        spec.residency = rule.map(Box::new);
         Ok(spec)
     }
 }
@@ -233,8 +256,12 @@ impl ActorOptions {
 /// Creates an actor (used by the generated `spawn`).
 #[doc(hidden)]
 pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Result<ActorHandle<T>> {
-    let (id, created) = core::current()?.create_actor(opts, args)?;
-    Ok(ActorHandle::from_id(id, Some(created)))
+    let (id, created, rule) = core::current()?.create_actor(opts, args)?;
+    let mut handle = ActorHandle::from_id(id, Some(created));
+    let rule = rule.map(Arc::new);
+    handle.link.rule.clone_from(&rule);
+    handle.stub = T::Stub::from(handle.link.clone());
+    Ok(handle)
 }
 
 /// The namespace actors are named in unless told: the job's own
@@ -279,7 +306,8 @@ macro_rules! __actor_option_methods {
             resource(name: &str, amount: f64), name(name: &str), namespace(ns: &str),
             max_restarts(n: u32), max_task_retries(n: u32), max_concurrency(n: u32),
             node_affinity(node: $crate::NodeId, soft: bool), label_selector(selector: &str),
-            placement_group(pg: &$crate::PlacementGroup, index: u32));
+            placement_group(pg: &$crate::PlacementGroup, index: u32),
+            resident(rule: $crate::Residency));
         /// Lives until killed, not with its creator's job.
         pub fn detached(self) -> Self {
             Self(self.0.detached())

@@ -21,6 +21,7 @@ impl Core {
         seq: u64,
         method: &'static str,
         args: Vec<EncodedArg>,
+        rule: Option<&crate::proto::common::Residency>,
     ) -> Result<ObjectRef<R>> {
         let call = crate::proto::task::ActorCall {
             actor_id: actor,
@@ -34,19 +35,34 @@ impl Core {
             method,
             TaskKind::ActorCall(call),
         );
-        self.submit_spec(spec, args, true)
+        let result = spec.task_id.result();
+        if let Some(rule) = rule {
+            // A resident actor's result is kept under its rule.
+            self.rules.insert(result, rule.clone());
+        }
+        let submitted = self.submit_spec(spec, args, true);
+        if submitted.is_err() {
+            self.rules.remove(&result);
+        }
+        submitted
     }
 
     /// Creates an actor; the ref resolves when its constructor has run.
+    /// Also returns the actor's residency rule, if it has one.
     pub(crate) fn create_actor(
         self: &Arc<Self>,
         opts: &super::actor::ActorOptions,
         args: Vec<EncodedArg>,
-    ) -> Result<(crate::ids::ActorId, ObjectRef<()>)> {
+    ) -> Result<(
+        crate::ids::ActorId,
+        ObjectRef<()>,
+        Option<crate::proto::common::Residency>,
+    )> {
         let actor = crate::ids::ActorId::random();
         let spec = opts.spec(actor, self.job_id)?;
+        let rule = spec.residency.as_deref().cloned();
         let created = self.submit_spec(spec, args, true)?;
-        Ok((actor, created))
+        Ok((actor, created, rule))
     }
 
     /// A live named actor's id.

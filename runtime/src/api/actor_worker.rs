@@ -81,11 +81,17 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         TaskKind::CreateActor(c) => c.max_concurrency.max(1) as usize,
         _ => 1,
     };
+    // A resident actor is built only inside its rule, and every call it
+    // runs is kept under it (what the constructor puts is, too).
+    let rule = create.residency.clone();
     let mut built = None;
-    let outcome = run_with_args(&core, &create, |args| {
-        built = Some(T::construct(args)?);
-        Ok(Encoded::new())
-    });
+    let outcome = match rule.as_deref().map(super::residency::check_node) {
+        Some(Err(detail)) => Outcome::Failed(Failure::BadCall { detail }),
+        _ => run_with_args(&core, &create, |args| {
+            built = Some(T::construct(args)?);
+            Ok(Encoded::new())
+        }),
+    };
     let failed = !matches!(outcome, Outcome::Inline(_));
     done(&core, &create, outcome);
     let Some(actor) = built.filter(|_| !failed) else {
@@ -95,7 +101,8 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
     };
     if concurrency == 1 {
         let mut actor = actor;
-        while let Ok((task, _)) = rx.recv() {
+        while let Ok((mut task, _)) = rx.recv() {
+            task.residency.clone_from(&rule);
             let outcome = run_with_args(&core, &task, |args| {
                 actor
                     .call(&task.function, args)
@@ -105,7 +112,7 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         }
         std::process::exit(0)
     }
-    run_concurrent::<T>(core, actor, rx, concurrency)
+    run_concurrent::<T>(core, actor, rx, concurrency, rule)
 }
 
 fn owned_args(core: &Core, task: &TaskSpec) -> Result<Vec<Vec<u8>>, Outcome> {
@@ -128,6 +135,7 @@ fn run_concurrent<T: ActorImpl>(
     actor: T,
     rx: super::connect::TaskRx,
     limit: usize,
+    rule: Option<Box<crate::proto::common::Residency>>,
 ) -> ! {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -148,7 +156,8 @@ fn run_concurrent<T: ActorImpl>(
         let permits = Arc::new(tokio::sync::Semaphore::new(limit));
         let running = Rc::new(Cell::new(0usize));
         let idle = Rc::new(tokio::sync::Notify::new());
-        while let Some((task, _)) = arx.recv().await {
+        while let Some((mut task, _)) = arx.recv().await {
+            task.residency.clone_from(&rule);
             let args = match owned_args(&core, &task) {
                 Ok(a) => a,
                 Err(outcome) => {

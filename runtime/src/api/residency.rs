@@ -16,6 +16,14 @@
 //! and every task it submits — what is derived from resident data stays
 //! where the data may be. A resident task that lands outside its rule
 //! (pinned there) fails, naming the rule, before its result is stored.
+//!
+//! An actor can carry a rule (`Type::options().resident(rule)`): it is
+//! placed and restarted only inside the rule and refuses to be built
+//! outside it (pinned there); every method's result, everything its
+//! methods put and every task they submit is kept under the rule. The
+//! handle `spawn` returns places tasks reading those results inside the
+//! rule; a handle found by name or passed in a value does not know the
+//! rule, and the head refuses such a task outside it instead.
 
 use super::core::{current, Core};
 use super::error::{Error, Result};
@@ -64,6 +72,30 @@ pub(crate) fn confine(strategy: &WireStrategy, rule: &Residency) -> WireStrategy
         WireStrategy::Labels(s) => WireStrategy::Labels(format!("{s}, {}", rule.selector())),
         other => other.clone(),
     }
+}
+
+/// This worker's node labels (the raylet passes them to its workers).
+fn node_labels() -> Vec<(String, String)> {
+    let lines = std::env::var(crate::raylet::workers::vars::NODE_LABELS).unwrap_or_default();
+    lines
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Whether this worker's node is inside `rule` (a resident actor is built
+/// only there); else why not, naming the rule and the node's place.
+pub(crate) fn check_node(rule: &Residency) -> std::result::Result<(), String> {
+    let labels = node_labels();
+    if rule.permits(&labels) {
+        return Ok(());
+    }
+    let node = std::env::var(crate::raylet::workers::vars::NODE_ID).unwrap_or_default();
+    Err(format!(
+        "cannot build an actor with the residency rule {rule} on node {node}, which has {}",
+        rule.place_of(&labels)
+    ))
 }
 
 /// Puts `value` where only nodes inside `rule` may hold or read it. This

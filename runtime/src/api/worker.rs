@@ -149,15 +149,16 @@ pub(crate) fn finish(
     task: &TaskSpec,
     result: Result<Encoded, String>,
 ) -> Outcome {
+    // A resident actor's constructor says only that it ran: inline.
+    let creates = matches!(task.kind, crate::proto::task::TaskKind::CreateActor(_));
+    let rule = task.residency.as_deref().filter(|_| !creates);
     match result {
-        Ok(bytes) if bytes.len() <= INLINE_MAX && task.residency.is_none() => {
-            Outcome::Inline(bytes.to_vec())
-        }
+        Ok(bytes) if bytes.len() <= INLINE_MAX && rule.is_none() => Outcome::Inline(bytes.to_vec()),
         Ok(bytes) => {
             let id = task.task_id.result();
-            if let Some(rule) = &task.residency {
+            if let Some(rule) = rule {
                 // Refused when this node is outside the rule: nothing stored.
-                if let Err(e) = super::residency::claim_as(core, id, (**rule).clone()) {
+                if let Err(e) = super::residency::claim_as(core, id, rule.clone()) {
                     return Outcome::Failed(Failure::BadCall {
                         detail: format!("cannot keep its result: {e}"),
                     });

@@ -295,6 +295,11 @@ pub async fn run_raylet(
             node_id: node_id.to_string(),
             node_address: address.to_string(),
             hello_timeout: Duration::from_millis(opts.config.worker_start_timeout_ms),
+            labels: opts
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect(),
         },
         server.clone(),
         transfer.clone(),

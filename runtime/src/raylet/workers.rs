@@ -34,6 +34,9 @@ pub mod vars {
     /// `1` on the run of a submitted job that follows its preemption (its
     /// trainers resume from their checkpoints).
     pub const PREEMPTED: &str = "PRISM_PREEMPTED";
+    /// The node's labels, one `key=value` a line (a resident actor checks
+    /// that its node is inside its rule before it is built).
+    pub const NODE_LABELS: &str = "PRISM_NODE_LABELS";
 }
 
 /// What every worker of this raylet is started with.
@@ -51,6 +54,8 @@ pub struct WorkerEnv {
     pub node_address: String,
     /// How long a started worker has to say hello before it is killed.
     pub hello_timeout: Duration,
+    /// This node's labels, as `key=value` lines.
+    pub labels: String,
 }
 
 /// SHA-256 of bytes.
@@ -189,6 +194,7 @@ pub fn spawn(
         .env(vars::JOB_ID, job.job_id.to_string())
         .env(vars::STORE_SOCKET, &env.store_socket)
         .env(vars::NODE_ID, &env.node_id)
+        .env(vars::NODE_LABELS, &env.labels)
         .env(
             vars::SESSION_DIR,
             env.task_socket.parent().unwrap_or(std::path::Path::new("")),

@@ -299,7 +299,7 @@ impl Dispatcher {
                     Failure::Panic { message, location } => {
                         format!("its constructor panicked at {location}: {message}")
                     }
-                    other => format!("its constructor failed: {other:?}"),
+                    other => format!("its constructor failed: {}", other.summary()),
                 };
                 a.no_restart = true;
                 a.death = Some(why);

@@ -43,6 +43,9 @@ pub struct JobTable {
     stopping: Vec<JobId>,
     /// Jobs whose durable row changed.
     dirty: std::collections::BTreeSet<JobId>,
+    /// Ended jobs by end time, so that a status delta finds the recent
+    /// ones without a look at every job the head has seen.
+    ended: std::collections::BTreeSet<(u64, JobId)>,
 }
 
 impl JobTable {
@@ -57,6 +60,9 @@ impl JobTable {
         meta: JobMeta,
     ) {
         self.dirty.insert(id);
+        if let Some(end) = self.jobs.get(&id).and_then(|j| j.end_ms) {
+            self.ended.remove(&(end, id));
+        }
         self.jobs.insert(
             id,
             JobInfo {
@@ -116,6 +122,7 @@ impl JobTable {
             msg
         };
         j.end_ms = Some(now_ms);
+        self.ended.insert((now_ms, id));
         self.dirty.insert(id);
         self.stopping.retain(|s| *s != id);
     }
@@ -186,8 +193,13 @@ impl JobTable {
 
     /// A table recovered from durable rows.
     pub fn restore(rows: Vec<JobInfo>) -> JobTable {
+        let ended = rows
+            .iter()
+            .filter_map(|j| j.end_ms.map(|e| (e, j.job_id)))
+            .collect();
         JobTable {
             jobs: rows.into_iter().map(|j| (j.job_id, j)).collect(),
+            ended,
             ..JobTable::default()
         }
     }
@@ -212,12 +224,12 @@ impl JobTable {
         self.jobs.get(&id)
     }
 
-    /// Jobs that ended at or after `since_ms` (without copying the rest).
+    /// Jobs that ended at or after `since_ms`, oldest end first (a range
+    /// of the end-time index: the rest are not looked at).
     pub fn ended_since(&self, since_ms: u64) -> Vec<JobId> {
-        self.jobs
-            .values()
-            .filter(|j| j.end_ms.is_some_and(|e| e >= since_ms))
-            .map(|j| j.job_id)
+        self.ended
+            .range((since_ms, JobId([0; 16]))..)
+            .map(|(_, id)| *id)
             .collect()
     }
 
@@ -301,5 +313,25 @@ mod tests {
         t.disconnected(3, b);
         assert_eq!(t.get(b).unwrap().state, JobState::Succeeded);
         assert_eq!(t.list().len(), 2);
+    }
+
+    #[test]
+    fn ended_since_is_the_jobs_ended_in_the_window_by_end_time() {
+        let mut t = JobTable::default();
+        let ids: Vec<JobId> = (0..6).map(|_| JobId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let meta = JobMeta::of("admin", "default");
+            t.add(i as u64, *id, "j".into(), false, Some(1), meta);
+        }
+        // Ended at 50, 40, 30 and 20; two still run.
+        for (i, id) in ids[..4].iter().enumerate() {
+            t.disconnected(50 - 10 * i as u64, *id);
+        }
+        assert_eq!(t.ended_since(30), vec![ids[2], ids[1], ids[0]]);
+        assert_eq!(t.ended_since(51), Vec::<JobId>::new());
+        // A recovered table has the same index.
+        let again = JobTable::restore(t.list());
+        assert_eq!(again.ended_since(0), t.ended_since(0));
+        assert_eq!(again.ended_since(0).len(), 4);
     }
 }

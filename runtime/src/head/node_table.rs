@@ -241,6 +241,8 @@ impl NodeTable {
                 drain: None,
             },
         );
+        // A new incarnation starts undrained.
+        self.draining.remove(&id);
         self.events
             .push_back(NodeEvent::Registered { id, incarnation });
         self.dirty.insert(id);

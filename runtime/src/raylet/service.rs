@@ -170,7 +170,7 @@ impl TaskService {
             .mirror
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .apply(delta);
+            .apply(delta, std::time::Instant::now());
         self.update_peers(&status);
         status.nodes.len()
     }

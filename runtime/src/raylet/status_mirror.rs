@@ -1,10 +1,13 @@
 //! A raylet's copy of the head's node rows, kept by the changes the head
 //! sends (`GetStatusSince`, NT-6): a fetch moves what changed, not the
-//! whole cluster. Pure: deltas in, the cluster's status out.
+//! whole cluster. A draining row's time left counts down from when the
+//! row came (the head sends it only when the row changes). Pure: deltas
+//! and the time in, the cluster's status out.
 
 use crate::ids::NodeId;
 use crate::proto::common::{ClusterStatus, NodeStatus, StatusDelta};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// The rows as of the last delta applied.
 #[derive(Debug, Default)]
@@ -12,7 +15,8 @@ pub struct StatusMirror {
     /// The head run the rows are from (0: none yet).
     epoch: u64,
     version: u64,
-    nodes: BTreeMap<NodeId, NodeStatus>,
+    /// Each row, with when it came.
+    nodes: BTreeMap<NodeId, (NodeStatus, Instant)>,
 }
 
 impl StatusMirror {
@@ -21,12 +25,13 @@ impl StatusMirror {
         (self.epoch, self.version)
     }
 
-    /// Applies `d` and returns the cluster as it now stands (without the
+    /// Applies `d`, received at `now`, and returns the cluster as it now
+    /// stands (draining nodes' time left as of `now`; without the
     /// demand, which raylets do not use). A delta older than what the
     /// mirror has (two fetches answered out of order), or a partial one
     /// from another head run (a late answer from a head since restarted),
     /// changes nothing.
-    pub fn apply(&mut self, d: StatusDelta) -> ClusterStatus {
+    pub fn apply(&mut self, d: StatusDelta, now: Instant) -> ClusterStatus {
         let same_run = d.epoch == self.epoch;
         let stale = if same_run {
             d.version < self.version
@@ -41,7 +46,7 @@ impl StatusMirror {
                 self.nodes.remove(id);
             }
             for n in d.nodes {
-                self.nodes.insert(n.node_id, n);
+                self.nodes.insert(n.node_id, (n, now));
             }
             self.epoch = d.epoch;
             self.version = d.version;
@@ -49,11 +54,21 @@ impl StatusMirror {
         ClusterStatus {
             cluster_id: d.cluster_id,
             head_address: d.head_address,
-            nodes: self.nodes.values().cloned().collect(),
+            nodes: self.nodes.values().map(|r| aged(r, now)).collect(),
             demand: Vec::new(),
             ended_jobs: d.ended_jobs,
         }
     }
+}
+
+/// A row as of `now`: its drain deadline nearer by the time since it came.
+fn aged((row, came): &(NodeStatus, Instant), now: Instant) -> NodeStatus {
+    let mut row = row.clone();
+    if let Some(d) = row.draining.as_mut() {
+        let since = now.saturating_duration_since(*came).as_millis() as u64;
+        d.ms_left = d.ms_left.saturating_sub(since);
+    }
+    row
 }
 
 #[cfg(test)]
@@ -97,15 +112,16 @@ mod tests {
     fn late_answers_from_this_run_or_an_old_one_change_nothing() {
         let (a, b, c) = (NodeId::random(), NodeId::random(), NodeId::random());
         let mut m = StatusMirror::default();
-        m.apply(delta(7, 5, true, vec![row(a), row(b)]));
+        let t = Instant::now();
+        m.apply(delta(7, 5, true, vec![row(a), row(b)]), t);
         // A restarted head's whole table replaces the old run's.
-        let s = m.apply(delta(9, 2, true, vec![row(a), row(c)]));
+        let s = m.apply(delta(9, 2, true, vec![row(a), row(c)]), t);
         assert_eq!(s.nodes.len(), 2);
         assert_eq!(m.cursor(), (9, 2));
         // A late partial answer from the old run, then an older one from
         // this run: neither touches the rows.
-        m.apply(delta(7, 6, false, vec![row(b)]));
-        let s = m.apply(delta(9, 1, false, vec![row(b)]));
+        m.apply(delta(7, 6, false, vec![row(b)]), t);
+        let s = m.apply(delta(9, 1, false, vec![row(b)]), t);
         let ids: Vec<NodeId> = s.nodes.iter().map(|n| n.node_id).collect();
         assert!(ids.contains(&a) && ids.contains(&c) && !ids.contains(&b));
         assert_eq!(m.cursor(), (9, 2));

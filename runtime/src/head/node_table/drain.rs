@@ -106,11 +106,13 @@ impl NodeTable {
         }
     }
 
-    /// DR-2: draining nodes past their deadline leave.
+    /// DR-2: draining nodes past their deadline leave (a look at the
+    /// draining nodes only, not at every node, on each tick).
     pub(super) fn drain_deadlines(&mut self, now: Instant) {
         let due: Vec<(NodeId, String)> = self
-            .nodes
-            .values()
+            .draining
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
             .filter(|n| n.state != NodeState::Dead)
             .filter(|n| n.drain.as_ref().is_some_and(|d| now >= d.deadline))
             .map(|n| (n.id, left_reason(n)))

@@ -8,8 +8,9 @@
 //!
 //! - NT-6: applying to the rows of version `v` every delta answered since
 //!   `v`, in order, gives the rows of the table, except heartbeat ages
-//!   (as of the row's last change) and drain deadlines (draining nodes are
-//!   in every delta, so those are as of the last answer).
+//!   (as of the row's last change). A draining row's time left is sent
+//!   when the row changes and counted down by the mirror's own clock, so
+//!   a quiet draining node costs a delta nothing.
 
 use super::{NodeEntry, NodeTable};
 use crate::ids::NodeId;
@@ -139,18 +140,11 @@ impl NodeTable {
             };
         }
         let changed = v.by_version.range(version + 1..).map(|(_, id)| *id);
-        // Draining nodes' deadlines move with time: always sent.
-        let draining = self
-            .draining
-            .iter()
-            .copied()
-            .filter(|id| v.changed.get(id).is_some_and(|c| *c <= version));
         NodeDelta {
             epoch: v.epoch,
             version: v.version,
             full: false,
             nodes: changed
-                .chain(draining)
                 .filter_map(|id| self.nodes.get(&id))
                 .map(|n| row(n, now))
                 .collect(),

@@ -11,49 +11,51 @@ fn fetch(t: &NodeTable, now: Instant, m: &mut StatusMirror) -> (bool, usize) {
     let (epoch, version) = m.cursor();
     let d = t.status_since(now, epoch, version);
     let (full, sent) = (d.full, d.nodes.len());
-    m.apply(StatusDelta {
-        cluster_id: crate::ids::ClusterId::random(),
-        head_address: String::new(),
-        epoch: d.epoch,
-        version: d.version,
-        full: d.full,
-        nodes: d.nodes,
-        gone: d.gone,
-        ended_jobs: Vec::new(),
-    });
+    m.apply(
+        StatusDelta {
+            cluster_id: crate::ids::ClusterId::random(),
+            head_address: String::new(),
+            epoch: d.epoch,
+            version: d.version,
+            full: d.full,
+            nodes: d.nodes,
+            gone: d.gone,
+            ended_jobs: Vec::new(),
+        },
+        now,
+    );
     (full, sent)
 }
 
-/// A row without what moves with time alone.
-fn timeless(mut n: NodeStatus) -> NodeStatus {
+/// A row without its heartbeat's age (as of the row's last change).
+fn ageless(mut n: NodeStatus) -> NodeStatus {
     n.last_heartbeat_ms_ago = 0;
-    if let Some(d) = n.draining.as_mut() {
-        d.ms_left = 0;
-    }
     n
 }
 
 fn rows(m: &mut StatusMirror, t: &NodeTable, now: Instant) -> (Vec<NodeStatus>, Vec<NodeStatus>) {
     fetch(t, now, m);
     let (epoch, version) = m.cursor();
-    // An up-to-date mirror asks for nothing and gets only draining rows.
+    // An up-to-date mirror asks for nothing and gets nothing.
     let again = t.status_since(now, epoch, version);
-    assert!(!again.full && again.gone.is_empty());
-    assert!(again.nodes.iter().all(|n| n.draining.is_some()));
+    assert!(!again.full && again.gone.is_empty() && again.nodes.is_empty());
     let mirror = m
-        .apply(StatusDelta {
-            cluster_id: crate::ids::ClusterId::random(),
-            head_address: String::new(),
-            epoch,
-            version,
-            full: false,
-            nodes: Vec::new(),
-            gone: Vec::new(),
-            ended_jobs: Vec::new(),
-        })
+        .apply(
+            StatusDelta {
+                cluster_id: crate::ids::ClusterId::random(),
+                head_address: String::new(),
+                epoch,
+                version,
+                full: false,
+                nodes: Vec::new(),
+                gone: Vec::new(),
+                ended_jobs: Vec::new(),
+            },
+            now,
+        )
         .nodes;
     let whole = t.status(now);
-    let norm = |v: Vec<NodeStatus>| v.into_iter().map(timeless).collect();
+    let norm = |v: Vec<NodeStatus>| v.into_iter().map(ageless).collect();
     (norm(mirror), norm(whole))
 }
 
@@ -76,11 +78,21 @@ fn nt_6_deltas_carry_only_changes_and_a_new_run_gets_everything() {
     // One node's free resources change: one row.
     t.handle_heartbeat(t0, ids[1], ResourceSet::new());
     assert_eq!(fetch(&t, t0, &mut m), (false, 1));
-    // A draining node is in every delta until it is dead.
+    // A draining node is sent when it starts draining, not again while
+    // its deadline only comes nearer: the mirror counts it down.
     t.handle_drain(t0, ids[2], "maintenance".into(), Duration::from_secs(60))
         .unwrap();
     assert_eq!(fetch(&t, t0, &mut m), (false, 1));
-    assert_eq!(fetch(&t, t0, &mut m), (false, 1));
+    let later = t0 + Duration::from_secs(25);
+    assert_eq!(fetch(&t, later, &mut m), (false, 0));
+    let (mirror, whole) = rows(&mut m, &t, later);
+    assert_eq!(mirror, whole);
+    let left = |rows: &[NodeStatus]| {
+        rows.iter()
+            .find_map(|n| n.draining.as_ref())
+            .map(|d| d.ms_left)
+    };
+    assert_eq!(left(&mirror), Some(35_000));
     t.handle_unregister(ids[2]);
     assert_eq!(fetch(&t, t0, &mut m), (false, 1));
     assert_eq!(fetch(&t, t0, &mut m), (false, 0));

@@ -55,6 +55,19 @@ fn two_replicas_equal_twice_the_batch(
         .fit()
         .unwrap();
     check(r.losses.len() == steps, "every pair of batches ran");
+    // Each stage's ring of 2 replicas has 2 links: through shared memory
+    // when the replicas share a node (PACK), through the store otherwise.
+    let shared = match placement {
+        prism::PlacementStrategy::StrictSpread => 0,
+        _ => 2 * p as usize,
+    };
+    check(
+        r.ring_channels == shared,
+        &format!(
+            "{what}: {} of the rings' links went through shared memory, not {shared}",
+            r.ring_channels
+        ),
+    );
     let (vs, _) = recipes::load_flat(cfg, &r.output).unwrap();
     let worst = common::largest_difference(&reference, &vs);
     println!("{what}: largest weight difference {worst:e}");

@@ -96,6 +96,10 @@ pub struct PipelineResult {
     /// channels (every replica's stages on one node) rather than as
     /// call results.
     pub channels: bool,
+    /// How many links of the replicas' gradient rings (`dp` per stage,
+    /// with `dp` ≥ 2) passed their pieces through shared memory rather
+    /// than the object store: all of them when the replicas share a node.
+    pub ring_channels: usize,
     /// Lost stages recovered from.
     pub failures: u32,
     /// Milliseconds each step took (its batch's passes and the step).

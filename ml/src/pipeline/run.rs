@@ -42,6 +42,8 @@ struct Stages {
     handles: Vec<ActorHandle<PipeStage>>,
     /// Per replica: whether its stages pass tensors through channels.
     linked: Vec<bool>,
+    /// Links of the replicas' rings that go through shared memory.
+    ring_channels: usize,
 }
 
 impl Drop for Stages {
@@ -81,6 +83,7 @@ impl PipelineTrainer {
             peak_alive: Vec::new(),
             stage_nodes: Vec::new(),
             channels: false,
+            ring_channels: 0,
             failures: 0,
             step_ms: Vec::new(),
             seconds: 0.0,
@@ -128,6 +131,7 @@ impl PipelineTrainer {
             pg,
             handles: Vec::new(),
             linked: Vec::new(),
+            ring_channels: 0,
         };
         for r in 0..dp {
             // A user model cuts itself (its builder makes each stage).
@@ -168,7 +172,7 @@ impl PipelineTrainer {
                 stages.handles.push(h);
             }
         }
-        self.connect_replicas(&stages.handles)?;
+        stages.ring_channels = self.connect_replicas(&stages.handles)?;
         let rows = self.config.batch_size / self.micro as usize;
         // A user model's tensors between stages have sizes only it knows:
         // its stages say, given a micro-batch shaped like the data's.
@@ -197,23 +201,25 @@ impl PipelineTrainer {
     }
 
     /// DP: links the replicas of every stage into a ring (through
-    /// shared memory between replicas on one node, the store otherwise).
-    fn connect_replicas(&self, stages: &[ActorHandle<PipeStage>]) -> prism::Result<()> {
+    /// shared memory between replicas on one node, the store otherwise);
+    /// returns how many links go through shared memory.
+    fn connect_replicas(&self, stages: &[ActorHandle<PipeStage>]) -> prism::Result<usize> {
         let p = self.stages as usize;
         let dp = self.replicas as usize;
+        let mut shared = 0;
         if dp < 2 {
-            return Ok(());
+            return Ok(shared);
         }
         for s in 0..p {
             let at = |r: usize| &stages[r * p + s];
-            crate::train::ring_member::connect_ring(
+            shared += crate::train::ring_member::connect_ring(
                 dp,
                 true,
                 |r| at(r).open_inbox(),
                 |r, outbox, used| at(r).set_next(at((r + 1) % dp).clone(), outbox, used),
             )?;
         }
-        Ok(())
+        Ok(shared)
     }
 
     /// DP: every stage's gradients averaged over its replicas, each stage's
@@ -375,6 +381,7 @@ impl PipelineTrainer {
         out.output.clear();
         out.stage_nodes.clear();
         out.channels = stages.linked.iter().all(|l| *l);
+        out.ring_channels = stages.ring_channels;
         for s in &stages.handles[..p] {
             out.output.extend(
                 s.weights()?

@@ -125,13 +125,13 @@ impl RingMember {
 /// `shared_memory`, every link between two members on one node goes
 /// through the receiver's inbox channel; the others (and every link
 /// without `shared_memory`) through the object store, and QUIC between
-/// nodes.
+/// nodes. Returns how many links go through shared memory.
 pub fn connect_ring(
     n: usize,
     shared_memory: bool,
     open: impl Fn(usize) -> prism::Result<ObjectRef<Option<ChannelSpec>>>,
     link: impl Fn(usize, Option<ChannelSpec>, bool) -> prism::Result<ObjectRef<Option<String>>>,
-) -> prism::Result<()> {
+) -> prism::Result<usize> {
     let specs: Vec<Option<ChannelSpec>> = if shared_memory {
         let refs: Vec<_> = (0..n).map(&open).collect::<prism::Result<_>>()?;
         prism::get_all(&refs)?
@@ -158,7 +158,7 @@ pub fn connect_ring(
             .next())
     };
     let Some(why) = try_link(&channel)? else {
-        return Ok(());
+        return Ok(channel.iter().filter(|c| **c).count());
     };
     if !channel.contains(&true) {
         return Err(prism::Error::Channel(why));
@@ -168,7 +168,7 @@ pub fn connect_ring(
     // the store, so both ends of each link agree.
     tracing::warn!("ring channels unusable, pieces go through the store: {why}");
     match try_link(&vec![false; n])? {
-        None => Ok(()),
+        None => Ok(0),
         Some(why) => Err(prism::Error::Channel(why)),
     }
 }

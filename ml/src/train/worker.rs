@@ -107,12 +107,12 @@ impl TrainWorker {
     }
 }
 
-/// Links `workers` into a ring, in rank order; see
-/// [`super::ring_member::connect_ring`].
+/// Links `workers` into a ring, in rank order; returns how many links go
+/// through shared memory. See [`super::ring_member::connect_ring`].
 pub fn connect_ring(
     workers: &[ActorHandle<TrainWorker>],
     shared_memory: bool,
-) -> prism::Result<()> {
+) -> prism::Result<usize> {
     let n = workers.len();
     super::ring_member::connect_ring(
         n,

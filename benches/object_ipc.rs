@@ -1,6 +1,8 @@
 //! The object store through its real path: a client process talking to a
 //! raylet process over the Unix socket and shared segment, and a 1 GB pull
-//! between two raylets over QUIC compared with a plain TCP copy on loopback.
+//! between two raylets — over their TLS bulk channel, and over QUIC (the
+//! source started with `PRISM_BULK_CHANNEL=off`) — compared with a plain
+//! TCP copy on loopback, with the CPU both raylets spent per GB.
 //!
 //! Run: `cargo bench --bench object_ipc`. Without `--bench` (as in the test
 //! command) it runs tiny sizes once, so it cannot rot.
@@ -23,6 +25,15 @@ impl Drop for Daemon {
 }
 
 fn start(temp: &Path, name: &str, args: &[&str]) -> (Daemon, serde_json::Value) {
+    start_with(temp, name, args, &[])
+}
+
+fn start_with(
+    temp: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Daemon, serde_json::Value) {
     let session = temp.join(format!("session_{name}"));
     std::fs::create_dir_all(&session).unwrap();
     let log = std::fs::File::create(session.join("out.log")).unwrap();
@@ -33,6 +44,7 @@ fn start(temp: &Path, name: &str, args: &[&str]) -> (Daemon, serde_json::Value) 
         .arg(&session)
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -102,12 +114,12 @@ fn main() {
     let (small_n, big, store) = if test_mode {
         (200, 8 * MB, "64M")
     } else {
-        (20_000, 1024 * MB, "2300M")
+        (20_000, 1024 * MB, "1200M")
     };
     // The loopback TCP baseline first, on a quiet machine.
     let tcp = tcp_copy_gbps(big);
     let temp = tempfile::tempdir().unwrap();
-    let (_head, head) = start(
+    let (head_daemon, head) = start(
         temp.path(),
         "head",
         &[
@@ -173,28 +185,53 @@ fn main() {
         );
     }
 
-    // A second raylet pulls a big object from the head's raylet.
-    let ct = cluster(temp.path(), "head", &head);
-    let (_b, b) = start(
-        temp.path(),
-        "b",
-        &[
-            "--address",
-            &ct[0],
-            "--token",
-            &ct[1],
-            "--num-cpus",
-            "1",
-            "--object-store-memory",
-            store,
-        ],
-    );
+    drop(client);
+    drop(head_daemon);
+    // A second raylet pulls a big object from a first one: over the bulk
+    // channel, then over QUIC (both paths run in test mode too).
+    for (tag, env) in [("TLS bulk channel", "on"), ("QUIC", "off")] {
+        let (gbps, cpu) = pull(temp.path(), env, store, &data);
+        println!(
+            "pull {} MB between two raylets ({tag}, loopback): {gbps:.2} GB/s, {cpu:.2} CPU-seconds per GB (both raylets); plain TCP copy: {tcp:.2} GB/s ({:.0}%)",
+            big / MB,
+            gbps / tcp * 100.0
+        );
+    }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far (`/proc`
+/// counts in USER_HZ, 100 a second on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Pulls `data` between two raylets of a fresh cluster (a head without a
+/// raylet, so it takes no CPU from them), the source's bulk channel
+/// `bulk` (on or off): GB/s and both raylets' CPU-seconds per GB.
+fn pull(temp: &Path, bulk: &str, store: &str, data: &[u8]) -> (f64, f64) {
+    let head_name = format!("head-{bulk}");
+    let (_head, head) = start(temp, &head_name, &["--head", "--port", "0", "--head-only"]);
+    let ct = cluster(temp, &head_name, &head);
+    let raylet = |name: &str, env: &[(&str, &str)]| {
+        let args = ["--address", &ct[0], "--token", &ct[1], "--num-cpus", "1"];
+        let store = ["--object-store-memory", store];
+        let all: Vec<&str> = args.iter().chain(&store).copied().collect();
+        start_with(temp, &format!("{name}-{bulk}"), &all, env)
+    };
+    let (src, ready) = raylet("src", &[("PRISM_BULK_CHANNEL", bulk)]);
+    let (dst, b) = raylet("dst", &[]);
+    let ca = StoreClient::connect(Path::new(ready["store_socket"].as_str().unwrap())).unwrap();
     let cb = StoreClient::connect(Path::new(b["store_socket"].as_str().unwrap())).unwrap();
-    let id = client.put(&data).unwrap();
-    let t = Instant::now();
+    let id = ca.put(data).unwrap();
+    let cpu = || cpu_secs(src.0.id()) + cpu_secs(dst.0.id());
+    let (before, t) = (cpu(), Instant::now());
     let v = cb.get(id, Duration::from_secs(120)).unwrap();
-    let quic = big as f64 / t.elapsed().as_secs_f64() / 1e9;
-    assert_eq!(v.len(), big);
-    drop(v);
-    println!("pull {} MB between two raylets (QUIC, loopback): {quic:.2} GB/s; plain TCP copy: {tcp:.2} GB/s ({:.0}%)", big / MB, quic / tcp * 100.0);
+    let gbps = data.len() as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let spent = cpu() - before;
+    assert_eq!(v.len(), data.len());
+    (gbps, spent / (data.len() as f64 / 1e9))
 }

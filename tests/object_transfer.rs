@@ -1,4 +1,5 @@
-//! Objects pulled between two real raylet processes over QUIC.
+//! Objects pulled between two real raylet processes over their TLS-on-TCP
+//! bulk channel (QUIC where a peer has none).
 
 use prism::object_store::{ObjectError, StoreClient};
 use prism_objectstore::ObjectId;
@@ -70,6 +71,21 @@ fn object_pulled_between_raylets_is_byte_identical_at_every_size() {
         // Free the big ones on both sides before the next size.
         ca.unpin(id).unwrap();
     }
+
+    // BK-3: B pulled every size over A's TLS bulk channel, not QUIC.
+    let log = b.log();
+    let pulled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pulled object"))
+        .collect();
+    eprintln!("{}", pulled.join("\n"));
+    assert!(
+        pulled.len() >= 4
+            && pulled
+                .iter()
+                .all(|l| l.contains("via=\"tls\"") || l.contains("via=tls")),
+        "pulls must go over the bulk channel:\n{log}"
+    );
 
     // Two readers on B asking at once share one transfer.
     let id = ca.put(&object_bytes(32 * MB)).unwrap();

@@ -24,6 +24,7 @@
 mod actor_links;
 mod actor_route;
 pub mod borrow_ledger;
+pub mod bulk;
 mod bundle_ops;
 pub mod dispatch;
 mod drain_copies;
@@ -241,6 +242,10 @@ pub async fn run_raylet(
     let idle = Duration::from_millis(opts.config.idle_timeout_ms);
     let endpoint: Arc<dyn Endpoint> = Arc::new(QuicEndpoint::bind(opts.bind, &id, idle)?);
     let address = endpoint.local_addr();
+    // Object bytes for peers also go out over TLS on TCP, at the same port
+    // number (the bulk channel, `bulk.rs`).
+    let bulk_at = bulk::listen(address, &id, server.clone()).await;
+    info!(?bulk_at, "bulk channel listening");
     let trust = ClientTrust::Mutual(id);
     let head = opts.head;
     let link = Arc::new(head_link::HeadLink::new(
@@ -272,6 +277,7 @@ pub async fn run_raylet(
         link.clone(),
         node_id,
         peers,
+        Arc::new(bulk::BulkClient::new(&trust)),
         chunk_timeout,
         opts.labels.clone(),
     );

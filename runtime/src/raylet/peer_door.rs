@@ -144,17 +144,12 @@ async fn serve_chunk(
             return;
         }
     };
-    let range = usize::try_from(offset)
-        .ok()
-        .zip(usize::try_from(len).ok())
-        .and_then(|(o, l)| held.bytes().get(o..o.checked_add(l)?));
-    let Some(bytes) = range else {
-        let why = format!(
-            "range {offset}+{len} is outside {id} ({} bytes)",
-            held.len()
-        );
-        let _ = write_msg(&mut s, &refuse(why)).await;
-        return;
+    let bytes = match held.range(offset, len) {
+        Ok(b) => b,
+        Err(why) => {
+            let _ = write_msg(&mut s, &refuse(why)).await;
+            return;
+        }
     };
     if write_frame(&mut s, &PeerResponse::Chunk { len })
         .await

@@ -110,6 +110,19 @@ impl SendHold {
             .bytes(self.block.offset, self.block.len)
             .unwrap_or_default()
     }
+
+    /// Bytes `offset..offset + len` of the object, or why not (a peer
+    /// asked for a range outside it).
+    pub fn range(&self, offset: u64, len: u64) -> Result<&[u8], String> {
+        usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(o, l)| self.bytes().get(o..o.checked_add(l)?))
+            .ok_or_else(|| {
+                let (id, size) = (self.id, self.len());
+                format!("range {offset}+{len} is outside {id} ({size} bytes)")
+            })
+    }
 }
 
 impl Drop for SendHold {

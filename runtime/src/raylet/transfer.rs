@@ -5,10 +5,11 @@
 //!   order, batched: `object_refs.rs`), which keeps object → nodes; a dead
 //!   node's copies are dropped from it.
 //! - **Pull.** A local `Get` that misses asks the head where copies are and
-//!   pulls from one peer raylet over QUIC: the object is created here
+//!   pulls from one peer raylet, over its TLS-on-TCP bulk channel where it
+//!   has one (`bulk.rs`), else over QUIC: the object is created here
 //!   (unpinned: a secondary copy), then 8 MiB chunks are fetched on up to
-//!   four parallel streams, each read straight into this raylet's segment,
-//!   and the object is sealed. Concurrent pulls of one object share one
+//!   four parallel connections or streams, each read straight into this
+//!   raylet's segment, and the object is sealed. Concurrent pulls of one object share one
 //!   transfer. A chunk that makes no progress within the chunk timeout
 //!   abandons that source and the next copy is tried; when none is left
 //!   the `Get` fails with a typed error naming each source and why.
@@ -50,6 +51,7 @@ pub struct Transfer {
     pub(super) frees: Mutex<Vec<ObjectId>>,
     node_id: Mutex<NodeId>,
     peers: Arc<Peers>,
+    bulk: Arc<super::bulk::BulkClient>,
     inflight: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
     chunk_timeout: Duration,
     /// This node's labels (residency claims are checked against them).
@@ -64,6 +66,7 @@ impl Transfer {
         link: Arc<HeadLink>,
         node_id: NodeId,
         peers: Arc<Peers>,
+        bulk: Arc<super::bulk::BulkClient>,
         chunk_timeout: Duration,
         labels: Vec<(String, String)>,
     ) -> Arc<Transfer> {
@@ -73,6 +76,7 @@ impl Transfer {
             frees: Mutex::new(Vec::new()),
             node_id: Mutex::new(node_id),
             peers,
+            bulk,
             inflight: Mutex::new(HashMap::new()),
             chunk_timeout,
             labels,
@@ -166,9 +170,9 @@ impl Transfer {
                 .pull_from(server, id, size, node, &addr, deadline)
                 .await
             {
-                Ok(()) => {
+                Ok(via) => {
                     let secs = started.elapsed().as_secs_f64();
-                    info!(object = %id, from = %node, size, mb_per_s = size as f64 / secs / 1e6, "pulled object");
+                    info!(object = %id, from = %node, size, via, mb_per_s = size as f64 / secs / 1e6, "pulled object");
                     self.wake();
                     return Ok(());
                 }
@@ -199,7 +203,7 @@ impl Transfer {
         node: NodeId,
         addr: &str,
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<&'static str, String> {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
@@ -207,6 +211,15 @@ impl Transfer {
             .peers
             .unless_lost(node, self.peers.connect(sock))
             .await??;
+        // BK-3: the bulk channel where the peer has one, else QUIC.
+        let quic = match self.bulk.open(sock).await {
+            Ok(()) => None,
+            Err(why) => {
+                tracing::debug!(%sock, "no bulk channel, pulling over QUIC: {why}");
+                Some(conn)
+            }
+        };
+        let via = if quic.is_some() { "quic" } else { "tls" };
         // PE-1: the pull ends when the head declares the source dead.
         let lost = self.peers.lost(node);
         tokio::pin!(lost);
@@ -222,10 +235,17 @@ impl Transfer {
                 let Some((off, len)) = chunks.next() else {
                     break;
                 };
-                let (conn, server, limit) = (conn.clone(), server.clone(), self.chunk_timeout);
+                let (quic, bulk, server) = (quic.clone(), self.bulk.clone(), server.clone());
+                let limit = self.chunk_timeout;
                 let limit = limit.min(deadline.saturating_duration_since(Instant::now()));
                 set.spawn(async move {
-                    tokio::time::timeout(limit, fetch_chunk(conn, server, id, base, off, len))
+                    let fetch = async {
+                        match quic {
+                            Some(conn) => fetch_chunk(conn, server, id, base, off, len).await,
+                            None => bulk.fetch(sock, &server, id, base, off, len).await,
+                        }
+                    };
+                    tokio::time::timeout(limit, fetch)
                         .await
                         .unwrap_or_else(|_| {
                             Err(format!(
@@ -260,9 +280,11 @@ impl Transfer {
         if let Some(why) = failure {
             server.abort_pull(id);
             self.peers.forget(sock);
+            self.bulk.forget(sock);
             return Err(why);
         }
-        server.seal_pull(id).map_err(|e| e.to_string())
+        server.seal_pull(id).map_err(|e| e.to_string())?;
+        Ok(via)
     }
 }
 
@@ -285,7 +307,23 @@ async fn fetch_chunk(
     )
     .await
     .map_err(|e| e.to_string())?;
-    match read_msg::<PeerResponse, _>(&mut r, MAX_PEER_FRAME)
+    receive_chunk(&mut r, &server, base, off, len).await
+}
+
+/// Reads the answer to a chunk request (`Chunk` and the bytes) straight
+/// into bytes `off..off + len` of the object created for the pull at
+/// `base` of this raylet's segment; QUIC and the bulk channel alike.
+pub(super) async fn receive_chunk<R>(
+    r: &mut R,
+    server: &StoreServer,
+    base: usize,
+    off: u64,
+    len: u64,
+) -> Result<(), String>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
+    match read_msg::<PeerResponse, _>(r, MAX_PEER_FRAME)
         .await
         .map_err(|e| e.to_string())?
     {

@@ -224,8 +224,19 @@ pub fn signed_by(ca: &ClusterCa, cert_pem: &str) -> bool {
 /// clients can check it); ask for a client certificate but also accept
 /// clients without one (they must then show the token).
 pub fn server_config(id: &NodeIdentity) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider())
-        .allow_unauthenticated()
+    node_server_config(id, true)
+}
+
+/// The node's server config; `tokens`: also accept clients without a
+/// certificate.
+fn node_server_config(id: &NodeIdentity, tokens: bool) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider());
+    let verifier = if tokens {
+        verifier.allow_unauthenticated()
+    } else {
+        verifier
+    };
+    let verifier = verifier
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let chain = vec![
@@ -238,6 +249,13 @@ pub fn server_config(id: &NodeIdentity) -> Result<rustls::ServerConfig, TlsError
         .with_single_cert(chain, key_der(&id.key_pem)?)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)
+}
+
+/// The server side of the raylets' bulk channel: as [`server_config`],
+/// but a client without a node certificate from the cluster CA is refused
+/// in the handshake (only raylets pull object bytes).
+pub fn bulk_server_config(id: &NodeIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    node_server_config(id, false)
 }
 
 /// The client side for a trust mode.

@@ -83,6 +83,12 @@ impl Ledger {
     fn put_rows(&mut self) -> Vec<prism::ObjectRef<Vec<u64>>> {
         vec![prism::put(&self.rows).unwrap()]
     }
+
+    /// The same from an async method (run interleaved with others when
+    /// the actor allows more than one call at a time).
+    async fn put_rows_async(&self) -> Vec<prism::ObjectRef<Vec<u64>>> {
+        vec![prism::put(&self.rows).unwrap()]
+    }
 }
 
 /// How the head's refusal names the rule and the place.
@@ -301,7 +307,16 @@ fn actor_results(eu: NodeId, rule: &Residency) {
 
     let rows = c.rows().unwrap();
     let put = prism::get(&c.put_rows().unwrap()).unwrap().remove(0);
-    for (what, r) in [("result", &rows), ("put", &put)] {
+    let concurrent = Ledger::options()
+        .resident(rule.clone())
+        .max_concurrency(2)
+        .spawn(1000u64)
+        .unwrap();
+    let put_async = prism::get(&concurrent.put_rows_async().unwrap())
+        .unwrap()
+        .remove(0);
+    let made = [("result", &rows), ("put", &put), ("async put", &put_async)];
+    for (what, r) in made {
         check(
             prism::get(r).unwrap().len() == 1000,
             "the driver, inside the rule, reads what a resident actor made",

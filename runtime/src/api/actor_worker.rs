@@ -142,68 +142,73 @@ fn run_concurrent<T: ActorImpl>(
         .build()
         .expect("a current-thread runtime for the actor");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        // Bridge the blocking task channel into this thread's event loop.
-        let (tx, mut arx) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            while let Ok(t) = rx.recv() {
-                if tx.send(t).is_err() {
-                    return;
+    // This thread runs only this actor: its async methods, interleaved on
+    // it, put and submit under the actor's rule like its other methods.
+    let inherited = rule.clone();
+    super::residency::within(inherited.as_deref(), || {
+        local.block_on(&rt, async move {
+            // Bridge the blocking task channel into this thread's event loop.
+            let (tx, mut arx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                while let Ok(t) = rx.recv() {
+                    if tx.send(t).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        let cell = Rc::new(RefCell::new(actor));
-        let permits = Arc::new(tokio::sync::Semaphore::new(limit));
-        let running = Rc::new(Cell::new(0usize));
-        let idle = Rc::new(tokio::sync::Notify::new());
-        while let Some((mut task, _)) = arx.recv().await {
-            task.residency.clone_from(&rule);
-            let args = match owned_args(&core, &task) {
-                Ok(a) => a,
-                Err(outcome) => {
-                    done(&core, &task, outcome);
+            });
+            let cell = Rc::new(RefCell::new(actor));
+            let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+            let running = Rc::new(Cell::new(0usize));
+            let idle = Rc::new(tokio::sync::Notify::new());
+            while let Some((mut task, _)) = arx.recv().await {
+                task.residency.clone_from(&rule);
+                let args = match owned_args(&core, &task) {
+                    Ok(a) => a,
+                    Err(outcome) => {
+                        done(&core, &task, outcome);
+                        continue;
+                    }
+                };
+                if let Some(fut) = T::call_shared(cell.clone(), &task.function, args.clone()) {
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
+                    running.set(running.get() + 1);
+                    let (core, running, idle) = (core.clone(), running.clone(), idle.clone());
+                    tokio::task::spawn_local(async move {
+                        let result = tokio::task::spawn_local(fut).await;
+                        let outcome = match result {
+                            Ok(r) => finish(&core, &task, r),
+                            Err(e) if e.is_panic() => panicked(&*e.into_panic()),
+                            Err(e) => Outcome::Failed(Failure::BadCall {
+                                detail: e.to_string(),
+                            }),
+                        };
+                        done(&core, &task, outcome);
+                        drop(permit);
+                        running.set(running.get() - 1);
+                        idle.notify_waiters();
+                    });
                     continue;
                 }
-            };
-            if let Some(fut) = T::call_shared(cell.clone(), &task.function, args.clone()) {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
-                running.set(running.get() + 1);
-                let (core, running, idle) = (core.clone(), running.clone(), idle.clone());
-                tokio::task::spawn_local(async move {
-                    let result = tokio::task::spawn_local(fut).await;
-                    let outcome = match result {
-                        Ok(r) => finish(&core, &task, r),
-                        Err(e) if e.is_panic() => panicked(&*e.into_panic()),
-                        Err(e) => Outcome::Failed(Failure::BadCall {
-                            detail: e.to_string(),
-                        }),
-                    };
-                    done(&core, &task, outcome);
-                    drop(permit);
-                    running.set(running.get() - 1);
-                    idle.notify_waiters();
-                });
-                continue;
-            }
-            // Exclusive: wait until no shared call runs.
-            while running.get() > 0 {
-                let n = idle.notified();
-                if running.get() == 0 {
-                    break;
+                // Exclusive: wait until no shared call runs.
+                while running.get() > 0 {
+                    let n = idle.notified();
+                    if running.get() == 0 {
+                        break;
+                    }
+                    n.await;
                 }
-                n.await;
+                let outcome = run_with_args(&core, &task, |a| {
+                    cell.borrow_mut()
+                        .call(&task.function, a)
+                        .unwrap_or_else(|| no_method::<T>(&task.function))
+                });
+                done(&core, &task, outcome);
             }
-            let outcome = run_with_args(&core, &task, |a| {
-                cell.borrow_mut()
-                    .call(&task.function, a)
-                    .unwrap_or_else(|| no_method::<T>(&task.function))
-            });
-            done(&core, &task, outcome);
-        }
+        })
     });
     std::process::exit(0)
 }

@@ -17,12 +17,16 @@
 //!   [`PeerRequest::Pull`] frame, answered by [`PeerResponse::Chunk`] and
 //!   the bytes, or [`PeerResponse::Error`] — so after a whole chunk it is
 //!   at a frame boundary and the puller keeps it for the next one; a
-//!   connection that failed mid-chunk is dropped, never reused.
+//!   connection that failed mid-chunk is dropped, never reused. Idle
+//!   connections are kept for less time than the server keeps them open,
+//!   and a kept one that fails before its chunk starts (its peer
+//!   restarted) is replaced by a fresh one, once.
 //! - **BK-3** where no bulk channel can be opened (the TCP port was taken
 //!   on the peer, a firewall, `PRISM_BULK_CHANNEL=off` there), the pull
 //!   goes over QUIC as before.
 
 use super::store_server::StoreServer;
+use super::transfer::{chunk_body, chunk_header, ChunkError};
 use crate::proto::raylet::{PeerRequest, PeerResponse};
 use crate::proto::task::MAX_TASK_FRAME;
 use crate::transport::rpc::{read_msg, write_frame};
@@ -41,8 +45,12 @@ use tracing::{debug, warn};
 pub const BULK_ENV: &str = "PRISM_BULK_CHANNEL";
 /// How long a TCP connect plus TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(5);
-/// An idle server-side connection is closed after this long.
+/// An idle server-side connection is closed after this long, and a chunk
+/// the peer does not take within it is abandoned.
 const IDLE: Duration = Duration::from_secs(60);
+/// The puller keeps an idle connection for at most this long (well inside
+/// the server's `IDLE`, so a kept connection is not one it closed).
+const KEPT_FOR: Duration = Duration::from_secs(20);
 /// Idle connections kept per peer.
 const KEPT_PER_PEER: usize = 8;
 /// How long a peer whose bulk channel could not be opened is pulled from
@@ -50,14 +58,17 @@ const KEPT_PER_PEER: usize = 8;
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+/// An idle connection and when it was last used.
+type Kept = (ClientStream, std::time::Instant);
 
-/// Listens for bulk connections on TCP at `addr` (the QUIC address);
-/// `None`, with a warning, when it cannot (pulls from here then use QUIC).
+/// Listens for bulk connections on TCP at `addr` (the QUIC address): the
+/// listening address and the task to abort at shutdown; `None`, with a
+/// warning, when it cannot (pulls from here then use QUIC).
 pub async fn listen(
     addr: SocketAddr,
     id: &NodeIdentity,
     server: Arc<StoreServer>,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
     if std::env::var(BULK_ENV).is_ok_and(|v| v == "off") {
         tracing::info!("no bulk channel ({BULK_ENV}=off): pulls from this node use QUIC");
         return None;
@@ -76,9 +87,9 @@ pub async fn listen(
             return None;
         }
     };
-    let local = listener.local_addr().ok();
+    let local = listener.local_addr().ok()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -100,7 +111,7 @@ pub async fn listen(
             });
         }
     });
-    local
+    Some((local, accept))
 }
 
 /// Answers one peer's chunk requests, one at a time (BK-2).
@@ -130,10 +141,9 @@ where
             let _ = s.shutdown().await;
             return;
         };
-        if send_range(&mut s, server, object, offset, len)
-            .await
-            .is_err()
-        {
+        // A peer that stops reading does not hold the object forever.
+        let sent = tokio::time::timeout(IDLE, send_range(&mut s, server, object, offset, len));
+        if !matches!(sent.await, Ok(Ok(()))) {
             return;
         }
     }
@@ -183,7 +193,8 @@ where
 /// between chunks.
 pub struct BulkClient {
     connector: Option<tokio_rustls::TlsConnector>,
-    idle: Mutex<HashMap<SocketAddr, Vec<ClientStream>>>,
+    /// Idle connections per peer, with when each was last used.
+    idle: Mutex<HashMap<SocketAddr, Vec<Kept>>>,
     /// Peers whose channel could not be opened, and when.
     failed: Mutex<HashMap<SocketAddr, std::time::Instant>>,
 }
@@ -214,15 +225,26 @@ impl BulkClient {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<ClientStream>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Kept>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection to `addr`'s bulk channel, or a new one.
-    async fn take(&self, addr: SocketAddr) -> Result<ClientStream, String> {
-        if let Some(s) = self.idle().get_mut(&addr).and_then(Vec::pop) {
-            return Ok(s);
+    /// A kept connection to `addr`'s bulk channel (`true`), or a new one.
+    async fn take(&self, addr: SocketAddr) -> Result<(ClientStream, bool), String> {
+        let kept = {
+            let mut idle = self.idle();
+            let kept = idle.entry(addr).or_default();
+            kept.retain(|(_, at)| at.elapsed() < KEPT_FOR);
+            kept.pop()
+        };
+        match kept {
+            Some((s, _)) => Ok((s, true)),
+            None => self.dial(addr).await.map(|s| (s, false)),
         }
+    }
+
+    /// A new connection to `addr`'s bulk channel.
+    async fn dial(&self, addr: SocketAddr) -> Result<ClientStream, String> {
         let connector = self.connector.as_ref().ok_or("no TLS client config")?;
         let name = rustls::pki_types::ServerName::try_from(CLUSTER_SERVER_NAME)
             .map_err(|e| e.to_string())?;
@@ -243,7 +265,7 @@ impl BulkClient {
         let mut idle = self.idle();
         let kept = idle.entry(addr).or_default();
         if kept.len() < KEPT_PER_PEER {
-            kept.push(s);
+            kept.push((s, std::time::Instant::now()));
         }
     }
 
@@ -260,7 +282,7 @@ impl BulkClient {
             }
         }
         match self.take(addr).await {
-            Ok(s) => {
+            Ok((s, _)) => {
                 lock().remove(&addr);
                 self.give_back(addr, s);
                 Ok(())
@@ -288,20 +310,39 @@ impl BulkClient {
         off: u64,
         len: u64,
     ) -> Result<(), String> {
-        let mut s = self.take(addr).await?;
         let pull = PeerRequest::Pull {
             object: id,
             offset: off,
             len,
         };
-        write_frame(&mut s, &pull)
-            .await
-            .map_err(|e| e.to_string())?;
-        s.flush().await.map_err(|e| e.to_string())?;
-        super::transfer::receive_chunk(&mut s, server, base, off, len).await?;
+        let (mut s, kept) = self.take(addr).await?;
+        match ask(&mut s, &pull, len).await {
+            Ok(()) => {}
+            // A kept connection its peer has closed (it restarted, or
+            // dropped it idle) breaks before any answer: once more on a
+            // fresh one. A refusal is an answer.
+            Err(ChunkError::Broken(_)) if kept => {
+                s = self.dial(addr).await?;
+                ask(&mut s, &pull, len)
+                    .await
+                    .map_err(ChunkError::into_message)?;
+            }
+            Err(e) => return Err(e.into_message()),
+        }
+        chunk_body(&mut s, server, base, off, len).await?;
         self.give_back(addr, s);
         Ok(())
     }
+}
+
+/// Sends a request for `len` bytes and reads the start of its answer.
+async fn ask(s: &mut ClientStream, pull: &PeerRequest, len: u64) -> Result<(), ChunkError> {
+    let broken = |e: String| ChunkError::Broken(e);
+    write_frame(s, pull)
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    s.flush().await.map_err(|e| broken(e.to_string()))?;
+    chunk_header(s, len).await
 }
 
 #[cfg(test)]
@@ -324,7 +365,7 @@ mod tests {
         let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let id = ObjectId::random();
         super::super::store_door::put_local(&src, id, &bytes).unwrap();
-        let at = listen("127.0.0.1:0".parse().unwrap(), &ca.issue("a").unwrap(), src)
+        let (at, _accept) = listen("127.0.0.1:0".parse().unwrap(), &ca.issue("a").unwrap(), src)
             .await
             .unwrap();
 

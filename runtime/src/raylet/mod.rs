@@ -244,8 +244,10 @@ pub async fn run_raylet(
     let address = endpoint.local_addr();
     // Object bytes for peers also go out over TLS on TCP, at the same port
     // number (the bulk channel, `bulk.rs`).
-    let bulk_at = bulk::listen(address, &id, server.clone()).await;
-    info!(?bulk_at, "bulk channel listening");
+    let bulk = bulk::listen(address, &id, server.clone()).await;
+    if let Some((at, _)) = &bulk {
+        info!(%at, "bulk channel listening");
+    }
     let trust = ClientTrust::Mutual(id);
     let head = opts.head;
     let link = Arc::new(head_link::HeadLink::new(
@@ -338,6 +340,9 @@ pub async fn run_raylet(
     peers.abort();
     copies.abort();
     task_accept.abort();
+    if let Some((_, accept)) = bulk {
+        accept.abort();
+    }
     tasks.kill_all();
     let _ = std::fs::remove_file(&task_socket);
     store_door::stop(&store_socket, &server);

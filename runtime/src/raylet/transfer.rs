@@ -307,13 +307,49 @@ async fn fetch_chunk(
     )
     .await
     .map_err(|e| e.to_string())?;
-    receive_chunk(&mut r, &server, base, off, len).await
+    // The answer (`Chunk` and the bytes) goes straight into the object;
+    // the bulk channel reads it with the same two steps.
+    chunk_header(&mut r, len)
+        .await
+        .map_err(ChunkError::into_message)?;
+    chunk_body(&mut r, &server, base, off, len).await
 }
 
-/// Reads the answer to a chunk request (`Chunk` and the bytes) straight
-/// into bytes `off..off + len` of the object created for the pull at
-/// `base` of this raylet's segment; QUIC and the bulk channel alike.
-pub(super) async fn receive_chunk<R>(
+/// Why a chunk's answer did not start.
+pub(super) enum ChunkError {
+    /// The peer answered with a refusal.
+    Refused(String),
+    /// No answer, or not one this side understands.
+    Broken(String),
+}
+
+impl ChunkError {
+    pub(super) fn into_message(self) -> String {
+        match self {
+            ChunkError::Refused(why) => format!("peer refused: {why}"),
+            ChunkError::Broken(why) => why,
+        }
+    }
+}
+
+/// Reads the start of the answer to a request for `len` bytes.
+pub(super) async fn chunk_header<R>(r: &mut R, len: u64) -> Result<(), ChunkError>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
+    match read_msg::<PeerResponse, _>(r, MAX_PEER_FRAME).await {
+        Ok(Some(PeerResponse::Chunk { len: n })) if n == len => Ok(()),
+        Ok(Some(PeerResponse::Error { message })) => Err(ChunkError::Refused(message)),
+        Ok(other) => Err(ChunkError::Broken(format!(
+            "unexpected peer answer {other:?}"
+        ))),
+        Err(e) => Err(ChunkError::Broken(e.to_string())),
+    }
+}
+
+/// Reads a chunk's `len` bytes (after its header) into bytes
+/// `off..off + len` of the object created for the pull at `base`.
+pub(super) async fn chunk_body<R>(
     r: &mut R,
     server: &StoreServer,
     base: usize,
@@ -323,14 +359,6 @@ pub(super) async fn receive_chunk<R>(
 where
     R: tokio::io::AsyncRead + Unpin + ?Sized,
 {
-    match read_msg::<PeerResponse, _>(r, MAX_PEER_FRAME)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Some(PeerResponse::Chunk { len: n }) if n == len => {}
-        Some(PeerResponse::Error { message }) => return Err(format!("peer refused: {message}")),
-        other => return Err(format!("unexpected peer answer {other:?}")),
-    }
     // SAFETY: the range lies in an object this raylet created for this pull
     // and has not sealed; each chunk task writes a disjoint range and no
     // reader can see the object before `seal_pull`.

@@ -230,7 +230,7 @@ fn pull(temp: &Path, bulk: &str, store: &str, data: &[u8]) -> ((f64, f64), (f64,
     let ca = StoreClient::connect(Path::new(ready["store_socket"].as_str().unwrap())).unwrap();
     let cb = StoreClient::connect(Path::new(b["store_socket"].as_str().unwrap())).unwrap();
     let cpu = || cpu_secs(src.0.id()) + cpu_secs(dst.0.id());
-    let mut timed = || {
+    let timed = || {
         let id = ca.put(data).unwrap();
         let (before, t) = (cpu(), Instant::now());
         let v = cb.get(id, Duration::from_secs(120)).unwrap();

@@ -4,17 +4,17 @@
 //! cut by the kill leaves no half-held bundle; a node id speaks only through
 //! the certificate that registered it.
 
-use prism::client::HeadClient;
 use prism::proto::common::Resources;
-use prism::proto::head::{ErrorKind, HeadRequest, PeerRole};
-use prism::transport::quic::QuicEndpoint;
-use prism::transport::tls::{ClientTrust, NodeIdentity};
+use prism::proto::head::{ErrorKind, HeadRequest};
 use prism::{ActorHandle, Bundle, PlacementGroup, PlacementStrategy};
 use prism_test_support::*;
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "common/as_node.rs"]
+mod as_node;
+use as_node::requests_as;
 
 #[prism::remote]
 fn square(x: u64) -> u64 {
@@ -277,16 +277,6 @@ fn failure_head_killed_during_reservations_leaves_no_half_held_bundle() {
     assert!(ok, "{out}");
 }
 
-/// A raylet's certificate, read from its session directory.
-fn identity_of(node: &Node) -> NodeIdentity {
-    let read = |f: &str| std::fs::read_to_string(node.session.join(f)).unwrap();
-    NodeIdentity {
-        ca_pem: read("node-ca.pem"),
-        cert_pem: read("node.pem"),
-        key_pem: read("node.key"),
-    }
-}
-
 #[test]
 fn failure_a_raylet_cannot_speak_for_another_nodes_id() {
     let sb = Sandbox::new();
@@ -294,37 +284,16 @@ fn failure_a_raylet_cannot_speak_for_another_nodes_id() {
     let a = sb.start_raylet("a", &head, &["--num-cpus", "1"]);
     let b = sb.start_raylet("b", &head, &["--num-cpus", "1"]);
     let a_id = a.node_id();
-    let (addr, _) = head.cluster();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let refused = rt.block_on(async {
-        let ep = QuicEndpoint::client([127, 0, 0, 1].into()).unwrap();
-        let trust = ClientTrust::Mutual(Arc::new(identity_of(&b)));
-        let config = prism::Config::default();
-        let client = HeadClient::connect(
-            &ep,
-            addr.parse().unwrap(),
-            &trust,
-            None,
-            PeerRole::Raylet,
-            &config,
-        )
-        .await
-        .unwrap();
-        // b's certificate, a's node id.
-        let beat = HeadRequest::Heartbeat {
-            node_id: a_id.parse().unwrap(),
-            available: Resources::default(),
-            demand: vec![],
-        };
-        let r = client.request(&beat).await;
-        let bye = HeadRequest::Unregister {
-            node_id: a_id.parse().unwrap(),
-        };
-        let r2 = client.request(&bye).await;
-        client.close();
-        (r, r2)
-    });
-    for r in [refused.0, refused.1] {
+    // b's certificate, a's node id.
+    let beat = HeadRequest::Heartbeat {
+        node_id: a_id.parse().unwrap(),
+        available: Resources::default(),
+        demand: vec![],
+    };
+    let bye = HeadRequest::Unregister {
+        node_id: a_id.parse().unwrap(),
+    };
+    for r in requests_as(&head, &b, &[beat, bye]) {
         match r {
             Err(prism::client::ClientError::Refused { kind, message }) => {
                 assert_eq!(kind, ErrorKind::Unauthorized);

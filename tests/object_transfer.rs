@@ -2,10 +2,15 @@
 //! bulk channel (QUIC where a peer has none).
 
 use prism::object_store::{ObjectError, StoreClient};
+use prism::proto::head::{HeadRequest, HeadResponse};
 use prism_objectstore::ObjectId;
 use prism_test_support::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+#[path = "common/as_node.rs"]
+mod as_node;
+use as_node::requests_as;
 
 const MB: usize = 1 << 20;
 
@@ -173,4 +178,116 @@ fn object_source_killed_mid_transfer_gives_a_clear_error_not_a_hang() {
         &*cb.get(local, Duration::from_secs(1)).unwrap(),
         b"after the failure"
     );
+}
+
+/// The head's list of nodes holding `id`, asked as node `asker` would.
+fn holders(head: &Node, asker: &Node, id: ObjectId) -> Vec<String> {
+    let ask = [HeadRequest::GetObjectLocations { object: id }];
+    match requests_as(head, asker, &ask).pop() {
+        Some(Ok(HeadResponse::ObjectLocations { nodes, .. })) => {
+            nodes.into_iter().map(|(n, _)| n.to_string()).collect()
+        }
+        other => panic!("expected ObjectLocations, got {other:?}"),
+    }
+}
+
+#[test]
+fn object_pull_fails_over_to_a_second_copy_when_its_source_dies() {
+    let sb = Sandbox::new().with_env("PRISM_TRANSFER_CHUNK_TIMEOUT_MS", "2000");
+    let head = sb.start_head(&["--head-only"]);
+    let flags = ["--num-cpus", "1", "--object-store-memory", "1100M"];
+    let a = sb.start_raylet("a", &head, &flags);
+    let b = sb.start_raylet("b", &head, &flags);
+    let c = sb.start_raylet("c", &head, &flags);
+    let size = 1024 * MB;
+    let id = StoreClient::connect(&socket(&a))
+        .unwrap()
+        .put(&object_bytes(size))
+        .unwrap();
+    // B takes a second copy, and the head learns of it.
+    let cb = StoreClient::connect(&socket(&b)).unwrap();
+    drop(cb.get(id, Duration::from_secs(120)).unwrap());
+    let mut sources = Vec::new();
+    let both = wait_until(Duration::from_secs(30), || {
+        sources = holders(&head, &c, id);
+        sources.len() == 2
+    });
+    assert!(both, "the head lists {sources:?}, not A and B");
+    // C pulls from the first holder the head names; kill that one mid-transfer.
+    let mut nodes = [a, b];
+    let first = nodes
+        .iter()
+        .position(|n| n.node_id() == sources[0])
+        .unwrap();
+    let second = sources[1].clone();
+    let sock = socket(&c);
+    let reader = std::thread::spawn(move || {
+        let c = StoreClient::connect(&sock).unwrap();
+        c.get(id, Duration::from_secs(120))
+            .map(|v| same_bytes(&v, size))
+    });
+    let probe = StoreClient::connect(&socket(&c)).unwrap();
+    let pulling = wait_until(
+        Duration::from_secs(30),
+        || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
+    );
+    assert!(pulling, "C never started pulling {id}");
+    nodes[first].kill9();
+    match reader.join().unwrap() {
+        Ok(identical) => assert!(identical, "the object differs after the failover"),
+        Err(e) => panic!("the pull must fail over to {second}: {e}\n{}", c.log()),
+    }
+    // C gave up on the dead source and took the object from the other.
+    let log = c.log();
+    let failed = log
+        .lines()
+        .any(|l| l.contains("pull failed") && l.contains(&sources[0]));
+    let pulled = log
+        .lines()
+        .any(|l| l.contains("pulled object") && l.contains(&second));
+    assert!(failed && pulled, "expected a failover in C's log:\n{log}");
+}
+
+#[test]
+fn object_pull_falls_back_to_quic_when_a_peers_bulk_port_is_taken() {
+    // Hold the TCP port that A's bulk channel would use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--head-only"]);
+    let a = sb.start_raylet("a", &head, &["--num-cpus", "1", "--port", &port]);
+    let b = sb.start_raylet("b", &head, &["--num-cpus", "1"]);
+    assert!(
+        a.log().contains("no bulk channel"),
+        "A must say it has no bulk channel:\n{}",
+        a.log()
+    );
+    let (ca, cb) = (
+        StoreClient::connect(&socket(&a)).unwrap(),
+        StoreClient::connect(&socket(&b)).unwrap(),
+    );
+    // B pulls from A over QUIC; A pulls from B over B's bulk channel.
+    let from_a = ca.put(&object_bytes(3 * MB + 5)).unwrap();
+    let from_b = cb.put(&object_bytes(2 * MB)).unwrap();
+    assert!(same_bytes(
+        &cb.get(from_a, Duration::from_secs(60)).unwrap(),
+        3 * MB + 5
+    ));
+    assert!(same_bytes(
+        &ca.get(from_b, Duration::from_secs(60)).unwrap(),
+        2 * MB
+    ));
+    let via = |node: &Node, id: ObjectId| {
+        let log = node.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("pulled object") && l.contains(&id.to_string()))
+            .unwrap_or_else(|| panic!("no pull of {id} logged:\n{log}"))
+            .to_string();
+        line
+    };
+    let (b_pull, a_pull) = (via(&b, from_a), via(&a, from_b));
+    assert!(b_pull.contains("quic"), "{b_pull}");
+    assert!(a_pull.contains("tls"), "{a_pull}");
+    drop(taken);
 }

@@ -189,8 +189,22 @@ fn main() {
     drop(head_daemon);
     // A second raylet pulls a big object from a first one: over the bulk
     // channel, then over QUIC (both paths run in test mode too).
-    for (tag, env) in [("TLS bulk channel", "on"), ("QUIC", "off")] {
-        let (cold, warm) = pull(temp.path(), env, store, &data);
+    // The third run pre-faults the destination's store at start
+    // (PRISM_OBJECT_STORE_PREFAULT): its "fresh" memory is already zeroed.
+    let runs = [
+        ("TLS bulk channel", "on", "false"),
+        ("QUIC", "off", "false"),
+        ("TLS bulk channel, pre-faulted store", "on", "true"),
+    ];
+    for (k, (tag, bulk, prefault)) in runs.into_iter().enumerate() {
+        let run = Pull {
+            name: format!("{k}-{bulk}"),
+            bulk,
+            prefault,
+            store,
+        };
+        let (cold, warm, ready) = run.pull(temp.path(), &data);
+        println!("pull destination raylet ({tag}) ready in {ready:.2} s");
         for ((gbps, cpu), into) in [(cold, "fresh"), (warm, "reused")] {
             println!(
                 "pull {} MB between two raylets ({tag}, loopback, into {into} shared memory): {gbps:.2} GB/s, {cpu:.2} CPU-seconds per GB (both raylets); plain TCP copy: {tcp:.2} GB/s ({:.0}%)",
@@ -211,44 +225,58 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Pulls `data` twice between two raylets of a fresh cluster (a head
-/// without a raylet, so it takes no CPU from them), the source's bulk
-/// channel `bulk` (on or off): GB/s and both raylets' CPU-seconds per GB,
-/// into fresh and into reused shared memory.
-fn pull(temp: &Path, bulk: &str, store: &str, data: &[u8]) -> ((f64, f64), (f64, f64)) {
-    let head_name = format!("head-{bulk}");
-    let (_head, head) = start(temp, &head_name, &["--head", "--port", "0", "--head-only"]);
-    let ct = cluster(temp, &head_name, &head);
-    let raylet = |name: &str, env: &[(&str, &str)]| {
-        let args = ["--address", &ct[0], "--token", &ct[1], "--num-cpus", "1"];
-        let store = ["--object-store-memory", store];
-        let all: Vec<&str> = args.iter().chain(&store).copied().collect();
-        start_with(temp, &format!("{name}-{bulk}"), &all, env)
-    };
-    let (src, ready) = raylet("src", &[("PRISM_BULK_CHANNEL", bulk)]);
-    let (dst, b) = raylet("dst", &[]);
-    let ca = StoreClient::connect(Path::new(ready["store_socket"].as_str().unwrap())).unwrap();
-    let cb = StoreClient::connect(Path::new(b["store_socket"].as_str().unwrap())).unwrap();
-    let cpu = || cpu_secs(src.0.id()) + cpu_secs(dst.0.id());
-    let timed = || {
-        let id = ca.put(data).unwrap();
-        let (before, t) = (cpu(), Instant::now());
-        let v = cb.get(id, Duration::from_secs(120)).unwrap();
-        let gbps = data.len() as f64 / t.elapsed().as_secs_f64() / 1e9;
-        let spent = cpu() - before;
-        assert_eq!(v.len(), data.len());
-        drop(v);
-        // Freed on both nodes before the next pull (bounded wait).
-        ca.unpin(id).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while cb.info(id).unwrap().is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (gbps, spent / (data.len() as f64 / 1e9))
-    };
-    // The first pull writes into shared memory the destination never
-    // touched (the kernel zeroes every page at first touch); the second
-    // lands where the first was, as pulls do in a running cluster.
-    let cold = timed();
-    (cold, timed())
+/// One pull run: a cluster whose source raylet's bulk channel is `bulk`
+/// (on or off) and whose destination pre-faults its store or not.
+struct Pull<'a> {
+    name: String,
+    bulk: &'a str,
+    prefault: &'a str,
+    store: &'a str,
+}
+
+impl Pull<'_> {
+    /// Pulls `data` twice between two raylets of a fresh cluster (a head
+    /// without a raylet, so it takes no CPU from them): GB/s and both
+    /// raylets' CPU-seconds per GB, into fresh and into reused shared
+    /// memory, and how long the destination took to start.
+    fn pull(&self, temp: &Path, data: &[u8]) -> ((f64, f64), (f64, f64), f64) {
+        let head_name = format!("head-{}", self.name);
+        let (_head, head) = start(temp, &head_name, &["--head", "--port", "0", "--head-only"]);
+        let ct = cluster(temp, &head_name, &head);
+        let raylet = |name: &str, env: &[(&str, &str)]| {
+            let args = ["--address", &ct[0], "--token", &ct[1], "--num-cpus", "1"];
+            let store = ["--object-store-memory", self.store];
+            let all: Vec<&str> = args.iter().chain(&store).copied().collect();
+            start_with(temp, &format!("{name}-{}", self.name), &all, env)
+        };
+        let (src, ready) = raylet("src", &[("PRISM_BULK_CHANNEL", self.bulk)]);
+        let started = Instant::now();
+        let (dst, b) = raylet("dst", &[("PRISM_OBJECT_STORE_PREFAULT", self.prefault)]);
+        let dst_ready = started.elapsed().as_secs_f64();
+        let ca = StoreClient::connect(Path::new(ready["store_socket"].as_str().unwrap())).unwrap();
+        let cb = StoreClient::connect(Path::new(b["store_socket"].as_str().unwrap())).unwrap();
+        let cpu = || cpu_secs(src.0.id()) + cpu_secs(dst.0.id());
+        let timed = || {
+            let id = ca.put(data).unwrap();
+            let (before, t) = (cpu(), Instant::now());
+            let v = cb.get(id, Duration::from_secs(120)).unwrap();
+            let gbps = data.len() as f64 / t.elapsed().as_secs_f64() / 1e9;
+            let spent = cpu() - before;
+            assert_eq!(v.len(), data.len());
+            drop(v);
+            // Freed on both nodes before the next pull (bounded wait).
+            ca.unpin(id).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cb.info(id).unwrap().is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (gbps, spent / (data.len() as f64 / 1e9))
+        };
+        // The first pull writes into shared memory the destination never
+        // touched (the kernel zeroes every page at first touch, unless the
+        // store was pre-faulted); the second lands where the first was, as
+        // pulls do in a running cluster.
+        let cold = timed();
+        (cold, timed(), dst_ready)
+    }
 }

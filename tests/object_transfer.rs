@@ -248,6 +248,19 @@ fn object_pull_fails_over_to_a_second_copy_when_its_source_dies() {
     assert!(failed && pulled, "expected a failover in C's log:\n{log}");
 }
 
+/// Puts a `size`-byte test object on `from`, gets it on `to` and checks
+/// its bytes.
+fn put_then_pull(from: &Node, to: &Node, size: usize) -> ObjectId {
+    let id = StoreClient::connect(&socket(from))
+        .unwrap()
+        .put(&object_bytes(size))
+        .unwrap();
+    let reader = StoreClient::connect(&socket(to)).unwrap();
+    let view = reader.get(id, Duration::from_secs(60)).unwrap();
+    assert!(same_bytes(&view, size), "{size}-byte object differs");
+    id
+}
+
 #[test]
 fn object_pull_falls_back_to_quic_when_a_peers_bulk_port_is_taken() {
     // Hold the TCP port that A's bulk channel would use.
@@ -262,21 +275,9 @@ fn object_pull_falls_back_to_quic_when_a_peers_bulk_port_is_taken() {
         "A must say it has no bulk channel:\n{}",
         a.log()
     );
-    let (ca, cb) = (
-        StoreClient::connect(&socket(&a)).unwrap(),
-        StoreClient::connect(&socket(&b)).unwrap(),
-    );
     // B pulls from A over QUIC; A pulls from B over B's bulk channel.
-    let from_a = ca.put(&object_bytes(3 * MB + 5)).unwrap();
-    let from_b = cb.put(&object_bytes(2 * MB)).unwrap();
-    assert!(same_bytes(
-        &cb.get(from_a, Duration::from_secs(60)).unwrap(),
-        3 * MB + 5
-    ));
-    assert!(same_bytes(
-        &ca.get(from_b, Duration::from_secs(60)).unwrap(),
-        2 * MB
-    ));
+    let from_a = put_then_pull(&a, &b, 3 * MB + 5);
+    let from_b = put_then_pull(&b, &a, 2 * MB);
     let via = |node: &Node, id: ObjectId| {
         let log = node.log();
         let line = log
@@ -290,4 +291,36 @@ fn object_pull_falls_back_to_quic_when_a_peers_bulk_port_is_taken() {
     assert!(b_pull.contains("quic"), "{b_pull}");
     assert!(a_pull.contains("tls"), "{a_pull}");
     drop(taken);
+}
+
+/// Shared memory `pid` has mapped and touched, in bytes (`RssShmem`).
+fn rss_shmem(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    kb << 10
+}
+
+#[test]
+fn object_store_prefault_commits_the_store_at_start() {
+    let sb = Sandbox::new().with_env("PRISM_OBJECT_STORE_PREFAULT", "true");
+    let head = sb.start_head(&["--head-only"]);
+    let flags = ["--num-cpus", "1", "--object-store-memory", "96M"];
+    let a = sb.start_raylet("a", &head, &flags);
+    let b = sb.start_raylet("b", &head, &flags);
+    // Before any object exists, each store's pages are already in memory
+    // and mapped into its raylet.
+    for node in [&a, &b] {
+        let rss = rss_shmem(node.pid());
+        assert!(rss >= 96 << 20, "RssShmem {rss} after a pre-fault");
+        assert!(
+            node.log().contains("object store pre-faulted"),
+            "{}",
+            node.log()
+        );
+    }
+    put_then_pull(&a, &b, 40 * MB + 3);
 }

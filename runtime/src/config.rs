@@ -74,6 +74,11 @@ settings! {
     connect_timeout_ms: u64 = 10_000, "PRISM_CONNECT_TIMEOUT_MS";
     /// A QUIC connection with no traffic for this long is closed, in milliseconds.
     idle_timeout_ms: u64 = 30_000, "PRISM_IDLE_TIMEOUT_MS";
+    /// Allocate and map every page of a raylet's object store at start, so
+    /// that no put or pull later waits for the kernel to zero a page at its
+    /// first touch. Commits the store's whole size at once and slows start-up
+    /// (about a second per few GB); like Ray's `preallocate_plasma_memory`.
+    object_store_prefault: bool = false, "PRISM_OBJECT_STORE_PREFAULT";
     /// A transfer chunk (8 MiB) that makes no progress for this long abandons
     /// its source, in milliseconds.
     transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";

@@ -98,6 +98,14 @@ pub enum RayletError {
     /// The object store could not be created.
     #[error("cannot create the object store: {0}")]
     Store(#[from] prism_objectstore::StoreError),
+    /// The kernel would not allocate the object store's pages at start.
+    #[error("cannot pre-fault the object store's {bytes} bytes (PRISM_OBJECT_STORE_PREFAULT is set): {source}; give it less --object-store-memory, or unset PRISM_OBJECT_STORE_PREFAULT")]
+    Prefault {
+        /// The store's size.
+        bytes: u64,
+        /// Why the kernel refused.
+        source: std::io::Error,
+    },
     /// The object store socket could not be bound.
     #[error("cannot bind the object store socket {path}: {source}")]
     StoreSocket {
@@ -224,6 +232,16 @@ pub async fn run_raylet(
         store_bytes.max(MIN_STORE_BYTES) as usize,
         Some(session.file("spill")),
     )?;
+    if opts.config.object_store_prefault {
+        let started = std::time::Instant::now();
+        let bytes = store.segment().len() as u64;
+        store
+            .segment()
+            .prefault()
+            .map_err(|source| RayletError::Prefault { bytes, source })?;
+        let ms = started.elapsed().as_millis() as u64;
+        info!(bytes, ms, "object store pre-faulted");
+    }
     let store_socket = session.file("store.sock");
     let listener = store_door::bind(&store_socket).map_err(|source| RayletError::StoreSocket {
         path: store_socket.clone(),

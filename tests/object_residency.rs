@@ -340,6 +340,22 @@ fn actor_results(eu: NodeId, rule: &Residency) {
         "a task reading a resident actor's result runs inside its rule",
     );
 
+    // Spread over the three nodes, or soft affinity to eu-west: the rule
+    // narrows both, so none is built outside it (and dies there).
+    let resident = || Ledger::options().resident(rule.clone()).num_cpus(0.0);
+    let mut placed: Vec<_> = (0..3)
+        .map(|_| resident().spread().spawn(10u64).unwrap())
+        .collect();
+    placed.push(resident().node_affinity(eu, true).spawn(10u64).unwrap());
+    for h in &placed {
+        let (sum, at) = prism::get(&h.sum_where().unwrap()).unwrap();
+        println!("SPREAD OR SOFT RESIDENT ACTOR RAN ON: {at}");
+        check(
+            sum == 55 && at != outside,
+            "spread and soft affinity keep a resident actor inside its rule",
+        );
+    }
+
     let pinned = ledger().node_affinity(eu, false).spawn(3u64).unwrap();
     let err = pinned.ready().unwrap_err().to_string();
     println!("REFUSED ACTOR PINNED: {err}");

@@ -23,6 +23,18 @@ pub enum Strategy<N> {
     },
     /// Hybrid among the nodes whose labels match.
     Labels(LabelSelector),
+    /// Round-robin over the nodes whose labels match (a spread kept inside
+    /// a residency rule).
+    SpreadLabels(LabelSelector),
+    /// On this node while it is alive, matches and can ever fit the
+    /// request; else hybrid among the nodes that match (a soft affinity
+    /// kept inside a residency rule).
+    PreferNode {
+        /// The node.
+        node: N,
+        /// The labels every node it may go to must match.
+        within: LabelSelector,
+    },
 }
 
 /// Why no node can ever run a request.
@@ -140,7 +152,21 @@ impl Scheduler {
         }
         match strategy {
             Strategy::Hybrid => self.hybrid(view, request, preferred, |_| true),
-            Strategy::Spread => self.spread(view, request),
+            Strategy::Spread => self.spread(view, request, |_| true),
+            Strategy::SpreadLabels(sel) => {
+                if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
+                    return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
+                }
+                self.spread(view, request, |n| sel.matches(n.labels()))
+            }
+            Strategy::PreferNode { node, within } => {
+                let inside = |n: &&NodeResources| n.is_alive() && within.matches(n.labels());
+                match view.node(*node).filter(inside) {
+                    Some(n) if n.fits_now(request) => Decision::Place(*node),
+                    Some(n) if n.feasible(request) => Decision::Queue(*node),
+                    _ => self.labels(view, request, preferred, within),
+                }
+            }
             Strategy::NodeAffinity { node, soft } => {
                 match view.node(*node).filter(|n| n.is_alive()) {
                     Some(n) if n.fits_now(request) => Decision::Place(*node),
@@ -152,13 +178,22 @@ impl Scheduler {
                     _ => self.hybrid(view, request, preferred, |_| true),
                 }
             }
-            Strategy::Labels(sel) => {
-                if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
-                    return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
-                }
-                self.hybrid(view, request, preferred, |n| sel.matches(n.labels()))
-            }
+            Strategy::Labels(sel) => self.labels(view, request, preferred, sel),
         }
+    }
+
+    /// Hybrid among the nodes `sel` matches; infeasible when no live node does.
+    fn labels<N: NodeKey>(
+        &mut self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        preferred: Option<N>,
+        sel: &LabelSelector,
+    ) -> Decision<N> {
+        if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
+            return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
+        }
+        self.hybrid(view, request, preferred, |n| sel.matches(n.labels()))
     }
 
     fn hybrid<N: NodeKey>(
@@ -281,8 +316,13 @@ impl Scheduler {
     /// after the node placed on last, wrapping (SC-8: the same choices as
     /// walking a list of the live nodes by position, without building it:
     /// a decision visits only the nodes it passes over).
-    fn spread<N: NodeKey>(&mut self, view: &ClusterView<N>, request: &ResourceSet) -> Decision<N> {
-        let fits = |(_, n): &(N, &NodeResources)| n.fits_now(request);
+    fn spread<N: NodeKey>(
+        &mut self,
+        view: &ClusterView<N>,
+        request: &ResourceSet,
+        allowed: impl Fn(&NodeResources) -> bool,
+    ) -> Decision<N> {
+        let fits = |(_, n): &(N, &NodeResources)| allowed(n) && n.fits_now(request);
         let last = self
             .cursor
             .as_ref()
@@ -310,7 +350,7 @@ impl Scheduler {
                 Decision::Place(id)
             }
             None if view.alive_nodes().next().is_none() => infeasible(view.alive_nodes(), request),
-            None => self.hybrid(view, request, None, |_| true),
+            None => self.hybrid(view, request, None, allowed),
         }
     }
 

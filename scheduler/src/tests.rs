@@ -161,6 +161,60 @@ fn spread_round_robins() {
 }
 
 #[test]
+fn spread_and_soft_affinity_narrowed_by_labels_stay_inside_them() {
+    let mut view = ClusterView::new();
+    let zone = |z: &str| BTreeMap::from([("zone".to_string(), z.to_string())]);
+    for (id, z) in [(0u8, "a"), (1, "b"), (2, "a"), (3, "b")] {
+        view.upsert(id, node(2, 0).with_labels(zone(z)));
+    }
+    let in_a = LabelSelector::parse("zone=a").unwrap();
+    let mut s = Scheduler::new();
+    let spread = Strategy::SpreadLabels(in_a.clone());
+    let got: Vec<_> = (0..4)
+        .map(|_| s.decide(&view, &cpu(1.0), &spread, None))
+        .collect();
+    let want: Vec<_> = [0, 2, 0, 2].into_iter().map(Decision::Place).collect();
+    assert_eq!(got, want, "round-robin over zone a only");
+    // Zone a full: the request waits inside it though zone b is idle.
+    for id in [0u8, 2] {
+        view.allocate(id, &cpu(2.0)).unwrap();
+    }
+    assert!(matches!(
+        s.decide(&view, &cpu(1.0), &spread, None),
+        Decision::Queue(0 | 2)
+    ));
+    let nowhere = Strategy::SpreadLabels(LabelSelector::parse("zone=c").unwrap());
+    assert!(matches!(
+        s.decide(&view, &cpu(1.0), &nowhere, None),
+        Decision::Infeasible(Infeasible::NoMatchingLabels(_))
+    ));
+
+    let mut view = ClusterView::new();
+    for (id, z) in [(0u8, "a"), (1, "b"), (2, "a")] {
+        view.upsert(id, node(2, 0).with_labels(zone(z)));
+    }
+    let prefer = |node| Strategy::PreferNode {
+        node,
+        within: in_a.clone(),
+    };
+    let d = |s: &mut Scheduler, v: &ClusterView<u8>, n| s.decide(v, &cpu(1.0), &prefer(n), None);
+    assert_eq!(d(&mut s, &view, 2), Decision::Place(2), "its node, inside");
+    assert_eq!(d(&mut s, &view, 1), Decision::Place(0), "outside: zone a");
+    assert_eq!(d(&mut s, &view, 9), Decision::Place(0), "unknown: zone a");
+    view.set_alive(2, false);
+    assert_eq!(d(&mut s, &view, 2), Decision::Place(0), "dead: zone a");
+    assert_eq!(
+        s.decide(&view, &cpu(3.0), &prefer(0), None),
+        Decision::Infeasible(Infeasible::MissingResource {
+            resource: CPU.to_string(),
+            requested: Quantity::whole(3),
+            largest_total: Quantity::whole(2),
+        }),
+        "too big for every node inside"
+    );
+}
+
+#[test]
 fn busy_but_feasible_queues_and_infeasible_names_the_resource() {
     let mut view = ClusterView::new();
     view.upsert(0u8, node(2, 0));

@@ -18,8 +18,9 @@
 //! (pinned there) fails, naming the rule, before its result is stored.
 //!
 //! An actor can carry a rule (`Type::options().resident(rule)`): it is
-//! placed and restarted only inside the rule and refuses to be built
-//! outside it (pinned there); every method's result, everything its
+//! placed and restarted only inside the rule (a spread spreads over the
+//! nodes inside, a soft affinity to a node outside goes inside) and
+//! refuses to be built outside it (pinned there); every method's result, everything its
 //! methods put and every task they submit is kept under the rule. The
 //! handle `spawn` returns places tasks reading those results inside the
 //! rule; a handle found by name or passed in a value does not know the
@@ -64,12 +65,25 @@ pub(crate) fn within<R>(rule: Option<&Residency>, f: impl FnOnce() -> R) -> R {
 }
 
 /// Where a task that must produce inside `rule` may run: the default and
-/// label placements are narrowed to the nodes inside it; a pinned node, a
-/// spread or a bundle stays as asked (a node outside fails the task).
+/// label placements, a spread and a soft affinity are narrowed to the
+/// nodes inside it (a soft affinity to a node outside goes inside
+/// instead); a hard affinity or a bundle stays as asked (a node outside
+/// fails the task, naming the rule).
 pub(crate) fn confine(strategy: &WireStrategy, rule: &Residency) -> WireStrategy {
+    let sel = rule.selector();
     match strategy {
-        WireStrategy::Hybrid => WireStrategy::Labels(rule.selector()),
-        WireStrategy::Labels(s) => WireStrategy::Labels(format!("{s}, {}", rule.selector())),
+        WireStrategy::Hybrid => WireStrategy::Labels(sel),
+        WireStrategy::Labels(s) => WireStrategy::Labels(format!("{s}, {sel}")),
+        WireStrategy::Spread => WireStrategy::SpreadLabels(sel),
+        WireStrategy::SpreadLabels(s) => WireStrategy::SpreadLabels(format!("{s}, {sel}")),
+        WireStrategy::NodeAffinity { node, soft: true } => WireStrategy::PreferNode {
+            node: *node,
+            within: sel,
+        },
+        WireStrategy::PreferNode { node, within } => WireStrategy::PreferNode {
+            node: *node,
+            within: format!("{within}, {sel}"),
+        },
         other => other.clone(),
     }
 }
@@ -173,7 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rule_narrows_default_and_label_placement_only() {
+    fn a_rule_narrows_every_placement_but_a_hard_affinity() {
         let rule = Residency::new("region", &["in-south", "in-west"]);
         let labels = |s: &str| WireStrategy::Labels(s.into());
         assert_eq!(
@@ -197,8 +211,20 @@ mod tests {
         };
         assert!(sel.matches(&node("in-west")));
         assert!(!sel.matches(&node("eu-west")));
-        // Pinned, spread: as asked (a node outside fails the task).
-        assert_eq!(confine(&WireStrategy::Spread, &rule), WireStrategy::Spread);
+        // Spread and soft affinity stay inside; hard affinity as asked (a
+        // node outside fails the task).
+        let sel = "region=in-south|in-west".to_string();
+        assert_eq!(
+            confine(&WireStrategy::Spread, &rule),
+            WireStrategy::SpreadLabels(sel.clone())
+        );
+        let node = crate::NodeId::random();
+        let pin = |soft| WireStrategy::NodeAffinity { node, soft };
+        assert_eq!(
+            confine(&pin(true), &rule),
+            WireStrategy::PreferNode { node, within: sel }
+        );
+        assert_eq!(confine(&pin(false), &rule), pin(false));
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub enum WireStrategy {
         /// Where the bundle is reserved (as the driver last saw it).
         node: NodeId,
     },
+    /// Round-robin over nodes whose labels match (a spread narrowed by a
+    /// residency rule).
+    SpreadLabels(String),
+    /// On `node` while it is alive and its labels match, else among the
+    /// nodes whose labels match (a soft affinity narrowed by a residency
+    /// rule).
+    PreferNode {
+        /// The node.
+        node: NodeId,
+        /// The labels every node it may go to must match.
+        within: String,
+    },
 }
 
 impl WireStrategy {
@@ -74,6 +86,7 @@ impl WireStrategy {
     /// placement group instead).
     pub fn to_strategy(&self) -> Result<prism_scheduler::Strategy<NodeId>, String> {
         use prism_scheduler::{LabelSelector, Strategy};
+        let parse = |sel: &str| LabelSelector::parse(sel).map_err(|e| e.to_string());
         Ok(match self {
             WireStrategy::Hybrid => Strategy::Hybrid,
             WireStrategy::Spread => Strategy::Spread,
@@ -81,9 +94,12 @@ impl WireStrategy {
                 node: *node,
                 soft: *soft,
             },
-            WireStrategy::Labels(sel) => {
-                Strategy::Labels(LabelSelector::parse(sel).map_err(|e| e.to_string())?)
-            }
+            WireStrategy::Labels(sel) => Strategy::Labels(parse(sel)?),
+            WireStrategy::SpreadLabels(sel) => Strategy::SpreadLabels(parse(sel)?),
+            WireStrategy::PreferNode { node, within } => Strategy::PreferNode {
+                node: *node,
+                within: parse(within)?,
+            },
             WireStrategy::Bundle { pg, .. } => {
                 return Err(format!(
                     "tasks in placement group {pg} go to its bundle's node"

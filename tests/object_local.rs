@@ -338,3 +338,59 @@ fn object_garbage_on_the_store_socket_drops_only_that_client() {
         other => panic!("expected GetTimeout, got {other:?}"),
     };
 }
+
+#[test]
+fn object_small_puts_travel_in_their_request_and_an_oversized_one_is_refused() {
+    use prism::proto::codec;
+    use prism::proto::store::{StoreErrorKind, StoreRequest, StoreResponse, SMALL_PUT_MAX};
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1", "--object-store-memory", "16M"]);
+    let sock = socket(&head);
+    let client = StoreClient::connect(&sock).unwrap();
+    // Both sides of the one-request path, and the shared-memory one.
+    for size in [0, 1, SMALL_PUT_MAX, SMALL_PUT_MAX + 1, MB] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let id = client.put(&bytes).unwrap();
+        let info = client.info(id).unwrap().expect("stored");
+        assert!(info.sealed && info.pinned, "{size} bytes: {info:?}");
+        assert_eq!(
+            &*client.get(id, Duration::from_secs(1)).unwrap(),
+            &bytes[..]
+        );
+        let other = StoreClient::connect(&sock).unwrap();
+        assert_eq!(&*other.get(id, Duration::from_secs(1)).unwrap(), &bytes[..]);
+    }
+    // A client that sends more than a put request may carry is refused,
+    // and nothing is stored.
+    let mut raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = |raw: &mut std::os::unix::net::UnixStream, req: &StoreRequest| {
+        raw.write_all(&codec::encode(req).unwrap()).unwrap();
+        codec::read_frame::<StoreResponse>(raw, 1 << 20)
+            .unwrap()
+            .unwrap()
+    };
+    // The door's first byte carries the segment's descriptor.
+    let mut first = [0u8; 1];
+    raw.read_exact(&mut first).unwrap();
+    assert!(matches!(
+        ask(&mut raw, &StoreRequest::Hello { pid: 1 }),
+        StoreResponse::Welcome { .. }
+    ));
+    let id = ObjectId::random();
+    let big = StoreRequest::PutSmall {
+        id,
+        pinned: true,
+        owned: false,
+        timeout_ms: 100,
+        data: vec![7; SMALL_PUT_MAX + 1],
+    };
+    match ask(&mut raw, &big) {
+        StoreResponse::Error {
+            kind: StoreErrorKind::BadRequest,
+            message,
+        } => assert!(message.contains("at most 32768 bytes"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(client.info(id).unwrap().is_none(), "nothing was stored");
+}

@@ -9,7 +9,7 @@
 
 use crate::proto::codec::{self, CodecError};
 use crate::proto::store::{
-    StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
+    StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats, SMALL_PUT_MAX,
 };
 /// A tensor's header (dtype, shape, strides) and its zero-copy view, for
 /// [`StoreClient::put_tensor`] and [`ObjectView::tensor`].
@@ -255,6 +255,18 @@ impl StoreClient {
         timeout: Duration,
     ) -> Result<ObjectId, ObjectError> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size <= SMALL_PUT_MAX {
+            // One round trip: the bytes travel inside the request.
+            let put = StoreRequest::PutSmall {
+                id,
+                pinned,
+                owned: pinned && self.owns_pins.load(std::sync::atomic::Ordering::Relaxed),
+                timeout_ms: timeout.as_millis() as u64,
+                data: parts.concat(),
+            };
+            self.expect_ok(&put)?;
+            return Ok(id);
+        }
         let mut at = self.create(id, size, pinned, timeout)?;
         for part in parts {
             if let Err(e) = self.seg.write(at, part) {

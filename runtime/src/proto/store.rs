@@ -63,7 +63,26 @@ pub enum StoreRequest {
     },
     /// Store counters.
     Stats,
+    /// Create, fill with `data` and seal in one round trip (objects of at
+    /// most [`SMALL_PUT_MAX`] bytes); waits up to `timeout_ms` for room.
+    PutSmall {
+        /// The object.
+        id: WireObjectId,
+        /// Primary copy: spilled, never evicted.
+        pinned: bool,
+        /// Owned by this client: freed when it disconnects.
+        owned: bool,
+        /// How long to wait for room when the store is full.
+        timeout_ms: u64,
+        /// The object's bytes.
+        data: Vec<u8>,
+    },
 }
+
+/// The largest object a client sends inside its put request
+/// ([`StoreRequest::PutSmall`]); larger ones are written into shared
+/// memory between a create and a seal.
+pub const SMALL_PUT_MAX: usize = 32 << 10;
 
 /// One object's state.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

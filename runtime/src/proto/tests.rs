@@ -318,6 +318,18 @@ mod every_request {
             }),
             any::<[u8; 16]>().prop_map(|id| StoreRequest::Seal { id: ObjectId(id) }),
             Just(StoreRequest::Stats),
+            (
+                any::<[u8; 16]>(),
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(id, pinned, data)| StoreRequest::PutSmall {
+                    id: ObjectId(id),
+                    pinned,
+                    owned: !pinned,
+                    timeout_ms: 7,
+                    data,
+                }),
         ]
     }
 

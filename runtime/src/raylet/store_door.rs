@@ -10,7 +10,7 @@
 use super::store_server::{PullError, SendHold, StoreServer, RAYLET_CLIENT};
 use crate::proto::codec::{self, ReadError};
 use crate::proto::store::{
-    StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats,
+    StoreErrorKind, StoreRequest, StoreResponse, WireObjectInfo, WireStoreStats, SMALL_PUT_MAX,
 };
 use prism_objectstore::{Block, ClientId, ObjectId, StoreError};
 use sendfd::SendWithFd;
@@ -188,6 +188,13 @@ fn error(e: StoreError) -> StoreResponse {
     }
 }
 
+fn bad_request(message: String) -> StoreResponse {
+    StoreResponse::Error {
+        kind: StoreErrorKind::BadRequest,
+        message,
+    }
+}
+
 fn done(r: Result<(), StoreError>) -> StoreResponse {
     r.map_or_else(error, |_| StoreResponse::Ok)
 }
@@ -279,6 +286,17 @@ fn get_or_pull(
     }
 }
 
+/// Seals an object `client` created and tells the head's directory of it.
+fn seal(server: &Arc<StoreServer>, client: ClientId, id: ObjectId) -> StoreResponse {
+    let sealed = server.lock().seal(id, client);
+    if let (Ok(()), Some(t)) = (&sealed, server.transfer.get()) {
+        let size = server.lock().info(id).map_or(0, |i| i.size as u64);
+        let _guard = server.runtime.enter();
+        t.report(id, size);
+    }
+    done(sealed)
+}
+
 fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> StoreResponse {
     let resp = match req {
         StoreRequest::Hello { .. } => StoreResponse::Welcome {
@@ -296,14 +314,32 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
             create_waiting(server, client, id, size, pinned, owned, timeout_ms)
         }
         StoreRequest::Get { id, timeout_ms } => get_or_pull(server, client, id, timeout_ms),
-        StoreRequest::Seal { id } => {
-            let sealed = server.lock().seal(id, client);
-            if let (Ok(()), Some(t)) = (&sealed, server.transfer.get()) {
-                let size = server.lock().info(id).map_or(0, |i| i.size as u64);
-                let _guard = server.runtime.enter();
-                t.report(id, size);
+        StoreRequest::Seal { id } => seal(server, client, id),
+        StoreRequest::PutSmall {
+            id,
+            pinned,
+            owned,
+            timeout_ms,
+            data,
+        } => {
+            if data.len() > SMALL_PUT_MAX {
+                return bad_request(format!(
+                    "a put request carries at most {SMALL_PUT_MAX} bytes, not {}",
+                    data.len()
+                ));
             }
-            done(sealed)
+            match create_waiting(server, client, id, data.len(), pinned, owned, timeout_ms) {
+                StoreResponse::Created { offset } => {
+                    match server.seg.write(offset as usize, &data) {
+                        Ok(()) => seal(server, client, id),
+                        Err(e) => {
+                            let _ = server.lock().abort(id, client);
+                            bad_request(format!("cannot write object {id}: {e}"))
+                        }
+                    }
+                }
+                other => other,
+            }
         }
         StoreRequest::Abort { id } => done(server.lock().abort(id, client)),
         StoreRequest::Release { id } => done(server.lock().release(id, client)),

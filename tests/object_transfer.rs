@@ -14,6 +14,14 @@ use as_node::requests_as;
 
 const MB: usize = 1 << 20;
 
+/// The tests that move a GiB between raylets run one at a time (each
+/// maps 2-3 GiB of shared memory).
+static BIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_big_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    BIG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn socket(node: &Node) -> PathBuf {
     PathBuf::from(node.ready()["store_socket"].as_str().unwrap())
 }
@@ -48,6 +56,7 @@ fn same_bytes(got: &[u8], size: usize) -> bool {
 
 #[test]
 fn object_pulled_between_raylets_is_byte_identical_at_every_size() {
+    let _big = one_big_test_at_a_time();
     let sb = Sandbox::new();
     let head = sb.start_head(&["--head-only"]);
     let a = sb.start_raylet(
@@ -127,6 +136,7 @@ fn object_pulled_between_raylets_is_byte_identical_at_every_size() {
 
 #[test]
 fn object_source_killed_mid_transfer_gives_a_clear_error_not_a_hang() {
+    let _big = one_big_test_at_a_time();
     let sb = Sandbox::new().with_env("PRISM_TRANSFER_CHUNK_TIMEOUT_MS", "2000");
     let head = sb.start_head(&["--head-only"]);
     let mut a = sb.start_raylet(
@@ -193,6 +203,7 @@ fn holders(head: &Node, asker: &Node, id: ObjectId) -> Vec<String> {
 
 #[test]
 fn object_pull_fails_over_to_a_second_copy_when_its_source_dies() {
+    let _big = one_big_test_at_a_time();
     let sb = Sandbox::new().with_env("PRISM_TRANSFER_CHUNK_TIMEOUT_MS", "2000");
     let head = sb.start_head(&["--head-only"]);
     let flags = ["--num-cpus", "1", "--object-store-memory", "1100M"];
@@ -232,6 +243,10 @@ fn object_pull_fails_over_to_a_second_copy_when_its_source_dies() {
         || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
     );
     assert!(pulling, "C never started pulling {id}");
+    assert!(
+        !reader.is_finished(),
+        "the 1 GiB pull ended before the kill: no failover to check"
+    );
     nodes[first].kill9();
     match reader.join().unwrap() {
         Ok(identical) => assert!(identical, "the object differs after the failover"),
@@ -263,7 +278,10 @@ fn put_then_pull(from: &Node, to: &Node, size: usize) -> ObjectId {
 
 #[test]
 fn object_pull_falls_back_to_quic_when_a_peers_bulk_port_is_taken() {
-    // Hold the TCP port that A's bulk channel would use.
+    // Hold the TCP port that A's bulk channel would use, as another
+    // program listening there would: B's connection is accepted by the
+    // kernel but never answered, so B gives up on the handshake (5 s)
+    // and pulls over QUIC.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let sb = Sandbox::new();

@@ -92,7 +92,9 @@ impl Segment {
     /// Allocates every page of the segment now and maps them into this
     /// process, so that no write into the store later waits for the kernel
     /// to zero a page at first touch (Ray's `preallocate_plasma_memory`).
-    /// The segment's whole size is committed at once.
+    /// The segment's whole size is committed at once. Call it before any
+    /// other process maps the segment (on kernels before 5.14 it reads
+    /// every page).
     pub fn prefault(&self) -> io::Result<()> {
         // SAFETY: fallocate over exactly the size of a descriptor we own.
         if unsafe { libc::fallocate(self.fd.as_raw_fd(), 0, 0, self.len as libc::off_t) } != 0 {
@@ -110,10 +112,28 @@ impl Segment {
         let e = io::Error::last_os_error();
         match advised {
             0 => Ok(()),
-            // Kernels before 5.14 lack the advice: the pages are allocated
-            // and zeroed; mapping each stays a cheap fault at first touch.
-            _ if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            // Kernels before 5.14 lack the advice, and `fallocate` leaves
+            // shared-memory pages to be zeroed at their first fault: read
+            // one byte of each page, which zeroes it now (a later write is
+            // then a cheap fault).
+            _ if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.read_every_page();
+                Ok(())
+            }
             _ => Err(e),
+        }
+    }
+
+    /// Reads one byte of every page (the pre-fault where the kernel lacks
+    /// `MADV_POPULATE_WRITE`).
+    fn read_every_page(&self) {
+        // SAFETY: sysconf reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        for at in (0..self.len).step_by(page) {
+            // SAFETY: `at` is inside the mapping; a volatile read of one
+            // byte races with no writer, since no other process has mapped
+            // the segment yet (`prefault`'s contract).
+            unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(at)) };
         }
     }
 
@@ -237,5 +257,10 @@ mod tests {
         assert!(seg.bytes(0, len).unwrap().iter().all(|b| *b == 0));
         seg.write(len - 5, b"tail!").unwrap();
         assert_eq!(seg.bytes(len - 5, 5).unwrap(), b"tail!");
+        // The fallback for kernels without MADV_POPULATE_WRITE brings in
+        // every page too.
+        let old_kernel = Segment::create("prism-read-fault", len).unwrap();
+        old_kernel.read_every_page();
+        assert_eq!(resident_pages(&old_kernel), len / page_size());
     }
 }

@@ -278,7 +278,7 @@ pub enum StoreError {
         detail: String,
     },
     /// A stored row does not decode (another version, or damage).
-    #[error("head database {path}: a stored row does not decode: {source}")]
+    #[error("head database {path}: a stored row does not decode: {source} (a database written by another Prism version is not recovered: run that version, or start a new cluster with --fresh)")]
     Row {
         /// Its file.
         path: String,

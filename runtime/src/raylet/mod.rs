@@ -227,18 +227,27 @@ pub async fn run_raylet(
     let (total, gpus): (ResourceSet, Vec<GpuInfo>) = node_resources(&opts.resources)?;
     let id = Arc::new(identity(&opts, session).await?);
     let store_bytes = total.get(resources::OBJECT_STORE_MEMORY).raw() / prism_scheduler::SCALE;
-    let store = prism_objectstore::Store::new(
+    let mut store = prism_objectstore::Store::new(
         "prism-store",
         store_bytes.max(MIN_STORE_BYTES) as usize,
         Some(session.file("spill")),
     )?;
     if opts.config.object_store_prefault {
+        // Before any client maps the segment; about 0.3 s per GB, off the
+        // async workers.
         let started = std::time::Instant::now();
         let bytes = store.segment().len() as u64;
-        store
-            .segment()
-            .prefault()
-            .map_err(|source| RayletError::Prefault { bytes, source })?;
+        let (back, done) = tokio::task::spawn_blocking(move || {
+            let done = store.segment().prefault();
+            (store, done)
+        })
+        .await
+        .map_err(|e| RayletError::Prefault {
+            bytes,
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        done.map_err(|source| RayletError::Prefault { bytes, source })?;
+        store = back;
         let ms = started.elapsed().as_millis() as u64;
         info!(bytes, ms, "object store pre-faulted");
     }

@@ -4,8 +4,9 @@
 //! with no async wake-ups on the path — Plasma's shape), at most
 //! `PRISM_MAX_LOCAL_CLIENTS` of them; and what it answers: create (waiting,
 //! bounded, for room in a full store), get (waiting for a seal, or pulling
-//! a copy from a peer), seal (and tell the head), abort, release, unpin;
-//! plus the raylet's own puts and fetches (job binaries).
+//! a copy from a peer), seal (and tell the head), a small put (create,
+//! write and seal in one request), abort, release, unpin; plus the
+//! raylet's own puts and fetches (job binaries).
 
 use super::store_server::{PullError, SendHold, StoreServer, RAYLET_CLIENT};
 use crate::proto::codec::{self, ReadError};
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// The largest local request frame (requests are small; data never travels here).
+/// The largest local request frame (requests are small: object bytes
+/// travel here only in a small put, at most `SMALL_PUT_MAX`).
 const MAX_LOCAL_FRAME: usize = 64 << 10;
 /// Binds the socket.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -331,7 +333,14 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
             match create_waiting(server, client, id, data.len(), pinned, owned, timeout_ms) {
                 StoreResponse::Created { offset } => {
                     match server.seg.write(offset as usize, &data) {
-                        Ok(()) => seal(server, client, id),
+                        // One operation: a put that cannot seal leaves nothing.
+                        Ok(()) => match seal(server, client, id) {
+                            StoreResponse::Ok => StoreResponse::Ok,
+                            refused => {
+                                let _ = server.lock().abort(id, client);
+                                refused
+                            }
+                        },
                         Err(e) => {
                             let _ = server.lock().abort(id, client);
                             bad_request(format!("cannot write object {id}: {e}"))

@@ -340,6 +340,28 @@ fn actor_results(eu: NodeId, rule: &Residency) {
         "a task reading a resident actor's result runs inside its rule",
     );
 
+    // A handle found by name knows the rule too: a task reading what the
+    // actor returns, with a soft affinity to eu-west, runs inside it.
+    let named = Ledger::options()
+        .resident(rule.clone())
+        .name("resident-ledger")
+        .spawn(1000u64)
+        .unwrap();
+    named.ready().unwrap();
+    let found: prism::ActorHandle<Ledger> = prism::get_actor("resident-ledger").unwrap();
+    let found_rows = found.rows().unwrap();
+    let read = sum_where::options()
+        .num_cpus(0.0)
+        .node_affinity(eu, true)
+        .remote(&found_rows, 0u64)
+        .unwrap();
+    let (sum, at) = prism::get(&read).unwrap();
+    println!("TASK READING A FOUND RESIDENT ACTOR'S RESULT RAN ON: {at}");
+    check(
+        sum == 500_500 && at != outside,
+        "a handle found by name places the readers of its results inside the rule",
+    );
+
     // Spread over the three nodes, or soft affinity to eu-west: the rule
     // narrows both, so none is built outside it (and dies there).
     let resident = || Ledger::options().resident(rule.clone()).num_cpus(0.0);

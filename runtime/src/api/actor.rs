@@ -287,8 +287,13 @@ pub fn get_actor<T: ActorClass>(name: &str) -> Result<ActorHandle<T>> {
 
 /// A live named actor in `namespace`.
 pub fn get_actor_in<T: ActorClass>(namespace: &str, name: &str) -> Result<ActorHandle<T>> {
-    let id: ActorId = core::current()?.lookup_actor(namespace, name)?;
-    Ok(ActorHandle::from_id(id, None))
+    let (id, rule) = core::current()?.lookup_actor(namespace, name)?;
+    let mut handle = ActorHandle::from_id(id, None);
+    // A resident actor's handle keeps the tasks reading its results inside
+    // its rule, as the one `spawn` returns does.
+    handle.link.rule = rule.map(Arc::new);
+    handle.stub = T::Stub::from(handle.link.clone());
+    Ok(handle)
 }
 
 /// Kills an actor's worker. Pending calls fail with `ActorDied`; with

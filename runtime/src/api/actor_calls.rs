@@ -65,12 +65,12 @@ impl Core {
         Ok((actor, created, rule))
     }
 
-    /// A live named actor's id.
+    /// A live named actor's id and residency rule.
     pub(crate) fn lookup_actor(
         self: &Arc<Self>,
         namespace: &str,
         name: &str,
-    ) -> Result<crate::ids::ActorId> {
+    ) -> Result<(crate::ids::ActorId, Option<crate::proto::common::Residency>)> {
         // A head lookup, answered whatever the node's load: the worker
         // waiting for it is not blocked on the cluster.
         self.ask_raylet_quick("get_actor", Duration::from_secs(60), |request_id| {

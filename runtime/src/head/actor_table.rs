@@ -220,6 +220,7 @@ mod tests {
             detached: false,
             job_id: crate::ids::JobId::random(),
             max_task_retries: 0,
+            residency: None,
         }
     }
 

@@ -280,6 +280,9 @@ pub struct ActorInfo {
     /// Re-sends of a call in flight when it died (callers' raylets apply
     /// this to calls lost with its node).
     pub max_task_retries: u32,
+    /// Its residency rule, if it has one (a handle found by name places
+    /// the tasks reading its results inside it).
+    pub residency: Option<crate::proto::common::Residency>,
 }
 
 /// A job to run from an uploaded binary.

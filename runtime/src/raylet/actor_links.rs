@@ -33,6 +33,7 @@ impl TaskService {
             detached: c.detached,
             job_id: spec.job_id,
             max_task_retries: c.max_task_retries,
+            residency: spec.residency.as_deref().cloned(),
         };
         self.disp().announce_actor(c.actor_id);
         let actor = c.actor_id;
@@ -134,7 +135,8 @@ impl TaskService {
         let _ = tx.send(req);
     }
 
-    /// Finds a named actor; answers `request_id` with its archived id.
+    /// Finds a named actor; answers `request_id` with its archived id and
+    /// residency rule.
     pub(super) fn lookup_actor(
         self: &Arc<Self>,
         owner: Owner,
@@ -150,7 +152,8 @@ impl TaskService {
             };
             let outcome = match me.transfer.head_request(&req).await {
                 Ok(HeadResponse::Actor(Some(info))) => {
-                    match rkyv::to_bytes::<rkyv::rancor::Error>(&info.actor_id) {
+                    let found = (info.actor_id, info.residency);
+                    match rkyv::to_bytes::<rkyv::rancor::Error>(&found) {
                         Ok(b) => Outcome::Inline(b.to_vec()),
                         Err(e) => Outcome::Failed(Failure::BadCall {
                             detail: e.to_string(),

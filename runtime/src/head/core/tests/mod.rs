@@ -182,6 +182,7 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
         detached: false,
         job_id: job,
         max_task_retries: 0,
+        residency: None,
     };
     let create = ActorCreate {
         actor_id: actor,

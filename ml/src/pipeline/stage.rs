@@ -6,13 +6,12 @@
 
 use super::links::{self, Links};
 use crate::recipes::{self, MlpConfig};
-use crate::train::ring::{Parcel, Ring};
+use crate::train::ring::Parcel;
 use crate::train::ring_member::{deliver_with, RingMember};
 use crate::train::Sgd;
 use prism::channel::ChannelSpec;
 use prism::ActorHandle;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 use tch::nn::{self, Module, VarStore};
 use tch::Tensor;
@@ -89,10 +88,9 @@ pub struct PipeStage {
     peak: usize,
     replica: u32,
     replicas: u32,
-    /// Its links to the same stage of the other replicas...
+    /// Its links to the same stage of the other replicas, and the ring
+    /// over them (made at the first average and kept).
     member: RingMember,
-    /// ...and the ring over them, made at the first average and kept.
-    ring: Mutex<Option<Ring>>,
     /// Channels to its neighbours on the same node, if linked.
     links: Links,
 }
@@ -167,7 +165,6 @@ impl PipeStage {
             replica: spec.replica,
             replicas: spec.replicas.max(1),
             member: RingMember::default(),
-            ring: Mutex::default(),
             links: Links::default(),
         })
     }
@@ -448,16 +445,12 @@ impl PipeStage {
             .map(|v| v.grad())
             .filter(|g| g.defined())
             .collect();
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut ring = match ring {
-            Some(r) => r,
-            None => self.member.ring(
-                self.replica as usize,
-                self.replicas as usize,
-                RING_BUCKET,
-                RING_TIMEOUT,
-            )?,
-        };
+        let mut ring = self.member.ring(
+            self.replica as usize,
+            self.replicas as usize,
+            RING_BUCKET,
+            RING_TIMEOUT,
+        )?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("prism-pipe-ring-{}", self.replica))
@@ -468,7 +461,7 @@ impl PipeStage {
             })
             .map_err(|e| format!("cannot start the ring's thread: {e}"))?;
         let (ring, r) = rx.await.map_err(|_| "the ring's thread died".to_string())?;
-        *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring);
+        self.member.keep(ring);
         r.map_err(|e| e.to_string())
     }
 

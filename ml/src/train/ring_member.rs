@@ -35,6 +35,9 @@ pub struct RingMember {
     /// Same-node links: pieces from the previous member, and to the next.
     inbox: Mutex<Option<Receiver>>,
     outbox: Mutex<Option<Sender>>,
+    /// The ring made from these links, kept between all-reduces by a
+    /// member that runs many ([`RingMember::keep`]).
+    kept: Mutex<Option<Ring>>,
 }
 
 impl std::fmt::Debug for RingMember {
@@ -76,6 +79,8 @@ impl RingMember {
         inbox_used: bool,
     ) -> Option<String> {
         *lock(&self.next) = Some(deliver);
+        // New links: a ring kept from the old ones is stale.
+        *lock(&self.kept) = None;
         if !inbox_used {
             *lock(&self.inbox) = None;
         }
@@ -95,8 +100,11 @@ impl RingMember {
         self.mailbox.put(parcel);
     }
 
-    /// The ring, as member `rank` of `world` (its channels move into it:
-    /// call once per [`RingMember::link`]).
+    /// The ring, as member `rank` of `world`: the one kept by
+    /// [`RingMember::keep`] since the last [`RingMember::link`] (a member
+    /// that all-reduces many times over the same links, such as a pipeline
+    /// stage once per step), else a new one (the links' channels move into
+    /// it: without `keep`, call once per link).
     pub fn ring(
         &self,
         rank: usize,
@@ -104,6 +112,9 @@ impl RingMember {
         bucket_bytes: usize,
         timeout: Duration,
     ) -> Result<Ring, String> {
+        if let Some(ring) = lock(&self.kept).take() {
+            return Ok(ring);
+        }
         let next = lock(&self.next)
             .clone()
             .ok_or("this ring member is not linked to the next one yet")?;
@@ -116,6 +127,12 @@ impl RingMember {
             None => Inbox::Store(self.mailbox.clone()),
         };
         Ring::new(rank, world, out, inbox, bucket_bytes, timeout)
+    }
+
+    /// Keeps `ring` for the next [`RingMember::ring`], which returns it as
+    /// it is (same rank, world and bucket size).
+    pub fn keep(&self, ring: Ring) {
+        *lock(&self.kept) = Some(ring);
     }
 }
 

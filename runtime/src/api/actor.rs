@@ -105,8 +105,15 @@ impl<T: ActorClass> std::ops::Deref for ActorHandle<T> {
 }
 
 impl<T: ActorClass> ActorHandle<T> {
-    pub(crate) fn from_id(id: ActorId, created: Option<ObjectRef<()>>) -> Self {
-        let link = ActorLink::new(id);
+    /// A handle to actor `id`; `rule`, its residency rule where known
+    /// (tasks reading its results are then placed inside it).
+    pub(crate) fn from_id(
+        id: ActorId,
+        created: Option<ObjectRef<()>>,
+        rule: Option<crate::proto::common::Residency>,
+    ) -> Self {
+        let mut link = ActorLink::new(id);
+        link.rule = rule.map(Arc::new);
         ActorHandle {
             stub: T::Stub::from(link.clone()),
             link,
@@ -147,7 +154,7 @@ impl<T: ActorClass, S: Fallible + ?Sized> Serialize<S> for ActorHandle<T> {
 
 impl<T: ActorClass, D: Fallible + ?Sized> Deserialize<ActorHandle<T>, D> for [u8; 16] {
     fn deserialize(&self, _d: &mut D) -> std::result::Result<ActorHandle<T>, D::Error> {
-        Ok(ActorHandle::from_id(ActorId(*self), None))
+        Ok(ActorHandle::from_id(ActorId(*self), None, None))
     }
 }
 
@@ -257,11 +264,7 @@ impl ActorOptions {
 #[doc(hidden)]
 pub fn spawn<T: ActorClass>(opts: &ActorOptions, args: Vec<EncodedArg>) -> Result<ActorHandle<T>> {
     let (id, created, rule) = core::current()?.create_actor(opts, args)?;
-    let mut handle = ActorHandle::from_id(id, Some(created));
-    let rule = rule.map(Arc::new);
-    handle.link.rule.clone_from(&rule);
-    handle.stub = T::Stub::from(handle.link.clone());
-    Ok(handle)
+    Ok(ActorHandle::from_id(id, Some(created), rule))
 }
 
 /// The namespace actors are named in unless told: the job's own
@@ -288,12 +291,7 @@ pub fn get_actor<T: ActorClass>(name: &str) -> Result<ActorHandle<T>> {
 /// A live named actor in `namespace`.
 pub fn get_actor_in<T: ActorClass>(namespace: &str, name: &str) -> Result<ActorHandle<T>> {
     let (id, rule) = core::current()?.lookup_actor(namespace, name)?;
-    let mut handle = ActorHandle::from_id(id, None);
-    // A resident actor's handle keeps the tasks reading its results inside
-    // its rule, as the one `spawn` returns does.
-    handle.link.rule = rule.map(Arc::new);
-    handle.stub = T::Stub::from(handle.link.clone());
-    Ok(handle)
+    Ok(ActorHandle::from_id(id, None, rule))
 }
 
 /// Kills an actor's worker. Pending calls fail with `ActorDied`; with

@@ -227,13 +227,19 @@ impl StoreClient {
             id,
             size: size as u64,
             pinned,
-            owned: pinned && self.owns_pins.load(std::sync::atomic::Ordering::Relaxed),
+            owned: self.owns(pinned),
             timeout_ms: timeout.as_millis() as u64,
         };
         match self.request(&create)? {
             StoreResponse::Created { offset } => Ok(offset as usize),
             other => Err(ObjectError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Whether a pinned object this client creates is its own (freed when
+    /// it disconnects; see [`StoreClient::free_pins_on_close`]).
+    fn owns(&self, pinned: bool) -> bool {
+        pinned && self.owns_pins.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops an object this client created but has not sealed.
@@ -260,7 +266,7 @@ impl StoreClient {
             let put = StoreRequest::PutSmall {
                 id,
                 pinned,
-                owned: pinned && self.owns_pins.load(std::sync::atomic::Ordering::Relaxed),
+                owned: self.owns(pinned),
                 timeout_ms: timeout.as_millis() as u64,
                 data: parts.concat(),
             };

@@ -299,6 +299,28 @@ fn seal(server: &Arc<StoreServer>, client: ClientId, id: ObjectId) -> StoreRespo
     done(sealed)
 }
 
+/// Fills and seals a small object just created (`room`, the create's
+/// answer) as one operation: a put that cannot finish leaves nothing.
+fn put_small(
+    server: &Arc<StoreServer>,
+    client: ClientId,
+    id: ObjectId,
+    data: &[u8],
+    room: StoreResponse,
+) -> StoreResponse {
+    let StoreResponse::Created { offset } = room else {
+        return room;
+    };
+    let resp = match server.seg.write(offset as usize, data) {
+        Ok(()) => seal(server, client, id),
+        Err(e) => bad_request(format!("cannot write object {id}: {e}")),
+    };
+    if !matches!(resp, StoreResponse::Ok) {
+        let _ = server.lock().abort(id, client);
+    }
+    resp
+}
+
 fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> StoreResponse {
     let resp = match req {
         StoreRequest::Hello { .. } => StoreResponse::Welcome {
@@ -317,6 +339,10 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
         }
         StoreRequest::Get { id, timeout_ms } => get_or_pull(server, client, id, timeout_ms),
         StoreRequest::Seal { id } => seal(server, client, id),
+        StoreRequest::PutSmall { data, .. } if data.len() > SMALL_PUT_MAX => bad_request(format!(
+            "a put request carries at most {SMALL_PUT_MAX} bytes, not {}",
+            data.len()
+        )),
         StoreRequest::PutSmall {
             id,
             pinned,
@@ -324,31 +350,8 @@ fn handle(server: &Arc<StoreServer>, client: ClientId, req: StoreRequest) -> Sto
             timeout_ms,
             data,
         } => {
-            if data.len() > SMALL_PUT_MAX {
-                return bad_request(format!(
-                    "a put request carries at most {SMALL_PUT_MAX} bytes, not {}",
-                    data.len()
-                ));
-            }
-            match create_waiting(server, client, id, data.len(), pinned, owned, timeout_ms) {
-                StoreResponse::Created { offset } => {
-                    match server.seg.write(offset as usize, &data) {
-                        // One operation: a put that cannot seal leaves nothing.
-                        Ok(()) => match seal(server, client, id) {
-                            StoreResponse::Ok => StoreResponse::Ok,
-                            refused => {
-                                let _ = server.lock().abort(id, client);
-                                refused
-                            }
-                        },
-                        Err(e) => {
-                            let _ = server.lock().abort(id, client);
-                            bad_request(format!("cannot write object {id}: {e}"))
-                        }
-                    }
-                }
-                other => other,
-            }
+            let room = create_waiting(server, client, id, data.len(), pinned, owned, timeout_ms);
+            put_small(server, client, id, &data, room)
         }
         StoreRequest::Abort { id } => done(server.lock().abort(id, client)),
         StoreRequest::Release { id } => done(server.lock().release(id, client)),

@@ -153,24 +153,17 @@ impl Scheduler {
         match strategy {
             Strategy::Hybrid => self.hybrid(view, request, preferred, |_| true),
             Strategy::Spread => self.spread(view, request, |_| true),
-            Strategy::SpreadLabels(sel) => {
-                if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
-                    return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
-                }
-                self.spread(view, request, |n| sel.matches(n.labels()))
-            }
+            Strategy::SpreadLabels(sel) => no_match(view, sel)
+                .unwrap_or_else(|| self.spread(view, request, |n| sel.matches(n.labels()))),
             Strategy::PreferNode { node, within } => {
-                let inside = |n: &&NodeResources| n.is_alive() && within.matches(n.labels());
-                match view.node(*node).filter(inside) {
-                    Some(n) if n.fits_now(request) => Decision::Place(*node),
-                    Some(n) if n.feasible(request) => Decision::Queue(*node),
-                    _ => self.labels(view, request, preferred, within),
-                }
+                on_node(view, request, *node, |n| within.matches(n.labels()))
+                    .unwrap_or_else(|| self.labels(view, request, preferred, within))
             }
             Strategy::NodeAffinity { node, soft } => {
+                if let Some(d) = on_node(view, request, *node, |_| true) {
+                    return d;
+                }
                 match view.node(*node).filter(|n| n.is_alive()) {
-                    Some(n) if n.fits_now(request) => Decision::Place(*node),
-                    Some(n) if n.feasible(request) => Decision::Queue(*node),
                     Some(_) if !soft => {
                         infeasible(view.alive_nodes().filter(|(k, _)| k == node), request)
                     }
@@ -190,10 +183,8 @@ impl Scheduler {
         preferred: Option<N>,
         sel: &LabelSelector,
     ) -> Decision<N> {
-        if !view.alive_nodes().any(|(_, n)| sel.matches(n.labels())) {
-            return Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string()));
-        }
-        self.hybrid(view, request, preferred, |n| sel.matches(n.labels()))
+        no_match(view, sel)
+            .unwrap_or_else(|| self.hybrid(view, request, preferred, |n| sel.matches(n.labels())))
     }
 
     fn hybrid<N: NodeKey>(
@@ -377,6 +368,28 @@ impl Scheduler {
         }
         self.hybrid(view, request, None, |_| true)
     }
+}
+
+/// Placed on, or queued at, `node` when it is alive, `allowed` and can
+/// ever run `request`; `None` otherwise (the caller falls back).
+fn on_node<N: NodeKey>(
+    view: &ClusterView<N>,
+    request: &ResourceSet,
+    node: N,
+    allowed: impl Fn(&NodeResources) -> bool,
+) -> Option<Decision<N>> {
+    let n = view.node(node).filter(|n| n.is_alive() && allowed(n))?;
+    if n.fits_now(request) {
+        Some(Decision::Place(node))
+    } else {
+        n.feasible(request).then_some(Decision::Queue(node))
+    }
+}
+
+/// Infeasible when no live node matches `sel`.
+fn no_match<N: NodeKey>(view: &ClusterView<N>, sel: &LabelSelector) -> Option<Decision<N>> {
+    let any = view.alive_nodes().any(|(_, n)| sel.matches(n.labels()));
+    (!any).then(|| Decision::Infeasible(Infeasible::NoMatchingLabels(sel.to_string())))
 }
 
 /// Explains why no node in `candidates` can ever run `request`.

@@ -134,6 +134,32 @@ fn object_pulled_between_raylets_is_byte_identical_at_every_size() {
     };
 }
 
+/// A reader's get of the `size`-byte test object `id` on `node`, started
+/// in the background and returned once `node`'s copy exists but is not
+/// sealed (the pull is under way): whether the bytes were right, and how
+/// long the get took.
+fn pull_underway(
+    node: &Node,
+    id: ObjectId,
+    size: usize,
+    timeout: Duration,
+) -> std::thread::JoinHandle<(Result<bool, ObjectError>, Duration)> {
+    let sock = socket(node);
+    let reader = std::thread::spawn(move || {
+        let c = StoreClient::connect(&sock).unwrap();
+        let started = Instant::now();
+        let result = c.get(id, timeout).map(|v| same_bytes(&v, size));
+        (result, started.elapsed())
+    });
+    let probe = StoreClient::connect(&socket(node)).unwrap();
+    let pulling = wait_until(
+        Duration::from_secs(30),
+        || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
+    );
+    assert!(pulling, "{} never started pulling {id}", node.node_id());
+    reader
+}
+
 #[test]
 fn object_source_killed_mid_transfer_gives_a_clear_error_not_a_hang() {
     let _big = one_big_test_at_a_time();
@@ -152,23 +178,8 @@ fn object_source_killed_mid_transfer_gives_a_clear_error_not_a_hang() {
     let ca = StoreClient::connect(&socket(&a)).unwrap();
     let id = ca.put(&object_bytes(1024 * MB)).unwrap();
     drop(ca);
-    let sock = socket(&b);
-    let reader = std::thread::spawn(move || {
-        let c = StoreClient::connect(&sock).unwrap();
-        let started = Instant::now();
-        let result = c
-            .get(id, Duration::from_secs(60))
-            .map(|v| same_bytes(&v, 1024 * MB));
-        (result, started.elapsed())
-    });
-    // Kill the source while B pulls (its copy exists, not sealed yet): a
-    // 1 GB transfer takes seconds here.
-    let probe = StoreClient::connect(&socket(&b)).unwrap();
-    let pulling = wait_until(
-        Duration::from_secs(30),
-        || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
-    );
-    assert!(pulling, "B never started pulling {id}");
+    // Kill the source while B pulls: a 1 GB transfer takes seconds here.
+    let reader = pull_underway(&b, id, 1024 * MB, Duration::from_secs(60));
     a.kill9();
     let (result, took) = reader.join().unwrap();
     match result {
@@ -231,24 +242,13 @@ fn object_pull_fails_over_to_a_second_copy_when_its_source_dies() {
         .position(|n| n.node_id() == sources[0])
         .unwrap();
     let second = sources[1].clone();
-    let sock = socket(&c);
-    let reader = std::thread::spawn(move || {
-        let c = StoreClient::connect(&sock).unwrap();
-        c.get(id, Duration::from_secs(120))
-            .map(|v| same_bytes(&v, size))
-    });
-    let probe = StoreClient::connect(&socket(&c)).unwrap();
-    let pulling = wait_until(
-        Duration::from_secs(30),
-        || matches!(probe.info(id), Ok(Some(i)) if !i.sealed),
-    );
-    assert!(pulling, "C never started pulling {id}");
+    let reader = pull_underway(&c, id, size, Duration::from_secs(120));
     assert!(
         !reader.is_finished(),
         "the 1 GiB pull ended before the kill: no failover to check"
     );
     nodes[first].kill9();
-    match reader.join().unwrap() {
+    match reader.join().unwrap().0 {
         Ok(identical) => assert!(identical, "the object differs after the failover"),
         Err(e) => panic!("the pull must fail over to {second}: {e}\n{}", c.log()),
     }

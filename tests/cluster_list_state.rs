@@ -66,10 +66,7 @@ fn cluster_list_tasks_and_objects() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    let done = sb.temp().join("done");
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
-    let mut job = Job::spawn("hold", &envs);
+    let (mut job, done) = sb.held_driver("hold", &head, &head);
     let printed = wait_until(Duration::from_secs(60), || {
         job.stdout()
             .lines()

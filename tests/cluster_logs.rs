@@ -101,10 +101,7 @@ fn worker_output_reaches_the_driver_and_prism_logs() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    let done = sb.temp().join("done");
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
-    let mut job = Job::spawn("print", &envs);
+    let (mut job, done) = sb.held_driver("print", &head, &head);
     let b_short: String = b.node_id().chars().take(10).collect();
 
     // The driver prints its workers' lines (from node b) with their prefix.

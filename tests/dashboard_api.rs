@@ -110,10 +110,7 @@ fn dashboard_api_serves_the_live_cluster() {
     let viewer = std::fs::read_to_string(head.session.join("dashboard_token")).unwrap();
     let viewer = viewer.trim();
 
-    let done = sb.temp().join("done");
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
-    let mut job = Job::spawn("hold", &envs);
+    let (mut job, done) = sb.held_driver("hold", &head, &head);
     assert!(
         wait_until(Duration::from_secs(60), || job.stdout().contains("READY ")),
         "{}\n{}",

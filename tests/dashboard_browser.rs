@@ -112,10 +112,7 @@ fn dashboard_pages_render_the_live_cluster_in_chromium() {
     let head = sb.start_head(&["--num-cpus", "2", "--dashboard-port", "0"]);
     let base = head.ready()["dashboard"].as_str().unwrap().to_string();
     let viewer = std::fs::read_to_string(head.session.join("dashboard_token")).unwrap();
-    let done = sb.temp().join("done");
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
-    let mut job = Job::spawn("hold", &envs);
+    let (mut job, done) = sb.held_driver("hold", &head, &head);
     assert!(
         wait_until(Duration::from_secs(60), || job.stdout().contains("READY")),
         "{}",

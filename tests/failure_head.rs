@@ -232,10 +232,7 @@ fn failure_head_killed_during_reservations_leaves_no_half_held_bundle() {
         .map(|n| sb.start_raylet(n, &head, &["--num-cpus", "4"]))
         .collect();
     assert!(wait_until(Duration::from_secs(10), || alive_ids(&sb).len() == 3));
-    let done = sb.temp().join("done");
-    let mut envs = sb.driver_envs(&head, &raylets[0]);
-    envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
-    let mut job = Job::spawn("groups", &envs);
+    let (mut job, done) = sb.held_driver("groups", &head, &raylets[0]);
     assert!(
         wait_until(Duration::from_secs(60), || job.stdout().contains("CREATED")),
         "{}",

@@ -79,6 +79,10 @@ settings! {
     /// first touch. Commits the store's whole size at once and slows start-up
     /// (about a second per few GB); like Ray's `preallocate_plasma_memory`.
     object_store_prefault: bool = false, "PRISM_OBJECT_STORE_PREFAULT";
+    /// Let callers on an actor's machine call it straight through its
+    /// worker's Unix socket, without the raylet in between (one round trip
+    /// instead of two). Off: every call goes through the raylet.
+    direct_calls: bool = true, "PRISM_DIRECT_CALLS";
     /// A transfer chunk (8 MiB) that makes no progress for this long abandons
     /// its source, in milliseconds.
     transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";

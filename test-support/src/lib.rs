@@ -495,6 +495,14 @@ impl Sandbox {
         envs.extend(self.envs.iter().cloned());
         envs
     }
+    /// A driver of `role` joining at `head` through `raylet`, which holds
+    /// ([`hold_until_done`]) until the test creates the returned file.
+    pub fn held_driver(&self, role: &str, head: &Node, raylet: &Node) -> (Job, PathBuf) {
+        let done = self.temp().join(format!("{role}.done"));
+        let mut envs = self.driver_envs(head, raylet);
+        envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
+        (Job::spawn(role, &envs), done)
+    }
 }
 
 /// In a job role: holds until the test creates the file named by

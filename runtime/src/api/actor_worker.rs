@@ -46,6 +46,10 @@ fn done(core: &Arc<Core>, task: &TaskSpec, outcome: Outcome) {
     core.register_borrows(task);
     core.flush_metrics();
     let task_id = task.task_id;
+    // A direct call's outcome goes back on its connection.
+    let Err(outcome) = core.direct.serve.reply(task_id, outcome) else {
+        return;
+    };
     if core.send(&LocalRequest::Done { task_id, outcome }).is_err() {
         std::process::exit(0);
     }
@@ -93,6 +97,10 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         }),
     };
     let failed = !matches!(outcome, Outcome::Inline(_));
+    if let (false, TaskKind::CreateActor(c)) = (failed, &create.kind) {
+        // Callers on this machine may now call it directly.
+        core.serve_direct(c.actor_id, c.restarts);
+    }
     done(&core, &create, outcome);
     let Some(actor) = built.filter(|_| !failed) else {
         // The raylet kills this worker; wait for it.

@@ -38,14 +38,15 @@ pub(crate) fn connect(
     let frame = codec::encode(&hello).map_err(|e| Error::Encode(e.to_string()))?;
     s.write_all(&frame)
         .map_err(|e| init("cannot say hello to", &e))?;
-    let (node_id, store_socket) = match read_event(&mut s) {
+    let (node_id, store_socket, conn) = match read_event(&mut s) {
         Ok(Some(LocalEvent::Welcome {
             node_id,
             store_socket,
             at_rest_key,
+            conn,
         })) => {
             super::at_rest::set_key(at_rest_key);
-            (node_id, store_socket)
+            (node_id, store_socket, conn)
         }
         Ok(Some(LocalEvent::Refused { message })) => {
             return Err(Error::Init(format!("the raylet refused: {message}")))
@@ -60,8 +61,19 @@ pub(crate) fn connect(
         store.free_pins_on_close();
     }
     let reader = s.try_clone().map_err(|e| init("cannot use", &e))?;
-    let core = Core::new(s, store, node_id, job_id, handle.clone(), worker);
+    // Actor workers on this machine listen beside the raylet's socket.
+    let on = crate::config::Config::from_env().map_or(true, |c| c.direct_calls);
+    let session = socket.parent().filter(|_| on).map(Path::to_path_buf);
+    let direct = super::direct::Direct::new(
+        session,
+        crate::proto::task::ReplyTo {
+            node: node_id,
+            conn,
+        },
+    );
+    let core = Core::new(s, store, node_id, job_id, handle.clone(), worker, direct);
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();
+    core.direct.serve.set_tasks(exec_tx.clone());
     let reader_core = core.clone();
     std::thread::Builder::new()
         .name("prism-events".into())
@@ -78,6 +90,7 @@ pub(crate) fn connect(
                     Err(e) => break e,
                 }
             };
+            reader_core.direct.serve.close();
             reader_core.on_lost(why);
             drop(exec_tx);
         })

@@ -53,6 +53,8 @@ pub struct Core {
     pub(crate) job_id: JobId,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) worker: bool,
+    /// Direct actor calls on this machine, both sides.
+    pub(crate) direct: super::direct::Direct,
     changed: (Mutex<u64>, Condvar),
     lost: Mutex<Option<String>>,
 }
@@ -79,6 +81,7 @@ impl Core {
         job_id: JobId,
         handle: tokio::runtime::Handle,
         worker: bool,
+        direct: super::direct::Direct,
     ) -> Arc<Core> {
         Arc::new(Core {
             tx: Mutex::new(tx),
@@ -91,6 +94,7 @@ impl Core {
             job_id,
             handle,
             worker,
+            direct,
             changed: (Mutex::new(0), Condvar::new()),
             lost: Mutex::new(None),
         })
@@ -123,6 +127,7 @@ impl Core {
     pub(crate) fn on_event(self: &Arc<Self>, ev: LocalEvent) -> Option<(TaskSpec, Vec<u32>)> {
         match ev {
             LocalEvent::Finished { task_id, outcome } => {
+                self.direct.answered(task_id.result());
                 self.finish(task_id.result(), outcome);
                 None
             }
@@ -166,7 +171,8 @@ impl Core {
         self.changed.1.notify_all();
     }
 
-    fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
+    /// A task's outcome reached this process, its owner.
+    pub(crate) fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
         // A task's arguments stay with its lineage (LN-2: they may have to be
         // rebuilt to run it again); anything else's go now, and so does the
         // lineage of a result held here (it cannot be lost without us).

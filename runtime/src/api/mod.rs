@@ -27,6 +27,8 @@ pub mod channel;
 pub mod cluster;
 mod connect;
 pub(crate) mod core;
+mod direct;
+mod direct_serve;
 mod driver_link;
 mod error;
 mod local;

@@ -122,7 +122,7 @@ impl Core {
         spec.args = specs;
         if waits.is_empty() {
             slot.keep_lineage(&spec);
-            self.send(&LocalRequest::Submit(spec))?;
+            self.send_spec(spec)?;
             return Ok(r);
         }
         if in_order {
@@ -137,7 +137,7 @@ impl Core {
                 }
             }
             slot.keep_lineage(&spec);
-            self.send(&LocalRequest::Submit(spec))?;
+            self.send_spec(spec)?;
             return Ok(r);
         }
         let me = self.clone();

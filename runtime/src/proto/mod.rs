@@ -4,6 +4,7 @@
 //!
 //! - [`access`]: users, roles and the audit trail.
 //! - [`codec`]: framing, the version check, and typed decode errors.
+//! - [`direct`]: a caller and its actor's worker on one machine, raylet bypassed.
 //! - [`head`]: what raylets, drivers and the CLI say to the head.
 //! - [`placement`]: placement groups (head table rows, head to raylet bundle ops).
 //! - [`queue`]: the job queue: quotas, weights, what waits and why.
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod codec;
 pub mod common;
+pub mod direct;
 pub mod failure;
 pub mod head;
 pub mod models;

@@ -373,6 +373,22 @@ pub enum LocalRequest {
         /// Whose key.
         namespace: String,
     },
+    /// This process's direct connection to a local actor's worker broke
+    /// with these calls unanswered: the raylet answers them as calls its
+    /// worker held when it died (re-sent to the next incarnation, or
+    /// `ActorDied` with the cause).
+    DirectLost(LostCalls),
+}
+
+/// [`LocalRequest::DirectLost`]'s calls, as one value.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LostCalls {
+    /// Their actor (hosted on this node).
+    pub actor_id: ActorId,
+    /// The incarnation the connection reached (its restart count).
+    pub restarts: u32,
+    /// The calls sent and not answered, oldest first.
+    pub calls: Vec<TaskSpec>,
 }
 
 /// What [`LocalRequest::Cluster`] reads.
@@ -397,6 +413,9 @@ pub enum LocalEvent {
         /// The cluster's at-rest key when it encrypts at rest (checkpoints
         /// are sealed with it, `prism::at_rest`).
         at_rest_key: Option<[u8; 32]>,
+        /// This connection's number: where results for it are sent
+        /// (a direct call's `reply_to`).
+        conn: u64,
     },
     /// Run this task (to a worker). `gpus` are the GPU indices it was given.
     Execute {

@@ -91,6 +91,10 @@ impl TaskService {
             node_id: self.node(),
             store_socket: self.env.store_socket.display().to_string(),
             at_rest_key: self.store.at_rest_key(),
+            conn: match owner {
+                Owner::Local(conn) => conn,
+                _ => 0,
+            },
         };
         let refuse = |message: String| {
             self.send(owner, &LocalEvent::Refused { message });
@@ -283,6 +287,10 @@ impl TaskService {
             }
             (Role::Worker(w), LocalRequest::Done { task_id, outcome }) => {
                 self.act(|d| d.task_done(w, task_id, outcome));
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::DirectLost(lost)) => {
+                self.act(|d| d.direct_calls_lost(lost, owner));
                 None
             }
             (Role::Worker(w), LocalRequest::Blocked) => {

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 pub const KILL_METHOD: &str = "__prism_kill__";
 
 #[derive(Debug, Clone, PartialEq)]
-enum Phase {
+pub(super) enum Phase {
     Creating,
     Alive,
 }
@@ -30,15 +30,18 @@ enum Phase {
 pub(crate) struct LocalActor {
     pub(super) create: Queued,
     pub(super) opts: ActorCreate,
-    worker: WorkerId,
+    pub(super) worker: WorkerId,
     held: ResourceSet,
-    gpus: Vec<(u32, Quantity)>,
-    phase: Phase,
+    pub(super) gpus: Vec<(u32, Quantity)>,
+    pub(super) phase: Phase,
     replied: bool,
     pub(super) no_restart: bool,
     death: Option<String>,
-    inflight: VecDeque<Queued>,
-    waiting: VecDeque<Queued>,
+    /// Why its last worker died, once it has restarted (for direct calls
+    /// that worker held, handed over after its restart).
+    pub(super) last_death: Option<String>,
+    pub(super) inflight: VecDeque<Queued>,
+    pub(super) waiting: VecDeque<Queued>,
 }
 
 impl LocalActor {
@@ -134,6 +137,7 @@ impl Dispatcher {
                 replied: false,
                 no_restart: false,
                 death: None,
+                last_death: None,
                 inflight: VecDeque::new(),
                 waiting: self.pre_waiting.remove(&actor).unwrap_or_default(),
             },
@@ -420,6 +424,7 @@ impl Dispatcher {
             && !matches!(failure, Failure::WorkerStartFailed { .. });
         if restartable {
             a.opts.restarts += 1;
+            a.last_death = Some(reason.clone());
             a.death = None;
             a.phase = Phase::Creating;
             if let TaskKind::CreateActor(c) = &mut a.create.spec.kind {

@@ -342,6 +342,7 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 
 mod actors;
 mod bundles;
+mod direct;
 mod draining;
 mod ending;
 mod ledger;
@@ -353,6 +354,8 @@ pub mod state;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_direct;
 #[cfg(test)]
 mod tests_draining;
 #[cfg(test)]

@@ -17,6 +17,25 @@ pub(super) fn task(job: JobId, cpus: u32, retries: u32) -> TaskSpec {
     t
 }
 
+/// The creation of `actor` (one call at a time, no resources).
+pub(super) fn actor_create(actor: ActorId, max_restarts: u32, max_task_retries: u32) -> TaskSpec {
+    use crate::proto::task::{ActorCreate, ArgSpec};
+    let mut create = task(JobId::random(), 0, 0);
+    create.task_id = crate::ids::TaskId(actor.0);
+    create.args = vec![ArgSpec::Inline(vec![])];
+    create.kind = TaskKind::CreateActor(ActorCreate {
+        actor_id: actor,
+        name: None,
+        namespace: "default".into(),
+        detached: false,
+        max_restarts,
+        max_task_retries,
+        max_concurrency: 1,
+        restarts: 0,
+    });
+    create
+}
+
 pub(super) fn started(a: &[Action]) -> Vec<WorkerId> {
     a.iter()
         .filter_map(|a| match a {
@@ -334,7 +353,6 @@ fn an_ended_job_retries_nothing_of_its_own() {
 
 #[test]
 fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
-    use crate::proto::task::{ActorCreate, ArgSpec};
     let me = NodeId::random();
     let mut d = Dispatcher::new(me, node(1));
     let actor = ActorId::random();
@@ -344,19 +362,7 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
         replies(&d.submit(kill, Owner::Local(1))),
         vec![Outcome::Inline(vec![])]
     );
-    let mut create = task(JobId::random(), 0, 0);
-    create.task_id = crate::ids::TaskId(actor.0);
-    create.args = vec![ArgSpec::Inline(vec![])];
-    create.kind = TaskKind::CreateActor(ActorCreate {
-        actor_id: actor,
-        name: None,
-        namespace: "default".into(),
-        detached: false,
-        max_restarts: 3,
-        max_task_retries: 0,
-        max_concurrency: 1,
-        restarts: 0,
-    });
+    let create = actor_create(actor, 3, 0);
     let w = started(&d.submit(create, Owner::Local(1)))[0];
     d.worker_ready(w);
     let a = d.task_done(w, crate::ids::TaskId(actor.0), Outcome::Inline(vec![]));
@@ -381,23 +387,11 @@ fn a_kill_sent_before_the_constructor_is_scheduled_is_kept() {
 
 #[test]
 fn a_call_cut_by_a_kill_says_so_not_that_its_worker_died_running_it() {
-    use crate::proto::task::{ActorCall, ActorCreate, ArgSpec};
+    use crate::proto::task::ActorCall;
     let me = NodeId::random();
     let mut d = Dispatcher::new(me, node(1));
     let actor = ActorId::random();
-    let mut create = task(JobId::random(), 0, 0);
-    create.task_id = crate::ids::TaskId(actor.0);
-    create.args = vec![ArgSpec::Inline(vec![])];
-    create.kind = TaskKind::CreateActor(ActorCreate {
-        actor_id: actor,
-        name: None,
-        namespace: "default".into(),
-        detached: false,
-        max_restarts: 0,
-        max_task_retries: 0,
-        max_concurrency: 1,
-        restarts: 0,
-    });
+    let create = actor_create(actor, 0, 0);
     let job = create.job_id;
     let w = started(&d.submit(create, Owner::Local(1)))[0];
     d.worker_ready(w);

@@ -1,0 +1,143 @@
+//! The actor worker's side of direct calls ([`crate::proto::direct`]):
+//! once its constructor has run, the worker listens on
+//! `<session>/a/<actor id>`; calls read there join the same queue as the
+//! raylet's, in the order each connection sent them, and their outcomes go
+//! back on the connection they came on.
+
+use super::core::Core;
+use crate::ids::{ActorId, TaskId};
+use crate::proto::codec;
+use crate::proto::direct::DirectEvent;
+use crate::proto::task::{Outcome, TaskKind, TaskSpec, MAX_TASK_FRAME};
+use dashmap::DashMap;
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+/// Where the actor's calls queue (shared with the raylet's reader).
+pub(crate) type TaskTx = Sender<(TaskSpec, Vec<u32>)>;
+
+/// A worker's direct-call routes.
+#[derive(Debug, Default)]
+pub(crate) struct Serve {
+    /// `None` once the raylet is gone (the worker then ends).
+    tasks: Mutex<Option<TaskTx>>,
+    /// Calls that came on a direct connection, and that connection.
+    replies: DashMap<TaskId, Arc<Mutex<UnixStream>>>,
+}
+
+impl Serve {
+    /// Direct calls join `tx`'s queue.
+    pub(super) fn set_tasks(&self, tx: TaskTx) {
+        *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// The raylet is gone: no more calls are queued.
+    pub(super) fn close(&self) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Sends `outcome` back on the connection `task_id` came on; gives it
+    /// back if the call came from the raylet. A caller that has gone away
+    /// misses its answer, as it would through the raylet.
+    pub(super) fn reply(&self, task_id: TaskId, outcome: Outcome) -> Result<(), Outcome> {
+        let Some((_, conn)) = self.replies.remove(&task_id) else {
+            return Err(outcome);
+        };
+        let event = DirectEvent::Finished { task_id, outcome };
+        if let Ok(frame) = codec::encode(&event) {
+            let mut s = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = s.write_all(&frame);
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Starts taking direct calls for `actor` (incarnation `restarts`).
+    /// If the socket cannot be made, every call keeps coming through the
+    /// raylet, which is only slower.
+    pub(crate) fn serve_direct(self: &Arc<Self>, actor: ActorId, restarts: u32) {
+        let Some(path) = self.direct.socket(actor) else {
+            return;
+        };
+        let bound = (|| {
+            if let Some(dir) = path.parent() {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+            }
+            // An earlier incarnation's socket, if any.
+            let _ = std::fs::remove_file(&path);
+            UnixListener::bind(&path)
+        })();
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(%actor, "no direct calls ({}): {e}", path.display());
+                return;
+            }
+        };
+        let core = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("prism-direct-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let core = core.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("prism-direct".into())
+                        .spawn(move || serve_conn(&core, actor, restarts, stream));
+                }
+            });
+    }
+}
+
+/// One caller's connection: welcome it, then queue its calls in order.
+fn serve_conn(core: &Arc<Core>, actor: ActorId, restarts: u32, mut stream: UnixStream) {
+    let welcome = DirectEvent::Welcome { restarts };
+    let Ok(frame) = codec::encode(&welcome) else {
+        return;
+    };
+    if stream.write_all(&frame).is_err() {
+        return;
+    }
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let writer = Arc::new(Mutex::new(writer));
+    let mut r = std::io::BufReader::with_capacity(64 << 10, stream);
+    loop {
+        let spec = match codec::read_frame::<TaskSpec>(&mut r, MAX_TASK_FRAME) {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%actor, "dropping a direct caller: {e}");
+                return;
+            }
+        };
+        if !matches!(&spec.kind, TaskKind::ActorCall(c) if c.actor_id == actor) {
+            tracing::warn!(%actor, task = %spec.name, "dropping a direct caller: it sent a call for another actor or a task");
+            return;
+        }
+        core.direct
+            .serve
+            .replies
+            .insert(spec.task_id, writer.clone());
+        let tasks = core
+            .direct
+            .serve
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let queued = match tasks.as_ref() {
+            Some(tx) => tx.send((spec, Vec::new())).is_ok(),
+            None => false,
+        };
+        if !queued {
+            return;
+        }
+    }
+}

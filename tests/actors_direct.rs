@@ -201,21 +201,7 @@ fn direct_calls_reach_a_local_actor_while_its_raylet_is_stopped() {
         .nodes_in_state("alive")
         .len()
         == 2));
-    let (mut job, done) = sb.held_driver("stopped", &head, &b);
-    let said = |what: &str| job.stdout().contains(what);
-    assert!(
-        wait_until(Duration::from_secs(60), || said("STOP ME")),
-        "{}\n--- b:\n{}",
-        job.stdout(),
-        b.log()
-    );
-    b.signal(libc::SIGSTOP);
-    std::fs::write(&done, "").unwrap();
-    let reached = wait_until(Duration::from_secs(60), || said("CONT ME"));
-    b.signal(libc::SIGCONT);
-    assert!(reached, "{}", job.stdout());
-    let (ok, out) = job.finish(Duration::from_secs(90));
-    assert!(ok && out.contains("ALL OK"), "{out}\n--- b:\n{}", b.log());
+    sb.run_with_raylet_stopped("stopped", &head, &b, &[]);
 }
 
 #[test]

@@ -83,6 +83,10 @@ settings! {
     /// worker's Unix socket, without the raylet in between (one round trip
     /// instead of two). Off: every call goes through the raylet.
     direct_calls: bool = true, "PRISM_DIRECT_CALLS";
+    /// How long a process keeps a worker leased for its tasks while it has
+    /// none to push, in milliseconds (with direct calls on, tasks of the
+    /// default placement and no GPU go straight to leased workers).
+    lease_idle_ms: u64 = 10, "PRISM_LEASE_IDLE_MS";
     /// A transfer chunk (8 MiB) that makes no progress for this long abandons
     /// its source, in milliseconds.
     transfer_chunk_timeout_ms: u64 = 10_000, "PRISM_TRANSFER_CHUNK_TIMEOUT_MS";

@@ -62,7 +62,8 @@ pub(crate) fn connect(
     }
     let reader = s.try_clone().map_err(|e| init("cannot use", &e))?;
     // Actor workers on this machine listen beside the raylet's socket.
-    let on = crate::config::Config::from_env().map_or(true, |c| c.direct_calls);
+    let config = crate::config::Config::from_env().ok();
+    let on = config.as_ref().is_none_or(|c| c.direct_calls);
     let session = socket.parent().filter(|_| on).map(Path::to_path_buf);
     let direct = super::direct::Direct::new(
         session,
@@ -70,6 +71,7 @@ pub(crate) fn connect(
             node: node_id,
             conn,
         },
+        std::time::Duration::from_millis(config.map_or(10, |c| c.lease_idle_ms)),
     );
     let core = Core::new(s, store, node_id, job_id, handle.clone(), worker, direct);
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();

@@ -55,6 +55,8 @@ pub struct Core {
     pub(crate) worker: bool,
     /// Direct actor calls on this machine, both sides.
     pub(crate) direct: super::direct::Direct,
+    /// Workers leased for this process's tasks.
+    pub(crate) leases: super::lease::Leases,
     changed: (Mutex<u64>, Condvar),
     lost: Mutex<Option<String>>,
 }
@@ -95,6 +97,7 @@ impl Core {
             handle,
             worker,
             direct,
+            leases: Default::default(),
             changed: (Mutex::new(0), Condvar::new()),
             lost: Mutex::new(None),
         })
@@ -127,11 +130,18 @@ impl Core {
     pub(crate) fn on_event(self: &Arc<Self>, ev: LocalEvent) -> Option<(TaskSpec, Vec<u32>)> {
         match ev {
             LocalEvent::Finished { task_id, outcome } => {
+                if self.leases.answered(self, task_id, &outcome) {
+                    return None;
+                }
                 self.direct.answered(task_id.result());
                 self.finish(task_id.result(), outcome);
                 None
             }
             LocalEvent::Execute { task, gpus } => Some((task, gpus)),
+            LocalEvent::RevokeLease { lease } => {
+                self.leases.revoke(self, lease);
+                None
+            }
             LocalEvent::Warning { message } => {
                 eprintln!("prism: warning: {message}");
                 None
@@ -512,11 +522,12 @@ impl Core {
     }
 
     /// Cancels the task that produces `id`.
-    pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
-        self.send(&LocalRequest::Cancel {
-            task_id: crate::ids::TaskId::of_result(id),
-            force,
-        })
+    pub(crate) fn cancel(self: &Arc<Self>, id: ObjectId, force: bool) -> Result<()> {
+        let task_id = crate::ids::TaskId::of_result(id);
+        if self.leases.cancel(self, task_id, force) {
+            return Ok(());
+        }
+        self.send(&LocalRequest::Cancel { task_id, force })
     }
 }
 

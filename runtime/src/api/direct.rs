@@ -44,6 +44,8 @@ pub(crate) struct Direct {
     pub(super) dir: Option<PathBuf>,
     /// Where the raylet sends this process's results (a call's `reply_to`).
     pub(super) reply_to: Option<ReplyTo>,
+    /// How long an idle lease is kept for the next task (`lease.rs`).
+    pub(super) lease_idle: Duration,
     links: DashMap<ActorId, Arc<Link>>,
     absent: DashMap<ActorId, Instant>,
     /// Unanswered calls sent through the raylet, per actor (DC-1).
@@ -70,10 +72,11 @@ struct LinkState {
 
 impl Direct {
     /// Direct calls under `session` (the raylet's session directory).
-    pub(super) fn new(session: Option<PathBuf>, reply_to: ReplyTo) -> Direct {
+    pub(super) fn new(session: Option<PathBuf>, reply_to: ReplyTo, lease_idle: Duration) -> Direct {
         Direct {
             dir: session.map(|s| s.join("a")),
             reply_to: Some(reply_to),
+            lease_idle,
             ..Direct::default()
         }
     }
@@ -81,6 +84,11 @@ impl Direct {
     /// The socket `actor`'s worker listens on, if direct calls are on.
     pub(super) fn socket(&self, actor: ActorId) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(actor.to_string()))
+    }
+
+    /// The socket leased worker `worker` listens on, if direct calls are on.
+    pub(super) fn worker_socket(&self, worker: u64) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("w-{worker}")))
     }
 
     /// An answer for `id` came from the raylet.
@@ -143,7 +151,7 @@ impl Direct {
 }
 
 /// Connects to a worker's socket and reads its welcome.
-fn open(path: &std::path::Path) -> Option<(UnixStream, u32)> {
+pub(super) fn open(path: &std::path::Path) -> Option<(UnixStream, u32)> {
     let mut s = UnixStream::connect(path).ok()?;
     s.set_read_timeout(Some(WELCOME_TIMEOUT)).ok()?;
     let restarts = match codec::read_frame::<DirectEvent>(&mut s, MAX_TASK_FRAME) {
@@ -227,11 +235,11 @@ impl Link {
 }
 
 impl Core {
-    /// Sends a task the raylet's way, or an actor call straight to its
-    /// worker when DC-1 and DC-3 allow.
+    /// Sends a task to a leased worker or the raylet (`lease.rs`), or an
+    /// actor call straight to its worker when DC-1 and DC-3 allow.
     pub(crate) fn send_spec(self: &Arc<Self>, mut spec: TaskSpec) -> super::error::Result<()> {
         let TaskKind::ActorCall(call) = &spec.kind else {
-            return self.send(&LocalRequest::Submit(spec));
+            return self.leases.submit(self, spec);
         };
         let actor = call.actor_id;
         if let Some(link) = self.direct.link(self, actor) {

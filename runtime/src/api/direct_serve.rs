@@ -1,8 +1,9 @@
-//! The actor worker's side of direct calls ([`crate::proto::direct`]):
-//! once its constructor has run, the worker listens on
-//! `<session>/a/<actor id>`; calls read there join the same queue as the
-//! raylet's, in the order each connection sent them, and their outcomes go
-//! back on the connection they came on.
+//! The worker's side of direct calls ([`crate::proto::direct`]): an actor's
+//! worker, once its constructor has run, listens on `<session>/a/<actor
+//! id>`, and every task worker on `<session>/a/w-<worker number>` for the
+//! owners it is leased to (`lease.rs`). What is read there joins the same
+//! queue as the raylet's work, in the order each connection sent it, and
+//! its outcomes go back on the connection it came on.
 
 use super::core::Core;
 use crate::ids::{ActorId, TaskId};
@@ -59,9 +60,22 @@ impl Core {
     /// If the socket cannot be made, every call keeps coming through the
     /// raylet, which is only slower.
     pub(crate) fn serve_direct(self: &Arc<Self>, actor: ActorId, restarts: u32) {
-        let Some(path) = self.direct.socket(actor) else {
-            return;
-        };
+        if let Some(path) = self.direct.socket(actor) {
+            self.listen(path, restarts, Accept::Actor(actor));
+        }
+    }
+
+    /// Starts taking tasks pushed by the owners this worker is leased to
+    /// (`lease.rs`). If the socket cannot be made, a lease of this worker
+    /// cannot connect and is returned: its owner's tasks go through the
+    /// raylet.
+    pub(crate) fn serve_leases(self: &Arc<Self>, worker: u64) {
+        if let Some(path) = self.direct.worker_socket(worker) {
+            self.listen(path, 0, Accept::Job(self.job_id));
+        }
+    }
+
+    fn listen(self: &Arc<Self>, path: std::path::PathBuf, restarts: u32, accept: Accept) {
         let bound = (|| {
             if let Some(dir) = path.parent() {
                 use std::os::unix::fs::DirBuilderExt;
@@ -77,7 +91,7 @@ impl Core {
         let listener = match bound {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(%actor, "no direct calls ({}): {e}", path.display());
+                tracing::debug!(%accept, "no direct calls ({}): {e}", path.display());
                 return;
             }
         };
@@ -89,14 +103,40 @@ impl Core {
                     let core = core.clone();
                     let _ = std::thread::Builder::new()
                         .name("prism-direct".into())
-                        .spawn(move || serve_conn(&core, actor, restarts, stream));
+                        .spawn(move || serve_conn(&core, accept, restarts, stream));
                 }
             });
     }
 }
 
 /// One caller's connection: welcome it, then queue its calls in order.
-fn serve_conn(core: &Arc<Core>, actor: ActorId, restarts: u32, mut stream: UnixStream) {
+/// What a socket takes: calls to its actor, or its job's tasks.
+#[derive(Debug, Clone, Copy)]
+enum Accept {
+    Actor(ActorId),
+    Job(crate::ids::JobId),
+}
+
+impl std::fmt::Display for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Accept::Actor(a) => write!(f, "actor {a}"),
+            Accept::Job(j) => write!(f, "leased worker of job {j}"),
+        }
+    }
+}
+
+impl Accept {
+    fn takes(&self, spec: &TaskSpec) -> bool {
+        match (self, &spec.kind) {
+            (Accept::Actor(a), TaskKind::ActorCall(c)) => c.actor_id == *a,
+            (Accept::Job(j), TaskKind::Task) => spec.job_id == *j,
+            _ => false,
+        }
+    }
+}
+
+fn serve_conn(core: &Arc<Core>, accept: Accept, restarts: u32, mut stream: UnixStream) {
     let welcome = DirectEvent::Welcome { restarts };
     let Ok(frame) = codec::encode(&welcome) else {
         return;
@@ -114,12 +154,12 @@ fn serve_conn(core: &Arc<Core>, actor: ActorId, restarts: u32, mut stream: UnixS
             Ok(Some(spec)) => spec,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(%actor, "dropping a direct caller: {e}");
+                tracing::warn!(%accept, "dropping a direct caller: {e}");
                 return;
             }
         };
-        if !matches!(&spec.kind, TaskKind::ActorCall(c) if c.actor_id == actor) {
-            tracing::warn!(%actor, task = %spec.name, "dropping a direct caller: it sent a call for another actor or a task");
+        if !accept.takes(&spec) {
+            tracing::warn!(%accept, task = %spec.name, "dropping a direct caller: it sent work this socket does not take");
             return;
         }
         core.direct

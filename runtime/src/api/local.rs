@@ -235,6 +235,7 @@ fn run_worker(socket: PathBuf) -> ! {
         };
         let (core, tasks) = connect(rt.handle(), &socket, hello, job_id)?;
         core::install(Some(core.clone()));
+        core.serve_leases(id);
         // The loop never returns; the runtime lives until the process exits.
         let _keep: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
         let core: Arc<Core> = core;

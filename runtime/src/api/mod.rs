@@ -31,6 +31,7 @@ mod direct;
 mod direct_serve;
 mod driver_link;
 mod error;
+mod lease;
 mod local;
 pub mod masking;
 pub mod models;

@@ -9,7 +9,7 @@ use super::object_ref::{EncodedArg, ObjectRef, OwnerGuard};
 use super::options::TaskOptions;
 use super::ownership::{Slot, SlotState};
 use crate::object_store::ObjectError;
-use crate::proto::task::{ArgSpec, LocalRequest, TaskKind, TaskSpec};
+use crate::proto::task::{ArgSpec, TaskKind, TaskSpec};
 use prism_objectstore::ObjectId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,7 +156,7 @@ impl Core {
             // A blocking write inside the runtime: let tokio move other
             // tasks (in local mode, the raylet's) off this thread meanwhile.
             slot.keep_lineage(&spec);
-            let sent = tokio::task::block_in_place(|| me.send(&LocalRequest::Submit(spec)));
+            let sent = tokio::task::block_in_place(|| me.send_spec(spec));
             if let Err(e) = sent {
                 slot.set(SlotState::Failed(TaskError::NodeDied {
                     task: slot.name.clone(),

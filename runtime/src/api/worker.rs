@@ -200,6 +200,10 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
         let outcome = execute(&core, &task);
         core.register_borrows(&task);
         core.flush_metrics();
+        // A task pushed by its owner on a lease answers on that socket.
+        let Err(outcome) = core.direct.serve.reply(task.task_id, outcome) else {
+            continue;
+        };
         if core
             .send(&LocalRequest::Done {
                 task_id: task.task_id,

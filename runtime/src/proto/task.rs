@@ -378,6 +378,28 @@ pub enum LocalRequest {
     /// worker held when it died (re-sent to the next incarnation, or
     /// `ActorDied` with the cause).
     DirectLost(LostCalls),
+    /// Lease an idle worker for tasks shaped like `shape` (its resources
+    /// and placement; no arguments). Answered like `Models`, with the
+    /// archived `Option<u64>` worker number (`None`: declined).
+    Lease {
+        /// Matches the answer; the lease's id from then on.
+        request_id: TaskId,
+        /// The shape.
+        shape: TaskSpec,
+    },
+    /// This owner is done with a lease.
+    ReturnLease {
+        /// The lease.
+        lease: TaskId,
+    },
+    /// A lease's connection broke with these tasks unanswered: the raylet
+    /// retries them or fails them with the worker's death.
+    LeaseLost {
+        /// The lease.
+        lease: TaskId,
+        /// The tasks.
+        tasks: Vec<TaskSpec>,
+    },
 }
 
 /// [`LocalRequest::DirectLost`]'s calls, as one value.
@@ -441,6 +463,11 @@ pub enum LocalEvent {
     Warning {
         /// What to print.
         message: String,
+    },
+    /// Return this lease once its running task ends (others wait here).
+    RevokeLease {
+        /// The lease.
+        lease: TaskId,
     },
     /// Output of the job's workers (on any node), for its driver to print.
     Logs(Vec<super::state::LogLine>),

@@ -293,6 +293,30 @@ impl TaskService {
                 self.act(|d| d.direct_calls_lost(lost, owner));
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::Lease { request_id, shape }) => {
+                let mut shape = shape;
+                // Only its own job's workers: the job is the raylet's
+                // record of the connection, not the request's word.
+                let job = match role {
+                    Role::Driver(job) => Some(job),
+                    Role::Worker(w) => self.disp().job_of(w),
+                    Role::Unknown => None,
+                };
+                shape.job_id = job.unwrap_or_else(JobId::random);
+                shape.task_id = request_id;
+                shape.function = super::dispatch::LEASE_METHOD.into();
+                shape.name = "lease".into();
+                self.act(|d| d.lease(shape, owner));
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReturnLease { lease }) => {
+                self.act(|d| d.return_lease(lease));
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::LeaseLost { lease, tasks }) => {
+                self.act(|d| d.lease_lost(lease, tasks, owner));
+                None
+            }
             (Role::Worker(w), LocalRequest::Blocked) => {
                 self.act(|d| d.worker_blocked(w, true));
                 None

@@ -363,6 +363,9 @@ impl TaskService {
                     reason,
                 } => self.report_actor(actor, state, restarts, reason),
                 Action::ForwardCall { actor, owner, task } => self.route_call(actor, owner, task),
+                Action::RevokeLease { owner, lease } => {
+                    self.send(owner, &LocalEvent::RevokeLease { lease })
+                }
                 Action::Warn { owner, message } => {
                     self.send(owner, &LocalEvent::Warning { message })
                 }

@@ -6,7 +6,8 @@
 //! worker's death.
 //!
 //! - **DD-1** if the raylet has not yet seen that worker die, the calls
-//!   join its in-flight list (oldest first) and its death answers them;
+//!   join its in-flight list (oldest first) and its death answers them (a
+//!   worker that still lives is killed: its calls' fate is unknowable);
 //! - **DD-2** if the actor has restarted since, each call is re-sent to the
 //!   new incarnation or failed with the old one's cause, now;
 //!
@@ -53,6 +54,9 @@ impl Dispatcher {
             for spec in calls.into_iter().rev() {
                 a.inflight.push_front(queued(spec));
             }
+            // A worker that still lives cannot answer them without the
+            // connection: it ends (and restarts, if it may).
+            out.push(Action::Kill { worker: a.worker });
             return out;
         }
         // DD-2: an older incarnation's calls.

@@ -67,6 +67,9 @@ impl Dispatcher {
     /// and its workers are killed (no orphans).
     pub fn owner_gone(&mut self, owner: Option<Owner>, job: Option<JobId>) -> Vec<Action> {
         let mut out = Vec::new();
+        if let Some(o) = owner {
+            self.leases_of_gone_owner(o, &mut out);
+        }
         self.queue.retain(|q| Some(q.owner) != owner);
         self.parked.retain(|p| Some(p.q.owner) != owner);
         for r in self

@@ -102,6 +102,13 @@ pub enum Action {
     /// Ask the head for a fresh view of the cluster now (work is parked as
     /// infeasible on a view that may be stale).
     RefreshView,
+    /// Ask a lease's owner to return it after its running task.
+    RevokeLease {
+        /// Who holds it.
+        owner: Owner,
+        /// The lease.
+        lease: crate::ids::TaskId,
+    },
     /// Route a call to an actor that lives on another node.
     ForwardCall {
         /// The actor.
@@ -185,6 +192,8 @@ pub struct Dispatcher {
     bundles: HashMap<(crate::ids::PlacementGroupId, u32), bundles::Bundle>,
     /// Why this node is being drained, while it is (DR-1).
     draining: Option<String>,
+    /// Workers leased to owners on this node.
+    leases: lease::Leases,
 }
 
 /// Counts for status views.
@@ -227,6 +236,7 @@ impl Dispatcher {
             killing: Default::default(),
             bundles: HashMap::new(),
             draining: None,
+            leases: Default::default(),
         }
     }
 
@@ -309,6 +319,7 @@ impl Dispatcher {
 
 pub(crate) use actors::died;
 pub use actors::KILL_METHOD;
+pub use lease::LEASE_METHOD;
 
 /// The call that kills `actor` (routed like any call, so it reaches the
 /// actor's node in order with the calls sent before it). Its one argument is
@@ -345,6 +356,7 @@ mod bundles;
 mod direct;
 mod draining;
 mod ending;
+mod lease;
 mod ledger;
 mod parked;
 mod placing;
@@ -360,3 +372,5 @@ mod tests_direct;
 mod tests_draining;
 #[cfg(test)]
 mod tests_gpu;
+#[cfg(test)]
+mod tests_lease;

@@ -191,6 +191,7 @@ impl Dispatcher {
             }
         }
         self.queue.compact();
+        self.revoke_leases(out);
     }
 
     pub(super) fn spill_target(&mut self, q: &Queued) -> Option<NodeId> {

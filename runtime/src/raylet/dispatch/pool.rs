@@ -182,7 +182,10 @@ impl Dispatcher {
         if let Some(actor) = w.actor {
             return self.actor_worker_died(actor, worker, failure);
         }
-        if let Some(t) = self.task_of(worker) {
+        if let Some(t) = self.task_of(worker).filter(|t| self.leases.holds(t)) {
+            let r = self.running.remove(&t).expect("task_of found it");
+            self.lease_ended(r, &failure, &mut out);
+        } else if let Some(t) = self.task_of(worker) {
             let r = self.running.remove(&t).expect("task_of found it");
             self.release(&r);
             let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });

@@ -68,7 +68,11 @@ fn dd1_calls_lost_before_the_death_is_seen_are_answered_by_it() {
         lost(actor, 0, vec![c1.clone(), c2.clone()]),
         Owner::Local(7),
     );
-    assert!(a.is_empty(), "nothing is answered before the death: {a:?}");
+    assert_eq!(
+        a,
+        vec![Action::Kill { worker: w }],
+        "nothing is answered before the death"
+    );
     let a = d.worker_died(w, signal9());
     let answered: Vec<_> = a
         .iter()

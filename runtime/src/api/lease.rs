@@ -1,0 +1,425 @@
+//! The owner's side of task leases (the raylet's side is L-1..L-5 in
+//! `raylet/dispatch/lease.rs`): tasks of one shape (CPU-only, default
+//! placement) are pushed straight to workers this process leases from its
+//! raylet, one at a time each, and their outcomes read back on the same
+//! socket, with no raylet hop. Invariants:
+//!
+//! - **LO-1** a leased worker runs one of this process's tasks at a time:
+//!   the next is pushed only after the last one's outcome;
+//! - **LO-2** tasks wait here only while a lease of their shape is asked
+//!   for, at most [`QUEUE_PER_LEASE`] per lease held; when the answer comes
+//!   they go to the new lease or, declined, through the raylet, as do the
+//!   rest and every task of a shape whose lease was just declined (so no
+//!   task waits here behind a leased task that may wait for it);
+//! - **LO-3** a lease is returned once idle for `PRISM_LEASE_IDLE_MS`, or, when
+//!   revoked, as soon as its task ends;
+//! - **LO-4** when a lease's connection breaks, its unanswered task goes to
+//!   the raylet ([`LocalRequest::LeaseLost`]).
+
+use super::core::Core;
+use crate::ids::TaskId;
+use crate::proto::codec;
+use crate::proto::direct::DirectEvent;
+use crate::proto::task::{
+    Failure, LocalRequest, Outcome, TaskKind, TaskSpec, WireStrategy, MAX_TASK_FRAME,
+};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Tasks that may wait here per lease of their shape (LO-2).
+const QUEUE_PER_LEASE: usize = 16;
+/// Leases of one shape at most.
+const MAX_LEASES: usize = 64;
+/// How long a shape's tasks go through the raylet after a declined lease.
+const DECLINED_FOR: Duration = Duration::from_millis(50);
+
+/// This process's leases.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    shapes: HashMap<String, Shape>,
+    /// Lease requests not answered yet, and their shape.
+    asked: HashMap<TaskId, String>,
+    /// Whether the idle sweeper runs.
+    sweeping: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shape {
+    queue: VecDeque<TaskSpec>,
+    held: Vec<Held>,
+    asking: bool,
+    declined_until: Option<Instant>,
+}
+
+/// One leased worker.
+#[derive(Debug)]
+struct Held {
+    lease: TaskId,
+    stream: UnixStream,
+    /// The task it runs, and whether that was cancelled here.
+    busy: Option<(TaskSpec, bool)>,
+    revoked: bool,
+    idle_since: Option<Instant>,
+}
+
+/// Tasks to send through the raylet once the lock is let go.
+type Spill = Vec<TaskSpec>;
+
+impl Held {
+    /// Pushes `spec` (LO-1); gives it back if the write failed.
+    fn push(&mut self, spec: TaskSpec) -> Option<TaskSpec> {
+        let Ok(frame) = codec::encode(&spec) else {
+            return Some(spec);
+        };
+        if self.stream.write_all(&frame).is_err() {
+            return Some(spec);
+        }
+        self.busy = Some((spec, false));
+        self.idle_since = None;
+        None
+    }
+}
+
+impl Shape {
+    /// Pushes queued tasks to idle, unrevoked leases.
+    fn pump(&mut self) {
+        for h in self
+            .held
+            .iter_mut()
+            .filter(|h| h.busy.is_none() && !h.revoked)
+        {
+            let Some(spec) = self.queue.pop_front() else {
+                return;
+            };
+            if let Some(back) = h.push(spec) {
+                self.queue.push_front(back);
+            }
+        }
+    }
+
+    /// LO-2: tasks wait here only while a lease is asked for; otherwise
+    /// what waits goes through the raylet.
+    fn spill_if_unasked(&mut self, spill: &mut Spill) {
+        if !self.asking {
+            spill.extend(self.queue.drain(..));
+        }
+    }
+
+    /// Whether a lease for `like`'s shape is asked for (already, or now).
+    fn ask(
+        &mut self,
+        core: &Core,
+        like: &TaskSpec,
+        key: &str,
+        asked: &mut HashMap<TaskId, String>,
+    ) -> bool {
+        let declined = self.declined_until.is_some_and(|t| t > Instant::now());
+        if self.asking || declined || self.held.len() >= MAX_LEASES {
+            return self.asking;
+        }
+        let request_id = TaskId::random();
+        let mut shape = TaskSpec::new(request_id, like.job_id, "lease", "lease", TaskKind::Task);
+        shape.resources = like.resources.clone();
+        shape.strategy = like.strategy.clone();
+        if core
+            .send(&LocalRequest::Lease { request_id, shape })
+            .is_err()
+        {
+            return false;
+        }
+        self.asking = true;
+        asked.insert(request_id, key.to_string());
+        true
+    }
+}
+
+/// The shape of a task a lease may run, or `None` (through the raylet).
+fn shape_of(spec: &TaskSpec) -> Option<String> {
+    let plain = matches!(spec.kind, TaskKind::Task)
+        && matches!(spec.strategy, WireStrategy::Hybrid)
+        && !spec.spilled
+        && spec.residency.is_none()
+        && spec.resources.to_set().get(prism_scheduler::GPU).is_zero();
+    plain.then(|| format!("{:?}", spec.resources))
+}
+
+impl Leases {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a task: to an idle leased worker, waiting here while a lease
+    /// is asked for, or through the raylet (LO-2).
+    pub(super) fn submit(&self, core: &Arc<Core>, mut spec: TaskSpec) -> super::error::Result<()> {
+        let Some(key) = shape_of(&spec).filter(|_| core.direct.dir.is_some()) else {
+            return core.send(&LocalRequest::Submit(spec));
+        };
+        spec.reply_to = core.direct.reply_to;
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let shape = inner.shapes.entry(key.clone()).or_default();
+        if let Some(h) = shape
+            .held
+            .iter_mut()
+            .find(|h| h.busy.is_none() && !h.revoked)
+        {
+            match h.push(spec) {
+                None => return Ok(()),
+                Some(back) => spec = back,
+            }
+        }
+        let room = shape.queue.len() < QUEUE_PER_LEASE * shape.held.len().max(1);
+        if room && shape.ask(core, &spec, &key, &mut inner.asked) {
+            shape.queue.push_back(spec);
+            return Ok(());
+        }
+        drop(g);
+        core.send(&LocalRequest::Submit(spec))
+    }
+
+    /// The raylet answered a lease request; `false` if `id` was not one.
+    pub(super) fn answered(&self, core: &Arc<Core>, id: TaskId, outcome: &Outcome) -> bool {
+        let Some(key) = self.lock().asked.remove(&id) else {
+            return false;
+        };
+        let worker = match outcome {
+            Outcome::Inline(b) => {
+                rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap_or(None)
+            }
+            _ => None,
+        };
+        let opened = worker.and_then(|w| {
+            let path = core.direct.worker_socket(w)?;
+            let (stream, _) = super::direct::open(&path)?;
+            let reader = stream.try_clone().ok()?;
+            Some((stream, reader))
+        });
+        if worker.is_some() && opened.is_none() {
+            let _ = core.send(&LocalRequest::ReturnLease { lease: id });
+        }
+        let mut spill = Spill::new();
+        {
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let shape = inner.shapes.entry(key.clone()).or_default();
+            shape.asking = false;
+            match opened {
+                Some((stream, reader)) => {
+                    shape.held.push(Held {
+                        lease: id,
+                        stream,
+                        busy: None,
+                        revoked: false,
+                        idle_since: Some(Instant::now()),
+                    });
+                    shape.pump();
+                    // More wait: ask for another lease for them.
+                    if let Some(next) = shape.queue.front().cloned() {
+                        if !shape.ask(core, &next, &key, &mut inner.asked) {
+                            spill.extend(shape.queue.drain(..));
+                        }
+                    }
+                    let (c, k) = (core.clone(), key.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("prism-lease".into())
+                        .spawn(move || read_outcomes(&c, &k, id, reader));
+                }
+                None => {
+                    shape.declined_until = Some(Instant::now() + DECLINED_FOR);
+                    spill.extend(shape.queue.drain(..));
+                }
+            }
+            self.start_sweeper(core, inner);
+        }
+        send_all(core, spill);
+        true
+    }
+
+    /// The raylet wants `lease` back (LO-3).
+    pub(super) fn revoke(&self, core: &Arc<Core>, lease: TaskId) {
+        let mut spill = Spill::new();
+        {
+            let mut g = self.lock();
+            for shape in g.shapes.values_mut() {
+                if let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) {
+                    h.revoked = true;
+                    if h.busy.is_none() {
+                        give_back(core, shape, lease, &mut spill);
+                    }
+                    break;
+                }
+            }
+        }
+        send_all(core, spill);
+    }
+
+    /// Cancels a task waiting here or running on a lease; `false` if it
+    /// is neither (the raylet's).
+    pub(super) fn cancel(&self, core: &Arc<Core>, task: TaskId, force: bool) -> bool {
+        let kill = {
+            let mut g = self.lock();
+            let found = g.shapes.values_mut().find_map(|shape| {
+                if let Some(i) = shape.queue.iter().position(|t| t.task_id == task) {
+                    shape.queue.remove(i);
+                    return Some(None);
+                }
+                let h = shape
+                    .held
+                    .iter_mut()
+                    .find(|h| h.busy.as_ref().is_some_and(|(t, _)| t.task_id == task))?;
+                if let Some((_, cancelled)) = h.busy.as_mut() {
+                    *cancelled = true;
+                }
+                Some(Some(h.lease))
+            });
+            match found {
+                None => return false,
+                Some(lease) => lease.filter(|_| force),
+            }
+        };
+        core.finish(task.result(), Outcome::Failed(Failure::Cancelled));
+        if let Some(lease) = kill {
+            // The raylet kills the leased worker; the lease ends with it.
+            let _ = core.send(&LocalRequest::Cancel {
+                task_id: lease,
+                force: true,
+            });
+        }
+        true
+    }
+
+    /// Returns leases idle for `PRISM_LEASE_IDLE_MS` while any are held (LO-3).
+    fn start_sweeper(&self, core: &Arc<Core>, g: &mut Inner) {
+        if g.sweeping || g.shapes.values().all(|s| s.held.is_empty()) {
+            return;
+        }
+        g.sweeping = true;
+        let core = core.clone();
+        let idle = core.direct.lease_idle;
+        core.handle.clone().spawn(async move {
+            loop {
+                tokio::time::sleep(idle.min(Duration::from_millis(100))).await;
+                let mut spill = Spill::new();
+                let done = {
+                    let mut g = core.leases.lock();
+                    let now = Instant::now();
+                    for shape in g.shapes.values_mut() {
+                        let stale: Vec<TaskId> = shape
+                            .held
+                            .iter()
+                            .filter(|h| h.idle_since.is_some_and(|t| now - t >= idle))
+                            .map(|h| h.lease)
+                            .collect();
+                        for lease in stale {
+                            give_back(&core, shape, lease, &mut spill);
+                        }
+                    }
+                    let done = g.shapes.values().all(|s| s.held.is_empty());
+                    if done {
+                        g.sweeping = false;
+                    }
+                    done
+                };
+                send_all(&core, spill);
+                if done {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Returns `lease` to the raylet and forgets it.
+fn give_back(core: &Core, shape: &mut Shape, lease: TaskId, spill: &mut Spill) {
+    if let Some(i) = shape.held.iter().position(|h| h.lease == lease) {
+        let h = shape.held.remove(i);
+        let _ = h.stream.shutdown(std::net::Shutdown::Both);
+        let _ = core.send(&LocalRequest::ReturnLease { lease });
+    }
+    shape.spill_if_unasked(spill);
+}
+
+fn send_all(core: &Core, spill: Spill) {
+    for spec in spill {
+        if let Err(e) = core.send(&LocalRequest::Submit(spec)) {
+            tracing::warn!("cannot send a task to the raylet: {e}");
+        }
+    }
+}
+
+/// Reads a lease's outcomes until it breaks or is given back.
+fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream) {
+    let mut r = std::io::BufReader::with_capacity(64 << 10, stream);
+    while let Ok(Some(DirectEvent::Finished { task_id, outcome })) =
+        codec::read_frame::<DirectEvent>(&mut r, MAX_TASK_FRAME)
+    {
+        let mut spill = Spill::new();
+        let deliver = {
+            let mut g = core.leases.lock();
+            let Some(shape) = g.shapes.get_mut(key) else {
+                return;
+            };
+            let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) else {
+                return;
+            };
+            let (mut spec, cancelled) = match h.busy.take() {
+                Some(b) if b.0.task_id == task_id => b,
+                other => {
+                    h.busy = other;
+                    continue;
+                }
+            };
+            let panicked = matches!(outcome, Outcome::Failed(Failure::Panic { .. }));
+            if !cancelled && panicked && spec.retry_exceptions && spec.attempt < spec.max_retries {
+                // The raylet's retry of a panicking task, here.
+                spec.attempt += 1;
+                if let Some(back) = h.push(spec) {
+                    spill.push(back);
+                }
+                None
+            } else {
+                if h.revoked {
+                    give_back(core, shape, lease, &mut spill);
+                } else {
+                    h.idle_since = Some(Instant::now());
+                    shape.pump();
+                }
+                (!cancelled).then_some(outcome)
+            }
+        };
+        send_all(core, spill);
+        if let Some(outcome) = deliver {
+            core.finish(task_id.result(), outcome);
+        }
+    }
+    // LO-4: broken (or given back, when it is no longer held).
+    let mut spill = Spill::new();
+    {
+        let mut g = core.leases.lock();
+        let Some(shape) = g.shapes.get_mut(key) else {
+            return;
+        };
+        let Some(i) = shape.held.iter().position(|h| h.lease == lease) else {
+            return;
+        };
+        let h = shape.held.remove(i);
+        let tasks: Vec<TaskSpec> = h
+            .busy
+            .into_iter()
+            .filter(|(_, cancelled)| !cancelled)
+            .map(|(t, _)| t)
+            .collect();
+        let _ = core.send(&LocalRequest::LeaseLost { lease, tasks });
+        shape.pump();
+        shape.spill_if_unasked(&mut spill);
+    }
+    send_all(core, spill);
+}

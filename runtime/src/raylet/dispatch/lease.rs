@@ -1,0 +1,232 @@
+//! Worker leases (Ray's lease protocol, granted only when nobody waits): an
+//! owner on this node asks for a worker for tasks of one shape; the lease
+//! holds that shape's resources like a running task, and the owner pushes
+//! its tasks straight to the worker's socket, one at a time, until it
+//! returns the lease. The raylet stays the authority on resources and
+//! worker lifetime. Invariants:
+//!
+//! - **L-1** a lease is granted only when no work is queued here (nobody is
+//!   overtaken), the node is not draining, the shape is CPU-only with the
+//!   default placement and fits now, and an idle worker of the job exists;
+//! - **L-2** a lease holds its resources from its grant to its return or its
+//!   worker's death, and gives them back once (D-1);
+//! - **L-3** a lease is revoked (once) when work waits in the queue here
+//!   (anyone's: the raylet's queue is the fair one) or the node drains: its
+//!   owner returns it after the task it runs;
+//! - **L-4** tasks lost with a leased worker are retried while `max_retries`
+//!   allows, else fail with the worker's death, as if the raylet had sent
+//!   them (D-4); a connection lost while the worker lives ends the lease by
+//!   killing it;
+//! - **L-5** a lease whose owner goes away is ended by killing its worker.
+
+use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
+use crate::ids::TaskId;
+use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
+use prism_scheduler::GPU;
+use std::collections::HashMap;
+
+/// The function name of a lease request's spec.
+pub const LEASE_METHOD: &str = "__prism_lease__";
+
+/// How many ended leases' causes are remembered for late [`Dispatcher::lease_lost`]s.
+const DEATHS_KEPT: usize = 1024;
+
+/// The leases of this node.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    /// Granted and not ended: revoked yet, and tasks lost on it whose
+    /// answer waits for its worker's death.
+    live: HashMap<TaskId, (bool, Vec<Queued>)>,
+    /// Why recently ended leases ended.
+    deaths: HashMap<TaskId, Failure>,
+}
+
+impl Leases {
+    /// Whether `id` is a live lease.
+    pub(super) fn holds(&self, id: &TaskId) -> bool {
+        self.live.contains_key(id)
+    }
+}
+
+/// A lease's answer: the leased worker, or `None` (declined).
+fn answer(owner: Owner, lease: TaskId, worker: Option<WorkerId>) -> Action {
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&worker)
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    Action::Reply {
+        owner,
+        task_id: lease,
+        outcome: Outcome::Inline(bytes),
+    }
+}
+
+impl Dispatcher {
+    /// Grants or declines a lease of a worker for tasks shaped like `spec`.
+    pub fn lease(&mut self, spec: TaskSpec, owner: Owner) -> Vec<Action> {
+        let lease = spec.task_id;
+        let request = spec.resources.to_set();
+        let idle = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.state == WorkerState::Idle
+                    && w.job == spec.job_id
+                    && w.gpus.is_empty()
+                    && w.actor.is_none()
+            })
+            .map(|(id, _)| *id)
+            .min();
+        // L-1.
+        let open = self.queue.is_empty()
+            && self.draining.is_none()
+            && matches!(spec.strategy, WireStrategy::Hybrid)
+            && !spec.spilled
+            && request.get(GPU).is_zero()
+            && !self.leases.holds(&lease)
+            && self.fits(&spec.strategy, &request);
+        let Some(worker) = idle.filter(|_| open) else {
+            return vec![answer(owner, lease, None)];
+        };
+        let Ok(gpus) = self.take(&spec.strategy, &request) else {
+            return vec![answer(owner, lease, None)];
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.state = WorkerState::Busy(lease);
+        }
+        self.running.insert(
+            lease,
+            Running {
+                held: request.clone(),
+                task: Queued {
+                    spec,
+                    owner,
+                    request,
+                },
+                worker,
+                gpus,
+                cancelled: false,
+            },
+        );
+        self.leases.live.insert(lease, (false, Vec::new()));
+        vec![answer(owner, lease, Some(worker))]
+    }
+
+    /// The owner is done with a lease: its worker is idle again (L-2).
+    pub fn return_lease(&mut self, lease: TaskId) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.leases.live.remove(&lease).is_none() {
+            return out;
+        }
+        let Some(r) = self.running.remove(&lease) else {
+            return out;
+        };
+        self.release(&r);
+        if !self.killing.contains(&r.worker) {
+            if let Some(w) = self.workers.get_mut(&r.worker) {
+                w.state = WorkerState::Idle;
+            }
+        }
+        self.pump(&mut out);
+        self.trim_idle(&mut out);
+        out
+    }
+
+    /// Tasks its owner pushed on `lease` had no answer when the lease's
+    /// connection broke (L-4).
+    pub fn lease_lost(&mut self, lease: TaskId, tasks: Vec<TaskSpec>, owner: Owner) -> Vec<Action> {
+        let mut out = Vec::new();
+        let lost = tasks.into_iter().map(|spec| Queued {
+            request: spec.resources.to_set(),
+            spec,
+            owner,
+        });
+        if let Some((_, orphans)) = self.leases.live.get_mut(&lease) {
+            // Its death answers them; a worker that still lives is useless
+            // to the lease without its connection.
+            orphans.extend(lost);
+            if let Some(r) = self.running.get(&lease) {
+                out.push(Action::Kill { worker: r.worker });
+            }
+            return out;
+        }
+        let failure =
+            self.leases
+                .deaths
+                .get(&lease)
+                .cloned()
+                .unwrap_or_else(|| Failure::WorkerDied {
+                    node: self.me,
+                    detail: "its leased worker's connection broke".into(),
+                });
+        for q in lost {
+            self.retry_or_fail(q, &failure, &mut out);
+        }
+        self.pump(&mut out);
+        out
+    }
+
+    /// A leased worker died (from [`Dispatcher::worker_died`]): the lease
+    /// ends, and the tasks lost on it are retried or fail (L-4).
+    pub(super) fn lease_ended(&mut self, r: Running, failure: &Failure, out: &mut Vec<Action>) {
+        let lease = r.task.spec.task_id;
+        self.release(&r);
+        let orphans = self
+            .leases
+            .live
+            .remove(&lease)
+            .map(|(_, o)| o)
+            .unwrap_or_default();
+        if self.leases.deaths.len() >= DEATHS_KEPT {
+            self.leases.deaths.clear();
+        }
+        self.leases.deaths.insert(lease, failure.clone());
+        for q in orphans {
+            self.retry_or_fail(q, failure, out);
+        }
+    }
+
+    fn retry_or_fail(&mut self, mut q: Queued, failure: &Failure, out: &mut Vec<Action>) {
+        let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
+        if !deterministic && q.spec.attempt < q.spec.max_retries {
+            q.spec.attempt += 1;
+            tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying a leased task after {failure:?}");
+            self.queue.push_front(q.class(), q);
+        } else {
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: Outcome::Failed(failure.clone()),
+            });
+        }
+    }
+
+    /// L-3: revokes the leases waiting work (or a drain) needs back.
+    pub(super) fn revoke_leases(&mut self, out: &mut Vec<Action>) {
+        if self.leases.live.is_empty() || (self.queue.is_empty() && self.draining.is_none()) {
+            return;
+        }
+        for (lease, (revoked, _)) in self.leases.live.iter_mut() {
+            let Some(r) = self.running.get(lease) else {
+                continue;
+            };
+            let owner = r.task.owner;
+            if !*revoked {
+                *revoked = true;
+                out.push(Action::RevokeLease {
+                    owner,
+                    lease: *lease,
+                });
+            }
+        }
+    }
+
+    /// L-5: the leases `owner` held end with their workers.
+    pub(super) fn leases_of_gone_owner(&mut self, owner: Owner, out: &mut Vec<Action>) {
+        for lease in self.leases.live.keys() {
+            if let Some(r) = self.running.get(lease).filter(|r| r.task.owner == owner) {
+                self.killing.insert(r.worker);
+                out.push(Action::Kill { worker: r.worker });
+            }
+        }
+    }
+}

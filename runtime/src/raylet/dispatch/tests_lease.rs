@@ -1,0 +1,137 @@
+//! Worker leases (L-1..L-5 in `lease.rs`).
+
+use super::tests::{node, replies, started, task};
+use super::*;
+use crate::ids::TaskId;
+
+/// A one-CPU node with one idle worker of `job` (it ran one task).
+fn idle_worker(job: JobId) -> (Dispatcher, WorkerId) {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let t = task(job, 1, 0);
+    let w = started(&d.submit(t.clone(), Owner::Local(1)))[0];
+    d.worker_ready(w);
+    d.task_done(w, t.task_id, Outcome::Inline(vec![]));
+    (d, w)
+}
+
+/// Asks for a lease of a one-CPU worker; the answer.
+fn ask(d: &mut Dispatcher, job: JobId, owner: Owner) -> (TaskId, Option<WorkerId>) {
+    let mut shape = task(job, 1, 0);
+    shape.function = LEASE_METHOD.into();
+    let lease = shape.task_id;
+    let a = d.lease(shape, owner);
+    let granted = match replies(&a).as_slice() {
+        [Outcome::Inline(b)] => rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap(),
+        other => panic!("one answer expected: {other:?}"),
+    };
+    (lease, granted)
+}
+
+fn signal9() -> Failure {
+    Failure::WorkerDied {
+        node: NodeId::random(),
+        detail: "signal 9 (SIGKILL)".into(),
+    }
+}
+
+#[test]
+fn l1_declined_without_an_idle_worker_of_the_job_or_room() {
+    let job = JobId::random();
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "no worker yet");
+    let (mut d, _) = idle_worker(job);
+    assert_eq!(
+        ask(&mut d, JobId::random(), Owner::Local(1)).1,
+        None,
+        "another job's worker"
+    );
+    let mut gpu = task(job, 0, 0);
+    gpu.resources = crate::proto::common::Resources::from(
+        &ResourceSet::new().with(prism_scheduler::GPU, Quantity::whole(1)),
+    );
+    assert!(
+        matches!(replies(&d.lease(gpu, Owner::Local(1))).as_slice(), [Outcome::Inline(b)] if rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none()),
+        "GPU shapes go through the raylet"
+    );
+    d.set_draining(Some("test".into()));
+    assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "a draining node");
+}
+
+#[test]
+fn l1_l2_l3_a_lease_holds_its_cpu_until_returned_and_is_revoked_for_others() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let (lease, granted) = ask(&mut d, job, Owner::Local(1));
+    assert_eq!(granted, Some(w));
+    assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "the CPU is held");
+    // Another owner's task waits for the CPU: the lease is revoked, once.
+    let t = task(job, 1, 0);
+    let a = d.submit(t.clone(), Owner::Local(2));
+    assert_eq!(
+        a,
+        vec![Action::RevokeLease {
+            owner: Owner::Local(1),
+            lease
+        }]
+    );
+    assert!(
+        !d.submit(task(job, 1, 0), Owner::Local(2))
+            .iter()
+            .any(|x| matches!(x, Action::RevokeLease { .. })),
+        "revoked once"
+    );
+    assert_eq!(ask(&mut d, job, Owner::Local(3)).1, None, "work is queued");
+    let a = d.return_lease(lease);
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == w && task.task_id == t.task_id)),
+        "the returned worker and its CPU run the waiting task: {a:?}"
+    );
+    assert!(d.return_lease(lease).is_empty(), "returned once");
+}
+
+#[test]
+fn l4_tasks_lost_with_a_leased_worker_retry_or_fail_with_its_death() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    let (retried, failed) = (task(job, 1, 1), task(job, 1, 0));
+    let a = d.lease_lost(
+        lease,
+        vec![retried.clone(), failed.clone()],
+        Owner::Local(1),
+    );
+    assert_eq!(a, vec![Action::Kill { worker: w }], "answered at its death");
+    let a = d.worker_died(w, signal9());
+    match replies(&a).as_slice() {
+        [Outcome::Failed(Failure::WorkerDied { detail, .. })] => {
+            assert!(detail.contains("signal 9"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(started(&a).len(), 1, "the retry starts a worker: {a:?}");
+    // A loss reported after the death is answered at once, with its cause.
+    let (mut d, w) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    d.worker_died(w, signal9());
+    let a = d.lease_lost(lease, vec![task(job, 1, 0)], Owner::Local(1));
+    assert!(
+        matches!(replies(&a).as_slice(), [Outcome::Failed(Failure::WorkerDied { detail, .. })] if detail.contains("signal 9")),
+        "{a:?}"
+    );
+    assert_eq!(d.stats().running, 0, "the lease's CPU is free");
+}
+
+#[test]
+fn l5_a_gone_owner_s_lease_ends_with_its_worker() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    ask(&mut d, job, Owner::Local(1));
+    let a = d.owner_gone(Some(Owner::Local(1)), None);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    d.worker_died(w, signal9());
+    assert_eq!(d.stats().running, 0);
+    assert!(
+        !started(&d.submit(task(job, 1, 0), Owner::Local(2))).is_empty(),
+        "its CPU serves others"
+    );
+}

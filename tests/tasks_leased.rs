@@ -1,0 +1,250 @@
+//! Task leases: a driver leases an idle worker from its raylet and pushes
+//! its tasks straight to it. Shown with the raylet stopped (SIGSTOP):
+//! tasks keep finishing on the leased worker while a task of a new shape,
+//! which must ask the raylet, waits. A lease revoked because another
+//! driver's task waits finishes the task it runs, once, and is returned;
+//! a leased worker `kill -9`ed under a task retries it (`max_retries`) or
+//! fails it with the signal.
+
+use prism::TaskError;
+use prism_test_support::*;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[prism::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Appends a line to `path` (to count runs), writes its pid beside it,
+/// sleeps `ms`.
+#[prism::remote]
+fn slow(path: String, ms: u64) -> u32 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "ran").unwrap();
+    std::fs::write(format!("{path}.pid"), std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Runs tasks one at a time until one is answered by a lease (the first
+/// ones start the worker through the raylet).
+fn warm() {
+    for i in 0..200u64 {
+        check(
+            square::remote(i).unwrap().get().unwrap() == i * i,
+            "a task's answer",
+        );
+    }
+}
+
+fn runs(path: &str) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+fn stopped_role() {
+    warm();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    let (d, s) = (done.clone(), stop.clone());
+    let busy = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while s.load(Ordering::SeqCst) == 0 {
+            let got = square::remote(i)
+                .unwrap()
+                .get_timeout(Duration::from_secs(60));
+            assert_eq!(got.unwrap(), i * i);
+            d.fetch_add(1, Ordering::SeqCst);
+            i += 1;
+        }
+    });
+    println!("STOP ME");
+    check(hold_until_done(), "the test stopped the raylet");
+    // A new shape asks the raylet for a lease: it waits while it is stopped.
+    let asks = square::options().num_cpus(0.5).remote(9u64).unwrap();
+    let waited = prism::wait(std::slice::from_ref(&asks), 1, Some(Duration::from_secs(1)));
+    check(
+        waited.unwrap().0.is_empty(),
+        "a task that needs the stopped raylet waits",
+    );
+    let before = done.load(Ordering::SeqCst);
+    check(
+        wait_until(Duration::from_secs(20), || {
+            done.load(Ordering::SeqCst) >= before + 50
+        }),
+        "leased tasks finish with the raylet stopped",
+    );
+    println!("CONT ME");
+    check(
+        asks.get_timeout(Duration::from_secs(60)).unwrap() == 81,
+        "it runs once the raylet is back",
+    );
+    stop.store(1, Ordering::SeqCst);
+    busy.join().unwrap();
+    println!("ALL OK");
+}
+
+fn holder_role() {
+    let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
+    let other_done = format!("{marks}.other");
+    warm();
+    let r = slow::remote(marks.clone(), 1_500u64).unwrap();
+    check(
+        wait_until(Duration::from_secs(30), || runs(&marks) == 1),
+        "the slow task started",
+    );
+    println!("RUNNING");
+    r.get_timeout(Duration::from_secs(60)).unwrap();
+    // Keep this driver's tasks coming: only a revoked lease lets the other
+    // driver's task have the one CPU.
+    let mut i = 0;
+    while !Path::new(&other_done).exists() {
+        check(
+            square::remote(i)
+                .unwrap()
+                .get_timeout(Duration::from_secs(60))
+                .unwrap()
+                == i * i,
+            "a task's answer",
+        );
+        i += 1;
+        check(i < 1_000_000, "the other driver's task ran");
+    }
+    check(runs(&marks) == 1, "the slow task ran once");
+    println!("ALL OK");
+}
+
+fn other_role() {
+    let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
+    check(
+        square::remote(3u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(60))
+            .unwrap()
+            == 9,
+        "the other driver's task ran",
+    );
+    std::fs::write(format!("{marks}.other"), "").unwrap();
+    println!("ALL OK");
+}
+
+fn killed_role() {
+    let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
+    warm();
+    for retries in [1u32, 0] {
+        let path = format!("{marks}.{retries}");
+        let r = slow::options()
+            .max_retries(retries)
+            .remote(path.clone(), 3_000u64)
+            .unwrap();
+        check(
+            wait_until(Duration::from_secs(30), || {
+                Path::new(&format!("{path}.pid")).exists()
+            }),
+            "the task started",
+        );
+        let pid: i32 = std::fs::read_to_string(format!("{path}.pid"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on a worker process of this test's cluster.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        match (retries, r.get_timeout(Duration::from_secs(60))) {
+            (1, Ok(p)) => check(
+                p as i32 != pid && runs(&path) == 2,
+                "retried on another worker",
+            ),
+            (0, Err(prism::Error::Task(TaskError::WorkerDied { detail, .. }))) => check(
+                detail.contains("signal 9"),
+                "no retries: it fails with the signal",
+            ),
+            (_, other) => panic!("max_retries({retries}): {other:?}"),
+        }
+    }
+    warm();
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "stopped" => stopped_role(),
+        "holder" => holder_role(),
+        "other" => other_role(),
+        "killed" => killed_role(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Leases stay while idle for this long in these tests, so only a
+/// revocation (or the test's end) returns them.
+const IDLE: (&str, &str) = ("PRISM_LEASE_IDLE_MS", "60000");
+
+#[test]
+fn leased_tasks_finish_while_their_raylet_is_stopped() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    let b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .nodes_in_state("alive")
+        .len()
+        == 2));
+    sb.run_with_raylet_stopped("stopped", &head, &b, &[IDLE]);
+}
+
+#[test]
+fn a_revoked_lease_finishes_its_task_once_and_is_returned() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    let marks = sb.temp().join("marks").display().to_string();
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("PRISM_TEST_MARKS".into(), marks));
+    envs.push((IDLE.0.into(), IDLE.1.into()));
+    let mut holder = Job::spawn("holder", &envs);
+    assert!(
+        wait_until(Duration::from_secs(60), || holder
+            .stdout()
+            .contains("RUNNING")),
+        "{}",
+        holder.stdout()
+    );
+    let mut other = Job::spawn("other", &envs);
+    let (ok, out) = other.finish(Duration::from_secs(90));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "other: {out}\n--- holder:\n{}",
+        holder.stdout()
+    );
+    let (ok, out) = holder.finish(Duration::from_secs(90));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "holder: {out}\n--- head:\n{}",
+        head.log()
+    );
+}
+
+#[test]
+fn a_leased_worker_killed_under_its_task_retries_it_or_fails_with_the_signal() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    let marks = sb.temp().join("killed").display().to_string();
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("PRISM_TEST_MARKS".into(), marks));
+    envs.push((IDLE.0.into(), IDLE.1.into()));
+    let mut job = Job::spawn("killed", &envs);
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- head:\n{}",
+        head.log()
+    );
+}

@@ -37,6 +37,12 @@ impl Log {
         std::thread::sleep(Duration::from_millis(ms));
         ms
     }
+    /// Says (a file) that it runs, then sleeps.
+    fn nap_marked(&self, ms: u64, mark: String) -> u64 {
+        std::fs::write(&mark, "").unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
 }
 
 #[prism::remote]
@@ -160,8 +166,14 @@ fn killed_role() {
         .unwrap();
     kept.push(1u64).unwrap().get().unwrap();
     let pid = kept.pid().unwrap().get().unwrap();
-    let pending = kept.nap(3_000u64).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mark = Path::new(&std::env::var("PRISM_TEMP_DIR").unwrap()).join("napping");
+    let pending = kept
+        .nap_marked(3_000u64, mark.display().to_string())
+        .unwrap();
+    check(
+        wait_until(Duration::from_secs(30), || mark.exists()),
+        "the call runs",
+    );
     // SAFETY: as above.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     check(

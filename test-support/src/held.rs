@@ -1,0 +1,57 @@
+//! Drivers that hold until the test releases them, and a raylet stopped
+//! under one.
+
+use crate::{wait_until, Job, Node, Sandbox};
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl Sandbox {
+    /// A driver of `role` joining at `head` through `raylet`, which holds
+    /// ([`hold_until_done`]) until the test creates the returned file.
+    pub fn held_driver(&self, role: &str, head: &Node, raylet: &Node) -> (Job, PathBuf) {
+        self.held_driver_with(role, head, raylet, &[])
+    }
+
+    /// [`Sandbox::held_driver`] with extra environment.
+    pub fn held_driver_with(
+        &self,
+        role: &str,
+        head: &Node,
+        raylet: &Node,
+        extra: &[(&str, &str)],
+    ) -> (Job, PathBuf) {
+        let done = self.temp().join(format!("{role}.done"));
+        let mut envs = self.driver_envs(head, raylet);
+        envs.push(("PRISM_TEST_DONE".into(), done.display().to_string()));
+        envs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        (Job::spawn(role, &envs), done)
+    }
+
+    /// Runs a held driver of `role` through `raylet` and stops that raylet
+    /// (SIGSTOP) while the role works without it: the role prints `STOP ME`
+    /// and holds; the raylet is stopped and the role released; when it
+    /// prints `CONT ME` the raylet is continued. It must end with ALL OK.
+    pub fn run_with_raylet_stopped(
+        &self,
+        role: &str,
+        head: &Node,
+        raylet: &Node,
+        extra: &[(&str, &str)],
+    ) {
+        let (mut job, done) = self.held_driver_with(role, head, raylet, extra);
+        let said = |what: &str| job.stdout().contains(what);
+        let asked = wait_until(Duration::from_secs(60), || said("STOP ME"));
+        assert!(asked, "{}\n--- raylet:\n{}", job.stdout(), raylet.log());
+        raylet.signal(libc::SIGSTOP);
+        std::fs::write(&done, "").unwrap();
+        let reached = wait_until(Duration::from_secs(60), || said("CONT ME"));
+        raylet.signal(libc::SIGCONT);
+        assert!(reached, "{}", job.stdout());
+        let (ok, out) = job.finish(Duration::from_secs(90));
+        assert!(
+            ok && out.contains("ALL OK"),
+            "{out}\n--- raylet:\n{}",
+            raylet.log()
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 impl Sandbox {
     /// A driver of `role` joining at `head` through `raylet`, which holds
-    /// ([`hold_until_done`]) until the test creates the returned file.
+    /// ([`crate::hold_until_done`]) until the test creates the returned file.
     pub fn held_driver(&self, role: &str, head: &Node, raylet: &Node) -> (Job, PathBuf) {
         self.held_driver_with(role, head, raylet, &[])
     }

@@ -91,6 +91,19 @@ fn ordered(log: &prism::ActorHandle<Log>) {
     );
 }
 
+/// With direct calls on: calls `log` until this process links to its
+/// worker (an actor looked for too early is called through the raylet for
+/// a while), so the next call goes direct.
+fn goes_direct(log: &prism::ActorHandle<Log>, direct: bool) {
+    if direct {
+        let linked = wait_until(Duration::from_secs(30), || {
+            log.pid().unwrap().get().unwrap();
+            prism::__private::calls_directly(log.id())
+        });
+        check(linked, "calls to the actor go direct");
+    }
+}
+
 fn stopped_role() {
     let log = Log::options().resource("x", 1.0).spawn(300u64).unwrap();
     ordered(&log);
@@ -141,6 +154,7 @@ fn killed_role() {
     );
     // No restarts: the call under way fails with the signal, later ones too.
     let pid = log.pid().unwrap().get().unwrap();
+    goes_direct(&log, direct);
     let pending = log.nap(5_000u64).unwrap();
     // SAFETY: kill(2) on the actor's worker, a process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -166,6 +180,7 @@ fn killed_role() {
         .unwrap();
     kept.push(1u64).unwrap().get().unwrap();
     let pid = kept.pid().unwrap().get().unwrap();
+    goes_direct(&kept, direct);
     let mark = Path::new(&std::env::var("PRISM_TEMP_DIR").unwrap()).join("napping");
     let pending = kept
         .nap_marked(3_000u64, mark.display().to_string())

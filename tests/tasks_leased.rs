@@ -34,15 +34,19 @@ fn slow(path: String, ms: u64) -> u32 {
     std::process::id()
 }
 
-/// Runs tasks one at a time until one is answered by a lease (the first
+/// Runs tasks one at a time until this driver holds a lease (the first
 /// ones start the worker through the raylet).
 fn warm() {
-    for i in 0..200u64 {
+    let mut i = 0u64;
+    let leased = wait_until(Duration::from_secs(30), || {
+        i += 1;
         check(
             square::remote(i).unwrap().get().unwrap() == i * i,
             "a task's answer",
         );
-    }
+        prism::__private::leased_workers() > 0
+    });
+    check(leased, "a worker is leased");
 }
 
 fn runs(path: &str) -> usize {
@@ -95,7 +99,9 @@ fn holder_role() {
     let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
     let other_done = format!("{marks}.other");
     warm();
-    let r = slow::remote(marks.clone(), 1_500u64).unwrap();
+    // Long enough that the other driver starts and queues its task while
+    // this one runs on the lease.
+    let r = slow::remote(marks.clone(), 4_000u64).unwrap();
     check(
         wait_until(Duration::from_secs(30), || runs(&marks) == 1),
         "the slow task started",
@@ -137,8 +143,9 @@ fn other_role() {
 
 fn killed_role() {
     let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
-    warm();
     for retries in [1u32, 0] {
+        // The slow task goes on a lease.
+        warm();
         let path = format!("{marks}.{retries}");
         let r = slow::options()
             .max_retries(retries)

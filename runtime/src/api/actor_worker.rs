@@ -81,6 +81,7 @@ fn no_method<T: ActorImpl>(method: &str) -> Result<Encoded, String> {
 /// Hosts an actor of type `T` (the generated registration points here).
 #[doc(hidden)]
 pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::connect::TaskRx) -> ! {
+    core.direct.serve.hosting_actor();
     let concurrency = match &create.kind {
         TaskKind::CreateActor(c) => c.max_concurrency.max(1) as usize,
         _ => 1,

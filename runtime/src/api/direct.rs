@@ -91,12 +91,18 @@ impl Direct {
         self.dir.as_ref().map(|d| d.join(format!("w-{worker}")))
     }
 
+    /// Whether a link to `actor`'s worker is open.
+    pub(super) fn linked(&self, actor: ActorId) -> bool {
+        self.links.contains_key(&actor)
+    }
+
     /// An answer for `id` came from the raylet.
     pub(super) fn answered(&self, id: ObjectId) {
         if let Some((_, actor)) = self.raylet_calls.remove(&id) {
             if let Some(mut n) = self.via_raylet.get_mut(&actor) {
                 *n = n.saturating_sub(1);
             }
+            self.via_raylet.remove_if(&actor, |_, n| *n == 0);
         }
     }
 
@@ -143,7 +149,8 @@ impl Direct {
             .name("prism-direct".into())
             .spawn(move || read_outcomes(&me, &l, reader));
         if started.is_err() {
-            self.links.remove(&actor);
+            // Calls other threads already sent on it go to the raylet.
+            link.hand_over(core);
             return None;
         }
         Some(link)
@@ -212,25 +219,27 @@ impl Link {
         if let Some(s) = st.stream.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        let calls: Vec<TaskSpec> = st.inflight.drain(..).collect();
+        if !calls.is_empty() {
+            // Counted and sent before the link leaves the map: a later
+            // call finds it broken, or the count, and so goes through the
+            // raylet after these (DC-1, DC-2).
+            for c in &calls {
+                core.direct
+                    .count_raylet_call(c.task_id.result(), self.actor);
+            }
+            let lost = LostCalls {
+                actor_id: self.actor,
+                restarts: self.restarts,
+                calls,
+            };
+            if let Err(e) = core.send(&LocalRequest::DirectLost(lost)) {
+                tracing::warn!(actor = %self.actor, "cannot hand lost direct calls to the raylet: {e}");
+            }
+        }
         core.direct
             .links
             .remove_if(&self.actor, |_, l| std::ptr::eq(&**l, self));
-        let calls: Vec<TaskSpec> = st.inflight.drain(..).collect();
-        if calls.is_empty() {
-            return;
-        }
-        for c in &calls {
-            core.direct
-                .count_raylet_call(c.task_id.result(), self.actor);
-        }
-        let lost = LostCalls {
-            actor_id: self.actor,
-            restarts: self.restarts,
-            calls,
-        };
-        if let Err(e) = core.send(&LocalRequest::DirectLost(lost)) {
-            tracing::warn!(actor = %self.actor, "cannot hand lost direct calls to the raylet: {e}");
-        }
     }
 }
 

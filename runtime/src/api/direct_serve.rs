@@ -26,9 +26,17 @@ pub(crate) struct Serve {
     tasks: Mutex<Option<TaskTx>>,
     /// Calls that came on a direct connection, and that connection.
     replies: DashMap<TaskId, Arc<Mutex<UnixStream>>>,
+    /// This worker hosts an actor: it takes no leased tasks.
+    hosts_actor: std::sync::atomic::AtomicBool,
 }
 
 impl Serve {
+    /// This worker now hosts an actor: its lease socket takes nothing more.
+    pub(super) fn hosting_actor(&self) {
+        self.hosts_actor
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Direct calls join `tx`'s queue.
     pub(super) fn set_tasks(&self, tx: TaskTx) {
         *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
@@ -158,7 +166,12 @@ fn serve_conn(core: &Arc<Core>, accept: Accept, restarts: u32, mut stream: UnixS
                 return;
             }
         };
-        if !accept.takes(&spec) {
+        let hosting = core
+            .direct
+            .serve
+            .hosts_actor
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if !accept.takes(&spec) || (hosting && matches!(accept, Accept::Job(_))) {
             tracing::warn!(%accept, task = %spec.name, "dropping a direct caller: it sent work this socket does not take");
             return;
         }

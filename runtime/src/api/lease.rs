@@ -243,6 +243,11 @@ impl Leases {
         true
     }
 
+    /// How many leases this process holds.
+    pub(super) fn held(&self) -> usize {
+        self.lock().shapes.values().map(|s| s.held.len()).sum()
+    }
+
     /// The raylet wants `lease` back (LO-3).
     pub(super) fn revoke(&self, core: &Arc<Core>, lease: TaskId) {
         let mut spill = Spill::new();
@@ -278,6 +283,8 @@ impl Leases {
                 if let Some((_, cancelled)) = h.busy.as_mut() {
                     *cancelled = true;
                 }
+                // Its worker is about to be killed: push nothing more to it.
+                h.revoked |= force;
                 Some(Some(h.lease))
             });
             match found {
@@ -308,7 +315,7 @@ impl Leases {
             loop {
                 tokio::time::sleep(idle.min(Duration::from_millis(100))).await;
                 let mut spill = Spill::new();
-                let done = {
+                let done = tokio::task::block_in_place(|| {
                     let mut g = core.leases.lock();
                     let now = Instant::now();
                     for shape in g.shapes.values_mut() {
@@ -327,8 +334,8 @@ impl Leases {
                         g.sweeping = false;
                     }
                     done
-                };
-                send_all(&core, spill);
+                });
+                tokio::task::block_in_place(|| send_all(&core, spill));
                 if done {
                     return;
                 }

@@ -195,4 +195,15 @@ pub mod __private {
     ) -> super::Result<super::ObjectRef<R>> {
         super::core::current()?.submit(opts, args)
     }
+
+    /// Whether this process has a direct link to `actor`'s worker (tests
+    /// use it to know the next call goes direct).
+    pub fn calls_directly(actor: crate::ids::ActorId) -> bool {
+        super::core::current().is_ok_and(|c| c.direct.linked(actor))
+    }
+
+    /// How many workers this process holds leased (tests).
+    pub fn leased_workers() -> usize {
+        super::core::current().map_or(0, |c| c.leases.held())
+    }
 }

@@ -83,6 +83,7 @@ impl Dispatcher {
             && !spec.spilled
             && request.get(GPU).is_zero()
             && !self.leases.holds(&lease)
+            && !self.running.contains_key(&lease)
             && self.fits(&spec.strategy, &request);
         let Some(worker) = idle.filter(|_| open) else {
             return vec![answer(owner, lease, None)];
@@ -180,6 +181,11 @@ impl Dispatcher {
             self.leases.deaths.clear();
         }
         self.leases.deaths.insert(lease, failure.clone());
+        // A lease cancelled (force) or whose owner went away: nobody waits
+        // for what was lost on it.
+        if r.cancelled {
+            return;
+        }
         for q in orphans {
             self.retry_or_fail(q, failure, out);
         }

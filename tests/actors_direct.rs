@@ -218,16 +218,10 @@ fn child_role() {
 #[test]
 fn direct_calls_reach_a_local_actor_while_its_raylet_is_stopped() {
     let sb = Sandbox::new();
-    let head = sb.start_head(&["--num-cpus", "1"]);
-    let b = sb.start_raylet(
-        "b",
-        &head,
+    let (head, b) = sb.head_and_b(
+        &["--num-cpus", "1"],
         &["--num-cpus", "2", "--resources", r#"{"x": 2}"#],
     );
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .nodes_in_state("alive")
-        .len()
-        == 2));
     sb.run_with_raylet_stopped("stopped", &head, &b, &[]);
 }
 

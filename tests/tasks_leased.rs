@@ -199,12 +199,7 @@ const IDLE: (&str, &str) = ("PRISM_LEASE_IDLE_MS", "60000");
 #[test]
 fn leased_tasks_finish_while_their_raylet_is_stopped() {
     let sb = Sandbox::new();
-    let head = sb.start_head(&["--num-cpus", "1"]);
-    let b = sb.start_raylet("b", &head, &["--num-cpus", "2"]);
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .nodes_in_state("alive")
-        .len()
-        == 2));
+    let (head, b) = sb.head_and_b(&["--num-cpus", "1"], &["--num-cpus", "2"]);
     sb.run_with_raylet_stopped("stopped", &head, &b, &[IDLE]);
 }
 

@@ -6,6 +6,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 impl Sandbox {
+    /// A head started with `head_args` and a raylet `b` with `b_args`,
+    /// once the head lists both alive.
+    pub fn head_and_b(&self, head_args: &[&str], b_args: &[&str]) -> (Node, Node) {
+        let head = self.start_head(head_args);
+        let b = self.start_raylet("b", &head, b_args);
+        let alive = wait_until(Duration::from_secs(10), || {
+            self.nodes_in_state("alive").len() == 2
+        });
+        assert!(alive, "head and b alive\n--- b:\n{}", b.log());
+        (head, b)
+    }
+
     /// A driver of `role` joining at `head` through `raylet`, which holds
     /// ([`crate::hold_until_done`]) until the test creates the returned file.
     pub fn held_driver(&self, role: &str, head: &Node, raylet: &Node) -> (Job, PathBuf) {

@@ -26,6 +26,7 @@ use crate::proto::task::{
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ const DECLINED_FOR: Duration = Duration::from_millis(50);
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
     inner: Mutex<Inner>,
+    /// Lease requests not answered yet: while none is, a result from the
+    /// raylet is not looked up here (no lock on that path).
+    pending: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +124,7 @@ impl Shape {
         like: &TaskSpec,
         key: &str,
         asked: &mut HashMap<TaskId, String>,
+        pending: &AtomicUsize,
     ) -> bool {
         let declined = self.declined_until.is_some_and(|t| t > Instant::now());
         if self.asking || declined || self.held.len() >= MAX_LEASES {
@@ -129,14 +134,18 @@ impl Shape {
         let mut shape = TaskSpec::new(request_id, like.job_id, "lease", "lease", TaskKind::Task);
         shape.resources = like.resources.clone();
         shape.strategy = like.strategy.clone();
+        // Counted before it is sent: its answer may come at once.
+        asked.insert(request_id, key.to_string());
+        pending.fetch_add(1, Ordering::SeqCst);
         if core
             .send(&LocalRequest::Lease { request_id, shape })
             .is_err()
         {
+            asked.remove(&request_id);
+            pending.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
         self.asking = true;
-        asked.insert(request_id, key.to_string());
         true
     }
 }
@@ -177,7 +186,7 @@ impl Leases {
             }
         }
         let room = shape.queue.len() < QUEUE_PER_LEASE * shape.held.len().max(1);
-        if room && shape.ask(core, &spec, &key, &mut inner.asked) {
+        if room && shape.ask(core, &spec, &key, &mut inner.asked, &self.pending) {
             shape.queue.push_back(spec);
             return Ok(());
         }
@@ -187,9 +196,13 @@ impl Leases {
 
     /// The raylet answered a lease request; `false` if `id` was not one.
     pub(super) fn answered(&self, core: &Arc<Core>, id: TaskId, outcome: &Outcome) -> bool {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         let Some(key) = self.lock().asked.remove(&id) else {
             return false;
         };
+        self.pending.fetch_sub(1, Ordering::SeqCst);
         let worker = match outcome {
             Outcome::Inline(b) => {
                 rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap_or(None)
@@ -223,7 +236,7 @@ impl Leases {
                     shape.pump();
                     // More wait: ask for another lease for them.
                     if let Some(next) = shape.queue.front().cloned() {
-                        if !shape.ask(core, &next, &key, &mut inner.asked) {
+                        if !shape.ask(core, &next, &key, &mut inner.asked, &self.pending) {
                             spill.extend(shape.queue.drain(..));
                         }
                     }

@@ -191,21 +191,6 @@ impl Dispatcher {
         }
     }
 
-    fn retry_or_fail(&mut self, mut q: Queued, failure: &Failure, out: &mut Vec<Action>) {
-        let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
-        if !deterministic && q.spec.attempt < q.spec.max_retries {
-            q.spec.attempt += 1;
-            tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying a leased task after {failure:?}");
-            self.queue.push_front(q.class(), q);
-        } else {
-            out.push(Action::Reply {
-                owner: q.owner,
-                task_id: q.spec.task_id,
-                outcome: Outcome::Failed(failure.clone()),
-            });
-        }
-    }
-
     /// L-3: revokes the leases waiting work (or a drain) needs back.
     pub(super) fn revoke_leases(&mut self, out: &mut Vec<Action>) {
         if self.leases.live.is_empty() || (self.queue.is_empty() && self.draining.is_none()) {

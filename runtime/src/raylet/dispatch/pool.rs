@@ -182,29 +182,42 @@ impl Dispatcher {
         if let Some(actor) = w.actor {
             return self.actor_worker_died(actor, worker, failure);
         }
-        if let Some(t) = self.task_of(worker).filter(|t| self.leases.holds(t)) {
+        if let Some(t) = self.task_of(worker) {
             let r = self.running.remove(&t).expect("task_of found it");
-            self.lease_ended(r, &failure, &mut out);
-        } else if let Some(t) = self.task_of(worker) {
-            let r = self.running.remove(&t).expect("task_of found it");
-            self.release(&r);
-            let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
-            if r.cancelled {
-            } else if !deterministic && r.task.spec.attempt < r.task.spec.max_retries {
-                let mut q = r.task;
-                q.spec.attempt += 1;
-                tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying after {failure:?}");
-                self.queue.push_front(q.class(), q);
+            if self.leases.holds(&t) {
+                self.lease_ended(r, &failure, &mut out);
             } else {
-                out.push(Action::Reply {
-                    owner: r.task.owner,
-                    task_id: t,
-                    outcome: Outcome::Failed(failure),
-                });
+                self.release(&r);
+                if !r.cancelled {
+                    self.retry_or_fail(r.task, &failure, &mut out);
+                }
             }
         }
         self.pump(&mut out);
         out
+    }
+
+    /// D-4: a task its worker's death cut short runs again while
+    /// `max_retries` allows (never after a worker that could not start),
+    /// else fails with the cause.
+    pub(super) fn retry_or_fail(
+        &mut self,
+        mut q: Queued,
+        failure: &Failure,
+        out: &mut Vec<Action>,
+    ) {
+        let deterministic = matches!(failure, Failure::WorkerStartFailed { .. });
+        if !deterministic && q.spec.attempt < q.spec.max_retries {
+            q.spec.attempt += 1;
+            tracing::warn!(task = ?q.spec.name, attempt = q.spec.attempt, "retrying after {failure:?}");
+            self.queue.push_front(q.class(), q);
+        } else {
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: Outcome::Failed(failure.clone()),
+            });
+        }
     }
 
     /// The task's CPUs are lent out while it blocks in `get`.

@@ -112,6 +112,7 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         let mut actor = actor;
         while let Ok((mut task, _)) = rx.recv() {
             task.residency.clone_from(&rule);
+            core.direct.serve.started(task.task_id);
             let outcome = run_with_args(&core, &task, |args| {
                 actor
                     .call(&task.function, args)
@@ -185,6 +186,7 @@ fn run_concurrent<T: ActorImpl>(
                         .await
                         .expect("semaphore open");
                     running.set(running.get() + 1);
+                    core.direct.serve.started(task.task_id);
                     let (core, running, idle) = (core.clone(), running.clone(), idle.clone());
                     tokio::task::spawn_local(async move {
                         let result = tokio::task::spawn_local(fut).await;
@@ -210,6 +212,7 @@ fn run_concurrent<T: ActorImpl>(
                     }
                     n.await;
                 }
+                core.direct.serve.started(task.task_id);
                 let outcome = run_with_args(&core, &task, |a| {
                     cell.borrow_mut()
                         .call(&task.function, a)

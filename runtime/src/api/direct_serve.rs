@@ -6,6 +6,7 @@
 //! its outcomes go back on the connection it came on.
 
 use super::core::Core;
+use super::direct_events::{Events, Open};
 use crate::ids::{ActorId, TaskId};
 use crate::proto::codec;
 use crate::proto::direct::DirectEvent;
@@ -25,7 +26,9 @@ pub(crate) struct Serve {
     /// `None` once the raylet is gone (the worker then ends).
     tasks: Mutex<Option<TaskTx>>,
     /// Calls that came on a direct connection, and that connection.
-    replies: DashMap<TaskId, Arc<Mutex<UnixStream>>>,
+    replies: DashMap<TaskId, (Arc<Mutex<UnixStream>>, Open)>,
+    /// What ended, for the raylet's task listing.
+    pub(super) events: Events,
     /// This worker hosts an actor: it takes no leased tasks.
     hosts_actor: std::sync::atomic::AtomicBool,
 }
@@ -51,15 +54,30 @@ impl Serve {
     /// back if the call came from the raylet. A caller that has gone away
     /// misses its answer, as it would through the raylet.
     pub(super) fn reply(&self, task_id: TaskId, outcome: Outcome) -> Result<(), Outcome> {
-        let Some((_, conn)) = self.replies.remove(&task_id) else {
+        let Some((_, (conn, open))) = self.replies.remove(&task_id) else {
             return Err(outcome);
         };
+        self.events.ended(open, &outcome);
         let event = DirectEvent::Finished { task_id, outcome };
         if let Ok(frame) = codec::encode(&event) {
             let mut s = conn.lock().unwrap_or_else(|p| p.into_inner());
             let _ = s.write_all(&frame);
         }
         Ok(())
+    }
+
+    /// `task_id` starts now (listed running if it came directly).
+    pub(super) fn started(&self, task_id: TaskId) {
+        if let Some(mut r) = self.replies.get_mut(&task_id) {
+            r.1.start();
+        }
+    }
+
+    /// Visits every call taken directly and not yet answered.
+    pub(super) fn each_open(&self, mut f: impl FnMut(&mut Open)) {
+        for mut r in self.replies.iter_mut() {
+            f(&mut r.1);
+        }
     }
 }
 
@@ -103,6 +121,7 @@ impl Core {
                 return;
             }
         };
+        self.direct.serve.events.start_flushing(self);
         let core = self.clone();
         let _ = std::thread::Builder::new()
             .name("prism-direct-accept".into())
@@ -178,7 +197,7 @@ fn serve_conn(core: &Arc<Core>, accept: Accept, restarts: u32, mut stream: UnixS
         core.direct
             .serve
             .replies
-            .insert(spec.task_id, writer.clone());
+            .insert(spec.task_id, (writer.clone(), Open::arrived(&spec)));
         let tasks = core
             .direct
             .serve

@@ -28,6 +28,7 @@ pub mod cluster;
 mod connect;
 pub(crate) mod core;
 mod direct;
+mod direct_events;
 mod direct_serve;
 mod driver_link;
 mod error;

@@ -197,6 +197,7 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
             // This worker now hosts the actor until it dies.
             super::actor_worker::become_actor(core, task, tasks);
         }
+        core.direct.serve.started(task.task_id);
         let outcome = execute(&core, &task);
         core.register_borrows(&task);
         core.flush_metrics();

@@ -5,8 +5,9 @@
 //! worker's life: when the connection breaks, the caller hands the calls
 //! still in flight to it ([`super::task::LocalRequest::DirectLost`]).
 
+use super::common::Resources;
 use super::task::Outcome;
-use crate::ids::TaskId;
+use crate::ids::{JobId, TaskId};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Actor worker to caller.
@@ -25,4 +26,45 @@ pub enum DirectEvent {
         /// How.
         outcome: Outcome,
     },
+}
+
+/// One batch of [`TaskEvent`]s.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TaskEvents {
+    /// The events, in the order they happened.
+    pub events: Vec<TaskEvent>,
+    /// Work that finished while the batch was full: counted, not listed.
+    pub unlisted_finished: u64,
+    /// Work that failed while the batch was full: counted, not listed.
+    pub unlisted_failed: u64,
+}
+
+/// What a worker tells its raylet (batched, in
+/// [`super::task::LocalRequest::TaskEvents`]) about work that reached it
+/// directly, so that `prism list tasks`, the dashboard and `prism
+/// timeline` show direct calls and leased tasks like the raylet's own.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    /// The task or call.
+    pub task_id: TaskId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its display name.
+    pub name: String,
+    /// Its function.
+    pub function: String,
+    /// An actor call (else a task).
+    pub actor_call: bool,
+    /// What it asked for.
+    pub resources: Resources,
+    /// Attempts before this one.
+    pub attempt: u32,
+    /// When it reached the worker.
+    pub arrived_us: u64,
+    /// When it started there.
+    pub started_us: Option<u64>,
+    /// When it ended; `None`: it is still running.
+    pub ended_us: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
 }

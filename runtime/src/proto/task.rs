@@ -400,6 +400,9 @@ pub enum LocalRequest {
         /// The tasks.
         tasks: Vec<TaskSpec>,
     },
+    /// Work that reached this worker directly started or ended (sent in
+    /// batches, a few times a second). Unanswered.
+    TaskEvents(super::direct::TaskEvents),
 }
 
 /// [`LocalRequest::DirectLost`]'s calls, as one value.

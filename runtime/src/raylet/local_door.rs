@@ -317,6 +317,16 @@ impl TaskService {
                 self.act(|d| d.lease_lost(lease, tasks, owner));
                 None
             }
+            (Role::Worker(w), LocalRequest::TaskEvents(batch)) => {
+                let pid = self.pids.get(&w).map(|p| *p);
+                let mut history = self.lock_history();
+                history.finished_total += batch.unlisted_finished;
+                history.failed_total += batch.unlisted_failed;
+                for ev in batch.events {
+                    history.reported(ev, pid);
+                }
+                None
+            }
             (Role::Worker(w), LocalRequest::Blocked) => {
                 self.act(|d| d.worker_blocked(w, true));
                 None

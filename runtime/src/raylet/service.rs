@@ -426,6 +426,7 @@ impl TaskService {
             };
             me.pids.remove(&worker);
             me.last_task.remove(&worker);
+
             let failure = if silent {
                 let detail = format!(
                     "the worker process {} (pid {pid}) did not connect to its raylet within {} ms and was killed (PRISM_WORKER_START_TIMEOUT_MS)",
@@ -437,6 +438,8 @@ impl TaskService {
             } else {
                 let detail = workers::describe_exit(status);
                 debug!(worker, %detail, "worker exited");
+                let cause = format!("its worker (pid {pid}) exited: {detail}");
+                me.lock_history().worker_exited(pid, &cause, now_us());
                 Failure::WorkerDied {
                     node: me.node(),
                     detail,

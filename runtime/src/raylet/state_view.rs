@@ -57,8 +57,13 @@ impl TaskService {
     /// Tasks queued or running here, with their times.
     fn list_live_tasks(&self) -> Vec<TaskInfo> {
         let rows = self.disp().task_rows();
+        let node = self.node();
         let history = self.lock_history();
+        let direct = history.direct_running().map(|r| r.to_info(node));
         rows.into_iter()
+            // A lease holds a worker for its owner's tasks, listed one by
+            // one from the worker's reports: the lease itself is no task.
+            .filter(|r| r.spec.function != super::dispatch::LEASE_METHOD)
             .map(|r| {
                 let mut t = self.task_row(&r.spec, r.state);
                 t.worker_pid = r.worker.and_then(|w| self.pids.get(&w).map(|p| *p));
@@ -68,6 +73,7 @@ impl TaskService {
                 }
                 t
             })
+            .chain(direct)
             .collect()
     }
 

@@ -8,9 +8,14 @@
 //!   here or is forwarded to a peer (which then remembers it); a forwarded
 //!   task is never listed twice;
 //! - **TH-2** at most `cap` finished tasks are kept; the oldest go first.
+//! - **TH-3** work a worker took directly (a direct actor call, a leased
+//!   task) is listed from its worker's reports: running from the report
+//!   that it started until the one that it ended, or until its worker
+//!   exits (then failed with that cause); it is counted once, as it ends.
 
 use crate::ids::{JobId, NodeId, TaskId};
 use crate::proto::common::Resources;
+use crate::proto::direct::TaskEvent;
 use crate::proto::state::{TaskFilter, TaskInfo, TaskState};
 use crate::proto::task::TaskSpec;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -108,6 +113,8 @@ impl Record {
 pub struct TaskHistory {
     cap: usize,
     open: HashMap<TaskId, Record>,
+    /// Direct work reported running (TH-3).
+    direct: HashMap<TaskId, Record>,
     done: VecDeque<Record>,
     names: HashSet<Arc<str>>,
     /// Tasks that returned a result, ever.
@@ -124,6 +131,7 @@ impl TaskHistory {
         TaskHistory {
             cap,
             open: HashMap::new(),
+            direct: HashMap::new(),
             done: VecDeque::new(),
             names: HashSet::new(),
             finished_total: 0,
@@ -176,9 +184,62 @@ impl TaskHistory {
 
     /// It ended, with `error` if it failed.
     pub fn finished(&mut self, id: TaskId, error: Option<String>, now_us: u64) {
-        let Some(mut t) = self.open.remove(&id) else {
+        let Some(t) = self.open.remove(&id) else {
             return;
         };
+        self.close(t, error, now_us);
+    }
+
+    /// A worker (pid `pid`) reports work it took directly (TH-3).
+    pub fn reported(&mut self, ev: TaskEvent, pid: Option<u32>) {
+        let record = Record {
+            task_id: ev.task_id,
+            job_id: ev.job_id,
+            name: self.intern(&ev.name),
+            function: self.intern(&ev.function),
+            kind: if ev.actor_call { "actor_call" } else { "task" },
+            resources: ev.resources,
+            attempt: ev.attempt,
+            state: TaskState::Running,
+            worker_pid: pid,
+            submitted_us: ev.arrived_us,
+            started_us: ev.started_us,
+            ended_us: None,
+            error: None,
+        };
+        match ev.ended_us {
+            None => {
+                self.direct.insert(ev.task_id, record);
+            }
+            Some(end) => {
+                self.direct.remove(&ev.task_id);
+                self.close(record, ev.error, end);
+            }
+        }
+    }
+
+    /// The worker with pid `pid` exited: the direct work it reported
+    /// running failed with it (TH-3).
+    pub fn worker_exited(&mut self, pid: u32, cause: &str, now_us: u64) {
+        let gone: Vec<TaskId> = self
+            .direct
+            .iter()
+            .filter(|(_, r)| r.worker_pid == Some(pid))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(r) = self.direct.remove(&id) {
+                self.close(r, Some(cause.to_string()), now_us);
+            }
+        }
+    }
+
+    /// Direct work running here, as its workers last reported (TH-3).
+    pub fn direct_running(&self) -> impl Iterator<Item = &Record> {
+        self.direct.values()
+    }
+
+    fn close(&mut self, mut t: Record, error: Option<String>, now_us: u64) {
         t.state = if error.is_some() {
             TaskState::Failed
         } else {
@@ -299,6 +360,69 @@ mod tests {
         }
         let kept: Vec<u64> = h.done().map(|t| t.submitted_us).collect();
         assert_eq!(kept, vec![2, 3, 4]);
+    }
+
+    fn event(id: TaskId, ended: Option<u64>, error: Option<&str>) -> TaskEvent {
+        TaskEvent {
+            task_id: id,
+            job_id: JobId::random(),
+            name: "Log.push".into(),
+            function: "Log::push".into(),
+            actor_call: true,
+            resources: Resources::default(),
+            attempt: 0,
+            arrived_us: 10,
+            started_us: Some(11),
+            ended_us: ended,
+            error: error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn direct_work_runs_from_its_report_until_it_ends_th3() {
+        let mut h = TaskHistory::new(10);
+        let id = TaskId([4; 16]);
+        h.reported(event(id, None, None), Some(7));
+        let running: Vec<_> = h.direct_running().collect();
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].state, running[0].kind, running[0].worker_pid),
+            (TaskState::Running, "actor_call", Some(7))
+        );
+        h.reported(event(id, Some(20), None), Some(7));
+        assert_eq!(h.direct_running().count(), 0);
+        let t = h.done().next().unwrap();
+        assert_eq!(
+            (t.state, t.submitted_us, t.started_us, t.ended_us),
+            (TaskState::Finished, 10, Some(11), Some(20))
+        );
+        // One that ends within one report is listed (and counted) once.
+        h.reported(event(TaskId([5; 16]), Some(30), Some("boom")), Some(7));
+        assert_eq!((h.finished_total, h.failed_total), (1, 1));
+        assert_eq!(h.done().count(), 2);
+    }
+
+    #[test]
+    fn direct_work_fails_with_its_worker_th3() {
+        let mut h = TaskHistory::new(10);
+        h.reported(event(TaskId([6; 16]), None, None), Some(7));
+        h.reported(event(TaskId([7; 16]), None, None), Some(8));
+        h.worker_exited(7, "killed by signal 9", 40);
+        let failed: Vec<_> = h.done().collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            (
+                failed[0].task_id,
+                failed[0].state,
+                failed[0].error.as_deref()
+            ),
+            (
+                TaskId([6; 16]),
+                TaskState::Failed,
+                Some("killed by signal 9")
+            )
+        );
+        assert_eq!(h.direct_running().count(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::proto::task::{Outcome, TaskKind, TaskSpec, MAX_TASK_FRAME};
 use dashmap::DashMap;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
@@ -92,35 +93,19 @@ impl Core {
     }
 
     /// Starts taking tasks pushed by the owners this worker is leased to
-    /// (`lease.rs`). If the socket cannot be made, a lease of this worker
-    /// cannot connect and is returned: its owner's tasks go through the
-    /// raylet.
-    pub(crate) fn serve_leases(self: &Arc<Self>, worker: u64) {
-        if let Some(path) = self.direct.worker_socket(worker) {
-            self.listen(path, 0, Accept::Job(self.job_id));
+    /// (`lease.rs`) on `listener`, bound by [`bind_lease_socket`] before
+    /// the worker said hello: the raylet may lease it from then on.
+    pub(crate) fn serve_leases(self: &Arc<Self>, listener: UnixListener) {
+        self.accept_on(listener, 0, Accept::Job(self.job_id));
+    }
+
+    fn listen(self: &Arc<Self>, path: PathBuf, restarts: u32, accept: Accept) {
+        if let Some(listener) = bind(&path, &accept) {
+            self.accept_on(listener, restarts, accept);
         }
     }
 
-    fn listen(self: &Arc<Self>, path: std::path::PathBuf, restarts: u32, accept: Accept) {
-        let bound = (|| {
-            if let Some(dir) = path.parent() {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)?;
-            }
-            // An earlier incarnation's socket, if any.
-            let _ = std::fs::remove_file(&path);
-            UnixListener::bind(&path)
-        })();
-        let listener = match bound {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(%accept, "no direct calls ({}): {e}", path.display());
-                return;
-            }
-        };
+    fn accept_on(self: &Arc<Self>, listener: UnixListener, restarts: u32, accept: Accept) {
         self.direct.serve.events.start_flushing(self);
         let core = self.clone();
         let _ = std::thread::Builder::new()
@@ -134,6 +119,38 @@ impl Core {
                 }
             });
     }
+}
+
+/// Binds the socket the owners that lease task worker `worker` push to
+/// (`<session>/a/w-<n>`, beside the raylet's `raylet_socket`), before the
+/// worker says hello to its raylet. `None` if direct calls are off or it
+/// cannot be made: a lease of this worker then cannot connect and is
+/// returned, and its owner's tasks go through the raylet.
+pub(crate) fn bind_lease_socket(raylet_socket: &Path, worker: u64) -> Option<UnixListener> {
+    let config = crate::config::Config::from_env().ok();
+    if !config.is_none_or(|c| c.direct_calls) {
+        return None;
+    }
+    let path = raylet_socket.parent()?.join("a").join(format!("w-{worker}"));
+    bind(&path, &worker)
+}
+
+fn bind(path: &Path, what: &dyn std::fmt::Display) -> Option<UnixListener> {
+    let bound = (|| {
+        if let Some(dir) = path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        // An earlier incarnation's socket, if any.
+        let _ = std::fs::remove_file(path);
+        UnixListener::bind(path)
+    })();
+    bound
+        .map_err(|e| tracing::debug!(%what, "no direct calls ({}): {e}", path.display()))
+        .ok()
 }
 
 /// One caller's connection: welcome it, then queue its calls in order.

@@ -233,9 +233,14 @@ fn run_worker(socket: PathBuf) -> ! {
             version: PROTOCOL_VERSION,
             worker_id: id,
         };
+        // Bound before the hello: the raylet may lease this worker as soon
+        // as it is known, and the owner connects at once.
+        let leases = super::direct_serve::bind_lease_socket(&socket, id);
         let (core, tasks) = connect(rt.handle(), &socket, hello, job_id)?;
         core::install(Some(core.clone()));
-        core.serve_leases(id);
+        if let Some(listener) = leases {
+            core.serve_leases(listener);
+        }
         // The loop never returns; the runtime lives until the process exits.
         let _keep: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
         let core: Arc<Core> = core;

@@ -4,9 +4,12 @@
 //! tasks --json` as finished once it runs again, from their workers'
 //! reports; a long direct call shows as running with its worker's pid,
 //! and as failed with the worker's exit once that worker is `kill -9`ed.
+//! The sockets of the dead actor and of the job's ended workers are
+//! removed.
 
 use prism_test_support::*;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[prism::actor]
@@ -44,6 +47,9 @@ fn listed_role() {
     });
     check(linked, "the driver calls the actor directly");
     println!("PID {}", log.pid().unwrap().get().unwrap());
+    let raylet = std::env::var("PRISM_RAYLET_SOCKET").unwrap();
+    let sockets = Path::new(&raylet).parent().unwrap().join("a");
+    println!("SOCKETS {}\nACTOR {}", sockets.display(), log.id());
     let mut i = 0u64;
     let leased = wait_until(Duration::from_secs(30), || {
         i += 1;
@@ -119,6 +125,18 @@ fn direct_calls_and_leased_tasks_are_listed_from_their_workers() {
         .unwrap();
     let (calls, tasks) = (printed(&out, "CALL "), printed(&out, "TASK "));
     let nap = printed(&out, "NAP ").remove(0);
+    let field = |tag: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .unwrap()
+            .to_string()
+    };
+    let (sockets, actor) = (PathBuf::from(field("SOCKETS ")), field("ACTOR "));
+    assert!(
+        sockets.join(&actor).exists(),
+        "the actor listens in {}",
+        sockets.display()
+    );
     assert_eq!((calls.len(), tasks.len()), (20, 20), "{out}");
     let list = || -> Vec<Value> {
         serde_json::from_slice(&sb.run(&["list", "tasks", "--json"]).stdout).unwrap_or_default()
@@ -160,6 +178,13 @@ fn direct_calls_and_leased_tasks_are_listed_from_their_workers() {
         row(&rows, &nap).is_some_and(|t| t["state"] == "failed")
     });
     assert!(failed, "{rows:#?}");
+    // The dead actor's socket goes with it.
+    let socket = sockets.join(&actor);
+    assert!(
+        wait_until(Duration::from_secs(30), || !socket.exists()),
+        "{} stays",
+        socket.display()
+    );
     let error = row(&rows, &nap).unwrap()["error"]
         .as_str()
         .unwrap_or_default()
@@ -167,4 +192,19 @@ fn direct_calls_and_leased_tasks_are_listed_from_their_workers() {
     assert!(error.contains(&format!("pid {pid}")), "{error}");
     let (ok, out) = job.finish(Duration::from_secs(60));
     assert!(ok && out.contains("ALL OK"), "{out}");
+    // Its task workers end with the job, and their lease sockets with them.
+    let left = || -> Vec<String> {
+        std::fs::read_dir(&sockets)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || left().is_empty()),
+        "{:?}",
+        left()
+    );
 }

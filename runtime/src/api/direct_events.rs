@@ -123,7 +123,6 @@ fn flush(core: &Core) -> bool {
     core.send(&LocalRequest::TaskEvents(batch)).is_ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

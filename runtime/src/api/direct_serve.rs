@@ -131,7 +131,10 @@ pub(crate) fn bind_lease_socket(raylet_socket: &Path, worker: u64) -> Option<Uni
     if !config.is_none_or(|c| c.direct_calls) {
         return None;
     }
-    let path = raylet_socket.parent()?.join("a").join(format!("w-{worker}"));
+    let path = raylet_socket
+        .parent()?
+        .join("a")
+        .join(format!("w-{worker}"));
     bind(&path, &worker)
 }
 

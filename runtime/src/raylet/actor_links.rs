@@ -111,6 +111,10 @@ impl TaskService {
         restarts: u32,
         reason: Option<String>,
     ) {
+        if state == ActorState::Dead {
+            // No incarnation of it will listen again.
+            self.remove_direct_socket(&actor.to_string());
+        }
         let req = HeadRequest::UpdateActor {
             actor_id: actor,
             state,

@@ -322,6 +322,14 @@ impl TaskService {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Removes `<session>/a/<name>`, a direct-call socket whose worker is
+    /// gone for good (`api/direct_serve.rs` binds them).
+    pub(super) fn remove_direct_socket(&self, name: &str) {
+        if let Some(session) = self.env.task_socket.parent() {
+            let _ = std::fs::remove_file(session.join("a").join(name));
+        }
+    }
+
     /// A fresh number for an owner of any kind.
     pub(super) fn next_id(&self) -> u64 {
         self.next_owner.fetch_add(1, Ordering::Relaxed)
@@ -426,6 +434,8 @@ impl TaskService {
             };
             me.pids.remove(&worker);
             me.last_task.remove(&worker);
+            // Worker numbers are never reused: its lease socket goes.
+            me.remove_direct_socket(&format!("w-{worker}"));
 
             let failure = if silent {
                 let detail = format!(

@@ -14,7 +14,11 @@
 //! - **LO-3** a lease is returned once idle for `PRISM_LEASE_IDLE_MS`, or, when
 //!   revoked, as soon as its task ends;
 //! - **LO-4** when a lease's connection breaks, its unanswered task goes to
-//!   the raylet ([`LocalRequest::LeaseLost`]).
+//!   the raylet ([`LocalRequest::LeaseLost`]);
+//! - **LO-5** a task leaves this table for the raylet (spilled, or lost
+//!   with its lease) only while the table is locked and its message is
+//!   written before the lock goes: a cancel, which looks here first under
+//!   the same lock, either finds it here or reaches the raylet after it.
 
 use super::core::Core;
 use crate::ids::TaskId;
@@ -251,8 +255,10 @@ impl Leases {
                 }
             }
             self.start_sweeper(core, inner);
+            // Sent before the lock goes: a cancel finds each task here or
+            // after its submit on the raylet's connection (LO-5).
+            send_all(core, spill);
         }
-        send_all(core, spill);
         true
     }
 
@@ -264,16 +270,14 @@ impl Leases {
     /// The raylet wants `lease` back (LO-3).
     pub(super) fn revoke(&self, core: &Arc<Core>, lease: TaskId) {
         let mut spill = Spill::new();
-        {
-            let mut g = self.lock();
-            for shape in g.shapes.values_mut() {
-                if let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) {
-                    h.revoked = true;
-                    if h.busy.is_none() {
-                        give_back(core, shape, lease, &mut spill);
-                    }
-                    break;
+        let mut g = self.lock();
+        for shape in g.shapes.values_mut() {
+            if let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) {
+                h.revoked = true;
+                if h.busy.is_none() {
+                    give_back(core, shape, lease, &mut spill);
                 }
+                break;
             }
         }
         send_all(core, spill);
@@ -327,8 +331,8 @@ impl Leases {
         core.handle.clone().spawn(async move {
             loop {
                 tokio::time::sleep(idle.min(Duration::from_millis(100))).await;
-                let mut spill = Spill::new();
                 let done = tokio::task::block_in_place(|| {
+                    let mut spill = Spill::new();
                     let mut g = core.leases.lock();
                     let now = Instant::now();
                     for shape in g.shapes.values_mut() {
@@ -346,9 +350,9 @@ impl Leases {
                     if done {
                         g.sweeping = false;
                     }
+                    send_all(&core, spill);
                     done
                 });
-                tokio::task::block_in_place(|| send_all(&core, spill));
                 if done {
                     return;
                 }
@@ -398,7 +402,11 @@ fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream)
                 }
             };
             let panicked = matches!(outcome, Outcome::Failed(Failure::Panic { .. }));
-            if !cancelled && panicked && spec.retry_exceptions && spec.attempt < spec.max_retries {
+            let deliver = if !cancelled
+                && panicked
+                && spec.retry_exceptions
+                && spec.attempt < spec.max_retries
+            {
                 // The raylet's retry of a panicking task, here.
                 spec.attempt += 1;
                 if let Some(back) = h.push(spec) {
@@ -413,9 +421,10 @@ fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream)
                     shape.pump();
                 }
                 (!cancelled).then_some(outcome)
-            }
+            };
+            send_all(core, spill);
+            deliver
         };
-        send_all(core, spill);
         if let Some(outcome) = deliver {
             core.finish(task_id.result(), outcome);
         }
@@ -440,6 +449,6 @@ fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream)
         let _ = core.send(&LocalRequest::LeaseLost { lease, tasks });
         shape.pump();
         shape.spill_if_unasked(&mut spill);
+        send_all(core, spill);
     }
-    send_all(core, spill);
 }

@@ -29,7 +29,10 @@ impl Dispatcher {
         let parked = self.parked.iter().position(|p| p.q.spec.task_id == task_id);
         let queued = match parked {
             Some(i) => Some(self.parked.remove(i).q),
-            None => self.queue.remove_first(|q| q.spec.task_id == task_id),
+            None => self
+                .queue
+                .remove_first(|q| q.spec.task_id == task_id)
+                .or_else(|| self.cancel_lost(task_id)),
         };
         if let Some(q) = queued {
             out.push(Action::Reply {

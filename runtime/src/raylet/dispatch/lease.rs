@@ -17,7 +17,10 @@
 //!   allows, else fail with the worker's death, as if the raylet had sent
 //!   them (D-4); a connection lost while the worker lives ends the lease by
 //!   killing it;
-//! - **L-5** a lease whose owner goes away is ended by killing its worker.
+//! - **L-5** a lease whose owner goes away is ended by killing its worker;
+//! - **L-6** a task lost on a lease and waiting for its worker's death is
+//!   cancelled like a queued one: answered `Cancelled` at once, never run
+//!   again.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
 use crate::ids::TaskId;
@@ -189,6 +192,14 @@ impl Dispatcher {
         for q in orphans {
             self.retry_or_fail(q, failure, out);
         }
+    }
+
+    /// L-6: takes `task_id` out of the tasks lost on a lease, if it is one.
+    pub(super) fn cancel_lost(&mut self, task_id: TaskId) -> Option<Queued> {
+        self.leases.live.values_mut().find_map(|(_, orphans)| {
+            let i = orphans.iter().position(|q| q.spec.task_id == task_id)?;
+            Some(orphans.remove(i))
+        })
     }
 
     /// L-3: revokes the leases waiting work (or a drain) needs back.

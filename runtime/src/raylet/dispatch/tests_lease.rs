@@ -135,3 +135,40 @@ fn l5_a_gone_owner_s_lease_ends_with_its_worker() {
         "its CPU serves others"
     );
 }
+
+#[test]
+fn l6_a_task_lost_on_a_lease_is_cancelled_before_its_worker_s_death() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    let (cancelled, kept) = (task(job, 1, 1), task(job, 1, 1));
+    d.lease_lost(
+        lease,
+        vec![cancelled.clone(), kept.clone()],
+        Owner::Local(1),
+    );
+    let a = d.cancel(cancelled.task_id, false);
+    assert!(
+        matches!(
+            replies(&a).as_slice(),
+            [Outcome::Failed(Failure::Cancelled)]
+        ),
+        "{a:?}"
+    );
+    // At the death only the other one runs again.
+    let a = d.worker_died(w, signal9());
+    assert!(replies(&a).is_empty(), "{a:?}");
+    let started_ids: Vec<TaskId> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Execute { task, .. } => Some(task.task_id),
+            _ => None,
+        })
+        .collect();
+    assert!(!started_ids.contains(&cancelled.task_id), "{a:?}");
+    assert_eq!(
+        d.stats().queued + d.stats().running,
+        1,
+        "only {kept:?} waits"
+    );
+}

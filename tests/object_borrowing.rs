@@ -2,7 +2,8 @@
 //! raylet a, its tasks and an actor on raylet b): refs passed inside values
 //! to tasks on another node are freed on every node once every holder drops
 //! them; an actor that keeps refs it received borrows them, so they outlive
-//! the driver's own refs until the actor drops them; and a driver churning
+//! the driver's own refs until the actor drops them, as do refs it reads
+//! out of a `put` value after the value is gone; and a driver churning
 //! thousands of refs through tasks ends owning nothing, with every store
 //! back where it started; what the driver still owns when it exits goes
 //! too, as do what a killed borrower held and what a driver killed with
@@ -58,6 +59,13 @@ impl Keeper {
             Ok(v) => format!("read {}", v.len()),
             Err(e) => e.to_string(),
         }
+    }
+    /// Keeps the refs inside the `put` values it is handed refs to.
+    fn keep_inside(&mut self, outers: Vec<ObjectRef<Vec<ObjectRef<Vec<u8>>>>>) -> usize {
+        for outer in outers {
+            self.kept.extend(outer.get().unwrap());
+        }
+        self.kept.len()
     }
     fn forget(&mut self) -> usize {
         let n = self.kept.len();
@@ -162,6 +170,38 @@ fn role_borrow() {
         "a borrower reading what its owner freed gets ObjectLost saying so",
     );
     check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
+
+    // A ref inside a `put` value: the actor that reads it out borrows it
+    // from its owner, so it outlives the value and the driver's own ref,
+    // and goes once the actor drops it.
+    let inner = blob(6);
+    let inside = vec![inner.id().to_string()];
+    let outer = prism::put(&vec![inner.clone()]).unwrap();
+    let outers = vec![outer.id().to_string()];
+    drop(inner);
+    check(
+        keeper
+            .keep_inside(vec![outer.clone()])
+            .unwrap()
+            .get()
+            .unwrap()
+            == 1,
+        "the actor read the ref out of the value",
+    );
+    drop(outer);
+    check(
+        wait_until(soon, || copies(&outers) == 0),
+        "the value goes once its refs are dropped",
+    );
+    check(
+        copies(&inside) >= 1 && keeper.read().unwrap().get().unwrap() == 2 * MB as u64,
+        "the ref read out of it outlives the value",
+    );
+    check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
+    check(
+        wait_until(soon, || copies(&inside) == 0),
+        "a ref read out of a put value is freed once its reader drops it",
+    );
 
     // A borrower killed while it holds a ref: its raylet releases the
     // borrow in its name (BL-1), so the owner frees the object.

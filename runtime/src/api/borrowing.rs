@@ -1,19 +1,23 @@
 //! Reference counting in this process: the owner's side (a ref dropped,
 //! freed or archived into a value, and an object's copies freed on every
 //! node) and borrowers — refs that reach a process inside a task's argument
-//! values. Owner-based, in Ray's manner, scoped to task and actor call
-//! arguments:
+//! values or inside a `put` value it reads. Owner-based, in Ray's manner:
 //!
 //! - The submitter collects the refs archived into a task's argument values
 //!   ([`track_args`]) and keeps them alive until the task ends (its
 //!   keep-alive guards); their ids travel in the spec (`nested_refs`).
+//!   A `put` collects the refs archived into its value the same way and
+//!   keeps them alive as long as the value lives (`core.rs`).
+//! - An archived ref carries its owner's address (`object_ref.rs`).
 //! - A process that deserialises a ref it does not own from a task's
-//!   argument counts its local copies ([`Borrowed`]); refs deserialised
-//!   anywhere else are not counted (and cost nothing). When a task ends and refs from its arguments are
+//!   argument, or from a value it `get`s, counts its local copies
+//!   ([`Borrowed`]); refs deserialised anywhere else (a channel message)
+//!   are not counted. When a task ends and refs from its arguments are
 //!   still held here (kept in an actor's state, passed to a task still
 //!   running), this process registers as their borrower with the task's
 //!   submitter *before* reporting the task done, so the submitter's
-//!   keep-alive outlives the hand-over.
+//!   keep-alive outlives the hand-over; refs read out of a value are
+//!   registered with their owners before the `get` returns.
 //! - A borrower that drops its last copy (and whose own borrowers are done)
 //!   tells whom it registered with; an owner frees an object once its own
 //!   refs and every borrower are gone ([`super::ownership`]). A borrower
@@ -24,13 +28,17 @@
 //!
 //! - **BR-1** a registered borrower releases each registration exactly once,
 //!   after its last local copy and its last own borrower are gone.
-//! - **BR-2** a ref is registered with at most one submitter at a time: a
+//! - **BR-2** a ref is registered with at most one holder at a time: a
 //!   held ref already registered is not registered again (that registration
 //!   keeps it alive).
+//! - **BR-3** a ref read out of a value is registered with its owner while
+//!   the value is still held, and so while the value's own holder (its
+//!   `put`'s keep-alive) still keeps the ref alive.
 //!
-//! Refs archived anywhere else (a `put` value, a task's result, a channel)
-//! mark their object as kept until its owner exits, as before: see the
-//! README's known gaps.
+//! Refs archived into a task's result or a channel mark their object as
+//! kept until its owner exits, as before, and a ref a process reads out of
+//! a value it owns the object of is not counted: see the README's known
+//! gaps.
 
 use super::core::Core;
 use super::object_ref::OwnerGuard;
@@ -245,6 +253,27 @@ impl Core {
             return;
         };
         let ids = self.borrowed.register(&task.nested_refs, to);
+        self.hand_borrows(to, ids, &task.name);
+    }
+
+    /// After a `get` decoded refs it does not own out of a value (a `put`
+    /// whose owner keeps them while it lives): they are registered with
+    /// their owners before the value is handed over, so the owners' holds
+    /// outlive the hand-over (BR-3).
+    pub(crate) fn register_decoded(self: &Arc<Self>, refs: Vec<(ObjectId, ReplyTo)>) {
+        let mut by_owner: HashMap<ReplyTo, Vec<ObjectId>> = HashMap::new();
+        for (id, owner) in refs {
+            by_owner.entry(owner).or_default().push(id);
+        }
+        for (owner, ids) in by_owner {
+            let ids = self.borrowed.register(&ids, owner);
+            self.hand_borrows(owner, ids, "get");
+        }
+    }
+
+    /// Announces the borrows of `ids` (just registered with `to`) to it, and
+    /// waits (bounded) until the raylet handed them on.
+    fn hand_borrows(self: &Arc<Self>, to: ReplyTo, ids: Vec<ObjectId>, what: &str) {
         if ids.is_empty() {
             return;
         }
@@ -258,7 +287,7 @@ impl Core {
                 }
             });
         if !matches!(handed, Ok(true)) {
-            tracing::warn!(task = %task.name, "could not register borrowed refs with the task's submitter ({handed:?}); they may be freed while held here");
+            tracing::warn!(%what, "could not register borrowed refs with their holder ({handed:?}); they may be freed while held here");
             self.borrowed.unregister(&ids);
         }
     }
@@ -274,28 +303,65 @@ pub(crate) type Tracked = (ObjectId, Option<Arc<OwnerGuard>>);
 thread_local! {
     static TRACKING: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
     static DECODING_ARGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While a `get`'s value is decoded: the refs borrowed from it, with
+    /// their owners, to register there before the `get` returns.
+    static DECODED: RefCell<Option<Vec<(ObjectId, ReplyTo)>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` (decoding a task's argument): refs deserialised meanwhile are
-/// borrowed and counted ([`counts_decoded`]); anywhere else (a `get` of a
-/// value holding 10,000 refs, say) deserialising a ref costs nothing.
+/// borrowed and counted ([`counts_decoded`]), and registered with the
+/// task's submitter when the task ends ([`Core::register_borrows`]).
 pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
-    ARG_DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let outer = DECODING_ARGS.with(|d| d.replace(true));
     let r = f();
     DECODING_ARGS.with(|d| d.set(outer));
-    ARG_DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     r
 }
 
-/// Threads decoding a task's argument now: while none is (a driver, almost
-/// always), a deserialised ref costs one relaxed load to tell.
-static ARG_DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Runs `f` (a `get` decoding a value): refs deserialised meanwhile that
+/// name their owner are borrowed and counted, and returned with it, to be
+/// registered there ([`Core::register_decoded`]) before the value is
+/// handed over.
+pub(crate) fn decoding_value<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, ReplyTo)>) {
+    DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let outer = DECODED.with(|d| d.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let refs = DECODED.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
+    DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    (r, refs.unwrap_or_default())
+}
 
-/// Whether a ref deserialised now is counted as a borrow.
+/// Threads decoding a task's argument or a `get`'s value now: while none
+/// is, a deserialised ref costs one relaxed load to tell.
+static DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a ref deserialised now may be counted as a borrow.
 #[inline]
 pub(crate) fn counts_decoded() -> bool {
-    ARG_DECODERS.load(std::sync::atomic::Ordering::Relaxed) > 0 && DECODING_ARGS.with(|d| d.get())
+    DECODERS.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && (DECODING_ARGS.with(|d| d.get()) || DECODED.with(|d| d.borrow().is_some()))
+}
+
+/// A ref to `id` (owned by `owner`, if known) is being deserialised while
+/// [`counts_decoded`]: whether to borrow it. In a task's arguments always
+/// (its submitter holds it); in a `get`'s value only when its owner is
+/// known, to be registered there.
+pub(crate) fn decoded(id: ObjectId, owner: Option<ReplyTo>) -> bool {
+    if DECODING_ARGS.with(|d| d.get()) {
+        return true;
+    }
+    let Some(owner) = owner else {
+        return false;
+    };
+    DECODED.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push((id, owner));
+            true
+        }
+        None => false,
+    })
 }
 
 /// Runs `f` (archiving a task's argument) and returns, with its result, the
@@ -387,6 +453,19 @@ mod tests {
         assert!(inner);
         let () = outer;
         assert!(!counts_decoded());
+    }
+
+    #[test]
+    fn refs_read_out_of_a_value_are_borrowed_only_from_a_known_owner_br3() {
+        let (x, y) = (ObjectId::random(), ObjectId::random());
+        assert!(!decoded(x, Some(at(1))), "outside a decode: not counted");
+        let (inner, refs) =
+            decoding_value(|| (counts_decoded(), decoded(x, Some(at(1))), decoded(y, None)));
+        assert_eq!(inner, (true, true, false), "no owner: nowhere to register");
+        assert_eq!(refs, vec![(x, at(1))]);
+        assert!(!counts_decoded());
+        // In a task's arguments the submitter holds them, owner or not.
+        assert!(decoding_args(|| decoded(y, None)));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! and the local object store client. Drivers and workers share it.
 
 use super::error::{Error, Result, TaskError};
-use super::object_ref::{ObjectRef, OwnerGuard};
-use super::ownership::{Owned, Slot, SlotState};
+use super::object_ref::OwnerGuard;
+use super::ownership::{Owned, SlotState};
 use super::value::{Encoded, Value};
 use crate::ids::{JobId, NodeId};
 use crate::object_store::{ObjectError, StoreClient};
@@ -12,7 +12,6 @@ use crate::proto::codec;
 use crate::proto::task::{Failure, LocalEvent, LocalRequest, Outcome, TaskSpec};
 use dashmap::DashMap;
 use prism_objectstore::ObjectId;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -245,108 +244,6 @@ impl Core {
         }
     }
 
-    /// Copies an inline value into the store (idempotent); its pin goes
-    /// with the last ref.
-    pub(crate) fn store_copy(&self, id: ObjectId, bytes: &[u8]) {
-        if let Some(slot) = self.owned.get(id) {
-            slot.stored.store(true, Ordering::SeqCst);
-        }
-        if matches!(self.store.info(id), Ok(Some(_))) {
-            return;
-        }
-        if let Err(e) = self
-            .store
-            .put_parts(id, &[bytes], true, Duration::from_secs(60))
-        {
-            if !matches!(self.store.info(id), Ok(Some(_))) {
-                tracing::warn!(object = %id, "cannot copy an escaped value into the store: {e}");
-            }
-        }
-    }
-
-    /// Puts a value in the object store. A small value is also kept here,
-    /// so this process's own `get`s of it need no round trip to the store.
-    pub(crate) fn put<T: Value>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
-        self.put_as(ObjectId::random(), value, true)
-    }
-
-    /// [`Core::put`] under a chosen id; without `inline_ok` the value is
-    /// never shipped inside a task's arguments (readers elsewhere pull it
-    /// through their raylet, where the head can refuse, OD-3).
-    pub(crate) fn put_as<T: Value>(
-        self: &Arc<Self>,
-        id: ObjectId,
-        value: &T,
-        inline_ok: bool,
-    ) -> Result<ObjectRef<T>> {
-        let len = value.encoded_len()?;
-        let slot = if len <= INLINE_MAX {
-            let bytes = value.encode()?;
-            self.store
-                .put_parts(id, &[&bytes], true, Duration::from_secs(60))?;
-            if inline_ok {
-                let s = Slot::new("put", SlotState::Inline(Arc::new(bytes)));
-                s.stored.store(true, Ordering::SeqCst);
-                s
-            } else {
-                Slot::new("put", SlotState::Stored)
-            }
-        } else {
-            // Large: archived straight into shared memory, one copy.
-            let offset = self.store.create(id, len, true, Duration::from_secs(60))?;
-            // SAFETY: this client just created the object: until it seals it,
-            // the range is its alone (no reader can get an unsealed object,
-            // OS-3), and it is exactly the object's `len` bytes.
-            let out = unsafe { self.store.segment().bytes_mut(offset, len) };
-            let written = out
-                .map_err(|e| Error::Encode(e.to_string()))
-                .and_then(|out| value.encode_into(out));
-            if let Err(e) = written {
-                let _ = self.store.abort(id);
-                return Err(e);
-            }
-            self.store.seal(id)?;
-            Slot::new("put", SlotState::Stored)
-        };
-        self.owned.insert(id, slot);
-        Ok(ObjectRef::owned(id, self.clone()))
-    }
-
-    /// Takes ownership of an object this process just created and sealed
-    /// in the store (its pin is dropped with the last ref).
-    pub(crate) fn adopt_stored<T>(self: &Arc<Self>, id: ObjectId) -> ObjectRef<T> {
-        self.owned.insert(id, Slot::new("put", SlotState::Stored));
-        ObjectRef::owned(id, self.clone())
-    }
-
-    /// Makes sure an object this process owns is in the local store, for a
-    /// view in place: waits for its task, and copies a small (inline) value
-    /// into the store, unpinned again with the last ref.
-    pub(crate) fn ensure_stored(&self, id: ObjectId, timeout: Option<Duration>) -> Result<()> {
-        let Some(slot) = self.owned.get(id) else {
-            return Ok(());
-        };
-        let mut state = slot.state();
-        if matches!(state, SlotState::Pending) {
-            let deadline = timeout.map(|t| Instant::now() + t);
-            state = self
-                .blocking(|| slot.wait(deadline))
-                .ok_or_else(|| Error::Timeout {
-                    what: format!("task {} ({id})", slot.name),
-                    ms: timeout.map_or(0, |t| t.as_millis() as u64),
-                })?;
-        }
-        match state {
-            SlotState::Inline(b) => {
-                self.store_copy(id, &b);
-                slot.stored.store(true, Ordering::SeqCst);
-                Ok(())
-            }
-            SlotState::Failed(e) => Err(e.into()),
-            SlotState::Stored | SlotState::Pending => Ok(()),
-        }
-    }
-
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.worker {
             let _ = self.send(&LocalRequest::Blocked);
@@ -359,10 +256,20 @@ impl Core {
     }
 
     /// The value of `id`, waiting up to `timeout` (forever when `None`).
-    pub(crate) fn get<T: Value>(&self, id: ObjectId, timeout: Option<Duration>) -> Result<T> {
+    pub(crate) fn get<T: Value>(
+        self: &Arc<Self>,
+        id: ObjectId,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            match self.get_once(id, deadline, timeout) {
+            // Refs read out of the value are borrowed from their owners.
+            let (once, refs) =
+                super::borrowing::decoding_value(|| self.get_once(id, deadline, timeout));
+            if !refs.is_empty() && once.is_ok() {
+                self.register_decoded(refs);
+            }
+            match once {
                 // LN-1: a lost object its owner can rebuild is made again.
                 Err(Lost(message)) => match self.rebuild(id) {
                     Ok(()) => continue,
@@ -466,7 +373,11 @@ impl Core {
     /// blocking needed: async `get`'s fast path); `None` otherwise.
     pub(crate) fn get_inline<T: Value>(&self, id: ObjectId) -> Option<Result<T>> {
         match self.owned.get(id).map(|s| s.state()) {
-            Some(SlotState::Inline(b)) => Some(T::decode(&b)),
+            Some(SlotState::Inline(b)) => {
+                let (value, refs) = super::borrowing::decoding_value(|| T::decode(&b));
+                // Refs to borrow: registered by the blocking path.
+                refs.is_empty().then_some(value)
+            }
             _ => None,
         }
     }

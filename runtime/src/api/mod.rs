@@ -40,6 +40,7 @@ mod object_ref;
 mod options;
 mod ownership;
 mod placement;
+mod put;
 mod residency;
 mod runs;
 mod submit;

@@ -8,6 +8,7 @@
 use super::core::{self, Core};
 use super::error::{Error, Result};
 use super::value::{Encoded, Value};
+use crate::proto::task::ReplyTo;
 use prism_objectstore::ObjectId;
 use rkyv::rancor::Fallible;
 use rkyv::{Archive, Deserialize, Place, Serialize};
@@ -24,14 +25,19 @@ pub struct OwnerGuard {
     pub(crate) core: Arc<Core>,
     /// A deserialised copy of a ref this process does not own.
     pub(crate) borrowed: bool,
+    /// Who owns the object (archived with the ref, so that a process that
+    /// reads it out of a `put` value registers there).
+    pub(crate) owner: Option<ReplyTo>,
 }
 
 impl OwnerGuard {
     pub(crate) fn new(id: ObjectId, core: Arc<Core>) -> Arc<OwnerGuard> {
+        let owner = core.direct.reply_to;
         Arc::new(OwnerGuard {
             id,
             core,
             borrowed: false,
+            owner,
         })
     }
 }
@@ -124,38 +130,61 @@ impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
     }
 }
 
-// Archived as its 16 id bytes. Serialising a ref is how it escapes this
-// process, so that is where its value is made reachable by others.
-impl<T> Archive for ObjectRef<T> {
-    type Archived = [u8; 16];
-    type Resolver = [(); 16];
+/// Bytes of an archived ref: its id, then its owner's node and connection
+/// (zeros when not known).
+const ARCHIVED_LEN: usize = 40;
 
-    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
-        self.id.0.resolve(resolver, out)
+// Archived as its id and, where it is counted (inside a task's arguments
+// or a put), its owner. Serialising a ref is how it escapes this process,
+// so that is where its value is made reachable by others.
+impl<T> Archive for ObjectRef<T> {
+    type Archived = [u8; ARCHIVED_LEN];
+    /// Whether it is counted.
+    type Resolver = bool;
+
+    fn resolve(&self, counted: bool, out: Place<Self::Archived>) {
+        let mut bytes = [0u8; ARCHIVED_LEN];
+        bytes[..16].copy_from_slice(&self.id.0);
+        // Elsewhere (a result, a channel) it is kept for good (OW-2): its
+        // readers need not register, so they are not told where.
+        if let Some(owner) = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.owner)
+            .filter(|_| counted)
+        {
+            bytes[16..32].copy_from_slice(&owner.node.0);
+            bytes[32..].copy_from_slice(&owner.conn.to_le_bytes());
+        }
+        bytes.resolve([(); ARCHIVED_LEN], out)
     }
 }
 
 impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
     fn serialize(&self, _serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-        if let Ok(core) = core::current() {
-            // Inside a task's arguments it is counted (OW-3), else kept (OW-2).
-            let counted = super::borrowing::tracked(self.id, &self.guard);
-            core.escape(self.id, counted);
-            if !counted && self.guard.as_ref().is_some_and(|g| g.borrowed) {
-                core.borrowed.keep_for_good(self.id);
-            }
+        let Ok(core) = core::current() else {
+            return Ok(false);
+        };
+        // Inside a task's arguments or a put it is counted (OW-3), else
+        // kept (OW-2).
+        let counted = super::borrowing::tracked(self.id, &self.guard);
+        core.escape(self.id, counted);
+        if !counted && self.guard.as_ref().is_some_and(|g| g.borrowed) {
+            core.borrowed.keep_for_good(self.id);
         }
-        Ok([(); 16])
+        Ok(counted)
     }
 }
 
-impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
+impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; ARCHIVED_LEN] {
     #[inline]
     fn deserialize(&self, _d: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
-        let id = ObjectId(*self);
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&self[..16]);
+        let id = ObjectId(raw);
         // Kept small enough to inline: a value may hold 10,000 refs.
         let guard = if super::borrowing::counts_decoded() {
-            borrow(id)
+            borrow(id, self)
         } else {
             None
         };
@@ -167,13 +196,24 @@ impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; 16] {
     }
 }
 
-/// A ref from a task's arguments that this process does not own is
-/// borrowed: counted while held.
+/// A ref from a task's arguments or a `get` value that this process does
+/// not own is borrowed: counted while held.
 #[cold]
 #[inline(never)]
-fn borrow(id: ObjectId) -> Option<Arc<OwnerGuard>> {
+fn borrow(id: ObjectId, archived: &[u8; ARCHIVED_LEN]) -> Option<Arc<OwnerGuard>> {
     let core = core::current().ok()?;
     if core.owned.get(id).is_some() {
+        return None;
+    }
+    let mut node = [0u8; 16];
+    node.copy_from_slice(&archived[16..32]);
+    let mut conn = [0u8; 8];
+    conn.copy_from_slice(&archived[32..]);
+    let owner = (node != [0u8; 16]).then(|| ReplyTo {
+        node: crate::ids::NodeId(node),
+        conn: u64::from_le_bytes(conn),
+    });
+    if !super::borrowing::decoded(id, owner) {
         return None;
     }
     core.borrowed.add(id);
@@ -181,6 +221,7 @@ fn borrow(id: ObjectId) -> Option<Arc<OwnerGuard>> {
         id,
         core,
         borrowed: true,
+        owner,
     }))
 }
 

@@ -14,12 +14,13 @@
 //!   sides means at least one of the two sees the other's write
 //!   (`ow_1_an_escaped_inline_value_is_copied_whatever_the_order`).
 //! - **OW-2** an object whose ref was archived into a value other than a
-//!   task's arguments (a `put`, a result, a channel) is never released by
-//!   its last local ref (other processes may read it through the refs it
-//!   was archived in, and nobody counts them).
-//! - **OW-3** an object whose refs only went into task arguments is freed
-//!   once its last local ref and its last registered borrower are gone,
-//!   whichever goes last (`api/borrowing.rs`); never before either.
+//!   task's arguments or a `put` (a result, a channel) is never released
+//!   by its last local ref (other processes may read it through the refs
+//!   it was archived in, and nobody counts them).
+//! - **OW-3** an object whose refs only went into task arguments and `put`
+//!   values is freed once its last local ref (a `put` value holds one
+//!   while it lives) and its last registered borrower are gone, whichever
+//!   goes last (`api/borrowing.rs`); never before either.
 //! - **LN-1** a task's result whose last copy died with its node is made
 //!   again by its owner, by running the task again (up to its
 //!   `max_retries`), when a `get` finds it lost; a put's value and an actor

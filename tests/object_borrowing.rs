@@ -203,6 +203,28 @@ fn role_borrow() {
         "a ref read out of a put value is freed once its reader drops it",
     );
 
+    // Its owner reads a ref back out of a `put` value: that copy keeps the
+    // object after the value is gone, until it is dropped.
+    let mine = blob(7);
+    let own = vec![mine.id().to_string()];
+    let outer = prism::put(&vec![mine]).unwrap();
+    let outers = vec![outer.id().to_string()];
+    let back = outer.get().unwrap();
+    drop(outer);
+    check(
+        wait_until(soon, || copies(&outers) == 0),
+        "the value goes once its refs are dropped",
+    );
+    check(
+        back[0].get().unwrap().len() == 2 * MB,
+        "the owner's copy read out of the value outlives it",
+    );
+    drop(back);
+    check(
+        wait_until(soon, || copies(&own) == 0),
+        "freed once the owner drops the copy it read back",
+    );
+
     // A borrower killed while it holds a ref: its raylet releases the
     // borrow in its name (BL-1), so the owner frees the object.
     let doomed = Keeper::options().resource("x", 1.0).spawn().unwrap();

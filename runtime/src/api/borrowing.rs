@@ -34,11 +34,12 @@
 //! - **BR-3** a ref read out of a value is registered with its owner while
 //!   the value is still held, and so while the value's own holder (its
 //!   `put`'s keep-alive) still keeps the ref alive.
+//! - **BR-4** an owner that reads a ref to its own object out of a value
+//!   counts that copy as a borrower of its own (no message), so the object
+//!   outlives the value while the copy is held.
 //!
 //! Refs archived into a task's result or a channel mark their object as
-//! kept until its owner exits, as before, and a ref a process reads out of
-//! a value it owns the object of is not counted: see the README's known
-//! gaps.
+//! kept until its owner exits, as before: see the README's known gaps.
 
 use super::core::Core;
 use super::object_ref::OwnerGuard;
@@ -342,6 +343,12 @@ static DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 pub(crate) fn counts_decoded() -> bool {
     DECODERS.load(std::sync::atomic::Ordering::Relaxed) > 0
         && (DECODING_ARGS.with(|d| d.get()) || DECODED.with(|d| d.borrow().is_some()))
+}
+
+/// Whether a `get`'s value is being decoded on this thread (not a task's
+/// arguments).
+pub(crate) fn reading_value() -> bool {
+    !DECODING_ARGS.with(|d| d.get()) && DECODED.with(|d| d.borrow().is_some())
 }
 
 /// A ref to `id` (owned by `owner`, if known) is being deserialised while

@@ -25,6 +25,9 @@ pub struct OwnerGuard {
     pub(crate) core: Arc<Core>,
     /// A deserialised copy of a ref this process does not own.
     pub(crate) borrowed: bool,
+    /// A copy of a ref this process owns, read back out of a value: counted
+    /// as a borrower of its own (BR-4).
+    pub(crate) self_borrow: bool,
     /// Who owns the object (archived with the ref, so that a process that
     /// reads it out of a `put` value registers there).
     pub(crate) owner: Option<ReplyTo>,
@@ -37,6 +40,7 @@ impl OwnerGuard {
             id,
             core,
             borrowed: false,
+            self_borrow: false,
             owner,
         })
     }
@@ -44,7 +48,9 @@ impl OwnerGuard {
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
-        if self.borrowed {
+        if self.self_borrow {
+            self.core.on_borrows(vec![self.id], true);
+        } else if self.borrowed {
             self.core.drop_borrow(self.id);
         } else {
             self.core.release(self.id);
@@ -203,7 +209,20 @@ impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; ARCHIVED_LEN
 fn borrow(id: ObjectId, archived: &[u8; ARCHIVED_LEN]) -> Option<Arc<OwnerGuard>> {
     let core = core::current().ok()?;
     if core.owned.get(id).is_some() {
-        return None;
+        // Its owner reads it back out of a value: counted, so the object
+        // outlives the value while this copy is held (BR-4). In a task's
+        // arguments its submitter holds it, as before.
+        if !super::borrowing::reading_value() || core.owned.borrow(id, false).is_none() {
+            return None;
+        }
+        let owner = core.direct.reply_to;
+        return Some(Arc::new(OwnerGuard {
+            id,
+            core,
+            borrowed: false,
+            self_borrow: true,
+            owner,
+        }));
     }
     let mut node = [0u8; 16];
     node.copy_from_slice(&archived[16..32]);
@@ -221,6 +240,7 @@ fn borrow(id: ObjectId, archived: &[u8; ARCHIVED_LEN]) -> Option<Arc<OwnerGuard>
         id,
         core,
         borrowed: true,
+        self_borrow: false,
         owner,
     }))
 }

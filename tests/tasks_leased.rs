@@ -4,7 +4,11 @@
 //! which must ask the raylet, waits. A lease revoked because another
 //! driver's task waits finishes the task it runs, once, and is returned;
 //! a leased worker `kill -9`ed under a task retries it (`max_retries`) or
-//! fails it with the signal.
+//! fails it with the signal. A burst waits behind the leases while they
+//! move; a task behind a lease stuck on a long task goes through the
+//! raylet to a free CPU instead, and a burst of millisecond tasks beyond
+//! what the leases run in the wait budget goes through the raylet, which
+//! spreads it to another node.
 
 use prism::TaskError;
 use prism_test_support::*;
@@ -179,6 +183,63 @@ fn killed_role() {
     println!("ALL OK");
 }
 
+fn stalled_role() {
+    let marks = std::env::var("PRISM_TEST_MARKS").unwrap();
+    warm();
+    // A long task holds the one lease (and the one worker): what comes
+    // after it does not wait for it, with a CPU free.
+    let long = slow::remote(marks.clone(), 8_000u64).unwrap();
+    check(
+        wait_until(Duration::from_secs(30), || runs(&marks) == 1),
+        "the long task started",
+    );
+    let quick = square::remote(7u64).unwrap();
+    check(
+        quick.get_timeout(Duration::from_secs(60)).unwrap() == 49,
+        "the task after it answers",
+    );
+    let (ready, _) = prism::wait(std::slice::from_ref(&long), 1, Some(Duration::ZERO)).unwrap();
+    check(
+        ready.is_empty(),
+        "it did not wait for the long task on the lease",
+    );
+    // A burst waits behind the leases while they move, and all of it runs.
+    let burst: Vec<_> = (0..2_000u64).map(|i| square::remote(i).unwrap()).collect();
+    let got = prism::get_all(&burst).unwrap();
+    check(
+        got.iter().enumerate().all(|(i, v)| *v == (i * i) as u64),
+        "every task of a burst answers, in place",
+    );
+    println!("ALL OK");
+}
+
+/// Where it ran, after `ms` of work.
+#[prism::remote]
+fn where_after(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    prism::node_id().unwrap().to_string()
+}
+
+fn spread_role() {
+    let here = prism::node_id().unwrap().to_string();
+    // A lease of the 5 ms tasks' shape first.
+    let leased = wait_until(Duration::from_secs(30), || {
+        where_after::remote(5u64).unwrap().get().is_ok() && prism::__private::leased_workers() > 0
+    });
+    check(leased, "a worker is leased");
+    let burst: Vec<_> = (0..400)
+        .map(|_| where_after::remote(5u64).unwrap())
+        .collect();
+    let nodes = prism::get_all(&burst).unwrap();
+    let elsewhere = nodes.iter().filter(|n| **n != here).count();
+    println!("{elsewhere} of {} ran on the other node", nodes.len());
+    check(
+        elsewhere > 0,
+        "a burst of millisecond tasks is not all kept on this node's leases",
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
@@ -188,6 +249,8 @@ fn child_role() {
         "holder" => holder_role(),
         "other" => other_role(),
         "killed" => killed_role(),
+        "stalled" => stalled_role(),
+        "spread" => spread_role(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -248,5 +311,38 @@ fn a_leased_worker_killed_under_its_task_retries_it_or_fails_with_the_signal() {
         ok && out.contains("ALL OK"),
         "{out}\n--- head:\n{}",
         head.log()
+    );
+}
+
+#[test]
+fn tasks_wait_behind_a_moving_lease_but_not_behind_a_long_task() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let marks = sb.temp().join("stalled").display().to_string();
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("PRISM_TEST_MARKS".into(), marks));
+    envs.push((IDLE.0.into(), IDLE.1.into()));
+    let mut job = Job::spawn("stalled", &envs);
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- head:\n{}",
+        head.log()
+    );
+}
+
+#[test]
+fn a_burst_of_slower_tasks_spreads_past_the_leases() {
+    let sb = Sandbox::new();
+    let (head, b) = sb.head_and_b(&["--num-cpus", "2"], &["--num-cpus", "2"]);
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push((IDLE.0.into(), IDLE.1.into()));
+    let mut job = Job::spawn("spread", &envs);
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- head:\n{}\n--- b:\n{}",
+        head.log(),
+        b.log()
     );
 }

@@ -6,11 +6,16 @@
 //!
 //! - **LO-1** a leased worker runs one of this process's tasks at a time:
 //!   the next is pushed only after the last one's outcome;
-//! - **LO-2** tasks wait here only while a lease of their shape is asked
-//!   for, at most [`QUEUE_PER_LEASE`] per lease held; when the answer comes
-//!   they go to the new lease or, declined, through the raylet, as do the
-//!   rest and every task of a shape whose lease was just declined (so no
-//!   task waits here behind a leased task that may wait for it);
+//! - **LO-2** tasks wait here, in order, only while a lease of their shape
+//!   is held and making progress, or, with none held, while one is asked
+//!   for (answered at once), and, unless they are [`QUICK`], only as many
+//!   as the leases run in [`WAIT_BUDGET`] by their recent run times (the
+//!   rest go through the raylet, which can spread them over nodes); when the
+//!   last lease of the shape is revoked or given back, or none is asked for
+//!   any more, or every lease held has run its task for [`STALLED`] (a
+//!   long task, or one blocked on another), what waits goes through the
+//!   raylet, which then has the whole backlog (no task waits here
+//!   unboundedly behind a leased task that may wait for it);
 //! - **LO-3** a lease is returned once idle for `PRISM_LEASE_IDLE_MS`, or, when
 //!   revoked, as soon as its task ends;
 //! - **LO-4** when a lease's connection breaks, its unanswered task goes to
@@ -34,8 +39,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Tasks that may wait here per lease of their shape (LO-2).
-const QUEUE_PER_LEASE: usize = 16;
+/// Tasks of one shape that may wait here (LO-2).
+const MAX_QUEUED: usize = 100_000;
+/// How much work, by its tasks' recent run times, may wait here per lease
+/// (LO-2): more goes through the raylet, which can spread it over nodes.
+const WAIT_BUDGET: Duration = Duration::from_millis(100);
+/// Tasks quicker than this (push to outcome) all wait here: the raylet's
+/// path costs more than running them on the leases.
+const QUICK: Duration = Duration::from_millis(1);
+/// A lease whose task has run this long holds up what waits here (LO-2).
+const STALLED: Duration = Duration::from_millis(20);
 /// Leases of one shape at most.
 const MAX_LEASES: usize = 64;
 /// How long a shape's tasks go through the raylet after a declined lease.
@@ -65,6 +78,10 @@ struct Shape {
     held: Vec<Held>,
     asking: bool,
     declined_until: Option<Instant>,
+    /// How long its tasks take on a lease, push to outcome, in
+    /// microseconds: a moving average and the last one; `None` before the
+    /// first.
+    took_us: Option<(f64, f64)>,
 }
 
 /// One leased worker.
@@ -74,6 +91,8 @@ struct Held {
     stream: UnixStream,
     /// The task it runs, and whether that was cancelled here.
     busy: Option<(TaskSpec, bool)>,
+    /// When it was pushed its task.
+    busy_since: Instant,
     revoked: bool,
     idle_since: Option<Instant>,
 }
@@ -91,6 +110,7 @@ impl Held {
             return Some(spec);
         }
         self.busy = Some((spec, false));
+        self.busy_since = Instant::now();
         self.idle_since = None;
         None
     }
@@ -113,10 +133,43 @@ impl Shape {
         }
     }
 
-    /// LO-2: tasks wait here only while a lease is asked for; otherwise
-    /// what waits goes through the raylet.
+    /// How many tasks may wait here (LO-2): [`WAIT_BUDGET`] of work per
+    /// lease held (or asked for), by their recent run times, or any number
+    /// of [`QUICK`] ones.
+    fn room(&self) -> usize {
+        // The last run time too: one slow task (a worker's first) does not
+        // stop a burst of quick ones from waiting here.
+        let took = match self.took_us.map(|(avg, last)| avg.min(last)) {
+            Some(t) if t >= QUICK.as_secs_f64() * 1e6 => t,
+            _ => return MAX_QUEUED,
+        };
+        let leases = self.held.iter().filter(|h| !h.revoked).count().max(1);
+        let per_lease = (WAIT_BUDGET.as_secs_f64() * 1e6 / took.max(1.0)) as usize;
+        (leases * per_lease.max(1)).min(MAX_QUEUED)
+    }
+
+    /// LO-2: what waits beyond [`Shape::room`] goes through the raylet, the
+    /// newest first.
+    fn spill_beyond_room(&mut self, spill: &mut Spill) {
+        let room = self.room();
+        if self.queue.len() > room {
+            spill.extend(self.queue.drain(room..));
+        }
+    }
+
+    /// Whether a lease of this shape is held, not revoked, and its tasks
+    /// move (LO-2).
+    fn progressing(&self, now: Instant) -> bool {
+        self.held
+            .iter()
+            .any(|h| !h.revoked && (h.busy.is_none() || now - h.busy_since < STALLED))
+    }
+
+    /// LO-2: tasks wait here only while a lease of their shape is held and
+    /// progressing, or one is asked for; otherwise what waits goes through
+    /// the raylet.
     fn spill_if_unasked(&mut self, spill: &mut Spill) {
-        if !self.asking {
+        if !self.asking && !self.progressing(Instant::now()) {
             spill.extend(self.queue.drain(..));
         }
     }
@@ -189,7 +242,14 @@ impl Leases {
                 Some(back) => spec = back,
             }
         }
-        let room = shape.queue.len() < QUEUE_PER_LEASE * shape.held.len().max(1);
+        // Behind the leases held while they move (LO-2): asking for one
+        // more, the raylet willing.
+        if shape.queue.len() < shape.room() && shape.progressing(Instant::now()) {
+            shape.ask(core, &spec, &key, &mut inner.asked, &self.pending);
+            shape.queue.push_back(spec);
+            return Ok(());
+        }
+        let room = shape.held.is_empty() && shape.queue.len() < shape.room();
         if room && shape.ask(core, &spec, &key, &mut inner.asked, &self.pending) {
             shape.queue.push_back(spec);
             return Ok(());
@@ -234,6 +294,7 @@ impl Leases {
                         lease: id,
                         stream,
                         busy: None,
+                        busy_since: Instant::now(),
                         revoked: false,
                         idle_since: Some(Instant::now()),
                     });
@@ -251,7 +312,7 @@ impl Leases {
                 }
                 None => {
                     shape.declined_until = Some(Instant::now() + DECLINED_FOR);
-                    spill.extend(shape.queue.drain(..));
+                    shape.spill_if_unasked(&mut spill);
                 }
             }
             self.start_sweeper(core, inner);
@@ -277,6 +338,9 @@ impl Leases {
                 if h.busy.is_none() {
                     give_back(core, shape, lease, &mut spill);
                 }
+                // The raylet has work waiting: what waits here joins it
+                // unless another lease still serves it (LO-2).
+                shape.spill_if_unasked(&mut spill);
                 break;
             }
         }
@@ -345,6 +409,12 @@ impl Leases {
                         for lease in stale {
                             give_back(&core, shape, lease, &mut spill);
                         }
+                        // Leases stuck on long tasks, or slower than when
+                        // their tasks queued, hold nothing up (LO-2).
+                        if !shape.queue.is_empty() {
+                            shape.spill_if_unasked(&mut spill);
+                            shape.spill_beyond_room(&mut spill);
+                        }
                     }
                     let done = g.shapes.values().all(|s| s.held.is_empty());
                     if done {
@@ -359,6 +429,14 @@ impl Leases {
             }
         });
     }
+}
+
+/// A task of a shape whose moving average is `took_us` took `took` on a
+/// lease.
+fn observe(took_us: &mut Option<(f64, f64)>, took: Duration) {
+    let us = took.as_secs_f64() * 1e6;
+    let avg = took_us.map_or(us, |(avg, _)| 0.9 * avg + 0.1 * us);
+    *took_us = Some((avg, us));
 }
 
 /// Returns `lease` to the raylet and forgets it.
@@ -401,7 +479,9 @@ fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream)
                     continue;
                 }
             };
+            let took = h.busy_since.elapsed();
             let panicked = matches!(outcome, Outcome::Failed(Failure::Panic { .. }));
+            observe(&mut shape.took_us, took);
             let deliver = if !cancelled
                 && panicked
                 && spec.retry_exceptions
@@ -452,3 +532,7 @@ fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream)
         send_all(core, spill);
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;

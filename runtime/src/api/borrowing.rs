@@ -303,72 +303,71 @@ pub(crate) type Tracked = (ObjectId, Option<Arc<OwnerGuard>>);
 
 thread_local! {
     static TRACKING: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
-    static DECODING_ARGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// While a `get`'s value is decoded: the refs borrowed from it, with
-    /// their owners, to register there before the `get` returns.
-    static DECODED: RefCell<Option<Vec<(ObjectId, ReplyTo)>>> = const { RefCell::new(None) };
+    /// What a ref deserialised on this thread now is in: [`NOT_COUNTED`],
+    /// [`ARGS`] or [`VALUE`].
+    static DECODING: std::cell::Cell<u8> = const { std::cell::Cell::new(NOT_COUNTED) };
+    /// The refs borrowed from the `get` values being decoded, with their
+    /// owners, to register there before the `get` returns.
+    static DECODED: RefCell<Vec<(ObjectId, ReplyTo)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A ref deserialised now is not counted.
+pub(crate) const NOT_COUNTED: u8 = 0;
+/// A ref deserialised now is in a task's arguments.
+pub(crate) const ARGS: u8 = 1;
+/// A ref deserialised now is in a value a `get` reads.
+pub(crate) const VALUE: u8 = 2;
+
 /// Runs `f` (decoding a task's argument): refs deserialised meanwhile are
-/// borrowed and counted ([`counts_decoded`]), and registered with the
-/// task's submitter when the task ends ([`Core::register_borrows`]).
+/// borrowed and counted, and registered with the task's submitter when the
+/// task ends ([`Core::register_borrows`]).
 pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
-    DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outer = DECODING_ARGS.with(|d| d.replace(true));
+    let outer = DECODING.with(|d| d.replace(ARGS));
     let r = f();
-    DECODING_ARGS.with(|d| d.set(outer));
-    DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    DECODING.with(|d| d.set(outer));
     r
 }
 
 /// Runs `f` (a `get` decoding a value): refs deserialised meanwhile that
 /// name their owner are borrowed and counted, and returned with it, to be
 /// registered there ([`Core::register_decoded`]) before the value is
-/// handed over.
+/// handed over. A value without such refs costs two thread-local writes.
 pub(crate) fn decoding_value<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, ReplyTo)>) {
-    DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outer = DECODED.with(|d| d.borrow_mut().replace(Vec::new()));
+    let outer = DECODING.with(|d| d.replace(VALUE));
+    let from = DECODED.with(|d| d.borrow().len());
     let r = f();
-    let refs = DECODED.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
-    DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    (r, refs.unwrap_or_default())
+    DECODING.with(|d| d.set(outer));
+    let refs = DECODED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.len() == from {
+            Vec::new()
+        } else {
+            d.split_off(from)
+        }
+    });
+    (r, refs)
 }
 
-/// Threads decoding a task's argument or a `get`'s value now: while none
-/// is, a deserialised ref costs one relaxed load to tell.
-static DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Whether a ref deserialised now may be counted as a borrow.
+/// What a ref deserialised now is in ([`NOT_COUNTED`], [`ARGS`] or
+/// [`VALUE`]).
 #[inline]
-pub(crate) fn counts_decoded() -> bool {
-    DECODERS.load(std::sync::atomic::Ordering::Relaxed) > 0
-        && (DECODING_ARGS.with(|d| d.get()) || DECODED.with(|d| d.borrow().is_some()))
-}
-
-/// Whether a `get`'s value is being decoded on this thread (not a task's
-/// arguments).
-pub(crate) fn reading_value() -> bool {
-    !DECODING_ARGS.with(|d| d.get()) && DECODED.with(|d| d.borrow().is_some())
+pub(crate) fn decoding() -> u8 {
+    DECODING.with(|d| d.get())
 }
 
 /// A ref to `id` (owned by `owner`, if known) is being deserialised while
-/// [`counts_decoded`]: whether to borrow it. In a task's arguments always
+/// [`decoding`] counts: whether to borrow it. In a task's arguments always
 /// (its submitter holds it); in a `get`'s value only when its owner is
 /// known, to be registered there.
 pub(crate) fn decoded(id: ObjectId, owner: Option<ReplyTo>) -> bool {
-    if DECODING_ARGS.with(|d| d.get()) {
-        return true;
-    }
-    let Some(owner) = owner else {
-        return false;
-    };
-    DECODED.with(|d| match d.borrow_mut().as_mut() {
-        Some(list) => {
-            list.push((id, owner));
+    match (decoding(), owner) {
+        (ARGS, _) => true,
+        (VALUE, Some(owner)) => {
+            DECODED.with(|d| d.borrow_mut().push((id, owner)));
             true
         }
-        None => false,
-    })
+        _ => false,
+    }
 }
 
 /// Runs `f` (archiving a task's argument) and returns, with its result, the
@@ -455,11 +454,9 @@ mod tests {
 
     #[test]
     fn refs_are_counted_only_while_arguments_are_decoded() {
-        assert!(!counts_decoded());
-        let (inner, outer) = decoding_args(|| (counts_decoded(), ()));
-        assert!(inner);
-        let () = outer;
-        assert!(!counts_decoded());
+        assert_eq!(decoding(), NOT_COUNTED);
+        assert_eq!(decoding_args(decoding), ARGS);
+        assert_eq!(decoding(), NOT_COUNTED);
     }
 
     #[test]
@@ -467,10 +464,16 @@ mod tests {
         let (x, y) = (ObjectId::random(), ObjectId::random());
         assert!(!decoded(x, Some(at(1))), "outside a decode: not counted");
         let (inner, refs) =
-            decoding_value(|| (counts_decoded(), decoded(x, Some(at(1))), decoded(y, None)));
-        assert_eq!(inner, (true, true, false), "no owner: nowhere to register");
+            decoding_value(|| (decoding(), decoded(x, Some(at(1))), decoded(y, None)));
+        assert_eq!(inner, (VALUE, true, false), "no owner: nowhere to register");
         assert_eq!(refs, vec![(x, at(1))]);
-        assert!(!counts_decoded());
+        assert_eq!(decoding(), NOT_COUNTED);
+        // Nested: each decode takes back only its own.
+        let ((_, inner), outer) = decoding_value(|| {
+            decoded(x, Some(at(1)));
+            decoding_value(|| decoded(y, Some(at(2))))
+        });
+        assert_eq!((inner, outer), (vec![(y, at(2))], vec![(x, at(1))]));
         // In a task's arguments the submitter holds them, owner or not.
         assert!(decoding_args(|| decoded(y, None)));
     }

@@ -189,10 +189,12 @@ impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; ARCHIVED_LEN
         raw.copy_from_slice(&self[..16]);
         let id = ObjectId(raw);
         // Kept small enough to inline: a value may hold 10,000 refs.
-        let guard = if super::borrowing::counts_decoded() {
-            borrow(id, self)
-        } else {
-            None
+        let guard = match super::borrowing::decoding() {
+            super::borrowing::NOT_COUNTED => None,
+            // In a value, a ref archived without its owner (a result's, a
+            // channel's) is kept by that owner for good: nothing to count.
+            super::borrowing::VALUE if self[16..32] == [0u8; 16] => None,
+            _ => borrow(id, self),
         };
         Ok(ObjectRef {
             id,
@@ -212,7 +214,8 @@ fn borrow(id: ObjectId, archived: &[u8; ARCHIVED_LEN]) -> Option<Arc<OwnerGuard>
         // Its owner reads it back out of a value: counted, so the object
         // outlives the value while this copy is held (BR-4). In a task's
         // arguments its submitter holds it, as before.
-        if !super::borrowing::reading_value() || core.owned.borrow(id, false).is_none() {
+        let in_value = super::borrowing::decoding() == super::borrowing::VALUE;
+        if !in_value || core.owned.borrow(id, false).is_none() {
             return None;
         }
         let owner = core.direct.reply_to;

@@ -270,10 +270,7 @@ fn leased_tasks_finish_while_their_raylet_is_stopped() {
 fn a_revoked_lease_finishes_its_task_once_and_is_returned() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "1"]);
-    let marks = sb.temp().join("marks").display().to_string();
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_MARKS".into(), marks));
-    envs.push((IDLE.0.into(), IDLE.1.into()));
+    let envs = leased_envs(&sb, &head, "marks");
     let mut holder = Job::spawn("holder", &envs);
     assert!(
         wait_until(Duration::from_secs(60), || holder
@@ -297,52 +294,45 @@ fn a_revoked_lease_finishes_its_task_once_and_is_returned() {
     );
 }
 
+/// The driver environment for `head`, with idle leases kept and a marks
+/// file named `marks`.
+fn leased_envs(sb: &Sandbox, head: &Node, marks: &str) -> Vec<(String, String)> {
+    let mut envs = sb.driver_envs(head, head);
+    let marks = sb.temp().join(marks).display().to_string();
+    envs.push(("PRISM_TEST_MARKS".into(), marks));
+    envs.push((IDLE.0.into(), IDLE.1.into()));
+    envs
+}
+
+/// Runs the driver role `role` on `head` to its end; it must say ALL OK.
+fn run_leased(sb: &Sandbox, head: &Node, role: &str, logs: &[&Node]) {
+    let mut job = Job::spawn(role, &leased_envs(sb, head, role));
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    let logs: Vec<String> = logs.iter().map(|n| n.log()).collect();
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- raylets:\n{}",
+        logs.join("\n---\n")
+    );
+}
+
 #[test]
 fn a_leased_worker_killed_under_its_task_retries_it_or_fails_with_the_signal() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "1"]);
-    let marks = sb.temp().join("killed").display().to_string();
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_MARKS".into(), marks));
-    envs.push((IDLE.0.into(), IDLE.1.into()));
-    let mut job = Job::spawn("killed", &envs);
-    let (ok, out) = job.finish(Duration::from_secs(120));
-    assert!(
-        ok && out.contains("ALL OK"),
-        "{out}\n--- head:\n{}",
-        head.log()
-    );
+    run_leased(&sb, &head, "killed", &[&head]);
 }
 
 #[test]
 fn tasks_wait_behind_a_moving_lease_but_not_behind_a_long_task() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "2"]);
-    let marks = sb.temp().join("stalled").display().to_string();
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push(("PRISM_TEST_MARKS".into(), marks));
-    envs.push((IDLE.0.into(), IDLE.1.into()));
-    let mut job = Job::spawn("stalled", &envs);
-    let (ok, out) = job.finish(Duration::from_secs(120));
-    assert!(
-        ok && out.contains("ALL OK"),
-        "{out}\n--- head:\n{}",
-        head.log()
-    );
+    run_leased(&sb, &head, "stalled", &[&head]);
 }
 
 #[test]
 fn a_burst_of_slower_tasks_spreads_past_the_leases() {
     let sb = Sandbox::new();
     let (head, b) = sb.head_and_b(&["--num-cpus", "2"], &["--num-cpus", "2"]);
-    let mut envs = sb.driver_envs(&head, &head);
-    envs.push((IDLE.0.into(), IDLE.1.into()));
-    let mut job = Job::spawn("spread", &envs);
-    let (ok, out) = job.finish(Duration::from_secs(120));
-    assert!(
-        ok && out.contains("ALL OK"),
-        "{out}\n--- head:\n{}\n--- b:\n{}",
-        head.log(),
-        b.log()
-    );
+    run_leased(&sb, &head, "spread", &[&head, &b]);
 }

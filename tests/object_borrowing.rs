@@ -203,6 +203,32 @@ fn role_borrow() {
         "a ref read out of a put value is freed once its reader drops it",
     );
 
+    // The same, with the `put` value passed to the actor by ref: the
+    // actor registers what it keeps when its call ends.
+    let inner = blob(8);
+    let inside = vec![inner.id().to_string()];
+    let outer = prism::put(&vec![inner.clone()]).unwrap();
+    let outers = vec![outer.id().to_string()];
+    drop(inner);
+    check(
+        keeper.keep(&outer).unwrap().get().unwrap() == 1,
+        "the actor kept the refs of a value passed by ref",
+    );
+    drop(outer);
+    check(
+        wait_until(soon, || copies(&outers) == 0),
+        "the value goes once its refs are dropped",
+    );
+    check(
+        keeper.read().unwrap().get().unwrap() == 2 * MB as u64,
+        "the ref kept from a value passed by ref outlives the value",
+    );
+    check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
+    check(
+        wait_until(soon, || copies(&inside) == 0),
+        "freed once the actor drops it",
+    );
+
     // Its owner reads a ref back out of a `put` value: that copy keeps the
     // object after the value is gone, until it is dropped.
     let mine = blob(7);

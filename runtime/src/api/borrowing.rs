@@ -250,11 +250,17 @@ impl Core {
     /// here are registered with its submitter, and the hand-over is waited
     /// for (bounded), so the submitter's own hold outlives it.
     pub(crate) fn register_borrows(self: &Arc<Self>, task: &TaskSpec) {
-        let Some(to) = task.reply_to.filter(|_| !task.nested_refs.is_empty()) else {
-            return;
-        };
-        let ids = self.borrowed.register(&task.nested_refs, to);
-        self.hand_borrows(to, ids, &task.name);
+        let read = take_arg_refs();
+        if let Some(to) = task.reply_to.filter(|_| !task.nested_refs.is_empty()) {
+            let ids = self.borrowed.register(&task.nested_refs, to);
+            self.hand_borrows(to, ids, &task.name);
+        }
+        // Refs read out of a `put` value passed by ref (not listed in the
+        // spec) and still held: registered with their owners, while the
+        // submitter still holds the value (BR-3).
+        if !read.is_empty() {
+            self.register_decoded(read);
+        }
     }
 
     /// After a `get` decoded refs it does not own out of a value (a `put`
@@ -309,6 +315,25 @@ thread_local! {
     /// The refs borrowed from the `get` values being decoded, with their
     /// owners, to register there before the `get` returns.
     static DECODED: RefCell<Vec<(ObjectId, ReplyTo)>> = const { RefCell::new(Vec::new()) };
+    /// The refs borrowed from task arguments that name their owner, to
+    /// register there when the task ends if its submitter does not hold
+    /// them (a `put` value passed by ref).
+    static ARG_REFS: RefCell<Vec<(ObjectId, ReplyTo)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts back what a ref deserialised now is in, even if decoding panics.
+struct Restore(u8);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        DECODING.with(|d| d.set(self.0));
+    }
+}
+
+/// The refs read out of task arguments since the last call (see
+/// `ARG_REFS`).
+fn take_arg_refs() -> Vec<(ObjectId, ReplyTo)> {
+    ARG_REFS.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
 /// A ref deserialised now is not counted.
@@ -322,10 +347,8 @@ pub(crate) const VALUE: u8 = 2;
 /// borrowed and counted, and registered with the task's submitter when the
 /// task ends ([`Core::register_borrows`]).
 pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
-    let outer = DECODING.with(|d| d.replace(ARGS));
-    let r = f();
-    DECODING.with(|d| d.set(outer));
-    r
+    let _restore = Restore(DECODING.with(|d| d.replace(ARGS)));
+    f()
 }
 
 /// Runs `f` (a `get` decoding a value): refs deserialised meanwhile that
@@ -333,10 +356,10 @@ pub(crate) fn decoding_args<R>(f: impl FnOnce() -> R) -> R {
 /// registered there ([`Core::register_decoded`]) before the value is
 /// handed over. A value without such refs costs two thread-local writes.
 pub(crate) fn decoding_value<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, ReplyTo)>) {
-    let outer = DECODING.with(|d| d.replace(VALUE));
+    let restore = Restore(DECODING.with(|d| d.replace(VALUE)));
     let from = DECODED.with(|d| d.borrow().len());
     let r = f();
-    DECODING.with(|d| d.set(outer));
+    drop(restore);
     let refs = DECODED.with(|d| {
         let mut d = d.borrow_mut();
         if d.len() == from {
@@ -361,7 +384,12 @@ pub(crate) fn decoding() -> u8 {
 /// known, to be registered there.
 pub(crate) fn decoded(id: ObjectId, owner: Option<ReplyTo>) -> bool {
     match (decoding(), owner) {
-        (ARGS, _) => true,
+        (ARGS, owner) => {
+            if let Some(owner) = owner {
+                ARG_REFS.with(|r| r.borrow_mut().push((id, owner)));
+            }
+            true
+        }
         (VALUE, Some(owner)) => {
             DECODED.with(|d| d.borrow_mut().push((id, owner)));
             true

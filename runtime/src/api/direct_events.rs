@@ -11,7 +11,7 @@
 //! - **TE-1** every direct call or leased task that ends is reported once,
 //!   listed or (when a batch is full) only counted;
 //! - **TE-2** one still running at a flush is reported running once,
-//!   before it is reported ended.
+//!   before it is reported ended, and then always listed ended.
 
 use super::core::Core;
 use crate::proto::direct::{TaskEvent, TaskEvents};
@@ -72,13 +72,16 @@ pub(super) struct Events {
 impl Events {
     /// `open` ended with `outcome` (TE-1).
     pub(super) fn ended(&self, open: Open, outcome: &Outcome) {
+        // One reported running is always listed ended (TE-2), or the
+        // raylet would list it running until its worker exits.
+        let listed = open.reported;
         let mut event = open.event;
         event.ended_us = Some(now_us());
         if let Outcome::Failed(f) = outcome {
             event.error = Some(f.summary());
         }
         let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-        if batch.events.len() < MAX_LISTED {
+        if listed || batch.events.len() < MAX_LISTED {
             batch.events.push(event);
         } else if event.error.is_some() {
             batch.unlisted_failed += 1;
@@ -162,5 +165,11 @@ mod tests {
         assert!(e.started_us.is_some() && e.ended_us >= e.started_us);
         assert!(e.error.as_deref().is_some_and(|m| m.contains("boom")));
         assert!(!e.actor_call && e.name == "f" && e.function == "m::f");
+        drop(batch);
+        // One reported running is listed ended even in a full batch (TE-2).
+        let mut running = open(9);
+        running.reported = true;
+        events.ended(running, &Outcome::Inline(Vec::new()));
+        assert_eq!(events.batch.lock().unwrap().events.len(), MAX_LISTED + 1);
     }
 }

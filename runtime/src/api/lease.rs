@@ -302,7 +302,7 @@ impl Leases {
                     // More wait: ask for another lease for them.
                     if let Some(next) = shape.queue.front().cloned() {
                         if !shape.ask(core, &next, &key, &mut inner.asked, &self.pending) {
-                            spill.extend(shape.queue.drain(..));
+                            shape.spill_if_unasked(&mut spill);
                         }
                     }
                     let (c, k) = (core.clone(), key.clone());

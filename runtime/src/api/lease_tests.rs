@@ -86,7 +86,7 @@ fn lo_2_only_the_work_the_leases_run_in_the_budget_waits_here() {
     let (b, _pb) = held(None, false);
     let mut s = shape(vec![a, b], 0);
     assert_eq!(s.room(), MAX_QUEUED, "no run time known yet");
-    // Tasks of ~5 ms: ten per lease in 50 ms.
+    // Tasks of ~5 ms: twenty per lease in 100 ms.
     for _ in 0..50 {
         observe(&mut s.took_us, Duration::from_millis(5));
     }

@@ -208,6 +208,11 @@ impl TaskHistory {
             error: None,
         };
         match ev.ended_us {
+            // Its worker's exit was handled before this report: it ended
+            // with it.
+            None if pid.is_none() => {
+                self.close(record, Some("its worker exited".into()), now_us());
+            }
             None => {
                 self.direct.insert(ev.task_id, record);
             }
@@ -423,6 +428,10 @@ mod tests {
             )
         );
         assert_eq!(h.direct_running().count(), 1);
+        // A running report read after its worker's exit: ended with it.
+        h.reported(event(TaskId([8; 16]), None, None), None);
+        assert_eq!(h.direct_running().count(), 1, "only the live worker's");
+        assert_eq!(h.done().count(), 2);
     }
 
     #[test]

@@ -88,7 +88,9 @@ impl Direct {
 
     /// The socket leased worker `worker` listens on, if direct calls are on.
     pub(super) fn worker_socket(&self, worker: u64) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("w-{worker}")))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(crate::proto::direct::lease_socket_name(worker)))
     }
 
     /// Whether a link to `actor`'s worker is open.

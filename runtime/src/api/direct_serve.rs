@@ -134,7 +134,7 @@ pub(crate) fn bind_lease_socket(raylet_socket: &Path, worker: u64) -> Option<Uni
     let path = raylet_socket
         .parent()?
         .join("a")
-        .join(format!("w-{worker}"));
+        .join(crate::proto::direct::lease_socket_name(worker));
     bind(&path, &worker)
 }
 

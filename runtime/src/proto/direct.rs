@@ -10,6 +10,12 @@ use super::task::Outcome;
 use crate::ids::{JobId, TaskId};
 use rkyv::{Archive, Deserialize, Serialize};
 
+/// The name, in `<session>/a/`, of the socket task worker `worker` takes
+/// its leased tasks on (an actor's is its id).
+pub fn lease_socket_name(worker: u64) -> String {
+    format!("w-{worker}")
+}
+
 /// Actor worker to caller.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum DirectEvent {

@@ -435,7 +435,7 @@ impl TaskService {
             me.pids.remove(&worker);
             me.last_task.remove(&worker);
             // Worker numbers are never reused: its lease socket goes.
-            me.remove_direct_socket(&format!("w-{worker}"));
+            me.remove_direct_socket(&crate::proto::direct::lease_socket_name(worker));
 
             let failure = if silent {
                 let detail = format!(

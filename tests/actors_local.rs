@@ -210,6 +210,29 @@ fn role_restart() {
         }
         other => panic!("after kill: {other:?}"),
     }
+    // Killed while their workers are still being spawned (more than the
+    // idle workers there are): none of them runs.
+    let early: Vec<_> = (0..6)
+        .map(|_| {
+            Counter::options()
+                .num_cpus(0.0)
+                .max_restarts(2)
+                .spawn(7u64)
+                .unwrap()
+        })
+        .collect();
+    for a in &early {
+        prism::kill(a, true).unwrap();
+    }
+    for a in &early {
+        match a.add(1u64).unwrap().get() {
+            Err(prism::Error::Task(TaskError::ActorDied { detail, .. })) => check(
+                detail.contains("killed"),
+                "an actor killed as its worker starts says so",
+            ),
+            other => panic!("an actor killed as its worker started still ran: {other:?}"),
+        }
+    }
     println!("ALL OK");
 }
 

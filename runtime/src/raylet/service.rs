@@ -42,6 +42,9 @@ pub struct TaskService {
     pub(super) conns: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
     pub(super) worker_conns: DashMap<WorkerId, u64>,
     pub(super) pids: DashMap<WorkerId, u32>,
+    /// Workers being spawned (no pid here yet), and whether they were
+    /// killed meanwhile: killed as soon as they have one.
+    spawning: DashMap<WorkerId, bool>,
     /// Users' metrics from this node's processes.
     pub(super) user_metrics: Mutex<crate::metrics::MetricsTable>,
     /// The name of the task each worker ran last (its output's prefix).
@@ -98,6 +101,7 @@ impl TaskService {
             conns: DashMap::new(),
             worker_conns: DashMap::new(),
             pids: DashMap::new(),
+            spawning: DashMap::new(),
             last_task: DashMap::new(),
             user_metrics: Mutex::default(),
             jobs: DashMap::new(),
@@ -382,16 +386,13 @@ impl TaskService {
                     self.lock_history().forwarded(task.task_id);
                     self.forward(node, owner, task)
                 }
-                Action::Kill { worker } => {
-                    if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
-                        workers::kill(pid);
-                    }
-                }
+                Action::Kill { worker } => self.kill_worker(worker),
             }
         }
     }
 
     fn start_worker(self: &Arc<Self>, worker: WorkerId, job: JobId, gpus: Vec<u32>) {
+        self.spawning.insert(worker, false);
         let me = self.clone();
         tokio::spawn(async move {
             let spec = me.jobs.get(&job).map(|j| j.clone());
@@ -410,12 +411,17 @@ impl TaskService {
                 Ok(c) => c,
                 Err(detail) => {
                     warn!(worker, %job, "cannot start worker: {detail}");
+                    me.spawning.remove(&worker);
                     me.act(|d| d.worker_died(worker, Failure::WorkerStartFailed { detail }));
                     return;
                 }
             };
             let pid = child.id().unwrap_or(0);
             me.pids.insert(worker, pid);
+            // Killed while it was being spawned: now it can be.
+            if let Some((_, true)) = me.spawning.remove(&worker) {
+                workers::kill(pid);
+            }
             me.capture_output(worker, job, &mut child);
             // A worker must say hello in time; one that never does (a hung
             // or wrong binary) is killed, and its task fails saying why.
@@ -505,6 +511,19 @@ impl TaskService {
                 }
             }
         });
+    }
+
+    /// Kills a worker's process; one being spawned is killed as soon as
+    /// it has a pid (its spawner records the pid before it takes its
+    /// entry out of `spawning`, so one of the two sees the kill).
+    fn kill_worker(&self, worker: WorkerId) {
+        if let Some(mut killed) = self.spawning.get_mut(&worker) {
+            *killed = true;
+            return;
+        }
+        if let Some(pid) = self.pids.get(&worker).map(|p| *p) {
+            workers::kill(pid);
+        }
     }
 
     /// Kills every worker (raylet shutdown).

@@ -13,6 +13,12 @@
 //!   change, is placed as soon as a fresh view shows a node for it, and fails
 //!   with `Infeasible` only once it has waited the infeasible timeout (or at
 //!   once when it asked to fail fast).
+//! - **D-6** work spilled here stays where it lands when it arrives (the
+//!   sender's view chose this node), but when a fresh view of the cluster
+//!   shows another node with room for it now while it still waits here, it
+//!   moves there: a spill chosen on a stale view (the chosen node had
+//!   filled meanwhile) does not wait behind work that may never end. It
+//!   moves at most once per fresh view.
 
 use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::head::ActorState;
@@ -275,7 +281,8 @@ impl Dispatcher {
         self.set_peers(peers);
         let mut out = Vec::new();
         self.retry_parked(&mut out);
-        self.pump(&mut out);
+        // D-6: with a fresh view, what was spilled here may move on.
+        self.pump_with(true, &mut out);
         out
     }
 
@@ -374,3 +381,5 @@ mod tests_draining;
 mod tests_gpu;
 #[cfg(test)]
 mod tests_lease;
+#[cfg(test)]
+mod tests_spill;

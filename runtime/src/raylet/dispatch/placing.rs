@@ -168,6 +168,12 @@ impl Dispatcher {
     /// elsewhere. One check per class: behind a head that cannot run, the
     /// rest of its class cannot either.
     pub(super) fn pump(&mut self, out: &mut Vec<Action>) {
+        self.pump_with(false, out);
+    }
+
+    /// [`Dispatcher::pump`]; with `respill` (a fresh view), work spilled
+    /// here may move on too (D-6).
+    pub(super) fn pump_with(&mut self, respill: bool, out: &mut Vec<Action>) {
         for i in 0..self.queue.class_count() {
             while let Some(q) = self.queue.front(i) {
                 if self.fits(&q.spec.strategy, &q.request) && self.open_to(q) {
@@ -175,7 +181,7 @@ impl Dispatcher {
                     self.dispatch(q, out);
                     continue;
                 }
-                let target = if q.spec.spilled {
+                let target = if q.spec.spilled && !respill {
                     None
                 } else {
                     let q = q.clone();

@@ -28,6 +28,18 @@ fn make(seed: u8) -> Vec<u8> {
     vec![seed; 2 * MB]
 }
 
+/// Puts `n` blobs on the node that runs it; its result holds refs to them.
+#[prism::remote]
+fn put_blobs(seed: u8, n: u8) -> Vec<ObjectRef<Vec<u8>>> {
+    (0..n)
+        .map(|i| prism::put(&vec![seed.wrapping_add(i); 2 * MB]).unwrap())
+        .collect()
+}
+
+fn ids_of<T>(refs: &[ObjectRef<T>]) -> Vec<String> {
+    refs.iter().map(|r| r.id().to_string()).collect()
+}
+
 #[prism::actor]
 struct Keeper {
     kept: Vec<ObjectRef<Vec<u8>>>,
@@ -66,6 +78,10 @@ impl Keeper {
             self.kept.extend(outer.get().unwrap());
         }
         self.kept.len()
+    }
+    /// Refs to what it keeps, in its result.
+    fn lend_back(&self) -> Vec<ObjectRef<Vec<u8>>> {
+        self.kept.clone()
     }
     fn forget(&mut self) -> usize {
         let n = self.kept.len();
@@ -249,6 +265,46 @@ fn role_borrow() {
     check(
         wait_until(soon, || copies(&own) == 0),
         "freed once the owner drops the copy it read back",
+    );
+
+    // Refs inside a task's result: the worker that put them holds them
+    // while the result lives (RR-1), and a reader's copies after that.
+    let made = put_blobs::options()
+        .resource("x", 1.0)
+        .remote(10, 2)
+        .unwrap();
+    let inside = ids_of(&made.get().unwrap());
+    let again = made.get().unwrap();
+    check(
+        on_b().remote(again.clone()).unwrap().get().unwrap() == 4 * MB as u64,
+        "refs inside a live result stay readable after a reader's copies go",
+    );
+    drop(made);
+    check(
+        on_b().remote(again.clone()).unwrap().get().unwrap() == 4 * MB as u64,
+        "the copies read out of a result outlive it",
+    );
+    drop(again);
+    check(
+        wait_until(soon, || copies(&inside) == 0),
+        "refs inside a task's result are freed on every node once the result and its readers' copies are gone",
+    );
+
+    // An actor call's result holding refs the actor borrows: they go once
+    // the actor, the result and the copies read out of it let them go.
+    let lent = lend(&keeper, 11);
+    let back = keeper.lend_back().unwrap();
+    let mine = back.get().unwrap();
+    check(keeper.forget().unwrap().get().unwrap() == 1, "forgotten");
+    drop(back);
+    check(
+        mine[0].get().unwrap().len() == 2 * MB,
+        "its owner's copy read out of an actor's result outlives the result",
+    );
+    drop(mine);
+    check(
+        wait_until(soon, || copies(&lent) == 0),
+        "refs inside an actor call's result are freed once every holder lets them go",
     );
 
     // A borrower killed while it holds a ref: its raylet releases the

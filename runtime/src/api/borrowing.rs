@@ -38,8 +38,10 @@
 //!   counts that copy as a borrower of its own (no message), so the object
 //!   outlives the value while the copy is held.
 //!
-//! Refs archived into a task's result or a channel mark their object as
-//! kept until its owner exits, as before: see the README's known gaps.
+//! Refs archived into a task's result are held by the process that ran it
+//! until the result goes (`result_refs.rs`). Refs archived into a channel
+//! message mark their object as kept until its owner exits: see the
+//! README's known gaps.
 
 use super::core::Core;
 use super::object_ref::OwnerGuard;
@@ -175,6 +177,9 @@ impl Core {
     /// arguments go, and so do its copies in the stores, if it has any.
     pub(crate) fn forget_owned(&self, id: ObjectId, slot: &Slot) {
         self.keepalive.remove(&id);
+        if let Some(h) = slot.set_holder(None) {
+            self.release_holder(h, id);
+        }
         self.rules.remove(&id);
         if slot.pinned() {
             self.free_copies(id);

@@ -44,6 +44,9 @@ pub struct Core {
     pub(crate) owned: Owned,
     pub(crate) borrowed: super::borrowing::Borrowed,
     pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
+    /// Refs inside results of tasks that ran here, by result, until the
+    /// results' owners release them (RR-1).
+    pub(crate) held: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
     /// Residency rules of objects this process owns (until freed): a task
     /// reading one is placed inside its rule.
     pub(crate) rules: DashMap<ObjectId, crate::proto::common::Residency>,
@@ -89,6 +92,7 @@ impl Core {
             owned: Owned::default(),
             borrowed: Default::default(),
             keepalive: DashMap::new(),
+            held: DashMap::new(),
             rules: DashMap::new(),
             store,
             node_id,
@@ -153,6 +157,12 @@ impl Core {
                 self.on_borrows(objects, release);
                 None
             }
+            LocalEvent::ReleaseHeld { results } => {
+                for id in results {
+                    self.result_released(id);
+                }
+                None
+            }
             other => {
                 tracing::warn!("unexpected event from the raylet: {other:?}");
                 None
@@ -182,6 +192,25 @@ impl Core {
 
     /// A task's outcome reached this process, its owner.
     pub(crate) fn finish(self: &Arc<Self>, id: ObjectId, outcome: Outcome) {
+        // RR-1: who holds the refs inside the result, released with it.
+        let (outcome, holder) = outcome.take_holder();
+        if let Some(h) = holder {
+            match self.owned.get(id) {
+                Some(s) => {
+                    if let Some(earlier) = s.set_holder(Some(h)) {
+                        self.release_holder(earlier, id);
+                    }
+                    // Let go meanwhile: whoever swaps the holder out
+                    // releases it, this or `forget_owned`, once.
+                    if self.owned.get(id).is_none() {
+                        if let Some(h) = s.set_holder(None) {
+                            self.release_holder(h, id);
+                        }
+                    }
+                }
+                None => self.release_holder(h, id),
+            }
+        }
         // A task's arguments stay with its lineage (LN-2: they may have to be
         // rebuilt to run it again); anything else's go now, and so does the
         // lineage of a result held here (it cannot be lost without us).
@@ -216,13 +245,18 @@ impl Core {
                 return;
             }
         }
+        // (`take_holder` above made any `Holding` plain.)
         let state = match outcome {
-            Outcome::Inline(bytes) => {
+            Outcome::Inline(bytes)
+            | Outcome::Holding {
+                inline: Some(bytes),
+                ..
+            } => {
                 let mut b = Encoded::with_capacity(bytes.len());
                 b.extend_from_slice(&bytes);
                 SlotState::Inline(Arc::new(b))
             }
-            Outcome::Stored { .. } => SlotState::Stored,
+            Outcome::Stored { .. } | Outcome::Holding { inline: None, .. } => SlotState::Stored,
             Outcome::Failed(f) => SlotState::Failed(TaskError::from_failure(&name, f)),
         };
         // OW-1: an escaped inline value reaches the store.

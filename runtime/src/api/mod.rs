@@ -42,6 +42,7 @@ mod ownership;
 mod placement;
 mod put;
 mod residency;
+mod result_refs;
 mod runs;
 mod submit;
 mod tensor;

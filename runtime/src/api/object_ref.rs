@@ -140,8 +140,8 @@ impl<T: Value> std::future::IntoFuture for ObjectRef<T> {
 /// (zeros when not known).
 const ARCHIVED_LEN: usize = 40;
 
-// Archived as its id and, where it is counted (inside a task's arguments
-// or a put), its owner. Serialising a ref is how it escapes this process,
+// Archived as its id and, where it is counted (inside a task's arguments,
+// a task's result or a put), its owner. Serialising a ref is how it escapes this process,
 // so that is where its value is made reachable by others.
 impl<T> Archive for ObjectRef<T> {
     type Archived = [u8; ARCHIVED_LEN];
@@ -151,7 +151,7 @@ impl<T> Archive for ObjectRef<T> {
     fn resolve(&self, counted: bool, out: Place<Self::Archived>) {
         let mut bytes = [0u8; ARCHIVED_LEN];
         bytes[..16].copy_from_slice(&self.id.0);
-        // Elsewhere (a result, a channel) it is kept for good (OW-2): its
+        // Elsewhere (a channel) it is kept for good (OW-2): its
         // readers need not register, so they are not told where.
         if let Some(owner) = self
             .guard
@@ -171,8 +171,8 @@ impl<T, S: Fallible + ?Sized> Serialize<S> for ObjectRef<T> {
         let Ok(core) = core::current() else {
             return Ok(false);
         };
-        // Inside a task's arguments or a put it is counted (OW-3), else
-        // kept (OW-2).
+        // Inside a task's arguments, a result or a put it is counted (OW-3),
+        // else kept (OW-2).
         let counted = super::borrowing::tracked(self.id, &self.guard);
         core.escape(self.id, counted);
         if !counted && self.guard.as_ref().is_some_and(|g| g.borrowed) {
@@ -191,7 +191,7 @@ impl<T, D: Fallible + ?Sized> Deserialize<ObjectRef<T>, D> for [u8; ARCHIVED_LEN
         // Kept small enough to inline: a value may hold 10,000 refs.
         let guard = match super::borrowing::decoding() {
             super::borrowing::NOT_COUNTED => None,
-            // In a value, a ref archived without its owner (a result's, a
+            // In a value, a ref archived without its owner (a
             // channel's) is kept by that owner for good: nothing to count.
             super::borrowing::VALUE if self[16..32] == [0u8; 16] => None,
             _ => borrow(id, self),

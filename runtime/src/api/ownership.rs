@@ -14,13 +14,14 @@
 //!   sides means at least one of the two sees the other's write
 //!   (`ow_1_an_escaped_inline_value_is_copied_whatever_the_order`).
 //! - **OW-2** an object whose ref was archived into a value other than a
-//!   task's arguments or a `put` (a result, a channel) is never released
-//!   by its last local ref (other processes may read it through the refs
-//!   it was archived in, and nobody counts them).
-//! - **OW-3** an object whose refs only went into task arguments and `put`
-//!   values is freed once its last local ref (a `put` value holds one
-//!   while it lives) and its last registered borrower are gone, whichever
-//!   goes last (`api/borrowing.rs`); never before either.
+//!   task's arguments, a task's result or a `put` (a channel message) is
+//!   never released by its last local ref (other processes may read it
+//!   through the refs it was archived in, and nobody counts them).
+//! - **OW-3** an object whose refs only went into task arguments, task
+//!   results and `put` values is freed once its last local ref (a `put`
+//!   value holds one while it lives, a result's holder while the result
+//!   lives, RR-1 in `result_refs.rs`) and its last registered borrower are
+//!   gone, whichever goes last (`api/borrowing.rs`); never before either.
 //! - **LN-1** a task's result whose last copy died with its node is made
 //!   again by its owner, by running the task again (up to its
 //!   `max_retries`), when a `get` finds it lost; a put's value and an actor
@@ -70,6 +71,9 @@ pub(crate) struct Slot {
     /// For a task's result: the task, kept while the object lives, to run
     /// again if the object is lost (LN-1).
     pub(crate) lineage: Mutex<Option<crate::proto::task::TaskSpec>>,
+    /// For a task's result with refs inside: the process holding them
+    /// until this object goes (RR-1 in `result_refs.rs`).
+    held_by: Mutex<Option<crate::proto::task::ReplyTo>>,
 }
 
 /// What made an owned object (whether it can be made again).
@@ -123,6 +127,7 @@ impl Slot {
             stored: AtomicBool::new(false),
             origin: Origin::Put,
             lineage: Mutex::new(None),
+            held_by: Mutex::new(None),
         })
     }
 
@@ -158,6 +163,18 @@ impl Slot {
         if self.origin == Origin::Task {
             *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
         }
+    }
+
+    /// Sets who holds the refs inside this result (RR-1); the earlier
+    /// holder, to be released.
+    pub(crate) fn set_holder(
+        &self,
+        to: Option<crate::proto::task::ReplyTo>,
+    ) -> Option<crate::proto::task::ReplyTo> {
+        std::mem::replace(
+            &mut *self.held_by.lock().unwrap_or_else(|p| p.into_inner()),
+            to,
+        )
     }
 
     pub(crate) fn state(&self) -> SlotState {

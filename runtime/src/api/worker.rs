@@ -149,6 +149,19 @@ pub(crate) fn finish(
     task: &TaskSpec,
     result: Result<Encoded, String>,
 ) -> Outcome {
+    // Refs inside the result are held here until its owner releases it.
+    let held = match &result {
+        Ok(bytes) => super::result_refs::take(bytes),
+        Err(_) => Vec::new(),
+    };
+    let outcome = result_outcome(core, task, result);
+    if held.is_empty() {
+        return outcome;
+    }
+    core.hold_result(task.task_id.result(), held, outcome)
+}
+
+fn result_outcome(core: &Arc<Core>, task: &TaskSpec, result: Result<Encoded, String>) -> Outcome {
     // A resident actor's constructor says only that it ran: inline.
     let creates = matches!(task.kind, crate::proto::task::TaskKind::CreateActor(_));
     let rule = task.residency.as_deref().filter(|_| !creates);
@@ -230,7 +243,8 @@ pub fn decode_arg<T: Value>(bytes: &[u8], i: usize) -> Result<T, String> {
 /// Encodes a result (used by the generated code).
 #[doc(hidden)]
 pub fn encode_result<T: Value>(v: &T) -> Result<Encoded, String> {
-    v.encode().map_err(|e| e.to_string())
+    // Refs inside are counted, and held here until the result goes (RR-1).
+    super::result_refs::encode(v)
 }
 
 /// Runs an `async` remote function to completion on this worker thread.

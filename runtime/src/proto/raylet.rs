@@ -64,6 +64,16 @@ pub enum PeerRequest {
         /// Stopped rather than started.
         release: bool,
     },
+    /// For the process on this node's local connection `conn`: owners
+    /// elsewhere let go of these results of tasks it ran, so the refs it
+    /// holds for them may go (RR-1 in `api/result_refs.rs`; answered with
+    /// `true` once handed on).
+    ReleaseHeld {
+        /// The connection.
+        conn: u64,
+        /// The results.
+        results: Vec<prism_objectstore::ObjectId>,
+    },
     /// From a node being drained: take these primary copies (pull each
     /// from it, pin it here, tell the head); answered with [`TakenCopies`].
     TakeCopies {

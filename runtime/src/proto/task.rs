@@ -249,6 +249,60 @@ pub enum Outcome {
     },
     /// It failed.
     Failed(Failure),
+    /// A result with refs archived inside it: as [`Outcome::Inline`] (with
+    /// `inline`) or [`Outcome::Stored`], and `held_by`, the process that
+    /// ran the task, keeps their objects alive until the result's owner
+    /// releases the result (RR-1 in `api/result_refs.rs`).
+    Holding {
+        /// The process that holds the refs.
+        held_by: ReplyTo,
+        /// The archived result when inline.
+        inline: Option<Vec<u8>>,
+        /// Size in bytes.
+        size: u64,
+        /// Where it was written when stored.
+        node: NodeId,
+    },
+}
+
+impl Outcome {
+    /// This (successful) outcome, with its refs held by `by`.
+    pub fn held_by(self, by: ReplyTo) -> Outcome {
+        match self {
+            Outcome::Inline(b) => Outcome::Holding {
+                held_by: by,
+                size: b.len() as u64,
+                inline: Some(b),
+                node: NodeId([0; 16]),
+            },
+            Outcome::Stored { size, node } => Outcome::Holding {
+                held_by: by,
+                inline: None,
+                size,
+                node,
+            },
+            other => other,
+        }
+    }
+
+    /// Splits a [`Outcome::Holding`] into the plain outcome and who holds
+    /// its refs.
+    pub fn take_holder(self) -> (Outcome, Option<ReplyTo>) {
+        match self {
+            Outcome::Holding {
+                held_by,
+                inline: Some(b),
+                ..
+            } => (Outcome::Inline(b), Some(held_by)),
+            Outcome::Holding {
+                held_by,
+                inline: None,
+                size,
+                node,
+            } => (Outcome::Stored { size, node }, Some(held_by)),
+            other => (other, None),
+        }
+    }
 }
 
 /// Driver or worker to raylet.
@@ -325,6 +379,15 @@ pub enum LocalRequest {
         objects: Vec<prism_objectstore::ObjectId>,
         /// Stopped rather than started.
         release: bool,
+    },
+    /// This process let go of these results of tasks that ran in `to`,
+    /// which holds the refs archived inside them (RR-1 in
+    /// `api/result_refs.rs`): they may go there.
+    ReleaseHeld {
+        /// The process that ran the tasks.
+        to: ReplyTo,
+        /// The results.
+        results: Vec<prism_objectstore::ObjectId>,
     },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,
@@ -481,6 +544,12 @@ pub enum LocalEvent {
         objects: Vec<prism_objectstore::ObjectId>,
         /// Stopped rather than started.
         release: bool,
+    },
+    /// The owners of these results of tasks that ran here let them go:
+    /// the refs held for them may go (RR-1).
+    ReleaseHeld {
+        /// The results.
+        results: Vec<prism_objectstore::ObjectId>,
     },
 }
 

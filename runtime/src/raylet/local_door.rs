@@ -281,6 +281,10 @@ impl TaskService {
                 self.route_borrows(owner, request_id, to, objects, release);
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReleaseHeld { to, results }) => {
+                self.route_release_held(to, results);
+                None
+            }
             (_, LocalRequest::Cancel { task_id, force }) => {
                 self.act(|d| d.cancel(task_id, force));
                 None

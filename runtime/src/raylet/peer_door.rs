@@ -101,6 +101,10 @@ async fn serve_stream(
             let handed = tasks.deliver_lent(from, conn, objects, release);
             let _ = write_msg(&mut s, &handed).await;
         }
+        Ok(Some(PeerRequest::ReleaseHeld { conn, results })) => {
+            let handed = tasks.deliver_release_held(conn, results);
+            let _ = write_msg(&mut s, &handed).await;
+        }
         Ok(Some(PeerRequest::Bundles(ops))) => {
             let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
             let _ = write_msg(&mut s, &reply).await;

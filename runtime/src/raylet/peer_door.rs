@@ -262,7 +262,13 @@ impl TaskService {
                 drop(d);
                 BundleReply::Done { available }
             }
-            Err(reason) => BundleReply::Refused { reason },
+            Err(reason) => {
+                // L-3: leases held here give their resources back.
+                let revoke = d.bundle_refused();
+                self.apply(revoke);
+                drop(d);
+                BundleReply::Refused { reason }
+            }
         }
     }
 }

@@ -11,8 +11,9 @@
 //! - **L-2** a lease holds its resources from its grant to its return or its
 //!   worker's death, and gives them back once (D-1);
 //! - **L-3** a lease is revoked (once) when work waits in the queue here
-//!   (anyone's: the raylet's queue is the fair one) or the node drains: its
-//!   owner returns it after the task it runs;
+//!   (anyone's: the raylet's queue is the fair one), when a placement
+//!   group's bundle does not fit here (the head tries again), or when the
+//!   node drains: its owner returns it after the task it runs;
 //! - **L-4** tasks lost with a leased worker are retried while `max_retries`
 //!   allows, else fail with the worker's death, as if the raylet had sent
 //!   them (D-4); a connection lost while the worker lives ends the lease by
@@ -204,9 +205,21 @@ impl Dispatcher {
 
     /// L-3: revokes the leases waiting work (or a drain) needs back.
     pub(super) fn revoke_leases(&mut self, out: &mut Vec<Action>) {
-        if self.leases.live.is_empty() || (self.queue.is_empty() && self.draining.is_none()) {
+        if self.queue.is_empty() && self.draining.is_none() {
             return;
         }
+        self.revoke_all_leases(out);
+    }
+
+    /// L-3: a placement group's bundle did not fit here: every lease is
+    /// revoked, so that the head's next try finds what they held.
+    pub fn bundle_refused(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.revoke_all_leases(&mut out);
+        out
+    }
+
+    fn revoke_all_leases(&mut self, out: &mut Vec<Action>) {
         for (lease, (revoked, _)) in self.leases.live.iter_mut() {
             let Some(r) = self.running.get(lease) else {
                 continue;

@@ -172,3 +172,26 @@ fn l6_a_task_lost_on_a_lease_is_cancelled_before_its_worker_s_death() {
         "only {kept:?} waits"
     );
 }
+
+#[test]
+fn l3_a_bundle_that_does_not_fit_revokes_the_leases() {
+    let job = JobId::random();
+    let (mut d, _) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    let pg = crate::ids::PlacementGroupId::random();
+    let cpu = ResourceSet::new().with(CPU, Quantity::whole(1));
+    assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
+    assert_eq!(
+        d.bundle_refused(),
+        vec![Action::RevokeLease {
+            owner: Owner::Local(1),
+            lease
+        }]
+    );
+    assert!(d.bundle_refused().is_empty(), "revoked once");
+    d.return_lease(lease);
+    assert!(
+        d.prepare_bundles(pg, vec![(0, cpu)], true).is_ok(),
+        "the head's next try finds the CPU the lease held"
+    );
+}

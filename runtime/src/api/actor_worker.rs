@@ -113,6 +113,7 @@ pub fn run_actor<T: ActorImpl>(core: Arc<Core>, create: TaskSpec, rx: super::con
         while let Ok((mut task, _)) = rx.recv() {
             task.residency.clone_from(&rule);
             core.direct.serve.started(task.task_id);
+            super::result_refs::clear();
             let outcome = run_with_args(&core, &task, |args| {
                 actor
                     .call(&task.function, args)

@@ -197,7 +197,9 @@ impl Core {
         if let Some(h) = holder {
             match self.owned.get(id) {
                 Some(s) => {
-                    if let Some(earlier) = s.set_holder(Some(h)) {
+                    // A run again elsewhere releases the earlier holder (one
+                    // run again on the same worker replaced what it held).
+                    if let Some(earlier) = s.set_holder(Some(h)).filter(|e| *e != h) {
                         self.release_holder(earlier, id);
                     }
                     // Let go meanwhile: whoever swaps the holder out

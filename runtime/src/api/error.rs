@@ -147,6 +147,13 @@ impl TaskError {
                 node,
                 detail: format!("it is being drained ({reason})"),
             },
+            // Raylets place such a task again; should one reach an owner,
+            // it could not be.
+            Failure::Moved { node } => TaskError::NodeDied {
+                task,
+                node,
+                detail: "it was handed back to be placed again, and was not".into(),
+            },
             Failure::Cancelled => TaskError::Cancelled { task },
             Failure::Infeasible { reason } => TaskError::Infeasible { task, reason },
             Failure::ObjectLost { object, detail } => TaskError::ObjectLost {

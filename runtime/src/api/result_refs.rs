@@ -46,6 +46,13 @@ pub(crate) fn encode<T: Value>(v: &T) -> Result<Encoded, String> {
     Ok(bytes)
 }
 
+/// Drops what earlier results left on this thread (a result encoded and
+/// then never made into an outcome: a panic after encoding). Called where
+/// one task at a time runs, before each.
+pub(crate) fn clear() {
+    RESULT_REFS.with(|r| r.borrow_mut().clear());
+}
+
 /// The refs [`encode`] kept for the result in `bytes`, taken.
 pub(crate) fn take(bytes: &[u8]) -> Vec<Arc<OwnerGuard>> {
     let at = bytes.as_ptr() as usize;

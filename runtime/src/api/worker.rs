@@ -211,6 +211,7 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
             super::actor_worker::become_actor(core, task, tasks);
         }
         core.direct.serve.started(task.task_id);
+        super::result_refs::clear();
         let outcome = execute(&core, &task);
         core.register_borrows(&task);
         core.flush_metrics();

@@ -39,6 +39,13 @@ pub enum Failure {
         /// Why it is drained.
         reason: String,
     },
+    /// A peer spilled it here on a view gone stale: it waited while a
+    /// fresher view showed another node with room, so it goes back and the
+    /// peer places it again (D-6); it never reaches the owner.
+    Moved {
+        /// The node it waited on.
+        node: NodeId,
+    },
     /// No node can ever run it.
     Infeasible {
         /// What is missing.
@@ -108,6 +115,7 @@ impl Failure {
             Failure::Draining { node, reason } => {
                 format!("node {node} is being drained ({reason})")
             }
+            Failure::Moved { node } => format!("handed back by {node} to be placed again"),
             Failure::Infeasible { reason } => format!("infeasible: {reason}"),
             Failure::ObjectLost { object, detail } => format!("object {object} lost: {detail}"),
             Failure::HeadUnreachable { detail }

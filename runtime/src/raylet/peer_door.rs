@@ -237,16 +237,18 @@ impl TaskService {
     /// Prepares, commits or returns bundles (see [`BundleOp`]).
     pub fn bundle_op(self: &Arc<Self>, op: BundleOp) -> BundleReply {
         let mut d = self.disp();
+        let mut asked = Vec::new();
         let result = match op {
             BundleOp::Prepare {
                 pg,
                 bundles,
                 commit,
             } => {
-                let bundles = bundles
+                let bundles: Vec<_> = bundles
                     .into_iter()
                     .map(|b| (b.index, b.resources.to_set()))
                     .collect();
+                asked.clone_from(&bundles);
                 d.prepare_bundles(pg, bundles, commit)
             }
             BundleOp::Commit { pg } => d.commit_bundles(pg),
@@ -264,7 +266,7 @@ impl TaskService {
             }
             Err(reason) => {
                 // L-3: leases held here give their resources back.
-                let revoke = d.bundle_refused();
+                let revoke = d.bundle_refused(&asked);
                 self.apply(revoke);
                 drop(d);
                 BundleReply::Refused { reason }

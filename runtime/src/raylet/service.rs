@@ -500,6 +500,9 @@ impl TaskService {
                 Ok(crate::proto::task::Outcome::Failed(
                     crate::proto::task::Failure::Draining { .. },
                 )) => me.act(|d| d.redirect(node, owner, task)),
+                Ok(crate::proto::task::Outcome::Failed(crate::proto::task::Failure::Moved {
+                    ..
+                })) => me.act(|d| d.handed_back(owner, task)),
                 Ok(outcome) => me.apply(vec![Action::Reply {
                     owner,
                     task_id: task.task_id,
@@ -528,6 +531,10 @@ impl TaskService {
 
     /// Kills every worker (raylet shutdown).
     pub fn kill_all(&self) {
+        // Those being spawned go as soon as they have a pid.
+        for mut killed in self.spawning.iter_mut() {
+            *killed = true;
+        }
         for p in self.pids.iter() {
             workers::kill(*p.value());
         }

@@ -149,6 +149,9 @@ impl Dispatcher {
             if let Some(no_restart) = kill {
                 a.no_restart |= no_restart;
                 a.death = Some("killed by prism::kill".into());
+                // Before its constructor runs (one being spawned is killed
+                // once it has a pid).
+                out.push(Action::Kill { worker });
             }
         }
     }

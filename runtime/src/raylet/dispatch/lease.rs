@@ -26,7 +26,7 @@
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
 use crate::ids::TaskId;
 use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
-use prism_scheduler::GPU;
+use prism_scheduler::{ResourceSet, GPU};
 use std::collections::HashMap;
 
 /// The function name of a lease request's spec.
@@ -211,11 +211,24 @@ impl Dispatcher {
         self.revoke_all_leases(out);
     }
 
-    /// L-3: a placement group's bundle did not fit here: every lease is
-    /// revoked, so that the head's next try finds what they held.
-    pub fn bundle_refused(&mut self) -> Vec<Action> {
+    /// L-3: `bundles` of a placement group did not fit here: if what the
+    /// leases hold would make them fit, every lease is revoked, so that
+    /// the head's next try finds it.
+    pub fn bundle_refused(&mut self, bundles: &[(u32, ResourceSet)]) -> Vec<Action> {
         let mut out = Vec::new();
-        self.revoke_all_leases(&mut out);
+        let mut want = ResourceSet::new();
+        for (_, b) in bundles {
+            want.add(b);
+        }
+        let mut could = self.local.available().clone();
+        for lease in self.leases.live.keys() {
+            if let Some(r) = self.running.get(lease) {
+                could.add(&r.held);
+            }
+        }
+        if want.fits_in(&could) {
+            self.revoke_all_leases(&mut out);
+        }
         out
     }
 

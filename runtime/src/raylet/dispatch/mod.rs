@@ -16,9 +16,12 @@
 //! - **D-6** work spilled here stays where it lands when it arrives (the
 //!   sender's view chose this node), but when a fresh view of the cluster
 //!   shows another node with room for it now while it still waits here, it
-//!   moves there: a spill chosen on a stale view (the chosen node had
-//!   filled meanwhile) does not wait behind work that may never end. It
-//!   moves at most once per fresh view.
+//!   goes back to the sender, which places it again: a spill chosen on a
+//!   stale view (the chosen node had filled meanwhile) does not wait
+//!   behind work that may never end. Handed back at most once per fresh
+//!   view, and only one hop (no chain of forwards whose middle node's death
+//!   would run it twice); an actor's restart the head placed is never
+//!   handed back.
 
 use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::head::ActorState;

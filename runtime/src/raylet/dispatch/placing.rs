@@ -181,7 +181,7 @@ impl Dispatcher {
                     self.dispatch(q, out);
                     continue;
                 }
-                let target = if q.spec.spilled && !respill {
+                let target = if q.spec.spilled && !(respill && may_go_back(&q.spec)) {
                     None
                 } else {
                     let q = q.clone();
@@ -190,7 +190,11 @@ impl Dispatcher {
                 match target {
                     Some(node) => {
                         let q = self.queue.pop_front(i).expect("front exists");
-                        self.forward_to(node, q, out);
+                        if q.spec.spilled {
+                            self.hand_back(q, out);
+                        } else {
+                            self.forward_to(node, q, out);
+                        }
                     }
                     None => break,
                 }
@@ -198,6 +202,25 @@ impl Dispatcher {
         }
         self.queue.compact();
         self.revoke_leases(out);
+    }
+
+    /// D-6: work spilled here on a stale view goes back to its sender.
+    fn hand_back(&mut self, q: Queued, out: &mut Vec<Action>) {
+        if let TaskKind::CreateActor(c) = &q.spec.kind {
+            self.calls_follow_actor(c.actor_id, out);
+        }
+        out.push(reply_failed(
+            q.owner,
+            &q.spec,
+            Failure::Moved { node: self.me },
+        ));
+    }
+
+    /// D-6: a peer handed back a task this node spilled to it; it is placed
+    /// again with this node's view, as new (no attempt is spent).
+    pub fn handed_back(&mut self, owner: Owner, mut task: TaskSpec) -> Vec<Action> {
+        task.spilled = false;
+        self.submit(task, owner)
     }
 
     pub(super) fn spill_target(&mut self, q: &Queued) -> Option<NodeId> {
@@ -244,4 +267,10 @@ impl Dispatcher {
             outcome: Outcome::Failed(Failure::NodeDied { node, detail }),
         }]
     }
+}
+
+/// D-6: whether spilled work may go back to its sender: not an actor's
+/// restart, which the head placed and waits for.
+fn may_go_back(spec: &TaskSpec) -> bool {
+    !matches!(&spec.kind, TaskKind::CreateActor(c) if c.restarts > 0)
 }

@@ -181,14 +181,22 @@ fn l3_a_bundle_that_does_not_fit_revokes_the_leases() {
     let pg = crate::ids::PlacementGroupId::random();
     let cpu = ResourceSet::new().with(CPU, Quantity::whole(1));
     assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
+    let two = ResourceSet::new().with(CPU, Quantity::whole(2));
+    assert!(
+        d.bundle_refused(&[(0, two)]).is_empty(),
+        "a bundle the leases could not make fit revokes nothing"
+    );
     assert_eq!(
-        d.bundle_refused(),
+        d.bundle_refused(&[(0, cpu.clone())]),
         vec![Action::RevokeLease {
             owner: Owner::Local(1),
             lease
         }]
     );
-    assert!(d.bundle_refused().is_empty(), "revoked once");
+    assert!(
+        d.bundle_refused(&[(0, cpu.clone())]).is_empty(),
+        "revoked once"
+    );
     d.return_lease(lease);
     assert!(
         d.prepare_bundles(pg, vec![(0, cpu)], true).is_ok(),

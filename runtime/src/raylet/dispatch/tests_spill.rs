@@ -31,36 +31,59 @@ fn forwards(a: &[Action]) -> Vec<(NodeId, crate::ids::TaskId)> {
         .collect()
 }
 
+/// The tasks handed back to their senders (D-6), by owner.
+fn handed_back(a: &[Action]) -> Vec<(Owner, crate::ids::TaskId)> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Reply {
+                owner,
+                task_id,
+                outcome: Outcome::Failed(Failure::Moved { .. }),
+            } => Some((*owner, *task_id)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn d_6_spilled_work_moves_on_when_a_fresh_view_shows_room() {
+fn d_6_spilled_work_goes_back_when_a_fresh_view_shows_room() {
     // The head spilled two actors here on a view that showed this node
     // free twice over (the first one's reservation was lost to a refresh).
     let (me, head) = (NodeId::random(), NodeId::random());
     let mut d = Dispatcher::new(me, node(1));
     d.set_peers(vec![(head, full(1))]);
     let (a, c) = (spilled_actor(), spilled_actor());
-    assert!(forwards(&d.submit(a, Owner::Spilled(1))).is_empty());
+    assert!(handed_back(&d.submit(a, Owner::Spilled(1))).is_empty());
     let arrived = d.submit(c.clone(), Owner::Spilled(2));
     assert!(
-        forwards(&arrived).is_empty(),
+        forwards(&arrived).is_empty() && handed_back(&arrived).is_empty(),
         "spilled work stays where it lands when it arrives"
     );
     // A fresh view still shows no room elsewhere: it waits here.
-    assert!(forwards(&d.set_peers_and_pump(vec![(head, full(1))])).is_empty());
-    // The head's CPU is freed (an actor there was killed): it moves on.
-    let moved = forwards(&d.set_peers_and_pump(vec![(head, node(1))]));
-    assert_eq!(
-        moved,
-        vec![(head, c.task_id)],
-        "it moves to the node with room"
-    );
+    assert!(handed_back(&d.set_peers_and_pump(vec![(head, full(1))])).is_empty());
+    // The head's CPU is freed (an actor there was killed): it goes back to
+    // its sender, one hop, never on to a third node from here.
+    let moved = d.set_peers_and_pump(vec![(head, node(1))]);
+    assert_eq!(handed_back(&moved), vec![(Owner::Spilled(2), c.task_id)]);
+    assert!(forwards(&moved).is_empty());
     assert_eq!(d.stats().queued, 0);
-    // Moved once: the next view does not see it here any more.
-    assert!(forwards(&d.set_peers_and_pump(vec![(head, node(1))])).is_empty());
+    // Once: the next view does not see it here any more.
+    assert!(handed_back(&d.set_peers_and_pump(vec![(head, node(1))])).is_empty());
+
+    // The sender places it again with its own view: here, where b's CPU
+    // is free now.
+    let mut sender = Dispatcher::new(head, node(1));
+    sender.set_peers(vec![(me, full(1))]);
+    let placed = sender.handed_back(Owner::Local(7), c);
+    assert!(forwards(&placed).is_empty(), "{placed:?}");
+    assert!(
+        placed.iter().any(|x| matches!(x, Action::Start { .. })),
+        "{placed:?}"
+    );
 }
 
 #[test]
-fn d_6_pinned_spilled_work_never_moves() {
+fn d_6_pinned_work_and_actor_restarts_never_go_back() {
     let (me, other) = (NodeId::random(), NodeId::random());
     let mut d = Dispatcher::new(me, node(1));
     d.set_peers(vec![(other, full(1))]);
@@ -75,8 +98,14 @@ fn d_6_pinned_spilled_work_never_moves() {
         soft: false,
     };
     d.submit(pinned, Owner::Spilled(2));
+    let mut restart = spilled_actor();
+    if let crate::proto::task::TaskKind::CreateActor(c) = &mut restart.kind {
+        c.restarts = 1;
+    }
+    d.submit(restart, Owner::Spilled(3));
+    let a = d.set_peers_and_pump(vec![(other, node(8))]);
     assert!(
-        forwards(&d.set_peers_and_pump(vec![(other, node(8))])).is_empty(),
-        "work pinned to this node waits here"
+        handed_back(&a).is_empty() && forwards(&a).is_empty(),
+        "work pinned to this node and a restart the head placed wait here: {a:?}"
     );
 }

@@ -25,6 +25,7 @@ pub mod direct;
 pub mod failure;
 pub mod head;
 pub mod models;
+pub mod outcome;
 pub mod placement;
 pub mod queue;
 pub mod raylet;

@@ -43,6 +43,7 @@ pub mod store_door;
 pub mod store_server;
 pub mod task_history;
 pub mod transfer;
+mod worker_life;
 pub mod worker_logs;
 pub mod workers;
 

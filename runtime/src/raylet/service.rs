@@ -16,7 +16,7 @@ use crate::proto::codec;
 use crate::proto::common::{ClusterStatus, Demand, NodeState, Resources};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
 use crate::proto::task::PeerSubmit;
-use crate::proto::task::{JobSpec, LocalEvent, Outcome};
+use crate::proto::task::{Failure, JobSpec, LocalEvent, Outcome};
 use crate::transport::rpc::call;
 use dashmap::DashMap;
 use prism_scheduler::NodeResources;
@@ -361,11 +361,18 @@ impl TaskService {
                     task_id,
                     outcome,
                 } => {
-                    let error = match &outcome {
-                        Outcome::Failed(f) => Some(f.summary()),
-                        _ => None,
-                    };
-                    self.lock_history().finished(task_id, error, now_us());
+                    match &outcome {
+                        // Handed back to its sender, which places it
+                        // again (DR-1, D-6): it left, as if forwarded.
+                        Outcome::Failed(Failure::Moved { .. } | Failure::Draining { .. }) => {
+                            self.lock_history().forwarded(task_id)
+                        }
+                        Outcome::Failed(f) => {
+                            self.lock_history()
+                                .finished(task_id, Some(f.summary()), now_us())
+                        }
+                        _ => self.lock_history().finished(task_id, None, now_us()),
+                    }
                     self.reply(owner, task_id, outcome)
                 }
                 Action::ActorState {

@@ -430,12 +430,12 @@ impl TaskService {
             }
             .await;
             match result {
-                Ok(crate::proto::task::Outcome::Failed(
-                    crate::proto::task::Failure::Draining { .. },
-                )) => me.act(|d| d.redirect(node, owner, task)),
-                Ok(crate::proto::task::Outcome::Failed(crate::proto::task::Failure::Moved {
-                    ..
-                })) => me.act(|d| d.handed_back(owner, task)),
+                Ok(Outcome::Failed(Failure::Draining { .. })) => {
+                    me.act(|d| d.redirect(node, owner, task))
+                }
+                Ok(Outcome::Failed(Failure::Moved { .. })) => {
+                    me.act(|d| d.handed_back(owner, task))
+                }
                 Ok(outcome) => me.apply(vec![Action::Reply {
                     owner,
                     task_id: task.task_id,

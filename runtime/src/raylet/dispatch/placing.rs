@@ -241,10 +241,9 @@ impl Dispatcher {
     /// A forwarded task came back from a node being drained (DR-1): that
     /// node takes no new work; place the task again, as new (no attempt is
     /// spent).
-    pub fn redirect(&mut self, node: NodeId, owner: Owner, mut task: TaskSpec) -> Vec<Action> {
+    pub fn redirect(&mut self, node: NodeId, owner: Owner, task: TaskSpec) -> Vec<Action> {
         self.view.set_alive(node, false);
-        task.spilled = false;
-        self.submit(task, owner)
+        self.handed_back(owner, task)
     }
 
     /// A forwarded task's peer failed: retry (anywhere) or fail with the cause.

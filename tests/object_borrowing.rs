@@ -7,127 +7,17 @@
 //! thousands of refs through tasks ends owning nothing, with every store
 //! back where it started; what the driver still owns when it exits goes
 //! too, as do what a killed borrower held and what a driver killed with
-//! SIGKILL put. Counts come from `prism list objects --json`.
+//! SIGKILL put, and the refs inside a task's result once the result's
+//! owner is killed or its node declared dead. Counts come from
+//! `prism list objects --json`.
 
-use prism::ObjectRef;
 use prism_test_support::*;
 use serde_json::Value;
 use std::time::Duration;
 
-const MB: usize = 1 << 20;
-
-/// Reads every blob (pulling copies to this node) and sums their sizes.
-#[prism::remote]
-fn total(blobs: Vec<ObjectRef<Vec<u8>>>) -> u64 {
-    blobs.iter().map(|b| b.get().unwrap().len() as u64).sum()
-}
-
-/// A stored result (larger than the inline limit) on the node that runs it.
-#[prism::remote]
-fn make(seed: u8) -> Vec<u8> {
-    vec![seed; 2 * MB]
-}
-
-/// Puts `n` blobs on the node that runs it; its result holds refs to them.
-#[prism::remote]
-fn put_blobs(seed: u8, n: u8) -> Vec<ObjectRef<Vec<u8>>> {
-    (0..n)
-        .map(|i| prism::put(&vec![seed.wrapping_add(i); 2 * MB]).unwrap())
-        .collect()
-}
-
-fn ids_of<T>(refs: &[ObjectRef<T>]) -> Vec<String> {
-    refs.iter().map(|r| r.id().to_string()).collect()
-}
-
-#[prism::actor]
-struct Keeper {
-    kept: Vec<ObjectRef<Vec<u8>>>,
-}
-
-#[prism::actor]
-impl Keeper {
-    fn new() -> Self {
-        Keeper { kept: Vec::new() }
-    }
-    fn keep(&mut self, blobs: Vec<ObjectRef<Vec<u8>>>) -> usize {
-        self.kept.extend(blobs);
-        self.kept.len()
-    }
-    fn read(&self) -> u64 {
-        self.kept
-            .iter()
-            .map(|b| b.get().unwrap().len() as u64)
-            .sum()
-    }
-    /// What reading the kept objects gives, as text.
-    fn try_read(&self) -> String {
-        match self
-            .kept
-            .iter()
-            .map(|b| b.get())
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(v) => format!("read {}", v.len()),
-            Err(e) => e.to_string(),
-        }
-    }
-    /// Keeps the refs inside the `put` values it is handed refs to.
-    fn keep_inside(&mut self, outers: Vec<ObjectRef<Vec<ObjectRef<Vec<u8>>>>>) -> usize {
-        for outer in outers {
-            self.kept.extend(outer.get().unwrap());
-        }
-        self.kept.len()
-    }
-    /// Refs to what it keeps, in its result.
-    fn lend_back(&self) -> Vec<ObjectRef<Vec<u8>>> {
-        self.kept.clone()
-    }
-    fn forget(&mut self) -> usize {
-        let n = self.kept.len();
-        self.kept.clear();
-        n
-    }
-}
-
-/// Every object row of every store in the cluster.
-fn objects() -> Vec<Value> {
-    let temp = std::env::var("PRISM_TEST_TEMP").unwrap();
-    let out = std::process::Command::new(prism_bin())
-        .args(["list", "objects", "--json", "--temp-dir", &temp])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
-/// Copies of `ids` held anywhere.
-fn copies(ids: &[String]) -> usize {
-    objects()
-        .iter()
-        .filter(|o| ids.iter().any(|id| o["object_id"] == id.as_str()))
-        .count()
-}
-
-fn blob(seed: u8) -> ObjectRef<Vec<u8>> {
-    prism::put(&vec![seed; 2 * MB]).unwrap()
-}
-
-/// Puts a blob, has `keeper` keep a ref to it and drops the driver's: the
-/// keeper's borrow alone holds it now. Returns its id.
-fn lend(keeper: &prism::ActorHandle<Keeper>, seed: u8) -> Vec<String> {
-    let b = blob(seed);
-    let ids = vec![b.id().to_string()];
-    check(
-        keeper.keep(vec![b.clone()]).unwrap().get().unwrap() == 1,
-        "kept",
-    );
-    drop(b);
-    check(
-        copies(&ids) >= 1,
-        "the driver's refs are gone, the actor's borrow keeps the object",
-    );
-    ids
-}
+#[path = "common/borrowing.rs"]
+mod borrowing;
+use borrowing::*;
 
 fn role_borrow() {
     let _c = prism::init().unwrap();
@@ -317,6 +207,37 @@ fn role_borrow() {
         "freed on every node once the borrowing actor is killed",
     );
 
+    // An owner killed while a worker holds the refs inside its task's
+    // result: the raylets release the result in its name (HL-1). The
+    // owner (an actor here on a) and the holder (a worker on b) on
+    // different nodes, then both on b.
+    let killed_owner = |owner: prism::ActorHandle<Caller>, seed: u8, on: &str, what: &str| {
+        let quick = Duration::from_secs(20);
+        let inside = owner.fetch(seed, on.to_string()).unwrap().get().unwrap();
+        check(
+            wait_until(quick, || copies(&inside) == 2),
+            "the blobs are on b",
+        );
+        prism::kill(&owner, true).unwrap();
+        check(wait_until(quick, || copies(&inside) == 0), what);
+    };
+    let here = prism::node_id().unwrap();
+    killed_owner(
+        Caller::options()
+            .node_affinity(here, false)
+            .spawn()
+            .unwrap(),
+        12,
+        "x",
+        "refs inside a result are freed once its owner on another node is killed",
+    );
+    killed_owner(
+        Caller::options().resource("x", 1.0).spawn().unwrap(),
+        13,
+        "here",
+        "refs inside a result are freed once its owner on the same node is killed",
+    );
+
     // Churn: small refs through tasks on b, 100 in flight at a time.
     // The churned objects are small (the job binary's copies are not).
     let small = || {
@@ -370,14 +291,36 @@ fn role_borrow() {
 /// An actor on b keeps a blob put here; the test then kills b's raylet:
 /// once the head declares b dead, a's raylet releases what b's processes
 /// borrowed (BL-1), so the driver frees the blob.
+/// An actor on b also keeps a result of a task that ran here and returned
+/// refs: once b is declared dead, a's raylet releases the result in its
+/// name (HL-1), so the worker here frees the blobs inside.
 fn role_dead_node() {
     let _c = prism::init().unwrap();
+    let b: prism::NodeId = node_here::options()
+        .resource("x", 1.0)
+        .remote()
+        .unwrap()
+        .get()
+        .unwrap()
+        .parse()
+        .unwrap();
     let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
     let ids = lend(&keeper, 6);
+    let owner = Caller::options().node_affinity(b, false).spawn().unwrap();
+    let here = prism::node_id().unwrap().to_string();
+    let inside = owner.fetch(14, here).unwrap().get().unwrap();
+    check(
+        wait_until(Duration::from_secs(20), || copies(&inside) == 2),
+        "the blobs are here on a",
+    );
     println!("KEPT");
     check(
         wait_until(Duration::from_secs(60), || copies(&ids) == 0),
         "freed once the borrower's node is declared dead",
+    );
+    check(
+        wait_until(Duration::from_secs(30), || copies(&inside) == 0),
+        "refs inside a result are freed once its owner's node is declared dead",
     );
     println!("ALL OK");
 }

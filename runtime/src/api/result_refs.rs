@@ -17,8 +17,11 @@
 //!   address of the result's buffer, on that thread, when its outcome is
 //!   made: interleaved async actor calls on one thread keep theirs apart.
 //!
-//! An owner that dies without releasing leaves the refs held until their
-//! holder exits, as before this counting: kept, never freed early.
+//! An owner that goes without releasing (it exits, is killed, or its node
+//! is declared dead) has its results released in its name by the raylets
+//! (HL-1 in `raylet/held_ledger.rs`); one whose raylet cannot be reached
+//! when the hold is noted leaves the refs held until their holder exits:
+//! kept, never freed early.
 
 use super::core::Core;
 use super::object_ref::OwnerGuard;
@@ -72,6 +75,7 @@ impl Core {
     pub(crate) fn hold_result(
         &self,
         id: ObjectId,
+        owner: Option<ReplyTo>,
         guards: Vec<Arc<OwnerGuard>>,
         outcome: Outcome,
     ) -> Outcome {
@@ -79,6 +83,14 @@ impl Core {
         match self.direct.reply_to.filter(|_| ok && !guards.is_empty()) {
             Some(me) => {
                 self.held.insert(id, guards);
+                // Noted with the raylet before the outcome leaves, so that
+                // an owner that goes first releases it (HL-1).
+                if let Some(owner) = owner.filter(|o| *o != me) {
+                    let _ = self.send(&LocalRequest::HeldFor {
+                        owner,
+                        results: vec![id],
+                    });
+                }
                 outcome.held_by(me)
             }
             None => outcome,

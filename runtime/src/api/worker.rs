@@ -158,7 +158,7 @@ pub(crate) fn finish(
     if held.is_empty() {
         return outcome;
     }
-    core.hold_result(task.task_id.result(), held, outcome)
+    core.hold_result(task.task_id.result(), task.reply_to, held, outcome)
 }
 
 fn result_outcome(core: &Arc<Core>, task: &TaskSpec, result: Result<Encoded, String>) -> Outcome {

@@ -69,8 +69,23 @@ pub enum PeerRequest {
     /// holds for them may go (RR-1 in `api/result_refs.rs`; answered with
     /// `true` once handed on).
     ReleaseHeld {
+        /// The owners' node (its ledger of holds for them, HL-1).
+        from: crate::ids::NodeId,
         /// The connection.
         conn: u64,
+        /// The results.
+        results: Vec<prism_objectstore::ObjectId>,
+    },
+    /// For the owner on this node's local connection `owner_conn`: the
+    /// process at `holder` holds the refs inside these results of tasks it
+    /// ran for it, to be released in its name if it goes first (HL-1 in
+    /// `raylet/held_ledger.rs`). Answered with `false` if `owner_conn` is
+    /// gone already (the holder's raylet then releases them at once).
+    HeldFor {
+        /// The holder (on the sending node).
+        holder: crate::proto::task::ReplyTo,
+        /// The owner's connection here.
+        owner_conn: u64,
         /// The results.
         results: Vec<prism_objectstore::ObjectId>,
     },

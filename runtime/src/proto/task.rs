@@ -320,6 +320,16 @@ pub enum LocalRequest {
         /// The results.
         results: Vec<prism_objectstore::ObjectId>,
     },
+    /// This process holds the refs inside these results of tasks it ran
+    /// for `owner` (RR-1), until `owner` releases them; its raylet releases
+    /// them in the owner's name if the owner goes first (HL-1 in
+    /// `raylet/held_ledger.rs`). Unanswered.
+    HeldFor {
+        /// The results' owner.
+        owner: ReplyTo,
+        /// The results.
+        results: Vec<prism_objectstore::ObjectId>,
+    },
     /// A worker's task blocks in `get`: lend its CPUs to other tasks.
     Blocked,
     /// The worker's task runs again.

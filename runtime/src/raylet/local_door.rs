@@ -65,6 +65,7 @@ impl TaskService {
         }
         self.conns.remove(&conn);
         self.release_borrows_of(conn);
+        self.release_held_of(conn);
         writer.abort();
         let gone = match role {
             Role::Driver(job) => {
@@ -282,7 +283,15 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::ReleaseHeld { to, results }) => {
-                self.route_release_held(to, results);
+                if let Owner::Local(conn) = owner {
+                    self.owner_released_held(conn, to, results);
+                }
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::HeldFor { owner: to, results }) => {
+                if let Owner::Local(conn) = owner {
+                    self.note_held(conn, to, results);
+                }
                 None
             }
             (_, LocalRequest::Cancel { task_id, force }) => {

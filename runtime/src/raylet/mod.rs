@@ -29,6 +29,8 @@ mod bundle_ops;
 pub mod dispatch;
 mod drain_copies;
 pub mod head_link;
+pub mod held_ledger;
+mod held_results;
 pub mod local_door;
 mod object_refs;
 pub mod peer_door;

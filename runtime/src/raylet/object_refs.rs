@@ -209,15 +209,21 @@ impl TaskService {
             };
             let handed = me
                 .ask_peer(to.node, &req, "a borrowed ref's submitter")
-                .await;
+                .await
+                .unwrap_or(false);
             ack(&me, handed);
         });
     }
 
     /// Sends `req` to the raylet of `node`, which answers whether it
-    /// handed it on; `false` if it could not be asked within
+    /// handed it on; `None` if it could not be asked within
     /// [`BORROW_TIMEOUT`] (`what` it was for is logged).
-    async fn ask_peer(&self, node: NodeId, req: &PeerRequest, what: &str) -> bool {
+    pub(super) async fn ask_peer(
+        &self,
+        node: NodeId,
+        req: &PeerRequest,
+        what: &str,
+    ) -> Option<bool> {
         let sent = async {
             let addr = self
                 .peers
@@ -230,12 +236,12 @@ impl TaskService {
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(BORROW_TIMEOUT, sent).await {
-            Ok(Ok(handed)) => handed,
+            Ok(Ok(handed)) => Some(handed),
             Ok(Err(e)) => {
                 debug!(%node, "cannot reach {what}: {e}");
-                false
+                None
             }
-            Err(_) => false,
+            Err(_) => None,
         }
     }
 
@@ -327,35 +333,6 @@ impl TaskService {
             );
             self.deliver_borrows(to.conn, objects, true);
         }
-    }
-
-    /// Hands an owner's release of results to the process at `to` that
-    /// ran their tasks (RR-1). Unlike a borrow's end it is not matched
-    /// against the ledger: it releases no count, only what that process
-    /// holds for those results.
-    pub(super) fn route_release_held(self: &Arc<Self>, to: ReplyTo, results: Vec<ObjectId>) {
-        if to.node == self.node() {
-            self.deliver_release_held(to.conn, results);
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            let req = PeerRequest::ReleaseHeld {
-                conn: to.conn,
-                results,
-            };
-            me.ask_peer(to.node, &req, "the holder of a result's refs")
-                .await;
-        });
-    }
-
-    /// Hands the release of results to local connection `conn`.
-    pub(super) fn deliver_release_held(&self, conn: u64, results: Vec<ObjectId>) -> bool {
-        if !self.conns.contains_key(&conn) {
-            return false;
-        }
-        self.send(Owner::Local(conn), &LocalEvent::ReleaseHeld { results });
-        true
     }
 
     /// Hands a borrow to this node's connection `conn`; `false` if it is gone.

@@ -101,9 +101,21 @@ async fn serve_stream(
             let handed = tasks.deliver_lent(from, conn, objects, release);
             let _ = write_msg(&mut s, &handed).await;
         }
-        Ok(Some(PeerRequest::ReleaseHeld { conn, results })) => {
-            let handed = tasks.deliver_release_held(conn, results);
+        Ok(Some(PeerRequest::ReleaseHeld {
+            from,
+            conn,
+            results,
+        })) => {
+            let handed = tasks.deliver_peer_release_held(from, conn, results);
             let _ = write_msg(&mut s, &handed).await;
+        }
+        Ok(Some(PeerRequest::HeldFor {
+            holder,
+            owner_conn,
+            results,
+        })) => {
+            let noted = tasks.deliver_held_for(holder, owner_conn, results);
+            let _ = write_msg(&mut s, &noted).await;
         }
         Ok(Some(PeerRequest::Bundles(ops))) => {
             let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();

@@ -64,6 +64,9 @@ pub struct TaskService {
     /// What processes on other nodes borrow from local ones, released for
     /// them when their node is declared dead (BL-1).
     pub(super) lent: Mutex<super::borrow_ledger::BorrowLedger<NodeId>>,
+    /// Refs held inside results for their owners, released for owners
+    /// that go first (HL-1).
+    pub(super) holds: Mutex<super::held_results::Holds>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
     /// The other nodes (addresses, deaths, connections).
     pub(super) peers: Arc<Peers>,
@@ -112,6 +115,7 @@ impl TaskService {
             actor_links: DashMap::new(),
             borrows: Mutex::default(),
             lent: Mutex::default(),
+            holds: Mutex::default(),
             reports: std::sync::OnceLock::new(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
@@ -182,8 +186,15 @@ impl TaskService {
     /// Refreshes the view of the other nodes from the head's status.
     pub fn update_peers(self: &Arc<Self>, status: &ClusterStatus) {
         let peers = self.peers.update(status, self.node());
-        let dead = status.nodes.iter().filter(|n| n.state == NodeState::Dead);
-        self.release_borrows_from(dead.map(|n| n.node_id));
+        let dead = || {
+            status
+                .nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Dead)
+                .map(|n| n.node_id)
+        };
+        self.release_borrows_from(dead());
+        self.release_held_from(dead);
         for job in &status.ended_jobs {
             if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
                 info!(%job, "job ended; stopping its workers here");

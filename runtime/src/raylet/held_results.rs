@@ -1,0 +1,208 @@
+//! What the raylet does for refs held inside results (RR-1 in
+//! `api/result_refs.rs`): it hands an owner's release to the process that
+//! holds them, here or on its node ([`PeerRequest::ReleaseHeld`]), and it
+//! releases them in the owner's name when the owner goes first
+//! ([`super::held_ledger`]):
+//!
+//! - the holder notes each hold with its raylet (`LocalRequest::HeldFor`),
+//!   before its outcome leaves it;
+//! - the owner's raylet keeps the holds by owner connection (an owner on
+//!   another node has them noted there by [`PeerRequest::HeldFor`]): when
+//!   the connection closes, it releases them;
+//! - the holder's raylet keeps the holds of owners on other nodes by node:
+//!   when the head declares that node dead, it releases them.
+//!
+//! An owner already gone when its hold is noted has it released at once;
+//! one whose raylet cannot be reached keeps it (a leak until the holder
+//! exits, never an early free).
+
+use super::held_ledger::HeldLedger;
+use super::service::TaskService;
+use crate::ids::NodeId;
+use crate::proto::raylet::PeerRequest;
+use crate::proto::task::{LocalEvent, ReplyTo};
+use prism_objectstore::ObjectId;
+use std::sync::{Arc, MutexGuard};
+use tracing::debug;
+
+/// The holds a raylet keeps (see the module's docs).
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// For owners on this node, by their connection.
+    by_conn: HeldLedger<u64>,
+    /// Held by processes on this node for owners on others, by their node.
+    by_node: HeldLedger<NodeId>,
+}
+
+impl TaskService {
+    fn holds(&self) -> MutexGuard<'_, Holds> {
+        self.holds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Local process `conn` holds the refs inside `results` for `owner`.
+    pub(super) fn note_held(self: &Arc<Self>, conn: u64, owner: ReplyTo, results: Vec<ObjectId>) {
+        let holder = ReplyTo {
+            node: self.node(),
+            conn,
+        };
+        if owner.node == holder.node {
+            // Under the lock a closing owner takes only after it left
+            // `conns` (as for borrows): noted, or released now.
+            let mut holds = self.holds();
+            if self.conns.contains_key(&owner.conn) {
+                holds.by_conn.held(owner.conn, holder, &results);
+            } else {
+                drop(holds);
+                self.deliver_release_held(conn, results);
+            }
+            return;
+        }
+        self.holds().by_node.held(owner.node, holder, &results);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = PeerRequest::HeldFor {
+                holder,
+                owner_conn: owner.conn,
+                results: results.clone(),
+            };
+            let noted = me.ask_peer(owner.node, &req, "a held result's owner").await;
+            if noted == Some(false) {
+                debug!(
+                    ?owner,
+                    n = results.len(),
+                    "a result's owner is gone: releasing its refs"
+                );
+                me.holds().by_node.released(owner.node, holder, &results);
+                me.deliver_release_held(conn, results);
+            }
+        });
+    }
+
+    /// A peer's process `holder` holds the refs inside `results` for this
+    /// node's connection `owner_conn`: noted, `false` if it is gone.
+    pub(super) fn deliver_held_for(
+        &self,
+        holder: ReplyTo,
+        owner_conn: u64,
+        results: Vec<ObjectId>,
+    ) -> bool {
+        let mut holds = self.holds();
+        if !self.conns.contains_key(&owner_conn) {
+            return false;
+        }
+        holds.by_conn.held(owner_conn, holder, &results);
+        true
+    }
+
+    /// Local process `conn` released `results`, whose refs `to` holds.
+    pub(super) fn owner_released_held(
+        self: &Arc<Self>,
+        conn: u64,
+        to: ReplyTo,
+        results: Vec<ObjectId>,
+    ) {
+        self.holds().by_conn.released(conn, to, &results);
+        self.route_release_held(to, results);
+    }
+
+    /// Hands an owner's release of results to the process at `to` that
+    /// ran their tasks (RR-1). Unlike a borrow's end it is not matched
+    /// against a ledger: it releases no count, only what that process
+    /// holds for those results.
+    fn route_release_held(self: &Arc<Self>, to: ReplyTo, results: Vec<ObjectId>) {
+        if to.node == self.node() {
+            self.deliver_release_held(to.conn, results);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = PeerRequest::ReleaseHeld {
+                from: me.node(),
+                conn: to.conn,
+                results,
+            };
+            me.ask_peer(to.node, &req, "the holder of a result's refs")
+                .await;
+        });
+    }
+
+    /// Owners on node `from` released `results`, whose refs this node's
+    /// connection `conn` holds: handed on, `false` if it is gone.
+    pub(super) fn deliver_peer_release_held(
+        &self,
+        from: NodeId,
+        conn: u64,
+        results: Vec<ObjectId>,
+    ) -> bool {
+        let holder = ReplyTo {
+            node: self.node(),
+            conn,
+        };
+        self.holds().by_node.released(from, holder, &results);
+        self.deliver_release_held(conn, results)
+    }
+
+    /// Hands the release of results to local connection `conn`.
+    fn deliver_release_held(&self, conn: u64, results: Vec<ObjectId>) -> bool {
+        if !self.conns.contains_key(&conn) {
+            return false;
+        }
+        self.send(
+            super::dispatch::Owner::Local(conn),
+            &LocalEvent::ReleaseHeld { results },
+        );
+        true
+    }
+
+    /// Local connection `conn` closed: what others hold for it is released
+    /// in its name (HL-1), and nothing is kept for what it held.
+    pub(super) fn release_held_of(self: &Arc<Self>, conn: u64) {
+        let me = ReplyTo {
+            node: self.node(),
+            conn,
+        };
+        let owed = {
+            let mut holds = self.holds();
+            if holds.by_conn.is_empty() && holds.by_node.is_empty() {
+                return;
+            }
+            holds.by_conn.forget_holders(|h| *h == me);
+            holds.by_node.forget_holders(|h| *h == me);
+            holds.by_conn.closed(conn)
+        };
+        for (holder, results) in owed {
+            debug!(
+                conn,
+                n = results.len(),
+                ?holder,
+                "releasing a gone owner's held results"
+            );
+            self.route_release_held(holder, results);
+        }
+    }
+
+    /// Nodes declared dead: what local processes hold for owners there is
+    /// released in their name (HL-1), and nothing is kept for what their
+    /// processes held. One look per status, none when nothing is held.
+    pub(super) fn release_held_from<I: Iterator<Item = NodeId>>(&self, dead: impl Fn() -> I) {
+        let owed: Vec<_> = {
+            let mut holds = self.holds();
+            if holds.by_conn.is_empty() && holds.by_node.is_empty() {
+                return;
+            }
+            let dead: Vec<NodeId> = dead().collect();
+            holds.by_conn.forget_holders(|h| dead.contains(&h.node));
+            dead.iter()
+                .flat_map(|node| holds.by_node.closed(*node))
+                .collect()
+        };
+        for (holder, results) in owed {
+            debug!(
+                n = results.len(),
+                ?holder,
+                "releasing a dead node's held results"
+            );
+            self.deliver_release_held(holder.conn, results);
+        }
+    }
+}

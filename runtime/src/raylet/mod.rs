@@ -26,6 +26,7 @@ mod actor_route;
 pub mod borrow_ledger;
 pub mod bulk;
 mod bundle_ops;
+mod copy_report;
 pub mod dispatch;
 mod drain_copies;
 pub mod head_link;

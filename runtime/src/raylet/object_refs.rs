@@ -14,6 +14,7 @@
 //!   (exits, is killed) still borrowing has its borrows released in its
 //!   name ([`super::borrow_ledger`]).
 
+use super::copy_report::Send;
 use super::dispatch::Owner;
 use super::service::TaskService;
 use super::store_server::StoreServer;
@@ -39,42 +40,42 @@ impl Transfer {
     /// head, forever. A batch the head could not be reached for is kept
     /// and sent again, in order, with what came after it.
     pub async fn report_copies(self: Arc<Self>, server: Arc<StoreServer>) {
-        let mut changes: Vec<(ObjectId, Option<u64>)> = Vec::new();
-        let mut rules = Vec::new();
-        let mut refused = super::residency_claims::Refused::default();
+        let mut report = super::copy_report::CopyReport::default();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(SWEEP) => {}
             }
-            changes.extend(server.lock().take_changes().into_iter().map(|c| match c {
+            let sealed = server.lock().take_changes().into_iter().map(|c| match c {
                 CopyChange::Sealed { id, size } => (id, Some(size as u64)),
                 CopyChange::Removed { id } => (id, None),
-            }));
-            changes = coalesce(std::mem::take(&mut changes));
+            });
             // Every copy taken above had its rule claimed before it was
-            // sealed: the rules go first (RC-1).
-            if !self
-                .send_claims(&mut rules, &mut refused, &mut changes)
-                .await
-            {
-                continue;
+            // sealed: the claims are taken after it (RC-1).
+            let sealed: Vec<_> = sealed.collect();
+            let mut next = report.round(sealed, self.take_claims());
+            if let Send::Rules(rules) = next {
+                let verdict = self.send_rules(rules).await;
+                let judged = verdict.is_some();
+                next = report.rules_answered(verdict);
+                if !judged {
+                    continue;
+                }
             }
             let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));
             let node_id = self.node_id();
-            if !changes.is_empty() {
-                let req = HeadRequest::UpdateObjectLocations {
-                    node_id,
-                    changes: changes.clone(),
-                };
+            if let Send::Copies(changes) = next {
+                let n = changes.len();
+                let req = HeadRequest::UpdateObjectLocations { node_id, changes };
                 match self.link.request(&req).await {
                     Ok(HeadResponse::Error { message, .. }) => {
                         warn!("the head refused object locations: {message}");
-                        changes.clear();
+                        report.copies_answered(true);
                     }
-                    Ok(_) => changes.clear(),
+                    Ok(_) => report.copies_answered(true),
                     Err(e) => {
-                        warn!(n = changes.len(), "cannot report object locations yet: {e}");
+                        warn!(n, "cannot report object locations yet: {e}");
+                        report.copies_answered(false);
                         self.requeue_frees(frees);
                         continue;
                     }
@@ -110,30 +111,6 @@ impl Transfer {
             .extend_from_slice(objects);
         self.wake.notify_one();
     }
-}
-
-/// One change per object, its last; none for an object sealed and removed
-/// within the batch (the head never knew it: a short-lived `put`).
-fn coalesce(changes: Vec<(ObjectId, Option<u64>)>) -> Vec<(ObjectId, Option<u64>)> {
-    if changes.len() < 2 {
-        return changes;
-    }
-    // Object → (sealed first in this batch, its last change), in order.
-    let mut seen: std::collections::HashMap<ObjectId, usize> = Default::default();
-    let mut out: Vec<(ObjectId, bool, Option<u64>)> = Vec::with_capacity(changes.len());
-    for (id, change) in changes {
-        match seen.get(&id) {
-            Some(&i) => out[i].2 = change,
-            None => {
-                seen.insert(id, out.len());
-                out.push((id, change.is_some(), change));
-            }
-        }
-    }
-    out.into_iter()
-        .filter(|(_, sealed_first, last)| !(*sealed_first && last.is_none()))
-        .map(|(id, _, last)| (id, last))
-        .collect()
 }
 
 impl TaskService {
@@ -345,31 +322,5 @@ impl TaskService {
             &LocalEvent::Borrows { objects, release },
         );
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::coalesce;
-    use prism_objectstore::ObjectId;
-
-    #[test]
-    fn a_batch_says_each_objects_last_change_and_nothing_of_short_lives() {
-        let (a, b, c, d) = (
-            ObjectId::random(),
-            ObjectId::random(),
-            ObjectId::random(),
-            ObjectId::random(),
-        );
-        let batch = vec![
-            (a, Some(8)), // sealed, then removed: never told
-            (b, None),    // removed (sealed in an earlier batch)
-            (c, Some(4)),
-            (a, None),
-            (d, None), // removed, then sealed again: sealed
-            (d, Some(2)),
-        ];
-        assert_eq!(coalesce(batch), vec![(b, None), (c, Some(4)), (d, Some(2))]);
-        assert_eq!(coalesce(vec![(a, None)]), vec![(a, None)]);
     }
 }

@@ -4,13 +4,14 @@
 //! A process about to store an object under a rule asks its raylet, which
 //! knows its own node's labels: a node outside the rule is refused at
 //! once, and otherwise the claim is queued and granted. The loop that
-//! reports this store's copies to the head (`object_refs.rs`) sends the
-//! queued rules first, in one durable request, and only then the copies
-//! sealed meanwhile — so the head never names a location of an object
-//! whose rule it does not hold (RC-1), and a copy whose rule it refused is
-//! never reported at all, whenever it is sealed (RC-2): no other node can
-//! learn where it is. Any answer but the head's verdict on the batch keeps
-//! both the rules and the copies back, to be sent again. One local round
+//! reports this store's copies to the head (`object_refs.rs`, in the order
+//! `copy_report.rs` gives) sends the queued rules first, in one durable
+//! request, and only then the copies sealed meanwhile — so the head never
+//! names a location of an object whose rule it does not hold (RC-1), and a
+//! copy whose rule it refused is never reported at all, whenever it is
+//! sealed (RC-2): no other node can learn where it is. Any answer but the
+//! head's verdict on the batch keeps both the rules and the copies back,
+//! to be sent again. One local round
 //! trip per claim instead of one to the head; the price is that a claim
 //! the head refuses (only a rule that conflicts with one the object
 //! already has, since the raylet checks the labels) was granted already:
@@ -34,7 +35,7 @@ pub(super) struct Refused {
 }
 
 impl Refused {
-    fn add(&mut self, id: ObjectId) {
+    pub(super) fn add(&mut self, id: ObjectId) {
         if self.set.insert(id) {
             self.order.push_back(id);
         }
@@ -61,58 +62,47 @@ impl Transfer {
         Ok(())
     }
 
-    /// Sends the claims queued since the last call (with `pending`, those
-    /// not sent yet) to the head before `changes` may go (RC-1), and
-    /// takes the copies of every object ever refused out of `changes`
-    /// (RC-2). `false` when the head did not give its verdict: everything
-    /// stays for later.
-    pub(super) async fn send_claims(
+    /// The claims queued since the last call.
+    pub(super) fn take_claims(&self) -> Vec<(ObjectId, Residency)> {
+        std::mem::take(&mut *self.rules.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends `rules` to the head in one durable request: the objects it
+    /// refused, or `None` when it gave no verdict (RC-1 in
+    /// `copy_report.rs`).
+    pub(super) async fn send_rules(
         &self,
-        pending: &mut Vec<(ObjectId, Residency)>,
-        refused: &mut Refused,
-        changes: &mut Vec<Change>,
-    ) -> bool {
-        pending.append(&mut self.rules.lock().unwrap_or_else(|p| p.into_inner()));
-        if pending.is_empty() {
-            drop_refused(changes, refused);
-            return true;
-        }
-        // The batch moves into the request and back if it has to wait.
+        rules: Vec<(ObjectId, Residency)>,
+    ) -> Option<Vec<ObjectId>> {
+        let n = rules.len();
         let req = HeadRequest::SetResidency {
             node_id: self.node_id(),
-            rules: std::mem::take(pending),
+            rules,
         };
-        let answer = self.link.request(&req).await;
-        let HeadRequest::SetResidency { rules, .. } = req else {
-            unreachable!("built above")
-        };
-        let no = match answer {
-            Ok(HeadResponse::ResidencySet { refused }) => refused,
+        match self.link.request(&req).await {
+            Ok(HeadResponse::ResidencySet { refused }) => Some(
+                refused
+                    .into_iter()
+                    .map(|(id, why)| {
+                        warn!(object = %id, "the head refused a residency rule; its copy here stays unreported: {why}");
+                        id
+                    })
+                    .collect(),
+            ),
             Ok(other) => {
-                warn!(
-                    n = rules.len(),
-                    "no verdict on residency rules yet: {other:?}"
-                );
-                *pending = rules;
-                return false;
+                warn!(n, "no verdict on residency rules yet: {other:?}");
+                None
             }
             Err(e) => {
-                warn!(n = rules.len(), "cannot send residency rules yet: {e}");
-                *pending = rules;
-                return false;
+                warn!(n, "cannot send residency rules yet: {e}");
+                None
             }
-        };
-        for (id, why) in no {
-            warn!(object = %id, "the head refused a residency rule; its copy here stays unreported: {why}");
-            refused.add(id);
         }
-        drop_refused(changes, refused);
-        true
     }
 }
 
 /// RC-2: no sealed copy of a refused object goes to the head.
-fn drop_refused(changes: &mut Vec<Change>, refused: &Refused) {
+pub(super) fn drop_refused(changes: &mut Vec<Change>, refused: &Refused) {
     if !refused.set.is_empty() {
         changes.retain(|(id, size)| size.is_none() || !refused.set.contains(id));
     }

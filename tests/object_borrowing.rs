@@ -207,13 +207,14 @@ fn role_borrow() {
         "freed on every node once the borrowing actor is killed",
     );
 
-    // An owner killed while a worker holds the refs inside its task's
-    // result: the raylets release the result in its name (HL-1). The
-    // owner (an actor here on a) and the holder (a worker on b) on
-    // different nodes, then both on b.
-    let killed_owner = |owner: prism::ActorHandle<Caller>, seed: u8, on: &str, what: &str| {
+    // An owner killed while an actor's worker holds the refs inside a
+    // result of its: the raylets release the result in its name (HL-1).
+    // The owner (an actor) here on a, then on b with the holder.
+    let b = node_of_b();
+    let maker = Maker::options().resource("x", 1.0).spawn().unwrap();
+    let killed_owner = |owner: prism::ActorHandle<Caller>, seed: u8, what: &str| {
         let quick = Duration::from_secs(20);
-        let inside = owner.fetch(seed, on.to_string()).unwrap().get().unwrap();
+        let inside = owner.fetch(maker.clone(), seed).unwrap().get().unwrap();
         check(
             wait_until(quick, || copies(&inside) == 2),
             "the blobs are on b",
@@ -228,15 +229,18 @@ fn role_borrow() {
             .spawn()
             .unwrap(),
         12,
-        "x",
         "refs inside a result are freed once its owner on another node is killed",
     );
     killed_owner(
-        Caller::options().resource("x", 1.0).spawn().unwrap(),
+        Caller::options().node_affinity(b, false).spawn().unwrap(),
         13,
-        "here",
         "refs inside a result are freed once its owner on the same node is killed",
     );
+    check(
+        maker.made().unwrap().get().unwrap() == 2,
+        "the holder lives on: the raylets freed the blobs, not its exit",
+    );
+    prism::kill(&maker, true).unwrap();
 
     // Churn: small refs through tasks on b, 100 in flight at a time.
     // The churned objects are small (the job binary's copies are not).
@@ -296,19 +300,13 @@ fn role_borrow() {
 /// name (HL-1), so the worker here frees the blobs inside.
 fn role_dead_node() {
     let _c = prism::init().unwrap();
-    let b: prism::NodeId = node_here::options()
-        .resource("x", 1.0)
-        .remote()
-        .unwrap()
-        .get()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let b = node_of_b();
     let keeper = Keeper::options().resource("x", 1.0).spawn().unwrap();
     let ids = lend(&keeper, 6);
+    let here = prism::node_id().unwrap();
+    let maker = Maker::options().node_affinity(here, false).spawn().unwrap();
     let owner = Caller::options().node_affinity(b, false).spawn().unwrap();
-    let here = prism::node_id().unwrap().to_string();
-    let inside = owner.fetch(14, here).unwrap().get().unwrap();
+    let inside = owner.fetch(maker.clone(), 14).unwrap().get().unwrap();
     check(
         wait_until(Duration::from_secs(20), || copies(&inside) == 2),
         "the blobs are here on a",
@@ -321,6 +319,10 @@ fn role_dead_node() {
     check(
         wait_until(Duration::from_secs(30), || copies(&inside) == 0),
         "refs inside a result are freed once its owner's node is declared dead",
+    );
+    check(
+        maker.made().unwrap().get().unwrap() == 1,
+        "the holder lives on: the raylet freed the blobs, not its exit",
     );
     println!("ALL OK");
 }

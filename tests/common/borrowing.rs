@@ -33,8 +33,45 @@ pub fn node_here() -> String {
     prism::node_id().unwrap().to_string()
 }
 
-/// Keeps results of tasks that return refs (it owns the results; the
-/// workers that ran the tasks hold the refs inside).
+/// Raylet b's node id (a task needing x runs there).
+pub fn node_of_b() -> prism::NodeId {
+    node_here::options()
+        .resource("x", 1.0)
+        .remote()
+        .unwrap()
+        .get()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Puts blobs and returns refs to them, keeping none: while a result of
+/// its lives, its worker holds the refs inside (RR-1). An actor, so that
+/// its worker lives as long as the test wants (a pooled worker may be
+/// trimmed, which would free the blobs too).
+#[prism::actor]
+pub struct Maker {
+    made: u64,
+}
+
+#[prism::actor]
+impl Maker {
+    pub fn new() -> Self {
+        Maker { made: 0 }
+    }
+    fn make(&mut self, seed: u8) -> Vec<ObjectRef<Vec<u8>>> {
+        self.made += 1;
+        (0..2)
+            .map(|i| prism::put(&vec![seed.wrapping_add(i); 2 * MB]).unwrap())
+            .collect()
+    }
+    fn made(&self) -> u64 {
+        self.made
+    }
+}
+
+/// Keeps results of calls that return refs (it owns the results; the
+/// maker's worker holds the refs inside).
 #[prism::actor]
 pub struct Caller {
     kept: Vec<ObjectRef<Vec<ObjectRef<Vec<u8>>>>>,
@@ -45,16 +82,10 @@ impl Caller {
     pub fn new() -> Self {
         Caller { kept: Vec::new() }
     }
-    /// Runs `put_blobs` (on a node with x for `on == "x"`, else on the
-    /// node named, or this one for "here") and keeps its result; returns
-    /// the ids of the blobs inside.
-    fn fetch(&mut self, seed: u8, on: String) -> Vec<String> {
-        let options = match on.as_str() {
-            "x" => put_blobs::options().resource("x", 1.0),
-            "here" => put_blobs::options().node_affinity(prism::node_id().unwrap(), false),
-            node => put_blobs::options().node_affinity(node.parse().unwrap(), false),
-        };
-        let made = options.remote(seed, 2).unwrap();
+    /// Has `maker` make blobs and keeps the result; returns the ids of the
+    /// blobs inside.
+    fn fetch(&mut self, maker: prism::ActorHandle<Maker>, seed: u8) -> Vec<String> {
+        let made = maker.make(seed).unwrap();
         let ids = ids_of(&made.get().unwrap());
         self.kept.push(made);
         ids
@@ -115,19 +146,31 @@ impl Keeper {
     }
 }
 
-/// Every object row of every store in the cluster.
+/// Every object row of every store in the cluster (none if it cannot be
+/// listed).
 pub fn objects() -> Vec<Value> {
+    listed().unwrap_or_default()
+}
+
+fn listed() -> Option<Vec<Value>> {
     let temp = std::env::var("PRISM_TEST_TEMP").unwrap();
     let out = std::process::Command::new(prism_bin())
         .args(["list", "objects", "--json", "--temp-dir", &temp])
         .output()
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Copies of `ids` held anywhere.
+/// Copies of `ids` held anywhere; `usize::MAX` when they cannot be listed
+/// (so that a wait for none goes on).
 pub fn copies(ids: &[String]) -> usize {
-    objects()
+    let Some(objects) = listed() else {
+        return usize::MAX;
+    };
+    objects
         .iter()
         .filter(|o| ids.iter().any(|id| o["object_id"] == id.as_str()))
         .count()

@@ -157,8 +157,8 @@ mod every_request {
     use super::super::state::StateQuery;
     use super::super::store::StoreRequest;
     use super::super::task::{
-        ActorCall, ArgSpec, JobSpec, LocalRequest, Outcome, PeerSubmit, TaskKind, TaskSpec,
-        WireStrategy,
+        ActorCall, ArgSpec, JobSpec, LocalRequest, Outcome, PeerSubmit, ReplyTo, TaskKind,
+        TaskSpec, WireStrategy,
     };
     use crate::ids::{ActorId, HandleId, JobId, NodeId, PlacementGroupId, TaskId};
     use prism_objectstore::ObjectId;
@@ -255,6 +255,15 @@ mod every_request {
                 }
             }),
             Just(LocalRequest::Blocked),
+            (any::<[u8; 16]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(|(n, conn, o)| {
+                LocalRequest::HeldFor {
+                    owner: ReplyTo {
+                        node: NodeId(n),
+                        conn,
+                    },
+                    results: vec![ObjectId(o)],
+                }
+            }),
         ]
     }
 
@@ -290,6 +299,23 @@ mod every_request {
                 ])
             }),
             Just(PeerRequest::State(StateQuery::Tasks)),
+            (any::<[u8; 16]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(|(n, conn, o)| {
+                PeerRequest::HeldFor {
+                    holder: ReplyTo {
+                        node: NodeId(n),
+                        conn,
+                    },
+                    owner_conn: conn ^ 1,
+                    results: vec![ObjectId(o)],
+                }
+            }),
+            (any::<[u8; 16]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(|(n, conn, o)| {
+                PeerRequest::ReleaseHeld {
+                    from: NodeId(n),
+                    conn,
+                    results: vec![ObjectId(o)],
+                }
+            }),
         ]
     }
 

@@ -55,6 +55,21 @@ impl<K: std::hash::Hash + Eq + Copy> HeldLedger<K> {
         self.meet(owner, holder, results, Mark::ReleasedFirst);
     }
 
+    /// `holder` no longer holds `results` for `owner` (it was told to let
+    /// them go): a hold is forgotten; nothing waits for a later one.
+    pub fn unhold(&mut self, owner: K, holder: ReplyTo, results: &[ObjectId]) {
+        if let Some(marks) = self.by_owner.get_mut(&owner) {
+            for id in results {
+                if marks.get(&(holder, *id)) == Some(&Mark::Held) {
+                    marks.remove(&(holder, *id));
+                }
+            }
+            if marks.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
     /// One of a result's two messages came: it ends the other if that came
     /// first, and waits for it otherwise (a second hold is the same hold).
     fn meet(&mut self, owner: K, holder: ReplyTo, results: &[ObjectId], came: Mark) {
@@ -155,6 +170,17 @@ mod tests {
         l.held(1, at(10), &[x]);
         l.held(1, at(10), &[x]);
         l.released(1, at(10), &[x]);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn unhold_forgets_a_hold_and_leaves_no_mark() {
+        let x = ObjectId::random();
+        let mut l = HeldLedger::<u64>::default();
+        l.unhold(1, at(10), &[x]);
+        assert!(l.is_empty());
+        l.held(1, at(10), &[x]);
+        l.unhold(1, at(10), &[x]);
         assert!(l.is_empty());
     }
 

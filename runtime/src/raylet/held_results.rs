@@ -14,7 +14,12 @@
 //!
 //! An owner already gone when its hold is noted has it released at once;
 //! one whose raylet cannot be reached keeps it (a leak until the holder
-//! exits, never an early free).
+//! exits, never an early free). A release is recorded only for a holder
+//! still here (one that went took its holds with it), so nothing waits in
+//! the ledgers for a hold that will never come. An owner that names this
+//! raylet by an id it had before registering again is local: its old id
+//! listed dead releases nothing. (An owner on another node declared dead
+//! is taken as gone, as for borrows, even if its processes lived on.)
 
 use super::held_ledger::HeldLedger;
 use super::service::TaskService;
@@ -22,6 +27,7 @@ use crate::ids::NodeId;
 use crate::proto::raylet::PeerRequest;
 use crate::proto::task::{LocalEvent, ReplyTo};
 use prism_objectstore::ObjectId;
+use std::collections::HashSet;
 use std::sync::{Arc, MutexGuard};
 use tracing::debug;
 
@@ -32,6 +38,8 @@ pub struct Holds {
     by_conn: HeldLedger<u64>,
     /// Held by processes on this node for owners on others, by their node.
     by_node: HeldLedger<NodeId>,
+    /// Dead nodes whose owners' holds were released (or that had none).
+    dead: HashSet<NodeId>,
 }
 
 impl TaskService {
@@ -45,7 +53,7 @@ impl TaskService {
             node: self.node(),
             conn,
         };
-        if owner.node == holder.node {
+        if self.is_me(owner.node) {
             // Under the lock a closing owner takes only after it left
             // `conns` (as for borrows): noted, or released now.
             let mut holds = self.holds();
@@ -57,7 +65,15 @@ impl TaskService {
             }
             return;
         }
-        self.holds().by_node.held(owner.node, holder, &results);
+        {
+            let mut holds = self.holds();
+            if holds.dead.contains(&owner.node) {
+                drop(holds);
+                self.deliver_release_held(conn, results);
+                return;
+            }
+            holds.by_node.held(owner.node, holder, &results);
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let req = PeerRequest::HeldFor {
@@ -72,7 +88,7 @@ impl TaskService {
                     n = results.len(),
                     "a result's owner is gone: releasing its refs"
                 );
-                me.holds().by_node.released(owner.node, holder, &results);
+                me.holds().by_node.unhold(owner.node, holder, &results);
                 me.deliver_release_held(conn, results);
             }
         });
@@ -101,7 +117,14 @@ impl TaskService {
         to: ReplyTo,
         results: Vec<ObjectId>,
     ) {
-        self.holds().by_conn.released(conn, to, &results);
+        {
+            // Not for itself (never noted), nor for a local holder gone.
+            let mut holds = self.holds();
+            let local = self.is_me(to.node);
+            if !local || (to.conn != conn && self.conns.contains_key(&to.conn)) {
+                holds.by_conn.released(conn, to, &results);
+            }
+        }
         self.route_release_held(to, results);
     }
 
@@ -110,7 +133,7 @@ impl TaskService {
     /// against a ledger: it releases no count, only what that process
     /// holds for those results.
     fn route_release_held(self: &Arc<Self>, to: ReplyTo, results: Vec<ObjectId>) {
-        if to.node == self.node() {
+        if self.is_me(to.node) {
             self.deliver_release_held(to.conn, results);
             return;
         }
@@ -138,7 +161,12 @@ impl TaskService {
             node: self.node(),
             conn,
         };
-        self.holds().by_node.released(from, holder, &results);
+        {
+            let mut holds = self.holds();
+            if self.conns.contains_key(&conn) {
+                holds.by_node.released(from, holder, &results);
+            }
+        }
         self.deliver_release_held(conn, results)
     }
 
@@ -166,8 +194,9 @@ impl TaskService {
             if holds.by_conn.is_empty() && holds.by_node.is_empty() {
                 return;
             }
-            holds.by_conn.forget_holders(|h| *h == me);
-            holds.by_node.forget_holders(|h| *h == me);
+            let me = |h: &ReplyTo| h.conn == me.conn && self.is_me(h.node);
+            holds.by_conn.forget_holders(me);
+            holds.by_node.forget_holders(me);
             holds.by_conn.closed(conn)
         };
         for (holder, results) in owed {
@@ -183,16 +212,19 @@ impl TaskService {
 
     /// Nodes declared dead: what local processes hold for owners there is
     /// released in their name (HL-1), and nothing is kept for what their
-    /// processes held. One look per status, none when nothing is held.
+    /// processes held. Each dead node once (the dead stay listed).
     pub(super) fn release_held_from<I: Iterator<Item = NodeId>>(&self, dead: impl Fn() -> I) {
         let owed: Vec<_> = {
             let mut holds = self.holds();
-            if holds.by_conn.is_empty() && holds.by_node.is_empty() {
+            let new: HashSet<NodeId> = dead()
+                .filter(|n| !holds.dead.contains(n) && !self.is_me(*n))
+                .collect();
+            if new.is_empty() {
                 return;
             }
-            let dead: Vec<NodeId> = dead().collect();
-            holds.by_conn.forget_holders(|h| dead.contains(&h.node));
-            dead.iter()
+            holds.dead.extend(new.iter().copied());
+            holds.by_conn.forget_holders(|h| new.contains(&h.node));
+            new.iter()
                 .flat_map(|node| holds.by_node.closed(*node))
                 .collect()
         };

@@ -35,6 +35,9 @@ pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, crate::proto::task::TaskS
 #[derive(Debug)]
 pub struct TaskService {
     node: Mutex<NodeId>,
+    /// The ids this raylet registered under before (its processes may
+    /// still name it by them).
+    past_ids: Mutex<Vec<NodeId>>,
     disp: Mutex<Dispatcher>,
     /// Its tasks' times and the last finished ones.
     pub(super) history: Mutex<TaskHistory>,
@@ -97,6 +100,7 @@ impl TaskService {
     ) -> Arc<TaskService> {
         Arc::new(TaskService {
             node: Mutex::new(node),
+            past_ids: Mutex::default(),
             disp: Mutex::new(
                 Dispatcher::new(node, local).with_infeasible_timeout(infeasible_timeout),
             ),
@@ -139,8 +143,27 @@ impl TaskService {
 
     /// The raylet registered again under a new id.
     pub fn set_node_id(&self, id: NodeId) {
-        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        let old = std::mem::replace(
+            &mut *self.node.lock().unwrap_or_else(|p| p.into_inner()),
+            id,
+        );
+        if old != id {
+            self.past_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(old);
+        }
         self.disp().set_node_id(id);
+    }
+
+    /// Whether `node` is this raylet, under its id now or an earlier one.
+    pub(super) fn is_me(&self, node: NodeId) -> bool {
+        node == self.node()
+            || self
+                .past_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&node)
     }
 
     /// What is free here, for heartbeats.

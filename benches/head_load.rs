@@ -257,6 +257,7 @@ fn main() {
                     let heartbeat = HeadRequest::Heartbeat {
                         node_id,
                         available: Resources::from(&total),
+                        leased: Resources::default(),
                         demand: Vec::new(),
                     };
                     // Patience as a raylet's: 4 beats.

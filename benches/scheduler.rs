@@ -75,6 +75,7 @@ fn wire_codec(c: &mut Criterion) {
     let msg = HeadRequest::Heartbeat {
         node_id: NodeId::random(),
         available: Resources::from(&total),
+        leased: Resources::default(),
         demand: Vec::new(),
     };
     let frame = codec::encode(&msg).unwrap();

@@ -285,6 +285,7 @@ fn failure_a_raylet_cannot_speak_for_another_nodes_id() {
     let beat = HeadRequest::Heartbeat {
         node_id: a_id.parse().unwrap(),
         available: Resources::default(),
+        leased: Resources::default(),
         demand: vec![],
     };
     let bye = HeadRequest::Unregister {

@@ -8,7 +8,8 @@
 //! move; a task behind a lease stuck on a long task goes through the
 //! raylet to a free CPU instead, and a burst of millisecond tasks beyond
 //! what the leases run in the wait budget goes through the raylet, which
-//! spreads it to another node.
+//! spreads it to another node. A placement group that needs the CPU an
+//! idle lease holds gets it (L-3).
 
 use prism::TaskError;
 use prism_test_support::*;
@@ -213,6 +214,47 @@ fn stalled_role() {
     println!("ALL OK");
 }
 
+/// Holds a lease of the one CPU (kept while idle), then asks for a
+/// placement group that needs it: the head plans the bundle on the leased
+/// CPU, the raylet refuses it and revokes the lease (L-3), and the next try
+/// places it.
+fn group_role() {
+    warm();
+    // The head's view shows the CPU in use (a heartbeat came since the
+    // lease), so the group is planned on it only for what the lease holds.
+    let cpus_free = || -> i64 {
+        prism::cluster::nodes()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n.available.0.iter())
+            .filter(|e| e.name == "CPU")
+            .map(|e| e.raw)
+            .sum()
+    };
+    check(
+        wait_until(Duration::from_secs(30), || cpus_free() == 0),
+        "the head sees the leased CPU in use",
+    );
+    let pg = prism::PlacementGroup::create(
+        vec![prism::Bundle::new().cpus(1.0)],
+        prism::PlacementStrategy::Pack,
+    )
+    .unwrap();
+    let ready = pg.ready(Duration::from_secs(30));
+    check(
+        ready.is_ok(),
+        &format!("a group needing a leased CPU is placed: {ready:?}"),
+    );
+    let inside = square::options()
+        .placement_group(&pg, 0)
+        .remote(7u64)
+        .unwrap()
+        .get_timeout(Duration::from_secs(60))
+        .unwrap();
+    check(inside == 49, "a task runs in the group's bundle");
+    println!("ALL OK");
+}
+
 /// Where it ran, after `ms` of work.
 #[prism::remote]
 fn where_after(ms: u64) -> String {
@@ -251,6 +293,7 @@ fn child_role() {
         "killed" => killed_role(),
         "stalled" => stalled_role(),
         "spread" => spread_role(),
+        "group" => group_role(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -335,4 +378,11 @@ fn a_burst_of_slower_tasks_spreads_past_the_leases() {
     let sb = Sandbox::new();
     let (head, b) = sb.head_and_b(&["--num-cpus", "2"], &["--num-cpus", "2"]);
     run_leased(&sb, &head, "spread", &[&head, &b]);
+}
+
+#[test]
+fn a_placement_group_takes_back_the_cpus_idle_leases_hold() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    run_leased(&sb, &head, "group", &[&head]);
 }

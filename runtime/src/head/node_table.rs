@@ -71,6 +71,8 @@ pub struct NodeEntry {
     pub total: ResourceSet,
     /// What it last reported free.
     pub available: ResourceSet,
+    /// What worker leases held there at its last heartbeat (L-3).
+    pub leased: ResourceSet,
     /// Alive, suspect or dead.
     pub state: NodeState,
     /// Why it died.
@@ -230,6 +232,7 @@ impl NodeTable {
             NodeEntry {
                 id,
                 available: total.clone(),
+                leased: ResourceSet::new(),
                 total,
                 reg,
                 incarnation,
@@ -285,6 +288,16 @@ impl NodeTable {
                     self.events.push_back(NodeEvent::Recovered(id));
                 }
                 HeartbeatOutcome::Ack
+            }
+        }
+    }
+
+    /// What worker leases hold on a live node, as its heartbeat said.
+    pub fn set_leased(&mut self, id: NodeId, leased: ResourceSet) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if n.state != NodeState::Dead && n.leased != leased {
+                n.leased = leased;
+                self.versions.touch(id);
             }
         }
     }

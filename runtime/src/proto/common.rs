@@ -126,6 +126,9 @@ pub struct NodeStatus {
     pub total: Resources,
     /// What is free.
     pub available: Resources,
+    /// What worker leases hold: in use, but given back for a placement
+    /// group's bundles (L-3).
+    pub leased: Resources,
     /// Its labels.
     pub labels: Vec<(String, String)>,
     /// Its GPUs.
@@ -154,9 +157,29 @@ impl NodeStatus {
     /// Its resources as a scheduler sees them: the total, with what is in
     /// use taken out, and its labels.
     pub fn to_resources(&self) -> prism_scheduler::NodeResources {
-        let mut res = prism_scheduler::NodeResources::new(self.total.to_set());
+        self.with_used(self.used())
+    }
+
+    /// Its resources as a placement group's planner sees them: as
+    /// [`Self::to_resources`], with what leases hold counted free (a bundle
+    /// that needs it has the leases revoked, L-3).
+    pub fn to_bundle_resources(&self) -> prism_scheduler::NodeResources {
+        let mut used = self.used();
+        let leased = self.leased.to_set();
+        if leased.fits_in(&used) {
+            used.subtract(&leased);
+        }
+        self.with_used(used)
+    }
+
+    fn used(&self) -> prism_scheduler::ResourceSet {
         let mut used = self.total.to_set();
         used.subtract(&self.available.to_set());
+        used
+    }
+
+    fn with_used(&self, used: prism_scheduler::ResourceSet) -> prism_scheduler::NodeResources {
+        let mut res = prism_scheduler::NodeResources::new(self.total.to_set());
         let _ = res.allocate(&used);
         res.with_labels(self.labels.iter().cloned().collect())
     }

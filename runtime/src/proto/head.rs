@@ -48,6 +48,9 @@ pub enum HeadRequest {
         node_id: NodeId,
         /// What is free now.
         available: Resources,
+        /// What worker leases hold (not free, but given back for a
+        /// placement group's bundles, L-3).
+        leased: Resources,
         /// Work waiting on this node, and work no node can run.
         demand: Vec<super::common::Demand>,
     },

@@ -27,6 +27,7 @@ fn request() -> impl Strategy<Value = HeadRequest> {
                         .map(|(name, raw)| ResourceEntry { name, raw })
                         .collect()
                 ),
+                leased: Resources::default(),
                 demand: vec![crate::proto::common::Demand {
                     node_id: NodeId(id),
                     shape: Resources::default(),

@@ -168,8 +168,9 @@ pub async fn register(
 
 /// What the heartbeat loop reports for the node, and tells it back.
 pub trait Reporter: Send + Sync {
-    /// Free resources and waiting work, for the heartbeat of `node`.
-    fn report(&self, node: NodeId) -> (Resources, Vec<Demand>);
+    /// Free resources, what leases hold, and waiting work, for the
+    /// heartbeat of `node`.
+    fn report(&self, node: NodeId) -> (Resources, Resources, Vec<Demand>);
     /// Where the node's copy of the head's node rows stands: `(epoch,
     /// version)` to ask for the changes since.
     fn status_cursor(&self) -> (u64, u64);
@@ -250,10 +251,11 @@ impl Heartbeats<'_> {
                 }
                 continue;
             };
-            let (available, demand) = node.report(node_id);
+            let (available, leased, demand) = node.report(node_id);
             let beat = HeadRequest::Heartbeat {
                 node_id,
                 available,
+                leased,
                 demand,
             };
             let answer = tokio::time::timeout(self.patience(), c.request(&beat))

@@ -486,8 +486,12 @@ impl TaskService {
 
 /// What the heartbeat loop reports for this node, and what it hears back.
 impl super::head_link::Reporter for Arc<TaskService> {
-    fn report(&self, node: NodeId) -> (Resources, Vec<Demand>) {
-        (Resources::from(&self.available()), self.demand(node))
+    fn report(&self, node: NodeId) -> (Resources, Resources, Vec<Demand>) {
+        let (available, leased) = {
+            let d = self.disp();
+            (Resources::from(d.available()), Resources::from(&d.leased()))
+        };
+        (available, leased, self.demand(node))
     }
 
     fn status_cursor(&self) -> (u64, u64) {

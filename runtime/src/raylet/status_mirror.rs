@@ -87,6 +87,7 @@ mod tests {
             is_head: false,
             total: Resources::default(),
             available: Resources::default(),
+            leased: Resources::default(),
             labels: vec![],
             gpus: vec![],
             last_heartbeat_ms_ago: 0,

@@ -374,8 +374,9 @@ impl HeadCore {
             R::Heartbeat {
                 node_id,
                 available,
+                leased,
                 demand,
-            } => self.heartbeat(now, node_id, available.to_set(), demand),
+            } => self.heartbeat(now, node_id, (available.to_set(), leased.to_set()), demand),
             R::Unregister { node_id } => {
                 self.nodes.handle_unregister(node_id);
                 self.after_node_events(now);

@@ -15,11 +15,12 @@ impl HeadCore {
         &mut self,
         now: Clock,
         id: NodeId,
-        free: prism_scheduler::ResourceSet,
+        (free, leased): (prism_scheduler::ResourceSet, prism_scheduler::ResourceSet),
         demand: Vec<Demand>,
     ) -> HeadResponse {
         let r = match self.nodes.handle_heartbeat(now.at, id, free) {
             HeartbeatOutcome::Ack => {
+                self.nodes.set_leased(id, leased);
                 self.demand.insert(id, demand);
                 HeadResponse::HeartbeatAck
             }

@@ -204,7 +204,8 @@ impl HeadCore {
         for n in self.nodes.status(now.at) {
             // DR-1: no new bundle on a draining node.
             if n.state == NodeState::Alive && n.draining.is_none() {
-                view.upsert(n.node_id, n.to_resources());
+                // L-3: what leases hold is taken back for bundles.
+                view.upsert(n.node_id, n.to_bundle_resources());
                 pass.addrs.insert(n.node_id, n.address.clone());
             }
         }

@@ -140,6 +140,7 @@ impl HeadCore {
                     // Unknown until it heartbeats: nothing is planned on it
                     // before its own report says what is free.
                     available: prism_scheduler::ResourceSet::new(),
+                    leased: prism_scheduler::ResourceSet::new(),
                     total,
                     reg: r.reg,
                     incarnation: r.incarnation,

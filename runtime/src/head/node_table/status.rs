@@ -103,6 +103,11 @@ fn row(n: &NodeEntry, now: Instant) -> NodeStatus {
         } else {
             Resources::from(&n.available)
         },
+        leased: if n.state == NodeState::Dead {
+            Resources::default()
+        } else {
+            Resources::from(&n.leased)
+        },
         labels: n.reg.labels.clone(),
         gpus: n.reg.gpus.clone(),
         last_heartbeat_ms_ago: now.saturating_duration_since(n.last_heartbeat).as_millis() as u64,

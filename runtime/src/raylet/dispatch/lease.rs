@@ -12,8 +12,10 @@
 //!   worker's death, and gives them back once (D-1);
 //! - **L-3** a lease is revoked (once) when work waits in the queue here
 //!   (anyone's: the raylet's queue is the fair one), when a placement
-//!   group's bundle does not fit here (the head tries again), or when the
-//!   node drains: its owner returns it after the task it runs;
+//!   group's bundle does not fit here but would with what the leases hold
+//!   (the head, told in each heartbeat what leases hold, plans bundles on
+//!   it as free, and tries again), or when the node drains: its owner
+//!   returns it after the task it runs;
 //! - **L-4** tasks lost with a leased worker are retried while `max_retries`
 //!   allows, else fail with the worker's death, as if the raylet had sent
 //!   them (D-4); a connection lost while the worker lives ends the lease by
@@ -114,6 +116,17 @@ impl Dispatcher {
         );
         self.leases.live.insert(lease, (false, Vec::new()));
         vec![answer(owner, lease, Some(worker))]
+    }
+
+    /// What the live leases hold (given back for bundles, L-3).
+    pub fn leased(&self) -> ResourceSet {
+        let mut held = ResourceSet::new();
+        for id in self.leases.live.keys() {
+            if let Some(r) = self.running.get(id) {
+                held.add(&r.held);
+            }
+        }
+        held
     }
 
     /// The owner is done with a lease: its worker is idle again (L-2).

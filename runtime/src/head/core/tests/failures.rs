@@ -129,6 +129,7 @@ fn node_only_requests_need_a_node_certificate() {
     let beat = HeadRequest::Heartbeat {
         node_id: NodeId::random(),
         available: Resources::default(),
+        leased: Resources::default(),
         demand: vec![],
     };
     match sim.core.handle(sim.now, Caller::Client, beat) {
@@ -151,6 +152,7 @@ fn hc_3_a_node_id_speaks_only_through_the_certificate_that_registered_it() {
     let beat = |node| HeadRequest::Heartbeat {
         node_id: node,
         available: Resources::default(),
+        leased: Resources::default(),
         demand: vec![],
     };
     match sim.core.handle(sim.now, other, beat(a)) {
@@ -248,6 +250,7 @@ fn dh_2_a_recovered_core_holds_what_was_committed() {
     let beat = HeadRequest::Heartbeat {
         node_id: a,
         available: Resources::default(),
+        leased: Resources::default(),
         demand: vec![],
     };
     for i in 1..=15 {

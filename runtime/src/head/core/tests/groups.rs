@@ -151,3 +151,55 @@ fn a_wait_is_answered_when_the_group_settles_or_at_its_deadline() {
         Reply::Now(HeadResponse::PlacementGroupWaited { group: Some(g), .. }) if g.state == PgState::Created
     ));
 }
+
+/// Sends node `n`'s heartbeat: nothing free, `leased` CPUs held by leases.
+fn beat_leased(sim: &mut Sim, n: NodeId, leased: u32) {
+    let beat = HeadRequest::Heartbeat {
+        node_id: n,
+        available: Resources::from(&cpus(0)),
+        leased: Resources::from(&cpus(leased)),
+        demand: vec![],
+    };
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, beat);
+    sim.run();
+}
+
+fn prepares_to(sim: &Sim, n: NodeId) -> usize {
+    sim.seen
+        .iter()
+        .filter(|e| matches!(e, Effect::Bundles { node, ops, .. } if *node == n && matches!(ops[0], BundleOp::Prepare { .. })))
+        .count()
+}
+
+#[test]
+fn l_3_cpus_held_by_leases_are_planned_for_bundles() {
+    // Every CPU leased: the group is tried there, the raylet refuses (and
+    // revokes its leases, L-3), and the next pass places it.
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    sim.free.insert(a, cpus(0));
+    beat_leased(&mut sim, a, 2);
+    sim.refusing.push(a);
+    let pg = sim.pg(2, PgStrategyWire::Pack);
+    assert_eq!(prepares_to(&sim, a), 1, "tried where leases hold the CPUs");
+    assert_eq!(sim.group(pg).state, PgState::Pending);
+    sim.refusing.clear();
+    sim.free.insert(a, cpus(2));
+    sim.pass_time(Duration::from_millis(600), &[a]);
+    assert_eq!(sim.group(pg).state, PgState::Created);
+
+    // CPUs in use by anything else: not tried at all.
+    let mut sim = Sim::new();
+    let b = sim.node("b", 2);
+    sim.free.insert(b, cpus(0));
+    beat_leased(&mut sim, b, 0);
+    let pg = sim.pg(2, PgStrategyWire::Pack);
+    assert_eq!(prepares_to(&sim, b), 0);
+    assert!(sim
+        .group(pg)
+        .reason
+        .unwrap()
+        .contains("waiting for resources"));
+}

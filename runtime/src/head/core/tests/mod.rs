@@ -123,6 +123,7 @@ impl Sim {
                 let beat = HeadRequest::Heartbeat {
                     node_id: *n,
                     available: Resources::from(&self.free[n]),
+                    leased: Resources::default(),
                     demand: vec![],
                 };
                 let _ = self

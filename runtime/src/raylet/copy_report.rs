@@ -21,9 +21,9 @@ use prism_objectstore::ObjectId;
 
 /// What to send the head next.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Send {
+pub(super) enum Next {
     /// These residency rules (in one durable request); answer with
-    /// [`CopyReport::rules_answered`].
+    /// [`CopyReport::rules_answered`], handing them back.
     Rules(Vec<(ObjectId, Residency)>),
     /// These copy changes; answer with [`CopyReport::copies_answered`].
     Copies(Vec<Change>),
@@ -48,24 +48,28 @@ impl CopyReport {
         &mut self,
         sealed: Vec<Change>,
         claimed: Vec<(ObjectId, Residency)>,
-    ) -> Send {
+    ) -> Next {
         self.changes.extend(sealed);
         self.changes = coalesce(std::mem::take(&mut self.changes));
         self.rules.extend(claimed);
         if !self.rules.is_empty() {
-            return Send::Rules(self.rules.clone());
+            return Next::Rules(std::mem::take(&mut self.rules));
         }
         self.copies()
     }
 
-    /// The head's verdict on the rules last sent: the objects it refused,
-    /// or `None` when it gave none (the rules and the copies wait for the
-    /// next round, RC-1).
-    pub(super) fn rules_answered(&mut self, refused: Option<Vec<ObjectId>>) -> Send {
+    /// The head's verdict on the rules last sent (`sent`, handed back):
+    /// the objects it refused, or `None` when it gave none (the rules and
+    /// the copies wait for the next round, RC-1).
+    pub(super) fn rules_answered(
+        &mut self,
+        sent: Vec<(ObjectId, Residency)>,
+        refused: Option<Vec<ObjectId>>,
+    ) -> Next {
         let Some(refused) = refused else {
-            return Send::Idle;
+            self.rules = sent;
+            return Next::Idle;
         };
-        self.rules.clear();
         for id in refused {
             self.refused.add(id);
         }
@@ -81,12 +85,12 @@ impl CopyReport {
         }
     }
 
-    fn copies(&mut self) -> Send {
+    fn copies(&mut self) -> Next {
         drop_refused(&mut self.changes, &self.refused);
         if self.changes.is_empty() {
-            Send::Idle
+            Next::Idle
         } else {
-            Send::Copies(self.changes.clone())
+            Next::Copies(self.changes.clone())
         }
     }
 }
@@ -152,18 +156,18 @@ mod tests {
         // a claimed, then sealed: its rule goes first.
         assert_eq!(
             r.round(vec![(a, Some(8))], vec![(a, rule())]),
-            Send::Rules(vec![(a, rule())])
+            Next::Rules(vec![(a, rule())])
         );
         // No verdict: nothing more this round.
-        assert_eq!(r.rules_answered(None), Send::Idle);
+        assert_eq!(r.rules_answered(vec![(a, rule())], None), Next::Idle);
         // b sealed with no rule: a's rule is still sent before both copies.
         assert_eq!(
             r.round(vec![(b, Some(4))], vec![]),
-            Send::Rules(vec![(a, rule())])
+            Next::Rules(vec![(a, rule())])
         );
         assert_eq!(
-            r.rules_answered(Some(vec![])),
-            Send::Copies(vec![(a, Some(8)), (b, Some(4))])
+            r.rules_answered(vec![(a, rule())], Some(vec![])),
+            Next::Copies(vec![(a, Some(8)), (b, Some(4))])
         );
         // The head cannot be reached: the copies go again, after the
         // next round's rules.
@@ -171,18 +175,18 @@ mod tests {
         let c = ObjectId::random();
         assert_eq!(
             r.round(vec![(c, Some(2))], vec![(c, rule())]),
-            Send::Rules(vec![(c, rule())])
+            Next::Rules(vec![(c, rule())])
         );
         assert_eq!(
-            r.rules_answered(Some(vec![c])),
-            Send::Copies(vec![(a, Some(8)), (b, Some(4))]),
+            r.rules_answered(vec![(c, rule())], Some(vec![c])),
+            Next::Copies(vec![(a, Some(8)), (b, Some(4))]),
             "c's rule was refused: its copy is never sent (RC-2)"
         );
         r.copies_answered(true);
-        assert_eq!(r.round(vec![(c, Some(2))], vec![]), Send::Idle);
+        assert_eq!(r.round(vec![(c, Some(2))], vec![]), Next::Idle);
         assert_eq!(
             r.round(vec![(c, None)], vec![]),
-            Send::Copies(vec![(c, None)])
+            Next::Copies(vec![(c, None)])
         );
     }
 
@@ -232,15 +236,19 @@ mod tests {
             let (mut judged, mut refused) = (HashSet::new(), HashSet::new());
             let mut told = HashSet::new();
             let at = |id: &ObjectId| ids.iter().position(|x| x == id).unwrap();
-            let check = |send: &Send, claimed: &HashSet<usize>, judged: &HashSet<usize>, refused: &HashSet<usize>, told: &mut HashSet<usize>| {
-                if let Send::Copies(changes) = send {
+            // RC-1 and RC-2 for what is sent; what the head took is told,
+            // once (OS-7: a batch not taken goes again, a taken one never).
+            let check = |send: &Next, taken: bool, claimed: &HashSet<usize>, judged: &HashSet<usize>, refused: &HashSet<usize>, told: &mut HashSet<usize>| {
+                if let Next::Copies(changes) = send {
                     for (id, size) in changes {
                         let i = at(id);
                         if size.is_some() && claimed.contains(&i) {
                             assert!(judged.contains(&i), "RC-1: a copy before its rule's verdict");
                             assert!(!refused.contains(&i), "RC-2: a copy of a refused object");
                         }
-                        told.insert(i);
+                        if taken {
+                            assert!(told.insert(i), "OS-7: object {i}'s seal told twice");
+                        }
                     }
                 }
             };
@@ -260,17 +268,17 @@ mod tests {
                     }
                     Event::Round { verdict, refuse, copies_taken } => {
                         let mut send = r.round(std::mem::take(&mut seals), std::mem::take(&mut claims));
-                        if let Send::Rules(rules) = &send {
+                        if let Next::Rules(rules) = send {
                             let in_flight: Vec<usize> = rules.iter().map(|(id, _)| at(id)).collect();
                             let no: Vec<usize> = refuse.into_iter().filter(|i| in_flight.contains(i)).collect();
-                            send = r.rules_answered(verdict.then(|| no.iter().map(|i| ids[*i]).collect()));
+                            send = r.rules_answered(rules, verdict.then(|| no.iter().map(|i| ids[*i]).collect()));
                             if verdict {
                                 judged.extend(in_flight);
                                 refused.extend(no);
                             }
                         }
-                        check(&send, &claimed, &judged, &refused, &mut told);
-                        if matches!(send, Send::Copies(_)) {
+                        check(&send, copies_taken, &claimed, &judged, &refused, &mut told);
+                        if matches!(send, Next::Copies(_)) {
                             r.copies_answered(copies_taken);
                         }
                     }
@@ -280,7 +288,7 @@ mod tests {
             // One more round with every answer: whatever was sealed and not
             // refused has been told.
             let send = r.round(vec![], vec![]);
-            check(&send, &claimed, &judged, &refused, &mut told);
+            check(&send, true, &claimed, &judged, &refused, &mut told);
             for i in &sealed {
                 prop_assert!(told.contains(i) || refused.contains(i), "object {i} never told");
             }

@@ -14,7 +14,7 @@
 //!   (exits, is killed) still borrowing has its borrows released in its
 //!   name ([`super::borrow_ledger`]).
 
-use super::copy_report::Send;
+use super::copy_report::Next;
 use super::dispatch::Owner;
 use super::service::TaskService;
 use super::store_server::StoreServer;
@@ -54,17 +54,17 @@ impl Transfer {
             // sealed: the claims are taken after it (RC-1).
             let sealed: Vec<_> = sealed.collect();
             let mut next = report.round(sealed, self.take_claims());
-            if let Send::Rules(rules) = next {
-                let verdict = self.send_rules(rules).await;
+            if let Next::Rules(rules) = next {
+                let (rules, verdict) = self.send_rules(rules).await;
                 let judged = verdict.is_some();
-                next = report.rules_answered(verdict);
+                next = report.rules_answered(rules, verdict);
                 if !judged {
                     continue;
                 }
             }
             let frees = std::mem::take(&mut *self.frees.lock().unwrap_or_else(|p| p.into_inner()));
             let node_id = self.node_id();
-            if let Send::Copies(changes) = next {
+            if let Next::Copies(changes) = next {
                 let n = changes.len();
                 let req = HeadRequest::UpdateObjectLocations { node_id, changes };
                 match self.link.request(&req).await {

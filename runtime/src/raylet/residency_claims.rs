@@ -67,19 +67,23 @@ impl Transfer {
         std::mem::take(&mut *self.rules.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Sends `rules` to the head in one durable request: the objects it
-    /// refused, or `None` when it gave no verdict (RC-1 in
-    /// `copy_report.rs`).
+    /// Sends `rules` to the head in one durable request; hands them back
+    /// with the objects it refused, or `None` when it gave no verdict
+    /// (RC-1 in `copy_report.rs`).
     pub(super) async fn send_rules(
         &self,
         rules: Vec<(ObjectId, Residency)>,
-    ) -> Option<Vec<ObjectId>> {
-        let n = rules.len();
+    ) -> (Vec<(ObjectId, Residency)>, Option<Vec<ObjectId>>) {
         let req = HeadRequest::SetResidency {
             node_id: self.node_id(),
             rules,
         };
-        match self.link.request(&req).await {
+        let answer = self.link.request(&req).await;
+        let HeadRequest::SetResidency { rules, .. } = req else {
+            unreachable!("built above")
+        };
+        let n = rules.len();
+        let verdict = match answer {
             Ok(HeadResponse::ResidencySet { refused }) => Some(
                 refused
                     .into_iter()
@@ -97,7 +101,8 @@ impl Transfer {
                 warn!(n, "cannot send residency rules yet: {e}");
                 None
             }
-        }
+        };
+        (rules, verdict)
     }
 }
 

@@ -23,7 +23,11 @@
 //! - **LO-5** a task leaves this table for the raylet (spilled, or lost
 //!   with its lease) only while the table is locked and its message is
 //!   written before the lock goes: a cancel, which looks here first under
-//!   the same lock, either finds it here or reaches the raylet after it.
+//!   the same lock, either finds it here or reaches the raylet after it;
+//! - **LO-6** a granted lease's socket is opened off the thread that reads
+//!   the raylet's events (the open waits up to the worker's welcome); its
+//!   shape is still asking meanwhile, and a revocation that comes first is
+//!   kept and honoured once it is open.
 
 use super::core::Core;
 use crate::ids::TaskId;
@@ -68,6 +72,9 @@ struct Inner {
     shapes: HashMap<String, Shape>,
     /// Lease requests not answered yet, and their shape.
     asked: HashMap<TaskId, String>,
+    /// Leases granted whose sockets are being opened, and whether they
+    /// were revoked meanwhile (LO-6).
+    opening: HashMap<TaskId, bool>,
     /// Whether the idle sweeper runs.
     sweeping: bool,
 }
@@ -273,54 +280,91 @@ impl Leases {
             }
             _ => None,
         };
-        let opened = worker.and_then(|w| {
-            let path = core.direct.worker_socket(w)?;
-            let (stream, _) = super::direct::open(&path)?;
-            let reader = stream.try_clone().ok()?;
-            Some((stream, reader))
-        });
-        if worker.is_some() && opened.is_none() {
+        // LO-6: the worker's socket is opened off this thread (the open
+        // waits for the worker's welcome), so the raylet's events go on.
+        let Some(path) = worker.and_then(|w| core.direct.worker_socket(w)) else {
+            if worker.is_some() {
+                let _ = core.send(&LocalRequest::ReturnLease { lease: id });
+            }
+            self.opened(core, id, &key, None);
+            return true;
+        };
+        self.lock().opening.insert(id, false);
+        let (c, k) = (core.clone(), key.clone());
+        let spawned = std::thread::Builder::new()
+            .name("prism-lease".into())
+            .spawn(move || {
+                let opened = super::direct::open(&path).and_then(|(stream, _)| {
+                    let reader = stream.try_clone().ok()?;
+                    Some((stream, reader))
+                });
+                if opened.is_none() {
+                    let _ = c.send(&LocalRequest::ReturnLease { lease: id });
+                }
+                if let Some(reader) = c.leases.opened(&c, id, &k, opened) {
+                    read_outcomes(&c, &k, id, reader);
+                }
+            });
+        if spawned.is_err() {
             let _ = core.send(&LocalRequest::ReturnLease { lease: id });
+            self.opened(core, id, &key, None);
         }
+        true
+    }
+
+    /// Granted lease `id`'s socket is open (its writer and reader), or
+    /// could not be: held (its reader returned, to read its outcomes on),
+    /// or its shape goes on as if it had been declined.
+    fn opened(
+        &self,
+        core: &Arc<Core>,
+        id: TaskId,
+        key: &str,
+        opened: Option<(UnixStream, UnixStream)>,
+    ) -> Option<UnixStream> {
         let mut spill = Spill::new();
-        {
-            let mut g = self.lock();
-            let inner = &mut *g;
-            let shape = inner.shapes.entry(key.clone()).or_default();
-            shape.asking = false;
-            match opened {
-                Some((stream, reader)) => {
-                    shape.held.push(Held {
-                        lease: id,
-                        stream,
-                        busy: None,
-                        busy_since: Instant::now(),
-                        revoked: false,
-                        idle_since: Some(Instant::now()),
-                    });
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let revoked = inner.opening.remove(&id).unwrap_or(false);
+        let shape = inner.shapes.entry(key.to_string()).or_default();
+        shape.asking = false;
+        let now = Instant::now();
+        let reader = match opened {
+            Some((stream, reader)) => {
+                shape.held.push(Held {
+                    lease: id,
+                    stream,
+                    busy: None,
+                    busy_since: now,
+                    revoked,
+                    idle_since: Some(now),
+                });
+                if revoked {
+                    // Revoked while it opened: given back at once (LO-3).
+                    give_back(core, shape, id, &mut spill);
+                    None
+                } else {
                     shape.pump();
                     // More wait: ask for another lease for them.
                     if let Some(next) = shape.queue.front().cloned() {
-                        if !shape.ask(core, &next, &key, &mut inner.asked, &self.pending) {
+                        if !shape.ask(core, &next, key, &mut inner.asked, &self.pending) {
                             shape.spill_if_unasked(&mut spill);
                         }
                     }
-                    let (c, k) = (core.clone(), key.clone());
-                    let _ = std::thread::Builder::new()
-                        .name("prism-lease".into())
-                        .spawn(move || read_outcomes(&c, &k, id, reader));
-                }
-                None => {
-                    shape.declined_until = Some(Instant::now() + DECLINED_FOR);
-                    shape.spill_if_unasked(&mut spill);
+                    Some(reader)
                 }
             }
-            self.start_sweeper(core, inner);
-            // Sent before the lock goes: a cancel finds each task here or
-            // after its submit on the raylet's connection (LO-5).
-            send_all(core, spill);
-        }
-        true
+            None => {
+                shape.declined_until = Some(now + DECLINED_FOR);
+                shape.spill_if_unasked(&mut spill);
+                None
+            }
+        };
+        self.start_sweeper(core, inner);
+        // Sent before the lock goes: a cancel finds each task here or
+        // after its submit on the raylet's connection (LO-5).
+        send_all(core, spill);
+        reader
     }
 
     /// How many leases this process holds.
@@ -343,6 +387,10 @@ impl Leases {
                 shape.spill_if_unasked(&mut spill);
                 break;
             }
+        }
+        // Still opening: given back once open (LO-6).
+        if let Some(revoked) = g.opening.get_mut(&lease) {
+            *revoked = true;
         }
         send_all(core, spill);
     }
@@ -457,81 +505,9 @@ fn send_all(core: &Core, spill: Spill) {
     }
 }
 
-/// Reads a lease's outcomes until it breaks or is given back.
-fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream) {
-    let mut r = std::io::BufReader::with_capacity(64 << 10, stream);
-    while let Ok(Some(DirectEvent::Finished { task_id, outcome })) =
-        codec::read_frame::<DirectEvent>(&mut r, MAX_TASK_FRAME)
-    {
-        let mut spill = Spill::new();
-        let deliver = {
-            let mut g = core.leases.lock();
-            let Some(shape) = g.shapes.get_mut(key) else {
-                return;
-            };
-            let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) else {
-                return;
-            };
-            let (mut spec, cancelled) = match h.busy.take() {
-                Some(b) if b.0.task_id == task_id => b,
-                other => {
-                    h.busy = other;
-                    continue;
-                }
-            };
-            let took = h.busy_since.elapsed();
-            let panicked = matches!(outcome, Outcome::Failed(Failure::Panic { .. }));
-            observe(&mut shape.took_us, took);
-            let deliver = if !cancelled
-                && panicked
-                && spec.retry_exceptions
-                && spec.attempt < spec.max_retries
-            {
-                // The raylet's retry of a panicking task, here.
-                spec.attempt += 1;
-                if let Some(back) = h.push(spec) {
-                    spill.push(back);
-                }
-                None
-            } else {
-                if h.revoked {
-                    give_back(core, shape, lease, &mut spill);
-                } else {
-                    h.idle_since = Some(Instant::now());
-                    shape.pump();
-                }
-                (!cancelled).then_some(outcome)
-            };
-            send_all(core, spill);
-            deliver
-        };
-        if let Some(outcome) = deliver {
-            core.finish(task_id.result(), outcome);
-        }
-    }
-    // LO-4: broken (or given back, when it is no longer held).
-    let mut spill = Spill::new();
-    {
-        let mut g = core.leases.lock();
-        let Some(shape) = g.shapes.get_mut(key) else {
-            return;
-        };
-        let Some(i) = shape.held.iter().position(|h| h.lease == lease) else {
-            return;
-        };
-        let h = shape.held.remove(i);
-        let tasks: Vec<TaskSpec> = h
-            .busy
-            .into_iter()
-            .filter(|(_, cancelled)| !cancelled)
-            .map(|(t, _)| t)
-            .collect();
-        let _ = core.send(&LocalRequest::LeaseLost { lease, tasks });
-        shape.pump();
-        shape.spill_if_unasked(&mut spill);
-        send_all(core, spill);
-    }
-}
+#[path = "lease_outcomes.rs"]
+mod outcomes;
+use outcomes::read_outcomes;
 
 #[cfg(test)]
 #[path = "lease_tests.rs"]

@@ -217,7 +217,9 @@ fn stalled_role() {
 /// Holds a lease of the one CPU (kept while idle), then asks for a
 /// placement group that needs it: the head plans the bundle on the leased
 /// CPU, the raylet refuses it and revokes the lease (L-3), and the next try
-/// places it.
+/// places it. Then again while a thread runs leased tasks one after
+/// another: the owner asks for a new lease as soon as it returns one, and
+/// the raylet declines it while the bundle waits.
 fn group_role() {
     warm();
     // The head's view shows the CPU in use (a heartbeat came since the
@@ -231,27 +233,52 @@ fn group_role() {
             .map(|e| e.raw)
             .sum()
     };
-    check(
-        wait_until(Duration::from_secs(30), || cpus_free() == 0),
-        "the head sees the leased CPU in use",
-    );
-    let pg = prism::PlacementGroup::create(
-        vec![prism::Bundle::new().cpus(1.0)],
-        prism::PlacementStrategy::Pack,
-    )
-    .unwrap();
-    let ready = pg.ready(Duration::from_secs(30));
-    check(
-        ready.is_ok(),
-        &format!("a group needing a leased CPU is placed: {ready:?}"),
-    );
-    let inside = square::options()
-        .placement_group(&pg, 0)
-        .remote(7u64)
-        .unwrap()
-        .get_timeout(Duration::from_secs(60))
+    let placed = |what: &str| {
+        check(
+            wait_until(Duration::from_secs(30), || cpus_free() == 0),
+            "the head sees the leased CPU in use",
+        );
+        let pg = prism::PlacementGroup::create(
+            vec![prism::Bundle::new().cpus(1.0)],
+            prism::PlacementStrategy::Pack,
+        )
         .unwrap();
-    check(inside == 49, "a task runs in the group's bundle");
+        let ready = pg.ready(Duration::from_secs(30));
+        check(ready.is_ok(), &format!("{what}: {ready:?} {:?}", pg.info()));
+        let inside = square::options()
+            .placement_group(&pg, 0)
+            .remote(7u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(60))
+            .unwrap();
+        check(inside == 49, "a task runs in the group's bundle");
+        pg.remove().unwrap();
+    };
+    placed("a group needing the CPU an idle lease holds is placed");
+    check(
+        prism::__private::leased_workers() == 0,
+        "the lease was revoked, not let go idle",
+    );
+    warm();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = square::remote(i)
+                    .unwrap()
+                    .get_timeout(Duration::from_secs(60));
+                check(r.is_ok_and(|r| r == i * i), "a streamed task's answer");
+                i += 1;
+            }
+            i
+        })
+    };
+    placed("a group needing the CPU a stream of leased tasks holds is placed");
+    stop.store(true, Ordering::Relaxed);
+    let streamed = stream.join().unwrap();
+    println!("{streamed} tasks streamed meanwhile");
     println!("ALL OK");
 }
 
@@ -381,7 +408,7 @@ fn a_burst_of_slower_tasks_spreads_past_the_leases() {
 }
 
 #[test]
-fn a_placement_group_takes_back_the_cpus_idle_leases_hold() {
+fn a_placement_group_takes_back_the_cpus_leases_hold() {
     let sb = Sandbox::new();
     let head = sb.start_head(&["--num-cpus", "1"]);
     run_leased(&sb, &head, "group", &[&head]);

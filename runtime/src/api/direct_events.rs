@@ -11,7 +11,10 @@
 //! - **TE-1** every direct call or leased task that ends is reported once,
 //!   listed or (when a batch is full) only counted;
 //! - **TE-2** one still running at a flush is reported running once,
-//!   before it is reported ended, and then always listed ended.
+//!   before it is reported ended, and then always listed ended;
+//! - **TE-3** (the raylet's side, `raylet/dispatch/pool.rs`) a worker whose
+//!   lease ended is not trimmed for a second, so that the flush of what it
+//!   ran last comes before it is killed.
 
 use super::core::Core;
 use crate::proto::direct::{TaskEvent, TaskEvents};

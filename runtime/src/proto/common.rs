@@ -165,9 +165,9 @@ impl NodeStatus {
     /// that needs it has the leases revoked, L-3).
     pub fn to_bundle_resources(&self) -> prism_scheduler::NodeResources {
         let mut used = self.used();
-        let leased = self.leased.to_set();
-        if leased.fits_in(&used) {
-            used.subtract(&leased);
+        for (name, leased) in self.leased.to_set().iter() {
+            let u = used.get(name);
+            used.set(name, u - leased.min(u));
         }
         self.with_used(used)
     }

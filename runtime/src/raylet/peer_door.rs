@@ -278,7 +278,7 @@ impl TaskService {
             }
             Err(reason) => {
                 // L-3: leases held here give their resources back.
-                let revoke = d.bundle_refused(&asked);
+                let revoke = d.bundle_refused(&asked, std::time::Instant::now());
                 self.apply(revoke);
                 drop(d);
                 BundleReply::Refused { reason }

@@ -200,20 +200,29 @@ impl HeadCore {
     fn plan_and_prepare(&mut self, now: Clock, mut pass: Pass) {
         pass.phase = Phase::Prepare;
         let work = self.groups.work();
+        // Free resources first; what leases hold (taken back for bundles,
+        // L-3) only for groups that do not fit without it, so that a node
+        // whose CPUs are only leased is never preferred to a free one.
         let mut view: ClusterView<NodeId> = ClusterView::new();
+        let mut leased_too: ClusterView<NodeId> = ClusterView::new();
         for n in self.nodes.status(now.at) {
             // DR-1: no new bundle on a draining node.
             if n.state == NodeState::Alive && n.draining.is_none() {
-                // L-3: what leases hold is taken back for bundles.
-                view.upsert(n.node_id, n.to_bundle_resources());
+                view.upsert(n.node_id, n.to_resources());
+                leased_too.upsert(n.node_id, n.to_bundle_resources());
                 pass.addrs.insert(n.node_id, n.address.clone());
             }
         }
         for w in work {
-            match plan(&view, &w) {
+            let decision = match plan(&view, &w) {
+                PgDecision::Wait => plan(&leased_too, &w),
+                other => other,
+            };
+            match decision {
                 PgDecision::Place(nodes) => {
                     for ((_, res), node) in w.bundles.iter().zip(&nodes) {
                         let _ = view.allocate(*node, res);
+                        let _ = leased_too.allocate(*node, res);
                     }
                     pass.planned.push(Planned {
                         work: w,

@@ -172,6 +172,7 @@ impl Dispatcher {
                 gpus: gpus.to_vec(),
                 state: WorkerState::Starting,
                 actor: Some(actor),
+                fresh: None,
             },
         );
         out.push(Action::Start {

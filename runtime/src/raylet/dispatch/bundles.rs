@@ -72,6 +72,9 @@ impl Dispatcher {
                 }
             }
         }
+        if !taken.is_empty() {
+            self.bundles_placed();
+        }
         if commit {
             return self.commit_bundles(pg);
         }

@@ -6,15 +6,18 @@
 //! worker lifetime. Invariants:
 //!
 //! - **L-1** a lease is granted only when no work is queued here (nobody is
-//!   overtaken), the node is not draining, the shape is CPU-only with the
+//!   overtaken), the node is not draining, no placement group's bundle
+//!   waits for what leases held (L-3), the shape is CPU-only with the
 //!   default placement and fits now, and an idle worker of the job exists;
 //! - **L-2** a lease holds its resources from its grant to its return or its
 //!   worker's death, and gives them back once (D-1);
 //! - **L-3** a lease is revoked (once) when work waits in the queue here
 //!   (anyone's: the raylet's queue is the fair one), when a placement
-//!   group's bundle does not fit here but would with what the leases hold
-//!   (the head, told in each heartbeat what leases hold, plans bundles on
-//!   it as free, and tries again), or when the node drains: its owner
+//!   group's bundle does not fit here but would once the leases and the
+//!   running tasks give back what they hold (the head, told in each
+//!   heartbeat what leases hold, plans bundles on it as free, and tries
+//!   again; meanwhile, for a few ticks, what the bundle wants is kept from
+//!   new leases, tasks and actors), or when the node drains: its owner
 //!   returns it after the task it runs;
 //! - **L-4** tasks lost with a leased worker are retried while `max_retries`
 //!   allows, else fail with the worker's death, as if the raylet had sent
@@ -25,6 +28,7 @@
 //!   cancelled like a queued one: answered `Cancelled` at once, never run
 //!   again.
 
+use super::bundles::bundle_of;
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
 use crate::ids::TaskId;
 use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
@@ -34,8 +38,16 @@ use std::collections::HashMap;
 /// The function name of a lease request's spec.
 pub const LEASE_METHOD: &str = "__prism_lease__";
 
+/// How long a worker whose lease ended is kept from trimming (as of the
+/// raylet's ticks): its task events, flushed every 200 ms, reach the raylet
+/// first (TE-3).
+pub const FLUSH_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many ended leases' causes are remembered for late [`Dispatcher::lease_lost`]s.
 const DEATHS_KEPT: usize = 1024;
+/// How long no lease is granted, and what a refused placement group's
+/// bundle wants is kept from tasks, after leases were revoked for it (L-3):
+/// several of the head's tries of the prepare (every 500 ms).
+pub const LEASE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The leases of this node.
 #[derive(Debug, Default)]
@@ -45,6 +57,11 @@ pub(super) struct Leases {
     live: HashMap<TaskId, (bool, Vec<Queued>)>,
     /// Why recently ended leases ended.
     deaths: HashMap<TaskId, Failure>,
+    /// Until when (the first tick past it) no lease is granted: a
+    /// placement group's bundle wants what they held (L-3).
+    paused: Option<std::time::Instant>,
+    /// What that bundle wants, kept from tasks and actors meanwhile.
+    held_back: ResourceSet,
 }
 
 impl Leases {
@@ -85,6 +102,7 @@ impl Dispatcher {
         // L-1.
         let open = self.queue.is_empty()
             && self.draining.is_none()
+            && self.leases.paused.is_none()
             && matches!(spec.strategy, WireStrategy::Hybrid)
             && !spec.spilled
             && request.get(GPU).is_zero()
@@ -118,11 +136,12 @@ impl Dispatcher {
         vec![answer(owner, lease, Some(worker))]
     }
 
-    /// What the live leases hold (given back for bundles, L-3).
+    /// What the live leases not yet revoked hold (given back for bundles,
+    /// L-3; a revoked one comes back by itself).
     pub fn leased(&self) -> ResourceSet {
         let mut held = ResourceSet::new();
-        for id in self.leases.live.keys() {
-            if let Some(r) = self.running.get(id) {
+        for (id, (revoked, _)) in &self.leases.live {
+            if let (false, Some(r)) = (revoked, self.running.get(id)) {
                 held.add(&r.held);
             }
         }
@@ -142,6 +161,7 @@ impl Dispatcher {
         if !self.killing.contains(&r.worker) {
             if let Some(w) = self.workers.get_mut(&r.worker) {
                 w.state = WorkerState::Idle;
+                w.fresh = self.now.map(|t| t + FLUSH_HOLD);
             }
         }
         self.pump(&mut out);
@@ -224,25 +244,75 @@ impl Dispatcher {
         self.revoke_all_leases(out);
     }
 
-    /// L-3: `bundles` of a placement group did not fit here: if what the
-    /// leases hold would make them fit, every lease is revoked, so that
-    /// the head's next try finds it.
-    pub fn bundle_refused(&mut self, bundles: &[(u32, ResourceSet)]) -> Vec<Action> {
+    /// L-3: `bundles` of a placement group did not fit here: if they would
+    /// once the leases and the running tasks give back what they hold
+    /// (taken as the prepare takes them, GPU by GPU), every lease is
+    /// revoked, and for [`LEASE_PAUSE`] or until a bundle is
+    /// prepared here no lease is granted and no task or actor takes what
+    /// the bundles need, so that the head's next try finds the room (an
+    /// owner whose lease was revoked asks for another at once, and a
+    /// stream of short tasks would take the CPU back between the two).
+    pub fn bundle_refused(
+        &mut self,
+        bundles: &[(u32, ResourceSet)],
+        now: std::time::Instant,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
-        let mut want = ResourceSet::new();
-        for (_, b) in bundles {
-            want.add(b);
-        }
-        let mut could = self.local.available().clone();
-        for lease in self.leases.live.keys() {
-            if let Some(r) = self.running.get(lease) {
-                could.add(&r.held);
+        let mut could = self.local.clone();
+        let mut ending = false;
+        for r in self.running.values() {
+            let plain = matches!(r.task.spec.kind, crate::proto::task::TaskKind::Task);
+            if plain && bundle_of(&r.task.spec.strategy).is_none() {
+                let _ = could.release(&r.held, &r.gpus);
+                ending = true;
             }
         }
-        if want.fits_in(&could) {
+        if !ending {
+            return out;
+        }
+        if bundles.iter().all(|(_, b)| could.allocate(b).is_ok()) {
             self.revoke_all_leases(&mut out);
+            self.leases.paused = Some(now + LEASE_PAUSE);
+            let mut wanted = ResourceSet::new();
+            for (_, b) in bundles {
+                wanted.add(b);
+            }
+            self.leases.held_back = wanted;
         }
         out
+    }
+
+    /// What a refused bundle waits for (L-3): not for tasks, actors or
+    /// leases meanwhile.
+    pub(super) fn held_back(&self) -> &ResourceSet {
+        &self.leases.held_back
+    }
+
+    /// A tick at `now`: a pause of leases for bundles (L-3) ends once past,
+    /// and the ticks that keep workers whose lease ended from trimming run
+    /// down (TE-3).
+    pub(super) fn lease_tick(&mut self, now: std::time::Instant, out: &mut Vec<Action>) {
+        if self.leases.paused.is_some_and(|until| now >= until) {
+            self.leases.paused = None;
+            self.leases.held_back = ResourceSet::new();
+            self.pump(out);
+        }
+        let mut aged = false;
+        for w in self.workers.values_mut() {
+            if w.fresh.is_some_and(|until| now >= until) {
+                w.fresh = None;
+                aged = true;
+            }
+        }
+        if aged {
+            self.trim_idle(out);
+        }
+    }
+
+    /// A bundle was prepared here: leases may be granted again.
+    pub(super) fn bundles_placed(&mut self) {
+        self.leases.paused = None;
+        self.leases.held_back = ResourceSet::new();
     }
 
     fn revoke_all_leases(&mut self, out: &mut Vec<Action>) {

@@ -15,8 +15,22 @@ impl Dispatcher {
                 .bundles
                 .get(&k)
                 .is_some_and(|b| b.committed && b.ledger.fits_now(request)),
-            None => self.local.fits_now(request),
+            None => self.local.fits_now(request) && self.beside_held_back(request),
         }
+    }
+
+    /// L-3: whether `request` leaves what a refused bundle waits for.
+    fn beside_held_back(&self, request: &ResourceSet) -> bool {
+        let held = self.held_back();
+        if held.is_empty() {
+            return true;
+        }
+        let mut left = self.local.available().clone();
+        for (name, q) in held.iter() {
+            let have = left.get(name);
+            left.set(name, have - q.min(have));
+        }
+        request.fits_in(&left)
     }
 
     /// Takes `request` from the node or from its bundle; GPU indices are

@@ -157,6 +157,10 @@ struct Worker {
     state: WorkerState,
     /// The actor this worker is dedicated to (never reused for tasks).
     actor: Option<ActorId>,
+    /// Until when (as of the ticks) it is not trimmed: a worker whose
+    /// lease just ended reports the tasks it ran itself, a few times a
+    /// second (TE-3).
+    fresh: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone)]

@@ -77,6 +77,7 @@ impl Dispatcher {
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         self.now = Some(now);
         let mut out = Vec::new();
+        self.lease_tick(now, &mut out);
         let timeout = self.infeasible_timeout;
         let (expired, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()

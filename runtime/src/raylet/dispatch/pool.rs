@@ -47,6 +47,7 @@ impl Dispatcher {
                         gpus: indices.clone(),
                         state: WorkerState::Starting,
                         actor: None,
+                        fresh: None,
                     },
                 );
                 out.push(Action::Start {
@@ -154,7 +155,11 @@ impl Dispatcher {
         out
     }
 
-    /// Keeps at most `max_idle` idle workers per node, killing the newest extras.
+    /// Keeps at most `max_idle` idle workers per node, killing the newest
+    /// extras, but none whose lease ended less than
+    /// [`super::lease::FLUSH_HOLD`] ago
+    /// (TE-3: a worker's task events reach the raylet before it goes; it
+    /// is trimmed on a later tick).
     pub(super) fn trim_idle(&mut self, out: &mut Vec<Action>) {
         let mut idle: Vec<WorkerId> = self
             .workers
@@ -166,7 +171,12 @@ impl Dispatcher {
             return;
         }
         idle.sort_unstable();
+        let now = self.now;
+        let fresh = |w: &super::Worker| w.fresh.is_some_and(|u| now.is_none_or(|n| n < u));
         for id in idle.split_off(self.max_idle) {
+            if self.workers.get(&id).is_some_and(fresh) {
+                continue;
+            }
             self.workers.remove(&id);
             out.push(Action::Kill { worker: id });
         }

@@ -1,8 +1,10 @@
 //! Worker leases (L-1..L-5 in `lease.rs`).
 
+use super::lease::{FLUSH_HOLD, LEASE_PAUSE};
 use super::tests::{node, replies, started, task};
 use super::*;
 use crate::ids::TaskId;
+use std::time::{Duration, Instant};
 
 /// A one-CPU node with one idle worker of `job` (it ran one task).
 fn idle_worker(job: JobId) -> (Dispatcher, WorkerId) {
@@ -183,23 +185,144 @@ fn l3_a_bundle_that_does_not_fit_revokes_the_leases() {
     assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
     let two = ResourceSet::new().with(CPU, Quantity::whole(2));
     assert!(
-        d.bundle_refused(&[(0, two)]).is_empty(),
+        d.bundle_refused(&[(0, two)], Instant::now()).is_empty(),
         "a bundle the leases could not make fit revokes nothing"
     );
     assert_eq!(
-        d.bundle_refused(&[(0, cpu.clone())]),
+        d.bundle_refused(&[(0, cpu.clone())], Instant::now()),
         vec![Action::RevokeLease {
             owner: Owner::Local(1),
             lease
         }]
     );
     assert!(
-        d.bundle_refused(&[(0, cpu.clone())]).is_empty(),
+        d.bundle_refused(&[(0, cpu.clone())], Instant::now())
+            .is_empty(),
         "revoked once"
     );
+    assert_eq!(
+        d.leased(),
+        ResourceSet::new(),
+        "a revoked lease is not offered"
+    );
     d.return_lease(lease);
+    // The owner asks again at once: declined while the bundle waits.
+    assert_eq!(
+        ask(&mut d, job, Owner::Local(1)).1,
+        None,
+        "paused for the bundle"
+    );
     assert!(
         d.prepare_bundles(pg, vec![(0, cpu)], true).is_ok(),
         "the head's next try finds the CPU the lease held"
+    );
+}
+
+#[test]
+fn l3_the_pause_for_a_bundle_ends_after_its_time() {
+    let job = JobId::random();
+    let (mut d, _) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    let cpu = ResourceSet::new().with(CPU, Quantity::whole(1));
+    assert_eq!(
+        d.leased(),
+        cpu,
+        "what the lease holds is offered to bundles"
+    );
+    let t0 = Instant::now();
+    assert_eq!(d.bundle_refused(&[(0, cpu)], t0).len(), 1);
+    d.return_lease(lease);
+    for ms in [0, 500, 1000, 1500, 1999] {
+        d.tick(t0 + Duration::from_millis(ms));
+        assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "at {ms} ms");
+    }
+    d.tick(t0 + LEASE_PAUSE);
+    assert!(
+        ask(&mut d, job, Owner::Local(1)).1.is_some(),
+        "granted again"
+    );
+}
+
+#[test]
+fn te_3_a_worker_whose_lease_ended_is_trimmed_only_after_a_while() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let (lease, got) = ask(&mut d, job, Owner::Local(1));
+    assert_eq!(got, Some(w));
+    // An older idle worker of the job beside it: one too many for one CPU,
+    // and the leased one is the newest, the one trimmed.
+    d.workers.insert(
+        0,
+        Worker {
+            job,
+            gpus: vec![],
+            state: WorkerState::Idle,
+            actor: None,
+            fresh: None,
+        },
+    );
+    let kills = |a: &[Action], of: Option<WorkerId>| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Kill { worker } if of.is_none_or(|w| w == *worker)))
+            .count()
+    };
+    let t0 = Instant::now();
+    d.tick(t0);
+    assert_eq!(
+        kills(&d.return_lease(lease), None),
+        0,
+        "kept while it reports"
+    );
+    assert_eq!(kills(&d.tick(t0 + FLUSH_HOLD / 2), None), 0, "still kept");
+    assert_eq!(
+        kills(&d.tick(t0 + FLUSH_HOLD), Some(w)),
+        1,
+        "trimmed once its time is over"
+    );
+}
+
+#[test]
+fn l3_what_a_refused_bundle_waits_for_is_kept_from_new_tasks() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let executes = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Execute { .. }))
+            .count()
+    };
+    let running = task(job, 1, 0);
+    assert_eq!(executes(&d.submit(running.clone(), Owner::Local(1))), 1);
+    let pg = crate::ids::PlacementGroupId::random();
+    let cpu = ResourceSet::new().with(CPU, Quantity::whole(1));
+    assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
+    let t0 = Instant::now();
+    assert!(
+        d.bundle_refused(&[(0, cpu.clone())], t0).is_empty(),
+        "no lease to revoke"
+    );
+    // The running task ends: the next one does not take the CPU back.
+    let next = task(job, 1, 0);
+    assert_eq!(executes(&d.submit(next.clone(), Owner::Local(1))), 0);
+    assert_eq!(
+        executes(&d.task_done(w, running.task_id, Outcome::Inline(vec![]))),
+        0,
+        "kept for the bundle"
+    );
+    assert!(
+        d.prepare_bundles(pg, vec![(0, cpu.clone())], false).is_ok(),
+        "the head's next try finds it"
+    );
+    // Without the head's try, the CPU goes back to tasks after the pause.
+    let (mut d, w) = idle_worker(job);
+    let running = task(job, 1, 0);
+    d.submit(running.clone(), Owner::Local(1));
+    d.bundle_refused(&[(0, cpu)], t0);
+    d.submit(next.clone(), Owner::Local(1));
+    d.task_done(w, running.task_id, Outcome::Inline(vec![]));
+    assert_eq!(executes(&d.tick(t0 + Duration::from_secs(1))), 0);
+    assert_eq!(
+        executes(&d.tick(t0 + LEASE_PAUSE)),
+        1,
+        "the waiting task runs once the pause is over"
     );
 }

@@ -190,6 +190,20 @@ fn l_3_cpus_held_by_leases_are_planned_for_bundles() {
     sim.pass_time(Duration::from_millis(600), &[a]);
     assert_eq!(sim.group(pg).state, PgState::Created);
 
+    // A free node beside a leased one: the group goes to the free one,
+    // and nothing is asked of the leased one (whatever the ids' order).
+    for _ in 0..4 {
+        let mut sim = Sim::new();
+        let leased = sim.node("leased", 2);
+        let free = sim.node("free", 2);
+        sim.free.insert(leased, cpus(0));
+        beat_leased(&mut sim, leased, 2);
+        let pg = sim.pg(2, PgStrategyWire::Pack);
+        assert_eq!(sim.group(pg).state, PgState::Created);
+        assert_eq!(prepares_to(&sim, leased), 0);
+        assert_eq!(prepares_to(&sim, free), 1);
+    }
+
     // CPUs in use by anything else: not tried at all.
     let mut sim = Sim::new();
     let b = sim.node("b", 2);

@@ -247,7 +247,7 @@ impl Dispatcher {
     /// L-3: `bundles` of a placement group did not fit here: if they would
     /// once the leases and the running tasks give back what they hold
     /// (taken as the prepare takes them, GPU by GPU), every lease is
-    /// revoked, and for [`LEASE_PAUSE`] or until a bundle is
+    /// revoked, and for `LEASE_PAUSE` or until a bundle is
     /// prepared here no lease is granted and no task or actor takes what
     /// the bundles need, so that the head's next try finds the room (an
     /// owner whose lease was revoked asks for another at once, and a

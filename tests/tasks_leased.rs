@@ -259,7 +259,6 @@ fn group_role() {
         prism::__private::leased_workers() == 0,
         "the lease was revoked, not let go idle",
     );
-    warm();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stream = {
         let stop = stop.clone();
@@ -275,10 +274,17 @@ fn group_role() {
             i
         })
     };
+    check(
+        wait_until(Duration::from_secs(30), || {
+            prism::__private::leased_workers() > 0
+        }),
+        "the stream runs on a lease",
+    );
     placed("a group needing the CPU a stream of leased tasks holds is placed");
     stop.store(true, Ordering::Relaxed);
     let streamed = stream.join().unwrap();
     println!("{streamed} tasks streamed meanwhile");
+    check(streamed > 0, "the stream ran");
     println!("ALL OK");
 }
 

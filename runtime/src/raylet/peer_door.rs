@@ -249,7 +249,7 @@ impl TaskService {
     /// Prepares, commits or returns bundles (see [`BundleOp`]).
     pub fn bundle_op(self: &Arc<Self>, op: BundleOp) -> BundleReply {
         let mut d = self.disp();
-        let mut asked = Vec::new();
+        let mut asked = (None, Vec::new());
         let result = match op {
             BundleOp::Prepare {
                 pg,
@@ -260,7 +260,7 @@ impl TaskService {
                     .into_iter()
                     .map(|b| (b.index, b.resources.to_set()))
                     .collect();
-                asked.clone_from(&bundles);
+                asked = (Some(pg), bundles.clone());
                 d.prepare_bundles(pg, bundles, commit)
             }
             BundleOp::Commit { pg } => d.commit_bundles(pg),
@@ -278,7 +278,12 @@ impl TaskService {
             }
             Err(reason) => {
                 // L-3: leases held here give their resources back.
-                let revoke = d.bundle_refused(&asked, std::time::Instant::now());
+                let revoke = match asked {
+                    (Some(pg), bundles) => {
+                        d.bundle_refused(pg, &bundles, std::time::Instant::now())
+                    }
+                    (None, _) => Vec::new(),
+                };
                 self.apply(revoke);
                 drop(d);
                 BundleReply::Refused { reason }

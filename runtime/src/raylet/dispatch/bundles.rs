@@ -73,7 +73,7 @@ impl Dispatcher {
             }
         }
         if !taken.is_empty() {
-            self.bundles_placed();
+            self.bundles_placed(pg);
         }
         if commit {
             return self.commit_bundles(pg);

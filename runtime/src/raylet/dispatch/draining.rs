@@ -40,7 +40,12 @@ impl Dispatcher {
     /// The policy's view with this node in it, as a place for new work only
     /// while it is not draining.
     pub(super) fn view_with_me(&mut self) {
-        self.view.upsert(self.me, self.local.clone());
+        let mut me = self.local.clone();
+        // BP-4: what a refused bundle waits for is taken, to the policy.
+        if let Some(kept) = self.held_back_free() {
+            let _ = me.allocate(&kept);
+        }
+        self.view.upsert(self.me, me);
         if self.draining.is_some() {
             self.view.set_alive(self.me, false);
         }

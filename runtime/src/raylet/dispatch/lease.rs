@@ -28,7 +28,6 @@
 //!   cancelled like a queued one: answered `Cancelled` at once, never run
 //!   again.
 
-use super::bundles::bundle_of;
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
 use crate::ids::TaskId;
 use crate::proto::task::{Failure, Outcome, TaskSpec, WireStrategy};
@@ -39,15 +38,11 @@ use std::collections::HashMap;
 pub const LEASE_METHOD: &str = "__prism_lease__";
 
 /// How long a worker whose lease ended is kept from trimming (as of the
-/// raylet's ticks): its task events, flushed every 200 ms, reach the raylet
-/// first (TE-3).
+/// raylet's ticks, and two ticks at least): its task events, flushed every
+/// 200 ms, reach the raylet first (TE-3).
 pub const FLUSH_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many ended leases' causes are remembered for late [`Dispatcher::lease_lost`]s.
 const DEATHS_KEPT: usize = 1024;
-/// How long no lease is granted, and what a refused placement group's
-/// bundle wants is kept from tasks, after leases were revoked for it (L-3):
-/// several of the head's tries of the prepare (every 500 ms).
-pub const LEASE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The leases of this node.
 #[derive(Debug, Default)]
@@ -57,11 +52,8 @@ pub(super) struct Leases {
     live: HashMap<TaskId, (bool, Vec<Queued>)>,
     /// Why recently ended leases ended.
     deaths: HashMap<TaskId, Failure>,
-    /// Until when (the first tick past it) no lease is granted: a
-    /// placement group's bundle wants what they held (L-3).
-    paused: Option<std::time::Instant>,
-    /// What that bundle wants, kept from tasks and actors meanwhile.
-    held_back: ResourceSet,
+    /// The pause of leases for a refused bundle (L-3, `bundle_pause.rs`).
+    pub(super) pause: super::bundle_pause::Pause,
 }
 
 impl Leases {
@@ -102,7 +94,7 @@ impl Dispatcher {
         // L-1.
         let open = self.queue.is_empty()
             && self.draining.is_none()
-            && self.leases.paused.is_none()
+            && !self.leases.pause.active()
             && matches!(spec.strategy, WireStrategy::Hybrid)
             && !spec.spilled
             && request.get(GPU).is_zero()
@@ -161,7 +153,7 @@ impl Dispatcher {
         if !self.killing.contains(&r.worker) {
             if let Some(w) = self.workers.get_mut(&r.worker) {
                 w.state = WorkerState::Idle;
-                w.fresh = self.now.map(|t| t + FLUSH_HOLD);
+                w.fresh = self.now.map(|t| (t + FLUSH_HOLD, 2));
             }
         }
         self.pump(&mut out);
@@ -244,64 +236,19 @@ impl Dispatcher {
         self.revoke_all_leases(out);
     }
 
-    /// L-3: `bundles` of a placement group did not fit here: if they would
-    /// once the leases and the running tasks give back what they hold
-    /// (taken as the prepare takes them, GPU by GPU), every lease is
-    /// revoked, and for `LEASE_PAUSE` or until a bundle is
-    /// prepared here no lease is granted and no task or actor takes what
-    /// the bundles need, so that the head's next try finds the room (an
-    /// owner whose lease was revoked asks for another at once, and a
-    /// stream of short tasks would take the CPU back between the two).
-    pub fn bundle_refused(
-        &mut self,
-        bundles: &[(u32, ResourceSet)],
-        now: std::time::Instant,
-    ) -> Vec<Action> {
-        let mut out = Vec::new();
-        let mut could = self.local.clone();
-        let mut ending = false;
-        for r in self.running.values() {
-            let plain = matches!(r.task.spec.kind, crate::proto::task::TaskKind::Task);
-            if plain && bundle_of(&r.task.spec.strategy).is_none() {
-                let _ = could.release(&r.held, &r.gpus);
-                ending = true;
-            }
-        }
-        if !ending {
-            return out;
-        }
-        if bundles.iter().all(|(_, b)| could.allocate(b).is_ok()) {
-            self.revoke_all_leases(&mut out);
-            self.leases.paused = Some(now + LEASE_PAUSE);
-            let mut wanted = ResourceSet::new();
-            for (_, b) in bundles {
-                wanted.add(b);
-            }
-            self.leases.held_back = wanted;
-        }
-        out
-    }
-
-    /// What a refused bundle waits for (L-3): not for tasks, actors or
-    /// leases meanwhile.
-    pub(super) fn held_back(&self) -> &ResourceSet {
-        &self.leases.held_back
-    }
-
-    /// A tick at `now`: a pause of leases for bundles (L-3) ends once past,
-    /// and the ticks that keep workers whose lease ended from trimming run
-    /// down (TE-3).
+    /// A tick at `now`: the pause of leases for a bundle (L-3) may end,
+    /// and workers whose lease ended may be trimmed once their time is
+    /// over (TE-3).
     pub(super) fn lease_tick(&mut self, now: std::time::Instant, out: &mut Vec<Action>) {
-        if self.leases.paused.is_some_and(|until| now >= until) {
-            self.leases.paused = None;
-            self.leases.held_back = ResourceSet::new();
-            self.pump(out);
-        }
+        self.pause_tick(now, out);
         let mut aged = false;
         for w in self.workers.values_mut() {
-            if w.fresh.is_some_and(|until| now >= until) {
-                w.fresh = None;
-                aged = true;
+            if let Some((until, ticks)) = w.fresh.as_mut() {
+                *ticks = ticks.saturating_sub(1);
+                if now >= *until && *ticks == 0 {
+                    w.fresh = None;
+                    aged = true;
+                }
             }
         }
         if aged {
@@ -309,13 +256,7 @@ impl Dispatcher {
         }
     }
 
-    /// A bundle was prepared here: leases may be granted again.
-    pub(super) fn bundles_placed(&mut self) {
-        self.leases.paused = None;
-        self.leases.held_back = ResourceSet::new();
-    }
-
-    fn revoke_all_leases(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn revoke_all_leases(&mut self, out: &mut Vec<Action>) {
         // Every pump comes here: the common case costs one check.
         if self.leases.live.is_empty() {
             return;

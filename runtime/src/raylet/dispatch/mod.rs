@@ -157,10 +157,10 @@ struct Worker {
     state: WorkerState,
     /// The actor this worker is dedicated to (never reused for tasks).
     actor: Option<ActorId>,
-    /// Until when (as of the ticks) it is not trimmed: a worker whose
-    /// lease just ended reports the tasks it ran itself, a few times a
-    /// second (TE-3).
-    fresh: Option<std::time::Instant>,
+    /// Until when (as of the ticks, and for how many more ticks at least)
+    /// it is not trimmed: a worker whose lease just ended reports the tasks
+    /// it ran itself, a few times a second (TE-3).
+    fresh: Option<(std::time::Instant, u8)>,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +366,7 @@ fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
 }
 
 mod actors;
+mod bundle_pause;
 mod bundles;
 mod direct;
 mod draining;
@@ -388,5 +389,7 @@ mod tests_draining;
 mod tests_gpu;
 #[cfg(test)]
 mod tests_lease;
+#[cfg(test)]
+mod tests_pause;
 #[cfg(test)]
 mod tests_spill;

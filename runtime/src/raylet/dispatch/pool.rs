@@ -171,10 +171,8 @@ impl Dispatcher {
             return;
         }
         idle.sort_unstable();
-        let now = self.now;
-        let fresh = |w: &super::Worker| w.fresh.is_some_and(|u| now.is_none_or(|n| n < u));
         for id in idle.split_off(self.max_idle) {
-            if self.workers.get(&id).is_some_and(fresh) {
+            if self.workers.get(&id).is_some_and(|w| w.fresh.is_some()) {
                 continue;
             }
             self.workers.remove(&id);

@@ -1,6 +1,7 @@
 //! Worker leases (L-1..L-5 in `lease.rs`).
 
-use super::lease::{FLUSH_HOLD, LEASE_PAUSE};
+use super::bundle_pause::LEASE_PAUSE;
+use super::lease::FLUSH_HOLD;
 use super::tests::{node, replies, started, task};
 use super::*;
 use crate::ids::TaskId;
@@ -185,18 +186,18 @@ fn l3_a_bundle_that_does_not_fit_revokes_the_leases() {
     assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
     let two = ResourceSet::new().with(CPU, Quantity::whole(2));
     assert!(
-        d.bundle_refused(&[(0, two)], Instant::now()).is_empty(),
+        d.bundle_refused(pg, &[(0, two)], Instant::now()).is_empty(),
         "a bundle the leases could not make fit revokes nothing"
     );
     assert_eq!(
-        d.bundle_refused(&[(0, cpu.clone())], Instant::now()),
+        d.bundle_refused(pg, &[(0, cpu.clone())], Instant::now()),
         vec![Action::RevokeLease {
             owner: Owner::Local(1),
             lease
         }]
     );
     assert!(
-        d.bundle_refused(&[(0, cpu.clone())], Instant::now())
+        d.bundle_refused(pg, &[(0, cpu.clone())], Instant::now())
             .is_empty(),
         "revoked once"
     );
@@ -230,7 +231,11 @@ fn l3_the_pause_for_a_bundle_ends_after_its_time() {
         "what the lease holds is offered to bundles"
     );
     let t0 = Instant::now();
-    assert_eq!(d.bundle_refused(&[(0, cpu)], t0).len(), 1);
+    assert_eq!(
+        d.bundle_refused(crate::ids::PlacementGroupId::random(), &[(0, cpu)], t0)
+            .len(),
+        1
+    );
     d.return_lease(lease);
     for ms in [0, 500, 1000, 1500, 1999] {
         d.tick(t0 + Duration::from_millis(ms));
@@ -297,7 +302,7 @@ fn l3_what_a_refused_bundle_waits_for_is_kept_from_new_tasks() {
     assert!(d.prepare_bundles(pg, vec![(0, cpu.clone())], true).is_err());
     let t0 = Instant::now();
     assert!(
-        d.bundle_refused(&[(0, cpu.clone())], t0).is_empty(),
+        d.bundle_refused(pg, &[(0, cpu.clone())], t0).is_empty(),
         "no lease to revoke"
     );
     // The running task ends: the next one does not take the CPU back.
@@ -316,7 +321,7 @@ fn l3_what_a_refused_bundle_waits_for_is_kept_from_new_tasks() {
     let (mut d, w) = idle_worker(job);
     let running = task(job, 1, 0);
     d.submit(running.clone(), Owner::Local(1));
-    d.bundle_refused(&[(0, cpu)], t0);
+    d.bundle_refused(pg, &[(0, cpu)], t0);
     d.submit(next.clone(), Owner::Local(1));
     d.task_done(w, running.task_id, Outcome::Inline(vec![]));
     assert_eq!(executes(&d.tick(t0 + Duration::from_secs(1))), 0);

@@ -192,7 +192,7 @@ fn l_3_cpus_held_by_leases_are_planned_for_bundles() {
 
     // A free node beside a leased one: the group goes to the free one,
     // and nothing is asked of the leased one (whatever the ids' order).
-    for _ in 0..4 {
+    for _ in 0..16 {
         let mut sim = Sim::new();
         let leased = sim.node("leased", 2);
         let free = sim.node("free", 2);

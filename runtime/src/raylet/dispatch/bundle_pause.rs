@@ -19,7 +19,7 @@ use super::bundles::bundle_of;
 use super::{Action, Dispatcher};
 use crate::ids::PlacementGroupId;
 use crate::proto::task::TaskKind;
-use prism_scheduler::{ResourceSet, GPU};
+use prism_scheduler::ResourceSet;
 use std::time::{Duration, Instant};
 
 /// How long a pause for a refused bundle lasts at most (BP-1), and how
@@ -86,14 +86,7 @@ impl Dispatcher {
         out
     }
 
-    /// What a refused bundle waits for: not for new tasks, actors or leases
-    /// meanwhile.
-    pub(super) fn held_back(&self) -> &ResourceSet {
-        &self.leases.pause.held_back
-    }
-
-    /// Of what is free here, what the pause keeps (GPUs aside: the policy's
-    /// view is by total), for the policy's view of this node (BP-4).
+    /// Of what is free here, what the pause keeps; `None` without a pause.
     pub(super) fn held_back_free(&self) -> Option<ResourceSet> {
         let held = &self.leases.pause.held_back;
         if held.is_empty() {
@@ -101,7 +94,7 @@ impl Dispatcher {
         }
         let free = self.local.available();
         let mut kept = ResourceSet::new();
-        for (name, q) in held.iter().filter(|(name, _)| *name != GPU) {
+        for (name, q) in held.iter() {
             kept.set(name, q.min(free.get(name)));
         }
         Some(kept)

@@ -41,8 +41,10 @@ impl Dispatcher {
     /// while it is not draining.
     pub(super) fn view_with_me(&mut self) {
         let mut me = self.local.clone();
-        // BP-4: what a refused bundle waits for is taken, to the policy.
-        if let Some(kept) = self.held_back_free() {
+        // BP-4: what a refused bundle waits for is taken, to the policy
+        // (GPUs aside: its view of them is by total).
+        if let Some(mut kept) = self.held_back_free() {
+            kept.set(prism_scheduler::GPU, prism_scheduler::Quantity::ZERO);
             let _ = me.allocate(&kept);
         }
         self.view.upsert(self.me, me);

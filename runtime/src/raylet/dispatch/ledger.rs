@@ -21,15 +21,11 @@ impl Dispatcher {
 
     /// L-3: whether `request` leaves what a refused bundle waits for.
     fn beside_held_back(&self, request: &ResourceSet) -> bool {
-        let held = self.held_back();
-        if held.is_empty() {
+        let Some(kept) = self.held_back_free() else {
             return true;
-        }
+        };
         let mut left = self.local.available().clone();
-        for (name, q) in held.iter() {
-            let have = left.get(name);
-            left.set(name, have - q.min(have));
-        }
+        left.subtract(&kept);
         request.fits_in(&left)
     }
 

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 /// A one-CPU node with one idle worker of `job` (it ran one task).
 fn idle_worker(job: JobId) -> (Dispatcher, WorkerId) {
-    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    idle_worker_on(node(1), job)
+}
+
+/// A node with `res` (one CPU at least) and one idle worker of `job`.
+pub(super) fn idle_worker_on(res: NodeResources, job: JobId) -> (Dispatcher, WorkerId) {
+    let mut d = Dispatcher::new(NodeId::random(), res);
     let t = task(job, 1, 0);
     let w = started(&d.submit(t.clone(), Owner::Local(1)))[0];
     d.worker_ready(w);
@@ -18,7 +23,7 @@ fn idle_worker(job: JobId) -> (Dispatcher, WorkerId) {
 }
 
 /// Asks for a lease of a one-CPU worker; the answer.
-fn ask(d: &mut Dispatcher, job: JobId, owner: Owner) -> (TaskId, Option<WorkerId>) {
+pub(super) fn ask(d: &mut Dispatcher, job: JobId, owner: Owner) -> (TaskId, Option<WorkerId>) {
     let mut shape = task(job, 1, 0);
     shape.function = LEASE_METHOD.into();
     let lease = shape.task_id;

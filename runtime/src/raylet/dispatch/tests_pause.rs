@@ -2,45 +2,28 @@
 //! `bundle_pause.rs`).
 
 use super::bundle_pause::LEASE_PAUSE;
-use super::tests::{node, replies, started, task};
+use super::tests::{started, task};
+use super::tests_lease::{ask, idle_worker_on};
 use super::*;
 use crate::ids::{PlacementGroupId, TaskId};
 use std::time::{Duration, Instant};
 
 /// A one-CPU node (with `x` if asked) and one idle worker of `job`.
 fn idle(job: JobId, x: bool) -> (Dispatcher, WorkerId) {
-    let res = if x {
-        NodeResources::new(
-            ResourceSet::new()
-                .with(CPU, Quantity::whole(1))
-                .with("x", Quantity::whole(1)),
-        )
-    } else {
-        node(1)
-    };
-    let mut d = Dispatcher::new(NodeId::random(), res);
-    let t = task(job, 1, 0);
-    let w = started(&d.submit(t.clone(), Owner::Local(1)))[0];
-    d.worker_ready(w);
-    d.task_done(w, t.task_id, Outcome::Inline(vec![]));
-    (d, w)
+    let mut res = ResourceSet::new().with(CPU, Quantity::whole(1));
+    if x {
+        res = res.with("x", Quantity::whole(1));
+    }
+    idle_worker_on(NodeResources::new(res), job)
 }
 
 /// Whether a lease of one CPU is granted now (returned at once if so).
 fn leasable(d: &mut Dispatcher, job: JobId) -> bool {
-    let mut shape = task(job, 1, 0);
-    shape.function = LEASE_METHOD.into();
-    let lease = shape.task_id;
-    let granted = match replies(&d.lease(shape, Owner::Local(1))).as_slice() {
-        [Outcome::Inline(b)] => rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b)
-            .unwrap()
-            .is_some(),
-        other => panic!("one answer expected: {other:?}"),
-    };
-    if granted {
+    let (lease, granted) = ask(d, job, Owner::Local(1));
+    if granted.is_some() {
         d.return_lease(lease);
     }
-    granted
+    granted.is_some()
 }
 
 fn cpu() -> ResourceSet {

@@ -440,42 +440,45 @@ impl Leases {
         g.sweeping = true;
         let core = core.clone();
         let idle = core.direct.lease_idle;
-        core.handle.clone().spawn(async move {
-            loop {
-                tokio::time::sleep(idle.min(Duration::from_millis(100))).await;
-                let done = tokio::task::block_in_place(|| {
-                    let mut spill = Spill::new();
-                    let mut g = core.leases.lock();
-                    let now = Instant::now();
-                    for shape in g.shapes.values_mut() {
-                        let stale: Vec<TaskId> = shape
-                            .held
-                            .iter()
-                            .filter(|h| h.idle_since.is_some_and(|t| now - t >= idle))
-                            .map(|h| h.lease)
-                            .collect();
-                        for lease in stale {
-                            give_back(&core, shape, lease, &mut spill);
-                        }
-                        // Leases stuck on long tasks, or slower than when
-                        // their tasks queued, hold nothing up (LO-2).
-                        if !shape.queue.is_empty() {
-                            shape.spill_if_unasked(&mut spill);
-                            shape.spill_beyond_room(&mut spill);
-                        }
+        // A thread of its own, not a task on the runtime: it may start (from
+        // a lease's thread) while the runtime shuts down, whose timers
+        // would then panic.
+        let spawned = std::thread::Builder::new()
+            .name("prism-lease-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(idle.min(Duration::from_millis(100)));
+                let mut spill = Spill::new();
+                let mut g = core.leases.lock();
+                let now = Instant::now();
+                for shape in g.shapes.values_mut() {
+                    let stale: Vec<TaskId> = shape
+                        .held
+                        .iter()
+                        .filter(|h| h.idle_since.is_some_and(|t| now - t >= idle))
+                        .map(|h| h.lease)
+                        .collect();
+                    for lease in stale {
+                        give_back(&core, shape, lease, &mut spill);
                     }
-                    let done = g.shapes.values().all(|s| s.held.is_empty());
-                    if done {
-                        g.sweeping = false;
+                    // Leases stuck on long tasks, or slower than when
+                    // their tasks queued, hold nothing up (LO-2).
+                    if !shape.queue.is_empty() {
+                        shape.spill_if_unasked(&mut spill);
+                        shape.spill_beyond_room(&mut spill);
                     }
-                    send_all(&core, spill);
-                    done
-                });
+                }
+                let done = g.shapes.values().all(|s| s.held.is_empty());
+                if done {
+                    g.sweeping = false;
+                }
+                send_all(&core, spill);
                 if done {
                     return;
                 }
-            }
-        });
+            });
+        if spawned.is_err() {
+            g.sweeping = false;
+        }
     }
 }
 

@@ -16,10 +16,17 @@ use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
 
+#[prism::remote]
+fn one() -> u64 {
+    1
+}
+
 #[test]
 #[ignore = "a job driver, started by `prism submit` in the tests in this file"]
 fn child_role() {
     let _c = prism::init().unwrap();
+    // One task, so that the job has a task row and a worker with a log.
+    assert_eq!(one::remote().unwrap().get().unwrap(), 1);
     println!("started");
     hold_until_done();
 }
@@ -115,8 +122,14 @@ fn with_a_wrong_secret(token: &str) -> String {
 }
 
 fn start() -> Cluster {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Cluster {
     let sb = Sandbox::new();
-    let head = sb.start_head(&["--num-cpus", "4"]);
+    let mut args = vec!["--num-cpus", "4"];
+    args.extend_from_slice(extra);
+    let head = sb.start_head(&args);
     let (addr, _) = head.cluster();
     Cluster { sb, head, addr }
 }
@@ -467,5 +480,123 @@ fn the_dashboard_shows_each_user_what_the_head_lets_them_and_a_revocation_ends_t
     let (status, body) = http("POST", &stop, Some(&alice), None);
     assert_eq!(status, 200, "{body}");
     assert!(wait_until(Duration::from_secs(30), || c.job_state(&job) == "stopped"));
+    std::fs::write(&done, "").unwrap();
+}
+
+/// The rows of `prism list TABLE --json` as `user` (or the admin).
+fn rows(c: &Cluster, user: Option<&str>, table: &str) -> Vec<Value> {
+    serde_json::from_str(&c.ok(user, &["list", table, "--json"])).unwrap()
+}
+
+/// The job ids of a JSON array of rows (`/api/v0/*` pages hold them
+/// under `rows`).
+fn job_ids(v: &Value) -> Vec<String> {
+    let rows = v.get("rows").unwrap_or(v);
+    let mut ids: Vec<String> = rows
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {v}"))
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() {
+    let c = start_with(&["--dashboard-viewer-namespaces", "vision"]);
+    let base = c.head.ready()["dashboard"].as_str().unwrap().to_string();
+    let viewer = std::fs::read_to_string(c.head.session.join("dashboard_token")).unwrap();
+    let viewer = viewer.trim();
+    let alice = c.add_user("alice", "developer", &["vision"]);
+    let bob = c.add_user("bob", "developer", &["ads"]);
+    let done = c.sb.temp().join("release").display().to_string();
+    let mut jobs = Vec::new();
+    for (user, ns) in [(&alice, "vision"), (&bob, "ads")] {
+        let out = c.submit(user, ns, &done);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jobs.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let (job_a, job_b) = (jobs[0].clone(), jobs[1].clone());
+    // Both jobs' tasks ran (the admin sees every row).
+    let finished = |job: &str| {
+        rows(&c, None, "tasks")
+            .into_iter()
+            .find(|t| t["job_id"] == job && t["state"] == "finished")
+    };
+    assert!(wait_until(Duration::from_secs(90), || finished(&job_a)
+        .is_some()
+        && finished(&job_b).is_some()));
+
+    // The read-only token: vision's rows only, in every table and page.
+    let get = |path: &str| {
+        let (status, body) = http("GET", &format!("{base}{path}"), Some(viewer), None);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    assert_eq!(job_ids(&get("/api/v0/jobs")), vec![job_a.clone()]);
+    assert_eq!(job_ids(&get("/api/v0/tasks")), vec![job_a.clone()]);
+    let page = get("/api/v0/tasks?state=finished");
+    assert_eq!(job_ids(&page), vec![job_a.clone()]);
+    assert_eq!(page["total"], 1, "{page}");
+    for w in get("/api/v0/workers")["rows"].as_array().unwrap() {
+        assert_eq!(w["job_id"], job_a.as_str(), "{w}");
+    }
+    let me = get("/api/v0/whoami");
+    assert_eq!(
+        (me["role"].as_str(), me["namespaces"].clone()),
+        (Some("viewer"), serde_json::json!(["vision"]))
+    );
+    // Logs: vision's worker's yes, ads' worker's no, with the reason.
+    let log_of = |job: &str| {
+        let t = finished(job).unwrap();
+        let (node, pid) = (
+            t["node_id"].as_str().unwrap(),
+            t["worker_pid"].as_u64().unwrap(),
+        );
+        (format!("{base}/api/v0/logs?node={node}&pid={pid}"), pid)
+    };
+    let (url, _) = log_of(&job_a);
+    let (status, body) = http("GET", &url, Some(viewer), None);
+    assert_eq!(status, 200, "{body}");
+    let (url, pid) = log_of(&job_b);
+    let (status, body) = http("GET", &url, Some(viewer), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(&format!(
+            "join-token viewer (viewer in vision) may not read the log of worker {pid} in \
+             namespace ads: namespace ads was not granted to join-token viewer"
+        )),
+        "{body}"
+    );
+    // It changes nothing.
+    let (status, body) = http(
+        "POST",
+        &format!("{base}/api/v0/jobs/{job_a}/stop"),
+        Some(viewer),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // Users through the CLI: their namespaces' tasks and workers only.
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&bob), "tasks"))),
+        vec![job_b.clone()]
+    );
+    assert!(rows(&c, Some(&bob), "workers")
+        .iter()
+        .all(|w| w["job_id"] == job_b.as_str()));
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&alice), "tasks"))),
+        vec![job_a.clone()]
+    );
+    // The admin still sees both.
+    let all = job_ids(&Value::Array(rows(&c, None, "tasks")));
+    assert!(all.contains(&job_a) && all.contains(&job_b), "{all:?}");
     std::fs::write(&done, "").unwrap();
 }

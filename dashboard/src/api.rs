@@ -53,7 +53,7 @@ pub async fn table(
     Path(name): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let table = Table::parse(&name).ok_or_else(|| {
         let names: Vec<_> = Table::ALL.iter().map(|t| t.name()).collect();
         ApiError(
@@ -105,7 +105,7 @@ pub async fn summary(
     State(app): State<Arc<App>>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Value>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let status = match src.request(&HeadRequest::GetStatus).await? {
         HeadResponse::Status(s) => s,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
@@ -185,7 +185,7 @@ pub async fn logs(
     Extension(role): Extension<Role>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let node = q
         .node
         .parse()
@@ -213,7 +213,7 @@ pub async fn timeline(
     Extension(role): Extension<Role>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let tasks = match src.request(&HeadRequest::ListTasks).await? {
         HeadResponse::Tasks(t) => t,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
@@ -238,7 +238,7 @@ pub async fn stop_job(
             "stopping a job needs the cluster token or a user allowed to (this session has the read-only dashboard token)".into(),
         ));
     }
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let job_id = id
         .parse()
         .map_err(|_| bad_request(format!("{id:?} is not a job id")))?;
@@ -254,15 +254,14 @@ pub async fn whoami(
     State(app): State<Arc<App>>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(user) = role.user() else {
-        let admin = role == Role::Admin;
-        let name = if admin { "admin" } else { "viewer" };
+    if role == Role::Admin {
         return Ok(Json(
-            json!({ "role": name, "user": name, "can_stop": admin }),
+            json!({ "role": "admin", "user": "admin", "namespaces": ["*"], "can_stop": true }),
         ));
-    };
+    }
+    // Users and the read-only token: as the head knows them.
     let req = HeadRequest::Access(prism::proto::access::AccessRequest::WhoAmI);
-    match app.source.view(Some(user)).request(&req).await? {
+    match app.source.view(&role).request(&req).await? {
         HeadResponse::Access(prism::proto::access::AccessReply::Me(me)) => {
             let can_stop = me.permissions.iter().any(|p| p.starts_with("jobs:stop"));
             Ok(Json(json!({
@@ -279,7 +278,7 @@ pub async fn runs(
     Extension(role): Extension<Role>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     let mut q = RowQuery::parse(params).map_err(bad_request)?;
     q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
     let runs = match src.request(&HeadRequest::ListRuns).await? {
@@ -299,7 +298,7 @@ pub async fn run(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(&role);
     match src
         .request(&HeadRequest::GetRun { run_id: id.clone() })
         .await?

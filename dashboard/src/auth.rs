@@ -80,13 +80,13 @@ impl Auth {
 
     /// At login: a user's token must be one the head accepts.
     async fn check(&self, role: &Role) -> Result<(), String> {
-        let (Some(user), Some(source)) = (role.user(), &self.source) else {
+        let (Some(_), Some(source)) = (role.user(), &self.source) else {
             return Ok(());
         };
         let req =
             prism::proto::head::HeadRequest::Access(prism::proto::access::AccessRequest::WhoAmI);
         source
-            .view(Some(user))
+            .view(role)
             .request(&req)
             .await
             .map(drop)

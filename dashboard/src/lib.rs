@@ -53,6 +53,9 @@ pub struct DashboardOptions {
     pub token: JoinToken,
     /// The read-only token for viewers.
     pub viewer_token: String,
+    /// The namespaces the read-only token sees (`*`: all): the head lets
+    /// it read state and logs there only.
+    pub viewer_namespaces: Vec<String>,
     /// How long a listing is reused.
     pub cache: Duration,
 }
@@ -135,8 +138,13 @@ impl Dashboard {
             }
         };
         let source = Arc::new(
-            source::Source::new(opts.head, opts.token.clone(), opts.cache)
-                .map_err(DashboardError::Endpoint)?,
+            source::Source::new(
+                opts.head,
+                opts.token.clone(),
+                opts.viewer_namespaces.clone(),
+                opts.cache,
+            )
+            .map_err(DashboardError::Endpoint)?,
         );
         let auth = auth::Auth::new(&opts.token, &opts.viewer_token, Some(source.clone()));
         Ok(Dashboard {

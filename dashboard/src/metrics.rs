@@ -322,7 +322,7 @@ fn count(rows: &[serde_json::Value]) -> BTreeMap<String, u64> {
 }
 
 async fn gather(app: &App, role: &crate::auth::Role) -> Result<Snapshot, SourceError> {
-    let src = app.source.view(role.user());
+    let src = app.source.view(role);
     let nodes: Vec<NodeView> = match src.request(&HeadRequest::GetStatus).await? {
         HeadResponse::Status(s) => s.nodes.iter().map(NodeView::from_status).collect(),
         other => return Err(SourceError::Head(format!("unexpected answer {other:?}"))),

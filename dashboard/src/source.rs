@@ -53,17 +53,27 @@ struct Cached {
     rows: Arc<Vec<Value>>,
 }
 
+/// Who a link reads the head as.
+enum Who {
+    /// The join token: the cluster's admin.
+    Admin,
+    /// The join token, as a viewer of these namespaces only.
+    Viewer(Vec<String>),
+    /// A person, with their own token.
+    User(UserToken),
+}
+
 /// One identity's connection to the head and its cache.
 struct Link {
-    user: Option<UserToken>,
+    who: Who,
     client: Mutex<Option<HeadClient>>,
     cache: Mutex<HashMap<&'static str, Cached>>,
 }
 
 impl Link {
-    fn new(user: Option<UserToken>) -> Arc<Link> {
+    fn new(who: Who) -> Arc<Link> {
         Arc::new(Link {
-            user,
+            who,
             client: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
         })
@@ -76,8 +86,11 @@ pub struct Source {
     token: JoinToken,
     ttl: Duration,
     endpoint: QuicEndpoint,
-    /// The cluster token's connection (admins and the read-only token).
+    /// The cluster token's connection (admins).
     admin: Arc<Link>,
+    /// The read-only token's: the join token, as a viewer of some
+    /// namespaces.
+    viewer: Arc<Link>,
     /// Each logged-in user's, by their token.
     users: std::sync::Mutex<HashMap<String, Arc<Link>>>,
 }
@@ -97,9 +110,15 @@ pub struct View<'a> {
 }
 
 impl Source {
-    /// A source for the head at `addr`, authenticating with `token`;
-    /// listings are reused for `ttl`.
-    pub fn new(addr: SocketAddr, token: JoinToken, ttl: Duration) -> std::io::Result<Source> {
+    /// A source for the head at `addr`, authenticating with `token` (as a
+    /// viewer of `viewer_namespaces` for the read-only token); listings are
+    /// reused for `ttl`.
+    pub fn new(
+        addr: SocketAddr,
+        token: JoinToken,
+        viewer_namespaces: Vec<String>,
+        ttl: Duration,
+    ) -> std::io::Result<Source> {
         let unspecified = if addr.is_ipv4() {
             [0u8; 4].into()
         } else {
@@ -111,7 +130,8 @@ impl Source {
             token,
             ttl,
             endpoint,
-            admin: Link::new(None),
+            admin: Link::new(Who::Admin),
+            viewer: Link::new(Who::Viewer(viewer_namespaces)),
             users: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -124,15 +144,22 @@ impl Source {
         }
     }
 
-    /// The head as `user` reads it (`None`: the cluster token).
-    pub fn view(&self, user: Option<&UserToken>) -> View<'_> {
-        let Some(user) = user else {
-            return self.admin();
+    /// The head as `role` reads it.
+    pub fn view(&self, role: &crate::auth::Role) -> View<'_> {
+        let user = match role {
+            crate::auth::Role::Admin => return self.admin(),
+            crate::auth::Role::Viewer => {
+                return View {
+                    src: self,
+                    link: self.viewer.clone(),
+                }
+            }
+            crate::auth::Role::User(user) => user,
         };
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let link = users
             .entry(user.to_string())
-            .or_insert_with(|| Link::new(Some(user.clone())))
+            .or_insert_with(|| Link::new(Who::User(UserToken::clone(user))))
             .clone();
         View { src: self, link }
     }
@@ -151,11 +178,20 @@ impl View<'_> {
         }
         let src = self.src;
         let config = prism::Config::from_env().unwrap_or_default();
-        let cred = match &self.link.user {
-            Some(user) => Credential::User(user.clone()),
-            None => Credential::Join(src.token.clone()),
+        let c = match &self.link.who {
+            Who::Admin => {
+                let cred = Credential::Join(src.token.clone());
+                HeadClient::connect_as(&src.endpoint, src.addr, &cred, &config).await
+            }
+            Who::User(user) => {
+                let cred = Credential::User(user.clone());
+                HeadClient::connect_as(&src.endpoint, src.addr, &cred, &config).await
+            }
+            Who::Viewer(ns) => {
+                let ns = ns.clone();
+                HeadClient::connect_viewer(&src.endpoint, src.addr, &src.token, ns, &config).await
+            }
         };
-        let c = HeadClient::connect_as(&src.endpoint, src.addr, &cred, &config).await;
         let c = c.map_err(|e| match e {
             prism::client::ClientError::Refused { kind, message } => refused(kind, message),
             e => SourceError::Unreachable {
@@ -200,7 +236,8 @@ impl View<'_> {
         // first one's answer instead of asking the head again.
         let mut cache = self.link.cache.lock().await;
         // A user's listings are never reused: a revocation holds at once.
-        if let Some(c) = cache.get(table.name()).filter(|_| self.link.user.is_none()) {
+        let reuse = !matches!(self.link.who, Who::User(_));
+        if let Some(c) = cache.get(table.name()).filter(|_| reuse) {
             if c.at.elapsed() < self.src.ttl {
                 return Ok(c.rows.clone());
             }

@@ -22,6 +22,32 @@ pub struct DashboardArgs {
     /// With --head: no dashboard.
     #[arg(long)]
     no_dashboard: bool,
+    /// With --head: the namespaces whose jobs, actors, tasks, workers and
+    /// logs the read-only dashboard token sees, comma-separated (`*`: all).
+    /// The head enforces it, as for a user with the viewer role.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        env = "PRISM_DASHBOARD_VIEWER_NAMESPACES"
+    )]
+    dashboard_viewer_namespaces: Vec<String>,
+}
+
+impl DashboardArgs {
+    /// A precise error for flags that cannot work, before anything starts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let ns = &self.dashboard_viewer_namespaces;
+        if let Some(bad) = ns
+            .iter()
+            .find(|n| !prism::head::access::users::valid_namespace(n))
+        {
+            anyhow::bail!(
+                "--dashboard-viewer-namespaces: invalid namespace {bad:?} (use 1-63 letters, digits, '-' or '_', or * for all)"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The session's read-only dashboard token (made on first use).
@@ -57,6 +83,7 @@ pub fn start(
         head,
         token: token.clone(),
         viewer_token: viewer_token(session)?,
+        viewer_namespaces: args.dashboard_viewer_namespaces.clone(),
         cache: std::time::Duration::from_millis(
             std::env::var("PRISM_DASHBOARD_CACHE_MS")
                 .ok()

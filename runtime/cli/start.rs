@@ -302,6 +302,7 @@ async fn serve(args: StartArgs, config: Config, session: &SessionDir) -> anyhow:
             node_name: args.node_name.clone(),
             identity: args.identity()?,
         };
+        args.dashboard.check()?;
         run_head_node(opts, session, stop_signal(), |r| {
             let dashboard =
                 match crate::dashboard::start(&args.dashboard, r.head_address, &r.token, session) {

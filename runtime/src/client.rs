@@ -135,6 +135,24 @@ impl HeadClient {
         .await
     }
 
+    /// Dials the head with the join token, to act only as a viewer of
+    /// `namespaces` (`*`: all): the head lets it read state and logs
+    /// there, and nothing else.
+    pub async fn connect_viewer(
+        endpoint: &dyn Endpoint,
+        addr: SocketAddr,
+        token: &JoinToken,
+        namespaces: Vec<String>,
+        config: &Config,
+    ) -> Result<HeadClient, ClientError> {
+        let trust = ClientTrust::Pinned {
+            ca_fingerprint: token.ca_fingerprint.clone(),
+        };
+        let role = PeerRole::Viewer { namespaces };
+        let hello = Some(token.secret.clone());
+        HeadClient::connect_saying(endpoint, addr, &trust, hello, role, config).await
+    }
+
     async fn connect_saying(
         endpoint: &dyn Endpoint,
         addr: SocketAddr,

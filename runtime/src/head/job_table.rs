@@ -233,6 +233,11 @@ impl JobTable {
             .collect()
     }
 
+    /// Each job's namespace.
+    pub fn namespaces(&self) -> impl Iterator<Item = (JobId, String)> + '_ {
+        self.jobs.values().map(|j| (j.job_id, j.namespace.clone()))
+    }
+
     /// Every job, oldest first.
     pub fn list(&self) -> Vec<JobInfo> {
         let mut v: Vec<JobInfo> = self.jobs.values().cloned().collect();

@@ -41,6 +41,34 @@ pub(super) async fn list(
     merge(query, replies.into_iter())
 }
 
+/// The job of the worker `pid` on the raylet at `addr`: a live worker's,
+/// else that of a task it ran that the raylet remembers.
+pub(super) async fn worker_job(
+    dialer: &Arc<RayletDialer>,
+    addr: &str,
+    pid: u32,
+) -> Result<Option<crate::ids::JobId>, String> {
+    let ask = |q| async move {
+        let req = PeerRequest::State(q);
+        dialer
+            .call::<_, StateReply>(addr, &req)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let StateReply::Workers(w) = ask(StateQuery::Workers).await? {
+        if let Some(w) = w.iter().find(|w| w.pid == Some(pid)) {
+            return Ok(Some(w.job_id));
+        }
+    }
+    if let StateReply::Tasks(t) = ask(StateQuery::Tasks).await? {
+        return Ok(t
+            .iter()
+            .find(|t| t.worker_pid == Some(pid))
+            .map(|t| t.job_id));
+    }
+    Ok(None)
+}
+
 /// One listing from the raylets' replies (pure).
 fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadResponse {
     let (mut tasks, mut objects, mut workers) = (Vec::new(), Vec::new(), Vec::new());

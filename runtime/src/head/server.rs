@@ -4,6 +4,7 @@
 //! only: binary uploads to the [`JobRunner`]'s cache, job logs from its
 //! files, and task/object listings gathered from the raylets.
 
+use super::access::visibility::Visibility;
 use super::core::{Caller, Clock, HeadCore};
 use super::dialer::RayletDialer;
 use super::job_runner::JobRunner;
@@ -11,7 +12,7 @@ use super::node_table::FailureDetector;
 use super::shell::{HeadActor, HeadMsg, Shell};
 use super::{listing, HeadError, HeadSetup};
 use crate::ids::{ClusterId, JobId};
-use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, PeerRole};
 use crate::proto::state::StateQuery;
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::{read_msg, write_msg, RpcError};
@@ -210,11 +211,28 @@ async fn handshake(conn: &BoxConn, mut s: SendHalf, mut r: RecvHalf, ctx: &Ctx) 
             warn!(%addr, error = %e, "malformed first frame; refusing the connection");
             (refuse(ErrorKind::BadRequest, e.to_string()), None)
         }
-        Ok(Some(HeadRequest::Hello { version, token, .. })) if version == PROTOCOL_VERSION => {
+        Ok(Some(HeadRequest::Hello { version, token, role })) if version == PROTOCOL_VERSION => {
+            let viewer = match role {
+                PeerRole::Viewer { namespaces } => Some(namespaces),
+                _ => None,
+            };
             if let PeerIdentity::ClusterNode { cert } = conn.peer() {
                 (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Node { cert }))
             } else if token.as_deref().is_some_and(|t| ctx.token.secret_matches(t)) {
-                (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Client))
+                match viewer {
+                    None => (HeadResponse::Welcome { cluster_id: ctx.cluster_id }, Some(Caller::Client)),
+                    Some(namespaces) => match ractor::call!(ctx.actor, HeadMsg::Viewer, namespaces) {
+                        Ok(Ok(id)) => (
+                            HeadResponse::Welcome { cluster_id: ctx.cluster_id },
+                            Some(Caller::Viewer { id, from: addr }),
+                        ),
+                        Ok(Err(why)) => (refuse(ErrorKind::BadRequest, why), None),
+                        Err(e) => (refuse(ErrorKind::Internal, e.to_string()), None),
+                    },
+                }
+            } else if viewer.is_some() {
+                let why = "only the join token may ask to act as a viewer (a user's token acts as its user)";
+                (refuse(ErrorKind::Unauthorized, why.into()), None)
             } else if let Some((name, secret)) = token.as_deref().and_then(|t| t.split_once('@')) {
                 let (name, secret) = (name.to_string(), secret.to_string());
                 match ractor::call!(ctx.actor, HeadMsg::Authenticate, name, secret) {
@@ -264,7 +282,7 @@ async fn serve_stream(
         return Ok(());
     };
     let began = std::time::Instant::now();
-    if let Caller::User { .. } = caller {
+    if caller.is_gated() {
         let gate = ractor::call!(ctx.actor, HeadMsg::Gate, caller, Box::new(req.clone()));
         match gate {
             Ok(HeadResponse::Ok) => {}
@@ -304,10 +322,10 @@ async fn serve_stream(
                 Err(e) => internal(e),
             }
         }
-        HeadRequest::ListTasks => list_state(ctx, StateQuery::Tasks).await,
+        HeadRequest::ListTasks => scoped(ctx, caller, StateQuery::Tasks).await,
         HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
-        HeadRequest::ListWorkers => list_state(ctx, StateQuery::Workers).await,
-        HeadRequest::QueryTasks(filter) => list_state(ctx, StateQuery::TaskPage(filter)).await,
+        HeadRequest::ListWorkers => scoped(ctx, caller, StateQuery::Workers).await,
+        HeadRequest::QueryTasks(filter) => scoped(ctx, caller, StateQuery::TaskPage(filter)).await,
         HeadRequest::Metrics => match list_state(ctx, StateQuery::Metrics).await {
             HeadResponse::Metrics { nodes, .. } => HeadResponse::Metrics {
                 head_requests: ctx
@@ -323,7 +341,7 @@ async fn serve_stream(
             node_id,
             pid,
             offset,
-        } => worker_log(ctx, node_id, pid, offset).await,
+        } => worker_log(ctx, caller, node_id, pid, offset).await,
         req => {
             if let HeadRequest::RegisterDriver { job_id, .. } = &req {
                 drivers
@@ -355,8 +373,41 @@ async fn list_state(ctx: &Ctx, query: StateQuery) -> HeadResponse {
     }
 }
 
-/// Part of a worker's log, read by its node's raylet.
-async fn worker_log(ctx: &Ctx, node: crate::ids::NodeId, pid: u32, offset: u64) -> HeadResponse {
+/// What a gated caller may see of listings (`None`: everything).
+async fn visibility(ctx: &Ctx, caller: Caller) -> Result<Option<Visibility>, HeadResponse> {
+    if !caller.is_gated() {
+        return Ok(None);
+    }
+    ractor::call!(ctx.actor, HeadMsg::Visibility, caller).map_err(internal)
+}
+
+/// A listing of jobs' rows: a gated caller gets its namespaces' only
+/// (AC-4), and a page of tasks is filtered by the raylets so its count is
+/// theirs too.
+async fn scoped(ctx: &Ctx, caller: Caller, mut query: StateQuery) -> HeadResponse {
+    let seen = match visibility(ctx, caller).await {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
+    };
+    if let (Some(v), StateQuery::TaskPage(filter)) = (&seen, &mut query) {
+        filter.jobs = Some(v.jobs());
+    }
+    let mut reply = list_state(ctx, query).await;
+    if let Some(v) = seen {
+        v.scope(&mut reply);
+    }
+    reply
+}
+
+/// Part of a worker's log, read by its node's raylet; a gated caller reads
+/// the logs of its namespaces' workers only (AC-4).
+async fn worker_log(
+    ctx: &Ctx,
+    caller: Caller,
+    node: crate::ids::NodeId,
+    pid: u32,
+    offset: u64,
+) -> HeadResponse {
     let status = ractor::call!(
         ctx.actor,
         HeadMsg::Request,
@@ -369,6 +420,29 @@ async fn worker_log(ctx: &Ctx, node: crate::ids::NodeId, pid: u32, offset: u64) 
     let Some(n) = status.nodes.iter().find(|n| n.node_id == node) else {
         return bad_request(format!("no node {node}"));
     };
+    match visibility(ctx, caller).await {
+        Err(refusal) => return refusal,
+        Ok(None) => {}
+        Ok(Some(v)) => {
+            let what = format!("read the log of worker {pid}");
+            let refusal = match listing::worker_job(&ctx.dialer, &n.address, pid).await {
+                Ok(Some(job)) => v.refusal(&what, job).map(|d| d.message),
+                Ok(None) => Some(format!(
+                    "{what} on node {node}: the node knows no worker or task of pid {pid}, so \
+                     whose it is cannot be checked"
+                )),
+                Err(e) => Some(format!(
+                    "{what} on node {node}: cannot ask the node whose it is: {e}"
+                )),
+            };
+            if let Some(message) = refusal {
+                return HeadResponse::Error {
+                    kind: ErrorKind::Forbidden,
+                    message,
+                };
+            }
+        }
+    }
     let req = crate::proto::raylet::PeerRequest::ReadLog { pid, offset };
     match ctx.dialer.call(&n.address, &req).await {
         Ok(chunk) => HeadResponse::WorkerLog(chunk),

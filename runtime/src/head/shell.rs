@@ -34,6 +34,13 @@ pub(super) enum HeadMsg {
     Authenticate(String, String, RpcReplyPort<Result<u64, String>>),
     /// Whether a user may send this request: `Ok`, or the refusal.
     Gate(Caller, Box<HeadRequest>, RpcReplyPort<HeadResponse>),
+    /// The id a join-token viewer of these namespaces acts under.
+    Viewer(Vec<String>, RpcReplyPort<Result<u32, String>>),
+    /// What a caller may see of listings (`None`: everything).
+    Visibility(
+        Caller,
+        RpcReplyPort<Option<crate::head::access::visibility::Visibility>>,
+    ),
     /// A job's row.
     Job(JobId, RpcReplyPort<Option<JobInfo>>),
     /// A driver's connection closed.
@@ -350,6 +357,14 @@ impl Actor for HeadActor {
             }
             HeadMsg::Authenticate(name, secret, port) => {
                 let _ = port.send(sh.core.authenticate(&name, &secret));
+                return Ok(());
+            }
+            HeadMsg::Viewer(namespaces, port) => {
+                let _ = port.send(sh.core.viewer(namespaces));
+                return Ok(());
+            }
+            HeadMsg::Visibility(caller, port) => {
+                let _ = port.send(sh.core.visibility(caller));
                 return Ok(());
             }
             HeadMsg::Gate(caller, req, port) => {

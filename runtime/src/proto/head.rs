@@ -8,18 +8,27 @@
 //!   `Register`, `Heartbeat`, `Unregister`, `GetStatus`, `GetStatusSince`;
 //! - a connection that presented a user's token (`name@secret`) in `Hello`:
 //!   what that user's role permits in their namespaces (`head::access`).
+//! - a connection that presented the join token as a [`PeerRole::Viewer`]:
+//!   what the `viewer` role permits in the namespaces it named.
 
 use super::common::{ClusterStatus, GpuInfo, Resources};
 use crate::ids::{ClusterId, NodeId};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// What kind of peer is speaking.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum PeerRole {
     /// A raylet joining or running.
     Raylet,
     /// The CLI or a driver.
     Client,
+    /// A client with the join token that acts only as a viewer of these
+    /// namespaces (`*`: all): it reads state and logs there and may change
+    /// nothing (the dashboard's read-only token reads the head so).
+    Viewer {
+        /// The namespaces it reads.
+        namespaces: Vec<String>,
+    },
 }
 
 /// A request to the head.

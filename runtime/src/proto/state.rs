@@ -87,6 +87,9 @@ pub struct TaskFilter {
     pub name: Option<String>,
     /// Only tasks on nodes whose id starts with this.
     pub node: Option<String>,
+    /// Only tasks of these jobs (set by the head for a caller who sees
+    /// some namespaces only).
+    pub jobs: Option<Vec<JobId>>,
     /// How many rows to return.
     pub newest: u32,
     /// Which time "newest" means.
@@ -142,6 +145,7 @@ impl TaskFilter {
                 .node
                 .as_deref()
                 .is_none_or(|n| t.node_id.to_string().starts_with(n))
+            && self.jobs.as_ref().is_none_or(|j| j.contains(&t.job_id))
     }
 
     /// Keeps the `newest` rows, newest first.

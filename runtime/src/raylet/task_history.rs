@@ -96,6 +96,7 @@ impl Record {
             && f.job
                 .as_deref()
                 .is_none_or(|j| self.job_id.to_string().starts_with(j))
+            && f.jobs.as_ref().is_none_or(|j| j.contains(&self.job_id))
     }
 
     /// The time `f` orders by.

@@ -12,9 +12,17 @@
 //!   action, and what was missing, and changes nothing;
 //! - **AC-3** a revoked user is refused on every request from the moment of
 //!   the revocation, on connections opened before it too.
+//! - **AC-4** a caller granted some namespaces only sees their rows only
+//!   ([`visibility`]).
+//!
+//! Besides users, a connection that holds the join token may ask, in its
+//! `Hello`, to act as a viewer of some namespaces only
+//! ([`Principal::join_token_viewer`]): the dashboard's read-only token
+//! reads the head that way.
 
 pub mod audit;
 pub mod users;
+pub mod visibility;
 
 use std::fmt;
 
@@ -129,6 +137,9 @@ pub fn builtin_role(name: &str) -> Option<Vec<Permission>> {
     }
 }
 
+/// The name a join-token viewer acts as (no user's name has a space).
+pub const JOIN_TOKEN_VIEWER: &str = "join-token viewer";
+
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -150,6 +161,18 @@ impl Principal {
             role: "admin".into(),
             permissions: Permission::ALL.to_vec(),
             namespaces: vec!["*".into()],
+        }
+    }
+
+    /// A connection that holds the join token but asked to act as a
+    /// viewer of `namespaces` (`*`: all): it reads state and logs there,
+    /// and nothing else.
+    pub fn join_token_viewer(namespaces: Vec<String>) -> Principal {
+        Principal {
+            name: JOIN_TOKEN_VIEWER.into(),
+            role: "viewer".into(),
+            permissions: builtin_role("viewer").unwrap_or_default(),
+            namespaces,
         }
     }
 

@@ -34,7 +34,8 @@ fn digest(secret: &str) -> [u8; 32] {
     crate::raylet::workers::sha256(secret.as_bytes())
 }
 
-fn valid_namespace(ns: &str) -> bool {
+/// A namespace name users may be granted (`*`: all).
+pub fn valid_namespace(ns: &str) -> bool {
     ns == "*"
         || ((1..=63).contains(&ns.len())
             && ns

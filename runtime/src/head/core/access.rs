@@ -37,6 +37,7 @@ impl HeadCore {
             Caller::Node { .. } => Ok(None),
             Caller::Client => Ok(Some(Principal::cluster_admin())),
             Caller::User { id, .. } => self.users.principal(id).map(Some),
+            Caller::Viewer { id, .. } => self.viewer_principal(id).map(Some),
         }
     }
 
@@ -48,9 +49,9 @@ impl HeadCore {
     /// AC-1/AC-2: the refusal, if `caller` may not send `req`. A refusal
     /// of a state-changing request is audited; nothing else changes.
     pub fn gate(&mut self, now: Clock, caller: Caller, req: &HeadRequest) -> Option<HeadResponse> {
-        let Caller::User { .. } = caller else {
+        if !caller.is_gated() {
             return None;
-        };
+        }
         let who = match self.principal(caller) {
             Ok(Some(p)) => p,
             Ok(None) => return None,
@@ -479,7 +480,7 @@ impl HeadCore {
 /// Where a caller speaks from, for the trail.
 pub(super) fn origin(caller: Caller) -> String {
     match caller {
-        Caller::User { from, .. } => from.to_string(),
+        Caller::User { from, .. } | Caller::Viewer { from, .. } => from.to_string(),
         Caller::Client => "join token".into(),
         Caller::Node { .. } => "cluster".into(),
     }

@@ -136,21 +136,6 @@ impl HeadCore {
         );
     }
 
-    /// A user sees the jobs and actors of their namespaces only.
-    pub(super) fn scope(&self, caller: Caller, reply: &mut super::Reply) {
-        let Caller::User { .. } = caller else { return };
-        let Ok(Some(p)) = self.principal(caller) else {
-            return;
-        };
-        match reply {
-            super::Reply::Now(HeadResponse::Jobs(v)) => v.retain(|j| p.in_namespace(&j.namespace)),
-            super::Reply::Now(HeadResponse::Actors(v)) => {
-                v.retain(|a| p.in_namespace(&a.namespace))
-            }
-            _ => {}
-        }
-    }
-
     /// Appends one entry.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn audit_record(

@@ -49,6 +49,7 @@ pub use names::request_name;
 mod recovery;
 #[cfg(test)]
 mod tests;
+mod viewers;
 
 use super::actor_table::ActorTable;
 use super::job_table::JobTable;
@@ -115,12 +116,25 @@ pub enum Caller {
         /// The connection's remote address.
         from: std::net::SocketAddr,
     },
+    /// The join token, asking to act as a viewer of some namespaces only
+    /// (`head::access::Principal::join_token_viewer`), from this address.
+    Viewer {
+        /// Its namespaces' index in the core's viewer table.
+        id: u32,
+        /// The connection's remote address.
+        from: std::net::SocketAddr,
+    },
 }
 
 impl Caller {
     /// Whether it proved a node certificate.
     pub fn is_node(&self) -> bool {
         matches!(self, Caller::Node { .. })
+    }
+
+    /// Whether its requests pass the gate: users, and viewers.
+    pub fn is_gated(&self) -> bool {
+        matches!(self, Caller::User { .. } | Caller::Viewer { .. })
     }
 }
 
@@ -245,6 +259,9 @@ pub struct HeadCore {
     sealed: std::collections::BTreeSet<String>,
     /// Namespaces' at-rest marks changed since the last commit.
     sealed_changes: Vec<(String, bool)>,
+    /// The namespaces of each join-token viewer (`Caller::Viewer`'s id is
+    /// the index; one entry per distinct list).
+    viewers: Vec<Vec<String>>,
 }
 
 impl HeadCore {
@@ -276,6 +293,7 @@ impl HeadCore {
             at_rest_pins: HashMap::new(),
             sealed: Default::default(),
             sealed_changes: Vec::new(),
+            viewers: Vec::new(),
         }
     }
 

@@ -69,6 +69,11 @@ impl HeadCore {
                 return forbidden("a node asks for a namespace key only for one of its jobs".into())
             }
             (Caller::Node { .. }, Some(job)) => (self.job_principal(job), format!("job {job}")),
+            (Caller::Viewer { .. }, _) => {
+                return forbidden(
+                    "a viewer connection reads state and logs only; it is given no keys".into(),
+                )
+            }
             (_, _) => match self.principal(caller) {
                 Ok(Some(p)) => (Ok(p), origin(caller)),
                 Ok(None) => return forbidden("nobody to judge".into()),

@@ -9,6 +9,7 @@ mod jobs;
 mod namespace_keys;
 mod queue;
 mod residency;
+mod viewers;
 
 use super::*;
 use crate::ids::{JobId, PlacementGroupId};

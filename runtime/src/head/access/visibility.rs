@@ -1,0 +1,193 @@
+//! What a caller who sees some namespaces only may see in a listing
+//! (AC-4). Pure: the head core builds a [`Visibility`] from the caller's
+//! principal and the job table; the shell applies it to the rows the
+//! raylets send back, and asks it before reading a worker's log.
+//!
+//! - **AC-4** a user or viewer granted some namespaces (not `*`) sees the
+//!   jobs, actors, tasks, workers and placement groups of those namespaces
+//!   only, and reads the logs of their workers only. A row whose job the
+//!   head does not know (or no longer keeps) is not theirs to see.
+//!
+//! Objects are listed cluster-wide: their rows carry no job (id, node,
+//! size), and reading one needs its ref.
+
+use super::{Denied, Principal};
+use crate::ids::JobId;
+use crate::proto::head::HeadResponse;
+use std::collections::HashMap;
+
+/// The rows a restricted caller may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visibility {
+    who: Principal,
+    /// Each known job's namespace.
+    namespace_of: HashMap<JobId, String>,
+}
+
+impl Visibility {
+    /// What `who` sees among jobs with these namespaces; `None` when it
+    /// sees everything (granted `*`).
+    pub fn new(
+        who: Principal,
+        jobs: impl IntoIterator<Item = (JobId, String)>,
+    ) -> Option<Visibility> {
+        if who.namespaces.iter().any(|n| n == "*") {
+            return None;
+        }
+        Some(Visibility {
+            who,
+            namespace_of: jobs.into_iter().collect(),
+        })
+    }
+
+    /// Whether `job`'s rows are the caller's to see.
+    pub fn sees(&self, job: JobId) -> bool {
+        self.namespace_of
+            .get(&job)
+            .is_some_and(|ns| self.who.in_namespace(ns))
+    }
+
+    /// The jobs the caller sees (for a filter pushed down to raylets).
+    pub fn jobs(&self) -> Vec<JobId> {
+        let mut v: Vec<JobId> = self
+            .namespace_of
+            .iter()
+            .filter(|(_, ns)| self.who.in_namespace(ns))
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// AC-2 for a row of `job`: the refusal to `what`, if it is not theirs.
+    pub fn refusal(&self, what: &str, job: JobId) -> Option<Denied> {
+        if self.sees(job) {
+            return None;
+        }
+        let ns = self.namespace_of.get(&job);
+        let why = match ns {
+            Some(ns) => format!("namespace {ns} was not granted to {}", self.who.name),
+            None => format!("job {job} is not one the head knows"),
+        };
+        Some(Denied {
+            message: format!(
+                "{}: {why}",
+                super::refusal(&self.who, what, ns.map(String::as_str))
+            ),
+        })
+    }
+
+    /// Keeps the rows of `resp` the caller may see (AC-4).
+    pub fn scope(&self, resp: &mut HeadResponse) {
+        let p = &self.who;
+        match resp {
+            HeadResponse::Jobs(v) => v.retain(|j| p.in_namespace(&j.namespace)),
+            HeadResponse::Actors(v) => v.retain(|a| p.in_namespace(&a.namespace)),
+            HeadResponse::Tasks(v) => v.retain(|t| self.sees(t.job_id)),
+            HeadResponse::TaskPage { rows, .. } => rows.retain(|t| self.sees(t.job_id)),
+            HeadResponse::Workers(v) => v.retain(|w| self.sees(w.job_id)),
+            HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::access::builtin_role;
+    use crate::proto::state::{TaskInfo, TaskState, WorkerInfo};
+
+    fn who(ns: &[&str]) -> Principal {
+        Principal {
+            name: "vera".into(),
+            role: "viewer".into(),
+            permissions: builtin_role("viewer").unwrap(),
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn task(job: JobId) -> TaskInfo {
+        TaskInfo {
+            task_id: "t".into(),
+            job_id: job,
+            name: "f".into(),
+            function: "f".into(),
+            kind: "task".into(),
+            state: TaskState::Running,
+            node_id: crate::ids::NodeId([0; 16]),
+            worker_pid: None,
+            resources: Default::default(),
+            attempt: 0,
+            submitted_us: 0,
+            started_us: None,
+            ended_us: None,
+            error: None,
+        }
+    }
+
+    fn worker(job: JobId) -> WorkerInfo {
+        WorkerInfo {
+            worker_id: 1,
+            node_id: crate::ids::NodeId([0; 16]),
+            pid: Some(7),
+            job_id: job,
+            state: "idle".into(),
+            task_id: None,
+            actor_id: None,
+            gpus: vec![],
+            log_file: None,
+        }
+    }
+
+    const VISION: JobId = JobId([1; 16]);
+    const ADS: JobId = JobId([2; 16]);
+    const UNKNOWN: JobId = JobId([3; 16]);
+
+    fn jobs() -> Vec<(JobId, String)> {
+        vec![(VISION, "vision".into()), (ADS, "ads".into())]
+    }
+
+    #[test]
+    fn ac_4_rows_of_other_namespaces_and_unknown_jobs_are_left_out() {
+        let v = Visibility::new(who(&["vision"]), jobs()).unwrap();
+        let mut tasks = HeadResponse::Tasks(vec![task(VISION), task(ADS), task(UNKNOWN)]);
+        v.scope(&mut tasks);
+        let HeadResponse::Tasks(tasks) = tasks else {
+            unreachable!()
+        };
+        assert_eq!(tasks.iter().map(|t| t.job_id).collect::<Vec<_>>(), [VISION]);
+        let mut page = HeadResponse::TaskPage {
+            rows: vec![task(ADS), task(VISION)],
+            total: 2,
+        };
+        v.scope(&mut page);
+        assert!(matches!(&page, HeadResponse::TaskPage { rows, .. } if rows.len() == 1));
+        let mut workers = HeadResponse::Workers(vec![worker(ADS), worker(VISION)]);
+        v.scope(&mut workers);
+        assert!(
+            matches!(&workers, HeadResponse::Workers(w) if w.len() == 1 && w[0].job_id == VISION)
+        );
+        assert_eq!(v.jobs(), vec![VISION]);
+    }
+
+    #[test]
+    fn ac_4_everything_for_star_and_a_precise_refusal_otherwise() {
+        assert_eq!(Visibility::new(who(&["*"]), jobs()), None);
+        assert_eq!(Visibility::new(Principal::cluster_admin(), jobs()), None);
+        let v = Visibility::new(who(&["vision", "ml"]), jobs()).unwrap();
+        assert_eq!(v.refusal("read the log of worker 7", VISION), None);
+        assert_eq!(
+            v.refusal("read the log of worker 7", ADS).unwrap().message,
+            "vera (viewer in vision, ml) may not read the log of worker 7 in namespace ads: \
+             namespace ads was not granted to vera"
+        );
+        assert!(v
+            .refusal("read the log of worker 7", UNKNOWN)
+            .unwrap()
+            .message
+            .ends_with("is not one the head knows"));
+        let nobody = Visibility::new(who(&[]), jobs()).unwrap();
+        assert!(nobody.jobs().is_empty());
+    }
+}

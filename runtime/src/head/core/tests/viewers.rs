@@ -1,0 +1,105 @@
+//! Join-token viewers through the core (AC-1, AC-4): the dashboard's
+//! read-only token reads the namespaces it was given and changes nothing.
+
+use super::access::{add_user, refusal, submit};
+use super::*;
+use crate::proto::access::{AccessReply, AccessRequest, KeyUse};
+
+fn viewer(sim: &mut Sim, ns: &[&str]) -> Caller {
+    let id = sim
+        .core
+        .viewer(ns.iter().map(|s| s.to_string()).collect())
+        .unwrap();
+    Caller::Viewer {
+        id,
+        from: "10.0.0.9:6000".parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_viewer_list_is_checked_and_the_same_list_shares_one_id() {
+    let mut sim = Sim::new();
+    let a = sim.core.viewer(vec!["ads".into(), "vision".into()]);
+    let b = sim
+        .core
+        .viewer(vec!["vision".into(), "ads".into(), "ads".into()]);
+    assert_eq!(a, b);
+    assert_ne!(sim.core.viewer(vec!["*".into()]), a);
+    assert!(sim.core.viewer(vec![]).unwrap_err().contains("named none"));
+    assert!(sim
+        .core
+        .viewer(vec!["no spaces".into()])
+        .unwrap_err()
+        .contains("invalid namespace \"no spaces\""));
+}
+
+#[test]
+fn ac_4_a_viewer_reads_its_namespaces_only_and_changes_nothing() {
+    let mut sim = Sim::new();
+    let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
+    let bob = add_user(&mut sim, "bob", "developer", &["ads"], "s-bob");
+    let job_a = submit(&mut sim, alice, "vision");
+    let job_b = submit(&mut sim, bob, "ads");
+    let v = viewer(&mut sim, &["vision"]);
+
+    // Reads pass the gate; the listing keeps vision's rows only.
+    assert_eq!(sim.core.gate(sim.now, v, &HeadRequest::ListJobs), None);
+    let Reply::Now(HeadResponse::Jobs(seen)) = sim.core.handle(sim.now, v, HeadRequest::ListJobs)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        seen.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+        vec![job_a]
+    );
+    let seen = sim.core.visibility(v).expect("a restricted view");
+    assert!(seen.sees(job_a) && !seen.sees(job_b));
+    // A viewer of every namespace sees everything, as the admin does.
+    let all = viewer(&mut sim, &["*"]);
+    assert_eq!(sim.core.visibility(all), None);
+    assert_eq!(sim.core.visibility(Caller::Client), None);
+
+    // Nothing changes: stopping, submitting, keys (AC-1, AC-2).
+    let stop = HeadRequest::StopJob { job_id: job_a };
+    assert_eq!(
+        refusal(sim.core.gate(sim.now, v, &stop)),
+        format!(
+            "join-token viewer (viewer in vision) may not stop job {job_a} in namespace vision: \
+             the role lacks permission jobs:stop-any"
+        )
+    );
+    let key = HeadRequest::NamespaceKey {
+        namespace: "vision".into(),
+        usage: KeyUse::AtRest,
+        job: None,
+    };
+    assert_eq!(
+        sim.core.gate(sim.now, v, &key),
+        None,
+        "judged by its handler"
+    );
+    let Reply::Now(r) = sim.core.handle(sim.now, v, key) else {
+        panic!()
+    };
+    assert!(refusal(Some(r)).contains("it is given no keys"));
+    // It says who it is.
+    let me = sim.core.access(sim.now, v, AccessRequest::WhoAmI, "", "fp");
+    let HeadResponse::Access(AccessReply::Me(me)) = me else {
+        panic!("{me:?}")
+    };
+    assert_eq!(
+        (me.name.as_str(), me.role.as_str(), me.namespaces),
+        ("join-token viewer", "viewer", vec!["vision".to_string()])
+    );
+    // The refused stop is in the trail, from the viewer's address.
+    let trail = sim.core.audit.query(&Default::default());
+    let last = trail.last().unwrap();
+    assert_eq!(
+        (
+            last.user.as_str(),
+            last.action.as_str(),
+            last.origin.as_str()
+        ),
+        ("join-token viewer", "job.stop", "10.0.0.9:6000")
+    );
+}

@@ -42,7 +42,8 @@ pub struct ActorLink {
     caller: HandleId,
     seq: Arc<AtomicU64>,
     /// The actor's residency rule, where this handle was made by `spawn`
-    /// (the caller then places tasks reading its results inside it).
+    /// or `get_actor`, or passed in a value from such a handle (the caller
+    /// then places tasks reading its results inside it).
     rule: Option<Arc<crate::proto::common::Residency>>,
 }
 
@@ -137,24 +138,51 @@ impl<T: ActorClass> ActorHandle<T> {
     }
 }
 
+/// A handle inside a value: its actor, and the actor's residency rule
+/// where the handle knows it, so that a handle passed to a task or an
+/// actor places the readers of its results inside the rule as the
+/// original does. Its call order is the receiver's own.
+#[doc(hidden)]
+#[derive(Archive, Serialize, Deserialize)]
+pub struct HandleWire {
+    id: [u8; 16],
+    rule: Option<crate::proto::common::Residency>,
+}
+
+impl<T: ActorClass> ActorHandle<T> {
+    fn wire(&self) -> HandleWire {
+        HandleWire {
+            id: self.link.id.0,
+            rule: self.link.rule.as_deref().cloned(),
+        }
+    }
+}
+
 impl<T: ActorClass> Archive for ActorHandle<T> {
-    type Archived = [u8; 16];
-    type Resolver = [(); 16];
+    type Archived = ArchivedHandleWire;
+    type Resolver = HandleWireResolver;
 
     fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
-        self.link.id.0.resolve(resolver, out)
+        self.wire().resolve(resolver, out)
     }
 }
 
-impl<T: ActorClass, S: Fallible + ?Sized> Serialize<S> for ActorHandle<T> {
-    fn serialize(&self, _s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-        Ok([(); 16])
+impl<T: ActorClass, S: Fallible + ?Sized> Serialize<S> for ActorHandle<T>
+where
+    HandleWire: Serialize<S>,
+{
+    fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        self.wire().serialize(s)
     }
 }
 
-impl<T: ActorClass, D: Fallible + ?Sized> Deserialize<ActorHandle<T>, D> for [u8; 16] {
-    fn deserialize(&self, _d: &mut D) -> std::result::Result<ActorHandle<T>, D::Error> {
-        Ok(ActorHandle::from_id(ActorId(*self), None, None))
+impl<T: ActorClass, D: Fallible + ?Sized> Deserialize<ActorHandle<T>, D> for ArchivedHandleWire
+where
+    ArchivedHandleWire: Deserialize<HandleWire, D>,
+{
+    fn deserialize(&self, d: &mut D) -> std::result::Result<ActorHandle<T>, D::Error> {
+        let w: HandleWire = Deserialize::<HandleWire, D>::deserialize(self, d)?;
+        Ok(ActorHandle::from_id(ActorId(w.id), None, w.rule))
     }
 }
 

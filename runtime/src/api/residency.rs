@@ -22,9 +22,8 @@
 //! nodes inside, a soft affinity to a node outside goes inside) and
 //! refuses to be built outside it (pinned there); every method's result, everything its
 //! methods put and every task they submit is kept under the rule. The
-//! handles `spawn` and `get_actor` return place tasks reading those
-//! results inside the rule; a handle passed in a value does not know the
-//! rule, and the head refuses such a task outside it instead.
+//! handles `spawn` and `get_actor` return, and handles passed in a value
+//! from those, place tasks reading those results inside the rule.
 
 use super::core::{current, Core};
 use super::error::{Error, Result};

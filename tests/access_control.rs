@@ -21,12 +21,35 @@ fn one() -> u64 {
     1
 }
 
+#[prism::actor]
+struct Holder;
+
+#[prism::actor]
+impl Holder {
+    fn new() -> Self {
+        Holder
+    }
+    fn ping(&self) -> u64 {
+        1
+    }
+}
+
 #[test]
 #[ignore = "a job driver, started by `prism submit` in the tests in this file"]
 fn child_role() {
     let _c = prism::init().unwrap();
-    // One task, so that the job has a task row and a worker with a log.
+    // A task, an actor and a training run, so that the job has rows in
+    // each table (and workers with logs) for the tests to look at.
     assert_eq!(one::remote().unwrap().get().unwrap(), 1);
+    let holder = Holder::options().num_cpus(0.0).spawn().unwrap();
+    assert_eq!(holder.ping().unwrap().get().unwrap(), 1);
+    let ns = std::env::var("PRISM_NAMESPACE").unwrap_or_default();
+    let point = prism::proto::runs::RunPoint {
+        step: 1,
+        values: vec![("loss".into(), 0.5)],
+        seconds: 1.0,
+    };
+    prism::report_run(&format!("run-{ns}"), "mlp", vec![point]).unwrap();
     println!("started");
     hold_until_done();
 }
@@ -543,10 +566,27 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
     assert_eq!(job_ids(&get("/api/v0/tasks")), vec![job_a.clone()]);
     let page = get("/api/v0/tasks?state=finished");
     assert_eq!(job_ids(&page), vec![job_a.clone()]);
-    assert_eq!(page["total"], 1, "{page}");
-    for w in get("/api/v0/workers")["rows"].as_array().unwrap() {
-        assert_eq!(w["job_id"], job_a.as_str(), "{w}");
-    }
+    assert_eq!(page["total"], 3, "a task, a creation and a call: {page}");
+    // Each job's actor keeps a worker alive: vision's is listed, ads' not.
+    assert_eq!(job_ids(&get("/api/v0/workers")), vec![job_a.clone()]);
+    let actors = get("/api/v0/actors");
+    let actors = actors["rows"].as_array().unwrap();
+    assert!(!actors.is_empty() && actors.iter().all(|a| a["namespace"] == "vision"));
+    let runs = get("/api/v0/runs");
+    let runs: Vec<&str> = runs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["run-vision"]);
+    let (status, body) = http(
+        "GET",
+        &format!("{base}/api/v0/runs/run-ads"),
+        Some(viewer),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
     let me = get("/api/v0/whoami");
     assert_eq!(
         (me["role"].as_str(), me["namespaces"].clone()),
@@ -588,9 +628,10 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         job_ids(&Value::Array(rows(&c, Some(&bob), "tasks"))),
         vec![job_b.clone()]
     );
-    assert!(rows(&c, Some(&bob), "workers")
-        .iter()
-        .all(|w| w["job_id"] == job_b.as_str()));
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&bob), "workers"))),
+        vec![job_b.clone()]
+    );
     assert_eq!(
         job_ids(&Value::Array(rows(&c, Some(&alice), "tasks"))),
         vec![job_a.clone()]

@@ -41,32 +41,19 @@ pub(super) async fn list(
     merge(query, replies.into_iter())
 }
 
-/// The job of the worker `pid` on the raylet at `addr`: a live worker's,
-/// else that of a task it ran that the raylet remembers.
-pub(super) async fn worker_job(
+/// The jobs the worker `pid` served on the raylet at `addr`
+/// ([`StateQuery::PidJobs`]).
+pub(super) async fn worker_jobs(
     dialer: &Arc<RayletDialer>,
     addr: &str,
     pid: u32,
-) -> Result<Option<crate::ids::JobId>, String> {
-    let ask = |q| async move {
-        let req = PeerRequest::State(q);
-        dialer
-            .call::<_, StateReply>(addr, &req)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    if let StateReply::Workers(w) = ask(StateQuery::Workers).await? {
-        if let Some(w) = w.iter().find(|w| w.pid == Some(pid)) {
-            return Ok(Some(w.job_id));
-        }
+) -> Result<Vec<crate::ids::JobId>, String> {
+    let req = PeerRequest::State(StateQuery::PidJobs { pid });
+    match dialer.call::<_, StateReply>(addr, &req).await {
+        Ok(StateReply::Jobs(jobs)) => Ok(jobs),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
-    if let StateReply::Tasks(t) = ask(StateQuery::Tasks).await? {
-        return Ok(t
-            .iter()
-            .find(|t| t.worker_pid == Some(pid))
-            .map(|t| t.job_id));
-    }
-    Ok(None)
 }
 
 /// One listing from the raylets' replies (pure).
@@ -80,6 +67,7 @@ fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadRe
             StateReply::Objects(o) => objects.extend(o),
             StateReply::Workers(w) => workers.extend(w),
             StateReply::Metrics(m) => metrics.push(m),
+            StateReply::Jobs(_) => {}
             StateReply::TaskPage { rows, total: n } => {
                 tasks.extend(rows);
                 total += n;
@@ -103,6 +91,10 @@ fn merge(query: StateQuery, replies: impl Iterator<Item = StateReply>) -> HeadRe
             workers.sort_by_key(|w| (w.node_id, w.worker_id));
             HeadResponse::Workers(workers)
         }
+        StateQuery::PidJobs { .. } => HeadResponse::Error {
+            kind: crate::proto::head::ErrorKind::BadRequest,
+            message: "a worker's jobs are asked of its own node, not listed".into(),
+        },
         StateQuery::Metrics => {
             metrics.sort_by_key(|m| m.node_id);
             HeadResponse::Metrics {

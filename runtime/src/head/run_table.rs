@@ -139,6 +139,11 @@ impl RunTable {
         v
     }
 
+    /// The job a run belongs to.
+    pub fn job_of(&self, run_id: &str) -> Option<crate::ids::JobId> {
+        self.runs.get(run_id).map(|r| r.info.job_id)
+    }
+
     /// One run's points.
     pub fn get(&self, run_id: &str) -> Option<(RunInfo, Vec<RunPoint>)> {
         self.runs

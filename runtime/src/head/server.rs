@@ -425,20 +425,19 @@ async fn worker_log(
         Ok(None) => {}
         Ok(Some(v)) => {
             let what = format!("read the log of worker {pid}");
-            let refusal = match listing::worker_job(&ctx.dialer, &n.address, pid).await {
-                Ok(Some(job)) => v.refusal(&what, job).map(|d| d.message),
-                Ok(None) => Some(format!(
-                    "{what} on node {node}: the node knows no worker or task of pid {pid}, so \
-                     whose it is cannot be checked"
-                )),
-                Err(e) => Some(format!(
-                    "{what} on node {node}: cannot ask the node whose it is: {e}"
-                )),
+            let jobs = match listing::worker_jobs(&ctx.dialer, &n.address, pid).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    return internal(format!(
+                        "cannot ask node {node} whose worker {pid} is, to check the log is yours \
+                         to read: {e}"
+                    ))
+                }
             };
-            if let Some(message) = refusal {
+            if let Some(denied) = v.refusal_for_log(&what, &jobs) {
                 return HeadResponse::Error {
                     kind: ErrorKind::Forbidden,
-                    message,
+                    message: denied.message,
                 };
             }
         }

@@ -22,6 +22,13 @@ pub enum StateQuery {
     Workers,
     /// Its counters (store, transfers, tasks) and its users' metrics.
     Metrics,
+    /// The jobs the worker with this pid served here: a live worker's, and
+    /// those of the tasks it ran that the raylet remembers (whose log it
+    /// is, for the head's check before a restricted caller reads it).
+    PidJobs {
+        /// The worker's pid.
+        pid: u32,
+    },
 }
 
 /// A raylet's answer.
@@ -42,6 +49,8 @@ pub enum StateReply {
     },
     /// Its metrics.
     Metrics(NodeMetrics),
+    /// Jobs, sorted, without repeats.
+    Jobs(Vec<JobId>),
 }
 
 /// Where a task is in its life on a raylet.
@@ -87,8 +96,8 @@ pub struct TaskFilter {
     pub name: Option<String>,
     /// Only tasks on nodes whose id starts with this.
     pub node: Option<String>,
-    /// Only tasks of these jobs (set by the head for a caller who sees
-    /// some namespaces only).
+    /// Only tasks of these jobs, sorted (set by the head for a caller who
+    /// sees some namespaces only; an unsorted list may miss rows).
     pub jobs: Option<Vec<JobId>>,
     /// How many rows to return.
     pub newest: u32,
@@ -145,7 +154,10 @@ impl TaskFilter {
                 .node
                 .as_deref()
                 .is_none_or(|n| t.node_id.to_string().starts_with(n))
-            && self.jobs.as_ref().is_none_or(|j| j.contains(&t.job_id))
+            && self
+                .jobs
+                .as_ref()
+                .is_none_or(|j| j.binary_search(&t.job_id).is_ok())
     }
 
     /// Keeps the `newest` rows, newest first.

@@ -19,7 +19,23 @@ impl TaskService {
             StateQuery::Objects => StateReply::Objects(self.list_objects()),
             StateQuery::Workers => StateReply::Workers(self.list_workers()),
             StateQuery::Metrics => StateReply::Metrics(self.metrics()),
+            StateQuery::PidJobs { pid } => StateReply::Jobs(self.pid_jobs(pid)),
         }
+    }
+
+    /// The jobs worker `pid` served here (see [`StateQuery::PidJobs`]).
+    fn pid_jobs(&self, pid: u32) -> Vec<crate::ids::JobId> {
+        let mine = Some(pid);
+        let workers = self.list_workers().into_iter().filter(|w| w.pid == mine);
+        let mut jobs: Vec<_> = workers.map(|w| w.job_id).collect();
+        let live = self.list_live_tasks().into_iter();
+        jobs.extend(live.filter(|t| t.worker_pid == mine).map(|t| t.job_id));
+        let history = self.lock_history();
+        let done = history.done().filter(|r| r.worker_pid == mine);
+        jobs.extend(done.map(|r| r.job_id));
+        jobs.sort();
+        jobs.dedup();
+        jobs
     }
 
     /// A task's row as this node lists it.

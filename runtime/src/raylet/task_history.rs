@@ -96,7 +96,9 @@ impl Record {
             && f.job
                 .as_deref()
                 .is_none_or(|j| self.job_id.to_string().starts_with(j))
-            && f.jobs.as_ref().is_none_or(|j| j.contains(&self.job_id))
+            && f.jobs
+                .as_ref()
+                .is_none_or(|j| j.binary_search(&self.job_id).is_ok())
     }
 
     /// The time `f` orders by.

@@ -4,12 +4,15 @@
 //! raylets send back, and asks it before reading a worker's log.
 //!
 //! - **AC-4** a user or viewer granted some namespaces (not `*`) sees the
-//!   jobs, actors, tasks, workers and placement groups of those namespaces
-//!   only, and reads the logs of their workers only. A row whose job the
-//!   head does not know (or no longer keeps) is not theirs to see.
+//!   jobs, actors, tasks, workers, placement groups, training runs and
+//!   queued jobs of those namespaces only, and reads the logs of their
+//!   workers only. A row whose job the head does not know (or no longer
+//!   keeps) is not theirs to see. Actors go by their own namespace, the
+//!   rest by their job's.
 //!
-//! Objects are listed cluster-wide: their rows carry no job (id, node,
-//! size), and reading one needs its ref.
+//! Cluster-wide still, for want of a job in their rows: objects (id, node,
+//! size; reading one needs its ref), the node table with its demand, the
+//! metrics (users' metrics included) and the model registry.
 
 use super::{Denied, Principal};
 use crate::ids::JobId;
@@ -77,6 +80,23 @@ impl Visibility {
         })
     }
 
+    /// AC-4 for a worker's log: the refusal to `what`, unless every job
+    /// the worker served (`jobs`, as its raylet remembers them) is the
+    /// caller's to see. A worker nobody remembers is refused too: whose
+    /// log it is cannot be told.
+    pub fn refusal_for_log(&self, what: &str, jobs: &[JobId]) -> Option<Denied> {
+        if jobs.is_empty() {
+            return Some(Denied {
+                message: format!(
+                    "{}: its node knows no worker or task of that pid any more, so whose log it \
+                     is cannot be told",
+                    super::refusal(&self.who, what, None)
+                ),
+            });
+        }
+        jobs.iter().find_map(|j| self.refusal(what, *j))
+    }
+
     /// Keeps the rows of `resp` the caller may see (AC-4).
     pub fn scope(&self, resp: &mut HeadResponse) {
         let p = &self.who;
@@ -87,6 +107,19 @@ impl Visibility {
             HeadResponse::TaskPage { rows, .. } => rows.retain(|t| self.sees(t.job_id)),
             HeadResponse::Workers(v) => v.retain(|w| self.sees(w.job_id)),
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
+            HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
+            HeadResponse::Queue(q) => q.waiting.retain(|w| p.in_namespace(&w.namespace)),
+            // One row, asked by id (the gate judged it in its namespace
+            // already; this keeps it so if the row moved meanwhile).
+            HeadResponse::Actor(a) => {
+                a.take_if(|a| !p.in_namespace(&a.namespace));
+            }
+            HeadResponse::PlacementGroup(g) => {
+                g.take_if(|g| !self.sees(g.job));
+            }
+            HeadResponse::Run(r) => {
+                r.take_if(|(r, _)| !self.sees(r.job_id));
+            }
             _ => {}
         }
     }
@@ -189,5 +222,18 @@ mod tests {
             .ends_with("is not one the head knows"));
         let nobody = Visibility::new(who(&[]), jobs()).unwrap();
         assert!(nobody.jobs().is_empty());
+        // A log: every job its worker served must be seen.
+        let what = "read the log of worker 7";
+        assert_eq!(v.refusal_for_log(what, &[VISION]), None);
+        assert!(v
+            .refusal_for_log(what, &[VISION, ADS])
+            .unwrap()
+            .message
+            .ends_with("namespace ads was not granted to vera"));
+        assert!(v
+            .refusal_for_log(what, &[])
+            .unwrap()
+            .message
+            .starts_with("vera (viewer in vision, ml) may not read the log of worker 7: its node"));
     }
 }

@@ -169,7 +169,24 @@ impl HeadCore {
         use Permission as P;
         let job_ns = |id| self.jobs.get(id).map(|j| j.namespace.clone());
         let read = |what: &str| act(None, what.into(), P::StateRead, None);
+        // AC-4: a read of one row is judged in that row's namespace.
+        let read_in = |what: String, ns| act(None, what, P::StateRead, ns);
+        let pg_ns = |pg| self.groups.get(pg).and_then(|g| job_ns(g.job));
         match req {
+            R::GetActor { actor_id } => read_in(
+                format!("read actor {actor_id}"),
+                self.actors.get(*actor_id).map(|a| a.namespace.clone()),
+            ),
+            R::GetNamedActor { namespace, name } => {
+                read_in(format!("read actor {name}"), Some(namespace.clone()))
+            }
+            R::PlacementGroup(PgRequest::Get { pg } | PgRequest::Wait { pg, .. }) => {
+                read_in(format!("read placement group {pg}"), pg_ns(*pg))
+            }
+            R::GetRun { run_id } => read_in(
+                format!("read run {run_id}"),
+                self.runs.job_of(run_id).and_then(job_ns),
+            ),
             R::Join { node_name } => {
                 act(None, format!("join node {node_name}"), P::NodesManage, None)
             }
@@ -239,15 +256,22 @@ impl HeadCore {
                 Some("placement_group.create"),
                 format!("create placement group {}", c.pg),
                 P::PlacementCreate,
-                None,
+                job_ns(c.job),
             ),
             R::PlacementGroup(PgRequest::Remove { pg }) => act(
                 Some("placement_group.remove"),
                 format!("remove placement group {pg}"),
                 P::PlacementCreate,
-                None,
+                pg_ns(*pg),
             ),
-            R::ReportRun(_) => act(None, "report a training run".into(), P::RunsWrite, None),
+            R::ReportRun(r) => act(
+                None,
+                format!("report training run {}", r.run_id),
+                P::RunsWrite,
+                // The run's own job where it exists (its points are
+                // added there), else the job it names.
+                job_ns(self.runs.job_of(&r.run_id).unwrap_or(r.job_id)),
+            ),
             R::Models(ModelRequest::SetAlias {
                 name,
                 alias,
@@ -324,6 +348,14 @@ impl HeadCore {
             R::Access(AccessRequest::Audit(_) | AccessRequest::VerifyAudit) => {
                 act(None, "read the audit trail".into(), P::AuditRead, None)
             }
+            // What the CLI did in the caller's name (`prism up`, `serve
+            // deploy`): only someone who may start work notes it.
+            R::Access(AccessRequest::Record { action, .. }) => act(
+                None,
+                format!("note {action} in the audit trail"),
+                P::JobsSubmit,
+                None,
+            ),
             _ => read("read cluster state"),
         }
     }

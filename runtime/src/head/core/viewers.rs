@@ -67,7 +67,14 @@ impl HeadCore {
         let Reply::Now(r) = reply else { return };
         let listing = matches!(
             r,
-            HeadResponse::Jobs(_) | HeadResponse::Actors(_) | HeadResponse::PlacementGroups(_)
+            HeadResponse::Jobs(_)
+                | HeadResponse::Actors(_)
+                | HeadResponse::Actor(_)
+                | HeadResponse::PlacementGroups(_)
+                | HeadResponse::PlacementGroup(_)
+                | HeadResponse::Runs(_)
+                | HeadResponse::Run(_)
+                | HeadResponse::Queue(_)
         );
         if listing {
             if let Some(v) = self.visibility(caller) {

@@ -16,6 +16,17 @@ fn viewer(sim: &mut Sim, ns: &[&str]) -> Caller {
     }
 }
 
+/// Alice's job in vision, Bob's in ads, and a viewer of vision.
+fn two_teams() -> (Sim, Caller, JobId, JobId, Caller) {
+    let mut sim = Sim::new();
+    let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
+    let bob = add_user(&mut sim, "bob", "developer", &["ads"], "s-bob");
+    let job_a = submit(&mut sim, alice, "vision");
+    let job_b = submit(&mut sim, bob, "ads");
+    let v = viewer(&mut sim, &["vision"]);
+    (sim, alice, job_a, job_b, v)
+}
+
 #[test]
 fn a_viewer_list_is_checked_and_the_same_list_shares_one_id() {
     let mut sim = Sim::new();
@@ -35,12 +46,7 @@ fn a_viewer_list_is_checked_and_the_same_list_shares_one_id() {
 
 #[test]
 fn ac_4_a_viewer_reads_its_namespaces_only_and_changes_nothing() {
-    let mut sim = Sim::new();
-    let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
-    let bob = add_user(&mut sim, "bob", "developer", &["ads"], "s-bob");
-    let job_a = submit(&mut sim, alice, "vision");
-    let job_b = submit(&mut sim, bob, "ads");
-    let v = viewer(&mut sim, &["vision"]);
+    let (mut sim, _, job_a, job_b, v) = two_teams();
 
     // Reads pass the gate; the listing keeps vision's rows only.
     assert_eq!(sim.core.gate(sim.now, v, &HeadRequest::ListJobs), None);
@@ -102,4 +108,70 @@ fn ac_4_a_viewer_reads_its_namespaces_only_and_changes_nothing() {
         ),
         ("join-token viewer", "job.stop", "10.0.0.9:6000")
     );
+}
+
+#[test]
+fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
+    use crate::proto::placement::{PgCreate, PgRequest, PgStrategyWire};
+    use crate::proto::runs::{RunPoint, RunReport};
+    let (mut sim, alice, job_a, job_b, v) = two_teams();
+    let point = vec![RunPoint {
+        step: 1,
+        values: vec![("loss".into(), 0.5)],
+        seconds: 1.0,
+    }];
+    for (run, job) in [("run-a", job_a), ("run-b", job_b)] {
+        let r = RunReport::points(run, "mlp", job, point.clone());
+        sim.core
+            .handle(sim.now, Caller::Client, HeadRequest::ReportRun(r));
+    }
+
+    // Reads of one row in another namespace are refused, naming it.
+    let named = HeadRequest::GetNamedActor {
+        namespace: "ads".into(),
+        name: "keeper".into(),
+    };
+    assert!(refusal(sim.core.gate(sim.now, v, &named)).starts_with(
+        "join-token viewer (viewer in vision) may not read actor keeper in namespace ads"
+    ));
+    let run_b = HeadRequest::GetRun {
+        run_id: "run-b".into(),
+    };
+    assert!(refusal(sim.core.gate(sim.now, v, &run_b)).contains("in namespace ads"));
+    let run_a = HeadRequest::GetRun {
+        run_id: "run-a".into(),
+    };
+    assert_eq!(sim.core.gate(sim.now, v, &run_a), None);
+    // The run listing keeps vision's run only.
+    let Reply::Now(HeadResponse::Runs(runs)) = sim.core.handle(sim.now, v, HeadRequest::ListRuns)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+        ["run-a"]
+    );
+    // Writes to another namespace's run or group, or for its job, too.
+    let spoof = RunReport::points("run-b", "mlp", job_a, point.clone());
+    assert!(refusal(
+        sim.core
+            .gate(sim.now, alice, &HeadRequest::ReportRun(spoof))
+    )
+    .contains("may not report training run run-b in namespace ads"));
+    let create = PgCreate {
+        pg: crate::ids::PlacementGroupId::random(),
+        name: String::new(),
+        strategy: PgStrategyWire::Pack,
+        bundles: vec![Resources::from(&cpus(1))],
+        job: job_b,
+        detached: false,
+    };
+    let create = HeadRequest::PlacementGroup(PgRequest::Create(create));
+    assert!(refusal(sim.core.gate(sim.now, alice, &create)).contains("in namespace ads"));
+    // A viewer writes no audit notes.
+    let note = HeadRequest::Access(AccessRequest::Record {
+        action: "user.revoke".into(),
+        target: "user bob".into(),
+    });
+    assert!(refusal(sim.core.gate(sim.now, v, &note)).contains("lacks permission jobs:submit"));
 }

@@ -44,6 +44,7 @@ mod put;
 mod residency;
 mod result_refs;
 mod runs;
+mod spin;
 mod submit;
 mod tensor;
 mod value;

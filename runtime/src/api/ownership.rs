@@ -192,8 +192,22 @@ impl Slot {
         matches!(self.state(), SlotState::Stored) || self.stored.load(Ordering::SeqCst)
     }
 
-    /// Waits until not pending; `None` on timeout.
+    /// Waits until not pending (spinning briefly first, `spin.rs`);
+    /// `None` on timeout.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<SlotState> {
+        // No spin past a deadline sooner than the spin would end.
+        let spin = deadline.is_none_or(|d| d > Instant::now() + super::spin::SPIN);
+        let done = spin
+            .then(|| {
+                super::spin::briefly(|| {
+                    let g = self.state.try_lock().ok()?;
+                    (!matches!(*g, SlotState::Pending)).then(|| g.clone())
+                })
+            })
+            .flatten();
+        if done.is_some() {
+            return done;
+        }
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if !matches!(*g, SlotState::Pending) {

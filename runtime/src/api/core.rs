@@ -340,8 +340,9 @@ impl Core {
             owned = true;
             let mut state = slot.state();
             if matches!(state, SlotState::Pending) {
-                state = self
-                    .blocking(|| slot.wait(deadline))
+                state = slot
+                    .settles_soon(deadline)
+                    .or_else(|| self.blocking(|| slot.wait(deadline)))
                     .ok_or_else(|| timed_out(&format!("task {} ({id})", slot.name)))?;
             }
             match state {

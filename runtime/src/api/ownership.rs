@@ -192,22 +192,25 @@ impl Slot {
         matches!(self.state(), SlotState::Stored) || self.stored.load(Ordering::SeqCst)
     }
 
-    /// Waits until not pending (spinning briefly first, `spin.rs`);
-    /// `None` on timeout.
+    /// Its state once not pending, looked for briefly (`spin.rs`) and
+    /// never past `deadline`; `None`: still pending. Callers spin here
+    /// before they tell the raylet they block, so an answer that comes
+    /// within the spin costs the raylet nothing.
+    pub(crate) fn settles_soon(&self, deadline: Option<Instant>) -> Option<SlotState> {
+        let until = Instant::now() + super::spin::SPIN;
+        let until = deadline.map_or(until, |d| d.min(until));
+        super::spin::briefly(until, || {
+            let g = match self.state.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            };
+            (!matches!(*g, SlotState::Pending)).then(|| g.clone())
+        })
+    }
+
+    /// Waits until not pending; `None` on timeout.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<SlotState> {
-        // No spin past a deadline sooner than the spin would end.
-        let spin = deadline.is_none_or(|d| d > Instant::now() + super::spin::SPIN);
-        let done = spin
-            .then(|| {
-                super::spin::briefly(|| {
-                    let g = self.state.try_lock().ok()?;
-                    (!matches!(*g, SlotState::Pending)).then(|| g.clone())
-                })
-            })
-            .flatten();
-        if done.is_some() {
-            return done;
-        }
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if !matches!(*g, SlotState::Pending) {

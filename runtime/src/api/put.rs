@@ -109,8 +109,9 @@ impl Core {
         let mut state = slot.state();
         if matches!(state, SlotState::Pending) {
             let deadline = timeout.map(|t| Instant::now() + t);
-            state = self
-                .blocking(|| slot.wait(deadline))
+            state = slot
+                .settles_soon(deadline)
+                .or_else(|| self.blocking(|| slot.wait(deadline)))
                 .ok_or_else(|| Error::Timeout {
                     what: format!("task {} ({id})", slot.name),
                     ms: timeout.map_or(0, |t| t.as_millis() as u64),

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 /// How long a wait spins before it parks.
 pub(crate) const SPIN: Duration = Duration::from_micros(60);
 
-/// `look()` until it gives something or [`SPIN`] has passed.
-pub(crate) fn briefly<T>(mut look: impl FnMut() -> Option<T>) -> Option<T> {
-    let until = Instant::now() + SPIN;
+/// `look()` until it gives something or `until` has passed (at least one
+/// look).
+pub(crate) fn briefly<T>(until: Instant, mut look: impl FnMut() -> Option<T>) -> Option<T> {
     loop {
         if let Some(v) = look() {
             return Some(v);
@@ -32,14 +32,18 @@ mod tests {
 
     #[test]
     fn a_spin_gives_what_comes_or_nothing_after_its_time() {
+        // A long window: a busy machine may not run this thread for a while.
         let mut n = 0;
-        let got = briefly(|| {
+        let long = Instant::now() + Duration::from_secs(30);
+        let got = briefly(long, || {
             n += 1;
             (n == 3).then_some(n)
         });
         assert_eq!(got, Some(3));
         let t = Instant::now();
-        assert_eq!(briefly(|| None::<u8>), None);
+        assert_eq!(briefly(t + SPIN, || None::<u8>), None);
         assert!(t.elapsed() >= SPIN);
+        // A window already over still looks once.
+        assert_eq!(briefly(t, || Some(1)), Some(1));
     }
 }

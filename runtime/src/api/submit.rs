@@ -127,7 +127,9 @@ impl Core {
         }
         if in_order {
             for (i, id, s) in waits {
-                self.blocking(|| s.wait(None));
+                if s.settles_soon(None).is_none() {
+                    self.blocking(|| s.wait(None));
+                }
                 match self.resolved_arg(id, s.state()) {
                     Ok(a) => spec.args[i] = a,
                     Err(e) => {

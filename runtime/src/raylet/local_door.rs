@@ -348,7 +348,17 @@ impl TaskService {
                 self.act(|d| d.worker_blocked(w, false));
                 None
             }
-            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportRun(report)) => {
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportRun(mut report)) => {
+                // A run is reported as the connection's job, whatever the
+                // report says (the head judges that job's owner).
+                let job = match role {
+                    Role::Driver(job) => Some(job),
+                    Role::Worker(w) => self.disp().job_of(w),
+                    Role::Unknown => None,
+                };
+                if let Some(job) = job {
+                    report.job_id = job;
+                }
                 let me = self.clone();
                 tokio::spawn(async move {
                     let req = crate::proto::head::HeadRequest::ReportRun(report);

@@ -15,7 +15,14 @@ impl TaskService {
     pub fn state(&self, query: StateQuery) -> StateReply {
         match query {
             StateQuery::Tasks => StateReply::Tasks(self.list_tasks()),
-            StateQuery::TaskPage(f) => self.task_page(&f),
+            StateQuery::TaskPage(mut f) => {
+                // Searched, not scanned: sorted here whoever sent it.
+                if let Some(jobs) = &mut f.jobs {
+                    jobs.sort();
+                    jobs.dedup();
+                }
+                self.task_page(&f)
+            }
             StateQuery::Objects => StateReply::Objects(self.list_objects()),
             StateQuery::Workers => StateReply::Workers(self.list_workers()),
             StateQuery::Metrics => StateReply::Metrics(self.metrics()),

@@ -108,7 +108,11 @@ impl Visibility {
             HeadResponse::Workers(v) => v.retain(|w| self.sees(w.job_id)),
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
             HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
-            HeadResponse::Queue(q) => q.waiting.retain(|w| p.in_namespace(&w.namespace)),
+            HeadResponse::Queue(q) => {
+                q.waiting.retain(|w| p.in_namespace(&w.namespace));
+                q.namespaces.retain(|n| p.in_namespace(&n.policy.namespace));
+                q.sealed.retain(|n| p.in_namespace(n));
+            }
             // One row, asked by id (the gate judged it in its namespace
             // already; this keeps it so if the row moved meanwhile).
             HeadResponse::Actor(a) => {

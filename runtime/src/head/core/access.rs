@@ -122,6 +122,20 @@ impl HeadCore {
                     None,
                 ),
             ),
+            // The raylet names the reporting connection's job; a run of
+            // another job's namespace is not its to add to.
+            HeadRequest::ReportRun(r) => {
+                let run_job = self.runs.job_of(&r.run_id).unwrap_or(r.job_id);
+                (
+                    r.job_id,
+                    act(
+                        Some("run.report"),
+                        format!("report training run {}", r.run_id),
+                        Permission::RunsWrite,
+                        self.jobs.get(run_job).map(|j| j.namespace.clone()),
+                    ),
+                )
+            }
             _ => return None,
         };
         let refusal = match self.job_principal(job) {
@@ -171,6 +185,14 @@ impl HeadCore {
         let read = |what: &str| act(None, what.into(), P::StateRead, None);
         // AC-4: a read of one row is judged in that row's namespace.
         let read_in = |what: String, ns| act(None, what, P::StateRead, ns);
+        // A write for a job the head does not know (pruned, or never
+        // registered) is judged in no namespace anyone but `*` holds.
+        let owned_ns = |id| {
+            Some(
+                job_ns(id)
+                    .unwrap_or_else(|| format!("unknown (job {id} is not known to the head)")),
+            )
+        };
         let pg_ns = |pg| self.groups.get(pg).and_then(|g| job_ns(g.job));
         match req {
             R::GetActor { actor_id } => read_in(
@@ -256,13 +278,13 @@ impl HeadCore {
                 Some("placement_group.create"),
                 format!("create placement group {}", c.pg),
                 P::PlacementCreate,
-                job_ns(c.job),
+                owned_ns(c.job),
             ),
             R::PlacementGroup(PgRequest::Remove { pg }) => act(
                 Some("placement_group.remove"),
                 format!("remove placement group {pg}"),
                 P::PlacementCreate,
-                pg_ns(*pg),
+                self.groups.get(*pg).and_then(|g| owned_ns(g.job)),
             ),
             R::ReportRun(r) => act(
                 None,
@@ -270,7 +292,7 @@ impl HeadCore {
                 P::RunsWrite,
                 // The run's own job where it exists (its points are
                 // added there), else the job it names.
-                job_ns(self.runs.job_of(&r.run_id).unwrap_or(r.job_id)),
+                owned_ns(self.runs.job_of(&r.run_id).unwrap_or(r.job_id)),
             ),
             R::Models(ModelRequest::SetAlias {
                 name,

@@ -158,16 +158,40 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
             .gate(sim.now, alice, &HeadRequest::ReportRun(spoof))
     )
     .contains("may not report training run run-b in namespace ads"));
-    let create = PgCreate {
-        pg: crate::ids::PlacementGroupId::random(),
-        name: String::new(),
-        strategy: PgStrategyWire::Pack,
-        bundles: vec![Resources::from(&cpus(1))],
-        job: job_b,
-        detached: false,
+    let create_for = |job| {
+        HeadRequest::PlacementGroup(PgRequest::Create(PgCreate {
+            pg: crate::ids::PlacementGroupId::random(),
+            name: String::new(),
+            strategy: PgStrategyWire::Pack,
+            bundles: vec![Resources::from(&cpus(1))],
+            job,
+            detached: false,
+        }))
     };
-    let create = HeadRequest::PlacementGroup(PgRequest::Create(create));
+    let create = create_for(job_b);
     assert!(refusal(sim.core.gate(sim.now, alice, &create)).contains("in namespace ads"));
+    // Relayed by a raylet as Alice's job, the same report is refused;
+    // her own run is taken.
+    let node = Caller::Node { cert: [7; 32] };
+    let spoof = RunReport::points("run-b", "mlp", job_a, point.clone());
+    let Reply::Now(r) = sim
+        .core
+        .handle(sim.now, node, HeadRequest::ReportRun(spoof))
+    else {
+        panic!()
+    };
+    assert!(refusal(Some(r)).contains(
+        "alice (developer in vision) may not report training run run-b in namespace ads"
+    ));
+    let own = RunReport::points("run-a", "mlp", job_a, point.clone());
+    let r = sim.core.handle(sim.now, node, HeadRequest::ReportRun(own));
+    assert!(matches!(r, Reply::Now(HeadResponse::Ok)), "{r:?}");
+    // A group for a job the head does not know is nobody's to create.
+    let mut unknown = create_for(job_b);
+    if let HeadRequest::PlacementGroup(PgRequest::Create(c)) = &mut unknown {
+        c.job = JobId::random();
+    }
+    assert!(refusal(sim.core.gate(sim.now, alice, &unknown)).contains("is not known to the head"));
     // A viewer writes no audit notes.
     let note = HeadRequest::Access(AccessRequest::Record {
         action: "user.revoke".into(),

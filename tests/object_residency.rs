@@ -349,34 +349,23 @@ fn actor_results(eu: NodeId, rule: &Residency) {
         .unwrap();
     named.ready().unwrap();
     let found: prism::ActorHandle<Ledger> = prism::get_actor("resident-ledger").unwrap();
-    let found_rows = found.rows().unwrap();
-    let read = sum_where::options()
-        .num_cpus(0.0)
-        .node_affinity(eu, true)
-        .remote(&found_rows, 0u64)
-        .unwrap();
-    let (sum, at) = prism::get(&read).unwrap();
-    println!("TASK READING A FOUND RESIDENT ACTOR'S RESULT RAN ON: {at}");
-    check(
-        sum == 500_500 && at != outside,
-        "a handle found by name places the readers of its results inside the rule",
-    );
-
     // So does a handle passed in a value (through the store and back).
     let passed = prism::put(&found).unwrap();
     let passed: prism::ActorHandle<Ledger> = prism::get(&passed).unwrap();
-    let passed_rows = passed.rows().unwrap();
-    let read = sum_where::options()
-        .num_cpus(0.0)
-        .node_affinity(eu, true)
-        .remote(&passed_rows, 0u64)
-        .unwrap();
-    let (sum, at) = prism::get(&read).unwrap();
-    println!("TASK READING A PASSED RESIDENT ACTOR'S RESULT RAN ON: {at}");
-    check(
-        sum == 500_500 && at != outside,
-        "a handle passed in a value places the readers of its results inside the rule",
-    );
+    for (how, handle) in [("found by name", &found), ("passed in a value", &passed)] {
+        let rows = handle.rows().unwrap();
+        let read = sum_where::options()
+            .num_cpus(0.0)
+            .node_affinity(eu, true)
+            .remote(&rows, 0u64)
+            .unwrap();
+        let (sum, at) = prism::get(&read).unwrap();
+        println!("TASK READING THE RESULT OF A RESIDENT ACTOR'S HANDLE {how} RAN ON: {at}");
+        check(
+            sum == 500_500 && at != outside,
+            "a handle found by name or passed in a value places the readers of its results inside the rule",
+        );
+    }
 
     // Spread over the three nodes, or soft affinity to eu-west: the rule
     // narrows both, so none is built outside it (and dies there).

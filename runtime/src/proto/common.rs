@@ -318,3 +318,19 @@ impl std::fmt::Display for Residency {
         write!(f, "{} in [{}]", self.label, self.allowed.join(", "))
     }
 }
+
+/// What kind of peer is speaking.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum PeerRole {
+    /// A raylet joining or running.
+    Raylet,
+    /// The CLI or a driver.
+    Client,
+    /// A client with the join token that acts only as a viewer of these
+    /// namespaces (`*`: all): it reads state and logs there and may change
+    /// nothing (the dashboard's read-only token reads the head so).
+    Viewer {
+        /// The namespaces it reads.
+        namespaces: Vec<String>,
+    },
+}

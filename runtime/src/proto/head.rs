@@ -15,21 +15,7 @@ use super::common::{ClusterStatus, GpuInfo, Resources};
 use crate::ids::{ClusterId, NodeId};
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// What kind of peer is speaking.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum PeerRole {
-    /// A raylet joining or running.
-    Raylet,
-    /// The CLI or a driver.
-    Client,
-    /// A client with the join token that acts only as a viewer of these
-    /// namespaces (`*`: all): it reads state and logs there and may change
-    /// nothing (the dashboard's read-only token reads the head so).
-    Viewer {
-        /// The namespaces it reads.
-        namespaces: Vec<String>,
-    },
-}
+pub use super::common::PeerRole;
 
 /// A request to the head.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

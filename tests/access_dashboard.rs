@@ -1,0 +1,202 @@
+//! The dashboard as each user and as its read-only token, against a real
+//! head: each sees what the head lets them (their namespaces' jobs, tasks,
+//! workers, actors, runs and logs), a revocation ends an open session, and
+//! the read-only token reads only the namespaces it was given at start.
+
+use prism_test_support::*;
+use serde_json::Value;
+use std::time::Duration;
+
+#[path = "common/access.rs"]
+mod access;
+use access::*;
+
+#[test]
+#[ignore = "a job driver, started by `prism submit` in the tests in this file"]
+fn child_role() {
+    child_main();
+}
+
+#[test]
+fn the_dashboard_shows_each_user_what_the_head_lets_them_and_a_revocation_ends_their_session() {
+    let c = start();
+    let base = c.head.ready()["dashboard"]
+        .as_str()
+        .expect("a dashboard")
+        .to_string();
+    let alice = c.add_user("alice", "developer", &["vision"]);
+    let bob = c.add_user("bob", "developer", &["ads"]);
+    let done = c.sb.temp().join("release").display().to_string();
+    let out = c.submit(&alice, "vision", &done);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // Each sees their namespaces' jobs only.
+    let (status, mine) = http("GET", &format!("{base}/api/v0/jobs"), Some(&alice), None);
+    assert_eq!(status, 200, "{mine}");
+    assert!(mine.contains(&job), "{mine}");
+    let (status, theirs) = http("GET", &format!("{base}/api/v0/jobs"), Some(&bob), None);
+    assert_eq!(status, 200, "{theirs}");
+    assert!(!theirs.contains(&job), "{theirs}");
+    let (_, who) = http("GET", &format!("{base}/api/v0/whoami"), Some(&bob), None);
+    let who: Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(
+        (who["user"].as_str(), who["role"].as_str()),
+        (Some("bob"), Some("developer"))
+    );
+    // Bob may not stop Alice's job through the dashboard either.
+    let stop = format!("{base}/api/v0/jobs/{job}/stop");
+    let (status, body) = http("POST", &stop, Some(&bob), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("bob (developer in ads) may not stop job"),
+        "{body}"
+    );
+    assert_eq!(c.job_state(&job), "running");
+
+    // A wrong user token gets the login page with the head's reason.
+    let wrong = with_a_wrong_secret(&bob);
+    let (status, page) = login(&base, &wrong).unwrap_err();
+    assert_eq!(status, 401);
+    assert!(page.contains("invalid user token"), "{page}");
+    // Bob's open session stops working the moment he is revoked.
+    let cookie = login(&base, &bob).expect("bob logs in");
+    let (status, _) = http("GET", &format!("{base}/api/v0/jobs"), None, Some(&cookie));
+    assert_eq!(status, 200);
+    c.ok(None, &["user", "revoke", "bob"]);
+    let (status, body) = http("GET", &format!("{base}/api/v0/jobs"), None, Some(&cookie));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("the token of user bob was revoked"), "{body}");
+    let (status, _) = http(
+        "GET",
+        &format!("{base}/api/v0/summary"),
+        None,
+        Some(&cookie),
+    );
+    assert_eq!(status, 403);
+    // Alice stops her own job from the dashboard.
+    let (status, body) = http("POST", &stop, Some(&alice), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(30), || c.job_state(&job) == "stopped"));
+    std::fs::write(&done, "").unwrap();
+}
+
+#[test]
+fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() {
+    let c = start_with(&["--dashboard-viewer-namespaces", "vision"]);
+    let base = c.head.ready()["dashboard"].as_str().unwrap().to_string();
+    let viewer = std::fs::read_to_string(c.head.session.join("dashboard_token")).unwrap();
+    let viewer = viewer.trim();
+    let alice = c.add_user("alice", "developer", &["vision"]);
+    let bob = c.add_user("bob", "developer", &["ads"]);
+    let done = c.sb.temp().join("release").display().to_string();
+    let mut jobs = Vec::new();
+    for (user, ns) in [(&alice, "vision"), (&bob, "ads")] {
+        let out = c.submit(user, ns, &done);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jobs.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let (job_a, job_b) = (jobs[0].clone(), jobs[1].clone());
+    // Both jobs' tasks ran (the admin sees every row).
+    let finished = |job: &str| {
+        rows(&c, None, "tasks")
+            .into_iter()
+            .find(|t| t["job_id"] == job && t["state"] == "finished")
+    };
+    assert!(wait_until(Duration::from_secs(90), || finished(&job_a)
+        .is_some()
+        && finished(&job_b).is_some()));
+
+    // The read-only token: vision's rows only, in every table and page.
+    let get = |path: &str| {
+        let (status, body) = http("GET", &format!("{base}{path}"), Some(viewer), None);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    assert_eq!(job_ids(&get("/api/v0/jobs")), vec![job_a.clone()]);
+    assert_eq!(job_ids(&get("/api/v0/tasks")), vec![job_a.clone()]);
+    let page = get("/api/v0/tasks?state=finished");
+    assert_eq!(job_ids(&page), vec![job_a.clone()]);
+    assert_eq!(page["total"], 3, "a task, a creation and a call: {page}");
+    // Each job's actor keeps a worker alive: vision's is listed, ads' not.
+    assert_eq!(job_ids(&get("/api/v0/workers")), vec![job_a.clone()]);
+    let actors = get("/api/v0/actors");
+    let actors = actors["rows"].as_array().unwrap();
+    assert!(!actors.is_empty() && actors.iter().all(|a| a["namespace"] == "vision"));
+    let runs = get("/api/v0/runs");
+    let runs: Vec<&str> = runs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["run-vision"]);
+    let (status, body) = http(
+        "GET",
+        &format!("{base}/api/v0/runs/run-ads"),
+        Some(viewer),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    let me = get("/api/v0/whoami");
+    assert_eq!(
+        (me["role"].as_str(), me["namespaces"].clone()),
+        (Some("viewer"), serde_json::json!(["vision"]))
+    );
+    // Logs: vision's worker's yes, ads' worker's no, with the reason.
+    let log_of = |job: &str| {
+        let t = finished(job).unwrap();
+        let (node, pid) = (
+            t["node_id"].as_str().unwrap(),
+            t["worker_pid"].as_u64().unwrap(),
+        );
+        (format!("{base}/api/v0/logs?node={node}&pid={pid}"), pid)
+    };
+    let (url, _) = log_of(&job_a);
+    let (status, body) = http("GET", &url, Some(viewer), None);
+    assert_eq!(status, 200, "{body}");
+    let (url, pid) = log_of(&job_b);
+    let (status, body) = http("GET", &url, Some(viewer), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(&format!(
+            "join-token viewer (viewer in vision) may not read the log of worker {pid} in \
+             namespace ads: namespace ads was not granted to join-token viewer"
+        )),
+        "{body}"
+    );
+    // It changes nothing.
+    let (status, body) = http(
+        "POST",
+        &format!("{base}/api/v0/jobs/{job_a}/stop"),
+        Some(viewer),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // Users through the CLI: their namespaces' tasks and workers only.
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&bob), "tasks"))),
+        vec![job_b.clone()]
+    );
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&bob), "workers"))),
+        vec![job_b.clone()]
+    );
+    assert_eq!(
+        job_ids(&Value::Array(rows(&c, Some(&alice), "tasks"))),
+        vec![job_a.clone()]
+    );
+    // The admin still sees both.
+    let all = job_ids(&Value::Array(rows(&c, None, "tasks")));
+    assert!(all.contains(&job_a) && all.contains(&job_b), "{all:?}");
+    std::fs::write(&done, "").unwrap();
+}

@@ -97,6 +97,25 @@ impl Visibility {
         jobs.iter().find_map(|j| self.refusal(what, *j))
     }
 
+    /// Whether [`Visibility::scope`] may change `resp` (else nobody need
+    /// build a visibility for it).
+    pub fn concerns(resp: &HeadResponse) -> bool {
+        matches!(
+            resp,
+            HeadResponse::Jobs(_)
+                | HeadResponse::Actors(_)
+                | HeadResponse::Tasks(_)
+                | HeadResponse::TaskPage { .. }
+                | HeadResponse::Workers(_)
+                | HeadResponse::PlacementGroups(_)
+                | HeadResponse::Runs(_)
+                | HeadResponse::Queue(_)
+                | HeadResponse::Actor(_)
+                | HeadResponse::PlacementGroup(_)
+                | HeadResponse::Run(_)
+        )
+    }
+
     /// Keeps the rows of `resp` the caller may see (AC-4).
     pub fn scope(&self, resp: &mut HeadResponse) {
         let p = &self.who;
@@ -206,6 +225,8 @@ mod tests {
             matches!(&workers, HeadResponse::Workers(w) if w.len() == 1 && w[0].job_id == VISION)
         );
         assert_eq!(v.jobs(), vec![VISION]);
+        assert!(Visibility::concerns(&HeadResponse::Workers(vec![])));
+        assert!(!Visibility::concerns(&HeadResponse::Ok));
     }
 
     #[test]

@@ -5,7 +5,6 @@ use super::{Caller, HeadCore, Reply};
 use crate::head::access::users::valid_namespace;
 use crate::head::access::visibility::Visibility;
 use crate::head::access::Principal;
-use crate::proto::head::HeadResponse;
 
 /// The most distinct namespace lists viewers may act under.
 const MAX_VIEWERS: usize = 256;
@@ -53,10 +52,8 @@ impl HeadCore {
         }
         let who = match self.principal(caller) {
             Ok(Some(p)) => p,
-            _ => Principal {
-                namespaces: Vec::new(),
-                ..Principal::join_token_viewer(Vec::new())
-            },
+            // Granted no namespace: sees nothing.
+            _ => Principal::join_token_viewer(Vec::new()),
         };
         let jobs = self.jobs.namespaces();
         Visibility::new(who, jobs)
@@ -65,18 +62,8 @@ impl HeadCore {
     /// A gated caller's listing answered by the core keeps its rows only.
     pub(super) fn scope(&self, caller: Caller, reply: &mut Reply) {
         let Reply::Now(r) = reply else { return };
-        let listing = matches!(
-            r,
-            HeadResponse::Jobs(_)
-                | HeadResponse::Actors(_)
-                | HeadResponse::Actor(_)
-                | HeadResponse::PlacementGroups(_)
-                | HeadResponse::PlacementGroup(_)
-                | HeadResponse::Runs(_)
-                | HeadResponse::Run(_)
-                | HeadResponse::Queue(_)
-        );
-        if listing {
+        // The job table is read only for answers scoping concerns.
+        if Visibility::concerns(r) {
             if let Some(v) = self.visibility(caller) {
                 v.scope(r);
             }

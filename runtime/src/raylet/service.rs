@@ -351,9 +351,15 @@ impl TaskService {
 
     /// Hands a task to the dispatcher, remembering when it arrived.
     pub(super) fn submit(self: &Arc<Self>, spec: crate::proto::task::TaskSpec, owner: Owner) {
-        let kind = super::dispatch::state::kind_name(&spec.kind);
-        self.lock_history().submitted(&spec, kind, now_us());
+        self.arrived(&spec);
         self.act(|d| d.submit(spec, owner));
+    }
+
+    /// Remembers that `spec` is here now: it arrived, or it came back from
+    /// the peer it was forwarded to, which forgot it (TH-1).
+    fn arrived(&self, spec: &crate::proto::task::TaskSpec) {
+        let kind = super::dispatch::state::kind_name(&spec.kind);
+        self.lock_history().submitted(spec, kind, now_us());
     }
 
     pub(super) fn lock_history(&self) -> std::sync::MutexGuard<'_, TaskHistory> {
@@ -465,9 +471,11 @@ impl TaskService {
             .await;
             match result {
                 Ok(Outcome::Failed(Failure::Draining { .. })) => {
+                    me.arrived(&task);
                     me.act(|d| d.redirect(node, owner, task))
                 }
                 Ok(Outcome::Failed(Failure::Moved { .. })) => {
+                    me.arrived(&task);
                     me.act(|d| d.handed_back(owner, task))
                 }
                 Ok(outcome) => me.apply(vec![Action::Reply {
@@ -477,6 +485,7 @@ impl TaskService {
                 }]),
                 Err(detail) => {
                     warn!(%node, "spilled task failed on the peer: {detail}");
+                    me.arrived(&task);
                     me.act(|d| d.forward_failed(node, owner, task, detail));
                 }
             }

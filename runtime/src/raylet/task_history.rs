@@ -6,7 +6,8 @@
 //!
 //! - **TH-1** a task is in `open` from its submission here until it ends
 //!   here or is forwarded to a peer (which then remembers it); a forwarded
-//!   task is never listed twice;
+//!   task is never listed twice; one the peer hands back (or fails to
+//!   take) is submitted here again, so that it is listed where it ends;
 //! - **TH-2** at most `cap` finished tasks are kept; the oldest go first.
 //! - **TH-3** work a worker took directly (a direct actor call, a leased
 //!   task) is listed from its worker's reports: running from the report
@@ -356,6 +357,12 @@ mod tests {
         h.forwarded(id);
         h.finished(id, None, 5);
         assert_eq!(h.done().count(), 0);
+        // Handed back by the peer: here again, and listed where it ends.
+        h.submitted(&spec(id), "task", 6);
+        h.started(id, Some(9), 0, 7);
+        h.finished(id, None, 8);
+        let done: Vec<_> = h.done().map(|t| (t.state, t.ended_us)).collect();
+        assert_eq!(done, vec![(TaskState::Finished, Some(8))]);
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //! - the holder's raylet keeps the holds of owners on other nodes by node:
 //!   when the head declares that node dead, it releases them.
 //!
-//! An owner already gone when its hold is noted has it released at once;
-//! one whose raylet cannot be reached keeps it (a leak until the holder
-//! exits, never an early free). A release is recorded only for a holder
+//! An owner already gone when its hold is noted has it released at once.
+//! A hold or a release for a raylet that cannot be reached is sent again,
+//! with backoff (HR-1), until that raylet answers, its node is declared
+//! dead (a hold is then released in the owner's name, as above), the
+//! holder goes, or [`PATIENCE`] runs out: only then is a hold kept until
+//! its holder exits (a leak, never an early free). A release is recorded only for a holder
 //! still here (one that went took its holds with it), so nothing waits in
 //! the ledgers for a hold that will never come. An owner that names this
 //! raylet by an id it had before registering again is local: its old id
@@ -26,10 +29,36 @@ use super::service::TaskService;
 use crate::ids::NodeId;
 use crate::proto::raylet::PeerRequest;
 use crate::proto::task::{LocalEvent, ReplyTo};
+use crate::transport::backoff::Backoff;
 use prism_objectstore::ObjectId;
 use std::collections::HashSet;
 use std::sync::{Arc, MutexGuard};
-use tracing::debug;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// How long a hold or a release is sent again to a raylet that does not
+/// answer (each try waits up to the borrow timeout).
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// What follows one try to tell a peer of a hold or its release.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// Stop, with the peer's answer if it gave one.
+    Done(Option<bool>),
+    /// Try again after a backoff.
+    Again,
+}
+
+/// HR-1: an answer ends the tries; without one they go on while the
+/// peer's node is not declared dead, the message still matters and
+/// [`PATIENCE`] lasts.
+fn step(answer: Option<bool>, lost: bool, wanted: bool, tried_for: Duration) -> Step {
+    match answer {
+        Some(a) => Step::Done(Some(a)),
+        None if lost || !wanted || tried_for >= PATIENCE => Step::Done(None),
+        None => Step::Again,
+    }
+}
 
 /// The holds a raylet keeps (see the module's docs).
 #[derive(Debug, Default)]
@@ -81,7 +110,12 @@ impl TaskService {
                 owner_conn: owner.conn,
                 results: results.clone(),
             };
-            let noted = me.ask_peer(owner.node, &req, "a held result's owner").await;
+            // Wanted while the holder holds them (it took them if it went).
+            let noted = me
+                .tell_peer(owner.node, &req, "a held result's owner", |s| {
+                    s.conns.contains_key(&conn)
+                })
+                .await;
             if noted == Some(false) {
                 debug!(
                     ?owner,
@@ -144,9 +178,34 @@ impl TaskService {
                 conn: to.conn,
                 results,
             };
-            me.ask_peer(to.node, &req, "the holder of a result's refs")
+            me.tell_peer(to.node, &req, "the holder of a result's refs", |_| true)
                 .await;
         });
+    }
+
+    /// [`TaskService::ask_peer`], tried again while the peer does not
+    /// answer and `wanted` holds (HR-1).
+    async fn tell_peer(
+        &self,
+        node: NodeId,
+        req: &PeerRequest,
+        what: &str,
+        wanted: impl Fn(&Self) -> bool,
+    ) -> Option<bool> {
+        let began = Instant::now();
+        let mut backoff = Backoff::randomized(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let answer = self.ask_peer(node, req, what).await;
+            let lost = self.peers.lost_reason(node).is_some();
+            match step(answer, lost, wanted(self), began.elapsed()) {
+                Step::Done(None) if !lost && wanted(self) => {
+                    warn!(%node, "{what} did not answer for {PATIENCE:?}: giving up");
+                    return None;
+                }
+                Step::Done(answer) => return answer,
+                Step::Again => tokio::time::sleep(backoff.failed()).await,
+            }
+        }
     }
 
     /// Owners on node `from` released `results`, whose refs this node's
@@ -236,5 +295,22 @@ impl TaskService {
             );
             self.deliver_release_held(holder.conn, results);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn hr_1_tries_end_with_an_answer_a_dead_node_a_gone_holder_or_patience() {
+        assert_eq!(step(Some(true), false, true, S), Step::Done(Some(true)));
+        assert_eq!(step(Some(false), true, false, S), Step::Done(Some(false)));
+        assert_eq!(step(None, false, true, S), Step::Again);
+        assert_eq!(step(None, true, true, S), Step::Done(None));
+        assert_eq!(step(None, false, false, S), Step::Done(None));
+        assert_eq!(step(None, false, true, PATIENCE), Step::Done(None));
     }
 }

@@ -2,7 +2,8 @@
 //! Alice (developer in vision) creates actors in its own namespace, is
 //! refused one in another namespace, and a job of a custom role without
 //! `actors:create` is refused any — each with the head's sentence, and
-//! each refusal in the audit trail.
+//! each refusal in the audit trail. The model registry, reached through
+//! the driver's raylet, judges the job's owner the same way.
 
 use prism_test_support::*;
 use std::process::Output;
@@ -41,6 +42,11 @@ fn child_role() {
     match other {
         Ok(_) => println!("OTHER NAMESPACE: created"),
         Err(e) => println!("OTHER NAMESPACE REFUSED: {e}"),
+    }
+    // Through its raylet, the registry judges the job's owner too.
+    match prism::models::set_alias("digits", "production", 1) {
+        Ok(()) => println!("PROMOTED"),
+        Err(e) => println!("PROMOTE REFUSED: {e}"),
     }
 }
 
@@ -85,6 +91,11 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
             && said.contains("alice (developer in vision) may not create actor access_drivers::Keeper in namespace ads: namespace ads was not granted to alice"),
         "{said}"
     );
+    assert!(
+        said.contains("PROMOTE REFUSED")
+            && said.contains("alice (developer in vision) may not point digits@production at version 1: the role lacks permission models:production"),
+        "{said}"
+    );
     let out = submit_as(&sb, &addr, &sam, "ads");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -118,6 +129,14 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
         trail
             .lines()
             .any(|l| l.contains("\"user\":\"alice\"") && l.contains("\"outcome\":\"ok\"")),
+        "{trail}"
+    );
+    let trail = sb.run(&["audit", "--action", "model.alias", "--json"]);
+    let trail = String::from_utf8_lossy(&trail.stdout);
+    assert!(
+        trail.lines().any(|l| l.contains("\"user\":\"alice\"")
+            && l.contains("via cluster")
+            && l.contains("\"outcome\":\"denied")),
         "{trail}"
     );
 }

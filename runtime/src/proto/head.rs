@@ -234,6 +234,42 @@ pub enum HeadRequest {
         /// Whose key.
         namespace: String,
     },
+    /// What a raylet relays for one of its drivers or workers: judged as
+    /// that process's job (its owner's role and namespaces), audited in the
+    /// owner's name. Only a node may send it.
+    Relayed {
+        /// The relaying connection's job, as the raylet knows it (not the
+        /// request's word); `None`: a worker whose job it does not know.
+        job: Option<crate::ids::JobId>,
+        /// What the process asks.
+        request: RelayedRequest,
+    },
+}
+
+/// What a raylet may relay for its drivers and workers
+/// ([`HeadRequest::Relayed`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum RelayedRequest {
+    /// A placement group's creation, removal or state.
+    PlacementGroup(super::placement::PgRequest),
+    /// The model registry.
+    Models(super::models::ModelRequest),
+    /// The cluster's status.
+    Status,
+    /// The training runs.
+    Runs,
+}
+
+impl RelayedRequest {
+    /// The request it stands for.
+    pub fn into_request(self) -> HeadRequest {
+        match self {
+            RelayedRequest::PlacementGroup(r) => HeadRequest::PlacementGroup(r),
+            RelayedRequest::Models(r) => HeadRequest::Models(r),
+            RelayedRequest::Status => HeadRequest::GetStatus,
+            RelayedRequest::Runs => HeadRequest::ListRuns,
+        }
+    }
 }
 
 /// An actor's lifecycle state.

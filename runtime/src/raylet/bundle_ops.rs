@@ -3,28 +3,11 @@
 
 use super::service::TaskService;
 use crate::proto::head::HeadRequest;
-use crate::proto::placement::PgRequest;
 use crate::proto::task::{Failure, Outcome};
 use crate::raylet::dispatch::{Action, Owner};
 use std::sync::Arc;
 
 impl TaskService {
-    /// Relays a placement-group request from a local driver or worker to
-    /// the head.
-    pub(super) fn relay_pg_request(
-        self: &Arc<Self>,
-        owner: Owner,
-        request_id: crate::ids::TaskId,
-        request: PgRequest,
-    ) {
-        self.relay_head_request(
-            owner,
-            request_id,
-            HeadRequest::PlacementGroup(request),
-            "placement-group",
-        );
-    }
-
     /// Relays a request from a local driver or worker to the head; the
     /// head's answer comes back as the result of `request_id`.
     pub(super) fn relay_head_request(

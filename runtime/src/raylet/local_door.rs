@@ -8,6 +8,7 @@ use super::dispatch::{Owner, WorkerId};
 use super::service::TaskService;
 use super::workers;
 use crate::ids::JobId;
+use crate::proto::head::{HeadRequest, RelayedRequest};
 use crate::proto::task::{LocalEvent, LocalRequest, MAX_TASK_FRAME};
 use crate::proto::PROTOCOL_VERSION;
 use crate::transport::rpc::read_msg;
@@ -25,7 +26,23 @@ enum Role {
     Worker(WorkerId),
 }
 
+/// A relayed request of a process of `job` (the head judges it as that
+/// job's owner).
+fn relayed(job: Option<JobId>, request: RelayedRequest) -> HeadRequest {
+    HeadRequest::Relayed { job, request }
+}
+
 impl TaskService {
+    /// The job of a connection: the raylet's record of it (a worker's, or
+    /// what a driver announced in its hello), never a request's word.
+    fn conn_job(&self, role: Role) -> Option<JobId> {
+        match role {
+            Role::Driver(job) => Some(job),
+            Role::Worker(w) => self.disp().job_of(w),
+            Role::Unknown => None,
+        }
+    }
+
     async fn serve_conn(self: Arc<Self>, stream: UnixStream) {
         let conn = self.next_id();
         let owner = Owner::Local(conn);
@@ -191,7 +208,13 @@ impl TaskService {
                     request,
                 },
             ) => {
-                self.relay_pg_request(owner, request_id, request);
+                let job = self.conn_job(role);
+                self.relay_head_request(
+                    owner,
+                    request_id,
+                    relayed(job, RelayedRequest::PlacementGroup(request)),
+                    "placement-group",
+                );
                 None
             }
             (
@@ -201,10 +224,11 @@ impl TaskService {
                     request,
                 },
             ) => {
+                let job = self.conn_job(role);
                 self.relay_head_request(
                     owner,
                     request_id,
-                    crate::proto::head::HeadRequest::Models(request),
+                    relayed(job, RelayedRequest::Models(request)),
                     "model registry",
                 );
                 None
@@ -231,14 +255,11 @@ impl TaskService {
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Cluster { request_id, query }) => {
                 let request = match query {
-                    crate::proto::task::ClusterQuery::Status => {
-                        crate::proto::head::HeadRequest::GetStatus
-                    }
-                    crate::proto::task::ClusterQuery::Runs => {
-                        crate::proto::head::HeadRequest::ListRuns
-                    }
+                    crate::proto::task::ClusterQuery::Status => RelayedRequest::Status,
+                    crate::proto::task::ClusterQuery::Runs => RelayedRequest::Runs,
                 };
-                self.relay_head_request(owner, request_id, request, "cluster state");
+                let job = self.conn_job(role);
+                self.relay_head_request(owner, request_id, relayed(job, request), "cluster state");
                 None
             }
             (
@@ -253,11 +274,7 @@ impl TaskService {
                 // worker's, or what a driver announced in its hello), not
                 // a field of the request; see the security guide's trust
                 // model.
-                let job = match role {
-                    Role::Driver(job) => Some(job),
-                    Role::Worker(w) => self.disp().job_of(w),
-                    Role::Unknown => None,
-                };
+                let job = self.conn_job(role);
                 let request = crate::proto::head::HeadRequest::NamespaceKey {
                     job,
                     usage,
@@ -310,11 +327,7 @@ impl TaskService {
                 let mut shape = shape;
                 // Only its own job's workers: the job is the raylet's
                 // record of the connection, not the request's word.
-                let job = match role {
-                    Role::Driver(job) => Some(job),
-                    Role::Worker(w) => self.disp().job_of(w),
-                    Role::Unknown => None,
-                };
+                let job = self.conn_job(role);
                 shape.job_id = job.unwrap_or_else(JobId::random);
                 shape.task_id = request_id;
                 shape.function = super::dispatch::LEASE_METHOD.into();
@@ -351,11 +364,7 @@ impl TaskService {
             (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportRun(mut report)) => {
                 // A run is reported as the connection's job, whatever the
                 // report says (the head judges that job's owner).
-                let job = match role {
-                    Role::Driver(job) => Some(job),
-                    Role::Worker(w) => self.disp().job_of(w),
-                    Role::Unknown => None,
-                };
+                let job = self.conn_job(role);
                 if let Some(job) = job {
                     report.job_id = job;
                 }

@@ -178,7 +178,7 @@ impl HeadCore {
     }
 
     /// What `req` would do, as `who` would be judged for it.
-    fn action_of(&self, who: &Principal, req: &HeadRequest) -> Action {
+    pub(super) fn action_of(&self, who: &Principal, req: &HeadRequest) -> Action {
         use HeadRequest as R;
         use Permission as P;
         let job_ns = |id| self.jobs.get(id).map(|j| j.namespace.clone());

@@ -116,7 +116,7 @@ impl HeadCore {
     pub(super) fn audit_done(
         &mut self,
         now: Clock,
-        caller: Caller,
+        origin: String,
         intent: Intent,
         reply: &super::Reply,
     ) {
@@ -125,15 +125,15 @@ impl HeadCore {
             super::Reply::Now(_) => "ok".into(),
             super::Reply::Later(_) => "accepted".into(),
         };
-        self.audit_record(
-            now,
-            caller,
-            intent.user,
-            intent.action,
-            intent.target,
-            intent.namespace,
+        let r = Record {
+            user: intent.user,
+            origin,
+            action: intent.action.into(),
+            target: intent.target,
+            namespace: intent.namespace,
             outcome,
-        );
+        };
+        self.audit.append(now.wall_ms, r);
     }
 
     /// Appends one entry.
@@ -167,4 +167,11 @@ pub(super) struct Intent {
     action: &'static str,
     target: String,
     namespace: String,
+}
+
+impl Intent {
+    /// The same, done by `user` (a relayed request's job owner).
+    pub(super) fn by(self, user: String) -> Intent {
+        Intent { user, ..self }
+    }
 }

@@ -45,6 +45,7 @@ mod nodes;
 mod objects;
 pub(crate) mod placement;
 mod queue;
+mod relay;
 pub use names::request_name;
 mod recovery;
 #[cfg(test)]
@@ -311,6 +312,9 @@ impl HeadCore {
     /// binaries, logs, listings gathered from raylets) are the shell's.
     /// State-changing requests leave an entry in the audit trail.
     pub fn handle(&mut self, now: Clock, caller: Caller, mut req: HeadRequest) -> Reply {
+        if let HeadRequest::Relayed { job, request } = req {
+            return self.handle_relayed(now, caller, job, request);
+        }
         self.stamp(caller, &mut req);
         if let Some(refusal) = self.gate_job(now, caller, &req) {
             return Reply::Now(refusal);
@@ -319,7 +323,7 @@ impl HeadCore {
         let mut reply = self.handle_request(now, caller, req);
         self.scope(caller, &mut reply);
         if let Some(intent) = intent {
-            self.audit_done(now, caller, intent, &reply);
+            self.audit_done(now, access::origin(caller), intent, &reply);
         }
         reply
     }

@@ -45,5 +45,6 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::Queue(_) => "Queue",
         R::SetResidency { .. } => "SetResidency",
         R::NamespaceKey { .. } => "NamespaceKey",
+        R::Relayed { .. } => "Relayed",
     }
 }

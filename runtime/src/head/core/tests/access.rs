@@ -219,14 +219,7 @@ fn a_job_is_announced_only_by_its_owner_and_an_unregistered_one_acts_as_nobody()
     assert_eq!(r, HeadResponse::Ok);
     // A job the head never registered creates nothing once there are users.
     let stranger = JobId::random();
-    let create = PgCreate {
-        pg: PlacementGroupId::random(),
-        name: String::new(),
-        strategy: PgStrategyWire::Pack,
-        bundles: vec![Resources::from(&cpus(1))],
-        job: stranger,
-        detached: false,
-    };
+    let create = one_cpu_group(stranger);
     let node = Caller::Node { cert: [7; 32] };
     let no = refusal(
         sim.core

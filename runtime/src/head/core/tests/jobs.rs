@@ -7,14 +7,7 @@ fn a_job_that_ends_takes_its_groups_and_a_stop_signals_its_driver() {
     let mut sim = Sim::new();
     let _a = sim.node("a", 2);
     let job = JobId::random();
-    let create = PgCreate {
-        pg: PlacementGroupId::random(),
-        name: String::new(),
-        strategy: PgStrategyWire::Pack,
-        bundles: vec![Resources::from(&cpus(1))],
-        job,
-        detached: false,
-    };
+    let create = one_cpu_group(job);
     let pg = create.pg;
     let _ = sim
         .core

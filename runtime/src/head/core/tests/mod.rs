@@ -8,6 +8,7 @@ mod groups;
 mod jobs;
 mod namespace_keys;
 mod queue;
+mod relay;
 mod residency;
 mod viewers;
 
@@ -166,6 +167,18 @@ impl Sim {
 
 pub(super) fn pg_req(r: PgRequest) -> HeadRequest {
     HeadRequest::PlacementGroup(r)
+}
+
+/// A new one-CPU PACK group of `job`.
+pub(super) fn one_cpu_group(job: JobId) -> PgCreate {
+    PgCreate {
+        pg: PlacementGroupId::random(),
+        name: String::new(),
+        strategy: PgStrategyWire::Pack,
+        bundles: vec![Resources::from(&cpus(1))],
+        job,
+        detached: false,
+    }
 }
 
 pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorId {

@@ -112,7 +112,7 @@ fn ac_4_a_viewer_reads_its_namespaces_only_and_changes_nothing() {
 
 #[test]
 fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
-    use crate::proto::placement::{PgCreate, PgRequest, PgStrategyWire};
+    use crate::proto::placement::PgRequest;
     use crate::proto::runs::{RunPoint, RunReport};
     let (mut sim, alice, job_a, job_b, v) = two_teams();
     let point = vec![RunPoint {
@@ -158,16 +158,7 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
             .gate(sim.now, alice, &HeadRequest::ReportRun(spoof))
     )
     .contains("may not report training run run-b in namespace ads"));
-    let create_for = |job| {
-        HeadRequest::PlacementGroup(PgRequest::Create(PgCreate {
-            pg: crate::ids::PlacementGroupId::random(),
-            name: String::new(),
-            strategy: PgStrategyWire::Pack,
-            bundles: vec![Resources::from(&cpus(1))],
-            job,
-            detached: false,
-        }))
-    };
+    let create_for = |job| HeadRequest::PlacementGroup(PgRequest::Create(one_cpu_group(job)));
     let create = create_for(job_b);
     assert!(refusal(sim.core.gate(sim.now, alice, &create)).contains("in namespace ads"));
     // Relayed by a raylet as Alice's job, the same report is refused;

@@ -1,0 +1,136 @@
+//! What raylets relay for their drivers and workers
+//! ([`HeadRequest::Relayed`]) in the head core: judged as the relaying
+//! process's job, whose owner's role and namespaces apply (AC-1), with its
+//! answers scoped as the owner's would be (AC-4), audited in the owner's
+//! name from that job, and signed with the owner's name in the model
+//! registry. A driver's request reaches the head through its raylet's
+//! node certificate, but acts as the user who started the driver.
+
+use super::access::{forbidden, origin};
+use super::{Caller, Clock, HeadCore, Reply};
+use crate::head::access::audit::Record;
+use crate::head::access::visibility::Visibility;
+use crate::head::access::{authorize, Principal};
+use crate::ids::JobId;
+use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RelayedRequest};
+use crate::proto::models::ModelRequest;
+use crate::proto::placement::PgRequest;
+
+impl HeadCore {
+    /// `request`, relayed by the raylet `caller` for a process of `job`.
+    pub(super) fn handle_relayed(
+        &mut self,
+        now: Clock,
+        caller: Caller,
+        job: Option<JobId>,
+        request: RelayedRequest,
+    ) -> Reply {
+        if !caller.is_node() {
+            return Reply::Now(HeadResponse::Error {
+                kind: ErrorKind::Unauthorized,
+                message: "only a raylet relays requests for its processes; send the request \
+                          itself"
+                    .into(),
+            });
+        }
+        let owner = self.relayed_owner(job);
+        let who = self.relayed_principal(job);
+        // Once there are users, the registry is signed by who acts; before,
+        // by the process's word ($USER: the one person there is).
+        let signer = who.as_ref().ok().filter(|_| self.users.any());
+        let mut req = request.into_request();
+        stamp(&mut req, job, signer.map(|p| p.name.as_str()));
+        let refusal = match &who {
+            Err(why) => Some(format!("{why}; it may not {}", self.what_of(&req))),
+            Ok(p) => authorize(p, &self.action_of(p, &req))
+                .err()
+                .map(|d| d.message),
+        };
+        let from = match job {
+            Some(j) => format!("job {j} via {}", origin(caller)),
+            None => format!("a process of no known job via {}", origin(caller)),
+        };
+        if let Some(refusal) = refusal {
+            // A refused change is audited as the owner's attempt.
+            let action = self.action_of(who.as_ref().unwrap_or(&Principal::cluster_admin()), &req);
+            if let Some(name) = action.audit {
+                let record = Record {
+                    user: owner,
+                    origin: from,
+                    action: name.into(),
+                    target: action.what,
+                    namespace: action.namespace.unwrap_or_default(),
+                    outcome: format!("denied: {refusal}"),
+                };
+                self.audit.append(now.wall_ms, record);
+            }
+            return Reply::Now(forbidden(refusal));
+        }
+        let intent = self.audit_intent(caller, &req).map(|i| i.by(owner.clone()));
+        let mut reply = self.handle_request(now, caller, req);
+        if let (Ok(p), Reply::Now(r)) = (who, &mut reply) {
+            if Visibility::concerns(r) {
+                if let Some(v) = Visibility::new(p, self.jobs.namespaces()) {
+                    v.scope(r);
+                }
+            }
+        }
+        if let Some(intent) = intent {
+            self.audit_done(now, from, intent, &reply);
+        }
+        reply
+    }
+
+    /// Who a process of `job` acts as ([`HeadCore::job_principal`]); a
+    /// worker whose job its raylet does not know acts as nobody once there
+    /// are users.
+    fn relayed_principal(&self, job: Option<JobId>) -> Result<Principal, String> {
+        match job {
+            Some(j) => self.job_principal(j),
+            None if self.users.any() => {
+                Err("a process whose job its raylet does not know acts as nobody".to_string())
+            }
+            None => Ok(Principal::cluster_admin()),
+        }
+    }
+
+    /// The name a process of `job` is audited and signed under.
+    fn relayed_owner(&self, job: Option<JobId>) -> String {
+        match job {
+            Some(j) => self
+                .jobs
+                .get(j)
+                .map_or_else(|| format!("job {j}"), |info| info.owner.clone()),
+            None => "unknown job".into(),
+        }
+    }
+
+    /// What `req` does, in the refusal of one who may do nothing.
+    fn what_of(&self, req: &HeadRequest) -> String {
+        self.action_of(&Principal::cluster_admin(), req).what
+    }
+}
+
+/// A relayed request carries the raylet's word for its job and the name
+/// of who it acts as (`signer`), not the process's: a group is created for
+/// the relaying job, and a model version is registered or promoted by the
+/// job's owner.
+fn stamp(req: &mut HeadRequest, job: Option<JobId>, signer: Option<&str>) {
+    match req {
+        HeadRequest::PlacementGroup(PgRequest::Create(c)) => {
+            if let Some(j) = job {
+                c.job = j;
+            }
+        }
+        HeadRequest::Models(
+            ModelRequest::Register { who, .. }
+            | ModelRequest::SetAlias { who, .. }
+            | ModelRequest::SetCard { who, .. },
+        ) => {
+            if let Some(name) = signer {
+                *who = name.to_string();
+            }
+        }
+        _ => {}
+    }
+}

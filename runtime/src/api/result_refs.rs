@@ -19,9 +19,11 @@
 //!
 //! An owner that goes without releasing (it exits, is killed, or its node
 //! is declared dead) has its results released in its name by the raylets
-//! (HL-1 in `raylet/held_ledger.rs`); one whose raylet cannot be reached
-//! when the hold is noted leaves the refs held until their holder exits:
-//! kept, never freed early.
+//! (HL-1 in `raylet/held_ledger.rs`). A hold that cannot be sent to the
+//! owner's raylet is sent again until it is, or that node is declared dead
+//! (HR-1 in `raylet/held_results.rs`); one that got no answer, or that
+//! could not be sent for minutes, leaves the refs held until their holder
+//! exits: kept, never freed early.
 
 use super::core::Core;
 use super::object_ref::OwnerGuard;

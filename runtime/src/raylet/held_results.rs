@@ -13,12 +13,14 @@
 //!   when the head declares that node dead, it releases them.
 //!
 //! An owner already gone when its hold is noted has it released at once.
-//! A hold or a release for a raylet that cannot be reached is sent again,
-//! with backoff (HR-1), until that raylet answers, its node is declared
-//! dead (a hold is then released in the owner's name, as above), the
-//! holder goes, or [`PATIENCE`] runs out: only then is a hold kept until
-//! its holder exits (a leak, never an early free). A release is recorded only for a holder
-//! still here (one that went took its holds with it), so nothing waits in
+//! A hold or a release that could not be sent to a raylet (no address, no
+//! connection) is sent again, with backoff (HR-1), until it is sent, that
+//! node is declared dead (a hold is then released in the owner's name, as
+//! above), the holder goes, or [`PATIENCE`] runs out. One sent but not
+//! answered is not sent again (the ledgers pair each hold with one
+//! release): only then, or when patience ran out, is a hold kept until its
+//! holder exits (a leak, never an early free). A release is recorded only
+//! for a holder still here (one that went took its holds with it), so nothing waits in
 //! the ledgers for a hold that will never come. An owner that names this
 //! raylet by an id it had before registering again is local: its old id
 //! listed dead releases nothing. (An owner on another node declared dead
@@ -30,17 +32,31 @@ use crate::ids::NodeId;
 use crate::proto::raylet::PeerRequest;
 use crate::proto::task::{LocalEvent, ReplyTo};
 use crate::transport::backoff::Backoff;
+use crate::transport::rpc::{read_msg, write_msg};
 use prism_objectstore::ObjectId;
 use std::collections::HashSet;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-/// How long a hold or a release is sent again to a raylet that does not
-/// answer (each try waits up to the borrow timeout).
+/// How long a hold or a release is sent again to a raylet that cannot be
+/// reached.
 const PATIENCE: Duration = Duration::from_secs(300);
+/// How long one try may take, to connect or to be answered.
+const TRY_FOR: Duration = Duration::from_secs(10);
 
-/// What follows one try to tell a peer of a hold or its release.
+/// How one try to tell a peer of a hold or its release went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Told {
+    /// It answered whether it handed the message on.
+    Answered(bool),
+    /// Not sent: no address, no connection, no stream.
+    Unsent,
+    /// Sent, but no answer came: it may have been handed on.
+    Unknown,
+}
+
+/// What follows one try.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Step {
     /// Stop, with the peer's answer if it gave one.
@@ -49,14 +65,15 @@ enum Step {
     Again,
 }
 
-/// HR-1: an answer ends the tries; without one they go on while the
-/// peer's node is not declared dead, the message still matters and
-/// [`PATIENCE`] lasts.
-fn step(answer: Option<bool>, lost: bool, wanted: bool, tried_for: Duration) -> Step {
-    match answer {
-        Some(a) => Step::Done(Some(a)),
-        None if lost || !wanted || tried_for >= PATIENCE => Step::Done(None),
-        None => Step::Again,
+/// HR-1: a message is sent again only if it was surely not sent (so no
+/// hold or release reaches a ledger twice), and only while the peer's node
+/// is not declared dead, the message still matters and [`PATIENCE`] lasts.
+fn step(told: Told, lost: bool, wanted: bool, tried_for: Duration) -> Step {
+    match told {
+        Told::Answered(a) => Step::Done(Some(a)),
+        Told::Unknown => Step::Done(None),
+        Told::Unsent if lost || !wanted || tried_for >= PATIENCE => Step::Done(None),
+        Told::Unsent => Step::Again,
     }
 }
 
@@ -183,8 +200,9 @@ impl TaskService {
         });
     }
 
-    /// [`TaskService::ask_peer`], tried again while the peer does not
-    /// answer and `wanted` holds (HR-1).
+    /// Sends `req` to the raylet of `node`, which answers whether it
+    /// handed it on; sent again while it could not be sent and `wanted`
+    /// holds (HR-1). `None`: no answer.
     async fn tell_peer(
         &self,
         node: NodeId,
@@ -195,16 +213,47 @@ impl TaskService {
         let began = Instant::now();
         let mut backoff = Backoff::randomized(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            let answer = self.ask_peer(node, req, what).await;
+            let told = self.tell_once(node, req).await;
             let lost = self.peers.lost_reason(node).is_some();
-            match step(answer, lost, wanted(self), began.elapsed()) {
-                Step::Done(None) if !lost && wanted(self) => {
-                    warn!(%node, "{what} did not answer for {PATIENCE:?}: giving up");
+            match step(told, lost, wanted(self), began.elapsed()) {
+                Step::Done(None) if told == Told::Unsent && !lost && wanted(self) => {
+                    warn!(%node, "cannot reach {what} for {PATIENCE:?}: giving up");
                     return None;
                 }
-                Step::Done(answer) => return answer,
+                Step::Done(answer) => {
+                    if answer.is_none() {
+                        debug!(%node, ?told, "{what} did not answer");
+                    }
+                    return answer;
+                }
                 Step::Again => tokio::time::sleep(backoff.failed()).await,
             }
+        }
+    }
+
+    /// One try of [`TaskService::tell_peer`].
+    async fn tell_once(&self, node: NodeId, req: &PeerRequest) -> Told {
+        let Some(addr) = self.peers.addr(node, Duration::from_secs(2)).await else {
+            return Told::Unsent;
+        };
+        let opened = tokio::time::timeout(TRY_FOR, async {
+            let conn = self.peers.connect(addr).await.ok()?;
+            conn.open_bi().await.ok()
+        })
+        .await;
+        let Ok(Some((mut tx, mut rx))) = opened else {
+            // A connection that broke is dialled afresh next time.
+            self.peers.forget(addr);
+            return Told::Unsent;
+        };
+        let answered = tokio::time::timeout(TRY_FOR, async {
+            write_msg(&mut tx, req).await.ok()?;
+            read_msg::<bool, _>(&mut rx, 1 << 10).await.ok().flatten()
+        })
+        .await;
+        match answered {
+            Ok(Some(handed)) => Told::Answered(handed),
+            _ => Told::Unknown,
         }
     }
 
@@ -305,12 +354,18 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     #[test]
-    fn hr_1_tries_end_with_an_answer_a_dead_node_a_gone_holder_or_patience() {
-        assert_eq!(step(Some(true), false, true, S), Step::Done(Some(true)));
-        assert_eq!(step(Some(false), true, false, S), Step::Done(Some(false)));
-        assert_eq!(step(None, false, true, S), Step::Again);
-        assert_eq!(step(None, true, true, S), Step::Done(None));
-        assert_eq!(step(None, false, false, S), Step::Done(None));
-        assert_eq!(step(None, false, true, PATIENCE), Step::Done(None));
+    fn hr_1_only_what_was_not_sent_is_sent_again_while_it_matters() {
+        use Told::*;
+        assert_eq!(step(Answered(true), false, true, S), Step::Done(Some(true)));
+        assert_eq!(
+            step(Answered(false), true, false, S),
+            Step::Done(Some(false))
+        );
+        assert_eq!(step(Unsent, false, true, S), Step::Again);
+        // Sent without an answer: maybe handed on, never sent twice.
+        assert_eq!(step(Unknown, false, true, S), Step::Done(None));
+        assert_eq!(step(Unsent, true, true, S), Step::Done(None));
+        assert_eq!(step(Unsent, false, false, S), Step::Done(None));
+        assert_eq!(step(Unsent, false, true, PATIENCE), Step::Done(None));
     }
 }

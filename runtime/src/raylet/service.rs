@@ -405,7 +405,7 @@ impl TaskService {
                         // Handed back to its sender, which places it
                         // again (DR-1, D-6): it left, as if forwarded.
                         Outcome::Failed(Failure::Moved { .. } | Failure::Draining { .. }) => {
-                            self.lock_history().forwarded(task_id)
+                            self.lock_history().forwarded(task_id, false)
                         }
                         Outcome::Failed(f) => {
                             self.lock_history()
@@ -430,7 +430,7 @@ impl TaskService {
                 }
                 Action::RefreshView => self.refresh_view(),
                 Action::Forward { node, owner, task } => {
-                    self.lock_history().forwarded(task.task_id);
+                    self.lock_history().forwarded(task.task_id, true);
                     self.forward(node, owner, task)
                 }
                 Action::Kill { worker } => self.kill_worker(worker),

@@ -7,7 +7,9 @@
 //! - **TH-1** a task is in `open` from its submission here until it ends
 //!   here or is forwarded to a peer (which then remembers it); a forwarded
 //!   task is never listed twice; one the peer hands back (or fails to
-//!   take) is submitted here again, so that it is listed where it ends;
+//!   take) is submitted here again, keeping when it first arrived, so that
+//!   it is listed where it ends (a forward that failed after the peer took
+//!   the task, its node cut off but alive, may list it there too);
 //! - **TH-2** at most `cap` finished tasks are kept; the oldest go first.
 //! - **TH-3** work a worker took directly (a direct actor call, a leased
 //!   task) is listed from its worker's reports: running from the report
@@ -25,6 +27,9 @@ use std::sync::Arc;
 /// How many finished tasks a raylet remembers by default (Ray's GCS keeps
 /// 100,000 task events for the whole cluster).
 pub const DEFAULT_TASK_HISTORY: usize = 20_000;
+/// Tasks sent to peers whose arrival times are kept at most (beyond, one
+/// that comes back is listed from its return).
+const MAX_AWAY: usize = 100_000;
 /// Distinct task names kept interned before the cache starts over.
 const MAX_NAMES: usize = 10_000;
 
@@ -120,6 +125,9 @@ pub struct TaskHistory {
     /// Direct work reported running (TH-3).
     direct: HashMap<TaskId, Record>,
     done: VecDeque<Record>,
+    /// When each task sent to a peer first arrived here (TH-1), until the
+    /// peer answers for it.
+    away: HashMap<TaskId, u64>,
     names: HashSet<Arc<str>>,
     /// Tasks that returned a result, ever.
     pub finished_total: u64,
@@ -137,6 +145,7 @@ impl TaskHistory {
             open: HashMap::new(),
             direct: HashMap::new(),
             done: VecDeque::new(),
+            away: HashMap::new(),
             names: HashSet::new(),
             finished_total: 0,
             failed_total: 0,
@@ -168,7 +177,7 @@ impl TaskHistory {
             attempt: spec.attempt,
             state: TaskState::Queued,
             worker_pid: None,
-            submitted_us: now_us,
+            submitted_us: self.away.remove(&spec.task_id).unwrap_or(now_us),
             started_us: None,
             ended_us: None,
             error: None,
@@ -189,6 +198,8 @@ impl TaskHistory {
     /// It ended, with `error` if it failed.
     pub fn finished(&mut self, id: TaskId, error: Option<String>, now_us: u64) {
         let Some(t) = self.open.remove(&id) else {
+            // Its peer's answer: the peer lists it.
+            self.away.remove(&id);
             return;
         };
         self.close(t, error, now_us);
@@ -274,9 +285,15 @@ impl TaskHistory {
         self.done.push_back(t);
     }
 
-    /// It went to a peer, which remembers it from now on (TH-1).
-    pub fn forwarded(&mut self, id: TaskId) {
-        self.open.remove(&id);
+    /// It went to a peer, which remembers it from now on (TH-1); `sent`:
+    /// this raylet sent it (and hears back), rather than handing it back
+    /// to its sender.
+    pub fn forwarded(&mut self, id: TaskId, sent: bool) {
+        if let Some(t) = self.open.remove(&id) {
+            if sent && self.away.len() < MAX_AWAY {
+                self.away.insert(id, t.submitted_us);
+            }
+        }
     }
 
     /// Its record while it is open (for its times).
@@ -354,15 +371,27 @@ mod tests {
         let mut h = TaskHistory::new(10);
         let id = TaskId([3; 16]);
         h.submitted(&spec(id), "task", 1);
-        h.forwarded(id);
+        h.forwarded(id, true);
         h.finished(id, None, 5);
         assert_eq!(h.done().count(), 0);
-        // Handed back by the peer: here again, and listed where it ends.
-        h.submitted(&spec(id), "task", 6);
-        h.started(id, Some(9), 0, 7);
-        h.finished(id, None, 8);
-        let done: Vec<_> = h.done().map(|t| (t.state, t.ended_us)).collect();
-        assert_eq!(done, vec![(TaskState::Finished, Some(8))]);
+        assert!(h.away.is_empty(), "the peer's answer ends its wait");
+        // Handed back by the peer: here again, as of when it first came,
+        // and listed where it ends.
+        let back = TaskId([8; 16]);
+        h.submitted(&spec(back), "task", 2);
+        h.forwarded(back, true);
+        h.submitted(&spec(back), "task", 6);
+        h.started(back, Some(9), 0, 7);
+        h.finished(back, None, 8);
+        let done: Vec<_> = h
+            .done()
+            .map(|t| (t.state, t.submitted_us, t.ended_us))
+            .collect();
+        assert_eq!(done, vec![(TaskState::Finished, 2, Some(8))]);
+        // One this raylet hands back to its sender is not waited for.
+        h.submitted(&spec(id), "task", 9);
+        h.forwarded(id, false);
+        assert!(h.away.is_empty());
     }
 
     #[test]

@@ -43,6 +43,11 @@ fn child_role() {
         Ok(_) => println!("OTHER NAMESPACE: created"),
         Err(e) => println!("OTHER NAMESPACE REFUSED: {e}"),
     }
+    // So does a lookup of another namespace's actor by name.
+    match prism::get_actor_in::<Keeper>("ads", "elsewhere") {
+        Ok(_) => println!("LOOKUP: found"),
+        Err(e) => println!("LOOKUP REFUSED: {e}"),
+    }
     // Through its raylet, the registry judges the job's owner too.
     match prism::models::set_alias("digits", "production", 1) {
         Ok(()) => println!("PROMOTED"),
@@ -89,6 +94,13 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
     assert!(
         said.contains("OTHER NAMESPACE REFUSED")
             && said.contains("alice (developer in vision) may not create actor access_drivers::Keeper in namespace ads: namespace ads was not granted to alice"),
+        "{said}"
+    );
+    assert!(
+        said.contains("LOOKUP REFUSED")
+            && said.contains(
+                "alice (developer in vision) may not read actor elsewhere in namespace ads"
+            ),
         "{said}"
     );
     assert!(

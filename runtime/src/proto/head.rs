@@ -254,6 +254,13 @@ pub enum RelayedRequest {
     PlacementGroup(super::placement::PgRequest),
     /// The model registry.
     Models(super::models::ModelRequest),
+    /// A live actor by name.
+    NamedActor {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// The cluster's status.
     Status,
     /// The training runs.
@@ -266,6 +273,9 @@ impl RelayedRequest {
         match self {
             RelayedRequest::PlacementGroup(r) => HeadRequest::PlacementGroup(r),
             RelayedRequest::Models(r) => HeadRequest::Models(r),
+            RelayedRequest::NamedActor { namespace, name } => {
+                HeadRequest::GetNamedActor { namespace, name }
+            }
             RelayedRequest::Status => HeadRequest::GetStatus,
             RelayedRequest::Runs => HeadRequest::ListRuns,
         }

@@ -53,6 +53,12 @@ fn request() -> impl Strategy<Value = HeadRequest> {
                 })
             }),
         Just(HeadRequest::GetStatus),
+        (any::<[u8; 16]>(), any::<String>(), any::<String>()).prop_map(|(j, namespace, name)| {
+            HeadRequest::Relayed {
+                job: Some(crate::ids::JobId(j)),
+                request: crate::proto::head::RelayedRequest::NamedActor { namespace, name },
+            }
+        }),
     ]
 }
 

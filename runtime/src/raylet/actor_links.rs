@@ -139,20 +139,24 @@ impl TaskService {
         let _ = tx.send(req);
     }
 
-    /// Finds a named actor; answers `request_id` with its archived id and
+    /// Finds a named actor for a process of `job` (the head judges that
+    /// job's owner); answers `request_id` with its archived id and
     /// residency rule.
     pub(super) fn lookup_actor(
         self: &Arc<Self>,
         owner: Owner,
         request_id: crate::ids::TaskId,
-        namespace: String,
-        name: String,
+        job: Option<crate::ids::JobId>,
+        (namespace, name): (String, String),
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let req = HeadRequest::GetNamedActor {
-                namespace: namespace.clone(),
-                name: name.clone(),
+            let req = HeadRequest::Relayed {
+                job,
+                request: crate::proto::head::RelayedRequest::NamedActor {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                },
             };
             let outcome = match me.transfer.head_request(&req).await {
                 Ok(HeadResponse::Actor(Some(info))) => {
@@ -163,6 +167,10 @@ impl TaskService {
                             detail: e.to_string(),
                         }),
                     }
+                }
+                Err(crate::client::ClientError::Refused { message, .. })
+                | Ok(HeadResponse::Error { message, .. }) => {
+                    Outcome::Failed(Failure::BadCall { detail: message })
                 }
                 Ok(_) => Outcome::Failed(Failure::NoSuchActor { namespace, name }),
                 Err(e) => Outcome::Failed(Failure::HeadUnreachable {

@@ -198,7 +198,8 @@ impl TaskService {
                     namespace,
                 },
             ) => {
-                self.lookup_actor(owner, request_id, namespace, name);
+                let job = self.conn_job(role);
+                self.lookup_actor(owner, request_id, job, (namespace, name));
                 None
             }
             (

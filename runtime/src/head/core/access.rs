@@ -89,8 +89,9 @@ impl HeadCore {
         }
     }
 
-    /// A raylet relays a driver's actor creation or placement group: the
-    /// job's owner must be allowed it (AC-1 for what a user's jobs do).
+    /// A raylet relays a driver's actor creation or training run: the
+    /// job's owner must be allowed it (AC-1 for what a user's jobs do; the
+    /// rest a raylet relays is judged in `relay.rs`).
     /// Jobs of the join token's admin, or of owners who are no users, pass;
     /// a job the head never registered passes only while there are no
     /// users.
@@ -113,15 +114,15 @@ impl HeadCore {
                     Some(info.namespace.clone()),
                 ),
             ),
-            HeadRequest::PlacementGroup(PgRequest::Create(c)) => (
-                c.job,
-                act(
-                    Some("placement_group.create"),
-                    format!("create placement group {}", c.pg),
-                    Permission::PlacementCreate,
-                    None,
-                ),
-            ),
+            // Raylets relay these for their processes (`relay.rs`), judged
+            // as the process's job; bare, they would be judged as nobody.
+            HeadRequest::PlacementGroup(_) | HeadRequest::Models(_) => {
+                return Some(forbidden(format!(
+                    "a raylet sends its processes' {} requests relayed, as their job; this one \
+                     came bare",
+                    super::names::request_name(req)
+                )))
+            }
             // The raylet names the reporting connection's job; a run of
             // another job's namespace is not its to add to.
             HeadRequest::ReportRun(r) => {

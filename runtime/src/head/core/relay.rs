@@ -10,7 +10,7 @@ use super::access::{forbidden, origin};
 use super::{Caller, Clock, HeadCore, Reply};
 use crate::head::access::audit::Record;
 use crate::head::access::visibility::Visibility;
-use crate::head::access::{authorize, Principal};
+use crate::head::access::{authorize, authorize_member, Action, Permission, Principal};
 use crate::ids::JobId;
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse, RelayedRequest};
 use crate::proto::models::ModelRequest;
@@ -26,6 +26,20 @@ impl HeadCore {
         request: RelayedRequest,
     ) -> Reply {
         if !caller.is_node() {
+            // Someone speaking for a job: in the trail, as who they are.
+            let who = self.principal(caller).ok().flatten();
+            let record = Record {
+                user: who.map_or_else(|| "?".into(), |p| p.name),
+                origin: origin(caller),
+                action: "relay".into(),
+                target: format!(
+                    "speak for job {}",
+                    job.map_or("?".into(), |j| j.to_string())
+                ),
+                namespace: String::new(),
+                outcome: "denied: only a raylet relays requests for its processes".into(),
+            };
+            self.audit.append(now.wall_ms, record);
             return Reply::Now(HeadResponse::Error {
                 kind: ErrorKind::Unauthorized,
                 message: "only a raylet relays requests for its processes; send the request \
@@ -42,9 +56,7 @@ impl HeadCore {
         stamp(&mut req, job, signer.map(|p| p.name.as_str()));
         let refusal = match &who {
             Err(why) => Some(format!("{why}; it may not {}", self.what_of(&req))),
-            Ok(p) => authorize(p, &self.action_of(p, &req))
-                .err()
-                .map(|d| d.message),
+            Ok(p) => judge(p, &self.action_of(p, &req)),
         };
         let from = match job {
             Some(j) => format!("job {j} via {}", origin(caller)),
@@ -109,6 +121,19 @@ impl HeadCore {
     fn what_of(&self, req: &HeadRequest) -> String {
         self.action_of(&Principal::cluster_admin(), req).what
     }
+}
+
+/// The refusal, if `who`'s job may not do `action`. What a job reads to
+/// run (a group, a named actor, the runs, the cluster's status) needs no
+/// `state:read`, only its namespace (AC-4 then scopes listings); what it
+/// changes needs the permission too (AC-1).
+fn judge(who: &Principal, action: &Action) -> Option<String> {
+    let judged = match (&action.needs, &action.namespace) {
+        (Permission::StateRead, None) => Ok(()),
+        (Permission::StateRead, Some(ns)) => authorize_member(who, &action.what, ns),
+        _ => authorize(who, action),
+    };
+    judged.err().map(|d| d.message)
 }
 
 /// A relayed request carries the raylet's word for its job and the name

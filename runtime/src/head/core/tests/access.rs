@@ -221,12 +221,23 @@ fn a_job_is_announced_only_by_its_owner_and_an_unregistered_one_acts_as_nobody()
     let stranger = JobId::random();
     let create = one_cpu_group(stranger);
     let node = Caller::Node { cert: [7; 32] };
-    let no = refusal(
-        sim.core
-            .gate_job(sim.now, node, &pg_req(PgRequest::Create(create))),
-    );
+    let relayed = HeadRequest::Relayed {
+        job: Some(stranger),
+        request: crate::proto::head::RelayedRequest::PlacementGroup(PgRequest::Create(
+            create.clone(),
+        )),
+    };
+    let Reply::Now(r) = sim.core.handle(sim.now, node, relayed) else {
+        panic!()
+    };
+    let no = refusal(Some(r));
     assert!(
         no.starts_with(&format!("job {stranger} is not registered with the head")),
         "{no}"
     );
+    // Bare, a raylet's group request is refused: raylets relay them.
+    let bare = sim
+        .core
+        .gate_job(sim.now, node, &pg_req(PgRequest::Create(create)));
+    assert!(refusal(bare).ends_with("this one came bare"));
 }

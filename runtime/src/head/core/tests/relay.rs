@@ -117,6 +117,16 @@ fn relayed_requests_act_as_the_jobs_owner() {
         ["run-a"]
     );
 
+    // A named actor of another namespace is not the job's to find.
+    let named = |ns: &str| RelayedRequest::NamedActor {
+        namespace: ns.into(),
+        name: "keeper".into(),
+    };
+    assert!(refusal(Some(relayed(&mut sim, Some(job_a), named("ads"))))
+        .contains("alice (developer in vision) may not read actor keeper in namespace ads"));
+    let r = relayed(&mut sim, Some(job_a), named("vision"));
+    assert_eq!(r, HeadResponse::Actor(None));
+
     // A process of no known job acts as nobody once there are users.
     let no = refusal(Some(relayed(&mut sim, None, RelayedRequest::Runs)));
     assert!(no.starts_with("a process whose job its raylet does not know acts as nobody"));
@@ -142,4 +152,50 @@ fn without_users_a_relayed_request_acts_as_the_admin() {
     assert!(!matches!(r, HeadResponse::Error { .. }), "{r:?}");
     let r = relayed(&mut sim, None, RelayedRequest::Status);
     assert!(matches!(r, HeadResponse::Status(_)), "{r:?}");
+}
+
+#[test]
+fn a_job_reads_what_it_runs_on_without_state_read_but_changes_only_with_permissions() {
+    use crate::proto::access::AccessRequest;
+    let mut sim = Sim::new();
+    let runner = AccessRequest::AddRole {
+        name: "runner".into(),
+        permissions: vec!["jobs:submit".into()],
+    };
+    sim.core.access(sim.now, Caller::Client, runner, "", "fp");
+    let sam = add_user(&mut sim, "sam", "runner", &["ads"], "s-sam");
+    let job = submit(&mut sim, sam, "ads");
+    let r = relayed(&mut sim, Some(job), RelayedRequest::Status);
+    assert!(matches!(r, HeadResponse::Status(_)), "{r:?}");
+    let mine = RelayedRequest::NamedActor {
+        namespace: "ads".into(),
+        name: "keeper".into(),
+    };
+    assert_eq!(
+        relayed(&mut sim, Some(job), mine),
+        HeadResponse::Actor(None)
+    );
+    let no = refusal(Some(relayed(&mut sim, Some(job), create(job))));
+    assert!(
+        no.ends_with("the role lacks permission placement:create"),
+        "{no}"
+    );
+    // A user who says it relays is refused, and the attempt is audited.
+    let r = sim.core.handle(
+        sim.now,
+        sam,
+        HeadRequest::Relayed {
+            job: Some(job),
+            request: RelayedRequest::Status,
+        },
+    );
+    assert!(matches!(r, Reply::Now(HeadResponse::Error { .. })), "{r:?}");
+    let trail = sim.core.audit.query(&AuditQuery {
+        action: Some("relay".into()),
+        ..Default::default()
+    });
+    assert_eq!(
+        trail.iter().map(|e| e.user.as_str()).collect::<Vec<_>>(),
+        ["sam"]
+    );
 }

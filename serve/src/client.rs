@@ -310,6 +310,7 @@ pub(crate) fn controller() -> prism::Result<prism::ActorHandle<Controller>> {
 /// Long-polls the controller for newer route tables, for ever.
 async fn watch(routes: Arc<Routes>) {
     let mut handle = None;
+    let mut warned = false;
     loop {
         let c = match handle.clone() {
             Some(c) => c,
@@ -318,7 +319,16 @@ async fn watch(routes: Arc<Routes>) {
                     handle = Some(c.clone());
                     c
                 }
-                _ => {
+                other => {
+                    // Not started yet is expected; anything else (refused
+                    // by the head, say) is said once.
+                    if let Ok(Err(e)) = other {
+                        let absent =
+                            matches!(&e, prism::Error::Task(prism::TaskError::NoSuchActor { .. }));
+                        if !absent && !std::mem::replace(&mut warned, true) {
+                            tracing::warn!("cannot find the serve controller: {e}");
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }

@@ -6,7 +6,7 @@
 use super::dispatch::{died, Action, Owner};
 use super::service::TaskService;
 use crate::ids::ActorId;
-use crate::proto::head::{ActorInfo, ActorState, HeadRequest, HeadResponse};
+use crate::proto::head::{ActorInfo, ActorState, ErrorKind, HeadRequest, HeadResponse};
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
 use std::sync::Arc;
@@ -168,9 +168,20 @@ impl TaskService {
                         }),
                     }
                 }
-                Err(crate::client::ClientError::Refused { message, .. })
-                | Ok(HeadResponse::Error { message, .. }) => {
-                    Outcome::Failed(Failure::BadCall { detail: message })
+                // Refused (AC-1): the head's sentence; any other error
+                // is the head's trouble, as when it cannot be reached.
+                Err(crate::client::ClientError::Refused {
+                    kind: ErrorKind::Forbidden,
+                    message,
+                })
+                | Ok(HeadResponse::Error {
+                    kind: ErrorKind::Forbidden,
+                    message,
+                }) => Outcome::Failed(Failure::BadCall { detail: message }),
+                Ok(HeadResponse::Error { message, .. }) => {
+                    Outcome::Failed(Failure::HeadUnreachable {
+                        detail: format!("cannot ask the head for actor {name:?}: {message}"),
+                    })
                 }
                 Ok(_) => Outcome::Failed(Failure::NoSuchActor { namespace, name }),
                 Err(e) => Outcome::Failed(Failure::HeadUnreachable {

@@ -253,7 +253,13 @@ impl TaskService {
         .await;
         match answered {
             Ok(Some(handed)) => Told::Answered(handed),
-            _ => Told::Unknown,
+            _ => {
+                // A connection that took the message but never answered
+                // may be dead: the next message dials afresh (and, not
+                // sent, is tried again).
+                self.peers.forget(addr);
+                Told::Unknown
+            }
         }
     }
 

@@ -37,6 +37,7 @@
 //! - **BR-4** an owner that reads a ref to its own object out of a value
 //!   counts that copy as a borrower of its own (no message), so the object
 //!   outlives the value while the copy is held.
+//! - **BR-5** releases are sent in batches (`releases.rs`).
 //!
 //! Refs archived into a task's result are held by the process that ran it
 //! until the result goes (`result_refs.rs`). Refs archived into a channel
@@ -205,6 +206,7 @@ impl Core {
     /// object it still owns is freed on every node, in one message (a
     /// borrower elsewhere then finds it gone, as in Ray when an owner dies).
     pub(crate) fn free_all_owned(&self) {
+        self.flush_releases();
         let ids: Vec<ObjectId> = self
             .owned
             .all_ids()
@@ -214,13 +216,6 @@ impl Core {
             .collect();
         if !ids.is_empty() {
             let _ = self.send(&LocalRequest::Free(ids));
-        }
-    }
-
-    /// A deserialised copy of a borrowed ref was dropped.
-    pub(crate) fn drop_borrow(&self, id: ObjectId) {
-        if let Some(parent) = self.borrowed.drop_local(id) {
-            self.tell_released(parent, id);
         }
     }
 
@@ -289,6 +284,9 @@ impl Core {
         if ids.is_empty() {
             return;
         }
+        // An earlier registration of one of these, released and queued,
+        // must reach the owner before this one (BR-5).
+        self.flush_releases();
         let handed: crate::Result<bool> =
             self.ask_raylet_quick("borrow", REGISTER_TIMEOUT, |request_id| {
                 LocalRequest::Borrows {

@@ -43,6 +43,8 @@ pub struct Core {
     tx: Mutex<std::os::unix::net::UnixStream>,
     pub(crate) owned: Owned,
     pub(crate) borrowed: super::borrowing::Borrowed,
+    /// Borrow releases queued to be sent in a batch (BR-5).
+    pub(crate) releases: Mutex<Vec<(crate::proto::task::ReplyTo, ObjectId)>>,
     pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
     /// Refs inside results of tasks that ran here, by result, until the
     /// results' owners release them (RR-1).
@@ -91,6 +93,7 @@ impl Core {
             tx: Mutex::new(tx),
             owned: Owned::default(),
             borrowed: Default::default(),
+            releases: Mutex::new(Vec::new()),
             keepalive: DashMap::new(),
             held: DashMap::new(),
             rules: DashMap::new(),

@@ -41,6 +41,7 @@ mod options;
 mod ownership;
 mod placement;
 mod put;
+mod releases;
 mod residency;
 mod result_refs;
 mod runs;

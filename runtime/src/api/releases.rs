@@ -4,11 +4,12 @@
 //!
 //! - **BR-5** the release of a dropped copy's registration is queued and
 //!   sent with the others queued by then, one message per owner, soon and
-//!   off the dropping thread; every queued release is sent before this
-//!   process registers a borrow again, so an owner never sees a release
-//!   after the registration that follows it. (A release sent later than
-//!   it could have been only keeps an object a little longer; one never
-//!   sent, its process gone, is released by its raylet.)
+//!   off the dropping thread; every release queued when this process
+//!   registers a borrow again is sent before that registration. Owners
+//!   and raylets count registrations, so a release that reaches them late
+//!   only keeps an object a little longer; one never sent (its process
+//!   gone, or its runtime shut down before the flush ran) is released by
+//!   the raylet when the process's connection closes.
 
 use super::core::Core;
 use crate::proto::task::{LocalRequest, ReplyTo};

@@ -16,6 +16,8 @@ use crate::ids::{ClusterId, NodeId};
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use super::common::PeerRole;
+pub use super::jobs::{JobInfo, JobState, JobSubmission};
+pub use super::relayed::RelayedRequest;
 
 /// A request to the head.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -246,42 +248,6 @@ pub enum HeadRequest {
     },
 }
 
-/// What a raylet may relay for its drivers and workers
-/// ([`HeadRequest::Relayed`]).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub enum RelayedRequest {
-    /// A placement group's creation, removal or state.
-    PlacementGroup(super::placement::PgRequest),
-    /// The model registry.
-    Models(super::models::ModelRequest),
-    /// A live actor by name.
-    NamedActor {
-        /// Its namespace.
-        namespace: String,
-        /// Its name.
-        name: String,
-    },
-    /// The cluster's status.
-    Status,
-    /// The training runs.
-    Runs,
-}
-
-impl RelayedRequest {
-    /// The request it stands for.
-    pub fn into_request(self) -> HeadRequest {
-        match self {
-            RelayedRequest::PlacementGroup(r) => HeadRequest::PlacementGroup(r),
-            RelayedRequest::Models(r) => HeadRequest::Models(r),
-            RelayedRequest::NamedActor { namespace, name } => {
-                HeadRequest::GetNamedActor { namespace, name }
-            }
-            RelayedRequest::Status => HeadRequest::GetStatus,
-            RelayedRequest::Runs => HeadRequest::ListRuns,
-        }
-    }
-}
-
 /// An actor's lifecycle state.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -327,78 +293,6 @@ pub struct ActorInfo {
     /// Its residency rule, if it has one (a handle found by name places
     /// the tasks reading its results inside it).
     pub residency: Option<crate::proto::common::Residency>,
-}
-
-/// A job to run from an uploaded binary.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct JobSubmission {
-    /// SHA-256 of an uploaded binary.
-    pub hash: [u8; 32],
-    /// The binary's file name, for display.
-    pub name: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-    /// Extra environment.
-    pub env: Vec<(String, String)>,
-    /// The namespace it runs in (empty: the submitter's first).
-    pub namespace: String,
-    /// What it will use (CPU, GPU, memory, custom), held against its
-    /// namespace's quota and the cluster's capacity while it runs.
-    pub demand: Resources,
-    /// Higher starts first.
-    pub priority: i32,
-    /// May be preempted (stopped and queued again) for a job of higher
-    /// priority.
-    pub spot: bool,
-}
-
-/// A job's state.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Accepted, driver not started yet.
-    Pending,
-    /// The driver runs.
-    Running,
-    /// The driver exited with status 0.
-    Succeeded,
-    /// The driver exited otherwise, or could not start.
-    Failed,
-    /// Stopped by `prism job stop`.
-    Stopped,
-}
-
-/// One row of the job table.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
-pub struct JobInfo {
-    /// The job.
-    pub job_id: crate::ids::JobId,
-    /// Its command line.
-    pub entrypoint: String,
-    /// Its state.
-    pub state: JobState,
-    /// Submitted with `prism submit` (its logs are kept by the head).
-    pub submitted: bool,
-    /// Driver pid, when known.
-    pub pid: Option<u32>,
-    /// Exit code, when exited.
-    pub exit_code: Option<i32>,
-    /// Why it failed or was stopped.
-    pub message: Option<String>,
-    /// Milliseconds since the epoch.
-    pub start_ms: u64,
-    /// Milliseconds since the epoch, when ended.
-    pub end_ms: Option<u64>,
-    /// Who started it (`admin` for the join token's holder).
-    pub owner: String,
-    /// Its namespace.
-    pub namespace: String,
-    /// What it declared it uses (held against its namespace's quota).
-    pub demand: Resources,
-    /// Its priority in the queue.
-    pub priority: i32,
-    /// Whether it may be preempted.
-    pub spot: bool,
 }
 
 /// A raylet's registration.

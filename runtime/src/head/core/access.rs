@@ -143,10 +143,7 @@ impl HeadCore {
             Err(why) => format!("{why}; it may not {}", action.what),
             Ok(who) => authorize(&who, &action).err()?.message,
         };
-        let owner = self
-            .jobs
-            .get(job)
-            .map_or_else(|| format!("job {job}"), |j| j.owner.clone());
+        let owner = self.relayed_owner(Some(job));
         let record = Record {
             user: owner,
             origin: format!("job {job}"),

@@ -54,9 +54,12 @@ impl HeadCore {
         let signer = who.as_ref().ok().filter(|_| self.users.any());
         let mut req = request.into_request();
         stamp(&mut req, job, signer.map(|p| p.name.as_str()));
+        // Judged once; one who may do nothing is refused in the words an
+        // admin's request would be described in.
+        let action = self.action_of(who.as_ref().unwrap_or(&Principal::cluster_admin()), &req);
         let refusal = match &who {
-            Err(why) => Some(format!("{why}; it may not {}", self.what_of(&req))),
-            Ok(p) => judge(p, &self.action_of(p, &req)),
+            Err(why) => Some(format!("{why}; it may not {}", action.what)),
+            Ok(p) => judge(p, &action),
         };
         let from = match job {
             Some(j) => format!("job {j} via {}", origin(caller)),
@@ -64,7 +67,6 @@ impl HeadCore {
         };
         if let Some(refusal) = refusal {
             // A refused change is audited as the owner's attempt.
-            let action = self.action_of(who.as_ref().unwrap_or(&Principal::cluster_admin()), &req);
             if let Some(name) = action.audit {
                 let record = Record {
                     user: owner,
@@ -107,7 +109,7 @@ impl HeadCore {
     }
 
     /// The name a process of `job` is audited and signed under.
-    fn relayed_owner(&self, job: Option<JobId>) -> String {
+    pub(super) fn relayed_owner(&self, job: Option<JobId>) -> String {
         match job {
             Some(j) => self
                 .jobs
@@ -115,11 +117,6 @@ impl HeadCore {
                 .map_or_else(|| format!("job {j}"), |info| info.owner.clone()),
             None => "unknown job".into(),
         }
-    }
-
-    /// What `req` does, in the refusal of one who may do nothing.
-    fn what_of(&self, req: &HeadRequest) -> String {
-        self.action_of(&Principal::cluster_admin(), req).what
     }
 }
 

@@ -43,6 +43,13 @@ impl fmt::Debug for ObjectId {
     }
 }
 
+/// The hasher of maps and sets keyed by ids ([`ObjectId`], or a key that
+/// holds one). A `get` of a value holding 10,000 refs touches several such
+/// maps per ref; aHash costs a fraction of std's SipHash there and is
+/// seeded per process from the OS, so ids crafted by a peer cannot force
+/// collisions.
+pub type IdHasher = ahash::RandomState;
+
 /// A process using the store (a worker, a driver, the raylet itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub u64);

@@ -80,7 +80,7 @@ mod store;
 mod tensor;
 
 pub use alloc::{Block, FailingAlloc, OffsetAlloc, SegmentAllocator, ALIGN};
-pub use id::{ClientId, ObjectId};
+pub use id::{ClientId, IdHasher, ObjectId};
 pub use shm::Segment;
 pub use spill::{SpillError, SpillKey};
 pub use store::{ClientCleanup, CopyChange, ObjectInfo, Store, StoreError, StoreStats};

@@ -177,7 +177,7 @@ pub struct ClientCleanup {
 pub struct Store<A: SegmentAllocator = OffsetAlloc> {
     seg: Segment,
     alloc: A,
-    objects: HashMap<ObjectId, Entry>,
+    objects: HashMap<ObjectId, Entry, crate::IdHasher>,
     spill_dir: Option<PathBuf>,
     /// Seals spill files when set (encryption at rest).
     spill_key: Option<spill::SpillKey>,
@@ -214,7 +214,7 @@ impl<A: SegmentAllocator> Store<A> {
             },
             seg,
             alloc,
-            objects: HashMap::new(),
+            objects: HashMap::default(),
             spill_dir,
             spill_key: None,
             clock: 0,

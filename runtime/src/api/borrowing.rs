@@ -48,7 +48,7 @@ use super::core::Core;
 use super::object_ref::OwnerGuard;
 use super::ownership::Slot;
 use crate::proto::task::{LocalRequest, ReplyTo, TaskSpec};
-use prism_objectstore::ObjectId;
+use prism_objectstore::{IdHasher, ObjectId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,11 +67,11 @@ struct Entry {
 /// The refs this process holds but does not own.
 #[derive(Debug, Default)]
 pub(crate) struct Borrowed {
-    map: Mutex<HashMap<ObjectId, Entry>>,
+    map: Mutex<HashMap<ObjectId, Entry, IdHasher>>,
 }
 
 impl Borrowed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Entry, IdHasher>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -268,7 +268,7 @@ impl Core {
     /// their owners before the value is handed over, so the owners' holds
     /// outlive the hand-over (BR-3).
     pub(crate) fn register_decoded(self: &Arc<Self>, refs: Vec<(ObjectId, ReplyTo)>) {
-        let mut by_owner: HashMap<ReplyTo, Vec<ObjectId>> = HashMap::new();
+        let mut by_owner: HashMap<ReplyTo, Vec<ObjectId>, IdHasher> = HashMap::default();
         for (id, owner) in refs {
             by_owner.entry(owner).or_default().push(id);
         }

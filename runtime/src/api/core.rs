@@ -11,7 +11,7 @@ use crate::object_store::{ObjectError, StoreClient};
 use crate::proto::codec;
 use crate::proto::task::{Failure, LocalEvent, LocalRequest, Outcome, TaskSpec};
 use dashmap::DashMap;
-use prism_objectstore::ObjectId;
+use prism_objectstore::{IdHasher, ObjectId};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,13 +45,13 @@ pub struct Core {
     pub(crate) borrowed: super::borrowing::Borrowed,
     /// Borrow releases queued to be sent in a batch (BR-5).
     pub(crate) releases: Mutex<Vec<(crate::proto::task::ReplyTo, ObjectId)>>,
-    pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
+    pub(crate) keepalive: DashMap<ObjectId, Vec<Arc<OwnerGuard>>, IdHasher>,
     /// Refs inside results of tasks that ran here, by result, until the
     /// results' owners release them (RR-1).
-    pub(crate) held: DashMap<ObjectId, Vec<Arc<OwnerGuard>>>,
+    pub(crate) held: DashMap<ObjectId, Vec<Arc<OwnerGuard>>, IdHasher>,
     /// Residency rules of objects this process owns (until freed): a task
     /// reading one is placed inside its rule.
-    pub(crate) rules: DashMap<ObjectId, crate::proto::common::Residency>,
+    pub(crate) rules: DashMap<ObjectId, crate::proto::common::Residency, IdHasher>,
     pub(crate) store: StoreClient,
     pub(crate) node_id: NodeId,
     pub(crate) job_id: JobId,
@@ -94,9 +94,9 @@ impl Core {
             owned: Owned::default(),
             borrowed: Default::default(),
             releases: Mutex::new(Vec::new()),
-            keepalive: DashMap::new(),
-            held: DashMap::new(),
-            rules: DashMap::new(),
+            keepalive: DashMap::default(),
+            held: DashMap::default(),
+            rules: DashMap::default(),
             store,
             node_id,
             job_id,
@@ -430,36 +430,48 @@ impl Core {
     }
 
     fn is_ready(&self, id: ObjectId) -> bool {
-        match self.owned.get(id).map(|s| s.state()) {
-            Some(SlotState::Pending) => false,
-            Some(_) => true,
+        match self.owned.get(id) {
+            Some(slot) => !slot.is_pending(),
             None => matches!(self.store.info(id), Ok(Some(i)) if i.sealed),
         }
     }
 
-    /// Ray's `wait`: the first `num_returns` ready ids (in the order given)
-    /// and the rest, once enough are ready or `timeout` passes.
+    /// The positions (ascending) of the first `want` ready ids.
+    fn ready_positions(&self, ids: &[ObjectId], want: usize) -> Vec<usize> {
+        let mut ready = Vec::with_capacity(want);
+        for (i, id) in ids.iter().enumerate() {
+            if ready.len() >= want {
+                break;
+            }
+            if self.is_ready(*id) {
+                ready.push(i);
+            }
+        }
+        ready
+    }
+
+    /// Ray's `wait`: the positions in `ids` (ascending) of the first
+    /// `num_returns` ready ones, once that many are ready or `timeout`
+    /// passes. Enough already ready answers without blocking (a worker
+    /// does not tell its raylet it blocks).
     pub(crate) fn wait(
         &self,
         ids: &[ObjectId],
         num_returns: usize,
         timeout: Option<Duration>,
-    ) -> (Vec<ObjectId>, Vec<ObjectId>) {
+    ) -> Vec<usize> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let want = num_returns.min(ids.len());
+        let ready = self.ready_positions(ids, want);
+        if ready.len() >= want {
+            return ready;
+        }
         self.blocking(|| loop {
             let seen = *self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut ready, mut rest) = (Vec::new(), Vec::new());
-            for id in ids {
-                if ready.len() < want && self.is_ready(*id) {
-                    ready.push(*id);
-                } else {
-                    rest.push(*id);
-                }
-            }
+            let ready = self.ready_positions(ids, want);
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             if ready.len() >= want || expired {
-                return (ready, rest);
+                return ready;
             }
             let g = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
             if *g == seen {

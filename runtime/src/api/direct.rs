@@ -21,7 +21,7 @@ use crate::proto::codec;
 use crate::proto::direct::DirectEvent;
 use crate::proto::task::{LocalRequest, LostCalls, ReplyTo, TaskKind, TaskSpec, MAX_TASK_FRAME};
 use dashmap::DashMap;
-use prism_objectstore::ObjectId;
+use prism_objectstore::{IdHasher, ObjectId};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -50,7 +50,7 @@ pub(crate) struct Direct {
     absent: DashMap<ActorId, Instant>,
     /// Unanswered calls sent through the raylet, per actor (DC-1).
     via_raylet: DashMap<ActorId, usize>,
-    raylet_calls: DashMap<ObjectId, ActorId>,
+    raylet_calls: DashMap<ObjectId, ActorId, IdHasher>,
     pub(super) serve: super::direct_serve::Serve,
 }
 

@@ -134,11 +134,12 @@ pub fn wait<T>(
     timeout: Option<Duration>,
 ) -> Result<Waited<T>> {
     let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
-    let (ready, _) = core::current()?.wait(&ids, num_returns, timeout);
-    let mut r = Vec::new();
-    let mut rest = Vec::new();
-    for x in refs {
-        if ready.contains(&x.id) {
+    let ready = core::current()?.wait(&ids, num_returns, timeout);
+    let mut r = Vec::with_capacity(ready.len());
+    let mut rest = Vec::with_capacity(refs.len() - ready.len());
+    let mut next = ready.iter().peekable();
+    for (i, x) in refs.iter().enumerate() {
+        if next.next_if_eq(&&i).is_some() {
             r.push(x.clone());
         } else {
             rest.push(x.clone());

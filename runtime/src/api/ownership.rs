@@ -33,7 +33,7 @@
 use super::error::TaskError;
 use super::value::Encoded;
 use dashmap::DashMap;
-use prism_objectstore::ObjectId;
+use prism_objectstore::{IdHasher, ObjectId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -181,6 +181,14 @@ impl Slot {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether its task has not ended (no clone of the state).
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            SlotState::Pending
+        )
+    }
+
     pub(crate) fn set(&self, s: SlotState) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
         self.cv.notify_all();
@@ -248,7 +256,7 @@ impl Slot {
 /// Every object this process owns.
 #[derive(Debug, Default)]
 pub(crate) struct Owned {
-    slots: DashMap<ObjectId, Arc<Slot>>,
+    slots: DashMap<ObjectId, Arc<Slot>, IdHasher>,
 }
 
 impl Owned {

@@ -14,14 +14,14 @@
 //!   released) changes nothing and is not handed on.
 
 use crate::proto::task::ReplyTo;
-use prism_objectstore::ObjectId;
+use prism_objectstore::{IdHasher, ObjectId};
 use std::collections::{BTreeMap, HashMap};
 
 /// Registrations each borrower (`K`: a local connection, a peer node)
 /// holds, by submitter and object.
 #[derive(Debug)]
 pub struct BorrowLedger<K = u64> {
-    held: HashMap<K, HashMap<(ReplyTo, ObjectId), u32>>,
+    held: HashMap<K, HashMap<(ReplyTo, ObjectId), u32, IdHasher>>,
 }
 
 impl<K> Default for BorrowLedger<K> {

@@ -3,7 +3,8 @@
 //! refused one in another namespace, and a job of a custom role without
 //! `actors:create` is refused any — each with the head's sentence, and
 //! each refusal in the audit trail. The model registry, reached through
-//! the driver's raylet, judges the job's owner the same way.
+//! the driver's raylet, judges the job's owner the same way, and so does
+//! a kill through an actor's handle.
 
 use prism_test_support::*;
 use std::process::Output;
@@ -28,6 +29,26 @@ impl Keeper {
 #[ignore = "a job driver, started by `prism submit` in the test in this file"]
 fn child_role() {
     let _c = prism::init().unwrap();
+    match std::env::var("PRISM_TEST_ROLE").as_deref() {
+        // The admin's detached actor in namespace ads, and its end.
+        Ok("keeper") => {
+            let k = Keeper::options()
+                .namespace("ads")
+                .name("keeper")
+                .detached()
+                .spawn()
+                .unwrap();
+            println!("KEEPER UP: {}", k.add(5).unwrap().get().unwrap());
+            return;
+        }
+        Ok("end-keeper") => {
+            let k = prism::get_actor_in::<Keeper>("ads", "keeper").unwrap();
+            prism::kill(&k, true).unwrap();
+            println!("KEEPER KILLED");
+            return;
+        }
+        _ => {}
+    }
     // Creation is asynchronous (as in Ray): a refusal shows on the first call.
     let own = Keeper::options().spawn().and_then(|k| k.add(2)?.get());
     match own {
@@ -47,6 +68,18 @@ fn child_role() {
     match prism::get_actor_in::<Keeper>("ads", "elsewhere") {
         Ok(_) => println!("LOOKUP: found"),
         Err(e) => println!("LOOKUP REFUSED: {e}"),
+    }
+    // Killing an actor takes actors:create in its namespace, whoever holds
+    // a handle to it.
+    if let Ok(k) = prism::get_actor_in::<Keeper>("ads", "keeper") {
+        match prism::kill(&k, true) {
+            Ok(()) => println!("KILLED KEEPER"),
+            Err(e) => println!("KILL REFUSED: {e}"),
+        }
+        match k.add(1).and_then(|r| r.get()) {
+            Ok(n) => println!("KEEPER ALIVE: {n}"),
+            Err(e) => println!("KEEPER GONE: {e}"),
+        }
     }
     // Through its raylet, the registry judges the job's owner too.
     match prism::models::set_alias("digits", "production", 1) {
@@ -83,6 +116,13 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
     ]);
     assert!(ok.status.success());
     let sam = sb.add_user("sam", "submitter", "ads");
+    let admin = |role: &str| {
+        let envs = sb.driver_envs(&head, &head);
+        let mut job = Job::spawn_exe(&std::env::current_exe().unwrap(), role, &envs);
+        job.finish(std::time::Duration::from_secs(120)).1
+    };
+    let said = admin("keeper");
+    assert!(said.contains("KEEPER UP: 5"), "{said}");
 
     let out = submit_as(&sb, &addr, &alice, "vision");
     let said = String::from_utf8_lossy(&out.stdout);
@@ -116,6 +156,28 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
         "{said}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Sam finds the admin's actor in his namespace, but may not kill it.
+    assert!(
+        said.contains("KILL REFUSED: refused: sam (submitter in ads) may not kill actor ")
+            && said.contains("(access_drivers::Keeper) in namespace ads: the role lacks permission actors:create")
+            && said.contains("KEEPER ALIVE: 6"),
+        "{said}"
+    );
+    let said = admin("end-keeper");
+    assert!(said.contains("KEEPER KILLED"), "{said}");
+    let trail = sb.run(&["audit", "--action", "actor.kill", "--json"]);
+    let trail = String::from_utf8_lossy(&trail.stdout);
+    let kills: Vec<(bool, bool)> = trail
+        .lines()
+        .filter(|l| l.contains("\"action\":\"actor.kill\""))
+        .map(|l| {
+            (
+                l.contains("\"user\":\"sam\""),
+                l.contains("\"outcome\":\"denied"),
+            )
+        })
+        .collect();
+    assert_eq!(kills, [(true, true), (false, false)], "{trail}");
     // A driver Alice starts by hand with her token is hers too.
     let mut envs = sb.driver_envs(&head, &head);
     envs.push(("PRISM_USER_TOKEN".into(), alice.clone()));
@@ -129,7 +191,9 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
     let jobs = sb.run(&["job", "list", "--json"]);
     let jobs = String::from_utf8_lossy(&jobs.stdout);
     let owners: Vec<&str> = jobs.lines().filter(|l| l.contains("\"owner\"")).collect();
-    assert!(owners.iter().all(|l| !l.contains("\"admin\"")), "{jobs}");
+    // Only the two the admin ran by hand (the keeper's start and end).
+    let admins = owners.iter().filter(|l| l.contains("\"admin\"")).count();
+    assert_eq!(admins, 2, "{jobs}");
     let trail = sb.run(&["audit", "--action", "actor.create", "--json"]);
     let trail = String::from_utf8_lossy(&trail.stdout);
     let denied: Vec<&str> = trail

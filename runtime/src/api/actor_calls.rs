@@ -7,6 +7,7 @@ use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
 use super::ownership::Slot;
 use super::value::Value;
+use crate::proto::head::HeadResponse;
 use crate::proto::task::{LocalRequest, TaskKind, TaskSpec};
 use prism_objectstore::ObjectId;
 use std::sync::Arc;
@@ -137,11 +138,27 @@ impl Core {
         self.get::<T>(r.id(), Some(left.max(Duration::from_millis(1))))
     }
 
-    /// Kills an actor's worker.
-    pub(crate) fn kill_actor(&self, actor: crate::ids::ActorId, no_restart: bool) -> Result<()> {
-        self.send(&LocalRequest::KillActor {
-            actor_id: actor,
-            no_restart,
-        })
+    /// Kills an actor's worker, once the head allows it (the raylet asks
+    /// it as this job's owner); returns when the kill is on its way.
+    pub(crate) fn kill_actor(
+        self: &Arc<Self>,
+        actor: crate::ids::ActorId,
+        no_restart: bool,
+    ) -> Result<()> {
+        let answer: HeadResponse =
+            self.ask_raylet_quick("kill", Duration::from_secs(60), |request_id| {
+                LocalRequest::KillActor {
+                    request_id,
+                    actor_id: actor,
+                    no_restart,
+                }
+            })?;
+        match answer {
+            HeadResponse::Ok => Ok(()),
+            HeadResponse::Error { message, .. } => Err(crate::Error::Refused(message)),
+            other => Err(crate::Error::Refused(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
     }
 }

@@ -158,6 +158,15 @@ pub enum HeadRequest {
         /// Its name.
         name: String,
     },
+    /// May the relaying raylet's job kill this actor? Answered `Ok` to a
+    /// raylet, which then kills it ([`RelayedRequest::KillActor`]); the
+    /// head kills nothing itself.
+    KillActor {
+        /// The actor.
+        actor_id: crate::ids::ActorId,
+        /// Whether it is to stay dead.
+        no_restart: bool,
+    },
     /// The actor table.
     ListActors,
     /// Every live node's queued and running tasks.

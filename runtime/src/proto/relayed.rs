@@ -19,6 +19,14 @@ pub enum RelayedRequest {
         /// Its name.
         name: String,
     },
+    /// The killing of an actor through its handle (`prism::kill`): the
+    /// raylet kills it once the head allows.
+    KillActor {
+        /// The actor.
+        actor_id: crate::ids::ActorId,
+        /// Whether it is to stay dead.
+        no_restart: bool,
+    },
     /// The cluster's status.
     Status,
     /// The training runs.
@@ -34,6 +42,13 @@ impl RelayedRequest {
             RelayedRequest::NamedActor { namespace, name } => {
                 HeadRequest::GetNamedActor { namespace, name }
             }
+            RelayedRequest::KillActor {
+                actor_id,
+                no_restart,
+            } => HeadRequest::KillActor {
+                actor_id,
+                no_restart,
+            },
             RelayedRequest::Status => HeadRequest::GetStatus,
             RelayedRequest::Runs => HeadRequest::ListRuns,
         }

@@ -269,8 +269,12 @@ pub enum LocalRequest {
         /// Its outcome.
         outcome: Outcome,
     },
-    /// Kill an actor; with `no_restart`, it stays dead.
+    /// Kill an actor; with `no_restart`, it stays dead. Answered, once the
+    /// head allowed it and the kill is on its way, with a `Finished` for
+    /// `request_id` carrying the head's archived answer.
     KillActor {
+        /// Where the answer goes.
+        request_id: TaskId,
         /// The actor.
         actor_id: ActorId,
         /// Do not restart it.

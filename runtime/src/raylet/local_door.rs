@@ -165,6 +165,22 @@ impl TaskService {
                 refuse(format!("expected a hello first, got {other:?}"));
                 None
             }
+            (_, LocalRequest::Submit(spec)) if spec.function == super::dispatch::KILL_METHOD => {
+                // A kill is asked for with `KillActor`, which the head judges.
+                self.apply(vec![super::dispatch::Action::Reply {
+                    owner,
+                    task_id: spec.task_id,
+                    outcome: crate::proto::task::Outcome::Failed(
+                        crate::proto::task::Failure::BadCall {
+                            detail: format!(
+                                "{} is reserved: an actor is killed with prism::kill",
+                                super::dispatch::KILL_METHOD
+                            ),
+                        },
+                    ),
+                }]);
+                None
+            }
             (_, LocalRequest::Submit(mut spec)) => {
                 if let Owner::Local(conn) = owner {
                     spec.reply_to = Some(crate::proto::task::ReplyTo {
@@ -180,14 +196,15 @@ impl TaskService {
                 None
             }
             (
-                _,
+                Role::Worker(_) | Role::Driver(_),
                 LocalRequest::KillActor {
+                    request_id,
                     actor_id,
                     no_restart,
                 },
             ) => {
-                let kill = super::dispatch::kill_call(actor_id, no_restart);
-                self.act(|d| d.submit(kill, owner));
+                let job = self.conn_job(role);
+                self.kill_if_allowed(owner, request_id, job, (actor_id, no_restart));
                 None
             }
             (

@@ -197,6 +197,17 @@ impl HeadCore {
                 format!("read actor {actor_id}"),
                 self.actors.get(*actor_id).map(|a| a.namespace.clone()),
             ),
+            R::KillActor { actor_id, .. } => {
+                // An actor the head does not know yet (its registration on
+                // its way) is judged by the permission alone.
+                let info = self.actors.get(*actor_id);
+                let what = match info {
+                    Some(a) => format!("kill actor {actor_id} ({})", a.class),
+                    None => format!("kill actor {actor_id}"),
+                };
+                let ns = info.map(|a| a.namespace.clone());
+                act(Some("actor.kill"), what, P::ActorsCreate, ns)
+            }
             R::GetNamedActor { namespace, name } => {
                 read_in(format!("read actor {name}"), Some(namespace.clone()))
             }

@@ -7,7 +7,7 @@
 use super::access::origin;
 use super::{Caller, Clock, HeadCore};
 use crate::head::access::audit::Record;
-use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
+use crate::proto::head::{HeadRequest, HeadResponse};
 use crate::proto::models::ModelRequest;
 use crate::proto::placement::PgRequest;
 
@@ -23,16 +23,15 @@ impl HeadCore {
                 info.namespace.clone(),
                 Some(info.job_id),
             ),
-            R::UpdateActor {
+            R::KillActor {
                 actor_id,
-                state: ActorState::Dead,
-                reason: Some(r),
-                ..
-            } if r.starts_with("killed") => {
+                no_restart,
+            } => {
                 let info = self.actors.get(*actor_id);
+                let stays = if *no_restart { " (no restart)" } else { "" };
                 (
                     "actor.kill",
-                    format!("actor {actor_id}"),
+                    format!("actor {actor_id}{stays}"),
                     info.map(|a| a.namespace.clone()).unwrap_or_default(),
                     info.map(|a| a.job_id),
                 )

@@ -409,6 +409,14 @@ impl HeadCore {
             | R::GetActor { .. }
             | R::GetNamedActor { .. }
             | R::ListActors => self.actor_request(req),
+            // Judged already (as the relaying job's owner): the raylet kills.
+            R::KillActor { .. } if caller.is_node() => HeadResponse::Ok,
+            R::KillActor { .. } => HeadResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: "an actor is killed through its handle (prism::kill): the raylet of \
+                          the process holding it kills it once the head allows"
+                    .into(),
+            },
             R::PlacementGroup(pg) => return self.pg_request(now, pg),
             R::ListJobs => HeadResponse::Jobs(self.jobs.list()),
             R::ReportRun(r) => {

@@ -27,6 +27,7 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::UpdateActor { .. } => "UpdateActor",
         R::GetActor { .. } => "GetActor",
         R::GetNamedActor { .. } => "GetNamedActor",
+        R::KillActor { .. } => "KillActor",
         R::ListActors => "ListActors",
         R::ListTasks => "ListTasks",
         R::ListObjects => "ListObjects",

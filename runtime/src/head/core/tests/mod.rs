@@ -181,14 +181,13 @@ pub(super) fn one_cpu_group(job: JobId) -> PgCreate {
     }
 }
 
-pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorId {
-    let actor = ActorId::random();
-    let job = JobId::random();
-    let info = ActorInfo {
+/// A pending actor `C` of `job` in `namespace`, as its raylet registers it.
+pub(super) fn actor_info(actor: ActorId, job: JobId, namespace: &str) -> ActorInfo {
+    ActorInfo {
         actor_id: actor,
         class: "C".into(),
         name: Some("kept".into()),
-        namespace: "default".into(),
+        namespace: namespace.into(),
         state: ActorState::Pending,
         node_id: None,
         node_address: String::new(),
@@ -198,7 +197,13 @@ pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorI
         job_id: job,
         max_task_retries: 0,
         residency: None,
-    };
+    }
+}
+
+pub(super) fn actor_on(sim: &mut Sim, node: NodeId, max_restarts: u32) -> ActorId {
+    let actor = ActorId::random();
+    let job = JobId::random();
+    let info = actor_info(actor, job, "default");
     let create = ActorCreate {
         actor_id: actor,
         name: Some("kept".into()),

@@ -199,3 +199,69 @@ fn a_job_reads_what_it_runs_on_without_state_read_but_changes_only_with_permissi
         ["sam"]
     );
 }
+
+/// An actor of `job` in `namespace`, registered by its raylet.
+fn actor_of(sim: &mut Sim, job: JobId, namespace: &str) -> crate::ids::ActorId {
+    let actor = crate::ids::ActorId::random();
+    let info = super::actor_info(actor, job, namespace);
+    let r = sim
+        .core
+        .handle(sim.now, NODE, HeadRequest::RegisterActor(info, None));
+    assert_eq!(r, Reply::Now(HeadResponse::Ok));
+    actor
+}
+
+#[test]
+fn a_kill_through_a_handle_is_judged_and_audited_as_the_killers_job() {
+    let mut sim = Sim::new();
+    let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s-alice");
+    let bob = add_user(&mut sim, "bob", "developer", &["ads"], "s-bob");
+    let job_a = submit(&mut sim, alice, "vision");
+    let job_b = submit(&mut sim, bob, "ads");
+    let bobs = actor_of(&mut sim, job_b, "ads");
+    let kill = |actor_id| RelayedRequest::KillActor {
+        actor_id,
+        no_restart: true,
+    };
+    // Alice's job holds a handle to Bob's actor: it may not kill it.
+    let no = refusal(Some(relayed(&mut sim, Some(job_a), kill(bobs))));
+    assert_eq!(
+        no,
+        format!(
+            "alice (developer in vision) may not kill actor {bobs} (C) in namespace ads: \
+             namespace ads was not granted to alice"
+        )
+    );
+    // Bob's job may; the raylet then kills it.
+    assert_eq!(relayed(&mut sim, Some(job_b), kill(bobs)), HeadResponse::Ok);
+    // An actor the head does not know yet: the permission decides.
+    let unknown = crate::ids::ActorId::random();
+    assert_eq!(
+        relayed(&mut sim, Some(job_a), kill(unknown)),
+        HeadResponse::Ok
+    );
+    let trail = sim.core.audit.query(&AuditQuery {
+        action: Some("actor.kill".into()),
+        ..Default::default()
+    });
+    let seen: Vec<(&str, bool)> = trail
+        .iter()
+        .map(|e| (e.user.as_str(), e.outcome.starts_with("denied")))
+        .collect();
+    assert_eq!(seen, [("alice", true), ("bob", false), ("alice", false)]);
+    assert_eq!(trail[1].origin, format!("job {job_b} via cluster"));
+    assert_eq!(trail[1].target, format!("actor {bobs} (no restart)"));
+    // Asked of the head directly, it is not the head's to do.
+    let r = sim.core.handle(
+        sim.now,
+        bob,
+        HeadRequest::KillActor {
+            actor_id: bobs,
+            no_restart: true,
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Now(HeadResponse::Error { message, .. }) if message.contains("prism::kill")),
+        "{r:?}"
+    );
+}

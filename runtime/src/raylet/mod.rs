@@ -334,6 +334,7 @@ pub async fn run_raylet(
             node_id: node_id.to_string(),
             node_address: address.to_string(),
             hello_timeout: Duration::from_millis(opts.config.worker_start_timeout_ms),
+            malloc_hugepages: opts.config.worker_malloc_hugepages,
             labels: opts
                 .labels
                 .iter()

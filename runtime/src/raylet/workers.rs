@@ -56,6 +56,23 @@ pub struct WorkerEnv {
     pub hello_timeout: Duration,
     /// This node's labels, as `key=value` lines.
     pub labels: String,
+    /// Whether workers' malloc advises huge pages (`worker_malloc_hugepages`).
+    pub malloc_hugepages: bool,
+}
+
+/// glibc's tunable that makes malloc advise its own mappings as
+/// transparent huge pages.
+const HUGETLB: &str = "glibc.malloc.hugetlb";
+
+/// `GLIBC_TUNABLES` for a worker, from the one it would inherit: the
+/// huge-page tunable added unless it is set already (tunables are
+/// `name=value` pairs joined by `:`).
+pub fn tunables_with_hugepages(inherited: Option<&str>) -> String {
+    match inherited.filter(|t| !t.is_empty()) {
+        None => format!("{HUGETLB}=1"),
+        Some(t) if t.split(':').any(|kv| kv.split('=').next() == Some(HUGETLB)) => t.into(),
+        Some(t) => format!("{t}:{HUGETLB}=1"),
+    }
 }
 
 /// SHA-256 of bytes.
@@ -208,6 +225,18 @@ pub fn spawn(
     if Path::new(&job.cwd).is_dir() {
         cmd.current_dir(&job.cwd);
     }
+    if env.malloc_hugepages {
+        let inherited = job
+            .env
+            .iter()
+            .find(|(k, _)| k == "GLIBC_TUNABLES")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("GLIBC_TUNABLES").ok());
+        cmd.env(
+            "GLIBC_TUNABLES",
+            tunables_with_hugepages(inherited.as_deref()),
+        );
+    }
     // SAFETY: the closure runs in the forked child before exec and only
     // calls prctl and getppid, which are async-signal-safe.
     unsafe {
@@ -253,5 +282,23 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGBUS => "SIGBUS",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tunables_with_hugepages as with;
+
+    #[test]
+    fn the_huge_page_tunable_is_added_once_and_never_overrides() {
+        assert_eq!(with(None), "glibc.malloc.hugetlb=1");
+        assert_eq!(with(Some("")), "glibc.malloc.hugetlb=1");
+        assert_eq!(
+            with(Some("glibc.malloc.arena_max=2")),
+            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+        );
+        // The user's own choice stands, even "off".
+        let own = "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2";
+        assert_eq!(with(Some(own)), own);
     }
 }

@@ -248,8 +248,12 @@ pub fn shutdown() -> Result<(), ServeError> {
         .shutdown()?
         .get_timeout(Duration::from_secs(90))?
         .map_err(ServeError::Controller);
-    prism::kill(&c, true)?;
-    r
+    // The controller has shut everything down: a kill the head refuses
+    // (serve's namespace not granted) or cannot judge leaves only the
+    // controller itself, which goes with the job.
+    let killed = prism::kill(&c, true);
+    r?;
+    killed.map_err(ServeError::from)
 }
 
 /// A typed handle to a deployment: calls go through this process's router

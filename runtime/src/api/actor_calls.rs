@@ -7,7 +7,7 @@ use super::error::Result;
 use super::object_ref::{EncodedArg, ObjectRef};
 use super::ownership::Slot;
 use super::value::Value;
-use crate::proto::head::HeadResponse;
+use crate::proto::head::{ErrorKind, HeadResponse};
 use crate::proto::task::{LocalRequest, TaskKind, TaskSpec};
 use prism_objectstore::ObjectId;
 use std::sync::Arc;
@@ -145,8 +145,13 @@ impl Core {
         actor: crate::ids::ActorId,
         no_restart: bool,
     ) -> Result<()> {
+        // Longer than the raylet waits for an absent head: its answer
+        // (allowed, refused, or the head unreachable) always comes first.
+        let head_wait = crate::config::Config::from_env()
+            .map_or(60_000, |c| c.head_wait_ms)
+            .saturating_add(15_000);
         let answer: HeadResponse =
-            self.ask_raylet_quick("kill", Duration::from_secs(60), |request_id| {
+            self.ask_raylet_quick("kill", Duration::from_millis(head_wait), |request_id| {
                 LocalRequest::KillActor {
                     request_id,
                     actor_id: actor,
@@ -155,9 +160,15 @@ impl Core {
             })?;
         match answer {
             HeadResponse::Ok => Ok(()),
-            HeadResponse::Error { message, .. } => Err(crate::Error::Refused(message)),
-            other => Err(crate::Error::Refused(format!(
-                "unexpected answer {other:?}"
+            HeadResponse::Error {
+                kind: ErrorKind::Forbidden | ErrorKind::Unauthorized,
+                message,
+            } => Err(crate::Error::Refused(message)),
+            HeadResponse::Error { kind, message } => Err(crate::Error::ClusterState(format!(
+                "the head could not judge the kill ({kind:?}): {message}"
+            ))),
+            other => Err(crate::Error::ClusterState(format!(
+                "unexpected answer to a kill: {other:?}"
             ))),
         }
     }

@@ -358,6 +358,24 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::LeaseLost { lease, tasks }) => {
+                // Only plain tasks ride a lease: anything else (an actor's
+                // creation, a call, the reserved kill) is refused, not run
+                // on the process's word.
+                let (tasks, odd): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| {
+                    matches!(t.kind, crate::proto::task::TaskKind::Task)
+                        && t.function != super::dispatch::KILL_METHOD
+                        && t.function != super::dispatch::LEASE_METHOD
+                });
+                let refused = odd.into_iter().map(|t| super::dispatch::Action::Reply {
+                    owner,
+                    task_id: t.task_id,
+                    outcome: crate::proto::task::Outcome::Failed(
+                        crate::proto::task::Failure::BadCall {
+                            detail: "only plain tasks ride a lease".into(),
+                        },
+                    ),
+                });
+                self.apply(refused.collect());
                 self.act(|d| d.lease_lost(lease, tasks, owner));
                 None
             }

@@ -409,8 +409,7 @@ impl HeadCore {
             | R::GetActor { .. }
             | R::GetNamedActor { .. }
             | R::ListActors => self.actor_request(req),
-            // Judged already (as the relaying job's owner): the raylet kills.
-            R::KillActor { .. } if caller.is_node() => HeadResponse::Ok,
+            // Only relayed (`handle_relayed` answers it): the raylet kills.
             R::KillActor { .. } => HeadResponse::Error {
                 kind: ErrorKind::BadRequest,
                 message: "an actor is killed through its handle (prism::kill): the raylet of \

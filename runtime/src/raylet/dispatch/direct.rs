@@ -50,6 +50,11 @@ impl Dispatcher {
             return out;
         };
         if a.opts.restarts == restarts {
+            if calls.is_empty() {
+                // Nothing unanswered: no reason to end the worker (and no
+                // kill on a process's word alone).
+                return out;
+            }
             // DD-1: the same worker; its death is on its way.
             for spec in calls.into_iter().rev() {
                 a.inflight.push_front(queued(spec));

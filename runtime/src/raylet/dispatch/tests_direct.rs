@@ -97,6 +97,13 @@ fn dd1_calls_lost_before_the_death_is_seen_are_answered_by_it() {
 }
 
 #[test]
+fn dd1_a_connection_lost_with_nothing_unanswered_kills_nothing() {
+    let (mut d, actor, _, _) = alive(0, 0);
+    let a = d.direct_calls_lost(lost(actor, 0, vec![]), Owner::Local(7));
+    assert_eq!(a, vec![], "no kill on a process's word alone");
+}
+
+#[test]
 fn dd1_a_restartable_actor_runs_them_again_on_its_next_worker() {
     let (mut d, actor, w, job) = alive(1, 1);
     let c = call(job, actor);

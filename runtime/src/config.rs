@@ -79,14 +79,15 @@ settings! {
     /// first touch. Commits the store's whole size at once and slows start-up
     /// (about a second per few GB); like Ray's `preallocate_plasma_memory`.
     object_store_prefault: bool = false, "PRISM_OBJECT_STORE_PREFAULT";
-    /// Start workers with glibc's `glibc.malloc.hugetlb=1` tunable: their
-    /// large allocations (those malloc maps on their own, 128 KiB and up)
-    /// are advised as transparent huge pages, as numpy does for its arrays,
-    /// so a fresh 80 MB buffer is filled with 40 page faults instead of
-    /// 20,000 (4x on `multi client put gigabytes`). Needs glibc 2.35 or
-    /// later and transparent huge pages in `madvise` or `always` mode;
-    /// elsewhere it changes nothing. A `GLIBC_TUNABLES` that already names
-    /// the tunable is left as it is.
+    /// Start workers with glibc's `glibc.malloc.hugetlb=1` tunable: malloc
+    /// advises its own mappings of 2 MiB and more (and its heap's growth)
+    /// as transparent huge pages, as numpy does for its arrays, so a fresh
+    /// 80 MB buffer is filled with 40 page faults instead of 20,000 (4x on
+    /// `multi client put gigabytes`). Needs glibc 2.35 or later and
+    /// transparent huge pages in `madvise` mode (in `always` mode the
+    /// kernel does it anyway; elsewhere it changes nothing). A job may set
+    /// it for its own workers; a `GLIBC_TUNABLES` in the raylet's
+    /// environment that already names the tunable is left as it is.
     worker_malloc_hugepages: bool = true, "PRISM_WORKER_MALLOC_HUGEPAGES";
     /// Let callers on an actor's machine call it straight through its
     /// worker's Unix socket, without the raylet in between (one round trip

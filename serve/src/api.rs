@@ -248,12 +248,16 @@ pub fn shutdown() -> Result<(), ServeError> {
         .shutdown()?
         .get_timeout(Duration::from_secs(90))?
         .map_err(ServeError::Controller);
-    // The controller has shut everything down: a kill the head refuses
-    // (serve's namespace not granted) or cannot judge leaves only the
-    // controller itself, which goes with the job.
+    // The controller has shut everything down; a kill the head refuses
+    // (serve's namespace not granted) or cannot judge leaves the detached
+    // controller itself running, and says so.
     let killed = prism::kill(&c, true);
     r?;
-    killed.map_err(ServeError::from)
+    killed.map_err(|e| {
+        ServeError::Prism(prism::Error::ClusterState(format!(
+            "applications and proxy are gone, but the serve controller still runs: {e}"
+        )))
+    })
 }
 
 /// A typed handle to a deployment: calls go through this process's router

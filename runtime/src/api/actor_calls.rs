@@ -145,11 +145,15 @@ impl Core {
         actor: crate::ids::ActorId,
         no_restart: bool,
     ) -> Result<()> {
-        // Longer than the raylet waits for an absent head: its answer
-        // (allowed, refused, or the head unreachable) always comes first.
+        // Longer than the raylet waits for an absent head (its wait, a
+        // dial, one request), when both read the same settings: its answer
+        // (allowed, refused, the head unreachable) then comes first. A
+        // kill that times out here may still happen.
         let head_wait = crate::config::Config::from_env()
-            .map_or(60_000, |c| c.head_wait_ms)
-            .saturating_add(15_000);
+            .map_or(70_000, |c| {
+                c.head_wait_ms.saturating_add(c.connect_timeout_ms)
+            })
+            .saturating_add(20_000);
         let answer: HeadResponse =
             self.ask_raylet_quick("kill", Duration::from_millis(head_wait), |request_id| {
                 LocalRequest::KillActor {

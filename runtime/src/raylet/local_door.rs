@@ -33,6 +33,23 @@ fn relayed(job: Option<JobId>, request: RelayedRequest) -> HeadRequest {
 }
 
 impl TaskService {
+    /// Answers specs a process handed back that are not its to hand back.
+    fn refuse_specs(
+        self: &Arc<Self>,
+        owner: Owner,
+        specs: Vec<crate::proto::task::TaskSpec>,
+        why: &str,
+    ) {
+        let refused = specs.into_iter().map(|t| super::dispatch::Action::Reply {
+            owner,
+            task_id: t.task_id,
+            outcome: crate::proto::task::Outcome::Failed(crate::proto::task::Failure::BadCall {
+                detail: why.to_string(),
+            }),
+        });
+        self.apply(refused.collect());
+    }
+
     /// The job of a connection: the raylet's record of it (a worker's, or
     /// what a driver announced in its hello), never a request's word.
     fn conn_job(&self, role: Role) -> Option<JobId> {
@@ -337,7 +354,23 @@ impl TaskService {
                 self.act(|d| d.task_done(w, task_id, outcome));
                 None
             }
-            (Role::Worker(_) | Role::Driver(_), LocalRequest::DirectLost(lost)) => {
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::DirectLost(mut lost)) => {
+                // Only this job's own calls to that actor count as lost
+                // (DD-1 ends the worker for them); the rest are refused.
+                let job = self.conn_job(role);
+                let actor = lost.actor_id;
+                let (calls, odd): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut lost.calls).into_iter().partition(|t| {
+                        matches!(&t.kind, crate::proto::task::TaskKind::ActorCall(c) if c.actor_id == actor)
+                            && t.function != super::dispatch::KILL_METHOD
+                            && Some(t.job_id) == job
+                    });
+                lost.calls = calls;
+                self.refuse_specs(
+                    owner,
+                    odd,
+                    "only this job's calls to that actor are lost calls",
+                );
                 self.act(|d| d.direct_calls_lost(lost, owner));
                 None
             }
@@ -366,16 +399,7 @@ impl TaskService {
                         && t.function != super::dispatch::KILL_METHOD
                         && t.function != super::dispatch::LEASE_METHOD
                 });
-                let refused = odd.into_iter().map(|t| super::dispatch::Action::Reply {
-                    owner,
-                    task_id: t.task_id,
-                    outcome: crate::proto::task::Outcome::Failed(
-                        crate::proto::task::Failure::BadCall {
-                            detail: "only plain tasks ride a lease".into(),
-                        },
-                    ),
-                });
-                self.apply(refused.collect());
+                self.refuse_specs(owner, odd, "only plain tasks ride a lease");
                 self.act(|d| d.lease_lost(lease, tasks, owner));
                 None
             }

@@ -68,7 +68,10 @@ const HUGETLB: &str = "glibc.malloc.hugetlb";
 /// huge-page tunable added unless it is set already (tunables are
 /// `name=value` pairs joined by `:`).
 pub fn tunables_with_hugepages(inherited: Option<&str>) -> String {
-    match inherited.filter(|t| !t.is_empty()) {
+    match inherited
+        .map(|t| t.trim_matches(':'))
+        .filter(|t| !t.is_empty())
+    {
         None => format!("{HUGETLB}=1"),
         Some(t) if t.split(':').any(|kv| kv.split('=').next() == Some(HUGETLB)) => t.into(),
         Some(t) => format!("{t}:{HUGETLB}=1"),
@@ -225,13 +228,16 @@ pub fn spawn(
     if Path::new(&job.cwd).is_dir() {
         cmd.current_dir(&job.cwd);
     }
-    if env.malloc_hugepages {
-        let inherited = job
-            .env
-            .iter()
-            .find(|(k, _)| k == "GLIBC_TUNABLES")
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var("GLIBC_TUNABLES").ok());
+    // The job's own setting wins over the raylet's; GLIBC_TUNABLES is the
+    // raylet's (a job's environment carries PRISM_* and RUST_* only).
+    let hugepages = job
+        .env
+        .iter()
+        .rfind(|(k, _)| k == "PRISM_WORKER_MALLOC_HUGEPAGES")
+        .and_then(|(_, v)| v.parse::<bool>().ok())
+        .unwrap_or(env.malloc_hugepages);
+    if hugepages {
+        let inherited = std::env::var("GLIBC_TUNABLES").ok();
         cmd.env(
             "GLIBC_TUNABLES",
             tunables_with_hugepages(inherited.as_deref()),
@@ -293,6 +299,10 @@ mod tests {
     fn the_huge_page_tunable_is_added_once_and_never_overrides() {
         assert_eq!(with(None), "glibc.malloc.hugetlb=1");
         assert_eq!(with(Some("")), "glibc.malloc.hugetlb=1");
+        assert_eq!(
+            with(Some("glibc.malloc.arena_max=2:")),
+            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+        );
         assert_eq!(
             with(Some("glibc.malloc.arena_max=2")),
             "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"

@@ -170,7 +170,13 @@ impl Dispatcher {
             spec,
             owner,
         });
-        if let Some((_, orphans)) = self.leases.live.get_mut(&lease) {
+        // Only the lease's own owner ends it: another connection naming it
+        // has its tasks answered as if the lease were gone.
+        let own = self
+            .running
+            .get(&lease)
+            .is_some_and(|r| r.task.owner == owner);
+        if let Some((_, orphans)) = self.leases.live.get_mut(&lease).filter(|_| own) {
             // Its death answers them; a worker that still lives is useless
             // to the lease without its connection.
             orphans.extend(lost);

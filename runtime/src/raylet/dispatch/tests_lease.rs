@@ -127,6 +127,14 @@ fn l4_tasks_lost_with_a_leased_worker_retry_or_fail_with_its_death() {
         "{a:?}"
     );
     assert_eq!(d.stats().running, 0, "the lease's CPU is free");
+    // Another connection naming a live lease does not end it.
+    let (mut d, _) = idle_worker(job);
+    let (lease, _) = ask(&mut d, job, Owner::Local(1));
+    let a = d.lease_lost(lease, vec![task(job, 1, 0)], Owner::Local(2));
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Kill { .. })),
+        "no kill on another's word: {a:?}"
+    );
 }
 
 #[test]

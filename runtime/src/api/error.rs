@@ -201,8 +201,7 @@ pub enum Error {
     /// The local raylet connection is gone.
     #[error("lost the connection to the local raylet: {0}")]
     Disconnected(String),
-    /// The head refused what this job asked (its owner may not), or
-    /// answered it in a way this process cannot use.
+    /// The head refused what this job asked: its owner may not.
     #[error("refused: {0}")]
     Refused(String),
     /// The model registry refused (an unknown model, version or run).

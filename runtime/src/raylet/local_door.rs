@@ -184,18 +184,11 @@ impl TaskService {
             }
             (_, LocalRequest::Submit(spec)) if spec.function == super::dispatch::KILL_METHOD => {
                 // A kill is asked for with `KillActor`, which the head judges.
-                self.apply(vec![super::dispatch::Action::Reply {
-                    owner,
-                    task_id: spec.task_id,
-                    outcome: crate::proto::task::Outcome::Failed(
-                        crate::proto::task::Failure::BadCall {
-                            detail: format!(
-                                "{} is reserved: an actor is killed with prism::kill",
-                                super::dispatch::KILL_METHOD
-                            ),
-                        },
-                    ),
-                }]);
+                let why = format!(
+                    "{} is reserved: an actor is killed with prism::kill",
+                    super::dispatch::KILL_METHOD
+                );
+                self.refuse_specs(owner, vec![spec], &why);
                 None
             }
             (_, LocalRequest::Submit(mut spec)) => {

@@ -189,6 +189,24 @@ impl Snapshot {
             "Tasks that failed.",
             &self.per_node(|m| m.tasks_failed),
         )?;
+        gauge(
+            enc,
+            "prism_leases_held",
+            "Workers leased to owners now (their tasks bypass the raylet).",
+            &self.per_node(|m| m.leases_held),
+        )?;
+        gauge(
+            enc,
+            "prism_leases_waiting",
+            "Lease requests waiting their turn in a raylet's queue now.",
+            &self.per_node(|m| m.leases_waiting),
+        )?;
+        counter(
+            enc,
+            "prism_leases_granted",
+            "Worker leases granted.",
+            &self.per_node(|m| m.leases_granted),
+        )?;
         let hists: Vec<(Labels, &Histogram)> = self
             .raylets
             .iter()
@@ -396,6 +414,7 @@ mod tests {
                 NodeMetrics {
                     user: user.values(),
                     task_seconds: h.clone(),
+                    leases_granted: 7,
                     ..Default::default()
                 },
                 NodeMetrics {
@@ -407,6 +426,10 @@ mod tests {
         };
         let text = render(snap).unwrap();
         assert!(text.contains("hits_total{route=\"/a\"} 100.0"), "{text}");
+        assert!(
+            text.contains("prism_leases_granted_total{node=\"\"} 7"),
+            "{text}"
+        );
         assert!(
             text.contains("prism_task_seconds_bucket{le=\"0.25\",node=\"\"} 1"),
             "{text}"

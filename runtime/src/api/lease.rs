@@ -1,4 +1,4 @@
-//! The owner's side of task leases (the raylet's side is L-1..L-5 in
+//! The owner's side of task leases (the raylet's side is L-1..L-7 in
 //! `raylet/dispatch/lease.rs`): tasks of one shape (CPU-only, default
 //! placement) are pushed straight to workers this process leases from its
 //! raylet, one at a time each, and their outcomes read back on the same
@@ -7,17 +7,22 @@
 //! - **LO-1** a leased worker runs one of this process's tasks at a time:
 //!   the next is pushed only after the last one's outcome;
 //! - **LO-2** tasks wait here, in order, only while a lease of their shape
-//!   is held and making progress, or, with none held, while one is asked
-//!   for (answered at once), and, unless they are [`QUICK`], only as many
-//!   as the leases run in [`WAIT_BUDGET`] by their recent run times (the
-//!   rest go through the raylet, which can spread them over nodes); when the
-//!   last lease of the shape is revoked or given back, or none is asked for
-//!   any more, or every lease held has run its task for [`STALLED`] (a
+//!   is held and making progress (a revoked one while the task it runs
+//!   has not stalled: another is asked for once it ends), or while one is
+//!   asked for, for at most [`ASK_WAIT`] (the request may wait its turn at
+//!   the raylet, L-7), and, unless they are [`QUICK`], only as many as the
+//!   leases run in [`WAIT_BUDGET`] by their recent run times (the rest go
+//!   through the raylet, which can spread them over nodes); when the last
+//!   lease of the shape is given back or lost, what waits asks for another;
+//!   when none is asked for (the raylet declined), or the ask waited
+//!   [`ASK_WAIT`], or every lease held has run its task for [`STALLED`] (a
 //!   long task, or one blocked on another), what waits goes through the
 //!   raylet, which then has the whole backlog (no task waits here
 //!   unboundedly behind a leased task that may wait for it);
 //! - **LO-3** a lease is returned once idle for `PRISM_LEASE_IDLE_MS`, or, when
-//!   revoked, as soon as its task ends;
+//!   revoked, as soon as its task ends, but while tasks wait here not
+//!   before it has been held for [`TENURE`]: owners taking turns on a busy
+//!   raylet each run a stretch of tasks instead of one;
 //! - **LO-4** when a lease's connection breaks, its unanswered task goes to
 //!   the raylet ([`LocalRequest::LeaseLost`]);
 //! - **LO-5** a task leaves this table for the raylet (spilled, or lost
@@ -27,7 +32,7 @@
 //! - **LO-6** a granted lease's socket is opened off the thread that reads
 //!   the raylet's events (the open waits up to the worker's welcome); its
 //!   shape is still asking meanwhile, and a revocation that comes first is
-//!   kept and honoured once it is open.
+//!   kept and honoured once it is open (LO-3).
 
 use super::core::Core;
 use crate::ids::TaskId;
@@ -57,6 +62,13 @@ const STALLED: Duration = Duration::from_millis(20);
 const MAX_LEASES: usize = 64;
 /// How long a shape's tasks go through the raylet after a declined lease.
 const DECLINED_FOR: Duration = Duration::from_millis(50);
+/// How long a lease is kept from its grant, while tasks wait for it, once
+/// the raylet revoked it (LO-3): owners taking turns do not churn.
+const TENURE: Duration = Duration::from_millis(50);
+/// How long tasks wait here for a lease asked for and not answered (the
+/// request waits its turn at the raylet, L-7) before they go through the
+/// raylet (LO-2).
+const ASK_WAIT: Duration = Duration::from_millis(1000);
 
 /// This process's leases.
 #[derive(Debug, Default)]
@@ -65,6 +77,8 @@ pub(crate) struct Leases {
     /// Lease requests not answered yet: while none is, a result from the
     /// raylet is not looked up here (no lock on that path).
     pending: AtomicUsize,
+    /// Tasks whose outcomes came back on a lease, ever.
+    ran: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +98,8 @@ struct Shape {
     queue: VecDeque<TaskSpec>,
     held: Vec<Held>,
     asking: bool,
+    /// When the lease asked for was asked for.
+    asked_at: Option<Instant>,
     declined_until: Option<Instant>,
     /// How long its tasks take on a lease, push to outcome, in
     /// microseconds: a moving average and the last one; `None` before the
@@ -100,7 +116,13 @@ struct Held {
     busy: Option<(TaskSpec, bool)>,
     /// When it was pushed its task.
     busy_since: Instant,
+    /// Nothing more is pushed to it: given back once its task ends.
     revoked: bool,
+    /// Revoked by the raylet while tasks wait, and kept until then (its
+    /// [`TENURE`], LO-3).
+    yield_at: Option<Instant>,
+    /// When its socket opened.
+    granted: Instant,
     idle_since: Option<Instant>,
 }
 
@@ -120,6 +142,16 @@ impl Held {
         self.busy_since = Instant::now();
         self.idle_since = None;
         None
+    }
+
+    /// LO-3: a lease the raylet revoked is given back once it has been
+    /// held for its [`TENURE`] or nothing waits for it; until then it runs
+    /// what waits.
+    fn settle(&mut self, now: Instant, waiting: bool) {
+        if self.yield_at.is_some_and(|t| now >= t || !waiting) {
+            self.yield_at = None;
+            self.revoked = true;
+        }
     }
 }
 
@@ -164,21 +196,58 @@ impl Shape {
         }
     }
 
-    /// Whether a lease of this shape is held, not revoked, and its tasks
-    /// move (LO-2).
+    /// Whether a lease of this shape is held and its tasks move (LO-2):
+    /// one whose task has run less than [`STALLED`] (when it is revoked,
+    /// another is asked for once that task ends), or one idle and not
+    /// revoked.
     fn progressing(&self, now: Instant) -> bool {
-        self.held
-            .iter()
-            .any(|h| !h.revoked && (h.busy.is_none() || now - h.busy_since < STALLED))
+        self.held.iter().any(|h| match h.busy {
+            Some(_) => now - h.busy_since < STALLED,
+            None => !h.revoked,
+        })
+    }
+
+    /// Whether a lease is asked for, for less than [`ASK_WAIT`].
+    fn asking_now(&self, now: Instant) -> bool {
+        self.asking && self.asked_at.is_some_and(|t| now - t < ASK_WAIT)
     }
 
     /// LO-2: tasks wait here only while a lease of their shape is held and
     /// progressing, or one is asked for; otherwise what waits goes through
     /// the raylet.
     fn spill_if_unasked(&mut self, spill: &mut Spill) {
-        if !self.asking && !self.progressing(Instant::now()) {
+        let now = Instant::now();
+        if !self.asking_now(now) && !self.progressing(now) {
             spill.extend(self.queue.drain(..));
         }
+    }
+
+    /// LO-2: once a lease is given back (revoked) or lost, what waits asks
+    /// for another (which waits its turn at the raylet, L-7), or, if none
+    /// can be asked for, goes through the raylet.
+    fn after_return(
+        &mut self,
+        core: &Core,
+        key: &str,
+        asked: &mut HashMap<TaskId, String>,
+        pending: &AtomicUsize,
+        spill: &mut Spill,
+    ) {
+        if let Some(next) = self.queue.front().cloned() {
+            if self.held.is_empty() {
+                // The decline that kept it from asking was for a second
+                // lease; with none held, it waits its turn like anyone.
+                self.declined_until = None;
+            }
+            self.ask(core, &next, key, asked, pending);
+        }
+        self.spill_if_unasked(spill);
+    }
+
+    /// Whether nothing here needs the sweeper: no lease held, and no task
+    /// waiting for one asked for.
+    fn at_rest(&self) -> bool {
+        self.held.is_empty() && (!self.asking || self.queue.is_empty())
     }
 
     /// Whether a lease for `like`'s shape is asked for (already, or now).
@@ -190,9 +259,10 @@ impl Shape {
         asked: &mut HashMap<TaskId, String>,
         pending: &AtomicUsize,
     ) -> bool {
-        let declined = self.declined_until.is_some_and(|t| t > Instant::now());
+        let now = Instant::now();
+        let declined = self.declined_until.is_some_and(|t| t > now);
         if self.asking || declined || self.held.len() >= MAX_LEASES {
-            return self.asking;
+            return self.asking_now(now);
         }
         let request_id = TaskId::random();
         let mut shape = TaskSpec::new(request_id, like.job_id, "lease", "lease", TaskKind::Task);
@@ -210,6 +280,7 @@ impl Shape {
             return false;
         }
         self.asking = true;
+        self.asked_at = Some(now);
         true
     }
 }
@@ -259,6 +330,8 @@ impl Leases {
         let room = shape.held.is_empty() && shape.queue.len() < shape.room();
         if room && shape.ask(core, &spec, &key, &mut inner.asked, &self.pending) {
             shape.queue.push_back(spec);
+            // Bounds the wait for the answer (LO-2).
+            self.start_sweeper(core, inner);
             return Ok(());
         }
         drop(g);
@@ -331,17 +404,24 @@ impl Leases {
         let now = Instant::now();
         let reader = match opened {
             Some((stream, reader)) => {
-                shape.held.push(Held {
+                let mut h = Held {
                     lease: id,
                     stream,
                     busy: None,
                     busy_since: now,
-                    revoked,
+                    revoked: false,
+                    // Revoked while it opened: kept for its tenure too
+                    // while tasks wait (LO-3).
+                    yield_at: revoked.then_some(now + TENURE),
+                    granted: now,
                     idle_since: Some(now),
-                });
-                if revoked {
-                    // Revoked while it opened: given back at once (LO-3).
-                    give_back(core, shape, id, &mut spill);
+                };
+                h.settle(now, !shape.queue.is_empty());
+                let give = h.revoked;
+                shape.held.push(h);
+                if give {
+                    give_back(core, shape, id);
+                    shape.after_return(core, key, &mut inner.asked, &self.pending, &mut spill);
                     None
                 } else {
                     shape.pump();
@@ -367,29 +447,40 @@ impl Leases {
         reader
     }
 
+    /// How many tasks' outcomes came back on leases.
+    pub(super) fn ran(&self) -> u64 {
+        self.ran.load(Ordering::Relaxed)
+    }
+
     /// How many leases this process holds.
     pub(super) fn held(&self) -> usize {
         self.lock().shapes.values().map(|s| s.held.len()).sum()
     }
 
-    /// The raylet wants `lease` back (LO-3).
+    /// The raylet wants `lease` back (LO-3): it is given back after its
+    /// task, or, while tasks wait here, once held for its [`TENURE`].
     pub(super) fn revoke(&self, core: &Arc<Core>, lease: TaskId) {
         let mut spill = Spill::new();
         let mut g = self.lock();
-        for shape in g.shapes.values_mut() {
+        let inner = &mut *g;
+        let now = Instant::now();
+        for (key, shape) in inner.shapes.iter_mut() {
+            let waiting = !shape.queue.is_empty();
             if let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) {
-                h.revoked = true;
-                if h.busy.is_none() {
-                    give_back(core, shape, lease, &mut spill);
+                if h.revoked {
+                    break;
                 }
-                // The raylet has work waiting: what waits here joins it
-                // unless another lease still serves it (LO-2).
-                shape.spill_if_unasked(&mut spill);
+                h.yield_at = Some(h.granted + TENURE);
+                h.settle(now, waiting);
+                if h.revoked && h.busy.is_none() {
+                    give_back(core, shape, lease);
+                    shape.after_return(core, key, &mut inner.asked, &self.pending, &mut spill);
+                }
                 break;
             }
         }
         // Still opening: given back once open (LO-6).
-        if let Some(revoked) = g.opening.get_mut(&lease) {
+        if let Some(revoked) = inner.opening.get_mut(&lease) {
             *revoked = true;
         }
         send_all(core, spill);
@@ -434,7 +525,7 @@ impl Leases {
 
     /// Returns leases idle for `PRISM_LEASE_IDLE_MS` while any are held (LO-3).
     fn start_sweeper(&self, core: &Arc<Core>, g: &mut Inner) {
-        if g.sweeping || g.shapes.values().all(|s| s.held.is_empty()) {
+        if g.sweeping || g.shapes.values().all(Shape::at_rest) {
             return;
         }
         g.sweeping = true;
@@ -449,16 +540,30 @@ impl Leases {
                 std::thread::sleep(idle.min(Duration::from_millis(100)));
                 let mut spill = Spill::new();
                 let mut g = core.leases.lock();
+                let inner = &mut *g;
                 let now = Instant::now();
-                for shape in g.shapes.values_mut() {
+                for (key, shape) in inner.shapes.iter_mut() {
+                    let waiting = !shape.queue.is_empty();
+                    let mut yielded = false;
+                    for h in shape.held.iter_mut() {
+                        h.settle(now, waiting);
+                        yielded |= h.revoked && h.busy.is_none();
+                    }
                     let stale: Vec<TaskId> = shape
                         .held
                         .iter()
-                        .filter(|h| h.idle_since.is_some_and(|t| now - t >= idle))
+                        .filter(|h| {
+                            h.busy.is_none()
+                                && (h.revoked || h.idle_since.is_some_and(|t| now - t >= idle))
+                        })
                         .map(|h| h.lease)
                         .collect();
                     for lease in stale {
-                        give_back(&core, shape, lease, &mut spill);
+                        give_back(&core, shape, lease);
+                    }
+                    if yielded {
+                        let pending = &core.leases.pending;
+                        shape.after_return(&core, key, &mut inner.asked, pending, &mut spill);
                     }
                     // Leases stuck on long tasks, or slower than when
                     // their tasks queued, hold nothing up (LO-2).
@@ -467,9 +572,9 @@ impl Leases {
                         shape.spill_beyond_room(&mut spill);
                     }
                 }
-                let done = g.shapes.values().all(|s| s.held.is_empty());
+                let done = inner.shapes.values().all(Shape::at_rest);
                 if done {
-                    g.sweeping = false;
+                    inner.sweeping = false;
                 }
                 send_all(&core, spill);
                 if done {
@@ -490,14 +595,14 @@ fn observe(took_us: &mut Option<(f64, f64)>, took: Duration) {
     *took_us = Some((avg, us));
 }
 
-/// Returns `lease` to the raylet and forgets it.
-fn give_back(core: &Core, shape: &mut Shape, lease: TaskId, spill: &mut Spill) {
+/// Returns `lease` to the raylet and forgets it (what waits for it is
+/// the caller's: [`Shape::after_return`]).
+fn give_back(core: &Core, shape: &mut Shape, lease: TaskId) {
     if let Some(i) = shape.held.iter().position(|h| h.lease == lease) {
         let h = shape.held.remove(i);
         let _ = h.stream.shutdown(std::net::Shutdown::Both);
         let _ = core.send(&LocalRequest::ReturnLease { lease });
     }
-    shape.spill_if_unasked(spill);
 }
 
 fn send_all(core: &Core, spill: Spill) {

@@ -14,9 +14,11 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
         let mut spill = Spill::new();
         let deliver = {
             let mut g = core.leases.lock();
-            let Some(shape) = g.shapes.get_mut(key) else {
+            let inner = &mut *g;
+            let Some(shape) = inner.shapes.get_mut(key) else {
                 return;
             };
+            let waiting = !shape.queue.is_empty();
             let Some(h) = shape.held.iter_mut().find(|h| h.lease == lease) else {
                 return;
             };
@@ -42,8 +44,11 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
                 }
                 None
             } else {
+                h.settle(Instant::now(), waiting);
                 if h.revoked {
-                    give_back(core, shape, lease, &mut spill);
+                    give_back(core, shape, lease);
+                    let pending = &core.leases.pending;
+                    shape.after_return(core, key, &mut inner.asked, pending, &mut spill);
                 } else {
                     h.idle_since = Some(Instant::now());
                     shape.pump();
@@ -54,6 +59,7 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
             deliver
         };
         if let Some(outcome) = deliver {
+            core.leases.ran.fetch_add(1, Ordering::Relaxed);
             core.finish(task_id.result(), outcome);
         }
     }
@@ -61,7 +67,8 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
     let mut spill = Spill::new();
     {
         let mut g = core.leases.lock();
-        let Some(shape) = g.shapes.get_mut(key) else {
+        let inner = &mut *g;
+        let Some(shape) = inner.shapes.get_mut(key) else {
             return;
         };
         let Some(i) = shape.held.iter().position(|h| h.lease == lease) else {
@@ -76,7 +83,8 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
             .collect();
         let _ = core.send(&LocalRequest::LeaseLost { lease, tasks });
         shape.pump();
-        shape.spill_if_unasked(&mut spill);
+        let pending = &core.leases.pending;
+        shape.after_return(core, key, &mut inner.asked, pending, &mut spill);
         send_all(core, spill);
     }
 }

@@ -14,6 +14,8 @@ fn held(busy_for: Option<Duration>, revoked: bool) -> (Held, UnixStream) {
         busy,
         busy_since: now - busy_for.unwrap_or_default(),
         revoked,
+        yield_at: None,
+        granted: now,
         idle_since: busy_for.is_none().then_some(now),
     };
     (h, other)
@@ -47,8 +49,23 @@ fn lo_2_tasks_wait_behind_a_lease_that_moves() {
 }
 
 #[test]
+fn lo_2_tasks_behind_a_revoked_lease_wait_for_its_task_then_ask_again() {
+    // Its task moves: another lease is asked for once it ends.
+    let (h, _peer) = held(Some(Duration::from_millis(1)), true);
+    let mut s = shape(vec![h], 3);
+    let mut spill = Spill::new();
+    s.spill_if_unasked(&mut spill);
+    assert!(spill.is_empty() && s.queue.len() == 3);
+    // Idle and revoked: nothing serves them (nor is asked for).
+    let (h, _peer) = held(None, true);
+    let mut s = shape(vec![h], 3);
+    s.spill_if_unasked(&mut spill);
+    assert_eq!(spill.len(), 3);
+}
+
+#[test]
 fn lo_2_tasks_behind_a_stalled_or_revoked_lease_go_to_the_raylet() {
-    for (busy, revoked) in [(STALLED * 2, false), (Duration::from_millis(1), true)] {
+    for (busy, revoked) in [(STALLED * 2, false), (STALLED * 2, true)] {
         let (h, _peer) = held(Some(busy), revoked);
         let mut s = shape(vec![h], 3);
         let mut spill = Spill::new();
@@ -72,12 +89,46 @@ fn lo_2_tasks_behind_a_stalled_or_revoked_lease_go_to_the_raylet() {
 fn lo_2_tasks_wait_for_a_lease_asked_for_even_with_none_held() {
     let mut s = shape(Vec::new(), 2);
     s.asking = true;
+    s.asked_at = Some(Instant::now());
     let mut spill = Spill::new();
     s.spill_if_unasked(&mut spill);
     assert!(spill.is_empty());
     s.asking = false;
     s.spill_if_unasked(&mut spill);
     assert_eq!(spill.len(), 2);
+}
+
+#[test]
+fn lo_2_tasks_wait_for_an_unanswered_lease_only_so_long() {
+    let mut s = shape(Vec::new(), 2);
+    s.asking = true;
+    s.asked_at = Some(Instant::now() - ASK_WAIT - Duration::from_millis(1));
+    let mut spill = Spill::new();
+    s.spill_if_unasked(&mut spill);
+    assert_eq!(
+        spill.len(),
+        2,
+        "the raylet has them once the ask waited too long"
+    );
+}
+
+#[test]
+fn lo_3_a_revoked_lease_is_kept_for_its_tenure_while_tasks_wait() {
+    let (mut h, _peer) = held(Some(Duration::from_millis(1)), false);
+    let now = h.granted;
+    h.yield_at = Some(now + TENURE);
+    h.settle(now + TENURE / 2, true);
+    assert!(!h.revoked, "inside its tenure, with tasks waiting");
+    h.settle(now + TENURE / 2, false);
+    assert!(h.revoked, "nothing waits: given back after its task");
+    let (mut h, _peer) = held(None, false);
+    h.yield_at = Some(h.granted + TENURE);
+    h.settle(h.granted + TENURE, true);
+    assert!(h.revoked && h.yield_at.is_none(), "its tenure is over");
+    // Not revoked by the raylet: never yields by itself.
+    let (mut h, _peer) = held(None, false);
+    h.settle(h.granted + TENURE * 10, false);
+    assert!(!h.revoked);
 }
 
 #[test]

@@ -212,4 +212,9 @@ pub mod __private {
     pub fn leased_workers() -> usize {
         super::core::current().map_or(0, |c| c.leases.held())
     }
+
+    /// How many of this process's tasks ran on leased workers (tests).
+    pub fn tasks_on_leases() -> u64 {
+        super::core::current().map_or(0, |c| c.leases.ran())
+    }
 }

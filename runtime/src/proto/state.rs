@@ -321,6 +321,12 @@ pub struct NodeMetrics {
     pub task_seconds: crate::metrics::Histogram,
     /// Worker processes.
     pub workers: u64,
+    /// Workers leased to owners now (their tasks bypass the raylet).
+    pub leases_held: u64,
+    /// Lease requests waiting their turn in the queue now.
+    pub leases_waiting: u64,
+    /// Leases granted here, ever.
+    pub leases_granted: u64,
     /// Users' metrics from this node's processes.
     pub user: Vec<crate::metrics::MetricValue>,
 }

@@ -191,6 +191,15 @@ impl TaskService {
                 self.refuse_specs(owner, vec![spec], &why);
                 None
             }
+            (_, LocalRequest::Submit(spec)) if spec.function == super::dispatch::LEASE_METHOD => {
+                // A queued lease request is known by this name (L-7).
+                let why = format!(
+                    "{} is reserved: a worker is leased with a lease request",
+                    super::dispatch::LEASE_METHOD
+                );
+                self.refuse_specs(owner, vec![spec], &why);
+                None
+            }
             (_, LocalRequest::Submit(mut spec)) => {
                 if let Owner::Local(conn) = owner {
                     spec.reply_to = Some(crate::proto::task::ReplyTo {

@@ -163,6 +163,9 @@ impl TaskService {
             tasks_failed: history.failed_total,
             task_seconds: history.seconds.clone(),
             workers: disp.workers as u64,
+            leases_held: disp.leases_held as u64,
+            leases_waiting: disp.leases_waiting as u64,
+            leases_granted: disp.leases_granted,
             user: self
                 .user_metrics
                 .lock()

@@ -9,7 +9,7 @@
 //! - **DA-3** every call gets one reply: its result, or `ActorDied` with the
 //!   cause (after `max_task_retries` re-sends across restarts).
 
-use super::{Action, Dispatcher, Owner, Queued, Running, Worker, WorkerId, WorkerState};
+use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};
 use crate::proto::head::ActorState;
 use crate::proto::task::{ActorCreate, Failure, Outcome, TaskKind, TaskSpec};
@@ -163,23 +163,7 @@ impl Dispatcher {
         actor: ActorId,
         out: &mut Vec<Action>,
     ) -> WorkerId {
-        let id = self.next_worker;
-        self.next_worker += 1;
-        self.workers.insert(
-            id,
-            Worker {
-                job,
-                gpus: gpus.to_vec(),
-                state: WorkerState::Starting,
-                actor: Some(actor),
-                fresh: None,
-            },
-        );
-        out.push(Action::Start {
-            worker: id,
-            job,
-            gpus: gpus.to_vec(),
-        });
+        let id = self.start_worker(job, gpus.to_vec(), Some(actor), out);
         // The creation task is "running" on it until the constructor returns.
         let a = &self.actors.get(&actor);
         if let Some(a) = a {

@@ -220,6 +220,12 @@ pub struct DispatchStats {
     pub workers: usize,
     /// Idle workers.
     pub idle: usize,
+    /// Workers leased now.
+    pub leases_held: usize,
+    /// Lease requests waiting in the queue (counted in `queued` too).
+    pub leases_waiting: usize,
+    /// Leases granted, ever.
+    pub leases_granted: u64,
 }
 
 impl Dispatcher {
@@ -309,6 +315,9 @@ impl Dispatcher {
                 .values()
                 .filter(|w| w.state == WorkerState::Idle)
                 .count(),
+            leases_held: self.leases.live.len(),
+            leases_waiting: self.queue.iter().filter(|q| lease::is_lease(q)).count(),
+            leases_granted: self.leases.granted,
         }
     }
 
@@ -389,6 +398,8 @@ mod tests_draining;
 mod tests_gpu;
 #[cfg(test)]
 mod tests_lease;
+#[cfg(test)]
+mod tests_lease_queue;
 #[cfg(test)]
 mod tests_pause;
 #[cfg(test)]

@@ -176,6 +176,12 @@ impl Dispatcher {
     pub(super) fn pump_with(&mut self, respill: bool, out: &mut Vec<Action>) {
         for i in 0..self.queue.class_count() {
             while let Some(q) = self.queue.front(i) {
+                if super::lease::is_lease(q) {
+                    if self.lease_at_front(i, out) {
+                        continue;
+                    }
+                    break;
+                }
                 if self.fits(&q.spec.strategy, &q.request) && self.open_to(q) {
                     let q = self.queue.pop_front(i).expect("front exists");
                     self.dispatch(q, out);

@@ -37,26 +37,7 @@ impl Dispatcher {
                 });
                 id
             }
-            None => {
-                let id = self.next_worker;
-                self.next_worker += 1;
-                self.workers.insert(
-                    id,
-                    Worker {
-                        job,
-                        gpus: indices.clone(),
-                        state: WorkerState::Starting,
-                        actor: None,
-                        fresh: None,
-                    },
-                );
-                out.push(Action::Start {
-                    worker: id,
-                    job,
-                    gpus: indices,
-                });
-                id
-            }
+            None => self.start_worker(job, indices, None, out),
         };
         if let Some(w) = self.workers.get_mut(&worker) {
             if w.state == WorkerState::Idle {
@@ -75,6 +56,35 @@ impl Dispatcher {
         );
     }
 
+    /// Starts a worker of `job` seeing `gpus`, for a task, a lease or
+    /// (dedicated to it) an actor.
+    pub(super) fn start_worker(
+        &mut self,
+        job: crate::ids::JobId,
+        gpus: Vec<u32>,
+        actor: Option<crate::ids::ActorId>,
+        out: &mut Vec<Action>,
+    ) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                job,
+                gpus: gpus.clone(),
+                state: WorkerState::Starting,
+                actor,
+                fresh: None,
+            },
+        );
+        out.push(Action::Start {
+            worker: id,
+            job,
+            gpus,
+        });
+        id
+    }
+
     pub(super) fn task_of(&self, worker: WorkerId) -> Option<crate::ids::TaskId> {
         self.running
             .iter()
@@ -91,6 +101,11 @@ impl Dispatcher {
             return out;
         };
         match task.and_then(|t| self.running.get(&t)) {
+            Some(r) if self.leases.holds(&r.task.spec.task_id) => {
+                let lease = r.task.spec.task_id;
+                w.state = WorkerState::Busy(lease);
+                self.lease_ready(lease, worker, &mut out);
+            }
             Some(r) => {
                 w.state = WorkerState::Busy(r.task.spec.task_id);
                 out.push(Action::Execute {

@@ -43,16 +43,9 @@ fn signal9() -> Failure {
 }
 
 #[test]
-fn l1_declined_without_an_idle_worker_of_the_job_or_room() {
+fn l1_declined_without_room_or_where_no_lease_may_be_had() {
     let job = JobId::random();
-    let mut d = Dispatcher::new(NodeId::random(), node(1));
-    assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "no worker yet");
     let (mut d, _) = idle_worker(job);
-    assert_eq!(
-        ask(&mut d, JobId::random(), Owner::Local(1)).1,
-        None,
-        "another job's worker"
-    );
     let mut gpu = task(job, 0, 0);
     gpu.resources = crate::proto::common::Resources::from(
         &ResourceSet::new().with(prism_scheduler::GPU, Quantity::whole(1)),
@@ -63,6 +56,52 @@ fn l1_declined_without_an_idle_worker_of_the_job_or_room() {
     );
     d.set_draining(Some("test".into()));
     assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "a draining node");
+}
+
+#[test]
+fn l8_a_lease_with_no_idle_worker_of_its_job_starts_one_and_is_answered_when_ready() {
+    let job = JobId::random();
+    // Another job's idle worker is not lent: one starts for this job.
+    let (mut d, theirs) = idle_worker(JobId::random());
+    let mut shape = task(job, 1, 0);
+    shape.function = LEASE_METHOD.into();
+    let lease = shape.task_id;
+    let a = d.lease(shape, Owner::Local(1));
+    let w = started(&a)[0];
+    assert_ne!(w, theirs);
+    assert!(replies(&a).is_empty(), "answered once ready: {a:?}");
+    // Work waiting meanwhile does not revoke it before its answer...
+    let t = task(job, 1, 0);
+    assert!(!d
+        .submit(t, Owner::Local(2))
+        .iter()
+        .any(|x| matches!(x, Action::RevokeLease { .. })));
+    // ...but right after it.
+    let a = d.worker_ready(w);
+    let granted = a.iter().position(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(_), .. } if *task_id == lease));
+    let revoked = a
+        .iter()
+        .position(|x| matches!(x, Action::RevokeLease { lease: l, .. } if *l == lease));
+    assert!(
+        matches!((granted, revoked), (Some(g), Some(r)) if g < r),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Execute { .. })),
+        "{a:?}"
+    );
+    // A worker started for a lease that dies first declines it.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let mut shape = task(job, 1, 0);
+    shape.function = LEASE_METHOD.into();
+    let lease = shape.task_id;
+    let w = started(&d.lease(shape, Owner::Local(1)))[0];
+    let a = d.worker_died(w, signal9());
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(b), .. } if *task_id == lease && rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none())),
+        "{a:?}"
+    );
+    assert_eq!(d.stats().running, 0, "its CPU is free");
 }
 
 #[test]
@@ -88,7 +127,10 @@ fn l1_l2_l3_a_lease_holds_its_cpu_until_returned_and_is_revoked_for_others() {
             .any(|x| matches!(x, Action::RevokeLease { .. })),
         "revoked once"
     );
-    assert_eq!(ask(&mut d, job, Owner::Local(3)).1, None, "work is queued");
+    // Work is queued: another owner's request waits its turn (L-7).
+    let mut shape = task(job, 1, 0);
+    shape.function = LEASE_METHOD.into();
+    assert!(replies(&d.lease(shape, Owner::Local(3))).is_empty());
     let a = d.return_lease(lease);
     assert!(
         a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == w && task.task_id == t.task_id)),

@@ -15,7 +15,9 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-const BURST: u64 = 2_000;
+/// Long enough on one CPU (a quarter of a second or more) that the two
+/// bursts overlap.
+const BURST: u64 = 5_000;
 
 fn turns_role() {
     let marks = std::env::var("PRISM_TEST_MARKS").unwrap();

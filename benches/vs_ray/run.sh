@@ -20,7 +20,10 @@ fi
 export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 
 echo "== ray microbenchmark (ray $ray_version)"
-(cd /tmp && TESTS_TO_RUN="${TESTS_TO_RUN:-}" "$here/.venv/bin/ray" microbenchmark 2>&1) | tee "$out/ray.txt"
+# Its last rows (Ray Client) sometimes fail to start a server on a busy
+# 2-core machine: the rows printed before are kept, and Prism still runs.
+(cd /tmp && TESTS_TO_RUN="${TESTS_TO_RUN:-}" "$here/.venv/bin/ray" microbenchmark 2>&1 \
+    || echo "(ray microbenchmark exited with an error; the rows above are kept)") | tee "$out/ray.txt"
 "$here/.venv/bin/ray" stop --force >/dev/null 2>&1 || true
 
 echo "== prism microbenchmark"

@@ -1,4 +1,4 @@
-//! The owner's side of task leases (the raylet's side is L-1..L-7 in
+//! The owner's side of task leases (the raylet's side is L-1..L-8 in
 //! `raylet/dispatch/lease.rs`): tasks of one shape (CPU-only, default
 //! placement) are pushed straight to workers this process leases from its
 //! raylet, one at a time each, and their outcomes read back on the same

@@ -321,7 +321,8 @@ pub struct NodeMetrics {
     pub task_seconds: crate::metrics::Histogram,
     /// Worker processes.
     pub workers: u64,
-    /// Workers leased to owners now (their tasks bypass the raylet).
+    /// Leases granted and not ended now (their tasks bypass the raylet),
+    /// counting those whose worker is still starting.
     pub leases_held: u64,
     /// Lease requests waiting their turn in the queue now.
     pub leases_waiting: u64,

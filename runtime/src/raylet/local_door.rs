@@ -389,7 +389,7 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::ReturnLease { lease }) => {
-                self.act(|d| d.return_lease(lease));
+                self.act(|d| d.return_lease(lease, owner));
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::LeaseLost { lease, tasks }) => {

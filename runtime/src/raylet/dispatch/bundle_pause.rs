@@ -82,6 +82,8 @@ impl Dispatcher {
         if p.active.is_none() && !cooling {
             p.active = Some((pg, now + LEASE_PAUSE));
             p.held_back = wanted;
+            // Lease requests waiting in the queue are declined now.
+            self.pump(&mut out);
         }
         out
     }

@@ -83,6 +83,15 @@ impl Dispatcher {
             r.cancelled = true;
         }
         if let Some(job) = job {
+            // Lease requests of the job's processes that live on (detached
+            // actors) are declined, not dropped unanswered (L-7).
+            let asked: Vec<Action> = self
+                .queue
+                .iter()
+                .filter(|q| super::lease::is_lease(q) && q.spec.job_id == job)
+                .map(|q| super::lease::decline(q.owner, q.spec.task_id))
+                .collect();
+            out.extend(asked);
             // Nothing of the job may be retried or restarted once it ends.
             for r in self
                 .running

@@ -4,8 +4,9 @@
 //! worker's socket, one at a time, until it returns the lease. The raylet
 //! stays the authority on resources and worker lifetime. Invariants:
 //!
-//! - **L-1** a lease is granted only when no work is queued ahead of it
-//!   (nobody is overtaken), the node is not draining, no placement group's
+//! - **L-1** a lease is granted only when no work of its class (shape and
+//!   placement) is queued ahead of it (nobody of its shape is overtaken;
+//!   across classes the queue is not strict, as for tasks), the node is not draining, no placement group's
 //!   bundle waits for what leases held (L-3), and the shape is CPU-only
 //!   with the default placement and fits now (on an idle worker of the job,
 //!   or one started for it, L-8); otherwise it is declined, or queued (L-7);
@@ -36,15 +37,16 @@
 //!   when it cannot be granted here any more or a peer has room now (its
 //!   owner's tasks then go through the raylet, which spills them there).
 //!   An owner holding a lease already is declined instead of queued;
-//! - **L-8** a lease that fits with no idle worker of its job starts one
-//!   for it, and is answered once that worker is ready (declined if it
-//!   dies first); until then it is not revoked, and when work waits then,
-//!   it is revoked right after its answer.
+//! - **L-8** a lease that fits and holds CPU, with no idle worker of its
+//!   job, starts one for it, and is answered once that worker is ready
+//!   (declined if it dies first); until then it is not revoked, nor
+//!   returned, and when work waits then, or a bundle's pause began, it is
+//!   revoked right after its answer.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId, WorkerState};
 use crate::ids::TaskId;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec, WireStrategy};
-use prism_scheduler::{ResourceSet, GPU};
+use prism_scheduler::{ResourceSet, CPU, GPU};
 use std::collections::HashMap;
 
 /// The function name of a lease request's spec.
@@ -80,6 +82,9 @@ pub(super) struct Live {
     answered: bool,
     /// Tasks lost on it whose answer waits for its worker's death.
     orphans: Vec<Queued>,
+    /// Its connection broke (L-4): it ends with its worker's death, and no
+    /// longer counts as its owner's (L-7).
+    lost: bool,
 }
 
 impl Leases {
@@ -93,6 +98,11 @@ impl Leases {
 /// submissions of that name are refused at the raylet's door.
 pub(super) fn is_lease(q: &Queued) -> bool {
     q.spec.function == LEASE_METHOD && matches!(q.spec.kind, TaskKind::Task)
+}
+
+/// A lease request's refusal.
+pub(super) fn decline(owner: Owner, lease: TaskId) -> Action {
+    answer(owner, lease, None)
 }
 
 /// A lease's answer: the leased worker, or `None` (declined).
@@ -118,10 +128,12 @@ impl Dispatcher {
             spec,
             owner,
         };
-        let holds_one = self.leases.live.keys().any(|id| {
-            self.running
-                .get(id)
-                .is_some_and(|r| r.task.owner == owner && r.task.spec.job_id == q.spec.job_id)
+        let holds_one = self.leases.live.iter().any(|(id, live)| {
+            !live.lost
+                && self
+                    .running
+                    .get(id)
+                    .is_some_and(|r| r.task.owner == owner && r.task.spec.job_id == q.spec.job_id)
         });
         let known = self.leases.holds(&lease) || self.running.contains_key(&lease);
         if known || !self.leasable(&q) || !self.local.feasible(&q.request) {
@@ -179,8 +191,13 @@ impl Dispatcher {
             out.push(answer(owner, lease, None));
             return;
         };
-        // L-8: with no idle worker of the job, one starts for the lease,
-        // answered once it is ready.
+        // L-8: with no idle worker of the job, one starts for a lease that
+        // holds CPU (so no more start than there are CPUs), answered once
+        // it is ready.
+        if idle.is_none() && q.request.get(CPU).is_zero() {
+            out.push(answer(owner, lease, None));
+            return;
+        }
         let answered = idle.is_some();
         let worker = match idle {
             Some(w) => w,
@@ -215,14 +232,19 @@ impl Dispatcher {
     /// L-8: worker `worker`, started for lease `lease`, is ready: its owner
     /// is told, and the lease is revoked at once if work waits.
     pub(super) fn lease_ready(&mut self, lease: TaskId, worker: WorkerId, out: &mut Vec<Action>) {
-        let Some(live) = self.leases.live.get_mut(&lease) else {
+        let Some(live) = self.leases.live.get_mut(&lease).filter(|l| !l.answered) else {
             return;
         };
         live.answered = true;
         if let Some(r) = self.running.get(&lease) {
             out.push(answer(r.task.owner, lease, Some(worker)));
         }
-        self.revoke_leases(out);
+        // A bundle's pause began meanwhile: no lease is held through it.
+        if self.leases.pause.active() {
+            self.revoke_all_leases(out);
+        } else {
+            self.revoke_leases(out);
+        }
     }
 
     /// L-7: a lease request at the front of its class's queue (`i`) is
@@ -257,9 +279,15 @@ impl Dispatcher {
     }
 
     /// The owner is done with a lease: its worker is idle again (L-2).
-    pub fn return_lease(&mut self, lease: TaskId) -> Vec<Action> {
+    /// Only its own owner returns it, and only once told of it (L-8).
+    pub fn return_lease(&mut self, lease: TaskId, owner: Owner) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.leases.live.remove(&lease).is_none() {
+        let own = self
+            .running
+            .get(&lease)
+            .is_some_and(|r| r.task.owner == owner);
+        let answered = self.leases.live.get(&lease).is_some_and(|l| l.answered);
+        if !own || !answered || self.leases.live.remove(&lease).is_none() {
             return out;
         }
         let Some(r) = self.running.remove(&lease) else {
@@ -296,6 +324,7 @@ impl Dispatcher {
             // Its death answers them; a worker that still lives is useless
             // to the lease without its connection.
             live.orphans.extend(lost);
+            live.lost = true;
             if let Some(r) = self.running.get(&lease) {
                 out.push(Action::Kill { worker: r.worker });
             }

@@ -1,4 +1,4 @@
-//! Worker leases (L-1..L-5 in `lease.rs`).
+//! Worker leases (L-1..L-6 and L-8 in `lease.rs`; L-7 in `tests_lease_queue.rs`).
 
 use super::bundle_pause::LEASE_PAUSE;
 use super::lease::FLUSH_HOLD;
@@ -131,12 +131,15 @@ fn l1_l2_l3_a_lease_holds_its_cpu_until_returned_and_is_revoked_for_others() {
     let mut shape = task(job, 1, 0);
     shape.function = LEASE_METHOD.into();
     assert!(replies(&d.lease(shape, Owner::Local(3))).is_empty());
-    let a = d.return_lease(lease);
+    let a = d.return_lease(lease, Owner::Local(1));
     assert!(
         a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == w && task.task_id == t.task_id)),
         "the returned worker and its CPU run the waiting task: {a:?}"
     );
-    assert!(d.return_lease(lease).is_empty(), "returned once");
+    assert!(
+        d.return_lease(lease, Owner::Local(1)).is_empty(),
+        "returned once"
+    );
 }
 
 #[test]
@@ -261,7 +264,7 @@ fn l3_a_bundle_that_does_not_fit_revokes_the_leases() {
         ResourceSet::new(),
         "a revoked lease is not offered"
     );
-    d.return_lease(lease);
+    d.return_lease(lease, Owner::Local(1));
     // The owner asks again at once: declined while the bundle waits.
     assert_eq!(
         ask(&mut d, job, Owner::Local(1)).1,
@@ -291,7 +294,7 @@ fn l3_the_pause_for_a_bundle_ends_after_its_time() {
             .len(),
         1
     );
-    d.return_lease(lease);
+    d.return_lease(lease, Owner::Local(1));
     for ms in [0, 500, 1000, 1500, 1999] {
         d.tick(t0 + Duration::from_millis(ms));
         assert_eq!(ask(&mut d, job, Owner::Local(1)).1, None, "at {ms} ms");
@@ -329,7 +332,7 @@ fn te_3_a_worker_whose_lease_ended_is_trimmed_only_after_a_while() {
     let t0 = Instant::now();
     d.tick(t0);
     assert_eq!(
-        kills(&d.return_lease(lease), None),
+        kills(&d.return_lease(lease, Owner::Local(1)), None),
         0,
         "kept while it reports"
     );

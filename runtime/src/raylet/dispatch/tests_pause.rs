@@ -21,7 +21,7 @@ fn idle(job: JobId, x: bool) -> (Dispatcher, WorkerId) {
 fn leasable(d: &mut Dispatcher, job: JobId) -> bool {
     let (lease, granted) = ask(d, job, Owner::Local(1));
     if granted.is_some() {
-        d.return_lease(lease);
+        d.return_lease(lease, Owner::Local(1));
     }
     granted.is_some()
 }

@@ -205,12 +205,22 @@ fn result_outcome(core: &Arc<Core>, task: &TaskSpec, result: Result<Encoded, Str
 /// The worker loop: runs what the raylet sends until it goes away.
 pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>) -> ! {
     install_panic_hook();
+    // The name the raylet labels this worker's output with.
+    let mut labelled = String::new();
     while let Ok((task, _gpus)) = tasks.recv() {
         if let crate::proto::task::TaskKind::CreateActor(_) = &task.kind {
             // This worker now hosts the actor until it dies.
             super::actor_worker::become_actor(core, task, tasks);
         }
-        core.direct.serve.started(task.task_id);
+        let leased = core.direct.serve.started(task.task_id);
+        if labelled != task.name {
+            labelled.clone_from(&task.name);
+            // The raylet knows the names of the tasks it sends.
+            if leased {
+                let name = task.name.clone();
+                let _ = core.send(&LocalRequest::Running { name });
+            }
+        }
         super::result_refs::clear();
         let outcome = execute(&core, &task);
         core.register_borrows(&task);

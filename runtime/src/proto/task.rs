@@ -411,6 +411,13 @@ pub enum LocalRequest {
     /// Work that reached this worker directly started or ended (sent in
     /// batches, a few times a second). Unanswered.
     TaskEvents(super::direct::TaskEvents),
+    /// This worker starts a task of this name that its owner pushed on a
+    /// lease (sent when the name changes): its output is labelled with it,
+    /// as it is for the tasks the raylet sends. Unanswered.
+    Running {
+        /// The task's name.
+        name: String,
+    },
 }
 
 /// [`LocalRequest::DirectLost`]'s calls, as one value.

@@ -82,10 +82,21 @@ impl Dispatcher {
         if p.active.is_none() && !cooling {
             p.active = Some((pg, now + LEASE_PAUSE));
             p.held_back = wanted;
-            // Lease requests waiting in the queue are declined now.
+            // Lease requests at the front of their class are declined
+            // now, the others when they reach it.
             self.pump(&mut out);
         }
         out
+    }
+
+    /// Whether the pause on now wants some of what `held` holds (a lease
+    /// holding it is revoked, L-3).
+    pub(super) fn pause_wants(&self, held: &ResourceSet) -> bool {
+        let p = &self.leases.pause;
+        p.active()
+            && p.held_back
+                .iter()
+                .any(|(name, _)| !held.get(name).is_zero())
     }
 
     /// Of what is free here, what the pause keeps; `None` without a pause.

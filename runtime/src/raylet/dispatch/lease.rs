@@ -182,7 +182,12 @@ impl Dispatcher {
             })
             .map(|(id, _)| *id)
             .min();
-        let open = self.leasable(&q) && self.fits(&q.spec.strategy, &q.request);
+        // L-8: with no idle worker of the job, one starts for a lease that
+        // holds CPU (so no more start than there are CPUs), answered once
+        // it is ready.
+        let open = self.leasable(&q)
+            && self.fits(&q.spec.strategy, &q.request)
+            && (idle.is_some() || !q.request.get(CPU).is_zero());
         if !open {
             out.push(answer(owner, lease, None));
             return;
@@ -191,13 +196,6 @@ impl Dispatcher {
             out.push(answer(owner, lease, None));
             return;
         };
-        // L-8: with no idle worker of the job, one starts for a lease that
-        // holds CPU (so no more start than there are CPUs), answered once
-        // it is ready.
-        if idle.is_none() && q.request.get(CPU).is_zero() {
-            out.push(answer(owner, lease, None));
-            return;
-        }
         let answered = idle.is_some();
         let worker = match idle {
             Some(w) => w,
@@ -239,12 +237,16 @@ impl Dispatcher {
         if let Some(r) = self.running.get(&lease) {
             out.push(answer(r.task.owner, lease, Some(worker)));
         }
-        // A bundle's pause began meanwhile: no lease is held through it.
-        if self.leases.pause.active() {
-            self.revoke_all_leases(out);
-        } else {
-            self.revoke_leases(out);
+        // A bundle's pause began meanwhile for what it holds: it is not
+        // held through it.
+        let paused = self
+            .running
+            .get(&lease)
+            .is_some_and(|r| self.pause_wants(&r.held));
+        if paused {
+            self.revoke_one(lease, out);
         }
+        self.revoke_leases(out);
     }
 
     /// L-7: a lease request at the front of its class's queue (`i`) is
@@ -416,19 +418,25 @@ impl Dispatcher {
         if self.leases.live.is_empty() {
             return;
         }
-        for (lease, live) in self.leases.live.iter_mut() {
-            let Some(r) = self.running.get(lease) else {
-                continue;
-            };
-            let owner = r.task.owner;
-            // One not yet answered is revoked once it is (L-8).
-            if !live.revoked && live.answered {
-                live.revoked = true;
-                out.push(Action::RevokeLease {
-                    owner,
-                    lease: *lease,
-                });
-            }
+        let leases: Vec<TaskId> = self.leases.live.keys().copied().collect();
+        for lease in leases {
+            self.revoke_one(lease, out);
+        }
+    }
+
+    /// Revokes `lease` once (one not yet answered is revoked once it is,
+    /// L-8).
+    fn revoke_one(&mut self, lease: TaskId, out: &mut Vec<Action>) {
+        let (Some(live), Some(r)) = (self.leases.live.get_mut(&lease), self.running.get(&lease))
+        else {
+            return;
+        };
+        if !live.revoked && live.answered {
+            live.revoked = true;
+            out.push(Action::RevokeLease {
+                owner: r.task.owner,
+                lease,
+            });
         }
     }
 

@@ -169,6 +169,17 @@ fn l8_a_lease_holding_no_cpu_starts_no_worker() {
     let a = d.lease(shape, Owner::Local(1));
     assert_eq!(answer_to(&a, id), Some(None), "{a:?}");
     assert!(super::tests::started(&a).is_empty());
+    // A custom resource it asked for is not kept by the refusal.
+    let slot = ResourceSet::new().with("slot", Quantity::whole(1));
+    let mut d = Dispatcher::new(NodeId::random(), NodeResources::new(slot.clone()));
+    for _ in 0..3 {
+        let mut shape = task(job, 0, 0);
+        shape.resources = crate::proto::common::Resources::from(&slot);
+        shape.function = LEASE_METHOD.into();
+        let id = shape.task_id;
+        assert_eq!(answer_to(&d.lease(shape, Owner::Local(1)), id), Some(None));
+        assert_eq!(d.available().get("slot"), Quantity::whole(1));
+    }
 }
 
 #[test]

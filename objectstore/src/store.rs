@@ -108,6 +108,8 @@ pub(crate) struct Entry {
     loc: Location,
     /// `Some(writer)` until sealed.
     writer: Option<ClientId>,
+    /// The client that created this copy.
+    creator: ClientId,
     refs: HashMap<ClientId, u32>,
     pub(crate) pinned: bool,
     /// A secondary copy kept after its last reader, until evicted (OS-4).
@@ -137,6 +139,8 @@ pub struct ObjectInfo {
     pub pinned: bool,
     /// References held, over all clients.
     pub refs: u32,
+    /// The client that created this copy (wrote it, or pulled it).
+    pub creator: ClientId,
 }
 
 /// Counters for status pages and tests.
@@ -298,6 +302,7 @@ impl<A: SegmentAllocator> Store<A> {
                 size,
                 loc: Location::Memory(block),
                 writer: Some(client),
+                creator: client,
                 refs: HashMap::new(),
                 pinned,
                 cached,
@@ -469,6 +474,7 @@ impl<A: SegmentAllocator> Store<A> {
             spilled: matches!(e.loc, Location::Spilled(_)),
             pinned: e.pinned,
             refs: e.refs.values().sum(),
+            creator: e.creator,
         })
     }
 

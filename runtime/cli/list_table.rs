@@ -125,17 +125,18 @@ pub fn print(table: Table, rows: &[Value]) {
         }
         Table::Objects => {
             println!(
-                "{:<12} {:<10} {:>12} {:<7} {:>5}  NODE",
-                "OBJECT", "STATE", "BYTES", "PINNED", "REFS"
+                "{:<12} {:<10} {:>12} {:<7} {:>5}  {:<12} NODE",
+                "OBJECT", "STATE", "BYTES", "PINNED", "REFS", "JOB"
             );
             for o in rows {
                 println!(
-                    "{:<12} {:<10} {:>12} {:<7} {:>5}  {}",
+                    "{:<12} {:<10} {:>12} {:<7} {:>5}  {:<12} {}",
                     short(&o["object_id"]),
                     text(&o["state"]),
                     text(&o["size"]),
                     text(&o["pinned"]),
                     text(&o["refs"]),
+                    short(&o["job_id"]),
                     short(&o["node_id"])
                 );
             }

@@ -138,6 +138,8 @@ pub fn child_main() {
     assert_eq!(one::remote().unwrap().get().unwrap(), 1);
     let holder = Holder::options().num_cpus(0.0).spawn().unwrap();
     assert_eq!(holder.ping().unwrap().get().unwrap(), 1);
+    // An object in the store (over the inline size), listed as this job's.
+    let _object = prism::put(&vec![7u8; 256 << 10]).unwrap();
     let ns = std::env::var("PRISM_NAMESPACE").unwrap_or_default();
     let point = prism::proto::runs::RunPoint {
         step: 1,

@@ -323,7 +323,7 @@ async fn serve_stream(
             }
         }
         HeadRequest::ListTasks => scoped(ctx, caller, StateQuery::Tasks).await,
-        HeadRequest::ListObjects => list_state(ctx, StateQuery::Objects).await,
+        HeadRequest::ListObjects => scoped(ctx, caller, StateQuery::Objects).await,
         HeadRequest::ListWorkers => scoped(ctx, caller, StateQuery::Workers).await,
         HeadRequest::QueryTasks(filter) => scoped(ctx, caller, StateQuery::TaskPage(filter)).await,
         HeadRequest::Metrics => match list_state(ctx, StateQuery::Metrics).await {

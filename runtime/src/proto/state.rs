@@ -255,6 +255,10 @@ pub struct ObjectInfo {
     pub spilled: bool,
     /// References held by local processes.
     pub refs: u32,
+    /// The job of the process that created this copy; `None` for copies
+    /// the raylet made itself (pulled from a peer, a job's binary) or whose
+    /// creator is gone.
+    pub job_id: Option<JobId>,
 }
 
 /// A line (or a fold of repeated lines) a worker wrote, on its way to the

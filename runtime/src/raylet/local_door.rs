@@ -63,6 +63,11 @@ impl TaskService {
     async fn serve_conn(self: Arc<Self>, stream: UnixStream) {
         let conn = self.next_id();
         let owner = Owner::Local(conn);
+        let peer = stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok());
         let (r, w) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         self.conns.insert(conn, tx);
@@ -95,7 +100,13 @@ impl TaskService {
             };
             if let Some(next) = self.handle(owner, role, msg) {
                 role = next;
+                if let (Role::Driver(job), Some(pid)) = (role, peer) {
+                    self.driver_pids.insert(pid, job);
+                }
             }
+        }
+        if let (Role::Driver(job), Some(pid)) = (role, peer) {
+            self.driver_pids.remove_if(&pid, |_, j| *j == job);
         }
         self.conns.remove(&conn);
         self.release_borrows_of(conn);

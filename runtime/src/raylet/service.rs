@@ -55,6 +55,8 @@ pub struct TaskService {
     pub(super) jobs: DashMap<JobId, JobSpec>,
     /// Jobs whose driver is connected here, with its connection.
     pub(super) local_jobs: DashMap<JobId, u64>,
+    /// Local drivers' processes (as the kernel names them) and their jobs.
+    pub(super) driver_pids: DashMap<u32, JobId>,
     ended_jobs: DashMap<JobId, ()>,
     /// Tasks peers spilled here, waiting for their outcome (`Owner::Spilled`).
     pub(super) spilled: DashMap<u64, oneshot::Sender<Outcome>>,
@@ -113,6 +115,7 @@ impl TaskService {
             user_metrics: Mutex::default(),
             jobs: DashMap::new(),
             local_jobs: DashMap::new(),
+            driver_pids: DashMap::new(),
             ended_jobs: DashMap::new(),
             spilled: DashMap::new(),
             peer_sinks: DashMap::new(),

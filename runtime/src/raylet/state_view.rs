@@ -127,6 +127,21 @@ impl TaskService {
 
     fn list_objects(&self) -> Vec<ObjectInfo> {
         let node_id = self.node();
+        // Each local process's job: drivers by their connections, workers
+        // by the raylet's own record.
+        let mut job_of: std::collections::HashMap<u32, crate::ids::JobId> = self
+            .driver_pids
+            .iter()
+            .map(|e| (*e.key(), *e.value()))
+            .collect();
+        {
+            let disp = self.disp();
+            for e in self.pids.iter() {
+                if let Some(job) = disp.job_of(*e.key()) {
+                    job_of.insert(*e.value(), job);
+                }
+            }
+        }
         self.store
             .list()
             .into_iter()
@@ -138,6 +153,11 @@ impl TaskService {
                 pinned: i.pinned,
                 spilled: i.spilled,
                 refs: i.refs,
+                job_id: self
+                    .store
+                    .client_pids
+                    .get(&i.creator)
+                    .and_then(|pid| job_of.get(&*pid).copied()),
             })
             .collect()
     }

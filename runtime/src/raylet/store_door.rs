@@ -107,6 +107,29 @@ fn refuse(mut stream: UnixStream, max: usize) {
     }
 }
 
+/// The pid of the process at the other end of a Unix socket, as the
+/// kernel names it (SO_PEERCRED), not as it says.
+pub(super) fn peer_pid(fd: std::os::fd::RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `fd` is a socket the caller keeps open for the call; `cred`
+    // and `len` are valid for writes of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    u32::try_from(cred.pid).ok().filter(|p| rc == 0 && *p > 0)
+}
+
 fn read_request(stream: &mut UnixStream) -> Result<Option<StoreRequest>, ReadError> {
     codec::read_frame(stream, MAX_LOCAL_FRAME)
 }
@@ -119,6 +142,10 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
         return;
     }
     let mut pid = 0;
+    let kernel_pid = peer_pid(stream.as_raw_fd());
+    if let Some(p) = kernel_pid {
+        server.client_pids.insert(client, p);
+    }
     loop {
         let req = match read_request(&mut stream) {
             Ok(Some(req)) => req,
@@ -143,6 +170,7 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
             break;
         }
     }
+    server.client_pids.remove(&client);
     let cleanup = server.lock().release_client(client);
     server.notify();
     if !cleanup.freed.is_empty() {

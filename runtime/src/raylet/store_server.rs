@@ -31,6 +31,8 @@ pub struct StoreServer {
     /// The raylet's runtime, on which client threads run pulls.
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) stopping: std::sync::atomic::AtomicBool,
+    /// Each local client's process, as the kernel names it (SO_PEERCRED).
+    pub(super) client_pids: dashmap::DashMap<ClientId, u32>,
     /// Local clients connected now, and the most allowed (one thread each).
     pub(super) clients: std::sync::atomic::AtomicUsize,
     pub(super) max_clients: std::sync::atomic::AtomicUsize,
@@ -145,6 +147,7 @@ impl StoreServer {
             stopping: std::sync::atomic::AtomicBool::new(false),
             next_client: AtomicU64::new(1),
             transfer: OnceLock::new(),
+            client_pids: Default::default(),
             clients: Default::default(),
             max_clients: std::sync::atomic::AtomicUsize::new(usize::MAX),
             bytes_sent: AtomicU64::new(0),

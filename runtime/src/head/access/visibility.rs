@@ -4,15 +4,17 @@
 //! raylets send back, and asks it before reading a worker's log.
 //!
 //! - **AC-4** a user or viewer granted some namespaces (not `*`) sees the
-//!   jobs, actors, tasks, workers, placement groups, training runs and
-//!   queued jobs of those namespaces only, and reads the logs of their
-//!   workers only. A row whose job the head does not know (or no longer
-//!   keeps) is not theirs to see. Actors go by their own namespace, the
-//!   rest by their job's.
+//!   jobs, actors, tasks, workers, objects, placement groups, training
+//!   runs and queued jobs of those namespaces only, and reads the logs of
+//!   their workers only. A row whose job the head does not know (or no
+//!   longer keeps) is not theirs to see. Actors go by their own
+//!   namespace, objects by the job of the process that created the copy
+//!   (a copy the raylet made itself, pulled from a peer, has none, and is
+//!   seen by those who see everything only), the rest by their job's.
 //!
-//! Cluster-wide still, for want of a job in their rows: objects (id, node,
-//! size; reading one needs its ref), the node table with its demand, the
-//! metrics (users' metrics included) and the model registry.
+//! Cluster-wide still, for want of a job in their rows: the node table
+//! with its demand, the metrics (users' metrics included) and the model
+//! registry.
 
 use super::{Denied, Principal};
 use crate::ids::JobId;
@@ -107,6 +109,7 @@ impl Visibility {
                 | HeadResponse::Tasks(_)
                 | HeadResponse::TaskPage { .. }
                 | HeadResponse::Workers(_)
+                | HeadResponse::Objects(_)
                 | HeadResponse::PlacementGroups(_)
                 | HeadResponse::Runs(_)
                 | HeadResponse::Queue(_)
@@ -125,6 +128,7 @@ impl Visibility {
             HeadResponse::Tasks(v) => v.retain(|t| self.sees(t.job_id)),
             HeadResponse::TaskPage { rows, .. } => rows.retain(|t| self.sees(t.job_id)),
             HeadResponse::Workers(v) => v.retain(|w| self.sees(w.job_id)),
+            HeadResponse::Objects(v) => v.retain(|o| o.job_id.is_some_and(|j| self.sees(j))),
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
             HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
             HeadResponse::Queue(q) => {
@@ -224,6 +228,24 @@ mod tests {
         assert!(
             matches!(&workers, HeadResponse::Workers(w) if w.len() == 1 && w[0].job_id == VISION)
         );
+        // Objects go by their creator's job; a copy with none is left out.
+        let object = |job: Option<JobId>| crate::proto::state::ObjectInfo {
+            object_id: "o".into(),
+            node_id: crate::ids::NodeId([0; 16]),
+            size: 1,
+            sealed: true,
+            pinned: true,
+            spilled: false,
+            refs: 1,
+            job_id: job,
+        };
+        let mut objects =
+            HeadResponse::Objects(vec![object(Some(ADS)), object(None), object(Some(VISION))]);
+        v.scope(&mut objects);
+        assert!(
+            matches!(&objects, HeadResponse::Objects(o) if o.len() == 1 && o[0].job_id == Some(VISION))
+        );
+        assert!(Visibility::concerns(&HeadResponse::Objects(vec![])));
         assert_eq!(v.jobs(), vec![VISION]);
         assert!(Visibility::concerns(&HeadResponse::Workers(vec![])));
         assert!(!Visibility::concerns(&HeadResponse::Ok));

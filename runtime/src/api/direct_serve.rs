@@ -67,14 +67,11 @@ impl Serve {
         Ok(())
     }
 
-    /// `task_id` starts now (listed running if it came directly); whether
-    /// it came directly.
-    pub(super) fn started(&self, task_id: TaskId) -> bool {
-        let Some(mut r) = self.replies.get_mut(&task_id) else {
-            return false;
-        };
-        r.1.start();
-        true
+    /// `task_id` starts now (listed running if it came directly).
+    pub(super) fn started(&self, task_id: TaskId) {
+        if let Some(mut r) = self.replies.get_mut(&task_id) {
+            r.1.start();
+        }
     }
 
     /// Visits every call taken directly and not yet answered.

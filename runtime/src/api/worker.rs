@@ -202,6 +202,19 @@ fn result_outcome(core: &Arc<Core>, task: &TaskSpec, result: Result<Encoded, Str
     }
 }
 
+/// Tells the raylet, in the pipes it reads, that the output from here on
+/// is task `name`'s (`TASK_LABEL_MARK`): in order with that output, so
+/// even a task pushed on a lease, which the raylet does not see, is
+/// labelled with its name.
+fn label_output(name: &str) {
+    use std::io::Write;
+    let mark = format!("{}{name}\n", crate::proto::task::TASK_LABEL_MARK);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(mark.as_bytes());
+    let _ = out.flush();
+    let _ = std::io::stderr().lock().write_all(mark.as_bytes());
+}
+
 /// The worker loop: runs what the raylet sends until it goes away.
 pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, Vec<u32>)>) -> ! {
     install_panic_hook();
@@ -212,14 +225,10 @@ pub(crate) fn run(core: Arc<Core>, tasks: std::sync::mpsc::Receiver<(TaskSpec, V
             // This worker now hosts the actor until it dies.
             super::actor_worker::become_actor(core, task, tasks);
         }
-        let leased = core.direct.serve.started(task.task_id);
+        core.direct.serve.started(task.task_id);
         if labelled != task.name {
             labelled.clone_from(&task.name);
-            // The raylet knows the names of the tasks it sends.
-            if leased {
-                let name = task.name.clone();
-                let _ = core.send(&LocalRequest::Running { name });
-            }
+            label_output(&task.name);
         }
         super::result_refs::clear();
         let outcome = execute(&core, &task);

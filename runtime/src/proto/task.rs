@@ -411,13 +411,6 @@ pub enum LocalRequest {
     /// Work that reached this worker directly started or ended (sent in
     /// batches, a few times a second). Unanswered.
     TaskEvents(super::direct::TaskEvents),
-    /// This worker starts a task of this name that its owner pushed on a
-    /// lease (sent when the name changes): its output is labelled with it,
-    /// as it is for the tasks the raylet sends. Unanswered.
-    Running {
-        /// The task's name.
-        name: String,
-    },
 }
 
 /// [`LocalRequest::DirectLost`]'s calls, as one value.
@@ -439,6 +432,13 @@ pub enum ClusterQuery {
     /// Every training run (the head's `ListRuns`).
     Runs,
 }
+
+/// A line a task worker writes to its stdout and stderr, followed by a
+/// task's name, before it runs a task of another name than the last: its
+/// raylet, reading those pipes, labels the lines after it with that name
+/// (it knows the tasks it sends, not those pushed on a lease) and drops
+/// the line.
+pub const TASK_LABEL_MARK: &str = "\u{1e}prism-task:";
 
 /// Raylet to driver or worker.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -426,10 +426,6 @@ impl TaskService {
                 }
                 None
             }
-            (Role::Worker(w), LocalRequest::Running { name }) => {
-                self.last_task.insert(w, name);
-                None
-            }
             (Role::Worker(w), LocalRequest::Blocked) => {
                 self.act(|d| d.worker_blocked(w, true));
                 None

@@ -13,6 +13,7 @@ use crate::ids::JobId;
 use crate::proto::raylet::PeerRequest;
 use crate::proto::state::{LogChunk, LogLine, MAX_LOG_CHUNK};
 use crate::proto::task::LocalEvent;
+use crate::proto::task::TASK_LABEL_MARK;
 use crate::transport::rpc::call;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -204,6 +205,7 @@ impl TaskService {
         let mut fold_due: Option<tokio::time::Instant> = None;
         let mut label = String::new();
         let mut last_task: Option<String> = None;
+        let mut marked: Option<String> = None;
         loop {
             // With lines in hand: take only what is already there, then
             // send. With none: wait, for as long as a fold may pause.
@@ -220,13 +222,28 @@ impl TaskService {
             };
             match next.await {
                 Some(Ok(Some(text))) => {
+                    // The worker names the task whose output follows (after
+                    // what its last task left without a newline, if any).
+                    let (text, mark) = match text.find(TASK_LABEL_MARK) {
+                        Some(i) => (
+                            text[..i].to_string(),
+                            Some(text[i + TASK_LABEL_MARK.len()..].to_string()),
+                        ),
+                        None => (text, None),
+                    };
+                    if text.is_empty() && mark.is_some() {
+                        marked = mark;
+                        continue;
+                    }
                     if let Some(f) = file.lock().await.as_mut() {
                         let _ = f.write_all(format!("{text}\n").as_bytes()).await;
                     }
                     // The worker's actor, or the task it ran last (a
                     // short task may end before its output is read); the
                     // dispatcher is asked only when that task changes.
-                    let task = self.last_task.get(&worker).map(|n| n.clone());
+                    let task = marked
+                        .clone()
+                        .or_else(|| self.last_task.get(&worker).map(|n| n.clone()));
                     if label.is_empty() || task != last_task {
                         let name = self.disp().worker_actor_class(worker).or(task.clone());
                         let name = name.as_deref().unwrap_or("worker");
@@ -238,6 +255,9 @@ impl TaskService {
                         last_task = task;
                     }
                     folder.push(&label, text, stderr, &mut batch);
+                    if mark.is_some() {
+                        marked = mark;
+                    }
                     fold_due = folder
                         .pending()
                         .then(|| tokio::time::Instant::now() + FOLD_IDLE);

@@ -108,8 +108,8 @@ pub(crate) struct Entry {
     loc: Location,
     /// `Some(writer)` until sealed.
     writer: Option<ClientId>,
-    /// The client that created this copy.
-    creator: ClientId,
+    /// The tag of the client that created this copy, as it was then.
+    tag: Option<[u8; 16]>,
     refs: HashMap<ClientId, u32>,
     pub(crate) pinned: bool,
     /// A secondary copy kept after its last reader, until evicted (OS-4).
@@ -139,8 +139,9 @@ pub struct ObjectInfo {
     pub pinned: bool,
     /// References held, over all clients.
     pub refs: u32,
-    /// The client that created this copy (wrote it, or pulled it).
-    pub creator: ClientId,
+    /// The tag its creating client had ([`Store::tag_client`]; the raylet
+    /// tags a process with its job), kept after that client goes.
+    pub tag: Option<[u8; 16]>,
 }
 
 /// Counters for status pages and tests.
@@ -190,6 +191,8 @@ pub struct Store<A: SegmentAllocator = OffsetAlloc> {
     /// Sealed copies made and removed, in order, while tracked (the raylet
     /// tells the head's object directory).
     log: Option<Vec<CopyChange>>,
+    /// Each connected client's tag, copied into the copies it creates.
+    tags: HashMap<ClientId, [u8; 16]>,
 }
 
 impl Store<OffsetAlloc> {
@@ -223,6 +226,7 @@ impl<A: SegmentAllocator> Store<A> {
             spill_key: None,
             clock: 0,
             log: None,
+            tags: HashMap::new(),
         }
     }
 
@@ -302,7 +306,7 @@ impl<A: SegmentAllocator> Store<A> {
                 size,
                 loc: Location::Memory(block),
                 writer: Some(client),
-                creator: client,
+                tag: self.tags.get(&client).copied(),
                 refs: HashMap::new(),
                 pinned,
                 cached,
@@ -440,9 +444,20 @@ impl<A: SegmentAllocator> Store<A> {
         }
     }
 
+    /// Tags `client`: the copies it creates from now on carry `tag`.
+    pub fn tag_client(&mut self, client: ClientId, tag: [u8; 16]) {
+        self.tags.insert(client, tag);
+    }
+
+    /// Whether `client` has a tag.
+    pub fn is_tagged(&self, client: ClientId) -> bool {
+        self.tags.contains_key(&client)
+    }
+
     /// Releases everything a dead client held and reclaims what it was
     /// writing (OS-6).
     pub fn release_client(&mut self, client: ClientId) -> ClientCleanup {
+        self.tags.remove(&client);
         let mut out = ClientCleanup::default();
         let ids: Vec<ObjectId> = self.objects.keys().copied().collect();
         for id in ids {
@@ -474,7 +489,7 @@ impl<A: SegmentAllocator> Store<A> {
             spilled: matches!(e.loc, Location::Spilled(_)),
             pinned: e.pinned,
             refs: e.refs.values().sum(),
-            creator: e.creator,
+            tag: e.tag,
         })
     }
 

@@ -14,12 +14,18 @@ pub fn one() -> u64 {
 }
 
 #[prism::actor]
-struct Holder;
+struct Holder {
+    /// A copy in the store made by the actor's worker (a worker's copies
+    /// are listed as its job's, as a driver's are).
+    _kept: prism::ObjectRef<Vec<u8>>,
+}
 
 #[prism::actor]
 impl Holder {
     fn new() -> Self {
-        Holder
+        Holder {
+            _kept: prism::put(&vec![9u8; 256 << 10]).unwrap(),
+        }
     }
     fn ping(&self) -> u64 {
         1
@@ -138,7 +144,7 @@ pub fn child_main() {
     assert_eq!(one::remote().unwrap().get().unwrap(), 1);
     let holder = Holder::options().num_cpus(0.0).spawn().unwrap();
     assert_eq!(holder.ping().unwrap().get().unwrap(), 1);
-    // An object in the store (over the inline size), listed as this job's.
+    // A copy in the store made by the driver, listed as this job's.
     let _object = prism::put(&vec![7u8; 256 << 10]).unwrap();
     let ns = std::env::var("PRISM_NAMESPACE").unwrap_or_default();
     let point = prism::proto::runs::RunPoint {

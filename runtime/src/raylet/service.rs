@@ -100,7 +100,7 @@ impl TaskService {
         infeasible_timeout: std::time::Duration,
         history: usize,
     ) -> Arc<TaskService> {
-        Arc::new(TaskService {
+        let svc = Arc::new(TaskService {
             node: Mutex::new(node),
             past_ids: Mutex::default(),
             disp: Mutex::new(
@@ -133,7 +133,15 @@ impl TaskService {
             env,
             store,
             transfer,
-        })
+        });
+        let weak = Arc::downgrade(&svc);
+        let _ = svc
+            .store
+            .job_of_pid
+            .set(super::store_server::JobOfPid(Box::new(move |pid| {
+                weak.upgrade()?.job_of_pid(pid)
+            })));
+        svc
     }
 
     pub(super) fn disp(&self) -> std::sync::MutexGuard<'_, Dispatcher> {

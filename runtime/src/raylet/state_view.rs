@@ -127,21 +127,6 @@ impl TaskService {
 
     fn list_objects(&self) -> Vec<ObjectInfo> {
         let node_id = self.node();
-        // Each local process's job: drivers by their connections, workers
-        // by the raylet's own record.
-        let mut job_of: std::collections::HashMap<u32, crate::ids::JobId> = self
-            .driver_pids
-            .iter()
-            .map(|e| (*e.key(), *e.value()))
-            .collect();
-        {
-            let disp = self.disp();
-            for e in self.pids.iter() {
-                if let Some(job) = disp.job_of(*e.key()) {
-                    job_of.insert(*e.value(), job);
-                }
-            }
-        }
         self.store
             .list()
             .into_iter()
@@ -153,13 +138,23 @@ impl TaskService {
                 pinned: i.pinned,
                 spilled: i.spilled,
                 refs: i.refs,
-                job_id: self
-                    .store
-                    .client_pids
-                    .get(&i.creator)
-                    .and_then(|pid| job_of.get(&*pid).copied()),
+                job_id: i.tag.map(crate::ids::JobId),
             })
             .collect()
+    }
+
+    /// The job of local process `pid`: a worker's by the raylet's own
+    /// record, else a driver's as its hello said.
+    pub(super) fn job_of_pid(&self, pid: u32) -> Option<crate::ids::JobId> {
+        let worker = self
+            .pids
+            .iter()
+            .find(|e| *e.value() == pid)
+            .map(|e| *e.key());
+        match worker {
+            Some(w) => self.disp().job_of(w),
+            None => self.driver_pids.get(&pid).map(|j| *j),
+        }
     }
 
     fn metrics(&self) -> NodeMetrics {

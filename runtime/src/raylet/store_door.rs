@@ -107,27 +107,45 @@ fn refuse(mut stream: UnixStream, max: usize) {
     }
 }
 
+/// Tags `client` with its process's job before it creates a copy, once
+/// the raylet knows that job: the copies keep it after the process goes
+/// (`prism list objects` is scoped by it).
+fn tag_with_job(server: &StoreServer, client: ClientId, pid: Option<u32>) {
+    let (Some(pid), Some(resolve)) = (pid, server.job_of_pid.get()) else {
+        return;
+    };
+    if server.lock().is_tagged(client) {
+        return;
+    }
+    if let Some(job) = (resolve.0)(pid) {
+        server.lock().tag_client(client, job.0);
+    }
+}
+
 /// The pid of the process at the other end of a Unix socket, as the
 /// kernel names it (SO_PEERCRED), not as it says.
-pub(super) fn peer_pid(fd: std::os::fd::RawFd) -> Option<u32> {
+pub(super) fn peer_pid(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
         gid: 0,
     };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `fd` is a socket the caller keeps open for the call; `cred`
-    // and `len` are valid for writes of the size passed.
+    // SAFETY: `fd` is borrowed, so open for the call; `cred` and `len` are
+    // valid for writes of the size passed.
     let rc = unsafe {
         libc::getsockopt(
-            fd,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             (&mut cred as *mut libc::ucred).cast(),
             &mut len,
         )
     };
-    u32::try_from(cred.pid).ok().filter(|p| rc == 0 && *p > 0)
+    let whole = len as usize == std::mem::size_of::<libc::ucred>();
+    u32::try_from(cred.pid)
+        .ok()
+        .filter(|p| rc == 0 && whole && *p > 0)
 }
 
 fn read_request(stream: &mut UnixStream) -> Result<Option<StoreRequest>, ReadError> {
@@ -142,10 +160,8 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
         return;
     }
     let mut pid = 0;
-    let kernel_pid = peer_pid(stream.as_raw_fd());
-    if let Some(p) = kernel_pid {
-        server.client_pids.insert(client, p);
-    }
+    // The kernel's word for the process, not the client's.
+    let kernel_pid = peer_pid(std::os::fd::AsFd::as_fd(&stream));
     loop {
         let req = match read_request(&mut stream) {
             Ok(Some(req)) => req,
@@ -162,6 +178,12 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
         if let StoreRequest::Hello { pid: p } = req {
             pid = p;
         }
+        if matches!(
+            req,
+            StoreRequest::Create { .. } | StoreRequest::PutSmall { .. }
+        ) {
+            tag_with_job(&server, client, kernel_pid);
+        }
         let resp = handle(&server, client, req);
         let written = codec::encode(&resp)
             .map_err(std::io::Error::other)
@@ -170,7 +192,6 @@ fn serve_client(mut stream: UnixStream, server: Arc<StoreServer>) {
             break;
         }
     }
-    server.client_pids.remove(&client);
     let cleanup = server.lock().release_client(client);
     server.notify();
     if !cleanup.freed.is_empty() {

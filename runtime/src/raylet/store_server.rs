@@ -31,8 +31,8 @@ pub struct StoreServer {
     /// The raylet's runtime, on which client threads run pulls.
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) stopping: std::sync::atomic::AtomicBool,
-    /// Each local client's process, as the kernel names it (SO_PEERCRED).
-    pub(super) client_pids: dashmap::DashMap<ClientId, u32>,
+    /// The job of a local process (by pid): a client's copies carry it.
+    pub(super) job_of_pid: OnceLock<JobOfPid>,
     /// Local clients connected now, and the most allowed (one thread each).
     pub(super) clients: std::sync::atomic::AtomicUsize,
     pub(super) max_clients: std::sync::atomic::AtomicUsize,
@@ -43,6 +43,15 @@ pub struct StoreServer {
     /// The cluster's at-rest key, handed to local processes in their
     /// welcome (they seal checkpoints with it, `prism::at_rest`).
     at_rest_key: Mutex<Option<[u8; 32]>>,
+}
+
+/// The job of a local process, by pid (the raylet's records).
+pub struct JobOfPid(pub Box<dyn Fn(u32) -> Option<crate::ids::JobId> + Send + Sync>);
+
+impl std::fmt::Debug for JobOfPid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobOfPid")
+    }
 }
 
 /// What the store needs from the rest of the cluster (the raylet's
@@ -147,7 +156,7 @@ impl StoreServer {
             stopping: std::sync::atomic::AtomicBool::new(false),
             next_client: AtomicU64::new(1),
             transfer: OnceLock::new(),
-            client_pids: Default::default(),
+            job_of_pid: OnceLock::new(),
             clients: Default::default(),
             max_clients: std::sync::atomic::AtomicUsize::new(usize::MAX),
             bytes_sent: AtomicU64::new(0),

@@ -8,9 +8,10 @@
 //!   runs and queued jobs of those namespaces only, and reads the logs of
 //!   their workers only. A row whose job the head does not know (or no
 //!   longer keeps) is not theirs to see. Actors go by their own
-//!   namespace, objects by the job of the process that created the copy
-//!   (a copy the raylet made itself, pulled from a peer, has none, and is
-//!   seen by those who see everything only), the rest by their job's.
+//!   namespace, objects by the job of the process that created the copy,
+//!   noted when it did (a copy the raylet made itself, pulled from a peer,
+//!   has none, and is seen by those who see everything only), the rest by
+//!   their job's.
 //!
 //! Cluster-wide still, for want of a job in their rows: the node table
 //! with its demand, the metrics (users' metrics included) and the model

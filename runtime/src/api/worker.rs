@@ -208,6 +208,17 @@ fn result_outcome(core: &Arc<Core>, task: &TaskSpec, result: Result<Encoded, Str
 /// labelled with its name.
 fn label_output(name: &str) {
     use std::io::Write;
+    // C code's buffered output belongs to what ran before.
+    // SAFETY: fflush(NULL) flushes every open C output stream; it is
+    // given no pointer.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+    }
+    // One line, whatever the name holds.
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let mark = format!("{}{name}\n", crate::proto::task::TASK_LABEL_MARK);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(mark.as_bytes());

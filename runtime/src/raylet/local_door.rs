@@ -98,11 +98,20 @@ impl TaskService {
                     break;
                 }
             };
+            // A driver's process is known before its welcome goes: its
+            // first object may be created right after.
+            let hello = match (&role, &msg, peer) {
+                (Role::Unknown, LocalRequest::HelloDriver { job, .. }, Some(pid)) => {
+                    self.driver_pids.insert(pid, job.job_id);
+                    Some((pid, job.job_id))
+                }
+                _ => None,
+            };
             if let Some(next) = self.handle(owner, role, msg) {
                 role = next;
-                if let (Role::Driver(job), Some(pid)) = (role, peer) {
-                    self.driver_pids.insert(pid, job);
-                }
+            }
+            if let (Some((pid, job)), Role::Unknown) = (hello, role) {
+                self.driver_pids.remove_if(&pid, |_, j| *j == job);
             }
         }
         if let (Role::Driver(job), Some(pid)) = (role, peer) {

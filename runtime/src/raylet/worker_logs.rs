@@ -198,7 +198,8 @@ impl TaskService {
         pid: u32,
         file: Arc<tokio::sync::Mutex<Option<tokio::fs::File>>>,
     ) {
-        let mut lines = BufReader::new(stream).lines();
+        let mut lines = BufReader::new(stream);
+        let mut partial = Vec::new();
         let node = self.node();
         let mut folder = LogFolder::default();
         let mut batch = Vec::new();
@@ -216,8 +217,10 @@ impl TaskService {
             };
             let next = async {
                 match wait {
-                    Some(d) => tokio::time::timeout_at(d, lines.next_line()).await.ok(),
-                    None => Some(lines.next_line().await),
+                    Some(d) => tokio::time::timeout_at(d, next_line(&mut lines, &mut partial))
+                        .await
+                        .ok(),
+                    None => Some(next_line(&mut lines, &mut partial).await),
                 }
             };
             match next.await {
@@ -323,12 +326,45 @@ impl TaskService {
     }
 }
 
+/// The next line of a worker's output, bytes that are not UTF-8 replaced (a
+/// task may print raw bytes; that must not end the reading); `None` at its
+/// end. Cancel-safe: a line cut short by a timeout stays in `partial`.
+async fn next_line(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    partial: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
+    let n = r.read_until(b'\n', partial).await?;
+    if n == 0 && partial.is_empty() {
+        return Ok(None);
+    }
+    let mut line = std::mem::take(partial);
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn texts(v: &[LogLine]) -> Vec<(String, u32)> {
         v.iter().map(|l| (l.text.clone(), l.repeated)).collect()
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_are_replaced_and_reading_goes_on() {
+        let data: &[u8] = b"ok\n\xff\xferaw\r\nlast";
+        let mut r = tokio::io::BufReader::new(data);
+        let mut p = Vec::new();
+        let mut got = Vec::new();
+        while let Some(line) = next_line(&mut r, &mut p).await.unwrap() {
+            got.push(line);
+        }
+        assert_eq!(got, ["ok", "\u{fffd}\u{fffd}raw", "last"]);
     }
 
     #[test]

@@ -221,5 +221,74 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         owned.contains(&job_a.as_str()) && owned.contains(&job_b.as_str()),
         "{objects:?}"
     );
+
+    // Models belong to the namespace of their run (MR-4, AC-4).
+    assert!(wait_until(Duration::from_secs(30), || {
+        let runs = c.ok(None, &["runs", "list", "--json"]);
+        runs.contains("run-vision") && runs.contains("run-ads")
+    }));
+    let register = |who: &str, model: &str, run: &str| {
+        c.run(Some(who), &["models", "register", model, "--run", run])
+    };
+    let out = register(&alice, "detector", "run-vision");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.refused(
+        Some(&bob),
+        &["models", "register", "detector", "--run", "run-ads"],
+        "bob (developer in ads) may not register a version of detector in namespace vision: \
+         namespace vision was not granted to bob",
+    );
+    c.refused(
+        Some(&bob),
+        &["models", "register", "ranker", "--run", "run-vision"],
+        "in namespace vision: namespace vision was not granted to bob",
+    );
+    let out = register(&bob, "ranker", "run-ads");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The admin may register anywhere, but not mix one tenant's run into
+    // another's model.
+    c.refused(
+        None,
+        &["models", "register", "ranker", "--run", "run-vision"],
+        "model ranker belongs to namespace ads, and run run-vision is of namespace vision",
+    );
+    c.refused(
+        Some(&bob),
+        &["models", "alias", "detector", "1", "champion"],
+        "in namespace vision: namespace vision was not granted to bob",
+    );
+    c.refused(
+        Some(&bob),
+        &["models", "show", "detector"],
+        "bob (developer in ads) may not read model detector in namespace vision",
+    );
+    c.ok(Some(&bob), &["models", "alias", "ranker", "1", "champion"]);
+    let names = |who: Option<&str>| -> Vec<String> {
+        let v: Vec<Value> =
+            serde_json::from_str(&c.ok(who, &["models", "list", "--json"])).unwrap();
+        let mut n: Vec<String> = v
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}@{}",
+                    m["name"].as_str().unwrap(),
+                    m["namespace"].as_str().unwrap()
+                )
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(Some(&bob)), ["ranker@ads"]);
+    assert_eq!(names(Some(&alice)), ["detector@vision"]);
+    assert_eq!(names(None), ["detector@vision", "ranker@ads"]);
     std::fs::write(&done, "").unwrap();
 }

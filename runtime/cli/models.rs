@@ -228,13 +228,17 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&models)?);
                 return Ok(());
             }
-            println!("{:<24} {:>8}  ALIASES", "MODEL", "VERSIONS");
+            println!(
+                "{:<24} {:<16} {:>8}  ALIASES",
+                "MODEL", "NAMESPACE", "VERSIONS"
+            );
             for m in &models {
                 let aliases: Vec<String> =
                     m.aliases.iter().map(|(a, v)| format!("{a}=v{v}")).collect();
                 println!(
-                    "{:<24} {:>8}  {}",
+                    "{:<24} {:<16} {:>8}  {}",
                     m.name,
+                    m.namespace,
                     m.versions.len(),
                     aliases.join(" ")
                 );
@@ -253,7 +257,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&m)?);
                 return Ok(());
             }
-            println!("model {}", m.name);
+            println!("model {} (namespace {})", m.name, m.namespace);
             for v in &m.versions {
                 let aliases: Vec<&str> = m
                     .aliases

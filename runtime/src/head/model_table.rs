@@ -8,9 +8,13 @@
 //! - **MR-1** versions of a model are numbered 1, 2, … in registration
 //!   order and never reused;
 //! - **MR-2** an alias points at an existing version, and at one only;
-//! - **MR-3** every accepted change appends one history event.
+//! - **MR-3** every accepted change appends one history event;
+//! - **MR-4** a model belongs to the namespace of its first version's run
+//!   (that run's job's), and a version comes only from a run of that
+//!   namespace, so what one tenant registers never mixes with another's.
 
 use super::run_table::RunTable;
+use crate::ids::JobId;
 use crate::proto::models::{ModelEvent, ModelInfo, ModelRequest, ModelVersion};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,11 +40,14 @@ fn valid_name(kind: &str, s: &str) -> Result<(), String> {
 
 impl ModelTable {
     /// Applies a request at `now_ms`; `runs` supplies a registered run's
-    /// params and metrics. Answers the models named (or all, for `List`).
+    /// params and metrics, `namespace_of` its job's namespace (a job the
+    /// head no longer knows counts as `default`'s). Answers the models
+    /// named (or all, for `List`).
     pub fn handle(
         &mut self,
         req: ModelRequest,
         runs: &RunTable,
+        namespace_of: impl Fn(JobId) -> Option<String>,
         now_ms: u64,
     ) -> Result<Vec<ModelInfo>, String> {
         match req {
@@ -62,11 +69,20 @@ impl ModelTable {
                 let (run, _) = runs
                     .get(&run_id)
                     .ok_or_else(|| format!("no run {run_id:?} (prism runs list shows them)"))?;
+                let ns = namespace_of(run.job_id).unwrap_or_else(|| "default".into());
+                if let Some(m) = self.models.get(&name).filter(|m| m.namespace != ns) {
+                    return Err(format!(
+                        "model {name} belongs to namespace {}, and run {run_id} is of namespace \
+                         {ns} (MR-4): register it under another name",
+                        m.namespace
+                    ));
+                }
                 let m = self
                     .models
                     .entry(name.clone())
                     .or_insert_with(|| ModelInfo {
                         name: name.clone(),
+                        namespace: ns,
                         versions: Vec::new(),
                         aliases: Vec::new(),
                         history: Vec::new(),
@@ -147,9 +163,14 @@ impl ModelTable {
         }
     }
 
+    /// The namespace model `name` belongs to, if it exists.
+    pub fn namespace_of(&self, name: &str) -> Option<String> {
+        self.models.get(name).map(|m| m.namespace.clone())
+    }
+
     fn unknown(&self, name: &str) -> String {
-        let known: Vec<&String> = self.models.keys().collect();
-        format!("no model named {name:?} (registered: {known:?})")
+        // Not the names registered: some may be other tenants'.
+        format!("no model named {name:?} (prism models list shows those you may see)")
     }
 
     fn changed(&mut self, name: &str) -> Result<Vec<ModelInfo>, String> {
@@ -208,6 +229,7 @@ mod tests {
                 who: "alice".into(),
             },
             &runs(),
+            |_| Some("vision".into()),
             10,
         )
     }
@@ -240,6 +262,7 @@ mod tests {
                     who: "bob".into(),
                 },
                 &runs(),
+                |_| None,
                 20,
             )
         };
@@ -267,7 +290,12 @@ mod tests {
     fn bad_names_and_unknown_models_say_so() {
         let mut t = ModelTable::default();
         let e = t
-            .handle(ModelRequest::Show { name: "x".into() }, &runs(), 1)
+            .handle(
+                ModelRequest::Show { name: "x".into() },
+                &runs(),
+                |_| None,
+                1,
+            )
             .unwrap_err();
         assert!(e.contains("no model named \"x\""), "{e}");
         let e = t
@@ -280,9 +308,55 @@ mod tests {
                     who: String::new(),
                 },
                 &runs(),
+                |_| None,
                 1,
             )
             .unwrap_err();
         assert!(e.contains("model name"), "{e}");
+    }
+
+    #[test]
+    fn a_model_keeps_the_namespace_of_its_first_run_mr4() {
+        let mut t = ModelTable::default();
+        let m = register(&mut t, "run-a").unwrap().remove(0);
+        assert_eq!(m.namespace, "vision");
+        assert_eq!(t.namespace_of("digits").as_deref(), Some("vision"));
+        let other = |t: &mut ModelTable, ns: Option<&str>| {
+            t.handle(
+                ModelRequest::Register {
+                    name: "digits".into(),
+                    run_id: "run-b".into(),
+                    checkpoint: String::new(),
+                    card: String::new(),
+                    who: "bob".into(),
+                },
+                &runs(),
+                |_| ns.map(String::from),
+                11,
+            )
+        };
+        let e = other(&mut t, Some("ads")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "model digits belongs to namespace vision, and run run-b is of namespace ads"
+            ),
+            "{e}"
+        );
+        // A run whose job is forgotten counts as default's: refused too.
+        assert!(other(&mut t, None)
+            .unwrap_err()
+            .contains("namespace default"));
+        assert_eq!(t.models["digits"].versions.len(), 1);
+        assert_eq!(other(&mut t, Some("vision")).unwrap()[0].versions.len(), 2);
+        // An unknown name's error names no other model.
+        let e = t
+            .handle(
+                ModelRequest::Show { name: "x".into() },
+                &runs(),
+                |_| None,
+                1,
+            )
+            .unwrap_err();
+        assert!(!e.contains("digits"), "{e}");
     }
 }

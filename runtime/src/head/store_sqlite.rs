@@ -15,9 +15,10 @@ use crate::proto::codec;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
-/// The schema this build writes (2: runs' points in `run_points`; a
-/// version-1 database is migrated on open).
-const SCHEMA_VERSION: i64 = 2;
+/// The schema this build writes (2: runs' points in `run_points`; 3:
+/// models keep their namespace). A database of an older version is taken
+/// over when it holds no cluster to recover; one to recover is refused.
+const SCHEMA_VERSION: i64 = 3;
 
 /// A head database.
 #[derive(Debug)]
@@ -89,20 +90,30 @@ impl SqliteStore {
         let version: Option<i64> = store
             .meta("schema")?
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()));
+        let clean = store.meta("clean_stop")?.is_some_and(|v| v == b"1");
+        let cluster = store.meta("cluster_id")?;
+        let recover = cluster.is_some() && !clean && !fresh;
         match version {
-            // Version 1 lacked run_points, created above.
-            None | Some(1) => store.set_meta("schema", SCHEMA_VERSION.to_string().as_bytes())?,
             Some(v) if v == SCHEMA_VERSION => {}
+            // Older rows (models without a namespace) are not read back;
+            // with nothing to recover they all go at `begin_cluster`.
+            Some(v) if v < SCHEMA_VERSION && recover => {
+                return Err(store.err(format!(
+                    "the cluster to recover was written by an older build (schema version {v}; \
+                     this build reads {SCHEMA_VERSION}); start with --fresh"
+                )))
+            }
+            None | Some(1 | 2) => {
+                store.set_meta("schema", SCHEMA_VERSION.to_string().as_bytes())?
+            }
             Some(v) => {
                 return Err(store.err(format!(
                     "schema version {v} is not one this build reads (it writes {SCHEMA_VERSION}); start with --fresh"
                 )))
             }
         }
-        let clean = store.meta("clean_stop")?.is_some_and(|v| v == b"1");
-        let cluster = store.meta("cluster_id")?;
         let opened = match cluster {
-            Some(id) if !clean && !fresh => {
+            Some(id) if recover => {
                 let id = std::str::from_utf8(&id)
                     .ok()
                     .and_then(|s| s.parse::<ClusterId>().ok())
@@ -402,6 +413,7 @@ mod tests {
         s.begin_cluster(ClusterId::random()).unwrap();
         let m = ModelInfo {
             name: "digits".into(),
+            namespace: "vision".into(),
             versions: vec![],
             aliases: vec![("champion".into(), 1)],
             history: vec![],
@@ -412,6 +424,25 @@ mod tests {
             panic!("not recovered")
         };
         assert_eq!(snapshot.models, vec![m]);
+    }
+
+    #[test]
+    fn a_cluster_an_older_build_wrote_is_refused_to_recover_but_not_to_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.db");
+        let (mut s, _) = SqliteStore::open(&path).unwrap();
+        s.begin_cluster(ClusterId::random()).unwrap();
+        s.set_meta("schema", b"2").unwrap();
+        drop(s);
+        let e = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("written by an older build (schema version 2"),
+            "{e}"
+        );
+        assert!(e.contains("start with --fresh"), "{e}");
+        let (s, opened) = SqliteStore::open_with(&path, true).unwrap();
+        assert!(matches!(opened, Opened::Fresh));
+        assert_eq!(s.meta("schema").unwrap().as_deref(), Some(&b"3"[..]));
     }
 
     #[test]

@@ -40,8 +40,11 @@ pub struct ModelEvent {
 /// A named model.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
-    /// Its name.
+    /// Its name (one across the cluster).
     pub name: String,
+    /// The namespace it belongs to: that of its first version's run's job.
+    /// Every later version comes from a run of the same namespace.
+    pub namespace: String,
     /// Its versions, oldest first.
     pub versions: Vec<ModelVersion>,
     /// Aliases and the versions they point at.

@@ -5,7 +5,7 @@
 //!
 //! - **AC-4** a user or viewer granted some namespaces (not `*`) sees the
 //!   jobs, actors, tasks, workers, objects, placement groups, training
-//!   runs and queued jobs of those namespaces only, and reads the logs of
+//!   runs, models and queued jobs of those namespaces only, and reads the logs of
 //!   their workers only. A row whose job the head does not know (or no
 //!   longer keeps) is not theirs to see. Actors go by their own
 //!   namespace, objects by the job of the process that created the copy,
@@ -14,8 +14,7 @@
 //!   their job's.
 //!
 //! Cluster-wide still, for want of a job in their rows: the node table
-//! with its demand, the metrics (users' metrics included) and the model
-//! registry.
+//! with its demand and the metrics (users' metrics included).
 
 use super::{Denied, Principal};
 use crate::ids::JobId;
@@ -117,6 +116,7 @@ impl Visibility {
                 | HeadResponse::Actor(_)
                 | HeadResponse::PlacementGroup(_)
                 | HeadResponse::Run(_)
+                | HeadResponse::Models(_)
         )
     }
 
@@ -132,6 +132,7 @@ impl Visibility {
             HeadResponse::Objects(v) => v.retain(|o| o.job_id.is_some_and(|j| self.sees(j))),
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
             HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
+            HeadResponse::Models(v) => v.retain(|m| p.in_namespace(&m.namespace)),
             HeadResponse::Queue(q) => {
                 q.waiting.retain(|w| p.in_namespace(&w.namespace));
                 q.namespaces.retain(|n| p.in_namespace(&n.policy.namespace));

@@ -316,20 +316,27 @@ impl HeadCore {
                 } else {
                     P::ModelsWrite
                 },
-                None,
+                self.models.namespace_of(name),
             ),
-            R::Models(ModelRequest::Register { name, .. }) => act(
+            // Judged in the model's namespace, or, for a new model, in its
+            // run's (the one it will belong to, MR-4).
+            R::Models(ModelRequest::Register { name, run_id, .. }) => act(
                 Some("model.register"),
                 format!("register a version of {name}"),
                 P::ModelsWrite,
-                None,
+                self.models
+                    .namespace_of(name)
+                    .or_else(|| self.runs.job_of(run_id).and_then(owned_ns)),
             ),
             R::Models(ModelRequest::SetCard { name, version, .. }) => act(
                 Some("model.card"),
                 format!("change the card of {name} v{version}"),
                 P::ModelsWrite,
-                None,
+                self.models.namespace_of(name),
             ),
+            R::Models(ModelRequest::Show { name }) => {
+                read_in(format!("read model {name}"), self.models.namespace_of(name))
+            }
             R::Access(AccessRequest::AddUser { name, .. }) => act(
                 Some("user.add"),
                 format!("add user {name}"),

@@ -424,7 +424,12 @@ impl HeadCore {
             }
             R::ListRuns => HeadResponse::Runs(self.runs.list()),
             R::GetRun { run_id } => HeadResponse::Run(self.runs.get(&run_id)),
-            R::Models(req) => match self.models.handle(req, &self.runs, now.wall_ms) {
+            R::Models(req) => match self.models.handle(
+                req,
+                &self.runs,
+                |job| self.jobs.get(job).map(|j| j.namespace.clone()),
+                now.wall_ms,
+            ) {
                 Ok(models) => HeadResponse::Models(models),
                 Err(message) => HeadResponse::Error {
                     kind: crate::proto::head::ErrorKind::BadRequest,

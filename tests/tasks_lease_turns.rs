@@ -71,16 +71,23 @@ fn two_drivers_take_turns_on_one_cpu_s_leases() {
         Job::spawn("turns", &envs)
     };
     let (mut a, mut b) = (spawn("a"), spawn("b"));
-    for (name, job) in [("a", &mut a), ("b", &mut b)] {
-        let (ok, out) = job.finish(Duration::from_secs(180));
-        eprintln!(
-            "driver {name}: {}",
-            out.lines()
-                .find(|l| l.starts_with("ON LEASES"))
-                .unwrap_or("-")
-        );
+    let ends: Vec<(&str, bool, String)> = [("a", &mut a), ("b", &mut b)]
+        .into_iter()
+        .map(|(name, job)| {
+            let (ok, out) = job.finish(Duration::from_secs(180));
+            (name, ok, out)
+        })
+        .collect();
+    for (name, _, out) in &ends {
+        let line = out.lines().find(|l| l.starts_with("ON LEASES"));
+        eprintln!("driver {name}: {}", line.unwrap_or("-"));
+        for l in out.lines().filter(|l| l.contains("DBG")) {
+            eprintln!("  {name} {l}");
+        }
+    }
+    for (name, ok, out) in &ends {
         assert!(
-            ok && out.contains("ALL OK"),
+            *ok && out.contains("ALL OK"),
             "driver {name}: {out}\n--- head:\n{}",
             head.log()
         );

@@ -176,7 +176,9 @@ fn read_outcomes(core: &Arc<Core>, link: &Arc<Link>, stream: UnixStream) {
     let mut r = std::io::BufReader::with_capacity(64 << 10, stream);
     let why = loop {
         match codec::read_frame::<DirectEvent>(&mut r, MAX_TASK_FRAME) {
-            Ok(Some(DirectEvent::Finished { task_id, outcome })) => {
+            Ok(Some(DirectEvent::Finished {
+                task_id, outcome, ..
+            })) => {
                 let known = {
                     let mut st = link.state.lock().unwrap_or_else(|p| p.into_inner());
                     let pos = st.inflight.iter().position(|t| t.task_id == task_id);

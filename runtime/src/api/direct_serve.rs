@@ -58,8 +58,15 @@ impl Serve {
         let Some((_, (conn, open))) = self.replies.remove(&task_id) else {
             return Err(outcome);
         };
+        let ran_us = open.event.started_us.map_or(0, |s| {
+            crate::raylet::task_history::now_us().saturating_sub(s)
+        });
         self.events.ended(open, &outcome);
-        let event = DirectEvent::Finished { task_id, outcome };
+        let event = DirectEvent::Finished {
+            task_id,
+            outcome,
+            ran_us,
+        };
         if let Ok(frame) = codec::encode(&event) {
             let mut s = conn.lock().unwrap_or_else(|p| p.into_inner());
             let _ = s.write_all(&frame);

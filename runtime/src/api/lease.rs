@@ -14,7 +14,8 @@
 //!   leases run in [`WAIT_BUDGET`] by their recent run times (the rest go
 //!   through the raylet, which can spread them over nodes); when the last
 //!   lease of the shape is given back or lost, what waits asks for another;
-//!   when none is asked for (the raylet declined), or the ask waited
+//!   when none is asked for (the raylet declined, and not only because a
+//!   lease given back since was held when it was asked), or the ask waited
 //!   [`ASK_WAIT`], or every lease held has run its task for [`STALLED`] (a
 //!   long task, or one blocked on another), what waits goes through the
 //!   raylet, which then has the whole backlog (no task waits here
@@ -50,11 +51,13 @@ use std::time::{Duration, Instant};
 
 /// Tasks of one shape that may wait here (LO-2).
 const MAX_QUEUED: usize = 100_000;
-/// How much work, by its tasks' recent run times, may wait here per lease
-/// (LO-2): more goes through the raylet, which can spread it over nodes.
+/// How much work, by its tasks' recent run times (as their workers measure
+/// them), may wait here per lease (LO-2): more goes through the raylet,
+/// which can spread it over nodes.
 const WAIT_BUDGET: Duration = Duration::from_millis(100);
-/// Tasks quicker than this (push to outcome) all wait here: the raylet's
-/// path costs more than running them on the leases.
+/// Tasks that run quicker than this (on their worker, which does not count
+/// the queueing a busy machine adds before and after) all wait here: the
+/// raylet's path costs more than running them on the leases.
 const QUICK: Duration = Duration::from_millis(1);
 /// A lease whose task has run this long holds up what waits here (LO-2).
 const STALLED: Duration = Duration::from_millis(20);
@@ -100,10 +103,14 @@ struct Shape {
     asking: bool,
     /// When the lease asked for was asked for.
     asked_at: Option<Instant>,
+    /// Whether a lease was held when it was asked for: the raylet then
+    /// declines it (L-7), and if the lease held is given back before that
+    /// answer comes, the shape asks once more, to wait its turn (LO-2).
+    asked_holding: bool,
     declined_until: Option<Instant>,
-    /// How long its tasks take on a lease, push to outcome, in
-    /// microseconds: a moving average and the last one; `None` before the
-    /// first.
+    /// How long its tasks run on a lease, in microseconds, as their
+    /// workers measure it (push to outcome where a worker did not say): a
+    /// moving average and the last one; `None` before the first.
     took_us: Option<(f64, f64)>,
 }
 
@@ -207,6 +214,15 @@ impl Shape {
         })
     }
 
+    /// LO-2: a request declined because a lease was held when it was
+    /// asked for (the raylet declines a second one, L-7), when that lease
+    /// has been given back since and tasks wait, is asked for once more,
+    /// to wait its turn like anyone's: else they would all go through the
+    /// raylet, whose queue then takes every owner's leases.
+    fn asks_again_after_decline(&self) -> bool {
+        self.asked_holding && self.held.is_empty() && !self.queue.is_empty()
+    }
+
     /// Whether a lease is asked for, for less than [`ASK_WAIT`].
     fn asking_now(&self, now: Instant) -> bool {
         self.asking && self.asked_at.is_some_and(|t| now - t < ASK_WAIT)
@@ -281,6 +297,7 @@ impl Shape {
         }
         self.asking = true;
         self.asked_at = Some(now);
+        self.asked_holding = !self.held.is_empty();
         true
     }
 }
@@ -435,7 +452,14 @@ impl Leases {
                 }
             }
             None => {
-                shape.declined_until = Some(now + DECLINED_FOR);
+                let again = shape.asks_again_after_decline();
+                let next = shape.queue.front().cloned().filter(|_| again);
+                let asked = next.is_some_and(|next| {
+                    shape.ask(core, &next, key, &mut inner.asked, &self.pending)
+                });
+                if !asked {
+                    shape.declined_until = Some(now + DECLINED_FOR);
+                }
                 shape.spill_if_unasked(&mut spill);
                 None
             }

@@ -8,8 +8,11 @@ use super::*;
 /// Reads a lease's outcomes until it breaks or is given back.
 pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: UnixStream) {
     let mut r = std::io::BufReader::with_capacity(64 << 10, stream);
-    while let Ok(Some(DirectEvent::Finished { task_id, outcome })) =
-        codec::read_frame::<DirectEvent>(&mut r, MAX_TASK_FRAME)
+    while let Ok(Some(DirectEvent::Finished {
+        task_id,
+        outcome,
+        ran_us,
+    })) = codec::read_frame::<DirectEvent>(&mut r, MAX_TASK_FRAME)
     {
         let mut spill = Spill::new();
         let deliver = {
@@ -29,7 +32,12 @@ pub(super) fn read_outcomes(core: &Arc<Core>, key: &str, lease: TaskId, stream: 
                     continue;
                 }
             };
-            let took = h.busy_since.elapsed();
+            // The worker's measure of its run time where it gave one: the
+            // queueing a busy machine adds is no part of the work (LO-2).
+            let took = match ran_us {
+                0 => h.busy_since.elapsed(),
+                us => Duration::from_micros(us),
+            };
             let panicked = matches!(outcome, Outcome::Failed(Failure::Panic { .. }));
             observe(&mut shape.took_us, took);
             let deliver = if !cancelled

@@ -154,3 +154,23 @@ fn lo_2_only_the_work_the_leases_run_in_the_budget_waits_here() {
     observe(&mut quick.took_us, Duration::from_micros(90));
     assert_eq!(quick.room(), MAX_QUEUED);
 }
+
+#[test]
+fn lo_2_a_decline_for_a_lease_given_back_since_asks_again() {
+    // Asked while holding one, declined after giving it back: ask again.
+    let mut s = shape(Vec::new(), 3);
+    s.asked_holding = true;
+    assert!(s.asks_again_after_decline());
+    // Declined while holding none: a real decline (the tasks go through
+    // the raylet).
+    s.asked_holding = false;
+    assert!(!s.asks_again_after_decline());
+    // Still holding one, or nothing waits: no need.
+    let (h, _peer) = held(None, false);
+    let mut s = shape(vec![h], 3);
+    s.asked_holding = true;
+    assert!(!s.asks_again_after_decline());
+    let mut s = shape(Vec::new(), 0);
+    s.asked_holding = true;
+    assert!(!s.asks_again_after_decline());
+}

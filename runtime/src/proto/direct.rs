@@ -31,6 +31,10 @@ pub enum DirectEvent {
         task_id: TaskId,
         /// How.
         outcome: Outcome,
+        /// How long it ran on the worker, in microseconds (0: unknown):
+        /// its own time, without the queueing before and after it that a
+        /// busy machine adds, which is what an owner sizes its queue by.
+        ran_us: u64,
     },
 }
 

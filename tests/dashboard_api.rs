@@ -7,7 +7,7 @@
 //! join secret.
 
 use prism_test_support::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[prism::remote]
@@ -247,6 +247,60 @@ fn dashboard_api_serves_the_live_cluster() {
     assert_eq!(run["run"]["last_step"], 5);
     let (status, _) = http("GET", &format!("{base}/api/v0/runs/nope"), Some(viewer));
     assert_eq!(status, 404);
+
+    // The model registry: a version made from that run, with its card.
+    let card = sb.temp().join("card.md");
+    std::fs::write(&card, "intent: dashboard test\nlimits: none").unwrap();
+    let card = card.display().to_string();
+    let out = sb.run(&[
+        "models",
+        "register",
+        "dash-model",
+        "--run",
+        "dash-run-1",
+        "--card",
+        &card,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.run(&["models", "alias", "dash-model", "1", "champion"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models = json(&format!("{base}/api/v0/models"), viewer);
+    assert_eq!(models["total"], 1, "{models:#}");
+    let row = &models["rows"][0];
+    assert_eq!(
+        (
+            &row["name"],
+            &row["namespace"],
+            &row["versions"],
+            &row["latest_run"]
+        ),
+        (
+            &json!("dash-model"),
+            &json!("default"),
+            &json!(1),
+            &json!("dash-run-1")
+        ),
+        "{row:#}"
+    );
+    assert_eq!(row["aliases"], json!(["champion=v1"]));
+    assert_eq!(row["latest_metrics"], json!([["loss", 0.2]]), "{row:#}");
+    let m = json(&format!("{base}/api/v0/models/dash-model"), viewer);
+    assert_eq!(
+        m["versions"][0]["card"],
+        "intent: dashboard test\nlimits: none"
+    );
+    assert_eq!(m["history"].as_array().unwrap().len(), 2, "{m:#}");
+    let (status, body) = http("GET", &format!("{base}/api/v0/models/nope"), Some(viewer));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no model named \\\"nope\\\""), "{body}");
 
     // The summary adds up.
     let s = json(&format!("{base}/api/v0/summary"), viewer);

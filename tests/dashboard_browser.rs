@@ -165,6 +165,45 @@ fn dashboard_pages_render_the_live_cluster_in_chromium() {
         2,
         "one chart per metric:\n{training}"
     );
+    let card = sb.temp().join("card.md");
+    std::fs::write(&card, "intent: greet in a browser").unwrap();
+    let card = card.display().to_string();
+    for args in [
+        &[
+            "models",
+            "register",
+            "browser-model",
+            "--run",
+            "browser-run",
+            "--card",
+            &card,
+        ][..],
+        &["models", "alias", "browser-model", "1", "champion"],
+    ] {
+        let out = sb.run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let models = browse(
+        &browser,
+        &profile,
+        &login("/models"),
+        &out_dir.join("dashboard-models.png"),
+    );
+    for shown in [
+        "browser-model",
+        "champion",
+        "browser-run",
+        "intent: greet in a browser",
+    ] {
+        assert!(
+            models.contains(shown),
+            "the models page shows {shown}:\n{models}"
+        );
+    }
     println!("screenshots: {}", out_dir.join("dashboard-*.png").display());
 
     std::fs::write(&done, b"").unwrap();

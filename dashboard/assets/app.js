@@ -278,6 +278,32 @@ async function renderTraining() {
   return [list, el("h2", {}, "Run " + run.run.run_id), el("div", { class: "cards" }, charts)];
 }
 
+// --- the model registry: models, then one model's versions, cards, history --
+
+const metricsText = (ms) => (ms || []).map(([k, v]) => k + " " + Number(v).toPrecision(4)).join(", ");
+
+async function renderModels() {
+  const models = await api("/api/v0/models?limit=100");
+  if (!models.rows.length) return [el("p", { class: "muted" }, "No models registered yet (or none in your namespaces). A version is made from a training run: prism models register NAME --run RUN.")];
+  const pick = body.dataset.model || models.rows[0].name;
+  const list = table([
+    ["Model", (m) => el("a", { href: "/models?model=" + encodeURIComponent(m.name) }, m.name)], ["Namespace", (m) => m.namespace],
+    ["Versions", (m) => m.versions], ["Aliases", (m) => m.aliases.join(" ")],
+    ["Latest metrics", (m) => metricsText(m.latest_metrics)], ["Updated", (m) => fmtMs(m.updated_ms)]], models.rows);
+  const m = await api("/api/v0/models/" + encodeURIComponent(pick));
+  const aliasesOf = (n) => m.aliases.filter(([, v]) => v === n).map(([a]) => a).join(", ");
+  const newest = m.versions.slice().reverse();
+  const versions = table([
+    ["Version", (v) => "v" + v.version], ["Aliases", (v) => aliasesOf(v.version)],
+    ["Run", (v) => el("a", { href: "/training?run=" + encodeURIComponent(v.run_id) }, v.run_id)],
+    ["Metrics", (v) => metricsText(v.metrics)], ["By", (v) => v.created_by], ["Registered", (v) => fmtMs(v.created_ms)],
+    ["Weights", (v) => v.checkpoint]], newest);
+  const cards = newest.filter((v) => v.card).map((v) => el("div", { class: "card" }, el("h3", {}, "v" + v.version + " model card"), el("pre", {}, v.card)));
+  const history = table([["When", (e) => fmtMs(e.at_ms)], ["Who", (e) => e.who], ["What", (e) => e.what]], m.history.slice().reverse());
+  return [list, el("h2", {}, "Model " + m.name + " (namespace " + m.namespace + ")"), versions,
+    el("div", { class: "cards" }, cards), el("h2", {}, "History"), history];
+}
+
 // --- refresh loop ------------------------------------------------------------
 
 let busy = false;
@@ -292,6 +318,7 @@ async function refresh() {
     else if (page === "node") parts = await renderNode();
     else if (page === "log") parts = await renderLog();
     else if (page === "training") parts = await renderTraining();
+    else if (page === "models") parts = await renderModels();
     else parts = [el("p", {}, "No such page.")];
     const focused = document.activeElement && document.activeElement.tagName === "INPUT";
     if (!focused) content.replaceChildren(...parts);

@@ -2,7 +2,8 @@
 //! (one model, [`prism::views`]), with filters (`state=`, `job=`, `node=`,
 //! `name=`, any field), `sort=`/`order=`, and `limit=` (default 100) /
 //! `offset=` paging. Plus a summary for the overview, worker logs, the
-//! task timeline and stopping a job (admins, and users the head lets).
+//! task timeline, training runs, the model registry and stopping a job
+//! (admins, and users the head lets).
 
 use crate::auth::Role;
 use crate::source::SourceError;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use prism::client::Table;
 use prism::proto::head::{HeadRequest, HeadResponse};
+use prism::proto::models::{ModelInfo, ModelRequest};
 use prism::proto::state::LogChunk;
 use prism::views::Query as RowQuery;
 use serde_json::{json, Map, Value};
@@ -306,5 +308,65 @@ pub async fn run(
         HeadResponse::Run(Some((info, points))) => Ok(Json(json!({"run": info, "points": points}))),
         HeadResponse::Run(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
         other => Err(bad_request(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// One model as a row of `/api/v0/models`: its namespace, how many
+/// versions, its aliases (`champion=v2`), and its latest version's run
+/// and metrics.
+fn model_row(m: &ModelInfo) -> Value {
+    let latest = m.versions.last();
+    let aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}=v{v}")).collect();
+    json!({
+        "name": m.name,
+        "namespace": m.namespace,
+        "versions": m.versions.len(),
+        "aliases": aliases,
+        "latest_version": latest.map(|v| v.version),
+        "latest_run": latest.map(|v| v.run_id.clone()),
+        "latest_metrics": latest.map(|v| v.metrics.clone()).unwrap_or_default(),
+        "updated_ms": m.history.last().map(|e| e.at_ms),
+    })
+}
+
+/// `GET /api/v0/models`: the model registry, one row per model the
+/// caller may see (the head scopes it by namespace), with the tables'
+/// filters and paging.
+pub async fn models(
+    State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<prism::views::Page>, ApiError> {
+    let src = app.source.view(&role);
+    let mut q = RowQuery::parse(params).map_err(bad_request)?;
+    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let models = match src
+        .request(&HeadRequest::Models(ModelRequest::List))
+        .await?
+    {
+        HeadResponse::Models(m) => m,
+        other => return Err(bad_request(format!("unexpected answer {other:?}"))),
+    };
+    let rows: Vec<Value> = models.iter().map(model_row).collect();
+    Ok(Json(q.apply_refs(&rows).map_err(bad_request)?))
+}
+
+/// `GET /api/v0/models/{name}`: one model whole: its versions with their
+/// runs, metrics and cards, its aliases and its history.
+pub async fn model(
+    State(app): State<Arc<App>>,
+    Extension(role): Extension<Role>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelInfo>, ApiError> {
+    let src = app.source.view(&role);
+    let req = HeadRequest::Models(ModelRequest::Show { name: name.clone() });
+    match src.request(&req).await {
+        Ok(HeadResponse::Models(mut m)) if !m.is_empty() => Ok(Json(m.remove(0))),
+        // The registry's own words for a name it does not hold.
+        Err(SourceError::Head(e)) if e.starts_with("no model named") => {
+            Err(ApiError(StatusCode::NOT_FOUND, e))
+        }
+        Err(e) => Err(e.into()),
+        Ok(other) => Err(bad_request(format!("unexpected answer {other:?}"))),
     }
 }

@@ -92,6 +92,8 @@ pub fn router(app: Arc<App>, auth: Arc<auth::Auth>) -> Router {
         .route("/api/v0/jobs/{id}/stop", post(api::stop_job))
         .route("/api/v0/runs", get(api::runs))
         .route("/api/v0/runs/{id}", get(api::run))
+        .route("/api/v0/models", get(api::models))
+        .route("/api/v0/models/{name}", get(api::model))
         .route("/api/v0/{table}", get(api::table))
         .route("/metrics", get(metrics::scrape))
         .route("/", get(pages::page))

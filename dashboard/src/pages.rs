@@ -12,7 +12,7 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 /// The pages, by path segment and title, in the navigation's order.
-pub const PAGES: [(&str, &str); 8] = [
+pub const PAGES: [(&str, &str); 9] = [
     ("", "Overview"),
     ("jobs", "Jobs"),
     ("actors", "Actors"),
@@ -21,6 +21,7 @@ pub const PAGES: [(&str, &str); 8] = [
     ("placement_groups", "Placement groups"),
     ("workers", "Workers"),
     ("training", "Training"),
+    ("models", "Models"),
 ];
 
 /// Escapes text for HTML.

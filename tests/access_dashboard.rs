@@ -178,6 +178,30 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         )),
         "{body}"
     );
+    // Users' metrics: those of the viewer's namespace's jobs only (the
+    // admin's scrape waits for both drivers' counters, sent once a second).
+    let scrape = |token: &str| http("GET", &format!("{base}/metrics"), Some(token), None).1;
+    let (_, join_token) = c.head.cluster();
+    let (vision, ads) = (
+        "tenant_hits_total{ns=\"vision\"} 1",
+        "tenant_hits_total{ns=\"ads\"} 1",
+    );
+    let mut text = String::new();
+    let both = wait_until(Duration::from_secs(30), || {
+        text = scrape(&join_token);
+        text.contains(vision) && text.contains(ads)
+    });
+    assert!(both, "{text}");
+    let text = scrape(viewer);
+    assert!(
+        text.contains(vision) && !text.contains("ns=\"ads\""),
+        "{text}"
+    );
+    let text = scrape(&bob);
+    assert!(
+        text.contains(ads) && !text.contains("ns=\"vision\""),
+        "{text}"
+    );
     // It changes nothing.
     let (status, body) = http(
         "POST",

@@ -7,7 +7,9 @@
 //! ([`LocalRequest::Metrics`](crate::proto::task::LocalRequest::Metrics)):
 //! a worker before each result it returns (so a driver that has a task's
 //! result sees its metrics), a driver once a second. Each raylet sums them
-//! in a [`MetricsTable`]; the head adds the raylets' tables up.
+//! in a [`MetricsTable`] per job ([`JobMetrics`], so that a user who sees
+//! some namespaces only sees their jobs' metrics); the head adds the
+//! raylets' tables up.
 //!
 //! ```no_run
 //! let hits = prism::metrics::counter("cache_hits", &[("cache", "l1")]);
@@ -16,6 +18,7 @@
 //! prism::metrics::histogram("batch_seconds", &[]).observe(0.25);
 //! ```
 
+use crate::ids::JobId;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -120,6 +123,10 @@ pub struct MetricValue {
     pub value: f64,
     /// Histogram observations.
     pub hist: Histogram,
+    /// The job whose processes recorded it, as their raylet knows it (a
+    /// task worker's job is that of the task it ran last); `None` in sums
+    /// over jobs.
+    pub job_id: Option<JobId>,
 }
 
 type Key = (String, Vec<(String, String)>, MetricKind);
@@ -168,6 +175,7 @@ impl MetricsTable {
                 kind: *kind,
                 value: *value,
                 hist: hist.clone(),
+                job_id: None,
             })
             .collect()
     }
@@ -187,6 +195,36 @@ impl MetricsTable {
                 kind,
                 value,
                 hist,
+            })
+            .collect()
+    }
+}
+
+/// A raylet's users' metrics, one table per job of the processes that
+/// sent them (`None`: a process of no known job). Pure.
+#[derive(Debug, Clone, Default)]
+pub struct JobMetrics {
+    jobs: BTreeMap<Option<JobId>, MetricsTable>,
+}
+
+impl JobMetrics {
+    /// Applies updates from a process of `job`.
+    pub fn apply(&mut self, job: Option<JobId>, updates: &[MetricUpdate]) {
+        let table = self.jobs.entry(job).or_default();
+        for u in updates {
+            table.apply(u);
+        }
+    }
+
+    /// Every value, each with its job.
+    pub fn values(&self) -> Vec<MetricValue> {
+        self.jobs
+            .iter()
+            .flat_map(|(job, t)| {
+                t.values().into_iter().map(|mut v| {
+                    v.job_id = *job;
+                    v
+                })
             })
             .collect()
     }
@@ -333,6 +371,23 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!((v[0].kind, v[0].value), (MetricKind::Counter, 5.0));
         assert_eq!((v[1].kind, v[1].value), (MetricKind::Gauge, 4.0));
+    }
+
+    #[test]
+    fn each_job_keeps_its_own_values_and_a_sum_forgets_jobs() {
+        let (a, b) = (JobId::random(), JobId::random());
+        let mut t = JobMetrics::default();
+        t.apply(Some(a), &[upd(MetricKind::Counter, 2.0)]);
+        t.apply(Some(b), &[upd(MetricKind::Counter, 3.0)]);
+        t.apply(Some(a), &[upd(MetricKind::Counter, 1.0)]);
+        let mut v: Vec<(Option<JobId>, f64)> =
+            t.values().iter().map(|v| (v.job_id, v.value)).collect();
+        v.sort_by(|x, y| x.1.total_cmp(&y.1));
+        assert_eq!(v, vec![(Some(a), 3.0), (Some(b), 3.0)]);
+        let mut sum = MetricsTable::default();
+        sum.add(&t.values());
+        let s = sum.values();
+        assert_eq!((s.len(), s[0].value, s[0].job_id), (1, 6.0, None));
     }
 
     #[test]

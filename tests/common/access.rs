@@ -153,6 +153,7 @@ pub fn child_main() {
         seconds: 1.0,
     };
     prism::report_run(&format!("run-{ns}"), "mlp", vec![point]).unwrap();
+    prism::metrics::counter("tenant_hits", &[("ns", &ns)]).inc();
     println!("started");
     hold_until_done();
 }

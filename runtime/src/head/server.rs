@@ -326,7 +326,7 @@ async fn serve_stream(
         HeadRequest::ListObjects => scoped(ctx, caller, StateQuery::Objects).await,
         HeadRequest::ListWorkers => scoped(ctx, caller, StateQuery::Workers).await,
         HeadRequest::QueryTasks(filter) => scoped(ctx, caller, StateQuery::TaskPage(filter)).await,
-        HeadRequest::Metrics => match list_state(ctx, StateQuery::Metrics).await {
+        HeadRequest::Metrics => match scoped(ctx, caller, StateQuery::Metrics).await {
             HeadResponse::Metrics { nodes, .. } => HeadResponse::Metrics {
                 head_requests: ctx
                     .latency

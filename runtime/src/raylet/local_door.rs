@@ -460,10 +460,11 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Metrics(updates)) => {
+                // Kept as the connection's job: AC-4 shows a user their
+                // jobs' metrics only.
+                let job = self.conn_job(role);
                 let mut table = self.user_metrics.lock().unwrap_or_else(|p| p.into_inner());
-                for u in &updates {
-                    table.apply(u);
-                }
+                table.apply(job, &updates);
                 None
             }
             (_, other) => {

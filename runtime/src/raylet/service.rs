@@ -48,8 +48,8 @@ pub struct TaskService {
     /// Workers being spawned (no pid here yet), and whether they were
     /// killed meanwhile: killed as soon as they have one.
     pub(super) spawning: DashMap<WorkerId, bool>,
-    /// Users' metrics from this node's processes.
-    pub(super) user_metrics: Mutex<crate::metrics::MetricsTable>,
+    /// Users' metrics from this node's processes, by their job.
+    pub(super) user_metrics: Mutex<crate::metrics::JobMetrics>,
     /// The name of the task each worker ran last (its output's prefix).
     pub(super) last_task: DashMap<WorkerId, String>,
     pub(super) jobs: DashMap<JobId, JobSpec>,

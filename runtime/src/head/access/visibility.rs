@@ -5,7 +5,8 @@
 //!
 //! - **AC-4** a user or viewer granted some namespaces (not `*`) sees the
 //!   jobs, actors, tasks, workers, objects, placement groups, training
-//!   runs, models and queued jobs of those namespaces only, and reads the logs of
+//!   runs, models, users' metrics and queued jobs of those namespaces
+//!   only, and reads the logs of
 //!   their workers only. A row whose job the head does not know (or no
 //!   longer keeps) is not theirs to see. Actors go by their own
 //!   namespace, objects by the job of the process that created the copy,
@@ -13,8 +14,10 @@
 //!   has none, and is seen by those who see everything only), the rest by
 //!   their job's.
 //!
-//! Cluster-wide still, for want of a job in their rows: the node table
-//! with its demand and the metrics (users' metrics included).
+//! Users' metrics go by the job of the processes that recorded them (a
+//! task worker's job is that of the task it ran last). Cluster-wide
+//! still, for want of a job in their rows: the node table with its demand
+//! and the nodes' own metrics (store, tasks, leases).
 
 use super::{Denied, Principal};
 use crate::ids::JobId;
@@ -117,6 +120,7 @@ impl Visibility {
                 | HeadResponse::PlacementGroup(_)
                 | HeadResponse::Run(_)
                 | HeadResponse::Models(_)
+                | HeadResponse::Metrics { .. }
         )
     }
 
@@ -133,6 +137,11 @@ impl Visibility {
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
             HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
             HeadResponse::Models(v) => v.retain(|m| p.in_namespace(&m.namespace)),
+            HeadResponse::Metrics { nodes, .. } => {
+                for n in nodes {
+                    n.user.retain(|m| m.job_id.is_some_and(|j| self.sees(j)));
+                }
+            }
             HeadResponse::Queue(q) => {
                 q.waiting.retain(|w| p.in_namespace(&w.namespace));
                 q.namespaces.retain(|n| p.in_namespace(&n.policy.namespace));

@@ -312,6 +312,17 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         n
     };
     assert_eq!(names(Some(&bob)), ["ranker@ads"]);
+    // The read-only token of vision, on the dashboard: vision's only.
+    let page = get("/api/v0/models");
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["rows"][0]["name"], "detector");
+    let (status, body) = http(
+        "GET",
+        &format!("{base}/api/v0/models/ranker"),
+        Some(viewer),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
     assert_eq!(names(Some(&alice)), ["detector@vision"]);
     assert_eq!(names(None), ["detector@vision", "ranker@ads"]);
     std::fs::write(&done, "").unwrap();

@@ -81,9 +81,6 @@ fn two_drivers_take_turns_on_one_cpu_s_leases() {
     for (name, _, out) in &ends {
         let line = out.lines().find(|l| l.starts_with("ON LEASES"));
         eprintln!("driver {name}: {}", line.unwrap_or("-"));
-        for l in out.lines().filter(|l| l.contains("DBG")) {
-            eprintln!("  {name} {l}");
-        }
     }
     for (name, ok, out) in &ends {
         assert!(

@@ -285,7 +285,8 @@ const metricsText = (ms) => (ms || []).map(([k, v]) => k + " " + Number(v).toPre
 async function renderModels() {
   const models = await api("/api/v0/models?limit=100");
   if (!models.rows.length) return [el("p", { class: "muted" }, "No models registered yet (or none in your namespaces). A version is made from a training run: prism models register NAME --run RUN.")];
-  const pick = body.dataset.model || models.rows[0].name;
+  const asked = body.dataset.model;
+  const pick = asked && models.rows.some((m) => m.name === asked) ? asked : models.rows[0].name;
   const list = table([
     ["Model", (m) => el("a", { href: "/models?model=" + encodeURIComponent(m.name) }, m.name)], ["Namespace", (m) => m.namespace],
     ["Versions", (m) => m.versions], ["Aliases", (m) => m.aliases.join(" ")],
@@ -300,7 +301,8 @@ async function renderModels() {
     ["Weights", (v) => v.checkpoint]], newest);
   const cards = newest.filter((v) => v.card).map((v) => el("div", { class: "card" }, el("h3", {}, "v" + v.version + " model card"), el("pre", {}, v.card)));
   const history = table([["When", (e) => fmtMs(e.at_ms)], ["Who", (e) => e.who], ["What", (e) => e.what]], m.history.slice().reverse());
-  return [list, el("h2", {}, "Model " + m.name + " (namespace " + m.namespace + ")"), versions,
+  const missing = asked && asked !== pick ? el("p", { class: "error" }, "No model " + asked + " among those you may see.") : null;
+  return [list, missing, el("h2", {}, "Model " + m.name + " (namespace " + m.namespace + ")"), versions,
     el("div", { class: "cards" }, cards), el("h2", {}, "History"), history];
 }
 

@@ -362,6 +362,12 @@ pub async fn model(
     let req = HeadRequest::Models(ModelRequest::Show { name: name.clone() });
     match src.request(&req).await {
         Ok(HeadResponse::Models(mut m)) if !m.is_empty() => Ok(Json(m.remove(0))),
+        // Left out by the caller's namespaces after the gate let it by
+        // (the model moved meanwhile): as if unknown.
+        Ok(HeadResponse::Models(_)) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no model named {name:?}"),
+        )),
         // The registry's own words for a name it does not hold.
         Err(SourceError::Head(e)) if e.starts_with("no model named") => {
             Err(ApiError(StatusCode::NOT_FOUND, e))

@@ -200,11 +200,18 @@ impl MetricsTable {
     }
 }
 
+/// Ended jobs whose counters and histograms a raylet keeps as theirs; older
+/// ones are folded into its unattributed sum ([`JobMetrics::job_ended`]).
+pub const ENDED_JOBS_KEPT: usize = 64;
+
 /// A raylet's users' metrics, one table per job of the processes that
-/// sent them (`None`: a process of no known job). Pure.
+/// sent them (`None`: a process of no known job, and the jobs that ended
+/// longest ago). Pure.
 #[derive(Debug, Clone, Default)]
 pub struct JobMetrics {
     jobs: BTreeMap<Option<JobId>, MetricsTable>,
+    /// Jobs ended, oldest first.
+    ended: std::collections::VecDeque<JobId>,
 }
 
 impl JobMetrics {
@@ -213,6 +220,32 @@ impl JobMetrics {
         let table = self.jobs.entry(job).or_default();
         for u in updates {
             table.apply(u);
+        }
+    }
+
+    /// `job` ended: its gauges go (their last values are of work that is
+    /// over), its counters and histograms stay its own for the last
+    /// [`ENDED_JOBS_KEPT`] jobs ended, then join the unattributed sum (seen
+    /// by those who see every namespace), so memory and each scrape stay
+    /// bounded however many jobs a raylet outlives while the cluster's
+    /// totals never go down.
+    pub fn job_ended(&mut self, job: JobId) {
+        let Some(t) = self.jobs.get_mut(&Some(job)) else {
+            return;
+        };
+        t.values
+            .retain(|(_, _, kind), _| *kind != MetricKind::Gauge);
+        if self.ended.contains(&job) {
+            return;
+        }
+        self.ended.push_back(job);
+        while self.ended.len() > ENDED_JOBS_KEPT {
+            let Some(old) = self.ended.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.jobs.remove(&Some(old)) {
+                self.jobs.entry(None).or_default().add(&t.values());
+            }
         }
     }
 
@@ -388,6 +421,33 @@ mod tests {
         sum.add(&t.values());
         let s = sum.values();
         assert_eq!((s.len(), s[0].value, s[0].job_id), (1, 6.0, None));
+    }
+
+    #[test]
+    fn an_ended_job_keeps_its_counters_a_while_then_they_join_the_sum() {
+        let mut t = JobMetrics::default();
+        let first = JobId::random();
+        t.apply(
+            Some(first),
+            &[upd(MetricKind::Counter, 2.0), upd(MetricKind::Gauge, 9.0)],
+        );
+        t.job_ended(first);
+        // Its gauge goes; its counter stays its own.
+        let v = t.values();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].kind, v[0].job_id), (MetricKind::Counter, Some(first)));
+        for _ in 0..ENDED_JOBS_KEPT {
+            let j = JobId::random();
+            t.apply(Some(j), &[upd(MetricKind::Counter, 1.0)]);
+            t.job_ended(j);
+        }
+        // The oldest folded into the unattributed sum: bounded, and the
+        // node's total is unchanged.
+        assert_eq!(t.jobs.len(), ENDED_JOBS_KEPT + 1);
+        let mut sum = MetricsTable::default();
+        sum.add(&t.values());
+        assert_eq!(sum.values()[0].value, 2.0 + ENDED_JOBS_KEPT as f64);
+        assert!(t.values().iter().all(|v| v.job_id != Some(first)));
     }
 
     #[test]

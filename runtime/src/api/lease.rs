@@ -9,8 +9,9 @@
 //! - **LO-2** tasks wait here, in order, only while a lease of their shape
 //!   is held and making progress (a revoked one while the task it runs
 //!   has not stalled: another is asked for once it ends), or while one is
-//!   asked for, for at most [`ASK_WAIT`] (the request may wait its turn at
-//!   the raylet, L-7), and, unless they are [`QUICK`], only as many as the
+//!   asked for, for at most [`ASK_WAIT`] per request (it may wait its turn
+//!   at the raylet, L-7; one declined for a lease given back since is
+//!   asked once more), and, unless they are [`QUICK`], only as many as the
 //!   leases run in [`WAIT_BUDGET`] by their recent run times (the rest go
 //!   through the raylet, which can spread them over nodes); when the last
 //!   lease of the shape is given back or lost, what waits asks for another;

@@ -233,6 +233,10 @@ impl TaskService {
             if self.jobs.contains_key(job) && self.ended_jobs.insert(*job, ()).is_none() {
                 info!(%job, "job ended; stopping its workers here");
                 self.act(|d| d.job_ended(*job));
+                self.user_metrics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .job_ended(*job);
             }
         }
         let me = self.node();

@@ -40,6 +40,7 @@ impl Deployment {
             version: String::new(),
             drift: None,
             registry: None,
+            registry_pinned: None,
             rollout: None,
         })
     }
@@ -206,7 +207,13 @@ pub fn run(app: Application) -> Result<(), ServeError> {
 }
 
 /// Deploys an application spec (from [`run`] or a config file).
-pub fn deploy(app: AppSpec) -> Result<(), ServeError> {
+pub fn deploy(mut app: AppSpec) -> Result<(), ServeError> {
+    for d in &mut app.deployments {
+        if let Some(r) = &d.registry {
+            let pinned = crate::registry::resolve(r).map_err(ServeError::Registry)?;
+            d.registry_pinned = Some(pinned);
+        }
+    }
     let c = get_or_start_controller()?;
     let wait = Duration::from_secs(300);
     c.deploy(app, wait.as_millis() as u64)?

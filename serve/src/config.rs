@@ -302,6 +302,7 @@ impl DeploymentConfig {
             version: self.version.clone().unwrap_or_default(),
             drift: self.drift.clone(),
             registry: self.registry.clone(),
+            registry_pinned: None,
             rollout: self.rollout.clone(),
         }
     }

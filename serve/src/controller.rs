@@ -59,7 +59,8 @@ impl Controller {
         for d in &mut app.deployments {
             d.validate()?;
             if let Some(r) = d.registry.clone() {
-                d.user_config = registry::pin(&r, &d.user_config, &mut d.version).await?;
+                let pinned = d.registry_pinned.as_ref();
+                d.user_config = registry::pin(&r, pinned, &d.user_config, &mut d.version)?;
             }
         }
         self.start_loop();
@@ -120,6 +121,7 @@ impl Controller {
                             user_config: Some(d.user_config.clone()),
                             policy: d.rollout.clone().expect("checked"),
                             registry: None,
+                            registry_pinned: None,
                         });
                         o.spec.rollout = d.rollout.clone();
                         o.spec.replicas = d.replicas;
@@ -225,7 +227,8 @@ impl Controller {
                 .map(|d| d.spec.user_config.clone())
                 .unwrap_or_else(|| "null".into());
             let base = spec.user_config.clone().unwrap_or(live);
-            spec.user_config = Some(registry::pin(&r, &base, &mut spec.version).await?);
+            let pinned = spec.registry_pinned.as_ref();
+            spec.user_config = Some(registry::pin(&r, pinned, &base, &mut spec.version)?);
         }
         rollouts::start(
             &mut self.deps.borrow_mut(),

@@ -157,6 +157,10 @@ pub enum ServeError {
     /// The controller refused a deploy, or could not be reached.
     #[error("serve controller: {0}")]
     Controller(String),
+    /// A registry version could not be resolved as the deploying
+    /// process's job (unknown, or in a namespace not granted).
+    #[error("{0}")]
+    Registry(String),
     /// The serve config file is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),

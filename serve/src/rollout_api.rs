@@ -23,6 +23,7 @@ impl RolloutSpec {
             user_config: None,
             policy: RolloutPolicy::new(strategy),
             registry: None,
+            registry_pinned: None,
         }
     }
     /// Serve a registry version (`NAME@alias` or `NAME@3`): pinned when
@@ -61,7 +62,11 @@ impl RolloutSpec {
 }
 
 /// Starts a rollout; returns once its challenger is starting.
-pub fn rollout(spec: RolloutSpec) -> Result<(), ServeError> {
+pub fn rollout(mut spec: RolloutSpec) -> Result<(), ServeError> {
+    if let Some(r) = &spec.registry {
+        let pinned = crate::registry::resolve(r).map_err(ServeError::Registry)?;
+        spec.registry_pinned = Some(pinned);
+    }
     controller()?
         .rollout(spec)?
         .get_timeout(Duration::from_secs(30))?

@@ -51,6 +51,10 @@ pub struct DeploymentSpec {
     /// A registry version (`NAME@alias`, `NAME@3`) pinned at deploy time:
     /// its checkpoint reaches the model as `checkpoint` in its user config.
     pub registry: Option<String>,
+    /// `registry` as the deploying process resolved it (`NAME@3` and its
+    /// checkpoint): read as that process's job, so the registry's
+    /// namespaces hold, not as the controller's.
+    pub registry_pinned: Option<(String, String)>,
     /// How a new version (a new `version` label with a new model or config)
     /// replaces the running one on a redeploy; None: a rolling update.
     pub rollout: Option<RolloutPolicy>,
@@ -132,6 +136,7 @@ impl DeploymentSpec {
         a.user_config = other.user_config.clone();
         a.rollout = other.rollout.clone();
         a.registry = other.registry.clone();
+        a.registry_pinned = other.registry_pinned.clone();
         a.replicas = other.replicas;
         self.version != other.version && a == *other
     }
@@ -251,6 +256,9 @@ pub struct RolloutSpec {
     /// A registry version to serve (`NAME@alias`, `NAME@3`), pinned now;
     /// an empty `version` becomes `NAME@N`.
     pub registry: Option<String>,
+    /// `registry` as the calling process resolved it (see
+    /// [`DeploymentSpec::registry_pinned`]).
+    pub registry_pinned: Option<(String, String)>,
 }
 
 /// Every deployment's routes, versioned (routers long-poll for a newer one).

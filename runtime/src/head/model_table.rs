@@ -41,8 +41,9 @@ fn valid_name(kind: &str, s: &str) -> Result<(), String> {
 impl ModelTable {
     /// Applies a request at `now_ms`; `runs` supplies a registered run's
     /// params and metrics, `namespace_of` its job's namespace (a job the
-    /// head no longer knows counts as `default`'s). Answers the models
-    /// named (or all, for `List`).
+    /// head never registered, a driver's started before there were users,
+    /// counts as `default`'s). Answers the models named (or all, for
+    /// `List`).
     pub fn handle(
         &mut self,
         req: ModelRequest,
@@ -342,7 +343,7 @@ mod tests {
             ),
             "{e}"
         );
-        // A run whose job is forgotten counts as default's: refused too.
+        // A run of a job the head never registered counts as default's.
         assert!(other(&mut t, None)
             .unwrap_err()
             .contains("namespace default"));

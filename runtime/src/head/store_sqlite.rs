@@ -87,12 +87,14 @@ impl SqliteStore {
                      hash BLOB NOT NULL);",
             )
             .map_err(|e| store.err(e))?;
-        let version: Option<i64> = store
-            .meta("schema")?
-            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()));
         let clean = store.meta("clean_stop")?.is_some_and(|v| v == b"1");
         let cluster = store.meta("cluster_id")?;
         let recover = cluster.is_some() && !clean && !fresh;
+        // A file with a cluster and no version is of the first schema.
+        let version: Option<i64> = store
+            .meta("schema")?
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
+            .or(cluster.is_some().then_some(1));
         match version {
             Some(v) if v == SCHEMA_VERSION => {}
             // Older rows (models without a namespace) are not read back;

@@ -63,10 +63,17 @@ impl HeadCore {
             R::RegisterDriver { job_id, .. } => {
                 ("job.start", format!("job {job_id}"), "default".into(), None)
             }
-            R::Models(ModelRequest::Register { name, .. }) => (
+            R::Models(ModelRequest::Register { name, run_id, .. }) => (
                 "model.register",
                 format!("model {name}"),
-                String::new(),
+                // The model's, or, for a new one, its run's (MR-4).
+                self.models
+                    .namespace_of(name)
+                    .or_else(|| {
+                        let job = self.runs.job_of(run_id)?;
+                        self.jobs.get(job).map(|j| j.namespace.clone())
+                    })
+                    .unwrap_or_default(),
                 None,
             ),
             R::Models(ModelRequest::SetAlias {
@@ -77,13 +84,13 @@ impl HeadCore {
             }) => (
                 "model.alias",
                 format!("model {name}@{alias} -> v{version}"),
-                String::new(),
+                self.models.namespace_of(name).unwrap_or_default(),
                 None,
             ),
             R::Models(ModelRequest::SetCard { name, version, .. }) => (
                 "model.card",
                 format!("model {name} v{version}"),
-                String::new(),
+                self.models.namespace_of(name).unwrap_or_default(),
                 None,
             ),
             R::DrainNode { node_id, .. } => {

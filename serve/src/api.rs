@@ -213,11 +213,6 @@ pub fn deploy(mut app: AppSpec) -> Result<(), ServeError> {
             let pinned = crate::registry::resolve(r).map_err(ServeError::Registry)?;
             d.registry_pinned = Some(pinned);
         }
-        if let Some(drift) = &mut d.drift {
-            let path =
-                crate::drift::reference_path(&drift.reference).map_err(ServeError::Registry)?;
-            drift.reference = path.display().to_string();
-        }
     }
     let c = get_or_start_controller()?;
     let wait = Duration::from_secs(300);

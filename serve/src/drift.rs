@@ -92,25 +92,17 @@ impl Reference {
 /// `NAME@alias` / `NAME@3` (its checkpoint's `drift_reference.json`, or
 /// `CHECKPOINT.drift.json` next to a checkpoint file).
 pub fn load_reference(spec: &str) -> Result<Reference, String> {
-    let path = reference_path(spec)?;
-    Reference::load(&path).map_err(|e| format!("drift reference {spec}: {e}"))
-}
-
-/// The file the reference `spec` names (see [`load_reference`]): a
-/// registry version is resolved here, as this process's job, so the
-/// deploying process resolves it (a user reads the references of the
-/// models of their namespaces only), and replicas get the file.
-pub fn reference_path(spec: &str) -> Result<std::path::PathBuf, String> {
     let path = std::path::Path::new(spec);
     if path.exists() || !spec.contains('@') {
-        return Ok(path.to_path_buf());
+        return Reference::load(path);
     }
     let v = prism::models::resolve(spec).map_err(|e| format!("drift reference {spec}: {e}"))?;
     let ck = std::path::Path::new(&v.checkpoint);
-    Ok(match ck.is_dir() {
+    let file = match ck.is_dir() {
         true => ck.join("drift_reference.json"),
         false => std::path::PathBuf::from(format!("{}.drift.json", v.checkpoint)),
-    })
+    };
+    Reference::load(&file).map_err(|e| format!("{spec} (version {}): {e}", v.version))
 }
 
 /// Σ f(live share, reference share) over the bins, both smoothed; 0 for

@@ -223,18 +223,14 @@ impl JobMetrics {
         }
     }
 
-    /// `job` ended: its gauges go (their last values are of work that is
-    /// over), its counters and histograms stay its own for the last
-    /// [`ENDED_JOBS_KEPT`] jobs ended, then join the unattributed sum (seen
-    /// by those who see every namespace), so memory and each scrape stay
-    /// bounded however many jobs a raylet outlives while the cluster's
-    /// totals never go down.
+    /// `job` ended (its detached actors may live on): its values stay its
+    /// own for the last [`ENDED_JOBS_KEPT`] jobs ended; then its counters
+    /// and histograms join the unattributed sum (seen by those who see
+    /// every namespace) and its gauges go, so memory and each scrape stay
+    /// bounded however many jobs a raylet outlives, while the node's totals
+    /// never go down. (A detached actor of a folded job that records more
+    /// starts the job's own series again.)
     pub fn job_ended(&mut self, job: JobId) {
-        let Some(t) = self.jobs.get_mut(&Some(job)) else {
-            return;
-        };
-        t.values
-            .retain(|(_, _, kind), _| *kind != MetricKind::Gauge);
         if self.ended.contains(&job) {
             return;
         }
@@ -243,7 +239,9 @@ impl JobMetrics {
             let Some(old) = self.ended.pop_front() else {
                 break;
             };
-            if let Some(t) = self.jobs.remove(&Some(old)) {
+            if let Some(mut t) = self.jobs.remove(&Some(old)) {
+                t.values
+                    .retain(|(_, _, kind), _| *kind != MetricKind::Gauge);
                 self.jobs.entry(None).or_default().add(&t.values());
             }
         }
@@ -411,16 +409,16 @@ mod tests {
         let (a, b) = (JobId::random(), JobId::random());
         let mut t = JobMetrics::default();
         t.apply(Some(a), &[upd(MetricKind::Counter, 2.0)]);
-        t.apply(Some(b), &[upd(MetricKind::Counter, 3.0)]);
+        t.apply(Some(b), &[upd(MetricKind::Counter, 4.0)]);
         t.apply(Some(a), &[upd(MetricKind::Counter, 1.0)]);
         let mut v: Vec<(Option<JobId>, f64)> =
             t.values().iter().map(|v| (v.job_id, v.value)).collect();
         v.sort_by(|x, y| x.1.total_cmp(&y.1));
-        assert_eq!(v, vec![(Some(a), 3.0), (Some(b), 3.0)]);
+        assert_eq!(v, vec![(Some(a), 3.0), (Some(b), 4.0)]);
         let mut sum = MetricsTable::default();
         sum.add(&t.values());
         let s = sum.values();
-        assert_eq!((s.len(), s[0].value, s[0].job_id), (1, 6.0, None));
+        assert_eq!((s.len(), s[0].value, s[0].job_id), (1, 7.0, None));
     }
 
     #[test]
@@ -432,22 +430,24 @@ mod tests {
             &[upd(MetricKind::Counter, 2.0), upd(MetricKind::Gauge, 9.0)],
         );
         t.job_ended(first);
-        // Its gauge goes; its counter stays its own.
+        t.job_ended(first);
+        // Its values stay its own a while (its detached actors may live).
         let v = t.values();
-        assert_eq!(v.len(), 1);
-        assert_eq!((v[0].kind, v[0].job_id), (MetricKind::Counter, Some(first)));
+        assert_eq!(v.len(), 2);
+        assert!(v.iter().all(|v| v.job_id == Some(first)));
         for _ in 0..ENDED_JOBS_KEPT {
             let j = JobId::random();
             t.apply(Some(j), &[upd(MetricKind::Counter, 1.0)]);
             t.job_ended(j);
         }
-        // The oldest folded into the unattributed sum: bounded, and the
-        // node's total is unchanged.
+        // The oldest folded into the unattributed sum, its gauge gone:
+        // bounded, and the node's counter total is unchanged.
         assert_eq!(t.jobs.len(), ENDED_JOBS_KEPT + 1);
         let mut sum = MetricsTable::default();
         sum.add(&t.values());
         assert_eq!(sum.values()[0].value, 2.0 + ENDED_JOBS_KEPT as f64);
         assert!(t.values().iter().all(|v| v.job_id != Some(first)));
+        assert!(t.values().iter().all(|v| v.kind == MetricKind::Counter));
     }
 
     #[test]

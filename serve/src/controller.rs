@@ -59,8 +59,8 @@ impl Controller {
         for d in &mut app.deployments {
             d.validate()?;
             if let Some(r) = d.registry.clone() {
-                let pinned = d.registry_pinned.as_ref();
-                d.user_config = registry::pin(&r, pinned, &d.user_config, &mut d.version)?;
+                let pinned = d.registry_pinned.take();
+                d.user_config = registry::pin(&r, pinned.as_ref(), &d.user_config, &mut d.version)?;
             }
         }
         self.start_loop();
@@ -227,8 +227,13 @@ impl Controller {
                 .map(|d| d.spec.user_config.clone())
                 .unwrap_or_else(|| "null".into());
             let base = spec.user_config.clone().unwrap_or(live);
-            let pinned = spec.registry_pinned.as_ref();
-            spec.user_config = Some(registry::pin(&r, pinned, &base, &mut spec.version)?);
+            let pinned = spec.registry_pinned.take();
+            spec.user_config = Some(registry::pin(
+                &r,
+                pinned.as_ref(),
+                &base,
+                &mut spec.version,
+            )?);
         }
         rollouts::start(
             &mut self.deps.borrow_mut(),

@@ -53,7 +53,9 @@ pub struct DeploymentSpec {
     pub registry: Option<String>,
     /// `registry` as the deploying process resolved it (`NAME@3` and its
     /// checkpoint): read as that process's job, so the registry's
-    /// namespaces hold, not as the controller's.
+    /// namespaces hold, not as the controller's. Taken by the controller
+    /// once applied (it is then in `user_config` and `version`), so the
+    /// specs it keeps compare as before.
     pub registry_pinned: Option<(String, String)>,
     /// How a new version (a new `version` label with a new model or config)
     /// replaces the running one on a redeploy; None: a rolling update.

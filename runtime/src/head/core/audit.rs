@@ -73,7 +73,7 @@ impl HeadCore {
                         let job = self.runs.job_of(run_id)?;
                         self.jobs.get(job).map(|j| j.namespace.clone())
                     })
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| "default".into()),
                 None,
             ),
             R::Models(ModelRequest::SetAlias {

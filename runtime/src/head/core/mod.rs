@@ -35,6 +35,7 @@
 //!   certificate is refused (and logged), the real node unaffected.
 
 mod access;
+mod actions;
 mod actors;
 mod audit;
 mod groups;

@@ -48,6 +48,14 @@ fn bad_request(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
 
+/// A page's query (filters, sort, paging; [`DEFAULT_LIMIT`] rows unless
+/// `limit=` says), or a 400 naming what is wrong with it.
+fn row_query(params: Vec<(String, String)>) -> Result<RowQuery, ApiError> {
+    let mut q = RowQuery::parse(params).map_err(bad_request)?;
+    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    Ok(q)
+}
+
 /// `GET /api/v0/{table}`.
 pub async fn table(
     State(app): State<Arc<App>>,
@@ -63,8 +71,7 @@ pub async fn table(
             format!("no table {name:?}; there are: {}", names.join(", ")),
         )
     })?;
-    let mut q = RowQuery::parse(params).map_err(bad_request)?;
-    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let mut q = row_query(params)?;
     if table == Table::Tasks {
         // Tasks are the big table: the raylets filter them and send only
         // the newest rows a page needs, when the query allows.
@@ -281,8 +288,7 @@ pub async fn runs(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
     let src = app.source.view(&role);
-    let mut q = RowQuery::parse(params).map_err(bad_request)?;
-    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let q = row_query(params)?;
     let runs = match src.request(&HeadRequest::ListRuns).await? {
         HeadResponse::Runs(r) => r,
         other => return Err(bad_request(format!("unexpected answer {other:?}"))),
@@ -338,8 +344,7 @@ pub async fn models(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<prism::views::Page>, ApiError> {
     let src = app.source.view(&role);
-    let mut q = RowQuery::parse(params).map_err(bad_request)?;
-    q.limit = Some(q.limit.unwrap_or(DEFAULT_LIMIT));
+    let q = row_query(params)?;
     let models = match src
         .request(&HeadRequest::Models(ModelRequest::List))
         .await?

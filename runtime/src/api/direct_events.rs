@@ -73,13 +73,16 @@ pub(super) struct Events {
 }
 
 impl Events {
-    /// `open` ended with `outcome` (TE-1).
-    pub(super) fn ended(&self, open: Open, outcome: &Outcome) {
+    /// `open` ended with `outcome` (TE-1); returns how long it ran, in
+    /// microseconds (0 if it never started).
+    pub(super) fn ended(&self, open: Open, outcome: &Outcome) -> u64 {
         // One reported running is always listed ended (TE-2), or the
         // raylet would list it running until its worker exits.
         let listed = open.reported;
         let mut event = open.event;
-        event.ended_us = Some(now_us());
+        let now = now_us();
+        event.ended_us = Some(now);
+        let ran_us = event.started_us.map_or(0, |s| now.saturating_sub(s));
         if let Outcome::Failed(f) = outcome {
             event.error = Some(f.summary());
         }
@@ -91,6 +94,7 @@ impl Events {
         } else {
             batch.unlisted_finished += 1;
         }
+        ran_us
     }
 
     /// Starts reporting (once per process).

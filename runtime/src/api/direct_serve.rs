@@ -58,10 +58,7 @@ impl Serve {
         let Some((_, (conn, open))) = self.replies.remove(&task_id) else {
             return Err(outcome);
         };
-        let ran_us = open.event.started_us.map_or(0, |s| {
-            crate::raylet::task_history::now_us().saturating_sub(s)
-        });
-        self.events.ended(open, &outcome);
+        let ran_us = self.events.ended(open, &outcome);
         let event = DirectEvent::Finished {
             task_id,
             outcome,

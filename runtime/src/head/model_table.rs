@@ -220,6 +220,11 @@ mod tests {
         t
     }
 
+    fn show_unknown(t: &mut ModelTable) -> String {
+        let show = ModelRequest::Show { name: "x".into() };
+        t.handle(show, &runs(), |_| None, 1).unwrap_err()
+    }
+
     fn register(t: &mut ModelTable, run: &str) -> Result<Vec<ModelInfo>, String> {
         t.handle(
             ModelRequest::Register {
@@ -290,14 +295,7 @@ mod tests {
     #[test]
     fn bad_names_and_unknown_models_say_so() {
         let mut t = ModelTable::default();
-        let e = t
-            .handle(
-                ModelRequest::Show { name: "x".into() },
-                &runs(),
-                |_| None,
-                1,
-            )
-            .unwrap_err();
+        let e = show_unknown(&mut t);
         assert!(e.contains("no model named \"x\""), "{e}");
         let e = t
             .handle(
@@ -350,14 +348,7 @@ mod tests {
         assert_eq!(t.models["digits"].versions.len(), 1);
         assert_eq!(other(&mut t, Some("vision")).unwrap()[0].versions.len(), 2);
         // An unknown name's error names no other model.
-        let e = t
-            .handle(
-                ModelRequest::Show { name: "x".into() },
-                &runs(),
-                |_| None,
-                1,
-            )
-            .unwrap_err();
+        let e = show_unknown(&mut t);
         assert!(!e.contains("digits"), "{e}");
     }
 }

@@ -5,7 +5,8 @@
 //! reports; a long direct call shows as running with its worker's pid,
 //! and as failed with the worker's exit once that worker is `kill -9`ed.
 //! The sockets of the dead actor and of the job's ended workers are
-//! removed.
+//! removed. Tasks waiting in their owner for its leases are listed queued
+//! until the owner goes.
 
 use prism_test_support::*;
 use serde_json::Value;
@@ -76,12 +77,35 @@ fn listed_role() {
     println!("ALL OK");
 }
 
+#[prism::remote]
+fn tick(i: u64) -> u64 {
+    i + 1
+}
+
+/// Submits more quick tasks than its lease runs in seconds: they wait in
+/// this driver for it (quick ones all may, LO-2), until the test kills
+/// the driver.
+fn waiting_role() {
+    // A lease first: else the burst goes through the raylet while the
+    // lease's worker starts.
+    let mut i = 0u64;
+    let leased = wait_until(Duration::from_secs(30), || {
+        i += 1;
+        tick::remote(i).unwrap().get().is_ok() && prism::__private::leased_workers() > 0
+    });
+    check(leased, "a worker is leased");
+    let refs: Vec<_> = (0..90_000u64).map(|i| tick::remote(i).unwrap()).collect();
+    println!("SUBMITTED {}", refs.len());
+    check(hold_until_done(), "the test kills this driver first");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
     let _c = prism::init().unwrap();
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "listed" => listed_role(),
+        "waiting" => waiting_role(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -207,4 +231,44 @@ fn direct_calls_and_leased_tasks_are_listed_from_their_workers() {
         "{:?}",
         left()
     );
+}
+
+#[test]
+fn tasks_waiting_in_their_owner_for_a_lease_are_listed_until_it_goes() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    let env = [("PRISM_LEASE_IDLE_MS", "60000")];
+    let (mut job, _done) = sb.held_driver_with("waiting", &head, &head, &env);
+    let submitted = wait_until(Duration::from_secs(60), || {
+        job.stdout().contains("SUBMITTED")
+    });
+    assert!(submitted, "{}\n--- head:\n{}", job.stdout(), head.log());
+    let queued = || -> Vec<Value> {
+        let out = sb.run(&[
+            "list", "tasks", "--state", "queued", "--limit", "5000", "--json",
+        ]);
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        rows.into_iter()
+            .filter(|t| t["function"].as_str().is_some_and(|f| f.contains("tick")))
+            .collect()
+    };
+    let mut rows = Vec::new();
+    // Every tick rides the driver's one lease: the raylet queues none of
+    // them, so those listed queued are the driver's own list.
+    let listed = wait_until(Duration::from_secs(30), || {
+        rows = queued();
+        rows.len() >= 100
+    });
+    assert!(listed, "{rows:#?}\n--- driver:\n{}", job.stdout());
+    for t in &rows {
+        assert_eq!(t["kind"], "task", "{t:#}");
+        assert!(t["worker_pid"].is_null(), "{t:#}");
+        assert!(t["submitted_us"].as_u64().unwrap_or(0) > 0, "{t:#}");
+    }
+    job.kill9();
+    let gone = wait_until(Duration::from_secs(30), || {
+        rows = queued();
+        rows.is_empty()
+    });
+    assert!(gone, "the driver's waiting tasks outlive it: {rows:#?}");
 }

@@ -18,7 +18,7 @@
 
 use super::core::Core;
 use crate::proto::direct::{TaskEvent, TaskEvents};
-use crate::proto::task::{LocalRequest, Outcome, TaskKind, TaskSpec};
+use crate::proto::task::{LocalRequest, Outcome, TaskSpec};
 use crate::raylet::task_history::now_us;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -42,19 +42,7 @@ impl Open {
     /// `spec` has just arrived.
     pub(super) fn arrived(spec: &TaskSpec) -> Open {
         Open {
-            event: TaskEvent {
-                task_id: spec.task_id,
-                job_id: spec.job_id,
-                name: spec.name.clone(),
-                function: spec.function.clone(),
-                actor_call: matches!(spec.kind, TaskKind::ActorCall(_)),
-                resources: spec.resources.clone(),
-                attempt: spec.attempt,
-                arrived_us: now_us(),
-                started_us: None,
-                ended_us: None,
-                error: None,
-            },
+            event: TaskEvent::arrived(spec, now_us()),
             reported: false,
         }
     }
@@ -137,7 +125,7 @@ fn flush(core: &Core) -> bool {
 mod tests {
     use super::*;
     use crate::ids::{JobId, TaskId};
-    use crate::proto::task::Failure;
+    use crate::proto::task::{Failure, TaskKind};
 
     fn open(i: u8) -> Open {
         let spec = TaskSpec::new(

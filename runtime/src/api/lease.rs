@@ -34,7 +34,8 @@
 //! - **LO-6** a granted lease's socket is opened off the thread that reads
 //!   the raylet's events (the open waits up to the worker's welcome); its
 //!   shape is still asking meanwhile, and a revocation that comes first is
-//!   kept and honoured once it is open (LO-3).
+//!   kept and honoured once it is open (LO-3);
+//! - **LO-7** what waits here is listed to the raylet (`lease_listed.rs`).
 
 use super::core::Core;
 use crate::ids::TaskId;
@@ -95,6 +96,10 @@ struct Inner {
     opening: HashMap<TaskId, bool>,
     /// Whether the idle sweeper runs.
     sweeping: bool,
+    /// When the tasks waiting here were last listed to the raylet, and
+    /// whether any were (LO-7).
+    listed_at: Option<Instant>,
+    listed_any: bool,
 }
 
 #[derive(Debug, Default)]
@@ -514,6 +519,8 @@ mod outcomes;
 use outcomes::read_outcomes;
 #[path = "lease_ends.rs"]
 mod ends;
+#[path = "lease_listed.rs"]
+mod listed;
 
 #[cfg(test)]
 #[path = "lease_tests.rs"]

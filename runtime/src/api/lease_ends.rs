@@ -1,8 +1,9 @@
 //! How a process's leases end (LO-2, LO-3): the raylet revokes one, the
 //! owner cancels a task on one, and the sweeper, a thread that, while
 //! leases are held or tasks wait for one asked for, gives back leases idle
-//! for `PRISM_LEASE_IDLE_MS` or revoked and past their tenure, and sends
-//! through the raylet what may no longer wait here.
+//! for `PRISM_LEASE_IDLE_MS` or revoked and past their tenure, sends
+//! through the raylet what may no longer wait here, and lists what waits
+//! (LO-7).
 
 use super::*;
 
@@ -126,7 +127,13 @@ impl Leases {
                 if done {
                     inner.sweeping = false;
                 }
+                let listed = inner.waiting_list(now, done);
                 send_all(&core, spill);
+                if let Some(list) = listed {
+                    // Sent before the lock goes, as the spilled tasks: a
+                    // later snapshot cannot overtake it.
+                    let _ = core.send(&LocalRequest::OwnerWaiting(list));
+                }
                 if done {
                     return;
                 }

@@ -174,3 +174,30 @@ fn lo_2_a_decline_for_a_lease_given_back_since_asks_again() {
     s.asked_holding = true;
     assert!(!s.asks_again_after_decline());
 }
+
+#[test]
+fn what_waits_is_listed_at_most_every_list_every_then_once_empty_lo7() {
+    let mut inner = Inner::default();
+    let t0 = Instant::now();
+    assert!(
+        inner.waiting_list(t0, false).is_none(),
+        "none waits: no list"
+    );
+    inner.shapes.insert("a".into(), shape(Vec::new(), 3));
+    inner.shapes.insert("b".into(), shape(Vec::new(), 2000));
+    let first = inner.waiting_list(t0, false).expect("due at once");
+    assert_eq!(first.tasks.len(), crate::raylet::task_history::MAX_WAITING);
+    assert!(first.tasks.iter().all(|t| t.started_us.is_none()));
+    let soon = t0 + listed::LIST_EVERY / 2;
+    assert!(inner.waiting_list(soon, false).is_none(), "not due yet");
+    let later = t0 + listed::LIST_EVERY;
+    assert!(inner.waiting_list(later, false).is_some());
+    // None waits any more: one empty list, due even at once if the
+    // sweeper stops, and then nothing.
+    inner.shapes.clear();
+    let empty = inner.waiting_list(later, true).expect("the last, empty");
+    assert!(empty.tasks.is_empty());
+    assert!(inner
+        .waiting_list(later + listed::LIST_EVERY * 2, true)
+        .is_none());
+}

@@ -49,6 +49,36 @@ pub struct TaskEvents {
     pub unlisted_failed: u64,
 }
 
+impl TaskEvent {
+    /// `spec`, arrived at `arrived_us`, not started.
+    pub fn arrived(spec: &super::task::TaskSpec, arrived_us: u64) -> TaskEvent {
+        TaskEvent {
+            task_id: spec.task_id,
+            job_id: spec.job_id,
+            name: spec.name.clone(),
+            function: spec.function.clone(),
+            actor_call: matches!(spec.kind, super::task::TaskKind::ActorCall(_)),
+            resources: spec.resources.clone(),
+            attempt: spec.attempt,
+            arrived_us,
+            started_us: None,
+            ended_us: None,
+            error: None,
+        }
+    }
+}
+
+/// The tasks an owner keeps waiting for its leases (LO-2), as it lists
+/// them to its raylet for `prism list tasks` (TH-4 in
+/// `raylet/task_history.rs`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct OwnerWaiting {
+    /// The first of them, oldest first (`started_us` and `ended_us` are
+    /// `None`; `arrived_us` is 0: the raylet counts from when it first
+    /// hears of each). At most `raylet::task_history::MAX_WAITING`.
+    pub tasks: Vec<TaskEvent>,
+}
+
 /// What a worker tells its raylet (batched, in
 /// [`super::task::LocalRequest::TaskEvents`]) about work that reached it
 /// directly, so that `prism list tasks`, the dashboard and `prism

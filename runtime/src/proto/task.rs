@@ -411,6 +411,10 @@ pub enum LocalRequest {
     /// Work that reached this worker directly started or ended (sent in
     /// batches, a few times a second). Unanswered.
     TaskEvents(super::direct::TaskEvents),
+    /// The tasks waiting in this owner for a leased worker, now (a
+    /// snapshot that replaces the last one; empty once none waits), sent
+    /// about twice a second while any wait. Unanswered.
+    OwnerWaiting(super::direct::OwnerWaiting),
 }
 
 /// [`LocalRequest::DirectLost`]'s calls, as one value.

@@ -120,6 +120,7 @@ impl TaskService {
         self.conns.remove(&conn);
         self.release_borrows_of(conn);
         self.release_held_of(conn);
+        self.lock_history().owner_gone(conn);
         writer.abort();
         let gone = match role {
             Role::Driver(job) => {
@@ -432,6 +433,14 @@ impl TaskService {
                 history.failed_total += batch.unlisted_failed;
                 for ev in batch.events {
                     history.reported(ev, pid);
+                }
+                None
+            }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::OwnerWaiting(list)) => {
+                if let (Owner::Local(conn), Some(job)) = (owner, self.conn_job(role)) {
+                    let now = super::task_history::now_us();
+                    self.lock_history()
+                        .owner_waiting(conn, job, list.tasks, now);
                 }
                 None
             }

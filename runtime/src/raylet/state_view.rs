@@ -83,6 +83,7 @@ impl TaskService {
         let node = self.node();
         let history = self.lock_history();
         let direct = history.direct_running().map(|r| r.to_info(node));
+        let waiting: Vec<TaskInfo> = history.waiting().iter().map(|r| r.to_info(node)).collect();
         rows.into_iter()
             // A lease holds a worker for its owner's tasks, listed one by
             // one from the worker's reports: the lease itself is no task.
@@ -97,6 +98,7 @@ impl TaskService {
                 t
             })
             .chain(direct)
+            .chain(waiting)
             .collect()
     }
 

@@ -15,6 +15,11 @@
 //!   task) is listed from its worker's reports: running from the report
 //!   that it started until the one that it ended, or until its worker
 //!   exits (then failed with that cause); it is counted once, as it ends.
+//! - **TH-4** tasks waiting in an owner for its leases are listed queued
+//!   from that owner's last snapshot (at most [`MAX_WAITING`] per owner),
+//!   from when this raylet first heard of each, until a later snapshot
+//!   leaves them out or the owner's connection closes; one listed here
+//!   otherwise (queued, running or ended) is listed only so.
 
 use crate::ids::{JobId, NodeId, TaskId};
 use crate::proto::common::Resources;
@@ -32,6 +37,9 @@ pub const DEFAULT_TASK_HISTORY: usize = 20_000;
 const MAX_AWAY: usize = 100_000;
 /// Distinct task names kept interned before the cache starts over.
 const MAX_NAMES: usize = 10_000;
+/// Tasks listed waiting in one owner at most (TH-4); the owner sends no
+/// more than this either.
+pub const MAX_WAITING: usize = 1_000;
 
 /// What is remembered of one task: compact (names are shared, ids are not
 /// formatted) so that remembering costs the task path almost nothing; it
@@ -129,6 +137,9 @@ pub struct TaskHistory {
     /// peer answers for it.
     away: HashMap<TaskId, u64>,
     names: HashSet<Arc<str>>,
+    /// Tasks waiting in owners for their leases, by owner connection, as
+    /// each last listed them (TH-4).
+    waiting: HashMap<u64, Vec<Record>>,
     /// Tasks that returned a result, ever.
     pub finished_total: u64,
     /// Tasks that failed, ever.
@@ -147,6 +158,7 @@ impl TaskHistory {
             done: VecDeque::new(),
             away: HashMap::new(),
             names: HashSet::new(),
+            waiting: HashMap::new(),
             finished_total: 0,
             failed_total: 0,
             seconds: Default::default(),
@@ -254,6 +266,61 @@ impl TaskHistory {
         }
     }
 
+    /// Owner `conn` (a process of `job`) lists the tasks waiting in it
+    /// for its leases now (TH-4): they replace what it listed before.
+    pub fn owner_waiting(&mut self, conn: u64, job: JobId, tasks: Vec<TaskEvent>, now_us: u64) {
+        let before: HashMap<TaskId, u64> = self
+            .waiting
+            .remove(&conn)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.task_id, r.submitted_us))
+            .collect();
+        let mut rows = Vec::with_capacity(tasks.len().min(MAX_WAITING));
+        for ev in tasks.into_iter().take(MAX_WAITING) {
+            rows.push(Record {
+                task_id: ev.task_id,
+                // The connection's job, never the report's word.
+                job_id: job,
+                name: self.intern(&ev.name),
+                function: self.intern(&ev.function),
+                kind: "task",
+                resources: ev.resources,
+                attempt: ev.attempt,
+                state: TaskState::Queued,
+                worker_pid: None,
+                submitted_us: before.get(&ev.task_id).copied().unwrap_or(now_us),
+                started_us: None,
+                ended_us: None,
+                error: None,
+            });
+        }
+        if !rows.is_empty() {
+            self.waiting.insert(conn, rows);
+        }
+    }
+
+    /// Owner `conn`'s connection closed: nothing waits in it any more.
+    pub fn owner_gone(&mut self, conn: u64) {
+        self.waiting.remove(&conn);
+    }
+
+    /// Tasks waiting in owners (TH-4), less any listed here otherwise.
+    pub fn waiting(&self) -> Vec<&Record> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let ended: HashSet<TaskId> = self.done.iter().map(|r| r.task_id).collect();
+        self.waiting
+            .values()
+            .flatten()
+            .filter(|r| {
+                let id = &r.task_id;
+                !self.open.contains_key(id) && !self.direct.contains_key(id) && !ended.contains(id)
+            })
+            .collect()
+    }
+
     /// Direct work running here, as its workers last reported (TH-3).
     pub fn direct_running(&self) -> impl Iterator<Item = &Record> {
         self.direct.values()
@@ -316,181 +383,5 @@ pub fn now_us() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::task::TaskKind;
-
-    fn spec(id: TaskId) -> TaskSpec {
-        TaskSpec::new(id, JobId::random(), "f", "f", TaskKind::Task)
-    }
-
-    #[test]
-    fn a_task_is_open_until_it_ends_then_done_with_its_times() {
-        let mut h = TaskHistory::new(10);
-        let id = TaskId([1; 16]);
-        h.submitted(&spec(id), "task", 100);
-        h.started(id, Some(42), 0, 150);
-        assert_eq!(h.open(&id).map(|t| t.state), Some(TaskState::Running));
-        h.finished(id, None, 300);
-        assert!(h.open(&id).is_none());
-        let done: Vec<_> = h.done().collect();
-        assert_eq!(done.len(), 1);
-        let t = done[0].to_info(NodeId::random());
-        assert_eq!(
-            (
-                t.state,
-                t.submitted_us,
-                t.started_us,
-                t.ended_us,
-                t.worker_pid
-            ),
-            (TaskState::Finished, 100, Some(150), Some(300), Some(42))
-        );
-        assert_eq!((t.name.as_str(), t.kind.as_str()), ("f", "task"));
-        assert_eq!(
-            (h.finished_total, h.failed_total, h.seconds.count),
-            (1, 0, 1)
-        );
-    }
-
-    #[test]
-    fn a_failure_keeps_its_reason() {
-        let mut h = TaskHistory::new(10);
-        let id = TaskId([2; 16]);
-        h.submitted(&spec(id), "task", 1);
-        h.finished(id, Some("boom".into()), 2);
-        let t = h.done().next().unwrap();
-        assert_eq!(
-            (t.state, t.error.as_deref()),
-            (TaskState::Failed, Some("boom"))
-        );
-    }
-
-    #[test]
-    fn forwarded_tasks_are_forgotten_here_th1() {
-        let mut h = TaskHistory::new(10);
-        let id = TaskId([3; 16]);
-        h.submitted(&spec(id), "task", 1);
-        h.forwarded(id, true);
-        h.finished(id, None, 5);
-        assert_eq!(h.done().count(), 0);
-        assert!(h.away.is_empty(), "the peer's answer ends its wait");
-        // Handed back by the peer: here again, as of when it first came,
-        // and listed where it ends.
-        let back = TaskId([8; 16]);
-        h.submitted(&spec(back), "task", 2);
-        h.forwarded(back, true);
-        h.submitted(&spec(back), "task", 6);
-        h.started(back, Some(9), 0, 7);
-        h.finished(back, None, 8);
-        let done: Vec<_> = h
-            .done()
-            .map(|t| (t.state, t.submitted_us, t.ended_us))
-            .collect();
-        assert_eq!(done, vec![(TaskState::Finished, 2, Some(8))]);
-        // One this raylet hands back to its sender is not waited for.
-        h.submitted(&spec(id), "task", 9);
-        h.forwarded(id, false);
-        assert!(h.away.is_empty());
-    }
-
-    #[test]
-    fn only_the_last_cap_finished_tasks_are_kept_th2() {
-        let mut h = TaskHistory::new(3);
-        for i in 0..5u8 {
-            let id = TaskId([i; 16]);
-            h.submitted(&spec(id), "task", i as u64);
-            h.finished(id, None, 10 + i as u64);
-        }
-        let kept: Vec<u64> = h.done().map(|t| t.submitted_us).collect();
-        assert_eq!(kept, vec![2, 3, 4]);
-    }
-
-    fn event(id: TaskId, ended: Option<u64>, error: Option<&str>) -> TaskEvent {
-        TaskEvent {
-            task_id: id,
-            job_id: JobId::random(),
-            name: "Log.push".into(),
-            function: "Log::push".into(),
-            actor_call: true,
-            resources: Resources::default(),
-            attempt: 0,
-            arrived_us: 10,
-            started_us: Some(11),
-            ended_us: ended,
-            error: error.map(String::from),
-        }
-    }
-
-    #[test]
-    fn direct_work_runs_from_its_report_until_it_ends_th3() {
-        let mut h = TaskHistory::new(10);
-        let id = TaskId([4; 16]);
-        h.reported(event(id, None, None), Some(7));
-        let running: Vec<_> = h.direct_running().collect();
-        assert_eq!(running.len(), 1);
-        assert_eq!(
-            (running[0].state, running[0].kind, running[0].worker_pid),
-            (TaskState::Running, "actor_call", Some(7))
-        );
-        h.reported(event(id, Some(20), None), Some(7));
-        assert_eq!(h.direct_running().count(), 0);
-        let t = h.done().next().unwrap();
-        assert_eq!(
-            (t.state, t.submitted_us, t.started_us, t.ended_us),
-            (TaskState::Finished, 10, Some(11), Some(20))
-        );
-        // One that ends within one report is listed (and counted) once.
-        h.reported(event(TaskId([5; 16]), Some(30), Some("boom")), Some(7));
-        assert_eq!((h.finished_total, h.failed_total), (1, 1));
-        assert_eq!(h.done().count(), 2);
-    }
-
-    #[test]
-    fn direct_work_fails_with_its_worker_th3() {
-        let mut h = TaskHistory::new(10);
-        h.reported(event(TaskId([6; 16]), None, None), Some(7));
-        h.reported(event(TaskId([7; 16]), None, None), Some(8));
-        h.worker_exited(7, "killed by signal 9", 40);
-        let failed: Vec<_> = h.done().collect();
-        assert_eq!(failed.len(), 1);
-        assert_eq!(
-            (
-                failed[0].task_id,
-                failed[0].state,
-                failed[0].error.as_deref()
-            ),
-            (
-                TaskId([6; 16]),
-                TaskState::Failed,
-                Some("killed by signal 9")
-            )
-        );
-        assert_eq!(h.direct_running().count(), 1);
-        // A running report read after its worker's exit: ended with it.
-        h.reported(event(TaskId([8; 16]), None, None), None);
-        assert_eq!(h.direct_running().count(), 1, "only the live worker's");
-        assert_eq!(h.done().count(), 2);
-    }
-
-    #[test]
-    fn names_are_shared_and_filters_apply_to_records() {
-        let mut h = TaskHistory::new(10);
-        for i in 0..2u8 {
-            h.submitted(&spec(TaskId([i; 16])), "task", 1);
-        }
-        let (a, b) = (
-            h.open(&TaskId([0; 16])).unwrap(),
-            h.open(&TaskId([1; 16])).unwrap(),
-        );
-        assert!(Arc::ptr_eq(&a.name, &b.name));
-        let f = TaskFilter {
-            state: Some(TaskState::Queued),
-            name: Some("F".into()),
-            node: Some("n-ab".into()),
-            ..Default::default()
-        };
-        assert!(a.passes(&f, "n-abcdef"));
-        assert!(!a.passes(&f, "n-cdef"));
-    }
-}
+#[path = "task_history_tests.rs"]
+mod tests;

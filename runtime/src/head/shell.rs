@@ -348,11 +348,17 @@ impl Actor for HeadActor {
         let now = Clock::now();
         match msg {
             HeadMsg::Request(caller, HeadRequest::Access(req), port) => {
-                let r = sh.access(now, caller, req);
+                // Judged again in this turn (AC-5), as below (access
+                // requests are small and rare: a copy to judge).
+                let judged = sh.core.gate(now, caller, &HeadRequest::Access(req.clone()));
+                let r = match judged {
+                    Some(refusal) => refusal,
+                    None => sh.access(now, caller, req),
+                };
                 sh.reply(Reply::Now(r), port)
             }
             HeadMsg::Request(caller, req, port) => {
-                let r = sh.core.handle(now, caller, req);
+                let r = sh.core.handle_gated(now, caller, req);
                 sh.reply(r, port)
             }
             HeadMsg::Authenticate(name, secret, port) => {

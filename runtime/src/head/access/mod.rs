@@ -13,7 +13,11 @@
 //! - **AC-3** a revoked user is refused on every request from the moment of
 //!   the revocation, on connections opened before it too.
 //! - **AC-4** a caller granted some namespaces only sees their rows only
-//!   ([`visibility`]).
+//!   ([`visibility`]);
+//! - **AC-5** a request is judged in the same turn of the head that acts
+//!   on it, against the state it acts on: no change between the two (a
+//!   model another tenant registers under that name meanwhile, a role
+//!   changed) can slip past the judgement.
 //!
 //! Besides users, a connection that holds the join token may ask, in its
 //! `Hello`, to act as a viewer of some namespaces only

@@ -80,6 +80,17 @@ impl HeadCore {
         }
     }
 
+    /// AC-5: judges `req` (AC-1/AC-2) and, if allowed, acts on it, in
+    /// one turn. The server judges a user's request as it arrives too,
+    /// before anything else is done for it; the head's state may change
+    /// before the request's turn comes, so it is judged again here.
+    pub fn handle_gated(&mut self, now: Clock, caller: Caller, req: HeadRequest) -> super::Reply {
+        match self.gate(now, caller, &req) {
+            Some(refusal) => super::Reply::Now(refusal),
+            None => self.handle(now, caller, req),
+        }
+    }
+
     /// A raylet relays a driver's actor creation or training run: the
     /// job's owner must be allowed it (AC-1 for what a user's jobs do; the
     /// rest a raylet relays is judged in `relay.rs`).

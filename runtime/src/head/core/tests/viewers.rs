@@ -190,3 +190,54 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
     });
     assert!(refusal(sim.core.gate(sim.now, v, &note)).contains("lacks permission jobs:submit"));
 }
+
+#[test]
+fn ac_5_a_request_is_judged_again_in_the_turn_that_acts_on_it() {
+    use crate::proto::models::ModelRequest;
+    use crate::proto::runs::{RunPoint, RunReport};
+    let (mut sim, alice, _, job_b, _) = two_teams();
+    // Alice points an alias of a model no one has registered: the gate
+    // the server runs as the request arrives judges it by her permission
+    // alone, and passes it.
+    let alias = HeadRequest::Models(ModelRequest::SetAlias {
+        name: "ranker".into(),
+        alias: "staging".into(),
+        version: 1,
+        who: "alice".into(),
+    });
+    assert_eq!(sim.core.gate(sim.now, alice, &alias), None);
+    // Before her request's turn, the ads team registers `ranker`.
+    let point = vec![RunPoint {
+        step: 1,
+        values: vec![("auc".into(), 0.7)],
+        seconds: 1.0,
+    }];
+    let run = RunReport::points("run-b", "ctr", job_b, point);
+    sim.core
+        .handle(sim.now, Caller::Client, HeadRequest::ReportRun(run));
+    let register = HeadRequest::Models(ModelRequest::Register {
+        name: "ranker".into(),
+        run_id: "run-b".into(),
+        checkpoint: "/ckpt".into(),
+        card: String::new(),
+        who: "bob".into(),
+    });
+    let r = sim.core.handle(sim.now, Caller::Client, register);
+    assert!(matches!(r, Reply::Now(HeadResponse::Models(_))), "{r:?}");
+    // Her request's turn judges it again, on ads' model now: refused,
+    // and the alias is not set.
+    let Reply::Now(r) = sim.core.handle_gated(sim.now, alice, alias) else {
+        panic!()
+    };
+    assert!(
+        refusal(Some(r)).contains("may not point ranker@staging at version 1 in namespace ads"),
+    );
+    let show = HeadRequest::Models(ModelRequest::Show {
+        name: "ranker".into(),
+    });
+    let Reply::Now(HeadResponse::Models(models)) = sim.core.handle(sim.now, Caller::Client, show)
+    else {
+        panic!()
+    };
+    assert!(models[0].aliases.is_empty(), "{:?}", models[0].aliases);
+}

@@ -116,6 +116,7 @@ impl Deployment {
         self.0.drift = Some(crate::DriftSpec {
             reference: reference.to_string(),
             window,
+            resolved: None,
         });
         self
     }
@@ -212,6 +213,10 @@ pub fn deploy(mut app: AppSpec) -> Result<(), ServeError> {
         if let Some(r) = &d.registry {
             let pinned = crate::registry::resolve(r).map_err(ServeError::Registry)?;
             d.registry_pinned = Some(pinned);
+        }
+        if let Some(drift) = &mut d.drift {
+            drift.resolved =
+                crate::drift::resolve(&drift.reference).map_err(ServeError::Registry)?;
         }
     }
     let c = get_or_start_controller()?;

@@ -7,8 +7,8 @@
 
 use crate::alerting::{self, Alerting};
 use crate::alerts::Rules;
-use crate::autoscale::Autoscaler;
 use crate::proxy::ProxySpec;
+use crate::redeploy;
 use crate::registry;
 use crate::rollouts::{self, HistoryEntry};
 use crate::spec::{AppSpec, RolloutSpec, RouteEntry, RouteTable, CHALLENGER_MARK};
@@ -64,92 +64,8 @@ impl Controller {
             }
         }
         self.start_loop();
-        let mut reconfigure = Vec::new();
-        let mut rollouts_now = Vec::new();
-        {
-            let mut deps = self.deps.borrow_mut();
-            for d in &app.deployments {
-                if let Some(o) = deps
-                    .iter()
-                    .find(|o| o.spec.name == d.name && o.app != app.name)
-                {
-                    return Err(format!(
-                        "deployment {} already belongs to application {}",
-                        d.name, o.app
-                    ));
-                }
-            }
-            // Updated or removed by this deploy: either way not while a
-            // rollout runs on it.
-            if let Some(o) = deps
-                .iter()
-                .find(|o| o.rollout.is_some() && o.app == app.name)
-            {
-                return Err(format!(
-                    "deployment {} has a rollout in progress; wait for it or roll it back first",
-                    o.spec.name
-                ));
-            }
-            // Deployments the app no longer has: scale to zero, then forget
-            // (a rollout's challenger belongs to its live deployment).
-            for o in deps
-                .iter_mut()
-                .filter(|o| o.app == app.name && !o.spec.name.contains(CHALLENGER_MARK))
-            {
-                if !app.deployments.iter().any(|d| d.name == o.spec.name) {
-                    o.target = 0;
-                    o.scaler = None;
-                }
-            }
-            for d in &app.deployments {
-                let mut d = d.clone();
-                // A spec from a config file learns its content type from
-                // its first replica; keep it, or every redeploy would roll.
-                if d.content_type.is_empty() {
-                    if let Some(o) = deps.iter().find(|o| o.spec.name == d.name) {
-                        d.content_type = o.spec.content_type.clone();
-                    }
-                }
-                let d = &d;
-                match deps.iter_mut().find(|o| o.spec.name == d.name) {
-                    // A declared rollout: the new version goes out by it.
-                    Some(o) if d.rollout.is_some() && o.spec.only_version_differs(d) => {
-                        rollouts_now.push(RolloutSpec {
-                            deployment: d.name.clone(),
-                            version: d.version.clone(),
-                            model: Some(d.model.clone()),
-                            user_config: Some(d.user_config.clone()),
-                            policy: d.rollout.clone().expect("checked"),
-                            registry: None,
-                            registry_pinned: None,
-                        });
-                        o.spec.rollout = d.rollout.clone();
-                        o.spec.replicas = d.replicas;
-                        set_target(o);
-                    }
-                    Some(o) if o.spec.same_but_config(d) => {
-                        if o.spec.user_config != d.user_config {
-                            let c = d.user_config.clone();
-                            reconfigure
-                                .extend(o.members.iter().map(|m| (m.handle.clone(), c.clone())));
-                        }
-                        o.spec = d.clone();
-                        set_target(o);
-                    }
-                    Some(o) => {
-                        o.spec = d.clone();
-                        o.generation += 1;
-                        o.last_error = None;
-                        set_target(o);
-                    }
-                    None => {
-                        let mut o = Dep::new(&app.name, d.clone());
-                        set_target(&mut o);
-                        deps.push(o);
-                    }
-                }
-            }
-        }
+        let applied = redeploy::apply(&mut self.deps.borrow_mut(), &app)?;
+        let (rollouts_now, reconfigure) = (applied.rollouts, applied.reconfigure);
         for r in rollouts_now {
             rollouts::start(
                 &mut self.deps.borrow_mut(),
@@ -401,21 +317,6 @@ impl Controller {
             let _ = tokio::task::spawn_blocking(move || prism::kill(&p, true)).await;
         }
         r
-    }
-}
-
-fn set_target(d: &mut Dep) {
-    match &d.spec.autoscaling {
-        Some(a) => {
-            if d.scaler.as_ref().map(|s| s.config()) != Some(a) {
-                d.scaler = Some(Autoscaler::new(a.clone()));
-            }
-            d.target = d.spec.replicas.clamp(a.min_replicas, a.max_replicas);
-        }
-        None => {
-            d.scaler = None;
-            d.target = d.spec.replicas;
-        }
     }
 }
 

@@ -88,13 +88,20 @@ impl Reference {
     }
 }
 
-/// Reads the reference `spec` names: a file, or a registry version
-/// `NAME@alias` / `NAME@3` (its checkpoint's `drift_reference.json`, or
-/// `CHECKPOINT.drift.json` next to a checkpoint file).
-pub fn load_reference(spec: &str) -> Result<Reference, String> {
-    let path = std::path::Path::new(spec);
-    if path.exists() || !spec.contains('@') {
-        return Reference::load(path);
+/// Whether the reference `spec` names a registry version rather than a
+/// file.
+fn in_registry(spec: &str) -> bool {
+    !std::path::Path::new(spec).exists() && spec.contains('@')
+}
+
+/// The file a registry reference `spec` (`NAME@alias` / `NAME@3`) names:
+/// its checkpoint's `drift_reference.json`, or `CHECKPOINT.drift.json`
+/// next to a checkpoint file; `None` for a file. Resolved in this
+/// process, as its job: the deploying process, so a user watches against
+/// the references of their namespaces' models only.
+pub fn resolve(spec: &str) -> Result<Option<String>, String> {
+    if !in_registry(spec) {
+        return Ok(None);
     }
     let v = prism::models::resolve(spec).map_err(|e| format!("drift reference {spec}: {e}"))?;
     let ck = std::path::Path::new(&v.checkpoint);
@@ -102,7 +109,21 @@ pub fn load_reference(spec: &str) -> Result<Reference, String> {
         true => ck.join("drift_reference.json"),
         false => std::path::PathBuf::from(format!("{}.drift.json", v.checkpoint)),
     };
-    Reference::load(&file).map_err(|e| format!("{spec} (version {}): {e}", v.version))
+    Ok(Some(file.display().to_string()))
+}
+
+/// Reads the reference `spec` names: a file, or a registry version the
+/// deploying process resolved to `resolved` ([`resolve`]).
+pub fn load_reference(spec: &str, resolved: Option<&str>) -> Result<Reference, String> {
+    match resolved {
+        Some(file) => Reference::load(std::path::Path::new(file))
+            .map_err(|e| format!("drift reference {spec}: {e}")),
+        None if in_registry(spec) => Err(format!(
+            "drift reference {spec} was not resolved by the deploying process (prism_serve's \
+             deploy resolves it, as the caller's job)"
+        )),
+        None => Reference::load(std::path::Path::new(spec)),
+    }
 }
 
 /// Σ f(live share, reference share) over the bins, both smoothed; 0 for

@@ -98,6 +98,41 @@ fn a_reference_round_trips_through_a_file_and_bad_rows_are_named() {
         .contains("/nonexistent/ref.json"));
 }
 
+#[test]
+fn a_registry_reference_is_read_as_the_deployer_resolved_it() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let dir = std::env::temp_dir().join(format!("prism-drift-reg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ck.drift.json");
+    reference(&mut rng).save(&file).unwrap();
+    // A replica reads the deployer's file and resolves nothing itself.
+    let got = load_reference("calc@champion", Some(file.to_str().unwrap())).unwrap();
+    assert_eq!(got.features.len(), 3);
+    let e = load_reference("calc@champion", None).unwrap_err();
+    assert!(e.contains("not resolved by the deploying process"), "{e}");
+    // A file is read where it is; it needs no resolving.
+    assert_eq!(resolve(file.to_str().unwrap()).unwrap(), None);
+    assert!(load_reference(file.to_str().unwrap(), None).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+    // What the deployer resolved is no part of what the deployment is.
+    let spec = |resolved: Option<&str>| crate::DriftSpec {
+        reference: "calc@champion".into(),
+        window: 50,
+        resolved: resolved.map(String::from),
+    };
+    assert_eq!(
+        spec(Some("/a/v1.drift.json")),
+        spec(Some("/a/v2.drift.json"))
+    );
+    assert_ne!(
+        spec(None),
+        crate::DriftSpec {
+            window: 60,
+            ..spec(None)
+        }
+    );
+}
+
 use std::path::Path;
 
 proptest! {

@@ -64,6 +64,7 @@ mod metrics;
 mod model;
 mod proxy;
 mod reconcile;
+mod redeploy;
 mod registry;
 mod replica;
 // rkyv's derive makes undocumented helper types for `Strategy`'s

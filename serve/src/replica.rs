@@ -84,7 +84,7 @@ impl Replica {
         let model = model::build(&spec.model, &config)
             .unwrap_or_else(|e| panic!("deployment {}: {e}", spec.deployment));
         if let Some(d) = &spec.drift {
-            let reference = drift::load_reference(&d.reference)
+            let reference = drift::load_reference(&d.reference, d.resolved.as_deref())
                 .unwrap_or_else(|e| panic!("deployment {}: {e}", spec.deployment));
             model.watch_drift(drift::Monitor::new(reference, d.window as u64));
         }

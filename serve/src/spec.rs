@@ -99,9 +99,7 @@ impl RolloutPolicy {
 }
 
 /// Where a deployment's drift reference is and how often it is judged.
-#[derive(
-    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Deserialize, Debug, Clone, PartialEq,
-)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DriftSpec {
     /// A reference file ([`crate::drift::Reference::save`]), or a registry
@@ -112,6 +110,19 @@ pub struct DriftSpec {
     /// Requests per window, in each replica.
     #[serde(default = "default_window")]
     pub window: u32,
+    /// A registry `reference`'s file, as the deploying process resolved
+    /// it, as its own job (as for `registry`): replicas, which act as the
+    /// controller's job, read it and resolve nothing. Not part of what
+    /// the deployment is (equality ignores it): a redeploy after the alias
+    /// moved is no new version, and a declared rollout stays one.
+    #[serde(skip)]
+    pub resolved: Option<String>,
+}
+
+impl PartialEq for DriftSpec {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.reference, self.window) == (&other.reference, other.window)
+    }
 }
 
 fn default_window() -> u32 {

@@ -238,6 +238,29 @@ fn role_registry() {
     };
     let (v1, v2) = (register(10), register(20));
     prism::models::set_alias("calc", "champion", v1).unwrap();
+    // Each version's drift reference sits next to its checkpoint.
+    let rows: Vec<Vec<f64>> = (0..100).map(|i| vec![i as f64, 1.0]).collect();
+    let reference = prism_serve::drift::Reference::from_rows(&["a", "b"], &rows, 5).unwrap();
+    for n in [10, 20] {
+        let file = dir.join(format!("add{n}.drift.json"));
+        reference.save(&file).unwrap();
+    }
+    // A drift reference named by registry version is resolved by this
+    // process (replicas resolve nothing); a redeploy after the alias
+    // moved is the same deployment, not a new version.
+    let watched = || {
+        Application::new("dr").deployment(
+            calc("dr")
+                .version("v1")
+                .drift("calc@champion", 50)
+                .route_prefix("/dr"),
+        )
+    };
+    prism_serve::run(watched()).unwrap();
+    let (_, body, _, _) = post(&url.replace("/r", "/dr"), "[2, 3]");
+    check(json_of(&body)["sum"] == 5, "the watched deployment answers");
+    let replicas = |d: &serde_json::Value| d["replicas"].to_string();
+    let before = deployment("dr");
     prism_serve::run(
         Application::new("reg")
             .deployment(calc("reg").registry("calc@champion").route_prefix("/reg")),
@@ -255,6 +278,17 @@ fn role_registry() {
     );
     // The alias moves; the running deployment stays pinned.
     prism::models::set_alias("calc", "champion", v2).unwrap();
+    prism_serve::run(watched()).unwrap();
+    let after = deployment("dr");
+    check(
+        after["version"] == before["version"]
+            && after["replicas"][0]["actor_id"] == before["replicas"][0]["actor_id"],
+        &format!(
+            "a redeploy with the alias moved keeps the replicas: {} then {}",
+            replicas(&before),
+            replicas(&after)
+        ),
+    );
     let (_, body, _, _) = post(&reg, "[2, 3]");
     check(
         json_of(&body)["sum"] == 15,

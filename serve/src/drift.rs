@@ -88,10 +88,13 @@ impl Reference {
     }
 }
 
-/// Whether the reference `spec` names a registry version rather than a
-/// file.
+/// Whether the reference `spec` names a registry version (`NAME@alias`,
+/// `NAME@3`: an `@` and no `/`) rather than a file. Decided by the text
+/// alone, so the deploying process and every replica agree whatever
+/// files their machines hold (a file whose name has an `@` is named with
+/// a directory, `./ref@1.json`).
 fn in_registry(spec: &str) -> bool {
-    !std::path::Path::new(spec).exists() && spec.contains('@')
+    spec.contains('@') && !spec.contains('/')
 }
 
 /// The file a registry reference `spec` (`NAME@alias` / `NAME@3`) names:

@@ -103,9 +103,9 @@ impl RolloutPolicy {
 #[serde(deny_unknown_fields)]
 pub struct DriftSpec {
     /// A reference file ([`crate::drift::Reference::save`]), or a registry
-    /// version `NAME@alias` / `NAME@3` whose checkpoint has one next to it
-    /// (`CHECKPOINT/drift_reference.json` for a directory,
-    /// `CHECKPOINT.drift.json` for a file).
+    /// version `NAME@alias` / `NAME@3` (an `@` and no `/`) whose checkpoint
+    /// has one next to it (`CHECKPOINT/drift_reference.json` for a
+    /// directory, `CHECKPOINT.drift.json` for a file).
     pub reference: String,
     /// Requests per window, in each replica.
     #[serde(default = "default_window")]

@@ -382,7 +382,14 @@ impl Actor for HeadActor {
                 sh.reply(Reply::Now(r), port)
             }
             HeadMsg::Submit(caller, sub, port) => {
-                let r = sh.submit(now, caller, sub);
+                // Judged again in this turn (AC-5).
+                let judged = sh
+                    .core
+                    .gate(now, caller, &HeadRequest::SubmitJob(sub.clone()));
+                let r = match judged {
+                    Some(refusal) => refusal,
+                    None => sh.submit(now, caller, sub),
+                };
                 sh.reply(Reply::Now(r), port)
             }
             HeadMsg::Job(id, port) => drop(port.send(sh.core.job(id).cloned())),

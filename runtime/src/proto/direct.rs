@@ -73,7 +73,7 @@ impl TaskEvent {
 /// `raylet/task_history.rs`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct OwnerWaiting {
-    /// The first of them, oldest first (`started_us` and `ended_us` are
+    /// The first of them, in order within each shape of task (`started_us` and `ended_us` are
     /// `None`; `arrived_us` is 0: the raylet counts from when it first
     /// hears of each). At most `raylet::task_history::MAX_WAITING`.
     pub tasks: Vec<TaskEvent>,

@@ -437,10 +437,20 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::OwnerWaiting(list)) => {
-                if let (Owner::Local(conn), Some(job)) = (owner, self.conn_job(role)) {
-                    let now = super::task_history::now_us();
-                    self.lock_history()
-                        .owner_waiting(conn, job, list.tasks, now);
+                if let Owner::Local(conn) = owner {
+                    // The job first: the dispatcher's lock is not taken
+                    // under the history's.
+                    let job = self.conn_job(role);
+                    let mut history = self.lock_history();
+                    match job {
+                        Some(job) => {
+                            let now = super::task_history::now_us();
+                            history.owner_waiting(conn, job, list.tasks, now);
+                        }
+                        // No job to list them under (its worker gone):
+                        // nothing it listed before stays.
+                        None => history.owner_gone(conn),
+                    }
                 }
                 None
             }

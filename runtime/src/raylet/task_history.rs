@@ -310,13 +310,18 @@ impl TaskHistory {
         if self.waiting.is_empty() {
             return Vec::new();
         }
-        let ended: HashSet<TaskId> = self.done.iter().map(|r| r.task_id).collect();
+        // By attempt: a retry waiting in its owner is listed, though the
+        // attempt before it ended.
+        let ended: HashSet<(TaskId, u32)> =
+            self.done.iter().map(|r| (r.task_id, r.attempt)).collect();
         self.waiting
             .values()
             .flatten()
             .filter(|r| {
                 let id = &r.task_id;
-                !self.open.contains_key(id) && !self.direct.contains_key(id) && !ended.contains(id)
+                !self.open.contains_key(id)
+                    && !self.direct.contains_key(id)
+                    && !ended.contains(&(*id, r.attempt))
             })
             .collect()
     }

@@ -215,6 +215,12 @@ fn tasks_waiting_in_owners_are_listed_from_their_last_snapshot_th4() {
     assert_eq!(ids(&h), vec![4]);
     h.reported(event(TaskId([4; 16]), Some(300), None), Some(7));
     assert!(h.waiting().is_empty());
+    // A retry waiting in its owner is listed though its attempt before
+    // ended.
+    let mut retry = waiting(4);
+    retry.attempt = 1;
+    h.owner_waiting(1, job, vec![retry], 350);
+    assert_eq!(ids(&h), vec![4]);
     // An empty snapshot, or the owner's going, ends its listing.
     h.owner_waiting(1, job, vec![waiting(5)], 400);
     h.owner_waiting(2, job, vec![waiting(6)], 400);

@@ -14,10 +14,12 @@
 //!   the revocation, on connections opened before it too.
 //! - **AC-4** a caller granted some namespaces only sees their rows only
 //!   ([`visibility`]);
-//! - **AC-5** a request is judged in the same turn of the head that acts
-//!   on it, against the state it acts on: no change between the two (a
-//!   model another tenant registers under that name meanwhile, a role
-//!   changed) can slip past the judgement.
+//! - **AC-5** a request that changes the head's state is judged in the
+//!   same turn of the head that acts on it, against the state it acts on:
+//!   no change between the two (a model another tenant registers under
+//!   that name meanwhile, a role changed) can slip past the judgement.
+//!   (Listings and logs, which the server gathers over several turns, are
+//!   judged as they arrive and scoped by the visibility of their turn.)
 //!
 //! Besides users, a connection that holds the join token may ask, in its
 //! `Hello`, to act as a viewer of some namespaces only

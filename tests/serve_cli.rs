@@ -76,7 +76,7 @@ fn serve_yaml_and_the_cli_deploy_update_show_and_shut_down() {
     let out = sb.run(&["serve", "status"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("no serve controller runs on this cluster"),
+        !out.status.success() && err.contains("no serve controller runs in namespace default"),
         "{err}"
     );
 

@@ -1,6 +1,6 @@
 //! `prism serve deploy | status | delete | shutdown | rollout | rollback |
-//! history | bench`: talk to the cluster's
-//! serve controller as a driver. The controller, its proxy and replicas run
+//! history | bench`: talk to the serve controller of the namespace
+//! `PRISM_NAMESPACE` names (else `default`) as a driver. The controller, its proxy and replicas run
 //! the binary that started serving (the one holding the models:
 //! `prism_serve::run_config` or `prism_serve::start` in a program of
 //! yours), so `deploy` updates applications that binary can build.
@@ -81,9 +81,11 @@ pub(crate) fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
         prism_serve::ServeError::Prism(prism::Error::Task(prism::TaskError::NoSuchActor {
             ..
         })) => anyhow!(
-            "no serve controller runs on this cluster: start serving from the program that \
-             holds your models (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), \
-             e.g. with `prism submit -- ./your-models serve.yaml`"
+            "no serve controller runs in namespace {} (each namespace serves its own; \
+             PRISM_NAMESPACE picks it): start serving from the program that holds your models \
+             (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), e.g. with \
+             `prism submit -- ./your-models serve.yaml`",
+            prism::masking::namespace()
         ),
         other => anyhow!(other),
     }
@@ -130,7 +132,10 @@ pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
         ServeCommand::Shutdown { cluster } => {
             let _c = join(&cluster)?;
             if prism_serve::status().is_err() {
-                bail!("no serve controller runs on this cluster: nothing to shut down");
+                bail!(
+                    "no serve controller runs in namespace {}: nothing to shut down",
+                    prism::masking::namespace()
+                );
             }
             prism_serve::shutdown()?;
             println!("serve: shut down");

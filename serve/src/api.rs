@@ -4,7 +4,7 @@
 use crate::autoscale::AutoscalingConfig;
 use crate::client::{self, controller};
 use crate::config::ServeConfig;
-use crate::controller::{Controller, NAME, NAMESPACE};
+use crate::controller::{Controller, NAME};
 use crate::model::{Codec, Named};
 use crate::spec::{AppSpec, DeploymentSpec};
 use crate::ServeError;
@@ -174,7 +174,6 @@ fn get_or_start_controller() -> Result<prism::ActorHandle<Controller>, ServeErro
     }
     let spawned = Controller::options()
         .name(NAME)
-        .namespace(NAMESPACE)
         .detached()
         .num_cpus(0.0)
         .max_concurrency(10_000)
@@ -261,7 +260,7 @@ pub fn shutdown() -> Result<(), ServeError> {
         .get_timeout(Duration::from_secs(90))?
         .map_err(ServeError::Controller);
     // The controller has shut everything down; a kill the head refuses
-    // (serve's namespace not granted) or cannot judge leaves the detached
+    // (the namespace not granted) or cannot judge leaves the detached
     // controller itself running, and says so.
     let killed = prism::kill(&c, true);
     r?;

@@ -3,7 +3,7 @@
 //! actors alike), and the route watcher that long-polls the controller
 //! and keeps one [`Router`] per deployment up to date.
 
-use crate::controller::{Controller, NAME, NAMESPACE};
+use crate::controller::{Controller, NAME};
 use crate::router::Router;
 use crate::spec::{RouteTable, Split};
 use crate::ServeError;
@@ -302,9 +302,9 @@ fn demand_hook(deployment: String) -> Box<dyn Fn() + Send + Sync> {
     })
 }
 
-/// The cluster's serve controller, if one runs.
+/// This job's namespace's serve controller, if one runs.
 pub(crate) fn controller() -> prism::Result<prism::ActorHandle<Controller>> {
-    prism::get_actor_in::<Controller>(NAMESPACE, NAME)
+    prism::get_actor::<Controller>(NAME)
 }
 
 /// Long-polls the controller for newer route tables, for ever.

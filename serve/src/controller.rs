@@ -1,5 +1,5 @@
-//! The controller: one named, detached actor per cluster that owns every
-//! application's desired state and makes it so. A loop on its event loop
+//! The controller: one named, detached actor per namespace that owns its
+//! applications' desired state and makes it so. A loop on its event loop
 //! reconciles each deployment (start missing replicas, roll old ones over
 //! one at a time with one extra, drain and stop extras), checks replicas'
 //! health and load, replaces dead or failing ones and autoscales. Routers
@@ -20,10 +20,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// The controller's namespace and name.
-pub const NAMESPACE: &str = "prism-serve";
-/// The controller's actor name.
-pub const NAME: &str = "controller";
+/// The controller's actor name, in the namespace of the job that started
+/// serving there: one controller (with its proxy and replicas) per
+/// namespace, so a tenant's applications are theirs alone, run as their
+/// job, and are out of reach of other namespaces (the head refuses the
+/// lookup of another namespace's controller).
+pub const NAME: &str = "prism-serve";
 
 /// The serve controller.
 #[prism::actor]

@@ -29,15 +29,23 @@ impl Tally {
         std::thread::sleep(Duration::from_millis(ms));
         ms
     }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
 }
 
-fn restart_role() {
-    let kept = Tally::options()
+/// A Tally on an `x` node, restarted once (its calls re-sent once).
+fn restartable() -> prism::ActorHandle<Tally> {
+    Tally::options()
         .resource("x", 1.0)
         .max_restarts(1)
         .max_task_retries(1)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn restart_role() {
+    let kept = restartable();
     let first = kept.node().unwrap().get().unwrap();
     check(
         kept.add(5u64).unwrap().get().unwrap() == 5,
@@ -89,27 +97,68 @@ fn restart_role() {
     println!("ALL OK");
 }
 
+/// An actor whose raylet is frozen until declared dead: it comes back
+/// on the other `x` node; the frozen raylet, let go, fences the first
+/// incarnation (the test checks its process ends).
+fn fence_role() {
+    let kept = restartable();
+    let first = kept.node().unwrap().get().unwrap();
+    let pid = kept.pid().unwrap().get().unwrap();
+    check(
+        kept.add(5u64).unwrap().get().unwrap() == 5,
+        "the actor counts",
+    );
+    println!("VICTIM {first} PID {pid}");
+    let go = std::env::var("PRISM_TEST_GO").unwrap();
+    check(
+        wait_until(Duration::from_secs(60), || {
+            std::path::Path::new(&go).exists()
+        }),
+        "the test froze the victim",
+    );
+    let moved = wait_until(Duration::from_secs(60), || {
+        kept.node()
+            .and_then(|r| r.get_timeout(Duration::from_secs(5)))
+            .is_ok_and(|n| n != first)
+    });
+    check(moved, "the actor came back on the other x node");
+    println!("MOVED {}", kept.pid().unwrap().get().unwrap());
+    check(hold_until_done(), "the test saw the fence");
+    check(
+        kept.add(1u64).unwrap().get().unwrap() == 1,
+        "the restarted incarnation answers, fresh",
+    );
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
     let _c = prism::init().unwrap();
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "restart" => restart_role(),
+        "fence" => fence_role(),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// The head (no `x`) and raylets b and c, which alone have resource `x`.
+fn two_x_nodes(sb: &Sandbox) -> (Node, Node, Node) {
+    let head = sb.start_head(&["--num-cpus", "2"]);
+    let x = ["--num-cpus", "2", "--resources", r#"{"x": 2}"#];
+    let b = sb.start_raylet("b", &head, &x);
+    let c = sb.start_raylet("c", &head, &x);
+    let up = wait_until(Duration::from_secs(10), || {
+        sb.nodes_in_state("alive").len() == 3
+    });
+    assert!(up, "{:#}", sb.status());
+    (head, b, c)
 }
 
 #[test]
 fn actor_restarts_on_another_node_when_its_node_dies() {
     let sb = Sandbox::new();
-    let head = sb.start_head(&["--num-cpus", "2"]);
-    let x = ["--num-cpus", "2", "--resources", r#"{"x": 2}"#];
-    let b = sb.start_raylet("b", &head, &x);
-    let c = sb.start_raylet("c", &head, &x);
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .nodes_in_state("alive")
-        .len()
-        == 3));
+    let (head, b, c) = two_x_nodes(&sb);
     let envs = sb.driver_envs(&head, &head);
     let mut job = Job::spawn("restart", &envs);
     let mut victim = String::new();
@@ -143,4 +192,66 @@ fn actor_restarts_on_another_node_when_its_node_dies() {
     let restarted: Vec<_> = actors.iter().filter(|a| a["restarts"] == 1).collect();
     assert_eq!(restarted.len(), 1, "{actors:#?}");
     assert_eq!(restarted[0]["node_id"], survivor.node_id().as_str());
+}
+
+#[test]
+fn a_node_declared_dead_fences_its_actors_when_it_comes_back() {
+    let sb = Sandbox::new();
+    let (head, b, c) = two_x_nodes(&sb);
+    let go = sb.temp().join("go");
+    let go_env = go.display().to_string();
+    let (mut job, done) = sb.held_driver_with("fence", &head, &head, &[("PRISM_TEST_GO", &go_env)]);
+    let mut line = String::new();
+    let named = wait_until(Duration::from_secs(60), || {
+        line = job
+            .stdout()
+            .lines()
+            .find(|l| l.starts_with("VICTIM "))
+            .unwrap_or_default()
+            .to_string();
+        !line.is_empty()
+    });
+    assert!(named, "no victim named:\n{}", job.stdout());
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (victim, pid): (String, u32) = (words[1].into(), words[3].parse().unwrap());
+    let frozen = if b.node_id() == victim { &b } else { &c };
+    // Frozen past the dead timeout; its actor's worker lives on.
+    frozen.signal(libc::SIGSTOP);
+    let dead = wait_until(Duration::from_secs(30), || {
+        sb.nodes_in_state("dead")
+            .iter()
+            .any(|n| n["node_id"] == victim.as_str())
+    });
+    std::fs::write(&go, "").unwrap();
+    assert!(dead, "{:#}", sb.status());
+    assert!(
+        process_running(pid),
+        "the first incarnation runs on, unfenced yet"
+    );
+    let moved = wait_until(Duration::from_secs(60), || job.stdout().contains("MOVED"));
+    assert!(moved, "{}\n--- head:\n{}", job.stdout(), head.log());
+    // Let go, the raylet learns it was declared dead and fences the first
+    // incarnation before it registers again.
+    frozen.signal(libc::SIGCONT);
+    let fenced = wait_until(Duration::from_secs(30), || !process_running(pid));
+    assert!(
+        fenced,
+        "the first incarnation (pid {pid}) still runs\n--- raylet:\n{}",
+        frozen.log()
+    );
+    // Its death, reported late, is of an earlier incarnation: the head
+    // keeps the restarted one.
+    let ignored = wait_until(Duration::from_secs(30), || {
+        head.log()
+            .contains("ignoring a stale report of an earlier incarnation")
+    });
+    assert!(ignored, "{}", head.log());
+    let listed = sb.run(&["list", "actors", "--json"]);
+    let actors: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    let kept: Vec<_> = actors.iter().filter(|a| a["restarts"] == 1).collect();
+    assert_eq!(kept.len(), 1, "{actors:#?}");
+    assert_eq!(kept[0]["state"], "alive", "{actors:#?}");
+    std::fs::write(&done, "").unwrap();
+    let (ok, out) = job.finish(Duration::from_secs(60));
+    assert!(ok && out.contains("ALL OK"), "{out}");
 }

@@ -177,6 +177,10 @@ pub trait Reporter: Send + Sync {
     /// The head's changes since, after an accepted heartbeat; returns how
     /// many nodes the cluster has.
     fn status(&self, delta: StatusDelta) -> usize;
+    /// The head no longer knows this node as alive (declared dead, or
+    /// restarted without its state): before it registers again, what the
+    /// head has restarted elsewhere must stop here (fencing).
+    fn declared_dead(&self, reason: &str);
     /// The head declared this node dead and it registered again as `id`.
     fn new_id(&self, id: NodeId);
     /// Time passes (every heartbeat interval, head or no head).
@@ -282,6 +286,7 @@ impl Heartbeats<'_> {
                 }
                 Ok(HeadResponse::ReRegister { reason }) => {
                     warn!(node = %node_id, %reason, "head asks to register again");
+                    node.declared_dead(&reason);
                     let answer =
                         tokio::time::timeout(self.patience(), register(c, &self.registration));
                     match answer.await.unwrap_or_else(|_| {

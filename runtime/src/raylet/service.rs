@@ -526,6 +526,17 @@ impl super::head_link::Reporter for Arc<TaskService> {
         self.apply_status(delta)
     }
 
+    fn declared_dead(&self, reason: &str) {
+        // The head restarts this node's actors elsewhere (or declares them
+        // dead) when it declares the node dead: the incarnations here
+        // stop, so no actor runs twice.
+        let why = format!(
+            "its node was declared dead by the head ({reason}); the head restarts it elsewhere \
+             if it may"
+        );
+        self.act(|d| d.fence_actors(&why));
+    }
+
     fn new_id(&self, id: NodeId) {
         self.transfer.set_node_id(id);
         self.set_node_id(id);

@@ -7,7 +7,12 @@
 //!   once, when it is dead for good (not across restarts);
 //! - **DA-2** calls reach the worker in the order they arrived here;
 //! - **DA-3** every call gets one reply: its result, or `ActorDied` with the
-//!   cause (after `max_task_retries` re-sends across restarts).
+//!   cause (after `max_task_retries` re-sends across restarts);
+//! - **DA-4** when the head declares this node dead, every actor whose
+//!   worker runs here is killed for good before the node registers again
+//!   (fencing: the head has restarted it elsewhere, or declared it dead,
+//!   and it must not run twice). An actor whose constructor still waits
+//!   here for resources is not fenced.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};
@@ -477,6 +482,12 @@ impl Dispatcher {
             out.push(Action::Kill { worker: a.worker });
         }
         out
+    }
+
+    /// This node was declared dead (DA-4): every actor whose worker runs
+    /// here is killed for good, its calls failed with `reason`.
+    pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
+        self.kill_actors_where(|_| true, reason)
     }
 
     /// Calls held by the actors here: (call, its actor's worker, sent to it).

@@ -90,6 +90,29 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
         .core
         .handle(sim.now, Caller::Node { cert: [7; 32] }, late);
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // HC-1: nor does the death of its earlier incarnation, fenced by the
+    // victim once it registered again under a live id.
+    let fenced = HeadRequest::UpdateActor {
+        actor_id: kept,
+        state: ActorState::Dead,
+        node: None,
+        restarts: 0,
+        reason: Some("its node was declared dead by the head".into()),
+    };
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Node { cert: [7; 32] }, fenced);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // Its current incarnation's report is taken.
+    let up = HeadRequest::UpdateActor {
+        actor_id: kept,
+        state: ActorState::Alive,
+        node: Some((target, "addr".into())),
+        restarts: 1,
+        reason: None,
+    };
+    let _ = sim.core.handle(sim.now, Caller::Node { cert: [7; 32] }, up);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Alive);
     let add = HeadRequest::AddObjectLocation {
         node_id: victim,
         object: prism_objectstore::ObjectId([8; 16]),

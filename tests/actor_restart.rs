@@ -239,11 +239,12 @@ fn a_node_declared_dead_fences_its_actors_when_it_comes_back() {
         "the first incarnation (pid {pid}) still runs\n--- raylet:\n{}",
         frozen.log()
     );
-    // Its death, reported late, is of an earlier incarnation: the head
-    // keeps the restarted one.
+    // Its death is reported as the node declared dead: the head keeps the
+    // restarted incarnation.
     let ignored = wait_until(Duration::from_secs(30), || {
         head.log()
-            .contains("ignoring a stale report of an earlier incarnation")
+            .lines()
+            .any(|l| l.contains("from a node declared dead") && l.contains("state=Dead"))
     });
     assert!(ignored, "{}", head.log());
     let listed = sb.run(&["list", "actors", "--json"]);

@@ -59,7 +59,7 @@ fn post(url: &str) -> Value {
 }
 
 /// `prism serve <args>` as the holder of `token` (the join token's admin
-/// for `None`) in namespace `ns`.
+/// for `None`) in namespace `ns` (`""`: their first, as `prism submit`).
 fn serve_as(sb: &Sandbox, token: Option<&str>, ns: &str, args: &[&str]) -> Output {
     let mut all = vec!["serve"];
     all.extend_from_slice(args);
@@ -67,7 +67,11 @@ fn serve_as(sb: &Sandbox, token: Option<&str>, ns: &str, args: &[&str]) -> Outpu
     if let Some(t) = token {
         c.env("PRISM_USER_TOKEN", t);
     }
-    c.env("PRISM_NAMESPACE", ns).output().unwrap()
+    match ns {
+        "" => c.env_remove("PRISM_NAMESPACE"),
+        ns => c.env("PRISM_NAMESPACE", ns),
+    };
+    c.output().unwrap()
 }
 
 fn deployments(out: &Output) -> Vec<String> {
@@ -122,6 +126,8 @@ fn two_tenants_serve_apart_on_one_cluster() {
     let status = |token: Option<&str>, ns: &str| serve_as(&sb, token, ns, &["status", "--json"]);
     assert_eq!(deployments(&status(Some(&alice), "vision")), ["detector"]);
     assert_eq!(deployments(&status(Some(&bob), "ads")), ["ranker"]);
+    // Unnamed, a tenant's namespace is their first, as for their jobs.
+    assert_eq!(deployments(&status(Some(&alice), "")), ["detector"]);
     // Bob cannot reach vision's serving: the head refuses the lookup.
     let out = status(Some(&bob), "vision");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -123,6 +123,18 @@ fn access(cluster: &ClusterArgs, req: AccessRequest) -> anyhow::Result<AccessRep
     }
 }
 
+/// The namespace the caller's jobs run in unless told (as `prism submit`
+/// runs them): their first one, `default` for the admin (`*`).
+pub(crate) fn home_namespace(cluster: &ClusterArgs) -> anyhow::Result<String> {
+    let AccessReply::Me(me) = access(cluster, AccessRequest::WhoAmI)? else {
+        bail!("unexpected answer to WhoAmI");
+    };
+    Ok(match me.namespaces.first() {
+        Some(n) if n != "*" => n.clone(),
+        _ => "default".into(),
+    })
+}
+
 pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add {

@@ -1,13 +1,13 @@
 //! `prism serve deploy | status | delete | shutdown | rollout | rollback |
 //! history | bench`: talk to the serve controller of the namespace
-//! `PRISM_NAMESPACE` names (else `default`) as a driver. The controller, its proxy and replicas run
+//! `PRISM_NAMESPACE` names (else the caller's first) as a driver. The controller, its proxy and replicas run
 //! the binary that started serving (the one holding the models:
 //! `prism_serve::run_config` or `prism_serve::start` in a program of
 //! yours), so `deploy` updates applications that binary can build.
 
 use crate::job::ClusterArgs;
 use crate::serve_rollout::{BenchArgs, RolloutArgs};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -67,9 +67,17 @@ pub enum ServeCommand {
     Bench(BenchArgs),
 }
 
-/// Joins the cluster the flags name as a driver.
+/// Joins the cluster the flags name as a driver, in the namespace whose
+/// serving it reaches: `PRISM_NAMESPACE`, else the caller's first (the
+/// one `prism submit` runs their jobs in).
 pub(crate) fn join(cluster: &ClusterArgs) -> anyhow::Result<prism::Cluster> {
     let info = cluster.info()?;
+    if std::env::var("PRISM_NAMESPACE").map_or(true, |n| n.is_empty()) {
+        let ns = crate::access::home_namespace(cluster)
+            .context("cannot ask the head which namespace is yours")?;
+        // Set before the runtime starts a thread: nothing reads it yet.
+        std::env::set_var("PRISM_NAMESPACE", ns);
+    }
     std::env::set_var("PRISM_ADDRESS", &info.head_address);
     std::env::set_var("PRISM_TOKEN", &info.token);
     std::env::set_var("PRISM_TEMP_DIR", cluster.temp_dir());
@@ -82,7 +90,7 @@ pub(crate) fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
             ..
         })) => anyhow!(
             "no serve controller runs in namespace {} (each namespace serves its own; \
-             PRISM_NAMESPACE picks it): start serving from the program that holds your models \
+             PRISM_NAMESPACE picks it, else your first): start serving from the program that holds your models \
              (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), e.g. with \
              `prism submit -- ./your-models serve.yaml`",
             prism::masking::namespace()
@@ -131,12 +139,9 @@ pub fn run(cmd: ServeCommand) -> anyhow::Result<()> {
         }
         ServeCommand::Shutdown { cluster } => {
             let _c = join(&cluster)?;
-            if prism_serve::status().is_err() {
-                bail!(
-                    "no serve controller runs in namespace {}: nothing to shut down",
-                    prism::masking::namespace()
-                );
-            }
+            prism_serve::status()
+                .map_err(no_controller)
+                .context("nothing to shut down")?;
             prism_serve::shutdown()?;
             println!("serve: shut down");
             Ok(())

@@ -11,7 +11,7 @@ use super::store_server::StoreServer;
 use super::task_history::{now_us, TaskHistory};
 use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
-use crate::ids::{JobId, NodeId};
+use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::codec;
 use crate::proto::common::{ClusterStatus, Demand, NodeState, Resources};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
@@ -73,6 +73,9 @@ pub struct TaskService {
     /// that go first (HL-1).
     pub(super) holds: Mutex<super::held_results::Holds>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
+    /// Actors fenced when the head declared this node dead, and the id it
+    /// declared dead: their deaths are reported under it (DA-4, HC-1).
+    pub(super) fenced: Mutex<std::collections::HashMap<ActorId, NodeId>>,
     /// The other nodes (addresses, deaths, connections).
     pub(super) peers: Arc<Peers>,
     /// A fresh view of the cluster is being fetched from the head.
@@ -124,6 +127,7 @@ impl TaskService {
             lent: Mutex::default(),
             holds: Mutex::default(),
             reports: std::sync::OnceLock::new(),
+            fenced: Mutex::default(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             mirror: Mutex::default(),
@@ -531,10 +535,16 @@ impl super::head_link::Reporter for Arc<TaskService> {
         // dead) when it declares the node dead: the incarnations here
         // stop, so no actor runs twice.
         let why = format!(
-            "its node was declared dead by the head ({reason}); the head restarts it elsewhere \
-             if it may"
+            "its node was declared dead by the head ({reason}): this incarnation is stopped so \
+             that it never runs twice"
         );
-        self.act(|d| d.fence_actors(&why));
+        let old = self.node();
+        self.act(|d| {
+            let (ids, out) = d.fence_actors(&why);
+            let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
+            fenced.extend(ids.into_iter().map(|a| (a, old)));
+            out
+        });
     }
 
     fn new_id(&self, id: NodeId) {

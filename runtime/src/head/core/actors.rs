@@ -34,13 +34,10 @@ impl HeadCore {
                 // HC-1: a late report from a node declared dead must not pull
                 // the actor back there (it may be restarting elsewhere).
                 let from_dead = node.as_ref().is_some_and(|(n, _)| !self.is_live(*n));
-                // ...nor one of an earlier incarnation (HC-1).
-                let current = self.actors.get(actor_id).map_or(0, |a| a.restarts);
-                let stale = restarts < current;
-                if stale {
-                    tracing::info!(actor = %actor_id, restarts, current, ?state, "ignoring a stale report of an earlier incarnation");
+                if from_dead {
+                    tracing::info!(actor = %actor_id, ?state, "ignoring a late report from a node declared dead");
                 }
-                if !from_dead && !stale {
+                if !from_dead {
                     self.actors.update(actor_id, state, node, restarts, reason);
                 }
                 HeadResponse::Ok

@@ -26,10 +26,9 @@
 //! OD-1); the core adds:
 //!
 //! - **HC-1** a report from a node declared dead changes nothing (an actor
-//!   restarting elsewhere is not pulled back, a dead node holds no object),
-//!   and neither does a report of an actor's earlier incarnation (fewer
-//!   restarts than the table's: the one a node declared dead fenced when
-//!   it came back, while the head had restarted the actor elsewhere);
+//!   restarting elsewhere is not pulled back, a dead node holds no object;
+//!   a node that comes back reports the actors it fences under the id it
+//!   was declared dead with, DA-4);
 //! - **HC-2** one placement pass at a time: two groups never race for the
 //!   same free resources, and a pass ends only when every raylet it asked
 //!   has answered (or its call failed);

@@ -11,8 +11,10 @@
 //! - **DA-4** when the head declares this node dead, every actor whose
 //!   worker runs here is killed for good before the node registers again
 //!   (fencing: the head has restarted it elsewhere, or declared it dead,
-//!   and it must not run twice). An actor whose constructor still waits
-//!   here for resources is not fenced.
+//!   and it must not run twice), and its death is reported under the id
+//!   the node was declared dead with, which the head ignores (HC-1). An
+//!   actor whose constructor still waits here for resources is not
+//!   fenced.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};
@@ -485,9 +487,11 @@ impl Dispatcher {
     }
 
     /// This node was declared dead (DA-4): every actor whose worker runs
-    /// here is killed for good, its calls failed with `reason`.
-    pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
-        self.kill_actors_where(|_| true, reason)
+    /// here is killed for good, its calls failed with `reason`; returns
+    /// which.
+    pub fn fence_actors(&mut self, reason: &str) -> (Vec<ActorId>, Vec<Action>) {
+        let ids = self.actors.keys().copied().collect();
+        (ids, self.kill_actors_where(|_| true, reason))
     }
 
     /// Calls held by the actors here: (call, its actor's worker, sent to it).

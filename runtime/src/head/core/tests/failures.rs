@@ -91,11 +91,12 @@ fn a_dead_node_restarts_its_actors_elsewhere_and_its_bundles_are_placed_again() 
         .handle(sim.now, Caller::Node { cert: [7; 32] }, late);
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     // HC-1: nor does the death of its earlier incarnation, fenced by the
-    // victim once it registered again under a live id.
+    // victim when it came back, reported under the id it was declared
+    // dead with (DA-4).
     let fenced = HeadRequest::UpdateActor {
         actor_id: kept,
         state: ActorState::Dead,
-        node: None,
+        node: Some((victim, "addr".into())),
         restarts: 0,
         reason: Some("its node was declared dead by the head".into()),
     };

@@ -37,6 +37,7 @@ mod object_refs;
 pub mod peer_door;
 pub mod peers;
 mod preemption;
+mod reporter;
 mod residency_claims;
 pub mod resources;
 pub mod service;

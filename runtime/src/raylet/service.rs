@@ -13,7 +13,7 @@ use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
 use crate::ids::{ActorId, JobId, NodeId};
 use crate::proto::codec;
-use crate::proto::common::{ClusterStatus, Demand, NodeState, Resources};
+use crate::proto::common::{ClusterStatus, NodeState};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{Failure, JobSpec, LocalEvent, Outcome};
@@ -509,50 +509,5 @@ impl TaskService {
                 }
             }
         });
-    }
-}
-
-/// What the heartbeat loop reports for this node, and what it hears back.
-impl super::head_link::Reporter for Arc<TaskService> {
-    fn report(&self, node: NodeId) -> (Resources, Resources, Vec<Demand>) {
-        let (available, leased) = {
-            let d = self.disp();
-            (Resources::from(d.available()), Resources::from(&d.leased()))
-        };
-        (available, leased, self.demand(node))
-    }
-
-    fn status_cursor(&self) -> (u64, u64) {
-        TaskService::status_cursor(self)
-    }
-
-    fn status(&self, delta: crate::proto::common::StatusDelta) -> usize {
-        self.apply_status(delta)
-    }
-
-    fn declared_dead(&self, reason: &str) {
-        // The head restarts this node's actors elsewhere (or declares them
-        // dead) when it declares the node dead: the incarnations here
-        // stop, so no actor runs twice.
-        let why = format!(
-            "its node was declared dead by the head ({reason}): this incarnation is stopped so \
-             that it never runs twice"
-        );
-        let old = self.node();
-        self.act(|d| {
-            let (ids, out) = d.fence_actors(&why);
-            let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
-            fenced.extend(ids.into_iter().map(|a| (a, old)));
-            out
-        });
-    }
-
-    fn new_id(&self, id: NodeId) {
-        self.transfer.set_node_id(id);
-        self.set_node_id(id);
-    }
-
-    fn tick(&self, now: std::time::Instant) {
-        TaskService::tick(self, now);
     }
 }

@@ -1,0 +1,55 @@
+//! What a raylet tells its heartbeat loop (`head_link.rs`) and does with
+//! what the head answers: its free resources and demand, the head's node
+//! rows, a new id after it was declared dead, and the fence before it
+//! registers again (DA-4).
+
+use super::head_link::Reporter;
+use super::service::TaskService;
+use crate::ids::NodeId;
+use crate::proto::common::{Demand, Resources};
+use std::sync::Arc;
+
+/// What the heartbeat loop reports for this node, and what it hears back.
+impl Reporter for Arc<TaskService> {
+    fn report(&self, node: NodeId) -> (Resources, Resources, Vec<Demand>) {
+        let (available, leased) = {
+            let d = self.disp();
+            (Resources::from(d.available()), Resources::from(&d.leased()))
+        };
+        (available, leased, self.demand(node))
+    }
+
+    fn status_cursor(&self) -> (u64, u64) {
+        TaskService::status_cursor(self)
+    }
+
+    fn status(&self, delta: crate::proto::common::StatusDelta) -> usize {
+        self.apply_status(delta)
+    }
+
+    fn declared_dead(&self, reason: &str) {
+        // The head restarts this node's actors elsewhere (or declares them
+        // dead) when it declares the node dead: the incarnations here
+        // stop, so no actor runs twice.
+        let why = format!(
+            "its node was declared dead by the head ({reason}): this incarnation is stopped so \
+             that it never runs twice"
+        );
+        let old = self.node();
+        self.act(|d| {
+            let (ids, out) = d.fence_actors(&why);
+            let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
+            fenced.extend(ids.into_iter().map(|a| (a, old)));
+            out
+        });
+    }
+
+    fn new_id(&self, id: NodeId) {
+        self.transfer.set_node_id(id);
+        self.set_node_id(id);
+    }
+
+    fn tick(&self, now: std::time::Instant) {
+        TaskService::tick(self, now);
+    }
+}

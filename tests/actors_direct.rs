@@ -217,7 +217,10 @@ fn child_role() {
 
 #[test]
 fn direct_calls_reach_a_local_actor_while_its_raylet_is_stopped() {
-    let sb = Sandbox::new();
+    // Stopped for longer than the sandbox's dead timeout (1 s) on a busy
+    // machine: declared dead, the raylet would fence its actors when let
+    // go (DA-4). What is shown here is work that skips a stopped raylet.
+    let sb = Sandbox::new().with_env("PRISM_DEAD_AFTER_MISSED", "600");
     let (head, b) = sb.head_and_b(
         &["--num-cpus", "1"],
         &["--num-cpus", "2", "--resources", r#"{"x": 2}"#],

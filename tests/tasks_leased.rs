@@ -337,7 +337,10 @@ const IDLE: (&str, &str) = ("PRISM_LEASE_IDLE_MS", "60000");
 
 #[test]
 fn leased_tasks_finish_while_their_raylet_is_stopped() {
-    let sb = Sandbox::new();
+    // Stopped for longer than the sandbox's dead timeout (1 s) on a busy
+    // machine: declared dead, the raylet would fence its actors when let
+    // go (DA-4). What is shown here is work that skips a stopped raylet.
+    let sb = Sandbox::new().with_env("PRISM_DEAD_AFTER_MISSED", "600");
     let (head, b) = sb.head_and_b(&["--num-cpus", "1"], &["--num-cpus", "2"]);
     sb.run_with_raylet_stopped("stopped", &head, &b, &[IDLE]);
 }

@@ -43,6 +43,8 @@ impl Sandbox {
     /// (SIGSTOP) while the role works without it: the role prints `STOP ME`
     /// and holds; the raylet is stopped and the role released; when it
     /// prints `CONT ME` the raylet is continued. It must end with ALL OK.
+    /// A sandbox whose dead timeout is shorter than the stop would have
+    /// the raylet declared dead, and its actors fenced when it is let go.
     pub fn run_with_raylet_stopped(
         &self,
         role: &str,

@@ -128,7 +128,9 @@ fn row<'a>(rows: &'a [Value], id: &str) -> Option<&'a Value> {
 
 #[test]
 fn direct_calls_and_leased_tasks_are_listed_from_their_workers() {
-    let sb = Sandbox::new();
+    // The head (with its raylet) is stopped for a while: no node is to be
+    // declared dead for it (a raylet declared dead fences its actors).
+    let sb = Sandbox::new().with_env("PRISM_DEAD_AFTER_MISSED", "600");
     let head = sb.start_head(&["--num-cpus", "2"]);
     let env = [("PRISM_LEASE_IDLE_MS", "60000")];
     let (mut job, done) = sb.held_driver_with("listed", &head, &head, &env);

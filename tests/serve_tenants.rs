@@ -118,9 +118,12 @@ fn two_tenants_serve_apart_on_one_cluster() {
     let vision_url = start(&alice, "vision", "detector", "1");
     let ads_url = start(&bob, "ads", "ranker", "100");
     assert_ne!(vision_url, ads_url, "each namespace has its own ingress");
-    // Their drivers have ended; each namespace's serving answers.
-    assert_eq!(post(&vision_url)["sum"], 4);
-    assert_eq!(post(&ads_url)["sum"], 103);
+    // Their drivers have ended; each namespace's serving answers (once its
+    // proxy has the route).
+    let answers =
+        |url: &str, sum: i64| wait_until(Duration::from_secs(30), || post(url)["sum"] == sum);
+    assert!(answers(&vision_url, 4), "{}", post(&vision_url));
+    assert!(answers(&ads_url, 103), "{}", post(&ads_url));
 
     // Each tenant lists their own deployments only.
     let status = |token: Option<&str>, ns: &str| serve_as(&sb, token, ns, &["status", "--json"]);

@@ -115,23 +115,10 @@ impl TaskService {
             // No incarnation of it will listen again.
             self.remove_direct_socket(&actor.to_string());
         }
-        // A fenced incarnation's end is reported as the node it ran on,
-        // the one declared dead (DA-4).
-        let fenced = match state {
-            ActorState::Dead => self
-                .fenced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&actor),
-            _ => None,
-        };
         let req = HeadRequest::UpdateActor {
             actor_id: actor,
             state,
-            node: Some((
-                fenced.unwrap_or_else(|| self.node()),
-                self.env.node_address.clone(),
-            )),
+            node: Some((self.node(), self.env.node_address.clone())),
             restarts,
             reason,
         };

@@ -35,13 +35,8 @@ impl Reporter for Arc<TaskService> {
             "its node was declared dead by the head ({reason}): this incarnation is stopped so \
              that it never runs twice"
         );
-        let old = self.node();
-        self.act(|d| {
-            let (ids, out) = d.fence_actors(&why);
-            let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
-            fenced.extend(ids.into_iter().map(|a| (a, old)));
-            out
-        });
+        // Before the new id: the deaths are reported under the old one.
+        self.act(|d| d.fence_actors(&why));
     }
 
     fn new_id(&self, id: NodeId) {

@@ -11,7 +11,7 @@ use super::store_server::StoreServer;
 use super::task_history::{now_us, TaskHistory};
 use super::transfer::Transfer;
 use super::workers::{self, WorkerEnv};
-use crate::ids::{ActorId, JobId, NodeId};
+use crate::ids::{JobId, NodeId};
 use crate::proto::codec;
 use crate::proto::common::{ClusterStatus, NodeState};
 use crate::proto::raylet::{PeerRequest, PeerTaskResponse};
@@ -73,9 +73,6 @@ pub struct TaskService {
     /// that go first (HL-1).
     pub(super) holds: Mutex<super::held_results::Holds>,
     pub(super) reports: std::sync::OnceLock<mpsc::UnboundedSender<crate::proto::head::HeadRequest>>,
-    /// Actors fenced when the head declared this node dead, and the id it
-    /// declared dead: their deaths are reported under it (DA-4, HC-1).
-    pub(super) fenced: Mutex<std::collections::HashMap<ActorId, NodeId>>,
     /// The other nodes (addresses, deaths, connections).
     pub(super) peers: Arc<Peers>,
     /// A fresh view of the cluster is being fetched from the head.
@@ -127,7 +124,6 @@ impl TaskService {
             lent: Mutex::default(),
             holds: Mutex::default(),
             reports: std::sync::OnceLock::new(),
-            fenced: Mutex::default(),
             peers: transfer.peers().clone(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             mirror: Mutex::default(),

@@ -11,10 +11,10 @@
 //! - **DA-4** when the head declares this node dead, every actor whose
 //!   worker runs here is killed for good before the node registers again
 //!   (fencing: the head has restarted it elsewhere, or declared it dead,
-//!   and it must not run twice), and its death is reported under the id
-//!   the node was declared dead with, which the head ignores (HC-1). An
-//!   actor whose constructor still waits here for resources is not
-//!   fenced.
+//!   and it must not run twice), its death reported at once, under the id
+//!   the node was declared dead with, which the head ignores (HC-1); it is
+//!   not remembered dead here. An actor whose constructor still waits here
+//!   for resources is not fenced.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};
@@ -440,34 +440,41 @@ impl Dispatcher {
             }
             return out;
         }
-        // Dead for good (DA-1): free its resources, fail what waits.
-        self.give_back(&a.create.spec.strategy, &a.held, &a.gpus);
-        for q in a.waiting.drain(..) {
-            out.push(Action::Reply {
-                owner: q.owner,
-                task_id: q.spec.task_id,
-                outcome: died(actor, reason.clone()),
-            });
-        }
-        if !a.replied {
-            out.push(Action::Reply {
-                owner: a.create.owner,
-                task_id: crate::ids::TaskId(actor.0),
-                outcome: died(actor, reason.clone()),
-            });
-        }
-        out.push(Action::ActorState {
-            actor,
-            state: ActorState::Dead,
-            restarts: a.opts.restarts,
-            reason: Some(reason.clone()),
-        });
+        self.end_for_good(actor, a, &reason, &mut out);
         // Remember it dead, so later calls here fail at once with the cause.
         self.dead_actors.insert(actor, reason);
         let mut tail = Vec::new();
         self.pump(&mut tail);
         out.extend(tail);
         out
+    }
+
+    /// Dead for good (DA-1): frees its resources, fails what waits for it
+    /// (and its creator, if not answered yet) with `reason`, and reports
+    /// it dead.
+    fn end_for_good(
+        &mut self,
+        actor: ActorId,
+        mut a: LocalActor,
+        reason: &str,
+        out: &mut Vec<Action>,
+    ) {
+        self.give_back(&a.create.spec.strategy, &a.held, &a.gpus);
+        let creator = (!a.replied).then_some((a.create.owner, crate::ids::TaskId(actor.0)));
+        let waiting = a.waiting.drain(..).map(|q| (q.owner, q.spec.task_id));
+        for (owner, task_id) in waiting.chain(creator) {
+            out.push(Action::Reply {
+                owner,
+                task_id,
+                outcome: died(actor, reason.to_string()),
+            });
+        }
+        out.push(Action::ActorState {
+            actor,
+            state: ActorState::Dead,
+            restarts: a.opts.restarts,
+            reason: Some(reason.to_string()),
+        });
     }
 
     /// Kills, for good, the actors whose creation matches `pred` (their
@@ -487,11 +494,32 @@ impl Dispatcher {
     }
 
     /// This node was declared dead (DA-4): every actor whose worker runs
-    /// here is killed for good, its calls failed with `reason`; returns
-    /// which.
-    pub fn fence_actors(&mut self, reason: &str) -> (Vec<ActorId>, Vec<Action>) {
-        let ids = self.actors.keys().copied().collect();
-        (ids, self.kill_actors_where(|_| true, reason))
+    /// here ends now, before the node registers again. Its worker is
+    /// killed, its calls and its creator fail with `reason`, its resources
+    /// are given back, and its death is reported at once, under the id the
+    /// node was declared dead with, which the head ignores (HC-1). It is
+    /// not remembered dead here: the head may have restarted it elsewhere
+    /// (calls from here are then forwarded there), or restart it here.
+    pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let ids: Vec<ActorId> = self.actors.keys().copied().collect();
+        for actor in ids {
+            let Some(mut a) = self.actors.remove(&actor) else {
+                continue;
+            };
+            self.running.remove(&crate::ids::TaskId(actor.0));
+            // Its exit finds no actor here, and changes nothing.
+            out.push(Action::Kill { worker: a.worker });
+            // Its calls in flight fail first, then what waits.
+            for q in a.inflight.drain(..).rev() {
+                a.waiting.push_front(q);
+            }
+            self.end_for_good(actor, a, reason, &mut out);
+        }
+        let mut tail = Vec::new();
+        self.pump(&mut tail);
+        out.extend(tail);
+        out
     }
 
     /// Calls held by the actors here: (call, its actor's worker, sent to it).

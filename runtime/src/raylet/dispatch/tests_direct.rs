@@ -155,3 +155,32 @@ fn dd3_calls_to_an_actor_dead_here_fail_with_its_reason() {
     );
     assert!(died_detail(&replies(&a)[0]).contains("no longer hosts it"));
 }
+
+#[test]
+fn a_fenced_actor_ends_at_once_and_is_not_remembered_dead_da4() {
+    let (mut d, actor, w, job) = alive(3, 3);
+    d.submit(call(job, actor), Owner::Local(1));
+    let a = d.fence_actors("its node was declared dead");
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // Its call fails with the cause, restarts and retries left or not.
+    match replies(&a).as_slice() {
+        [Outcome::Failed(Failure::ActorDied { detail, .. })] => {
+            assert!(detail.contains("declared dead"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::ActorState {
+            state: crate::proto::head::ActorState::Dead,
+            ..
+        }
+    )));
+    // Gone from here, but not remembered dead: the head may restart it
+    // elsewhere or here again.
+    assert!(!d.hosts_actor(actor));
+    assert_eq!(d.dead_reason(actor), None);
+    // Its worker's exit, when it comes, changes nothing.
+    let a = d.worker_died(w, signal9());
+    assert!(started(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
+}

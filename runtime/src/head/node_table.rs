@@ -27,6 +27,12 @@
 //!   the last one.
 //! - NT-6 (in `status`): the changes since a version, applied in order,
 //!   give the table's rows.
+//! - NT-7: time the head itself did not run is no node's silence: when
+//!   its ticks (every half interval) stop for a whole dead timeout (the
+//!   head stopped, paused, or starved), that gap, less one interval, is
+//!   not counted against any node. Else one stall of the head would
+//!   declare every node dead at once, and each would fence its actors
+//!   when it heard of it.
 
 use crate::ids::NodeId;
 use crate::proto::common::NodeState;
@@ -137,6 +143,8 @@ pub struct NodeTable {
     dirty: std::collections::BTreeSet<NodeId>,
     /// When a recovered node last heartbeat again (NT-5).
     last_rejoin: Option<Instant>,
+    /// When the failure detector last ran (NT-7).
+    last_tick: Option<Instant>,
     /// Which version each row last changed at (NT-6).
     versions: status::Versions,
     /// Live nodes being drained.
@@ -155,6 +163,7 @@ impl NodeTable {
             dead_order: VecDeque::new(),
             dirty: Default::default(),
             last_rejoin: None,
+            last_tick: None,
             versions: status::Versions::new(),
             draining: Default::default(),
         }
@@ -328,6 +337,17 @@ impl NodeTable {
     /// Runs the failure detector (NT-2).
     pub fn tick(&mut self, now: Instant) {
         let d = self.detector;
+        // NT-7: a stall of the head is no node's silence.
+        let gap = self
+            .last_tick
+            .replace(now)
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if gap >= d.dead_timeout() {
+            let credit = gap - d.interval;
+            for n in self.nodes.values_mut() {
+                n.last_heartbeat = (n.last_heartbeat + credit).min(now);
+            }
+        }
         let mut to_kill = Vec::new();
         let rejoin = self.last_rejoin;
         for n in self.nodes.values_mut() {

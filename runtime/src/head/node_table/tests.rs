@@ -1,4 +1,4 @@
-//! The node table's invariants NT-1..NT-5, time passed in.
+//! The node table's invariants NT-1..NT-5 and NT-7, time passed in.
 
 use super::*;
 use crate::proto::common::Resources;
@@ -45,6 +45,11 @@ fn nt_2_slow_is_suspect_then_recovers_silent_is_dead() {
     );
     assert_eq!(t.node(a).unwrap().state, NodeState::Alive);
     assert_eq!(t.node(a).unwrap().available, free);
+    // The head ticks on meanwhile (a long gap would be its own stall,
+    // NT-7).
+    for ms in (500..1399).step_by(100) {
+        t.tick(t0 + Duration::from_millis(ms));
+    }
     t.tick(t0 + Duration::from_millis(1399));
     assert_ne!(t.node(a).unwrap().state, NodeState::Dead);
     t.tick(t0 + Duration::from_millis(1400));
@@ -166,4 +171,38 @@ fn nt_3_reregistering_a_live_name_replaces_it() {
     assert!(t.handle_unregister(b));
     assert!(!t.handle_unregister(b));
     assert_eq!(t.status(t0).len(), 2);
+}
+
+#[test]
+fn nt_7_a_stall_of_the_head_is_no_nodes_silence() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut t = table();
+    let a = NodeId::random();
+    t.handle_register(t0, a, reg("a"));
+    for n in (50..=300).step_by(50) {
+        t.tick(ms(n));
+    }
+    // The head stops for 5 s (five dead timeouts); a's heartbeats went
+    // unheard meanwhile.
+    t.tick(ms(5_300));
+    assert_ne!(t.node(a).unwrap().state, NodeState::Dead);
+    // Silence counts again once the head runs: a, still silent, dies one
+    // dead timeout after its last heartbeat, the stall left out.
+    for n in (5_350..5_900).step_by(50) {
+        t.tick(ms(n));
+    }
+    assert_ne!(t.node(a).unwrap().state, NodeState::Dead);
+    t.tick(ms(6_000));
+    assert_eq!(t.node(a).unwrap().state, NodeState::Dead);
+    // A heartbeat heard after a stall keeps a node alive as ever.
+    let b = NodeId::random();
+    t.handle_register(ms(6_000), b, reg("b"));
+    t.tick(ms(12_000));
+    assert_eq!(
+        t.handle_heartbeat(ms(12_010), b, ResourceSet::new()),
+        HeartbeatOutcome::Ack
+    );
+    t.tick(ms(12_050));
+    assert_eq!(t.node(b).unwrap().state, NodeState::Alive);
 }

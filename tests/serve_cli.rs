@@ -3,35 +3,13 @@
 //! exits; the detached controller, proxy and replicas keep answering HTTP;
 //! `prism serve status | deploy | shutdown` act on them as drivers.
 
-use prism_serve::{Json, Model};
 use prism_test_support::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
-/// Adds the config's `add` to the sum of a list.
-struct Adder {
-    add: i64,
-}
-
-impl Model for Adder {
-    type Request = Json<Vec<i64>>;
-    type Response = Json<Value>;
-    fn new(config: &Value) -> Result<Self, String> {
-        Ok(Adder {
-            add: config["add"].as_i64().unwrap_or(0),
-        })
-    }
-    async fn call(&self, Json(v): Json<Vec<i64>>) -> Result<Json<Value>, String> {
-        Ok(Json(
-            json!({ "sum": v.iter().sum::<i64>() + self.add, "pid": std::process::id() }),
-        ))
-    }
-    fn reconfigure(&mut self, config: &Value) -> Result<(), String> {
-        self.add = config["add"].as_i64().unwrap_or(0);
-        Ok(())
-    }
-}
-prism_serve::model!(Adder);
+#[path = "common/adder.rs"]
+mod adder;
+use adder::post;
 
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
@@ -57,16 +35,6 @@ applications:
         user_config: {{ add: {add} }}
 "
     )
-}
-
-fn post(url: &str, body: &str) -> Value {
-    ureq::post(url)
-        .timeout(Duration::from_secs(30))
-        .send_string(body)
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null)
 }
 
 #[test]

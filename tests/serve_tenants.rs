@@ -7,30 +7,15 @@
 //! sentence. Shutting one namespace's serving down leaves the other's
 //! answering.
 
-use prism_serve::{Application, Deployment, Json, Model};
+use prism_serve::{Application, Deployment};
 use prism_test_support::*;
 use serde_json::{json, Value};
 use std::process::Output;
 use std::time::Duration;
 
-/// Adds the config's `add` to the sum of a list.
-struct Adder {
-    add: i64,
-}
-
-impl Model for Adder {
-    type Request = Json<Vec<i64>>;
-    type Response = Json<Value>;
-    fn new(config: &Value) -> Result<Self, String> {
-        Ok(Adder {
-            add: config["add"].as_i64().unwrap_or(0),
-        })
-    }
-    async fn call(&self, Json(v): Json<Vec<i64>>) -> Result<Json<Value>, String> {
-        Ok(Json(json!({ "sum": v.iter().sum::<i64>() + self.add })))
-    }
-}
-prism_serve::model!(Adder);
+#[path = "common/adder.rs"]
+mod adder;
+use adder::Adder;
 
 #[test]
 #[ignore = "a tenant's driver, started by the test in this file with PRISM_TEST_ROLE"]
@@ -48,14 +33,9 @@ fn child_role() {
     println!("ALL OK");
 }
 
+/// The answer to `[1, 2]` on the deployment's route.
 fn post(url: &str) -> Value {
-    ureq::post(&format!("{url}/t"))
-        .timeout(Duration::from_secs(30))
-        .send_string("[1, 2]")
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null)
+    adder::post(&format!("{url}/t"), "[1, 2]")
 }
 
 /// `prism serve <args>` as the holder of `token` (the join token's admin

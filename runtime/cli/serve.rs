@@ -1,9 +1,10 @@
 //! `prism serve deploy | status | delete | shutdown | rollout | rollback |
 //! history | bench`: talk to the serve controller of the namespace
-//! `PRISM_NAMESPACE` names (else the caller's first) as a driver. The controller, its proxy and replicas run
-//! the binary that started serving (the one holding the models:
-//! `prism_serve::run_config` or `prism_serve::start` in a program of
-//! yours), so `deploy` updates applications that binary can build.
+//! `PRISM_NAMESPACE` names (else the caller's first) as a driver. The
+//! controller, its proxy and replicas run the binary that started serving
+//! (the one holding the models: `prism_serve::run_config` or
+//! `prism_serve::start` in a program of yours), so `deploy` updates
+//! applications that binary can build.
 
 use crate::job::ClusterArgs;
 use crate::serve_rollout::{BenchArgs, RolloutArgs};
@@ -90,9 +91,9 @@ pub(crate) fn no_controller(e: prism_serve::ServeError) -> anyhow::Error {
             ..
         })) => anyhow!(
             "no serve controller runs in namespace {} (each namespace serves its own; \
-             PRISM_NAMESPACE picks it, else your first): start serving from the program that holds your models \
-             (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), e.g. with \
-             `prism submit -- ./your-models serve.yaml`",
+             PRISM_NAMESPACE picks it, else your first): start serving from the program that \
+             holds your models (prism_serve::run_config(\"serve.yaml\") or prism_serve::start), \
+             e.g. with `prism submit -- ./your-models serve.yaml`",
             prism::masking::namespace()
         ),
         other => anyhow!(other),

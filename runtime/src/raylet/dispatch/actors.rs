@@ -502,11 +502,7 @@ impl Dispatcher {
     /// (calls from here are then forwarded there), or restart it here.
     pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
         let mut out = Vec::new();
-        let ids: Vec<ActorId> = self.actors.keys().copied().collect();
-        for actor in ids {
-            let Some(mut a) = self.actors.remove(&actor) else {
-                continue;
-            };
+        for (actor, mut a) in std::mem::take(&mut self.actors) {
             self.running.remove(&crate::ids::TaskId(actor.0));
             // Its exit finds no actor here, and changes nothing.
             out.push(Action::Kill { worker: a.worker });

@@ -2,7 +2,8 @@
 //! a head started again in that session recovers the cluster on the same
 //! address, raylets and drivers carry on and find it again; a reservation
 //! cut by the kill leaves no half-held bundle; a node id speaks only through
-//! the certificate that registered it.
+//! the certificate that registered it; a head frozen past the dead timeout
+//! declares no node dead when it runs again (NT-7).
 
 use prism::proto::common::Resources;
 use prism::proto::head::{ErrorKind, HeadRequest};
@@ -392,4 +393,40 @@ fn cluster_prism_start_head_recovers_a_killed_head_and_a_stopped_one_starts_fres
     );
     assert!(!said.contains("Recovered"), "{said}");
     let _ = sb.run(&["stop"]);
+}
+
+/// NT-7: a head frozen (SIGSTOP) for three times the dead timeout counts
+/// that time as its own stall, not as every node's silence: when it runs
+/// again, no node is declared dead, no raylet is told to register again,
+/// and the same node ids stay alive.
+#[test]
+fn failure_a_stalled_head_declares_no_node_dead() {
+    let sb = Sandbox::new();
+    let (head, b) = sb.head_and_b(&[], &["--num-cpus", "1"]);
+    let before = alive_ids(&sb);
+    let dead_timeout = Duration::from_millis(HEARTBEAT_MS * DEAD_AFTER);
+    head.signal(libc::SIGSTOP);
+    // The stimulus: a stall well past the dead timeout.
+    std::thread::sleep(dead_timeout * 3);
+    head.signal(libc::SIGCONT);
+    // The head answers again (its first ticks have run by then).
+    let answers = wait_until(Duration::from_secs(30), || {
+        sb.run(&["status", "--json"]).status.success()
+    });
+    assert!(answers, "{}", head.log());
+    // Absence needs a window: several dead timeouts of ticks after the
+    // resume, none of which may declare a node dead.
+    let died = wait_until(dead_timeout * 3, || !sb.nodes_in_state("dead").is_empty());
+    assert!(
+        !died,
+        "a node was declared dead:\n{:#}\n--- head:\n{}",
+        sb.status(),
+        head.log()
+    );
+    assert_eq!(alive_ids(&sb), before, "{:#}", sb.status());
+    assert!(
+        !b.log().contains("declared dead"),
+        "the raylet was told it was declared dead:\n{}",
+        b.log()
+    );
 }

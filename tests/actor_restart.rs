@@ -3,7 +3,9 @@
 //! other `x` node with its constructor re-run, its in-flight call re-sent
 //! (`max_task_retries(1)`), and later calls reach it there; one with no
 //! restarts fails its in-flight call with `ActorDied`
-//! naming the lost node.
+//! naming the lost node. A node frozen until declared dead fences its
+//! actors when let go, and a call its driver had in flight there is
+//! answered by the restarted incarnation.
 
 use prism_test_support::*;
 use std::time::Duration;
@@ -31,6 +33,13 @@ impl Tally {
     }
     fn pid(&self) -> u32 {
         std::process::id()
+    }
+    /// Its count, once `path` exists (at most 120 s).
+    fn count_once(&self, path: String) -> u64 {
+        wait_until(Duration::from_secs(120), || {
+            std::path::Path::new(&path).exists()
+        });
+        self.n
     }
 }
 
@@ -131,6 +140,44 @@ fn fence_role() {
     println!("ALL OK");
 }
 
+/// A driver on the victim's node calls its actor there; the call is in
+/// flight when the node is frozen and declared dead. When the fence ends
+/// the first incarnation, the call goes on to the restarted one (DF-2),
+/// which answers it.
+fn fence_call_role() {
+    let me = prism::node_id().unwrap();
+    let kept = Tally::options()
+        .resource("x", 1.0)
+        .node_affinity(me, true)
+        .max_restarts(1)
+        .max_task_retries(1)
+        .spawn()
+        .unwrap();
+    let first = kept.node().unwrap().get().unwrap();
+    check(
+        first == me.to_string(),
+        "the actor runs on the driver's node",
+    );
+    let pid = kept.pid().unwrap().get().unwrap();
+    check(
+        kept.add(5u64).unwrap().get().unwrap() == 5,
+        "the actor counts",
+    );
+    let go = std::env::var("PRISM_TEST_GO").unwrap();
+    let held = kept.count_once(go).unwrap();
+    println!("VICTIM {first} PID {pid}");
+    let answer = held.get_timeout(Duration::from_secs(180));
+    println!("ANSWER {answer:?}");
+    // The restarted incarnation counted from zero: it answered.
+    check(
+        matches!(answer, Ok(0)),
+        "the fenced call was answered by the next incarnation",
+    );
+    let now = kept.node().unwrap().get().unwrap();
+    check(now != first, "later calls reach it on its new node");
+    println!("ALL OK");
+}
+
 #[test]
 #[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
 fn child_role() {
@@ -138,6 +185,7 @@ fn child_role() {
     match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
         "restart" => restart_role(),
         "fence" => fence_role(),
+        "fence_call" => fence_call_role(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -255,4 +303,59 @@ fn a_node_declared_dead_fences_its_actors_when_it_comes_back() {
     std::fs::write(&done, "").unwrap();
     let (ok, out) = job.finish(Duration::from_secs(60));
     assert!(ok && out.contains("ALL OK"), "{out}");
+}
+
+#[test]
+fn a_fenced_actors_call_in_flight_is_answered_by_its_next_incarnation() {
+    let sb = Sandbox::new();
+    let (head, b, c) = two_x_nodes(&sb);
+    let go = sb.temp().join("go");
+    let go_env = go.display().to_string();
+    let (mut job, _done) =
+        sb.held_driver_with("fence_call", &head, &b, &[("PRISM_TEST_GO", &go_env)]);
+    let mut line = String::new();
+    let named = wait_until(Duration::from_secs(60), || {
+        line = job
+            .stdout()
+            .lines()
+            .find(|l| l.starts_with("VICTIM "))
+            .unwrap_or_default()
+            .to_string();
+        !line.is_empty()
+    });
+    assert!(
+        named,
+        "no victim named:\n{}\n{}",
+        job.stdout(),
+        job.stderr()
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (victim, pid): (String, u32) = (words[1].into(), words[3].parse().unwrap());
+    assert_eq!(victim, b.node_id());
+    // Frozen past the dead timeout, with the call in flight.
+    b.signal(libc::SIGSTOP);
+    let moved = wait_until(Duration::from_secs(60), || {
+        let listed = sb.run(&["list", "actors", "--json"]);
+        let actors: Vec<serde_json::Value> =
+            serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        actors.iter().any(|a| {
+            a["restarts"] == 1 && a["state"] == "alive" && a["node_id"] == c.node_id().as_str()
+        })
+    });
+    assert!(moved, "{:#}\n--- head:\n{}", sb.status(), head.log());
+    b.signal(libc::SIGCONT);
+    let fenced = wait_until(Duration::from_secs(30), || !process_running(pid));
+    assert!(
+        fenced,
+        "the first incarnation still runs\n--- b:\n{}",
+        b.log()
+    );
+    std::fs::write(&go, "").unwrap();
+    let (ok, out) = job.finish(Duration::from_secs(120));
+    assert!(
+        ok && out.contains("ALL OK"),
+        "{out}\n--- b:\n{}\n--- c:\n{}",
+        b.log(),
+        c.log()
+    );
 }

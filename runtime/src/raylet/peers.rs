@@ -84,6 +84,16 @@ impl Peers {
         alive
     }
 
+    /// The head declared `node` dead (this node's own old id, heard from
+    /// the head before the status that says so): waits on it end (PE-1).
+    pub fn declare_lost(&self, node: NodeId, why: &str) {
+        self.view()
+            .lost
+            .entry(node)
+            .or_insert_with(|| why.to_string());
+        self.changed.send_modify(|v| *v += 1);
+    }
+
     /// Why the head declared `node` dead, if it did.
     pub fn lost_reason(&self, node: NodeId) -> Option<String> {
         self.view().lost.get(&node).cloned()

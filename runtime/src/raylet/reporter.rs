@@ -35,6 +35,9 @@ impl Reporter for Arc<TaskService> {
             "its node was declared dead by the head ({reason}): this incarnation is stopped so \
              that it never runs twice"
         );
+        // Its calls go on to the next incarnations (DF-1, DF-2), which are
+        // never looked for under the old id.
+        self.peers.declare_lost(self.node(), reason);
         // Before the new id: the deaths are reported under the old one.
         self.act(|d| d.fence_actors(&why));
     }

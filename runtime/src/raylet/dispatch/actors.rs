@@ -12,9 +12,9 @@
 //!   worker runs here is killed for good before the node registers again
 //!   (fencing: the head has restarted it elsewhere, or declared it dead,
 //!   and it must not run twice), its death reported at once, under the id
-//!   the node was declared dead with, which the head ignores (HC-1); it is
-//!   not remembered dead here. An actor whose constructor still waits here
-//!   for resources is not fenced.
+//!   the node was declared dead with, which the head ignores (HC-1); its
+//!   calls go on to its next incarnation (`fence.rs`). An actor whose
+//!   constructor still waits here for resources is not fenced.
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};
@@ -452,7 +452,7 @@ impl Dispatcher {
     /// Dead for good (DA-1): frees its resources, fails what waits for it
     /// (and its creator, if not answered yet) with `reason`, and reports
     /// it dead.
-    fn end_for_good(
+    pub(super) fn end_for_good(
         &mut self,
         actor: ActorId,
         mut a: LocalActor,
@@ -490,31 +490,6 @@ impl Dispatcher {
             a.death = Some(reason.to_string());
             out.push(Action::Kill { worker: a.worker });
         }
-        out
-    }
-
-    /// This node was declared dead (DA-4): every actor whose worker runs
-    /// here ends now, before the node registers again. Its worker is
-    /// killed, its calls and its creator fail with `reason`, its resources
-    /// are given back, and its death is reported at once, under the id the
-    /// node was declared dead with, which the head ignores (HC-1). It is
-    /// not remembered dead here: the head may have restarted it elsewhere
-    /// (calls from here are then forwarded there), or restart it here.
-    pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
-        let mut out = Vec::new();
-        for (actor, mut a) in std::mem::take(&mut self.actors) {
-            self.running.remove(&crate::ids::TaskId(actor.0));
-            // Its exit finds no actor here, and changes nothing.
-            out.push(Action::Kill { worker: a.worker });
-            // Its calls in flight fail first, then what waits.
-            for q in a.inflight.drain(..).rev() {
-                a.waiting.push_front(q);
-            }
-            self.end_for_good(actor, a, reason, &mut out);
-        }
-        let mut tail = Vec::new();
-        self.pump(&mut tail);
-        out.extend(tail);
         out
     }
 

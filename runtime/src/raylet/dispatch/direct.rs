@@ -13,7 +13,8 @@
 //!
 //! A call answered by DD-2 or DD-3 says its worker died "before this call
 //! finished": whether it had started is known only to the dead worker.
-//! - **DD-3** if the actor is dead here, or unknown, each fails at once.
+//! - **DD-3** if the actor is dead here, or unknown, each fails at once
+//!   (one fenced here is re-sent to its next incarnation or fails, DF-2).
 
 use super::actors::{died, Phase};
 use super::{Action, Dispatcher, Owner, Queued};
@@ -35,6 +36,10 @@ impl Dispatcher {
         };
         let mut out = Vec::new();
         let Some(a) = self.actors.get_mut(&actor) else {
+            // DF-2: fenced here, it lives on elsewhere.
+            if self.fenced.contains_key(&actor) {
+                return self.fenced_calls_lost(actor, owner, calls);
+            }
             // DD-3.
             let why = self.dead_reason(actor).map_or_else(
                 || "its worker's connection broke and this node no longer hosts it".to_string(),

@@ -195,6 +195,8 @@ pub struct Dispatcher {
     warned: std::collections::HashSet<(JobId, String)>,
     actors: HashMap<ActorId, actors::LocalActor>,
     dead_actors: HashMap<ActorId, String>,
+    /// Actors fenced here when this node was declared dead (DF-3).
+    fenced: HashMap<ActorId, fence::Fenced>,
     /// Calls for actors whose creation was announced but not started here.
     pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
     /// Kills asked for before the actor's constructor was scheduled here.
@@ -250,6 +252,7 @@ impl Dispatcher {
             warned: Default::default(),
             actors: HashMap::new(),
             dead_actors: HashMap::new(),
+            fenced: HashMap::new(),
             pre_waiting: HashMap::new(),
             pending_kills: HashMap::new(),
             killing: Default::default(),
@@ -380,6 +383,7 @@ mod bundles;
 mod direct;
 mod draining;
 mod ending;
+mod fence;
 mod lease;
 mod ledger;
 mod parked;

@@ -156,19 +156,24 @@ fn dd3_calls_to_an_actor_dead_here_fail_with_its_reason() {
     assert!(died_detail(&replies(&a)[0]).contains("no longer hosts it"));
 }
 
+fn forwarded(a: &[Action]) -> Vec<(ActorId, u32)> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::ForwardCall { actor, task, .. } => Some((*actor, task.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_fenced_actor_ends_at_once_and_is_not_remembered_dead_da4() {
+fn a_fenced_actor_ends_at_once_and_its_calls_follow_it_da4_df() {
     let (mut d, actor, w, job) = alive(3, 3);
     d.submit(call(job, actor), Owner::Local(1));
     let a = d.fence_actors("its node was declared dead");
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
-    // Its call fails with the cause, restarts and retries left or not.
-    match replies(&a).as_slice() {
-        [Outcome::Failed(Failure::ActorDied { detail, .. })] => {
-            assert!(detail.contains("declared dead"), "{detail}")
-        }
-        other => panic!("{other:?}"),
-    }
+    // DF-2: the call its worker had is re-sent, one retry spent.
+    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
+    assert!(replies(&a).is_empty(), "{a:?}");
     assert!(a.iter().any(|x| matches!(
         x,
         Action::ActorState {
@@ -176,11 +181,58 @@ fn a_fenced_actor_ends_at_once_and_is_not_remembered_dead_da4() {
             ..
         }
     )));
-    // Gone from here, but not remembered dead: the head may restart it
-    // elsewhere or here again.
+    // DF-3: gone from here, but not remembered dead: the head may restart
+    // it elsewhere or here again.
     assert!(!d.hosts_actor(actor));
     assert_eq!(d.dead_reason(actor), None);
     // Its worker's exit, when it comes, changes nothing.
     let a = d.worker_died(w, signal9());
     assert!(started(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
+    // DF-2 for calls a direct connection handed back: re-sent while
+    // retries last, else failed with the fence as the cause.
+    let mut spent = call(job, actor);
+    spent.attempt = 3;
+    let a = d.direct_calls_lost(
+        lost(actor, 0, vec![call(job, actor), spent]),
+        Owner::Local(7),
+    );
+    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
+    let detail = died_detail(&replies(&a)[0]);
+    assert!(
+        detail.contains("declared dead") && detail.ends_with("before this call finished"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_fenced_actor_without_retries_fails_what_ran_and_forwards_what_waited_df() {
+    let (mut d, actor, _w, job) = alive(3, 0);
+    d.submit(call(job, actor), Owner::Local(1));
+    let a = d.fence_actors("its node was declared dead");
+    let detail = died_detail(&replies(&a)[0]);
+    assert!(detail.contains("declared dead"), "{detail}");
+    assert!(forwarded(&a).is_empty(), "{a:?}");
+
+    // An actor still in its constructor: the calls that waited for it go
+    // on, unspent (DF-1); its creator learns it failed here.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let actor = ActorId::random();
+    let create = actor_create(actor, 3, 0);
+    let job = create.job_id;
+    let w = started(&d.submit(create, Owner::Local(1)))[0];
+    d.worker_ready(w);
+    d.submit(call(job, actor), Owner::Local(2));
+    let a = d.fence_actors("its node was declared dead");
+    assert_eq!(forwarded(&a), vec![(actor, 0)], "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::Reply {
+                owner: Owner::Local(1),
+                outcome: Outcome::Failed(Failure::ActorDied { .. }),
+                ..
+            }
+        )),
+        "{a:?}"
+    );
 }

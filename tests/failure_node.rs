@@ -1,9 +1,53 @@
 //! Killing and freezing real raylet processes: dead is reported within the
 //! configured timeout, slow is told from dead, and a restarted raylet comes
-//! back as a new incarnation.
+//! back as a new incarnation; a frozen raylet declared dead, let go, ends
+//! the task a peer had spilled to it, which ran on elsewhere (DF-4).
 
 use prism_test_support::*;
+use std::path::Path;
 use std::time::Duration;
+
+/// Appends `<pid> <node>` to `log`, then waits (at most 120 s) for `go`.
+#[prism::remote]
+fn held_task(log: String, go: String) -> String {
+    use std::io::Write;
+    let node = std::env::var("PRISM_NODE_ID").unwrap_or_default();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)
+        .unwrap();
+    writeln!(f, "{} {node}", std::process::id()).unwrap();
+    drop(f);
+    wait_until(Duration::from_secs(120), || Path::new(&go).exists());
+    node
+}
+
+/// One task that only an `x` node runs (spilled there from the head's
+/// raylet), retried once.
+fn spilled_role() {
+    let log = std::env::var("PRISM_TEST_LOG").unwrap();
+    let go = std::env::var("PRISM_TEST_GO").unwrap();
+    let r = held_task::options()
+        .num_cpus(0.0)
+        .resource("x", 1.0)
+        .max_retries(1)
+        .remote(log, go)
+        .unwrap();
+    let node = r.get_timeout(Duration::from_secs(180)).unwrap();
+    println!("RAN ON {node}");
+    println!("ALL OK");
+}
+
+#[test]
+#[ignore = "a job driver, started by the tests in this file with PRISM_TEST_ROLE"]
+fn child_role() {
+    let _c = prism::init().unwrap();
+    match std::env::var("PRISM_TEST_ROLE").unwrap().as_str() {
+        "spilled" => spilled_role(),
+        other => panic!("unknown role {other}"),
+    }
+}
 
 #[test]
 fn failure_killed_raylet_is_dead_and_restart_is_a_new_incarnation() {
@@ -122,5 +166,72 @@ fn failure_stopped_raylet_unregisters_at_once() {
         dead.iter().any(|n| n["node_id"] == id.as_str()
             && n["death_reason"].as_str().unwrap().contains("stopped")),
         "{dead:#?}"
+    );
+}
+
+/// The `(pid, node)` lines the held task wrote, one per attempt.
+fn attempts(log: &Path) -> Vec<(u32, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (pid, node) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, node.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn failure_a_raylet_declared_dead_ends_the_task_a_peer_spilled_to_it() {
+    let sb = Sandbox::new();
+    let head = sb.start_head(&["--num-cpus", "1"]);
+    let x = ["--num-cpus", "1", "--resources", r#"{"x": 1}"#];
+    let b = sb.start_raylet("b", &head, &x);
+    let c = sb.start_raylet("c", &head, &x);
+    let up = wait_until(Duration::from_secs(10), || {
+        sb.nodes_in_state("alive").len() == 3
+    });
+    assert!(up, "{:#}", sb.status());
+    let (log, go) = (sb.temp().join("attempts"), sb.temp().join("go"));
+    let (log_env, go_env) = (log.display().to_string(), go.display().to_string());
+    let mut envs = sb.driver_envs(&head, &head);
+    envs.push(("PRISM_TEST_LOG".into(), log_env));
+    envs.push(("PRISM_TEST_GO".into(), go_env));
+    let mut job = Job::spawn("spilled", &envs);
+    let started = wait_until(Duration::from_secs(60), || attempts(&log).len() == 1);
+    assert!(started, "{}", job.stdout());
+    let (pid, first) = attempts(&log)[0].clone();
+    let (frozen, other) = if b.node_id() == first {
+        (&b, &c)
+    } else {
+        (&c, &b)
+    };
+    // Frozen past the dead timeout: the head's raylet stops waiting for it
+    // and runs the task again on the other x node, while the first
+    // attempt's worker runs on.
+    frozen.signal(libc::SIGSTOP);
+    let retried = wait_until(Duration::from_secs(60), || attempts(&log).len() == 2);
+    let again = attempts(&log);
+    frozen.signal(libc::SIGCONT);
+    assert!(
+        retried,
+        "{again:?}\n{:#}\n--- head:\n{}",
+        sb.status(),
+        head.log()
+    );
+    assert_eq!(again[1].1, other.node_id(), "{again:?}");
+    // Let go, the raylet learns it was declared dead and ends the first
+    // attempt before it registers again: the task runs once from now on.
+    let fenced = wait_until(Duration::from_secs(30), || !process_running(pid));
+    assert!(
+        fenced,
+        "the first attempt (pid {pid}) still runs\n--- raylet:\n{}",
+        frozen.log()
+    );
+    std::fs::write(&go, "").unwrap();
+    let (ok, out) = job.finish(Duration::from_secs(60));
+    assert!(
+        ok && out.contains(&format!("RAN ON {}", other.node_id())),
+        "{out}"
     );
 }

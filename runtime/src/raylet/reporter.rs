@@ -29,8 +29,9 @@ impl Reporter for Arc<TaskService> {
 
     fn declared_dead(&self, reason: &str) {
         // The head restarts this node's actors elsewhere (or declares them
-        // dead) when it declares the node dead: the incarnations here
-        // stop, so no actor runs twice.
+        // dead) when it declares the node dead, and peers run the work they
+        // spilled here elsewhere: it all stops here, so nothing runs twice
+        // (DA-4, DF-4).
         let why = format!(
             "its node was declared dead by the head ({reason}): this incarnation is stopped so \
              that it never runs twice"
@@ -39,7 +40,7 @@ impl Reporter for Arc<TaskService> {
         // never looked for under the old id.
         self.peers.declare_lost(self.node(), reason);
         // Before the new id: the deaths are reported under the old one.
-        self.act(|d| d.fence_actors(&why));
+        self.act(|d| d.fence(&why));
     }
 
     fn new_id(&self, id: NodeId) {

@@ -13,8 +13,8 @@
 //!   (fencing: the head has restarted it elsewhere, or declared it dead,
 //!   and it must not run twice), its death reported at once, under the id
 //!   the node was declared dead with, which the head ignores (HC-1); its
-//!   calls go on to its next incarnation (`fence.rs`). An actor whose
-//!   constructor still waits here for resources is not fenced.
+//!   calls go on to its next incarnation (`fence.rs`, which also ends the
+//!   work peers spilled here, creations included).
 
 use super::{Action, Dispatcher, Owner, Queued, Running, WorkerId};
 use crate::ids::{ActorId, JobId};

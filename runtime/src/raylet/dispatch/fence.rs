@@ -11,12 +11,19 @@
 //!   re-sent while `attempt < max_task_retries`, else it fails with
 //!   `ActorDied` naming the fence, as for any worker death (DA-3);
 //! - **DF-3** a fenced actor is not remembered dead: the head may restart
-//!   it anywhere, here included; later calls from here follow it.
+//!   it anywhere, here included; later calls from here follow it;
+//! - **DF-4** work other nodes spilled here (tasks, and actor creations
+//!   still waiting for resources) ends too: its senders stopped waiting for
+//!   this node when the head declared it dead (PE-1) and retried it
+//!   elsewhere or failed it, so it must not run here as well. Running
+//!   tasks' workers are killed (their resources come back with the
+//!   worker's exit, D-1); queued ones are dropped. Work of this node's own
+//!   processes goes on: its owners never gave up on it.
 
 use super::actors::died;
-use super::{Action, Dispatcher, Owner};
+use super::{Action, Dispatcher, Owner, Queued};
 use crate::ids::ActorId;
-use crate::proto::task::TaskSpec;
+use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
 
 /// An actor fenced here: why, and how often its calls may be re-sent.
 #[derive(Debug, Clone)]
@@ -32,8 +39,8 @@ impl Dispatcher {
     /// yet) fails with `reason`, its calls go on (DF-1, DF-2), and its death
     /// is reported at once, under the id the node was declared dead with,
     /// which the head ignores (HC-1).
-    pub fn fence_actors(&mut self, reason: &str) -> Vec<Action> {
-        let mut out = Vec::new();
+    pub fn fence(&mut self, reason: &str) -> Vec<Action> {
+        let mut out = self.fence_spilled(reason);
         for (actor, mut a) in std::mem::take(&mut self.actors) {
             self.running.remove(&crate::ids::TaskId(actor.0));
             // Its exit finds no actor here, and changes nothing.
@@ -60,6 +67,51 @@ impl Dispatcher {
         let mut tail = Vec::new();
         self.pump(&mut tail);
         out.extend(tail);
+        out
+    }
+
+    /// DF-4: ends the work peers spilled here; its replies reach no one
+    /// (the peers' streams are gone) but keep D-2 whole.
+    fn fence_spilled(&mut self, reason: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let me = self.me;
+        let spilled = |q: &Queued| matches!(q.owner, Owner::Spilled(_));
+        let failed = |q: &Queued| Action::Reply {
+            owner: q.owner,
+            task_id: q.spec.task_id,
+            outcome: Outcome::Failed(Failure::NodeDied {
+                node: me,
+                detail: reason.to_string(),
+            }),
+        };
+        let mut dropped: Vec<Queued> = self.queue.iter().filter(|q| spilled(q)).cloned().collect();
+        self.queue.retain(|q| !spilled(q));
+        self.queue.compact();
+        let (gone, kept) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| spilled(&p.q));
+        self.parked = kept;
+        dropped.extend(gone.into_iter().map(|p: super::parked::Parked| p.q));
+        for q in &dropped {
+            out.push(failed(q));
+        }
+        // Calls that waited for a dropped creation follow the actor to
+        // wherever its sender places it now.
+        for q in &dropped {
+            if let TaskKind::CreateActor(c) = &q.spec.kind {
+                self.calls_follow_actor(c.actor_id, &mut out);
+            }
+        }
+        for r in self.running.values_mut() {
+            let task = matches!(r.task.spec.kind, TaskKind::Task);
+            if !task || !spilled(&r.task) || r.cancelled {
+                continue;
+            }
+            r.cancelled = true;
+            out.push(failed(&r.task));
+            out.push(Action::Kill { worker: r.worker });
+            self.killing.insert(r.worker);
+        }
         out
     }
 

@@ -399,6 +399,8 @@ mod tests_direct;
 #[cfg(test)]
 mod tests_draining;
 #[cfg(test)]
+mod tests_fence;
+#[cfg(test)]
 mod tests_gpu;
 #[cfg(test)]
 mod tests_lease;

@@ -7,7 +7,7 @@ use crate::proto::task::{ActorCall, LostCalls, TaskKind};
 
 /// An actor built on a fresh one-CPU node: the dispatcher, the actor, its
 /// worker.
-fn alive(restarts: u32, retries: u32) -> (Dispatcher, ActorId, WorkerId, JobId) {
+pub(super) fn alive(restarts: u32, retries: u32) -> (Dispatcher, ActorId, WorkerId, JobId) {
     let mut d = Dispatcher::new(NodeId::random(), node(1));
     let actor = ActorId::random();
     let create = actor_create(actor, restarts, retries);
@@ -18,7 +18,7 @@ fn alive(restarts: u32, retries: u32) -> (Dispatcher, ActorId, WorkerId, JobId) 
     (d, actor, w, job)
 }
 
-fn call(job: JobId, actor: ActorId) -> TaskSpec {
+pub(super) fn call(job: JobId, actor: ActorId) -> TaskSpec {
     let mut c = task(job, 0, 0);
     c.kind = TaskKind::ActorCall(ActorCall {
         actor_id: actor,
@@ -28,7 +28,7 @@ fn call(job: JobId, actor: ActorId) -> TaskSpec {
     c
 }
 
-fn lost(actor: ActorId, restarts: u32, calls: Vec<TaskSpec>) -> LostCalls {
+pub(super) fn lost(actor: ActorId, restarts: u32, calls: Vec<TaskSpec>) -> LostCalls {
     LostCalls {
         actor_id: actor,
         restarts,
@@ -36,7 +36,7 @@ fn lost(actor: ActorId, restarts: u32, calls: Vec<TaskSpec>) -> LostCalls {
     }
 }
 
-fn signal9() -> Failure {
+pub(super) fn signal9() -> Failure {
     Failure::WorkerDied {
         node: NodeId::random(),
         detail: "signal 9 (SIGKILL)".into(),
@@ -53,7 +53,7 @@ fn assert_one_lost_call_fails_with_the_signal(d: &mut Dispatcher, actor: ActorId
     );
 }
 
-fn died_detail(o: &Outcome) -> String {
+pub(super) fn died_detail(o: &Outcome) -> String {
     match o {
         Outcome::Failed(Failure::ActorDied { detail, .. }) => detail.clone(),
         other => panic!("not ActorDied: {other:?}"),
@@ -154,85 +154,4 @@ fn dd3_calls_to_an_actor_dead_here_fail_with_its_reason() {
         Owner::Local(7),
     );
     assert!(died_detail(&replies(&a)[0]).contains("no longer hosts it"));
-}
-
-fn forwarded(a: &[Action]) -> Vec<(ActorId, u32)> {
-    a.iter()
-        .filter_map(|x| match x {
-            Action::ForwardCall { actor, task, .. } => Some((*actor, task.attempt)),
-            _ => None,
-        })
-        .collect()
-}
-
-#[test]
-fn a_fenced_actor_ends_at_once_and_its_calls_follow_it_da4_df() {
-    let (mut d, actor, w, job) = alive(3, 3);
-    d.submit(call(job, actor), Owner::Local(1));
-    let a = d.fence_actors("its node was declared dead");
-    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
-    // DF-2: the call its worker had is re-sent, one retry spent.
-    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
-    assert!(replies(&a).is_empty(), "{a:?}");
-    assert!(a.iter().any(|x| matches!(
-        x,
-        Action::ActorState {
-            state: crate::proto::head::ActorState::Dead,
-            ..
-        }
-    )));
-    // DF-3: gone from here, but not remembered dead: the head may restart
-    // it elsewhere or here again.
-    assert!(!d.hosts_actor(actor));
-    assert_eq!(d.dead_reason(actor), None);
-    // Its worker's exit, when it comes, changes nothing.
-    let a = d.worker_died(w, signal9());
-    assert!(started(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
-    // DF-2 for calls a direct connection handed back: re-sent while
-    // retries last, else failed with the fence as the cause.
-    let mut spent = call(job, actor);
-    spent.attempt = 3;
-    let a = d.direct_calls_lost(
-        lost(actor, 0, vec![call(job, actor), spent]),
-        Owner::Local(7),
-    );
-    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
-    let detail = died_detail(&replies(&a)[0]);
-    assert!(
-        detail.contains("declared dead") && detail.ends_with("before this call finished"),
-        "{detail}"
-    );
-}
-
-#[test]
-fn a_fenced_actor_without_retries_fails_what_ran_and_forwards_what_waited_df() {
-    let (mut d, actor, _w, job) = alive(3, 0);
-    d.submit(call(job, actor), Owner::Local(1));
-    let a = d.fence_actors("its node was declared dead");
-    let detail = died_detail(&replies(&a)[0]);
-    assert!(detail.contains("declared dead"), "{detail}");
-    assert!(forwarded(&a).is_empty(), "{a:?}");
-
-    // An actor still in its constructor: the calls that waited for it go
-    // on, unspent (DF-1); its creator learns it failed here.
-    let mut d = Dispatcher::new(NodeId::random(), node(1));
-    let actor = ActorId::random();
-    let create = actor_create(actor, 3, 0);
-    let job = create.job_id;
-    let w = started(&d.submit(create, Owner::Local(1)))[0];
-    d.worker_ready(w);
-    d.submit(call(job, actor), Owner::Local(2));
-    let a = d.fence_actors("its node was declared dead");
-    assert_eq!(forwarded(&a), vec![(actor, 0)], "{a:?}");
-    assert!(
-        a.iter().any(|x| matches!(
-            x,
-            Action::Reply {
-                owner: Owner::Local(1),
-                outcome: Outcome::Failed(Failure::ActorDied { .. }),
-                ..
-            }
-        )),
-        "{a:?}"
-    );
 }

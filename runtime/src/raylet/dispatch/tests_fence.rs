@@ -1,0 +1,144 @@
+//! The fence (DF-1..DF-4 in `fence.rs`): what ends, and what goes on,
+//! when this node learns the head declared it dead.
+
+use super::tests::{actor_create, node, replies, started, task};
+use super::tests_direct::{alive, call, died_detail, lost, signal9};
+use super::*;
+use crate::ids::ActorId;
+
+fn forwarded(a: &[Action]) -> Vec<(ActorId, u32)> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::ForwardCall { actor, task, .. } => Some((*actor, task.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fenced_actor_ends_at_once_and_its_calls_follow_it_da4_df() {
+    let (mut d, actor, w, job) = alive(3, 3);
+    d.submit(call(job, actor), Owner::Local(1));
+    let a = d.fence("its node was declared dead");
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // DF-2: the call its worker had is re-sent, one retry spent.
+    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
+    assert!(replies(&a).is_empty(), "{a:?}");
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::ActorState {
+            state: crate::proto::head::ActorState::Dead,
+            ..
+        }
+    )));
+    // DF-3: gone from here, but not remembered dead: the head may restart
+    // it elsewhere or here again.
+    assert!(!d.hosts_actor(actor));
+    assert_eq!(d.dead_reason(actor), None);
+    // Its worker's exit, when it comes, changes nothing.
+    let a = d.worker_died(w, signal9());
+    assert!(started(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
+    // DF-2 for calls a direct connection handed back: re-sent while
+    // retries last, else failed with the fence as the cause.
+    let mut spent = call(job, actor);
+    spent.attempt = 3;
+    let a = d.direct_calls_lost(
+        lost(actor, 0, vec![call(job, actor), spent]),
+        Owner::Local(7),
+    );
+    assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
+    let detail = died_detail(&replies(&a)[0]);
+    assert!(
+        detail.contains("declared dead") && detail.ends_with("before this call finished"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_fenced_actor_without_retries_fails_what_ran_and_forwards_what_waited_df() {
+    let (mut d, actor, _w, job) = alive(3, 0);
+    d.submit(call(job, actor), Owner::Local(1));
+    let a = d.fence("its node was declared dead");
+    let detail = died_detail(&replies(&a)[0]);
+    assert!(detail.contains("declared dead"), "{detail}");
+    assert!(forwarded(&a).is_empty(), "{a:?}");
+
+    // An actor still in its constructor: the calls that waited for it go
+    // on, unspent (DF-1); its creator learns it failed here.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let actor = ActorId::random();
+    let create = actor_create(actor, 3, 0);
+    let job = create.job_id;
+    let w = started(&d.submit(create, Owner::Local(1)))[0];
+    d.worker_ready(w);
+    d.submit(call(job, actor), Owner::Local(2));
+    let a = d.fence("its node was declared dead");
+    assert_eq!(forwarded(&a), vec![(actor, 0)], "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::Reply {
+                owner: Owner::Local(1),
+                outcome: Outcome::Failed(Failure::ActorDied { .. }),
+                ..
+            }
+        )),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let job = JobId::random();
+    let (running, queued, local) = (task(job, 1, 3), task(job, 1, 3), task(job, 1, 0));
+    let w = started(&d.submit(running.clone(), Owner::Spilled(1)))[0];
+    d.worker_ready(w);
+    assert!(d.submit(queued.clone(), Owner::Spilled(2)).is_empty());
+    assert!(d.submit(local.clone(), Owner::Local(3)).is_empty());
+    // A spilled actor creation waiting for resources, with a call for it.
+    let actor = ActorId::random();
+    let mut create = actor_create(actor, 0, 0);
+    create.resources = running.resources.clone();
+    d.announce_actor(actor);
+    assert!(d.submit(create, Owner::Spilled(4)).is_empty());
+    d.submit(call(job, actor), Owner::Local(5));
+
+    let a = d.fence("its node was declared dead");
+    let mut told: Vec<Owner> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reply {
+                owner,
+                outcome: Outcome::Failed(Failure::NodeDied { detail, .. }),
+                ..
+            } if detail.contains("declared dead") => Some(*owner),
+            _ => None,
+        })
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        vec![Owner::Spilled(1), Owner::Spilled(2), Owner::Spilled(4)],
+        "{a:?}"
+    );
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // The call that waited for the dropped creation follows the actor.
+    assert!(
+        a.iter().any(|x| matches!(x, Action::ForwardCall { actor: f, owner: Owner::Local(5), .. } if *f == actor)),
+        "{a:?}"
+    );
+    assert_eq!(d.stats().queued, 1, "the local task still waits");
+    // The killed worker's exit gives its CPU to the local task, with no
+    // second reply and no retry of the spilled one.
+    let a = d.worker_died(w, signal9());
+    assert!(replies(&a).is_empty(), "{a:?}");
+    let w2 = started(&a);
+    assert_eq!(w2.len(), 1, "{a:?}");
+    let a = d.worker_ready(w2[0]);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Execute { task, .. } if task.task_id == local.task_id)),
+        "{a:?}"
+    );
+}

@@ -260,11 +260,13 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    c.refused(
-        Some(&bob),
-        &["models", "register", "detector", "--run", "run-ads"],
-        "bob (developer in ads) may not register a version of detector in namespace vision: \
-         namespace vision was not granted to bob",
+    // Names are per namespace (MR-5): Bob's `detector` is ads's own model,
+    // and Alice's is untouched.
+    let out = register(&bob, "detector", "run-ads");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     c.refused(
         Some(&bob),
@@ -277,23 +279,28 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The admin may register anywhere, but not mix one tenant's run into
-    // another's model.
+    // Vision's models are reached only by naming vision, and refused.
     c.refused(
-        None,
-        &["models", "register", "ranker", "--run", "run-vision"],
-        "model ranker belongs to namespace ads, and run run-vision is of namespace vision",
+        Some(&bob),
+        &[
+            "models",
+            "alias",
+            "detector",
+            "1",
+            "champion",
+            "--namespace",
+            "vision",
+        ],
+        "bob (developer in ads) may not point detector@champion at version 1 in namespace vision",
     );
     c.refused(
         Some(&bob),
-        &["models", "alias", "detector", "1", "champion"],
-        "in namespace vision: namespace vision was not granted to bob",
-    );
-    c.refused(
-        Some(&bob),
-        &["models", "show", "detector"],
+        &["models", "show", "detector", "--namespace", "vision"],
         "bob (developer in ads) may not read model detector in namespace vision",
     );
+    let own: Value =
+        serde_json::from_str(&c.ok(Some(&bob), &["models", "show", "detector", "--json"])).unwrap();
+    assert_eq!(own["namespace"], "ads", "{own}");
     c.ok(Some(&bob), &["models", "alias", "ranker", "1", "champion"]);
     let names = |who: Option<&str>| -> Vec<String> {
         let v: Vec<Value> =
@@ -311,8 +318,9 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         n.sort();
         n
     };
-    assert_eq!(names(Some(&bob)), ["ranker@ads"]);
-    // The read-only token of vision, on the dashboard: vision's only.
+    assert_eq!(names(Some(&bob)), ["detector@ads", "ranker@ads"]);
+    // The read-only token of vision, on the dashboard: vision's only, and
+    // a name only ads has reads as unknown, not as forbidden.
     let page = get("/api/v0/models");
     assert_eq!(page["total"], 1, "{page}");
     assert_eq!(page["rows"][0]["name"], "detector");
@@ -322,8 +330,22 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         Some(viewer),
         None,
     );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("in namespace vision") && !body.contains("ads"),
+        "{body}"
+    );
+    let (status, body) = http(
+        "GET",
+        &format!("{base}/api/v0/models/ranker?namespace=ads"),
+        Some(viewer),
+        None,
+    );
     assert_eq!(status, 403, "{body}");
     assert_eq!(names(Some(&alice)), ["detector@vision"]);
-    assert_eq!(names(None), ["detector@vision", "ranker@ads"]);
+    assert_eq!(
+        names(None),
+        ["detector@ads", "detector@vision", "ranker@ads"]
+    );
     std::fs::write(&done, "").unwrap();
 }

@@ -285,13 +285,15 @@ const metricsText = (ms) => (ms || []).map(([k, v]) => k + " " + Number(v).toPre
 async function renderModels() {
   const models = await api("/api/v0/models?limit=100");
   if (!models.rows.length) return [el("p", { class: "muted" }, "No models registered yet (or none in your namespaces). A version is made from a training run: prism models register NAME --run RUN.")];
-  const asked = body.dataset.model;
-  const pick = asked && models.rows.some((m) => m.name === asked) ? asked : models.rows[0].name;
+  // Names are per namespace: a model is picked by both.
+  const asked = body.dataset.model, askedNs = body.dataset.namespace;
+  const pick = models.rows.find((m) => m.name === asked && (!askedNs || m.namespace === askedNs)) || models.rows[0];
+  const href = (m) => "/models?model=" + encodeURIComponent(m.name) + "&namespace=" + encodeURIComponent(m.namespace);
   const list = table([
-    ["Model", (m) => el("a", { href: "/models?model=" + encodeURIComponent(m.name) }, m.name)], ["Namespace", (m) => m.namespace],
+    ["Model", (m) => el("a", { href: href(m) }, m.name)], ["Namespace", (m) => m.namespace],
     ["Versions", (m) => m.versions], ["Aliases", (m) => m.aliases.join(" ")],
     ["Latest metrics", (m) => metricsText(m.latest_metrics)], ["Updated", (m) => fmtMs(m.updated_ms)]], models.rows);
-  const m = await api("/api/v0/models/" + encodeURIComponent(pick));
+  const m = await api("/api/v0/models/" + encodeURIComponent(pick.name) + "?namespace=" + encodeURIComponent(pick.namespace));
   const aliasesOf = (n) => m.aliases.filter(([, v]) => v === n).map(([a]) => a).join(", ");
   const newest = m.versions.slice().reverse();
   const versions = table([
@@ -301,7 +303,7 @@ async function renderModels() {
     ["Weights", (v) => v.checkpoint]], newest);
   const cards = newest.filter((v) => v.card).map((v) => el("div", { class: "card" }, el("h3", {}, "v" + v.version + " model card"), el("pre", {}, v.card)));
   const history = table([["When", (e) => fmtMs(e.at_ms)], ["Who", (e) => e.who], ["What", (e) => e.what]], m.history.slice().reverse());
-  const missing = asked && asked !== pick ? el("p", { class: "error" }, "No model " + asked + " among those you may see.") : null;
+  const missing = asked && asked !== pick.name ? el("p", { class: "error" }, "No model " + asked + " among those you may see.") : null;
   return [list, missing, el("h2", {}, "Model " + m.name + " (namespace " + m.namespace + ")"), versions,
     el("div", { class: "cards" }, cards), el("h2", {}, "History"), history];
 }

@@ -356,15 +356,32 @@ pub async fn models(
     Ok(Json(q.apply_refs(&rows).map_err(bad_request)?))
 }
 
-/// `GET /api/v0/models/{name}`: one model whole: its versions with their
-/// runs, metrics and cards, its aliases and its history.
+/// `GET /api/v0/models/{name}[?namespace=NS]`: one model whole: its
+/// versions with their runs, metrics and cards, its aliases and its
+/// history. Without `namespace`, the one of the caller's namespaces that
+/// has a model of that name (MN-2).
 pub async fn model(
     State(app): State<Arc<App>>,
     Extension(role): Extension<Role>,
     Path(name): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<ModelInfo>, ApiError> {
     let src = app.source.view(&role);
-    let req = HeadRequest::Models(ModelRequest::Show { name: name.clone() });
+    let mut namespace = String::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "namespace" => namespace = v,
+            other => {
+                return Err(bad_request(format!(
+                    "unknown parameter {other:?} (namespace)"
+                )))
+            }
+        }
+    }
+    let req = HeadRequest::Models(ModelRequest::Show {
+        namespace,
+        name: name.clone(),
+    });
     match src.request(&req).await {
         Ok(HeadResponse::Models(mut m)) if !m.is_empty() => Ok(Json(m.remove(0))),
         // Left out by the caller's namespaces after the gate let it by

@@ -1,7 +1,9 @@
 //! `prism models register | alias | card | list | show`: the model
 //! registry on the head (durable on a durable head): versions made from
 //! training runs, aliases such as `champion`, model cards, and who
-//! changed what when.
+//! changed what when. Names are per namespace: `--namespace` (or
+//! `PRISM_NAMESPACE`) picks one; without it the head takes the one of the
+//! caller's namespaces that has a model of that name (MN-2).
 
 use crate::job::ClusterArgs;
 use anyhow::{anyhow, bail};
@@ -36,6 +38,9 @@ pub enum ModelsCommand {
         version: u32,
         /// The alias.
         alias: String,
+        /// The model's namespace (default: the one of yours that has it).
+        #[arg(long, env = "PRISM_NAMESPACE", default_value = "")]
+        namespace: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -47,6 +52,9 @@ pub enum ModelsCommand {
         version: u32,
         /// The card's file.
         file: PathBuf,
+        /// The model's namespace (default: the one of yours that has it).
+        #[arg(long, env = "PRISM_NAMESPACE", default_value = "")]
+        namespace: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -87,6 +95,9 @@ pub enum ModelsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The model's namespace (default: the one of yours that has it).
+        #[arg(long, env = "PRISM_NAMESPACE", default_value = "")]
+        namespace: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -179,8 +190,8 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
             )?;
             if let Some(v) = m.first().and_then(|m| m.versions.last().map(|v| (m, v))) {
                 println!(
-                    "{} v{} registered from run {}",
-                    v.0.name, v.1.version, v.1.run_id
+                    "{} v{} registered in namespace {} from run {}",
+                    v.0.name, v.1.version, v.0.namespace, v.1.run_id
                 );
             }
             Ok(())
@@ -189,11 +200,13 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
             name,
             version,
             alias,
+            namespace,
             cluster,
         } => {
             ask(
                 &cluster,
                 ModelRequest::SetAlias {
+                    namespace,
                     name: name.clone(),
                     alias: alias.clone(),
                     version,
@@ -207,12 +220,14 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
             name,
             version,
             file,
+            namespace,
             cluster,
         } => {
             let card = read(&file)?;
             ask(
                 &cluster,
                 ModelRequest::SetCard {
+                    namespace,
                     name: name.clone(),
                     version,
                     card,
@@ -248,9 +263,10 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
         ModelsCommand::Show {
             name,
             json,
+            namespace,
             cluster,
         } => {
-            let m = ask(&cluster, ModelRequest::Show { name })?
+            let m = ask(&cluster, ModelRequest::Show { namespace, name })?
                 .pop()
                 .ok_or_else(|| anyhow!("no such model"))?;
             if json {

@@ -1,7 +1,8 @@
 //! The model registry from any driver or worker (through its raylet to the
 //! head): register a version from a run, move aliases, read a model, and
 //! resolve `NAME@alias` or `NAME@3` to a version (what serving loads).
-//! `prism models` is the same from the command line.
+//! `prism models` is the same from the command line. A process's requests
+//! act on the models of its job's namespace (MN-1).
 
 use super::core::current;
 use super::error::{Error, Result};
@@ -65,6 +66,7 @@ pub fn register(name: &str, run_id: &str, checkpoint: &str, card: &str) -> Resul
 /// Points `alias` of `name` at `version`.
 pub fn set_alias(name: &str, alias: &str, version: u32) -> Result<()> {
     ask(ModelRequest::SetAlias {
+        namespace: String::new(),
         name: name.into(),
         alias: alias.into(),
         version,
@@ -75,9 +77,12 @@ pub fn set_alias(name: &str, alias: &str, version: u32) -> Result<()> {
 
 /// One model: its versions, aliases and history.
 pub fn get(name: &str) -> Result<ModelInfo> {
-    ask(ModelRequest::Show { name: name.into() })?
-        .pop()
-        .ok_or_else(|| Error::Registry(format!("no model named {name:?}")))
+    ask(ModelRequest::Show {
+        namespace: String::new(),
+        name: name.into(),
+    })?
+    .pop()
+    .ok_or_else(|| Error::Registry(format!("no model named {name:?}")))
 }
 
 /// The version `spec` names: `NAME@alias`, `NAME@3` or `NAME` (its newest).

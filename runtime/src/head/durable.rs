@@ -127,6 +127,17 @@ pub fn sealed_key(ns: &str) -> [u8; 16] {
     run_key(&format!("sealed:{ns}"))
 }
 
+/// The key of namespace `ns`'s model `name` (MR-5).
+pub fn model_key(ns: &str, name: &str) -> [u8; 16] {
+    run_key(&format!("model:{ns}/{name}"))
+}
+
+/// The key model `name` was stored under while names were one across the
+/// cluster (never a [`model_key`]: names and namespaces hold no `/`).
+pub fn legacy_model_key(name: &str) -> [u8; 16] {
+    run_key(&format!("model:{name}"))
+}
+
 /// The 16-byte key of run `run_id` (the start of its SHA-256).
 pub fn run_key(run_id: &str) -> [u8; 16] {
     let d = ring::digest::digest(&ring::digest::SHA256, run_id.as_bytes());
@@ -145,7 +156,7 @@ impl Row {
             Row::Job(j) => (Table::Job, j.job_id.0),
             Row::Object(o) => (Table::Object, o.id.0),
             Row::Run(r) => (Table::Run, run_key(&r.run_id)),
-            Row::Model(m) => (Table::Model, run_key(&format!("model:{}", m.name))),
+            Row::Model(m) => (Table::Model, model_key(&m.namespace, &m.name)),
             Row::User(u) => (Table::User, run_key(&format!("user:{}", u.info.name))),
             Row::Role(r) => (Table::Role, run_key(&format!("role:{}", r.name))),
             Row::Quota(q) => (Table::Quota, run_key(&format!("quota:{}", q.namespace))),

@@ -9,20 +9,41 @@
 //!   order and never reused;
 //! - **MR-2** an alias points at an existing version, and at one only;
 //! - **MR-3** every accepted change appends one history event;
-//! - **MR-4** a model belongs to the namespace of its first version's run
-//!   (that run's job's), and a version comes only from a run of that
-//!   namespace, so what one tenant registers never mixes with another's.
+//! - **MR-4** a model belongs to the namespace of its versions' runs (their
+//!   jobs'): a version of `NAME` made from a run of namespace `ns` is a
+//!   version of `ns`'s `NAME`, so what one tenant registers never mixes
+//!   with another's;
+//! - **MR-5** names are per namespace: two tenants may each have a model
+//!   `NAME`, and neither's requests can tell whether the other's exists
+//!   (every request is judged in the namespace it names, or its caller's,
+//!   `core/model_names.rs`).
 
 use super::run_table::RunTable;
 use crate::ids::JobId;
 use crate::proto::models::{ModelEvent, ModelInfo, ModelRequest, ModelVersion};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A model's key: its namespace and its name (MR-5).
+type Key = (String, String);
+
 /// The registry.
 #[derive(Debug, Clone, Default)]
 pub struct ModelTable {
-    models: BTreeMap<String, ModelInfo>,
-    dirty: BTreeSet<String>,
+    models: BTreeMap<Key, ModelInfo>,
+    dirty: BTreeSet<Key>,
+    /// Names whose rows may still be stored under the key of a registry
+    /// with names across the cluster (before MR-5): deleted at the next
+    /// write, which rewrites every model under its own key.
+    legacy: Vec<String>,
+}
+
+/// The namespace a request names (`default` for none left by the gate).
+fn ns_of(namespace: String) -> String {
+    if namespace.is_empty() {
+        "default".into()
+    } else {
+        namespace
+    }
 }
 
 fn valid_name(kind: &str, s: &str) -> Result<(), String> {
@@ -53,12 +74,14 @@ impl ModelTable {
     ) -> Result<Vec<ModelInfo>, String> {
         match req {
             ModelRequest::List => Ok(self.models.values().cloned().collect()),
-            ModelRequest::Show { name } => self
-                .models
-                .get(&name)
-                .cloned()
-                .map(|m| vec![m])
-                .ok_or_else(|| self.unknown(&name)),
+            ModelRequest::Show { namespace, name } => {
+                let key = (ns_of(namespace), name);
+                self.models
+                    .get(&key)
+                    .cloned()
+                    .map(|m| vec![m])
+                    .ok_or_else(|| unknown(&key))
+            }
             ModelRequest::Register {
                 name,
                 run_id,
@@ -71,23 +94,14 @@ impl ModelTable {
                     .get(&run_id)
                     .ok_or_else(|| format!("no run {run_id:?} (prism runs list shows them)"))?;
                 let ns = namespace_of(run.job_id).unwrap_or_else(|| "default".into());
-                if let Some(m) = self.models.get(&name).filter(|m| m.namespace != ns) {
-                    return Err(format!(
-                        "model {name} belongs to namespace {}, and run {run_id} is of namespace \
-                         {ns} (MR-4): register it under another name",
-                        m.namespace
-                    ));
-                }
-                let m = self
-                    .models
-                    .entry(name.clone())
-                    .or_insert_with(|| ModelInfo {
-                        name: name.clone(),
-                        namespace: ns,
-                        versions: Vec::new(),
-                        aliases: Vec::new(),
-                        history: Vec::new(),
-                    });
+                let key = (ns.clone(), name.clone());
+                let m = self.models.entry(key.clone()).or_insert_with(|| ModelInfo {
+                    name: name.clone(),
+                    namespace: ns,
+                    versions: Vec::new(),
+                    aliases: Vec::new(),
+                    history: Vec::new(),
+                });
                 let version = m.versions.last().map_or(1, |v| v.version + 1);
                 m.versions.push(ModelVersion {
                     version,
@@ -104,17 +118,18 @@ impl ModelTable {
                     who,
                     what: format!("registered v{version} from run {run_id}"),
                 });
-                self.changed(&name)
+                self.changed(key)
             }
             ModelRequest::SetAlias {
+                namespace,
                 name,
                 alias,
                 version,
                 who,
             } => {
                 valid_name("alias", &alias)?;
-                let unknown = self.unknown(&name);
-                let m = self.models.get_mut(&name).ok_or(unknown)?;
+                let key = (ns_of(namespace), name.clone());
+                let m = self.models.get_mut(&key).ok_or_else(|| unknown(&key))?;
                 if !m.versions.iter().any(|v| v.version == version) {
                     return Err(format!(
                         "model {name} has no version {version} (it has 1..={})",
@@ -138,16 +153,17 @@ impl ModelTable {
                     who,
                     what,
                 });
-                self.changed(&name)
+                self.changed(key)
             }
             ModelRequest::SetCard {
+                namespace,
                 name,
                 version,
                 card,
                 who,
             } => {
-                let unknown = self.unknown(&name);
-                let m = self.models.get_mut(&name).ok_or(unknown)?;
+                let key = (ns_of(namespace), name.clone());
+                let m = self.models.get_mut(&key).ok_or_else(|| unknown(&key))?;
                 let v = m
                     .versions
                     .iter_mut()
@@ -159,41 +175,67 @@ impl ModelTable {
                     who,
                     what: format!("card of v{version} edited"),
                 });
-                self.changed(&name)
+                self.changed(key)
             }
         }
     }
 
-    /// The namespace model `name` belongs to, if it exists.
-    pub fn namespace_of(&self, name: &str) -> Option<String> {
-        self.models.get(name).map(|m| m.namespace.clone())
+    /// The namespaces that have a model named `name`.
+    pub fn namespaces_of(&self, name: &str) -> Vec<String> {
+        self.models
+            .keys()
+            .filter(|(_, n)| n == name)
+            .map(|(ns, _)| ns.clone())
+            .collect()
     }
 
-    fn unknown(&self, name: &str) -> String {
-        // Not the names registered: some may be other tenants'.
-        format!("no model named {name:?} (prism models list shows those you may see)")
-    }
-
-    fn changed(&mut self, name: &str) -> Result<Vec<ModelInfo>, String> {
-        self.dirty.insert(name.to_string());
-        Ok(self.models.get(name).cloned().into_iter().collect())
+    fn changed(&mut self, key: Key) -> Result<Vec<ModelInfo>, String> {
+        let m = self.models.get(&key).cloned().into_iter().collect();
+        self.dirty.insert(key);
+        Ok(m)
     }
 
     /// Models changed since the last call.
     pub fn take_dirty(&mut self) -> Vec<ModelInfo> {
         std::mem::take(&mut self.dirty)
             .into_iter()
-            .filter_map(|n| self.models.get(&n).cloned())
+            .filter_map(|k| self.models.get(&k).cloned())
             .collect()
     }
 
-    /// The registry of a head that died.
-    pub fn restore(models: Vec<ModelInfo>) -> ModelTable {
-        ModelTable {
-            models: models.into_iter().map(|m| (m.name.clone(), m)).collect(),
-            dirty: BTreeSet::new(),
-        }
+    /// Names whose rows may be stored under a key from before MR-5, once.
+    pub fn take_legacy(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.legacy)
     }
+
+    /// The registry of a head that died. Every model is written again
+    /// under its (namespace, name) key at the next write, and the key a
+    /// registry from before MR-5 stored it under is deleted. Should both
+    /// rows be there (a head stopped between the two), the one with the
+    /// longer history is the newer (MR-3).
+    pub fn restore(models: Vec<ModelInfo>) -> ModelTable {
+        let mut t = ModelTable::default();
+        for m in models {
+            let key = (m.namespace.clone(), m.name.clone());
+            match t.models.get(&key) {
+                Some(have) if have.history.len() >= m.history.len() => {}
+                _ => {
+                    t.models.insert(key, m);
+                }
+            }
+        }
+        t.dirty = t.models.keys().cloned().collect();
+        t.legacy = t.models.keys().map(|(_, n)| n.clone()).collect();
+        t.legacy.sort();
+        t.legacy.dedup();
+        t
+    }
+}
+
+/// A name the registry does not hold in that namespace. It names no other
+/// model, nor whether another namespace has one of that name (MR-5).
+fn unknown((ns, name): &Key) -> String {
+    format!("no model named {name:?} in namespace {ns} (prism models list shows those you may see)")
 }
 
 #[cfg(test)]
@@ -221,7 +263,10 @@ mod tests {
     }
 
     fn show_unknown(t: &mut ModelTable) -> String {
-        let show = ModelRequest::Show { name: "x".into() };
+        let show = ModelRequest::Show {
+            namespace: "vision".into(),
+            name: "x".into(),
+        };
         t.handle(show, &runs(), |_| None, 1).unwrap_err()
     }
 
@@ -262,6 +307,7 @@ mod tests {
         let alias = |t: &mut ModelTable, v| {
             t.handle(
                 ModelRequest::SetAlias {
+                    namespace: "vision".into(),
                     name: "digits".into(),
                     alias: "champion".into(),
                     version: v,
@@ -288,8 +334,17 @@ mod tests {
         assert!(alias(&mut t, 3).unwrap_err().contains("no version 3"));
         assert_eq!(t.take_dirty().len(), 1);
         assert!(t.take_dirty().is_empty());
-        let back = ModelTable::restore(vec![m.clone()]);
-        assert_eq!(back.models.get("digits"), Some(&m));
+        // A restored registry keeps the newer of two rows of one model
+        // (one stored before MR-5), and rewrites it under its own key.
+        let mut older = m.clone();
+        older.history.pop();
+        let mut back = ModelTable::restore(vec![m.clone(), older.clone()]);
+        let key = ("vision".to_string(), "digits".to_string());
+        assert_eq!(back.models.get(&key), Some(&m));
+        assert_eq!(ModelTable::restore(vec![older, m.clone()]).models[&key], m);
+        assert_eq!(back.take_dirty(), vec![m]);
+        assert_eq!(back.take_legacy(), vec!["digits".to_string()]);
+        assert!(back.take_legacy().is_empty());
     }
 
     #[test]
@@ -315,11 +370,10 @@ mod tests {
     }
 
     #[test]
-    fn a_model_keeps_the_namespace_of_its_first_run_mr4() {
+    fn a_name_is_per_namespace_and_an_unknown_one_tells_nothing_mr4_mr5() {
         let mut t = ModelTable::default();
         let m = register(&mut t, "run-a").unwrap().remove(0);
         assert_eq!(m.namespace, "vision");
-        assert_eq!(t.namespace_of("digits").as_deref(), Some("vision"));
         let other = |t: &mut ModelTable, ns: Option<&str>| {
             t.handle(
                 ModelRequest::Register {
@@ -334,21 +388,28 @@ mod tests {
                 11,
             )
         };
-        let e = other(&mut t, Some("ads")).unwrap_err();
+        // ads's digits is another model, whose first version is its own.
+        let ads = other(&mut t, Some("ads")).unwrap().remove(0);
+        assert_eq!((ads.namespace.as_str(), ads.versions.len()), ("ads", 1));
+        // A run of a job the head never registered counts as default's.
+        assert_eq!(other(&mut t, None).unwrap()[0].namespace, "default");
+        assert_eq!(other(&mut t, Some("vision")).unwrap()[0].versions.len(), 2);
+        assert_eq!(t.namespaces_of("digits"), vec!["ads", "default", "vision"]);
+        let show = |t: &mut ModelTable, ns: &str| {
+            let req = ModelRequest::Show {
+                namespace: ns.into(),
+                name: "digits".into(),
+            };
+            t.handle(req, &runs(), |_| None, 12)
+        };
+        assert_eq!(show(&mut t, "vision").unwrap()[0].versions.len(), 2);
+        assert_eq!(show(&mut t, "").unwrap()[0].namespace, "default");
+        // Unknown in a namespace: the error names that namespace only.
+        let e = show(&mut t, "audio").unwrap_err();
         assert!(
-            e.starts_with(
-                "model digits belongs to namespace vision, and run run-b is of namespace ads"
-            ),
+            e.starts_with("no model named \"digits\" in namespace audio"),
             "{e}"
         );
-        // A run of a job the head never registered counts as default's.
-        assert!(other(&mut t, None)
-            .unwrap_err()
-            .contains("namespace default"));
-        assert_eq!(t.models["digits"].versions.len(), 1);
-        assert_eq!(other(&mut t, Some("vision")).unwrap()[0].versions.len(), 2);
-        // An unknown name's error names no other model.
-        let e = show_unknown(&mut t);
-        assert!(!e.contains("digits"), "{e}");
+        assert!(!e.contains("vision") && !e.contains("ads"), "{e}");
     }
 }

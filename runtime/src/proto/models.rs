@@ -40,10 +40,9 @@ pub struct ModelEvent {
 /// A named model.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
-    /// Its name (one across the cluster).
+    /// Its name (one per namespace: two tenants' models may share a name).
     pub name: String,
-    /// The namespace it belongs to: that of its first version's run's job.
-    /// Every later version comes from a run of the same namespace.
+    /// The namespace it belongs to: that of its versions' runs' jobs.
     pub namespace: String,
     /// Its versions, oldest first.
     pub versions: Vec<ModelVersion>,
@@ -56,7 +55,8 @@ pub struct ModelInfo {
 /// A request to the registry.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ModelRequest {
-    /// Makes the next version of `name` from run `run_id`.
+    /// Makes the next version of `name` from run `run_id`, in the run's
+    /// namespace.
     Register {
         /// The model.
         name: String,
@@ -71,6 +71,8 @@ pub enum ModelRequest {
     },
     /// Points `alias` at `version` (moving it if it points elsewhere).
     SetAlias {
+        /// The model's namespace; empty: the caller's (see [`ModelRequest::Show`]).
+        namespace: String,
         /// The model.
         name: String,
         /// The alias.
@@ -82,6 +84,8 @@ pub enum ModelRequest {
     },
     /// Replaces a version's card.
     SetCard {
+        /// The model's namespace; empty: the caller's (see [`ModelRequest::Show`]).
+        namespace: String,
         /// The model.
         name: String,
         /// The version.
@@ -95,6 +99,10 @@ pub enum ModelRequest {
     List,
     /// One model.
     Show {
+        /// Its namespace. Empty: a process's job's; a user's one namespace
+        /// (of those they may see) that has a model of that name, else their
+        /// first.
+        namespace: String,
         /// The model.
         name: String,
     },

@@ -178,10 +178,15 @@ impl HeadCore {
     }
 
     /// A user's request names who asks where the request carries it (the
-    /// model registry's `who`), so that nobody signs as someone else.
-    pub(crate) fn stamp(&self, caller: Caller, req: &mut HeadRequest) {
+    /// model registry's `who`), so that nobody signs as someone else; a
+    /// model request that names no namespace gets its caller's (MN-2),
+    /// or is refused when that is ambiguous.
+    pub(crate) fn stamp(&self, caller: Caller, req: &mut HeadRequest) -> Result<(), String> {
+        if let Ok(Some(p)) = self.principal(caller) {
+            self.stamp_model_namespace(&p, req)?;
+        }
         let Caller::User { id, .. } = caller else {
-            return;
+            return Ok(());
         };
         if let HeadRequest::Models(
             ModelRequest::Register { who, .. }
@@ -193,6 +198,7 @@ impl HeadCore {
                 *who = p.name;
             }
         }
+        Ok(())
     }
 
     /// A user, role or audit request; `secret` is a fresh token secret

@@ -44,6 +44,14 @@ impl HeadCore {
             )
         };
         let pg_ns = |pg| self.groups.get(pg).and_then(|g| job_ns(g.job));
+        // MN-2: a model request judged before its namespace was filled in
+        // (the shell's early gate) is judged where it will act.
+        let model_ns = |namespace: &String, name: &str| match namespace.as_str() {
+            "" => self
+                .model_home(who, name)
+                .unwrap_or_else(|_| who.home_namespace()),
+            ns => ns.to_string(),
+        };
         match req {
             R::GetActor { actor_id } => read_in(
                 format!("read actor {actor_id}"),
@@ -156,6 +164,7 @@ impl HeadCore {
                 owned_ns(self.runs.job_of(&r.run_id).unwrap_or(r.job_id)),
             ),
             R::Models(ModelRequest::SetAlias {
+                namespace,
                 name,
                 alias,
                 version,
@@ -168,27 +177,31 @@ impl HeadCore {
                 } else {
                     P::ModelsWrite
                 },
-                self.models.namespace_of(name),
+                Some(model_ns(namespace, name)),
             ),
-            // Judged in the model's namespace, or, for a new model, in its
-            // run's (the one it will belong to, MR-4).
+            // Judged in its run's namespace, the one the version goes to
+            // (MR-4).
             R::Models(ModelRequest::Register { name, run_id, .. }) => act(
                 Some("model.register"),
                 format!("register a version of {name}"),
                 P::ModelsWrite,
-                self.models
-                    .namespace_of(name)
-                    .or_else(|| self.runs.job_of(run_id).and_then(owned_ns)),
+                self.runs.job_of(run_id).and_then(owned_ns),
             ),
-            R::Models(ModelRequest::SetCard { name, version, .. }) => act(
+            R::Models(ModelRequest::SetCard {
+                namespace,
+                name,
+                version,
+                ..
+            }) => act(
                 Some("model.card"),
                 format!("change the card of {name} v{version}"),
                 P::ModelsWrite,
-                self.models.namespace_of(name),
+                Some(model_ns(namespace, name)),
             ),
-            R::Models(ModelRequest::Show { name }) => {
-                read_in(format!("read model {name}"), self.models.namespace_of(name))
-            }
+            R::Models(ModelRequest::Show { namespace, name }) => read_in(
+                format!("read model {name}"),
+                Some(model_ns(namespace, name)),
+            ),
             R::Access(AccessRequest::AddUser { name, .. }) => act(
                 Some("user.add"),
                 format!("add user {name}"),

@@ -66,17 +66,16 @@ impl HeadCore {
             R::Models(ModelRequest::Register { name, run_id, .. }) => (
                 "model.register",
                 format!("model {name}"),
-                // The model's, or, for a new one, its run's (MR-4).
-                self.models
-                    .namespace_of(name)
-                    .or_else(|| {
-                        let job = self.runs.job_of(run_id)?;
-                        self.jobs.get(job).map(|j| j.namespace.clone())
-                    })
+                // Its run's, where the version goes (MR-4).
+                self.runs
+                    .job_of(run_id)
+                    .and_then(|job| self.jobs.get(job).map(|j| j.namespace.clone()))
                     .unwrap_or_else(|| "default".into()),
                 None,
             ),
+            // Named by the request (filled in before it is audited, MN-1/2).
             R::Models(ModelRequest::SetAlias {
+                namespace,
                 name,
                 alias,
                 version,
@@ -84,13 +83,18 @@ impl HeadCore {
             }) => (
                 "model.alias",
                 format!("model {name}@{alias} -> v{version}"),
-                self.models.namespace_of(name).unwrap_or_default(),
+                namespace.clone(),
                 None,
             ),
-            R::Models(ModelRequest::SetCard { name, version, .. }) => (
+            R::Models(ModelRequest::SetCard {
+                namespace,
+                name,
+                version,
+                ..
+            }) => (
                 "model.card",
                 format!("model {name} v{version}"),
-                self.models.namespace_of(name).unwrap_or_default(),
+                namespace.clone(),
                 None,
             ),
             R::DrainNode { node_id, .. } => {

@@ -42,6 +42,7 @@ mod actors;
 mod audit;
 mod groups;
 mod jobs;
+mod model_names;
 mod names;
 mod namespace_keys;
 mod nodes;
@@ -318,7 +319,12 @@ impl HeadCore {
         if let HeadRequest::Relayed { job, request } = req {
             return self.handle_relayed(now, caller, job, request);
         }
-        self.stamp(caller, &mut req);
+        if let Err(message) = self.stamp(caller, &mut req) {
+            return Reply::Now(HeadResponse::Error {
+                kind: crate::proto::head::ErrorKind::BadRequest,
+                message,
+            });
+        }
         if let Some(refusal) = self.gate_job(now, caller, &req) {
             return Reply::Now(refusal);
         }

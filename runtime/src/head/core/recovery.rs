@@ -82,6 +82,12 @@ impl HeadCore {
                 .into_iter()
                 .map(|(id, p)| Change::RunPoints(id, p)),
         );
+        for name in self.models.take_legacy() {
+            out.push(Change::Delete(
+                Table::Model,
+                crate::head::durable::legacy_model_key(&name),
+            ));
+        }
         out.extend(
             self.models
                 .take_dirty()

@@ -54,6 +54,11 @@ impl HeadCore {
         let signer = who.as_ref().ok().filter(|_| self.users.any());
         let mut req = request.into_request();
         stamp(&mut req, job, signer.map(|p| p.name.as_str()));
+        // MN-1: a process's model requests act in its job's namespace.
+        let job_ns = job
+            .and_then(|j| self.jobs.get(j))
+            .map(|j| j.namespace.clone());
+        super::model_names::stamp_job_namespace(&mut req, job_ns.as_deref().unwrap_or("default"));
         // Judged once; one who may do nothing is refused in the words an
         // admin's request would be described in.
         let action = self.action_of(who.as_ref().unwrap_or(&Principal::cluster_admin()), &req);

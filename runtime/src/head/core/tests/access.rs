@@ -176,17 +176,22 @@ fn a_users_model_requests_are_signed_with_their_own_name() {
     let mut sim = Sim::new();
     let alice = add_user(&mut sim, "alice", "developer", &["vision"], "s");
     let mut req = HeadRequest::Models(crate::proto::models::ModelRequest::SetAlias {
+        namespace: String::new(),
         name: "digits".into(),
         alias: "production".into(),
         version: 1,
         who: "admin".into(),
     });
     assert!(refusal(sim.core.gate(sim.now, alice, &req)).contains("models:production"));
-    sim.core.stamp(alice, &mut req);
-    let HeadRequest::Models(crate::proto::models::ModelRequest::SetAlias { who, .. }) = req else {
+    sim.core.stamp(alice, &mut req).unwrap();
+    let HeadRequest::Models(crate::proto::models::ModelRequest::SetAlias {
+        who, namespace, ..
+    }) = req
+    else {
         panic!()
     };
-    assert_eq!(who, "alice");
+    // Signed by her, in her namespace (MN-2: no model of that name yet).
+    assert_eq!((who.as_str(), namespace.as_str()), ("alice", "vision"));
 }
 
 #[test]

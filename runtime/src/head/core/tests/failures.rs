@@ -368,12 +368,28 @@ fn runs_and_models_are_durable_changes_and_come_back() {
         sim.now,
         Caller::Client,
         HeadRequest::Models(ModelRequest::Show {
+            namespace: String::new(),
             name: "digits".into(),
         }),
     );
     assert!(
         matches!(&r, Reply::Now(HeadResponse::Models(m)) if m[0].versions[0].run_id == "run-1"),
         "{r:?}"
+    );
+    // MR-5: the recovered model is written again under its (namespace,
+    // name) key, and the key a registry with global names used is deleted.
+    let changes = core.take_changes();
+    let legacy = crate::head::durable::legacy_model_key("digits");
+    assert!(changes.iter().any(|c| matches!(c,
+        crate::head::durable::Change::Delete(crate::head::durable::Table::Model, k) if *k == legacy)));
+    let rows = put_rows(changes);
+    assert!(
+        rows.iter().any(|r| r.key()
+            == (
+                crate::head::durable::Table::Model,
+                crate::head::durable::model_key("default", "digits")
+            )),
+        "{rows:?}"
     );
 }
 

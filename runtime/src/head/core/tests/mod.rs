@@ -6,6 +6,7 @@ mod access;
 mod failures;
 mod groups;
 mod jobs;
+mod model_names;
 mod namespace_keys;
 mod queue;
 mod relay;

@@ -96,6 +96,7 @@ fn relayed_requests_act_as_the_jobs_owner() {
     };
     assert_eq!(models[0].versions[0].created_by, "alice");
     let promote = RelayedRequest::Models(ModelRequest::SetAlias {
+        namespace: String::new(),
         name: "digits".into(),
         alias: "production".into(),
         version: 1,

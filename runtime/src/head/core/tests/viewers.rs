@@ -193,51 +193,39 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
 
 #[test]
 fn ac_5_a_request_is_judged_again_in_the_turn_that_acts_on_it() {
-    use crate::proto::models::ModelRequest;
-    use crate::proto::runs::{RunPoint, RunReport};
     let (mut sim, alice, _, job_b, _) = two_teams();
-    // Alice points an alias of a model no one has registered: the gate
-    // the server runs as the request arrives judges it by her permission
+    // Alice kills an actor the head does not know yet: the gate the
+    // server runs as the request arrives judges it by her permission
     // alone, and passes it.
-    let alias = HeadRequest::Models(ModelRequest::SetAlias {
-        name: "ranker".into(),
-        alias: "staging".into(),
-        version: 1,
-        who: "alice".into(),
-    });
-    assert_eq!(sim.core.gate(sim.now, alice, &alias), None);
-    // Before her request's turn, the ads team registers `ranker`.
-    let point = vec![RunPoint {
-        step: 1,
-        values: vec![("auc".into(), 0.7)],
-        seconds: 1.0,
-    }];
-    let run = RunReport::points("run-b", "ctr", job_b, point);
-    sim.core
-        .handle(sim.now, Caller::Client, HeadRequest::ReportRun(run));
-    let register = HeadRequest::Models(ModelRequest::Register {
-        name: "ranker".into(),
-        run_id: "run-b".into(),
-        checkpoint: "/ckpt".into(),
-        card: String::new(),
-        who: "bob".into(),
-    });
-    let r = sim.core.handle(sim.now, Caller::Client, register);
-    assert!(matches!(r, Reply::Now(HeadResponse::Models(_))), "{r:?}");
-    // Her request's turn judges it again, on ads' model now: refused,
-    // and the alias is not set.
-    let Reply::Now(r) = sim.core.handle_gated(sim.now, alice, alias) else {
+    let actor = crate::ids::ActorId::random();
+    let kill = HeadRequest::KillActor {
+        actor_id: actor,
+        no_restart: true,
+    };
+    assert_eq!(sim.core.gate(sim.now, alice, &kill), None);
+    // Before her request's turn, the ads team's job registers it.
+    let info = super::actor_info(actor, job_b, "ads");
+    let r = sim.core.handle(
+        sim.now,
+        Caller::Node { cert: [9; 32] },
+        HeadRequest::RegisterActor(info, None),
+    );
+    assert_eq!(r, Reply::Now(HeadResponse::Ok));
+    // Her request's turn judges it again, on ads' actor now: refused,
+    // and the actor lives on.
+    let Reply::Now(r) = sim.core.handle_gated(sim.now, alice, kill) else {
         panic!()
     };
+    let why = refusal(Some(r));
     assert!(
-        refusal(Some(r)).contains("may not point ranker@staging at version 1 in namespace ads"),
+        why.contains("alice (developer in vision) may not kill actor")
+            && why.contains("in namespace ads"),
+        "{why}"
     );
-    let show = HeadRequest::Models(ModelRequest::Show {
-        name: "ranker".into(),
-    });
-    let Reply::Now(HeadResponse::Models(models)) = sim.core.handle(sim.now, Caller::Client, show)
+    let get = HeadRequest::GetActor { actor_id: actor };
+    let Reply::Now(HeadResponse::Actor(Some(a))) = sim.core.handle(sim.now, Caller::Client, get)
     else {
         panic!()
     };
-    assert!(models[0].aliases.is_empty(), "{:?}", models[0].aliases);
+    assert_ne!(a.state, crate::proto::head::ActorState::Dead, "{a:?}");
 }

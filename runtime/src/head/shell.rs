@@ -259,7 +259,12 @@ impl Shell {
                         Ok(PeerTaskResponse {
                             outcome: Outcome::Failed(f),
                         }) => {
-                            warn!(%actor, %node, "the actor's restart failed: {}", describe(&f))
+                            // A restart still waiting for a node (its node
+                            // was fenced mid-constructor, DF) is dead, not
+                            // left restarting with no node.
+                            let why =
+                                format!("its restart on node {node} failed: {}", describe(&f));
+                            let _ = me.cast(HeadMsg::RestartFailed(actor, why));
                         }
                         Ok(_) => info!(%actor, %node, "actor restarted"),
                         Err(e) => {

@@ -217,8 +217,14 @@ impl TaskService {
                 }
             }
         });
+        // DF-5: a fence ends the stream; the peer re-sends what it had.
+        let mut fences = self.fences.subscribe();
         loop {
-            match read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME).await {
+            let read = tokio::select! {
+                read = read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME) => read,
+                _ = fences.changed() => break,
+            };
+            match read {
                 Ok(Some(spec)) => {
                     self.submit(spec, owner);
                 }

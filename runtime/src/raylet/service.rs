@@ -62,6 +62,9 @@ pub struct TaskService {
     pub(super) spilled: DashMap<u64, oneshot::Sender<Outcome>>,
     /// Peers' actor call streams (`Owner::PeerStream`).
     pub(super) peer_sinks: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Bumped at each fence: the peers' actor call streams served until
+    /// then close (DF-5).
+    pub(super) fences: tokio::sync::watch::Sender<u64>,
     /// Calls routed to actors on other nodes, one ordered link per actor.
     pub(super) actor_links: DashMap<crate::ids::ActorId, LinkTx>,
     /// What local processes borrow, released for them when they go (BL-1).
@@ -119,6 +122,7 @@ impl TaskService {
             ended_jobs: DashMap::new(),
             spilled: DashMap::new(),
             peer_sinks: DashMap::new(),
+            fences: tokio::sync::watch::channel(0).0,
             actor_links: DashMap::new(),
             borrows: Mutex::default(),
             lent: Mutex::default(),
@@ -492,6 +496,12 @@ impl TaskService {
                 Ok(Outcome::Failed(Failure::Moved { .. })) => {
                     me.arrived(&task);
                     me.act(|d| d.handed_back(owner, task))
+                }
+                // DF-4: the node ended it when it learned it was declared
+                // dead; a retry is the owner's, as for a lost node.
+                Ok(Outcome::Failed(Failure::NodeDied { node: n, detail })) if n == node => {
+                    me.arrived(&task);
+                    me.act(|d| d.forward_failed(node, owner, task, detail));
                 }
                 Ok(outcome) => me.apply(vec![Action::Reply {
                     owner,

@@ -7,7 +7,7 @@ use super::{bad, Clock, Effect, HeadCore};
 use crate::head::actor_table::NodeLoss;
 use crate::ids::{ActorId, NodeId};
 use crate::proto::common::{ClusterStatus, NodeState};
-use crate::proto::head::{HeadRequest, HeadResponse};
+use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
 use crate::proto::task::TaskSpec;
 use prism_scheduler::{ClusterView, Decision, Scheduler};
 use tracing::warn;
@@ -90,7 +90,12 @@ impl HeadCore {
     /// A restart the core asked for could not be started on its node.
     pub fn restart_failed(&mut self, actor: ActorId, why: &str) {
         warn!(%actor, "cannot restart the actor: {why}");
-        self.actors.restart_failed(actor, why);
+        // Only a restart still under way: one that came up (and then failed
+        // on its own, reported by its node) or is dead already keeps its
+        // state.
+        if self.actors.get(actor).map(|a| a.state) == Some(ActorState::Restarting) {
+            self.actors.restart_failed(actor, why);
+        }
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) struct LocalActor {
     pub(super) phase: Phase,
     replied: bool,
     pub(super) no_restart: bool,
-    death: Option<String>,
+    pub(super) death: Option<String>,
     /// Why its last worker died, once it has restarted (for direct calls
     /// that worker held, handed over after its restart).
     pub(super) last_death: Option<String>,
@@ -132,6 +132,7 @@ impl Dispatcher {
         let indices: Vec<u32> = gpus.iter().map(|(i, _)| *i).collect();
         let job = q.spec.job_id;
         let actor = create.actor_id;
+        self.unfence(actor);
         self.actors.insert(
             create.actor_id,
             LocalActor {

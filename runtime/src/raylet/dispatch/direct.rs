@@ -37,7 +37,7 @@ impl Dispatcher {
         let mut out = Vec::new();
         let Some(a) = self.actors.get_mut(&actor) else {
             // DF-2: fenced here, it lives on elsewhere.
-            if self.fenced.contains_key(&actor) {
+            if self.dead_reason(actor).is_none() && self.fenced.contains_key(&actor) {
                 return self.fenced_calls_lost(actor, owner, calls);
             }
             // DD-3.

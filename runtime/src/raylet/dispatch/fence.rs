@@ -1,7 +1,7 @@
 //! The fence (DA-4): this node was declared dead by the head, which has
 //! restarted its actors elsewhere (or declared them dead), so the
-//! incarnations here stop before the node registers again. Their calls are
-//! not lost with them:
+//! incarnations here stop before the node registers again, and so does
+//! the work other nodes spilled here. What they held is not lost with them:
 //!
 //! - **DF-1** a call that waited here, never sent to the worker, goes on to
 //!   the actor's next incarnation (routed through the head's location, as
@@ -11,34 +11,45 @@
 //!   re-sent while `attempt < max_task_retries`, else it fails with
 //!   `ActorDied` naming the fence, as for any worker death (DA-3);
 //! - **DF-3** a fenced actor is not remembered dead: the head may restart
-//!   it anywhere, here included; later calls from here follow it;
-//! - **DF-4** work other nodes spilled here (tasks, and actor creations
-//!   still waiting for resources) ends too: its senders stopped waiting for
-//!   this node when the head declared it dead (PE-1) and retried it
-//!   elsewhere or failed it, so it must not run here as well. Running
-//!   tasks' workers are killed (their resources come back with the
-//!   worker's exit, D-1); queued ones are dropped. Work of this node's own
-//!   processes goes on: its owners never gave up on it.
+//!   it anywhere, here included; later calls from here follow it. One
+//!   killed for good here before the fence (`prism::kill`, no restart)
+//!   stays killed: its calls fail with the kill, and a kill follows it to
+//!   any incarnation the head started meanwhile;
+//! - **DF-4** work other nodes spilled here ends: a running task's worker
+//!   is killed (its resources come back with the worker's exit, D-1) and
+//!   its sender told `NodeDied`, which it retries within `max_retries`;
+//!   queued tasks and actor creations are handed back (`Moved`: placed
+//!   again, no attempt spent). A sender that already stopped waiting for
+//!   this node (PE-1) never reads either answer: it retried or failed the
+//!   work itself. An actor's restart the head placed here stays queued:
+//!   the head waits for it and placed it nowhere else. Work of this node's
+//!   own processes goes on: its owners never gave up on it;
+//! - **DF-5** a call a peer raylet sent on its ordered stream is that
+//!   peer's to re-send or fail (AR-1, AR-2): it is dropped here, and the
+//!   raylet closes the peers' streams at the fence so that they see it.
 
 use super::actors::died;
 use super::{Action, Dispatcher, Owner, Queued};
 use crate::ids::ActorId;
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
 
-/// An actor fenced here: why, and how often its calls may be re-sent.
+/// An actor fenced here: why, how often its calls may be re-sent, and
+/// whether it had been killed for good here (DF-3).
 #[derive(Debug, Clone)]
 pub(super) struct Fenced {
     reason: String,
     max_task_retries: u32,
+    killed: Option<String>,
 }
 
 impl Dispatcher {
-    /// This node was declared dead (DA-4): every actor whose worker runs
-    /// here ends now, before the node registers again. Its worker is
-    /// killed, its resources are given back, its creator (if not answered
-    /// yet) fails with `reason`, its calls go on (DF-1, DF-2), and its death
-    /// is reported at once, under the id the node was declared dead with,
-    /// which the head ignores (HC-1).
+    /// This node was declared dead (DA-4): the work peers spilled here ends
+    /// (DF-4), and every actor whose worker runs here ends now, before the
+    /// node registers again. Its worker is killed, its resources are given
+    /// back, its creator (if not answered yet) fails with `reason`, its
+    /// calls go on (DF-1..DF-3, DF-5), and its death is reported at once,
+    /// under the id the node was declared dead with, which the head
+    /// ignores (HC-1).
     pub fn fence(&mut self, reason: &str) -> Vec<Action> {
         let mut out = self.fence_spilled(reason);
         for (actor, mut a) in std::mem::take(&mut self.actors) {
@@ -48,17 +59,23 @@ impl Dispatcher {
             let fenced = Fenced {
                 reason: reason.to_string(),
                 max_task_retries: a.opts.max_task_retries,
+                killed: a
+                    .no_restart
+                    .then(|| a.death.clone().unwrap_or_else(|| reason.to_string())),
             };
-            let sent = a.inflight.drain(..).map(|q| (q.owner, q.spec));
-            for (owner, spec) in sent {
-                fenced.resend_or_fail(actor, owner, spec, &mut out);
+            // Those its worker had first, then those that waited (DF-1).
+            let sent = a.inflight.drain(..).map(|q| (q, true));
+            let calls: Vec<_> = sent
+                .chain(a.waiting.drain(..).map(|q| (q, false)))
+                .collect();
+            for (q, sent) in calls {
+                fenced.follow(actor, q.owner, q.spec, sent, &mut out);
             }
-            // DF-1: in arrival order, after the re-sent ones.
-            for q in a.waiting.drain(..) {
+            if fenced.killed.is_some() {
                 out.push(Action::ForwardCall {
                     actor,
-                    owner: q.owner,
-                    task: q.spec,
+                    owner: Owner::Raylet,
+                    task: super::kill_call(actor, true),
                 });
             }
             self.end_for_good(actor, a, reason, &mut out);
@@ -70,32 +87,30 @@ impl Dispatcher {
         out
     }
 
-    /// DF-4: ends the work peers spilled here; its replies reach no one
-    /// (the peers' streams are gone) but keep D-2 whole.
+    /// DF-4: ends the work peers spilled here.
     fn fence_spilled(&mut self, reason: &str) -> Vec<Action> {
         let mut out = Vec::new();
         let me = self.me;
-        let spilled = |q: &Queued| matches!(q.owner, Owner::Spilled(_));
-        let failed = |q: &Queued| Action::Reply {
-            owner: q.owner,
-            task_id: q.spec.task_id,
-            outcome: Outcome::Failed(Failure::NodeDied {
-                node: me,
-                detail: reason.to_string(),
-            }),
+        // A restart the head placed here stays: it waits for it.
+        let ends = |q: &Queued| {
+            matches!(q.owner, Owner::Spilled(_)) && super::placing::may_go_back(&q.spec)
         };
-        let mut dropped: Vec<Queued> = self.queue.iter().filter(|q| spilled(q)).cloned().collect();
-        self.queue.retain(|q| !spilled(q));
+        let mut dropped: Vec<Queued> = self.queue.iter().filter(|q| ends(q)).cloned().collect();
+        self.queue.retain(|q| !ends(q));
         self.queue.compact();
         let (gone, kept) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|p| spilled(&p.q));
+            .partition(|p| ends(&p.q));
         self.parked = kept;
         dropped.extend(gone.into_iter().map(|p: super::parked::Parked| p.q));
         for q in &dropped {
-            out.push(failed(q));
+            out.push(Action::Reply {
+                owner: q.owner,
+                task_id: q.spec.task_id,
+                outcome: Outcome::Failed(Failure::Moved { node: me }),
+            });
         }
-        // Calls that waited for a dropped creation follow the actor to
+        // Calls that waited for a handed-back creation follow the actor to
         // wherever its sender places it now.
         for q in &dropped {
             if let TaskKind::CreateActor(c) = &q.spec.kind {
@@ -104,11 +119,18 @@ impl Dispatcher {
         }
         for r in self.running.values_mut() {
             let task = matches!(r.task.spec.kind, TaskKind::Task);
-            if !task || !spilled(&r.task) || r.cancelled {
+            if !task || !ends(&r.task) || r.cancelled {
                 continue;
             }
             r.cancelled = true;
-            out.push(failed(&r.task));
+            out.push(Action::Reply {
+                owner: r.task.owner,
+                task_id: r.task.spec.task_id,
+                outcome: Outcome::Failed(Failure::NodeDied {
+                    node: me,
+                    detail: reason.to_string(),
+                }),
+            });
             out.push(Action::Kill { worker: r.worker });
             self.killing.insert(r.worker);
         }
@@ -127,35 +149,54 @@ impl Dispatcher {
         let mut out = Vec::new();
         if let Some(fenced) = self.fenced.get(&actor) {
             for spec in calls {
-                fenced.resend_or_fail(actor, owner, spec, &mut out);
+                fenced.follow(actor, owner, spec, true, &mut out);
             }
         }
         out
     }
+
+    /// The actor lives here again: it is no longer the fenced one.
+    pub(super) fn unfence(&mut self, actor: ActorId) {
+        self.fenced.remove(&actor);
+    }
 }
 
 impl Fenced {
-    /// DF-2: one call that may have run in the fenced worker.
-    fn resend_or_fail(
+    /// One call the fenced incarnation held; `sent`: its worker had it.
+    fn follow(
         &self,
         actor: ActorId,
         owner: Owner,
         mut spec: TaskSpec,
+        sent: bool,
         out: &mut Vec<Action>,
     ) {
-        if spec.attempt < self.max_task_retries {
-            spec.attempt += 1;
-            out.push(Action::ForwardCall {
-                actor,
-                owner,
-                task: spec,
-            });
-        } else {
-            out.push(Action::Reply {
+        // DF-5: a peer's call is the peer's to re-send.
+        if matches!(owner, Owner::PeerStream(_)) {
+            return;
+        }
+        let why = match &self.killed {
+            Some(k) => Some(k.clone()),
+            None if sent && spec.attempt >= self.max_task_retries => {
+                Some(format!("{} before this call finished", self.reason))
+            }
+            None => None,
+        };
+        match why {
+            Some(why) => out.push(Action::Reply {
                 owner,
                 task_id: spec.task_id,
-                outcome: died(actor, format!("{} before this call finished", self.reason)),
-            });
+                outcome: died(actor, why),
+            }),
+            None => {
+                // DF-2: a re-send spends a retry; DF-1: a wait does not.
+                spec.attempt += u32::from(sent);
+                out.push(Action::ForwardCall {
+                    actor,
+                    owner,
+                    task: spec,
+                });
+            }
         }
     }
 }

@@ -201,7 +201,7 @@ pub struct Dispatcher {
     pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
     /// Kills asked for before the actor's constructor was scheduled here.
     pending_kills: HashMap<ActorId, bool>,
-    /// Workers being killed (force cancel): never reused.
+    /// Workers being killed (force cancel, the fence): never reused.
     killing: std::collections::HashSet<WorkerId>,
     /// Placement-group bundles reserved here.
     bundles: HashMap<(crate::ids::PlacementGroupId, u32), bundles::Bundle>,

@@ -276,6 +276,6 @@ impl Dispatcher {
 
 /// D-6: whether spilled work may go back to its sender: not an actor's
 /// restart, which the head placed and waits for.
-fn may_go_back(spec: &TaskSpec) -> bool {
+pub(super) fn may_go_back(spec: &TaskSpec) -> bool {
     !matches!(&spec.kind, TaskKind::CreateActor(c) if c.restarts > 0)
 }

@@ -103,32 +103,49 @@ fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
     d.announce_actor(actor);
     assert!(d.submit(create, Owner::Spilled(4)).is_empty());
     d.submit(call(job, actor), Owner::Local(5));
+    // A restart the head placed here (restarts > 0), waiting too.
+    let restarted = ActorId::random();
+    let mut restart = actor_create(restarted, 3, 0);
+    restart.resources = running.resources.clone();
+    if let TaskKind::CreateActor(c) = &mut restart.kind {
+        c.restarts = 1;
+    }
+    assert!(d.submit(restart, Owner::Spilled(6)).is_empty());
 
     let a = d.fence("its node was declared dead");
-    let mut told: Vec<Owner> = a
-        .iter()
-        .filter_map(|x| match x {
-            Action::Reply {
-                owner,
-                outcome: Outcome::Failed(Failure::NodeDied { detail, .. }),
-                ..
-            } if detail.contains("declared dead") => Some(*owner),
-            _ => None,
-        })
-        .collect();
-    told.sort();
-    assert_eq!(
-        told,
-        vec![Owner::Spilled(1), Owner::Spilled(2), Owner::Spilled(4)],
-        "{a:?}"
-    );
+    let told = |want: fn(&Failure) -> bool| {
+        let mut v: Vec<Owner> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::Reply {
+                    owner,
+                    outcome: Outcome::Failed(f),
+                    ..
+                } if want(f) => Some(*owner),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // The running task ended (its sender retries it); the queued task and
+    // creation are handed back, to be placed again.
+    let died =
+        told(|f| matches!(f, Failure::NodeDied { detail, .. } if detail.contains("declared dead")));
+    assert_eq!(died, vec![Owner::Spilled(1)], "{a:?}");
+    let moved = told(|f| matches!(f, Failure::Moved { .. }));
+    assert_eq!(moved, vec![Owner::Spilled(2), Owner::Spilled(4)], "{a:?}");
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     // The call that waited for the dropped creation follows the actor.
     assert!(
         a.iter().any(|x| matches!(x, Action::ForwardCall { actor: f, owner: Owner::Local(5), .. } if *f == actor)),
         "{a:?}"
     );
-    assert_eq!(d.stats().queued, 1, "the local task still waits");
+    assert_eq!(
+        d.stats().queued,
+        2,
+        "the local task and the head's restart still wait"
+    );
     // The killed worker's exit gives its CPU to the local task, with no
     // second reply and no retry of the spilled one.
     let a = d.worker_died(w, signal9());
@@ -139,6 +156,51 @@ fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
     assert!(
         a.iter()
             .any(|x| matches!(x, Action::Execute { task, .. } if task.task_id == local.task_id)),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_peers_call_is_the_peers_to_resend_df5() {
+    let (mut d, actor, _w, job) = alive(3, 3);
+    d.submit(call(job, actor), Owner::PeerStream(9));
+    let a = d.fence("its node was declared dead");
+    assert!(forwarded(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn an_actor_killed_for_good_stays_killed_across_the_fence_df3() {
+    let (mut d, actor, w, job) = alive(3, 3);
+    // Killed with no restart; its worker's exit is not yet seen when the
+    // fence comes, and a call waits behind the kill.
+    let mut kill = super::kill_call(actor, true);
+    kill.job_id = job;
+    d.submit(kill, Owner::Local(1));
+    d.submit(call(job, actor), Owner::Local(2));
+    let a = d.fence("its node was declared dead");
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // Nothing goes on but the kill itself, to wherever the head may have
+    // restarted it.
+    let kills: Vec<_> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::ForwardCall { owner, task, .. } => Some((*owner, task.function.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kills,
+        vec![(Owner::Raylet, KILL_METHOD.to_string())],
+        "{a:?}"
+    );
+    for r in replies(&a) {
+        let detail = died_detail(&r);
+        assert!(detail.contains("killed by prism::kill"), "{detail}");
+    }
+    // Its direct callers' lost calls fail the same way.
+    let a = d.direct_calls_lost(lost(actor, 0, vec![call(job, actor)]), Owner::Local(7));
+    assert!(
+        died_detail(&replies(&a)[0]).contains("killed by prism::kill"),
         "{a:?}"
     );
 }

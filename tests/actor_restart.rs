@@ -190,23 +190,10 @@ fn child_role() {
     }
 }
 
-/// The head (no `x`) and raylets b and c, which alone have resource `x`.
-fn two_x_nodes(sb: &Sandbox) -> (Node, Node, Node) {
-    let head = sb.start_head(&["--num-cpus", "2"]);
-    let x = ["--num-cpus", "2", "--resources", r#"{"x": 2}"#];
-    let b = sb.start_raylet("b", &head, &x);
-    let c = sb.start_raylet("c", &head, &x);
-    let up = wait_until(Duration::from_secs(10), || {
-        sb.nodes_in_state("alive").len() == 3
-    });
-    assert!(up, "{:#}", sb.status());
-    (head, b, c)
-}
-
 #[test]
 fn actor_restarts_on_another_node_when_its_node_dies() {
     let sb = Sandbox::new();
-    let (head, b, c) = two_x_nodes(&sb);
+    let (head, b, c) = sb.head_and_two_x_nodes();
     let envs = sb.driver_envs(&head, &head);
     let mut job = Job::spawn("restart", &envs);
     let mut victim = String::new();
@@ -245,21 +232,12 @@ fn actor_restarts_on_another_node_when_its_node_dies() {
 #[test]
 fn a_node_declared_dead_fences_its_actors_when_it_comes_back() {
     let sb = Sandbox::new();
-    let (head, b, c) = two_x_nodes(&sb);
+    let (head, b, c) = sb.head_and_two_x_nodes();
     let go = sb.temp().join("go");
     let go_env = go.display().to_string();
     let (mut job, done) = sb.held_driver_with("fence", &head, &head, &[("PRISM_TEST_GO", &go_env)]);
-    let mut line = String::new();
-    let named = wait_until(Duration::from_secs(60), || {
-        line = job
-            .stdout()
-            .lines()
-            .find(|l| l.starts_with("VICTIM "))
-            .unwrap_or_default()
-            .to_string();
-        !line.is_empty()
-    });
-    assert!(named, "no victim named:\n{}", job.stdout());
+    let line = Sandbox::line_of(&job, "VICTIM ", Duration::from_secs(60));
+    let line = line.unwrap_or_else(|| panic!("no victim named:\n{}", job.stdout()));
     let words: Vec<&str> = line.split_whitespace().collect();
     let (victim, pid): (String, u32) = (words[1].into(), words[3].parse().unwrap());
     let frozen = if b.node_id() == victim { &b } else { &c };
@@ -308,27 +286,14 @@ fn a_node_declared_dead_fences_its_actors_when_it_comes_back() {
 #[test]
 fn a_fenced_actors_call_in_flight_is_answered_by_its_next_incarnation() {
     let sb = Sandbox::new();
-    let (head, b, c) = two_x_nodes(&sb);
+    let (head, b, c) = sb.head_and_two_x_nodes();
     let go = sb.temp().join("go");
     let go_env = go.display().to_string();
     let (mut job, _done) =
         sb.held_driver_with("fence_call", &head, &b, &[("PRISM_TEST_GO", &go_env)]);
-    let mut line = String::new();
-    let named = wait_until(Duration::from_secs(60), || {
-        line = job
-            .stdout()
-            .lines()
-            .find(|l| l.starts_with("VICTIM "))
-            .unwrap_or_default()
-            .to_string();
-        !line.is_empty()
-    });
-    assert!(
-        named,
-        "no victim named:\n{}\n{}",
-        job.stdout(),
-        job.stderr()
-    );
+    let line = Sandbox::line_of(&job, "VICTIM ", Duration::from_secs(60));
+    let line =
+        line.unwrap_or_else(|| panic!("no victim named:\n{}\n{}", job.stdout(), job.stderr()));
     let words: Vec<&str> = line.split_whitespace().collect();
     let (victim, pid): (String, u32) = (words[1].into(), words[3].parse().unwrap());
     assert_eq!(victim, b.node_id());

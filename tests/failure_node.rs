@@ -184,14 +184,7 @@ fn attempts(log: &Path) -> Vec<(u32, String)> {
 #[test]
 fn failure_a_raylet_declared_dead_ends_the_task_a_peer_spilled_to_it() {
     let sb = Sandbox::new();
-    let head = sb.start_head(&["--num-cpus", "1"]);
-    let x = ["--num-cpus", "1", "--resources", r#"{"x": 1}"#];
-    let b = sb.start_raylet("b", &head, &x);
-    let c = sb.start_raylet("c", &head, &x);
-    let up = wait_until(Duration::from_secs(10), || {
-        sb.nodes_in_state("alive").len() == 3
-    });
-    assert!(up, "{:#}", sb.status());
+    let (head, b, c) = sb.head_and_two_x_nodes();
     let (log, go) = (sb.temp().join("attempts"), sb.temp().join("go"));
     let (log_env, go_env) = (log.display().to_string(), go.display().to_string());
     let mut envs = sb.driver_envs(&head, &head);

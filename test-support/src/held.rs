@@ -18,6 +18,35 @@ impl Sandbox {
         (head, b)
     }
 
+    /// The head (two CPUs, no `x`) and raylets b and c, which alone have
+    /// resource `x` (2 each), once the head lists all three alive.
+    pub fn head_and_two_x_nodes(&self) -> (Node, Node, Node) {
+        let head = self.start_head(&["--num-cpus", "2"]);
+        let x = ["--num-cpus", "2", "--resources", r#"{"x": 2}"#];
+        let b = self.start_raylet("b", &head, &x);
+        let c = self.start_raylet("c", &head, &x);
+        let up = wait_until(Duration::from_secs(10), || {
+            self.nodes_in_state("alive").len() == 3
+        });
+        assert!(up, "{:#}", self.status());
+        (head, b, c)
+    }
+
+    /// The first line of `job`'s output that starts with `prefix`, once it
+    /// prints one (at most `timeout`).
+    pub fn line_of(job: &Job, prefix: &str, timeout: Duration) -> Option<String> {
+        let mut line = None;
+        wait_until(timeout, || {
+            line = job
+                .stdout()
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .map(String::from);
+            line.is_some()
+        });
+        line
+    }
+
     /// A driver of `role` joining at `head` through `raylet`, which holds
     /// ([`crate::hold_until_done`]) until the test creates the returned file.
     pub fn held_driver(&self, role: &str, head: &Node, raylet: &Node) -> (Job, PathBuf) {

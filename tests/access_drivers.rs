@@ -145,7 +145,7 @@ fn a_users_job_creates_actors_only_where_its_owner_may() {
     );
     assert!(
         said.contains("PROMOTE REFUSED")
-            && said.contains("alice (developer in vision) may not point digits@production at version 1: the role lacks permission models:production"),
+            && said.contains("alice (developer in vision) may not point digits@production at version 1 in namespace vision: the role lacks permission models:production"),
         "{said}"
     );
     let out = submit_as(&sb, &addr, &sam, "ads");

@@ -303,7 +303,8 @@ async function renderModels() {
     ["Weights", (v) => v.checkpoint]], newest);
   const cards = newest.filter((v) => v.card).map((v) => el("div", { class: "card" }, el("h3", {}, "v" + v.version + " model card"), el("pre", {}, v.card)));
   const history = table([["When", (e) => fmtMs(e.at_ms)], ["Who", (e) => e.who], ["What", (e) => e.what]], m.history.slice().reverse());
-  const missing = asked && asked !== pick.name ? el("p", { class: "error" }, "No model " + asked + " among those you may see.") : null;
+  const found = asked && pick.name === asked && (!askedNs || pick.namespace === askedNs);
+  const missing = asked && !found ? el("p", { class: "error" }, "No model " + asked + (askedNs ? " in namespace " + askedNs : "") + " among those you may see.") : null;
   return [list, missing, el("h2", {}, "Model " + m.name + " (namespace " + m.namespace + ")"), versions,
     el("div", { class: "cards" }, cards), el("h2", {}, "History"), history];
 }

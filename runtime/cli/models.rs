@@ -76,6 +76,9 @@ pub enum ModelsCommand {
         /// What to compare (accuracy).
         #[arg(long, default_value = "accuracy")]
         metric: String,
+        /// The model's namespace (default: the promoting job's).
+        #[arg(long, env = "PRISM_NAMESPACE", default_value = "")]
+        namespace: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -116,7 +119,7 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// Runs the promotion gate binary against the cluster `cluster` names.
-fn promote(args: &[String], cluster: &ClusterArgs) -> anyhow::Result<()> {
+fn promote(args: &[String], namespace: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
     const BIN: &str = "prism-models-promote";
     let beside = std::env::current_exe()
         .ok()
@@ -140,6 +143,7 @@ fn promote(args: &[String], cluster: &ClusterArgs) -> anyhow::Result<()> {
         .env("PRISM_ADDRESS", &info.head_address)
         .env("PRISM_TOKEN", &info.token)
         .env("PRISM_TEMP_DIR", cluster.temp_dir())
+        .env("PRISM_NAMESPACE", namespace)
         .status()
         .map_err(|e| anyhow!("{}: {e}", bin.display()))?;
     if !status.success() {
@@ -156,6 +160,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
             to,
             gate,
             metric,
+            namespace,
             cluster,
         } => {
             let args = [
@@ -168,7 +173,7 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<()> {
                 "--metric".into(),
                 metric,
             ];
-            promote(&args, &cluster)
+            promote(&args, &namespace, &cluster)
         }
         ModelsCommand::Register {
             name,

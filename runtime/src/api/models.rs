@@ -2,7 +2,8 @@
 //! head): register a version from a run, move aliases, read a model, and
 //! resolve `NAME@alias` or `NAME@3` to a version (what serving loads).
 //! `prism models` is the same from the command line. A process's requests
-//! act on the models of its job's namespace (MN-1).
+//! act on the models of `PRISM_NAMESPACE` when it is set (as its actors'
+//! names do), else of its job's namespace (MN-1).
 
 use super::core::current;
 use super::error::{Error, Result};
@@ -10,6 +11,12 @@ use crate::proto::head::HeadResponse;
 use crate::proto::models::{ModelInfo, ModelRequest, ModelVersion};
 use crate::proto::task::LocalRequest;
 use std::time::Duration;
+
+/// The namespace a request names: `PRISM_NAMESPACE`, or none (the head
+/// takes the job's).
+fn namespace() -> String {
+    std::env::var(crate::raylet::workers::vars::NAMESPACE).unwrap_or_default()
+}
 
 fn ask(request: ModelRequest) -> Result<Vec<ModelInfo>> {
     let core = current()?;
@@ -66,7 +73,7 @@ pub fn register(name: &str, run_id: &str, checkpoint: &str, card: &str) -> Resul
 /// Points `alias` of `name` at `version`.
 pub fn set_alias(name: &str, alias: &str, version: u32) -> Result<()> {
     ask(ModelRequest::SetAlias {
-        namespace: String::new(),
+        namespace: namespace(),
         name: name.into(),
         alias: alias.into(),
         version,
@@ -78,7 +85,7 @@ pub fn set_alias(name: &str, alias: &str, version: u32) -> Result<()> {
 /// One model: its versions, aliases and history.
 pub fn get(name: &str) -> Result<ModelInfo> {
     ask(ModelRequest::Show {
-        namespace: String::new(),
+        namespace: namespace(),
         name: name.into(),
     })?
     .pop()

@@ -16,9 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes (2: runs' points in `run_points`; 3:
-/// models keep their namespace). A database of an older version is taken
-/// over when it holds no cluster to recover; one to recover is refused.
-const SCHEMA_VERSION: i64 = 3;
+/// models keep their namespace; 4: model rows keyed by namespace and name,
+/// MR-5). A database of version 3 is recovered (a recovered registry moves
+/// its rows to their new keys); one older is taken over when it holds no
+/// cluster to recover, and refused when it holds one.
+const SCHEMA_VERSION: i64 = 4;
 
 /// A head database.
 #[derive(Debug)]
@@ -97,6 +99,8 @@ impl SqliteStore {
             .or(cluster.is_some().then_some(1));
         match version {
             Some(v) if v == SCHEMA_VERSION => {}
+            // 3 → 4: the same rows; models move keys when recovered.
+            Some(3) => store.set_meta("schema", SCHEMA_VERSION.to_string().as_bytes())?,
             // Older rows (models without a namespace) are not read back;
             // with nothing to recover they all go at `begin_cluster`.
             Some(v) if v < SCHEMA_VERSION && recover => {

@@ -34,7 +34,34 @@ fn models_survive_a_head_that_died() {
     let Opened::Recovered { snapshot, .. } = SqliteStore::open(&path).unwrap().1 else {
         panic!("not recovered")
     };
+    assert_eq!(snapshot.models, vec![m.clone()]);
+    // A cluster written by schema 3 (a model under its global name's key)
+    // is recovered, and marked 4: the registry moves the row when it
+    // writes again (MR-5).
+    let (mut s, _) = SqliteStore::open(&path).unwrap();
+    s.commit(&[Change::Delete(
+        Table::Model,
+        crate::head::durable::model_key("vision", "digits"),
+    )])
+    .unwrap();
+    s.conn
+        .execute(
+            "INSERT INTO rows(tbl, key, value) VALUES (?1, ?2, ?3)",
+            params![
+                Table::Model as i64,
+                &crate::head::durable::legacy_model_key("digits")[..],
+                Row::Model(m.clone()).encode().unwrap()
+            ],
+        )
+        .unwrap();
+    s.set_meta("schema", b"3").unwrap();
+    drop(s);
+    let (s, opened) = SqliteStore::open(&path).unwrap();
+    let Opened::Recovered { snapshot, .. } = opened else {
+        panic!("not recovered")
+    };
     assert_eq!(snapshot.models, vec![m]);
+    assert_eq!(s.meta("schema").unwrap().as_deref(), Some(&b"4"[..]));
 }
 
 #[test]
@@ -53,7 +80,7 @@ fn a_cluster_an_older_build_wrote_is_refused_to_recover_but_not_to_replace() {
     assert!(e.contains("start with --fresh"), "{e}");
     let (s, opened) = SqliteStore::open_with(&path, true).unwrap();
     assert!(matches!(opened, Opened::Fresh));
-    assert_eq!(s.meta("schema").unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(s.meta("schema").unwrap().as_deref(), Some(&b"4"[..]));
 }
 
 #[test]

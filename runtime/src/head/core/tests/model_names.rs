@@ -144,9 +144,24 @@ fn mn_1_a_process_acts_on_its_jobs_models() {
     };
     assert_eq!(get(&mut sim, job_a), "vision");
     assert_eq!(get(&mut sim, job_b), "ads");
-    // Alice herself sees both, so must name one.
+    // Alice herself sees both, so must name one: the gate says so, not a
+    // refusal judged in a namespace the request would not act in.
     let why = error(show(&mut sim, alice, "", "ranker"));
     assert!(why.contains("in namespaces ads, vision"), "{why}");
+    let promote = HeadRequest::Models(ModelRequest::SetAlias {
+        namespace: String::new(),
+        name: "ranker".into(),
+        alias: "production".into(),
+        version: 1,
+        who: "alice".into(),
+    });
+    match sim.core.gate(sim.now, alice, &promote) {
+        Some(HeadResponse::Error {
+            kind: crate::proto::head::ErrorKind::BadRequest,
+            message,
+        }) => assert!(message.contains("name one (--namespace)"), "{message}"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         shown(show(&mut sim, alice, "vision", "ranker"))
             .versions

@@ -52,7 +52,8 @@ pub(super) enum HeadMsg {
         result: Result<Vec<BundleReply>, String>,
     },
     /// A restart could not be handed to its raylet.
-    RestartFailed(ActorId, String),
+    /// An actor's restart number `n` failed on its node.
+    RestartFailed(ActorId, u32, String),
     /// A submitted job's driver exited.
     JobExited(JobId, Option<i32>, String),
     /// Time passes.
@@ -251,6 +252,10 @@ impl Shell {
                     create,
                 } => self.spawn(move |dialer, me| async move {
                     info!(%actor, %node, "restarting an actor whose node died");
+                    let n = match &create.task.kind {
+                        crate::proto::task::TaskKind::CreateActor(c) => c.restarts,
+                        _ => 0,
+                    };
                     let req = PeerRequest::Submit(create);
                     match dialer
                         .call_until_done::<_, PeerTaskResponse>(&addr, &req)
@@ -264,12 +269,12 @@ impl Shell {
                             // left restarting with no node.
                             let why =
                                 format!("its restart on node {node} failed: {}", describe(&f));
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, why));
+                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, why));
                         }
                         Ok(_) => info!(%actor, %node, "actor restarted"),
                         Err(e) => {
                             let why = format!("its restart on node {node} failed: {e}");
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, why));
+                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, why));
                         }
                     }
                 }),
@@ -402,7 +407,7 @@ impl Actor for HeadActor {
             HeadMsg::Bundles { pass, node, result } => {
                 sh.core.bundles_done(now, pass, node, result)
             }
-            HeadMsg::RestartFailed(actor, why) => sh.core.restart_failed(actor, &why),
+            HeadMsg::RestartFailed(actor, n, why) => sh.core.restart_failed(actor, n, &why),
             HeadMsg::JobExited(job, code, detail) => sh.core.job_exited(now, job, code, detail),
             HeadMsg::Tick => sh.core.tick(now),
             HeadMsg::Flush => {

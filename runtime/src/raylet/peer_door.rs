@@ -206,6 +206,8 @@ impl TaskService {
         mut s: SendHalf,
         mut r: RecvHalf,
     ) {
+        // DF-5: a fence ends the stream; the peer re-sends what it had.
+        let mut fences = self.fences.subscribe();
         let n = self.next_id();
         let owner = Owner::PeerStream(n);
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -217,12 +219,11 @@ impl TaskService {
                 }
             }
         });
-        // DF-5: a fence ends the stream; the peer re-sends what it had.
-        let mut fences = self.fences.subscribe();
         loop {
             let read = tokio::select! {
-                read = read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME) => read,
+                biased;
                 _ = fences.changed() => break,
+                read = read_msg::<TaskSpec, _>(&mut r, MAX_TASK_FRAME) => read,
             };
             match read {
                 Ok(Some(spec)) => {
@@ -235,8 +236,16 @@ impl TaskService {
                 }
             }
         }
+        // Results already made still reach the peer (it would otherwise
+        // run them again), then the stream ends.
         self.peer_sinks.remove(&n);
-        writer.abort();
+        let mut writer = writer;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
 
     /// Sends a result down peer stream `n`.

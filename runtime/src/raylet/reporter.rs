@@ -39,11 +39,15 @@ impl Reporter for Arc<TaskService> {
         // Its calls go on to the next incarnations (DF-1, DF-2), which are
         // never looked for under the old id.
         self.peers.declare_lost(self.node(), reason);
-        // Peers' call streams close: what they sent is theirs to re-send
-        // (DF-5), and nothing more arrives on them.
-        self.fences.send_modify(|n| *n += 1);
         // Before the new id: the deaths are reported under the old one.
-        self.act(|d| d.fence(&why));
+        // Peers' call streams open now close, in the same turn: what they
+        // sent is theirs to re-send, and a call read from them before they
+        // close is dropped, not run (DF-5).
+        let mark = self.next_id();
+        self.act(|d| {
+            self.fences.send_modify(|n| *n += 1);
+            d.fence(&why, mark)
+        });
     }
 
     fn new_id(&self, id: NodeId) {

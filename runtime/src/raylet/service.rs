@@ -441,6 +441,7 @@ impl TaskService {
                     reason,
                 } => self.report_actor(actor, state, restarts, reason),
                 Action::ForwardCall { actor, owner, task } => self.route_call(actor, owner, task),
+                Action::Dropped { task_id } => self.lock_history().forwarded(task_id, false),
                 Action::RevokeLease { owner, lease } => {
                     self.send(owner, &LocalEvent::RevokeLease { lease })
                 }

@@ -87,13 +87,16 @@ impl HeadCore {
         }
     }
 
-    /// A restart the core asked for could not be started on its node.
-    pub fn restart_failed(&mut self, actor: ActorId, why: &str) {
+    /// Restart number `n` the core asked for failed on its node.
+    pub fn restart_failed(&mut self, actor: ActorId, n: u32, why: &str) {
         warn!(%actor, "cannot restart the actor: {why}");
-        // Only a restart still under way: one that came up (and then failed
-        // on its own, reported by its node) or is dead already keeps its
-        // state.
-        if self.actors.get(actor).map(|a| a.state) == Some(ActorState::Restarting) {
+        // Only that restart, still under way and placed nowhere else: one
+        // that came up (and failed on its own, reported by its node), a
+        // later restart, or a dead actor keeps its state.
+        let pending = self.actors.get(actor).is_some_and(|a| {
+            a.state == ActorState::Restarting && a.restarts == n && a.node_id.is_none()
+        });
+        if pending {
             self.actors.restart_failed(actor, why);
         }
     }

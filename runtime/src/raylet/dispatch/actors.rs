@@ -224,6 +224,13 @@ impl Dispatcher {
             spec,
             owner,
         };
+        // DF-5: read from a peer's stream before the fence closed it.
+        if self.fenced_stream(owner) {
+            out.push(Action::Dropped {
+                task_id: q.spec.task_id,
+            });
+            return out;
+        }
         if let Some(why) = self.dead_actors.get(&actor) {
             out.push(Action::Reply {
                 owner,

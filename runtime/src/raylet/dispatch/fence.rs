@@ -25,8 +25,11 @@
 //!   the head waits for it and placed it nowhere else. Work of this node's
 //!   own processes goes on: its owners never gave up on it;
 //! - **DF-5** a call a peer raylet sent on its ordered stream is that
-//!   peer's to re-send or fail (AR-1, AR-2): it is dropped here, and the
-//!   raylet closes the peers' streams at the fence so that they see it.
+//!   peer's to re-send or fail (AR-1, AR-2): the raylet closes the peers'
+//!   streams in the turn of the fence (results already made still go out
+//!   first), and drops every call from them, whether it waited for an
+//!   actor, for a constructor, or is read after the fence. Streams opened
+//!   after the fence are served as usual.
 
 use super::actors::died;
 use super::{Action, Dispatcher, Owner, Queued};
@@ -50,8 +53,23 @@ impl Dispatcher {
     /// calls go on (DF-1..DF-3, DF-5), and its death is reported at once,
     /// under the id the node was declared dead with, which the head
     /// ignores (HC-1).
-    pub fn fence(&mut self, reason: &str) -> Vec<Action> {
-        let mut out = self.fence_spilled(reason);
+    /// `mark`: peer streams numbered below it are closed (DF-5).
+    pub fn fence(&mut self, reason: &str, mark: u64) -> Vec<Action> {
+        self.fence_mark = self.fence_mark.max(mark);
+        let mut out = Vec::new();
+        // DF-5: peers' calls waiting for a constructor here.
+        for q in self.pre_waiting.values_mut() {
+            q.retain(|c| {
+                let drop = matches!(c.owner, Owner::PeerStream(_));
+                if drop {
+                    out.push(Action::Dropped {
+                        task_id: c.spec.task_id,
+                    });
+                }
+                !drop
+            });
+        }
+        out.extend(self.fence_spilled(reason));
         for (actor, mut a) in std::mem::take(&mut self.actors) {
             self.running.remove(&crate::ids::TaskId(actor.0));
             // Its exit finds no actor here, and changes nothing.
@@ -155,6 +173,11 @@ impl Dispatcher {
         out
     }
 
+    /// DF-5: whether `owner` is a peer's stream a fence closed.
+    pub(super) fn fenced_stream(&self, owner: Owner) -> bool {
+        matches!(owner, Owner::PeerStream(n) if n < self.fence_mark)
+    }
+
     /// The actor lives here again: it is no longer the fenced one.
     pub(super) fn unfence(&mut self, actor: ActorId) {
         self.fenced.remove(&actor);
@@ -173,6 +196,9 @@ impl Fenced {
     ) {
         // DF-5: a peer's call is the peer's to re-send.
         if matches!(owner, Owner::PeerStream(_)) {
+            out.push(Action::Dropped {
+                task_id: spec.task_id,
+            });
             return;
         }
         let why = match &self.killed {

@@ -118,6 +118,12 @@ pub enum Action {
         /// The lease.
         lease: crate::ids::TaskId,
     },
+    /// A peer's call dropped by the fence, which closed the peer's stream:
+    /// the peer re-sends or fails it (DF-5). Nothing is sent; it left here.
+    Dropped {
+        /// The call.
+        task_id: crate::ids::TaskId,
+    },
     /// Route a call to an actor that lives on another node.
     ForwardCall {
         /// The actor.
@@ -197,6 +203,9 @@ pub struct Dispatcher {
     dead_actors: HashMap<ActorId, String>,
     /// Actors fenced here when this node was declared dead (DF-3).
     fenced: HashMap<ActorId, fence::Fenced>,
+    /// Peer streams numbered below this were closed by a fence: their
+    /// calls are their senders' to re-send (DF-5).
+    fence_mark: u64,
     /// Calls for actors whose creation was announced but not started here.
     pre_waiting: HashMap<ActorId, std::collections::VecDeque<Queued>>,
     /// Kills asked for before the actor's constructor was scheduled here.
@@ -253,6 +262,7 @@ impl Dispatcher {
             actors: HashMap::new(),
             dead_actors: HashMap::new(),
             fenced: HashMap::new(),
+            fence_mark: 0,
             pre_waiting: HashMap::new(),
             pending_kills: HashMap::new(),
             killing: Default::default(),

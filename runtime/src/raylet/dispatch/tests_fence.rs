@@ -19,7 +19,7 @@ fn forwarded(a: &[Action]) -> Vec<(ActorId, u32)> {
 fn a_fenced_actor_ends_at_once_and_its_calls_follow_it_da4_df() {
     let (mut d, actor, w, job) = alive(3, 3);
     d.submit(call(job, actor), Owner::Local(1));
-    let a = d.fence("its node was declared dead");
+    let a = d.fence("its node was declared dead", 100);
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     // DF-2: the call its worker had is re-sent, one retry spent.
     assert_eq!(forwarded(&a), vec![(actor, 1)], "{a:?}");
@@ -58,7 +58,7 @@ fn a_fenced_actor_ends_at_once_and_its_calls_follow_it_da4_df() {
 fn a_fenced_actor_without_retries_fails_what_ran_and_forwards_what_waited_df() {
     let (mut d, actor, _w, job) = alive(3, 0);
     d.submit(call(job, actor), Owner::Local(1));
-    let a = d.fence("its node was declared dead");
+    let a = d.fence("its node was declared dead", 100);
     let detail = died_detail(&replies(&a)[0]);
     assert!(detail.contains("declared dead"), "{detail}");
     assert!(forwarded(&a).is_empty(), "{a:?}");
@@ -72,7 +72,7 @@ fn a_fenced_actor_without_retries_fails_what_ran_and_forwards_what_waited_df() {
     let w = started(&d.submit(create, Owner::Local(1)))[0];
     d.worker_ready(w);
     d.submit(call(job, actor), Owner::Local(2));
-    let a = d.fence("its node was declared dead");
+    let a = d.fence("its node was declared dead", 100);
     assert_eq!(forwarded(&a), vec![(actor, 0)], "{a:?}");
     assert!(
         a.iter().any(|x| matches!(
@@ -112,7 +112,7 @@ fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
     }
     assert!(d.submit(restart, Owner::Spilled(6)).is_empty());
 
-    let a = d.fence("its node was declared dead");
+    let a = d.fence("its node was declared dead", 100);
     let told = |want: fn(&Failure) -> bool| {
         let mut v: Vec<Owner> = a
             .iter()
@@ -163,9 +163,30 @@ fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
 #[test]
 fn a_peers_call_is_the_peers_to_resend_df5() {
     let (mut d, actor, _w, job) = alive(3, 3);
-    d.submit(call(job, actor), Owner::PeerStream(9));
-    let a = d.fence("its node was declared dead");
+    let sent = call(job, actor);
+    d.submit(sent.clone(), Owner::PeerStream(9));
+    // A call from a peer waiting for another actor's constructor here.
+    let other = ActorId::random();
+    d.announce_actor(other);
+    let waiting = call(job, other);
+    d.submit(waiting.clone(), Owner::PeerStream(11));
+    let a = d.fence("its node was declared dead", 100);
     assert!(forwarded(&a).is_empty() && replies(&a).is_empty(), "{a:?}");
+    for id in [sent.task_id, waiting.task_id] {
+        assert!(a.contains(&Action::Dropped { task_id: id }), "{a:?}");
+    }
+    // A call read from a closed stream after the fence is dropped too; one
+    // from a stream opened since goes to the actor's next incarnation.
+    let late = call(job, actor);
+    let a = d.submit(late.clone(), Owner::PeerStream(12));
+    assert_eq!(
+        a,
+        vec![Action::Dropped {
+            task_id: late.task_id
+        }]
+    );
+    let a = d.submit(call(job, actor), Owner::PeerStream(100));
+    assert_eq!(forwarded(&a), vec![(actor, 0)], "{a:?}");
 }
 
 #[test]
@@ -177,7 +198,7 @@ fn an_actor_killed_for_good_stays_killed_across_the_fence_df3() {
     kill.job_id = job;
     d.submit(kill, Owner::Local(1));
     d.submit(call(job, actor), Owner::Local(2));
-    let a = d.fence("its node was declared dead");
+    let a = d.fence("its node was declared dead", 100);
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     // Nothing goes on but the kill itself, to wherever the head may have
     // restarted it.

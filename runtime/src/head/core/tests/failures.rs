@@ -136,8 +136,12 @@ fn a_restart_that_cannot_start_leaves_the_actor_dead_with_both_causes() {
     assert!(sim.seen.iter().any(
         |e| matches!(e, Effect::RestartActor { actor, node, .. } if *actor == kept && *node == b)
     ));
+    // A stale failure (of another restart number) changes nothing.
     sim.core
-        .restart_failed(kept, "its restart on node b failed: connection refused");
+        .restart_failed(kept, 7, "its restart on node b failed: stale");
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    sim.core
+        .restart_failed(kept, 1, "its restart on node b failed: connection refused");
     let info = actor(&mut sim, kept);
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();

@@ -1,10 +1,12 @@
 //! The dashboard in a real browser: headless Chromium logs in with the
-//! read-only token through the login link, loads the overview and the
-//! actors page, runs their JavaScript against the live cluster, and shows
-//! the node ids and the actor names the cluster holds. Screenshots go to
+//! read-only token through the login link, loads the overview, actors,
+//! training, models and serve pages, runs their JavaScript against the
+//! live cluster, and shows the node ids, actor names, runs, models and
+//! deployments the cluster holds. Screenshots go to
 //! `target/tmp/dashboard-*.png`. Skipped, saying why, where Chromium is
 //! not installed (`scripts/test.sh` installs Debian's package).
 
+use prism_serve::{Application, Deployment};
 use prism_test_support::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,7 +28,18 @@ impl Greeter {
     }
 }
 
+// Its POST helper is the serve tests'; this one only deploys the model.
+#[allow(dead_code)]
+#[path = "common/adder.rs"]
+mod adder;
+
 fn hold_role() {
+    // Something served, for the Serve page.
+    prism_serve::start("127.0.0.1", 0).unwrap();
+    let d = Deployment::new::<adder::Adder>("browser-adder")
+        .num_cpus(0.25)
+        .route_prefix("/browser-add");
+    prism_serve::run(Application::new("browser-app").deployment(d)).unwrap();
     let g = Greeter::options().name("browser_greeter").spawn().unwrap();
     check(g.hi().unwrap().get().unwrap() == 1, "the actor answered");
     let points = (1..=20u64)
@@ -202,6 +215,24 @@ fn dashboard_pages_render_the_live_cluster_in_chromium() {
         assert!(
             models.contains(shown),
             "the models page shows {shown}:\n{models}"
+        );
+    }
+    let serve = browse(
+        &browser,
+        &profile,
+        &login("/serve"),
+        &out_dir.join("dashboard-serve.png"),
+    );
+    for shown in [
+        "Namespace default",
+        "browser-app",
+        "browser-adder",
+        "/browser-add",
+        "Replicas",
+    ] {
+        assert!(
+            serve.contains(shown),
+            "the serve page shows {shown}:\n{serve}"
         );
     }
     println!("screenshots: {}", out_dir.join("dashboard-*.png").display());

@@ -44,7 +44,7 @@ impl From<SourceError> for ApiError {
     }
 }
 
-fn bad_request(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn bad_request(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
 

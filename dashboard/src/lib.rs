@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod metrics;
 pub mod pages;
+pub mod serving;
 pub mod source;
 
 use axum::routing::{get, post};
@@ -94,6 +95,7 @@ pub fn router(app: Arc<App>, auth: Arc<auth::Auth>) -> Router {
         .route("/api/v0/runs/{id}", get(api::run))
         .route("/api/v0/models", get(api::models))
         .route("/api/v0/models/{name}", get(api::model))
+        .route("/api/v0/serve", get(serving::serve))
         .route("/api/v0/{table}", get(api::table))
         .route("/metrics", get(metrics::scrape))
         .route("/", get(pages::page))

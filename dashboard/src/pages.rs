@@ -12,7 +12,7 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 /// The pages, by path segment and title, in the navigation's order.
-pub const PAGES: [(&str, &str); 9] = [
+pub const PAGES: [(&str, &str); 10] = [
     ("", "Overview"),
     ("jobs", "Jobs"),
     ("actors", "Actors"),
@@ -22,6 +22,7 @@ pub const PAGES: [(&str, &str); 9] = [
     ("workers", "Workers"),
     ("training", "Training"),
     ("models", "Models"),
+    ("serve", "Serve"),
 ];
 
 /// Escapes text for HTML.

@@ -38,6 +38,8 @@ pub struct Controller {
     proxy_restarts: Rc<Cell<u64>>,
     history: Rc<RefCell<Vec<HistoryEntry>>>,
     alerting: Rc<RefCell<Alerting>>,
+    /// Serving was shut down: the head's row goes, and no report follows.
+    ended: Rc<Cell<bool>>,
 }
 
 #[prism::actor]
@@ -52,6 +54,7 @@ impl Controller {
             proxy_restarts: Rc::default(),
             history: Rc::default(),
             alerting: Rc::default(),
+            ended: Rc::default(),
         }
     }
 
@@ -246,19 +249,7 @@ impl Controller {
 
     /// Applications, deployments and replicas with their counters, as JSON.
     async fn status(&self) -> String {
-        let proxies: Vec<serde_json::Value> = self
-            .proxies
-            .borrow()
-            .iter()
-            .map(|p| serde_json::json!({ "address": p.1, "pid": p.3 }))
-            .collect();
-        let deps = status::deployments(&mut self.deps.borrow_mut(), clock_ms());
-        serde_json::json!({
-            "deployments": deps,
-            "proxies": proxies,
-            "proxy_restarts": self.proxy_restarts.get(),
-        })
-        .to_string()
+        status::json(&self.deps, &self.proxies, &self.proxy_restarts, clock_ms())
     }
 
     /// Starts the HTTP ingress on `host:port` (0: any free port); returns
@@ -317,6 +308,10 @@ impl Controller {
                 let _ = tokio::time::timeout(Duration::from_secs(35), d).await;
             }
             let _ = tokio::task::spawn_blocking(move || prism::kill(&p, true)).await;
+        }
+        self.ended.set(true);
+        if let Err(e) = prism::cluster::report_serving(String::new(), true) {
+            tracing::debug!("cannot tell the head serving ended: {e}");
         }
         r
     }
@@ -446,5 +441,12 @@ impl Controller {
                 check_proxies(&proxies, &restarts).await;
             }
         });
+        // For the dashboard's Serve page.
+        tokio::task::spawn_local(status::report(
+            self.deps.clone(),
+            self.proxies.clone(),
+            self.proxy_restarts.clone(),
+            self.ended.clone(),
+        ));
     }
 }

@@ -1,10 +1,65 @@
 //! `prism serve status`: each deployment with its version, window
 //! (requests/s, p50/p95/p99, errors, shadow agreement), rollout, drift and
-//! replicas, as the controller sees them.
+//! replicas, as the controller sees them. The controller also reports it
+//! to the head about every second (and at once when it changes), for the
+//! dashboard's Serve page ([`report`]).
 
 use crate::alerting;
 use crate::rollouts;
-use crate::upkeep::Dep;
+use crate::upkeep::{Dep, Proxies};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The controller's status as JSON text: deployments, proxies, restarts.
+pub(crate) fn json(
+    deps: &RefCell<Vec<Dep>>,
+    proxies: &Proxies,
+    restarts: &Cell<u64>,
+    now: u64,
+) -> String {
+    let proxies: Vec<serde_json::Value> = proxies
+        .borrow()
+        .iter()
+        .map(|p| serde_json::json!({ "address": p.1, "pid": p.3 }))
+        .collect();
+    let deps = deployments(&mut deps.borrow_mut(), now);
+    serde_json::json!({
+        "deployments": deps,
+        "proxies": proxies,
+        "proxy_restarts": restarts.get(),
+    })
+    .to_string()
+}
+
+/// How often the status goes to the head when nothing changed.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports the status to the head (the dashboard's Serve page): checked
+/// every 500 ms, sent when it changed or every [`REPORT_EVERY`], until
+/// `ended` (serving was shut down; the shutdown sends the last report).
+pub(crate) async fn report(
+    deps: Rc<RefCell<Vec<Dep>>>,
+    proxies: Proxies,
+    restarts: Rc<Cell<u64>>,
+    ended: Rc<Cell<bool>>,
+) {
+    let mut last = (String::new(), std::time::Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if ended.get() {
+            return;
+        }
+        let status = json(&deps, &proxies, &restarts, crate::window::clock_ms());
+        if status == last.0 && last.1.elapsed() < REPORT_EVERY {
+            continue;
+        }
+        if let Err(e) = prism::cluster::report_serving(status.clone(), false) {
+            tracing::debug!("cannot report serving to the head: {e}");
+        }
+        last = (status, std::time::Instant::now());
+    }
+}
 
 /// Every deployment as JSON (windows end at `now`, ms).
 pub(crate) fn deployments(deps: &mut [Dep], now: u64) -> Vec<serde_json::Value> {

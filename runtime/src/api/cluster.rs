@@ -2,6 +2,8 @@
 //! the head): every node with its state, every training run with its
 //! status. What `prism status` and `prism runs list` show, for programs
 //! (the serve controller's alerts on dead nodes and failed runs read it).
+//! And the one report serving makes: a namespace's serve controller's
+//! status, for the dashboard's Serve page.
 
 use super::core::current;
 use super::error::{Error, Result};
@@ -37,4 +39,21 @@ pub fn runs() -> Result<Vec<RunInfo>> {
         HeadResponse::Runs(r) => Ok(r),
         other => Err(Error::ClusterState(format!("unexpected answer {other:?}"))),
     }
+}
+
+/// Reports the serving of this job's namespace (`PRISM_NAMESPACE`, else
+/// `default`) to the head: `status` is what `prism serve status --json`
+/// prints; `ended`, that serving was shut down there (its row goes).
+/// Returns at once; the head judges it as this job (its owner must be
+/// allowed to create actors in that namespace).
+pub fn report_serving(status: String, ended: bool) -> Result<()> {
+    let core = current()?;
+    core.send(&LocalRequest::ReportServe(
+        crate::proto::serving::ServeReport {
+            job_id: core.job_id,
+            namespace: super::masking::namespace(),
+            status,
+            ended,
+        },
+    ))
 }

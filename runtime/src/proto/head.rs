@@ -182,6 +182,10 @@ pub enum HeadRequest {
     Metrics,
     /// New points of a training run.
     ReportRun(super::runs::RunReport),
+    /// A serve controller's state (from its raylet, judged as its job).
+    ReportServe(super::serving::ServeReport),
+    /// Each namespace's serving, as last reported.
+    ListServe,
     /// The training runs.
     ListRuns,
     /// One training run's points.
@@ -448,6 +452,8 @@ pub enum HeadResponse {
     },
     /// Answer to `ListRuns`.
     Runs(Vec<super::runs::RunInfo>),
+    /// Answer to `ListServe`.
+    Serve(Vec<super::serving::ServeRow>),
     /// Answer to `GetRun`.
     Run(Option<(super::runs::RunInfo, Vec<super::runs::RunPoint>)>),
     /// Answer to a registry request: the models it names or changed.

@@ -32,6 +32,7 @@ pub mod queue;
 pub mod raylet;
 pub mod relayed;
 pub mod runs;
+pub mod serving;
 pub mod state;
 pub mod store;
 pub mod task;

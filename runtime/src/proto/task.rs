@@ -342,6 +342,8 @@ pub enum LocalRequest {
     Metrics(Vec<crate::metrics::MetricUpdate>),
     /// New points of a training run, for the head (relayed, unanswered).
     ReportRun(super::runs::RunReport),
+    /// A serve controller's state, for the head (relayed, unanswered).
+    ReportServe(super::serving::ServeReport),
     /// A model-registry request for the head, relayed by the raylet; the
     /// answer is a `Finished` for `request_id` carrying the head's archived
     /// response.

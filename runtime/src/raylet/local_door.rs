@@ -478,6 +478,24 @@ impl TaskService {
                 });
                 None
             }
+            (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportServe(mut report)) => {
+                // As the connection's job, which the head judges.
+                if let Some(job) = self.conn_job(role) {
+                    report.job_id = job;
+                }
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let req = crate::proto::head::HeadRequest::ReportServe(report);
+                    match me.transfer.head_request(&req).await {
+                        Ok(crate::proto::head::HeadResponse::Error { message, .. }) => {
+                            tracing::debug!("the head refused a serving report: {message}")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("cannot report serving to the head: {e}"),
+                    }
+                });
+                None
+            }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::Metrics(updates)) => {
                 // Kept as the connection's job: AC-4 shows a user their
                 // jobs' metrics only.

@@ -115,6 +115,7 @@ impl Visibility {
                 | HeadResponse::Objects(_)
                 | HeadResponse::PlacementGroups(_)
                 | HeadResponse::Runs(_)
+                | HeadResponse::Serve(_)
                 | HeadResponse::Queue(_)
                 | HeadResponse::Actor(_)
                 | HeadResponse::PlacementGroup(_)
@@ -137,6 +138,7 @@ impl Visibility {
             HeadResponse::PlacementGroups(v) => v.retain(|g| self.sees(g.job)),
             HeadResponse::Runs(v) => v.retain(|r| self.sees(r.job_id)),
             HeadResponse::Models(v) => v.retain(|m| p.in_namespace(&m.namespace)),
+            HeadResponse::Serve(v) => v.retain(|s| p.in_namespace(&s.namespace)),
             HeadResponse::Metrics { nodes, .. } => {
                 for n in nodes {
                     n.user.retain(|m| m.job_id.is_some_and(|j| self.sees(j)));

@@ -138,6 +138,17 @@ impl HeadCore {
             }
             // The raylet names the reporting connection's job; a run of
             // another job's namespace is not its to add to.
+            // A serve controller's state, for the namespace it serves in:
+            // its job's owner must be allowed to create actors there.
+            HeadRequest::ReportServe(r) => (
+                r.job_id,
+                act(
+                    None,
+                    "report serving".to_string(),
+                    Permission::ActorsCreate,
+                    Some(r.namespace.clone()),
+                ),
+            ),
             HeadRequest::ReportRun(r) => {
                 let run_job = self.runs.job_of(&r.run_id).unwrap_or(r.job_id);
                 (

@@ -88,7 +88,8 @@ impl HeadCore {
             | R::AddObjectLocation { .. }
             | R::UpdateObjectLocations { .. }
             | R::FreeObjects { .. }
-            | R::UpdateActor { .. } => act(None, "speak for a node".into(), P::NodesManage, None),
+            | R::UpdateActor { .. }
+            | R::ReportServe(_) => act(None, "speak for a node".into(), P::NodesManage, None),
             R::DrainNode { node_id, .. } => act(
                 Some("node.drain"),
                 format!("drain node {node_id}"),

@@ -50,6 +50,7 @@ mod objects;
 pub(crate) mod placement;
 mod queue;
 mod relay;
+pub(crate) mod serving;
 pub use names::request_name;
 mod recovery;
 #[cfg(test)]
@@ -202,6 +203,8 @@ pub struct HeadCore {
     pub(crate) runs: super::run_table::RunTable,
     /// The model registry (durable).
     pub(crate) models: super::model_table::ModelTable,
+    /// Each namespace's serving, as its controller last reported it.
+    serving: std::collections::BTreeMap<String, crate::proto::serving::ServeRow>,
     /// Users and custom roles (durable).
     pub(crate) users: super::access::users::UserTable,
     /// The audit trail (durable; outlives the cluster, AU-3).
@@ -248,6 +251,7 @@ impl HeadCore {
             effects: VecDeque::new(),
             runs: Default::default(),
             models: Default::default(),
+            serving: Default::default(),
             users: Default::default(),
             audit: Default::default(),
             queue: Default::default(),
@@ -347,6 +351,7 @@ impl HeadCore {
             | R::UpdateObjectLocations { .. }
             | R::FreeObjects { .. }
             | R::SetResidency { .. }
+            | R::ReportServe(_)
             | R::Register(_)
                 if !caller.is_node() =>
             {
@@ -432,6 +437,7 @@ impl HeadCore {
                 HeadResponse::Ok
             }
             R::ListRuns => HeadResponse::Runs(self.runs.list()),
+            R::ReportServe(_) | R::ListServe => self.serving_request(now, req),
             R::GetRun { run_id } => HeadResponse::Run(self.runs.get(&run_id)),
             R::Models(req) => match self.models.handle(
                 req,

@@ -37,6 +37,8 @@ pub fn request_name(req: &HeadRequest) -> &'static str {
         R::Metrics => "Metrics",
         R::ReportRun(_) => "ReportRun",
         R::ListRuns => "ListRuns",
+        R::ReportServe(_) => "ReportServe",
+        R::ListServe => "ListServe",
         R::GetRun { .. } => "GetRun",
         R::Models(_) => "Models",
         R::PlacementGroup(_) => "PlacementGroup",

@@ -1,0 +1,35 @@
+//! Serving's state on the head: each namespace's serve controller reports
+//! its applications, deployments and replicas (through its raylet,
+//! [`super::task::LocalRequest::ReportServe`]) so that the dashboard's
+//! Serve page shows them without calling any actor. Kept in the head's
+//! memory only: a controller reports again within seconds of a head's
+//! restart.
+
+use crate::ids::JobId;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// What a namespace's controller reports.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServeReport {
+    /// The controller's job (the raylet names the reporting connection's).
+    pub job_id: JobId,
+    /// The controller's namespace.
+    pub namespace: String,
+    /// What `prism serve status --json` prints (JSON text).
+    pub status: String,
+    /// Serving was shut down in that namespace: its row goes.
+    pub ended: bool,
+}
+
+/// One namespace's serving, as last reported.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServeRow {
+    /// The namespace.
+    pub namespace: String,
+    /// The controller's job.
+    pub job_id: JobId,
+    /// The controller's status (JSON text).
+    pub status: String,
+    /// When it was reported (Unix ms, the head's clock).
+    pub updated_ms: u64,
+}

@@ -117,6 +117,7 @@ impl Deployment {
             reference: reference.to_string(),
             window,
             resolved: None,
+            unresolved: None,
         });
         self
     }
@@ -213,9 +214,13 @@ pub fn deploy(mut app: AppSpec) -> Result<(), ServeError> {
             let pinned = crate::registry::resolve(r).map_err(ServeError::Registry)?;
             d.registry_pinned = Some(pinned);
         }
+        // A reference that cannot be resolved now may still be kept by the
+        // controller (the running deployment's file, `redeploy.rs`).
         if let Some(drift) = &mut d.drift {
-            drift.resolved =
-                crate::drift::resolve(&drift.reference).map_err(ServeError::Registry)?;
+            match crate::drift::resolve(&drift.reference) {
+                Ok(file) => drift.resolved = file,
+                Err(why) => drift.unresolved = Some(why),
+            }
         }
     }
     let c = get_or_start_controller()?;

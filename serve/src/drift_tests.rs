@@ -119,6 +119,7 @@ fn a_registry_reference_is_read_as_the_deployer_resolved_it() {
         reference: "calc@champion".into(),
         window: 50,
         resolved: resolved.map(String::from),
+        unresolved: None,
     };
     assert_eq!(
         spec(Some("/a/v1.drift.json")),

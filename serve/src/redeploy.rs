@@ -4,7 +4,11 @@
 //! (rolled out by it), or differs otherwise (rolled over to a new
 //! generation); deployments it no longer has scale to zero. Decided on the
 //! controller's table alone; what must be sent to replicas or started as a
-//! rollout is returned.
+//! rollout is returned. A registry drift reference the deploying process
+//! could not resolve (the registry unreachable, or the model out of its
+//! reach now) keeps the file the running
+//! deployment watches when its drift settings are unchanged; otherwise the
+//! deploy fails, saying why, before anything changes.
 
 use crate::autoscale::Autoscaler;
 use crate::replica::Replica;
@@ -35,6 +39,7 @@ pub(crate) fn apply(deps: &mut Vec<Dep>, app: &AppSpec) -> Result<Applied, Strin
             ));
         }
     }
+    let kept = kept_references(deps, app)?;
     // Updated or removed by this deploy: either way not while a
     // rollout runs on it.
     if let Some(o) = deps
@@ -65,6 +70,10 @@ pub(crate) fn apply(deps: &mut Vec<Dep>, app: &AppSpec) -> Result<Applied, Strin
             if let Some(o) = deps.iter().find(|o| o.spec.name == d.name) {
                 d.content_type = o.spec.content_type.clone();
             }
+        }
+        if let (Some(x), Some(file)) = (d.drift.as_mut(), kept.get(&d.name)) {
+            x.resolved = Some(file.clone());
+            x.unresolved = None;
         }
         let d = &d;
         match deps.iter_mut().find(|o| o.spec.name == d.name) {
@@ -132,6 +141,49 @@ fn set_target(d: &mut Dep) {
     }
 }
 
+/// For each deployment of `app` whose registry drift reference the
+/// deployer could not resolve: the file its running deployment watches
+/// with the same drift settings, or why the deploy cannot go on.
+fn kept_references(
+    deps: &[Dep],
+    app: &AppSpec,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut kept = std::collections::HashMap::new();
+    for d in &app.deployments {
+        let Some(x) = d.drift.as_ref().filter(|x| x.resolved.is_none()) else {
+            continue;
+        };
+        let Some(why) = &x.unresolved else { continue };
+        let running = deps
+            .iter()
+            .filter(|o| o.spec.name == d.name && o.app == app.name)
+            .find_map(|o| {
+                o.spec
+                    .drift
+                    .as_ref()
+                    .filter(|od| *od == x)?
+                    .resolved
+                    .clone()
+            });
+        match running {
+            Some(file) => {
+                tracing::warn!(
+                    deployment = %d.name,
+                    "{why}; the deployment keeps watching the reference it runs with ({file})"
+                );
+                kept.insert(d.name.clone(), file);
+            }
+            None => {
+                return Err(format!(
+                    "{why} (deployment {} runs with no such drift reference to keep)",
+                    d.name
+                ))
+            }
+        }
+    }
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +224,36 @@ mod tests {
         // A new drift spec is a new generation, watching the new file.
         apply(&mut deps, &app(60, "/v2.drift.json", "2")).unwrap();
         assert_eq!(watched(&deps), (2, Some("/v2.drift.json".into())));
+    }
+
+    /// `app` whose drift reference the deployer could not resolve.
+    fn unresolved(window: u32, config: &str) -> AppSpec {
+        let mut a = app(window, "", config);
+        let x = a.deployments[0].drift.as_mut().unwrap();
+        x.resolved = None;
+        x.unresolved = Some("drift reference m@champion: no such alias".into());
+        a
+    }
+
+    #[test]
+    fn a_redeploy_after_the_alias_went_keeps_the_file_it_watches() {
+        // Nothing runs yet: nothing to keep, and the table stays empty.
+        let mut deps = Vec::new();
+        let e = apply(&mut deps, &unresolved(50, "1")).err().unwrap();
+        assert!(
+            e.contains("no such alias") && e.contains("no such drift reference to keep"),
+            "{e}"
+        );
+        assert!(deps.is_empty());
+        apply(&mut deps, &app(50, "/v1.drift.json", "1")).unwrap();
+        // The alias is gone: the same settings keep the running file, a
+        // new user config included.
+        apply(&mut deps, &unresolved(50, "2")).unwrap();
+        assert_eq!(watched(&deps), (1, Some("/v1.drift.json".into())));
+        // New drift settings need the reference: refused, nothing changed.
+        let e = apply(&mut deps, &unresolved(60, "2")).err().unwrap();
+        assert!(e.contains("no such alias"), "{e}");
+        assert_eq!(watched(&deps), (1, Some("/v1.drift.json".into())));
+        assert_eq!(deps[0].spec.drift.as_ref().unwrap().window, 50);
     }
 }

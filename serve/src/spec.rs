@@ -117,6 +117,13 @@ pub struct DriftSpec {
     /// moved is no new version, and a declared rollout stays one.
     #[serde(skip)]
     pub resolved: Option<String>,
+    /// Why the deploying process could not resolve a registry `reference`
+    /// (the head unreachable, or the model out of this caller's reach
+    /// now): a deployment that runs with the same drift
+    /// settings keeps the file its replicas watch; otherwise the deploy
+    /// fails with this. Not part of what the deployment is.
+    #[serde(skip)]
+    pub unresolved: Option<String>,
 }
 
 impl PartialEq for DriftSpec {

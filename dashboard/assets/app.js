@@ -318,27 +318,36 @@ async function renderServe() {
   if (!s.namespaces.length) return [el("p", { class: "muted" }, "Nothing is served (or nothing in your namespaces). Start with prism serve deploy serve.yaml.")];
   const parts = [];
   for (const ns of s.namespaces) {
-    const st = ns.status || {};
-    const proxies = (st.proxies || []).map((p) => p.address).join(", ") || "none";
-    const when = "reported " + ns.age_s + " s ago" + (ns.stale ? ": its controller no longer reports" : "");
-    parts.push(el("h2", {}, "Namespace " + ns.namespace),
-      el("p", { class: ns.stale ? "error" : "muted" }, "HTTP proxy " + proxies + " · proxy restarts " + (st.proxy_restarts || 0) + " · " + when));
-    const deps = st.deployments || [];
-    parts.push(table([
-      ["Application", (d) => d.application], ["Deployment", (d) => d.deployment], ["Route", (d) => d.route_prefix],
-      ["Model", (d) => d.model], ["Version", (d) => d.version_label || "v" + d.version],
-      ["Replicas", (d) => d.replicas.length + " / " + d.target_replicas + (d.starting ? " (" + d.starting + " starting)" : "")],
-      ["Requests/s", (d) => num(d.window && d.window.rate, 1)],
-      ["p50 / p99", (d) => (d.window ? num(d.window.p50_ms, 1) + " / " + num(d.window.p99_ms, 1) + " ms" : "")],
-      ["Errors", (d) => (d.window ? d.window.errors : "")],
-      ["Rollout", (d) => (d.rollout ? d.rollout.phase + " to " + d.rollout.to + " at " + d.rollout.weight + "%" : "")],
-      ["Drift", (d) => num(d.drift_score, 3)], ["Last error", (d) => d.last_error || ""]], deps));
-    const reps = deps.flatMap((d) => d.replicas.map((r) => Object.assign({ deployment: d.deployment }, r)));
-    if (reps.length) parts.push(el("h3", {}, "Replicas"), table([
-      ["Deployment", (r) => r.deployment], ["Actor", (r) => short(r.actor_id)], ["Version", (r) => r.version], ["Pid", (r) => r.pid],
-      ["Ongoing", (r) => r.ongoing], ["Requests", (r) => r.requests], ["Errors", (r) => r.errors],
-      ["Mean latency", (r) => num(r.mean_latency_us / 1000, 2) + " ms"], ["Drift PSI", (r) => num(r.drift_psi, 3)]], reps));
+    try { parts.push(...serveNamespace(ns)); } catch (e) {
+      // One namespace's malformed report spoils its own section only.
+      parts.push(el("h2", {}, "Namespace " + ns.namespace), el("p", { class: "error" }, "Cannot show its report: " + e.message));
+    }
   }
+  return parts;
+}
+
+function serveNamespace(ns) {
+  const parts = [];
+  const st = ns.status || {};
+  const proxies = (st.proxies || []).map((p) => p.address).join(", ") || "none";
+  const when = "reported " + ns.age_s + " s ago" + (ns.stale ? ": its controller no longer reports" : "");
+  parts.push(el("h2", {}, "Namespace " + ns.namespace),
+    el("p", { class: ns.stale ? "error" : "muted" }, "HTTP proxy " + proxies + " · proxy restarts " + (st.proxy_restarts || 0) + " · " + when));
+  const deps = st.deployments || [];
+  parts.push(table([
+    ["Application", (d) => d.application], ["Deployment", (d) => d.deployment], ["Route", (d) => d.route_prefix],
+    ["Model", (d) => d.model], ["Version", (d) => d.version_label || "v" + d.version],
+    ["Replicas", (d) => (d.replicas || []).length + " / " + d.target_replicas + (d.starting ? " (" + d.starting + " starting)" : "")],
+    ["Requests/s", (d) => num(d.window && d.window.rate, 1)],
+    ["p50 / p99", (d) => (d.window ? num(d.window.p50_ms, 1) + " / " + num(d.window.p99_ms, 1) + " ms" : "")],
+    ["Errors", (d) => (d.window ? d.window.errors : "")],
+    ["Rollout", (d) => (d.rollout ? d.rollout.phase + " to " + d.rollout.to + " at " + d.rollout.weight + "%" : "")],
+    ["Drift", (d) => num(d.drift_score, 3)], ["Last error", (d) => d.last_error || ""]], deps));
+  const reps = deps.flatMap((d) => (d.replicas || []).map((r) => Object.assign({ deployment: d.deployment }, r)));
+  if (reps.length) parts.push(el("h3", {}, "Replicas"), table([
+    ["Deployment", (r) => r.deployment], ["Actor", (r) => short(r.actor_id)], ["Version", (r) => r.version], ["Pid", (r) => r.pid],
+    ["Ongoing", (r) => r.ongoing], ["Requests", (r) => r.requests], ["Errors", (r) => r.errors],
+    ["Mean latency", (r) => num(r.mean_latency_us / 1000, 2) + " ms"], ["Drift PSI", (r) => num(r.drift_psi, 3)]], reps));
   return parts;
 }
 

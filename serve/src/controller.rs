@@ -38,8 +38,8 @@ pub struct Controller {
     proxy_restarts: Rc<Cell<u64>>,
     history: Rc<RefCell<Vec<HistoryEntry>>>,
     alerting: Rc<RefCell<Alerting>>,
-    /// Serving was shut down: the head's row goes, and no report follows.
-    ended: Rc<Cell<bool>>,
+    /// Its reports to the head (the dashboard's Serve page).
+    reporter: Rc<status::Reporter>,
 }
 
 #[prism::actor]
@@ -54,7 +54,7 @@ impl Controller {
             proxy_restarts: Rc::default(),
             history: Rc::default(),
             alerting: Rc::default(),
-            ended: Rc::default(),
+            reporter: status::Reporter::new(),
         }
     }
 
@@ -309,10 +309,9 @@ impl Controller {
             }
             let _ = tokio::task::spawn_blocking(move || prism::kill(&p, true)).await;
         }
-        self.ended.set(true);
-        if let Err(e) = prism::cluster::report_serving(String::new(), true) {
-            tracing::debug!("cannot tell the head serving ended: {e}");
-        }
+        // The head's row goes, and no report follows until serving does.
+        self.reporter.ended.set(true);
+        self.reporter.send(String::new(), true).await;
         r
     }
 }
@@ -383,6 +382,9 @@ impl Controller {
     }
 
     fn start_loop(&self) {
+        // The dashboard's Serve page, again after a shutdown.
+        self.reporter
+            .resume(&self.deps, &self.proxies, &self.proxy_restarts);
         if self.looping.replace(true) {
             return;
         }
@@ -441,12 +443,5 @@ impl Controller {
                 check_proxies(&proxies, &restarts).await;
             }
         });
-        // For the dashboard's Serve page.
-        tokio::task::spawn_local(status::report(
-            self.deps.clone(),
-            self.proxies.clone(),
-            self.proxy_restarts.clone(),
-            self.ended.clone(),
-        ));
     }
 }

@@ -1,8 +1,8 @@
 //! `prism serve status`: each deployment with its version, window
 //! (requests/s, p50/p95/p99, errors, shadow agreement), rollout, drift and
 //! replicas, as the controller sees them. The controller also reports it
-//! to the head about every second (and at once when it changes), for the
-//! dashboard's Serve page ([`report`]).
+//! to the head for the dashboard's Serve page ([`Reporter`]): checked
+//! every 500 ms, sent when it changed and at least every 5 s.
 
 use crate::alerting;
 use crate::rollouts;
@@ -35,28 +35,86 @@ pub(crate) fn json(
 /// How often the status goes to the head when nothing changed.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
+/// The controller's reports to the head: when it started, the next
+/// report's number (so the head keeps the newest, SV-1), whether serving
+/// ended, and whether the reporting loop runs.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    started_ms: u64,
+    next: Cell<u64>,
+    pub(crate) ended: Cell<bool>,
+    running: Cell<bool>,
+}
+
+impl Reporter {
+    pub(crate) fn new() -> Rc<Reporter> {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Rc::new(Reporter {
+            started_ms,
+            next: Cell::new(0),
+            ended: Cell::new(false),
+            running: Cell::new(false),
+        })
+    }
+
+    /// Sends one report, off the event loop (a socket write).
+    pub(crate) async fn send(&self, status: String, ended: bool) {
+        let order = (self.started_ms, self.next.get());
+        self.next.set(order.1 + 1);
+        let sent = tokio::task::spawn_blocking(move || {
+            prism::cluster::report_serving(status, ended, order)
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("cannot report serving to the head: {e}"),
+            Err(e) => tracing::debug!("cannot report serving to the head: {e}"),
+        }
+    }
+
+    /// Serving goes on (again): reports resume, from a new loop if the
+    /// last one ended.
+    pub(crate) fn resume(
+        self: &Rc<Self>,
+        deps: &Rc<RefCell<Vec<Dep>>>,
+        proxies: &Proxies,
+        restarts: &Rc<Cell<u64>>,
+    ) {
+        self.ended.set(false);
+        if !self.running.replace(true) {
+            tokio::task::spawn_local(report(
+                deps.clone(),
+                proxies.clone(),
+                restarts.clone(),
+                self.clone(),
+            ));
+        }
+    }
+}
+
 /// Reports the status to the head (the dashboard's Serve page): checked
 /// every 500 ms, sent when it changed or every [`REPORT_EVERY`], until
-/// `ended` (serving was shut down; the shutdown sends the last report).
-pub(crate) async fn report(
+/// serving ended (the shutdown sends the last report).
+async fn report(
     deps: Rc<RefCell<Vec<Dep>>>,
     proxies: Proxies,
     restarts: Rc<Cell<u64>>,
-    ended: Rc<Cell<bool>>,
+    reporter: Rc<Reporter>,
 ) {
     let mut last = (String::new(), std::time::Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if ended.get() {
+        if reporter.ended.get() {
+            reporter.running.set(false);
             return;
         }
         let status = json(&deps, &proxies, &restarts, crate::window::clock_ms());
         if status == last.0 && last.1.elapsed() < REPORT_EVERY {
             continue;
         }
-        if let Err(e) = prism::cluster::report_serving(status.clone(), false) {
-            tracing::debug!("cannot report serving to the head: {e}");
-        }
+        reporter.send(status.clone(), false).await;
         last = (status, std::time::Instant::now());
     }
 }

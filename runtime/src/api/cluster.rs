@@ -46,7 +46,18 @@ pub fn runs() -> Result<Vec<RunInfo>> {
 /// prints; `ended`, that serving was shut down there (its row goes).
 /// Returns at once; the head judges it as this job (its owner must be
 /// allowed to create actors in that namespace).
-pub fn report_serving(status: String, ended: bool) -> Result<()> {
+/// `order`: when the reporting controller started (Unix ms) and this
+/// report's number, so the head keeps the newest. Used by `prism-serve`'s
+/// controller.
+#[doc(hidden)]
+pub fn report_serving(status: String, ended: bool, order: (u64, u64)) -> Result<()> {
+    let max = crate::head::core::serving::MAX_SERVE_STATUS;
+    if status.len() > max {
+        return Err(Error::ClusterState(format!(
+            "a serving status of {} bytes is over the {max}-byte limit",
+            status.len()
+        )));
+    }
     let core = current()?;
     core.send(&LocalRequest::ReportServe(
         crate::proto::serving::ServeReport {
@@ -54,6 +65,7 @@ pub fn report_serving(status: String, ended: bool) -> Result<()> {
             namespace: super::masking::namespace(),
             status,
             ended,
+            order,
         },
     ))
 }

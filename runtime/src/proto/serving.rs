@@ -19,6 +19,10 @@ pub struct ServeReport {
     pub status: String,
     /// Serving was shut down in that namespace: its row goes.
     pub ended: bool,
+    /// When the reporting controller started (Unix ms) and its report's
+    /// number: the head keeps the newest of each namespace's reports,
+    /// whatever order they arrive in.
+    pub order: (u64, u64),
 }
 
 /// One namespace's serving, as last reported.

@@ -479,10 +479,9 @@ impl TaskService {
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::ReportServe(mut report)) => {
-                // As the connection's job, which the head judges.
-                if let Some(job) = self.conn_job(role) {
-                    report.job_id = job;
-                }
+                // As the connection's job, which the head judges; a process
+                // whose job this raylet no longer knows reports nothing.
+                report.job_id = self.conn_job(role)?;
                 let me = self.clone();
                 tokio::spawn(async move {
                     let req = crate::proto::head::HeadRequest::ReportServe(report);

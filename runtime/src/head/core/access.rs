@@ -136,10 +136,9 @@ impl HeadCore {
                     super::names::request_name(req)
                 )))
             }
-            // The raylet names the reporting connection's job; a run of
-            // another job's namespace is not its to add to.
             // A serve controller's state, for the namespace it serves in:
-            // its job's owner must be allowed to create actors there.
+            // its job's owner must be allowed to create actors there (as
+            // to create that controller). Refusals are not audited.
             HeadRequest::ReportServe(r) => (
                 r.job_id,
                 act(
@@ -149,6 +148,8 @@ impl HeadCore {
                     Some(r.namespace.clone()),
                 ),
             ),
+            // The raylet names the reporting connection's job; a run of
+            // another job's namespace is not its to add to.
             HeadRequest::ReportRun(r) => {
                 let run_job = self.runs.job_of(&r.run_id).unwrap_or(r.job_id);
                 (
@@ -167,6 +168,11 @@ impl HeadCore {
             Err(why) => format!("{why}; it may not {}", action.what),
             Ok(who) => authorize(&who, &action).err()?.message,
         };
+        // A refused serving report is no action anyone took: its controller
+        // reports again every few seconds and would flood the trail.
+        if matches!(req, HeadRequest::ReportServe(_)) {
+            return Some(forbidden(refusal));
+        }
         let owner = self.relayed_owner(Some(job));
         let record = Record {
             user: owner,

@@ -50,7 +50,7 @@ mod objects;
 pub(crate) mod placement;
 mod queue;
 mod relay;
-pub(crate) mod serving;
+pub mod serving;
 pub use names::request_name;
 mod recovery;
 #[cfg(test)]
@@ -204,7 +204,7 @@ pub struct HeadCore {
     /// The model registry (durable).
     pub(crate) models: super::model_table::ModelTable,
     /// Each namespace's serving, as its controller last reported it.
-    serving: std::collections::BTreeMap<String, crate::proto::serving::ServeRow>,
+    serving: serving::Serving,
     /// Users and custom roles (durable).
     pub(crate) users: super::access::users::UserTable,
     /// The audit trail (durable; outlives the cluster, AU-3).

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 /// namespace, so a tenant's applications are theirs alone, run as their
 /// job, and are out of reach of other namespaces (the head refuses the
 /// lookup of another namespace's controller).
-pub const NAME: &str = "prism-serve";
+pub const NAME: &str = prism::proto::serving::CONTROLLER_NAME;
 
 /// The serve controller.
 #[prism::actor]

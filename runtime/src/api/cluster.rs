@@ -62,6 +62,7 @@ pub fn report_serving(status: String, ended: bool, order: (u64, u64)) -> Result<
     core.send(&LocalRequest::ReportServe(
         crate::proto::serving::ServeReport {
             job_id: core.job_id,
+            actor_id: None,
             namespace: super::masking::namespace(),
             status,
             ended,

@@ -5,14 +5,21 @@
 //! memory only: a controller reports again within seconds of a head's
 //! restart.
 
-use crate::ids::JobId;
+use crate::ids::{ActorId, JobId};
 use rkyv::{Archive, Deserialize, Serialize};
+
+/// The serve controller's actor name, in each namespace that serves: only
+/// that live actor reports its namespace's serving.
+pub const CONTROLLER_NAME: &str = "prism-serve";
 
 /// What a namespace's controller reports.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ServeReport {
     /// The controller's job (the raylet names the reporting connection's).
     pub job_id: JobId,
+    /// The actor the reporting worker hosts (the raylet names it; `None`
+    /// for a driver).
+    pub actor_id: Option<ActorId>,
     /// The controller's namespace.
     pub namespace: String,
     /// What `prism serve status --json` prints (JSON text).

@@ -482,6 +482,10 @@ impl TaskService {
                 // As the connection's job, which the head judges; a process
                 // whose job this raylet no longer knows reports nothing.
                 report.job_id = self.conn_job(role)?;
+                report.actor_id = match role {
+                    Role::Worker(w) => self.disp().actor_of(w),
+                    _ => None,
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     let req = crate::proto::head::HeadRequest::ReportServe(report);

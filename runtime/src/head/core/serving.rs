@@ -9,14 +9,19 @@
 //! - **SV-1** of a namespace's reports, the newest by `order` (controller
 //!   start, then number) wins, whatever order they arrive in: a status
 //!   sent before serving ended never brings its row back;
+//! - **SV-3** only the namespace's live serve controller reports for it:
+//!   the worker of the actor named [`CONTROLLER_NAME`] in that namespace
+//!   (its raylet names the actor), so no other job of the namespace can
+//!   forge or end its row;
 //! - **SV-2** rows are bounded: at most [`MAX_SERVE_ROWS`] namespaces of at
 //!   most [`MAX_SERVE_STATUS`] bytes each, and a row not reported for
 //!   [`SERVE_ROW_TTL_MS`] (its controller killed, or its node gone) goes.
 
 use super::{Clock, HeadCore};
 use crate::head::access::users::valid_namespace;
+use crate::proto::head::ActorState;
 use crate::proto::head::{ErrorKind, HeadRequest, HeadResponse};
-use crate::proto::serving::ServeRow;
+use crate::proto::serving::{ServeRow, CONTROLLER_NAME};
 
 /// The largest status a controller may report (its JSON text).
 pub const MAX_SERVE_STATUS: usize = 256 << 10;
@@ -40,6 +45,24 @@ impl HeadCore {
             kind: ErrorKind::BadRequest,
             message,
         };
+        // SV-3: from the namespace's live controller only.
+        if let HeadRequest::ReportServe(r) = &req {
+            let controller = r
+                .actor_id
+                .and_then(|a| self.actors.get(a))
+                .is_some_and(|a| {
+                    a.name.as_deref() == Some(CONTROLLER_NAME)
+                        && a.namespace == r.namespace
+                        && a.state != ActorState::Dead
+                });
+            if !controller {
+                return bad(format!(
+                    "only the serve controller (actor {CONTROLLER_NAME} in namespace {}) reports \
+                     its serving",
+                    r.namespace
+                ));
+            }
+        }
         let s = &mut self.serving;
         // SV-2: rows nobody reports for go.
         s.rows

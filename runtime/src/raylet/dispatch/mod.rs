@@ -317,6 +317,11 @@ impl Dispatcher {
         self.workers.get(&worker).map(|w| w.job)
     }
 
+    /// The actor `worker` is dedicated to, if any.
+    pub fn actor_of(&self, worker: WorkerId) -> Option<ActorId> {
+        self.workers.get(&worker).and_then(|w| w.actor)
+    }
+
     /// Counts for status views.
     pub fn stats(&self) -> DispatchStats {
         DispatchStats {

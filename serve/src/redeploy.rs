@@ -6,9 +6,9 @@
 //! controller's table alone; what must be sent to replicas or started as a
 //! rollout is returned. A registry drift reference the deploying process
 //! could not resolve (the registry unreachable, or the model out of its
-//! reach now) keeps the file the running
-//! deployment watches when its drift settings are unchanged; otherwise the
-//! deploy fails, saying why, before anything changes.
+//! reach now) keeps the file the running deployment watches when its drift
+//! settings are unchanged; otherwise the deploy fails, saying why, before
+//! anything changes.
 
 use crate::autoscale::Autoscaler;
 use crate::replica::Replica;
@@ -150,9 +150,7 @@ fn kept_references(
 ) -> Result<std::collections::HashMap<String, String>, String> {
     let mut kept = std::collections::HashMap::new();
     for d in &app.deployments {
-        let Some(x) = d.drift.as_ref().filter(|x| x.resolved.is_none()) else {
-            continue;
-        };
+        let Some(x) = d.drift.as_ref() else { continue };
         let Some(why) = &x.unresolved else { continue };
         let running = deps
             .iter()

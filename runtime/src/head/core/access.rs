@@ -48,17 +48,24 @@ impl HeadCore {
             Ok(None) => return None,
             Err(message) => return Some(forbidden(message)),
         };
-        // MN-2: a model name several of one's namespaces hold is named
-        // again, not judged in one it will not act in.
-        if let HeadRequest::Models(_) = req {
-            let mut stamped = req.clone();
-            if let Err(message) = self.stamp_model_namespace(&who, &mut stamped) {
-                return Some(HeadResponse::Error {
-                    kind: ErrorKind::BadRequest,
-                    message,
-                });
+        // MN-2: a model request is judged in the namespace it will act in
+        // (the server's early gate sees it before `handle` fills that in);
+        // a name several of one's namespaces hold is named again.
+        let stamped;
+        let req = match req {
+            HeadRequest::Models(_) => {
+                let mut s = req.clone();
+                if let Err(message) = self.stamp_model_namespace(&who, &mut s) {
+                    return Some(HeadResponse::Error {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    });
+                }
+                stamped = s;
+                &stamped
             }
-        }
+            _ => req,
+        };
         // Judged by their handlers: who one is, and a namespace's at-rest
         // key (membership, no permission).
         if matches!(

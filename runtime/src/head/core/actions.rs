@@ -44,12 +44,10 @@ impl HeadCore {
             )
         };
         let pg_ns = |pg| self.groups.get(pg).and_then(|g| job_ns(g.job));
-        // MN-2: a model request judged before its namespace was filled in
-        // (the shell's early gate) is judged where it will act.
-        let model_ns = |namespace: &String, name: &str| match namespace.as_str() {
-            "" => self
-                .model_home(who, name)
-                .unwrap_or_else(|_| who.home_namespace()),
+        // Model requests come with their namespace filled in (MN-1, MN-2);
+        // none left is the table's `default`.
+        let model_ns = |namespace: &String| match namespace.as_str() {
+            "" => "default".to_string(),
             ns => ns.to_string(),
         };
         match req {
@@ -178,7 +176,7 @@ impl HeadCore {
                 } else {
                     P::ModelsWrite
                 },
-                Some(model_ns(namespace, name)),
+                Some(model_ns(namespace)),
             ),
             // Judged in its run's namespace, the one the version goes to
             // (MR-4).
@@ -197,12 +195,11 @@ impl HeadCore {
                 Some("model.card"),
                 format!("change the card of {name} v{version}"),
                 P::ModelsWrite,
-                Some(model_ns(namespace, name)),
+                Some(model_ns(namespace)),
             ),
-            R::Models(ModelRequest::Show { namespace, name }) => read_in(
-                format!("read model {name}"),
-                Some(model_ns(namespace, name)),
-            ),
+            R::Models(ModelRequest::Show { namespace, name }) => {
+                read_in(format!("read model {name}"), Some(model_ns(namespace)))
+            }
             R::Access(AccessRequest::AddUser { name, .. }) => act(
                 Some("user.add"),
                 format!("add user {name}"),

@@ -137,21 +137,13 @@ impl Dispatcher {
             .map(|(id, _)| *id)
             .collect();
         for id in running {
-            let Some(r) = self.running.get_mut(&id) else {
-                continue;
-            };
-            if matches!(r.task.spec.kind, TaskKind::CreateActor(_)) {
-                continue;
+            let creation = self
+                .running
+                .get(&id)
+                .is_some_and(|r| matches!(r.task.spec.kind, TaskKind::CreateActor(_)));
+            if !creation {
+                self.kill_running(id, gone(format!("{reason}; the task was killed")), &mut out);
             }
-            r.cancelled = true;
-            let (owner, worker) = (r.task.owner, r.worker);
-            out.push(Action::Reply {
-                owner,
-                task_id: id,
-                outcome: gone(format!("{reason}; the task was killed")),
-            });
-            out.push(Action::Kill { worker });
-            self.killing.insert(worker);
         }
         // Actors in the group die for good, with the reason.
         out.extend(self.kill_actors_where(

@@ -42,22 +42,40 @@ impl Dispatcher {
             });
             return out;
         }
-        if let Some(r) = self.running.get_mut(&task_id) {
-            if r.cancelled {
-                return out;
-            }
+        if force {
+            self.kill_running(task_id, Outcome::Failed(Failure::Cancelled), &mut out);
+        } else if let Some(r) = self.running.get_mut(&task_id).filter(|r| !r.cancelled) {
             r.cancelled = true;
             out.push(Action::Reply {
                 owner: r.task.owner,
                 task_id,
                 outcome: Outcome::Failed(Failure::Cancelled),
             });
-            if force {
-                out.push(Action::Kill { worker: r.worker });
-                self.killing.insert(r.worker);
-            }
         }
         out
+    }
+
+    /// Ends running task `task_id` now (force cancel, a removed group, the
+    /// fence): its owner is answered `outcome`, once, and its worker is
+    /// killed and never reused; its resources come back with the worker's
+    /// exit (D-1).
+    pub(super) fn kill_running(
+        &mut self,
+        task_id: crate::ids::TaskId,
+        outcome: Outcome,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(r) = self.running.get_mut(&task_id).filter(|r| !r.cancelled) else {
+            return;
+        };
+        r.cancelled = true;
+        out.push(Action::Reply {
+            owner: r.task.owner,
+            task_id,
+            outcome,
+        });
+        out.push(Action::Kill { worker: r.worker });
+        self.killing.insert(r.worker);
     }
 
     /// A job that ran elsewhere ended (the head says so): stop its workers

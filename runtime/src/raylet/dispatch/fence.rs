@@ -113,8 +113,7 @@ impl Dispatcher {
         let ends = |q: &Queued| {
             matches!(q.owner, Owner::Spilled(_)) && super::placing::may_go_back(&q.spec)
         };
-        let mut dropped: Vec<Queued> = self.queue.iter().filter(|q| ends(q)).cloned().collect();
-        self.queue.retain(|q| !ends(q));
+        let mut dropped = self.queue.take_where(ends);
         self.queue.compact();
         let (gone, kept) = std::mem::take(&mut self.parked)
             .into_iter()
@@ -135,22 +134,18 @@ impl Dispatcher {
                 self.calls_follow_actor(c.actor_id, &mut out);
             }
         }
-        for r in self.running.values_mut() {
-            let task = matches!(r.task.spec.kind, TaskKind::Task);
-            if !task || !ends(&r.task) || r.cancelled {
-                continue;
-            }
-            r.cancelled = true;
-            out.push(Action::Reply {
-                owner: r.task.owner,
-                task_id: r.task.spec.task_id,
-                outcome: Outcome::Failed(Failure::NodeDied {
-                    node: me,
-                    detail: reason.to_string(),
-                }),
+        let running: Vec<_> = self
+            .running
+            .iter()
+            .filter(|(_, r)| matches!(r.task.spec.kind, TaskKind::Task) && ends(&r.task))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in running {
+            let outcome = Outcome::Failed(Failure::NodeDied {
+                node: me,
+                detail: reason.to_string(),
             });
-            out.push(Action::Kill { worker: r.worker });
-            self.killing.insert(r.worker);
+            self.kill_running(id, outcome, &mut out);
         }
         out
     }

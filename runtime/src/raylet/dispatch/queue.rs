@@ -96,6 +96,18 @@ impl<T> ClassQueue<T> {
         self.len = self.classes.iter().map(|(_, q)| q.len()).sum();
     }
 
+    /// Removes and returns the items for which `f` is true.
+    pub fn take_where(&mut self, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        for (_, q) in &mut self.classes {
+            let (take, keep) = std::mem::take(q).into_iter().partition(&mut f);
+            *q = keep;
+            taken.extend::<VecDeque<T>>(take);
+        }
+        self.len -= taken.len();
+        taken
+    }
+
     /// Drops empty classes (keeps the scan short).
     pub fn compact(&mut self) {
         self.classes.retain(|(_, q)| !q.is_empty());
@@ -118,6 +130,9 @@ mod tests {
         assert_eq!(q.pop_front(0), Some(1));
         assert_eq!(q.front(1), Some(&2));
         assert_eq!(q.remove_first(|x| *x == 3), Some(3));
+        q.push_back("c".into(), 5);
+        assert_eq!(q.take_where(|x| *x == 5), vec![5]);
+        assert_eq!(q.len(), 1);
         q.retain(|x| *x != 2);
         assert!(q.is_empty());
         q.compact();

@@ -5,7 +5,8 @@ markdown table: metric, PyTorch, Prism, ratio.
     compare.py out/torch.json [out/prism.json]
 
 Ratio is oriented so that > 1 means Prism is better: Prism / PyTorch for
-bandwidth rows (GB/s), PyTorch / Prism for time rows (ms). Two more rows give
+bandwidth rows (GB/s), PyTorch / Prism for rows where less is better (ms,
+a pipeline's bubble-and-overhead fraction, MB). Two more rows give
 each side's DDP scaling: single-process step at the global batch divided by
 the DDP step (2 workers, so the ideal is 2.00×; the percentage is that over 2).
 """
@@ -34,7 +35,7 @@ def fmt(v, unit):
 
 
 def ratio(t, p, unit):
-    if unit == "ms":
+    if unit in ("ms", "fraction", "MB"):
         return t / p if p else float("nan")
     return p / t if t else float("nan")
 

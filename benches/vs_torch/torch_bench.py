@@ -41,12 +41,17 @@ MLPS = [
 ]
 DDP_WORLD = 2
 
-# Pipeline: 8 x (Linear(1024, 1024) + ReLU) + Linear(1024, 10), cut after the
-# 4th layer as Prism's equal-layer cut does (4 | 5 layers), 2 stages, batch
-# 64 in 4 micro-batches; (warm-up, timed) steps as ml_bench's 3 + 20.
+# Pipeline: 8 x (Linear(1024, 1024) + ReLU) + Linear(1024, 10) at batch 64,
+# p stages cut as Prism's equal-layer cut does (p = 2: 4 | 5 layers), m
+# micro-batches; (warm-up, timed) steps as ml_bench's 3 + 20.
 PIPE_WIDTHS = [1024] * 9 + [10]
-PIPE_CUT = 4
-PIPE_BATCH, PIPE_MICRO, PIPE_WARMUP, PIPE_STEPS = 64, 4, 3, 20
+PIPE_STAGES, PIPE_MICROS = (2, 4), (2, 4, 8, 16)
+PIPE_BATCH, PIPE_WARMUP, PIPE_STEPS = 64, 3, 20
+
+
+def pipe_cut(layers, p):
+    """Stage i's layers [a, b): Prism's `ps::ranges`."""
+    return [(layers * i // p, layers * (i + 1) // p) for i in range(p)]
 
 
 def log(*a):
@@ -177,7 +182,8 @@ def single_worker(rank, world, port, q):
 
 
 def pipeline_worker(rank, world, port, q):
-    """torch.distributed.pipelining: GPipe then 1F1B, one stage per rank."""
+    """torch.distributed.pipelining: GPipe then 1F1B, one stage per rank, for
+    each micro-batch count."""
     try:
         import torch
         import torch.nn.functional as F
@@ -187,16 +193,20 @@ def pipeline_worker(rank, world, port, q):
         dist = init_pg(rank, world, port)
         torch.manual_seed(0)
         full = mlp(PIPE_WIDTHS)
-        # Sequential holds Linear, ReLU, Linear, ReLU, ...: layer i is 2i.
+        # Sequential holds Linear, ReLU, Linear, ReLU, ...: layer i is 2i
+        # (the last Linear has no ReLU).
         mods = list(full.children())
-        part = mods[: 2 * PIPE_CUT] if rank == 0 else mods[2 * PIPE_CUT :]
-        stage_mod = torch.nn.Sequential(*part)
+        a, b = pipe_cut(len(PIPE_WIDTHS) - 1, world)[rank]
+        stage_mod = torch.nn.Sequential(*mods[2 * a : 2 * b])
         x = torch.randn(PIPE_BATCH, PIPE_WIDTHS[0])
         y = torch.randint(0, PIPE_WIDTHS[-1], (PIPE_BATCH,))
         out = {}
-        for name, kind in (("gpipe", ScheduleGPipe), ("1f1b", Schedule1F1B)):
+        # torch's schedules want at least as many micro-batches as stages.
+        schedules = (("gpipe", ScheduleGPipe), ("1f1b", Schedule1F1B))
+        runs = [(n, k, m) for m in PIPE_MICROS if m >= world for n, k in schedules]
+        for name, kind, micro in runs:
             stage = PipelineStage(stage_mod, rank, world, torch.device("cpu"))
-            sched = kind(stage, n_microbatches=PIPE_MICRO, loss_fn=F.cross_entropy)
+            sched = kind(stage, n_microbatches=micro, loss_fn=F.cross_entropy)
             opt = torch.optim.SGD(stage_mod.parameters(), lr=0.01, momentum=0.9)
             times = []
             for i in range(PIPE_WARMUP + PIPE_STEPS):
@@ -213,8 +223,8 @@ def pipeline_worker(rank, world, port, q):
                     times.append(dt * 1e3)
             m = torch.tensor([statistics.median(times)], dtype=torch.float64)
             dist.all_reduce(m, op=dist.ReduceOp.MAX)
-            out[name] = m.item()
-            log(f"    pipeline {name} rank {rank}: median {statistics.median(times):.2f} ms")
+            out[(name, micro)] = m.item()
+            log(f"    pipeline {name} m={micro} rank {rank}: median {statistics.median(times):.2f} ms")
         dist.destroy_process_group()
         q.put((rank, out))
     except BaseException as e:  # noqa: BLE001
@@ -296,12 +306,17 @@ def main():
             row(f"single step {name} mlp {DDP_WORLD * batch}", single[name], "ms")
 
     if args.only in (None, "pipeline"):
-        log("== torch.distributed.pipelining, 2 stages")
-        pipe = launch(pipeline_worker, 2)
-        single = launch(pipe_single_worker, 1)
-        for name in ("gpipe", "1f1b"):
-            row(f"pipeline step 8x1024 p=2 m={PIPE_MICRO} {name}", pipe[name], "ms")
-        row(f"single step 8x1024 {PIPE_BATCH}", single["single"], "ms")
+        single = launch(pipe_single_worker, 1)["single"]
+        row(f"single step 8x1024 {PIPE_BATCH}", single, "ms")
+        for p in PIPE_STAGES:
+            log(f"== torch.distributed.pipelining, {p} stages")
+            pipe = launch(pipeline_worker, p)
+            for (name, m), ms in pipe.items():
+                row(f"pipeline step 8x1024 p={p} m={m} {name}", ms, "ms")
+                # 1 - (the single process's step / p) / the pipeline's: the
+                # share of the step the stages are not computing, bubble and
+                # overhead together (theory: (p-1)/(m+p-1) bubble alone).
+                row(f"pipeline bubble+overhead p={p} m={m} {name}", 1 - single / (p * ms), "fraction")
 
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -108,7 +108,8 @@ fn single_step(layers: &[i64], batch: i64, warmup: usize, steps: usize) -> f64 {
 }
 
 /// Median ms per step of `dp` replicas of a `p`-stage pipeline with `m`
-/// micro-batches (each replica a batch of `batch`).
+/// micro-batches (each replica a batch of `batch`), and the most bytes of
+/// activations any stage held.
 #[allow(clippy::too_many_arguments)]
 fn pipeline_step(
     layers: &[i64],
@@ -118,7 +119,7 @@ fn pipeline_step(
     dp: u32,
     schedule: prism_ml::pipeline::Schedule,
     steps: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     let ds = synthetic(
         (batch * steps * dp as usize) as i64,
         layers[0],
@@ -133,7 +134,8 @@ fn pipeline_step(
     let mut times: Vec<f64> = r.step_ms.iter().skip(2).copied().collect();
     anyhow::ensure!(!times.is_empty(), "no timed steps");
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let peak = r.peak_bytes.iter().flatten().max().copied().unwrap_or(0);
+    Ok((times[times.len() / 2], peak))
 }
 
 /// The first step at which the mean of the last `window` losses is at
@@ -296,30 +298,51 @@ fn main() -> anyhow::Result<()> {
         let v = single_step(&large, 64, ls.0, ls.1);
         push("single step large mlp 64".into(), v, "ms");
     }
-    // The model torch.distributed.pipelining was measured on (issue 18).
+    // The model torch.distributed.pipelining was measured on (issue 18),
+    // p stages × m micro-batches under both schedules, beside one process.
     let deep: Vec<i64> = std::iter::repeat_n(1024, 9).chain([10]).collect();
     let psteps = if quick { 5 } else { 20 };
-    for (schedule, name) in [
+    let schedules = [
         (prism_ml::pipeline::Schedule::GPipe, "gpipe"),
         (prism_ml::pipeline::Schedule::OneFOneB, "1f1b"),
-    ] {
-        let label = format!("pipeline step 8x1024 p=2 m=4 {name}");
-        if wanted(&label) {
-            let v = pipeline_step(&deep, 64, 2, 4, 1, schedule, psteps)?;
-            push(label, v, "ms");
-        }
+    ];
+    let sweep: Vec<(u32, u32, _, &str)> = [2u32, 4]
+        .into_iter()
+        .flat_map(|p| [2u32, 4, 8, 16].into_iter().map(move |m| (p, m)))
+        .flat_map(|(p, m)| schedules.map(|(s, name)| (p, m, s, name)))
+        .filter(|(p, m, _, name)| wanted(&format!("pipeline step 8x1024 p={p} m={m} {name}")))
+        .collect();
+    let single = (wanted("single step 8x1024 64") || !sweep.is_empty())
+        .then(|| single_step(&deep, 64, 3, psteps));
+    if let Some(v) = single {
+        push("single step 8x1024 64".into(), v, "ms");
+    }
+    for (p, m, schedule, name) in sweep {
+        let (ms, peak) = pipeline_step(&deep, 64, p, m, 1, schedule, psteps)?;
+        push(format!("pipeline step 8x1024 p={p} m={m} {name}"), ms, "ms");
+        // 1 - (one process's step / p) / the pipeline's: the share of the
+        // step its stages are not computing (torch_bench.py's definition).
+        let single = single.unwrap_or(f64::NAN);
+        let idle = 1.0 - single / (f64::from(p) * ms);
+        push(
+            format!("pipeline bubble+overhead p={p} m={m} {name}"),
+            idle,
+            "fraction",
+        );
+        let mb = peak as f64 / 1e6;
+        push(
+            format!("pipeline peak activations p={p} m={m} {name}"),
+            mb,
+            "MB",
+        );
     }
     // Two replicas of it: every stage's 16.8 MB of gradients averaged
     // through its replicas' ring each step.
     let label = "pipeline step 8x1024 dp=2 p=2 m=4 1f1b";
     if wanted(label) {
         let one_f_one_b = prism_ml::pipeline::Schedule::OneFOneB;
-        let v = pipeline_step(&deep, 64, 2, 4, 2, one_f_one_b, psteps)?;
+        let (v, _) = pipeline_step(&deep, 64, 2, 4, 2, one_f_one_b, psteps)?;
         push(label.into(), v, "ms");
-    }
-    if wanted("single step 8x1024 64") {
-        let v = single_step(&deep, 64, 3, psteps);
-        push("single step 8x1024 64".into(), v, "ms");
     }
     // The parameter server beside DDP: time to a target loss.
     if wanted("to loss") || wanted("updates/s") {

@@ -49,6 +49,7 @@
 //! Not built yet: user-defined stage models, interleaved 1F1B.
 
 mod links;
+mod mlp_pass;
 pub mod model;
 pub mod partition;
 mod run;
@@ -90,6 +91,10 @@ pub struct PipelineResult {
     pub losses: Vec<f64>,
     /// Per step, per stage: the most micro-batches alive at once.
     pub peak_alive: Vec<Vec<u64>>,
+    /// Per step, per stage: the most bytes of activations (and their
+    /// gradients awaiting the weights') held at once; 0 for a user
+    /// model's stages, whose autograd graph holds what it holds.
+    pub peak_bytes: Vec<Vec<u64>>,
     /// The node of each stage.
     pub stage_nodes: Vec<String>,
     /// Whether neighbouring stages passed tensors through shared-memory

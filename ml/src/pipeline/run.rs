@@ -81,6 +81,7 @@ impl PipelineTrainer {
             output: Vec::new(),
             losses: Vec::new(),
             peak_alive: Vec::new(),
+            peak_bytes: Vec::new(),
             stage_nodes: Vec::new(),
             channels: false,
             ring_channels: 0,
@@ -168,6 +169,7 @@ impl PipelineTrainer {
                             0 => (self.stage_cpus.floor() as i32).max(1),
                             n => n,
                         },
+                        defer_weight_grads: self.schedule == super::Schedule::GPipe,
                     })?;
                 stages.handles.push(h);
             }
@@ -292,6 +294,7 @@ impl PipelineTrainer {
         }
         out.losses.truncate(resume as usize);
         out.peak_alive.truncate(resume as usize);
+        out.peak_bytes.truncate(resume as usize);
         out.step_ms.truncate(resume as usize);
         let b = self.config.batch_size;
         let p = self.stages as usize;
@@ -339,21 +342,32 @@ impl PipelineTrainer {
                         self.submit_batch(replica, xs, ys)?
                     });
                 }
+                // One replica: each stage steps as soon as its own passes
+                // end (its calls run in order), while the others still
+                // run theirs. Replicas first average their gradients.
+                let early = if dp == 1 {
+                    Some(submit_steps(&stages.handles)?)
+                } else {
+                    None
+                };
                 let mut loss = 0.0;
                 for batch in pending {
                     loss += batch.finish()?;
                 }
                 out.losses.push(loss / dp as f64);
                 self.average_gradients(&stages.handles)?;
-                let mut step_peaks = Vec::new();
-                for s in &stages.handles {
-                    step_peaks.push(
-                        s.step()?
-                            .get()?
-                            .map_err(|e| Attempt::Fatal(MlError::Train(e)))?,
-                    );
-                }
-                out.peak_alive.push(step_peaks);
+                let steps = match early {
+                    Some(steps) => steps,
+                    None => submit_steps(&stages.handles)?,
+                };
+                let step_peaks = steps
+                    .iter()
+                    .map(|r| r.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e))))
+                    .collect::<std::result::Result<Vec<_>, Attempt>>()?;
+                out.peak_alive
+                    .push(step_peaks.iter().map(|p| p.0).collect());
+                out.peak_bytes
+                    .push(step_peaks.iter().map(|p| p.1).collect());
                 out.step_ms.push(began.elapsed().as_secs_f64() * 1e3);
                 let point = prism::proto::runs::RunPoint {
                     step: step + 1,
@@ -503,6 +517,20 @@ impl Pending {
         }
         Ok(sum / self.losses.len().max(1) as f64)
     }
+}
+
+/// A stage's step: the most micro-batches and bytes of activations it
+/// held during the batch.
+type StepPeaks = Result<(u64, u64), String>;
+
+/// Every stage's optimizer step, all submitted at once.
+fn submit_steps(
+    stages: &[ActorHandle<PipeStage>],
+) -> std::result::Result<Vec<ObjectRef<StepPeaks>>, Attempt> {
+    Ok(stages
+        .iter()
+        .map(|s| s.step())
+        .collect::<prism::Result<Vec<_>>>()?)
 }
 
 /// Every stage of replica 0 saves `step` (the replicas hold the same

@@ -5,6 +5,7 @@
 //! a ring and average their gradients through it before each step.
 
 use super::links::{self, Links};
+use super::mlp_pass::MlpPass;
 use crate::recipes::{self, MlpConfig};
 use crate::train::ring::Parcel;
 use crate::train::ring_member::{deliver_with, RingMember};
@@ -73,6 +74,9 @@ pub struct StageSpec {
     pub checkpoint_dir: Option<String>,
     /// libtorch threads in the stage's process (0: libtorch's default).
     pub threads: i32,
+    /// The MLP recipe's stages: whether weight gradients wait for the
+    /// batch's last backward (GPipe; see `mlp_pass.rs`, MP-3).
+    pub defer_weight_grads: bool,
 }
 
 /// One stage of a pipeline, in its own worker process.
@@ -81,11 +85,17 @@ pub struct PipeStage {
     dir: Option<std::path::PathBuf>,
     vs: VarStore,
     net: nn::Sequential,
+    /// The MLP recipe's stage, passes written out (a user model's go
+    /// through autograd).
+    fast: Option<MlpPass>,
     opt: Sgd,
     micro: u32,
     /// Micro-batch → (its input, made a leaf that wants a gradient; its output).
     alive: HashMap<u32, (Tensor, Tensor)>,
     peak: usize,
+    /// The most bytes of activations held at once this batch (the MLP
+    /// recipe's stages; 0 for a user model's).
+    peak_bytes: u64,
     replica: u32,
     replicas: u32,
     /// Its links to the same stage of the other replicas, and the ring
@@ -154,14 +164,28 @@ impl PipeStage {
             let _ = std::fs::write(root.join(pid_file), std::process::id().to_string());
             root.join(format!("stage-{}", spec.index))
         });
+        let fast = spec.model.is_none().then(|| {
+            let input_grad = spec.index > 0;
+            let defer = spec.defer_weight_grads;
+            MlpPass::new(
+                &cfg.layers,
+                spec.first,
+                spec.end,
+                input_grad,
+                defer,
+                spec.micro,
+            )
+        });
         Ok(PipeStage {
             dir,
             vs,
             net,
+            fast,
             opt: Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay),
             micro: spec.micro.max(1),
             alive: HashMap::new(),
             peak: 0,
+            peak_bytes: 0,
             replica: spec.replica,
             replicas: spec.replicas.max(1),
             member: RingMember::default(),
@@ -174,6 +198,12 @@ impl PipeStage {
     }
 
     fn forward_tensor(&mut self, mb: u32, x: Tensor) -> Result<Tensor, String> {
+        if let Some(fast) = self.fast.as_mut() {
+            let out = fast.forward(&self.vs, mb, x)?;
+            self.peak = self.peak.max(fast.alive());
+            self.peak_bytes = self.peak_bytes.max(fast.held_bytes());
+            return Ok(out);
+        }
         let input = x.set_requires_grad(true);
         let out = self.net.forward(&input);
         self.alive.insert(mb, (input, out.shallow_clone()));
@@ -181,22 +211,42 @@ impl PipeStage {
         Ok(out)
     }
 
-    fn input_grad(&mut self, mb: u32, seed: impl FnOnce(&Tensor)) -> Result<Act, String> {
-        Act::of(&self.input_grad_tensor(mb, seed)?)
+    /// Micro-batch `mb`'s backward, after its input's gradient went on:
+    /// what it left to do (the MLP recipe's weight gradients).
+    fn backward_done(&mut self, mb: u32) -> Result<(), String> {
+        match self.fast.as_mut() {
+            Some(fast) => fast.backward_done(&self.vs, mb),
+            None => Ok(()),
+        }
     }
 
-    fn input_grad_tensor(&mut self, mb: u32, seed: impl FnOnce(&Tensor)) -> Result<Tensor, String> {
+    /// Micro-batch `mb`'s backward from `grad`, its output's gradient
+    /// (`None`: from its loss); its input's gradient (empty for the first
+    /// stage of the MLP recipe's model: nobody needs it). Then
+    /// [`Self::backward_done`].
+    fn backward_of(&mut self, mb: u32, grad: Option<Tensor>) -> Result<Tensor, String> {
+        if let Some(fast) = self.fast.as_mut() {
+            let input_grad = fast.backward(&self.vs, mb, grad)?;
+            self.peak_bytes = self.peak_bytes.max(fast.held_bytes());
+            return Ok(input_grad);
+        }
         let (input, out) = self
             .alive
             .remove(&mb)
             .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
-        seed(&out);
+        match grad {
+            Some(g) => (&out * &g).sum(out.kind()).backward(),
+            None => out.backward(),
+        }
         Ok(input.grad())
     }
 
     /// The last stage's loss for `mb` from its `logits` (weighted `1/m`
     /// for the backward, so gradients add up to the batch's).
     fn loss_of(&mut self, mb: u32, logits: &Tensor, labels: &[i64]) -> f64 {
+        if let Some(fast) = self.fast.as_mut() {
+            return fast.loss(mb, logits, labels);
+        }
         let y = Tensor::from_slice(labels);
         let loss = logits.cross_entropy_for_logits(&y);
         let value = loss.double_value(&[]);
@@ -333,14 +383,11 @@ impl PipeStage {
                 Some(rx) => Some(links::recv(rx, mb)?),
                 None => None,
             };
-            let input_grad = match grad {
-                Some(g) => me.input_grad_tensor(mb, |out| (out * &g).sum(out.kind()).backward())?,
-                None => me.input_grad_tensor(mb, |loss| loss.backward())?,
-            };
-            match me.links.bwd_out.as_mut() {
-                Some(tx) => links::send(tx, mb, &input_grad),
-                None => Ok(()),
+            let input_grad = me.backward_of(mb, grad)?;
+            if let Some(tx) = me.links.bwd_out.as_mut() {
+                links::send(tx, mb, &input_grad)?;
             }
+            me.backward_done(mb)
         };
         run(self).unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
@@ -349,24 +396,33 @@ impl PipeStage {
     /// returns that of its input.
     fn backward(&mut self, mb: u32, grad: Act) -> Act {
         grad.tensor()
-            .and_then(|g| self.input_grad(mb, |out| (out * &g).sum(out.kind()).backward()))
+            .and_then(|g| self.backward_of(mb, Some(g)))
+            .and_then(|g| Act::of(&g))
+            .and_then(|g| self.backward_done(mb).map(|()| g))
             .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
 
     /// The last stage's backward, from its loss.
     fn backward_last(&mut self, mb: u32) -> Act {
-        self.input_grad(mb, |loss| loss.backward())
+        self.backward_of(mb, None)
+            .and_then(|g| Act::of(&g))
+            .and_then(|g| self.backward_done(mb).map(|()| g))
             .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
 
     /// The batch is done: one optimizer step on the accumulated gradients.
-    /// Returns the most micro-batches alive at once during it.
-    fn step(&mut self) -> Result<u64, String> {
+    /// Returns the most micro-batches alive at once during it, and the
+    /// most bytes of activations held.
+    fn step(&mut self) -> Result<(u64, u64), String> {
         self.opt.step(&self.vs).map_err(|e| e.to_string())?;
         self.opt.zero_grad(&self.vs);
-        let peak = self.peak as u64;
+        let peak = (self.peak as u64, self.peak_bytes);
         self.peak = 0;
+        self.peak_bytes = 0;
         self.alive.clear();
+        if let Some(fast) = self.fast.as_mut() {
+            fast.clear();
+        }
         Ok(peak)
     }
 

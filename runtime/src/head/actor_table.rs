@@ -6,6 +6,9 @@
 //! - **AT-4** an actor whose node dies restarts elsewhere only while it has
 //!   restarts left (`restarts < max_restarts`) and its placement allows
 //!   another node; it then has no node until a raylet reports it again.
+//! - **AT-5** a restart no live node can take waits for one (`waiting`),
+//!   as does one whose node went away before it came up; the head core
+//!   places it when a node can, or declares it dead after its deadline.
 
 use crate::ids::{ActorId, NodeId};
 use crate::proto::head::{ActorInfo, ActorState};
@@ -22,6 +25,8 @@ pub struct ActorTable {
     creates: BTreeMap<ActorId, PeerSubmit>,
     /// Actors whose durable row changed.
     dirty: std::collections::BTreeSet<ActorId>,
+    /// AT-5: restarts waiting for a node: restart number, since when, why.
+    waiting: BTreeMap<ActorId, (u32, std::time::Instant, String)>,
 }
 
 /// What becomes of an actor whose node died.
@@ -172,6 +177,36 @@ impl ActorTable {
             t.actors.insert(info.actor_id, info);
         }
         t
+    }
+
+    /// AT-5: restart number `n` of `id` waits for a node, since `now`
+    /// (unless it already waits), because of `why`.
+    pub fn wait_for_node(&mut self, id: ActorId, n: u32, now: std::time::Instant, why: String) {
+        self.waiting.entry(id).or_insert((n, now, why));
+    }
+
+    /// AT-5: the restarts waiting for a node.
+    pub fn waiting(&self) -> Vec<(ActorId, u32, std::time::Instant, String)> {
+        let rows = self.waiting.iter();
+        rows.map(|(a, (n, t, w))| (*a, *n, *t, w.clone())).collect()
+    }
+
+    /// AT-5: `id`'s restart no longer waits (placed, or given up).
+    pub fn stop_waiting(&mut self, id: ActorId) {
+        self.waiting.remove(&id);
+    }
+
+    /// Restart number `n` of `id` once more (its node went away before it
+    /// came up), if `id` may move.
+    pub fn restart_again(&self, id: ActorId, n: u32) -> Option<PeerSubmit> {
+        let mut create = self.creates.get(&id)?.clone();
+        let TaskKind::CreateActor(c) = &mut create.task.kind else {
+            return None;
+        };
+        c.restarts = n;
+        create.task.attempt = 0;
+        create.task.spilled = true;
+        Some(create)
     }
 
     /// What recreates `id` on another node, if it may move.

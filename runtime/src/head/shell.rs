@@ -51,9 +51,8 @@ pub(super) enum HeadMsg {
         node: NodeId,
         result: Result<Vec<BundleReply>, String>,
     },
-    /// A restart could not be handed to its raylet.
-    /// An actor's restart number `n` failed on its node.
-    RestartFailed(ActorId, u32, String),
+    /// An actor's restart number `n` failed on the node it was sent to.
+    RestartFailed(ActorId, u32, NodeId, String),
     /// A submitted job's driver exited.
     JobExited(JobId, Option<i32>, String),
     /// Time passes.
@@ -256,7 +255,10 @@ impl Shell {
                         crate::proto::task::TaskKind::CreateActor(c) => c.restarts,
                         _ => 0,
                     };
-                    let req = PeerRequest::Submit(create);
+                    let req = PeerRequest::Submit {
+                        to: node,
+                        task: create,
+                    };
                     match dialer
                         .call_until_done::<_, PeerTaskResponse>(&addr, &req)
                         .await
@@ -269,12 +271,12 @@ impl Shell {
                             // left restarting with no node.
                             let why =
                                 format!("its restart on node {node} failed: {}", describe(&f));
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, why));
+                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, node, why));
                         }
                         Ok(_) => info!(%actor, %node, "actor restarted"),
                         Err(e) => {
                             let why = format!("its restart on node {node} failed: {e}");
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, why));
+                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, node, why));
                         }
                     }
                 }),
@@ -407,7 +409,9 @@ impl Actor for HeadActor {
             HeadMsg::Bundles { pass, node, result } => {
                 sh.core.bundles_done(now, pass, node, result)
             }
-            HeadMsg::RestartFailed(actor, n, why) => sh.core.restart_failed(actor, n, &why),
+            HeadMsg::RestartFailed(actor, n, node, why) => {
+                sh.core.restart_failed(now, actor, n, node, &why)
+            }
             HeadMsg::JobExited(job, code, detail) => sh.core.job_exited(now, job, code, detail),
             HeadMsg::Tick => sh.core.tick(now),
             HeadMsg::Flush => {

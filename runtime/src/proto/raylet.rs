@@ -17,8 +17,17 @@ pub enum PeerRequest {
         /// How many bytes.
         len: u64,
     },
-    /// Run a task spilled from the sending raylet.
-    Submit(Box<super::task::PeerSubmit>),
+    /// Run a task spilled from the sending raylet, or an actor's restart
+    /// the head placed here, on node `to`: a raylet that is no longer `to`
+    /// (declared dead and fenced since, DF-6) refuses it with `NodeDied`
+    /// naming `to`, so it never runs in an incarnation its sender does not
+    /// know of.
+    Submit {
+        /// The node (incarnation) it is meant for.
+        to: crate::ids::NodeId,
+        /// The task and its job.
+        task: Box<super::task::PeerSubmit>,
+    },
     /// Open an ordered call stream to an actor hosted here: `TaskSpec`
     /// frames follow, [`PeerActorResult`] frames come back.
     ActorStream {

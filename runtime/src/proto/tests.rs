@@ -283,8 +283,10 @@ mod every_request {
                     len,
                 }
             }),
-            (job(), spec())
-                .prop_map(|(job, task)| PeerRequest::Submit(Box::new(PeerSubmit { job, task }))),
+            (job(), spec(), any::<[u8; 16]>()).prop_map(|(job, task, to)| PeerRequest::Submit {
+                to: NodeId(to),
+                task: Box::new(PeerSubmit { job, task }),
+            }),
             any::<[u8; 16]>().prop_map(|a| PeerRequest::ActorStream {
                 actor_id: ActorId(a)
             }),

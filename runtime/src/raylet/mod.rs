@@ -332,7 +332,6 @@ pub async fn run_raylet(
             task_socket: task_socket.clone(),
             store_socket: store_socket.clone(),
             binaries: std::path::Path::new(&opts.config.temp_dir).join("binaries"),
-            node_id: node_id.to_string(),
             node_address: address.to_string(),
             hello_timeout: Duration::from_millis(opts.config.worker_start_timeout_ms),
             malloc_hugepages: opts.config.worker_malloc_hugepages,

@@ -9,7 +9,7 @@
 use super::dispatch::Owner;
 use super::service::TaskService;
 use super::store_server::StoreServer;
-use crate::ids::{ActorId, TaskId};
+use crate::ids::{ActorId, NodeId, TaskId};
 use crate::proto::codec;
 use crate::proto::common::Resources;
 use crate::proto::placement::{BundleOp, BundleReply};
@@ -128,8 +128,8 @@ async fn serve_stream(
             let reply = tasks.take_copies(objects, deadline_ms).await;
             let _ = write_msg(&mut s, &reply).await;
         }
-        Ok(Some(PeerRequest::Submit(sub))) => {
-            let resp = tasks.serve_peer_submit(*sub).await;
+        Ok(Some(PeerRequest::Submit { to, task })) => {
+            let resp = tasks.serve_peer_submit(to, *task).await;
             let _ = write_msg(&mut s, &resp).await;
         }
         Ok(None) => {}
@@ -181,9 +181,31 @@ async fn serve_chunk(
     }
 }
 
+/// DF-6: how long work for this raylet's next id waits for the id.
+const NEXT_ID_WAIT: Duration = Duration::from_secs(5);
+
 impl TaskService {
-    /// Runs a task a peer spilled here; answers when it ends.
-    pub async fn serve_peer_submit(self: &Arc<Self>, sub: PeerSubmit) -> PeerTaskResponse {
+    /// Runs a task a peer spilled here (or the head placed here) for node
+    /// `to`; answers when it ends, or at once where this raylet is no
+    /// longer `to` (DF-6).
+    pub async fn serve_peer_submit(
+        self: &Arc<Self>,
+        to: NodeId,
+        sub: PeerSubmit,
+    ) -> PeerTaskResponse {
+        let me = self.node();
+        let (earlier, fenced) = (to != me && self.is_me(to), self.peers.lost_reason(to));
+        if to != me && !earlier && fenced.is_none() {
+            // DF-6: maybe placed on this raylet's next id before it knew it.
+            self.became(to, NEXT_ID_WAIT).await;
+        }
+        let me = self.node();
+        if let Some(failure) = super::dispatch::fence::refuse_for(to, me, earlier, fenced) {
+            warn!(task = %sub.task.task_id, %to, %me, "refused work meant for an earlier incarnation");
+            return PeerTaskResponse {
+                outcome: Outcome::Failed(failure),
+            };
+        }
         let n = self.next_id();
         let owner = Owner::Spilled(n);
         let (tx, rx) = oneshot::channel();

@@ -34,7 +34,8 @@ pub(super) type LinkTx = mpsc::UnboundedSender<(Owner, crate::proto::task::TaskS
 /// The task service of one raylet.
 #[derive(Debug)]
 pub struct TaskService {
-    node: Mutex<NodeId>,
+    /// This raylet's id now (a new one each time it registers again).
+    node: tokio::sync::watch::Sender<NodeId>,
     /// The ids this raylet registered under before (its processes may
     /// still name it by them).
     past_ids: Mutex<Vec<NodeId>>,
@@ -104,7 +105,7 @@ impl TaskService {
         history: usize,
     ) -> Arc<TaskService> {
         let svc = Arc::new(TaskService {
-            node: Mutex::new(node),
+            node: tokio::sync::watch::Sender::new(node),
             past_ids: Mutex::default(),
             disp: Mutex::new(
                 Dispatcher::new(node, local).with_infeasible_timeout(infeasible_timeout),
@@ -153,15 +154,12 @@ impl TaskService {
     }
 
     pub(super) fn node(&self) -> NodeId {
-        *self.node.lock().unwrap_or_else(|p| p.into_inner())
+        *self.node.borrow()
     }
 
     /// The raylet registered again under a new id.
     pub fn set_node_id(&self, id: NodeId) {
-        let old = std::mem::replace(
-            &mut *self.node.lock().unwrap_or_else(|p| p.into_inner()),
-            id,
-        );
+        let old = self.node.send_replace(id);
         if old != id {
             self.past_ids
                 .lock()
@@ -169,6 +167,13 @@ impl TaskService {
                 .push(old);
         }
         self.disp().set_node_id(id);
+    }
+
+    /// Waits (at most `wait`) until this raylet's id is `id`; whether it is.
+    pub(super) async fn became(&self, id: NodeId, wait: std::time::Duration) -> bool {
+        let mut rx = self.node.subscribe();
+        let ok = tokio::time::timeout(wait, rx.wait_for(|n| *n == id)).await;
+        ok.is_ok_and(|r| r.is_ok())
     }
 
     /// Whether `node` is this raylet, under its id now or an earlier one.
@@ -469,10 +474,13 @@ impl TaskService {
                 if me.local_jobs.contains_key(&job.job_id) {
                     workers::publish_binary(&me.store, &job).await?;
                 }
-                let req = PeerRequest::Submit(Box::new(PeerSubmit {
-                    job,
-                    task: task.clone(),
-                }));
+                let req = PeerRequest::Submit {
+                    to: node,
+                    task: Box::new(PeerSubmit {
+                        job,
+                        task: task.clone(),
+                    }),
+                };
                 // PE-1: the answer is awaited only while the node lives.
                 let exchange = async {
                     let conn = me.peers.connect(addr).await?;

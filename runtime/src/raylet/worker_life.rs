@@ -23,7 +23,7 @@ impl TaskService {
                 None => Err(format!("job {job} is not known on this node")),
                 Some(spec) => {
                     match workers::resolve_binary(&me.env, &me.store, &spec, local).await {
-                        Ok(bin) => workers::spawn(&me.env, &bin, &spec, worker, &gpus)
+                        Ok(bin) => workers::spawn(&me.env, me.node(), &bin, &spec, worker, &gpus)
                             .map(|child| (child, bin)),
                         Err(e) => Err(e),
                     }

@@ -48,8 +48,6 @@ pub struct WorkerEnv {
     pub store_socket: PathBuf,
     /// Cache of shipped job binaries, by content hash.
     pub binaries: PathBuf,
-    /// This node (for the worker's logs and `prism::node_id()`).
-    pub node_id: String,
     /// This raylet's QUIC address (where peers send actor calls).
     pub node_address: String,
     /// How long a started worker has to say hello before it is killed.
@@ -189,9 +187,11 @@ pub async fn resolve_binary(
     .map_err(|e| e.to_string())?
 }
 
-/// Starts a worker process.
+/// Starts a worker process on node `node` (this raylet's id now: it
+/// changes when the raylet registers again after being declared dead).
 pub fn spawn(
     env: &WorkerEnv,
+    node: crate::ids::NodeId,
     binary: &Path,
     job: &JobSpec,
     worker: u64,
@@ -213,7 +213,7 @@ pub fn spawn(
         .env(vars::WORKER_ID, worker.to_string())
         .env(vars::JOB_ID, job.job_id.to_string())
         .env(vars::STORE_SOCKET, &env.store_socket)
-        .env(vars::NODE_ID, &env.node_id)
+        .env(vars::NODE_ID, node.to_string())
         .env(vars::NODE_LABELS, &env.labels)
         .env(
             vars::SESSION_DIR,

@@ -10,7 +10,7 @@ use crate::proto::common::{ClusterStatus, NodeState};
 use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
 use crate::proto::task::TaskSpec;
 use prism_scheduler::{ClusterView, Decision, Scheduler};
-use tracing::warn;
+use tracing::{info, warn};
 
 impl HeadCore {
     pub(super) fn actor_request(&mut self, req: HeadRequest) -> HeadResponse {
@@ -79,26 +79,100 @@ impl HeadCore {
                     create,
                 }),
                 Err(why) => {
-                    warn!(%actor, %node, "cannot restart the actor: {why}");
-                    self.actors
-                        .restart_failed(actor, &format!("it cannot restart: {why}"));
+                    // AT-5: it waits for a node that can take it.
+                    warn!(%actor, %node, "no node can take the actor's restart yet: {why}");
+                    let n = restart_number(&create.task);
+                    self.actors.wait_for_node(actor, n, now.at, why);
                 }
             }
         }
     }
 
-    /// Restart number `n` the core asked for failed on its node.
-    pub fn restart_failed(&mut self, actor: ActorId, n: u32, why: &str) {
-        warn!(%actor, "cannot restart the actor: {why}");
+    /// AT-5: places the restarts waiting for a node where one can take
+    /// them now; one that waited past [`RESTART_WAIT`] is dead.
+    pub(super) fn restarts_tick(&mut self, now: Clock) {
+        let waiting = self.actors.waiting();
+        if waiting.is_empty() {
+            return;
+        }
+        let status = self.status(now);
+        for (actor, n, since, why) in waiting {
+            let again = self
+                .restart_pending(actor, n)
+                .then(|| self.actors.restart_again(actor, n))
+                .flatten();
+            let Some(create) = again else {
+                self.actors.stop_waiting(actor);
+                continue;
+            };
+            match choose_node(&status, &create.task) {
+                Ok((target, addr)) => {
+                    info!(%actor, node = %target, "a node can take the actor's restart now");
+                    self.actors.stop_waiting(actor);
+                    self.push(Effect::RestartActor {
+                        actor,
+                        node: target,
+                        addr,
+                        create: Box::new(create),
+                    });
+                }
+                Err(none) if now.at.saturating_duration_since(since) >= RESTART_WAIT => {
+                    self.actors.stop_waiting(actor);
+                    let why = format!(
+                        "it cannot restart: no node could take it within {RESTART_WAIT:?} ({why}; now: {none})"
+                    );
+                    warn!(%actor, "{why}");
+                    self.actors.restart_failed(actor, &why);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Whether restart number `n` of `actor` is under way and placed
+    /// nowhere (no node reported it up, no later restart began).
+    fn restart_pending(&self, actor: ActorId, n: u32) -> bool {
+        self.actors.get(actor).is_some_and(|a| {
+            a.state == ActorState::Restarting && a.restarts == n && a.node_id.is_none()
+        })
+    }
+
+    /// Restart number `n` the core asked for failed on `node`, where it
+    /// was sent. Where `node` is gone by now (declared dead: fenced, or
+    /// refusing work meant for its old id, DF-6) the restart is placed
+    /// again, as for the loss that caused it (AT-5: on a live node, or when
+    /// one can take it); otherwise the actor is dead.
+    pub fn restart_failed(&mut self, now: Clock, actor: ActorId, n: u32, node: NodeId, why: &str) {
+        warn!(%actor, %node, "cannot restart the actor: {why}");
         // Only that restart, still under way and placed nowhere else: one
         // that came up (and failed on its own, reported by its node), a
         // later restart, or a dead actor keeps its state.
-        let pending = self.actors.get(actor).is_some_and(|a| {
-            a.state == ActorState::Restarting && a.restarts == n && a.node_id.is_none()
-        });
-        if pending {
-            self.actors.restart_failed(actor, why);
+        if !self.restart_pending(actor, n) {
+            return;
         }
+        let gone = self
+            .nodes
+            .node(node)
+            .is_none_or(|e| e.state == NodeState::Dead);
+        if gone && self.actors.restart_again(actor, n).is_some() {
+            info!(%actor, %node, "placing an actor's restart again: its node is gone");
+            self.actors.wait_for_node(actor, n, now.at, why.to_string());
+            self.restarts_tick(now);
+            return;
+        }
+        self.actors.restart_failed(actor, why);
+    }
+}
+
+/// AT-5: how long a restart waits for a node that can take it (Ray keeps
+/// such an actor pending for ever; a deadline ends every wait).
+pub(crate) const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The restart number a creation carries (0 for a first creation).
+fn restart_number(task: &TaskSpec) -> u32 {
+    match &task.kind {
+        crate::proto::task::TaskKind::CreateActor(c) => c.restarts,
+        _ => 0,
     }
 }
 

@@ -279,6 +279,7 @@ impl HeadCore {
         self.after_node_events(now);
         self.drivers_tick(now);
         self.placement_tick(now);
+        self.restarts_tick(now);
         self.admit_jobs(now);
     }
 

@@ -29,12 +29,44 @@
 //!   streams in the turn of the fence (results already made still go out
 //!   first), and drops every call from them, whether it waited for an
 //!   actor, for a constructor, or is read after the fence. Streams opened
-//!   after the fence are served as usual.
+//!   after the fence are served as usual;
+//! - **DF-6** work sent to this node names the incarnation it is meant
+//!   for; once fenced (from the fence on, before and after the new id) a
+//!   raylet refuses work meant for an earlier one with `NodeDied` naming
+//!   it, without running it: its sender retries it as for a lost node,
+//!   and the head places a refused restart again ([`refuse_for`]). Work
+//!   for an id it does not know yet is for its next one (the head placed
+//!   it there before the registration's answer arrived): it waits for
+//!   that id (at most `NEXT_ID_WAIT`), then runs under it, or is refused.
 
 use super::actors::died;
 use super::{Action, Dispatcher, Owner, Queued};
-use crate::ids::ActorId;
+use crate::ids::{ActorId, NodeId};
 use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
+
+/// DF-6: why work meant for node `to` is refused by this raylet, now node
+/// `me` (after waiting for `to` if that may be its next id): `fenced`
+/// says why `to` was declared dead (if it was), `earlier` whether `to` is
+/// one of this raylet's earlier ids.
+pub(in crate::raylet) fn refuse_for(
+    to: NodeId,
+    me: NodeId,
+    earlier: bool,
+    fenced: Option<String>,
+) -> Option<Failure> {
+    let detail = match fenced {
+        Some(why) => format!(
+            "node {to} was declared dead ({why}) and its incarnation fenced; the raylet runs \
+             as {me} now and did not run it"
+        ),
+        None if to == me => return None,
+        None if earlier => format!(
+            "node {to} is an earlier incarnation of this raylet, now {me}; it did not run it"
+        ),
+        None => format!("node {to} is not this raylet (node {me}); it did not run it"),
+    };
+    Some(Failure::NodeDied { node: to, detail })
+}
 
 /// An actor fenced here: why, how often its calls may be re-sent, and
 /// whether it had been killed for good here (DF-3).

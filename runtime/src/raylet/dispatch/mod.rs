@@ -398,7 +398,7 @@ mod bundles;
 mod direct;
 mod draining;
 mod ending;
-mod fence;
+pub(super) mod fence;
 mod lease;
 mod ledger;
 mod parked;

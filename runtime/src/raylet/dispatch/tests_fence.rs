@@ -225,3 +225,42 @@ fn an_actor_killed_for_good_stays_killed_across_the_fence_df3() {
         "{a:?}"
     );
 }
+
+#[test]
+fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
+    use crate::ids::NodeId;
+    let (old, new) = (NodeId::random(), NodeId::random());
+    // Not fenced, meant for this raylet (its id now, or its next one once
+    // the raylet waited for it): it runs.
+    assert!(fence::refuse_for(new, new, false, None).is_none());
+    // An id it never had (nor came to have within the wait): refused.
+    match fence::refuse_for(new, old, false, None) {
+        Some(Failure::NodeDied { node, detail }) => {
+            assert_eq!(node, new);
+            assert!(detail.contains("is not this raylet"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Fenced: refused, under the old id before the new one is known, and
+    // after it.
+    for me in [old, new] {
+        match fence::refuse_for(old, me, me != old, Some("no heartbeat for 10s".into())) {
+            Some(Failure::NodeDied { node, detail }) => {
+                assert_eq!(node, old);
+                assert!(
+                    detail.contains("no heartbeat for 10s") && detail.contains("fenced"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // An earlier id this raylet does not know as declared dead: refused too.
+    match fence::refuse_for(old, new, true, None) {
+        Some(Failure::NodeDied { node, detail }) => {
+            assert_eq!(node, old);
+            assert!(detail.contains("earlier incarnation"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -138,10 +138,15 @@ fn a_restart_that_cannot_start_leaves_the_actor_dead_with_both_causes() {
     ));
     // A stale failure (of another restart number) changes nothing.
     sim.core
-        .restart_failed(kept, 7, "its restart on node b failed: stale");
+        .restart_failed(sim.now, kept, 7, b, "its restart on node b failed: stale");
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
-    sim.core
-        .restart_failed(kept, 1, "its restart on node b failed: connection refused");
+    sim.core.restart_failed(
+        sim.now,
+        kept,
+        1,
+        b,
+        "its restart on node b failed: connection refused",
+    );
     let info = actor(&mut sim, kept);
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();
@@ -409,4 +414,86 @@ pub(super) fn put_rows(
             Change::Delete(..) | Change::RunPoints(..) | Change::Audit(_) => None,
         })
         .collect()
+}
+
+/// A restart whose node is declared dead before the actor came up (its
+/// raylet fenced the constructor, or refused work meant for its old id,
+/// DF-6) is placed again on a live node, or waits for one (AT-5) until
+/// its deadline.
+#[test]
+fn a_restart_whose_node_died_is_placed_again() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let c = sim.node("c", 2);
+    let kept = actor_on(&mut sim, a, 3);
+    sim.pass_time(Duration::from_millis(1_500), &[b, c]);
+    let first = sim
+        .seen
+        .iter()
+        .find_map(|e| match e {
+            Effect::RestartActor { actor, node, .. } if *actor == kept => Some(*node),
+            _ => None,
+        })
+        .expect("restarted after a died");
+    let other = if first == b { c } else { b };
+    // The chosen node dies before the constructor reports; its failure
+    // comes after.
+    sim.seen.clear();
+    sim.pass_time(Duration::from_millis(1_500), &[other]);
+    sim.core.restart_failed(
+        sim.now,
+        kept,
+        1,
+        first,
+        "its restart on node x failed: fenced",
+    );
+    sim.run();
+    let again = sim.seen.iter().find_map(|e| match e {
+        Effect::RestartActor {
+            actor,
+            node,
+            create,
+            ..
+        } if *actor == kept => Some((*node, create.task.kind.clone())),
+        _ => None,
+    });
+    let (node, kind) = again.expect("placed again");
+    assert_eq!(node, other);
+    assert!(
+        matches!(kind, TaskKind::CreateActor(c) if c.restarts == 1),
+        "the same restart, not a new one"
+    );
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // That one's node dies too and no live node is left: the restart
+    // waits for one (AT-5), and a node that joins takes it.
+    sim.pass_time(Duration::from_millis(1_500), &[]);
+    sim.core.restart_failed(
+        sim.now,
+        kept,
+        1,
+        other,
+        "its restart on node y failed: fenced",
+    );
+    sim.run();
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    sim.seen.clear();
+    let d = sim.node("d", 2);
+    sim.pass_time(Duration::from_millis(300), &[d]);
+    let placed = sim.seen.iter().any(
+        |e| matches!(e, Effect::RestartActor { actor, node, .. } if *actor == kept && *node == d),
+    );
+    assert!(placed, "{:?}", sim.seen);
+    // d dies before it came up, and none joins within the deadline: dead.
+    sim.pass_time(Duration::from_millis(1_500), &[]);
+    sim.core
+        .restart_failed(sim.now, kept, 1, d, "its restart on node d failed: fenced");
+    sim.pass_time(
+        super::super::actors::RESTART_WAIT + Duration::from_secs(1),
+        &[],
+    );
+    let info = actor(&mut sim, kept);
+    assert_eq!(info.state, ActorState::Dead);
+    let why = info.death_reason.unwrap();
+    assert!(why.contains("no node could take it within"), "{why}");
 }

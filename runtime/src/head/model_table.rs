@@ -59,6 +59,12 @@ fn valid_name(kind: &str, s: &str) -> Result<(), String> {
     }
 }
 
+/// The answer to a version registered from run `run_id`, which the head
+/// does not have (or the caller may not see, AC-6).
+pub fn no_run(run_id: &str) -> String {
+    format!("no run {run_id:?} (prism runs list shows them)")
+}
+
 impl ModelTable {
     /// Applies a request at `now_ms`; `runs` supplies a registered run's
     /// params and metrics, `namespace_of` its job's namespace (a job the
@@ -90,9 +96,7 @@ impl ModelTable {
                 who,
             } => {
                 valid_name("model name", &name)?;
-                let (run, _) = runs
-                    .get(&run_id)
-                    .ok_or_else(|| format!("no run {run_id:?} (prism runs list shows them)"))?;
+                let (run, _) = runs.get(&run_id).ok_or_else(|| no_run(&run_id))?;
                 let ns = namespace_of(run.job_id).unwrap_or_else(|| "default".into());
                 let key = (ns.clone(), name.clone());
                 let m = self.models.entry(key.clone()).or_insert_with(|| ModelInfo {

@@ -20,6 +20,10 @@
 //!   that name meanwhile, a role changed) can slip past the judgement.
 //!   (Listings and logs, which the server gathers over several turns, are
 //!   judged as they arrive and scoped by the visibility of their turn.)
+//! - **AC-6** a run in a namespace the caller was not granted is, to them,
+//!   a run that does not exist: reading it, or registering a model version
+//!   from it, gets the answer a missing run gets (no refusal naming its
+//!   namespace, which would tell that it exists and where).
 //!
 //! Besides users, a connection that holds the join token may ask, in its
 //! `Hello`, to act as a viewer of some namespaces only

@@ -78,6 +78,28 @@ impl HeadCore {
         ) {
             return None;
         }
+        if let Some((missing, ns)) = self.unseen_run(&who, req) {
+            // The audit trail (read by that namespace's admins) says what
+            // the caller was not told.
+            if let (
+                HeadRequest::Models(ModelRequest::Register { name, .. }),
+                HeadResponse::Error { message, .. },
+            ) = (req, &missing)
+            {
+                let record = Record {
+                    user: who.name.clone(),
+                    origin: origin(caller),
+                    action: "model.register".into(),
+                    target: format!("model {name}"),
+                    namespace: ns.clone(),
+                    outcome: format!(
+                        "failed: {message} (its run is in namespace {ns}, not theirs)"
+                    ),
+                };
+                self.audit.append(now.wall_ms, record);
+            }
+            return Some(missing);
+        }
         let action = self.action_of(&who, req);
         match authorize(&who, &action) {
             Ok(()) => None,
@@ -96,6 +118,33 @@ impl HeadCore {
                 Some(forbidden(denied.message))
             }
         }
+    }
+
+    /// AC-6: a request that names a run by id, from a user who may not see
+    /// the run's namespace, is answered as for a run that does not exist:
+    /// a refusal naming the namespace would tell that the run exists, and
+    /// where. `None` where the request goes on to be judged; else the
+    /// answer and the run's namespace.
+    fn unseen_run(&self, who: &Principal, req: &HeadRequest) -> Option<(HeadResponse, String)> {
+        let run_id = match req {
+            HeadRequest::GetRun { run_id }
+            | HeadRequest::Models(ModelRequest::Register { run_id, .. }) => run_id,
+            _ => return None,
+        };
+        let job = self.runs.job_of(run_id)?;
+        let ns = self.jobs.get(job).map(|j| j.namespace.clone())?;
+        if who.in_namespace(&ns) {
+            return None;
+        }
+        let answer = match req {
+            HeadRequest::GetRun { .. } => HeadResponse::Run(None),
+            // As the model table answers a run it does not have.
+            _ => HeadResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: crate::head::model_table::no_run(run_id),
+            },
+        };
+        Some((answer, ns))
     }
 
     /// AC-5: judges `req` (AC-1/AC-2) and, if allowed, acts on it, in

@@ -137,7 +137,11 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
     let run_b = HeadRequest::GetRun {
         run_id: "run-b".into(),
     };
-    assert!(refusal(sim.core.gate(sim.now, v, &run_b)).contains("in namespace ads"));
+    // AC-6: another namespace's run reads as no run at all.
+    assert_eq!(
+        sim.core.gate(sim.now, v, &run_b),
+        Some(HeadResponse::Run(None))
+    );
     let run_a = HeadRequest::GetRun {
         run_id: "run-a".into(),
     };
@@ -158,6 +162,34 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
             .gate(sim.now, alice, &HeadRequest::ReportRun(spoof))
     )
     .contains("may not report training run run-b in namespace ads"));
+    // AC-6: registering a model from another namespace's run is answered
+    // as from a run that does not exist.
+    let register = |run_id: &str| {
+        HeadRequest::Models(crate::proto::models::ModelRequest::Register {
+            name: "ranker".into(),
+            run_id: run_id.into(),
+            checkpoint: String::new(),
+            card: Default::default(),
+            who: String::new(),
+        })
+    };
+    let no_run = |id: &str| HeadResponse::Error {
+        kind: ErrorKind::BadRequest,
+        message: crate::head::model_table::no_run(id),
+    };
+    let hidden = sim.core.gate(sim.now, alice, &register("run-b"));
+    assert_eq!(hidden, Some(no_run("run-b")));
+    // Ads's admins see the attempt in their namespace's trail.
+    let trail = sim.core.audit.query(&Default::default());
+    let seen = trail.iter().any(|e| {
+        e.namespace == "ads"
+            && e.action == "model.register"
+            && e.outcome.contains("not theirs")
+    });
+    assert!(seen, "{trail:#?}");
+    let missing = sim.core.handle(sim.now, alice, register("no-such-run"));
+    assert_eq!(missing, Reply::Now(no_run("no-such-run")));
+    assert_eq!(sim.core.gate(sim.now, alice, &register("run-a")), None);
     let create_for = |job| HeadRequest::PlacementGroup(PgRequest::Create(one_cpu_group(job)));
     let create = create_for(job_b);
     assert!(refusal(sim.core.gate(sim.now, alice, &create)).contains("in namespace ads"));

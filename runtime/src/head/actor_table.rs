@@ -15,6 +15,7 @@ use crate::proto::head::{ActorInfo, ActorState};
 use crate::proto::task::PeerSubmit;
 use crate::proto::task::{TaskKind, WireStrategy};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// Every actor the head has seen.
 #[derive(Debug, Default)]
@@ -25,8 +26,9 @@ pub struct ActorTable {
     creates: BTreeMap<ActorId, PeerSubmit>,
     /// Actors whose durable row changed.
     dirty: std::collections::BTreeSet<ActorId>,
-    /// AT-5: restarts waiting for a node: restart number, since when, why.
-    waiting: BTreeMap<ActorId, (u32, std::time::Instant, String)>,
+    /// AT-5: restarts waiting for a node: restart number, since when, why,
+    /// and whether the head places it (not one recovered mid-restart).
+    waiting: BTreeMap<ActorId, (u32, std::time::Instant, String, bool)>,
 }
 
 /// What becomes of an actor whose node died.
@@ -180,15 +182,33 @@ impl ActorTable {
     }
 
     /// AT-5: restart number `n` of `id` waits for a node, since `now`
-    /// (unless it already waits), because of `why`.
-    pub fn wait_for_node(&mut self, id: ActorId, n: u32, now: std::time::Instant, why: String) {
-        self.waiting.entry(id).or_insert((n, now, why));
+    /// (unless it already waits), because of `why`; the head places it
+    /// when one can take it where `place`, else only waits for a raylet
+    /// to report it up (a head recovered mid-restart).
+    pub fn wait_for_node(&mut self, id: ActorId, n: u32, now: Instant, why: String, place: bool) {
+        self.waiting.entry(id).or_insert((n, now, why, place));
     }
 
     /// AT-5: the restarts waiting for a node.
-    pub fn waiting(&self) -> Vec<(ActorId, u32, std::time::Instant, String)> {
+    pub fn waiting(&self) -> Vec<(ActorId, u32, Instant, String, bool)> {
         let rows = self.waiting.iter();
-        rows.map(|(a, (n, t, w))| (*a, *n, *t, w.clone())).collect()
+        rows.map(|(a, (n, t, w, p))| (*a, *n, *t, w.clone(), *p))
+            .collect()
+    }
+
+    /// AT-5, recovered: the actors a restart was under way for (restarting,
+    /// on no node), each waiting, from `now`, for a raylet to report it up.
+    pub fn recovered_mid_restart(&mut self, now: Instant) {
+        let mid: Vec<(ActorId, u32)> = self
+            .actors
+            .values()
+            .filter(|a| a.state == ActorState::Restarting && a.node_id.is_none())
+            .map(|a| (a.actor_id, a.restarts))
+            .collect();
+        for (id, n) in mid {
+            let why = "the head restarted while the actor's restart was under way".to_string();
+            self.wait_for_node(id, n, now, why, false);
+        }
     }
 
     /// AT-5: `id`'s restart no longer waits (placed, or given up).

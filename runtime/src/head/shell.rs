@@ -4,11 +4,11 @@
 //! [`RayletDialer`], driver processes through the [`JobRunner`], and
 //! answers to requests that waited.
 
-use super::core::{Caller, Clock, Effect, HeadCore, Reply};
+use super::core::{Caller, Clock, Effect, HeadCore, Reply, RestartFailure};
 use super::dialer::RayletDialer;
 use super::durable::{Change, DurableStore};
 use super::job_runner::{self, JobRunner};
-use crate::ids::{ActorId, JobId, NodeId};
+use crate::ids::{JobId, NodeId};
 use crate::proto::access::{AccessReply, AccessRequest};
 use crate::proto::head::{
     ErrorKind, HeadRequest, HeadResponse, JobInfo, JobSubmission, RegisterNode,
@@ -51,8 +51,8 @@ pub(super) enum HeadMsg {
         node: NodeId,
         result: Result<Vec<BundleReply>, String>,
     },
-    /// An actor's restart number `n` failed on the node it was sent to.
-    RestartFailed(ActorId, u32, NodeId, String),
+    /// An actor's restart failed on the node it was sent to.
+    RestartFailed(Box<RestartFailure>),
     /// A submitted job's driver exited.
     JobExited(JobId, Option<i32>, String),
     /// Time passes.
@@ -266,17 +266,39 @@ impl Shell {
                         Ok(PeerTaskResponse {
                             outcome: Outcome::Failed(f),
                         }) => {
-                            // A restart still waiting for a node (its node
-                            // was fenced mid-constructor, DF) is dead, not
-                            // left restarting with no node.
+                            // The node surely does not run it: it refused
+                            // it (DF-6), or its fence ended the constructor
+                            // (DF-4). The core places it again.
+                            let refused = matches!(
+                                f,
+                                Failure::NodeDied { .. }
+                                    | Failure::Draining { .. }
+                                    | Failure::Moved { .. }
+                            );
                             let why =
                                 format!("its restart on node {node} failed: {}", describe(&f));
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, node, why));
+                            let failed = RestartFailure {
+                                actor,
+                                n,
+                                node,
+                                why,
+                                refused,
+                            };
+                            let _ = me.cast(HeadMsg::RestartFailed(Box::new(failed)));
                         }
                         Ok(_) => info!(%actor, %node, "actor restarted"),
                         Err(e) => {
+                            // It may still be queued there, and run after
+                            // the node's fence (DF-4): not placed again.
                             let why = format!("its restart on node {node} failed: {e}");
-                            let _ = me.cast(HeadMsg::RestartFailed(actor, n, node, why));
+                            let failed = RestartFailure {
+                                actor,
+                                n,
+                                node,
+                                why,
+                                refused: false,
+                            };
+                            let _ = me.cast(HeadMsg::RestartFailed(Box::new(failed)));
                         }
                     }
                 }),
@@ -409,9 +431,7 @@ impl Actor for HeadActor {
             HeadMsg::Bundles { pass, node, result } => {
                 sh.core.bundles_done(now, pass, node, result)
             }
-            HeadMsg::RestartFailed(actor, n, node, why) => {
-                sh.core.restart_failed(now, actor, n, node, &why)
-            }
+            HeadMsg::RestartFailed(f) => sh.core.restart_failed(now, *f),
             HeadMsg::JobExited(job, code, detail) => sh.core.job_exited(now, job, code, detail),
             HeadMsg::Tick => sh.core.tick(now),
             HeadMsg::Flush => {

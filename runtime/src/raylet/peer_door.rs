@@ -194,24 +194,39 @@ impl TaskService {
         sub: PeerSubmit,
     ) -> PeerTaskResponse {
         let me = self.node();
-        let (earlier, fenced) = (to != me && self.is_me(to), self.peers.lost_reason(to));
-        if to != me && !earlier && fenced.is_none() {
+        if to != me && !self.is_me(to) && self.peers.lost_reason(to).is_none() {
             // DF-6: maybe placed on this raylet's next id before it knew it.
             self.became(to, NEXT_ID_WAIT).await;
-        }
-        let me = self.node();
-        if let Some(failure) = super::dispatch::fence::refuse_for(to, me, earlier, fenced) {
-            warn!(task = %sub.task.task_id, %to, %me, "refused work meant for an earlier incarnation");
-            return PeerTaskResponse {
-                outcome: Outcome::Failed(failure),
-            };
         }
         let n = self.next_id();
         let owner = Owner::Spilled(n);
         let (tx, rx) = oneshot::channel();
         self.spilled.insert(n, tx);
         self.jobs.entry(sub.job.job_id).or_insert(sub.job);
-        self.submit(sub.task, owner);
+        // Judged in the dispatcher's turn that takes it: a fence (which
+        // needs that turn) comes wholly before it, and refuses it, or
+        // wholly after, and ends it (DF-4).
+        let mut refused = None;
+        self.act(|d| {
+            let me = self.node();
+            let earlier = to != me && self.is_me(to);
+            let fenced = self.peers.lost_reason(to);
+            refused = super::dispatch::fence::refuse_for(to, me, earlier, fenced);
+            match &refused {
+                Some(_) => Vec::new(),
+                None => {
+                    self.arrived(&sub.task);
+                    d.submit(sub.task, owner)
+                }
+            }
+        });
+        if let Some(failure) = refused {
+            self.spilled.remove(&n);
+            warn!(%to, me = %self.node(), "refused work meant for another incarnation: {}", failure.summary());
+            return PeerTaskResponse {
+                outcome: Outcome::Failed(failure),
+            };
+        }
         let outcome = rx.await.unwrap_or_else(|_| {
             Outcome::Failed(Failure::NodeDied {
                 node: self.node(),

@@ -381,7 +381,7 @@ impl TaskService {
 
     /// Remembers that `spec` is here now: it arrived, or it came back from
     /// the peer it was forwarded to, which forgot it (TH-1).
-    fn arrived(&self, spec: &crate::proto::task::TaskSpec) {
+    pub(super) fn arrived(&self, spec: &crate::proto::task::TaskSpec) {
         let kind = super::dispatch::state::kind_name(&spec.kind);
         self.lock_history().submitted(spec, kind, now_us());
     }

@@ -82,7 +82,7 @@ impl HeadCore {
                     // AT-5: it waits for a node that can take it.
                     warn!(%actor, %node, "no node can take the actor's restart yet: {why}");
                     let n = restart_number(&create.task);
-                    self.actors.wait_for_node(actor, n, now.at, why);
+                    self.actors.wait_for_node(actor, n, now.at, why, true);
                 }
             }
         }
@@ -96,7 +96,7 @@ impl HeadCore {
             return;
         }
         let status = self.status(now);
-        for (actor, n, since, why) in waiting {
+        for (actor, n, since, why, place) in waiting {
             let again = self
                 .restart_pending(actor, n)
                 .then(|| self.actors.restart_again(actor, n))
@@ -105,6 +105,18 @@ impl HeadCore {
                 self.actors.stop_waiting(actor);
                 continue;
             };
+            let late = now.at.saturating_duration_since(since) >= RESTART_WAIT;
+            if !place {
+                // Recovered mid-restart: a raylet may still bring it up,
+                // so it is not placed twice; dead if none has in time.
+                if late {
+                    self.actors.stop_waiting(actor);
+                    let why = format!("{why}, and no node reported it up within {RESTART_WAIT:?}");
+                    warn!(%actor, "{why}");
+                    self.actors.restart_failed(actor, &why);
+                }
+                continue;
+            }
             match choose_node(&status, &create.task) {
                 Ok((target, addr)) => {
                     info!(%actor, node = %target, "a node can take the actor's restart now");
@@ -116,7 +128,7 @@ impl HeadCore {
                         create: Box::new(create),
                     });
                 }
-                Err(none) if now.at.saturating_duration_since(since) >= RESTART_WAIT => {
+                Err(none) if late => {
                     self.actors.stop_waiting(actor);
                     let why = format!(
                         "it cannot restart: no node could take it within {RESTART_WAIT:?} ({why}; now: {none})"
@@ -137,12 +149,19 @@ impl HeadCore {
         })
     }
 
-    /// Restart number `n` the core asked for failed on `node`, where it
-    /// was sent. Where `node` is gone by now (declared dead: fenced, or
-    /// refusing work meant for its old id, DF-6) the restart is placed
-    /// again, as for the loss that caused it (AT-5: on a live node, or when
-    /// one can take it); otherwise the actor is dead.
-    pub fn restart_failed(&mut self, now: Clock, actor: ActorId, n: u32, node: NodeId, why: &str) {
+    /// A restart the core asked for failed on the node it was sent to.
+    /// One that node surely does not run (it refused it, DF-6, or its
+    /// fence ended the constructor, DF-4) is placed again, as for the loss
+    /// that caused it (AT-5: on a live node, or when one can take it);
+    /// otherwise the actor is dead.
+    pub fn restart_failed(&mut self, now: Clock, f: RestartFailure) {
+        let RestartFailure {
+            actor,
+            n,
+            node,
+            why,
+            refused,
+        } = f;
         warn!(%actor, %node, "cannot restart the actor: {why}");
         // Only that restart, still under way and placed nowhere else: one
         // that came up (and failed on its own, reported by its node), a
@@ -150,23 +169,35 @@ impl HeadCore {
         if !self.restart_pending(actor, n) {
             return;
         }
-        let gone = self
-            .nodes
-            .node(node)
-            .is_none_or(|e| e.state == NodeState::Dead);
-        if gone && self.actors.restart_again(actor, n).is_some() {
-            info!(%actor, %node, "placing an actor's restart again: its node is gone");
-            self.actors.wait_for_node(actor, n, now.at, why.to_string());
+        if refused && self.actors.restart_again(actor, n).is_some() {
+            info!(%actor, %node, "placing an actor's restart again: its node did not run it");
+            self.actors.wait_for_node(actor, n, now.at, why, true);
             self.restarts_tick(now);
             return;
         }
-        self.actors.restart_failed(actor, why);
+        self.actors.restart_failed(actor, &why);
     }
 }
 
 /// AT-5: how long a restart waits for a node that can take it (Ray keeps
 /// such an actor pending for ever; a deadline ends every wait).
 pub(crate) const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A restart that failed on the node it was sent to, as the shell saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartFailure {
+    /// The actor.
+    pub actor: ActorId,
+    /// Its restart number.
+    pub n: u32,
+    /// Where it was sent.
+    pub node: NodeId,
+    /// What went wrong.
+    pub why: String,
+    /// Whether the node surely does not run it (it refused it, or its
+    /// fence ended it), rather than no answer (it may still be queued).
+    pub refused: bool,
+}
 
 /// The restart number a creation carries (0 for a first creation).
 fn restart_number(task: &TaskSpec) -> u32 {

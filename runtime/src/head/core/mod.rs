@@ -39,6 +39,7 @@
 mod access;
 mod actions;
 mod actors;
+pub use actors::RestartFailure;
 mod audit;
 mod groups;
 mod jobs;
@@ -139,8 +140,8 @@ pub enum Effect {
         /// What to do.
         ops: Vec<BundleOp>,
     },
-    /// Run a lost actor's constructor on `node`; report a failure to start
-    /// it with [`HeadCore::restart_failed`] (the raylet reports success).
+    /// Run a lost actor's constructor on `node` (a [`RestartFailure`] goes
+    /// to [`HeadCore::restart_failed`]; the raylet reports success).
     RestartActor {
         /// The actor.
         actor: ActorId,

@@ -174,6 +174,7 @@ impl HeadCore {
                 .map(|a| (a.info, a.create))
                 .collect(),
         );
+        core.actors.recovered_mid_restart(now.at);
         let unfinished: Vec<_> = snapshot
             .groups
             .iter()

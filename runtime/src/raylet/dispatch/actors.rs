@@ -57,6 +57,17 @@ impl LocalActor {
         let name = &self.create.spec.name;
         name.rsplit("::").next().unwrap_or(name).to_string()
     }
+
+    /// The head, if this is a restart it placed here and it has no answer
+    /// yet: marked answered, for the caller to answer.
+    pub(super) fn unanswered_head(&mut self) -> Option<Owner> {
+        let spilled = matches!(self.create.owner, Owner::Spilled(_));
+        let head_placed = !super::placing::may_go_back(&self.create.spec);
+        (spilled && head_placed && !self.replied).then(|| {
+            self.replied = true;
+            self.create.owner
+        })
+    }
 }
 
 /// The outcome of a call to a dead actor.

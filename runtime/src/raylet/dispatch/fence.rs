@@ -22,7 +22,9 @@
 //!   again, no attempt spent). A sender that already stopped waiting for
 //!   this node (PE-1) never reads either answer: it retried or failed the
 //!   work itself. An actor's restart the head placed here stays queued:
-//!   the head waits for it and placed it nowhere else. Work of this node's
+//!   the head waits for it and placed it nowhere else; one whose
+//!   constructor runs is killed with its actor, and the head told
+//!   `NodeDied`, to place it again. Work of this node's
 //!   own processes goes on: its owners never gave up on it;
 //! - **DF-5** a call a peer raylet sent on its ordered stream is that
 //!   peer's to re-send or fail (AR-1, AR-2): the raylet closes the peers'
@@ -32,9 +34,10 @@
 //!   after the fence are served as usual;
 //! - **DF-6** work sent to this node names the incarnation it is meant
 //!   for; once fenced (from the fence on, before and after the new id) a
-//!   raylet refuses work meant for an earlier one with `NodeDied` naming
-//!   it, without running it: its sender retries it as for a lost node,
-//!   and the head places a refused restart again ([`refuse_for`]). Work
+//!   raylet refuses work meant for an earlier one, without running it,
+//!   with `Draining` naming it: its sender places it again elsewhere (no
+//!   attempt spent: it never ran), the head a refused restart too
+//!   ([`refuse_for`]). Work
 //!   for an id it does not know yet is for its next one (the head placed
 //!   it there before the registration's answer arrived): it waits for
 //!   that id (at most `NEXT_ID_WAIT`), then runs under it, or is refused.
@@ -65,7 +68,10 @@ pub(in crate::raylet) fn refuse_for(
         ),
         None => format!("node {to} is not this raylet (node {me}); it did not run it"),
     };
-    Some(Failure::NodeDied { node: to, detail })
+    Some(Failure::Draining {
+        node: to,
+        reason: detail,
+    })
 }
 
 /// An actor fenced here: why, how often its calls may be re-sent, and
@@ -126,6 +132,19 @@ impl Dispatcher {
                     actor,
                     owner: Owner::Raylet,
                     task: super::kill_call(actor, true),
+                });
+            }
+            // DF-4: a restart the head placed here whose constructor had
+            // not come up is the head's to place again: the node died
+            // under it.
+            if let Some(owner) = a.unanswered_head() {
+                out.push(Action::Reply {
+                    owner,
+                    task_id: crate::ids::TaskId(actor.0),
+                    outcome: Outcome::Failed(Failure::NodeDied {
+                        node: self.me,
+                        detail: reason.to_string(),
+                    }),
                 });
             }
             self.end_for_good(actor, a, reason, &mut out);

@@ -235,7 +235,10 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
     assert!(fence::refuse_for(new, new, false, None).is_none());
     // An id it never had (nor came to have within the wait): refused.
     match fence::refuse_for(new, old, false, None) {
-        Some(Failure::NodeDied { node, detail }) => {
+        Some(Failure::Draining {
+            node,
+            reason: detail,
+        }) => {
             assert_eq!(node, new);
             assert!(detail.contains("is not this raylet"), "{detail}");
         }
@@ -245,7 +248,10 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
     // after it.
     for me in [old, new] {
         match fence::refuse_for(old, me, me != old, Some("no heartbeat for 10s".into())) {
-            Some(Failure::NodeDied { node, detail }) => {
+            Some(Failure::Draining {
+                node,
+                reason: detail,
+            }) => {
                 assert_eq!(node, old);
                 assert!(
                     detail.contains("no heartbeat for 10s") && detail.contains("fenced"),
@@ -257,10 +263,43 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
     }
     // An earlier id this raylet does not know as declared dead: refused too.
     match fence::refuse_for(old, new, true, None) {
-        Some(Failure::NodeDied { node, detail }) => {
+        Some(Failure::Draining {
+            node,
+            reason: detail,
+        }) => {
             assert_eq!(node, old);
             assert!(detail.contains("earlier incarnation"), "{detail}");
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_restart_the_head_placed_here_fenced_mid_constructor_goes_back_to_the_head_df4() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let actor = ActorId::random();
+    let mut restart = actor_create(actor, 3, 0);
+    if let TaskKind::CreateActor(c) = &mut restart.kind {
+        c.restarts = 1;
+    }
+    d.announce_actor(actor);
+    let w = started(&d.submit(restart, Owner::Spilled(7)))[0];
+    // Its constructor runs (no answer yet) when the fence comes.
+    d.worker_ready(w);
+    let a = d.fence("its node was declared dead", 100);
+    let told: Vec<_> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reply { owner, outcome, .. } => Some((*owner, outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            told.as_slice(),
+            [(Owner::Spilled(7), Outcome::Failed(Failure::NodeDied { .. }))]
+        ),
+        "the head is told once that the node died under it: {told:?}"
+    );
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
 }

@@ -137,15 +137,20 @@ fn a_restart_that_cannot_start_leaves_the_actor_dead_with_both_causes() {
         |e| matches!(e, Effect::RestartActor { actor, node, .. } if *actor == kept && *node == b)
     ));
     // A stale failure (of another restart number) changes nothing.
-    sim.core
-        .restart_failed(sim.now, kept, 7, b, "its restart on node b failed: stale");
+    sim.core.restart_failed(
+        sim.now,
+        failure(kept, 7, b, "its restart on node b failed: stale", false),
+    );
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     sim.core.restart_failed(
         sim.now,
-        kept,
-        1,
-        b,
-        "its restart on node b failed: connection refused",
+        failure(
+            kept,
+            1,
+            b,
+            "its restart on node b failed: connection refused",
+            false,
+        ),
     );
     let info = actor(&mut sim, kept);
     assert_eq!(info.state, ActorState::Dead);
@@ -443,10 +448,7 @@ fn a_restart_whose_node_died_is_placed_again() {
     sim.pass_time(Duration::from_millis(1_500), &[other]);
     sim.core.restart_failed(
         sim.now,
-        kept,
-        1,
-        first,
-        "its restart on node x failed: fenced",
+        failure(kept, 1, first, "its restart on node x failed: fenced", true),
     );
     sim.run();
     let again = sim.seen.iter().find_map(|e| match e {
@@ -470,10 +472,7 @@ fn a_restart_whose_node_died_is_placed_again() {
     sim.pass_time(Duration::from_millis(1_500), &[]);
     sim.core.restart_failed(
         sim.now,
-        kept,
-        1,
-        other,
-        "its restart on node y failed: fenced",
+        failure(kept, 1, other, "its restart on node y failed: fenced", true),
     );
     sim.run();
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
@@ -486,14 +485,49 @@ fn a_restart_whose_node_died_is_placed_again() {
     assert!(placed, "{:?}", sim.seen);
     // d dies before it came up, and none joins within the deadline: dead.
     sim.pass_time(Duration::from_millis(1_500), &[]);
-    sim.core
-        .restart_failed(sim.now, kept, 1, d, "its restart on node d failed: fenced");
-    sim.pass_time(
-        super::super::actors::RESTART_WAIT + Duration::from_secs(1),
-        &[],
+    sim.core.restart_failed(
+        sim.now,
+        failure(kept, 1, d, "its restart on node d failed: fenced", true),
     );
+    sim.pass_time(actors::RESTART_WAIT + Duration::from_secs(1), &[]);
     let info = actor(&mut sim, kept);
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();
     assert!(why.contains("no node could take it within"), "{why}");
+}
+
+fn failure(actor: ActorId, n: u32, node: NodeId, why: &str, refused: bool) -> RestartFailure {
+    RestartFailure {
+        actor,
+        n,
+        node,
+        why: why.into(),
+        refused,
+    }
+}
+
+/// AT-5, recovered: a head that comes back while a restart was under way
+/// does not place it again (its raylet may still bring it up), and the
+/// actor is dead if none reports it up in time.
+#[test]
+fn a_restart_under_way_when_the_head_recovered_waits_for_a_report_only() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let kept = actor_on(&mut sim, a, 3);
+    sim.pass_time(Duration::from_millis(1_500), &[b]);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // As `recovery.rs` leaves the table of a head recovered now.
+    sim.core.actors.recovered_mid_restart(sim.now.at);
+    sim.seen.clear();
+    sim.pass_time(actors::RESTART_WAIT + Duration::from_secs(1), &[b]);
+    let again = sim
+        .seen
+        .iter()
+        .any(|e| matches!(e, Effect::RestartActor { actor, .. } if *actor == kept));
+    assert!(!again, "placed twice: {:?}", sim.seen);
+    let info = actor(&mut sim, kept);
+    assert_eq!(info.state, ActorState::Dead);
+    let why = info.death_reason.unwrap();
+    assert!(why.contains("no node reported it up"), "{why}");
 }

@@ -182,9 +182,7 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
     // Ads's admins see the attempt in their namespace's trail.
     let trail = sim.core.audit.query(&Default::default());
     let seen = trail.iter().any(|e| {
-        e.namespace == "ads"
-            && e.action == "model.register"
-            && e.outcome.contains("not theirs")
+        e.namespace == "ads" && e.action == "model.register" && e.outcome.contains("not theirs")
     });
     assert!(seen, "{trail:#?}");
     let missing = sim.core.handle(sim.now, alice, register("no-such-run"));

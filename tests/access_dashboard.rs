@@ -150,7 +150,9 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         Some(viewer),
         None,
     );
-    assert_eq!(status, 403, "{body}");
+    // AC-6: another namespace's run reads as one that does not exist.
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains(r#"no run \"run-ads\""#), "{body}");
     let me = get("/api/v0/whoami");
     assert_eq!(
         (me["role"].as_str(), me["namespaces"].clone()),
@@ -268,10 +270,11 @@ fn the_read_only_dashboard_token_and_each_user_see_their_namespaces_rows_only() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // AC-6: vision's run is, to Bob, a run that does not exist.
     c.refused(
         Some(&bob),
         &["models", "register", "ranker", "--run", "run-vision"],
-        "in namespace vision: namespace vision was not granted to bob",
+        r#"no run "run-vision" (prism runs list shows them)"#,
     );
     let out = register(&bob, "ranker", "run-ads");
     assert!(

@@ -202,6 +202,17 @@ impl MlpPass {
         Ok(())
     }
 
+    /// Whether `mb`'s [`Self::backward_done`] adds the whole batch's weight
+    /// gradients (MP-3, deferred): work that may wait for the step.
+    pub(super) fn ends_batch(&self, mb: u32) -> bool {
+        self.defer && mb + 1 >= self.micro
+    }
+
+    /// The weight gradients still kept, added now (none: nothing to do).
+    pub(super) fn flush(&mut self, vs: &tch::nn::VarStore) -> Result<(), String> {
+        self.add_weight_grads(vs)
+    }
+
     /// MP-2: every kept pair's weight and bias gradients, one product per
     /// layer, added to the variables' gradients.
     fn add_weight_grads(&mut self, vs: &tch::nn::VarStore) -> Result<(), String> {

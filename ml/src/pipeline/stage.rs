@@ -220,6 +220,18 @@ impl PipeStage {
         }
     }
 
+    /// [`Self::backward_done`] for a backward answered as a call result
+    /// (stages not linked by channels): with one replica, nothing reads
+    /// the gradients before the step, so the batch's weight gradients wait
+    /// for it and the answer the previous stage waits for goes out first.
+    fn backward_answered(&mut self, mb: u32) -> Result<(), String> {
+        let step_adds = self.replicas == 1 && self.fast.as_ref().is_some_and(|f| f.ends_batch(mb));
+        if step_adds {
+            return Ok(());
+        }
+        self.backward_done(mb)
+    }
+
     /// Micro-batch `mb`'s backward from `grad`, its output's gradient
     /// (`None`: from its loss); its input's gradient (empty for the first
     /// stage of the MLP recipe's model: nobody needs it). Then
@@ -398,7 +410,7 @@ impl PipeStage {
         grad.tensor()
             .and_then(|g| self.backward_of(mb, Some(g)))
             .and_then(|g| Act::of(&g))
-            .and_then(|g| self.backward_done(mb).map(|()| g))
+            .and_then(|g| self.backward_answered(mb).map(|()| g))
             .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
 
@@ -406,7 +418,7 @@ impl PipeStage {
     fn backward_last(&mut self, mb: u32) -> Act {
         self.backward_of(mb, None)
             .and_then(|g| Act::of(&g))
-            .and_then(|g| self.backward_done(mb).map(|()| g))
+            .and_then(|g| self.backward_answered(mb).map(|()| g))
             .unwrap_or_else(|e| panic!("backward of micro-batch {mb}: {e}"))
     }
 
@@ -414,6 +426,10 @@ impl PipeStage {
     /// Returns the most micro-batches alive at once during it, and the
     /// most bytes of activations held.
     fn step(&mut self) -> Result<(u64, u64), String> {
+        // Weight gradients a backward left for the step (as a result).
+        if let Some(fast) = self.fast.as_mut() {
+            fast.flush(&self.vs)?;
+        }
         self.opt.step(&self.vs).map_err(|e| e.to_string())?;
         self.opt.zero_grad(&self.vs);
         let peak = (self.peak as u64, self.peak_bytes);

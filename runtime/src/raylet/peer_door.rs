@@ -211,7 +211,8 @@ impl TaskService {
             let me = self.node();
             let earlier = to != me && self.is_me(to);
             let fenced = self.peers.lost_reason(to);
-            refused = super::dispatch::fence::refuse_for(to, me, earlier, fenced);
+            let pinned = super::dispatch::fence::pinned(&sub.task);
+            refused = super::dispatch::fence::refuse_for(to, me, earlier, fenced, pinned);
             match &refused {
                 Some(_) => Vec::new(),
                 None => {

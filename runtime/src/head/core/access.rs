@@ -78,26 +78,7 @@ impl HeadCore {
         ) {
             return None;
         }
-        if let Some((missing, ns)) = self.unseen_run(&who, req) {
-            // The audit trail (read by that namespace's admins) says what
-            // the caller was not told.
-            if let (
-                HeadRequest::Models(ModelRequest::Register { name, .. }),
-                HeadResponse::Error { message, .. },
-            ) = (req, &missing)
-            {
-                let record = Record {
-                    user: who.name.clone(),
-                    origin: origin(caller),
-                    action: "model.register".into(),
-                    target: format!("model {name}"),
-                    namespace: ns.clone(),
-                    outcome: format!(
-                        "failed: {message} (its run is in namespace {ns}, not theirs)"
-                    ),
-                };
-                self.audit.append(now.wall_ms, record);
-            }
+        if let Some(missing) = self.hide_unseen_run(now, &who, origin(caller), req) {
             return Some(missing);
         }
         let action = self.action_of(&who, req);
@@ -124,7 +105,9 @@ impl HeadCore {
     /// the run's namespace, is answered as for a run that does not exist:
     /// a refusal naming the namespace would tell that the run exists, and
     /// where. `None` where the request goes on to be judged; else the
-    /// answer and the run's namespace.
+    /// answer and the run's namespace (empty: its job is gone). A caller
+    /// whose role lacks the permission is refused for that alone, in the
+    /// words a missing run's request gets.
     fn unseen_run(&self, who: &Principal, req: &HeadRequest) -> Option<(HeadResponse, String)> {
         let run_id = match req {
             HeadRequest::GetRun { run_id }
@@ -132,9 +115,15 @@ impl HeadCore {
             _ => return None,
         };
         let job = self.runs.job_of(run_id)?;
-        let ns = self.jobs.get(job).map(|j| j.namespace.clone())?;
+        let ns = self.jobs.get(job).map(|j| j.namespace.clone());
+        let ns = ns.unwrap_or_default();
         if who.in_namespace(&ns) {
             return None;
+        }
+        let mut action = self.action_of(who, req);
+        action.namespace = None;
+        if let Err(denied) = authorize(who, &action) {
+            return Some((forbidden(denied.message), ns));
         }
         let answer = match req {
             HeadRequest::GetRun { .. } => HeadResponse::Run(None),
@@ -145,6 +134,42 @@ impl HeadCore {
             },
         };
         Some((answer, ns))
+    }
+
+    /// AC-6 for `who`'s `req` (sent from `from`): the answer a missing run
+    /// gets, if it names a run `who` may not see. A registration is
+    /// audited in the run's namespace, whose admins see what the caller
+    /// was not told.
+    pub(super) fn hide_unseen_run(
+        &mut self,
+        now: Clock,
+        who: &Principal,
+        from: String,
+        req: &HeadRequest,
+    ) -> Option<HeadResponse> {
+        let (missing, ns) = self.unseen_run(who, req)?;
+        if let (
+            HeadRequest::Models(ModelRequest::Register { name, .. }),
+            HeadResponse::Error { message, kind },
+        ) = (req, &missing)
+        {
+            let failed = match kind {
+                ErrorKind::Forbidden => "denied",
+                _ => "failed",
+            };
+            let record = Record {
+                user: who.name.clone(),
+                origin: from,
+                action: "model.register".into(),
+                target: format!("model {name}"),
+                namespace: ns.clone(),
+                outcome: format!(
+                    "{failed}: {message} (its run is in namespace {ns:?}, not theirs)"
+                ),
+            };
+            self.audit.append(now.wall_ms, record);
+        }
+        Some(missing)
     }
 
     /// AC-5: judges `req` (AC-1/AC-2) and, if allowed, acts on it, in

@@ -105,13 +105,17 @@ impl HeadCore {
                 self.actors.stop_waiting(actor);
                 continue;
             };
-            let late = now.at.saturating_duration_since(since) >= RESTART_WAIT;
+            let waited = now.at.saturating_duration_since(since);
+            let late = waited >= RESTART_WAIT;
             if !place {
-                // Recovered mid-restart: a raylet may still bring it up,
-                // so it is not placed twice; dead if none has in time.
-                if late {
+                // Recovered mid-restart: a raylet may still bring it up
+                // (queued there for resources, perhaps), so it is not
+                // placed twice; dead if none has in time.
+                if waited >= RECOVERED_RESTART_WAIT {
                     self.actors.stop_waiting(actor);
-                    let why = format!("{why}, and no node reported it up within {RESTART_WAIT:?}");
+                    let why = format!(
+                        "{why}, and no node reported it up within {RECOVERED_RESTART_WAIT:?}"
+                    );
                     warn!(%actor, "{why}");
                     self.actors.restart_failed(actor, &why);
                 }
@@ -198,6 +202,11 @@ pub struct RestartFailure {
     /// fence ended it), rather than no answer (it may still be queued).
     pub refused: bool,
 }
+
+/// AT-5: how long a restart under way when the head recovered waits for a
+/// raylet to report it up (it may wait there for resources) before the
+/// actor is dead.
+pub(crate) const RECOVERED_RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The restart number a creation carries (0 for a first creation).
 fn restart_number(task: &TaskSpec) -> u32 {

@@ -54,6 +54,16 @@ impl HeadCore {
         let signer = who.as_ref().ok().filter(|_| self.users.any());
         let mut req = request.into_request();
         stamp(&mut req, job, signer.map(|p| p.name.as_str()));
+        // AC-6: a process's job sees runs as its owner does.
+        let from = |job: Option<JobId>| match job {
+            Some(j) => format!("job {j} via {}", origin(caller)),
+            None => format!("a process of no known job via {}", origin(caller)),
+        };
+        if let Ok(p) = &who {
+            if let Some(missing) = self.hide_unseen_run(now, p, from(job), &req) {
+                return Reply::Now(missing);
+            }
+        }
         // MN-1: a process's model requests act in its job's namespace.
         let job_ns = job
             .and_then(|j| self.jobs.get(j))
@@ -66,10 +76,7 @@ impl HeadCore {
             Err(why) => Some(format!("{why}; it may not {}", action.what)),
             Ok(p) => judge(p, &action),
         };
-        let from = match job {
-            Some(j) => format!("job {j} via {}", origin(caller)),
-            None => format!("a process of no known job via {}", origin(caller)),
-        };
+        let from = from(job);
         if let Some(refusal) = refusal {
             // A refused change is audited as the owner's attempt.
             if let Some(name) = action.audit {

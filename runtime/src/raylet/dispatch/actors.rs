@@ -42,6 +42,8 @@ pub(crate) struct LocalActor {
     pub(super) gpus: Vec<(u32, Quantity)>,
     pub(super) phase: Phase,
     replied: bool,
+    /// A restart the head placed here (its sender waits for it).
+    head_placed: bool,
     pub(super) no_restart: bool,
     pub(super) death: Option<String>,
     /// Why its last worker died, once it has restarted (for direct calls
@@ -58,12 +60,10 @@ impl LocalActor {
         name.rsplit("::").next().unwrap_or(name).to_string()
     }
 
-    /// The head, if this is a restart it placed here and it has no answer
-    /// yet: marked answered, for the caller to answer.
+    /// The head, if this is a restart it placed here, not killed for good,
+    /// and it has no answer yet: marked answered, for the caller to answer.
     pub(super) fn unanswered_head(&mut self) -> Option<Owner> {
-        let spilled = matches!(self.create.owner, Owner::Spilled(_));
-        let head_placed = !super::placing::may_go_back(&self.create.spec);
-        (spilled && head_placed && !self.replied).then(|| {
+        (self.head_placed && !self.no_restart && !self.replied).then(|| {
             self.replied = true;
             self.create.owner
         })
@@ -144,6 +144,8 @@ impl Dispatcher {
         let job = q.spec.job_id;
         let actor = create.actor_id;
         self.unfence(actor);
+        let head_placed =
+            matches!(q.owner, Owner::Spilled(_)) && !super::placing::may_go_back(&q.spec);
         self.actors.insert(
             create.actor_id,
             LocalActor {
@@ -153,6 +155,7 @@ impl Dispatcher {
                 worker: 0,
                 gpus,
                 phase: Phase::Creating,
+                head_placed,
                 replied: false,
                 no_restart: false,
                 death: None,

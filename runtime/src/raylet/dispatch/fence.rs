@@ -37,7 +37,9 @@
 //!   raylet refuses work meant for an earlier one, without running it,
 //!   with `Draining` naming it: its sender places it again elsewhere (no
 //!   attempt spent: it never ran), the head a refused restart too
-//!   ([`refuse_for`]). Work
+//!   ([`refuse_for`]). Work pinned to that node (a bundle there, a hard
+//!   affinity) can go nowhere else: `NodeDied`, which its sender retries
+//!   within `max_retries` or fails with, as for a lost node. Work
 //!   for an id it does not know yet is for its next one (the head placed
 //!   it there before the registration's answer arrived): it waits for
 //!   that id (at most `NEXT_ID_WAIT`), then runs under it, or is refused.
@@ -50,12 +52,14 @@ use crate::proto::task::{Failure, Outcome, TaskKind, TaskSpec};
 /// DF-6: why work meant for node `to` is refused by this raylet, now node
 /// `me` (after waiting for `to` if that may be its next id): `fenced`
 /// says why `to` was declared dead (if it was), `earlier` whether `to` is
-/// one of this raylet's earlier ids.
+/// one of this raylet's earlier ids, `pinned` whether the work may run
+/// nowhere but on `to`.
 pub(in crate::raylet) fn refuse_for(
     to: NodeId,
     me: NodeId,
     earlier: bool,
     fenced: Option<String>,
+    pinned: bool,
 ) -> Option<Failure> {
     let detail = match fenced {
         Some(why) => format!(
@@ -68,10 +72,22 @@ pub(in crate::raylet) fn refuse_for(
         ),
         None => format!("node {to} is not this raylet (node {me}); it did not run it"),
     };
-    Some(Failure::Draining {
-        node: to,
-        reason: detail,
+    Some(match pinned {
+        true => Failure::NodeDied { node: to, detail },
+        false => Failure::Draining {
+            node: to,
+            reason: detail,
+        },
     })
+}
+
+/// DF-6: whether `spec` may run nowhere but on the node it was sent to.
+pub(in crate::raylet) fn pinned(spec: &TaskSpec) -> bool {
+    matches!(
+        spec.strategy,
+        crate::proto::task::WireStrategy::Bundle { .. }
+            | crate::proto::task::WireStrategy::NodeAffinity { soft: false, .. }
+    )
 }
 
 /// An actor fenced here: why, how often its calls may be re-sent, and

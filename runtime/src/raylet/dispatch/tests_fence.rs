@@ -232,9 +232,9 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
     let (old, new) = (NodeId::random(), NodeId::random());
     // Not fenced, meant for this raylet (its id now, or its next one once
     // the raylet waited for it): it runs.
-    assert!(fence::refuse_for(new, new, false, None).is_none());
+    assert!(fence::refuse_for(new, new, false, None, false).is_none());
     // An id it never had (nor came to have within the wait): refused.
-    match fence::refuse_for(new, old, false, None) {
+    match fence::refuse_for(new, old, false, None, false) {
         Some(Failure::Draining {
             node,
             reason: detail,
@@ -247,7 +247,13 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
     // Fenced: refused, under the old id before the new one is known, and
     // after it.
     for me in [old, new] {
-        match fence::refuse_for(old, me, me != old, Some("no heartbeat for 10s".into())) {
+        match fence::refuse_for(
+            old,
+            me,
+            me != old,
+            Some("no heartbeat for 10s".into()),
+            false,
+        ) {
             Some(Failure::Draining {
                 node,
                 reason: detail,
@@ -261,8 +267,13 @@ fn work_meant_for_an_earlier_incarnation_is_refused_naming_it_df6() {
             other => panic!("{other:?}"),
         }
     }
+    // Work pinned to that node can go nowhere else: as for a lost node.
+    assert!(matches!(
+        fence::refuse_for(old, new, true, None, true),
+        Some(Failure::NodeDied { node, .. }) if node == old
+    ));
     // An earlier id this raylet does not know as declared dead: refused too.
-    match fence::refuse_for(old, new, true, None) {
+    match fence::refuse_for(old, new, true, None, false) {
         Some(Failure::Draining {
             node,
             reason: detail,
@@ -302,4 +313,38 @@ fn a_restart_the_head_placed_here_fenced_mid_constructor_goes_back_to_the_head_d
         "the head is told once that the node died under it: {told:?}"
     );
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // One killed for good before the fence is not placed again: the head
+    // hears of the kill.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let actor = ActorId::random();
+    let mut restart = actor_create(actor, 3, 0);
+    let job = restart.job_id;
+    if let TaskKind::CreateActor(c) = &mut restart.kind {
+        c.restarts = 1;
+    }
+    d.announce_actor(actor);
+    let w = started(&d.submit(restart, Owner::Spilled(8)))[0];
+    d.worker_ready(w);
+    let mut kill = super::kill_call(actor, true);
+    kill.job_id = job;
+    d.submit(kill, Owner::Local(9));
+    let a = d.fence("its node was declared dead", 200);
+    let to_head: Vec<_> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reply {
+                owner: Owner::Spilled(8),
+                outcome,
+                ..
+            } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            to_head.as_slice(),
+            [Outcome::Failed(Failure::ActorDied { .. })]
+        ),
+        "{to_head:?}"
+    );
 }

@@ -520,7 +520,10 @@ fn a_restart_under_way_when_the_head_recovered_waits_for_a_report_only() {
     // As `recovery.rs` leaves the table of a head recovered now.
     sim.core.actors.recovered_mid_restart(sim.now.at);
     sim.seen.clear();
-    sim.pass_time(actors::RESTART_WAIT + Duration::from_secs(1), &[b]);
+    sim.pass_time(
+        actors::RECOVERED_RESTART_WAIT + Duration::from_secs(1),
+        &[b],
+    );
     let again = sim
         .seen
         .iter()

@@ -117,6 +117,28 @@ fn relayed_requests_act_as_the_jobs_owner() {
         runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
         ["run-a"]
     );
+    // AC-6: registering from ads's run reads as from a run that does not
+    // exist.
+    let from_run = |run: &str| {
+        RelayedRequest::Models(ModelRequest::Register {
+            name: "digits".into(),
+            run_id: run.into(),
+            checkpoint: "/w".into(),
+            card: String::new(),
+            who: String::new(),
+        })
+    };
+    let message = |r: HeadResponse| match r {
+        HeadResponse::Error { kind, message } => (kind, message.replace("run-b", "RUN")),
+        other => panic!("{other:?}"),
+    };
+    let hidden = message(relayed(&mut sim, Some(job_a), from_run("run-b")));
+    let missing = relayed(&mut sim, Some(job_a), from_run("no-such-run"));
+    let missing = match missing {
+        HeadResponse::Error { kind, message } => (kind, message.replace("no-such-run", "RUN")),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(hidden, missing);
 
     // A named actor of another namespace is not the job's to find.
     let named = |ns: &str| RelayedRequest::NamedActor {

@@ -188,6 +188,15 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
     let missing = sim.core.handle(sim.now, alice, register("no-such-run"));
     assert_eq!(missing, Reply::Now(no_run("no-such-run")));
     assert_eq!(sim.core.gate(sim.now, alice, &register("run-a")), None);
+    // A viewer (no models:write) is refused for the permission alone, in
+    // the same words whether the run is ads's or missing.
+    let as_missing = |r: Option<HeadResponse>, id: &str| format!("{r:?}").replace(id, "RUN");
+    let hidden = sim.core.gate(sim.now, v, &register("run-b"));
+    assert!(refusal(hidden.clone()).contains("lacks permission models:write"));
+    assert_eq!(
+        as_missing(hidden, "run-b"),
+        as_missing(sim.core.gate(sim.now, v, &register("nope")), "nope")
+    );
     let create_for = |job| HeadRequest::PlacementGroup(PgRequest::Create(one_cpu_group(job)));
     let create = create_for(job_b);
     assert!(refusal(sim.core.gate(sim.now, alice, &create)).contains("in namespace ads"));

@@ -46,7 +46,7 @@ fn ns_of(namespace: String) -> String {
     }
 }
 
-fn valid_name(kind: &str, s: &str) -> Result<(), String> {
+pub(crate) fn valid_name(kind: &str, s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.chars()

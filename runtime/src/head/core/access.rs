@@ -125,6 +125,17 @@ impl HeadCore {
         if let Err(denied) = authorize(who, &action) {
             return Some((forbidden(denied.message), ns));
         }
+        // Then, as the model table does before it looks for the run, the
+        // name.
+        if let HeadRequest::Models(ModelRequest::Register { name, .. }) = req {
+            if let Err(message) = crate::head::model_table::valid_name("model name", name) {
+                let bad = HeadResponse::Error {
+                    kind: ErrorKind::BadRequest,
+                    message,
+                };
+                return Some((bad, ns));
+            }
+        }
         let answer = match req {
             HeadRequest::GetRun { .. } => HeadResponse::Run(None),
             // As the model table answers a run it does not have.

@@ -188,6 +188,27 @@ fn ac_4_one_row_asked_by_id_or_name_is_judged_in_its_namespace() {
     let missing = sim.core.handle(sim.now, alice, register("no-such-run"));
     assert_eq!(missing, Reply::Now(no_run("no-such-run")));
     assert_eq!(sim.core.gate(sim.now, alice, &register("run-a")), None);
+    // A bad name is refused for the name first, as for a missing run.
+    let badly_named = |run_id: &str| {
+        HeadRequest::Models(crate::proto::models::ModelRequest::Register {
+            name: "a b".into(),
+            run_id: run_id.into(),
+            checkpoint: String::new(),
+            card: Default::default(),
+            who: String::new(),
+        })
+    };
+    let Reply::Now(missing) = sim.core.handle(sim.now, alice, badly_named("nope")) else {
+        panic!()
+    };
+    assert!(
+        matches!(&missing, HeadResponse::Error { kind: ErrorKind::BadRequest, message } if message.contains("model name \"a b\"")),
+        "{missing:?}"
+    );
+    assert_eq!(
+        sim.core.gate(sim.now, alice, &badly_named("run-b")),
+        Some(missing)
+    );
     // A viewer (no models:write) is refused for the permission alone, in
     // the same words whether the run is ads's or missing.
     let as_missing = |r: Option<HeadResponse>, id: &str| format!("{r:?}").replace(id, "RUN");

@@ -276,9 +276,10 @@ impl Dispatcher {
             return out;
         };
         if q.spec.function == KILL_METHOD {
-            let no_restart = kill_no_restart(&q.spec);
+            // A kill for good counts even after a kill that allowed a
+            // restart (its worker is already being killed).
+            a.no_restart |= kill_no_restart(&q.spec);
             if a.death.is_none() {
-                a.no_restart |= no_restart;
                 a.death = Some("killed by prism::kill".into());
                 out.push(Action::Kill { worker: a.worker });
             }

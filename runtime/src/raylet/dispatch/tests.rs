@@ -419,6 +419,26 @@ fn a_call_cut_by_a_kill_says_so_not_that_its_worker_died_running_it() {
     assert_eq!(detail, "killed by prism::kill before this call finished");
 }
 
+#[test]
+fn a_kill_for_good_after_a_kill_that_allowed_a_restart_holds() {
+    let me = NodeId::random();
+    let (mut d, actor, w, _) = super::tests_direct::alive(3, 0);
+    let a = d.submit(kill_call(actor, false), Owner::Local(1));
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // Before the worker's exit is seen, a kill for good.
+    let a = d.submit(kill_call(actor, true), Owner::Local(1));
+    assert_eq!(replies(&a), vec![Outcome::Inline(vec![])]);
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: me,
+            detail: "signal 9".into(),
+        },
+    );
+    assert!(started(&a).is_empty(), "no restart: {a:?}");
+    assert_eq!(d.dead_reason(actor), Some("killed by prism::kill"));
+}
+
 pub(super) fn in_bundle(
     job: JobId,
     pg: crate::ids::PlacementGroupId,

@@ -136,13 +136,13 @@ impl ActorTable {
     /// Marks `id` restarting with no node and returns its next creation,
     /// if it has restarts left and may leave `node`.
     fn restart_elsewhere(&mut self, id: ActorId, node: NodeId, reason: &str) -> Option<PeerSubmit> {
-        let a = self.actors.get_mut(&id)?;
-        let mut create = self.creates.get(&id)?.clone();
+        let restarts = self.actors.get(&id)?.restarts;
+        let create = self.creates.get(&id)?;
         self.dirty.insert(id);
-        let TaskKind::CreateActor(c) = &mut create.task.kind else {
+        let TaskKind::CreateActor(c) = &create.task.kind else {
             return None;
         };
-        let done = a.restarts.max(c.restarts);
+        let done = restarts.max(c.restarts);
         let movable = match create.task.strategy {
             WireStrategy::NodeAffinity { node: n, soft } => soft || n != node,
             WireStrategy::Bundle { .. } => false,
@@ -151,10 +151,8 @@ impl ActorTable {
         if done >= c.max_restarts || !movable {
             return None;
         }
-        c.restarts = done + 1;
-        create.task.attempt = 0;
-        // The head picked the node: it runs there or queues, never moves on.
-        create.task.spilled = true;
+        let create = self.restart_again(id, done + 1)?;
+        let a = self.actors.get_mut(&id)?;
         a.state = ActorState::Restarting;
         a.node_id = None;
         a.node_address.clear();
@@ -216,8 +214,8 @@ impl ActorTable {
         self.waiting.remove(&id);
     }
 
-    /// Restart number `n` of `id` once more (its node went away before it
-    /// came up), if `id` may move.
+    /// `id`'s creation as restart number `n` (a first restart, or one
+    /// placed again when its node went away before it came up).
     pub fn restart_again(&self, id: ActorId, n: u32) -> Option<PeerSubmit> {
         let mut create = self.creates.get(&id)?.clone();
         let TaskKind::CreateActor(c) = &mut create.task.kind else {
@@ -225,6 +223,7 @@ impl ActorTable {
         };
         c.restarts = n;
         create.task.attempt = 0;
+        // The head picked the node: it runs there or queues, never moves on.
         create.task.spilled = true;
         Some(create)
     }

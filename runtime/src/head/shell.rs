@@ -251,10 +251,7 @@ impl Shell {
                     create,
                 } => self.spawn(move |dialer, me| async move {
                     info!(%actor, %node, "restarting an actor whose node died");
-                    let n = match &create.task.kind {
-                        crate::proto::task::TaskKind::CreateActor(c) => c.restarts,
-                        _ => 0,
-                    };
+                    let n = super::core::restart_number(&create.task);
                     let req = PeerRequest::Submit {
                         to: node,
                         task: create,

@@ -209,7 +209,7 @@ pub struct RestartFailure {
 pub(crate) const RECOVERED_RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The restart number a creation carries (0 for a first creation).
-fn restart_number(task: &TaskSpec) -> u32 {
+pub fn restart_number(task: &TaskSpec) -> u32 {
     match &task.kind {
         crate::proto::task::TaskKind::CreateActor(c) => c.restarts,
         _ => 0,

@@ -39,7 +39,7 @@
 mod access;
 mod actions;
 mod actors;
-pub use actors::RestartFailure;
+pub use actors::{restart_number, RestartFailure};
 mod audit;
 mod groups;
 mod jobs;

@@ -104,14 +104,18 @@ impl MlpPass {
         fwd + kept
     }
 
-    fn vars(&self, vs: &tch::nn::VarStore, i: usize) -> Result<(Tensor, Tensor), String> {
+    /// Each layer's weight and bias, looked up in the stage's store once
+    /// per pass (a checkpoint's restore may have replaced them).
+    fn params(&self, vs: &tch::nn::VarStore) -> Result<Vec<(Tensor, Tensor)>, String> {
         let vars = vs.variables();
-        let (w, b, _) = &self.layers[i];
         let get = |n: &String| vars.get(n).map(Tensor::shallow_clone);
-        match (get(w), get(b)) {
-            (Some(w), Some(b)) => Ok((w, b)),
-            _ => Err(format!("the stage has no variables {w} and {b}")),
-        }
+        self.layers
+            .iter()
+            .map(|(w, b, _)| match (get(w), get(b)) {
+                (Some(w), Some(b)) => Ok((w, b)),
+                _ => Err(format!("the stage has no variables {w} and {b}")),
+            })
+            .collect()
     }
 
     /// Micro-batch `mb`'s forward: the stage's output.
@@ -122,10 +126,11 @@ impl MlpPass {
         x: Tensor,
     ) -> Result<Tensor, String> {
         let mut acts = vec![x];
+        let params = self.params(vs)?;
         tch::no_grad(|| -> Result<(), String> {
             for (i, (_, _, relu)) in self.layers.iter().enumerate() {
-                let (w, b) = self.vars(vs, i)?;
-                let z = acts[i].f_linear(&w, Some(&b)).map_err(|e| e.to_string())?;
+                let (w, b) = &params[i];
+                let z = acts[i].f_linear(w, Some(b)).map_err(|e| e.to_string())?;
                 acts.push(if *relu { z.relu() } else { z });
             }
             Ok(())
@@ -167,6 +172,7 @@ impl MlpPass {
             (None, None) => return Err(format!("micro-batch {mb} has no loss to start from")),
         };
         let n = self.layers.len();
+        let params = self.params(vs)?;
         let input_grad = tch::no_grad(|| -> Result<Tensor, String> {
             for i in (0..n).rev() {
                 if self.layers[i].2 {
@@ -177,8 +183,7 @@ impl MlpPass {
                 }
                 self.kept[i].push((fwd.acts[i].shallow_clone(), g.shallow_clone()));
                 if i > 0 || self.input_grad {
-                    let (w, _) = self.vars(vs, i)?;
-                    g = g.f_mm(&w).map_err(|e| e.to_string())?;
+                    g = g.f_mm(&params[i].0).map_err(|e| e.to_string())?;
                 }
             }
             Ok(if self.input_grad {
@@ -216,13 +221,16 @@ impl MlpPass {
     /// MP-2: every kept pair's weight and bias gradients, one product per
     /// layer, added to the variables' gradients.
     fn add_weight_grads(&mut self, vs: &tch::nn::VarStore) -> Result<(), String> {
-        for i in 0..self.layers.len() {
+        if self.kept_mbs.is_empty() {
+            return Ok(());
+        }
+        let params = self.params(vs)?;
+        for (i, (w, b)) in params.iter().enumerate() {
             let pairs = std::mem::take(&mut self.kept[i]);
             if pairs.is_empty() {
                 continue;
             }
-            let (w, b) = self.vars(vs, i)?;
-            let (mut gw, mut gb) = (defined_grad(&w)?, defined_grad(&b)?);
+            let (mut gw, mut gb) = (defined_grad(w)?, defined_grad(b)?);
             let stack = |pick: fn(&(Tensor, Tensor)) -> &Tensor| {
                 let parts: Vec<&Tensor> = pairs.iter().map(pick).collect();
                 Tensor::f_cat(&parts, 0).map_err(|e| e.to_string())

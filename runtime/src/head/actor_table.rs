@@ -6,9 +6,12 @@
 //! - **AT-4** an actor whose node dies restarts elsewhere only while it has
 //!   restarts left (`restarts < max_restarts`) and its placement allows
 //!   another node; it then has no node until a raylet reports it again.
-//! - **AT-5** a restart no live node can take waits for one (`waiting`),
-//!   as does one whose node went away before it came up; the head core
-//!   places it when a node can, or declares it dead after its deadline.
+//! - **AT-5** a restart under way is tracked until a node reports it up
+//!   (`waiting`): one no live node can take waits for one, as does one
+//!   whose node went away before it came up; the head core places it when
+//!   a node can, or declares it dead after its deadline, which counts from
+//!   when it first waited, however often it is placed again. One whose
+//!   node gave no answer waits for that node's report, or its death.
 
 use crate::ids::{ActorId, NodeId};
 use crate::proto::head::{ActorInfo, ActorState};
@@ -26,9 +29,35 @@ pub struct ActorTable {
     creates: BTreeMap<ActorId, PeerSubmit>,
     /// Actors whose durable row changed.
     dirty: std::collections::BTreeSet<ActorId>,
-    /// AT-5: restarts waiting for a node: restart number, since when, why,
-    /// and whether the head places it (not one recovered mid-restart).
-    waiting: BTreeMap<ActorId, (u32, std::time::Instant, String, bool)>,
+    /// AT-5: restarts under way that no node reported up yet.
+    waiting: BTreeMap<ActorId, WaitingRestart>,
+}
+
+/// AT-5: a restart under way that no node has reported up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingRestart {
+    /// Its restart number.
+    pub n: u32,
+    /// Since when it waits for a node (unchanged when it is refused and
+    /// placed again), or, unanswered, for its report.
+    pub since: Instant,
+    /// Why it waits.
+    pub why: String,
+    /// What it waits for.
+    pub on: RestartWait,
+}
+
+/// What a restart under way waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RestartWait {
+    /// A live node that can take it: the head places it there.
+    Placement,
+    /// The answer of the node it was sent to.
+    Sent(NodeId),
+    /// A report from the node it went to (`None`: unknown, for a head
+    /// recovered mid-restart), which gave no answer: it may run there
+    /// still. Placed again if that node dies.
+    Report(Option<NodeId>),
 }
 
 /// What becomes of an actor whose node died.
@@ -179,19 +208,29 @@ impl ActorTable {
         t
     }
 
-    /// AT-5: restart number `n` of `id` waits for a node, since `now`
-    /// (unless it already waits), because of `why`; the head places it
-    /// when one can take it where `place`, else only waits for a raylet
-    /// to report it up (a head recovered mid-restart).
-    pub fn wait_for_node(&mut self, id: ActorId, n: u32, now: Instant, why: String, place: bool) {
-        self.waiting.entry(id).or_insert((n, now, why, place));
+    /// AT-5: restart number `n` of `id` now waits `on` what is given,
+    /// because of `why`. Being placed, and waiting for a node again after
+    /// a refusal, keep its first `since` (its deadline does not start
+    /// again); a wait for a report, or one after it, starts from `now`.
+    pub fn wait(&mut self, id: ActorId, n: u32, now: Instant, why: String, on: RestartWait) {
+        let placing = |o: RestartWait| matches!(o, RestartWait::Placement | RestartWait::Sent(_));
+        let since = match self.waiting.get(&id) {
+            Some(w) if w.n == n && placing(w.on) && placing(on) => w.since,
+            _ => now,
+        };
+        let w = WaitingRestart { n, since, why, on };
+        self.waiting.insert(id, w);
     }
 
-    /// AT-5: the restarts waiting for a node.
-    pub fn waiting(&self) -> Vec<(ActorId, u32, Instant, String, bool)> {
+    /// AT-5: the restarts under way that no node reported up.
+    pub fn waiting(&self) -> Vec<(ActorId, WaitingRestart)> {
         let rows = self.waiting.iter();
-        rows.map(|(a, (n, t, w, p))| (*a, *n, *t, w.clone(), *p))
-            .collect()
+        rows.map(|(a, w)| (*a, w.clone())).collect()
+    }
+
+    /// AT-5: what `id`'s restart under way waits for.
+    pub fn waiting_for(&self, id: ActorId) -> Option<&WaitingRestart> {
+        self.waiting.get(&id)
     }
 
     /// AT-5, recovered: the actors a restart was under way for (restarting,
@@ -205,11 +244,11 @@ impl ActorTable {
             .collect();
         for (id, n) in mid {
             let why = "the head restarted while the actor's restart was under way".to_string();
-            self.wait_for_node(id, n, now, why, false);
+            self.wait(id, n, now, why, RestartWait::Report(None));
         }
     }
 
-    /// AT-5: `id`'s restart no longer waits (placed, or given up).
+    /// AT-5: `id`'s restart is no longer under way (up, or given up).
     pub fn stop_waiting(&mut self, id: ActorId) {
         self.waiting.remove(&id);
     }

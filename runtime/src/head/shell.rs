@@ -4,7 +4,7 @@
 //! [`RayletDialer`], driver processes through the [`JobRunner`], and
 //! answers to requests that waited.
 
-use super::core::{Caller, Clock, Effect, HeadCore, Reply, RestartFailure};
+use super::core::{Caller, Clock, Effect, HeadCore, Reply, RestartAnswer, RestartFailure};
 use super::dialer::RayletDialer;
 use super::durable::{Change, DurableStore};
 use super::job_runner::{self, JobRunner};
@@ -266,12 +266,12 @@ impl Shell {
                             // The node surely does not run it: it refused
                             // it (DF-6), or its fence ended the constructor
                             // (DF-4). The core places it again.
-                            let refused = matches!(
-                                f,
+                            let answer = match f {
                                 Failure::NodeDied { .. }
-                                    | Failure::Draining { .. }
-                                    | Failure::Moved { .. }
-                            );
+                                | Failure::Draining { .. }
+                                | Failure::Moved { .. } => RestartAnswer::NotRun,
+                                _ => RestartAnswer::Failed,
+                            };
                             let why =
                                 format!("its restart on node {node} failed: {}", describe(&f));
                             let failed = RestartFailure {
@@ -279,21 +279,22 @@ impl Shell {
                                 n,
                                 node,
                                 why,
-                                refused,
+                                answer,
                             };
                             let _ = me.cast(HeadMsg::RestartFailed(Box::new(failed)));
                         }
                         Ok(_) => info!(%actor, %node, "actor restarted"),
                         Err(e) => {
                             // It may still be queued there, and run after
-                            // the node's fence (DF-4): not placed again.
+                            // the node's fence (DF-4): placed again only if
+                            // that node dies before reporting it up.
                             let why = format!("its restart on node {node} failed: {e}");
                             let failed = RestartFailure {
                                 actor,
                                 n,
                                 node,
                                 why,
-                                refused: false,
+                                answer: RestartAnswer::Unanswered,
                             };
                             let _ = me.cast(HeadMsg::RestartFailed(Box::new(failed)));
                         }

@@ -4,7 +4,7 @@
 //! ([`choose_node`]), or death with the cause.
 
 use super::{bad, Clock, Effect, HeadCore};
-use crate::head::actor_table::NodeLoss;
+use crate::head::actor_table::{NodeLoss, RestartWait};
 use crate::ids::{ActorId, NodeId};
 use crate::proto::common::{ClusterStatus, NodeState};
 use crate::proto::head::{ActorState, HeadRequest, HeadResponse};
@@ -56,91 +56,88 @@ impl HeadCore {
         }
     }
 
-    /// Actors lost with `node`: restart those that may move (AT-4).
+    /// Actors lost with `node`: restart those that may move (AT-4), and
+    /// place again the restarts sent there that it never reported up.
     pub(super) fn actors_lost(&mut self, now: Clock, node: NodeId, reason: &str) {
         let losses = self.actors.node_died(node, reason);
-        if losses.is_empty() {
-            return;
-        }
-        let status = self.status(now);
         for loss in losses {
-            let (actor, create) = match loss {
-                NodeLoss::Dead(a) => {
-                    warn!(actor = %a, %node, "actor dead with its node");
-                    continue;
-                }
-                NodeLoss::Restart(a, create) => (a, create),
-            };
-            match choose_node(&status, &create.task) {
-                Ok((target, addr)) => self.push(Effect::RestartActor {
-                    actor,
-                    node: target,
-                    addr,
-                    create,
-                }),
-                Err(why) => {
-                    // AT-5: it waits for a node that can take it.
-                    warn!(%actor, %node, "no node can take the actor's restart yet: {why}");
+            match loss {
+                NodeLoss::Dead(a) => warn!(actor = %a, %node, "actor dead with its node"),
+                NodeLoss::Restart(a, create) => {
                     let n = restart_number(&create.task);
-                    self.actors.wait_for_node(actor, n, now.at, why, true);
+                    let why = format!("its node {node} died ({reason})");
+                    self.actors.wait(a, n, now.at, why, RestartWait::Placement);
                 }
             }
         }
+        for (actor, w) in self.actors.waiting() {
+            if matches!(w.on, RestartWait::Sent(x) | RestartWait::Report(Some(x)) if x == node) {
+                info!(%actor, %node, "placing an actor's restart again: its node died before it came up");
+                let why = format!("{}; its node {node} died ({reason})", w.why);
+                self.actors
+                    .wait(actor, w.n, now.at, why, RestartWait::Placement);
+            }
+        }
+        self.restarts_tick(now);
     }
 
     /// AT-5: places the restarts waiting for a node where one can take
-    /// them now; one that waited past [`RESTART_WAIT`] is dead.
+    /// them now; one that waited past [`RESTART_WAIT`] for a node, or past
+    /// [`REPORT_WAIT`] for a report, is dead.
     pub(super) fn restarts_tick(&mut self, now: Clock) {
         let waiting = self.actors.waiting();
         if waiting.is_empty() {
             return;
         }
         let status = self.status(now);
-        for (actor, n, since, why, place) in waiting {
+        for (actor, w) in waiting {
             let again = self
-                .restart_pending(actor, n)
-                .then(|| self.actors.restart_again(actor, n))
+                .restart_pending(actor, w.n)
+                .then(|| self.actors.restart_again(actor, w.n))
                 .flatten();
             let Some(create) = again else {
                 self.actors.stop_waiting(actor);
                 continue;
             };
-            let waited = now.at.saturating_duration_since(since);
-            let late = waited >= RESTART_WAIT;
-            if !place {
-                // Recovered mid-restart: a raylet may still bring it up
-                // (queued there for resources, perhaps), so it is not
-                // placed twice; dead if none has in time.
-                if waited >= RECOVERED_RESTART_WAIT {
+            let waited = now.at.saturating_duration_since(w.since);
+            let why = w.why;
+            match w.on {
+                RestartWait::Sent(_) => {}
+                // It may run there still (queued for resources, perhaps),
+                // so it is not placed twice; dead if none has in time.
+                RestartWait::Report(_) if waited >= REPORT_WAIT => {
                     self.actors.stop_waiting(actor);
-                    let why = format!(
-                        "{why}, and no node reported it up within {RECOVERED_RESTART_WAIT:?}"
-                    );
+                    let why = format!("{why}, and no node reported it up within {REPORT_WAIT:?}");
                     warn!(%actor, "{why}");
                     self.actors.restart_failed(actor, &why);
                 }
-                continue;
-            }
-            match choose_node(&status, &create.task) {
-                Ok((target, addr)) => {
-                    info!(%actor, node = %target, "a node can take the actor's restart now");
-                    self.actors.stop_waiting(actor);
-                    self.push(Effect::RestartActor {
-                        actor,
-                        node: target,
-                        addr,
-                        create: Box::new(create),
-                    });
-                }
-                Err(none) if late => {
-                    self.actors.stop_waiting(actor);
-                    let why = format!(
-                        "it cannot restart: no node could take it within {RESTART_WAIT:?} ({why}; now: {none})"
-                    );
-                    warn!(%actor, "{why}");
-                    self.actors.restart_failed(actor, &why);
-                }
-                Err(_) => {}
+                RestartWait::Report(_) => {}
+                RestartWait::Placement => match choose_node(&status, &create.task) {
+                    Ok((target, addr)) => {
+                        info!(%actor, node = %target, "placing the actor's restart");
+                        let sent = RestartWait::Sent(target);
+                        self.actors.wait(actor, w.n, now.at, why, sent);
+                        self.push(Effect::RestartActor {
+                            actor,
+                            node: target,
+                            addr,
+                            create: Box::new(create),
+                        });
+                    }
+                    Err(none) if waited >= RESTART_WAIT => {
+                        self.actors.stop_waiting(actor);
+                        let why = format!(
+                            "it cannot restart: no node could take it within {RESTART_WAIT:?} ({why}; now: {none})"
+                        );
+                        warn!(%actor, "{why}");
+                        self.actors.restart_failed(actor, &why);
+                    }
+                    Err(none) => {
+                        if waited.is_zero() {
+                            warn!(%actor, "no node can take the actor's restart yet: {none}");
+                        }
+                    }
+                },
             }
         }
     }
@@ -155,31 +152,59 @@ impl HeadCore {
 
     /// A restart the core asked for failed on the node it was sent to.
     /// One that node surely does not run (it refused it, DF-6, or its
-    /// fence ended the constructor, DF-4) is placed again, as for the loss
-    /// that caused it (AT-5: on a live node, or when one can take it);
-    /// otherwise the actor is dead.
+    /// fence ended the constructor, DF-4), or one whose node is dead by
+    /// now, is placed again (AT-5: on a live node, or when one can take
+    /// it); one that got no answer waits for that node's report, or its
+    /// death; one that failed there leaves the actor dead.
     pub fn restart_failed(&mut self, now: Clock, f: RestartFailure) {
         let RestartFailure {
             actor,
             n,
             node,
             why,
-            refused,
+            answer,
         } = f;
         warn!(%actor, %node, "cannot restart the actor: {why}");
         // Only that restart, still under way and placed nowhere else: one
         // that came up (and failed on its own, reported by its node), a
         // later restart, or a dead actor keeps its state.
-        if !self.restart_pending(actor, n) {
+        // And only an answer from where it was last sent: one sent on
+        // since (its node died) is not placed twice.
+        let sent = self.actors.waiting_for(actor).filter(|w| w.n == n);
+        let Some(w) = sent.filter(|w| w.on == RestartWait::Sent(node)) else {
+            return;
+        };
+        let waited = now.at.saturating_duration_since(w.since);
+        if !self.restart_pending(actor, n) || self.actors.restart_again(actor, n).is_none() {
             return;
         }
-        if refused && self.actors.restart_again(actor, n).is_some() {
+        let on = match answer {
+            RestartAnswer::Failed => {
+                self.actors.stop_waiting(actor);
+                self.actors.restart_failed(actor, &why);
+                return;
+            }
+            // As for its node's death (which may come after): its wait
+            // for a node starts again.
+            _ if !self.is_live(node) => {
+                self.actors.stop_waiting(actor);
+                RestartWait::Placement
+            }
+            // Refused by live nodes for longer than a node is waited for.
+            RestartAnswer::NotRun if waited >= RESTART_WAIT => {
+                self.actors.stop_waiting(actor);
+                let why = format!("it cannot restart: the nodes it was placed on refused it for {RESTART_WAIT:?} ({why})");
+                self.actors.restart_failed(actor, &why);
+                return;
+            }
+            RestartAnswer::NotRun => RestartWait::Placement,
+            RestartAnswer::Unanswered => RestartWait::Report(Some(node)),
+        };
+        if on == RestartWait::Placement {
             info!(%actor, %node, "placing an actor's restart again: its node did not run it");
-            self.actors.wait_for_node(actor, n, now.at, why, true);
-            self.restarts_tick(now);
-            return;
         }
-        self.actors.restart_failed(actor, &why);
+        self.actors.wait(actor, n, now.at, why, on);
+        self.restarts_tick(now);
     }
 }
 
@@ -198,15 +223,27 @@ pub struct RestartFailure {
     pub node: NodeId,
     /// What went wrong.
     pub why: String,
-    /// Whether the node surely does not run it (it refused it, or its
-    /// fence ended it), rather than no answer (it may still be queued).
-    pub refused: bool,
+    /// What the node answered.
+    pub answer: RestartAnswer,
 }
 
-/// AT-5: how long a restart under way when the head recovered waits for a
-/// raylet to report it up (it may wait there for resources) before the
-/// actor is dead.
-pub(crate) const RECOVERED_RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// What the node a restart was sent to answered, when it did not run it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RestartAnswer {
+    /// It surely does not run it: it refused it (DF-6), or its fence ended
+    /// the constructor (DF-4). Placed again.
+    NotRun,
+    /// It failed there (its constructor, say): the actor is dead.
+    Failed,
+    /// No answer (the connection was lost): it may run there still.
+    Unanswered,
+}
+
+/// AT-5: how long a restart that may be under way on a node (one that
+/// gave no answer, or any when the head recovered) waits for that node to
+/// report it up (it may wait there for resources) before the actor is
+/// dead.
+pub(crate) const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The restart number a creation carries (0 for a first creation).
 pub fn restart_number(task: &TaskSpec) -> u32 {

@@ -39,7 +39,7 @@
 mod access;
 mod actions;
 mod actors;
-pub use actors::{restart_number, RestartFailure};
+pub use actors::{restart_number, RestartAnswer, RestartFailure};
 mod audit;
 mod groups;
 mod jobs;

@@ -139,7 +139,13 @@ fn a_restart_that_cannot_start_leaves_the_actor_dead_with_both_causes() {
     // A stale failure (of another restart number) changes nothing.
     sim.core.restart_failed(
         sim.now,
-        failure(kept, 7, b, "its restart on node b failed: stale", false),
+        failure(
+            kept,
+            7,
+            b,
+            "its restart on node b failed: stale",
+            RestartAnswer::Failed,
+        ),
     );
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     sim.core.restart_failed(
@@ -148,15 +154,15 @@ fn a_restart_that_cannot_start_leaves_the_actor_dead_with_both_causes() {
             kept,
             1,
             b,
-            "its restart on node b failed: connection refused",
-            false,
+            "its restart on node b failed: its constructor panicked",
+            RestartAnswer::Failed,
         ),
     );
     let info = actor(&mut sim, kept);
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();
     assert!(
-        why.contains(&a.to_string()) && why.contains("connection refused"),
+        why.contains(&a.to_string()) && why.contains("constructor panicked"),
         "{why}"
     );
 }
@@ -448,7 +454,13 @@ fn a_restart_whose_node_died_is_placed_again() {
     sim.pass_time(Duration::from_millis(1_500), &[other]);
     sim.core.restart_failed(
         sim.now,
-        failure(kept, 1, first, "its restart on node x failed: fenced", true),
+        failure(
+            kept,
+            1,
+            first,
+            "its restart on node x failed: fenced",
+            RestartAnswer::NotRun,
+        ),
     );
     sim.run();
     let again = sim.seen.iter().find_map(|e| match e {
@@ -472,7 +484,13 @@ fn a_restart_whose_node_died_is_placed_again() {
     sim.pass_time(Duration::from_millis(1_500), &[]);
     sim.core.restart_failed(
         sim.now,
-        failure(kept, 1, other, "its restart on node y failed: fenced", true),
+        failure(
+            kept,
+            1,
+            other,
+            "its restart on node y failed: fenced",
+            RestartAnswer::NotRun,
+        ),
     );
     sim.run();
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
@@ -487,7 +505,13 @@ fn a_restart_whose_node_died_is_placed_again() {
     sim.pass_time(Duration::from_millis(1_500), &[]);
     sim.core.restart_failed(
         sim.now,
-        failure(kept, 1, d, "its restart on node d failed: fenced", true),
+        failure(
+            kept,
+            1,
+            d,
+            "its restart on node d failed: fenced",
+            RestartAnswer::NotRun,
+        ),
     );
     sim.pass_time(actors::RESTART_WAIT + Duration::from_secs(1), &[]);
     let info = actor(&mut sim, kept);
@@ -496,13 +520,19 @@ fn a_restart_whose_node_died_is_placed_again() {
     assert!(why.contains("no node could take it within"), "{why}");
 }
 
-fn failure(actor: ActorId, n: u32, node: NodeId, why: &str, refused: bool) -> RestartFailure {
+fn failure(
+    actor: ActorId,
+    n: u32,
+    node: NodeId,
+    why: &str,
+    answer: RestartAnswer,
+) -> RestartFailure {
     RestartFailure {
         actor,
         n,
         node,
         why: why.into(),
-        refused,
+        answer,
     }
 }
 
@@ -520,10 +550,7 @@ fn a_restart_under_way_when_the_head_recovered_waits_for_a_report_only() {
     // As `recovery.rs` leaves the table of a head recovered now.
     sim.core.actors.recovered_mid_restart(sim.now.at);
     sim.seen.clear();
-    sim.pass_time(
-        actors::RECOVERED_RESTART_WAIT + Duration::from_secs(1),
-        &[b],
-    );
+    sim.pass_time(actors::REPORT_WAIT + Duration::from_secs(1), &[b]);
     let again = sim
         .seen
         .iter()
@@ -533,4 +560,89 @@ fn a_restart_under_way_when_the_head_recovered_waits_for_a_report_only() {
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();
     assert!(why.contains("no node reported it up"), "{why}");
+}
+
+/// A restart its node gave no answer for may run there still: it is not
+/// placed twice, but placed again if that node dies before it reports it
+/// up, and dead if a live node never does.
+#[test]
+fn an_unanswered_restart_waits_for_its_node_report_or_death() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let c = sim.node("c", 2);
+    let kept = actor_on(&mut sim, a, 3);
+    sim.pass_time(Duration::from_millis(1_500), &[b, c]);
+    let first = restarted_on(&sim, kept).expect("restarted after a died");
+    let other = if first == b { c } else { b };
+    sim.seen.clear();
+    let lost = "its restart on node x failed: connection lost";
+    let unanswered = failure(kept, 1, first, lost, RestartAnswer::Unanswered);
+    sim.core.restart_failed(sim.now, unanswered);
+    sim.pass_time(Duration::from_millis(300), &[b, c]);
+    assert_eq!(restarted_on(&sim, kept), None, "placed twice");
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // Its node dies before it reports the actor up: placed again.
+    sim.pass_time(Duration::from_millis(1_500), &[other]);
+    assert_eq!(restarted_on(&sim, kept), Some(other));
+    // That one answers nothing either, stays up, and never reports it.
+    let unanswered = failure(kept, 1, other, lost, RestartAnswer::Unanswered);
+    sim.core.restart_failed(sim.now, unanswered);
+    sim.seen.clear();
+    sim.pass_time(actors::REPORT_WAIT + Duration::from_secs(1), &[other]);
+    assert_eq!(restarted_on(&sim, kept), None, "placed twice");
+    let info = actor(&mut sim, kept);
+    assert_eq!(info.state, ActorState::Dead);
+    let why = info.death_reason.unwrap();
+    assert!(why.contains("no node reported it up"), "{why}");
+}
+
+/// A restart its live nodes keep refusing is dead once it has waited a
+/// node's deadline from its first wait: placing it again does not start
+/// the deadline again. A late answer from where it was sent before is
+/// ignored.
+#[test]
+fn a_restart_refused_again_and_again_ends_at_its_first_deadline() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let kept = actor_on(&mut sim, a, 3);
+    sim.pass_time(Duration::from_millis(1_500), &[b]);
+    assert_eq!(restarted_on(&sim, kept), Some(b));
+    let refused = || {
+        failure(
+            kept,
+            1,
+            b,
+            "its restart on node b failed: draining",
+            RestartAnswer::NotRun,
+        )
+    };
+    let step = actors::RESTART_WAIT / 4;
+    for _ in 0..3 {
+        sim.seen.clear();
+        sim.core.restart_failed(sim.now, refused());
+        sim.run();
+        assert_eq!(restarted_on(&sim, kept), Some(b), "placed again");
+        sim.pass_time(step, &[b]);
+    }
+    sim.seen.clear();
+    sim.core.restart_failed(sim.now, refused());
+    sim.run();
+    assert_eq!(restarted_on(&sim, kept), Some(b));
+    sim.pass_time(step + Duration::from_secs(1), &[b]);
+    sim.core.restart_failed(sim.now, refused());
+    let info = actor(&mut sim, kept);
+    assert_eq!(info.state, ActorState::Dead);
+    let why = info.death_reason.unwrap();
+    assert!(why.contains("refused it for"), "{why}");
+}
+
+/// The node the last `RestartActor` for `actor` among the effects seen
+/// went to.
+fn restarted_on(sim: &Sim, kept: ActorId) -> Option<NodeId> {
+    sim.seen.iter().rev().find_map(|e| match e {
+        Effect::RestartActor { actor, node, .. } if *actor == kept => Some(*node),
+        _ => None,
+    })
 }

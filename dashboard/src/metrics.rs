@@ -207,6 +207,12 @@ impl Snapshot {
             "Worker leases granted.",
             &self.per_node(|m| m.leases_granted),
         )?;
+        counter(
+            enc,
+            "prism_work_refused",
+            "Work a raylet refused because it was sent for another incarnation of its node.",
+            &self.per_node(|m| m.work_refused),
+        )?;
         let hists: Vec<(Labels, &Histogram)> = self
             .raylets
             .iter()
@@ -415,6 +421,7 @@ mod tests {
                     user: user.values(),
                     task_seconds: h.clone(),
                     leases_granted: 7,
+                    work_refused: 2,
                     ..Default::default()
                 },
                 NodeMetrics {
@@ -427,7 +434,8 @@ mod tests {
         let text = render(snap).unwrap();
         assert!(text.contains("hits_total{route=\"/a\"} 100.0"), "{text}");
         assert!(
-            text.contains("prism_leases_granted_total{node=\"\"} 7"),
+            text.contains("prism_leases_granted_total{node=\"\"} 7")
+                && text.contains("prism_work_refused_total{node=\"\"} 2"),
             "{text}"
         );
         assert!(

@@ -17,7 +17,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"PZ";
 /// The wire protocol version; peers with another version are refused.
-pub const PROTOCOL_VERSION: u16 = 20;
+pub const PROTOCOL_VERSION: u16 = 21;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 8;
 

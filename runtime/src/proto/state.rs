@@ -332,6 +332,9 @@ pub struct NodeMetrics {
     pub leases_waiting: u64,
     /// Leases granted here, ever.
     pub leases_granted: u64,
+    /// Work refused here, ever, because it was sent for another
+    /// incarnation of this node (DF-6).
+    pub work_refused: u64,
     /// Users' metrics from this node's processes.
     pub user: Vec<crate::metrics::MetricValue>,
 }

@@ -214,7 +214,10 @@ impl TaskService {
             let pinned = super::dispatch::fence::pinned(&sub.task);
             refused = super::dispatch::fence::refuse_for(to, me, earlier, fenced, pinned);
             match &refused {
-                Some(_) => Vec::new(),
+                Some(_) => {
+                    d.count_refused();
+                    Vec::new()
+                }
                 None => {
                     self.arrived(&sub.task);
                     d.submit(sub.task, owner)

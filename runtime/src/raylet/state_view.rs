@@ -183,6 +183,7 @@ impl TaskService {
             leases_held: disp.leases_held as u64,
             leases_waiting: disp.leases_waiting as u64,
             leases_granted: disp.leases_granted,
+            work_refused: disp.work_refused,
             user: self
                 .user_metrics
                 .lock()

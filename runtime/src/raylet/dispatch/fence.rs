@@ -288,3 +288,10 @@ impl Fenced {
         }
     }
 }
+
+impl Dispatcher {
+    /// DF-6: counts work refused for another incarnation of this node.
+    pub(in crate::raylet) fn count_refused(&mut self) {
+        self.refused += 1;
+    }
+}

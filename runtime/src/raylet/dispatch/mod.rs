@@ -218,6 +218,8 @@ pub struct Dispatcher {
     draining: Option<String>,
     /// Workers leased to owners on this node.
     leases: lease::Leases,
+    /// Work refused for another incarnation of this node (DF-6), ever.
+    refused: u64,
 }
 
 /// Counts for status views.
@@ -237,6 +239,8 @@ pub struct DispatchStats {
     pub leases_waiting: usize,
     /// Leases granted, ever.
     pub leases_granted: u64,
+    /// Work refused for another incarnation of this node, ever (DF-6).
+    pub work_refused: u64,
 }
 
 impl Dispatcher {
@@ -269,6 +273,7 @@ impl Dispatcher {
             bundles: HashMap::new(),
             draining: None,
             leases: Default::default(),
+            refused: 0,
         }
     }
 
@@ -336,6 +341,7 @@ impl Dispatcher {
             leases_held: self.leases.live.len(),
             leases_waiting: self.queue.iter().filter(|q| lease::is_lease(q)).count(),
             leases_granted: self.leases.granted,
+            work_refused: self.refused,
         }
     }
 

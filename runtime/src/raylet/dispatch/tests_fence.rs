@@ -348,3 +348,12 @@ fn a_restart_the_head_placed_here_fenced_mid_constructor_goes_back_to_the_head_d
         "{to_head:?}"
     );
 }
+
+#[test]
+fn refused_work_is_counted_for_the_nodes_metrics_df6() {
+    let mut d = Dispatcher::new(crate::ids::NodeId::random(), node(2));
+    assert_eq!(d.stats().work_refused, 0);
+    d.count_refused();
+    d.count_refused();
+    assert_eq!(d.stats().work_refused, 2);
+}

@@ -241,7 +241,8 @@ impl Shell {
                     addr,
                     ops,
                 } => self.spawn(move |dialer, me| async move {
-                    let result = dialer.call(&addr, &PeerRequest::Bundles(ops)).await;
+                    let req = PeerRequest::Bundles { to: node, ops };
+                    let result = dialer.call(&addr, &req).await;
                     let _ = me.cast(HeadMsg::Bundles { pass, node, result });
                 }),
                 Effect::RestartActor {

@@ -37,7 +37,12 @@ pub enum PeerRequest {
     /// From the head: reserve, commit or return placement-group bundles,
     /// applied in order; answered with one [`super::placement::BundleReply`]
     /// per operation (a `Vec`).
-    Bundles(Vec<super::placement::BundleOp>),
+    Bundles {
+        /// The node (incarnation) they are meant for (DF-6).
+        to: crate::ids::NodeId,
+        /// The operations.
+        ops: Vec<super::placement::BundleOp>,
+    },
     /// From the head: list this node's tasks or objects; answered with a
     /// [`super::state::StateReply`].
     State(super::state::StateQuery),

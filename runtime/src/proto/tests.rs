@@ -291,21 +291,24 @@ mod every_request {
                 actor_id: ActorId(a)
             }),
             (any::<[u8; 16]>(), any::<u32>(), ".{0,10}").prop_map(|(pg, i, reason)| {
-                PeerRequest::Bundles(vec![
-                    BundleOp::Prepare {
-                        pg: PlacementGroupId(pg),
-                        bundles: vec![BundleSpec {
-                            index: i,
-                            resources: Resources::default(),
-                        }],
-                        commit: i % 2 == 0,
-                    },
-                    BundleOp::Return {
-                        pg: PlacementGroupId(pg),
-                        reason,
-                        only: vec![i],
-                    },
-                ])
+                PeerRequest::Bundles {
+                    to: NodeId(pg),
+                    ops: vec![
+                        BundleOp::Prepare {
+                            pg: PlacementGroupId(pg),
+                            bundles: vec![BundleSpec {
+                                index: i,
+                                resources: Resources::default(),
+                            }],
+                            commit: i % 2 == 0,
+                        },
+                        BundleOp::Return {
+                            pg: PlacementGroupId(pg),
+                            reason,
+                            only: vec![i],
+                        },
+                    ],
+                }
             }),
             Just(PeerRequest::State(StateQuery::Tasks)),
             (any::<[u8; 16]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(|(n, conn, o)| {

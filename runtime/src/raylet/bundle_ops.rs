@@ -1,14 +1,100 @@
 //! The raylet's side of the head's two-phase bundle protocol: applies a
-//! [`BundleOp`] to the dispatcher and answers with what is free afterwards.
+//! [`BundleOp`] to the dispatcher and answers with what is free afterwards
+//! (refusing those meant for another incarnation of this node, DF-6); and
+//! the requests it relays to the head for its drivers and workers.
 
+use super::dispatch::fence;
 use super::service::TaskService;
 use crate::client::ClientError;
+use crate::ids::NodeId;
+use crate::proto::common::Resources;
 use crate::proto::head::{HeadRequest, HeadResponse};
+use crate::proto::placement::{BundleOp, BundleReply};
 use crate::proto::task::{Failure, Outcome};
 use crate::raylet::dispatch::{Action, Owner};
 use std::sync::Arc;
+use tracing::{info, warn};
 
 impl TaskService {
+    /// Prepares, commits or returns bundles meant for node `to` (see
+    /// [`BundleOp`]), in order. Work for an id this raylet does not know
+    /// yet may be for its next one (the head placed them before the
+    /// registration's answer arrived): it waits for it, at most
+    /// `NEXT_ID_WAIT`.
+    pub async fn bundle_ops(self: &Arc<Self>, to: NodeId, ops: Vec<BundleOp>) -> Vec<BundleReply> {
+        if !self.is_me(to) && self.peers.lost_reason(to).is_none() {
+            self.became(to, super::peer_door::NEXT_ID_WAIT).await;
+        }
+        ops.into_iter().map(|op| self.bundle_op(to, op)).collect()
+    }
+
+    /// Applies one operation meant for node `to`. DF-6: judged in the
+    /// dispatcher's turn, so a fence comes wholly before it (refused: the
+    /// head places that node's bundles elsewhere) or wholly after (which
+    /// gives back what it reserved).
+    fn bundle_op(self: &Arc<Self>, to: NodeId, op: BundleOp) -> BundleReply {
+        let mut d = self.disp();
+        let me = self.node();
+        let earlier = to != me && self.is_me(to);
+        if let Some(f) = fence::refuse_for(to, me, earlier, self.peers.lost_reason(to), false) {
+            return match op {
+                // Its fence gave back all that incarnation held.
+                BundleOp::Return { .. } if earlier || to == me => BundleReply::Done {
+                    available: Resources::from(d.available()),
+                },
+                _ => {
+                    warn!(%to, %me, "refused bundles meant for another incarnation: {}", f.summary());
+                    d.count_refused();
+                    let reason = match f {
+                        Failure::Draining { reason, .. } => reason,
+                        other => other.summary(),
+                    };
+                    BundleReply::Refused { reason }
+                }
+            };
+        }
+        let mut asked = (None, Vec::new());
+        let result = match op {
+            BundleOp::Prepare {
+                pg,
+                bundles,
+                commit,
+            } => {
+                let bundles: Vec<_> = bundles
+                    .into_iter()
+                    .map(|b| (b.index, b.resources.to_set()))
+                    .collect();
+                asked = (Some(pg), bundles.clone());
+                d.prepare_bundles(pg, bundles, commit)
+            }
+            BundleOp::Commit { pg } => d.commit_bundles(pg),
+            BundleOp::Return { pg, reason, only } => {
+                info!(%pg, %reason, "returning placement-group bundles");
+                Ok(d.return_bundles(pg, &only, &reason))
+            }
+        };
+        let available = Resources::from(d.available());
+        match result {
+            Ok(actions) => {
+                self.apply(actions);
+                drop(d);
+                BundleReply::Done { available }
+            }
+            Err(reason) => {
+                // L-3: leases held here give their resources back.
+                let revoke = match asked {
+                    (Some(pg), bundles) => {
+                        d.bundle_refused(pg, &bundles, std::time::Instant::now())
+                    }
+                    (None, _) => Vec::new(),
+                };
+                self.apply(revoke);
+                drop(d);
+                BundleReply::Refused { reason }
+            }
+        }
+    }
+
     /// Relays a request from a local driver or worker to the head; the
     /// head's answer comes back as the result of `request_id`.
     pub(super) fn relay_head_request(

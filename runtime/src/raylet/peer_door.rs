@@ -11,8 +11,6 @@ use super::service::TaskService;
 use super::store_server::StoreServer;
 use crate::ids::{ActorId, NodeId, TaskId};
 use crate::proto::codec;
-use crate::proto::common::Resources;
-use crate::proto::placement::{BundleOp, BundleReply};
 use crate::proto::raylet::{PeerActorResult, PeerRequest, PeerResponse, PeerTaskResponse};
 use crate::proto::task::{Failure, Outcome, PeerSubmit, TaskSpec, MAX_TASK_FRAME};
 use crate::transport::rpc::{read_msg, write_frame, write_msg, RpcError};
@@ -22,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::warn;
 
 const MAX_PEER_FRAME: usize = MAX_TASK_FRAME;
 
@@ -117,8 +115,8 @@ async fn serve_stream(
             let noted = tasks.deliver_held_for(holder, owner_conn, results);
             let _ = write_msg(&mut s, &noted).await;
         }
-        Ok(Some(PeerRequest::Bundles(ops))) => {
-            let reply: Vec<_> = ops.into_iter().map(|op| tasks.bundle_op(op)).collect();
+        Ok(Some(PeerRequest::Bundles { to, ops })) => {
+            let reply = tasks.bundle_ops(to, ops).await;
             let _ = write_msg(&mut s, &reply).await;
         }
         Ok(Some(PeerRequest::TakeCopies {
@@ -182,7 +180,7 @@ async fn serve_chunk(
 }
 
 /// DF-6: how long work for this raylet's next id waits for the id.
-const NEXT_ID_WAIT: Duration = Duration::from_secs(5);
+pub(super) const NEXT_ID_WAIT: Duration = Duration::from_secs(5);
 
 impl TaskService {
     /// Runs a task a peer spilled here (or the head placed here) for node
@@ -299,51 +297,6 @@ impl TaskService {
                 let _ = tx.send(frame);
             }
             Err(e) => warn!("cannot encode an actor result: {e}"),
-        }
-    }
-
-    /// Prepares, commits or returns bundles (see [`BundleOp`]).
-    pub fn bundle_op(self: &Arc<Self>, op: BundleOp) -> BundleReply {
-        let mut d = self.disp();
-        let mut asked = (None, Vec::new());
-        let result = match op {
-            BundleOp::Prepare {
-                pg,
-                bundles,
-                commit,
-            } => {
-                let bundles: Vec<_> = bundles
-                    .into_iter()
-                    .map(|b| (b.index, b.resources.to_set()))
-                    .collect();
-                asked = (Some(pg), bundles.clone());
-                d.prepare_bundles(pg, bundles, commit)
-            }
-            BundleOp::Commit { pg } => d.commit_bundles(pg),
-            BundleOp::Return { pg, reason, only } => {
-                info!(%pg, %reason, "returning placement-group bundles");
-                Ok(d.return_bundles(pg, &only, &reason))
-            }
-        };
-        let available = Resources::from(d.available());
-        match result {
-            Ok(actions) => {
-                self.apply(actions);
-                drop(d);
-                BundleReply::Done { available }
-            }
-            Err(reason) => {
-                // L-3: leases held here give their resources back.
-                let revoke = match asked {
-                    (Some(pg), bundles) => {
-                        d.bundle_refused(pg, &bundles, std::time::Instant::now())
-                    }
-                    (None, _) => Vec::new(),
-                };
-                self.apply(revoke);
-                drop(d);
-                BundleReply::Refused { reason }
-            }
         }
     }
 }

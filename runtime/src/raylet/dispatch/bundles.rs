@@ -114,8 +114,39 @@ impl Dispatcher {
         only: &[u32],
         reason: &str,
     ) -> Vec<Action> {
+        self.give_back_group(pg, only, reason, false)
+    }
+
+    /// DF-4: this node was declared dead, and the head places its bundles
+    /// again elsewhere: what they hold here is given back, and the work
+    /// in them ends as on a lost node (`NodeDied`, which its owner may
+    /// retry), not as for a removed group.
+    pub(super) fn fence_bundles(&mut self, reason: &str) -> Vec<Action> {
+        let groups: std::collections::BTreeSet<PlacementGroupId> =
+            self.bundles.keys().map(|(g, _)| *g).collect();
         let mut out = Vec::new();
-        let gone = |detail: String| Outcome::Failed(Failure::PlacementGroupGone { pg, detail });
+        for pg in groups {
+            out.extend(self.give_back_group(pg, &[], reason, true));
+        }
+        out
+    }
+
+    /// Gives back `pg`'s bundles in `only` (all when empty); the work in
+    /// them fails as on a lost node where `lost`, else as for a removed
+    /// group.
+    fn give_back_group(
+        &mut self,
+        pg: PlacementGroupId,
+        only: &[u32],
+        reason: &str,
+        lost: bool,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let me = self.me;
+        let gone = |detail: String| match lost {
+            true => Outcome::Failed(Failure::NodeDied { node: me, detail }),
+            false => Outcome::Failed(Failure::PlacementGroupGone { pg, detail }),
+        };
         let picked = |i: u32| only.is_empty() || only.contains(&i);
         let mine = |s: &WireStrategy| bundle_of(s).is_some_and(|(g, i)| g == pg && picked(i));
         // Waiting tasks and actor creations fail at once.

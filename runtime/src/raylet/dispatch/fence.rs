@@ -101,8 +101,9 @@ pub(super) struct Fenced {
 
 impl Dispatcher {
     /// This node was declared dead (DA-4): the work peers spilled here ends
-    /// (DF-4), and every actor whose worker runs here ends now, before the
-    /// node registers again. Its worker is killed, its resources are given
+    /// (DF-4), its placement-group bundles are given back (the head places
+    /// them elsewhere) and the work in them ends, and every actor whose
+    /// worker runs here ends now, before the node registers again. Its worker is killed, its resources are given
     /// back, its creator (if not answered yet) fails with `reason`, its
     /// calls go on (DF-1..DF-3, DF-5), and its death is reported at once,
     /// under the id the node was declared dead with, which the head
@@ -166,6 +167,7 @@ impl Dispatcher {
             self.end_for_good(actor, a, reason, &mut out);
             self.fenced.insert(actor, fenced);
         }
+        out.extend(self.fence_bundles(reason));
         let mut tail = Vec::new();
         self.pump(&mut tail);
         out.extend(tail);

@@ -357,3 +357,48 @@ fn refused_work_is_counted_for_the_nodes_metrics_df6() {
     d.count_refused();
     assert_eq!(d.stats().work_refused, 2);
 }
+
+/// DF-4: the head places a dead node's bundles elsewhere, so the fence
+/// gives back what they hold here; the work in them ends as on a lost
+/// node (its owner may retry it where the bundle went), not as for a
+/// removed group, and work outside them goes on.
+#[test]
+fn the_fence_gives_back_the_nodes_bundles_df4() {
+    use super::tests::in_bundle;
+    let me = NodeId::random();
+    let mut d = Dispatcher::new(me, node(3));
+    let pg = crate::ids::PlacementGroupId::random();
+    let one = ResourceSet::new().with(CPU, Quantity::ONE);
+    d.prepare_bundles(pg, vec![(0, one.clone()), (1, one)], true)
+        .unwrap();
+    let job = JobId::random();
+    let w = started(&d.submit(in_bundle(job, pg, 0, me), Owner::Local(1)))[0];
+    d.worker_ready(w);
+    let w1 = started(&d.submit(in_bundle(job, pg, 1, me), Owner::Local(2)))[0];
+    // Waits for bundle 0.
+    assert!(started(&d.submit(in_bundle(job, pg, 0, me), Owner::Local(4))).is_empty());
+    let outside = task(job, 1, 0);
+    let w2 = started(&d.submit(outside, Owner::Local(3)));
+    assert_eq!(d.available().get(CPU), Quantity::ZERO);
+    let a = d.fence("its node was declared dead", 1);
+    let lost: Vec<_> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reply {
+                owner,
+                outcome: Outcome::Failed(Failure::NodeDied { node, detail }),
+                ..
+            } if *node == me && detail.contains("declared dead") => Some(*owner),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost.len(), 3, "the running and the waiting tasks: {a:?}");
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    assert!(a.contains(&Action::Kill { worker: w1 }), "{a:?}");
+    assert_eq!(d.bundle_count(), 0);
+    // The bundled tasks' workers are gone; the task outside runs on.
+    assert!(replies(&d.worker_died(w, Failure::Cancelled)).is_empty());
+    assert!(replies(&d.worker_died(w1, Failure::Cancelled)).is_empty());
+    assert_eq!(d.available().get(CPU), Quantity::whole(2), "{w2:?}");
+    assert_eq!(d.stats().running, 1, "{:?}", d.stats());
+}

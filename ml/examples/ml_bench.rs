@@ -119,7 +119,7 @@ fn pipeline_step(
     dp: u32,
     schedule: prism_ml::pipeline::Schedule,
     steps: usize,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<(f64, u64, f64)> {
     let ds = synthetic(
         (batch * steps * dp as usize) as i64,
         layers[0],
@@ -135,7 +135,14 @@ fn pipeline_step(
     anyhow::ensure!(!times.is_empty(), "no timed steps");
     times.sort_by(f64::total_cmp);
     let peak = r.peak_bytes.iter().flatten().max().copied().unwrap_or(0);
-    Ok((times[times.len() / 2], peak))
+    // Each step's share of its time the stages, on average, did not
+    // compute (waiting for a neighbour, passing tensors, the driver).
+    let mut idle: Vec<f64> = (r.step_ms.iter().zip(&r.busy_ms))
+        .skip(2)
+        .map(|(ms, busy)| 1.0 - busy.iter().sum::<f64>() / (busy.len().max(1) as f64 * ms))
+        .collect();
+    idle.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], peak, idle[idle.len() / 2]))
 }
 
 /// The first step at which the mean of the last `window` losses is at
@@ -318,7 +325,7 @@ fn main() -> anyhow::Result<()> {
         push("single step 8x1024 64".into(), v, "ms");
     }
     for (p, m, schedule, name) in sweep {
-        let (ms, peak) = pipeline_step(&deep, 64, p, m, 1, schedule, psteps)?;
+        let (ms, peak, idle_stages) = pipeline_step(&deep, 64, p, m, 1, schedule, psteps)?;
         push(format!("pipeline step 8x1024 p={p} m={m} {name}"), ms, "ms");
         // 1 - (one process's step / p) / the pipeline's: the share of the
         // step its stages are not computing (torch_bench.py's definition).
@@ -327,6 +334,15 @@ fn main() -> anyhow::Result<()> {
         push(
             format!("pipeline bubble+overhead p={p} m={m} {name}"),
             idle,
+            "fraction",
+        );
+        // The stages' own clocks: the share of the step they were not
+        // computing (the bubble as the schedule makes it, with what passing
+        // tensors costs), apart from how much slower small micro-batches
+        // compute.
+        push(
+            format!("pipeline stage idle p={p} m={m} {name}"),
+            idle_stages,
             "fraction",
         );
         let mb = peak as f64 / 1e6;
@@ -341,7 +357,7 @@ fn main() -> anyhow::Result<()> {
     let label = "pipeline step 8x1024 dp=2 p=2 m=4 1f1b";
     if wanted(label) {
         let one_f_one_b = prism_ml::pipeline::Schedule::OneFOneB;
-        let (v, _) = pipeline_step(&deep, 64, 2, 4, 2, one_f_one_b, psteps)?;
+        let (v, _, _) = pipeline_step(&deep, 64, 2, 4, 2, one_f_one_b, psteps)?;
         push(label.into(), v, "ms");
     }
     // The parameter server beside DDP: time to a target loss.

@@ -133,6 +133,17 @@ fn role_equivalence() {
                         r.peak_alive[0]
                     ),
                 );
+                // Every stage's clock counted its computing, within its step.
+                let timed = r.busy_ms.iter().zip(&r.step_ms).all(|(busy, ms)| {
+                    busy.len() == p as usize && busy.iter().all(|b| *b > 0.0 && b <= ms)
+                });
+                check(
+                    timed,
+                    &format!(
+                        "stage compute times {:?} of {:?}",
+                        r.busy_ms[0], r.step_ms[0]
+                    ),
+                );
             }
         }
     }

@@ -95,6 +95,11 @@ pub struct PipelineResult {
     /// gradients awaiting the weights') held at once; 0 for a user
     /// model's stages, whose autograd graph holds what it holds.
     pub peak_bytes: Vec<Vec<u64>>,
+    /// Per step, per stage (of the first replica, then the next): the
+    /// milliseconds it spent computing (passes, loss, optimizer step),
+    /// not waiting for a neighbour nor passing tensors. `1 − busy / step`
+    /// is a stage's measured bubble.
+    pub busy_ms: Vec<Vec<f64>>,
     /// The node of each stage.
     pub stage_nodes: Vec<String>,
     /// Whether neighbouring stages passed tensors through shared-memory

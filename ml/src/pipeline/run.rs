@@ -82,6 +82,7 @@ impl PipelineTrainer {
             losses: Vec::new(),
             peak_alive: Vec::new(),
             peak_bytes: Vec::new(),
+            busy_ms: Vec::new(),
             stage_nodes: Vec::new(),
             channels: false,
             ring_channels: 0,
@@ -295,6 +296,7 @@ impl PipelineTrainer {
         out.losses.truncate(resume as usize);
         out.peak_alive.truncate(resume as usize);
         out.peak_bytes.truncate(resume as usize);
+        out.busy_ms.truncate(resume as usize);
         out.step_ms.truncate(resume as usize);
         let b = self.config.batch_size;
         let p = self.stages as usize;
@@ -368,6 +370,8 @@ impl PipelineTrainer {
                     .push(step_peaks.iter().map(|p| p.0).collect());
                 out.peak_bytes
                     .push(step_peaks.iter().map(|p| p.1).collect());
+                out.busy_ms
+                    .push(step_peaks.iter().map(|p| p.2 as f64 / 1e3).collect());
                 out.step_ms.push(began.elapsed().as_secs_f64() * 1e3);
                 let point = prism::proto::runs::RunPoint {
                     step: step + 1,
@@ -520,8 +524,8 @@ impl Pending {
 }
 
 /// A stage's step: the most micro-batches and bytes of activations it
-/// held during the batch.
-type StepPeaks = Result<(u64, u64), String>;
+/// held during the batch, and the microseconds it computed.
+type StepPeaks = Result<(u64, u64, u64), String>;
 
 /// Every stage's optimizer step, all submitted at once.
 fn submit_steps(

@@ -96,6 +96,9 @@ pub struct PipeStage {
     /// The most bytes of activations held at once this batch (the MLP
     /// recipe's stages; 0 for a user model's).
     peak_bytes: u64,
+    /// Time spent computing this batch (passes, loss, step): not waiting
+    /// for a neighbour, nor passing tensors.
+    busy: Duration,
     replica: u32,
     replicas: u32,
     /// Its links to the same stage of the other replicas, and the ring
@@ -186,6 +189,7 @@ impl PipeStage {
             alive: HashMap::new(),
             peak: 0,
             peak_bytes: 0,
+            busy: Duration::ZERO,
             replica: spec.replica,
             replicas: spec.replicas.max(1),
             member: RingMember::default(),
@@ -198,26 +202,36 @@ impl PipeStage {
     }
 
     fn forward_tensor(&mut self, mb: u32, x: Tensor) -> Result<Tensor, String> {
-        if let Some(fast) = self.fast.as_mut() {
-            let out = fast.forward(&self.vs, mb, x)?;
-            self.peak = self.peak.max(fast.alive());
-            self.peak_bytes = self.peak_bytes.max(fast.held_bytes());
-            return Ok(out);
-        }
-        let input = x.set_requires_grad(true);
-        let out = self.net.forward(&input);
-        self.alive.insert(mb, (input, out.shallow_clone()));
-        self.peak = self.peak.max(self.alive.len());
-        Ok(out)
+        self.computing(|me| {
+            if let Some(fast) = me.fast.as_mut() {
+                let out = fast.forward(&me.vs, mb, x)?;
+                me.peak = me.peak.max(fast.alive());
+                me.peak_bytes = me.peak_bytes.max(fast.held_bytes());
+                return Ok(out);
+            }
+            let input = x.set_requires_grad(true);
+            let out = me.net.forward(&input);
+            me.alive.insert(mb, (input, out.shallow_clone()));
+            me.peak = me.peak.max(me.alive.len());
+            Ok(out)
+        })
+    }
+
+    /// Runs `f`, counting its time as this batch's computing.
+    fn computing<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let began = std::time::Instant::now();
+        let out = f(self);
+        self.busy += began.elapsed();
+        out
     }
 
     /// Micro-batch `mb`'s backward, after its input's gradient went on:
     /// what it left to do (the MLP recipe's weight gradients).
     fn backward_done(&mut self, mb: u32) -> Result<(), String> {
-        match self.fast.as_mut() {
-            Some(fast) => fast.backward_done(&self.vs, mb),
+        self.computing(|me| match me.fast.as_mut() {
+            Some(fast) => fast.backward_done(&me.vs, mb),
             None => Ok(()),
-        }
+        })
     }
 
     /// [`Self::backward_done`] for a backward answered as a call result
@@ -237,36 +251,40 @@ impl PipeStage {
     /// stage of the MLP recipe's model: nobody needs it). Then
     /// [`Self::backward_done`].
     fn backward_of(&mut self, mb: u32, grad: Option<Tensor>) -> Result<Tensor, String> {
-        if let Some(fast) = self.fast.as_mut() {
-            let input_grad = fast.backward(&self.vs, mb, grad)?;
-            self.peak_bytes = self.peak_bytes.max(fast.held_bytes());
-            return Ok(input_grad);
-        }
-        let (input, out) = self
-            .alive
-            .remove(&mb)
-            .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
-        match grad {
-            Some(g) => (&out * &g).sum(out.kind()).backward(),
-            None => out.backward(),
-        }
-        Ok(input.grad())
+        self.computing(|me| {
+            if let Some(fast) = me.fast.as_mut() {
+                let input_grad = fast.backward(&me.vs, mb, grad)?;
+                me.peak_bytes = me.peak_bytes.max(fast.held_bytes());
+                return Ok(input_grad);
+            }
+            let (input, out) = me
+                .alive
+                .remove(&mb)
+                .ok_or(format!("no forward of micro-batch {mb} to go back through"))?;
+            match grad {
+                Some(g) => (&out * &g).sum(out.kind()).backward(),
+                None => out.backward(),
+            }
+            Ok(input.grad())
+        })
     }
 
     /// The last stage's loss for `mb` from its `logits` (weighted `1/m`
     /// for the backward, so gradients add up to the batch's).
     fn loss_of(&mut self, mb: u32, logits: &Tensor, labels: &[i64]) -> f64 {
-        if let Some(fast) = self.fast.as_mut() {
-            return fast.loss(mb, logits, labels);
-        }
-        let y = Tensor::from_slice(labels);
-        let loss = logits.cross_entropy_for_logits(&y);
-        let value = loss.double_value(&[]);
-        let scaled = loss / f64::from(self.micro);
-        if let Some(entry) = self.alive.get_mut(&mb) {
-            entry.1 = scaled;
-        }
-        value
+        self.computing(|me| {
+            if let Some(fast) = me.fast.as_mut() {
+                return fast.loss(mb, logits, labels);
+            }
+            let y = Tensor::from_slice(labels);
+            let loss = logits.cross_entropy_for_logits(&y);
+            let value = loss.double_value(&[]);
+            let scaled = loss / f64::from(me.micro);
+            if let Some(entry) = me.alive.get_mut(&mb) {
+                entry.1 = scaled;
+            }
+            value
+        })
     }
 
     /// A linked stage's input for `mb`: `x` (the first stage's) or the
@@ -423,18 +441,23 @@ impl PipeStage {
     }
 
     /// The batch is done: one optimizer step on the accumulated gradients.
-    /// Returns the most micro-batches alive at once during it, and the
-    /// most bytes of activations held.
-    fn step(&mut self) -> Result<(u64, u64), String> {
-        // Weight gradients a backward left for the step (as a result).
-        if let Some(fast) = self.fast.as_mut() {
-            fast.flush(&self.vs)?;
-        }
-        self.opt.step(&self.vs).map_err(|e| e.to_string())?;
-        self.opt.zero_grad(&self.vs);
-        let peak = (self.peak as u64, self.peak_bytes);
+    /// Returns the most micro-batches alive at once during it, the most
+    /// bytes of activations held, and the microseconds spent computing.
+    fn step(&mut self) -> Result<(u64, u64, u64), String> {
+        self.computing(|me| {
+            // Weight gradients a backward left for the step (as a result).
+            if let Some(fast) = me.fast.as_mut() {
+                fast.flush(&me.vs)?;
+            }
+            me.opt.step(&me.vs).map_err(|e| e.to_string())?;
+            me.opt.zero_grad(&me.vs);
+            Ok::<(), String>(())
+        })?;
+        let busy = self.busy.as_micros() as u64;
+        let peak = (self.peak as u64, self.peak_bytes, busy);
         self.peak = 0;
         self.peak_bytes = 0;
+        self.busy = Duration::ZERO;
         self.alive.clear();
         if let Some(fast) = self.fast.as_mut() {
             fast.clear();

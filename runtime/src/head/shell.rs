@@ -266,7 +266,8 @@ impl Shell {
                         }) => {
                             // The node surely does not run it: it refused
                             // it (DF-6), or its fence ended the constructor
-                            // (DF-4). The core places it again.
+                            // (DF-4), and the core places it again; or it
+                            // failed there, and the actor is dead.
                             let answer = match f {
                                 Failure::NodeDied { .. }
                                 | Failure::Draining { .. }

@@ -15,15 +15,22 @@ use crate::raylet::dispatch::{Action, Owner};
 use std::sync::Arc;
 use tracing::{info, warn};
 
+/// DF-6: how long bundle operations for an id this raylet does not know
+/// yet wait for it to become its own: well inside the head's call
+/// deadline (`raylet_rpc_timeout_ms`, 5 s by default), so that what it
+/// prepares is answered. (A prepare the head got no answer for is given
+/// back all the same.)
+const BUNDLE_NEXT_ID_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl TaskService {
     /// Prepares, commits or returns bundles meant for node `to` (see
     /// [`BundleOp`]), in order. Work for an id this raylet does not know
     /// yet may be for its next one (the head placed them before the
     /// registration's answer arrived): it waits for it, at most
-    /// `NEXT_ID_WAIT`.
+    /// [`BUNDLE_NEXT_ID_WAIT`].
     pub async fn bundle_ops(self: &Arc<Self>, to: NodeId, ops: Vec<BundleOp>) -> Vec<BundleReply> {
         if !self.is_me(to) && self.peers.lost_reason(to).is_none() {
-            self.became(to, super::peer_door::NEXT_ID_WAIT).await;
+            self.became(to, BUNDLE_NEXT_ID_WAIT).await;
         }
         ops.into_iter().map(|op| self.bundle_op(to, op)).collect()
     }

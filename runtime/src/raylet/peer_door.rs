@@ -180,7 +180,7 @@ async fn serve_chunk(
 }
 
 /// DF-6: how long work for this raylet's next id waits for the id.
-pub(super) const NEXT_ID_WAIT: Duration = Duration::from_secs(5);
+const NEXT_ID_WAIT: Duration = Duration::from_secs(5);
 
 impl TaskService {
     /// Runs a task a peer spilled here (or the head placed here) for node

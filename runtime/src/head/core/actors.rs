@@ -74,6 +74,8 @@ impl HeadCore {
             if matches!(w.on, RestartWait::Sent(x) | RestartWait::Report(Some(x)) if x == node) {
                 info!(%actor, %node, "placing an actor's restart again: its node died before it came up");
                 let why = format!("{}; its node {node} died ({reason})", w.why);
+                // A new loss: its wait for a node starts again.
+                self.actors.stop_waiting(actor);
                 self.actors
                     .wait(actor, w.n, now.at, why, RestartWait::Placement);
             }
@@ -209,7 +211,9 @@ impl HeadCore {
 }
 
 /// AT-5: how long a restart waits for a node that can take it (Ray keeps
-/// such an actor pending for ever; a deadline ends every wait).
+/// such an actor pending for ever; a deadline ends every wait), counted
+/// from its first wait since its last node loss: a restart live nodes
+/// keep refusing ends after it too.
 pub(crate) const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A restart that failed on the node it was sent to, as the shell saw it.

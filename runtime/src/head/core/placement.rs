@@ -91,6 +91,8 @@ struct Planned {
     work: PlaceWork,
     nodes: Vec<NodeId>,
     prepared: Vec<NodeId>,
+    /// Nodes whose prepare got no answer: they may hold it all the same.
+    unanswered: Vec<NodeId>,
     failure: Option<String>,
 }
 
@@ -228,6 +230,7 @@ impl HeadCore {
                         work: w,
                         nodes,
                         prepared: Vec::new(),
+                        unanswered: Vec::new(),
                         failure: None,
                     });
                 }
@@ -297,6 +300,7 @@ impl HeadCore {
             self.placing.pass = Some(p);
             return;
         };
+        let unanswered = result.is_err();
         let outcomes: Vec<Result<(), String>> = match result {
             Ok(r) if r.len() == tags.len() => r
                 .into_iter()
@@ -317,6 +321,9 @@ impl HeadCore {
             match (p.phase, outcome) {
                 (Phase::Prepare, Ok(())) => planned.prepared.push(node),
                 (Phase::Prepare, Err(e)) => {
+                    if unanswered {
+                        planned.unanswered.push(node);
+                    }
                     planned
                         .failure
                         .get_or_insert(format!("node {node} refused: {e}"));
@@ -381,7 +388,10 @@ impl HeadCore {
                 debug!(pg = %p.work.pg, bundles = at.len(), "placement group reserved");
                 continue;
             }
-            for node in &p.prepared {
+            // A node that did not answer may have prepared (late, after
+            // the call's deadline): it is told to give back too, which
+            // changes nothing where it holds nothing.
+            for node in p.prepared.iter().chain(&p.unanswered) {
                 // Only this attempt's bundles: a rescheduled group may hold
                 // surviving bundles on the same node.
                 let only = p.bundles_on(*node).map(|(i, _)| *i).collect();

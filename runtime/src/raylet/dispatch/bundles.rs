@@ -9,7 +9,10 @@
 //!   and gives them back exactly once;
 //! - **B-2** nothing runs in a bundle before it is committed;
 //! - **B-3** returning a group kills what runs in its bundles and fails what
-//!   waits for them, each with [`Failure::PlacementGroupGone`].
+//!   waits for them, each with [`Failure::PlacementGroupGone`]; the fence
+//!   (DF-4) gives back every bundle here, failing that work with
+//!   [`Failure::NodeDied`] (its owner may retry it where the bundle went).
+//!   What a killed task held comes back with its bundle, never again.
 
 use super::{Action, Dispatcher, Queued};
 use crate::ids::PlacementGroupId;
@@ -103,6 +106,16 @@ impl Dispatcher {
             if let Err(e) = self.local.release(&b.held, &b.node_gpus) {
                 tracing::error!("resource ledger: {e}");
             }
+            // What still runs in it (killed, its exit not seen yet) took
+            // from the bundle, which gave its resources back whole: its
+            // end gives nothing back, not even to a bundle placed here
+            // again under the same index.
+            for r in self.running.values_mut() {
+                if bundle_of(&r.task.spec.strategy) == Some((pg, index)) {
+                    r.held = ResourceSet::new();
+                    r.gpus.clear();
+                }
+            }
         }
     }
 
@@ -152,7 +165,14 @@ impl Dispatcher {
         // Waiting tasks and actor creations fail at once.
         while let Some(q) = self.queue.remove_first(|q| mine(&q.spec.strategy)) {
             if let TaskKind::CreateActor(c) = &q.spec.kind {
-                out.extend(self.actor_registration_failed(c.actor_id, reason.to_string()));
+                match lost {
+                    // DF-1, DF-3: not dead; its calls follow it to wherever
+                    // its creator places it now.
+                    true => self.calls_follow_actor(c.actor_id, &mut out),
+                    false => {
+                        out.extend(self.actor_registration_failed(c.actor_id, reason.to_string()))
+                    }
+                }
             }
             out.push(Action::Reply {
                 owner: q.owner,

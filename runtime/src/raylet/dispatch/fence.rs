@@ -21,11 +21,14 @@
 //!   queued tasks and actor creations are handed back (`Moved`: placed
 //!   again, no attempt spent). A sender that already stopped waiting for
 //!   this node (PE-1) never reads either answer: it retried or failed the
-//!   work itself. An actor's restart the head placed here stays queued:
-//!   the head waits for it and placed it nowhere else; one whose
-//!   constructor runs is killed with its actor, and the head told
-//!   `NodeDied`, to place it again. Work of this node's
-//!   own processes goes on: its owners never gave up on it;
+//!   work itself. An actor's restart the head placed here is handed back
+//!   too, and one whose constructor runs is killed with its actor, and the
+//!   head told `NodeDied`: the head places every restart that was under
+//!   way on a node it declared dead again, so neither may come up here.
+//!   The node's placement-group bundles are given back (the head places
+//!   them elsewhere), and the work in them ends with `NodeDied`. Other
+//!   work of this node's own processes goes on: its owners never gave up
+//!   on it;
 //! - **DF-5** a call a peer raylet sent on its ordered stream is that
 //!   peer's to re-send or fail (AR-1, AR-2): the raylet closes the peers'
 //!   streams in the turn of the fence (results already made still go out
@@ -101,9 +104,9 @@ pub(super) struct Fenced {
 
 impl Dispatcher {
     /// This node was declared dead (DA-4): the work peers spilled here ends
-    /// (DF-4), its placement-group bundles are given back (the head places
-    /// them elsewhere) and the work in them ends, and every actor whose
-    /// worker runs here ends now, before the node registers again. Its worker is killed, its resources are given
+    /// (DF-4), its placement-group bundles are given back (the head
+    /// places them elsewhere) and the work in them ends, and every actor
+    /// whose worker runs here ends now, before the node registers again. Its worker is killed, its resources are given
     /// back, its creator (if not answered yet) fails with `reason`, its
     /// calls go on (DF-1..DF-3, DF-5), and its death is reported at once,
     /// under the id the node was declared dead with, which the head
@@ -174,14 +177,12 @@ impl Dispatcher {
         out
     }
 
-    /// DF-4: ends the work peers spilled here.
+    /// DF-4: ends the work peers spilled here, and the restarts the head
+    /// placed here (it places them again once it declared the node dead).
     fn fence_spilled(&mut self, reason: &str) -> Vec<Action> {
         let mut out = Vec::new();
         let me = self.me;
-        // A restart the head placed here stays: it waits for it.
-        let ends = |q: &Queued| {
-            matches!(q.owner, Owner::Spilled(_)) && super::placing::may_go_back(&q.spec)
-        };
+        let ends = |q: &Queued| matches!(q.owner, Owner::Spilled(_));
         let mut dropped = self.queue.take_where(ends);
         self.queue.compact();
         let (gone, kept) = std::mem::take(&mut self.parked)

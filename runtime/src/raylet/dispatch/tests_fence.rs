@@ -129,23 +129,24 @@ fn work_peers_spilled_here_ends_and_local_work_goes_on_df4() {
         v
     };
     // The running task ended (its sender retries it); the queued task and
-    // creation are handed back, to be placed again.
+    // creation, and the head's restart, are handed back, to be placed
+    // again.
     let died =
         told(|f| matches!(f, Failure::NodeDied { detail, .. } if detail.contains("declared dead")));
     assert_eq!(died, vec![Owner::Spilled(1)], "{a:?}");
     let moved = told(|f| matches!(f, Failure::Moved { .. }));
-    assert_eq!(moved, vec![Owner::Spilled(2), Owner::Spilled(4)], "{a:?}");
+    assert_eq!(
+        moved,
+        vec![Owner::Spilled(2), Owner::Spilled(4), Owner::Spilled(6)],
+        "{a:?}"
+    );
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     // The call that waited for the dropped creation follows the actor.
     assert!(
         a.iter().any(|x| matches!(x, Action::ForwardCall { actor: f, owner: Owner::Local(5), .. } if *f == actor)),
         "{a:?}"
     );
-    assert_eq!(
-        d.stats().queued,
-        2,
-        "the local task and the head's restart still wait"
-    );
+    assert_eq!(d.stats().queued, 1, "the local task still waits");
     // The killed worker's exit gives its CPU to the local task, with no
     // second reply and no retry of the spilled one.
     let a = d.worker_died(w, signal9());
@@ -396,9 +397,22 @@ fn the_fence_gives_back_the_nodes_bundles_df4() {
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
     assert!(a.contains(&Action::Kill { worker: w1 }), "{a:?}");
     assert_eq!(d.bundle_count(), 0);
-    // The bundled tasks' workers are gone; the task outside runs on.
+    // The head places the group here again (the next incarnation) before
+    // the killed workers' exits are seen: their ends give nothing back to
+    // the new bundle, which stays whole.
+    let two = ResourceSet::new().with(CPU, Quantity::whole(2));
+    d.prepare_bundles(pg, vec![(0, two.clone())], true).unwrap();
+    let mut whole = in_bundle(job, pg, 0, me);
+    whole.resources = crate::proto::common::Resources::from(&two);
+    let w3 = started(&d.submit(whole, Owner::Local(5)));
+    assert_eq!(w3.len(), 1, "the new bundle fits its whole size");
     assert!(replies(&d.worker_died(w, Failure::Cancelled)).is_empty());
     assert!(replies(&d.worker_died(w1, Failure::Cancelled)).is_empty());
+    let a = d.submit(in_bundle(job, pg, 0, me), Owner::Local(6));
+    assert!(started(&a).is_empty(), "nothing more fits in it: {a:?}");
+    d.return_bundles(pg, &[], "done");
+    d.worker_died(w3[0], Failure::Cancelled);
     assert_eq!(d.available().get(CPU), Quantity::whole(2), "{w2:?}");
+    assert_eq!(d.bundle_count(), 0);
     assert_eq!(d.stats().running, 1, "{:?}", d.stats());
 }

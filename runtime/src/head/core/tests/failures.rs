@@ -448,8 +448,9 @@ fn a_restart_whose_node_died_is_placed_again() {
         })
         .expect("restarted after a died");
     let other = if first == b { c } else { b };
-    // The chosen node dies before the constructor reports; its failure
-    // comes after.
+    // The chosen node dies before the constructor reports: the restart
+    // is placed again at its death; its node's late failure changes
+    // nothing.
     sim.seen.clear();
     sim.pass_time(Duration::from_millis(1_500), &[other]);
     sim.core.restart_failed(
@@ -480,7 +481,8 @@ fn a_restart_whose_node_died_is_placed_again() {
     );
     assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
     // That one's node dies too and no live node is left: the restart
-    // waits for one (AT-5), and a node that joins takes it.
+    // waits for one (AT-5), and a node that joins takes it. (Its late
+    // failure changes nothing either.)
     sim.pass_time(Duration::from_millis(1_500), &[]);
     sim.core.restart_failed(
         sim.now,
@@ -645,4 +647,31 @@ fn restarted_on(sim: &Sim, kept: ActorId) -> Option<NodeId> {
         Effect::RestartActor { actor, node, .. } if *actor == kept => Some(*node),
         _ => None,
     })
+}
+
+/// A node's death is a new loss: a restart placed there long after its
+/// first wait gets a node's full deadline again, not what was left of it.
+#[test]
+fn a_restarts_deadline_starts_again_when_its_node_dies() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let kept = actor_on(&mut sim, a, 3);
+    sim.pass_time(Duration::from_millis(1_500), &[b]);
+    assert_eq!(restarted_on(&sim, kept), Some(b));
+    // b holds it (queued for resources, say) for most of a deadline...
+    sim.pass_time(actors::RESTART_WAIT - Duration::from_secs(5), &[b]);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    // ...then dies, with no node left to take it: it waits again.
+    sim.pass_time(Duration::from_secs(10), &[]);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    sim.pass_time(actors::RESTART_WAIT - Duration::from_secs(15), &[]);
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Restarting);
+    sim.pass_time(Duration::from_secs(10), &[]);
+    let info = actor(&mut sim, kept);
+    assert_eq!(info.state, ActorState::Dead);
+    assert!(info
+        .death_reason
+        .unwrap()
+        .contains("no node could take it within"));
 }

@@ -217,3 +217,55 @@ fn l_3_cpus_held_by_leases_are_planned_for_bundles() {
         .unwrap()
         .contains("waiting for resources"));
 }
+
+/// A node whose prepare got no answer (the call's deadline passed) may
+/// have prepared all the same: the attempt is abandoned, and it is told to
+/// give back what it may hold, as a node that prepared is.
+#[test]
+fn an_unanswered_prepare_is_given_back_too() {
+    let mut sim = Sim::new();
+    let a = sim.node("a", 2);
+    let b = sim.node("b", 2);
+    let pg = PlacementGroupId::random();
+    let create = PgCreate {
+        pg,
+        name: String::new(),
+        strategy: PgStrategyWire::StrictSpread,
+        bundles: vec![Resources::from(&cpus(1)); 2],
+        job: JobId::random(),
+        detached: false,
+    };
+    let _ = sim
+        .core
+        .handle(sim.now, Caller::Client, pg_req(PgRequest::Create(create)));
+    let prepares: Vec<Effect> = std::iter::from_fn(|| sim.core.poll_effect()).collect();
+    assert_eq!(prepares.len(), 2, "{prepares:?}");
+    for e in prepares {
+        if let Effect::Bundles {
+            pass, node, ops, ..
+        } = e
+        {
+            let result = match node == b {
+                true => Err("no answer within 5s".to_string()),
+                false => Ok(ops.iter().map(|op| sim.raylet(node, op)).collect()),
+            };
+            sim.core.bundles_done(sim.now, pass, node, result);
+        }
+    }
+    let after = sim.run();
+    let returned: Vec<NodeId> = after
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Bundles { node, ops, .. }
+                if ops
+                    .iter()
+                    .any(|o| matches!(o, BundleOp::Return { pg: p, .. } if *p == pg)) =>
+            {
+                Some(*node)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(returned.contains(&a) && returned.contains(&b), "{after:?}");
+    assert_ne!(sim.group(pg).state, PgState::Created);
+}

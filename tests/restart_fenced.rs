@@ -32,6 +32,12 @@ impl Held {
     }
 }
 
+/// The node id a task's worker reports as its own.
+#[prism::remote]
+fn node_of_worker() -> String {
+    prism::node_id().map(|n| n.to_string()).unwrap_or_default()
+}
+
 fn restart_role() {
     let hold = std::env::var("PRISM_TEST_HOLD").unwrap();
     let kept = Held::options()
@@ -41,6 +47,24 @@ fn restart_role() {
         .spawn(hold)
         .unwrap();
     let first = kept.node().unwrap().get().unwrap();
+    // A task on the other `x` node (the survivor) leaves an idle worker
+    // of this job there.
+    let other = prism::cluster::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.node_id.to_string() != first && n.total.0.iter().any(|r| r.name == "x"))
+        .expect("a second x node")
+        .node_id;
+    let there = node_of_worker::options()
+        .node_affinity(other, false)
+        .remote()
+        .unwrap()
+        .get()
+        .unwrap();
+    check(
+        there == other.to_string(),
+        "the task ran on the other x node",
+    );
     println!("VICTIM {first}");
     // Calls wait while the actor restarts; each try is bounded.
     let mut answer = String::new();
@@ -53,6 +77,15 @@ fn restart_role() {
     });
     check(back, "the actor came back on another node");
     println!("ANSWERED {answer}");
+    // The survivor registered again: a task there runs on a worker that
+    // reports its new id, not on the idle one from before.
+    let now = node_of_worker::options()
+        .resource("x", 0.5)
+        .remote()
+        .unwrap()
+        .get()
+        .unwrap();
+    println!("TASK ON {now}");
     println!("ALL OK");
 }
 
@@ -150,5 +183,13 @@ fn a_restart_fenced_before_its_actor_came_up_is_placed_again() {
     assert!(
         !answered.is_empty() && answered != victim && answered != old_id,
         "{out}"
+    );
+    let task_on = out
+        .lines()
+        .find_map(|l| l.strip_prefix("TASK ON "))
+        .unwrap_or_default();
+    assert_eq!(
+        task_on, answered,
+        "a task's worker reports the node's id now"
     );
 }

@@ -157,8 +157,9 @@ impl TaskService {
         *self.node.borrow()
     }
 
-    /// The raylet registered again under a new id.
-    pub fn set_node_id(&self, id: NodeId) {
+    /// The raylet registered again under a new id: idle workers started
+    /// under the earlier one go (they would report it as theirs).
+    pub fn set_node_id(self: &Arc<Self>, id: NodeId) {
         let old = self.node.send_replace(id);
         if old != id {
             self.past_ids
@@ -166,7 +167,7 @@ impl TaskService {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(old);
         }
-        self.disp().set_node_id(id);
+        self.act(|d| d.set_node_id(id));
     }
 
     /// Waits (at most `wait`) until this raylet's id is `id`; whether it is.

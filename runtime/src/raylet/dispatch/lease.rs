@@ -175,7 +175,7 @@ impl Dispatcher {
             .workers
             .iter()
             .filter(|(_, w)| {
-                w.state == WorkerState::Idle
+                w.reusable(self.me)
                     && w.job == q.spec.job_id
                     && w.gpus.is_empty()
                     && w.actor.is_none()

@@ -167,6 +167,17 @@ struct Worker {
     /// it is not trimmed: a worker whose lease just ended reports the tasks
     /// it ran itself, a few times a second (TE-3).
     fresh: Option<(std::time::Instant, u8)>,
+    /// The node id (incarnation) it was started under, which it reports
+    /// as its own (`prism::node_id()`): a task never starts on a worker of
+    /// an earlier one.
+    node: NodeId,
+}
+
+impl Worker {
+    /// Idle, and started under this node's id now (`me`).
+    fn reusable(&self, me: NodeId) -> bool {
+        self.state == WorkerState::Idle && self.node == me
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -278,10 +289,15 @@ impl Dispatcher {
     }
 
     /// This node's id (a re-registered raylet gets a new one).
-    pub fn set_node_id(&mut self, me: NodeId) {
+    pub fn set_node_id(&mut self, me: NodeId) -> Vec<Action> {
         self.view.remove(self.me);
         self.me = me;
         self.view.upsert(me, self.local.clone());
+        // Workers started under the earlier id go once idle; those idle now
+        // go now.
+        let mut out = Vec::new();
+        self.trim_idle(&mut out);
+        out
     }
 
     /// What is free here now.

@@ -25,7 +25,7 @@ impl Dispatcher {
         let idle = self
             .workers
             .iter()
-            .filter(|(_, w)| w.state == WorkerState::Idle && w.job == job && w.gpus == indices)
+            .filter(|(_, w)| w.reusable(self.me) && w.job == job && w.gpus == indices)
             .map(|(id, _)| *id)
             .min();
         let worker = match idle {
@@ -75,6 +75,7 @@ impl Dispatcher {
                 state: WorkerState::Starting,
                 actor,
                 fresh: None,
+                node: self.me,
             },
         );
         out.push(Action::Start {
@@ -171,11 +172,23 @@ impl Dispatcher {
     }
 
     /// Keeps at most `max_idle` idle workers per node, killing the newest
-    /// extras, but none whose lease ended less than
+    /// extras, and those started under an earlier id of this node (they
+    /// would report it as theirs), but none whose lease ended less than
     /// [`super::lease::FLUSH_HOLD`] ago
     /// (TE-3: a worker's task events reach the raylet before it goes; it
     /// is trimmed on a later tick).
     pub(super) fn trim_idle(&mut self, out: &mut Vec<Action>) {
+        let me = self.me;
+        let stale: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Idle && w.node != me && w.fresh.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.workers.remove(&id);
+            out.push(Action::Kill { worker: id });
+        }
         let mut idle: Vec<WorkerId> = self
             .workers
             .iter()

@@ -416,3 +416,31 @@ fn the_fence_gives_back_the_nodes_bundles_df4() {
     assert_eq!(d.bundle_count(), 0);
     assert_eq!(d.stats().running, 1, "{:?}", d.stats());
 }
+
+/// A raylet registered again under a new id: a worker started under the
+/// earlier one would report that id as its node's (`prism::node_id()`),
+/// so none runs another task; idle ones go at once, busy ones once idle.
+#[test]
+fn workers_started_under_an_earlier_id_run_nothing_more() {
+    let mut d = Dispatcher::new(NodeId::random(), node(2));
+    let job = JobId::random();
+    let (t1, t2) = (task(job, 1, 0), task(job, 1, 0));
+    let w1 = started(&d.submit(t1.clone(), Owner::Local(1)))[0];
+    d.worker_ready(w1);
+    let w2 = started(&d.submit(t2.clone(), Owner::Local(1)))[0];
+    d.worker_ready(w2);
+    let a = d.task_done(w1, t1.task_id, Outcome::Inline(vec![]));
+    assert!(
+        !a.contains(&Action::Kill { worker: w1 }),
+        "kept idle: {a:?}"
+    );
+    let a = d.set_node_id(NodeId::random());
+    assert!(a.contains(&Action::Kill { worker: w1 }), "{a:?}");
+    assert!(!a.contains(&Action::Kill { worker: w2 }), "{a:?}");
+    let a = d.task_done(w2, t2.task_id, Outcome::Inline(vec![]));
+    assert!(a.contains(&Action::Kill { worker: w2 }), "{a:?}");
+    assert_eq!(d.stats().workers, 0);
+    // The next task gets a worker started under the new id.
+    let a = d.submit(task(job, 1, 0), Owner::Local(1));
+    assert_eq!(started(&a).len(), 1, "{a:?}");
+}

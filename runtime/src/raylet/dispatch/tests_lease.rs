@@ -322,6 +322,7 @@ fn te_3_a_worker_whose_lease_ended_is_trimmed_only_after_a_while() {
             state: WorkerState::Idle,
             actor: None,
             fresh: None,
+            node: d.me,
         },
     );
     let kills = |a: &[Action], of: Option<WorkerId>| {

@@ -208,22 +208,47 @@ def pipeline_worker(rank, world, port, q):
             stage = PipelineStage(stage_mod, rank, world, torch.device("cpu"))
             sched = kind(stage, n_microbatches=micro, loss_fn=F.cross_entropy)
             opt = torch.optim.SGD(stage_mod.parameters(), lr=0.01, momentum=0.9)
-            times = []
+            # The stage's own clock, as Prism's stages keep it: time in its
+            # passes, loss and optimizer step, not waiting for a neighbour
+            # (the schedules wait for their receives outside these calls).
+            busy = [0.0]
+
+            def timed(fn):
+                def run(*a, **k):
+                    began = time.perf_counter()
+                    try:
+                        return fn(*a, **k)
+                    finally:
+                        busy[0] += time.perf_counter() - began
+
+                return run
+
+            stage.forward_one_chunk = timed(stage.forward_one_chunk)
+            stage.backward_one_chunk = timed(stage.backward_one_chunk)
+            sched._maybe_compute_loss = timed(sched._maybe_compute_loss)
+            times, idle = [], []
             for i in range(PIPE_WARMUP + PIPE_STEPS):
                 dist.barrier()
                 t0 = time.perf_counter()
+                busy[0] = 0.0
                 opt.zero_grad(set_to_none=True)
                 if rank == 0:
                     sched.step(x)
                 else:
                     sched.step(target=y, losses=[])
+                began = time.perf_counter()
                 opt.step()
+                busy[0] += time.perf_counter() - began
                 dt = time.perf_counter() - t0
                 if i >= PIPE_WARMUP:
                     times.append(dt * 1e3)
+                    idle.append(1 - busy[0] / dt)
             m = torch.tensor([statistics.median(times)], dtype=torch.float64)
             dist.all_reduce(m, op=dist.ReduceOp.MAX)
-            out[(name, micro)] = m.item()
+            # The stages' mean share of the step they did not compute.
+            share = torch.tensor([statistics.median(idle) / world], dtype=torch.float64)
+            dist.all_reduce(share, op=dist.ReduceOp.SUM)
+            out[(name, micro)] = (m.item(), share.item())
             log(f"    pipeline {name} m={micro} rank {rank}: median {statistics.median(times):.2f} ms")
         dist.destroy_process_group()
         q.put((rank, out))
@@ -311,12 +336,14 @@ def main():
         for p in PIPE_STAGES:
             log(f"== torch.distributed.pipelining, {p} stages")
             pipe = launch(pipeline_worker, p)
-            for (name, m), ms in pipe.items():
+            for (name, m), (ms, idle) in pipe.items():
                 row(f"pipeline step 8x1024 p={p} m={m} {name}", ms, "ms")
                 # 1 - (the single process's step / p) / the pipeline's: the
                 # share of the step the stages are not computing, bubble and
                 # overhead together (theory: (p-1)/(m+p-1) bubble alone).
                 row(f"pipeline bubble+overhead p={p} m={m} {name}", 1 - single / (p * ms), "fraction")
+                # By the stages' own clocks (as ml_bench's rows of that name).
+                row(f"pipeline stage idle p={p} m={m} {name}", idle, "fraction")
 
     if args.json:
         print(json.dumps(rows, indent=1))

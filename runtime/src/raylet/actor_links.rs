@@ -129,8 +129,21 @@ impl TaskService {
                 // The link waits (bounded) for a head that is away: reports
                 // queue here, in order, until it is back.
                 while let Some(req) = rx.recv().await {
-                    if let Err(e) = me.transfer.head_request(&req).await {
-                        warn!("cannot report an actor's state: {e}");
+                    match me.transfer.head_request(&req).await {
+                        // AT-2: the head gave this actor up for dead; this
+                        // incarnation stops for good.
+                        Err(crate::client::ClientError::Refused {
+                            kind: ErrorKind::Conflict,
+                            message,
+                        }) => {
+                            if let HeadRequest::UpdateActor { actor_id, .. } = &req {
+                                warn!(actor = %actor_id, "stopping an actor the head holds dead: {message}");
+                                let kill = super::dispatch::kill_call(*actor_id, true);
+                                me.act(|d| d.submit(kill, Owner::Raylet));
+                            }
+                        }
+                        Err(e) => warn!("cannot report an actor's state: {e}"),
+                        Ok(_) => {}
                     }
                 }
             });

@@ -37,6 +37,21 @@ impl HeadCore {
                 if from_dead {
                     tracing::info!(actor = %actor_id, ?state, "ignoring a late report from a node declared dead");
                 }
+                // AT-2: an incarnation that comes up for an actor already
+                // dead (its restart given up while a node still held it)
+                // is told so, and its raylet stops it.
+                let zombie = self.actors.get(actor_id).filter(|a| {
+                    a.state == ActorState::Dead && state != ActorState::Dead && !from_dead
+                });
+                if let Some(a) = zombie {
+                    let why = a.death_reason.clone().unwrap_or_default();
+                    return HeadResponse::Error {
+                        kind: crate::proto::head::ErrorKind::Conflict,
+                        message: format!(
+                            "actor {actor_id} is dead ({why}); this incarnation must stop"
+                        ),
+                    };
+                }
                 if !from_dead {
                     self.actors.update(actor_id, state, node, restarts, reason);
                 }

@@ -597,6 +597,22 @@ fn an_unanswered_restart_waits_for_its_node_report_or_death() {
     assert_eq!(info.state, ActorState::Dead);
     let why = info.death_reason.unwrap();
     assert!(why.contains("no node reported it up"), "{why}");
+    // AT-2: if that node brings it up after all, it is told the actor is
+    // dead (its raylet stops it), and the actor stays dead.
+    let up = HeadRequest::UpdateActor {
+        actor_id: kept,
+        state: ActorState::Alive,
+        node: Some((other, "addr".into())),
+        restarts: 1,
+        reason: None,
+    };
+    let r = sim.core.handle(sim.now, Caller::Node { cert: [7; 32] }, up);
+    assert!(
+        matches!(&r, Reply::Now(HeadResponse::Error { kind: ErrorKind::Conflict, message })
+            if message.contains("is dead") && message.contains("must stop")),
+        "{r:?}"
+    );
+    assert_eq!(actor(&mut sim, kept).state, ActorState::Dead);
 }
 
 /// A restart its live nodes keep refusing is dead once it has waited a

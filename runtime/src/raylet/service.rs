@@ -160,14 +160,19 @@ impl TaskService {
     /// The raylet registered again under a new id: idle workers started
     /// under the earlier one go (they would report it as theirs).
     pub fn set_node_id(self: &Arc<Self>, id: NodeId) {
-        let old = self.node.send_replace(id);
-        if old != id {
-            self.past_ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(old);
-        }
-        self.act(|d| d.set_node_id(id));
+        // In the dispatcher's turn: what waits for the new id (DF-6) runs
+        // once the dispatcher knows it.
+        self.act(|d| {
+            let retired = d.set_node_id(id);
+            let old = self.node.send_replace(id);
+            if old != id {
+                self.past_ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(old);
+            }
+            retired
+        });
     }
 
     /// Waits (at most `wait`) until this raylet's id is `id`; whether it is.
@@ -408,7 +413,12 @@ impl TaskService {
     pub(super) fn apply(self: &Arc<Self>, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Start { worker, job, gpus } => self.start_worker(worker, job, gpus),
+                Action::Start {
+                    worker,
+                    job,
+                    gpus,
+                    node,
+                } => self.start_worker(worker, job, gpus, node),
                 Action::Execute { worker, task, gpus } => {
                     let pid = self.pids.get(&worker).map(|p| *p);
                     self.last_task.insert(worker, task.name.clone());

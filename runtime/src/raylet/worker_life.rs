@@ -7,13 +7,21 @@ use super::dispatch::WorkerId;
 use super::service::TaskService;
 use super::task_history::now_us;
 use super::workers;
-use crate::ids::JobId;
+use crate::ids::{JobId, NodeId};
 use crate::proto::task::Failure;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
 impl TaskService {
-    pub(super) fn start_worker(self: &Arc<Self>, worker: WorkerId, job: JobId, gpus: Vec<u32>) {
+    /// Starts worker `worker` of `job` under node id `node` (the one the
+    /// dispatcher started it for, which it reports as its own).
+    pub(super) fn start_worker(
+        self: &Arc<Self>,
+        worker: WorkerId,
+        job: JobId,
+        gpus: Vec<u32>,
+        node: NodeId,
+    ) {
         self.spawning.insert(worker, false);
         let me = self.clone();
         tokio::spawn(async move {
@@ -23,7 +31,7 @@ impl TaskService {
                 None => Err(format!("job {job} is not known on this node")),
                 Some(spec) => {
                     match workers::resolve_binary(&me.env, &me.store, &spec, local).await {
-                        Ok(bin) => workers::spawn(&me.env, me.node(), &bin, &spec, worker, &gpus)
+                        Ok(bin) => workers::spawn(&me.env, node, &bin, &spec, worker, &gpus)
                             .map(|child| (child, bin)),
                         Err(e) => Err(e),
                     }

@@ -300,7 +300,8 @@ impl HeadCore {
             self.placing.pass = Some(p);
             return;
         };
-        let unanswered = result.is_err();
+        // No answer, or not one per operation: it may hold them anyway.
+        let unanswered = !matches!(&result, Ok(r) if r.len() == tags.len());
         let outcomes: Vec<Result<(), String>> = match result {
             Ok(r) if r.len() == tags.len() => r
                 .into_iter()

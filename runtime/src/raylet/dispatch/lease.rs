@@ -243,7 +243,9 @@ impl Dispatcher {
             .running
             .get(&lease)
             .is_some_and(|r| self.pause_wants(&r.held));
-        if paused {
+        // Started under an earlier id of this node: it runs nothing more.
+        let stale = self.workers.get(&worker).is_some_and(|w| w.node != self.me);
+        if paused || stale {
             self.revoke_one(lease, out);
         }
         self.revoke_leases(out);

@@ -57,6 +57,8 @@ pub enum Action {
         job: JobId,
         /// `CUDA_VISIBLE_DEVICES`.
         gpus: Vec<u32>,
+        /// The node id it runs under (`PRISM_NODE_ID`).
+        node: NodeId,
     },
     /// Send the task to a registered worker.
     Execute {
@@ -290,13 +292,17 @@ impl Dispatcher {
 
     /// This node's id (a re-registered raylet gets a new one).
     pub fn set_node_id(&mut self, me: NodeId) -> Vec<Action> {
+        if me == self.me {
+            return Vec::new();
+        }
         self.view.remove(self.me);
         self.me = me;
         self.view.upsert(me, self.local.clone());
         // Workers started under the earlier id go once idle; those idle now
-        // go now.
+        // go now, and leases of them end.
         let mut out = Vec::new();
         self.trim_idle(&mut out);
+        self.revoke_all_leases(&mut out);
         out
     }
 

@@ -82,6 +82,7 @@ impl Dispatcher {
             worker: id,
             job,
             gpus,
+            node: self.me,
         });
         id
     }

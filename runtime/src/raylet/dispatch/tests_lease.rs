@@ -390,3 +390,33 @@ fn l3_what_a_refused_bundle_waits_for_is_kept_from_new_tasks() {
         "the waiting task runs once the pause is over"
     );
 }
+
+/// The raylet registered again under a new id: a lease of a worker
+/// started under the earlier one is revoked (its worker reports that id),
+/// and the worker goes once its lease ended and its events are in.
+#[test]
+fn a_lease_of_a_worker_of_an_earlier_id_is_revoked() {
+    let job = JobId::random();
+    let (mut d, w) = idle_worker(job);
+    let (lease, got) = ask(&mut d, job, Owner::Local(1));
+    assert_eq!(got, Some(w));
+    let a = d.set_node_id(NodeId::random());
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::RevokeLease { lease: l, .. } if *l == lease)),
+        "{a:?}"
+    );
+    // Nothing to do for the same id again.
+    assert!(d.set_node_id(d.me).is_empty());
+    d.tick(Instant::now());
+    let a = d.return_lease(lease, Owner::Local(1));
+    let mut killed = a.contains(&Action::Kill { worker: w });
+    assert!(!killed, "kept until its events are in (TE-3): {a:?}");
+    let later = Instant::now() + FLUSH_HOLD + Duration::from_secs(1);
+    for i in 0..10 {
+        let a = d.tick(later + Duration::from_millis(i * 100));
+        killed |= a.contains(&Action::Kill { worker: w });
+    }
+    assert!(killed, "the worker of the earlier id went");
+    assert_eq!(d.stats().workers, 0);
+}

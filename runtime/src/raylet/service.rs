@@ -164,12 +164,15 @@ impl TaskService {
         // once the dispatcher knows it.
         self.act(|d| {
             let retired = d.set_node_id(id);
-            let old = self.node.send_replace(id);
+            // The old id is past before the new one is published, so no
+            // reader sees it as neither.
+            let old = *self.node.borrow();
             if old != id {
                 self.past_ids
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(old);
+                self.node.send_replace(id);
             }
             retired
         });

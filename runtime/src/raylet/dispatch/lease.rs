@@ -243,9 +243,7 @@ impl Dispatcher {
             .running
             .get(&lease)
             .is_some_and(|r| self.pause_wants(&r.held));
-        // Started under an earlier id of this node: it runs nothing more.
-        let stale = self.workers.get(&worker).is_some_and(|w| w.node != self.me);
-        if paused || stale {
+        if paused {
             self.revoke_one(lease, out);
         }
         self.revoke_leases(out);

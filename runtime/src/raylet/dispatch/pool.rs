@@ -102,6 +102,10 @@ impl Dispatcher {
             out.push(Action::Kill { worker });
             return out;
         };
+        if w.node != self.me && w.actor.is_none() {
+            self.stale_worker_ready(worker, task, &mut out);
+            return out;
+        }
         match task.and_then(|t| self.running.get(&t)) {
             Some(r) if self.leases.holds(&r.task.spec.task_id) => {
                 let lease = r.task.spec.task_id;
@@ -123,6 +127,30 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// A worker started under an earlier id of this node came up after the
+    /// node registered again: it would report that id as its own, so it
+    /// goes, and what it was started for waits for another (a task, with
+    /// no attempt spent: it never ran) or is declined (a lease).
+    fn stale_worker_ready(
+        &mut self,
+        worker: WorkerId,
+        task: Option<crate::ids::TaskId>,
+        out: &mut Vec<Action>,
+    ) {
+        self.workers.remove(&worker);
+        out.push(Action::Kill { worker });
+        if let Some(r) = task.and_then(|t| self.running.remove(&t)) {
+            self.release(&r);
+            let id = r.task.spec.task_id;
+            if self.leases.live.remove(&id).is_some() {
+                out.push(super::lease::decline(r.task.owner, id));
+            } else if !r.cancelled {
+                self.queue.push_front(r.task.class(), r.task);
+            }
+        }
+        self.pump(out);
     }
 
     pub(super) fn release(&mut self, r: &Running) {

@@ -420,3 +420,41 @@ fn a_lease_of_a_worker_of_an_earlier_id_is_revoked() {
     assert!(killed, "the worker of the earlier id went");
     assert_eq!(d.stats().workers, 0);
 }
+
+#[test]
+fn a_worker_started_under_an_earlier_id_runs_nothing_when_it_comes_up() {
+    let job = JobId::random();
+    // A task's worker comes up after the node registered again: it goes,
+    // and the task starts another worker, no attempt spent.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let t = task(job, 1, 0);
+    let w = started(&d.submit(t.clone(), Owner::Local(1)))[0];
+    d.set_node_id(NodeId::random());
+    let a = d.worker_ready(w);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Execute { .. })),
+        "{a:?}"
+    );
+    let w2 = started(&a)[0];
+    let a = d.worker_ready(w2);
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == w2 && task.task_id == t.task_id && task.attempt == 0)),
+        "{a:?}"
+    );
+    // A lease's worker: the lease is declined, its CPU free again.
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let mut shape = task(job, 1, 0);
+    shape.function = LEASE_METHOD.into();
+    let lease = shape.task_id;
+    let w = started(&d.lease(shape, Owner::Local(1)))[0];
+    d.set_node_id(NodeId::random());
+    let a = d.worker_ready(w);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(b), .. } if *task_id == lease && rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none())),
+        "{a:?}"
+    );
+    assert_eq!(d.stats().running, 0);
+    assert_eq!(d.available().get(CPU), Quantity::ONE);
+}

@@ -208,47 +208,56 @@ def pipeline_worker(rank, world, port, q):
             stage = PipelineStage(stage_mod, rank, world, torch.device("cpu"))
             sched = kind(stage, n_microbatches=micro, loss_fn=F.cross_entropy)
             opt = torch.optim.SGD(stage_mod.parameters(), lr=0.01, momentum=0.9)
-            # The stage's own clock, as Prism's stages keep it: time in its
-            # passes, loss and optimizer step, not waiting for a neighbour
-            # (the schedules wait for their receives outside these calls).
+            # The stage's own clock, as Prism's stages keep it: the thread's
+            # CPU time in its passes, loss, gradient scaling and optimizer
+            # step, not waiting for a neighbour (the schedules wait for
+            # their receives outside these calls) or for a core.
             busy = [0.0]
 
             def timed(fn):
                 def run(*a, **k):
-                    began = time.perf_counter()
+                    began = time.thread_time()
                     try:
                         return fn(*a, **k)
                     finally:
-                        busy[0] += time.perf_counter() - began
+                        busy[0] += time.thread_time() - began
 
                 return run
 
             stage.forward_one_chunk = timed(stage.forward_one_chunk)
             stage.backward_one_chunk = timed(stage.backward_one_chunk)
+            stage.perform_reduce_grad = timed(stage.perform_reduce_grad)
             sched._maybe_compute_loss = timed(sched._maybe_compute_loss)
-            times, idle = [], []
+            times, busies = [], []
             for i in range(PIPE_WARMUP + PIPE_STEPS):
                 dist.barrier()
                 t0 = time.perf_counter()
                 busy[0] = 0.0
+                began = time.thread_time()
                 opt.zero_grad(set_to_none=True)
+                busy[0] += time.thread_time() - began
                 if rank == 0:
                     sched.step(x)
                 else:
                     sched.step(target=y, losses=[])
-                began = time.perf_counter()
+                began = time.thread_time()
                 opt.step()
-                busy[0] += time.perf_counter() - began
+                busy[0] += time.thread_time() - began
                 dt = time.perf_counter() - t0
                 if i >= PIPE_WARMUP:
                     times.append(dt * 1e3)
-                    idle.append(1 - busy[0] / dt)
+                    busies.append(busy[0])
             m = torch.tensor([statistics.median(times)], dtype=torch.float64)
             dist.all_reduce(m, op=dist.ReduceOp.MAX)
-            # The stages' mean share of the step they did not compute.
-            share = torch.tensor([statistics.median(idle) / world], dtype=torch.float64)
-            dist.all_reduce(share, op=dist.ReduceOp.SUM)
-            out[(name, micro)] = (m.item(), share.item())
+            # Each stage's busy share of the step as the slowest rank saw
+            # it (Prism divides by the driver's step), each step's mean
+            # over the stages, then the median step (as ml_bench does).
+            steps = torch.tensor(times, dtype=torch.float64) / 1e3
+            dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+            per_step = (1 - torch.tensor(busies, dtype=torch.float64) / steps) / world
+            dist.all_reduce(per_step, op=dist.ReduceOp.SUM)
+            share = statistics.median(per_step.tolist())
+            out[(name, micro)] = (m.item(), share)
             log(f"    pipeline {name} m={micro} rank {rank}: median {statistics.median(times):.2f} ms")
         dist.destroy_process_group()
         q.put((rank, out))

@@ -48,6 +48,7 @@
 //!
 //! Not built yet: user-defined stage models, interleaved 1F1B.
 
+mod clock;
 mod links;
 mod mlp_pass;
 pub mod model;
@@ -97,8 +98,10 @@ pub struct PipelineResult {
     pub peak_bytes: Vec<Vec<u64>>,
     /// Per step, per stage (of the first replica, then the next): the
     /// milliseconds it spent computing (passes, loss, optimizer step),
-    /// not waiting for a neighbour nor passing tensors. `1 − busy / step`
-    /// is a stage's measured bubble.
+    /// not waiting for a neighbour, nor passing tensors (CPU time with one
+    /// libtorch thread a stage, so not waiting for a core either; wall
+    /// time with more). `1 − busy / step` is the share of the step it did not
+    /// compute: its bubble and overheads.
     pub busy_ms: Vec<Vec<f64>>,
     /// The node of each stage.
     pub stage_nodes: Vec<String>,

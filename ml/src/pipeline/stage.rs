@@ -4,6 +4,7 @@
 //! optimizer. With data-parallel replicas, the replicas of one stage form
 //! a ring and average their gradients through it before each step.
 
+use super::clock::Clock;
 use super::links::{self, Links};
 use super::mlp_pass::MlpPass;
 use crate::recipes::{self, MlpConfig};
@@ -99,6 +100,8 @@ pub struct PipeStage {
     /// Time spent computing this batch (passes, loss, step): not waiting
     /// for a neighbour, nor passing tensors.
     busy: Duration,
+    /// What `busy` is counted with.
+    clock: Clock,
     replica: u32,
     replicas: u32,
     /// Its links to the same stage of the other replicas, and the ring
@@ -190,6 +193,7 @@ impl PipeStage {
             peak: 0,
             peak_bytes: 0,
             busy: Duration::ZERO,
+            clock: Clock::for_threads(tch::get_num_threads()),
             replica: spec.replica,
             replicas: spec.replicas.max(1),
             member: RingMember::default(),
@@ -217,11 +221,14 @@ impl PipeStage {
         })
     }
 
-    /// Runs `f`, counting its time as this batch's computing.
+    /// Runs `f`, counting its time as this batch's computing (with one
+    /// libtorch thread, the CPU time this thread spent in it: time it
+    /// waited for a core, on a machine with more stages than cores, is
+    /// not computing).
     fn computing<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
-        let began = std::time::Instant::now();
+        let began = self.clock.now();
         let out = f(self);
-        self.busy += began.elapsed();
+        self.busy += self.clock.now().saturating_sub(began);
         out
     }
 

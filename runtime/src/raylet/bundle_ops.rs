@@ -3,7 +3,7 @@
 //! (refusing those meant for another incarnation of this node, DF-6); and
 //! the requests it relays to the head for its drivers and workers.
 
-use super::dispatch::fence;
+use super::dispatch::fence::{self, BundleRefusal};
 use super::service::TaskService;
 use crate::client::ClientError;
 use crate::ids::NodeId;
@@ -43,22 +43,19 @@ impl TaskService {
         let mut d = self.disp();
         let me = self.node();
         let earlier = to != me && self.is_me(to);
-        if let Some(f) = fence::refuse_for(to, me, earlier, self.peers.lost_reason(to), false) {
-            return match op {
-                // Its fence gave back all that incarnation held.
-                BundleOp::Return { .. } if earlier || to == me => BundleReply::Done {
+        let is_return = matches!(op, BundleOp::Return { .. });
+        match fence::bundle_refusal(is_return, to, me, earlier, self.peers.lost_reason(to)) {
+            None => {}
+            Some(BundleRefusal::Done) => {
+                return BundleReply::Done {
                     available: Resources::from(d.available()),
-                },
-                _ => {
-                    warn!(%to, %me, "refused bundles meant for another incarnation: {}", f.summary());
-                    d.count_refused();
-                    let reason = match f {
-                        Failure::Draining { reason, .. } => reason,
-                        other => other.summary(),
-                    };
-                    BundleReply::Refused { reason }
                 }
-            };
+            }
+            Some(BundleRefusal::Refused(reason)) => {
+                warn!(%to, %me, "refused bundles meant for another incarnation: {reason}");
+                d.count_refused();
+                return BundleReply::Refused { reason };
+            }
         }
         let mut asked = (None, Vec::new());
         let result = match op {

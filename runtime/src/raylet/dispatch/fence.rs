@@ -84,6 +84,36 @@ pub(in crate::raylet) fn refuse_for(
     })
 }
 
+/// DF-6 for bundles: what a raylet that must not apply a bundle operation
+/// meant for node `to` answers (arguments as for [`refuse_for`]); `None`:
+/// it applies it.
+#[derive(Debug, PartialEq)]
+pub(in crate::raylet) enum BundleRefusal {
+    /// A Return for this raylet's id or an earlier one: the fence of that
+    /// incarnation gave back all it held, so it is done.
+    Done,
+    /// Refused, naming why (the head places the bundles elsewhere).
+    Refused(String),
+}
+
+/// [`BundleRefusal`] for an operation (`is_return`: a Return).
+pub(in crate::raylet) fn bundle_refusal(
+    is_return: bool,
+    to: NodeId,
+    me: NodeId,
+    earlier: bool,
+    fenced: Option<String>,
+) -> Option<BundleRefusal> {
+    let f = refuse_for(to, me, earlier, fenced, false)?;
+    if is_return && (earlier || to == me) {
+        return Some(BundleRefusal::Done);
+    }
+    Some(BundleRefusal::Refused(match f {
+        Failure::Draining { reason, .. } => reason,
+        other => other.summary(),
+    }))
+}
+
 /// DF-6: whether `spec` may run nowhere but on the node it was sent to.
 pub(in crate::raylet) fn pinned(spec: &TaskSpec) -> bool {
     matches!(

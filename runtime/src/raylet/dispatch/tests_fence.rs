@@ -444,3 +444,50 @@ fn workers_started_under_an_earlier_id_run_nothing_more() {
     let a = d.submit(task(job, 1, 0), Owner::Local(1));
     assert_eq!(started(&a).len(), 1, "{a:?}");
 }
+
+#[test]
+fn bundle_operations_for_another_incarnation_are_refused_or_done_df6() {
+    use crate::ids::NodeId;
+    use fence::BundleRefusal;
+    let (old, new, other) = (NodeId::random(), NodeId::random(), NodeId::random());
+    // For this raylet's id: applied.
+    for is_return in [false, true] {
+        assert_eq!(
+            fence::bundle_refusal(is_return, new, new, false, None),
+            None
+        );
+    }
+    // A Prepare or Commit for its earlier id: refused, naming it.
+    match fence::bundle_refusal(false, old, new, true, None) {
+        Some(BundleRefusal::Refused(why)) => {
+            assert!(
+                why.contains("earlier incarnation") && why.contains(&old.to_string()),
+                "{why}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Return for it: its fence gave all back, so done.
+    assert_eq!(
+        fence::bundle_refusal(true, old, new, true, Some("no heartbeat".into())),
+        Some(BundleRefusal::Done)
+    );
+    // This id declared dead (its fence comes): a Prepare is refused with
+    // the cause, a Return is done.
+    match fence::bundle_refusal(false, new, new, false, Some("no heartbeat for 10s".into())) {
+        Some(BundleRefusal::Refused(why)) => assert!(why.contains("no heartbeat for 10s"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fence::bundle_refusal(true, new, new, false, Some("no heartbeat".into())),
+        Some(BundleRefusal::Done)
+    );
+    // An id it never had: refused, even a Return (nothing of it is here
+    // to say so).
+    for is_return in [false, true] {
+        assert!(matches!(
+            fence::bundle_refusal(is_return, other, new, false, None),
+            Some(BundleRefusal::Refused(why)) if why.contains("is not this raylet")
+        ));
+    }
+}

@@ -25,7 +25,9 @@ impl Dispatcher {
         let idle = self
             .workers
             .iter()
-            .filter(|(_, w)| w.reusable(self.me) && w.job == job && w.gpus == indices)
+            .filter(|(_, w)| {
+                w.reusable(self.me) && w.actor.is_none() && w.job == job && w.gpus == indices
+            })
             .map(|(id, _)| *id)
             .min();
         let worker = match idle {
@@ -102,7 +104,15 @@ impl Dispatcher {
             out.push(Action::Kill { worker });
             return out;
         };
-        if w.node != self.me && w.actor.is_none() {
+        // Started under an earlier id of this node (an actor's: for its
+        // creation, not yet run, and not being killed).
+        let stale = w.node != self.me
+            && w.actor.is_none_or(|a| {
+                self.actors
+                    .get(&a)
+                    .is_some_and(|a| a.worker == worker && a.death.is_none())
+            });
+        if stale {
             self.stale_worker_ready(worker, task, &mut out);
             return out;
         }
@@ -120,6 +130,12 @@ impl Dispatcher {
                     gpus: r.gpus.iter().map(|(i, _)| *i).collect(),
                 });
             }
+            // An actor's worker whose creation is gone (its actor ended,
+            // or was fenced, while it started): it serves nothing.
+            None if w.actor.is_some() => {
+                self.workers.remove(&worker);
+                out.push(Action::Kill { worker });
+            }
             None => {
                 w.state = WorkerState::Idle;
                 self.pump(&mut out);
@@ -132,15 +148,31 @@ impl Dispatcher {
     /// A worker started under an earlier id of this node came up after the
     /// node registered again: it would report that id as its own, so it
     /// goes, and what it was started for waits for another (a task, with
-    /// no attempt spent: it never ran) or is declined (a lease).
+    /// no attempt spent: it never ran), is declined (a lease) or starts a
+    /// worker of this id (an actor's creation, no restart spent).
     fn stale_worker_ready(
         &mut self,
         worker: WorkerId,
         task: Option<crate::ids::TaskId>,
         out: &mut Vec<Action>,
     ) {
-        self.workers.remove(&worker);
+        let actor = self.workers.remove(&worker).and_then(|w| w.actor);
         out.push(Action::Kill { worker });
+        if let Some(actor) = actor {
+            if let Some(t) = task {
+                self.running.remove(&t);
+            }
+            let Some(a) = self.actors.get(&actor) else {
+                return;
+            };
+            let job = a.create.spec.job_id;
+            let gpus: Vec<u32> = a.gpus.iter().map(|(i, _)| *i).collect();
+            let fresh = self.new_actor_worker(job, &gpus, actor, out);
+            if let Some(a) = self.actors.get_mut(&actor) {
+                a.worker = fresh;
+            }
+            return;
+        }
         if let Some(r) = task.and_then(|t| self.running.remove(&t)) {
             self.release(&r);
             let id = r.task.spec.task_id;

@@ -458,3 +458,27 @@ fn a_worker_started_under_an_earlier_id_runs_nothing_when_it_comes_up() {
     assert_eq!(d.stats().running, 0);
     assert_eq!(d.available().get(CPU), Quantity::ONE);
 }
+
+#[test]
+fn an_actor_worker_started_under_an_earlier_id_is_replaced_before_its_constructor_runs() {
+    use super::tests::actor_create;
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let create = actor_create(crate::ids::ActorId::random(), 0, 0);
+    let w = started(&d.submit(create.clone(), Owner::Local(1)))[0];
+    let new = NodeId::random();
+    d.set_node_id(new);
+    let a = d.worker_ready(w);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    let fresh = match a.as_slice() {
+        [.., Action::Start { worker, node, .. }] if *node == new => *worker,
+        other => panic!("a worker of the new id starts: {other:?}"),
+    };
+    // The killed one's exit changes nothing; the fresh one runs the
+    // constructor.
+    assert!(replies(&d.worker_died(w, signal9())).is_empty());
+    let a = d.worker_ready(fresh);
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Execute { worker, task, .. } if *worker == fresh && task.task_id == create.task_id)),
+        "{a:?}"
+    );
+}

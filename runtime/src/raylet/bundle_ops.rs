@@ -27,7 +27,7 @@ impl TaskService {
     /// [`BundleOp`]), in order. Work for an id this raylet does not know
     /// yet may be for its next one (the head placed them before the
     /// registration's answer arrived): it waits for it, at most
-    /// [`BUNDLE_NEXT_ID_WAIT`].
+    /// `BUNDLE_NEXT_ID_WAIT`.
     pub async fn bundle_ops(self: &Arc<Self>, to: NodeId, ops: Vec<BundleOp>) -> Vec<BundleReply> {
         if !self.is_me(to) && self.peers.lost_reason(to).is_none() {
             self.became(to, BUNDLE_NEXT_ID_WAIT).await;

@@ -48,6 +48,7 @@
 //!
 //! Not built yet: user-defined stage models, interleaved 1F1B.
 
+mod act;
 mod clock;
 mod links;
 mod mlp_pass;
@@ -56,11 +57,13 @@ pub mod partition;
 mod run;
 pub mod schedule;
 mod stage;
+mod stage_calls;
 
+pub use act::Act;
 pub use model::{find_model, load_model, whole_model, StageModelRegistration};
 pub use partition::{partition, Balance};
 pub use schedule::{peak_alive, stage_ops, Op, Schedule};
-pub use stage::{Act, PipeStage, StageSpec};
+pub use stage::{PipeStage, StageSpec};
 
 use crate::data::Dataset;
 use crate::recipes::MlpConfig;

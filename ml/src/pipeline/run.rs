@@ -2,34 +2,12 @@
 //! from the last checkpoint all of them have), batches, and the schedule's
 //! submission order.
 
+use super::stage_calls::{save_all, submit_steps, Attempt, Pending};
 use super::{stage_ops, Act, Op, PipeStage, PipelineResult, PipelineTrainer, StageSpec};
 use crate::train::record;
 use crate::{MlError, Result};
 use prism::{ActorHandle, ObjectRef};
 use std::time::Instant;
-
-/// Why an attempt ended early.
-enum Attempt {
-    /// A stage (its process or node) was lost: start again.
-    Lost(MlError),
-    /// Anything else: give up.
-    Fatal(MlError),
-}
-
-impl From<MlError> for Attempt {
-    fn from(e: MlError) -> Attempt {
-        match e {
-            MlError::Prism(_) => Attempt::Lost(e),
-            other => Attempt::Fatal(other),
-        }
-    }
-}
-
-impl From<prism::Error> for Attempt {
-    fn from(e: prism::Error) -> Attempt {
-        Attempt::Lost(e.into())
-    }
-}
 
 /// How long the driver waits for the next stage's ring to finish; each
 /// ring piece has its own, shorter, wait (a lost replica ends its ring
@@ -496,56 +474,4 @@ impl PipelineTrainer {
             losses: loss.into_iter().flatten().collect(),
         })
     }
-}
-
-/// A replica's batch in flight.
-struct Pending {
-    /// The first stage's input gradients: the end of the backward.
-    ends: Vec<ObjectRef<Act>>,
-    /// Linked stages: every pass (their tensors went through channels).
-    passes: Vec<ObjectRef<()>>,
-    /// Each micro-batch's loss.
-    losses: Vec<ObjectRef<f64>>,
-}
-
-impl Pending {
-    /// Waits for the batch; its mean loss.
-    fn finish(self) -> std::result::Result<f64, Attempt> {
-        super::links::wait_all(&self.passes, &self.losses)?;
-        for g in &self.ends {
-            g.get()?;
-        }
-        let mut sum = 0.0;
-        for l in &self.losses {
-            sum += l.get()?;
-        }
-        Ok(sum / self.losses.len().max(1) as f64)
-    }
-}
-
-/// A stage's step: the most micro-batches and bytes of activations it
-/// held during the batch, and the microseconds it computed.
-type StepPeaks = Result<(u64, u64, u64), String>;
-
-/// Every stage's optimizer step, all submitted at once.
-fn submit_steps(
-    stages: &[ActorHandle<PipeStage>],
-) -> std::result::Result<Vec<ObjectRef<StepPeaks>>, Attempt> {
-    Ok(stages
-        .iter()
-        .map(|s| s.step())
-        .collect::<prism::Result<Vec<_>>>()?)
-}
-
-/// Every stage of replica 0 saves `step` (the replicas hold the same
-/// weights).
-fn save_all(stages: &[ActorHandle<PipeStage>], step: u64) -> std::result::Result<(), Attempt> {
-    let saves = stages
-        .iter()
-        .map(|s| s.save(step))
-        .collect::<prism::Result<Vec<_>>>()?;
-    for r in saves {
-        r.get()?.map_err(|e| Attempt::Fatal(MlError::Train(e)))?;
-    }
-    Ok(())
 }

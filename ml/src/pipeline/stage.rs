@@ -4,6 +4,7 @@
 //! optimizer. With data-parallel replicas, the replicas of one stage form
 //! a ring and average their gradients through it before each step.
 
+use super::act::Act;
 use super::clock::Clock;
 use super::links::{self, Links};
 use super::mlp_pass::MlpPass;
@@ -17,37 +18,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tch::nn::{self, Module, VarStore};
 use tch::Tensor;
-
-/// A tensor between stages: its shape and its f32 values.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct Act {
-    /// Shape.
-    pub shape: Vec<i64>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
-}
-
-impl Act {
-    /// From a tch tensor (copied to the host).
-    pub fn of(t: &Tensor) -> Result<Act, String> {
-        let t = t.f_contiguous().map_err(|e| e.to_string())?;
-        let n = t.numel();
-        let mut data = vec![0f32; n];
-        t.f_view([-1])
-            .and_then(|v| v.f_copy_data(&mut data, n))
-            .map_err(|e| e.to_string())?;
-        Ok(Act {
-            shape: t.size(),
-            data,
-        })
-    }
-
-    fn tensor(&self) -> Result<Tensor, String> {
-        Tensor::f_from_slice(&self.data)
-            .and_then(|t| t.f_view(self.shape.as_slice()))
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// What a stage is.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]

@@ -11,6 +11,7 @@ mod namespace_keys;
 mod queue;
 mod relay;
 mod residency;
+mod restarts;
 mod serving;
 mod viewers;
 

@@ -138,7 +138,7 @@ impl TaskService {
                         }) => {
                             if let HeadRequest::UpdateActor { actor_id, .. } = &req {
                                 warn!(actor = %actor_id, "stopping an actor the head holds dead: {message}");
-                                let kill = super::dispatch::kill_call(*actor_id, true);
+                                let kill = super::dispatch::kill_call_because(*actor_id, &message);
                                 me.act(|d| d.submit(kill, Owner::Raylet));
                             }
                         }

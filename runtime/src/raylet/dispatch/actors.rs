@@ -83,6 +83,15 @@ fn kill_no_restart(spec: &TaskSpec) -> bool {
     matches!(spec.args.first(), Some(crate::proto::task::ArgSpec::Inline(b)) if b.first() == Some(&1))
 }
 
+/// Why a kill call kills: the cause it carries ([`super::kill_call_because`]),
+/// else a user's `prism::kill`.
+fn kill_cause(spec: &TaskSpec) -> String {
+    match spec.args.get(1) {
+        Some(crate::proto::task::ArgSpec::Inline(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => "killed by prism::kill".into(),
+    }
+}
+
 impl Dispatcher {
     /// A local owner is creating `actor`: calls that arrive before the
     /// constructor is scheduled wait here.
@@ -280,7 +289,7 @@ impl Dispatcher {
             // restart (its worker is already being killed).
             a.no_restart |= kill_no_restart(&q.spec);
             if a.death.is_none() {
-                a.death = Some("killed by prism::kill".into());
+                a.death = Some(kill_cause(&q.spec));
                 out.push(Action::Kill { worker: a.worker });
             }
             out.push(Action::Reply {

@@ -412,6 +412,15 @@ pub fn kill_call(actor: ActorId, no_restart: bool) -> TaskSpec {
     spec
 }
 
+/// [`kill_call`] for good, naming why (the actor's calls here fail with
+/// it, not with a user's kill).
+pub fn kill_call_because(actor: ActorId, why: &str) -> TaskSpec {
+    let mut spec = kill_call(actor, true);
+    spec.args
+        .push(crate::proto::task::ArgSpec::Inline(why.as_bytes().to_vec()));
+    spec
+}
+
 fn reply_failed(owner: Owner, spec: &TaskSpec, failure: Failure) -> Action {
     Action::Reply {
         owner,

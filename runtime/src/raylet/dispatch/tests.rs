@@ -543,3 +543,20 @@ fn a_partial_return_keeps_the_other_bundles_of_the_group() {
     let w = started(&d.submit(in_bundle(JobId::random(), pg, 0, me), Owner::Local(1)));
     assert_eq!(w.len(), 1, "bundle 0 still runs tasks");
 }
+
+#[test]
+fn a_kill_that_names_its_cause_leaves_it_as_the_actor_s_death() {
+    let (mut d, actor, w, _) = super::tests_direct::alive(3, 0);
+    let why = "actor a is dead (its restart was given up); this incarnation must stop";
+    let a = d.submit(super::kill_call_because(actor, why), Owner::Raylet);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: d.me,
+            detail: "signal 9".into(),
+        },
+    );
+    assert!(started(&a).is_empty(), "for good: {a:?}");
+    assert_eq!(d.dead_reason(actor), Some(why));
+}

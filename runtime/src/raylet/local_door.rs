@@ -8,6 +8,7 @@ use super::dispatch::{Owner, WorkerId};
 use super::service::TaskService;
 use super::workers;
 use crate::ids::JobId;
+use crate::proto::direct::TaskEvents;
 use crate::proto::head::{HeadRequest, RelayedRequest};
 use crate::proto::task::{LocalEvent, LocalRequest, MAX_TASK_FRAME};
 use crate::proto::PROTOCOL_VERSION;
@@ -107,6 +108,13 @@ impl TaskService {
                 }
                 _ => None,
             };
+            let msg = match (role, msg) {
+                (Role::Worker(w), LocalRequest::TaskEvents(batch)) => {
+                    self.task_events(w, peer, batch);
+                    continue;
+                }
+                (_, msg) => msg,
+            };
             if let Some(next) = self.handle(owner, role, msg) {
                 role = next;
             }
@@ -142,6 +150,19 @@ impl TaskService {
     }
 
     /// Handles one request; returns the connection's new role after a hello.
+    /// A worker's task events (TH-3). Its pid is also its connection's
+    /// peer's: the batch may be read after the worker's exit was handled
+    /// (its pid forgotten), and its tasks keep the pid they ran in.
+    fn task_events(&self, w: WorkerId, peer: Option<u32>, batch: TaskEvents) {
+        let live = self.pids.get(&w).map(|p| *p);
+        let mut history = self.lock_history();
+        history.finished_total += batch.unlisted_finished;
+        history.failed_total += batch.unlisted_failed;
+        for ev in batch.events {
+            history.reported(ev, live.or(peer), live.is_none());
+        }
+    }
+
     fn handle(self: &Arc<Self>, owner: Owner, role: Role, msg: LocalRequest) -> Option<Role> {
         let welcome = || LocalEvent::Welcome {
             node_id: self.node(),
@@ -424,16 +445,6 @@ impl TaskService {
                 });
                 self.refuse_specs(owner, odd, "only plain tasks ride a lease");
                 self.act(|d| d.lease_lost(lease, tasks, owner));
-                None
-            }
-            (Role::Worker(w), LocalRequest::TaskEvents(batch)) => {
-                let pid = self.pids.get(&w).map(|p| *p);
-                let mut history = self.lock_history();
-                history.finished_total += batch.unlisted_finished;
-                history.failed_total += batch.unlisted_failed;
-                for ev in batch.events {
-                    history.reported(ev, pid);
-                }
                 None
             }
             (Role::Worker(_) | Role::Driver(_), LocalRequest::OwnerWaiting(list)) => {

@@ -217,8 +217,9 @@ impl TaskHistory {
         self.close(t, error, now_us);
     }
 
-    /// A worker (pid `pid`) reports work it took directly (TH-3).
-    pub fn reported(&mut self, ev: TaskEvent, pid: Option<u32>) {
+    /// A worker (pid `pid`) reports work it took directly (TH-3);
+    /// `exited`: its exit was handled before this report was read.
+    pub fn reported(&mut self, ev: TaskEvent, pid: Option<u32>, exited: bool) {
         let record = Record {
             task_id: ev.task_id,
             job_id: ev.job_id,
@@ -237,7 +238,7 @@ impl TaskHistory {
         match ev.ended_us {
             // Its worker's exit was handled before this report: it ended
             // with it.
-            None if pid.is_none() => {
+            None if exited => {
                 self.close(record, Some("its worker exited".into()), now_us());
             }
             None => {

@@ -109,14 +109,14 @@ fn event(id: TaskId, ended: Option<u64>, error: Option<&str>) -> TaskEvent {
 fn direct_work_runs_from_its_report_until_it_ends_th3() {
     let mut h = TaskHistory::new(10);
     let id = TaskId([4; 16]);
-    h.reported(event(id, None, None), Some(7));
+    h.reported(event(id, None, None), Some(7), false);
     let running: Vec<_> = h.direct_running().collect();
     assert_eq!(running.len(), 1);
     assert_eq!(
         (running[0].state, running[0].kind, running[0].worker_pid),
         (TaskState::Running, "actor_call", Some(7))
     );
-    h.reported(event(id, Some(20), None), Some(7));
+    h.reported(event(id, Some(20), None), Some(7), false);
     assert_eq!(h.direct_running().count(), 0);
     let t = h.done().next().unwrap();
     assert_eq!(
@@ -124,7 +124,11 @@ fn direct_work_runs_from_its_report_until_it_ends_th3() {
         (TaskState::Finished, 10, Some(11), Some(20))
     );
     // One that ends within one report is listed (and counted) once.
-    h.reported(event(TaskId([5; 16]), Some(30), Some("boom")), Some(7));
+    h.reported(
+        event(TaskId([5; 16]), Some(30), Some("boom")),
+        Some(7),
+        false,
+    );
     assert_eq!((h.finished_total, h.failed_total), (1, 1));
     assert_eq!(h.done().count(), 2);
 }
@@ -132,8 +136,8 @@ fn direct_work_runs_from_its_report_until_it_ends_th3() {
 #[test]
 fn direct_work_fails_with_its_worker_th3() {
     let mut h = TaskHistory::new(10);
-    h.reported(event(TaskId([6; 16]), None, None), Some(7));
-    h.reported(event(TaskId([7; 16]), None, None), Some(8));
+    h.reported(event(TaskId([6; 16]), None, None), Some(7), false);
+    h.reported(event(TaskId([7; 16]), None, None), Some(8), false);
     h.worker_exited(7, "killed by signal 9", 40);
     let failed: Vec<_> = h.done().collect();
     assert_eq!(failed.len(), 1);
@@ -151,7 +155,9 @@ fn direct_work_fails_with_its_worker_th3() {
     );
     assert_eq!(h.direct_running().count(), 1);
     // A running report read after its worker's exit: ended with it.
-    h.reported(event(TaskId([8; 16]), None, None), None);
+    h.reported(event(TaskId([8; 16]), None, None), Some(9), true);
+    let late = h.done().find(|r| r.task_id == TaskId([8; 16])).unwrap();
+    assert_eq!(late.worker_pid, Some(9), "its pid is kept");
     assert_eq!(h.direct_running().count(), 1, "only the live worker's");
     assert_eq!(h.done().count(), 2);
 }
@@ -210,10 +216,10 @@ fn tasks_waiting_in_owners_are_listed_from_their_last_snapshot_th4() {
     assert_eq!(times, vec![(2, 100), (4, 200)]);
     // One listed here otherwise is listed only so: running on a lease,
     // ended, or sent through the raylet.
-    h.reported(event(TaskId([2; 16]), None, None), Some(7));
+    h.reported(event(TaskId([2; 16]), None, None), Some(7), false);
     h.submitted(&spec(TaskId([9; 16])), "task", 250);
     assert_eq!(ids(&h), vec![4]);
-    h.reported(event(TaskId([4; 16]), Some(300), None), Some(7));
+    h.reported(event(TaskId([4; 16]), Some(300), None), Some(7), false);
     assert!(h.waiting().is_empty());
     // A retry waiting in its owner is listed though its attempt before
     // ended.

@@ -291,6 +291,9 @@ impl Dispatcher {
             if a.death.is_none() {
                 a.death = Some(kill_cause(&q.spec));
                 out.push(Action::Kill { worker: a.worker });
+            } else if q.spec.args.len() > 1 {
+                // Already being killed: a named cause still says why.
+                a.death = Some(kill_cause(&q.spec));
             }
             out.push(Action::Reply {
                 owner,

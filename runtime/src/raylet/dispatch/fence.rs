@@ -177,11 +177,11 @@ impl Dispatcher {
             for (q, sent) in calls {
                 fenced.follow(actor, q.owner, q.spec, sent, &mut out);
             }
-            if fenced.killed.is_some() {
+            if let Some(why) = &fenced.killed {
                 out.push(Action::ForwardCall {
                     actor,
                     owner: Owner::Raylet,
-                    task: super::kill_call(actor, true),
+                    task: super::kill_call_because(actor, why),
                 });
             }
             // DF-4: a restart the head placed here whose constructor had

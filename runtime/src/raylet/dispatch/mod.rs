@@ -391,8 +391,9 @@ pub use actors::KILL_METHOD;
 pub use lease::LEASE_METHOD;
 
 /// The call that kills `actor` (routed like any call, so it reaches the
-/// actor's node in order with the calls sent before it). Its one argument is
-/// `[1]` for "no restart".
+/// actor's node in order with the calls sent before it). Its first argument
+/// is `[1]` for "no restart"; a second one, if any, is the cause
+/// ([`kill_call_because`]).
 pub fn kill_call(actor: ActorId, no_restart: bool) -> TaskSpec {
     let call = crate::proto::task::ActorCall {
         actor_id: actor,

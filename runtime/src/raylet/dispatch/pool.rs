@@ -131,9 +131,9 @@ impl Dispatcher {
                 });
             }
             // An actor's worker whose creation is gone (its actor ended,
-            // or was fenced, while it started): it serves nothing.
+            // or was fenced, while it started): it serves nothing. It stays
+            // known until its exit, which its actor's state decides on.
             None if w.actor.is_some() => {
-                self.workers.remove(&worker);
                 out.push(Action::Kill { worker });
             }
             None => {

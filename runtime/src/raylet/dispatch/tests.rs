@@ -550,6 +550,18 @@ fn a_kill_that_names_its_cause_leaves_it_as_the_actor_s_death() {
     let why = "actor a is dead (its restart was given up); this incarnation must stop";
     let a = d.submit(super::kill_call_because(actor, why), Owner::Raylet);
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // Also after a user's kill that allowed a restart, before the exit.
+    let (mut d2, actor2, w2, _) = super::tests_direct::alive(3, 0);
+    d2.submit(kill_call(actor2, false), Owner::Local(1));
+    d2.submit(super::kill_call_because(actor2, why), Owner::Raylet);
+    d2.worker_died(
+        w2,
+        Failure::WorkerDied {
+            node: d2.me,
+            detail: "signal 9".into(),
+        },
+    );
+    assert_eq!(d2.dead_reason(actor2), Some(why));
     let a = d.worker_died(
         w,
         Failure::WorkerDied {

@@ -491,3 +491,30 @@ fn bundle_operations_for_another_incarnation_are_refused_or_done_df6() {
         ));
     }
 }
+
+#[test]
+fn a_fenced_actor_s_worker_that_connects_later_is_killed_not_made_idle() {
+    let mut d = Dispatcher::new(NodeId::random(), node(1));
+    let create = super::tests::actor_create(crate::ids::ActorId::random(), 0, 0);
+    let job = create.job_id;
+    let w = started(&d.submit(create, Owner::Local(1)))[0];
+    d.fence("no heartbeat", 1);
+    let a = d.worker_ready(w);
+    assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
+    // A task of the actor's job never goes to it.
+    let a = d.submit(super::tests::task(job, 0, 0), Owner::Local(1));
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Execute { worker, .. } if *worker == w)),
+        "{a:?}"
+    );
+    // Its exit changes nothing.
+    let a = d.worker_died(
+        w,
+        Failure::WorkerDied {
+            node: d.me,
+            detail: "signal 9".into(),
+        },
+    );
+    assert!(replies(&a).is_empty() && started(&a).is_empty(), "{a:?}");
+}

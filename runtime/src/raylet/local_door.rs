@@ -8,7 +8,6 @@ use super::dispatch::{Owner, WorkerId};
 use super::service::TaskService;
 use super::workers;
 use crate::ids::JobId;
-use crate::proto::direct::TaskEvents;
 use crate::proto::head::{HeadRequest, RelayedRequest};
 use crate::proto::task::{LocalEvent, LocalRequest, MAX_TASK_FRAME};
 use crate::proto::PROTOCOL_VERSION;
@@ -150,19 +149,6 @@ impl TaskService {
     }
 
     /// Handles one request; returns the connection's new role after a hello.
-    /// A worker's task events (TH-3). Its pid is also its connection's
-    /// peer's: the batch may be read after the worker's exit was handled
-    /// (its pid forgotten), and its tasks keep the pid they ran in.
-    fn task_events(&self, w: WorkerId, peer: Option<u32>, batch: TaskEvents) {
-        let live = self.pids.get(&w).map(|p| *p);
-        let mut history = self.lock_history();
-        history.finished_total += batch.unlisted_finished;
-        history.failed_total += batch.unlisted_failed;
-        for ev in batch.events {
-            history.reported(ev, live.or(peer), live.is_none());
-        }
-    }
-
     fn handle(self: &Arc<Self>, owner: Owner, role: Role, msg: LocalRequest) -> Option<Role> {
         let welcome = || LocalEvent::Welcome {
             node_id: self.node(),

@@ -1,10 +1,13 @@
 //! The raylet's side of the state API: its tasks (from the dispatcher's
 //! pure [`Dispatcher::task_rows`](super::dispatch::Dispatcher::task_rows),
 //! with worker pids and times added, then the finished ones it remembers),
-//! its objects and its workers, for the head to merge.
+//! its objects and its workers, for the head to merge; and the task
+//! events workers report for the work they took directly (TH-3).
 
 use super::dispatch::state::kind_name;
+use super::dispatch::WorkerId;
 use super::service::TaskService;
+use crate::proto::direct::TaskEvents;
 use crate::proto::state::{
     NodeMetrics, ObjectInfo, StateQuery, StateReply, TaskFilter, TaskInfo, TaskState, WorkerInfo,
 };
@@ -211,5 +214,20 @@ impl TaskService {
                 }
             })
             .collect()
+    }
+}
+
+impl TaskService {
+    /// A worker's task events (TH-3). Its pid is also its connection's
+    /// peer's: the batch may be read after the worker's exit was handled
+    /// (its pid forgotten), and its tasks keep the pid they ran in.
+    pub(super) fn task_events(&self, w: WorkerId, peer: Option<u32>, batch: TaskEvents) {
+        let live = self.pids.get(&w).map(|p| *p);
+        let mut history = self.lock_history();
+        history.finished_total += batch.unlisted_finished;
+        history.failed_total += batch.unlisted_failed;
+        for ev in batch.events {
+            history.reported(ev, live.or(peer), live.is_none());
+        }
     }
 }

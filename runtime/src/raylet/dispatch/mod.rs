@@ -456,6 +456,8 @@ mod tests_fence;
 #[cfg(test)]
 mod tests_gpu;
 #[cfg(test)]
+mod tests_kill;
+#[cfg(test)]
 mod tests_lease;
 #[cfg(test)]
 mod tests_lease_queue;

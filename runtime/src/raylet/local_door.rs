@@ -105,6 +105,15 @@ impl TaskService {
                     self.driver_pids.insert(pid, job.job_id);
                     Some((pid, job.job_id))
                 }
+                // A worker can say hello before its spawner recorded its
+                // pid: its first task would be listed without one. Held
+                // while its spawn is open, so its exit cannot come first.
+                (Role::Unknown, LocalRequest::HelloWorker { worker_id, .. }, Some(pid)) => {
+                    if let Some(_open) = self.spawning.get(worker_id) {
+                        self.pids.entry(*worker_id).or_insert(pid);
+                    }
+                    None
+                }
                 _ => None,
             };
             let msg = match (role, msg) {

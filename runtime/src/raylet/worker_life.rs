@@ -42,6 +42,10 @@ impl TaskService {
                 Err(detail) => {
                     warn!(worker, %job, "cannot start worker: {detail}");
                     me.spawning.remove(&worker);
+                    // A pid a hello recorded meanwhile was not this
+                    // worker's (it never ran): nothing is recorded after
+                    // this, as a hello records only while the spawn is open.
+                    me.pids.remove(&worker);
                     me.act(|d| d.worker_died(worker, Failure::WorkerStartFailed { detail }));
                     return;
                 }

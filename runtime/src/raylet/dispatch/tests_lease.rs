@@ -22,10 +22,21 @@ pub(super) fn idle_worker_on(res: NodeResources, job: JobId) -> (Dispatcher, Wor
     (d, w)
 }
 
-/// Asks for a lease of a one-CPU worker; the answer.
-pub(super) fn ask(d: &mut Dispatcher, job: JobId, owner: Owner) -> (TaskId, Option<WorkerId>) {
+/// The shape of a lease of a one-CPU worker of `job`.
+fn lease_shape(job: JobId) -> TaskSpec {
     let mut shape = task(job, 1, 0);
     shape.function = LEASE_METHOD.into();
+    shape
+}
+
+/// Whether `a` declines `lease` (answers it with no worker).
+fn declines(a: &[Action], lease: TaskId) -> bool {
+    a.iter().any(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(b), .. } if *task_id == lease && rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none()))
+}
+
+/// Asks for a lease of a one-CPU worker; the answer.
+pub(super) fn ask(d: &mut Dispatcher, job: JobId, owner: Owner) -> (TaskId, Option<WorkerId>) {
+    let shape = lease_shape(job);
     let lease = shape.task_id;
     let a = d.lease(shape, owner);
     let granted = match replies(&a).as_slice() {
@@ -63,8 +74,7 @@ fn l8_a_lease_with_no_idle_worker_of_its_job_starts_one_and_is_answered_when_rea
     let job = JobId::random();
     // Another job's idle worker is not lent: one starts for this job.
     let (mut d, theirs) = idle_worker(JobId::random());
-    let mut shape = task(job, 1, 0);
-    shape.function = LEASE_METHOD.into();
+    let shape = lease_shape(job);
     let lease = shape.task_id;
     let a = d.lease(shape, Owner::Local(1));
     let w = started(&a)[0];
@@ -92,15 +102,11 @@ fn l8_a_lease_with_no_idle_worker_of_its_job_starts_one_and_is_answered_when_rea
     );
     // A worker started for a lease that dies first declines it.
     let mut d = Dispatcher::new(NodeId::random(), node(1));
-    let mut shape = task(job, 1, 0);
-    shape.function = LEASE_METHOD.into();
+    let shape = lease_shape(job);
     let lease = shape.task_id;
     let w = started(&d.lease(shape, Owner::Local(1)))[0];
     let a = d.worker_died(w, signal9());
-    assert!(
-        a.iter().any(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(b), .. } if *task_id == lease && rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none())),
-        "{a:?}"
-    );
+    assert!(declines(&a, lease), "{a:?}");
     assert_eq!(d.stats().running, 0, "its CPU is free");
 }
 
@@ -128,8 +134,7 @@ fn l1_l2_l3_a_lease_holds_its_cpu_until_returned_and_is_revoked_for_others() {
         "revoked once"
     );
     // Work is queued: another owner's request waits its turn (L-7).
-    let mut shape = task(job, 1, 0);
-    shape.function = LEASE_METHOD.into();
+    let shape = lease_shape(job);
     assert!(replies(&d.lease(shape, Owner::Local(3))).is_empty());
     let a = d.return_lease(lease, Owner::Local(1));
     assert!(
@@ -444,17 +449,13 @@ fn a_worker_started_under_an_earlier_id_runs_nothing_when_it_comes_up() {
     );
     // A lease's worker: the lease is declined, its CPU free again.
     let mut d = Dispatcher::new(NodeId::random(), node(1));
-    let mut shape = task(job, 1, 0);
-    shape.function = LEASE_METHOD.into();
+    let shape = lease_shape(job);
     let lease = shape.task_id;
     let w = started(&d.lease(shape, Owner::Local(1)))[0];
     d.set_node_id(NodeId::random());
     let a = d.worker_ready(w);
     assert!(a.contains(&Action::Kill { worker: w }), "{a:?}");
-    assert!(
-        a.iter().any(|x| matches!(x, Action::Reply { task_id, outcome: Outcome::Inline(b), .. } if *task_id == lease && rkyv::from_bytes::<Option<u64>, rkyv::rancor::Error>(b).unwrap().is_none())),
-        "{a:?}"
-    );
+    assert!(declines(&a, lease), "{a:?}");
     assert_eq!(d.stats().running, 0);
     assert_eq!(d.available().get(CPU), Quantity::ONE);
 }
